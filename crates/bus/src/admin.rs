@@ -1,0 +1,158 @@
+//! Topic administration: create event-log topics with explicit settings.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::KafkaConfig;
+
+/// How long a topic keeps its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Keep every record forever: the topic is an event log (`retention.ms=-1`).
+    Forever,
+    /// Delete records older than this.
+    For(Duration),
+}
+
+/// The settings of a topic to create.
+///
+/// ```
+/// use herald_bus::admin::{Retention, TopicSpec};
+/// let spec = TopicSpec::new("shop.orders").partitions(12).replication(3);
+/// assert_eq!(spec.retention, Retention::Forever);
+/// ```
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions (default 6).
+    pub partitions: i32,
+    /// Replication factor (default 1, for a single-broker development cluster; use 3 in
+    /// production).
+    pub replication: i32,
+    /// Retention (default: forever, since topics are the event log).
+    pub retention: Retention,
+    /// Other topic configs, by Kafka's names (`min.insync.replicas`, `cleanup.policy`, ...).
+    pub configs: Vec<(String, String)>,
+}
+
+impl TopicSpec {
+    /// An event-log topic with the defaults above.
+    pub fn new(name: impl Into<String>) -> Self {
+        TopicSpec { name: name.into(), partitions: 6, replication: 1, retention: Retention::Forever, configs: Vec::new() }
+    }
+
+    /// Sets the partition count.
+    pub fn partitions(mut self, n: i32) -> Self {
+        self.partitions = n;
+        self
+    }
+
+    /// Sets the replication factor.
+    pub fn replication(mut self, n: i32) -> Self {
+        self.replication = n;
+        self
+    }
+
+    /// Sets the retention.
+    pub fn retention(mut self, r: Retention) -> Self {
+        self.retention = r;
+        self
+    }
+
+    /// Sets another topic config.
+    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.configs.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Failure of an admin operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The topic name is not valid.
+    #[error("invalid topic name: {0}")]
+    InvalidName(String),
+    /// The client could not be created or the request failed as a whole.
+    #[error("admin request failed: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker refused to create a topic.
+    #[error("cannot create topic {topic}: {code}")]
+    Create {
+        /// The topic.
+        topic: String,
+        /// The broker's error code.
+        code: RDKafkaErrorCode,
+    },
+}
+
+/// Outcome of creating one topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The topic was created.
+    New,
+    /// It existed already (its settings were not changed).
+    Existed,
+}
+
+/// Creates topics; a topic that already exists is reported as [`Created::Existed`].
+///
+/// Cancellation-safe: dropping the future abandons the request (topics may or may not
+/// have been created).
+pub async fn create_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<Vec<Created>, AdminError> {
+    for spec in specs {
+        crate::topic::validate_name(&spec.name).map_err(AdminError::InvalidName)?;
+    }
+    let admin: AdminClient<DefaultClientContext> = config.client_config(&[]).create()?;
+    let retention: Vec<String> = specs
+        .iter()
+        .map(|s| match s.retention {
+            Retention::Forever => "-1".to_owned(),
+            Retention::For(d) => d.as_millis().to_string(),
+        })
+        .collect();
+    let topics: Vec<NewTopic<'_>> = specs
+        .iter()
+        .zip(&retention)
+        .map(|(s, r)| {
+            let mut t = NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(s.replication)).set("retention.ms", r);
+            for (k, v) in &s.configs {
+                t = t.set(k, v);
+            }
+            t
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&topics, &options).await?;
+    results
+        .into_iter()
+        .map(|r| match r {
+            Ok(_) => Ok(Created::New),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(Created::Existed),
+            Err((topic, code)) => Err(AdminError::Create { topic, code }),
+        })
+        .collect()
+}
+
+/// Number of partitions of `topic`, from cluster metadata.
+pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, AdminError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = config.clone();
+    let topic = topic.to_owned();
+    let result = tokio::task::spawn_blocking(move || -> Result<Option<usize>, AdminError> {
+        let client: BaseConsumer = config.client_config(&[]).create()?;
+        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        Ok(metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0))
+    })
+    .await;
+    result.unwrap_or(Ok(None))
+}

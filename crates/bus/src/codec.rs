@@ -1,0 +1,168 @@
+//! Payload framing: how the writer schema travels with each Avro datum.
+//!
+//! The datum is always Avro binary; a [`Codec`] only decides the frame around it and how a
+//! reader finds the writer schema. [`SingleObject`] is Avro's single-object encoding
+//! (`C3 01` + 8-byte little-endian CRC-64-AVRO fingerprint), readable by anyone who holds
+//! the schema files, with no registry server. A registry codec (Confluent wire format,
+//! `0x00` + 4-byte big-endian schema id) fits the same trait.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::schema::{Fingerprint, KnownSchema, SchemaSet};
+
+/// The two magic bytes of Avro single-object encoding.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// Why a payload could not be decoded. Decode failures are permanent: the same bytes will
+/// fail again, so the consumer dead-letters them at once instead of retrying.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The record has no value (a tombstone or an empty payload).
+    #[error("empty payload")]
+    Empty,
+    /// The payload does not start with a known frame.
+    #[error("unknown framing: expected single-object magic C3 01, found {found}")]
+    BadMagic {
+        /// The first bytes, in hex.
+        found: String,
+    },
+    /// The payload is shorter than its frame.
+    #[error("truncated frame: {len} bytes")]
+    TruncatedFrame {
+        /// Payload length.
+        len: usize,
+    },
+    /// No known schema has this fingerprint.
+    #[error("unknown writer schema fingerprint {0}")]
+    UnknownFingerprint(Fingerprint),
+    /// The writer schema is known, but the datum does not decode with it (truncated or
+    /// corrupt bytes, or trailing garbage).
+    #[error("invalid {type_name} datum: {reason}")]
+    Datum {
+        /// The writer schema's full name.
+        type_name: String,
+        /// What the Avro decoder said.
+        reason: String,
+    },
+}
+
+/// The framing of Avro payloads. Implementations must be cheap to call per message.
+#[async_trait]
+pub trait Codec: Send + Sync + std::fmt::Debug + 'static {
+    /// Appends the frame header for a datum written with `schema` to `out`.
+    async fn write_header(&self, topic: &str, schema: &KnownSchema, out: &mut Vec<u8>) -> Result<(), crate::PublishError>;
+
+    /// Splits `payload` into its writer schema and the datum bytes.
+    async fn read_header<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError>;
+}
+
+/// Avro single-object encoding, with writer schemas looked up in a [`SchemaSet`].
+///
+/// ```
+/// # tokio_test_shim::block_on(async {
+/// use herald_bus::codec::{Codec, SingleObject};
+/// use herald_bus::schema::SchemaSet;
+/// let mut set = SchemaSet::default();
+/// let known = set.add_str(r#"{"type":"record","name":"P","fields":[{"name":"n","type":"int"}]}"#).unwrap();
+/// let codec = SingleObject::new(set);
+/// let mut buf = Vec::new();
+/// codec.write_header("t", &known, &mut buf).await.unwrap();
+/// buf.push(0x02); // the datum: n = 1
+/// let (writer, datum) = codec.read_header(&buf).await.unwrap();
+/// assert_eq!(writer.name, "P");
+/// assert_eq!(datum, &[0x02]);
+/// # });
+/// # mod tokio_test_shim { pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #   tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
+/// ```
+#[derive(Debug, Clone)]
+pub struct SingleObject {
+    schemas: SchemaSet,
+}
+
+impl SingleObject {
+    /// A codec that can read every schema in `schemas`.
+    pub fn new(schemas: SchemaSet) -> Self {
+        SingleObject { schemas }
+    }
+
+    /// The schemas this codec reads.
+    pub fn schemas(&self) -> &SchemaSet {
+        &self.schemas
+    }
+
+    /// Splits a payload synchronously (the single-object frame needs no I/O).
+    pub fn split<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError> {
+        let (fp, datum) = split_single_object(payload)?;
+        let known = self
+            .schemas
+            .by_fingerprint(&fp)
+            .ok_or(DecodeError::UnknownFingerprint(fp))?;
+        Ok((known.clone(), datum))
+    }
+}
+
+/// Splits a single-object payload into fingerprint and datum, without looking it up.
+pub fn split_single_object(payload: &[u8]) -> Result<(Fingerprint, &[u8]), DecodeError> {
+    if payload.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if payload.len() < 2 || payload[..2] != SINGLE_OBJECT_MAGIC {
+        let found = payload.iter().take(4).map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(" ");
+        return Err(DecodeError::BadMagic { found });
+    }
+    if payload.len() < 10 {
+        return Err(DecodeError::TruncatedFrame { len: payload.len() });
+    }
+    let mut fp = [0u8; 8];
+    fp.copy_from_slice(&payload[2..10]);
+    Ok((Fingerprint(fp), &payload[10..]))
+}
+
+#[async_trait]
+impl Codec for SingleObject {
+    async fn write_header(&self, _topic: &str, schema: &KnownSchema, out: &mut Vec<u8>) -> Result<(), crate::PublishError> {
+        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+        out.extend_from_slice(&schema.fingerprint.0);
+        Ok(())
+    }
+
+    async fn read_header<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError> {
+        self.split(payload)
+    }
+}
+
+/// Decodes a datum to a generic Avro value with the writer schema, checking that every
+/// byte was consumed (trailing bytes mean a corrupt payload).
+pub fn decode_value(writer: &KnownSchema, datum: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
+    let mut reader = datum;
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut reader, None).map_err(|e| DecodeError::Datum {
+        type_name: writer.name.clone(),
+        reason: e.to_string(),
+    })?;
+    if !reader.is_empty() {
+        return Err(DecodeError::Datum {
+            type_name: writer.name.clone(),
+            reason: format!("{} trailing bytes after the datum", reader.len()),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_garbage_with_a_clear_reason() {
+        assert!(matches!(split_single_object(b""), Err(DecodeError::Empty)));
+        assert!(matches!(split_single_object(b"{\"json\":1}"), Err(DecodeError::BadMagic { .. })));
+        assert!(matches!(split_single_object(&[0xC3, 0x01, 1, 2]), Err(DecodeError::TruncatedFrame { len: 4 })));
+        let (fp, datum) = split_single_object(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("framed");
+        assert_eq!(fp.0, [1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(datum, &[9]);
+    }
+}

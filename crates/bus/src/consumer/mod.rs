@@ -1,0 +1,402 @@
+//! The consumer runtime: typed handlers over a consumer group, at least once, in order per
+//! key.
+//!
+//! # How a record flows
+//! 1. The main loop receives records from one rdkafka queue (never blocked by handlers: it
+//!    keeps polling, so a slow handler cannot push the consumer out of its group).
+//! 2. Each record goes to its partition's worker through a bounded queue. When a queue is
+//!    full, the partition is paused in the client, and resumed once the queue is half empty.
+//! 3. The worker decodes the record, calls the handler with retries, dead-letters what
+//!    cannot be handled, and only then stores the offset.
+//! 4. librdkafka commits stored offsets every `auto.commit.interval.ms`; revocation and
+//!    shutdown commit synchronously.
+//!
+//! # Shutdown
+//! [`Consumer::run`] takes a shutdown future. When it completes: intake stops, workers
+//! finish the records already queued (up to `drain_timeout`, then they stop after their
+//! current record), stored offsets are committed, the dead-letter producer is flushed, and
+//! the consumer leaves its group.
+
+mod context;
+mod handler;
+mod partition;
+mod retry;
+mod route;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::TopicPartitionList;
+use tokio::sync::mpsc::error::TrySendError;
+
+pub use context::ConsumerHealth;
+pub use handler::{Handler, HandlerError};
+pub use retry::RetryPolicy;
+pub use route::UnknownTypes;
+
+use context::{Context, Shared};
+use partition::DeadLetters;
+use route::{Route, RouteSettings, TypedRoute};
+
+use crate::admin::{self, TopicSpec};
+use crate::codec::{Codec, SingleObject};
+use crate::schema::SchemaSet;
+use crate::{EventFamily, KafkaConfig, PublishError, Publisher, PublisherOptions, Topic};
+
+/// Consumer properties Herald sets unless the configuration overrides them.
+///
+/// `enable.auto.offset.store=false` is not negotiable: Herald stores offsets itself after
+/// the work is done, and forces it even if the configuration says otherwise.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "true"),
+    ("auto.commit.interval.ms", "1000"),
+    ("auto.offset.reset", "earliest"),
+    ("isolation.level", "read_committed"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("enable.partition.eof", "false"),
+];
+
+/// A consumer could not start or failed while running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumerError {
+    /// No handler was subscribed.
+    #[error("no topic subscribed")]
+    NothingSubscribed,
+    /// The rdkafka consumer could not be created or subscribed.
+    #[error("kafka client error: {0}")]
+    Client(#[from] KafkaError),
+    /// The dead-letter producer could not be created.
+    #[error("dead-letter producer: {0}")]
+    Publisher(#[from] PublishError),
+    /// A dead-letter topic could not be created.
+    #[error("dead-letter topic: {0}")]
+    Admin(#[from] admin::AdminError),
+}
+
+type RouteFactory = Box<dyn FnOnce(&RouteSettings) -> Arc<dyn Route> + Send>;
+
+/// Builds a [`Consumer`]: subscribe typed handlers to typed topics, tune, then build.
+///
+/// ```no_run
+/// # herald_bus::family! { #[derive(Debug)] pub enum Demo { A(A) } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct A { id: String }
+/// # impl herald_bus::Event for A { const TYPE: &'static str = "A"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+/// # async fn run() -> Result<(), herald_bus::ConsumerError> {
+/// use herald_bus::{Consumer, Envelope, HandlerError, KafkaConfig, Topic};
+/// const DEMO: Topic<Demo> = Topic::new("demo.events");
+///
+/// let consumer = Consumer::builder(KafkaConfig::new("127.0.0.1:9092"), "demo-group")
+///     .subscribe(&DEMO, |event: Envelope<Demo>| async move {
+///         println!("{:?}", event.event);
+///         Ok::<_, HandlerError>(())
+///     })
+///     .build()
+///     .await?;
+/// consumer.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct ConsumerBuilder {
+    config: KafkaConfig,
+    group: String,
+    routes: Vec<(String, SchemaSet, RouteFactory)>,
+    schemas: SchemaSet,
+    retry: RetryPolicy,
+    handler_timeout: Duration,
+    unknown_types: UnknownTypes,
+    buffer_per_partition: usize,
+    drain_timeout: Duration,
+    revoke_timeout: Duration,
+    create_dead_letter_topics: bool,
+}
+
+impl ConsumerBuilder {
+    /// Subscribes `handler` to `topic`. The handler's family must be the topic's: a
+    /// mismatch does not compile.
+    pub fn subscribe<F: EventFamily, H: Handler<F>>(mut self, topic: &Topic<F>, handler: H) -> Self {
+        let factory: RouteFactory = Box::new(move |settings| Arc::new(TypedRoute::<F, H>::new(handler, settings.clone())));
+        self.routes.push((topic.name().to_owned(), F::schemas().clone(), factory));
+        self
+    }
+
+    /// Extra writer schemas to accept (older or newer versions of the members' types).
+    pub fn schemas(mut self, schemas: SchemaSet) -> Self {
+        self.schemas.extend(&schemas);
+        self
+    }
+
+    /// Retry policy for failing handlers (default: [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Deadline of one handler call (default 60 s; keep it well below
+    /// `max.poll.interval.ms`).
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.handler_timeout = timeout;
+        self
+    }
+
+    /// Policy for records of types the topic's family lacks (default: dead-letter).
+    pub fn unknown_types(mut self, policy: UnknownTypes) -> Self {
+        self.unknown_types = policy;
+        self
+    }
+
+    /// Records buffered per partition ahead of its handler (default 256). With
+    /// `queued.max.messages.kbytes` this bounds the consumer's memory.
+    pub fn buffer_per_partition(mut self, n: usize) -> Self {
+        self.buffer_per_partition = n.max(1);
+        self
+    }
+
+    /// How long shutdown waits for queued records to be handled (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a revocation waits for the revoked partitions' current records (default
+    /// 10 s). It runs inside the rebalance, so keep it short.
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.revoke_timeout = timeout;
+        self
+    }
+
+    /// Whether [`ConsumerBuilder::build`] creates missing dead-letter topics (default true).
+    pub fn create_dead_letter_topics(mut self, create: bool) -> Self {
+        self.create_dead_letter_topics = create;
+        self
+    }
+
+    /// Creates the consumer, its dead-letter producer and topics, and subscribes.
+    ///
+    /// The consumer needs tokio's multi-threaded runtime: rebalance hooks wait for workers
+    /// running on other threads.
+    pub async fn build(self) -> Result<Consumer, ConsumerError> {
+        if self.routes.is_empty() {
+            return Err(ConsumerError::NothingSubscribed);
+        }
+        if self.create_dead_letter_topics {
+            let mut specs = Vec::new();
+            for (topic, _, _) in &self.routes {
+                let partitions = admin::partition_count(&self.config, topic).await?.unwrap_or(1);
+                specs.push(TopicSpec::new(crate::dead_letter::topic_for(topic)).partitions(partitions as i32));
+            }
+            admin::create_topics(&self.config, &specs).await?;
+        }
+        let health = Arc::new(ConsumerHealth::default());
+        let shared = Arc::new(Shared { partitions: Default::default(), revoke_timeout: self.revoke_timeout, health: health.clone() });
+        let mut client_config = self.config.client_config(CONSUMER_DEFAULTS);
+        client_config.set("group.id", &self.group).set("enable.auto.offset.store", "false");
+        let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone() })?;
+        let topics: Vec<&str> = self.routes.iter().map(|(t, _, _)| t.as_str()).collect();
+        consumer.subscribe(&topics)?;
+
+        let mut routes = HashMap::new();
+        for (topic, family_schemas, factory) in self.routes {
+            let mut schemas = family_schemas;
+            schemas.extend(&self.schemas);
+            let codec: Arc<dyn Codec> = Arc::new(SingleObject::new(schemas));
+            let settings = RouteSettings { retry: self.retry, handler_timeout: self.handler_timeout, unknown_types: self.unknown_types, codec };
+            routes.insert(topic, factory(&settings));
+        }
+        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:{}", self.group)))?;
+        Ok(Consumer {
+            consumer: Arc::new(consumer),
+            shared,
+            routes,
+            dead_letters: DeadLetters { publisher, group: self.group },
+            buffer_per_partition: self.buffer_per_partition,
+            drain_timeout: self.drain_timeout,
+            health,
+        })
+    }
+}
+
+/// A running consumer group member. See the [module docs](self) for the flow.
+pub struct Consumer {
+    consumer: Arc<StreamConsumer<Context>>,
+    shared: Arc<Shared>,
+    routes: HashMap<String, Arc<dyn Route>>,
+    dead_letters: DeadLetters,
+    buffer_per_partition: usize,
+    drain_timeout: Duration,
+    health: Arc<ConsumerHealth>,
+}
+
+impl Consumer {
+    /// Starts building a consumer in consumer group `group`.
+    pub fn builder(config: KafkaConfig, group: impl Into<String>) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config,
+            group: group.into(),
+            routes: Vec::new(),
+            schemas: SchemaSet::default(),
+            retry: RetryPolicy::default(),
+            handler_timeout: Duration::from_secs(60),
+            unknown_types: UnknownTypes::default(),
+            buffer_per_partition: 256,
+            drain_timeout: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
+            create_dead_letter_topics: true,
+        }
+    }
+
+    /// Live state for health checks.
+    pub fn health(&self) -> Arc<ConsumerHealth> {
+        self.health.clone()
+    }
+
+    /// Consumes until `shutdown` completes, then shuts down in order (see the module docs).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+        self.health.set_running(true);
+        tokio::pin!(shutdown);
+        let mut refill = tokio::time::interval(Duration::from_millis(20));
+        refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut any_paused = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                received = self.consumer.recv() => match received {
+                    Ok(msg) => any_paused |= self.dispatch(msg.detach()),
+                    Err(KafkaError::PartitionEOF(_)) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        self.health.record_error(e.to_string());
+                    }
+                },
+                _ = refill.tick(), if any_paused => any_paused = self.refill(),
+            }
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+
+    /// Hands a record to its partition's worker. Returns true if the partition is paused.
+    fn dispatch(&self, msg: OwnedMessage) -> bool {
+        let Some(route) = self.routes.get(msg.topic()) else {
+            tracing::error!(topic = msg.topic(), "record from a topic without route");
+            return false;
+        };
+        let mut partitions = self.shared.lock();
+        let key = (msg.topic().to_owned(), msg.partition());
+        let slot = partitions.entry(key).or_insert_with(|| {
+            partition::spawn(route.clone(), self.consumer.clone(), self.dead_letters.clone(), self.buffer_per_partition, msg.offset())
+        });
+        if msg.offset() < slot.next_offset {
+            return slot.paused; // Already queued: re-fetched after a resume.
+        }
+        slot.next_offset = msg.offset() + 1;
+        if slot.paused {
+            slot.stash.push_back(msg);
+            return true;
+        }
+        match slot.tx.try_send(msg) {
+            Ok(()) => false,
+            Err(TrySendError::Full(msg)) | Err(TrySendError::Closed(msg)) => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(msg.topic(), msg.partition());
+                if let Err(e) = self.consumer.pause(&tpl) {
+                    tracing::warn!(error = %e, "cannot pause partition");
+                }
+                slot.stash.push_back(msg);
+                slot.paused = true;
+                true
+            }
+        }
+    }
+
+    /// Moves stashed records into workers' queues and resumes partitions whose queue is
+    /// at least half empty. Returns true while some partition stays paused.
+    fn refill(&self) -> bool {
+        let mut partitions = self.shared.lock();
+        let mut still_paused = false;
+        for ((topic, partition), slot) in partitions.iter_mut().filter(|(_, s)| s.paused) {
+            while let Some(msg) = slot.stash.pop_front() {
+                if let Err(e) = slot.tx.try_send(msg) {
+                    let msg = match e {
+                        TrySendError::Full(m) | TrySendError::Closed(m) => m,
+                    };
+                    slot.stash.push_front(msg);
+                    break;
+                }
+            }
+            if slot.stash.is_empty() && slot.tx.capacity() * 2 >= slot.tx.max_capacity() {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, *partition);
+                match self.consumer.resume(&tpl) {
+                    Ok(()) => slot.paused = false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot resume partition");
+                        still_paused = true;
+                    }
+                }
+            } else {
+                still_paused = true;
+            }
+        }
+        still_paused
+    }
+
+    async fn shutdown(self) {
+        let started = Instant::now();
+        let slots: Vec<_> = self.shared.lock().drain().collect();
+        tracing::info!(partitions = slots.len(), "shutting down: draining workers");
+        let drain_timeout = self.drain_timeout;
+        // Dropping the queue senders lets workers finish what they hold, then exit.
+        let waits: Vec<_> = slots
+            .into_iter()
+            .map(|(_, slot)| {
+                let partition::Slot { tx, cancel, done, .. } = slot;
+                drop(tx);
+                (cancel, done)
+            })
+            .collect();
+        let _ = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + drain_timeout;
+            for (cancel, done) in &waits {
+                if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
+                    cancel.cancel();
+                }
+            }
+            // Cancelled workers stop after their current record.
+            for (_, done) in &waits {
+                let _ = done.recv_timeout(Duration::from_secs(5));
+            }
+        })
+        .await;
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+            Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+        }
+        if let Err(e) = self.dead_letters.publisher.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "dead-letter producer flush failed");
+        }
+        self.health.set_running(false);
+        // Closing leaves the group; it can block, so it runs on a blocking thread.
+        let consumer = self.consumer;
+        drop(self.routes);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            }),
+        )
+        .await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "consumer stopped");
+    }
+}

@@ -1,0 +1,217 @@
+//! Dead-letter records: the original record plus why it could not be handled.
+//!
+//! A dead-lettered record keeps the original key, value and headers byte for byte, and adds
+//! `herald.dlq.*` headers (all UTF-8 text, readable with `kcat -J` or `herald dlq list`):
+//!
+//! | header                    | value                                            |
+//! |---------------------------|--------------------------------------------------|
+//! | `herald.dlq.reason`       | the error, for people                            |
+//! | `herald.dlq.stage`        | `decode`, `unknown-type` or `handler`            |
+//! | `herald.dlq.attempts`     | handler attempts made (0 for decode failures)    |
+//! | `herald.dlq.topic`        | original topic                                   |
+//! | `herald.dlq.partition`    | original partition                               |
+//! | `herald.dlq.offset`       | original offset                                  |
+//! | `herald.dlq.group`        | consumer group that gave up                      |
+//! | `herald.dlq.time`         | RFC 3339 time of dead-lettering                  |
+
+use chrono::{SecondsFormat, Utc};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+
+use crate::publisher::Record;
+
+/// Header names of dead-letter records.
+pub mod header {
+    /// Why the record was dead-lettered.
+    pub const REASON: &str = "herald.dlq.reason";
+    /// Where processing failed.
+    pub const STAGE: &str = "herald.dlq.stage";
+    /// Handler attempts made.
+    pub const ATTEMPTS: &str = "herald.dlq.attempts";
+    /// Original topic.
+    pub const TOPIC: &str = "herald.dlq.topic";
+    /// Original partition.
+    pub const PARTITION: &str = "herald.dlq.partition";
+    /// Original offset.
+    pub const OFFSET: &str = "herald.dlq.offset";
+    /// Consumer group.
+    pub const GROUP: &str = "herald.dlq.group";
+    /// When it was dead-lettered.
+    pub const TIME: &str = "herald.dlq.time";
+    /// Prefix shared by all of the above.
+    pub const PREFIX: &str = "herald.dlq.";
+}
+
+/// Where processing of a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The payload could not be decoded (bad framing, unknown schema, corrupt datum).
+    Decode,
+    /// The payload decoded, but its type is not one the consumer handles.
+    UnknownType,
+    /// The handler failed permanently or ran out of retries.
+    Handler,
+}
+
+impl Stage {
+    /// The header value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stage::Decode => "decode",
+            Stage::UnknownType => "unknown-type",
+            Stage::Handler => "handler",
+        }
+    }
+}
+
+/// Why a record is being dead-lettered.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// Where it failed.
+    pub stage: Stage,
+    /// The error, for people.
+    pub reason: String,
+    /// Handler attempts made.
+    pub attempts: u32,
+}
+
+/// The dead-letter topic for `topic`: `<topic>.dlq`, or `<topic>_dlq` for topics that use
+/// underscores (so names never mix `.` and `_`).
+///
+/// ```
+/// assert_eq!(herald_bus::dead_letter::topic_for("shop.orders"), "shop.orders.dlq");
+/// assert_eq!(herald_bus::dead_letter::topic_for("shop_orders"), "shop_orders_dlq");
+/// ```
+pub fn topic_for(topic: &str) -> String {
+    if topic.contains('_') { format!("{topic}_dlq") } else { format!("{topic}.dlq") }
+}
+
+/// Builds the dead-letter record for `original`.
+pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic: &str) -> Record {
+    let mut headers = OwnedHeaders::new();
+    if let Some(h) = original.headers() {
+        for h in h.iter().filter(|h| !h.key.starts_with(header::PREFIX)) {
+            headers = headers.insert(Header { key: h.key, value: h.value });
+        }
+    }
+    let fields = [
+        (header::REASON, failure.reason.clone()),
+        (header::STAGE, failure.stage.as_str().to_owned()),
+        (header::ATTEMPTS, failure.attempts.to_string()),
+        (header::TOPIC, original.topic().to_owned()),
+        (header::PARTITION, original.partition().to_string()),
+        (header::OFFSET, original.offset().to_string()),
+        (header::GROUP, group.to_owned()),
+        (header::TIME, Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)),
+    ];
+    for (key, value) in &fields {
+        headers = headers.insert(Header { key, value: Some(value.as_str()) });
+    }
+    Record {
+        topic: dlq_topic.to_owned(),
+        key: original.key().map(<[u8]>::to_vec).unwrap_or_default(),
+        payload: original.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+    }
+}
+
+/// A dead-letter record read back, with its failure details parsed.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Position in the dead-letter topic.
+    pub dlq_partition: i32,
+    /// Offset in the dead-letter topic.
+    pub dlq_offset: i64,
+    /// `herald.dlq.reason`.
+    pub reason: String,
+    /// `herald.dlq.stage`.
+    pub stage: String,
+    /// `herald.dlq.attempts`.
+    pub attempts: u32,
+    /// Original topic.
+    pub topic: String,
+    /// Original partition.
+    pub partition: i32,
+    /// Original offset.
+    pub offset: i64,
+    /// Group that gave up.
+    pub group: String,
+    /// When.
+    pub time: String,
+    /// Original key.
+    pub key: Option<Vec<u8>>,
+    /// Original value.
+    pub payload: Option<Vec<u8>>,
+    /// Original headers (without the `herald.dlq.*` ones).
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl DeadLetter {
+    /// Parses a record read from a dead-letter topic; `None` if it lacks Herald's headers.
+    pub fn parse<M: Message>(msg: &M) -> Option<DeadLetter> {
+        let mut dl = DeadLetter {
+            dlq_partition: msg.partition(),
+            dlq_offset: msg.offset(),
+            reason: String::new(),
+            stage: String::new(),
+            attempts: 0,
+            topic: String::new(),
+            partition: -1,
+            offset: -1,
+            group: String::new(),
+            time: String::new(),
+            key: msg.key().map(<[u8]>::to_vec),
+            payload: msg.payload().map(<[u8]>::to_vec),
+            headers: Vec::new(),
+        };
+        let headers = msg.headers()?;
+        for h in headers.iter() {
+            let text = h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            match h.key {
+                header::REASON => dl.reason = text,
+                header::STAGE => dl.stage = text,
+                header::ATTEMPTS => dl.attempts = text.parse().unwrap_or(0),
+                header::TOPIC => dl.topic = text,
+                header::PARTITION => dl.partition = text.parse().unwrap_or(-1),
+                header::OFFSET => dl.offset = text.parse().unwrap_or(-1),
+                header::GROUP => dl.group = text,
+                header::TIME => dl.time = text,
+                k => dl.headers.push((k.to_owned(), h.value.map(<[u8]>::to_vec))),
+            }
+        }
+        (!dl.topic.is_empty()).then_some(dl)
+    }
+
+    /// The record that republishes the original to its topic: same key, value and headers.
+    pub fn replay_record(&self) -> Record {
+        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
+        for (key, value) in &self.headers {
+            headers = headers.insert(Header { key, value: value.as_deref() });
+        }
+        Record {
+            topic: self.topic.clone(),
+            key: self.key.clone().unwrap_or_default(),
+            payload: self.payload.clone().unwrap_or_default(),
+            headers,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_letter_round_trips_and_replays_the_original() {
+        let original_headers = OwnedHeaders::new().insert(Header { key: "ce_id", value: Some("abc") });
+        let original = OwnedMessage::new(Some(vec![1, 2, 3]), Some(b"k1".to_vec()), "shop.orders".into(), rdkafka::Timestamp::NotAvailable, 2, 41, Some(original_headers));
+        let failure = Failure { stage: Stage::Handler, reason: "boom".into(), attempts: 5 };
+        let rec = record(&original, &failure, "g1", "shop.orders.dlq");
+        let stored = OwnedMessage::new(Some(rec.payload.clone()), Some(rec.key.clone()), rec.topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 7, Some(rec.headers.clone()));
+        let dl = DeadLetter::parse(&stored).expect("herald dead letter");
+        assert_eq!((dl.topic.as_str(), dl.partition, dl.offset, dl.attempts), ("shop.orders", 2, 41, 5));
+        assert_eq!((dl.stage.as_str(), dl.reason.as_str(), dl.group.as_str()), ("handler", "boom", "g1"));
+        let replay = dl.replay_record();
+        assert_eq!((replay.topic.as_str(), replay.key.as_slice(), replay.payload.as_slice()), ("shop.orders", &b"k1"[..], &[1u8, 2, 3][..]));
+        assert_eq!(replay.headers.count(), 1);
+    }
+}

@@ -1,0 +1,214 @@
+//! Domain events and event families.
+//!
+//! An [`Event`] is one Rust type tied to one `.avsc` schema. An [`EventFamily`] is the closed
+//! set of events one topic carries, as an enum: handlers match it exhaustively, so a new
+//! event type makes the compiler list every place that must handle it. The
+//! [`family!`](crate::family) macro writes the enum's plumbing.
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::DecodeError;
+use crate::schema::{KnownSchema, SchemaSet};
+
+/// One domain event type, tied to its Avro schema.
+///
+/// The schema text is the `.avsc` file (use `include_str!`), so the file stays the single
+/// source of truth. [`check_schema`] proves at test time that the Rust type and the file
+/// agree: derive [`apache_avro::AvroSchema`] on the type and call it from a unit test.
+///
+/// ```
+/// use herald_bus::Event;
+///
+/// #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, apache_avro::AvroSchema)]
+/// #[avro(namespace = "demo")]
+/// struct Pinged { id: String }
+///
+/// impl Event for Pinged {
+///     const TYPE: &'static str = "demo.Pinged";
+///     const SCHEMA: &'static str =
+///         r#"{"type":"record","name":"Pinged","namespace":"demo","fields":[{"name":"id","type":"string"}]}"#;
+///     fn aggregate_id(&self) -> &str { &self.id }
+/// }
+///
+/// herald_bus::event::check_schema::<Pinged>().unwrap();
+/// ```
+pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The Avro full name; also the CloudEvents `type`.
+    const TYPE: &'static str;
+    /// The Avro schema text (the content of the `.avsc` file).
+    const SCHEMA: &'static str;
+    /// The id of the aggregate this event belongs to. It becomes the Kafka key (so the
+    /// aggregate's events stay in order on one partition) and the CloudEvents `subject`.
+    fn aggregate_id(&self) -> &str;
+}
+
+/// Marker: event `E` may be published on a topic of family `Self`.
+///
+/// Written by [`family!`](crate::family); publishing an event on a topic whose family does
+/// not include it is a compile error.
+pub trait Member<E: Event>: EventFamily {}
+
+/// The closed set of event types carried by one topic.
+///
+/// Implement it with [`family!`](crate::family) rather than by hand.
+pub trait EventFamily: Sized + Send + Sync + 'static {
+    /// The Avro full names of the members, in declaration order.
+    const TYPES: &'static [&'static str];
+
+    /// The members' schemas, parsed once (the family macro caches them).
+    fn schemas() -> &'static SchemaSet;
+
+    /// Decodes the datum of member `type_name` written with `writer`, resolving to the
+    /// member's own (reader) schema. Returns `Ok(None)` when `type_name` is not a member.
+    fn decode(type_name: &str, writer: &KnownSchema, datum: &[u8]) -> Result<Option<Self>, DecodeError>;
+
+    /// The Avro full name of this value's event type.
+    fn type_name(&self) -> &'static str;
+
+    /// The aggregate id of this value.
+    fn aggregate_id(&self) -> &str;
+}
+
+/// Checks that `E`'s derived Avro schema equals the `.avsc` it names, in parsing canonical
+/// form (field order, names and types; docs and defaults are not part of it).
+///
+/// Call it from a unit test for each event type, so a struct that drifted from its file
+/// fails CI instead of production.
+pub fn check_schema<E: Event + apache_avro::AvroSchema>() -> Result<(), String> {
+    let file = Schema::parse_str(E::SCHEMA).map_err(|e| format!("{}: invalid schema: {e}", E::TYPE))?;
+    let derived = E::get_schema();
+    let (file_form, derived_form) = (file.canonical_form(), derived.canonical_form());
+    if file_form != derived_form {
+        return Err(format!(
+            "{}: the Rust type does not match its .avsc\n  file:    {file_form}\n  derived: {derived_form}",
+            E::TYPE
+        ));
+    }
+    let name = file.name().map(|n| n.fullname(None)).unwrap_or_default();
+    if name != E::TYPE {
+        return Err(format!("{}: TYPE does not match the schema's full name {name}", E::TYPE));
+    }
+    Ok(())
+}
+
+/// Parses the schema of `E`; used by the family macro.
+#[doc(hidden)]
+pub fn add_member<E: Event>(set: &mut SchemaSet) -> Arc<KnownSchema> {
+    match set.add_str(E::SCHEMA) {
+        Ok(known) => known,
+        // A member's schema is a compile-time constant checked by `check_schema` in tests.
+        Err(e) => panic!("event {} has an invalid schema: {e}", E::TYPE),
+    }
+}
+
+/// Decodes one member; used by the family macro.
+#[doc(hidden)]
+pub fn decode_member<E: Event>(
+    set: &SchemaSet,
+    writer: &KnownSchema,
+    datum: &[u8],
+) -> Result<E, DecodeError> {
+    let mut reader = datum;
+    // Resolve only when the writer used another version than ours.
+    let reader_schema = set
+        .latest(E::TYPE)
+        .filter(|r| r.fingerprint != writer.fingerprint)
+        .map(|r| &r.schema);
+    let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut reader, reader_schema)
+        .map_err(|e| invalid(e.to_string()))?;
+    if !reader.is_empty() {
+        return Err(invalid(format!("{} trailing bytes after the datum", reader.len())));
+    }
+    apache_avro::from_value::<E>(&value).map_err(|e| invalid(e.to_string()))
+}
+
+/// Declares an event family: an enum with one variant per event type, and its plumbing.
+///
+/// ```
+/// # use herald_bus::Event;
+/// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// # struct Pinged { id: String }
+/// # impl Event for Pinged {
+/// #     const TYPE: &'static str = "demo.Pinged";
+/// #     const SCHEMA: &'static str = r#"{"type":"record","name":"Pinged","namespace":"demo","fields":[{"name":"id","type":"string"}]}"#;
+/// #     fn aggregate_id(&self) -> &str { &self.id }
+/// # }
+/// herald_bus::family! {
+///     /// Events on the `demo` topic.
+///     #[derive(Debug, Clone)]
+///     pub enum DemoEvent {
+///         Pinged(Pinged),
+///     }
+/// }
+/// use herald_bus::EventFamily;
+/// assert_eq!(DemoEvent::TYPES, &["demo.Pinged"]);
+/// ```
+#[macro_export]
+macro_rules! family {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $family:ident {
+            $( $(#[$vmeta:meta])* $variant:ident($event:ty) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        $vis enum $family {
+            $( $(#[$vmeta])* $variant($event), )+
+        }
+
+        impl $crate::EventFamily for $family {
+            const TYPES: &'static [&'static str] = &[ $( <$event as $crate::Event>::TYPE ),+ ];
+
+            fn schemas() -> &'static $crate::schema::SchemaSet {
+                static SET: ::std::sync::OnceLock<$crate::schema::SchemaSet> = ::std::sync::OnceLock::new();
+                SET.get_or_init(|| {
+                    let mut set = $crate::schema::SchemaSet::default();
+                    $( $crate::event::add_member::<$event>(&mut set); )+
+                    set
+                })
+            }
+
+            fn decode(
+                type_name: &str,
+                writer: &$crate::schema::KnownSchema,
+                datum: &[u8],
+            ) -> ::std::result::Result<::std::option::Option<Self>, $crate::codec::DecodeError> {
+                let set = <Self as $crate::EventFamily>::schemas();
+                $(
+                    if type_name == <$event as $crate::Event>::TYPE {
+                        return $crate::event::decode_member::<$event>(set, writer, datum)
+                            .map(|e| ::std::option::Option::Some($family::$variant(e)));
+                    }
+                )+
+                ::std::result::Result::Ok(::std::option::Option::None)
+            }
+
+            fn type_name(&self) -> &'static str {
+                match self {
+                    $( $family::$variant(_) => <$event as $crate::Event>::TYPE, )+
+                }
+            }
+
+            fn aggregate_id(&self) -> &str {
+                match self {
+                    $( $family::$variant(e) => <$event as $crate::Event>::aggregate_id(e), )+
+                }
+            }
+        }
+
+        $(
+            impl $crate::event::Member<$event> for $family {}
+
+            impl ::std::convert::From<$event> for $family {
+                fn from(e: $event) -> Self {
+                    $family::$variant(e)
+                }
+            }
+        )+
+    };
+}

@@ -1,0 +1,379 @@
+//! Publishing events: typed, Avro-encoded, keyed by aggregate, awaited until the broker
+//! acknowledged them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::{FuturesOrdered, StreamExt};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use crate::codec::{Codec, SingleObject};
+use crate::event::{Event, Member};
+use crate::schema::KnownSchema;
+use crate::trace::TraceContext;
+use crate::{EventFamily, KafkaConfig, Metadata, Topic};
+
+/// Producer properties Herald sets unless the configuration overrides them.
+///
+/// Idempotence and `acks=all` make a retried send land once; `murmur2_random` routes keys
+/// to the same partitions as the Java client; `message.timeout.ms` is long so transient
+/// broker trouble is retried inside librdkafka instead of failing deliveries; the queue is
+/// bounded at 64 MiB instead of librdkafka's 1 GiB.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.idempotence", "true"),
+    ("acks", "all"),
+    ("partitioner", "murmur2_random"),
+    ("message.timeout.ms", "300000"),
+    ("queue.buffering.max.kbytes", "65536"),
+    ("linger.ms", "5"),
+];
+
+/// Settings of a [`Publisher`].
+#[derive(Debug, Clone)]
+pub struct PublisherOptions {
+    /// The CloudEvents `source` of events this process publishes, for example `/shop/checkout`.
+    pub source: String,
+    /// Sends awaiting delivery at once, per publisher (default 10 000). Further sends wait.
+    pub max_in_flight: usize,
+}
+
+impl PublisherOptions {
+    /// Options with the given source and default limits.
+    pub fn new(source: impl Into<String>) -> Self {
+        PublisherOptions { source: source.into(), max_in_flight: 10_000 }
+    }
+}
+
+/// Where a published event landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The event id (`ce_id`).
+    pub id: Uuid,
+    /// Partition it was written to.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// A publish that failed. Every variant says whether retrying can help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The producer could not be created (bad configuration).
+    #[error("cannot create producer: {0}")]
+    Client(#[source] KafkaError),
+    /// The event's schema is not known to the codec.
+    #[error("no schema for event type {0}")]
+    UnknownSchema(String),
+    /// The event does not fit its schema.
+    #[error("cannot encode {event_type}: {reason}")]
+    Encode {
+        /// The event type.
+        event_type: String,
+        /// What the encoder said.
+        reason: String,
+    },
+    /// The encoded record is larger than `message.max.bytes`; it was not sent.
+    #[error("record of {size} bytes exceeds message.max.bytes = {limit}; not sent")]
+    Oversize {
+        /// Record size (key + value + headers).
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The broker did not acknowledge the record. The record is handed back unchanged.
+    #[error("delivery to {topic} failed: {source}")]
+    Delivery {
+        /// The topic.
+        topic: String,
+        /// The client's error.
+        #[source]
+        source: KafkaError,
+        /// The record that was not acknowledged.
+        record: Box<rdkafka::message::OwnedMessage>,
+    },
+    /// The codec could not frame the payload (for example the schema registry is down).
+    #[error("cannot frame payload: {0}")]
+    Codec(String),
+}
+
+impl PublishError {
+    /// True when sending the same record again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PublishError::Delivery { source, .. } => !matches!(
+                source.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
+            ),
+            PublishError::Codec(_) => true,
+            _ => false,
+        }
+    }
+
+    /// True when the record may have been written although the delivery failed (a timeout
+    /// after sending). Republish it with the same event id; consumers dedupe on `ce_id`.
+    pub fn possibly_persisted(&self) -> bool {
+        matches!(self, PublishError::Delivery { source, .. }
+            if matches!(source.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut)))
+    }
+}
+
+/// One record ready to send: what [`Publisher::send_record`] takes.
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Destination topic.
+    pub topic: String,
+    /// Kafka key (the aggregate id as UTF-8 bytes).
+    pub key: Vec<u8>,
+    /// Framed payload.
+    pub payload: Vec<u8>,
+    /// Headers.
+    pub headers: OwnedHeaders,
+}
+
+/// Publishes events to Kafka.
+///
+/// Cloning is cheap and shares one producer. Call [`Publisher::flush`] before dropping the
+/// last clone: dropping a producer purges what it has not delivered yet.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+/// let publisher = Publisher::new(&KafkaConfig::new("127.0.0.1:9092"), PublisherOptions::new("/shop/checkout"))?;
+/// // publisher.publish(&ORDERS, &order_placed).await?;
+/// publisher.flush(std::time::Duration::from_secs(10)).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    codec: Arc<dyn Codec>,
+    source: Arc<str>,
+    in_flight: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("source", &self.source).field("codec", &self.codec).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher with single-object encoding (no registry needed).
+    pub fn new(config: &KafkaConfig, options: PublisherOptions) -> Result<Self, PublishError> {
+        Self::with_codec(config, options, Arc::new(SingleObject::new(Default::default())))
+    }
+
+    /// A publisher with another payload codec.
+    pub fn with_codec(config: &KafkaConfig, options: PublisherOptions, codec: Arc<dyn Codec>) -> Result<Self, PublishError> {
+        let producer: FutureProducer = config.client_config(PRODUCER_DEFAULTS).create().map_err(PublishError::Client)?;
+        let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+        Ok(Publisher {
+            producer,
+            codec,
+            source: options.source.into(),
+            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            max_bytes,
+        })
+    }
+
+    /// The CloudEvents source of this publisher.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Publishes `event` on `topic` and waits until the broker acknowledged it.
+    ///
+    /// The key is the event's aggregate id; metadata is fresh ([`Metadata::new`]), joined
+    /// to the current trace when called from a handler. Cancellation: dropping the future
+    /// after the record was queued does not unsend it.
+    pub async fn publish<F, E>(&self, topic: &Topic<F>, event: &E) -> Result<Published, PublishError>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
+        let meta = self.metadata_for(event);
+        self.publish_with(topic, event, meta).await
+    }
+
+    /// Fresh metadata for `event` from this publisher: new id, now, subject = aggregate id,
+    /// a child of the current trace if any.
+    pub fn metadata_for<E: Event>(&self, event: &E) -> Metadata {
+        let mut meta = Metadata::new(E::TYPE, &*self.source, event.aggregate_id());
+        meta.trace = TraceContext::current().map(|t| t.child());
+        meta
+    }
+
+    /// Publishes `event` with the given metadata (for example [`Metadata::caused_by`] an
+    /// incoming event).
+    pub async fn publish_with<F, E>(&self, topic: &Topic<F>, event: &E, meta: Metadata) -> Result<Published, PublishError>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
+        let record = self.encode(topic, event, &meta).await?;
+        let (partition, offset) = self.send_record(record).await?;
+        Ok(Published { id: meta.id, partition, offset })
+    }
+
+    /// Publishes many events, keeping at most `max_in_flight` unacknowledged, and returns
+    /// one result per event in input order. Events with the same aggregate id keep their
+    /// order.
+    pub async fn publish_all<'a, F, E, I>(&self, topic: &Topic<F>, events: I) -> Vec<Result<Published, PublishError>>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+        I: IntoIterator<Item = &'a E>,
+    {
+        let mut pending = FuturesOrdered::new();
+        let mut results = Vec::new();
+        for event in events {
+            let meta = self.metadata_for(event);
+            let id = meta.id;
+            match self.encode(topic, event, &meta).await {
+                Ok(record) => match self.enqueue(record).await {
+                    Ok(delivery) => pending.push_back(futures::future::Either::Left(async move {
+                        delivery.await.map(|(partition, offset)| Published { id, partition, offset })
+                    })),
+                    Err(e) => pending.push_back(futures::future::Either::Right(futures::future::ready(Err(e)))),
+                },
+                Err(e) => pending.push_back(futures::future::Either::Right(futures::future::ready(Err(e)))),
+            }
+            // Collect finished deliveries as we go so memory stays bounded.
+            while let Some(Some(done)) = futures::FutureExt::now_or_never(pending.next()) {
+                results.push(done);
+            }
+        }
+        while let Some(done) = pending.next().await {
+            results.push(done);
+        }
+        results
+    }
+
+    /// Encodes an event and its metadata into a record, without sending it.
+    pub async fn encode<F, E>(&self, topic: &Topic<F>, event: &E, meta: &Metadata) -> Result<Record, PublishError>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
+        let known = F::schemas().latest(E::TYPE).ok_or_else(|| PublishError::UnknownSchema(E::TYPE.to_owned()))?;
+        let mut payload = Vec::with_capacity(256);
+        self.codec.write_header(topic.name(), known, &mut payload).await?;
+        encode_datum(known, event, &mut payload)?;
+        Ok(Record {
+            topic: topic.name().to_owned(),
+            key: event.aggregate_id().as_bytes().to_vec(),
+            payload,
+            headers: meta.to_headers(),
+        })
+    }
+
+    /// Frames an already encoded Avro datum with this publisher's codec.
+    pub async fn frame(&self, topic: &str, schema: &KnownSchema, datum: &[u8]) -> Result<Vec<u8>, PublishError> {
+        let mut payload = Vec::with_capacity(datum.len() + 16);
+        self.codec.write_header(topic, schema, &mut payload).await?;
+        payload.extend_from_slice(datum);
+        Ok(payload)
+    }
+
+    /// Sends a prepared record and waits for its acknowledgement: `(partition, offset)`.
+    pub async fn send_record(&self, record: Record) -> Result<(i32, i64), PublishError> {
+        self.enqueue(record).await?.await
+    }
+
+    /// Queues a record, waiting for an in-flight slot; the returned future resolves when
+    /// the broker acknowledged it.
+    async fn enqueue(
+        &self,
+        record: Record,
+    ) -> Result<impl std::future::Future<Output = Result<(i32, i64), PublishError>> + use<>, PublishError> {
+        let size = record.key.len() + record.payload.len() + headers_size(&record.headers);
+        if size > self.max_bytes {
+            return Err(PublishError::Oversize { size, limit: self.max_bytes });
+        }
+        let permit = self.in_flight.clone().acquire_owned().await.map_err(|_| PublishError::Codec("publisher closed".into()))?;
+        let started = Instant::now();
+        let topic = record.topic;
+        let key = record.key;
+        let payload = record.payload;
+        let mut headers = record.headers;
+        let delivery = loop {
+            let fr = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
+            match self.producer.send_result(fr) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), fr)) => {
+                    // The local queue is full: give librdkafka time to drain, then retry.
+                    headers = fr.headers.unwrap_or_default();
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, fr)) => {
+                    let record = owned_message(&topic, fr.key, fr.payload, fr.headers);
+                    return Err(PublishError::Delivery { topic, source, record: Box::new(record) });
+                }
+            }
+        };
+        Ok(async move {
+            let result = delivery.await;
+            drop(permit);
+            metrics::histogram!("herald_publish_seconds", "topic" => topic.clone()).record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(Ok(delivered)) => {
+                    metrics::counter!("herald_published_total", "topic" => topic).increment(1);
+                    Ok((delivered.partition, delivered.offset))
+                }
+                Ok(Err((source, record))) => {
+                    metrics::counter!("herald_publish_failures_total", "topic" => topic.clone()).increment(1);
+                    Err(PublishError::Delivery { topic, source, record: Box::new(record) })
+                }
+                Err(_cancelled) => Err(PublishError::Delivery {
+                    topic: topic.clone(),
+                    source: KafkaError::Canceled,
+                    record: Box::new(owned_message(&topic, None, None, None)),
+                }),
+            }
+        })
+    }
+
+    /// Waits until every queued record is delivered, or `timeout` passes.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+    }
+
+    /// The underlying rdkafka producer, for what Herald does not wrap.
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+}
+
+/// Encodes `event` as an Avro binary datum with `schema`, appending to `out`.
+pub fn encode_datum<E: serde::Serialize>(schema: &KnownSchema, event: &E, out: &mut Vec<u8>) -> Result<(), PublishError> {
+    apache_avro::write_avro_datum_ref(&schema.schema, event, out)
+        .map(|_| ())
+        .map_err(|e| PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() })
+}
+
+fn headers_size(headers: &OwnedHeaders) -> usize {
+    use rdkafka::message::Headers;
+    headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum()
+}
+
+fn owned_message(topic: &str, key: Option<&Vec<u8>>, payload: Option<&Vec<u8>>, headers: Option<OwnedHeaders>) -> rdkafka::message::OwnedMessage {
+    rdkafka::message::OwnedMessage::new(
+        payload.cloned(),
+        key.cloned(),
+        topic.to_owned(),
+        rdkafka::Timestamp::NotAvailable,
+        -1,
+        -1,
+        headers,
+    )
+}

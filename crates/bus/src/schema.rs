@@ -1,0 +1,250 @@
+//! The schema set: every Avro schema a process knows, indexed by fingerprint and full name.
+//!
+//! The `.avsc` files under `schemas/` are the single source of truth for events. A
+//! [`SchemaSet`] holds parsed schemas and answers the two questions the codec asks:
+//! "which writer schema has this fingerprint?" (decoding) and "what is the fingerprint of
+//! this schema?" (encoding).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::Schema;
+
+/// The CRC-64-AVRO (Rabin) fingerprint of a schema's parsing canonical form.
+///
+/// Stored as the 8 bytes in the order they appear after `C3 01` in Avro's single-object
+/// encoding (little-endian), which is also the order `fastavro` and Java print.
+///
+/// ```
+/// use herald_bus::schema::Fingerprint;
+/// let schema = apache_avro::Schema::parse_str(r#""string""#).unwrap();
+/// let fp = Fingerprint::of(&schema);
+/// assert_eq!(fp.to_string().len(), 16);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Fingerprint(pub [u8; 8]);
+
+impl Fingerprint {
+    /// Computes the fingerprint of `schema`.
+    pub fn of(schema: &Schema) -> Self {
+        let fp = schema.fingerprint::<Rabin>();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&fp.bytes[..8]);
+        Fingerprint(bytes)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+/// One schema known to the set, with its full name and fingerprint.
+#[derive(Debug)]
+pub struct KnownSchema {
+    /// Avro full name (`namespace.Name`); for events this is also the CloudEvents `type`.
+    pub name: String,
+    /// Fingerprint of the parsing canonical form.
+    pub fingerprint: Fingerprint,
+    /// The parsed schema.
+    pub schema: Schema,
+    /// File it was loaded from, if any.
+    pub origin: Option<PathBuf>,
+}
+
+/// Failure to load or parse schemas.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// A schema file could not be read.
+    #[error("cannot read schema file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A schema is not valid Avro.
+    #[error("invalid Avro schema{}: {source}", origin.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when the schema came from one.
+        origin: Option<PathBuf>,
+        /// The parser's error.
+        source: Box<apache_avro::Error>,
+    },
+    /// A top-level schema has no name (only named records, enums and fixed can be events).
+    #[error("schema{} is not a named type", origin.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default())]
+    Unnamed {
+        /// The file, when the schema came from one.
+        origin: Option<PathBuf>,
+    },
+}
+
+/// A set of Avro schemas, indexed by fingerprint and by full name.
+///
+/// Several versions of one type may be present: [`SchemaSet::by_fingerprint`] finds each
+/// exactly; [`SchemaSet::latest`] returns the one added last for a name (files are loaded
+/// in path order, so `v2.avsc` wins over `v1.avsc`).
+///
+/// ```
+/// use herald_bus::schema::SchemaSet;
+/// let mut set = SchemaSet::default();
+/// set.add_str(r#"{"type":"record","name":"Ping","namespace":"demo","fields":[]}"#).unwrap();
+/// assert!(set.latest("demo.Ping").is_some());
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct SchemaSet {
+    by_fingerprint: HashMap<Fingerprint, Arc<KnownSchema>>,
+    latest: HashMap<String, Arc<KnownSchema>>,
+}
+
+impl SchemaSet {
+    /// Parses one schema from JSON text and adds it.
+    pub fn add_str(&mut self, json: &str) -> Result<Arc<KnownSchema>, SchemaError> {
+        let schema = Schema::parse_str(json).map_err(|e| SchemaError::Parse {
+            origin: None,
+            source: Box::new(e),
+        })?;
+        self.add(schema, None)
+    }
+
+    /// Adds an already parsed schema.
+    pub fn add(
+        &mut self,
+        schema: Schema,
+        origin: Option<PathBuf>,
+    ) -> Result<Arc<KnownSchema>, SchemaError> {
+        let name = schema
+            .name()
+            .map(|n| n.fullname(None))
+            .ok_or_else(|| SchemaError::Unnamed { origin: origin.clone() })?;
+        let known = Arc::new(KnownSchema {
+            fingerprint: Fingerprint::of(&schema),
+            name: name.clone(),
+            schema,
+            origin,
+        });
+        self.by_fingerprint.insert(known.fingerprint, known.clone());
+        self.latest.insert(name, known.clone());
+        Ok(known)
+    }
+
+    /// Loads every `.avsc` file under `dir`, recursively, in path order.
+    ///
+    /// A new event type needs nothing but its file.
+    pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self, SchemaError> {
+        let mut files = Vec::new();
+        collect_avsc(dir.as_ref(), &mut files)?;
+        files.sort_by(|a, b| version_order(a).cmp(&version_order(b)));
+        let mut set = SchemaSet::default();
+        for path in files {
+            let text = std::fs::read_to_string(&path).map_err(|source| SchemaError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let schema = Schema::parse_str(&text).map_err(|e| SchemaError::Parse {
+                origin: Some(path.clone()),
+                source: Box::new(e),
+            })?;
+            set.add(schema, Some(path))?;
+        }
+        Ok(set)
+    }
+
+    /// Merges all schemas of `other` into `self` (`other` wins for [`SchemaSet::latest`]).
+    pub fn extend(&mut self, other: &SchemaSet) {
+        for known in other.by_fingerprint.values() {
+            self.by_fingerprint.insert(known.fingerprint, known.clone());
+        }
+        for (name, known) in &other.latest {
+            self.latest.insert(name.clone(), known.clone());
+        }
+    }
+
+    /// The schema with this fingerprint.
+    pub fn by_fingerprint(&self, fp: &Fingerprint) -> Option<&Arc<KnownSchema>> {
+        self.by_fingerprint.get(fp)
+    }
+
+    /// The newest schema with this full name.
+    pub fn latest(&self, name: &str) -> Option<&Arc<KnownSchema>> {
+        self.latest.get(name)
+    }
+
+    /// All schemas, newest version of each name, sorted by name.
+    pub fn names(&self) -> Vec<&Arc<KnownSchema>> {
+        let mut all: Vec<_> = self.latest.values().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Number of distinct schemas (all versions).
+    pub fn len(&self) -> usize {
+        self.by_fingerprint.len()
+    }
+
+    /// True when no schema is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_fingerprint.is_empty()
+    }
+}
+
+fn collect_avsc(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SchemaError> {
+    let entries = std::fs::read_dir(dir).map_err(|source| SchemaError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| SchemaError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = entry.path();
+        if path.is_dir() {
+            collect_avsc(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "avsc") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Sort key that puts `v10.avsc` after `v9.avsc`.
+fn version_order(path: &Path) -> (PathBuf, u64, String) {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = stem.strip_prefix('v').and_then(|n| n.parse().ok()).unwrap_or(0);
+    (path.parent().map(Path::to_path_buf).unwrap_or_default(), version, stem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_matches_the_avro_spec_vector() {
+        // From the Avro specification's test vectors (Java SchemaNormalization):
+        // "int" -> 0x7275d51a3f395c8f as a 64-bit value, little-endian on the wire.
+        let schema = Schema::parse_str(r#""int""#).expect("valid");
+        let value = u64::from_le_bytes(Fingerprint::of(&schema).0);
+        assert_eq!(value as i64, 0x7275d51a3f395c8f_u64 as i64);
+    }
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec![PathBuf::from("a/v10.avsc"), PathBuf::from("a/v9.avsc"), PathBuf::from("a/v1.avsc")];
+        v.sort_by(|a, b| version_order(a).cmp(&version_order(b)));
+        assert_eq!(v[2], PathBuf::from("a/v10.avsc"));
+    }
+}

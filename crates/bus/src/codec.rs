@@ -135,21 +135,44 @@ impl Codec for SingleObject {
     }
 }
 
-/// Decodes a datum to a generic Avro value with the writer schema, checking that every
-/// byte was consumed (trailing bytes mean a corrupt payload).
-pub fn decode_value(writer: &KnownSchema, datum: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
-    let mut reader = datum;
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut reader, None).map_err(|e| DecodeError::Datum {
-        type_name: writer.name.clone(),
-        reason: e.to_string(),
-    })?;
-    if !reader.is_empty() {
-        return Err(DecodeError::Datum {
-            type_name: writer.name.clone(),
-            reason: format!("{} trailing bytes after the datum", reader.len()),
-        });
+/// Decodes a datum to a generic Avro value with the writer schema (resolved to `reader`
+/// when given), strictly: every byte must be consumed, and reading past the end is an
+/// error.
+///
+/// apache-avro 0.21 decodes a string or union index cut short as null instead of failing;
+/// the strict reader below notices any attempt to read past the end, so a truncated datum
+/// is refused instead of silently losing its tail.
+pub fn decode_value(
+    writer: &KnownSchema,
+    reader: Option<&apache_avro::Schema>,
+    datum: &[u8],
+) -> Result<apache_avro::types::Value, DecodeError> {
+    let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
+    let mut input = StrictReader { rest: datum, hit_end: false };
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader).map_err(|e| invalid(e.to_string()))?;
+    if input.hit_end {
+        return Err(invalid("datum is truncated".to_owned()));
+    }
+    if !input.rest.is_empty() {
+        return Err(invalid(format!("{} trailing bytes after the datum", input.rest.len())));
     }
     Ok(value)
+}
+
+/// A byte-slice reader that remembers whether anyone asked for bytes past its end.
+struct StrictReader<'a> {
+    rest: &'a [u8],
+    hit_end: bool,
+}
+
+impl std::io::Read for StrictReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.rest.is_empty() && !buf.is_empty() {
+            self.hit_end = true;
+        }
+        let n = self.rest.read(buf)?;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -112,18 +112,13 @@ pub fn decode_member<E: Event>(
     writer: &KnownSchema,
     datum: &[u8],
 ) -> Result<E, DecodeError> {
-    let mut reader = datum;
     // Resolve only when the writer used another version than ours.
     let reader_schema = set
         .latest(E::TYPE)
         .filter(|r| r.fingerprint != writer.fingerprint)
         .map(|r| &r.schema);
+    let value = crate::codec::decode_value(writer, reader_schema, datum)?;
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut reader, reader_schema)
-        .map_err(|e| invalid(e.to_string()))?;
-    if !reader.is_empty() {
-        return Err(invalid(format!("{} trailing bytes after the datum", reader.len())));
-    }
     apache_avro::from_value::<E>(&value).map_err(|e| invalid(e.to_string()))
 }
 

@@ -1,0 +1,166 @@
+//! Order events: placed, confirmed, cancelled. Key: `order_id`.
+
+use apache_avro::AvroSchema;
+use herald_bus::{Event, Topic};
+use serde::{Deserialize, Serialize};
+
+/// The topic of order events.
+pub const ORDERS: Topic<OrderEvent> = Topic::new("shop.orders");
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.orders")]
+pub struct OrderLine {
+    /// Stock keeping unit.
+    pub sku: String,
+    /// Units ordered.
+    pub quantity: i32,
+    /// Price of one unit in minor units.
+    pub unit_price_cents: i64,
+}
+
+/// A customer placed an order.
+///
+/// ```
+/// use herald_shop::OrderPlaced;
+/// let placed = OrderPlaced::example("o-1", "c-1", 2500);
+/// assert_eq!(placed.lines.iter().map(|l| l.unit_price_cents * l.quantity as i64).sum::<i64>(), 2500);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.orders")]
+pub struct OrderPlaced {
+    /// Aggregate id of the order.
+    pub order_id: String,
+    /// Who ordered.
+    pub customer_id: String,
+    /// Order total in minor units of `currency`.
+    pub total_cents: i64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// What was ordered.
+    pub lines: Vec<OrderLine>,
+    /// Free text from the customer.
+    pub note: Option<String>,
+}
+
+impl OrderPlaced {
+    /// An order of one line that totals `total_cents` EUR.
+    pub fn example(order_id: &str, customer_id: &str, total_cents: i64) -> Self {
+        OrderPlaced {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.to_owned(),
+            total_cents,
+            currency: "EUR".to_owned(),
+            lines: vec![OrderLine { sku: "SKU-1".to_owned(), quantity: 1, unit_price_cents: total_cents }],
+            note: None,
+        }
+    }
+}
+
+impl Event for OrderPlaced {
+    const TYPE: &'static str = "shop.orders.OrderPlaced";
+    const SCHEMA: &'static str = include_str!("../../../schemas/shop/orders/OrderPlaced/v1.avsc");
+    fn aggregate_id(&self) -> &str {
+        &self.order_id
+    }
+}
+
+/// Payment cleared; the order is confirmed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.orders")]
+pub struct OrderConfirmed {
+    /// Aggregate id of the order.
+    pub order_id: String,
+    /// The payment that cleared.
+    pub payment_id: String,
+}
+
+impl Event for OrderConfirmed {
+    const TYPE: &'static str = "shop.orders.OrderConfirmed";
+    const SCHEMA: &'static str = include_str!("../../../schemas/shop/orders/OrderConfirmed/v1.avsc");
+    fn aggregate_id(&self) -> &str {
+        &self.order_id
+    }
+}
+
+/// The order was cancelled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "shop.orders")]
+pub struct OrderCancelled {
+    /// Aggregate id of the order.
+    pub order_id: String,
+    /// Why, for people.
+    pub reason: String,
+    /// Who cancelled, if known.
+    pub cancelled_by: Option<String>,
+}
+
+impl Event for OrderCancelled {
+    const TYPE: &'static str = "shop.orders.OrderCancelled";
+    const SCHEMA: &'static str = include_str!("../../../schemas/shop/orders/OrderCancelled/v1.avsc");
+    fn aggregate_id(&self) -> &str {
+        &self.order_id
+    }
+}
+
+herald_bus::family! {
+    /// Every event on the [`ORDERS`] topic.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum OrderEvent {
+        /// See [`OrderPlaced`].
+        Placed(OrderPlaced),
+        /// See [`OrderConfirmed`].
+        Confirmed(OrderConfirmed),
+        /// See [`OrderCancelled`].
+        Cancelled(OrderCancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_bus::event::check_schema;
+
+    #[test]
+    fn rust_types_match_their_avsc_files() {
+        check_schema::<OrderPlaced>().unwrap_or_else(|e| panic!("{e}"));
+        check_schema::<OrderConfirmed>().unwrap_or_else(|e| panic!("{e}"));
+        check_schema::<OrderCancelled>().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_drifted_struct_is_caught() {
+        #[derive(Debug, Serialize, Deserialize, AvroSchema)]
+        #[avro(namespace = "shop.orders")]
+        struct OrderPlaced {
+            order_id: String,
+            customer_id: String,
+            total_cents: i32, // the file says long
+        }
+        impl Event for OrderPlaced {
+            const TYPE: &'static str = "shop.orders.OrderPlaced";
+            const SCHEMA: &'static str = include_str!("../../../schemas/shop/orders/OrderPlaced/v1.avsc");
+            fn aggregate_id(&self) -> &str {
+                &self.order_id
+            }
+        }
+        let err = check_schema::<OrderPlaced>().expect_err("must not match");
+        assert!(err.contains("does not match"), "{err}");
+    }
+
+    #[test]
+    fn events_round_trip_through_avro() {
+        use herald_bus::EventFamily;
+        let placed = OrderPlaced { note: Some("ring twice".into()), ..OrderPlaced::example("o-1", "c-9", 1999) };
+        let known = OrderEvent::schemas().latest(OrderPlaced::TYPE).expect("member");
+        let mut datum = Vec::new();
+        herald_bus::publisher::encode_datum(known, &placed, &mut datum).expect("encodes");
+        let back = OrderEvent::decode(OrderPlaced::TYPE, known, &datum).expect("decodes");
+        assert_eq!(back, Some(OrderEvent::Placed(placed)));
+        // apache-avro decodes a string or union cut short as null; Herald must refuse it.
+        for cut in 1..datum.len() {
+            let truncated = OrderEvent::decode(OrderPlaced::TYPE, known, &datum[..cut]);
+            assert!(truncated.is_err(), "datum cut at {cut} of {} must fail: {truncated:?}", datum.len());
+        }
+    }
+}

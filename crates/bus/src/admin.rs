@@ -154,5 +154,34 @@ pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<Option
             .filter(|n| *n > 0))
     })
     .await;
-    result.unwrap_or(Ok(None))
+    result.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
+}
+
+/// A topic as listed by [`list_topics`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: usize,
+}
+
+/// Lists the cluster's topics (internal ones, starting with `__`, excluded), sorted by name.
+pub async fn list_topics(config: &KafkaConfig) -> Result<Vec<TopicInfo>, AdminError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let config = config.clone();
+    let listed = tokio::task::spawn_blocking(move || -> Result<Vec<TopicInfo>, AdminError> {
+        let client: BaseConsumer = config.client_config(&[]).create()?;
+        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
+        let mut topics: Vec<TopicInfo> = metadata
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__"))
+            .map(|t| TopicInfo { name: t.name().to_owned(), partitions: t.partitions().len() })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    })
+    .await;
+    listed.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
 }

@@ -1,0 +1,129 @@
+//! # herald-testkit: what Herald's tests stand on
+//!
+//! - [`kafka`]: a real broker for this test run: `KAFKA_BOOTSTRAP_SERVERS` when set (what
+//!   `scripts/kafka start` and CI provide); with `HERALD_TESTCONTAINERS=1` and Docker, an
+//!   Apache Kafka container; otherwise a failure that says how to start one.
+//! - [`unique`]: topic and group names no other test (or earlier run) uses, so tests run
+//!   in parallel against one broker.
+//! - [`topic`]: creates a uniquely named topic.
+//! - [`wait_until`]: waits for a condition with a deadline, instead of sleeping.
+//!
+//! This crate is for tests only; it is not published.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use herald_bus::admin::{create_topics, TopicSpec};
+use herald_bus::KafkaConfig;
+use tokio::sync::OnceCell;
+
+static CONTAINER: OnceCell<Result<String, String>> = OnceCell::const_new();
+
+/// A configuration pointing at a real broker (see the crate docs for where it comes from).
+///
+/// Panics with instructions when no broker is configured: a test must never pass without
+/// the broker it needs.
+pub async fn kafka() -> KafkaConfig {
+    if let Ok(bootstrap) = std::env::var("KAFKA_BOOTSTRAP_SERVERS") {
+        return KafkaConfig::new(bootstrap);
+    }
+    if std::env::var("HERALD_TESTCONTAINERS").as_deref() == Ok("1") {
+        let started = CONTAINER.get_or_init(start_container).await;
+        match started {
+            Ok(bootstrap) => return KafkaConfig::new(bootstrap.clone()),
+            Err(e) => panic!("HERALD_TESTCONTAINERS=1 but the Kafka container did not start: {e}"),
+        }
+    }
+    panic!(
+        "no Kafka broker for the tests: run `scripts/kafka start` and set \
+         KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 (or use `bash scripts/test`), \
+         or set HERALD_TESTCONTAINERS=1 where Docker runs"
+    )
+}
+
+async fn start_container() -> Result<String, String> {
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers_modules::kafka::apache::Kafka;
+    let container = Kafka::default().start().await.map_err(|e| e.to_string())?;
+    let port = container
+        .get_host_port_ipv4(testcontainers_modules::kafka::apache::KAFKA_PORT)
+        .await
+        .map_err(|e| e.to_string())?;
+    // Keep the container for the whole test process; the testcontainers reaper removes it.
+    std::mem::forget(container);
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// A name unique to this call: `prefix` + process id + counter + random suffix. Valid as
+/// a Kafka topic or group name (dots only, no underscores).
+///
+/// ```
+/// let a = herald_testkit::unique("t.orders");
+/// let b = herald_testkit::unique("t.orders");
+/// assert_ne!(a, b);
+/// assert!(herald_bus::topic::validate_name(&a).is_ok());
+/// ```
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}.{}.{n}.{}", std::process::id(), &random[..8])
+}
+
+/// Creates a topic named [`unique`]`(prefix)` with `partitions` partitions and returns
+/// its name.
+pub async fn topic(config: &KafkaConfig, prefix: &str, partitions: i32) -> String {
+    let name = unique(prefix);
+    if let Err(e) = create_topics(config, &[TopicSpec::new(&name).partitions(partitions)]).await {
+        panic!("cannot create test topic {name}: {e}");
+    }
+    name
+}
+
+/// Waits until `condition` returns true, checking every 20 ms, for at most `timeout`.
+/// Panics with `what` if the deadline passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads every record currently in `topic` (all partitions, from the beginning) until
+/// `count` records were read or `timeout` passes; returns them in arrival order.
+pub async fn read_all(config: &KafkaConfig, topic: &str, count: usize, timeout: Duration) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap_or_else(|e| panic!("cannot create reader: {e}"));
+    consumer.subscribe(&[topic]).unwrap_or_else(|e| panic!("cannot subscribe to {topic}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Ok(Ok(m)) => out.push(m.detach()),
+            Ok(Err(e)) => panic!("reading {topic}: {e}"),
+            Err(_) => break,
+        }
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! The global options and what every command builds from them.
+//!
+//! Kafka properties are applied in this order, later ones winning: `--bootstrap`, then
+//! `HERALD_KAFKA_*` environment variables ([`KafkaConfig::with_env`]), then `-X` flags.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use herald_bus::schema::SchemaSet;
+use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+
+use crate::exit::{invalid, Invalid};
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port...]`.
+    #[arg(long, global = true, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Directory of Avro schemas: every `.avsc` under it is loaded, recursively.
+    #[arg(long, global = true, env = "HERALD_SCHEMAS", default_value = "./schemas", value_name = "DIR")]
+    pub schemas: PathBuf,
+    /// A librdkafka property, as `key=value`; repeatable (`-X security.protocol=SASL_SSL`).
+    #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+}
+
+/// What commands need: the Kafka configuration and where the schemas are.
+#[derive(Debug)]
+pub struct Context {
+    /// The Kafka configuration for Herald's publisher, consumer and admin helpers.
+    pub kafka: KafkaConfig,
+    /// The same properties, for the plain rdkafka clients the CLI creates itself
+    /// (`KafkaConfig` does not hand its properties out).
+    properties: Vec<(String, String)>,
+    schemas_dir: PathBuf,
+}
+
+impl Context {
+    /// Builds the context from the global options and the process environment.
+    pub fn new(args: GlobalArgs) -> anyhow::Result<Self> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        let kafka = KafkaConfig::new(&args.bootstrap)
+            .with_env(env.iter().cloned())
+            .with_pairs(&args.properties)
+            .map_err(|e| Invalid(format!("-X: {e}")))?;
+        // Mirror KafkaConfig's rules exactly, so both clients see the same properties.
+        let mut properties = vec![("bootstrap.servers".to_owned(), args.bootstrap)];
+        for (k, v) in env {
+            if let Some(rest) = k.strip_prefix(herald_bus::config::ENV_PREFIX) {
+                properties.push((rest.to_ascii_lowercase().replace('_', "."), v));
+            }
+        }
+        for pair in &args.properties {
+            if let Some((k, v)) = pair.split_once('=') {
+                properties.push((k.trim().to_owned(), v.to_owned()));
+            }
+        }
+        Ok(Context { kafka, properties, schemas_dir: args.schemas })
+    }
+
+    /// Loads every schema under `--schemas`.
+    pub fn schemas(&self) -> anyhow::Result<SchemaSet> {
+        match SchemaSet::load_dir(&self.schemas_dir) {
+            Ok(set) => Ok(set),
+            Err(e) => invalid!("--schemas {}: {e}", self.schemas_dir.display()),
+        }
+    }
+
+    /// A plain rdkafka configuration: `defaults` under the user's properties.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// A publisher whose events carry `source` as `ce_source`.
+    pub fn publisher(&self, source: &str) -> anyhow::Result<Publisher> {
+        Publisher::new(&self.kafka, PublisherOptions::new(source)).context("cannot create the publisher")
+    }
+}
+
+/// Completes on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

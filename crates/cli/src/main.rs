@@ -1,0 +1,80 @@
+//! `herald`: the command line of Herald.
+//!
+//! Manage topics, publish events written as JSON, tail a topic decoded, inspect and replay
+//! dead letters, and run the demo. `herald --help` lists the commands; every command has
+//! its own `--help`.
+//!
+//! # Layout
+//! - [`context`]: the global options (`--bootstrap`, `--schemas`, `-X`) and what they build.
+//! - [`topics`], [`publish`], [`tail`], [`dlq`], [`demo`]: one module per command group.
+//! - `herald_cli::json` (the library part): JSON ⇄ Avro values, with errors that name
+//!   the field.
+//! - [`record`]: a consumed record decoded for display; [`read`]: reading partitions.
+//! - [`exit`]: exit codes.
+//!
+//! # Exit codes
+//! `0` success; `1` a failure talking to Kafka or a record that was not delivered; `2` bad
+//! input: a usage error, an unknown event type, or JSON that does not fit the schema.
+
+mod context;
+mod demo;
+mod dlq;
+mod exit;
+mod publish;
+mod read;
+mod record;
+mod tail;
+mod topics;
+
+use clap::{Parser, Subcommand};
+
+/// Herald: typed Avro events on Kafka, from the command line.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: context::GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and list topics.
+    #[command(subcommand)]
+    Topics(topics::Command),
+    /// Publish events given as JSON, mapped through their Avro schema.
+    Publish(publish::Args),
+    /// Print the records of a topic, decoded.
+    Tail(tail::Args),
+    /// Inspect and replay dead-lettered records.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Publish a few order events and consume them back (needs only a broker).
+    Demo(demo::Args),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match context::Context::new(cli.global) {
+        Ok(ctx) => match cli.command {
+            Command::Topics(cmd) => topics::run(&ctx, cmd).await,
+            Command::Publish(args) => publish::run(&ctx, args).await,
+            Command::Tail(args) => tail::run(&ctx, args).await,
+            Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
+            Command::Demo(args) => demo::run(&ctx, args).await,
+        },
+        Err(e) => Err(e),
+    };
+    exit::report(result)
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}

@@ -1,0 +1,202 @@
+//! `herald publish`: events written as JSON, mapped through their Avro schema.
+//!
+//! One event from `--data`, or newline-delimited JSON on stdin (one event per line, blank
+//! lines skipped). Each published event prints `{"id": ..., "partition": ..., "offset": ...}`
+//! on stdout, in input order.
+//!
+//! Stdin is streamed: lines are sent as they are read, with at most [`MAX_IN_FLIGHT`]
+//! records (and [`MAX_BYTES_IN_FLIGHT`] bytes) awaiting acknowledgement. A line that does
+//! not fit its schema stops the run with exit code 2; the lines before it were published
+//! (and printed), none after it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures::stream::{FuturesOrdered, StreamExt};
+use herald_bus::publisher::Record;
+use herald_bus::schema::{KnownSchema, SchemaSet};
+use herald_bus::{Metadata, PublishError, Publisher};
+use tokio::io::AsyncBufReadExt;
+
+use crate::context::Context;
+use crate::exit::{invalid, Invalid};
+use herald_cli::json;
+
+/// Records awaiting acknowledgement at once when publishing from stdin.
+pub const MAX_IN_FLIGHT: usize = 1000;
+
+/// Payload bytes awaiting acknowledgement at once. Kept well below the producer's queue
+/// (64 MiB), so librdkafka never reports its queue full: records are then queued in the
+/// order they were read, which keeps events of one key in input order.
+pub const MAX_BYTES_IN_FLIGHT: usize = 16 << 20;
+
+/// Arguments of `herald publish`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Topic to publish to.
+    pub topic: String,
+    /// Event type: the Avro full name of a schema under --schemas (its newest version).
+    #[arg(long = "type", value_name = "FULL.AVRO.NAME")]
+    pub event_type: String,
+    /// Kafka key and CloudEvents subject: the aggregate id.
+    #[arg(long)]
+    pub key: String,
+    /// The event as JSON, or `@FILE` to read it from a file. Without it, events are read
+    /// from stdin, one JSON object per line.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub data: Option<String>,
+    /// CloudEvents source (`ce_source`) of the events.
+    #[arg(long, default_value = "/herald/cli")]
+    pub source: String,
+}
+
+/// Publishes the events.
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let schemas = ctx.schemas()?;
+    let known = lookup(&schemas, &args.event_type)?.clone();
+    if let Err(reason) = herald_bus::topic::validate_name(&args.topic) {
+        invalid!("{reason}");
+    }
+    let publisher = ctx.publisher(&args.source)?;
+    let sender = Sender { publisher: publisher.clone(), known, args };
+    let result = match &sender.args.data {
+        Some(data) => sender.one(data).await,
+        None => sender.stdin().await,
+    };
+    // Dropping a producer purges what it has not delivered: flush first, whatever happened.
+    let flushed = publisher.flush(Duration::from_secs(30)).await;
+    result?;
+    flushed.context("flushing the producer")
+}
+
+/// The newest schema named `name`; an error listing the known types otherwise.
+pub fn lookup<'a>(schemas: &'a SchemaSet, name: &str) -> anyhow::Result<&'a Arc<KnownSchema>> {
+    match schemas.latest(name) {
+        Some(known) => Ok(known),
+        None => {
+            let known: Vec<&str> = schemas.names().iter().map(|k| k.name.as_str()).collect();
+            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            invalid!("unknown event type {name}; known types: {known}")
+        }
+    }
+}
+
+struct Sender {
+    publisher: Publisher,
+    known: Arc<KnownSchema>,
+    args: Args,
+}
+
+impl Sender {
+    async fn one(&self, data: &str) -> anyhow::Result<()> {
+        let text = match data.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(file).map_err(|e| Invalid(format!("--data @{file}: {e}")))?,
+            None => data.to_owned(),
+        };
+        let (id, record) = self.record(&text).await?;
+        let (partition, offset) = self.publisher.send_record(record).await.context("publishing")?;
+        print_published(id, partition, offset);
+        Ok(())
+    }
+
+    async fn stdin(&self) -> anyhow::Result<()> {
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        let mut pending = FuturesOrdered::new();
+        let mut sizes = VecDeque::new();
+        let mut bytes_in_flight = 0usize;
+        let mut failed = 0usize;
+        let mut line_no = 0usize;
+        let mut stop = None;
+        let mut stop_error = None;
+        while let Some(line) = lines.next_line().await.context("reading stdin")? {
+            line_no += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let (id, record) = match self.record(&line).await {
+                Ok(r) => r,
+                Err(e) => match e.downcast::<Invalid>() {
+                    Ok(invalid) => {
+                        stop = Some(Invalid(format!("line {line_no}: {invalid}")));
+                        break;
+                    }
+                    Err(other) => {
+                        stop_error = Some(other.context(format!("line {line_no}")));
+                        break;
+                    }
+                },
+            };
+            let size = record.payload.len() + record.key.len();
+            while !pending.is_empty() && (pending.len() >= MAX_IN_FLIGHT || bytes_in_flight + size > MAX_BYTES_IN_FLIGHT) {
+                failed += report(pending.next().await);
+                bytes_in_flight -= sizes.pop_front().unwrap_or(0);
+            }
+            bytes_in_flight += size;
+            sizes.push_back(size);
+            let publisher = self.publisher.clone();
+            pending.push_back(async move { (line_no, id, publisher.send_record(record).await) });
+        }
+        while let Some(done) = pending.next().await {
+            failed += report(Some(done));
+        }
+        if let Some(invalid) = stop {
+            return Err(invalid.into());
+        }
+        if let Some(error) = stop_error {
+            return Err(error);
+        }
+        if failed > 0 {
+            anyhow::bail!("{failed} event(s) were not delivered");
+        }
+        Ok(())
+    }
+
+    /// Maps one JSON text to a framed record with fresh metadata. JSON that does not fit
+    /// is an [`Invalid`] error naming the type and the field.
+    async fn record(&self, text: &str) -> anyhow::Result<(uuid::Uuid, Record)> {
+        let name = &self.known.name;
+        let value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => invalid!("not JSON: {e}"),
+        };
+        let datum = match json::encode(&self.known.schema, &value) {
+            Ok(datum) => datum,
+            Err(e) => invalid!("{name}: {e}"),
+        };
+        let payload = self.publisher.frame(&self.args.topic, &self.known, &datum).await.context("framing the payload")?;
+        let meta = Metadata::new(name, &self.args.source, &self.args.key);
+        let record = Record { topic: self.args.topic.clone(), key: self.args.key.as_bytes().to_vec(), payload, headers: meta.to_headers() };
+        Ok((meta.id, record))
+    }
+}
+
+/// A finished send from stdin: line number, event id, and where it landed.
+type Sent = (usize, uuid::Uuid, Result<(i32, i64), PublishError>);
+
+/// Prints one result; returns 1 if it failed.
+fn report(done: Option<Sent>) -> usize {
+    match done {
+        Some((_, id, Ok((partition, offset)))) => {
+            print_published(id, partition, offset);
+            0
+        }
+        Some((line, id, Err(e))) => {
+            eprintln!("error: line {line}: event {id} not delivered: {e}");
+            1
+        }
+        None => 0,
+    }
+}
+
+fn print_published(id: uuid::Uuid, partition: i32, offset: i64) {
+    #[derive(serde::Serialize)]
+    struct Published {
+        id: uuid::Uuid,
+        partition: i32,
+        offset: i64,
+    }
+    let line = Published { id, partition, offset };
+    println!("{}", serde_json::to_string(&line).unwrap_or_default());
+}

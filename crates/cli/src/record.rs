@@ -1,0 +1,159 @@
+//! A consumed record decoded for display: metadata from its headers, data from its payload.
+//!
+//! Decoding never fails as a whole: what cannot be decoded is kept as an error message
+//! next to what could, so a bad record is shown, not fatal.
+
+use chrono::SecondsFormat;
+use herald_bus::codec::{decode_value, SingleObject};
+use herald_bus::envelope::header;
+use herald_bus::Metadata;
+use rdkafka::message::{Headers, Message};
+use serde::Serialize;
+
+use herald_cli::json::AvroJson;
+
+/// A record, decoded as far as it goes.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Partition it was read from.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The key as text (lossy UTF-8), if any.
+    pub key: Option<String>,
+    /// Every header, values as text (lossy UTF-8).
+    pub headers: Vec<(String, Option<String>)>,
+    /// The CloudEvents metadata, when the headers are well formed.
+    pub meta: Option<Metadata>,
+    /// The decoded payload.
+    pub data: Option<apache_avro::types::Value>,
+    /// What could not be decoded (payload or headers).
+    pub errors: Vec<String>,
+}
+
+impl Decoded {
+    /// Decodes `msg` with the writer schemas `codec` knows.
+    pub fn new<M: Message>(codec: &SingleObject, msg: &M) -> Self {
+        let headers: Vec<(String, Option<String>)> = msg
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut errors = Vec::new();
+        let mut writer_name = String::new();
+        let data = match msg.payload() {
+            None => {
+                errors.push("no value (tombstone)".to_owned());
+                None
+            }
+            Some(payload) => match codec.split(payload).and_then(|(writer, datum)| {
+                writer_name = writer.name.clone();
+                decode_value(&writer, None, datum)
+            }) {
+                Ok(value) => Some(value),
+                Err(e) => {
+                    errors.push(e.to_string());
+                    None
+                }
+            },
+        };
+        let meta = match Metadata::from_headers(msg.headers(), msg.key(), &writer_name) {
+            Ok(meta) => Some(meta),
+            Err(e) => {
+                errors.push(e.to_string());
+                None
+            }
+        };
+        Decoded {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            headers,
+            meta,
+            data,
+            errors,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.as_deref())
+    }
+
+    /// The event type: `ce_type`, else the writer schema's name.
+    pub fn event_type(&self) -> Option<&str> {
+        self.meta.as_ref().map(|m| m.event_type.as_str()).filter(|t| !t.is_empty()).or_else(|| self.header(header::TYPE))
+    }
+
+    /// The record as one line of JSON: `id`, `type`, `source`, `subject`, `time`, `key`,
+    /// `partition`, `offset`, `headers`, `data` (record fields in schema order), and
+    /// `error` when something did not decode. Attributes missing from the headers are
+    /// `null`.
+    pub fn json_line(&self) -> String {
+        let meta = self.meta.as_ref();
+        let has = |name: &str| self.header(name).is_some();
+        let line = JsonLine {
+            id: meta.filter(|_| has(header::ID)).map(|m| m.id.to_string()),
+            event_type: self.event_type(),
+            source: meta.map(|m| m.source.as_str()).filter(|s| !s.is_empty()),
+            subject: meta.map(|m| m.subject.as_str()).filter(|s| !s.is_empty()),
+            time: meta.filter(|_| has(header::TIME)).map(|m| m.time.to_rfc3339_opts(SecondsFormat::Micros, true)),
+            key: self.key.as_deref(),
+            partition: self.partition,
+            offset: self.offset,
+            headers: self.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+            data: self.data.as_ref().map(AvroJson),
+            error: (!self.errors.is_empty()).then(|| self.errors.join("; ")),
+        };
+        serde_json::to_string(&line).unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()))
+    }
+
+    /// One readable line: `partition/offset time type key=... {data}`, or the decode error.
+    pub fn line(&self) -> String {
+        let mut line = format!("{}/{}", self.partition, self.offset);
+        if let Some(time) = self.header(header::TIME) {
+            line.push(' ');
+            line.push_str(time);
+        }
+        line.push(' ');
+        line.push_str(self.event_type().unwrap_or("?"));
+        line.push_str(&format!(" key={}", self.key.as_deref().unwrap_or("-")));
+        if let Some(data) = &self.data {
+            line.push(' ');
+            line.push_str(&serde_json::to_string(&AvroJson(data)).unwrap_or_default());
+        }
+        if !self.errors.is_empty() {
+            line.push_str(&format!(" undecodable: {}", self.errors.join("; ")));
+        }
+        line
+    }
+}
+
+/// The first `limit` bytes of `bytes` in hex, `…` when there are more.
+pub fn hex_prefix(bytes: &[u8], limit: usize) -> String {
+    let mut out: String = bytes.iter().take(limit).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+    if bytes.len() > limit {
+        out.push_str(" …");
+    }
+    out
+}
+
+/// The shape of a `--json` line.
+#[derive(Serialize)]
+struct JsonLine<'a> {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    event_type: Option<&'a str>,
+    source: Option<&'a str>,
+    subject: Option<&'a str>,
+    time: Option<String>,
+    key: Option<&'a str>,
+    partition: i32,
+    offset: i64,
+    headers: std::collections::BTreeMap<&'a str, Option<&'a str>>,
+    data: Option<AvroJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}

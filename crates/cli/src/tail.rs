@@ -1,0 +1,116 @@
+//! `herald tail`: print a topic's records, decoded.
+//!
+//! Without `--group`, every partition of the topic is assigned explicitly (at the
+//! beginning with `--from-beginning`, else at the end) and nothing is committed. With
+//! `--group G`, the topic is consumed in group `G` (starting from its committed offsets,
+//! or as above when it has none) and the offset of each printed record is committed.
+//!
+//! Records that cannot be decoded are printed with the reason; they never stop the tail.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use herald_bus::codec::SingleObject;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::Offset;
+
+use crate::context::{shutdown_signal, Context};
+use crate::read;
+use crate::record::Decoded;
+
+/// Arguments of `herald tail`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Topic to read.
+    pub topic: String,
+    /// Start at the oldest record instead of the end.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Stop when no record arrived for this many seconds (default: run until ctrl-c or
+    /// SIGTERM, or until --limit).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// One JSON object per line: id, type, source, subject, time, key, partition, offset,
+    /// headers, data (and error, for records that did not decode).
+    #[arg(long)]
+    pub json: bool,
+    /// Consume in this consumer group and commit what was printed.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
+}
+
+/// Tails the topic until the limit, the idle timeout, or a signal.
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
+    let codec = SingleObject::new(ctx.schemas()?);
+    let idle = args.timeout.map(Duration::from_secs_f64);
+    let consumer = match &args.group {
+        None => {
+            let consumer = read::consumer(ctx, false)?;
+            let partitions = read::partitions(&consumer, &args.topic).await?;
+            let start = if args.from_beginning { Offset::Beginning } else { Offset::End };
+            let assignment: Vec<_> = partitions.iter().map(|p| (*p, start)).collect();
+            read::assign(&consumer, &args.topic, &assignment)?;
+            consumer
+        }
+        Some(group) => {
+            let reset = if args.from_beginning { "earliest" } else { "latest" };
+            let consumer: read::Reader = ctx
+                .client_config(&[
+                    ("auto.offset.reset", reset),
+                    ("enable.auto.commit", "true"),
+                    ("auto.commit.interval.ms", "1000"),
+                ])
+                .set("group.id", group)
+                .set("enable.auto.offset.store", "false")
+                .create_with_context(read::Quiet)
+                .context("cannot create the consumer")?;
+            consumer.subscribe(&[&args.topic]).with_context(|| format!("cannot subscribe to {}", args.topic))?;
+            std::sync::Arc::new(consumer)
+        }
+    };
+
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let mut seen = 0u64;
+    while args.limit.is_none_or(|limit| seen < limit) {
+        let next = async {
+            match idle {
+                Some(idle) => tokio::time::timeout(idle, consumer.recv()).await.ok(),
+                None => Some(consumer.recv().await),
+            }
+        };
+        let received = tokio::select! {
+            _ = &mut shutdown => break,
+            received = next => received,
+        };
+        let Some(received) = received else { break }; // idle timeout
+        match received {
+            Ok(msg) => {
+                let decoded = Decoded::new(&codec, &msg);
+                println!("{}", if args.json { decoded.json_line() } else { decoded.line() });
+                seen += 1;
+                if args.group.is_some()
+                    && let Err(e) = consumer.store_offset_from_message(&msg)
+                {
+                    tracing::warn!(error = %e, "cannot store offset");
+                }
+            }
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "consumer error"),
+        }
+    }
+    if args.group.is_some() {
+        let c = consumer.clone();
+        match tokio::task::spawn_blocking(move || c.commit_consumer_state(CommitMode::Sync)).await? {
+            Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => return Err(e).context("committing offsets"),
+        }
+        let c = consumer.clone();
+        tokio::task::spawn_blocking(move || c.unsubscribe()).await?;
+    }
+    Ok(())
+}

@@ -86,3 +86,35 @@ fn float<S: Serializer>(s: S, f: f64) -> Result<S::Ok, S::Error> {
 pub(crate) fn latin1(bytes: &[u8]) -> String {
     bytes.iter().map(|&b| char::from(b)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn records_keep_their_field_order_and_unions_lose_their_wrapper() {
+        let value = Value::Record(vec![
+            ("z".into(), Value::Union(1, Box::new(Value::String("x".into())))),
+            ("a".into(), Value::Union(0, Box::new(Value::Null))),
+            ("m".into(), Value::Map([("k".to_owned(), Value::Long(1))].into_iter().collect())),
+        ]);
+        let text = serde_json::to_string(&AvroJson(&value)).expect("serializes");
+        assert_eq!(text, r#"{"z":"x","a":null,"m":{"k":1}}"#);
+    }
+
+    #[test]
+    fn bytes_are_iso_8859_1_and_odd_floats_are_strings() {
+        assert_eq!(to_json(&Value::Bytes(vec![0, 0x41, 0xff])), json!("\u{0000}A\u{00ff}"));
+        assert_eq!(to_json(&Value::Fixed(2, vec![0xe9, 0x20])), json!("é "));
+        assert_eq!(to_json(&Value::Double(f64::NAN)), json!("NaN"));
+        assert_eq!(to_json(&Value::Float(f32::INFINITY)), json!("Infinity"));
+        assert_eq!(to_json(&Value::Double(f64::NEG_INFINITY)), json!("-Infinity"));
+        assert_eq!(serde_json::to_string(&AvroJson(&Value::Float(1.1))).expect("json"), "1.1");
+        assert_eq!(to_json(&Value::Enum(0, "RED".into())), json!("RED"));
+        assert_eq!(to_json(&Value::TimestampMillis(5)), json!(5));
+        let id = apache_avro::Uuid::nil();
+        assert_eq!(to_json(&Value::Uuid(id)), json!("00000000-0000-0000-0000-000000000000"));
+    }
+}

@@ -358,3 +358,239 @@ fn expected(schema: &Schema) -> String {
         other => branch_name(other),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::json::to_json;
+
+    const EVERYTHING: &str = r#"{"type": "record", "name": "Everything", "namespace": "t", "fields": [
+        {"name": "n", "type": "null"},
+        {"name": "b", "type": "boolean"},
+        {"name": "i", "type": "int"},
+        {"name": "l", "type": "long"},
+        {"name": "f", "type": "float"},
+        {"name": "d", "type": "double"},
+        {"name": "by", "type": "bytes"},
+        {"name": "s", "type": "string"},
+        {"name": "arr", "type": {"type": "array", "items": "int"}},
+        {"name": "m", "type": {"type": "map", "values": "long"}},
+        {"name": "e", "type": {"type": "enum", "name": "Colour", "symbols": ["RED", "GREEN"]}},
+        {"name": "fx", "type": {"type": "fixed", "name": "Four", "size": 4}},
+        {"name": "rec", "type": {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "int"}]}},
+        {"name": "again", "type": "Inner"},
+        {"name": "recs", "type": {"type": "array", "items": "Inner"}},
+        {"name": "opt", "type": ["null", "string"]},
+        {"name": "date", "type": {"type": "int", "logicalType": "date"}},
+        {"name": "tm", "type": {"type": "int", "logicalType": "time-millis"}},
+        {"name": "tu", "type": {"type": "long", "logicalType": "time-micros"}},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "tsu", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "lts", "type": {"type": "long", "logicalType": "local-timestamp-millis"}},
+        {"name": "uuid", "type": {"type": "string", "logicalType": "uuid"}},
+        {"name": "dec", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+        {"name": "decfx", "type": {"type": "fixed", "name": "Money", "size": 4, "logicalType": "decimal", "precision": 9, "scale": 2}},
+        {"name": "dur", "type": {"type": "fixed", "name": "Dur", "size": 12, "logicalType": "duration"}}
+    ]}"#;
+
+    fn schema(text: &str) -> Schema {
+        Schema::parse_str(text).unwrap_or_else(|e| panic!("test schema: {e}"))
+    }
+
+    fn everything() -> Json {
+        json!({
+            "n": null, "b": true, "i": -2147483648, "l": 9007199254740993_i64, "f": 1.5, "d": -0.25,
+            "by": "\u{0000}A\u{00ff}", "s": "héllo", "arr": [1, 2, 3], "m": {"a": 1, "b": -1},
+            "e": "GREEN", "fx": "ab\u{0001}\u{00fe}", "rec": {"x": 1}, "again": {"x": 2},
+            "recs": [{"x": 3}, {"x": 4}], "opt": "here", "date": 19000, "tm": 1000, "tu": 1000000,
+            "ts": 1700000000000_i64, "tsu": 1700000000000000_i64, "lts": 5,
+            "uuid": "550e8400-e29b-41d4-a716-446655440000", "dec": "\u{0004}\u{00d2}",
+            "decfx": "\u{0000}\u{0000}\u{0004}\u{00d2}", "dur": "\u{0001}\u{0000}\u{0000}\u{0000}\u{0002}\u{0000}\u{0000}\u{0000}\u{0003}\u{0000}\u{0000}\u{0000}"
+        })
+    }
+
+    fn problem(schema: &Schema, json: Json) -> (String, Problem) {
+        match to_avro(schema, &json) {
+            Ok(v) => panic!("{json} must not fit, but mapped to {v:?}"),
+            Err(e) => (e.path.to_string(), e.problem),
+        }
+    }
+
+    #[test]
+    fn every_avro_type_maps_encodes_and_decodes_back_to_the_same_json() {
+        let schema = schema(EVERYTHING);
+        let input = everything();
+        let datum = encode(&schema, &input).expect("fits");
+        let decoded = apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).expect("decodes");
+        assert_eq!(to_json(&decoded), input);
+    }
+
+    #[test]
+    fn logical_types_become_their_avro_values() {
+        let schema = schema(EVERYTHING);
+        let Value::Record(fields) = to_avro(&schema, &everything()).expect("fits") else { panic!("a record") };
+        let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).expect("field");
+        assert_eq!(field("date"), Value::Date(19000));
+        assert_eq!(field("ts"), Value::TimestampMillis(1700000000000));
+        assert_eq!(field("tsu"), Value::TimestampMicros(1700000000000000));
+        assert_eq!(field("tu"), Value::TimeMicros(1000000));
+        assert_eq!(field("uuid"), Value::Uuid(apache_avro::Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").expect("uuid")));
+        assert_eq!(field("dec"), Value::Decimal(apache_avro::Decimal::from(vec![0x04, 0xd2])));
+        assert_eq!(field("e"), Value::Enum(1, "GREEN".into()));
+        assert_eq!(field("fx"), Value::Fixed(4, vec![b'a', b'b', 1, 0xfe]));
+        assert_eq!(field("by"), Value::Bytes(vec![0, b'A', 0xff]));
+        assert_eq!(field("opt"), Value::Union(1, Box::new(Value::String("here".into()))));
+        assert_eq!(field("again"), Value::Record(vec![("x".into(), Value::Int(2))]));
+    }
+
+    #[test]
+    fn big_decimals_are_decimal_strings() {
+        let schema = schema(r#"{"type": "bytes", "logicalType": "big-decimal"}"#);
+        let value = to_avro(&schema, &json!("12.50")).expect("fits");
+        assert_eq!(to_json(&value), json!("12.50"));
+        let datum = encode(&schema, &json!(3.25)).expect("a number fits too");
+        let back = apache_avro::from_avro_datum(&schema, &mut datum.as_slice(), None).expect("decodes");
+        assert_eq!(to_json(&back), json!("3.25"));
+        assert!(matches!(problem(&schema, json!("twelve")).1, Problem::Invalid { expected: "big-decimal", .. }));
+    }
+
+    #[test]
+    fn unions_take_avro_json_encoding_and_plain_values() {
+        let schema = schema(
+            r#"{"type": "record", "name": "U", "namespace": "t", "fields": [{"name": "u", "type": ["null", "string",
+                {"type": "record", "name": "Inner", "fields": [{"name": "x", "type": "int"}]},
+                {"type": "array", "items": "long"}]}]}"#,
+        );
+        let branch = |json: Json| match to_avro(&schema, &json!({ "u": json })) {
+            Ok(Value::Record(fields)) => match &fields[0].1 {
+                Value::Union(i, _) => *i,
+                other => panic!("not a union: {other:?}"),
+            },
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(branch(json!(null)), 0);
+        assert_eq!(branch(json!({"string": "x"})), 1);
+        assert_eq!(branch(json!("x")), 1);
+        assert_eq!(branch(json!({"t.Inner": {"x": 1}})), 2);
+        assert_eq!(branch(json!({"x": 1})), 2);
+        assert_eq!(branch(json!({"array": [1, 2]})), 3);
+        assert_eq!(branch(json!([1, 2])), 3);
+        let (path, p) = problem(&schema, json!({"u": 5}));
+        assert_eq!(path, "u");
+        assert!(matches!(p, Problem::NoBranch { ref got, .. } if got == "number 5"), "{p}");
+    }
+
+    #[test]
+    fn a_nullable_union_reports_the_error_of_its_one_branch() {
+        let schema = schema(r#"{"type": "record", "name": "R", "fields": [{"name": "note", "type": ["null", "string"]}]}"#);
+        let err = to_avro(&schema, &json!({"note": 5})).expect_err("a number is not a string");
+        assert_eq!(err.to_string(), "field note: expected string, got number 5");
+    }
+
+    #[test]
+    fn a_plain_value_that_fits_several_branches_is_ambiguous() {
+        let schema = schema(r#"["null", "int", "long"]"#);
+        let (_, p) = problem(&schema, json!(5));
+        assert_eq!(p, Problem::Ambiguous { fitting: vec!["int".into(), "long".into()], got: "number 5".into() });
+        assert!(p.to_string().contains(r#"{"int": ...}"#), "{p}");
+        assert_eq!(to_avro(&schema, &json!({"long": 5})).expect("named"), Value::Union(2, Box::new(Value::Long(5))));
+        // Too big for int: only long fits.
+        assert_eq!(to_avro(&schema, &json!(5_000_000_000_i64)).expect("fits"), Value::Union(2, Box::new(Value::Long(5_000_000_000))));
+    }
+
+    #[test]
+    fn defaults_fill_missing_fields() {
+        let schema = schema(
+            r#"{"type": "record", "name": "D", "namespace": "t", "fields": [
+                {"name": "id", "type": "string"},
+                {"name": "count", "type": "int", "default": 7},
+                {"name": "note", "type": ["null", "string"], "default": null},
+                {"name": "label", "type": ["string", "null"], "default": "none"},
+                {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
+                {"name": "raw", "type": "bytes", "default": "\u00ff"},
+                {"name": "colour", "type": {"type": "enum", "name": "C", "symbols": ["RED", "BLUE"]}, "default": "BLUE"},
+                {"name": "inner", "type": {"type": "record", "name": "I", "fields": [
+                    {"name": "x", "type": "int"}, {"name": "y", "type": ["null", "long"], "default": null}]}, "default": {"x": 1}}
+            ]}"#,
+        );
+        let value = to_avro(&schema, &json!({"id": "a"})).expect("defaults fill the rest");
+        assert_eq!(
+            to_json(&value),
+            json!({"id": "a", "count": 7, "note": null, "label": "none", "tags": [], "raw": "\u{00ff}", "colour": "BLUE", "inner": {"x": 1, "y": null}})
+        );
+        let Value::Record(fields) = value else { panic!("a record") };
+        assert_eq!(fields[3].1, Value::Union(0, Box::new(Value::String("none".into()))));
+        encode(&schema, &json!({"id": "a"})).expect("the defaults encode");
+
+        let (path, p) = problem(&schema, json!({"count": 1}));
+        assert_eq!((path.as_str(), p), ("id", Problem::Missing));
+    }
+
+    #[test]
+    fn numbers_must_fit_their_type() {
+        let int = schema(r#""int""#);
+        assert_eq!(to_avro(&int, &json!(2147483647)).expect("max"), Value::Int(i32::MAX));
+        for too_big in [json!(2147483648_i64), json!(-2147483649_i64)] {
+            assert!(matches!(problem(&int, too_big).1, Problem::OutOfRange { expected: "int", .. }));
+        }
+        assert!(matches!(problem(&int, json!(1.5)).1, Problem::Mismatch { .. }));
+        assert!(matches!(problem(&int, json!("1")).1, Problem::Mismatch { .. }));
+        let long = schema(r#""long""#);
+        assert!(matches!(problem(&long, json!(u64::MAX)).1, Problem::OutOfRange { expected: "long", .. }));
+        let float = schema(r#""float""#);
+        assert!(matches!(problem(&float, json!(1e300)).1, Problem::OutOfRange { expected: "float", .. }));
+        let Value::Double(nan) = to_avro(&schema(r#""double""#), &json!("NaN")).expect("NaN") else { panic!() };
+        assert!(nan.is_nan());
+        assert_eq!(to_avro(&float, &json!("-Infinity")).expect("inf"), Value::Float(f32::NEG_INFINITY));
+    }
+
+    #[test]
+    fn wrong_values_name_the_field_path() {
+        let schema = schema(include_str!("../../../../schemas/shop/orders/OrderPlaced/v1.avsc"));
+        let order = |total: Json, quantity: Json| {
+            json!({"order_id": "o-1", "customer_id": "c-1", "total_cents": total, "currency": "EUR",
+                   "lines": [{"sku": "a", "quantity": 1, "unit_price_cents": 5}, {"sku": "b", "quantity": quantity, "unit_price_cents": 5}]})
+        };
+        encode(&schema, &order(json!(10), json!(1))).expect("a valid order; note defaults to null");
+        let err = to_avro(&schema, &order(json!("abc"), json!(1))).expect_err("total is a string");
+        assert_eq!(err.to_string(), r#"field total_cents: expected long, got string "abc""#);
+        let err = to_avro(&schema, &order(json!(10), json!("two"))).expect_err("quantity is a string");
+        assert_eq!(err.to_string(), r#"field lines[1].quantity: expected int, got string "two""#);
+        let err = to_avro(&schema, &json!([1])).expect_err("not an object");
+        assert_eq!(err.to_string(), "expected record shop.orders.OrderPlaced, got array of 1");
+        let mut typo = order(json!(10), json!(1));
+        typo["totl_cents"] = json!(1);
+        let err = to_avro(&schema, &typo).expect_err("unknown field");
+        assert_eq!(err.path.to_string(), "totl_cents");
+        assert!(matches!(err.problem, Problem::UnknownField { ref record, .. } if record == "shop.orders.OrderPlaced"));
+    }
+
+    #[test]
+    fn map_entries_enums_and_fixed_sizes_are_checked() {
+        let schema = schema(
+            r#"{"type": "record", "name": "M", "fields": [
+                {"name": "m", "type": {"type": "map", "values": {"type": "array", "items": "int"}}},
+                {"name": "e", "type": {"type": "enum", "name": "E", "namespace": "t", "symbols": ["A", "B"]}, "default": "A"},
+                {"name": "f", "type": {"type": "fixed", "name": "F", "size": 2}, "default": "ab"}
+            ]}"#,
+        );
+        let (path, p) = problem(&schema, json!({"m": {"k": [1, "x"]}}));
+        assert_eq!(path, r#"m["k"][1]"#);
+        assert!(matches!(p, Problem::Mismatch { .. }));
+        let (path, p) = problem(&schema, json!({"m": {}, "e": "C"}));
+        assert_eq!(path, "e");
+        assert_eq!(p.to_string(), r#""C" is not a symbol of t.E (symbols: A, B)"#);
+        let (path, p) = problem(&schema, json!({"m": {}, "f": "abc"}));
+        assert_eq!((path.as_str(), p), ("f", Problem::FixedSize { name: "F".into(), expected: 2, got: 3 }));
+        let (_, p) = problem(&schema, json!({"m": {}, "f": "a€"}));
+        assert_eq!(p, Problem::NotLatin1 { found: '€' });
+    }
+
+    #[test]
+    fn uuids_are_checked() {
+        let schema = schema(r#"{"type": "string", "logicalType": "uuid"}"#);
+        assert!(matches!(problem(&schema, json!("not-a-uuid")).1, Problem::Invalid { expected: "uuid", .. }));
+    }
+}

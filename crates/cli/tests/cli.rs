@@ -1,0 +1,279 @@
+//! The `herald` binary against a real broker.
+//!
+//! Run with `KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo test -p herald-cli` after
+//! `scripts/kafka start`. Each test uses its own topics; nothing sleeps: commands are
+//! bounded by `--limit`/`--timeout` and every wait has a deadline.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use herald_bus::admin::{create_topics, TopicSpec};
+use herald_bus::dead_letter::{self, Failure, Stage};
+use herald_bus::{KafkaConfig, Publisher, PublisherOptions, Topic};
+use herald_shop::{OrderEvent, OrderPlaced};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+
+/// The longest any one command may take before the test fails.
+const COMMAND_DEADLINE: Duration = Duration::from_secs(90);
+
+/// What a run of `herald` produced.
+#[derive(Debug)]
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn ok(self) -> Self {
+        assert_eq!(self.code, Some(0), "herald failed:\n{self:#?}");
+        self
+    }
+
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().filter(|l| !l.trim().is_empty()).collect()
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+}
+
+/// Runs `herald --bootstrap <broker> --schemas <repo schemas> ARGS`, feeding `stdin`.
+async fn herald(config: &KafkaConfig, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command
+        .args(["--bootstrap", config.bootstrap(), "--schemas", SCHEMAS])
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start herald: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.unwrap_or_else(|e| panic!("writing stdin: {e}"));
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("herald {args:?} did not finish within {COMMAND_DEADLINE:?}"))
+        .unwrap_or_else(|e| panic!("herald {args:?}: {e}"));
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Low and high watermark of partition 0 of `topic`.
+fn watermarks(config: &KafkaConfig, topic: &str) -> (i64, i64) {
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .create()
+        .unwrap_or_else(|e| panic!("client: {e}"));
+    client.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap_or_else(|e| panic!("watermarks of {topic}: {e}"))
+}
+
+fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    msg.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_json_comes_back_from_tail_decoded() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.roundtrip", 3).await;
+
+    // One event from --data.
+    let placed = json!({"order_id": "o-1", "customer_id": "c-1", "total_cents": 2500, "currency": "EUR",
+                        "lines": [{"sku": "SKU-1", "quantity": 2, "unit_price_cents": 1250}]});
+    let one = herald(&config, &["publish", &topic, "--type", "shop.orders.OrderPlaced", "--key", "o-1", "--data", &placed.to_string()], None)
+        .await
+        .ok()
+        .json_lines();
+    assert_eq!(one.len(), 1, "{one:?}");
+
+    // Two from stdin: a plain value and Avro's JSON encoding for the union; a blank line.
+    let ndjson = "{\"order_id\": \"o-2\", \"reason\": \"too slow\"}\n\n{\"order_id\": \"o-2\", \"reason\": \"again\", \"cancelled_by\": {\"string\": \"support\"}}\n";
+    let bulk = herald(&config, &["publish", &topic, "--type", "shop.orders.OrderCancelled", "--key", "o-2", "--source", "/test/bulk"], Some(ndjson))
+        .await
+        .ok()
+        .json_lines();
+    assert_eq!(bulk.len(), 2, "{bulk:?}");
+    assert_eq!(bulk[0]["partition"], bulk[1]["partition"], "one key, one partition");
+    assert!(bulk[0]["offset"].as_i64() < bulk[1]["offset"].as_i64(), "input order kept: {bulk:?}");
+
+    // One from a file.
+    let file = std::env::temp_dir().join(format!("{}.json", herald_testkit::unique("herald-cli-data")));
+    std::fs::write(&file, r#"{"order_id": "o-1", "payment_id": "p-1"}"#).unwrap_or_else(|e| panic!("{e}"));
+    let from_file = format!("@{}", file.display());
+    let confirmed = herald(&config, &["publish", &topic, "--type", "shop.orders.OrderConfirmed", "--key", "o-1", "--data", &from_file], None)
+        .await
+        .ok()
+        .json_lines();
+    let _ = std::fs::remove_file(&file);
+
+    let tailed = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "4", "--timeout", "30", "--json"], None).await.ok();
+    let records = tailed.json_lines();
+    assert_eq!(records.len(), 4, "{tailed:#?}");
+    let by_id = |published: &Value| -> Value {
+        let found = records.iter().find(|r| r["id"] == published["id"]);
+        let record = found.unwrap_or_else(|| panic!("{published} not tailed: {records:#?}")).clone();
+        assert_eq!((&record["partition"], &record["offset"]), (&published["partition"], &published["offset"]));
+        record
+    };
+
+    let r = by_id(&one[0]);
+    assert_eq!(r["type"], "shop.orders.OrderPlaced");
+    assert_eq!((&r["key"], &r["subject"], &r["source"]), (&json!("o-1"), &json!("o-1"), &json!("/herald/cli")));
+    let mut expected = placed.clone();
+    expected["note"] = Value::Null; // filled from the schema's default
+    assert_eq!(r["data"], expected);
+    assert_eq!(r["headers"]["ce_type"], "shop.orders.OrderPlaced");
+    assert_eq!(r["headers"]["ce_id"], one[0]["id"]);
+    let time = r["time"].as_str().unwrap_or_else(|| panic!("time: {r}"));
+    chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
+
+    let r = by_id(&bulk[0]);
+    assert_eq!((&r["type"], &r["subject"], &r["source"]), (&json!("shop.orders.OrderCancelled"), &json!("o-2"), &json!("/test/bulk")));
+    assert_eq!(r["data"], json!({"order_id": "o-2", "reason": "too slow", "cancelled_by": null}));
+    let r = by_id(&bulk[1]);
+    assert_eq!(r["data"], json!({"order_id": "o-2", "reason": "again", "cancelled_by": "support"}));
+    let r = by_id(&confirmed[0]);
+    assert_eq!((&r["type"], &r["key"]), (&json!("shop.orders.OrderConfirmed"), &json!("o-1")));
+    assert_eq!(r["data"], json!({"order_id": "o-1", "payment_id": "p-1"}));
+
+    // The readable form names the type, key and data on one line.
+    let plain = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "4", "--timeout", "30"], None).await.ok();
+    let line = plain.lines().into_iter().find(|l| l.contains("shop.orders.OrderConfirmed")).unwrap_or_else(|| panic!("{plain:#?}")).to_owned();
+    assert!(line.contains("key=o-1") && line.contains(r#""payment_id":"p-1""#), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_that_does_not_fit_is_refused_with_exit_code_2_naming_the_field() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.invalid", 1).await;
+    let publish = |data: String| {
+        let (config, topic) = (config.clone(), topic.clone());
+        async move { herald(&config, &["publish", &topic, "--type", "shop.orders.OrderPlaced", "--key", "o-1", "--data", &data], None).await }
+    };
+
+    let wrong_total = publish(r#"{"order_id": "o-1", "customer_id": "c", "total_cents": "abc", "currency": "EUR", "lines": []}"#.into()).await;
+    assert_eq!(wrong_total.code, Some(2), "{wrong_total:#?}");
+    assert!(
+        wrong_total.stderr.contains(r#"shop.orders.OrderPlaced: field total_cents: expected long, got string "abc""#),
+        "{wrong_total:#?}"
+    );
+    let wrong_line = publish(
+        r#"{"order_id": "o-1", "customer_id": "c", "total_cents": 1, "currency": "EUR", "lines": [{"sku": "a", "quantity": 3000000000, "unit_price_cents": 1}]}"#.into(),
+    )
+    .await;
+    assert_eq!(wrong_line.code, Some(2), "{wrong_line:#?}");
+    assert!(wrong_line.stderr.contains("field lines[0].quantity: number 3000000000 is out of range for int"), "{wrong_line:#?}");
+
+    let unknown = herald(&config, &["publish", &topic, "--type", "shop.orders.Nope", "--key", "k", "--data", "{}"], None).await;
+    assert_eq!(unknown.code, Some(2), "{unknown:#?}");
+    assert!(unknown.stderr.contains("unknown event type shop.orders.Nope") && unknown.stderr.contains("shop.orders.OrderPlaced"), "{unknown:#?}");
+    assert_eq!(watermarks(&config, &topic), (0, 0), "nothing may be published");
+
+    // From stdin: the lines before a bad one are published and printed, none after it.
+    let ndjson = "{\"order_id\": \"o-1\", \"reason\": \"ok\"}\n{\"order_id\": \"o-1\", \"reason\": 5}\n{\"order_id\": \"o-1\", \"reason\": \"never\"}\n";
+    let bulk = herald(&config, &["publish", &topic, "--type", "shop.orders.OrderCancelled", "--key", "o-1"], Some(ndjson)).await;
+    assert_eq!(bulk.code, Some(2), "{bulk:#?}");
+    assert!(bulk.stderr.contains("line 2: shop.orders.OrderCancelled: field reason: expected string, got number 5"), "{bulk:#?}");
+    assert_eq!(bulk.json_lines().len(), 1, "{bulk:#?}");
+    assert_eq!(watermarks(&config, &topic), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq", 1).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Two dead letters: an order a handler gave up on, and bytes that never decoded.
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    let source: Topic<OrderEvent> = Topic::named(&topic);
+    let order = OrderPlaced::example("o-9", "c-9", 990);
+    let meta = publisher.metadata_for(&order);
+    let encoded = publisher.encode(&source, &order, &meta).await.unwrap_or_else(|e| panic!("{e}"));
+    let original = OwnedMessage::new(Some(encoded.payload.clone()), Some(encoded.key.clone()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 41, Some(encoded.headers.clone()));
+    let failure = Failure { stage: Stage::Handler, reason: "boom: payment service down".into(), attempts: 3 };
+    let (_, handler_offset) = publisher.send_record(dead_letter::record(&original, &failure, "billing", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    let garbage = OwnedMessage::new(Some(b"not avro".to_vec()), Some(b"o-10".to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 42, None);
+    let failure = Failure { stage: Stage::Decode, reason: "unknown framing".into(), attempts: 0 };
+    let (_, decode_offset) = publisher.send_record(dead_letter::record(&garbage, &failure, "billing", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    publisher.flush(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // list, by the source topic's name and as JSON by the dead-letter topic's.
+    let listed = herald(&config, &["dlq", "list", &topic], None).await.ok();
+    assert_eq!(listed.lines().len(), 2, "{listed:#?}");
+    assert!(listed.lines()[0].contains(&format!("{topic}/0/41")) && listed.lines()[0].contains("stage=handler"), "{listed:#?}");
+    assert!(listed.lines()[0].contains("boom: payment service down"), "{listed:#?}");
+    let listed = herald(&config, &["dlq", "list", &dlq, "--json"], None).await.ok().json_lines();
+    assert_eq!(listed[0]["offset"], 41);
+    assert_eq!((&listed[0]["stage"], &listed[0]["attempts"], &listed[0]["group"]), (&json!("handler"), &json!(3), &json!("billing")));
+    assert_eq!((&listed[1]["stage"], &listed[1]["dlq_offset"], &listed[1]["key"]), (&json!("decode"), &json!(decode_offset), &json!("o-10")));
+
+    // show: the order decoded with its original headers; the garbage in hex.
+    let shown = herald(&config, &["dlq", "show", &dlq, "--partition", "0", "--offset", &handler_offset.to_string()], None).await.ok();
+    assert!(shown.stdout.contains("shop.orders.OrderPlaced") && shown.stdout.contains(r#""order_id": "o-9""#), "{shown:#?}");
+    assert!(shown.stdout.contains(&format!("ce_id: {}", meta.id)), "{shown:#?}");
+    let shown = herald(&config, &["dlq", "show", &topic, "--partition", "0", "--offset", &decode_offset.to_string()], None).await.ok();
+    assert!(shown.stdout.contains("undecodable") && shown.stdout.contains("6e 6f 74 20 61 76 72 6f"), "{shown:#?}");
+
+    // A dry run sends nothing.
+    let dry = herald(&config, &["dlq", "replay", &topic, "--all", "--dry-run"], None).await.ok();
+    assert_eq!(dry.lines().iter().filter(|l| l.starts_with("would replay")).count(), 2, "{dry:#?}");
+    assert_eq!(watermarks(&config, &topic), (0, 0), "a dry run must not publish");
+
+    // Replay the handler failures: the original key, value and headers go back.
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all", "--stage", "handler"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), 1, "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, 1, Duration::from_secs(30)).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].payload(), Some(encoded.payload.as_slice()));
+    assert_eq!(back[0].key(), Some(b"o-9".as_slice()));
+    assert_eq!(header(&back[0], "ce_id"), Some(meta.id.to_string().as_str()));
+    assert_eq!(header(&back[0], "herald.dlq.reason"), None, "dead-letter headers are not replayed");
+    assert_eq!(watermarks(&config, &topic), (0, 1), "only the handler failure was replayed");
+
+    // And one by position.
+    let one = herald(&config, &["dlq", "replay", &dlq, "--partition", "0", "--offset", &decode_offset.to_string()], None).await.ok();
+    assert_eq!(one.lines().len(), 1, "{one:#?}");
+    let back = herald_testkit::read_all(&config, &topic, 2, Duration::from_secs(30)).await;
+    assert_eq!(back.iter().map(|m| m.payload().map(<[u8]>::to_vec)).collect::<Vec<_>>(), vec![Some(encoded.payload.clone()), Some(b"not avro".to_vec())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn topics_are_created_and_listed() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::unique("cli.topics");
+    let created = herald(&config, &["topics", "create", &name, "--partitions", "2"], None).await.ok();
+    assert!(created.stdout.contains(&format!("created {name}")), "{created:#?}");
+    let again = herald(&config, &["topics", "create", &name], None).await.ok();
+    assert!(again.stdout.contains("exists"), "{again:#?}");
+    let listed = herald(&config, &["topics", "list"], None).await.ok();
+    let line = listed.lines().into_iter().find(|l| l.split_whitespace().next() == Some(name.as_str()));
+    assert_eq!(line.map(|l| l.split_whitespace().nth(1)), Some(Some("2")), "{listed:#?}");
+    let invalid = herald(&config, &["topics", "create", "bad name"], None).await;
+    assert_eq!(invalid.code, Some(2), "{invalid:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_gets_back_every_event_it_published() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::unique("cli.demo");
+    let demo = herald(&config, &["demo", "--topic", &topic], None).await.ok();
+    assert_eq!(demo.lines().iter().filter(|l| l.starts_with("published")).count(), 5, "{demo:#?}");
+    assert_eq!(demo.lines().iter().filter(|l| l.starts_with("consumed")).count(), 5, "{demo:#?}");
+    assert!(demo.stdout.contains("all 5 events came back"), "{demo:#?}");
+}

@@ -149,10 +149,11 @@ pub fn decode_value(
 ) -> Result<apache_avro::types::Value, DecodeError> {
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
     let mut input = StrictReader { rest: datum, hit_end: false };
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader).map_err(|e| invalid(e.to_string()))?;
+    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader);
     if input.hit_end {
-        return Err(invalid("datum is truncated".to_owned()));
+        return Err(invalid(format!("datum is truncated ({} bytes)", datum.len())));
     }
+    let value = value.map_err(|e| invalid(e.to_string()))?;
     if !input.rest.is_empty() {
         return Err(invalid(format!("{} trailing bytes after the datum", input.rest.len())));
     }

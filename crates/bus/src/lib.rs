@@ -32,7 +32,7 @@
 //! - [`schema`]: [`schema::SchemaSet`], schemas by fingerprint and name.
 //! - [`codec`]: payload framing ([`codec::SingleObject`]) behind the [`codec::Codec`] trait.
 //! - [`envelope`]: [`Metadata`] and its CloudEvents headers, [`Envelope`] for handlers.
-//! - [`publisher`]: [`Publisher`].
+//! - [`publisher`]: the [`Publisher`].
 //! - [`consumer`]: [`Consumer`], [`Handler`], [`RetryPolicy`].
 //! - [`dead_letter`]: dead-letter records and their headers.
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].

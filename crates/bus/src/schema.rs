@@ -147,7 +147,7 @@ impl SchemaSet {
     pub fn load_dir(dir: impl AsRef<Path>) -> Result<Self, SchemaError> {
         let mut files = Vec::new();
         collect_avsc(dir.as_ref(), &mut files)?;
-        files.sort_by(|a, b| version_order(a).cmp(&version_order(b)));
+        files.sort_by_key(|p| version_order(p));
         let mut set = SchemaSet::default();
         for path in files {
             let text = std::fs::read_to_string(&path).map_err(|source| SchemaError::Read {
@@ -243,8 +243,8 @@ mod tests {
 
     #[test]
     fn versions_sort_numerically() {
-        let mut v = vec![PathBuf::from("a/v10.avsc"), PathBuf::from("a/v9.avsc"), PathBuf::from("a/v1.avsc")];
-        v.sort_by(|a, b| version_order(a).cmp(&version_order(b)));
+        let mut v = [PathBuf::from("a/v10.avsc"), PathBuf::from("a/v9.avsc"), PathBuf::from("a/v1.avsc")];
+        v.sort_by_key(|p| version_order(p));
         assert_eq!(v[2], PathBuf::from("a/v10.avsc"));
     }
 }

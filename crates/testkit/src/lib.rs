@@ -127,3 +127,63 @@ pub async fn read_all(config: &KafkaConfig, topic: &str, count: usize, timeout: 
     }
     out
 }
+
+/// The number of records in `topic`: the sum over partitions of high watermark minus low
+/// watermark. Deterministic, unlike reading until a timeout.
+pub async fn record_count(config: &KafkaConfig, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let bootstrap = config.bootstrap().to_owned();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create client: {e}"));
+        let metadata = client
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("metadata of {topic}: {e}"));
+        let partitions = metadata.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+        (0..partitions as i32)
+            .map(|p| {
+                let (low, high) = client
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"));
+                high - low
+            })
+            .sum()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("watermark task: {e}"))
+}
+
+/// The offsets `group` has committed for `topic`, per partition (absent when none).
+pub async fn committed(config: &KafkaConfig, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let bootstrap = config.bootstrap().to_owned();
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let client: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", &group)
+            .create()
+            .unwrap_or_else(|e| panic!("cannot create client: {e}"));
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p);
+        }
+        let offsets = client
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("committed offsets of {group}: {e}"));
+        offsets
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("committed task: {e}"))
+}

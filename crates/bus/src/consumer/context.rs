@@ -39,6 +39,7 @@ pub struct ConsumerHealth {
     running: AtomicBool,
     assigned: AtomicUsize,
     poll_interval_exceeded: AtomicBool,
+    pauses: std::sync::atomic::AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -57,6 +58,16 @@ impl ConsumerHealth {
     /// The last client error, if any.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How often a partition was paused because its handler fell behind.
+    pub fn pauses(&self) -> u64 {
+        self.pauses.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_pause(&self) {
+        self.pauses.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_consumer_pauses_total").increment(1);
     }
 
     pub(crate) fn set_running(&self, running: bool) {
@@ -103,10 +114,11 @@ impl ConsumerContext for Context {
         }
         let deadline = started + self.shared.revoke_timeout;
         for (key, slot) in slots {
-            let Slot { tx, done, .. } = slot;
+            let Slot { tx, done, abort, .. } = slot;
             drop(tx);
             if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
-                tracing::warn!(topic = %key.0, partition = key.1, "worker still busy at revoke deadline; its record will be processed again by the next owner");
+                abort.abort();
+                tracing::warn!(topic = %key.0, partition = key.1, "worker still busy at revoke deadline: aborted; the next owner processes its record again");
             }
         }
         let lost = consumer.assignment_lost();

@@ -61,6 +61,9 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("partition.assignment.strategy", "cooperative-sticky"),
     ("queued.max.messages.kbytes", "16384"),
     ("enable.partition.eof", "false"),
+    // A resumed partition waits for the fetch in flight; librdkafka's 500 ms default makes
+    // every pause cost half a second.
+    ("fetch.wait.max.ms", "100"),
 ];
 
 /// A consumer could not start or failed while running.
@@ -260,7 +263,7 @@ impl Consumer {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
         self.health.set_running(true);
         tokio::pin!(shutdown);
-        let mut refill = tokio::time::interval(Duration::from_millis(20));
+        let mut refill = tokio::time::interval(Duration::from_millis(5));
         refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut any_paused = false;
         loop {
@@ -282,46 +285,50 @@ impl Consumer {
         Ok(())
     }
 
-    /// Hands a record to its partition's worker. Returns true if the partition is paused.
+    /// Hands a record to its partition's worker. Returns true if records wait in a stash.
     fn dispatch(&self, msg: OwnedMessage) -> bool {
         let Some(route) = self.routes.get(msg.topic()) else {
             tracing::error!(topic = msg.topic(), "record from a topic without route");
             return false;
         };
         let mut partitions = self.shared.lock();
-        let key = (msg.topic().to_owned(), msg.partition());
-        let slot = partitions.entry(key).or_insert_with(|| {
+        let (topic, partition) = (msg.topic().to_owned(), msg.partition());
+        let slot = partitions.entry((topic.clone(), partition)).or_insert_with(|| {
             partition::spawn(route.clone(), self.consumer.clone(), self.dead_letters.clone(), self.buffer_per_partition, msg.offset())
         });
         if msg.offset() < slot.next_offset {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
         slot.next_offset = msg.offset() + 1;
-        if slot.paused {
+        if slot.paused || !slot.stash.is_empty() {
             slot.stash.push_back(msg);
-            return true;
-        }
-        match slot.tx.try_send(msg) {
-            Ok(()) => false,
-            Err(TrySendError::Full(msg)) | Err(TrySendError::Closed(msg)) => {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(msg.topic(), msg.partition());
-                if let Err(e) = self.consumer.pause(&tpl) {
-                    tracing::warn!(error = %e, "cannot pause partition");
-                }
-                slot.stash.push_back(msg);
-                slot.paused = true;
-                true
+        } else {
+            match slot.tx.try_send(msg) {
+                Ok(()) => return false,
+                Err(TrySendError::Full(msg)) | Err(TrySendError::Closed(msg)) => slot.stash.push_back(msg),
             }
         }
+        // The worker is behind. Keep what librdkafka already fetched (pausing would throw it
+        // away) until the stash is as large as the queue, then pause the partition.
+        if !slot.paused && slot.stash.len() >= self.buffer_per_partition {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&topic, partition);
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "cannot pause partition");
+            }
+            slot.paused = true;
+            self.health.count_pause();
+        }
+        true
     }
 
-    /// Moves stashed records into workers' queues and resumes partitions whose queue is
-    /// at least half empty. Returns true while some partition stays paused.
+    /// Moves stashed records into workers' queues and resumes paused partitions once their
+    /// stash is empty and their queue at least half empty. Returns true while records wait
+    /// in a stash or a partition stays paused.
     fn refill(&self) -> bool {
         let mut partitions = self.shared.lock();
         let mut still_paused = false;
-        for ((topic, partition), slot) in partitions.iter_mut().filter(|(_, s)| s.paused) {
+        for ((topic, partition), slot) in partitions.iter_mut().filter(|(_, s)| s.paused || !s.stash.is_empty()) {
             while let Some(msg) = slot.stash.pop_front() {
                 if let Err(e) = slot.tx.try_send(msg) {
                     let msg = match e {
@@ -331,7 +338,9 @@ impl Consumer {
                     break;
                 }
             }
-            if slot.stash.is_empty() && slot.tx.capacity() * 2 >= slot.tx.max_capacity() {
+            if !slot.paused {
+                still_paused |= !slot.stash.is_empty();
+            } else if slot.stash.is_empty() && slot.tx.capacity() * 2 >= slot.tx.max_capacity() {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(topic, *partition);
                 match self.consumer.resume(&tpl) {
@@ -357,21 +366,24 @@ impl Consumer {
         let waits: Vec<_> = slots
             .into_iter()
             .map(|(_, slot)| {
-                let partition::Slot { tx, cancel, done, .. } = slot;
+                let partition::Slot { tx, cancel, done, abort, .. } = slot;
                 drop(tx);
-                (cancel, done)
+                (cancel, done, abort)
             })
             .collect();
         let _ = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + drain_timeout;
-            for (cancel, done) in &waits {
+            for (cancel, done, _) in &waits {
                 if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
                     cancel.cancel();
                 }
             }
-            // Cancelled workers stop after their current record.
-            for (_, done) in &waits {
-                let _ = done.recv_timeout(Duration::from_secs(5));
+            // Cancelled workers stop after their current record; one stuck in a handler is
+            // aborted, and its record (not stored) is processed again after a restart.
+            for (_, done, abort) in &waits {
+                if done.recv_timeout(Duration::from_secs(5)).is_err() {
+                    abort.abort();
+                }
             }
         })
         .await;

@@ -27,6 +27,9 @@ pub(crate) struct Slot {
     pub cancel: CancellationToken,
     /// Signalled when the worker exits.
     pub done: std::sync::mpsc::Receiver<()>,
+    /// Aborts the worker when it does not stop in time: its current record is then not
+    /// stored, so it is processed again (at least once), and no zombie outlives it.
+    pub abort: tokio::task::AbortHandle,
     /// Records received while the worker's queue was full (the partition is then paused).
     pub stash: VecDeque<OwnedMessage>,
     /// True while the partition is paused in the client.
@@ -92,8 +95,8 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel(capacity.max(1));
     let (done_tx, done) = std::sync::mpsc::sync_channel(1);
     let cancel = CancellationToken::new();
-    tokio::spawn(run(route, consumer, dead_letters, rx, cancel.clone(), DoneGuard(done_tx)));
-    Slot { tx, cancel, done, stash: VecDeque::new(), paused: false, next_offset }
+    let task = tokio::spawn(run(route, consumer, dead_letters, rx, cancel.clone(), DoneGuard(done_tx)));
+    Slot { tx, cancel, done, abort: task.abort_handle(), stash: VecDeque::new(), paused: false, next_offset }
 }
 
 async fn run(

@@ -1,0 +1,202 @@
+//! Failing handlers and poison records end up in the dead-letter topic; the consumer goes on.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use herald_bus::dead_letter::{self, DeadLetter};
+use herald_bus::schema::{Fingerprint, SchemaSet};
+use herald_bus::{Envelope, HandlerError, Topic};
+use herald_shop::{OrderEvent, OrderPlaced};
+use herald_testkit::{kafka, read_all, record_count, topic, unique, wait_until};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::support::{consumer, order_id, publisher, Running, Seen, DEADLINE};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_handlers_are_retried_then_dead_lettered() {
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "dlq", 2).await);
+    let publisher = publisher(&config);
+    let ids = ["good-1", "always-fails", "rejected", "flaky", "good-2"];
+    for id in ids {
+        publisher.publish(&orders, &OrderPlaced::example(id, "c", 1)).await.expect("published");
+    }
+
+    let seen = Seen::default();
+    let attempts: Arc<std::sync::Mutex<HashMap<String, u32>>> = Default::default();
+    let handler = {
+        let (seen, attempts) = (seen.clone(), attempts.clone());
+        move |e: Envelope<OrderEvent>| {
+            let (seen, attempts) = (seen.clone(), attempts.clone());
+            async move {
+                let id = order_id(&e.event).to_owned();
+                let n = {
+                    let mut a = attempts.lock().unwrap();
+                    let n = a.entry(id.clone()).or_default();
+                    *n += 1;
+                    *n
+                };
+                match id.as_str() {
+                    "always-fails" => Err(HandlerError::msg("database unavailable")),
+                    "rejected" => Err(HandlerError::permanent_msg("order violates a business rule")),
+                    "flaky" if n < 3 => Err(HandlerError::msg("timeout")),
+                    _ => {
+                        seen.0.lock().unwrap().push(e);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    let group = unique("g");
+    let running = Running::start(consumer(&config, &group).subscribe(&orders, handler)).await;
+    let dlq = dead_letter::topic_for(orders.name());
+    let letters = read_all(&config, &dlq, 2, DEADLINE).await;
+    wait_until(DEADLINE, "good and flaky events handled", || async { seen.len() >= 3 }).await;
+    running.shutdown().await;
+
+    let mut handled: Vec<String> = seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect();
+    handled.sort();
+    assert_eq!(handled, vec!["flaky", "good-1", "good-2"]);
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(attempts["always-fails"], 3, "transient failures use every attempt");
+    assert_eq!(attempts["rejected"], 1, "permanent failures are not retried");
+    assert_eq!(attempts["flaky"], 3);
+
+    let letters: HashMap<String, DeadLetter> = letters
+        .iter()
+        .map(|m| {
+            let dl = DeadLetter::parse(m).expect("dead letter headers");
+            (String::from_utf8(dl.key.clone().unwrap()).unwrap(), dl)
+        })
+        .collect();
+    assert_eq!(letters.len(), 2);
+    let failed = &letters["always-fails"];
+    assert_eq!((failed.stage.as_str(), failed.attempts, failed.group.as_str()), ("handler", 3, group.as_str()));
+    assert_eq!(failed.reason, "database unavailable");
+    assert_eq!(failed.topic, orders.name());
+    let rejected = &letters["rejected"];
+    assert_eq!((rejected.stage.as_str(), rejected.attempts), ("handler", 1));
+    assert!(rejected.reason.contains("business rule"));
+    // The original record is kept byte for byte, with its CloudEvents headers.
+    let originals = read_all(&config, orders.name(), 5, DEADLINE).await;
+    let original = originals
+        .iter()
+        .find(|m| rdkafka::Message::key(*m) == Some(&b"rejected"[..]))
+        .expect("original");
+    assert_eq!(rejected.payload.as_deref(), rdkafka::Message::payload(original));
+    assert_eq!(rejected.offset, rdkafka::Message::offset(original));
+    assert!(rejected.headers.iter().any(|(k, _)| k == "ce_id"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
+    let config = kafka().await;
+    let name = topic(&config, "poison", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let publisher = publisher(&config);
+
+    // A valid OrderPlaced payload to corrupt.
+    let good = publisher.encode(&orders, &OrderPlaced::example("x", "c", 5), &herald_bus::Metadata::new("t", "s", "x")).await.expect("encode");
+    let mut unknown_fp = good.payload.clone();
+    unknown_fp[2..10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    let truncated = good.payload[..good.payload.len() - 3].to_vec();
+    let mut trailing = good.payload.clone();
+    trailing.extend_from_slice(b"junk");
+    // A well-formed event of a type that is not in the OrderEvent family.
+    let other_schema = r#"{"type":"record","name":"Refunded","namespace":"shop.payments","fields":[{"name":"id","type":"string"}]}"#;
+    let mut extra = SchemaSet::default();
+    let other = extra.add_str(other_schema).expect("schema");
+    let mut other_type = vec![0xC3, 0x01];
+    other_type.extend_from_slice(&other.fingerprint.0);
+    other_type.extend_from_slice(&[0x04, b'r', b'1']);
+    assert_ne!(other.fingerprint, Fingerprint([0; 8]));
+
+    let poison: Vec<(&str, Option<Vec<u8>>, &str)> = vec![
+        ("garbage", Some(b"\xff\xfe not avro at all".to_vec()), "decode"),
+        ("json", Some(br#"{"order_id":"o"}"#.to_vec()), "decode"),
+        ("tombstone", None, "decode"),
+        ("unknown-fingerprint", Some(unknown_fp), "decode"),
+        ("truncated", Some(truncated), "decode"),
+        ("trailing", Some(trailing), "decode"),
+        ("other-type", Some(other_type), "unknown-type"),
+    ];
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("raw producer");
+    for (key, payload, _) in &poison {
+        let headers = OwnedHeaders::new().insert(Header { key: "ce_id", value: Some("not-even-a-uuid") });
+        let mut record = FutureRecord::to(&name).key(*key).headers(headers);
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        raw.send(record, std::time::Duration::from_secs(10)).await.expect("raw send");
+    }
+    for i in 0..3 {
+        publisher.publish(&orders, &OrderPlaced::example(&format!("after-{i}"), "c", i)).await.expect("good event");
+    }
+
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).schemas(extra).subscribe(&orders, seen.handler())).await;
+    wait_until(DEADLINE, "good events after the poison handled", || async { seen.len() >= 3 }).await;
+    let letters = read_all(&config, &dead_letter::topic_for(&name), poison.len(), DEADLINE).await;
+    assert!(running.health.is_healthy(), "the consumer keeps running");
+    running.shutdown().await;
+
+    let by_key: HashMap<String, DeadLetter> = letters
+        .iter()
+        .map(|m| {
+            let dl = DeadLetter::parse(m).expect("dead letter");
+            (String::from_utf8(dl.key.clone().unwrap_or_default()).unwrap(), dl)
+        })
+        .collect();
+    for (key, payload, stage) in &poison {
+        let dl = by_key.get(*key).unwrap_or_else(|| panic!("{key} was not dead-lettered; got {:?}", by_key.keys()));
+        assert_eq!(dl.stage, *stage, "{key}: {}", dl.reason);
+        assert!(!dl.reason.is_empty());
+        assert_eq!(dl.payload.as_deref().unwrap_or_default(), payload.as_deref().unwrap_or_default(), "{key}: original bytes kept");
+    }
+    assert!(by_key["unknown-fingerprint"].reason.contains("0102030405060708"), "{}", by_key["unknown-fingerprint"].reason);
+    assert!(by_key["truncated"].reason.contains("truncated"), "{}", by_key["truncated"].reason);
+    assert!(by_key["other-type"].reason.contains("shop.payments.Refunded"));
+    let handled: Vec<String> = seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect();
+    assert_eq!(handled, vec!["after-0", "after-1", "after-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_types_can_be_skipped_by_policy() {
+    let config = kafka().await;
+    let name = topic(&config, "skip", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let mut extra = SchemaSet::default();
+    let other = extra
+        .add_str(r#"{"type":"record","name":"Audit","namespace":"ops","fields":[{"name":"id","type":"string"}]}"#)
+        .expect("schema");
+    let mut payload = vec![0xC3, 0x01];
+    payload.extend_from_slice(&other.fingerprint.0);
+    payload.extend_from_slice(&[0x02, b'a']);
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("raw producer");
+    raw.send(FutureRecord::to(&name).key("a").payload(&payload), std::time::Duration::from_secs(10)).await.expect("send");
+    publisher(&config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("good");
+
+    let seen = Seen::default();
+    let calls = Arc::new(AtomicU32::new(0));
+    let handler = {
+        let (seen, calls) = (seen.clone(), calls.clone());
+        move |e: Envelope<OrderEvent>| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            seen.0.lock().unwrap().push(e);
+            async { Ok(()) }
+        }
+    };
+    let running = Running::start(
+        consumer(&config, &unique("g")).schemas(extra).unknown_types(herald_bus::UnknownTypes::Skip).subscribe(&orders, handler),
+    )
+    .await;
+    wait_until(DEADLINE, "the good event handled", || async { seen.len() >= 1 }).await;
+    running.shutdown().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the unknown type never reached the handler");
+    // The skipped record was processed before the good one, so any dead letter for it
+    // would already be acknowledged: the dead-letter topic must be empty.
+    assert_eq!(record_count(&config, &dead_letter::topic_for(&name)).await, 0, "skipped records are not dead-lettered");
+}

@@ -1,0 +1,109 @@
+//! Several event types go out and come back with all their metadata.
+
+use herald_bus::envelope::{header, AVRO_CONTENT_TYPE};
+use herald_bus::partitioner::partition_for;
+use herald_bus::trace::TraceContext;
+use herald_bus::{Metadata, Topic};
+use herald_shop::{OrderCancelled, OrderConfirmed, OrderEvent, OrderPlaced};
+use herald_testkit::{kafka, topic, unique, wait_until};
+use rdkafka::message::{Headers, Message};
+
+use crate::support::{consumer, publisher, Running, Seen, DEADLINE};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_round_trip_with_cloudevents_headers() {
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "rt", 3).await);
+    let publisher = publisher(&config);
+
+    let placed = OrderPlaced { note: Some("leave at the door".into()), ..OrderPlaced::example("o-1", "c-1", 4200) };
+    let first = publisher.publish(&orders, &placed).await.expect("placed");
+    // Published from inside a trace: the event carries a child of it.
+    let trace = TraceContext::new_root();
+    let confirmed = OrderConfirmed { order_id: "o-1".into(), payment_id: "p-1".into() };
+    let second = trace.scope(publisher.publish(&orders, &confirmed)).await.expect("confirmed");
+    // Caused by the first event: same correlation id, causation = first id.
+    let cause = Metadata { id: first.id, correlation_id: Some(first.id.to_string()), ..Metadata::new("x", "y", "o-1") };
+    let cancelled = OrderCancelled { order_id: "o-1".into(), reason: "changed mind".into(), cancelled_by: None };
+    let meta = publisher.metadata_for(&cancelled).caused_by(&cause);
+    let third = publisher.publish_with(&orders, &cancelled, meta).await.expect("cancelled");
+    assert_eq!((first.partition, second.partition, third.partition), (first.partition, first.partition, first.partition), "one aggregate, one partition");
+    assert!(first.offset < second.offset && second.offset < third.offset);
+
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    wait_until(DEADLINE, "three events handled", || async { seen.len() >= 3 }).await;
+    running.shutdown().await;
+
+    let events = seen.all();
+    assert_eq!(events.iter().map(|e| e.event.clone()).collect::<Vec<_>>(), vec![
+        OrderEvent::Placed(placed),
+        OrderEvent::Confirmed(confirmed),
+        OrderEvent::Cancelled(cancelled)
+    ]);
+    let ids: Vec<_> = events.iter().map(|e| e.meta.id).collect();
+    assert_eq!(ids, vec![first.id, second.id, third.id]);
+    for e in &events {
+        assert_eq!(e.meta.source, "/herald/tests");
+        assert_eq!(e.meta.subject, "o-1");
+        assert_eq!(e.position.topic, orders.name());
+        assert_eq!(e.meta.id.get_version_num(), 7, "ce_id is a UUIDv7");
+        assert!((chrono::Utc::now() - e.meta.time).num_seconds().abs() < 120, "ce_time is now-ish");
+    }
+    assert_eq!(events[0].meta.event_type, "shop.orders.OrderPlaced");
+    assert_eq!(events[1].meta.event_type, "shop.orders.OrderConfirmed");
+    assert_eq!(events[2].meta.event_type, "shop.orders.OrderCancelled");
+    assert_eq!(events[0].meta.trace, None);
+    let child = events[1].meta.trace.expect("traceparent");
+    assert_eq!(child.trace_id, trace.trace_id);
+    assert_ne!(child.span_id, trace.span_id);
+    assert_eq!(events[2].meta.causation_id, Some(first.id.to_string()));
+    assert_eq!(events[2].meta.correlation_id, Some(first.id.to_string()));
+
+    // The raw record: plain UTF-8 key, single-object payload, binary-mode CloudEvents headers.
+    let raw = herald_testkit::read_all(&config, orders.name(), 1, DEADLINE).await;
+    let record = &raw[0];
+    assert_eq!(record.key(), Some(&b"o-1"[..]));
+    let payload = record.payload().expect("payload");
+    assert_eq!(&payload[..2], &[0xC3, 0x01]);
+    let headers = record.headers().expect("headers");
+    let get = |name: &str| headers.iter().find(|h| h.key == name).and_then(|h| h.value).map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(get(header::SPECVERSION).as_deref(), Some("1.0"));
+    assert_eq!(get(header::CONTENT_TYPE).as_deref(), Some(AVRO_CONTENT_TYPE));
+    assert_eq!(get(header::ID), Some(first.id.to_string()));
+    assert_eq!(get(header::TYPE).as_deref(), Some("shop.orders.OrderPlaced"));
+    assert!(get(header::TIME).expect("ce_time").ends_with('Z'));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_land_where_the_java_client_puts_them() {
+    let config = kafka().await;
+    let partitions = 6;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "murmur", partitions).await);
+    let publisher = publisher(&config);
+    let events: Vec<OrderPlaced> = (0..60).map(|i| OrderPlaced::example(&format!("order-{i}"), "c", i)).collect();
+    let results = publisher.publish_all(&orders, &events).await;
+    let mut used = std::collections::HashSet::new();
+    for (event, result) in events.iter().zip(results) {
+        let published = result.expect("published");
+        let expected = partition_for(event.order_id.as_bytes(), partitions as u32) as i32;
+        assert_eq!(published.partition, expected, "key {}", event.order_id);
+        used.insert(published.partition);
+    }
+    assert!(used.len() > 1, "keys spread over partitions");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_events_are_refused_before_sending() {
+    let config = kafka().await.set("message.max.bytes", "10000");
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "big", 1).await);
+    let publisher = publisher(&config);
+    let big = OrderPlaced { note: Some("x".repeat(20_000)), ..OrderPlaced::example("o-big", "c", 1) };
+    match publisher.publish(&orders, &big).await {
+        Err(herald_bus::PublishError::Oversize { size, limit }) => assert!(size > limit && limit == 10_000),
+        other => panic!("expected Oversize, got {other:?}"),
+    }
+    // Nothing reached the topic; a normal event still goes through.
+    let ok = publisher.publish(&orders, &OrderPlaced::example("o-small", "c", 1)).await.expect("small event");
+    assert_eq!(ok.offset, 0);
+}

@@ -11,5 +11,6 @@ mod support;
 mod consumer_groups;
 mod dead_letters;
 mod ordering;
+mod rebalance;
 mod round_trip;
 mod shutdown;

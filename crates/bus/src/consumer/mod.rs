@@ -38,7 +38,7 @@ use tokio::sync::mpsc::error::TrySendError;
 pub use context::ConsumerHealth;
 pub use handler::{Handler, HandlerError};
 pub use retry::RetryPolicy;
-pub use route::UnknownTypes;
+pub use route::{decode, UnknownTypes};
 
 use context::{Context, Shared};
 use partition::DeadLetters;

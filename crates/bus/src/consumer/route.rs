@@ -69,26 +69,31 @@ impl<F: EventFamily, H: Handler<F>> TypedRoute<F, H> {
     pub(crate) fn new(handler: H, settings: RouteSettings) -> Self {
         TypedRoute { handler, settings, _family: PhantomData }
     }
+}
 
-    async fn decode(&self, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
-        let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
-        let payload = msg.payload().ok_or_else(|| decode_failure(&DecodeError::Empty))?;
-        let (writer, datum) = self.settings.codec.read_header(payload).await.map_err(|e| decode_failure(&e))?;
-        let event = match F::decode(&writer.name, &writer, datum) {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                return Err(Failure {
-                    stage: Stage::UnknownType,
-                    reason: format!("event type {} is not handled on this topic (expected one of {:?})", writer.name, F::TYPES),
-                    attempts: 0,
-                })
-            }
-            Err(e) => return Err(decode_failure(&e)),
-        };
-        let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| decode_failure(&e))?;
-        let position = Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
-        Ok(Envelope { event, meta, position })
-    }
+/// Decodes a consumed record into an envelope of family `F`: the codec finds the writer
+/// schema, the family decodes (resolving to its own schema versions), the headers give
+/// the metadata. A failure says which stage failed and why, ready for the dead-letter
+/// topic. Runtimes other than [`Consumer`](crate::Consumer) (projectors, sagas) use it
+/// too.
+pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
+    let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
+    let payload = msg.payload().ok_or_else(|| decode_failure(&DecodeError::Empty))?;
+    let (writer, datum) = codec.read_header(payload).await.map_err(|e| decode_failure(&e))?;
+    let event = match F::decode(&writer.name, &writer, datum) {
+        Ok(Some(event)) => event,
+        Ok(None) => {
+            return Err(Failure {
+                stage: Stage::UnknownType,
+                reason: format!("event type {} is not handled on this topic (expected one of {:?})", writer.name, F::TYPES),
+                attempts: 0,
+            })
+        }
+        Err(e) => return Err(decode_failure(&e)),
+    };
+    let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| decode_failure(&e))?;
+    let position = Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
+    Ok(Envelope { event, meta, position })
 }
 
 #[async_trait]
@@ -98,7 +103,7 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         let max_attempts = policy.max_attempts.max(1);
         let mut last_error = String::new();
         for attempt in 1..=max_attempts {
-            let envelope = match self.decode(msg).await {
+            let envelope = match decode::<F>(&*self.settings.codec, msg).await {
                 Ok(envelope) => envelope,
                 Err(f) if f.stage == Stage::UnknownType && self.settings.unknown_types == UnknownTypes::Skip => return Outcome::Skipped,
                 Err(f) => return Outcome::Failed(f),

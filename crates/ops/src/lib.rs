@@ -1,0 +1,135 @@
+//! # herald-ops: `/health` and `/metrics` for long-running Herald services
+//!
+//! Every Herald service (a consumer, a projector, a saga participant) serves two
+//! endpoints for its operators:
+//! - `GET /health`: `200` with a JSON report when the service is healthy, `503` otherwise.
+//! - `GET /metrics`: Prometheus text format of everything recorded through the `metrics`
+//!   crate (Herald records `herald_consumer_*` and `herald_publish*` series).
+//!
+//! The Prometheus recorder is process-global by the `metrics` crate's design, so only
+//! binaries install it, once, with [`install_metrics`]; libraries just record.
+//!
+//! ```no_run
+//! # async fn run(consumer: herald_bus::Consumer) -> Result<(), Box<dyn std::error::Error>> {
+//! let metrics = herald_ops::install_metrics()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
+//! let health = consumer.health();
+//! tokio::spawn(herald_ops::serve(listener, metrics, health, std::future::pending()));
+//! # Ok(()) }
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub use metrics_exporter_prometheus::PrometheusHandle as MetricsHandle;
+
+/// Something that can say whether it is healthy.
+pub trait HealthCheck: Send + Sync + 'static {
+    /// `(healthy, details)`; details are shown as JSON.
+    fn check(&self) -> (bool, serde_json::Value);
+}
+
+impl HealthCheck for herald_bus::ConsumerHealth {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let healthy = self.is_healthy();
+        (
+            healthy,
+            serde_json::json!({
+                "assigned_partitions": self.assigned_partitions(),
+                "pauses": self.pauses(),
+                "last_error": self.last_error(),
+            }),
+        )
+    }
+}
+
+impl<H: HealthCheck + ?Sized> HealthCheck for Arc<H> {
+    fn check(&self) -> (bool, serde_json::Value) {
+        (**self).check()
+    }
+}
+
+/// The metrics recorder could not be installed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct InstallError(String);
+
+/// Installs the process-wide Prometheus recorder and returns the handle `/metrics` renders.
+/// Call once, from `main`.
+pub fn install_metrics() -> Result<PrometheusHandle, InstallError> {
+    PrometheusBuilder::new().install_recorder().map_err(|e| InstallError(e.to_string()))
+}
+
+struct OpsState {
+    metrics: PrometheusHandle,
+    health: Box<dyn HealthCheck>,
+}
+
+/// The router with `/health` and `/metrics`, to merge into a service's own router.
+pub fn router(metrics: PrometheusHandle, health: impl HealthCheck) -> Router {
+    let state = Arc::new(OpsState { metrics, health: Box::new(health) });
+    Router::new().route("/health", get(health_handler)).route("/metrics", get(metrics_handler)).with_state(state)
+}
+
+/// Serves [`router`] on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: PrometheusHandle,
+    health: impl HealthCheck,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, health)).with_graceful_shutdown(shutdown).await
+}
+
+async fn health_handler(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    let (healthy, details) = state.health.check();
+    let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = serde_json::json!({ "status": if healthy { "ok" } else { "unhealthy" }, "details": details });
+    (status, Json(body))
+}
+
+async fn metrics_handler(State(state): State<Arc<OpsState>>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    struct Flag(AtomicBool);
+    impl HealthCheck for Flag {
+        fn check(&self) -> (bool, serde_json::Value) {
+            (self.0.load(Ordering::SeqCst), serde_json::json!({}))
+        }
+    }
+
+    #[tokio::test]
+    async fn health_follows_the_check_and_metrics_render() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || metrics::counter!("herald_test_total").increment(3));
+        let flag = Arc::new(Flag(AtomicBool::new(true)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, handle, flag.clone(), std::future::pending()));
+        let client = reqwest::Client::new();
+        let ok = client.get(format!("http://{addr}/health")).send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        flag.0.store(false, Ordering::SeqCst);
+        let down = client.get(format!("http://{addr}/health")).send().await.unwrap();
+        assert_eq!(down.status(), 503);
+        let body: serde_json::Value = down.json().await.unwrap();
+        assert_eq!(body["status"], "unhealthy");
+        let metrics = client.get(format!("http://{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        assert!(metrics.contains("herald_test_total 3"), "{metrics}");
+    }
+}

@@ -10,6 +10,7 @@ mod support;
 
 mod consumer_groups;
 mod dead_letters;
+mod faults;
 mod ordering;
 mod rebalance;
 mod round_trip;

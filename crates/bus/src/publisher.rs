@@ -103,12 +103,13 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    /// True when sending the same record again may succeed.
+    /// True when sending the same record again may succeed. (A fatal producer error is
+    /// retryable: the publisher replaces its producer.)
     pub fn is_retryable(&self) -> bool {
         match self {
             PublishError::Delivery { source, .. } => !matches!(
                 source.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::Fatal | RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
+                Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
             ),
             PublishError::Codec(_) => true,
             _ => false,
@@ -151,7 +152,7 @@ pub struct Record {
 /// ```
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<ProducerSlot>,
     codec: Arc<dyn Codec>,
     source: Arc<str>,
     in_flight: Arc<Semaphore>,
@@ -172,7 +173,8 @@ impl Publisher {
 
     /// A publisher with another payload codec.
     pub fn with_codec(config: &KafkaConfig, options: PublisherOptions, codec: Arc<dyn Codec>) -> Result<Self, PublishError> {
-        let producer: FutureProducer = config.client_config(PRODUCER_DEFAULTS).create().map_err(PublishError::Client)?;
+        let client_config = config.client_config(PRODUCER_DEFAULTS);
+        let producer = Arc::new(ProducerSlot { current: std::sync::RwLock::new(client_config.create().map_err(PublishError::Client)?), config: client_config });
         let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         Ok(Publisher {
             producer,
@@ -299,13 +301,15 @@ impl Publisher {
         }
         let permit = self.in_flight.clone().acquire_owned().await.map_err(|_| PublishError::Codec("publisher closed".into()))?;
         let started = Instant::now();
+        let producer = self.producer.current();
+        let slot = self.producer.clone();
         let topic = record.topic;
         let key = record.key;
         let payload = record.payload;
         let mut headers = record.headers;
         let delivery = loop {
             let fr = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
-            match self.producer.send_result(fr) {
+            match producer.send_result(fr) {
                 Ok(delivery) => break delivery,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), fr)) => {
                     // The local queue is full: give librdkafka time to drain, then retry.
@@ -314,6 +318,7 @@ impl Publisher {
                 }
                 Err((source, fr)) => {
                     let record = owned_message(&topic, fr.key, fr.payload, fr.headers);
+                    slot.replace_if_fatal(&producer);
                     return Err(PublishError::Delivery { topic, source, record: Box::new(record) });
                 }
             }
@@ -329,6 +334,7 @@ impl Publisher {
                 }
                 Ok(Err((source, record))) => {
                     metrics::counter!("herald_publish_failures_total", "topic" => topic.clone()).increment(1);
+                    slot.replace_if_fatal(&producer);
                     Err(PublishError::Delivery { topic, source, record: Box::new(record) })
                 }
                 Err(_cancelled) => Err(PublishError::Delivery {
@@ -342,15 +348,53 @@ impl Publisher {
 
     /// Waits until every queued record is delivered, or `timeout` passes.
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        let producer = self.producer.clone();
+        let producer = self.producer.current();
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
             .await
             .unwrap_or(Err(KafkaError::Canceled))
     }
 
-    /// The underlying rdkafka producer, for what Herald does not wrap.
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// The underlying rdkafka producer, for what Herald does not wrap. After a fatal
+    /// error Herald replaces it, so do not keep the returned handle.
+    pub fn producer(&self) -> FutureProducer {
+        self.producer.current()
+    }
+}
+
+/// The current producer, replaced when it hits a fatal error.
+///
+/// An idempotent producer that loses track of its sequence numbers (for example
+/// `OUT_OF_ORDER_SEQUENCE_NUMBER` after a broker lost acknowledged data) raises a fatal
+/// error and fails every later send. The failed sends come back as
+/// [`PublishError::Delivery`] (retryable: republish with the same event id, consumers
+/// dedupe on `ce_id`), and the next send uses a fresh producer.
+struct ProducerSlot {
+    current: std::sync::RwLock<FutureProducer>,
+    config: rdkafka::ClientConfig,
+}
+
+impl ProducerSlot {
+    fn current(&self) -> FutureProducer {
+        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces `failed` with a new producer if it is in a fatal state and still current.
+    fn replace_if_fatal(&self, failed: &FutureProducer) {
+        let Some((code, reason)) = failed.client().fatal_error() else { return };
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if current.client().native_ptr() != failed.client().native_ptr() {
+            return; // Someone replaced it already.
+        }
+        match self.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                tracing::error!(?code, reason, "producer hit a fatal error; replaced it with a new one");
+                metrics::counter!("herald_producer_replaced_total").increment(1);
+                let old = std::mem::replace(&mut *current, fresh);
+                // Dropping purges and waits for librdkafka's threads: not on this thread.
+                std::thread::spawn(move || drop(old));
+            }
+            Err(e) => tracing::error!(error = %e, "producer hit a fatal error and a new one cannot be created"),
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod consumer_groups;
 mod dead_letters;
 mod faults;
 mod ordering;
+mod outage;
 mod rebalance;
 mod round_trip;
 mod shutdown;

@@ -156,7 +156,7 @@ impl Catalog {
     fn add_file(&mut self, path: PathBuf) {
         let avsc = match Avsc::load(&path) {
             Ok(avsc) => avsc,
-            Err(e) => return self.error(Some(path), parse_message(&e)),
+            Err(e) => return self.error(Some(path), e.to_string()),
         };
         let Some(name) = avsc.full_name().map(str::to_owned) else {
             return self.error(Some(path), "not a named type: an event schema must be a record".into());
@@ -304,10 +304,6 @@ impl Catalog {
         problems.sort_by_key(|p| p.severity);
         Report { schemas: self.types.values().map(Vec::len).sum(), subjects, problems }
     }
-}
-
-fn parse_message(e: &ParseError) -> String {
-    e.to_string()
 }
 
 fn version_number(path: &Path) -> Option<u32> {

@@ -40,7 +40,10 @@
 //!   schema resolution. `tests/corpus.json` records Apache Avro's Java
 //!   `SchemaCompatibility` (1.12) on 125 reader/writer pairs covering every rule; Herald
 //!   agrees on all but one, where Java departs from the spec's first-match rule for
-//!   unions (the case explains it).
+//!   unions (the case explains it). `HERALD_JAVA_REFERENCE=1 cargo test -p herald-schema
+//!   --test java_reference` re-runs Java live (Java 17 and Maven needed); `bash
+//!   crates/schema/reference/generate.sh` re-records the corpus after editing
+//!   `reference/cases.json`.
 //! - **Every problem at once.** Checks report every violation (field path and rule) and
 //!   every bad file, not just the first.
 //! - **Terminates.** Recursive and mutually recursive schemas are checked in finite time.

@@ -5,11 +5,15 @@
 //! on stdout, in input order.
 //!
 //! Stdin is streamed: lines are sent as they are read, with at most [`MAX_IN_FLIGHT`]
-//! records (and [`MAX_BYTES_IN_FLIGHT`] bytes) awaiting acknowledgement. A line that does
-//! not fit its schema stops the run with exit code 2; the lines before it were published
-//! (and printed), none after it.
+//! records awaiting acknowledgement. A line that does not fit its schema stops the run
+//! with exit code 2; the lines before it were published (and printed), none after it.
+//!
+//! Order: records are handed to the producer one at a time, synchronously, in input
+//! order, so events of one key land in input order (the producer is idempotent). This
+//! uses the rdkafka producer under the [`Publisher`] directly: `Publisher::send_record`
+//! queues inside its future, and futures polled together (as in `FuturesOrdered`) may
+//! queue out of order when one of them has to wait.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,20 +21,18 @@ use anyhow::Context as _;
 use futures::stream::{FuturesOrdered, StreamExt};
 use herald_bus::publisher::Record;
 use herald_bus::schema::{KnownSchema, SchemaSet};
-use herald_bus::{Metadata, PublishError, Publisher};
+use herald_bus::{Metadata, Publisher};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureRecord;
 use tokio::io::AsyncBufReadExt;
 
 use crate::context::Context;
 use crate::exit::{invalid, Invalid};
 use herald_cli::json;
 
-/// Records awaiting acknowledgement at once when publishing from stdin.
+/// Records awaiting acknowledgement at once when publishing from stdin. When the
+/// producer's queue (bounded in bytes) fills up first, the oldest delivery is awaited.
 pub const MAX_IN_FLIGHT: usize = 1000;
-
-/// Payload bytes awaiting acknowledgement at once. Kept well below the producer's queue
-/// (64 MiB), so librdkafka never reports its queue full: records are then queued in the
-/// order they were read, which keeps events of one key in input order.
-pub const MAX_BYTES_IN_FLIGHT: usize = 16 << 20;
 
 /// Arguments of `herald publish`.
 #[derive(Debug, clap::Args)]
@@ -58,6 +60,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let known = lookup(&schemas, &args.event_type)?.clone();
     if let Err(reason) = herald_bus::topic::validate_name(&args.topic) {
         invalid!("{reason}");
+    }
+    // Fail fast instead of waiting for the producer to give up on a missing topic.
+    let partitions = herald_bus::admin::partition_count(&ctx.kafka, &args.topic).await.context("cannot read cluster metadata")?;
+    if partitions.is_none() {
+        invalid!("topic {} does not exist; create it with `herald topics create {}`", args.topic, args.topic);
     }
     let publisher = ctx.publisher(&args.source)?;
     let sender = Sender { publisher: publisher.clone(), known, args };
@@ -104,8 +111,6 @@ impl Sender {
     async fn stdin(&self) -> anyhow::Result<()> {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut pending = FuturesOrdered::new();
-        let mut sizes = VecDeque::new();
-        let mut bytes_in_flight = 0usize;
         let mut failed = 0usize;
         let mut line_no = 0usize;
         let mut stop = None;
@@ -128,15 +133,37 @@ impl Sender {
                     }
                 },
             };
-            let size = record.payload.len() + record.key.len();
-            while !pending.is_empty() && (pending.len() >= MAX_IN_FLIGHT || bytes_in_flight + size > MAX_BYTES_IN_FLIGHT) {
+            while pending.len() >= MAX_IN_FLIGHT {
                 failed += report(pending.next().await);
-                bytes_in_flight -= sizes.pop_front().unwrap_or(0);
             }
-            bytes_in_flight += size;
-            sizes.push_back(size);
-            let publisher = self.publisher.clone();
-            pending.push_back(async move { (line_no, id, publisher.send_record(record).await) });
+            // Queue synchronously, in input order (see the module docs).
+            let mut headers = record.headers;
+            let queued = loop {
+                let to = FutureRecord::to(&record.topic).key(&record.key).payload(&record.payload).headers(headers);
+                match self.publisher.producer().send_result(to) {
+                    Ok(delivery) => break Ok(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), to)) => {
+                        // The client's queue is full: wait for the oldest delivery, then retry.
+                        headers = to.headers.unwrap_or_default();
+                        match pending.next().await {
+                            Some(done) => failed += report(Some(done)),
+                            None => tokio::task::yield_now().await,
+                        }
+                    }
+                    Err((e, _)) => break Err(e.to_string()),
+                }
+            };
+            pending.push_back(async move {
+                let result = match queued {
+                    Ok(delivery) => match delivery.await {
+                        Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
+                        Ok(Err((e, _))) => Err(e.to_string()),
+                        Err(_) => Err("the producer was closed".to_owned()),
+                    },
+                    Err(e) => Err(e),
+                };
+                (line_no, id, result)
+            });
         }
         while let Some(done) = pending.next().await {
             failed += report(Some(done));
@@ -173,7 +200,7 @@ impl Sender {
 }
 
 /// A finished send from stdin: line number, event id, and where it landed.
-type Sent = (usize, uuid::Uuid, Result<(i32, i64), PublishError>);
+type Sent = (usize, uuid::Uuid, Result<(i32, i64), String>);
 
 /// Prints one result; returns 1 if it failed.
 fn report(done: Option<Sent>) -> usize {

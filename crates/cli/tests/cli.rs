@@ -58,9 +58,14 @@ async fn herald(config: &KafkaConfig, args: &[&str], stdin: Option<&str>) -> Run
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start herald: {e}"));
+    // Feed stdin while the output is read, or both pipes can fill up and block.
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes()).await.unwrap_or_else(|e| panic!("writing stdin: {e}"));
-        drop(pipe);
+        let text = text.to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = pipe.write_all(text.as_bytes()).await {
+                eprintln!("writing herald's stdin: {e}");
+            }
+        });
     }
     let output = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output())
         .await
@@ -154,6 +159,28 @@ async fn published_json_comes_back_from_tail_decoded() {
     let plain = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "4", "--timeout", "30"], None).await.ok();
     let line = plain.lines().into_iter().find(|l| l.contains("shop.orders.OrderConfirmed")).unwrap_or_else(|| panic!("{plain:#?}")).to_owned();
     assert!(line.contains("key=o-1") && line.contains(r#""payment_id":"p-1""#), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_stdin_keeps_the_input_order_of_one_key() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.bulk", 3).await;
+    let n = 3000;
+    let ndjson: String = (0..n).map(|i| format!("{{\"order_id\": \"o-1\", \"payment_id\": \"p-{i}\"}}\n")).collect();
+    // A tiny client queue makes the producer push back often, so the CLI must wait for
+    // deliveries while it keeps the order.
+    let args = ["publish", &topic, "--type", "shop.orders.OrderConfirmed", "--key", "o-1", "-X", "queue.buffering.max.messages=10"];
+    let published = herald(&config, &args, Some(&ndjson)).await.ok().json_lines();
+    assert_eq!(published.len(), n);
+    let partition = &published[0]["partition"];
+    let offsets: Vec<i64> = published.iter().map(|p| p["offset"].as_i64().unwrap_or(-1)).collect();
+    assert!(published.iter().all(|p| &p["partition"] == partition), "one key, one partition");
+    assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>(), "printed in input order, stored in input order");
+
+    let limit = n.to_string();
+    let tailed = herald(&config, &["tail", &topic, "--from-beginning", "--limit", &limit, "--timeout", "30", "--json"], None).await.ok();
+    let payments: Vec<String> = tailed.json_lines().iter().map(|r| r["data"]["payment_id"].as_str().unwrap_or("?").to_owned()).collect();
+    assert_eq!(payments, (0..n).map(|i| format!("p-{i}")).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread")]

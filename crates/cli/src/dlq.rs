@@ -69,8 +69,8 @@ pub struct ReplayArgs {
     /// Replay every dead letter (of --stage, if given).
     #[arg(long)]
     pub all: bool,
-    /// Only dead letters of this stage: decode, unknown-type or handler.
-    #[arg(long)]
+    /// Only dead letters of this stage.
+    #[arg(long, value_parser = ["decode", "unknown-type", "handler"])]
     pub stage: Option<String>,
     /// Print what would be replayed; send nothing.
     #[arg(long)]

@@ -109,6 +109,9 @@ impl Sender {
     }
 
     async fn stdin(&self) -> anyhow::Result<()> {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            eprintln!("reading {} events from stdin, one JSON object per line; end with ctrl-d", self.known.name);
+        }
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         let mut pending = FuturesOrdered::new();
         let mut failed = 0usize;

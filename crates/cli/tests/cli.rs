@@ -162,6 +162,35 @@ async fn published_json_comes_back_from_tail_decoded() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.garbage", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/garbage")).unwrap_or_else(|e| panic!("{e}"));
+    let garbage = herald_bus::publisher::Record {
+        topic: topic.clone(),
+        key: b"k-1".to_vec(),
+        payload: b"{\"json\": true}".to_vec(),
+        headers: rdkafka::message::OwnedHeaders::new(),
+    };
+    publisher.send_record(garbage).await.unwrap_or_else(|e| panic!("{e}"));
+    let source: Topic<OrderEvent> = Topic::named(&topic);
+    publisher.publish(&source, &OrderPlaced::example("o-2", "c-2", 100)).await.unwrap_or_else(|e| panic!("{e}"));
+    publisher.flush(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let tailed = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "2", "--timeout", "30", "--json"], None).await.ok();
+    let records = tailed.json_lines();
+    assert_eq!(records.len(), 2, "{tailed:#?}");
+    assert_eq!((&records[0]["key"], &records[0]["data"], &records[0]["id"]), (&json!("k-1"), &Value::Null, &Value::Null));
+    let error = records[0]["error"].as_str().unwrap_or_else(|| panic!("no error: {}", records[0]));
+    assert!(error.contains("unknown framing"), "{error}");
+    assert_eq!(records[1]["data"]["order_id"], "o-2");
+    assert!(records[1].get("error").is_none(), "{}", records[1]);
+
+    let plain = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "2", "--timeout", "30"], None).await.ok();
+    assert!(plain.lines()[0].contains("undecodable: unknown framing"), "{plain:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn bulk_stdin_keeps_the_input_order_of_one_key() {
     let config = herald_testkit::kafka().await;
     let topic = herald_testkit::topic(&config, "cli.bulk", 3).await;

@@ -80,8 +80,14 @@ impl KafkaConfig {
         self.get("bootstrap.servers").unwrap_or("")
     }
 
-    /// An rdkafka configuration with Herald's `defaults` under the user's properties.
-    pub(crate) fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
+    /// Every property set, in name order (secrets included: never log them).
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.props.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// An rdkafka configuration with `defaults` under the user's properties, for clients
+    /// Herald does not wrap.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
         let mut config = rdkafka::ClientConfig::new();
         for (k, v) in defaults {
             config.set(*k, *v);

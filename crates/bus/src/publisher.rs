@@ -289,9 +289,13 @@ impl Publisher {
         self.enqueue(record).await?.await
     }
 
-    /// Queues a record, waiting for an in-flight slot; the returned future resolves when
-    /// the broker acknowledged it.
-    async fn enqueue(
+    /// Queues a record, waiting for an in-flight slot, and returns a future that resolves
+    /// when the broker acknowledged it. Records are queued in call order: await each
+    /// `enqueue` before the next one to keep order, and collect the deliveries later.
+    ///
+    /// Refuses oversize records before queueing; waits (does not spin) while the client's
+    /// queue is full.
+    pub async fn enqueue(
         &self,
         record: Record,
     ) -> Result<impl std::future::Future<Output = Result<(i32, i64), PublishError>> + use<>, PublishError> {

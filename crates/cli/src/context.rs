@@ -30,33 +30,17 @@ pub struct GlobalArgs {
 pub struct Context {
     /// The Kafka configuration for Herald's publisher, consumer and admin helpers.
     pub kafka: KafkaConfig,
-    /// The same properties, for the plain rdkafka clients the CLI creates itself
-    /// (`KafkaConfig` does not hand its properties out).
-    properties: Vec<(String, String)>,
     schemas_dir: PathBuf,
 }
 
 impl Context {
     /// Builds the context from the global options and the process environment.
     pub fn new(args: GlobalArgs) -> anyhow::Result<Self> {
-        let env: Vec<(String, String)> = std::env::vars().collect();
         let kafka = KafkaConfig::new(&args.bootstrap)
-            .with_env(env.iter().cloned())
+            .with_env(std::env::vars())
             .with_pairs(&args.properties)
             .map_err(|e| Invalid(format!("-X: {e}")))?;
-        // Mirror KafkaConfig's rules exactly, so both clients see the same properties.
-        let mut properties = vec![("bootstrap.servers".to_owned(), args.bootstrap)];
-        for (k, v) in env {
-            if let Some(rest) = k.strip_prefix(herald_bus::config::ENV_PREFIX) {
-                properties.push((rest.to_ascii_lowercase().replace('_', "."), v));
-            }
-        }
-        for pair in &args.properties {
-            if let Some((k, v)) = pair.split_once('=') {
-                properties.push((k.trim().to_owned(), v.to_owned()));
-            }
-        }
-        Ok(Context { kafka, properties, schemas_dir: args.schemas })
+        Ok(Context { kafka, schemas_dir: args.schemas })
     }
 
     /// Loads every schema under `--schemas`.
@@ -69,14 +53,7 @@ impl Context {
 
     /// A plain rdkafka configuration: `defaults` under the user's properties.
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
-        let mut config = rdkafka::ClientConfig::new();
-        for (k, v) in defaults {
-            config.set(*k, *v);
-        }
-        for (k, v) in &self.properties {
-            config.set(k, v);
-        }
-        config
+        self.kafka.client_config(defaults)
     }
 
     /// A publisher whose events carry `source` as `ce_source`.

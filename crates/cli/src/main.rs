@@ -52,19 +52,27 @@ enum Command {
     Dlq(dlq::Command),
     /// Publish a few order events and consume them back (needs only a broker).
     Demo(demo::Args),
+    /// Versioned Avro schemas: list, fingerprint, check, compat (no broker needed).
+    #[command(subcommand)]
+    Schemas(herald_schema::cli::SchemasCommand),
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    let command = match cli.command {
+        Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
+        other => other,
+    };
     let result = match context::Context::new(cli.global) {
-        Ok(ctx) => match cli.command {
+        Ok(ctx) => match command {
             Command::Topics(cmd) => topics::run(&ctx, cmd).await,
             Command::Publish(args) => publish::run(&ctx, args).await,
             Command::Tail(args) => tail::run(&ctx, args).await,
             Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
             Command::Demo(args) => demo::run(&ctx, args).await,
+            Command::Schemas(_) => unreachable!("handled before the context is built"),
         },
         Err(e) => Err(e),
     };

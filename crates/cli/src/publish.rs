@@ -8,11 +8,10 @@
 //! records awaiting acknowledgement. A line that does not fit its schema stops the run
 //! with exit code 2; the lines before it were published (and printed), none after it.
 //!
-//! Order: records are handed to the producer one at a time, synchronously, in input
-//! order, so events of one key land in input order (the producer is idempotent). This
-//! uses the rdkafka producer under the [`Publisher`] directly: `Publisher::send_record`
-//! queues inside its future, and futures polled together (as in `FuturesOrdered`) may
-//! queue out of order when one of them has to wait.
+//! Order: each record is queued with [`Publisher::enqueue`], awaited before the next line
+//! is read, so events of one key land in input order (the producer is idempotent); the
+//! deliveries are collected afterwards. (Polling many `send_record` futures together, as
+//! in `FuturesOrdered`, would let one that has to wait queue after a later one.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +21,6 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use herald_bus::publisher::Record;
 use herald_bus::schema::{KnownSchema, SchemaSet};
 use herald_bus::{Metadata, Publisher};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::FutureRecord;
 use tokio::io::AsyncBufReadExt;
 
 use crate::context::Context;
@@ -31,7 +28,7 @@ use crate::exit::{invalid, Invalid};
 use herald_cli::json;
 
 /// Records awaiting acknowledgement at once when publishing from stdin. When the
-/// producer's queue (bounded in bytes) fills up first, the oldest delivery is awaited.
+/// producer's queue (bounded in bytes) fills up first, queueing waits for it.
 pub const MAX_IN_FLIGHT: usize = 1000;
 
 /// Arguments of `herald publish`.
@@ -139,31 +136,12 @@ impl Sender {
             while pending.len() >= MAX_IN_FLIGHT {
                 failed += report(pending.next().await);
             }
-            // Queue synchronously, in input order (see the module docs).
-            let mut headers = record.headers;
-            let queued = loop {
-                let to = FutureRecord::to(&record.topic).key(&record.key).payload(&record.payload).headers(headers);
-                match self.publisher.producer().send_result(to) {
-                    Ok(delivery) => break Ok(delivery),
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), to)) => {
-                        // The client's queue is full: wait for the oldest delivery, then retry.
-                        headers = to.headers.unwrap_or_default();
-                        match pending.next().await {
-                            Some(done) => failed += report(Some(done)),
-                            None => tokio::task::yield_now().await,
-                        }
-                    }
-                    Err((e, _)) => break Err(e.to_string()),
-                }
-            };
+            // Queued one at a time, so in input order (see the module docs).
+            let queued = self.publisher.enqueue(record).await;
             pending.push_back(async move {
                 let result = match queued {
-                    Ok(delivery) => match delivery.await {
-                        Ok(Ok(delivered)) => Ok((delivered.partition, delivered.offset)),
-                        Ok(Err((e, _))) => Err(e.to_string()),
-                        Err(_) => Err("the producer was closed".to_owned()),
-                    },
-                    Err(e) => Err(e),
+                    Ok(delivery) => delivery.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 };
                 (line_no, id, result)
             });

@@ -333,3 +333,19 @@ async fn the_demo_gets_back_every_event_it_published() {
     assert_eq!(demo.lines().iter().filter(|l| l.starts_with("consumed")).count(), 5, "{demo:#?}");
     assert!(demo.stdout.contains("all 5 events came back"), "{demo:#?}");
 }
+
+#[tokio::test]
+async fn schemas_are_checked_and_a_breaking_change_is_refused() {
+    let config = herald_testkit::kafka().await;
+    let check = herald(&config, &["schemas", "check"], None).await;
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    assert!(check.stdout.contains("shop.orders.OrderPlaced"), "{}", check.stdout);
+
+    let v1 = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/shop/orders/OrderPlaced/v1.avsc");
+    let breaking = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/tests/fixtures/breaking/shop/orders/OrderPlaced/v2.avsc");
+    let compat = herald(&config, &["schemas", "compat", "--mode", "BACKWARD", v1, breaking], None).await;
+    assert_eq!(compat.code, Some(1), "stdout: {}\nstderr: {}", compat.stdout, compat.stderr);
+    assert!(compat.stderr.contains("shop.orders.OrderPlaced"), "{}", compat.stderr);
+    let same = herald(&config, &["schemas", "compat", "--mode", "FULL", v1, v1], None).await;
+    assert_eq!(same.code, Some(0), "{}", same.stderr);
+}

@@ -86,6 +86,10 @@ pub enum ConsumerError {
 
 type RouteFactory = Box<dyn FnOnce(&RouteSettings) -> Arc<dyn Route> + Send>;
 
+/// Builds a topic's codec from the schemas its consumer knows (see
+/// [`ConsumerBuilder::codec`]).
+pub type CodecFactory = Box<dyn Fn(SchemaSet) -> Arc<dyn Codec> + Send + Sync>;
+
 /// Builds a [`Consumer`]: subscribe typed handlers to typed topics, tune, then build.
 ///
 /// ```no_run
@@ -118,6 +122,7 @@ pub struct ConsumerBuilder {
     drain_timeout: Duration,
     revoke_timeout: Duration,
     create_dead_letter_topics: bool,
+    codec: CodecFactory,
 }
 
 impl ConsumerBuilder {
@@ -174,6 +179,15 @@ impl ConsumerBuilder {
         self
     }
 
+    /// How payloads are framed. The function gets the schemas known for a topic (its
+    /// family's plus [`ConsumerBuilder::schemas`]) and returns the codec that reads it. The
+    /// default is [`SingleObject`]; a registry codec, or one that tells formats apart by
+    /// their magic byte, plugs in here.
+    pub fn codec(mut self, factory: impl Fn(SchemaSet) -> Arc<dyn Codec> + Send + Sync + 'static) -> Self {
+        self.codec = Box::new(factory);
+        self
+    }
+
     /// Whether [`ConsumerBuilder::build`] creates missing dead-letter topics (default true).
     pub fn create_dead_letter_topics(mut self, create: bool) -> Self {
         self.create_dead_letter_topics = create;
@@ -208,7 +222,7 @@ impl ConsumerBuilder {
         for (topic, family_schemas, factory) in self.routes {
             let mut schemas = family_schemas;
             schemas.extend(&self.schemas);
-            let codec: Arc<dyn Codec> = Arc::new(SingleObject::new(schemas));
+            let codec = (self.codec)(schemas);
             let settings = RouteSettings { retry: self.retry, handler_timeout: self.handler_timeout, unknown_types: self.unknown_types, codec };
             routes.insert(topic, factory(&settings));
         }
@@ -251,6 +265,7 @@ impl Consumer {
             drain_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             create_dead_letter_topics: true,
+            codec: Box::new(|schemas| Arc::new(SingleObject::new(schemas))),
         }
     }
 

@@ -1,0 +1,153 @@
+//! Timed consume runs over one pre-filled topic, each in a new consumer group: Herald's
+//! `Consumer` with a counting handler, a raw `StreamConsumer` that decodes each record the
+//! straightforward apache-avro way, and one that does not decode at all (the transport
+//! ceiling).
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use apache_avro::Schema;
+use herald_bus::{Consumer, Envelope, Event, HandlerError, KafkaConfig, Topic};
+use herald_shop::{OrderEvent, OrderPlaced};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::Message;
+use tokio::sync::Notify;
+
+use crate::broker::Clients;
+use crate::workload::FRAME_LEN;
+
+/// The result of one consume run.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumeRun {
+    /// Records handled.
+    pub events: u64,
+    /// From creating the consumer to the first record (group join, first fetch).
+    pub join: Duration,
+    /// From the first record to the last.
+    pub steady: Duration,
+    /// How often Herald paused a partition because its worker fell behind (0 for raw).
+    pub pauses: u64,
+}
+
+impl ConsumeRun {
+    /// Records per second after the first one arrived (group join excluded).
+    pub fn rate(&self) -> f64 {
+        self.events.saturating_sub(1) as f64 / self.steady.as_secs_f64()
+    }
+
+    /// Records per second including the group join.
+    pub fn rate_with_join(&self) -> f64 {
+        self.events as f64 / (self.join + self.steady).as_secs_f64()
+    }
+}
+
+/// Counts handled records and remembers when the first and the last one came.
+struct Progress {
+    target: u64,
+    count: AtomicU64,
+    first: OnceLock<Instant>,
+    last: OnceLock<Instant>,
+    done: Notify,
+}
+
+impl Progress {
+    fn new(target: u64) -> Progress {
+        Progress { target, count: AtomicU64::new(0), first: OnceLock::new(), last: OnceLock::new(), done: Notify::new() }
+    }
+
+    fn tick(&self) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == 1 {
+            let _ = self.first.set(Instant::now());
+        }
+        if n == self.target {
+            let _ = self.last.set(Instant::now());
+            self.done.notify_one();
+        }
+    }
+
+    fn run(&self, started: Instant) -> Result<ConsumeRun, crate::Error> {
+        let (Some(first), Some(last)) = (self.first.get(), self.last.get()) else {
+            return Err(format!("only {} of {} records arrived", self.count.load(Ordering::Relaxed), self.target).into());
+        };
+        Ok(ConsumeRun { events: self.target, join: *first - started, steady: *last - *first, pauses: 0 })
+    }
+}
+
+/// Herald's consumer with a handler that counts `OrderPlaced` events, until `n` were
+/// handled; then it shuts down in order (not timed). `buffer_per_partition` overrides
+/// Herald's default (256) when given.
+pub async fn herald(
+    config: &KafkaConfig,
+    topic: &Topic<OrderEvent>,
+    group: &str,
+    n: u64,
+    buffer_per_partition: Option<usize>,
+    deadline: Duration,
+) -> Result<ConsumeRun, crate::Error> {
+    let progress = Arc::new(Progress::new(n));
+    let counter = progress.clone();
+    let started = Instant::now();
+    let consumer = Consumer::builder(config.clone(), group)
+        .subscribe(topic, move |envelope: Envelope<OrderEvent>| {
+            let counter = counter.clone();
+            async move {
+                match envelope.event {
+                    OrderEvent::Placed(placed) => {
+                        black_box(placed);
+                        counter.tick();
+                        Ok(())
+                    }
+                    OrderEvent::Confirmed(_) | OrderEvent::Cancelled(_) => Err(HandlerError::permanent_msg("the benchmark only publishes OrderPlaced")),
+                }
+            }
+        });
+    let consumer = match buffer_per_partition {
+        Some(n) => consumer.buffer_per_partition(n),
+        None => consumer,
+    }
+    .build()
+    .await?;
+    let health = consumer.health();
+    let waiter = progress.clone();
+    let finished = tokio::time::timeout(deadline, consumer.run(async move { waiter.done.notified().await })).await;
+    match finished {
+        Ok(result) => result?,
+        Err(_) => return Err(format!("Herald consumer: {} of {n} records within {deadline:?}", progress.count.load(Ordering::Relaxed)).into()),
+    }
+    Ok(ConsumeRun { pauses: health.pauses(), ..progress.run(started)? })
+}
+
+/// A raw `StreamConsumer` with Herald's consumer properties, reading `n` records and,
+/// when `decode` is set, decoding each value to an `OrderPlaced`: skip the 10-byte
+/// single-object frame, `apache_avro::from_avro_datum` with the writer schema, then
+/// `apache_avro::from_value`.
+pub async fn raw(clients: &Clients, topic: &str, group: &str, n: u64, decode: bool, deadline: Duration) -> Result<ConsumeRun, crate::Error> {
+    let schema = Schema::parse_str(OrderPlaced::SCHEMA)?;
+    let progress = Progress::new(n);
+    let started = Instant::now();
+    let consumer: StreamConsumer = clients.raw_consumer(group).create()?;
+    consumer.subscribe(&[topic])?;
+    let read = async {
+        for _ in 0..n {
+            let msg = consumer.recv().await?;
+            if decode {
+                let payload = msg.payload().ok_or("record without value")?;
+                let mut datum = payload.get(FRAME_LEN..).ok_or("record shorter than its frame")?;
+                let value = apache_avro::from_avro_datum(&schema, &mut datum, None)?;
+                black_box(apache_avro::from_value::<OrderPlaced>(&value)?);
+            }
+            progress.tick();
+        }
+        Ok::<_, crate::Error>(())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result?,
+        Err(_) => return Err(format!("raw consumer: {} of {n} records within {deadline:?}", progress.count.load(Ordering::Relaxed)).into()),
+    }
+    // Leaving the group can block; it is not part of the measurement.
+    tokio::task::spawn_blocking(move || drop(consumer)).await?;
+    progress.run(started)
+}

@@ -16,3 +16,4 @@ mod outage;
 mod rebalance;
 mod round_trip;
 mod shutdown;
+mod upcast;

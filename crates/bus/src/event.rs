@@ -44,6 +44,19 @@ pub trait Event: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// The id of the aggregate this event belongs to. It becomes the Kafka key (so the
     /// aggregate's events stay in order on one partition) and the CloudEvents `subject`.
     fn aggregate_id(&self) -> &str;
+
+    /// Schema texts of earlier versions that [`Event::upcast`] reads, oldest first. The
+    /// family registers them, so consumers recognise those writers' fingerprints.
+    const HISTORY: &'static [&'static str] = &[];
+
+    /// Decodes a datum written with an earlier version that Avro resolution cannot turn
+    /// into this type (a field split in two, a unit change). Return `None` for writers
+    /// this type does not upcast from; Avro resolution is tried then. Implement it with
+    /// [`crate::upcast::from`], which chains: v1 reaches v3 through v2's own upcaster.
+    fn upcast(writer: &KnownSchema, datum: &[u8]) -> Option<Result<Self, DecodeError>> {
+        let _ = (writer, datum);
+        None
+    }
 }
 
 /// Marker: event `E` may be published on a topic of family `Self`.
@@ -98,6 +111,12 @@ pub fn check_schema<E: Event + apache_avro::AvroSchema>() -> Result<(), String> 
 /// Parses the schema of `E`; used by the family macro.
 #[doc(hidden)]
 pub fn add_member<E: Event>(set: &mut SchemaSet) -> Arc<KnownSchema> {
+    // Earlier versions first, so the member's own schema is the latest of its name.
+    for old in E::HISTORY {
+        if let Err(e) = set.add_str(old) {
+            panic!("event {} has an invalid historical schema: {e}", E::TYPE);
+        }
+    }
     match set.add_str(E::SCHEMA) {
         Ok(known) => known,
         // A member's schema is a compile-time constant checked by `check_schema` in tests.
@@ -112,11 +131,17 @@ pub fn decode_member<E: Event>(
     writer: &KnownSchema,
     datum: &[u8],
 ) -> Result<E, DecodeError> {
-    // Resolve only when the writer used another version than ours.
+    // Resolve only when the writer used another version than ours; an upcaster for that
+    // version takes precedence over resolution.
     let reader_schema = set
         .latest(E::TYPE)
         .filter(|r| r.fingerprint != writer.fingerprint)
         .map(|r| &r.schema);
+    if reader_schema.is_some() {
+        if let Some(upcast) = E::upcast(writer, datum) {
+            return upcast;
+        }
+    }
     let value = crate::codec::decode_value(writer, reader_schema, datum)?;
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
     apache_avro::from_value::<E>(&value).map_err(|e| invalid(e.to_string()))

@@ -38,6 +38,7 @@
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].
 //! - [`partitioner`]: Kafka's murmur2 partitioner, to predict where a key lands.
 //! - [`trace`]: W3C trace context carried in `traceparent`.
+//! - [`upcast`]: typed conversions from earlier event versions.
 //!
 //! # Guarantees
 //! - **Order per aggregate.** The key is the aggregate id; the producer is idempotent with
@@ -67,6 +68,7 @@ pub mod publisher;
 pub mod schema;
 pub mod topic;
 pub mod trace;
+pub mod upcast;
 
 pub use config::KafkaConfig;
 pub use consumer::{Consumer, ConsumerBuilder, ConsumerError, ConsumerHealth, Handler, HandlerError, RetryPolicy, UnknownTypes};

@@ -1,0 +1,84 @@
+//! Errors: what a projection reports, and what stops a projector.
+
+use crate::store::StoreError;
+
+/// A projection could not apply an event.
+///
+/// [`ProjectionError::Transient`] is retried with backoff; [`ProjectionError::Permanent`]
+/// is not (the event is dead-lettered, or its partition paused, by policy). A
+/// [`ProjectionError::Store`] error is retried as a whole batch when the store says it is
+/// transient (a lock timeout, a deadlock), and treated as permanent otherwise.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectionError {
+    /// Retrying may help (a dependency was briefly unavailable).
+    #[error("{0}")]
+    Transient(String),
+    /// This event can never be applied (it contradicts the view's invariants).
+    #[error("{0}")]
+    Permanent(String),
+    /// The store refused a statement.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ProjectionError {
+    /// True when retrying cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ProjectionError::Permanent(_) => true,
+            ProjectionError::Transient(_) => false,
+            ProjectionError::Store(e) => !e.is_transient(),
+        }
+    }
+
+    /// True for a store conflict that concerns the whole transaction rather than one event.
+    pub fn is_store_conflict(&self) -> bool {
+        matches!(self, ProjectionError::Store(e) if e.is_transient())
+    }
+}
+
+/// A projector could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectorError {
+    /// The store could not be reached or migrated.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The projection's migration failed.
+    #[error("migration of {projection}: {source}")]
+    Migrate {
+        /// The projection.
+        projection: String,
+        /// Why.
+        #[source]
+        source: ProjectionError,
+    },
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The dead-letter producer could not be created.
+    #[error("dead-letter producer: {0}")]
+    Publisher(#[from] herald_bus::PublishError),
+    /// The dead-letter topic could not be created.
+    #[error("dead-letter topic: {0}")]
+    Admin(#[from] herald_bus::admin::AdminError),
+    /// The store thread stopped unexpectedly.
+    #[error("the store thread stopped: {0}")]
+    StoreThread(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_classify() {
+        assert!(ProjectionError::Permanent("x".into()).is_permanent());
+        assert!(!ProjectionError::Transient("x".into()).is_permanent());
+        let busy = ProjectionError::Store(StoreError::Statement { message: "busy".into(), transient: true });
+        assert!(!busy.is_permanent() && busy.is_store_conflict());
+        let syntax = ProjectionError::Store(StoreError::Statement { message: "syntax".into(), transient: false });
+        assert!(syntax.is_permanent() && !syntax.is_store_conflict());
+    }
+}

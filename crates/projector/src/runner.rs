@@ -1,0 +1,1038 @@
+//! The projector: a consumer-group member that folds a topic into a view.
+//!
+//! # How a record flows
+//! 1. The poll loop receives records (it never waits for the database) and decodes each
+//!    once into its partition's buffer. A full buffer pauses the partition; it resumes
+//!    when the buffer is half empty. Memory is bounded by `max_buffered` records per
+//!    partition plus the client's `queued.max.messages.kbytes`.
+//! 2. While the store thread is idle, the loop hands it the buffered records of every
+//!    ready partition as one batch (at most `max_batch` records): one transaction that
+//!    moves each partition's position by compare-and-set and applies the events.
+//! 3. After the commit the loop drops the committed records and mirrors the positions to
+//!    the group's committed offsets (asynchronously, for lag tools only).
+//!
+//! # Failures
+//! - A projection error on a record rolls the batch back; the records before it are
+//!   committed in the next batch, the record itself is retried alone with backoff.
+//! - A record that cannot be decoded, a permanent error, or running out of retries makes
+//!   a poison record. By [`OnPoison::DeadLetter`] (default) it is written to the
+//!   dead-letter topic, and only once the broker acknowledged it does a transaction move
+//!   the position past it (recording the reason in `herald_dead_letters`). By
+//!   [`OnPoison::Pause`] the partition stops there (circuit open) until an operator calls
+//!   [`Control::retry`] or [`Control::skip`].
+//! - A batch whose compare-and-set fails (another member moved the position) is rolled
+//!   back; the partition is re-read from the store and the client seeks there.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_bus::codec::{Codec, SingleObject};
+use herald_bus::dead_letter::{self, Failure, Stage};
+use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, RetryPolicy, Topic};
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Action, Batch, Item, Outcome, Slice};
+use crate::context::{Context, Membership, Shared};
+use crate::crash::{CrashPoint, Stage as CrashStage};
+use crate::error::ProjectorError;
+use crate::position::Key;
+use crate::projection::Projection;
+use crate::status::{PartitionStatus, StatusHandle};
+use crate::store::Store;
+use crate::worker::{Flight, Job, Worker};
+
+/// Consumer properties the projector sets. Offsets are never stored automatically;
+/// `enable.auto.commit` only mirrors the positions the projector stores after each
+/// commit, for lag tools.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "true"),
+    ("auto.commit.interval.ms", "1000"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("isolation.level", "read_committed"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("fetch.wait.max.ms", "100"),
+    ("enable.partition.eof", "true"),
+];
+
+/// Properties copied from a [`KafkaConfig`] into the projector's clients (security and
+/// timeouts). `herald_bus::KafkaConfig` does not expose all its properties; add others
+/// with [`ProjectorBuilder::kafka_property`].
+const COPIED_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "ssl.certificate.location",
+    "ssl.key.location",
+    "ssl.key.password",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "client.id",
+];
+
+/// What to do with a poison record (undecodable, or failing permanently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnPoison {
+    /// Write it to the dead-letter topic and move on (default).
+    #[default]
+    DeadLetter,
+    /// Stop the partition there (circuit open) until an operator retries or skips it.
+    Pause,
+}
+
+/// Where a projector stops by itself (used by rebuilds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopAt {
+    /// Never: run until the shutdown future completes.
+    Never,
+    /// Once every partition reached the end of the log as it was when the projector started.
+    CaughtUp,
+    /// Once every partition reached the given offsets (exclusive); partitions not listed
+    /// are read to their end at start.
+    Offsets(BTreeMap<i32, i64>),
+    /// Apply only records with a timestamp before this (milliseconds since the epoch),
+    /// then stop at the end of the log as it was at start.
+    Before(i64),
+}
+
+/// Operator commands for a running projector.
+#[derive(Debug, Clone)]
+pub struct Control {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Retry(i32),
+    Skip(i32),
+}
+
+impl Control {
+    /// Closes the circuit of `partition`: its failing record is tried again.
+    pub fn retry(&self, partition: i32) -> bool {
+        self.tx.send(Command::Retry(partition)).is_ok()
+    }
+
+    /// Dead-letters the failing record of `partition` and moves on.
+    pub fn skip(&self, partition: i32) -> bool {
+        self.tx.send(Command::Skip(partition)).is_ok()
+    }
+}
+
+/// Builds a [`Projector`]. Defaults: batches of at most 1000 records, 5000 records
+/// buffered per partition, [`RetryPolicy::default`], [`OnPoison::DeadLetter`].
+pub struct ProjectorBuilder<F, P> {
+    config: KafkaConfig,
+    group: String,
+    topic: String,
+    projection: P,
+    store: Arc<dyn Store>,
+    properties: Vec<(String, String)>,
+    max_batch: usize,
+    max_buffered: usize,
+    retry: RetryPolicy,
+    on_poison: OnPoison,
+    crash: Option<CrashPoint>,
+    revoke_timeout: Duration,
+    drain_timeout: Duration,
+    version: Option<u32>,
+    stop_at: StopAt,
+    create_dead_letter_topic: bool,
+    _family: PhantomData<fn() -> F>,
+}
+
+impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
+    /// Sets a librdkafka property of the consumer (wins over the defaults).
+    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// Most records in one transaction (default 1000).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.max_batch = n.max(1);
+        self
+    }
+
+    /// Records buffered per partition before it is paused (default 5000).
+    pub fn max_buffered(mut self, n: usize) -> Self {
+        self.max_buffered = n.max(2);
+        self
+    }
+
+    /// Retry policy for failing records (default [`RetryPolicy::default`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// What to do with poison records (default [`OnPoison::DeadLetter`]).
+    pub fn on_poison(mut self, policy: OnPoison) -> Self {
+        self.on_poison = policy;
+        self
+    }
+
+    /// A crash point, for fault tests only.
+    pub fn crash_point(mut self, point: CrashPoint) -> Self {
+        self.crash = Some(point);
+        self
+    }
+
+    /// How long a revocation waits for the batch in flight (default 10 s).
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.revoke_timeout = timeout;
+        self
+    }
+
+    /// How long shutdown waits for the batch in flight (default 30 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Writes view version `version` instead of the live one (rebuilds).
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Stops by itself at this point (default: never).
+    pub fn stop_at(mut self, stop: StopAt) -> Self {
+        self.stop_at = stop;
+        self
+    }
+
+    /// Whether to create the dead-letter topic when missing (default true).
+    pub fn create_dead_letter_topic(mut self, create: bool) -> Self {
+        self.create_dead_letter_topic = create;
+        self
+    }
+
+    /// Migrates the store, creates the consumer and the dead-letter producer, subscribes.
+    /// Needs tokio's multi-threaded runtime (rebalance hooks wait for the store thread).
+    pub async fn build(self) -> Result<Projector<F, P>, ProjectorError> {
+        let projection = Arc::new(self.projection);
+        let version = crate::views::prepare::<F, P>(self.store.clone(), projection.clone(), self.version).await?;
+        let key = Key { projection: P::NAME.to_owned(), version, topic: self.topic.clone() };
+        if self.create_dead_letter_topic {
+            let partitions = herald_bus::admin::partition_count(&self.config, &self.topic).await?.unwrap_or(1);
+            let spec = herald_bus::admin::TopicSpec::new(dead_letter::topic_for(&self.topic)).partitions(partitions as i32);
+            herald_bus::admin::create_topics(&self.config, &[spec]).await?;
+        }
+        let flight = Arc::new(Flight::default());
+        let ownership = Arc::default();
+        let shared = Arc::new(Shared {
+            key: key.clone(),
+            store: self.store.clone(),
+            reader: Mutex::new(None),
+            ownership: Arc::clone(&ownership),
+            generation: AtomicU64::new(0),
+            flight: flight.clone(),
+            membership: Mutex::new(Vec::new()),
+            revoke_timeout: self.revoke_timeout,
+            poll_exceeded: AtomicBool::new(false),
+            last_client_error: Mutex::new(None),
+        });
+        let mut client = client_config(&self.config, CONSUMER_DEFAULTS);
+        for (k, v) in &self.properties {
+            client.set(k, v);
+        }
+        client.set("group.id", &self.group).set("enable.auto.offset.store", "false");
+        let consumer = StreamConsumer::from_config_and_context(&client, Context { shared: shared.clone() })?;
+        consumer.subscribe(&[&self.topic])?;
+        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:projector:{}", P::NAME)))?;
+
+        let (jobs, job_rx) = std_mpsc::channel();
+        let worker = Worker::<F, P> {
+            store: self.store.clone(),
+            projection,
+            key: key.clone(),
+            ownership,
+            flight,
+            crash: self.crash.map(Arc::new),
+            _family: PhantomData,
+        };
+        let crash = worker.crash.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("herald-projector-{}", P::NAME))
+            .spawn(move || worker.run(job_rx))
+            .map_err(|e| ProjectorError::StoreThread(e.to_string()))?;
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let status = StatusHandle::default();
+        status.update(|s| {
+            s.projection = P::NAME.to_owned();
+            s.version = version;
+            s.topic = self.topic.clone();
+            s.group = self.group.clone();
+        });
+        Ok(Projector {
+            consumer: Arc::new(consumer),
+            shared,
+            key,
+            group: self.group,
+            bootstrap: self.config.bootstrap().to_owned(),
+            codec: Arc::new(SingleObject::new(F::schemas().clone())),
+            jobs,
+            thread,
+            publisher,
+            status,
+            control: Control { tx: control_tx },
+            control_rx,
+            max_batch: self.max_batch,
+            max_buffered: self.max_buffered,
+            retry: self.retry,
+            on_poison: self.on_poison,
+            drain_timeout: self.drain_timeout,
+            stop_at: self.stop_at,
+            crash,
+            _projection: PhantomData,
+        })
+    }
+}
+
+/// Builds the rdkafka configuration from a [`KafkaConfig`] (see `COPIED_PROPERTIES`).
+pub(crate) fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
+    let mut client = rdkafka::ClientConfig::new();
+    for (k, v) in defaults {
+        client.set(*k, *v);
+    }
+    client.set("bootstrap.servers", config.bootstrap());
+    for k in COPIED_PROPERTIES {
+        if let Some(v) = config.get(k) {
+            client.set(*k, v);
+        }
+    }
+    client
+}
+
+/// A running projection: see the [module docs](self).
+pub struct Projector<F: EventFamily, P> {
+    consumer: Arc<StreamConsumer<Context>>,
+    shared: Arc<Shared>,
+    key: Key,
+    group: String,
+    bootstrap: String,
+    codec: Arc<dyn Codec>,
+    jobs: std_mpsc::Sender<Job<F>>,
+    thread: std::thread::JoinHandle<()>,
+    publisher: Publisher,
+    status: StatusHandle,
+    control: Control,
+    control_rx: mpsc::UnboundedReceiver<Command>,
+    max_batch: usize,
+    max_buffered: usize,
+    retry: RetryPolicy,
+    on_poison: OnPoison,
+    drain_timeout: Duration,
+    stop_at: StopAt,
+    crash: Option<Arc<CrashPoint>>,
+    _projection: PhantomData<fn() -> P>,
+}
+
+/// Why a partition is not moving freely.
+#[derive(Debug)]
+enum Block {
+    /// The record at `offset` failed; retry it alone at `until`.
+    Retry { offset: i64, attempts: u32, until: Instant, error: String },
+    /// The record at `offset` is being written to the dead-letter topic.
+    DeadLettering { offset: i64 },
+    /// Circuit open at `offset` until an operator acts.
+    Open { offset: i64, failure: Failure },
+}
+
+impl Block {
+    fn offset(&self) -> i64 {
+        match self {
+            Block::Retry { offset, .. } | Block::DeadLettering { offset } | Block::Open { offset, .. } => *offset,
+        }
+    }
+}
+
+struct Part<F> {
+    generation: u64,
+    /// Stored next offset (`None`: nothing applied yet).
+    position: Option<i64>,
+    /// False until the stored position is known and the client sought there.
+    synced: bool,
+    /// Lowest offset accepted from the client (`None`: any).
+    expected: Option<i64>,
+    buffer: VecDeque<Arc<Item<F>>>,
+    paused: bool,
+    block: Option<Block>,
+    /// Dead letters acknowledged by the broker: skipped (and recorded) in the next batch.
+    skips: BTreeMap<i64, Failure>,
+    /// End of the log seen at EOF or from the broker.
+    end: Option<i64>,
+    /// Where this partition stops (stop-at modes): exclusive offset.
+    stop: Option<i64>,
+    /// The client reported the end of the partition and nothing arrived since.
+    eof: bool,
+    /// A record at or past the stop point arrived (so every record before it did).
+    passed_stop: bool,
+    last_error: Option<String>,
+}
+
+impl<F> Part<F> {
+    fn new(generation: u64, position: Option<i64>, synced: bool) -> Self {
+        Part {
+            generation,
+            position,
+            synced,
+            expected: position,
+            buffer: VecDeque::new(),
+            paused: false,
+            block: None,
+            skips: BTreeMap::new(),
+            end: None,
+            stop: None,
+            eof: false,
+            passed_stop: false,
+            last_error: None,
+        }
+    }
+
+    /// True when every record before the stop point was applied.
+    fn done(&self) -> bool {
+        let Some(stop) = self.stop else { return false };
+        self.synced
+            && (self.position.unwrap_or(0) >= stop
+                || ((self.passed_stop || self.eof) && self.buffer.is_empty() && self.block.is_none()))
+    }
+}
+
+/// A dead letter acknowledged by the broker.
+struct DeadLettered {
+    partition: i32,
+    generation: u64,
+    offset: i64,
+    failure: Failure,
+}
+
+struct Loop<F> {
+    parts: BTreeMap<i32, Part<F>>,
+    in_flight: Option<oneshot::Receiver<Outcome>>,
+    store_retry_at: Option<Instant>,
+    store_failures: u32,
+    next_first: usize,
+    applied_total: u64,
+    dead_lettered_total: u64,
+    batches_total: u64,
+    last_error: Option<String>,
+    stops: Option<BTreeMap<i32, i64>>,
+}
+
+impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
+    /// Starts building a projector of `projection` over `topic` in consumer group `group`,
+    /// storing views and positions in `store`.
+    pub fn builder(config: KafkaConfig, group: impl Into<String>, topic: &Topic<F>, projection: P, store: Arc<dyn Store>) -> ProjectorBuilder<F, P> {
+        ProjectorBuilder {
+            config,
+            group: group.into(),
+            topic: topic.name().to_owned(),
+            projection,
+            store,
+            properties: Vec::new(),
+            max_batch: 1000,
+            max_buffered: 5000,
+            retry: RetryPolicy::default(),
+            on_poison: OnPoison::default(),
+            crash: None,
+            revoke_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            version: None,
+            stop_at: StopAt::Never,
+            create_dead_letter_topic: true,
+            _family: PhantomData,
+        }
+    }
+
+    /// The live status (for `GET /status`).
+    pub fn status(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// Operator commands (retry or skip a partition's failing record).
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The view version this projector writes.
+    pub fn version(&self) -> u32 {
+        self.key.version
+    }
+
+    /// Runs until `shutdown` completes (or the [`StopAt`] point is reached), then shuts
+    /// down in order: the batch in flight finishes (up to the drain timeout), positions
+    /// are mirrored to the group, the dead-letter producer is flushed, the member leaves
+    /// the group, the store thread stops.
+    ///
+    /// Records fetched but not yet committed are simply fetched again by the next owner:
+    /// the stored position says where to start.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+        tokio::pin!(shutdown);
+        self.status.update(|s| s.running = true);
+        let mut state = Loop::<F> {
+            parts: BTreeMap::new(),
+            in_flight: None,
+            store_retry_at: None,
+            store_failures: 0,
+            next_first: 0,
+            applied_total: 0,
+            dead_lettered_total: 0,
+            batches_total: 0,
+            last_error: None,
+            stops: None,
+        };
+        if self.stop_at != StopAt::Never {
+            state.stops = Some(self.stop_offsets().await?);
+        }
+        let cancel = CancellationToken::new();
+        let (dlq_tx, mut dlq_rx) = mpsc::unbounded_channel::<DeadLettered>();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ends_refreshed = Instant::now() - Duration::from_secs(60);
+        let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<BTreeMap<i32, (i64, i64)>>();
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                outcome = async { match state.in_flight.as_mut() { Some(rx) => rx.await, None => std::future::pending().await } } => {
+                    state.in_flight = None;
+                    self.membership(&mut state);
+                    match outcome {
+                        Ok(outcome) => self.handle_outcome(&mut state, outcome, &cancel, &dlq_tx).await,
+                        Err(_) => return Err(ProjectorError::StoreThread("the store thread dropped a batch".into())),
+                    }
+                }
+                Some(acked) = dlq_rx.recv() => {
+                    if let Some(crash) = &self.crash {
+                        crash.reached(CrashStage::AfterDeadLetter);
+                    }
+                    if let Some(part) = state.parts.get_mut(&acked.partition)
+                        && part.generation == acked.generation
+                        && matches!(part.block, Some(Block::DeadLettering { offset }) if offset == acked.offset)
+                    {
+                        part.block = None;
+                        part.skips.insert(acked.offset, acked.failure);
+                    }
+                }
+                Some(command) = self.control_rx.recv() => self.command(&mut state, command, &cancel, &dlq_tx),
+                Some(ends) = ends_rx.recv() => {
+                    for (p, (_, end)) in ends {
+                        if let Some(part) = state.parts.get_mut(&p) {
+                            part.end = Some(part.end.map_or(end, |e| e.max(end)));
+                        }
+                    }
+                }
+                received = self.consumer.recv() => {
+                    self.membership(&mut state);
+                    match received {
+                        Ok(msg) => {
+                            let msg = msg.detach();
+                            self.receive(&mut state, msg).await;
+                        }
+                        Err(KafkaError::PartitionEOF(p)) => {
+                            if let Some(part) = state.parts.get_mut(&p) {
+                                part.end = part.expected.or(part.end);
+                                part.eof = true;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error");
+                            state.last_error = Some(e.to_string());
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    self.membership(&mut state);
+                    self.resume_drained(&mut state);
+                    if ends_refreshed.elapsed() > Duration::from_secs(2) {
+                        ends_refreshed = Instant::now();
+                        let (bootstrap, topic, tx) = (self.bootstrap.clone(), self.key.topic.clone(), ends_tx.clone());
+                        tokio::task::spawn_blocking(move || {
+                            if let Ok(ends) = crate::status::end_offsets(&bootstrap, &topic) {
+                                let _ = tx.send(ends);
+                            }
+                        });
+                    }
+                    self.publish_status(&state);
+                }
+            }
+            if state.in_flight.is_none() {
+                self.dispatch(&mut state, &cancel, &dlq_tx);
+            }
+            if state.stops.is_some() && state.in_flight.is_none() && self.reached_stop(&state) {
+                tracing::info!("stop point reached");
+                break;
+            }
+        }
+        self.shutdown(state, cancel).await
+    }
+
+    /// Offsets each partition stops at (exclusive), for the stop-at modes.
+    async fn stop_offsets(&self) -> Result<BTreeMap<i32, i64>, ProjectorError> {
+        let (bootstrap, topic) = (self.bootstrap.clone(), self.key.topic.clone());
+        let ends = tokio::task::spawn_blocking(move || crate::status::end_offsets(&bootstrap, &topic))
+            .await
+            .map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
+        let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();
+        if let StopAt::Offsets(given) = &self.stop_at {
+            for (p, o) in given {
+                stops.insert(*p, *o);
+            }
+        }
+        Ok(stops)
+    }
+
+    fn reached_stop(&self, state: &Loop<F>) -> bool {
+        let Some(stops) = &state.stops else { return false };
+        // Every partition of the topic must be owned here and done (rebuilds run alone).
+        stops.keys().all(|p| state.parts.get(p).is_some_and(Part::done))
+    }
+
+    /// Applies membership changes recorded by the rebalance hooks.
+    fn membership(&self, state: &mut Loop<F>) {
+        for event in self.shared.take_membership() {
+            match event {
+                Membership::Assigned { partition, generation, position } => {
+                    let mut part = match position {
+                        Ok(position) => Part::new(generation, position, true),
+                        Err(()) => Part::new(generation, None, false),
+                    };
+                    part.stop = state.stops.as_ref().and_then(|s| s.get(&partition).copied());
+                    if part.synced {
+                        // Paused by a resync (or an earlier owner in this process): go.
+                        self.pause(partition, false);
+                    } else {
+                        self.resync(partition, generation);
+                    }
+                    state.parts.insert(partition, part);
+                }
+                Membership::Revoked { partition } => {
+                    state.parts.remove(&partition);
+                }
+            }
+        }
+    }
+
+    /// Pauses the partition, reads its stored position on the store thread, seeks there
+    /// (while paused, so no record of the old fetch position gets through), and hands the
+    /// loop an assignment at that position; the loop resumes the partition.
+    fn resync(&self, partition: i32, generation: u64) {
+        self.pause(partition, true);
+        let jobs = self.jobs.clone();
+        let consumer = self.consumer.clone();
+        let shared = self.shared.clone();
+        let topic = self.key.topic.clone();
+        tokio::spawn(async move {
+            let mut tries = 0u32;
+            loop {
+                let owned = shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).get(&partition) == Some(&generation);
+                if !owned {
+                    return;
+                }
+                let (tx, rx) = oneshot::channel();
+                if jobs.send(Job::Position(partition, tx)).is_err() {
+                    return;
+                }
+                if let Ok(Ok(position)) = rx.await {
+                    let offset = position.map_or(Offset::Beginning, Offset::Offset);
+                    let (consumer, topic) = (consumer.clone(), topic.clone());
+                    let seeked = tokio::task::spawn_blocking(move || consumer.seek(&topic, partition, offset, Duration::from_secs(10))).await;
+                    if matches!(seeked, Ok(Ok(()))) {
+                        shared.membership.lock().unwrap_or_else(|p| p.into_inner()).push(Membership::Assigned {
+                            partition,
+                            generation,
+                            position: Ok(position),
+                        });
+                        return;
+                    }
+                    tracing::warn!(partition, ?seeked, "seek failed; retrying");
+                }
+                tries += 1;
+                tracing::warn!(partition, tries, "cannot resynchronise the partition yet; retrying");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(tries.min(50)))).await;
+            }
+        });
+    }
+
+    async fn receive(&self, state: &mut Loop<F>, msg: OwnedMessage) {
+        let partition = msg.partition();
+        let Some(part) = state.parts.get_mut(&partition) else { return };
+        if !part.synced || part.expected.is_some_and(|e| msg.offset() < e) {
+            return;
+        }
+        part.eof = false;
+        let before = match (&self.stop_at, msg.timestamp().to_millis()) {
+            (StopAt::Before(limit), Some(ts)) => ts < *limit,
+            _ => true,
+        };
+        if part.stop.is_some_and(|stop| msg.offset() >= stop) || !before {
+            part.passed_stop = true;
+            return;
+        }
+        part.expected = Some(msg.offset() + 1);
+        let decoded = herald_bus::consumer::decode::<F>(&*self.codec, &msg).await;
+        let offset = msg.offset();
+        part.buffer.push_back(Arc::new(Item { offset, msg, decoded }));
+        if !part.paused && part.buffer.len() >= self.max_buffered {
+            self.pause(partition, true);
+            part.paused = true;
+        }
+    }
+
+    fn pause(&self, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.key.topic, partition);
+        let result = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        if let Err(e) = result {
+            tracing::warn!(partition, pause, error = %e, "cannot pause or resume");
+        }
+    }
+
+    fn resume_drained(&self, state: &mut Loop<F>) {
+        for (&partition, part) in state.parts.iter_mut() {
+            let open = matches!(part.block, Some(Block::Open { .. }));
+            if part.paused && !open && part.buffer.len() * 2 <= self.max_buffered {
+                self.pause(partition, false);
+                part.paused = false;
+            }
+        }
+    }
+
+    /// Hands the store thread its next batch, if anything is ready.
+    fn dispatch(&self, state: &mut Loop<F>, cancel: &CancellationToken, dlq: &mpsc::UnboundedSender<DeadLettered>) {
+        let now = Instant::now();
+        if state.store_retry_at.is_some_and(|t| t > now) {
+            return;
+        }
+        let mut slices = Vec::new();
+        let mut room = self.max_batch;
+        let keys: Vec<i32> = state.parts.keys().copied().collect();
+        if keys.is_empty() {
+            return;
+        }
+        let start = state.next_first % keys.len();
+        state.next_first = state.next_first.wrapping_add(1);
+        let mut poisons = Vec::new();
+        for &partition in keys[start..].iter().chain(&keys[..start]) {
+            if room == 0 {
+                break;
+            }
+            let Some(part) = state.parts.get_mut(&partition) else { continue };
+            if !part.synced || part.buffer.is_empty() {
+                continue;
+            }
+            let mut items = Vec::new();
+            for item in &part.buffer {
+                if items.len() >= room {
+                    break;
+                }
+                if let Some(failure) = part.skips.get(&item.offset) {
+                    items.push((item.clone(), Action::Skip(failure.clone())));
+                    continue;
+                }
+                match &part.block {
+                    Some(block) if item.offset == block.offset() => match block {
+                        Block::Retry { until, .. } if items.is_empty() && *until <= now => {
+                            // A failing record is retried alone, after the records before it.
+                            items.push((item.clone(), Action::Apply));
+                            break;
+                        }
+                        _ => break,
+                    },
+                    _ => {}
+                }
+                if let Err(failure) = &item.decoded {
+                    if part.block.is_none() {
+                        if items.is_empty() {
+                            poisons.push((partition, item.offset, failure.clone()));
+                        } else {
+                            // Commit what precedes it first.
+                        }
+                    }
+                    break;
+                }
+                items.push((item.clone(), Action::Apply));
+            }
+            if items.is_empty() {
+                continue;
+            }
+            room -= items.len();
+            let to = items.last().map_or(0, |(i, _)| i.offset + 1);
+            slices.push(Slice { partition, generation: part.generation, from: part.position, to, items });
+        }
+        for (partition, offset, failure) in poisons {
+            self.poison(state, partition, offset, failure, self.on_poison, cancel, dlq);
+        }
+        if slices.is_empty() {
+            return;
+        }
+        let batch = Batch { slices };
+        let (tx, rx) = oneshot::channel();
+        self.shared.flight.begin(batch.slices.iter().map(|s| s.partition));
+        tracing::trace!(records = batch.len(), "batch to the store");
+        if self.jobs.send(Job::Apply(batch, tx)).is_err() {
+            self.shared.flight.end();
+            return;
+        }
+        state.in_flight = Some(rx);
+    }
+
+    async fn handle_outcome(&self, state: &mut Loop<F>, outcome: Outcome, cancel: &CancellationToken, dlq: &mpsc::UnboundedSender<DeadLettered>) {
+        match outcome {
+            Outcome::Committed { positions } => {
+                state.store_failures = 0;
+                state.store_retry_at = None;
+                state.batches_total += 1;
+                let mut tpl = TopicPartitionList::new();
+                for (partition, to, applied) in positions {
+                    state.applied_total += applied as u64;
+                    metrics::counter!("herald_projector_events_total", "projection" => P::NAME).increment(applied as u64);
+                    let Some(part) = state.parts.get_mut(&partition) else { continue };
+                    part.position = Some(to);
+                    while part.buffer.front().is_some_and(|i| i.offset < to) {
+                        part.buffer.pop_front();
+                    }
+                    if part.block.as_ref().is_some_and(|b| b.offset() < to) {
+                        part.block = None;
+                    }
+                    let before = part.skips.len();
+                    part.skips.retain(|o, _| *o >= to);
+                    state.dead_lettered_total += (before - part.skips.len()) as u64;
+                    let _ = tpl.add_partition_offset(&self.key.topic, partition, Offset::Offset(to));
+                }
+                metrics::counter!("herald_projector_batches_total", "projection" => P::NAME).increment(1);
+                // Mirror for lag tools; fails harmlessly for partitions no longer owned.
+                if let Err(e) = self.consumer.store_offsets(&tpl) {
+                    tracing::debug!(error = %e, "positions not mirrored to the group");
+                }
+            }
+            Outcome::EventFailed { partition, offset, error } => {
+                tracing::warn!(partition, offset, %error, "projection failed on a record");
+                state.last_error = Some(format!("partition {partition} offset {offset}: {error}"));
+                let Some(part) = state.parts.get_mut(&partition) else { return };
+                part.last_error = Some(error.to_string());
+                let attempts = match &part.block {
+                    Some(Block::Retry { offset: o, attempts, .. }) if *o == offset => *attempts,
+                    _ => 0,
+                };
+                let attempts = if error.is_store_conflict() { attempts } else { attempts + 1 };
+                if error.is_permanent() || attempts >= self.retry.max_attempts.max(1) {
+                    let failure = Failure { stage: Stage::Handler, reason: error.to_string(), attempts };
+                    self.poison(state, partition, offset, failure, self.on_poison, cancel, dlq);
+                } else {
+                    let until = Instant::now() + self.retry.backoff(attempts.max(1));
+                    part.block = Some(Block::Retry { offset, attempts, until, error: error.to_string() });
+                }
+            }
+            Outcome::Fenced { partition, stored } => {
+                tracing::warn!(partition, ?stored, "fenced: another member moved the position; seeking there");
+                state.last_error = Some(format!("partition {partition} fenced at {stored:?}"));
+                let Some(part) = state.parts.get_mut(&partition) else { return };
+                part.block = None;
+                match stored {
+                    // Moved forward (the usual case): the records fetched so far are
+                    // contiguous from our old position, so drop those below the stored
+                    // position and keep fetching; no seek needed.
+                    Some(s) if part.position.is_none_or(|p| s >= p) => {
+                        part.position = Some(s);
+                        while part.buffer.front().is_some_and(|i| i.offset < s) {
+                            part.buffer.pop_front();
+                        }
+                        part.expected = Some(part.expected.map_or(s, |e| e.max(s)));
+                    }
+                    // Anything else: start over from the store.
+                    _ => {
+                        part.synced = false;
+                        part.buffer.clear();
+                        let generation = part.generation;
+                        self.resync(partition, generation);
+                    }
+                }
+            }
+            Outcome::Revoked => {}
+            Outcome::StoreFailed(e) => {
+                state.store_failures += 1;
+                let backoff = self.retry.backoff(state.store_failures.min(10));
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "store failed; retrying the batch");
+                state.last_error = Some(format!("store: {e}"));
+                state.store_retry_at = Some(Instant::now() + backoff);
+            }
+        }
+    }
+
+    /// A record the projection gives up on: dead-letter it, or open the circuit.
+    #[allow(clippy::too_many_arguments)]
+    fn poison(
+        &self,
+        state: &mut Loop<F>,
+        partition: i32,
+        offset: i64,
+        failure: Failure,
+        policy: OnPoison,
+        cancel: &CancellationToken,
+        dlq: &mpsc::UnboundedSender<DeadLettered>,
+    ) {
+        let Some(part) = state.parts.get_mut(&partition) else { return };
+        state.last_error = Some(format!("partition {partition} offset {offset}: {} ({})", failure.reason, failure.stage.as_str()));
+        part.last_error = Some(failure.reason.clone());
+        if policy == OnPoison::Pause {
+            tracing::error!(partition, offset, reason = %failure.reason, "poison record: circuit open until an operator acts");
+            if !part.paused {
+                self.pause(partition, true);
+                part.paused = true;
+            }
+            part.block = Some(Block::Open { offset, failure });
+            return;
+        }
+        let Some(item) = part.buffer.iter().find(|i| i.offset == offset).cloned() else { return };
+        part.block = Some(Block::DeadLettering { offset });
+        let record = dead_letter::record(&item.msg, &failure, &self.group, &dead_letter::topic_for(&self.key.topic));
+        let publisher = self.publisher.clone();
+        let (cancel, dlq, generation) = (cancel.clone(), dlq.clone(), part.generation);
+        tokio::spawn(async move {
+            let mut retry = 0u32;
+            loop {
+                match publisher.send_record(record.clone()).await {
+                    Ok(_) => {
+                        tracing::warn!(partition, offset, stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
+                        metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
+                        let _ = dlq.send(DeadLettered { partition, generation, offset, failure });
+                        return;
+                    }
+                    Err(e) => {
+                        retry += 1;
+                        tracing::error!(partition, offset, error = %e, retry, "cannot write the dead letter; retrying");
+                        let backoff = Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(Duration::from_secs(30));
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = cancel.cancelled() => return,
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn command(&self, state: &mut Loop<F>, command: Command, cancel: &CancellationToken, dlq: &mpsc::UnboundedSender<DeadLettered>) {
+        match command {
+            Command::Retry(partition) => {
+                if let Some(part) = state.parts.get_mut(&partition)
+                    && let Some(Block::Open { offset, .. }) = part.block
+                {
+                    tracing::info!(partition, offset, "operator: retry");
+                    part.block = Some(Block::Retry { offset, attempts: 0, until: Instant::now(), error: String::new() });
+                }
+            }
+            Command::Skip(partition) => {
+                let open = state.parts.get(&partition).and_then(|p| match &p.block {
+                    Some(Block::Open { offset, failure }) => Some((*offset, failure.clone())),
+                    _ => None,
+                });
+                if let Some((offset, failure)) = open {
+                    tracing::info!(partition, offset, "operator: skip (dead-letter)");
+                    // Dead-letter whatever the policy: the operator decided.
+                    self.poison(state, partition, offset, failure, OnPoison::DeadLetter, cancel, dlq);
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self, state: &Loop<F>) {
+        let partitions: Vec<PartitionStatus> = state
+            .parts
+            .iter()
+            .map(|(&partition, part)| {
+                let end = part.end.max(part.expected.filter(|_| part.end.is_some()));
+                PartitionStatus {
+                    partition,
+                    position: part.position,
+                    end_offset: end,
+                    lag: end.map(|e| (e - part.position.unwrap_or(0)).max(0)),
+                    state: match &part.block {
+                        None => "running",
+                        Some(Block::Retry { .. }) => "retrying",
+                        Some(Block::DeadLettering { .. }) => "dead-lettering",
+                        Some(Block::Open { .. }) => "circuit-open",
+                    }
+                    .to_owned(),
+                    buffered: part.buffer.len(),
+                    paused: part.paused,
+                    last_error: match &part.block {
+                        Some(Block::Retry { error, .. }) => Some(error.clone()),
+                        Some(Block::Open { failure, .. }) => Some(failure.reason.clone()),
+                        _ => part.last_error.clone(),
+                    },
+                }
+            })
+            .collect();
+        let poll_exceeded = self.shared.poll_exceeded.load(std::sync::atomic::Ordering::Relaxed);
+        self.status.update(|s| {
+            s.partitions = partitions;
+            s.applied_total = state.applied_total;
+            s.dead_lettered_total = state.dead_lettered_total;
+            s.batches_total = state.batches_total;
+            s.last_error = state.last_error.clone();
+            s.running = !poll_exceeded;
+        });
+        for p in &self.status.get().partitions {
+            if let Some(lag) = p.lag {
+                metrics::gauge!("herald_projector_lag", "projection" => P::NAME, "partition" => p.partition.to_string()).set(lag as f64);
+            }
+        }
+    }
+
+    async fn shutdown(self, mut state: Loop<F>, cancel: CancellationToken) -> Result<(), ProjectorError> {
+        let started = Instant::now();
+        tracing::info!("projector stopping");
+        // The batch in flight commits or rolls back; nothing new is started.
+        if let Some(rx) = state.in_flight.take() {
+            match tokio::time::timeout(self.drain_timeout, rx).await {
+                Ok(Ok(outcome)) => self.handle_outcome(&mut state, outcome, &cancel, &mpsc::unbounded_channel().0).await,
+                _ => tracing::warn!("the batch in flight did not finish before the drain timeout"),
+            }
+        }
+        cancel.cancel();
+        self.publish_status(&state);
+        self.status.update(|s| s.running = false);
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+        if let Ok(Err(e)) = committed {
+            tracing::debug!(error = %e, "final mirror commit");
+        }
+        if let Err(e) = self.publisher.flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "dead-letter producer flush failed");
+        }
+        let consumer = self.consumer;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            }),
+        )
+        .await;
+        drop(self.jobs);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "projector stopped");
+        Ok(())
+    }
+}

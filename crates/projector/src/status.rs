@@ -1,0 +1,188 @@
+//! Status: where a projection stands, per partition, and how fast it moves.
+//!
+//! Lag is measured against the end of what a `read_committed` reader can see: the last
+//! stable offset (what `ListOffsets` returns under `read_committed`), or the offset
+//! reached when the partition reported EOF, never the high watermark (transaction
+//! markers and open transactions sit between the two).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_bus::KafkaConfig;
+use serde::Serialize;
+
+use crate::position::{self, Key};
+use crate::store::{Store, StoreError};
+
+/// The state of one partition.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PartitionStatus {
+    /// Partition number.
+    pub partition: i32,
+    /// Next offset to apply, as stored with the view (`None`: nothing applied yet).
+    pub position: Option<i64>,
+    /// End of the readable log: last stable offset or EOF offset, when known.
+    pub end_offset: Option<i64>,
+    /// `end_offset - position` (from the log start when no position is stored).
+    pub lag: Option<i64>,
+    /// `running`, `retrying`, `dead-lettering`, `circuit-open`, or `stored` (read from
+    /// the store by [`read`], no live process).
+    pub state: String,
+    /// Records fetched and waiting for a batch.
+    pub buffered: usize,
+    /// Paused in the client (buffer full or circuit open).
+    pub paused: bool,
+    /// The last error seen on this partition.
+    pub last_error: Option<String>,
+}
+
+/// The state of a projection.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Status {
+    /// Projection name.
+    pub projection: String,
+    /// The view version this process writes.
+    pub version: u32,
+    /// Topic.
+    pub topic: String,
+    /// Consumer group (empty when read from the store only).
+    pub group: String,
+    /// True while the projector runs.
+    pub running: bool,
+    /// Events applied per second over the last 10 seconds.
+    pub events_per_second: f64,
+    /// Events applied since start.
+    pub applied_total: u64,
+    /// Records dead-lettered since start (or, from [`read`], recorded in the store).
+    pub dead_lettered_total: u64,
+    /// Transactions committed since start.
+    pub batches_total: u64,
+    /// The last error of any kind.
+    pub last_error: Option<String>,
+    /// Partitions, by number.
+    pub partitions: Vec<PartitionStatus>,
+    /// Total lag over partitions whose lag is known.
+    pub total_lag: i64,
+}
+
+/// A live status, updated by the running projector and read by the HTTP endpoint.
+#[derive(Clone, Default)]
+pub struct StatusHandle {
+    inner: Arc<Mutex<Board>>,
+}
+
+#[derive(Default)]
+struct Board {
+    status: Status,
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl StatusHandle {
+    /// The current status.
+    pub fn get(&self) -> Status {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).status.clone()
+    }
+
+    pub(crate) fn update(&self, f: impl FnOnce(&mut Status)) {
+        let mut board = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut board.status);
+        let now = Instant::now();
+        let applied = board.status.applied_total;
+        if board.samples.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(500)) {
+            board.samples.push_back((now, applied));
+        }
+        while board.samples.len() > 2 && board.samples.front().is_some_and(|(t, _)| now.duration_since(*t) > Duration::from_secs(10)) {
+            board.samples.pop_front();
+        }
+        if let (Some((t0, a0)), Some((t1, a1))) = (board.samples.front(), board.samples.back()) {
+            let dt = t1.duration_since(*t0).as_secs_f64();
+            board.status.events_per_second = if dt > 0.0 { (a1 - a0) as f64 / dt } else { 0.0 };
+        }
+        let s = &mut board.status;
+        s.total_lag = s.partitions.iter().filter_map(|p| p.lag).sum();
+    }
+}
+
+impl herald_ops::HealthCheck for StatusHandle {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let status = self.get();
+        let healthy = status.running;
+        (healthy, serde_json::to_value(&status).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// Failure of [`read`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatusError {
+    /// The store could not be read.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The broker could not be asked for offsets.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+}
+
+/// Reads a projection's status without a running projector: positions and dead letters
+/// from the store, the last stable offsets from the broker. What `herald projector status
+/// NAME` prints. `version` defaults to the live version.
+pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str, version: Option<u32>, topic: &str) -> Result<Status, StatusError> {
+    let (projection, topic) = (projection.to_owned(), topic.to_owned());
+    let bootstrap = config.bootstrap().to_owned();
+    let task = tokio::task::spawn_blocking(move || -> Result<Status, StatusError> {
+        let mut conn = store.connect()?;
+        let mut tx = conn.begin(1)?;
+        position::migrate(tx.as_tx())?;
+        let version = match version {
+            Some(v) => v,
+            None => position::live_version(tx.as_tx(), &projection)?.map_or(1, |(live, _)| live),
+        };
+        let key = Key { projection: projection.clone(), version, topic: topic.clone() };
+        let positions = position::load(tx.as_tx(), &key)?;
+        let dead = position::dead_letters(tx.as_tx(), &key)?;
+        tx.rollback()?;
+        let ends = end_offsets(&bootstrap, &topic)?;
+        let mut partitions: BTreeMap<i32, PartitionStatus> = BTreeMap::new();
+        for (&partition, &(low, end)) in &ends {
+            let position = positions.get(&partition).copied();
+            let from = position.unwrap_or(low);
+            partitions.insert(
+                partition,
+                PartitionStatus {
+                    partition,
+                    position,
+                    end_offset: Some(end),
+                    lag: Some((end - from).max(0)),
+                    state: "stored".into(),
+                    last_error: dead.iter().rev().find(|d| d.partition == partition).map(|d| format!("offset {} dead-lettered: {}", d.offset, d.reason)),
+                    ..Default::default()
+                },
+            );
+        }
+        let mut status = Status {
+            projection,
+            version,
+            topic,
+            dead_lettered_total: dead.len() as u64,
+            last_error: dead.last().map(|d| d.reason.clone()),
+            partitions: partitions.into_values().collect(),
+            ..Default::default()
+        };
+        status.total_lag = status.partitions.iter().filter_map(|p| p.lag).sum();
+        Ok(status)
+    });
+    task.await.unwrap_or_else(|e| Err(StatusError::Store(StoreError::Connect(format!("status task: {e}")))))
+}
+
+/// `(low watermark, last stable offset)` per partition, as a `read_committed` reader sees them.
+pub(crate) fn end_offsets(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+    (0..count as i32).map(|p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?))).collect()
+}

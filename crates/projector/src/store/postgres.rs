@@ -1,0 +1,187 @@
+//! PostgreSQL through the synchronous `postgres` client, on the projector's store thread.
+//!
+//! Transactions run at `READ COMMITTED`: the position update is a compare-and-set on one
+//! row, so a second writer for the same partition waits for the first and then finds the
+//! position moved (it rolls back). Statements are prepared once per connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use postgres::error::SqlState;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{NoTls, Statement};
+
+use super::{Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
+
+/// A PostgreSQL database, by URL (`postgres://user@host:port/db`).
+#[derive(Clone)]
+pub struct PostgresStore {
+    config: postgres::Config,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config's Debug redacts the password.
+        f.debug_struct("PostgresStore").field("config", &self.config).finish()
+    }
+}
+
+impl PostgresStore {
+    /// The database at `url`.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        let config = url.parse::<postgres::Config>().map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(PostgresStore { config })
+    }
+}
+
+impl super::Store for PostgresStore {
+    fn connect(&self) -> Result<Box<dyn Connection>, StoreError> {
+        let client = self.config.connect(NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(Box::new(PgConnection { client, statements: HashMap::new() }))
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+struct PgConnection {
+    client: postgres::Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Connection for PgConnection {
+    fn begin(&mut self, version: u32) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        let PgConnection { client, statements } = self;
+        let tx = client.transaction().map_err(statement_error)?;
+        Ok(Box::new(PgTx { tx, statements, version }))
+    }
+
+    fn read(&mut self) -> Result<Box<dyn Transaction + '_>, StoreError> {
+        let PgConnection { client, statements } = self;
+        let tx = client.build_transaction().read_only(true).start().map_err(statement_error)?;
+        Ok(Box::new(PgTx { tx, statements, version: 0 }))
+    }
+}
+
+struct PgTx<'c> {
+    tx: postgres::Transaction<'c>,
+    statements: &'c mut HashMap<String, Statement>,
+    version: u32,
+}
+
+impl PgTx<'_> {
+    fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.tx.prepare(sql).map_err(statement_error)?;
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+fn refs<'v>(params: &'v [Value<'_>]) -> Vec<&'v (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Tx for PgTx<'_> {
+    fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
+        let stmt = self.statement(sql)?;
+        self.tx.execute(&stmt, &refs(params)).map_err(statement_error)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Row>, StoreError> {
+        let stmt = self.statement(sql)?;
+        let rows = self.tx.query(&stmt, &refs(params)).map_err(statement_error)?;
+        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+        rows.iter()
+            .map(|row| {
+                let values = stmt.columns().iter().enumerate().map(|(i, c)| read(row, i, c.type_())).collect::<Result<_, _>>()?;
+                Ok(Row { columns: columns.clone(), values })
+            })
+            .collect()
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
+        self.tx.batch_execute(sql).map_err(statement_error)
+    }
+
+    fn table(&self, name: &str) -> String {
+        super::versioned(name, self.version)
+    }
+
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+impl Transaction for PgTx<'_> {
+    fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.commit().map_err(statement_error)
+    }
+
+    fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.tx.rollback().map_err(statement_error)
+    }
+
+    fn as_tx(&mut self) -> &mut dyn Tx {
+        self
+    }
+}
+
+fn read(row: &postgres::Row, i: usize, ty: &Type) -> Result<OwnedValue, StoreError> {
+    let e = |e: postgres::Error| StoreError::Type(e.to_string());
+    Ok(match *ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i).map_err(e)?.map_or(OwnedValue::Null, OwnedValue::Int),
+        Type::INT4 => row.try_get::<_, Option<i32>>(i).map_err(e)?.map_or(OwnedValue::Null, |v| OwnedValue::Int(v.into())),
+        Type::INT2 => row.try_get::<_, Option<i16>>(i).map_err(e)?.map_or(OwnedValue::Null, |v| OwnedValue::Int(v.into())),
+        Type::BOOL => row.try_get::<_, Option<bool>>(i).map_err(e)?.map_or(OwnedValue::Null, |v| OwnedValue::Int(v.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i).map_err(e)?.map_or(OwnedValue::Null, OwnedValue::Float),
+        Type::FLOAT4 => row.try_get::<_, Option<f32>>(i).map_err(e)?.map_or(OwnedValue::Null, |v| OwnedValue::Float(v.into())),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i).map_err(e)?.map_or(OwnedValue::Null, OwnedValue::Bytes),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+            row.try_get::<_, Option<String>>(i).map_err(e)?.map_or(OwnedValue::Null, OwnedValue::Text)
+        }
+        Type::VOID => OwnedValue::Null,
+        ref other => return Err(StoreError::Type(format!("column {i}: unsupported type {other}; cast it to text or bigint"))),
+    })
+}
+
+impl ToSql for Value<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match *self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT4 => i32::try_from(v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(v)?.to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Float(v) if *ty == Type::FLOAT4 => (v as f32).to_sql(ty, out),
+            Value::Float(v) => v.to_sql(ty, out),
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::Bytes(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn statement_error(e: postgres::Error) -> StoreError {
+    let transient = e.is_closed()
+        || matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::LOCK_NOT_AVAILABLE
+                || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW
+        );
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    };
+    StoreError::Statement { message, transient }
+}

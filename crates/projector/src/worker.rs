@@ -1,0 +1,199 @@
+//! The store thread: applies batches in transactions, one at a time, off the poll loop.
+//!
+//! For each batch: begin; for each partition, compare-and-set its position from where the
+//! batch starts to where it ends; apply (or record as dead-lettered) each record; check
+//! that this member still owns every partition of the batch; commit. Any failure rolls
+//! the whole transaction back, so the view and the positions move together or not at all.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+
+use herald_bus::EventFamily;
+use tokio::sync::oneshot;
+
+use crate::batch::{Action, Batch, Outcome};
+use crate::crash::{CrashPoint, Stage};
+use crate::error::ProjectionError;
+use crate::position::{self, Key};
+use crate::projection::Projection;
+use crate::store::{Connection, Store, StoreError};
+
+/// A job for the store thread.
+pub(crate) enum Job<F> {
+    /// Apply a batch.
+    Apply(Batch<F>, oneshot::Sender<Outcome>),
+    /// Read the stored position of a partition (`None`: none stored).
+    Position(i32, oneshot::Sender<Result<Option<i64>, StoreError>>),
+}
+
+/// Partition → generation of this member's current ownership.
+pub(crate) type Ownership = Arc<Mutex<HashMap<i32, u64>>>;
+
+/// The partitions of the batch in the store thread, so a revocation can wait for it.
+#[derive(Default)]
+pub(crate) struct Flight {
+    partitions: Mutex<HashSet<i32>>,
+    done: Condvar,
+}
+
+impl Flight {
+    /// Marks the partitions of a batch as in flight.
+    pub(crate) fn begin(&self, partitions: impl IntoIterator<Item = i32>) {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions);
+    }
+
+    /// Marks the batch as done (called by the store thread, so a rebalance hook that
+    /// blocks the poll loop still learns it).
+    pub(crate) fn end(&self) {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.done.notify_all();
+    }
+
+    /// Waits until none of `partitions` is in flight, or `deadline`; true if none is.
+    pub(crate) fn wait_clear(&self, partitions: &HashSet<i32>, deadline: std::time::Instant) -> bool {
+        let mut in_flight = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        while in_flight.iter().any(|p| partitions.contains(p)) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            in_flight = self.done.wait_timeout(in_flight, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+        true
+    }
+}
+
+pub(crate) struct Worker<F, P> {
+    pub store: Arc<dyn Store>,
+    pub projection: Arc<P>,
+    pub key: Key,
+    pub ownership: Ownership,
+    pub flight: Arc<Flight>,
+    pub crash: Option<Arc<CrashPoint>>,
+    pub _family: std::marker::PhantomData<fn() -> F>,
+}
+
+impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
+    /// Runs until the job channel closes.
+    pub(crate) fn run(self, jobs: std_mpsc::Receiver<Job<F>>) {
+        let mut conn: Option<Box<dyn Connection>> = None;
+        while let Ok(job) = jobs.recv() {
+            if conn.is_none() {
+                match self.store.connect() {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store connection failed");
+                        match job {
+                            Job::Apply(_, reply) => drop(reply.send(Outcome::StoreFailed(e))),
+                            Job::Position(_, reply) => drop(reply.send(Err(e))),
+                        }
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let failed = match job {
+                Job::Apply(batch, reply) => {
+                    let outcome = self.apply(c.as_mut(), &batch);
+                    self.flight.end();
+                    let failed = matches!(outcome, Outcome::StoreFailed(_));
+                    if let Outcome::Committed { .. } = outcome
+                        && let Some(crash) = &self.crash
+                    {
+                        crash.reached(Stage::AfterCommit);
+                    }
+                    let _ = reply.send(outcome);
+                    failed
+                }
+                Job::Position(partition, reply) => {
+                    let read = self.read_position(c.as_mut(), partition);
+                    let failed = read.is_err();
+                    let _ = reply.send(read);
+                    failed
+                }
+            };
+            if failed {
+                // Start over with a fresh connection: the old one may be broken.
+                conn = None;
+            }
+        }
+    }
+
+    fn read_position(&self, conn: &mut dyn Connection, partition: i32) -> Result<Option<i64>, StoreError> {
+        let mut tx = conn.begin(self.key.version)?;
+        let positions = position::load(tx.as_tx(), &self.key)?;
+        tx.rollback()?;
+        Ok(positions.get(&partition).copied())
+    }
+
+    fn apply(&self, conn: &mut dyn Connection, batch: &Batch<F>) -> Outcome {
+        let mut tx = match conn.begin(self.key.version) {
+            Ok(tx) => tx,
+            Err(e) => return Outcome::StoreFailed(e),
+        };
+        let mut positions = Vec::with_capacity(batch.slices.len());
+        for slice in &batch.slices {
+            match position::advance(tx.as_tx(), &self.key, slice.partition, slice.from, slice.to) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let _ = tx.rollback();
+                    return match self.read_position(conn, slice.partition) {
+                        Ok(stored) => Outcome::Fenced { partition: slice.partition, stored },
+                        Err(e) => Outcome::StoreFailed(e),
+                    };
+                }
+                Err(e) => return Outcome::StoreFailed(e),
+            }
+            if let Some(crash) = &self.crash {
+                crash.reached(Stage::BeforeApply);
+            }
+            let mut applied = 0;
+            for (item, action) in &slice.items {
+                let result = match (action, &item.decoded) {
+                    (Action::Apply, Ok(envelope)) => {
+                        applied += 1;
+                        self.projection.apply(tx.as_tx(), envelope)
+                    }
+                    (Action::Skip(failure), _) => position::record_dead_letter(
+                        tx.as_tx(),
+                        &self.key,
+                        slice.partition,
+                        item.offset,
+                        failure.stage.as_str(),
+                        &failure.reason,
+                    )
+                    .map_err(ProjectionError::from),
+                    (Action::Apply, Err(failure)) => Err(ProjectionError::Permanent(failure.reason.clone())),
+                };
+                if let Err(error) = result {
+                    let _ = tx.rollback();
+                    if let (Action::Skip(_), ProjectionError::Store(e)) = (action, &error) {
+                        return Outcome::StoreFailed(StoreError::Statement { message: e.to_string(), transient: true });
+                    }
+                    return Outcome::EventFailed { partition: slice.partition, offset: item.offset, error };
+                }
+            }
+            positions.push((slice.partition, slice.to, applied));
+        }
+        if let Some(crash) = &self.crash {
+            crash.reached(Stage::AfterApply);
+        }
+        // Commit only while this member still owns every partition of the batch; holding
+        // the lock through the commit keeps a revocation from slipping in between.
+        let owned = self.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        if batch.slices.iter().any(|s| owned.get(&s.partition) != Some(&s.generation)) {
+            drop(owned);
+            let _ = tx.rollback();
+            return Outcome::Revoked;
+        }
+        let committed = tx.commit();
+        drop(owned);
+        match committed {
+            Ok(()) => Outcome::Committed { positions },
+            // A failed commit may or may not have landed; the next attempt's
+            // compare-and-set finds out (it is fenced if it did).
+            Err(e) => Outcome::StoreFailed(e),
+        }
+    }
+}

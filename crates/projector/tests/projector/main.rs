@@ -1,0 +1,10 @@
+//! Integration and fault tests of the projector against the real broker, with SQLite and
+//! PostgreSQL. They run the `order_totals` example as a separate process (so it can be
+//! killed with SIGKILL or aborted at a crash point) and compare its view with a fold of
+//! the topic computed here.
+
+mod crash;
+mod members;
+mod poison;
+mod status;
+mod support;

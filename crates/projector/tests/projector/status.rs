@@ -1,0 +1,42 @@
+//! Status: positions and lag per partition, from the running process and from the store.
+
+use herald_bus::Topic;
+use herald_projector::store;
+use herald_shop::OrderEvent;
+use herald_testkit::{kafka, topic, unique, wait_until};
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_reports_positions_and_lag_per_partition() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.status", 3).await);
+    let publisher = publisher(&config);
+    publish_orders(&publisher, &orders, 400, 0..300, 5).await;
+    // Before any projector ran: everything is lag.
+    let before = herald_projector::status::read(store::open(&store_url).expect("store"), &config, "order_totals", None, orders.name())
+        .await
+        .expect("status");
+    assert_eq!(before.total_lag, 400);
+    assert_eq!(before.partitions.len(), 3);
+    assert!(before.partitions.iter().all(|p| p.position.is_none()));
+
+    let proc = start(&Opts::new(orders.name(), &unique("g.status"), &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "caught up").await;
+    let http = proc.http.clone();
+    wait_until(DEADLINE, "live status shows no lag", || async {
+        let Ok(r) = reqwest::get(format!("http://{http}/status")).await else { return false };
+        let Ok(v) = r.json::<serde_json::Value>().await else { return false };
+        v["applied_total"] == 400 && v["total_lag"] == 0 && v["partitions"].as_array().is_some_and(|p| p.len() == 3)
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("herald_projector_events_total"), "{metrics}");
+    proc.terminate().await;
+    let after = herald_projector::status::read(store::open(&store_url).expect("store"), &config, "order_totals", None, orders.name())
+        .await
+        .expect("status");
+    assert_eq!(after.total_lag, 0);
+    assert_eq!(after.partitions.iter().filter_map(|p| p.position).sum::<i64>(), 400);
+}

@@ -1,0 +1,110 @@
+//! Where the registry is and how patiently to talk to it.
+
+use std::time::Duration;
+
+/// Settings of a [`Registry`](crate::Registry) client.
+///
+/// Defaults: a 5 s timeout per HTTP request, and transient failures (5xx, 429, timeouts,
+/// refused connections) retried [`Backoff::default`]: 4 attempts, 100 ms doubling up to
+/// 1 s. `Debug` never prints the password.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_registry::{Backoff, RegistryConfig};
+/// let config = RegistryConfig::new("http://127.0.0.1:8081")
+///     .timeout(Duration::from_secs(2))
+///     .backoff(Backoff { attempts: 6, ..Backoff::default() })
+///     .basic_auth("herald", "s3cret");
+/// assert!(!format!("{config:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct RegistryConfig {
+    pub(crate) url: String,
+    pub(crate) timeout: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) auth: Option<(String, String)>,
+}
+
+impl RegistryConfig {
+    /// A registry at `url`, the base of its Confluent-compatible API: for Confluent Schema
+    /// Registry `http://host:8081`, for Apicurio Registry `http://host:8080/apis/ccompat/v7`.
+    pub fn new(url: impl Into<String>) -> Self {
+        RegistryConfig {
+            url: url.into().trim_end_matches('/').to_owned(),
+            timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            auth: None,
+        }
+    }
+
+    /// Timeout of one HTTP request (default 5 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How transient failures are retried inside the client.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// HTTP basic authentication (Confluent Cloud: API key and secret).
+    pub fn basic_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("url", &self.url)
+            .field("timeout", &self.timeout)
+            .field("backoff", &self.backoff)
+            .field("auth", &self.auth.as_ref().map(|(user, _)| format!("{user}:<redacted>")))
+            .finish()
+    }
+}
+
+/// Bounded exponential backoff for transient registry failures.
+///
+/// ```
+/// use std::time::Duration;
+/// use herald_registry::Backoff;
+/// let b = Backoff::default();
+/// assert_eq!(b.delay(1), Duration::from_millis(100));
+/// assert_eq!(b.delay(2), Duration::from_millis(200));
+/// assert_eq!(b.delay(10), Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Attempts in all, the first included (at least 1). Default 4.
+    pub attempts: u32,
+    /// Wait after the first failure. Default 100 ms.
+    pub initial: Duration,
+    /// Longest wait between attempts. Default 1 s.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { attempts: 4, initial: Duration::from_millis(100), max: Duration::from_secs(1) }
+    }
+}
+
+impl Backoff {
+    /// No retries: one attempt.
+    pub const NONE: Backoff = Backoff { attempts: 1, initial: Duration::ZERO, max: Duration::ZERO };
+
+    /// The wait after failed attempt number `attempt` (1-based): doubling, capped at `max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}

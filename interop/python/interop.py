@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Herald interoperability check with clients nobody here wrote.
+
+Reads and writes Herald's wire format with confluent-kafka (Kafka client) and fastavro
+(Avro), so a Python service can consume what Herald publishes and publish what Herald
+consumes:
+
+- key: the aggregate id as UTF-8 bytes, partitioned with ``murmur2_random`` (the Java
+  client's function, which Herald's producer uses too);
+- value: Avro single-object encoding: ``C3 01``, the 8-byte little-endian CRC-64-AVRO
+  fingerprint of the writer schema's parsing canonical form, the Avro binary datum;
+- headers: CloudEvents Kafka binding, binary mode (``ce_specversion``, ``ce_id``,
+  ``ce_type`` = Avro full name, ``ce_source``, ``ce_time``, ``ce_subject`` = key,
+  ``content-type: application/avro``).
+
+Subcommands (see ``--help`` of each):
+
+  fingerprint FILE...    fastavro's CRC-64-AVRO fingerprint of each schema file
+  consume                read N records from the beginning of a topic, decode them
+  produce                publish events given as JSON lines on stdin
+
+Output is one JSON object per line, canonical (sorted keys, no spaces, UTF-8), so other
+programs (Herald's integration test) can compare it byte for byte. Errors go to stderr
+and end the program with a non-zero status; a record that does not follow the wire
+format is an error, not something to skip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import secrets
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import NoReturn
+
+import fastavro
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from fastavro.schema import fingerprint as fastavro_fingerprint
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+from fastavro.validation import validate
+
+MAGIC = b"\xc3\x01"
+CONTENT_TYPE = "application/avro"
+SPECVERSION = "1.0"
+
+
+def fail(message: str) -> NoReturn:
+    print(f"interop.py: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def emit(obj: dict) -> None:
+    """One canonical JSON line: sorted keys, no spaces, non-ASCII kept as UTF-8."""
+    sys.stdout.write(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# --- fingerprints ---------------------------------------------------------------------
+
+# CRC-64-AVRO as the Avro specification defines it ("Schema Fingerprints"), written out
+# here only to pin down the byte order of fastavro's result independently of fastavro.
+_EMPTY = 0xC15D213AA4D7A795
+_TABLE = []
+for _i in range(256):
+    _fp = _i
+    for _ in range(8):
+        _fp = (_fp >> 1) ^ (_EMPTY & -(_fp & 1))
+    _TABLE.append(_fp)
+
+
+def spec_crc64_avro(data: bytes) -> int:
+    fp = _EMPTY
+    for b in data:
+        fp = (fp >> 8) ^ _TABLE[(fp ^ b) & 0xFF]
+    return fp
+
+
+def fingerprint_of(parsed: dict | str | list) -> str:
+    """The fingerprint as single-object encoding puts it on the wire, in hex.
+
+    ``fastavro.schema.fingerprint(canonical_form, "CRC-64-AVRO")`` returns the hex of the
+    8 bytes in little-endian order: for the schema ``"int"`` it returns
+    ``8f5c393f1ad57572``, the little-endian bytes of the specification's 64-bit value
+    ``0x7275d51a3f395c8f``. That is exactly the order of the 8 bytes after ``C3 01``
+    (and of Herald's ``Fingerprint`` display), so the hex string is used as is. The
+    specification's algorithm below double-checks that order on every call.
+    """
+    canonical = to_parsing_canonical_form(parsed)
+    fp = fastavro_fingerprint(canonical, "CRC-64-AVRO")
+    expected = spec_crc64_avro(canonical.encode("utf-8")).to_bytes(8, "little").hex()
+    if fp != expected:
+        fail(f"fastavro's CRC-64-AVRO {fp} differs from the specification's {expected} for {canonical}")
+    return fp
+
+
+class Schema:
+    def __init__(self, path: Path, parsed: dict):
+        self.path = path
+        self.parsed = parsed
+        self.name = parsed["name"] if isinstance(parsed, dict) and "name" in parsed else None
+        self.fingerprint = fingerprint_of(parsed)
+        self.header = MAGIC + bytes.fromhex(self.fingerprint)
+
+
+def load_schema(path: Path) -> Schema:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+        # Each file stands alone (named types are resolved within it), as in Herald.
+        return Schema(path, parse_schema(raw, named_schemas={}))
+    except (OSError, ValueError, fastavro.schema.SchemaParseException) as e:
+        fail(f"cannot load schema {path}: {e}")
+
+
+def _version(path: Path) -> int:
+    m = re.fullmatch(r"v(\d+)", path.stem)
+    return int(m.group(1)) if m else 0
+
+
+def load_schemas(directory: str) -> tuple[dict[str, Schema], dict[str, Schema]]:
+    """Every .avsc under ``directory``: by fingerprint, and by full name (newest version,
+    ``v10`` after ``v9``, as Herald's SchemaSet picks it)."""
+    files = sorted(Path(directory).rglob("*.avsc"), key=lambda p: (str(p.parent), _version(p), p.stem))
+    if not files:
+        fail(f"no .avsc files under {directory}")
+    by_fp: dict[str, Schema] = {}
+    by_name: dict[str, Schema] = {}
+    for path in files:
+        schema = load_schema(path)
+        by_fp[schema.fingerprint] = schema
+        if schema.name:
+            by_name[schema.name] = schema
+    return by_fp, by_name
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> None:
+    # Same layout as sha256sum: "<16 hex digits>  <file>".
+    for name in args.files:
+        print(f"{load_schema(Path(name)).fingerprint}  {name}", flush=True)
+
+
+# --- consume --------------------------------------------------------------------------
+
+
+def header_map(msg) -> dict[str, str]:
+    out = {}
+    for key, value in msg.headers() or []:
+        if value is not None:
+            out[key] = value.decode("utf-8")
+    return out
+
+
+def decode(value: bytes | None, by_fp: dict[str, Schema], where: str) -> tuple[Schema, dict]:
+    if not value:
+        fail(f"{where}: empty value")
+    if value[:2] != MAGIC:
+        fail(f"{where}: no single-object magic C3 01, found {value[:4].hex(' ').upper()}")
+    if len(value) < 10:
+        fail(f"{where}: truncated single-object header ({len(value)} bytes)")
+    fp = value[2:10].hex()
+    writer = by_fp.get(fp)
+    if writer is None:
+        fail(f"{where}: no schema under the schema folder has fingerprint {fp}")
+    datum = io.BytesIO(value[10:])
+    try:
+        data = fastavro.schemaless_reader(datum, writer.parsed, None)
+    except Exception as e:  # fastavro raises plain EOFError, ValueError, ...
+        fail(f"{where}: {writer.name} datum does not decode: {e!r}")
+    rest = len(value) - 10 - datum.tell()
+    if rest:
+        fail(f"{where}: {rest} trailing bytes after the {writer.name} datum")
+    return writer, data
+
+
+def cmd_consume(args: argparse.Namespace) -> None:
+    by_fp, _ = load_schemas(args.schemas)
+    consumer = Consumer({
+        "bootstrap.servers": args.bootstrap,
+        # Partitions are assigned explicitly: no group membership, nothing committed.
+        "group.id": f"herald-interop-python-{os.getpid()}",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+    })
+    try:
+        meta = consumer.list_topics(args.topic, timeout=args.timeout)
+        topic = meta.topics.get(args.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            fail(f"topic {args.topic} not found: {topic.error if topic else 'no metadata'}")
+        consumer.assign([TopicPartition(args.topic, p, -2) for p in sorted(topic.partitions)])  # -2: beginning
+        deadline = time.monotonic() + args.timeout
+        read = 0
+        while read < args.count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                fail(f"read {read} of {args.count} records from {args.topic} within {args.timeout}s")
+            msg = consumer.poll(min(left, 1.0))
+            if msg is None:
+                continue
+            if msg.error():
+                fail(f"consuming {args.topic}: {msg.error()}")
+            where = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
+            writer, data = decode(msg.value(), by_fp, where)
+            headers = header_map(msg)
+            key = msg.key().decode("utf-8") if msg.key() is not None else None
+            if headers.get("ce_type") != writer.name:
+                fail(f"{where}: ce_type {headers.get('ce_type')!r} is not the writer schema's name {writer.name!r}")
+            emit({
+                "key": key,
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "fingerprint": writer.fingerprint,
+                "ce_specversion": headers.get("ce_specversion"),
+                "ce_id": headers.get("ce_id"),
+                "ce_type": headers.get("ce_type"),
+                "ce_source": headers.get("ce_source"),
+                "ce_time": headers.get("ce_time"),
+                "ce_subject": headers.get("ce_subject"),
+                "content_type": headers.get("content-type"),
+                "data": data,
+            })
+            read += 1
+    finally:
+        consumer.close()
+
+
+# --- produce --------------------------------------------------------------------------
+
+
+def uuid7() -> uuid.UUID:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds, version 7, 74 random bits, as Herald
+    creates event ids. Python 3.14's uuid.uuid7 when present."""
+    if hasattr(uuid, "uuid7"):
+        return uuid.uuid7()
+    ms = time.time_ns() // 1_000_000
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | secrets.randbits(12) << 64 | 0b10 << 62 | secrets.randbits(62)
+    return uuid.UUID(int=value)
+
+
+def rfc3339_now() -> str:
+    # Herald writes microseconds and "Z".
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def cmd_produce(args: argparse.Namespace) -> None:
+    _, by_name = load_schemas(args.schemas)
+    records = []
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            event_type, key, data = item["type"], item["key"], item["data"]
+        except (ValueError, KeyError, TypeError) as e:
+            fail(f"stdin line {n}: expected {{\"type\", \"key\", \"data\"}}: {e}")
+        schema = by_name.get(event_type)
+        if schema is None:
+            fail(f"stdin line {n}: no schema named {event_type} under {args.schemas}")
+        try:
+            validate(data, schema.parsed, raise_errors=True, strict=True)
+            out = io.BytesIO()
+            out.write(schema.header)
+            fastavro.schemaless_writer(out, schema.parsed, data, strict=True)
+        except Exception as e:  # ValidationError, ValueError, TypeError ...
+            fail(f"stdin line {n}: data does not fit {event_type}: {e}")
+        event_id = str(uuid7())
+        headers = [
+            ("ce_specversion", SPECVERSION),
+            ("ce_id", event_id),
+            ("ce_type", event_type),
+            ("ce_source", args.source),
+            ("ce_time", rfc3339_now()),
+            ("ce_subject", key),
+            ("content-type", CONTENT_TYPE),
+        ]
+        records.append((key, out.getvalue(), headers))
+
+    producer = Producer({
+        "bootstrap.servers": args.bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        # The Java client's partitioner, as Herald's: a key lands where Herald puts it.
+        "partitioner": "murmur2_random",
+        "linger.ms": 5,
+    })
+    results: list[dict | None] = [None] * len(records)
+    errors = []
+
+    def delivered(index: int, headers: list):
+        def callback(err, msg):
+            if err is not None:
+                errors.append(f"record {index + 1} (key {msg.key()!r}): {err}")
+                return
+            result = {"key": msg.key().decode("utf-8"), "partition": msg.partition(), "offset": msg.offset()}
+            for name, value in headers:
+                result[name.replace("-", "_")] = value
+            results[index] = result
+        return callback
+
+    for index, (key, value, headers) in enumerate(records):
+        while True:
+            try:
+                producer.produce(args.topic, value=value, key=key.encode("utf-8"), headers=headers,
+                                 on_delivery=delivered(index, headers))
+                break
+            except BufferError:
+                producer.poll(0.1)  # queue full: serve deliveries, then try again
+            except KafkaException as e:
+                fail(f"producing record {index + 1}: {e}")
+    left = producer.flush(args.timeout)
+    if left:
+        fail(f"{left} records not delivered within {args.timeout}s")
+    if errors:
+        fail("delivery failed: " + "; ".join(errors))
+    for result in results:
+        emit(result)
+
+
+# --- main -----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+        sys.stdin.reconfigure(encoding="utf-8")
+    parser = argparse.ArgumentParser(prog="interop.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fingerprint", help="print fastavro's CRC-64-AVRO fingerprint of schema files",
+                       description="Prints '<fingerprint>  <file>' per file: the hex of the 8 bytes that "
+                                   "follow C3 01 in single-object encoding (little-endian CRC-64-AVRO).")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("consume", help="decode N records of a topic, from the beginning",
+                       description="Reads COUNT records from the beginning of every partition of TOPIC, "
+                                   "finds each writer schema by fingerprint among the .avsc files under "
+                                   "SCHEMAS, decodes it with fastavro and prints one JSON line per record.")
+    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    p.add_argument("--topic", required=True)
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--schemas", required=True, metavar="DIR")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.set_defaults(func=cmd_consume)
+
+    p = sub.add_parser("produce", help="publish JSON lines {type, key, data} from stdin",
+                       description="Encodes each stdin line {\"type\": AVRO_FULL_NAME, \"key\": ID, \"data\": {...}} "
+                                   "with the newest schema of that name under SCHEMAS, publishes it with "
+                                   "CloudEvents headers (acks=all, idempotent, murmur2_random), and prints "
+                                   "one JSON line per record with where it landed and its headers.")
+    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    p.add_argument("--topic", required=True)
+    p.add_argument("--schemas", required=True, metavar="DIR")
+    p.add_argument("--source", default="/herald/interop/python", help="ce_source (default /herald/interop/python)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for deliveries (default 60)")
+    p.set_defaults(func=cmd_produce)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -11,6 +11,7 @@ mod support;
 mod consumer_groups;
 mod dead_letters;
 mod faults;
+mod interop;
 mod ordering;
 mod outage;
 mod rebalance;

@@ -95,21 +95,22 @@ impl Registry {
 
     /// Registers `schema` (Avro JSON) under `subject` and returns its id; registering a
     /// schema that is already there returns the existing id (`POST
-    /// /subjects/{subject}/versions`).
+    /// /subjects/{subject}/versions?normalize=true`).
     ///
     /// Errors: [`RegistryError::Rejected`] with 409 when the schema is incompatible with
     /// the subject's earlier versions, 422 when it is invalid.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let url = format!("{}/subjects/{}/versions", self.inner.config.url, encode_segment(subject));
+        let url = format!("{}/subjects/{}/versions?normalize=true", self.inner.config.url, encode_segment(subject));
         let body: IdBody = self.call(|http| http.post(&url).json(&SchemaBody { schema })).await?;
         Ok(body.id)
     }
 
     /// The id of `schema` under `subject`, without registering it (`POST
-    /// /subjects/{subject}`). [`RegistryError::NotFound`] when the subject does not exist
+    /// /subjects/{subject}?normalize=true`: schemas compare by meaning, not by their
+    /// text's formatting, which Apicurio otherwise requires byte for byte). [`RegistryError::NotFound`] when the subject does not exist
     /// (40401) or does not hold this schema (40403).
     pub async fn lookup(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let url = format!("{}/subjects/{}", self.inner.config.url, encode_segment(subject));
+        let url = format!("{}/subjects/{}?normalize=true", self.inner.config.url, encode_segment(subject));
         let body: IdBody = self.call(|http| http.post(&url).json(&SchemaBody { schema })).await?;
         Ok(body.id)
     }

@@ -20,3 +20,16 @@ pub fn quick_backoff() -> herald_registry::Backoff {
         max: std::time::Duration::from_millis(50),
     }
 }
+
+/// The real Confluent-compatible registry of this test run (`scripts/registry start`,
+/// then `HERALD_REGISTRY_URL=$(scripts/registry url)`). Panics with instructions when
+/// unset: these tests must not pass without the registry they need.
+pub fn real_registry() -> herald_registry::Registry {
+    let Ok(url) = std::env::var("HERALD_REGISTRY_URL") else {
+        panic!(
+            "HERALD_REGISTRY_URL is not set: run `scripts/registry start` and set \
+             HERALD_REGISTRY_URL=$(scripts/registry url) (a Confluent-compatible API base URL)"
+        )
+    };
+    herald_registry::Registry::new(herald_registry::RegistryConfig::new(url).backoff(quick_backoff())).expect("registry client")
+}

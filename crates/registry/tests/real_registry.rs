@@ -1,0 +1,34 @@
+//! The client against the real registry (`HERALD_REGISTRY_URL`): the documented calls and
+//! their 404s, as the server answers them.
+
+mod support;
+
+use herald_registry::{Confluent, RegistryError, SubjectStrategy};
+use support::real_registry;
+
+#[tokio::test]
+async fn register_lookup_fetch_and_not_found() {
+    let registry = real_registry();
+    // Written the way apache-avro serializes it (namespace apart): Apicurio's normalization
+    // does not equate a dotted name with name + namespace.
+    let short = format!("R{}", std::process::id());
+    let name = format!("herald.test.{short}");
+    let schema = format!(r#"{{"type": "record", "namespace": "herald.test", "name": "{short}", "fields": [{{"name": "n", "type": "int"}}]}}"#);
+    let topic = herald_testkit::unique("t.registry");
+    let subject = SubjectStrategy::TopicRecordName.subject(&topic, &name);
+
+    let err = registry.lookup(&subject, &schema).await.expect_err("not registered yet");
+    assert!(err.is_not_found(), "{err:?}");
+    let id = registry.register(&subject, &schema).await.expect("registered");
+    assert_eq!(registry.register(&subject, &schema).await.expect("idempotent"), id);
+    assert_eq!(registry.lookup(&subject, &schema).await.expect("found"), id);
+    let fetched = registry.schema(id).await.expect("by id");
+    assert_eq!(fetched.name, name);
+
+    // The codec finds the same id through its strategy without registering.
+    let codec = Confluent::new(registry.clone()).subject_strategy(SubjectStrategy::TopicRecordName).auto_register(false);
+    assert_eq!(codec.id_for(&topic, &fetched).await.expect("looked up"), id);
+
+    let err = registry.schema(u32::MAX / 2).await.expect_err("unknown id");
+    assert!(matches!(err, RegistryError::NotFound { status: 404, code: 40403, .. }), "{err:?}");
+}

@@ -59,7 +59,7 @@ impl Shared {
         }
         let Some(conn) = reader.as_mut() else { return Err("no connection".into()) };
         let read = (|| {
-            let mut tx = conn.begin(self.key.version)?;
+            let mut tx = conn.read()?;
             let positions = position::load(tx.as_tx(), &self.key)?;
             tx.rollback()?;
             Ok::<_, crate::store::StoreError>(positions)

@@ -227,6 +227,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
     /// Migrates the store, creates the consumer and the dead-letter producer, subscribes.
     /// Needs tokio's multi-threaded runtime (rebalance hooks wait for the store thread).
     pub async fn build(self) -> Result<Projector<F, P>, ProjectorError> {
+        tracing::info!(projection = P::NAME, topic = %self.topic, group = %self.group, store = self.store.kind(), "projector starting");
         let projection = Arc::new(self.projection);
         let version = crate::views::prepare::<F, P>(self.store.clone(), projection.clone(), self.version).await?;
         let key = Key { projection: P::NAME.to_owned(), version, topic: self.topic.clone() };

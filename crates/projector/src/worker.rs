@@ -121,7 +121,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     }
 
     fn read_position(&self, conn: &mut dyn Connection, partition: i32) -> Result<Option<i64>, StoreError> {
-        let mut tx = conn.begin(self.key.version)?;
+        let mut tx = conn.read()?;
         let positions = position::load(tx.as_tx(), &self.key)?;
         tx.rollback()?;
         Ok(positions.get(&partition).copied())

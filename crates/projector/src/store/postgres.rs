@@ -38,7 +38,7 @@ impl PostgresStore {
 impl super::Store for PostgresStore {
     fn connect(&self) -> Result<Box<dyn Connection>, StoreError> {
         let client = self.config.connect(NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Box::new(PgConnection { client, statements: HashMap::new() }))
+        Ok(Box::new(PgConnection { client: Some(client), statements: HashMap::new() }))
     }
 
     fn kind(&self) -> &'static str {
@@ -47,19 +47,41 @@ impl super::Store for PostgresStore {
 }
 
 struct PgConnection {
-    client: postgres::Client,
+    /// Always `Some` until dropped.
+    client: Option<postgres::Client>,
     statements: HashMap<String, Statement>,
+}
+
+impl PgConnection {
+    fn parts(&mut self) -> Result<(&mut postgres::Client, &mut HashMap<String, Statement>), StoreError> {
+        let PgConnection { client, statements } = self;
+        let client = client.as_mut().ok_or_else(|| StoreError::Connect("connection closed".into()))?;
+        Ok((client, statements))
+    }
+}
+
+impl Drop for PgConnection {
+    fn drop(&mut self) {
+        // The synchronous client closes by blocking on its own runtime, which panics on a
+        // thread that drives an async runtime: close it on a thread of its own there.
+        self.statements.clear();
+        if let Some(client) = self.client.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new().name("herald-pg-close".into()).spawn(move || drop(client));
+        }
+    }
 }
 
 impl Connection for PgConnection {
     fn begin(&mut self, version: u32) -> Result<Box<dyn Transaction + '_>, StoreError> {
-        let PgConnection { client, statements } = self;
+        let (client, statements) = self.parts()?;
         let tx = client.transaction().map_err(statement_error)?;
         Ok(Box::new(PgTx { tx, statements, version }))
     }
 
     fn read(&mut self) -> Result<Box<dyn Transaction + '_>, StoreError> {
-        let PgConnection { client, statements } = self;
+        let (client, statements) = self.parts()?;
         let tx = client.build_transaction().read_only(true).start().map_err(statement_error)?;
         Ok(Box::new(PgTx { tx, statements, version: 0 }))
     }

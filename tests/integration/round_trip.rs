@@ -107,3 +107,29 @@ async fn oversize_events_are_refused_before_sending() {
     let ok = publisher.publish(&orders, &OrderPlaced::example("o-small", "c", 1)).await.expect("small event");
     assert_eq!(ok.offset, 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queueing_more_than_the_in_flight_limit_never_deadlocks() {
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "inflight", 3).await);
+    let options = herald_bus::PublisherOptions { max_in_flight: 100, ..herald_bus::PublisherOptions::new("/herald/tests") };
+    let publisher = herald_bus::Publisher::new(&config, options).expect("publisher");
+    let events: Vec<OrderPlaced> = (0..300).map(|i| OrderPlaced::example(&format!("o-{}", i % 7), "c", i)).collect();
+
+    // A batch three times the limit.
+    let batch = tokio::time::timeout(DEADLINE, publisher.publish_all(&orders, &events)).await.expect("publish_all finishes");
+    assert!(batch.iter().all(Result::is_ok));
+
+    // Queueing three times the limit before collecting any delivery: slots free up as the
+    // broker acknowledges, not when the caller looks.
+    let mut deliveries = Vec::new();
+    for event in &events {
+        let record = publisher.encode(&orders, event, &publisher.metadata_for(event)).await.expect("encode");
+        let queued = tokio::time::timeout(DEADLINE, publisher.enqueue(record)).await.expect("a slot frees up without collecting");
+        deliveries.push(queued.expect("queued"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("acknowledged");
+    }
+    assert_eq!(herald_testkit::record_count(&config, orders.name()).await, 600);
+}

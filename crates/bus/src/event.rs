@@ -137,10 +137,8 @@ pub fn decode_member<E: Event>(
         .latest(E::TYPE)
         .filter(|r| r.fingerprint != writer.fingerprint)
         .map(|r| &r.schema);
-    if reader_schema.is_some() {
-        if let Some(upcast) = E::upcast(writer, datum) {
-            return upcast;
-        }
+    if let Some(upcast) = reader_schema.and_then(|_| E::upcast(writer, datum)) {
+        return upcast;
     }
     let value = crate::codec::decode_value(writer, reader_schema, datum)?;
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };

@@ -1,13 +1,18 @@
 //! Publishing events: typed, Avro-encoded, keyed by aggregate, awaited until the broker
 //! acknowledged them.
 
+mod producer;
+
+pub use producer::{DeliveryContext, Pending, Producer};
+use producer::ProducerSlot;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesOrdered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::util::Timeout;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -173,8 +178,7 @@ impl Publisher {
 
     /// A publisher with another payload codec.
     pub fn with_codec(config: &KafkaConfig, options: PublisherOptions, codec: Arc<dyn Codec>) -> Result<Self, PublishError> {
-        let client_config = config.client_config(PRODUCER_DEFAULTS);
-        let producer = Arc::new(ProducerSlot { current: std::sync::RwLock::new(client_config.create().map_err(PublishError::Client)?), config: client_config });
+        let producer = Arc::new(ProducerSlot::new(config.client_config(PRODUCER_DEFAULTS)).map_err(PublishError::Client)?);
         let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         Ok(Publisher {
             producer,
@@ -307,41 +311,40 @@ impl Publisher {
         let started = Instant::now();
         let producer = self.producer.current();
         let slot = self.producer.clone();
-        let topic = record.topic;
-        let key = record.key;
-        let payload = record.payload;
-        let mut headers = record.headers;
-        let delivery = loop {
-            let fr = FutureRecord::to(&topic).key(&key).payload(&payload).headers(headers);
-            match producer.send_result(fr) {
-                Ok(delivery) => break delivery,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), fr)) => {
-                    // The local queue is full: give librdkafka time to drain, then retry.
-                    headers = fr.headers.unwrap_or_default();
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+        let Record { topic, key, payload, mut headers } = record;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut pending = Box::new(Pending { tx, _permit: permit });
+        loop {
+            let base = BaseRecord::with_opaque_to(&topic, pending).key(&key).payload(&payload).headers(headers);
+            match producer.send(base) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), base)) => {
+                    // The client's queue is full: wait for a delivery report to free space.
+                    (pending, headers) = (base.delivery_opaque, base.headers.unwrap_or_default());
+                    let _ = tokio::time::timeout(Duration::from_millis(10), slot.space.notified()).await;
                 }
-                Err((source, fr)) => {
-                    let record = owned_message(&topic, fr.key, fr.payload, fr.headers);
+                Err((source, base)) => {
+                    let record = owned_message(&topic, Some(&key), Some(&payload), base.headers);
                     slot.replace_if_fatal(&producer);
                     return Err(PublishError::Delivery { topic, source, record: Box::new(record) });
                 }
             }
-        };
+        }
         Ok(async move {
-            let result = delivery.await;
-            drop(permit);
+            let result = rx.await;
             metrics::histogram!("herald_publish_seconds", "topic" => topic.clone()).record(started.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(delivered)) => {
                     metrics::counter!("herald_published_total", "topic" => topic).increment(1);
-                    Ok((delivered.partition, delivered.offset))
+                    Ok(delivered)
                 }
                 Ok(Err((source, record))) => {
                     metrics::counter!("herald_publish_failures_total", "topic" => topic.clone()).increment(1);
                     slot.replace_if_fatal(&producer);
                     Err(PublishError::Delivery { topic, source, record: Box::new(record) })
                 }
-                Err(_cancelled) => Err(PublishError::Delivery {
+                // The producer was dropped before reporting (purged).
+                Err(_) => Err(PublishError::Delivery {
                     topic: topic.clone(),
                     source: KafkaError::Canceled,
                     record: Box::new(owned_message(&topic, None, None, None)),
@@ -360,45 +363,8 @@ impl Publisher {
 
     /// The underlying rdkafka producer, for what Herald does not wrap. After a fatal
     /// error Herald replaces it, so do not keep the returned handle.
-    pub fn producer(&self) -> FutureProducer {
+    pub fn producer(&self) -> Arc<Producer> {
         self.producer.current()
-    }
-}
-
-/// The current producer, replaced when it hits a fatal error.
-///
-/// An idempotent producer that loses track of its sequence numbers (for example
-/// `OUT_OF_ORDER_SEQUENCE_NUMBER` after a broker lost acknowledged data) raises a fatal
-/// error and fails every later send. The failed sends come back as
-/// [`PublishError::Delivery`] (retryable: republish with the same event id, consumers
-/// dedupe on `ce_id`), and the next send uses a fresh producer.
-struct ProducerSlot {
-    current: std::sync::RwLock<FutureProducer>,
-    config: rdkafka::ClientConfig,
-}
-
-impl ProducerSlot {
-    fn current(&self) -> FutureProducer {
-        self.current.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces `failed` with a new producer if it is in a fatal state and still current.
-    fn replace_if_fatal(&self, failed: &FutureProducer) {
-        let Some((code, reason)) = failed.client().fatal_error() else { return };
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        if current.client().native_ptr() != failed.client().native_ptr() {
-            return; // Someone replaced it already.
-        }
-        match self.config.create::<FutureProducer>() {
-            Ok(fresh) => {
-                tracing::error!(?code, reason, "producer hit a fatal error; replaced it with a new one");
-                metrics::counter!("herald_producer_replaced_total").increment(1);
-                let old = std::mem::replace(&mut *current, fresh);
-                // Dropping purges and waits for librdkafka's threads: not on this thread.
-                std::thread::spawn(move || drop(old));
-            }
-            Err(e) => tracing::error!(error = %e, "producer hit a fatal error and a new one cannot be created"),
-        }
     }
 }
 

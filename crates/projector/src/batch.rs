@@ -56,6 +56,8 @@ pub(crate) enum Outcome {
     Fenced { partition: i32, stored: Option<i64> },
     /// A partition of the batch was revoked before the commit.
     Revoked,
+    /// Another version of the view is live now (a rebuild swapped it in).
+    Superseded { live: u32 },
     /// The store failed (connection, commit); the batch may be sent again.
     StoreFailed(StoreError),
 }

@@ -80,6 +80,6 @@ mod worker;
 
 pub use error::{ProjectionError, ProjectorError};
 pub use projection::Projection;
-pub use runner::{Control, OnPoison, Projector, ProjectorBuilder, StopAt};
+pub use runner::{Control, OnPoison, Projector, ProjectorBuilder, StopAt, Stopped};
 pub use status::{Status, StatusHandle};
 pub use store::{Connection, Store, StoreError, Transaction, Tx, Value};

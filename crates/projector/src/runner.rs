@@ -111,10 +111,44 @@ pub enum StopAt {
     Before(i64),
 }
 
+/// Why [`Projector::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// The shutdown future completed.
+    Shutdown,
+    /// The [`StopAt`] point was reached.
+    StopPoint,
+    /// A rebuild made another version live: build a new projector (it will write the
+    /// live version, from that version's stored positions).
+    Superseded {
+        /// The version now live.
+        live: u32,
+    },
+}
+
 /// Operator commands for a running projector.
 #[derive(Debug, Clone)]
 pub struct Control {
-    tx: mpsc::UnboundedSender<Command>,
+    tx: Arc<Mutex<mpsc::UnboundedSender<Command>>>,
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Control { tx: Arc::new(Mutex::new(mpsc::unbounded_channel().0)) }
+    }
+}
+
+impl Control {
+    fn connect(&self) -> mpsc::UnboundedReceiver<Command> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.tx.lock().unwrap_or_else(|p| p.into_inner()) = tx;
+        rx
+    }
+
+    fn send(&self, command: Command) -> bool {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).send(command).is_ok()
+    }
 }
 
 #[derive(Debug)]
@@ -126,12 +160,12 @@ enum Command {
 impl Control {
     /// Closes the circuit of `partition`: its failing record is tried again.
     pub fn retry(&self, partition: i32) -> bool {
-        self.tx.send(Command::Retry(partition)).is_ok()
+        self.send(Command::Retry(partition))
     }
 
     /// Dead-letters the failing record of `partition` and moves on.
     pub fn skip(&self, partition: i32) -> bool {
-        self.tx.send(Command::Skip(partition)).is_ok()
+        self.send(Command::Skip(partition))
     }
 }
 
@@ -154,10 +188,18 @@ pub struct ProjectorBuilder<F, P> {
     version: Option<u32>,
     stop_at: StopAt,
     create_dead_letter_topic: bool,
+    handles: Option<(StatusHandle, Control)>,
     _family: PhantomData<fn() -> F>,
 }
 
 impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
+    /// Reports to `status` and takes commands from `control` (handles of an earlier
+    /// projector, so an HTTP server outlives the restart after a rebuild swapped versions).
+    pub fn handles(mut self, status: StatusHandle, control: Control) -> Self {
+        self.handles = Some((status, control));
+        self
+    }
+
     /// Sets a librdkafka property of the consumer (wins over the defaults).
     pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
@@ -267,6 +309,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             ownership,
             flight,
             crash: self.crash.map(Arc::new),
+            follow_live: self.version.is_none(),
             _family: PhantomData,
         };
         let crash = worker.crash.clone();
@@ -274,8 +317,8 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             .name(format!("herald-projector-{}", P::NAME))
             .spawn(move || worker.run(job_rx))
             .map_err(|e| ProjectorError::StoreThread(e.to_string()))?;
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
-        let status = StatusHandle::default();
+        let (status, control) = self.handles.unwrap_or_default();
+        let control_rx = control.connect();
         status.update(|s| {
             s.projection = P::NAME.to_owned();
             s.version = version;
@@ -293,7 +336,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             thread,
             publisher,
             status,
-            control: Control { tx: control_tx },
+            control,
             control_rx,
             max_batch: self.max_batch,
             max_buffered: self.max_buffered,
@@ -459,6 +502,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             version: None,
             stop_at: StopAt::Never,
             create_dead_letter_topic: true,
+            handles: None,
             _family: PhantomData,
         }
     }
@@ -485,7 +529,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
     ///
     /// Records fetched but not yet committed are simply fetched again by the next owner:
     /// the stored position says where to start.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<Stopped, ProjectorError> {
         tokio::pin!(shutdown);
         self.status.update(|s| s.running = true);
         let mut state = Loop::<F> {
@@ -509,6 +553,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ends_refreshed = Instant::now() - Duration::from_secs(60);
         let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<BTreeMap<i32, (i64, i64)>>();
+        let mut stopped = Stopped::Shutdown;
         loop {
             tokio::select! {
                 biased;
@@ -517,6 +562,11 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     state.in_flight = None;
                     self.membership(&mut state);
                     match outcome {
+                        Ok(Outcome::Superseded { live }) => {
+                            tracing::info!(live, version = self.key.version, "another view version is live now: stopping");
+                            stopped = Stopped::Superseded { live };
+                            break;
+                        }
                         Ok(outcome) => self.handle_outcome(&mut state, outcome, &cancel, &dlq_tx).await,
                         Err(_) => return Err(ProjectorError::StoreThread("the store thread dropped a batch".into())),
                     }
@@ -580,10 +630,12 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             }
             if state.stops.is_some() && state.in_flight.is_none() && self.reached_stop(&state) {
                 tracing::info!("stop point reached");
+                stopped = Stopped::StopPoint;
                 break;
             }
         }
-        self.shutdown(state, cancel).await
+        self.shutdown(state, cancel).await?;
+        Ok(stopped)
     }
 
     /// Offsets each partition stops at (exclusive), for the stop-at modes.
@@ -868,7 +920,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     }
                 }
             }
-            Outcome::Revoked => {}
+            Outcome::Revoked | Outcome::Superseded { .. } => {}
             Outcome::StoreFailed(e) => {
                 state.store_failures += 1;
                 let backoff = self.retry.backoff(state.store_failures.min(10));

@@ -71,6 +71,8 @@ pub(crate) struct Worker<F, P> {
     pub ownership: Ownership,
     pub flight: Arc<Flight>,
     pub crash: Option<Arc<CrashPoint>>,
+    /// Stop writing when another version becomes live (false for rebuilds).
+    pub follow_live: bool,
     pub _family: std::marker::PhantomData<fn() -> F>,
 }
 
@@ -132,6 +134,16 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             Ok(tx) => tx,
             Err(e) => return Outcome::StoreFailed(e),
         };
+        if self.follow_live {
+            match position::live_version(tx.as_tx(), &self.key.projection) {
+                Ok(Some((live, _))) if live != self.key.version => {
+                    let _ = tx.rollback();
+                    return Outcome::Superseded { live };
+                }
+                Ok(_) => {}
+                Err(e) => return Outcome::StoreFailed(e),
+            }
+        }
         let mut positions = Vec::with_capacity(batch.slices.len());
         for slice in &batch.slices {
             match position::advance(tx.as_tx(), &self.key, slice.partition, slice.from, slice.to) {

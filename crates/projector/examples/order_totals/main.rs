@@ -29,7 +29,7 @@ use axum::{Json, Router};
 use clap::Parser;
 use herald_bus::{KafkaConfig, RetryPolicy, Topic};
 use herald_projector::crash::CrashPoint;
-use herald_projector::{store, Connection, OnPoison, Projector, Store, Value};
+use herald_projector::{rebuild, store, Connection, Control, OnPoison, Projector, StatusHandle, StopAt, Stopped, Store, Value};
 use herald_shop::OrderEvent;
 
 use projection::OrderTotals;
@@ -64,6 +64,22 @@ struct Args {
     /// Extra librdkafka consumer properties, key=value.
     #[arg(short = 'X')]
     kafka: Vec<String>,
+    /// Rebuild the view from the beginning of the log into a new version, swap it in, exit.
+    #[arg(long)]
+    rebuild: bool,
+    /// Time travel: build a new version up to this time (RFC 3339), keep it beside the
+    /// live one, exit.
+    #[arg(long)]
+    until_time: Option<String>,
+    /// Time travel: build a new version up to these offsets (`partition:offset,...`).
+    #[arg(long)]
+    until_offsets: Option<String>,
+    /// Make the previous version live again, exit.
+    #[arg(long)]
+    rollback: bool,
+    /// Show a progress bar while rebuilding.
+    #[arg(long)]
+    progress: bool,
 }
 
 #[tokio::main]
@@ -74,24 +90,42 @@ async fn main() -> anyhow::Result<()> {
     let config = KafkaConfig::new(&args.bootstrap);
     let topic: Topic<OrderEvent> = Topic::named(args.topic.clone());
     let retry = RetryPolicy { max_attempts: args.max_attempts, initial: std::time::Duration::from_millis(50), max: std::time::Duration::from_secs(2), ..Default::default() };
-    let mut builder = Projector::builder(config, &args.group, &topic, OrderTotals, store.clone())
-        .max_batch(args.max_batch)
-        .retry(retry)
-        .on_poison(if args.on_poison == "pause" { OnPoison::Pause } else { OnPoison::DeadLetter });
-    for pair in &args.kafka {
-        let (k, v) = pair.split_once('=').context("-X expects key=value")?;
-        builder = builder.kafka_property(k, v);
+    if args.rollback {
+        let live = rebuild::rollback(OrderTotals, store).await?;
+        println!("live version: {live:?}");
+        return Ok(());
     }
-    // Fault tests only: abort at a chosen point of the pipeline.
-    if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
-        builder = builder.crash_point(at.parse::<CrashPoint>().map_err(anyhow::Error::msg)?);
+    if args.rebuild || args.until_time.is_some() || args.until_offsets.is_some() {
+        let mut options = rebuild::Options::new(&args.group);
+        options.progress = args.progress;
+        if let Some(t) = &args.until_time {
+            let t = chrono::DateTime::parse_from_rfc3339(t).context("--until-time expects RFC 3339")?;
+            options.until = StopAt::Before(t.timestamp_millis());
+        } else if let Some(offsets) = &args.until_offsets {
+            let mut map = std::collections::BTreeMap::new();
+            for pair in offsets.split(',') {
+                let (p, o) = pair.split_once(':').context("--until-offsets expects partition:offset,...")?;
+                map.insert(p.trim().parse()?, o.trim().parse()?);
+            }
+            options.until = StopAt::Offsets(map);
+        }
+        let rebuilt = rebuild::rebuild(&config, &topic, || OrderTotals, store, options, shutdown_signal()).await?;
+        println!(
+            "rebuilt: version {} with {} events in {:.1}s ({:.0} events/s); swapped: {}; previous: {:?}",
+            rebuilt.version,
+            rebuilt.events,
+            rebuilt.elapsed.as_secs_f64(),
+            rebuilt.events as f64 / rebuilt.elapsed.as_secs_f64().max(1e-9),
+            rebuilt.swapped,
+            rebuilt.previous
+        );
+        return Ok(());
     }
-    let projector = builder.build().await?;
 
     let metrics = herald_ops::install_metrics()?;
-    let status = projector.status();
+    let (status, control) = (StatusHandle::default(), Control::default());
     let views = Router::new().route("/views/customer_totals/{key}", get(customer_total)).with_state(Views { store: store.clone(), conn: Arc::new(Mutex::new(None)) });
-    let app = herald_ops::router(metrics, status.clone()).merge(herald_projector::http::router(status, projector.control())).merge(views);
+    let app = herald_ops::router(metrics, status.clone()).merge(herald_projector::http::router(status.clone(), control.clone())).merge(views);
     let listener = tokio::net::TcpListener::bind(&args.http).await?;
     println!("http: {}", listener.local_addr()?);
     let stop = tokio_util::sync::CancellationToken::new();
@@ -99,10 +133,43 @@ async fn main() -> anyhow::Result<()> {
         let stop = stop.clone();
         async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await }
     });
-    projector.run(shutdown_signal()).await?;
+    let shutdown = stop_on_signal();
+    loop {
+        let mut builder = Projector::builder(config.clone(), &args.group, &topic, OrderTotals, store.clone())
+            .max_batch(args.max_batch)
+            .retry(retry)
+            .handles(status.clone(), control.clone())
+            .on_poison(if args.on_poison == "pause" { OnPoison::Pause } else { OnPoison::DeadLetter });
+        for pair in &args.kafka {
+            let (k, v) = pair.split_once('=').context("-X expects key=value")?;
+            builder = builder.kafka_property(k, v);
+        }
+        // Fault tests only: abort at a chosen point of the pipeline.
+        if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
+            builder = builder.crash_point(at.parse::<CrashPoint>().map_err(anyhow::Error::msg)?);
+        }
+        let projector = builder.build().await?;
+        let signal = shutdown.clone();
+        match projector.run(async move { signal.cancelled().await }).await? {
+            // A rebuild swapped in another version: continue with it.
+            Stopped::Superseded { live } => tracing::info!(live, "continuing with the new live version"),
+            _ => break,
+        }
+    }
     stop.cancel();
     let _ = server.await;
     Ok(())
+}
+
+/// A token cancelled on SIGTERM or ctrl-c.
+fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        t.cancel();
+    });
+    token
 }
 
 async fn shutdown_signal() {

@@ -6,5 +6,6 @@
 mod crash;
 mod members;
 mod poison;
+mod rebuild;
 mod status;
 mod support;

@@ -257,6 +257,11 @@ pub type View = BTreeMap<String, (i64, i64)>;
 /// every record decoded here and folded per partition in offset order. Poison records
 /// (undecodable, negative totals) are left out. Returns the view and the poison count.
 pub async fn fold_topic(config: &KafkaConfig, topic: &str) -> (View, usize) {
+    fold_topic_where(config, topic, |_, _| true).await
+}
+
+/// [`fold_topic`] over the records for which `keep(partition, offset)` holds.
+pub async fn fold_topic_where(config: &KafkaConfig, topic: &str, keep: impl Fn(i32, i64) -> bool) -> (View, usize) {
     let count = herald_testkit::record_count(config, topic).await as usize;
     let mut records = herald_testkit::read_all(config, topic, count, DEADLINE).await;
     assert_eq!(records.len(), count, "read the whole topic");
@@ -265,7 +270,7 @@ pub async fn fold_topic(config: &KafkaConfig, topic: &str) -> (View, usize) {
     let mut orders: BTreeMap<String, (String, i64, bool)> = BTreeMap::new();
     let mut view = View::new();
     let mut poison = 0;
-    for msg in &records {
+    for msg in records.iter().filter(|m| keep(rdkafka::Message::partition(*m), rdkafka::Message::offset(*m))) {
         let Ok(envelope) = herald_bus::consumer::decode::<OrderEvent>(&codec, msg).await else {
             poison += 1;
             continue;
@@ -299,11 +304,17 @@ pub async fn fold_topic(config: &KafkaConfig, topic: &str) -> (View, usize) {
 /// The projector's view, read from the store (customers with no live order included as
 /// zeros are dropped, like the fold's).
 pub async fn read_view(store_url: &str) -> View {
+    read_table(store_url, "customer_totals").await
+}
+
+/// Reads `table` (a view or a versioned table such as `customer_totals__v2`).
+pub async fn read_table(store_url: &str, table: &str) -> View {
     let store = store::open(store_url).expect("store");
+    let sql = format!("SELECT customer_id, orders, total_cents FROM {table}");
     tokio::task::spawn_blocking(move || {
         let mut conn = store.connect().expect("connect");
         let mut tx = conn.read().expect("read");
-        let rows = tx.query("SELECT customer_id, orders, total_cents FROM customer_totals", &[]).expect("query view");
+        let rows = tx.query(&sql, &[]).expect("query view");
         rows.iter().map(|r| (r.text(0).expect("id").to_owned(), (r.int(1).expect("orders"), r.int(2).expect("total")))).collect()
     })
     .await

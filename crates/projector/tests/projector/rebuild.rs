@@ -1,0 +1,123 @@
+//! Rebuilds: a new version of the view is built from the beginning of the log while the
+//! live one keeps serving queries and events keep arriving; the swap is atomic, so no
+//! query ever sees an empty or partial view, and the swapped view equals the fold.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use herald_bus::Topic;
+use herald_projector::store;
+use herald_shop::OrderEvent;
+use herald_testkit::{kafka, topic, unique};
+
+use crate::support::*;
+
+async fn run_example(args: &[&str]) -> String {
+    let out = tokio::time::timeout(DEADLINE, tokio::process::Command::new(example_binary()).args(args).env("RUST_LOG", "warn").output())
+        .await
+        .expect("finishes")
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+async fn rebuild_while_serving(backend: Backend) {
+    let Some(store_url) = fresh_store(backend).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.rebuild", 3).await);
+    let publisher = publisher(&config);
+    publish_orders(&publisher, &orders, 3000, 0..2000, 21).await;
+    publish_poison(&publisher, &orders, 1, 1, "rb").await;
+    let group = unique("g.rebuild");
+    let live = start(&Opts::new(orders.name(), &group, &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "live version caught up").await;
+    let customers = read_view(&store_url).await.len();
+    assert_eq!(customers, 40, "every customer has a row");
+
+    // Queries and events keep coming while the rebuild runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let queries = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let (stop, queries, store_url, http) = (stop.clone(), queries.clone(), store_url.clone(), live.http.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let view = read_view(&store_url).await;
+                assert_eq!(view.len(), 40, "a query saw a partial or empty view: {view:?}");
+                assert!(view.values().map(|v| v.0).sum::<i64>() > 0, "{view:?}");
+                let r = reqwest::get(format!("http://{http}/views/customer_totals/c-7")).await.expect("http");
+                assert_eq!(r.status(), 200, "the view is served throughout");
+                queries.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    let writer = {
+        let (stop, publisher, orders) = (stop.clone(), publisher.clone(), orders.clone());
+        tokio::spawn(async move {
+            let mut seed = 100u32;
+            while !stop.load(Ordering::SeqCst) {
+                // Mostly new orders (and some cancellations of earlier ones), at a modest pace.
+                let low = 1000 + seed * 40;
+                publish_orders(&publisher, &orders, 50, low..low + 60, u64::from(seed)).await;
+                seed += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let out = run_example(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--rebuild"]).await;
+    assert!(out.contains("swapped: true"), "{out}");
+    let url = store_url.clone();
+    let versions = tokio::task::spawn_blocking(move || herald_projector::views::versions(&*store::open(&url).expect("store"), "order_totals").expect("versions"))
+        .await
+        .expect("versions");
+    assert_eq!(versions, Some((2, Some(1))), "version 2 is live, 1 kept for rollback");
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("writer");
+    reader.await.expect("no query saw a partial view");
+    assert!(queries.load(Ordering::SeqCst) > 5, "queries ran during the rebuild");
+
+    // The live process moved on to version 2 and catches up with it.
+    wait_caught_up(&config, &store_url, orders.name(), "version 2 caught up").await;
+    let v: serde_json::Value = reqwest::get(format!("http://{}/status", live.http)).await.expect("status").json().await.expect("json");
+    assert_eq!(v["version"], 2, "{v}");
+    live.terminate().await;
+    let (expected, _) = fold_topic(&config, orders.name()).await;
+    assert_eq!(non_zero(&read_view(&store_url).await), non_zero(&expected), "{backend:?}: the swapped view equals the fold");
+
+    // Rollback makes version 1 live again; it catches up from where it stopped.
+    let out = run_example(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--rollback"]).await;
+    assert!(out.contains("Some(1)"), "{out}");
+    let live = start(&Opts::new(orders.name(), &group, &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "version 1 caught up after rollback").await;
+    live.terminate().await;
+    assert_eq!(non_zero(&read_view(&store_url).await), non_zero(&expected));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_swaps_in_a_complete_view_while_serving_sqlite() {
+    rebuild_while_serving(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_swaps_in_a_complete_view_while_serving_postgres() {
+    rebuild_while_serving(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_travel_builds_the_view_as_of_given_offsets() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.travel", 2).await);
+    let publisher = publisher(&config);
+    publish_orders(&publisher, &orders, 800, 0..500, 31).await;
+    let group = unique("g.travel");
+    let live = start(&Opts::new(orders.name(), &group, &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "live caught up").await;
+    live.terminate().await;
+    let out = run_example(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--until-offsets", "0:100,1:150"]).await;
+    assert!(out.contains("version 2") && out.contains("swapped: false"), "{out}");
+    let (expected, _) = fold_topic_where(&config, orders.name(), |p, o| (p == 0 && o < 100) || (p == 1 && o < 150)).await;
+    assert_eq!(non_zero(&read_table(&store_url, "customer_totals__v2").await), non_zero(&expected), "the view as of the offsets");
+    let (all, _) = fold_topic(&config, orders.name()).await;
+    assert_eq!(non_zero(&read_view(&store_url).await), non_zero(&all), "the live view is untouched");
+}

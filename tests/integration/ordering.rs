@@ -24,8 +24,8 @@ async fn ten_thousand_events_keep_per_key_order() {
     }
 
     let seen = Seen::default();
-    // A small per-partition buffer forces the pause/resume path under load.
-    let running = Running::start(consumer(&config, &unique("g")).buffer_per_partition(16).subscribe(&orders, seen.handler())).await;
+    // A small buffer (16 KiB per partition) forces the pause/resume path under load.
+    let running = Running::start(consumer(&config, &unique("g")).max_buffered_bytes(64 * 1024).subscribe(&orders, seen.handler())).await;
     let pauses = running.health.clone();
     let total = (KEYS * PER_KEY) as usize;
     wait_until(DEADLINE * 2, "10 000 events handled", || async { seen.len() >= total }).await;

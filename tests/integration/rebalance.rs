@@ -32,9 +32,9 @@ async fn join_mid_stream(strategy: &str) {
         }
     };
     let (seen_a, seen_b) = (Seen::default(), Seen::default());
-    let a = Running::start(consumer(&config, &group).buffer_per_partition(32).subscribe(&orders, slow_handler(seen_a.clone()))).await;
+    let a = Running::start(consumer(&config, &group).max_buffered_bytes(64 * 1024).subscribe(&orders, slow_handler(seen_a.clone()))).await;
     wait_until(DEADLINE, "first member well into the stream", || async { seen_a.len() >= 300 }).await;
-    let b = Running::start(consumer(&config, &group).buffer_per_partition(32).subscribe(&orders, slow_handler(seen_b.clone()))).await;
+    let b = Running::start(consumer(&config, &group).max_buffered_bytes(64 * 1024).subscribe(&orders, slow_handler(seen_b.clone()))).await;
     wait_until(DEADLINE, "second member got partitions", || async { b.health.assigned_partitions() > 0 }).await;
     wait_until(DEADLINE * 2, "every event handled", || async {
         let (ca, cb) = (seen_a.counts(), seen_b.counts());

@@ -35,7 +35,7 @@ async fn graceful_shutdown_commits_and_a_restart_loses_nothing() {
             }
         }
     };
-    let running = Running::start(consumer(&config, &group).buffer_per_partition(16).subscribe(&orders, slow)).await;
+    let running = Running::start(consumer(&config, &group).max_buffered_bytes(64 * 1024).subscribe(&orders, slow)).await;
     wait_until(DEADLINE, "a third handled", || async { first.len() >= 1000 }).await;
     running.shutdown().await;
     let handled_first = first.len();

@@ -77,14 +77,14 @@ impl Progress {
 }
 
 /// Herald's consumer with a handler that counts `OrderPlaced` events, until `n` were
-/// handled; then it shuts down in order (not timed). `buffer_per_partition` overrides
-/// Herald's default (256) when given.
+/// handled; then it shuts down in order (not timed). `max_buffered_bytes` overrides
+/// Herald's default (64 MiB) when given.
 pub async fn herald(
     config: &KafkaConfig,
     topic: &Topic<OrderEvent>,
     group: &str,
     n: u64,
-    buffer_per_partition: Option<usize>,
+    max_buffered_bytes: Option<usize>,
     deadline: Duration,
 ) -> Result<ConsumeRun, crate::Error> {
     let progress = Arc::new(Progress::new(n));
@@ -104,8 +104,8 @@ pub async fn herald(
                 }
             }
         });
-    let consumer = match buffer_per_partition {
-        Some(n) => consumer.buffer_per_partition(n),
+    let consumer = match max_buffered_bytes {
+        Some(n) => consumer.max_buffered_bytes(n),
         None => consumer,
     }
     .build()

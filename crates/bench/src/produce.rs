@@ -63,7 +63,7 @@ pub async fn herald_publish_all(publisher: &Publisher, topic: &Topic<OrderEvent>
     let mut idle_since: Option<Instant> = None;
     let results = loop {
         tokio::select! {
-            done = &mut publish => break done.map_err(|_| stalled("Herald publish_all", &publisher.producer(), deadline))?,
+            done = &mut publish => break done.map_err(|_| stalled("Herald publish_all", &*publisher.producer(), deadline))?,
             _ = check.tick() => {
                 if publisher.producer().in_flight_count() > 0 {
                     idle_since = None;
@@ -92,7 +92,7 @@ pub async fn herald_publish_loop(publisher: &Publisher, topic: &Topic<OrderEvent
         .fold(0usize, |failed, result| async move { failed + usize::from(result.is_err()) });
     let failed = tokio::time::timeout(deadline, run)
         .await
-        .map_err(|_| stalled("Herald publish loop", &publisher.producer(), deadline))?;
+        .map_err(|_| stalled("Herald publish loop", &*publisher.producer(), deadline))?;
     Ok(ProduceRun { events: events.len(), failed, elapsed: started.elapsed() })
 }
 
@@ -144,7 +144,7 @@ pub async fn raw_send(producer: &FutureProducer, records: Vec<Record>, deadline:
     Ok(ProduceRun { events, failed, elapsed: started.elapsed() })
 }
 
-fn stalled(what: &str, producer: &FutureProducer, deadline: Duration) -> crate::Error {
+fn stalled<C: rdkafka::producer::ProducerContext>(what: &str, producer: &impl Producer<C>, deadline: Duration) -> crate::Error {
     format!(
         "{what} did not finish within {deadline:?}; librdkafka still holds {} records (0 means every delivery report had arrived)",
         producer.in_flight_count()

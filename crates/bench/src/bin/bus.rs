@@ -69,9 +69,9 @@ struct Args {
     /// (repeatable), e.g. `-X fetch.wait.max.ms=10`.
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     property: Vec<String>,
-    /// Diagnostic: Herald's consumer buffer per partition (Herald's default is 256).
+    /// Diagnostic: Herald's consumer buffer in bytes (Herald's default is 64 MiB).
     #[arg(long)]
-    buffer_per_partition: Option<usize>,
+    max_buffered_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -264,7 +264,7 @@ impl Bench {
             for variant in order {
                 let group = self.names.next("group");
                 let run = match variant {
-                    HERALD_CONSUMER => consume::herald(&self.config, &topic, &group, n, self.args.buffer_per_partition, self.deadline).await,
+                    HERALD_CONSUMER => consume::herald(&self.config, &topic, &group, n, self.args.max_buffered_bytes, self.deadline).await,
                     RAW_DECODE => consume::raw(&self.clients, topic.name(), &group, n, true, self.deadline).await,
                     _ => consume::raw(&self.clients, topic.name(), &group, n, false, self.deadline).await,
                 };

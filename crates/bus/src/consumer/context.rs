@@ -19,15 +19,18 @@ use super::partition::Slot;
 /// A partition: topic and number.
 pub(crate) type PartitionKey = (String, i32);
 
+/// Workers by topic, then partition (two levels, so a lookup needs no allocation).
+pub(crate) type Slots = HashMap<String, HashMap<i32, Slot>>;
+
 /// State shared by the main loop and the rebalance hooks.
 pub(crate) struct Shared {
-    pub partitions: Mutex<HashMap<PartitionKey, Slot>>,
+    pub partitions: Mutex<Slots>,
     pub revoke_timeout: Duration,
     pub health: Arc<ConsumerHealth>,
 }
 
 impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, HashMap<PartitionKey, Slot>> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slots> {
         // A poisoned lock only means a panic elsewhere; the map itself stays consistent.
         self.partitions.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -104,8 +107,8 @@ impl ConsumerContext for Context {
                 .elements()
                 .iter()
                 .filter_map(|e| {
-                    let key = (e.topic().to_owned(), e.partition());
-                    partitions.remove(&key).map(|slot| (key, slot))
+                    let slot = partitions.get_mut(e.topic())?.remove(&e.partition())?;
+                    Some(((e.topic().to_owned(), e.partition()), slot))
                 })
                 .collect()
         };
@@ -114,12 +117,13 @@ impl ConsumerContext for Context {
         }
         let deadline = started + self.shared.revoke_timeout;
         for (key, slot) in slots {
-            let Slot { tx, done, abort, .. } = slot;
+            let Slot { tx, done, abort, completed, .. } = slot;
             drop(tx);
             if done.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_err() {
                 abort.abort();
                 tracing::warn!(topic = %key.0, partition = key.1, "worker still busy at revoke deadline: aborted; the next owner processes its record again");
             }
+            super::partition::store_completed(consumer, &key.0, key.1, completed.load(Ordering::Acquire));
         }
         let lost = consumer.assignment_lost();
         if !lost {

@@ -4,8 +4,12 @@
 //! # How a record flows
 //! 1. The main loop receives records from one rdkafka queue (never blocked by handlers: it
 //!    keeps polling, so a slow handler cannot push the consumer out of its group).
-//! 2. Each record goes to its partition's worker through a bounded queue. When a queue is
-//!    full, the partition is paused in the client, and resumed once the queue is half empty.
+//! 2. Each record goes to its partition's worker through a queue. Queues are bounded in
+//!    bytes: when a partition holds more than a quarter of `max_buffered_bytes`, or all
+//!    partitions together more than all of it, that partition is paused in the client
+//!    (the main loop keeps polling), and resumed once its queue is down to half of its
+//!    share and the total to three quarters. Pausing makes librdkafka drop what it
+//!    prefetched for the partition, so the budget is large enough that it is rare.
 //! 3. The worker decodes the record, calls the handler with retries, dead-letters what
 //!    cannot be handled, and only then stores the offset.
 //! 4. librdkafka commits stored offsets every `auto.commit.interval.ms`; revocation and
@@ -25,6 +29,7 @@ mod route;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +38,6 @@ use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::TopicPartitionList;
-use tokio::sync::mpsc::error::TrySendError;
 
 pub use context::ConsumerHealth;
 pub use handler::{Handler, HandlerError};
@@ -41,7 +45,7 @@ pub use retry::RetryPolicy;
 pub use route::{decode, UnknownTypes};
 
 use context::{Context, Shared};
-use partition::DeadLetters;
+use partition::{DeadLetters, Worker};
 use route::{Route, RouteSettings, TypedRoute};
 
 use crate::admin::{self, TopicSpec};
@@ -64,6 +68,9 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // A resumed partition waits for the fetch in flight; librdkafka's 500 ms default makes
     // every pause cost half a second.
     ("fetch.wait.max.ms", "100"),
+    // With a full prefetch queue librdkafka waits this long before fetching again; its
+    // 1 s default stalls a consumer that catches up. The queue itself stays bounded.
+    ("fetch.queue.backoff.ms", "10"),
 ];
 
 /// A consumer could not start or failed while running.
@@ -118,7 +125,7 @@ pub struct ConsumerBuilder {
     retry: RetryPolicy,
     handler_timeout: Duration,
     unknown_types: UnknownTypes,
-    buffer_per_partition: usize,
+    max_buffered_bytes: usize,
     drain_timeout: Duration,
     revoke_timeout: Duration,
     create_dead_letter_topics: bool,
@@ -159,10 +166,12 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Records buffered per partition ahead of its handler (default 256). With
-    /// `queued.max.messages.kbytes` this bounds the consumer's memory.
-    pub fn buffer_per_partition(mut self, n: usize) -> Self {
-        self.buffer_per_partition = n.max(1);
+    /// Bytes of records buffered ahead of the handlers, across all partitions (default
+    /// 64 MiB); one partition may hold a quarter of it. With librdkafka's
+    /// `queued.max.messages.kbytes` (16 MiB by default here) this bounds the consumer's
+    /// memory.
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = bytes.max(4096);
         self
     }
 
@@ -223,7 +232,7 @@ impl ConsumerBuilder {
             let mut schemas = family_schemas;
             schemas.extend(&self.schemas);
             let codec = (self.codec)(schemas);
-            let settings = RouteSettings { retry: self.retry, handler_timeout: self.handler_timeout, unknown_types: self.unknown_types, codec };
+            let settings = RouteSettings { topic: topic.clone(), retry: self.retry, handler_timeout: self.handler_timeout, unknown_types: self.unknown_types, codec };
             routes.insert(topic, factory(&settings));
         }
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:{}", self.group)))?;
@@ -232,7 +241,8 @@ impl ConsumerBuilder {
             shared,
             routes,
             dead_letters: DeadLetters { publisher, group: self.group },
-            buffer_per_partition: self.buffer_per_partition,
+            buffered: Arc::new(AtomicUsize::new(0)),
+            max_buffered_bytes: self.max_buffered_bytes,
             drain_timeout: self.drain_timeout,
             health,
         })
@@ -245,7 +255,9 @@ pub struct Consumer {
     shared: Arc<Shared>,
     routes: HashMap<String, Arc<dyn Route>>,
     dead_letters: DeadLetters,
-    buffer_per_partition: usize,
+    /// Bytes queued for all workers.
+    buffered: Arc<AtomicUsize>,
+    max_buffered_bytes: usize,
     drain_timeout: Duration,
     health: Arc<ConsumerHealth>,
 }
@@ -261,7 +273,7 @@ impl Consumer {
             retry: RetryPolicy::default(),
             handler_timeout: Duration::from_secs(60),
             unknown_types: UnknownTypes::default(),
-            buffer_per_partition: 256,
+            max_buffered_bytes: 64 << 20,
             drain_timeout: Duration::from_secs(30),
             revoke_timeout: Duration::from_secs(10),
             create_dead_letter_topics: true,
@@ -300,32 +312,41 @@ impl Consumer {
         Ok(())
     }
 
-    /// Hands a record to its partition's worker. Returns true if records wait in a stash.
+    /// Hands a record to its partition's worker. Returns true if the partition is paused.
     fn dispatch(&self, msg: OwnedMessage) -> bool {
         let Some(route) = self.routes.get(msg.topic()) else {
             tracing::error!(topic = msg.topic(), "record from a topic without route");
             return false;
         };
         let mut partitions = self.shared.lock();
-        let (topic, partition) = (msg.topic().to_owned(), msg.partition());
-        let slot = partitions.entry((topic.clone(), partition)).or_insert_with(|| {
-            partition::spawn(route.clone(), self.consumer.clone(), self.dead_letters.clone(), self.buffer_per_partition, msg.offset())
+        let topic_slots = match partitions.get_mut(msg.topic()) {
+            Some(slots) => slots,
+            None => partitions.entry(msg.topic().to_owned()).or_default(),
+        };
+        let slot = topic_slots.entry(msg.partition()).or_insert_with(|| {
+            let worker = Worker {
+                route: route.clone(),
+                consumer: self.consumer.clone(),
+                dead_letters: self.dead_letters.clone(),
+                total: self.buffered.clone(),
+            };
+            worker.spawn(msg.topic(), msg.partition(), msg.offset())
         });
         if msg.offset() < slot.next_offset {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
         slot.next_offset = msg.offset() + 1;
-        if slot.paused || !slot.stash.is_empty() {
-            slot.stash.push_back(msg);
-        } else {
-            match slot.tx.try_send(msg) {
-                Ok(()) => return false,
-                Err(TrySendError::Full(msg)) | Err(TrySendError::Closed(msg)) => slot.stash.push_back(msg),
-            }
+        let size = partition::footprint(&msg);
+        let (topic, partition) = (msg.topic().to_owned(), msg.partition());
+        slot.bytes.fetch_add(size, Ordering::AcqRel);
+        let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;
+        if slot.tx.send(msg).is_err() {
+            // The worker is gone (it stops only when revoked or shut down): give the bytes back.
+            slot.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.buffered.fetch_sub(size, Ordering::AcqRel);
         }
-        // The worker is behind. Keep what librdkafka already fetched (pausing would throw it
-        // away) until the stash is as large as the queue, then pause the partition.
-        if !slot.paused && slot.stash.len() >= self.buffer_per_partition {
+        let share = self.max_buffered_bytes / 4;
+        if !slot.paused && (slot.bytes.load(Ordering::Acquire) > share || total > self.max_buffered_bytes) {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&topic, partition);
             if let Err(e) = self.consumer.pause(&tpl) {
@@ -334,39 +355,32 @@ impl Consumer {
             slot.paused = true;
             self.health.count_pause();
         }
-        true
+        slot.paused
     }
 
-    /// Moves stashed records into workers' queues and resumes paused partitions once their
-    /// stash is empty and their queue at least half empty. Returns true while records wait
-    /// in a stash or a partition stays paused.
+    /// Resumes paused partitions whose queue is down to half of its share while the total
+    /// is below three quarters of the budget. Returns true while some partition stays
+    /// paused.
     fn refill(&self) -> bool {
         let mut partitions = self.shared.lock();
+        let share = self.max_buffered_bytes / 4;
+        let total_ok = self.buffered.load(Ordering::Acquire) <= self.max_buffered_bytes / 4 * 3;
         let mut still_paused = false;
-        for ((topic, partition), slot) in partitions.iter_mut().filter(|(_, s)| s.paused || !s.stash.is_empty()) {
-            while let Some(msg) = slot.stash.pop_front() {
-                if let Err(e) = slot.tx.try_send(msg) {
-                    let msg = match e {
-                        TrySendError::Full(m) | TrySendError::Closed(m) => m,
-                    };
-                    slot.stash.push_front(msg);
-                    break;
-                }
-            }
-            if !slot.paused {
-                still_paused |= !slot.stash.is_empty();
-            } else if slot.stash.is_empty() && slot.tx.capacity() * 2 >= slot.tx.max_capacity() {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(topic, *partition);
-                match self.consumer.resume(&tpl) {
-                    Ok(()) => slot.paused = false,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot resume partition");
-                        still_paused = true;
+        for (topic, slots) in partitions.iter_mut() {
+            for (partition, slot) in slots.iter_mut().filter(|(_, s)| s.paused) {
+                if total_ok && slot.bytes.load(Ordering::Acquire) <= share / 2 {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(topic, *partition);
+                    match self.consumer.resume(&tpl) {
+                        Ok(()) => slot.paused = false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot resume partition");
+                            still_paused = true;
+                        }
                     }
+                } else {
+                    still_paused = true;
                 }
-            } else {
-                still_paused = true;
             }
         }
         still_paused
@@ -374,15 +388,22 @@ impl Consumer {
 
     async fn shutdown(self) {
         let started = Instant::now();
-        let slots: Vec<_> = self.shared.lock().drain().collect();
+        let slots: Vec<_> = self
+            .shared
+            .lock()
+            .drain()
+            .flat_map(|(topic, slots)| slots.into_iter().map(move |(partition, slot)| ((topic.clone(), partition), slot)))
+            .collect();
         tracing::info!(partitions = slots.len(), "shutting down: draining workers");
         let drain_timeout = self.drain_timeout;
         // Dropping the queue senders lets workers finish what they hold, then exit.
+        let mut completed = Vec::new();
         let waits: Vec<_> = slots
             .into_iter()
-            .map(|(_, slot)| {
-                let partition::Slot { tx, cancel, done, abort, .. } = slot;
+            .map(|((topic, partition), slot)| {
+                let partition::Slot { tx, cancel, done, abort, completed: last, .. } = slot;
                 drop(tx);
+                completed.push((topic, partition, last));
                 (cancel, done, abort)
             })
             .collect();
@@ -402,6 +423,10 @@ impl Consumer {
             }
         })
         .await;
+        // Workers that were aborted could not store what they finished before.
+        for (topic, partition, last) in &completed {
+            partition::store_completed(&*self.consumer, topic, *partition, last.load(Ordering::Acquire));
+        }
         let consumer = self.consumer.clone();
         let committed = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
         match committed {

@@ -3,9 +3,10 @@
 //!
 //! The worker stores a record's offset only after the record was handled, skipped by
 //! policy, or written to the dead-letter topic. Since it works serially, the stored offset is
-//! always the contiguous completed one.
+//! always the contiguous completed one. Stores are batched: the worker stores when its
+//! queue runs empty, every [`STORE_EVERY`] records, and before it exits.
 
-use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,10 +20,25 @@ use super::route::{Outcome, Route};
 use crate::dead_letter::{self, Failure};
 use crate::publisher::Publisher;
 
+/// Records handled between two offset stores when the queue never runs empty.
+const STORE_EVERY: u32 = 256;
+
+/// Bytes a queued record accounts for: key, value, and a fixed overhead for the rest.
+pub(crate) fn footprint(msg: &OwnedMessage) -> usize {
+    msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len) + 128
+}
+
 /// The main loop's handle on a partition worker.
 pub(crate) struct Slot {
-    /// Records for the worker; bounded, so a slow partition is paused instead of growing.
-    pub tx: mpsc::Sender<OwnedMessage>,
+    /// Records for the worker. Unbounded as a channel; bounded in bytes by pausing the
+    /// partition (see the consumer's module docs).
+    pub tx: mpsc::UnboundedSender<OwnedMessage>,
+    /// Bytes queued for this worker and not yet processed.
+    pub bytes: Arc<AtomicUsize>,
+    /// Offset of the last record the worker finished (-1: none yet). Whoever stops the
+    /// worker stores it, so a record stuck in its handler does not hold back the stores
+    /// of the records finished before it.
+    pub completed: Arc<AtomicI64>,
     /// Stops the worker after its current record.
     pub cancel: CancellationToken,
     /// Signalled when the worker exits.
@@ -30,8 +46,6 @@ pub(crate) struct Slot {
     /// Aborts the worker when it does not stop in time: its current record is then not
     /// stored, so it is processed again (at least once), and no zombie outlives it.
     pub abort: tokio::task::AbortHandle,
-    /// Records received while the worker's queue was full (the partition is then paused).
-    pub stash: VecDeque<OwnedMessage>,
     /// True while the partition is paused in the client.
     pub paused: bool,
     /// Next offset expected from the client; lower ones are duplicates after a resume.
@@ -74,65 +88,106 @@ impl DeadLetters {
     }
 }
 
-/// Sends `()` when dropped, so the rebalance hook learns the worker is gone even if it
-/// panicked.
-struct DoneGuard(std::sync::mpsc::SyncSender<()>);
+/// On exit, however it happens (return, panic, abort): gives back the bytes of records
+/// still queued and tells the rebalance hook the worker is gone.
+struct ExitGuard {
+    done: std::sync::mpsc::SyncSender<()>,
+    own: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+}
 
-impl Drop for DoneGuard {
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        let _ = self.0.try_send(());
+        self.total.fetch_sub(self.own.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        let _ = self.done.try_send(());
     }
 }
 
-/// Starts a worker for one partition.
-pub(crate) fn spawn(
-    route: Arc<dyn Route>,
-    consumer: Arc<StreamConsumer<Context>>,
-    dead_letters: DeadLetters,
-    capacity: usize,
-    next_offset: i64,
-) -> Slot {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let (done_tx, done) = std::sync::mpsc::sync_channel(1);
-    let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(route, consumer, dead_letters, rx, cancel.clone(), DoneGuard(done_tx)));
-    Slot { tx, cancel, done, abort: task.abort_handle(), stash: VecDeque::new(), paused: false, next_offset }
+/// What a worker needs besides its queue.
+pub(crate) struct Worker {
+    pub route: Arc<dyn Route>,
+    pub consumer: Arc<StreamConsumer<Context>>,
+    pub dead_letters: DeadLetters,
+    /// Bytes queued across all workers.
+    pub total: Arc<AtomicUsize>,
 }
 
-async fn run(
-    route: Arc<dyn Route>,
-    consumer: Arc<StreamConsumer<Context>>,
-    dead_letters: DeadLetters,
-    mut rx: mpsc::Receiver<OwnedMessage>,
-    cancel: CancellationToken,
-    _done: DoneGuard,
-) {
-    loop {
-        let msg = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            msg = rx.recv() => match msg {
-                Some(msg) => msg,
-                None => return,
-            },
-        };
-        let topic = msg.topic().to_owned();
-        let outcome = match route.process(&msg, &cancel).await {
-            Outcome::Handled => "handled",
-            Outcome::Skipped => "skipped",
-            Outcome::Failed(failure) => {
-                if !dead_letters.send(&msg, &failure, &cancel).await {
-                    return;
+impl Worker {
+    /// Starts the worker for `topic`/`partition`, expecting `next_offset` first.
+    pub(crate) fn spawn(self, topic: &str, partition: i32, next_offset: i64) -> Slot {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let cancel = CancellationToken::new();
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let completed = Arc::new(AtomicI64::new(-1));
+        let guard = ExitGuard { done: done_tx, own: bytes.clone(), total: self.total.clone() };
+        let task = tokio::spawn(self.run(topic.to_owned(), partition, rx, cancel.clone(), completed.clone(), guard));
+        Slot { tx, bytes, completed, cancel, done, abort: task.abort_handle(), paused: false, next_offset }
+    }
+
+    async fn run(
+        self,
+        topic: String,
+        partition: i32,
+        mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+        cancel: CancellationToken,
+        completed: Arc<AtomicI64>,
+        guard: ExitGuard,
+    ) {
+        let outcome_counter = |outcome: &'static str| metrics::counter!("herald_consumer_events_total", "topic" => topic.clone(), "outcome" => outcome);
+        let (handled, skipped, dead_lettered) = (outcome_counter("handled"), outcome_counter("skipped"), outcome_counter("dead_lettered"));
+        let mut done_offset: Option<i64> = None;
+        let mut unstored = 0u32;
+        loop {
+            let msg = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                msg = rx.recv() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+            };
+            let counter = match self.route.process(&msg, &cancel).await {
+                Outcome::Handled => &handled,
+                Outcome::Skipped => &skipped,
+                Outcome::Failed(failure) => {
+                    if !self.dead_letters.send(&msg, &failure, &cancel).await {
+                        break;
+                    }
+                    &dead_lettered
                 }
-                "dead_lettered"
+                Outcome::Interrupted => break,
+            };
+            counter.increment(1);
+            let size = footprint(&msg);
+            guard.own.fetch_sub(size, Ordering::AcqRel);
+            guard.total.fetch_sub(size, Ordering::AcqRel);
+            done_offset = Some(msg.offset());
+            completed.store(msg.offset(), Ordering::Release);
+            unstored += 1;
+            if rx.is_empty() || unstored >= STORE_EVERY {
+                self.store(&topic, partition, done_offset.take());
+                unstored = 0;
             }
-            Outcome::Interrupted => return,
-        };
-        metrics::counter!("herald_consumer_events_total", "topic" => topic, "outcome" => outcome).increment(1);
-        // Fails with ERR__STATE when the partition was revoked meanwhile: the new owner
-        // processes the record again (at least once), so the error is only logged.
-        if let Err(e) = consumer.store_offset(msg.topic(), msg.partition(), msg.offset()) {
-            tracing::debug!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %e, "offset not stored");
         }
+        self.store(&topic, partition, done_offset);
+    }
+
+    fn store(&self, topic: &str, partition: i32, done: Option<i64>) {
+        if let Some(offset) = done {
+            store_completed(&*self.consumer, topic, partition, offset);
+        }
+    }
+}
+
+/// Stores the offset after `completed` (the last record finished). Fails with ERR__STATE
+/// when the partition was revoked meanwhile: the new owner processes those records again
+/// (at least once), so the error is only logged.
+pub(crate) fn store_completed<C: Consumer<Context>>(consumer: &C, topic: &str, partition: i32, completed: i64) {
+    if completed < 0 {
+        return;
+    }
+    if let Err(e) = consumer.store_offset(topic, partition, completed) {
+        tracing::debug!(topic, partition, offset = completed, error = %e, "offset not stored");
     }
 }

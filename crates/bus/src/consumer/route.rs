@@ -48,6 +48,7 @@ pub(crate) enum Outcome {
 /// Per-route settings from the consumer builder.
 #[derive(Clone)]
 pub(crate) struct RouteSettings {
+    pub topic: String,
     pub retry: RetryPolicy,
     pub handler_timeout: Duration,
     pub unknown_types: UnknownTypes,
@@ -62,12 +63,14 @@ pub(crate) trait Route: Send + Sync + 'static {
 pub(crate) struct TypedRoute<F, H> {
     handler: H,
     settings: RouteSettings,
+    handle_seconds: metrics::Histogram,
     _family: PhantomData<fn() -> F>,
 }
 
 impl<F: EventFamily, H: Handler<F>> TypedRoute<F, H> {
     pub(crate) fn new(handler: H, settings: RouteSettings) -> Self {
-        TypedRoute { handler, settings, _family: PhantomData }
+        let handle_seconds = metrics::histogram!("herald_consumer_handle_seconds", "topic" => settings.topic.clone());
+        TypedRoute { handler, settings, handle_seconds, _family: PhantomData }
     }
 }
 
@@ -123,8 +126,7 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
             let started = Instant::now();
             let call = AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind();
             let result = tokio::time::timeout(self.settings.handler_timeout, call).instrument(span).await;
-            metrics::histogram!("herald_consumer_handle_seconds", "topic" => msg.topic().to_owned())
-                .record(started.elapsed().as_secs_f64());
+            self.handle_seconds.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(Ok(()))) => return Outcome::Handled,
                 Ok(Ok(Err(e))) if e.is_permanent() => {

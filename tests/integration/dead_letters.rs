@@ -200,3 +200,50 @@ async fn unknown_types_can_be_skipped_by_policy() {
     // would already be acknowledged: the dead-letter topic must be empty.
     assert_eq!(record_count(&config, &dead_letter::topic_for(&name)).await, 0, "skipped records are not dead-lettered");
 }
+
+/// A codec whose writer-schema lookup fails transiently a few times (a registry outage).
+#[derive(Debug)]
+struct Flaky {
+    inner: herald_bus::codec::SingleObject,
+    failures_left: Arc<AtomicU32>,
+}
+
+#[async_trait::async_trait]
+impl herald_bus::codec::Codec for Flaky {
+    async fn write_header(&self, topic: &str, schema: &herald_bus::schema::KnownSchema, out: &mut Vec<u8>) -> Result<(), herald_bus::PublishError> {
+        self.inner.write_header(topic, schema, out).await
+    }
+
+    async fn read_header<'a>(
+        &self,
+        payload: &'a [u8],
+    ) -> Result<(Arc<herald_bus::schema::KnownSchema>, &'a [u8]), herald_bus::codec::DecodeError> {
+        if self.failures_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(herald_bus::codec::DecodeError::Unavailable("registry answered 503".into()));
+        }
+        self.inner.read_header(payload).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unavailable_schema_source_is_waited_for_not_dead_lettered() {
+    let config = kafka().await;
+    let name = topic(&config, "unavailable", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    publisher(&config).publish(&orders, &OrderPlaced::example("o-1", "c", 1)).await.expect("published");
+
+    let seen = Seen::default();
+    let failures_left = Arc::new(AtomicU32::new(3));
+    let failures = failures_left.clone();
+    let running = Running::start(
+        consumer(&config, &unique("g"))
+            .codec(move |schemas| Arc::new(Flaky { inner: herald_bus::codec::SingleObject::new(schemas), failures_left: failures.clone() }))
+            .subscribe(&orders, seen.handler()),
+    )
+    .await;
+    wait_until(DEADLINE, "the event handled once the schema is available", || async { seen.len() >= 1 }).await;
+    running.shutdown().await;
+    assert_eq!(failures_left.load(Ordering::SeqCst), 0, "the lookup failed three times first");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(record_count(&config, &dead_letter::topic_for(&name)).await, 0, "nothing dead-lettered");
+}

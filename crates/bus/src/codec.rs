@@ -15,8 +15,9 @@ use crate::schema::{Fingerprint, KnownSchema, SchemaSet};
 /// The two magic bytes of Avro single-object encoding.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 
-/// Why a payload could not be decoded. Decode failures are permanent: the same bytes will
-/// fail again, so the consumer dead-letters them at once instead of retrying.
+/// Why a payload could not be decoded. Decode failures are permanent (the same bytes will
+/// fail again, so the consumer dead-letters them at once), except
+/// [`DecodeError::Unavailable`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
@@ -38,6 +39,14 @@ pub enum DecodeError {
     /// No known schema has this fingerprint.
     #[error("unknown writer schema fingerprint {0}")]
     UnknownFingerprint(Fingerprint),
+    /// The schema registry does not know this schema id.
+    #[error("unknown schema id {0}: the registry does not know it")]
+    UnknownSchemaId(u32),
+    /// The writer schema cannot be fetched now (the registry is down or overloaded). The
+    /// only transient decode error: the consumer waits and retries the record, without
+    /// storing its offset, instead of dead-lettering it.
+    #[error("writer schema unavailable: {0}")]
+    Unavailable(String),
     /// The writer schema is known, but the datum does not decode with it (truncated or
     /// corrupt bytes, or trailing garbage).
     #[error("invalid {type_name} datum: {reason}")]
@@ -47,6 +56,13 @@ pub enum DecodeError {
         /// What the Avro decoder said.
         reason: String,
     },
+}
+
+impl DecodeError {
+    /// True when decoding may succeed later (see [`DecodeError::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DecodeError::Unavailable(_))
+    }
 }
 
 /// The framing of Avro payloads. Implementations must be cheap to call per message.

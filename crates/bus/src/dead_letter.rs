@@ -50,6 +50,9 @@ pub enum Stage {
     UnknownType,
     /// The handler failed permanently or ran out of retries.
     Handler,
+    /// The writer schema could not be fetched (registry down). Never dead-lettered: the
+    /// consumer waits and retries the record.
+    Unavailable,
 }
 
 impl Stage {
@@ -59,6 +62,7 @@ impl Stage {
             Stage::Decode => "decode",
             Stage::UnknownType => "unknown-type",
             Stage::Handler => "handler",
+            Stage::Unavailable => "unavailable",
         }
     }
 }

@@ -95,12 +95,16 @@ impl Registry {
 
     /// Registers `schema` (Avro JSON) under `subject` and returns its id; registering a
     /// schema that is already there returns the existing id (`POST
-    /// /subjects/{subject}/versions?normalize=true`).
+    /// /subjects/{subject}/versions`).
+    ///
+    /// Deliberately without `normalize=true`: Apicurio's normalization sorts a record's
+    /// fields by name, which changes the schema (Avro's binary encoding follows field
+    /// order), so events written with the id would no longer decode with it.
     ///
     /// Errors: [`RegistryError::Rejected`] with 409 when the schema is incompatible with
     /// the subject's earlier versions, 422 when it is invalid.
     pub async fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let url = format!("{}/subjects/{}/versions?normalize=true", self.inner.config.url, encode_segment(subject));
+        let url = format!("{}/subjects/{}/versions", self.inner.config.url, encode_segment(subject));
         let body: IdBody = self.call(|http| http.post(&url).json(&SchemaBody { schema })).await?;
         Ok(body.id)
     }

@@ -92,12 +92,11 @@ impl Confluent {
 /// proposed `DecodeError::UnknownSchemaId` and `DecodeError::Unavailable`), so the reason
 /// carries the id and the registry's answer.
 fn decode_error(id: u32, e: RegistryError) -> DecodeError {
-    let reason = match &e {
-        RegistryError::NotFound { .. } => format!("unknown schema id {id}: {e}"),
-        RegistryError::Unavailable { .. } => format!("schema id {id}: transient failure, replay this record: {e}"),
-        _ => format!("schema id {id}: {e}"),
-    };
-    DecodeError::Datum { type_name: "Confluent-framed".to_owned(), reason }
+    match &e {
+        RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId(id),
+        RegistryError::Unavailable { .. } => DecodeError::Unavailable(format!("schema id {id}: {e}")),
+        _ => DecodeError::Datum { type_name: "Confluent-framed".to_owned(), reason: format!("schema id {id}: {e}") },
+    }
 }
 
 #[async_trait]

@@ -82,7 +82,11 @@ impl<F: EventFamily, H: Handler<F>> TypedRoute<F, H> {
 pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
     let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
     let payload = msg.payload().ok_or_else(|| decode_failure(&DecodeError::Empty))?;
-    let (writer, datum) = codec.read_header(payload).await.map_err(|e| decode_failure(&e))?;
+    let (writer, datum) = codec.read_header(payload).await.map_err(|e| Failure {
+        stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
+        reason: e.to_string(),
+        attempts: 0,
+    })?;
     let event = match F::decode(&writer.name, &writer, datum) {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -105,11 +109,23 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         let policy = self.settings.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut last_error = String::new();
+        let mut waits = 0u32;
         for attempt in 1..=max_attempts {
-            let envelope = match decode::<F>(&*self.settings.codec, msg).await {
-                Ok(envelope) => envelope,
-                Err(f) if f.stage == Stage::UnknownType && self.settings.unknown_types == UnknownTypes::Skip => return Outcome::Skipped,
-                Err(f) => return Outcome::Failed(f),
+            let envelope = loop {
+                match decode::<F>(&*self.settings.codec, msg).await {
+                    Ok(envelope) => break envelope,
+                    Err(f) if f.stage == Stage::Unavailable => {
+                        // The schema cannot be fetched now: wait, without giving up the record.
+                        waits += 1;
+                        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %f.reason, waits, "writer schema unavailable; waiting");
+                        tokio::select! {
+                            _ = tokio::time::sleep(policy.backoff(waits.min(16))) => {}
+                            _ = cancel.cancelled() => return Outcome::Interrupted,
+                        }
+                    }
+                    Err(f) if f.stage == Stage::UnknownType && self.settings.unknown_types == UnknownTypes::Skip => return Outcome::Skipped,
+                    Err(f) => return Outcome::Failed(f),
+                }
             };
             let trace = envelope.meta.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
             let span = tracing::info_span!(

@@ -116,3 +116,33 @@ async fn old_versions_reach_a_v3_handler_through_upcasters_and_resolution() {
         current,
     ]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_older_consumer_reads_events_of_a_newer_version() {
+    let config = kafka().await;
+    let name = topic(&config, "weather.newer", 1).await;
+    // A newer service publishes v3 (an added field with a default).
+    let newer = Reading { station: "bergen".into(), kelvin: 280.0, quality: "good".into() };
+    publisher(&config).publish(&Topic::<Weather>::named(&name), &newer).await.expect("v3");
+
+    // A consumer still built with v2 that was given the newer schema (from schemas/ or a
+    // registry): Avro resolution drops the field it does not know.
+    let mut writers = herald_bus::schema::SchemaSet::default();
+    writers.add_str(V3).expect("v3 schema");
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<ReadingV2>>> = Default::default();
+    let handler = {
+        let seen = seen.clone();
+        move |e: herald_bus::Envelope<WeatherV2>| {
+            let WeatherV2::Reading(r) = e.event;
+            seen.lock().unwrap().push(r);
+            async { Ok(()) }
+        }
+    };
+    let running = Running::start(
+        herald_bus::Consumer::builder(config.clone(), unique("g")).schemas(writers).subscribe(&Topic::<WeatherV2>::named(&name), handler),
+    )
+    .await;
+    wait_until(DEADLINE, "the v3 reading handled by the v2 consumer", || async { !seen.lock().unwrap().is_empty() }).await;
+    running.shutdown().await;
+    assert_eq!(seen.lock().unwrap().clone(), vec![ReadingV2 { station: "bergen".into(), kelvin: 280.0 }]);
+}

@@ -166,8 +166,8 @@ async fn swap_to<F: EventFamily, P: Projection<F>>(store: Arc<dyn Store>, projec
 }
 
 async fn total_events(config: &KafkaConfig, topic: &str) -> u64 {
-    let (bootstrap, topic) = (config.bootstrap().to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || crate::status::end_offsets(&bootstrap, &topic))
+    let (config, topic) = (config.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || crate::status::end_offsets(&config, &topic))
         .await
         .ok()
         .and_then(Result::ok)

@@ -66,26 +66,6 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.partition.eof", "true"),
 ];
 
-/// Properties copied from a [`KafkaConfig`] into the projector's clients (security and
-/// timeouts). `herald_bus::KafkaConfig` does not expose all its properties; add others
-/// with [`ProjectorBuilder::kafka_property`].
-const COPIED_PROPERTIES: &[&str] = &[
-    "security.protocol",
-    "sasl.mechanism",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "ssl.ca.location",
-    "ssl.certificate.location",
-    "ssl.key.location",
-    "ssl.key.password",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "client.id",
-];
-
 /// What to do with a poison record (undecodable, or failing permanently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OnPoison {
@@ -200,7 +180,8 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         self
     }
 
-    /// Sets a librdkafka property of the consumer (wins over the defaults).
+    /// Sets a librdkafka property of the consumer (wins over the defaults and the
+    /// [`KafkaConfig`]'s properties).
     pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
         self
@@ -292,7 +273,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             poll_exceeded: AtomicBool::new(false),
             last_client_error: Mutex::new(None),
         });
-        let mut client = client_config(&self.config, CONSUMER_DEFAULTS);
+        let mut client = self.config.client_config(CONSUMER_DEFAULTS);
         for (k, v) in &self.properties {
             client.set(k, v);
         }
@@ -330,7 +311,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             shared,
             key,
             group: self.group,
-            bootstrap: self.config.bootstrap().to_owned(),
+            config: self.config.clone(),
             codec: Arc::new(SingleObject::new(F::schemas().clone())),
             jobs,
             thread,
@@ -350,28 +331,13 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
     }
 }
 
-/// Builds the rdkafka configuration from a [`KafkaConfig`] (see `COPIED_PROPERTIES`).
-pub(crate) fn client_config(config: &KafkaConfig, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
-    let mut client = rdkafka::ClientConfig::new();
-    for (k, v) in defaults {
-        client.set(*k, *v);
-    }
-    client.set("bootstrap.servers", config.bootstrap());
-    for k in COPIED_PROPERTIES {
-        if let Some(v) = config.get(k) {
-            client.set(*k, v);
-        }
-    }
-    client
-}
-
 /// A running projection: see the [module docs](self).
 pub struct Projector<F: EventFamily, P> {
     consumer: Arc<StreamConsumer<Context>>,
     shared: Arc<Shared>,
     key: Key,
     group: String,
-    bootstrap: String,
+    config: KafkaConfig,
     codec: Arc<dyn Codec>,
     jobs: std_mpsc::Sender<Job<F>>,
     thread: std::thread::JoinHandle<()>,
@@ -615,9 +581,9 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     self.resume_drained(&mut state);
                     if ends_refreshed.elapsed() > Duration::from_secs(2) {
                         ends_refreshed = Instant::now();
-                        let (bootstrap, topic, tx) = (self.bootstrap.clone(), self.key.topic.clone(), ends_tx.clone());
+                        let (config, topic, tx) = (self.config.clone(), self.key.topic.clone(), ends_tx.clone());
                         tokio::task::spawn_blocking(move || {
-                            if let Ok(ends) = crate::status::end_offsets(&bootstrap, &topic) {
+                            if let Ok(ends) = crate::status::end_offsets(&config, &topic) {
                                 let _ = tx.send(ends);
                             }
                         });
@@ -640,8 +606,8 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
 
     /// Offsets each partition stops at (exclusive), for the stop-at modes.
     async fn stop_offsets(&self) -> Result<BTreeMap<i32, i64>, ProjectorError> {
-        let (bootstrap, topic) = (self.bootstrap.clone(), self.key.topic.clone());
-        let ends = tokio::task::spawn_blocking(move || crate::status::end_offsets(&bootstrap, &topic))
+        let (config, topic) = (self.config.clone(), self.key.topic.clone());
+        let ends = tokio::task::spawn_blocking(move || crate::status::end_offsets(&config, &topic))
             .await
             .map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
         let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();

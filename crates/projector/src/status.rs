@@ -129,7 +129,7 @@ pub enum StatusError {
 /// NAME` prints. `version` defaults to the live version.
 pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str, version: Option<u32>, topic: &str) -> Result<Status, StatusError> {
     let (projection, topic) = (projection.to_owned(), topic.to_owned());
-    let bootstrap = config.bootstrap().to_owned();
+    let config = config.clone();
     let task = tokio::task::spawn_blocking(move || -> Result<Status, StatusError> {
         let mut conn = store.connect()?;
         let mut tx = conn.begin(1)?;
@@ -142,7 +142,7 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
         let positions = position::load(tx.as_tx(), &key)?;
         let dead = position::dead_letters(tx.as_tx(), &key)?;
         tx.rollback()?;
-        let ends = end_offsets(&bootstrap, &topic)?;
+        let ends = end_offsets(&config, &topic)?;
         let mut partitions: BTreeMap<i32, PartitionStatus> = BTreeMap::new();
         for (&partition, &(low, end)) in &ends {
             let position = positions.get(&partition).copied();
@@ -176,12 +176,11 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
 }
 
 /// `(low watermark, last stable offset)` per partition, as a `read_committed` reader sees them.
-pub(crate) fn end_offsets(bootstrap: &str, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+pub(crate) fn end_offsets(config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let client: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("isolation.level", "read_committed")
-        .create()?;
+    let mut client = config.client_config(&[]);
+    client.set("isolation.level", "read_committed");
+    let client: BaseConsumer = client.create()?;
     let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
     (0..count as i32).map(|p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?))).collect()

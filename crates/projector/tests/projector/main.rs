@@ -7,5 +7,6 @@ mod crash;
 mod members;
 mod poison;
 mod rebuild;
+mod retry;
 mod status;
 mod support;

@@ -22,7 +22,8 @@ async fn status_reports_positions_and_lag_per_partition() {
     assert_eq!(before.partitions.len(), 3);
     assert!(before.partitions.iter().all(|p| p.position.is_none()));
 
-    let proc = start(&Opts::new(orders.name(), &unique("g.status"), &store_url)).await;
+    let group = unique("g.status");
+    let proc = start(&Opts::new(orders.name(), &group, &store_url)).await;
     wait_caught_up(&config, &store_url, orders.name(), "caught up").await;
     let http = proc.http.clone();
     wait_until(DEADLINE, "live status shows no lag", || async {
@@ -33,6 +34,11 @@ async fn status_reports_positions_and_lag_per_partition() {
     .await;
     let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
     assert!(metrics.contains("herald_projector_events_total"), "{metrics}");
+    // Positions are mirrored to the group's committed offsets, for lag tools.
+    wait_until(DEADLINE, "committed offsets mirror the positions", || async {
+        herald_testkit::committed(&config, &group, orders.name(), 3).await.iter().map(|o| o.unwrap_or(0)).sum::<i64>() == 400
+    })
+    .await;
     proc.terminate().await;
     let after = herald_projector::status::read(store::open(&store_url).expect("store"), &config, "order_totals", None, orders.name())
         .await

@@ -1,0 +1,271 @@
+//! Projector throughput against the real broker and real databases.
+//!
+//! ```sh
+//! cargo bench -p herald-projector --bench throughput -- --events 200000 \
+//!     [--postgres postgres://herald@127.0.0.1:55432/herald] [--rebuild]
+//! ```
+//!
+//! For each store it measures, on the same topic of `order_totals` events:
+//! - **store ceiling**: the projection's own upsert code fed from memory (records
+//!   fetched and decoded beforehand), in transactions of `--batch` events;
+//! - **projector**: the projector from an empty view to the end of the topic;
+//! - **raw rdkafka**: a plain consumer reading the same topic without doing anything;
+//! - optionally **rebuild**: a full rebuild (new version, swap) of the same events;
+//!
+//! and the peak resident memory of each phase (sampled every 20 ms).
+
+#[path = "../examples/order_totals/projection.rs"]
+mod projection;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use herald_bus::codec::SingleObject;
+use herald_bus::{Envelope, EventFamily, KafkaConfig, Publisher, PublisherOptions, Topic};
+use herald_projector::{rebuild, store, Projection, Projector, StopAt, Store};
+use herald_shop::{OrderCancelled, OrderEvent, OrderPlaced};
+use projection::OrderTotals;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Events in the topic.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 6)]
+    partitions: i32,
+    /// Events per transaction (ceiling and projector).
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// PostgreSQL admin URL; a fresh database is created for the run.
+    #[arg(long, env = "HERALD_TEST_POSTGRES_URL")]
+    postgres: Option<String>,
+    /// Also time a full rebuild on each store.
+    #[arg(long)]
+    rebuild: bool,
+    /// Reuse an existing topic (skips publishing).
+    #[arg(long)]
+    topic: Option<String>,
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Ignored (cargo bench passes it).
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+/// Peak RSS while `f` runs, sampled from /proc/self/status.
+struct Peak {
+    stop: Arc<AtomicBool>,
+    peak: Arc<AtomicU64>,
+}
+
+impl Peak {
+    fn start() -> Peak {
+        let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+        let (s, p) = (stop.clone(), peak.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Peak { stop, peak }
+    }
+
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let config = KafkaConfig::new(&args.bootstrap);
+    let topic_name = match &args.topic {
+        Some(t) => t.clone(),
+        None => publish(&config, &args).await?,
+    };
+    let topic: Topic<OrderEvent> = Topic::named(topic_name.clone());
+    println!("topic {topic_name}: {} events, {} partitions, batch {}", args.events, args.partitions, args.batch);
+
+    let peak = Peak::start();
+    let started = Instant::now();
+    let records = raw_read(&config, &topic_name, args.events).await?;
+    let raw = args.events as f64 / started.elapsed().as_secs_f64();
+    let raw_mb = peak.finish();
+    println!("raw rdkafka consumer:   {raw:>10.0} events/s  (peak RSS {raw_mb} MiB, records kept in memory)");
+
+    let codec = SingleObject::new(OrderEvent::schemas().clone());
+    let mut envelopes = Vec::with_capacity(records.len());
+    for m in &records {
+        envelopes.push(herald_bus::consumer::decode::<OrderEvent>(&codec, m).await.map_err(|f| anyhow::anyhow!(f.reason))?);
+    }
+    drop(records);
+
+    let mut stores = vec![("sqlite", format!("sqlite:{}", std::env::temp_dir().join(format!("herald-bench-{}.db", uuid::Uuid::new_v4())).display()))];
+    if let Some(admin) = &args.postgres {
+        stores.push(("postgres", fresh_pg(admin, "ceiling")?));
+    }
+    let mut ceilings = Vec::new();
+    for (kind, url) in &stores {
+        let ceiling = ceiling(store::open(url)?, &envelopes, args.batch).await?;
+        println!("{kind:8} store ceiling:  {ceiling:>10.0} events/s  (upserts from memory, {} per transaction)", args.batch);
+        ceilings.push(ceiling);
+    }
+    drop(envelopes);
+    for ((kind, _), ceiling) in stores.iter().zip(ceilings) {
+        let fresh = match *kind {
+            "sqlite" => format!("sqlite:{}", std::env::temp_dir().join(format!("herald-bench-{}.db", uuid::Uuid::new_v4())).display()),
+            _ => fresh_pg(args.postgres.as_deref().unwrap_or_default(), "projector")?,
+        };
+        let store = store::open(&fresh)?;
+        let peak = Peak::start();
+        let started = Instant::now();
+        let projector = Projector::builder(config.clone(), format!("bench.{}", uuid::Uuid::new_v4()), &topic, OrderTotals, store.clone())
+            .max_batch(args.batch)
+            .stop_at(StopAt::CaughtUp)
+            .build()
+            .await?;
+        let status = projector.status();
+        // When the first batch committed: the steady-state rate excludes the group join.
+        let first = {
+            let status = status.clone();
+            tokio::spawn(async move {
+                loop {
+                    if status.get().applied_total > 0 {
+                        return Instant::now();
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        projector.run(std::future::pending()).await?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let first = first.await?;
+        let applied = status.get().applied_total;
+        let steady = applied as f64 / first.elapsed().as_secs_f64();
+        let mb = peak.finish();
+        println!(
+            "{kind:8} projector:      {steady:>10.0} events/s  steady ({:.2} of store ceiling, {:.2} of min(ceiling, raw)); {:.0} events/s incl. startup and group join ({applied} events in {elapsed:.1}s); peak RSS {mb} MiB",
+            steady / ceiling,
+            steady / ceiling.min(raw),
+            applied as f64 / elapsed,
+        );
+        if args.rebuild {
+            let peak = Peak::start();
+            let started = Instant::now();
+            let rebuilt = rebuild::rebuild(&config, &topic, || OrderTotals, store.clone(), rebuild::Options { max_batch: args.batch, ..rebuild::Options::new(format!("bench.{}", uuid::Uuid::new_v4())) }, std::future::pending()).await?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let mb = peak.finish();
+            println!("{kind:8} rebuild:        {:>10.0} events/s  ({} events in {elapsed:.1}s, version {}, swapped {}; peak RSS {mb} MiB)", rebuilt.events as f64 / elapsed, rebuilt.events, rebuilt.version, rebuilt.swapped);
+        }
+    }
+    Ok(())
+}
+
+async fn publish(config: &KafkaConfig, args: &Args) -> anyhow::Result<String> {
+    let name = format!("bench.projector.{}", uuid::Uuid::new_v4().simple());
+    herald_bus::admin::create_topics(config, &[herald_bus::admin::TopicSpec::new(&name).partitions(args.partitions)]).await?;
+    let topic: Topic<OrderEvent> = Topic::named(name.clone());
+    let publisher = Publisher::new(config, PublisherOptions::new("/bench"))?;
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..args.events {
+        let (p, topic) = (publisher.clone(), topic.clone());
+        pending.push(async move {
+            if i % 10 == 9 {
+                p.publish(&topic, &OrderCancelled { order_id: format!("o-{}", i - 5), reason: "bench".into(), cancelled_by: None }).await
+            } else {
+                p.publish(&topic, &OrderPlaced::example(&format!("o-{i}"), &format!("c-{}", i % 5000), (i % 1000) as i64 + 1)).await
+            }
+        });
+        if pending.len() >= 5000 {
+            for r in futures::future::join_all(pending.drain(..)).await {
+                r?;
+            }
+        }
+    }
+    for r in futures::future::join_all(pending).await {
+        r?;
+    }
+    publisher.flush(Duration::from_secs(30)).await?;
+    eprintln!("published {} events in {:.1}s", args.events, started.elapsed().as_secs_f64());
+    Ok(name)
+}
+
+async fn raw_read(config: &KafkaConfig, topic: &str, n: usize) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", config.bootstrap())
+        .set("group.id", format!("bench.raw.{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        out.push(consumer.recv().await?.detach());
+    }
+    Ok(out)
+}
+
+/// The projection's apply code fed from memory: the best the store can do.
+async fn ceiling(store: Arc<dyn Store>, envelopes: &[Envelope<OrderEvent>], batch: usize) -> anyhow::Result<f64> {
+    let envelopes: Vec<Envelope<OrderEvent>> = envelopes.to_vec();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let mut conn = store.connect()?;
+        {
+            let mut tx = conn.begin(1)?;
+            herald_projector::position::migrate(tx.as_tx())?;
+            OrderTotals.migrate(tx.as_tx())?;
+            tx.commit()?;
+        }
+        let key = herald_projector::position::Key { projection: "ceiling".into(), version: 1, topic: "t".into() };
+        let started = Instant::now();
+        let mut from = None;
+        for chunk in envelopes.chunks(batch) {
+            let mut tx = conn.begin(1)?;
+            // The same bookkeeping the projector does: one position compare-and-set.
+            let to = from.unwrap_or(0) + chunk.len() as i64;
+            herald_projector::position::advance(tx.as_tx(), &key, 0, from, to)?;
+            for e in chunk {
+                OrderTotals.apply(tx.as_tx(), e)?;
+            }
+            tx.commit()?;
+            from = Some(to);
+        }
+        Ok(envelopes.len() as f64 / started.elapsed().as_secs_f64())
+    })
+    .await?
+}
+
+fn fresh_pg(admin: &str, tag: &str) -> anyhow::Result<String> {
+    let name = format!("herald_bench_{tag}_{}", uuid::Uuid::new_v4().simple());
+    let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b).to_owned();
+    let admin = admin.to_owned();
+    let create = name.clone();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
+        client.batch_execute(&format!("CREATE DATABASE {create}"))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("create database panicked"))??;
+    Ok(format!("{base}/{name}"))
+}

@@ -337,23 +337,21 @@ impl Consumer {
         }
         slot.next_offset = msg.offset() + 1;
         let size = partition::footprint(&msg);
-        let (topic, partition) = (msg.topic().to_owned(), msg.partition());
-        slot.bytes.fetch_add(size, Ordering::AcqRel);
+        let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;
-        if slot.tx.send(msg).is_err() {
-            // The worker is gone (it stops only when revoked or shut down): give the bytes back.
-            slot.bytes.fetch_sub(size, Ordering::AcqRel);
-            self.buffered.fetch_sub(size, Ordering::AcqRel);
-        }
-        let share = self.max_buffered_bytes / 4;
-        if !slot.paused && (slot.bytes.load(Ordering::Acquire) > share || total > self.max_buffered_bytes) {
+        if !slot.paused && (own > self.max_buffered_bytes / 4 || total > self.max_buffered_bytes) {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&topic, partition);
+            tpl.add_partition(msg.topic(), msg.partition());
             if let Err(e) = self.consumer.pause(&tpl) {
                 tracing::warn!(error = %e, "cannot pause partition");
             }
             slot.paused = true;
             self.health.count_pause();
+        }
+        if slot.tx.send(msg).is_err() {
+            // The worker is gone (it stops only when revoked or shut down): give the bytes back.
+            slot.bytes.fetch_sub(size, Ordering::AcqRel);
+            self.buffered.fetch_sub(size, Ordering::AcqRel);
         }
         slot.paused
     }

@@ -1,23 +1,43 @@
-//! The Avro codec alone, no broker: is encoding or decoding what limits throughput?
+//! The Avro codec alone, no broker: Herald's encode and decode of one `OrderPlaced`
+//! against apache-avro's `Value` path and against `serde_avro_fast`.
 //!
 //! ```text
 //! cargo bench -p herald-bench --features criterion --bench codec
 //! ```
 //!
-//! One ~200-byte `OrderPlaced` (the `bus` benchmark's workload), per iteration:
+//! One `OrderPlaced` of the `bus` benchmark's workload (three order lines and a note; a
+//! 190-byte datum, 200 bytes framed), per iteration:
+//!
 //! - `encode/herald_record`: `Publisher::encode`, everything `publish` does before
 //!   handing the record to librdkafka (frame, datum, CloudEvents headers, key).
-//! - `encode/herald_datum`: Herald's datum encoder alone (`encode_datum`, serde straight to
-//!   Avro).
+//! - `encode/herald_datum`: Herald's datum encoder alone (`encode_datum`:
+//!   `apache_avro::write_avro_datum_ref`, serde straight to Avro).
 //! - `encode/avro_value_path`: apache-avro via `Value` (`to_value`, then `to_avro_datum`).
+//! - `encode/serde_avro_fast`: `serde_avro_fast::to_datum` with a `SerializerConfig` built
+//!   once, into a new `Vec` of the same capacity as `herald_datum`'s.
 //! - `decode/herald_event`: Herald's consumer decode of the value (frame lookup,
-//!   `OrderEvent::decode`, strict datum reading).
+//!   `OrderEvent::decode`: strict `decode_value`, then `from_value`).
 //! - `decode/herald_event_and_metadata`: the same plus `Metadata::from_headers`, which is
 //!   everything the consumer decodes per record.
-//! - `decode/avro_value_path`: the straightforward apache-avro decode the raw consumer of
-//!   the `bus` benchmark does (`from_avro_datum`, then `from_value`).
+//! - `decode/herald_decode_value`: `herald_bus::codec::decode_value` (no reader schema,
+//!   as for a writer of the same version) and `apache_avro::from_value`, without the frame
+//!   lookup and the family dispatch.
+//! - `decode/avro_value_path`: the plain apache-avro decode the raw consumer of the `bus`
+//!   benchmark does (`from_avro_datum`, then `from_value`).
+//! - `decode/serde_avro_fast`: `serde_avro_fast::from_datum_slice` into `OrderPlaced`.
+//! - `decode/serde_avro_fast_strict`: the same through `DeserializerState`, refusing
+//!   trailing bytes as `decode_value` does (what Herald would need on the hot path).
+//!
+//! Outside the timed loops the bench asserts that every encoder writes the same bytes and
+//! that every decoder returns the same `OrderPlaced`, and that the strict decoders refuse
+//! a truncated datum and one with a trailing byte.
+//!
+//! Python `fastavro` on the same datum, for scale: `interop/python/codec_bench.py`. The
+//! bench prints the datum's hex on stderr; pass it to that script as `--expect-hex`.
 
 use std::hint::black_box;
+use std::io::BufRead;
+use std::time::Duration;
 
 use apache_avro::Schema;
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -27,12 +47,27 @@ use herald_bus::{Event, EventFamily, KafkaConfig, Metadata, Publisher, Publisher
 use herald_shop::{OrderEvent, OrderPlaced};
 use rdkafka::message::Headers;
 
+/// `serde_avro_fast` decode that, like `herald_bus::codec::decode_value`, fails on a
+/// truncated datum and on trailing bytes.
+fn fast_decode_strict(datum: &[u8], schema: &serde_avro_fast::Schema) -> Result<OrderPlaced, String> {
+    let mut state = serde_avro_fast::de::DeserializerState::from_slice(datum, schema);
+    let event: OrderPlaced = serde::Deserialize::deserialize(state.deserializer()).map_err(|e| e.to_string())?;
+    let mut rest = state.into_reader();
+    let left = rest.fill_buf().map_err(|e| e.to_string())?.len();
+    if left != 0 {
+        return Err(format!("{left} trailing bytes after the datum"));
+    }
+    Ok(event)
+}
+
 fn codec(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let event = Workload::new(1, 200).events.remove(0);
     let topic = Topic::<OrderEvent>::named("herald.bench.codec");
     let known = OrderEvent::schemas().latest(OrderPlaced::TYPE).expect("member").clone();
     let schema = Schema::parse_str(OrderPlaced::SCHEMA).expect("schema");
+    let fast_schema: serde_avro_fast::Schema = OrderPlaced::SCHEMA.parse().expect("serde_avro_fast parses the schema");
+    let mut fast_config = serde_avro_fast::ser::SerializerConfig::new(&fast_schema);
     // Creating a producer does not connect; nothing is sent.
     let publisher = runtime
         .block_on(async { Publisher::new(&KafkaConfig::new("127.0.0.1:1"), PublisherOptions::new("/herald/bench")) })
@@ -41,6 +76,45 @@ fn codec(c: &mut Criterion) {
     let payload = record.payload.clone();
     let headers = record.headers.clone();
     let codec = SingleObject::new(OrderEvent::schemas().clone());
+    let datum = &payload[FRAME_LEN..];
+
+    // Every variant agrees, before anything is timed.
+    {
+        let mut herald = Vec::new();
+        herald_bus::publisher::encode_datum(&known, &event, &mut herald).expect("encodes");
+        let value_path = apache_avro::to_avro_datum(&schema, apache_avro::to_value(&event).expect("to value")).expect("encodes");
+        let fast = serde_avro_fast::to_datum(&event, Vec::new(), &mut fast_config).expect("serde_avro_fast encodes");
+        assert_eq!(herald, datum, "encode_datum writes the datum of Publisher::encode");
+        assert_eq!(value_path, datum, "the Value path writes the same bytes");
+        assert_eq!(fast, datum, "serde_avro_fast writes the same bytes");
+        let hex: String = datum.iter().map(|b| format!("{b:02x}")).collect();
+        eprintln!("OrderPlaced datum ({} bytes, {} framed): {hex}", datum.len(), payload.len());
+
+        let (writer, framed) = codec.split(&payload).expect("framed");
+        assert_eq!(framed, datum);
+        let decoded = [
+            match OrderEvent::decode(&writer.name, &writer, framed).expect("decodes") {
+                Some(OrderEvent::Placed(e)) => e,
+                other => panic!("not an OrderPlaced: {other:?}"),
+            },
+            apache_avro::from_value(&herald_bus::codec::decode_value(&known, None, datum).expect("decodes")).expect("converts"),
+            apache_avro::from_value(&apache_avro::from_avro_datum(&schema, &mut &datum[..], None).expect("decodes")).expect("converts"),
+            serde_avro_fast::from_datum_slice::<OrderPlaced>(datum, &fast_schema).expect("serde_avro_fast decodes"),
+            fast_decode_strict(datum, &fast_schema).expect("serde_avro_fast decodes"),
+        ];
+        for (i, d) in decoded.iter().enumerate() {
+            assert_eq!(d, &event, "decoder {i} returns the event");
+        }
+
+        // The strict decoders refuse what the lax ones would let through.
+        let mut long = datum.to_vec();
+        long.push(0);
+        for bad in [&datum[..datum.len() - 1], &long[..]] {
+            assert!(herald_bus::codec::decode_value(&known, None, bad).is_err(), "decode_value refuses {} bytes", bad.len());
+            assert!(fast_decode_strict(bad, &fast_schema).is_err(), "strict serde_avro_fast refuses {} bytes", bad.len());
+        }
+        assert!(headers.count() >= 7, "the record carries the CloudEvents headers");
+    }
 
     let mut encode = c.benchmark_group("encode");
     encode.bench_function("herald_record", |b| {
@@ -59,6 +133,9 @@ fn codec(c: &mut Criterion) {
             apache_avro::to_avro_datum(&schema, value).expect("encodes")
         })
     });
+    encode.bench_function("serde_avro_fast", |b| {
+        b.iter(|| serde_avro_fast::to_datum(black_box(&event), Vec::with_capacity(256), &mut fast_config).expect("encodes"))
+    });
     encode.finish();
 
     let mut decode = c.benchmark_group("decode");
@@ -76,16 +153,33 @@ fn codec(c: &mut Criterion) {
             (event, meta)
         })
     });
-    decode.bench_function("avro_value_path", |b| {
+    decode.bench_function("herald_decode_value", |b| {
         b.iter(|| {
-            let mut datum = &black_box(&payload)[FRAME_LEN..];
-            let value = apache_avro::from_avro_datum(&schema, &mut datum, None).expect("decodes");
+            let value = herald_bus::codec::decode_value(&known, None, black_box(datum)).expect("decodes");
             apache_avro::from_value::<OrderPlaced>(&value).expect("converts")
         })
     });
+    decode.bench_function("avro_value_path", |b| {
+        b.iter(|| {
+            let mut input = black_box(datum);
+            let value = apache_avro::from_avro_datum(&schema, &mut input, None).expect("decodes");
+            apache_avro::from_value::<OrderPlaced>(&value).expect("converts")
+        })
+    });
+    decode.bench_function("serde_avro_fast", |b| {
+        b.iter(|| serde_avro_fast::from_datum_slice::<OrderPlaced>(black_box(datum), &fast_schema).expect("decodes"))
+    });
+    decode.bench_function("serde_avro_fast_strict", |b| {
+        b.iter(|| fast_decode_strict(black_box(datum), &fast_schema).expect("decodes"))
+    });
     decode.finish();
-    assert!(headers.count() >= 7, "the record carries the CloudEvents headers");
 }
 
-criterion_group!(benches, codec);
+fn config() -> Criterion {
+    // 10 variants × (1 s warm-up + 3 s measuring): under a minute per run, so the run can be
+    // repeated on a shared machine.
+    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! { name = benches; config = config(); targets = codec }
 criterion_main!(benches);

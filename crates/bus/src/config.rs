@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Environment variable prefix mapped to librdkafka properties by [`KafkaConfig::with_env`]:
-/// `HERALD_KAFKA_SASL_MECHANISM=SCRAM-SHA-512` sets `sasl.mechanism`.
-pub const ENV_PREFIX: &str = "HERALD_KAFKA_";
+/// `HERALD_RDKAFKA_SASL_MECHANISM=SCRAM-SHA-512` sets `sasl.mechanism`. (Deliberately not
+/// `HERALD_KAFKA_`, which Herald's scripts use for their own settings such as
+/// `HERALD_KAFKA_HOME`.)
+pub const ENV_PREFIX: &str = "HERALD_RDKAFKA_";
 
 /// Connection settings shared by publishers, consumers and the admin helper.
 ///
@@ -139,10 +141,15 @@ mod tests {
     #[test]
     fn env_and_pairs_map_to_properties() {
         let c = KafkaConfig::new("b:1")
-            .with_env([("HERALD_KAFKA_SASL_MECHANISM".to_string(), "PLAIN".to_string()), ("OTHER".into(), "x".into())])
+            .with_env([
+                ("HERALD_RDKAFKA_SASL_MECHANISM".to_string(), "PLAIN".to_string()),
+                ("HERALD_KAFKA_HOME".into(), "/tmp/kafka".into()),
+                ("OTHER".into(), "x".into()),
+            ])
             .with_pairs(["linger.ms=5"])
             .expect("valid");
         assert_eq!(c.get("sasl.mechanism"), Some("PLAIN"));
+        assert_eq!(c.properties().count(), 3, "only the prefixed variable, the pair and bootstrap");
         assert_eq!(c.get("linger.ms"), Some("5"));
         assert_eq!(c.bootstrap(), "b:1");
         assert!(KafkaConfig::default().with_pairs(["novalue"]).is_err());

@@ -1,7 +1,7 @@
 //! The global options and what every command builds from them.
 //!
 //! Kafka properties are applied in this order, later ones winning: `--bootstrap`, then
-//! `HERALD_KAFKA_*` environment variables ([`KafkaConfig::with_env`]), then `-X` flags.
+//! `HERALD_RDKAFKA_*` environment variables ([`KafkaConfig::with_env`]), then `-X` flags.
 
 use std::path::PathBuf;
 

@@ -139,39 +139,92 @@ impl Metadata {
     /// (`event_type` from `fallback_type`, `subject` from the key); a present but malformed
     /// `ce_id` or `ce_time` is an error.
     pub fn from_headers<H: Headers>(headers: Option<&H>, key: Option<&[u8]>, fallback_type: &str) -> Result<Self, MetadataError> {
-        let mut meta = Metadata {
-            id: Uuid::nil(),
-            event_type: fallback_type.to_owned(),
-            source: String::new(),
-            time: DateTime::<Utc>::UNIX_EPOCH,
-            subject: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
-            correlation_id: None,
-            causation_id: None,
-            trace: None,
-            tracestate: None,
-        };
-        let Some(headers) = headers else { return Ok(meta) };
-        for h in headers.iter() {
-            let Some(value) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else { continue };
-            match h.key {
-                header::ID => meta.id = Uuid::parse_str(value).map_err(|_| MetadataError::Id(value.to_owned()))?,
-                header::TYPE => meta.event_type = value.to_owned(),
-                header::SOURCE => meta.source = value.to_owned(),
-                header::TIME => {
-                    meta.time = DateTime::parse_from_rfc3339(value)
-                        .map_err(|_| MetadataError::Time(value.to_owned()))?
-                        .with_timezone(&Utc)
-                }
-                header::SUBJECT => meta.subject = value.to_owned(),
-                header::CORRELATION_ID => meta.correlation_id = Some(value.to_owned()),
-                header::CAUSATION_ID => meta.causation_id = Some(value.to_owned()),
-                header::TRACEPARENT => meta.trace = value.parse().ok(),
-                header::TRACESTATE => meta.tracestate = Some(value.to_owned()),
-                _ => {}
+        let pairs = headers.into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
+        Self::from_header_pairs(pairs, key, fallback_type)
+    }
+
+    /// [`Metadata::from_headers`] over (name, value) pairs. Only the values of known
+    /// headers are checked for UTF-8 (an invalid one is ignored, as if absent); when a
+    /// header repeats, the last one wins. Each attribute is allocated once.
+    pub(crate) fn from_header_pairs<'a>(
+        pairs: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        key: Option<&[u8]>,
+        fallback_type: &str,
+    ) -> Result<Self, MetadataError> {
+        use header_bytes as h;
+        let (mut event_type, mut source, mut subject) = (None, None, None);
+        let (mut correlation_id, mut causation_id, mut tracestate) = (None, None, None);
+        let (mut id, mut time, mut trace) = (Uuid::nil(), DateTime::<Utc>::UNIX_EPOCH, None);
+        for (name, value) in pairs {
+            if !matches!(name, h::ID | h::TYPE | h::SOURCE | h::TIME | h::SUBJECT | h::CORRELATION_ID | h::CAUSATION_ID | h::TRACEPARENT | h::TRACESTATE) {
+                continue;
+            }
+            let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { continue };
+            match name {
+                h::ID => id = Uuid::parse_str(value).map_err(|_| MetadataError::Id(value.to_owned()))?,
+                h::TIME => time = parse_time(value).ok_or_else(|| MetadataError::Time(value.to_owned()))?,
+                h::TRACEPARENT => trace = value.parse().ok(),
+                h::TYPE => event_type = Some(value),
+                h::SOURCE => source = Some(value),
+                h::SUBJECT => subject = Some(value),
+                h::CORRELATION_ID => correlation_id = Some(value),
+                h::CAUSATION_ID => causation_id = Some(value),
+                _ => tracestate = Some(value),
             }
         }
-        Ok(meta)
+        Ok(Metadata {
+            id,
+            event_type: event_type.unwrap_or(fallback_type).to_owned(),
+            source: source.unwrap_or_default().to_owned(),
+            time,
+            subject: match subject {
+                Some(s) => s.to_owned(),
+                None => key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            },
+            correlation_id: correlation_id.map(str::to_owned),
+            causation_id: causation_id.map(str::to_owned),
+            trace,
+            tracestate: tracestate.map(str::to_owned),
+        })
     }
+}
+
+/// The header names as bytes, for matching.
+mod header_bytes {
+    use super::header;
+    pub const ID: &[u8] = header::ID.as_bytes();
+    pub const TYPE: &[u8] = header::TYPE.as_bytes();
+    pub const SOURCE: &[u8] = header::SOURCE.as_bytes();
+    pub const TIME: &[u8] = header::TIME.as_bytes();
+    pub const SUBJECT: &[u8] = header::SUBJECT.as_bytes();
+    pub const CORRELATION_ID: &[u8] = header::CORRELATION_ID.as_bytes();
+    pub const CAUSATION_ID: &[u8] = header::CAUSATION_ID.as_bytes();
+    pub const TRACEPARENT: &[u8] = header::TRACEPARENT.as_bytes();
+    pub const TRACESTATE: &[u8] = header::TRACESTATE.as_bytes();
+}
+
+/// Parses an RFC 3339 time: the form Herald writes directly, any other through chrono.
+fn parse_time(value: &str) -> Option<DateTime<Utc>> {
+    parse_herald_time(value).or_else(|| DateTime::parse_from_rfc3339(value).ok().map(|t| t.with_timezone(&Utc)))
+}
+
+/// Reads `2024-05-01T12:34:56.123456Z` (UTC, microseconds: what `to_headers` writes)
+/// without chrono's general parser. Anything else, leap seconds included, gives `None`.
+fn parse_herald_time(value: &str) -> Option<DateTime<Utc>> {
+    fn digits(b: &[u8]) -> Option<u32> {
+        b.iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
+    }
+    let b = value.as_bytes();
+    let shape = b.len() == 27 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'.' && b[26] == b'Z';
+    if !shape {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
+    let (h, m, s, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
+    if s >= 60 {
+        return None;
+    }
+    Some(date.and_hms_micro_opt(h, m, s, us)?.and_utc())
 }
 
 /// A malformed CloudEvents attribute.
@@ -230,6 +283,24 @@ mod tests {
         // Times are written with microsecond precision.
         assert_eq!(back.time.timestamp_micros(), meta.time.timestamp_micros());
         assert_eq!(Metadata { time: meta.time, ..back }, meta);
+    }
+
+    #[test]
+    fn herald_times_parse_like_chrono() {
+        for t in ["2024-05-01T12:34:56.123456Z", "1999-12-31T23:59:59.999999Z", "2024-02-29T00:00:00.000000Z", "2024-05-01T12:34:56Z", "2024-05-01T14:34:56.5+02:00", "2016-12-31T23:59:60.000000Z"] {
+            let chrono = DateTime::parse_from_rfc3339(t).expect(t).with_timezone(&Utc);
+            assert_eq!(parse_time(t), Some(chrono), "{t}");
+        }
+        for t in ["2024-02-30T00:00:00.000000Z", "2024-05-01T24:00:00.000000Z", "2024-05-01T12:34:56.12345xZ", "yesterday"] {
+            assert_eq!(parse_time(t), None, "{t}");
+        }
+    }
+
+    #[test]
+    fn subject_falls_back_to_the_key_and_unknown_headers_are_ignored() {
+        let owned = OwnedHeaders::new().insert(kv("other", "x")).insert(Header { key: "ce_source", value: Some(&[0xff_u8][..]) });
+        let meta = Metadata::from_headers(Some(owned.as_borrowed()), Some(b"order-9"), "t").expect("valid");
+        assert_eq!((meta.subject.as_str(), meta.source.as_str(), meta.event_type.as_str()), ("order-9", "", "t"));
     }
 
     #[test]

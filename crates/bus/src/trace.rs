@@ -86,9 +86,11 @@ impl FromStr for TraceContext {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || InvalidTraceparent(s.to_owned());
-        let parts: Vec<&str> = s.trim().split('-').collect();
-        let [version, trace, span, flags] = parts.as_slice() else { return Err(bad()) };
-        if version.len() != 2 || *version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        let mut parts = s.trim().split('-');
+        let (Some(version), Some(trace), Some(span), Some(flags), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
             return Err(bad());
         }
         let trace_id = u128::from_str_radix(trace, 16).map_err(|_| bad())?;

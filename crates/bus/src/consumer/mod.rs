@@ -24,6 +24,7 @@
 mod context;
 mod handler;
 mod partition;
+mod record;
 mod retry;
 mod route;
 
@@ -36,7 +37,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::TopicPartitionList;
 
 pub use context::ConsumerHealth;
@@ -46,6 +47,7 @@ pub use route::{decode, UnknownTypes};
 
 use context::{Context, Shared};
 use partition::{DeadLetters, Worker};
+use record::Record;
 use route::{Route, RouteSettings, TypedRoute};
 
 use crate::admin::{self, TopicSpec};
@@ -233,7 +235,7 @@ impl ConsumerBuilder {
             schemas.extend(&self.schemas);
             let codec = (self.codec)(schemas);
             let settings = RouteSettings { topic: topic.clone(), retry: self.retry, handler_timeout: self.handler_timeout, unknown_types: self.unknown_types, codec };
-            routes.insert(topic, factory(&settings));
+            routes.insert(Arc::from(topic), factory(&settings));
         }
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:{}", self.group)))?;
         Ok(Consumer {
@@ -253,7 +255,8 @@ impl ConsumerBuilder {
 pub struct Consumer {
     consumer: Arc<StreamConsumer<Context>>,
     shared: Arc<Shared>,
-    routes: HashMap<String, Arc<dyn Route>>,
+    /// Routes by topic; the key is shared with every record of the topic.
+    routes: HashMap<Arc<str>, Arc<dyn Route>>,
     dead_letters: DeadLetters,
     /// Bytes queued for all workers.
     buffered: Arc<AtomicUsize>,
@@ -298,7 +301,7 @@ impl Consumer {
                 biased;
                 _ = &mut shutdown => break,
                 received = self.consumer.recv() => match received {
-                    Ok(msg) => any_paused |= self.dispatch(msg.detach()),
+                    Ok(msg) => any_paused |= self.dispatch(&msg),
                     Err(KafkaError::PartitionEOF(_)) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
@@ -313,42 +316,45 @@ impl Consumer {
     }
 
     /// Hands a record to its partition's worker. Returns true if the partition is paused.
-    fn dispatch(&self, msg: OwnedMessage) -> bool {
-        let Some(route) = self.routes.get(msg.topic()) else {
-            tracing::error!(topic = msg.topic(), "record from a topic without route");
+    fn dispatch(&self, msg: &BorrowedMessage<'_>) -> bool {
+        let topic = msg.topic();
+        let Some((topic_name, route)) = self.routes.get_key_value(topic) else {
+            tracing::error!(topic, "record from a topic without route");
             return false;
         };
+        let (partition, offset) = (msg.partition(), msg.offset());
         let mut partitions = self.shared.lock();
-        let topic_slots = match partitions.get_mut(msg.topic()) {
+        let topic_slots = match partitions.get_mut(topic) {
             Some(slots) => slots,
-            None => partitions.entry(msg.topic().to_owned()).or_default(),
+            None => partitions.entry(topic.to_owned()).or_default(),
         };
-        let slot = topic_slots.entry(msg.partition()).or_insert_with(|| {
+        let slot = topic_slots.entry(partition).or_insert_with(|| {
             let worker = Worker {
                 route: route.clone(),
                 consumer: self.consumer.clone(),
                 dead_letters: self.dead_letters.clone(),
                 total: self.buffered.clone(),
             };
-            worker.spawn(msg.topic(), msg.partition(), msg.offset())
+            worker.spawn(topic, partition, offset)
         });
-        if msg.offset() < slot.next_offset {
+        if offset < slot.next_offset {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
-        slot.next_offset = msg.offset() + 1;
-        let size = partition::footprint(&msg);
+        slot.next_offset = offset + 1;
+        let record = Record::copy(msg, topic_name);
+        let size = record.footprint();
         let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;
         if !slot.paused && (own > self.max_buffered_bytes / 4 || total > self.max_buffered_bytes) {
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(msg.topic(), msg.partition());
+            tpl.add_partition(topic, partition);
             if let Err(e) = self.consumer.pause(&tpl) {
                 tracing::warn!(error = %e, "cannot pause partition");
             }
             slot.paused = true;
             self.health.count_pause();
         }
-        if slot.tx.send(msg).is_err() {
+        if slot.tx.send(record).is_err() {
             // The worker is gone (it stops only when revoked or shut down): give the bytes back.
             slot.bytes.fetch_sub(size, Ordering::AcqRel);
             self.buffered.fetch_sub(size, Ordering::AcqRel);

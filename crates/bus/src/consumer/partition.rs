@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
+use super::record::Record;
 use super::route::{Outcome, Route};
 use crate::dead_letter::{self, Failure};
 use crate::publisher::Publisher;
@@ -23,16 +23,11 @@ use crate::publisher::Publisher;
 /// Records handled between two offset stores when the queue never runs empty.
 const STORE_EVERY: u32 = 256;
 
-/// Bytes a queued record accounts for: key, value, and a fixed overhead for the rest.
-pub(crate) fn footprint(msg: &OwnedMessage) -> usize {
-    msg.payload().map_or(0, <[u8]>::len) + msg.key().map_or(0, <[u8]>::len) + 128
-}
-
 /// The main loop's handle on a partition worker.
 pub(crate) struct Slot {
     /// Records for the worker. Unbounded as a channel; bounded in bytes by pausing the
     /// partition (see the consumer's module docs).
-    pub tx: mpsc::UnboundedSender<OwnedMessage>,
+    pub tx: mpsc::UnboundedSender<Record>,
     /// Bytes queued for this worker and not yet processed.
     pub bytes: Arc<AtomicUsize>,
     /// Offset of the last record the worker finished (-1: none yet). Whoever stops the
@@ -63,8 +58,8 @@ impl DeadLetters {
     /// Writes the dead-letter record, retrying until it is acknowledged (nothing is lost
     /// while the broker is away) or the worker is cancelled (then returns false and the
     /// offset is not stored, so the record is processed again later).
-    async fn send(&self, msg: &OwnedMessage, failure: &Failure, cancel: &CancellationToken) -> bool {
-        let record = dead_letter::record(msg, failure, &self.group, &dead_letter::topic_for(msg.topic()));
+    async fn send(&self, msg: &Record, failure: &Failure, cancel: &CancellationToken) -> bool {
+        let record = dead_letter::record(&msg.to_message(), failure, &self.group, &dead_letter::topic_for(msg.topic()));
         let mut retry = 0u32;
         loop {
             match self.publisher.send_record(record.clone()).await {
@@ -129,7 +124,7 @@ impl Worker {
         self,
         topic: String,
         partition: i32,
-        mut rx: mpsc::UnboundedReceiver<OwnedMessage>,
+        mut rx: mpsc::UnboundedReceiver<Record>,
         cancel: CancellationToken,
         completed: Arc<AtomicI64>,
         guard: ExitGuard,
@@ -159,7 +154,7 @@ impl Worker {
                 Outcome::Interrupted => break,
             };
             counter.increment(1);
-            let size = footprint(&msg);
+            let size = msg.footprint();
             guard.own.fetch_sub(size, Ordering::AcqRel);
             guard.total.fetch_sub(size, Ordering::AcqRel);
             done_offset = Some(msg.offset());

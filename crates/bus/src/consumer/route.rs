@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::record::Record;
 use crate::codec::{Codec, DecodeError};
 use crate::dead_letter::{Failure, Stage};
 use crate::envelope::{Envelope, Metadata, Position};
@@ -57,7 +58,7 @@ pub(crate) struct RouteSettings {
 
 #[async_trait]
 pub(crate) trait Route: Send + Sync + 'static {
-    async fn process(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Outcome;
+    async fn process(&self, msg: &Record, cancel: &CancellationToken) -> Outcome;
 }
 
 pub(crate) struct TypedRoute<F, H> {
@@ -80,8 +81,26 @@ impl<F: EventFamily, H: Handler<F>> TypedRoute<F, H> {
 /// topic. Runtimes other than [`Consumer`](crate::Consumer) (projectors, sagas) use it
 /// too.
 pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
+    let headers = msg.headers().into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
+    let position = || Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
+    decode_parts(codec, msg.payload(), msg.key(), headers, position).await
+}
+
+/// [`decode`] of a [`Record`].
+pub(crate) async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &Record) -> Result<Envelope<F>, Failure> {
+    let position = || Position { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
+    decode_parts(codec, record.payload(), record.key(), record.headers(), position).await
+}
+
+async fn decode_parts<'a, F: EventFamily>(
+    codec: &dyn Codec,
+    payload: Option<&[u8]>,
+    key: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    position: impl FnOnce() -> Position,
+) -> Result<Envelope<F>, Failure> {
     let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
-    let payload = msg.payload().ok_or_else(|| decode_failure(&DecodeError::Empty))?;
+    let payload = payload.ok_or_else(|| decode_failure(&DecodeError::Empty))?;
     let (writer, datum) = codec.read_header(payload).await.map_err(|e| Failure {
         stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
         reason: e.to_string(),
@@ -98,21 +117,20 @@ pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Re
         }
         Err(e) => return Err(decode_failure(&e)),
     };
-    let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| decode_failure(&e))?;
-    let position = Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
-    Ok(Envelope { event, meta, position })
+    let meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
+    Ok(Envelope { event, meta, position: position() })
 }
 
 #[async_trait]
 impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
-    async fn process(&self, msg: &OwnedMessage, cancel: &CancellationToken) -> Outcome {
+    async fn process(&self, msg: &Record, cancel: &CancellationToken) -> Outcome {
         let policy = self.settings.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut last_error = String::new();
         let mut waits = 0u32;
         for attempt in 1..=max_attempts {
             let envelope = loop {
-                match decode::<F>(&*self.settings.codec, msg).await {
+                match decode_record::<F>(&*self.settings.codec, msg).await {
                     Ok(envelope) => break envelope,
                     Err(f) if f.stage == Stage::Unavailable => {
                         // The schema cannot be fetched now: wait, without giving up the record.

@@ -1,0 +1,122 @@
+//! A consumed record, copied out of librdkafka once, compactly.
+//!
+//! `BorrowedMessage::detach` copies value and key into two vectors and the headers into a
+//! new librdkafka header list (one allocation per header), and reading that list back costs
+//! a C call and a UTF-8 check per header. A [`Record`] holds value, key, and every header's
+//! name and value back to back in one buffer, with their spans in a second one, and shares
+//! the topic name with the route. It keeps everything the original had: what a handler
+//! sees is parsed from it, and what is dead-lettered is rebuilt from it unchanged.
+
+use std::sync::Arc;
+
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
+
+/// A byte range in [`Record::bytes`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
+}
+
+/// A consumed record, owned (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Record {
+    topic: Arc<str>,
+    partition: i32,
+    offset: i64,
+    timestamp: Timestamp,
+    /// The value, the key, then each header's name and value.
+    bytes: Vec<u8>,
+    payload: Option<Span>,
+    key: Option<Span>,
+    /// Name and value of each header, in their order on the wire.
+    headers: Vec<(Span, Option<Span>)>,
+}
+
+impl Record {
+    /// Copies `msg`, whose topic is `topic` (shared, so it is not copied per record).
+    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
+        let (payload, key) = (msg.payload(), msg.key());
+        let headers = msg.headers();
+        let count = headers.map_or(0, Headers::count);
+        let estimate = payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 64 * count;
+        let mut bytes = Vec::with_capacity(estimate);
+        let mut push = |part: &[u8]| {
+            let start = bytes.len() as u32;
+            bytes.extend_from_slice(part);
+            Span { start, end: bytes.len() as u32 }
+        };
+        let payload = payload.map(&mut push);
+        let key = key.map(&mut push);
+        let mut spans = Vec::with_capacity(count);
+        if let Some(headers) = headers {
+            for idx in 0..count {
+                let Some(h) = headers.try_get(idx) else { break };
+                spans.push((push(h.key.as_bytes()), h.value.map(&mut push)));
+            }
+        }
+        Record {
+            topic: topic.clone(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp: msg.timestamp(),
+            bytes,
+            payload,
+            key,
+            headers: spans,
+        }
+    }
+
+    fn slice(&self, span: Span) -> &[u8] {
+        &self.bytes[span.start as usize..span.end as usize]
+    }
+
+    pub(crate) fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub(crate) fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub(crate) fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    pub(crate) fn payload(&self) -> Option<&[u8]> {
+        self.payload.map(|s| self.slice(s))
+    }
+
+    pub(crate) fn key(&self) -> Option<&[u8]> {
+        self.key.map(|s| self.slice(s))
+    }
+
+    /// Name and value of each header, in order. Names are bytes: they were valid UTF-8
+    /// when copied (librdkafka's header accessor insists on it).
+    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.headers.iter().map(|&(name, value)| (self.slice(name), value.map(|v| self.slice(v))))
+    }
+
+    /// Bytes a queued record accounts for: key, value, and a fixed overhead for the rest.
+    pub(crate) fn footprint(&self) -> usize {
+        self.payload.map_or(0, |s| (s.end - s.start) as usize) + self.key.map_or(0, |s| (s.end - s.start) as usize) + 128
+    }
+
+    /// The record as an rdkafka message, headers included (for dead-lettering; rare).
+    pub(crate) fn to_message(&self) -> OwnedMessage {
+        let headers = (!self.headers.is_empty()).then(|| {
+            self.headers().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |acc, (name, value)| {
+                acc.insert(Header { key: &String::from_utf8_lossy(name), value })
+            })
+        });
+        OwnedMessage::new(
+            self.payload().map(<[u8]>::to_vec),
+            self.key().map(<[u8]>::to_vec),
+            self.topic.to_string(),
+            self.timestamp,
+            self.partition,
+            self.offset,
+            headers,
+        )
+    }
+}

@@ -165,15 +165,18 @@ pub fn decode_value(
 ) -> Result<apache_avro::types::Value, DecodeError> {
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
     let mut input = StrictReader { rest: datum, hit_end: false };
-    let value = apache_avro::from_avro_datum(&writer.schema, &mut input, reader);
+    let value = writer.read_datum(&mut input);
     if input.hit_end {
         return Err(invalid(format!("datum is truncated ({} bytes)", datum.len())));
     }
-    let value = value.map_err(|e| invalid(e.to_string()))?;
+    let value = value.map_err(invalid)?;
     if !input.rest.is_empty() {
         return Err(invalid(format!("{} trailing bytes after the datum", input.rest.len())));
     }
-    Ok(value)
+    match reader {
+        Some(schema) => value.resolve(schema).map_err(|e| invalid(e.to_string())),
+        None => Ok(value),
+    }
 }
 
 /// A byte-slice reader that remembers whether anyone asked for bytes past its end.
@@ -189,6 +192,18 @@ impl std::io::Read for StrictReader<'_> {
         }
         let n = self.rest.read(buf)?;
         Ok(n)
+    }
+
+    // The decoder reads mostly through `read_exact`, often a byte at a time: answer it
+    // directly instead of through the default loop over `read`.
+    fn read_exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        let Some((head, rest)) = self.rest.split_at_checked(buf.len()) else {
+            self.hit_end = true;
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        };
+        buf.copy_from_slice(head);
+        self.rest = rest;
+        Ok(())
     }
 }
 

@@ -52,7 +52,6 @@ impl std::fmt::Debug for Fingerprint {
 }
 
 /// One schema known to the set, with its full name and fingerprint.
-#[derive(Debug)]
 pub struct KnownSchema {
     /// Avro full name (`namespace.Name`); for events this is also the CloudEvents `type`.
     pub name: String,
@@ -62,6 +61,37 @@ pub struct KnownSchema {
     pub schema: Schema,
     /// File it was loaded from, if any.
     pub origin: Option<PathBuf>,
+    /// The schema with its named types resolved, built on first decode and kept:
+    /// apache-avro's `from_avro_datum` resolves the writer schema again for every datum.
+    datum_reader: std::sync::OnceLock<Result<apache_avro::GenericSingleObjectReader, String>>,
+}
+
+impl std::fmt::Debug for KnownSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KnownSchema").field("name", &self.name).field("fingerprint", &self.fingerprint).field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+/// A header builder for a bare datum: nothing precedes it.
+struct NoHeader;
+
+impl apache_avro::headers::HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl KnownSchema {
+    /// Reads one datum written with this schema from `input` (no resolution).
+    pub(crate) fn read_datum<R: std::io::Read>(&self, input: &mut R) -> Result<apache_avro::types::Value, String> {
+        let reader = self.datum_reader.get_or_init(|| {
+            apache_avro::GenericSingleObjectReader::new_with_header_builder(self.schema.clone(), NoHeader).map_err(|e| e.to_string())
+        });
+        match reader {
+            Ok(reader) => reader.read_value(input).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("schema {} cannot be resolved: {e}", self.name)),
+        }
+    }
 }
 
 /// Failure to load or parse schemas.
@@ -135,6 +165,7 @@ impl SchemaSet {
             name: name.clone(),
             schema,
             origin,
+            datum_reader: std::sync::OnceLock::new(),
         });
         self.by_fingerprint.insert(known.fingerprint, known.clone());
         self.latest.insert(name, known.clone());

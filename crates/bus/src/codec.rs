@@ -179,6 +179,29 @@ pub fn decode_value(
     }
 }
 
+/// Decodes a datum written with exactly the reader's own schema straight into `T` with
+/// serde_avro_fast (no intermediate `Value`, no resolution needed), as strictly as
+/// [`decode_value`]: a truncated datum fails, trailing bytes are refused, and sequence
+/// lengths are capped so a corrupt count cannot spin.
+pub(crate) fn decode_fast<T: serde::de::DeserializeOwned>(
+    type_name: &str,
+    fast: &serde_avro_fast::Schema,
+    datum: &[u8],
+) -> Result<T, DecodeError> {
+    use serde_avro_fast::de::{read::SliceRead, DeserializerConfig, DeserializerState};
+    use std::io::BufRead;
+    let invalid = |reason: String| DecodeError::Datum { type_name: type_name.to_owned(), reason };
+    let mut config = DeserializerConfig::new(fast);
+    config.max_seq_size = 1_000_000;
+    let mut state = DeserializerState::with_config(SliceRead::new(datum), config);
+    let value = T::deserialize(state.deserializer()).map_err(|e| invalid(e.to_string()))?;
+    let left = state.into_reader().fill_buf().map_err(|e| invalid(e.to_string()))?.len();
+    if left != 0 {
+        return Err(invalid(format!("{left} trailing bytes after the datum")));
+    }
+    Ok(value)
+}
+
 /// A byte-slice reader that remembers whether anyone asked for bytes past its end.
 struct StrictReader<'a> {
     rest: &'a [u8],

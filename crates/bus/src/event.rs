@@ -131,12 +131,16 @@ pub fn decode_member<E: Event>(
     writer: &KnownSchema,
     datum: &[u8],
 ) -> Result<E, DecodeError> {
+    let own = set.latest(E::TYPE);
+    // Written with our own schema: decode straight into the type, no resolution needed.
+    // If that fails, the strict path below decodes again and says precisely why.
+    let fast = own.filter(|r| r.fingerprint == writer.fingerprint).and_then(|r| r.fast());
+    if let Some(Ok(event)) = fast.map(|fast| crate::codec::decode_fast::<E>(&writer.name, fast, datum)) {
+        return Ok(event);
+    }
     // Resolve only when the writer used another version than ours; an upcaster for that
     // version takes precedence over resolution.
-    let reader_schema = set
-        .latest(E::TYPE)
-        .filter(|r| r.fingerprint != writer.fingerprint)
-        .map(|r| &r.schema);
+    let reader_schema = own.filter(|r| r.fingerprint != writer.fingerprint).map(|r| &r.schema);
     if let Some(upcast) = reader_schema.and_then(|_| E::upcast(writer, datum)) {
         return upcast;
     }

@@ -64,6 +64,9 @@ pub struct KnownSchema {
     /// The schema with its named types resolved, built on first decode and kept:
     /// apache-avro's `from_avro_datum` resolves the writer schema again for every datum.
     datum_reader: std::sync::OnceLock<Result<apache_avro::GenericSingleObjectReader, String>>,
+    /// The same schema for serde_avro_fast, which decodes about six times faster; `None`
+    /// when it refuses the schema or disagrees on the fingerprint.
+    fast: Option<serde_avro_fast::Schema>,
 }
 
 impl std::fmt::Debug for KnownSchema {
@@ -82,6 +85,11 @@ impl apache_avro::headers::HeaderBuilder for NoHeader {
 }
 
 impl KnownSchema {
+    /// The schema for serde_avro_fast's decoder, if it reads it the same way.
+    pub(crate) fn fast(&self) -> Option<&serde_avro_fast::Schema> {
+        self.fast.as_ref()
+    }
+
     /// Reads one datum written with this schema from `input` (no resolution).
     pub(crate) fn read_datum<R: std::io::Read>(&self, input: &mut R) -> Result<apache_avro::types::Value, String> {
         let reader = self.datum_reader.get_or_init(|| {
@@ -160,12 +168,19 @@ impl SchemaSet {
             .name()
             .map(|n| n.fullname(None))
             .ok_or_else(|| SchemaError::Unnamed { origin: origin.clone() })?;
+        let fingerprint = Fingerprint::of(&schema);
+        // From the full JSON, not the canonical form, which drops logical types.
+        let fast = serde_json::to_string(&schema)
+            .ok()
+            .and_then(|json| json.parse::<serde_avro_fast::Schema>().ok())
+            .filter(|fast| fast.rabin_fingerprint() == &fingerprint.0);
         let known = Arc::new(KnownSchema {
-            fingerprint: Fingerprint::of(&schema),
+            fingerprint,
             name: name.clone(),
             schema,
             origin,
             datum_reader: std::sync::OnceLock::new(),
+            fast,
         });
         self.by_fingerprint.insert(known.fingerprint, known.clone());
         self.latest.insert(name, known.clone());
@@ -270,6 +285,18 @@ mod tests {
         let schema = Schema::parse_str(r#""int""#).expect("valid");
         let value = u64::from_le_bytes(Fingerprint::of(&schema).0);
         assert_eq!(value as i64, 0x7275d51a3f395c8f_u64 as i64);
+    }
+
+    #[test]
+    fn records_get_the_fast_decoder_with_the_same_fingerprint() {
+        let mut set = SchemaSet::default();
+        let known = set
+            .add_str(r#"{"type":"record","name":"R","namespace":"n","fields":[
+                {"name":"a","type":"string"},{"name":"b","type":["null","long"],"default":null},
+                {"name":"c","type":{"type":"array","items":{"type":"record","name":"L","fields":[{"name":"x","type":"int"}]}}}]}"#)
+            .expect("valid");
+        let fast = known.fast().expect("serde_avro_fast reads it");
+        assert_eq!(fast.rabin_fingerprint(), &known.fingerprint.0);
     }
 
     #[test]

@@ -163,4 +163,31 @@ mod tests {
             assert!(truncated.is_err(), "datum cut at {cut} of {} must fail: {truncated:?}", datum.len());
         }
     }
+
+    #[test]
+    fn the_fast_path_decodes_exactly_like_the_resolving_path() {
+        use herald_bus::EventFamily;
+        let known = OrderEvent::schemas().latest(OrderPlaced::TYPE).expect("member");
+        let shapes = [
+            OrderPlaced::example("o-1", "c-1", 0),
+            OrderPlaced { note: Some("ünïcödé \"quoted\"".into()), total_cents: i64::MAX, ..OrderPlaced::example("o-2", "c-2", 1) },
+            OrderPlaced { lines: vec![], note: Some(String::new()), ..OrderPlaced::example("o-3", "", -5) },
+            OrderPlaced {
+                lines: (0..50).map(|i| OrderLine { sku: format!("sku-{i}"), quantity: i, unit_price_cents: i64::from(i) * 100 }).collect(),
+                ..OrderPlaced::example("o-4", "c-4", 122_500)
+            },
+        ];
+        for placed in shapes {
+            let mut datum = Vec::new();
+            herald_bus::publisher::encode_datum(known, &placed, &mut datum).expect("encodes");
+            let fast = OrderEvent::decode(OrderPlaced::TYPE, known, &datum).expect("fast path");
+            let value = herald_bus::codec::decode_value(known, None, &datum).expect("value path");
+            let slow: OrderPlaced = apache_avro::from_value(&value).expect("from_value");
+            assert_eq!(fast, Some(OrderEvent::Placed(slow.clone())));
+            assert_eq!(slow, placed);
+            let mut trailing = datum.clone();
+            trailing.push(0);
+            assert!(OrderEvent::decode(OrderPlaced::TYPE, known, &trailing).is_err(), "a trailing byte is refused");
+        }
+    }
 }

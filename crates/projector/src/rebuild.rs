@@ -95,7 +95,8 @@ where
     };
     let version = match versions {
         Some((live, previous)) => live.max(previous.unwrap_or(0)) + 1,
-        None => 2,
+        // Nothing live yet: build the first version (live once swapped in).
+        None => 1,
     };
     let time_travel = !matches!(options.until, StopAt::CaughtUp | StopAt::Never);
     let group = format!("{}.rebuild.v{version}", options.group);

@@ -283,6 +283,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:projector:{}", P::NAME)))?;
 
         let (jobs, job_rx) = std_mpsc::channel();
+        let follow_live = self.version.is_none();
         let worker = Worker::<F, P> {
             store: self.store.clone(),
             projection,
@@ -290,7 +291,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             ownership,
             flight,
             crash: self.crash.map(Arc::new),
-            follow_live: self.version.is_none(),
+            follow_live,
             _family: PhantomData,
         };
         let crash = worker.crash.clone();
@@ -325,6 +326,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             on_poison: self.on_poison,
             drain_timeout: self.drain_timeout,
             stop_at: self.stop_at,
+            follow_live,
             crash,
             _projection: PhantomData,
         })
@@ -351,6 +353,7 @@ pub struct Projector<F: EventFamily, P> {
     on_poison: OnPoison,
     drain_timeout: Duration,
     stop_at: StopAt,
+    follow_live: bool,
     crash: Option<Arc<CrashPoint>>,
     _projection: PhantomData<fn() -> P>,
 }
@@ -519,6 +522,8 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ends_refreshed = Instant::now() - Duration::from_secs(60);
         let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<BTreeMap<i32, (i64, i64)>>();
+        let (live_tx, mut live_rx) = mpsc::unbounded_channel::<u32>();
+        let mut live_checked = Instant::now();
         let mut stopped = Stopped::Shutdown;
         loop {
             tokio::select! {
@@ -550,6 +555,13 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     }
                 }
                 Some(command) = self.control_rx.recv() => self.command(&mut state, command, &cancel, &dlq_tx),
+                Some(live) = live_rx.recv() => {
+                    if live != self.key.version {
+                        tracing::info!(live, version = self.key.version, "another view version is live now: stopping");
+                        stopped = Stopped::Superseded { live };
+                        break;
+                    }
+                }
                 Some(ends) = ends_rx.recv() => {
                     for (p, (_, end)) in ends {
                         if let Some(part) = state.parts.get_mut(&p) {
@@ -589,6 +601,19 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                         });
                     }
                     self.publish_status(&state);
+                    // An idle projector learns of a swap here (a busy one at its next batch).
+                    if self.follow_live && live_checked.elapsed() > Duration::from_secs(1) {
+                        live_checked = Instant::now();
+                        let (tx, rx) = oneshot::channel();
+                        if self.jobs.send(Job::LiveVersion(tx)).is_ok() {
+                            let live_tx = live_tx.clone();
+                            tokio::spawn(async move {
+                                if let Ok(Ok(Some(live))) = rx.await {
+                                    let _ = live_tx.send(live);
+                                }
+                            });
+                        }
+                    }
                 }
             }
             if state.in_flight.is_none() {

@@ -89,6 +89,10 @@ impl StatusHandle {
         f(&mut board.status);
         let now = Instant::now();
         let applied = board.status.applied_total;
+        if board.samples.back().is_some_and(|(_, a)| *a > applied) {
+            // A new projector took over this handle (after a swap): its count starts at 0.
+            board.samples.clear();
+        }
         if board.samples.back().is_none_or(|(t, _)| now.duration_since(*t) >= Duration::from_millis(500)) {
             board.samples.push_back((now, applied));
         }
@@ -97,7 +101,7 @@ impl StatusHandle {
         }
         if let (Some((t0, a0)), Some((t1, a1))) = (board.samples.front(), board.samples.back()) {
             let dt = t1.duration_since(*t0).as_secs_f64();
-            board.status.events_per_second = if dt > 0.0 { (a1 - a0) as f64 / dt } else { 0.0 };
+            board.status.events_per_second = if dt > 0.0 { a1.saturating_sub(*a0) as f64 / dt } else { 0.0 };
         }
         let s = &mut board.status;
         s.total_lag = s.partitions.iter().filter_map(|p| p.lag).sum();

@@ -16,7 +16,8 @@ use crate::projection::Projection;
 use crate::store::{Store, StoreError, Tx};
 
 /// Makes sure the store has the bookkeeping tables and the tables of `version` (default:
-/// the live version, or 1 for a new projection, which then becomes live with its views).
+/// the live version, or 1 for a new projection, which then becomes live with its views;
+/// an explicit version is left for a swap to make live).
 /// Returns the version to write.
 pub(crate) async fn prepare<F: EventFamily, P: Projection<F>>(store: Arc<dyn Store>, projection: Arc<P>, version: Option<u32>) -> Result<u32, ProjectorError> {
     let task = tokio::task::spawn_blocking(move || -> Result<u32, ProjectorError> {
@@ -26,11 +27,14 @@ pub(crate) async fn prepare<F: EventFamily, P: Projection<F>>(store: Arc<dyn Sto
         position::migrate(tx.as_tx())?;
         let live = position::live_version(tx.as_tx(), P::NAME)?;
         tx.commit()?;
+        let follows_live = version.is_none();
         let version = version.or(live.map(|(v, _)| v)).unwrap_or(1);
         let mut tx = conn.begin(version)?;
         lock(tx.as_tx())?;
         projection.migrate(tx.as_tx()).map_err(|source| ProjectorError::Migrate { projection: P::NAME.to_owned(), source })?;
-        if position::live_version(tx.as_tx(), P::NAME)?.is_none() {
+        // A new projection's first version is live from the start; a version being
+        // rebuilt becomes live only when it is swapped in.
+        if follows_live && position::live_version(tx.as_tx(), P::NAME)?.is_none() {
             point_views(tx.as_tx(), projection.views(), version)?;
             position::set_live_version(tx.as_tx(), P::NAME, version, None)?;
         }

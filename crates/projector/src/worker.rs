@@ -25,6 +25,8 @@ pub(crate) enum Job<F> {
     Apply(Batch<F>, oneshot::Sender<Outcome>),
     /// Read the stored position of a partition (`None`: none stored).
     Position(i32, oneshot::Sender<Result<Option<i64>, StoreError>>),
+    /// Read the live version of the view (so an idle projector notices a swap).
+    LiveVersion(oneshot::Sender<Result<Option<u32>, StoreError>>),
 }
 
 /// Partition → generation of this member's current ownership.
@@ -89,6 +91,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                         match job {
                             Job::Apply(_, reply) => drop(reply.send(Outcome::StoreFailed(e))),
                             Job::Position(_, reply) => drop(reply.send(Err(e))),
+                            Job::LiveVersion(reply) => drop(reply.send(Err(e))),
                         }
                         continue;
                     }
@@ -110,6 +113,17 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 }
                 Job::Position(partition, reply) => {
                     let read = self.read_position(c.as_mut(), partition);
+                    let failed = read.is_err();
+                    let _ = reply.send(read);
+                    failed
+                }
+                Job::LiveVersion(reply) => {
+                    let read = (|| {
+                        let mut tx = c.read()?;
+                        let live = position::live_version(tx.as_tx(), &self.key.projection)?;
+                        tx.rollback()?;
+                        Ok(live.map(|(v, _)| v))
+                    })();
                     let failed = read.is_err();
                     let _ = reply.send(read);
                     failed

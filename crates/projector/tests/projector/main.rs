@@ -4,6 +4,7 @@
 //! the topic computed here.
 
 mod crash;
+mod fold;
 mod members;
 mod poison;
 mod rebuild;

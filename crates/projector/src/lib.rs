@@ -32,7 +32,7 @@
 //! # Layout
 //! - [`projection`]: the [`Projection`] trait users implement.
 //! - [`store`]: the [`Store`]/[`Connection`]/[`Tx`] abstraction; [`store::sqlite`]
-//!   (feature `sqlite`, default) and [`store::postgres`] (feature `postgres`).
+//!   (feature `sqlite`, default) and `store::postgres` (feature `postgres`).
 //! - [`position`]: the positions table and its compare-and-set, dead letters, view versions.
 //! - [`runner`]: [`Projector`], its builder, the poll loop and batching.
 //! - `worker`: the store thread that runs transactions. `context`: rebalance hooks that
@@ -63,6 +63,16 @@
 //!   prefetch.
 //! - **Orderly shutdown** on a future: finish the batch in flight, mirror positions to the
 //!   group (for lag tools only), flush the dead-letter producer, leave the group.
+//! - **Rebuilds never show a partial view.** A new version is built in its own tables and
+//!   swapped in by one transaction that re-points the database views; the previous version
+//!   is kept for rollback. A live projector notices the swap (at its next batch, or within
+//!   a second when idle) and returns [`Stopped::Superseded`]; built again, it continues the
+//!   new version from that version's own positions.
+//!
+//! What it does not promise: the dead-letter topic is at least once (a crash between the
+//! acknowledged dead letter and the commit that moves past it writes it again), and the
+//! group's committed offsets lag the stored positions by up to `auto.commit.interval.ms`
+//! (they are never read back).
 
 mod batch;
 mod context;

@@ -11,7 +11,7 @@
 //!    one as previous, kept for [`rollback`]). Readers see the old or the new view, never
 //!    a mix, never an empty one.
 //! 4. A live projector notices the swap at its next batch and stops with
-//!    [`Stopped::Superseded`](crate::Stopped::Superseded); built again, it continues
+//!    `Stopped::Superseded`; built again, it continues
 //!    version `N` from `N`'s stored positions.
 //!
 //! Time travel: [`StopAt::Offsets`] or [`StopAt::Before`] build version `N` up to those

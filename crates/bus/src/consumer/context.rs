@@ -2,8 +2,9 @@
 //!
 //! On revocation (inside librdkafka's rebalance callback) the hook stops the revoked
 //! partitions' workers after their current record, waits for them up to
-//! `revoke_timeout`, and commits the stored offsets synchronously, so the next owner
-//! starts exactly after the last handled record. A lost assignment is not committed.
+//! `revoke_timeout`, and stores what they finished; librdkafka then commits the stored
+//! offsets before the group rebalances, so the next owner starts exactly after the last
+//! handled record. A lost assignment is not committed.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,6 +26,10 @@ pub(crate) type Slots = HashMap<String, HashMap<i32, Slot>>;
 /// State shared by the main loop and the rebalance hooks.
 pub(crate) struct Shared {
     pub partitions: Mutex<Slots>,
+    /// Set once shutdown has committed and is closing the client: the revocation that
+    /// closing triggers has nothing left to do (and a commit from inside
+    /// `rd_kafka_consumer_close` can wait forever for its reply).
+    pub closing: AtomicBool,
     pub revoke_timeout: Duration,
     pub health: Arc<ConsumerHealth>,
 }
@@ -100,6 +105,9 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else { return };
+        if self.shared.closing.load(Ordering::Acquire) {
+            return;
+        }
         let started = Instant::now();
         let slots: Vec<(PartitionKey, Slot)> = {
             let mut partitions = self.shared.lock();
@@ -125,9 +133,13 @@ impl ConsumerContext for Context {
             }
             super::partition::store_completed(consumer, &key.0, key.1, completed.load(Ordering::Acquire));
         }
+        // librdkafka commits the stored offsets of revoked partitions itself (auto-commit
+        // is forced on) and waits for that commit before the group moves on; the request
+        // here only makes it explicit. It is asynchronous: a synchronous commit has no
+        // timeout and must never block the poll thread.
         let lost = consumer.assignment_lost();
         if !lost {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
+            match consumer.commit_consumer_state(CommitMode::Async) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                 Err(e) => tracing::warn!(error = %e, "commit on revoke failed"),
             }

@@ -57,10 +57,11 @@ use crate::{EventFamily, KafkaConfig, PublishError, Publisher, PublisherOptions,
 
 /// Consumer properties Herald sets unless the configuration overrides them.
 ///
-/// `enable.auto.offset.store=false` is not negotiable: Herald stores offsets itself after
-/// the work is done, and forces it even if the configuration says otherwise.
+/// `enable.auto.offset.store=false` and `enable.auto.commit=true` are not negotiable:
+/// Herald stores offsets itself after the work is done and lets librdkafka commit what
+/// was stored (every `auto.commit.interval.ms`, and on revocation); both are forced even
+/// if the configuration says otherwise.
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.commit", "true"),
     ("auto.commit.interval.ms", "1000"),
     ("auto.offset.reset", "earliest"),
     ("isolation.level", "read_committed"),
@@ -222,9 +223,16 @@ impl ConsumerBuilder {
             admin::create_topics(&self.config, &specs).await?;
         }
         let health = Arc::new(ConsumerHealth::default());
-        let shared = Arc::new(Shared { partitions: Default::default(), revoke_timeout: self.revoke_timeout, health: health.clone() });
+        let shared = Arc::new(Shared {
+            partitions: Default::default(),
+            closing: Default::default(),
+            revoke_timeout: self.revoke_timeout,
+            health: health.clone(),
+        });
         let mut client_config = self.config.client_config(CONSUMER_DEFAULTS);
-        client_config.set("group.id", &self.group).set("enable.auto.offset.store", "false");
+        // Not negotiable: Herald stores offsets itself after the work, and relies on
+        // librdkafka's auto-commit to commit them periodically and on revocation.
+        client_config.set("group.id", &self.group).set("enable.auto.offset.store", "false").set("enable.auto.commit", "true");
         let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone() })?;
         let topics: Vec<&str> = self.routes.iter().map(|(t, _, _)| t.as_str()).collect();
         consumer.subscribe(&topics)?;
@@ -442,6 +450,7 @@ impl Consumer {
             tracing::warn!(error = %e, "dead-letter producer flush failed");
         }
         self.health.set_running(false);
+        self.shared.closing.store(true, Ordering::Release);
         // Closing leaves the group; it can block, so it runs on a blocking thread.
         let consumer = self.consumer;
         drop(self.routes);

@@ -1,6 +1,7 @@
 //! Publishing events: typed, Avro-encoded, keyed by aggregate, awaited until the broker
 //! acknowledged them.
 
+mod in_flight;
 mod producer;
 
 pub use producer::{DeliveryContext, Pending, Producer};
@@ -14,7 +15,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::util::Timeout;
-use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 use crate::codec::{Codec, SingleObject};
@@ -160,7 +160,7 @@ pub struct Publisher {
     producer: Arc<ProducerSlot>,
     codec: Arc<dyn Codec>,
     source: Arc<str>,
-    in_flight: Arc<Semaphore>,
+    in_flight: Arc<in_flight::InFlight>,
     max_bytes: usize,
 }
 
@@ -184,7 +184,7 @@ impl Publisher {
             producer,
             codec,
             source: options.source.into(),
-            in_flight: Arc::new(Semaphore::new(options.max_in_flight.max(1))),
+            in_flight: in_flight::InFlight::new(options.max_in_flight),
             max_bytes,
         })
     }
@@ -307,13 +307,13 @@ impl Publisher {
         if size > self.max_bytes {
             return Err(PublishError::Oversize { size, limit: self.max_bytes });
         }
-        let permit = self.in_flight.clone().acquire_owned().await.map_err(|_| PublishError::Codec("publisher closed".into()))?;
+        let slot_in_flight = self.in_flight.acquire().await;
         let started = Instant::now();
         let producer = self.producer.current();
         let slot = self.producer.clone();
         let Record { topic, key, payload, mut headers } = record;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut pending = Box::new(Pending { tx, _permit: permit });
+        let mut pending = Box::new(Pending { tx, _slot: slot_in_flight });
         loop {
             let base = BaseRecord::with_opaque_to(&topic, pending).key(&key).payload(&payload).headers(headers);
             match producer.send(base) {

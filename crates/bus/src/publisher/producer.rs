@@ -2,11 +2,10 @@
 //! release in-flight slots themselves, and replacement after a fatal error.
 //!
 //! Each queued record carries a [`Pending`] as its delivery opaque: the channel its
-//! acknowledgement goes to, and its in-flight permit. librdkafka's delivery callback sends
-//! the result and drops the permit, so a slot frees up the moment the broker answers,
-//! whether or not anyone awaits that record's future. (Releasing the permit in the
-//! awaiting future instead deadlocks a caller that queues more than the limit before
-//! collecting.)
+//! acknowledgement goes to, and its in-flight slot. librdkafka's delivery callback sends
+//! the result and drops the slot, so a place frees up the moment the broker answers,
+//! whether or not anyone awaits that record's future. (Releasing it in the awaiting
+//! future instead deadlocks a caller that queues more than the limit before collecting.)
 
 use std::sync::{Arc, RwLock};
 
@@ -14,7 +13,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
-use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, Notify};
+
+use super::in_flight::Slot;
 
 /// The outcome of one send: `(partition, offset)`, or the error and the record.
 pub(crate) type Delivery = Result<(i32, i64), (KafkaError, OwnedMessage)>;
@@ -22,7 +23,7 @@ pub(crate) type Delivery = Result<(i32, i64), (KafkaError, OwnedMessage)>;
 /// What travels with a queued record until its delivery report.
 pub struct Pending {
     pub(crate) tx: oneshot::Sender<Delivery>,
-    pub(crate) _permit: OwnedSemaphorePermit,
+    pub(crate) _slot: Slot,
 }
 
 /// The producer context: routes delivery reports and signals freed queue space.
@@ -40,9 +41,9 @@ impl ProducerContext for DeliveryContext {
             Ok(m) => Ok((m.partition(), m.offset())),
             Err((e, m)) => Err((e.clone(), m.detach())),
         };
-        let Pending { tx, _permit } = *pending;
+        let Pending { tx, _slot } = *pending;
         let _ = tx.send(outcome);
-        drop(_permit);
+        drop(_slot);
         self.space.notify_waiters();
     }
 }

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import fastavro
+from confluent_kafka.serialization import MessageField, SerializationContext
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from fastavro.schema import fingerprint as fastavro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
@@ -181,6 +182,13 @@ def decode(value: bytes | None, by_fp: dict[str, Schema], where: str) -> tuple[S
 
 def cmd_consume(args: argparse.Namespace) -> None:
     by_fp, _ = load_schemas(args.schemas)
+    registry = deserializer = None
+    if args.registry:
+        # Imported here: only the Confluent-format check needs the registry extras.
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        registry = SchemaRegistryClient({"url": args.registry})
+        deserializer = AvroDeserializer(registry)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap,
         # Partitions are assigned explicitly: no group membership, nothing committed.
@@ -206,16 +214,27 @@ def cmd_consume(args: argparse.Namespace) -> None:
             if msg.error():
                 fail(f"consuming {args.topic}: {msg.error()}")
             where = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
-            writer, data = decode(msg.value(), by_fp, where)
+            value = msg.value()
+            if registry is not None and value and value[0] == 0:
+                # Confluent wire format: confluent-kafka's own deserializer, schema by id.
+                schema_id = int.from_bytes(value[1:5], "big")
+                parsed = json.loads(registry.get_schema(schema_id).schema_str)
+                writer_name = ".".join(filter(None, [parsed.get("namespace"), parsed["name"]]))
+                data = deserializer(value, SerializationContext(msg.topic(), MessageField.VALUE))
+                framing = {"schema_id": schema_id}
+            else:
+                writer, data = decode(value, by_fp, where)
+                writer_name = writer.name
+                framing = {"fingerprint": writer.fingerprint}
             headers = header_map(msg)
             key = msg.key().decode("utf-8") if msg.key() is not None else None
-            if headers.get("ce_type") != writer.name:
-                fail(f"{where}: ce_type {headers.get('ce_type')!r} is not the writer schema's name {writer.name!r}")
+            if headers.get("ce_type") != writer_name:
+                fail(f"{where}: ce_type {headers.get('ce_type')!r} is not the writer schema's name {writer_name!r}")
             emit({
                 "key": key,
                 "partition": msg.partition(),
                 "offset": msg.offset(),
-                "fingerprint": writer.fingerprint,
+                **framing,
                 "ce_specversion": headers.get("ce_specversion"),
                 "ce_id": headers.get("ce_id"),
                 "ce_type": headers.get("ce_type"),
@@ -346,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--schemas", required=True, metavar="DIR")
+    p.add_argument("--registry", metavar="URL",
+                   help="a Confluent-compatible schema registry: records framed 0x00 + schema id "
+                        "are decoded with confluent-kafka's AvroDeserializer")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.set_defaults(func=cmd_consume)
 

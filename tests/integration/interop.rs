@@ -537,3 +537,74 @@ async fn herald_decodes_what_python_published() {
         assert_eq!(handled_ids, sent_ids, "order of {key}");
     }
 }
+
+/// The registry for the Confluent-format check (`HERALD_REGISTRY_URL`, set by
+/// `scripts/test` and CI); like the interpreter, a failure in CI and a skip elsewhere.
+fn registry_url(test: &str) -> Option<String> {
+    if let Some(url) = std::env::var("HERALD_REGISTRY_URL").ok().filter(|u| !u.is_empty()) {
+        return Some(url);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(!ci, "HERALD_REGISTRY_URL is not set: run `scripts/registry start` and export HERALD_REGISTRY_URL=$(scripts/registry url)");
+    eprintln!("skipping {test}: HERALD_REGISTRY_URL is not set (scripts/registry start)");
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_decodes_confluent_framed_events_herald_published() {
+    let Some(python) = python("python_decodes_confluent_framed_events_herald_published") else { return };
+    let Some(url) = registry_url("python_decodes_confluent_framed_events_herald_published") else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.confluent", 2).await);
+    let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
+    let publisher = herald_bus::Publisher::with_codec(
+        &config,
+        herald_bus::PublisherOptions::new("/herald/tests"),
+        std::sync::Arc::new(herald_registry::Confluent::new(registry)),
+    )
+    .expect("publisher");
+    let events = vec![
+        OrderEvent::Placed(OrderPlaced { note: Some("via the registry".into()), ..OrderPlaced::example("c-o-1", "c-1", 1_500) }),
+        OrderEvent::Confirmed(OrderConfirmed { order_id: "c-o-1".into(), payment_id: "p-9".into() }),
+        OrderEvent::Cancelled(OrderCancelled { order_id: "c-o-2".into(), reason: "duplicate".into(), cancelled_by: None }),
+    ];
+    let mut published = Vec::new();
+    for event in &events {
+        let result = match event {
+            OrderEvent::Placed(e) => publisher.publish(&orders, e).await,
+            OrderEvent::Confirmed(e) => publisher.publish(&orders, e).await,
+            OrderEvent::Cancelled(e) => publisher.publish(&orders, e).await,
+        };
+        published.push(result.expect("published"));
+    }
+    publisher.flush(DEADLINE).await.expect("flush");
+
+    // The schema ids the records carry, read back raw: 0x00 + 4-byte big-endian id.
+    let raw = read_all(&config, orders.name(), events.len(), DEADLINE).await;
+    let id_at = |partition: i32, offset: i64| -> i64 {
+        let record = raw.iter().find(|m| m.partition() == partition && m.offset() == offset).expect("record read back");
+        let payload = record.payload().expect("payload");
+        assert_eq!(payload[0], 0, "Confluent framing");
+        i64::from(u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]))
+    };
+    let schemas = schemas_dir().display().to_string();
+    let count = events.len().to_string();
+    let out = interop(
+        &python,
+        &["consume", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--count", &count, "--schemas", &schemas, "--registry", &url],
+        "",
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), events.len(), "{out}");
+    for (event, at) in events.iter().zip(&published) {
+        let id = id_at(at.partition, at.offset);
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("\"ce_id\":\"{}\"", at.id)))
+            .unwrap_or_else(|| panic!("event {} not decoded by Python:\n{out}", at.id));
+        assert!(line.contains(&format!("\"schema_id\":{id}")), "{line}");
+        assert!(line.contains(&format!("\"ce_type\":\"{}\"", event.type_name())), "{line}");
+        assert!(line.contains(&format!("\"data\":{}", data_of(event).render())), "Python's data differs:\n{line}\nexpected data: {}", data_of(event).render());
+    }
+}

@@ -118,6 +118,34 @@ pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic
     }
 }
 
+/// Writes a dead-letter record, retrying with capped exponential backoff until the broker
+/// acknowledges it: nothing is lost while the broker is away. Returns false only when
+/// `cancel` fires first; the caller must then not move past the original record.
+///
+/// Cancellation-safe: dropping the future abandons the retries (a send already queued may
+/// still land; dead letters are at least once).
+pub async fn send_until_acked(
+    publisher: &crate::Publisher,
+    record: &Record,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> bool {
+    let mut retry = 0u32;
+    loop {
+        match publisher.send_record(record.clone()).await {
+            Ok(_) => return true,
+            Err(e) => {
+                retry += 1;
+                tracing::error!(topic = %record.topic, error = %e, retry, "cannot write the dead letter; retrying");
+                let backoff = std::time::Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(std::time::Duration::from_secs(30));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return false,
+                }
+            }
+        }
+    }
+}
+
 /// A dead-letter record read back, with its failure details parsed.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {

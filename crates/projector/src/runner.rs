@@ -952,25 +952,10 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         let publisher = self.publisher.clone();
         let (cancel, dlq, generation) = (cancel.clone(), dlq.clone(), part.generation);
         tokio::spawn(async move {
-            let mut retry = 0u32;
-            loop {
-                match publisher.send_record(record.clone()).await {
-                    Ok(_) => {
-                        tracing::warn!(partition, offset, stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
-                        metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
-                        let _ = dlq.send(DeadLettered { partition, generation, offset, failure });
-                        return;
-                    }
-                    Err(e) => {
-                        retry += 1;
-                        tracing::error!(partition, offset, error = %e, retry, "cannot write the dead letter; retrying");
-                        let backoff = Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(Duration::from_secs(30));
-                        tokio::select! {
-                            _ = tokio::time::sleep(backoff) => {}
-                            _ = cancel.cancelled() => return,
-                        }
-                    }
-                }
+            if dead_letter::send_until_acked(&publisher, &record, &cancel).await {
+                tracing::warn!(partition, offset, stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
+                metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
+                let _ = dlq.send(DeadLettered { partition, generation, offset, failure });
             }
         });
     }

@@ -8,7 +8,6 @@
 
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use tokio::sync::mpsc;
@@ -60,26 +59,12 @@ impl DeadLetters {
     /// offset is not stored, so the record is processed again later).
     async fn send(&self, msg: &Record, failure: &Failure, cancel: &CancellationToken) -> bool {
         let record = dead_letter::record(&msg.to_message(), failure, &self.group, &dead_letter::topic_for(msg.topic()));
-        let mut retry = 0u32;
-        loop {
-            match self.publisher.send_record(record.clone()).await {
-                Ok(_) => {
-                    metrics::counter!("herald_consumer_dead_lettered_total", "topic" => msg.topic().to_owned(), "stage" => failure.stage.as_str())
-                        .increment(1);
-                    tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
-                    return true;
-                }
-                Err(e) => {
-                    retry += 1;
-                    tracing::error!(topic = msg.topic(), offset = msg.offset(), error = %e, retry, "cannot write dead letter; retrying");
-                    let backoff = Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(Duration::from_secs(30));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => return false,
-                    }
-                }
-            }
+        if !dead_letter::send_until_acked(&self.publisher, &record, cancel).await {
+            return false;
         }
+        metrics::counter!("herald_consumer_dead_lettered_total", "topic" => msg.topic().to_owned(), "stage" => failure.stage.as_str()).increment(1);
+        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
+        true
     }
 }
 

@@ -20,6 +20,7 @@ mod context;
 mod demo;
 mod dlq;
 mod exit;
+mod projector;
 mod publish;
 mod read;
 mod record;
@@ -52,6 +53,9 @@ enum Command {
     Dlq(dlq::Command),
     /// Publish a few order events and consume them back (needs only a broker).
     Demo(demo::Args),
+    /// Read views: where a projection stands.
+    #[command(subcommand)]
+    Projector(projector::Command),
     /// Versioned Avro schemas: list, fingerprint, check, compat (no broker needed).
     #[command(subcommand)]
     Schemas(herald_schema::cli::SchemasCommand),
@@ -72,6 +76,7 @@ async fn main() -> std::process::ExitCode {
             Command::Tail(args) => tail::run(&ctx, args).await,
             Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
             Command::Demo(args) => demo::run(&ctx, args).await,
+            Command::Projector(cmd) => projector::run(&ctx, cmd).await,
             Command::Schemas(_) => unreachable!("handled before the context is built"),
         },
         Err(e) => Err(e),

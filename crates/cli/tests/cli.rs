@@ -349,3 +349,26 @@ async fn schemas_are_checked_and_a_breaking_change_is_refused() {
     let same = herald(&config, &["schemas", "compat", "--mode", "FULL", v1, v1], None).await;
     assert_eq!(same.code, Some(0), "{}", same.stderr);
 }
+
+#[tokio::test]
+async fn projector_status_shows_position_end_and_lag_per_partition() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::topic(&config, "cli.projector", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/herald/cli-tests")).expect("publisher");
+    let orders: Topic<OrderEvent> = Topic::named(&name);
+    for i in 0..3 {
+        publisher.publish(&orders, &OrderPlaced::example(&format!("o-{i}"), "c", i)).await.expect("published");
+    }
+    // A store the projection never wrote to: nothing applied, the whole log is lag.
+    let store = format!("sqlite:{}", std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-status"))).display());
+    let run = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name, "--json"], None).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let status: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout));
+    assert_eq!(status["projection"], "order_totals");
+    assert_eq!(status["topic"], name.as_str());
+    assert_eq!(status["total_lag"], 3);
+    assert_eq!(status["partitions"][0]["partition"], 0);
+    assert_eq!(status["partitions"][0]["position"], Value::Null);
+    assert_eq!(status["partitions"][0]["end_offset"], 3);
+    assert_eq!(status["partitions"][0]["lag"], 3);
+}

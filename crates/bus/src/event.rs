@@ -132,21 +132,27 @@ pub fn decode_member<E: Event>(
     datum: &[u8],
 ) -> Result<E, DecodeError> {
     let own = set.latest(E::TYPE);
-    // Written with our own schema: decode straight into the type, no resolution needed.
-    // If that fails, the strict path below decodes again and says precisely why.
-    let fast = own.filter(|r| r.fingerprint == writer.fingerprint).and_then(|r| r.fast());
-    if let Some(Ok(event)) = fast.map(|fast| crate::codec::decode_fast::<E>(&writer.name, fast, datum)) {
-        return Ok(event);
+    if own.is_none_or(|r| r.fingerprint == writer.fingerprint) {
+        return decode_exact::<E>(writer, datum);
     }
-    // Resolve only when the writer used another version than ours; an upcaster for that
-    // version takes precedence over resolution.
-    let reader_schema = own.filter(|r| r.fingerprint != writer.fingerprint).map(|r| &r.schema);
-    if let Some(upcast) = reader_schema.and_then(|_| E::upcast(writer, datum)) {
+    // The writer used another version than ours: an upcaster for that version takes
+    // precedence over Avro resolution.
+    if let Some(upcast) = E::upcast(writer, datum) {
         return upcast;
     }
-    let value = crate::codec::decode_value(writer, reader_schema, datum)?;
-    let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
-    apache_avro::from_value::<E>(&value).map_err(|e| invalid(e.to_string()))
+    let value = crate::codec::decode_value(writer, own.map(|r| &r.schema), datum)?;
+    apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Datum { type_name: writer.name.clone(), reason: e.to_string() })
+}
+
+/// Decodes a datum written with exactly `writer`'s schema into `T` (no resolution):
+/// straight into the type with serde_avro_fast when it reads the schema, and when that
+/// fails or is unavailable, on the strict `Value` path, which says precisely why.
+pub(crate) fn decode_exact<T: DeserializeOwned>(writer: &KnownSchema, datum: &[u8]) -> Result<T, DecodeError> {
+    if let Some(Ok(decoded)) = writer.fast().map(|fast| crate::codec::decode_fast::<T>(&writer.name, fast, datum)) {
+        return Ok(decoded);
+    }
+    let value = crate::codec::decode_value(writer, None, datum)?;
+    apache_avro::from_value::<T>(&value).map_err(|e| DecodeError::Datum { type_name: writer.name.clone(), reason: e.to_string() })
 }
 
 /// Declares an event family: an enum with one variant per event type, and its plumbing.

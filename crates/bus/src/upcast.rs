@@ -43,10 +43,7 @@ use crate::Event;
 /// `P`'s history.
 pub fn from<P: Event, E>(writer: &KnownSchema, datum: &[u8], convert: impl FnOnce(P) -> E) -> Option<Result<E, DecodeError>> {
     let previous = if Some(writer.fingerprint) == fingerprint_of(P::SCHEMA) {
-        // Written with exactly `P`'s schema: no resolution needed.
-        crate::codec::decode_value(writer, None, datum).and_then(|value| {
-            apache_avro::from_value::<P>(&value).map_err(|e| DecodeError::Datum { type_name: writer.name.clone(), reason: e.to_string() })
-        })
+        crate::event::decode_exact::<P>(writer, datum)
     } else {
         P::upcast(writer, datum)?
     };

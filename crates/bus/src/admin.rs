@@ -140,21 +140,27 @@ pub async fn create_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
 
 /// Number of partitions of `topic`, from cluster metadata.
 pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, AdminError> {
+    let topics = topic_metadata(config, Some(topic)).await?;
+    Ok(topics.into_iter().find(|(t, ok)| *ok && t.name == topic).map(|(t, _)| t.partitions).filter(|n| *n > 0))
+}
+
+/// Topics from cluster metadata (one topic, or all), each with whether the broker
+/// reported it without error. The client call blocks, so it runs on a blocking thread.
+async fn topic_metadata(config: &KafkaConfig, topic: Option<&str>) -> Result<Vec<(TopicInfo, bool)>, AdminError> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let config = config.clone();
-    let topic = topic.to_owned();
-    let result = tokio::task::spawn_blocking(move || -> Result<Option<usize>, AdminError> {
+    let topic = topic.map(str::to_owned);
+    let fetched = tokio::task::spawn_blocking(move || -> Result<Vec<(TopicInfo, bool)>, AdminError> {
         let client: BaseConsumer = config.client_config(&[]).create()?;
-        let metadata = client.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let metadata = client.fetch_metadata(topic.as_deref(), Duration::from_secs(10))?;
         Ok(metadata
             .topics()
             .iter()
-            .find(|t| t.name() == topic && t.error().is_none())
-            .map(|t| t.partitions().len())
-            .filter(|n| *n > 0))
+            .map(|t| (TopicInfo { name: t.name().to_owned(), partitions: t.partitions().len() }, t.error().is_none()))
+            .collect())
     })
     .await;
-    result.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
+    fetched.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
 }
 
 /// A topic as listed by [`list_topics`].
@@ -168,20 +174,8 @@ pub struct TopicInfo {
 
 /// Lists the cluster's topics (internal ones, starting with `__`, excluded), sorted by name.
 pub async fn list_topics(config: &KafkaConfig) -> Result<Vec<TopicInfo>, AdminError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let config = config.clone();
-    let listed = tokio::task::spawn_blocking(move || -> Result<Vec<TopicInfo>, AdminError> {
-        let client: BaseConsumer = config.client_config(&[]).create()?;
-        let metadata = client.fetch_metadata(None, Duration::from_secs(10))?;
-        let mut topics: Vec<TopicInfo> = metadata
-            .topics()
-            .iter()
-            .filter(|t| !t.name().starts_with("__"))
-            .map(|t| TopicInfo { name: t.name().to_owned(), partitions: t.partitions().len() })
-            .collect();
-        topics.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(topics)
-    })
-    .await;
-    listed.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
+    let mut topics: Vec<TopicInfo> =
+        topic_metadata(config, None).await?.into_iter().map(|(t, _)| t).filter(|t| !t.name.starts_with("__")).collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(topics)
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use herald_bench::broker::{self, Clients, Names};
-use herald_bench::machine::Machine;
+use herald_bench::machine::{CpuTime, Machine};
 use herald_bench::stats::{paired_ratios, Summary};
 use herald_bench::workload::{record_size, Workload};
 use herald_bench::{consume, perf_test, produce, Error};
@@ -263,21 +263,25 @@ impl Bench {
             order.rotate_left(round % variants.len());
             for variant in order {
                 let group = self.names.next("group");
+                let cpu_before = CpuTime::now();
                 let run = match variant {
                     HERALD_CONSUMER => consume::herald(&self.config, &topic, &group, n, self.args.max_buffered_bytes, self.deadline).await,
                     RAW_DECODE => consume::raw(&self.clients, topic.name(), &group, n, true, self.deadline).await,
                     _ => consume::raw(&self.clients, topic.name(), &group, n, false, self.deadline).await,
                 };
+                let cpu = CpuTime::now().since(cpu_before);
                 if let Ok(run) = &run {
                     self.joins.entry(variant).or_default().push(run.join.as_secs_f64());
                 }
                 let result = run.map(|r| {
                     let detail = format!(
-                        "join {:.2} s, {:.2} s for the rest; {:.0}/s with join; {} pauses",
+                        "join {:.2} s, {:.2} s for the rest; {:.0}/s with join; {} pauses; CPU per event {:.2} µs here, {:.2} µs machine",
                         r.join.as_secs_f64(),
                         r.steady.as_secs_f64(),
                         r.rate_with_join(),
-                        r.pauses
+                        r.pauses,
+                        cpu.process * 1e6 / r.events as f64,
+                        cpu.machine * 1e6 / r.events as f64,
                     );
                     (r.rate(), detail)
                 });

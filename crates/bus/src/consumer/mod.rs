@@ -4,7 +4,9 @@
 //! # How a record flows
 //! 1. The main loop receives records from one rdkafka queue (never blocked by handlers: it
 //!    keeps polling, so a slow handler cannot push the consumer out of its group).
-//! 2. Each record goes to its partition's worker through a queue. Queues are bounded in
+//! 2. Each record goes to its partition's worker through a queue, in batches: after each
+//!    record the loop takes whatever else the client has ready (up to 512 records),
+//!    then hands each partition its records at once. Queues are bounded in
 //!    bytes: when a partition holds more than a quarter of `max_buffered_bytes`, or all
 //!    partitions together more than all of it, that partition is paused in the client
 //!    (the main loop keeps polling), and resumed once its queue is down to half of its
@@ -34,6 +36,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -47,7 +50,7 @@ pub use route::{decode, UnknownTypes};
 
 use context::{Context, Shared};
 use partition::{DeadLetters, Worker};
-use record::Record;
+use record::{Buffers, Record, Recycler};
 use route::{Route, RouteSettings, TypedRoute};
 
 use crate::admin::{self, TopicSpec};
@@ -75,6 +78,9 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     // 1 s default stalls a consumer that catches up. The queue itself stays bounded.
     ("fetch.queue.backoff.ms", "10"),
 ];
+
+/// Most records taken from the client before they are handed to the workers.
+const MAX_BATCH: usize = 512;
 
 /// A consumer could not start or failed while running.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +258,7 @@ impl ConsumerBuilder {
             routes,
             dead_letters: DeadLetters { publisher, group: self.group },
             buffered: Arc::new(AtomicUsize::new(0)),
+            recycler: Arc::default(),
             max_buffered_bytes: self.max_buffered_bytes,
             drain_timeout: self.drain_timeout,
             health,
@@ -268,6 +275,8 @@ pub struct Consumer {
     dead_letters: DeadLetters,
     /// Bytes queued for all workers.
     buffered: Arc<AtomicUsize>,
+    /// Buffers of finished records, for the next ones.
+    recycler: Arc<Recycler>,
     max_buffered_bytes: usize,
     drain_timeout: Duration,
     health: Arc<ConsumerHealth>,
@@ -304,18 +313,26 @@ impl Consumer {
         let mut refill = tokio::time::interval(Duration::from_millis(5));
         refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut any_paused = false;
+        // Buffers for the next records, reused from records the workers finished.
+        let mut spare = Vec::with_capacity(MAX_BATCH);
         loop {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                received = self.consumer.recv() => match received {
-                    Ok(msg) => any_paused |= self.dispatch(&msg),
-                    Err(KafkaError::PartitionEOF(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consumer error");
-                        self.health.record_error(e.to_string());
+                received = self.consumer.recv() => {
+                    if spare.len() < MAX_BATCH {
+                        self.recycler.take(&mut spare, MAX_BATCH);
                     }
-                },
+                    any_paused |= self.receive(received, &mut spare);
+                    // Take what else is ready without waiting, then wake each worker once.
+                    for _ in 1..MAX_BATCH {
+                        match self.consumer.recv().now_or_never() {
+                            Some(received) => any_paused |= self.receive(received, &mut spare),
+                            None => break,
+                        }
+                    }
+                    self.hand_off();
+                }
                 _ = refill.tick(), if any_paused => any_paused = self.refill(),
             }
         }
@@ -323,8 +340,39 @@ impl Consumer {
         Ok(())
     }
 
-    /// Hands a record to its partition's worker. Returns true if the partition is paused.
-    fn dispatch(&self, msg: &BorrowedMessage<'_>) -> bool {
+    /// Takes one result of the client. Returns true if a partition is paused.
+    fn receive(&self, received: Result<BorrowedMessage<'_>, KafkaError>, spare: &mut Vec<Buffers>) -> bool {
+        match received {
+            Ok(msg) => self.dispatch(&msg, spare.pop().unwrap_or_default()),
+            Err(KafkaError::PartitionEOF(_)) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                self.health.record_error(e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Sends each worker the records received for it since the last hand-off.
+    fn hand_off(&self) {
+        let mut partitions = self.shared.lock();
+        for slot in partitions.values_mut().flat_map(HashMap::values_mut) {
+            if slot.pending.is_empty() {
+                continue;
+            }
+            let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
+            if let Err(returned) = slot.tx.send(batch) {
+                // The worker is gone (it stops only when revoked or shut down): give the bytes back.
+                let size: usize = returned.0.iter().map(Record::footprint).sum();
+                slot.bytes.fetch_sub(size, Ordering::AcqRel);
+                self.buffered.fetch_sub(size, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Queues a record for its partition's worker (sent by [`Consumer::hand_off`]), copied
+    /// into `buffers`. Returns true if the partition is paused.
+    fn dispatch(&self, msg: &BorrowedMessage<'_>, buffers: Buffers) -> bool {
         let topic = msg.topic();
         let Some((topic_name, route)) = self.routes.get_key_value(topic) else {
             tracing::error!(topic, "record from a topic without route");
@@ -342,6 +390,7 @@ impl Consumer {
                 consumer: self.consumer.clone(),
                 dead_letters: self.dead_letters.clone(),
                 total: self.buffered.clone(),
+                recycler: self.recycler.clone(),
             };
             worker.spawn(topic, partition, offset)
         });
@@ -349,7 +398,7 @@ impl Consumer {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
         slot.next_offset = offset + 1;
-        let record = Record::copy(msg, topic_name);
+        let record = Record::copy(msg, topic_name, buffers);
         let size = record.footprint();
         let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;
@@ -362,11 +411,7 @@ impl Consumer {
             slot.paused = true;
             self.health.count_pause();
         }
-        if slot.tx.send(record).is_err() {
-            // The worker is gone (it stops only when revoked or shut down): give the bytes back.
-            slot.bytes.fetch_sub(size, Ordering::AcqRel);
-            self.buffered.fetch_sub(size, Ordering::AcqRel);
-        }
+        slot.pending.push(record);
         slot.paused
     }
 

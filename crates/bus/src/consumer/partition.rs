@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
-use super::record::Record;
+use super::record::{Buffers, Record, Recycler};
 use super::route::{Outcome, Route};
 use crate::dead_letter::{self, Failure};
 use crate::publisher::Publisher;
@@ -24,9 +24,14 @@ const STORE_EVERY: u32 = 256;
 
 /// The main loop's handle on a partition worker.
 pub(crate) struct Slot {
-    /// Records for the worker. Unbounded as a channel; bounded in bytes by pausing the
-    /// partition (see the consumer's module docs).
-    pub tx: mpsc::UnboundedSender<Record>,
+    /// Batches of records for the worker. Unbounded as a channel; bounded in bytes by
+    /// pausing the partition (see the consumer's module docs).
+    pub tx: mpsc::UnboundedSender<Vec<Record>>,
+    /// Records received since the last hand-off; the main loop sends them as one batch
+    /// once the client has nothing more ready, so a worker is woken once per batch, not
+    /// once per record. Dropped unprocessed (and unstored) if the partition is revoked
+    /// first.
+    pub pending: Vec<Record>,
     /// Bytes queued for this worker and not yet processed.
     pub bytes: Arc<AtomicUsize>,
     /// Offset of the last record the worker finished (-1: none yet). Whoever stops the
@@ -90,6 +95,8 @@ pub(crate) struct Worker {
     pub dead_letters: DeadLetters,
     /// Bytes queued across all workers.
     pub total: Arc<AtomicUsize>,
+    /// Where spent records' buffers go back to the main loop.
+    pub recycler: Arc<Recycler>,
 }
 
 impl Worker {
@@ -102,14 +109,14 @@ impl Worker {
         let completed = Arc::new(AtomicI64::new(-1));
         let guard = ExitGuard { done: done_tx, own: bytes.clone(), total: self.total.clone() };
         let task = tokio::spawn(self.run(topic.to_owned(), partition, rx, cancel.clone(), completed.clone(), guard));
-        Slot { tx, bytes, completed, cancel, done, abort: task.abort_handle(), paused: false, next_offset }
+        Slot { tx, pending: Vec::new(), bytes, completed, cancel, done, abort: task.abort_handle(), paused: false, next_offset }
     }
 
     async fn run(
         self,
         topic: String,
         partition: i32,
-        mut rx: mpsc::UnboundedReceiver<Record>,
+        mut rx: mpsc::UnboundedReceiver<Vec<Record>>,
         cancel: CancellationToken,
         completed: Arc<AtomicI64>,
         guard: ExitGuard,
@@ -118,37 +125,47 @@ impl Worker {
         let (handled, skipped, dead_lettered) = (outcome_counter("handled"), outcome_counter("skipped"), outcome_counter("dead_lettered"));
         let mut done_offset: Option<i64> = None;
         let mut unstored = 0u32;
-        loop {
-            let msg = tokio::select! {
+        let mut spent: Vec<Buffers> = Vec::new();
+        'batches: loop {
+            let mut batch = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                msg = rx.recv() => match msg {
-                    Some(msg) => msg,
+                batch = rx.recv() => match batch {
+                    Some(batch) => batch,
                     None => break,
                 },
             };
-            let counter = match self.route.process(&msg, &cancel).await {
-                Outcome::Handled => &handled,
-                Outcome::Skipped => &skipped,
-                Outcome::Failed(failure) => {
-                    if !self.dead_letters.send(&msg, &failure, &cancel).await {
-                        break;
-                    }
-                    &dead_lettered
+            let last = batch.len().saturating_sub(1);
+            for (i, msg) in batch.drain(..).enumerate() {
+                if i > 0 && cancel.is_cancelled() {
+                    break 'batches;
                 }
-                Outcome::Interrupted => break,
-            };
-            counter.increment(1);
-            let size = msg.footprint();
-            guard.own.fetch_sub(size, Ordering::AcqRel);
-            guard.total.fetch_sub(size, Ordering::AcqRel);
-            done_offset = Some(msg.offset());
-            completed.store(msg.offset(), Ordering::Release);
-            unstored += 1;
-            if rx.is_empty() || unstored >= STORE_EVERY {
-                self.store(&topic, partition, done_offset.take());
-                unstored = 0;
+                let counter = match self.route.process(&msg, &cancel).await {
+                    Outcome::Handled => &handled,
+                    Outcome::Skipped => &skipped,
+                    Outcome::Failed(failure) => {
+                        if !self.dead_letters.send(&msg, &failure, &cancel).await {
+                            break 'batches;
+                        }
+                        &dead_lettered
+                    }
+                    Outcome::Interrupted => break 'batches,
+                };
+                counter.increment(1);
+                let size = msg.footprint();
+                guard.own.fetch_sub(size, Ordering::AcqRel);
+                guard.total.fetch_sub(size, Ordering::AcqRel);
+                done_offset = Some(msg.offset());
+                completed.store(msg.offset(), Ordering::Release);
+                unstored += 1;
+                spent.push(msg.into_buffers());
+                if (i == last && rx.is_empty()) || unstored >= STORE_EVERY {
+                    self.store(&topic, partition, done_offset.take());
+                    unstored = 0;
+                }
             }
+            self.recycler.give_back(&mut spent);
+            self.recycler.give_back_batch(batch);
         }
         self.store(&topic, partition, done_offset);
     }

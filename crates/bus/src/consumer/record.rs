@@ -6,8 +6,14 @@
 //! name and value back to back in one buffer, with their spans in a second one, and shares
 //! the topic name with the route. It keeps everything the original had: what a handler
 //! sees is parsed from it, and what is dead-lettered is rebuilt from it unchanged.
+//!
+//! Records are copied by the main loop and dropped by the workers, on other threads.
+//! Allocating on one thread and freeing on another defeats the allocator's per-thread
+//! caches (glibc's malloc then takes an arena lock for every such pair, which halved the
+//! consumer's throughput), so workers hand the emptied buffers back through a
+//! [`Recycler`] and the main loop copies the next records into them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
 
@@ -33,14 +39,70 @@ pub(crate) struct Record {
     headers: Vec<(Span, Option<Span>)>,
 }
 
+/// The reusable allocations of a [`Record`]: its bytes and header spans, empty.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    bytes: Vec<u8>,
+    headers: Vec<(Span, Option<Span>)>,
+}
+
+/// Buffers that workers are done with, waiting to be reused by the main loop (see the
+/// module docs). Both sides take the lock once per batch.
+#[derive(Debug, Default)]
+pub(crate) struct Recycler {
+    spare: Mutex<Vec<Buffers>>,
+    batches: Mutex<Vec<Vec<Record>>>,
+}
+
+impl Recycler {
+    /// Most buffers kept waiting; the rest are freed.
+    const KEEP: usize = 4096;
+    /// Larger buffers are freed rather than kept (one huge record must not pin its
+    /// memory for good).
+    const LARGEST: usize = 64 << 10;
+    /// Most batch vectors kept waiting.
+    const KEEP_BATCHES: usize = 256;
+
+    /// Takes back the buffers in `spent`, leaving it empty.
+    pub(crate) fn give_back(&self, spent: &mut Vec<Buffers>) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let room = Self::KEEP.saturating_sub(spare.len());
+        spare.extend(spent.drain(..).filter(|b| b.bytes.capacity() <= Self::LARGEST).take(room));
+    }
+
+    /// Takes back an emptied batch vector.
+    pub(crate) fn give_back_batch(&self, batch: Vec<Record>) {
+        debug_assert!(batch.is_empty());
+        let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
+        if batches.len() < Self::KEEP_BATCHES {
+            batches.push(batch);
+        }
+    }
+
+    /// An empty batch vector, reused when one is waiting.
+    pub(crate) fn batch(&self) -> Vec<Record> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
+    }
+
+    /// Moves up to `n` waiting buffers into `into`.
+    pub(crate) fn take(&self, into: &mut Vec<Buffers>, n: usize) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        let keep = spare.len().saturating_sub(n);
+        into.extend(spare.drain(keep..));
+    }
+}
+
 impl Record {
-    /// Copies `msg`, whose topic is `topic` (shared, so it is not copied per record).
-    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &Arc<str>) -> Record {
+    /// Copies `msg`, whose topic is `topic` (shared, so it is not copied per record), into
+    /// `buffers` (empty ones, new or from a [`Recycler`]).
+    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &Arc<str>, buffers: Buffers) -> Record {
         let (payload, key) = (msg.payload(), msg.key());
         let headers = msg.headers();
         let count = headers.map_or(0, Headers::count);
         let estimate = payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 64 * count;
-        let mut bytes = Vec::with_capacity(estimate);
+        let Buffers { mut bytes, headers: mut spans } = buffers;
+        bytes.reserve(estimate);
+        spans.reserve(count);
         let mut push = |part: &[u8]| {
             let start = bytes.len() as u32;
             bytes.extend_from_slice(part);
@@ -48,7 +110,6 @@ impl Record {
         };
         let payload = payload.map(&mut push);
         let key = key.map(&mut push);
-        let mut spans = Vec::with_capacity(count);
         if let Some(headers) = headers {
             for idx in 0..count {
                 let Some(h) = headers.try_get(idx) else { break };
@@ -65,6 +126,14 @@ impl Record {
             key,
             headers: spans,
         }
+    }
+
+    /// The record's allocations, emptied for the next copy.
+    pub(crate) fn into_buffers(self) -> Buffers {
+        let Record { mut bytes, headers: mut spans, .. } = self;
+        bytes.clear();
+        spans.clear();
+        Buffers { bytes, headers: spans }
     }
 
     fn slice(&self, span: Span) -> &[u8] {

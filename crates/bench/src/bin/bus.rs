@@ -84,6 +84,7 @@ enum Part {
 const HERALD_ALL: &str = "herald publish_all";
 const HERALD_LOOP: &str = "herald publish x10k";
 const RAW_PRODUCER: &str = "raw FutureProducer";
+const RAW_ENCODE: &str = "raw FutureProducer+avro";
 const PERF_TEST: &str = "kafka-producer-perf-test";
 const HERALD_CONSUMER: &str = "herald Consumer";
 const RAW_DECODE: &str = "raw StreamConsumer+avro";
@@ -198,7 +199,7 @@ impl Bench {
     }
 
     async fn produce_rounds(&mut self) -> Result<(), Error> {
-        let mut variants = vec![HERALD_ALL, RAW_PRODUCER, HERALD_LOOP];
+        let mut variants = vec![HERALD_ALL, RAW_ENCODE, HERALD_LOOP, RAW_PRODUCER];
         if !self.args.no_perf_test {
             variants.push(PERF_TEST);
         }
@@ -208,7 +209,12 @@ impl Bench {
             order.rotate_left(round % variants.len());
             for variant in order {
                 let topic = self.topic("produce").await?;
-                let result = self.produce_once(variant, &topic).await;
+                let cpu_before = CpuTime::now();
+                let result = self.produce_once(variant, &topic).await.map(|(rate, detail)| {
+                    let cpu = CpuTime::now().since(cpu_before);
+                    let n = self.args.events as f64;
+                    (rate, format!("{detail}; CPU per event {:.2} µs here, {:.2} µs machine", cpu.process * 1e6 / n, cpu.machine * 1e6 / n))
+                });
                 record(&mut self.rates, round, variant, result);
             }
         }
@@ -228,11 +234,16 @@ impl Bench {
                     produce::herald_publish_loop(&publisher, topic, events, deadline).await?
                 }
             }
-            RAW_PRODUCER => {
+            RAW_PRODUCER | RAW_ENCODE => {
                 let mut records = self.workload.encode_all(&self.encoder, topic).await?;
                 let warm_up = records.last().ok_or("no events")?.clone();
                 let producer = produce::raw_producer(&self.clients, warm_up).await?;
-                let run = produce::raw_send(&producer, std::mem::take(&mut records), deadline).await?;
+                let run = if variant == RAW_PRODUCER {
+                    produce::raw_send(&producer, std::mem::take(&mut records), deadline).await?
+                } else {
+                    let headers = std::mem::take(&mut records).into_iter().map(|r| r.headers).collect();
+                    produce::raw_encode_and_send(&producer, topic.name(), events, headers, deadline).await?
+                };
                 tokio::task::spawn_blocking(move || drop(producer)).await?;
                 run
             }
@@ -296,7 +307,7 @@ impl Bench {
         let mib = |rate: f64| rate * self.workload.payload_size as f64 / (1024.0 * 1024.0);
         println!("\n== summary: median over {rounds} rounds [min .. max], spread = (max - min) / median");
         println!("{:<26} {:>12} {:>24} {:>7} {:>10}", "variant", "events/s", "[min .. max]", "spread", "MiB/s val");
-        let groups: [&[&str]; 2] = [&[HERALD_ALL, HERALD_LOOP, RAW_PRODUCER, PERF_TEST], &[HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE]];
+        let groups: [&[&str]; 2] = [&[HERALD_ALL, HERALD_LOOP, RAW_ENCODE, RAW_PRODUCER, PERF_TEST], &[HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE]];
         for group in groups {
             for variant in group {
                 let Some(s) = rates.get(variant).and_then(|r| Summary::of(r)) else { continue };
@@ -317,14 +328,19 @@ impl Bench {
             }
         }
         println!("\n== ratios (median of per-round ratios [min .. max]; goal >= {GOAL})");
+        // Like for like (the goal): raw does the Avro work the straightforward apache-avro
+        // way, as part of its timed loop. Ceiling: raw does no Avro work at all (records
+        // encoded before the timer; records not decoded). Scale: the Java client.
         let pairs = [
-            (HERALD_ALL, RAW_PRODUCER),
-            (HERALD_LOOP, RAW_PRODUCER),
-            (HERALD_CONSUMER, RAW_DECODE),
-            (HERALD_CONSUMER, RAW_NO_DECODE),
-            (RAW_PRODUCER, PERF_TEST),
+            (HERALD_ALL, RAW_ENCODE, Role::Goal),
+            (HERALD_LOOP, RAW_ENCODE, Role::Goal),
+            (HERALD_CONSUMER, RAW_DECODE, Role::Goal),
+            (HERALD_ALL, RAW_PRODUCER, Role::Ceiling),
+            (HERALD_LOOP, RAW_PRODUCER, Role::Ceiling),
+            (HERALD_CONSUMER, RAW_NO_DECODE, Role::Ceiling),
+            (RAW_PRODUCER, PERF_TEST, Role::Scale),
         ];
-        for (a, b) in pairs {
+        for (a, b, role) in pairs {
             let (Some(ra), Some(rb)) = (rates.get(a), rates.get(b)) else { continue };
             let ratios = paired_ratios(ra, rb);
             let line = format!("{a} / {b}");
@@ -332,10 +348,26 @@ impl Bench {
                 println!("{line:<52}   n/a (no round where both ran)");
                 continue;
             };
-            let verdict = if a.starts_with("raw") { "(scale only)" } else if s.median >= GOAL { "meets goal" } else { "BELOW GOAL" };
+            let verdict = match role {
+                Role::Goal if s.median >= GOAL => "meets goal",
+                Role::Goal => "BELOW GOAL",
+                Role::Ceiling => "(against the transport ceiling)",
+                Role::Scale => "(scale only)",
+            };
             println!("{line:<52} {:>5.2} [{:.2} .. {:.2}]  {verdict}", s.median, s.min, s.max);
         }
     }
+}
+
+/// What a ratio in the report means.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// Herald against raw rdkafka doing the same Avro work: the 0.9 goal.
+    Goal,
+    /// Herald against raw rdkafka doing no Avro work: for insight.
+    Ceiling,
+    /// For scale only.
+    Scale,
 }
 
 /// Prints one run and keeps its rate (NaN when it failed, so rounds stay paired).

@@ -14,6 +14,8 @@
 //! | `traceparent`     | W3C trace context, when the publisher is in a trace   |
 //! | `tracestate`      | W3C trace state, passed along unchanged               |
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use uuid::Uuid;
@@ -91,7 +93,7 @@ impl Metadata {
             source: source.into(),
             time: Utc::now(),
             subject: subject.into(),
-            correlation_id: Some(id.to_string()),
+            correlation_id: Some(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()).to_owned()),
             causation_id: None,
             trace: None,
             tracestate: None,
@@ -110,11 +112,13 @@ impl Metadata {
 
     /// Writes the metadata as Kafka headers.
     pub fn to_headers(&self) -> OwnedHeaders {
-        let id = self.id.to_string();
-        let time = self.time.to_rfc3339_opts(SecondsFormat::Micros, true);
+        let mut id = Uuid::encode_buffer();
+        let id = self.id.hyphenated().encode_lower(&mut id);
+        let mut time = [0u8; HERALD_TIME_LEN];
+        let time = write_herald_time(&self.time, &mut time).map_or_else(|| Cow::Owned(self.time.to_rfc3339_opts(SecondsFormat::Micros, true)), Cow::Borrowed);
         let mut headers = OwnedHeaders::new_with_capacity(11)
             .insert(kv(header::SPECVERSION, "1.0"))
-            .insert(kv(header::ID, &id))
+            .insert(kv(header::ID, id))
             .insert(kv(header::TYPE, &self.event_type))
             .insert(kv(header::SOURCE, &self.source))
             .insert(kv(header::TIME, &time))
@@ -227,6 +231,37 @@ fn parse_herald_time(value: &str) -> Option<DateTime<Utc>> {
     Some(date.and_hms_micro_opt(h, m, s, us)?.and_utc())
 }
 
+/// Length of `2024-05-01T12:34:56.123456Z`.
+const HERALD_TIME_LEN: usize = 27;
+
+/// Writes `time` as `2024-05-01T12:34:56.123456Z` (RFC 3339, UTC, microseconds: what
+/// chrono's `to_rfc3339_opts(SecondsFormat::Micros, true)` writes) into `out`, without
+/// allocating. `None` for years outside 0..=9999 and leap seconds (chrono writes those).
+fn write_herald_time<'a>(time: &DateTime<Utc>, out: &'a mut [u8; HERALD_TIME_LEN]) -> Option<&'a str> {
+    use chrono::{Datelike, Timelike};
+    fn put(out: &mut [u8], value: u32) {
+        let mut v = value;
+        for d in out.iter_mut().rev() {
+            *d = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    let year = u32::try_from(time.year()).ok().filter(|y| *y <= 9999)?;
+    let nanos = time.nanosecond();
+    if nanos >= 1_000_000_000 {
+        return None; // A leap second.
+    }
+    *out = *b"0000-00-00T00:00:00.000000Z";
+    put(&mut out[0..4], year);
+    put(&mut out[5..7], time.month());
+    put(&mut out[8..10], time.day());
+    put(&mut out[11..13], time.hour());
+    put(&mut out[14..16], time.minute());
+    put(&mut out[17..19], time.second());
+    put(&mut out[20..26], nanos / 1000);
+    std::str::from_utf8(out).ok()
+}
+
 /// A malformed CloudEvents attribute.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -294,6 +329,19 @@ mod tests {
         for t in ["2024-02-30T00:00:00.000000Z", "2024-05-01T24:00:00.000000Z", "2024-05-01T12:34:56.12345xZ", "yesterday"] {
             assert_eq!(parse_time(t), None, "{t}");
         }
+    }
+
+    #[test]
+    fn herald_times_are_written_like_chrono() {
+        let times = ["2024-05-01T12:34:56.123456789Z", "1999-12-31T23:59:59.999999999Z", "2024-02-29T00:00:00Z", "0001-01-01T00:00:00.000001Z", "9999-12-31T23:59:59.5Z"];
+        for t in times.iter().map(|t| DateTime::parse_from_rfc3339(t).expect(t).with_timezone(&Utc)) {
+            let mut out = [0u8; HERALD_TIME_LEN];
+            assert_eq!(write_herald_time(&t, &mut out), Some(t.to_rfc3339_opts(SecondsFormat::Micros, true).as_str()), "{t:?}");
+        }
+        let leap = DateTime::parse_from_rfc3339("2016-12-31T23:59:60.25Z").expect("leap second").with_timezone(&Utc);
+        assert_eq!(write_herald_time(&leap, &mut [0u8; HERALD_TIME_LEN]), None);
+        let far = chrono::NaiveDate::from_ymd_opt(12_000, 1, 1).expect("date").and_hms_opt(0, 0, 0).expect("time").and_utc();
+        assert_eq!(write_herald_time(&far, &mut [0u8; HERALD_TIME_LEN]), None);
     }
 
     #[test]

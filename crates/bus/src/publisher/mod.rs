@@ -2,6 +2,7 @@
 //! acknowledged them.
 
 mod in_flight;
+mod metrics_cache;
 mod producer;
 
 pub use producer::{DeliveryContext, Pending, Producer};
@@ -162,6 +163,7 @@ pub struct Publisher {
     source: Arc<str>,
     in_flight: Arc<in_flight::InFlight>,
     max_bytes: usize,
+    metrics: Arc<metrics_cache::PublishMetrics>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -185,6 +187,7 @@ impl Publisher {
             codec,
             source: options.source.into(),
             in_flight: in_flight::InFlight::new(options.max_in_flight),
+            metrics: Arc::default(),
             max_bytes,
         })
     }
@@ -330,16 +333,17 @@ impl Publisher {
                 }
             }
         }
+        let metrics = self.metrics.for_topic(&topic);
         Ok(async move {
             let result = rx.await;
-            metrics::histogram!("herald_publish_seconds", "topic" => topic.clone()).record(started.elapsed().as_secs_f64());
+            metrics.seconds.record(started.elapsed().as_secs_f64());
             match result {
                 Ok(Ok(delivered)) => {
-                    metrics::counter!("herald_published_total", "topic" => topic).increment(1);
+                    metrics.published.increment(1);
                     Ok(delivered)
                 }
                 Ok(Err((source, record))) => {
-                    metrics::counter!("herald_publish_failures_total", "topic" => topic.clone()).increment(1);
+                    metrics.failures.increment(1);
                     slot.replace_if_fatal(&producer);
                     Err(PublishError::Delivery { topic, source, record: Box::new(record) })
                 }

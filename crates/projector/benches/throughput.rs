@@ -9,7 +9,8 @@
 //! - **store ceiling**: the projection's own upsert code fed from memory (records
 //!   fetched and decoded beforehand), in transactions of `--batch` events;
 //! - **projector**: the projector from an empty view to the end of the topic;
-//! - **raw rdkafka**: a plain consumer reading the same topic without doing anything;
+//! - **raw rdkafka**: a plain consumer with the projector's consumer properties reading the
+//!   same topic, keeping each record (`detach`) and doing nothing else;
 //! - optionally **rebuild**: a full rebuild (new version, swap) of the same events;
 //!
 //! and the peak resident memory of each phase (sampled every 20 ms).
@@ -61,24 +62,64 @@ struct Args {
 struct Peak {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
+    threads: Arc<std::sync::Mutex<ThreadCpu>>,
+}
+
+/// CPU ticks per thread (by thread id: name, ticks at the start, ticks last seen), sampled
+/// while a phase runs, so threads that exit before the end (the store thread) count too.
+#[derive(Default)]
+struct ThreadCpu(std::collections::HashMap<u32, (String, u64, u64)>);
+
+impl ThreadCpu {
+    fn sample(&mut self, first: bool) {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        for task in tasks.flatten() {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+            let name = stat[open + 1..close].to_owned();
+            let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+            let ticks = fields.get(11).zip(fields.get(12)).and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?)).unwrap_or(0);
+            let entry = self.0.entry(tid).or_insert_with(|| (name, if first { ticks } else { 0 }, ticks));
+            entry.2 = ticks;
+        }
+    }
+
+    /// CPU seconds per thread kind (names with their numbers cut off), largest first.
+    fn summary(&self) -> String {
+        let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
+        for (name, start, last) in self.0.values() {
+            let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_owned();
+            *by_kind.entry(kind).or_default() += last.saturating_sub(*start);
+        }
+        let mut kinds: Vec<_> = by_kind.into_iter().filter(|(_, t)| *t > 0).collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.iter().map(|(k, t)| format!("{k} {:.2}", *t as f64 / 100.0)).collect::<Vec<_>>().join(", ")
+    }
 }
 
 impl Peak {
     fn start() -> Peak {
         let (stop, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
-        let (s, p) = (stop.clone(), peak.clone());
+        let threads = Arc::new(std::sync::Mutex::new(ThreadCpu::default()));
+        threads.lock().unwrap_or_else(|p| p.into_inner()).sample(true);
+        let (s, p, t) = (stop.clone(), peak.clone(), threads.clone());
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 p.fetch_max(rss_kib(), Ordering::Relaxed);
+                t.lock().unwrap_or_else(|p| p.into_inner()).sample(false);
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Peak { stop, peak }
+        Peak { stop, peak, threads }
     }
 
-    fn finish(self) -> u64 {
+    /// Peak RSS in MiB, and CPU seconds by thread kind.
+    fn finish(self) -> (u64, String) {
         self.stop.store(true, Ordering::Relaxed);
-        self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        threads.sample(false);
+        (self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024, threads.summary())
     }
 }
 
@@ -104,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let records = raw_read(&config, &topic_name, args.events).await?;
     let raw = args.events as f64 / started.elapsed().as_secs_f64();
-    let raw_mb = peak.finish();
+    let (raw_mb, _) = peak.finish();
     println!("raw rdkafka consumer:   {raw:>10.0} events/s  (peak RSS {raw_mb} MiB, records kept in memory)");
 
     let codec = SingleObject::new(OrderEvent::schemas().clone());
@@ -156,19 +197,20 @@ async fn main() -> anyhow::Result<()> {
         let first = first.await?;
         let applied = status.get().applied_total;
         let steady = applied as f64 / first.elapsed().as_secs_f64();
-        let mb = peak.finish();
+        let (mb, cpu) = peak.finish();
         println!(
             "{kind:8} projector:      {steady:>10.0} events/s  steady ({:.2} of store ceiling, {:.2} of min(ceiling, raw)); {:.0} events/s incl. startup and group join ({applied} events in {elapsed:.1}s); peak RSS {mb} MiB",
             steady / ceiling,
             steady / ceiling.min(raw),
             applied as f64 / elapsed,
         );
+        println!("{kind:8} projector CPU s by thread: {cpu}");
         if args.rebuild {
             let peak = Peak::start();
             let started = Instant::now();
             let rebuilt = rebuild::rebuild(&config, &topic, || OrderTotals, store.clone(), rebuild::Options { max_batch: args.batch, ..rebuild::Options::new(format!("bench.{}", uuid::Uuid::new_v4())) }, std::future::pending()).await?;
             let elapsed = started.elapsed().as_secs_f64();
-            let mb = peak.finish();
+            let (mb, _) = peak.finish();
             println!("{kind:8} rebuild:        {:>10.0} events/s  ({} events in {elapsed:.1}s, version {}, swapped {}; peak RSS {mb} MiB)", rebuilt.events as f64 / elapsed, rebuilt.events, rebuilt.version, rebuilt.swapped);
         }
     }
@@ -206,12 +248,10 @@ async fn publish(config: &KafkaConfig, args: &Args) -> anyhow::Result<String> {
 }
 
 async fn raw_read(config: &KafkaConfig, topic: &str, n: usize) -> anyhow::Result<Vec<rdkafka::message::OwnedMessage>> {
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", config.bootstrap())
-        .set("group.id", format!("bench.raw.{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()?;
+    // The projector's own consumer properties, so both read alike.
+    let mut client = config.client_config(herald_projector::runner::CONSUMER_DEFAULTS);
+    client.set("group.id", format!("bench.raw.{}", uuid::Uuid::new_v4())).set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+    let consumer: StreamConsumer = client.create()?;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use herald_bus::dead_letter::Failure;
 use herald_bus::Envelope;
-use rdkafka::message::OwnedMessage;
+use herald_bus::consumer::OwnedRecord;
 
 use crate::error::ProjectionError;
 use crate::store::StoreError;
@@ -12,7 +12,7 @@ use crate::store::StoreError;
 /// A fetched record, decoded once on arrival.
 pub(crate) struct Item<F> {
     pub offset: i64,
-    pub msg: OwnedMessage,
+    pub msg: OwnedRecord,
     pub decoded: Result<Envelope<F>, Failure>,
 }
 

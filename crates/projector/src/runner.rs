@@ -2,9 +2,16 @@
 //!
 //! # How a record flows
 //! 1. The poll loop receives records (it never waits for the database) and decodes each
-//!    once into its partition's buffer. A full buffer pauses the partition; it resumes
-//!    when the buffer is half empty. Memory is bounded by `max_buffered` records per
-//!    partition plus the client's `queued.max.messages.kbytes`.
+//!    once into its partition's buffer. Once the buffers hold four batches' worth of
+//!    records the store can take, the loop stops taking records until a batch commits:
+//!    librdkafka keeps prefetching up to `queued.max.messages.kbytes` and then waits,
+//!    which costs nothing. (Pausing a partition instead makes librdkafka drop what it
+//!    prefetched and fetch it again after the resume; done on every full buffer, that
+//!    cost two thirds of the projector's throughput on a backlog.) The loop holds back
+//!    for at most a second, so rebalances and `max.poll.interval.ms` are served even
+//!    when the store is stuck; after that, a partition whose buffer reaches
+//!    `max_buffered` is paused, and resumed when it is half empty. Memory is bounded by
+//!    `max_buffered` records per partition plus the client's queue.
 //! 2. While the store thread is idle, the loop hands it the buffered records of every
 //!    ready partition as one batch (at most `max_batch` records): one transaction that
 //!    moves each partition's position by compare-and-set and applies the events.
@@ -33,10 +40,12 @@ use std::time::{Duration, Instant};
 use herald_bus::codec::{Codec, SingleObject};
 use herald_bus::dead_letter::{self, Failure, Stage};
 use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, RetryPolicy, Topic};
+use futures::FutureExt;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use herald_bus::consumer::OwnedRecord;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -63,8 +72,17 @@ pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("partition.assignment.strategy", "cooperative-sticky"),
     ("queued.max.messages.kbytes", "16384"),
     ("fetch.wait.max.ms", "100"),
+    // librdkafka waits this long to fetch again once its prefetch queue was full; its 1 s
+    // default stalls a projector catching up on a backlog (see herald-bus's defaults).
+    ("fetch.queue.backoff.ms", "10"),
     ("enable.partition.eof", "true"),
 ];
+
+/// Most records the poll loop takes from the client in one go.
+const MAX_RECEIVE: usize = 64;
+
+/// The longest the poll loop stops taking records because the store is behind.
+const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// What to do with a poison record (undecodable, or failing permanently).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -310,6 +328,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         Ok(Projector {
             consumer: Arc::new(consumer),
             shared,
+            topic: Arc::from(key.topic.as_str()),
             key,
             group: self.group,
             config: self.config.clone(),
@@ -338,6 +357,8 @@ pub struct Projector<F: EventFamily, P> {
     consumer: Arc<StreamConsumer<Context>>,
     shared: Arc<Shared>,
     key: Key,
+    /// The topic's name, shared by every record copied from it.
+    topic: Arc<str>,
     group: String,
     config: KafkaConfig,
     codec: Arc<dyn Codec>,
@@ -524,6 +545,8 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<BTreeMap<i32, (i64, i64)>>();
         let (live_tx, mut live_rx) = mpsc::unbounded_channel::<u32>();
         let mut live_checked = Instant::now();
+        // Since when the loop holds back records because the store is behind.
+        let mut held_since: Option<Instant> = None;
         let mut stopped = Stopped::Shutdown;
         loop {
             tokio::select! {
@@ -569,23 +592,38 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                         }
                     }
                 }
-                received = self.consumer.recv() => {
-                    self.membership(&mut state);
-                    match received {
-                        Ok(msg) => {
-                            let msg = msg.detach();
-                            self.receive(&mut state, msg).await;
-                        }
-                        Err(KafkaError::PartitionEOF(p)) => {
-                            if let Some(part) = state.parts.get_mut(&p) {
-                                part.end = part.expected.or(part.end);
-                                part.eof = true;
+                received = self.consumer.recv(), if self.intake_open(&state, &mut held_since) => {
+                    let mut received = Some(received);
+                    let mut taken = 0;
+                    // While the store thread is busy, take what else the client has
+                    // ready without waiting (up to MAX_RECEIVE), so the loop's other
+                    // branches are polled once per run of records, not once per record.
+                    while let Some(result) = received {
+                        self.membership(&mut state);
+                        match result {
+                            Ok(msg) => {
+                                if let Some(record) = self.accept(&mut state, &msg) {
+                                    drop(msg);
+                                    self.receive(&mut state, record).await;
+                                }
+                            }
+                            Err(KafkaError::PartitionEOF(p)) => {
+                                if let Some(part) = state.parts.get_mut(&p) {
+                                    part.end = part.expected.or(part.end);
+                                    part.eof = true;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "consumer error");
+                                state.last_error = Some(e.to_string());
                             }
                         }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consumer error");
-                            state.last_error = Some(e.to_string());
-                        }
+                        taken += 1;
+                        // Stop as soon as the store thread could take a batch: keeping it
+                        // busy matters more than polling less.
+                        let store_busy = state.in_flight.is_some() && !self.shared.flight.is_idle();
+                        let go_on = taken < MAX_RECEIVE && store_busy && self.intake_open(&state, &mut held_since);
+                        received = if go_on { self.consumer.recv().now_or_never() } else { None };
                     }
                 }
                 _ = tick.tick() => {
@@ -716,11 +754,12 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         });
     }
 
-    async fn receive(&self, state: &mut Loop<F>, msg: OwnedMessage) {
-        let partition = msg.partition();
-        let Some(part) = state.parts.get_mut(&partition) else { return };
+    /// Copies a received record if its partition takes it (synced, not a repeat, before
+    /// the stop point).
+    fn accept(&self, state: &mut Loop<F>, msg: &BorrowedMessage<'_>) -> Option<OwnedRecord> {
+        let part = state.parts.get_mut(&msg.partition())?;
         if !part.synced || part.expected.is_some_and(|e| msg.offset() < e) {
-            return;
+            return None;
         }
         part.eof = false;
         let before = match (&self.stop_at, msg.timestamp().to_millis()) {
@@ -729,16 +768,35 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         };
         if part.stop.is_some_and(|stop| msg.offset() >= stop) || !before {
             part.passed_stop = true;
-            return;
+            return None;
         }
         part.expected = Some(msg.offset() + 1);
-        let decoded = herald_bus::consumer::decode::<F>(&*self.codec, &msg).await;
+        Some(OwnedRecord::copy(msg, &self.topic))
+    }
+
+    /// Decodes an accepted record into its partition's buffer.
+    async fn receive(&self, state: &mut Loop<F>, msg: OwnedRecord) {
+        let partition = msg.partition();
+        let decoded = herald_bus::consumer::decode_record::<F>(&*self.codec, &msg).await;
+        let Some(part) = state.parts.get_mut(&partition) else { return };
         let offset = msg.offset();
         part.buffer.push_back(Arc::new(Item { offset, msg, decoded }));
         if !part.paused && part.buffer.len() >= self.max_buffered {
             self.pause(partition, true);
             part.paused = true;
         }
+    }
+
+    /// Whether the loop takes records now: while the buffers hold less than four batches
+    /// the store can take (records of blocked partitions do not count: they wait for a
+    /// retry or an operator), or when it has held back for [`MAX_HOLD`] already.
+    fn intake_open(&self, state: &Loop<F>, held_since: &mut Option<Instant>) -> bool {
+        let ready: usize = state.parts.values().filter(|p| p.block.is_none()).map(|p| p.buffer.len()).sum();
+        if ready < self.max_batch.saturating_mul(4) {
+            *held_since = None;
+            return true;
+        }
+        held_since.get_or_insert_with(Instant::now).elapsed() >= MAX_HOLD
     }
 
     fn pause(&self, partition: i32, pause: bool) {
@@ -948,7 +1006,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         }
         let Some(item) = part.buffer.iter().find(|i| i.offset == offset).cloned() else { return };
         part.block = Some(Block::DeadLettering { offset });
-        let record = dead_letter::record(&item.msg, &failure, &self.group, &dead_letter::topic_for(&self.key.topic));
+        let record = dead_letter::record(&item.msg.to_message(), &failure, &self.group, &dead_letter::topic_for(&self.key.topic));
         let publisher = self.publisher.clone();
         let (cancel, dlq, generation) = (cancel.clone(), dlq.clone(), part.generation);
         tokio::spawn(async move {

@@ -52,6 +52,11 @@ impl Flight {
         self.done.notify_all();
     }
 
+    /// True when no batch is in flight (the store thread finished the last one).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
     /// Waits until none of `partitions` is in flight, or `deadline`; true if none is.
     pub(crate) fn wait_clear(&self, partitions: &HashSet<i32>, deadline: std::time::Instant) -> bool {
         let mut in_flight = self.partitions.lock().unwrap_or_else(|p| p.into_inner());

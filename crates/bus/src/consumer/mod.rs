@@ -46,11 +46,12 @@ use rdkafka::TopicPartitionList;
 pub use context::ConsumerHealth;
 pub use handler::{Handler, HandlerError};
 pub use retry::RetryPolicy;
-pub use route::{decode, UnknownTypes};
+pub use route::{decode, decode_record, UnknownTypes};
 
 use context::{Context, Shared};
 use partition::{DeadLetters, Worker};
-use record::{Buffers, Record, Recycler};
+pub use record::OwnedRecord;
+use record::{Buffers, Recycler};
 use route::{Route, RouteSettings, TypedRoute};
 
 use crate::admin::{self, TopicSpec};
@@ -363,7 +364,7 @@ impl Consumer {
             let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
             if let Err(returned) = slot.tx.send(batch) {
                 // The worker is gone (it stops only when revoked or shut down): give the bytes back.
-                let size: usize = returned.0.iter().map(Record::footprint).sum();
+                let size: usize = returned.0.iter().map(OwnedRecord::footprint).sum();
                 slot.bytes.fetch_sub(size, Ordering::AcqRel);
                 self.buffered.fetch_sub(size, Ordering::AcqRel);
             }
@@ -398,7 +399,7 @@ impl Consumer {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
         slot.next_offset = offset + 1;
-        let record = Record::copy(msg, topic_name, buffers);
+        let record = OwnedRecord::copy_into(msg, topic_name, buffers);
         let size = record.footprint();
         let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Context;
-use super::record::{Buffers, Record, Recycler};
+use super::record::{Buffers, OwnedRecord, Recycler};
 use super::route::{Outcome, Route};
 use crate::dead_letter::{self, Failure};
 use crate::publisher::Publisher;
@@ -26,12 +26,12 @@ const STORE_EVERY: u32 = 256;
 pub(crate) struct Slot {
     /// Batches of records for the worker. Unbounded as a channel; bounded in bytes by
     /// pausing the partition (see the consumer's module docs).
-    pub tx: mpsc::UnboundedSender<Vec<Record>>,
+    pub tx: mpsc::UnboundedSender<Vec<OwnedRecord>>,
     /// Records received since the last hand-off; the main loop sends them as one batch
     /// once the client has nothing more ready, so a worker is woken once per batch, not
     /// once per record. Dropped unprocessed (and unstored) if the partition is revoked
     /// first.
-    pub pending: Vec<Record>,
+    pub pending: Vec<OwnedRecord>,
     /// Bytes queued for this worker and not yet processed.
     pub bytes: Arc<AtomicUsize>,
     /// Offset of the last record the worker finished (-1: none yet). Whoever stops the
@@ -62,7 +62,7 @@ impl DeadLetters {
     /// Writes the dead-letter record, retrying until it is acknowledged (nothing is lost
     /// while the broker is away) or the worker is cancelled (then returns false and the
     /// offset is not stored, so the record is processed again later).
-    async fn send(&self, msg: &Record, failure: &Failure, cancel: &CancellationToken) -> bool {
+    async fn send(&self, msg: &OwnedRecord, failure: &Failure, cancel: &CancellationToken) -> bool {
         let record = dead_letter::record(&msg.to_message(), failure, &self.group, &dead_letter::topic_for(msg.topic()));
         if !dead_letter::send_until_acked(&self.publisher, &record, cancel).await {
             return false;
@@ -116,7 +116,7 @@ impl Worker {
         self,
         topic: String,
         partition: i32,
-        mut rx: mpsc::UnboundedReceiver<Vec<Record>>,
+        mut rx: mpsc::UnboundedReceiver<Vec<OwnedRecord>>,
         cancel: CancellationToken,
         completed: Arc<AtomicI64>,
         guard: ExitGuard,

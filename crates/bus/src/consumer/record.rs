@@ -24,9 +24,28 @@ struct Span {
     end: u32,
 }
 
-/// A consumed record, owned (see the module docs).
+/// A consumed record copied out of the client: value, key and headers in one buffer (see
+/// the module docs). Cheaper to make than [`BorrowedMessage::detach`], and it keeps
+/// everything the original had: [`OwnedRecord::to_message`] rebuilds it unchanged (for a
+/// dead-letter topic, say), and [`decode_record`](super::decode_record) reads its event.
+///
+/// ```no_run
+/// # async fn run(consumer: rdkafka::consumer::StreamConsumer, codec: &dyn herald_bus::codec::Codec) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use herald_bus::consumer::{decode_record, OwnedRecord};
+/// # herald_bus::family! { #[derive(Debug)] pub enum Demo { A(A) } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct A { id: String }
+/// # impl herald_bus::Event for A { const TYPE: &'static str = "A"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+///
+/// let topic: Arc<str> = Arc::from("demo.events");
+/// let msg = consumer.recv().await?;
+/// let record = OwnedRecord::copy(&msg, &topic);
+/// drop(msg);
+/// let envelope = decode_record::<Demo>(codec, &record).await;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
-pub(crate) struct Record {
+pub struct OwnedRecord {
     topic: Arc<str>,
     partition: i32,
     offset: i64,
@@ -39,7 +58,7 @@ pub(crate) struct Record {
     headers: Vec<(Span, Option<Span>)>,
 }
 
-/// The reusable allocations of a [`Record`]: its bytes and header spans, empty.
+/// The reusable allocations of an [`OwnedRecord`]: its bytes and header spans, empty.
 #[derive(Debug, Default)]
 pub(crate) struct Buffers {
     bytes: Vec<u8>,
@@ -51,7 +70,7 @@ pub(crate) struct Buffers {
 #[derive(Debug, Default)]
 pub(crate) struct Recycler {
     spare: Mutex<Vec<Buffers>>,
-    batches: Mutex<Vec<Vec<Record>>>,
+    batches: Mutex<Vec<Vec<OwnedRecord>>>,
 }
 
 impl Recycler {
@@ -71,7 +90,7 @@ impl Recycler {
     }
 
     /// Takes back an emptied batch vector.
-    pub(crate) fn give_back_batch(&self, batch: Vec<Record>) {
+    pub(crate) fn give_back_batch(&self, batch: Vec<OwnedRecord>) {
         debug_assert!(batch.is_empty());
         let mut batches = self.batches.lock().unwrap_or_else(|p| p.into_inner());
         if batches.len() < Self::KEEP_BATCHES {
@@ -80,7 +99,7 @@ impl Recycler {
     }
 
     /// An empty batch vector, reused when one is waiting.
-    pub(crate) fn batch(&self) -> Vec<Record> {
+    pub(crate) fn batch(&self) -> Vec<OwnedRecord> {
         self.batches.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default()
     }
 
@@ -92,10 +111,14 @@ impl Recycler {
     }
 }
 
-impl Record {
-    /// Copies `msg`, whose topic is `topic` (shared, so it is not copied per record), into
-    /// `buffers` (empty ones, new or from a [`Recycler`]).
-    pub(crate) fn copy(msg: &BorrowedMessage<'_>, topic: &Arc<str>, buffers: Buffers) -> Record {
+impl OwnedRecord {
+    /// Copies `msg`, whose topic is `topic` (shared, so it is not copied per record).
+    pub fn copy(msg: &BorrowedMessage<'_>, topic: &Arc<str>) -> OwnedRecord {
+        Self::copy_into(msg, topic, Buffers::default())
+    }
+
+    /// [`OwnedRecord::copy`] into `buffers` (empty ones, new or from a [`Recycler`]).
+    pub(crate) fn copy_into(msg: &BorrowedMessage<'_>, topic: &Arc<str>, buffers: Buffers) -> OwnedRecord {
         let (payload, key) = (msg.payload(), msg.key());
         let headers = msg.headers();
         let count = headers.map_or(0, Headers::count);
@@ -116,7 +139,7 @@ impl Record {
                 spans.push((push(h.key.as_bytes()), h.value.map(&mut push)));
             }
         }
-        Record {
+        OwnedRecord {
             topic: topic.clone(),
             partition: msg.partition(),
             offset: msg.offset(),
@@ -130,7 +153,7 @@ impl Record {
 
     /// The record's allocations, emptied for the next copy.
     pub(crate) fn into_buffers(self) -> Buffers {
-        let Record { mut bytes, headers: mut spans, .. } = self;
+        let OwnedRecord { mut bytes, headers: mut spans, .. } = self;
         bytes.clear();
         spans.clear();
         Buffers { bytes, headers: spans }
@@ -140,29 +163,34 @@ impl Record {
         &self.bytes[span.start as usize..span.end as usize]
     }
 
-    pub(crate) fn topic(&self) -> &str {
+    /// The topic it was read from.
+    pub fn topic(&self) -> &str {
         &self.topic
     }
 
-    pub(crate) fn partition(&self) -> i32 {
+    /// Its partition.
+    pub fn partition(&self) -> i32 {
         self.partition
     }
 
-    pub(crate) fn offset(&self) -> i64 {
+    /// Its offset.
+    pub fn offset(&self) -> i64 {
         self.offset
     }
 
-    pub(crate) fn payload(&self) -> Option<&[u8]> {
+    /// Its value (`None` for a tombstone).
+    pub fn payload(&self) -> Option<&[u8]> {
         self.payload.map(|s| self.slice(s))
     }
 
-    pub(crate) fn key(&self) -> Option<&[u8]> {
+    /// Its key.
+    pub fn key(&self) -> Option<&[u8]> {
         self.key.map(|s| self.slice(s))
     }
 
     /// Name and value of each header, in order. Names are bytes: they were valid UTF-8
     /// when copied (librdkafka's header accessor insists on it).
-    pub(crate) fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.headers.iter().map(|&(name, value)| (self.slice(name), value.map(|v| self.slice(v))))
     }
 
@@ -171,8 +199,13 @@ impl Record {
         self.payload.map_or(0, |s| (s.end - s.start) as usize) + self.key.map_or(0, |s| (s.end - s.start) as usize) + 128
     }
 
+    /// Its timestamp.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
     /// The record as an rdkafka message, headers included (for dead-lettering; rare).
-    pub(crate) fn to_message(&self) -> OwnedMessage {
+    pub fn to_message(&self) -> OwnedMessage {
         let headers = (!self.headers.is_empty()).then(|| {
             self.headers().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |acc, (name, value)| {
                 acc.insert(Header { key: &String::from_utf8_lossy(name), value })

@@ -15,7 +15,7 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::record::Record;
+use super::record::OwnedRecord;
 use crate::codec::{Codec, DecodeError};
 use crate::dead_letter::{Failure, Stage};
 use crate::envelope::{Envelope, Metadata, Position};
@@ -58,7 +58,7 @@ pub(crate) struct RouteSettings {
 
 #[async_trait]
 pub(crate) trait Route: Send + Sync + 'static {
-    async fn process(&self, msg: &Record, cancel: &CancellationToken) -> Outcome;
+    async fn process(&self, msg: &OwnedRecord, cancel: &CancellationToken) -> Outcome;
 }
 
 pub(crate) struct TypedRoute<F, H> {
@@ -86,8 +86,8 @@ pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Re
     decode_parts(codec, msg.payload(), msg.key(), headers, position).await
 }
 
-/// [`decode`] of a [`Record`].
-pub(crate) async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &Record) -> Result<Envelope<F>, Failure> {
+/// [`decode`] of an [`OwnedRecord`].
+pub async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &OwnedRecord) -> Result<Envelope<F>, Failure> {
     let position = || Position { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
     decode_parts(codec, record.payload(), record.key(), record.headers(), position).await
 }
@@ -123,7 +123,7 @@ async fn decode_parts<'a, F: EventFamily>(
 
 #[async_trait]
 impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
-    async fn process(&self, msg: &Record, cancel: &CancellationToken) -> Outcome {
+    async fn process(&self, msg: &OwnedRecord, cancel: &CancellationToken) -> Outcome {
         let policy = self.settings.retry;
         let max_attempts = policy.max_attempts.max(1);
         let mut last_error = String::new();

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::context::Context;
-use crate::exit::invalid;
+use crate::exit::{invalid, outln};
 
 /// How long the demo waits for its events to come back.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -40,8 +40,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot create {}", topic.name()))?;
     match created.first() {
-        Some(Created::New) => println!("topic {}: created, 3 partitions", topic.name()),
-        _ => println!("topic {}: exists", topic.name()),
+        Some(Created::New) => outln!("topic {}: created, 3 partitions", topic.name()),
+        _ => outln!("topic {}: exists", topic.name()),
     }
 
     let publisher = ctx.publisher("/herald/demo")?;
@@ -88,7 +88,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some(event)) => {
                 if expected.remove(&event.meta.id) {
-                    print_consumed(&event);
+                    print_consumed(&event)?;
                 }
             }
             Ok(None) | Err(_) => break,
@@ -99,7 +99,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     if !expected.is_empty() {
         anyhow::bail!("only {} of {total} events came back within {DEADLINE:?}", total - expected.len());
     }
-    println!("all {total} events came back (group {group})");
+    outln!("all {total} events came back (group {group})");
     Ok(())
 }
 
@@ -109,17 +109,17 @@ where
     OrderEvent: Member<E>,
 {
     let done = publisher.publish(topic, event).await.with_context(|| format!("publishing {}", E::TYPE))?;
-    println!("published {:<26} {:<20} {}/{}  id={}", E::TYPE, event.aggregate_id(), done.partition, done.offset, done.id);
+    outln!("published {:<26} {:<20} {}/{}  id={}", E::TYPE, event.aggregate_id(), done.partition, done.offset, done.id);
     Ok(done.id)
 }
 
-fn print_consumed(event: &Envelope<OrderEvent>) {
+fn print_consumed(event: &Envelope<OrderEvent>) -> anyhow::Result<()> {
     let what = match &event.event {
         OrderEvent::Placed(p) => format!("{} {} cents, {} line(s), by {}", p.currency, p.total_cents, p.lines.len(), p.customer_id),
         OrderEvent::Confirmed(c) => format!("paid by {}", c.payment_id),
         OrderEvent::Cancelled(c) => format!("{:?} by {}", c.reason, c.cancelled_by.as_deref().unwrap_or("unknown")),
     };
-    println!(
+    outln!(
         "consumed  {:<26} {:<20} {}/{}  source={} time={}  {what}",
         event.meta.event_type,
         event.meta.subject,
@@ -128,4 +128,5 @@ fn print_consumed(event: &Envelope<OrderEvent>) {
         event.meta.source,
         event.meta.time.format("%H:%M:%S%.3f"),
     );
+    Ok(())
 }

@@ -15,7 +15,7 @@ use rdkafka::Offset;
 use serde_json::json;
 
 use crate::context::Context;
-use crate::exit::invalid;
+use crate::exit::{invalid, out, outln};
 use herald_cli::json::AvroJson;
 use crate::read;
 use crate::record::hex_prefix;
@@ -137,9 +137,9 @@ async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let (_, letters) = read_all(ctx, &args.topic).await?;
     for dl in &letters {
         if args.json {
-            println!("{}", summary_json(dl));
+            outln!("{}", summary_json(dl));
         } else {
-            println!("{}", summary_line(dl));
+            outln!("{}", summary_line(dl));
         }
     }
     Ok(())
@@ -174,7 +174,7 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
         invalid!("{dlq}/{}/{} is not a Herald dead letter (no herald.dlq.* headers)", args.partition, args.offset)
     };
     let codec = SingleObject::new(ctx.schemas()?);
-    print!("{}", details(&codec, &dl));
+    out!("{}", details(&codec, &dl));
     consumer.unassign().ok();
     Ok(())
 }
@@ -232,9 +232,9 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
     }
     if args.dry_run {
         for dl in &chosen {
-            println!("would replay {dlq} {}/{} -> {} (was {}/{}), stage={}", dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset, dl.stage);
+            outln!("would replay {dlq} {}/{} -> {} (was {}/{}), stage={}", dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset, dl.stage);
         }
-        println!("dry run: {} dead letter(s) would be replayed, nothing sent", chosen.len());
+        outln!("dry run: {} dead letter(s) would be replayed, nothing sent", chosen.len());
         return Ok(());
     }
     let publisher = ctx.publisher("/herald/cli/dlq-replay")?;
@@ -242,7 +242,7 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
     for dl in &chosen {
         // One at a time, in dead-letter order, so records of one key keep their order.
         match publisher.send_record(dl.replay_record()).await {
-            Ok((partition, offset)) => println!(
+            Ok((partition, offset)) => outln!(
                 "replayed {dlq} {}/{} -> {} {partition}/{offset} (was {}/{})",
                 dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset
             ),

@@ -1,5 +1,7 @@
-//! Exit codes: `1` for failures, `2` for input the user must fix ([`Invalid`]).
+//! Exit codes: `1` for failures, `2` for input the user must fix ([`Invalid`]), `0` when
+//! the reader of stdout went away (`herald tail ... | head`): see [`outln!`].
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 /// Input the user must fix: an unknown event type, JSON that does not fit its schema, a
@@ -16,10 +18,43 @@ macro_rules! invalid {
 }
 pub(crate) use invalid;
 
+/// Stdout was closed by its reader: the command stops, quietly and successfully, as
+/// `head` expects of the commands it reads from.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout closed")]
+pub struct Closed;
+
+/// Writes to stdout; a closed stdout becomes [`Closed`] (instead of `println!`'s panic).
+pub fn write_stdout(args: std::fmt::Arguments<'_>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Closed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to stdout")),
+    }
+}
+
+/// `println!` for commands: returns early with [`Closed`] when stdout's reader is gone.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::exit::write_stdout(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+pub(crate) use outln;
+
+/// `print!` for commands, like [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::exit::write_stdout(format_args!($($arg)*))?
+    };
+}
+pub(crate) use out;
+
 /// Prints the error (with its causes) to stderr and picks the exit code.
 pub fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Closed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
             if e.downcast_ref::<Invalid>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }

@@ -1,20 +1,48 @@
-//! `herald projector status`: where a projection stands, read from its store and the log.
+//! `herald projector status|rebuild|rollback NAME`.
 //!
-//! Rebuilding needs the projection's own code, so it is a flag of the binary that runs the
-//! projection (for the reference one: `cargo run -p herald-projector --example order_totals
-//! -- --rebuild ...`), not a command of this generic tool.
+//! `status` reads where a projection stands from its store and the log. Rebuilding and
+//! rolling back need the projection's own code, which lives in its program (built on
+//! `herald_projector::app`), so the way `git` and `cargo` find their subcommands, these
+//! run `herald-projection-NAME` from the `PATH` (or `--exec PATH`) with `--rebuild
+//! --progress` or `--rollback` and the arguments given after the name. The program gets
+//! `--bootstrap`, and the `-X` properties as `HERALD_RDKAFKA_*` variables (so secrets do
+//! not show in the process list); its exit status is this command's.
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use crate::context::Context;
+use crate::exit::{invalid, out, outln};
 
 /// Projector commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Per-partition position (stored with the view), end of the log and lag.
     Status(StatusArgs),
+    /// Rebuild the view from the beginning of the log beside the live one, swap it in once
+    /// caught up (the previous version is kept), with a progress bar: runs the
+    /// projection's program `herald-projection-NAME --rebuild --progress ARGS...`.
+    Rebuild(ProgramArgs),
+    /// Make the previous version of the view live again: runs `herald-projection-NAME
+    /// --rollback ARGS...`.
+    Rollback(ProgramArgs),
+}
+
+/// Arguments of `herald projector rebuild|rollback`.
+#[derive(Debug, clap::Args)]
+pub struct ProgramArgs {
+    /// Projection name (as in its `Projection::NAME`).
+    pub name: String,
+    /// The projection's program (default: `herald-projection-NAME` on the `PATH`).
+    #[arg(long)]
+    pub exec: Option<PathBuf>,
+    /// Passed to the program as they are, e.g. `--store sqlite:views.db --topic
+    /// shop.orders` (see `herald_projector::app`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<OsString>,
 }
 
 /// Arguments of `herald projector status`.
@@ -40,6 +68,63 @@ pub struct StatusArgs {
 pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Status(args) => status(ctx, args).await,
+        Command::Rebuild(args) => program(ctx, args, &["--rebuild", "--progress"]).await,
+        Command::Rollback(args) => program(ctx, args, &["--rollback"]).await,
+    }
+}
+
+/// Runs the projection's program with `mode` and the user's arguments; fails with its
+/// exit status.
+async fn program(ctx: &Context, args: ProgramArgs, mode: &[&str]) -> anyhow::Result<()> {
+    let exe = match args.exec {
+        Some(path) => path,
+        None => match find_program(&args.name) {
+            Some(path) => path,
+            None => invalid!(
+                "no program for projection {:?}: expected `{}` on the PATH (a binary built on herald_projector::app), or give --exec PATH",
+                args.name,
+                program_name(&args.name)
+            ),
+        },
+    };
+    let mut command = tokio::process::Command::new(&exe);
+    command.args(mode).args(&args.args).env("KAFKA_BOOTSTRAP_SERVERS", ctx.kafka.bootstrap());
+    for (key, value) in ctx.kafka.properties().filter(|(k, _)| *k != "bootstrap.servers") {
+        command.env(env_name(key), value);
+    }
+    let status = command.status().await.with_context(|| format!("running {}", exe.display()))?;
+    if !status.success() {
+        anyhow::bail!("{} exited with {status}", exe.display());
+    }
+    Ok(())
+}
+
+/// `herald-projection-NAME`.
+fn program_name(projection: &str) -> String {
+    format!("herald-projection-{projection}")
+}
+
+/// The projection's program on the `PATH`, if any.
+fn find_program(projection: &str) -> Option<PathBuf> {
+    let name = program_name(projection);
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(&name)).find(|path| path.is_file())
+}
+
+/// The variable `KafkaConfig::with_env` reads `key` from: `sasl.mechanism` ->
+/// `HERALD_RDKAFKA_SASL_MECHANISM`.
+fn env_name(key: &str) -> String {
+    format!("{}{}", herald_bus::config::ENV_PREFIX, key.replace('.', "_").to_ascii_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_travel_under_the_names_kafka_config_reads() {
+        let key = "sasl.mechanism";
+        let config = herald_bus::KafkaConfig::new("b:9092").with_env([(env_name(key), "PLAIN".to_owned())]);
+        assert_eq!(config.get(key), Some("PLAIN"));
     }
 }
 
@@ -49,7 +134,7 @@ async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
         .await
         .context("reading the projection's status")?;
     if args.json {
-        println!("{}", serde_json::to_string(&status)?);
+        outln!("{}", serde_json::to_string(&status)?);
         return Ok(());
     }
     let mut out = format!(
@@ -60,6 +145,6 @@ async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     for p in &status.partitions {
         let _ = writeln!(out, "{:>9}  {:>12}  {:>12}  {:>10}  {}", p.partition, show(p.position), show(p.end_offset), show(p.lag), p.state);
     }
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }

@@ -24,7 +24,7 @@ use herald_bus::{Metadata, Publisher};
 use tokio::io::AsyncBufReadExt;
 
 use crate::context::Context;
-use crate::exit::{invalid, Invalid};
+use crate::exit::{invalid, outln, Invalid};
 use herald_cli::json;
 
 /// Records awaiting acknowledgement at once when publishing from stdin. When the
@@ -101,8 +101,7 @@ impl Sender {
         };
         let (id, record) = self.record(&text).await?;
         let (partition, offset) = self.publisher.send_record(record).await.context("publishing")?;
-        print_published(id, partition, offset);
-        Ok(())
+        print_published(id, partition, offset)
     }
 
     async fn stdin(&self) -> anyhow::Result<()> {
@@ -134,7 +133,7 @@ impl Sender {
                 },
             };
             while pending.len() >= MAX_IN_FLIGHT {
-                failed += report(pending.next().await);
+                failed += report(pending.next().await)?;
             }
             // Queued one at a time, so in input order (see the module docs).
             let queued = self.publisher.enqueue(record).await;
@@ -147,7 +146,7 @@ impl Sender {
             });
         }
         while let Some(done) = pending.next().await {
-            failed += report(Some(done));
+            failed += report(Some(done))?;
         }
         if let Some(invalid) = stop {
             return Err(invalid.into());
@@ -184,21 +183,21 @@ impl Sender {
 type Sent = (usize, uuid::Uuid, Result<(i32, i64), String>);
 
 /// Prints one result; returns 1 if it failed.
-fn report(done: Option<Sent>) -> usize {
+fn report(done: Option<Sent>) -> anyhow::Result<usize> {
     match done {
         Some((_, id, Ok((partition, offset)))) => {
-            print_published(id, partition, offset);
-            0
+            print_published(id, partition, offset)?;
+            Ok(0)
         }
         Some((line, id, Err(e))) => {
             eprintln!("error: line {line}: event {id} not delivered: {e}");
-            1
+            Ok(1)
         }
-        None => 0,
+        None => Ok(0),
     }
 }
 
-fn print_published(id: uuid::Uuid, partition: i32, offset: i64) {
+fn print_published(id: uuid::Uuid, partition: i32, offset: i64) -> anyhow::Result<()> {
     #[derive(serde::Serialize)]
     struct Published {
         id: uuid::Uuid,
@@ -206,5 +205,6 @@ fn print_published(id: uuid::Uuid, partition: i32, offset: i64) {
         offset: i64,
     }
     let line = Published { id, partition, offset };
-    println!("{}", serde_json::to_string(&line).unwrap_or_default());
+    outln!("{}", serde_json::to_string(&line).unwrap_or_default());
+    Ok(())
 }

@@ -18,6 +18,7 @@ use rdkafka::Offset;
 use crate::context::{shutdown_signal, Context};
 use crate::read;
 use crate::record::Decoded;
+use crate::exit::outln;
 
 /// Arguments of `herald tail`.
 #[derive(Debug, clap::Args)]
@@ -91,7 +92,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         match received {
             Ok(msg) => {
                 let decoded = Decoded::new(&codec, &msg);
-                println!("{}", if args.json { decoded.json_line() } else { decoded.line() });
+                outln!("{}", if args.json { decoded.json_line() } else { decoded.line() });
                 seen += 1;
                 if args.group.is_some()
                     && let Err(e) = consumer.store_offset_from_message(&msg)

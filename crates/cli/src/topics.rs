@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use herald_bus::admin::{self, Created, Retention, TopicSpec};
 
 use crate::context::Context;
-use crate::exit::invalid;
+use crate::exit::{invalid, outln};
 
 /// Topic commands.
 #[derive(Debug, clap::Subcommand)]
@@ -55,8 +55,8 @@ async fn create(ctx: &Context, args: CreateArgs) -> anyhow::Result<()> {
     let spec = TopicSpec::new(&args.name).partitions(args.partitions).replication(args.replication).retention(retention);
     let created = admin::create_topics(&ctx.kafka, &[spec]).await.with_context(|| format!("cannot create {}", args.name))?;
     match created.first() {
-        Some(Created::Existed) => println!("{} exists already (unchanged)", args.name),
-        _ => println!("created {} ({} partitions, replication {})", args.name, args.partitions, args.replication),
+        Some(Created::Existed) => outln!("{} exists already (unchanged)", args.name),
+        _ => outln!("created {} ({} partitions, replication {})", args.name, args.partitions, args.replication),
     }
     Ok(())
 }
@@ -65,7 +65,7 @@ async fn list(ctx: &Context) -> anyhow::Result<()> {
     let topics = admin::list_topics(&ctx.kafka).await.context("cannot list topics")?;
     let width = topics.iter().map(|t| t.name.len()).max().unwrap_or(0);
     for t in topics {
-        println!("{:width$}  {}", t.name, t.partitions);
+        outln!("{:width$}  {}", t.name, t.partitions);
     }
     Ok(())
 }

@@ -49,7 +49,17 @@ impl Run {
 
 /// Runs `herald --bootstrap <broker> --schemas <repo schemas> ARGS`, feeding `stdin`.
 async fn herald(config: &KafkaConfig, args: &[&str], stdin: Option<&str>) -> Run {
+    herald_with_path(config, args, stdin, None).await
+}
+
+/// [`herald`] with `dir` first on its `PATH`.
+async fn herald_with_path(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    if let Some(dir) = dir {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path))).expect("PATH");
+        command.env("PATH", joined);
+    }
     command
         .args(["--bootstrap", config.bootstrap(), "--schemas", SCHEMAS])
         .args(args)
@@ -371,4 +381,117 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     assert_eq!(status["partitions"][0]["position"], Value::Null);
     assert_eq!(status["partitions"][0]["end_offset"], 3);
     assert_eq!(status["partitions"][0]["lag"], 3);
+}
+
+/// The `order_totals` example program of herald-projector (built by `cargo test
+/// --workspace`; built here if missing).
+fn order_totals_program() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test exe");
+    let target = exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
+    let bin = target.join("examples").join("order_totals");
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo).args(["build", "-p", "herald-projector", "--example", "order_totals"]).status().expect("cargo build");
+        assert!(status.success(), "building the order_totals example failed");
+    }
+    bin
+}
+
+/// Customer totals of a run of events: (orders, total_cents) by customer.
+type Totals = std::collections::BTreeMap<String, (i64, i64)>;
+
+async fn read_customer_totals(store_url: &str) -> Totals {
+    let store = herald_projector::store::open(store_url).expect("store");
+    tokio::task::spawn_blocking(move || {
+        let mut conn = store.connect().expect("connect");
+        let mut tx = conn.read().expect("read");
+        let rows = tx.query("SELECT customer_id, orders, total_cents FROM customer_totals", &[]).expect("query");
+        rows.iter().map(|r| (r.text(0).expect("id").to_owned(), (r.int(1).expect("orders"), r.int(2).expect("total")))).filter(|(_, v)| *v != (0, 0)).collect()
+    })
+    .await
+    .expect("read")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projector_rebuild_and_rollback_run_the_projection_program() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::topic(&config, "cli.rebuild", 2).await;
+    let orders: Topic<OrderEvent> = Topic::named(&name);
+    let publisher = Publisher::new(&config, PublisherOptions::new("/herald/cli-tests")).expect("publisher");
+    // 40 orders over 4 customers, two of them cancelled; the expected view is their fold.
+    let mut expected = Totals::new();
+    let cancelled = [3, 7];
+    for i in 0..40i64 {
+        let (order, customer) = (format!("o-{i}"), format!("c-{}", i % 4));
+        publisher.publish(&orders, &OrderPlaced::example(&order, &customer, i + 1)).await.expect("published");
+        if !cancelled.contains(&i) {
+            let entry = expected.entry(customer).or_default();
+            *entry = (entry.0 + 1, entry.1 + i + 1);
+        }
+    }
+    for i in cancelled {
+        let cancel = herald_shop::OrderCancelled { order_id: format!("o-{i}"), reason: "test".into(), cancelled_by: None };
+        publisher.publish(&orders, &cancel).await.expect("published");
+    }
+
+    // The projection's program, found on the PATH under the conventional name.
+    let dir = std::env::temp_dir().join(herald_testkit::unique("herald-cli-programs"));
+    std::fs::create_dir_all(&dir).expect("program dir");
+    std::os::unix::fs::symlink(order_totals_program(), dir.join("herald-projection-order_totals")).expect("symlink");
+    let store = format!("sqlite:{}", dir.join("views.db").display());
+    let group = herald_testkit::unique("cli.rebuild.group");
+    let program_args = ["--topic", name.as_str(), "--group", group.as_str(), "--store", store.as_str()];
+    let rebuild: Vec<&str> = ["projector", "rebuild", "order_totals"].into_iter().chain(program_args).collect();
+
+    let first = herald_with_path(&config, &rebuild, None, Some(&dir)).await.ok();
+    assert!(first.stdout.contains("swapped: true"), "{first:#?}");
+    assert_eq!(read_customer_totals(&store).await, expected, "the rebuilt view equals the fold of the topic");
+    let second = herald_with_path(&config, &rebuild, None, Some(&dir)).await.ok();
+    assert!(second.stdout.contains("rebuilt: version 2") && second.stdout.contains("swapped: true"), "{second:#?}");
+    assert_eq!(read_customer_totals(&store).await, expected);
+    let status = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name, "--json"], None).await.ok();
+    let status: Value = serde_json::from_str(status.stdout.trim()).expect("status JSON");
+    assert_eq!((status["version"].as_i64(), status["total_lag"].as_i64()), (Some(2), Some(0)), "{status}");
+
+    let rollback: Vec<&str> = ["projector", "rollback", "order_totals", "--store", store.as_str()].into_iter().collect();
+    let back = herald_with_path(&config, &rollback, None, Some(&dir)).await.ok();
+    assert!(back.stdout.contains("live version: 1"), "{back:#?}");
+    let status = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name, "--json"], None).await.ok();
+    let status: Value = serde_json::from_str(status.stdout.trim()).expect("status JSON");
+    assert_eq!(status["version"].as_i64(), Some(1), "{status}");
+    assert_eq!(read_customer_totals(&store).await, expected, "version 1 is live again");
+
+    // A projection without a program: exit 2, naming what was looked for.
+    let missing = herald_with_path(&config, &["projector", "rebuild", "no_such_projection"], None, Some(&dir)).await;
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+    assert!(missing.stderr.contains("herald-projection-no_such_projection"), "{}", missing.stderr);
+    // The program's failure is the command's failure.
+    let failing = herald_with_path(&config, &["projector", "rebuild", "order_totals", "--until-offsets", "nonsense"], None, Some(&dir)).await;
+    assert_eq!(failing.code, Some(1), "{failing:#?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_stdout_ends_tail_quietly() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::topic(&config, "cli.pipe", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/herald/cli-tests")).expect("publisher");
+    let orders: Topic<OrderEvent> = Topic::named(&name);
+    for i in 0..3 {
+        publisher.publish(&orders, &OrderPlaced::example(&format!("o-{i}"), "c", i)).await.expect("published");
+    }
+    // As with `herald tail ... | head -0`: the reader is gone before the first line.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bootstrap", config.bootstrap(), "--schemas", SCHEMAS, "tail", &name, "--from-beginning", "--timeout", "30"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("herald");
+    drop(child.stdout.take());
+    let output = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output()).await.expect("tail ends").expect("tail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -74,6 +74,8 @@
 //! group's committed offsets lag the stored positions by up to `auto.commit.interval.ms`
 //! (they are never read back).
 
+#[cfg(feature = "app")]
+pub mod app;
 mod batch;
 mod context;
 pub mod crash;

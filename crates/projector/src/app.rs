@@ -1,0 +1,326 @@
+//! A ready-made program for a projection: one command line for every projection, so
+//! operators, scripts and `herald projector rebuild NAME` drive any of them alike.
+//!
+//! A projection's binary is a few lines:
+//!
+//! ```no_run
+//! # herald_bus::family! { #[derive(Debug)] pub enum Orders { A(A) } }
+//! # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct A { id: String }
+//! # impl herald_bus::Event for A { const TYPE: &'static str = "A"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+//! # struct Totals;
+//! # impl herald_projector::Projection<Orders> for Totals {
+//! #     const NAME: &'static str = "totals";
+//! #     fn migrate(&self, _: &mut dyn herald_projector::Tx) -> Result<(), herald_projector::ProjectionError> { Ok(()) }
+//! #     fn apply(&self, _: &mut dyn herald_projector::Tx, _: &herald_bus::Envelope<Orders>) -> Result<(), herald_projector::ProjectionError> { Ok(()) }
+//! # }
+//! use herald_projector::app::{App, AppError};
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), AppError> {
+//!     App::new("shop.orders", || Totals).run().await
+//! }
+//! ```
+//!
+//! Installed as `herald-projection-<NAME>` (`NAME` = [`Projection::NAME`]) on the `PATH`,
+//! it is also what `herald projector rebuild NAME` and `herald projector rollback NAME`
+//! run.
+//!
+//! # Command line
+//! - no mode flag: run the projector until SIGTERM or ctrl-c, serving `/health`,
+//!   `/metrics`, `/status`, `POST /partitions/{p}/retry|skip` and the program's own
+//!   routes ([`App::routes`]) on `--http` (the bound address is printed as `http: ADDR`);
+//!   when a rebuild elsewhere swaps in a new version, it continues with that version.
+//! - `--rebuild [--progress]`: build a new version from the beginning of the log beside
+//!   the live one, swap it in once caught up, keep the previous one, exit.
+//! - `--until-time RFC3339` or `--until-offsets P:O,...`: build a version as of that point
+//!   (time travel), keep it beside the live one, exit.
+//! - `--rollback`: make the previous version live again, exit.
+//!
+//! Common flags: `--topic`, `--group`, `--store sqlite:PATH|postgres://...`,
+//! `--bootstrap` (env `KAFKA_BOOTSTRAP_SERVERS`), `--max-batch`, `--on-poison
+//! dead-letter|pause`, `--max-attempts`, `-X key=value` (librdkafka properties; also read
+//! from `HERALD_RDKAFKA_*` variables, see [`herald_bus::config::ENV_PREFIX`]).
+//! `HERALD_PROJECTOR_CRASH_AT=stage:n` aborts at a point of the pipeline (fault tests).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::Parser;
+use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
+use tokio_util::sync::CancellationToken;
+
+use crate::crash::CrashPoint;
+use crate::rebuild::{self, Rebuilt};
+use crate::runner::{Control, OnPoison, Projector, StopAt, Stopped};
+use crate::status::StatusHandle;
+use crate::store::{self, Store, StoreError};
+use crate::{Projection, ProjectorError};
+
+/// The command line of a projection program (see the [module docs](self)).
+#[derive(Parser, Debug, Clone)]
+pub struct Args {
+    /// Topic to project (default: the program's).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Consumer group (default: the projection's name).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The view store: sqlite:PATH or postgres://... (default: sqlite:NAME.db, NAME being
+    /// the projection's name).
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Address for /health, /metrics, /status and the program's routes.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub http: String,
+    /// Most events per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub max_batch: usize,
+    /// What to do with poison events: dead-letter or pause.
+    #[arg(long, value_enum, default_value_t = PoisonArg::DeadLetter)]
+    pub on_poison: PoisonArg,
+    /// Attempts before a failing event is poison.
+    #[arg(long, default_value_t = 5)]
+    pub max_attempts: u32,
+    /// Extra librdkafka consumer property, key=value (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+    /// Rebuild the view from the beginning of the log into a new version, swap it in, exit.
+    #[arg(long, conflicts_with_all = ["rollback", "until_time", "until_offsets"])]
+    pub rebuild: bool,
+    /// Time travel: build a new version up to this time (RFC 3339), keep it beside the
+    /// live one, exit.
+    #[arg(long, conflicts_with_all = ["rollback", "until_offsets"])]
+    pub until_time: Option<String>,
+    /// Time travel: build a new version up to these offsets (`partition:offset,...`,
+    /// exclusive), keep it beside the live one, exit.
+    #[arg(long, conflicts_with = "rollback")]
+    pub until_offsets: Option<String>,
+    /// Make the previous version live again, exit.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Show a progress bar (events/s, ETA) on stderr while rebuilding.
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// `--on-poison`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PoisonArg {
+    /// [`OnPoison::DeadLetter`].
+    DeadLetter,
+    /// [`OnPoison::Pause`].
+    Pause,
+}
+
+/// A projection program failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// A flag's value is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The projector, rebuild or rollback failed.
+    #[error(transparent)]
+    Projector(#[from] ProjectorError),
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// The HTTP server could not bind or failed.
+    #[error("http: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Builds the routes a program serves besides the standard ones, from its store.
+type Routes = Box<dyn Fn(Arc<dyn Store>) -> Router + Send + Sync>;
+
+/// A projection program: the projection, its default topic, and optional extra routes.
+pub struct App<F, P> {
+    topic: String,
+    make: Arc<dyn Fn() -> P + Send + Sync>,
+    routes: Option<Routes>,
+    _family: std::marker::PhantomData<fn() -> F>,
+}
+
+impl<F: EventFamily, P: Projection<F>> App<F, P> {
+    /// A program projecting `topic` (overridable with `--topic`) with projections made by
+    /// `make` (a rebuild needs fresh ones).
+    pub fn new(topic: impl Into<String>, make: impl Fn() -> P + Send + Sync + 'static) -> Self {
+        App { topic: topic.into(), make: Arc::new(make), routes: None, _family: std::marker::PhantomData }
+    }
+
+    /// Extra routes served beside `/health`, `/metrics` and `/status` while running, such
+    /// as `GET /views/{view}/{key}`; `routes` gets the program's store.
+    pub fn routes(mut self, routes: impl Fn(Arc<dyn Store>) -> Router + Send + Sync + 'static) -> Self {
+        self.routes = Some(Box::new(routes));
+        self
+    }
+
+    /// Parses the process's command line and runs the program (see the
+    /// [module docs](self)). While running it installs the Prometheus recorder for
+    /// `/metrics`; it is the program's `main`.
+    pub async fn run(self) -> Result<(), AppError> {
+        self.run_with(Args::parse()).await
+    }
+
+    /// Runs the program with `args` already parsed.
+    pub async fn run_with(self, args: Args) -> Result<(), AppError> {
+        let store = store::open(args.store.as_deref().unwrap_or(&format!("sqlite:{}.db", P::NAME)))?;
+        let config = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars());
+        let topic: Topic<F> = Topic::named(args.topic.clone().unwrap_or_else(|| self.topic.clone()));
+        let group = args.group.clone().unwrap_or_else(|| P::NAME.to_owned());
+        if args.rollback {
+            let live = rebuild::rollback((self.make)(), store).await?;
+            match live {
+                Some(v) => println!("live version: {v}"),
+                None => println!("live version: none (nothing to roll back to)"),
+            }
+            return Ok(());
+        }
+        let until = until(&args)?;
+        if args.rebuild || until.is_some() {
+            let mut options = rebuild::Options::new(&group);
+            options.progress = args.progress;
+            options.max_batch = args.max_batch.max(1);
+            if let Some(until) = until {
+                options.until = until;
+            }
+            let make = self.make.clone();
+            let rebuilt = rebuild::rebuild(&config, &topic, move || make(), store, options, shutdown_signal()).await?;
+            println!("{}", summary(&rebuilt));
+            return Ok(());
+        }
+        self.serve(args, config, topic, group, store).await
+    }
+
+    async fn serve(self, args: Args, config: KafkaConfig, topic: Topic<F>, group: String, store: Arc<dyn Store>) -> Result<(), AppError> {
+        let metrics = herald_ops::install_metrics().map_err(|e| AppError::Metrics(e.to_string()))?;
+        let (status, control) = (StatusHandle::default(), Control::default());
+        let mut app = herald_ops::router(metrics, status.clone()).merge(crate::http::router(status.clone(), control.clone()));
+        if let Some(routes) = &self.routes {
+            app = app.merge(routes(store.clone()));
+        }
+        let listener = tokio::net::TcpListener::bind(&args.http).await?;
+        println!("http: {}", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let server = tokio::spawn({
+            let stop = stop.clone();
+            async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await }
+        });
+        let shutdown = CancellationToken::new();
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown_signal().await;
+                shutdown.cancel();
+            }
+        });
+        let retry = RetryPolicy { max_attempts: args.max_attempts, initial: Duration::from_millis(50), max: Duration::from_secs(2), ..Default::default() };
+        let result = loop {
+            let mut builder = Projector::builder(config.clone(), &group, &topic, (self.make)(), store.clone())
+                .max_batch(args.max_batch)
+                .retry(retry)
+                .handles(status.clone(), control.clone())
+                .on_poison(match args.on_poison {
+                    PoisonArg::DeadLetter => OnPoison::DeadLetter,
+                    PoisonArg::Pause => OnPoison::Pause,
+                });
+            for pair in &args.kafka {
+                let (k, v) = pair.split_once('=').ok_or_else(|| AppError::Usage(format!("-X expects key=value, got {pair:?}")))?;
+                builder = builder.kafka_property(k, v);
+            }
+            if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
+                builder = builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?);
+            }
+            let projector = match builder.build().await {
+                Ok(p) => p,
+                Err(e) => break Err(e.into()),
+            };
+            let signal = shutdown.clone();
+            match projector.run(async move { signal.cancelled().await }).await {
+                // A rebuild swapped in another version: continue with it.
+                Ok(Stopped::Superseded { live }) => tracing::info!(live, "continuing with the new live version"),
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            }
+        };
+        stop.cancel();
+        let _ = server.await;
+        result
+    }
+}
+
+/// The stop point of `--until-time` / `--until-offsets`, if given.
+fn until(args: &Args) -> Result<Option<StopAt>, AppError> {
+    if let Some(t) = &args.until_time {
+        let t = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| AppError::Usage(format!("--until-time expects RFC 3339 ({e}): {t:?}")))?;
+        return Ok(Some(StopAt::Before(t.timestamp_millis())));
+    }
+    let Some(offsets) = &args.until_offsets else { return Ok(None) };
+    let bad = || AppError::Usage(format!("--until-offsets expects partition:offset,..., got {offsets:?}"));
+    let mut map = BTreeMap::new();
+    for pair in offsets.split(',') {
+        let (p, o) = pair.split_once(':').ok_or_else(bad)?;
+        map.insert(p.trim().parse().map_err(|_| bad())?, o.trim().parse().map_err(|_| bad())?);
+    }
+    Ok(Some(StopAt::Offsets(map)))
+}
+
+/// One line about a finished rebuild (what `--rebuild` prints).
+pub fn summary(rebuilt: &Rebuilt) -> String {
+    format!(
+        "rebuilt: version {} with {} events in {:.1}s ({:.0} events/s); swapped: {}; previous: {:?}",
+        rebuilt.version,
+        rebuilt.events,
+        rebuilt.elapsed.as_secs_f64(),
+        rebuilt.events as f64 / rebuilt.elapsed.as_secs_f64().max(1e-9),
+        rebuilt.swapped,
+        rebuilt.previous
+    )
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["prog"].iter().chain(extra))
+    }
+
+    #[test]
+    fn time_travel_flags_parse_into_stop_points() {
+        let args = parse(&["--until-offsets", "0:10, 2:7"]).expect("parses");
+        assert_eq!(until(&args).expect("valid"), Some(StopAt::Offsets(BTreeMap::from([(0, 10), (2, 7)]))));
+        let args = parse(&["--until-time", "2026-01-02T03:04:05Z"]).expect("parses");
+        assert_eq!(until(&args).expect("valid"), Some(StopAt::Before(1_767_323_045_000)));
+        let args = parse(&["--until-offsets", "0=10"]).expect("parses");
+        assert!(matches!(until(&args), Err(AppError::Usage(m)) if m.contains("partition:offset")));
+        assert_eq!(until(&parse(&[]).expect("parses")).expect("valid"), None);
+    }
+
+    #[test]
+    fn modes_exclude_each_other() {
+        assert!(parse(&["--rebuild", "--rollback"]).is_err());
+        assert!(parse(&["--until-time", "2026-01-02T03:04:05Z", "--until-offsets", "0:1"]).is_err());
+        assert!(parse(&["--rebuild", "--progress", "--store", "sqlite:x.db"]).is_ok());
+    }
+}

@@ -63,6 +63,16 @@ struct Peak {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     threads: Arc<std::sync::Mutex<ThreadCpu>>,
+    started: (Instant, f64),
+}
+
+/// Busy seconds of all CPUs (every process, the broker and database included), from
+/// `/proc/stat`.
+fn machine_busy() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).map(|l| l.split_whitespace().filter_map(|f| f.parse().ok()).collect()).unwrap_or_default();
+    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
+    (ticks.iter().take(8).sum::<f64>() - idle) / 100.0
 }
 
 /// CPU ticks per thread (by thread id: name, ticks at the start, ticks last seen), sampled
@@ -86,7 +96,7 @@ impl ThreadCpu {
     }
 
     /// CPU seconds per thread kind (names with their numbers cut off), largest first.
-    fn summary(&self) -> String {
+    fn summary(&self, machine: f64, wall: f64) -> String {
         let mut by_kind: std::collections::BTreeMap<String, u64> = Default::default();
         for (name, start, last) in self.0.values() {
             let kind = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '-').to_owned();
@@ -94,7 +104,9 @@ impl ThreadCpu {
         }
         let mut kinds: Vec<_> = by_kind.into_iter().filter(|(_, t)| *t > 0).collect();
         kinds.sort_by(|a, b| b.1.cmp(&a.1));
-        kinds.iter().map(|(k, t)| format!("{k} {:.2}", *t as f64 / 100.0)).collect::<Vec<_>>().join(", ")
+        let threads = kinds.iter().map(|(k, t)| format!("{k} {:.2}", *t as f64 / 100.0)).collect::<Vec<_>>().join(", ");
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        format!("{threads}; whole machine {machine:.2} of {:.2} available", wall * cpus)
     }
 }
 
@@ -111,7 +123,7 @@ impl Peak {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Peak { stop, peak, threads }
+        Peak { stop, peak, threads, started: (Instant::now(), machine_busy()) }
     }
 
     /// Peak RSS in MiB, and CPU seconds by thread kind.
@@ -119,7 +131,8 @@ impl Peak {
         self.stop.store(true, Ordering::Relaxed);
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         threads.sample(false);
-        (self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024, threads.summary())
+        let (wall, machine) = (self.started.0.elapsed().as_secs_f64(), machine_busy() - self.started.1);
+        (self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024, threads.summary(machine, wall))
     }
 }
 
@@ -133,7 +146,8 @@ fn rss_kib() -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = KafkaConfig::new(&args.bootstrap);
+    // HERALD_RDKAFKA_* variables set librdkafka properties for every client of the run.
+    let config = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars());
     let topic_name = match &args.topic {
         Some(t) => t.clone(),
         None => publish(&config, &args).await?,
@@ -180,23 +194,34 @@ async fn main() -> anyhow::Result<()> {
             .build()
             .await?;
         let status = projector.status();
-        // When the first batch committed: the steady-state rate excludes the group join.
-        let first = {
+        // From the first commit to the one that applied the last event: the steady rate
+        // leaves out the group join before and the shutdown after (leaving the group,
+        // closing the client), as the ceiling leaves them out.
+        let window = {
             let status = status.clone();
+            let target = args.events as u64;
             tokio::spawn(async move {
+                let mut first = None;
                 loop {
-                    if status.get().applied_total > 0 {
-                        return Instant::now();
+                    let applied = status.get().applied_total;
+                    if applied > 0 && first.is_none() {
+                        first = Some((Instant::now(), applied));
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    if applied >= target {
+                        return first.map(|(at, before)| (at, before, Instant::now()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
         };
         projector.run(std::future::pending()).await?;
         let elapsed = started.elapsed().as_secs_f64();
-        let first = first.await?;
         let applied = status.get().applied_total;
-        let steady = applied as f64 / first.elapsed().as_secs_f64();
+        let (first, before, last) = tokio::time::timeout(Duration::from_secs(5), window)
+            .await
+            .map_err(|_| anyhow::anyhow!("the projector stopped after {applied} of {} events", args.events))??
+            .ok_or_else(|| anyhow::anyhow!("no batch committed"))?;
+        let steady = (applied - before) as f64 / (last - first).as_secs_f64();
         let (mb, cpu) = peak.finish();
         println!(
             "{kind:8} projector:      {steady:>10.0} events/s  steady ({:.2} of store ceiling, {:.2} of min(ceiling, raw)); {:.0} events/s incl. startup and group join ({applied} events in {elapsed:.1}s); peak RSS {mb} MiB",

@@ -469,6 +469,10 @@ struct Loop<F> {
     batches_total: u64,
     last_error: Option<String>,
     stops: Option<BTreeMap<i32, i64>>,
+    /// Records of the last committed batch, freed only after the next batch is on its
+    /// way: freeing a batch's worth of records takes long enough to leave the store
+    /// thread idle if it came first.
+    released: Vec<Arc<Item<F>>>,
 }
 
 impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
@@ -533,6 +537,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             batches_total: 0,
             last_error: None,
             stops: None,
+            released: Vec::new(),
         };
         if self.stop_at != StopAt::Never {
             state.stops = Some(self.stop_offsets().await?);
@@ -657,6 +662,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             if state.in_flight.is_none() {
                 self.dispatch(&mut state, &cancel, &dlq_tx);
             }
+            state.released.clear();
             if state.stops.is_some() && state.in_flight.is_none() && self.reached_stop(&state) {
                 tracing::info!("stop point reached");
                 stopped = Stopped::StopPoint;
@@ -910,7 +916,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     let Some(part) = state.parts.get_mut(&partition) else { continue };
                     part.position = Some(to);
                     while part.buffer.front().is_some_and(|i| i.offset < to) {
-                        part.buffer.pop_front();
+                        state.released.extend(part.buffer.pop_front());
                     }
                     if part.block.as_ref().is_some_and(|b| b.offset() < to) {
                         part.block = None;

@@ -87,6 +87,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     /// Runs until the job channel closes.
     pub(crate) fn run(self, jobs: std_mpsc::Receiver<Job<F>>) {
         let mut conn: Option<Box<dyn Connection>> = None;
+        let batch_seconds = metrics::histogram!("herald_projector_batch_seconds", "projection" => P::NAME);
         while let Ok(job) = jobs.recv() {
             if conn.is_none() {
                 match self.store.connect() {
@@ -105,7 +106,12 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             let Some(c) = conn.as_mut() else { continue };
             let failed = match job {
                 Job::Apply(batch, reply) => {
+                    let started = std::time::Instant::now();
                     let outcome = self.apply(c.as_mut(), &batch);
+                    batch_seconds.record(started.elapsed().as_secs_f64());
+                    // Let go of the records before replying, so that the poll loop holds
+                    // the last references and frees them on its own thread, not this one.
+                    drop(batch);
                     self.flight.end();
                     let failed = matches!(outcome, Outcome::StoreFailed(_));
                     if let Outcome::Committed { .. } = outcome

@@ -33,7 +33,9 @@ async fn status_reports_positions_and_lag_per_partition() {
     })
     .await;
     let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
-    assert!(metrics.contains("herald_projector_events_total"), "{metrics}");
+    for metric in ["herald_projector_events_total", "herald_projector_batches_total", "herald_projector_batch_seconds", "herald_projector_lag"] {
+        assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");
+    }
     // Positions are mirrored to the group's committed offsets, for lag tools.
     wait_until(DEADLINE, "committed offsets mirror the positions", || async {
         herald_testkit::committed(&config, &group, orders.name(), 3).await.iter().map(|o| o.unwrap_or(0)).sum::<i64>() == 400

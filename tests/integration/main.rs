@@ -16,5 +16,6 @@ mod ordering;
 mod outage;
 mod rebalance;
 mod round_trip;
+mod secured;
 mod shutdown;
 mod upcast;

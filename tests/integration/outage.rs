@@ -4,76 +4,17 @@
 //! This test runs its own single-node broker (through `scripts/kafka` on free ports with a
 //! private data folder), so stopping it disturbs no other test.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use herald_bus::{KafkaConfig, Topic};
+use herald_bus::Topic;
 use herald_shop::{OrderEvent, OrderPlaced};
 use herald_testkit::{unique, wait_until};
 
-use crate::support::{consumer, order_id, publisher, Running, Seen};
-
-/// A private broker, stopped and its data removed on drop.
-struct Broker {
-    port: u16,
-    controller_port: u16,
-    home: PathBuf,
-}
-
-impl Broker {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
-    }
-
-    fn free_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        listener.local_addr().expect("address").port()
-    }
-
-    fn new() -> Broker {
-        let home = std::env::temp_dir().join(unique("herald-outage"));
-        Broker { port: Self::free_port(), controller_port: Self::free_port(), home }
-    }
-
-    async fn run(&self, action: &str) {
-        let mut command = Command::new("bash");
-        command
-            .arg(Self::script())
-            .arg(action)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("HERALD_KAFKA_HOME", &self.home);
-        let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run scripts/kafka");
-        assert!(
-            output.status.success(),
-            "scripts/kafka {action} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn config(&self) -> KafkaConfig {
-        KafkaConfig::new(format!("127.0.0.1:{}", self.port))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("HERALD_KAFKA_HOME", &self.home)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.home);
-    }
-}
+use crate::support::{consumer, order_id, publisher, Broker, Running, Seen};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_loses_nothing() {
-    let broker = Broker::new();
+    let broker = Broker::new("herald-outage");
     broker.run("start").await;
     let config = broker.config();
     let name = unique("outage");

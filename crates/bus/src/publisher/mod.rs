@@ -93,13 +93,16 @@ pub enum PublishError {
         limit: usize,
     },
     /// The broker did not acknowledge the record. The record is handed back unchanged.
-    #[error("delivery to {topic} failed: {source}")]
+    #[error("delivery to {topic} failed: {source}{}", client_error.as_deref().map(|e| format!(" (last client error: {e})")).unwrap_or_default())]
     Delivery {
         /// The topic.
         topic: String,
         /// The client's error.
         #[source]
         source: KafkaError,
+        /// The client's last error while the record waited, if any: why a record timed
+        /// out (a failed SASL authentication, a TLS handshake, an unreachable broker).
+        client_error: Option<String>,
         /// The record that was not acknowledged.
         record: Box<rdkafka::message::OwnedMessage>,
     },
@@ -329,7 +332,7 @@ impl Publisher {
                 Err((source, base)) => {
                     let record = owned_message(&topic, Some(&key), Some(&payload), base.headers);
                     slot.replace_if_fatal(&producer);
-                    return Err(PublishError::Delivery { topic, source, record: Box::new(record) });
+                    return Err(PublishError::Delivery { topic, source, client_error: None, record: Box::new(record) });
                 }
             }
         }
@@ -345,12 +348,16 @@ impl Publisher {
                 Ok(Err((source, record))) => {
                     metrics.failures.increment(1);
                     slot.replace_if_fatal(&producer);
-                    Err(PublishError::Delivery { topic, source, record: Box::new(record) })
+                    // An error from up to a minute before the record was queued still
+                    // explains it: librdkafka keeps failing the same way while it retries.
+                    let client_error = slot.last_error.since(started.checked_sub(Duration::from_secs(60)).unwrap_or(started));
+                    Err(PublishError::Delivery { topic, source, client_error, record: Box::new(record) })
                 }
                 // The producer was dropped before reporting (purged).
                 Err(_) => Err(PublishError::Delivery {
                     topic: topic.clone(),
                     source: KafkaError::Canceled,
+                    client_error: None,
                     record: Box::new(owned_message(&topic, None, None, None)),
                 }),
             }

@@ -26,12 +26,37 @@ pub struct Pending {
     pub(crate) _slot: Slot,
 }
 
-/// The producer context: routes delivery reports and signals freed queue space.
+/// The producer context: routes delivery reports, signals freed queue space, and keeps the
+/// client's last error.
 pub struct DeliveryContext {
     pub(crate) space: Arc<Notify>,
+    pub(crate) last_error: Arc<LastError>,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        self.last_error.set(format!("{error}: {reason}"));
+    }
+}
+
+/// The client's most recent error (a failed SASL authentication, a TLS handshake, a broker
+/// that cannot be reached) and when it happened. librdkafka reports such errors only to
+/// the context and keeps retrying, so a record's delivery later fails with nothing but
+/// "Message timed out"; the publisher attaches this to that failure.
+#[derive(Debug, Default)]
+pub(crate) struct LastError(std::sync::Mutex<Option<(std::time::Instant, String)>>);
+
+impl LastError {
+    fn set(&self, message: String) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), message));
+    }
+
+    /// The last error if it happened after `since`.
+    pub(crate) fn since(&self, since: std::time::Instant) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|(at, _)| *at >= since).map(|(_, m)| m.clone())
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = Box<Pending>;
@@ -62,13 +87,15 @@ pub(crate) struct ProducerSlot {
     current: RwLock<Arc<Producer>>,
     config: rdkafka::ClientConfig,
     pub(crate) space: Arc<Notify>,
+    pub(crate) last_error: Arc<LastError>,
 }
 
 impl ProducerSlot {
     pub(crate) fn new(config: rdkafka::ClientConfig) -> Result<Self, KafkaError> {
         let space = Arc::new(Notify::new());
-        let producer = config.create_with_context(DeliveryContext { space: space.clone() })?;
-        Ok(ProducerSlot { current: RwLock::new(Arc::new(producer)), config, space })
+        let last_error = Arc::new(LastError::default());
+        let producer = config.create_with_context(DeliveryContext { space: space.clone(), last_error: last_error.clone() })?;
+        Ok(ProducerSlot { current: RwLock::new(Arc::new(producer)), config, space, last_error })
     }
 
     pub(crate) fn current(&self) -> Arc<Producer> {
@@ -82,7 +109,7 @@ impl ProducerSlot {
         if current.client().native_ptr() != failed.client().native_ptr() {
             return; // Someone replaced it already.
         }
-        match self.config.create_with_context(DeliveryContext { space: self.space.clone() }) {
+        match self.config.create_with_context(DeliveryContext { space: self.space.clone(), last_error: self.last_error.clone() }) {
             Ok(fresh) => {
                 tracing::error!(?code, reason, "producer hit a fatal error; replaced it with a new one");
                 metrics::counter!("herald_producer_replaced_total").increment(1);

@@ -211,7 +211,10 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         self
     }
 
-    /// Records buffered per partition before it is paused (default 5000).
+    /// Records buffered per partition before it is paused (default 5000). The poll loop
+    /// normally stops taking records well before (at four batches' worth); this bound
+    /// matters when the store has been stuck for over a second, and for a partition held
+    /// by a failing record.
     pub fn max_buffered(mut self, n: usize) -> Self {
         self.max_buffered = n.max(2);
         self

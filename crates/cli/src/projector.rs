@@ -116,17 +116,6 @@ fn env_name(key: &str) -> String {
     format!("{}{}", herald_bus::config::ENV_PREFIX, key.replace('.', "_").to_ascii_uppercase())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn properties_travel_under_the_names_kafka_config_reads() {
-        let key = "sasl.mechanism";
-        let config = herald_bus::KafkaConfig::new("b:9092").with_env([(env_name(key), "PLAIN".to_owned())]);
-        assert_eq!(config.get(key), Some("PLAIN"));
-    }
-}
 
 async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let store = herald_projector::store::open(&args.store).with_context(|| format!("opening the store {}", args.store))?;
@@ -147,4 +136,16 @@ async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     }
     out!("{out}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_travel_under_the_names_kafka_config_reads() {
+        let key = "sasl.mechanism";
+        let config = herald_bus::KafkaConfig::new("b:9092").with_env([(env_name(key), "PLAIN".to_owned())]);
+        assert_eq!(config.get(key), Some("PLAIN"));
+    }
 }

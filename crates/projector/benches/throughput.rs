@@ -103,7 +103,7 @@ impl ThreadCpu {
             *by_kind.entry(kind).or_default() += last.saturating_sub(*start);
         }
         let mut kinds: Vec<_> = by_kind.into_iter().filter(|(_, t)| *t > 0).collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         let threads = kinds.iter().map(|(k, t)| format!("{k} {:.2}", *t as f64 / 100.0)).collect::<Vec<_>>().join(", ");
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         format!("{threads}; whole machine {machine:.2} of {:.2} available", wall * cpus)

@@ -11,7 +11,7 @@ use producer::ProducerSlot;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer as _};
@@ -97,9 +97,9 @@ pub enum PublishError {
     Delivery {
         /// The topic.
         topic: String,
-        /// The client's error.
+        /// The client's error (boxed: it is large, and every publish returns this type).
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
         /// The client's last error while the record waited, if any: why a record timed
         /// out (a failed SASL authentication, a TLS handshake, an unreachable broker).
         client_error: Option<String>,
@@ -243,29 +243,34 @@ impl Publisher {
         E: Event,
         I: IntoIterator<Item = &'a E>,
     {
-        let mut pending = FuturesOrdered::new();
-        let mut results = Vec::new();
-        for event in events {
+        // Deliveries complete out of input order (partitions are acknowledged separately);
+        // each result goes straight to its event's slot.
+        let events = events.into_iter();
+        let mut results: Vec<Option<Result<Published, PublishError>>> = Vec::with_capacity(events.size_hint().0);
+        let mut pending = FuturesUnordered::new();
+        for (index, event) in events.enumerate() {
+            results.push(None);
             let meta = self.metadata_for(event);
             let id = meta.id;
-            match self.encode(topic, event, &meta).await {
-                Ok(record) => match self.enqueue(record).await {
-                    Ok(delivery) => pending.push_back(futures::future::Either::Left(async move {
-                        delivery.await.map(|(partition, offset)| Published { id, partition, offset })
-                    })),
-                    Err(e) => pending.push_back(futures::future::Either::Right(futures::future::ready(Err(e)))),
-                },
-                Err(e) => pending.push_back(futures::future::Either::Right(futures::future::ready(Err(e)))),
+            let queued = match self.encode(topic, event, &meta).await {
+                Ok(record) => self.enqueue(record).await,
+                Err(e) => Err(e),
+            };
+            match queued {
+                Ok(delivery) => pending.push(async move { (index, delivery.await.map(|(partition, offset)| Published { id, partition, offset })) }),
+                Err(e) => results[index] = Some(Err(e)),
             }
-            // Collect finished deliveries as we go so memory stays bounded.
-            while let Some(Some(done)) = futures::FutureExt::now_or_never(pending.next()) {
-                results.push(done);
+            // Collect finished deliveries as we go.
+            while let Some(Some((index, done))) = futures::FutureExt::now_or_never(pending.next()) {
+                results[index] = Some(done);
             }
         }
-        while let Some(done) = pending.next().await {
-            results.push(done);
+        while let Some((index, done)) = pending.next().await {
+            results[index] = Some(done);
         }
-        results
+        // Every event got its result above: queued ones from their delivery, the others
+        // from their error.
+        results.into_iter().map(|r| r.expect("one result per event")).collect()
     }
 
     /// Encodes an event and its metadata into a record, without sending it.
@@ -332,7 +337,7 @@ impl Publisher {
                 Err((source, base)) => {
                     let record = owned_message(&topic, Some(&key), Some(&payload), base.headers);
                     slot.replace_if_fatal(&producer);
-                    return Err(PublishError::Delivery { topic, source, client_error: None, record: Box::new(record) });
+                    return Err(PublishError::Delivery { topic, source: Box::new(source), client_error: None, record: Box::new(record) });
                 }
             }
         }
@@ -351,12 +356,12 @@ impl Publisher {
                     // An error from up to a minute before the record was queued still
                     // explains it: librdkafka keeps failing the same way while it retries.
                     let client_error = slot.last_error.since(started.checked_sub(Duration::from_secs(60)).unwrap_or(started));
-                    Err(PublishError::Delivery { topic, source, client_error, record: Box::new(record) })
+                    Err(PublishError::Delivery { topic, source: Box::new(source), client_error, record: Box::new(record) })
                 }
                 // The producer was dropped before reporting (purged).
                 Err(_) => Err(PublishError::Delivery {
                     topic: topic.clone(),
-                    source: KafkaError::Canceled,
+                    source: Box::new(KafkaError::Canceled),
                     client_error: None,
                     record: Box::new(owned_message(&topic, None, None, None)),
                 }),

@@ -61,6 +61,9 @@ pub struct CpuTime {
     pub process: f64,
     /// Busy time of all CPUs (everything but idle and iowait), in seconds.
     pub machine: f64,
+    /// Context switches of this process's live threads (voluntary and not): many more
+    /// per event means threads keep waking each other.
+    pub switches: f64,
 }
 
 impl CpuTime {
@@ -90,11 +93,26 @@ impl CpuTime {
                 Some(busy * TICK)
             })
             .unwrap_or(0.0);
-        CpuTime { process, machine }
+        let switches = std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+                    .flat_map(|status| {
+                        status
+                            .lines()
+                            .filter(|l| l.contains("ctxt_switches:"))
+                            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                            .collect::<Vec<_>>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0.0);
+        CpuTime { process, machine, switches }
     }
 
     /// CPU time between `earlier` and this reading.
     pub fn since(self, earlier: CpuTime) -> CpuTime {
-        CpuTime { process: self.process - earlier.process, machine: self.machine - earlier.machine }
+        CpuTime { process: self.process - earlier.process, machine: self.machine - earlier.machine, switches: self.switches - earlier.switches }
     }
 }

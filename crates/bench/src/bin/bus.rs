@@ -213,7 +213,7 @@ impl Bench {
                 let result = self.produce_once(variant, &topic).await.map(|(rate, detail)| {
                     let cpu = CpuTime::now().since(cpu_before);
                     let n = self.args.events as f64;
-                    (rate, format!("{detail}; CPU per event {:.2} µs here, {:.2} µs machine", cpu.process * 1e6 / n, cpu.machine * 1e6 / n))
+                    (rate, format!("{detail}; CPU per event {:.2} µs here, {:.2} µs machine; {:.2} context switches per event", cpu.process * 1e6 / n, cpu.machine * 1e6 / n, cpu.switches / n))
                 });
                 record(&mut self.rates, round, variant, result);
             }

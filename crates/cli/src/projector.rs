@@ -5,8 +5,9 @@
 //! `herald_projector::app`), so the way `git` and `cargo` find their subcommands, these
 //! run `herald-projection-NAME` from the `PATH` (or `--exec PATH`) with `--rebuild
 //! --progress` or `--rollback` and the arguments given after the name. The program gets
-//! `--bootstrap`, and the `-X` properties as `HERALD_RDKAFKA_*` variables (so secrets do
-//! not show in the process list); its exit status is this command's.
+//! `--bootstrap`, the `-X` properties as `HERALD_RDKAFKA_*` variables (so secrets do not
+//! show in the process list), and `RUST_LOG=warn` unless `RUST_LOG` is set (so logs do
+//! not scroll through the progress bar); its exit status is this command's.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -89,6 +90,10 @@ async fn program(ctx: &Context, args: ProgramArgs, mode: &[&str]) -> anyhow::Res
     };
     let mut command = tokio::process::Command::new(&exe);
     command.args(mode).args(&args.args).env("KAFKA_BOOTSTRAP_SERVERS", ctx.kafka.bootstrap());
+    // Info logs would scroll through the progress bar; RUST_LOG, when set, still decides.
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "warn");
+    }
     for (key, value) in ctx.kafka.properties().filter(|(k, _)| *k != "bootstrap.servers") {
         command.env(env_name(key), value);
     }

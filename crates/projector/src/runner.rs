@@ -37,14 +37,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use herald_bus::codec::{Codec, SingleObject};
+use herald_bus::consumer::OwnedRecord;
 use herald_bus::dead_letter::{self, Failure, Stage};
 use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, RetryPolicy, Topic};
-use futures::FutureExt;
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use herald_bus::consumer::OwnedRecord;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};

@@ -381,6 +381,9 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     assert_eq!(status["partitions"][0]["position"], Value::Null);
     assert_eq!(status["partitions"][0]["end_offset"], 3);
     assert_eq!(status["partitions"][0]["lag"], 3);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", store.trim_start_matches("sqlite:")));
+    }
 }
 
 /// The `order_totals` example program of herald-projector (built by `cargo test

@@ -213,6 +213,10 @@ mod tests {
         let mut tx = conn.begin(1).unwrap();
         assert_eq!(load(tx.as_tx(), &key).unwrap(), HashMap::from([(0, 12)]));
         drop(tx);
-        let _ = std::fs::remove_file(&path);
+        drop(conn);
+        // The database and its WAL files.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

@@ -193,6 +193,10 @@ mod tests {
         let row = tx.query_opt(&format!("SELECT k, n FROM {t}"), &[]).unwrap().unwrap();
         assert_eq!(row.to_json(), serde_json::json!({"k": "a", "n": 5}));
         drop(tx);
-        let _ = std::fs::remove_file(&dir);
+        drop(conn);
+        // The database and its WAL files.
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", dir.display()));
+        }
     }
 }

@@ -274,7 +274,7 @@ fn until(args: &Args) -> Result<Option<StopAt>, AppError> {
 }
 
 /// One line about a finished rebuild (what `--rebuild` prints).
-pub fn summary(rebuilt: &Rebuilt) -> String {
+fn summary(rebuilt: &Rebuilt) -> String {
     format!(
         "rebuilt: version {} with {} events in {:.1}s ({:.0} events/s); swapped: {}; previous: {:?}",
         rebuilt.version,
@@ -287,7 +287,7 @@ pub fn summary(rebuilt: &Rebuilt) -> String {
 }
 
 /// Completes on SIGTERM or ctrl-c.
-pub async fn shutdown_signal() {
+async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

@@ -557,6 +557,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         let mut held_since: Option<Instant> = None;
         let mut stopped = Stopped::Shutdown;
         loop {
+            let room = self.intake_room(&state, &mut held_since);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -600,12 +601,13 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                         }
                     }
                 }
-                received = self.consumer.recv(), if self.intake_open(&state, &mut held_since) => {
+                received = self.consumer.recv(), if room > 0 => {
                     let mut received = Some(received);
                     let mut taken = 0;
                     // While the store thread is busy, take what else the client has
-                    // ready without waiting (up to MAX_RECEIVE), so the loop's other
-                    // branches are polled once per run of records, not once per record.
+                    // ready without waiting (up to MAX_RECEIVE, and the room there is),
+                    // so the loop's other branches are polled once per run of records,
+                    // not once per record. Each record adds at most one to the buffers.
                     while let Some(result) = received {
                         self.membership(&mut state);
                         match result {
@@ -630,7 +632,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                         // Stop as soon as the store thread could take a batch: keeping it
                         // busy matters more than polling less.
                         let store_busy = state.in_flight.is_some() && !self.shared.flight.is_idle();
-                        let go_on = taken < MAX_RECEIVE && store_busy && self.intake_open(&state, &mut held_since);
+                        let go_on = taken < MAX_RECEIVE.min(room) && store_busy;
                         received = if go_on { self.consumer.recv().now_or_never() } else { None };
                     }
                 }
@@ -796,16 +798,18 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         }
     }
 
-    /// Whether the loop takes records now: while the buffers hold less than four batches
-    /// the store can take (records of blocked partitions do not count: they wait for a
-    /// retry or an operator), or when it has held back for [`MAX_HOLD`] already.
-    fn intake_open(&self, state: &Loop<F>, held_since: &mut Option<Instant>) -> bool {
+    /// How many records the loop may take now: up to four batches the store can take
+    /// buffered (records of blocked partitions do not count: they wait for a retry or an
+    /// operator), none while that is reached, and [`MAX_RECEIVE`] at a time once it has
+    /// held back for [`MAX_HOLD`].
+    fn intake_room(&self, state: &Loop<F>, held_since: &mut Option<Instant>) -> usize {
         let ready: usize = state.parts.values().filter(|p| p.block.is_none()).map(|p| p.buffer.len()).sum();
-        if ready < self.max_batch.saturating_mul(4) {
+        let limit = self.max_batch.saturating_mul(4);
+        if ready < limit {
             *held_since = None;
-            return true;
+            return limit - ready;
         }
-        held_since.get_or_insert_with(Instant::now).elapsed() >= MAX_HOLD
+        if held_since.get_or_insert_with(Instant::now).elapsed() >= MAX_HOLD { MAX_RECEIVE } else { 0 }
     }
 
     fn pause(&self, partition: i32, pause: bool) {

@@ -321,8 +321,9 @@ impl Consumer {
                 biased;
                 _ = &mut shutdown => break,
                 received = self.consumer.recv() => {
-                    if spare.len() < MAX_BATCH {
-                        self.recycler.take(&mut spare, MAX_BATCH);
+                    let wanted = MAX_BATCH.saturating_sub(spare.len());
+                    if wanted > 0 {
+                        self.recycler.take(&mut spare, wanted);
                     }
                     any_paused |= self.receive(received, &mut spare);
                     // Take what else is ready without waiting, then wake each worker once.

@@ -386,20 +386,6 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     }
 }
 
-/// The `order_totals` example program of herald-projector (built by `cargo test
-/// --workspace`; built here if missing).
-fn order_totals_program() -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test exe");
-    let target = exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
-    let bin = target.join("examples").join("order_totals");
-    if !bin.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo).args(["build", "-p", "herald-projector", "--example", "order_totals"]).status().expect("cargo build");
-        assert!(status.success(), "building the order_totals example failed");
-    }
-    bin
-}
-
 /// Customer totals of a run of events: (orders, total_cents) by customer.
 type Totals = std::collections::BTreeMap<String, (i64, i64)>;
 
@@ -440,7 +426,7 @@ async fn projector_rebuild_and_rollback_run_the_projection_program() {
     // The projection's program, found on the PATH under the conventional name.
     let dir = std::env::temp_dir().join(herald_testkit::unique("herald-cli-programs"));
     std::fs::create_dir_all(&dir).expect("program dir");
-    std::os::unix::fs::symlink(order_totals_program(), dir.join("herald-projection-order_totals")).expect("symlink");
+    std::os::unix::fs::symlink(herald_testkit::example_binary("herald-projector", "order_totals"), dir.join("herald-projection-order_totals")).expect("symlink");
     let store = format!("sqlite:{}", dir.join("views.db").display());
     let group = herald_testkit::unique("cli.rebuild.group");
     let program_args = ["--topic", name.as_str(), "--group", group.as_str(), "--store", store.as_str()];

@@ -187,3 +187,26 @@ pub async fn committed(config: &KafkaConfig, group: &str, topic: &str, partition
     .await
     .unwrap_or_else(|e| panic!("committed task: {e}"))
 }
+
+/// The binary of example `example` of workspace package `package`, for tests that run it
+/// as a process. `cargo test --workspace` builds every example into the test's target
+/// folder; when it is missing (a test run of one package), it is built here once.
+///
+/// ```no_run
+/// let program = herald_testkit::example_binary("herald-projector", "order_totals");
+/// assert!(program.ends_with("examples/order_totals"));
+/// ```
+pub fn example_binary(package: &str, example: &str) -> std::path::PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().expect("the test's own executable");
+    // target/<profile>/deps/<test binary>
+    let target = exe.parent().and_then(|deps| deps.parent()).expect("the target folder").to_path_buf();
+    let bin = target.join("examples").join(example);
+    let _building = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    if !bin.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo).args(["build", "-p", package, "--example", example]).status().expect("cargo runs");
+        assert!(status.success(), "building example {example} of {package} failed");
+    }
+    bin
+}

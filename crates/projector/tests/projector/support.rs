@@ -60,23 +60,7 @@ pub async fn fresh_store(backend: Backend) -> Option<String> {
 
 /// The `order_totals` example binary (built by `cargo test`; built here if missing).
 pub fn example_binary() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test exe");
-            let target = exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf();
-            let bin = target.join("examples").join("order_totals");
-            if !bin.exists() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let status = std::process::Command::new(cargo)
-                    .args(["build", "-p", "herald-projector", "--example", "order_totals"])
-                    .status()
-                    .expect("cargo build");
-                assert!(status.success(), "building the order_totals example failed");
-            }
-            bin
-        })
-        .clone()
+    herald_testkit::example_binary("herald-projector", "order_totals")
 }
 
 /// A running `order_totals` process.

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use herald_bench::machine::CpuTime;
 use herald_bus::codec::SingleObject;
 use herald_bus::{Envelope, EventFamily, KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_projector::{rebuild, store, Projection, Projector, StopAt, Store};
@@ -63,16 +64,7 @@ struct Peak {
     stop: Arc<AtomicBool>,
     peak: Arc<AtomicU64>,
     threads: Arc<std::sync::Mutex<ThreadCpu>>,
-    started: (Instant, f64),
-}
-
-/// Busy seconds of all CPUs (every process, the broker and database included), from
-/// `/proc/stat`.
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<f64> = stat.lines().next().and_then(|l| l.strip_prefix("cpu ")).map(|l| l.split_whitespace().filter_map(|f| f.parse().ok()).collect()).unwrap_or_default();
-    let idle = ticks.get(3).copied().unwrap_or(0.0) + ticks.get(4).copied().unwrap_or(0.0);
-    (ticks.iter().take(8).sum::<f64>() - idle) / 100.0
+    started: (Instant, CpuTime),
 }
 
 /// CPU ticks per thread (by thread id: name, ticks at the start, ticks last seen), sampled
@@ -123,7 +115,7 @@ impl Peak {
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        Peak { stop, peak, threads, started: (Instant::now(), machine_busy()) }
+        Peak { stop, peak, threads, started: (Instant::now(), CpuTime::now()) }
     }
 
     /// Peak RSS in MiB, and CPU seconds by thread kind.
@@ -131,7 +123,7 @@ impl Peak {
         self.stop.store(true, Ordering::Relaxed);
         let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
         threads.sample(false);
-        let (wall, machine) = (self.started.0.elapsed().as_secs_f64(), machine_busy() - self.started.1);
+        let (wall, machine) = (self.started.0.elapsed().as_secs_f64(), CpuTime::now().since(self.started.1).machine);
         (self.peak.load(Ordering::Relaxed).max(rss_kib()) / 1024, threads.summary(machine, wall))
     }
 }

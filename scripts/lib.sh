@@ -56,3 +56,11 @@ stop_pid() {
     waited=$((waited + 1))
   done
 }
+
+# use_cargo: put rustup's ~/.cargo/bin on PATH when cargo is not there yet.
+use_cargo() {
+  if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+    PATH="$HOME/.cargo/bin:$PATH"
+    export PATH
+  fi
+}

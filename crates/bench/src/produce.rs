@@ -1,7 +1,8 @@
 //! Timed publish runs: Herald's `publish_all`, a bounded loop of Herald's `publish`, and a
-//! raw rdkafka `FutureProducer` sending the same bytes, once encoding each event with
-//! apache-avro as it goes (the like-for-like baseline) and once with every record encoded
-//! before the timer starts (the transport ceiling).
+//! raw rdkafka `FutureProducer` sending the same bytes: encoding each event as it goes
+//! with the fastest Rust Avro (serde_avro_fast: the baseline), or with apache-avro's
+//! `Value` path (for scale), or with every record encoded before the timer starts (the
+//! transport ceiling).
 //!
 //! Every run starts with a fresh producer that has already delivered one warm-up record
 //! to the run's topic (metadata fetched, idempotent producer id acquired), and stops when
@@ -11,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use herald_bus::publisher::Record;
-use apache_avro::rabin::Rabin;
 use apache_avro::Schema;
 use herald_bus::{Event, KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_shop::{OrderEvent, OrderPlaced};
@@ -116,9 +116,19 @@ pub async fn raw_send(producer: &FutureProducer, records: Vec<Record>, deadline:
     raw_send_each(producer, records.into_iter().map(Ok), deadline).await
 }
 
-/// Like [`raw_send`], but each event is encoded inside the timed loop, the straightforward
-/// apache-avro way: the single-object header (`C3 01` and the schema's Rabin fingerprint,
-/// computed once), then `to_value` + `to_avro_datum`; key = the aggregate id. Its headers
+/// How a raw producer encodes each event inside its timed loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encode {
+    /// `serde_avro_fast::to_datum` with its `SerializerConfig` built once: the fastest
+    /// encode a user could write.
+    Fast,
+    /// apache-avro's `to_value` + `to_avro_datum`: the straightforward way.
+    Value,
+}
+
+/// Like [`raw_send`], but each event is encoded inside the timed loop as `encode` says:
+/// the single-object header `frame` (`C3 01` and the writer schema's fingerprint, taken
+/// from a record Herald encoded), then the datum; key = the aggregate id. Its headers
 /// were built beforehand (`headers`, one per event, from [`Workload::encode_all`]), so the
 /// records are byte for byte what Herald sends, and only the Avro work is timed, as the
 /// raw consumer's decoding is. This is the like-for-like baseline for Herald's publisher,
@@ -130,15 +140,23 @@ pub async fn raw_encode_and_send(
     topic: &str,
     events: &[OrderPlaced],
     headers: Vec<OwnedHeaders>,
+    frame: &[u8],
+    encode: Encode,
     deadline: Duration,
 ) -> Result<ProduceRun, crate::Error> {
     let schema = Schema::parse_str(OrderPlaced::SCHEMA)?;
-    let mut frame = vec![0xC3, 0x01];
-    frame.extend_from_slice(&schema.fingerprint::<Rabin>().bytes);
-    let records = events.iter().zip(headers).map(|(event, headers)| {
+    let fast: serde_avro_fast::Schema = OrderPlaced::SCHEMA.parse()?;
+    let mut fast_config = serde_avro_fast::ser::SerializerConfig::new(&fast);
+    let records = events.iter().zip(headers).map(move |(event, headers)| {
         let mut payload = Vec::with_capacity(256);
-        payload.extend_from_slice(&frame);
-        payload.extend(apache_avro::to_avro_datum(&schema, apache_avro::to_value(event)?)?);
+        payload.extend_from_slice(frame);
+        let payload = match encode {
+            Encode::Fast => serde_avro_fast::to_datum(event, payload, &mut fast_config)?,
+            Encode::Value => {
+                payload.extend(apache_avro::to_avro_datum(&schema, apache_avro::to_value(event)?)?);
+                payload
+            }
+        };
         Ok(Record { topic: topic.to_owned(), key: event.aggregate_id().as_bytes().to_vec(), payload, headers })
     });
     raw_send_each(producer, records, deadline).await

@@ -16,6 +16,7 @@ consumes:
 Subcommands (see ``--help`` of each):
 
   fingerprint FILE...    fastavro's CRC-64-AVRO fingerprint of each schema file
+  canonical FILE...      fastavro's parsing canonical form and fingerprint, as JSON lines
   consume                read N records from the beginning of a topic, decode them
   produce                publish events given as JSON lines on stdin
 
@@ -145,6 +146,21 @@ def cmd_fingerprint(args: argparse.Namespace) -> None:
     # Same layout as sha256sum: "<16 hex digits>  <file>".
     for name in args.files:
         print(f"{load_schema(Path(name)).fingerprint}  {name}", flush=True)
+
+
+def cmd_canonical(args: argparse.Namespace) -> None:
+    # One JSON line per file: fastavro's parsing canonical form and fingerprint, or why
+    # fastavro refused the file (Herald's reference test compares them with its own).
+    for name in args.files:
+        out = {"file": name}
+        try:
+            with open(name, encoding="utf-8") as f:
+                parsed = parse_schema(json.load(f), named_schemas={})
+            out["canonical"] = to_parsing_canonical_form(parsed)
+            out["fingerprint"] = fingerprint_of(parsed)
+        except Exception as e:  # SchemaParseException, ValueError, UnknownType, ...
+            out["error"] = f"{type(e).__name__}: {e}"
+        emit(out)
 
 
 # --- consume --------------------------------------------------------------------------
@@ -356,6 +372,13 @@ def main(argv: list[str] | None = None) -> None:
                                    "follow C3 01 in single-object encoding (little-endian CRC-64-AVRO).")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("canonical", help="print fastavro's parsing canonical form and fingerprint of schema files",
+                       description="Prints one JSON line per file: {file, canonical, fingerprint} with "
+                                   "fastavro's to_parsing_canonical_form and CRC-64-AVRO (hex of the 8 "
+                                   "little-endian bytes), or {file, error} when fastavro refuses it.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_canonical)
 
     p = sub.add_parser("consume", help="decode N records of a topic, from the beginning",
                        description="Reads COUNT records from the beginning of every partition of TOPIC, "

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use herald_bus::publisher::Record;
-use apache_avro::rabin::Rabin;
 use apache_avro::Schema;
 use herald_bus::{Event, KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_shop::{OrderEvent, OrderPlaced};
@@ -117,7 +116,7 @@ pub async fn raw_send(producer: &FutureProducer, records: Vec<Record>, deadline:
 }
 
 /// Like [`raw_send`], but each event is encoded inside the timed loop, the straightforward
-/// apache-avro way: the single-object header (`C3 01` and the schema's Rabin fingerprint,
+/// apache-avro way: the single-object header (`C3 01` and the schema's CRC-64-AVRO fingerprint,
 /// computed once), then `to_value` + `to_avro_datum`; key = the aggregate id. Its headers
 /// were built beforehand (`headers`, one per event, from [`Workload::encode_all`]), so the
 /// records are byte for byte what Herald sends, and only the Avro work is timed, as the
@@ -134,7 +133,7 @@ pub async fn raw_encode_and_send(
 ) -> Result<ProduceRun, crate::Error> {
     let schema = Schema::parse_str(OrderPlaced::SCHEMA)?;
     let mut frame = vec![0xC3, 0x01];
-    frame.extend_from_slice(&schema.fingerprint::<Rabin>().bytes);
+    frame.extend_from_slice(&herald_bus::schema::Fingerprint::of(&schema).0);
     let records = events.iter().zip(headers).map(|(event, headers)| {
         let mut payload = Vec::with_capacity(256);
         payload.extend_from_slice(&frame);

@@ -37,6 +37,7 @@
 //! - [`dead_letter`]: dead-letter records and their headers.
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].
 //! - [`partitioner`]: Kafka's murmur2 partitioner, to predict where a key lands.
+//! - [`timestamp`]: [`timestamp::TimestampMillis`], Avro's `timestamp-millis` in events.
 //! - [`trace`]: W3C trace context carried in `traceparent`.
 //! - [`upcast`]: typed conversions from earlier event versions.
 //!
@@ -66,6 +67,7 @@ pub mod event;
 pub mod partitioner;
 pub mod publisher;
 pub mod schema;
+pub mod timestamp;
 pub mod topic;
 pub mod trace;
 pub mod upcast;

@@ -155,9 +155,10 @@ impl Writer {
         let namespace = match object.get("namespace") {
             _ if name.contains('.') => "",
             Some(Value::String(ns)) => ns.as_str(),
-            Some(Value::Null) => "",
+            // Not a string, so not a namespace: Java (and apache-avro) inherit the
+            // enclosing one; fastavro takes the null namespace. Java is the reference.
+            Some(Value::Null) | None => enclosing,
             Some(other) => return Err(invalid(format!("`namespace` of {name} must be a string, found `{other}`"))),
-            None => enclosing,
         };
         let full = full_name(name, namespace);
         if !self.defined.insert(full.clone()) {
@@ -277,6 +278,14 @@ mod tests {
                 r#"{"name":"again","type":"a.E"},{"name":"by_full_name","type":"c.G"}]}"#
             )
         );
+    }
+
+    #[test]
+    fn a_null_namespace_attribute_inherits_as_in_java() {
+        // Java's SchemaNormalization writes "a.F" here (fastavro writes "F").
+        let schema = json!({"type": "record", "name": "R", "namespace": "a", "fields": [
+            {"name": "f", "type": {"type": "fixed", "name": "F", "namespace": null, "size": 1}}]});
+        assert_eq!(pcf(schema), r#"{"name":"a.R","type":"record","fields":[{"name":"f","type":{"name":"a.F","type":"fixed","size":1}}]}"#);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use herald_bus::admin::{create_topics, TopicSpec};
+use herald_bus::timestamp::TimestampMillis;
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
 use herald_shop::{OrderCancelled, OrderConfirmed, OrderPlaced, ORDERS};
 
@@ -28,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let publisher = Publisher::new(&config, PublisherOptions::new("/examples/publish"))?;
 
     let started = Instant::now();
-    let placed: Vec<OrderPlaced> = (0..count).map(|i| OrderPlaced::example(&format!("order-{i}"), &format!("customer-{}", i % 17), 100 + i as i64)).collect();
+    let placed: Vec<OrderPlaced> = (0..count).map(|i| OrderPlaced { placed_at: Some(TimestampMillis::now()), ..OrderPlaced::example(&format!("order-{i}"), &format!("customer-{}", i % 17), 100 + i as i64) }).collect();
     let results = publisher.publish_all(&ORDERS, &placed).await;
     let mut failures = 0;
     for (event, result) in placed.iter().zip(&results) {
@@ -43,10 +44,10 @@ async fn main() -> anyhow::Result<()> {
     }
     // Follow-ups for some orders: the same key, so the same partition, after the placement.
     for i in (0..count).step_by(3) {
-        publisher.publish(&ORDERS, &OrderConfirmed { order_id: format!("order-{i}"), payment_id: format!("pay-{i}") }).await?;
+        publisher.publish(&ORDERS, &OrderConfirmed { confirmed_at: Some(TimestampMillis::now()), ..OrderConfirmed::example(&format!("order-{i}"), &format!("pay-{i}")) }).await?;
     }
     for i in (0..count).step_by(5) {
-        let cancelled = OrderCancelled { order_id: format!("order-{i}"), reason: "customer request".into(), cancelled_by: Some("customer".into()) };
+        let cancelled = OrderCancelled { cancelled_at: Some(TimestampMillis::now()), ..OrderCancelled::example(&format!("order-{i}"), "customer request", Some("customer")) };
         publisher.publish(&ORDERS, &cancelled).await?;
     }
     publisher.flush(Duration::from_secs(30)).await?;

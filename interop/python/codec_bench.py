@@ -28,13 +28,16 @@ import platform
 import statistics
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import fastavro
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA = ROOT / "schemas" / "shop" / "orders" / "OrderPlaced" / "v1.avsc"
+SCHEMA = ROOT / "schemas" / "shop" / "orders" / "OrderPlaced" / "v2.avsc"
+# herald_shop::orders::EXAMPLE_TIME_MILLIS: the workload's orders are placed within a day of it.
+EXAMPLE_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=1_764_583_200_000)
 FRAME_LEN = 10  # C3 01 + 8-byte fingerprint
 TARGET = 200
 NOTE = "leave the parcel at the back door; ring twice, the bell is quiet " * 4
@@ -57,6 +60,7 @@ def order(i: int, note_len: int) -> dict:
         "currency": "EUR",
         "lines": lines,
         "note": NOTE[:note_len],
+        "placed_at": EXAMPLE_TIME + timedelta(milliseconds=i % 86_400_000),
     }
 
 

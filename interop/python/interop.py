@@ -16,6 +16,7 @@ consumes:
 Subcommands (see ``--help`` of each):
 
   fingerprint FILE...    fastavro's CRC-64-AVRO fingerprint of each schema file
+  canonical FILE...      fastavro's parsing canonical form and fingerprint, as JSON lines
   consume                read N records from the beginning of a topic, decode them
   produce                publish events given as JSON lines on stdin
 
@@ -28,6 +29,7 @@ format is an error, not something to skip.
 from __future__ import annotations
 
 import argparse
+import decimal
 import io
 import json
 import os
@@ -36,7 +38,7 @@ import secrets
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import date, datetime, time as clock_time, timezone
 from pathlib import Path
 from typing import NoReturn
 
@@ -57,10 +59,58 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+def logical_to_json(value):
+    """JSON for the values fastavro decodes logical types into, so the caller sees how
+    fastavro understood them: a ``timestamp-millis`` becomes a timezone-aware datetime,
+    printed ISO 8601 with milliseconds (``2025-12-01T10:00:00.123+00:00``); a ``date`` or
+    ``time-*`` ISO 8601 too; a ``decimal`` its exact digits; a ``uuid`` its string."""
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds" if value.microsecond % 1000 == 0 else "microseconds")
+    if isinstance(value, (date, clock_time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def emit(obj: dict) -> None:
     """One canonical JSON line: sorted keys, no spaces, non-ASCII kept as UTF-8."""
-    sys.stdout.write(json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n")
+    line = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=logical_to_json)
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()
+
+
+def logical_from_json(schema, value, named: dict):
+    """The inverse of ``logical_to_json`` for ``produce``: ISO 8601 strings become the
+    datetime, date or time fastavro encodes for a logical type, decimal strings a Decimal,
+    guided by the writer schema (parsed by fastavro). Unions are ``null`` or their first
+    other branch, as in Herald's event schemas."""
+    if isinstance(schema, str):
+        return logical_from_json(named[schema], value, named) if schema in named else value
+    if isinstance(schema, list):
+        if value is None:
+            return None
+        branch = next((b for b in schema if b != "null"), "null")
+        return logical_from_json(branch, value, named)
+    kind, logical = schema.get("type"), schema.get("logicalType")
+    if isinstance(value, str) and logical in ("timestamp-millis", "timestamp-micros", "local-timestamp-millis", "local-timestamp-micros"):
+        return datetime.fromisoformat(value)
+    if isinstance(value, str) and logical == "date":
+        return date.fromisoformat(value)
+    if isinstance(value, str) and logical in ("time-millis", "time-micros"):
+        return clock_time.fromisoformat(value)
+    if isinstance(value, (str, int, float)) and logical == "decimal":
+        return decimal.Decimal(str(value))
+    if kind == "record" and isinstance(value, dict):
+        types = {f["name"]: f["type"] for f in schema["fields"]}
+        return {k: logical_from_json(types[k], v, named) if k in types else v for k, v in value.items()}
+    if kind == "array" and isinstance(value, list):
+        return [logical_from_json(schema["items"], v, named) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: logical_from_json(schema["values"], v, named) for k, v in value.items()}
+    return value
 
 
 # --- fingerprints ---------------------------------------------------------------------
@@ -107,6 +157,7 @@ class Schema:
         self.parsed = parsed
         self.name = parsed["name"] if isinstance(parsed, dict) and "name" in parsed else None
         self.fingerprint = fingerprint_of(parsed)
+        self.named: dict = {}
         self.header = MAGIC + bytes.fromhex(self.fingerprint)
 
 
@@ -115,7 +166,10 @@ def load_schema(path: Path) -> Schema:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
         # Each file stands alone (named types are resolved within it), as in Herald.
-        return Schema(path, parse_schema(raw, named_schemas={}))
+        named: dict = {}
+        schema = Schema(path, parse_schema(raw, named_schemas=named))
+        schema.named = named
+        return schema
     except (OSError, ValueError, fastavro.schema.SchemaParseException) as e:
         fail(f"cannot load schema {path}: {e}")
 
@@ -145,6 +199,21 @@ def cmd_fingerprint(args: argparse.Namespace) -> None:
     # Same layout as sha256sum: "<16 hex digits>  <file>".
     for name in args.files:
         print(f"{load_schema(Path(name)).fingerprint}  {name}", flush=True)
+
+
+def cmd_canonical(args: argparse.Namespace) -> None:
+    # One JSON line per file: fastavro's parsing canonical form and fingerprint, or why
+    # fastavro refused the file (Herald's reference test compares them with its own).
+    for name in args.files:
+        out = {"file": name}
+        try:
+            with open(name, encoding="utf-8") as f:
+                parsed = parse_schema(json.load(f), named_schemas={})
+            out["canonical"] = to_parsing_canonical_form(parsed)
+            out["fingerprint"] = fingerprint_of(parsed)
+        except Exception as e:  # SchemaParseException, ValueError, UnknownType, ...
+            out["error"] = f"{type(e).__name__}: {e}"
+        emit(out)
 
 
 # --- consume --------------------------------------------------------------------------
@@ -282,6 +351,7 @@ def cmd_produce(args: argparse.Namespace) -> None:
         if schema is None:
             fail(f"stdin line {n}: no schema named {event_type} under {args.schemas}")
         try:
+            data = logical_from_json(schema.parsed, data, schema.named)
             validate(data, schema.parsed, raise_errors=True, strict=True)
             out = io.BytesIO()
             out.write(schema.header)
@@ -356,6 +426,13 @@ def main(argv: list[str] | None = None) -> None:
                                    "follow C3 01 in single-object encoding (little-endian CRC-64-AVRO).")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_fingerprint)
+
+    p = sub.add_parser("canonical", help="print fastavro's parsing canonical form and fingerprint of schema files",
+                       description="Prints one JSON line per file: {file, canonical, fingerprint} with "
+                                   "fastavro's to_parsing_canonical_form and CRC-64-AVRO (hex of the 8 "
+                                   "little-endian bytes), or {file, error} when fastavro refuses it.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_canonical)
 
     p = sub.add_parser("consume", help="decode N records of a topic, from the beginning",
                        description="Reads COUNT records from the beginning of every partition of TOPIC, "

@@ -21,6 +21,7 @@ use herald_bus::codec::SingleObject;
 use herald_bus::envelope::header;
 use herald_bus::partitioner::partition_for;
 use herald_bus::schema::{Fingerprint, SchemaSet};
+use herald_bus::timestamp::TimestampMillis;
 use herald_bus::{EventFamily, Topic};
 use herald_shop::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
 use herald_testkit::{kafka, read_all, topic, unique, wait_until};
@@ -180,6 +181,17 @@ impl Json {
     }
 }
 
+/// A `timestamp-millis` as interop.py prints the datetime fastavro decodes it into (and
+/// reads it back for `produce`): ISO 8601, milliseconds, `+00:00`.
+fn instant(at: &Option<TimestampMillis>) -> Json {
+    at.map_or(Json::Null, |at| Json::Str(at.as_datetime().format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string()))
+}
+
+/// `millis` after the epoch, for events with a time.
+fn at(millis: i64) -> Option<TimestampMillis> {
+    Some(TimestampMillis::from_millis(millis).expect("in range"))
+}
+
 /// An event's fields as fastavro decodes them (and as `interop.py produce` reads them).
 fn data_of(e: &OrderEvent) -> Json {
     match e {
@@ -204,12 +216,18 @@ fn data_of(e: &OrderEvent) -> Json {
                 ),
             ),
             ("note", Json::opt(&p.note)),
+            ("placed_at", instant(&p.placed_at)),
         ]),
-        OrderEvent::Confirmed(c) => Json::Obj(vec![("order_id", Json::str(&c.order_id)), ("payment_id", Json::str(&c.payment_id))]),
+        OrderEvent::Confirmed(c) => Json::Obj(vec![
+            ("order_id", Json::str(&c.order_id)),
+            ("payment_id", Json::str(&c.payment_id)),
+            ("confirmed_at", instant(&c.confirmed_at)),
+        ]),
         OrderEvent::Cancelled(c) => Json::Obj(vec![
             ("order_id", Json::str(&c.order_id)),
             ("reason", Json::str(&c.reason)),
             ("cancelled_by", Json::opt(&c.cancelled_by)),
+            ("cancelled_at", instant(&c.cancelled_at)),
         ]),
     }
 }
@@ -352,11 +370,13 @@ async fn python_decodes_what_herald_published() {
                 OrderLine { sku: "SKU-2".into(), quantity: 1, unit_price_cents: 2_200 },
             ],
             note: Some("Bitte zweimal klingeln ☎, \"Hinterhaus\"\n2. Stock".into()),
+            // timestamp-millis: fastavro must read the logical type as this UTC instant.
+            placed_at: at(1_764_583_200_123),
         }),
-        OrderEvent::Confirmed(OrderConfirmed { order_id: "o-1".into(), payment_id: "p-1".into() }),
-        OrderEvent::Placed(OrderPlaced { total_cents: i64::MAX, ..OrderPlaced::example("o-2", "c-2", 0) }),
-        OrderEvent::Cancelled(OrderCancelled { order_id: "o-2".into(), reason: "changed mind".into(), cancelled_by: Some("customer".into()) }),
-        OrderEvent::Cancelled(OrderCancelled { order_id: "o-3".into(), reason: "out of stock".into(), cancelled_by: None }),
+        OrderEvent::Confirmed(OrderConfirmed { confirmed_at: at(1_764_583_201_999), ..OrderConfirmed::example("o-1", "p-1") }),
+        OrderEvent::Placed(OrderPlaced { total_cents: i64::MAX, placed_at: None, ..OrderPlaced::example("o-2", "c-2", 0) }),
+        OrderEvent::Cancelled(OrderCancelled { cancelled_at: at(-1), ..OrderCancelled::example("o-2", "changed mind", Some("customer")) }),
+        OrderEvent::Cancelled(OrderCancelled::example("o-3", "out of stock", None)),
     ];
 
     let mut expected = Vec::new();
@@ -436,14 +456,15 @@ async fn herald_decodes_what_python_published() {
                 .map(|n| OrderLine { sku: format!("SKU-{n}"), quantity: (n + 1) as i32, unit_price_cents: 500 + n })
                 .collect(),
             note: (i % 2 == 1).then(|| format!("Grüße aus Python ☕ #{i}")),
+            // timestamp-millis written by fastavro from a datetime; one order without.
+            placed_at: (i != 4).then(|| TimestampMillis::from_millis(1_764_583_200_000 + 1_001 * i).expect("in range")),
         }));
         events.push(if i % 2 == 0 {
-            OrderEvent::Confirmed(OrderConfirmed { order_id: id.clone(), payment_id: format!("pay-{i}") })
+            OrderEvent::Confirmed(OrderConfirmed { confirmed_at: at(1_764_590_000_007 + i), ..OrderConfirmed::example(&id, &format!("pay-{i}")) })
         } else {
             OrderEvent::Cancelled(OrderCancelled {
-                order_id: id.clone(),
-                reason: "customer asked".into(),
-                cancelled_by: (i == 3).then(|| "support".to_owned()),
+                cancelled_at: at(1_764_590_000_500 + i),
+                ..OrderCancelled::example(&id, "customer asked", (i == 3).then_some("support"))
             })
         });
     }
@@ -565,8 +586,8 @@ async fn python_decodes_confluent_framed_events_herald_published() {
     .expect("publisher");
     let events = vec![
         OrderEvent::Placed(OrderPlaced { note: Some("via the registry".into()), ..OrderPlaced::example("c-o-1", "c-1", 1_500) }),
-        OrderEvent::Confirmed(OrderConfirmed { order_id: "c-o-1".into(), payment_id: "p-9".into() }),
-        OrderEvent::Cancelled(OrderCancelled { order_id: "c-o-2".into(), reason: "duplicate".into(), cancelled_by: None }),
+        OrderEvent::Confirmed(OrderConfirmed::example("c-o-1", "p-9")),
+        OrderEvent::Cancelled(OrderCancelled { cancelled_at: None, ..OrderCancelled::example("c-o-2", "duplicate", None) }),
     ];
     let mut published = Vec::new();
     for event in &events {

@@ -20,11 +20,11 @@ async fn events_round_trip_with_cloudevents_headers() {
     let first = publisher.publish(&orders, &placed).await.expect("placed");
     // Published from inside a trace: the event carries a child of it.
     let trace = TraceContext::new_root();
-    let confirmed = OrderConfirmed { order_id: "o-1".into(), payment_id: "p-1".into() };
+    let confirmed = OrderConfirmed::example("o-1", "p-1");
     let second = trace.scope(publisher.publish(&orders, &confirmed)).await.expect("confirmed");
     // Caused by the first event: same correlation id, causation = first id.
     let cause = Metadata { id: first.id, correlation_id: Some(first.id.to_string()), ..Metadata::new("x", "y", "o-1") };
-    let cancelled = OrderCancelled { order_id: "o-1".into(), reason: "changed mind".into(), cancelled_by: None };
+    let cancelled = OrderCancelled::example("o-1", "changed mind", None);
     let meta = publisher.metadata_for(&cancelled).caused_by(&cause);
     let third = publisher.publish_with(&orders, &cancelled, meta).await.expect("cancelled");
     assert_eq!((first.partition, second.partition, third.partition), (first.partition, first.partition, first.partition), "one aggregate, one partition");

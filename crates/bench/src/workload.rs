@@ -2,6 +2,7 @@
 //! fixed size, and the same events pre-encoded for the raw baseline.
 
 use herald_bus::publisher::Record;
+use herald_bus::timestamp::TimestampMillis;
 use herald_bus::{EventFamily, Publisher, Topic};
 use herald_shop::{OrderEvent, OrderLine, OrderPlaced};
 
@@ -28,6 +29,8 @@ pub fn order(i: u64, note_len: usize) -> OrderPlaced {
         currency: "EUR".to_owned(),
         lines,
         note: Some("leave the parcel at the back door; ring twice, the bell is quiet ".repeat(4)[..note_len].to_owned()),
+        // Within one day of the example instant: always a 7-byte zigzag varint.
+        placed_at: TimestampMillis::from_millis(herald_shop::orders::EXAMPLE_TIME_MILLIS + (i % 86_400_000) as i64),
     }
 }
 

@@ -86,8 +86,13 @@ pub trait EventFamily: Sized + Send + Sync + 'static {
     fn aggregate_id(&self) -> &str;
 }
 
-/// Checks that `E`'s derived Avro schema equals the `.avsc` it names, in parsing canonical
-/// form (field order, names and types; docs and defaults are not part of it).
+/// Checks that `E`'s derived Avro schema equals the `.avsc` it names: field order, names
+/// and types, logical types included (docs and defaults are not compared).
+///
+/// It compares apache-avro's canonical forms, which unlike the specification's (see
+/// [`crate::schema::canonical`], used for fingerprints) keep `logicalType`: a
+/// `timestamp-millis` field must be a [`crate::timestamp::TimestampMillis`] in Rust, not
+/// a bare `i64`.
 ///
 /// Call it from a unit test for each event type, so a struct that drifted from its file
 /// fails CI instead of production.

@@ -29,7 +29,8 @@
 //! # Layout
 //! - [`event`]: the [`Event`] trait (a Rust type tied to its `.avsc`), [`EventFamily`]
 //!   and the [`family!`] macro (the closed set of events of one topic).
-//! - [`schema`]: [`schema::SchemaSet`], schemas by fingerprint and name.
+//! - [`schema`]: [`schema::SchemaSet`], schemas by fingerprint and name; the spec's
+//!   parsing canonical form ([`schema::canonical`]) and [`schema::Fingerprint`].
 //! - [`codec`]: payload framing ([`codec::SingleObject`]) behind the [`codec::Codec`] trait.
 //! - [`envelope`]: [`Metadata`] and its CloudEvents headers, [`Envelope`] for handlers.
 //! - [`publisher`]: the [`Publisher`].
@@ -37,6 +38,7 @@
 //! - [`dead_letter`]: dead-letter records and their headers.
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].
 //! - [`partitioner`]: Kafka's murmur2 partitioner, to predict where a key lands.
+//! - [`timestamp`]: [`timestamp::TimestampMillis`], Avro's `timestamp-millis` in events.
 //! - [`trace`]: W3C trace context carried in `traceparent`.
 //! - [`upcast`]: typed conversions from earlier event versions.
 //!
@@ -52,6 +54,11 @@
 //!   handlers that fail after bounded retries go to `<topic>.dlq` with the original bytes
 //!   and the reason. If the dead-letter topic cannot be written, the partition waits and
 //!   retries instead of moving on.
+//! - **Fingerprints as every Avro library computes them.** The single-object header
+//!   carries the CRC-64-AVRO of the specification's parsing canonical form, equal to
+//!   Java's `SchemaNormalization` and fastavro's for every schema, logical types included
+//!   (herald-schema's reference tests check a corpus against both), so Java and Python
+//!   readers find Herald's writer schemas and Herald finds theirs.
 //! - **Bounded memory.** The client's prefetch queue, the per-partition buffers and the
 //!   publisher's in-flight sends are all bounded.
 //! - **Orderly shutdown.** Stop intake, drain, commit, flush, leave the group.
@@ -66,6 +73,7 @@ pub mod event;
 pub mod partitioner;
 pub mod publisher;
 pub mod schema;
+pub mod timestamp;
 pub mod topic;
 pub mod trace;
 pub mod upcast;

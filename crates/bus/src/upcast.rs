@@ -59,7 +59,7 @@ fn fingerprint_of(schema: &'static str) -> Option<Fingerprint> {
     if let Some(fp) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
         return *fp;
     }
-    let fp = apache_avro::Schema::parse_str(schema).ok().map(|s| Fingerprint::of(&s));
+    let fp = serde_json::from_str(schema).ok().and_then(|json| Fingerprint::of_json(&json).ok());
     cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, fp);
     fp
 }

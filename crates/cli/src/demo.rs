@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use herald_bus::admin::{self, Created, TopicSpec};
 use herald_bus::event::Member;
+use herald_bus::timestamp::TimestampMillis;
 use herald_bus::{Consumer, Envelope, Event, HandlerError, Publisher, Topic};
 use herald_shop::{OrderCancelled, OrderConfirmed, OrderEvent, OrderPlaced, ORDERS};
 use tokio::sync::{mpsc, oneshot};
@@ -50,12 +51,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let mut expected = HashSet::new();
     let published = async {
         for (n, cents) in [(1, 2500), (2, 990), (3, 12000)] {
-            let placed = OrderPlaced::example(&order(n), &format!("customer-{n}"), cents);
+            let placed = OrderPlaced { placed_at: Some(TimestampMillis::now()), ..OrderPlaced::example(&order(n), &format!("customer-{n}"), cents) };
             expected.insert(publish(&publisher, &topic, &placed).await?);
         }
-        let confirmed = OrderConfirmed { order_id: order(1), payment_id: format!("payment-{}", &run[..6]) };
+        let confirmed = OrderConfirmed { confirmed_at: Some(TimestampMillis::now()), ..OrderConfirmed::example(&order(1), &format!("payment-{}", &run[..6])) };
         expected.insert(publish(&publisher, &topic, &confirmed).await?);
-        let cancelled = OrderCancelled { order_id: order(2), reason: "changed my mind".into(), cancelled_by: Some("customer-2".into()) };
+        let cancelled = OrderCancelled { cancelled_at: Some(TimestampMillis::now()), ..OrderCancelled::example(&order(2), "changed my mind", Some("customer-2")) };
         expected.insert(publish(&publisher, &topic, &cancelled).await?);
         anyhow::Ok(())
     }

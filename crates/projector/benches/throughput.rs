@@ -245,7 +245,7 @@ async fn publish(config: &KafkaConfig, args: &Args) -> anyhow::Result<String> {
         let (p, topic) = (publisher.clone(), topic.clone());
         pending.push(async move {
             if i % 10 == 9 {
-                p.publish(&topic, &OrderCancelled { order_id: format!("o-{}", i - 5), reason: "bench".into(), cancelled_by: None }).await
+                p.publish(&topic, &OrderCancelled::example(&format!("o-{}", i - 5), "bench", None)).await
             } else {
                 p.publish(&topic, &OrderPlaced::example(&format!("o-{i}"), &format!("c-{}", i % 5000), (i % 1000) as i64 + 1)).await
             }

@@ -67,7 +67,7 @@ async fn a_topic_with_both_framings_is_handled_whole() {
         single.publish(&orders, &OrderPlaced::example(&format!("s-{i}"), "cust", 200 + i)).await.expect("single-object publish");
     }
     confluent
-        .publish(&orders, &OrderConfirmed { order_id: "c-0".into(), payment_id: "pay-1".into() })
+        .publish(&orders, &OrderConfirmed::example("c-0", "pay-1"))
         .await
         .expect("confluent publish");
 
@@ -146,7 +146,7 @@ async fn publishing_while_the_registry_is_down_fails_retryably_and_sends_nothing
     drop(fake);
     let stopped = Registry::new(RegistryConfig::new(url).backoff(quick_backoff())).expect("client");
     let err = confluent_publisher(&config, stopped)
-        .publish(&orders, &OrderConfirmed { order_id: "o-1".into(), payment_id: "p".into() })
+        .publish(&orders, &OrderConfirmed::example("o-1", "p"))
         .await
         .expect_err("registry stopped");
     assert!(err.is_retryable(), "{err:?}");

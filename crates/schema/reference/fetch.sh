@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fetches Apache Avro's Java library (the reference implementation) from Maven Central into
-# a cache outside the repository and compiles `Compat.java` against it.
+# a cache outside the repository and compiles the Java programs beside it against it.
 #
 #   bash crates/schema/reference/fetch.sh      # prints the classpath to use with `java -cp`
 #
@@ -37,8 +37,12 @@ POM
   (cd "$cache" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib >&2)
 fi
 
-if [ ! -f "$cache/classes/Compat.class" ] || [ "$here/Compat.java" -nt "$cache/classes/Compat.class" ]; then
-  javac -d "$cache/classes" -cp "$cache/lib/*" "$here/Compat.java" >&2
-fi
+# Compat.java (SchemaCompatibility), Canonical.java (SchemaNormalization) and
+# SingleObject.java (BinaryMessageEncoder/Decoder, SchemaStore).
+for program in Compat Canonical SingleObject; do
+  if [ ! -f "$cache/classes/$program.class" ] || [ "$here/$program.java" -nt "$cache/classes/$program.class" ]; then
+    javac -d "$cache/classes" -cp "$cache/lib/*" "$here/$program.java" >&2
+  fi
+done
 
 echo "$cache/classes:$cache/lib/*"

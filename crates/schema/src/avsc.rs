@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use herald_bus::schema::Fingerprint;
+use herald_bus::schema::canonical::parsing_canonical_form;
 
 use crate::graph::Graph;
 
@@ -24,6 +25,7 @@ pub struct Avsc {
     schema: apache_avro::Schema,
     json: serde_json::Value,
     pub(crate) graph: Graph,
+    canonical_form: String,
     fingerprint: Fingerprint,
     origin: Option<PathBuf>,
 }
@@ -53,7 +55,11 @@ impl Avsc {
         let invalid = |message: String| ParseError::Avro { origin: origin.clone(), message };
         let schema = apache_avro::Schema::parse(&json).map_err(|e| invalid(e.to_string()))?;
         let graph = Graph::from_json(&json).map_err(invalid)?;
-        Ok(Avsc { fingerprint: Fingerprint::of(&schema), schema, json, graph, origin })
+        // From the JSON as written, per the spec (apache-avro's own form keeps logical
+        // types, AVRO-4004, and its model rewrites a few schemas).
+        let canonical_form = parsing_canonical_form(&json).map_err(|e| invalid(e.to_string()))?;
+        let fingerprint = Fingerprint::of_canonical_form(&canonical_form);
+        Ok(Avsc { canonical_form, fingerprint, schema, json, graph, origin })
     }
 
     /// The schema as `apache_avro` sees it, for encoding and decoding.
@@ -80,9 +86,10 @@ impl Avsc {
         self.fingerprint
     }
 
-    /// The parsing canonical form (what the fingerprint is computed over).
-    pub fn canonical_form(&self) -> String {
-        self.schema.canonical_form()
+    /// The specification's parsing canonical form (what the fingerprint is computed
+    /// over), as Java's `SchemaNormalization.toParsingForm` and fastavro write it.
+    pub fn canonical_form(&self) -> &str {
+        &self.canonical_form
     }
 
     /// The file this schema was loaded from, if any.

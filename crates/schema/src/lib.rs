@@ -40,17 +40,22 @@
 //!   schema resolution. `tests/corpus.json` records Apache Avro's Java
 //!   `SchemaCompatibility` (1.12) on 125 reader/writer pairs covering every rule; Herald
 //!   agrees on all but one, where Java departs from the spec's first-match rule for
-//!   unions (the case explains it). `HERALD_JAVA_REFERENCE=1 cargo test -p herald-schema
-//!   --test java_reference` re-runs Java live (Java 17 and Maven needed); `bash
-//!   crates/schema/reference/generate.sh` re-records the corpus after editing
-//!   `reference/cases.json`.
+//!   unions (the case explains it). `cargo test -p herald-schema --test java_reference`
+//!   also re-runs Java live (always in CI; locally when Java 17+ and Maven are
+//!   installed); `bash crates/schema/reference/generate.sh` re-records the corpus after
+//!   editing `reference/cases.json`.
 //! - **Every problem at once.** Checks report every violation (field path and rule) and
 //!   every bad file, not just the first.
 //! - **Terminates.** Recursive and mutually recursive schemas are checked in finite time.
 //! - **No surprises from input.** Unreadable input is a typed error naming the file (and
 //!   line and column for JSON); nothing panics on bad input.
-//! - **Fingerprints match the wire.** [`fingerprint`] prints the CRC-64-AVRO of the
-//!   parsing canonical form as the 8 bytes that follow `C3 01` in single-object encoding.
+//! - **Fingerprints match the wire and every other Avro library.** [`fingerprint`] prints
+//!   the CRC-64-AVRO of the specification's parsing canonical form (logical types
+//!   collapse to their primitive, names are full names) as the 8 bytes that follow
+//!   `C3 01` in single-object encoding. `tests/canonical_reference.rs` runs Java's
+//!   `SchemaNormalization` and fastavro on the corpus `reference/canonical/` (every
+//!   logical type, namespaces, references, recursion, ...) and on `schemas/`, and
+//!   compares canonical forms and fingerprints byte for byte.
 
 pub mod avsc;
 pub mod catalog;

@@ -23,12 +23,15 @@ fn run(args: &[&str]) -> (i32, String, String) {
 
 const PLACED_V1: &str = "../../schemas/shop/orders/OrderPlaced/v1.avsc";
 
-/// Fingerprints printed by fastavro 1.x (`fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO")`).
-const FASTAVRO: [(&str, &str); 4] = [
+/// Fingerprints printed by fastavro 1.x (`fingerprint(to_parsing_canonical_form(s), "CRC-64-AVRO")`)
+/// and Java's `SchemaNormalization.parsingFingerprint64`; the last two have logical types.
+const FASTAVRO: [(&str, &str); 6] = [
     ("tests/fixtures/int.avsc", "8f5c393f1ad57572"),
     (PLACED_V1, "294c17e8455229fd"),
     ("../../schemas/shop/orders/OrderConfirmed/v1.avsc", "cd4140e765f04e6d"),
     ("../../schemas/shop/orders/OrderCancelled/v1.avsc", "0ce8cce00e61f5b3"),
+    ("../../schemas/shop/orders/OrderPlaced/v2.avsc", "e424c0d4fd4228ab"),
+    ("reference/canonical/timestamp-millis.avsc", "b71df49344e154d0"),
 ];
 
 #[test]

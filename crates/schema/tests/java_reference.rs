@@ -5,19 +5,17 @@
 //! agree on every pair, except where a case documents an intentional difference
 //! (`"herald"` and `"difference"` keys).
 //!
-//! With `HERALD_JAVA_REFERENCE=1` (Java 17+ and Maven needed), `java_agrees_live` also
-//! runs Java now on `reference/cases.json` and checks both the recorded corpus and Herald
-//! against it.
+//! `java_agrees_live` also runs Java now on `reference/cases.json` and checks both the
+//! recorded corpus and Herald against it: always in CI, and locally whenever Java 17+ and
+//! Maven are installed (see `support`).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::Path;
 
 use herald_schema::{Avsc, compat};
 use serde_json::Value;
-
-fn crate_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use support::crate_dir;
 
 fn load(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -94,21 +92,9 @@ fn the_corpus_is_recorded_from_the_current_cases() {
 
 #[test]
 fn java_agrees_live() {
-    if std::env::var("HERALD_JAVA_REFERENCE").as_deref() != Ok("1") {
-        eprintln!("skipped: set HERALD_JAVA_REFERENCE=1 to run Apache Avro's Java SchemaCompatibility now");
-        return;
-    }
-    let reference = crate_dir().join("reference");
-    let fetch = Command::new("bash").arg(reference.join("fetch.sh")).output().expect("bash runs");
-    assert!(fetch.status.success(), "fetch.sh failed: {}", String::from_utf8_lossy(&fetch.stderr));
-    let classpath = String::from_utf8_lossy(&fetch.stdout).trim().to_owned();
-    let java = Command::new("java")
-        .args(["-cp", &classpath, "Compat"])
-        .arg(reference.join("cases.json"))
-        .output()
-        .expect("java runs");
-    assert!(java.status.success(), "Compat failed: {}", String::from_utf8_lossy(&java.stderr));
-    let live: Vec<Value> = serde_json::from_slice(&java.stdout).expect("Compat prints JSON");
+    let Some(classpath) = support::java_classpath("java_agrees_live") else { return };
+    let out = support::java(&classpath, "Compat", &[crate_dir().join("reference/cases.json")]);
+    let live: Vec<Value> = serde_json::from_str(&out).expect("Compat prints JSON");
     let recorded = load(&crate_dir().join("tests/corpus.json"));
     for (now, then) in live.iter().zip(&recorded) {
         assert_eq!(field(now, "java"), field(then, "java"), "{}: Java's verdict changed; regenerate", field(now, "name"));

@@ -83,8 +83,13 @@ fn the_shop_types_read_every_stored_version() {
     let catalog = catalog(&repo_schemas());
     let placed = reads_every_version::<OrderPlaced>(&catalog);
     assert_eq!(placed[0].note.as_deref(), Some("ring twice"));
-    reads_every_version::<OrderConfirmed>(&catalog);
-    reads_every_version::<OrderCancelled>(&catalog);
+    // v1 has no time; v2's timestamp-millis reads as the instant its sample stores.
+    let millis = |events: Vec<Option<herald_bus::timestamp::TimestampMillis>>| events.into_iter().map(|t| t.map(|t| t.as_millis())).collect::<Vec<_>>();
+    assert_eq!(millis(placed.iter().map(|p| p.placed_at).collect()), [None, Some(1_764_583_200_123)]);
+    let confirmed = reads_every_version::<OrderConfirmed>(&catalog);
+    assert_eq!(millis(confirmed.iter().map(|c| c.confirmed_at).collect()), [None, Some(1_764_583_260_456)]);
+    let cancelled = reads_every_version::<OrderCancelled>(&catalog);
+    assert_eq!(millis(cancelled.iter().map(|c| c.cancelled_at).collect()), [None, Some(1_764_586_800_789)]);
     // Every stored type is one the shop knows; a new one needs a Rust type and a line here.
     let known = [OrderPlaced::TYPE, OrderConfirmed::TYPE, OrderCancelled::TYPE];
     for name in catalog.type_names() {

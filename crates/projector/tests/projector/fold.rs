@@ -22,7 +22,7 @@ fn placed(order: &str, customer: &str, total: i64) -> OrderEvent {
 }
 
 fn cancelled(order: &str) -> OrderEvent {
-    OrderEvent::Cancelled(OrderCancelled { order_id: order.into(), reason: "r".into(), cancelled_by: None })
+    OrderEvent::Cancelled(OrderCancelled::example(order, "r", None))
 }
 
 /// Applies `events` in one transaction to a fresh store and returns the view.

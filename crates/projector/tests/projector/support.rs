@@ -189,8 +189,8 @@ pub async fn publish_orders(publisher: &Publisher, topic: &Topic<OrderEvent>, n:
         let id = format!("o-{}", rng.random_range(ids.clone()));
         let event = match rng.random_range(0..10) {
             0..=5 => OrderEvent::Placed(OrderPlaced::example(&id, &format!("c-{}", rng.random_range(0..40)), rng.random_range(1..10_000))),
-            6 => OrderEvent::Confirmed(OrderConfirmed { order_id: id, payment_id: "p".into() }),
-            _ => OrderEvent::Cancelled(OrderCancelled { order_id: id, reason: "changed mind".into(), cancelled_by: None }),
+            6 => OrderEvent::Confirmed(OrderConfirmed::example(&id, "p")),
+            _ => OrderEvent::Cancelled(OrderCancelled::example(&id, "changed mind", None)),
         };
         events.push(event);
     }

@@ -14,97 +14,35 @@
 //! assert!(herald_schema::check_all(&dir)?.passed());
 //! # Ok::<(), herald_schema::catalog::LoadError>(())
 //! ```
+//!
+//! - [`Catalog`] (here): the folder loaded, by event type and by subject.
+//! - [`Version`], [`Subject`]: one `vN.avsc`; a version chain and its mode.
+//! - [`Problem`] and [`Severity`]: what is wrong with files, samples, the manifest.
+//! - [`check_all`] and [`Catalog::check`] (`check.rs`): every chain and sample, into a
+//!   [`Report`]; [`list`]: a [`Listing`] per subject.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use herald_bus::schema::Fingerprint;
 
 use crate::avsc::{Avsc, ParseError};
 use crate::manifest::{self, Manifest, ManifestError, Strategy};
-use crate::mode::{self, Mode};
-use crate::sample::{self, Sample};
 
-/// One version of one event type.
-#[derive(Debug, Clone)]
-pub struct Version {
-    /// `N` of `vN.avsc`; `None` for a file named otherwise.
-    pub number: Option<u32>,
-    /// The file.
-    pub path: PathBuf,
-    /// The parsed schema.
-    pub avsc: Avsc,
-}
+mod check;
+mod listing;
+mod problem;
+mod report;
+mod subject;
+mod version;
 
-impl Version {
-    /// `v3`, or the file name for an unnumbered file.
-    pub fn label(&self) -> String {
-        match self.number {
-            Some(n) => format!("v{n}"),
-            None => self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        }
-    }
-
-    /// The fingerprint of this version.
-    pub fn fingerprint(&self) -> Fingerprint {
-        self.avsc.fingerprint()
-    }
-
-    /// Where this version's sample event lives.
-    pub fn sample_path(&self) -> PathBuf {
-        sample::path_for(&self.path)
-    }
-}
-
-/// A subject: a version chain with a compatibility mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject {
-    /// The subject name (record name, or `<topic>-<record name>`).
-    pub name: String,
-    /// The event type's full name.
-    pub type_name: String,
-    /// The topic, for the topic-record-name strategy.
-    pub topic: Option<String>,
-    /// The mode new versions are checked under.
-    pub mode: Mode,
-}
-
-/// Something wrong (or odd) in the schemas folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Errors fail the check; warnings do not.
-    pub severity: Severity,
-    /// The file concerned, if any.
-    pub path: Option<PathBuf>,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// How bad a [`Problem`] is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Severity {
-    /// Fails `check`.
-    Error,
-    /// Reported only.
-    Warning,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let level = match self.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-        };
-        match &self.path {
-            // Parse errors already start with their file.
-            Some(path) if !self.message.starts_with(&path.display().to_string()) => {
-                write!(f, "{level}: {}: {}", path.display(), self.message)
-            }
-            _ => write!(f, "{level}: {}", self.message),
-        }
-    }
-}
+pub use check::check_all;
+pub use listing::{Listing, list};
+pub use problem::{Problem, Severity};
+pub use report::{ChainViolation, Report, SubjectReport};
+pub use subject::Subject;
+pub use version::Version;
+use version::version_number;
 
 /// The schemas folder could not be loaded at all.
 #[derive(Debug, thiserror::Error)]
@@ -267,48 +205,6 @@ impl Catalog {
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }
-
-    /// Checks every version chain against its subject's mode, and every sample.
-    pub fn check(&self) -> Report {
-        let mut problems = self.problems.clone();
-        for version in self.types.values().flatten() {
-            let path = version.sample_path();
-            if !path.exists() {
-                problems.push(Problem {
-                    severity: Severity::Warning,
-                    path: Some(version.path.clone()),
-                    message: format!("no sample event ({} is missing)", path.display()),
-                });
-            } else if let Err(e) = Sample::load(&version.avsc, &path) {
-                problems.push(Problem { severity: Severity::Error, path: Some(path), message: e.reason });
-            }
-        }
-        let subjects = self
-            .subjects
-            .iter()
-            .map(|subject| {
-                let versions = self.versions(&subject.type_name);
-                let schemas: Vec<Avsc> = versions.iter().map(|v| v.avsc.clone()).collect();
-                let mut violations = Vec::new();
-                for i in 1..schemas.len() {
-                    if let Err(found) = mode::check(subject.mode, &schemas[..i], &schemas[i]) {
-                        violations.extend(found.into_iter().map(|violation| ChainViolation {
-                            version: versions[i].label(),
-                            violation,
-                        }));
-                    }
-                }
-                SubjectReport { subject: subject.clone(), versions: versions.iter().map(Version::label).collect(), violations }
-            })
-            .collect();
-        problems.sort_by_key(|p| p.severity);
-        Report { schemas: self.types.values().map(Vec::len).sum(), subjects, problems }
-    }
-}
-
-fn version_number(path: &Path) -> Option<u32> {
-    let stem = path.file_stem()?.to_str()?;
-    stem.strip_prefix('v')?.parse().ok().filter(|n| *n > 0)
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
@@ -322,111 +218,6 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
         }
     }
     Ok(())
-}
-
-/// What `herald schemas check` found.
-#[derive(Debug, Clone)]
-pub struct Report {
-    /// Number of schema files loaded.
-    pub schemas: usize,
-    /// One entry per subject.
-    pub subjects: Vec<SubjectReport>,
-    /// Problems with files, samples and the manifest (errors first).
-    pub problems: Vec<Problem>,
-}
-
-/// The check of one subject's version chain.
-#[derive(Debug, Clone)]
-pub struct SubjectReport {
-    /// The subject.
-    pub subject: Subject,
-    /// Its versions, oldest first (`v1`, `v2`, ...).
-    pub versions: Vec<String>,
-    /// Every violation of the subject's mode along the chain.
-    pub violations: Vec<ChainViolation>,
-}
-
-/// A version that broke its subject's mode when it was added.
-#[derive(Debug, Clone)]
-pub struct ChainViolation {
-    /// The version that broke it (`v3`).
-    pub version: String,
-    /// Against which older version, which way, and why.
-    pub violation: mode::Violation,
-}
-
-impl Report {
-    /// True when no subject has a violation and no problem is an error.
-    pub fn passed(&self) -> bool {
-        self.subjects.iter().all(|s| s.violations.is_empty()) && self.problems.iter().all(|p| p.severity == Severity::Warning)
-    }
-
-    /// Every violation, with its subject.
-    pub fn violations(&self) -> impl Iterator<Item = (&Subject, &ChainViolation)> {
-        self.subjects.iter().flat_map(|s| s.violations.iter().map(move |v| (&s.subject, v)))
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for s in &self.subjects {
-            let status = if s.violations.is_empty() { "ok  " } else { "FAIL" };
-            writeln!(f, "{status} {} ({}) {}", s.subject.name, s.subject.mode, s.versions.join(" "))?;
-            for v in &s.violations {
-                writeln!(f, "     {}: {}", v.version, v.violation)?;
-            }
-        }
-        for p in &self.problems {
-            writeln!(f, "{p}")?;
-        }
-        let violations = self.violations().count();
-        let errors = self.problems.iter().filter(|p| p.severity == Severity::Error).count();
-        let verdict = if self.passed() { "passed" } else { "FAILED" };
-        write!(
-            f,
-            "{verdict}: {} subjects, {} schemas, {violations} violations, {errors} errors",
-            self.subjects.len(),
-            self.schemas
-        )
-    }
-}
-
-/// Loads `dir` and checks every schema, sample and version chain.
-///
-/// ```
-/// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
-/// let report = herald_schema::check_all(&dir)?;
-/// assert!(report.passed(), "{report}");
-/// # Ok::<(), herald_schema::catalog::LoadError>(())
-/// ```
-pub fn check_all(dir: impl AsRef<Path>) -> Result<Report, LoadError> {
-    Ok(Catalog::load(dir)?.check())
-}
-
-/// One subject and its versions, as `herald schemas list` prints them.
-#[derive(Debug, Clone)]
-pub struct Listing {
-    /// The subject.
-    pub subject: Subject,
-    /// Its versions, oldest first.
-    pub versions: Vec<Version>,
-}
-
-/// Lists every subject under `dir` with its versions and their fingerprints.
-///
-/// ```
-/// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
-/// let listing = herald_schema::list(&dir)?;
-/// assert!(listing.iter().any(|l| l.subject.name == "shop.orders.OrderPlaced"));
-/// # Ok::<(), herald_schema::catalog::LoadError>(())
-/// ```
-pub fn list(dir: impl AsRef<Path>) -> Result<Vec<Listing>, LoadError> {
-    let catalog = Catalog::load(dir)?;
-    Ok(catalog
-        .subjects()
-        .iter()
-        .map(|s| Listing { subject: s.clone(), versions: catalog.versions(&s.type_name).to_vec() })
-        .collect())
 }
 
 /// The fingerprint of one schema file: CRC-64-AVRO of its parsing canonical form. It

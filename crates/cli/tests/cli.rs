@@ -178,8 +178,8 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
     let publisher = Publisher::new(&config, PublisherOptions::new("/test/garbage")).unwrap_or_else(|e| panic!("{e}"));
     let garbage = herald_bus::publisher::Record {
         topic: topic.clone(),
-        key: b"k-1".to_vec(),
-        payload: b"{\"json\": true}".to_vec(),
+        key: Some(b"k-1".to_vec()),
+        payload: Some(b"{\"json\": true}".to_vec()),
         headers: rdkafka::message::OwnedHeaders::new(),
     };
     publisher.send_record(garbage).await.unwrap_or_else(|e| panic!("{e}"));
@@ -271,7 +271,7 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     let order = OrderPlaced::example("o-9", "c-9", 990);
     let meta = publisher.metadata_for(&order);
     let encoded = publisher.encode(&source, &order, &meta).await.unwrap_or_else(|e| panic!("{e}"));
-    let original = OwnedMessage::new(Some(encoded.payload.clone()), Some(encoded.key.clone()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 41, Some(encoded.headers.clone()));
+    let original = OwnedMessage::new(encoded.payload.clone(), encoded.key.clone(), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 41, Some(encoded.headers.clone()));
     let failure = Failure { stage: Stage::Handler, reason: "boom: payment service down".into(), attempts: 3 };
     let (_, handler_offset) = publisher.send_record(dead_letter::record(&original, &failure, "billing", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
     let garbage = OwnedMessage::new(Some(b"not avro".to_vec()), Some(b"o-10".to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 42, None);
@@ -306,7 +306,7 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), 1, "{replayed:#?}");
     let back = herald_testkit::read_all(&config, &topic, 1, Duration::from_secs(30)).await;
     assert_eq!(back.len(), 1);
-    assert_eq!(back[0].payload(), Some(encoded.payload.as_slice()));
+    assert_eq!(back[0].payload(), encoded.payload.as_deref());
     assert_eq!(back[0].key(), Some(b"o-9".as_slice()));
     assert_eq!(header(&back[0], "ce_id"), Some(meta.id.to_string().as_str()));
     assert_eq!(header(&back[0], "herald.dlq.reason"), None, "dead-letter headers are not replayed");
@@ -316,7 +316,42 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     let one = herald(&config, &["dlq", "replay", &dlq, "--partition", "0", "--offset", &decode_offset.to_string()], None).await.ok();
     assert_eq!(one.lines().len(), 1, "{one:#?}");
     let back = herald_testkit::read_all(&config, &topic, 2, Duration::from_secs(30)).await;
-    assert_eq!(back.iter().map(|m| m.payload().map(<[u8]>::to_vec)).collect::<Vec<_>>(), vec![Some(encoded.payload.clone()), Some(b"not avro".to_vec())]);
+    assert_eq!(back.iter().map(|m| m.payload().map(<[u8]>::to_vec)).collect::<Vec<_>>(), vec![encoded.payload.clone(), Some(b"not avro".to_vec())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_puts_null_keys_and_tombstones_back_as_nulls() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq.nulls", 3).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Dead letters of a keyless tombstone, a keyless value, a keyed tombstone (on the
+    // partition its key hashes to), and an empty key with an empty value.
+    let cart_partition = herald_bus::partitioner::partition_for(b"cart-7", 3) as i32;
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let originals: [(KeyValue<'_>, i32); 4] = [((None, None), 0), ((None, Some(b"v")), 1), ((Some(b"cart-7"), None), cart_partition), ((Some(b""), Some(b"")), 2)];
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    let failure = Failure { stage: Stage::Decode, reason: "no value".into(), attempts: 0 };
+    for (i, ((key, value), partition)) in originals.iter().enumerate() {
+        let original = OwnedMessage::new(value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), topic.clone(), rdkafka::Timestamp::NotAvailable, *partition, i as i64, None);
+        publisher.send_record(dead_letter::record(&original, &failure, "carts", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), originals.len(), "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, originals.len(), Duration::from_secs(30)).await;
+    assert_eq!(back.len(), originals.len());
+    let mut got: Vec<KeyValue<'_>> = back.iter().map(|m| (m.key(), m.payload())).collect();
+    let mut want: Vec<KeyValue<'_>> = originals.iter().map(|(kv, _)| *kv).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "null keys and values come back null, empty ones empty");
+    let tombstone = back.iter().find(|m| m.key() == Some(b"cart-7".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
+    assert_eq!((tombstone.payload(), tombstone.partition()), (None, cart_partition), "a keyed tombstone on its key's partition");
+    let empty_key = herald_bus::partitioner::partition_for(b"", 3) as i32;
+    let empty = back.iter().find(|m| m.key() == Some(b"".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
+    assert_eq!(empty.partition(), empty_key, "an empty key is hashed like any key");
 }
 
 #[tokio::test(flavor = "multi_thread")]

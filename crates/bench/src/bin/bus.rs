@@ -154,7 +154,7 @@ impl Bench {
             "events:  {} OrderPlaced per run; payload {} B (frame + Avro datum), key {} B, {} headers, record {} B (key + value + headers)",
             self.args.events,
             self.workload.payload_size,
-            sample.key.len(),
+            sample.key.as_ref().map_or(0, Vec::len),
             rdkafka::message::Headers::count(&sample.headers),
             record_size(&sample)
         );

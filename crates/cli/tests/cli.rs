@@ -54,7 +54,13 @@ async fn herald(config: &KafkaConfig, args: &[&str], stdin: Option<&str>) -> Run
 
 /// [`herald`] with `dir` first on its `PATH`.
 async fn herald_with_path(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>) -> Run {
+    herald_with(config, args, stdin, dir, &[]).await
+}
+
+/// [`herald_with_path`] with extra environment variables.
+async fn herald_with(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.envs(env.iter().copied());
     if let Some(dir) = dir {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path))).expect("PATH");
@@ -418,6 +424,43 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     assert_eq!(status["partitions"][0]["lag"], 3);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.trim_start_matches("sqlite:")));
+    }
+}
+
+#[tokio::test]
+async fn projector_status_reads_the_store_url_from_env_or_file_and_never_prints_its_password() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::topic(&config, "cli.projector.secret", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/herald/cli-tests")).expect("publisher");
+    let orders: Topic<OrderEvent> = Topic::named(&name);
+    for i in 0..2 {
+        publisher.publish(&orders, &OrderPlaced::example(&format!("o-{i}"), "c", i)).await.expect("published");
+    }
+    let db = std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-secret")));
+    let store = format!("sqlite:{}", db.display());
+    let status = ["projector", "status", "order_totals", "--topic", &name, "--json"];
+
+    // From HERALD_STORE_URL, no --store on the command line.
+    let run = herald_with(&config, &status, None, None, &[("HERALD_STORE_URL", &store)]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout));
+    assert_eq!(json["total_lag"], 2);
+    // From a file (a mounted secret, with its final newline); it wins over the variable.
+    let file = db.with_extension("url");
+    std::fs::write(&file, format!("{store}\n")).expect("url file");
+    let with_file: Vec<&str> = status.iter().copied().chain(["--store-file", file.to_str().expect("utf-8 path")]).collect();
+    let run = herald_with(&config, &with_file, None, None, &[("HERALD_STORE_URL", "mysql://elsewhere/db")]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // A store URL that cannot be used: the error names it with the password hidden.
+    for bad in ["postgres://herald:s3cret-pw@127.0.0.1:notaport/views", "mysql://herald:s3cret-pw@db/views"] {
+        let run = herald_with(&config, &status, None, None, &[("HERALD_STORE_URL", bad)]).await;
+        assert_ne!(run.code, Some(0), "{run:#?}");
+        assert!(!run.stderr.contains("s3cret-pw") && !run.stdout.contains("s3cret-pw"), "password printed: {run:#?}");
+        assert!(run.stderr.contains("herald:***@"), "{}", run.stderr);
+    }
+    for path in [db.clone(), file, db.with_extension("db-wal"), db.with_extension("db-shm")] {
+        let _ = std::fs::remove_file(path);
     }
 }
 

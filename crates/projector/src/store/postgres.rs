@@ -18,6 +18,8 @@ use super::{Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
 #[derive(Clone)]
 pub struct PostgresStore {
     config: postgres::Config,
+    /// The URL, to scrub its password from the driver's messages.
+    url: super::StoreUrl,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -30,14 +32,15 @@ impl std::fmt::Debug for PostgresStore {
 impl PostgresStore {
     /// The database at `url`.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        let config = url.parse::<postgres::Config>().map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(PostgresStore { config })
+        let url = super::StoreUrl::new(url);
+        let config = url.expose().parse::<postgres::Config>().map_err(|e| StoreError::Connect(format!("invalid PostgreSQL URL {url}: {}", url.scrub(&e.to_string()))))?;
+        Ok(PostgresStore { config, url })
     }
 }
 
 impl super::Store for PostgresStore {
     fn connect(&self) -> Result<Box<dyn Connection>, StoreError> {
-        let client = self.config.connect(NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let client = self.config.connect(NoTls).map_err(|e| StoreError::Connect(format!("{}: {}", self.url, self.url.scrub(&e.to_string()))))?;
         Ok(Box::new(PgConnection { client: Some(client), statements: HashMap::new() }))
     }
 
@@ -206,4 +209,24 @@ fn statement_error(e: postgres::Error) -> StoreError {
         None => e.to_string(),
     };
     StoreError::Statement { message, transient }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store as _;
+
+    #[test]
+    fn a_failing_connect_names_the_store_without_its_password() {
+        let store = PostgresStore::new("postgres://herald:s3cret-pw@127.0.0.1:1/views?connect_timeout=5").expect("a valid URL");
+        let Err(err) = store.connect() else { panic!("nothing listens on port 1") };
+        for shown in [err.to_string(), format!("{err:?}"), format!("{store:?}")] {
+            assert!(!shown.contains("s3cret-pw"), "password shown: {shown}");
+        }
+        assert!(err.to_string().contains("postgres://herald:***@127.0.0.1:1/views"), "{err}");
+        let err = PostgresStore::new("postgres://herald:s3cret-pw@db:notaport/views").expect_err("a bad port");
+        assert!(!format!("{err} {err:?}").contains("s3cret-pw"), "{err:?}");
+        let Err(err) = crate::store::open("mysql://herald:s3cret-pw@db/views") else { panic!("not a store this build knows") };
+        assert!(!format!("{err} {err:?}").contains("s3cret-pw"), "{err:?}");
+    }
 }

@@ -13,6 +13,8 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod url;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

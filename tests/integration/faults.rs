@@ -88,3 +88,20 @@ async fn a_fatal_producer_error_fails_queued_and_later_sends_until_reset_and_kee
     assert_eq!(payloads, sent, "every record once, in the order it was first sent");
     assert_eq!(record_count(&config, orders.name()).await, records.len() as i64);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_writer_resets_a_fatally_failed_publisher_and_delivers() {
+    let config = kafka().await;
+    let name = topic(&config, "fatal.dlq", 1).await;
+    let publisher = publisher(&config);
+    inject_fatal_error(&publisher.producer());
+    let original = rdkafka::message::OwnedMessage::new(None, Some(b"k".to_vec()), "shop.orders".into(), rdkafka::Timestamp::NotAvailable, 0, 7, None);
+    let failure = herald_bus::dead_letter::Failure { stage: herald_bus::dead_letter::Stage::Decode, reason: "no value".into(), attempts: 0 };
+    let record = herald_bus::dead_letter::record(&original, &failure, "g", &name);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sent = tokio::time::timeout(DEADLINE, herald_bus::dead_letter::send_until_acked(&publisher, &record, &cancel)).await;
+    assert_eq!(sent, Ok(true), "written after the publisher was reset");
+    assert!(publisher.fatal_error().is_none());
+    let letters = read_all(&config, &name, 1, DEADLINE).await;
+    assert_eq!((letters[0].key(), letters[0].payload()), (Some(&b"k"[..]), None));
+}

@@ -139,6 +139,13 @@ pub async fn send_until_acked(
             Err(e) => {
                 retry += 1;
                 tracing::error!(topic = %record.topic, error = %e, retry, "cannot write the dead letter; retrying");
+                if e.is_fatal() {
+                    // The publisher refuses every send until reset (dead letters need no
+                    // order among themselves, so resetting here is safe).
+                    if let Err(e) = publisher.reset(std::time::Duration::from_secs(30)).await {
+                        tracing::error!(error = %e, "cannot replace the dead-letter producer");
+                    }
+                }
                 let backoff = std::time::Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(std::time::Duration::from_secs(30));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}

@@ -100,10 +100,11 @@ async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
 
     // A valid OrderPlaced payload to corrupt.
     let good = publisher.encode(&orders, &OrderPlaced::example("x", "c", 5), &herald_bus::Metadata::new("t", "s", "x")).await.expect("encode");
-    let mut unknown_fp = good.payload.clone();
+    let good = good.payload.expect("a value");
+    let mut unknown_fp = good.clone();
     unknown_fp[2..10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
-    let truncated = good.payload[..good.payload.len() - 3].to_vec();
-    let mut trailing = good.payload.clone();
+    let truncated = good[..good.len() - 3].to_vec();
+    let mut trailing = good.clone();
     trailing.extend_from_slice(b"junk");
     // A well-formed event of a type that is not in the OrderEvent family.
     let other_schema = r#"{"type":"record","name":"Refunded","namespace":"shop.payments","fields":[{"name":"id","type":"string"}]}"#;
@@ -154,13 +155,50 @@ async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
         let dl = by_key.get(*key).unwrap_or_else(|| panic!("{key} was not dead-lettered; got {:?}", by_key.keys()));
         assert_eq!(dl.stage, *stage, "{key}: {}", dl.reason);
         assert!(!dl.reason.is_empty());
-        assert_eq!(dl.payload.as_deref().unwrap_or_default(), payload.as_deref().unwrap_or_default(), "{key}: original bytes kept");
+        // None stays None: a tombstone is dead-lettered as a tombstone, not as empty bytes.
+        assert_eq!(dl.payload, *payload, "{key}: original bytes kept");
     }
     assert!(by_key["unknown-fingerprint"].reason.contains("0102030405060708"), "{}", by_key["unknown-fingerprint"].reason);
     assert!(by_key["truncated"].reason.contains("truncated"), "{}", by_key["truncated"].reason);
     assert!(by_key["other-type"].reason.contains("shop.payments.Refunded"));
     let handled: Vec<String> = seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect();
     assert_eq!(handled, vec!["after-0", "after-1", "after-2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn null_keys_and_tombstones_are_dead_lettered_as_nulls() {
+    let config = kafka().await;
+    let name = topic(&config, "nulls", 3).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    // (key, value): a keyless tombstone, a keyless undecodable value, a keyed tombstone,
+    // and an empty key and value (which must stay empty, not become null).
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let poison: Vec<KeyValue<'_>> = vec![(None, None), (None, Some(b"not avro")), (Some(b"cart-1"), None), (Some(b""), Some(b""))];
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("raw producer");
+    for (i, (key, value)) in poison.iter().enumerate() {
+        let headers = OwnedHeaders::new().insert(Header { key: "n", value: Some(&i.to_string()) });
+        let record = FutureRecord { key: *key, payload: *value, ..FutureRecord::<[u8], [u8]>::to(&name) }.headers(headers);
+        raw.send(record, std::time::Duration::from_secs(10)).await.expect("raw send");
+    }
+    publisher(&config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("good event");
+
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    wait_until(DEADLINE, "the good event handled", || async { seen.len() >= 1 }).await;
+    // Read back with a plain rdkafka consumer: what any other tool would see.
+    let letters = read_all(&config, &dead_letter::topic_for(&name), poison.len(), DEADLINE).await;
+    running.shutdown().await;
+    assert_eq!(letters.len(), poison.len());
+    for letter in &letters {
+        use rdkafka::message::{Headers as _, Message as _};
+        let n: usize = letter.headers().and_then(|h| h.iter().find(|h| h.key == "n")).and_then(|h| std::str::from_utf8(h.value?).ok()?.parse().ok()).expect("header n");
+        let (key, value) = poison[n];
+        assert_eq!((letter.key(), letter.payload()), (key, value), "record {n}: nulls stay null, empty stays empty");
+        let dl = DeadLetter::parse(letter).expect("dead letter");
+        assert_eq!((dl.key.as_deref(), dl.payload.as_deref()), (key, value), "record {n} parsed");
+        let replay = dl.replay_record();
+        assert_eq!((replay.key.as_deref(), replay.payload.as_deref()), (key, value), "record {n} replayed");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,48 +1,107 @@
-//! Fault injection: a producer that hits a fatal error is replaced, and nothing published
-//! is lost.
+//! Fault injection: a producer that hits a fatal error fails its sends loudly, hands every
+//! record back, and sends nothing more until it is reset; republished in order, nothing is
+//! lost or reordered.
 
-use herald_bus::Topic;
+use herald_bus::{Metadata, PublishError, Topic};
 use herald_shop::{OrderEvent, OrderPlaced};
-use herald_testkit::{kafka, topic, wait_until};
+use herald_testkit::{kafka, read_all, record_count, topic};
 use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
 use rdkafka::producer::Producer;
+use rdkafka::Message;
 
 use crate::support::{publisher, DEADLINE};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_fatal_producer_error_is_survived_by_replacing_the_producer() {
-    let config = kafka().await;
-    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "fatal", 1).await);
-    let publisher = publisher(&config);
-    publisher.publish(&orders, &OrderPlaced::example("before", "c", 1)).await.expect("first event");
-
-    // librdkafka's own fault injection: the error an idempotent producer raises when the
-    // broker lost acknowledged records.
-    let broken = publisher.producer();
+/// librdkafka's own fault injection on a live producer connected to the real broker: the
+/// fatal error an idempotent producer raises when the broker lost acknowledged records.
+fn inject_fatal_error(producer: &herald_bus::publisher::Producer) {
     #[allow(unsafe_code)]
-    // SAFETY: the pointer comes from a live producer that `broken` keeps alive; the reason
-    // is a NUL-terminated static string.
+    // SAFETY: the pointer comes from a live producer that the caller's reference keeps
+    // alive; the reason is a NUL-terminated static string.
     let injected = unsafe {
         rd_kafka_test_fatal_error(
-            broken.client().native_ptr(),
+            producer.client().native_ptr(),
             rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
             c"injected by herald's fault test".as_ptr(),
         )
     };
     assert_eq!(injected, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-    assert!(broken.client().fatal_error().is_some());
+}
 
-    // The send on the broken producer fails, retryably; the publisher then replaces it.
-    let failed = publisher.publish(&orders, &OrderPlaced::example("during", "c", 2)).await;
-    let error = failed.expect_err("a fatal producer cannot send");
-    assert!(error.is_retryable(), "{error}");
-    // Republishing after the failure works (the publisher replaced its producer).
-    wait_until(DEADLINE, "a publish succeeds again", || async {
-        publisher.publish(&orders, &OrderPlaced::example("during", "c", 2)).await.is_ok()
-    })
-    .await;
-    assert!(publisher.producer().client().fatal_error().is_none(), "a fresh producer");
-    let records = herald_testkit::read_all(&config, orders.name(), 2, DEADLINE).await;
-    let keys: Vec<_> = records.iter().map(|m| rdkafka::Message::key(m).map(<[u8]>::to_vec)).collect();
-    assert_eq!(keys, vec![Some(b"before".to_vec()), Some(b"during".to_vec())]);
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fatal_producer_error_fails_queued_and_later_sends_until_reset_and_keeps_order() {
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "fatal", 1).await);
+    // A long linger keeps records queued in the client until the fatal error purges them.
+    let publisher = publisher(&config.clone().set("linger.ms", "60000"));
+    let mut records = Vec::new();
+    for amount in 0..7 {
+        let event = OrderPlaced::example("cart-1", "c", amount);
+        let meta = Metadata::new("shop.orders.OrderPlaced", "/herald/tests", "cart-1");
+        records.push(publisher.encode(&orders, &event, &meta).await.expect("encode"));
+    }
+
+    // The first record is acknowledged before the fault (flush sends regardless of linger).
+    let first = publisher.enqueue(records[0].clone()).await.expect("queued");
+    publisher.flush(DEADLINE).await.expect("flushed");
+    first.await.expect("the first record is acknowledged");
+
+    // Five records wait in the client's queue when the producer fails fatally.
+    let mut queued = Vec::new();
+    for record in &records[1..6] {
+        queued.push(publisher.enqueue(record.clone()).await.expect("queued"));
+    }
+    inject_fatal_error(&publisher.producer());
+
+    // Every queued send fails with the typed fatal error and hands its record back intact.
+    let mut handed_back = Vec::new();
+    for (delivery, sent) in queued.into_iter().zip(&records[1..6]) {
+        let error = tokio::time::timeout(DEADLINE, delivery).await.expect("a report").expect_err("purged, not acknowledged");
+        assert!(matches!(error, PublishError::Fatal { .. }), "{error:?}");
+        assert!(error.is_fatal() && !error.is_retryable() && !error.possibly_persisted(), "{error}");
+        assert!(error.to_string().contains("reset"), "the error says what to do: {error}");
+        let back = error.into_record().expect("the record comes back");
+        assert_eq!((&back.topic, &back.key, &back.payload), (&sent.topic, &sent.key, &sent.payload));
+        handed_back.push(back);
+    }
+    // Later sends fail the same way: the publisher does not switch producers by itself.
+    assert!(publisher.fatal_error().is_some_and(|e| e.contains("injected by herald's fault test")), "{:?}", publisher.fatal_error());
+    let later = publisher.send_record(records[6].clone()).await.expect_err("a failed publisher sends nothing");
+    assert!(later.is_fatal(), "{later:?}");
+    handed_back.push(later.into_record().expect("the record comes back"));
+    assert_eq!(record_count(&config, orders.name()).await, 1, "nothing but the first record was written");
+
+    // Reset, republish what came back in its order, and the log is the original sequence.
+    assert!(publisher.reset(DEADLINE).await.expect("reset"), "a failed producer is replaced");
+    assert!(publisher.fatal_error().is_none());
+    assert!(!publisher.reset(DEADLINE).await.expect("reset"), "a healthy producer is kept");
+    let mut deliveries = Vec::new();
+    for record in handed_back {
+        deliveries.push(publisher.enqueue(record).await.expect("queued"));
+    }
+    publisher.flush(DEADLINE).await.expect("flushed");
+    for delivery in deliveries {
+        delivery.await.expect("acknowledged after the reset");
+    }
+    let log = read_all(&config, orders.name(), records.len(), DEADLINE).await;
+    let payloads: Vec<Option<&[u8]>> = log.iter().map(|m| m.payload()).collect();
+    let sent: Vec<Option<&[u8]>> = records.iter().map(|r| r.payload.as_deref()).collect();
+    assert_eq!(payloads, sent, "every record once, in the order it was first sent");
+    assert_eq!(record_count(&config, orders.name()).await, records.len() as i64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dead_letter_writer_resets_a_fatally_failed_publisher_and_delivers() {
+    let config = kafka().await;
+    let name = topic(&config, "fatal.dlq", 1).await;
+    let publisher = publisher(&config);
+    inject_fatal_error(&publisher.producer());
+    let original = rdkafka::message::OwnedMessage::new(None, Some(b"k".to_vec()), "shop.orders".into(), rdkafka::Timestamp::NotAvailable, 0, 7, None);
+    let failure = herald_bus::dead_letter::Failure { stage: herald_bus::dead_letter::Stage::Decode, reason: "no value".into(), attempts: 0 };
+    let record = herald_bus::dead_letter::record(&original, &failure, "g", &name);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let sent = tokio::time::timeout(DEADLINE, herald_bus::dead_letter::send_until_acked(&publisher, &record, &cancel)).await;
+    assert_eq!(sent, Ok(true), "written after the publisher was reset");
+    assert!(publisher.fatal_error().is_none());
+    let letters = read_all(&config, &name, 1, DEADLINE).await;
+    assert_eq!((letters[0].key(), letters[0].payload()), (Some(&b"k"[..]), None));
 }

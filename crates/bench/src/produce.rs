@@ -104,7 +104,7 @@ pub async fn herald_publish_loop(publisher: &Publisher, topic: &Topic<OrderEvent
 /// A raw rdkafka producer with Herald's producer properties, warmed up with `warm_up`.
 pub async fn raw_producer(clients: &Clients, warm_up: Record) -> Result<FutureProducer, crate::Error> {
     let producer: FutureProducer = clients.raw_producer().create()?;
-    let fr = FutureRecord::to(&warm_up.topic).key(&warm_up.key).payload(&warm_up.payload).headers(warm_up.headers);
+    let fr = FutureRecord { key: warm_up.key.as_deref(), payload: warm_up.payload.as_deref(), ..FutureRecord::<[u8], [u8]>::to(&warm_up.topic) }.headers(warm_up.headers);
     producer.send(fr, Timeout::After(Duration::from_secs(30))).await.map_err(|(e, _)| e)?;
     Ok(producer)
 }
@@ -157,7 +157,7 @@ pub async fn raw_encode_and_send(
                 payload
             }
         };
-        Ok(Record { topic: topic.to_owned(), key: event.aggregate_id().as_bytes().to_vec(), payload, headers })
+        Ok(Record::new(topic, event.aggregate_id().as_bytes(), payload, headers))
     });
     raw_send_each(producer, records, deadline).await
 }
@@ -181,7 +181,7 @@ async fn raw_send_each(
             }
             let mut headers = record.headers;
             loop {
-                let fr = FutureRecord::to(&record.topic).key(&record.key).payload(&record.payload).headers(headers);
+                let fr = FutureRecord { key: record.key.as_deref(), payload: record.payload.as_deref(), ..FutureRecord::<[u8], [u8]>::to(&record.topic) }.headers(headers);
                 match producer.send_result(fr) {
                     Ok(delivery) => {
                         in_flight.push(delivery);

@@ -83,7 +83,7 @@ impl Workload {
 pub fn record_size(record: &Record) -> usize {
     use rdkafka::message::Headers;
     let headers: usize = record.headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum();
-    record.key.len() + record.payload.len() + headers
+    record.key.as_ref().map_or(0, Vec::len) + record.payload.as_ref().map_or(0, Vec::len) + headers
 }
 
 #[cfg(test)]

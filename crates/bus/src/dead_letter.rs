@@ -1,6 +1,7 @@
 //! Dead-letter records: the original record plus why it could not be handled.
 //!
-//! A dead-lettered record keeps the original key, value and headers byte for byte, and adds
+//! A dead-lettered record keeps the original key, value and headers byte for byte (a null
+//! key or value stays null, so a replayed tombstone is still a tombstone), and adds
 //! `herald.dlq.*` headers (all UTF-8 text, readable with `kcat -J` or `herald dlq list`):
 //!
 //! | header                    | value                                            |
@@ -112,8 +113,10 @@ pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic
     }
     Record {
         topic: dlq_topic.to_owned(),
-        key: original.key().map(<[u8]>::to_vec).unwrap_or_default(),
-        payload: original.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        // A null key or value stays null: an empty key routes elsewhere, and an empty value
+        // is not a tombstone.
+        key: original.key().map(<[u8]>::to_vec),
+        payload: original.payload().map(<[u8]>::to_vec),
         headers,
     }
 }
@@ -136,6 +139,13 @@ pub async fn send_until_acked(
             Err(e) => {
                 retry += 1;
                 tracing::error!(topic = %record.topic, error = %e, retry, "cannot write the dead letter; retrying");
+                if e.is_fatal() {
+                    // The publisher refuses every send until reset (dead letters need no
+                    // order among themselves, so resetting here is safe).
+                    if let Err(e) = publisher.reset(std::time::Duration::from_secs(30)).await {
+                        tracing::error!(error = %e, "cannot replace the dead-letter producer");
+                    }
+                }
                 let backoff = std::time::Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(std::time::Duration::from_secs(30));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -221,8 +231,8 @@ impl DeadLetter {
         }
         Record {
             topic: self.topic.clone(),
-            key: self.key.clone().unwrap_or_default(),
-            payload: self.payload.clone().unwrap_or_default(),
+            key: self.key.clone(),
+            payload: self.payload.clone(),
             headers,
         }
     }
@@ -238,12 +248,23 @@ mod tests {
         let original = OwnedMessage::new(Some(vec![1, 2, 3]), Some(b"k1".to_vec()), "shop.orders".into(), rdkafka::Timestamp::NotAvailable, 2, 41, Some(original_headers));
         let failure = Failure { stage: Stage::Handler, reason: "boom".into(), attempts: 5 };
         let rec = record(&original, &failure, "g1", "shop.orders.dlq");
-        let stored = OwnedMessage::new(Some(rec.payload.clone()), Some(rec.key.clone()), rec.topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 7, Some(rec.headers.clone()));
+        let stored = OwnedMessage::new(rec.payload.clone(), rec.key.clone(), rec.topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 7, Some(rec.headers.clone()));
         let dl = DeadLetter::parse(&stored).expect("herald dead letter");
         assert_eq!((dl.topic.as_str(), dl.partition, dl.offset, dl.attempts), ("shop.orders", 2, 41, 5));
         assert_eq!((dl.stage.as_str(), dl.reason.as_str(), dl.group.as_str()), ("handler", "boom", "g1"));
         let replay = dl.replay_record();
-        assert_eq!((replay.topic.as_str(), replay.key.as_slice(), replay.payload.as_slice()), ("shop.orders", &b"k1"[..], &[1u8, 2, 3][..]));
+        assert_eq!((replay.topic.as_str(), replay.key.as_deref(), replay.payload.as_deref()), ("shop.orders", Some(&b"k1"[..]), Some(&[1u8, 2, 3][..])));
         assert_eq!(replay.headers.count(), 1);
+    }
+
+    #[test]
+    fn a_null_key_and_a_tombstone_stay_null_through_dead_letter_and_replay() {
+        let original = OwnedMessage::new(None, None, "shop.carts".into(), rdkafka::Timestamp::NotAvailable, 0, 3, None);
+        let failure = Failure { stage: Stage::Decode, reason: "no value".into(), attempts: 0 };
+        let rec = record(&original, &failure, "g1", "shop.carts.dlq");
+        assert_eq!((rec.key.as_deref(), rec.payload.as_deref()), (None, None));
+        let stored = OwnedMessage::new(rec.payload.clone(), rec.key.clone(), rec.topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 0, Some(rec.headers.clone()));
+        let replay = DeadLetter::parse(&stored).expect("herald dead letter").replay_record();
+        assert_eq!((replay.key, replay.payload), (None, None));
     }
 }

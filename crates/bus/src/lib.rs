@@ -46,7 +46,10 @@
 //! - **Order per aggregate.** The key is the aggregate id; the producer is idempotent with
 //!   `acks=all` and partitions with murmur2 like the Java client; the consumer handles a
 //!   partition's records one at a time. So one aggregate's events are handled in the order
-//!   they were published.
+//!   they were published. If the producer fails fatally, the publisher refuses every send
+//!   with [`PublishError::Fatal`] (handing the record back) until
+//!   [`Publisher::reset`]: it never switches producers silently, which would let later
+//!   sends overtake the caller's retries.
 //! - **At least once, nothing skipped.** An offset is stored only after its record was
 //!   handled, or written to the dead-letter topic. A crash or a rebalance can repeat
 //!   records (handlers must be idempotent; `ce_id` identifies an event), never lose them.

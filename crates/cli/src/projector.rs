@@ -7,13 +7,16 @@
 //! --progress` or `--rollback` and the arguments given after the name. The program gets
 //! `--bootstrap`, the `-X` properties as `HERALD_RDKAFKA_*` variables (so secrets do not
 //! show in the process list), and `RUST_LOG=warn` unless `RUST_LOG` is set (so logs do
-//! not scroll through the progress bar); its exit status is this command's.
+//! not scroll through the progress bar); its exit status is this command's. The program
+//! also inherits `HERALD_STORE_URL`: set it (or pass `--store-file PATH`) instead of
+//! `--store URL` to keep a database password out of the process list.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use herald_projector::store::StoreUrl;
 
 use crate::context::Context;
 use crate::exit::{invalid, out, outln};
@@ -51,9 +54,13 @@ pub struct ProgramArgs {
 pub struct StatusArgs {
     /// Projection name (as in its `Projection::NAME`).
     pub name: String,
-    /// The view store: `sqlite:PATH` or `postgres://...`.
-    #[arg(long)]
-    pub store: String,
+    /// The view store: `sqlite:PATH` or `postgres://...`. A password here shows in the
+    /// process list: prefer `HERALD_STORE_URL` or `--store-file`.
+    #[arg(long, env = "HERALD_STORE_URL", hide_env_values = true, required_unless_present = "store_file")]
+    pub store: Option<StoreUrl>,
+    /// A file holding the store URL (for example a mounted secret); wins over --store.
+    #[arg(long, value_name = "PATH")]
+    pub store_file: Option<PathBuf>,
     /// The topic the projection reads.
     #[arg(long)]
     pub topic: String,
@@ -123,7 +130,9 @@ fn env_name(key: &str) -> String {
 
 
 async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
-    let store = herald_projector::store::open(&args.store).with_context(|| format!("opening the store {}", args.store))?;
+    let Some(url) = StoreUrl::from_flags(args.store, args.store_file.as_deref())? else { invalid!("no store: give --store, HERALD_STORE_URL or --store-file") };
+    // Messages show the URL with its password as ***.
+    let store = herald_projector::store::open(url.expose()).with_context(|| format!("opening the store {url}"))?;
     let status = herald_projector::status::read(store, &ctx.kafka, &args.name, args.version, &args.topic)
         .await
         .context("reading the projection's status")?;

@@ -174,7 +174,7 @@ impl Sender {
         };
         let payload = self.publisher.frame(&self.args.topic, &self.known, &datum).await.context("framing the payload")?;
         let meta = Metadata::new(name, &self.args.source, &self.args.key);
-        let record = Record { topic: self.args.topic.clone(), key: self.args.key.as_bytes().to_vec(), payload, headers: meta.to_headers() };
+        let record = Record::new(&self.args.topic, self.args.key.as_bytes(), payload, meta.to_headers());
         Ok((meta.id, record))
     }
 }

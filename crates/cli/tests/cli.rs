@@ -54,7 +54,13 @@ async fn herald(config: &KafkaConfig, args: &[&str], stdin: Option<&str>) -> Run
 
 /// [`herald`] with `dir` first on its `PATH`.
 async fn herald_with_path(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>) -> Run {
+    herald_with(config, args, stdin, dir, &[]).await
+}
+
+/// [`herald_with_path`] with extra environment variables.
+async fn herald_with(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.envs(env.iter().copied());
     if let Some(dir) = dir {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let joined = std::env::join_paths(std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path))).expect("PATH");
@@ -180,8 +186,8 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
     let publisher = Publisher::new(&config, PublisherOptions::new("/test/garbage")).unwrap_or_else(|e| panic!("{e}"));
     let garbage = herald_bus::publisher::Record {
         topic: topic.clone(),
-        key: b"k-1".to_vec(),
-        payload: b"{\"json\": true}".to_vec(),
+        key: Some(b"k-1".to_vec()),
+        payload: Some(b"{\"json\": true}".to_vec()),
         headers: rdkafka::message::OwnedHeaders::new(),
     };
     publisher.send_record(garbage).await.unwrap_or_else(|e| panic!("{e}"));
@@ -273,7 +279,7 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     let order = OrderPlaced::example("o-9", "c-9", 990);
     let meta = publisher.metadata_for(&order);
     let encoded = publisher.encode(&source, &order, &meta).await.unwrap_or_else(|e| panic!("{e}"));
-    let original = OwnedMessage::new(Some(encoded.payload.clone()), Some(encoded.key.clone()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 41, Some(encoded.headers.clone()));
+    let original = OwnedMessage::new(encoded.payload.clone(), encoded.key.clone(), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 41, Some(encoded.headers.clone()));
     let failure = Failure { stage: Stage::Handler, reason: "boom: payment service down".into(), attempts: 3 };
     let (_, handler_offset) = publisher.send_record(dead_letter::record(&original, &failure, "billing", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
     let garbage = OwnedMessage::new(Some(b"not avro".to_vec()), Some(b"o-10".to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, 42, None);
@@ -308,7 +314,7 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), 1, "{replayed:#?}");
     let back = herald_testkit::read_all(&config, &topic, 1, Duration::from_secs(30)).await;
     assert_eq!(back.len(), 1);
-    assert_eq!(back[0].payload(), Some(encoded.payload.as_slice()));
+    assert_eq!(back[0].payload(), encoded.payload.as_deref());
     assert_eq!(back[0].key(), Some(b"o-9".as_slice()));
     assert_eq!(header(&back[0], "ce_id"), Some(meta.id.to_string().as_str()));
     assert_eq!(header(&back[0], "herald.dlq.reason"), None, "dead-letter headers are not replayed");
@@ -318,7 +324,42 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     let one = herald(&config, &["dlq", "replay", &dlq, "--partition", "0", "--offset", &decode_offset.to_string()], None).await.ok();
     assert_eq!(one.lines().len(), 1, "{one:#?}");
     let back = herald_testkit::read_all(&config, &topic, 2, Duration::from_secs(30)).await;
-    assert_eq!(back.iter().map(|m| m.payload().map(<[u8]>::to_vec)).collect::<Vec<_>>(), vec![Some(encoded.payload.clone()), Some(b"not avro".to_vec())]);
+    assert_eq!(back.iter().map(|m| m.payload().map(<[u8]>::to_vec)).collect::<Vec<_>>(), vec![encoded.payload.clone(), Some(b"not avro".to_vec())]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_puts_null_keys_and_tombstones_back_as_nulls() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq.nulls", 3).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Dead letters of a keyless tombstone, a keyless value, a keyed tombstone (on the
+    // partition its key hashes to), and an empty key with an empty value.
+    let cart_partition = herald_bus::partitioner::partition_for(b"cart-7", 3) as i32;
+    type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+    let originals: [(KeyValue<'_>, i32); 4] = [((None, None), 0), ((None, Some(b"v")), 1), ((Some(b"cart-7"), None), cart_partition), ((Some(b""), Some(b"")), 2)];
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    let failure = Failure { stage: Stage::Decode, reason: "no value".into(), attempts: 0 };
+    for (i, ((key, value), partition)) in originals.iter().enumerate() {
+        let original = OwnedMessage::new(value.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), topic.clone(), rdkafka::Timestamp::NotAvailable, *partition, i as i64, None);
+        publisher.send_record(dead_letter::record(&original, &failure, "carts", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), originals.len(), "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, originals.len(), Duration::from_secs(30)).await;
+    assert_eq!(back.len(), originals.len());
+    let mut got: Vec<KeyValue<'_>> = back.iter().map(|m| (m.key(), m.payload())).collect();
+    let mut want: Vec<KeyValue<'_>> = originals.iter().map(|(kv, _)| *kv).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "null keys and values come back null, empty ones empty");
+    let tombstone = back.iter().find(|m| m.key() == Some(b"cart-7".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
+    assert_eq!((tombstone.payload(), tombstone.partition()), (None, cart_partition), "a keyed tombstone on its key's partition");
+    let empty_key = herald_bus::partitioner::partition_for(b"", 3) as i32;
+    let empty = back.iter().find(|m| m.key() == Some(b"".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
+    assert_eq!(empty.partition(), empty_key, "an empty key is hashed like any key");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -385,6 +426,43 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     assert_eq!(status["partitions"][0]["lag"], 3);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.trim_start_matches("sqlite:")));
+    }
+}
+
+#[tokio::test]
+async fn projector_status_reads_the_store_url_from_env_or_file_and_never_prints_its_password() {
+    let config = herald_testkit::kafka().await;
+    let name = herald_testkit::topic(&config, "cli.projector.secret", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/herald/cli-tests")).expect("publisher");
+    let orders: Topic<OrderEvent> = Topic::named(&name);
+    for i in 0..2 {
+        publisher.publish(&orders, &OrderPlaced::example(&format!("o-{i}"), "c", i)).await.expect("published");
+    }
+    let db = std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-secret")));
+    let store = format!("sqlite:{}", db.display());
+    let status = ["projector", "status", "order_totals", "--topic", &name, "--json"];
+
+    // From HERALD_STORE_URL, no --store on the command line.
+    let run = herald_with(&config, &status, None, None, &[("HERALD_STORE_URL", &store)]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout));
+    assert_eq!(json["total_lag"], 2);
+    // From a file (a mounted secret, with its final newline); it wins over the variable.
+    let file = db.with_extension("url");
+    std::fs::write(&file, format!("{store}\n")).expect("url file");
+    let with_file: Vec<&str> = status.iter().copied().chain(["--store-file", file.to_str().expect("utf-8 path")]).collect();
+    let run = herald_with(&config, &with_file, None, None, &[("HERALD_STORE_URL", "mysql://elsewhere/db")]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // A store URL that cannot be used: the error names it with the password hidden.
+    for bad in ["postgres://herald:s3cret-pw@127.0.0.1:notaport/views", "mysql://herald:s3cret-pw@db/views"] {
+        let run = herald_with(&config, &status, None, None, &[("HERALD_STORE_URL", bad)]).await;
+        assert_ne!(run.code, Some(0), "{run:#?}");
+        assert!(!run.stderr.contains("s3cret-pw") && !run.stdout.contains("s3cret-pw"), "password printed: {run:#?}");
+        assert!(run.stderr.contains("herald:***@"), "{}", run.stderr);
+    }
+    for path in [db.clone(), file, db.with_extension("db-wal"), db.with_extension("db-shm")] {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -36,7 +36,9 @@
 //!   (time travel), keep it beside the live one, exit.
 //! - `--rollback`: make the previous version live again, exit.
 //!
-//! Common flags: `--topic`, `--group`, `--store sqlite:PATH|postgres://...`,
+//! Common flags: `--topic`, `--group`, `--store sqlite:PATH|postgres://...` (or the
+//! `HERALD_STORE_URL` variable, or `--store-file PATH` holding the URL, which wins: keep a
+//! password off the command line; messages show it as `***`, see [`store::StoreUrl`]),
 //! `--bootstrap` (env `KAFKA_BOOTSTRAP_SERVERS`), `--max-batch`, `--on-poison
 //! dead-letter|pause`, `--max-attempts`, `-X key=value` (librdkafka properties; also read
 //! from `HERALD_RDKAFKA_*` variables, see [`herald_bus::config::ENV_PREFIX`]).
@@ -68,9 +70,13 @@ pub struct Args {
     #[arg(long)]
     pub group: Option<String>,
     /// The view store: sqlite:PATH or postgres://... (default: sqlite:NAME.db, NAME being
-    /// the projection's name).
-    #[arg(long)]
-    pub store: Option<String>,
+    /// the projection's name). A password here shows in the process list: prefer
+    /// HERALD_STORE_URL or --store-file.
+    #[arg(long, env = "HERALD_STORE_URL", hide_env_values = true)]
+    pub store: Option<store::StoreUrl>,
+    /// A file holding the store URL (for example a mounted secret); wins over --store.
+    #[arg(long, value_name = "PATH")]
+    pub store_file: Option<std::path::PathBuf>,
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
@@ -172,7 +178,9 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
 
     /// Runs the program with `args` already parsed.
     pub async fn run_with(self, args: Args) -> Result<(), AppError> {
-        let store = store::open(args.store.as_deref().unwrap_or(&format!("sqlite:{}.db", P::NAME)))?;
+        let url = store::StoreUrl::from_flags(args.store.clone(), args.store_file.as_deref())?;
+        let url = url.map_or_else(|| format!("sqlite:{}.db", P::NAME), |u| u.expose().to_owned());
+        let store = store::open(&url)?;
         let config = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars());
         let topic: Topic<F> = Topic::named(args.topic.clone().unwrap_or_else(|| self.topic.clone()));
         let group = args.group.clone().unwrap_or_else(|| P::NAME.to_owned());

@@ -79,10 +79,17 @@ struct ErrorBody {
 impl Registry {
     /// A client for the registry described by `config`. Makes no request yet.
     pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
-        let http = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| RegistryError::Client(e.to_string()))?;
+        let mut http = reqwest::Client::builder().use_rustls_tls().timeout(config.timeout);
+        for pem in &config.ca_pem {
+            let cas = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Client(format!("invalid CA certificate: {e}")))?;
+            if cas.is_empty() {
+                return Err(RegistryError::Client("no CA certificate in the PEM given".into()));
+            }
+            for ca in cas {
+                http = http.add_root_certificate(ca);
+            }
+        }
+        let http = http.build().map_err(|e| RegistryError::Client(e.to_string()))?;
         Ok(Registry {
             inner: Arc::new(Inner { http, config, ids: Mutex::default(), schemas: Mutex::default() }),
         })

@@ -8,6 +8,10 @@ use std::time::Duration;
 /// refused connections) retried [`Backoff::default`]: 4 attempts, 100 ms doubling up to
 /// 1 s. `Debug` never prints the password.
 ///
+/// `https://` URLs are spoken with rustls, trusting the system's root certificates and,
+/// for a registry whose certificate a private CA signed, the CAs given with
+/// [`RegistryConfig::ca_pem`] or [`RegistryConfig::ca_file`].
+///
 /// ```
 /// use std::time::Duration;
 /// use herald_registry::{Backoff, RegistryConfig};
@@ -23,6 +27,8 @@ pub struct RegistryConfig {
     pub(crate) timeout: Duration,
     pub(crate) backoff: Backoff,
     pub(crate) auth: Option<(String, String)>,
+    /// Extra trusted CA certificates, PEM.
+    pub(crate) ca_pem: Vec<Vec<u8>>,
 }
 
 impl RegistryConfig {
@@ -34,6 +40,7 @@ impl RegistryConfig {
             timeout: Duration::from_secs(5),
             backoff: Backoff::default(),
             auth: None,
+            ca_pem: Vec::new(),
         }
     }
 
@@ -55,6 +62,19 @@ impl RegistryConfig {
         self
     }
 
+    /// Trusts the CA certificate(s) in `pem` (one or more `BEGIN CERTIFICATE` blocks) for
+    /// `https://` registries, besides the system's roots.
+    pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_pem.push(pem.into());
+        self
+    }
+
+    /// Trusts the CA certificate(s) in the PEM file at `path` ([`RegistryConfig::ca_pem`]).
+    pub fn ca_file(self, path: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        let pem = std::fs::read(path)?;
+        Ok(self.ca_pem(pem))
+    }
+
     /// The base URL.
     pub fn url(&self) -> &str {
         &self.url
@@ -68,6 +88,7 @@ impl std::fmt::Debug for RegistryConfig {
             .field("timeout", &self.timeout)
             .field("backoff", &self.backoff)
             .field("auth", &self.auth.as_ref().map(|(user, _)| format!("{user}:<redacted>")))
+            .field("extra_cas", &self.ca_pem.len())
             .finish()
     }
 }

@@ -27,7 +27,7 @@
 //! ```
 //!
 //! # Layout
-//! - [`config`]: [`RegistryConfig`] (URL, timeout, credentials) and [`Backoff`].
+//! - [`config`]: [`RegistryConfig`] (URL, timeout, credentials, trusted CAs) and [`Backoff`].
 //! - [`client`]: [`Registry`], the REST client: register, look up, fetch by id; cached.
 //! - [`error`]: [`RegistryError`], classified transient or permanent.
 //! - [`subject`]: [`SubjectStrategy`], the subject a schema is registered under.
@@ -53,7 +53,9 @@
 //!   will return it and the partition will wait instead.
 //! - **No schema guessing.** Publishing with auto-registration off fails with
 //!   `PublishError::UnknownSchema` when the subject does not hold the schema.
-//! - Plain HTTP only: the workspace builds `reqwest` without TLS.
+//! - **https with rustls.** `https://` registries are verified against the system's
+//!   root certificates plus any CA given with [`RegistryConfig::ca_file`] or
+//!   [`RegistryConfig::ca_pem`]; an unverifiable certificate fails the request.
 
 pub mod client;
 pub mod config;

@@ -101,7 +101,7 @@ async fn an_unknown_schema_id_is_dead_lettered_with_its_reason() {
         .encode(&orders, &OrderPlaced::example("ghost", "cust", 1), &herald_bus::Metadata::new("shop.orders.OrderPlaced", "/t", "ghost"))
         .await
         .expect("encoded");
-    record.payload[1..5].copy_from_slice(&999_999_u32.to_be_bytes());
+    record.payload.as_mut().expect("a value")[1..5].copy_from_slice(&999_999_u32.to_be_bytes());
     publisher.send_record(record).await.expect("sent");
     publisher.publish(&orders, &OrderPlaced::example("after", "cust", 2)).await.expect("published");
 

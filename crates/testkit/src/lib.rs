@@ -14,6 +14,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod tls;
+
 use herald_bus::admin::{create_topics, TopicSpec};
 use herald_bus::KafkaConfig;
 use tokio::sync::OnceCell;

@@ -159,7 +159,7 @@ impl Bench {
             "events:  {} OrderPlaced per run; payload {} B (frame + Avro datum), key {} B, {} headers, record {} B (key + value + headers)",
             self.args.events,
             self.workload.payload_size,
-            sample.key.len(),
+            sample.key.as_ref().map_or(0, Vec::len),
             rdkafka::message::Headers::count(&sample.headers),
             record_size(&sample)
         );
@@ -247,7 +247,7 @@ impl Bench {
                     produce::raw_send(&producer, std::mem::take(&mut records), deadline).await?
                 } else {
                     let encode = if variant == RAW_ENCODE { produce::Encode::Fast } else { produce::Encode::Value };
-                    let frame = records.first().and_then(|r| r.payload.get(..FRAME_LEN)).ok_or("record shorter than its frame")?.to_vec();
+                    let frame = records.first().and_then(|r| r.payload.as_deref()?.get(..FRAME_LEN)).ok_or("record shorter than its frame")?.to_vec();
                     let headers = std::mem::take(&mut records).into_iter().map(|r| r.headers).collect();
                     produce::raw_encode_and_send(&producer, topic.name(), events, headers, &frame, encode, deadline).await?
                 };

@@ -1,150 +1,60 @@
 //! Publishing events: typed, Avro-encoded, keyed by aggregate, awaited until the broker
 //! acknowledged them.
+//!
+//! # Layout
+//! - [`Publisher`] (here): publish, encode, send, flush, reset.
+//! - [`PublisherOptions`] and [`PRODUCER_DEFAULTS`] (`options.rs`).
+//! - [`Record`] (`record.rs`): one record ready to send; [`encode_datum`].
+//! - [`PublishError`] (`error.rs`), [`Published`] (`published.rs`).
+//! - `producer.rs`: the rdkafka producer and its delivery reports; `slot.rs`: the current
+//!   producer and its replacement; `fatal.rs`: a producer's fatal error; `in_flight.rs`:
+//!   the bound on unacknowledged sends; `last_error.rs`, `metrics_cache.rs`.
+//!
+//! # After a fatal producer error
+//! An idempotent producer can fail fatally (librdkafka gives up on it when it cannot keep
+//! its sequence numbers, for example after `OUT_OF_ORDER_SEQUENCE_NUMBER`). librdkafka
+//! then purges the records still queued and refuses new ones. The publisher does not hide
+//! this: every such send, and every later one, fails with [`PublishError::Fatal`], which
+//! hands the record back. It stays so until [`Publisher::reset`]. The caller collects its
+//! outstanding results, calls `reset`, and republishes the failed records in their order
+//! with their event ids; then per-key order holds and consumers dedupe the records that
+//! may have been written twice. (A service that cannot do this should treat `Fatal` as a
+//! reason to stop and restart: its unacknowledged events are then published again by
+//! whatever produced them, an outbox or the consumer that has not committed them.)
 
+mod error;
+mod fatal;
 mod in_flight;
+mod last_error;
 mod metrics_cache;
+mod options;
 mod producer;
+mod published;
+mod record;
+mod slot;
 
+pub use error::PublishError;
+pub use options::{PublisherOptions, PRODUCER_DEFAULTS};
 pub use producer::{DeliveryContext, Pending, Producer};
-use producer::ProducerSlot;
+pub use published::Published;
+pub use record::{encode_datum, Record};
+
+use slot::ProducerSlot;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::util::Timeout;
-use uuid::Uuid;
 
 use crate::codec::{Codec, SingleObject};
 use crate::event::{Event, Member};
 use crate::schema::KnownSchema;
 use crate::trace::TraceContext;
 use crate::{EventFamily, KafkaConfig, Metadata, Topic};
-
-/// Producer properties Herald sets unless the configuration overrides them.
-///
-/// Idempotence and `acks=all` make a retried send land once; `murmur2_random` routes keys
-/// to the same partitions as the Java client; `message.timeout.ms` is long so transient
-/// broker trouble is retried inside librdkafka instead of failing deliveries; the queue is
-/// bounded at 64 MiB instead of librdkafka's 1 GiB.
-pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.idempotence", "true"),
-    ("acks", "all"),
-    ("partitioner", "murmur2_random"),
-    ("message.timeout.ms", "300000"),
-    ("queue.buffering.max.kbytes", "65536"),
-    ("linger.ms", "5"),
-];
-
-/// Settings of a [`Publisher`].
-#[derive(Debug, Clone)]
-pub struct PublisherOptions {
-    /// The CloudEvents `source` of events this process publishes, for example `/shop/checkout`.
-    pub source: String,
-    /// Sends awaiting delivery at once, per publisher (default 10 000). Further sends wait.
-    pub max_in_flight: usize,
-}
-
-impl PublisherOptions {
-    /// Options with the given source and default limits.
-    pub fn new(source: impl Into<String>) -> Self {
-        PublisherOptions { source: source.into(), max_in_flight: 10_000 }
-    }
-}
-
-/// Where a published event landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Published {
-    /// The event id (`ce_id`).
-    pub id: Uuid,
-    /// Partition it was written to.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-}
-
-/// A publish that failed. Every variant says whether retrying can help.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum PublishError {
-    /// The producer could not be created (bad configuration).
-    #[error("cannot create producer: {0}")]
-    Client(#[source] KafkaError),
-    /// The event's schema is not known to the codec.
-    #[error("no schema for event type {0}")]
-    UnknownSchema(String),
-    /// The event does not fit its schema.
-    #[error("cannot encode {event_type}: {reason}")]
-    Encode {
-        /// The event type.
-        event_type: String,
-        /// What the encoder said.
-        reason: String,
-    },
-    /// The encoded record is larger than `message.max.bytes`; it was not sent.
-    #[error("record of {size} bytes exceeds message.max.bytes = {limit}; not sent")]
-    Oversize {
-        /// Record size (key + value + headers).
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The broker did not acknowledge the record. The record is handed back unchanged.
-    #[error("delivery to {topic} failed: {source}{}", client_error.as_deref().map(|e| format!(" (last client error: {e})")).unwrap_or_default())]
-    Delivery {
-        /// The topic.
-        topic: String,
-        /// The client's error (boxed: it is large, and every publish returns this type).
-        #[source]
-        source: Box<KafkaError>,
-        /// The client's last error while the record waited, if any: why a record timed
-        /// out (a failed SASL authentication, a TLS handshake, an unreachable broker).
-        client_error: Option<String>,
-        /// The record that was not acknowledged.
-        record: Box<rdkafka::message::OwnedMessage>,
-    },
-    /// The codec could not frame the payload (for example the schema registry is down).
-    #[error("cannot frame payload: {0}")]
-    Codec(String),
-}
-
-impl PublishError {
-    /// True when sending the same record again may succeed. (A fatal producer error is
-    /// retryable: the publisher replaces its producer.)
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            PublishError::Delivery { source, .. } => !matches!(
-                source.rdkafka_error_code(),
-                Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidRecord)
-            ),
-            PublishError::Codec(_) => true,
-            _ => false,
-        }
-    }
-
-    /// True when the record may have been written although the delivery failed (a timeout
-    /// after sending). Republish it with the same event id; consumers dedupe on `ce_id`.
-    pub fn possibly_persisted(&self) -> bool {
-        matches!(self, PublishError::Delivery { source, .. }
-            if matches!(source.rdkafka_error_code(), Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::RequestTimedOut)))
-    }
-}
-
-/// One record ready to send: what [`Publisher::send_record`] takes.
-#[derive(Debug, Clone)]
-pub struct Record {
-    /// Destination topic.
-    pub topic: String,
-    /// Kafka key (the aggregate id as UTF-8 bytes).
-    pub key: Vec<u8>,
-    /// Framed payload.
-    pub payload: Vec<u8>,
-    /// Headers.
-    pub headers: OwnedHeaders,
-}
+use record::owned_message;
 
 /// Publishes events to Kafka.
 ///
@@ -283,12 +193,7 @@ impl Publisher {
         let mut payload = Vec::with_capacity(256);
         self.codec.write_header(topic.name(), known, &mut payload).await?;
         encode_datum(known, event, &mut payload)?;
-        Ok(Record {
-            topic: topic.name().to_owned(),
-            key: event.aggregate_id().as_bytes().to_vec(),
-            payload,
-            headers: meta.to_headers(),
-        })
+        Ok(Record::new(topic.name(), event.aggregate_id().as_bytes(), payload, meta.to_headers()))
     }
 
     /// Frames an already encoded Avro datum with this publisher's codec.
@@ -309,39 +214,51 @@ impl Publisher {
     /// `enqueue` before the next one to keep order, and collect the deliveries later.
     ///
     /// Refuses oversize records before queueing; waits (does not spin) while the client's
-    /// queue is full.
+    /// queue is full. After a fatal producer error, refuses every record with
+    /// [`PublishError::Fatal`] until [`Publisher::reset`] (see the [module docs](self)).
     pub async fn enqueue(
         &self,
         record: Record,
     ) -> Result<impl std::future::Future<Output = Result<(i32, i64), PublishError>> + use<>, PublishError> {
-        let size = record.key.len() + record.payload.len() + headers_size(&record.headers);
+        let size = record.size();
         if size > self.max_bytes {
             return Err(PublishError::Oversize { size, limit: self.max_bytes });
         }
         let slot_in_flight = self.in_flight.acquire().await;
         let started = Instant::now();
         let producer = self.producer.current();
-        let slot = self.producer.clone();
+        let fatal = producer.context().fatal.clone();
         let Record { topic, key, payload, mut headers } = record;
+        if let Some(reason) = fatal.get() {
+            let record = owned_message(&topic, key.as_deref(), payload.as_deref(), Some(headers));
+            return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted: false, record: Box::new(record) });
+        }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let mut pending = Box::new(Pending { tx, _slot: slot_in_flight });
         loop {
-            let base = BaseRecord::with_opaque_to(&topic, pending).key(&key).payload(&payload).headers(headers);
+            let base = BaseRecord { key: key.as_deref(), payload: payload.as_deref(), ..BaseRecord::<[u8], [u8], _>::with_opaque_to(&topic, pending) }.headers(headers);
             match producer.send(base) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), base)) => {
                     // The client's queue is full: wait for a delivery report to free space.
                     (pending, headers) = (base.delivery_opaque, base.headers.unwrap_or_default());
-                    let _ = tokio::time::timeout(Duration::from_millis(10), slot.space.notified()).await;
+                    let _ = tokio::time::timeout(Duration::from_millis(10), self.producer.space.notified()).await;
                 }
                 Err((source, base)) => {
-                    let record = owned_message(&topic, Some(&key), Some(&payload), base.headers);
-                    slot.replace_if_fatal(&producer);
-                    return Err(PublishError::Delivery { topic, source: Box::new(source), client_error: None, record: Box::new(record) });
+                    let record = Box::new(owned_message(&topic, key.as_deref(), payload.as_deref(), base.headers));
+                    return Err(match fatal.check(&producer) {
+                        Some(reason) => PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted: false, record },
+                        None => PublishError::Delivery { topic, source: Box::new(source), client_error: None, record },
+                    });
                 }
             }
         }
+        // Weak: a send must not keep a replaced producer alive (dropping one joins its
+        // threads). A producer is replaced only after its fatal error was recorded.
+        let weak = Arc::downgrade(&producer);
+        drop(producer);
         let metrics = self.metrics.for_topic(&topic);
+        let last_error = self.producer.last_error.clone();
         Ok(async move {
             let result = rx.await;
             metrics.seconds.record(started.elapsed().as_secs_f64());
@@ -352,19 +269,23 @@ impl Publisher {
                 }
                 Ok(Err((source, record))) => {
                     metrics.failures.increment(1);
-                    slot.replace_if_fatal(&producer);
+                    let record = Box::new(record);
+                    let reason = match weak.upgrade() {
+                        Some(producer) => fatal.check(&producer),
+                        None => fatal.get(),
+                    };
+                    if let Some(reason) = reason {
+                        // Purged from the queue: never sent. Anything else was in flight.
+                        let possibly_persisted = source.rdkafka_error_code() != Some(RDKafkaErrorCode::PurgeQueue);
+                        return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted, record });
+                    }
                     // An error from up to a minute before the record was queued still
                     // explains it: librdkafka keeps failing the same way while it retries.
-                    let client_error = slot.last_error.since(started.checked_sub(Duration::from_secs(60)).unwrap_or(started));
-                    Err(PublishError::Delivery { topic, source: Box::new(source), client_error, record: Box::new(record) })
+                    let client_error = last_error.since(started.checked_sub(Duration::from_secs(60)).unwrap_or(started));
+                    Err(PublishError::Delivery { topic, source: Box::new(source), client_error, record })
                 }
-                // The producer was dropped before reporting (purged).
-                Err(_) => Err(PublishError::Delivery {
-                    topic: topic.clone(),
-                    source: Box::new(KafkaError::Canceled),
-                    client_error: None,
-                    record: Box::new(owned_message(&topic, None, None, None)),
-                }),
+                // The producer was destroyed without reporting (dropped without a flush).
+                Err(_) => Err(PublishError::Canceled { topic }),
             }
         })
     }
@@ -377,33 +298,42 @@ impl Publisher {
             .unwrap_or(Err(KafkaError::Canceled))
     }
 
-    /// The underlying rdkafka producer, for what Herald does not wrap. After a fatal
-    /// error Herald replaces it, so do not keep the returned handle.
+    /// The fatal error the producer hit, if any: while this is `Some`, every send fails
+    /// with [`PublishError::Fatal`] until [`Publisher::reset`]. Health checks report it.
+    pub fn fatal_error(&self) -> Option<String> {
+        let producer = self.producer.current();
+        producer.context().fatal.check(&producer).map(str::to_owned)
+    }
+
+    /// Replaces a producer that hit a fatal error with a new one; does nothing (returns
+    /// `Ok(false)`) when the producer is healthy.
+    ///
+    /// Before the new producer takes over, every record of the old one gets its outcome:
+    /// records in flight get the broker's answer (waited for up to `drain`), the rest are
+    /// purged, and each of their sends fails with [`PublishError::Fatal`] carrying its
+    /// record. So when `reset` returns, nothing of the old producer can still land after
+    /// what is sent next. The caller then republishes the failed records, in their
+    /// original order and with their event ids, before newer ones. Shared by all clones.
+    ///
+    /// ```no_run
+    /// # async fn run(publisher: herald_bus::Publisher, record: herald_bus::publisher::Record) -> Result<(), herald_bus::PublishError> {
+    /// match publisher.send_record(record).await {
+    ///     Err(e) if e.is_fatal() => {
+    ///         let record = e.into_record().expect("a fatal send hands the record back");
+    ///         publisher.reset(std::time::Duration::from_secs(30)).await?;
+    ///         publisher.send_record(record).await?;
+    ///     }
+    ///     other => { other?; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn reset(&self, drain: Duration) -> Result<bool, PublishError> {
+        self.producer.reset(drain).await.map_err(PublishError::Client)
+    }
+
+    /// The underlying rdkafka producer, for what Herald does not wrap. [`Publisher::reset`]
+    /// replaces it, so do not keep the returned handle.
     pub fn producer(&self) -> Arc<Producer> {
         self.producer.current()
     }
-}
-
-/// Encodes `event` as an Avro binary datum with `schema`, appending to `out`.
-pub fn encode_datum<E: serde::Serialize>(schema: &KnownSchema, event: &E, out: &mut Vec<u8>) -> Result<(), PublishError> {
-    apache_avro::write_avro_datum_ref(&schema.schema, event, out)
-        .map(|_| ())
-        .map_err(|e| PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() })
-}
-
-fn headers_size(headers: &OwnedHeaders) -> usize {
-    use rdkafka::message::Headers;
-    headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum()
-}
-
-fn owned_message(topic: &str, key: Option<&Vec<u8>>, payload: Option<&Vec<u8>>, headers: Option<OwnedHeaders>) -> rdkafka::message::OwnedMessage {
-    rdkafka::message::OwnedMessage::new(
-        payload.cloned(),
-        key.cloned(),
-        topic.to_owned(),
-        rdkafka::Timestamp::NotAvailable,
-        -1,
-        -1,
-        headers,
-    )
 }

@@ -13,6 +13,9 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
+mod url;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -206,7 +209,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store named by `url`: `sqlite:PATH` (or a path ending in `.db`/`.sqlite`) or
-/// `postgres://...`, as far as the crate's features allow.
+/// `postgres://...`, as far as the crate's features allow. Errors show the URL with its
+/// password redacted ([`StoreUrl`]).
 pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     #[cfg(feature = "sqlite")]
     if let Some(path) = url.strip_prefix("sqlite:") {
@@ -216,13 +220,15 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Arc::new(postgres::PostgresStore::new(url)?));
     }
-    Err(StoreError::Unsupported(url.to_owned()))
+    Err(StoreError::Unsupported(redact(url)))
 }
 
 /// The physical table name of `name` in view version `version`.
 pub fn versioned(name: &str, version: u32) -> String {
     format!("{name}__v{version}")
 }
+
+pub use url::{redact, StoreUrl};
 
 #[cfg(test)]
 mod tests {

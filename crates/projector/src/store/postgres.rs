@@ -3,6 +3,10 @@
 //! Transactions run at `READ COMMITTED`: the position update is a compare-and-set on one
 //! row, so a second writer for the same partition waits for the first and then finds the
 //! position moved (it rolls back). Statements are prepared once per connection.
+//!
+//! TLS: libpq's `sslmode=disable|prefer|require|verify-ca|verify-full` and
+//! `sslrootcert=PATH` URL parameters, through rustls (see `postgres_tls.rs`), for example
+//! `postgres://herald@db:5432/views?sslmode=verify-full&sslrootcert=/etc/herald/ca.pem`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,30 +18,44 @@ use postgres::{NoTls, Statement};
 
 use super::{Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
 
-/// A PostgreSQL database, by URL (`postgres://user@host:port/db`).
+/// A PostgreSQL database, by URL (`postgres://user@host:port/db`, TLS with
+/// `?sslmode=verify-full&sslrootcert=PATH`; see the [module docs](self)).
 #[derive(Clone)]
 pub struct PostgresStore {
     config: postgres::Config,
+    /// The TLS connector, `None` for plain TCP.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// The URL, to scrub its password from the driver's messages.
+    url: super::StoreUrl,
 }
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The config's Debug redacts the password.
-        f.debug_struct("PostgresStore").field("config", &self.config).finish()
+        f.debug_struct("PostgresStore").field("config", &self.config).field("tls", &self.tls.is_some()).finish()
     }
 }
 
 impl PostgresStore {
     /// The database at `url`.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        let config = url.parse::<postgres::Config>().map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(PostgresStore { config })
+        let url = super::StoreUrl::new(url);
+        let invalid = |e: &dyn std::fmt::Display| StoreError::Connect(format!("invalid PostgreSQL URL {url}: {}", url.scrub(&e.to_string())));
+        let (plain, tls) = super::postgres_tls::split(url.expose()).map_err(|e| invalid(&e))?;
+        let config = plain.parse::<postgres::Config>().map_err(|e| invalid(&e))?;
+        let tls = super::postgres_tls::connector(&tls).map_err(|e| invalid(&e))?;
+        Ok(PostgresStore { config, tls, url })
     }
 }
 
 impl super::Store for PostgresStore {
     fn connect(&self) -> Result<Box<dyn Connection>, StoreError> {
-        let client = self.config.connect(NoTls).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        // With its causes: "error performing TLS handshake: invalid peer certificate: ...".
+        let client = connected.map_err(|e| StoreError::Connect(format!("{}: {}", self.url, self.url.scrub(&with_sources(&e)))))?;
         Ok(Box::new(PgConnection { client: Some(client), statements: HashMap::new() }))
     }
 
@@ -206,4 +224,39 @@ fn statement_error(e: postgres::Error) -> StoreError {
         None => e.to_string(),
     };
     StoreError::Statement { message, transient }
+}
+
+/// `error` and its chain of sources, joined with `: `.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store as _;
+
+    #[test]
+    fn a_failing_connect_names_the_store_without_its_password() {
+        let store = PostgresStore::new("postgres://herald:s3cret-pw@127.0.0.1:1/views?connect_timeout=5").expect("a valid URL");
+        let Err(err) = store.connect() else { panic!("nothing listens on port 1") };
+        for shown in [err.to_string(), format!("{err:?}"), format!("{store:?}")] {
+            assert!(!shown.contains("s3cret-pw"), "password shown: {shown}");
+        }
+        assert!(err.to_string().contains("postgres://herald:***@127.0.0.1:1/views"), "{err}");
+        let err = PostgresStore::new("postgres://herald:s3cret-pw@db:notaport/views").expect_err("a bad port");
+        assert!(!format!("{err} {err:?}").contains("s3cret-pw"), "{err:?}");
+        let Err(err) = crate::store::open("mysql://herald:s3cret-pw@db/views") else { panic!("not a store this build knows") };
+        assert!(!format!("{err} {err:?}").contains("s3cret-pw"), "{err:?}");
+    }
 }

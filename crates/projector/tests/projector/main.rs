@@ -11,3 +11,4 @@ mod rebuild;
 mod retry;
 mod status;
 mod support;
+mod tls;

@@ -223,8 +223,8 @@ pub async fn publish_poison(publisher: &Publisher, topic: &Topic<OrderEvent>, ga
     for i in 0..garbage {
         let record = Record {
             topic: topic.name().to_owned(),
-            key: format!("poison-{tag}-{i}").into_bytes(),
-            payload: b"{\"not\":\"avro\"}".to_vec(),
+            key: Some(format!("poison-{tag}-{i}").into_bytes()),
+            payload: Some(b"{\"not\":\"avro\"}".to_vec()),
             headers: rdkafka::message::OwnedHeaders::new(),
         };
         publisher.send_record(record).await.expect("garbage published");

@@ -50,13 +50,28 @@ impl Drop for FakeRegistry {
 impl FakeRegistry {
     pub async fn start() -> FakeRegistry {
         let state = Arc::new(Shared::default());
-        let app = Router::new()
-            .route("/subjects/{subject}/versions", post(register))
-            .route("/subjects/{subject}", post(lookup))
-            .route("/schemas/ids/{id}", get(by_id))
-            .with_state(state.clone());
+        let app = router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake registry");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("fake registry serves");
+        });
+        FakeRegistry { url, state, task }
+    }
+
+    /// The fake behind https (rustls), with the certificate and key of `ca`'s server
+    /// (`localhost`, `127.0.0.1`).
+    pub async fn start_tls(ca: &herald_testkit::tls::TestCa) -> FakeRegistry {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca.server_cert).expect("server cert").map(|c| c.expect("cert")).collect();
+        let key = PrivateKeyDer::from_pem_file(&ca.server_key).expect("server key");
+        let config = tokio_rustls::rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("TLS config");
+        let state = Arc::new(Shared::default());
+        let app = router(state.clone());
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake registry");
+        let url = format!("https://localhost:{}", tcp.local_addr().expect("local addr").port());
+        let listener = TlsListener { tcp, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) };
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake registry serves");
         });
@@ -82,6 +97,39 @@ impl FakeRegistry {
         let id = store.schemas.len() as u32;
         store.subjects.entry(subject.to_owned()).or_default().push(id);
         id
+    }
+}
+
+fn router(state: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/subjects/{subject}/versions", post(register))
+        .route("/subjects/{subject}", post(lookup))
+        .route("/schemas/ids/{id}", get(by_id))
+        .with_state(state)
+}
+
+/// TCP connections that completed a TLS handshake; failed handshakes (a client that does
+/// not trust the certificate) are dropped.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else { continue };
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
     }
 }
 

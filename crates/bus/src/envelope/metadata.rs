@@ -1,18 +1,4 @@
-//! Event metadata and its mapping to Kafka headers (CloudEvents Kafka binding, binary mode).
-//!
-//! | header            | meaning                                               |
-//! |-------------------|-------------------------------------------------------|
-//! | `ce_specversion`  | `1.0`                                                 |
-//! | `ce_id`           | event id, a UUIDv7 (unique, time ordered)             |
-//! | `ce_type`         | the Avro full name of the event                       |
-//! | `ce_source`       | the producing service (a URI reference)               |
-//! | `ce_time`         | RFC 3339 time of the event                            |
-//! | `ce_subject`      | the aggregate id (also the Kafka key)                 |
-//! | `content-type`    | `application/avro` (single-object framed datum)        |
-//! | `ce_correlationid`| id shared by every event of one business flow         |
-//! | `ce_causationid`  | `ce_id` of the event that caused this one             |
-//! | `traceparent`     | W3C trace context, when the publisher is in a trace   |
-//! | `tracestate`      | W3C trace state, passed along unchanged               |
+//! [`Metadata`]: an event's CloudEvents attributes and their Kafka headers.
 
 use std::borrow::Cow;
 
@@ -20,36 +6,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use uuid::Uuid;
 
+use super::error::MetadataError;
+use super::header;
+use super::time::{parse_time, write_herald_time, HERALD_TIME_LEN};
+use super::AVRO_CONTENT_TYPE;
 use crate::trace::TraceContext;
-
-/// The `content-type` Herald writes for single-object framed Avro payloads.
-pub const AVRO_CONTENT_TYPE: &str = "application/avro";
-
-/// Header names, in one place.
-pub mod header {
-    /// CloudEvents spec version.
-    pub const SPECVERSION: &str = "ce_specversion";
-    /// Event id.
-    pub const ID: &str = "ce_id";
-    /// Event type (Avro full name).
-    pub const TYPE: &str = "ce_type";
-    /// Producing service.
-    pub const SOURCE: &str = "ce_source";
-    /// Event time.
-    pub const TIME: &str = "ce_time";
-    /// Aggregate id.
-    pub const SUBJECT: &str = "ce_subject";
-    /// Payload media type.
-    pub const CONTENT_TYPE: &str = "content-type";
-    /// Correlation id extension.
-    pub const CORRELATION_ID: &str = "ce_correlationid";
-    /// Causation id extension.
-    pub const CAUSATION_ID: &str = "ce_causationid";
-    /// W3C trace context.
-    pub const TRACEPARENT: &str = "traceparent";
-    /// W3C trace state.
-    pub const TRACESTATE: &str = "tracestate";
-}
 
 /// The metadata of one event: its CloudEvents attributes plus flow and trace ids.
 ///
@@ -155,7 +116,7 @@ impl Metadata {
         key: Option<&[u8]>,
         fallback_type: &str,
     ) -> Result<Self, MetadataError> {
-        use header_bytes as h;
+        use header::bytes as h;
         let (mut event_type, mut source, mut subject) = (None, None, None);
         let (mut correlation_id, mut causation_id, mut tracestate) = (None, None, None);
         let (mut id, mut time, mut trace) = (Uuid::nil(), DateTime::<Utc>::UNIX_EPOCH, None);
@@ -193,109 +154,6 @@ impl Metadata {
     }
 }
 
-/// The header names as bytes, for matching.
-mod header_bytes {
-    use super::header;
-    pub const ID: &[u8] = header::ID.as_bytes();
-    pub const TYPE: &[u8] = header::TYPE.as_bytes();
-    pub const SOURCE: &[u8] = header::SOURCE.as_bytes();
-    pub const TIME: &[u8] = header::TIME.as_bytes();
-    pub const SUBJECT: &[u8] = header::SUBJECT.as_bytes();
-    pub const CORRELATION_ID: &[u8] = header::CORRELATION_ID.as_bytes();
-    pub const CAUSATION_ID: &[u8] = header::CAUSATION_ID.as_bytes();
-    pub const TRACEPARENT: &[u8] = header::TRACEPARENT.as_bytes();
-    pub const TRACESTATE: &[u8] = header::TRACESTATE.as_bytes();
-}
-
-/// Parses an RFC 3339 time: the form Herald writes directly, any other through chrono.
-fn parse_time(value: &str) -> Option<DateTime<Utc>> {
-    parse_herald_time(value).or_else(|| DateTime::parse_from_rfc3339(value).ok().map(|t| t.with_timezone(&Utc)))
-}
-
-/// Reads `2024-05-01T12:34:56.123456Z` (UTC, microseconds: what `to_headers` writes)
-/// without chrono's general parser. Anything else, leap seconds included, gives `None`.
-fn parse_herald_time(value: &str) -> Option<DateTime<Utc>> {
-    fn digits(b: &[u8]) -> Option<u32> {
-        b.iter().try_fold(0u32, |n, &d| d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0')))
-    }
-    let b = value.as_bytes();
-    let shape = b.len() == 27 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':' && b[19] == b'.' && b[26] == b'Z';
-    if !shape {
-        return None;
-    }
-    let date = chrono::NaiveDate::from_ymd_opt(digits(&b[0..4])? as i32, digits(&b[5..7])?, digits(&b[8..10])?)?;
-    let (h, m, s, us) = (digits(&b[11..13])?, digits(&b[14..16])?, digits(&b[17..19])?, digits(&b[20..26])?);
-    if s >= 60 {
-        return None;
-    }
-    Some(date.and_hms_micro_opt(h, m, s, us)?.and_utc())
-}
-
-/// Length of `2024-05-01T12:34:56.123456Z`.
-const HERALD_TIME_LEN: usize = 27;
-
-/// Writes `time` as `2024-05-01T12:34:56.123456Z` (RFC 3339, UTC, microseconds: what
-/// chrono's `to_rfc3339_opts(SecondsFormat::Micros, true)` writes) into `out`, without
-/// allocating. `None` for years outside 0..=9999 and leap seconds (chrono writes those).
-fn write_herald_time<'a>(time: &DateTime<Utc>, out: &'a mut [u8; HERALD_TIME_LEN]) -> Option<&'a str> {
-    use chrono::{Datelike, Timelike};
-    fn put(out: &mut [u8], value: u32) {
-        let mut v = value;
-        for d in out.iter_mut().rev() {
-            *d = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    }
-    let year = u32::try_from(time.year()).ok().filter(|y| *y <= 9999)?;
-    let nanos = time.nanosecond();
-    if nanos >= 1_000_000_000 {
-        return None; // A leap second.
-    }
-    *out = *b"0000-00-00T00:00:00.000000Z";
-    put(&mut out[0..4], year);
-    put(&mut out[5..7], time.month());
-    put(&mut out[8..10], time.day());
-    put(&mut out[11..13], time.hour());
-    put(&mut out[14..16], time.minute());
-    put(&mut out[17..19], time.second());
-    put(&mut out[20..26], nanos / 1000);
-    std::str::from_utf8(out).ok()
-}
-
-/// A malformed CloudEvents attribute.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum MetadataError {
-    /// `ce_id` is present but is not a UUID.
-    #[error("ce_id header is not a UUID: {0:?}")]
-    Id(String),
-    /// `ce_time` is present but is not RFC 3339.
-    #[error("ce_time header is not an RFC 3339 time: {0:?}")]
-    Time(String),
-}
-
-/// Where a consumed event was read from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// Topic name.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset within the partition.
-    pub offset: i64,
-}
-
-/// A consumed event with its metadata and position: what handlers receive.
-#[derive(Debug, Clone)]
-pub struct Envelope<E> {
-    /// The decoded event.
-    pub event: E,
-    /// Its CloudEvents metadata.
-    pub meta: Metadata,
-    /// Where it was read from.
-    pub position: Position,
-}
-
 fn kv<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header { key, value: Some(value) }
 }
@@ -318,30 +176,6 @@ mod tests {
         // Times are written with microsecond precision.
         assert_eq!(back.time.timestamp_micros(), meta.time.timestamp_micros());
         assert_eq!(Metadata { time: meta.time, ..back }, meta);
-    }
-
-    #[test]
-    fn herald_times_parse_like_chrono() {
-        for t in ["2024-05-01T12:34:56.123456Z", "1999-12-31T23:59:59.999999Z", "2024-02-29T00:00:00.000000Z", "2024-05-01T12:34:56Z", "2024-05-01T14:34:56.5+02:00", "2016-12-31T23:59:60.000000Z"] {
-            let chrono = DateTime::parse_from_rfc3339(t).expect(t).with_timezone(&Utc);
-            assert_eq!(parse_time(t), Some(chrono), "{t}");
-        }
-        for t in ["2024-02-30T00:00:00.000000Z", "2024-05-01T24:00:00.000000Z", "2024-05-01T12:34:56.12345xZ", "yesterday"] {
-            assert_eq!(parse_time(t), None, "{t}");
-        }
-    }
-
-    #[test]
-    fn herald_times_are_written_like_chrono() {
-        let times = ["2024-05-01T12:34:56.123456789Z", "1999-12-31T23:59:59.999999999Z", "2024-02-29T00:00:00Z", "0001-01-01T00:00:00.000001Z", "9999-12-31T23:59:59.5Z"];
-        for t in times.iter().map(|t| DateTime::parse_from_rfc3339(t).expect(t).with_timezone(&Utc)) {
-            let mut out = [0u8; HERALD_TIME_LEN];
-            assert_eq!(write_herald_time(&t, &mut out), Some(t.to_rfc3339_opts(SecondsFormat::Micros, true).as_str()), "{t:?}");
-        }
-        let leap = DateTime::parse_from_rfc3339("2016-12-31T23:59:60.25Z").expect("leap second").with_timezone(&Utc);
-        assert_eq!(write_herald_time(&leap, &mut [0u8; HERALD_TIME_LEN]), None);
-        let far = chrono::NaiveDate::from_ymd_opt(12_000, 1, 1).expect("date").and_hms_opt(0, 0, 0).expect("time").and_utc();
-        assert_eq!(write_herald_time(&far, &mut [0u8; HERALD_TIME_LEN]), None);
     }
 
     #[test]

@@ -1,0 +1,13 @@
+//! [`MetadataError`]: a malformed CloudEvents attribute.
+
+/// A malformed CloudEvents attribute.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// `ce_id` is present but is not a UUID.
+    #[error("ce_id header is not a UUID: {0:?}")]
+    Id(String),
+    /// `ce_time` is present but is not RFC 3339.
+    #[error("ce_time header is not an RFC 3339 time: {0:?}")]
+    Time(String),
+}

@@ -1,0 +1,85 @@
+//! [`Record`]: one record ready to send, null key and null value included.
+
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+
+use super::PublishError;
+use crate::schema::KnownSchema;
+
+/// One record ready to send: what [`Publisher::send_record`](super::Publisher::send_record)
+/// takes.
+///
+/// Key and value are optional because Kafka's are: a null key is routed by the
+/// partitioner's rule for keyless records (not by hashing zero bytes, which lands on a
+/// fixed partition), and a null value is a tombstone on a compacted topic (an empty value
+/// is not). Herald keeps `None` as `None` everywhere a record is copied: dead-lettering
+/// and `herald dlq replay` included.
+///
+/// ```
+/// use herald_bus::publisher::Record;
+/// use rdkafka::message::OwnedHeaders;
+/// let put = Record::new("shop.carts", "cart-1", b"...".to_vec(), OwnedHeaders::new());
+/// assert_eq!(put.key.as_deref(), Some(&b"cart-1"[..]));
+/// let tombstone = Record { payload: None, ..put };
+/// assert!(tombstone.payload.is_none());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Record {
+    /// Destination topic.
+    pub topic: String,
+    /// Kafka key (the aggregate id as UTF-8 bytes); `None` for a null key.
+    pub key: Option<Vec<u8>>,
+    /// Framed payload; `None` for a null value (a tombstone).
+    pub payload: Option<Vec<u8>>,
+    /// Headers.
+    pub headers: OwnedHeaders,
+}
+
+impl Record {
+    /// A record with a key and a value.
+    pub fn new(topic: impl Into<String>, key: impl Into<Vec<u8>>, payload: Vec<u8>, headers: OwnedHeaders) -> Self {
+        Record { topic: topic.into(), key: Some(key.into()), payload: Some(payload), headers }
+    }
+
+    /// The record that sends `msg` again to its topic: same key, value and headers, nulls
+    /// kept null (for example a record a failed send handed back in a [`PublishError`]).
+    pub fn from_message<M: Message>(msg: &M) -> Self {
+        let headers = msg.headers().map_or_else(OwnedHeaders::new, |hs| {
+            hs.iter().fold(OwnedHeaders::new_with_capacity(hs.count()), |acc, h| acc.insert(Header { key: h.key, value: h.value }))
+        });
+        Record { topic: msg.topic().to_owned(), key: msg.key().map(<[u8]>::to_vec), payload: msg.payload().map(<[u8]>::to_vec), headers }
+    }
+
+    /// Bytes the broker counts against `message.max.bytes`, roughly: key, value, headers.
+    pub(crate) fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum();
+        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len) + headers
+    }
+}
+
+/// The record as the client hands back an unsent one: an [`OwnedMessage`] without a
+/// position.
+pub(crate) fn owned_message(topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>, headers: Option<OwnedHeaders>) -> OwnedMessage {
+    OwnedMessage::new(payload.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), topic.to_owned(), rdkafka::Timestamp::NotAvailable, -1, -1, headers)
+}
+
+/// Encodes `event` as an Avro binary datum with `schema`, appending to `out`.
+pub fn encode_datum<E: serde::Serialize>(schema: &KnownSchema, event: &E, out: &mut Vec<u8>) -> Result<(), PublishError> {
+    apache_avro::write_avro_datum_ref(&schema.schema, event, out)
+        .map(|_| ())
+        .map_err(|e| PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_message_keeps_nulls_null() {
+        let tombstone = owned_message("t", None, None, None);
+        let record = Record::from_message(&tombstone);
+        assert_eq!((record.key, record.payload, record.headers.count()), (None, None, 0));
+        let empty = owned_message("t", Some(b""), Some(b""), None);
+        let record = Record::from_message(&empty);
+        assert_eq!((record.key, record.payload), (Some(Vec::new()), Some(Vec::new())));
+    }
+}

@@ -1,0 +1,50 @@
+//! One reaction step, the same for the test kit and the runtime: decide, apply to the
+//! slot, and give every emitted event its metadata.
+
+use chrono::{DateTime, Utc};
+use herald_bus::Metadata;
+
+use crate::emit::Emitted;
+use crate::ids;
+use crate::participant::Participant;
+use crate::slot::{self, Slot};
+
+/// An emitted event with the metadata it is published with.
+#[derive(Debug)]
+pub struct Emission {
+    /// Deterministic id, correlation, causation, subject, type, time.
+    pub meta: Metadata,
+    /// The event and its topic.
+    pub event: Emitted,
+}
+
+/// Reacts to `input` (delivered with `cause`'s metadata) for the key held in `slot`:
+/// calls [`Participant::decide`], applies the reaction to the slot, and returns the
+/// emitted events with their metadata ([`ids::metadata`]). `source` is the `ce_source`.
+pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Vec<Emission> {
+    let reaction = participant.decide(slot.state(), input, now);
+    let (state, emitted, changes, finished) = reaction.into_parts();
+    slot.apply(state, changes, finished, cause);
+    emitted
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            Emission { meta: ids::metadata(P::NAME, source, cause, index, event.type_name(), event.key(), now), event }
+        })
+        .collect()
+}
+
+/// Fires the earliest deadline of `slot` due at `now`, if any: takes it (so it fires once)
+/// and reacts to it. Returns the fired input's metadata and the reaction's events; `None`
+/// when nothing is due or deadlines are not one of the participant's inputs.
+pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>) -> Option<(Metadata, Vec<Emission>)> {
+    if !inputs.has_deadlines() {
+        return None;
+    }
+    let pending = slot.take_due(now)?;
+    let (fired, meta) = slot::fired(&pending, key, source);
+    let input = inputs.fired(fired)?;
+    let emitted = react(participant, source, slot, input, &meta, now);
+    Some((meta, emitted))
+}

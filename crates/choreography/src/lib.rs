@@ -117,3 +117,6 @@ pub use deadline::{Deadline, Fired};
 pub use input::{Inputs, KeyKind, StateKey};
 pub use participant::Participant;
 pub use reaction::Reaction;
+
+#[cfg(test)]
+mod tests;

@@ -180,3 +180,103 @@ fn cycles<'a>(graph: &BTreeMap<&'a str, BTreeSet<&'a str>>) -> Vec<Vec<&'a str>>
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::{Consumed, Output};
+    use crate::input::KeyKind;
+
+    fn participant(name: &str, consumes: &[(&str, &[&'static str])], deadlines: bool, emits: Vec<Output>) -> Declaration {
+        Declaration {
+            name: name.into(),
+            consumes: consumes.iter().map(|(topic, types)| Consumed { topic: (*topic).into(), types: types.to_vec(), key: KeyKind::Subject }).collect(),
+            deadlines,
+            emits,
+        }
+    }
+
+    fn problems(report: &Report) -> Vec<(String, Problem)> {
+        report.findings.iter().map(|f| (f.event_type.clone(), f.problem.clone())).collect()
+    }
+
+    /// a: Placed -> Reserved (step); b: Reserved -> Declined (failure); a: Declined -> Released (undoes Reserved).
+    fn good() -> Vec<Declaration> {
+        vec![
+            participant("a", &[("orders", &["Placed"]), ("pay", &["Declined"])], false, vec![
+                Output::untyped("stock", "Reserved", true).after(&["Placed"]).step(),
+                Output::untyped("stock", "Released", true).after(&["Declined"]).compensates("Reserved").terminal(),
+            ]),
+            participant("b", &[("stock", &["Reserved", "Released"])], false, vec![Output::untyped("pay", "Declined", true).after(&["Reserved"]).failure()]),
+        ]
+    }
+
+    #[test]
+    fn a_sound_choreography_passes() {
+        let report = check(&good());
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[test]
+    fn a_step_without_compensation_is_found() {
+        let mut saga = good();
+        saga[0].emits.pop();
+        saga[1].consumes[0].types = vec!["Reserved"];
+        assert_eq!(problems(&check(&saga)), [("Reserved".to_owned(), Problem::Uncompensated)]);
+    }
+
+    #[test]
+    fn a_timeout_strands_every_step() {
+        let saga = vec![
+            participant("a", &[("orders", &["Placed"])], false, vec![Output::untyped("stock", "Reserved", true).after(&["Placed"]).step().terminal()]),
+            participant("t", &[("orders", &["Placed"])], true, vec![Output::untyped("orders", "TimedOut", true).after(&[DEADLINE]).failure().terminal()]),
+        ];
+        assert_eq!(problems(&check(&saga)), [("Reserved".to_owned(), Problem::Uncompensated)]);
+    }
+
+    #[test]
+    fn missing_consumers_schemas_causes_and_steps_are_found() {
+        let saga = vec![participant("a", &[("orders", &["Placed"])], false, vec![
+            Output::untyped("x", "Nobody", false).after(&["Placed", "Elsewhere"]),
+            Output::untyped("x", "Undo", true).after(&["Placed"]).compensates("Ghost").terminal(),
+        ])];
+        let found = problems(&check(&saga));
+        assert!(found.contains(&("Nobody".into(), Problem::NoSchema)), "{found:?}");
+        assert!(found.contains(&("Nobody".into(), Problem::NoConsumer)), "{found:?}");
+        assert!(found.contains(&("Nobody".into(), Problem::UnknownCause("Elsewhere".into()))), "{found:?}");
+        assert!(found.contains(&("Undo".into(), Problem::UnknownStep("Ghost".into()))), "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
+    }
+
+    #[test]
+    fn a_reaction_cycle_is_found_but_compensations_may_loop_back() {
+        let saga = vec![
+            participant("a", &[("t", &["Ping"])], false, vec![Output::untyped("t", "Pong", true).after(&["Ping"])]),
+            participant("b", &[("t", &["Pong"])], false, vec![Output::untyped("t", "Ping", true).after(&["Pong"])]),
+        ];
+        let report = check(&saga);
+        assert_eq!(report.findings.len(), 1, "{report}");
+        assert!(matches!(&report.findings[0].problem, Problem::Cycle(path) if path.len() == 2), "{report}");
+        assert!(report.to_string().contains("reaction cycle"), "{report}");
+        assert!(check(&good()).is_ok(), "Released (a compensation) after Declined after Reserved is not a cycle");
+    }
+
+    #[test]
+    fn duplicate_names_are_found() {
+        let mut saga = good();
+        saga[1].name = "a".into();
+        assert!(problems(&check(&saga)).contains(&(String::new(), Problem::DuplicateName)));
+    }
+
+    #[test]
+    fn the_diagram_draws_topics_steps_compensations_and_repartitions() {
+        let mut saga = good();
+        saga[1].consumes[0].key = KeyKind::By("sku");
+        let mermaid = crate::declaration::diagram(&saga);
+        assert!(mermaid.contains("p_a([\"a\"])"), "{mermaid}");
+        assert!(mermaid.contains("t_stock[(\"stock\")]"), "{mermaid}");
+        assert!(mermaid.contains("p_a -- \"Reserved\" --> t_stock"), "{mermaid}");
+        assert!(mermaid.contains("p_a -. \"Released (undoes Reserved)\" .-> t_stock"), "{mermaid}");
+        assert!(mermaid.contains("t_stock -- \"repartition by sku\" --> p_b"), "{mermaid}");
+    }
+}

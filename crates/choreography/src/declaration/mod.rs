@@ -60,6 +60,12 @@ impl Output {
         }
     }
 
+    /// Event type `type_name` on `topic`, declared without a Rust type (a service in another
+    /// language); `has_schema` says whether its schema is known.
+    pub fn untyped(topic: &str, type_name: &'static str, has_schema: bool) -> Self {
+        Output { topic: topic.to_owned(), type_name, has_schema, after: Vec::new(), step: false, compensates: None, terminal: false, failure: false }
+    }
+
     /// The input event types (or [`DEADLINE`]) whose reactions emit it.
     pub fn after(mut self, causes: &[&str]) -> Self {
         self.after.extend(causes.iter().map(|c| (*c).to_owned()));

@@ -62,6 +62,17 @@ impl<S> Reaction<S> {
     /// Emits `event` on `topic`. The event must belong to the topic's family: otherwise
     /// this does not compile. Its key is the event's aggregate id; the runtime gives it a
     /// deterministic id, the input's correlation id, and the input's id as causation id.
+    ///
+    /// ```compile_fail
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Ev { Done(Done) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Done { id: String }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Other { id: String }
+    /// # impl herald_bus::Event for Done { const TYPE: &'static str = "x.Done"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+    /// # impl herald_bus::Event for Other { const TYPE: &'static str = "x.Other"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+    /// const OUT: herald_bus::Topic<Ev> = herald_bus::Topic::new("x.out");
+    /// // `Other` is not in the family of `OUT`: does not compile.
+    /// let _ = herald_choreography::Reaction::<()>::keep().emit(&OUT, Other { id: "a".into() });
+    /// ```
     pub fn emit<F, E>(mut self, topic: &Topic<F>, event: E) -> Self
     where
         F: EventFamily + Member<E>,

@@ -242,3 +242,31 @@ fn a_slot_with_deadlines_survives_the_changelog_and_a_foreign_one_is_refused() {
     assert!(matches!(err, ChangelogError::WriterSchema { .. } | ChangelogError::Malformed(_)), "{err}");
     crate::changelog::check_state(Tally { total: -3, seen: vec!["a".into()] }).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[test]
+fn state_is_keyed_by_the_saga_by_default() {
+    struct Counter;
+    impl Participant for Counter {
+        const NAME: &'static str = "counter";
+        type Input = Ev;
+        type State = Tally;
+        fn inputs(&self) -> Inputs<Ev> {
+            Inputs::new().on(&T, |e| e)
+        }
+        fn outputs(&self) -> Vec<Output> {
+            Vec::new()
+        }
+        fn decide(&self, tally: &Tally, input: Ev, _: DateTime<Utc>) -> Reaction<Tally> {
+            let Ev::Asked(a) = input else { return Reaction::keep() };
+            Reaction::with_state(Tally { total: tally.total + a.n, seen: [tally.seen.clone(), vec![a.order_id]].concat() })
+        }
+    }
+    let mut t = Scenario::new(Counter);
+    let first = t.fresh_meta("t.Asked", "o-1", Some("saga-1"));
+    let second = t.fresh_meta("t.Asked", "o-2", Some("saga-1"));
+    let other = t.fresh_meta("t.Asked", "o-1", None);
+    t.when_with(&T, asked("o-1", "A", 1), first).when_with(&T, asked("o-2", "B", 2), second).when_with(&T, asked("o-1", "A", 4), other.clone());
+    assert_eq!(t.state("saga-1").total, 3, "two subjects, one saga");
+    assert_eq!(t.state(&other.id.to_string()).total, 4, "no correlation id: the input starts its own saga");
+    assert_eq!(Declaration::of(&Counter).repartition_topic("t.events").as_deref(), Some("counter.t.events.by-correlation"));
+}

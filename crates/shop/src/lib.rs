@@ -6,7 +6,19 @@
 //!
 //! It also holds the reference saga, order fulfilment: three roles (orders, inventory,
 //! payments) as herald-choreography participants, each a pure decision tested without a
-//! broker. The data flow and why it keeps stock and credit exact are in [`saga`].
+//! broker.
+//!
+//! # Data flow
+//! `OrderPlaced` → inventory splits the order into one `ReserveSku` per SKU; the stock of
+//! each SKU (state per SKU, commands repartitioned by SKU: one writer per SKU) reserves or
+//! refuses; the order's join publishes `StockReserved` when every SKU reserved, or
+//! `StockRejected` at the first short SKU and releases the others. `StockReserved` →
+//! payments asks the customer's credit (state per customer, repartitioned by customer: one
+//! writer per customer) for a `ChargeCredit` → `PaymentCharged` or `PaymentDeclined`. The
+//! orders role turns outcomes (or its payment timeout) into exactly one `OrderConfirmed` or
+//! `OrderCancelled`; a cancellation makes inventory release and payments refund, once,
+//! including work that lands after it. The diagram and why it keeps stock and credit exact
+//! are in [`saga`]; `herald saga diagram` prints it as Mermaid.
 //!
 //! # Layout
 //! - [`orders`]: the order events and the [`orders::OrderEvent`] family.

@@ -28,6 +28,10 @@
 //!                                  charged, else the order is closed and never charged
 //! ```
 //!
+//! Every participant keyed by order reads topics keyed by `order_id`, so its inputs are
+//! co-partitioned (the runtime creates them with the same partition count, 6) and one
+//! instance owns an order's whole state.
+//!
 //! Why it holds:
 //! - **All or nothing across SKUs.** Each SKU reserves on its own; the order's
 //!   [`Join`](herald_choreography::join::Join) (all of its SKUs) decides. At the first short

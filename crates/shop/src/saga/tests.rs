@@ -627,3 +627,42 @@ fn saga_many_orders_racing_for_scarce_stock_and_credit_keep_every_invariant() {
     let reasons: std::collections::BTreeSet<String> = w.events::<OrderCancelled>().into_iter().map(|c| c.reason).collect();
     assert!(reasons.contains(TIMEOUT) && reasons.contains(OUT_OF_STOCK), "{reasons:?}");
 }
+
+#[test]
+fn every_event_of_a_saga_carries_its_correlation_id_and_its_cause() {
+    let mut w = world(&[("A", 1)], &[], secs(30));
+    w.publish(&ORDERS, order("o-1", "c-1", &[("A", 1)]));
+    w.publish(&ORDERS, order("o-2", "c-1", &[("A", 1)]));
+    w.advance(secs(60));
+    for order_id in ["o-1", "o-2"] {
+        let saga: Vec<_> = w.log().iter().filter(|r| r.meta.subject == order_id).collect();
+        let placed = saga[0];
+        assert_eq!(placed.type_name, "shop.orders.OrderPlaced");
+        let correlation = placed.meta.correlation_id.clone().expect("a correlation id");
+        let mut seen = vec![placed.meta.id.to_string()];
+        for raw in &saga[1..] {
+            assert_eq!(raw.meta.correlation_id.as_ref(), Some(&correlation), "{} of {order_id}", raw.type_name);
+            let cause = raw.meta.causation_id.clone().expect("a cause");
+            assert!(seen.contains(&cause), "{} of {order_id} is caused by an earlier event of the saga", raw.type_name);
+            seen.push(raw.meta.id.to_string());
+        }
+        assert!(saga.len() >= 4, "{order_id}: {} events", saga.len());
+    }
+}
+
+#[test]
+fn the_same_inputs_replayed_emit_identical_events() {
+    let run = || {
+        let mut w = world(&[("A", 2)], &[("c-2", 50)], secs(30));
+        w.publish(&ORDERS, order("o-1", "c-1", &[("A", 1)]));
+        w.publish(&ORDERS, order("o-2", "c-2", &[("A", 1)]));
+        w.pause("payments-credit");
+        w.publish(&ORDERS, order("o-3", "c-3", &[("A", 1)]));
+        w.advance(secs(30));
+        w.resume("payments-credit");
+        w.log().iter().map(|r| (r.meta.id, r.meta.causation_id.clone(), r.type_name.clone(), r.datum.clone())).collect::<Vec<_>>()
+    };
+    let (first, second) = (run(), run());
+    assert!(first.len() > 15, "{} events", first.len());
+    assert_eq!(first, second);
+}

@@ -56,7 +56,9 @@ use crate::reaction::Reaction;
 /// ```
 pub trait Participant: Send + Sync + 'static {
     /// Its name: the consumer group, the changelog and repartition topics, the `ce_source`
-    /// and the seed of its event ids derive from it. Never rename a running participant.
+    /// and the seed of its event ids derive from it, so it must make valid topic names (use
+    /// `a-z`, `0-9` and `-`; [`crate::declaration::check`] says when it does not). Never
+    /// rename a running participant.
     const NAME: &'static str;
 
     /// The input type: usually an enum with one variant per subscribed family, and one

@@ -119,6 +119,11 @@ fn state_is_keyed_by_the_declared_key_and_seeded_by_initial() {
     assert_eq!(t.state("seeded").total, 101);
     let decl = Declaration::of(&Tallier);
     assert_eq!(decl.repartition_topic("t.events").as_deref(), Some("tallier.t.events.by-sku"));
+    assert_eq!(decl.repartition_topic("t.other"), None);
+    assert_eq!(decl.changelog_topic(), "tallier.changelog");
+    for topic in [decl.changelog_topic(), decl.repartition_topic("t.events").unwrap_or_default()] {
+        herald_bus::topic::validate_name(&topic).unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub enum Problem {
     Cycle(Vec<String>),
     /// Two participants share a name.
     DuplicateName,
+    /// A topic the runtime derives from the participant's name (changelog, repartition) is
+    /// not a valid Kafka topic name.
+    InvalidTopic(String),
 }
 
 /// One problem, where it is.
@@ -48,6 +51,7 @@ impl fmt::Display for Finding {
             Problem::UnknownStep(s) => write!(f, "{p}: {t} compensates {s}, which no participant emits as a step"),
             Problem::Cycle(path) => write!(f, "{p}: reaction cycle outside compensation: {} -> {}", path.join(" -> "), path.first().map_or("", String::as_str)),
             Problem::DuplicateName => write!(f, "{p}: two participants have this name"),
+            Problem::InvalidTopic(why) => write!(f, "{p}: {why}"),
         }
     }
 }
@@ -82,7 +86,8 @@ impl fmt::Display for Report {
 /// - every step that a later failure can strand has a compensation. A step can be stranded
 ///   when a failure is reachable from it through reactions, or when a deadline can fail
 ///   the saga (a timeout strikes after any step);
-/// - reactions form no cycle, compensations aside (they may lead back upstream).
+/// - reactions form no cycle, compensations aside (they may lead back upstream);
+/// - participants have distinct names that make valid changelog and repartition topics.
 ///
 /// ```
 /// use herald_choreography::declaration::{check, Declaration};
@@ -95,6 +100,10 @@ pub fn check(declarations: &[Declaration]) -> Report {
     for d in declarations {
         if !names.insert(d.name.as_str()) {
             findings.push(Finding { participant: d.name.clone(), event_type: String::new(), problem: Problem::DuplicateName });
+        }
+        let derived = std::iter::once(d.changelog_topic()).chain(d.consumes.iter().filter_map(|c| d.repartition_topic(&c.topic)));
+        for invalid in derived.filter_map(|topic| herald_bus::topic::validate_name(&topic).err()) {
+            findings.push(Finding { participant: d.name.clone(), event_type: String::new(), problem: Problem::InvalidTopic(invalid) });
         }
     }
     let steps: BTreeSet<&str> = declarations.iter().flat_map(|d| &d.emits).filter(|o| o.is_step()).map(|o| o.type_name()).collect();
@@ -262,10 +271,13 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_names_are_found() {
+    fn duplicate_and_invalid_names_are_found() {
         let mut saga = good();
         saga[1].name = "a".into();
         assert!(problems(&check(&saga)).contains(&(String::new(), Problem::DuplicateName)));
+        saga[1].name = "my_participant".into();
+        let found = problems(&check(&saga));
+        assert!(matches!(found.as_slice(), [(_, Problem::InvalidTopic(why))] if why.contains("mixes '.' and '_'")), "{found:?}");
     }
 
     #[test]

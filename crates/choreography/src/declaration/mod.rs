@@ -184,8 +184,15 @@ impl Declaration {
         self.consumes.iter().any(|c| c.topic == topic && c.types.contains(&type_name))
     }
 
+    /// Its compacted changelog topic (key = state key, value = [`crate::changelog`] record):
+    /// `<participant>.changelog`.
+    pub fn changelog_topic(&self) -> String {
+        format!("{}.changelog", self.name)
+    }
+
     /// The internal topic its inputs of `topic` go through when they must be repartitioned
-    /// (their state key is not their Kafka key): `<participant>.<topic>.by-<key>`.
+    /// (their state key is not their Kafka key): `<participant>.<topic>.by-<key>`, with
+    /// `_` in the key's name written `-`.
     pub fn repartition_topic(&self, topic: &str) -> Option<String> {
         let consumed = self.consumes.iter().find(|c| c.topic == topic)?;
         let key = match &consumed.key {
@@ -193,6 +200,7 @@ impl Declaration {
             KeyKind::Correlation => "correlation",
             KeyKind::By(name) => name,
         };
-        Some(format!("{}.{}.by-{}", self.name, topic, key))
+        // Kafka refuses names that mix `.` and `_` (they collide in metric names).
+        Some(format!("{}.{}.by-{}", self.name, topic, key.replace('_', "-")))
     }
 }

@@ -16,9 +16,17 @@ fn stock_and_credit_are_repartitioned_and_the_rest_is_not() {
         repartitions,
         [
             ("inventory-stock".to_owned(), Some("inventory-stock.shop.inventory.commands.by-sku".to_owned())),
-            ("payments-credit".to_owned(), Some("payments-credit.shop.payments.commands.by-customer_id".to_owned())),
+            ("payments-credit".to_owned(), Some("payments-credit.shop.payments.commands.by-customer-id".to_owned())),
         ]
     );
+    for d in &declarations {
+        herald_bus::topic::validate_name(&d.changelog_topic()).unwrap_or_else(|e| panic!("{e}"));
+        for c in &d.consumes {
+            if let Some(topic) = d.repartition_topic(&c.topic) {
+                herald_bus::topic::validate_name(&topic).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
     let mermaid = crate::saga::diagram();
     for expected in ["repartition by sku", "repartition by customer_id", "StockReleased (undoes StockReserved)", "p_orders == \"OrderCancelled\" ==> t_shop_orders", "deadline: OrderCancelled"] {
         assert!(mermaid.contains(expected), "{expected:?} missing from\n{mermaid}");

@@ -37,14 +37,13 @@ pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::S
 
 /// Fires the earliest deadline of `slot` due at `now`, if any: takes it (so it fires once)
 /// and reacts to it. Returns the fired input's metadata and the reaction's events; `None`
-/// when nothing is due or deadlines are not one of the participant's inputs.
+/// when nothing is due. A participant that sets deadlines without registering
+/// [`Inputs::on_deadline`](crate::Inputs::on_deadline) loses them when they come due (no
+/// events); the test kit refuses such a participant.
 pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>) -> Option<(Metadata, Vec<Emission>)> {
-    if !inputs.has_deadlines() {
-        return None;
-    }
     let pending = slot.take_due(now)?;
     let (fired, meta) = slot::fired(&pending, key, source);
-    let input = inputs.fired(fired)?;
+    let Some(input) = inputs.fired(fired) else { return Some((meta, Vec::new())) };
     let emitted = react(participant, source, slot, input, &meta, now);
     Some((meta, emitted))
 }

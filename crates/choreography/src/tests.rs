@@ -275,3 +275,52 @@ fn state_is_keyed_by_the_saga_by_default() {
     assert_eq!(t.state(&other.id.to_string()).total, 4, "no correlation id: the input starts its own saga");
     assert_eq!(Declaration::of(&Counter).repartition_topic("t.events").as_deref(), Some("counter.t.events.by-correlation"));
 }
+
+#[test]
+#[should_panic(expected = "register no on_deadline")]
+fn a_deadline_nothing_receives_fails_the_test() {
+    struct Forgetful;
+    impl Participant for Forgetful {
+        const NAME: &'static str = "forgetful";
+        type Input = Ev;
+        type State = Tally;
+        fn inputs(&self) -> Inputs<Ev> {
+            Inputs::by_subject().on(&T, |e| e)
+        }
+        fn outputs(&self) -> Vec<Output> {
+            Vec::new()
+        }
+        fn decide(&self, _: &Tally, _: Ev, now: DateTime<Utc>) -> Reaction<Tally> {
+            Reaction::keep().set_deadline(Deadline::at("never", now))
+        }
+    }
+    Scenario::new(Forgetful).when(&T, asked("o", "A", 1));
+}
+
+#[test]
+fn a_due_deadline_is_taken_even_when_nothing_receives_it() {
+    let mut slot = crate::slot::Slot::new(Tally::default());
+    let cause = herald_bus::Metadata::new("t.Asked", "/t", "o");
+    let now = crate::testkit::start_time();
+    slot.apply(None, vec![crate::reaction::DeadlineChange::Set(Deadline::at("d", now))], false, &cause);
+    let inputs: Inputs<Ev> = Inputs::by_subject().on(&T, |e| e);
+    struct Silent;
+    impl Participant for Silent {
+        const NAME: &'static str = "silent";
+        type Input = Ev;
+        type State = Tally;
+        fn inputs(&self) -> Inputs<Ev> {
+            Inputs::by_subject()
+        }
+        fn outputs(&self) -> Vec<Output> {
+            Vec::new()
+        }
+        fn decide(&self, _: &Tally, _: Ev, _: DateTime<Utc>) -> Reaction<Tally> {
+            Reaction::keep()
+        }
+    }
+    let fired = crate::reactor::fire_due(&Silent, &inputs, "/t", "o", &mut slot, now);
+    assert!(matches!(fired, Some((_, ref out)) if out.is_empty()));
+    assert!(slot.deadlines().is_empty());
+    assert!(crate::reactor::fire_due(&Silent, &inputs, "/t", "o", &mut slot, now).is_none());
+}

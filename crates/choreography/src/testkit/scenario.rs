@@ -175,8 +175,12 @@ impl<P: Participant> Scenario<P> {
         self.checked(out)
     }
 
-    /// Refuses undeclared outputs and events that do not encode; records the rest.
+    /// Refuses undeclared outputs, events that do not encode, and deadlines nothing
+    /// would receive; records the rest.
     fn checked(&mut self, out: Vec<Emission>) -> Vec<Emission> {
+        if !self.inputs.has_deadlines() && self.slots.values().any(|s| !s.deadlines().is_empty()) {
+            panic!("{} sets deadlines but its inputs() register no on_deadline", P::NAME);
+        }
         for emission in &out {
             let (topic, type_name) = (emission.event.topic(), emission.event.type_name());
             if !self.outputs.iter().any(|o| o.topic() == topic && o.type_name() == type_name) {

@@ -1,5 +1,23 @@
 //! One reaction step, the same for the test kit and the runtime: decide, apply to the
 //! slot, and give every emitted event its metadata.
+//!
+//! # What the Kafka runtime does around it
+//! For each record of a subscribed topic (read_committed), in partition order:
+//! 1. find its [`Route`](crate::input::Route) by topic and decode it with the writer schema
+//!    ([`Route::decode`](crate::input::Route::decode)), which also gives the state key;
+//! 2. if the route's key [needs repartitioning](crate::KeyKind::needs_repartition), copy the
+//!    record unchanged (payload and headers, so its `ce_id` and correlation survive) to
+//!    [`Declaration::repartition_topic`](crate::declaration::Declaration::repartition_topic)
+//!    keyed by the state key, and react when it is read back from there;
+//! 3. load the key's [`Slot`] (from the changelog when the partition was assigned, or
+//!    [`Participant::initial`]) and call [`react`];
+//! 4. in one transaction with the input's offset: each [`Emission`] as a record (key
+//!    [`Emitted::key`], payload the codec's framing of [`Emitted::encode`], headers
+//!    `meta.to_headers()`), and the slot's [`changelog`](crate::changelog) record on
+//!    [`Declaration::changelog_topic`](crate::declaration::Declaration::changelog_topic).
+//!
+//! Deadlines: keep the keys of a partition ordered by [`Slot::next_due`] and call
+//! [`fire_due`] when the clock passes it, inside the same kind of transaction.
 
 use chrono::{DateTime, Utc};
 use herald_bus::Metadata;

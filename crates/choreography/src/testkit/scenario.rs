@@ -91,6 +91,7 @@ impl<P: Participant> Scenario<P> {
     }
 
     /// A precondition: `event` arrives on `topic` (like [`Scenario::when`]).
+    #[track_caller]
     pub fn given<F, E>(&mut self, topic: &Topic<F>, event: E) -> &mut Self
     where
         F: EventFamily + Member<E>,
@@ -101,6 +102,7 @@ impl<P: Participant> Scenario<P> {
 
     /// `event` arrives on `topic` with fresh metadata (its own id as correlation id); the
     /// reaction's events replace the last step's.
+    #[track_caller]
     pub fn when<F, E>(&mut self, topic: &Topic<F>, event: E) -> &mut Self
     where
         F: EventFamily + Member<E>,
@@ -110,12 +112,15 @@ impl<P: Participant> Scenario<P> {
         self.when_with(topic, event, meta)
     }
 
-    /// `event` arrives on `topic` with `meta` (to choose its id or correlation id).
+    /// `event` arrives on `topic` with `meta` (to choose its id or correlation id). Panics
+    /// if the participant does not subscribe to `topic` (the test is wrong).
+    #[track_caller]
     pub fn when_with<F, E>(&mut self, topic: &Topic<F>, event: E, meta: Metadata) -> &mut Self
     where
         F: EventFamily + Member<E>,
         E: Event,
     {
+        assert!(self.consumes(topic.name()), "{} does not subscribe to {}", P::NAME, topic.name());
         let raw = Raw::encode(topic, &event, meta);
         self.last = self.deliver(&raw);
         self

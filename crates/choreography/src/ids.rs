@@ -7,6 +7,7 @@
 //! that deduplicate by `ce_id` then see one event, however often a reaction ran.
 
 use chrono::{DateTime, Utc};
+use herald_bus::trace::TraceContext;
 use herald_bus::Metadata;
 use uuid::Uuid;
 
@@ -57,25 +58,40 @@ pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
 /// The metadata of output number `index` of `participant`'s reaction to the input `cause`:
 /// the deterministic id, `event_type` and `subject` (the Kafka key), `time` = `now`, the
 /// cause's correlation id (or its id when it has none: it started the flow), the cause's id
-/// as causation id, and a child of the cause's trace.
+/// as causation id, and a child span of the cause's trace whose span id derives from the
+/// event id (so a replay writes the same `traceparent` too).
 ///
 /// This is what the runtime publishes with (the publisher's `encode(topic, event, &meta)`
 /// takes metadata as given).
 ///
 /// ```
-/// use herald_bus::Metadata;
+/// use herald_bus::{trace::TraceContext, Metadata};
 /// use herald_choreography::ids::{event_id, metadata};
-/// let placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
+/// let mut placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
+/// placed.trace = Some(TraceContext::new_root());
 /// let meta = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
 /// assert_eq!(meta.id, event_id("orders", placed.id, 0));
 /// assert_eq!(meta.causation_id, Some(placed.id.to_string()));
 /// assert_eq!(meta.correlation_id, placed.correlation_id);
+/// let (trace, parent) = (meta.trace.unwrap(), placed.trace.unwrap());
+/// assert_eq!(trace.trace_id, parent.trace_id, "the input's trace");
+/// assert_ne!(trace.span_id, parent.span_id, "a span of its own");
+/// let again = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// assert_eq!(again, meta, "a replay writes identical metadata");
 /// ```
 pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
     let mut meta = Metadata::new(event_type, source, subject).caused_by(cause);
     meta.id = event_id(participant, cause.id, index);
     meta.time = now;
+    meta.trace = cause.trace.map(|t| TraceContext { span_id: span_id(meta.id), ..t });
     meta
+}
+
+/// A nonzero span id from the first 8 bytes of an event id.
+fn span_id(id: Uuid) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_be_bytes(bytes).max(1)
 }
 
 /// The correlation id of an input: its `ce_correlationid`, or its own id when it has none

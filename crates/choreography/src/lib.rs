@@ -80,8 +80,10 @@
 //!   not compile.
 //! - **Deterministic reactions.** The events of a reaction get name-based ids derived
 //!   from the participant's name, the input's `ce_id` and their index
-//!   ([`ids::event_id`]), the input's correlation id, and the input's id as causation id.
-//!   The same input decided again from the same state emits identical ids and payloads.
+//!   ([`ids::event_id`]), the input's correlation id, the input's id as causation id, and
+//!   a span of the input's trace (`traceparent`) derived from their id. The same input
+//!   decided again from the same state at the same `now` emits identical events: ids,
+//!   payloads and headers.
 //! - **Deadlines** are part of the state of their key ([`slot::Slot`]): set, replaced or
 //!   cancelled by name, taken exactly once when they fire, dropped when the part finishes.
 //!   A fired deadline is an input with a deterministic id too ([`ids::deadline_id`]).

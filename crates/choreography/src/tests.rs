@@ -324,3 +324,60 @@ fn a_due_deadline_is_taken_even_when_nothing_receives_it() {
     assert!(slot.deadlines().is_empty());
     assert!(crate::reactor::fire_due(&Silent, &inputs, "/t", "o", &mut slot, now).is_none());
 }
+
+/// Two of three branches within 5 s: `n == 0` opens the join, `n == 1` says branch `sku`
+/// succeeded, `n == 2` that it failed; the verdict is said once.
+struct Quorum;
+
+impl Participant for Quorum {
+    const NAME: &'static str = "quorum";
+    type Input = In;
+    type State = crate::join::Join;
+
+    fn inputs(&self) -> Inputs<In> {
+        Inputs::by_subject().on(&T, In::Ev).on_deadline(In::Fired)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::of::<Said, _>(&T).after(&["t.Asked", DEADLINE]).terminal()]
+    }
+
+    fn decide(&self, join: &crate::join::Join, input: In, now: DateTime<Utc>) -> Reaction<crate::join::Join> {
+        use crate::join::{Join, Verdict};
+        let said = |order_id: &str, verdict: Verdict| Said { order_id: order_id.to_owned(), text: format!("{verdict:?}") };
+        let mut next = join.clone();
+        let (order_id, verdict) = match input {
+            In::Ev(Ev::Asked(a)) if a.n == 0 && join.branches.is_empty() => {
+                let open = Join::n_of(2, ["a", "b", "c"], Some(now + chrono::Duration::seconds(5)));
+                let deadline = open.deadline("quorum").map(|d| d.with_payload(&a.order_id));
+                return deadline.into_iter().fold(Reaction::with_state(open), Reaction::set_deadline);
+            }
+            In::Ev(Ev::Asked(a)) if a.n == 1 => (a.order_id, next.succeed(&a.sku)),
+            In::Ev(Ev::Asked(a)) if a.n == 2 => (a.order_id, next.fail(&a.sku)),
+            In::Fired(f) => (f.payload, next.expire(now)),
+            In::Ev(_) => return Reaction::keep(),
+        };
+        match verdict {
+            Some(v) => Reaction::with_state(next).emit(&T, said(&order_id, v)).finish(),
+            None => Reaction::with_state(next),
+        }
+    }
+}
+
+#[test]
+fn a_join_embedded_in_a_participant_decides_once_or_times_out() {
+    let mut t = Scenario::new(Quorum);
+    t.when(&T, asked("o-1", "-", 0)).when(&T, asked("o-1", "a", 2)).then_emitted_nothing();
+    t.when(&T, asked("o-1", "b", 1)).then_emitted_nothing();
+    t.when(&T, asked("o-1", "c", 1)).then_emitted(&T, &Said { order_id: "o-1".into(), text: "Succeeded".into() });
+    assert!(t.deadlines("o-1").is_empty(), "decided: its deadline is gone");
+    t.advance(Duration::from_secs(10)).then_emitted_nothing();
+
+    t.when(&T, asked("o-2", "-", 0)).when(&T, asked("o-2", "a", 1));
+    t.advance(Duration::from_secs(5)).then_emitted(&T, &Said { order_id: "o-2".into(), text: "TimedOut".into() });
+    t.when(&T, asked("o-2", "b", 1)).then_emitted_nothing();
+
+    t.when(&T, asked("o-3", "-", 0)).when(&T, asked("o-3", "a", 2));
+    t.when(&T, asked("o-3", "b", 2)).then_emitted(&T, &Said { order_id: "o-3".into(), text: "Failed".into() });
+    t.advance(Duration::from_secs(10)).then_emitted_nothing();
+}

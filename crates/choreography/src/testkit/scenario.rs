@@ -16,6 +16,10 @@ use crate::participant::Participant;
 use crate::reactor::{self, Emission};
 use crate::slot::Slot;
 
+/// A test step that fires more deadlines than this is taken for a participant that keeps
+/// setting deadlines already due.
+const MAX_FIRED_PER_STEP: usize = 100_000;
+
 /// One participant, its states by key, and a manual clock.
 ///
 /// ```
@@ -156,7 +160,8 @@ impl<P: Participant> Scenario<P> {
     /// Fires every deadline due now and returns the reactions' events.
     pub fn fire_due(&mut self) -> Vec<Emission> {
         let mut emitted = Vec::new();
-        loop {
+        for fired in 0.. {
+            assert!(fired < MAX_FIRED_PER_STEP, "{}: more than {MAX_FIRED_PER_STEP} deadlines fired in one step (does a deadline set another at `now`?)", P::NAME);
             let due = self.slots.iter().filter_map(|(key, slot)| slot.next_due().filter(|at| *at <= self.now).map(|at| (at, key.clone()))).min();
             let Some((_, key)) = due else { break };
             let slot = self.slots.get_mut(&key).unwrap_or_else(|| unreachable!("the key was just found"));

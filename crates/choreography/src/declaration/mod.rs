@@ -184,6 +184,14 @@ impl Declaration {
         self.consumes.iter().any(|c| c.topic == topic && c.types.contains(&type_name))
     }
 
+    /// The topics its reactions read, each keyed by the state key: the topics consumed by
+    /// their Kafka key, and the repartition topics of the others. They must be
+    /// co-partitioned (same partition count, same partitioner) with each other and with the
+    /// changelog, so one instance owns a state key's every input and its state.
+    pub fn co_partitioned(&self) -> Vec<String> {
+        self.consumes.iter().map(|c| self.repartition_topic(&c.topic).unwrap_or_else(|| c.topic.clone())).collect()
+    }
+
     /// Its compacted changelog topic (key = state key, value = [`crate::changelog`] record):
     /// `<participant>.changelog`.
     pub fn changelog_topic(&self) -> String {

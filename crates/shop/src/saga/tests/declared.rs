@@ -27,6 +27,10 @@ fn stock_and_credit_are_repartitioned_and_the_rest_is_not() {
             }
         }
     }
+    let orders = declarations.iter().find(|d| d.name == "orders").expect("declared");
+    assert_eq!(orders.co_partitioned(), ["shop.orders", "shop.inventory", "shop.payments"]);
+    let stock = declarations.iter().find(|d| d.name == "inventory-stock").expect("declared");
+    assert_eq!(stock.co_partitioned(), ["inventory-stock.shop.inventory.commands.by-sku"]);
     let mermaid = crate::saga::diagram();
     for expected in ["repartition by sku", "repartition by customer_id", "StockReleased (undoes StockReserved)", "p_orders == \"OrderCancelled\" ==> t_shop_orders", "deadline: OrderCancelled"] {
         assert!(mermaid.contains(expected), "{expected:?} missing from\n{mermaid}");

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`context`]: the global options (`--bootstrap`, `--schemas`, `-X`) and what they build.
-//! - [`topics`], [`publish`], [`tail`], [`dlq`], [`demo`]: one module per command group.
+//! - [`topics`], [`publish`], [`tail`], [`dlq`], [`demo`], [`saga`]: one module per command group.
 //! - `herald_cli::json` (the library part): JSON ⇄ Avro values, with errors that name
 //!   the field.
 //! - [`record`]: a consumed record decoded for display; [`read`]: reading partitions.
@@ -24,6 +24,7 @@ mod projector;
 mod publish;
 mod read;
 mod record;
+mod saga;
 mod tail;
 mod topics;
 
@@ -56,6 +57,9 @@ enum Command {
     /// Read views: where a projection stands.
     #[command(subcommand)]
     Projector(projector::Command),
+    /// Choreography: check the saga and draw it (no broker needed).
+    #[command(subcommand)]
+    Saga(saga::Command),
     /// Versioned Avro schemas: list, fingerprint, check, compat (no broker needed).
     #[command(subcommand)]
     Schemas(herald_schema::cli::SchemasCommand),
@@ -67,6 +71,7 @@ async fn main() -> std::process::ExitCode {
     init_tracing();
     let command = match cli.command {
         Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
+        Command::Saga(cmd) => return exit::report(saga::run(cmd)),
         other => other,
     };
     let result = match context::Context::new(cli.global) {
@@ -77,7 +82,7 @@ async fn main() -> std::process::ExitCode {
             Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
             Command::Demo(args) => demo::run(&ctx, args).await,
             Command::Projector(cmd) => projector::run(&ctx, cmd).await,
-            Command::Schemas(_) => unreachable!("handled before the context is built"),
+            Command::Schemas(_) | Command::Saga(_) => unreachable!("handled before the context is built"),
         },
         Err(e) => Err(e),
     };

@@ -90,8 +90,37 @@ fn the_shop_types_read_every_stored_version() {
     assert_eq!(millis(confirmed.iter().map(|c| c.confirmed_at).collect()), [None, Some(1_764_583_260_456)]);
     let cancelled = reads_every_version::<OrderCancelled>(&catalog);
     assert_eq!(millis(cancelled.iter().map(|c| c.cancelled_at).collect()), [None, Some(1_764_586_800_789)]);
+    use herald_shop::{inventory as inv, payments as pay};
+    reads_every_version::<inv::StockReserved>(&catalog);
+    reads_every_version::<inv::StockRejected>(&catalog);
+    reads_every_version::<inv::StockReleased>(&catalog);
+    reads_every_version::<inv::ReserveSku>(&catalog);
+    reads_every_version::<inv::ReleaseSku>(&catalog);
+    reads_every_version::<inv::SkuReserved>(&catalog);
+    reads_every_version::<inv::SkuShort>(&catalog);
+    reads_every_version::<pay::PaymentCharged>(&catalog);
+    reads_every_version::<pay::PaymentDeclined>(&catalog);
+    reads_every_version::<pay::PaymentRefunded>(&catalog);
+    reads_every_version::<pay::ChargeCredit>(&catalog);
+    reads_every_version::<pay::RefundCredit>(&catalog);
     // Every stored type is one the shop knows; a new one needs a Rust type and a line here.
-    let known = [OrderPlaced::TYPE, OrderConfirmed::TYPE, OrderCancelled::TYPE];
+    let known = [
+        OrderPlaced::TYPE,
+        OrderConfirmed::TYPE,
+        OrderCancelled::TYPE,
+        inv::StockReserved::TYPE,
+        inv::StockRejected::TYPE,
+        inv::StockReleased::TYPE,
+        inv::ReserveSku::TYPE,
+        inv::ReleaseSku::TYPE,
+        inv::SkuReserved::TYPE,
+        inv::SkuShort::TYPE,
+        pay::PaymentCharged::TYPE,
+        pay::PaymentDeclined::TYPE,
+        pay::PaymentRefunded::TYPE,
+        pay::ChargeCredit::TYPE,
+        pay::RefundCredit::TYPE,
+    ];
     for name in catalog.type_names() {
         assert!(known.contains(&name), "{name} is stored but no test reads it as a Rust type");
     }

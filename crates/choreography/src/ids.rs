@@ -1,0 +1,101 @@
+//! Deterministic ids, correlation and causation of what a reaction emits.
+//!
+//! A reaction to one input is a pure function of (state, input, now), so the runtime can
+//! replay it after an aborted transaction or a crash. For the replay to emit the *same*
+//! events, their ids are not random: each is a name-based UUID (version 5, SHA-1) of the
+//! participant's name, the input's `ce_id` and the output's index in the reaction. Readers
+//! that deduplicate by `ce_id` then see one event, however often a reaction ran.
+
+use chrono::{DateTime, Utc};
+use herald_bus::trace::TraceContext;
+use herald_bus::Metadata;
+use uuid::Uuid;
+
+/// The namespace of Herald's name-based event ids (a fixed, random UUID).
+pub const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_4c0e_93d2_4b8e_8f3c_25d7_b1e0_a942);
+
+/// The id of output number `index` of `participant`'s reaction to the input `input_id`.
+///
+/// The participant's name is part of it: two participants that react to the same input
+/// emit different ids.
+///
+/// ```
+/// use herald_choreography::ids::event_id;
+/// let input = uuid::Uuid::from_u128(7);
+/// assert_eq!(event_id("orders", input, 0), event_id("orders", input, 0));
+/// assert_ne!(event_id("orders", input, 0), event_id("orders", input, 1));
+/// assert_ne!(event_id("orders", input, 0), event_id("payments", input, 0));
+/// assert_eq!(event_id("orders", input, 0).get_version_num(), 5);
+/// ```
+pub fn event_id(participant: &str, input_id: Uuid, index: u32) -> Uuid {
+    let mut name = Vec::with_capacity(participant.len() + 1 + 16 + 4);
+    name.extend_from_slice(participant.as_bytes());
+    name.push(0);
+    name.extend_from_slice(input_id.as_bytes());
+    name.extend_from_slice(&index.to_be_bytes());
+    Uuid::new_v5(&NAMESPACE, &name)
+}
+
+/// The id of the input a deadline becomes when it fires: derived from the id of the input
+/// whose reaction set it, the deadline's name and its time, so a replay fires the same
+/// input and its reaction emits the same ids.
+///
+/// ```
+/// use herald_choreography::ids::deadline_id;
+/// let set_by = uuid::Uuid::from_u128(7);
+/// assert_eq!(deadline_id(set_by, "timeout", 1_000), deadline_id(set_by, "timeout", 1_000));
+/// assert_ne!(deadline_id(set_by, "timeout", 1_000), deadline_id(set_by, "timeout", 2_000));
+/// ```
+pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
+    let mut bytes = Vec::with_capacity(16 + 9 + name.len() + 8);
+    bytes.extend_from_slice(set_by.as_bytes());
+    bytes.extend_from_slice(b"deadline\0");
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.extend_from_slice(&at_millis.to_be_bytes());
+    Uuid::new_v5(&NAMESPACE, &bytes)
+}
+
+/// The metadata of output number `index` of `participant`'s reaction to the input `cause`:
+/// the deterministic id, `event_type` and `subject` (the Kafka key), `time` = `now`, the
+/// cause's correlation id (or its id when it has none: it started the flow), the cause's id
+/// as causation id, and a child span of the cause's trace whose span id derives from the
+/// event id (so a replay writes the same `traceparent` too).
+///
+/// This is what the runtime publishes with (the publisher's `encode(topic, event, &meta)`
+/// takes metadata as given).
+///
+/// ```
+/// use herald_bus::{trace::TraceContext, Metadata};
+/// use herald_choreography::ids::{event_id, metadata};
+/// let mut placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
+/// placed.trace = Some(TraceContext::new_root());
+/// let meta = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// assert_eq!(meta.id, event_id("orders", placed.id, 0));
+/// assert_eq!(meta.causation_id, Some(placed.id.to_string()));
+/// assert_eq!(meta.correlation_id, placed.correlation_id);
+/// let (trace, parent) = (meta.trace.unwrap(), placed.trace.unwrap());
+/// assert_eq!(trace.trace_id, parent.trace_id, "the input's trace");
+/// assert_ne!(trace.span_id, parent.span_id, "a span of its own");
+/// let again = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// assert_eq!(again, meta, "a replay writes identical metadata");
+/// ```
+pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
+    let mut meta = Metadata::new(event_type, source, subject).caused_by(cause);
+    meta.id = event_id(participant, cause.id, index);
+    meta.time = now;
+    meta.trace = cause.trace.map(|t| TraceContext { span_id: span_id(meta.id), ..t });
+    meta
+}
+
+/// A nonzero span id from the first 8 bytes of an event id.
+fn span_id(id: Uuid) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&id.as_bytes()[..8]);
+    u64::from_be_bytes(bytes).max(1)
+}
+
+/// The correlation id of an input: its `ce_correlationid`, or its own id when it has none
+/// (it starts a flow).
+pub fn correlation_of(meta: &Metadata) -> String {
+    meta.correlation_id.clone().unwrap_or_else(|| meta.id.to_string())
+}

@@ -1,0 +1,225 @@
+//! Typed registration of a participant's inputs, and the state key of each.
+//!
+//! Several topics (each a family enum) map into one input enum of the participant:
+//! `Inputs::new().on(&ORDERS, Input::Order).on(&PAYMENTS, Input::Payment)`. The mapping is
+//! typed where it is written; inside, each route decodes its topic's records into the
+//! participant's input and says which state key the input belongs to.
+
+use std::sync::Arc;
+
+use herald_bus::codec::DecodeError;
+use herald_bus::schema::{KnownSchema, SchemaSet};
+use herald_bus::{EventFamily, Metadata, Topic};
+
+use crate::deadline::Fired;
+
+/// Which state an input belongs to, as declared (see [`StateKey`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    /// The record's Kafka key, the event's aggregate id: no repartition, the input
+    /// partition's owner is the key's one writer.
+    Subject,
+    /// The saga's correlation id (`ce_correlationid`).
+    Correlation,
+    /// A value computed from the event, named (for example `sku`).
+    By(&'static str),
+}
+
+impl KeyKind {
+    /// Whether inputs keyed this way must go through a repartition topic keyed by the
+    /// state key before the participant reacts: true unless the state key is the Kafka key.
+    /// Only then does each state key have exactly one writer however many instances run.
+    pub fn needs_repartition(&self) -> bool {
+        !matches!(self, KeyKind::Subject)
+    }
+}
+
+/// The state key of the inputs of one topic of family `F`.
+///
+/// ```
+/// use herald_choreography::{KeyKind, StateKey};
+/// # herald_bus::family! { #[derive(Debug)] pub enum Cmd { Reserve(Reserve) } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Reserve { order_id: String, sku: String }
+/// # impl herald_bus::Event for Reserve { const TYPE: &'static str = "x.Reserve"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.order_id } }
+/// let by_sku = StateKey::by("sku", |c: &Cmd| match c { Cmd::Reserve(r) => r.sku.clone() });
+/// assert_eq!(by_sku.kind(), &KeyKind::By("sku"));
+/// assert!(by_sku.kind().needs_repartition());
+/// assert!(!StateKey::<Cmd>::subject().kind().needs_repartition());
+/// ```
+pub struct StateKey<F> {
+    kind: KeyKind,
+    of: Option<fn(&F) -> String>,
+}
+
+impl<F: EventFamily> StateKey<F> {
+    /// The Kafka key (the aggregate id).
+    pub fn subject() -> Self {
+        StateKey { kind: KeyKind::Subject, of: None }
+    }
+
+    /// The saga's correlation id.
+    pub fn correlation() -> Self {
+        StateKey { kind: KeyKind::Correlation, of: None }
+    }
+
+    /// A key computed from the event; `name` says what it is (diagrams, repartition topic).
+    pub fn by(name: &'static str, of: fn(&F) -> String) -> Self {
+        StateKey { kind: KeyKind::By(name), of: Some(of) }
+    }
+
+    /// What kind of key this is.
+    pub fn kind(&self) -> &KeyKind {
+        &self.kind
+    }
+
+    fn key(&self, event: &F, meta: &Metadata) -> String {
+        match (&self.kind, self.of) {
+            (KeyKind::By(_), Some(of)) => of(event),
+            (KeyKind::Correlation, _) => crate::ids::correlation_of(meta),
+            _ => event.aggregate_id().to_owned(),
+        }
+    }
+}
+
+/// An input decoded, mapped into the participant's input type, with its state key.
+#[derive(Debug)]
+pub struct Routed<I> {
+    /// The participant's input.
+    pub input: I,
+    /// The state key it belongs to.
+    pub key: String,
+}
+
+type Decode<I> = dyn Fn(&str, &KnownSchema, &[u8], &Metadata) -> Result<Option<Routed<I>>, DecodeError> + Send + Sync;
+
+/// One subscribed topic, its family erased.
+pub struct Route<I> {
+    topic: String,
+    types: &'static [&'static str],
+    schemas: fn() -> &'static SchemaSet,
+    key: KeyKind,
+    decode: Arc<Decode<I>>,
+}
+
+impl<I> Route<I> {
+    /// The topic's name.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The event types the topic's family carries.
+    pub fn types(&self) -> &'static [&'static str] {
+        self.types
+    }
+
+    /// The family's schemas (the runtime decodes with them).
+    pub fn schemas(&self) -> &'static SchemaSet {
+        (self.schemas)()
+    }
+
+    /// The state key of these inputs.
+    pub fn key(&self) -> &KeyKind {
+        &self.key
+    }
+
+    /// Decodes a datum of `type_name` written with `writer` into the participant's input
+    /// and its state key. `Ok(None)`: the type is not in the topic's family.
+    pub fn decode(&self, type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata) -> Result<Option<Routed<I>>, DecodeError> {
+        (self.decode)(type_name, writer, datum, meta)
+    }
+}
+
+impl<I> Clone for Route<I> {
+    fn clone(&self) -> Self {
+        Route { topic: self.topic.clone(), types: self.types, schemas: self.schemas, key: self.key.clone(), decode: Arc::clone(&self.decode) }
+    }
+}
+
+/// The inputs of a participant: typed registrations of topics, plus deadlines.
+///
+/// ```
+/// use herald_choreography::{Fired, Inputs};
+/// # herald_bus::family! { #[derive(Debug)] pub enum OrderEvent { Placed(Placed) } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Placed { order_id: String }
+/// # impl herald_bus::Event for Placed { const TYPE: &'static str = "x.Placed"; const SCHEMA: &'static str = r#"{"type":"record","name":"Placed","namespace":"x","fields":[{"name":"order_id","type":"string"}]}"#; fn aggregate_id(&self) -> &str { &self.order_id } }
+/// const ORDERS: herald_bus::Topic<OrderEvent> = herald_bus::Topic::new("x.orders");
+/// enum Input { Order(OrderEvent), Timeout(Fired) }
+/// let inputs = Inputs::by_subject().on(&ORDERS, Input::Order).on_deadline(Input::Timeout);
+/// assert_eq!(inputs.routes()[0].topic(), "x.orders");
+/// assert!(inputs.has_deadlines());
+/// ```
+pub struct Inputs<I> {
+    default_key: KeyKind,
+    routes: Vec<Route<I>>,
+    deadline: Option<Arc<dyn Fn(Fired) -> I + Send + Sync>>,
+}
+
+impl<I: 'static> Inputs<I> {
+    /// Inputs whose state is keyed by the saga's correlation id unless a registration
+    /// says otherwise (the default: one state per saga).
+    pub fn new() -> Self {
+        Inputs { default_key: KeyKind::Correlation, routes: Vec::new(), deadline: None }
+    }
+
+    /// Inputs whose state is keyed by the record's Kafka key (the aggregate id) unless a
+    /// registration says otherwise. When every topic is keyed by the saga's own id (an
+    /// order id), this is the saga key without a repartition step.
+    pub fn by_subject() -> Self {
+        Inputs { default_key: KeyKind::Subject, ..Inputs::new() }
+    }
+
+    /// Subscribes to `topic`: each of its events becomes `map(event)`, keyed by this
+    /// `Inputs`' default key.
+    pub fn on<F: EventFamily>(self, topic: &Topic<F>, map: impl Fn(F) -> I + Send + Sync + 'static) -> Self {
+        let key = match self.default_key {
+            KeyKind::Subject => StateKey::subject(),
+            _ => StateKey::correlation(),
+        };
+        self.on_keyed(topic, key, map)
+    }
+
+    /// Subscribes to `topic` with its own state key (for example stock keyed by SKU from
+    /// commands keyed by order: the runtime repartitions them, see [`KeyKind::needs_repartition`]).
+    pub fn on_keyed<F: EventFamily>(mut self, topic: &Topic<F>, key: StateKey<F>, map: impl Fn(F) -> I + Send + Sync + 'static) -> Self {
+        let kind = key.kind.clone();
+        let decode = move |type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata| -> Result<Option<Routed<I>>, DecodeError> {
+            let Some(event) = F::decode(type_name, writer, datum)? else { return Ok(None) };
+            let key = key.key(&event, meta);
+            Ok(Some(Routed { input: map(event), key }))
+        };
+        self.routes.push(Route { topic: topic.name().to_owned(), types: F::TYPES, schemas: F::schemas, key: kind, decode: Arc::new(decode) });
+        self
+    }
+
+    /// Deadlines that fire become `map(fired)`.
+    pub fn on_deadline(mut self, map: impl Fn(Fired) -> I + Send + Sync + 'static) -> Self {
+        self.deadline = Some(Arc::new(map));
+        self
+    }
+
+    /// The subscribed topics.
+    pub fn routes(&self) -> &[Route<I>] {
+        &self.routes
+    }
+
+    /// The route of `topic`, if subscribed.
+    pub fn route(&self, topic: &str) -> Option<&Route<I>> {
+        self.routes.iter().find(|r| r.topic == topic)
+    }
+
+    /// Whether deadlines are an input.
+    pub fn has_deadlines(&self) -> bool {
+        self.deadline.is_some()
+    }
+
+    /// The input a fired deadline becomes; `None` when deadlines are not registered.
+    pub fn fired(&self, fired: Fired) -> Option<I> {
+        self.deadline.as_ref().map(|map| map(fired))
+    }
+}
+
+impl<I: 'static> Default for Inputs<I> {
+    fn default() -> Self {
+        Inputs::new()
+    }
+}

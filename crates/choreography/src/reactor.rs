@@ -1,0 +1,67 @@
+//! One reaction step, the same for the test kit and the runtime: decide, apply to the
+//! slot, and give every emitted event its metadata.
+//!
+//! # What the Kafka runtime does around it
+//! For each record of a subscribed topic (read_committed), in partition order:
+//! 1. find its [`Route`](crate::input::Route) by topic and decode it with the writer schema
+//!    ([`Route::decode`](crate::input::Route::decode)), which also gives the state key;
+//! 2. if the route's key [needs repartitioning](crate::KeyKind::needs_repartition), copy the
+//!    record unchanged (payload and headers, so its `ce_id` and correlation survive) to
+//!    [`Declaration::repartition_topic`](crate::declaration::Declaration::repartition_topic)
+//!    keyed by the state key, and react when it is read back from there;
+//! 3. load the key's [`Slot`] (from the changelog when the partition was assigned, or
+//!    [`Participant::initial`]) and call [`react`];
+//! 4. in one transaction with the input's offset: each [`Emission`] as a record (key
+//!    [`Emitted::key`], payload the codec's framing of [`Emitted::encode`], headers
+//!    `meta.to_headers()`), and the slot's [`changelog`](crate::changelog) record on
+//!    [`Declaration::changelog_topic`](crate::declaration::Declaration::changelog_topic).
+//!
+//! Deadlines: keep the keys of a partition ordered by [`Slot::next_due`] and call
+//! [`fire_due`] when the clock passes it, inside the same kind of transaction.
+
+use chrono::{DateTime, Utc};
+use herald_bus::Metadata;
+
+use crate::emit::Emitted;
+use crate::ids;
+use crate::participant::Participant;
+use crate::slot::{self, Slot};
+
+/// An emitted event with the metadata it is published with.
+#[derive(Debug)]
+pub struct Emission {
+    /// Deterministic id, correlation, causation, subject, type, time.
+    pub meta: Metadata,
+    /// The event and its topic.
+    pub event: Emitted,
+}
+
+/// Reacts to `input` (delivered with `cause`'s metadata) for the key held in `slot`:
+/// calls [`Participant::decide`], applies the reaction to the slot, and returns the
+/// emitted events with their metadata ([`ids::metadata`]). `source` is the `ce_source`.
+pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Vec<Emission> {
+    let reaction = participant.decide(slot.state(), input, now);
+    let (state, emitted, changes, finished) = reaction.into_parts();
+    slot.apply(state, changes, finished, cause);
+    emitted
+        .into_iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            Emission { meta: ids::metadata(P::NAME, source, cause, index, event.type_name(), event.key(), now), event }
+        })
+        .collect()
+}
+
+/// Fires the earliest deadline of `slot` due at `now`, if any: takes it (so it fires once)
+/// and reacts to it. Returns the fired input's metadata and the reaction's events; `None`
+/// when nothing is due. A participant that sets deadlines without registering
+/// [`Inputs::on_deadline`](crate::Inputs::on_deadline) loses them when they come due (no
+/// events); the test kit refuses such a participant.
+pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>) -> Option<(Metadata, Vec<Emission>)> {
+    let pending = slot.take_due(now)?;
+    let (fired, meta) = slot::fired(&pending, key, source);
+    let Some(input) = inputs.fired(fired) else { return Some((meta, Vec::new())) };
+    let emitted = react(participant, source, slot, input, &meta, now);
+    Some((meta, emitted))
+}

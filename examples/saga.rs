@@ -10,7 +10,8 @@
 //! strand is compensated, no reaction cycles), prints it as a Mermaid flowchart, then runs
 //! three orders through the five participants on the test kit's in-memory bus with a
 //! manual clock: one confirmed, one out of stock, and one whose payment service is down
-//! past the timeout (cancelled, then its late charge refunded). Guarantee shown: the
+//! past the timeout (cancelled, then its late charge refunded), and prints each order's
+//! terminal event with the time it carries (the reaction's clock). Guarantee shown: the
 //! decisions alone give exactly one terminal event per order and net zero for cancelled
 //! orders, with deterministic event ids; the Kafka runtime will add exactly-once delivery.
 
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use herald_choreography::testkit::World;
 use herald_shop::saga::{Billing, Credit, Orders, Reservations, Stock};
-use herald_shop::{OrderPlaced, ORDERS};
+use herald_shop::{OrderCancelled, OrderConfirmed, OrderPlaced, ORDERS};
 
 fn main() -> anyhow::Result<()> {
     let report = herald_shop::saga::check();
@@ -46,6 +47,14 @@ fn main() -> anyhow::Result<()> {
     for raw in world.log() {
         let meta = &raw.meta;
         println!("{:<40} {:<16} {:<24} id {} caused by {}", raw.type_name, meta.subject, raw.topic, meta.id, meta.causation_id.as_deref().unwrap_or("-"));
+    }
+    // Terminal events carry when the reaction ran (the test kit's clock starts at 2030-01-01).
+    println!();
+    for confirmed in world.events::<OrderConfirmed>() {
+        println!("{:<16} confirmed at {}", confirmed.order_id, confirmed.confirmed_at.map_or("-".to_owned(), |at| at.to_string()));
+    }
+    for cancelled in world.events::<OrderCancelled>() {
+        println!("{:<16} cancelled at {} ({})", cancelled.order_id, cancelled.cancelled_at.map_or("-".to_owned(), |at| at.to_string()), cancelled.reason);
     }
     Ok(())
 }

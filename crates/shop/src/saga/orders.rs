@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use apache_avro::AvroSchema;
 use chrono::{DateTime, Utc};
+use herald_bus::timestamp::TimestampMillis;
 use herald_bus::Event;
 use herald_choreography::declaration::{Output, DEADLINE};
 use herald_choreography::{Deadline, Fired, Inputs, Participant, Reaction};
@@ -81,14 +82,15 @@ impl OrderSaga {
     }
 }
 
-/// `OrderCancelled` by the system.
-pub fn cancelled(order_id: &str, reason: &str) -> OrderCancelled {
-    OrderCancelled { order_id: order_id.to_owned(), reason: reason.to_owned(), cancelled_by: Some("system".to_owned()), cancelled_at: None }
+/// `OrderCancelled` by the system at `at`: the `now` of the reaction that cancels (for a
+/// timeout, when it fired), so a replay of the same input emits the same event.
+pub fn cancelled(order_id: &str, reason: &str, at: DateTime<Utc>) -> OrderCancelled {
+    OrderCancelled { order_id: order_id.to_owned(), reason: reason.to_owned(), cancelled_by: Some("system".to_owned()), cancelled_at: Some(TimestampMillis::from(at)) }
 }
 
-/// `OrderConfirmed` for a charge.
-pub fn confirmed(charged: &PaymentCharged) -> OrderConfirmed {
-    OrderConfirmed { order_id: charged.order_id.clone(), payment_id: charged.payment_id.clone(), confirmed_at: None }
+/// `OrderConfirmed` for a charge, at `at`: the `now` of the reaction that confirms.
+pub fn confirmed(charged: &PaymentCharged, at: DateTime<Utc>) -> OrderConfirmed {
+    OrderConfirmed { order_id: charged.order_id.clone(), payment_id: charged.payment_id.clone(), confirmed_at: Some(TimestampMillis::from(at)) }
 }
 
 impl Orders {
@@ -131,12 +133,12 @@ impl Participant for Orders {
             // Ended by someone else (a customer cancelled): nothing to emit, but it is over.
             OrdersInput::Order(OrderEvent::Confirmed(_)) => Reaction::with_state(OrderSaga { phase: OrderPhase::Confirmed }).cancel_deadline(PAYMENT_TIMEOUT).finish(),
             OrdersInput::Order(OrderEvent::Cancelled(_)) => Reaction::with_state(OrderSaga { phase: OrderPhase::Cancelled }).cancel_deadline(PAYMENT_TIMEOUT).finish(),
-            OrdersInput::Inventory(InventoryEvent::Rejected(r)) => Orders::end(OrderPhase::Cancelled, cancelled(&r.order_id, OUT_OF_STOCK)),
+            OrdersInput::Inventory(InventoryEvent::Rejected(r)) => Orders::end(OrderPhase::Cancelled, cancelled(&r.order_id, OUT_OF_STOCK, now)),
             OrdersInput::Inventory(InventoryEvent::Reserved(_) | InventoryEvent::Released(_)) => Reaction::keep(),
-            OrdersInput::Payment(PaymentEvent::Charged(c)) => Orders::end(OrderPhase::Confirmed, confirmed(&c)),
-            OrdersInput::Payment(PaymentEvent::Declined(d)) => Orders::end(OrderPhase::Cancelled, cancelled(&d.order_id, PAYMENT_DECLINED)),
+            OrdersInput::Payment(PaymentEvent::Charged(c)) => Orders::end(OrderPhase::Confirmed, confirmed(&c, now)),
+            OrdersInput::Payment(PaymentEvent::Declined(d)) => Orders::end(OrderPhase::Cancelled, cancelled(&d.order_id, PAYMENT_DECLINED, now)),
             OrdersInput::Payment(PaymentEvent::Refunded(_)) => Reaction::keep(),
-            OrdersInput::Timeout(fired) if fired.name == PAYMENT_TIMEOUT => Orders::end(OrderPhase::Cancelled, cancelled(&fired.payload, TIMEOUT)),
+            OrdersInput::Timeout(fired) if fired.name == PAYMENT_TIMEOUT => Orders::end(OrderPhase::Cancelled, cancelled(&fired.payload, TIMEOUT, now)),
             OrdersInput::Timeout(_) => Reaction::keep(),
         }
     }

@@ -20,7 +20,7 @@ fn reservations_publish_stock_reserved_when_every_sku_reserved() {
     t.when(&STOCK_REPLIES, sku_reserved("o-1", "A", 2)).then_emitted(&INVENTORY, &reserved("o-1", "c-1", 300, &[("A", 2), ("B", 1)])).then_emitted_count(1);
     t.redeliver().then_emitted_nothing();
     assert_eq!(t.state("o-1").phase, ReservationPhase::Reserved);
-    t.when(&ORDERS, confirmed_of("o-1")).then_emitted_nothing();
+    t.when(&ORDERS, confirmed_of("o-1", t.now())).then_emitted_nothing();
     assert_eq!(t.state("o-1").phase, ReservationPhase::Sold);
     assert!(t.is_finished("o-1"));
 }
@@ -35,7 +35,7 @@ fn reservations_reject_at_the_first_short_sku_and_release_the_partial_reservatio
     // B answers late: released on arrival, never reported as reserved.
     t.when(&STOCK_REPLIES, sku_reserved("o-1", "B", 1)).then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "B")).then_emitted_count(1);
     t.redeliver().then_emitted_nothing();
-    t.when(&ORDERS, cancelled("o-1", OUT_OF_STOCK)).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", OUT_OF_STOCK, t.now())).then_emitted_nothing();
     assert_eq!(t.state("o-1").phase, ReservationPhase::Rejected);
     assert!(t.state("o-1").held.is_empty());
 }
@@ -45,11 +45,11 @@ fn reservations_release_once_when_a_reserved_order_is_cancelled() {
     let mut t = Scenario::new(Reservations);
     t.given(&ORDERS, order("o-1", "c-1", &[("A", 2), ("B", 1)]));
     t.given(&STOCK_REPLIES, sku_reserved("o-1", "A", 2)).given(&STOCK_REPLIES, sku_reserved("o-1", "B", 1));
-    t.when(&ORDERS, cancelled("o-1", PAYMENT_DECLINED));
+    t.when(&ORDERS, cancelled("o-1", PAYMENT_DECLINED, t.now()));
     t.then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "A")).then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "B"));
     t.then_emitted(&INVENTORY, &StockReleased { order_id: "o-1".into(), lines: vec![stock_line("A", 2), stock_line("B", 1)] }).then_emitted_count(3);
     t.redeliver().then_emitted_nothing();
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted_nothing();
     assert_eq!(t.state("o-1").phase, ReservationPhase::Released);
 }
 
@@ -58,7 +58,7 @@ fn reservations_cancelled_while_pending_release_what_they_hold_and_what_comes_la
     let mut t = Scenario::new(Reservations);
     t.given(&ORDERS, order("o-1", "c-1", &[("A", 2), ("B", 1)]));
     t.given(&STOCK_REPLIES, sku_reserved("o-1", "A", 2));
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "A")).then_emitted_count(1);
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "A")).then_emitted_count(1);
     t.when(&STOCK_REPLIES, sku_reserved("o-1", "B", 1)).then_emitted(&STOCK_COMMANDS, &release_sku("o-1", "B")).then_emitted_count(1);
     assert_eq!(t.emitted_events::<StockReserved>().len(), 0);
     assert_eq!(t.state("o-1").phase, ReservationPhase::Cancelled);
@@ -67,7 +67,7 @@ fn reservations_cancelled_while_pending_release_what_they_hold_and_what_comes_la
 #[test]
 fn reservations_of_an_order_cancelled_before_it_was_placed_never_start() {
     let mut t = Scenario::new(Reservations);
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted_nothing();
     t.when(&ORDERS, order("o-1", "c-1", &[("A", 1)])).then_emitted_nothing();
 }
 

@@ -11,7 +11,9 @@ mod together;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use herald_choreography::testkit::{Scenario, World};
+use chrono::{DateTime, Utc};
+use herald_bus::timestamp::TimestampMillis;
+use herald_choreography::testkit::{start_time, Scenario, World};
 
 use super::orders::{self, cancelled, OrderPhase, OUT_OF_STOCK, PAYMENT_DECLINED, PAYMENT_TIMEOUT, TIMEOUT};
 use super::reservations::ReservationPhase;
@@ -59,8 +61,9 @@ fn rejected(order_id: &str, sku: &str, requested: i64, available: i64) -> StockR
     StockRejected { order_id: order_id.into(), sku: sku.into(), requested, available }
 }
 
-fn confirmed_of(order_id: &str) -> OrderConfirmed {
-    orders::confirmed(&charged(order_id, "c", 0))
+/// The system's `OrderConfirmed` of `order_id`, confirmed at `at`.
+fn confirmed_of(order_id: &str, at: DateTime<Utc>) -> OrderConfirmed {
+    orders::confirmed(&charged(order_id, "c", 0), at)
 }
 
 fn release_sku(order_id: &str, sku: &str) -> ReleaseSku {

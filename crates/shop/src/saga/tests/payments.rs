@@ -8,14 +8,14 @@ fn billing_asks_one_charge_per_reserved_order() {
     t.when(&INVENTORY, reserved("o-1", "c-1", 250, &[("A", 1)])).then_emitted(&CREDIT_COMMANDS, &charge("o-1", "c-1", 250)).then_emitted_count(1);
     t.redeliver().then_emitted_nothing();
     t.when(&INVENTORY, reserved("o-1", "c-1", 250, &[("A", 1)])).then_emitted_nothing();
-    t.when(&ORDERS, confirmed_of("o-1")).then_emitted_nothing();
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted_nothing();
+    t.when(&ORDERS, confirmed_of("o-1", t.now())).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted_nothing();
 }
 
 #[test]
 fn billing_never_charges_an_order_it_has_seen_cancelled() {
     let mut t = Scenario::new(Billing);
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted_nothing();
     t.when(&INVENTORY, reserved("o-1", "c-1", 250, &[("A", 1)])).then_emitted_nothing();
 }
 
@@ -23,9 +23,9 @@ fn billing_never_charges_an_order_it_has_seen_cancelled() {
 fn billing_asks_a_refund_once_when_a_charged_order_is_cancelled() {
     let mut t = Scenario::new(Billing);
     t.given(&INVENTORY, reserved("o-1", "c-1", 250, &[("A", 1)]));
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted(&CREDIT_COMMANDS, &refund("o-1", "c-1")).then_emitted_count(1);
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted(&CREDIT_COMMANDS, &refund("o-1", "c-1")).then_emitted_count(1);
     t.redeliver().then_emitted_nothing();
-    t.when(&ORDERS, cancelled("o-1", TIMEOUT)).then_emitted_nothing();
+    t.when(&ORDERS, cancelled("o-1", TIMEOUT, t.now())).then_emitted_nothing();
 }
 
 

@@ -68,8 +68,9 @@ fn assert_invariants(world: &World, stock_seed: &[(&str, i64)], credit_of: impl 
 #[test]
 fn saga_confirmed() {
     let mut w = world(&[("A", 5), ("B", 5)], &[], secs(30));
+    w.advance(secs(5));
     w.publish(&ORDERS, order("o-1", "c-1", &[("A", 2), ("B", 1)]));
-    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-1")]);
+    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-1", start_time() + chrono::Duration::seconds(5))]);
     assert_eq!(w.events::<StockReserved>(), [reserved("o-1", "c-1", 300, &[("A", 2), ("B", 1)])]);
     assert_eq!(w.events::<PaymentCharged>(), [charged("o-1", "c-1", 300)]);
     w.advance(secs(60));
@@ -83,12 +84,14 @@ fn saga_out_of_stock_releases_the_partial_reservations() {
     let mut w = world(&seed, &[], secs(30));
     w.publish(&ORDERS, order("o-1", "c-1", &[("A", 5), ("B", 1)]));
     assert_eq!(w.events::<StockRejected>(), [rejected("o-1", "B", 1, 0)]);
-    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", OUT_OF_STOCK)]);
+    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", OUT_OF_STOCK, w.now())]);
     assert_eq!(w.events::<ReleaseSku>(), [release_sku("o-1", "A")]);
     assert!(w.events::<PaymentCharged>().is_empty());
     // A's five units are back: the next order takes all of them.
+    w.advance(secs(1));
     w.publish(&ORDERS, order("o-2", "c-2", &[("A", 5)]));
-    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2")]);
+    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2", w.now())]);
+    assert_eq!(w.events::<OrderCancelled>()[0].cancelled_at, Some(TimestampMillis::from(start_time())), "each terminal event keeps its own time");
     assert_invariants(&w, &seed, |_| 100_000);
 }
 
@@ -98,10 +101,10 @@ fn saga_payment_declined_releases_the_stock() {
     let mut w = world(&seed, &[("poor", 50)], secs(30));
     w.publish(&ORDERS, order("o-1", "poor", &[("A", 1)]));
     assert_eq!(w.events::<PaymentDeclined>(), [declined("o-1", "poor", "insufficient-credit")]);
-    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", PAYMENT_DECLINED)]);
+    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", PAYMENT_DECLINED, w.now())]);
     assert_eq!(w.events::<StockReleased>(), [StockReleased { order_id: "o-1".into(), lines: vec![stock_line("A", 1)] }]);
     w.publish(&ORDERS, order("o-2", "rich", &[("A", 1)]));
-    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2")]);
+    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2", w.now())]);
     assert_invariants(&w, &seed, |c| if c == "poor" { 50 } else { 100_000 });
 }
 
@@ -110,12 +113,14 @@ fn saga_timeout_refunds_the_late_charge_and_releases_the_stock() {
     let seed = [("A", 3)];
     let mut w = world(&seed, &[], secs(30));
     w.pause("payments-credit");
+    let placed_at = w.now();
     w.publish(&ORDERS, order("o-1", "c-1", &[("A", 3)]));
     assert_eq!(w.events::<StockReserved>().len(), 1);
     w.advance(secs(29));
     assert!(w.events::<OrderCancelled>().is_empty());
     w.advance(secs(1));
-    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT)]);
+    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT, placed_at + chrono::Duration::seconds(30))]);
+    assert_eq!(w.events::<OrderCancelled>()[0].cancelled_at.map(|at| at.as_datetime()), Some(placed_at + chrono::Duration::seconds(30)), "cancelled at placed + the payment timeout");
     assert_eq!(w.events::<StockReleased>().len(), 1);
     // The credit comes back: the charge it was asked for lands late and is refunded.
     w.resume("payments-credit");
@@ -132,13 +137,13 @@ fn saga_timeout_while_inventory_is_down_never_charges() {
     w.pause("inventory-stock");
     w.publish(&ORDERS, order("o-1", "c-1", &[("A", 1)]));
     w.advance(secs(30));
-    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT)]);
+    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT, w.now())]);
     w.resume("inventory-stock");
     assert!(w.events::<StockReserved>().is_empty(), "reserved after the cancellation: released, never published");
     assert_eq!(w.events::<ReleaseSku>(), [release_sku("o-1", "A")]);
     assert!(w.events::<PaymentCharged>().is_empty());
     w.publish(&ORDERS, order("o-2", "c-1", &[("A", 3)]));
-    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2")], "the late reservation was returned");
+    assert_eq!(w.events::<OrderConfirmed>(), [confirmed_of("o-2", w.now())], "the late reservation was returned");
     assert_invariants(&w, &seed, |_| 100_000);
 }
 
@@ -151,7 +156,8 @@ fn saga_deadlines_due_while_orders_was_down_fire_when_it_returns() {
     w.advance(secs(120));
     assert!(w.events::<OrderCancelled>().is_empty());
     w.resume("orders");
-    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT)]);
+    // Due at 30 s but fired at 120 s, when orders came back: the system cancelled then.
+    assert_eq!(w.events::<OrderCancelled>(), [cancelled("o-1", TIMEOUT, start_time() + chrono::Duration::seconds(120))]);
     w.resume("inventory-stock");
     assert_invariants(&w, &[("A", 1)], |_| 100_000);
 }

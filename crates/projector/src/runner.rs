@@ -389,8 +389,9 @@ enum Block {
     Retry { offset: i64, attempts: u32, until: Instant, error: String },
     /// The record at `offset` is being written to the dead-letter topic.
     DeadLettering { offset: i64 },
-    /// Circuit open at `offset` until an operator acts.
-    Open { offset: i64, failure: Failure },
+    /// Circuit open at `offset` until an operator acts (`parked`: because its dead letter
+    /// cannot be written).
+    Open { offset: i64, failure: Failure, parked: bool },
 }
 
 impl Block {
@@ -453,12 +454,14 @@ impl<F> Part<F> {
     }
 }
 
-/// A dead letter acknowledged by the broker.
+/// A dead letter acknowledged by the broker (`unwritable: Some(why)`: one that can never
+/// be written).
 struct DeadLettered {
     partition: i32,
     generation: u64,
     offset: i64,
     failure: Failure,
+    unwritable: Option<String>,
 }
 
 struct Loop<F> {
@@ -575,15 +578,34 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     }
                 }
                 Some(acked) = dlq_rx.recv() => {
-                    if let Some(crash) = &self.crash {
+                    if acked.unwritable.is_none()
+                        && let Some(crash) = &self.crash
+                    {
                         crash.reached(CrashStage::AfterDeadLetter);
                     }
                     if let Some(part) = state.parts.get_mut(&acked.partition)
                         && part.generation == acked.generation
                         && matches!(part.block, Some(Block::DeadLettering { offset }) if offset == acked.offset)
                     {
-                        part.block = None;
-                        part.skips.insert(acked.offset, acked.failure);
+                        match acked.unwritable {
+                            None => {
+                                part.block = None;
+                                part.skips.insert(acked.offset, acked.failure);
+                            }
+                            // It can never be written: stop the partition there (paused,
+                            // reported unhealthy) until an operator acts, never loop.
+                            Some(why) => {
+                                tracing::error!(partition = acked.partition, offset = acked.offset, error = %why, "the dead letter cannot be written: partition parked until an operator acts");
+                                let reason = format!("dead letter cannot be written: {why} (record failed: {})", acked.failure.reason);
+                                state.last_error = Some(format!("partition {} offset {}: {reason}", acked.partition, acked.offset));
+                                part.last_error = Some(reason.clone());
+                                if !part.paused {
+                                    self.pause(acked.partition, true);
+                                    part.paused = true;
+                                }
+                                part.block = Some(Block::Open { offset: acked.offset, failure: Failure { reason, ..acked.failure }, parked: true });
+                            }
+                        }
                     }
                 }
                 Some(command) = self.control_rx.recv() => self.command(&mut state, command, &cancel, &dlq_tx),
@@ -1014,7 +1036,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                 self.pause(partition, true);
                 part.paused = true;
             }
-            part.block = Some(Block::Open { offset, failure });
+            part.block = Some(Block::Open { offset, failure, parked: false });
             return;
         }
         let Some(item) = part.buffer.iter().find(|i| i.offset == offset).cloned() else { return };
@@ -1023,11 +1045,16 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         let publisher = self.publisher.clone();
         let (cancel, dlq, generation) = (cancel.clone(), dlq.clone(), part.generation);
         tokio::spawn(async move {
-            if dead_letter::send_until_acked(&publisher, &record, &cancel).await {
-                tracing::warn!(partition, offset, stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
-                metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
-                let _ = dlq.send(DeadLettered { partition, generation, offset, failure });
-            }
+            let unwritable = match dead_letter::send_until_acked(&publisher, &record, &cancel).await {
+                Ok(()) => {
+                    tracing::warn!(partition, offset, stage = failure.stage.as_str(), reason = %failure.reason, "dead-lettered");
+                    metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
+                    None
+                }
+                Err(dead_letter::NotSent::Unwritable(e)) => Some(e.to_string()),
+                Err(_) => return,
+            };
+            let _ = dlq.send(DeadLettered { partition, generation, offset, failure, unwritable });
         });
     }
 
@@ -1043,7 +1070,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             }
             Command::Skip(partition) => {
                 let open = state.parts.get(&partition).and_then(|p| match &p.block {
-                    Some(Block::Open { offset, failure }) => Some((*offset, failure.clone())),
+                    Some(Block::Open { offset, failure, .. }) => Some((*offset, failure.clone())),
                     _ => None,
                 });
                 if let Some((offset, failure)) = open {
@@ -1070,6 +1097,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                         None => "running",
                         Some(Block::Retry { .. }) => "retrying",
                         Some(Block::DeadLettering { .. }) => "dead-lettering",
+                        Some(Block::Open { parked: true, .. }) => "parked",
                         Some(Block::Open { .. }) => "circuit-open",
                     }
                     .to_owned(),

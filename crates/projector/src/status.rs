@@ -26,8 +26,9 @@ pub struct PartitionStatus {
     pub end_offset: Option<i64>,
     /// `end_offset - position` (from the log start when no position is stored).
     pub lag: Option<i64>,
-    /// `running`, `retrying`, `dead-lettering`, `circuit-open`, or `stored` (read from
-    /// the store by [`read`], no live process).
+    /// `running`, `retrying`, `dead-lettering`, `circuit-open`, `parked` (its poison
+    /// record's dead letter cannot be written: the projector reports itself unhealthy), or
+    /// `stored` (read from the store by [`read`], no live process).
     pub state: String,
     /// Records fetched and waiting for a batch.
     pub buffered: usize,
@@ -111,7 +112,8 @@ impl StatusHandle {
 impl herald_ops::HealthCheck for StatusHandle {
     fn check(&self) -> (bool, serde_json::Value) {
         let status = self.get();
-        let healthy = status.running;
+        // A partition parked on a dead letter that cannot be written needs an operator.
+        let healthy = status.running && !status.partitions.iter().any(|p| p.state == "parked");
         (healthy, serde_json::to_value(&status).unwrap_or(serde_json::Value::Null))
     }
 }

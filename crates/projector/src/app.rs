@@ -40,6 +40,7 @@
 //! `--bootstrap` (env `KAFKA_BOOTSTRAP_SERVERS`), `--max-batch`, `--on-poison
 //! dead-letter|pause`, `--max-attempts`, `-X key=value` (librdkafka properties; also read
 //! from `HERALD_RDKAFKA_*` variables, see [`herald_bus::config::ENV_PREFIX`]).
+//! With the `crash-points` feature (enabled by the tests only),
 //! `HERALD_PROJECTOR_CRASH_AT=stage:n` aborts at a point of the pipeline (fault tests).
 
 use std::collections::BTreeMap;
@@ -51,6 +52,7 @@ use clap::Parser;
 use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "crash-points")]
 use crate::crash::CrashPoint;
 use crate::rebuild::{self, Rebuilt};
 use crate::runner::{Control, OnPoison, Projector, StopAt, Stopped};
@@ -236,6 +238,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                 let (k, v) = pair.split_once('=').ok_or_else(|| AppError::Usage(format!("-X expects key=value, got {pair:?}")))?;
                 builder = builder.kafka_property(k, v);
             }
+            #[cfg(feature = "crash-points")]
             if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
                 builder = builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?);
             }

@@ -40,7 +40,8 @@
 //! - [`views`]: view versions and the atomic swap. [`rebuild`]: build a new version from the
 //!   beginning of the log (or up to a time or offsets) and swap it in.
 //! - [`status`]: per-partition positions and lag; [`http`]: `/status` and operator routes.
-//! - [`crash`]: crash points for fault tests. [`error`]: error types.
+//! - `crash` (feature `crash-points`, enabled by the tests only): crash points for fault
+//!   tests. [`error`]: error types.
 //!
 //! # Guarantees
 //! - **Exactly once in effect.** A batch's view changes and its positions commit in one
@@ -78,6 +79,7 @@
 pub mod app;
 mod batch;
 mod context;
+#[cfg(feature = "crash-points")]
 pub mod crash;
 pub mod error;
 pub mod http;

@@ -52,11 +52,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Action, Batch, Item, Outcome, Slice};
 use crate::context::{Context, Membership, Shared};
+#[cfg(feature = "crash-points")]
 use crate::crash::{CrashPoint, Stage as CrashStage};
 use crate::error::ProjectorError;
 use crate::position::Key;
 use crate::projection::Projection;
-use crate::status::{PartitionStatus, StatusHandle};
+use crate::status::{PartitionStatus, StatusHandle, Watermarks};
 use crate::store::Store;
 use crate::worker::{Flight, Job, Worker};
 
@@ -180,6 +181,7 @@ pub struct ProjectorBuilder<F, P> {
     max_buffered: usize,
     retry: RetryPolicy,
     on_poison: OnPoison,
+    #[cfg(feature = "crash-points")]
     crash: Option<CrashPoint>,
     revoke_timeout: Duration,
     drain_timeout: Duration,
@@ -232,7 +234,9 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         self
     }
 
-    /// A crash point, for fault tests only.
+    /// A crash point, for fault tests only (feature `crash-points`, which only tests
+    /// enable: production builds have no way to abort at a crash point).
+    #[cfg(feature = "crash-points")]
     pub fn crash_point(mut self, point: CrashPoint) -> Self {
         self.crash = Some(point);
         self
@@ -311,10 +315,12 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             key: key.clone(),
             ownership,
             flight,
+            #[cfg(feature = "crash-points")]
             crash: self.crash.map(Arc::new),
             follow_live,
             _family: PhantomData,
         };
+        #[cfg(feature = "crash-points")]
         let crash = worker.crash.clone();
         let thread = std::thread::Builder::new()
             .name(format!("herald-projector-{}", P::NAME))
@@ -334,7 +340,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             topic: Arc::from(key.topic.as_str()),
             key,
             group: self.group,
-            config: self.config.clone(),
+            watermarks: Arc::new(Watermarks::new(self.config.clone(), self.topic.clone())),
             codec: Arc::new(SingleObject::new(F::schemas().clone())),
             jobs,
             thread,
@@ -349,6 +355,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             drain_timeout: self.drain_timeout,
             stop_at: self.stop_at,
             follow_live,
+            #[cfg(feature = "crash-points")]
             crash,
             _projection: PhantomData,
         })
@@ -363,7 +370,8 @@ pub struct Projector<F: EventFamily, P> {
     /// The topic's name, shared by every record copied from it.
     topic: Arc<str>,
     group: String,
-    config: KafkaConfig,
+    /// End offsets for the lag, through one client kept for the projector's life.
+    watermarks: Arc<Watermarks>,
     codec: Arc<dyn Codec>,
     jobs: std_mpsc::Sender<Job<F>>,
     thread: std::thread::JoinHandle<()>,
@@ -378,6 +386,7 @@ pub struct Projector<F: EventFamily, P> {
     drain_timeout: Duration,
     stop_at: StopAt,
     follow_live: bool,
+    #[cfg(feature = "crash-points")]
     crash: Option<Arc<CrashPoint>>,
     _projection: PhantomData<fn() -> P>,
 }
@@ -496,6 +505,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             max_buffered: 5000,
             retry: RetryPolicy::default(),
             on_poison: OnPoison::default(),
+            #[cfg(feature = "crash-points")]
             crash: None,
             revoke_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
@@ -553,7 +563,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ends_refreshed = Instant::now() - Duration::from_secs(60);
-        let (ends_tx, mut ends_rx) = mpsc::unbounded_channel::<BTreeMap<i32, (i64, i64)>>();
+        let (ends_tx, mut ends_rx) = mpsc::channel::<BTreeMap<i32, (i64, i64)>>(1);
         let (live_tx, mut live_rx) = mpsc::unbounded_channel::<u32>();
         let mut live_checked = Instant::now();
         // Since when the loop holds back records because the store is behind.
@@ -578,6 +588,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     }
                 }
                 Some(acked) = dlq_rx.recv() => {
+                    #[cfg(feature = "crash-points")]
                     if acked.unwritable.is_none()
                         && let Some(crash) = &self.crash
                     {
@@ -663,10 +674,10 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                     self.resume_drained(&mut state);
                     if ends_refreshed.elapsed() > Duration::from_secs(2) {
                         ends_refreshed = Instant::now();
-                        let (config, topic, tx) = (self.config.clone(), self.key.topic.clone(), ends_tx.clone());
+                        let (watermarks, tx) = (self.watermarks.clone(), ends_tx.clone());
                         tokio::task::spawn_blocking(move || {
-                            if let Ok(ends) = crate::status::end_offsets(&config, &topic) {
-                                let _ = tx.send(ends);
+                            if let Ok(ends) = watermarks.fetch() {
+                                let _ = tx.try_send(ends);
                             }
                         });
                     }
@@ -702,8 +713,8 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
 
     /// Offsets each partition stops at (exclusive), for the stop-at modes.
     async fn stop_offsets(&self) -> Result<BTreeMap<i32, i64>, ProjectorError> {
-        let (config, topic) = (self.config.clone(), self.key.topic.clone());
-        let ends = tokio::task::spawn_blocking(move || crate::status::end_offsets(&config, &topic))
+        let watermarks = self.watermarks.clone();
+        let ends = tokio::task::spawn_blocking(move || watermarks.fetch())
             .await
             .map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
         let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();

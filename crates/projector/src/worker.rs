@@ -13,6 +13,7 @@ use herald_bus::EventFamily;
 use tokio::sync::oneshot;
 
 use crate::batch::{Action, Batch, Outcome};
+#[cfg(feature = "crash-points")]
 use crate::crash::{CrashPoint, Stage};
 use crate::error::ProjectionError;
 use crate::position::{self, Key};
@@ -77,6 +78,7 @@ pub(crate) struct Worker<F, P> {
     pub key: Key,
     pub ownership: Ownership,
     pub flight: Arc<Flight>,
+    #[cfg(feature = "crash-points")]
     pub crash: Option<Arc<CrashPoint>>,
     /// Stop writing when another version becomes live (false for rebuilds).
     pub follow_live: bool,
@@ -114,6 +116,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                     drop(batch);
                     self.flight.end();
                     let failed = matches!(outcome, Outcome::StoreFailed(_));
+                    #[cfg(feature = "crash-points")]
                     if let Outcome::Committed { .. } = outcome
                         && let Some(crash) = &self.crash
                     {
@@ -182,6 +185,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 }
                 Err(e) => return Outcome::StoreFailed(e),
             }
+            #[cfg(feature = "crash-points")]
             if let Some(crash) = &self.crash {
                 crash.reached(Stage::BeforeApply);
             }
@@ -213,6 +217,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             }
             positions.push((slice.partition, slice.to, applied));
         }
+        #[cfg(feature = "crash-points")]
         if let Some(crash) = &self.crash {
             crash.reached(Stage::AfterApply);
         }

@@ -1,6 +1,8 @@
 //! The runtime's core, without a network: a partition worker driven by a scripted sink,
 //! dead letters and client, on tokio's paused clock.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};

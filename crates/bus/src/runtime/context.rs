@@ -206,7 +206,7 @@ impl<S: Sink> Context<S> {
         if drained.is_some_and(|d| d.aborted > 0) {
             tracing::warn!("a worker was still busy at the revoke deadline: aborted; the next owner processes its record again");
         }
-        if self.shared.offsets == Offsets::Stored && !lost {
+        if self.shared.offsets.stored_in_group() && !lost {
             for ((topic, partition), p) in &progress {
                 if let Some(done) = p.completed()
                     && let Err(e) = consumer.store_offset(topic, *partition, done)

@@ -22,6 +22,9 @@ pub enum Sent {
     Cancelled,
     /// It can never be written as it is (the reason says why): park the partition.
     Unwritable(String),
+    /// Not written: an operator asked for the record to be delivered again (a policy that
+    /// stops at poison records instead of dead-lettering them).
+    Retry,
 }
 
 /// Where a worker's dead letters go. [`DeadLetters`] writes them to `<topic>.dlq`; tests

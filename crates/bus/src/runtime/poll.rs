@@ -28,7 +28,7 @@ use super::dead_letter::Letters;
 use super::flow::Budget;
 use super::health::ConsumerHealth;
 use super::shutdown::{self, Stopping};
-use super::sink::{Offsets, Sink};
+use super::sink::Sink;
 use super::worker::Worker;
 use super::{ConsumerError, RetryPolicy};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
@@ -233,7 +233,12 @@ impl<S: Sink> Runtime<S> {
     fn receive(&self, received: Result<BorrowedMessage<'_>, KafkaError>, spare: &mut Vec<Buffers>) -> bool {
         match received {
             Ok(msg) => self.dispatch(&msg, spare.pop().unwrap_or_default()),
-            Err(KafkaError::PartitionEOF(_)) => false,
+            Err(KafkaError::PartitionEOF(partition)) => {
+                // One topic per EOF-watching sink: rdkafka does not say which topic.
+                let fetched = self.shared.lock().values().find_map(|slots| slots.get(&partition).map(|s| s.next_offset));
+                self.sink.on_partition_eof(partition, fetched);
+                false
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer error");
                 self.health.record_error(e.to_string());
@@ -365,7 +370,7 @@ impl<S: Sink> Runtime<S> {
         if drained.aborted > 0 {
             tracing::warn!(aborted = drained.aborted, "workers still busy after the drain: aborted; their records are processed again");
         }
-        if self.shared.offsets == Offsets::Stored {
+        if self.shared.offsets.stored_in_group() {
             // Aborted workers could not store what they finished before.
             for ((topic, partition), p) in &progress {
                 if let Some(done) = p.completed()

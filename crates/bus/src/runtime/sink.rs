@@ -23,6 +23,18 @@ pub enum Offsets {
     /// offsets. It usually also sets where assigned partitions start
     /// ([`Assignment::start_at`]).
     Owned,
+    /// Like [`Offsets::Owned`] (the sink keeps positions and sets where assigned
+    /// partitions start), and the runtime also stores what the sink finished in the group,
+    /// as [`Offsets::Stored`] does, for lag tools only: they read the group's committed
+    /// offsets, and a member that keeps its positions elsewhere would look stuck.
+    Mirrored,
+}
+
+impl Offsets {
+    /// True when the runtime stores finished offsets in the client.
+    pub fn stored_in_group(self) -> bool {
+        matches!(self, Offsets::Stored | Offsets::Mirrored)
+    }
 }
 
 /// How a failed delivery should be treated by the retry and dead-letter layers.
@@ -84,6 +96,13 @@ pub trait Sink: Send + Sync + 'static {
     /// commit nothing for them, abort what is open).
     fn on_revoked(&self, partitions: &[(String, i32)], lost: bool) {
         let _ = (partitions, lost);
+    }
+
+    /// The client reached the end of `partition` of `topic` (with
+    /// `enable.partition.eof=true`); `fetched` is the offset after the last record fetched
+    /// since the assignment (`None`: none was). For sinks that stop at the end of the log.
+    fn on_partition_eof(&self, partition: i32, fetched: Option<i64>) {
+        let _ = (partition, fetched);
     }
 
     /// The sink of a partition whose first record just arrived (`None`: the topic has no

@@ -147,8 +147,14 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
     async fn deliver(&mut self, batch: &[OwnedRecord], progress: &Progress, cancel: &CancellationToken) -> bool {
         let (mut from, mut attempt, mut waits) = (0usize, 1u32, 0u32);
         while from < batch.len() {
-            let (index, failure, class) = match self.sink.deliver(&batch[from..], attempt, progress, cancel).await {
-                Delivery::Done => return true,
+            // A record that failed goes again alone; once it passed, the rest follows.
+            let end = if attempt > 1 || waits > 0 { from + 1 } else { batch.len() };
+            let (index, failure, class) = match self.sink.deliver(&batch[from..end], attempt, progress, cancel).await {
+                Delivery::Done if end == batch.len() => return true,
+                Delivery::Done => {
+                    (from, attempt, waits) = (end, 1, 0);
+                    continue;
+                }
                 Delivery::Interrupted => return false,
                 Delivery::Failed { index, failure, class } => (from + index, failure, class),
             };
@@ -185,6 +191,10 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
                     match self.letters.send(record, &failure, cancel).await {
                         Sent::Acked => {}
                         Sent::Cancelled => return false,
+                        Sent::Retry => {
+                            (attempt, waits) = (1, 0);
+                            continue;
+                        }
                         Sent::Unwritable(reason) => {
                             self.store(progress);
                             park(&*self.client, &self.health, &self.topic, self.partition, record.offset(), &failure.reason, &reason, cancel).await;
@@ -210,7 +220,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
     }
 
     fn store(&self, progress: &Progress) {
-        if self.offsets == Offsets::Stored
+        if self.offsets.stored_in_group()
             && let Some(done) = progress.completed()
         {
             self.client.store_completed(&self.topic, self.partition, done);

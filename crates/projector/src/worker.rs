@@ -20,7 +20,9 @@ use crate::position::{self, Key};
 use crate::projection::Projection;
 use crate::store::{Connection, Store, StoreError};
 
-/// A job for the store thread.
+/// A job for the store thread. The queue is bounded by its senders: each partition
+/// worker waits for its job's answer before sending another, and the projector keeps at
+/// most one live-version question waiting.
 pub(crate) enum Job<F> {
     /// Apply a batch.
     Apply(Batch<F>, oneshot::Sender<Outcome>),

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -148,6 +148,9 @@ async fn watch<F: EventFamily>(
     // One refresh and one live check at a time: the channels hold one answer each.
     let (ends_tx, mut ends_rx) = mpsc::channel::<BTreeMap<i32, (i64, i64)>>(1);
     let (live_tx, mut live_rx) = mpsc::channel::<u32>(1);
+    // At most one live-version question waits in the store thread's queue (a stuck store
+    // must not collect one per second).
+    let asking = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -169,15 +172,16 @@ async fn watch<F: EventFamily>(
                 }
             });
         }
-        if follow_live && live_checked.elapsed() > Duration::from_secs(1) {
+        if follow_live && live_checked.elapsed() > Duration::from_secs(1) && !asking.swap(true, Ordering::AcqRel) {
             live_checked = Instant::now();
             let (tx, rx) = oneshot::channel();
             if jobs.send(Job::LiveVersion(tx)).is_ok() {
-                let live_tx = live_tx.clone();
+                let (live_tx, asking) = (live_tx.clone(), asking.clone());
                 tokio::spawn(async move {
                     if let Ok(Ok(Some(live))) = rx.await {
                         let _ = live_tx.try_send(live);
                     }
+                    asking.store(false, Ordering::Release);
                 });
             }
         }

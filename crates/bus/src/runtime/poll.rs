@@ -156,7 +156,7 @@ impl<S: Sink> Runtime<S> {
     }
 
     /// Consumes until `shutdown` completes, then shuts down in order (see
-    /// [`shutdown`](super::shutdown)). Returns an error, after the same orderly shutdown,
+    /// [`shutdown`]). Returns an error, after the same orderly shutdown,
     /// when a fatal condition ends the consumer ([`ConsumerError::is_fatal`]).
     ///
     /// Not cancellation-safe: dropping the future skips the orderly shutdown (records

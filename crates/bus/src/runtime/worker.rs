@@ -2,7 +2,7 @@
 //!
 //! Records of a partition reach its sink in offset order (so per-key order holds);
 //! partitions run concurrently. Around the sink sit the layers, in this order:
-//! the retry layer ([`retry`](super::retry)) delivers again what failed, then the
+//! the retry layer ([`retry`]) delivers again what failed, then the
 //! dead-letter layer ([`dead_letter`](super::dead_letter)) writes what cannot be
 //! delivered, and only then does the partition move past the record. With
 //! [`Offsets::Stored`] the worker stores the contiguous finished offset after each batch

@@ -41,9 +41,25 @@
 //! partition and receives that partition's records in offset order, in batches. It tells
 //! the runtime what it finished through [`Progress`]; it says whether the runtime stores
 //! offsets ([`Offsets::Stored`]: the bus's handlers, at least once) or the sink owns
-//! them ([`Offsets::Owned`]: a store transaction writes positions with the view; a Kafka
-//! transaction sends offsets with `send_offsets_to_transaction`, using the group metadata
-//! from [`Assignment::group_metadata`]).
+//! them ([`Offsets::Mirrored`]: the projector's store transaction writes positions with
+//! the view, and the runtime mirrors them to the group for lag tools; [`Offsets::Owned`]:
+//! a Kafka transaction sends offsets with `send_offsets_to_transaction`).
+//!
+//! # Sinks today and next
+//! | sink | offsets | on assignment | on revoke / lost | batches |
+//! |---|---|---|---|---|
+//! | bus handlers (`consumer::sink`) | `Stored` after each record | group's offsets | stored, committed / dropped | handled one by one |
+//! | projector (herald-projector `runner::sink`) | `Mirrored` | positions read from the store, [`Assignment::start_at`] | ownership withdrawn (a late transaction fails its compare-and-set) | one store transaction per `max_batch` |
+//! | choreography (issue 8, next) | `Owned` | state rebuilt for the partitions; fresh [`Membership::group_metadata`] per transaction | commit the open transaction / *abort* it when `lost` | appended to the process's open transaction; [`Delivery::Done`] once it committed |
+//!
+//! A choreography sink's partitions hand their reactions to one transactional producer
+//! per process (a coordinator task of the sink) and wait for the commit that covers
+//! them; the coordinator commits every N ms or M records with
+//! `send_offsets_to_transaction(offsets, Membership::group_metadata())`, and is told of
+//! lost partitions by [`Sink::on_revoked`] (`lost: true`) so it never commits them. Not
+//! there yet: rewinding the inputs after an aborted transaction needs a seek on
+//! [`Membership`] (and the workers' queues of those partitions dropped); add it with the
+//! first transactional sink.
 //!
 //! # Threads
 //! Rebalance hooks run inside librdkafka's poll, on the thread that polls, which is a
@@ -78,4 +94,4 @@ pub use health::ConsumerHealth;
 pub use poll::{Runtime, Settings, CONSUMER_DEFAULTS};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
-pub use sink::{Delivery, FailureClass, Offsets, PartitionSink, Sink};
+pub use sink::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Sink};

@@ -28,7 +28,7 @@ use super::dead_letter::Letters;
 use super::flow::Budget;
 use super::health::ConsumerHealth;
 use super::shutdown::{self, Stopping};
-use super::sink::Sink;
+use super::sink::{Membership, Sink};
 use super::worker::Worker;
 use super::{ConsumerError, RetryPolicy};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
@@ -133,10 +133,13 @@ impl<S: Sink> Runtime<S> {
         client_config.set("group.id", &settings.group).set("enable.auto.offset.store", "false").set("enable.auto.commit", "true");
         let sink = Arc::new(sink);
         let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone(), sink: sink.clone() })?;
+        let consumer = Arc::new(consumer);
+        let weak = Arc::downgrade(&consumer);
+        sink.attach(Membership::new(move || weak.upgrade().and_then(|c| c.group_metadata())));
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Runtime {
-            consumer: Arc::new(consumer),
+            consumer,
             shared,
             sink,
             topics: settings.topics.iter().map(|t| Arc::from(t.as_str())).collect(),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Assignment;
@@ -85,6 +86,13 @@ pub trait Sink: Send + Sync + 'static {
         Offsets::Stored
     }
 
+    /// Called once, when the runtime's client exists: a handle for sinks that commit
+    /// offsets themselves in a Kafka transaction (`send_offsets_to_transaction` needs the
+    /// group metadata, taken fresh for each transaction).
+    fn attach(&self, membership: Membership) {
+        let _ = membership;
+    }
+
     /// Partitions were assigned, before any of their records is fetched. Set start
     /// offsets here with [`Assignment::start_at`] (sinks with [`Offsets::Owned`]).
     fn on_assigned(&self, assignment: &mut Assignment<'_>) {
@@ -108,6 +116,31 @@ pub trait Sink: Send + Sync + 'static {
     /// The sink of a partition whose first record just arrived (`None`: the topic has no
     /// sink; its records are dropped with an error log).
     fn open(&self, topic: &Arc<str>, partition: i32) -> Option<Self::Partition>;
+}
+
+/// The consumer's group membership, as a sink may need it outside the rebalance hooks.
+/// Holds no strong reference to the client (so it never keeps a closed consumer alive).
+#[derive(Clone)]
+pub struct Membership {
+    metadata: Arc<dyn Fn() -> Option<ConsumerGroupMetadata> + Send + Sync>,
+}
+
+impl Membership {
+    pub(crate) fn new(metadata: impl Fn() -> Option<ConsumerGroupMetadata> + Send + Sync + 'static) -> Self {
+        Membership { metadata: Arc::new(metadata) }
+    }
+
+    /// The group metadata now (generation, member id), for
+    /// `send_offsets_to_transaction`; `None` once the consumer is gone.
+    pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
+        (self.metadata)()
+    }
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership").finish_non_exhaustive()
+    }
 }
 
 /// One partition's sink: receives the partition's records in offset order.

@@ -10,6 +10,7 @@ mod support;
 
 mod consumer_groups;
 mod dead_letters;
+mod fatal;
 mod faults;
 mod interop;
 mod ordering;

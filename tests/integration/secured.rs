@@ -101,6 +101,14 @@ async fn publishing_and_consuming_work_over_tls_with_scram() {
     let wrong = secured(secure_port, &ca, "not-the-password").set("message.timeout.ms", "5000");
     let refused = publisher(&wrong).publish(&orders, &events[0]).await.expect_err("a wrong password is refused");
     assert!(refused.to_string().to_lowercase().contains("auth"), "{refused}");
+    // A consumer with a wrong password ends with an error instead of logging forever.
+    let builder = consumer(&wrong, &unique("g.refused")).subscribe(&orders, Seen::default().handler()).create_dead_letter_topics(false);
+    let refused = builder.build().await.expect("builds (the broker is asked only when it runs)");
+    let ended = tokio::time::timeout(Duration::from_secs(60), refused.run(std::future::pending())).await.expect("run returns on an authentication failure");
+    match ended {
+        Err(e @ herald_bus::ConsumerError::Authentication(_)) => assert!(e.is_fatal() && e.to_string().to_lowercase().contains("auth"), "{e}"),
+        other => panic!("expected an authentication error, got {other:?}"),
+    }
     // A client that trusts another certificate, not the broker's, does not connect.
     let other = broker.home.join("other");
     std::fs::create_dir_all(&other).expect("folder");

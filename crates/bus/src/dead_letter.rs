@@ -99,7 +99,7 @@ pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic
         }
     }
     let fields = [
-        (header::REASON, failure.reason.clone()),
+        (header::REASON, truncate_reason(&failure.reason).into_owned()),
         (header::STAGE, failure.stage.as_str().to_owned()),
         (header::ATTEMPTS, failure.attempts.to_string()),
         (header::TOPIC, original.topic().to_owned()),
@@ -121,9 +121,82 @@ pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic
     }
 }
 
-/// Writes a dead-letter record, retrying with capped exponential backoff until the broker
-/// acknowledges it: nothing is lost while the broker is away. Returns false only when
-/// `cancel` fires first; the caller must then not move past the original record.
+/// Longest `herald.dlq.reason` written, in bytes: a reason is for people, and a huge one
+/// (a handler error that embeds a payload, a backtrace) must not make the dead letter
+/// itself too large to write.
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// `reason` cut to at most [`MAX_REASON_BYTES`] (on a character boundary), saying how much
+/// was cut.
+///
+/// ```
+/// use herald_bus::dead_letter::{truncate_reason, MAX_REASON_BYTES};
+/// assert_eq!(truncate_reason("boom"), "boom");
+/// let long = "é".repeat(MAX_REASON_BYTES);
+/// let cut = truncate_reason(&long);
+/// assert!(cut.len() <= MAX_REASON_BYTES && cut.ends_with("bytes cut)"));
+/// ```
+pub fn truncate_reason(reason: &str) -> std::borrow::Cow<'_, str> {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason.into();
+    }
+    let note = format!("... ({} bytes cut)", reason.len());
+    let mut end = MAX_REASON_BYTES.saturating_sub(note.len() + 8);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes cut)", &reason[..end], reason.len() - end).into()
+}
+
+/// Why [`send_until_acked`] did not write a dead letter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotSent {
+    /// The cancellation token fired first.
+    #[error("cancelled before the dead letter was acknowledged")]
+    Cancelled,
+    /// The dead letter can never be written as it is: too large for the producer or the
+    /// topic (`message.max.bytes`, `max.message.bytes`), not authorized, an invalid topic.
+    /// Sending it again cannot help; the caller must stop at the original record.
+    #[error("the dead letter cannot be written: {0}")]
+    Unwritable(#[source] crate::PublishError),
+}
+
+/// True when sending the same dead letter again may succeed (the broker is away, a
+/// leader moves, a timeout); false when the error is about the record or the permissions.
+pub fn can_succeed_later(error: &crate::PublishError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as Code;
+    match error {
+        crate::PublishError::Delivery { source, .. } => {
+            error.is_retryable()
+                && !matches!(
+                    source.rdkafka_error_code(),
+                    Some(
+                        Code::MessageSizeTooLarge
+                            | Code::InvalidRecord
+                            | Code::MessageBatchTooLarge
+                            | Code::InvalidMessageSize
+                            | Code::TopicAuthorizationFailed
+                            | Code::ClusterAuthorizationFailed
+                            | Code::TransactionalIdAuthorizationFailed
+                            | Code::InvalidTopic
+                            | Code::InvalidRequiredAcks
+                            | Code::PolicyViolation
+                            | Code::UnsupportedForMessageFormat
+                            | Code::InvalidArgument
+                    )
+                )
+        }
+        // A publisher that failed fatally refuses sends until reset; the send loop resets it.
+        other => other.is_retryable() || other.is_fatal(),
+    }
+}
+
+/// Writes a dead-letter record, retrying with capped exponential backoff while the error
+/// is one that can heal ([`can_succeed_later`]): nothing is lost while the broker is away.
+/// Returns [`NotSent::Unwritable`] at once for a dead letter that can never be written,
+/// and [`NotSent::Cancelled`] when `cancel` fires first; either way the caller must not
+/// move past the original record.
 ///
 /// Cancellation-safe: dropping the future abandons the retries (a send already queued may
 /// still land; dead letters are at least once).
@@ -131,11 +204,16 @@ pub async fn send_until_acked(
     publisher: &crate::Publisher,
     record: &Record,
     cancel: &tokio_util::sync::CancellationToken,
-) -> bool {
+) -> Result<(), NotSent> {
     let mut retry = 0u32;
     loop {
-        match publisher.send_record(record.clone()).await {
-            Ok(_) => return true,
+        let sent = tokio::select! {
+            sent = publisher.send_record(record.clone()) => sent,
+            _ = cancel.cancelled() => return Err(NotSent::Cancelled),
+        };
+        match sent {
+            Ok(_) => return Ok(()),
+            Err(e) if !can_succeed_later(&e) => return Err(NotSent::Unwritable(e)),
             Err(e) => {
                 retry += 1;
                 tracing::error!(topic = %record.topic, error = %e, retry, "cannot write the dead letter; retrying");
@@ -149,7 +227,7 @@ pub async fn send_until_acked(
                 let backoff = std::time::Duration::from_millis(100u64.saturating_mul(1 << retry.min(8))).min(std::time::Duration::from_secs(30));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = cancel.cancelled() => return false,
+                    _ = cancel.cancelled() => return Err(NotSent::Cancelled),
                 }
             }
         }

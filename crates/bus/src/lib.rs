@@ -34,7 +34,9 @@
 //! - [`codec`]: payload framing ([`codec::SingleObject`]) behind the [`codec::Codec`] trait.
 //! - [`envelope`]: [`Metadata`] and its CloudEvents headers, [`Envelope`] for handlers.
 //! - [`publisher`]: the [`Publisher`].
-//! - [`consumer`]: [`Consumer`], [`Handler`], [`RetryPolicy`].
+//! - [`runtime`]: the one consumer runtime (polling, rebalances, flow control, retry and
+//!   dead-letter layers, shutdown) behind every consumer, with pluggable sinks.
+//! - [`consumer`]: [`Consumer`] (the runtime with typed handlers as its sink), [`Handler`].
 //! - [`dead_letter`]: dead-letter records and their headers.
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].
 //! - [`partitioner`]: Kafka's murmur2 partitioner, to predict where a key lands.
@@ -55,8 +57,9 @@
 //!   records (handlers must be idempotent; `ce_id` identifies an event), never lose them.
 //! - **Bad input does not stop the consumer.** Undecodable records, unknown types, and
 //!   handlers that fail after bounded retries go to `<topic>.dlq` with the original bytes
-//!   and the reason. If the dead-letter topic cannot be written, the partition waits and
-//!   retries instead of moving on.
+//!   and the reason. While the dead-letter topic cannot be written the partition waits
+//!   and retries; a dead letter that can never be written (too large, not authorized)
+//!   parks its partition and makes the consumer unhealthy, saying why.
 //! - **Fingerprints as every Avro library computes them.** The single-object header
 //!   carries the CRC-64-AVRO of the specification's parsing canonical form, equal to
 //!   Java's `SchemaNormalization` and fastavro's for every schema, logical types included
@@ -75,6 +78,7 @@ pub mod envelope;
 pub mod event;
 pub mod partitioner;
 pub mod publisher;
+pub mod runtime;
 pub mod schema;
 pub mod timestamp;
 pub mod topic;

@@ -4,15 +4,13 @@ use std::sync::Arc;
 
 use herald_bus::dead_letter::Failure;
 use herald_bus::Envelope;
-use herald_bus::consumer::OwnedRecord;
 
 use crate::error::ProjectionError;
 use crate::store::StoreError;
 
-/// A fetched record, decoded once on arrival.
+/// A record, decoded (or why it could not be).
 pub(crate) struct Item<F> {
     pub offset: i64,
-    pub msg: OwnedRecord,
     pub decoded: Result<Envelope<F>, Failure>,
 }
 
@@ -39,11 +37,6 @@ pub(crate) struct Batch<F> {
     pub slices: Vec<Slice<F>>,
 }
 
-impl<F> Batch<F> {
-    pub(crate) fn len(&self) -> usize {
-        self.slices.iter().map(|s| s.items.len()).sum()
-    }
-}
 
 /// What became of a batch. Every outcome but `Committed` committed nothing.
 #[derive(Debug)]

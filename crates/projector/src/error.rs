@@ -63,6 +63,10 @@ pub enum ProjectorError {
     /// The dead-letter topic could not be created.
     #[error("dead-letter topic: {0}")]
     Admin(#[from] herald_bus::admin::AdminError),
+    /// The consumer could not start, or stopped on a fatal condition (authentication,
+    /// a deleted topic, a fatal client error, a current-thread runtime).
+    #[error("consumer: {0}")]
+    Consumer(#[from] herald_bus::ConsumerError),
     /// The store thread stopped unexpectedly.
     #[error("the store thread stopped: {0}")]
     StoreThread(String),

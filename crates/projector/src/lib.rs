@@ -34,13 +34,15 @@
 //! - [`store`]: the [`Store`]/[`Connection`]/[`Tx`] abstraction; [`store::sqlite`]
 //!   (feature `sqlite`, default) and `store::postgres` (feature `postgres`).
 //! - [`position`]: the positions table and its compare-and-set, dead letters, view versions.
-//! - [`runner`]: [`Projector`], its builder, the poll loop and batching.
-//! - `worker`: the store thread that runs transactions. `context`: rebalance hooks that
-//!   assign partitions at their stored positions. `batch`: what passes between them.
+//! - [`runner`]: [`Projector`] and its builder: herald-bus's consumer runtime with a store
+//!   transaction as its sink (positions read on assignment, batches applied with their
+//!   positions), the poison policy, operator control, the stop points.
+//! - `worker`: the store thread that runs transactions. `batch`: what passes to it.
 //! - [`views`]: view versions and the atomic swap. [`rebuild`]: build a new version from the
 //!   beginning of the log (or up to a time or offsets) and swap it in.
 //! - [`status`]: per-partition positions and lag; [`http`]: `/status` and operator routes.
-//! - [`crash`]: crash points for fault tests. [`error`]: error types.
+//! - `crash` (feature `crash-points`, enabled by the tests only): crash points for fault
+//!   tests. [`error`]: error types.
 //!
 //! # Guarantees
 //! - **Exactly once in effect.** A batch's view changes and its positions commit in one
@@ -77,7 +79,7 @@
 #[cfg(feature = "app")]
 pub mod app;
 mod batch;
-mod context;
+#[cfg(feature = "crash-points")]
 pub mod crash;
 pub mod error;
 pub mod http;

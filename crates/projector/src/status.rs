@@ -26,8 +26,9 @@ pub struct PartitionStatus {
     pub end_offset: Option<i64>,
     /// `end_offset - position` (from the log start when no position is stored).
     pub lag: Option<i64>,
-    /// `running`, `retrying`, `dead-lettering`, `circuit-open`, or `stored` (read from
-    /// the store by [`read`], no live process).
+    /// `running`, `retrying`, `dead-lettering`, `circuit-open`, `parked` (its poison
+    /// record's dead letter cannot be written: the projector reports itself unhealthy), or
+    /// `stored` (read from the store by [`read`], no live process).
     pub state: String,
     /// Records fetched and waiting for a batch.
     pub buffered: usize,
@@ -111,7 +112,8 @@ impl StatusHandle {
 impl herald_ops::HealthCheck for StatusHandle {
     fn check(&self) -> (bool, serde_json::Value) {
         let status = self.get();
-        let healthy = status.running;
+        // A partition parked on a dead letter that cannot be written needs an operator.
+        let healthy = status.running && !status.partitions.iter().any(|p| p.state == "parked");
         (healthy, serde_json::to_value(&status).unwrap_or(serde_json::Value::Null))
     }
 }
@@ -179,12 +181,51 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
     task.await.unwrap_or_else(|e| Err(StatusError::Store(StoreError::Connect(format!("status task: {e}")))))
 }
 
-/// `(low watermark, last stable offset)` per partition, as a `read_committed` reader sees them.
+/// `(low watermark, last stable offset)` per partition, as a `read_committed` reader sees
+/// them, with a client of its own (for one-off reads; a running projector keeps a
+/// [`Watermarks`]).
 pub(crate) fn end_offsets(config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
+    fetch_ends(&open_client(config)?, topic)
+}
+
+fn open_client(config: &KafkaConfig) -> Result<rdkafka::consumer::BaseConsumer, rdkafka::error::KafkaError> {
     let mut client = config.client_config(&[]);
     client.set("isolation.level", "read_committed");
-    let client: BaseConsumer = client.create()?;
+    let client = client.create()?;
+    metrics::counter!("herald_projector_status_clients_opened_total").increment(1);
+    Ok(client)
+}
+
+/// End offsets of one topic through one client, opened on first use and kept: a running
+/// projector refreshes its lag every two seconds, and a new client each time would mean a
+/// new connection (and TLS and SASL handshakes) to every broker each time. Blocking: call
+/// it off the async workers.
+pub(crate) struct Watermarks {
+    config: KafkaConfig,
+    topic: String,
+    client: Mutex<Option<rdkafka::consumer::BaseConsumer>>,
+}
+
+impl Watermarks {
+    pub(crate) fn new(config: KafkaConfig, topic: String) -> Self {
+        Watermarks { config, topic, client: Mutex::new(None) }
+    }
+
+    /// `(low watermark, last stable offset)` per partition.
+    pub(crate) fn fetch(&self) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if client.is_none() {
+            *client = Some(open_client(&self.config)?);
+        }
+        match client.as_ref() {
+            Some(c) => fetch_ends(c, &self.topic),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+}
+
+fn fetch_ends(client: &rdkafka::consumer::BaseConsumer, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+    use rdkafka::consumer::Consumer;
     let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
     (0..count as i32).map(|p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?))).collect()

@@ -5,21 +5,24 @@
 //! that this member still owns every partition of the batch; commit. Any failure rolls
 //! the whole transaction back, so the view and the positions move together or not at all.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use herald_bus::EventFamily;
 use tokio::sync::oneshot;
 
 use crate::batch::{Action, Batch, Outcome};
+#[cfg(feature = "crash-points")]
 use crate::crash::{CrashPoint, Stage};
 use crate::error::ProjectionError;
 use crate::position::{self, Key};
 use crate::projection::Projection;
 use crate::store::{Connection, Store, StoreError};
 
-/// A job for the store thread.
+/// A job for the store thread. The queue is bounded by its senders: each partition
+/// worker waits for its job's answer before sending another, and the projector keeps at
+/// most one live-version question waiting.
 pub(crate) enum Job<F> {
     /// Apply a batch.
     Apply(Batch<F>, oneshot::Sender<Outcome>),
@@ -32,51 +35,12 @@ pub(crate) enum Job<F> {
 /// Partition → generation of this member's current ownership.
 pub(crate) type Ownership = Arc<Mutex<HashMap<i32, u64>>>;
 
-/// The partitions of the batch in the store thread, so a revocation can wait for it.
-#[derive(Default)]
-pub(crate) struct Flight {
-    partitions: Mutex<HashSet<i32>>,
-    done: Condvar,
-}
-
-impl Flight {
-    /// Marks the partitions of a batch as in flight.
-    pub(crate) fn begin(&self, partitions: impl IntoIterator<Item = i32>) {
-        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).extend(partitions);
-    }
-
-    /// Marks the batch as done (called by the store thread, so a rebalance hook that
-    /// blocks the poll loop still learns it).
-    pub(crate) fn end(&self) {
-        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.done.notify_all();
-    }
-
-    /// True when no batch is in flight (the store thread finished the last one).
-    pub(crate) fn is_idle(&self) -> bool {
-        self.partitions.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
-    /// Waits until none of `partitions` is in flight, or `deadline`; true if none is.
-    pub(crate) fn wait_clear(&self, partitions: &HashSet<i32>, deadline: std::time::Instant) -> bool {
-        let mut in_flight = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
-        while in_flight.iter().any(|p| partitions.contains(p)) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            in_flight = self.done.wait_timeout(in_flight, left).unwrap_or_else(|p| p.into_inner()).0;
-        }
-        true
-    }
-}
-
 pub(crate) struct Worker<F, P> {
     pub store: Arc<dyn Store>,
     pub projection: Arc<P>,
     pub key: Key,
     pub ownership: Ownership,
-    pub flight: Arc<Flight>,
+    #[cfg(feature = "crash-points")]
     pub crash: Option<Arc<CrashPoint>>,
     /// Stop writing when another version becomes live (false for rebuilds).
     pub follow_live: bool,
@@ -112,8 +76,8 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                     // Let go of the records before replying, so that the poll loop holds
                     // the last references and frees them on its own thread, not this one.
                     drop(batch);
-                    self.flight.end();
                     let failed = matches!(outcome, Outcome::StoreFailed(_));
+                    #[cfg(feature = "crash-points")]
                     if let Outcome::Committed { .. } = outcome
                         && let Some(crash) = &self.crash
                     {
@@ -182,6 +146,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 }
                 Err(e) => return Outcome::StoreFailed(e),
             }
+            #[cfg(feature = "crash-points")]
             if let Some(crash) = &self.crash {
                 crash.reached(Stage::BeforeApply);
             }
@@ -213,6 +178,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             }
             positions.push((slice.partition, slice.to, applied));
         }
+        #[cfg(feature = "crash-points")]
         if let Some(crash) = &self.crash {
             crash.reached(Stage::AfterApply);
         }

@@ -151,6 +151,21 @@ impl OwnedRecord {
         }
     }
 
+    /// A record with a value and nothing else (the runtime's tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(topic: &Arc<str>, partition: i32, offset: i64, payload: &[u8]) -> OwnedRecord {
+        OwnedRecord {
+            topic: topic.clone(),
+            partition,
+            offset,
+            timestamp: Timestamp::NotAvailable,
+            bytes: payload.to_vec(),
+            payload: Some(Span { start: 0, end: payload.len() as u32 }),
+            key: None,
+            headers: Vec::new(),
+        }
+    }
+
     /// The record's allocations, emptied for the next copy.
     pub(crate) fn into_buffers(self) -> Buffers {
         let OwnedRecord { mut bytes, headers: mut spans, .. } = self;

@@ -11,16 +11,15 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::FutureExt;
-use rdkafka::message::{Headers, Message, OwnedMessage};
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::decode::decode_record;
 use super::record::OwnedRecord;
-use crate::codec::{Codec, DecodeError};
+use crate::codec::Codec;
 use crate::dead_letter::{Failure, Stage};
-use crate::envelope::{Envelope, Metadata, Position};
+use crate::runtime::FailureClass;
 use crate::trace::TraceContext;
-use crate::{EventFamily, Handler, RetryPolicy};
+use crate::{EventFamily, Handler};
 
 /// What to do with a record whose type the topic's family does not include.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -33,32 +32,31 @@ pub enum UnknownTypes {
     Skip,
 }
 
-/// The result of processing one record.
+/// The result of one attempt at a record.
 #[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Handled; store the offset.
+pub(crate) enum Attempt {
+    /// Handled.
     Handled,
-    /// Deliberately skipped (unknown type with [`UnknownTypes::Skip`]); store the offset.
+    /// Deliberately skipped (unknown type with [`UnknownTypes::Skip`]).
     Skipped,
-    /// Not handled; dead-letter it, then store the offset.
-    Failed(Failure),
-    /// Stopped by shutdown or revocation before finishing; do not store the offset.
-    Interrupted,
+    /// Not handled: the retry and dead-letter layers decide what next.
+    Failed(Failure, FailureClass),
 }
 
 /// Per-route settings from the consumer builder.
 #[derive(Clone)]
 pub(crate) struct RouteSettings {
     pub topic: String,
-    pub retry: RetryPolicy,
     pub handler_timeout: Duration,
     pub unknown_types: UnknownTypes,
     pub codec: Arc<dyn Codec>,
 }
 
+/// One topic's decoding and handler, with the family's type erased.
 #[async_trait]
 pub(crate) trait Route: Send + Sync + 'static {
-    async fn process(&self, msg: &OwnedRecord, cancel: &CancellationToken) -> Outcome;
+    /// Decodes `msg` and calls the handler once (`attempt` counts from 1).
+    async fn attempt(&self, msg: &OwnedRecord, attempt: u32) -> Attempt;
 }
 
 pub(crate) struct TypedRoute<F, H> {
@@ -75,110 +73,40 @@ impl<F: EventFamily, H: Handler<F>> TypedRoute<F, H> {
     }
 }
 
-/// Decodes a consumed record into an envelope of family `F`: the codec finds the writer
-/// schema, the family decodes (resolving to its own schema versions), the headers give
-/// the metadata. A failure says which stage failed and why, ready for the dead-letter
-/// topic. Runtimes other than [`Consumer`](crate::Consumer) (projectors, sagas) use it
-/// too.
-pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
-    let headers = msg.headers().into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
-    let position = || Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
-    decode_parts(codec, msg.payload(), msg.key(), headers, position).await
-}
-
-/// [`decode`] of an [`OwnedRecord`].
-pub async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &OwnedRecord) -> Result<Envelope<F>, Failure> {
-    let position = || Position { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
-    decode_parts(codec, record.payload(), record.key(), record.headers(), position).await
-}
-
-async fn decode_parts<'a, F: EventFamily>(
-    codec: &dyn Codec,
-    payload: Option<&[u8]>,
-    key: Option<&[u8]>,
-    headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
-    position: impl FnOnce() -> Position,
-) -> Result<Envelope<F>, Failure> {
-    let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
-    let payload = payload.ok_or_else(|| decode_failure(&DecodeError::Empty))?;
-    let (writer, datum) = codec.read_header(payload).await.map_err(|e| Failure {
-        stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
-        reason: e.to_string(),
-        attempts: 0,
-    })?;
-    let event = match F::decode(&writer.name, &writer, datum) {
-        Ok(Some(event)) => event,
-        Ok(None) => {
-            return Err(Failure {
-                stage: Stage::UnknownType,
-                reason: format!("event type {} is not handled on this topic (expected one of {:?})", writer.name, F::TYPES),
-                attempts: 0,
-            })
-        }
-        Err(e) => return Err(decode_failure(&e)),
-    };
-    let meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
-    Ok(Envelope { event, meta, position: position() })
-}
-
 #[async_trait]
 impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
-    async fn process(&self, msg: &OwnedRecord, cancel: &CancellationToken) -> Outcome {
-        let policy = self.settings.retry;
-        let max_attempts = policy.max_attempts.max(1);
-        let mut last_error = String::new();
-        let mut waits = 0u32;
-        for attempt in 1..=max_attempts {
-            let envelope = loop {
-                match decode_record::<F>(&*self.settings.codec, msg).await {
-                    Ok(envelope) => break envelope,
-                    Err(f) if f.stage == Stage::Unavailable => {
-                        // The schema cannot be fetched now: wait, without giving up the record.
-                        waits += 1;
-                        tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), error = %f.reason, waits, "writer schema unavailable; waiting");
-                        tokio::select! {
-                            _ = tokio::time::sleep(policy.backoff(waits.min(16))) => {}
-                            _ = cancel.cancelled() => return Outcome::Interrupted,
-                        }
-                    }
-                    Err(f) if f.stage == Stage::UnknownType && self.settings.unknown_types == UnknownTypes::Skip => return Outcome::Skipped,
-                    Err(f) => return Outcome::Failed(f),
-                }
-            };
-            let trace = envelope.meta.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
-            let span = tracing::info_span!(
-                "process",
-                otel.name = %format_args!("process {}", msg.topic()),
-                messaging.destination.name = msg.topic(),
-                messaging.kafka.partition = msg.partition(),
-                messaging.kafka.offset = msg.offset(),
-                ce.id = %envelope.meta.id,
-                ce.r#type = %envelope.meta.event_type,
-                traceparent = %trace,
-                attempt,
-            );
-            let started = Instant::now();
-            let call = AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind();
-            let result = tokio::time::timeout(self.settings.handler_timeout, call).instrument(span).await;
-            self.handle_seconds.record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(Ok(Ok(()))) => return Outcome::Handled,
-                Ok(Ok(Err(e))) if e.is_permanent() => {
-                    return Outcome::Failed(Failure { stage: Stage::Handler, reason: e.to_string(), attempts: attempt })
-                }
-                Ok(Ok(Err(e))) => last_error = e.to_string(),
-                Ok(Err(panic)) => last_error = format!("handler panicked: {}", panic_message(&panic)),
-                Err(_) => last_error = format!("handler timed out after {:?}", self.settings.handler_timeout),
-            }
-            tracing::warn!(topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), attempt, error = %last_error, "handler failed");
-            if attempt < max_attempts {
-                tokio::select! {
-                    _ = tokio::time::sleep(policy.backoff(attempt)) => {}
-                    _ = cancel.cancelled() => return Outcome::Interrupted,
-                }
-            }
-        }
-        Outcome::Failed(Failure { stage: Stage::Handler, reason: last_error, attempts: max_attempts })
+    async fn attempt(&self, msg: &OwnedRecord, attempt: u32) -> Attempt {
+        let envelope = match decode_record::<F>(&*self.settings.codec, msg).await {
+            Ok(envelope) => envelope,
+            // The schema cannot be fetched now: wait, without giving up the record.
+            Err(f) if f.stage == Stage::Unavailable => return Attempt::Failed(f, FailureClass::Wait),
+            Err(f) if f.stage == Stage::UnknownType && self.settings.unknown_types == UnknownTypes::Skip => return Attempt::Skipped,
+            Err(f) => return Attempt::Failed(f, FailureClass::Permanent),
+        };
+        let trace = envelope.meta.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format_args!("process {}", msg.topic()),
+            messaging.destination.name = msg.topic(),
+            messaging.kafka.partition = msg.partition(),
+            messaging.kafka.offset = msg.offset(),
+            ce.id = %envelope.meta.id,
+            ce.r#type = %envelope.meta.event_type,
+            traceparent = %trace,
+            attempt,
+        );
+        let started = Instant::now();
+        let call = AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind();
+        let result = tokio::time::timeout(self.settings.handler_timeout, call).instrument(span).await;
+        self.handle_seconds.record(started.elapsed().as_secs_f64());
+        let (reason, class) = match result {
+            Ok(Ok(Ok(()))) => return Attempt::Handled,
+            Ok(Ok(Err(e))) if e.is_permanent() => (e.to_string(), FailureClass::Permanent),
+            Ok(Ok(Err(e))) => (e.to_string(), FailureClass::Retry),
+            Ok(Err(panic)) => (format!("handler panicked: {}", panic_message(&panic)), FailureClass::Retry),
+            Err(_) => (format!("handler timed out after {:?}", self.settings.handler_timeout), FailureClass::Retry),
+        };
+        Attempt::Failed(Failure { stage: Stage::Handler, reason, attempts: attempt }, class)
     }
 }
 

@@ -6,6 +6,7 @@
 mod crash;
 mod fold;
 mod members;
+mod parked;
 mod poison;
 mod rebuild;
 mod retry;

@@ -36,6 +36,16 @@ async fn status_reports_positions_and_lag_per_partition() {
     for metric in ["herald_projector_events_total", "herald_projector_batches_total", "herald_projector_batch_seconds", "herald_projector_lag"] {
         assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");
     }
+    // The lag is refreshed every 2 s through one Kafka client kept for the projector's
+    // life, not a new client (and connections, handshakes) each time. Let several
+    // refreshes pass, then count the clients opened.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
+    let opened = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_projector_status_clients_opened_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(opened, Some(1.0), "one status client for the projector's life:\n{metrics}");
     // Positions are mirrored to the group's committed offsets, for lag tools.
     wait_until(DEADLINE, "committed offsets mirror the positions", || async {
         herald_testkit::committed(&config, &group, orders.name(), 3).await.iter().map(|o| o.unwrap_or(0)).sum::<i64>() == 400

@@ -42,9 +42,9 @@
 //! `--bootstrap` (env `KAFKA_BOOTSTRAP_SERVERS`), `--max-batch`, `--on-poison
 //! dead-letter|pause`, `--max-attempts`, `-X key=value` (librdkafka properties; also read
 //! from `HERALD_RDKAFKA_*` variables, see [`herald_bus::config::ENV_PREFIX`]).
+//! With the `crash-points` feature (enabled by the tests only),
 //! `HERALD_PROJECTOR_CRASH_AT=stage:n` aborts at a point of the pipeline (fault tests).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,96 +53,20 @@ use clap::Parser;
 use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(feature = "crash-points")]
 use crate::crash::CrashPoint;
 use crate::rebuild::{self, Rebuilt};
-use crate::runner::{Control, OnPoison, Projector, StopAt, Stopped};
+use crate::runner::{Control, OnPoison, Projector, Stopped};
 use crate::status::StatusHandle;
-use crate::store::{self, Store, StoreError};
-use crate::{Projection, ProjectorError};
+use crate::store::{self, Store};
+use crate::Projection;
 
-/// The command line of a projection program (see the [module docs](self)).
-#[derive(Parser, Debug, Clone)]
-pub struct Args {
-    /// Topic to project (default: the program's).
-    #[arg(long)]
-    pub topic: Option<String>,
-    /// Consumer group (default: the projection's name).
-    #[arg(long)]
-    pub group: Option<String>,
-    /// The view store: sqlite:PATH or postgres://... (default: sqlite:NAME.db, NAME being
-    /// the projection's name). A password here shows in the process list: prefer
-    /// HERALD_STORE_URL or --store-file.
-    #[arg(long, env = "HERALD_STORE_URL", hide_env_values = true)]
-    pub store: Option<store::StoreUrl>,
-    /// A file holding the store URL (for example a mounted secret); wins over --store.
-    #[arg(long, value_name = "PATH")]
-    pub store_file: Option<std::path::PathBuf>,
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
-    pub bootstrap: String,
-    /// Address for /health, /metrics, /status and the program's routes.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub http: String,
-    /// Most events per transaction.
-    #[arg(long, default_value_t = 1000)]
-    pub max_batch: usize,
-    /// What to do with poison events: dead-letter or pause.
-    #[arg(long, value_enum, default_value_t = PoisonArg::DeadLetter)]
-    pub on_poison: PoisonArg,
-    /// Attempts before a failing event is poison.
-    #[arg(long, default_value_t = 5)]
-    pub max_attempts: u32,
-    /// Extra librdkafka consumer property, key=value (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE")]
-    pub kafka: Vec<String>,
-    /// Rebuild the view from the beginning of the log into a new version, swap it in, exit.
-    #[arg(long, conflicts_with_all = ["rollback", "until_time", "until_offsets"])]
-    pub rebuild: bool,
-    /// Time travel: build a new version up to this time (RFC 3339), keep it beside the
-    /// live one, exit.
-    #[arg(long, conflicts_with_all = ["rollback", "until_offsets"])]
-    pub until_time: Option<String>,
-    /// Time travel: build a new version up to these offsets (`partition:offset,...`,
-    /// exclusive), keep it beside the live one, exit.
-    #[arg(long, conflicts_with = "rollback")]
-    pub until_offsets: Option<String>,
-    /// Make the previous version live again, exit.
-    #[arg(long)]
-    pub rollback: bool,
-    /// Show a progress bar (events/s, ETA) on stderr while rebuilding.
-    #[arg(long)]
-    pub progress: bool,
-}
+mod args;
+mod error;
 
-/// `--on-poison`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum PoisonArg {
-    /// [`OnPoison::DeadLetter`].
-    DeadLetter,
-    /// [`OnPoison::Pause`].
-    Pause,
-}
-
-/// A projection program failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AppError {
-    /// A flag's value is malformed.
-    #[error("{0}")]
-    Usage(String),
-    /// The store could not be opened.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The projector, rebuild or rollback failed.
-    #[error(transparent)]
-    Projector(#[from] ProjectorError),
-    /// The metrics recorder could not be installed.
-    #[error("metrics: {0}")]
-    Metrics(String),
-    /// The HTTP server could not bind or failed.
-    #[error("http: {0}")]
-    Http(#[from] std::io::Error),
-}
+pub use args::{Args, PoisonArg};
+pub use error::AppError;
+use args::until;
 
 /// Builds the routes a program serves besides the standard ones, from its store.
 type Routes = Box<dyn Fn(Arc<dyn Store>) -> Router + Send + Sync>;
@@ -244,6 +168,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                 let (k, v) = pair.split_once('=').ok_or_else(|| AppError::Usage(format!("-X expects key=value, got {pair:?}")))?;
                 builder = builder.kafka_property(k, v);
             }
+            #[cfg(feature = "crash-points")]
             if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
                 builder = builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?);
             }
@@ -263,22 +188,6 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         let _ = server.await;
         result
     }
-}
-
-/// The stop point of `--until-time` / `--until-offsets`, if given.
-fn until(args: &Args) -> Result<Option<StopAt>, AppError> {
-    if let Some(t) = &args.until_time {
-        let t = chrono::DateTime::parse_from_rfc3339(t).map_err(|e| AppError::Usage(format!("--until-time expects RFC 3339 ({e}): {t:?}")))?;
-        return Ok(Some(StopAt::Before(t.timestamp_millis())));
-    }
-    let Some(offsets) = &args.until_offsets else { return Ok(None) };
-    let bad = || AppError::Usage(format!("--until-offsets expects partition:offset,..., got {offsets:?}"));
-    let mut map = BTreeMap::new();
-    for pair in offsets.split(',') {
-        let (p, o) = pair.split_once(':').ok_or_else(bad)?;
-        map.insert(p.trim().parse().map_err(|_| bad())?, o.trim().parse().map_err(|_| bad())?);
-    }
-    Ok(Some(StopAt::Offsets(map)))
 }
 
 /// One line about a finished rebuild (what `--rebuild` prints).
@@ -303,32 +212,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
-        Args::try_parse_from(["prog"].iter().chain(extra))
-    }
-
-    #[test]
-    fn time_travel_flags_parse_into_stop_points() {
-        let args = parse(&["--until-offsets", "0:10, 2:7"]).expect("parses");
-        assert_eq!(until(&args).expect("valid"), Some(StopAt::Offsets(BTreeMap::from([(0, 10), (2, 7)]))));
-        let args = parse(&["--until-time", "2026-01-02T03:04:05Z"]).expect("parses");
-        assert_eq!(until(&args).expect("valid"), Some(StopAt::Before(1_767_323_045_000)));
-        let args = parse(&["--until-offsets", "0=10"]).expect("parses");
-        assert!(matches!(until(&args), Err(AppError::Usage(m)) if m.contains("partition:offset")));
-        assert_eq!(until(&parse(&[]).expect("parses")).expect("valid"), None);
-    }
-
-    #[test]
-    fn modes_exclude_each_other() {
-        assert!(parse(&["--rebuild", "--rollback"]).is_err());
-        assert!(parse(&["--until-time", "2026-01-02T03:04:05Z", "--until-offsets", "0:1"]).is_err());
-        assert!(parse(&["--rebuild", "--progress", "--store", "sqlite:x.db"]).is_ok());
     }
 }

@@ -1,4 +1,10 @@
-//! Bounded retries with exponential backoff and jitter.
+//! The retry layer: bounded retries with exponential backoff and jitter.
+//!
+//! A record a sink failed on is delivered again, alone first, after a backoff. Failures of
+//! class [`Retry`](super::FailureClass::Retry) use attempts (then the record is
+//! dead-lettered); [`Wait`](super::FailureClass::Wait) (something the record needs is
+//! away) waits as long as it takes without using any; [`Permanent`](super::FailureClass::Permanent)
+//! goes to the dead-letter layer at once.
 
 use std::time::Duration;
 
@@ -54,9 +60,49 @@ impl RetryPolicy {
     }
 }
 
+/// What the worker does after a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Next {
+    /// Deliver again after this wait.
+    Again(Duration),
+    /// Give up: dead-letter the record.
+    GiveUp,
+}
+
+/// The retry decision for a record that failed with `class` on `attempt` (1-based), after
+/// `waits` earlier waits of class [`Wait`](super::FailureClass::Wait) (incremented here).
+pub(crate) fn next(policy: &RetryPolicy, class: super::FailureClass, attempt: u32, waits: &mut u32) -> Next {
+    use super::FailureClass;
+    match class {
+        FailureClass::Permanent => Next::GiveUp,
+        FailureClass::Wait => {
+            *waits += 1;
+            Next::Again(policy.backoff((*waits).min(16)))
+        }
+        FailureClass::Retry if attempt < policy.max_attempts.max(1) => Next::Again(policy.backoff(attempt)),
+        FailureClass::Retry => Next::GiveUp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::runtime::FailureClass;
+
+    #[test]
+    fn retries_use_attempts_waits_do_not_permanent_failures_give_up() {
+        let policy = RetryPolicy { max_attempts: 3, jitter: 0.0, ..Default::default() };
+        let mut waits = 0;
+        assert_eq!(next(&policy, FailureClass::Retry, 1, &mut waits), Next::Again(Duration::from_millis(100)));
+        assert_eq!(next(&policy, FailureClass::Retry, 2, &mut waits), Next::Again(Duration::from_millis(200)));
+        assert_eq!(next(&policy, FailureClass::Retry, 3, &mut waits), Next::GiveUp);
+        assert_eq!(next(&policy, FailureClass::Permanent, 1, &mut waits), Next::GiveUp);
+        for _ in 0..100 {
+            assert!(matches!(next(&policy, FailureClass::Wait, 3, &mut waits), Next::Again(_)), "waiting never gives up");
+        }
+        assert_eq!(waits, 100);
+    }
 
     #[test]
     fn jittered_backoff_stays_within_bounds() {

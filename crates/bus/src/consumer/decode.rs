@@ -1,0 +1,56 @@
+//! Decoding a consumed record into a typed envelope: the codec finds the writer schema,
+//! the family decodes, the headers give the metadata.
+
+use rdkafka::message::{Headers, Message, OwnedMessage};
+
+use super::record::OwnedRecord;
+use crate::codec::{Codec, DecodeError};
+use crate::dead_letter::{Failure, Stage};
+use crate::envelope::{Envelope, Metadata, Position};
+use crate::EventFamily;
+
+/// Decodes a consumed record into an envelope of family `F`: the codec finds the writer
+/// schema, the family decodes (resolving to its own schema versions), the headers give
+/// the metadata. A failure says which stage failed and why, ready for the dead-letter
+/// topic. Runtimes other than [`Consumer`](crate::Consumer) (projectors, sagas) use it
+/// too.
+pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
+    let headers = msg.headers().into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
+    let position = || Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
+    decode_parts(codec, msg.payload(), msg.key(), headers, position).await
+}
+
+/// [`decode`] of an [`OwnedRecord`].
+pub async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &OwnedRecord) -> Result<Envelope<F>, Failure> {
+    let position = || Position { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
+    decode_parts(codec, record.payload(), record.key(), record.headers(), position).await
+}
+
+async fn decode_parts<'a, F: EventFamily>(
+    codec: &dyn Codec,
+    payload: Option<&[u8]>,
+    key: Option<&[u8]>,
+    headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    position: impl FnOnce() -> Position,
+) -> Result<Envelope<F>, Failure> {
+    let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
+    let payload = payload.ok_or_else(|| decode_failure(&DecodeError::Empty))?;
+    let (writer, datum) = codec.read_header(payload).await.map_err(|e| Failure {
+        stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
+        reason: e.to_string(),
+        attempts: 0,
+    })?;
+    let event = match F::decode(&writer.name, &writer, datum) {
+        Ok(Some(event)) => event,
+        Ok(None) => {
+            return Err(Failure {
+                stage: Stage::UnknownType,
+                reason: format!("event type {} is not handled on this topic (expected one of {:?})", writer.name, F::TYPES),
+                attempts: 0,
+            })
+        }
+        Err(e) => return Err(decode_failure(&e)),
+    };
+    let meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
+    Ok(Envelope { event, meta, position: position() })
+}

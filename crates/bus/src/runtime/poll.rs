@@ -1,0 +1,409 @@
+//! The poll loop and the [`Runtime`] it belongs to.
+//!
+//! 1. The loop receives records from one rdkafka queue and never waits for a sink: it
+//!    keeps polling, so a slow sink cannot push the consumer out of its group.
+//! 2. Each record is copied once (into buffers the workers gave back) and queued for its
+//!    partition's worker; after each record the loop takes whatever else the client has
+//!    ready (up to [`MAX_BATCH`] records), then hands each partition its records at once.
+//! 3. Queues are bounded in bytes ([`flow`](super::flow)): a partition over its share is
+//!    paused in the client and resumed with hysteresis.
+//! 4. A fatal condition ([`fatal`](super::fatal)) ends the loop with an error, after the
+//!    same orderly shutdown as the shutdown future.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::TopicPartitionList;
+
+use super::context::{Context, Shared};
+use super::dead_letter::Letters;
+use super::flow::Budget;
+use super::health::ConsumerHealth;
+use super::shutdown::{self, Stopping};
+use super::sink::{Membership, Sink};
+use super::worker::Worker;
+use super::{ConsumerError, RetryPolicy};
+use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
+use crate::KafkaConfig;
+
+/// Consumer properties Herald sets unless the configuration overrides them.
+///
+/// `enable.auto.offset.store=false` and `enable.auto.commit=true` are not negotiable:
+/// Herald stores offsets itself after the work is done and lets librdkafka commit what
+/// was stored (every `auto.commit.interval.ms`, and on revocation); both are forced even
+/// if the configuration says otherwise.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.commit.interval.ms", "1000"),
+    ("auto.offset.reset", "earliest"),
+    ("isolation.level", "read_committed"),
+    ("partition.assignment.strategy", "cooperative-sticky"),
+    ("queued.max.messages.kbytes", "16384"),
+    ("enable.partition.eof", "false"),
+    // A resumed partition waits for the fetch in flight; librdkafka's 500 ms default makes
+    // every pause cost half a second.
+    ("fetch.wait.max.ms", "100"),
+    // With a full prefetch queue librdkafka waits this long before fetching again; its
+    // 1 s default stalls a consumer that catches up. The queue itself stays bounded.
+    ("fetch.queue.backoff.ms", "10"),
+];
+
+/// Most records taken from the client before they are handed to the workers.
+pub const MAX_BATCH: usize = 512;
+
+/// How a [`Runtime`] runs (the consumer builders fill it in).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Consumer group.
+    pub group: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Bytes of records buffered ahead of the sinks, across all partitions.
+    pub max_buffered_bytes: usize,
+    /// How long shutdown waits for queued records.
+    pub drain_timeout: Duration,
+    /// How long a revocation waits for the revoked partitions' current records.
+    pub revoke_timeout: Duration,
+    /// The retry layer's policy.
+    pub retry: RetryPolicy,
+    /// librdkafka properties over the defaults and the configuration's.
+    pub properties: Vec<(String, String)>,
+}
+
+impl Settings {
+    /// Defaults for `group` reading `topics`: 64 MiB buffered, 30 s drain, 10 s revoke,
+    /// [`RetryPolicy::default`].
+    pub fn new(group: impl Into<String>, topics: Vec<String>) -> Self {
+        Settings {
+            group: group.into(),
+            topics,
+            max_buffered_bytes: 64 << 20,
+            drain_timeout: Duration::from_secs(30),
+            revoke_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            properties: Vec::new(),
+        }
+    }
+}
+
+/// A consumer group member feeding a [`Sink`]: see the [module docs](super).
+pub struct Runtime<S: Sink> {
+    consumer: Arc<StreamConsumer<Context<S>>>,
+    shared: Arc<Shared>,
+    sink: Arc<S>,
+    /// Subscribed topics; the name is shared with every record of the topic.
+    topics: HashSet<Arc<str>>,
+    letters: Arc<dyn Letters>,
+    /// Bytes queued for all workers.
+    buffered: Arc<AtomicUsize>,
+    /// Buffers of finished records, for the next ones.
+    recycler: Arc<Recycler>,
+    budget: Budget,
+    retry: RetryPolicy,
+    drain_timeout: Duration,
+    health: Arc<ConsumerHealth>,
+}
+
+impl<S: Sink> Runtime<S> {
+    /// Creates the client and subscribes. Needs tokio's multi-threaded runtime (see the
+    /// [module docs](super#threads)).
+    pub fn new(config: &KafkaConfig, settings: Settings, sink: S, letters: Arc<dyn Letters>) -> Result<Self, ConsumerError> {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {}
+            _ => return Err(ConsumerError::CurrentThreadRuntime),
+        }
+        if settings.topics.is_empty() {
+            return Err(ConsumerError::NothingSubscribed);
+        }
+        let health = Arc::new(ConsumerHealth::default());
+        let shared = Arc::new(Shared::new(settings.revoke_timeout, sink.offsets(), health.clone()));
+        let mut client_config = config.client_config(CONSUMER_DEFAULTS);
+        for (k, v) in &settings.properties {
+            client_config.set(k, v);
+        }
+        // Not negotiable: offsets are stored after the work (by the runtime or the sink),
+        // and librdkafka's auto-commit commits them periodically and on revocation.
+        client_config.set("group.id", &settings.group).set("enable.auto.offset.store", "false").set("enable.auto.commit", "true");
+        let sink = Arc::new(sink);
+        let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone(), sink: sink.clone() })?;
+        let consumer = Arc::new(consumer);
+        let weak = Arc::downgrade(&consumer);
+        sink.attach(Membership::new(move || weak.upgrade().and_then(|c| c.group_metadata())));
+        let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        Ok(Runtime {
+            consumer,
+            shared,
+            sink,
+            topics: settings.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
+            letters,
+            buffered: Arc::new(AtomicUsize::new(0)),
+            recycler: Arc::default(),
+            budget: Budget::new(settings.max_buffered_bytes),
+            retry: settings.retry,
+            drain_timeout: settings.drain_timeout,
+            health,
+        })
+    }
+
+    /// Live state for health checks.
+    pub fn health(&self) -> Arc<ConsumerHealth> {
+        self.health.clone()
+    }
+
+    /// Consumes until `shutdown` completes, then shuts down in order (see
+    /// [`shutdown`]). Returns an error, after the same orderly shutdown,
+    /// when a fatal condition ends the consumer ([`ConsumerError::is_fatal`]).
+    ///
+    /// Not cancellation-safe: dropping the future skips the orderly shutdown (records
+    /// finished since the last commit are processed again by the next owner).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ConsumerError> {
+        self.health.set_running(true);
+        tokio::pin!(shutdown);
+        let mut refill = tokio::time::interval(Duration::from_millis(5));
+        refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checks = tokio::time::interval(Duration::from_millis(200));
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let checking = Arc::new(AtomicBool::new(false));
+        let mut any_paused = false;
+        // Buffers for the next records, reused from records the workers finished.
+        let mut spare = Vec::with_capacity(MAX_BATCH);
+        let fatal = loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break None,
+                received = self.consumer.recv() => {
+                    let wanted = MAX_BATCH.saturating_sub(spare.len());
+                    if wanted > 0 {
+                        self.recycler.take(&mut spare, wanted);
+                    }
+                    any_paused |= self.receive(received, &mut spare);
+                    // Take what else is ready without waiting, then wake each worker once.
+                    for _ in 1..MAX_BATCH {
+                        match self.consumer.recv().now_or_never() {
+                            Some(received) => any_paused |= self.receive(received, &mut spare),
+                            None => break,
+                        }
+                    }
+                    self.hand_off();
+                }
+                _ = refill.tick(), if any_paused => any_paused = self.refill(),
+                _ = checks.tick() => {
+                    if let Some(error) = self.shared.take_fatal() {
+                        break Some(error);
+                    }
+                    if self.shared.unknown_topic.swap(false, Ordering::AcqRel) && !checking.swap(true, Ordering::AcqRel) {
+                        self.check_topics(checking.clone());
+                    }
+                }
+            }
+        };
+        self.shutdown().await;
+        fatal.map_or(Ok(()), Err)
+    }
+
+    /// A client error said a topic is unknown: find out, off the async workers, whether a
+    /// topic this consumer read was deleted.
+    fn check_topics(&self, checking: Arc<AtomicBool>) {
+        let read: Vec<String> = self.shared.read_topics.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
+        tokio::task::spawn_blocking(move || {
+            for topic in read {
+                match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
+                    Ok(metadata) => {
+                        let gone = metadata.topics().iter().find(|t| t.name() == topic).is_none_or(|t| {
+                            t.partitions().is_empty() || t.error().is_some_and(|e| RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition)
+                        });
+                        if gone {
+                            shared.set_fatal(ConsumerError::TopicDeleted(topic));
+                        }
+                    }
+                    Err(e) => tracing::debug!(topic, error = %e, "metadata check failed"),
+                }
+            }
+            checking.store(false, Ordering::Release);
+        });
+    }
+
+    /// Takes one result of the client. Returns true if a partition is paused.
+    fn receive(&self, received: Result<BorrowedMessage<'_>, KafkaError>, spare: &mut Vec<Buffers>) -> bool {
+        match received {
+            Ok(msg) => self.dispatch(&msg, spare.pop().unwrap_or_default()),
+            Err(KafkaError::PartitionEOF(partition)) => {
+                // One topic per EOF-watching sink: rdkafka does not say which topic.
+                let fetched = self.shared.lock().values().find_map(|slots| slots.get(&partition).map(|s| s.next_offset));
+                self.sink.on_partition_eof(partition, fetched);
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                self.health.record_error(e.to_string());
+                self.shared.client_error(&e, "");
+                false
+            }
+        }
+    }
+
+    /// Sends each worker the records received for it since the last hand-off.
+    fn hand_off(&self) {
+        let mut partitions = self.shared.lock();
+        for slot in partitions.values_mut().flat_map(HashMap::values_mut) {
+            if slot.pending.is_empty() {
+                continue;
+            }
+            let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
+            if let Err(returned) = slot.tx.send(batch) {
+                // The worker is gone (revoked, parked, shut down): give the bytes back.
+                let size: usize = returned.0.iter().map(OwnedRecord::footprint).sum();
+                slot.bytes.fetch_sub(size, Ordering::AcqRel);
+                self.buffered.fetch_sub(size, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Queues a record for its partition's worker (sent by [`Runtime::hand_off`]), copied
+    /// into `buffers`. Returns true if the partition is paused.
+    fn dispatch(&self, msg: &BorrowedMessage<'_>, buffers: Buffers) -> bool {
+        let topic = msg.topic();
+        let Some(topic_name) = self.topics.get(topic) else {
+            tracing::error!(topic, "record from a topic not subscribed");
+            return false;
+        };
+        let (partition, offset) = (msg.partition(), msg.offset());
+        let mut partitions = self.shared.lock();
+        let topic_slots = match partitions.get_mut(topic) {
+            Some(slots) => slots,
+            None => partitions.entry(topic.to_owned()).or_default(),
+        };
+        let slot = match topic_slots.entry(partition) {
+            std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let Some(sink) = self.sink.open(topic_name, partition) else {
+                    tracing::error!(topic, "record from a topic without sink");
+                    return false;
+                };
+                let worker = Worker {
+                    sink,
+                    letters: self.letters.clone(),
+                    client: self.consumer.clone(),
+                    offsets: self.shared.offsets,
+                    retry: self.retry,
+                    health: self.health.clone(),
+                    total: self.buffered.clone(),
+                    recycler: self.recycler.clone(),
+                    topic: topic_name.clone(),
+                    partition,
+                };
+                vacant.insert(worker.spawn(offset))
+            }
+        };
+        if offset < slot.next_offset {
+            return slot.paused; // Already queued: re-fetched after a resume.
+        }
+        slot.next_offset = offset + 1;
+        let record = OwnedRecord::copy_into(msg, topic_name, buffers);
+        let size = record.footprint();
+        let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
+        let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;
+        if !slot.paused && self.budget.should_pause(own, total) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(topic, partition);
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "cannot pause partition");
+            }
+            slot.paused = true;
+            self.health.count_pause();
+        }
+        slot.pending.push(record);
+        slot.paused
+    }
+
+    /// Resumes paused partitions that [`Budget::may_resume`]. Returns true while some
+    /// partition stays paused.
+    fn refill(&self) -> bool {
+        let mut partitions = self.shared.lock();
+        let total = self.buffered.load(Ordering::Acquire);
+        let mut still_paused = false;
+        for (topic, slots) in partitions.iter_mut() {
+            for (partition, slot) in slots.iter_mut().filter(|(_, s)| s.paused) {
+                if self.budget.may_resume(slot.bytes.load(Ordering::Acquire), total) {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(topic, *partition);
+                    match self.consumer.resume(&tpl) {
+                        Ok(()) => slot.paused = false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot resume partition");
+                            still_paused = true;
+                        }
+                    }
+                } else {
+                    still_paused = true;
+                }
+            }
+        }
+        still_paused
+    }
+
+    async fn shutdown(self) {
+        let started = Instant::now();
+        let slots: Vec<_> = self
+            .shared
+            .lock()
+            .drain()
+            .flat_map(|(topic, slots)| slots.into_iter().map(move |(partition, slot)| ((topic.clone(), partition), slot)))
+            .collect();
+        tracing::info!(partitions = slots.len(), "shutting down: draining workers");
+        // Dropping the queue senders lets workers finish what they hold, then exit.
+        let mut progress = Vec::with_capacity(slots.len());
+        let mut stopping = Vec::with_capacity(slots.len());
+        for (key, slot) in slots {
+            let super::worker::Slot { tx, cancel, task, progress: p, .. } = slot;
+            drop(tx);
+            progress.push((key, p));
+            stopping.push(Stopping { cancel, task });
+        }
+        let drained = shutdown::drain(stopping, self.drain_timeout).await;
+        if drained.aborted > 0 {
+            tracing::warn!(aborted = drained.aborted, "workers still busy after the drain: aborted; their records are processed again");
+        }
+        if self.shared.offsets.stored_in_group() {
+            // Aborted workers could not store what they finished before.
+            for ((topic, partition), p) in &progress {
+                if let Some(done) = p.completed()
+                    && let Err(e) = self.consumer.store_offset(topic, *partition, done)
+                {
+                    tracing::debug!(topic, partition, error = %e, "offset not stored at shutdown");
+                }
+            }
+        }
+        let consumer = self.consumer.clone();
+        let committed = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
+        match committed {
+            Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+            Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+        }
+        self.letters.flush().await;
+        self.health.set_running(false);
+        self.shared.closing.store(true, Ordering::Release);
+        // Closing leaves the group; it can block, so it runs on a blocking thread.
+        let consumer = self.consumer;
+        drop(self.sink);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            tokio::task::spawn_blocking(move || {
+                consumer.unsubscribe();
+                drop(consumer);
+            }),
+        )
+        .await;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "consumer stopped");
+    }
+}

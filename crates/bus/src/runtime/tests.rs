@@ -1,0 +1,195 @@
+//! The runtime's core, without a network: a partition worker driven by a scripted sink,
+//! dead letters and client, on tokio's paused clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::dead_letter::{Letters, Sent};
+use super::worker::{Client, Slot, Worker};
+use super::*;
+use crate::consumer::record::{OwnedRecord, Recycler};
+use crate::dead_letter::{Failure, Stage};
+
+/// A sink that answers each delivery attempt of a record from a script (then succeeds),
+/// and remembers what it saw and when.
+#[derive(Default, Clone)]
+struct Scripted {
+    script: Arc<Mutex<std::collections::HashMap<i64, VecDeque<FailureClass>>>>,
+    seen: Arc<Mutex<Vec<(i64, u32, Instant)>>>,
+}
+
+impl Scripted {
+    fn failing(offset: i64, classes: &[FailureClass]) -> Self {
+        let s = Scripted::default();
+        s.script.lock().unwrap().insert(offset, classes.iter().copied().collect());
+        s
+    }
+}
+
+#[async_trait]
+impl PartitionSink for Scripted {
+    async fn deliver(&mut self, batch: &[OwnedRecord], attempt: u32, progress: &Progress, _cancel: &CancellationToken) -> Delivery {
+        for (index, r) in batch.iter().enumerate() {
+            let attempt = if index == 0 { attempt } else { 1 };
+            self.seen.lock().unwrap().push((r.offset(), attempt, Instant::now()));
+            let next = self.script.lock().unwrap().get_mut(&r.offset()).and_then(VecDeque::pop_front);
+            if let Some(class) = next {
+                let failure = Failure { stage: Stage::Handler, reason: format!("scripted {class:?}"), attempts: attempt };
+                return Delivery::Failed { index, failure, class };
+            }
+            progress.done(r.offset());
+        }
+        Delivery::Done
+    }
+}
+
+/// Dead letters that answer with a fixed result, and count.
+struct FakeLetters {
+    unwritable: bool,
+    sent: Mutex<Vec<(i64, u32)>>,
+}
+
+#[async_trait]
+impl Letters for FakeLetters {
+    async fn send(&self, record: &OwnedRecord, failure: &Failure, _cancel: &CancellationToken) -> Sent {
+        self.sent.lock().unwrap().push((record.offset(), failure.attempts));
+        if self.unwritable { Sent::Unwritable("record too large for the dead-letter topic".into()) } else { Sent::Acked }
+    }
+}
+
+#[derive(Default)]
+struct FakeClient {
+    stored: Mutex<Vec<i64>>,
+    paused: Mutex<Vec<i32>>,
+}
+
+impl Client for FakeClient {
+    fn store_completed(&self, _topic: &str, _partition: i32, completed: i64) {
+        self.stored.lock().unwrap().push(completed);
+    }
+    fn pause_partition(&self, _topic: &str, partition: i32) {
+        self.paused.lock().unwrap().push(partition);
+    }
+}
+
+struct Harness {
+    slot: Slot,
+    letters: Arc<FakeLetters>,
+    client: Arc<FakeClient>,
+    health: Arc<ConsumerHealth>,
+    topic: Arc<str>,
+}
+
+fn policy() -> RetryPolicy {
+    RetryPolicy { max_attempts: 3, initial: Duration::from_millis(100), max: Duration::from_secs(10), multiplier: 2.0, jitter: 0.0 }
+}
+
+fn start(sink: Scripted, unwritable: bool) -> Harness {
+    let letters = Arc::new(FakeLetters { unwritable, sent: Mutex::default() });
+    let client = Arc::new(FakeClient::default());
+    let health = Arc::new(ConsumerHealth::default());
+    health.set_running(true);
+    let topic: Arc<str> = Arc::from("t");
+    let worker = Worker {
+        sink,
+        letters: letters.clone(),
+        client: client.clone(),
+        offsets: Offsets::Stored,
+        retry: policy(),
+        health: health.clone(),
+        total: Arc::new(AtomicUsize::new(0)),
+        recycler: Arc::new(Recycler::default()),
+        topic: topic.clone(),
+        partition: 0,
+    };
+    let slot = worker.spawn(0);
+    Harness { slot, letters, client, health, topic }
+}
+
+impl Harness {
+    fn send(&self, offsets: std::ops::Range<i64>) {
+        let batch = offsets.map(|o| OwnedRecord::for_test(&self.topic, 0, o, b"x")).collect();
+        self.slot.tx.send(batch).expect("worker running");
+    }
+
+    async fn wait_stored(&self, offset: i64) {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        while self.slot.progress.completed() != Some(offset) || self.client.stored.lock().unwrap().last() != Some(&offset) {
+            assert!(Instant::now() < deadline, "offset {offset} never stored");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_record_is_retried_alone_with_backoff_then_the_batch_goes_on() {
+    let sink = Scripted::failing(1, &[FailureClass::Retry, FailureClass::Retry]);
+    let h = start(sink.clone(), false);
+    let started = Instant::now();
+    h.send(0..3);
+    h.wait_stored(2).await;
+    let seen = sink.seen.lock().unwrap().clone();
+    let attempts: Vec<(i64, u32)> = seen.iter().map(|(o, a, _)| (*o, *a)).collect();
+    assert_eq!(attempts, vec![(0, 1), (1, 1), (1, 2), (1, 3), (2, 1)], "record 0 is not delivered again");
+    let waits: Vec<Duration> = seen.iter().map(|(_, _, t)| t.duration_since(started)).collect();
+    assert_eq!(waits[2], Duration::from_millis(100), "first retry after the initial backoff");
+    assert_eq!(waits[3], Duration::from_millis(300), "second after twice as long");
+    assert!(h.letters.sent.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_attempts_a_record_is_dead_lettered_and_passed() {
+    let sink = Scripted::failing(1, &[FailureClass::Retry; 3]);
+    let h = start(sink.clone(), false);
+    h.send(0..3);
+    h.wait_stored(2).await;
+    assert_eq!(*h.letters.sent.lock().unwrap(), vec![(1, 3)], "dead-lettered once, after 3 attempts");
+    let permanent = Scripted::failing(0, &[FailureClass::Permanent]);
+    let h = start(permanent.clone(), false);
+    h.send(0..2);
+    h.wait_stored(1).await;
+    assert_eq!(*h.letters.sent.lock().unwrap(), vec![(0, 1)], "a permanent failure is not retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_something_unavailable_uses_no_attempts() {
+    let sink = Scripted::failing(0, &[FailureClass::Wait; 20]);
+    let h = start(sink.clone(), false);
+    h.send(0..1);
+    h.wait_stored(0).await;
+    assert!(h.letters.sent.lock().unwrap().is_empty(), "20 waits and no dead letter");
+    assert!(sink.seen.lock().unwrap().iter().all(|(_, attempt, _)| *attempt == 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_that_cannot_be_written_parks_the_partition_instead_of_looping() {
+    let sink = Scripted::failing(1, &[FailureClass::Permanent]);
+    let h = start(sink.clone(), true);
+    h.send(0..3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while h.health.parked().is_empty() {
+        assert!(Instant::now() < deadline, "never parked");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(!h.health.is_healthy());
+    assert!(h.health.parked()[0].2.contains("too large"), "{:?}", h.health.parked());
+    assert_eq!(*h.client.paused.lock().unwrap(), vec![0], "the partition is paused");
+    // An hour later: no second attempt, nothing stored past the record.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(h.letters.sent.lock().unwrap().len(), 1, "never retried in a loop");
+    assert_eq!(h.slot.progress.completed(), Some(0));
+    assert_eq!(h.client.stored.lock().unwrap().last(), Some(&0));
+    // Revocation or shutdown releases it: the next owner meets the record again.
+    h.slot.cancel.cancel();
+    h.slot.task.await.expect("worker ends");
+    assert!(h.health.is_healthy());
+    assert_eq!(sink.seen.lock().unwrap().iter().filter(|(o, _, _)| *o == 2).count(), 0, "nothing after the parked record");
+}

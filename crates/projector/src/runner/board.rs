@@ -1,0 +1,185 @@
+//! The board: what the projector knows of each partition it owns, written by the
+//! partition sinks and the rebalance hooks, read for `/status`, the stop point and the
+//! metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::policy::Stopped;
+use crate::status::PartitionStatus;
+
+/// Why a partition is not moving freely.
+#[derive(Debug, Clone)]
+pub(crate) enum Block {
+    /// The last attempt failed; the runtime retries it.
+    Retrying(String),
+    /// Its poison record is being written to the dead-letter topic.
+    DeadLettering,
+    /// Circuit open until an operator acts.
+    Open(String),
+    /// Its poison record's dead letter cannot be written: parked until an operator acts.
+    Parked(String),
+}
+
+/// One owned partition.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Part {
+    /// Stored next offset (`None`: nothing applied yet).
+    pub position: Option<i64>,
+    pub block: Option<Block>,
+    pub last_error: Option<String>,
+    /// Where this partition stops (stop-at modes): exclusive offset.
+    pub stop: Option<i64>,
+    /// A record at or past the stop point arrived, after every record before it was applied.
+    pub passed_stop: bool,
+    /// The client reported the end of the partition; the offset after the last record
+    /// fetched by then (`None`: none was).
+    pub eof: Option<Option<i64>>,
+    /// End of the readable log, from the broker.
+    pub end: Option<i64>,
+}
+
+impl Part {
+    /// True when every record before the stop point was applied.
+    fn done(&self) -> bool {
+        let Some(stop) = self.stop else { return false };
+        let position = self.position.unwrap_or(0);
+        position >= stop || self.passed_stop || self.eof.is_some_and(|fetched| fetched.is_none_or(|f| self.position.is_some_and(|p| p >= f)))
+    }
+}
+
+/// The board (see the module docs).
+#[derive(Debug, Default)]
+pub(crate) struct Board {
+    parts: Mutex<BTreeMap<i32, Part>>,
+    pub applied_total: AtomicU64,
+    pub dead_lettered_total: AtomicU64,
+    pub batches_total: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    /// Stop offsets of the stop-at modes.
+    stops: Mutex<Option<BTreeMap<i32, i64>>>,
+    /// Why the projector stops by itself, once it must.
+    stopped: Mutex<Option<Stopped>>,
+}
+
+impl Board {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, BTreeMap<i32, Part>> {
+        self.parts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies `f` to `partition`'s state, if owned.
+    pub(crate) fn with(&self, partition: i32, f: impl FnOnce(&mut Part)) {
+        if let Some(part) = self.lock().get_mut(&partition) {
+            f(part);
+        }
+    }
+
+    pub(crate) fn assign(&self, partition: i32, position: Option<i64>) {
+        let stop = self.stops().and_then(|s| s.get(&partition).copied());
+        self.lock().insert(partition, Part { position, stop, ..Part::default() });
+    }
+
+    pub(crate) fn revoke(&self, partition: i32) {
+        self.lock().remove(&partition);
+    }
+
+    pub(crate) fn error(&self, partition: i32, error: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("partition {partition}: {error}"));
+        self.with(partition, |p| p.last_error = Some(error));
+    }
+
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_stops(&self, stops: Option<BTreeMap<i32, i64>>) {
+        *self.stops.lock().unwrap_or_else(|p| p.into_inner()) = stops;
+    }
+
+    fn stops(&self) -> Option<BTreeMap<i32, i64>> {
+        self.stops.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// True once every partition with a stop point is owned here and done (rebuilds run
+    /// alone).
+    pub(crate) fn reached_stop(&self) -> bool {
+        let Some(stops) = self.stops() else { return false };
+        let parts = self.lock();
+        stops.keys().all(|p| parts.get(p).is_some_and(Part::done))
+    }
+
+    /// Records why the projector must stop (the first reason wins).
+    pub(crate) fn stop(&self, why: Stopped) {
+        self.stopped.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+    }
+
+    pub(crate) fn stopped(&self) -> Option<Stopped> {
+        *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Folds end offsets read from the broker into the partitions.
+    pub(crate) fn ends(&self, ends: &BTreeMap<i32, (i64, i64)>) {
+        let mut parts = self.lock();
+        for (p, (_, end)) in ends {
+            if let Some(part) = parts.get_mut(p) {
+                part.end = Some(part.end.map_or(*end, |e| e.max(*end)));
+            }
+        }
+    }
+
+    /// The partitions as `/status` shows them.
+    pub(crate) fn partitions(&self) -> Vec<PartitionStatus> {
+        self.lock()
+            .iter()
+            .map(|(&partition, part)| {
+                let (state, blocked_by) = match &part.block {
+                    None => ("running", None),
+                    Some(Block::Retrying(e)) => ("retrying", Some(e.clone())),
+                    Some(Block::DeadLettering) => ("dead-lettering", None),
+                    Some(Block::Open(e)) => ("circuit-open", Some(e.clone())),
+                    Some(Block::Parked(e)) => ("parked", Some(e.clone())),
+                };
+                let end = part.end.max(part.eof.flatten().filter(|_| part.end.is_some()));
+                PartitionStatus {
+                    partition,
+                    position: part.position,
+                    end_offset: end,
+                    lag: end.map(|e| (e - part.position.unwrap_or(0)).max(0)),
+                    state: state.to_owned(),
+                    buffered: 0,
+                    paused: matches!(part.block, Some(Block::Open(_) | Block::Parked(_))),
+                    last_error: blocked_by.or_else(|| part.last_error.clone()),
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_done_at_its_stop_past_it_or_at_its_end() {
+        let board = Board::default();
+        board.set_stops(Some(BTreeMap::from([(0, 10), (1, 5)])));
+        board.assign(0, Some(3));
+        assert!(!board.reached_stop(), "partition 1 is not owned");
+        board.assign(1, None);
+        board.with(0, |p| p.position = Some(10));
+        assert!(!board.reached_stop());
+        // Partition 1's last records are transaction markers: it ends at 4, fetched all.
+        board.with(1, |p| p.eof = Some(Some(4)));
+        assert!(!board.reached_stop(), "fetched up to 4, nothing applied yet");
+        board.with(1, |p| p.position = Some(4));
+        assert!(board.reached_stop());
+        board.stop(Stopped::StopPoint);
+        board.stop(Stopped::Shutdown);
+        assert_eq!(board.stopped(), Some(Stopped::StopPoint), "the first reason wins");
+    }
+}

@@ -1,0 +1,212 @@
+//! [`Projector`]: a running projection, on the consumer runtime.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use herald_bus::runtime::{ConsumerHealth, Runtime};
+use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::board::Board;
+use super::sink::ProjectorSink;
+use super::{Control, OnPoison, ProjectorBuilder, StopAt, Stopped};
+use crate::error::ProjectorError;
+use crate::position::Key;
+use crate::projection::Projection;
+use crate::status::{StatusHandle, Watermarks};
+use crate::store::Store;
+use crate::worker::Job;
+
+/// A running projection: see the [module docs](super).
+pub struct Projector<F: EventFamily, P> {
+    pub(super) runtime: Runtime<ProjectorSink<F>>,
+    pub(super) key: Key,
+    pub(super) jobs: std_mpsc::Sender<Job<F>>,
+    pub(super) thread: std::thread::JoinHandle<()>,
+    pub(super) board: Arc<Board>,
+    pub(super) stop: Arc<Notify>,
+    pub(super) watermarks: Arc<Watermarks>,
+    pub(super) status: StatusHandle,
+    pub(super) control: Control,
+    pub(super) stop_at: StopAt,
+    pub(super) follow_live: bool,
+    pub(super) _projection: PhantomData<fn() -> P>,
+}
+
+impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
+    /// Starts building a projector of `projection` over `topic` in consumer group `group`,
+    /// storing views and positions in `store`.
+    pub fn builder(config: KafkaConfig, group: impl Into<String>, topic: &Topic<F>, projection: P, store: Arc<dyn Store>) -> ProjectorBuilder<F, P> {
+        ProjectorBuilder {
+            config,
+            group: group.into(),
+            topic: topic.name().to_owned(),
+            projection,
+            store,
+            properties: Vec::new(),
+            max_batch: 1000,
+            max_buffered: 5000,
+            retry: RetryPolicy::default(),
+            on_poison: OnPoison::default(),
+            #[cfg(feature = "crash-points")]
+            crash: None,
+            revoke_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            version: None,
+            stop_at: StopAt::Never,
+            create_dead_letter_topic: true,
+            handles: None,
+            _family: PhantomData,
+        }
+    }
+
+    /// The live status (for `GET /status`).
+    pub fn status(&self) -> StatusHandle {
+        self.status.clone()
+    }
+
+    /// Operator commands (retry or skip a partition's failing record).
+    pub fn control(&self) -> Control {
+        self.control.clone()
+    }
+
+    /// The view version this projector writes.
+    pub fn version(&self) -> u32 {
+        self.key.version
+    }
+
+    /// Runs until `shutdown` completes (or the [`StopAt`] point is reached, or another
+    /// view version goes live), then shuts down in order: the batches in flight finish
+    /// (up to the drain timeout), positions are mirrored to the group, the dead-letter
+    /// producer is flushed, the member leaves the group, the store thread stops.
+    ///
+    /// Records fetched but not yet committed are simply fetched again by the next owner:
+    /// the stored position says where to start.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Stopped, ProjectorError> {
+        let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, stop_at, follow_live, _projection } = self;
+        status.update(|s| s.running = true);
+        if stop_at != StopAt::Never {
+            board.set_stops(Some(stop_offsets(&watermarks, &stop_at).await?));
+        }
+        let health = runtime.health();
+        let stopping = async {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = stop.notified() => {}
+            }
+        };
+        let watch = watch::<F>(&key, &jobs, &board, &stop, &watermarks, &status, &health, follow_live);
+        let ran = tokio::select! {
+            ran = runtime.run(stopping) => ran,
+            never = watch => match never {},
+        };
+        publish(&key, &board, &status, &health);
+        status.update(|s| s.running = false);
+        drop(jobs);
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        ran?;
+        Ok(board.stopped().unwrap_or(Stopped::Shutdown))
+    }
+}
+
+/// Offsets each partition stops at (exclusive), for the stop-at modes.
+async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<BTreeMap<i32, i64>, ProjectorError> {
+    let watermarks = watermarks.clone();
+    let ends = tokio::task::spawn_blocking(move || watermarks.fetch()).await.map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
+    let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();
+    if let StopAt::Offsets(given) = stop_at {
+        for (p, o) in given {
+            stops.insert(*p, *o);
+        }
+    }
+    Ok(stops)
+}
+
+/// Beside the runtime, every 20 ms: the status page and metrics, the stop point, the live
+/// view version (every second: an idle projector learns of a swap here, a busy one at its
+/// next batch), the end offsets (every two seconds, through one kept client). Never ends.
+#[allow(clippy::too_many_arguments)]
+async fn watch<F: EventFamily>(
+    key: &Key,
+    jobs: &std_mpsc::Sender<Job<F>>,
+    board: &Arc<Board>,
+    stop: &Notify,
+    watermarks: &Arc<Watermarks>,
+    status: &StatusHandle,
+    health: &ConsumerHealth,
+    follow_live: bool,
+) -> std::convert::Infallible {
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ends_refreshed: Option<Instant> = None;
+    let mut live_checked = Instant::now();
+    // One refresh and one live check at a time: the channels hold one answer each.
+    let (ends_tx, mut ends_rx) = mpsc::channel::<BTreeMap<i32, (i64, i64)>>(1);
+    let (live_tx, mut live_rx) = mpsc::channel::<u32>(1);
+    // At most one live-version question waits in the store thread's queue (a stuck store
+    // must not collect one per second).
+    let asking = Arc::new(AtomicBool::new(false));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some(ends) = ends_rx.recv() => board.ends(&ends),
+            Some(live) = live_rx.recv() => {
+                if live != key.version {
+                    tracing::info!(live, version = key.version, "another view version is live now: stopping");
+                    board.stop(Stopped::Superseded { live });
+                    stop.notify_one();
+                }
+            }
+        }
+        if ends_refreshed.is_none_or(|t| t.elapsed() > Duration::from_secs(2)) {
+            ends_refreshed = Some(Instant::now());
+            let (watermarks, tx) = (watermarks.clone(), ends_tx.clone());
+            tokio::task::spawn_blocking(move || {
+                if let Ok(ends) = watermarks.fetch() {
+                    let _ = tx.try_send(ends);
+                }
+            });
+        }
+        if follow_live && live_checked.elapsed() > Duration::from_secs(1) && !asking.swap(true, Ordering::AcqRel) {
+            live_checked = Instant::now();
+            let (tx, rx) = oneshot::channel();
+            if jobs.send(Job::LiveVersion(tx)).is_ok() {
+                let (live_tx, asking) = (live_tx.clone(), asking.clone());
+                tokio::spawn(async move {
+                    if let Ok(Ok(Some(live))) = rx.await {
+                        let _ = live_tx.try_send(live);
+                    }
+                    asking.store(false, Ordering::Release);
+                });
+            }
+        }
+        if board.reached_stop() {
+            tracing::info!("stop point reached");
+            board.stop(Stopped::StopPoint);
+            stop.notify_one();
+        }
+        publish(key, board, status, health);
+    }
+}
+
+fn publish(key: &Key, board: &Board, status: &StatusHandle, health: &ConsumerHealth) {
+    let partitions = board.partitions();
+    for p in &partitions {
+        if let Some(lag) = p.lag {
+            metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "partition" => p.partition.to_string()).set(lag as f64);
+        }
+    }
+    status.update(|s| {
+        s.partitions = partitions;
+        s.applied_total = board.applied_total.load(Ordering::Relaxed);
+        s.dead_lettered_total = board.dead_lettered_total.load(Ordering::Relaxed);
+        s.batches_total = board.batches_total.load(Ordering::Relaxed);
+        s.last_error = board.last_error().or_else(|| health.last_error());
+        s.running = health.is_healthy();
+    });
+}

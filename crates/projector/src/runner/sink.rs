@@ -1,0 +1,308 @@
+//! The projector's sink: records go to the store thread in transactions that move the
+//! partition's position with them.
+//!
+//! On assignment the sink reads the stored positions and starts each partition there (or
+//! at the beginning of the log when none is stored); the group's committed offsets are
+//! never used to resume, only mirrored for lag tools ([`Offsets::Mirrored`]). Each
+//! delivered batch becomes one store transaction per `max_batch` records: compare-and-set
+//! of the position from where the batch starts to where it ends, then the events.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use herald_bus::codec::Codec;
+use herald_bus::consumer::OwnedRecord;
+use herald_bus::dead_letter::{Failure, Stage};
+use herald_bus::runtime::{Assignment, Delivery, FailureClass, Offsets, PartitionSink, Progress, Sink};
+use herald_bus::EventFamily;
+use rdkafka::Offset;
+use tokio::sync::{oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::board::{Block, Board};
+use super::policy::{StopAt, Stopped};
+use crate::batch::{Action, Batch, Item, Outcome, Slice};
+use crate::position::{self, Key};
+use crate::store::{Connection, Store, StoreError};
+use crate::worker::{Job, Ownership};
+
+/// What the sink and its partitions share.
+pub(crate) struct Shared<F> {
+    pub key: Key,
+    pub store: Arc<dyn Store>,
+    /// The rebalance hook's connection for reading positions.
+    pub reader: Mutex<Option<Box<dyn Connection>>>,
+    pub ownership: Ownership,
+    pub generation: AtomicU64,
+    pub jobs: std_mpsc::Sender<Job<F>>,
+    pub board: Arc<Board>,
+    pub codec: Arc<dyn Codec>,
+    pub stop_at: StopAt,
+    pub max_batch: usize,
+    /// Wakes the projector when it must stop by itself.
+    pub stop: Arc<Notify>,
+    #[cfg(feature = "crash-points")]
+    pub crash: Option<Arc<crate::crash::CrashPoint>>,
+}
+
+impl<F> Shared<F> {
+    fn read_positions(&self) -> Result<HashMap<i32, i64>, StoreError> {
+        let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        if reader.is_none() {
+            *reader = Some(self.store.connect()?);
+        }
+        let Some(conn) = reader.as_mut() else { return Err(StoreError::Connect("no connection".into())) };
+        let read = (|| {
+            let mut tx = conn.read()?;
+            let positions = position::load(tx.as_tx(), &self.key)?;
+            tx.rollback()?;
+            Ok(positions)
+        })();
+        if read.is_err() {
+            *reader = None;
+        }
+        read
+    }
+
+    async fn job<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job<F>) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The [`Sink`] of a projector.
+pub(crate) struct ProjectorSink<F> {
+    pub shared: Arc<Shared<F>>,
+}
+
+impl<F: EventFamily> Sink for ProjectorSink<F> {
+    type Partition = ProjectorPartition<F>;
+
+    fn offsets(&self) -> Offsets {
+        Offsets::Mirrored
+    }
+
+    fn on_assigned(&self, assignment: &mut Assignment<'_>) {
+        let shared = &self.shared;
+        let positions = shared.read_positions();
+        if let Err(e) = &positions {
+            tracing::error!(error = %e, "cannot read positions on assignment; each partition reads its own before applying anything");
+        }
+        let mut owned = shared.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        for (topic, partition) in assignment.partitions() {
+            let generation = shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            owned.insert(partition, generation);
+            let position = positions.as_ref().ok().map(|p| p.get(&partition).copied());
+            // Unknown positions start at the beginning; the partition skips to its stored
+            // position before applying anything (and compare-and-set fences the rest).
+            let start = match position {
+                Some(Some(next)) => Offset::Offset(next),
+                _ => Offset::Beginning,
+            };
+            if let Err(e) = assignment.start_at(&topic, partition, start) {
+                tracing::error!(error = %e, partition, "cannot set the start offset");
+            }
+            shared.board.assign(partition, position.flatten());
+            tracing::info!(partition, ?position, "partition assigned");
+        }
+    }
+
+    fn on_revoked(&self, partitions: &[(String, i32)], lost: bool) {
+        let mut owned = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner());
+        for (_, partition) in partitions {
+            owned.remove(partition);
+            self.shared.board.revoke(*partition);
+        }
+        tracing::info!(partitions = partitions.len(), lost, "partitions revoked");
+    }
+
+    fn on_partition_eof(&self, partition: i32, fetched: Option<i64>) {
+        self.shared.board.with(partition, |p| {
+            p.eof = Some(fetched);
+            // The end of the log is known now: what was fetched, or where it started.
+            let end = fetched.or(p.position).unwrap_or(0);
+            p.end = Some(p.end.map_or(end, |e| e.max(end)));
+        });
+    }
+
+    fn open(&self, _topic: &Arc<str>, partition: i32) -> Option<ProjectorPartition<F>> {
+        let generation = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied().unwrap_or(0);
+        let position = self.shared.board.lock().get(&partition).map(|p| p.position);
+        Some(ProjectorPartition { shared: self.shared.clone(), partition, generation, position })
+    }
+}
+
+/// One partition of a projector.
+pub(crate) struct ProjectorPartition<F> {
+    shared: Arc<Shared<F>>,
+    partition: i32,
+    generation: u64,
+    /// Stored next offset as this partition last saw it (`Some(None)`: nothing applied
+    /// yet; `None`: unknown, read from the store before anything is applied).
+    position: Option<Option<i64>>,
+}
+
+impl<F: EventFamily> ProjectorPartition<F> {
+    fn past_stop(&self, record: &OwnedRecord) -> bool {
+        let stop = self.shared.board.lock().get(&self.partition).and_then(|p| p.stop);
+        let before = match (&self.shared.stop_at, record.timestamp().to_millis()) {
+            (StopAt::Before(limit), Some(ts)) => ts < *limit,
+            _ => true,
+        };
+        stop.is_some_and(|s| record.offset() >= s) || !before
+    }
+
+    /// Runs one transaction of `items` (Apply or Skip) ending at `to`.
+    async fn transact(&mut self, items: Vec<(Arc<Item<F>>, Action)>, to: i64) -> Outcome {
+        let from = self.position.flatten();
+        let batch = Batch { slices: vec![Slice { partition: self.partition, generation: self.generation, from, to, items }] };
+        self.shared.job(|tx| Job::Apply(batch, tx)).await.unwrap_or(Outcome::Revoked)
+    }
+
+    fn failed(&self, index: usize, stage: Stage, reason: String, attempts: u32, class: FailureClass) -> Delivery {
+        let block = match class {
+            FailureClass::Permanent => None,
+            _ => Some(Block::Retrying(reason.clone())),
+        };
+        self.shared.board.error(self.partition, reason.clone());
+        self.shared.board.with(self.partition, |p| p.block = block);
+        Delivery::Failed { index, failure: Failure { stage, reason, attempts }, class }
+    }
+}
+
+#[async_trait]
+impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
+    async fn deliver(&mut self, batch: &[OwnedRecord], attempt: u32, progress: &Progress, _cancel: &CancellationToken) -> Delivery {
+        if self.position.is_none() {
+            let partition = self.partition;
+            match self.shared.job(|tx| Job::Position(partition, tx)).await {
+                Some(Ok(position)) => {
+                    self.position = Some(position);
+                    self.shared.board.with(partition, |p| p.position = position);
+                }
+                Some(Err(e)) => return self.failed(0, Stage::Unavailable, format!("store: {e}"), 0, FailureClass::Wait),
+                None => return Delivery::Interrupted,
+            }
+        }
+        let mut start = 0;
+        while start < batch.len() {
+            // Records below the stored position were applied already (by us, or by the
+            // member that fenced us).
+            let position = self.position.flatten();
+            let mut end = start;
+            while end < batch.len() && position.is_some_and(|p| batch[end].offset() < p) {
+                progress.done(batch[end].offset());
+                end += 1;
+            }
+            start = end;
+            let mut items = Vec::new();
+            let mut poison = None;
+            let mut stop_here = false;
+            while end < batch.len() && items.len() < self.shared.max_batch {
+                let record = &batch[end];
+                if self.past_stop(record) {
+                    stop_here = true;
+                    break;
+                }
+                match herald_bus::consumer::decode_record::<F>(&*self.shared.codec, record).await {
+                    Ok(envelope) => items.push((Arc::new(Item { offset: record.offset(), decoded: Ok(envelope) }), Action::Apply)),
+                    Err(failure) => {
+                        poison = Some((end, failure));
+                        break;
+                    }
+                }
+                end += 1;
+            }
+            if let Some((last, _)) = items.last() {
+                let to = last.offset + 1;
+                match self.transact(items, to).await {
+                    Outcome::Committed { positions } => {
+                        let applied: usize = positions.iter().map(|(_, _, n)| *n).sum();
+                        Board::count(&self.shared.board.applied_total, applied as u64);
+                        Board::count(&self.shared.board.batches_total, 1);
+                        metrics::counter!("herald_projector_events_total", "projection" => self.shared.key.projection.clone()).increment(applied as u64);
+                        metrics::counter!("herald_projector_batches_total", "projection" => self.shared.key.projection.clone()).increment(1);
+                        batch[start..end].iter().for_each(|r| progress.done(r.offset()));
+                        self.position = Some(Some(to));
+                        self.shared.board.with(self.partition, |p| {
+                            p.position = Some(to);
+                            p.block = None;
+                        });
+                    }
+                    Outcome::EventFailed { partition, offset, error } => {
+                        let index = batch.iter().position(|r| r.offset() == offset).unwrap_or(start);
+                        let attempts = if index == 0 { attempt } else { 1 };
+                        let class = if error.is_store_conflict() {
+                            FailureClass::Wait
+                        } else if error.is_permanent() {
+                            FailureClass::Permanent
+                        } else {
+                            FailureClass::Retry
+                        };
+                        tracing::warn!(partition, offset, %error, "projection failed on a record");
+                        return self.failed(index, Stage::Handler, error.to_string(), attempts, class);
+                    }
+                    Outcome::Fenced { partition, stored } => {
+                        tracing::warn!(partition, ?stored, "fenced: another member moved the position");
+                        let moved_on = stored.is_some_and(|s| position.is_none_or(|p| s >= p));
+                        self.position = Some(stored);
+                        self.shared.board.with(self.partition, |p| p.position = stored);
+                        if moved_on {
+                            continue; // Skip what the other member applied, go on from there.
+                        }
+                        // Moved back (an operator reset it): this member cannot seek back
+                        // safely from here; retried, it is logged until the partition moves.
+                        return self.failed(start, Stage::Handler, format!("position moved back to {stored:?} by another writer"), 0, FailureClass::Wait);
+                    }
+                    Outcome::Revoked => return Delivery::Interrupted,
+                    Outcome::Superseded { live } => {
+                        tracing::info!(live, version = self.shared.key.version, "another view version is live now: stopping");
+                        self.shared.board.stop(Stopped::Superseded { live });
+                        self.shared.stop.notify_one();
+                        return Delivery::Interrupted;
+                    }
+                    Outcome::StoreFailed(e) => {
+                        tracing::warn!(partition = self.partition, error = %e, "store failed; retrying the batch");
+                        return self.failed(start, Stage::Handler, format!("store: {e}"), 0, FailureClass::Wait);
+                    }
+                }
+            }
+            if let Some((index, failure)) = poison {
+                let class = if failure.stage == Stage::Unavailable { FailureClass::Wait } else { FailureClass::Permanent };
+                return self.failed(index, failure.stage, failure.reason, 0, class);
+            }
+            if stop_here {
+                self.shared.board.with(self.partition, |p| p.passed_stop = true);
+                return Delivery::Done;
+            }
+            start = end;
+        }
+        Delivery::Done
+    }
+
+    async fn dead_lettered(&mut self, record: &OwnedRecord, failure: &Failure) -> Result<(), Failure> {
+        #[cfg(feature = "crash-points")]
+        if let Some(crash) = &self.shared.crash {
+            crash.reached(crate::crash::Stage::AfterDeadLetter);
+        }
+        let item = Arc::new(Item { offset: record.offset(), decoded: Err(failure.clone()) });
+        let to = record.offset() + 1;
+        match self.transact(vec![(item, Action::Skip(failure.clone()))], to).await {
+            Outcome::Committed { .. } => {
+                Board::count(&self.shared.board.dead_lettered_total, 1);
+                metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
+                self.position = Some(Some(to));
+                self.shared.board.with(self.partition, |p| {
+                    p.position = Some(to);
+                    p.block = None;
+                });
+                Ok(())
+            }
+            other => Err(Failure { reason: format!("recording the dead letter: {other:?}"), ..failure.clone() }),
+        }
+    }
+}

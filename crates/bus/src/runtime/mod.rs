@@ -94,4 +94,13 @@ pub use health::ConsumerHealth;
 pub use poll::{Runtime, Settings, CONSUMER_DEFAULTS};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
+/// Fails with [`ConsumerError::CurrentThreadRuntime`] unless called on tokio's
+/// multi-threaded runtime (see [Threads](self#threads)). Builders call it first.
+pub fn require_multi_thread() -> Result<(), ConsumerError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => Ok(()),
+        _ => Err(ConsumerError::CurrentThreadRuntime),
+    }
+}
+
 pub use sink::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Sink};

@@ -115,10 +115,7 @@ impl<S: Sink> Runtime<S> {
     /// Creates the client and subscribes. Needs tokio's multi-threaded runtime (see the
     /// [module docs](super#threads)).
     pub fn new(config: &KafkaConfig, settings: Settings, sink: S, letters: Arc<dyn Letters>) -> Result<Self, ConsumerError> {
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {}
-            _ => return Err(ConsumerError::CurrentThreadRuntime),
-        }
+        super::require_multi_thread()?;
         if settings.topics.is_empty() {
             return Err(ConsumerError::NothingSubscribed);
         }

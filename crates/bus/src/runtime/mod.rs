@@ -91,7 +91,7 @@ pub mod worker;
 pub use context::Assignment;
 pub use error::ConsumerError;
 pub use health::ConsumerHealth;
-pub use poll::{Runtime, Settings, CONSUMER_DEFAULTS};
+pub use poll::{Observer, PartitionLoad, Runtime, Settings, CONSUMER_DEFAULTS};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 /// Fails with [`ConsumerError::CurrentThreadRuntime`] unless called on tokio's

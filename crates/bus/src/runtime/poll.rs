@@ -93,6 +93,48 @@ impl Settings {
     }
 }
 
+/// One partition's queue, as [`Observer::partitions`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLoad {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Records received and not yet finished by the sink.
+    pub records: usize,
+    /// Their bytes, as the flow control counts them.
+    pub bytes: usize,
+    /// Paused in the client by the flow control.
+    pub paused: bool,
+}
+
+/// Reads the runtime's partition queues (see [`Runtime::observer`]); empty once the
+/// runtime is gone.
+#[derive(Clone)]
+pub struct Observer {
+    shared: std::sync::Weak<Shared>,
+}
+
+impl Observer {
+    /// The partitions this member has received records of.
+    pub fn partitions(&self) -> Vec<PartitionLoad> {
+        let Some(shared) = self.shared.upgrade() else { return Vec::new() };
+        let slots = shared.lock();
+        slots
+            .iter()
+            .flat_map(|(topic, slots)| {
+                slots.iter().map(move |(&partition, slot)| PartitionLoad {
+                    topic: topic.clone(),
+                    partition,
+                    records: slot.records.load(Ordering::Acquire) + slot.pending.len(),
+                    bytes: slot.bytes.load(Ordering::Acquire),
+                    paused: slot.paused,
+                })
+            })
+            .collect()
+    }
+}
+
 /// A consumer group member feeding a [`Sink`]: see the [module docs](super).
 pub struct Runtime<S: Sink> {
     consumer: Arc<StreamConsumer<Context<S>>>,
@@ -153,6 +195,11 @@ impl<S: Sink> Runtime<S> {
     /// Live state for health checks.
     pub fn health(&self) -> Arc<ConsumerHealth> {
         self.health.clone()
+    }
+
+    /// A view of the partitions' queues, for status pages.
+    pub fn observer(&self) -> Observer {
+        Observer { shared: Arc::downgrade(&self.shared) }
     }
 
     /// Consumes until `shutdown` completes, then shuts down in order (see
@@ -256,7 +303,9 @@ impl<S: Sink> Runtime<S> {
                 continue;
             }
             let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
+            slot.records.fetch_add(batch.len(), Ordering::AcqRel);
             if let Err(returned) = slot.tx.send(batch) {
+                slot.records.fetch_sub(returned.0.len(), Ordering::AcqRel);
                 // The worker is gone (revoked, parked, shut down): give the bytes back.
                 let size: usize = returned.0.iter().map(OwnedRecord::footprint).sum();
                 slot.bytes.fetch_sub(size, Ordering::AcqRel);

@@ -80,8 +80,10 @@ pub mod fatal;
 pub mod flow;
 mod health;
 pub mod poll;
+pub mod observer;
 pub mod progress;
 pub mod retry;
+pub mod settings;
 pub mod shutdown;
 pub mod sink;
 #[cfg(test)]
@@ -91,7 +93,9 @@ pub mod worker;
 pub use context::Assignment;
 pub use error::ConsumerError;
 pub use health::ConsumerHealth;
-pub use poll::{Observer, PartitionLoad, Runtime, Settings, CONSUMER_DEFAULTS};
+pub use observer::{Observer, PartitionLoad};
+pub use poll::Runtime;
+pub use settings::{Settings, CONSUMER_DEFAULTS};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
 /// Fails with [`ConsumerError::CurrentThreadRuntime`] unless called on tokio's

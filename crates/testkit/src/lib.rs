@@ -199,6 +199,17 @@ pub async fn committed(config: &KafkaConfig, group: &str, topic: &str, partition
 /// assert!(program.ends_with("examples/order_totals"));
 /// ```
 pub fn example_binary(package: &str, example: &str) -> std::path::PathBuf {
+    example_binary_with(package, example, &[])
+}
+
+/// [`example_binary`] of an example that needs cargo features (`required-features`), built
+/// with `features` when missing.
+///
+/// ```no_run
+/// let program = herald_testkit::example_binary_with("herald-projector", "order_totals_crash", &["crash-points"]);
+/// assert!(program.ends_with("examples/order_totals_crash"));
+/// ```
+pub fn example_binary_with(package: &str, example: &str, features: &[&str]) -> std::path::PathBuf {
     static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let exe = std::env::current_exe().expect("the test's own executable");
     // target/<profile>/deps/<test binary>
@@ -207,7 +218,12 @@ pub fn example_binary(package: &str, example: &str) -> std::path::PathBuf {
     let _building = BUILD.lock().unwrap_or_else(|p| p.into_inner());
     if !bin.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = std::process::Command::new(cargo).args(["build", "-p", package, "--example", example]).status().expect("cargo runs");
+        let mut build = std::process::Command::new(cargo);
+        build.args(["build", "-p", package, "--example", example]);
+        if !features.is_empty() {
+            build.args(["--features", &features.join(",")]);
+        }
+        let status = build.status().expect("cargo runs");
         assert!(status.success(), "building example {example} of {package} failed");
     }
     bin

@@ -153,9 +153,7 @@ impl ConsumerBuilder {
         if self.routes.is_empty() {
             return Err(ConsumerError::NothingSubscribed);
         }
-        if tokio::runtime::Handle::current().runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(ConsumerError::CurrentThreadRuntime);
-        }
+        crate::runtime::require_multi_thread()?;
         if self.create_dead_letter_topics {
             let mut specs = Vec::new();
             for (topic, _, _) in &self.routes {

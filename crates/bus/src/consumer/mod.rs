@@ -17,15 +17,15 @@
 //!    cannot be handled, and only then stores the offset. A dead letter that can never be
 //!    written (too large for the dead-letter topic, not authorized) parks the partition:
 //!    paused, not stored, reported by [`ConsumerHealth::parked`].
-//! 4. librdkafka commits stored offsets every `auto.commit.interval.ms`; revocation and
-//!    shutdown commit synchronously.
+//! 4. librdkafka commits stored offsets every `auto.commit.interval.ms`, and before a
+//!    revocation completes; shutdown commits synchronously.
 //!
 //! # Shutdown
 //! [`Consumer::run`] takes a shutdown future. When it completes: intake stops, workers
 //! finish the records already queued (up to `drain_timeout`, then they stop after their
 //! current record), stored offsets are committed, the dead-letter producer is flushed, and
 //! the consumer leaves its group.
-
+//!
 //! # Fatal conditions
 //! [`Consumer::run`] returns an error (after the same orderly shutdown) when the broker
 //! refuses the credentials or permissions, the client hits a fatal error, or a topic it

@@ -80,8 +80,10 @@ pub mod fatal;
 pub mod flow;
 mod health;
 pub mod poll;
+pub mod observer;
 pub mod progress;
 pub mod retry;
+pub mod settings;
 pub mod shutdown;
 pub mod sink;
 #[cfg(test)]
@@ -91,7 +93,18 @@ pub mod worker;
 pub use context::Assignment;
 pub use error::ConsumerError;
 pub use health::ConsumerHealth;
-pub use poll::{Runtime, Settings, CONSUMER_DEFAULTS};
+pub use observer::{Observer, PartitionLoad};
+pub use poll::Runtime;
+pub use settings::{Settings, CONSUMER_DEFAULTS};
 pub use progress::Progress;
 pub use retry::RetryPolicy;
+/// Fails with [`ConsumerError::CurrentThreadRuntime`] unless called on tokio's
+/// multi-threaded runtime (see [Threads](self#threads)). Builders call it first.
+pub fn require_multi_thread() -> Result<(), ConsumerError> {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => Ok(()),
+        _ => Err(ConsumerError::CurrentThreadRuntime),
+    }
+}
+
 pub use sink::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Sink};

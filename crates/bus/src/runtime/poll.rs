@@ -30,68 +30,14 @@ use super::health::ConsumerHealth;
 use super::shutdown::{self, Stopping};
 use super::sink::{Membership, Sink};
 use super::worker::Worker;
+use super::observer::Observer;
+use super::settings::{Settings, CONSUMER_DEFAULTS};
 use super::{ConsumerError, RetryPolicy};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
 use crate::KafkaConfig;
 
-/// Consumer properties Herald sets unless the configuration overrides them.
-///
-/// `enable.auto.offset.store=false` and `enable.auto.commit=true` are not negotiable:
-/// Herald stores offsets itself after the work is done and lets librdkafka commit what
-/// was stored (every `auto.commit.interval.ms`, and on revocation); both are forced even
-/// if the configuration says otherwise.
-pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("auto.commit.interval.ms", "1000"),
-    ("auto.offset.reset", "earliest"),
-    ("isolation.level", "read_committed"),
-    ("partition.assignment.strategy", "cooperative-sticky"),
-    ("queued.max.messages.kbytes", "16384"),
-    ("enable.partition.eof", "false"),
-    // A resumed partition waits for the fetch in flight; librdkafka's 500 ms default makes
-    // every pause cost half a second.
-    ("fetch.wait.max.ms", "100"),
-    // With a full prefetch queue librdkafka waits this long before fetching again; its
-    // 1 s default stalls a consumer that catches up. The queue itself stays bounded.
-    ("fetch.queue.backoff.ms", "10"),
-];
-
 /// Most records taken from the client before they are handed to the workers.
 pub const MAX_BATCH: usize = 512;
-
-/// How a [`Runtime`] runs (the consumer builders fill it in).
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Consumer group.
-    pub group: String,
-    /// Topics to subscribe to.
-    pub topics: Vec<String>,
-    /// Bytes of records buffered ahead of the sinks, across all partitions.
-    pub max_buffered_bytes: usize,
-    /// How long shutdown waits for queued records.
-    pub drain_timeout: Duration,
-    /// How long a revocation waits for the revoked partitions' current records.
-    pub revoke_timeout: Duration,
-    /// The retry layer's policy.
-    pub retry: RetryPolicy,
-    /// librdkafka properties over the defaults and the configuration's.
-    pub properties: Vec<(String, String)>,
-}
-
-impl Settings {
-    /// Defaults for `group` reading `topics`: 64 MiB buffered, 30 s drain, 10 s revoke,
-    /// [`RetryPolicy::default`].
-    pub fn new(group: impl Into<String>, topics: Vec<String>) -> Self {
-        Settings {
-            group: group.into(),
-            topics,
-            max_buffered_bytes: 64 << 20,
-            drain_timeout: Duration::from_secs(30),
-            revoke_timeout: Duration::from_secs(10),
-            retry: RetryPolicy::default(),
-            properties: Vec::new(),
-        }
-    }
-}
 
 /// A consumer group member feeding a [`Sink`]: see the [module docs](super).
 pub struct Runtime<S: Sink> {
@@ -115,10 +61,7 @@ impl<S: Sink> Runtime<S> {
     /// Creates the client and subscribes. Needs tokio's multi-threaded runtime (see the
     /// [module docs](super#threads)).
     pub fn new(config: &KafkaConfig, settings: Settings, sink: S, letters: Arc<dyn Letters>) -> Result<Self, ConsumerError> {
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {}
-            _ => return Err(ConsumerError::CurrentThreadRuntime),
-        }
+        super::require_multi_thread()?;
         if settings.topics.is_empty() {
             return Err(ConsumerError::NothingSubscribed);
         }
@@ -156,6 +99,11 @@ impl<S: Sink> Runtime<S> {
     /// Live state for health checks.
     pub fn health(&self) -> Arc<ConsumerHealth> {
         self.health.clone()
+    }
+
+    /// A view of the partitions' queues, for status pages.
+    pub fn observer(&self) -> Observer {
+        Observer { shared: Arc::downgrade(&self.shared) }
     }
 
     /// Consumes until `shutdown` completes, then shuts down in order (see
@@ -259,7 +207,9 @@ impl<S: Sink> Runtime<S> {
                 continue;
             }
             let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
+            slot.records.fetch_add(batch.len(), Ordering::AcqRel);
             if let Err(returned) = slot.tx.send(batch) {
+                slot.records.fetch_sub(returned.0.len(), Ordering::AcqRel);
                 // The worker is gone (revoked, parked, shut down): give the bytes back.
                 let size: usize = returned.0.iter().map(OwnedRecord::footprint).sum();
                 slot.bytes.fetch_sub(size, Ordering::AcqRel);

@@ -61,6 +61,8 @@ pub(crate) struct Slot {
     pub pending: Vec<OwnedRecord>,
     /// Bytes queued for this worker and not yet processed.
     pub bytes: Arc<AtomicUsize>,
+    /// Records queued for this worker and not yet processed (counted per batch).
+    pub records: Arc<AtomicUsize>,
     /// What the worker finished.
     pub progress: Arc<Progress>,
     /// Stops the worker after its current record.
@@ -79,11 +81,13 @@ pub(crate) struct Slot {
 struct ExitGuard {
     own: Arc<AtomicUsize>,
     total: Arc<AtomicUsize>,
+    records: Arc<AtomicUsize>,
 }
 
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         self.total.fetch_sub(self.own.swap(0, Ordering::AcqRel), Ordering::AcqRel);
+        self.records.store(0, Ordering::Release);
     }
 }
 
@@ -109,10 +113,11 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         let (tx, rx) = mpsc::unbounded_channel();
         let cancel = CancellationToken::new();
         let bytes = Arc::new(AtomicUsize::new(0));
+        let records = Arc::new(AtomicUsize::new(0));
         let progress = Arc::new(Progress::default());
-        let guard = ExitGuard { own: bytes.clone(), total: self.total.clone() };
+        let guard = ExitGuard { own: bytes.clone(), total: self.total.clone(), records: records.clone() };
         let task = tokio::spawn(self.run(rx, cancel.clone(), progress.clone(), guard));
-        Slot { tx, pending: Vec::new(), bytes, progress, cancel, task, paused: false, next_offset }
+        Slot { tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, next_offset }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Vec<OwnedRecord>>, cancel: CancellationToken, progress: Arc<Progress>, guard: ExitGuard) {
@@ -135,6 +140,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
             let size: usize = batch.iter().map(OwnedRecord::footprint).sum();
             guard.own.fetch_sub(size, Ordering::AcqRel);
             guard.total.fetch_sub(size, Ordering::AcqRel);
+            guard.records.fetch_sub(batch.len(), Ordering::AcqRel);
             spent.extend(batch.drain(..).map(OwnedRecord::into_buffers));
             self.recycler.give_back(&mut spent);
             self.recycler.give_back_batch(batch);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use herald_bus::codec::SingleObject;
 use herald_bus::dead_letter;
 use herald_bus::runtime::dead_letter::DeadLetters;
-use herald_bus::runtime::{ConsumerError, Runtime, Settings};
+use herald_bus::runtime::{Runtime, Settings};
 use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, RetryPolicy};
 use tokio::sync::Notify;
 
@@ -133,9 +133,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
     /// Needs tokio's multi-threaded runtime (rebalance hooks wait for the store thread);
     /// on a current-thread runtime it fails with a clear error.
     pub async fn build(self) -> Result<Projector<F, P>, ProjectorError> {
-        if tokio::runtime::Handle::current().runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(ProjectorError::Consumer(ConsumerError::CurrentThreadRuntime));
-        }
+        herald_bus::runtime::require_multi_thread()?;
         tracing::info!(projection = P::NAME, topic = %self.topic, group = %self.group, store = self.store.kind(), "projector starting");
         let projection = Arc::new(self.projection);
         let version = crate::views::prepare::<F, P>(self.store.clone(), projection.clone(), self.version).await?;

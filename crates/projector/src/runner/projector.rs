@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_bus::runtime::{ConsumerHealth, Runtime};
+use herald_bus::runtime::{ConsumerHealth, Observer, Runtime};
 use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -94,18 +94,19 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             board.set_stops(Some(stop_offsets(&watermarks, &stop_at).await?));
         }
         let health = runtime.health();
+        let observer = runtime.observer();
         let stopping = async {
             tokio::select! {
                 _ = shutdown => {}
                 _ = stop.notified() => {}
             }
         };
-        let watch = watch::<F>(&key, &jobs, &board, &stop, &watermarks, &status, &health, follow_live);
+        let watch = watch::<F>(&key, &jobs, &board, &stop, &watermarks, &status, (&health, &observer), follow_live);
         let ran = tokio::select! {
             ran = runtime.run(stopping) => ran,
             never = watch => match never {},
         };
-        publish(&key, &board, &status, &health);
+        publish(&key, &board, &status, (&health, &observer));
         status.update(|s| s.running = false);
         drop(jobs);
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -138,7 +139,7 @@ async fn watch<F: EventFamily>(
     stop: &Notify,
     watermarks: &Arc<Watermarks>,
     status: &StatusHandle,
-    health: &ConsumerHealth,
+    runtime: (&ConsumerHealth, &Observer),
     follow_live: bool,
 ) -> std::convert::Infallible {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -190,12 +191,18 @@ async fn watch<F: EventFamily>(
             board.stop(Stopped::StopPoint);
             stop.notify_one();
         }
-        publish(key, board, status, health);
+        publish(key, board, status, runtime);
     }
 }
 
-fn publish(key: &Key, board: &Board, status: &StatusHandle, health: &ConsumerHealth) {
-    let partitions = board.partitions();
+fn publish(key: &Key, board: &Board, status: &StatusHandle, (health, observer): (&ConsumerHealth, &Observer)) {
+    let mut partitions = board.partitions();
+    for load in observer.partitions() {
+        if let Some(p) = partitions.iter_mut().find(|p| p.partition == load.partition) {
+            p.buffered = load.records;
+            p.paused |= load.paused;
+        }
+    }
     for p in &partitions {
         if let Some(lag) = p.lag {
             metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "partition" => p.partition.to_string()).set(lag as f64);

@@ -1,6 +1,7 @@
-//! In-process: a poison record whose dead letter can never be written (too large for the
-//! dead-letter topic) parks its partition, says why, and reports the projector unhealthy,
-//! instead of retrying forever; and a current-thread runtime is refused with a clear error.
+//! In-process faults that must neither wedge silently nor run forever: a poison record
+//! whose dead letter can never be written (too large for the dead-letter topic) parks its
+//! partition, says why, and reports the projector unhealthy; a deleted topic ends `run`
+//! with an error; a current-thread runtime is refused with a clear error.
 
 use std::time::Duration;
 
@@ -75,5 +76,29 @@ async fn a_current_thread_runtime_is_refused_with_a_clear_error() {
         Err(e @ ProjectorError::Consumer(_)) => assert!(e.to_string().contains("multi-threaded runtime"), "{e}"),
         Err(other) => panic!("expected the current-thread refusal, got {other}"),
         Ok(_) => panic!("a projector on a current-thread runtime must be refused"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_the_topic_ends_run_with_an_error() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.deleted", 1).await);
+    publisher(&config).publish(&orders, &OrderPlaced::example("o-1", "c", 1)).await.expect("published");
+    let projector = Projector::builder(config.clone(), unique("g.deleted"), &orders, Picky, store::open(&store_url).expect("store"))
+        .create_dead_letter_topic(false)
+        .build()
+        .await
+        .expect("builds");
+    let status = projector.status();
+    let running = tokio::spawn(projector.run(std::future::pending()));
+    wait_until(DEADLINE, "the event applied", || async { status.get().partitions.first().and_then(|p| p.position) == Some(1) }).await;
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("admin");
+    admin.delete_topics(&[orders.name()], &rdkafka::admin::AdminOptions::new()).await.expect("delete request");
+    let ended = tokio::time::timeout(DEADLINE, running).await.expect("run returns instead of logging forever").expect("task");
+    match ended {
+        Err(ProjectorError::Consumer(herald_bus::ConsumerError::TopicDeleted(t))) => assert_eq!(t, orders.name()),
+        other => panic!("expected TopicDeleted, got {other:?}"),
     }
 }

@@ -58,9 +58,11 @@ pub async fn fresh_store(backend: Backend) -> Option<String> {
     }
 }
 
-/// The `order_totals` example binary (built by `cargo test`; built here if missing).
+/// The `order_totals` example built with crash points (`order_totals_crash`; built here if
+/// missing).
 pub fn example_binary() -> PathBuf {
-    herald_testkit::example_binary("herald-projector", "order_totals")
+    // The example built with crash points (the tests set HERALD_PROJECTOR_CRASH_AT).
+    herald_testkit::example_binary_with("herald-projector", "order_totals_crash", &["crash-points"])
 }
 
 /// A running `order_totals` process.

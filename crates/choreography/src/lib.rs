@@ -106,6 +106,7 @@ pub mod compensation;
 pub mod deadline;
 pub mod declaration;
 pub mod emit;
+pub mod engine;
 pub mod ids;
 pub mod input;
 pub mod join;

@@ -1,0 +1,225 @@
+//! The exactly-once engine: runs one [`Participant`] against Kafka, as a sink on
+//! herald-bus's consumer runtime ([`herald_bus::runtime`]).
+//!
+//! ```text
+//!  inputs (read_committed) ─▶ runtime ─▶ EngineSink ─▶ coordinator ─▶ one transaction:
+//!                                          (per partition,     │  emitted events,
+//!                                           waits for commit)  │  changed slots → changelog,
+//!  changelog (restore on assignment) ─────────────────────────▶│  input offsets (KIP-447)
+//!  timer (due deadlines of owned partitions) ─────────────────▶│
+//! ```
+//!
+//! - **One transaction per batch.** Reactions accumulate in the open transaction for
+//!   [`EngineSettings::commit_interval`] or [`EngineSettings::max_batch`] reactions; the
+//!   events are produced with their deterministic ids and metadata, each changed slot once
+//!   to the compacted changelog (key = state key, partition = the input's partition), the
+//!   next input offsets with `send_offsets_to_transaction` and fresh group metadata, then
+//!   `commit_transaction`. A partition's next records are delivered once its previous ones
+//!   committed, so per-key order holds. One transactional producer per process, with the
+//!   stable `transactional.id` `<group>.<instance>`.
+//! - **Errors** are classified by [`classify`]: retriable calls are retried; abortable
+//!   ones abort, put back the slots as they were before the transaction and react to its
+//!   inputs again (see `coordinator`); fatal ones (fenced included) rebuild the producer
+//!   and do the same. Transaction calls run on tokio's blocking pool with finite timeouts.
+//! - **State** lives in memory per owned partition, rebuilt from the changelog partition
+//!   of the same number before any of the partition's inputs is reacted to (co-partitioned:
+//!   the inputs and the changelog have the same partition count, and the `range` assignor
+//!   gives one member the same partition of every input). Dropped on revoke or loss.
+//! - **Deadlines** are in the slots (so in the changelog); a timer fires the due ones of
+//!   the restored partitions into the same transactional flow: after a restart they fire
+//!   once the partition is restored, also those that came due while the process was down.
+//! - **Not yet:** inputs whose state key is not their Kafka key (the repartition step):
+//!   [`Engine::new`] refuses such a participant with [`EngineError::NeedsRepartition`].
+//!   Payloads are read and written in single-object encoding (no registry codec yet).
+
+mod classify;
+mod clock;
+mod coordinator;
+mod decode;
+mod error;
+mod health;
+mod producer;
+mod restore;
+mod settings;
+mod sink;
+
+pub use classify::{classify, TxnCall, TxnClass};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
+pub use health::EngineHealth;
+pub use settings::EngineSettings;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::runtime::dead_letter::DeadLetters;
+use herald_bus::runtime::{Runtime, Settings};
+use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::changelog::StateCodec;
+use crate::declaration::Declaration;
+use crate::participant::Participant;
+use coordinator::{Command, Coordinator};
+use decode::Reader;
+use sink::EngineSink;
+
+/// Runs one participant exactly once against Kafka: see the [module docs](self).
+///
+/// ```no_run
+/// # async fn run<P: herald_choreography::Participant>(participant: P) -> Result<(), herald_choreography::engine::EngineError> {
+/// use herald_choreography::engine::{Engine, EngineSettings};
+/// let config = herald_bus::KafkaConfig::new("127.0.0.1:9092");
+/// let engine = Engine::new(&config, participant, EngineSettings::new("host-1"))?;
+/// engine.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct Engine<P: Participant> {
+    config: KafkaConfig,
+    participant: Arc<P>,
+    settings: EngineSettings,
+    clock: Arc<dyn Clock>,
+    health: Arc<EngineHealth>,
+}
+
+impl<P: Participant> Engine<P> {
+    /// An engine for `participant`; checks what can be checked without a broker.
+    pub fn new(config: &KafkaConfig, participant: P, settings: EngineSettings) -> Result<Self, EngineError> {
+        let declaration = Declaration::of(&participant);
+        if declaration.consumes.is_empty() {
+            return Err(EngineError::NoInputs(P::NAME.to_owned()));
+        }
+        if let Some(c) = declaration.consumes.iter().find(|c| c.key.needs_repartition()) {
+            return Err(EngineError::NeedsRepartition { participant: P::NAME.to_owned(), topic: c.topic.clone(), key: format!("{:?}", c.key) });
+        }
+        StateCodec::<P::State>::new()?;
+        Ok(Engine { config: config.clone(), participant: Arc::new(participant), settings, clock: Arc::new(SystemClock), health: Arc::default() })
+    }
+
+    /// Uses `clock` for `now` and deadlines (tests: a [`ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Live state, for `/health` (it implements `herald_ops::HealthCheck`).
+    pub fn health(&self) -> Arc<EngineHealth> {
+        self.health.clone()
+    }
+
+    /// The changelog topic.
+    pub fn changelog_topic(&self) -> String {
+        self.settings.changelog.clone().unwrap_or_else(|| Declaration::of(&*self.participant).changelog_topic())
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> String {
+        self.settings.group.clone().unwrap_or_else(|| P::NAME.to_owned())
+    }
+
+    /// Checks the inputs are co-partitioned and creates the changelog if missing.
+    async fn prepare_topics(&self) -> Result<Vec<String>, EngineError> {
+        let topics: Vec<String> = self.participant.inputs().routes().iter().map(|r| r.topic().to_owned()).collect();
+        let mut count = None;
+        for topic in &topics {
+            let n = admin::partition_count(&self.config, topic).await.map_err(|e| EngineError::Admin(e.to_string()))?.ok_or_else(|| EngineError::Partitions(format!("input topic {topic} does not exist")))?;
+            if count.is_some_and(|c| c != n) {
+                return Err(EngineError::Partitions(format!("input {topic} has {n} partitions, another input {}", count.unwrap_or_default())));
+            }
+            count = Some(n);
+        }
+        let count = count.unwrap_or_default();
+        let changelog = self.changelog_topic();
+        let existing = admin::partition_count(&self.config, &changelog).await.map_err(|e| EngineError::Admin(e.to_string()))?;
+        match existing {
+            Some(n) if n != count => return Err(EngineError::Partitions(format!("changelog {changelog} has {n} partitions, the inputs {count}"))),
+            Some(_) => {}
+            None if self.settings.create_changelog => {
+                let spec = TopicSpec::new(&changelog).partitions(count as i32).config("cleanup.policy", "compact");
+                admin::create_topics(&self.config, &[spec]).await.map_err(|e| EngineError::Admin(e.to_string()))?;
+            }
+            None => return Err(EngineError::Partitions(format!("changelog {changelog} does not exist"))),
+        }
+        Ok(topics)
+    }
+
+    /// Runs until `shutdown` completes, then stops in order: the open transaction is
+    /// committed (what the runtime drained included), or aborted when it cannot commit.
+    ///
+    /// Dropping the future instead is a crash: nothing open commits, and the next
+    /// instance with the same `instance` fences and aborts it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        let topics = self.prepare_topics().await?;
+        let group = self.group();
+        let readers = || -> HashMap<String, Reader<P::Input>> { self.participant.inputs().routes().iter().map(|r| (r.topic().to_owned(), Reader::new(r.clone()))).collect() };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
+        let membership = Arc::new(OnceLock::new());
+        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout };
+        let mut settings = Settings::new(group.clone(), topics);
+        settings.properties.push(("partition.assignment.strategy".into(), "range".into()));
+        settings.properties.push(("isolation.level".into(), "read_committed".into()));
+        if self.settings.static_membership {
+            settings.properties.push(("group.instance.id".into(), format!("{group}.{}", self.settings.instance)));
+        }
+        settings.properties.extend(self.settings.consumer_properties.iter().cloned());
+        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
+        let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
+        let runtime = Runtime::new(&self.config, settings, sink, letters)?;
+        *self.health.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.health());
+        let coordinator = Coordinator::new(
+            self.participant.clone(),
+            readers(),
+            Arc::new(StateCodec::new()?),
+            self.changelog_topic(),
+            self.config.clone(),
+            self.settings.clone(),
+            self.clock.clone(),
+            membership,
+            self.health.clone(),
+            tx.clone(),
+        );
+        let stop = CancellationToken::new();
+        let task = AbortOnDrop(tokio::spawn(coordinator.run(rx, stop.clone())).into());
+        let flush = tx.clone();
+        let shutdown = async move {
+            shutdown.await;
+            // Commit what is open before the runtime drains (the drain waits on commits).
+            let _ = flush.send(Command::Flush);
+        };
+        let result = runtime.run(shutdown).await;
+        stop.cancel();
+        let mut task = task;
+        if let Some(handle) = task.0.take_handle() {
+            let _ = handle.await;
+        }
+        result.map_err(EngineError::from)
+    }
+}
+
+/// Aborts the coordinator when the engine's future is dropped (a crash, as far as Kafka
+/// can tell: nothing open commits).
+struct AbortOnDrop(HandleSlot);
+
+struct HandleSlot(Option<tokio::task::JoinHandle<()>>);
+
+impl HandleSlot {
+    fn take_handle(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.take()
+    }
+}
+
+impl From<tokio::task::JoinHandle<()>> for HandleSlot {
+    fn from(h: tokio::task::JoinHandle<()>) -> Self {
+        HandleSlot(Some(h))
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.0.take() {
+            h.abort();
+        }
+    }
+}

@@ -75,6 +75,9 @@ pub(crate) enum Command<S> {
     Flush,
 }
 
+/// A submission waiting for its partition's restore: its inputs and who waits for them.
+type Parked = (Vec<Held>, oneshot::Sender<()>);
+
 /// A failed transaction call.
 type Failed = (TxnCall, KafkaError);
 
@@ -117,7 +120,7 @@ pub(crate) struct Coordinator<P: Participant> {
     restoring: HashMap<i32, u64>,
     generation: u64,
     /// Submissions of partitions still restoring.
-    parked: HashMap<i32, Vec<(Vec<Held>, oneshot::Sender<()>)>>,
+    parked: HashMap<i32, Vec<Parked>>,
     /// Inputs of an aborted transaction, to react to again.
     backlog: VecDeque<(i32, Held)>,
     open: Open<P::State>,
@@ -194,12 +197,12 @@ impl<P: Participant> Coordinator<P> {
                 self.fail(failed).await;
             }
         }
-        if self.open.began.is_some() {
-            if let Err((call, e)) = self.commit().await {
-                tracing::warn!(?call, error = %e, "the open transaction did not commit at shutdown: aborting it");
-                if let Some(producer) = &self.producer {
-                    let _ = producer.abort().await;
-                }
+        if self.open.began.is_some()
+            && let Err((call, e)) = self.commit().await
+        {
+            tracing::warn!(?call, error = %e, "the open transaction did not commit at shutdown: aborting it");
+            if let Some(producer) = &self.producer {
+                let _ = producer.abort().await;
             }
         }
         self.health.closed();

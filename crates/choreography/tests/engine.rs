@@ -117,6 +117,42 @@ impl Participant for Pinger {
     }
 }
 
+/// Counts pings by the first letter of their id: state keyed by something other than the
+/// Kafka key, so its inputs go through the repartition topic.
+struct ByInitial {
+    input: Topic<Ev>,
+    output: Topic<Ev>,
+}
+
+fn initial(e: &Ev) -> String {
+    match e {
+        Ev::Ping(p) => p.id.chars().take(1).collect(),
+        Ev::Pong(p) => p.id.chars().take(1).collect(),
+        Ev::Expired(x) => x.id.chars().take(1).collect(),
+    }
+}
+
+impl Participant for ByInitial {
+    const NAME: &'static str = "by-initial";
+    type Input = Ev;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Ev> {
+        Inputs::new().on_keyed(&self.input, herald_choreography::StateKey::by("initial", initial), |e| e)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal()]
+    }
+
+    fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
+        match input {
+            Ev::Ping(p) => Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 }),
+            _ => Reaction::keep(),
+        }
+    }
+}
+
 struct Setup {
     config: KafkaConfig,
     input: String,
@@ -161,7 +197,7 @@ struct Running {
     task: JoinHandle<Result<(), herald_choreography::engine::EngineError>>,
 }
 
-fn start(engine: Engine<Pinger>) -> Running {
+fn start<P: Participant>(engine: Engine<P>) -> Running {
     let stop = CancellationToken::new();
     let token = stop.clone();
     let task = tokio::spawn(engine.run(async move { token.cancelled().await }));
@@ -373,4 +409,32 @@ async fn a_crash_mid_transaction_shows_nothing_and_the_rerun_writes_the_same_eve
     assert!(first.is_subset(&rerun), "the rerun wrote the same event ids: {first:?} vs {rerun:?}");
     let all = read(&s.config, &s.output, "read_uncommitted", uncommitted.len() + 5, WAIT, QUIET).await;
     assert_eq!(all.len(), uncommitted.len() + 5, "both writes are in the log; read_committed readers see the rerun's only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() {
+    let s = setup(3).await;
+    let engine = Engine::new(&s.config, ByInitial { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let running = start(engine);
+    // Keyed by id, so spread over the partitions; the state is per first letter.
+    let ids = ["a1", "b1", "a2", "c1", "a3", "b2", "a4", "c2", "b3", "a5"];
+    for id in ids {
+        s.ping(id, 0).await;
+    }
+    let out = read(&s.config, &s.output, "read_committed", ids.len(), WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), ids.len(), "each input once");
+    let mut by_initial: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut seen = HashSet::new();
+    for msg in &out {
+        let (meta, value) = decoded(msg);
+        assert!(seen.insert(meta.id));
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        by_initial.entry(id[..1].to_owned()).or_default().push(value["n"].as_i64().unwrap_or_default());
+    }
+    for (initial, mut ns) in by_initial {
+        ns.sort();
+        let expected: Vec<i64> = (1..=ids.iter().filter(|i| i.starts_with(initial.as_str())).count() as i64).collect();
+        assert_eq!(ns, expected, "{initial}: one writer counts every input of the key once");
+    }
 }

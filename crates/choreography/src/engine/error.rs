@@ -7,17 +7,6 @@ use rdkafka::error::KafkaError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The participant has inputs whose state key is not their Kafka key: they need the
-    /// repartition step, which this engine does not run yet.
-    #[error("participant {participant}: topic {topic} needs a repartition step (state keyed by {key}), which the engine does not run yet")]
-    NeedsRepartition {
-        /// The participant.
-        participant: String,
-        /// The topic.
-        topic: String,
-        /// The state key.
-        key: String,
-    },
     /// The participant consumes nothing.
     #[error("participant {0} consumes no topic")]
     NoInputs(String),
@@ -55,6 +44,6 @@ pub enum EngineError {
 impl EngineError {
     /// Whether a restart with the same configuration cannot help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, EngineError::NeedsRepartition { .. } | EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::Changelog(_))
+        matches!(self, EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::Changelog(_))
     }
 }

@@ -28,9 +28,10 @@
 //! - **Deadlines** are in the slots (so in the changelog); a timer fires the due ones of
 //!   the restored partitions into the same transactional flow: after a restart they fire
 //!   once the partition is restored, also those that came due while the process was down.
-//! - **Not yet:** inputs whose state key is not their Kafka key (the repartition step):
-//!   [`Engine::new`] refuses such a participant with [`EngineError::NeedsRepartition`].
-//!   Payloads are read and written in single-object encoding (no registry codec yet).
+//! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
+//!   are first copied, exactly once, to the participant's repartition topic keyed by the
+//!   state key, and the participant reads that topic.
+//! - Payloads are read and written in single-object encoding (no registry codec yet).
 
 mod classify;
 mod clock;
@@ -39,6 +40,7 @@ mod decode;
 mod error;
 mod health;
 mod producer;
+mod repartition;
 mod restore;
 mod settings;
 mod sink;
@@ -64,6 +66,7 @@ use crate::declaration::Declaration;
 use crate::participant::Participant;
 use coordinator::{Command, Coordinator};
 use decode::Reader;
+use repartition::RepartitionSink;
 use sink::EngineSink;
 
 /// Runs one participant exactly once against Kafka: see the [module docs](self).
@@ -91,9 +94,6 @@ impl<P: Participant> Engine<P> {
         if declaration.consumes.is_empty() {
             return Err(EngineError::NoInputs(P::NAME.to_owned()));
         }
-        if let Some(c) = declaration.consumes.iter().find(|c| c.key.needs_repartition()) {
-            return Err(EngineError::NeedsRepartition { participant: P::NAME.to_owned(), topic: c.topic.clone(), key: format!("{:?}", c.key) });
-        }
         StateCodec::<P::State>::new()?;
         Ok(Engine { config: config.clone(), participant: Arc::new(participant), settings, clock: Arc::new(SystemClock), health: Arc::default() })
     }
@@ -119,30 +119,71 @@ impl<P: Participant> Engine<P> {
         self.settings.group.clone().unwrap_or_else(|| P::NAME.to_owned())
     }
 
-    /// Checks the inputs are co-partitioned and creates the changelog if missing.
-    async fn prepare_topics(&self) -> Result<Vec<String>, EngineError> {
-        let topics: Vec<String> = self.participant.inputs().routes().iter().map(|r| r.topic().to_owned()).collect();
+    /// Checks the inputs are co-partitioned; creates the changelog and the repartition
+    /// topics if missing (as many partitions as the inputs; the changelog compacted).
+    /// Returns the topics the participant reads (inputs keyed by the state key, and
+    /// repartition topics) and the inputs to repartition with their target.
+    async fn prepare_topics(&self) -> Result<(Vec<String>, Vec<(String, String)>), EngineError> {
+        let declaration = Declaration::of(&*self.participant);
+        let admin_error = |e: admin::AdminError| EngineError::Admin(e.to_string());
         let mut count = None;
-        for topic in &topics {
-            let n = admin::partition_count(&self.config, topic).await.map_err(|e| EngineError::Admin(e.to_string()))?.ok_or_else(|| EngineError::Partitions(format!("input topic {topic} does not exist")))?;
-            if count.is_some_and(|c| c != n) {
-                return Err(EngineError::Partitions(format!("input {topic} has {n} partitions, another input {}", count.unwrap_or_default())));
+        for consumed in &declaration.consumes {
+            let topic = &consumed.topic;
+            let n = admin::partition_count(&self.config, topic).await.map_err(admin_error)?.ok_or_else(|| EngineError::Partitions(format!("input topic {topic} does not exist")))?;
+            if !consumed.key.needs_repartition() {
+                if count.is_some_and(|c| c != n) {
+                    return Err(EngineError::Partitions(format!("input {topic} has {n} partitions, another input {}", count.unwrap_or_default())));
+                }
+                count = Some(n);
+            } else if count.is_none() {
+                count = Some(n);
             }
-            count = Some(n);
         }
         let count = count.unwrap_or_default();
-        let changelog = self.changelog_topic();
-        let existing = admin::partition_count(&self.config, &changelog).await.map_err(|e| EngineError::Admin(e.to_string()))?;
-        match existing {
-            Some(n) if n != count => return Err(EngineError::Partitions(format!("changelog {changelog} has {n} partitions, the inputs {count}"))),
-            Some(_) => {}
-            None if self.settings.create_changelog => {
-                let spec = TopicSpec::new(&changelog).partitions(count as i32).config("cleanup.policy", "compact");
-                admin::create_topics(&self.config, &[spec]).await.map_err(|e| EngineError::Admin(e.to_string()))?;
+        let mut needed = vec![(self.changelog_topic(), true)];
+        let repartitioned: Vec<(String, String)> = declaration.consumes.iter().filter_map(|c| Some((c.topic.clone(), declaration.repartition_topic(&c.topic)?))).collect();
+        needed.extend(repartitioned.iter().map(|(_, target)| (target.clone(), false)));
+        for (topic, compacted) in needed {
+            match admin::partition_count(&self.config, &topic).await.map_err(admin_error)? {
+                Some(n) if n != count => return Err(EngineError::Partitions(format!("{topic} has {n} partitions, the inputs {count}"))),
+                Some(_) => {}
+                None if self.settings.create_changelog => {
+                    let mut spec = TopicSpec::new(&topic).partitions(count as i32);
+                    if compacted {
+                        spec = spec.config("cleanup.policy", "compact");
+                    }
+                    admin::create_topics(&self.config, &[spec]).await.map_err(admin_error)?;
+                }
+                None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
             }
-            None => return Err(EngineError::Partitions(format!("changelog {changelog} does not exist"))),
         }
-        Ok(topics)
+        Ok((declaration.co_partitioned(), repartitioned))
+    }
+
+    /// The runtime that copies inputs to their repartition topics, if any.
+    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Runtime<RepartitionSink<P::Input>>>, EngineError> {
+        if repartitioned.is_empty() {
+            return Ok(None);
+        }
+        let inputs = self.participant.inputs();
+        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(inputs.route(source)?.clone()), target.clone())))).collect();
+        let group = format!("{group}.repartition");
+        let mut settings = self.settings.clone();
+        settings.group = Some(group.clone());
+        let shared = repartition::Shared { readers, producer: tokio::sync::Mutex::new(None), membership: OnceLock::new(), config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone() };
+        let runtime = Runtime::new(&self.config, self.consumer_settings(&group, repartitioned.iter().map(|(s, _)| s.clone()).collect()), RepartitionSink(Arc::new(shared)), letters)?;
+        Ok(Some(runtime))
+    }
+
+    fn consumer_settings(&self, group: &str, topics: Vec<String>) -> Settings {
+        let mut settings = Settings::new(group.to_owned(), topics);
+        settings.properties.push(("partition.assignment.strategy".into(), "range".into()));
+        settings.properties.push(("isolation.level".into(), "read_committed".into()));
+        if self.settings.static_membership {
+            settings.properties.push(("group.instance.id".into(), format!("{group}.{}", self.settings.instance)));
+        }
+        settings.properties.extend(self.settings.consumer_properties.iter().cloned());
+        settings
     }
 
     /// Runs until `shutdown` completes, then stops in order: the open transaction is
@@ -150,22 +191,20 @@ impl<P: Participant> Engine<P> {
     ///
     /// Dropping the future instead is a crash: nothing open commits, and the next
     /// instance with the same `instance` fences and aborts it.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
-        let topics = self.prepare_topics().await?;
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EngineError> {
+        let (topics, repartitioned) = self.prepare_topics().await?;
         let group = self.group();
-        let readers = || -> HashMap<String, Reader<P::Input>> { self.participant.inputs().routes().iter().map(|r| (r.topic().to_owned(), Reader::new(r.clone()))).collect() };
+        let declaration = Declaration::of(&*self.participant);
+        let readers = || -> HashMap<String, Reader<P::Input>> {
+            self.participant.inputs().routes().iter().map(|r| (declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()), Reader::new(r.clone()))).collect()
+        };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
         let membership = Arc::new(OnceLock::new());
         let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout };
-        let mut settings = Settings::new(group.clone(), topics);
-        settings.properties.push(("partition.assignment.strategy".into(), "range".into()));
-        settings.properties.push(("isolation.level".into(), "read_committed".into()));
-        if self.settings.static_membership {
-            settings.properties.push(("group.instance.id".into(), format!("{group}.{}", self.settings.instance)));
-        }
-        settings.properties.extend(self.settings.consumer_properties.iter().cloned());
+        let settings = self.consumer_settings(&group, topics);
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
+        let repartitioner = self.repartitioner(&repartitioned, &group, letters.clone())?;
         let runtime = Runtime::new(&self.config, settings, sink, letters)?;
         *self.health.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.health());
         let coordinator = Coordinator::new(
@@ -183,12 +222,39 @@ impl<P: Participant> Engine<P> {
         let stop = CancellationToken::new();
         let task = AbortOnDrop(tokio::spawn(coordinator.run(rx, stop.clone())).into());
         let flush = tx.clone();
-        let shutdown = async move {
-            shutdown.await;
+        let stopping = CancellationToken::new();
+        let signal = stopping.clone();
+        let _signal = AbortOnDrop(
+            tokio::spawn(async move {
+                shutdown.await;
+                signal.cancel();
+            })
+            .into(),
+        );
+        let main_stop = stopping.clone();
+        let main = runtime.run(async move {
+            main_stop.cancelled().await;
             // Commit what is open before the runtime drains (the drain waits on commits).
             let _ = flush.send(Command::Flush);
+        });
+        // Either runtime ending (a fatal error) stops the other.
+        let main = async {
+            let result = main.await;
+            stopping.cancel();
+            result
         };
-        let result = runtime.run(shutdown).await;
+        let result = match repartitioner {
+            Some(repartitioner) => {
+                let copied = async {
+                    let result = repartitioner.run(stopping.cancelled()).await;
+                    stopping.cancel();
+                    result
+                };
+                let (main, copied) = tokio::join!(main, copied);
+                main.and(copied)
+            }
+            None => main.await,
+        };
         stop.cancel();
         let mut task = task;
         if let Some(handle) = task.0.take_handle() {

@@ -87,10 +87,10 @@ impl<I: Send + 'static> RepartitionPartition<I> {
             producer.commit(tpl, self.shared.membership.get().and_then(Membership::group_metadata)).await
         }
         .await;
-        if let Err((call, e)) = &result {
-            if classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err() {
-                *slot = None; // rebuilt at the next batch: its init_transactions fences this one
-            }
+        if let Err((call, e)) = &result
+            && (classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err())
+        {
+            *slot = None; // rebuilt at the next batch: its init_transactions fences this one
         }
         result
     }

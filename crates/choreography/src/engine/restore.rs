@@ -27,18 +27,31 @@ use super::EngineError;
 use crate::changelog::StateCodec;
 use crate::slot::Slot;
 
+/// The restore clients' context: partition EOF is how a restore ends, not an error.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "changelog reader error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 /// Reads changelog partition `partition` of `topic` to its end; returns the slot of each
 /// key (tombstoned keys absent). Blocking: call it on a blocking thread.
 pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>(config: &KafkaConfig, topic: &str, partition: i32, codec: &StateCodec<S>, deadline: Instant) -> Result<HashMap<String, Slot<S>>, EngineError> {
     let fail = |reason: String| EngineError::Restore { topic: topic.to_owned(), partition, reason };
-    let client = |isolation: &str, eof: &str| -> Result<BaseConsumer, KafkaError> {
+    let client = |isolation: &str, eof: &str| -> Result<BaseConsumer<Quiet>, KafkaError> {
         let mut cc = config.client_config(&[]);
         cc.set("group.id", format!("herald-restore-{topic}"))
             .set("enable.auto.commit", "false")
             .set("isolation.level", isolation)
             .set("enable.partition.eof", eof)
             .set("auto.offset.reset", "earliest");
-        cc.create()
+        cc.create_with_context(Quiet)
     };
     let committed = client("read_committed", "true")?;
     let uncommitted = client("read_uncommitted", "false")?;

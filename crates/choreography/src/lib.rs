@@ -68,13 +68,15 @@
 //!   [`compensation`]: [`compensation::Compensation`], "on failure of a later step, undo mine".
 //! - [`declaration`]: what each participant consumes and emits; [`declaration::check`]
 //!   (the static saga check) and [`declaration::diagram`] (Mermaid).
+//! - [`engine`]: the exactly-once Kafka runtime of one participant.
 //! - [`testkit`]: given / when / then with a manual clock ([`testkit::Scenario`]), and
 //!   several participants on an in-memory bus ([`testkit::World`]).
 //!
 //! # Guarantees
-//! What exists now is the broker-free core; the Kafka runtime is the next step.
+//! The decisions, state, deadlines and checks are broker-free; [`engine`] runs a
+//! participant against Kafka.
 //!
-//! **Now, in this crate:**
+//! **In the core:**
 //! - **Typed in, typed out.** An input registration maps a topic's family into the
 //!   participant's input type; emitting an event that is not in the topic's family does
 //!   not compile.
@@ -92,20 +94,19 @@
 //! - **The saga is checkable** before it runs ([`declaration::check`]), and the test kit
 //!   refuses events a participant emits without declaring them.
 //!
-//! **With the runtime (not built yet; it will be a sink on herald-bus's partition-worker
-//! runtime):** the reaction's events, the changelog record of its key and the input's
-//! offset commit in one Kafka transaction (read_committed inputs), so a crash shows all of
-//! a reaction's effects or none; state is rebuilt from the changelog before a partition
-//! reacts; inputs whose [`KeyKind::needs_repartition`] go through an internal topic keyed
-//! by the state key first, so each key has one writer however many instances run;
-//! deadlines due while a process was down fire when their partition is next owned.
-//! Until then nothing here talks to Kafka.
+//! **With the [`engine`]** (a sink on herald-bus's consumer runtime): the reactions'
+//! events, the changelog records of their keys and the inputs' offsets commit in one
+//! Kafka transaction (read_committed inputs, KIP-447), so a crash shows all of a
+//! reaction's effects or none; state is rebuilt from the changelog before a partition
+//! reacts; deadlines due while a process was down fire when their partition is next
+//! owned. Not yet: inputs whose [`KeyKind::needs_repartition`] (the engine refuses them).
 
 pub mod changelog;
 pub mod compensation;
 pub mod deadline;
 pub mod declaration;
 pub mod emit;
+pub mod engine;
 pub mod ids;
 pub mod input;
 pub mod join;

@@ -1,0 +1,550 @@
+//! The coordinator: the one task that owns the transactional producer and the state of
+//! the owned partitions, and turns reactions into transactions.
+//!
+//! Partition sinks submit their records and wait; the coordinator reacts (decide, apply,
+//! produce the emitted events in the open transaction), and commits every
+//! `commit_interval` or `max_batch` reactions: the changed slots to the changelog, the
+//! input offsets (next = last + 1) with fresh group metadata, `commit_transaction`. Only
+//! then are the sinks told their records are done. A timer fires due deadlines into the
+//! same flow.
+//!
+//! **When a transaction fails** ([`classify`]): retriable calls are retried; otherwise the
+//! transaction is aborted (abortable) or the producer rebuilt (fatal: a new
+//! `init_transactions` fences the old one), the slots it changed are put back as they were
+//! before it (a copy is kept from the first change), and the inputs it held are reacted to
+//! again, in order, in a new transaction: the inputs are rewound in memory to the last
+//! commit, which is what a seek would do, without touching the consumer. Decisions are
+//! deterministic and event ids derive from input ids, so the events written again are the
+//! same events.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use herald_bus::codec::SINGLE_OBJECT_MAGIC;
+use herald_bus::publisher::Record;
+use herald_bus::runtime::Membership;
+use herald_bus::KafkaConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::classify::{classify, TxnCall, TxnClass};
+use super::clock::Clock;
+use super::decode::Reader;
+use super::health::EngineHealth;
+use super::producer::TxnProducer;
+use super::restore::restore;
+use super::{EngineError, EngineSettings};
+use crate::changelog::StateCodec;
+use crate::participant::Participant;
+use crate::reactor::{self, Emission};
+use crate::slot::Slot;
+use crate::Inputs;
+
+/// One input the coordinator holds until its transaction commits.
+pub(crate) enum Held {
+    /// A record to react to.
+    Record(OwnedMessage),
+    /// A record that was dead-lettered: only its offset moves.
+    Skip { topic: String, partition: i32, offset: i64 },
+}
+
+impl Held {
+    fn position(&self) -> (&str, i32, i64) {
+        match self {
+            Held::Record(m) => (m.topic(), m.partition(), m.offset()),
+            Held::Skip { topic, partition, offset } => (topic, *partition, *offset),
+        }
+    }
+}
+
+/// What the sink and the rebalance hooks tell the coordinator.
+pub(crate) enum Command<S> {
+    /// Records of one partition, in order; `reply` fires once they committed.
+    Submit { partition: i32, held: Vec<Held>, reply: oneshot::Sender<()> },
+    /// Partitions assigned: read their state back.
+    Assigned(Vec<(String, i32)>),
+    /// Partitions revoked (commit what is open first) or lost (abort it); `ack` once done.
+    Revoked { partitions: Vec<(String, i32)>, lost: bool, ack: std::sync::mpsc::Sender<()> },
+    /// A restore finished.
+    Restored { partition: i32, generation: u64, result: Result<HashMap<String, Slot<S>>, EngineError> },
+    /// Commit what is open now (shutdown begins).
+    Flush,
+}
+
+/// A submission waiting for its partition's restore: its inputs and who waits for them.
+type Parked = (Vec<Held>, oneshot::Sender<()>);
+
+/// A failed transaction call.
+type Failed = (TxnCall, KafkaError);
+
+/// The open transaction.
+struct Open<S> {
+    began: Option<Instant>,
+    held: Vec<(i32, Held)>,
+    offsets: HashMap<(String, i32), i64>,
+    /// Slots as they were before the transaction changed them (`None`: absent).
+    before: HashMap<(i32, String), Option<Slot<S>>>,
+    waiters: Vec<(i32, oneshot::Sender<()>)>,
+    reactions: usize,
+}
+
+impl<S> Default for Open<S> {
+    fn default() -> Self {
+        Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0 }
+    }
+}
+
+/// See the [module docs](self).
+pub(crate) struct Coordinator<P: Participant> {
+    pub participant: Arc<P>,
+    pub inputs: Inputs<P::Input>,
+    pub readers: HashMap<String, Reader<P::Input>>,
+    pub state_codec: Arc<StateCodec<P::State>>,
+    pub source: String,
+    pub changelog: String,
+    pub config: KafkaConfig,
+    pub settings: EngineSettings,
+    pub transactional_id: String,
+    pub clock: Arc<dyn Clock>,
+    pub membership: Arc<OnceLock<Membership>>,
+    pub health: Arc<EngineHealth>,
+    pub tx: mpsc::UnboundedSender<Command<P::State>>,
+    producer: Option<TxnProducer>,
+    /// State of the partitions restored, by partition number.
+    partitions: HashMap<i32, HashMap<String, Slot<P::State>>>,
+    owned: HashSet<(String, i32)>,
+    restoring: HashMap<i32, u64>,
+    generation: u64,
+    /// Submissions of partitions still restoring.
+    parked: HashMap<i32, Vec<Parked>>,
+    /// Inputs of an aborted transaction, to react to again.
+    backlog: VecDeque<(i32, Held)>,
+    open: Open<P::State>,
+    failures: u32,
+}
+
+impl<P: Participant> Coordinator<P> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        participant: Arc<P>,
+        readers: HashMap<String, Reader<P::Input>>,
+        state_codec: Arc<StateCodec<P::State>>,
+        changelog: String,
+        config: KafkaConfig,
+        settings: EngineSettings,
+        clock: Arc<dyn Clock>,
+        membership: Arc<OnceLock<Membership>>,
+        health: Arc<EngineHealth>,
+        tx: mpsc::UnboundedSender<Command<P::State>>,
+    ) -> Self {
+        let inputs = participant.inputs();
+        let transactional_id = settings.transactional_id(P::NAME);
+        Coordinator {
+            participant,
+            inputs,
+            readers,
+            state_codec,
+            source: format!("/herald/{}", P::NAME),
+            changelog,
+            config,
+            settings,
+            transactional_id,
+            clock,
+            membership,
+            health,
+            tx,
+            producer: None,
+            partitions: HashMap::new(),
+            owned: HashSet::new(),
+            restoring: HashMap::new(),
+            generation: 0,
+            parked: HashMap::new(),
+            backlog: VecDeque::new(),
+            open: Open::default(),
+            failures: 0,
+        }
+    }
+
+    /// Runs until `stop`, then commits what is open (or aborts it when it cannot commit).
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::State>>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if let Err(failed) = self.drain_backlog().await {
+                self.fail(failed).await;
+                continue;
+            }
+            let commit_at = self.open.began.map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
+            let step = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = async { tokio::time::sleep_until(commit_at.unwrap_or_else(tokio::time::Instant::now)).await }, if commit_at.is_some() => self.commit().await,
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.fire_due().await,
+            };
+            let step = match step {
+                Ok(()) if self.open.reactions >= self.settings.max_batch => self.commit().await,
+                other => other,
+            };
+            if let Err(failed) = step {
+                self.fail(failed).await;
+            }
+        }
+        if self.open.began.is_some()
+            && let Err((call, e)) = self.commit().await
+        {
+            tracing::warn!(?call, error = %e, "the open transaction did not commit at shutdown: aborting it");
+            if let Some(producer) = &self.producer {
+                let _ = producer.abort().await;
+            }
+        }
+        self.health.closed();
+    }
+
+    async fn handle(&mut self, command: Command<P::State>) -> Result<(), Failed> {
+        match command {
+            Command::Submit { partition, held, reply } => {
+                if !self.owned.iter().any(|(_, p)| *p == partition) {
+                    return Ok(()); // revoked meanwhile: the reply is dropped, the sink stops.
+                }
+                if !self.partitions.contains_key(&partition) {
+                    self.parked.entry(partition).or_default().push((held, reply));
+                    return Ok(());
+                }
+                self.open.waiters.push((partition, reply));
+                self.backlog.extend(held.into_iter().map(|h| (partition, h)));
+                Ok(())
+            }
+            Command::Assigned(assigned) => {
+                for (topic, partition) in assigned {
+                    self.owned.insert((topic, partition));
+                    if !self.partitions.contains_key(&partition) && !self.restoring.contains_key(&partition) {
+                        self.start_restore(partition);
+                    }
+                }
+                Ok(())
+            }
+            Command::Restored { partition, generation, result } => {
+                if self.restoring.get(&partition) != Some(&generation) {
+                    return Ok(()); // revoked (and maybe assigned again) meanwhile
+                }
+                self.restoring.remove(&partition);
+                self.health.set_restoring(self.restoring.len() as u64);
+                match result {
+                    Ok(slots) => {
+                        self.partitions.insert(partition, slots);
+                        for (held, reply) in self.parked.remove(&partition).unwrap_or_default() {
+                            self.open.waiters.push((partition, reply));
+                            self.backlog.extend(held.into_iter().map(|h| (partition, h)));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "restore failed: trying again");
+                        self.health.count_abort(false, e.to_string());
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        self.start_restore(partition);
+                    }
+                }
+                Ok(())
+            }
+            Command::Revoked { partitions, lost, ack } => {
+                let result = if lost {
+                    self.forget(&partitions);
+                    if self.open.began.is_some() || !self.open.held.is_empty() {
+                        self.rewind(false).await;
+                    }
+                    Ok(())
+                } else {
+                    let committed = if self.open.began.is_some() { self.commit().await } else { Ok(()) };
+                    self.forget(&partitions);
+                    committed
+                };
+                let _ = ack.send(());
+                result
+            }
+            Command::Flush => {
+                if self.open.began.is_some() {
+                    self.commit().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn start_restore(&mut self, partition: i32) {
+        self.generation += 1;
+        let generation = self.generation;
+        self.restoring.insert(partition, generation);
+        self.health.set_restoring(self.restoring.len() as u64);
+        let (config, topic, codec, tx) = (self.config.clone(), self.changelog.clone(), self.state_codec.clone(), self.tx.clone());
+        let deadline = Instant::now() + self.settings.transaction_timeout * 3 + Duration::from_secs(30);
+        tokio::task::spawn_blocking(move || {
+            let result = restore(&config, &topic, partition, &codec, deadline);
+            let _ = tx.send(Command::Restored { partition, generation, result });
+        });
+    }
+
+    /// Drops what this process knew of `partitions`: ownership, state, parked inputs.
+    fn forget(&mut self, partitions: &[(String, i32)]) {
+        for key in partitions {
+            self.owned.remove(key);
+        }
+        for (_, p) in partitions {
+            if !self.owned.iter().any(|(_, q)| q == p) {
+                self.partitions.remove(p);
+                self.parked.remove(p);
+                self.restoring.remove(p);
+            }
+        }
+        self.health.set_restoring(self.restoring.len() as u64);
+    }
+
+    async fn drain_backlog(&mut self) -> Result<(), Failed> {
+        if self.backlog.is_empty() {
+            return Ok(());
+        }
+        if self.failures > 0 {
+            let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
+        }
+        while let Some((partition, held)) = self.backlog.pop_front() {
+            let (topic, _, _) = held.position();
+            if !self.owned.contains(&(topic.to_owned(), partition)) || !self.partitions.contains_key(&partition) {
+                continue;
+            }
+            self.process(partition, held).await?;
+            if self.open.reactions >= self.settings.max_batch {
+                self.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_begun(&mut self) -> Result<(), Failed> {
+        if self.open.began.is_some() {
+            return Ok(());
+        }
+        if self.producer.is_none() {
+            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            loop {
+                match producer.init().await {
+                    Ok(()) => break,
+                    Err((call, e)) if classify(call, &e) == TxnClass::Retriable => {
+                        tracing::warn!(error = %e, "init_transactions: retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(failed) => return Err(failed),
+                }
+            }
+            self.producer = Some(producer);
+        }
+        if let Some(producer) = self.producer.as_mut() {
+            producer.begin().await?;
+        }
+        self.open.began = Some(Instant::now());
+        self.health.opened();
+        Ok(())
+    }
+
+    /// Reacts to one held input inside the open transaction. Whatever fails, the input is
+    /// either back in the backlog or held by the open transaction (which a rewind puts
+    /// back in the backlog).
+    async fn process(&mut self, partition: i32, held: Held) -> Result<(), Failed> {
+        if let Err(failed) = self.ensure_begun().await {
+            self.backlog.push_front((partition, held));
+            return Err(failed);
+        }
+        let emissions = self.react_to(partition, &held);
+        let (topic, _, offset) = held.position();
+        self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
+        self.open.held.push((partition, held));
+        self.emit(&emissions).await
+    }
+
+    fn react_to(&mut self, partition: i32, held: &Held) -> Vec<Emission> {
+        let Held::Record(msg) = held else { return Vec::new() };
+        let (topic, offset) = (msg.topic(), msg.offset());
+        match self.readers.get(topic).map(|r| r.decode(msg)) {
+            Some(Ok((routed, meta))) => {
+                let now = self.clock.now();
+                let slots = self.partitions.entry(partition).or_default();
+                self.open.before.entry((partition, routed.key.clone())).or_insert_with(|| slots.get(&routed.key).cloned());
+                let slot = slots.entry(routed.key.clone()).or_insert_with(|| Slot::new(self.participant.initial(&routed.key)));
+                self.open.reactions += 1;
+                metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input").increment(1);
+                reactor::react(&*self.participant, &self.source, slot, routed.input, &meta, now)
+            }
+            Some(Err(failure)) => {
+                tracing::error!(topic, partition, offset, reason = %failure.reason, "undecodable input in a transaction: skipped");
+                Vec::new()
+            }
+            None => {
+                tracing::error!(topic, "input from a topic without a route: skipped");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn emit(&mut self, emissions: &[Emission]) -> Result<(), Failed> {
+        for emission in emissions {
+            let mut payload = Vec::with_capacity(256);
+            payload.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+            let mut datum = Vec::with_capacity(256);
+            let known = match emission.event.encode(&mut datum) {
+                Ok(known) => known,
+                Err(e) => {
+                    // A decision emitted an event its own schema refuses: a bug that no retry fixes.
+                    tracing::error!(error = %e, event_type = emission.event.type_name(), "emitted event does not encode: dropped");
+                    continue;
+                }
+            };
+            payload.extend_from_slice(&known.fingerprint.0);
+            payload.extend_from_slice(&datum);
+            let record = Record::new(emission.event.topic(), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
+            if let Some(producer) = &self.producer {
+                producer.send(&record, None).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fires the due deadlines of the restored partitions.
+    async fn fire_due(&mut self) -> Result<(), Failed> {
+        let now = self.clock.now();
+        let (mut pending, mut overdue) = (0u64, 0u64);
+        let mut due = Vec::new();
+        for (partition, slots) in &self.partitions {
+            for (key, slot) in slots {
+                pending += slot.deadlines().len() as u64;
+                overdue += slot.deadlines().iter().filter(|d| d.is_due(now)).count() as u64;
+                if slot.next_due().is_some_and(|at| at <= now) {
+                    due.push((*partition, key.clone()));
+                }
+            }
+        }
+        self.health.set_deadlines(pending, overdue);
+        metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
+        metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
+        if let Some(began) = self.open.began {
+            metrics::gauge!("herald_choreography_open_transaction_age_seconds", "participant" => P::NAME).set(began.elapsed().as_secs_f64());
+        }
+        for (partition, key) in due {
+            loop {
+                self.ensure_begun().await?;
+                let Some(slots) = self.partitions.get_mut(&partition) else { break };
+                let Some(slot) = slots.get_mut(&key) else { break };
+                self.open.before.entry((partition, key.clone())).or_insert_with(|| Some(slot.clone()));
+                let Some((_, emissions)) = reactor::fire_due(&*self.participant, &self.inputs, &self.source, &key, slot, now) else { break };
+                self.open.reactions += 1;
+                metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
+                self.emit(&emissions).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction: changed slots, offsets, commit; retries what is
+    /// retriable (three times).
+    async fn commit(&mut self) -> Result<(), Failed> {
+        if self.open.began.is_none() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let changed: Vec<(i32, String)> = self.open.before.keys().cloned().collect();
+        for (partition, key) in changed {
+            let Some(slots) = self.partitions.get_mut(&partition) else { continue };
+            let payload = match slots.get(&key) {
+                Some(slot) if self.settings.forget_finished && slot.is_finished() && slot.deadlines().is_empty() => {
+                    slots.remove(&key);
+                    None
+                }
+                Some(slot) => match self.state_codec.encode(slot) {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) => {
+                        tracing::error!(key, error = %e, "state does not encode: not written");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let record = Record { topic: self.changelog.clone(), key: Some(key.into_bytes()), payload, headers: Default::default() };
+            if let Some(producer) = &self.producer {
+                producer.send(&record, Some(partition)).await?;
+            }
+        }
+        let mut attempt = 0u32;
+        loop {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &self.open.offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(|e| (TxnCall::SendOffsets, e))?;
+            }
+            let group = self.membership.get().and_then(Membership::group_metadata);
+            let Some(producer) = &self.producer else { return Err((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State))) };
+            match producer.commit(tpl, group).await {
+                Ok(()) => break,
+                Err((call, e)) if attempt < 3 && classify(call, &e) == TxnClass::Retriable => {
+                    attempt += 1;
+                    tracing::warn!(?call, error = %e, attempt, "transaction call failed: retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+                Err(failed) => return Err(failed),
+            }
+        }
+        let open = std::mem::take(&mut self.open);
+        metrics::histogram!("herald_choreography_commit_seconds", "participant" => P::NAME).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("herald_choreography_transaction_reactions", "participant" => P::NAME).record(open.reactions as f64);
+        metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "committed").increment(1);
+        self.health.count_commit(open.reactions);
+        self.health.closed();
+        self.failures = 0;
+        for (_, waiter) in open.waiters {
+            let _ = waiter.send(());
+        }
+        Ok(())
+    }
+
+    /// A transaction call failed: see the [module docs](self).
+    async fn fail(&mut self, (call, error): Failed) {
+        let class = classify(call, &error);
+        tracing::warn!(?call, ?class, %error, "transaction failed: rewinding");
+        let fatal = class == TxnClass::Fatal;
+        self.health.count_abort(fatal, format!("{call:?}: {error}"));
+        metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => if fatal { "fatal" } else { "aborted" }).increment(1);
+        self.rewind(fatal).await;
+    }
+
+    /// Puts back the slots as they were before the open transaction and queues its inputs
+    /// to react to again; drops the producer when `rebuild`.
+    async fn rewind(&mut self, rebuild: bool) {
+        if rebuild {
+            self.producer = None; // dropped: the next init_transactions fences it
+        } else if self.open.began.is_some()
+            && let Some(producer) = &self.producer
+            && let Err((_, e)) = producer.abort().await
+        {
+            tracing::warn!(error = %e, "abort failed: rebuilding the producer");
+            self.producer = None;
+        }
+        let open = std::mem::take(&mut self.open);
+        self.health.closed();
+        self.failures += 1;
+        for ((partition, key), before) in open.before {
+            let Some(slots) = self.partitions.get_mut(&partition) else { continue };
+            match before {
+                Some(slot) => slots.insert(key, slot),
+                None => slots.remove(&key),
+            };
+        }
+        for held in open.held.into_iter().rev() {
+            self.backlog.push_front(held);
+        }
+        self.open.waiters = open.waiters.into_iter().filter(|(p, _)| self.partitions.contains_key(p)).collect();
+    }
+}

@@ -1,0 +1,36 @@
+//! Decoding an input record into the participant's input, the same way in the sink's
+//! check (so what cannot be decoded is dead-lettered) and in the coordinator.
+
+use herald_bus::codec::SingleObject;
+use herald_bus::dead_letter::{Failure, Stage};
+use herald_bus::Metadata;
+use rdkafka::message::{Message, OwnedMessage};
+
+use crate::input::{Route, Routed};
+
+/// A subscribed topic's route and the codec that reads its payloads.
+pub(crate) struct Reader<I> {
+    pub route: Route<I>,
+    pub codec: SingleObject,
+}
+
+impl<I> Reader<I> {
+    /// A reader for `route` (single-object payloads written with its family's schemas).
+    pub(crate) fn new(route: Route<I>) -> Self {
+        let codec = SingleObject::new(route.schemas().clone());
+        Reader { route, codec }
+    }
+
+    /// Decodes `msg`: its input, state key and metadata; a failure says why it never will.
+    pub(crate) fn decode(&self, msg: &OwnedMessage) -> Result<(Routed<I>, Metadata), Failure> {
+        let failure = |stage, reason: String| Failure { stage, reason, attempts: 0 };
+        let payload = msg.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
+        let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        match self.route.decode(&writer.name, &writer, datum, &meta) {
+            Ok(Some(routed)) => Ok((routed, meta)),
+            Ok(None) => Err(failure(Stage::UnknownType, format!("event type {} is not consumed on {}", writer.name, self.route.topic()))),
+            Err(e) => Err(failure(Stage::Decode, e.to_string())),
+        }
+    }
+}

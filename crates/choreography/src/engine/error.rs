@@ -1,0 +1,49 @@
+//! What can stop an engine.
+
+use herald_bus::runtime::ConsumerError;
+use rdkafka::error::KafkaError;
+
+/// Why an [`Engine`](super::Engine) could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The participant consumes nothing.
+    #[error("participant {0} consumes no topic")]
+    NoInputs(String),
+    /// The input topics (and the changelog) do not have the same partition count, or one
+    /// is missing.
+    #[error("not co-partitioned: {0}")]
+    Partitions(String),
+    /// The state type's changelog codec could not be built.
+    #[error(transparent)]
+    Changelog(#[from] crate::changelog::ChangelogError),
+    /// A Kafka client could not be created or a call failed for good.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The dead-letter publisher could not be created.
+    #[error("dead-letter publisher: {0}")]
+    DeadLetters(String),
+    /// Topic administration failed.
+    #[error("admin: {0}")]
+    Admin(String),
+    /// The consumer runtime failed.
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
+    /// A changelog partition could not be read back in time.
+    #[error("restoring changelog {topic}[{partition}]: {reason}")]
+    Restore {
+        /// Changelog topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EngineError {
+    /// Whether a restart with the same configuration cannot help.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::Changelog(_))
+    }
+}

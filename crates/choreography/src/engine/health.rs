@@ -1,0 +1,127 @@
+//! What an engine shows its operators: `/health` (through herald-ops) and metrics.
+//!
+//! Metrics (Prometheus names, recorded through the `metrics` facade):
+//! - `herald_choreography_reactions_total` (counter; reactions/s is its rate), labels
+//!   `participant`, `kind` = `input` | `deadline`;
+//! - `herald_choreography_commit_seconds` (histogram): commit latency (offsets + commit);
+//! - `herald_choreography_transaction_reactions` (histogram): reactions per transaction;
+//! - `herald_choreography_transactions_total` (counter), label `outcome` = `committed` |
+//!   `aborted` | `fatal`;
+//! - `herald_choreography_open_transaction_age_seconds` (gauge);
+//! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use herald_bus::ConsumerHealth;
+
+/// Live state of an engine.
+#[derive(Debug, Default)]
+pub struct EngineHealth {
+    pub(crate) consumer: Mutex<Option<Arc<ConsumerHealth>>>,
+    open_since: Mutex<Option<Instant>>,
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    rebuilt: AtomicU64,
+    reactions: AtomicU64,
+    pending: AtomicU64,
+    overdue: AtomicU64,
+    restoring: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl EngineHealth {
+    pub(crate) fn opened(&self) {
+        *self.open_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub(crate) fn closed(&self) {
+        *self.open_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    pub(crate) fn count_commit(&self, reactions: usize) {
+        self.committed.fetch_add(1, Ordering::Relaxed);
+        self.reactions.fetch_add(reactions as u64, Ordering::Relaxed);
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_abort(&self, fatal: bool, error: String) {
+        if fatal { &self.rebuilt } else { &self.aborted }.fetch_add(1, Ordering::Relaxed);
+        self.failing.store(true, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    pub(crate) fn set_deadlines(&self, pending: u64, overdue: u64) {
+        self.pending.store(pending, Ordering::Relaxed);
+        self.overdue.store(overdue, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_restoring(&self, partitions: u64) {
+        self.restoring.store(partitions, Ordering::Relaxed);
+    }
+
+    /// Transactions committed.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    /// Transactions aborted (abortable errors).
+    pub fn aborted(&self) -> u64 {
+        self.aborted.load(Ordering::Relaxed)
+    }
+
+    /// Producers rebuilt after a fatal error.
+    pub fn rebuilt(&self) -> u64 {
+        self.rebuilt.load(Ordering::Relaxed)
+    }
+
+    /// Reactions committed.
+    pub fn reactions(&self) -> u64 {
+        self.reactions.load(Ordering::Relaxed)
+    }
+
+    /// Deadlines pending in the owned partitions.
+    pub fn deadlines_pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Pending deadlines already due.
+    pub fn deadlines_overdue(&self) -> u64 {
+        self.overdue.load(Ordering::Relaxed)
+    }
+
+    /// Partitions whose state is being read back.
+    pub fn restoring(&self) -> u64 {
+        self.restoring.load(Ordering::Relaxed)
+    }
+
+    /// How long the open transaction has been open.
+    pub fn open_transaction_age(&self) -> Option<std::time::Duration> {
+        self.open_since.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+}
+
+impl herald_ops::HealthCheck for EngineHealth {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (consumer_ok, consumer_details) = consumer.map_or((false, serde_json::Value::Null), |c| c.check());
+        let healthy = consumer_ok && !self.failing.load(Ordering::Relaxed);
+        (
+            healthy,
+            serde_json::json!({
+                "consumer": consumer_details,
+                "transactions_committed": self.committed(),
+                "transactions_aborted": self.aborted(),
+                "producers_rebuilt": self.rebuilt(),
+                "reactions": self.reactions(),
+                "open_transaction_age_ms": self.open_transaction_age().map(|d| d.as_millis() as u64),
+                "deadlines_pending": self.deadlines_pending(),
+                "deadlines_overdue": self.deadlines_overdue(),
+                "partitions_restoring": self.restoring(),
+                "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+            }),
+        )
+    }
+}

@@ -1,0 +1,291 @@
+//! The exactly-once engine: runs one [`Participant`] against Kafka, as a sink on
+//! herald-bus's consumer runtime ([`herald_bus::runtime`]).
+//!
+//! ```text
+//!  inputs (read_committed) ─▶ runtime ─▶ EngineSink ─▶ coordinator ─▶ one transaction:
+//!                                          (per partition,     │  emitted events,
+//!                                           waits for commit)  │  changed slots → changelog,
+//!  changelog (restore on assignment) ─────────────────────────▶│  input offsets (KIP-447)
+//!  timer (due deadlines of owned partitions) ─────────────────▶│
+//! ```
+//!
+//! - **One transaction per batch.** Reactions accumulate in the open transaction for
+//!   [`EngineSettings::commit_interval`] or [`EngineSettings::max_batch`] reactions; the
+//!   events are produced with their deterministic ids and metadata, each changed slot once
+//!   to the compacted changelog (key = state key, partition = the input's partition), the
+//!   next input offsets with `send_offsets_to_transaction` and fresh group metadata, then
+//!   `commit_transaction`. A partition's next records are delivered once its previous ones
+//!   committed, so per-key order holds. One transactional producer per process, with the
+//!   stable `transactional.id` `<group>.<instance>`.
+//! - **Errors** are classified by [`classify`]: retriable calls are retried; abortable
+//!   ones abort, put back the slots as they were before the transaction and react to its
+//!   inputs again (see `coordinator`); fatal ones (fenced included) rebuild the producer
+//!   and do the same. Transaction calls run on tokio's blocking pool with finite timeouts.
+//! - **State** lives in memory per owned partition, rebuilt from the changelog partition
+//!   of the same number before any of the partition's inputs is reacted to (co-partitioned:
+//!   the inputs and the changelog have the same partition count, and the `range` assignor
+//!   gives one member the same partition of every input). Dropped on revoke or loss.
+//! - **Deadlines** are in the slots (so in the changelog); a timer fires the due ones of
+//!   the restored partitions into the same transactional flow: after a restart they fire
+//!   once the partition is restored, also those that came due while the process was down.
+//! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
+//!   are first copied, exactly once, to the participant's repartition topic keyed by the
+//!   state key, and the participant reads that topic.
+//! - Payloads are read and written in single-object encoding (no registry codec yet).
+
+mod classify;
+mod clock;
+mod coordinator;
+mod decode;
+mod error;
+mod health;
+mod producer;
+mod repartition;
+mod restore;
+mod settings;
+mod sink;
+
+pub use classify::{classify, TxnCall, TxnClass};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::EngineError;
+pub use health::EngineHealth;
+pub use settings::EngineSettings;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::runtime::dead_letter::DeadLetters;
+use herald_bus::runtime::{Runtime, Settings};
+use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::changelog::StateCodec;
+use crate::declaration::Declaration;
+use crate::participant::Participant;
+use coordinator::{Command, Coordinator};
+use decode::Reader;
+use repartition::RepartitionSink;
+use sink::EngineSink;
+
+/// Runs one participant exactly once against Kafka: see the [module docs](self).
+///
+/// ```no_run
+/// # async fn run<P: herald_choreography::Participant>(participant: P) -> Result<(), herald_choreography::engine::EngineError> {
+/// use herald_choreography::engine::{Engine, EngineSettings};
+/// let config = herald_bus::KafkaConfig::new("127.0.0.1:9092");
+/// let engine = Engine::new(&config, participant, EngineSettings::new("host-1"))?;
+/// engine.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+/// # }
+/// ```
+pub struct Engine<P: Participant> {
+    config: KafkaConfig,
+    participant: Arc<P>,
+    settings: EngineSettings,
+    clock: Arc<dyn Clock>,
+    health: Arc<EngineHealth>,
+}
+
+impl<P: Participant> Engine<P> {
+    /// An engine for `participant`; checks what can be checked without a broker.
+    pub fn new(config: &KafkaConfig, participant: P, settings: EngineSettings) -> Result<Self, EngineError> {
+        let declaration = Declaration::of(&participant);
+        if declaration.consumes.is_empty() {
+            return Err(EngineError::NoInputs(P::NAME.to_owned()));
+        }
+        StateCodec::<P::State>::new()?;
+        Ok(Engine { config: config.clone(), participant: Arc::new(participant), settings, clock: Arc::new(SystemClock), health: Arc::default() })
+    }
+
+    /// Uses `clock` for `now` and deadlines (tests: a [`ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Live state, for `/health` (it implements `herald_ops::HealthCheck`).
+    pub fn health(&self) -> Arc<EngineHealth> {
+        self.health.clone()
+    }
+
+    /// The changelog topic.
+    pub fn changelog_topic(&self) -> String {
+        self.settings.changelog.clone().unwrap_or_else(|| Declaration::of(&*self.participant).changelog_topic())
+    }
+
+    /// The consumer group.
+    pub fn group(&self) -> String {
+        self.settings.group.clone().unwrap_or_else(|| P::NAME.to_owned())
+    }
+
+    /// Checks the inputs are co-partitioned; creates the changelog and the repartition
+    /// topics if missing (as many partitions as the inputs; the changelog compacted).
+    /// Returns the topics the participant reads (inputs keyed by the state key, and
+    /// repartition topics) and the inputs to repartition with their target.
+    async fn prepare_topics(&self) -> Result<(Vec<String>, Vec<(String, String)>), EngineError> {
+        let declaration = Declaration::of(&*self.participant);
+        let admin_error = |e: admin::AdminError| EngineError::Admin(e.to_string());
+        let mut count = None;
+        for consumed in &declaration.consumes {
+            let topic = &consumed.topic;
+            let n = admin::partition_count(&self.config, topic).await.map_err(admin_error)?.ok_or_else(|| EngineError::Partitions(format!("input topic {topic} does not exist")))?;
+            if !consumed.key.needs_repartition() {
+                if count.is_some_and(|c| c != n) {
+                    return Err(EngineError::Partitions(format!("input {topic} has {n} partitions, another input {}", count.unwrap_or_default())));
+                }
+                count = Some(n);
+            } else if count.is_none() {
+                count = Some(n);
+            }
+        }
+        let count = count.unwrap_or_default();
+        let mut needed = vec![(self.changelog_topic(), true)];
+        let repartitioned: Vec<(String, String)> = declaration.consumes.iter().filter_map(|c| Some((c.topic.clone(), declaration.repartition_topic(&c.topic)?))).collect();
+        needed.extend(repartitioned.iter().map(|(_, target)| (target.clone(), false)));
+        for (topic, compacted) in needed {
+            match admin::partition_count(&self.config, &topic).await.map_err(admin_error)? {
+                Some(n) if n != count => return Err(EngineError::Partitions(format!("{topic} has {n} partitions, the inputs {count}"))),
+                Some(_) => {}
+                None if self.settings.create_changelog => {
+                    let mut spec = TopicSpec::new(&topic).partitions(count as i32);
+                    if compacted {
+                        spec = spec.config("cleanup.policy", "compact");
+                    }
+                    admin::create_topics(&self.config, &[spec]).await.map_err(admin_error)?;
+                }
+                None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
+            }
+        }
+        Ok((declaration.co_partitioned(), repartitioned))
+    }
+
+    /// The runtime that copies inputs to their repartition topics, if any.
+    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Runtime<RepartitionSink<P::Input>>>, EngineError> {
+        if repartitioned.is_empty() {
+            return Ok(None);
+        }
+        let inputs = self.participant.inputs();
+        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(inputs.route(source)?.clone()), target.clone())))).collect();
+        let group = format!("{group}.repartition");
+        let mut settings = self.settings.clone();
+        settings.group = Some(group.clone());
+        let shared = repartition::Shared { readers, producer: tokio::sync::Mutex::new(None), membership: OnceLock::new(), config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone() };
+        let runtime = Runtime::new(&self.config, self.consumer_settings(&group, repartitioned.iter().map(|(s, _)| s.clone()).collect()), RepartitionSink(Arc::new(shared)), letters)?;
+        Ok(Some(runtime))
+    }
+
+    fn consumer_settings(&self, group: &str, topics: Vec<String>) -> Settings {
+        let mut settings = Settings::new(group.to_owned(), topics);
+        settings.properties.push(("partition.assignment.strategy".into(), "range".into()));
+        settings.properties.push(("isolation.level".into(), "read_committed".into()));
+        if self.settings.static_membership {
+            settings.properties.push(("group.instance.id".into(), format!("{group}.{}", self.settings.instance)));
+        }
+        settings.properties.extend(self.settings.consumer_properties.iter().cloned());
+        settings
+    }
+
+    /// Runs until `shutdown` completes, then stops in order: the open transaction is
+    /// committed (what the runtime drained included), or aborted when it cannot commit.
+    ///
+    /// Dropping the future instead is a crash: nothing open commits, and the next
+    /// instance with the same `instance` fences and aborts it.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EngineError> {
+        let (topics, repartitioned) = self.prepare_topics().await?;
+        let group = self.group();
+        let declaration = Declaration::of(&*self.participant);
+        let readers = || -> HashMap<String, Reader<P::Input>> {
+            self.participant.inputs().routes().iter().map(|r| (declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()), Reader::new(r.clone()))).collect()
+        };
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
+        let membership = Arc::new(OnceLock::new());
+        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout };
+        let settings = self.consumer_settings(&group, topics);
+        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
+        let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
+        let repartitioner = self.repartitioner(&repartitioned, &group, letters.clone())?;
+        let runtime = Runtime::new(&self.config, settings, sink, letters)?;
+        *self.health.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.health());
+        let coordinator = Coordinator::new(
+            self.participant.clone(),
+            readers(),
+            Arc::new(StateCodec::new()?),
+            self.changelog_topic(),
+            self.config.clone(),
+            self.settings.clone(),
+            self.clock.clone(),
+            membership,
+            self.health.clone(),
+            tx.clone(),
+        );
+        let stop = CancellationToken::new();
+        let task = AbortOnDrop(tokio::spawn(coordinator.run(rx, stop.clone())).into());
+        let flush = tx.clone();
+        let stopping = CancellationToken::new();
+        let signal = stopping.clone();
+        let _signal = AbortOnDrop(
+            tokio::spawn(async move {
+                shutdown.await;
+                signal.cancel();
+            })
+            .into(),
+        );
+        let main_stop = stopping.clone();
+        let main = runtime.run(async move {
+            main_stop.cancelled().await;
+            // Commit what is open before the runtime drains (the drain waits on commits).
+            let _ = flush.send(Command::Flush);
+        });
+        // Either runtime ending (a fatal error) stops the other.
+        let main = async {
+            let result = main.await;
+            stopping.cancel();
+            result
+        };
+        let result = match repartitioner {
+            Some(repartitioner) => {
+                let copied = async {
+                    let result = repartitioner.run(stopping.cancelled()).await;
+                    stopping.cancel();
+                    result
+                };
+                let (main, copied) = tokio::join!(main, copied);
+                main.and(copied)
+            }
+            None => main.await,
+        };
+        stop.cancel();
+        let mut task = task;
+        if let Some(handle) = task.0.take_handle() {
+            let _ = handle.await;
+        }
+        result.map_err(EngineError::from)
+    }
+}
+
+/// Aborts the coordinator when the engine's future is dropped (a crash, as far as Kafka
+/// can tell: nothing open commits).
+struct AbortOnDrop(HandleSlot);
+
+struct HandleSlot(Option<tokio::task::JoinHandle<()>>);
+
+impl HandleSlot {
+    fn take_handle(&mut self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.take()
+    }
+}
+
+impl From<tokio::task::JoinHandle<()>> for HandleSlot {
+    fn from(h: tokio::task::JoinHandle<()>) -> Self {
+        HandleSlot(Some(h))
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.0.take() {
+            h.abort();
+        }
+    }
+}

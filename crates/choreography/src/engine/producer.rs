@@ -1,0 +1,129 @@
+//! The process's one transactional producer. Its transaction calls block, so each runs on
+//! tokio's blocking pool with a finite timeout; sends are non-blocking.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use herald_bus::publisher::{Record, PRODUCER_DEFAULTS};
+use herald_bus::KafkaConfig;
+use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::classify::TxnCall;
+
+/// Counts failed deliveries, so a transaction with a lost record is never committed.
+#[derive(Default)]
+pub(crate) struct Counts {
+    failed: AtomicU64,
+    last: Mutex<Option<KafkaError>>,
+}
+
+/// The producer's context: the delivery counts.
+#[derive(Clone, Default)]
+pub(crate) struct Deliveries(Arc<Counts>);
+
+impl std::ops::Deref for Deliveries {
+    type Target = Counts;
+    fn deref(&self) -> &Counts {
+        &self.0
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::AcqRel);
+            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        }
+    }
+}
+
+/// A transactional producer with a stable `transactional.id`.
+pub(crate) struct TxnProducer {
+    inner: Arc<ThreadedProducer<Deliveries>>,
+    deliveries: Deliveries,
+    timeout: Duration,
+    /// Failed deliveries counted when the open transaction began.
+    failed_at_begin: u64,
+}
+
+impl TxnProducer {
+    /// Creates the client (no network yet).
+    pub(crate) fn new(config: &KafkaConfig, transactional_id: &str, transaction_timeout: Duration, call_timeout: Duration) -> Result<Self, KafkaError> {
+        let mut cc = config.client_config(PRODUCER_DEFAULTS);
+        let txn_ms = transaction_timeout.as_millis().to_string();
+        cc.set("transactional.id", transactional_id).set("transaction.timeout.ms", &txn_ms).set("message.timeout.ms", &txn_ms).set("enable.idempotence", "true");
+        let deliveries = Deliveries::default();
+        let inner = cc.create_with_context::<_, ThreadedProducer<Deliveries>>(deliveries.clone())?;
+        Ok(TxnProducer { inner: Arc::new(inner), deliveries, timeout: call_timeout, failed_at_begin: 0 })
+    }
+
+    async fn blocking<T: Send + 'static>(&self, call: TxnCall, f: impl FnOnce(&ThreadedProducer<Deliveries>, Duration) -> Result<T, KafkaError> + Send + 'static) -> Result<T, (TxnCall, KafkaError)> {
+        let (inner, timeout) = (self.inner.clone(), self.timeout);
+        match tokio::task::spawn_blocking(move || f(&inner, timeout)).await {
+            Ok(result) => result.map_err(|e| (call, e)),
+            Err(join) => {
+                tracing::error!(error = %join, "transaction call panicked");
+                Err((call, KafkaError::Global(RDKafkaErrorCode::Fatal)))
+            }
+        }
+    }
+
+    /// `init_transactions`: fences any older producer with this id and aborts what it left open.
+    pub(crate) async fn init(&self) -> Result<(), (TxnCall, KafkaError)> {
+        self.blocking(TxnCall::Init, |p, t| p.init_transactions(t)).await
+    }
+
+    /// `begin_transaction`.
+    pub(crate) async fn begin(&mut self) -> Result<(), (TxnCall, KafkaError)> {
+        self.failed_at_begin = self.deliveries.failed.load(Ordering::Acquire);
+        self.blocking(TxnCall::Begin, |p, _| p.begin_transaction()).await
+    }
+
+    /// Queues `record` in the open transaction (to `partition` when given). Waits while the
+    /// client's queue is full.
+    pub(crate) async fn send(&self, record: &Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
+        loop {
+            let mut base = BaseRecord::<[u8], [u8], ()>::to(&record.topic).headers(record.headers.clone());
+            base.key = record.key.as_deref();
+            base.payload = record.payload.as_deref();
+            base.partition = partition;
+            match self.inner.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err((e, _)) => return Err((TxnCall::Send, e)),
+            }
+        }
+    }
+
+    /// `send_offsets_to_transaction` (when there are offsets), then `commit_transaction`.
+    /// Refuses to commit when a delivery of this transaction failed.
+    pub(crate) async fn commit(&self, offsets: TopicPartitionList, group: Option<ConsumerGroupMetadata>) -> Result<(), (TxnCall, KafkaError)> {
+        if offsets.count() > 0 {
+            let Some(group) = group else {
+                // The consumer is gone: these offsets cannot commit.
+                return Err((TxnCall::SendOffsets, KafkaError::Global(RDKafkaErrorCode::State)));
+            };
+            self.blocking(TxnCall::SendOffsets, move |p, t| p.send_offsets_to_transaction(&offsets, &group, t)).await?;
+        }
+        // Flush first, so every delivery report of the transaction is in before deciding.
+        self.blocking(TxnCall::Send, |p, t| p.flush(t)).await?;
+        if self.deliveries.failed.load(Ordering::Acquire) > self.failed_at_begin {
+            let last = self.deliveries.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            return Err((TxnCall::Send, last.unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))));
+        }
+        self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await
+    }
+
+    /// `abort_transaction`.
+    pub(crate) async fn abort(&self) -> Result<(), (TxnCall, KafkaError)> {
+        self.blocking(TxnCall::Abort, |p, t| p.abort_transaction(t)).await
+    }
+}

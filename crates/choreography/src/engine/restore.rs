@@ -1,0 +1,105 @@
+//! Reading a changelog partition back into the state of its keys.
+//!
+//! Co-partitioned: input partition `p` of every input topic writes its keys' state to
+//! changelog partition `p`, so the owner of `p` reads exactly that partition back, with
+//! `read_committed`, before it reacts to anything of `p`.
+//!
+//! **Caught up** is decided from partition EOF, never from the high watermark − 1
+//! (commit markers take offsets, and an open transaction holds back the last stable
+//! offset). Before reading, it waits until the partition has no open transaction (its last
+//! stable offset, what a `read_committed` client's watermark query returns, equals the
+//! high watermark a `read_uncommitted` client sees): a previous owner's last transaction,
+//! or a zombie's that the broker will abort at `transaction.timeout.ms`, must be decided
+//! before its state can be read.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use herald_bus::KafkaConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::EngineError;
+use crate::changelog::StateCodec;
+use crate::slot::Slot;
+
+/// The restore clients' context: partition EOF is how a restore ends, not an error.
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "changelog reader error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// Reads changelog partition `partition` of `topic` to its end; returns the slot of each
+/// key (tombstoned keys absent). Blocking: call it on a blocking thread.
+pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>(config: &KafkaConfig, topic: &str, partition: i32, codec: &StateCodec<S>, deadline: Instant) -> Result<HashMap<String, Slot<S>>, EngineError> {
+    let fail = |reason: String| EngineError::Restore { topic: topic.to_owned(), partition, reason };
+    let client = |isolation: &str, eof: &str| -> Result<BaseConsumer<Quiet>, KafkaError> {
+        let mut cc = config.client_config(&[]);
+        cc.set("group.id", format!("herald-restore-{topic}"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", isolation)
+            .set("enable.partition.eof", eof)
+            .set("auto.offset.reset", "earliest");
+        cc.create_with_context(Quiet)
+    };
+    let committed = client("read_committed", "true")?;
+    let uncommitted = client("read_uncommitted", "false")?;
+    // 1. No open transaction on the partition.
+    loop {
+        let (_, stable) = committed.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+        let (_, high) = uncommitted.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
+        if stable >= high {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(fail(format!("a transaction stays open (last stable offset {stable}, high watermark {high})")));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(uncommitted);
+    // 2. Read it all, read_committed, to partition EOF.
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
+    committed.assign(&tpl)?;
+    let mut slots = HashMap::new();
+    let mut records = 0u64;
+    loop {
+        if Instant::now() >= deadline {
+            return Err(fail(format!("not at the end after {records} records")));
+        }
+        match committed.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(fail(e.to_string())),
+            Some(Ok(msg)) => {
+                records += 1;
+                let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                    tracing::warn!(topic, partition, offset = msg.offset(), "changelog record without a UTF-8 key: skipped");
+                    continue;
+                };
+                match msg.payload() {
+                    None => {
+                        slots.remove(key);
+                    }
+                    Some(bytes) => {
+                        let slot = codec.decode(bytes).map_err(|e| fail(format!("offset {}: {e}", msg.offset())))?;
+                        slots.insert(key.to_owned(), slot);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(topic, partition, records, keys = slots.len(), "state restored");
+    Ok(slots)
+}

@@ -1,0 +1,71 @@
+//! How an engine runs: names, batching, timeouts.
+
+use std::time::Duration;
+
+/// Settings of an [`Engine`](super::Engine). [`EngineSettings::new`] gives the defaults;
+/// the names (group, changelog, transactional id) derive from the participant's name and
+/// the instance id unless set.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// This process among the participant's instances: the stable part of its
+    /// `transactional.id` and its `group.instance.id` (static membership), so a restarted
+    /// instance takes its work back at once and fences what its predecessor left open.
+    pub instance: String,
+    /// Consumer group (default: the participant's name).
+    pub group: Option<String>,
+    /// Changelog topic (default: [`Declaration::changelog_topic`](crate::declaration::Declaration::changelog_topic)).
+    pub changelog: Option<String>,
+    /// Commit the open transaction at most this long after it began (default 100 ms, as
+    /// Kafka Streams under exactly-once).
+    pub commit_interval: Duration,
+    /// Commit as soon as the open transaction holds this many reactions (default 1000).
+    pub max_batch: usize,
+    /// `transaction.timeout.ms`: the broker aborts a transaction left open this long
+    /// (default 10 s). Keep it well above `commit_interval`.
+    pub transaction_timeout: Duration,
+    /// Limit of each blocking transaction call (default 30 s).
+    pub call_timeout: Duration,
+    /// How often the deadline timer looks for due deadlines (default 50 ms).
+    pub tick: Duration,
+    /// Use static group membership (`group.instance.id` = instance; default true).
+    pub static_membership: bool,
+    /// Write a tombstone for a state key whose part finished with nothing pending, and
+    /// forget it in memory (default false: the finished state stays, so late outcomes and
+    /// duplicates still see it, also after a restart).
+    pub forget_finished: bool,
+    /// Create the changelog topic (compacted, as many partitions as the inputs) when it is
+    /// missing (default true).
+    pub create_changelog: bool,
+    /// librdkafka properties for the input consumer, over Herald's.
+    pub consumer_properties: Vec<(String, String)>,
+}
+
+impl EngineSettings {
+    /// Defaults for instance `instance`.
+    pub fn new(instance: impl Into<String>) -> Self {
+        EngineSettings {
+            instance: instance.into(),
+            group: None,
+            changelog: None,
+            commit_interval: Duration::from_millis(100),
+            max_batch: 1000,
+            transaction_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(30),
+            tick: Duration::from_millis(50),
+            static_membership: true,
+            forget_finished: false,
+            create_changelog: true,
+            consumer_properties: Vec::new(),
+        }
+    }
+
+    /// The `transactional.id` of `participant`'s instance: `<participant>.<instance>`.
+    ///
+    /// ```
+    /// use herald_choreography::engine::EngineSettings;
+    /// assert_eq!(EngineSettings::new("a-1").transactional_id("orders"), "orders.a-1");
+    /// ```
+    pub fn transactional_id(&self, participant: &str) -> String {
+        format!("{}.{}", self.group.as_deref().unwrap_or(participant), self.instance)
+    }
+}

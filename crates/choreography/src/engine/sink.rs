@@ -1,0 +1,117 @@
+//! The engine's sink on herald-bus's consumer runtime: partitions hand their records to
+//! the coordinator and wait for the transaction that covers them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald_bus::consumer::OwnedRecord;
+use herald_bus::dead_letter::Failure;
+use herald_bus::runtime::{Assignment, Delivery, FailureClass, Membership, Offsets, PartitionSink, Progress, Sink};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::coordinator::{Command, Held};
+use super::decode::Reader;
+
+/// The sink: see the [module docs](self).
+pub(crate) struct EngineSink<I, S> {
+    pub tx: mpsc::UnboundedSender<Command<S>>,
+    pub readers: Arc<HashMap<String, Reader<I>>>,
+    pub membership: Arc<OnceLock<Membership>>,
+    /// How long a revocation waits for the coordinator to commit or abort.
+    pub revoke_wait: Duration,
+}
+
+impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
+    type Partition = EnginePartition<I, S>;
+
+    fn offsets(&self) -> Offsets {
+        Offsets::Owned
+    }
+
+    fn attach(&self, membership: Membership) {
+        let _ = self.membership.set(membership);
+    }
+
+    fn on_assigned(&self, assignment: &mut Assignment<'_>) {
+        let _ = self.tx.send(Command::Assigned(assignment.partitions()));
+    }
+
+    fn on_revoked(&self, partitions: &[(String, i32)], lost: bool) {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.tx.send(Command::Revoked { partitions: partitions.to_vec(), lost, ack }).is_ok() && done.recv_timeout(self.revoke_wait).is_err() {
+            tracing::warn!(lost, "the coordinator did not finish the revocation in time");
+        }
+    }
+
+    fn open(&self, topic: &Arc<str>, partition: i32) -> Option<Self::Partition> {
+        self.readers.contains_key(&**topic).then(|| EnginePartition { tx: self.tx.clone(), readers: self.readers.clone(), topic: topic.clone(), partition })
+    }
+}
+
+/// One partition's part of the sink.
+pub(crate) struct EnginePartition<I, S> {
+    tx: mpsc::UnboundedSender<Command<S>>,
+    readers: Arc<HashMap<String, Reader<I>>>,
+    topic: Arc<str>,
+    partition: i32,
+}
+
+impl<I, S: Send + 'static> EnginePartition<I, S> {
+    /// Hands `held` to the coordinator and waits for its commit. False when interrupted.
+    async fn submit(&self, held: Vec<Held>, cancel: &CancellationToken) -> bool {
+        let (reply, committed) = oneshot::channel();
+        if self.tx.send(Command::Submit { partition: self.partition, held, reply }).is_err() {
+            return false;
+        }
+        tokio::select! {
+            result = committed => result.is_ok(),
+            // Revoked or lost: the coordinator commits (revoked) or aborts (lost) what it holds.
+            _ = cancel.cancelled() => false,
+        }
+    }
+}
+
+#[async_trait]
+impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, S> {
+    async fn deliver(&mut self, batch: &[OwnedRecord], _attempt: u32, progress: &Progress, cancel: &CancellationToken) -> Delivery {
+        if cancel.is_cancelled() {
+            return Delivery::Interrupted;
+        }
+        let Some(reader) = self.readers.get(&*self.topic) else { return Delivery::Interrupted };
+        let mut held = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        for (index, record) in batch.iter().enumerate() {
+            let msg = record.to_message();
+            if let Err(failure) = reader.decode(&msg) {
+                failed = Some((index, failure));
+                break;
+            }
+            held.push(Held::Record(msg));
+        }
+        if !held.is_empty() {
+            let count = held.len();
+            if !self.submit(held, cancel).await {
+                return Delivery::Interrupted;
+            }
+            for record in &batch[..count] {
+                progress.done(record.offset());
+            }
+        }
+        match failed {
+            Some((index, failure)) => Delivery::Failed { index, failure, class: FailureClass::Permanent },
+            None => Delivery::Done,
+        }
+    }
+
+    async fn dead_lettered(&mut self, record: &OwnedRecord, failure: &Failure) -> Result<(), Failure> {
+        let skip = Held::Skip { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
+        if self.submit(vec![skip], &CancellationToken::new()).await {
+            Ok(())
+        } else {
+            Err(Failure { reason: format!("the transaction moving past the dead letter did not commit ({})", failure.reason), ..failure.clone() })
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! `shop orders|inventory|payments`: one role of the reference saga, on the choreography
+//! engine (exactly once; see herald-choreography's `engine`).
+//!
+//! - `orders`: the `orders` participant (`--payment-timeout`, default `30s`).
+//! - `inventory`: `inventory-reservations` and `inventory-stock` (`--stock FILE`, a JSON
+//!   object `{"SKU": quantity}`).
+//! - `payments`: `payments-billing` and `payments-credit` (`--credit FILE`, a JSON object
+//!   `{"customer_id": cents}`; `--default-credit CENTS`, default 100000).
+//!
+//! Each instance creates the shop's topics if missing (6 partitions), joins its role's
+//! consumer groups with static membership (`--instance`, default host name and process
+//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::KafkaConfig;
+use herald_choreography::engine::{Engine, EngineHealth, EngineSettings};
+use herald_choreography::Participant;
+use herald_shop::saga::{Billing, Credit, Orders, Reservations, Stock};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Role {
+    Orders,
+    Inventory,
+    Payments,
+}
+
+/// One role of the shop's order-fulfilment saga.
+#[derive(Debug, Parser)]
+#[command(name = "shop")]
+struct Cli {
+    /// The role to run.
+    #[arg(value_enum)]
+    role: Role,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// This instance's stable name (default: host name and process id).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Initial stock per SKU (JSON object), for `inventory`.
+    #[arg(long)]
+    stock: Option<PathBuf>,
+    /// Initial credit per customer in cents (JSON object), for `payments`.
+    #[arg(long)]
+    credit: Option<PathBuf>,
+    /// Credit of customers not in `--credit`, in cents.
+    #[arg(long, default_value_t = 100_000)]
+    default_credit: i64,
+    /// How long after `OrderPlaced` an outcome may take (`500ms`, `30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    payment_timeout: Duration,
+    /// Serve `/health` and `/metrics` here (for example `127.0.0.1:9464`).
+    #[arg(long)]
+    http: Option<std::net::SocketAddr>,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("not a duration: {s}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("unknown unit in {s} (ms, s, m, h)")),
+    }
+}
+
+fn read_map(path: &Option<PathBuf>) -> anyhow::Result<HashMap<String, i64>> {
+    match path {
+        None => Ok(HashMap::new()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: expected a JSON object of integers", path.display()))
+        }
+    }
+}
+
+/// The healths of the role's engines: healthy when all are.
+struct Healths(Vec<Arc<EngineHealth>>);
+
+impl herald_ops::HealthCheck for Healths {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let checks: Vec<(bool, serde_json::Value)> = self.0.iter().map(|h| h.check()).collect();
+        (checks.iter().all(|(ok, _)| *ok), serde_json::Value::Array(checks.into_iter().map(|(_, v)| v).collect()))
+    }
+}
+
+struct Runner {
+    config: KafkaConfig,
+    instance: String,
+    stop: CancellationToken,
+    healths: Vec<Arc<EngineHealth>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), herald_choreography::engine::EngineError>>>,
+}
+
+impl Runner {
+    fn start<P: Participant>(&mut self, participant: P) -> anyhow::Result<()> {
+        let engine = Engine::new(&self.config, participant, EngineSettings::new(&self.instance)).with_context(|| format!("participant {}", P::NAME))?;
+        self.healths.push(engine.health());
+        let stop = self.stop.clone();
+        self.tasks.push(tokio::spawn(engine.run(async move { stop.cancelled().await })));
+        Ok(())
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let cli = Cli::parse();
+    let config = KafkaConfig::new(&cli.bootstrap);
+    let instance = cli.instance.clone().unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok()).map(|h| h.trim().to_owned()).unwrap_or_else(|| "host".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let topics: Vec<TopicSpec> = [
+        herald_shop::orders::ORDERS.name(),
+        herald_shop::inventory::INVENTORY.name(),
+        herald_shop::inventory::STOCK_COMMANDS.name(),
+        herald_shop::inventory::STOCK_REPLIES.name(),
+        herald_shop::payments::PAYMENTS.name(),
+        herald_shop::payments::CREDIT_COMMANDS.name(),
+    ]
+    .iter()
+    .map(|t| TopicSpec::new(*t).partitions(6))
+    .collect();
+    admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
+    let mut runner = Runner { config, instance, stop: CancellationToken::new(), healths: Vec::new(), tasks: Vec::new() };
+    match cli.role {
+        Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
+        Role::Inventory => {
+            runner.start(Reservations)?;
+            runner.start(Stock::new(read_map(&cli.stock)?))?;
+        }
+        Role::Payments => {
+            runner.start(Billing)?;
+            runner.start(Credit { credit: read_map(&cli.credit)?, default_credit: cli.default_credit })?;
+        }
+    }
+    if let Some(addr) = cli.http {
+        let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        let stop = runner.stop.clone();
+        tokio::spawn(herald_ops::serve(listener, metrics, Healths(runner.healths.clone()), async move { stop.cancelled().await }));
+    }
+    let stop = runner.stop.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        tracing::info!("stopping");
+        stop.cancel();
+    });
+    let mut failed = None;
+    for task in runner.tasks {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "engine stopped");
+                runner.stop.cancel();
+                failed.get_or_insert(anyhow::Error::from(e));
+            }
+            Err(e) => {
+                runner.stop.cancel();
+                failed.get_or_insert(anyhow::anyhow!("engine task: {e}"));
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(duration("3x").is_err());
+        assert!(duration("s").is_err());
+    }
+
+    #[test]
+    fn every_participant_of_the_saga_fits_the_engine() {
+        let config = KafkaConfig::new("127.0.0.1:1");
+        let settings = EngineSettings::new("test");
+        Engine::new(&config, Orders::default(), settings.clone()).expect("orders");
+        Engine::new(&config, Reservations, settings.clone()).expect("reservations");
+        Engine::new(&config, Stock::default(), settings.clone()).expect("stock");
+        Engine::new(&config, Billing, settings.clone()).expect("billing");
+        Engine::new(&config, Credit::default(), settings).expect("credit");
+    }
+}

@@ -2,10 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use herald_bus::{Metadata, Position};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One event of a saga: its CloudEvents attributes and where it was read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackedEvent {
     /// Event id (`ce_id`).
     pub event_id: String,
@@ -64,5 +64,10 @@ pub(crate) mod rfc3339 {
 
     pub(crate) fn serialize<S: serde::Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub(crate) fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s: String = serde::Deserialize::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s).map(|t| t.with_timezone(&Utc)).map_err(serde::de::Error::custom)
     }
 }

@@ -43,7 +43,8 @@
 //!   say, in any order ([`verdict::judge`]). [`state`]: the state at a time
 //!   ([`state::assess`]), durations.
 //! - [`saga`]: [`TrackedSaga`] (what a saga provides) and [`Observed`] (events whose
-//!   payload the tracker never decodes). [`shop`]: the reference saga.
+//!   payload the tracker never decodes). [`shop`]: the reference saga; [`script`]: publish
+//!   shop sagas by hand (demos, tests).
 //! - [`projection`]: [`Tracker`], the projection. [`query`]: list and show from the store.
 //! - [`http`]: `GET /sagas`, `GET /sagas/{id}`. [`run`]: [`Runner`], one projector per
 //!   topic, gauges, health.
@@ -68,6 +69,7 @@ pub mod projection;
 pub mod query;
 pub mod run;
 pub mod saga;
+pub mod script;
 pub mod shop;
 pub mod state;
 pub mod verdict;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use herald_projector::store::Row;
 use herald_projector::{Connection, StoreError, Value};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::TrackedEvent;
 use crate::projection::{millis, saga_events};
@@ -42,7 +42,7 @@ impl Default for Filter {
 pub const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(300);
 
 /// One saga, assessed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// The saga's id: its correlation id.
     pub id: String,
@@ -67,7 +67,7 @@ pub struct Summary {
 }
 
 /// One saga with its timeline.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Detail {
     /// The saga.
     #[serde(flatten)]

@@ -87,13 +87,16 @@ impl<S: TrackedSaga> Runner<S> {
         self
     }
 
-    /// Builds one projector per topic, one after another (they migrate the same store).
+    /// Builds one projector per topic, one after another (they migrate the same store),
+    /// each in its own consumer group `GROUP.TOPIC` (members of one group subscribed to
+    /// different topics would rebalance each other for nothing).
     pub async fn build(self) -> Result<Running<S>, TrackerError> {
         let tracker = Tracker::<S>::new();
         let mut projectors = Vec::new();
         for topic in S::topics() {
+            let group = format!("{}.{topic}", self.group);
             let topic: Topic<Observed<S>> = Topic::named(format!("{}{topic}", self.topic_prefix));
-            projectors.push(Projector::builder(self.config.clone(), self.group.clone(), &topic, tracker.clone(), self.store.clone()).build().await?);
+            projectors.push(Projector::builder(self.config.clone(), group, &topic, tracker.clone(), self.store.clone()).build().await?);
         }
         Ok(Running { projectors, store: self.store, stuck_after: self.stuck_after, report_every: self.report_every })
     }

@@ -16,11 +16,19 @@ use herald_tracker::shop::Shop;
 use herald_tracker::{Runner, State, TrackedSaga};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 const WAIT: Duration = Duration::from_secs(60);
 
-fn sagas(store: &Arc<dyn herald_projector::Store>) -> Vec<Summary> {
-    let mut conn = store.connect().expect("connect");
-    query::list(&mut *conn, &Filter { stuck_after: Duration::from_secs(60), ..Filter::default() }, chrono::Utc::now()).unwrap_or_default()
+/// Every saga in the store (read on a blocking thread: PostgreSQL's client blocks).
+async fn sagas(store: &Arc<dyn herald_projector::Store>) -> Vec<Summary> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = store.connect().expect("connect");
+        query::list(&mut *conn, &Filter { stuck_after: Duration::from_secs(60), ..Filter::default() }, chrono::Utc::now()).unwrap_or_default()
+    })
+    .await
+    .expect("read")
 }
 
 fn by_subject(all: &[Summary]) -> BTreeMap<String, (State, bool, i64)> {
@@ -28,16 +36,29 @@ fn by_subject(all: &[Summary]) -> BTreeMap<String, (State, bool, i64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
+async fn tracker_shows_completed_compensated_stuck_and_violating_sagas_sqlite() {
+    let dir = std::env::temp_dir().join(unique("herald-tracker"));
+    std::fs::create_dir_all(&dir).unwrap();
+    scenario(&format!("sqlite:{}", dir.join("sagas.db").display()), true).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracker_shows_completed_compensated_stuck_and_violating_sagas_postgres() {
+    if let Some(url) = support::fresh_postgres().await {
+        scenario(&url, false).await;
+    }
+}
+
+/// The whole story on the store at `url`; `metrics`: also install the process's
+/// Prometheus recorder and check the gauges (once per test binary).
+async fn scenario(url: &str, with_metrics: bool) {
     let config = herald_testkit::kafka().await;
     let prefix = format!("{}.", unique("t.tracker"));
     let specs: Vec<TopicSpec> = Shop::topics().iter().map(|t| TopicSpec::new(format!("{prefix}{t}")).partitions(3)).collect();
     create_topics(&config, &specs).await.expect("topics");
-    let dir = std::env::temp_dir().join(unique("herald-tracker"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = herald_projector::store::open(&format!("sqlite:{}", dir.join("sagas.db").display())).unwrap();
+    let store = herald_projector::store::open(url).unwrap();
     let group = unique("g.tracker");
-    let metrics = herald_ops::install_metrics().expect("recorder");
 
     let tracker = Runner::<Shop>::new(config.clone(), group.clone(), store.clone())
         .topic_prefix(&prefix)
@@ -46,7 +67,10 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
         .build()
         .await
         .expect("tracker");
-    let router = herald_ops::router(metrics, tracker.health()).merge(tracker.router());
+    let mut router = tracker.router();
+    if with_metrics {
+        router = router.merge(herald_ops::router(herald_ops::install_metrics().expect("recorder"), tracker.health()));
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -69,11 +93,14 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
     let running_saga = script.saga("o-running", &[Placed], now, ms).await.unwrap();
 
     wait_until(WAIT, "the tracker recorded all 24 events of the 7 sagas", || {
-        let all = sagas(&store);
-        async move { all.len() == 7 && all.iter().map(|s| s.events).sum::<i64>() == 24 }
+        let store = store.clone();
+        async move {
+            let all = sagas(&store).await;
+            all.len() == 7 && all.iter().map(|s| s.events).sum::<i64>() == 24
+        }
     })
     .await;
-    let states = by_subject(&sagas(&store));
+    let states = by_subject(&sagas(&store).await);
     let expected: BTreeMap<String, (State, bool, i64)> = [
         ("o-done", (State::Completed, false, 4)),
         ("o-undone", (State::Compensated, false, 6)),
@@ -118,12 +145,14 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
     assert_eq!(shown.timeline[2].topic, format!("{prefix}shop.payments"));
     assert!(shown.timeline.iter().all(|e| e.source == "/test/script" && e.subject == "o-undone"));
     assert_eq!(get("/sagas/no-such-saga".into()).await.status(), reqwest::StatusCode::NOT_FOUND);
-    assert_eq!(get("/health".into()).await.status(), reqwest::StatusCode::OK);
-    wait_until(WAIT, "the violations gauge counts the two failed sagas", || {
-        let get = get("/metrics".into());
-        async move { get.await.text().await.unwrap_or_default().lines().any(|l| l == "herald_saga_guarantee_violations{saga=\"shop_saga\"} 2") }
-    })
-    .await;
+    if with_metrics {
+        assert_eq!(get("/health".into()).await.status(), reqwest::StatusCode::OK);
+        wait_until(WAIT, "the violations gauge counts the two failed sagas", || {
+            let get = get("/metrics".into());
+            async move { get.await.text().await.unwrap_or_default().lines().any(|l| l == "herald_saga_guarantee_violations{saga=\"shop_saga\"} 2") }
+        })
+        .await;
+    }
 
     // Stop; start again on the same store and groups: the next event is recorded once and
     // nothing before it twice.
@@ -138,11 +167,11 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
     let confirmed = herald_bus::Topic::<herald_shop::OrderEvent>::named(format!("{prefix}shop.orders"));
     publisher.publish_with(&confirmed, &herald_shop::OrderConfirmed::example("o-running", "p"), meta).await.unwrap();
     wait_until(WAIT, "the restarted tracker recorded the confirmation", || {
-        let all = sagas(&store);
-        async move { all.iter().any(|s| s.subject == "o-running" && s.events == 2) }
+        let store = store.clone();
+        async move { sagas(&store).await.iter().any(|s| s.subject == "o-running" && s.events == 2) }
     })
     .await;
-    let all = sagas(&store);
+    let all = sagas(&store).await;
     assert_eq!(all.iter().map(|s| s.events).sum::<i64>(), 25);
     // Confirmed without its reservation and charge: not completed, waiting for them.
     let saga = all.iter().find(|s| s.subject == "o-running").unwrap();
@@ -150,5 +179,4 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas() {
     assert!(saga.reason.as_deref().unwrap_or("").contains("shop.inventory.StockReserved"), "{saga:?}");
     stop.cancel();
     running.await.unwrap().expect("stopped");
-    let _ = std::fs::remove_dir_all(dir);
 }

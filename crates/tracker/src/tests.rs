@@ -192,3 +192,51 @@ fn the_projection_records_and_judges_in_sqlite() {
     drop(conn);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The real participants' decisions (the choreography test kit's in-memory bus): every
+/// order of the reference saga ends completed or compensated in the tracker's judgement,
+/// grouped by the correlation ids the participants wrote.
+#[test]
+fn the_participants_sagas_keep_the_guarantee_in_the_trackers_judgement() {
+    use herald_choreography::testkit::World;
+    use herald_shop::saga::{Billing, Credit, Orders, Reservations, Stock};
+    use herald_shop::{OrderPlaced, ORDERS};
+
+    let stock = Stock::new([("SKU-1".to_owned(), 10)].into());
+    let mut world = World::new().with(Orders { payment_timeout: Duration::from_secs(30) }).with(Reservations).with(stock).with(Billing).with(Credit::default());
+    world.publish(&ORDERS, OrderPlaced::example("o-confirmed", "c-1", 2_500));
+    let mut greedy = OrderPlaced::example("o-out-of-stock", "c-2", 1_000);
+    greedy.lines[0].quantity = 50;
+    world.publish(&ORDERS, greedy);
+    world.publish(&ORDERS, OrderPlaced::example("o-declined", "c-4", 10_000_000));
+    world.pause("payments-credit");
+    world.publish(&ORDERS, OrderPlaced::example("o-timeout", "c-3", 4_000));
+    world.advance(Duration::from_secs(30));
+    world.resume("payments-credit");
+
+    let public = Shop::topics();
+    let mut sagas: std::collections::BTreeMap<String, Vec<TrackedEvent>> = Default::default();
+    for (i, raw) in world.log().iter().enumerate().filter(|(_, r)| public.contains(&r.topic)) {
+        let e = TrackedEvent::from_parts(&raw.meta, &Position { topic: raw.topic.clone(), partition: 0, offset: i as i64 });
+        sagas.entry(e.correlation_id.clone()).or_default().push(e);
+    }
+    let verdicts: std::collections::BTreeMap<String, (Phase, Option<String>)> = sagas
+        .values()
+        .map(|events| {
+            let v = judge(&model(), events);
+            (events[0].subject.clone(), (v.phase, v.outcome))
+        })
+        .collect();
+    let expected = [
+        ("o-confirmed", Phase::Completed, CONFIRMED),
+        ("o-declined", Phase::Compensated, CANCELLED),
+        ("o-out-of-stock", Phase::Compensated, CANCELLED),
+        ("o-timeout", Phase::Compensated, CANCELLED),
+    ];
+    let expected: std::collections::BTreeMap<String, (Phase, Option<String>)> = expected.iter().map(|(o, p, t)| ((*o).to_owned(), (*p, Some((*t).to_owned())))).collect();
+    assert_eq!(verdicts, expected);
+    // The timed-out order was charged late and refunded: the tracker saw both.
+    let timeout = sagas.values().find(|e| e[0].subject == "o-timeout").expect("the saga");
+    let types: Vec<&str> = timeout.iter().map(|e| e.event_type.as_str()).collect();
+    assert!(types.contains(&CHARGED) && types.contains(&REFUNDED) && types.contains(&RELEASED), "{types:?}");
+}

@@ -54,7 +54,9 @@
 //!   commit with the position; an event seen twice (replay, duplicate) is recorded once.
 //! - **Order-free.** Topics are read by separate projectors, so a saga's events arrive in
 //!   any order; the verdict is recomputed from all its recorded events each time, with the
-//!   saga's row locked first, so it is the same whatever the order.
+//!   saga's row locked first, so it is the same whatever the order. Tracker transactions
+//!   are serialized (SQLite's write lock; on PostgreSQL an advisory lock per tracked saga),
+//!   so projectors whose batches touch the same sagas in different orders never deadlock.
 //! - **Generic.** The tracker reads headers and positions only (payloads are not decoded),
 //!   and the roles come from the declarations: any saga whose events carry Herald's
 //!   correlation headers can be tracked by implementing [`TrackedSaga`].

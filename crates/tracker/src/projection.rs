@@ -82,6 +82,12 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
         let event = TrackedEvent::from_parts(&envelope.meta, &envelope.position);
         let (sagas, events) = (tx.table("sagas"), tx.table("saga_events"));
         let time = event.time.timestamp_millis();
+        // PostgreSQL: one tracker transaction at a time (as SQLite's write lock does), so the
+        // projectors of different topics, whose batches touch several sagas in different
+        // orders, never deadlock on the sagas' rows. Taken again by each event: a no-op.
+        if tx.kind() == "postgres" {
+            tx.execute(&format!("SELECT pg_advisory_xact_lock({})", lock_key(S::NAME)), &[])?;
+        }
         // Lock the saga's row first (PostgreSQL: a row lock until commit), so a concurrent
         // transaction of another topic's projector judges this saga after this one commits.
         tx.execute(
@@ -126,6 +132,13 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
         )?;
         Ok(())
     }
+}
+
+/// The advisory lock key of tracker `name`: FNV-1a of the name, so trackers of different
+/// sagas on one database do not wait for each other.
+fn lock_key(name: &str) -> i64 {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+    i64::from_ne_bytes(hash.to_ne_bytes())
 }
 
 /// Every recorded event of saga `id` from table (or view) `table`, in time order.

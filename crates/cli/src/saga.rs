@@ -166,7 +166,12 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 
 async fn show(args: ShowArgs) -> anyhow::Result<()> {
     let found: Option<Detail> = match &args.source.url {
-        Some(url) => get(&format!("{}/sagas/{}", url.trim_end_matches('/'), args.id), &[]).await?,
+        Some(url) => {
+            // The id is one path segment, percent-encoded.
+            let mut url = reqwest::Url::parse(url).with_context(|| format!("--url {url:?}"))?;
+            url.path_segments_mut().map_err(|()| anyhow::anyhow!("--url cannot take a path"))?.pop_if_empty().extend(["sagas", &args.id]);
+            get(url.as_str(), &[]).await?
+        }
         None => {
             let store = open(&args.source)?;
             let (id, stuck_after) = (args.id.clone(), args.source.stuck_after);

@@ -61,8 +61,13 @@
 //!   and the roles come from the declarations: any saga whose events carry Herald's
 //!   correlation headers can be tracked by implementing [`TrackedSaga`].
 //!
-//! Limits: one tracked saga per store; time in states is event time (`ce_time`), so a
-//! replay of old events shows unfinished sagas as stuck at once, which they are.
+//! Limits: one tracked saga per store (the tables are `sagas` and `saga_events`); time in
+//! states is event time (`ce_time`), so a replay of old events shows unfinished sagas as
+//! stuck at once, which they are. A record whose writer schema is not in
+//! [`TrackedSaga::schemas`] cannot be recognised: like any projector's poison record it
+//! goes to `<topic>.dlq` (with the tracker's group in its headers) and the tracker moves
+//! on. Each topic is read in its own consumer group, `GROUP.TOPIC`. Steps on internal
+//! topics (per-SKU reservations) are not seen: the saga is judged on its public topics.
 
 pub mod event;
 pub mod http;

@@ -57,7 +57,8 @@ enum Command {
     /// Read views: where a projection stands.
     #[command(subcommand)]
     Projector(projector::Command),
-    /// Choreography: check the saga and draw it (no broker needed).
+    /// Choreography: check the saga and draw it (no broker needed); track sagas, list them
+    /// and show one's timeline.
     #[command(subcommand)]
     Saga(saga::Command),
     /// Versioned Avro schemas: list, fingerprint, check, compat (no broker needed).
@@ -71,7 +72,7 @@ async fn main() -> std::process::ExitCode {
     init_tracing();
     let command = match cli.command {
         Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
-        Command::Saga(cmd) => return exit::report(saga::run(cmd)),
+        Command::Saga(cmd) => return exit::report(saga::run(cli.global, cmd).await),
         other => other,
     };
     let result = match context::Context::new(cli.global) {

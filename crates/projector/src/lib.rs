@@ -96,4 +96,4 @@ pub use error::{ProjectionError, ProjectorError};
 pub use projection::Projection;
 pub use runner::{Control, OnPoison, Projector, ProjectorBuilder, StopAt, Stopped};
 pub use status::{Status, StatusHandle};
-pub use store::{Connection, Store, StoreError, Transaction, Tx, Value};
+pub use store::{Column, Connection, Store, StoreError, Transaction, Tx, Value};

@@ -66,4 +66,19 @@ pub trait Projection<F: EventFamily>: Send + Sync + 'static {
     /// the event a poison event). Must be deterministic: after a crash or a rebalance the
     /// same event is applied again to the view as it was before it.
     fn apply(&self, tx: &mut dyn Tx, event: &Envelope<F>) -> Result<(), ProjectionError>;
+
+    /// Applies consecutive events of one partition, in order, in the batch's transaction.
+    /// The default applies them one by one with [`apply`](Projection::apply); override it
+    /// to write a whole batch in a few statements: fold the events in memory (several
+    /// events of one key become one row), read what the fold needs in one query
+    /// ([`Tx::query_rows`]) and write the rows in one statement per table
+    /// ([`Tx::execute_rows`]). The effect must equal applying each event in order.
+    ///
+    /// When it returns an error the projector rolls the transaction back and applies the
+    /// same events again one by one with `apply`, so the error that counts (and the event
+    /// it names, retried or made a poison event) is `apply`'s: `apply_batch` need not find
+    /// out which event failed.
+    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<F>]) -> Result<(), ProjectionError> {
+        events.iter().try_for_each(|event| self.apply(tx, event))
+    }
 }

@@ -1,7 +1,8 @@
 //! The store thread: applies batches in transactions, one at a time, off the poll loop.
 //!
 //! For each batch: begin; for each partition, compare-and-set its position from where the
-//! batch starts to where it ends; apply (or record as dead-lettered) each record; check
+//! batch starts to where it ends; apply its events (each run of decoded events at once,
+//! through `Projection::apply_batch`) or record them as dead-lettered; check
 //! that this member still owns every partition of the batch; commit. Any failure rolls
 //! the whole transaction back, so the view and the positions move together or not at all.
 
@@ -118,40 +119,76 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         Ok(positions.get(&partition).copied())
     }
 
+    /// Applies `batch` in one transaction, each run of events through the projection's
+    /// [`Projection::apply_batch`]; when that fails, again event by event, so the failure
+    /// is the one [`Projection::apply`] reports for the event it names.
     fn apply(&self, conn: &mut dyn Connection, batch: &Batch<F>) -> Outcome {
+        match self.transact(conn, batch, true) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::debug!(%error, "the batched apply failed; applying the batch event by event");
+                self.transact(conn, batch, false).unwrap_or_else(|error| Outcome::StoreFailed(StoreError::Statement { message: error.to_string(), transient: true }))
+            }
+        }
+    }
+
+    /// One transaction of `batch`. `Err`: `apply_batch` failed (rolled back), only when
+    /// `batched`.
+    fn transact(&self, conn: &mut dyn Connection, batch: &Batch<F>, batched: bool) -> Result<Outcome, ProjectionError> {
         let mut tx = match conn.begin(self.key.version) {
             Ok(tx) => tx,
-            Err(e) => return Outcome::StoreFailed(e),
+            Err(e) => return Ok(Outcome::StoreFailed(e)),
         };
         if self.follow_live {
             match position::live_version(tx.as_tx(), &self.key.projection) {
                 Ok(Some((live, _))) if live != self.key.version => {
                     let _ = tx.rollback();
-                    return Outcome::Superseded { live };
+                    return Ok(Outcome::Superseded { live });
                 }
                 Ok(_) => {}
-                Err(e) => return Outcome::StoreFailed(e),
+                Err(e) => return Ok(Outcome::StoreFailed(e)),
             }
         }
         let mut positions = Vec::with_capacity(batch.slices.len());
+        let mut events = Vec::new();
         for slice in &batch.slices {
             match position::advance(tx.as_tx(), &self.key, slice.partition, slice.from, slice.to) {
                 Ok(true) => {}
                 Ok(false) => {
                     let _ = tx.rollback();
-                    return match self.read_position(conn, slice.partition) {
+                    return Ok(match self.read_position(conn, slice.partition) {
                         Ok(stored) => Outcome::Fenced { partition: slice.partition, stored },
                         Err(e) => Outcome::StoreFailed(e),
-                    };
+                    });
                 }
-                Err(e) => return Outcome::StoreFailed(e),
+                Err(e) => return Ok(Outcome::StoreFailed(e)),
             }
             #[cfg(feature = "crash-points")]
             if let Some(crash) = &self.crash {
                 crash.reached(Stage::BeforeApply);
             }
             let mut applied = 0;
-            for (item, action) in &slice.items {
+            let mut next = 0;
+            while next < slice.items.len() {
+                // A run of decoded events to apply goes to the projection at once.
+                events.clear();
+                if batched {
+                    events.extend(slice.items[next..].iter().map_while(|(item, action)| match (action, &item.decoded) {
+                        (Action::Apply, Ok(envelope)) => Some(envelope),
+                        _ => None,
+                    }));
+                }
+                if !events.is_empty() {
+                    if let Err(error) = self.projection.apply_batch(tx.as_tx(), &events) {
+                        let _ = tx.rollback();
+                        return Err(error);
+                    }
+                    applied += events.len();
+                    next += events.len();
+                    continue;
+                }
+                let (item, action) = &slice.items[next];
+                next += 1;
                 let result = match (action, &item.decoded) {
                     (Action::Apply, Ok(envelope)) => {
                         applied += 1;
@@ -171,9 +208,9 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 if let Err(error) = result {
                     let _ = tx.rollback();
                     if let (Action::Skip(_), ProjectionError::Store(e)) = (action, &error) {
-                        return Outcome::StoreFailed(StoreError::Statement { message: e.to_string(), transient: true });
+                        return Ok(Outcome::StoreFailed(StoreError::Statement { message: e.to_string(), transient: true }));
                     }
-                    return Outcome::EventFailed { partition: slice.partition, offset: item.offset, error };
+                    return Ok(Outcome::EventFailed { partition: slice.partition, offset: item.offset, error });
                 }
             }
             positions.push((slice.partition, slice.to, applied));
@@ -188,15 +225,15 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         if batch.slices.iter().any(|s| owned.get(&s.partition) != Some(&s.generation)) {
             drop(owned);
             let _ = tx.rollback();
-            return Outcome::Revoked;
+            return Ok(Outcome::Revoked);
         }
         let committed = tx.commit();
         drop(owned);
-        match committed {
+        Ok(match committed {
             Ok(()) => Outcome::Committed { positions },
             // A failed commit may or may not have landed; the next attempt's
             // compare-and-set finds out (it is fenced if it did).
             Err(e) => Outcome::StoreFailed(e),
-        }
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! The `order_totals` projection: orders and spend per customer.
 
+use std::collections::HashMap;
+
 use herald_bus::Envelope;
-use herald_projector::{Projection, ProjectionError, Tx, Value};
+use herald_projector::{Column, Projection, ProjectionError, Tx, Value};
 use herald_shop::OrderEvent;
 
 /// `customer_totals(customer_id, orders, total_cents)`: `OrderPlaced` adds an order and its
@@ -9,7 +11,21 @@ use herald_shop::OrderEvent;
 /// already cancelled order changes nothing; a second `OrderPlaced` for a known order is
 /// ignored. The auxiliary table `order_totals_orders` remembers each order and its state.
 /// A negative total is a permanent error (a poison event).
+///
+/// A batch is folded in memory ([`Projection::apply_batch`]): one query reads the orders
+/// the batch names, the events move them and their customers' sums in memory, and two
+/// statements write the changed orders and each customer's change once, however many of
+/// the batch's events touched it.
 pub struct OrderTotals;
+
+/// An order as the fold sees it.
+struct Order<'a> {
+    customer: &'a str,
+    total: i64,
+    cancelled: bool,
+    /// Written back at the end of the batch.
+    changed: bool,
+}
 
 impl Projection<OrderEvent> for OrderTotals {
     const NAME: &'static str = "order_totals";
@@ -63,6 +79,82 @@ impl Projection<OrderEvent> for OrderTotals {
             }
             OrderEvent::Confirmed(_) => {}
         }
+        Ok(())
+    }
+
+    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<OrderEvent>]) -> Result<(), ProjectionError> {
+        let (totals, orders) = (tx.table("customer_totals"), tx.table("order_totals_orders"));
+        // The orders the batch names, as stored.
+        let mut ids: Vec<&str> = Vec::with_capacity(events.len());
+        for event in events {
+            match &event.event {
+                OrderEvent::Placed(p) if p.total_cents < 0 => {
+                    // `apply` names the event when the batch is applied again one by one.
+                    return Err(ProjectionError::Permanent(format!("order {} has a negative total {}", p.order_id, p.total_cents)));
+                }
+                OrderEvent::Placed(p) => ids.push(&p.order_id),
+                OrderEvent::Cancelled(c) => ids.push(&c.order_id),
+                OrderEvent::Confirmed(_) => {}
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let stored = tx.query_rows(
+            &format!("SELECT order_id, customer_id, total_cents, state FROM {orders} WHERE order_id IN ({{rows}})"),
+            &[Column::Text(&ids)],
+        )?;
+        let mut known: HashMap<&str, Order<'_>> = HashMap::with_capacity(ids.len());
+        for row in &stored {
+            known.insert(row.text(0)?, Order { customer: row.text(1)?, total: row.int(2)?, cancelled: row.text(3)? == "cancelled", changed: false });
+        }
+        // The events, in order, in memory: what `apply` does to the tables, done to the map.
+        let mut sums: HashMap<&str, (i64, i64)> = HashMap::new();
+        for event in events {
+            match &event.event {
+                OrderEvent::Placed(p) => {
+                    if known.contains_key(p.order_id.as_str()) {
+                        continue;
+                    }
+                    known.insert(&p.order_id, Order { customer: &p.customer_id, total: p.total_cents, cancelled: false, changed: true });
+                    let sum = sums.entry(&p.customer_id).or_default();
+                    *sum = (sum.0 + 1, sum.1 + p.total_cents);
+                }
+                OrderEvent::Cancelled(c) => {
+                    if let Some(order) = known.get_mut(c.order_id.as_str())
+                        && !order.cancelled
+                    {
+                        order.cancelled = true;
+                        order.changed = true;
+                        let sum = sums.entry(order.customer).or_default();
+                        *sum = (sum.0 - 1, sum.1 - order.total);
+                    }
+                }
+                OrderEvent::Confirmed(_) => {}
+            }
+        }
+        // Written in key order, so that two writers lock shared rows in the same order.
+        let mut changed: Vec<(&str, &Order<'_>)> = known.iter().filter(|(_, o)| o.changed).map(|(k, o)| (*k, o)).collect();
+        changed.sort_unstable_by_key(|(k, _)| *k);
+        let ids: Vec<&str> = changed.iter().map(|(k, _)| *k).collect();
+        let customers: Vec<&str> = changed.iter().map(|(_, o)| o.customer).collect();
+        let order_totals: Vec<i64> = changed.iter().map(|(_, o)| o.total).collect();
+        let states: Vec<&str> = changed.iter().map(|(_, o)| if o.cancelled { "cancelled" } else { "placed" }).collect();
+        tx.execute_rows(
+            &format!("INSERT INTO {orders} (order_id, customer_id, total_cents, state) {{rows}} ON CONFLICT (order_id) DO UPDATE SET state = excluded.state"),
+            &[Column::Text(&ids), Column::Text(&customers), Column::Int(&order_totals), Column::Text(&states)],
+        )?;
+        let mut sums: Vec<(&str, (i64, i64))> = sums.into_iter().collect();
+        sums.sort_unstable_by_key(|(k, _)| *k);
+        let customers: Vec<&str> = sums.iter().map(|(k, _)| *k).collect();
+        let counts: Vec<i64> = sums.iter().map(|(_, (n, _))| *n).collect();
+        let cents: Vec<i64> = sums.iter().map(|(_, (_, c))| *c).collect();
+        tx.execute_rows(
+            &format!(
+                "INSERT INTO {totals} (customer_id, orders, total_cents) {{rows}} \
+                 ON CONFLICT (customer_id) DO UPDATE SET orders = {totals}.orders + excluded.orders, total_cents = {totals}.total_cents + excluded.total_cents"
+            ),
+            &[Column::Text(&customers), Column::Int(&counts), Column::Int(&cents)],
+        )?;
         Ok(())
     }
 }

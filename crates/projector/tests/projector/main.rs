@@ -3,6 +3,7 @@
 //! killed with SIGKILL or aborted at a crash point) and compare its view with a fold of
 //! the topic computed here.
 
+mod batched;
 mod crash;
 mod fold;
 mod members;

@@ -92,7 +92,7 @@ pub mod store;
 pub mod views;
 mod worker;
 
-pub use error::{ProjectionError, ProjectorError};
+pub use error::{BatchError, ProjectionError, ProjectorError};
 pub use projection::Projection;
 pub use runner::{Control, OnPoison, Projector, ProjectorBuilder, StopAt, Stopped};
 pub use status::{Status, StatusHandle};

@@ -2,7 +2,7 @@
 
 use herald_bus::{Envelope, EventFamily};
 
-use crate::error::ProjectionError;
+use crate::error::{BatchError, ProjectionError};
 use crate::store::Tx;
 
 /// A read model built from the events of one family.
@@ -74,11 +74,11 @@ pub trait Projection<F: EventFamily>: Send + Sync + 'static {
     /// ([`Tx::query_rows`]) and write the rows in one statement per table
     /// ([`Tx::execute_rows`]). The effect must equal applying each event in order.
     ///
-    /// When it returns an error the projector rolls the transaction back and applies the
-    /// same events again one by one with `apply`, so the error that counts (and the event
-    /// it names, retried or made a poison event) is `apply`'s: `apply_batch` need not find
-    /// out which event failed.
-    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<F>]) -> Result<(), ProjectionError> {
-        events.iter().try_for_each(|event| self.apply(tx, event))
+    /// An error that names the failing event ([`BatchError::at`]) counts as that event's
+    /// failure. One that does not (any `?` on a [`ProjectionError`] or store error) makes
+    /// the projector roll the transaction back and apply the same events again one by one
+    /// with `apply`, so the error that counts, and the event it names, is `apply`'s.
+    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<F>]) -> Result<(), BatchError> {
+        events.iter().enumerate().try_for_each(|(i, event)| self.apply(tx, event).map_err(|e| BatchError::at(i, e)))
     }
 }

@@ -120,8 +120,8 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     }
 
     /// Applies `batch` in one transaction, each run of events through the projection's
-    /// [`Projection::apply_batch`]; when that fails, again event by event, so the failure
-    /// is the one [`Projection::apply`] reports for the event it names.
+    /// [`Projection::apply_batch`]; when that fails without naming the event, again event
+    /// by event, so the failure is the one [`Projection::apply`] reports for its event.
     fn apply(&self, conn: &mut dyn Connection, batch: &Batch<F>) -> Outcome {
         match self.transact(conn, batch, true) {
             Ok(outcome) => outcome,
@@ -132,8 +132,8 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         }
     }
 
-    /// One transaction of `batch`. `Err`: `apply_batch` failed (rolled back), only when
-    /// `batched`.
+    /// One transaction of `batch`. `Err`: `apply_batch` failed without naming the event
+    /// (rolled back), only when `batched`.
     fn transact(&self, conn: &mut dyn Connection, batch: &Batch<F>, batched: bool) -> Result<Outcome, ProjectionError> {
         let mut tx = match conn.begin(self.key.version) {
             Ok(tx) => tx,
@@ -179,9 +179,12 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                     }));
                 }
                 if !events.is_empty() {
-                    if let Err(error) = self.projection.apply_batch(tx.as_tx(), &events) {
+                    if let Err(failed) = self.projection.apply_batch(tx.as_tx(), &events) {
                         let _ = tx.rollback();
-                        return Err(error);
+                        return match failed.index.and_then(|i| slice.items.get(next + i).filter(|_| i < events.len())) {
+                            Some((item, _)) => Ok(Outcome::EventFailed { partition: slice.partition, offset: item.offset, error: failed.error }),
+                            None => Err(failed.error),
+                        };
                     }
                     applied += events.len();
                     next += events.len();

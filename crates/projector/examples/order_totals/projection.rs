@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use herald_bus::Envelope;
-use herald_projector::{Column, Projection, ProjectionError, Tx, Value};
+use herald_projector::{BatchError, Column, Projection, ProjectionError, Tx, Value};
 use herald_shop::OrderEvent;
 
 /// `customer_totals(customer_id, orders, total_cents)`: `OrderPlaced` adds an order and its
@@ -82,15 +82,14 @@ impl Projection<OrderEvent> for OrderTotals {
         Ok(())
     }
 
-    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<OrderEvent>]) -> Result<(), ProjectionError> {
+    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<OrderEvent>]) -> Result<(), BatchError> {
         let (totals, orders) = (tx.table("customer_totals"), tx.table("order_totals_orders"));
         // The orders the batch names, as stored.
         let mut ids: Vec<&str> = Vec::with_capacity(events.len());
-        for event in events {
+        for (i, event) in events.iter().enumerate() {
             match &event.event {
                 OrderEvent::Placed(p) if p.total_cents < 0 => {
-                    // `apply` names the event when the batch is applied again one by one.
-                    return Err(ProjectionError::Permanent(format!("order {} has a negative total {}", p.order_id, p.total_cents)));
+                    return Err(BatchError::at(i, ProjectionError::Permanent(format!("order {} has a negative total {}", p.order_id, p.total_cents))));
                 }
                 OrderEvent::Placed(p) => ids.push(&p.order_id),
                 OrderEvent::Cancelled(c) => ids.push(&c.order_id),

@@ -152,6 +152,8 @@ fn rss_kib() -> u64 {
 struct StoreRound {
     /// events/s by ceiling method.
     ceilings: Vec<(Method, f64)>,
+    /// The projection's batched apply fed from memory.
+    memory: f64,
     projector: f64,
 }
 
@@ -197,8 +199,8 @@ async fn main() -> anyhow::Result<()> {
         envelopes.push(herald_bus::consumer::decode::<OrderEvent>(&codec, m).await.map_err(|f| anyhow::anyhow!(f.reason))?);
     }
     drop(records);
-    let batches = Arc::new(ceiling::fold_batches(&envelopes, args.batch));
-    drop(envelopes);
+    let events = Arc::new(ceiling::split(envelopes, args.batch));
+    let batches = Arc::new(ceiling::fold_batches(&events));
     let rows: usize = batches.iter().map(ceiling::Rows::len).sum();
     println!("{} transactions of at most {} events write {rows} rows ({:.2} rows per event)", batches.len(), args.batch, rows as f64 / args.events as f64);
 
@@ -233,6 +235,11 @@ async fn main() -> anyhow::Result<()> {
                 measured.ceilings.push((method, rate));
             }
             measured.ceilings.sort_by_key(|(m, _)| m.name());
+            let url = fresh_store_url(&args, kind, "memory")?;
+            let (target, events) = (url.clone(), events.clone());
+            measured.memory = tokio::task::spawn_blocking(move || ceiling::projection(&target, &events)).await??;
+            forget_store(&args, &url)?;
+            println!("{kind:8} projection from memory:   {:>10.0} events/s = {:.2} of the ceiling", measured.memory, measured.memory / measured.best().1);
             let (rate, cpu) = projector_run(&config, &args, &topic, kind).await?;
             let best = measured.best();
             println!("{kind:8} projector (steady):        {rate:>10.0} events/s = {:.2} of the ceiling ({})", rate / best.1, best.0.name());
@@ -251,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         println!("{kind:8} ceiling (best of the round)   {}", show(rounds.iter().map(|r| r.best().1).collect(), 0));
+        println!("{kind:8} projection from memory       {}", show(rounds.iter().map(|r| r.memory).collect(), 0));
         println!("{kind:8} projector (steady)           {}", show(rounds.iter().map(|r| r.projector).collect(), 0));
         println!("{kind:8} projector / ceiling          {}", show(rounds.iter().map(|r| r.projector / r.best().1).collect(), 2));
     }
@@ -352,6 +360,7 @@ async fn projector_run(config: &KafkaConfig, args: &Args, topic: &Topic<OrderEve
         .ok_or_else(|| anyhow::anyhow!("no batch committed"))?;
     let steady = (applied - before) as f64 / (last - first).as_secs_f64();
     let (_, cpu) = peak.finish();
+    let cpu = format!("{cpu}; {:.0} events per partition batch", applied as f64 / status.get().batches_total.max(1) as f64);
     drop(store);
     forget_store(args, &url)?;
     Ok((steady, cpu))

@@ -67,7 +67,9 @@ pub trait Projection<F: EventFamily>: Send + Sync + 'static {
     /// same event is applied again to the view as it was before it.
     fn apply(&self, tx: &mut dyn Tx, event: &Envelope<F>) -> Result<(), ProjectionError>;
 
-    /// Applies consecutive events of one partition, in order, in the batch's transaction.
+    /// Applies the events of one transaction: each partition's events in offset order
+    /// (the transaction may hold several partitions' batches, one after the other, so
+    /// only the order within a partition is meaningful, as for `apply`).
     /// The default applies them one by one with [`apply`](Projection::apply); override it
     /// to write a whole batch in a few statements: fold the events in memory (several
     /// events of one key become one row), read what the fold needs in one query

@@ -6,7 +6,7 @@
 //! that this member still owns every partition of the batch; commit. Any failure rolls
 //! the whole transaction back, so the view and the positions move together or not at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -45,6 +45,8 @@ pub(crate) struct Worker<F, P> {
     pub crash: Option<Arc<CrashPoint>>,
     /// Stop writing when another version becomes live (false for rebuilds).
     pub follow_live: bool,
+    /// Most events in one transaction when batches of several partitions are merged.
+    pub max_batch: usize,
     pub _family: std::marker::PhantomData<fn() -> F>,
 }
 
@@ -53,7 +55,9 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     pub(crate) fn run(self, jobs: std_mpsc::Receiver<Job<F>>) {
         let mut conn: Option<Box<dyn Connection>> = None;
         let batch_seconds = metrics::histogram!("herald_projector_batch_seconds", "projection" => P::NAME);
-        while let Ok(job) = jobs.recv() {
+        // Jobs taken from the channel while merging, to run next.
+        let mut waiting: VecDeque<Job<F>> = VecDeque::new();
+        while let Some(job) = waiting.pop_front().or_else(|| jobs.recv().ok()) {
             if conn.is_none() {
                 match self.store.connect() {
                     Ok(c) => conn = Some(c),
@@ -71,20 +75,34 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             let Some(c) = conn.as_mut() else { continue };
             let failed = match job {
                 Job::Apply(batch, reply) => {
-                    let started = std::time::Instant::now();
-                    let outcome = self.apply(c.as_mut(), &batch);
-                    batch_seconds.record(started.elapsed().as_secs_f64());
-                    // Let go of the records before replying, so that the poll loop holds
-                    // the last references and frees them on its own thread, not this one.
-                    drop(batch);
-                    let failed = matches!(outcome, Outcome::StoreFailed(_));
-                    #[cfg(feature = "crash-points")]
-                    if let Outcome::Committed { .. } = outcome
-                        && let Some(crash) = &self.crash
-                    {
-                        crash.reached(Stage::AfterCommit);
+                    // The batches other partitions have waiting join this one's transaction,
+                    // up to `max_batch` events: fewer, larger transactions.
+                    let mut group = vec![(batch, reply)];
+                    let mut events = group[0].0.events();
+                    while group[0].0.mergeable() && events < self.max_batch {
+                        match jobs.try_recv() {
+                            Ok(Job::Apply(next, reply)) if next.mergeable() && events + next.events() <= self.max_batch => {
+                                events += next.events();
+                                group.push((next, reply));
+                            }
+                            Ok(other) => {
+                                waiting.push_back(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    let _ = reply.send(outcome);
+                    let started = std::time::Instant::now();
+                    let outcomes = self.apply_group(c.as_mut(), &mut group);
+                    batch_seconds.record(started.elapsed().as_secs_f64());
+                    let mut failed = false;
+                    for ((batch, reply), outcome) in group.into_iter().zip(outcomes) {
+                        // Let go of the records before replying, so that the poll loop holds
+                        // the last references and frees them on its own thread, not this one.
+                        drop(batch);
+                        failed |= matches!(outcome, Outcome::StoreFailed(_));
+                        let _ = reply.send(outcome);
+                    }
                     failed
                 }
                 Job::Position(partition, reply) => {
@@ -110,6 +128,52 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 conn = None;
             }
         }
+    }
+
+    /// Applies the batches of `group` in one transaction, or, when that does not commit,
+    /// each in its own (so each gets its own outcome: one partition's failing event or
+    /// fencing never holds back the others). One outcome per batch.
+    fn apply_group(&self, conn: &mut dyn Connection, group: &mut [(Batch<F>, oneshot::Sender<Outcome>)]) -> Vec<Outcome> {
+        if let [(batch, _)] = group {
+            let outcome = self.apply(conn, batch);
+            self.committed(&outcome);
+            return vec![outcome];
+        }
+        let counts: Vec<usize> = group.iter().map(|(b, _)| b.slices.len()).collect();
+        let merged = Batch { slices: group.iter_mut().flat_map(|(b, _)| b.slices.drain(..)).collect() };
+        let outcome = self.apply(conn, &merged);
+        // Hand each batch its slices back.
+        let mut slices = merged.slices.into_iter();
+        for ((batch, _), n) in group.iter_mut().zip(&counts) {
+            batch.slices.extend(slices.by_ref().take(*n));
+        }
+        match outcome {
+            Outcome::Committed { positions } => {
+                self.committed(&Outcome::Committed { positions: Vec::new() });
+                let mut positions = positions.into_iter();
+                counts.iter().map(|n| Outcome::Committed { positions: positions.by_ref().take(*n).collect() }).collect()
+            }
+            _ => group
+                .iter()
+                .map(|(batch, _)| {
+                    let outcome = self.apply(conn, batch);
+                    self.committed(&outcome);
+                    outcome
+                })
+                .collect(),
+        }
+    }
+
+    /// The crash point after a commit.
+    fn committed(&self, outcome: &Outcome) {
+        #[cfg(feature = "crash-points")]
+        if let Outcome::Committed { .. } = outcome
+            && let Some(crash) = &self.crash
+        {
+            crash.reached(Stage::AfterCommit);
+        }
+        #[cfg(not(feature = "crash-points"))]
+        let _ = outcome;
     }
 
     fn read_position(&self, conn: &mut dyn Connection, partition: i32) -> Result<Option<i64>, StoreError> {
@@ -150,7 +214,10 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             }
         }
         let mut positions = Vec::with_capacity(batch.slices.len());
+        // The events of every slice that holds only decoded events, for one `apply_batch`
+        // (each partition's in offset order), and where each came from.
         let mut events = Vec::new();
+        let mut origins = Vec::new();
         for slice in &batch.slices {
             match position::advance(tx.as_tx(), &self.key, slice.partition, slice.from, slice.to) {
                 Ok(true) => {}
@@ -167,31 +234,18 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             if let Some(crash) = &self.crash {
                 crash.reached(Stage::BeforeApply);
             }
-            let mut applied = 0;
-            let mut next = 0;
-            while next < slice.items.len() {
-                // A run of decoded events to apply goes to the projection at once.
-                events.clear();
-                if batched {
-                    events.extend(slice.items[next..].iter().map_while(|(item, action)| match (action, &item.decoded) {
-                        (Action::Apply, Ok(envelope)) => Some(envelope),
-                        _ => None,
-                    }));
-                }
-                if !events.is_empty() {
-                    if let Err(failed) = self.projection.apply_batch(tx.as_tx(), &events) {
-                        let _ = tx.rollback();
-                        return match failed.index.and_then(|i| slice.items.get(next + i).filter(|_| i < events.len())) {
-                            Some((item, _)) => Ok(Outcome::EventFailed { partition: slice.partition, offset: item.offset, error: failed.error }),
-                            None => Err(failed.error),
-                        };
+            if batched && slice.mergeable() {
+                for (item, _) in &slice.items {
+                    if let Ok(envelope) = &item.decoded {
+                        events.push(envelope);
+                        origins.push((slice.partition, item.offset));
                     }
-                    applied += events.len();
-                    next += events.len();
-                    continue;
                 }
-                let (item, action) = &slice.items[next];
-                next += 1;
+                positions.push((slice.partition, slice.to, slice.items.len()));
+                continue;
+            }
+            let mut applied = 0;
+            for (item, action) in &slice.items {
                 let result = match (action, &item.decoded) {
                     (Action::Apply, Ok(envelope)) => {
                         applied += 1;
@@ -217,6 +271,15 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 }
             }
             positions.push((slice.partition, slice.to, applied));
+        }
+        if !events.is_empty()
+            && let Err(failed) = self.projection.apply_batch(tx.as_tx(), &events)
+        {
+            let _ = tx.rollback();
+            return match failed.index.and_then(|i| origins.get(i)) {
+                Some(&(partition, offset)) => Ok(Outcome::EventFailed { partition, offset, error: failed.error }),
+                None => Err(failed.error),
+            };
         }
         #[cfg(feature = "crash-points")]
         if let Some(crash) = &self.crash {

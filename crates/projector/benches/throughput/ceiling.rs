@@ -29,19 +29,64 @@ impl Rows {
     }
 }
 
-/// The envelopes, by partition in offset order, in batches of `batch`, each folded as
-/// `order_totals` folds it (from an empty view).
-pub fn fold_batches(envelopes: &[Envelope<OrderEvent>], batch: usize) -> Vec<Rows> {
-    let mut by_partition: std::collections::BTreeMap<i32, Vec<&Envelope<OrderEvent>>> = Default::default();
+/// The envelopes by partition in offset order, in batches of at most `batch`.
+pub fn split(envelopes: Vec<Envelope<OrderEvent>>, batch: usize) -> Vec<Vec<Envelope<OrderEvent>>> {
+    let mut by_partition: std::collections::BTreeMap<i32, Vec<Envelope<OrderEvent>>> = Default::default();
     for e in envelopes {
         by_partition.entry(e.position.partition).or_default().push(e);
     }
+    let mut out = Vec::new();
+    for (_, mut events) in by_partition {
+        events.sort_by_key(|e| e.position.offset);
+        while !events.is_empty() {
+            let rest = events.split_off(events.len().min(batch));
+            out.push(std::mem::replace(&mut events, rest));
+        }
+    }
+    out
+}
+
+/// The projection's own batched apply (`apply_batch`, through the store's `Tx`) fed the
+/// same batches from memory, with the projector's bookkeeping (live-version check and
+/// position compare-and-set): what the projector would do with no Kafka, no decoding and
+/// no waiting on the poll loop; events/s.
+pub fn projection(url: &str, batches: &[Vec<Envelope<OrderEvent>>]) -> anyhow::Result<f64> {
+    use herald_projector::position::{self, Key};
+    use herald_projector::Projection;
+    let store = herald_projector::store::open(url)?;
+    let mut conn = store.connect()?;
+    let mut tx = conn.begin(1)?;
+    position::migrate(tx.as_tx())?;
+    crate::projection::OrderTotals.migrate(tx.as_tx())?;
+    tx.commit()?;
+    let key = Key { projection: "memory".into(), version: 1, topic: "t".into() };
+    let started = Instant::now();
+    let mut events = 0;
+    let mut at: HashMap<i32, i64> = HashMap::new();
+    for batch in batches {
+        let Some(first) = batch.first() else { continue };
+        let partition = first.position.partition;
+        let mut tx = conn.begin(1)?;
+        let _ = position::live_version(tx.as_tx(), "memory")?;
+        let from = at.get(&partition).copied();
+        let to = from.unwrap_or(0) + batch.len() as i64;
+        anyhow::ensure!(position::advance(tx.as_tx(), &key, partition, from, to)?, "position moved");
+        let refs: Vec<&Envelope<OrderEvent>> = batch.iter().collect();
+        crate::projection::OrderTotals.apply_batch(tx.as_tx(), &refs).map_err(|e| anyhow::anyhow!("{e}"))?;
+        tx.commit()?;
+        at.insert(partition, to);
+        events += batch.len();
+    }
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The batches of [`split`], each folded as `order_totals` folds it (from an empty view).
+pub fn fold_batches(batches: &[Vec<Envelope<OrderEvent>>]) -> Vec<Rows> {
     // order → (customer, total, cancelled)
     let mut orders: HashMap<String, (String, i64, bool)> = HashMap::new();
     let mut out = Vec::new();
-    for events in by_partition.values_mut() {
-        events.sort_by_key(|e| e.position.offset);
-        for chunk in events.chunks(batch) {
+    {
+        for chunk in batches {
             let mut changed: std::collections::BTreeSet<String> = Default::default();
             let mut sums: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
             for e in chunk {
@@ -130,11 +175,8 @@ fn values_list(rows: usize, columns: usize) -> String {
 pub fn postgres(url: &str, batches: &[Rows], method: Method) -> anyhow::Result<f64> {
     let mut client = postgres::Client::connect(url, postgres::NoTls)?;
     client.batch_execute(TABLES)?;
-    if method == Method::PgCopy {
-        client.batch_execute(
-            "CREATE TEMP TABLE orders_s (LIKE orders_c) ON COMMIT DELETE ROWS; CREATE TEMP TABLE totals_s (LIKE totals_c) ON COMMIT DELETE ROWS;",
-        )?;
-    }
+    // The staging tables of the COPY method (emptied by each commit).
+    client.batch_execute("CREATE TEMP TABLE orders_s (LIKE orders_c) ON COMMIT DELETE ROWS; CREATE TEMP TABLE totals_s (LIKE totals_c) ON COMMIT DELETE ROWS;")?;
     let unnest_orders = client.prepare(&format!("INSERT INTO orders_c SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[]) {ORDERS_CONFLICT}"))?;
     let unnest_totals = client.prepare(&format!("INSERT INTO totals_c SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[]) {TOTALS_CONFLICT}"))?;
     let from_stage_orders = client.prepare(&format!("INSERT INTO orders_c SELECT * FROM orders_s {ORDERS_CONFLICT}"))?;

@@ -22,8 +22,9 @@ use crate::projection::Projection;
 use crate::store::{Connection, Store, StoreError};
 
 /// A job for the store thread. The queue is bounded by its senders: each partition
-/// worker waits for its job's answer before sending another, and the projector keeps at
-/// most one live-version question waiting.
+/// worker sends the chunks of one delivered batch (at most the runtime's batch of
+/// records) and waits for their answers before taking another, and the projector keeps
+/// at most one live-version question waiting.
 pub(crate) enum Job<F> {
     /// Apply a batch.
     Apply(Batch<F>, oneshot::Sender<Outcome>),

@@ -202,13 +202,13 @@ pub fn postgres(url: &str, batches: &[Rows], method: Method) -> anyhow::Result<f
                     if n == 0 {
                         continue;
                     }
-                    if !values.contains_key(&(n, orders)) {
+                    if let std::collections::hash_map::Entry::Vacant(slot) = values.entry((n, orders)) {
                         let sql = if orders {
                             format!("INSERT INTO orders_c VALUES {} {ORDERS_CONFLICT}", values_list(n, 4))
                         } else {
                             format!("INSERT INTO totals_c VALUES {} {TOTALS_CONFLICT}", values_list(n, 3))
                         };
-                        values.insert((n, orders), tx.prepare(&sql)?);
+                        slot.insert(tx.prepare(&sql)?);
                     }
                     let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
                     for i in 0..n {

@@ -97,10 +97,11 @@ impl Projection<OrderEvent> for OrderTotals {
                 OrderEvent::Placed(p) => {
                     batch_local.entry(&p.order_id).or_insert(Some(Order { customer: &p.customer_id, total: p.total_cents, cancelled: false, changed: true }));
                 }
-                OrderEvent::Cancelled(c) => match batch_local.entry(&c.order_id).or_insert(None) {
-                    Some(order) => order.cancelled = true,
-                    None => {}
-                },
+                OrderEvent::Cancelled(c) => {
+                    if let Some(order) = batch_local.entry(&c.order_id).or_insert(None) {
+                        order.cancelled = true;
+                    }
+                }
                 OrderEvent::Confirmed(_) => {}
             }
         }

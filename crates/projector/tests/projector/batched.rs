@@ -5,15 +5,12 @@
 //! the same order placed and cancelled within one batch, redelivered stretches of events,
 //! split into batches of random sizes; and the store's row helpers run as documented.
 
-#[path = "../../examples/order_totals/projection.rs"]
-mod projection;
-
 use std::collections::BTreeMap;
 
 use herald_bus::{Envelope, EventFamily, Metadata, Position};
 use herald_projector::{store, Column, Projection, Value};
 use herald_shop::{OrderCancelled, OrderConfirmed, OrderEvent, OrderPlaced};
-use projection::OrderTotals;
+use crate::projection::OrderTotals;
 use rand::{Rng, SeedableRng};
 
 use crate::support::*;

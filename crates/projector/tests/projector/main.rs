@@ -9,6 +9,8 @@ mod fold;
 mod members;
 mod parked;
 mod poison;
+#[path = "../../examples/order_totals/projection.rs"]
+mod projection;
 mod rebuild;
 mod retry;
 mod status;

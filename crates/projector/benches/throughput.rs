@@ -360,7 +360,7 @@ async fn projector_run(config: &KafkaConfig, args: &Args, topic: &Topic<OrderEve
         .ok_or_else(|| anyhow::anyhow!("no batch committed"))?;
     let steady = (applied - before) as f64 / (last - first).as_secs_f64();
     let (_, cpu) = peak.finish();
-    let cpu = format!("{cpu}; {:.0} events per partition batch", applied as f64 / status.get().batches_total.max(1) as f64);
+    let cpu = format!("{cpu}; {:.0} events per chunk handed to the store thread", applied as f64 / status.get().batches_total.max(1) as f64);
     drop(store);
     forget_store(args, &url)?;
     Ok((steady, cpu))

@@ -38,9 +38,9 @@ pub fn split(envelopes: Vec<Envelope<OrderEvent>>, batch: usize) -> Vec<Vec<Enve
     let mut out = Vec::new();
     for (_, mut events) in by_partition {
         events.sort_by_key(|e| e.position.offset);
-        while !events.is_empty() {
-            let rest = events.split_off(events.len().min(batch));
-            out.push(std::mem::replace(&mut events, rest));
+        let mut events = events.into_iter().peekable();
+        while events.peek().is_some() {
+            out.push(events.by_ref().take(batch).collect());
         }
     }
     out

@@ -7,7 +7,9 @@
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -95,9 +97,14 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
             traceparent = %trace,
             attempt,
         );
+        // One clock reading serves the timeout's deadline and the duration metric.
         let started = Instant::now();
         let call = AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind();
-        let result = tokio::time::timeout(self.settings.handler_timeout, call).instrument(span).await;
+        let limited = match started.checked_add(self.settings.handler_timeout) {
+            Some(deadline) => tokio::time::timeout_at(deadline, call),
+            None => tokio::time::timeout(self.settings.handler_timeout, call),
+        };
+        let result = limited.instrument(span).await;
         self.handle_seconds.record(started.elapsed().as_secs_f64());
         let (reason, class) = match result {
             Ok(Ok(Ok(()))) => return Attempt::Handled,

@@ -9,17 +9,20 @@
 //! What it shows, per round (the order of the variants rotates from round to round):
 //! - **produce**: events/s of Herald's `publish_all`, of a loop of Herald's `publish` with
 //!   at most 10 000 calls at once, and of a raw rdkafka `FutureProducer` with the same
-//!   properties and in-flight bound sending the same bytes: encoded in its loop with
-//!   serde_avro_fast (the baseline: the fastest Rust Avro), or with apache-avro's `Value`
-//!   path (for scale), or encoded beforehand (the transport ceiling); and Kafka's own
+//!   properties and in-flight bound sending the same bytes: built in its loop (CloudEvents
+//!   headers, frame, datum encoded with serde_avro_fast: the baseline, the fastest Rust
+//!   Avro), or the same with apache-avro's `Value` path (for scale), or encoded
+//!   beforehand (the transport ceiling); and Kafka's own
 //!   `kafka-producer-perf-test` (Java client) on the same broker, for scale.
 //! - **consume**: events/s of Herald's `Consumer` (decoding into `OrderEvent`, CloudEvents
 //!   metadata, per-partition workers, offsets stored after each record), of a raw
 //!   `StreamConsumer` that decodes with serde_avro_fast (the baseline), with apache-avro's
 //!   `Value` path (for scale), and of one that does not decode (the ceiling).
 //!
-//! At the end: medians and spreads over the rounds, the ratios Herald/raw against the
-//! goal of 0.9, the machine, and the command lines. Every topic it creates is named
+//! At the end: medians and spreads over the rounds of rates and of CPU per event (timed
+//! window and whole run), the per-round ratios Herald/baseline against the goal of 0.9
+//! with the ratios to the transport ceiling beside them, the machine, the allocator, and
+//! the command lines. Every topic it creates is named
 //! `herald.bench.*` and deleted at the end (unless `--keep-topics`).
 
 use std::collections::BTreeMap;

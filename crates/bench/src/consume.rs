@@ -142,6 +142,10 @@ pub enum Decode {
     /// Skip the frame, `apache_avro::from_avro_datum` with the writer schema, then
     /// `apache_avro::from_value`: the straightforward apache-avro way.
     Value,
+    /// [`Decode::Fast`], and read every header through librdkafka (as anyone who needs
+    /// the CloudEvents metadata must): not a goal baseline, it shows how much of Herald's
+    /// cost reading headers at all takes.
+    FastHeaders,
 }
 
 /// A raw `StreamConsumer` with Herald's consumer properties, reading `n` records on the
@@ -156,10 +160,16 @@ pub async fn raw(clients: &Clients, topic: &str, group: &str, n: u64, decode: De
     let read = async {
         for _ in 0..n {
             let msg = consumer.recv().await?;
+            if decode == Decode::FastHeaders {
+                use rdkafka::message::Headers;
+                for header in msg.headers().iter().flat_map(|h| h.iter()) {
+                    black_box((header.key, header.value));
+                }
+            }
             if decode != Decode::None {
                 let payload = msg.payload().ok_or("record without value")?;
                 let mut datum = payload.get(FRAME_LEN..).ok_or("record shorter than its frame")?;
-                if decode == Decode::Fast {
+                if matches!(decode, Decode::Fast | Decode::FastHeaders) {
                     black_box(serde_avro_fast::from_datum_slice::<OrderPlaced>(datum, &fast)?);
                 } else {
                     let value = apache_avro::from_avro_datum(&schema, &mut datum, None)?;

@@ -17,7 +17,9 @@
 //! - **consume**: events/s of Herald's `Consumer` (decoding into `OrderEvent`, CloudEvents
 //!   metadata, per-partition workers, offsets stored after each record), of a raw
 //!   `StreamConsumer` that decodes with serde_avro_fast (the baseline), with apache-avro's
-//!   `Value` path (for scale), and of one that does not decode (the ceiling).
+//!   `Value` path (for scale), of one that decodes with serde_avro_fast and also reads
+//!   every header (insight: what reading CloudEvents headers costs), and of one that does
+//!   not decode (the ceiling).
 //!
 //! At the end: medians and spreads over the rounds of rates and of CPU per event (timed
 //! window and whole run), the per-round ratios Herald/baseline against the goal of 0.9
@@ -108,6 +110,7 @@ const PERF_TEST: &str = "kafka-producer-perf-test";
 const HERALD_CONSUMER: &str = "herald Consumer";
 const RAW_DECODE: &str = "raw StreamConsumer+fast";
 const RAW_DECODE_VALUE: &str = "raw StreamConsumer+avro";
+const RAW_DECODE_HEADERS: &str = "raw StreamConsumer+fast+hdr";
 const RAW_NO_DECODE: &str = "raw StreamConsumer";
 
 /// Rates per variant, one per round, in round order (NaN for a failed run).
@@ -318,7 +321,7 @@ impl Bench {
     }
 
     async fn consume_rounds(&mut self) -> Result<(), Error> {
-        if ![HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE, RAW_DECODE_VALUE].iter().any(|v| self.wanted(v)) {
+        if ![HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE, RAW_DECODE_VALUE, RAW_DECODE_HEADERS].iter().any(|v| self.wanted(v)) {
             return Ok(());
         }
         let topic = match self.args.consume_from.clone() {
@@ -337,7 +340,7 @@ impl Bench {
         };
         let n = self.args.events as u64;
         println!("\n== consume: {n} events per run from {}", topic.name());
-        let variants: Vec<&'static str> = [HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE, RAW_DECODE_VALUE].into_iter().filter(|v| self.wanted(v)).collect();
+        let variants: Vec<&'static str> = [HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE, RAW_DECODE_VALUE, RAW_DECODE_HEADERS].into_iter().filter(|v| self.wanted(v)).collect();
         for round in 0..self.args.rounds {
             let mut order = variants.to_vec();
             order.rotate_left(round % variants.len());
@@ -349,6 +352,7 @@ impl Bench {
                     HERALD_CONSUMER => consume::herald(&self.config, &topic, &group, n, self.args.max_buffered_bytes, self.deadline).await,
                     RAW_DECODE => consume::raw(&self.clients, topic.name(), &group, n, consume::Decode::Fast, self.deadline).await,
                     RAW_DECODE_VALUE => consume::raw(&self.clients, topic.name(), &group, n, consume::Decode::Value, self.deadline).await,
+                    RAW_DECODE_HEADERS => consume::raw(&self.clients, topic.name(), &group, n, consume::Decode::FastHeaders, self.deadline).await,
                     _ => consume::raw(&self.clients, topic.name(), &group, n, consume::Decode::None, self.deadline).await,
                 };
                 let cpu = CpuTime::now().since(cpu_before);
@@ -389,7 +393,7 @@ impl Bench {
         println!("{:<26} {:>10} {:>22} {:>7} {:>9} {:>22} {:>10}", "variant", "events/s", "[min .. max]", "spread", "MiB/s", "CPU timed [min..max]", "whole run");
         let groups: [&[&str]; 2] = [
             &[HERALD_ALL, HERALD_LOOP, RAW_ENCODE, RAW_PRODUCER, RAW_ENCODE_VALUE, PERF_TEST],
-            &[HERALD_CONSUMER, RAW_DECODE, RAW_NO_DECODE, RAW_DECODE_VALUE],
+            &[HERALD_CONSUMER, RAW_DECODE, RAW_DECODE_HEADERS, RAW_NO_DECODE, RAW_DECODE_VALUE],
         ];
         for group in groups {
             for variant in group {
@@ -447,7 +451,7 @@ impl Bench {
             println!("herald Consumer CPU per event {:.2} µs [{:.2} .. {:.2}] first to last record  (goal <= 2 µs: {})", c.median, c.min, c.max, if c.median <= 2.0 { "met" } else { "NOT met" });
         }
         println!("\n== for scale");
-        for (a, b) in [(HERALD_ALL, RAW_ENCODE_VALUE), (HERALD_LOOP, RAW_ENCODE_VALUE), (HERALD_CONSUMER, RAW_DECODE_VALUE), (RAW_PRODUCER, PERF_TEST)] {
+        for (a, b) in [(HERALD_ALL, RAW_ENCODE_VALUE), (HERALD_LOOP, RAW_ENCODE_VALUE), (HERALD_CONSUMER, RAW_DECODE_VALUE), (HERALD_CONSUMER, RAW_DECODE_HEADERS), (RAW_PRODUCER, PERF_TEST)] {
             if let Some(r) = ratio(rates, a, b) {
                 println!("{a:<22} rate / {b:<24} {}", r.text());
             }

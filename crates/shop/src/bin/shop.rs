@@ -9,7 +9,10 @@
 //!
 //! Each instance creates the shop's topics if missing (6 partitions), joins its role's
 //! consumer groups with static membership (`--instance`, default host name and process
-//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM.
+//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM. An instance
+//! that does not come back loses its partitions to the others after `--session-timeout`
+//! (default 10 s). `--topic-prefix` (or `SHOP_TOPIC_PREFIX`) runs a separate copy of the
+//! saga on the same cluster: every topic, group and transactional id gets the prefix.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +63,14 @@ struct Cli {
     /// Serve `/health` and `/metrics` here (for example `127.0.0.1:9464`).
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// Prefix of every topic, consumer group and transactional id (default none: the
+    /// public names `shop.orders`, ...).
+    #[arg(long, env = "SHOP_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// How long the group waits for an instance that stopped answering before its
+    /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    session_timeout: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -96,7 +107,7 @@ impl herald_ops::HealthCheck for Healths {
 
 struct Runner {
     config: KafkaConfig,
-    instance: String,
+    settings: EngineSettings,
     stop: CancellationToken,
     healths: Vec<Arc<EngineHealth>>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), herald_choreography::engine::EngineError>>>,
@@ -104,7 +115,7 @@ struct Runner {
 
 impl Runner {
     fn start<P: Participant>(&mut self, participant: P) -> anyhow::Result<()> {
-        let engine = Engine::new(&self.config, participant, EngineSettings::new(&self.instance)).with_context(|| format!("participant {}", P::NAME))?;
+        let engine = Engine::new(&self.config, participant, self.settings.clone()).with_context(|| format!("participant {}", P::NAME))?;
         self.healths.push(engine.health());
         let stop = self.stop.clone();
         self.tasks.push(tokio::spawn(engine.run(async move { stop.cancelled().await })));
@@ -130,10 +141,13 @@ async fn main() -> anyhow::Result<()> {
         herald_shop::payments::CREDIT_COMMANDS.name(),
     ]
     .iter()
-    .map(|t| TopicSpec::new(*t).partitions(6))
+    .map(|t| TopicSpec::new(format!("{}{t}", cli.topic_prefix)).partitions(6))
     .collect();
     admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
-    let mut runner = Runner { config, instance, stop: CancellationToken::new(), healths: Vec::new(), tasks: Vec::new() };
+    let mut settings = EngineSettings::new(instance);
+    settings.topic_prefix = cli.topic_prefix.clone();
+    settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
+    let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), tasks: Vec::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
         Role::Inventory => {

@@ -38,9 +38,9 @@ fn assert_running(procs: &mut [Proc]) {
 async fn chaos(name: &str, instances: usize, kills: usize) {
     let config = herald_testkit::kafka().await;
     let rules = busy_rules();
-    let shop = Shop::new(config.clone(), name, rules.clone(), Duration::from_secs(6)).await;
+    let shop = Shop::new(config.clone(), name, rules.clone(), Duration::from_secs(15)).await;
     let mut procs = shop.start_all(instances);
-    let flow = shop.flow("o", 30..120);
+    let flow = shop.flow("o", 60..200);
     let started = Instant::now();
     let killed = AtomicUsize::new(0);
     while killed.load(Ordering::Relaxed) < kills {

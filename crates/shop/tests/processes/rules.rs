@@ -15,7 +15,7 @@ const SETTLE: Duration = Duration::from_secs(90);
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rule_holds_through_the_processes() {
     let config = herald_testkit::kafka().await;
-    let rules = rules(&[("A", 5), ("B", 1), ("C", 10)], &[("poor", 100), ("rich", 1_000_000)], 100_000);
+    let rules = rules(&[("A", 6), ("B", 1), ("C", 10)], &[("poor", 100), ("rich", 1_000_000)], 100_000);
     let shop = Shop::new(config.clone(), "saga.rules", rules.clone(), Duration::from_secs(4)).await;
     let mut procs = shop.start_all(1);
     let mut placed: Vec<OrderPlaced> = Vec::new();
@@ -48,8 +48,9 @@ async fn every_rule_holds_through_the_processes() {
     assert_eq!(log.outcome("dup").as_deref(), Some("confirmed"));
     assert_eq!((log.count("dup", "StockReserved"), log.count("dup", "PaymentCharged"), log.count("dup", "OrderConfirmed")), (1, 1, 1));
 
-    // The stock is exact: 5 A − 2 (ok) − 2 (dup) = 1 left, partial's and poor's holds back.
-    let rest = order("rest", "rich", vec![line("A", 1, 100)]);
+    // The stock is exact: 6 A − 2 (ok) − 2 (dup) = 2 left, partial's and poor's holds back
+    // (6 covers every hold at once: ok 2, partial 1, poor 1, dup 2).
+    let rest = order("rest", "rich", vec![line("A", 2, 100)]);
     shop.place(&rest).await;
     placed.push(rest);
     checker::settled(&config, &shop.prefix, &placed, &rules, &none, SETTLE).await;

@@ -71,6 +71,9 @@ struct Cli {
     /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
     #[arg(long, default_value = "10s", value_parser = duration)]
     session_timeout: Duration,
+    /// How long a transaction gathers reactions before it commits.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    commit_interval: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -191,6 +194,7 @@ async fn main() -> anyhow::Result<()> {
     await_topics(&config, &topics).await?;
     let mut settings = EngineSettings::new(instance);
     settings.topic_prefix = cli.topic_prefix.clone();
+    settings.commit_interval = cli.commit_interval;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
     let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {

@@ -205,7 +205,9 @@ async fn deadlines_due_while_the_orders_role_is_down_fire_on_restart() {
 async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
     let config = herald_testkit::kafka().await;
     let rules = busy_rules();
-    let shop = Shop::new(config.clone(), "saga.frozen", rules.clone(), Duration::from_secs(30)).await;
+    let mut shop = Shop::new(config.clone(), "saga.frozen", rules.clone(), Duration::from_secs(30)).await;
+    // Transactions that gather reactions for 1 s: while orders flow, one is open most of the time.
+    shop.extra = vec!["--commit-interval".into(), "1s".into()];
     let mut procs = shop.start_all(2);
     let flow = shop.flow("f", 30..100);
     wait_until(Duration::from_secs(60), "every instance holds partitions and orders flow", || async {
@@ -216,9 +218,10 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
         all && flow.count() > 20
     })
     .await;
-    // Freeze instance 0 of every role mid-stream (likely inside an open transaction).
+    // Freeze instance 0 of every role mid-stream, each just after it opened a transaction.
     let frozen: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| p.instance.ends_with("-0")).map(|(i, _)| i).collect();
     for &i in &frozen {
+        wait_until(Duration::from_secs(30), "a transaction open for less than 300 ms", || procs[i].transaction_open_within(Duration::from_millis(300))).await;
         procs[i].freeze();
     }
     let frozen_at = Instant::now();
@@ -242,6 +245,7 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
         before.push(procs[i].counter("transactions_committed").await);
     }
     assert!(before.iter().all(Option::is_none), "a frozen process answers nothing");
+    let failed_before: Vec<usize> = frozen.iter().map(|&i| procs[i].log_count("transaction failed")).collect();
     for &i in &frozen {
         procs[i].thaw();
     }
@@ -257,14 +261,13 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
     .await;
     let placed = flow.stop().await;
     let (_, verdict) = checker::settled(&config, &shop.prefix, &placed, &rules, &HashSet::new(), SETTLE).await;
-    let mut fenced = Vec::new();
-    for &i in &frozen {
-        fenced.push((procs[i].counter("transactions_aborted").await.unwrap_or(0), procs[i].counter("producers_rebuilt").await.unwrap_or(0)));
-    }
+    // What the resumed instances' transactions ran into (their logs after the thaw).
+    let fenced: Vec<usize> = frozen.iter().zip(&failed_before).map(|(&i, before)| procs[i].log_count("transaction failed") - before).collect();
+    assert!(fenced.iter().any(|n| *n > 0), "a resumed instance's open transaction must fail (fenced): {fenced:?}");
     assert_running(&mut procs);
     stop_all(&mut procs).await;
     checker::final_check(&config, &shop.prefix, &placed, &rules, &HashSet::new()).await;
-    eprintln!("frozen: partitions moved after {moved_after:?}; resumed instances' (aborted, rebuilt) = {fenced:?}; {} orders, outcomes {:?}", placed.len(), verdict.outcomes);
+    eprintln!("frozen: partitions moved after {moved_after:?}; failed transactions of the resumed instances {fenced:?}; {} orders, outcomes {:?}", placed.len(), verdict.outcomes);
     assert!(moved_after < Duration::from_secs(15) + Duration::from_secs(5), "partitions moved within the session timeout and a rebalance ({moved_after:?})");
 }
 
@@ -282,7 +285,11 @@ async fn a_broker_restart_mid_stream() {
         flow.placed().iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10
     })
     .await;
+    // Down longer than the session timeout (10 s) and the transactions' message timeout
+    // (10 s): the consumers lose their partitions, the open transactions fail.
     broker.run("stop").await;
+    let stopped = Instant::now();
+    wait_until(Duration::from_secs(20), "the outage lasted 12 s", || async { stopped.elapsed() > Duration::from_secs(12) }).await;
     broker.run("start").await;
     let after = flow.count();
     wait_until(Duration::from_secs(120), "orders placed after the restart flow again", || async {

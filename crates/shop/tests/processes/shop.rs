@@ -357,6 +357,17 @@ impl Proc {
         Some(health["details"].as_array()?.iter().filter_map(|engine| engine[name].as_u64()).sum())
     }
 
+    /// How many lines of its log (all its runs) contain `pattern`.
+    pub fn log_count(&self, pattern: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(pattern)).count()
+    }
+
+    /// Whether one of its engines has a transaction open now, opened less than `within` ago.
+    pub async fn transaction_open_within(&self, within: Duration) -> bool {
+        let Some(health) = self.health().await else { return false };
+        health["details"].as_array().is_some_and(|engines| engines.iter().any(|e| e["open_transaction_age_ms"].as_u64().is_some_and(|age| age < within.as_millis() as u64)))
+    }
+
     /// The tail of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

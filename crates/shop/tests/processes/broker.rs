@@ -46,6 +46,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
+        if std::thread::panicking() && std::env::var_os("HERALD_KEEP_BROKER").is_some() {
+            eprintln!("HERALD_KEEP_BROKER: the private broker stays up at {} (home {})", self.config().bootstrap(), self.home.display());
+            return;
+        }
         let _ = self.command("stop").output();
         let _ = std::fs::remove_dir_all(&self.home);
     }

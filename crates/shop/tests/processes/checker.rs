@@ -418,7 +418,7 @@ fn books(log: &Log, rules: &Rules, injected: &HashSet<String>, v: &mut Verdict) 
             _ => {}
         }
     }
-    moves.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    moves.sort_by_key(|m| (m.0, m.1));
     let (mut held, mut charged): (HashMap<String, i64>, HashMap<String, i64>) = Default::default();
     let mut reported = HashSet::new();
     for (at, _, key, delta, is_stock) in moves {

@@ -204,20 +204,18 @@ impl Drop for Flow {
 /// A random order `order_id`: 1–2 lines of the rules' SKUs (rarely an unknown one), 1–3
 /// units each, for one of the rules' customers (or an unknown one, with the default credit).
 pub fn random_order(rules: &Rules, order_id: &str) -> OrderPlaced {
-    {
-        let mut skus: Vec<&String> = rules.stock.keys().collect();
-        let mut customers: Vec<&String> = rules.credit.keys().collect();
-        skus.sort();
-        customers.sort();
-        let lines: Vec<OrderLine> = (0..random(1..3))
-            .map(|_| {
-                let sku = if random(0..20) == 0 { "NOT-STOCKED".to_owned() } else { skus[random(0..skus.len())].clone() };
-                OrderLine { sku, quantity: random(1..4), unit_price_cents: random(100..900) }
-            })
-            .collect();
-        let customer = if random(0..5) == 0 { "walk-in".to_owned() } else { customers[random(0..customers.len())].clone() };
-        order(order_id, &customer, lines)
-    }
+    let mut skus: Vec<&String> = rules.stock.keys().collect();
+    let mut customers: Vec<&String> = rules.credit.keys().collect();
+    skus.sort();
+    customers.sort();
+    let lines: Vec<OrderLine> = (0..random(1..3))
+        .map(|_| {
+            let sku = if random(0..20) == 0 { "NOT-STOCKED".to_owned() } else { skus[random(0..skus.len())].clone() };
+            OrderLine { sku, quantity: random(1..4), unit_price_cents: random(100..900) }
+        })
+        .collect();
+    let customer = if random(0..5) == 0 { "walk-in".to_owned() } else { customers[random(0..customers.len())].clone() };
+    order(order_id, &customer, lines)
 }
 
 impl Drop for Shop {

@@ -16,8 +16,17 @@ const SETTLE: Duration = Duration::from_secs(90);
 async fn every_rule_holds_through_the_processes() {
     let config = herald_testkit::kafka().await;
     let rules = rules(&[("A", 6), ("B", 1), ("C", 10)], &[("poor", 100), ("rich", 1_000_000)], 100_000);
-    let shop = Shop::new(config.clone(), "saga.rules", rules.clone(), Duration::from_secs(4)).await;
+    let shop = Shop::new(config.clone(), "saga.rules", rules.clone(), Duration::from_secs(10)).await;
     let mut procs = shop.start_all(1);
+    // Every role up before the orders come, so only the slow order below can time out.
+    wait_until(Duration::from_secs(60), "every role holds its partitions", || async {
+        let mut all = true;
+        for p in &procs {
+            all &= p.assigned().await == Some(Role::PARTITIONS);
+        }
+        all
+    })
+    .await;
     let mut placed: Vec<OrderPlaced> = Vec::new();
     let none = HashSet::new();
 

@@ -407,7 +407,7 @@ impl<P: Participant> Coordinator<P> {
             };
             payload.extend_from_slice(&known.fingerprint.0);
             payload.extend_from_slice(&datum);
-            let record = Record::new(emission.event.topic(), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
+            let record = Record::new(self.settings.prefixed(emission.event.topic()), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
             if let Some(producer) = &self.producer {
                 producer.send(&record, None).await?;
             }

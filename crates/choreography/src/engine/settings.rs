@@ -38,6 +38,13 @@ pub struct EngineSettings {
     pub create_changelog: bool,
     /// librdkafka properties for the input consumer, over Herald's.
     pub consumer_properties: Vec<(String, String)>,
+    /// Prepended to every name the engine derives or uses (default empty): the topics it
+    /// reads and writes (the participant's inputs and outputs as declared, its changelog
+    /// and repartition topics), its consumer groups and transactional ids. Several copies
+    /// of a saga then share one cluster without sharing anything else (tests running in
+    /// parallel, a staging copy). Names set explicitly (`group`, `changelog`) are used as
+    /// they are.
+    pub topic_prefix: String,
 }
 
 impl EngineSettings {
@@ -56,16 +63,34 @@ impl EngineSettings {
             forget_finished: false,
             create_changelog: true,
             consumer_properties: Vec::new(),
+            topic_prefix: String::new(),
         }
     }
 
-    /// The `transactional.id` of `participant`'s instance: `<participant>.<instance>`.
+    /// `name` with the [`topic_prefix`](Self::topic_prefix).
+    ///
+    /// ```
+    /// use herald_choreography::engine::EngineSettings;
+    /// let settings = EngineSettings { topic_prefix: "t1.".into(), ..EngineSettings::new("a-1") };
+    /// assert_eq!(settings.prefixed("shop.orders"), "t1.shop.orders");
+    /// ```
+    pub fn prefixed(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// The `transactional.id` of `participant`'s instance: `<group>.<instance>`, the group
+    /// being `<topic_prefix><participant>` unless set.
     ///
     /// ```
     /// use herald_choreography::engine::EngineSettings;
     /// assert_eq!(EngineSettings::new("a-1").transactional_id("orders"), "orders.a-1");
+    /// let prefixed = EngineSettings { topic_prefix: "t1.".into(), ..EngineSettings::new("a-1") };
+    /// assert_eq!(prefixed.transactional_id("orders"), "t1.orders.a-1");
     /// ```
     pub fn transactional_id(&self, participant: &str) -> String {
-        format!("{}.{}", self.group.as_deref().unwrap_or(participant), self.instance)
+        match &self.group {
+            Some(group) => format!("{group}.{}", self.instance),
+            None => format!("{}.{}", self.prefixed(participant), self.instance),
+        }
     }
 }

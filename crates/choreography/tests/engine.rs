@@ -438,3 +438,35 @@ async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() 
         assert_eq!(ns, expected, "{initial}: one writer counts every input of the key once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_least_once_reacts_with_state_without_transactions_and_a_restart_resumes_after_the_stored_offsets() {
+    let s = setup(3).await;
+    let settings = || {
+        let mut settings = s.settings("a");
+        settings.exactly_once = false;
+        settings.consumer_properties.push(("auto.commit.interval.ms".into(), "100".into()));
+        settings
+    };
+    let running = start(s.engine(settings()));
+    for _ in 0..2 {
+        for k in 0..5 {
+            s.ping(&format!("k{k}"), 0).await;
+        }
+    }
+    // Not transactional: read_uncommitted sees the same records as read_committed.
+    let out = read(&s.config, &s.output, "read_uncommitted", 10, WAIT, QUIET).await;
+    assert_eq!(out.len(), 10, "each input once when nothing fails");
+    let mut ns: Vec<i64> = out.iter().map(|m| decoded(m).1["n"].as_i64().expect("n")).collect();
+    ns.sort();
+    assert_eq!(ns, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2], "the state counts each key's inputs");
+    running.stop().await;
+    // The offsets were stored and committed: a new run only reacts to the new input, with
+    // the state restored from the changelog.
+    let running = start(s.engine(settings()));
+    s.ping("k0", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 11, WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), 11, "nothing reacted to twice after an orderly stop");
+    assert!(out.iter().any(|m| decoded(m).1 == serde_json::json!({"type": "pong", "id": "k0", "n": 3})), "state restored");
+}

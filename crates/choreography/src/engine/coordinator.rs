@@ -332,7 +332,7 @@ impl<P: Participant> Coordinator<P> {
             return Ok(());
         }
         if self.producer.is_none() {
-            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
             loop {
                 match producer.init().await {
                     Ok(()) => break,

@@ -470,3 +470,37 @@ async fn at_least_once_reacts_with_state_without_transactions_and_a_restart_resu
     assert_eq!(out.len(), 11, "nothing reacted to twice after an orderly stop");
     assert!(out.iter().any(|m| decoded(m).1 == serde_json::json!({"type": "pong", "id": "k0", "n": 3})), "state restored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_takes_no_100_ms_flush_poll() {
+    // rust-rdkafka's `flush` on a ThreadedProducer polled for 100 ms at a time while the
+    // producer's thread served the delivery reports: every commit with a record in flight
+    // took at least 100 ms. With a 5 ms commit interval a reaction must show much sooner.
+    let s = setup(1).await;
+    let mut settings = s.settings("a");
+    settings.commit_interval = Duration::from_millis(5);
+    let running = start(s.engine(settings));
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", s.config.bootstrap())
+        .set("group.id", herald_testkit::unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[s.output.as_str()]).expect("subscribe");
+    // The first reaction waits for the group join and the restore: not timed.
+    s.ping("warm", 0).await;
+    tokio::time::timeout(WAIT, consumer.recv()).await.expect("first pong in time").expect("first pong");
+    let mut took = Vec::new();
+    for i in 0..7 {
+        let started = std::time::Instant::now();
+        s.ping(&format!("k{i}"), 0).await;
+        tokio::time::timeout(WAIT, consumer.recv()).await.expect("pong in time").expect("pong");
+        took.push(started.elapsed());
+    }
+    running.stop().await;
+    took.sort();
+    assert!(took[3] < Duration::from_millis(90), "median publish-to-visible {:?} (all {took:?})", took[3]);
+}

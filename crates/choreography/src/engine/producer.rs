@@ -128,7 +128,7 @@ impl TxnProducer {
             self.blocking(TxnCall::SendOffsets, move |p, t| p.send_offsets_to_transaction(&offsets, &group, t)).await?;
         }
         // Flush first, so every delivery report of the transaction is in before deciding.
-        self.blocking(TxnCall::Send, |p, t| p.flush(t)).await?;
+        self.blocking(TxnCall::Send, |p, t| wait_delivered(p, t)).await?;
         if self.deliveries.failed.load(Ordering::Acquire) > self.failed_at_begin {
             let last = self.deliveries.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
             return Err((TxnCall::Send, last.unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))));
@@ -148,4 +148,22 @@ impl TxnProducer {
         }
         self.blocking(TxnCall::Abort, |p, t| p.abort_transaction(t)).await
     }
+}
+
+/// Waits until every queued record is delivered and its report served, or `timeout`.
+///
+/// Not `Producer::flush`: on a `ThreadedProducer` its loop polls the client's queue for up
+/// to 100 ms at a time while the producer's own thread serves the delivery reports, so
+/// every flush with a record in flight took at least 100 ms and each transaction's commit
+/// with it (measured: 100.2 ms per flush; the reaction step's throughput was bound by it).
+/// `in_flight_count` counts the records queued, in flight, and awaiting their report.
+fn wait_delivered(producer: &ThreadedProducer<Deliveries>, timeout: Duration) -> Result<(), KafkaError> {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut));
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    Ok(())
 }

@@ -504,3 +504,34 @@ async fn a_commit_takes_no_100_ms_flush_poll() {
     took.sort();
     assert!(took[3] < Duration::from_millis(90), "median publish-to-visible {:?} (all {took:?})", took[3]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_each_input_is_reacted_to_once_in_order_and_nothing_shows_before_its_commit() {
+    let s = setup(3).await;
+    let mut settings = s.settings("a");
+    settings.pipeline = true;
+    settings.commit_interval = Duration::from_millis(300);
+    settings.max_batch = 100_000;
+    let running = start(s.engine(settings));
+    let rounds = 20;
+    for round in 0..rounds {
+        for k in 0..10 {
+            s.ping(&format!("k{k}"), 0).await;
+        }
+        if round == 0 {
+            // Uncommitted reactions are invisible to read_committed readers, visible to others.
+            let _ = read(&s.config, &s.output, "read_uncommitted", 1, WAIT, Duration::ZERO).await;
+        }
+    }
+    let out = read(&s.config, &s.output, "read_committed", 10 * rounds, WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), 10 * rounds, "each input once");
+    let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for msg in &out {
+        let (_, value) = decoded(msg);
+        by_key.entry(value["id"].as_str().expect("id").to_owned()).or_default().push(value["n"].as_i64().expect("n"));
+    }
+    for (key, ns) in by_key {
+        assert_eq!(ns, (1..=rounds as i64).collect::<Vec<_>>(), "key {key}: the state counts its inputs in order");
+    }
+}

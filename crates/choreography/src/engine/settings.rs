@@ -27,6 +27,15 @@ pub struct EngineSettings {
     /// and emit their events twice, and readers see events before the batch completes.
     /// Inputs that go through a repartition topic are still copied there exactly once.
     pub exactly_once: bool,
+    /// Pipelined (default false; exactly once only): a partition hands over its next
+    /// records as soon as its previous ones were reacted to in the open transaction,
+    /// instead of once that transaction committed, so a transaction holds what arrives
+    /// during the whole `commit_interval` (up to `max_batch`), as Kafka Streams does.
+    /// Nothing changes for readers: offsets still move only with the transaction, and an
+    /// aborted transaction's inputs are reacted to again from memory. At shutdown, what is
+    /// handed over after the last commit may be aborted instead (its next owner reacts to
+    /// it).
+    pub pipeline: bool,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open this long
     /// (default 10 s). Keep it well above `commit_interval`.
     pub transaction_timeout: Duration,
@@ -57,6 +66,7 @@ impl EngineSettings {
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
             exactly_once: true,
+            pipeline: false,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),

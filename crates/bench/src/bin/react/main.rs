@@ -69,12 +69,16 @@ struct RunArgs {
     /// Commit intervals in ms.
     #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     intervals: Vec<u64>,
-    /// Systems: herald-eos, herald-alo, streams-eos, streams-alo.
-    #[arg(long, value_delimiter = ',', default_value = "herald-eos,herald-alo,streams-eos", value_parser = System::parse)]
+    /// Systems: herald-eos, herald-alo, herald-pipelined, streams-eos, streams-alo.
+    #[arg(long, value_delimiter = ',', default_value = "herald-eos,herald-pipelined,herald-alo,streams-eos", value_parser = System::parse)]
     systems: Vec<System>,
     /// Herald's largest transaction, in reactions.
     #[arg(long, default_value_t = 1000)]
     max_batch: usize,
+    /// Herald's largest transaction when pipelined (large: the interval decides, as in
+    /// Kafka Streams).
+    #[arg(long, default_value_t = 100_000)]
+    pipelined_max_batch: usize,
     /// Kafka Streams' num.stream.threads (default: the CPUs, as Herald's tokio workers).
     #[arg(long)]
     threads: Option<usize>,
@@ -118,10 +122,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let group = names.next("react.group");
                 created.push(output.clone());
                 created.push(match system {
-                    System::HeraldEos | System::HeraldAlo => format!("{group}.changelog"),
+                    System::HeraldEos | System::HeraldAlo | System::HeraldPipelined => format!("{group}.changelog"),
                     _ => format!("{group}-seen-changelog"),
                 });
-                let plan = Plan { bootstrap: &args.bootstrap, input: &input, events: args.events, partitions: broker::PARTITIONS, commit_ms: interval, max_batch: args.max_batch, threads, deadline: Duration::from_secs(600) };
+                let plan = Plan { bootstrap: &args.bootstrap, input: &input, events: args.events, partitions: broker::PARTITIONS, commit_ms: interval, max_batch: args.max_batch, pipelined_max_batch: args.pipelined_max_batch, threads, deadline: Duration::from_secs(600) };
                 let r = throughput::run(system, &plan, &group, &output).await.map_err(|e| anyhow::anyhow!("{}: {e}", system.label()))?;
                 eprintln!(
                     "round {} interval {interval} ms {:<30} {:>9.0} ev/s  {:>6.1} ms CPU/1000 ev (machine {:>6.1})  outputs {}",
@@ -139,7 +143,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     let _ = broker::delete_topics(&args.bootstrap, &created).await;
-    println!("\n{} events over {} partitions, {} keys, {} rounds; Kafka Streams num.stream.threads={threads}; Herald max batch {}", args.events, broker::PARTITIONS, args.keys, args.rounds, args.max_batch);
+    println!("\n{} events over {} partitions, {} keys, {} rounds; Kafka Streams num.stream.threads={threads}; Herald max batch {} ({} pipelined)", args.events, broker::PARTITIONS, args.keys, args.rounds, args.max_batch, args.pipelined_max_batch);
     println!("{}\n", Machine::current());
     println!("| commit interval | system | events/s median (min–max) | CPU ms / 1000 events (process) | machine CPU ms / 1000 events | outputs |");
     println!("|---|---|---|---|---|---|");
@@ -150,12 +154,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let outputs: Vec<String> = runs.iter().map(|r| r.outputs.to_string()).collect();
         println!("| {interval} ms | {} | {:.0} ({:.0}–{:.0}) | {:.1} | {:.1} | {} |", system.label(), rate.median, rate.min, rate.max, cpu.median, machine.median, outputs.join(", "));
     }
-    println!("\n| commit interval | Herald EOS / Kafka Streams EOS (paired by round, median, min–max) | Herald EOS / Herald ALO |");
-    println!("|---|---|---|");
+    println!("\n| commit interval | Herald EOS / Kafka Streams EOS (paired by round: median, min–max) | Herald EOS pipelined / Kafka Streams EOS | Herald EOS / Herald ALO |");
+    println!("|---|---|---|---|");
     for &interval in &args.intervals {
         let rates = |s: System| results.get(&(interval, s)).map(|r| r.iter().map(|r| r.rate).collect::<Vec<_>>()).unwrap_or_default();
         let show = |a: &[f64], b: &[f64]| Summary::of(&paired_ratios(a, b)).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max));
-        println!("| {interval} ms | {} | {} |", show(&rates(System::HeraldEos), &rates(System::StreamsEos)), show(&rates(System::HeraldEos), &rates(System::HeraldAlo)));
+        println!(
+            "| {interval} ms | {} | {} | {} |",
+            show(&rates(System::HeraldEos), &rates(System::StreamsEos)),
+            show(&rates(System::HeraldPipelined), &rates(System::StreamsEos)),
+            show(&rates(System::HeraldEos), &rates(System::HeraldAlo))
+        );
     }
     Ok(())
 }

@@ -113,6 +113,9 @@ pub struct Serve {
     /// At least once instead of exactly once.
     #[arg(long)]
     pub at_least_once: bool,
+    /// Pipelined (`EngineSettings::pipeline`).
+    #[arg(long)]
+    pub pipeline: bool,
 }
 
 /// Runs the step until SIGTERM or Ctrl-C, then stops in order.
@@ -124,6 +127,7 @@ pub async fn serve(args: Serve) -> anyhow::Result<()> {
     settings.commit_interval = std::time::Duration::from_millis(args.commit_ms);
     settings.max_batch = args.max_batch;
     settings.exactly_once = !args.at_least_once;
+    settings.pipeline = args.pipeline;
     settings.static_membership = false;
     settings.consumer_properties.push(("auto.offset.reset".into(), "earliest".into()));
     let counter = Counter { input: Topic::named(&args.input), output: Topic::named(&args.output) };

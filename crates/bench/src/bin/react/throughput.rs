@@ -17,6 +17,9 @@ pub enum System {
     HeraldEos,
     /// Herald's engine, at least once.
     HeraldAlo,
+    /// Herald's engine, exactly once, pipelined, the size bound out of the way: the
+    /// transaction holds what arrives during the commit interval, as Kafka Streams'.
+    HeraldPipelined,
     /// Kafka Streams, `exactly_once_v2`.
     StreamsEos,
     /// Kafka Streams, `at_least_once`.
@@ -29,6 +32,7 @@ impl System {
         match self {
             System::HeraldEos => "Herald exactly once",
             System::HeraldAlo => "Herald at least once",
+            System::HeraldPipelined => "Herald exactly once, pipelined",
             System::StreamsEos => "Kafka Streams exactly_once_v2",
             System::StreamsAlo => "Kafka Streams at_least_once",
         }
@@ -39,6 +43,7 @@ impl System {
         Ok(match s {
             "herald-eos" => System::HeraldEos,
             "herald-alo" => System::HeraldAlo,
+            "herald-pipelined" => System::HeraldPipelined,
             "streams-eos" => System::StreamsEos,
             "streams-alo" => System::StreamsAlo,
             other => return Err(format!("unknown system {other}")),
@@ -73,6 +78,8 @@ pub struct Plan<'a> {
     pub commit_ms: u64,
     /// Herald's largest transaction.
     pub max_batch: usize,
+    /// Herald's largest transaction, pipelined.
+    pub pipelined_max_batch: usize,
     /// Kafka Streams' `num.stream.threads`.
     pub threads: usize,
     /// Gives up after this long.
@@ -81,13 +88,16 @@ pub struct Plan<'a> {
 
 fn spawn(system: System, plan: &Plan<'_>, group: &str, output: &str) -> std::io::Result<Child> {
     let mut command = match system {
-        System::HeraldEos | System::HeraldAlo => {
+        System::HeraldEos | System::HeraldAlo | System::HeraldPipelined => {
             let mut c = Command::new(std::env::current_exe()?);
             c.args(["serve", "--bootstrap", plan.bootstrap, "--input", plan.input, "--output", output, "--group", group]);
-            c.args(["--commit-ms", &plan.commit_ms.to_string(), "--max-batch", &plan.max_batch.to_string()]);
-            if system == System::HeraldAlo {
-                c.arg("--at-least-once");
-            }
+            let max_batch = if system == System::HeraldPipelined { plan.pipelined_max_batch } else { plan.max_batch };
+            c.args(["--commit-ms", &plan.commit_ms.to_string(), "--max-batch", &max_batch.to_string()]);
+            match system {
+                System::HeraldAlo => c.arg("--at-least-once"),
+                System::HeraldPipelined => c.arg("--pipeline"),
+                _ => &mut c,
+            };
             c
         }
         System::StreamsEos | System::StreamsAlo => {

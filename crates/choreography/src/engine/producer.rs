@@ -128,7 +128,7 @@ impl TxnProducer {
             self.blocking(TxnCall::SendOffsets, move |p, t| p.send_offsets_to_transaction(&offsets, &group, t)).await?;
         }
         // Flush first, so every delivery report of the transaction is in before deciding.
-        self.blocking(TxnCall::Send, |p, t| wait_delivered(p, t)).await?;
+        self.blocking(TxnCall::Send, wait_delivered).await?;
         if self.deliveries.failed.load(Ordering::Acquire) > self.failed_at_begin {
             let last = self.deliveries.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
             return Err((TxnCall::Send, last.unwrap_or(KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut))));

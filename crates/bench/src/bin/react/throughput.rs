@@ -86,6 +86,10 @@ pub struct Plan<'a> {
     pub deadline: Duration,
 }
 
+/// Outputs seen; (time, outputs, process CPU, machine CPU) at the 10 % mark; (time,
+/// process CPU, machine CPU) at the last output.
+type Counted = (u64, Option<(Instant, u64, f64, f64)>, Option<(Instant, f64, f64)>);
+
 fn spawn(system: System, plan: &Plan<'_>, group: &str, output: &str) -> std::io::Result<Child> {
     let mut command = match system {
         System::HeraldEos | System::HeraldAlo | System::HeraldPipelined => {
@@ -129,7 +133,7 @@ pub async fn run(system: System, plan: &Plan<'_>, group: &str, output: &str) -> 
     let n = plan.events;
     let mark = n / 10;
     let limit = plan.deadline;
-    let (count, marked, ended) = tokio::task::spawn_blocking(move || -> Result<(u64, Option<(Instant, u64, f64, f64)>, Option<(Instant, f64, f64)>), String> {
+    let (count, marked, ended) = tokio::task::spawn_blocking(move || -> Result<Counted, String> {
         let started = Instant::now();
         let deadline = started + limit;
         let (mut count, mut marked, mut ended) = (0u64, None, None);

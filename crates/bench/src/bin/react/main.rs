@@ -22,6 +22,7 @@
 
 mod proc;
 mod saga;
+mod shop_role;
 mod step;
 mod throughput;
 
@@ -50,6 +51,8 @@ enum Cmd {
     Serve(step::Serve),
     /// The reference saga's latency.
     Saga(saga::SagaArgs),
+    /// One role of the reference saga with the benchmark's engine settings (started by `saga --pipeline`).
+    ShopRole(shop_role::RoleArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +94,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Serve(args) => step::serve(args).await,
         Cmd::Run(args) => run(args).await,
         Cmd::Saga(args) => saga::run(args).await,
+        Cmd::ShopRole(args) => shop_role::run(args).await,
     }
 }
 

@@ -37,6 +37,10 @@ pub struct SagaArgs {
     /// cancelled and compensated); 0: none.
     #[arg(long, default_value_t = 0)]
     pub decline_every: u64,
+    /// Run the roles as `react shop-role --pipeline` (the same participants, engines
+    /// pipelined) instead of the `shop` binary.
+    #[arg(long)]
+    pub pipeline: bool,
 }
 
 const SKUS: u64 = 50;
@@ -67,11 +71,18 @@ pub async fn run(args: SagaArgs) -> anyhow::Result<()> {
     let stock: serde_json::Map<String, serde_json::Value> = (0..SKUS).map(|s| (format!("SKU-{s}"), serde_json::json!(1_000_000_000))).collect();
     let stock_file = dir.join("stock.json");
     std::fs::write(&stock_file, serde_json::Value::Object(stock).to_string())?;
+    let me = std::env::current_exe()?;
     let spawn = |role: &str, extra: &[&str]| -> std::io::Result<Child> {
-        Command::new(&shop)
-            .arg(role)
-            .args(["--bootstrap", &args.bootstrap, "--instance", &format!("bench-{role}")])
-            .args(extra)
+        let mut command = if args.pipeline {
+            let mut c = Command::new(&me);
+            c.args(["shop-role", role, "--pipeline", "--skus", &SKUS.to_string(), "--bootstrap", &args.bootstrap]);
+            c
+        } else {
+            let mut c = Command::new(&shop);
+            c.arg(role).args(["--bootstrap", &args.bootstrap, "--instance", &format!("bench-{role}")]).args(extra);
+            c
+        };
+        command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .kill_on_drop(true)

@@ -204,7 +204,7 @@ impl<P: Participant> Engine<P> {
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
         let membership = Arc::new(OnceLock::new());
-        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout };
+        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
         let settings = self.consumer_settings(&group, topics);
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });

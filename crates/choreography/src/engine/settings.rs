@@ -20,6 +20,22 @@ pub struct EngineSettings {
     pub commit_interval: Duration,
     /// Commit as soon as the open transaction holds this many reactions (default 1000).
     pub max_batch: usize,
+    /// Exactly once (default true). False runs the same batches at least once, for
+    /// comparison: no transaction; every `commit_interval` the producer is flushed, and
+    /// only then are the batch's input offsets stored in the consumer (committed by
+    /// librdkafka every `auto.commit.interval.ms`). A crash may then react to inputs again
+    /// and emit their events twice, and readers see events before the batch completes.
+    /// Inputs that go through a repartition topic are still copied there exactly once.
+    pub exactly_once: bool,
+    /// Pipelined (default false; exactly once only): a partition hands over its next
+    /// records as soon as its previous ones were reacted to in the open transaction,
+    /// instead of once that transaction committed, so a transaction holds what arrives
+    /// during the whole `commit_interval` (up to `max_batch`), as Kafka Streams does.
+    /// Nothing changes for readers: offsets still move only with the transaction, and an
+    /// aborted transaction's inputs are reacted to again from memory. At shutdown, what is
+    /// handed over after the last commit may be aborted instead (its next owner reacts to
+    /// it).
+    pub pipeline: bool,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open this long
     /// (default 10 s). Keep it well above `commit_interval`.
     pub transaction_timeout: Duration,
@@ -56,6 +72,8 @@ impl EngineSettings {
             changelog: None,
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
+            exactly_once: true,
+            pipeline: false,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),

@@ -27,7 +27,7 @@ pub struct EngineSettings {
     /// and emit their events twice, and readers see events before the batch completes.
     /// Inputs that go through a repartition topic are still copied there exactly once.
     pub exactly_once: bool,
-    /// Pipelined (default false; exactly once only): a partition hands over its next
+    /// Pipelined (default true; exactly once only): a partition hands over its next
     /// records as soon as its previous ones were reacted to in the open transaction,
     /// instead of once that transaction committed, so a transaction holds what arrives
     /// during the whole `commit_interval` (up to `max_batch`), as Kafka Streams does.
@@ -73,7 +73,7 @@ impl EngineSettings {
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
             exactly_once: true,
-            pipeline: false,
+            pipeline: true,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),

@@ -64,10 +64,21 @@ impl Directory {
             assignment.add_partition_offset(&settings.topic, p as i32, Offset::Beginning)?;
         }
         consumer.assign(&assignment)?;
+        // Where "caught up" is: the end of each partition now. (Partition EOF alone is not
+        // enough: while instances heartbeat, fetches keep returning records and librdkafka
+        // may never report the end.)
+        let topic = settings.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || -> Result<(StreamConsumer, Vec<i64>), KafkaError> {
+            let ends = (0..partitions as i32).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| high)).collect::<Result<_, _>>()?;
+            Ok((consumer, ends))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+        let (consumer, ends) = ends?;
         let table = Arc::new(Mutex::new(Table::new(settings.ttl)));
         let (caught_up_tx, caught_up) = watch::channel(false);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(follow(consumer, partitions, table.clone(), caught_up_tx, stop.clone()));
+        let task = tokio::spawn(follow(consumer, ends, table.clone(), caught_up_tx, stop.clone()));
         Ok(Directory { table, caught_up, stop, task: Some(task) })
     }
 
@@ -112,8 +123,13 @@ impl Drop for Directory {
     }
 }
 
-async fn follow(consumer: StreamConsumer, partitions: usize, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
-    let mut at_end: HashSet<i32> = HashSet::new();
+async fn follow(consumer: StreamConsumer, ends: Vec<i64>, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
+    // Partitions whose end (as of the start) has been read.
+    let mut at_end: HashSet<i32> = (0..ends.len() as i32).filter(|&p| ends[p as usize] <= 0).collect();
+    let partitions = ends.len();
+    if at_end.len() >= partitions {
+        caught_up.send_replace(true);
+    }
     let mut forget = tokio::time::interval(Duration::from_secs(60));
     loop {
         let received = tokio::select! {
@@ -126,21 +142,11 @@ async fn follow(consumer: StreamConsumer, partitions: usize, table: Arc<Mutex<Ta
         };
         match received {
             Ok(message) => {
-                let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    tracing::warn!(offset = message.offset(), "registry record without a UTF-8 key skipped");
-                    continue;
-                };
-                let record = match message.payload() {
-                    None => None,
-                    Some(bytes) => match Instance::decode(bytes) {
-                        Ok(i) => Some(i),
-                        Err(e) => {
-                            tracing::warn!(key, offset = message.offset(), error = %e, "registry record skipped");
-                            continue;
-                        }
-                    },
-                };
-                table.lock().unwrap_or_else(|p| p.into_inner()).apply(key, record, Instant::now(), now_ms());
+                apply(&table, &message);
+                let p = message.partition();
+                if ends.get(p as usize).is_some_and(|&end| message.offset() + 1 >= end) && at_end.insert(p) && at_end.len() >= partitions {
+                    caught_up.send_replace(true);
+                }
             }
             Err(KafkaError::PartitionEOF(p)) => {
                 at_end.insert(p);
@@ -157,4 +163,26 @@ async fn follow(consumer: StreamConsumer, partitions: usize, table: Arc<Mutex<Ta
             }
         }
     }
+}
+
+/// Applies one record to the table; a record that is not an instance record is logged and
+/// skipped (it stays on the topic, untouched).
+fn apply(table: &Mutex<Table>, message: &rdkafka::message::BorrowedMessage<'_>) {
+    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        tracing::warn!(offset = message.offset(), "registry record without a UTF-8 key skipped");
+        return;
+    };
+    let record = match message.payload().map(Instance::decode) {
+        None => None,
+        Some(Ok(instance)) if instance.key() == key => Some(instance),
+        Some(Ok(instance)) => {
+            tracing::warn!(key, offset = message.offset(), record = %instance.key(), "registry record under another instance's key skipped");
+            return;
+        }
+        Some(Err(e)) => {
+            tracing::warn!(key, offset = message.offset(), error = %e, "registry record skipped");
+            return;
+        }
+    };
+    table.lock().unwrap_or_else(|p| p.into_inner()).apply(key, record, Instant::now(), now_ms());
 }

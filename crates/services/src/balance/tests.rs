@@ -55,16 +55,16 @@ fn consistent_hash_keeps_a_key_on_its_instance_while_it_lives() {
     let b = Balancer::new(Strategy::ConsistentHash);
     let owner = |live: &[Instance], key: &str| b.pick(live, Some(key.as_bytes())).expect("instances").instance().instance.clone();
     let before: Vec<String> = (0..400).map(|k| owner(&live, &format!("order-{k}"))).collect();
-    for k in 0..400 {
-        assert_eq!(owner(&live, &format!("order-{k}")), before[k], "same key, same instance");
+    for (k, was) in before.iter().enumerate() {
+        assert_eq!(&owner(&live, &format!("order-{k}")), was, "same key, same instance");
     }
     let without_c: Vec<Instance> = live.iter().filter(|i| i.instance != "c").cloned().collect();
-    for k in 0..400 {
+    for (k, was) in before.iter().enumerate() {
         let now = owner(&without_c, &format!("order-{k}"));
-        if before[k] == "c" {
+        if was == "c" {
             assert_ne!(now, "c");
         } else {
-            assert_eq!(now, before[k], "only the leaver's keys move");
+            assert_eq!(&now, was, "only the leaver's keys move");
         }
     }
 }

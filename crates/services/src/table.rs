@@ -136,4 +136,14 @@ mod tests {
         t.forget_expired(Instant::now(), Duration::ZERO);
         assert!(t.entries(Instant::now()).is_empty());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_instance_that_heartbeats_again_is_live_again() {
+        let mut t = Table::new(Duration::from_secs(3));
+        t.apply("orders/a", Some(instance("a", 0)), Instant::now(), 0);
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert!(t.live("orders", Instant::now()).is_empty());
+        t.apply("orders/a", Some(instance("a", 4000)), Instant::now(), 4000);
+        assert_eq!(t.live("orders", Instant::now()).len(), 1);
+    }
 }

@@ -73,7 +73,7 @@ fn codec(c: &mut Criterion) {
         .block_on(async { Publisher::new(&KafkaConfig::new("127.0.0.1:1"), PublisherOptions::new("/herald/bench")) })
         .expect("publisher");
     let record = runtime.block_on(publisher.encode(&topic, &event, &publisher.metadata_for(&event))).expect("encodes");
-    let payload = record.payload.clone();
+    let payload = record.payload.clone().expect("an event has a payload");
     let headers = record.headers.clone();
     let codec = SingleObject::new(OrderEvent::schemas().clone());
     let datum = &payload[FRAME_LEN..];
@@ -149,7 +149,7 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             let (writer, datum) = codec.split(black_box(&payload)).expect("framed");
             let event = OrderEvent::decode(&writer.name, &writer, datum).expect("decodes");
-            let meta = Metadata::from_headers(Some(headers.as_borrowed()), Some(&record.key), &writer.name).expect("metadata");
+            let meta = Metadata::from_headers(Some(headers.as_borrowed()), record.key.as_deref(), &writer.name).expect("metadata");
             (event, meta)
         })
     });

@@ -17,6 +17,7 @@ use rdkafka::Message;
 use tokio::sync::Notify;
 
 use crate::broker::Clients;
+use crate::machine::CpuTime;
 use crate::workload::FRAME_LEN;
 
 /// The result of one consume run.
@@ -30,12 +31,20 @@ pub struct ConsumeRun {
     pub steady: Duration,
     /// How often Herald paused a partition because its worker fell behind (0 for raw).
     pub pauses: u64,
+    /// CPU seconds of this process from the first record to the last
+    /// ([`CpuTime::steady`]).
+    pub steady_cpu: f64,
 }
 
 impl ConsumeRun {
     /// Records per second after the first one arrived (group join excluded).
     pub fn rate(&self) -> f64 {
         self.events.saturating_sub(1) as f64 / self.steady.as_secs_f64()
+    }
+
+    /// CPU per event from the first record to the last, in µs.
+    pub fn steady_cpu_per_event(&self) -> f64 {
+        self.steady_cpu * 1e6 / self.events.saturating_sub(1) as f64
     }
 
     /// Records per second including the group join.
@@ -48,8 +57,8 @@ impl ConsumeRun {
 struct Progress {
     target: u64,
     count: AtomicU64,
-    first: OnceLock<Instant>,
-    last: OnceLock<Instant>,
+    first: OnceLock<(Instant, f64)>,
+    last: OnceLock<(Instant, f64)>,
     done: Notify,
 }
 
@@ -61,10 +70,10 @@ impl Progress {
     fn tick(&self) {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         if n == 1 {
-            let _ = self.first.set(Instant::now());
+            let _ = self.first.set((Instant::now(), CpuTime::steady()));
         }
         if n == self.target {
-            let _ = self.last.set(Instant::now());
+            let _ = self.last.set((Instant::now(), CpuTime::steady()));
             self.done.notify_one();
         }
     }
@@ -73,7 +82,7 @@ impl Progress {
         let (Some(first), Some(last)) = (self.first.get(), self.last.get()) else {
             return Err(format!("only {} of {} records arrived", self.count.load(Ordering::Relaxed), self.target).into());
         };
-        Ok(ConsumeRun { events: self.target, join: *first - started, steady: *last - *first, pauses: 0 })
+        Ok(ConsumeRun { events: self.target, join: first.0 - started, steady: last.0 - first.0, pauses: 0, steady_cpu: last.1 - first.1 })
     }
 }
 
@@ -133,6 +142,10 @@ pub enum Decode {
     /// Skip the frame, `apache_avro::from_avro_datum` with the writer schema, then
     /// `apache_avro::from_value`: the straightforward apache-avro way.
     Value,
+    /// [`Decode::Fast`], and read every header through librdkafka (as anyone who needs
+    /// the CloudEvents metadata must): not a goal baseline, it shows how much of Herald's
+    /// cost reading headers at all takes.
+    FastHeaders,
 }
 
 /// A raw `StreamConsumer` with Herald's consumer properties, reading `n` records on the
@@ -147,10 +160,16 @@ pub async fn raw(clients: &Clients, topic: &str, group: &str, n: u64, decode: De
     let read = async {
         for _ in 0..n {
             let msg = consumer.recv().await?;
+            if decode == Decode::FastHeaders {
+                use rdkafka::message::Headers;
+                for header in msg.headers().iter().flat_map(|h| h.iter()) {
+                    black_box((header.key, header.value));
+                }
+            }
             if decode != Decode::None {
                 let payload = msg.payload().ok_or("record without value")?;
                 let mut datum = payload.get(FRAME_LEN..).ok_or("record shorter than its frame")?;
-                if decode == Decode::Fast {
+                if matches!(decode, Decode::Fast | Decode::FastHeaders) {
                     black_box(serde_avro_fast::from_datum_slice::<OrderPlaced>(datum, &fast)?);
                 } else {
                     let value = apache_avro::from_avro_datum(&schema, &mut datum, None)?;

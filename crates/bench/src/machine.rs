@@ -111,6 +111,24 @@ impl CpuTime {
         CpuTime { process, machine, switches }
     }
 
+    /// CPU time this process's live threads have spent so far, in seconds, to the
+    /// nanosecond (the sum of `/proc/self/task/*/schedstat`; threads that already exited
+    /// are not counted, so take both readings of a window while its threads run). The
+    /// benchmark reads it at the first and the last event of a run: CPU per event in the
+    /// steady state, without client start, group join and shutdown.
+    pub fn steady() -> f64 {
+        std::fs::read_dir("/proc/self/task")
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+                    .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+                    .sum::<f64>()
+                    / 1e9
+            })
+            .unwrap_or(f64::NAN)
+    }
+
     /// CPU time between `earlier` and this reading.
     pub fn since(self, earlier: CpuTime) -> CpuTime {
         CpuTime { process: self.process - earlier.process, machine: self.machine - earlier.machine, switches: self.switches - earlier.switches }

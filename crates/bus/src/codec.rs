@@ -65,6 +65,9 @@ impl DecodeError {
     }
 }
 
+/// A payload split by [`Codec::read_header`]: its writer schema and the datum bytes.
+pub type Split<'a> = (Arc<KnownSchema>, &'a [u8]);
+
 /// The framing of Avro payloads. Implementations must be cheap to call per message.
 #[async_trait]
 pub trait Codec: Send + Sync + std::fmt::Debug + 'static {
@@ -73,6 +76,20 @@ pub trait Codec: Send + Sync + std::fmt::Debug + 'static {
 
     /// Splits `payload` into its writer schema and the datum bytes.
     async fn read_header<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError>;
+
+    /// [`Codec::write_header`] without waiting, for codecs that need nothing remote to
+    /// do it (or already have it at hand); `None` (the default) when only the async
+    /// method can. The publisher asks this first, so a codec that answers here saves
+    /// boxing a future per record; the result must be what `write_header` gives.
+    fn write_header_now(&self, _topic: &str, _schema: &KnownSchema, _out: &mut Vec<u8>) -> Option<Result<(), crate::PublishError>> {
+        None
+    }
+
+    /// [`Codec::read_header`] without waiting, like [`Codec::write_header_now`]; `None`
+    /// (the default) when only the async method can answer. Consumers ask this first.
+    fn read_header_now<'a>(&self, _payload: &'a [u8]) -> Option<Result<Split<'a>, DecodeError>> {
+        None
+    }
 }
 
 /// Avro single-object encoding, with writer schemas looked up in a [`SchemaSet`].
@@ -148,6 +165,16 @@ impl Codec for SingleObject {
 
     async fn read_header<'a>(&self, payload: &'a [u8]) -> Result<(Arc<KnownSchema>, &'a [u8]), DecodeError> {
         self.split(payload)
+    }
+
+    fn write_header_now(&self, _topic: &str, schema: &KnownSchema, out: &mut Vec<u8>) -> Option<Result<(), crate::PublishError>> {
+        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+        out.extend_from_slice(&schema.fingerprint.0);
+        Some(Ok(()))
+    }
+
+    fn read_header_now<'a>(&self, payload: &'a [u8]) -> Option<Result<Split<'a>, DecodeError>> {
+        Some(self.split(payload))
     }
 }
 
@@ -242,5 +269,21 @@ mod tests {
         let (fp, datum) = split_single_object(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("framed");
         assert_eq!(fp.0, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(datum, &[9]);
+    }
+
+    #[tokio::test]
+    async fn single_object_answers_without_waiting_as_it_does_async() {
+        let mut set = SchemaSet::default();
+        let known = set.add_str(r#"{"type":"record","name":"P","fields":[{"name":"n","type":"int"}]}"#).expect("schema");
+        let codec = SingleObject::new(set);
+        let (mut now, mut later) = (Vec::new(), Vec::new());
+        codec.write_header_now("t", &known, &mut now).expect("answers now").expect("written");
+        codec.write_header("t", &known, &mut later).await.expect("written");
+        assert_eq!(now, later);
+        now.push(0x02);
+        let (writer, datum) = codec.read_header_now(&now).expect("answers now").expect("read");
+        let (writer_later, datum_later) = codec.read_header(&now).await.expect("read");
+        assert_eq!((writer.fingerprint, datum), (writer_later.fingerprint, datum_later));
+        assert!(matches!(codec.read_header_now(b"xx"), Some(Err(DecodeError::BadMagic { .. }))));
     }
 }

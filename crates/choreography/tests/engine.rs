@@ -438,3 +438,100 @@ async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() 
         assert_eq!(ns, expected, "{initial}: one writer counts every input of the key once");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn at_least_once_reacts_with_state_without_transactions_and_a_restart_resumes_after_the_stored_offsets() {
+    let s = setup(3).await;
+    let settings = || {
+        let mut settings = s.settings("a");
+        settings.exactly_once = false;
+        settings.consumer_properties.push(("auto.commit.interval.ms".into(), "100".into()));
+        settings
+    };
+    let running = start(s.engine(settings()));
+    for _ in 0..2 {
+        for k in 0..5 {
+            s.ping(&format!("k{k}"), 0).await;
+        }
+    }
+    // Not transactional: read_uncommitted sees the same records as read_committed.
+    let out = read(&s.config, &s.output, "read_uncommitted", 10, WAIT, QUIET).await;
+    assert_eq!(out.len(), 10, "each input once when nothing fails");
+    let mut ns: Vec<i64> = out.iter().map(|m| decoded(m).1["n"].as_i64().expect("n")).collect();
+    ns.sort();
+    assert_eq!(ns, [1, 1, 1, 1, 1, 2, 2, 2, 2, 2], "the state counts each key's inputs");
+    running.stop().await;
+    // The offsets were stored and committed: a new run only reacts to the new input, with
+    // the state restored from the changelog.
+    let running = start(s.engine(settings()));
+    s.ping("k0", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 11, WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), 11, "nothing reacted to twice after an orderly stop");
+    assert!(out.iter().any(|m| decoded(m).1 == serde_json::json!({"type": "pong", "id": "k0", "n": 3})), "state restored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_takes_no_100_ms_flush_poll() {
+    // rust-rdkafka's `flush` on a ThreadedProducer polled for 100 ms at a time while the
+    // producer's thread served the delivery reports: every commit with a record in flight
+    // took at least 100 ms. With a 5 ms commit interval a reaction must show much sooner.
+    let s = setup(1).await;
+    let mut settings = s.settings("a");
+    settings.commit_interval = Duration::from_millis(5);
+    let running = start(s.engine(settings));
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", s.config.bootstrap())
+        .set("group.id", herald_testkit::unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[s.output.as_str()]).expect("subscribe");
+    // The first reaction waits for the group join and the restore: not timed.
+    s.ping("warm", 0).await;
+    tokio::time::timeout(WAIT, consumer.recv()).await.expect("first pong in time").expect("first pong");
+    let mut took = Vec::new();
+    for i in 0..7 {
+        let started = std::time::Instant::now();
+        s.ping(&format!("k{i}"), 0).await;
+        tokio::time::timeout(WAIT, consumer.recv()).await.expect("pong in time").expect("pong");
+        took.push(started.elapsed());
+    }
+    running.stop().await;
+    took.sort();
+    assert!(took[3] < Duration::from_millis(90), "median publish-to-visible {:?} (all {took:?})", took[3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pipelined_each_input_is_reacted_to_once_in_order_and_nothing_shows_before_its_commit() {
+    let s = setup(3).await;
+    let mut settings = s.settings("a");
+    settings.pipeline = true;
+    settings.commit_interval = Duration::from_millis(300);
+    settings.max_batch = 100_000;
+    let running = start(s.engine(settings));
+    let rounds = 20;
+    for round in 0..rounds {
+        for k in 0..10 {
+            s.ping(&format!("k{k}"), 0).await;
+        }
+        if round == 0 {
+            // Uncommitted reactions are invisible to read_committed readers, visible to others.
+            let _ = read(&s.config, &s.output, "read_uncommitted", 1, WAIT, Duration::ZERO).await;
+        }
+    }
+    let out = read(&s.config, &s.output, "read_committed", 10 * rounds, WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), 10 * rounds, "each input once");
+    let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for msg in &out {
+        let (_, value) = decoded(msg);
+        by_key.entry(value["id"].as_str().expect("id").to_owned()).or_default().push(value["n"].as_i64().expect("n"));
+    }
+    for (key, ns) in by_key {
+        assert_eq!(ns, (1..=rounds as i64).collect::<Vec<_>>(), "key {key}: the state counts its inputs in order");
+    }
+}

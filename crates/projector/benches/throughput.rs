@@ -1,32 +1,41 @@
 //! Projector throughput against the real broker and real databases.
 //!
 //! ```sh
-//! cargo bench -p herald-projector --bench throughput -- --events 200000 \
+//! cargo bench -p herald-projector --bench throughput -- --events 1000000 --rounds 3 \
 //!     [--postgres postgres://herald@127.0.0.1:55432/herald] [--rebuild]
 //! ```
 //!
-//! For each store it measures, on the same topic of `order_totals` events:
-//! - **store ceiling**: the projection's own upsert code fed from memory (records
-//!   fetched and decoded beforehand), in transactions of `--batch` events;
-//! - **projector**: the projector from an empty view to the end of the topic;
+//! On one topic of `order_totals` events it measures, in each of `--rounds` rounds (the
+//! order of the stores and of the ceiling methods rotated from round to round):
 //! - **raw rdkafka**: a plain consumer with the projector's consumer properties reading the
-//!   same topic, keeping each record (`detach`) and doing nothing else;
-//! - optionally **rebuild**: a full rebuild (new version, swap) of the same events;
+//!   whole topic, keeping each record (`detach`) and doing nothing else;
+//! - **bulk ceiling** of each store: the rows the projector writes (the topic folded per
+//!   partition in batches of `--batch`, beforehand), written with each of the store's
+//!   fastest methods (PostgreSQL: multi-row `VALUES`, `UNNEST` arrays, binary `COPY` into
+//!   a staging table; SQLite: a prepared statement per row, multi-row `VALUES`), each
+//!   batch in one transaction with a position compare-and-set. No Kafka, no decoding, no
+//!   reads: the best of them is the ceiling;
+//! - **projector**: the projector from an empty view to the end of the topic (steady rate
+//!   from its first commit to its last);
 //!
-//! and the peak resident memory of each phase (sampled every 20 ms).
+//! then the median and spread over the rounds, and optionally a full **rebuild** (new
+//! version, swap) on each store.
 
 #[path = "../examples/order_totals/projection.rs"]
 mod projection;
+#[path = "throughput/ceiling.rs"]
+mod ceiling;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ceiling::Method;
 use clap::Parser;
 use herald_bench::machine::CpuTime;
 use herald_bus::codec::SingleObject;
-use herald_bus::{Envelope, EventFamily, KafkaConfig, Publisher, PublisherOptions, Topic};
-use herald_projector::{rebuild, store, Projection, Projector, StopAt, Store};
+use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, Topic};
+use herald_projector::{rebuild, store, Projector, StopAt};
 use herald_shop::{OrderCancelled, OrderEvent, OrderPlaced};
 use projection::OrderTotals;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -43,7 +52,10 @@ struct Args {
     /// Events per transaction (ceiling and projector).
     #[arg(long, default_value_t = 1000)]
     batch: usize,
-    /// PostgreSQL admin URL; a fresh database is created for the run.
+    /// Rounds of every measurement (median and spread are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// PostgreSQL admin URL; fresh databases are created (and dropped) for the run.
     #[arg(long, env = "HERALD_TEST_POSTGRES_URL")]
     postgres: Option<String>,
     /// Also time a full rebuild on each store.
@@ -135,6 +147,38 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The measurements of one store in one round.
+#[derive(Default, Clone)]
+struct StoreRound {
+    /// events/s by ceiling method.
+    ceilings: Vec<(Method, f64)>,
+    /// The projection's batched apply fed from memory.
+    memory: f64,
+    projector: f64,
+}
+
+impl StoreRound {
+    fn best(&self) -> (Method, f64) {
+        self.ceilings.iter().copied().fold((Method::PgUnnest, 0.0), |a, b| if b.1 > a.1 { b } else { a })
+    }
+}
+
+/// Median, minimum and maximum.
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    (median, v[0], v[n - 1])
+}
+
+fn show(v: Vec<f64>, digits: usize) -> String {
+    let (m, lo, hi) = stats(v);
+    format!("{m:>10.digits$}  ({lo:.digits$} - {hi:.digits$})")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -145,93 +189,181 @@ async fn main() -> anyhow::Result<()> {
         None => publish(&config, &args).await?,
     };
     let topic: Topic<OrderEvent> = Topic::named(topic_name.clone());
-    println!("topic {topic_name}: {} events, {} partitions, batch {}", args.events, args.partitions, args.batch);
+    println!("topic {topic_name}: {} events, {} partitions, batch {}, {} rounds", args.events, args.partitions, args.batch, args.rounds);
 
-    let peak = Peak::start();
-    let started = Instant::now();
+    // The rows the projector writes, folded beforehand for the ceilings.
     let records = raw_read(&config, &topic_name, args.events).await?;
-    let raw = args.events as f64 / started.elapsed().as_secs_f64();
-    let (raw_mb, _) = peak.finish();
-    println!("raw rdkafka consumer:   {raw:>10.0} events/s  (peak RSS {raw_mb} MiB, records kept in memory)");
-
     let codec = SingleObject::new(OrderEvent::schemas().clone());
     let mut envelopes = Vec::with_capacity(records.len());
     for m in &records {
         envelopes.push(herald_bus::consumer::decode::<OrderEvent>(&codec, m).await.map_err(|f| anyhow::anyhow!(f.reason))?);
     }
     drop(records);
+    let events = Arc::new(ceiling::split(envelopes, args.batch));
+    let batches = Arc::new(ceiling::fold_batches(&events));
+    let rows: usize = batches.iter().map(ceiling::Rows::len).sum();
+    println!("{} transactions of at most {} events write {rows} rows ({:.2} rows per event)", batches.len(), args.batch, rows as f64 / args.events as f64);
 
-    let mut stores = vec![("sqlite", format!("sqlite:{}", std::env::temp_dir().join(format!("herald-bench-{}.db", uuid::Uuid::new_v4())).display()))];
-    if let Some(admin) = &args.postgres {
-        stores.push(("postgres", fresh_pg(admin, "ceiling")?));
+    let mut kinds = vec!["sqlite"];
+    if args.postgres.is_some() {
+        kinds.push("postgres");
     }
-    let mut ceilings = Vec::new();
-    for (kind, url) in &stores {
-        let ceiling = ceiling(store::open(url)?, &envelopes, args.batch).await?;
-        println!("{kind:8} store ceiling:  {ceiling:>10.0} events/s  (upserts from memory, {} per transaction)", args.batch);
-        ceilings.push(ceiling);
-    }
-    drop(envelopes);
-    for ((kind, _), ceiling) in stores.iter().zip(ceilings) {
-        let fresh = match *kind {
-            "sqlite" => format!("sqlite:{}", std::env::temp_dir().join(format!("herald-bench-{}.db", uuid::Uuid::new_v4())).display()),
-            _ => fresh_pg(args.postgres.as_deref().unwrap_or_default(), "projector")?,
-        };
-        let store = store::open(&fresh)?;
-        let peak = Peak::start();
+    let mut raws = Vec::new();
+    let mut results: Vec<(&str, Vec<StoreRound>)> = kinds.iter().map(|k| (*k, Vec::new())).collect();
+    for round in 0..args.rounds {
+        println!("-- round {} of {}", round + 1, args.rounds);
         let started = Instant::now();
-        let projector = Projector::builder(config.clone(), format!("bench.{}", uuid::Uuid::new_v4()), &topic, OrderTotals, store.clone())
-            .max_batch(args.batch)
-            .stop_at(StopAt::CaughtUp)
-            .build()
-            .await?;
-        let status = projector.status();
-        // From the first commit to the one that applied the last event: the steady rate
-        // leaves out the group join before and the shutdown after (leaving the group,
-        // closing the client), as the ceiling leaves them out.
-        let window = {
-            let status = status.clone();
-            let target = args.events as u64;
-            tokio::spawn(async move {
-                let mut first = None;
-                loop {
-                    let applied = status.get().applied_total;
-                    if applied > 0 && first.is_none() {
-                        first = Some((Instant::now(), applied));
-                    }
-                    if applied >= target {
-                        return first.map(|(at, before)| (at, before, Instant::now()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-            })
-        };
-        projector.run(std::future::pending()).await?;
-        let elapsed = started.elapsed().as_secs_f64();
-        let applied = status.get().applied_total;
-        let (first, before, last) = tokio::time::timeout(Duration::from_secs(5), window)
-            .await
-            .map_err(|_| anyhow::anyhow!("the projector stopped after {applied} of {} events", args.events))??
-            .ok_or_else(|| anyhow::anyhow!("no batch committed"))?;
-        let steady = (applied - before) as f64 / (last - first).as_secs_f64();
-        let (mb, cpu) = peak.finish();
-        println!(
-            "{kind:8} projector:      {steady:>10.0} events/s  steady ({:.2} of store ceiling, {:.2} of min(ceiling, raw)); {:.0} events/s incl. startup and group join ({applied} events in {elapsed:.1}s); peak RSS {mb} MiB",
-            steady / ceiling,
-            steady / ceiling.min(raw),
-            applied as f64 / elapsed,
-        );
-        println!("{kind:8} projector CPU s by thread: {cpu}");
-        if args.rebuild {
+        let records = raw_read(&config, &topic_name, args.events).await?;
+        let raw = args.events as f64 / started.elapsed().as_secs_f64();
+        drop(records);
+        println!("raw rdkafka consumer:     {raw:>10.0} events/s");
+        raws.push(raw);
+        let mut order: Vec<usize> = (0..kinds.len()).collect();
+        order.rotate_left(round % kinds.len());
+        for k in order {
+            let kind = kinds[k];
+            let mut methods = match kind {
+                "sqlite" => vec![Method::SqlitePrepared, Method::SqliteValues],
+                _ => vec![Method::PgValues, Method::PgUnnest, Method::PgCopy],
+            };
+            let turn = round % methods.len();
+            methods.rotate_left(turn);
+            let mut measured = StoreRound::default();
+            for method in methods {
+                let rate = ceiling_of(&args, kind, method, batches.clone()).await?;
+                println!("{kind:8} ceiling, {:22} {rate:>10.0} events/s", method.name());
+                measured.ceilings.push((method, rate));
+            }
+            measured.ceilings.sort_by_key(|(m, _)| m.name());
+            let url = fresh_store_url(&args, kind, "memory")?;
+            let (target, events) = (url.clone(), events.clone());
+            measured.memory = tokio::task::spawn_blocking(move || ceiling::projection(&target, &events)).await??;
+            forget_store(&args, &url)?;
+            println!("{kind:8} projection from memory:   {:>10.0} events/s = {:.2} of the ceiling", measured.memory, measured.memory / measured.best().1);
+            let (rate, cpu) = projector_run(&config, &args, &topic, kind).await?;
+            let best = measured.best();
+            println!("{kind:8} projector (steady):        {rate:>10.0} events/s = {:.2} of the ceiling ({})", rate / best.1, best.0.name());
+            println!("{kind:8} projector CPU s by thread: {cpu}");
+            measured.projector = rate;
+            results[k].1.push(measured);
+        }
+    }
+
+    println!("\n== {} rounds: median (min - max), events/s", args.rounds);
+    println!("raw rdkafka consumer              {}", show(raws, 0));
+    for (kind, rounds) in &results {
+        if let Some(first) = rounds.first() {
+            for (i, (method, _)) in first.ceilings.iter().enumerate() {
+                println!("{kind:8} ceiling, {:22}   {}", method.name(), show(rounds.iter().map(|r| r.ceilings[i].1).collect(), 0));
+            }
+        }
+        println!("{kind:8} ceiling (best of the round)   {}", show(rounds.iter().map(|r| r.best().1).collect(), 0));
+        println!("{kind:8} projection from memory       {}", show(rounds.iter().map(|r| r.memory).collect(), 0));
+        println!("{kind:8} projector (steady)           {}", show(rounds.iter().map(|r| r.projector).collect(), 0));
+        println!("{kind:8} projector / ceiling          {}", show(rounds.iter().map(|r| r.projector / r.best().1).collect(), 2));
+    }
+
+    if args.rebuild {
+        for kind in &kinds {
+            let url = fresh_store_url(&args, kind, "rebuild")?;
+            let store = store::open(&url)?;
             let peak = Peak::start();
             let started = Instant::now();
             let rebuilt = rebuild::rebuild(&config, &topic, || OrderTotals, store.clone(), rebuild::Options { max_batch: args.batch, ..rebuild::Options::new(format!("bench.{}", uuid::Uuid::new_v4())) }, std::future::pending()).await?;
             let elapsed = started.elapsed().as_secs_f64();
             let (mb, _) = peak.finish();
             println!("{kind:8} rebuild:        {:>10.0} events/s  ({} events in {elapsed:.1}s, version {}, swapped {}; peak RSS {mb} MiB)", rebuilt.events as f64 / elapsed, rebuilt.events, rebuilt.version, rebuilt.swapped);
+            drop(store);
+            forget_store(&args, &url)?;
         }
     }
     Ok(())
+}
+
+/// A fresh, empty store of `kind` for one measurement.
+fn fresh_store_url(args: &Args, kind: &str, tag: &str) -> anyhow::Result<String> {
+    Ok(match kind {
+        "sqlite" => format!("sqlite:{}", std::env::temp_dir().join(format!("herald-bench-{tag}-{}.db", uuid::Uuid::new_v4())).display()),
+        _ => fresh_pg(args.postgres.as_deref().unwrap_or_default(), tag)?,
+    })
+}
+
+/// Deletes the store made by [`fresh_store_url`].
+fn forget_store(args: &Args, url: &str) -> anyhow::Result<()> {
+    if let Some(path) = url.strip_prefix("sqlite:") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+        return Ok(());
+    }
+    let name = url.rsplit_once('/').map_or("", |(_, n)| n).to_owned();
+    let admin = args.postgres.clone().unwrap_or_default();
+    std::thread::spawn(move || -> anyhow::Result<()> {
+        let mut client = postgres::Client::connect(&admin, postgres::NoTls)?;
+        client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))?;
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("drop database panicked"))?
+}
+
+/// One ceiling measurement on a fresh store.
+async fn ceiling_of(args: &Args, kind: &str, method: Method, batches: Arc<Vec<ceiling::Rows>>) -> anyhow::Result<f64> {
+    let url = fresh_store_url(args, kind, "ceiling")?;
+    let target = url.clone();
+    let rate = tokio::task::spawn_blocking(move || match target.strip_prefix("sqlite:") {
+        Some(path) => ceiling::sqlite(path, &batches, method),
+        None => ceiling::postgres(&target, &batches, method),
+    })
+    .await??;
+    forget_store(args, &url)?;
+    Ok(rate)
+}
+
+/// The projector from an empty view to the end of the topic: its steady rate (first
+/// commit to the commit of the last event) and its CPU by thread.
+async fn projector_run(config: &KafkaConfig, args: &Args, topic: &Topic<OrderEvent>, kind: &str) -> anyhow::Result<(f64, String)> {
+    let url = fresh_store_url(args, kind, "projector")?;
+    let store = store::open(&url)?;
+    let peak = Peak::start();
+    let projector = Projector::builder(config.clone(), format!("bench.{}", uuid::Uuid::new_v4()), topic, OrderTotals, store.clone())
+        .max_batch(args.batch)
+        .stop_at(StopAt::CaughtUp)
+        .build()
+        .await?;
+    let status = projector.status();
+    // From the first commit to the one that applied the last event: the steady rate
+    // leaves out the group join before and the shutdown after (leaving the group,
+    // closing the client), as the ceiling leaves them out.
+    let window = {
+        let status = status.clone();
+        let target = args.events as u64;
+        tokio::spawn(async move {
+            let mut first = None;
+            loop {
+                let applied = status.get().applied_total;
+                if applied > 0 && first.is_none() {
+                    first = Some((Instant::now(), applied));
+                }
+                if applied >= target {
+                    return first.map(|(at, before)| (at, before, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    projector.run(std::future::pending()).await?;
+    let applied = status.get().applied_total;
+    let (first, before, last) = tokio::time::timeout(Duration::from_secs(5), window)
+        .await
+        .map_err(|_| anyhow::anyhow!("the projector stopped after {applied} of {} events", args.events))??
+        .ok_or_else(|| anyhow::anyhow!("no batch committed"))?;
+    let steady = (applied - before) as f64 / (last - first).as_secs_f64();
+    let (_, cpu) = peak.finish();
+    let cpu = format!("{cpu}; {:.0} events per chunk handed to the store thread", applied as f64 / status.get().batches_total.max(1) as f64);
+    drop(store);
+    forget_store(args, &url)?;
+    Ok((steady, cpu))
 }
 
 async fn publish(config: &KafkaConfig, args: &Args) -> anyhow::Result<String> {
@@ -280,36 +412,6 @@ async fn raw_read(config: &KafkaConfig, topic: &str, n: usize) -> anyhow::Result
         out.push(consumer.recv().await?.detach());
     }
     Ok(out)
-}
-
-/// The projection's apply code fed from memory: the best the store can do.
-async fn ceiling(store: Arc<dyn Store>, envelopes: &[Envelope<OrderEvent>], batch: usize) -> anyhow::Result<f64> {
-    let envelopes: Vec<Envelope<OrderEvent>> = envelopes.to_vec();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
-        let mut conn = store.connect()?;
-        {
-            let mut tx = conn.begin(1)?;
-            herald_projector::position::migrate(tx.as_tx())?;
-            OrderTotals.migrate(tx.as_tx())?;
-            tx.commit()?;
-        }
-        let key = herald_projector::position::Key { projection: "ceiling".into(), version: 1, topic: "t".into() };
-        let started = Instant::now();
-        let mut from = None;
-        for chunk in envelopes.chunks(batch) {
-            let mut tx = conn.begin(1)?;
-            // The same bookkeeping the projector does: one position compare-and-set.
-            let to = from.unwrap_or(0) + chunk.len() as i64;
-            herald_projector::position::advance(tx.as_tx(), &key, 0, from, to)?;
-            for e in chunk {
-                OrderTotals.apply(tx.as_tx(), e)?;
-            }
-            tx.commit()?;
-            from = Some(to);
-        }
-        Ok(envelopes.len() as f64 / started.elapsed().as_secs_f64())
-    })
-    .await?
 }
 
 fn fresh_pg(admin: &str, tag: &str) -> anyhow::Result<String> {

@@ -32,9 +32,29 @@ pub(crate) struct Slice<F> {
     pub items: Vec<(Arc<Item<F>>, Action)>,
 }
 
+impl<F> Slice<F> {
+    /// True when every record is a decoded event to apply (no dead letter to record):
+    /// such slices are applied together through `Projection::apply_batch`.
+    pub fn mergeable(&self) -> bool {
+        self.items.iter().all(|(item, action)| matches!(action, Action::Apply) && item.decoded.is_ok())
+    }
+}
+
 /// One transaction's worth of records.
 pub(crate) struct Batch<F> {
     pub slices: Vec<Slice<F>>,
+}
+
+impl<F> Batch<F> {
+    /// The number of records.
+    pub fn events(&self) -> usize {
+        self.slices.iter().map(|s| s.items.len()).sum()
+    }
+
+    /// True when it may share a transaction with other batches (only events to apply).
+    pub fn mergeable(&self) -> bool {
+        self.slices.iter().all(Slice::mergeable)
+    }
 }
 
 

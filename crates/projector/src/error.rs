@@ -38,6 +38,43 @@ impl ProjectionError {
     }
 }
 
+/// A batch could not be applied ([`Projection::apply_batch`](crate::Projection::apply_batch)).
+///
+/// With the index of the failing event, the projector treats it as that event's failure
+/// (retried or dead-lettered, as from [`Projection::apply`](crate::Projection::apply));
+/// without one ([`From`] a [`ProjectionError`] or [`StoreError`], so `?` works), it rolls
+/// the transaction back and applies the batch again event by event with `apply`, which
+/// names the event.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+#[non_exhaustive]
+pub struct BatchError {
+    /// The index, in the batch's events, of the event that failed, if known.
+    pub index: Option<usize>,
+    /// Why.
+    #[source]
+    pub error: ProjectionError,
+}
+
+impl BatchError {
+    /// The event at `index` of the batch failed with `error`.
+    pub fn at(index: usize, error: ProjectionError) -> Self {
+        BatchError { index: Some(index), error }
+    }
+}
+
+impl From<ProjectionError> for BatchError {
+    fn from(error: ProjectionError) -> Self {
+        BatchError { index: None, error }
+    }
+}
+
+impl From<StoreError> for BatchError {
+    fn from(error: StoreError) -> Self {
+        BatchError { index: None, error: error.into() }
+    }
+}
+
 /// A projector could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

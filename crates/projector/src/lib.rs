@@ -29,6 +29,16 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Batches
+//! The projector applies events in transactions of up to `max_batch` events (one
+//! partition's, or several partitions' merged when they wait together). A projection
+//! that only implements [`Projection::apply`] runs its statements once per event; one that
+//! also implements [`Projection::apply_batch`] sees the whole transaction's events at once,
+//! folds them in memory (several events of one key become one row) and writes each table
+//! in one statement with [`Tx::execute_rows`] (PostgreSQL: `UNNEST` arrays, one round trip;
+//! SQLite: one prepared statement per row). The reference `order_totals` example does; see
+//! `BENCHMARKS.md` for what it gains.
+//!
 //! # Layout
 //! - [`projection`]: the [`Projection`] trait users implement.
 //! - [`store`]: the [`Store`]/[`Connection`]/[`Tx`] abstraction; [`store::sqlite`]
@@ -92,8 +102,8 @@ pub mod store;
 pub mod views;
 mod worker;
 
-pub use error::{ProjectionError, ProjectorError};
+pub use error::{BatchError, ProjectionError, ProjectorError};
 pub use projection::Projection;
 pub use runner::{Control, OnPoison, Projector, ProjectorBuilder, StopAt, Stopped};
 pub use status::{Status, StatusHandle};
-pub use store::{Connection, Store, StoreError, Transaction, Tx, Value};
+pub use store::{Column, Connection, Store, StoreError, Transaction, Tx, Value};

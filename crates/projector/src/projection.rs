@@ -2,7 +2,7 @@
 
 use herald_bus::{Envelope, EventFamily};
 
-use crate::error::ProjectionError;
+use crate::error::{BatchError, ProjectionError};
 use crate::store::Tx;
 
 /// A read model built from the events of one family.
@@ -66,4 +66,21 @@ pub trait Projection<F: EventFamily>: Send + Sync + 'static {
     /// the event a poison event). Must be deterministic: after a crash or a rebalance the
     /// same event is applied again to the view as it was before it.
     fn apply(&self, tx: &mut dyn Tx, event: &Envelope<F>) -> Result<(), ProjectionError>;
+
+    /// Applies the events of one transaction: each partition's events in offset order
+    /// (the transaction may hold several partitions' batches, one after the other, so
+    /// only the order within a partition is meaningful, as for `apply`).
+    /// The default applies them one by one with [`apply`](Projection::apply); override it
+    /// to write a whole batch in a few statements: fold the events in memory (several
+    /// events of one key become one row), read what the fold needs in one query
+    /// ([`Tx::query_rows`]) and write the rows in one statement per table
+    /// ([`Tx::execute_rows`]). The effect must equal applying each event in order.
+    ///
+    /// An error that names the failing event ([`BatchError::at`]) counts as that event's
+    /// failure. One that does not (any `?` on a [`ProjectionError`] or store error) makes
+    /// the projector roll the transaction back and apply the same events again one by one
+    /// with `apply`, so the error that counts, and the event it names, is `apply`'s.
+    fn apply_batch(&self, tx: &mut dyn Tx, events: &[&Envelope<F>]) -> Result<(), BatchError> {
+        events.iter().enumerate().try_for_each(|(i, event)| self.apply(tx, event).map_err(|e| BatchError::at(i, e)))
+    }
 }

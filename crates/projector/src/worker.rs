@@ -1,11 +1,12 @@
 //! The store thread: applies batches in transactions, one at a time, off the poll loop.
 //!
 //! For each batch: begin; for each partition, compare-and-set its position from where the
-//! batch starts to where it ends; apply (or record as dead-lettered) each record; check
+//! batch starts to where it ends; apply its events (each run of decoded events at once,
+//! through `Projection::apply_batch`) or record them as dead-lettered; check
 //! that this member still owns every partition of the batch; commit. Any failure rolls
 //! the whole transaction back, so the view and the positions move together or not at all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +22,9 @@ use crate::projection::Projection;
 use crate::store::{Connection, Store, StoreError};
 
 /// A job for the store thread. The queue is bounded by its senders: each partition
-/// worker waits for its job's answer before sending another, and the projector keeps at
-/// most one live-version question waiting.
+/// worker sends the chunks of one delivered batch (at most the runtime's batch of
+/// records) and waits for their answers before taking another, and the projector keeps
+/// at most one live-version question waiting.
 pub(crate) enum Job<F> {
     /// Apply a batch.
     Apply(Batch<F>, oneshot::Sender<Outcome>),
@@ -44,6 +46,8 @@ pub(crate) struct Worker<F, P> {
     pub crash: Option<Arc<CrashPoint>>,
     /// Stop writing when another version becomes live (false for rebuilds).
     pub follow_live: bool,
+    /// Most events in one transaction when batches of several partitions are merged.
+    pub max_batch: usize,
     pub _family: std::marker::PhantomData<fn() -> F>,
 }
 
@@ -52,7 +56,9 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     pub(crate) fn run(self, jobs: std_mpsc::Receiver<Job<F>>) {
         let mut conn: Option<Box<dyn Connection>> = None;
         let batch_seconds = metrics::histogram!("herald_projector_batch_seconds", "projection" => P::NAME);
-        while let Ok(job) = jobs.recv() {
+        // Jobs taken from the channel while merging, to run next.
+        let mut waiting: VecDeque<Job<F>> = VecDeque::new();
+        while let Some(job) = waiting.pop_front().or_else(|| jobs.recv().ok()) {
             if conn.is_none() {
                 match self.store.connect() {
                     Ok(c) => conn = Some(c),
@@ -70,20 +76,34 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             let Some(c) = conn.as_mut() else { continue };
             let failed = match job {
                 Job::Apply(batch, reply) => {
-                    let started = std::time::Instant::now();
-                    let outcome = self.apply(c.as_mut(), &batch);
-                    batch_seconds.record(started.elapsed().as_secs_f64());
-                    // Let go of the records before replying, so that the poll loop holds
-                    // the last references and frees them on its own thread, not this one.
-                    drop(batch);
-                    let failed = matches!(outcome, Outcome::StoreFailed(_));
-                    #[cfg(feature = "crash-points")]
-                    if let Outcome::Committed { .. } = outcome
-                        && let Some(crash) = &self.crash
-                    {
-                        crash.reached(Stage::AfterCommit);
+                    // The batches other partitions have waiting join this one's transaction,
+                    // up to `max_batch` events: fewer, larger transactions.
+                    let mut group = vec![(batch, reply)];
+                    let mut events = group[0].0.events();
+                    while group[0].0.mergeable() && events < self.max_batch {
+                        match jobs.try_recv() {
+                            Ok(Job::Apply(next, reply)) if next.mergeable() && events + next.events() <= self.max_batch => {
+                                events += next.events();
+                                group.push((next, reply));
+                            }
+                            Ok(other) => {
+                                waiting.push_back(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    let _ = reply.send(outcome);
+                    let started = std::time::Instant::now();
+                    let outcomes = self.apply_group(c.as_mut(), &mut group);
+                    batch_seconds.record(started.elapsed().as_secs_f64());
+                    let mut failed = false;
+                    for ((batch, reply), outcome) in group.into_iter().zip(outcomes) {
+                        // Let go of the records before replying, so that the poll loop holds
+                        // the last references and frees them on its own thread, not this one.
+                        drop(batch);
+                        failed |= matches!(outcome, Outcome::StoreFailed(_));
+                        let _ = reply.send(outcome);
+                    }
                     failed
                 }
                 Job::Position(partition, reply) => {
@@ -111,6 +131,52 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         }
     }
 
+    /// Applies the batches of `group` in one transaction, or, when that does not commit,
+    /// each in its own (so each gets its own outcome: one partition's failing event or
+    /// fencing never holds back the others). One outcome per batch.
+    fn apply_group(&self, conn: &mut dyn Connection, group: &mut [(Batch<F>, oneshot::Sender<Outcome>)]) -> Vec<Outcome> {
+        if let [(batch, _)] = group {
+            let outcome = self.apply(conn, batch);
+            self.committed(&outcome);
+            return vec![outcome];
+        }
+        let counts: Vec<usize> = group.iter().map(|(b, _)| b.slices.len()).collect();
+        let merged = Batch { slices: group.iter_mut().flat_map(|(b, _)| b.slices.drain(..)).collect() };
+        let outcome = self.apply(conn, &merged);
+        // Hand each batch its slices back.
+        let mut slices = merged.slices.into_iter();
+        for ((batch, _), n) in group.iter_mut().zip(&counts) {
+            batch.slices.extend(slices.by_ref().take(*n));
+        }
+        match outcome {
+            Outcome::Committed { positions } => {
+                self.committed(&Outcome::Committed { positions: Vec::new() });
+                let mut positions = positions.into_iter();
+                counts.iter().map(|n| Outcome::Committed { positions: positions.by_ref().take(*n).collect() }).collect()
+            }
+            _ => group
+                .iter()
+                .map(|(batch, _)| {
+                    let outcome = self.apply(conn, batch);
+                    self.committed(&outcome);
+                    outcome
+                })
+                .collect(),
+        }
+    }
+
+    /// The crash point after a commit.
+    fn committed(&self, outcome: &Outcome) {
+        #[cfg(feature = "crash-points")]
+        if let Outcome::Committed { .. } = outcome
+            && let Some(crash) = &self.crash
+        {
+            crash.reached(Stage::AfterCommit);
+        }
+        #[cfg(not(feature = "crash-points"))]
+        let _ = outcome;
+    }
+
     fn read_position(&self, conn: &mut dyn Connection, partition: i32) -> Result<Option<i64>, StoreError> {
         let mut tx = conn.read()?;
         let positions = position::load(tx.as_tx(), &self.key)?;
@@ -118,37 +184,66 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         Ok(positions.get(&partition).copied())
     }
 
+    /// Applies `batch` in one transaction, each run of events through the projection's
+    /// [`Projection::apply_batch`]; when that fails without naming the event, again event
+    /// by event, so the failure is the one [`Projection::apply`] reports for its event.
     fn apply(&self, conn: &mut dyn Connection, batch: &Batch<F>) -> Outcome {
+        match self.transact(conn, batch, true) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::debug!(%error, "the batched apply failed; applying the batch event by event");
+                self.transact(conn, batch, false).unwrap_or_else(|error| Outcome::StoreFailed(StoreError::Statement { message: error.to_string(), transient: true }))
+            }
+        }
+    }
+
+    /// One transaction of `batch`. `Err`: `apply_batch` failed without naming the event
+    /// (rolled back), only when `batched`.
+    fn transact(&self, conn: &mut dyn Connection, batch: &Batch<F>, batched: bool) -> Result<Outcome, ProjectionError> {
         let mut tx = match conn.begin(self.key.version) {
             Ok(tx) => tx,
-            Err(e) => return Outcome::StoreFailed(e),
+            Err(e) => return Ok(Outcome::StoreFailed(e)),
         };
         if self.follow_live {
             match position::live_version(tx.as_tx(), &self.key.projection) {
                 Ok(Some((live, _))) if live != self.key.version => {
                     let _ = tx.rollback();
-                    return Outcome::Superseded { live };
+                    return Ok(Outcome::Superseded { live });
                 }
                 Ok(_) => {}
-                Err(e) => return Outcome::StoreFailed(e),
+                Err(e) => return Ok(Outcome::StoreFailed(e)),
             }
         }
         let mut positions = Vec::with_capacity(batch.slices.len());
+        // The events of every slice that holds only decoded events, for one `apply_batch`
+        // (each partition's in offset order), and where each came from.
+        let mut events = Vec::new();
+        let mut origins = Vec::new();
         for slice in &batch.slices {
             match position::advance(tx.as_tx(), &self.key, slice.partition, slice.from, slice.to) {
                 Ok(true) => {}
                 Ok(false) => {
                     let _ = tx.rollback();
-                    return match self.read_position(conn, slice.partition) {
+                    return Ok(match self.read_position(conn, slice.partition) {
                         Ok(stored) => Outcome::Fenced { partition: slice.partition, stored },
                         Err(e) => Outcome::StoreFailed(e),
-                    };
+                    });
                 }
-                Err(e) => return Outcome::StoreFailed(e),
+                Err(e) => return Ok(Outcome::StoreFailed(e)),
             }
             #[cfg(feature = "crash-points")]
             if let Some(crash) = &self.crash {
                 crash.reached(Stage::BeforeApply);
+            }
+            if batched && slice.mergeable() {
+                for (item, _) in &slice.items {
+                    if let Ok(envelope) = &item.decoded {
+                        events.push(envelope);
+                        origins.push((slice.partition, item.offset));
+                    }
+                }
+                positions.push((slice.partition, slice.to, slice.items.len()));
+                continue;
             }
             let mut applied = 0;
             for (item, action) in &slice.items {
@@ -171,12 +266,21 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 if let Err(error) = result {
                     let _ = tx.rollback();
                     if let (Action::Skip(_), ProjectionError::Store(e)) = (action, &error) {
-                        return Outcome::StoreFailed(StoreError::Statement { message: e.to_string(), transient: true });
+                        return Ok(Outcome::StoreFailed(StoreError::Statement { message: e.to_string(), transient: true }));
                     }
-                    return Outcome::EventFailed { partition: slice.partition, offset: item.offset, error };
+                    return Ok(Outcome::EventFailed { partition: slice.partition, offset: item.offset, error });
                 }
             }
             positions.push((slice.partition, slice.to, applied));
+        }
+        if !events.is_empty()
+            && let Err(failed) = self.projection.apply_batch(tx.as_tx(), &events)
+        {
+            let _ = tx.rollback();
+            return match failed.index.and_then(|i| origins.get(i)) {
+                Some(&(partition, offset)) => Ok(Outcome::EventFailed { partition, offset, error: failed.error }),
+                None => Err(failed.error),
+            };
         }
         #[cfg(feature = "crash-points")]
         if let Some(crash) = &self.crash {
@@ -188,15 +292,15 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
         if batch.slices.iter().any(|s| owned.get(&s.partition) != Some(&s.generation)) {
             drop(owned);
             let _ = tx.rollback();
-            return Outcome::Revoked;
+            return Ok(Outcome::Revoked);
         }
         let committed = tx.commit();
         drop(owned);
-        match committed {
+        Ok(match committed {
             Ok(()) => Outcome::Committed { positions },
             // A failed commit may or may not have landed; the next attempt's
             // compare-and-set finds out (it is fenced if it did).
             Err(e) => Outcome::StoreFailed(e),
-        }
+        })
     }
 }

@@ -33,9 +33,11 @@
 //!
 //! # Guarantees
 //! The participants' decisions are deterministic and unit-tested with the choreography
-//! test kit: every rule, duplicates, late outcomes and the timeout. Running them against
-//! Kafka (one transaction per batch of reactions, state in changelogs, repartition topics)
-//! is the choreography runtime's job, not built yet.
+//! test kit: every rule, duplicates, late outcomes and the timeout. The `shop` binary runs
+//! them on the choreography engine (one transaction per batch of reactions, state in
+//! changelogs, repartition topics); `tests/processes` runs its three roles as processes
+//! against the broker, kills, freezes and restarts them, and checks the saga's guarantees
+//! from the public topics with a reader that shares no code with the decisions.
 
 /// Implements [`herald_bus::Event`] for a shop event keyed by its `order_id`, with its
 /// schema from `schemas/shop/<path>`.

@@ -35,7 +35,11 @@ async fn decode_parts<'a, F: EventFamily>(
 ) -> Result<Envelope<F>, Failure> {
     let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
     let payload = payload.ok_or_else(|| decode_failure(&DecodeError::Empty))?;
-    let (writer, datum) = codec.read_header(payload).await.map_err(|e| Failure {
+    let header = match codec.read_header_now(payload) {
+        Some(header) => header,
+        None => codec.read_header(payload).await,
+    };
+    let (writer, datum) = header.map_err(|e| Failure {
         stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
         reason: e.to_string(),
         attempts: 0,

@@ -7,7 +7,9 @@
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -95,9 +97,24 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
             traceparent = %trace,
             attempt,
         );
+        // One clock reading serves the timeout's deadline and the duration metric.
         let started = Instant::now();
-        let call = AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind();
-        let result = tokio::time::timeout(self.settings.handler_timeout, call).instrument(span).await;
+        let timeout = self.settings.handler_timeout;
+        let mut call = std::pin::pin!(AssertUnwindSafe(trace.scope(self.handler.handle(envelope))).catch_unwind());
+        let result = async {
+            // A handler that finishes on its first poll needs no timer (tokio's timeout
+            // too polls the handler first, so the outcome is the same); the others run
+            // under the deadline counted from `started`.
+            if let std::task::Poll::Ready(done) = futures::poll!(call.as_mut()) {
+                return Ok(done);
+            }
+            match started.checked_add(timeout) {
+                Some(deadline) => tokio::time::timeout_at(deadline, call).await,
+                None => tokio::time::timeout(timeout, call).await,
+            }
+        }
+        .instrument(span)
+        .await;
         self.handle_seconds.record(started.elapsed().as_secs_f64());
         let (reason, class) = match result {
             Ok(Ok(Ok(()))) => return Attempt::Handled,
@@ -116,4 +133,70 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::SingleObject;
+    use crate::{EventFamily, HandlerError};
+
+    #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+    struct Pinged {
+        id: String,
+    }
+
+    impl crate::Event for Pinged {
+        const TYPE: &'static str = "test.Pinged";
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Pinged","namespace":"test","fields":[{"name":"id","type":"string"}]}"#;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+
+    crate::family! {
+        #[derive(Debug)]
+        enum Pings { Pinged(Pinged) }
+    }
+
+    fn route<H: crate::Handler<Pings>>(handler: H) -> TypedRoute<Pings, H> {
+        let codec = Arc::new(SingleObject::new(Pings::schemas().clone()));
+        TypedRoute::new(handler, RouteSettings { topic: "pings".into(), handler_timeout: Duration::from_secs(5), unknown_types: UnknownTypes::DeadLetter, codec })
+    }
+
+    fn record() -> OwnedRecord {
+        let known = Pings::schemas().latest(<Pinged as crate::Event>::TYPE).expect("member");
+        let mut payload = crate::codec::SINGLE_OBJECT_MAGIC.to_vec();
+        payload.extend_from_slice(&known.fingerprint.0);
+        crate::publisher::encode_datum(known, &Pinged { id: "p-1".into() }, &mut payload).expect("encodes");
+        OwnedRecord::for_test(&Arc::from("pings"), 0, 7, &payload)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_done_at_once_is_handled_and_a_slow_one_times_out() {
+        let quick = route(|_: crate::Envelope<Pings>| async { Ok::<(), HandlerError>(()) });
+        assert!(matches!(quick.attempt(&record(), 1).await, Attempt::Handled));
+
+        // Finishes after a while, within the timeout: handled.
+        let patient = route(|_: crate::Envelope<Pings>| async {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            Ok::<(), HandlerError>(())
+        });
+        assert!(matches!(patient.attempt(&record(), 1).await, Attempt::Handled));
+
+        // Takes longer than the 5 s timeout: a transient failure that says so.
+        let slow = route(|_: crate::Envelope<Pings>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<(), HandlerError>(())
+        });
+        let started = tokio::time::Instant::now();
+        match slow.attempt(&record(), 2).await {
+            Attempt::Failed(failure, FailureClass::Retry) => {
+                assert!(failure.reason.contains("timed out after 5s"), "{}", failure.reason);
+                assert_eq!(failure.attempts, 2);
+            }
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(5), "the deadline counts from the start of the call");
+    }
 }

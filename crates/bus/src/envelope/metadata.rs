@@ -73,31 +73,37 @@ impl Metadata {
 
     /// Writes the metadata as Kafka headers.
     pub fn to_headers(&self) -> OwnedHeaders {
-        let mut id = Uuid::encode_buffer();
-        let id = self.id.hyphenated().encode_lower(&mut id);
-        let mut time = [0u8; HERALD_TIME_LEN];
-        let time = write_herald_time(&self.time, &mut time).map_or_else(|| Cow::Owned(self.time.to_rfc3339_opts(SecondsFormat::Micros, true)), Cow::Borrowed);
-        let mut headers = OwnedHeaders::new_with_capacity(11)
-            .insert(kv(header::SPECVERSION, "1.0"))
-            .insert(kv(header::ID, id))
-            .insert(kv(header::TYPE, &self.event_type))
-            .insert(kv(header::SOURCE, &self.source))
-            .insert(kv(header::TIME, &time))
-            .insert(kv(header::SUBJECT, &self.subject))
-            .insert(kv(header::CONTENT_TYPE, AVRO_CONTENT_TYPE));
-        if let Some(c) = &self.correlation_id {
-            headers = headers.insert(kv(header::CORRELATION_ID, c));
+        HeaderFields {
+            id: self.id,
+            event_type: &self.event_type,
+            source: &self.source,
+            time: self.time,
+            subject: &self.subject,
+            correlation_id: self.correlation_id.as_deref().map(CorrelationId::Given),
+            causation_id: self.causation_id.as_deref(),
+            trace: self.trace,
+            tracestate: self.tracestate.as_deref(),
         }
-        if let Some(c) = &self.causation_id {
-            headers = headers.insert(kv(header::CAUSATION_ID, c));
-        }
-        if let Some(t) = &self.trace {
-            headers = headers.insert(kv(header::TRACEPARENT, &t.to_string()));
-        }
-        if let Some(t) = &self.tracestate {
-            headers = headers.insert(kv(header::TRACESTATE, t));
-        }
-        headers
+        .write()
+    }
+
+    /// The headers of [`Metadata::new`] with `trace`, written straight from borrowed parts:
+    /// what `Metadata::new(event_type, source, subject)` with that trace gives through
+    /// [`Metadata::to_headers`], without allocating its strings. Returns the new event id.
+    pub(crate) fn fresh_headers(event_type: &str, source: &str, subject: &str, trace: Option<TraceContext>) -> (Uuid, OwnedHeaders) {
+        let id = Uuid::now_v7();
+        let fields = HeaderFields {
+            id,
+            event_type,
+            source,
+            time: Utc::now(),
+            subject,
+            correlation_id: Some(CorrelationId::TheId),
+            causation_id: None,
+            trace,
+            tracestate: None,
+        };
+        (id, fields.write())
     }
 
     /// Reads metadata from Kafka headers. Missing attributes are filled as well as possible
@@ -154,6 +160,59 @@ impl Metadata {
     }
 }
 
+/// The correlation id to write.
+#[derive(Clone, Copy)]
+enum CorrelationId<'a> {
+    Given(&'a str),
+    /// The event's own id (a fresh event starts its flow).
+    TheId,
+}
+
+/// Everything the headers are written from, borrowed.
+struct HeaderFields<'a> {
+    id: Uuid,
+    event_type: &'a str,
+    source: &'a str,
+    time: DateTime<Utc>,
+    subject: &'a str,
+    correlation_id: Option<CorrelationId<'a>>,
+    causation_id: Option<&'a str>,
+    trace: Option<TraceContext>,
+    tracestate: Option<&'a str>,
+}
+
+impl HeaderFields<'_> {
+    fn write(&self) -> OwnedHeaders {
+        let mut id = Uuid::encode_buffer();
+        let id = self.id.hyphenated().encode_lower(&mut id);
+        let mut time = [0u8; HERALD_TIME_LEN];
+        let time = write_herald_time(&self.time, &mut time).map_or_else(|| Cow::Owned(self.time.to_rfc3339_opts(SecondsFormat::Micros, true)), Cow::Borrowed);
+        let mut headers = OwnedHeaders::new_with_capacity(11)
+            .insert(kv(header::SPECVERSION, "1.0"))
+            .insert(kv(header::ID, id))
+            .insert(kv(header::TYPE, self.event_type))
+            .insert(kv(header::SOURCE, self.source))
+            .insert(kv(header::TIME, &time))
+            .insert(kv(header::SUBJECT, self.subject))
+            .insert(kv(header::CONTENT_TYPE, AVRO_CONTENT_TYPE));
+        match self.correlation_id {
+            Some(CorrelationId::Given(c)) => headers = headers.insert(kv(header::CORRELATION_ID, c)),
+            Some(CorrelationId::TheId) => headers = headers.insert(kv(header::CORRELATION_ID, id)),
+            None => {}
+        }
+        if let Some(c) = self.causation_id {
+            headers = headers.insert(kv(header::CAUSATION_ID, c));
+        }
+        if let Some(t) = &self.trace {
+            headers = headers.insert(kv(header::TRACEPARENT, &t.to_string()));
+        }
+        if let Some(t) = self.tracestate {
+            headers = headers.insert(kv(header::TRACESTATE, t));
+        }
+        headers
+    }
+}
+
 fn kv<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
     Header { key, value: Some(value) }
 }
@@ -176,6 +235,22 @@ mod tests {
         // Times are written with microsecond precision.
         assert_eq!(back.time.timestamp_micros(), meta.time.timestamp_micros());
         assert_eq!(Metadata { time: meta.time, ..back }, meta);
+    }
+
+    #[test]
+    fn fresh_headers_are_those_of_new_metadata() {
+        let pairs = |h: &OwnedHeaders| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>();
+        for trace in [None, Some(TraceContext::new_root())] {
+            let (id, fresh) = Metadata::fresh_headers("shop.orders.OrderPlaced", "/shop/checkout", "order-7", trace);
+            let read = Metadata::from_headers(Some(fresh.as_borrowed()), None, "x").expect("valid");
+            let mut expected = Metadata::new("shop.orders.OrderPlaced", "/shop/checkout", "order-7");
+            expected.id = id;
+            expected.correlation_id = Some(id.to_string());
+            expected.time = read.time;
+            expected.trace = trace;
+            assert_eq!(pairs(&fresh), pairs(&expected.to_headers()));
+            assert_eq!(read, expected);
+        }
     }
 
     #[test]

@@ -120,8 +120,9 @@ impl Publisher {
         F: EventFamily + Member<E>,
         E: Event,
     {
-        let meta = self.metadata_for(event);
-        self.publish_with(topic, event, meta).await
+        let (id, record) = self.encode_fresh(topic, event).await?;
+        let (partition, offset) = self.send_record(record).await?;
+        Ok(Published { id, partition, offset })
     }
 
     /// Fresh metadata for `event` from this publisher: new id, now, subject = aggregate id,
@@ -160,11 +161,9 @@ impl Publisher {
         let mut pending = FuturesUnordered::new();
         for (index, event) in events.enumerate() {
             results.push(None);
-            let meta = self.metadata_for(event);
-            let id = meta.id;
-            let queued = match self.encode(topic, event, &meta).await {
-                Ok(record) => self.enqueue(record).await,
-                Err(e) => Err(e),
+            let (id, queued) = match self.encode_fresh(topic, event).await {
+                Ok((id, record)) => (id, self.enqueue(record).await),
+                Err(e) => (uuid::Uuid::nil(), Err(e)),
             };
             match queued {
                 Ok(delivery) => pending.push(async move { (index, delivery.await.map(|(partition, offset)| Published { id, partition, offset })) }),
@@ -189,11 +188,34 @@ impl Publisher {
         F: EventFamily + Member<E>,
         E: Event,
     {
+        self.encode_with(topic, event, meta.to_headers()).await
+    }
+
+    /// [`Publisher::encode`] with fresh metadata ([`Publisher::metadata_for`]), its headers
+    /// written without building a [`Metadata`] first: the event id and the record.
+    async fn encode_fresh<F, E>(&self, topic: &Topic<F>, event: &E) -> Result<(uuid::Uuid, Record), PublishError>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
+        let trace = TraceContext::current().map(|t| t.child());
+        let (id, headers) = Metadata::fresh_headers(E::TYPE, &self.source, event.aggregate_id(), trace);
+        Ok((id, self.encode_with(topic, event, headers).await?))
+    }
+
+    async fn encode_with<F, E>(&self, topic: &Topic<F>, event: &E, headers: rdkafka::message::OwnedHeaders) -> Result<Record, PublishError>
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
         let known = F::schemas().latest(E::TYPE).ok_or_else(|| PublishError::UnknownSchema(E::TYPE.to_owned()))?;
         let mut payload = Vec::with_capacity(256);
-        self.codec.write_header(topic.name(), known, &mut payload).await?;
+        match self.codec.write_header_now(topic.name(), known, &mut payload) {
+            Some(written) => written?,
+            None => self.codec.write_header(topic.name(), known, &mut payload).await?,
+        }
         encode_datum(known, event, &mut payload)?;
-        Ok(Record::new(topic.name(), event.aggregate_id().as_bytes(), payload, meta.to_headers()))
+        Ok(Record::new(topic.name(), event.aggregate_id().as_bytes(), payload, headers))
     }
 
     /// Frames an already encoded Avro datum with this publisher's codec.

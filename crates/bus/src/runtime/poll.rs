@@ -222,19 +222,21 @@ impl<S: Sink> Runtime<S> {
     /// into `buffers`. Returns true if the partition is paused.
     fn dispatch(&self, msg: &BorrowedMessage<'_>, buffers: Buffers) -> bool {
         let topic = msg.topic();
-        let Some(topic_name) = self.topics.get(topic) else {
-            tracing::error!(topic, "record from a topic not subscribed");
-            return false;
-        };
         let (partition, offset) = (msg.partition(), msg.offset());
         let mut partitions = self.shared.lock();
         let topic_slots = match partitions.get_mut(topic) {
             Some(slots) => slots,
-            None => partitions.entry(topic.to_owned()).or_default(),
+            None if self.topics.contains(topic) => partitions.entry(topic.to_owned()).or_default(),
+            None => {
+                tracing::error!(topic, "record from a topic not subscribed");
+                return false;
+            }
         };
         let slot = match topic_slots.entry(partition) {
             std::collections::hash_map::Entry::Occupied(slot) => slot.into_mut(),
             std::collections::hash_map::Entry::Vacant(vacant) => {
+                // A partition's first record: its slot keeps the shared topic name.
+                let Some(topic_name) = self.topics.get(topic) else { return false };
                 let Some(sink) = self.sink.open(topic_name, partition) else {
                     tracing::error!(topic, "record from a topic without sink");
                     return false;
@@ -258,7 +260,7 @@ impl<S: Sink> Runtime<S> {
             return slot.paused; // Already queued: re-fetched after a resume.
         }
         slot.next_offset = offset + 1;
-        let record = OwnedRecord::copy_into(msg, topic_name, buffers);
+        let record = OwnedRecord::copy_into(msg, &slot.topic, buffers);
         let size = record.footprint();
         let own = slot.bytes.fetch_add(size, Ordering::AcqRel) + size;
         let total = self.buffered.fetch_add(size, Ordering::AcqRel) + size;

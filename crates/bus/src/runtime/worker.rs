@@ -53,6 +53,8 @@ impl<C: ConsumerContext + 'static> Client for StreamConsumer<C> {
 
 /// The poll loop's handle on a partition worker.
 pub(crate) struct Slot {
+    /// The partition's topic, shared with its records.
+    pub topic: Arc<str>,
     /// Batches of records for the worker. Unbounded as a channel; bounded in bytes by
     /// pausing the partition (see [`flow`](super::flow)).
     pub tx: mpsc::UnboundedSender<Vec<OwnedRecord>>,
@@ -116,8 +118,9 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         let records = Arc::new(AtomicUsize::new(0));
         let progress = Arc::new(Progress::default());
         let guard = ExitGuard { own: bytes.clone(), total: self.total.clone(), records: records.clone() };
+        let topic = self.topic.clone();
         let task = tokio::spawn(self.run(rx, cancel.clone(), progress.clone(), guard));
-        Slot { tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, next_offset }
+        Slot { topic, tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, next_offset }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Vec<OwnedRecord>>, cancel: CancellationToken, progress: Arc<Progress>, guard: ExitGuard) {

@@ -125,6 +125,9 @@ pub(crate) struct Coordinator<P: Participant> {
     backlog: VecDeque<(i32, Held)>,
     open: Open<P::State>,
     failures: u32,
+    /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
+    /// were reacted to in the open transaction.
+    acks: Vec<oneshot::Sender<()>>,
 }
 
 impl<P: Participant> Coordinator<P> {
@@ -166,6 +169,7 @@ impl<P: Participant> Coordinator<P> {
             backlog: VecDeque::new(),
             open: Open::default(),
             failures: 0,
+            acks: Vec::new(),
         }
     }
 
@@ -177,6 +181,11 @@ impl<P: Participant> Coordinator<P> {
             if let Err(failed) = self.drain_backlog().await {
                 self.fail(failed).await;
                 continue;
+            }
+            // Pipelined: the inputs are reacted to in the open transaction (a rewind reacts
+            // to them again from memory), so their partitions may hand over the next ones.
+            for ack in self.acks.drain(..) {
+                let _ = ack.send(());
             }
             let commit_at = self.open.began.map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
             let step = tokio::select! {
@@ -218,7 +227,7 @@ impl<P: Participant> Coordinator<P> {
                     self.parked.entry(partition).or_default().push((held, reply));
                     return Ok(());
                 }
-                self.open.waiters.push((partition, reply));
+                self.wait_for(partition, reply);
                 self.backlog.extend(held.into_iter().map(|h| (partition, h)));
                 Ok(())
             }
@@ -241,7 +250,7 @@ impl<P: Participant> Coordinator<P> {
                     Ok(slots) => {
                         self.partitions.insert(partition, slots);
                         for (held, reply) in self.parked.remove(&partition).unwrap_or_default() {
-                            self.open.waiters.push((partition, reply));
+                            self.wait_for(partition, reply);
                             self.backlog.extend(held.into_iter().map(|h| (partition, h)));
                         }
                     }
@@ -275,6 +284,16 @@ impl<P: Participant> Coordinator<P> {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Answers `reply` once the submission's inputs committed, or, pipelined, once they
+    /// were reacted to in the open transaction.
+    fn wait_for(&mut self, partition: i32, reply: oneshot::Sender<()>) {
+        if self.settings.pipeline && self.settings.exactly_once {
+            self.acks.push(reply);
+        } else {
+            self.open.waiters.push((partition, reply));
         }
     }
 
@@ -332,7 +351,7 @@ impl<P: Participant> Coordinator<P> {
             return Ok(());
         }
         if self.producer.is_none() {
-            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
             loop {
                 match producer.init().await {
                     Ok(()) => break,
@@ -407,7 +426,7 @@ impl<P: Participant> Coordinator<P> {
             };
             payload.extend_from_slice(&known.fingerprint.0);
             payload.extend_from_slice(&datum);
-            let record = Record::new(emission.event.topic(), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
+            let record = Record::new(self.settings.prefixed(emission.event.topic()), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
             if let Some(producer) = &self.producer {
                 producer.send(&record, None).await?;
             }

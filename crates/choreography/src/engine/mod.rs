@@ -111,24 +111,25 @@ impl<P: Participant> Engine<P> {
 
     /// The changelog topic.
     pub fn changelog_topic(&self) -> String {
-        self.settings.changelog.clone().unwrap_or_else(|| Declaration::of(&*self.participant).changelog_topic())
+        self.settings.changelog.clone().unwrap_or_else(|| self.settings.prefixed(&Declaration::of(&*self.participant).changelog_topic()))
     }
 
     /// The consumer group.
     pub fn group(&self) -> String {
-        self.settings.group.clone().unwrap_or_else(|| P::NAME.to_owned())
+        self.settings.group.clone().unwrap_or_else(|| self.settings.prefixed(P::NAME))
     }
 
     /// Checks the inputs are co-partitioned; creates the changelog and the repartition
     /// topics if missing (as many partitions as the inputs; the changelog compacted).
     /// Returns the topics the participant reads (inputs keyed by the state key, and
-    /// repartition topics) and the inputs to repartition with their target.
+    /// repartition topics) and the inputs to repartition with their target, every name
+    /// with the [`EngineSettings::topic_prefix`].
     async fn prepare_topics(&self) -> Result<(Vec<String>, Vec<(String, String)>), EngineError> {
         let declaration = Declaration::of(&*self.participant);
         let admin_error = |e: admin::AdminError| EngineError::Admin(e.to_string());
         let mut count = None;
         for consumed in &declaration.consumes {
-            let topic = &consumed.topic;
+            let topic = &self.settings.prefixed(&consumed.topic);
             let n = admin::partition_count(&self.config, topic).await.map_err(admin_error)?.ok_or_else(|| EngineError::Partitions(format!("input topic {topic} does not exist")))?;
             if !consumed.key.needs_repartition() {
                 if count.is_some_and(|c| c != n) {
@@ -141,7 +142,8 @@ impl<P: Participant> Engine<P> {
         }
         let count = count.unwrap_or_default();
         let mut needed = vec![(self.changelog_topic(), true)];
-        let repartitioned: Vec<(String, String)> = declaration.consumes.iter().filter_map(|c| Some((c.topic.clone(), declaration.repartition_topic(&c.topic)?))).collect();
+        let prefixed = |t: &str| self.settings.prefixed(t);
+        let repartitioned: Vec<(String, String)> = declaration.consumes.iter().filter_map(|c| Some((prefixed(&c.topic), prefixed(&declaration.repartition_topic(&c.topic)?)))).collect();
         needed.extend(repartitioned.iter().map(|(_, target)| (target.clone(), false)));
         for (topic, compacted) in needed {
             match admin::partition_count(&self.config, &topic).await.map_err(admin_error)? {
@@ -157,7 +159,7 @@ impl<P: Participant> Engine<P> {
                 None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
             }
         }
-        Ok((declaration.co_partitioned(), repartitioned))
+        Ok((declaration.co_partitioned().iter().map(|t| prefixed(t)).collect(), repartitioned))
     }
 
     /// The runtime that copies inputs to their repartition topics, if any.
@@ -166,7 +168,8 @@ impl<P: Participant> Engine<P> {
             return Ok(None);
         }
         let inputs = self.participant.inputs();
-        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(inputs.route(source)?.clone()), target.clone())))).collect();
+        let route = |source: &str| inputs.route(source.strip_prefix(&self.settings.topic_prefix)?);
+        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(route(source)?.clone()), target.clone())))).collect();
         let group = format!("{group}.repartition");
         let mut settings = self.settings.clone();
         settings.group = Some(group.clone());
@@ -196,11 +199,12 @@ impl<P: Participant> Engine<P> {
         let group = self.group();
         let declaration = Declaration::of(&*self.participant);
         let readers = || -> HashMap<String, Reader<P::Input>> {
-            self.participant.inputs().routes().iter().map(|r| (declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()), Reader::new(r.clone()))).collect()
+            let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
+            self.participant.inputs().routes().iter().map(|r| (read(r), Reader::new(r.clone()))).collect()
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
         let membership = Arc::new(OnceLock::new());
-        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout };
+        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
         let settings = self.consumer_settings(&group, topics);
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });

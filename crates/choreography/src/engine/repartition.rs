@@ -72,7 +72,7 @@ impl<I: Send + 'static> RepartitionPartition<I> {
         let mut slot = self.shared.producer.lock().await;
         if slot.is_none() {
             let s = &self.shared.settings;
-            let producer = TxnProducer::new(&self.shared.config, &self.shared.transactional_id, s.transaction_timeout, s.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            let producer = TxnProducer::new(&self.shared.config, &self.shared.transactional_id, true, s.transaction_timeout, s.call_timeout).map_err(|e| (TxnCall::Init, e))?;
             producer.init().await?;
             *slot = Some(producer);
         }

@@ -20,6 +20,22 @@ pub struct EngineSettings {
     pub commit_interval: Duration,
     /// Commit as soon as the open transaction holds this many reactions (default 1000).
     pub max_batch: usize,
+    /// Exactly once (default true). False runs the same batches at least once, for
+    /// comparison: no transaction; every `commit_interval` the producer is flushed, and
+    /// only then are the batch's input offsets stored in the consumer (committed by
+    /// librdkafka every `auto.commit.interval.ms`). A crash may then react to inputs again
+    /// and emit their events twice, and readers see events before the batch completes.
+    /// Inputs that go through a repartition topic are still copied there exactly once.
+    pub exactly_once: bool,
+    /// Pipelined (default false; exactly once only): a partition hands over its next
+    /// records as soon as its previous ones were reacted to in the open transaction,
+    /// instead of once that transaction committed, so a transaction holds what arrives
+    /// during the whole `commit_interval` (up to `max_batch`), as Kafka Streams does.
+    /// Nothing changes for readers: offsets still move only with the transaction, and an
+    /// aborted transaction's inputs are reacted to again from memory. At shutdown, what is
+    /// handed over after the last commit may be aborted instead (its next owner reacts to
+    /// it).
+    pub pipeline: bool,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open this long
     /// (default 10 s). Keep it well above `commit_interval`.
     pub transaction_timeout: Duration,
@@ -38,6 +54,13 @@ pub struct EngineSettings {
     pub create_changelog: bool,
     /// librdkafka properties for the input consumer, over Herald's.
     pub consumer_properties: Vec<(String, String)>,
+    /// Prepended to every name the engine derives or uses (default empty): the topics it
+    /// reads and writes (the participant's inputs and outputs as declared, its changelog
+    /// and repartition topics), its consumer groups and transactional ids. Several copies
+    /// of a saga then share one cluster without sharing anything else (tests running in
+    /// parallel, a staging copy). Names set explicitly (`group`, `changelog`) are used as
+    /// they are.
+    pub topic_prefix: String,
 }
 
 impl EngineSettings {
@@ -49,6 +72,8 @@ impl EngineSettings {
             changelog: None,
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
+            exactly_once: true,
+            pipeline: false,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),
@@ -56,16 +81,34 @@ impl EngineSettings {
             forget_finished: false,
             create_changelog: true,
             consumer_properties: Vec::new(),
+            topic_prefix: String::new(),
         }
     }
 
-    /// The `transactional.id` of `participant`'s instance: `<participant>.<instance>`.
+    /// `name` with the [`topic_prefix`](Self::topic_prefix).
+    ///
+    /// ```
+    /// use herald_choreography::engine::EngineSettings;
+    /// let settings = EngineSettings { topic_prefix: "t1.".into(), ..EngineSettings::new("a-1") };
+    /// assert_eq!(settings.prefixed("shop.orders"), "t1.shop.orders");
+    /// ```
+    pub fn prefixed(&self, name: &str) -> String {
+        format!("{}{name}", self.topic_prefix)
+    }
+
+    /// The `transactional.id` of `participant`'s instance: `<group>.<instance>`, the group
+    /// being `<topic_prefix><participant>` unless set.
     ///
     /// ```
     /// use herald_choreography::engine::EngineSettings;
     /// assert_eq!(EngineSettings::new("a-1").transactional_id("orders"), "orders.a-1");
+    /// let prefixed = EngineSettings { topic_prefix: "t1.".into(), ..EngineSettings::new("a-1") };
+    /// assert_eq!(prefixed.transactional_id("orders"), "t1.orders.a-1");
     /// ```
     pub fn transactional_id(&self, participant: &str) -> String {
-        format!("{}.{}", self.group.as_deref().unwrap_or(participant), self.instance)
+        match &self.group {
+            Some(group) => format!("{group}.{}", self.instance),
+            None => format!("{}.{}", self.prefixed(participant), self.instance),
+        }
     }
 }

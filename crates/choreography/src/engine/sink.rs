@@ -22,13 +22,16 @@ pub(crate) struct EngineSink<I, S> {
     pub membership: Arc<OnceLock<Membership>>,
     /// How long a revocation waits for the coordinator to commit or abort.
     pub revoke_wait: Duration,
+    /// Who moves the consumed positions: the transaction (exactly once, `Owned`) or the
+    /// runtime after the flush that delivered their effects (at least once, `Stored`).
+    pub offsets: Offsets,
 }
 
 impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
     type Partition = EnginePartition<I, S>;
 
     fn offsets(&self) -> Offsets {
-        Offsets::Owned
+        self.offsets
     }
 
     fn attach(&self, membership: Membership) {

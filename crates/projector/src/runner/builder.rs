@@ -156,6 +156,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             #[cfg(feature = "crash-points")]
             crash: crash.clone(),
             follow_live,
+            max_batch: self.max_batch,
             _family: PhantomData,
         };
         let thread = std::thread::Builder::new()

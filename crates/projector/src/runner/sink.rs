@@ -7,7 +7,7 @@
 //! delivered batch becomes one store transaction per `max_batch` records: compare-and-set
 //! of the position from where the batch starts to where it ends, then the events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,10 @@ use crate::batch::{Action, Batch, Item, Outcome, Slice};
 use crate::position::{self, Key};
 use crate::store::{Connection, Store, StoreError};
 use crate::worker::{Job, Ownership};
+
+/// A delivered batch goes to the store thread in about this many chunks (of
+/// `max_batch / CHUNKS` records), so that decoding one overlaps applying the one before.
+const CHUNKS: usize = 8;
 
 /// What the sink and its partitions share.
 pub(crate) struct Shared<F> {
@@ -159,8 +163,19 @@ impl<F: EventFamily> ProjectorPartition<F> {
     /// Runs one transaction of `items` (Apply or Skip) ending at `to`.
     async fn transact(&mut self, items: Vec<(Arc<Item<F>>, Action)>, to: i64) -> Outcome {
         let from = self.position.flatten();
+        match self.send(items, from, to) {
+            Some(rx) => rx.await.unwrap_or(Outcome::Revoked),
+            None => Outcome::Revoked,
+        }
+    }
+
+    /// Hands `items` (moving the position from `from` to `to`) to the store thread; the
+    /// outcome arrives on the receiver. `None`: the store thread is gone.
+    fn send(&self, items: Vec<(Arc<Item<F>>, Action)>, from: Option<i64>, to: i64) -> Option<oneshot::Receiver<Outcome>> {
         let batch = Batch { slices: vec![Slice { partition: self.partition, generation: self.generation, from, to, items }] };
-        self.shared.job(|tx| Job::Apply(batch, tx)).await.unwrap_or(Outcome::Revoked)
+        let (tx, rx) = oneshot::channel();
+        self.shared.jobs.send(Job::Apply(batch, tx)).ok()?;
+        Some(rx)
     }
 
     fn failed(&self, index: usize, stage: Stage, reason: String, attempts: u32, class: FailureClass) -> Delivery {
@@ -199,42 +214,78 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                 end += 1;
             }
             start = end;
-            let mut items = Vec::new();
+            // Chunks go to the store thread as soon as they are decoded, each starting
+            // where the one before ends, so the store applies one while the next is being
+            // decoded (it merges waiting chunks into one transaction of up to `max_batch`).
+            // A chunk whose predecessor did not commit cannot commit either: its
+            // compare-and-set starts where the predecessor would have ended.
+            let chunk = (self.shared.max_batch / CHUNKS).max(1);
+            let mut in_flight: VecDeque<(oneshot::Receiver<Outcome>, usize, usize, i64)> = VecDeque::new();
+            let mut from = position;
             let mut poison = None;
             let mut stop_here = false;
-            while end < batch.len() && items.len() < self.shared.max_batch {
-                let record = &batch[end];
-                if self.past_stop(record) {
-                    stop_here = true;
-                    break;
-                }
-                match herald_bus::consumer::decode_record::<F>(&*self.shared.codec, record).await {
-                    Ok(envelope) => items.push((Arc::new(Item { offset: record.offset(), decoded: Ok(envelope) }), Action::Apply)),
-                    Err(failure) => {
-                        poison = Some((end, failure));
+            let mut pending_end = start;
+            while pending_end < batch.len() && !stop_here && poison.is_none() {
+                let chunk_start = pending_end;
+                let mut items = Vec::new();
+                while pending_end < batch.len() && items.len() < chunk {
+                    let record = &batch[pending_end];
+                    if self.past_stop(record) {
+                        stop_here = true;
                         break;
                     }
+                    match herald_bus::consumer::decode_record::<F>(&*self.shared.codec, record).await {
+                        Ok(envelope) => items.push((Arc::new(Item { offset: record.offset(), decoded: Ok(envelope) }), Action::Apply)),
+                        Err(failure) => {
+                            poison = Some((pending_end, failure));
+                            break;
+                        }
+                    }
+                    pending_end += 1;
                 }
-                end += 1;
+                if let Some((last, _)) = items.last() {
+                    let to = last.offset + 1;
+                    match self.send(items, from, to) {
+                        Some(rx) => in_flight.push_back((rx, chunk_start, pending_end, to)),
+                        None => return Delivery::Interrupted,
+                    }
+                    from = Some(to);
+                }
             }
-            if let Some((last, _)) = items.last() {
-                let to = last.offset + 1;
-                match self.transact(items, to).await {
+            // The outcomes, in order. After the first that did not commit, the rest are
+            // awaited (so nothing is left running) and only looked at if they committed.
+            let mut first_failure: Option<(Outcome, usize)> = None;
+            while let Some((rx, chunk_start, chunk_end, to)) = in_flight.pop_front() {
+                let outcome = rx.await.unwrap_or(Outcome::Revoked);
+                match outcome {
                     Outcome::Committed { positions } => {
                         let applied: usize = positions.iter().map(|(_, _, n)| *n).sum();
                         Board::count(&self.shared.board.applied_total, applied as u64);
                         Board::count(&self.shared.board.batches_total, 1);
                         metrics::counter!("herald_projector_events_total", "projection" => self.shared.key.projection.clone()).increment(applied as u64);
                         metrics::counter!("herald_projector_batches_total", "projection" => self.shared.key.projection.clone()).increment(1);
-                        batch[start..end].iter().for_each(|r| progress.done(r.offset()));
+                        batch[chunk_start..chunk_end].iter().for_each(|r| progress.done(r.offset()));
                         self.position = Some(Some(to));
                         self.shared.board.with(self.partition, |p| {
                             p.position = Some(to);
                             p.block = None;
                         });
                     }
+                    other if first_failure.is_none() => first_failure = Some((other, chunk_start)),
+                    _ => {}
+                }
+            }
+            if let Some((outcome, chunk_start)) = first_failure {
+                if self.position.flatten().is_some_and(|p| batch.get(chunk_start).is_some_and(|r| r.offset() < p)) {
+                    // A later chunk committed after all (another member had moved the
+                    // position exactly there): go on from where the store stands.
+                    start = chunk_start;
+                    continue;
+                }
+                match outcome {
+                    Outcome::Committed { .. } => {}
                     Outcome::EventFailed { partition, offset, error } => {
-                        let index = batch.iter().position(|r| r.offset() == offset).unwrap_or(start);
+                        let index = batch.iter().position(|r| r.offset() == offset).unwrap_or(chunk_start);
                         let attempts = if index == 0 { attempt } else { 1 };
                         let class = if error.is_store_conflict() {
                             FailureClass::Wait
@@ -248,15 +299,16 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                     }
                     Outcome::Fenced { partition, stored } => {
                         tracing::warn!(partition, ?stored, "fenced: another member moved the position");
-                        let moved_on = stored.is_some_and(|s| position.is_none_or(|p| s >= p));
+                        let moved_on = stored.is_some_and(|s| self.position.flatten().is_none_or(|p| s >= p));
                         self.position = Some(stored);
                         self.shared.board.with(self.partition, |p| p.position = stored);
                         if moved_on {
+                            start = chunk_start;
                             continue; // Skip what the other member applied, go on from there.
                         }
                         // Moved back (an operator reset it): this member cannot seek back
                         // safely from here; retried, it is logged until the partition moves.
-                        return self.failed(start, Stage::Handler, format!("position moved back to {stored:?} by another writer"), 0, FailureClass::Wait);
+                        return self.failed(chunk_start, Stage::Handler, format!("position moved back to {stored:?} by another writer"), 0, FailureClass::Wait);
                     }
                     Outcome::Revoked => return Delivery::Interrupted,
                     Outcome::Superseded { live } => {
@@ -267,7 +319,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                     }
                     Outcome::StoreFailed(e) => {
                         tracing::warn!(partition = self.partition, error = %e, "store failed; retrying the batch");
-                        return self.failed(start, Stage::Handler, format!("store: {e}"), 0, FailureClass::Wait);
+                        return self.failed(chunk_start, Stage::Handler, format!("store: {e}"), 0, FailureClass::Wait);
                     }
                 }
             }
@@ -279,7 +331,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                 self.shared.board.with(self.partition, |p| p.passed_stop = true);
                 return Delivery::Done;
             }
-            start = end;
+            start = pending_end;
         }
         Delivery::Done
     }

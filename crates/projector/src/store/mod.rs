@@ -15,6 +15,7 @@
 pub mod postgres;
 #[cfg(feature = "postgres")]
 mod postgres_tls;
+mod rows;
 mod url;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -168,6 +169,26 @@ pub trait Tx {
         Ok(self.query(sql, params)?.into_iter().next())
     }
 
+    /// Runs a statement over many rows at once and returns the number of rows it changed:
+    /// `sql` holds the marker `{rows}` where a row source goes (`INSERT INTO t (k, n)
+    /// {rows} ON CONFLICT (k) DO UPDATE SET ...`), and row `i` is the `i`-th value of each
+    /// column (all of the same length). PostgreSQL runs it once, over arrays (`SELECT *
+    /// FROM UNNEST($1::text[], ...)`); SQLite runs it once per row (`VALUES ($1, ...)`),
+    /// prepared once. A batched [`Projection::apply_batch`](crate::Projection::apply_batch)
+    /// writes its folded rows with it.
+    ///
+    /// Because PostgreSQL sees all the rows in one statement, an `ON CONFLICT ... DO UPDATE`
+    /// must not meet the same key twice: fold the rows by key first.
+    fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
+        rows::execute_each(self, sql, columns)
+    }
+
+    /// Runs a query over many rows at once (`SELECT ... WHERE k IN ({rows})`, see
+    /// [`Tx::execute_rows`]) and returns its rows, in no particular order.
+    fn query_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<Row>, StoreError> {
+        rows::query_each(self, sql, columns)
+    }
+
     /// Runs statements without parameters, separated by `;` (for migrations).
     fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
 
@@ -228,6 +249,7 @@ pub fn versioned(name: &str, version: u32) -> String {
     format!("{name}__v{version}")
 }
 
+pub use rows::{Column, ROWS};
 pub use url::{redact, StoreUrl};
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use postgres::error::SqlState;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{NoTls, Statement};
 
-use super::{Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
+use super::{Column, Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
 
 /// A PostgreSQL database, by URL (`postgres://user@host:port/db`, TLS with
 /// `?sslmode=verify-full&sslrootcert=PATH`; see the [module docs](self)).
@@ -135,13 +135,24 @@ impl Tx for PgTx<'_> {
     fn query(&mut self, sql: &str, params: &[Value<'_>]) -> Result<Vec<Row>, StoreError> {
         let stmt = self.statement(sql)?;
         let rows = self.tx.query(&stmt, &refs(params)).map_err(statement_error)?;
-        let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
-        rows.iter()
-            .map(|row| {
-                let values = stmt.columns().iter().enumerate().map(|(i, c)| read(row, i, c.type_())).collect::<Result<_, _>>()?;
-                Ok(Row { columns: columns.clone(), values })
-            })
-            .collect()
+        read_rows(&stmt, &rows)
+    }
+
+    fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
+        if super::rows::count(sql, columns)? == 0 {
+            return Ok(0);
+        }
+        let stmt = self.statement(&unnest_sql(sql, columns))?;
+        self.tx.execute(&stmt, &arrays(columns)).map_err(statement_error)
+    }
+
+    fn query_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<Row>, StoreError> {
+        if super::rows::count(sql, columns)? == 0 {
+            return Ok(Vec::new());
+        }
+        let stmt = self.statement(&unnest_sql(sql, columns))?;
+        let rows = self.tx.query(&stmt, &arrays(columns)).map_err(statement_error)?;
+        read_rows(&stmt, &rows)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
@@ -169,6 +180,40 @@ impl Transaction for PgTx<'_> {
     fn as_tx(&mut self) -> &mut dyn Tx {
         self
     }
+}
+
+/// `sql` with `{rows}` as `SELECT * FROM UNNEST($1::text[], ...)`: one statement for
+/// every row, each parameter an array (the rows travel in one message, the server
+/// unpacks them in one pass).
+fn unnest_sql(sql: &str, columns: &[Column<'_>]) -> String {
+    let arrays = columns.iter().enumerate().map(|(i, c)| format!("${}::{}", i + 1, c.pg_array())).collect::<Vec<_>>().join(", ");
+    sql.replace(super::ROWS, &format!("SELECT * FROM UNNEST({arrays})"))
+}
+
+/// The columns as array parameters.
+fn arrays<'v>(columns: &'v [Column<'_>]) -> Vec<&'v (dyn ToSql + Sync)> {
+    columns
+        .iter()
+        .map(|c| -> &(dyn ToSql + Sync) {
+            match c {
+                Column::Int(v) => v,
+                Column::OptInt(v) => v,
+                Column::Float(v) => v,
+                Column::Text(v) => v,
+                Column::OptText(v) => v,
+            }
+        })
+        .collect()
+}
+
+fn read_rows(stmt: &Statement, rows: &[postgres::Row]) -> Result<Vec<Row>, StoreError> {
+    let columns: Arc<[String]> = stmt.columns().iter().map(|c| c.name().to_owned()).collect();
+    rows.iter()
+        .map(|row| {
+            let values = stmt.columns().iter().enumerate().map(|(i, c)| read(row, i, c.type_())).collect::<Result<_, _>>()?;
+            Ok(Row { columns: columns.clone(), values })
+        })
+        .collect()
 }
 
 fn read(row: &postgres::Row, i: usize, ty: &Type) -> Result<OwnedValue, StoreError> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{ErrorCode, TransactionBehavior};
 
-use super::{Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
+use super::{Column, Connection, OwnedValue, Row, StoreError, Transaction, Tx, Value};
 
 /// A SQLite database file.
 #[derive(Debug, Clone)]
@@ -95,6 +95,38 @@ impl SqliteTx<'_> {
     }
 }
 
+impl SqliteTx<'_> {
+    /// The one-row form of a `{rows}` statement, prepared (cached), and the parameter
+    /// index of each column.
+    fn prepare_rows(&self, sql: &str, columns: &[Column<'_>]) -> Result<(rusqlite::CachedStatement<'_>, Vec<usize>), StoreError> {
+        let one = super::rows::one_row_sql(sql, columns.len());
+        let stmt = self.tx.prepare_cached(&one).map_err(statement_error)?;
+        let indexes = (1..=columns.len())
+            .map(|i| {
+                stmt.parameter_index(&format!("${i}"))
+                    .map_err(statement_error)?
+                    .ok_or_else(|| StoreError::Statement { message: format!("no parameter ${i} in: {one}"), transient: false })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((stmt, indexes))
+    }
+}
+
+/// The first `n` values of `row`.
+fn read_row(row: &rusqlite::Row<'_>, n: usize) -> Result<Vec<OwnedValue>, StoreError> {
+    (0..n)
+        .map(|i| {
+            Ok(match row.get_ref(i).map_err(statement_error)? {
+                ValueRef::Null => OwnedValue::Null,
+                ValueRef::Integer(v) => OwnedValue::Int(v),
+                ValueRef::Real(v) => OwnedValue::Float(v),
+                ValueRef::Text(v) => OwnedValue::Text(String::from_utf8_lossy(v).into_owned()),
+                ValueRef::Blob(v) => OwnedValue::Bytes(v.to_vec()),
+            })
+        })
+        .collect()
+}
+
 impl Tx for SqliteTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Value<'_>]) -> Result<u64, StoreError> {
         let mut stmt = self.prepare(sql, params)?;
@@ -109,17 +141,43 @@ impl Tx for SqliteTx<'_> {
         let mut rows = stmt.raw_query();
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(statement_error)? {
-            let mut values = Vec::with_capacity(n);
-            for i in 0..n {
-                values.push(match row.get_ref(i).map_err(statement_error)? {
-                    ValueRef::Null => OwnedValue::Null,
-                    ValueRef::Integer(v) => OwnedValue::Int(v),
-                    ValueRef::Real(v) => OwnedValue::Float(v),
-                    ValueRef::Text(v) => OwnedValue::Text(String::from_utf8_lossy(v).into_owned()),
-                    ValueRef::Blob(v) => OwnedValue::Bytes(v.to_vec()),
-                });
+            out.push(Row { columns: columns.clone(), values: read_row(row, n)? });
+        }
+        Ok(out)
+    }
+
+    fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
+        let n = super::rows::count(sql, columns)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let (mut stmt, indexes) = self.prepare_rows(sql, columns)?;
+        let mut changed = 0;
+        for i in 0..n {
+            for (c, index) in columns.iter().zip(&indexes) {
+                stmt.raw_bind_parameter(*index, c.value(i)).map_err(statement_error)?;
             }
-            out.push(Row { columns: columns.clone(), values });
+            changed += stmt.raw_execute().map_err(statement_error)?;
+        }
+        Ok(changed as u64)
+    }
+
+    fn query_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<Row>, StoreError> {
+        let n = super::rows::count(sql, columns)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let (mut stmt, indexes) = self.prepare_rows(sql, columns)?;
+        let names: Arc<[String]> = stmt.column_names().into_iter().map(str::to_owned).collect();
+        let mut out = Vec::new();
+        for i in 0..n {
+            for (c, index) in columns.iter().zip(&indexes) {
+                stmt.raw_bind_parameter(*index, c.value(i)).map_err(statement_error)?;
+            }
+            let mut rows = stmt.raw_query();
+            while let Some(row) = rows.next().map_err(statement_error)? {
+                out.push(Row { columns: names.clone(), values: read_row(row, names.len())? });
+            }
         }
         Ok(out)
     }

@@ -1,13 +1,10 @@
 //! The `order_totals` projection's fold, given/when/then, against SQLite and without a
 //! broker: what each event does to `customer_totals`.
 
-#[path = "../../examples/order_totals/projection.rs"]
-mod projection;
-
 use herald_bus::{Envelope, Metadata, Position};
 use herald_projector::{store, Projection};
 use herald_shop::{OrderCancelled, OrderEvent, OrderPlaced};
-use projection::OrderTotals;
+use crate::projection::OrderTotals;
 
 use crate::support::*;
 

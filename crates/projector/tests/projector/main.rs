@@ -3,11 +3,14 @@
 //! killed with SIGKILL or aborted at a crash point) and compare its view with a fold of
 //! the topic computed here.
 
+mod batched;
 mod crash;
 mod fold;
 mod members;
 mod parked;
 mod poison;
+#[path = "../../examples/order_totals/projection.rs"]
+mod projection;
 mod rebuild;
 mod retry;
 mod status;

@@ -253,38 +253,56 @@ pub async fn fold_topic_where(config: &KafkaConfig, topic: &str, keep: impl Fn(i
     assert_eq!(records.len(), count, "read the whole topic");
     records.sort_by_key(|m| (rdkafka::Message::partition(m), rdkafka::Message::offset(m)));
     let codec = SingleObject::new(OrderEvent::schemas().clone());
-    let mut orders: BTreeMap<String, (String, i64, bool)> = BTreeMap::new();
-    let mut view = View::new();
+    let mut fold = Fold::default();
     let mut poison = 0;
     for msg in records.iter().filter(|m| keep(rdkafka::Message::partition(*m), rdkafka::Message::offset(*m))) {
         let Ok(envelope) = herald_bus::consumer::decode::<OrderEvent>(&codec, msg).await else {
             poison += 1;
             continue;
         };
-        match envelope.event {
-            OrderEvent::Placed(p) if p.total_cents < 0 => poison += 1,
+        if !fold.apply(&envelope.event) {
+            poison += 1;
+        }
+    }
+    let view = fold.view;
+    (view, poison)
+}
+
+/// The reference fold of `order_totals`, written here independently of the projection:
+/// orders by id (customer, total, live) and the view.
+#[derive(Default)]
+pub struct Fold {
+    pub orders: BTreeMap<String, (String, i64, bool)>,
+    pub view: View,
+}
+
+impl Fold {
+    /// Folds one event; false for a poison event (a negative total), which changes nothing.
+    pub fn apply(&mut self, event: &OrderEvent) -> bool {
+        match event {
+            OrderEvent::Placed(p) if p.total_cents < 0 => return false,
             OrderEvent::Placed(p) => {
-                if !orders.contains_key(&p.order_id) {
-                    orders.insert(p.order_id.clone(), (p.customer_id.clone(), p.total_cents, true));
-                    let v = view.entry(p.customer_id).or_default();
+                if !self.orders.contains_key(&p.order_id) {
+                    self.orders.insert(p.order_id.clone(), (p.customer_id.clone(), p.total_cents, true));
+                    let v = self.view.entry(p.customer_id.clone()).or_default();
                     v.0 += 1;
                     v.1 += p.total_cents;
                 }
             }
             OrderEvent::Cancelled(c) => {
-                if let Some((customer, total, live)) = orders.get_mut(&c.order_id)
+                if let Some((customer, total, live)) = self.orders.get_mut(&c.order_id)
                     && *live
                 {
                     *live = false;
-                    let v = view.entry(customer.clone()).or_default();
+                    let v = self.view.entry(customer.clone()).or_default();
                     v.0 -= 1;
                     v.1 -= *total;
                 }
             }
             OrderEvent::Confirmed(_) => {}
         }
+        true
     }
-    (view, poison)
 }
 
 /// The projector's view, read from the store (customers with no live order included as

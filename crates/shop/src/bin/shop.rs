@@ -9,18 +9,21 @@
 //!
 //! Each instance creates the shop's topics if missing (6 partitions), joins its role's
 //! consumer groups with static membership (`--instance`, default host name and process
-//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM.
+//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM. An instance
+//! that does not come back loses its partitions to the others after `--session-timeout`
+//! (default 10 s). `--topic-prefix` (or `SHOP_TOPIC_PREFIX`) runs a separate copy of the
+//! saga on the same cluster: every topic, group and transactional id gets the prefix.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use herald_bus::admin::{self, TopicSpec};
 use herald_bus::KafkaConfig;
-use herald_choreography::engine::{Engine, EngineHealth, EngineSettings};
+use herald_choreography::engine::{Engine, EngineError, EngineHealth, EngineSettings};
 use herald_choreography::Participant;
 use herald_shop::saga::{Billing, Credit, Orders, Reservations, Stock};
 use tokio_util::sync::CancellationToken;
@@ -60,6 +63,17 @@ struct Cli {
     /// Serve `/health` and `/metrics` here (for example `127.0.0.1:9464`).
     #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// Prefix of every topic, consumer group and transactional id (default none: the
+    /// public names `shop.orders`, ...).
+    #[arg(long, env = "SHOP_TOPIC_PREFIX", default_value = "")]
+    topic_prefix: String,
+    /// How long the group waits for an instance that stopped answering before its
+    /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    session_timeout: Duration,
+    /// How long a transaction gathers reactions before it commits.
+    #[arg(long, default_value = "100ms", value_parser = duration)]
+    commit_interval: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -84,32 +98,76 @@ fn read_map(path: &Option<PathBuf>) -> anyhow::Result<HashMap<String, i64>> {
     }
 }
 
-/// The healths of the role's engines: healthy when all are.
-struct Healths(Vec<Arc<EngineHealth>>);
+/// The health of each of the role's engines (the current one after a restart): healthy
+/// when all are.
+struct Healths(Vec<Arc<Mutex<Arc<EngineHealth>>>>);
 
 impl herald_ops::HealthCheck for Healths {
     fn check(&self) -> (bool, serde_json::Value) {
-        let checks: Vec<(bool, serde_json::Value)> = self.0.iter().map(|h| h.check()).collect();
+        let checks: Vec<(bool, serde_json::Value)> = self.0.iter().map(|h| h.lock().unwrap_or_else(|p| p.into_inner()).check()).collect();
         (checks.iter().all(|(ok, _)| *ok), serde_json::Value::Array(checks.into_iter().map(|(_, v)| v).collect()))
     }
 }
 
 struct Runner {
     config: KafkaConfig,
-    instance: String,
+    settings: EngineSettings,
     stop: CancellationToken,
-    healths: Vec<Arc<EngineHealth>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), herald_choreography::engine::EngineError>>>,
+    healths: Vec<Arc<Mutex<Arc<EngineHealth>>>>,
+    tasks: tokio::task::JoinSet<Result<(), EngineError>>,
 }
 
 impl Runner {
-    fn start<P: Participant>(&mut self, participant: P) -> anyhow::Result<()> {
-        let engine = Engine::new(&self.config, participant, EngineSettings::new(&self.instance)).with_context(|| format!("participant {}", P::NAME))?;
-        self.healths.push(engine.health());
-        let stop = self.stop.clone();
-        self.tasks.push(tokio::spawn(engine.run(async move { stop.cancelled().await })));
+    /// Runs `participant` until the stop, starting its engine again from its committed
+    /// state when it stops on an error a restart can mend: a fatal client error, for
+    /// example librdkafka fencing a static member whose session timed out while the broker
+    /// was away (librdkafka#3437), ends the engine's consumer for good. A permanent error
+    /// (the topics are not co-partitioned) ends the task, and the process.
+    fn start<P: Participant + Clone>(&mut self, participant: P) -> anyhow::Result<()> {
+        let engine = Engine::new(&self.config, participant.clone(), self.settings.clone()).with_context(|| format!("participant {}", P::NAME))?;
+        let health = Arc::new(Mutex::new(engine.health()));
+        self.healths.push(health.clone());
+        let (config, settings, stop) = (self.config.clone(), self.settings.clone(), self.stop.clone());
+        self.tasks.spawn(async move {
+            let mut engine = engine;
+            for restarts in 1u32.. {
+                let until = stop.clone();
+                match engine.run(async move { until.cancelled().await }).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.is_permanent() || stop.is_cancelled() => return Err(e),
+                    Err(e) => {
+                        let pause = RESTART_PAUSE * restarts.min(10);
+                        tracing::error!(participant = P::NAME, error = %e, restarts, ?pause, "engine stopped: starting it again from its committed state");
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                    }
+                }
+                engine = Engine::new(&config, participant.clone(), settings.clone())?;
+                *health.lock().unwrap_or_else(|p| p.into_inner()) = engine.health();
+            }
+            Ok(())
+        });
         Ok(())
     }
+}
+
+/// The pause before an engine that stopped on an error starts again (times the restarts
+/// in a row, at most ten).
+const RESTART_PAUSE: Duration = Duration::from_millis(500);
+
+/// Waits until every topic of `specs` shows in the cluster's metadata: topic creation is
+/// asynchronous, and the engines check their inputs' partitions as they start.
+async fn await_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for spec in specs {
+        while admin::partition_count(config, &spec.name).await.map_err(|e| anyhow::anyhow!("{e}"))?.is_none() {
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "topic {} was created but does not show in the metadata", spec.name);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -130,10 +188,15 @@ async fn main() -> anyhow::Result<()> {
         herald_shop::payments::CREDIT_COMMANDS.name(),
     ]
     .iter()
-    .map(|t| TopicSpec::new(*t).partitions(6))
+    .map(|t| TopicSpec::new(format!("{}{t}", cli.topic_prefix)).partitions(6))
     .collect();
     admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
-    let mut runner = Runner { config, instance, stop: CancellationToken::new(), healths: Vec::new(), tasks: Vec::new() };
+    await_topics(&config, &topics).await?;
+    let mut settings = EngineSettings::new(instance);
+    settings.topic_prefix = cli.topic_prefix.clone();
+    settings.commit_interval = cli.commit_interval;
+    settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
+    let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
         Role::Inventory => {
@@ -161,20 +224,17 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("stopping");
         stop.cancel();
     });
+    // The first engine that stops for good stops the others (and the process).
     let mut failed = None;
-    for task in runner.tasks {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "engine stopped");
-                runner.stop.cancel();
-                failed.get_or_insert(anyhow::Error::from(e));
-            }
-            Err(e) => {
-                runner.stop.cancel();
-                failed.get_or_insert(anyhow::anyhow!("engine task: {e}"));
-            }
-        }
+    while let Some(ended) = runner.tasks.join_next().await {
+        let error = match ended {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => anyhow::Error::from(e),
+            Err(e) => anyhow::anyhow!("engine task: {e}"),
+        };
+        tracing::error!(error = %error, "engine stopped");
+        runner.stop.cancel();
+        failed.get_or_insert(error);
     }
     failed.map_or(Ok(()), Err)
 }

@@ -25,6 +25,7 @@ mod publish;
 mod read;
 mod record;
 mod saga;
+mod services;
 mod tail;
 mod topics;
 
@@ -61,6 +62,8 @@ enum Command {
     /// and show one's timeline.
     #[command(subcommand)]
     Saga(saga::Command),
+    /// The service registry: each service's registered instances, live or expired.
+    Services(services::Args),
     /// Versioned Avro schemas: list, fingerprint, check, compat (no broker needed).
     #[command(subcommand)]
     Schemas(herald_schema::cli::SchemasCommand),
@@ -83,6 +86,7 @@ async fn main() -> std::process::ExitCode {
             Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
             Command::Demo(args) => demo::run(&ctx, args).await,
             Command::Projector(cmd) => projector::run(&ctx, cmd).await,
+            Command::Services(args) => services::run(&ctx, args).await,
             Command::Schemas(_) | Command::Saga(_) => unreachable!("handled before the context is built"),
         },
         Err(e) => Err(e),

@@ -1,0 +1,188 @@
+//! Discovery: a live map of the registry topic, read from the beginning and followed.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use herald_bus::KafkaConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::instance::now_ms;
+use crate::table::{Entry, Table};
+use crate::{Balancer, Instance, Lease, RegistryError, Settings};
+
+/// How long an expired instance stays listed (as expired) before the directory forgets it.
+pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// The instances registered on the registry topic, kept up to date by a background task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_services::RegistryError> {
+/// use std::time::Duration;
+/// use herald_bus::KafkaConfig;
+/// use herald_services::{Balancer, Directory, Settings, Strategy};
+/// let directory = Directory::start(&KafkaConfig::new("127.0.0.1:9092"), &Settings::default()).await?;
+/// directory.caught_up(Duration::from_secs(10)).await;
+/// let balancer = Balancer::new(Strategy::ConsistentHash);
+/// if let Some(lease) = directory.pick(&balancer, "order-status", Some(b"order-42")) {
+///     println!("ask {}", lease.instance().address);
+///     lease.succeeded();
+/// }
+/// directory.shutdown().await;
+/// # Ok(()) }
+/// ```
+pub struct Directory {
+    table: Arc<Mutex<Table>>,
+    caught_up: watch::Receiver<bool>,
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Directory {
+    /// Creates the registry topic if missing and starts reading it from the beginning (no
+    /// consumer group: every directory reads everything). Must be called inside a tokio
+    /// runtime.
+    pub async fn start(config: &KafkaConfig, settings: &Settings) -> Result<Self, RegistryError> {
+        crate::topic::ensure_topic(config, &settings.topic).await?;
+        let partitions = herald_bus::admin::partition_count(config, &settings.topic).await?.unwrap_or(1);
+        let consumer: StreamConsumer = config
+            .client_config(&[
+                ("group.id", "herald.services.directory"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+            ])
+            .create()?;
+        let mut assignment = TopicPartitionList::new();
+        for p in 0..partitions {
+            assignment.add_partition_offset(&settings.topic, p as i32, Offset::Beginning)?;
+        }
+        consumer.assign(&assignment)?;
+        // Where "caught up" is: the end of each partition now. (Partition EOF alone is not
+        // enough: while instances heartbeat, fetches keep returning records and librdkafka
+        // may never report the end.)
+        let topic = settings.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || -> Result<(StreamConsumer, Vec<i64>), KafkaError> {
+            let ends = (0..partitions as i32).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| high)).collect::<Result<_, _>>()?;
+            Ok((consumer, ends))
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+        let (consumer, ends) = ends?;
+        let table = Arc::new(Mutex::new(Table::new(settings.ttl)));
+        let (caught_up_tx, caught_up) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(follow(consumer, ends, table.clone(), caught_up_tx, stop.clone()));
+        Ok(Directory { table, caught_up, stop, task: Some(task) })
+    }
+
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Waits until the directory has read every record that was on the topic when it
+    /// started (at most `timeout`); true if it has. Cancellation-safe.
+    pub async fn caught_up(&self, timeout: Duration) -> bool {
+        let mut rx = self.caught_up.clone();
+        tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    /// The live instances of `service`, ordered by instance id.
+    pub fn live(&self, service: &str) -> Vec<Instance> {
+        self.table().live(service, Instant::now())
+    }
+
+    /// Every instance known, live and expired, ordered by `service/instance`.
+    pub fn entries(&self) -> Vec<Entry> {
+        self.table().entries(Instant::now())
+    }
+
+    /// Picks a live instance of `service` with `balancer` (see [`Balancer::pick`]).
+    pub fn pick(&self, balancer: &Balancer, service: &str, key: Option<&[u8]>) -> Option<Lease> {
+        balancer.pick(&self.live(service), key)
+    }
+
+    /// Stops following the topic.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Directory {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn follow(consumer: StreamConsumer, ends: Vec<i64>, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
+    // Partitions whose end (as of the start) has been read.
+    let mut at_end: HashSet<i32> = (0..ends.len() as i32).filter(|&p| ends[p as usize] <= 0).collect();
+    let partitions = ends.len();
+    if at_end.len() >= partitions {
+        caught_up.send_replace(true);
+    }
+    let mut forget = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        let received = tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = forget.tick() => {
+                table.lock().unwrap_or_else(|p| p.into_inner()).forget_expired(Instant::now(), FORGET_AFTER);
+                continue;
+            }
+            r = consumer.recv() => r,
+        };
+        match received {
+            Ok(message) => {
+                apply(&table, &message);
+                let p = message.partition();
+                if ends.get(p as usize).is_some_and(|&end| message.offset() + 1 >= end) && at_end.insert(p) && at_end.len() >= partitions {
+                    caught_up.send_replace(true);
+                }
+            }
+            Err(KafkaError::PartitionEOF(p)) => {
+                at_end.insert(p);
+                if at_end.len() >= partitions {
+                    caught_up.send_replace(true);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the registry topic");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Applies one record to the table; a record that is not an instance record is logged and
+/// skipped (it stays on the topic, untouched).
+fn apply(table: &Mutex<Table>, message: &rdkafka::message::BorrowedMessage<'_>) {
+    let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+        tracing::warn!(offset = message.offset(), "registry record without a UTF-8 key skipped");
+        return;
+    };
+    let record = match message.payload().map(Instance::decode) {
+        None => None,
+        Some(Ok(instance)) if instance.key() == key => Some(instance),
+        Some(Ok(instance)) => {
+            tracing::warn!(key, offset = message.offset(), record = %instance.key(), "registry record under another instance's key skipped");
+            return;
+        }
+        Some(Err(e)) => {
+            tracing::warn!(key, offset = message.offset(), error = %e, "registry record skipped");
+            return;
+        }
+    };
+    table.lock().unwrap_or_else(|p| p.into_inner()).apply(key, record, Instant::now(), now_ms());
+}

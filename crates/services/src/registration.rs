@@ -1,0 +1,118 @@
+//! Registering a running process: the record, the heartbeats, the tombstone.
+
+use std::time::Duration;
+
+use herald_bus::KafkaConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::instance::now_ms;
+use crate::{Instance, RegistryError, Settings};
+
+/// A registered instance. Heartbeats run on a task until [`Registration::shutdown`]
+/// deregisters it with a tombstone.
+///
+/// Dropping a registration without `shutdown` stops the heartbeats but writes nothing, as a
+/// crash would: directories count the instance as expired once its last heartbeat is older
+/// than the TTL. Shutdown is a protocol, not `Drop` (a tombstone needs the broker's ack).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), herald_services::RegistryError> {
+/// use herald_bus::KafkaConfig;
+/// use herald_services::{Instance, Registration, Settings};
+/// let config = KafkaConfig::new("127.0.0.1:9092");
+/// let me = Instance::new("orders", "orders-1", "http://127.0.0.1:8080", env!("CARGO_PKG_VERSION"))?;
+/// let registration = Registration::register(&config, &Settings::default(), me).await?;
+/// // ... serve ...
+/// registration.shutdown().await?;
+/// # Ok(()) }
+/// ```
+pub struct Registration {
+    producer: FutureProducer,
+    topic: String,
+    key: String,
+    ack_timeout: Duration,
+    stop: CancellationToken,
+    heartbeats: Option<JoinHandle<()>>,
+}
+
+impl Registration {
+    /// Creates the registry topic if missing, publishes `instance` (waiting for the broker's
+    /// acknowledgement, so directories can see it once this returns) and starts heartbeats
+    /// every `settings.heartbeat`. Must be called inside a tokio runtime.
+    ///
+    /// Cancellation-safe: dropping the future before it returns leaves at most one record
+    /// that expires after the TTL.
+    pub async fn register(config: &KafkaConfig, settings: &Settings, instance: Instance) -> Result<Self, RegistryError> {
+        crate::topic::ensure_topic(config, &settings.topic).await?;
+        let producer: FutureProducer = config
+            .client_config(&[("acks", "all"), ("enable.idempotence", "true"), ("partitioner", "murmur2_random"), ("linger.ms", "0")])
+            .create()?;
+        let key = instance.key();
+        send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
+        let stop = CancellationToken::new();
+        let heartbeats = tokio::spawn(heartbeat(producer.clone(), settings.clone(), instance, stop.clone()));
+        Ok(Registration { producer, topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
+    }
+
+    /// The record key, `service/instance`.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Deregisters: stops the heartbeats, then writes a tombstone and waits for its
+    /// acknowledgement. On error the instance still expires after the TTL.
+    pub async fn shutdown(mut self) -> Result<(), RegistryError> {
+        self.stop.cancel();
+        if let Some(task) = self.heartbeats.take() {
+            // A heartbeat in flight finishes first, so it cannot land after the tombstone.
+            let _ = task.await;
+        }
+        send(&self.producer, &self.topic, &self.key, None, self.ack_timeout).await?;
+        let producer = self.producer.clone();
+        let timeout = self.ack_timeout;
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+        Ok(())
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.heartbeats.take() {
+            task.abort();
+        }
+    }
+}
+
+async fn heartbeat(producer: FutureProducer, settings: Settings, mut instance: Instance, stop: CancellationToken) {
+    let key = instance.key();
+    let mut ticks = tokio::time::interval(settings.heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await; // the first tick is immediate; registration already published
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        instance.heartbeat_at_ms = now_ms();
+        // Not raced with `stop`: a heartbeat is either acknowledged or failed before
+        // shutdown writes the tombstone.
+        if let Err(e) = send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
+            tracing::warn!(key = %key, error = %e, "registry heartbeat failed; retrying at the next interval");
+        }
+    }
+}
+
+async fn send(producer: &FutureProducer, topic: &str, key: &str, value: Option<&[u8]>, timeout: Duration) -> Result<(), RegistryError> {
+    let mut record = FutureRecord::<str, [u8]>::to(topic).key(key);
+    if let Some(v) = value {
+        record = record.payload(v);
+    }
+    match tokio::time::timeout(timeout, producer.send(record, timeout)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(RegistryError::Kafka(e)),
+        Err(_) => Err(RegistryError::Timeout(timeout)),
+    }
+}

@@ -1,0 +1,95 @@
+//! The registry against the real broker: registration, discovery, deregistration and
+//! expiry. Each test uses its own registry topic.
+
+use std::time::Duration;
+
+use herald_services::{Balancer, Directory, Health, Instance, Registration, Settings, Strategy};
+use herald_testkit::{kafka, unique, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn settings() -> Settings {
+    Settings::default().topic(unique("t.services")).heartbeat(Duration::from_millis(200)).ttl(Duration::from_secs(2))
+}
+
+fn instance(service: &str, id: &str) -> Instance {
+    Instance::new(service, id, format!("http://127.0.0.1/{id}"), "0.1.0").expect("valid instance")
+}
+
+fn ids(directory: &Directory, service: &str) -> Vec<String> {
+    directory.live(service).into_iter().map(|i| i.instance).collect()
+}
+
+#[tokio::test]
+async fn two_registered_instances_are_discovered_and_balanced() {
+    let config = kafka().await;
+    let settings = settings();
+    let a = Registration::register(&config, &settings, instance("orders", "a")).await.expect("register a");
+    let b = Registration::register(&config, &settings, instance("orders", "b")).await.expect("register b");
+    let other = Registration::register(&config, &settings, instance("payments", "p")).await.expect("register p");
+    let directory = Directory::start(&config, &settings).await.expect("directory");
+    assert!(directory.caught_up(DEADLINE).await, "directory read the topic to its end");
+    assert_eq!(ids(&directory, "orders"), ["a", "b"]);
+    assert_eq!(ids(&directory, "payments"), ["p"]);
+    let balancer = Balancer::new(Strategy::RoundRobin);
+    let picked: Vec<String> =
+        (0..4).map(|_| directory.pick(&balancer, "orders", None).expect("live instances").instance().instance.clone()).collect();
+    assert_eq!(picked.iter().filter(|i| *i == "a").count(), 2, "{picked:?}");
+    // Heartbeats keep them live past several TTLs.
+    let live_for = tokio::time::Instant::now() + settings.ttl * 3;
+    while tokio::time::Instant::now() < live_for {
+        assert_eq!(ids(&directory, "orders"), ["a", "b"], "heartbeats keep both live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for r in [a, b, other] {
+        r.shutdown().await.expect("deregister");
+    }
+    directory.shutdown().await;
+}
+
+#[tokio::test]
+async fn orderly_shutdown_writes_a_tombstone_and_the_instance_is_gone() {
+    let config = kafka().await;
+    // A long TTL: only the tombstone can make the instance disappear within the deadline.
+    let settings = settings().ttl(Duration::from_secs(600));
+    let a = Registration::register(&config, &settings, instance("orders", "a")).await.expect("register a");
+    let b = Registration::register(&config, &settings, instance("orders", "b")).await.expect("register b");
+    let directory = Directory::start(&config, &settings).await.expect("directory");
+    wait_until(DEADLINE, "both instances discovered", || async { ids(&directory, "orders").len() == 2 }).await;
+    a.shutdown().await.expect("deregister a");
+    wait_until(DEADLINE, "a removed by its tombstone", || async { ids(&directory, "orders") == ["b"] }).await;
+    assert!(directory.entries().iter().all(|e| e.instance.instance != "a"), "a is gone, not merely expired");
+    // The tombstone is on the topic: a directory started now never sees a.
+    let late = Directory::start(&config, &settings).await.expect("late directory");
+    assert!(late.caught_up(DEADLINE).await);
+    assert_eq!(ids(&late, "orders"), ["b"]);
+    let last = herald_testkit::read_all(&config, &settings.topic, usize::MAX, Duration::from_secs(3)).await;
+    use rdkafka::Message;
+    let last_a = last.iter().rfind(|m| m.key() == Some(b"orders/a".as_slice())).expect("records of a");
+    assert!(last_a.payload().is_none(), "a's last record is a tombstone");
+    b.shutdown().await.expect("deregister b");
+    directory.shutdown().await;
+    late.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashed_instance_expires_after_the_ttl() {
+    let config = kafka().await;
+    let settings = settings();
+    let a = Registration::register(&config, &settings, instance("orders", "a")).await.expect("register a");
+    let crashed = Registration::register(&config, &settings, instance("orders", "crashed")).await.expect("register crashed");
+    let directory = Directory::start(&config, &settings).await.expect("directory");
+    wait_until(DEADLINE, "both instances discovered", || async { ids(&directory, "orders").len() == 2 }).await;
+    let stopped = tokio::time::Instant::now();
+    drop(crashed); // heartbeats stop, no tombstone: as if the process died
+    wait_until(DEADLINE, "the crashed instance expired", || async { ids(&directory, "orders") == ["a"] }).await;
+    assert!(stopped.elapsed() >= settings.ttl - settings.heartbeat, "not expired before the TTL ran out: {:?}", stopped.elapsed());
+    let entry = directory.entries().into_iter().find(|e| e.instance.instance == "crashed").expect("still listed");
+    assert_eq!(entry.health, Health::Expired);
+    let balancer = Balancer::new(Strategy::LeastOutstanding);
+    for _ in 0..5 {
+        assert_eq!(directory.pick(&balancer, "orders", None).expect("a is live").instance().instance, "a");
+    }
+    a.shutdown().await.expect("deregister a");
+    directory.shutdown().await;
+}

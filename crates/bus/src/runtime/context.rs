@@ -82,6 +82,21 @@ impl Shared {
         self.fatal.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
+    /// A client error event (librdkafka's error callback). Partition EOF is not an error:
+    /// rust-rdkafka hands every consumer error event to the callback as well as to the
+    /// poll, so each end of a partition (with `enable.partition.eof`) would otherwise be
+    /// logged as an error and become the health's last error; the poll loop handles it.
+    pub(crate) fn error_event(&self, error: &KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => return,
+            Some(RDKafkaErrorCode::PollExceeded) => self.health.poll_interval_exceeded(),
+            _ => {}
+        }
+        tracing::error!(%error, reason, "kafka client error");
+        self.health.record_error(format!("{error}: {reason}"));
+        self.client_error(error, reason);
+    }
+
     /// Classifies a client error: fatal ones are kept for the loop to return.
     pub(crate) fn client_error(&self, error: &KafkaError, reason: &str) {
         match fatal::classify(error, reason) {
@@ -124,12 +139,7 @@ pub struct Context<S> {
 
 impl<S: Sink> ClientContext for Context<S> {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PollExceeded) {
-            self.shared.health.poll_interval_exceeded();
-        }
-        tracing::error!(%error, reason, "kafka client error");
-        self.shared.health.record_error(format!("{error}: {reason}"));
-        self.shared.client_error(&error, reason);
+        self.shared.error_event(&error, reason);
     }
 }
 
@@ -237,5 +247,36 @@ pub(crate) fn step_off_async<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Shared {
+        Shared::new(Duration::from_secs(1), Offsets::Stored, Arc::new(ConsumerHealth::default()))
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_not_a_client_error() {
+        let shared = shared();
+        shared.health.set_running(true);
+        shared.error_event(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF), "Fetch from broker 1 reached end of partition at offset 42");
+        assert_eq!(shared.health.last_error(), None);
+        assert!(shared.health.is_healthy());
+        assert!(shared.take_fatal().is_none());
+    }
+
+    #[test]
+    fn other_client_errors_are_recorded() {
+        let shared = shared();
+        shared.error_event(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure), "127.0.0.1:9092/1: Disconnected");
+        let last = shared.health.last_error().expect("recorded");
+        assert!(last.contains("Disconnected"), "{last}");
+        shared.health.set_running(true);
+        assert!(shared.health.is_healthy());
+        shared.error_event(&KafkaError::Global(RDKafkaErrorCode::PollExceeded), "max.poll.interval.ms exceeded");
+        assert!(!shared.health.is_healthy(), "a poll interval exceeded makes the consumer unhealthy");
     }
 }

@@ -32,10 +32,16 @@ struct Quiet;
 
 impl rdkafka::ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !is_end_of_partition(&error) {
             tracing::warn!(%error, reason, "changelog reader error");
         }
     }
+}
+
+/// Partition EOF in either shape: the poll's `PartitionEOF(partition)`, or the error
+/// callback's `Global(PartitionEOF)` (rust-rdkafka passes consumer error events to both).
+fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
 }
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
@@ -102,4 +108,17 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
     }
     tracing::info!(topic, partition, records, keys = slots.len(), "state restored");
     Ok(slots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::error::RDKafkaErrorCode;
+
+    #[test]
+    fn partition_eof_is_recognised_in_both_shapes() {
+        assert!(is_end_of_partition(&KafkaError::PartitionEOF(3)));
+        assert!(is_end_of_partition(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF)));
+        assert!(!is_end_of_partition(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure)));
+    }
 }

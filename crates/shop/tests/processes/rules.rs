@@ -120,11 +120,9 @@ async fn two_instances_of_each_role_share_the_work() {
     let rules = rules(&[("A", 40), ("B", 40), ("C", 20), ("D", 60)], &[("c1", 5_000), ("c2", 5_000), ("c3", 20_000), ("c4", 100_000)], 10_000);
     let shop = Shop::new(config.clone(), "saga.two", rules.clone(), Duration::from_secs(20)).await;
     let mut procs = shop.start_all(2);
-    let placed: Vec<OrderPlaced> = (0..80).map(|i| shop.random_order(&format!("o{i}"))).collect();
-    for o in &placed {
-        shop.place(o).await;
-    }
-    // Both instances of every role hold partitions (static membership, range assignor).
+    // Both instances of every role hold partitions (static membership, range assignor)
+    // before any order is placed: orders placed earlier could all be handled by the first
+    // instance to join, leaving the other nothing to react to.
     wait_until(Duration::from_secs(60), "every instance holds partitions", || async {
         let mut all = true;
         for p in &procs {
@@ -133,6 +131,10 @@ async fn two_instances_of_each_role_share_the_work() {
         all
     })
     .await;
+    let placed: Vec<OrderPlaced> = (0..80).map(|i| shop.random_order(&format!("o{i}"))).collect();
+    for o in &placed {
+        shop.place(o).await;
+    }
     let (_, verdict) = checker::settled(&config, &shop.prefix, &placed, &rules, &HashSet::new(), SETTLE).await;
     for p in &mut procs {
         let reactions = p.counter("reactions").await.unwrap_or(0);

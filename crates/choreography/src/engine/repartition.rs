@@ -68,17 +68,16 @@ pub(crate) struct RepartitionPartition<I> {
 
 impl<I: Send + 'static> RepartitionPartition<I> {
     /// Copies `records` re-keyed and moves the partition to `next`, in one transaction.
+    ///
+    /// Whatever fails, the producer left behind can begin the next transaction: a failed
+    /// call (`begin` included) is followed by an abort, or by a new producer when the
+    /// error is fatal or the abort fails; and a producer that a stopped transaction left
+    /// open is replaced (see [`ready`]).
     async fn transact(&self, records: Vec<Record>, next: i64) -> Result<(), (TxnCall, rdkafka::error::KafkaError)> {
         let mut slot = self.shared.producer.lock().await;
-        if slot.is_none() {
-            let s = &self.shared.settings;
-            let producer = TxnProducer::new(&self.shared.config, &self.shared.transactional_id, true, s.transaction_timeout, s.call_timeout).map_err(|e| (TxnCall::Init, e))?;
-            producer.init().await?;
-            *slot = Some(producer);
-        }
-        let Some(producer) = slot.as_mut() else { return Ok(()) };
-        producer.begin().await?;
+        let producer = ready(&mut slot, &self.shared.config, &self.shared.transactional_id, &self.shared.settings).await?;
         let result = async {
+            producer.begin().await?;
             for record in &records {
                 producer.send(record, None).await?;
             }
@@ -89,11 +88,39 @@ impl<I: Send + 'static> RepartitionPartition<I> {
         .await;
         if let Err((call, e)) = &result
             && (classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err())
+            && let Some(dropped) = slot.take()
         {
-            *slot = None; // rebuilt at the next batch: its init_transactions fences this one
+            dropped.dispose(); // rebuilt at the next batch: its init_transactions fences this one
         }
         result
     }
+}
+
+/// The producer for the next transaction: the one in `slot`, or a new one (initialised)
+/// when there is none or when the one there is still in a transaction nobody finished.
+///
+/// That happens when a revocation's deadline aborted the worker in the middle of a
+/// transaction: its blocking call goes on, the transaction stays open, and every `begin`
+/// afterwards failed, so the repartition step never moved again (seen after a broker
+/// outage: `repartition transaction (Begin)` for minutes). The new producer's
+/// `init_transactions` fences the old one and aborts what it left open.
+async fn ready<'a>(slot: &'a mut Option<TxnProducer>, config: &KafkaConfig, transactional_id: &str, settings: &EngineSettings) -> Result<&'a mut TxnProducer, (TxnCall, rdkafka::error::KafkaError)> {
+    if let Some(stale) = slot.take_if(|p| p.is_open()) {
+        tracing::warn!(transactional_id, "a transaction was left open by a stopped worker: replacing the producer");
+        stale.dispose();
+    }
+    let producer = match slot.take() {
+        Some(producer) => producer,
+        None => {
+            let producer = TxnProducer::new(config, transactional_id, true, settings.transaction_timeout, settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            if let Err(failed) = producer.init().await {
+                producer.dispose();
+                return Err(failed);
+            }
+            producer
+        }
+    };
+    Ok(slot.insert(producer))
 }
 
 #[async_trait]
@@ -140,5 +167,30 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
 
     async fn dead_lettered(&mut self, record: &OwnedRecord, failure: &Failure) -> Result<(), Failure> {
         self.transact(Vec::new(), record.offset() + 1).await.map_err(|(call, e)| Failure { reason: format!("moving past the dead letter ({call:?}): {e}"), ..failure.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs the broker (`KAFKA_BOOTSTRAP_SERVERS`, see herald-testkit).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_producer_left_in_a_transaction_by_a_stopped_worker_is_replaced() {
+        let config = herald_testkit::kafka().await;
+        let settings = EngineSettings::new("ready-test");
+        let id = herald_testkit::unique("repartition-ready");
+        let mut slot = None;
+        // A worker begins a transaction and is stopped before it commits or aborts.
+        ready(&mut slot, &config, &id, &settings).await.expect("a producer").begin().await.expect("begin");
+        let stuck = slot.as_mut().expect("kept");
+        assert!(stuck.is_open());
+        assert!(stuck.begin().await.is_err(), "the producer left in the transaction cannot begin another");
+        // The next transaction gets a producer that can.
+        let fresh = ready(&mut slot, &config, &id, &settings).await.expect("a new producer");
+        assert!(!fresh.is_open());
+        fresh.begin().await.expect("a new transaction begins");
+        fresh.abort().await.expect("abort");
+        assert!(!fresh.is_open());
     }
 }

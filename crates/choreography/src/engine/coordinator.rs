@@ -36,7 +36,7 @@ use super::clock::Clock;
 use super::decode::Reader;
 use super::health::EngineHealth;
 use super::producer::TxnProducer;
-use super::restore::restore;
+use super::restore::{self, restore};
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
 use crate::participant::Participant;
@@ -114,10 +114,17 @@ pub(crate) struct Coordinator<P: Participant> {
     pub health: Arc<EngineHealth>,
     pub tx: mpsc::UnboundedSender<Command<P::State>>,
     producer: Option<TxnProducer>,
+    /// A producer whose `init_transactions` failed retriably, to call it on again.
+    initialising: Option<TxnProducer>,
     /// State of the partitions restored, by partition number.
     partitions: HashMap<i32, HashMap<String, Slot<P::State>>>,
     owned: HashSet<(String, i32)>,
-    restoring: HashMap<i32, u64>,
+    /// Restores under way: their generation and what stops them (a revocation, the stop).
+    restoring: HashMap<i32, (u64, CancellationToken)>,
+    /// Parent of every restore's token: cancelled when the coordinator stops, so no
+    /// restore outlives it (a blocking thread still waiting would hold up the process's
+    /// exit: tokio waits for its blocking threads when the runtime is dropped).
+    restores: CancellationToken,
     generation: u64,
     /// Submissions of partitions still restoring.
     parked: HashMap<i32, Vec<Parked>>,
@@ -161,9 +168,11 @@ impl<P: Participant> Coordinator<P> {
             health,
             tx,
             producer: None,
+            initialising: None,
             partitions: HashMap::new(),
             owned: HashSet::new(),
             restoring: HashMap::new(),
+            restores: CancellationToken::new(),
             generation: 0,
             parked: HashMap::new(),
             backlog: VecDeque::new(),
@@ -214,6 +223,13 @@ impl<P: Participant> Coordinator<P> {
                 let _ = producer.abort().await;
             }
         }
+        self.restores.cancel();
+        if let Some(producer) = self.producer.take() {
+            producer.dispose();
+        }
+        if let Some(producer) = self.initialising.take() {
+            producer.dispose();
+        }
         self.health.closed();
     }
 
@@ -235,13 +251,13 @@ impl<P: Participant> Coordinator<P> {
                 for (topic, partition) in assigned {
                     self.owned.insert((topic, partition));
                     if !self.partitions.contains_key(&partition) && !self.restoring.contains_key(&partition) {
-                        self.start_restore(partition);
+                        self.start_restore(partition, Duration::ZERO);
                     }
                 }
                 Ok(())
             }
             Command::Restored { partition, generation, result } => {
-                if self.restoring.get(&partition) != Some(&generation) {
+                if self.restoring.get(&partition).map(|(g, _)| *g) != Some(generation) {
                     return Ok(()); // revoked (and maybe assigned again) meanwhile
                 }
                 self.restoring.remove(&partition);
@@ -254,11 +270,12 @@ impl<P: Participant> Coordinator<P> {
                             self.backlog.extend(held.into_iter().map(|h| (partition, h)));
                         }
                     }
+                    Err(EngineError::Restore { reason, .. }) if reason == restore::CANCELLED => {}
                     Err(e) => {
-                        tracing::error!(error = %e, "restore failed: trying again");
+                        tracing::error!(error = %e, "restore failed: trying again in 1 s");
                         self.health.count_abort(false, e.to_string());
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        self.start_restore(partition);
+                        // Not a sleep here: the coordinator keeps serving its commands.
+                        self.start_restore(partition, Duration::from_secs(1));
                     }
                 }
                 Ok(())
@@ -297,16 +314,29 @@ impl<P: Participant> Coordinator<P> {
         }
     }
 
-    fn start_restore(&mut self, partition: i32) {
+    /// Reads `partition`'s state back on a blocking thread, after `delay`; the result
+    /// comes back as [`Command::Restored`]. A revocation of the partition, or the
+    /// coordinator's stop, cancels it.
+    fn start_restore(&mut self, partition: i32, delay: Duration) {
         self.generation += 1;
         let generation = self.generation;
-        self.restoring.insert(partition, generation);
+        let cancel = self.restores.child_token();
+        if let Some((_, replaced)) = self.restoring.insert(partition, (generation, cancel.clone())) {
+            replaced.cancel();
+        }
         self.health.set_restoring(self.restoring.len() as u64);
         let (config, topic, codec, tx) = (self.config.clone(), self.changelog.clone(), self.state_codec.clone(), self.tx.clone());
-        let deadline = Instant::now() + self.settings.transaction_timeout * 3 + Duration::from_secs(30);
-        tokio::task::spawn_blocking(move || {
-            let result = restore(&config, &topic, partition, &codec, deadline);
-            let _ = tx.send(Command::Restored { partition, generation, result });
+        let wait = restore::stable_wait(self.settings.transaction_timeout);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            let _ = tokio::task::spawn_blocking(move || {
+                let result = restore(&config, &topic, partition, &codec, Instant::now() + wait, &cancel);
+                let _ = tx.send(Command::Restored { partition, generation, result });
+            })
+            .await;
         });
     }
 
@@ -319,7 +349,9 @@ impl<P: Participant> Coordinator<P> {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
                 self.parked.remove(p);
-                self.restoring.remove(p);
+                if let Some((_, cancel)) = self.restoring.remove(p) {
+                    cancel.cancel();
+                }
             }
         }
         self.health.set_restoring(self.restoring.len() as u64);
@@ -351,18 +383,27 @@ impl<P: Participant> Coordinator<P> {
             return Ok(());
         }
         if self.producer.is_none() {
-            let producer = TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
-            loop {
-                match producer.init().await {
-                    Ok(()) => break,
-                    Err((call, e)) if classify(call, &e) == TxnClass::Retriable => {
-                        tracing::warn!(error = %e, "init_transactions: retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(failed) => return Err(failed),
+            // One attempt per call: the coordinator goes back to its commands (revocations,
+            // assignments, restores) between attempts instead of retrying here while the
+            // broker is away; the backlog's backoff paces the next attempt. A producer whose
+            // init failed retriably is kept, and init_transactions called on it again (as
+            // librdkafka asks after a timeout).
+            let producer = match self.initialising.take() {
+                Some(producer) => producer,
+                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?,
+            };
+            match producer.init().await {
+                Ok(()) => self.producer = Some(producer),
+                Err((call, e)) if classify(call, &e) == TxnClass::Retriable => {
+                    tracing::warn!(error = %e, "init_transactions failed: trying again later");
+                    self.initialising = Some(producer);
+                    return Err((call, e));
+                }
+                Err(failed) => {
+                    producer.dispose();
+                    return Err(failed);
                 }
             }
-            self.producer = Some(producer);
         }
         if let Some(producer) = self.producer.as_mut() {
             producer.begin().await?;
@@ -543,13 +584,18 @@ impl<P: Participant> Coordinator<P> {
     /// to react to again; drops the producer when `rebuild`.
     async fn rewind(&mut self, rebuild: bool) {
         if rebuild {
-            self.producer = None; // dropped: the next init_transactions fences it
+            // The next init_transactions fences it.
+            if let Some(producer) = self.producer.take() {
+                producer.dispose();
+            }
         } else if self.open.began.is_some()
             && let Some(producer) = &self.producer
             && let Err((_, e)) = producer.abort().await
         {
             tracing::warn!(error = %e, "abort failed: rebuilding the producer");
-            self.producer = None;
+            if let Some(producer) = self.producer.take() {
+                producer.dispose();
+            }
         }
         let open = std::mem::take(&mut self.open);
         self.health.closed();

@@ -162,8 +162,9 @@ impl<P: Participant> Engine<P> {
         Ok((declaration.co_partitioned().iter().map(|t| prefixed(t)).collect(), repartitioned))
     }
 
-    /// The runtime that copies inputs to their repartition topics, if any.
-    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Runtime<RepartitionSink<P::Input>>>, EngineError> {
+    /// The runtime that copies inputs to their repartition topics, if any, with its
+    /// committer task (aborted when dropped, like the coordinator: a crash).
+    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Repartitioner<P::Input>>, EngineError> {
         if repartitioned.is_empty() {
             return Ok(None);
         }
@@ -173,9 +174,14 @@ impl<P: Participant> Engine<P> {
         let group = format!("{group}.repartition");
         let mut settings = self.settings.clone();
         settings.group = Some(group.clone());
-        let shared = repartition::Shared { readers, producer: tokio::sync::Mutex::new(None), membership: OnceLock::new(), config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone() };
+        let (jobs, queue) = tokio::sync::mpsc::unbounded_channel();
+        let membership = Arc::new(OnceLock::new());
+        let shared = repartition::Shared { readers, jobs, membership: membership.clone() };
         let runtime = Runtime::new(&self.config, self.consumer_settings(&group, repartitioned.iter().map(|(s, _)| s.clone()).collect()), RepartitionSink(Arc::new(shared)), letters)?;
-        Ok(Some(runtime))
+        // Ends once the runtime and its partitions are gone (the queue's senders with them).
+        let committer = repartition::Committer { jobs: queue, membership, config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone() };
+        let committing = AbortOnDrop(tokio::spawn(committer.run()).into());
+        Ok(Some((runtime, committing)))
     }
 
     fn consumer_settings(&self, group: &str, topics: Vec<String>) -> Settings {
@@ -248,13 +254,23 @@ impl<P: Participant> Engine<P> {
             result
         };
         let result = match repartitioner {
-            Some(repartitioner) => {
+            Some((repartitioner, committing)) => {
                 let copied = async {
                     let result = repartitioner.run(stopping.cancelled()).await;
                     stopping.cancel();
                     result
                 };
                 let (main, copied) = tokio::join!(main, copied);
+                // The runtime stopped: the committer ends with its queue, once its last
+                // transaction returned (bounded: a client that does not close could keep
+                // the queue open; then it is stopped as in a crash).
+                let mut committing = committing;
+                if let Some(handle) = committing.0.take_handle() {
+                    let abort = handle.abort_handle();
+                    if tokio::time::timeout(self.settings.call_timeout, handle).await.is_err() {
+                        abort.abort();
+                    }
+                }
                 main.and(copied)
             }
             None => main.await,
@@ -267,6 +283,9 @@ impl<P: Participant> Engine<P> {
         result.map_err(EngineError::from)
     }
 }
+
+/// The repartition runtime and its committer task.
+type Repartitioner<I> = (Runtime<RepartitionSink<I>>, AbortOnDrop);
 
 /// Aborts the coordinator when the engine's future is dropped (a crash, as far as Kafka
 /// can tell: nothing open commits).

@@ -1,7 +1,7 @@
 //! The process's one transactional producer. Its transaction calls block, so each runs on
 //! tokio's blocking pool with a finite timeout; sends are non-blocking.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,6 +56,10 @@ pub(crate) struct TxnProducer {
     timeout: Duration,
     /// Failed deliveries counted when the open transaction began.
     failed_at_begin: u64,
+    /// True from `begin` until a commit or an abort returned: still true when whoever
+    /// ran the transaction stopped in the middle (a task aborted at a deadline while its
+    /// blocking call went on), so the next user knows the producer is in an unknown state.
+    open: AtomicBool,
 }
 
 impl TxnProducer {
@@ -70,7 +74,7 @@ impl TxnProducer {
         }
         let deliveries = Deliveries::default();
         let inner = cc.create_with_context::<_, ThreadedProducer<Deliveries>>(deliveries.clone())?;
-        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, failed_at_begin: 0 })
+        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, failed_at_begin: 0, open: AtomicBool::new(false) })
     }
 
     async fn blocking<T: Send + 'static>(&self, call: TxnCall, f: impl FnOnce(&ThreadedProducer<Deliveries>, Duration) -> Result<T, KafkaError> + Send + 'static) -> Result<T, (TxnCall, KafkaError)> {
@@ -95,10 +99,30 @@ impl TxnProducer {
     /// `begin_transaction`.
     pub(crate) async fn begin(&mut self) -> Result<(), (TxnCall, KafkaError)> {
         self.failed_at_begin = self.deliveries.failed.load(Ordering::Acquire);
+        self.open.store(true, Ordering::Release);
         if !self.transactional {
             return Ok(());
         }
         self.blocking(TxnCall::Begin, |p, _| p.begin_transaction()).await
+    }
+
+    /// True when a transaction began and neither its commit nor an abort returned: its
+    /// user stopped in the middle (see [`TxnProducer::dispose`]).
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Drops the producer on a blocking thread: dropping a client purges and flushes its
+    /// queue, joins its threads and destroys it, which blocks; never on an async worker.
+    /// Whatever it left open is aborted by the `init_transactions` of the next producer
+    /// with the same `transactional.id` (or by the broker at `transaction.timeout.ms`).
+    pub(crate) fn dispose(self) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn_blocking(move || drop(self));
+            }
+            Err(_) => drop(self),
+        }
     }
 
     /// Queues `record` in the open transaction (to `partition` when given). Waits while the
@@ -136,17 +160,21 @@ impl TxnProducer {
         if !self.transactional {
             // At least once: the sinks report the inputs done, and the runtime stores
             // their offsets, only after this flush delivered everything they caused.
+            self.open.store(false, Ordering::Release);
             return Ok(());
         }
-        self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await
+        self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await?;
+        self.open.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// `abort_transaction`.
     pub(crate) async fn abort(&self) -> Result<(), (TxnCall, KafkaError)> {
-        if !self.transactional {
-            return Ok(());
+        if self.transactional {
+            self.blocking(TxnCall::Abort, |p, t| p.abort_transaction(t)).await?;
         }
-        self.blocking(TxnCall::Abort, |p, t| p.abort_transaction(t)).await
+        self.open.store(false, Ordering::Release);
+        Ok(())
     }
 }
 

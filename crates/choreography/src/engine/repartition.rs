@@ -5,11 +5,21 @@
 //! and the participant consumes that topic: each state key then has one writer however
 //! many instances run.
 //!
-//! Exactly once too: a consume-transform-produce in one transaction per batch (the copies
-//! and the input offsets, with fresh group metadata), in its own consumer group
+//! Exactly once too: a consume-transform-produce in its own consumer group
 //! (`<group>.repartition`) with its own transactional producer
-//! (`<group>.repartition.<instance>`). A failed transaction is aborted (or the producer
-//! rebuilt, by [`classify`](super::classify)) and the batch delivered again by the runtime.
+//! (`<group>.repartition.<instance>`): the copies and the input offsets (with fresh group
+//! metadata) commit in one transaction. A failed transaction is aborted (or the producer
+//! rebuilt, by [`classify`](super::classify)) and its batches delivered again by the
+//! runtime.
+//!
+//! **Group commit.** The partitions hand their batches to one committer task, which owns
+//! the producer: it takes every batch that is waiting and commits them in one transaction,
+//! then the next. While a transaction commits, the batches that arrive meanwhile gather
+//! for the next one, so an idle step commits a batch at once and a busy one commits many
+//! per transaction. It used to commit one transaction per batch, the partitions taking
+//! turns on the producer behind a mutex: with the few records a batch holds at a moderate
+//! rate, each command cost a transaction of its own, and the step capped the saga's
+//! throughput (BENCHMARKS.md, end-to-end saga latency).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -20,8 +30,10 @@ use herald_bus::dead_letter::{Failure, Stage};
 use herald_bus::publisher::Record;
 use herald_bus::runtime::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Progress, Sink};
 use herald_bus::KafkaConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::classify::{classify, TxnCall, TxnClass};
@@ -29,15 +41,24 @@ use super::decode::Reader;
 use super::producer::TxnProducer;
 use super::EngineSettings;
 
+/// A failed transaction call.
+type Failed = (TxnCall, KafkaError);
+
+/// One partition's batch for the committer: its copies, and the partition's next offset.
+pub(crate) struct Job {
+    records: Vec<Record>,
+    topic: Arc<str>,
+    partition: i32,
+    next: i64,
+    done: oneshot::Sender<Result<(), Failed>>,
+}
+
 /// What the repartition sinks share: readers by source topic (with the target topic), the
-/// one transactional producer.
+/// committer's queue.
 pub(crate) struct Shared<I> {
     pub readers: HashMap<String, (Reader<I>, String)>,
-    pub producer: tokio::sync::Mutex<Option<TxnProducer>>,
-    pub membership: OnceLock<Membership>,
-    pub config: KafkaConfig,
-    pub transactional_id: String,
-    pub settings: EngineSettings,
+    pub jobs: mpsc::UnboundedSender<Job>,
+    pub membership: Arc<OnceLock<Membership>>,
 }
 
 /// The repartition sink.
@@ -67,33 +88,108 @@ pub(crate) struct RepartitionPartition<I> {
 }
 
 impl<I: Send + 'static> RepartitionPartition<I> {
-    /// Copies `records` re-keyed and moves the partition to `next`, in one transaction.
-    async fn transact(&self, records: Vec<Record>, next: i64) -> Result<(), (TxnCall, rdkafka::error::KafkaError)> {
-        let mut slot = self.shared.producer.lock().await;
-        if slot.is_none() {
-            let s = &self.shared.settings;
-            let producer = TxnProducer::new(&self.shared.config, &self.shared.transactional_id, true, s.transaction_timeout, s.call_timeout).map_err(|e| (TxnCall::Init, e))?;
-            producer.init().await?;
-            *slot = Some(producer);
+    /// Copies `records` re-keyed and moves the partition to `next`, in the committer's next
+    /// transaction; returns once it committed or failed.
+    async fn transact(&self, records: Vec<Record>, next: i64) -> Result<(), Failed> {
+        let (done, committed) = oneshot::channel();
+        let job = Job { records, topic: self.topic.clone(), partition: self.partition, next, done };
+        let gone = || (TxnCall::Commit, KafkaError::Canceled);
+        self.shared.jobs.send(job).map_err(|_| gone())?;
+        committed.await.map_err(|_| gone())?
+    }
+}
+
+/// The task that owns the step's transactional producer: see the [module docs](self).
+pub(crate) struct Committer {
+    pub jobs: mpsc::UnboundedReceiver<Job>,
+    pub membership: Arc<OnceLock<Membership>>,
+    pub config: KafkaConfig,
+    pub transactional_id: String,
+    pub settings: EngineSettings,
+}
+
+impl Committer {
+    /// Commits what the partitions hand over until every sender is gone (the runtime
+    /// stopped), then drops the producer.
+    pub(crate) async fn run(mut self) {
+        let mut slot = None;
+        while let Some(first) = self.jobs.recv().await {
+            let mut jobs = vec![first];
+            let mut records = jobs[0].records.len();
+            while records < self.settings.max_batch
+                && let Ok(job) = self.jobs.try_recv()
+            {
+                records += job.records.len();
+                jobs.push(job);
+            }
+            let result = self.transact(&mut slot, &jobs).await;
+            for job in jobs {
+                let _ = job.done.send(result.clone());
+            }
         }
-        let Some(producer) = slot.as_mut() else { return Ok(()) };
-        producer.begin().await?;
+        if let Some(producer) = slot.take() {
+            producer.dispose();
+        }
+    }
+
+    /// One transaction for `jobs`. Whatever fails, the producer left behind can begin the
+    /// next transaction: a failed call (`begin` included) is followed by an abort, or by a
+    /// new producer when the error is fatal or the abort fails.
+    async fn transact(&self, slot: &mut Option<TxnProducer>, jobs: &[Job]) -> Result<(), Failed> {
+        let producer = ready(slot, &self.config, &self.transactional_id, &self.settings).await?;
         let result = async {
-            for record in &records {
-                producer.send(record, None).await?;
+            producer.begin().await?;
+            let mut next: HashMap<(&str, i32), i64> = HashMap::new();
+            for job in jobs {
+                for record in &job.records {
+                    producer.send(record, None).await?;
+                }
+                let at = next.entry((&job.topic, job.partition)).or_insert(job.next);
+                *at = (*at).max(job.next);
             }
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, self.partition, Offset::Offset(next)).map_err(|e| (TxnCall::SendOffsets, e))?;
-            producer.commit(tpl, self.shared.membership.get().and_then(Membership::group_metadata)).await
+            for ((topic, partition), offset) in next {
+                tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).map_err(|e| (TxnCall::SendOffsets, e))?;
+            }
+            producer.commit(tpl, self.membership.get().and_then(Membership::group_metadata)).await
         }
         .await;
         if let Err((call, e)) = &result
             && (classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err())
+            && let Some(dropped) = slot.take()
         {
-            *slot = None; // rebuilt at the next batch: its init_transactions fences this one
+            dropped.dispose(); // rebuilt for the next transaction: its init_transactions fences this one
         }
         result
     }
+}
+
+/// The producer for the next transaction: the one in `slot`, or a new one (initialised)
+/// when there is none or when the one there is still in a transaction nobody finished
+/// (its user stopped in the middle: the new producer's `init_transactions` fences the old
+/// one and aborts what it left open).
+///
+/// When each partition's worker ran its own transactions, a revocation's deadline could
+/// abort one in the middle: its blocking call went on, the transaction stayed open, and
+/// every `begin` afterwards failed, so the step never moved again (seen after a broker
+/// outage: `repartition transaction (Begin)` for minutes).
+async fn ready<'a>(slot: &'a mut Option<TxnProducer>, config: &KafkaConfig, transactional_id: &str, settings: &EngineSettings) -> Result<&'a mut TxnProducer, Failed> {
+    if let Some(stale) = slot.take_if(|p| p.is_open()) {
+        tracing::warn!(transactional_id, "a transaction was left open: replacing the producer");
+        stale.dispose();
+    }
+    let producer = match slot.take() {
+        Some(producer) => producer,
+        None => {
+            let producer = TxnProducer::new(config, transactional_id, true, settings.transaction_timeout, settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            if let Err(failed) = producer.init().await {
+                producer.dispose();
+                return Err(failed);
+            }
+            producer
+        }
+    };
+    Ok(slot.insert(producer))
 }
 
 #[async_trait]
@@ -124,7 +220,14 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         let count = records.len();
         if count > 0 {
             let next = batch[count - 1].offset() + 1;
-            if let Err((call, e)) = self.transact(records, next).await {
+            // Revoked or lost: stop at once instead of holding the revocation (and the
+            // consumer's poll) until the transaction returns; if it commits, the offsets
+            // moved with the copies, and if not, the next owner copies the batch.
+            let transacted = tokio::select! {
+                result = self.transact(records, next) => result,
+                _ = cancel.cancelled() => return Delivery::Interrupted,
+            };
+            if let Err((call, e)) = transacted {
                 let failure = Failure { stage: Stage::Unavailable, reason: format!("repartition transaction ({call:?}): {e}"), attempts: 0 };
                 return Delivery::Failed { index: 0, failure, class: FailureClass::Wait };
             }
@@ -140,5 +243,30 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
 
     async fn dead_lettered(&mut self, record: &OwnedRecord, failure: &Failure) -> Result<(), Failure> {
         self.transact(Vec::new(), record.offset() + 1).await.map_err(|(call, e)| Failure { reason: format!("moving past the dead letter ({call:?}): {e}"), ..failure.clone() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs the broker (`KAFKA_BOOTSTRAP_SERVERS`, see herald-testkit).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_producer_left_in_a_transaction_by_a_stopped_worker_is_replaced() {
+        let config = herald_testkit::kafka().await;
+        let settings = EngineSettings::new("ready-test");
+        let id = herald_testkit::unique("repartition-ready");
+        let mut slot = None;
+        // A worker begins a transaction and is stopped before it commits or aborts.
+        ready(&mut slot, &config, &id, &settings).await.expect("a producer").begin().await.expect("begin");
+        let stuck = slot.as_mut().expect("kept");
+        assert!(stuck.is_open());
+        assert!(stuck.begin().await.is_err(), "the producer left in the transaction cannot begin another");
+        // The next transaction gets a producer that can.
+        let fresh = ready(&mut slot, &config, &id, &settings).await.expect("a new producer");
+        assert!(!fresh.is_open());
+        fresh.begin().await.expect("a new transaction begins");
+        fresh.abort().await.expect("abort");
+        assert!(!fresh.is_open());
     }
 }

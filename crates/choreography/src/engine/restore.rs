@@ -11,11 +11,30 @@
 //! high watermark a `read_uncommitted` client sees): a previous owner's last transaction,
 //! or a zombie's that the broker will abort at `transaction.timeout.ms`, must be decided
 //! before its state can be read.
+//!
+//! **How long that wait can take.** A live transaction ends by its commit or abort, or is
+//! aborted by the broker once it is older than `transaction.timeout.ms`
+//! ([`EngineSettings::transaction_timeout`](super::EngineSettings::transaction_timeout),
+//! 10 s by default), which the broker checks every
+//! `transaction.abort.timed.out.transaction.cleanup.interval.ms` (10 s by default). So
+//! after [`stable_wait`] (the transaction timeout + that interval + 10 s) an open
+//! transaction is no longer a live one: it is a *hanging* transaction, whose coordinator
+//! finished it without writing its marker to this partition. Kafka does that when the
+//! partition has no leader while the coordinator sends its markers: it takes the
+//! partition for deleted and skips it (`TransactionMarkerChannelManager`: "Couldn't find
+//! leader endpoint for partitions ... likely deleted already and hence can be skipped").
+//! A controlled shutdown of the only broker (or of the only replica of a partition) leaves
+//! every partition leaderless for a moment, and a transaction ending then hangs forever:
+//! no client can end it, only an operator (`kafka-transactions.sh find-hanging`, then
+//! `abort`). The restore then fails with a message that says so, the engine's health
+//! reports it, and the coordinator tries again every second (so an operator's abort
+//! heals it). A live transaction is therefore waited for at most [`stable_wait`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use herald_bus::KafkaConfig;
+use tokio_util::sync::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -46,9 +65,34 @@ fn is_end_of_partition(error: &KafkaError) -> bool {
 
 impl rdkafka::consumer::ConsumerContext for Quiet {}
 
+/// The reason of the error a cancelled restore returns.
+pub(crate) const CANCELLED: &str = "cancelled";
+
+/// The broker's `transaction.abort.timed.out.transaction.cleanup.interval.ms` default.
+const ABORT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How long a restore waits for the partition's open transaction to end before it calls
+/// it hanging (see the [module docs](self)): `transaction_timeout` + the broker's abort
+/// check interval + 10 s.
+pub(crate) fn stable_wait(transaction_timeout: Duration) -> Duration {
+    transaction_timeout + ABORT_CHECK_INTERVAL + Duration::from_secs(10)
+}
+
+/// How long reading a changelog partition from its start to its end may take.
+const READ_LIMIT: Duration = Duration::from_secs(300);
+
 /// Reads changelog partition `partition` of `topic` to its end; returns the slot of each
-/// key (tombstoned keys absent). Blocking: call it on a blocking thread.
-pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>(config: &KafkaConfig, topic: &str, partition: i32, codec: &StateCodec<S>, deadline: Instant) -> Result<HashMap<String, Slot<S>>, EngineError> {
+/// key (tombstoned keys absent). Waits for an open transaction on the partition until
+/// `stable_deadline` (see the [module docs](self)). Returns early, with the reason
+/// [`CANCELLED`], once `cancel` is cancelled. Blocking: call it on a blocking thread.
+pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    codec: &StateCodec<S>,
+    stable_deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<HashMap<String, Slot<S>>, EngineError> {
     let fail = |reason: String| EngineError::Restore { topic: topic.to_owned(), partition, reason };
     let client = |isolation: &str, eof: &str| -> Result<BaseConsumer<Quiet>, KafkaError> {
         let mut cc = config.client_config(&[]);
@@ -68,8 +112,13 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
         if stable >= high {
             break;
         }
-        if Instant::now() >= deadline {
-            return Err(fail(format!("a transaction stays open (last stable offset {stable}, high watermark {high})")));
+        if cancel.is_cancelled() {
+            return Err(fail(CANCELLED.into()));
+        }
+        if Instant::now() >= stable_deadline {
+            return Err(fail(format!(
+                "a transaction stays open past the transaction timeout (last stable offset {stable}, high watermark {high}): a hanging transaction whose markers the broker never wrote (it skips a leaderless partition, as in a controlled shutdown of its only replica); only an operator can end it: kafka-transactions.sh find-hanging, then abort"
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -80,7 +129,11 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
     committed.assign(&tpl)?;
     let mut slots = HashMap::new();
     let mut records = 0u64;
+    let deadline = Instant::now() + READ_LIMIT;
     loop {
+        if cancel.is_cancelled() {
+            return Err(fail(CANCELLED.into()));
+        }
         if Instant::now() >= deadline {
             return Err(fail(format!("not at the end after {records} records")));
         }
@@ -114,6 +167,42 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
 mod tests {
     use super::*;
     use rdkafka::error::RDKafkaErrorCode;
+
+    #[test]
+    fn an_open_transaction_is_waited_for_past_the_broker_abort_of_a_live_one() {
+        assert_eq!(stable_wait(Duration::from_secs(10)), Duration::from_secs(30));
+        assert!(stable_wait(Duration::from_secs(60)) > Duration::from_secs(60) + ABORT_CHECK_INTERVAL);
+    }
+
+    /// Needs the broker (`KAFKA_BOOTSTRAP_SERVERS`, see herald-testkit).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_waiting_for_an_open_transaction_stops_when_cancelled() {
+        use crate::compensation::Compensation;
+        use herald_bus::publisher::Record;
+        let config = herald_testkit::kafka().await;
+        let topic = herald_testkit::topic(&config, "restore-cancel", 1).await;
+        // A live transaction holds the partition's last stable offset.
+        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-cancel"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
+        producer.init().await.expect("init");
+        producer.begin().await.expect("begin");
+        producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default() }, Some(0)).await.expect("send");
+        let codec = std::sync::Arc::new(StateCodec::<Compensation>::new().expect("codec"));
+        let cancel = CancellationToken::new();
+        let (c, t, k, token) = (config.clone(), topic.clone(), codec.clone(), cancel.clone());
+        let waiting = tokio::task::spawn_blocking(move || restore(&c, &t, 0, &k, Instant::now() + Duration::from_secs(120), &token));
+        // Still waiting after a while (the transaction is open)...
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!waiting.is_finished(), "a restore must wait for the open transaction");
+        // ...and ends soon when cancelled (at its next check, after the watermark queries
+        // in flight, up to 5 s each on a loaded machine), not at its deadline two minutes on.
+        cancel.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the cancelled restore returns long before its deadline").expect("join");
+        assert!(matches!(&result, Err(EngineError::Restore { reason, .. }) if reason == CANCELLED), "{result:?}");
+        producer.abort().await.expect("abort");
+        // With the transaction ended, a restore reads the partition (the aborted record absent).
+        let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");
+        assert!(restored.is_empty());
+    }
 
     #[test]
     fn partition_eof_is_recognised_in_both_shapes() {

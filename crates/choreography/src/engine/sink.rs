@@ -42,10 +42,23 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
         let _ = self.tx.send(Command::Assigned(assignment.partitions()));
     }
 
+    /// Tells the coordinator; waits for it (up to `revoke_wait`) only when the partitions
+    /// were revoked in order, so their open transaction commits before they move.
+    ///
+    /// Lost partitions are not waited for: the coordinator only drops them and aborts what
+    /// is open, which no one else needs to wait for (the next owner's restore waits for the
+    /// open transaction to end, and its offsets can no longer commit under this member's
+    /// old generation). Waiting held this hook, so the consumer's poll, for as long as
+    /// the coordinator was inside a blocking transaction call, up to the call timeout at
+    /// each step of its retries (seen: a lost revocation that took 22 s after a broker
+    /// outage, the consumer deaf meanwhile, the repartition consumer of the same task too).
     fn on_revoked(&self, partitions: &[(String, i32)], lost: bool) {
         let (ack, done) = std::sync::mpsc::channel();
-        if self.tx.send(Command::Revoked { partitions: partitions.to_vec(), lost, ack }).is_ok() && done.recv_timeout(self.revoke_wait).is_err() {
-            tracing::warn!(lost, "the coordinator did not finish the revocation in time");
+        if self.tx.send(Command::Revoked { partitions: partitions.to_vec(), lost, ack }).is_err() || lost {
+            return;
+        }
+        if done.recv_timeout(self.revoke_wait).is_err() {
+            tracing::warn!("the coordinator did not finish the revocation in time");
         }
     }
 
@@ -116,5 +129,46 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         } else {
             Err(Failure { reason: format!("the transaction moving past the dead letter did not commit ({})", failure.reason), ..failure.clone() })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<()>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, offsets: Offsets::Owned }, rx)
+    }
+
+    #[test]
+    fn a_lost_revocation_tells_the_coordinator_without_waiting_for_it() {
+        // A coordinator busy in a blocking transaction call: it answers nothing.
+        let (sink, mut rx) = sink(Duration::from_secs(30));
+        let started = Instant::now();
+        sink.on_revoked(&[("t".into(), 0)], true);
+        assert!(started.elapsed() < Duration::from_secs(5), "the rebalance hook (the consumer's poll) waited {:?}", started.elapsed());
+        assert!(matches!(rx.try_recv(), Ok(Command::Revoked { lost: true, .. })));
+    }
+
+    #[test]
+    fn an_orderly_revocation_waits_for_the_commit_up_to_its_limit() {
+        let (sink, mut rx) = sink(Duration::from_millis(300));
+        let started = Instant::now();
+        sink.on_revoked(&[("t".into(), 0)], false);
+        assert!(started.elapsed() >= Duration::from_millis(300), "no answer: waited the limit");
+        // Answered: returns as soon as the coordinator acknowledges.
+        let (sink, mut answered) = self::sink(Duration::from_secs(30));
+        let coordinator = std::thread::spawn(move || {
+            if let Some(Command::Revoked { ack, .. }) = answered.blocking_recv() {
+                let _ = ack.send(());
+            }
+        });
+        let started = Instant::now();
+        sink.on_revoked(&[("t".into(), 0)], false);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        coordinator.join().expect("coordinator thread");
+        assert!(matches!(rx.try_recv(), Ok(Command::Revoked { lost: false, .. })));
     }
 }

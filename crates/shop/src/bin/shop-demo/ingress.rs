@@ -68,15 +68,18 @@ impl Ingress {
     }
 }
 
-/// The JSON body of `POST /orders`: the `OrderPlaced` fields as the schema names them
-/// (`placed_at` left to the gateway).
+/// The JSON body of `POST /orders`: the `OrderPlaced` fields as the schema names them, but
+/// the server-side `placed_at` (the gateway's clock).
 fn body(order: &OrderPlaced) -> serde_json::Value {
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "order_id": order.order_id,
         "customer_id": order.customer_id,
         "total_cents": order.total_cents,
         "currency": order.currency,
         "lines": order.lines.iter().map(|l| serde_json::json!({"sku": l.sku, "quantity": l.quantity, "unit_price_cents": l.unit_price_cents})).collect::<Vec<_>>(),
-        "note": order.note,
-    })
+    });
+    if let Some(note) = &order.note {
+        body["note"] = serde_json::Value::String(note.clone());
+    }
+    body
 }

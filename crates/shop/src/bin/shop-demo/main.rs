@@ -70,12 +70,17 @@ struct Cli {
     /// Of which placed while payments is frozen (they time out).
     #[arg(long, default_value_t = 10)]
     timeouts: usize,
-    /// Orders per second in the first phase (the saga's roles keep up with a few tens per
-    /// second: BENCHMARKS.md).
+    /// Orders per second in the first phase, at most (the saga's roles keep up with a few
+    /// tens per second: BENCHMARKS.md).
     #[arg(long, default_value_t = 25.0)]
     rate: f64,
-    /// The orders role's payment timeout (`8s`, `500ms`).
-    #[arg(long, default_value = "8s", value_parser = duration)]
+    /// Orders placed but not decided yet, at most: the driver waits before placing more,
+    /// so a slow machine lowers the rate instead of letting the queues (and the latency)
+    /// grow past the payment timeout.
+    #[arg(long, default_value_t = 30)]
+    window: usize,
+    /// The orders role's payment timeout (`10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = duration)]
     payment_timeout: Duration,
     /// How long the pipeline may take to settle after the last order of a phase.
     #[arg(long, default_value = "90s", value_parser = duration)]
@@ -332,9 +337,10 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
     let (normal, frozen): (Vec<&Planned>, Vec<&Planned>) = planned.iter().partition(|p| !p.frozen);
     let counts = plan::expected_counts(&planned);
     println!(
-        "\nphase 1: {} orders at {}/s ({} to confirm, {} with a sold-out SKU, {} from customers without credit)",
+        "\nphase 1: {} orders at up to {}/s, at most {} undecided at a time ({} to confirm, {} with a sold-out SKU, {} from customers without credit)",
         normal.len(),
         cli.rate,
+        cli.window,
         counts[&Expect::Confirmed],
         counts[&Expect::OutOfStock],
         counts[&Expect::Declined]
@@ -344,14 +350,28 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
     let mut placing = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / cli.rate));
     let mut last_poll = Instant::now();
-    for p in &normal {
+    let mut decided = 0;
+    let mut line_at = Instant::now();
+    for (n, p) in normal.iter().enumerate() {
         tick.tick().await;
-        placing.spawn(place(ingress.clone(), (*p).clone(), sent.clone(), failures.clone()));
-        if last_poll.elapsed() > Duration::from_millis(500) {
-            last_poll = Instant::now();
-            let view = watch.orders().await.unwrap_or_default();
-            show(&progress, &normal, &view, placing.len(), "placing");
+        // At most `window` orders placed and not decided yet.
+        loop {
+            if last_poll.elapsed() > Duration::from_millis(250) || n.saturating_sub(decided) >= cli.window {
+                last_poll = Instant::now();
+                let view = watch.orders().await.unwrap_or_default();
+                decided = normal.iter().filter(|p| view.get(&p.order.order_id).is_some_and(OrderStatusRow::is_decided)).count();
+                if !progress.is_hidden() || line_at.elapsed() > Duration::from_secs(2) {
+                    line_at = Instant::now();
+                    show(&progress, &normal, &view, n.saturating_sub(decided), "placing");
+                }
+            }
+            if n.saturating_sub(decided) < cli.window {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        placing.spawn(place(ingress.clone(), (*p).clone(), sent.clone(), failures.clone()));
+        while placing.try_join_next().is_some() {}
     }
     while placing.join_next().await.is_some() {}
     let (settled1, view) = settle(&watch, &normal, &progress, cli.settle_timeout).await;
@@ -445,11 +465,12 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
     };
     println!("\n{}", report::table(&summary, &latencies));
     println!(
-        "throughput: {} orders from the first request to the last outcome of phase 1 in {:.1} s = {:.1} orders/s (placed at {}/s)",
+        "throughput: {} orders from the first request to the last outcome of phase 1 in {:.1} s = {:.1} orders/s (placed at up to {}/s, at most {} undecided)",
         normal.len(),
         phase1_seconds,
         summary.throughput_per_s,
-        cli.rate
+        cli.rate,
+        cli.window
     );
     println!("latency: from the request to the order's terminal event (OrderConfirmed/OrderCancelled event time); timeouts include the payment timeout");
     println!(
@@ -474,7 +495,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
         match watch.saga(&saga.id).await {
             Ok(detail) => {
                 let outcome = view.get(&saga.subject).map_or_else(|| "?".to_owned(), OrderStatusRow::outcome);
-                println!("\ntimeline of a compensated saga, {}", report::timeline(&detail, &outcome));
+                println!("\ntimeline of a compensated saga, {}", report::timeline(&detail, &outcome).trim_end());
             }
             Err(e) => println!("\n(cannot read a compensated saga's timeline: {e:#})"),
         }
@@ -542,7 +563,7 @@ fn show(bar: &ProgressBar, orders: &[&Planned], view: &HashMap<String, OrderStat
         }
     }
     let outcomes = by.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", ");
-    let msg = format!("{doing} ({in_flight} in flight) {outcomes}");
+    let msg = format!("{doing}, {in_flight} undecided; {outcomes}");
     bar.set_position(decided as u64);
     bar.set_message(msg.clone());
     if bar.is_hidden() {
@@ -563,7 +584,7 @@ async fn settle(watch: &Watch, orders: &[&Planned], bar: &ProgressBar, within: D
         }
         if !bar.is_hidden() || last_line.elapsed() > Duration::from_secs(2) {
             last_line = Instant::now();
-            show(bar, orders, &view, 0, "waiting for outcomes");
+            show(bar, orders, &view, orders.len() - decided, "waiting for outcomes");
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }

@@ -119,7 +119,7 @@ pub fn timeline(detail: &SagaDetail, outcome: &str) -> String {
             _ => step.time.clone(),
         };
         let ty = step.event_type.rsplit('.').next().unwrap_or(&step.event_type);
-        let _ = writeln!(out, "  {offset:>10}  {ty:<16} {:<28} {}/{}@{}", step.source, step.topic, step.partition, step.offset);
+        let _ = writeln!(out, "  {offset:>10}  {ty:<16} {:<31} {}/{}@{}", step.source, step.topic, step.partition, step.offset);
     }
     out
 }

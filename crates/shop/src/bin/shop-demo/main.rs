@@ -163,8 +163,13 @@ async fn main() {
             eprintln!("\ninterrupted");
             130
         }
-        Some(Ok(true)) => 0,
-        Some(Ok(false)) => 2,
+        Some(Ok(ran)) if ran.ok => {
+            if cli.keep_running {
+                keep_running(&pipeline, &ran.prefix, &ran.run_dir).await;
+            }
+            0
+        }
+        Some(Ok(_)) => 2,
         Some(Err(e)) => {
             eprintln!("\nerror: {e:#}");
             1
@@ -183,8 +188,18 @@ async fn stop_signal() {
     }
 }
 
-/// The whole run; `Ok(true)` when it settled as planned.
-async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
+/// How a run ended.
+struct Ran {
+    /// It settled as planned.
+    ok: bool,
+    /// Its topic prefix.
+    prefix: String,
+    /// Its folder.
+    run_dir: PathBuf,
+}
+
+/// The whole run, the pipeline left running.
+async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     anyhow::ensure!(cli.timeouts < cli.orders, "--timeouts must be fewer than --orders");
     anyhow::ensure!(cli.rate > 0.0, "--rate must be positive");
     let started = Instant::now();
@@ -510,10 +525,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<bool> {
         started.elapsed().as_secs_f64(),
         run_dir.display()
     );
-    if cli.keep_running && ok {
-        keep_running(pipeline, &prefix, &run_dir).await;
-    }
-    Ok(ok)
+    Ok(Ran { ok, prefix, run_dir })
 }
 
 /// Prints where everything is and waits for ctrl-c (then `main` stops it all).

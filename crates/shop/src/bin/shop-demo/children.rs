@@ -51,6 +51,8 @@ impl Child {
         let process = Command::new(program)
             .args(args)
             .env("RUST_LOG", std::env::var("HERALD_DEMO_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()))
+            // Plain text in the log files (tracing-subscriber colours otherwise).
+            .env("NO_COLOR", "1")
             .env_remove("SHOP_TOPIC_PREFIX")
             .env_remove("HERALD_STORE_URL")
             .stdin(Stdio::null())

@@ -126,6 +126,14 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// The first child that exited by itself, said in a line with the end of its log.
+    fn exited(&mut self) -> Option<String> {
+        self.children.iter_mut().find_map(|c| {
+            let status = c.exited()?;
+            Some(format!("{} exited with {status}; the end of its log ({}):\n{}", c.name, c.log.display(), c.log_tail(15)))
+        })
+    }
+
     fn get(&self, name: &str) -> anyhow::Result<&Child> {
         self.children.iter().find(|c| c.name == name).with_context(|| format!("no process {name}"))
     }
@@ -367,9 +375,11 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     let mut last_poll = Instant::now();
     let mut decided = 0;
     let mut line_at = Instant::now();
-    for (n, p) in normal.iter().enumerate() {
+    let mut stalled = None;
+    'placing: for (n, p) in normal.iter().enumerate() {
         tick.tick().await;
         // At most `window` orders placed and not decided yet.
+        let waiting_since = Instant::now();
         loop {
             if last_poll.elapsed() > Duration::from_millis(250) || n.saturating_sub(decided) >= cli.window {
                 last_poll = Instant::now();
@@ -383,20 +393,35 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
             if n.saturating_sub(decided) < cli.window {
                 break;
             }
+            if let Some(exited) = pipeline.exited() {
+                stalled = Some(exited);
+                break 'placing;
+            }
+            if waiting_since.elapsed() > cli.settle_timeout {
+                stalled = Some(format!("no order decided for {:?} with {} undecided", cli.settle_timeout, cli.window));
+                break 'placing;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         placing.spawn(place(ingress.clone(), (*p).clone(), sent.clone(), failures.clone()));
         while placing.try_join_next().is_some() {}
     }
     while placing.join_next().await.is_some() {}
-    let (settled1, view) = settle(&watch, &normal, &progress, cli.settle_timeout).await;
+    if let Some(why) = &stalled {
+        progress.suspend(|| println!("  stopped placing orders: {why}"));
+    }
+    let (settled1, view) = match stalled {
+        Some(_) => (false, watch.orders().await.unwrap_or_default()),
+        None => settle(&watch, pipeline, &normal, &progress, cli.settle_timeout).await,
+    };
     progress.finish_and_clear();
     report_phase(&normal, &view, settled1);
-    let phase1_last_ms = normal.iter().filter_map(|p| view.get(&p.order.order_id).and_then(|r| r.decided_ms)).max().unwrap_or(phase1_started_ms);
+    let phase1_decided: Vec<i64> = normal.iter().filter_map(|p| view.get(&p.order.order_id).and_then(|r| r.decided_ms)).collect();
+    let phase1_last_ms = phase1_decided.iter().copied().max().unwrap_or(phase1_started_ms);
 
     // Phase 2: payments frozen, orders placed; they time out; payments resumes.
     let mut settled2 = true;
-    if !frozen.is_empty() {
+    if !frozen.is_empty() && settled1 {
         let payments = pipeline.get("payments")?;
         println!(
             "\nphase 2: payments frozen (SIGSTOP pid {}), {} orders placed; the orders role cancels them after its payment timeout ({:?})",
@@ -411,7 +436,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
             placing.spawn(place(ingress.clone(), (*p).clone(), sent.clone(), failures.clone()));
         }
         while placing.join_next().await.is_some() {}
-        let (done, view) = settle(&watch, &frozen, &progress, cli.payment_timeout + Duration::from_secs(60)).await;
+        let (done, view) = settle(&watch, pipeline, &frozen, &progress, cli.payment_timeout + Duration::from_secs(60)).await;
         settled2 = done;
         progress.finish_and_clear();
         pipeline.get("payments")?.thaw()?;
@@ -424,7 +449,8 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included)");
     let all: Vec<&Planned> = planned.iter().collect();
     let ids: std::collections::HashSet<&str> = all.iter().map(|p| p.order.order_id.as_str()).collect();
-    let deadline = Instant::now() + cli.settle_timeout;
+    // (Not waiting when an earlier phase did not settle: the run failed already.)
+    let deadline = Instant::now() + if settled1 && settled2 { cli.settle_timeout } else { Duration::ZERO };
     let (sagas, sagas_settled) = loop {
         let sagas: Vec<watch::Saga> = watch.sagas().await.unwrap_or_default().into_iter().filter(|s| ids.contains(s.subject.as_str())).collect();
         let finished = sagas.iter().filter(|s| s.state == "completed" || s.state == "compensated").count();
@@ -440,6 +466,10 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
             println!("  not settled within {:?}: {} of {} sagas finished", cli.settle_timeout, finished, all.len());
             break (sagas, false);
         }
+        if let Some(exited) = pipeline.exited() {
+            println!("  {exited}");
+            break (sagas, false);
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let view = watch.orders().await.context("reading the order-status view")?;
@@ -452,7 +482,11 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     let mut mismatched = Vec::new();
     for p in &planned {
         *expected.entry(p.expect.label().to_owned()).or_default() += 1;
-        let outcome = view.get(&p.order.order_id).map_or_else(|| "not in the view".to_owned(), OrderStatusRow::outcome);
+        let outcome = match view.get(&p.order.order_id) {
+            Some(row) => row.outcome(),
+            None if sent.contains_key(&p.order.order_id) => "not in the view".to_owned(),
+            None => "not placed (the run stopped)".to_owned(),
+        };
         if outcome != p.expect.label() {
             mismatched.push(format!("{}: expected {}, got {outcome}", p.order.order_id, p.expect.label()));
         }
@@ -474,14 +508,14 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         sagas: saga_states,
         failed_sagas,
         settled: settled1 && settled2 && sagas_settled && failures.is_empty(),
-        throughput_per_s: normal.len() as f64 / phase1_seconds,
+        throughput_per_s: phase1_decided.len() as f64 / phase1_seconds,
         p50_ms: report::percentile(&mut all_latencies, 0.5),
         p99_ms: report::percentile(&mut all_latencies, 0.99),
     };
     println!("\n{}", report::table(&summary, &latencies));
     println!(
-        "throughput: {} orders from the first request to the last outcome of phase 1 in {:.1} s = {:.1} orders/s (placed at up to {}/s, at most {} undecided)",
-        normal.len(),
+        "throughput: {} orders decided from the first request to the last outcome of phase 1 in {:.1} s = {:.1} orders/s (placed at up to {}/s, at most {} undecided)",
+        phase1_decided.len(),
         phase1_seconds,
         summary.throughput_per_s,
         cli.rate,
@@ -499,8 +533,14 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     for m in summary.mismatched.iter().take(20) {
         println!("  UNEXPECTED: {m}");
     }
+    if summary.mismatched.len() > 20 {
+        println!("  ... and {} more unexpected outcomes", summary.mismatched.len() - 20);
+    }
     for f in failures.iter().take(20) {
         println!("  REQUEST FAILED: {f}");
+    }
+    if failures.len() > 20 {
+        println!("  ... and {} more failed requests", failures.len() - 20);
     }
 
     // One compensated saga: a timed-out one if there is one (the richest), else any.
@@ -585,7 +625,7 @@ fn show(bar: &ProgressBar, orders: &[&Planned], view: &HashMap<String, OrderStat
 
 /// Waits until every order of `orders` is decided in the view (or `within` passes);
 /// returns whether they all were, and the view.
-async fn settle(watch: &Watch, orders: &[&Planned], bar: &ProgressBar, within: Duration) -> (bool, HashMap<String, OrderStatusRow>) {
+async fn settle(watch: &Watch, pipeline: &mut Pipeline, orders: &[&Planned], bar: &ProgressBar, within: Duration) -> (bool, HashMap<String, OrderStatusRow>) {
     let deadline = Instant::now() + within;
     let mut last_line = Instant::now();
     loop {
@@ -593,6 +633,10 @@ async fn settle(watch: &Watch, orders: &[&Planned], bar: &ProgressBar, within: D
         let decided = orders.iter().filter(|p| view.get(&p.order.order_id).is_some_and(OrderStatusRow::is_decided)).count();
         if decided == orders.len() || Instant::now() > deadline {
             return (decided == orders.len(), view);
+        }
+        if let Some(exited) = pipeline.exited() {
+            bar.suspend(|| println!("  {exited}"));
+            return (false, view);
         }
         if !bar.is_hidden() || last_line.elapsed() > Duration::from_secs(2) {
             last_line = Instant::now();

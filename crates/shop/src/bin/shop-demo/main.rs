@@ -104,6 +104,10 @@ struct Cli {
     /// Also write the summary as JSON to this file.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// Keep the run's topics on the broker at the end (default: deleted once every process
+    /// stopped; the run folder keeps the logs and the stores).
+    #[arg(long)]
+    keep_topics: bool,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -120,9 +124,10 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// The public topics (unprefixed), created before anything starts.
 const PUBLIC: [&str; 3] = ["shop.orders", "shop.inventory", "shop.payments"];
 
-/// The pipeline's processes, in the order they are stopped.
+/// The pipeline's processes, in the order they are stopped, and the run's topic prefix.
 struct Pipeline {
     children: Vec<Child>,
+    prefix: Option<String>,
 }
 
 impl Pipeline {
@@ -158,7 +163,7 @@ impl Pipeline {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let mut pipeline = Pipeline { children: Vec::new() };
+    let mut pipeline = Pipeline { children: Vec::new(), prefix: None };
     let ran = {
         let run = run(&cli, &mut pipeline);
         tokio::select! {
@@ -184,7 +189,29 @@ async fn main() {
         }
     };
     pipeline.stop().await;
+    if let (Some(prefix), false) = (&pipeline.prefix, cli.keep_topics) {
+        match delete_topics(&KafkaConfig::new(&cli.bootstrap), prefix).await {
+            Ok(n) => println!("  deleted the run's {n} topics ({prefix}*; --keep-topics keeps them)"),
+            Err(e) => eprintln!("  could not delete the run's topics ({prefix}*): {e:#}"),
+        }
+    }
     std::process::exit(code);
+}
+
+/// Deletes every topic whose name starts with `prefix` (the run's); how many.
+async fn delete_topics(config: &KafkaConfig, prefix: &str) -> anyhow::Result<usize> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    let names: Vec<String> = admin::list_topics(config).await?.into_iter().map(|t| t.name).filter(|n| n.starts_with(prefix)).collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let client: AdminClient<DefaultClientContext> = config.client_config(&[]).create()?;
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let results = client.delete_topics(&refs, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))).await?;
+    let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).map(|(name, e)| format!("{name}: {e}")).collect();
+    anyhow::ensure!(failed.is_empty(), "{}", failed.join(", "));
+    Ok(names.len())
 }
 
 /// Completes on ctrl-c or SIGTERM.
@@ -246,6 +273,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     println!("  run folder    {}", run_dir.display());
     println!("                (logs/ has each process's log; stock.json, credit.json, orders.jsonl: the inputs)");
 
+    pipeline.prefix = Some(prefix.clone());
     // The public topics first, so the readers find them; the roles create the rest.
     let specs: Vec<TopicSpec> = PUBLIC.iter().map(|t| TopicSpec::new(format!("{prefix}{t}")).partitions(6)).collect();
     admin::create_topics(&config, &specs).await.with_context(|| format!("creating the shop's topics on {}", cli.bootstrap))?;

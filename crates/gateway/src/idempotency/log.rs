@@ -103,24 +103,39 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
 }
 
 /// A consumer assigned to every partition from the beginning, and each partition's end.
+/// A topic just created can take a moment to have leaders everywhere: retried until
+/// `timeout`.
 fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(BaseConsumer, Vec<(i32, i64, i64)>), String> {
     let group = format!("herald-gateway-idempotency-{}", uuid::Uuid::new_v4());
     let consumer: BaseConsumer = kafka
         .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("enable.partition.eof", "false")])
         .create()
         .map_err(|e| e.to_string())?;
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
-    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    if partitions.is_empty() {
-        return Err("no such topic".to_owned());
-    }
+    let deadline = std::time::Instant::now() + timeout;
+    let ends = loop {
+        match ends(&consumer, topic, timeout) {
+            Ok(ends) => break ends,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
     let mut assignment = TopicPartitionList::new();
-    let mut ends = Vec::new();
-    for p in partitions {
-        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).map_err(|e| e.to_string())?;
-        assignment.add_partition_offset(topic, p, Offset::Beginning).map_err(|e| e.to_string())?;
-        ends.push((p, high, low));
+    for (p, _, _) in &ends {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning).map_err(|e| e.to_string())?;
     }
     consumer.assign(&assignment).map_err(|e| e.to_string())?;
     Ok((consumer, ends))
+}
+
+/// `(partition, high watermark, low watermark)` of each partition.
+fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, String> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        return Err("no such topic".to_owned());
+    }
+    partitions
+        .into_iter()
+        .map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(low, high)| (p, high, low)).map_err(|e| e.to_string()))
+        .collect()
 }

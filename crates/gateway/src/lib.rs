@@ -25,7 +25,8 @@
 //!   compacted topic so they survive restarts.
 //! - [`sender`]: publish within the deadline; [`breaker`]: fail fast while Kafka is away.
 //! - [`handler`]: one event route's request pipeline. [`server`]: [`Gateway`], the router,
-//!   `/health` and `/metrics`. [`metrics`]: the series recorded.
+//!   `/health` and `/metrics`. [`metrics`]: the series recorded. [`openapi`]:
+//!   `/openapi.json` generated from the routes.
 //!
 //! # Guarantees
 //! - **Durable before it answers.** `202` only after the broker acknowledged the event with
@@ -51,6 +52,7 @@ pub mod handler;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod route;
 pub mod sender;

@@ -122,7 +122,7 @@ impl Gateway {
         self.app.sender.publisher()
     }
 
-    /// The router: every configured route, `/health`, `/metrics`, and problem JSON for
+    /// The router: every configured route, `/health`, `/metrics`, `/openapi.json`, and problem JSON for
     /// unknown paths (`404`) and methods (`405`).
     pub fn router(&self) -> Router {
         let mut by_path: BTreeMap<&str, MethodRouter> = BTreeMap::new();
@@ -141,7 +141,9 @@ impl Gateway {
             router = router.route(path, methods);
         }
         let health = Health { app: self.app.clone() };
+        let openapi = Arc::new(crate::openapi::document(&self.app.routes, &self.app.auth));
         router
+            .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*openapi).clone()) }))
             .merge(herald_ops::router(self.metrics.clone(), health))
             .fallback(|request: Request| async move { unmatched(Problem::not_found(request.uri().path())) })
             .method_not_allowed_fallback(|request: Request| async move {

@@ -12,6 +12,12 @@
 //! failures = 3                 # consecutive failed sends that open it
 //! open_ms = 2000               # refuse at once for this long, then probe
 //!
+//! [idempotency]                # see the idempotency module
+//! topic = "herald.gateway.idempotency"   # compacted; the topic prefix applies
+//! ttl_hours = 24
+//!
+//! # [auth]: API keys and JWT, see the auth::config module. Without it: no authentication.
+//!
 //! [[route]]
 //! name = "place-order"         # metrics label and OpenAPI operationId (default: METHOD path)
 //! method = "POST"
@@ -20,6 +26,7 @@
 //! topic = "shop.orders"
 //! key = { body = "order_id" }  # or { path = "order_id" }: the Kafka key and ce_subject
 //! scopes = ["orders:write"]    # the principal needs all of them (403 otherwise)
+//! rate = { per_second = 50, burst = 100 }   # per principal; 429 beyond (default none)
 //! [route.fill]                 # server-side fields
 //! order_id = "uuid7"           # a UUIDv7 when the body has none (or null)
 //! placed_at = "now"            # always the server's time, epoch milliseconds
@@ -45,9 +52,20 @@ pub struct Config {
     /// `[breaker]`: when the gateway stops sending to an unavailable broker.
     #[serde(default)]
     pub breaker: crate::breaker::BreakerConfig,
+    /// `[auth]`: API keys and JWT (see [`crate::auth::config`]); without it, no
+    /// authentication.
+    #[serde(default)]
+    pub auth: crate::auth::config::AuthConfig,
     /// `[[route]]`: one entry per HTTP route.
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// `[idempotency]`: where `Idempotency-Key` records are kept.
+    #[serde(default)]
+    pub idempotency: crate::idempotency::IdempotencyConfig,
+    /// The folder relative paths of the file are relative to (the file's folder; the
+    /// current folder for [`Config::parse`]).
+    #[serde(skip)]
+    pub base: PathBuf,
 }
 
 /// `[gateway]`.
@@ -102,6 +120,9 @@ pub struct RouteConfig {
     /// Server-side fields: field name to how it is filled.
     #[serde(default)]
     pub fill: BTreeMap<String, Fill>,
+    /// Rate limit per principal on this route (none by default).
+    #[serde(default)]
+    pub rate: Option<crate::limits::RateConfig>,
 }
 
 /// Where a route's Kafka key (and `ce_subject`) comes from.
@@ -172,6 +193,7 @@ impl Config {
             let base = path.parent().unwrap_or(Path::new("."));
             config.gateway.schemas = base.join(&config.gateway.schemas);
         }
+        config.base = path.parent().unwrap_or(Path::new(".")).to_owned();
         Ok(config)
     }
 

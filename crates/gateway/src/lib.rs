@@ -20,9 +20,13 @@
 //! - [`validate`]: body → fills → key → Avro datum, or a `400` naming the field.
 //! - [`problem`]: every error as RFC 9457 problem JSON.
 //! - [`auth`]: who sent the request (`401`), per-route scopes (`403`).
+//! - [`limits`]: rate limits per principal and route (`429`).
+//! - [`idempotency`]: `Idempotency-Key` replays (`422` for a different request), kept on a
+//!   compacted topic so they survive restarts.
 //! - [`sender`]: publish within the deadline; [`breaker`]: fail fast while Kafka is away.
 //! - [`handler`]: one event route's request pipeline. [`server`]: [`Gateway`], the router,
-//!   `/health` and `/metrics`. [`metrics`]: the series recorded.
+//!   `/health` and `/metrics`. [`metrics`]: the series recorded. [`openapi`]:
+//!   `/openapi.json` generated from the routes.
 //!
 //! # Guarantees
 //! - **Durable before it answers.** `202` only after the broker acknowledged the event with
@@ -36,13 +40,19 @@
 //!   is too large, or comes without the right credentials never becomes an event.
 //! - **Trace continued.** A valid `traceparent` is continued into the event's headers (a
 //!   child span of the caller's); otherwise the event starts a new trace.
+//! - **Idempotent retries.** A request repeated with the same `Idempotency-Key` gets the
+//!   same event id and the same `202`, without a second event; what holds across
+//!   restarts and instances is stated precisely in [`idempotency`].
 //! - **No secrets in logs.** Credentials are never logged nor echoed in responses.
 
 pub mod auth;
 pub mod breaker;
 pub mod config;
 pub mod handler;
+pub mod idempotency;
+pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod route;
 pub mod sender;

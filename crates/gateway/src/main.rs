@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
         .install_recorder()
         .context("installing the metrics recorder")?;
     let options = Options { topic_prefix: cli.topic_prefix.clone(), metrics: Some(metrics) };
-    let gateway = Gateway::new(config, &kafka, options)?;
+    let gateway = Gateway::new(config, &kafka, options).await?;
     if let Some(partitions) = cli.create_topics {
         let mut topics: Vec<&str> = gateway.routes().iter().map(|r| r.topic.as_str()).collect();
         topics.dedup();

@@ -120,6 +120,12 @@ impl Problem {
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused with a different request", detail)
     }
 
+    /// `409`: a request with the same `Idempotency-Key` is being handled now.
+    pub fn busy() -> Self {
+        let detail = "a request with this Idempotency-Key is in progress; retry when it is done";
+        Problem { retry_after: Some(Duration::from_secs(1)), ..Problem::new(StatusCode::CONFLICT, "idempotency-key-in-progress", "Request in progress", detail) }
+    }
+
     /// `429`: over the route's rate for this principal.
     pub fn rate_limited(retry_after: Duration) -> Self {
         let detail = format!("rate limit reached; retry in {} s", seconds(retry_after));

@@ -32,6 +32,8 @@ pub struct Route {
     pub fill: BTreeMap<String, Fill>,
     /// The record's top-level field names.
     pub fields: Vec<String>,
+    /// Its rate limit, if any.
+    pub limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 impl Route {
@@ -120,6 +122,7 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
         }
     }
     topic_name(prefix, &config.topic).map_err(|e| invalid(e))?;
+    let limiter = config.rate.map(crate::limits::Limiter::new).transpose().map_err(|e| invalid(e.to_string()))?.map(Arc::new);
     Ok(Route {
         name,
         method,
@@ -131,6 +134,7 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
         scopes: config.scopes.clone(),
         fill: config.fill.clone(),
         fields,
+        limiter,
     })
 }
 

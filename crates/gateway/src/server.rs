@@ -13,6 +13,7 @@ use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
 use herald_ops::{HealthCheck, MetricsHandle};
 
 use crate::auth::Authenticator;
+use crate::idempotency::{Idempotency, LogError};
 use crate::breaker::{Breaker, State};
 use crate::config::{Config, ConfigError, Settings};
 use crate::problem::Problem;
@@ -25,6 +26,7 @@ pub(crate) struct App {
     pub(crate) routes: Vec<Arc<Route>>,
     pub(crate) sender: Sender,
     pub(crate) auth: Authenticator,
+    pub(crate) idempotency: Idempotency,
 }
 
 /// Choices made by the binary (or a test) rather than the file.
@@ -47,6 +49,9 @@ pub enum GatewayError {
     /// The Kafka producer could not be created.
     #[error("cannot create the producer: {0}")]
     Producer(#[from] herald_bus::PublishError),
+    /// The idempotency topic could not be created or read.
+    #[error(transparent)]
+    Idempotency(#[from] LogError),
 }
 
 /// The HTTP gateway: build it with [`Gateway::new`], serve it with [`Gateway::serve`] (or
@@ -56,7 +61,7 @@ pub enum GatewayError {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use herald_gateway::{Config, Gateway, Options};
 /// let config = Config::load("crates/gateway/shop.toml".as_ref())?;
-/// let gateway = Gateway::new(config, &herald_bus::KafkaConfig::new("127.0.0.1:9092"), Options::default())?;
+/// let gateway = Gateway::new(config, &herald_bus::KafkaConfig::new("127.0.0.1:9092"), Options::default()).await?;
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 /// gateway.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 /// # Ok(()) }
@@ -74,9 +79,10 @@ impl std::fmt::Debug for Gateway {
 }
 
 impl Gateway {
-    /// Loads the schemas, checks the routes, and creates the producer (`acks=all`,
-    /// idempotent; `message.timeout.ms` = the deadline unless `kafka` sets it).
-    pub fn new(config: Config, kafka: &KafkaConfig, options: Options) -> Result<Gateway, GatewayError> {
+    /// Loads the schemas, checks the routes and credentials, creates the producer
+    /// (`acks=all`, idempotent; `message.timeout.ms` = the deadline unless `kafka` sets
+    /// it), and loads the idempotency records (creating their topic if missing).
+    pub async fn new(config: Config, kafka: &KafkaConfig, options: Options) -> Result<Gateway, GatewayError> {
         let mut settings = config.gateway.clone();
         if let Some(prefix) = options.topic_prefix {
             settings.topic_prefix = prefix;
@@ -90,9 +96,13 @@ impl Gateway {
             kafka = kafka.set("message.timeout.ms", settings.deadline_ms.max(10).to_string());
         }
         let publisher = Publisher::new(&kafka, PublisherOptions::new(settings.source.clone()))?;
+        let auth = Authenticator::new(&config.auth, &config.base)?;
+        let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
+        let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
+        let idempotency = Idempotency::start(&kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
-        let app = Arc::new(App { settings, routes, sender, auth: Authenticator::open() });
+        let app = Arc::new(App { settings, routes, sender, auth, idempotency });
         let metrics = options.metrics.unwrap_or_else(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle());
         Ok(Gateway { app, metrics })
     }
@@ -102,12 +112,17 @@ impl Gateway {
         &self.app.routes
     }
 
+    /// Idempotency records this instance knows (its own and those read from the topic).
+    pub fn idempotency_records(&self) -> usize {
+        self.app.idempotency.len()
+    }
+
     /// The publisher (shared with the handlers).
     pub fn publisher(&self) -> &Publisher {
         self.app.sender.publisher()
     }
 
-    /// The router: every configured route, `/health`, `/metrics`, and problem JSON for
+    /// The router: every configured route, `/health`, `/metrics`, `/openapi.json`, and problem JSON for
     /// unknown paths (`404`) and methods (`405`).
     pub fn router(&self) -> Router {
         let mut by_path: BTreeMap<&str, MethodRouter> = BTreeMap::new();
@@ -126,7 +141,9 @@ impl Gateway {
             router = router.route(path, methods);
         }
         let health = Health { app: self.app.clone() };
+        let openapi = Arc::new(crate::openapi::document(&self.app.routes, &self.app.auth));
         router
+            .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*openapi).clone()) }))
             .merge(herald_ops::router(self.metrics.clone(), health))
             .fallback(|request: Request| async move { unmatched(Problem::not_found(request.uri().path())) })
             .method_not_allowed_fallback(|request: Request| async move {

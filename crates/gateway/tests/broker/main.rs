@@ -4,5 +4,8 @@
 
 mod support;
 
+mod auth;
 mod binary;
+mod idempotency;
+mod limits;
 mod routes;

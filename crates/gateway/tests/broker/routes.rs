@@ -144,3 +144,28 @@ async fn health_is_ok_while_the_broker_is_up() {
     assert_eq!((status, body["details"]["breaker"].as_str()), (200, Some("closed")), "{body}");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn openapi_describes_the_routes_from_their_schemas() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.orders", 1).await;
+    let gateway = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let response = gateway.http.get(format!("{}/openapi.json", gateway.url)).send().await.unwrap();
+    let (status, doc) = support::answer(response).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let operation = &doc["paths"]["/orders"]["post"];
+    assert_eq!(operation["operationId"], "place-order");
+    let body = &operation["requestBody"]["content"]["application/json"]["schema"];
+    let required: Vec<&str> = body["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(required, vec!["customer_id", "total_cents", "currency", "lines"], "order_id is generated, placed_at is the gateway's");
+    assert_eq!(body["properties"]["placed_at"]["readOnly"], true);
+    assert_eq!(body["properties"]["total_cents"]["format"], "int64");
+    assert_eq!(body["properties"]["lines"]["items"]["$ref"], "#/components/schemas/shop.orders.OrderLine");
+    let line = &doc["components"]["schemas"]["shop.orders.OrderLine"];
+    assert_eq!(line["properties"]["quantity"]["format"], "int32");
+    for status in ["202", "400", "413", "422", "503"] {
+        assert!(operation["responses"].get(status).is_some(), "response {status}");
+    }
+    gateway.stop().await;
+}

@@ -9,6 +9,15 @@ use herald_gateway::{Config, Gateway, Options};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::Value;
 
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// An `[idempotency]` section with a topic of its own.
+pub fn idempotency_section() -> String {
+    format!("[idempotency]\ntopic = {:?}\n", herald_testkit::unique("gw.idem"))
+}
+
 pub fn schemas_dir() -> String {
     format!("{}/../../schemas", env!("CARGO_MANIFEST_DIR"))
 }
@@ -40,9 +49,13 @@ pub struct Running {
 impl Running {
     /// Serves `toml` (its `[gateway] schemas` set to the repository's) against `kafka`.
     pub async fn start(kafka: &KafkaConfig, toml: &str) -> Running {
-        let text = format!("[gateway]\nschemas = {:?}\nmax_body_bytes = 4096\ndeadline_ms = 5000\n{toml}", schemas_dir());
+        let text = config_text(toml);
         let config = Config::parse(&text).unwrap();
-        let gateway = Gateway::new(config, kafka, Options::default()).unwrap();
+        let gateway = Gateway::new(config, kafka, Options::default()).await.unwrap();
+        Running::serve(gateway, kafka).await
+    }
+
+    pub async fn serve(gateway: Gateway, _kafka: &KafkaConfig) -> Running {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -57,6 +70,17 @@ impl Running {
         answer(response).await
     }
 
+    pub async fn post_with(&self, path: &str, body: &str, headers: &[(&str, &str)]) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut request = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body.to_owned());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let headers = response.headers().clone();
+        let (status, body) = answer(response).await;
+        (status, body, headers)
+    }
+
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -65,6 +89,12 @@ impl Running {
             task.await.unwrap().unwrap();
         }
     }
+}
+
+/// The full config text the tests serve: `toml` after a `[gateway]` section.
+pub fn config_text(toml: &str) -> String {
+    let idempotency = if toml.contains("[idempotency]") { String::new() } else { idempotency_section() };
+    format!("[gateway]\nschemas = {:?}\nmax_body_bytes = 4096\ndeadline_ms = 5000\n{idempotency}{toml}", schemas_dir())
 }
 
 pub async fn answer(response: reqwest::Response) -> (u16, Value) {

@@ -71,7 +71,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     let mut event_id = None;
     if let Some(key) = parts.headers.get(idempotency::HEADER) {
         let scoped = key.to_str().ok().and_then(|k| Scoped::new(&principal.id, k)).ok_or_else(|| {
-            Problem::malformed(format!("Idempotency-Key must be 1 to {} visible ASCII characters", idempotency::MAX_KEY_LEN))
+            Problem::bad_idempotency_key(format!("Idempotency-Key must be 1 to {} visible ASCII characters", idempotency::MAX_KEY_LEN))
         })?;
         let fingerprint = idempotency::fingerprint(&route.name, parts.uri.path(), &body);
         match app.idempotency.begin(&scoped, &fingerprint, now_millis) {

@@ -80,6 +80,11 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-body", "The body is not a JSON object", detail)
     }
 
+    /// `400`: the `Idempotency-Key` header is not a usable key.
+    pub fn bad_idempotency_key(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "The Idempotency-Key is not valid", detail)
+    }
+
     /// `400`: the body does not fit the event's schema.
     pub fn invalid(event_type: &str, errors: Vec<FieldError>) -> Self {
         let detail = match errors.as_slice() {

@@ -88,3 +88,17 @@ async fn another_instance_replays_once_it_has_read_the_record() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_unusable_key_is_a_400_and_publishes_nothing() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.idem", 1).await;
+    let gateway = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let long = "k".repeat(300);
+    for key in [long.as_str(), ""] {
+        let (status, problem, _) = gateway.post_with("/orders", &order("c-1").to_string(), &[("idempotency-key", key)]).await;
+        assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-idempotency-key")), "{problem}");
+    }
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 0);
+    gateway.stop().await;
+}

@@ -5,7 +5,8 @@
 //! the saga guarantee.
 //!
 //! `cargo test -p herald-shop --test demo` (needs `KAFKA_BOOTSTRAP_SERVERS`; builds the
-//! `herald` binary for the tracker, and the gateway when crates/gateway is in the tree).
+//! programs as scripts/demo does: herald-shop, herald-cli for the tracker, and the
+//! gateway when crates/gateway is in the tree).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -43,15 +44,15 @@ fn implied(order: &Journaled, stock: &HashMap<String, i64>, credit: &HashMap<Str
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     let config = herald_testkit::kafka().await;
-    let driver = PathBuf::from(env!("CARGO_BIN_EXE_shop-demo"));
-    let bin_dir = driver.parent().expect("the binaries' folder").to_path_buf();
-    // The tracker is `herald saga track` (herald-cli); the gateway, when in the tree.
-    herald_testkit::workspace_binary("herald-cli", "herald");
+    // The programs scripts/demo builds, built as it builds them: shop (the roles, the
+    // view, the driver), herald (the tracker: `herald saga track`), the gateway when in
+    // the tree.
     let gateway_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/shop.toml");
     let with_gateway = gateway_config.is_file();
-    if with_gateway {
-        herald_testkit::workspace_binary("herald-gateway", "herald-gateway");
-    }
+    let packages: &[&str] = if with_gateway { &["herald-shop", "herald-cli", "herald-gateway"] } else { &["herald-shop", "herald-cli"] };
+    let bin_dir = herald_testkit::workspace_binaries(packages);
+    let driver: PathBuf = bin_dir.join("shop-demo");
+    assert_eq!(driver, PathBuf::from(env!("CARGO_BIN_EXE_shop-demo")), "the driver is this package's own");
     let run_dir = std::env::temp_dir().join(herald_testkit::unique("shop-demo"));
     let summary = run_dir.join("summary.json");
     let output = Command::new(&driver)

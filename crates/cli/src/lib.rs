@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`json`]: JSON ⇄ Avro values guided by a schema, with errors that name the field
-//!   (`field lines[0].quantity: expected int, got string "two"`).
+//!   (`field lines[0].quantity: expected int, got string "two"`). It lives in
+//!   herald-schema (the gateway validates request bodies with it too); re-exported here.
 //!
 //! # Guarantees
 //! - A JSON value is either mapped to an Avro value that validates against its schema, or
@@ -13,4 +14,4 @@
 //!   silently (no rounding of numbers, no truncation of ints, no guessing between union
 //!   branches).
 
-pub mod json;
+pub use herald_schema::json;

@@ -23,6 +23,9 @@
 //!   [`compat::Violation`] with its field path and [`compat::Rule`].
 //! - [`mode`]: [`mode::Mode`] (`BACKWARD` … `FULL_TRANSITIVE`, `NONE`) and
 //!   [`mode::check`] over a version chain.
+//! - [`json`]: JSON ⇄ Avro values guided by a schema, with errors that name the field
+//!   (`field lines[0].quantity: expected int, got string "two"`); shared by `herald
+//!   publish` and the gateway.
 //! - [`manifest`]: `schemas/manifest.toml`: topics, the event types they carry, subject
 //!   naming strategy and modes.
 //! - [`catalog`]: the `schemas/` folder as subjects with ordered versions
@@ -62,6 +65,7 @@ pub mod catalog;
 pub mod cli;
 pub mod compat;
 mod graph;
+pub mod json;
 pub mod manifest;
 pub mod mode;
 pub mod sample;

@@ -30,6 +30,8 @@
 //!   [`saga::Reservations`] and [`saga::Stock`] (inventory, per order and per SKU),
 //!   [`saga::Billing`] and [`saga::Credit`] (payments, per order and per customer), and the
 //!   saga's [`saga::check`] and [`saga::diagram`].
+//! - [`order_status`]: the order-status read view (a herald-projector projection of the
+//!   three public topics, served over HTTP by `shop order-status`).
 //!
 //! # Guarantees
 //! The participants' decisions are deterministic and unit-tested with the choreography
@@ -55,6 +57,7 @@ macro_rules! order_event {
 pub(crate) use order_event;
 
 pub mod inventory;
+pub mod order_status;
 pub mod orders;
 pub mod payments;
 pub mod saga;

@@ -228,3 +228,30 @@ pub fn example_binary_with(package: &str, example: &str, features: &[&str]) -> s
     }
     bin
 }
+
+/// The binaries of workspace `packages`, for tests that run other packages' programs as
+/// processes (`env!("CARGO_BIN_EXE_...")` names only the test's own package's): built (or
+/// found up to date) together with `cargo build -p A -p B ... --bins`, as a script that
+/// builds the same set does (so its build then finds them), into the test's target
+/// folder. Returns that folder (`target/<profile>`); never a stale copy.
+///
+/// ```no_run
+/// let bin = herald_testkit::workspace_binaries(&["herald-cli"]);
+/// assert!(bin.join("herald").is_file());
+/// ```
+pub fn workspace_binaries(packages: &[&str]) -> std::path::PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let exe = std::env::current_exe().expect("the test's own executable");
+    // target/<profile>/deps/<test binary>
+    let target = exe.parent().and_then(|deps| deps.parent()).expect("the target folder").to_path_buf();
+    let _building = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    build.arg("build");
+    for package in packages {
+        build.args(["-p", package]);
+    }
+    let status = build.arg("--bins").status().expect("cargo runs");
+    assert!(status.success(), "building the binaries of {packages:?} failed");
+    target
+}

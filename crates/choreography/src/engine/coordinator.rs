@@ -265,6 +265,12 @@ impl<P: Participant> Coordinator<P> {
                 match result {
                     Ok(slots) => {
                         self.partitions.insert(partition, slots);
+                        if self.restoring.is_empty() {
+                            // Every restore succeeded: a restore that failed before (a
+                            // changelog just created, not in the metadata yet) no longer
+                            // makes an idle engine unhealthy until its first commit.
+                            self.health.restored();
+                        }
                         for (held, reply) in self.parked.remove(&partition).unwrap_or_default() {
                             self.wait_for(partition, reply);
                             self.backlog.extend(held.into_iter().map(|h| (partition, h)));

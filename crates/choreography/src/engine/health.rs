@@ -47,6 +47,12 @@ impl EngineHealth {
         self.failing.store(false, Ordering::Relaxed);
     }
 
+    /// Every assigned partition's state is restored: clears the failing mark an earlier
+    /// failed restore set (the next failed transaction sets it again).
+    pub(crate) fn restored(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
     pub(crate) fn count_abort(&self, fatal: bool, error: String) {
         if fatal { &self.rebuilt } else { &self.aborted }.fetch_add(1, Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);

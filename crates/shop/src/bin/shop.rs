@@ -1,11 +1,15 @@
 //! `shop orders|inventory|payments`: one role of the reference saga, on the choreography
-//! engine (exactly once; see herald-choreography's `engine`).
+//! engine (exactly once; see herald-choreography's `engine`); `shop order-status`: the
+//! order-status read view (herald_shop::order_status) on herald-projector.
 //!
 //! - `orders`: the `orders` participant (`--payment-timeout`, default `30s`).
 //! - `inventory`: `inventory-reservations` and `inventory-stock` (`--stock FILE`, a JSON
 //!   object `{"SKU": quantity}`).
 //! - `payments`: `payments-billing` and `payments-credit` (`--credit FILE`, a JSON object
 //!   `{"customer_id": cents}`; `--default-credit CENTS`, default 100000).
+//! - `order-status`: the view's three projectors (one per public topic, consumer groups
+//!   `PREFIX` + `--group` + `.TOPIC`) into `--store` (default `sqlite:order_status.db`),
+//!   serving `GET /views/order_status[/{order_id}]` beside `/health` and `/metrics`.
 //!
 //! Each instance creates the shop's topics if missing (6 partitions), joins its role's
 //! consumer groups with static membership (`--instance`, default host name and process
@@ -13,6 +17,8 @@
 //! that does not come back loses its partitions to the others after `--session-timeout`
 //! (default 10 s). `--topic-prefix` (or `SHOP_TOPIC_PREFIX`) runs a separate copy of the
 //! saga on the same cluster: every topic, group and transactional id gets the prefix.
+//! With `--http ADDR` the bound address is printed as `http: ADDR` on stdout
+//! (`127.0.0.1:0` picks a free port).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,6 +39,8 @@ enum Role {
     Orders,
     Inventory,
     Payments,
+    /// The order-status read view.
+    OrderStatus,
 }
 
 /// One role of the shop's order-fulfilment saga.
@@ -74,6 +82,13 @@ struct Cli {
     /// How long a transaction gathers reactions before it commits.
     #[arg(long, default_value = "100ms", value_parser = duration)]
     commit_interval: Duration,
+    /// The view's store, for `order-status`: `sqlite:PATH` (or `postgres://...` where the
+    /// projector is built with it).
+    #[arg(long, env = "HERALD_STORE_URL", hide_env_values = true, default_value = "sqlite:order_status.db")]
+    store: herald_projector::store::StoreUrl,
+    /// Consumer group of `order-status` (after the prefix; `.TOPIC` is appended per topic).
+    #[arg(long, default_value = "shop-order-status")]
+    group: String,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -170,6 +185,68 @@ async fn await_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Resu
     Ok(())
 }
 
+/// Completes on ctrl-c or SIGTERM.
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+    tracing::info!("stopping");
+}
+
+/// The health of the view's projectors: healthy when all are.
+struct Projectors(Vec<herald_projector::StatusHandle>);
+
+impl herald_ops::HealthCheck for Projectors {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let checks: Vec<(bool, serde_json::Value)> = self.0.iter().map(herald_ops::HealthCheck::check).collect();
+        (checks.iter().all(|(ok, _)| *ok), serde_json::Value::Array(checks.into_iter().map(|(_, v)| v).collect()))
+    }
+}
+
+/// `shop order-status`: the view's projectors until ctrl-c or SIGTERM, the first that
+/// stops by itself stopping the others (and the process, with its error).
+async fn order_status(cli: &Cli, config: &KafkaConfig) -> anyhow::Result<()> {
+    let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
+    let group = format!("{}{}", cli.topic_prefix, cli.group);
+    let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
+    let stop = CancellationToken::new();
+    if let Some(addr) = cli.http {
+        let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        println!("http: {}", listener.local_addr()?);
+        let health = Projectors(projectors.iter().map(herald_projector::Projector::status).collect());
+        let router = herald_ops::router(metrics, health).merge(herald_shop::order_status::http::router(store));
+        let stopped = stop.clone();
+        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for projector in projectors {
+        let until = stop.clone();
+        tasks.spawn(async move { projector.run(until.cancelled_owned()).await });
+    }
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        signal.cancel();
+    });
+    let mut failed = None;
+    while let Some(ended) = tasks.join_next().await {
+        let error = match ended {
+            Ok(Ok(herald_projector::Stopped::Shutdown)) => continue,
+            Ok(Ok(other)) => anyhow::anyhow!("projector stopped: {other:?}"),
+            Ok(Err(e)) => anyhow::Error::from(e),
+            Err(e) => anyhow::anyhow!("projector task: {e}"),
+        };
+        tracing::error!(error = %error, "order-status projector stopped");
+        stop.cancel();
+        failed.get_or_insert(error);
+    }
+    stop.cancel();
+    failed.map_or(Ok(()), Err)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
@@ -192,6 +269,9 @@ async fn main() -> anyhow::Result<()> {
     .collect();
     admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
     await_topics(&config, &topics).await?;
+    if let Role::OrderStatus = cli.role {
+        return order_status(&cli, &config).await;
+    }
     let mut settings = EngineSettings::new(instance);
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
@@ -207,21 +287,18 @@ async fn main() -> anyhow::Result<()> {
             runner.start(Billing)?;
             runner.start(Credit { credit: read_map(&cli.credit)?, default_credit: cli.default_credit })?;
         }
+        Role::OrderStatus => unreachable!("handled above"),
     }
     if let Some(addr) = cli.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        println!("http: {}", listener.local_addr()?);
         let stop = runner.stop.clone();
         tokio::spawn(herald_ops::serve(listener, metrics, Healths(runner.healths.clone()), async move { stop.cancelled().await }));
     }
     let stop = runner.stop.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        tracing::info!("stopping");
+        stop_signal().await;
         stop.cancel();
     });
     // The first engine that stops for good stops the others (and the process).

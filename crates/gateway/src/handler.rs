@@ -1,0 +1,128 @@
+//! The request pipeline of an event route, in order: authenticate (`401`), authorize
+//! (`403`), rate limit (`429`), read the body within the limit (`413`), look up the
+//! `Idempotency-Key` (a replay: the stored `202`; another request: `422`; in progress:
+//! `409`), validate and fill (`400`), publish and wait for the acknowledgement (`202`, or
+//! `503`), record the key.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use herald_bus::publisher::Record;
+use herald_bus::trace::TraceContext;
+use herald_bus::Metadata;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::idempotency::{self, Begin, Scoped};
+use crate::problem::Problem;
+use crate::route::Route;
+use crate::server::App;
+use crate::validate::{self, Context};
+
+/// The `202` body: where the event landed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Accepted {
+    /// The event id (`ce_id`).
+    pub id: Uuid,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+}
+
+/// Serves one request on `route`, recording its metrics.
+pub(crate) async fn serve(app: Arc<App>, route: Arc<Route>, request: Request) -> Response {
+    let started = Instant::now();
+    let response = match handle(&app, &route, request).await {
+        Ok(Outcome::Published(accepted)) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
+        Ok(Outcome::Replayed(accepted)) => (StatusCode::ACCEPTED, [("idempotent-replayed", "true")], axum::Json(accepted)).into_response(),
+        Err(problem) => problem.into_response(),
+    };
+    crate::metrics::request(&route.name, response.status().as_u16(), started.elapsed());
+    crate::metrics::breaker(app.sender.breaker_state());
+    response
+}
+
+/// A request's outcome: a fresh `202`, or a replayed one.
+enum Outcome {
+    Published(Accepted),
+    Replayed(Accepted),
+}
+
+async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, Problem> {
+    let (parts, body) = request.into_parts();
+    let principal = app.auth.authenticate(&parts.headers)?;
+    if let Some(scope) = principal.missing(&route.scopes) {
+        return Err(Problem::forbidden(format!("{} needs scope {scope}", route.name)));
+    }
+    if let Some(limiter) = &route.limiter {
+        limiter.check(&principal.id).map_err(Problem::rate_limited)?;
+    }
+    let params = route.match_path(parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
+    let body = read_body(body, &parts.headers, app.settings.max_body_bytes).await?;
+    let now_millis = chrono::Utc::now().timestamp_millis();
+    let mut progress = None;
+    let mut event_id = None;
+    if let Some(key) = parts.headers.get(idempotency::HEADER) {
+        let scoped = key.to_str().ok().and_then(|k| Scoped::new(&principal.id, k)).ok_or_else(|| {
+            Problem::bad_idempotency_key(format!("Idempotency-Key must be 1 to {} visible ASCII characters", idempotency::MAX_KEY_LEN))
+        })?;
+        let fingerprint = idempotency::fingerprint(&route.name, parts.uri.path(), &body);
+        match app.idempotency.begin(&scoped, &fingerprint, now_millis) {
+            Begin::Replay(accepted) => return Ok(Outcome::Replayed(accepted)),
+            Begin::Conflict => return Err(Problem::idempotency_conflict("this Idempotency-Key was used with a different request (route, path or body)")),
+            Begin::Busy => return Err(Problem::busy()),
+            Begin::Fresh(fresh) => {
+                event_id = Some(scoped.event_id);
+                progress = Some(fresh);
+            }
+        }
+    }
+    let ctx = Context { principal: &principal.id, now_millis };
+    let prepared = validate::prepare(route, &body, &params, ctx)?;
+    let mut meta = Metadata::new(route.event_type(), &app.settings.source, &prepared.key);
+    if let Some(id) = event_id {
+        meta.id = id;
+        meta.correlation_id = Some(id.to_string());
+    }
+    meta.trace = Some(trace(&parts.headers));
+    meta.tracestate = parts.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let payload = app.sender.frame(&route.topic, &route.schema, &prepared.datum).await?;
+    let record = Record::new(&route.topic, prepared.key.as_bytes(), payload, meta.to_headers());
+    let (partition, offset) = app.sender.send(record).await?;
+    let accepted = Accepted { id: meta.id, topic: route.topic.clone(), partition, offset };
+    if let Some(progress) = progress {
+        app.idempotency.finish(progress, accepted.clone(), now_millis).await;
+    }
+    Ok(Outcome::Published(accepted))
+}
+
+/// The request's `traceparent` continued (a child span of it), or a new trace when the
+/// header is absent or invalid (as W3C trace context says to treat an invalid one).
+fn trace(headers: &HeaderMap) -> TraceContext {
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<TraceContext>().ok());
+    parent.map_or_else(TraceContext::new_root, |p| p.child())
+}
+
+/// The body, refused with `413` past `limit` bytes (by `Content-Length` before reading,
+/// and while reading a body without one).
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum::body::Bytes, Problem> {
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(Problem::too_large(format!("the body is {} bytes; this gateway takes at most {limit}", declared.unwrap_or_default())));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit");
+        if too_large {
+            Problem::too_large(format!("the body is larger than {limit} bytes"))
+        } else {
+            Problem::malformed(format!("cannot read the body: {e}"))
+        }
+    })
+}

@@ -1,0 +1,141 @@
+//! The idempotency records on a compacted Kafka topic: written after each fresh request's
+//! event was acknowledged, read from the beginning at start, then followed, so a restarted
+//! instance and the other instances learn them.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::publisher::Record;
+use herald_bus::{KafkaConfig, Publisher};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::store::{Store, Stored};
+
+/// The topic could not be prepared or read.
+#[derive(Debug, thiserror::Error)]
+#[error("idempotency topic {topic}: {reason}")]
+pub struct LogError {
+    /// The topic.
+    pub topic: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Creates `topic` if missing (compacted, and deleting records older than `ttl`).
+pub async fn create(kafka: &KafkaConfig, topic: &str, ttl: Duration) -> Result<(), LogError> {
+    let spec = TopicSpec::new(topic)
+        .partitions(3)
+        .retention(admin::Retention::For(ttl))
+        .config("cleanup.policy", "compact,delete");
+    admin::create_topics(kafka, &[spec]).await.map(|_| ()).map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })
+}
+
+/// Writes one record and waits for the broker (acks=all).
+pub async fn write(publisher: &Publisher, topic: &str, hash: &str, stored: &Stored, deadline: Duration) -> Result<(), LogError> {
+    let error = |reason: String| LogError { topic: topic.to_owned(), reason };
+    let value = serde_json::to_vec(stored).map_err(|e| error(e.to_string()))?;
+    let record = Record::new(topic, hash.as_bytes(), value, OwnedHeaders::new());
+    match tokio::time::timeout(deadline, publisher.send_record(record)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(error(e.to_string())),
+        Err(_) => Err(error(format!("not acknowledged within {} ms", deadline.as_millis()))),
+    }
+}
+
+/// Reads `topic` from the beginning to its current end into `store` (within `timeout`),
+/// then follows it on a blocking thread while `store` is alive. Returns the records read
+/// before following.
+pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store>, timeout: Duration) -> Result<usize, LogError> {
+    let (kafka, topic_name, weak) = (kafka.clone(), topic.to_owned(), Arc::downgrade(store));
+    let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("gateway-idempotency".to_owned())
+        .spawn(move || follow(&kafka, &topic_name, weak, timeout, loaded_tx))
+        .map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })?;
+    loaded_rx.await.map_err(|_| LogError { topic: topic.to_owned(), reason: "the reader stopped".to_owned() })?
+}
+
+fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duration, loaded: tokio::sync::oneshot::Sender<Result<usize, LogError>>) {
+    let error = |reason: String| LogError { topic: topic.to_owned(), reason };
+    let consumer = match open(kafka, topic, timeout) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = loaded.send(Err(error(e)));
+            return;
+        }
+    };
+    let (consumer, mut ends) = consumer;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut count = 0usize;
+    let mut loaded = Some(loaded);
+    loop {
+        if loaded.is_some() && ends.iter().all(|(_, end, pos)| pos >= end) {
+            if let Some(tx) = loaded.take() {
+                let _ = tx.send(Ok(count));
+            }
+        }
+        if loaded.is_some() && std::time::Instant::now() > deadline {
+            if let Some(tx) = loaded.take() {
+                let _ = tx.send(Err(error(format!("not read to its end within {} s", timeout.as_secs()))));
+            }
+            return;
+        }
+        let Some(store) = store.upgrade() else { return };
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                if let Some(entry) = ends.iter_mut().find(|(p, _, _)| *p == message.partition()) {
+                    entry.2 = message.offset() + 1;
+                }
+                let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+                let value = message.payload().and_then(|v| serde_json::from_slice::<Stored>(v).ok());
+                if let (Some(key), Some(stored)) = (key, value) {
+                    store.learn(key.to_owned(), stored);
+                    count += 1;
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "idempotency topic"),
+            None => {}
+        }
+    }
+}
+
+/// A consumer assigned to every partition from the beginning, and each partition's end.
+/// A topic just created can take a moment to have leaders everywhere: retried until
+/// `timeout`.
+fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(BaseConsumer, Vec<(i32, i64, i64)>), String> {
+    let group = format!("herald-gateway-idempotency-{}", uuid::Uuid::new_v4());
+    let consumer: BaseConsumer = kafka
+        .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("enable.partition.eof", "false")])
+        .create()
+        .map_err(|e| e.to_string())?;
+    let deadline = std::time::Instant::now() + timeout;
+    let ends = loop {
+        match ends(&consumer, topic, timeout) {
+            Ok(ends) => break ends,
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let mut assignment = TopicPartitionList::new();
+    for (p, _, _) in &ends {
+        assignment.add_partition_offset(topic, *p, Offset::Beginning).map_err(|e| e.to_string())?;
+    }
+    consumer.assign(&assignment).map_err(|e| e.to_string())?;
+    Ok((consumer, ends))
+}
+
+/// `(partition, high watermark, low watermark)` of each partition.
+fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, String> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+    let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    if partitions.is_empty() {
+        return Err("no such topic".to_owned());
+    }
+    partitions
+        .into_iter()
+        .map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(low, high)| (p, high, low)).map_err(|e| e.to_string()))
+        .collect()
+}

@@ -1,0 +1,98 @@
+//! `herald-gateway --config FILE [--bootstrap HOST:PORT] [--listen ADDR] [--topic-prefix P]`
+//!
+//! Serves the routes of `FILE` (see the library's `config` module) plus `/health` and
+//! `/metrics` on `--listen` (default `127.0.0.1:8080`), until Ctrl-C or SIGTERM; then
+//! finishes the requests in progress and flushes the producer. `--create-topics N` creates
+//! the routes' missing topics with N partitions at start. Kafka client properties: `-X
+//! key=value`, or `HERALD_KAFKA_*` variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::KafkaConfig;
+use herald_gateway::{Config, Gateway, Options};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+/// HTTP in, Avro events out.
+#[derive(Debug, Parser)]
+#[command(name = "herald-gateway")]
+struct Cli {
+    /// The gateway.toml to serve.
+    #[arg(long)]
+    config: PathBuf,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Prefix of every route's topic (overrides the file's `topic_prefix`), as the shop
+    /// services' --topic-prefix.
+    #[arg(long, env = "GATEWAY_TOPIC_PREFIX")]
+    topic_prefix: Option<String>,
+    /// Create the routes' missing topics with this many partitions at start.
+    #[arg(long, value_name = "PARTITIONS")]
+    create_topics: Option<i32>,
+    /// A librdkafka property, `key=value` (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(&cli.config)?;
+    let kafka = KafkaConfig::new(&cli.bootstrap).with_env(std::env::vars()).with_pairs(&cli.properties)?;
+    let metrics = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("herald_gateway_request_seconds".to_owned()),
+            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
+        )?
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let options = Options { topic_prefix: cli.topic_prefix.clone(), metrics: Some(metrics) };
+    let gateway = Gateway::new(config, &kafka, options).await?;
+    if let Some(partitions) = cli.create_topics {
+        let mut topics: Vec<&str> = gateway.routes().iter().map(|r| r.topic.as_str()).collect();
+        topics.dedup();
+        let specs: Vec<TopicSpec> = topics.iter().map(|t| TopicSpec::new(*t).partitions(partitions)).collect();
+        admin::create_topics(&kafka, &specs).await.context("creating the routes' topics")?;
+    }
+    let listener = tokio::net::TcpListener::bind(cli.listen).await.with_context(|| format!("cannot listen on {}", cli.listen))?;
+    let addr = listener.local_addr()?;
+    for route in gateway.routes() {
+        tracing::info!(route = %route.name, method = %route.method, path = %route.path, event = route.event_type(), topic = %route.topic, "route");
+    }
+    tracing::info!(%addr, bootstrap = kafka.bootstrap(), "herald-gateway listening");
+    gateway.serve(listener, shutdown_signal()).await?;
+    tracing::info!("herald-gateway stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

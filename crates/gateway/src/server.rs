@@ -1,0 +1,183 @@
+//! [`Gateway`]: the routes, the operations endpoints and the server.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::routing::{on, MethodFilter, MethodRouter};
+use axum::Router;
+use herald_bus::schema::SchemaSet;
+use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+use herald_ops::{HealthCheck, MetricsHandle};
+
+use crate::auth::Authenticator;
+use crate::idempotency::{Idempotency, LogError};
+use crate::breaker::{Breaker, State};
+use crate::config::{Config, ConfigError, Settings};
+use crate::problem::Problem;
+use crate::route::{self, Route};
+use crate::sender::Sender;
+
+/// What the handlers share.
+pub(crate) struct App {
+    pub(crate) settings: Settings,
+    pub(crate) routes: Vec<Arc<Route>>,
+    pub(crate) sender: Sender,
+    pub(crate) auth: Authenticator,
+    pub(crate) idempotency: Idempotency,
+}
+
+/// Choices made by the binary (or a test) rather than the file.
+#[derive(Debug, Default, Clone)]
+pub struct Options {
+    /// Overrides `[gateway] topic_prefix`.
+    pub topic_prefix: Option<String>,
+    /// What `/metrics` renders (the process's Prometheus recorder); without it `/metrics`
+    /// is empty.
+    pub metrics: Option<MetricsHandle>,
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The configuration is not usable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The Kafka producer could not be created.
+    #[error("cannot create the producer: {0}")]
+    Producer(#[from] herald_bus::PublishError),
+    /// The idempotency topic could not be created or read.
+    #[error(transparent)]
+    Idempotency(#[from] LogError),
+}
+
+/// The HTTP gateway: build it with [`Gateway::new`], serve it with [`Gateway::serve`] (or
+/// take its [`Gateway::router`]).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use herald_gateway::{Config, Gateway, Options};
+/// let config = Config::load("crates/gateway/shop.toml".as_ref())?;
+/// let gateway = Gateway::new(config, &herald_bus::KafkaConfig::new("127.0.0.1:9092"), Options::default()).await?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+/// gateway.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Gateway {
+    app: Arc<App>,
+    metrics: MetricsHandle,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").field("routes", &self.app.routes.len()).finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Loads the schemas, checks the routes and credentials, creates the producer
+    /// (`acks=all`, idempotent; `message.timeout.ms` = the deadline unless `kafka` sets
+    /// it), and loads the idempotency records (creating their topic if missing).
+    pub async fn new(config: Config, kafka: &KafkaConfig, options: Options) -> Result<Gateway, GatewayError> {
+        let mut settings = config.gateway.clone();
+        if let Some(prefix) = options.topic_prefix {
+            settings.topic_prefix = prefix;
+        }
+        let schemas = SchemaSet::load_dir(&settings.schemas)
+            .map_err(|e| ConfigError::Schemas { path: settings.schemas.clone(), reason: e.to_string() })?;
+        let routes = route::compile(&config.routes, &schemas, &settings.topic_prefix)?;
+        let deadline = Duration::from_millis(settings.deadline_ms.max(1));
+        let mut kafka = kafka.clone();
+        if kafka.get("message.timeout.ms").is_none() {
+            kafka = kafka.set("message.timeout.ms", settings.deadline_ms.max(10).to_string());
+        }
+        let publisher = Publisher::new(&kafka, PublisherOptions::new(settings.source.clone()))?;
+        let auth = Authenticator::new(&config.auth, &config.base)?;
+        let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
+        let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
+        let idempotency = Idempotency::start(&kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
+        let breaker = Arc::new(Breaker::new(config.breaker));
+        let sender = Sender::new(publisher, breaker, deadline);
+        let app = Arc::new(App { settings, routes, sender, auth, idempotency });
+        let metrics = options.metrics.unwrap_or_else(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle());
+        Ok(Gateway { app, metrics })
+    }
+
+    /// The routes being served.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.app.routes
+    }
+
+    /// Idempotency records this instance knows (its own and those read from the topic).
+    pub fn idempotency_records(&self) -> usize {
+        self.app.idempotency.len()
+    }
+
+    /// The publisher (shared with the handlers).
+    pub fn publisher(&self) -> &Publisher {
+        self.app.sender.publisher()
+    }
+
+    /// The router: every configured route, `/health`, `/metrics`, `/openapi.json`, and problem JSON for
+    /// unknown paths (`404`) and methods (`405`).
+    pub fn router(&self) -> Router {
+        let mut by_path: BTreeMap<&str, MethodRouter> = BTreeMap::new();
+        for route in &self.app.routes {
+            let Ok(filter) = MethodFilter::try_from(route.method.clone()) else { continue };
+            let (app, r) = (self.app.clone(), route.clone());
+            let handler = on(filter, move |request: Request| crate::handler::serve(app, r, request));
+            let entry = by_path.remove(route.path.as_str());
+            by_path.insert(route.path.as_str(), match entry {
+                Some(existing) => existing.merge(handler),
+                None => handler,
+            });
+        }
+        let mut router = Router::new();
+        for (path, methods) in by_path {
+            router = router.route(path, methods);
+        }
+        let health = Health { app: self.app.clone() };
+        let openapi = Arc::new(crate::openapi::document(&self.app.routes, &self.app.auth));
+        router
+            .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*openapi).clone()) }))
+            .merge(herald_ops::router(self.metrics.clone(), health))
+            .fallback(|request: Request| async move { unmatched(Problem::not_found(request.uri().path())) })
+            .method_not_allowed_fallback(|request: Request| async move {
+                unmatched(Problem::method_not_allowed(request.method().as_str(), request.uri().path()))
+            })
+    }
+
+    /// Serves until `shutdown` completes, then finishes the requests in progress and
+    /// flushes the producer.
+    pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        if let Err(e) = self.publisher().flush(Duration::from_secs(10)).await {
+            tracing::warn!(error = %e, "flushing the producer at shutdown");
+        }
+        served
+    }
+}
+
+fn unmatched(problem: Problem) -> axum::response::Response {
+    crate::metrics::request("unmatched", problem.status, Duration::ZERO);
+    axum::response::IntoResponse::into_response(problem)
+}
+
+/// `/health`: unhealthy while the breaker is open or the producer failed fatally.
+struct Health {
+    app: Arc<App>,
+}
+
+impl HealthCheck for Health {
+    fn check(&self) -> (bool, serde_json::Value) {
+        let breaker = self.app.sender.breaker_state();
+        let fatal = self.app.sender.publisher().fatal_error();
+        crate::metrics::breaker(breaker);
+        let healthy = breaker != State::Open && fatal.is_none();
+        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "producer_fatal_error": fatal, "routes": self.app.routes.len() }))
+    }
+}

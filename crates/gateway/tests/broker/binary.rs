@@ -1,0 +1,48 @@
+//! The `herald-gateway` binary with `shop.toml`, as the demo runs it: no auth, a topic
+//! prefix, `/metrics` with the request counters and latency histogram.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{self, order};
+
+#[tokio::test]
+async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
+    let kafka = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("gw.bin"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
+        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/shop.toml"), "--bootstrap", kafka.bootstrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--topic-prefix", &prefix, "--create-topics", "3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    herald_testkit::wait_until(Duration::from_secs(60), "the gateway's /health", || {
+        let request = http.get(format!("{url}/health")).send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    let response = http.post(format!("{url}/orders")).json(&order("c-bin")).send().await.unwrap();
+    let (status, body) = support::answer(response).await;
+    assert_eq!(status, 202, "{body}");
+    let topic = format!("{prefix}shop.orders");
+    assert_eq!(body["topic"], topic.as_str());
+    let events = support::events(&kafka, &topic, 1).await;
+    assert_eq!(events[0].body["customer_id"], "c-bin");
+    let response = http.post(format!("{url}/orders")).body("{").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+
+    let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"herald_gateway_requests_total{route="place-order",status="202"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"herald_gateway_requests_total{route="place-order",status="400"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"herald_gateway_request_seconds_bucket{route="place-order",le="0.5"}"#), "{metrics}");
+
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

@@ -1,0 +1,104 @@
+//! Idempotency-Key: same id and response, one event; 422 for another body; the same after
+//! a restart and on another instance that has read the record.
+
+use std::time::Duration;
+
+use herald_gateway::{Config, Gateway, Options};
+
+use crate::support::{self, order, Running};
+
+#[tokio::test]
+async fn a_replayed_key_gets_the_same_answer_and_no_second_event_also_after_a_restart() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.idem", 3).await;
+    let toml = format!("{}{}", support::idempotency_section(), support::orders_route(&topic));
+    let gateway = Running::start(&kafka, &toml).await;
+    let mut body = order("c-1");
+    body["order_id"] = "o-idem-1".into();
+    let body = body.to_string();
+    let key = [("idempotency-key", "order-o-idem-1")];
+
+    let (status, first, headers) = gateway.post_with("/orders", &body, &key).await;
+    assert_eq!(status, 202, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, again, headers) = gateway.post_with("/orders", &body, &key).await;
+    assert_eq!((status, &again), (202, &first));
+    assert_eq!(headers.get("idempotent-replayed").and_then(|v| v.to_str().ok()), Some("true"));
+
+    let mut other = order("c-2");
+    other["order_id"] = "o-idem-1".into();
+    let (status, problem, _) = gateway.post_with("/orders", &other.to_string(), &key).await;
+    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:herald:gateway:idempotency-key-reused")), "{problem}");
+
+    // A failed request does not use the key up: a 400 first, then the fixed body publishes.
+    let fix_key = [("idempotency-key", "order-o-idem-2")];
+    let (status, _, _) = gateway.post_with("/orders", "{\"customer_id\": 1}", &fix_key).await;
+    assert_eq!(status, 400);
+    let mut fixed = order("c-3");
+    fixed["order_id"] = "o-idem-2".into();
+    let (status, second, _) = gateway.post_with("/orders", &fixed.to_string(), &fix_key).await;
+    assert_eq!(status, 202, "{second}");
+
+    // The same principal and key always derive the same event id (a UUIDv8).
+    let id = uuid::Uuid::parse_str(first["id"].as_str().unwrap()).unwrap();
+    assert_eq!(id.get_version_num(), 8);
+
+    // Restart: a new gateway on the same idempotency topic replays from it.
+    gateway.stop().await;
+    let gateway = Running::start(&kafka, &toml).await;
+    let (status, after_restart, headers) = gateway.post_with("/orders", &body, &key).await;
+    assert_eq!((status, &after_restart), (202, &first));
+    assert!(headers.get("idempotent-replayed").is_some());
+    let (status, _, _) = gateway.post_with("/orders", &other.to_string(), &key).await;
+    assert_eq!(status, 422, "a different body is refused after the restart too");
+
+    let events = support::events(&kafka, &topic, 2).await;
+    let ids: Vec<&str> = events.iter().map(|e| e.headers["ce_id"].as_str()).collect();
+    assert!(ids.contains(&first["id"].as_str().unwrap()) && ids.contains(&second["id"].as_str().unwrap()), "{ids:?}");
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 2, "one event per key");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn another_instance_replays_once_it_has_read_the_record() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.idem", 3).await;
+    let toml = format!("{}{}", support::idempotency_section(), support::orders_route(&topic));
+    let a = Running::start(&kafka, &toml).await;
+    let config = Config::parse(&support::config_text(&toml)).unwrap();
+    let b_gateway = Gateway::new(config, &kafka, Options::default()).await.unwrap();
+    let before = b_gateway.idempotency_records();
+    let b_handle = b_gateway.clone();
+    let b = Running::serve(b_gateway, &kafka).await;
+
+    let body = order("c-1").to_string();
+    let key = [("idempotency-key", "k-shared")];
+    let (status, first, _) = a.post_with("/orders", &body, &key).await;
+    assert_eq!(status, 202, "{first}");
+    herald_testkit::wait_until(Duration::from_secs(10), "instance b read a's record", || {
+        let n = b_handle.idempotency_records();
+        async move { n > before }
+    })
+    .await;
+    let (status, on_b, headers) = b.post_with("/orders", &body, &key).await;
+    assert_eq!((status, &on_b), (202, &first));
+    assert!(headers.get("idempotent-replayed").is_some());
+    support::events(&kafka, &topic, 1).await;
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn an_unusable_key_is_a_400_and_publishes_nothing() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.idem", 1).await;
+    let gateway = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let long = "k".repeat(300);
+    for key in [long.as_str(), ""] {
+        let (status, problem, _) = gateway.post_with("/orders", &order("c-1").to_string(), &[("idempotency-key", key)]).await;
+        assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-idempotency-key")), "{problem}");
+    }
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 0);
+    gateway.stop().await;
+}

@@ -1,0 +1,44 @@
+//! 429 with Retry-After per principal and route.
+
+use crate::support::{self, order, Running};
+
+#[tokio::test]
+async fn each_principal_gets_its_burst_then_429_with_retry_after() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.limits", 1).await;
+    let toml = format!(
+        r#"{route}rate = {{ per_second = 1, burst = 2 }}
+
+[[auth.api_key]]
+id = "a"
+sha256 = "{a}"
+scopes = ["orders:write"]
+
+[[auth.api_key]]
+id = "b"
+sha256 = "{b}"
+scopes = ["orders:write"]
+"#,
+        route = support::orders_route(&topic),
+        a = herald_gateway::auth::hash_key("key-a"),
+        b = herald_gateway::auth::hash_key("key-b"),
+    );
+    let gateway = Running::start(&kafka, &toml).await;
+    let body = order("c-1").to_string();
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..3 {
+        let (status, _, headers) = gateway.post_with("/orders", &body, &[("x-api-key", "key-a")]).await;
+        statuses.push(status);
+        if status == 429 {
+            retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        }
+    }
+    assert_eq!(statuses, vec![202, 202, 429]);
+    assert!(retry_after.is_some_and(|s| (1..=2).contains(&s)), "{retry_after:?}");
+    let (status, _, _) = gateway.post_with("/orders", &body, &[("x-api-key", "key-b")]).await;
+    assert_eq!(status, 202, "another principal has its own budget");
+    support::events(&kafka, &topic, 3).await;
+    herald_testkit::wait_until(std::time::Duration::from_secs(10), "3 records", || async { herald_testkit::record_count(&kafka, &topic).await == 3 }).await;
+    gateway.stop().await;
+}

@@ -1,0 +1,118 @@
+//! The broker stopped and restarted under load: every `202` is in the topic exactly once,
+//! every other answer is a `503` with `Retry-After`, no request waits past the deadline,
+//! and the gateway recovers by itself. Runs a private broker (scripts/kafka on free
+//! ports), so it needs Java and the Kafka jars like `scripts/kafka start`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+#[path = "../broker/support.rs"]
+#[allow(dead_code)]
+mod support;
+mod private_broker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{order, Running};
+
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    id: Option<String>,
+    retry_after: bool,
+    elapsed: Duration,
+    at: Instant,
+}
+
+const DEADLINE_MS: u64 = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn broker_stopped_and_restarted_under_load() {
+    let broker = private_broker::Broker::new("gw-outage");
+    broker.run("start").await;
+    let kafka = broker.config();
+    let topic = herald_testkit::topic(&kafka, "gw.outage", 3).await;
+    let toml = format!(
+        "[breaker]\nfailures = 2\nopen_ms = 1000\n{}",
+        support::orders_route(&topic).replace("[[route]]", "[[route]]")
+    );
+    let text = support::config_text(&toml).replace("deadline_ms = 5000", &format!("deadline_ms = {DEADLINE_MS}"));
+    let config = herald_gateway::Config::parse(&text).unwrap();
+    let gateway = herald_gateway::Gateway::new(config, &kafka, herald_gateway::Options::default()).await.unwrap();
+    let running = Running::serve(gateway, &kafka).await;
+    let url = running.url.clone();
+
+    let answers: Arc<Mutex<Vec<Answer>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for client in 0..8 {
+        let (answers, stop, url) = (answers.clone(), stop.clone(), url.clone());
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let mut body = order(&format!("c-{client}"));
+                body["order_id"] = format!("o-{client}-{n}").into();
+                let started = Instant::now();
+                let response = http.post(format!("{url}/orders")).json(&body).send().await.unwrap();
+                let status = response.status().as_u16();
+                let retry_after = response.headers().contains_key("retry-after");
+                let json: serde_json::Value = response.json().await.unwrap_or_default();
+                let answer = Answer { status, id: json["id"].as_str().map(str::to_owned), retry_after, elapsed: started.elapsed(), at: Instant::now() };
+                answers.lock().unwrap().push(answer);
+                if status == 503 {
+                    // A well-behaved client backs off a little; not needed for correctness.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    let count = |status: u16| answers.lock().unwrap().iter().filter(|a| a.status == status).count();
+    herald_testkit::wait_until(Duration::from_secs(30), "some 202s before the outage", || async { count(202) >= 50 }).await;
+
+    broker.run("stop").await;
+    let stopped_at = Instant::now();
+    herald_testkit::wait_until(Duration::from_secs(30), "503s while the broker is down", || async { count(503) >= 20 }).await;
+    // Stay down past a few breaker cycles.
+    herald_testkit::wait_until(Duration::from_secs(30), "the outage lasting 6 s", || async { stopped_at.elapsed() > Duration::from_secs(6) }).await;
+    broker.run("start").await;
+    let restarted_at = Instant::now();
+    let accepted_after = |since: Instant| answers.lock().unwrap().iter().filter(|a| a.status == 202 && a.at > since).count();
+    herald_testkit::wait_until(Duration::from_secs(60), "202s again after the restart", || async { accepted_after(restarted_at) >= 50 }).await;
+    let recovered_in = answers.lock().unwrap().iter().filter(|a| a.status == 202 && a.at > restarted_at).map(|a| a.at - restarted_at).min();
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let mut by_status: HashMap<u16, usize> = HashMap::new();
+    for a in &answers {
+        *by_status.entry(a.status).or_default() += 1;
+    }
+    let slowest = answers.iter().map(|a| a.elapsed).max().unwrap();
+    eprintln!("answers by status {by_status:?}; slowest {slowest:?}; first 202 {recovered_in:?} after the broker's restart");
+    for a in &answers {
+        assert!(a.status == 202 || a.status == 503, "every failure is a 503: {a:?}");
+        if a.status == 503 {
+            assert!(a.retry_after, "a 503 carries Retry-After: {a:?}");
+        }
+    }
+    assert!(slowest < Duration::from_millis(DEADLINE_MS + 1500), "no request waits past its deadline: {slowest:?}");
+
+    let accepted: Vec<&str> = answers.iter().filter(|a| a.status == 202).map(|a| a.id.as_deref().unwrap()).collect();
+    let total = herald_testkit::record_count(&kafka, &topic).await as usize;
+    let events = support::events(&kafka, &topic, total).await;
+    let mut in_topic: HashMap<String, usize> = HashMap::new();
+    for e in &events {
+        *in_topic.entry(e.headers["ce_id"].clone()).or_default() += 1;
+    }
+    for id in &accepted {
+        assert_eq!(in_topic.get(*id).copied(), Some(1), "202 event {id} is in the topic exactly once");
+    }
+    let unacknowledged_written = events.len() - accepted.len();
+    eprintln!("{} events in the topic: {} answered 202, {unacknowledged_written} written although answered 503", events.len(), accepted.len());
+    running.stop().await;
+}

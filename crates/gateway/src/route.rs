@@ -121,7 +121,7 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
             return Err(invalid(format!("fill {fill:?} does not fit field {field} of {}", config.event)));
         }
     }
-    topic_name(prefix, &config.topic).map_err(|e| invalid(e))?;
+    topic_name(prefix, &config.topic).map_err(&invalid)?;
     let limiter = config.rate.map(crate::limits::Limiter::new).transpose().map_err(|e| invalid(e.to_string()))?.map(Arc::new);
     Ok(Route {
         name,

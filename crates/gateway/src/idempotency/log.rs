@@ -72,10 +72,10 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
     let mut count = 0usize;
     let mut loaded = Some(loaded);
     loop {
-        if loaded.is_some() && ends.iter().all(|(_, end, pos)| pos >= end) {
-            if let Some(tx) = loaded.take() {
-                let _ = tx.send(Ok(count));
-            }
+        if ends.iter().all(|(_, end, pos)| pos >= end)
+            && let Some(tx) = loaded.take()
+        {
+            let _ = tx.send(Ok(count));
         }
         if loaded.is_some() && std::time::Instant::now() > deadline {
             if let Some(tx) = loaded.take() {
@@ -102,10 +102,13 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
     }
 }
 
+/// `(partition, end offset, position)` of each partition being read.
+type Ends = Vec<(i32, i64, i64)>;
+
 /// A consumer assigned to every partition from the beginning, and each partition's end.
 /// A topic just created can take a moment to have leaders everywhere: retried until
 /// `timeout`.
-fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(BaseConsumer, Vec<(i32, i64, i64)>), String> {
+fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(BaseConsumer, Ends), String> {
     let group = format!("herald-gateway-idempotency-{}", uuid::Uuid::new_v4());
     let consumer: BaseConsumer = kafka
         .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("enable.partition.eof", "false")])
@@ -128,7 +131,7 @@ fn open(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<(BaseCons
 }
 
 /// `(partition, high watermark, low watermark)` of each partition.
-fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Vec<(i32, i64, i64)>, String> {
+fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Ends, String> {
     let metadata = consumer.fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
     let partitions: Vec<i32> = metadata.topics().iter().filter(|t| t.name() == topic && t.error().is_none()).flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
     if partitions.is_empty() {

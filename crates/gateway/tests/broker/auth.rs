@@ -123,8 +123,9 @@ async fn credentials_decide_401_403_202_and_only_202s_publish() {
     ];
     for (case, headers) in &unauthenticated {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let (status, problem, _) = gateway.post_with("/orders", &body, &headers).await;
+        let (status, problem, response_headers) = gateway.post_with("/orders", &body, &headers).await;
         assert_eq!(status, 401, "{case}: {problem}");
+        assert!(response_headers.get("www-authenticate").is_some(), "{case}: a 401 names the scheme");
         assert_eq!(problem["type"], "urn:herald:gateway:unauthenticated", "{case}");
         let text = problem.to_string();
         for (_, credential) in &headers {

@@ -102,3 +102,43 @@ async fn an_unusable_key_is_a_400_and_publishes_nothing() {
     assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 0);
     gateway.stop().await;
 }
+
+/// A topic that does not exist (the broker does not auto-create topics) makes a send wait
+/// until the deadline: meanwhile the same key gets 409, then the first request gets 503
+/// within its deadline, and the key is free again.
+#[tokio::test]
+async fn the_same_key_while_in_progress_is_a_409_and_a_failed_send_frees_the_key() {
+    let kafka = herald_testkit::kafka().await;
+    let missing = herald_testkit::unique("gw.missing");
+    let text = support::config_text(&support::orders_route(&missing)).replace("deadline_ms = 5000", "deadline_ms = 1500");
+    let config = Config::parse(&text).unwrap();
+    let gateway = Running::serve(Gateway::new(config, &kafka, Options::default()).await.unwrap(), &kafka).await;
+    let gateway = std::sync::Arc::new(gateway);
+    let body = order("c-1").to_string();
+    let first = {
+        let (gateway, body) = (gateway.clone(), body.clone());
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let (status, problem, headers) = gateway.post_with("/orders", &body, &[("idempotency-key", "k-slow")]).await;
+            (status, problem, headers.contains_key("retry-after"), started.elapsed())
+        })
+    };
+    let mut saw_busy = false;
+    while !first.is_finished() {
+        let (status, _, headers) = gateway.post_with("/orders", &body, &[("idempotency-key", "k-slow")]).await;
+        if status == 409 {
+            assert!(headers.contains_key("retry-after"));
+            saw_busy = true;
+            break;
+        }
+        assert!(first.is_finished() || status == 409, "while the first is in progress the key is busy, got {status}");
+    }
+    let (status, problem, retry_after, elapsed) = first.await.unwrap();
+    assert!(saw_busy, "a second request with the key while the first was in progress got 409");
+    assert_eq!(status, 503, "{problem}");
+    assert!(retry_after);
+    assert!(elapsed < Duration::from_millis(1500 + 1000), "answered within the deadline: {elapsed:?}");
+    // The failure recorded nothing: the key is usable again (and fails the same way, no 409/422).
+    let (status, _, _) = gateway.post_with("/orders", &body, &[("idempotency-key", "k-slow")]).await;
+    assert_eq!(status, 503);
+}

@@ -33,10 +33,7 @@ async fn broker_stopped_and_restarted_under_load() {
     broker.run("start").await;
     let kafka = broker.config();
     let topic = herald_testkit::topic(&kafka, "gw.outage", 3).await;
-    let toml = format!(
-        "[breaker]\nfailures = 2\nopen_ms = 1000\n{}",
-        support::orders_route(&topic).replace("[[route]]", "[[route]]")
-    );
+    let toml = format!("[breaker]\nfailures = 2\nopen_ms = 1000\n{}", support::orders_route(&topic));
     let text = support::config_text(&toml).replace("deadline_ms = 5000", &format!("deadline_ms = {DEADLINE_MS}"));
     let config = herald_gateway::Config::parse(&text).unwrap();
     let gateway = herald_gateway::Gateway::new(config, &kafka, herald_gateway::Options::default()).await.unwrap();

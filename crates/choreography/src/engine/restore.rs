@@ -186,6 +186,14 @@ mod tests {
         producer.init().await.expect("init");
         producer.begin().await.expect("begin");
         producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default() }, Some(0)).await.expect("send");
+        // `send` only queues the record: the transaction holds the partition once it is
+        // written, which only a read_uncommitted client sees (librdkafka's default is
+        // read_committed, whose high watermark is the last stable offset).
+        let probe: BaseConsumer = config.client_config(&[("isolation.level", "read_uncommitted")]).create().expect("probe");
+        herald_testkit::wait_until(Duration::from_secs(30), "the open transaction's record is in the partition", || async {
+            probe.fetch_watermarks(&topic, 0, Duration::from_secs(5)).is_ok_and(|(_, high)| high >= 1)
+        })
+        .await;
         let codec = std::sync::Arc::new(StateCodec::<Compensation>::new().expect("codec"));
         let cancel = CancellationToken::new();
         let (c, t, k, token) = (config.clone(), topic.clone(), codec.clone(), cancel.clone());

@@ -52,7 +52,7 @@ async fn publishing_and_consuming_work_over_tls_with_scram() {
     let mut broker = Broker::new("herald-secured");
     std::fs::create_dir_all(&broker.home).expect("run folder");
     let (keystore, ca) = self_signed(&broker.home);
-    let secure_port = Broker::free_port();
+    let secure_port = herald_testkit::free_port();
     let (port, controller) = (broker.port, broker.controller_port);
     // Later lines win in server.properties: these replace the script's listener settings.
     broker.extra_properties = format!(

@@ -1,14 +1,11 @@
 //! Shared fixtures: a recording handler, a running consumer, a private broker.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_bus::{Consumer, ConsumerBuilder, ConsumerHealth, Envelope, HandlerError, KafkaConfig, Publisher, PublisherOptions};
 use herald_shop::OrderEvent;
-use herald_testkit::unique;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -92,72 +89,4 @@ pub fn publisher(config: &KafkaConfig) -> Publisher {
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A private broker (through `scripts/kafka` on free ports with its own run folder), so
-/// stopping or reconfiguring it disturbs no other test. Stopped and removed on drop.
-pub struct Broker {
-    pub port: u16,
-    pub controller_port: u16,
-    pub home: PathBuf,
-    /// Extra server.properties lines (`KAFKA_EXTRA_PROPERTIES`).
-    pub extra_properties: String,
-}
-
-impl Broker {
-    pub fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/kafka")
-    }
-
-    pub fn free_port() -> u16 {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        listener.local_addr().expect("address").port()
-    }
-
-    /// A broker on free ports, its run folder named after `name`.
-    pub fn new(name: &str) -> Broker {
-        let home = std::env::temp_dir().join(unique(name));
-        Broker { port: Self::free_port(), controller_port: Self::free_port(), home, extra_properties: String::new() }
-    }
-
-    /// `scripts/kafka ACTION ARGS...` for this broker; panics with its output on failure.
-    pub async fn run(&self, action: &str) {
-        self.script_run(&[action]).await;
-    }
-
-    /// `scripts/kafka ARGS...` for this broker; panics with its output on failure.
-    pub async fn script_run(&self, args: &[&str]) -> String {
-        let mut command = Command::new("bash");
-        command
-            .arg(Self::script())
-            .args(args)
-            .env("KAFKA_EXTRA_PROPERTIES", &self.extra_properties)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("HERALD_KAFKA_HOME", &self.home);
-        let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run scripts/kafka");
-        assert!(
-            output.status.success(),
-            "scripts/kafka {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    /// A configuration for its plaintext listener.
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig::new(format!("127.0.0.1:{}", self.port))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(Self::script())
-            .arg("stop")
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("HERALD_KAFKA_HOME", &self.home)
-            .output();
-        let _ = std::fs::remove_dir_all(&self.home);
-    }
-}
+pub use herald_testkit::PrivateBroker as Broker;

@@ -7,6 +7,7 @@
 //!   in parallel against one broker.
 //! - [`topic`]: creates a uniquely named topic.
 //! - [`wait_until`]: waits for a condition with a deadline, instead of sleeping.
+//! - [`PrivateBroker`]: a broker of the test's own, to stop, restart or reconfigure.
 //!
 //! This crate is for tests only; it is not published.
 
@@ -14,7 +15,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod broker;
 pub mod tls;
+
+pub use broker::{free_port, PrivateBroker};
 
 use herald_bus::admin::{create_topics, TopicSpec};
 use herald_bus::KafkaConfig;

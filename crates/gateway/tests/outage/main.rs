@@ -7,7 +7,6 @@
 #[path = "../broker/support.rs"]
 #[allow(dead_code)]
 mod support;
-mod private_broker;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +28,7 @@ const DEADLINE_MS: u64 = 2000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn broker_stopped_and_restarted_under_load() {
-    let broker = private_broker::Broker::new("gw-outage");
+    let broker = herald_testkit::PrivateBroker::new("gw-outage");
     broker.run("start").await;
     let kafka = broker.config();
     let topic = herald_testkit::topic(&kafka, "gw.outage", 3).await;

@@ -1,5 +1,4 @@
-//! A private broker (through `scripts/kafka` on free ports, its own run folder), for the
-//! test that restarts it. Stopped and removed on drop.
+//! The private broker (herald-testkit's `PrivateBroker`) of the test that restarts it.
 //!
 //! It runs with `controlled.shutdown.enable=false`. A controlled shutdown of a broker that
 //! holds the only replica of a partition leaves the partition without a leader for a
@@ -18,57 +17,11 @@
 //! living through a broker outage; the engine reports a hanging transaction it runs into
 //! (see herald-choreography's `engine::restore`).
 
-use std::path::PathBuf;
-use std::process::Command;
+use herald_testkit::PrivateBroker;
 
-use herald_bus::KafkaConfig;
-
-pub struct Broker {
-    port: u16,
-    controller_port: u16,
-    home: PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
-impl Broker {
-    pub fn new(name: &str) -> Broker {
-        Broker { port: free_port(), controller_port: free_port(), home: std::env::temp_dir().join(herald_testkit::unique(name)) }
-    }
-
-    fn command(&self, action: &str) -> Command {
-        let mut command = Command::new("bash");
-        command
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/kafka"))
-            .arg(action)
-            .env("KAFKA_PORT", self.port.to_string())
-            .env("KAFKA_CONTROLLER_PORT", self.controller_port.to_string())
-            .env("HERALD_KAFKA_HOME", &self.home)
-            .env("KAFKA_EXTRA_PROPERTIES", "controlled.shutdown.enable=false");
-        command
-    }
-
-    /// `scripts/kafka ACTION` (start, stop); panics with its output on failure.
-    pub async fn run(&self, action: &str) {
-        let mut command = self.command(action);
-        let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("scripts/kafka runs");
-        assert!(output.status.success(), "scripts/kafka {action} failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    }
-
-    pub fn config(&self) -> KafkaConfig {
-        KafkaConfig::new(format!("127.0.0.1:{}", self.port))
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if std::thread::panicking() && std::env::var_os("HERALD_KEEP_BROKER").is_some() {
-            eprintln!("HERALD_KEEP_BROKER: the private broker stays up at {} (home {})", self.config().bootstrap(), self.home.display());
-            return;
-        }
-        let _ = self.command("stop").output();
-        let _ = std::fs::remove_dir_all(&self.home);
-    }
+/// A private broker named after `name`, without the controlled shutdown (see above).
+pub fn without_controlled_shutdown(name: &str) -> PrivateBroker {
+    let mut broker = PrivateBroker::new(name);
+    broker.extra_properties = "controlled.shutdown.enable=false".into();
+    broker
 }

@@ -10,7 +10,7 @@ use herald_testkit::wait_until;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
-use crate::broker::Broker;
+use crate::broker;
 use crate::checker::{self, Rules};
 use crate::shop::{random, rules, Proc, Role, Shop};
 use crate::{CHAOS_KILLS_ONE_EACH, CHAOS_KILLS_TWO_EACH};
@@ -284,7 +284,7 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
 /// keeps the private broker of a failed run up for inspection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_mid_stream() {
-    let broker = Broker::new("herald-saga-broker");
+    let broker = broker::without_controlled_shutdown("herald-saga-broker");
     broker.run("start").await;
     let config = broker.config();
     let rules = busy_rules();

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use herald_projector::store::StoreUrl;
 use herald_tracker::query::{self, Detail, Filter, Summary};
 use herald_tracker::shop::Shop;
-use herald_tracker::state::parse_duration;
+use herald_ops::parse_duration;
 use herald_tracker::{Runner, State};
 
 use crate::context::{shutdown_signal, Context, GlobalArgs};

@@ -18,6 +18,10 @@
 //! # Ok(()) }
 //! ```
 
+mod duration;
+
+pub use duration::parse_duration;
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use herald_projector::Store;
 
 use crate::query::{self, Detail, Filter, Summary};
-use crate::state::{parse_duration, State};
+use crate::state::State;
+use herald_ops::parse_duration;
 
 #[derive(Clone)]
 struct Http {

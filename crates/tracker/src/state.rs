@@ -103,25 +103,3 @@ pub fn humanize(d: Duration) -> String {
     }
 }
 
-/// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`90s`, `10m`, `2h`).
-///
-/// ```
-/// # use std::time::Duration;
-/// assert_eq!(herald_tracker::state::parse_duration("10m"), Ok(Duration::from_secs(600)));
-/// assert!(herald_tracker::state::parse_duration("ten").is_err());
-/// ```
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number with a unit (ms, s, m, h, d), e.g. 30s"))?;
-    let secs = match unit {
-        "ms" => return Ok(Duration::from_millis(n)),
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h, d)")),
-    };
-    Ok(Duration::from_secs(n.saturating_mul(secs)))
-}

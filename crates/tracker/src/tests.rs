@@ -128,11 +128,8 @@ fn no_outcome_and_no_progress_is_stuck() {
 }
 
 #[test]
-fn durations_parse() {
-    use crate::state::{humanize, parse_duration};
-    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-    assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
-    assert!(parse_duration("5 weeks").is_err());
+fn durations_are_humanized() {
+    use crate::state::humanize;
     assert_eq!(humanize(Duration::from_secs(3720)), "1h2m");
 }
 

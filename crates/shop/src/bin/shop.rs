@@ -66,7 +66,7 @@ struct Cli {
     #[arg(long, default_value_t = 100_000)]
     default_credit: i64,
     /// How long after `OrderPlaced` an outcome may take (`500ms`, `30s`, `2m`).
-    #[arg(long, default_value = "30s", value_parser = duration)]
+    #[arg(long, default_value = "30s", value_parser = herald_ops::parse_duration)]
     payment_timeout: Duration,
     /// Serve `/health` and `/metrics` here (for example `127.0.0.1:9464`).
     #[arg(long)]
@@ -77,10 +77,10 @@ struct Cli {
     topic_prefix: String,
     /// How long the group waits for an instance that stopped answering before its
     /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
     session_timeout: Duration,
     /// How long a transaction gathers reactions before it commits.
-    #[arg(long, default_value = "100ms", value_parser = duration)]
+    #[arg(long, default_value = "100ms", value_parser = herald_ops::parse_duration)]
     commit_interval: Duration,
     /// The view's store, for `order-status`: `sqlite:PATH` (or `postgres://...` where the
     /// projector is built with it).
@@ -91,17 +91,6 @@ struct Cli {
     group: String,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("not a duration: {s}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("unknown unit in {s} (ms, s, m, h)")),
-    }
-}
 
 fn read_map(path: &Option<PathBuf>) -> anyhow::Result<HashMap<String, i64>> {
     match path {
@@ -319,15 +308,6 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(duration("3x").is_err());
-        assert!(duration("s").is_err());
-    }
 
     #[test]
     fn every_participant_of_the_saga_fits_the_engine() {

@@ -80,10 +80,10 @@ struct Cli {
     #[arg(long, default_value_t = 30)]
     window: usize,
     /// The orders role's payment timeout (`10s`, `500ms`).
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
     payment_timeout: Duration,
     /// How long the pipeline may take to settle after the last order of a phase.
-    #[arg(long, default_value = "90s", value_parser = duration)]
+    #[arg(long, default_value = "90s", value_parser = herald_ops::parse_duration)]
     settle_timeout: Duration,
     /// The run folder (default: a new folder under the system's temporary folder).
     #[arg(long)]
@@ -110,16 +110,6 @@ struct Cli {
     keep_topics: bool,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("not a duration: {s}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit in {s} (ms, s, m)")),
-    }
-}
 
 /// The public topics (unprefixed), created before anything starts.
 const PUBLIC: [&str; 3] = ["shop.orders", "shop.inventory", "shop.payments"];

@@ -18,10 +18,17 @@ pub struct Describer {
 
 impl Describer {
     /// The JSON Schema of a route's body: the record, with filled fields described as
-    /// server-side (`uuid7` optional, `now` and `principal` read-only and ignored).
-    pub fn body(&mut self, record: &Schema, fill: &BTreeMap<String, Fill>) -> Value {
+    /// server-side (`uuid7` optional, `now` and `principal` read-only and ignored), and the
+    /// key field (`key_field`, when the key comes from the body) a non-empty string, as the
+    /// gateway requires.
+    pub fn body(&mut self, record: &Schema, fill: &BTreeMap<String, Fill>, key_field: Option<&str>) -> Value {
         let Schema::Record(r) = record else { return self.describe(record) };
         let mut object = self.record(r);
+        if let Some(property) = key_field.and_then(|k| object["properties"].get_mut(k)) {
+            if property["type"] == "string" {
+                property["minLength"] = Value::from(1);
+            }
+        }
         let required: Vec<Value> = object["required"].as_array().cloned().unwrap_or_default().into_iter().filter(|f| f.as_str().is_some_and(|f| !fill.contains_key(f))).collect();
         object["required"] = Value::Array(required);
         for (field, how) in fill {

@@ -8,6 +8,7 @@ mod avro;
 use serde_json::{json, Map, Value};
 
 use crate::auth::Authenticator;
+use crate::config::KeySource;
 use crate::route::Route;
 
 /// The document for `routes`.
@@ -15,13 +16,17 @@ pub fn document(routes: &[std::sync::Arc<Route>], auth: &Authenticator) -> Value
     let mut describer = avro::Describer::default();
     let mut paths: Map<String, Value> = Map::new();
     for route in routes {
-        let body = describer.body(&route.schema.schema, &route.fill);
+        let key_field = match &route.key {
+            KeySource::Body(field) => Some(field.as_str()),
+            KeySource::Path(_) => None,
+        };
+        let body = describer.body(&route.schema.schema, &route.fill, key_field);
         let mut parameters: Vec<Value> = route
             .params
             .iter()
             .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
-        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": crate::idempotency::MAX_KEY_LEN},
+        parameters.push(json!({"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "minLength": 1, "maxLength": crate::idempotency::MAX_KEY_LEN, "pattern": "^[!-~]([ -~]*[!-~])?$"},
             "description": "Repeat a request safely: the same key (per principal) gets the same event id and the same 202, never a second event; a different request with it gets 422."}));
         parameters.push(json!({"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}, "description": "W3C trace context, continued into the event's headers."}));
         let mut responses = Map::new();

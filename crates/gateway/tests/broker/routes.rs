@@ -160,6 +160,7 @@ async fn openapi_describes_the_routes_from_their_schemas() {
     let required: Vec<&str> = body["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     assert_eq!(required, vec!["customer_id", "total_cents", "currency", "lines"], "order_id is generated, placed_at is the gateway's");
     assert_eq!(body["properties"]["placed_at"]["readOnly"], true);
+    assert_eq!(body["properties"]["order_id"]["minLength"], 1, "the key field is refused when empty");
     assert_eq!(body["properties"]["total_cents"]["format"], "int64");
     assert_eq!(body["properties"]["lines"]["items"]["$ref"], "#/components/schemas/shop.orders.OrderLine");
     let line = &doc["components"]["schemas"]["shop.orders.OrderLine"];

@@ -173,21 +173,26 @@ impl<'s> Mapper<'s> {
     }
 
     fn int(&self, schema: &Schema, json: &Json) -> Result<i32, Error> {
-        let Json::Number(n) = json else { return Err(self.mismatch(schema, json)) };
-        if n.is_f64() {
-            return Err(self.mismatch(schema, json));
-        }
-        n.as_i64()
-            .and_then(|v| i32::try_from(v).ok())
-            .ok_or_else(|| self.error(Problem::OutOfRange { expected: "int", got: n.to_string() }))
+        let v = self.integer(schema, json, "int")?;
+        i32::try_from(v).map_err(|_| self.error(Problem::OutOfRange { expected: "int", got: json.to_string() }))
     }
 
     fn long(&self, schema: &Schema, json: &Json) -> Result<i64, Error> {
+        self.integer(schema, json, "long")
+    }
+
+    /// A JSON integer. A number written with a zero fraction (`2500.0`) is one too, as in
+    /// JSON Schema 2020-12 (the gateway's OpenAPI documents say `integer`), when it is
+    /// exact (within ±2^53); a fraction is a mismatch.
+    fn integer(&self, schema: &Schema, json: &Json, expected: &'static str) -> Result<i64, Error> {
+        const EXACT: f64 = 9_007_199_254_740_992.0;
         let Json::Number(n) = json else { return Err(self.mismatch(schema, json)) };
-        if n.is_f64() {
-            return Err(self.mismatch(schema, json));
+        match (n.as_i64(), n.as_f64()) {
+            (Some(v), _) => Ok(v),
+            (None, Some(f)) if n.is_f64() && f.fract() != 0.0 => Err(self.mismatch(schema, json)),
+            (None, Some(f)) if n.is_f64() && f.abs() <= EXACT => Ok(f as i64),
+            _ => Err(self.error(Problem::OutOfRange { expected, got: n.to_string() })),
         }
-        n.as_i64().ok_or_else(|| self.error(Problem::OutOfRange { expected: "long", got: n.to_string() }))
     }
 
     fn float(&self, schema: &Schema, json: &Json) -> Result<f64, Error> {
@@ -536,9 +541,14 @@ mod tests {
             assert!(matches!(problem(&int, too_big).1, Problem::OutOfRange { expected: "int", .. }));
         }
         assert!(matches!(problem(&int, json!(1.5)).1, Problem::Mismatch { .. }));
+        // A zero fraction is an integer (JSON Schema 2020-12), when exact.
+        assert_eq!(to_avro(&int, &json!(-7.0)).expect("fits"), Value::Int(-7));
+        assert!(matches!(problem(&int, json!(3e9)).1, Problem::OutOfRange { expected: "int", .. }));
         assert!(matches!(problem(&int, json!("1")).1, Problem::Mismatch { .. }));
         let long = schema(r#""long""#);
         assert!(matches!(problem(&long, json!(u64::MAX)).1, Problem::OutOfRange { expected: "long", .. }));
+        assert_eq!(to_avro(&long, &json!(2500.0)).expect("fits"), Value::Long(2500));
+        assert!(matches!(problem(&long, json!(1e300)).1, Problem::OutOfRange { expected: "long", .. }));
         let float = schema(r#""float""#);
         assert!(matches!(problem(&float, json!(1e300)).1, Problem::OutOfRange { expected: "float", .. }));
         let Value::Double(nan) = to_avro(&schema(r#""double""#), &json!("NaN")).expect("NaN") else { panic!() };

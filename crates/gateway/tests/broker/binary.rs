@@ -4,16 +4,17 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use herald_bus::KafkaConfig;
+use tokio::process::Child;
+
 use crate::support::{self, order};
 
-#[tokio::test]
-async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
-    let kafka = herald_testkit::kafka().await;
-    let prefix = format!("{}.", herald_testkit::unique("gw.bin"));
+/// The binary with `shop.toml` and topic prefix `prefix` against `kafka`, healthy; its URL.
+pub async fn spawn(kafka: &KafkaConfig, prefix: &str) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
         .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/shop.toml"), "--bootstrap", kafka.bootstrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--topic-prefix", &prefix, "--create-topics", "3"])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--topic-prefix", prefix, "--create-topics", "3"])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -26,6 +27,15 @@ async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
         async move { request.await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
+    let kafka = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("gw.bin"));
+    let (mut child, url) = spawn(&kafka, &prefix).await;
+    let http = reqwest::Client::new();
     let response = http.post(format!("{url}/orders")).json(&order("c-bin")).send().await.unwrap();
     let (status, body) = support::answer(response).await;
     assert_eq!(status, 202, "{body}");

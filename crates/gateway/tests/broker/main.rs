@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod binary;
+mod conformance;
 mod idempotency;
 mod limits;
 mod routes;

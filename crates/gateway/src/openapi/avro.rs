@@ -24,10 +24,10 @@ impl Describer {
     pub fn body(&mut self, record: &Schema, fill: &BTreeMap<String, Fill>, key_field: Option<&str>) -> Value {
         let Schema::Record(r) = record else { return self.describe(record) };
         let mut object = self.record(r);
-        if let Some(property) = key_field.and_then(|k| object["properties"].get_mut(k)) {
-            if property["type"] == "string" {
-                property["minLength"] = Value::from(1);
-            }
+        if let Some(property) = key_field.and_then(|k| object["properties"].get_mut(k))
+            && property["type"] == "string"
+        {
+            property["minLength"] = Value::from(1);
         }
         let required: Vec<Value> = object["required"].as_array().cloned().unwrap_or_default().into_iter().filter(|f| f.as_str().is_some_and(|f| !fill.contains_key(f))).collect();
         object["required"] = Value::Array(required);

@@ -25,6 +25,8 @@
 //! ```
 //!
 //! ## Layout
+//! - [`announce`]: how a long-running process registers itself (one guard and one set of
+//!   options for every Herald binary).
 //! - [`instance`]: the record (JSON, self-describing; why not Avro is explained there).
 //! - [`registration`]: registering, heartbeats, deregistering with a tombstone.
 //! - [`directory`]: reading the topic from the beginning into a live map.
@@ -46,9 +48,10 @@
 //! - Expired instances are never handed out by [`Directory::pick`]; they stay listed (as
 //!   expired) by [`Directory::entries`] for [`directory::FORGET_AFTER`].
 //!
-//! Not yet: Herald's long-running services do not register themselves yet, and there are
-//! no active health checks (health is heartbeats plus the callers' reported outcomes).
+//! Health here is heartbeats plus the callers' reported outcomes; active `/health` checks
+//! are the client's (the gateway runs them for its query routes).
 
+pub mod announce;
 pub mod balance;
 pub mod directory;
 pub mod error;

@@ -9,4 +9,5 @@ mod binary;
 mod conformance;
 mod idempotency;
 mod limits;
+mod queries;
 mod routes;

@@ -30,6 +30,8 @@
 //! - [`instance`]: the record (JSON, self-describing; why not Avro is explained there).
 //! - [`registration`]: registering, heartbeats, deregistering with a tombstone.
 //! - [`directory`]: reading the topic from the beginning into a live map.
+//! - [`groups`]: what registered consumers' groups are doing (state, members, assigned
+//!   partitions, lag in records and seconds), with one Kafka client.
 //! - [`table`]: the map itself and TTL expiry (pure, tested with a paused clock).
 //! - [`balance`]: round robin, least outstanding requests, consistent hashing, outlier
 //!   ejection.
@@ -55,6 +57,7 @@ pub mod announce;
 pub mod balance;
 pub mod directory;
 pub mod error;
+pub mod groups;
 pub mod instance;
 pub mod registration;
 pub mod settings;

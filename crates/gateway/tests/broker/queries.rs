@@ -18,7 +18,7 @@ use crate::support::{config_text, Running};
 
 /// What a backend does with a view request.
 #[derive(Clone, Copy)]
-enum Behaviour {
+pub enum Behaviour {
     /// Answers `{"instance", "order_id"}`; `missing` is a 404, `boom` a 500.
     Serve,
     /// Never answers.
@@ -26,13 +26,15 @@ enum Behaviour {
 }
 
 /// A registered backend of `order-status` on its own runtime.
-struct Backend {
+pub struct Backend {
     runtime: Option<tokio::runtime::Runtime>,
     registration: Option<Registration>,
 }
 
 impl Backend {
-    async fn start(kafka: &KafkaConfig, registry: &Settings, id: &str, behaviour: Behaviour) -> Backend {
+    /// Serves `order-status`'s view routes (`GET /views/order_status` answers `[]`) and
+    /// registers as instance `id` on `registry`.
+    pub async fn start(kafka: &KafkaConfig, registry: &Settings, id: &str, behaviour: Behaviour) -> Backend {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let me = id.to_owned();
         let view = move |Path(order): Path<String>| {
@@ -48,7 +50,10 @@ impl Backend {
                 }
             }
         };
-        let router = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" })).route("/views/order_status/{order_id}", axum::routing::get(view));
+        let router = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route("/views/order_status", axum::routing::get(|| async { axum::Json(json!([])) }))
+            .route("/views/order_status/{order_id}", axum::routing::get(view));
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());

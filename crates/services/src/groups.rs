@@ -63,9 +63,12 @@ pub struct GroupLag {
     pub lag_seconds: f64,
 }
 
+/// Committed offsets per group, per topic partition.
+type Committed = HashMap<String, BTreeMap<(String, i32), i64>>;
+
 /// Inspects consumer groups with one client.
 pub struct Inspector {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<crate::directory::QuietEof>,
     timeout: Duration,
 }
 
@@ -78,7 +81,7 @@ impl std::fmt::Debug for Inspector {
 impl Inspector {
     /// A client for `config`; each broker request waits at most `timeout`.
     pub fn new(config: &KafkaConfig, timeout: Duration) -> Result<Self, RegistryError> {
-        let consumer: BaseConsumer = config
+        let consumer: BaseConsumer<crate::directory::QuietEof> = config
             .client_config(&[
                 ("group.id", "herald.services.inspector"),
                 ("enable.auto.commit", "false"),
@@ -86,7 +89,7 @@ impl Inspector {
                 ("enable.partition.eof", "true"),
                 ("isolation.level", "read_committed"),
             ])
-            .create()?;
+            .create_with_context(crate::directory::QuietEof)?;
         Ok(Inspector { consumer, timeout })
     }
 
@@ -183,8 +186,8 @@ impl Inspector {
 
     /// The committed offsets of `groups`, read from the partitions of the offsets topic
     /// that hold them.
-    fn committed(&self, groups: &BTreeSet<String>) -> Result<HashMap<String, BTreeMap<(String, i32), i64>>, RegistryError> {
-        let mut found: HashMap<String, BTreeMap<(String, i32), i64>> = HashMap::new();
+    fn committed(&self, groups: &BTreeSet<String>) -> Result<Committed, RegistryError> {
+        let mut found: Committed = HashMap::new();
         if groups.is_empty() {
             return Ok(found);
         }
@@ -224,16 +227,16 @@ impl Inspector {
                     return Err(e.into());
                 }
                 Some(Ok(message)) => {
-                    if let Some((group, topic, partition)) = message.key().and_then(parse_offset_key) {
-                        if groups.contains(&group) {
-                            let entry = found.entry(group).or_default();
-                            match message.payload().and_then(parse_offset_value) {
-                                Some(offset) => {
-                                    entry.insert((topic, partition), offset);
-                                }
-                                None => {
-                                    entry.remove(&(topic, partition));
-                                }
+                    if let Some((group, topic, partition)) = message.key().and_then(parse_offset_key)
+                        && groups.contains(&group)
+                    {
+                        let entry = found.entry(group).or_default();
+                        match message.payload().and_then(parse_offset_value) {
+                            Some(offset) => {
+                                entry.insert((topic, partition), offset);
+                            }
+                            None => {
+                                entry.remove(&(topic, partition));
                             }
                         }
                     }

@@ -119,6 +119,11 @@ pub struct TrackArgs {
     /// `http: ADDR` on stdout.
     #[arg(long)]
     pub http: Option<String>,
+    /// The service registry the tracker registers in (as service `saga-tracker`):
+    /// `--no-register`, `--registry-topic` (default `PREFIX` + `herald.services`),
+    /// `--advertise`.
+    #[command(flatten)]
+    pub registry: herald_services::announce::AnnounceArgs,
 }
 
 /// Runs a saga command.
@@ -204,17 +209,26 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
 async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
     let Some(url) = StoreUrl::from_flags(args.store, args.store_file.as_deref())? else { invalid!("no store: give --store, HERALD_STORE_URL or --store-file") };
     let store = herald_projector::store::open(url.expose()).with_context(|| format!("opening the store {url}"))?;
-    let tracker = Runner::<Shop>::new(ctx.kafka.clone(), args.group, store).topic_prefix(args.topic_prefix).stuck_after(args.stuck_after).build().await.context("starting the tracker")?;
+    let tracker = Runner::<Shop>::new(ctx.kafka.clone(), args.group, store).topic_prefix(args.topic_prefix.clone()).stuck_after(args.stuck_after).build().await.context("starting the tracker")?;
     let stop = tokio_util::sync::CancellationToken::new();
+    let mut bound = None;
     if let Some(addr) = &args.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        bound = Some(listener.local_addr()?);
         outln!("http: {}", listener.local_addr()?);
         let router = herald_ops::router(metrics, tracker.health()).merge(tracker.router());
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
     }
+    let announced = herald_services::announce::Announcement::new("saga-tracker", env!("CARGO_PKG_VERSION"))
+        .http(bound)
+        .consumer_groups(tracker.consumer_groups())
+        .topic_prefix(&args.topic_prefix)
+        .register(&ctx.kafka, &args.registry)
+        .await;
     let ran = tracker.run(shutdown_signal()).await;
+    announced.shutdown().await;
     stop.cancel();
     ran.context("the tracker stopped")
 }

@@ -43,3 +43,50 @@ async fn services_lists_live_and_expired_instances_and_not_deregistered_ones() {
     assert!(stdout.lines().any(|l| l.contains("o-2") && l.contains("EXPIRED") && l.contains("heartbeat 1m")), "{stdout}");
     live.shutdown().await.expect("deregister");
 }
+
+#[tokio::test]
+async fn services_shows_the_consumer_groups_of_instances_with_their_lag() {
+    use herald_bus::admin::{create_topics, TopicSpec};
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let config = herald_testkit::kafka().await;
+    let registry = herald_testkit::unique("t.services");
+    let topic = herald_testkit::unique("t.lag");
+    let group = herald_testkit::unique("g.lag");
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(1)]).await.expect("topic");
+    let producer: FutureProducer = config.client_config(&[("acks", "all")]).create().expect("producer");
+    let written = chrono::Utc::now().timestamp_millis() - 30_000;
+    for i in 0..8 {
+        producer.send(FutureRecord::<str, str>::to(&topic).key("k").payload("v").timestamp(written + i), Duration::from_secs(10)).await.expect("sent");
+    }
+    let committer: BaseConsumer = config.client_config(&[("group.id", group.as_str()), ("enable.auto.commit", "false")]).create().expect("consumer");
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(5)).expect("offset");
+    committer.commit(&offsets, CommitMode::Sync).expect("commit");
+    drop(committer);
+    let settings = Settings::default().topic(&registry).heartbeat(Duration::from_secs(600));
+    let me = Instance::new("totals", "t-1", "http://127.0.0.1:8001", "0.1.0").expect("valid").with_consumer_groups([group.clone()]);
+    let registered = Registration::register(&config, &settings, me).await.expect("register");
+
+    let (code, stdout, stderr) = herald(config.bootstrap(), &["services", "--json", "--topic", &registry]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    let services: Value = serde_json::from_str(stdout.trim()).expect("JSON");
+    let service = &services[0];
+    assert_eq!(service["instances"][0]["consumer_groups"][0], group.as_str(), "{stdout}");
+    let lag = &service["consumer_groups"][0];
+    assert_eq!(lag["group"], group.as_str(), "{stdout}");
+    assert_eq!(lag["state"], "Empty", "{stdout}");
+    assert_eq!(lag["members"], 0);
+    assert_eq!(lag["lag_records"], 3, "{stdout}");
+    let seconds = lag["lag_seconds"].as_f64().expect("seconds");
+    assert!((29.0..90.0).contains(&seconds), "the record at offset 5 is 30 s old: {seconds}");
+    assert_eq!(lag["partitions"][0]["committed"], 5);
+    assert_eq!(lag["partitions"][0]["high_watermark"], 8);
+
+    let (code, stdout, stderr) = herald(config.bootstrap(), &["services", "--topic", &registry]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.lines().any(|l| l.contains(&format!("group {group}  Empty  0 members  assigned none  lag 3 records, 3"))), "{stdout}");
+    registered.shutdown().await.expect("deregister");
+}

@@ -31,6 +31,21 @@
 //! order_id = "uuid7"           # a UUIDv7 when the body has none (or null)
 //! placed_at = "now"            # always the server's time, epoch milliseconds
 //! # customer_id = "principal"  # always the authenticated principal's id
+//!
+//! [[query]]                    # a GET served by a projector view found in the registry
+//! name = "order-status"        # metrics label and OpenAPI operationId (default: GET path)
+//! path = "/orders/{order_id}"
+//! service = "order-status"     # the registered service to ask
+//! upstream = "/views/order_status/{order_id}"   # the path asked, with the parameters
+//! key = "order_id"             # consistent-hash key (default: the first path parameter)
+//! balance = "consistent-hash"  # or "round-robin", "least-outstanding"
+//! deadline_ms = 2000           # default [gateway] deadline_ms; then 504
+//! scopes = ["orders:read"]
+//!
+//! [discovery]                  # see the query module
+//! health_interval_ms = 2000    # GET /health of every backend this often (0: never)
+//! eject_failures = 3           # failures in a row that eject a backend for eject_ms
+//! breaker_failures = 5         # failures in a row that open a backend's circuit
 //! ```
 //!
 //! Loading checks everything it can before the gateway starts: every event type is a
@@ -62,6 +77,12 @@ pub struct Config {
     /// `[idempotency]`: where `Idempotency-Key` records are kept.
     #[serde(default)]
     pub idempotency: crate::idempotency::IdempotencyConfig,
+    /// `[[query]]`: `GET` routes answered by a registered service (a projector view).
+    #[serde(default, rename = "query")]
+    pub queries: Vec<QueryConfig>,
+    /// `[discovery]`: health checks, ejection and breakers of the query routes' backends.
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     /// The folder relative paths of the file are relative to (the file's folder; the
     /// current folder for [`Config::parse`]).
     #[serde(skip)]
@@ -123,6 +144,86 @@ pub struct RouteConfig {
     /// Rate limit per principal on this route (none by default).
     #[serde(default)]
     pub rate: Option<crate::limits::RateConfig>,
+}
+
+/// `[[query]]`: a `GET` route answered by an instance of a registered service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Name in metrics and OpenAPI (default `GET path`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path, with parameters as `{name}`.
+    pub path: String,
+    /// The service in the registry whose instances answer.
+    pub service: String,
+    /// The path asked of the instance, with the route's parameters as `{name}`; the
+    /// request's query string is passed on.
+    pub upstream: String,
+    /// The path parameter hashed for consistent hashing (default: the first one).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// How an instance is chosen (default consistent hashing on the key).
+    #[serde(default)]
+    pub balance: Balance,
+    /// How long the whole request may take, in milliseconds (default `[gateway]
+    /// deadline_ms`); then `504`.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    /// Scopes the principal must all have.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// How a query route chooses among a service's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// The instance owning the key on a hash ring: one key's queries hit one instance
+    /// while it lives (its caches stay warm, its reads are monotonic).
+    #[default]
+    ConsistentHash,
+    /// Each instance in turn.
+    RoundRobin,
+    /// The instance with the fewest requests in flight.
+    LeastOutstanding,
+}
+
+/// `[discovery]`: how the query routes' backends are watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// How often each backend's `/health` is asked, in milliseconds (default 2000; 0:
+    /// never). A backend whose last check failed gets requests only when no other can.
+    pub health_interval_ms: u64,
+    /// How long a health check may take, in milliseconds (default 1000).
+    pub health_timeout_ms: u64,
+    /// Failed requests in a row that eject a backend (default 3; 0: never).
+    pub eject_failures: u32,
+    /// How long an ejected backend is skipped, in milliseconds (default 10000), unless
+    /// every backend is ejected.
+    pub eject_ms: u64,
+    /// Failed requests in a row that open a backend's circuit (default 5): it gets no
+    /// requests for `breaker_open_ms`, then one probe.
+    pub breaker_failures: u32,
+    /// How long a backend's circuit stays open, in milliseconds (default 5000).
+    pub breaker_open_ms: u64,
+    /// `Retry-After` when no instance can answer, in milliseconds (default 1000).
+    pub retry_after_ms: u64,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            health_interval_ms: 2000,
+            health_timeout_ms: 1000,
+            eject_failures: 3,
+            eject_ms: 10_000,
+            breaker_failures: 5,
+            breaker_open_ms: 5000,
+            retry_after_ms: 1000,
+        }
+    }
 }
 
 /// Where a route's Kafka key (and `ce_subject`) comes from.
@@ -231,6 +332,14 @@ mod tests {
     fn defaults_apply() {
         let config = Config::parse("").ok().map(|c| c.gateway);
         assert_eq!(config.map(|g| (g.max_body_bytes, g.deadline_ms)), Some((65536, 5000)));
+    }
+
+    #[test]
+    fn query_routes_parse_with_defaults() {
+        let config = Config::parse("[[query]]\npath='/o/{id}'\nservice='s'\nupstream='/v/{id}'\n[[query]]\npath='/p'\nservice='s'\nupstream='/p'\nbalance='round-robin'\n");
+        let balances: Vec<Balance> = config.map(|c| c.queries.iter().map(|q| q.balance).collect()).unwrap_or_default();
+        assert_eq!(balances, [Balance::ConsistentHash, Balance::RoundRobin]);
+        assert!(Config::parse("[[query]]\npath='/p'\nservice='s'\nupstream='/p'\nbalance='random'\n").is_err());
     }
 
     #[test]

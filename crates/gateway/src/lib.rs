@@ -24,6 +24,8 @@
 //! - [`idempotency`]: `Idempotency-Key` replays (`422` for a different request), kept on a
 //!   compacted topic so they survive restarts.
 //! - [`sender`]: publish within the deadline; [`breaker`]: fail fast while Kafka is away.
+//! - [`query`]: `GET` routes answered by a registered service's instances (a projector
+//!   view), with balancing, health checks, outlier ejection and a breaker per backend.
 //! - [`handler`]: one event route's request pipeline. [`server`]: [`Gateway`], the router,
 //!   `/health` and `/metrics`. [`metrics`]: the series recorded. [`openapi`]:
 //!   `/openapi.json` generated from the routes.
@@ -54,6 +56,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
+pub mod query;
 pub mod route;
 pub mod sender;
 pub mod server;

@@ -14,6 +14,7 @@ use clap::Parser;
 use herald_bus::admin::{self, TopicSpec};
 use herald_bus::KafkaConfig;
 use herald_gateway::{Config, Gateway, Options};
+use herald_services::announce::{AnnounceArgs, Announcement};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// HTTP in, Avro events out.
@@ -39,6 +40,11 @@ struct Cli {
     /// A librdkafka property, `key=value` (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<String>,
+    /// The service registry: where the query routes find their instances and where the
+    /// gateway registers itself (as service `gateway`): `--registry-topic` (default the
+    /// topic prefix + `herald.services`), `--advertise`, `--no-register`.
+    #[command(flatten)]
+    registry: AnnounceArgs,
 }
 
 #[tokio::main]
@@ -57,7 +63,9 @@ async fn main() -> anyhow::Result<()> {
         )?
         .install_recorder()
         .context("installing the metrics recorder")?;
-    let options = Options { topic_prefix: cli.topic_prefix.clone(), metrics: Some(metrics) };
+    let prefix = cli.topic_prefix.clone().unwrap_or_else(|| config.gateway.topic_prefix.clone());
+    let registry = cli.registry.settings(&prefix);
+    let options = Options { topic_prefix: cli.topic_prefix.clone(), metrics: Some(metrics), registry: Some(registry) };
     let gateway = Gateway::new(config, &kafka, options).await?;
     if let Some(partitions) = cli.create_topics {
         let mut topics: Vec<&str> = gateway.routes().iter().map(|r| r.topic.as_str()).collect();
@@ -71,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(route = %route.name, method = %route.method, path = %route.path, event = route.event_type(), topic = %route.topic, "route");
     }
     tracing::info!(%addr, bootstrap = kafka.bootstrap(), "herald-gateway listening");
-    gateway.serve(listener, shutdown_signal()).await?;
+    let announced = Announcement::new("gateway", env!("CARGO_PKG_VERSION")).http(Some(addr)).topic_prefix(&prefix).register(&kafka, &cli.registry).await;
+    let served = gateway.serve(listener, shutdown_signal()).await;
+    announced.shutdown().await;
+    served?;
     tracing::info!("herald-gateway stopped");
     Ok(())
 }

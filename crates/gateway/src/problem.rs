@@ -6,6 +6,9 @@
 //! entry per problem with `field` (`lines[0].quantity`, `(root)` for the body itself),
 //! `pointer` (the same as a JSON pointer, `/lines/0/quantity`) and `detail`
 //! (`expected int, got string "two"`). `503` and `429` carry `Retry-After`.
+//!
+//! Query routes add `502` (`upstream-error`), `504` (`upstream-timeout`) and `503`
+//! (`no-instance`, with `Retry-After`).
 
 use std::time::Duration;
 
@@ -142,6 +145,22 @@ impl Problem {
     /// `Idempotency-Key` to be safe.
     pub fn unavailable(detail: impl Into<String>, retry_after: Duration) -> Self {
         Problem { retry_after: Some(retry_after), ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Event store unavailable", detail) }
+    }
+
+    /// `503`: no instance of the query route's service can answer (none registered and
+    /// live, or every one's circuit open). Retry after `retry_after`.
+    pub fn no_instance(detail: impl Into<String>, retry_after: Duration) -> Self {
+        Problem { retry_after: Some(retry_after), ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "no-instance", "No instance available", detail) }
+    }
+
+    /// `504`: the instance asked did not answer within the route's deadline.
+    pub fn upstream_timeout(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::GATEWAY_TIMEOUT, "upstream-timeout", "The service did not answer in time", detail)
+    }
+
+    /// `502`: the instance asked failed (a 5xx, a broken connection, an unreadable answer).
+    pub fn upstream_error(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_GATEWAY, "upstream-error", "The service failed", detail)
     }
 
     /// `500`: a bug or a misconfiguration; the detail says which.

@@ -46,21 +46,27 @@ impl Route {
     /// `None` when the path does not match (axum already routed it, so this only
     /// extracts; it checks again to stay correct on its own).
     pub fn match_path(&self, path: &str) -> Option<Vec<(String, String)>> {
-        let pattern: Vec<&str> = self.path.trim_matches('/').split('/').collect();
-        let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
-        if pattern.len() != actual.len() {
-            return None;
-        }
-        let mut params = Vec::new();
-        for (p, a) in pattern.iter().zip(&actual) {
-            match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                Some(name) => params.push((name.to_owned(), percent_decode(a)?)),
-                None if p == a => {}
-                None => return None,
-            }
-        }
-        Some(params)
+        match_path(&self.path, path)
     }
+}
+
+/// Matches a request path against a pattern: the decoded parameters, in order; `None`
+/// when it does not match.
+pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+    let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
+    let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if pattern.len() != actual.len() {
+        return None;
+    }
+    let mut params = Vec::new();
+    for (p, a) in pattern.iter().zip(&actual) {
+        match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(name) => params.push((name.to_owned(), percent_decode(a)?)),
+            None if p == a => {}
+            None => return None,
+        }
+    }
+    Some(params)
 }
 
 /// Checks every route against `schemas` and applies the topic prefix.
@@ -89,16 +95,7 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
     if !config.path.starts_with('/') {
         return Err(invalid(format!("path {:?} must start with /", config.path)));
     }
-    let mut params = Vec::new();
-    for segment in config.path.split('/') {
-        if segment.contains('{') || segment.contains('}') {
-            let param = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')).filter(|p| is_identifier(p));
-            match param {
-                Some(p) => params.push(p.to_owned()),
-                None => return Err(invalid(format!("path segment {segment:?}: a parameter is a whole segment {{name}}"))),
-            }
-        }
-    }
+    let params = parse_params(&config.path).map_err(&invalid)?;
     let schema = schemas.latest(&config.event).cloned().ok_or_else(|| invalid(format!("event type {} is not under the schemas folder", config.event)))?;
     let fields: Vec<String> = match &schema.schema {
         Schema::Record(RecordSchema { fields, .. }) => fields.iter().map(|f| f.name.clone()).collect(),
@@ -136,6 +133,22 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
         fields,
         limiter,
     })
+}
+
+/// The parameters of a path pattern (`{name}` segments), in order; an error names a
+/// malformed segment.
+pub(crate) fn parse_params(path: &str) -> Result<Vec<String>, String> {
+    let mut params = Vec::new();
+    for segment in path.split('/') {
+        if segment.contains('{') || segment.contains('}') {
+            let param = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')).filter(|p| is_identifier(p));
+            match param {
+                Some(p) => params.push(p.to_owned()),
+                None => return Err(format!("path segment {segment:?}: a parameter is a whole segment {{name}}")),
+            }
+        }
+    }
+    Ok(params)
 }
 
 fn topic_name(prefix: &str, topic: &str) -> Result<(), String> {

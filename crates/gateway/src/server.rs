@@ -17,6 +17,8 @@ use crate::idempotency::{Idempotency, LogError};
 use crate::breaker::{Breaker, State};
 use crate::config::{Config, ConfigError, Settings};
 use crate::problem::Problem;
+use crate::query::backends::Backends;
+use crate::query::QueryRoute;
 use crate::route::{self, Route};
 use crate::sender::Sender;
 
@@ -27,6 +29,8 @@ pub(crate) struct App {
     pub(crate) sender: Sender,
     pub(crate) auth: Authenticator,
     pub(crate) idempotency: Idempotency,
+    pub(crate) queries: Vec<Arc<QueryRoute>>,
+    pub(crate) backends: Option<Arc<Backends>>,
 }
 
 /// Choices made by the binary (or a test) rather than the file.
@@ -37,6 +41,9 @@ pub struct Options {
     /// What `/metrics` renders (the process's Prometheus recorder); without it `/metrics`
     /// is empty.
     pub metrics: Option<MetricsHandle>,
+    /// The service registry the query routes find their instances in (default: the topic
+    /// prefix + `herald.services`, other settings default).
+    pub registry: Option<herald_services::Settings>,
 }
 
 /// The gateway could not start.
@@ -52,6 +59,9 @@ pub enum GatewayError {
     /// The idempotency topic could not be created or read.
     #[error(transparent)]
     Idempotency(#[from] LogError),
+    /// The service registry (for the query routes) could not be read.
+    #[error("service registry: {0}")]
+    Registry(#[from] herald_services::RegistryError),
 }
 
 /// The HTTP gateway: build it with [`Gateway::new`], serve it with [`Gateway::serve`] (or
@@ -90,6 +100,10 @@ impl Gateway {
         let schemas = SchemaSet::load_dir(&settings.schemas)
             .map_err(|e| ConfigError::Schemas { path: settings.schemas.clone(), reason: e.to_string() })?;
         let routes = route::compile(&config.routes, &schemas, &settings.topic_prefix)?;
+        let queries = crate::query::compile(&config.queries, &config.discovery, settings.deadline_ms)?;
+        if let Some(q) = queries.iter().find(|q| routes.iter().any(|r| r.method == axum::http::Method::GET && r.path == q.path)) {
+            return Err(ConfigError::Invalid(format!("query {}: GET {} is also an event route", q.name, q.path)).into());
+        }
         let deadline = Duration::from_millis(settings.deadline_ms.max(1));
         let mut kafka = kafka.clone();
         if kafka.get("message.timeout.ms").is_none() {
@@ -102,9 +116,28 @@ impl Gateway {
         let idempotency = Idempotency::start(&kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
-        let app = Arc::new(App { settings, routes, sender, auth, idempotency });
+        let backends = if queries.is_empty() {
+            None
+        } else {
+            let registry = options.registry.unwrap_or_else(|| herald_services::Settings::default().topic(format!("{}{}", settings.topic_prefix, herald_services::settings::DEFAULT_TOPIC)));
+            let directory = herald_services::Directory::start(&kafka, &registry).await?;
+            let services = queries.iter().map(|q| q.service.clone()).collect();
+            let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).build().map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))?;
+            let backends = Backends::new(directory, services, config.discovery, http);
+            if !backends.caught_up(Duration::from_secs(10)).await {
+                tracing::warn!(topic = %registry.topic, "the service registry was not read to its end within 10 s; query routes may answer 503 until it is");
+            }
+            backends.start_checks();
+            Some(backends)
+        };
+        let app = Arc::new(App { settings, routes, sender, auth, idempotency, queries, backends });
         let metrics = options.metrics.unwrap_or_else(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle());
         Ok(Gateway { app, metrics })
+    }
+
+    /// The query routes being served.
+    pub fn queries(&self) -> &[Arc<QueryRoute>] {
+        &self.app.queries
     }
 
     /// The routes being served.
@@ -136,12 +169,21 @@ impl Gateway {
                 None => handler,
             });
         }
+        for query in &self.app.queries {
+            let (app, q) = (self.app.clone(), query.clone());
+            let handler = on(MethodFilter::GET, move |request: Request| crate::query::forward::serve(app, q, request));
+            let entry = by_path.remove(query.path.as_str());
+            by_path.insert(query.path.as_str(), match entry {
+                Some(existing) => existing.merge(handler),
+                None => handler,
+            });
+        }
         let mut router = Router::new();
         for (path, methods) in by_path {
             router = router.route(path, methods);
         }
         let health = Health { app: self.app.clone() };
-        let openapi = Arc::new(crate::openapi::document(&self.app.routes, &self.app.auth));
+        let openapi = Arc::new(crate::openapi::document(&self.app.routes, &self.app.queries, &self.app.auth));
         router
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*openapi).clone()) }))
             .merge(herald_ops::router(self.metrics.clone(), health))
@@ -155,6 +197,9 @@ impl Gateway {
     /// flushes the producer.
     pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        if let Some(backends) = &self.app.backends {
+            backends.shutdown().await;
+        }
         if let Err(e) = self.publisher().flush(Duration::from_secs(10)).await {
             tracing::warn!(error = %e, "flushing the producer at shutdown");
         }
@@ -178,6 +223,7 @@ impl HealthCheck for Health {
         let fatal = self.app.sender.publisher().fatal_error();
         crate::metrics::breaker(breaker);
         let healthy = breaker != State::Open && fatal.is_none();
-        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "producer_fatal_error": fatal, "routes": self.app.routes.len() }))
+        let backends = self.app.backends.as_ref().map(|b| b.report()).unwrap_or_default();
+        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "producer_fatal_error": fatal, "routes": self.app.routes.len(), "queries": self.app.queries.len(), "backends": backends }))
     }
 }

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,14 +52,14 @@ impl Directory {
     pub async fn start(config: &KafkaConfig, settings: &Settings) -> Result<Self, RegistryError> {
         crate::topic::ensure_topic(config, &settings.topic).await?;
         let partitions = herald_bus::admin::partition_count(config, &settings.topic).await?.unwrap_or(1);
-        let consumer: StreamConsumer = config
+        let consumer: StreamConsumer<QuietEof> = config
             .client_config(&[
                 ("group.id", "herald.services.directory"),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "true"),
             ])
-            .create()?;
+            .create_with_context(QuietEof)?;
         let mut assignment = TopicPartitionList::new();
         for p in 0..partitions {
             assignment.add_partition_offset(&settings.topic, p as i32, Offset::Beginning)?;
@@ -68,7 +69,7 @@ impl Directory {
         // enough: while instances heartbeat, fetches keep returning records and librdkafka
         // may never report the end.)
         let topic = settings.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || -> Result<(StreamConsumer, Vec<i64>), KafkaError> {
+        let ends = tokio::task::spawn_blocking(move || -> Result<(StreamConsumer<QuietEof>, Vec<i64>), KafkaError> {
             let ends = (0..partitions as i32).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| high)).collect::<Result<_, _>>()?;
             Ok((consumer, ends))
         })
@@ -123,7 +124,23 @@ impl Drop for Directory {
     }
 }
 
-async fn follow(consumer: StreamConsumer, ends: Vec<i64>, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
+/// The directory's client context: the end of a partition, reported each time a
+/// heartbeat was read (every few seconds per instance), is not an error worth a log line;
+/// every other client error is logged as rdkafka's default does.
+pub(crate) struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => tracing::trace!(reason, "registry partition end"),
+            _ => tracing::error!("librdkafka: {error}: {reason}"),
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+async fn follow(consumer: StreamConsumer<QuietEof>, ends: Vec<i64>, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
     // Partitions whose end (as of the start) has been read.
     let mut at_end: HashSet<i32> = (0..ends.len() as i32).filter(|&p| ends[p as usize] <= 0).collect();
     let partitions = ends.len();

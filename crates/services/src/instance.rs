@@ -12,8 +12,12 @@
 //! ```json
 //! {"schema":"herald.services.Instance/1","service":"orders","instance":"orders-7f3a",
 //!  "address":"http://10.0.0.7:8080","version":"0.1.0",
-//!  "started_at_ms":1764742380000,"heartbeat_at_ms":1764742395000}
+//!  "started_at_ms":1764742380000,"heartbeat_at_ms":1764742395000,
+//!  "consumer_groups":["orders"]}
 //! ```
+//!
+//! An instance without HTTP (a consumer run without `--http`) registers with an empty
+//! `address`; it is listed, but never handed to a client that wants to send it requests.
 //!
 //! The key of the record is [`Instance::key`] (`service/instance`); a null value (tombstone)
 //! under that key deregisters the instance, and compaction keeps only the latest record.
@@ -51,6 +55,11 @@ pub struct Instance {
     pub started_at_ms: i64,
     /// When the instance last said it was alive, epoch milliseconds.
     pub heartbeat_at_ms: i64,
+    /// The Kafka consumer groups the instance consumes in (none for an instance that does
+    /// not consume). Optional on the wire: records written before this field read as
+    /// empty, and an empty list is not written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumer_groups: Vec<String>,
 }
 
 impl Instance {
@@ -66,6 +75,7 @@ impl Instance {
             version: version.into(),
             started_at_ms: now,
             heartbeat_at_ms: now,
+            consumer_groups: Vec::new(),
         };
         i.validate()?;
         Ok(i)
@@ -79,6 +89,19 @@ impl Instance {
             return Err(RegistryError::InvalidName(format!("instance id of service {:?} is empty", self.service)));
         }
         Ok(())
+    }
+
+    /// The same instance, consuming in `groups` (see [`Instance::consumer_groups`]).
+    ///
+    /// ```
+    /// use herald_services::Instance;
+    /// let i = Instance::new("orders", "o-1", "", "0.1.0")?.with_consumer_groups(["orders"]);
+    /// assert_eq!(i.consumer_groups, ["orders"]);
+    /// # Ok::<(), herald_services::RegistryError>(())
+    /// ```
+    pub fn with_consumer_groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.consumer_groups = groups.into_iter().map(Into::into).collect();
+        self
     }
 
     /// The record key: `service/instance`.
@@ -126,5 +149,18 @@ mod tests {
         let other = br#"{"schema":"herald.services.Instance/9","service":"s","instance":"i","address":"a","version":"v","started_at_ms":1,"heartbeat_at_ms":2}"#;
         assert!(matches!(Instance::decode(other), Err(RegistryError::Decode(_))));
         assert!(Instance::decode(b"not json").is_err());
+    }
+
+    #[test]
+    fn consumer_groups_are_optional_on_the_wire() {
+        // A record written before the field existed reads as consuming in no group...
+        let old = br#"{"schema":"herald.services.Instance/1","service":"s","instance":"i","address":"a","version":"v","started_at_ms":1,"heartbeat_at_ms":2}"#;
+        assert_eq!(Instance::decode(old).map(|i| i.consumer_groups).ok(), Some(Vec::new()));
+        // ...an instance without groups writes no field, and one with groups round-trips.
+        let none = Instance::new("s", "i", "a", "v").map(|i| String::from_utf8_lossy(&i.encode()).into_owned()).unwrap_or_default();
+        assert!(!none.contains("consumer_groups"), "{none}");
+        let with = Instance::new("s", "i", "a", "v").map(|i| i.with_consumer_groups(["g.1", "g.2"])).ok();
+        let back = with.as_ref().and_then(|i| Instance::decode(&i.encode()).ok());
+        assert_eq!(back.map(|i| i.consumer_groups), Some(vec!["g.1".to_owned(), "g.2".to_owned()]));
     }
 }

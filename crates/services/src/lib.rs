@@ -25,9 +25,13 @@
 //! ```
 //!
 //! ## Layout
+//! - [`announce`]: how a long-running process registers itself (one guard and one set of
+//!   options for every Herald binary).
 //! - [`instance`]: the record (JSON, self-describing; why not Avro is explained there).
 //! - [`registration`]: registering, heartbeats, deregistering with a tombstone.
 //! - [`directory`]: reading the topic from the beginning into a live map.
+//! - [`groups`]: what registered consumers' groups are doing (state, members, assigned
+//!   partitions, lag in records and seconds), with one Kafka client.
 //! - [`table`]: the map itself and TTL expiry (pure, tested with a paused clock).
 //! - [`balance`]: round robin, least outstanding requests, consistent hashing, outlier
 //!   ejection.
@@ -46,12 +50,14 @@
 //! - Expired instances are never handed out by [`Directory::pick`]; they stay listed (as
 //!   expired) by [`Directory::entries`] for [`directory::FORGET_AFTER`].
 //!
-//! Not yet: Herald's long-running services do not register themselves yet, and there are
-//! no active health checks (health is heartbeats plus the callers' reported outcomes).
+//! Health here is heartbeats plus the callers' reported outcomes; active `/health` checks
+//! are the client's (the gateway runs them for its query routes).
 
+pub mod announce;
 pub mod balance;
 pub mod directory;
 pub mod error;
+pub mod groups;
 pub mod instance;
 pub mod registration;
 pub mod settings;

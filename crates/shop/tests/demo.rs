@@ -6,7 +6,7 @@
 //!
 //! `cargo test -p herald-shop --test demo` (needs `KAFKA_BOOTSTRAP_SERVERS`; builds the
 //! programs as scripts/demo does: herald-shop, herald-cli for the tracker, and the
-//! gateway when crates/gateway is in the tree).
+//! gateway).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -45,12 +45,9 @@ fn implied(order: &Journaled, stock: &HashMap<String, i64>, credit: &HashMap<Str
 async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     let config = herald_testkit::kafka().await;
     // The programs scripts/demo builds, built as it builds them: shop (the roles, the
-    // view, the driver), herald (the tracker: `herald saga track`), the gateway when in
-    // the tree.
+    // view, the driver), herald (the tracker: `herald saga track`), the gateway.
     let gateway_config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../gateway/shop.toml");
-    let with_gateway = gateway_config.is_file();
-    let packages: &[&str] = if with_gateway { &["herald-shop", "herald-cli", "herald-gateway"] } else { &["herald-shop", "herald-cli"] };
-    let bin_dir = herald_testkit::workspace_binaries(packages);
+    let bin_dir = herald_testkit::workspace_binaries(&["herald-shop", "herald-cli", "herald-gateway"]);
     let driver: PathBuf = bin_dir.join("shop-demo");
     assert_eq!(driver, PathBuf::from(env!("CARGO_BIN_EXE_shop-demo")), "the driver is this package's own");
     let run_dir = std::env::temp_dir().join(herald_testkit::unique("shop-demo"));
@@ -74,9 +71,11 @@ async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
 
     // What the driver says.
     let said: serde_json::Value = read_json(&summary);
-    assert_eq!(said["ingress"], if with_gateway { "gateway" } else { "direct" }, "{said}");
+    assert_eq!(said["ingress"], "gateway", "{said}");
     assert_eq!(said["settled"], true, "{said}");
     assert!(stdout.contains("timeline of a compensated saga"), "{stdout}");
+    // The view was read through the gateway's query routes (the registry found it).
+    assert!(stdout.contains("through the gateway: cancelled"), "{stdout}");
     assert!(stdout.contains("stopped"), "{stdout}");
 
     // What the inputs imply, read back from the run folder.

@@ -111,6 +111,11 @@ pub struct Running<S: TrackedSaga> {
 }
 
 impl<S: TrackedSaga> Running<S> {
+    /// The consumer groups its projectors read in, one per topic (`GROUP.TOPIC`).
+    pub fn consumer_groups(&self) -> Vec<String> {
+        self.projectors.iter().map(|p| p.group().to_owned()).collect()
+    }
+
     /// Its health: healthy while every projector runs.
     pub fn health(&self) -> Health {
         Health(self.projectors.iter().map(Projector::status).collect())

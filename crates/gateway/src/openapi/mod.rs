@@ -1,7 +1,9 @@
 //! `/openapi.json`: an OpenAPI 3.1 document generated from the routes: each route's body
 //! schema from its Avro schema (server-side fields marked), its path parameters, the
 //! `Idempotency-Key` and `traceparent` headers, its security (API key, bearer JWT, with
-//! the route's scopes), and every response with the problem schema.
+//! the route's scopes), and every response with the problem schema. Query routes are `GET`
+//! operations answering the service's JSON, with `404` passed through and `502`, `503`
+//! and `504` problems.
 
 mod avro;
 
@@ -9,10 +11,11 @@ use serde_json::{json, Map, Value};
 
 use crate::auth::Authenticator;
 use crate::config::KeySource;
+use crate::query::QueryRoute;
 use crate::route::Route;
 
 /// The document for `routes`.
-pub fn document(routes: &[std::sync::Arc<Route>], auth: &Authenticator) -> Value {
+pub fn document(routes: &[std::sync::Arc<Route>], queries: &[std::sync::Arc<QueryRoute>], auth: &Authenticator) -> Value {
     let mut describer = avro::Describer::default();
     let mut paths: Map<String, Value> = Map::new();
     for route in routes {
@@ -60,6 +63,36 @@ pub fn document(routes: &[std::sync::Arc<Route>], auth: &Authenticator) -> Value
         }
         let item = paths.entry(route.path.clone()).or_insert_with(|| json!({}));
         item[route.method.as_str().to_lowercase()] = operation;
+    }
+    for query in queries {
+        let parameters: Vec<Value> = query
+            .params
+            .iter()
+            .map(|p| json!({"name": p, "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}))
+            .chain(std::iter::once(json!({"name": "traceparent", "in": "header", "required": false, "schema": {"type": "string"}, "description": "W3C trace context, passed to the service."})))
+            .collect();
+        let problem = |description: &str| json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}});
+        let mut responses = Map::new();
+        responses.insert("200".into(), json!({"description": format!("The answer of an instance of {} (GET {}).", query.service, query.upstream), "content": {"application/json": {"schema": {}}}}));
+        responses.insert("404".into(), json!({"description": "Not found (the service's answer, or no such route).", "content": {"application/json": {"schema": {}}, "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}));
+        responses.insert("502".into(), problem("The instance asked failed."));
+        responses.insert("503".into(), problem("No instance of the service is available; see Retry-After."));
+        responses.insert("504".into(), problem("The instance asked did not answer within the route's deadline."));
+        if auth.is_enabled() {
+            responses.insert("401".into(), problem("No valid credentials."));
+            responses.insert("403".into(), problem("A scope of the route is missing."));
+        }
+        let mut operation = json!({
+            "operationId": query.name,
+            "summary": format!("Asks an instance of {} (GET {})", query.service, query.upstream),
+            "parameters": parameters,
+            "responses": responses,
+        });
+        if auth.is_enabled() {
+            operation["security"] = json!([{"apiKey": []}, {"bearer": query.scopes}]);
+        }
+        let item = paths.entry(query.path.clone()).or_insert_with(|| json!({}));
+        item["get"] = operation;
     }
     let mut schemas: Map<String, Value> = describer.components.into_iter().collect();
     schemas.insert("Accepted".into(), json!({"type": "object", "required": ["id", "topic", "partition", "offset"], "properties": {

@@ -11,10 +11,16 @@ use crate::support::{self, order};
 
 /// The binary with `shop.toml` and topic prefix `prefix` against `kafka`, healthy; its URL.
 pub async fn spawn(kafka: &KafkaConfig, prefix: &str) -> (Child, String) {
+    spawn_with(kafka, prefix, &[]).await
+}
+
+/// [`spawn`] with more arguments.
+pub async fn spawn_with(kafka: &KafkaConfig, prefix: &str, extra: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
         .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/shop.toml"), "--bootstrap", kafka.bootstrap()])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--topic-prefix", prefix, "--create-topics", "3"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -55,4 +61,26 @@ async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn the_binary_registers_itself_and_deregisters_on_sigterm() {
+    let kafka = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("gw.reg"));
+    let registry = herald_testkit::unique("t.services");
+    let (mut child, url) = spawn_with(&kafka, &prefix, &["--registry-topic", &registry]).await;
+    let directory = herald_services::Directory::start(&kafka, &herald_services::Settings::default().topic(&registry)).await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(30), "the gateway registered", || async { !directory.live("gateway").is_empty() }).await;
+    let me = directory.live("gateway").remove(0);
+    assert_eq!(me.address, url, "the bound address is advertised");
+    assert!(me.consumer_groups.is_empty(), "the gateway consumes in no group");
+    // Its query routes read the same registry: nothing serves order-status yet.
+    let response = reqwest::get(format!("{url}/orders/o-1")).await.unwrap();
+    assert_eq!(response.status(), 503);
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    herald_testkit::wait_until(Duration::from_secs(10), "the gateway deregistered", || async { directory.entries().is_empty() }).await;
+    directory.shutdown().await;
 }

@@ -1,11 +1,13 @@
 //! The binary with `shop.toml` against its own `/openapi.json`, driven by schemathesis (an
 //! OpenAPI fuzzer nobody here wrote, from the interop venv: `scripts/python-env`,
 //! `HERALD_PYTHON`): schema-valid requests are accepted, invalid ones refused with a
-//! documented status, answers match their documented schemas, and nothing is a 500.
+//! documented status, answers match their documented schemas, and nothing is a 500. The
+//! query routes are answered by a registered stand-in of the order-status view.
 
 use std::path::PathBuf;
 
 use crate::binary::spawn;
+use crate::queries::{Backend, Behaviour};
 
 /// schemathesis' `positive_data_acceptance` with the statuses a schema-valid request may
 /// also get here: 422 is an `Idempotency-Key` the fuzzer reused with another body.
@@ -29,7 +31,12 @@ fn schemathesis() -> Option<PathBuf> {
 async fn schemathesis_finds_the_gateway_true_to_its_openapi_document() {
     let Some(schemathesis) = schemathesis() else { return };
     let kafka = herald_testkit::kafka().await;
-    let (_child, url) = spawn(&kafka, &format!("{}.", herald_testkit::unique("gw.st"))).await;
+    let prefix = format!("{}.", herald_testkit::unique("gw.st"));
+    // An order-status instance in the registry the binary reads (PREFIX + herald.services),
+    // so its query routes answer (200, the view's 404) rather than 503 no-instance.
+    let registry = herald_services::Settings::default().topic(format!("{prefix}herald.services"));
+    let _view = Backend::start(&kafka, &registry, "view-1", Behaviour::Serve).await;
+    let (_child, url) = spawn(&kafka, &prefix).await;
     let dir = std::env::temp_dir().join(herald_testkit::unique("gw-schemathesis"));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("schemathesis.toml");

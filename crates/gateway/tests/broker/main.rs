@@ -8,5 +8,7 @@ mod auth;
 mod binary;
 mod conformance;
 mod idempotency;
+mod jwt_interop;
 mod limits;
+mod queries;
 mod routes;

@@ -62,6 +62,10 @@ pub struct Args {
     /// Show a progress bar (events/s, ETA) on stderr while rebuilding.
     #[arg(long)]
     pub progress: bool,
+    /// The service registry the running program registers in (`--no-register`,
+    /// `--registry-topic`, `--advertise`).
+    #[command(flatten)]
+    pub registry: herald_services::announce::AnnounceArgs,
 }
 
 /// `--on-poison`.

@@ -30,6 +30,9 @@
 //!   `/metrics`, `/status`, `POST /partitions/{p}/retry|skip` and the program's own
 //!   routes ([`App::routes`]) on `--http` (the bound address is printed as `http: ADDR`);
 //!   when a rebuild elsewhere swaps in a new version, it continues with that version.
+//!   It registers in the service registry as service `projection-NAME` with its HTTP
+//!   address and consumer group, and deregisters when it stops in order (see
+//!   `herald_services::announce`; `--no-register` opts out).
 //! - `--rebuild [--progress]`: build a new version from the beginning of the log beside
 //!   the live one, swap it in once caught up, keep the previous one, exit.
 //! - `--until-time RFC3339` or `--until-offsets P:O,...`: build a version as of that point
@@ -140,7 +143,13 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
             app = app.merge(routes(store.clone()));
         }
         let listener = tokio::net::TcpListener::bind(&args.http).await?;
-        println!("http: {}", listener.local_addr()?);
+        let bound = listener.local_addr()?;
+        println!("http: {bound}");
+        let announced = herald_services::announce::Announcement::new(format!("projection-{}", P::NAME), env!("CARGO_PKG_VERSION"))
+            .http(Some(bound))
+            .consumer_groups([group.clone()])
+            .register(&config, &args.registry)
+            .await;
         let stop = CancellationToken::new();
         let server = tokio::spawn({
             let stop = stop.clone();
@@ -184,6 +193,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                 Err(e) => break Err(e.into()),
             }
         };
+        announced.shutdown().await;
         stop.cancel();
         let _ = server.await;
         result

@@ -216,6 +216,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             status,
             control,
             stop_at: self.stop_at,
+            group: self.group.clone(),
             follow_live,
             _projection: PhantomData,
         })

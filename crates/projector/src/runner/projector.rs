@@ -35,6 +35,7 @@ pub struct Projector<F: EventFamily, P> {
     pub(super) control: Control,
     pub(super) stop_at: StopAt,
     pub(super) follow_live: bool,
+    pub(super) group: String,
     pub(super) _projection: PhantomData<fn() -> P>,
 }
 
@@ -75,6 +76,12 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         self.control.clone()
     }
 
+    /// The consumer group it reads in (what the service registry records, what lag tools
+    /// show).
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
     /// The view version this projector writes.
     pub fn version(&self) -> u32 {
         self.key.version
@@ -88,7 +95,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
     /// Records fetched but not yet committed are simply fetched again by the next owner:
     /// the stored position says where to start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Stopped, ProjectorError> {
-        let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, stop_at, follow_live, _projection } = self;
+        let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, stop_at, follow_live, group: _, _projection } = self;
         status.update(|s| s.running = true);
         if stop_at != StopAt::Never {
             board.set_stops(Some(stop_offsets(&watermarks, &stop_at).await?));

@@ -19,6 +19,12 @@
 //! saga on the same cluster: every topic, group and transactional id gets the prefix.
 //! With `--http ADDR` the bound address is printed as `http: ADDR` on stdout
 //! (`127.0.0.1:0` picks a free port).
+//!
+//! Every instance registers in the service registry (service `orders`, `inventory`,
+//! `payments` or `order-status`, with its HTTP address and consumer groups) and
+//! deregisters when it stops in order; `--no-register`, `--registry-topic` (default
+//! `PREFIX` + `herald.services`) and `--advertise URL` as in
+//! `herald_services::announce`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,6 +37,7 @@ use herald_bus::admin::{self, TopicSpec};
 use herald_bus::KafkaConfig;
 use herald_choreography::engine::{Engine, EngineError, EngineHealth, EngineSettings};
 use herald_choreography::Participant;
+use herald_services::announce::{AnnounceArgs, Announcement};
 use herald_shop::saga::{Billing, Credit, Orders, Reservations, Stock};
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +96,21 @@ struct Cli {
     /// Consumer group of `order-status` (after the prefix; `.TOPIC` is appended per topic).
     #[arg(long, default_value = "shop-order-status")]
     group: String,
+    /// The service registry (`--no-register`, `--registry-topic`, `--advertise`).
+    #[command(flatten)]
+    registry: AnnounceArgs,
+}
+
+impl Role {
+    /// The service name the role registers as.
+    fn service(self) -> &'static str {
+        match self {
+            Role::Orders => "orders",
+            Role::Inventory => "inventory",
+            Role::Payments => "payments",
+            Role::OrderStatus => "order-status",
+        }
+    }
 }
 
 
@@ -118,6 +140,8 @@ struct Runner {
     settings: EngineSettings,
     stop: CancellationToken,
     healths: Vec<Arc<Mutex<Arc<EngineHealth>>>>,
+    /// The consumer group of each participant started.
+    groups: Vec<String>,
     tasks: tokio::task::JoinSet<Result<(), EngineError>>,
 }
 
@@ -131,6 +155,7 @@ impl Runner {
         let engine = Engine::new(&self.config, participant.clone(), self.settings.clone()).with_context(|| format!("participant {}", P::NAME))?;
         let health = Arc::new(Mutex::new(engine.health()));
         self.healths.push(health.clone());
+        self.groups.push(engine.group());
         let (config, settings, stop) = (self.config.clone(), self.settings.clone(), self.stop.clone());
         self.tasks.spawn(async move {
             let mut engine = engine;
@@ -196,20 +221,23 @@ impl herald_ops::HealthCheck for Projectors {
 
 /// `shop order-status`: the view's projectors until ctrl-c or SIGTERM, the first that
 /// stops by itself stopping the others (and the process, with its error).
-async fn order_status(cli: &Cli, config: &KafkaConfig) -> anyhow::Result<()> {
+async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str) -> anyhow::Result<()> {
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
     let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
     let stop = CancellationToken::new();
+    let mut bound = None;
     if let Some(addr) = cli.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        bound = Some(listener.local_addr()?);
         println!("http: {}", listener.local_addr()?);
         let health = Projectors(projectors.iter().map(herald_projector::Projector::status).collect());
         let router = herald_ops::router(metrics, health).merge(herald_shop::order_status::http::router(store));
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
     }
+    let announced = announcement(cli, instance, bound).consumer_groups(projectors.iter().map(|p| p.group().to_owned())).register(config, &cli.registry).await;
     let mut tasks = tokio::task::JoinSet::new();
     for projector in projectors {
         let until = stop.clone();
@@ -233,7 +261,13 @@ async fn order_status(cli: &Cli, config: &KafkaConfig) -> anyhow::Result<()> {
         failed.get_or_insert(error);
     }
     stop.cancel();
+    announced.shutdown().await;
     failed.map_or(Ok(()), Err)
+}
+
+/// What this instance registers as (see `herald_services::announce`).
+fn announcement(cli: &Cli, instance: &str, bound: Option<std::net::SocketAddr>) -> Announcement {
+    Announcement::new(cli.role.service(), env!("CARGO_PKG_VERSION")).instance(instance).http(bound).topic_prefix(&cli.topic_prefix)
 }
 
 #[tokio::main]
@@ -241,10 +275,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let cli = Cli::parse();
     let config = KafkaConfig::new(&cli.bootstrap);
-    let instance = cli.instance.clone().unwrap_or_else(|| {
-        let host = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok()).map(|h| h.trim().to_owned()).unwrap_or_else(|| "host".into());
-        format!("{host}-{}", std::process::id())
-    });
+    let instance = cli.instance.clone().unwrap_or_else(herald_services::announce::default_instance);
     let topics: Vec<TopicSpec> = [
         herald_shop::orders::ORDERS.name(),
         herald_shop::inventory::INVENTORY.name(),
@@ -259,13 +290,13 @@ async fn main() -> anyhow::Result<()> {
     admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
     await_topics(&config, &topics).await?;
     if let Role::OrderStatus = cli.role {
-        return order_status(&cli, &config).await;
+        return order_status(&cli, &config, &instance).await;
     }
-    let mut settings = EngineSettings::new(instance);
+    let mut settings = EngineSettings::new(instance.clone());
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
-    let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), tasks: tokio::task::JoinSet::new() };
+    let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
         Role::Inventory => {
@@ -278,13 +309,16 @@ async fn main() -> anyhow::Result<()> {
         }
         Role::OrderStatus => unreachable!("handled above"),
     }
+    let mut bound = None;
     if let Some(addr) = cli.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        bound = Some(listener.local_addr()?);
         println!("http: {}", listener.local_addr()?);
         let stop = runner.stop.clone();
         tokio::spawn(herald_ops::serve(listener, metrics, Healths(runner.healths.clone()), async move { stop.cancelled().await }));
     }
+    let announced = announcement(&cli, &instance, bound).consumer_groups(runner.groups.clone()).register(&runner.config, &cli.registry).await;
     let stop = runner.stop.clone();
     tokio::spawn(async move {
         stop_signal().await;
@@ -302,6 +336,7 @@ async fn main() -> anyhow::Result<()> {
         runner.stop.cancel();
         failed.get_or_insert(error);
     }
+    announced.shutdown().await;
     failed.map_or(Ok(()), Err)
 }
 

@@ -3,8 +3,10 @@
 //! On embedded defaults (the local broker, SQLite files in the run folder) it starts, as
 //! separate processes, the three roles of the shop's saga (`shop orders|inventory|payments`),
 //! the order-status view (`shop order-status`), the saga tracker (`herald saga track`) and
-//! the gateway (`herald-gateway`, when built); waits for each to be healthy; places a few
-//! hundred orders with a mix of outcomes, showing progress; and ends with the outcome
+//! the gateway (`herald-gateway`); waits for each to be healthy; places a few hundred
+//! orders through the gateway (`POST /orders`) with a mix of outcomes, showing progress,
+//! reading their status through the gateway too (`GET /orders`, answered by the
+//! order-status view found in the service registry); and ends with the outcome
 //! table, the throughput, the latency from request to terminal event, the tracker's
 //! verdicts and the timeline of one compensated saga. Then it stops every process in order
 //! (SIGTERM, wait), or, with `--keep-running`, prints the URLs and leaves everything up
@@ -33,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use herald_bus::admin::{self, TopicSpec};
 use herald_bus::timestamp::TimestampMillis;
 use herald_bus::KafkaConfig;
@@ -45,17 +47,6 @@ use crate::ingress::Ingress;
 use crate::plan::{Expect, Planned};
 use crate::report::Summary;
 use crate::watch::Watch;
-
-/// How orders get in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum IngressArg {
-    /// Through the gateway when `herald-gateway` and its config are found, else directly.
-    Auto,
-    /// Through the gateway (fails without it).
-    Gateway,
-    /// Published directly with herald-bus's Publisher.
-    Direct,
-}
 
 /// Herald's main job: the shop pipeline, as processes, driven by a few hundred orders.
 #[derive(Debug, Parser)]
@@ -92,9 +83,6 @@ struct Cli {
     /// one).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
-    /// How orders get in.
-    #[arg(long, value_enum, default_value_t = IngressArg::Auto)]
-    ingress: IngressArg,
     /// The gateway's configuration.
     #[arg(long, default_value = "crates/gateway/shop.toml")]
     gateway_config: PathBuf,
@@ -248,15 +236,8 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
 
     // How orders get in.
     let gateway_bin = bin_dir.join("herald-gateway");
-    let use_gateway = match cli.ingress {
-        IngressArg::Direct => false,
-        IngressArg::Gateway => {
-            anyhow::ensure!(gateway_bin.is_file(), "no gateway binary at {} (build it: cargo build -p herald-gateway)", gateway_bin.display());
-            anyhow::ensure!(cli.gateway_config.is_file(), "no gateway configuration at {}", cli.gateway_config.display());
-            true
-        }
-        IngressArg::Auto => gateway_bin.is_file() && cli.gateway_config.is_file(),
-    };
+    anyhow::ensure!(gateway_bin.is_file(), "no gateway binary at {} (build it: cargo build -p herald-gateway, or give --bin-dir)", gateway_bin.display());
+    anyhow::ensure!(cli.gateway_config.is_file(), "no gateway configuration at {}", cli.gateway_config.display());
 
     println!("Herald's main job: the shop pipeline (run {run_id})");
     println!("  broker        {} (topics, groups and transactional ids prefixed {prefix:?})", cli.bootstrap);
@@ -323,7 +304,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         };
         starting.push(Child::spawn(name, &shop, &args, http, Ready::EnginesAssigned, &logs)?);
     }
-    if use_gateway {
+    {
         let http = addr()?;
         let args: Vec<String> = vec![
             "--config".into(),
@@ -349,21 +330,11 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         println!("  {:<13} pid {:<7} {:<26} ready after {:.1} s", child.name, child.pid().unwrap_or(0), child.url(), took.as_secs_f64());
     }
 
-    let ingress = if use_gateway {
-        Ingress::Gateway { url: pipeline.get("gateway")?.url(), client: client.clone() }
-    } else {
-        Ingress::direct(&config, &format!("{prefix}shop.orders"))?
-    };
+    let gateway = pipeline.get("gateway")?.url();
+    let ingress = Ingress { url: gateway.clone(), client: client.clone() };
     println!("\norders go in {}", ingress.describe());
-    if !use_gateway {
-        let why = match cli.ingress {
-            IngressArg::Direct => "--ingress direct was asked".to_owned(),
-            _ if !gateway_bin.is_file() => format!("{} is not built (crates/gateway)", gateway_bin.display()),
-            _ => format!("no gateway configuration at {}", cli.gateway_config.display()),
-        };
-        println!("  NOTE: no gateway in this run ({why}): orders skip the HTTP front door.");
-    }
-    let watch = Watch::new(client.clone(), pipeline.get("order-status")?.url(), pipeline.get("tracker")?.url());
+    println!("their status is read through the gateway too: GET {gateway}/orders[/ORDER_ID] (the order-status view, found in the service registry {prefix}herald.services)");
+    let watch = Watch::new(client.clone(), gateway, pipeline.get("tracker")?.url());
     let sent: Arc<Mutex<HashMap<String, i64>>> = Arc::new(Mutex::new(HashMap::new()));
     let failures: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
     let ingress = Arc::new(ingress);
@@ -461,7 +432,6 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         println!("  payments resumed (SIGCONT) after {:.1} s frozen", frozen_at.elapsed().as_secs_f64());
         report_phase(&frozen, &view, done);
     }
-    ingress.flush().await;
 
     // Settling: every saga completed or compensated, per the tracker.
     println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included)");
@@ -518,7 +488,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         run: run_id.clone(),
         topic_prefix: prefix.clone(),
         run_dir: run_dir.display().to_string(),
-        ingress: if use_gateway { "gateway" } else { "direct" }.to_owned(),
+        ingress: "gateway".to_owned(),
         orders: planned.len(),
         expected,
         got,
@@ -569,6 +539,10 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
             Ok(detail) => {
                 let outcome = view.get(&saga.subject).map_or_else(|| "?".to_owned(), OrderStatusRow::outcome);
                 println!("\ntimeline of a compensated saga, {}", report::timeline(&detail, &outcome).trim_end());
+                match watch.order(&saga.subject).await {
+                    Ok(row) => println!("GET /orders/{} through the gateway: {}", saga.subject, row.outcome()),
+                    Err(e) => println!("(cannot read order {} through the gateway: {e:#})", saga.subject),
+                }
             }
             Err(e) => println!("\n(cannot read a compensated saga's timeline: {e:#})"),
         }
@@ -593,7 +567,7 @@ async fn keep_running(pipeline: &Pipeline, prefix: &str, run_dir: &Path) {
         let extra = match child.name {
             "order-status" => format!("  {0}/views/order_status  {0}/views/order_status/ORDER_ID", child.url()),
             "tracker" => format!("  {0}/sagas  {0}/sagas/ID  (herald saga list --url {0})", child.url()),
-            "gateway" => format!("  POST {}/orders", child.url()),
+            "gateway" => format!("  POST {0}/orders  GET {0}/orders/ORDER_ID  GET {0}/orders?status=cancelled  (herald services --topic {1}herald.services)", child.url(), prefix),
             _ => String::new(),
         };
         let url = child.url();

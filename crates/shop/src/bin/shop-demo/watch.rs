@@ -1,5 +1,7 @@
 //! Reading the pipeline from outside, over HTTP, as a user would: the order-status view
-//! (`GET /views/order_status`) and the saga tracker (`GET /sagas`, `GET /sagas/{id}`).
+//! through the gateway (`GET /orders`, `GET /orders/{id}`: query routes the gateway
+//! answers with an order-status instance from the service registry) and the saga tracker
+//! (`GET /sagas`, `GET /sagas/{id}`).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -50,17 +52,18 @@ pub struct SagaDetail {
     pub timeline: Vec<Step>,
 }
 
-/// The view's and the tracker's HTTP addresses.
+/// The gateway's and the tracker's HTTP addresses.
 pub struct Watch {
     client: reqwest::Client,
-    view: String,
+    gateway: String,
     tracker: String,
 }
 
 impl Watch {
-    /// Reads the view at `view` and the tracker at `tracker` (base URLs).
-    pub fn new(client: reqwest::Client, view: String, tracker: String) -> Self {
-        Watch { client, view, tracker }
+    /// Reads the view through the gateway at `gateway` and the tracker at `tracker` (base
+    /// URLs).
+    pub fn new(client: reqwest::Client, gateway: String, tracker: String) -> Self {
+        Watch { client, gateway, tracker }
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, url: String) -> anyhow::Result<T> {
@@ -71,8 +74,13 @@ impl Watch {
 
     /// Every order in the view, by id.
     pub async fn orders(&self) -> anyhow::Result<HashMap<String, OrderStatusRow>> {
-        let rows: Vec<OrderStatusRow> = self.get(format!("{}/views/order_status?limit=1000000", self.view)).await?;
+        let rows: Vec<OrderStatusRow> = self.get(format!("{}/orders?limit=1000000", self.gateway)).await?;
         Ok(rows.into_iter().map(|r| (r.order_id.clone(), r)).collect())
+    }
+
+    /// One order, as `GET /orders/{id}` answers it.
+    pub async fn order(&self, id: &str) -> anyhow::Result<OrderStatusRow> {
+        self.get(format!("{}/orders/{id}", self.gateway)).await
     }
 
     /// Every saga the tracker recorded.

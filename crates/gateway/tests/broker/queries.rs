@@ -1,0 +1,269 @@
+//! Query routes against the real broker: backends are small HTTP servers registered in a
+//! registry topic of their own (through `Registration`, as a view's process does), each on
+//! its own runtime so that "killing" one closes its every connection.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use herald_bus::KafkaConfig;
+use herald_gateway::{Config, Gateway, Options};
+use herald_services::{Instance, Registration, Settings};
+use herald_testkit::{unique, wait_until};
+use serde_json::{json, Value};
+
+use crate::support::{config_text, Running};
+
+/// What a backend does with a view request.
+#[derive(Clone, Copy)]
+pub enum Behaviour {
+    /// Answers `{"instance", "order_id"}`; `missing` is a 404, `boom` a 500.
+    Serve,
+    /// Never answers.
+    Hang,
+}
+
+/// A registered backend of `order-status` on its own runtime.
+pub struct Backend {
+    runtime: Option<tokio::runtime::Runtime>,
+    registration: Option<Registration>,
+}
+
+impl Backend {
+    /// Serves `order-status`'s view routes (`GET /views/order_status` answers `[]`) and
+    /// registers as instance `id` on `registry`.
+    pub async fn start(kafka: &KafkaConfig, registry: &Settings, id: &str, behaviour: Behaviour) -> Backend {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let me = id.to_owned();
+        let view = move |Path(order): Path<String>| {
+            let me = me.clone();
+            async move {
+                if let Behaviour::Hang = behaviour {
+                    std::future::pending::<()>().await;
+                }
+                match order.as_str() {
+                    "missing" => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order", "instance": me}))).into_response(),
+                    "boom" => (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response(),
+                    _ => axum::Json(json!({"instance": me, "order_id": order})).into_response(),
+                }
+            }
+        };
+        let router = axum::Router::new()
+            .route("/health", axum::routing::get(|| async { "ok" }))
+            .route("/views/order_status", axum::routing::get(|| async { axum::Json(json!([])) }))
+            .route("/views/order_status/{order_id}", axum::routing::get(view));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = axum::serve(listener, router).await;
+        });
+        let instance = Instance::new("order-status", id, address, "0.1.0").unwrap();
+        let registration = Registration::register(kafka, registry, instance).await.unwrap();
+        Backend { runtime: Some(runtime), registration: Some(registration) }
+    }
+
+    /// As `kill -9` would: every connection closes, no tombstone (the registry still lists
+    /// it until the TTL).
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+        drop(self.registration.take());
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A registry topic of its own, with a TTL long enough that only the gateway's own health
+/// keeping can route around a dead backend.
+fn registry() -> Settings {
+    Settings::default().topic(unique("t.services")).heartbeat(Duration::from_millis(500)).ttl(Duration::from_secs(120))
+}
+
+fn query_toml(balance: &str, deadline_ms: u64, health_interval_ms: u64) -> String {
+    format!(
+        r#"
+[discovery]
+health_interval_ms = {health_interval_ms}
+health_timeout_ms = 200
+eject_failures = 2
+eject_ms = 60000
+breaker_failures = 2
+breaker_open_ms = 60000
+retry_after_ms = 2000
+
+[[query]]
+name = "order-status"
+path = "/orders/{{order_id}}"
+service = "order-status"
+upstream = "/views/order_status/{{order_id}}"
+balance = "{balance}"
+deadline_ms = {deadline_ms}
+"#
+    )
+}
+
+async fn gateway(kafka: &KafkaConfig, registry: &Settings, toml: &str) -> (Gateway, Running) {
+    let config = Config::parse(&config_text(toml)).unwrap();
+    let options = Options { registry: Some(registry.clone()), ..Options::default() };
+    let gateway = Gateway::new(config, kafka, options).await.unwrap();
+    let running = Running::serve(gateway.clone(), kafka).await;
+    (gateway, running)
+}
+
+async fn get(running: &Running, path: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let response = running.http.get(format!("{}{path}", running.url)).send().await.unwrap();
+    let headers = response.headers().clone();
+    let (status, body) = crate::support::answer(response).await;
+    (status, body, headers)
+}
+
+async fn backends_seen(running: &Running) -> usize {
+    let (_, health, _) = get(running, "/health").await;
+    health["details"]["backends"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn consistent_hashing_keeps_a_key_on_one_instance_and_a_killed_one_costs_no_5xx() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let mut a = Backend::start(&kafka, &registry, "a", Behaviour::Serve).await;
+    let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
+    let (gateway, running) = gateway(&kafka, &registry, &query_toml("consistent-hash", 2000, 600_000)).await;
+    wait_until(Duration::from_secs(30), "the gateway sees both backends", || async { backends_seen(&running).await == 2 }).await;
+
+    // Each key always goes to the same instance; the keys spread over both.
+    let keys: Vec<String> = (0..24).map(|k| format!("order-{k}")).collect();
+    let mut owner: BTreeMap<String, String> = BTreeMap::new();
+    for round in 0..3 {
+        for key in &keys {
+            let (status, body, _) = get(&running, &format!("/orders/{key}")).await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["order_id"], key.as_str());
+            let instance = body["instance"].as_str().unwrap().to_owned();
+            if round == 0 {
+                owner.insert(key.clone(), instance);
+            } else {
+                assert_eq!(owner[key], instance, "key {key} moved in round {round}");
+            }
+        }
+    }
+    let used: BTreeSet<&String> = owner.values().collect();
+    assert_eq!(used.len(), 2, "both instances own keys: {owner:?}");
+
+    // The upstream's 404 passes through as it is.
+    let (status, body, _) = get(&running, "/orders/missing").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"], "no such order");
+
+    // a dies without deregistering: it stays live in the registry for the TTL (2 min), so
+    // only the gateway's health keeping moves its keys. Not one request fails: a refused
+    // connection is retried on b, and after two of them a is ejected and its circuit open
+    // (the health checks run only at the start here: outcomes alone do it).
+    a.kill();
+    for round in 0..3 {
+        for key in &keys {
+            let (status, body, _) = get(&running, &format!("/orders/{key}")).await;
+            assert_eq!(status, 200, "round {round}, key {key}: {body}");
+            assert_eq!(body["instance"], "b", "round {round}, key {key}");
+        }
+    }
+    let route = &gateway.queries()[0];
+    assert!(route.balancer.is_ejected("order-status/a"), "a is ejected");
+    assert_eq!(report(&running, "a").await["breaker"], "open");
+    assert_eq!(report(&running, "b").await["breaker"], "closed");
+    running.stop().await;
+}
+
+async fn report(running: &Running, instance: &str) -> Value {
+    let (_, health, _) = get(running, "/health").await;
+    health["details"]["backends"].as_array().unwrap().iter().find(|b| b["instance"] == instance).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn active_health_checks_keep_requests_off_a_dead_backend() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let mut a = Backend::start(&kafka, &registry, "a", Behaviour::Serve).await;
+    let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("round-robin", 2000, 100)).await;
+    wait_until(Duration::from_secs(30), "both backends checked healthy", || async {
+        report(&running, "a").await["checked"] == "healthy" && report(&running, "b").await["checked"] == "healthy"
+    })
+    .await;
+    a.kill();
+    wait_until(Duration::from_secs(10), "a's health check fails", || async { report(&running, "a").await["checked"] == "failing" }).await;
+    for _ in 0..6 {
+        let (status, body, _) = get(&running, "/orders/o-1").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["instance"], "b");
+    }
+    assert_eq!(report(&running, "a").await["breaker"], "closed", "a was not even asked");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn round_robin_spreads_and_an_upstream_5xx_is_a_502() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let _a = Backend::start(&kafka, &registry, "a", Behaviour::Serve).await;
+    let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("round-robin", 2000, 600_000)).await;
+    wait_until(Duration::from_secs(30), "the gateway sees both backends", || async { backends_seen(&running).await == 2 }).await;
+    let mut answered: Vec<String> = Vec::new();
+    for _ in 0..6 {
+        let (status, body, _) = get(&running, "/orders/same-key").await;
+        assert_eq!(status, 200, "{body}");
+        answered.push(body["instance"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(answered.iter().filter(|i| *i == "a").count(), 3, "{answered:?}");
+    let (status, body, headers) = get(&running, "/orders/boom").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["type"], "urn:herald:gateway:upstream-error");
+    assert_eq!(headers.get("content-type").unwrap(), "application/problem+json");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn no_registered_instance_is_a_503_with_retry_after() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("consistent-hash", 2000, 600_000)).await;
+    let (status, body, headers) = get(&running, "/orders/o-1").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["type"], "urn:herald:gateway:no-instance");
+    assert_eq!(headers.get("retry-after").unwrap(), "2");
+    // The route is in the OpenAPI document with its problems.
+    let (_, openapi, _) = get(&running, "/openapi.json").await;
+    let op = &openapi["paths"]["/orders/{order_id}"]["get"];
+    assert_eq!(op["operationId"], "order-status");
+    for status in ["200", "404", "502", "503", "504"] {
+        assert!(op["responses"][status].is_object(), "{status}: {op}");
+    }
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_hanging_backend_is_a_504_within_the_deadline() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let _hung = Backend::start(&kafka, &registry, "hung", Behaviour::Hang).await;
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("consistent-hash", 500, 600_000)).await;
+    wait_until(Duration::from_secs(30), "the gateway sees the backend", || async { backends_seen(&running).await == 1 }).await;
+    let started = std::time::Instant::now();
+    let (status, body, _) = get(&running, "/orders/o-1").await;
+    let took = started.elapsed();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body["type"], "urn:herald:gateway:upstream-timeout");
+    assert!(took >= Duration::from_millis(500), "not before the deadline: {took:?}");
+    assert!(took < Duration::from_millis(1500), "at the deadline, not long after: {took:?}");
+    running.stop().await;
+}

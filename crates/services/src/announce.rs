@@ -1,0 +1,224 @@
+//! How a long-running Herald process registers itself: one guard for every binary.
+//!
+//! Every long-running process (the shop's roles and view, the saga tracker, projection
+//! programs, the gateway) takes the same options ([`AnnounceArgs`]; with the `clap`
+//! feature they flatten into the binary's command line) and does the same two things:
+//!
+//! ```no_run
+//! # async fn demo(config: herald_bus::KafkaConfig, bound: std::net::SocketAddr) {
+//! use herald_services::announce::{AnnounceArgs, Announcement};
+//! let args = AnnounceArgs::default(); // from the command line in a binary
+//! let announced = Announcement::new("order-status", env!("CARGO_PKG_VERSION"))
+//!     .http(Some(bound))                       // the address its HTTP server is bound to
+//!     .consumer_groups(["shop-order-status.shop.orders"])
+//!     .register(&config, &args)
+//!     .await;
+//! // ... run until the stop signal ...
+//! announced.shutdown().await;                  // tombstone: deregistered at once
+//! # }
+//! ```
+//!
+//! - **Advertised address**: `--advertise URL` if given, else `http://` + the bound address
+//!   (an unspecified bound address such as `0.0.0.0` is advertised as the loopback address,
+//!   with a warning: give `--advertise` when other hosts must reach it); a process without
+//!   HTTP registers with an empty address (listed, never picked for requests).
+//! - **Registry topic**: `--registry-topic` if given, else the process's topic prefix +
+//!   [`DEFAULT_TOPIC`](crate::settings::DEFAULT_TOPIC): a prefixed copy of a pipeline has
+//!   its own registry, as it has its own topics.
+//! - **Opting out**: `--no-register` (or `HERALD_NO_REGISTER=true`).
+//! - **Failure is not fatal**: a process whose registration fails (the broker is away)
+//!   logs it and runs unregistered; the registry is operational metadata, not a
+//!   dependency of the work.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use herald_bus::KafkaConfig;
+
+use crate::{Instance, Registration, Settings};
+
+/// The options every long-running Herald process takes about the registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
+pub struct AnnounceArgs {
+    /// Do not register this process in the service registry.
+    #[cfg_attr(feature = "clap", arg(long, env = "HERALD_NO_REGISTER"))]
+    pub no_register: bool,
+    /// The registry topic (default: the topic prefix, if the process has one, then
+    /// `herald.services`).
+    #[cfg_attr(feature = "clap", arg(long, env = "HERALD_REGISTRY_TOPIC", value_name = "TOPIC"))]
+    pub registry_topic: Option<String>,
+    /// The HTTP address other processes reach this one at (`http://host:port`); default the
+    /// address its HTTP server is bound to.
+    #[cfg_attr(feature = "clap", arg(long, env = "HERALD_ADVERTISE", value_name = "URL"))]
+    pub advertise: Option<String>,
+    /// How often the registration is renewed (`500ms`, `5s`); default 5 s.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = herald_ops::parse_duration))]
+    pub registry_heartbeat: Option<Duration>,
+}
+
+impl AnnounceArgs {
+    /// The registry settings these options give a process with topic prefix `prefix`.
+    ///
+    /// ```
+    /// use herald_services::announce::AnnounceArgs;
+    /// assert_eq!(AnnounceArgs::default().settings("run7.").topic, "run7.herald.services");
+    /// let explicit = AnnounceArgs { registry_topic: Some("ops.services".into()), ..Default::default() };
+    /// assert_eq!(explicit.settings("run7.").topic, "ops.services");
+    /// ```
+    pub fn settings(&self, prefix: &str) -> Settings {
+        let topic = self.registry_topic.clone().unwrap_or_else(|| format!("{prefix}{}", crate::settings::DEFAULT_TOPIC));
+        let mut settings = Settings::default().topic(topic);
+        if let Some(every) = self.registry_heartbeat {
+            settings = settings.heartbeat(every).ttl(every * 3);
+        }
+        settings
+    }
+}
+
+/// What a process says about itself; [`Announcement::register`] puts it on the registry.
+#[derive(Debug, Clone)]
+#[must_use = "an announcement does nothing until registered"]
+pub struct Announcement {
+    service: String,
+    version: String,
+    instance: Option<String>,
+    http: Option<SocketAddr>,
+    groups: Vec<String>,
+    prefix: String,
+}
+
+impl Announcement {
+    /// A process of `service` running software `version`.
+    pub fn new(service: impl Into<String>, version: impl Into<String>) -> Self {
+        Announcement { service: service.into(), version: version.into(), instance: None, http: None, groups: Vec::new(), prefix: String::new() }
+    }
+
+    /// Its instance id (default: the host name and process id, see [`default_instance`]).
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// The address its HTTP server is bound to (`None`: it serves no HTTP).
+    pub fn http(mut self, bound: Option<SocketAddr>) -> Self {
+        self.http = bound;
+        self
+    }
+
+    /// The consumer groups it consumes in.
+    pub fn consumer_groups<S: Into<String>>(mut self, groups: impl IntoIterator<Item = S>) -> Self {
+        self.groups = groups.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Its topic prefix (the registry topic is prefixed too, unless set explicitly).
+    pub fn topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The address advertised: `args.advertise`, else `http://` + the bound address, else
+    /// empty.
+    ///
+    /// ```
+    /// use herald_services::announce::{AnnounceArgs, Announcement};
+    /// let a = Announcement::new("s", "1").http(Some("0.0.0.0:8080".parse().unwrap()));
+    /// assert_eq!(a.address(&AnnounceArgs::default()), "http://127.0.0.1:8080");
+    /// let args = AnnounceArgs { advertise: Some("http://s.example:80/".into()), ..Default::default() };
+    /// assert_eq!(a.address(&args), "http://s.example:80");
+    /// assert_eq!(Announcement::new("s", "1").address(&AnnounceArgs::default()), "");
+    /// ```
+    pub fn address(&self, args: &AnnounceArgs) -> String {
+        if let Some(url) = &args.advertise {
+            return url.trim_end_matches('/').to_owned();
+        }
+        match self.http {
+            None => String::new(),
+            Some(mut addr) => {
+                if addr.ip().is_unspecified() {
+                    tracing::warn!(%addr, "bound to an unspecified address: advertising the loopback address; give --advertise for other hosts");
+                    let loopback = if addr.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() };
+                    addr.set_ip(loopback);
+                }
+                format!("http://{addr}")
+            }
+        }
+    }
+
+    /// The instance record this announcement registers.
+    pub fn record(&self, args: &AnnounceArgs) -> Result<Instance, crate::RegistryError> {
+        let id = self.instance.clone().unwrap_or_else(default_instance);
+        Ok(Instance::new(&self.service, id, self.address(args), &self.version)?.with_consumer_groups(self.groups.clone()))
+    }
+
+    /// Registers (unless `args.no_register`), with heartbeats until [`Announced::shutdown`].
+    /// Never fails: a registration that cannot be made is logged and the process runs
+    /// unregistered. Waits at most the acknowledgement timeout (10 s).
+    pub async fn register(self, config: &KafkaConfig, args: &AnnounceArgs) -> Announced {
+        if args.no_register {
+            tracing::info!(service = %self.service, "not registering (--no-register)");
+            return Announced { registration: None };
+        }
+        let settings = args.settings(&self.prefix);
+        let registered = match self.record(args) {
+            Ok(record) => Registration::register(config, &settings, record).await,
+            Err(e) => Err(e),
+        };
+        match registered {
+            Ok(registration) => {
+                tracing::info!(key = registration.key(), topic = %settings.topic, "registered in the service registry");
+                Announced { registration: Some(registration) }
+            }
+            Err(e) => {
+                tracing::warn!(service = %self.service, topic = %settings.topic, error = %e, "cannot register in the service registry; running unregistered");
+                Announced { registration: None }
+            }
+        }
+    }
+}
+
+/// A registered process (or one that runs unregistered). Call [`Announced::shutdown`] on
+/// an orderly stop; dropping it stops the heartbeats without a tombstone, as a crash would.
+#[derive(Default)]
+pub struct Announced {
+    registration: Option<Registration>,
+}
+
+impl std::fmt::Debug for Announced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Announced").field("key", &self.key()).finish()
+    }
+}
+
+impl Announced {
+    /// The record key (`service/instance`), if registered.
+    pub fn key(&self) -> Option<&str> {
+        self.registration.as_ref().map(Registration::key)
+    }
+
+    /// Deregisters with a tombstone (a failure is logged: the instance then expires after
+    /// the TTL).
+    pub async fn shutdown(self) {
+        if let Some(registration) = self.registration {
+            let key = registration.key().to_owned();
+            match registration.shutdown().await {
+                Ok(()) => tracing::info!(%key, "deregistered from the service registry"),
+                Err(e) => tracing::warn!(%key, error = %e, "cannot deregister; the instance expires after the TTL"),
+            }
+        }
+    }
+}
+
+/// The default instance id: the host name (`HOSTNAME`, else `/etc/hostname`) and the
+/// process id, `host-1234`.
+pub fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
+}

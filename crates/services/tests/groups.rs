@@ -1,0 +1,86 @@
+//! Consumer group lag against the real broker: a group that committed part of a topic.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use herald_bus::admin::{create_topics, TopicSpec};
+use herald_services::groups::Inspector;
+use herald_testkit::{kafka, unique};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+
+#[tokio::test]
+async fn a_group_that_committed_part_of_a_topic_shows_its_lag_in_records_and_seconds() {
+    let config = kafka().await;
+    let topic = unique("t.lag");
+    let group = unique("g.lag");
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(2)]).await.unwrap();
+    let producer: FutureProducer = config.client_config(&[("acks", "all")]).create().unwrap();
+    let written = chrono::Utc::now().timestamp_millis();
+    for i in 0..10 {
+        let partition = i % 2;
+        let record = FutureRecord::<str, str>::to(&topic).partition(partition).key("k").payload("v").timestamp(written - 60_000 + i64::from(i));
+        producer.send(record, Duration::from_secs(10)).await.unwrap();
+    }
+    // The group committed offset 2 on partition 0 (3 of its 5 records left) and the end of
+    // partition 1.
+    let committer: BaseConsumer = config.client_config(&[("group.id", group.as_str()), ("enable.auto.commit", "false")]).create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(2)).unwrap();
+    offsets.add_partition_offset(&topic, 1, Offset::Offset(5)).unwrap();
+    committer.commit(&offsets, CommitMode::Sync).unwrap();
+    drop(committer);
+
+    let (config2, group2, unknown) = (config.clone(), group.clone(), unique("g.none"));
+    let lags = tokio::task::spawn_blocking(move || {
+        let inspector = Inspector::new(&config2, Duration::from_secs(10)).unwrap();
+        inspector.inspect(&BTreeSet::from([group2, unknown])).unwrap()
+    })
+    .await
+    .unwrap();
+    let lag = lags.iter().find(|l| l.group == group).unwrap();
+    assert_eq!(lag.state, "Empty", "{lag:?}");
+    assert_eq!(lag.members, 0);
+    assert_eq!(lag.lag_records, 3, "{lag:?}");
+    let p0 = lag.partitions.iter().find(|p| p.partition == 0).unwrap();
+    assert_eq!((p0.committed, p0.high_watermark, p0.lag_records), (Some(2), 5, 3));
+    // The record at offset 2 was written a minute ago (its timestamp).
+    assert!((59.0..120.0).contains(&p0.lag_seconds), "{p0:?}");
+    let p1 = lag.partitions.iter().find(|p| p.partition == 1).unwrap();
+    assert_eq!((p1.lag_records, p1.lag_seconds), (0, 0.0));
+    assert!((59.0..120.0).contains(&lag.lag_seconds));
+    let none = lags.iter().find(|l| l.group != group).unwrap();
+    assert!(none.partitions.is_empty() && none.members == 0, "{none:?}");
+}
+
+#[tokio::test]
+async fn a_running_group_shows_its_members_and_their_assigned_partitions() {
+    let config = kafka().await;
+    let topic = unique("t.lag");
+    let group = unique("g.run");
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(3)]).await.unwrap();
+    let (config2, topic2, group2) = (config.clone(), topic.clone(), group.clone());
+    let lag = tokio::task::spawn_blocking(move || {
+        let member: BaseConsumer = config2.client_config(&[("group.id", group2.as_str())]).create().unwrap();
+        member.subscribe(&[&topic2]).unwrap();
+        // Poll until the group gave it the three partitions (a deadline, not a sleep).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while member.assignment().map_or(0, |a| a.count()) < 3 {
+            assert!(std::time::Instant::now() < deadline, "no assignment within 60 s");
+            let _ = member.poll(Duration::from_millis(100));
+        }
+        let inspector = Inspector::new(&config2, Duration::from_secs(10)).unwrap();
+        let lag = inspector.inspect(&BTreeSet::from([group2])).unwrap().remove(0);
+        drop(member);
+        lag
+    })
+    .await
+    .unwrap();
+    assert_eq!((lag.state.as_str(), lag.members), ("Stable", 1), "{lag:?}");
+    let expected: Vec<String> = (0..3).map(|p| format!("{topic}-{p}")).collect();
+    assert_eq!(lag.assigned, expected);
+    assert_eq!(lag.lag_records, 0, "an empty topic has no lag");
+    assert_eq!(lag.partitions.len(), 3, "assigned partitions are listed without commits");
+}

@@ -119,6 +119,7 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         let (reason, class) = match result {
             Ok(Ok(Ok(()))) => return Attempt::Handled,
             Ok(Ok(Err(e))) if e.is_permanent() => (e.to_string(), FailureClass::Permanent),
+            Ok(Ok(Err(e))) if e.is_unavailable() => (e.to_string(), FailureClass::Wait),
             Ok(Ok(Err(e))) => (e.to_string(), FailureClass::Retry),
             Ok(Err(panic)) => (format!("handler panicked: {}", panic_message(&panic)), FailureClass::Retry),
             Err(_) => (format!("handler timed out after {:?}", self.settings.handler_timeout), FailureClass::Retry),

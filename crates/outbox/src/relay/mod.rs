@@ -190,6 +190,10 @@ impl Relay {
             let now = Instant::now();
             if now >= next_rebalance {
                 session.rebalance(self.options.takeover_delay).await?;
+                if session.owned() == 0 {
+                    // Nothing to relay (more relays than buckets): connected is healthy.
+                    self.health.ok();
+                }
                 self.health.set_owned(session.owned());
                 self.metrics.owned.set(session.owned() as f64);
                 next_rebalance = now + self.options.rebalance_interval;

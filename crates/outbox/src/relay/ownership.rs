@@ -94,8 +94,10 @@ impl Session {
             let taken = self
                 .client
                 .query(
+                    // CASE fixes the order (AND does not): a bucket owned already must
+                    // not be locked a second time, or one unlock would not free it.
                     "SELECT b FROM (SELECT (s + $4) % $1 AS b FROM generate_series(0, $1 - 1) s) free
-                     WHERE NOT (b = ANY($2)) AND pg_try_advisory_lock($3, b) LIMIT $5",
+                     WHERE CASE WHEN b = ANY($2) THEN false ELSE pg_try_advisory_lock($3, b) END LIMIT $5",
                     &[&(buckets as i32), &owned, &class, &start, &want],
                 )
                 .await?;

@@ -155,3 +155,69 @@ async fn relays_share_the_buckets_and_never_interleave_an_aggregate() {
     // Orderly handovers: nothing sent twice, and no aggregate's events ever went backwards.
     assert_eq!((verdict.duplicates, verdict.out_of_order_repeats), (0, 0), "{verdict:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn notifications_wake_the_relay_also_after_its_session_was_cut() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.notify", 2).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let url = shared_postgres();
+    let config = herald_outbox::config(&url).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_notify", 4).await;
+    let table = outbox.table().clone();
+    let instance = format!("notify-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    // Polling and rebalancing once a minute: only a notification can wake it in time.
+    let options = RelayOptions {
+        poll_interval: Duration::from_secs(60),
+        rebalance_interval: Duration::from_secs(60),
+        max_backoff: Duration::from_millis(200),
+        ..options(&instance)
+    };
+    let relay = Relay::new(config.clone(), table.clone(), &kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay owns the buckets", || {
+        let health = health.clone();
+        async move { health.owned_buckets() == 4 }
+    })
+    .await;
+    step(&mut client, &outbox, &topic, "acct-1").await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(5), "relayed on the notification", || {
+        let health = health.clone();
+        async move { health.relayed() == 1 }
+    })
+    .await;
+    // Cut the relay's session (as a network failure or a server restart would).
+    let cut = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&format!("herald-outbox-relay {instance}")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 1, "the relay's session is found by its application_name");
+    assert_eq!(health.last_error(), None);
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay noticed", || {
+        let health = health.clone();
+        async move { health.last_error().is_some() }
+    })
+    .await;
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay reconnected and took its buckets back", || {
+        let health = health.clone();
+        async move { health.owned_buckets() == 4 }
+    })
+    .await;
+    step(&mut client, &outbox, &topic, "acct-1").await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(5), "relayed on a notification after the reconnect", || {
+        let health = health.clone();
+        async move { health.relayed() == 2 }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let seen = read_topic(&kafka, &topic_name);
+    let verdict = check(&seen, &state(&client, table.name()).await);
+    assert_eq!((verdict.records, verdict.duplicates), (2, 0));
+}

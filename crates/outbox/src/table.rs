@@ -96,7 +96,8 @@ impl OutboxTable {
     pub async fn ensure_schema(&self, client: &mut tokio_postgres::Client) -> Result<(), OutboxError> {
         let t = &self.name;
         let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&self.presence_lock_class()]).await?;
+        // Key -1 of the bucket class: never a bucket (those are 0 and up).
+        tx.execute("SELECT pg_advisory_xact_lock($1, -1)", &[&self.bucket_lock_class()]).await?;
         tx.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                 seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -91,6 +91,7 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
     assert_eq!(verdict.records - verdict.duplicates, committed as usize, "{verdict:?}");
     assert!(verdict.duplicates > 0, "the crash after the acknowledgement must have resent rows (same ids): {verdict:?}");
     eprintln!("relay crashes: {committed} committed, {} records, {} duplicates (same id)", verdict.records, verdict.duplicates);
+    drop_outbox(&client, &table).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

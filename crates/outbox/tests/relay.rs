@@ -81,6 +81,7 @@ async fn committed_rows_reach_the_topic_in_order_and_rolled_back_ones_never() {
     for s in &seen {
         assert_eq!(*partition_of.entry(s.account.clone()).or_insert(s.partition), s.partition, "{} spread over partitions", s.account);
     }
+    drop_outbox(&client, table.name()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -154,6 +155,7 @@ async fn relays_share_the_buckets_and_never_interleave_an_aggregate() {
     assert_eq!(verdict.records as u64, committed, "{verdict:?}");
     // Orderly handovers: nothing sent twice, and no aggregate's events ever went backwards.
     assert_eq!((verdict.duplicates, verdict.out_of_order_repeats), (0, 0), "{verdict:?}");
+    drop_outbox(&client, table.name()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -189,6 +191,7 @@ async fn notifications_wake_the_relay_also_after_its_session_was_cut() {
         async move { health.relayed() == 1 }
     })
     .await;
+    assert_eq!(health.last_error(), None);
     // Cut the relay's session (as a network failure or a server restart would).
     let cut = client
         .query(
@@ -198,7 +201,6 @@ async fn notifications_wake_the_relay_also_after_its_session_was_cut() {
         .await
         .unwrap();
     assert_eq!(cut.len(), 1, "the relay's session is found by its application_name");
-    assert_eq!(health.last_error(), None);
     herald_testkit::wait_until(Duration::from_secs(10), "the relay noticed", || {
         let health = health.clone();
         async move { health.last_error().is_some() }
@@ -220,4 +222,5 @@ async fn notifications_wake_the_relay_also_after_its_session_was_cut() {
     let seen = read_topic(&kafka, &topic_name);
     let verdict = check(&seen, &state(&client, table.name()).await);
     assert_eq!((verdict.records, verdict.duplicates), (2, 0));
+    drop_outbox(&client, table.name()).await;
 }

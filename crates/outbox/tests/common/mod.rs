@@ -195,15 +195,22 @@ pub fn check(seen: &[Seen], state: &BTreeMap<String, i64>) -> Verdict {
 
 /// A table and outbox for a test.
 pub async fn outbox(client: &mut tokio_postgres::Client, prefix: &str, buckets: u32) -> Outbox {
+    assert!(!client.is_closed(), "no PostgreSQL: run `bash scripts/postgres start` (or set HERALD_TEST_POSTGRES_URL)");
     let table = OutboxTable::new(&table_name(prefix)).unwrap().buckets(buckets).unwrap();
     table.ensure_schema(client).await.unwrap();
     create_state(client, table.name()).await;
     Outbox::new(table, "/test/outbox")
 }
 
-/// The shared PostgreSQL of `scripts/postgres` (HERALD_TEST_POSTGRES overrides).
+/// The shared PostgreSQL: `HERALD_TEST_POSTGRES_URL` (what `scripts/test` exports), else
+/// `scripts/postgres`'s default address. Tests use uniquely named tables in it and drop them.
 pub fn shared_postgres() -> String {
-    std::env::var("HERALD_TEST_POSTGRES").unwrap_or_else(|_| "postgres://herald@127.0.0.1:55432/herald".to_owned())
+    std::env::var("HERALD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://herald@127.0.0.1:55432/herald".to_owned())
+}
+
+/// Drops a test's outbox table, its companions and its state table.
+pub async fn drop_outbox(client: &tokio_postgres::Client, table: &str) {
+    client.batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_buckets, {table}_settings, {table}_state")).await.unwrap();
 }
 
 /// Writers: `tasks` tasks, each stepping its own `accounts` accounts at random until

@@ -37,7 +37,7 @@ impl Session {
     pub async fn open(config: &Config, table: &OutboxTable, instance: &str) -> Result<Self, tokio_postgres::Error> {
         // Named, so operators (and tests) find the relays in pg_stat_activity.
         let mut config = config.clone();
-        config.application_name(&format!("herald-outbox-relay {instance}"));
+        config.application_name(format!("herald-outbox-relay {instance}"));
         let (client, woken) = connect_listening(&config).await?;
         client.batch_execute(&format!("LISTEN {}", table.channel())).await?;
         let class = table.presence_lock_class();

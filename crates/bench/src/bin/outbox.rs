@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! bash scripts/kafka start && bash scripts/postgres start
-//! cargo bench -p herald-outbox --bench relay -- --events 50000 --rounds 2
+//! cargo run --release -p herald-bench --bin outbox -- --events 50000 --rounds 2
 //! ```
 //!
 //! Per round, on fresh 6-partition topics and a fresh outbox table (32 buckets, one relay):
@@ -52,9 +52,6 @@ struct Args {
     /// Relay batch size.
     #[arg(long, default_value_t = 1000)]
     batch: i64,
-    /// `cargo bench` passes `--bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
 }
 
 /// The benchmark's event: an account's n-th deposit.
@@ -195,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = herald_bench::broker::delete_topics(&args.bootstrap, &topics).await;
     println!("\nmachine: {}", herald_bench::machine::Machine::current());
-    println!("command: cargo bench -p herald-outbox --bench relay -- --events {} --rounds {} --writers {} --batch {}", args.events, args.rounds, args.writers, args.batch);
+    println!("command: cargo run --release -p herald-bench --bin outbox -- --events {} --rounds {} --writers {} --batch {}", args.events, args.rounds, args.writers, args.batch);
     println!("\n| round | side | mode | events/s | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|");
     for r in &rows {
         let latency = |v: f64| if v.is_nan() { "–".to_owned() } else { format!("{v:.2}") };

@@ -140,3 +140,19 @@ impl fmt::Debug for HandlerError {
         f.debug_struct("HandlerError").field("permanent", &self.permanent).field("unavailable", &self.unavailable).field("source", &self.source).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_told_apart() {
+        let unavailable = HandlerError::unavailable("database restarting");
+        assert!(unavailable.is_unavailable() && !unavailable.is_permanent());
+        let transient = HandlerError::msg("timeout");
+        assert!(!transient.is_unavailable() && !transient.is_permanent());
+        let permanent = HandlerError::permanent_msg("bad order");
+        assert!(!permanent.is_unavailable() && permanent.is_permanent());
+        assert_eq!(unavailable.to_string(), "database restarting");
+    }
+}

@@ -173,6 +173,16 @@ mod tests {
         OwnedRecord::for_test(&Arc::from("pings"), 0, 7, &payload)
     }
 
+    #[tokio::test]
+    async fn a_handler_error_class_follows_its_kind() {
+        let unavailable = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::unavailable("database restarting")) });
+        assert!(matches!(unavailable.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Wait)), "an unavailable dependency waits");
+        let transient = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::msg("timeout")) });
+        assert!(matches!(transient.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Retry)));
+        let permanent = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::permanent_msg("bad")) });
+        assert!(matches!(permanent.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Permanent)));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_handler_done_at_once_is_handled_and_a_slow_one_times_out() {
         let quick = route(|_: crate::Envelope<Pings>| async { Ok::<(), HandlerError>(()) });

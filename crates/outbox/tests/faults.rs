@@ -64,15 +64,9 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
         relay.wait().await.unwrap();
     }
     let mut last = relay_process(&url, &table, 8, "last", None);
-    herald_testkit::wait_until(Duration::from_secs(30), "the last relay drains what the writers left", || {
-        let client = &client;
-        let table = table.clone();
-        async move { pending(client, &table).await < 50 }
-    })
-    .await;
     stop.cancel();
     let committed: u64 = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).sum();
-    herald_testkit::wait_until(Duration::from_secs(30), "the outbox is empty", || {
+    herald_testkit::wait_until(Duration::from_secs(180), "the last relay emptied the outbox", || {
         let client = &client;
         let table = table.clone();
         async move { pending(client, &table).await == 0 }

@@ -8,6 +8,7 @@
 //! - [`topic`]: creates a uniquely named topic.
 //! - [`wait_until`]: waits for a condition with a deadline, instead of sleeping.
 //! - [`PrivateBroker`]: a broker of the test's own, to stop, restart or reconfigure.
+//! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to kill and restart.
 //!
 //! This crate is for tests only; it is not published.
 
@@ -16,9 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod broker;
+mod postgres;
 pub mod tls;
 
 pub use broker::{free_port, PrivateBroker};
+pub use postgres::PrivatePostgres;
 
 use herald_bus::admin::{create_topics, TopicSpec};
 use herald_bus::KafkaConfig;

@@ -66,23 +66,33 @@ where
     }
 }
 
-/// A handler's failure: transient (retry) or permanent (dead-letter at once).
+/// A handler's failure: transient (retry), permanent (dead-letter at once), or
+/// unavailable (wait and retry for as long as it takes).
 ///
 /// Any `std::error::Error` converts with `?` into a transient failure.
 pub struct HandlerError {
     permanent: bool,
+    unavailable: bool,
     source: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl HandlerError {
     /// A failure that may go away if retried (a database timeout, a network error).
     pub fn transient(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        HandlerError { permanent: false, source: source.into() }
+        HandlerError { permanent: false, unavailable: false, source: source.into() }
     }
 
     /// A failure that retrying cannot fix (the event breaks a business rule).
     pub fn permanent(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
-        HandlerError { permanent: true, source: source.into() }
+        HandlerError { permanent: true, unavailable: false, source: source.into() }
+    }
+
+    /// Something the handler needs is unavailable for now (its database is down or
+    /// restarting): the record is retried with backoff for as long as it takes, without
+    /// using the retry policy's attempts, so an outage never sends it to the dead-letter
+    /// topic. The partition waits meanwhile (later records of it are not handled).
+    pub fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        HandlerError { permanent: false, unavailable: true, source: source.into() }
     }
 
     /// A transient failure with a message.
@@ -98,6 +108,12 @@ impl HandlerError {
     /// True when retrying cannot help.
     pub fn is_permanent(&self) -> bool {
         self.permanent
+    }
+
+    /// True when the handler said something it needs is unavailable
+    /// ([`HandlerError::unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 
@@ -121,6 +137,22 @@ impl fmt::Display for HandlerError {
 
 impl fmt::Debug for HandlerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerError").field("permanent", &self.permanent).field("source", &self.source).finish()
+        f.debug_struct("HandlerError").field("permanent", &self.permanent).field("unavailable", &self.unavailable).field("source", &self.source).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_told_apart() {
+        let unavailable = HandlerError::unavailable("database restarting");
+        assert!(unavailable.is_unavailable() && !unavailable.is_permanent());
+        let transient = HandlerError::msg("timeout");
+        assert!(!transient.is_unavailable() && !transient.is_permanent());
+        let permanent = HandlerError::permanent_msg("bad order");
+        assert!(!permanent.is_unavailable() && permanent.is_permanent());
+        assert_eq!(unavailable.to_string(), "database restarting");
     }
 }

@@ -119,6 +119,7 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         let (reason, class) = match result {
             Ok(Ok(Ok(()))) => return Attempt::Handled,
             Ok(Ok(Err(e))) if e.is_permanent() => (e.to_string(), FailureClass::Permanent),
+            Ok(Ok(Err(e))) if e.is_unavailable() => (e.to_string(), FailureClass::Wait),
             Ok(Ok(Err(e))) => (e.to_string(), FailureClass::Retry),
             Ok(Err(panic)) => (format!("handler panicked: {}", panic_message(&panic)), FailureClass::Retry),
             Err(_) => (format!("handler timed out after {:?}", self.settings.handler_timeout), FailureClass::Retry),
@@ -170,6 +171,16 @@ mod tests {
         payload.extend_from_slice(&known.fingerprint.0);
         crate::publisher::encode_datum(known, &Pinged { id: "p-1".into() }, &mut payload).expect("encodes");
         OwnedRecord::for_test(&Arc::from("pings"), 0, 7, &payload)
+    }
+
+    #[tokio::test]
+    async fn a_handler_error_class_follows_its_kind() {
+        let unavailable = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::unavailable("database restarting")) });
+        assert!(matches!(unavailable.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Wait)), "an unavailable dependency waits");
+        let transient = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::msg("timeout")) });
+        assert!(matches!(transient.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Retry)));
+        let permanent = route(|_: crate::Envelope<Pings>| async { Err::<(), _>(HandlerError::permanent_msg("bad")) });
+        assert!(matches!(permanent.attempt(&record(), 1).await, Attempt::Failed(_, FailureClass::Permanent)));
     }
 
     #[tokio::test(start_paused = true)]

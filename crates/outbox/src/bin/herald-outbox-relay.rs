@@ -1,0 +1,125 @@
+//! `herald-outbox-relay`: relays one outbox table to Kafka, with `/health` and `/metrics`.
+//!
+//! ```sh
+//! herald-outbox-relay --postgres postgres://herald@127.0.0.1:55432/herald --table shop_outbox \
+//!     --bootstrap 127.0.0.1:9092 --http 127.0.0.1:9471
+//! ```
+//!
+//! Run as many as you like on one table: they share its buckets. Stops in order on
+//! SIGINT or SIGTERM (finishes its batch, releases its buckets, flushes the producer).
+//!
+//! For fault tests only: `HERALD_OUTBOX_CRASH_AT=STEP:N` (STEP one of `read`, `produced`,
+//! `acknowledged`, `marked`) aborts the process the Nth time a batch reaches that step.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use herald_bus::KafkaConfig;
+use herald_outbox::relay::{CrashAt, Relay, RelayOptions};
+use herald_outbox::OutboxTable;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Relays a PostgreSQL outbox table to Kafka")]
+struct Args {
+    /// PostgreSQL URL.
+    #[arg(long, env = "HERALD_OUTBOX_POSTGRES")]
+    postgres: String,
+    /// The outbox table.
+    #[arg(long, default_value = "herald_outbox")]
+    table: String,
+    /// Buckets of the table (fixed when the table is created).
+    #[arg(long, default_value_t = herald_outbox::DEFAULT_BUCKETS)]
+    buckets: u32,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// librdkafka properties, `key=value`, repeatable.
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    /// Address of /health and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9471")]
+    http: String,
+    /// This relay's name (default: random).
+    #[arg(long)]
+    instance: Option<String>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: i64,
+    /// Polling interval without notifications, e.g. 1s.
+    #[arg(long, default_value = "1s", value_parser = herald_ops::parse_duration)]
+    poll_interval: Duration,
+    /// Producer delivery timeout (message.timeout.ms).
+    #[arg(long, default_value = "30s", value_parser = herald_ops::parse_duration)]
+    delivery_timeout: Duration,
+    /// Wait before relaying a bucket whose owner vanished (default: delivery timeout + 5s).
+    #[arg(long, value_parser = herald_ops::parse_duration)]
+    takeover_delay: Option<Duration>,
+    /// How often relays are recounted and buckets shared out.
+    #[arg(long, default_value = "2s", value_parser = herald_ops::parse_duration)]
+    rebalance_interval: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    let kafka = KafkaConfig::new(&args.bootstrap).with_pairs(&args.properties).context("-X")?;
+    let pg = herald_outbox::config(&args.postgres)?;
+    let table = OutboxTable::new(&args.table)?.buckets(args.buckets)?;
+    let mut options = RelayOptions {
+        batch_size: args.batch_size,
+        poll_interval: args.poll_interval,
+        delivery_timeout: args.delivery_timeout,
+        takeover_delay: args.takeover_delay.unwrap_or(args.delivery_timeout + Duration::from_secs(5)),
+        rebalance_interval: args.rebalance_interval,
+        ..RelayOptions::default()
+    };
+    if let Some(instance) = args.instance {
+        options.instance = instance;
+    }
+    if let Ok(crash) = std::env::var("HERALD_OUTBOX_CRASH_AT") {
+        let crash: CrashAt = crash.parse().map_err(anyhow::Error::msg)?;
+        tracing::warn!(?crash, "crash point armed (HERALD_OUTBOX_CRASH_AT)");
+        options.fault = Some(crash.into_hook());
+    }
+    // The schema, retried while PostgreSQL is not up yet.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let attempt = async {
+            let mut client = herald_outbox::connect(&pg).await?;
+            table.ensure_schema(&mut client).await
+        };
+        match attempt.await {
+            Ok(()) => break,
+            Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "creating the outbox schema failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("creating the outbox schema"),
+        }
+    }
+    let relay = Relay::new(pg, table, &kafka, options)?;
+    let metrics = herald_ops::install_metrics()?;
+    let listener = tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
+    tracing::info!(http = %listener.local_addr()?, "relay serving /health and /metrics");
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(herald_ops::serve(listener, metrics, relay.health(), async move {
+        let _ = http_stopped.await;
+    }));
+    relay.run(shutdown_signal()).await?;
+    let _ = stop_http.send(());
+    let _ = http.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

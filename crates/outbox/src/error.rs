@@ -1,0 +1,78 @@
+//! [`OutboxError`]: what can fail in the outbox, the relay and the inbox.
+
+/// A failure of the outbox, its relay or the inbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The table name is not a plain lower-case SQL identifier.
+    #[error("invalid outbox table name {0:?}: use 1 to 40 of [a-z0-9_], starting with a letter or _")]
+    InvalidName(String),
+    /// The bucket count is out of range.
+    #[error("invalid bucket count {0}: use 1 to 4096")]
+    InvalidBuckets(u32),
+    /// The table exists with another bucket count than this process's: relays would hash
+    /// aggregates differently and could relay one aggregate from two places.
+    #[error("outbox table {table} was created with {existing} buckets, this process is configured with {configured}")]
+    BucketMismatch {
+        /// The table.
+        table: String,
+        /// Buckets recorded with the table.
+        existing: i32,
+        /// Buckets this process was given.
+        configured: u32,
+    },
+    /// The event's type is not a member of the topic's family.
+    #[error("no schema for event type {0}")]
+    UnknownSchema(String),
+    /// The event could not be encoded.
+    #[error("cannot encode the event: {0}")]
+    Encode(String),
+    /// The encoded event is larger than the outbox accepts (the broker would refuse it, and
+    /// the relay could never publish it).
+    #[error("event of {size} bytes is larger than the outbox limit of {limit} bytes")]
+    Oversize {
+        /// Key, value and headers, in bytes.
+        size: usize,
+        /// The limit ([`crate::Outbox::max_bytes`]).
+        limit: usize,
+    },
+    /// A PostgreSQL URL that does not parse.
+    #[error("invalid PostgreSQL URL: {0}")]
+    Url(String),
+    /// PostgreSQL refused or failed a statement, or the connection is gone.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The Kafka client could not be created.
+    #[error("Kafka: {0}")]
+    Kafka(#[from] herald_bus::PublishError),
+}
+
+impl OutboxError {
+    /// True when the same call may succeed later: the database connection failed or the
+    /// server is shutting down, restarting or overloaded.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            OutboxError::Postgres(e) => is_transient(e),
+            _ => false,
+        }
+    }
+}
+
+/// True when a PostgreSQL error is about the connection or the server's state rather
+/// than the statement: a closed connection, an I/O error, a server shutting down or
+/// starting up, too many connections, a serialization failure or deadlock.
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if e.is_closed() {
+        return true;
+    }
+    match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08: connection exception; 57: operator intervention (admin shutdown, crash
+            // shutdown, cannot connect now); 53: insufficient resources; 40: rollback.
+            matches!(class, "08" | "57" | "53" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
+        }
+    }
+}

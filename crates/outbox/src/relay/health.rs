@@ -1,0 +1,80 @@
+//! [`RelayHealth`]: what `/health` says about a relay.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Live state of a relay, shared with its `/health` endpoint.
+#[derive(Debug, Default)]
+pub struct RelayHealth {
+    running: AtomicBool,
+    connected: AtomicBool,
+    owned: AtomicUsize,
+    relayed: AtomicU64,
+    failing: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl RelayHealth {
+    /// Healthy: running, connected to PostgreSQL, and the last batch was relayed (a
+    /// failing delivery or database error makes it unhealthy until a batch succeeds).
+    pub fn is_healthy(&self) -> bool {
+        self.running.load(Ordering::Acquire) && self.connected.load(Ordering::Acquire) && !self.failing.load(Ordering::Acquire)
+    }
+
+    /// Buckets this relay owns now.
+    pub fn owned_buckets(&self) -> usize {
+        self.owned.load(Ordering::Acquire)
+    }
+
+    /// Rows relayed (acknowledged and deleted) since start.
+    pub fn relayed(&self) -> u64 {
+        self.relayed.load(Ordering::Acquire)
+    }
+
+    /// The last error, if any.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Release);
+    }
+
+    pub(crate) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+        if !connected {
+            self.owned.store(0, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn set_owned(&self, owned: usize) {
+        self.owned.store(owned, Ordering::Release);
+    }
+
+    pub(crate) fn add_relayed(&self, n: u64) {
+        self.relayed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn ok(&self) {
+        self.failing.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn failed(&self, error: String) {
+        self.failing.store(true, Ordering::Release);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+}
+
+impl herald_ops::HealthCheck for RelayHealth {
+    fn check(&self) -> (bool, serde_json::Value) {
+        (
+            self.is_healthy(),
+            serde_json::json!({
+                "connected": self.connected.load(Ordering::Acquire),
+                "owned_buckets": self.owned_buckets(),
+                "relayed": self.relayed(),
+                "last_error": self.last_error(),
+            }),
+        )
+    }
+}

@@ -62,10 +62,14 @@ fn legal_topic(name: &str) -> bool {
     !name.is_empty() && name.len() <= 249 && name != "." && name != ".." && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The outcome of one command: its reply and, when accepted, the state after its events
+/// and the events.
+type Outcome<A> = (CommandReply, Option<(<A as Aggregate>::State, Vec<<A as Aggregate>::Event>)>);
+
 impl<A: Aggregate> Decider<A> {
     /// The outcome of a command not seen before: the reply and, accepted, the new stored
     /// aggregate and its events. Event `i` gets id `ids::event_id(NAME, command id, first + i)`.
-    fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>, first: u32) -> (CommandReply, Option<(A::State, Vec<A::Event>)>) {
+    fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>, first: u32) -> Outcome<A> {
         let command_id = input.id.to_string();
         let aggregate_id = input.command.aggregate_id().to_owned();
         match input.expected_version {

@@ -67,6 +67,7 @@ impl herald_bus::Event for CommandReply {
     const SCHEMA: &'static str = include_str!("../../../schemas/herald/aggregate/CommandReply/v1.avsc");
 
     /// The command's id: replies are keyed by it.
+    #[allow(clippy::misnamed_getters)]
     fn aggregate_id(&self) -> &str {
         &self.command_id
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use herald_bus::codec::SingleObject;
 use herald_bus::event::Member;
+use herald_bus::publisher::Record;
 use herald_bus::{Event, EventFamily, KafkaConfig, PublishError, Publisher, PublisherOptions, Topic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message};
@@ -212,7 +213,7 @@ fn decode_reply(codec: &SingleObject, payload: Option<&[u8]>) -> Option<CommandR
     }
 }
 
-impl<C: EventFamily> CommandClient<C> {
+impl<C> CommandClient<C> {
     /// A client sending to `commands` (as named: add any prefix yourself) and reading
     /// replies from `reply_topic`, which must exist. Needs tokio's multi-threaded runtime.
     pub async fn new(config: &KafkaConfig, commands: Topic<C>, reply_topic: impl Into<String>) -> Result<Self, ClientError> {
@@ -253,6 +254,44 @@ impl<C: EventFamily> CommandClient<C> {
         &self.reply_topic
     }
 
+    /// Sends a command already encoded and framed (a tool that maps JSON through a schema,
+    /// like `herald command`): `record`'s headers must carry `ce_id` = `command_id`; the
+    /// reply-to and expected-version headers are added here. Then as [`CommandClient::send_with`]
+    /// (`options.command_id` is ignored: the record has its id).
+    pub async fn send_record(&self, mut record: Record, command_id: Uuid, options: SendOptions) -> Result<CommandReply, SendError> {
+        let started = Instant::now();
+        let key = command_id.to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        record.headers = record.headers.insert(Header { key: headers::REPLY_TO, value: Some(self.reply_topic.as_str()) });
+        if let Some(v) = options.expected_version {
+            record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });
+        }
+        if let Err(source) = self.publisher.send_record(record).await {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            return Err(SendError::Publish { command_id, source });
+        }
+        let timeout = options.timeout.unwrap_or(self.timeout);
+        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(SendError::Closed { command_id }),
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() })
+            }
+        }
+    }
+
+    /// Looks up the reply to `command_id` on the reply topic (every partition, from the
+    /// beginning, read_committed). Returns `None` when none is there: the command was not
+    /// decided yet (or never will be: it was not written). Reads until it finds the reply,
+    /// or nothing new arrived for 3 s, or `within` passed.
+    pub async fn find_reply(&self, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
+        find_reply(&self.config, &self.reply_topic, command_id, within).await
+    }
+}
+
+impl<C: EventFamily> CommandClient<C> {
     /// Sends `command` with a new id and waits for its reply (accepted or rejected), or
     /// fails with [`SendError::Timeout`] after the client's timeout. Cancel-safe in the
     /// sense that dropping the future only stops the wait: a command already published is
@@ -271,48 +310,14 @@ impl<C: EventFamily> CommandClient<C> {
         C: Member<E>,
         E: Event,
     {
-        let started = Instant::now();
         let mut meta = self.publisher.metadata_for(&command);
         if let Some(id) = options.command_id {
             meta.id = id;
             meta.correlation_id = Some(id.to_string());
         }
         let command_id = meta.id;
-        let key = command_id.to_string();
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
-        let forget = || {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-        };
-        let published = async {
-            let mut record = self.publisher.encode(&self.commands, &command, &meta).await?;
-            record.headers = record.headers.insert(Header { key: headers::REPLY_TO, value: Some(self.reply_topic.as_str()) });
-            if let Some(v) = options.expected_version {
-                record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });
-            }
-            self.publisher.send_record(record).await
-        };
-        if let Err(source) = published.await {
-            forget();
-            return Err(SendError::Publish { command_id, source });
-        }
-        let timeout = options.timeout.unwrap_or(self.timeout);
-        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(SendError::Closed { command_id }),
-            Err(_) => {
-                forget();
-                Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() })
-            }
-        }
-    }
-
-    /// Looks up the reply to `command_id` on the reply topic (every partition, from the
-    /// beginning, read_committed). Returns `None` when none is there: the command was not
-    /// decided yet (or never will be: it was not written). Reads until it finds the reply,
-    /// or nothing new arrived for 3 s, or `within` passed.
-    pub async fn find_reply(&self, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
-        find_reply(&self.config, &self.reply_topic, command_id, within).await
+        let record = self.publisher.encode(&self.commands, &command, &meta).await.map_err(|source| SendError::Publish { command_id, source })?;
+        self.send_record(record, command_id, options).await
     }
 }
 

@@ -195,8 +195,16 @@ async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Resul
             Offset::Beginning
         } else {
             // The end as it is now: replies to commands sent from now on come after it.
-            let high = tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, Duration::from_secs(10)));
-            Offset::Offset(high.map_err(|e| ClientError::Kafka(format!("watermarks of {topic}/{p}: {e}")))?.1)
+            // A topic just created may have no leader yet for a moment: tried for 15 s.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let high = loop {
+                match tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, Duration::from_secs(5))) {
+                    Ok((_, high)) => break high,
+                    Err(e) if Instant::now() >= deadline => return Err(ClientError::Kafka(format!("watermarks of {topic}/{p}: {e}"))),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            Offset::Offset(high)
         };
         tpl.add_partition_offset(topic, p, offset).map_err(|e| ClientError::Kafka(e.to_string()))?;
     }

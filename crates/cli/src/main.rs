@@ -52,7 +52,8 @@ enum Command {
     Publish(publish::Args),
     /// Send a command to an aggregate and print its reply (exit 0 accepted, 1 rejected, 2
     /// bad input, 3 no reply in time).
-    Command(command::Args),
+    #[command(name = "command")]
+    Send(command::Args),
     /// Print the records of a topic, decoded.
     Tail(tail::Args),
     /// Inspect and replay dead-lettered records.
@@ -81,7 +82,7 @@ async fn main() -> std::process::ExitCode {
     let command = match cli.command {
         Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
         Command::Saga(cmd) => return exit::report(saga::run(cli.global, cmd).await),
-        Command::Command(args) => {
+        Command::Send(args) => {
             return match context::Context::new(cli.global) {
                 Ok(ctx) => match command::run(&ctx, args).await {
                     Ok(code) => code,
@@ -101,7 +102,7 @@ async fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(&ctx, args).await,
             Command::Projector(cmd) => projector::run(&ctx, cmd).await,
             Command::Services(args) => services::run(&ctx, args).await,
-            Command::Schemas(_) | Command::Saga(_) | Command::Command(_) => unreachable!("handled before"),
+            Command::Schemas(_) | Command::Saga(_) | Command::Send(_) => unreachable!("handled before"),
         },
         Err(e) => Err(e),
     };

@@ -9,6 +9,8 @@
 //!    read_committed reader;
 //! 2. **aggregate**: the same number of `Add` commands pre-loaded (with `ce_replyto`), the
 //!    aggregate's engine decides them; the rate from 10 % to 100 % of the replies visible;
+//!    the same with `REMEMBERED = 1` ([`LeanCounter`]), to see what the stored recent
+//!    replies cost;
 //! 3. **with replies, closed loop**: `--senders` concurrent `CommandClient::send`s for
 //!    `--seconds` against a running aggregate: commands/s and latency from send to reply.
 
@@ -120,6 +122,44 @@ impl Aggregate for Counter {
     }
 }
 
+/// [`Counter`] remembering only its last reply (the default is 64): how much of the
+/// aggregate's cost is its stored recent replies.
+#[derive(Debug, Clone, Copy)]
+pub struct LeanCounter;
+
+impl Aggregate for LeanCounter {
+    const NAME: &'static str = "bench-aggregate-lean";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type State = step::Seen;
+    const COMMANDS: Topic<CounterCommand> = Counter::COMMANDS;
+    const EVENTS: Topic<CounterEvent> = Counter::EVENTS;
+    const REMEMBERED: usize = 1;
+
+    fn decide(&self, seen: &step::Seen, command: CounterCommand) -> Result<Vec<CounterEvent>, Rejection> {
+        Counter.decide(seen, command)
+    }
+
+    fn evolve(&self, seen: step::Seen, event: &CounterEvent) -> step::Seen {
+        Counter.evolve(seen, event)
+    }
+}
+
+/// One pre-loaded aggregate run of `A` under a fresh prefix: its rate, and its prefix.
+async fn preloaded_run<A: Aggregate<Command = CounterCommand>>(aggregate: A, config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<(f64, String)> {
+    let prefix = format!("{}.", names.next("agg"));
+    let (commands, events, replies) = (format!("{prefix}{}", A::COMMANDS.name()), format!("{prefix}{}", A::EVENTS.name()), format!("{prefix}replies"));
+    for t in [&commands, &events, &replies] {
+        broker::create_topic(config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    created.extend([commands.clone(), events.clone(), replies.clone(), format!("{prefix}{}.changelog", A::NAME)]);
+    preload_commands(publisher, &commands, &replies, args.events, args.keys).await?;
+    let mut s = settings(args.commit_ms);
+    s.topic_prefix = prefix.clone();
+    let engine = Engine::new(config, Decider(aggregate), s)?;
+    Ok((measure(config, engine, &replies, args.events).await?, prefix))
+}
+
 fn settings(commit_ms: u64) -> EngineSettings {
     let mut settings = EngineSettings::new("bench");
     settings.commit_interval = Duration::from_millis(commit_ms);
@@ -195,7 +235,7 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
     let publisher = Publisher::new(&config, PublisherOptions::new("/herald/bench"))?;
     let mut names = Names::new();
     let mut created = Vec::new();
-    let (mut steps, mut aggregates, mut closed) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut steps, mut aggregates, mut leans, mut closed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         // The step.
         let (input, output, group) = (names.next("agg.step-in"), names.next("agg.step-out"), names.next("agg.step-group"));
@@ -216,21 +256,16 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         let engine = Engine::new(&config, step::Counter::new(&input, &output), s)?;
         let step_rate = measure(&config, engine, &output, args.events).await?;
 
-        // The aggregate.
-        let prefix = format!("{}.", names.next("agg"));
-        let (commands, events, replies) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}{}", Counter::EVENTS.name()), format!("{prefix}replies"));
-        for t in [&commands, &events, &replies] {
-            broker::create_topic(&config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        created.extend([commands.clone(), events.clone(), replies.clone(), format!("{prefix}{}.changelog", Counter::NAME)]);
-        preload_commands(&publisher, &commands, &replies, args.events, args.keys).await?;
+        // The aggregate, and the same remembering one reply only.
+        let (aggregate_rate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?;
+        let (lean_rate, _) = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?;
+        let (commands, replies) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}replies"));
         let mut s = settings(args.commit_ms);
         s.topic_prefix = prefix.clone();
-        let engine = Engine::new(&config, Decider(Counter), s.clone())?;
-        let aggregate_rate = measure(&config, engine, &replies, args.events).await?;
-        eprintln!("round {}: step {step_rate:.0} ev/s, aggregate {aggregate_rate:.0} commands/s ({:.2})", round + 1, aggregate_rate / step_rate);
+        eprintln!("round {}: step {step_rate:.0} ev/s, aggregate {aggregate_rate:.0} commands/s ({:.2}), remembering 1: {lean_rate:.0} ({:.2})", round + 1, aggregate_rate / step_rate, lean_rate / step_rate);
         steps.push(step_rate);
         aggregates.push(aggregate_rate);
+        leans.push(lean_rate);
 
         // Closed loop with replies, on the same aggregate's topics (its state restored).
         let engine = Engine::new(&config, Decider(Counter), s)?;
@@ -281,6 +316,9 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
     println!("| reaction step (Ping → Pong), exactly once | {} |", show(&steps));
     println!("| aggregate (command → event + reply), exactly once | {} |", show(&aggregates));
     println!("| aggregate / step, paired by round | {} |", Summary::of(&ratios).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)));
+    let lean_ratios: Vec<f64> = leans.iter().zip(&steps).map(|(a, s)| a / s).collect();
+    println!("| aggregate remembering 1 reply (REMEMBERED = 1), exactly once | {} |", show(&leans));
+    println!("| aggregate remembering 1 / step, paired by round | {} |", Summary::of(&lean_ratios).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)));
     let rates: Vec<f64> = closed.iter().map(|c| c.0).collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("| closed loop, {} senders through CommandClient: commands/s with replies | {} |", args.senders, show(&rates));

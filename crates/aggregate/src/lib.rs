@@ -108,8 +108,11 @@
 //!
 //! # Not here yet
 //! The event-store reads (a stream from a version, read all, state as of a version or a
-//! time) and `herald aggregate show`; the `herald command` CLI; reply topics that do not
-//! exist stall their command's partition (create them first; the client checks its own).
+//! time) and `herald aggregate show`. A reply topic that does not exist stalls its
+//! command's partition (the transaction cannot write to it and is retried): create reply
+//! topics first (the client checks its own). Throughput is 0.34–0.56 of the engine's
+//! reaction step in the first measurements (BENCHMARKS.md), below the 0.8 aimed at.
+//! `herald command` (herald-cli) sends one command from the command line.
 
 pub mod aggregate;
 pub mod client;

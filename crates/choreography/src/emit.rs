@@ -18,6 +18,8 @@ pub struct Emitted {
     type_name: &'static str,
     key: String,
     event: Box<dyn Outgoing>,
+    headers: Vec<(String, String)>,
+    exact_topic: bool,
 }
 
 /// The erased event: encoding and a JSON view (for tests and diagnostics).
@@ -53,6 +55,31 @@ impl<F: EventFamily + Member<E>, E: Event + fmt::Debug> Outgoing for Typed<F, E>
     }
 }
 
+/// A whole family value (any member), encoded through the family's `Serialize`.
+struct Whole<F> {
+    event: F,
+}
+
+impl<F: EventFamily + serde::Serialize + fmt::Debug> Outgoing for Whole<F> {
+    fn schema(&self) -> Option<&'static Arc<KnownSchema>> {
+        F::schemas().latest(self.event.type_name())
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) -> Result<&'static Arc<KnownSchema>, PublishError> {
+        let known = self.schema().ok_or_else(|| PublishError::UnknownSchema(self.event.type_name().to_owned()))?;
+        herald_bus::publisher::encode_datum(known, &self.event, out)?;
+        Ok(known)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.event).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.event, f)
+    }
+}
+
 impl Emitted {
     /// `event`, bound for `topic`; the key is the event's aggregate id.
     pub fn new<F, E>(topic: &Topic<F>, event: E) -> Self
@@ -60,7 +87,76 @@ impl Emitted {
         F: EventFamily + Member<E>,
         E: Event + fmt::Debug,
     {
-        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key: event.aggregate_id().to_owned(), event: Box::new(Typed::<F, E> { event, _family: PhantomData }) }
+        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key: event.aggregate_id().to_owned(), event: Box::new(Typed::<F, E> { event, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
+    }
+
+    /// `event`, a value of `topic`'s family (whichever member it holds), bound for
+    /// `topic`; the key is the event's aggregate id.
+    ///
+    /// The family's `Serialize` must write the member's own record: derive it with
+    /// `#[serde(untagged)]` on the family enum (each variant is a newtype, so untagged
+    /// serializes exactly the member). A family serialized otherwise does not fit the
+    /// member's schema, and the engine drops the event with an error log (the test kit
+    /// panics).
+    ///
+    /// ```
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] pub struct Done { id: String }
+    /// # impl herald_bus::Event for Done { const TYPE: &'static str = "x.Done"; const SCHEMA: &'static str = r#"{"type":"record","name":"Done","namespace":"x","fields":[{"name":"id","type":"string"}]}"#; fn aggregate_id(&self) -> &str { &self.id } }
+    /// herald_bus::family! {
+    ///     #[derive(Debug, Clone, serde::Serialize)]
+    ///     #[serde(untagged)]
+    ///     pub enum Ev { Done(Done) }
+    /// }
+    /// const OUT: herald_bus::Topic<Ev> = herald_bus::Topic::new("x.out");
+    /// let emitted = herald_choreography::emit::Emitted::of_family(&OUT, Ev::Done(Done { id: "a".into() }));
+    /// assert_eq!((emitted.type_name(), emitted.key()), ("x.Done", "a"));
+    /// let mut datum = Vec::new();
+    /// emitted.encode(&mut datum).expect("fits its schema");
+    /// assert_eq!(datum, [2, b'a']);
+    /// ```
+    pub fn of_family<F>(topic: &Topic<F>, event: F) -> Self
+    where
+        F: EventFamily + serde::Serialize + fmt::Debug,
+    {
+        Emitted { topic: topic.name().to_owned(), type_name: event.type_name(), key: event.aggregate_id().to_owned(), event: Box::new(Whole { event }), headers: Vec::new(), exact_topic: false }
+    }
+
+    /// Adds the Kafka header `name: value` to the record, after the CloudEvents headers
+    /// the runtime writes (for example a CloudEvents extension, `ce_sequence`).
+    ///
+    /// ```
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Ev { Done(Done) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Done { id: String }
+    /// # impl herald_bus::Event for Done { const TYPE: &'static str = "x.Done"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+    /// const OUT: herald_bus::Topic<Ev> = herald_bus::Topic::new("x.out");
+    /// let emitted = herald_choreography::emit::Emitted::new(&OUT, Done { id: "a".into() }).with_header("ce_sequence", "7");
+    /// assert_eq!(emitted.headers(), &[("ce_sequence".to_owned(), "7".to_owned())]);
+    /// ```
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// The topic is a name given at run time by an input (a reply topic named by a
+    /// command): the engine writes to it as it is, without its
+    /// [`topic_prefix`](crate::engine::EngineSettings::topic_prefix). Declare such an
+    /// output with [`Output::to_named_topic`](crate::declaration::Output::to_named_topic).
+    ///
+    /// The topic must exist: a transaction cannot write to a missing topic (with
+    /// `auto.create.topics.enable=false`), so the engine would retry it until it exists.
+    pub fn exact_topic(mut self) -> Self {
+        self.exact_topic = true;
+        self
+    }
+
+    /// The extra headers ([`Emitted::with_header`]), in order.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// Whether the topic is used as it is ([`Emitted::exact_topic`]).
+    pub fn is_exact_topic(&self) -> bool {
+        self.exact_topic
     }
 
     /// The topic's name.

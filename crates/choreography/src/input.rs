@@ -90,7 +90,49 @@ pub struct Routed<I> {
     pub key: String,
 }
 
-type Decode<I> = dyn Fn(&str, &KnownSchema, &[u8], &Metadata) -> Result<Option<Routed<I>>, DecodeError> + Send + Sync;
+/// The headers of an input record beyond the CloudEvents attributes Herald reads into
+/// [`Metadata`] (extension attributes such as `ce_replyto`), as UTF-8 (name, value) pairs
+/// in record order. Only registrations made with [`Inputs::on_with_headers`] receive them.
+///
+/// ```
+/// use herald_choreography::input::Extensions;
+/// let mut ext = Extensions::default();
+/// ext.push("ce_replyto", "shop.accounts.replies");
+/// assert_eq!(ext.get("ce_replyto"), Some("shop.accounts.replies"));
+/// assert_eq!(ext.get("ce_expectedversion"), None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extensions(Vec<(String, String)>);
+
+impl Extensions {
+    /// Adds a header (a later one of the same name wins in [`Extensions::get`]).
+    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.0.push((name.into(), value.into()));
+    }
+
+    /// The value of header `name` (the last one, when it repeats).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every header, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The headers of a Kafka record whose values are UTF-8 (the others are skipped).
+    pub fn from_headers<H: rdkafka::message::Headers>(headers: Option<&H>) -> Self {
+        let mut ext = Extensions::default();
+        for h in headers.into_iter().flat_map(|h| h.iter()) {
+            if let Some(value) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
+                ext.push(h.key, value);
+            }
+        }
+        ext
+    }
+}
+
+type Decode<I> = dyn Fn(&str, &KnownSchema, &[u8], &Metadata, &Extensions) -> Result<Option<Routed<I>>, DecodeError> + Send + Sync;
 
 /// One subscribed topic, its family erased.
 pub struct Route<I> {
@@ -99,6 +141,7 @@ pub struct Route<I> {
     schemas: fn() -> &'static SchemaSet,
     key: KeyKind,
     decode: Arc<Decode<I>>,
+    headers: bool,
 }
 
 impl<I> Route<I> {
@@ -125,13 +168,25 @@ impl<I> Route<I> {
     /// Decodes a datum of `type_name` written with `writer` into the participant's input
     /// and its state key. `Ok(None)`: the type is not in the topic's family.
     pub fn decode(&self, type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata) -> Result<Option<Routed<I>>, DecodeError> {
-        (self.decode)(type_name, writer, datum, meta)
+        (self.decode)(type_name, writer, datum, meta, &Extensions::default())
+    }
+
+    /// [`Route::decode`] with the record's other headers, for a registration made with
+    /// [`Inputs::on_with_headers`] (the others ignore them).
+    pub fn decode_with(&self, type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata, headers: &Extensions) -> Result<Option<Routed<I>>, DecodeError> {
+        (self.decode)(type_name, writer, datum, meta, headers)
+    }
+
+    /// Whether the registration reads the record's other headers ([`Inputs::on_with_headers`]):
+    /// the runtime collects them only then.
+    pub fn reads_headers(&self) -> bool {
+        self.headers
     }
 }
 
 impl<I> Clone for Route<I> {
     fn clone(&self) -> Self {
-        Route { topic: self.topic.clone(), types: self.types, schemas: self.schemas, key: self.key.clone(), decode: Arc::clone(&self.decode) }
+        Route { topic: self.topic.clone(), types: self.types, schemas: self.schemas, key: self.key.clone(), decode: Arc::clone(&self.decode), headers: self.headers }
     }
 }
 
@@ -182,12 +237,36 @@ impl<I: 'static> Inputs<I> {
     /// commands keyed by order: the runtime repartitions them, see [`KeyKind::needs_repartition`]).
     pub fn on_keyed<F: EventFamily>(mut self, topic: &Topic<F>, key: StateKey<F>, map: impl Fn(F) -> I + Send + Sync + 'static) -> Self {
         let kind = key.kind.clone();
-        let decode = move |type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata| -> Result<Option<Routed<I>>, DecodeError> {
+        let decode = move |type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata, _: &Extensions| -> Result<Option<Routed<I>>, DecodeError> {
             let Some(event) = F::decode(type_name, writer, datum)? else { return Ok(None) };
             let key = key.key(&event, meta);
             Ok(Some(Routed { input: map(event), key }))
         };
-        self.routes.push(Route { topic: topic.name().to_owned(), types: F::TYPES, schemas: F::schemas, key: kind, decode: Arc::new(decode) });
+        self.routes.push(Route { topic: topic.name().to_owned(), types: F::TYPES, schemas: F::schemas, key: kind, decode: Arc::new(decode), headers: false });
+        self
+    }
+
+    /// Subscribes to `topic`, keyed by the record's key (the event's aggregate id, no
+    /// repartition); each event becomes `map(event, metadata, other headers)`: for inputs
+    /// whose meaning needs their id or extension headers (a command's id, its reply topic,
+    /// the version it expects).
+    ///
+    /// ```
+    /// use herald_choreography::{input::Extensions, Inputs};
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Cmd { Ping(Ping) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Ping { id: String }
+    /// # impl herald_bus::Event for Ping { const TYPE: &'static str = "x.Ping"; const SCHEMA: &'static str = r#"{"type":"record","name":"Ping","namespace":"x","fields":[{"name":"id","type":"string"}]}"#; fn aggregate_id(&self) -> &str { &self.id } }
+    /// const CMDS: herald_bus::Topic<Cmd> = herald_bus::Topic::new("x.cmds");
+    /// let inputs = Inputs::by_subject().on_with_headers(&CMDS, |c: Cmd, meta: &herald_bus::Metadata, ext: &Extensions| (c, meta.id, ext.get("ce_replyto").map(str::to_owned)));
+    /// assert!(inputs.routes()[0].reads_headers());
+    /// ```
+    pub fn on_with_headers<F: EventFamily>(mut self, topic: &Topic<F>, map: impl Fn(F, &Metadata, &Extensions) -> I + Send + Sync + 'static) -> Self {
+        let decode = move |type_name: &str, writer: &KnownSchema, datum: &[u8], meta: &Metadata, headers: &Extensions| -> Result<Option<Routed<I>>, DecodeError> {
+            let Some(event) = F::decode(type_name, writer, datum)? else { return Ok(None) };
+            let key = event.aggregate_id().to_owned();
+            Ok(Some(Routed { input: map(event, meta, headers), key }))
+        };
+        self.routes.push(Route { topic: topic.name().to_owned(), types: F::TYPES, schemas: F::schemas, key: KeyKind::Subject, decode: Arc::new(decode), headers: true });
         self
     }
 

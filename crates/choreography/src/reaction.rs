@@ -92,6 +92,13 @@ impl<S> Reaction<S> {
         self
     }
 
+    /// Emits an event built by hand ([`Emitted::new`], [`Emitted::of_family`], with extra
+    /// headers or an [exact topic](Emitted::exact_topic)).
+    pub fn push(mut self, emitted: Emitted) -> Self {
+        self.emitted.push(emitted);
+        self
+    }
+
     /// Sets (or replaces) a deadline of this state key.
     pub fn set_deadline(mut self, deadline: Deadline) -> Self {
         self.deadlines.push(DeadlineChange::Set(deadline));

@@ -381,3 +381,85 @@ fn a_join_embedded_in_a_participant_decides_once_or_times_out() {
     t.when(&T, asked("o-3", "b", 2)).then_emitted(&T, &Said { order_id: "o-3".into(), text: "Failed".into() });
     t.advance(Duration::from_secs(10)).then_emitted_nothing();
 }
+
+/// Replies to each `Asked` on the topic its `ce_replyto` header names, with a header
+/// telling the running count: inputs with headers, extra headers, exact topics.
+struct Replier;
+
+herald_bus::family! {
+    #[derive(Debug, Clone, PartialEq, Serialize)]
+    #[serde(untagged)]
+    enum Replies {
+        Said(Said),
+    }
+}
+
+impl Participant for Replier {
+    const NAME: &'static str = "replier";
+    type Input = (Ev, uuid::Uuid, Option<String>);
+    type State = Tally;
+
+    fn inputs(&self) -> Inputs<Self::Input> {
+        Inputs::by_subject().on_with_headers(&T, |e, meta, ext| (e, meta.id, ext.get("ce_replyto").map(str::to_owned)))
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::to_named_topic::<Said, Replies>()]
+    }
+
+    fn decide(&self, tally: &Tally, (event, id, reply_to): Self::Input, _now: DateTime<Utc>) -> Reaction<Tally> {
+        let (Ev::Asked(asked), Some(reply_to)) = (event, reply_to) else { return Reaction::keep() };
+        let state = Tally { total: tally.total + 1, ..tally.clone() };
+        let said = Replies::Said(Said { order_id: asked.order_id, text: id.to_string() });
+        let emitted = crate::emit::Emitted::of_family(&herald_bus::Topic::named(reply_to), said).with_header("ce_sequence", state.total.to_string()).exact_topic();
+        Reaction::with_state(state).push(emitted)
+    }
+}
+
+#[test]
+fn inputs_with_headers_reach_the_decision_and_replies_go_to_the_named_topic_with_their_headers() {
+    let mut t = Scenario::new(Replier);
+    let meta = t.fresh_meta("t.Asked", "o-1", None);
+    let id = meta.id;
+    let mut ext = crate::input::Extensions::default();
+    ext.push("ce_replyto", "client-7.replies");
+    t.when_with_headers(&T, Asked { order_id: "o-1".into(), sku: "s".into(), n: 1 }, meta, ext.clone());
+    let emitted = t.emitted();
+    assert_eq!(emitted.len(), 1);
+    let event = &emitted[0].event;
+    assert_eq!((event.topic(), event.is_exact_topic(), event.type_name()), ("client-7.replies", true, "t.Said"));
+    assert_eq!(event.headers(), &[("ce_sequence".to_owned(), "1".to_owned())]);
+    assert_eq!(event.to_json(), serde_json::json!({"order_id": "o-1", "text": id.to_string()}));
+    // The encoded event (a family value through its untagged Serialize) is the member's datum.
+    let raw = crate::testkit::Raw::from_emission(&emitted[0]);
+    assert_eq!(raw.decode::<Said>(), Some(Said { order_id: "o-1".into(), text: id.to_string() }));
+    assert_eq!(raw.extensions.get("ce_sequence"), Some("1"));
+    // Without the header the decision sees None.
+    t.when(&T, Asked { order_id: "o-1".into(), sku: "s".into(), n: 1 }).then_emitted_nothing();
+    assert_eq!(t.state("o-1").total, 1);
+}
+
+#[test]
+#[should_panic(expected = "which its outputs() do not declare")]
+fn an_exact_topic_output_must_be_declared_as_named_by_the_input() {
+    struct Undeclared;
+    impl Participant for Undeclared {
+        const NAME: &'static str = "undeclared";
+        type Input = (Ev, uuid::Uuid, Option<String>);
+        type State = Tally;
+        fn inputs(&self) -> Inputs<Self::Input> {
+            Replier.inputs()
+        }
+        fn outputs(&self) -> Vec<Output> {
+            vec![Output::of::<Said, _>(&T)]
+        }
+        fn decide(&self, tally: &Tally, input: Self::Input, now: DateTime<Utc>) -> Reaction<Tally> {
+            Replier.decide(tally, input, now)
+        }
+    }
+    let mut t = Scenario::new(Undeclared);
+    let meta = t.fresh_meta("t.Asked", "o-1", None);
+    let mut ext = crate::input::Extensions::default();
+    ext.push("ce_replyto", "t.events");
+    t.when_with_headers(&T, Asked { order_id: "o-1".into(), sku: "s".into(), n: 1 }, meta, ext);
+}

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`context`]: the global options (`--bootstrap`, `--schemas`, `-X`) and what they build.
-//! - [`topics`], [`publish`], [`tail`], [`dlq`], [`demo`], [`saga`]: one module per command group.
+//! - [`topics`], [`publish`], [`command`], [`tail`], [`dlq`], [`demo`], [`saga`]: one module per command group.
 //! - `herald_cli::json` (the library part): JSON ⇄ Avro values, with errors that name
 //!   the field.
 //! - [`record`]: a consumed record decoded for display; [`read`]: reading partitions.
@@ -15,7 +15,9 @@
 //! # Exit codes
 //! `0` success; `1` a failure talking to Kafka or a record that was not delivered; `2` bad
 //! input: a usage error, an unknown event type, or JSON that does not fit the schema.
+//! `herald command`: `0` accepted, `1` rejected, `2` bad input, `3` no reply in time.
 
+mod command;
 mod context;
 mod demo;
 mod dlq;
@@ -48,6 +50,10 @@ enum Command {
     Topics(topics::Command),
     /// Publish events given as JSON, mapped through their Avro schema.
     Publish(publish::Args),
+    /// Send a command to an aggregate and print its reply (exit 0 accepted, 1 rejected, 2
+    /// bad input, 3 no reply in time).
+    #[command(name = "command")]
+    Send(command::Args),
     /// Print the records of a topic, decoded.
     Tail(tail::Args),
     /// Inspect and replay dead-lettered records.
@@ -76,6 +82,15 @@ async fn main() -> std::process::ExitCode {
     let command = match cli.command {
         Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
         Command::Saga(cmd) => return exit::report(saga::run(cli.global, cmd).await),
+        Command::Send(args) => {
+            return match context::Context::new(cli.global) {
+                Ok(ctx) => match command::run(&ctx, args).await {
+                    Ok(code) => code,
+                    Err(e) => exit::report(Err(e)),
+                },
+                Err(e) => exit::report(Err(e)),
+            };
+        }
         other => other,
     };
     let result = match context::Context::new(cli.global) {
@@ -87,7 +102,7 @@ async fn main() -> std::process::ExitCode {
             Command::Demo(args) => demo::run(&ctx, args).await,
             Command::Projector(cmd) => projector::run(&ctx, cmd).await,
             Command::Services(args) => services::run(&ctx, args).await,
-            Command::Schemas(_) | Command::Saga(_) => unreachable!("handled before the context is built"),
+            Command::Schemas(_) | Command::Saga(_) | Command::Send(_) => unreachable!("handled before"),
         },
         Err(e) => Err(e),
     };

@@ -103,6 +103,16 @@ fn the_shop_types_read_every_stored_version() {
     reads_every_version::<pay::PaymentRefunded>(&catalog);
     reads_every_version::<pay::ChargeCredit>(&catalog);
     reads_every_version::<pay::RefundCredit>(&catalog);
+    use herald_shop::accounts as acc;
+    reads_every_version::<acc::OpenAccount>(&catalog);
+    reads_every_version::<acc::Deposit>(&catalog);
+    reads_every_version::<acc::Withdraw>(&catalog);
+    reads_every_version::<acc::AccountOpened>(&catalog);
+    reads_every_version::<acc::MoneyDeposited>(&catalog);
+    let withdrawn = reads_every_version::<acc::MoneyWithdrawn>(&catalog);
+    assert_eq!(withdrawn[0].amount_cents, 700);
+    let replies = reads_every_version::<herald_aggregate::CommandReply>(&catalog);
+    assert_eq!(replies[0].reason.as_deref(), Some("insufficient-funds"));
     // Every stored type is one the shop knows; a new one needs a Rust type and a line here.
     let known = [
         OrderPlaced::TYPE,
@@ -120,6 +130,13 @@ fn the_shop_types_read_every_stored_version() {
         pay::PaymentRefunded::TYPE,
         pay::ChargeCredit::TYPE,
         pay::RefundCredit::TYPE,
+        acc::OpenAccount::TYPE,
+        acc::Deposit::TYPE,
+        acc::Withdraw::TYPE,
+        acc::AccountOpened::TYPE,
+        acc::MoneyDeposited::TYPE,
+        acc::MoneyWithdrawn::TYPE,
+        herald_aggregate::CommandReply::TYPE,
     ];
     for name in catalog.type_names() {
         assert!(known.contains(&name), "{name} is stored but no test reads it as a Rust type");

@@ -30,6 +30,8 @@
 //!   [`saga::Reservations`] and [`saga::Stock`] (inventory, per order and per SKU),
 //!   [`saga::Billing`] and [`saga::Credit`] (payments, per order and per customer), and the
 //!   saga's [`saga::check`] and [`saga::diagram`].
+//! - [`accounts`]: the accounts aggregate (a wallet per customer; herald-aggregate),
+//!   which `shop accounts` runs.
 //! - [`order_status`]: the order-status read view (a herald-projector projection of the
 //!   three public topics, served over HTTP by `shop order-status`).
 //!
@@ -56,6 +58,7 @@ macro_rules! order_event {
 }
 pub(crate) use order_event;
 
+pub mod accounts;
 pub mod inventory;
 pub mod order_status;
 pub mod orders;

@@ -21,6 +21,9 @@ use crate::participant::Participant;
 /// The cause name of a reaction to a deadline, in [`Output::after`].
 pub const DEADLINE: &str = "deadline";
 
+/// The topic of an [`Output::to_named_topic`]: named at run time by an input.
+pub const NAMED_BY_INPUT: &str = "(named by the input)";
+
 /// One event type a participant emits, and its role in the saga.
 ///
 /// ```
@@ -58,6 +61,23 @@ impl Output {
             terminal: false,
             failure: false,
         }
+    }
+
+    /// Event type `E` emitted on a topic that an input names at run time (a reply topic
+    /// named by a command; see [`Emitted::exact_topic`](crate::emit::Emitted::exact_topic)).
+    /// Its topic is [`NAMED_BY_INPUT`]; it is terminal (what reads it is outside the saga).
+    ///
+    /// ```
+    /// use herald_choreography::declaration::{Output, NAMED_BY_INPUT};
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Replies { Reply(Reply) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Reply { id: String }
+    /// # impl herald_bus::Event for Reply { const TYPE: &'static str = "x.Reply"; const SCHEMA: &'static str = r#"{"type":"record","name":"Reply","namespace":"x","fields":[{"name":"id","type":"string"}]}"#; fn aggregate_id(&self) -> &str { &self.id } }
+    /// let out = Output::to_named_topic::<Reply, Replies>();
+    /// assert_eq!(out.topic(), NAMED_BY_INPUT);
+    /// assert!(out.is_terminal());
+    /// ```
+    pub fn to_named_topic<E: Event, F: EventFamily + Member<E>>() -> Self {
+        Output { topic: NAMED_BY_INPUT.to_owned(), has_schema: F::schemas().latest(E::TYPE).is_some(), ..Output::untyped(NAMED_BY_INPUT, E::TYPE, false) }.terminal()
     }
 
     /// Event type `type_name` on `topic`, declared without a Rust type (a service in another

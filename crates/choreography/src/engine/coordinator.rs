@@ -473,7 +473,12 @@ impl<P: Participant> Coordinator<P> {
             };
             payload.extend_from_slice(&known.fingerprint.0);
             payload.extend_from_slice(&datum);
-            let record = Record::new(self.settings.prefixed(emission.event.topic()), emission.event.key().as_bytes(), payload, emission.meta.to_headers());
+            let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
+            let mut headers = emission.meta.to_headers();
+            for (name, value) in emission.event.headers() {
+                headers = headers.insert(rdkafka::message::Header { key: name.as_str(), value: Some(value.as_str()) });
+            }
+            let record = Record::new(topic, emission.event.key().as_bytes(), payload, headers);
             if let Some(producer) = &self.producer {
                 producer.send(&record, None).await?;
             }

@@ -27,7 +27,12 @@ impl<I> Reader<I> {
         let payload = msg.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
-        match self.route.decode(&writer.name, &writer, datum, &meta) {
+        let decoded = if self.route.reads_headers() {
+            self.route.decode_with(&writer.name, &writer, datum, &meta, &crate::input::Extensions::from_headers(msg.headers()))
+        } else {
+            self.route.decode(&writer.name, &writer, datum, &meta)
+        };
+        match decoded {
             Ok(Some(routed)) => Ok((routed, meta)),
             Ok(None) => Err(failure(Stage::UnknownType, format!("event type {} is not consumed on {}", writer.name, self.route.topic()))),
             Err(e) => Err(failure(Stage::Decode, e.to_string())),

@@ -7,6 +7,7 @@ use herald_bus::schema::KnownSchema;
 use herald_bus::{Event, EventFamily, Metadata, Topic};
 use serde::de::DeserializeOwned;
 
+use crate::input::Extensions;
 use crate::reactor::Emission;
 
 /// An encoded event on a topic, with its metadata: what a participant receives.
@@ -22,6 +23,9 @@ pub struct Raw {
     pub datum: Vec<u8>,
     /// Its metadata.
     pub meta: Metadata,
+    /// Its other headers (extension attributes such as `ce_replyto`; an emitted event's
+    /// [extra headers](crate::emit::Emitted::with_header)).
+    pub extensions: Extensions,
 }
 
 impl Raw {
@@ -35,14 +39,18 @@ impl Raw {
         let schema = F::schemas().latest(E::TYPE).unwrap_or_else(|| panic!("{} has no schema in the family of {}", E::TYPE, topic.name()));
         let mut datum = Vec::new();
         herald_bus::publisher::encode_datum(schema, event, &mut datum).unwrap_or_else(|e| panic!("{} does not fit its schema: {e}", E::TYPE));
-        Raw { topic: topic.name().to_owned(), type_name: E::TYPE.to_owned(), schema: Arc::clone(schema), datum, meta }
+        Raw { topic: topic.name().to_owned(), type_name: E::TYPE.to_owned(), schema: Arc::clone(schema), datum, meta, extensions: Extensions::default() }
     }
 
     /// Encodes an emitted event. Panics if it does not fit its schema.
     pub fn from_emission(emission: &Emission) -> Self {
         let mut datum = Vec::new();
         let schema = emission.event.encode(&mut datum).unwrap_or_else(|e| panic!("{:?} does not encode: {e}", emission.event));
-        Raw { topic: emission.event.topic().to_owned(), type_name: emission.event.type_name().to_owned(), schema: Arc::clone(schema), datum, meta: emission.meta.clone() }
+        let mut extensions = Extensions::default();
+        for (name, value) in emission.event.headers() {
+            extensions.push(name.clone(), value.clone());
+        }
+        Raw { topic: emission.event.topic().to_owned(), type_name: emission.event.type_name().to_owned(), schema: Arc::clone(schema), datum, meta: emission.meta.clone(), extensions }
     }
 
     /// Decodes it as `E`, if it is of `E`'s type.

@@ -130,6 +130,21 @@ impl<P: Participant> Scenario<P> {
         self
     }
 
+    /// `event` arrives on `topic` with `meta` and the other headers `extensions` (for a
+    /// registration made with [`Inputs::on_with_headers`]). Panics like [`Scenario::when_with`].
+    #[track_caller]
+    pub fn when_with_headers<F, E>(&mut self, topic: &Topic<F>, event: E, meta: Metadata, extensions: crate::input::Extensions) -> &mut Self
+    where
+        F: EventFamily + Member<E>,
+        E: Event,
+    {
+        assert!(self.consumes(topic.name()), "{} does not subscribe to {}", P::NAME, topic.name());
+        let mut raw = Raw::encode(topic, &event, meta);
+        raw.extensions = extensions;
+        self.last = self.deliver(&raw);
+        self
+    }
+
     /// Fresh test metadata for an input (deterministic id; `correlation` or its own id).
     pub fn fresh_meta(&mut self, event_type: &str, subject: &str, correlation: Option<&str>) -> Metadata {
         self.inputs_sent += 1;
@@ -178,7 +193,7 @@ impl<P: Participant> Scenario<P> {
     pub fn deliver(&mut self, raw: &Raw) -> Vec<Emission> {
         self.last_input = Some(raw.clone());
         let Some(route) = self.inputs.route(&raw.topic) else { return Vec::new() };
-        let routed = route.decode(&raw.type_name, &raw.schema, &raw.datum, &raw.meta).unwrap_or_else(|e| panic!("{} on {} does not decode: {e}", raw.type_name, raw.topic));
+        let routed = route.decode_with(&raw.type_name, &raw.schema, &raw.datum, &raw.meta, &raw.extensions).unwrap_or_else(|e| panic!("{} on {} does not decode: {e}", raw.type_name, raw.topic));
         let Some(routed) = routed else { return Vec::new() };
         let slot = self.slots.entry(routed.key.clone()).or_insert_with(|| Slot::new(self.participant.initial(&routed.key)));
         let out = reactor::react(&self.participant, &self.source, slot, routed.input, &raw.meta, self.now);
@@ -193,6 +208,7 @@ impl<P: Participant> Scenario<P> {
         }
         for emission in &out {
             let (topic, type_name) = (emission.event.topic(), emission.event.type_name());
+            let topic = if emission.event.is_exact_topic() { crate::declaration::NAMED_BY_INPUT } else { topic };
             if !self.outputs.iter().any(|o| o.topic() == topic && o.type_name() == type_name) {
                 panic!("{} emitted {type_name} on {topic}, which its outputs() do not declare", P::NAME);
             }

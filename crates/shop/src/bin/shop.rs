@@ -1,5 +1,5 @@
 //! `shop orders|inventory|payments`: one role of the reference saga, on the choreography
-//! engine (exactly once; see herald-choreography's `engine`); `shop order-status`: the
+//! engine; `shop accounts`: the accounts aggregate, on the same engine (exactly once; see herald-choreography's `engine`); `shop order-status`: the
 //! order-status read view (herald_shop::order_status) on herald-projector.
 //!
 //! - `orders`: the `orders` participant (`--payment-timeout`, default `30s`).
@@ -7,6 +7,10 @@
 //!   object `{"SKU": quantity}`).
 //! - `payments`: `payments-billing` and `payments-credit` (`--credit FILE`, a JSON object
 //!   `{"customer_id": cents}`; `--default-credit CENTS`, default 100000).
+//! - `accounts`: the accounts aggregate (herald_shop::accounts): commands on
+//!   `shop.accounts.commands`, events on `shop.accounts`, replies on the topic each command
+//!   names (the shop's clients use `shop.accounts.replies`); decided one at a time per
+//!   account, exactly once, by whichever instance owns the account's partition.
 //! - `order-status`: the view's three projectors (one per public topic, consumer groups
 //!   `PREFIX` + `--group` + `.TOPIC`) into `--store` (default `sqlite:order_status.db`),
 //!   serving `GET /views/order_status[/{order_id}]` beside `/health` and `/metrics`.
@@ -48,6 +52,8 @@ enum Role {
     Payments,
     /// The order-status read view.
     OrderStatus,
+    /// The accounts aggregate (a wallet per customer; herald-aggregate).
+    Accounts,
 }
 
 /// One role of the shop's order-fulfilment saga.
@@ -283,6 +289,9 @@ async fn main() -> anyhow::Result<()> {
         herald_shop::inventory::STOCK_REPLIES.name(),
         herald_shop::payments::PAYMENTS.name(),
         herald_shop::payments::CREDIT_COMMANDS.name(),
+        herald_shop::accounts::ACCOUNT_COMMANDS.name(),
+        herald_shop::accounts::ACCOUNTS.name(),
+        herald_shop::accounts::ACCOUNT_REPLIES,
     ]
     .iter()
     .map(|t| TopicSpec::new(format!("{}{t}", cli.topic_prefix)).partitions(6))
@@ -307,6 +316,7 @@ async fn main() -> anyhow::Result<()> {
             runner.start(Billing)?;
             runner.start(Credit { credit: read_map(&cli.credit)?, default_credit: cli.default_credit })?;
         }
+        Role::Accounts => runner.start(herald_aggregate::Decider(herald_shop::accounts::Accounts))?,
         Role::OrderStatus => unreachable!("handled above"),
     }
     let mut bound = None;
@@ -352,6 +362,7 @@ mod tests {
         Engine::new(&config, Reservations, settings.clone()).expect("reservations");
         Engine::new(&config, Stock::default(), settings.clone()).expect("stock");
         Engine::new(&config, Billing, settings.clone()).expect("billing");
-        Engine::new(&config, Credit::default(), settings).expect("credit");
+        Engine::new(&config, Credit::default(), settings.clone()).expect("credit");
+        Engine::new(&config, herald_aggregate::Decider(herald_shop::accounts::Accounts), settings).expect("accounts");
     }
 }

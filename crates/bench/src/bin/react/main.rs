@@ -19,7 +19,9 @@
 //!
 //! `serve`: Herald's side of one run (the engine in this process).
 //! `saga`: see [`saga`].
+//! `aggregate`: see [`aggregate`] (`target/release/react aggregate --events 100000 --rounds 3`).
 
+mod aggregate;
 mod proc;
 mod saga;
 mod shop_role;
@@ -53,6 +55,8 @@ enum Cmd {
     Saga(saga::SagaArgs),
     /// One role of the reference saga with the benchmark's engine settings (started by `saga --pipeline`).
     ShopRole(shop_role::RoleArgs),
+    /// An aggregate (herald-aggregate) against the reaction step, and commands with replies.
+    Aggregate(aggregate::AggregateArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Run(args) => run(args).await,
         Cmd::Saga(args) => saga::run(args).await,
         Cmd::ShopRole(args) => shop_role::run(args).await,
+        Cmd::Aggregate(args) => aggregate::run(args).await,
     }
 }
 

@@ -65,6 +65,13 @@ pub struct Counter {
     output: Topic<Step>,
 }
 
+impl Counter {
+    /// The step from `input` to `output`.
+    pub fn new(input: &str, output: &str) -> Self {
+        Counter { input: Topic::named(input), output: Topic::named(output) }
+    }
+}
+
 impl Participant for Counter {
     const NAME: &'static str = "bench-react";
     type Input = Step;

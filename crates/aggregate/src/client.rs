@@ -1,0 +1,352 @@
+//! [`CommandClient`]: send a command, await its reply.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_bus::codec::SingleObject;
+use herald_bus::event::Member;
+use herald_bus::publisher::Record;
+use herald_bus::{Event, EventFamily, KafkaConfig, PublishError, Publisher, PublisherOptions, Topic};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+use crate::headers;
+use crate::reply::{CommandReply, Replies};
+
+/// How one command is sent ([`CommandClient::send_with`]).
+///
+/// ```
+/// use std::time::Duration;
+/// let options = herald_aggregate::SendOptions::default().expect_version(3).timeout(Duration::from_secs(2));
+/// assert_eq!(options.expected_version, Some(3));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SendOptions {
+    /// The version the aggregate must be at, or the command is rejected with `conflict`.
+    pub expected_version: Option<i64>,
+    /// How long to wait for the reply (default: the client's, 10 s).
+    pub timeout: Option<Duration>,
+    /// The command's id (default: a new UUIDv7). Sending a command again with the id it
+    /// had (after a timeout) gets the reply it got the first time, without deciding it
+    /// again, as long as the aggregate still remembers it
+    /// ([`Aggregate::REMEMBERED`](crate::Aggregate::REMEMBERED) recent commands).
+    pub command_id: Option<Uuid>,
+}
+
+impl SendOptions {
+    /// Expects the aggregate at `version`.
+    pub fn expect_version(mut self, version: i64) -> Self {
+        self.expected_version = Some(version);
+        self
+    }
+
+    /// Waits at most `timeout` for the reply.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends with id `id` (to send a command again).
+    pub fn command_id(mut self, id: Uuid) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+}
+
+/// Sending a command failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// No reply in time: the command may have been decided or not. Find out with
+    /// [`CommandClient::find_reply`] by its id, or send it again with the same id
+    /// ([`SendOptions::command_id`]) to get its reply.
+    #[error("no reply to command {command_id} within {waited:?}: its outcome is unknown; look it up by the command id (its reply on {reply_topic} is keyed by it) or send it again with the same id")]
+    Timeout {
+        /// The command's id.
+        command_id: Uuid,
+        /// How long the client waited.
+        waited: Duration,
+        /// Where its reply will be.
+        reply_topic: String,
+    },
+    /// The command was not published. When [`PublishError::possibly_persisted`], it may
+    /// have been written anyway: the outcome is unknown, as for a timeout.
+    #[error("command {command_id} not sent: {source}")]
+    Publish {
+        /// The command's id.
+        command_id: Uuid,
+        /// The publisher's error.
+        #[source]
+        source: PublishError,
+    },
+    /// The client's reply reader stopped (its consumer failed); see the log.
+    #[error("the reply reader stopped; command {command_id} has an unknown outcome")]
+    Closed {
+        /// The command's id.
+        command_id: Uuid,
+    },
+}
+
+impl SendError {
+    /// The id of the command concerned.
+    pub fn command_id(&self) -> Uuid {
+        match self {
+            SendError::Timeout { command_id, .. } | SendError::Publish { command_id, .. } | SendError::Closed { command_id } => *command_id,
+        }
+    }
+
+    /// Whether the command may have been decided (so look it up before sending anything else).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            SendError::Publish { source, .. } => source.possibly_persisted(),
+            _ => true,
+        }
+    }
+}
+
+/// Creating a client or looking up a reply failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The publisher could not be created.
+    #[error("publisher: {0}")]
+    Publisher(#[from] PublishError),
+    /// The reply topic does not exist (create it first: a transaction cannot write a reply
+    /// to a missing topic).
+    #[error("reply topic {0} does not exist")]
+    NoReplyTopic(String),
+    /// A Kafka client call failed.
+    #[error("{0}")]
+    Kafka(String),
+}
+
+type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<CommandReply>>>>;
+
+/// Sends commands of family `C` and awaits their replies.
+///
+/// Replies are read from `reply_topic` (every partition, read_committed, from the end as it
+/// was when the client was created) and matched to the waiting sends by command id, so
+/// any number of sends may wait at once, and several clients may share a reply topic.
+/// Cloning is cheap (one publisher and one reader shared).
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// # herald_bus::family! { #[derive(Debug)] pub enum Cmd { Deposit(Deposit) } }
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Deposit { account_id: String, amount_cents: i64 }
+/// # impl herald_bus::Event for Deposit { const TYPE: &'static str = "x.Deposit"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.account_id } }
+/// const COMMANDS: herald_bus::Topic<Cmd> = herald_bus::Topic::new("x.commands");
+/// let config = herald_bus::KafkaConfig::new("127.0.0.1:9092");
+/// let client = herald_aggregate::CommandClient::new(&config, COMMANDS, "x.replies").await?;
+/// match client.send(Deposit { account_id: "a-1".into(), amount_cents: 500 }).await {
+///     Ok(reply) if reply.is_accepted() => println!("at version {:?}", reply.version),
+///     Ok(reply) => println!("rejected: {:?}", reply.reason),
+///     Err(e) => println!("{e}; command id {}", e.command_id()),
+/// }
+/// # Ok(()) }
+/// ```
+pub struct CommandClient<C> {
+    publisher: Publisher,
+    commands: Topic<C>,
+    reply_topic: String,
+    config: KafkaConfig,
+    pending: Pending,
+    reader: Arc<ReaderTask>,
+    timeout: Duration,
+}
+
+impl<C> Clone for CommandClient<C> {
+    fn clone(&self) -> Self {
+        CommandClient {
+            publisher: self.publisher.clone(),
+            commands: Topic::named(self.commands.name()),
+            reply_topic: self.reply_topic.clone(),
+            config: self.config.clone(),
+            pending: self.pending.clone(),
+            reader: self.reader.clone(),
+            timeout: self.timeout,
+        }
+    }
+}
+
+/// The reply reader's task, stopped when the last client clone drops.
+struct ReaderTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ReaderTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A consumer of every partition of `topic` at `start` (None: the current end).
+async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Result<StreamConsumer, ClientError> {
+    let partitions = herald_bus::admin::partition_count(config, topic).await.map_err(|e| ClientError::Kafka(e.to_string()))?.ok_or_else(|| ClientError::NoReplyTopic(topic.to_owned()))?;
+    let group = format!("herald-aggregate-client-{}", Uuid::now_v7());
+    let consumer: StreamConsumer = config
+        .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("isolation.level", "read_committed"), ("auto.offset.reset", "earliest"), ("fetch.wait.max.ms", "20")])
+        .create()
+        .map_err(|e| ClientError::Kafka(e.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        let offset = if from_start {
+            Offset::Beginning
+        } else {
+            // The end as it is now: replies to commands sent from now on come after it.
+            // A topic just created may have no leader yet for a moment: tried for 15 s.
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let high = loop {
+                match tokio::task::block_in_place(|| consumer.fetch_watermarks(topic, p, Duration::from_secs(5))) {
+                    Ok((_, high)) => break high,
+                    Err(e) if Instant::now() >= deadline => return Err(ClientError::Kafka(format!("watermarks of {topic}/{p}: {e}"))),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            Offset::Offset(high)
+        };
+        tpl.add_partition_offset(topic, p, offset).map_err(|e| ClientError::Kafka(e.to_string()))?;
+    }
+    consumer.assign(&tpl).map_err(|e| ClientError::Kafka(e.to_string()))?;
+    Ok(consumer)
+}
+
+/// The reply in a record of a reply topic, if it is one.
+fn decode_reply(codec: &SingleObject, payload: Option<&[u8]>) -> Option<CommandReply> {
+    let (writer, datum) = codec.split(payload?).ok()?;
+    match Replies::decode(&writer.name, &writer, datum) {
+        Ok(Some(Replies::Reply(reply))) => Some(reply),
+        _ => None,
+    }
+}
+
+impl<C> CommandClient<C> {
+    /// A client sending to `commands` (as named: add any prefix yourself) and reading
+    /// replies from `reply_topic`, which must exist. Needs tokio's multi-threaded runtime.
+    pub async fn new(config: &KafkaConfig, commands: Topic<C>, reply_topic: impl Into<String>) -> Result<Self, ClientError> {
+        let reply_topic = reply_topic.into();
+        let publisher = Publisher::new(config, PublisherOptions::new("/herald/command-client"))?;
+        let consumer = reader_of(config, &reply_topic, false).await?;
+        let pending: Pending = Arc::default();
+        let dispatch = pending.clone();
+        let task = tokio::spawn(async move {
+            let codec = SingleObject::new(Replies::schemas().clone());
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) => {
+                        let Some(reply) = decode_reply(&codec, msg.payload()) else { continue };
+                        let waiter = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.command_id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reply reader");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(CommandClient { publisher, commands, reply_topic, config: config.clone(), pending, reader: Arc::new(ReaderTask(task)), timeout: Duration::from_secs(10) })
+    }
+
+    /// The default reply timeout becomes `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The reply topic.
+    pub fn reply_topic(&self) -> &str {
+        &self.reply_topic
+    }
+
+    /// Sends a command already encoded and framed (a tool that maps JSON through a schema,
+    /// like `herald command`): `record`'s headers must carry `ce_id` = `command_id`; the
+    /// reply-to and expected-version headers are added here. Then as [`CommandClient::send_with`]
+    /// (`options.command_id` is ignored: the record has its id).
+    pub async fn send_record(&self, mut record: Record, command_id: Uuid, options: SendOptions) -> Result<CommandReply, SendError> {
+        let started = Instant::now();
+        let key = command_id.to_string();
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        record.headers = record.headers.insert(Header { key: headers::REPLY_TO, value: Some(self.reply_topic.as_str()) });
+        if let Some(v) = options.expected_version {
+            record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });
+        }
+        if let Err(source) = self.publisher.send_record(record).await {
+            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            return Err(SendError::Publish { command_id, source });
+        }
+        let timeout = options.timeout.unwrap_or(self.timeout);
+        match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(SendError::Closed { command_id }),
+            Err(_) => {
+                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() })
+            }
+        }
+    }
+
+    /// Looks up the reply to `command_id` on the reply topic (every partition, from the
+    /// beginning, read_committed). Returns `None` when none is there: the command was not
+    /// decided yet (or never will be: it was not written). Reads until it finds the reply,
+    /// or nothing new arrived for 3 s, or `within` passed.
+    pub async fn find_reply(&self, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
+        find_reply(&self.config, &self.reply_topic, command_id, within).await
+    }
+}
+
+impl<C: EventFamily> CommandClient<C> {
+    /// Sends `command` with a new id and waits for its reply (accepted or rejected), or
+    /// fails with [`SendError::Timeout`] after the client's timeout. Cancel-safe in the
+    /// sense that dropping the future only stops the wait: a command already published is
+    /// still decided.
+    pub async fn send<E>(&self, command: E) -> Result<CommandReply, SendError>
+    where
+        C: Member<E>,
+        E: Event,
+    {
+        self.send_with(command, SendOptions::default()).await
+    }
+
+    /// [`CommandClient::send`] with [`SendOptions`].
+    pub async fn send_with<E>(&self, command: E, options: SendOptions) -> Result<CommandReply, SendError>
+    where
+        C: Member<E>,
+        E: Event,
+    {
+        let mut meta = self.publisher.metadata_for(&command);
+        if let Some(id) = options.command_id {
+            meta.id = id;
+            meta.correlation_id = Some(id.to_string());
+        }
+        let command_id = meta.id;
+        let record = self.publisher.encode(&self.commands, &command, &meta).await.map_err(|source| SendError::Publish { command_id, source })?;
+        self.send_record(record, command_id, options).await
+    }
+}
+
+/// [`CommandClient::find_reply`] without a client.
+pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
+    let consumer = reader_of(config, reply_topic, true).await?;
+    let codec = SingleObject::new(Replies::schemas().clone());
+    let wanted = command_id.to_string();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let idle = (tokio::time::Instant::now() + Duration::from_secs(3)).min(deadline);
+        match tokio::time::timeout_at(idle, consumer.recv()).await {
+            Ok(Ok(msg)) => {
+                if msg.key() == Some(wanted.as_bytes())
+                    && let Some(reply) = decode_reply(&codec, msg.payload())
+                {
+                    return Ok(Some(reply));
+                }
+            }
+            Ok(Err(e)) => return Err(ClientError::Kafka(e.to_string())),
+            Err(_) => return Ok(None),
+        }
+    }
+}

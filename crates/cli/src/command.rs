@@ -1,0 +1,122 @@
+//! `herald command`: send one command to an aggregate (herald-aggregate's wire contract)
+//! and print its reply.
+//!
+//! The command is JSON mapped through its Avro schema (as `herald publish`), sent with
+//! `ce_replyto` (the reply topic) and, with `--expect-version`, `ce_expectedversion`. The
+//! reply (`herald.aggregate.CommandReply`) prints as one JSON object on stdout. Exit codes:
+//! `0` accepted, `1` rejected (or a failure talking to Kafka), `2` bad input, `3` no reply in
+//! time: the outcome is unknown, and the command id printed on stderr finds its reply later.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use herald_aggregate::{CommandClient, SendError, SendOptions};
+use herald_bus::publisher::Record;
+use herald_bus::{Metadata, Topic};
+
+use crate::context::Context;
+use crate::exit::{invalid, outln};
+use herald_cli::json;
+
+/// Exit code of a command that got no reply in time.
+pub const TIMEOUT: u8 = 3;
+
+/// Arguments of `herald command`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The aggregate's command topic.
+    pub topic: String,
+    /// Command type: the Avro full name of a schema under --schemas.
+    #[arg(long = "type", value_name = "FULL.AVRO.NAME")]
+    pub command_type: String,
+    /// The aggregate id (the Kafka key).
+    #[arg(long)]
+    pub key: String,
+    /// The command as JSON, or `@FILE`.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub data: String,
+    /// The aggregate version the command expects (else it is rejected with `conflict`).
+    #[arg(long, value_name = "N")]
+    pub expect_version: Option<i64>,
+    /// How long to wait for the reply (`500ms`, `10s`, `1m`).
+    #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
+    pub timeout: Duration,
+    /// The reply topic (default: the command topic with `.commands` replaced by
+    /// `.replies`, or `.replies` appended).
+    #[arg(long)]
+    pub reply_topic: Option<String>,
+    /// CloudEvents source (`ce_source`) of the command.
+    #[arg(long, default_value = "/herald/cli")]
+    pub source: String,
+}
+
+/// The reply topic of command topic `topic` by default.
+///
+/// ```ignore
+/// assert_eq!(default_reply_topic("shop.accounts.commands"), "shop.accounts.replies");
+/// ```
+pub fn default_reply_topic(topic: &str) -> String {
+    match topic.strip_suffix(".commands") {
+        Some(base) => format!("{base}.replies"),
+        None => format!("{topic}.replies"),
+    }
+}
+
+/// Sends the command; the exit code says the outcome.
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    let schemas = ctx.schemas()?;
+    let known = crate::publish::lookup(&schemas, &args.command_type)?.clone();
+    let reply_topic = args.reply_topic.clone().unwrap_or_else(|| default_reply_topic(&args.topic));
+    for topic in [&args.topic, &reply_topic] {
+        if let Err(reason) = herald_bus::topic::validate_name(topic) {
+            invalid!("{reason}");
+        }
+        if herald_bus::admin::partition_count(&ctx.kafka, topic).await.context("cannot read cluster metadata")?.is_none() {
+            invalid!("topic {topic} does not exist");
+        }
+    }
+    let text = match args.data.strip_prefix('@') {
+        Some(file) => match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => invalid!("--data @{file}: {e}"),
+        },
+        None => args.data.clone(),
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(value) => value,
+        Err(e) => invalid!("not JSON: {e}"),
+    };
+    let datum = match json::encode(&known.schema, &value) {
+        Ok(datum) => datum,
+        Err(e) => invalid!("{}: {e}", known.name),
+    };
+    let client = CommandClient::<()>::new(&ctx.kafka, Topic::named(&args.topic), reply_topic).await.context("starting the reply reader")?;
+    let publisher = ctx.publisher(&args.source)?;
+    let payload = publisher.frame(&args.topic, &known, &datum).await.context("framing the payload")?;
+    let meta = Metadata::new(&known.name, &args.source, &args.key);
+    let record = Record::new(&args.topic, args.key.as_bytes(), payload, meta.to_headers());
+    let options = SendOptions { expected_version: args.expect_version, timeout: Some(args.timeout), command_id: None };
+    // The client's own publisher sends it (it registers the wait first).
+    match client.send_record(record, meta.id, options).await {
+        Ok(reply) => {
+            outln!("{}", serde_json::to_string(&reply).unwrap_or_default());
+            Ok(if reply.is_accepted() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Err(e @ SendError::Timeout { .. }) => {
+            eprintln!("{e}");
+            eprintln!("{}", serde_json::json!({"command_id": e.command_id().to_string(), "outcome": "unknown"}));
+            Ok(ExitCode::from(TIMEOUT))
+        }
+        Err(e) => Err(anyhow::Error::new(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_default_reply_topic_follows_the_command_topic() {
+        assert_eq!(super::default_reply_topic("shop.accounts.commands"), "shop.accounts.replies");
+        assert_eq!(super::default_reply_topic("orders"), "orders.replies");
+    }
+}

@@ -115,10 +115,10 @@ impl Role {
             Role::Inventory => "inventory",
             Role::Payments => "payments",
             Role::OrderStatus => "order-status",
+            Role::Accounts => "accounts",
         }
     }
 }
-
 
 fn read_map(path: &Option<PathBuf>) -> anyhow::Result<HashMap<String, i64>> {
     match path {
@@ -207,11 +207,7 @@ async fn await_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Resu
 
 /// Completes on ctrl-c or SIGTERM.
 async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
+    herald_ops::shutdown_signal().await;
     tracing::info!("stopping");
 }
 

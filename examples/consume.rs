@@ -52,21 +52,10 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:9464").await?;
     println!("serving /health and /metrics on http://{}", listener.local_addr()?);
-    let ops = tokio::spawn(herald_ops::serve(listener, metrics, consumer.health(), shutdown_signal()));
-    consumer.run(shutdown_signal()).await?;
+    let ops = tokio::spawn(herald_ops::serve(listener, metrics, consumer.health(), herald_ops::shutdown_signal()));
+    consumer.run(herald_ops::shutdown_signal()).await?;
     ops.abort();
     println!("handled {} events, revenue {} cents", handled.load(Ordering::Relaxed), revenue.load(Ordering::Relaxed));
     Ok(())
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}

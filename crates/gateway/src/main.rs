@@ -80,30 +80,10 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(%addr, bootstrap = kafka.bootstrap(), "herald-gateway listening");
     let announced = Announcement::new("gateway", env!("CARGO_PKG_VERSION")).http(Some(addr)).topic_prefix(&prefix).register(&kafka, &cli.registry).await;
-    let served = gateway.serve(listener, shutdown_signal()).await;
+    let served = gateway.serve(listener, herald_ops::shutdown_signal()).await;
     announced.shutdown().await;
     served?;
     tracing::info!("herald-gateway stopped");
     Ok(())
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-}

@@ -19,8 +19,10 @@
 //! ```
 
 mod duration;
+mod signal;
 
 pub use duration::parse_duration;
+pub use signal::shutdown_signal;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -107,19 +107,9 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::spawn(herald_ops::serve(listener, metrics, relay.health(), async move {
         let _ = http_stopped.await;
     }));
-    relay.run(shutdown_signal()).await?;
+    relay.run(herald_ops::shutdown_signal()).await?;
     let _ = stop_http.send(());
     let _ = http.await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}

@@ -128,7 +128,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                 options.until = until;
             }
             let make = self.make.clone();
-            let rebuilt = rebuild::rebuild(&config, &topic, move || make(), store, options, shutdown_signal()).await?;
+            let rebuilt = rebuild::rebuild(&config, &topic, move || make(), store, options, herald_ops::shutdown_signal()).await?;
             println!("{}", summary(&rebuilt));
             return Ok(());
         }
@@ -159,7 +159,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                shutdown_signal().await;
+                herald_ops::shutdown_signal().await;
                 shutdown.cancel();
             }
         });
@@ -213,14 +213,3 @@ fn summary(rebuilt: &Rebuilt) -> String {
     )
 }
 
-/// Completes on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}

@@ -146,7 +146,7 @@ async fn main() {
         let run = run(&cli, &mut pipeline);
         tokio::select! {
             ran = run => Some(ran),
-            _ = stop_signal() => None,
+            _ = herald_ops::shutdown_signal() => None,
         }
     };
     let code = match ran {
@@ -190,15 +190,6 @@ async fn delete_topics(config: &KafkaConfig, prefix: &str) -> anyhow::Result<usi
     let failed: Vec<String> = results.into_iter().filter_map(|r| r.err()).map(|(name, e)| format!("{name}: {e}")).collect();
     anyhow::ensure!(failed.is_empty(), "{}", failed.join(", "));
     Ok(names.len())
-}
-
-/// Completes on ctrl-c or SIGTERM.
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-    }
 }
 
 /// How a run ended.
@@ -574,7 +565,7 @@ async fn keep_running(pipeline: &Pipeline, prefix: &str, run_dir: &Path) {
         println!("  {:<13} pid {:<7} {url}/health {url}/metrics{extra}", child.name, child.pid().unwrap_or(0));
     }
     println!("  topics: {prefix}shop.orders, {prefix}shop.inventory, {prefix}shop.payments; logs in {}", run_dir.join("logs").display());
-    stop_signal().await;
+    herald_ops::shutdown_signal().await;
 }
 
 /// Places one order, recording when its request started, or why it failed.

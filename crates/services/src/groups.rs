@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use herald_bus::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -100,52 +101,17 @@ impl Inspector {
         let mut table = crate::table::Table::new(settings.ttl);
         let metadata = self.consumer.fetch_metadata(Some(&settings.topic), self.timeout)?;
         let partitions = metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len()) as i32;
-        let mut ends: HashMap<i32, i64> = HashMap::new();
-        let mut assignment = TopicPartitionList::new();
-        for p in 0..partitions {
-            let (low, high) = self.consumer.fetch_watermarks(&settings.topic, p, self.timeout)?;
-            if high > low {
-                ends.insert(p, high);
-                assignment.add_partition_offset(&settings.topic, p, Offset::Beginning)?;
-            }
-        }
-        if ends.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.consumer.assign(&assignment)?;
-        let deadline = Instant::now() + self.timeout;
-        let mut done: BTreeSet<i32> = BTreeSet::new();
-        while done.len() < ends.len() {
-            if Instant::now() >= deadline {
-                self.consumer.unassign()?;
-                return Err(RegistryError::Timeout(self.timeout));
-            }
-            match self.consumer.poll(Duration::from_millis(200)) {
-                None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    done.insert(p);
+        self.read_to_end(&settings.topic, 0..partitions, self.timeout, |message| {
+            let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
+            let record = message.payload().map(crate::Instance::decode);
+            match (key, record) {
+                (Some(key), None) => table.apply(key, None, tokio::time::Instant::now(), crate::instance::now_ms()),
+                (Some(key), Some(Ok(instance))) if instance.key() == key => {
+                    table.apply(key, Some(instance), tokio::time::Instant::now(), crate::instance::now_ms());
                 }
-                Some(Err(e)) => {
-                    self.consumer.unassign()?;
-                    return Err(e.into());
-                }
-                Some(Ok(message)) => {
-                    let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                    let record = message.payload().map(crate::Instance::decode);
-                    match (key, record) {
-                        (Some(key), None) => table.apply(key, None, tokio::time::Instant::now(), crate::instance::now_ms()),
-                        (Some(key), Some(Ok(instance))) if instance.key() == key => {
-                            table.apply(key, Some(instance), tokio::time::Instant::now(), crate::instance::now_ms());
-                        }
-                        _ => tracing::debug!(offset = message.offset(), "registry record skipped"),
-                    }
-                    if ends.get(&message.partition()).is_some_and(|&end| message.offset() + 1 >= end) {
-                        done.insert(message.partition());
-                    }
-                }
+                _ => tracing::debug!(offset = message.offset(), "registry record skipped"),
             }
-        }
-        self.consumer.unassign()?;
+        })?;
         Ok(table.entries(tokio::time::Instant::now()))
     }
 
@@ -197,57 +163,73 @@ impl Inspector {
             return Ok(found);
         }
         let wanted: BTreeSet<i32> = groups.iter().map(|g| offsets_partition(g, count)).collect();
+        self.read_to_end(OFFSETS_TOPIC, wanted, self.timeout * 3, |message| {
+            if let Some((group, topic, partition)) = message.key().and_then(parse_offset_key)
+                && groups.contains(&group)
+            {
+                let entry = found.entry(group).or_default();
+                match message.payload().and_then(parse_offset_value) {
+                    Some(offset) => {
+                        entry.insert((topic, partition), offset);
+                    }
+                    None => {
+                        entry.remove(&(topic, partition));
+                    }
+                }
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Reads `partitions` of `topic` from their beginning to the end they have now
+    /// (`read_committed`: a transaction marker or an aborted record may end a partition,
+    /// so its end-of-partition event counts too), handing each record to `on_record`.
+    /// Unassigns when done, also on an error or when `timeout` passes first.
+    fn read_to_end(
+        &self,
+        topic: &str,
+        partitions: impl IntoIterator<Item = i32>,
+        timeout: Duration,
+        mut on_record: impl FnMut(&BorrowedMessage<'_>),
+    ) -> Result<(), RegistryError> {
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut assignment = TopicPartitionList::new();
-        for &p in &wanted {
-            let (low, high) = self.consumer.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout)?;
+        for p in partitions {
+            let (low, high) = self.consumer.fetch_watermarks(topic, p, self.timeout)?;
             if high > low {
                 ends.insert(p, high);
-                assignment.add_partition_offset(OFFSETS_TOPIC, p, Offset::Beginning)?;
+                assignment.add_partition_offset(topic, p, Offset::Beginning)?;
             }
         }
         if ends.is_empty() {
-            return Ok(found);
+            return Ok(());
         }
         self.consumer.assign(&assignment)?;
-        let deadline = Instant::now() + self.timeout * 3;
+        let deadline = Instant::now() + timeout;
         let mut done: BTreeSet<i32> = BTreeSet::new();
-        while done.len() < ends.len() {
+        let read = loop {
+            if done.len() >= ends.len() {
+                break Ok(());
+            }
             if Instant::now() >= deadline {
-                self.consumer.unassign()?;
-                return Err(RegistryError::Timeout(self.timeout * 3));
+                break Err(RegistryError::Timeout(timeout));
             }
             match self.consumer.poll(Duration::from_millis(200)) {
                 None => {}
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     done.insert(p);
                 }
-                Some(Err(e)) => {
-                    self.consumer.unassign()?;
-                    return Err(e.into());
-                }
+                Some(Err(e)) => break Err(e.into()),
                 Some(Ok(message)) => {
-                    if let Some((group, topic, partition)) = message.key().and_then(parse_offset_key)
-                        && groups.contains(&group)
-                    {
-                        let entry = found.entry(group).or_default();
-                        match message.payload().and_then(parse_offset_value) {
-                            Some(offset) => {
-                                entry.insert((topic, partition), offset);
-                            }
-                            None => {
-                                entry.remove(&(topic, partition));
-                            }
-                        }
-                    }
+                    on_record(&message);
                     if ends.get(&message.partition()).is_some_and(|&end| message.offset() + 1 >= end) {
                         done.insert(message.partition());
                     }
                 }
             }
-        }
+        };
         self.consumer.unassign()?;
-        Ok(found)
+        read
     }
 
     /// Fills `lag_seconds` of the partitions with lag: the age of the record at the

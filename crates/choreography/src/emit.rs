@@ -30,43 +30,21 @@ trait Outgoing: Send + Sync {
     fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result;
 }
 
-struct Typed<F, E> {
-    event: E,
+/// The event (one member, or a whole family value holding one) and its type name; its
+/// schema is the latest of that name in the family `F`.
+struct Body<F, T> {
+    event: T,
+    type_name: &'static str,
     _family: PhantomData<fn() -> F>,
 }
 
-impl<F: EventFamily + Member<E>, E: Event + fmt::Debug> Outgoing for Typed<F, E> {
+impl<F: EventFamily, T: serde::Serialize + fmt::Debug + Send + Sync> Outgoing for Body<F, T> {
     fn schema(&self) -> Option<&'static Arc<KnownSchema>> {
-        F::schemas().latest(E::TYPE)
+        F::schemas().latest(self.type_name)
     }
 
     fn encode(&self, out: &mut Vec<u8>) -> Result<&'static Arc<KnownSchema>, PublishError> {
-        let known = self.schema().ok_or_else(|| PublishError::UnknownSchema(E::TYPE.to_owned()))?;
-        herald_bus::publisher::encode_datum(known, &self.event, out)?;
-        Ok(known)
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(&self.event).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn debug(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.event, f)
-    }
-}
-
-/// A whole family value (any member), encoded through the family's `Serialize`.
-struct Whole<F> {
-    event: F,
-}
-
-impl<F: EventFamily + serde::Serialize + fmt::Debug> Outgoing for Whole<F> {
-    fn schema(&self) -> Option<&'static Arc<KnownSchema>> {
-        F::schemas().latest(self.event.type_name())
-    }
-
-    fn encode(&self, out: &mut Vec<u8>) -> Result<&'static Arc<KnownSchema>, PublishError> {
-        let known = self.schema().ok_or_else(|| PublishError::UnknownSchema(self.event.type_name().to_owned()))?;
+        let known = self.schema().ok_or_else(|| PublishError::UnknownSchema(self.type_name.to_owned()))?;
         herald_bus::publisher::encode_datum(known, &self.event, out)?;
         Ok(known)
     }
@@ -87,7 +65,8 @@ impl Emitted {
         F: EventFamily + Member<E>,
         E: Event + fmt::Debug,
     {
-        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key: event.aggregate_id().to_owned(), event: Box::new(Typed::<F, E> { event, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
+        let key = event.aggregate_id().to_owned();
+        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key, event: Box::new(Body::<F, E> { event, type_name: E::TYPE, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
     }
 
     /// `event`, a value of `topic`'s family (whichever member it holds), bound for
@@ -118,7 +97,8 @@ impl Emitted {
     where
         F: EventFamily + serde::Serialize + fmt::Debug,
     {
-        Emitted { topic: topic.name().to_owned(), type_name: event.type_name(), key: event.aggregate_id().to_owned(), event: Box::new(Whole { event }), headers: Vec::new(), exact_topic: false }
+        let (type_name, key) = (event.type_name(), event.aggregate_id().to_owned());
+        Emitted { topic: topic.name().to_owned(), type_name, key, event: Box::new(Body::<F, F> { event, type_name, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
     }
 
     /// Adds the Kafka header `name: value` to the record, after the CloudEvents headers

@@ -4,9 +4,18 @@
 //! (a task-local, scoped to the handler's future), and the publisher stamps events published
 //! from inside a handler with a child of it. So a flow of events across services forms one
 //! trace, whatever tracing backend reads the headers.
+//!
+//! # Spans
+//! The headers carry the trace; [`SpanRecord`] reports the work Herald did under it (a
+//! gateway request, a handled event, a reaction's emitted event) as a finished span with
+//! the very ids the headers carry, so a trace backend can draw the flow. Herald's
+//! libraries only report spans, as `tracing` events on the target [`SPAN_TARGET`] (free
+//! when nothing listens); a binary exports them with herald-ops' OTLP layer
+//! (`herald_ops::telemetry`), configured by the standard `OTEL_EXPORTER_OTLP_*` variables.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 tokio::task_local! {
     static CURRENT: TraceContext;
@@ -73,6 +82,132 @@ fn nonzero_u64() -> u64 {
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+    }
+}
+
+/// The `tracing` target of the events that report finished spans ([`SpanRecord::record`]).
+pub const SPAN_TARGET: &str = "herald::span";
+
+/// Whether anything listens for span reports (an exporter is installed): callers skip
+/// preparing a [`SpanRecord`] when not.
+pub fn spans_wanted() -> bool {
+    tracing::enabled!(target: SPAN_TARGET, tracing::Level::TRACE)
+}
+
+/// What a span stands for, as OpenTelemetry's span kinds say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanKind {
+    /// Handling a request (the gateway).
+    Server,
+    /// Handling an event read from a topic.
+    Consumer,
+    /// Creating an event for a topic.
+    Producer,
+}
+
+impl SpanKind {
+    /// `server`, `consumer` or `producer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpanKind::Server => "server",
+            SpanKind::Consumer => "consumer",
+            SpanKind::Producer => "producer",
+        }
+    }
+}
+
+/// A finished span of work done under a trace: its own id is `context.span_id` (the id
+/// the event headers carry), its parent the span it continued.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use herald_bus::trace::{SpanKind, SpanRecord, TraceContext};
+/// let cause = TraceContext::new_root();
+/// let mine = cause.child();
+/// let span = SpanRecord::new("process shop.orders", SpanKind::Consumer, mine, Some(cause.span_id), SystemTime::now())
+///     .topic("shop.orders")
+///     .event("shop.orders.OrderPlaced", "0190a6b2-0000-7000-8000-000000000000");
+/// span.record(); // a `tracing` event on SPAN_TARGET: exported if an OTLP layer listens
+/// ```
+#[derive(Debug, Clone)]
+pub struct SpanRecord<'a> {
+    /// Its name (`{operation} {destination}`, OpenTelemetry's messaging convention).
+    pub name: &'a str,
+    /// Its kind.
+    pub kind: SpanKind,
+    /// Its trace and its own span id.
+    pub context: TraceContext,
+    /// The span it continued, if any (`None`: the trace's root).
+    pub parent: Option<u64>,
+    /// When the work began.
+    pub start: SystemTime,
+    /// When it ended.
+    pub end: SystemTime,
+    /// The topic read or written (`messaging.destination.name`).
+    pub topic: Option<&'a str>,
+    /// The event's type (`ce_type`).
+    pub event_type: Option<&'a str>,
+    /// The event's id (`ce_id`).
+    pub event_id: Option<&'a str>,
+    /// Who did the work inside the process: a participant, a route, a handler.
+    pub actor: Option<&'a str>,
+    /// Whether the work failed.
+    pub error: bool,
+}
+
+impl<'a> SpanRecord<'a> {
+    /// A span that began at `start` and ends now.
+    pub fn new(name: &'a str, kind: SpanKind, context: TraceContext, parent: Option<u64>, start: SystemTime) -> Self {
+        SpanRecord { name, kind, context, parent, start, end: SystemTime::now(), topic: None, event_type: None, event_id: None, actor: None, error: false }
+    }
+
+    /// With the topic it read or wrote.
+    pub fn topic(mut self, topic: &'a str) -> Self {
+        self.topic = Some(topic);
+        self
+    }
+
+    /// With the event's type and id.
+    pub fn event(mut self, event_type: &'a str, event_id: &'a str) -> Self {
+        self.event_type = Some(event_type);
+        self.event_id = Some(event_id);
+        self
+    }
+
+    /// With who did the work (a participant, a route).
+    pub fn actor(mut self, actor: &'a str) -> Self {
+        self.actor = Some(actor);
+        self
+    }
+
+    /// Marked as failed when `failed`.
+    pub fn failed(mut self, failed: bool) -> Self {
+        self.error = failed;
+        self
+    }
+
+    /// Reports the span: a `tracing` event at TRACE level on [`SPAN_TARGET`], when its
+    /// trace is sampled (flag bit 0).
+    pub fn record(&self) {
+        if self.context.flags & 1 == 0 {
+            return;
+        }
+        let nanos = |t: SystemTime| t.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        tracing::trace!(
+            target: SPAN_TARGET,
+            trace_id = self.context.trace_id,
+            otel.name = self.name,
+            otel.kind = self.kind.as_str(),
+            span_id = self.context.span_id,
+            parent_span_id = self.parent.unwrap_or(0),
+            start_unix_nanos = nanos(self.start),
+            end_unix_nanos = nanos(self.end),
+            error = self.error,
+            messaging.destination.name = self.topic,
+            ce.r#type = self.event_type,
+            ce.id = self.event_id,
+            herald.actor = self.actor,
+        );
     }
 }
 

@@ -34,6 +34,9 @@ pub struct Emission {
     pub meta: Metadata,
     /// The event and its topic.
     pub event: Emitted,
+    /// The span id of the input's `traceparent` (the span this event's span continues),
+    /// when the input carried one.
+    pub cause_span: Option<u64>,
 }
 
 /// Reacts to `input` (delivered with `cause`'s metadata) for the key held in `slot`:
@@ -48,7 +51,7 @@ pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::S
         .enumerate()
         .map(|(index, event)| {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            Emission { meta: ids::metadata(P::NAME, source, cause, index, event.type_name(), event.key(), now), event }
+            Emission { meta: ids::metadata(P::NAME, source, cause, index, event.type_name(), event.key(), now), event, cause_span: cause.trace.map(|t| t.span_id) }
         })
         .collect()
 }

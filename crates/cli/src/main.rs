@@ -78,7 +78,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // Logs to stderr (`RUST_LOG`, default `warn`); spans over OTLP when
+    // `OTEL_EXPORTER_OTLP_ENDPOINT` is set (long-running commands: the tracker, projectors).
+    let _telemetry = match herald_ops::telemetry::init("herald", "warn") {
+        Ok(telemetry) => Some(telemetry),
+        Err(e) => {
+            eprintln!("warning: {e}");
+            None
+        }
+    };
     let command = match cli.command {
         Command::Schemas(cmd) => return std::process::ExitCode::from(u8::try_from(cmd.run(&cli.global.schemas)).unwrap_or(2)),
         Command::Saga(cmd) => return exit::report(saga::run(cli.global, cmd).await),
@@ -109,10 +117,3 @@ async fn main() -> std::process::ExitCode {
     exit::report(result)
 }
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default `warn`).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
-}

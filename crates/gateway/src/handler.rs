@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use herald_bus::publisher::Record;
-use herald_bus::trace::TraceContext;
+use herald_bus::trace::{SpanKind, SpanRecord, TraceContext};
 use herald_bus::Metadata;
 use serde::Serialize;
 use uuid::Uuid;
@@ -56,6 +56,7 @@ enum Outcome {
 }
 
 async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, Problem> {
+    let started = std::time::SystemTime::now();
     let (parts, body) = request.into_parts();
     let principal = app.auth.authenticate(&parts.headers)?;
     if let Some(scope) = principal.missing(&route.scopes) {
@@ -91,11 +92,21 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         meta.id = id;
         meta.correlation_id = Some(id.to_string());
     }
-    meta.trace = Some(trace(&parts.headers));
+    let (trace, parent) = trace(&parts.headers);
+    meta.trace = Some(trace);
     meta.tracestate = parts.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let payload = app.sender.frame(&route.topic, &route.schema, &prepared.datum).await?;
-    let record = Record::new(&route.topic, prepared.key.as_bytes(), payload, meta.to_headers());
-    let (partition, offset) = app.sender.send(record).await?;
+    let sent = async {
+        let payload = app.sender.frame(&route.topic, &route.schema, &prepared.datum).await?;
+        let record = Record::new(&route.topic, prepared.key.as_bytes(), payload, meta.to_headers());
+        app.sender.send(record).await
+    }
+    .await;
+    // The request's span has the id the event's traceparent carries: the services that
+    // react to the event continue it.
+    let name = format!("{} {}", route.method, route.path);
+    let id = meta.id.to_string();
+    SpanRecord::new(&name, SpanKind::Server, trace, parent, started).topic(&route.topic).event(route.event_type(), &id).actor(&route.name).failed(sent.is_err()).record();
+    let (partition, offset) = sent?;
     let accepted = Accepted { id: meta.id, topic: route.topic.clone(), partition, offset };
     if let Some(progress) = progress {
         app.idempotency.finish(progress, accepted.clone(), now_millis).await;
@@ -103,11 +114,12 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     Ok(Outcome::Published(accepted))
 }
 
-/// The request's `traceparent` continued (a child span of it), or a new trace when the
-/// header is absent or invalid (as W3C trace context says to treat an invalid one).
-fn trace(headers: &HeaderMap) -> TraceContext {
+/// The request's `traceparent` continued (a child span of it, and the parent's span id),
+/// or a new trace when the header is absent or invalid (as W3C trace context says to
+/// treat an invalid one).
+fn trace(headers: &HeaderMap) -> (TraceContext, Option<u64>) {
     let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<TraceContext>().ok());
-    parent.map_or_else(TraceContext::new_root, |p| p.child())
+    parent.map_or_else(|| (TraceContext::new_root(), None), |p| (p.child(), Some(p.span_id)))
 }
 
 /// The body, refused with `413` past `limit` bytes (by `Content-Length` before reading,

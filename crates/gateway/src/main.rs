@@ -49,10 +49,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    let _telemetry = herald_ops::telemetry::init("gateway", "info")?;
     let cli = Cli::parse();
     let config = Config::load(&cli.config)?;
     let kafka = KafkaConfig::new(&cli.bootstrap).with_env(std::env::vars()).with_pairs(&cli.properties)?;

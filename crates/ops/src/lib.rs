@@ -20,6 +20,7 @@
 
 mod duration;
 mod signal;
+pub mod telemetry;
 
 pub use duration::parse_duration;
 pub use signal::shutdown_signal;

@@ -86,6 +86,12 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
             Err(f) => return Attempt::Failed(f, FailureClass::Permanent),
         };
         let trace = envelope.meta.trace.map(|t| t.child()).unwrap_or_else(TraceContext::new_root);
+        // The span reported once the handler is done (when an exporter listens and the
+        // event came with a trace): its parent is the span that wrote the event.
+        let report = match envelope.meta.trace {
+            Some(cause) if crate::trace::spans_wanted() => Some((cause.span_id, envelope.meta.event_type.clone(), envelope.meta.id.to_string(), std::time::SystemTime::now())),
+            _ => None,
+        };
         let span = tracing::info_span!(
             "process",
             otel.name = %format_args!("process {}", msg.topic()),
@@ -116,6 +122,11 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         .instrument(span)
         .await;
         self.handle_seconds.record(started.elapsed().as_secs_f64());
+        if let Some((parent, event_type, event_id, began)) = report {
+            let name = format!("process {}", msg.topic());
+            let failed = !matches!(result, Ok(Ok(Ok(()))));
+            crate::trace::SpanRecord::new(&name, crate::trace::SpanKind::Consumer, trace, Some(parent), began).topic(msg.topic()).event(&event_type, &event_id).failed(failed).record();
+        }
         let (reason, class) = match result {
             Ok(Ok(Ok(()))) => return Attempt::Handled,
             Ok(Ok(Err(e))) if e.is_permanent() => (e.to_string(), FailureClass::Permanent),

@@ -41,6 +41,7 @@ use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
 use crate::participant::Participant;
 use crate::reactor::{self, Emission};
+use herald_bus::trace::{SpanKind, SpanRecord};
 use crate::slot::Slot;
 use crate::Inputs;
 
@@ -90,12 +91,26 @@ struct Open<S> {
     before: HashMap<(i32, String), Option<Slot<S>>>,
     waiters: Vec<(i32, oneshot::Sender<()>)>,
     reactions: usize,
+    /// Spans of the emitted events, reported once the transaction commits (when an
+    /// exporter listens).
+    spans: Vec<EmittedSpan>,
 }
 
 impl<S> Default for Open<S> {
     fn default() -> Self {
-        Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0 }
+        Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0, spans: Vec::new() }
     }
+}
+
+/// The span of one emitted event: from its reaction to the commit that made it visible.
+/// Its id is the one the event's `traceparent` carries; its parent, the input's.
+struct EmittedSpan {
+    trace: herald_bus::trace::TraceContext,
+    parent: Option<u64>,
+    began: std::time::SystemTime,
+    topic: String,
+    event_type: &'static str,
+    event_id: String,
 }
 
 /// See the [module docs](self).
@@ -478,6 +493,12 @@ impl<P: Participant> Coordinator<P> {
             for (name, value) in emission.event.headers() {
                 headers = headers.insert(rdkafka::message::Header { key: name.as_str(), value: Some(value.as_str()) });
             }
+            if let Some(trace) = emission.meta.trace
+                && herald_bus::trace::spans_wanted()
+            {
+                let event_type = emission.event.type_name();
+                self.open.spans.push(EmittedSpan { trace, parent: emission.cause_span, began: std::time::SystemTime::now(), topic: topic.clone(), event_type, event_id: emission.meta.id.to_string() });
+            }
             let record = Record::new(topic, emission.event.key().as_bytes(), payload, headers);
             if let Some(producer) = &self.producer {
                 producer.send(&record, None).await?;
@@ -577,6 +598,10 @@ impl<P: Participant> Coordinator<P> {
         self.failures = 0;
         for (_, waiter) in open.waiters {
             let _ = waiter.send(());
+        }
+        for span in &open.spans {
+            let name = format!("send {}", span.topic);
+            SpanRecord::new(&name, SpanKind::Producer, span.trace, span.parent, span.began).topic(&span.topic).event(span.event_type, &span.event_id).actor(P::NAME).record();
         }
         Ok(())
     }

@@ -62,7 +62,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let _telemetry = herald_ops::telemetry::init("outbox-relay", "info")?;
     let args = Args::parse();
     let kafka = KafkaConfig::new(&args.bootstrap).with_pairs(&args.properties).context("-X")?;
     let pg = herald_outbox::config(&args.postgres)?;

@@ -274,8 +274,8 @@ fn announcement(cli: &Cli, instance: &str, bound: Option<std::net::SocketAddr>) 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
     let cli = Cli::parse();
+    let _telemetry = herald_ops::telemetry::init(cli.role.service(), "info")?;
     let config = KafkaConfig::new(&cli.bootstrap);
     let instance = cli.instance.clone().unwrap_or_else(herald_services::announce::default_instance);
     let topics: Vec<TopicSpec> = [

@@ -249,6 +249,12 @@ def decode(value: bytes | None, by_fp: dict[str, Schema], where: str) -> tuple[S
     return writer, data
 
 
+# The CloudEvents headers every record has (printed as fields of their own); the others are
+# extensions (ce_sequence, ce_causationid, ce_replyto, traceparent, ...), printed with
+# --extensions.
+STANDARD_HEADERS = {"ce_specversion", "ce_id", "ce_type", "ce_source", "ce_time", "ce_subject", "content-type"}
+
+
 def cmd_consume(args: argparse.Namespace) -> None:
     by_fp, _ = load_schemas(args.schemas)
     registry = deserializer = None
@@ -311,6 +317,7 @@ def cmd_consume(args: argparse.Namespace) -> None:
                 "ce_time": headers.get("ce_time"),
                 "ce_subject": headers.get("ce_subject"),
                 "content_type": headers.get("content-type"),
+                **({"extensions": {k: v for k, v in headers.items() if k not in STANDARD_HEADERS}} if args.extensions else {}),
                 "data": data,
             })
             read += 1
@@ -345,8 +352,9 @@ def cmd_produce(args: argparse.Namespace) -> None:
         try:
             item = json.loads(line)
             event_type, key, data = item["type"], item["key"], item["data"]
-        except (ValueError, KeyError, TypeError) as e:
-            fail(f"stdin line {n}: expected {{\"type\", \"key\", \"data\"}}: {e}")
+            extra = [(str(k), str(v)) for k, v in item.get("headers", {}).items()]
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            fail(f"stdin line {n}: expected {{\"type\", \"key\", \"data\"[, \"headers\"]}}: {e}")
         schema = by_name.get(event_type)
         if schema is None:
             fail(f"stdin line {n}: no schema named {event_type} under {args.schemas}")
@@ -367,6 +375,7 @@ def cmd_produce(args: argparse.Namespace) -> None:
             ("ce_time", rfc3339_now()),
             ("ce_subject", key),
             ("content-type", CONTENT_TYPE),
+            *extra,
         ]
         records.append((key, out.getvalue(), headers))
 
@@ -446,10 +455,14 @@ def main(argv: list[str] | None = None) -> None:
                    help="a Confluent-compatible schema registry: records framed 0x00 + schema id "
                         "are decoded with confluent-kafka's AvroDeserializer")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument("--extensions", action="store_true",
+                   help="also print the other headers (CloudEvents extensions such as ce_sequence, "
+                        "ce_causationid, traceparent) as an 'extensions' object")
     p.set_defaults(func=cmd_consume)
 
-    p = sub.add_parser("produce", help="publish JSON lines {type, key, data} from stdin",
-                       description="Encodes each stdin line {\"type\": AVRO_FULL_NAME, \"key\": ID, \"data\": {...}} "
+    p = sub.add_parser("produce", help="publish JSON lines {type, key, data[, headers]} from stdin",
+                       description="Encodes each stdin line {\"type\": AVRO_FULL_NAME, \"key\": ID, \"data\": {...}"
+                                   "[, \"headers\": {NAME: VALUE}]} "
                                    "with the newest schema of that name under SCHEMAS, publishes it with "
                                    "CloudEvents headers (acks=all, idempotent, murmur2_random), and prints "
                                    "one JSON line per record with where it landed and its headers.")

@@ -629,3 +629,133 @@ async fn python_decodes_confluent_framed_events_herald_published() {
         assert!(line.contains(&format!("\"data\":{}", data_of(event).render())), "Python's data differs:\n{line}\nexpected data: {}", data_of(event).render());
     }
 }
+
+// --- aggregates: commands from Python, replies and events read back by Python ---------
+
+/// An accounts command as `interop.py produce` reads it: the reply topic in `ce_replyto`,
+/// optionally the expected version.
+fn command(type_name: &str, account: &str, data: &str, reply_to: &str, expect_version: Option<u64>) -> String {
+    let expected = expect_version.map(|v| format!(r#","ce_expectedversion":"{v}""#)).unwrap_or_default();
+    format!(r#"{{"type":"shop.accounts.{type_name}","key":"{account}","data":{data},"headers":{{"ce_replyto":"{reply_to}"{expected}}}}}"#)
+}
+
+/// Python's client sends commands to `shop accounts` (a process of its own) with the wire
+/// contract's headers, and reads the replies and the events back with fastavro: every
+/// command gets one reply with the outcome the rules give, each account's events carry
+/// versions 1, 2, 3... (`ce_sequence`) and the command's id as causation, and a fold of
+/// the events Python decoded gives the balance. No Herald code encodes a command or
+/// decodes a reply or an event here.
+#[tokio::test(flavor = "multi_thread")]
+async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events() {
+    let Some(python) = python("python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events") else { return };
+    let config = kafka().await;
+    let prefix = format!("{}.", unique("interop.accounts"));
+    let (commands, events, replies) = (format!("{prefix}shop.accounts.commands"), format!("{prefix}shop.accounts"), format!("{prefix}shop.accounts.replies"));
+
+    // The aggregate: the shop binary's accounts role, which creates its topics.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let shop = herald_testkit::workspace_binaries(&["herald-shop"]).join("shop");
+    let _accounts = Stop(
+        Command::new(shop)
+            .args(["accounts", "--bootstrap", config.bootstrap(), "--topic-prefix", &prefix, "--instance", "interop-1"])
+            .env("RUST_LOG", "warn")
+            .env_remove("SHOP_TOPIC_PREFIX")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("shop accounts runs"),
+    );
+    let admin_config = config.clone();
+    wait_until(Duration::from_secs(60), "the accounts role created its topics", || {
+        let (config, topics) = (admin_config.clone(), [commands.clone(), events.clone(), replies.clone()]);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                use rdkafka::consumer::{BaseConsumer, Consumer};
+                let probe: BaseConsumer = config.client_config(&[]).create().expect("a metadata client");
+                topics.iter().all(|t| probe.fetch_metadata(Some(t), Duration::from_secs(5)).is_ok_and(|m| m.topics().first().is_some_and(|t| t.error().is_none() && !t.partitions().is_empty())))
+            })
+            .await
+            .expect("metadata thread")
+        }
+    })
+    .await;
+
+    // (command, the outcome the rules give: "accepted" or the rejection's reason)
+    let script = [
+        (command("OpenAccount", "a-1", r#"{"account_id":"a-1","owner":"Ada"}"#, &replies, None), "accepted"),
+        (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":500}"#, &replies, None), "accepted"),
+        (command("Withdraw", "a-1", r#"{"account_id":"a-1","amount_cents":200}"#, &replies, Some(2)), "accepted"),
+        (command("Withdraw", "a-1", r#"{"account_id":"a-1","amount_cents":1000}"#, &replies, None), "insufficient-funds"),
+        (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":-5}"#, &replies, None), "invalid-amount"),
+        (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":5}"#, &replies, Some(1)), "conflict"),
+        (command("Withdraw", "a-2", r#"{"account_id":"a-2","amount_cents":10}"#, &replies, None), "no-such-account"),
+        (command("OpenAccount", "a-2", r#"{"account_id":"a-2","owner":"Grace"}"#, &replies, None), "accepted"),
+        (command("OpenAccount", "a-2", r#"{"account_id":"a-2","owner":"Grace"}"#, &replies, None), "already-open"),
+    ];
+    let schemas = schemas_dir().display().to_string();
+    let input: String = script.iter().map(|(line, _)| format!("{line}\n")).collect();
+    let sent = interop(&python, &["produce", "--bootstrap", config.bootstrap(), "--topic", &commands, "--schemas", &schemas], &input).await;
+    let sent: Vec<serde_json::Value> = sent.lines().map(|l| serde_json::from_str(l).expect("produce prints JSON")).collect();
+    assert_eq!(sent.len(), script.len());
+
+    // One reply per command, keyed by its id, with the outcome the rules give.
+    let count = script.len().to_string();
+    let out = interop(&python, &["consume", "--bootstrap", config.bootstrap(), "--topic", &replies, "--count", &count, "--schemas", &schemas, "--extensions"], "").await;
+    let replies: HashMap<String, serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("consume prints JSON"))
+        .map(|r| (r["key"].as_str().expect("a reply's key is the command id").to_owned(), r))
+        .collect();
+    assert_eq!(replies.len(), script.len(), "one reply per command: {out}");
+    let mut event_ids_of: HashMap<String, Vec<String>> = HashMap::new();
+    for ((_, want), sent) in script.iter().zip(&sent) {
+        let id = sent["ce_id"].as_str().expect("ce_id");
+        let reply = &replies.get(id).unwrap_or_else(|| panic!("no reply to {id}: {out}"));
+        assert_eq!(reply["ce_type"], "herald.aggregate.CommandReply");
+        let data = &reply["data"];
+        assert_eq!(data["command_id"], id);
+        assert_eq!(data["aggregate_id"], sent["key"]);
+        let got = if data["outcome"] == "accepted" { "accepted".to_owned() } else { data["reason"].as_str().unwrap_or("(no reason)").to_owned() };
+        assert_eq!(&got, want, "command {id}: {data}");
+        let ids: Vec<String> = data["event_ids"].as_array().expect("event_ids").iter().map(|v| v.as_str().expect("an id").to_owned()).collect();
+        event_ids_of.insert(id.to_owned(), ids);
+    }
+
+    // The events: per account, versions 1..n in order, caused by the accepted commands,
+    // with the ids their replies listed; a fold of them gives the balance.
+    let accepted: usize = event_ids_of.values().map(Vec::len).sum();
+    assert_eq!(accepted, 4, "AccountOpened, MoneyDeposited, MoneyWithdrawn for a-1; AccountOpened for a-2: {event_ids_of:?}");
+    let out = interop(&python, &["consume", "--bootstrap", config.bootstrap(), "--topic", &events, "--count", &accepted.to_string(), "--schemas", &schemas, "--extensions"], "").await;
+    let mut streams: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for line in out.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("consume prints JSON");
+        streams.entry(event["key"].as_str().expect("key").to_owned()).or_default().push(event);
+    }
+    let mut balances = BTreeMap::new();
+    for (account, stream) in &mut streams {
+        stream.sort_by_key(|e| e["offset"].as_i64());
+        let versions: Vec<u64> = stream.iter().map(|e| e["extensions"]["ce_sequence"].as_str().and_then(|v| v.parse().ok()).expect("ce_sequence")).collect();
+        assert_eq!(versions, (1..=stream.len() as u64).collect::<Vec<_>>(), "{account}: contiguous versions from 1 in offset order");
+        let mut balance = 0i64;
+        for e in stream.iter() {
+            let cause = e["extensions"]["ce_causationid"].as_str().expect("ce_causationid");
+            let listed = event_ids_of.get(cause).unwrap_or_else(|| panic!("{account}: event caused by {cause}, not a command sent here"));
+            assert!(listed.iter().any(|id| e["ce_id"] == id.as_str()), "{account}: the reply of {cause} lists event {}", e["ce_id"]);
+            let amount = e["data"]["amount_cents"].as_i64().unwrap_or(0);
+            match e["ce_type"].as_str() {
+                Some("shop.accounts.AccountOpened") => assert_eq!(balance, 0),
+                Some("shop.accounts.MoneyDeposited") => balance += amount,
+                Some("shop.accounts.MoneyWithdrawn") => balance -= amount,
+                other => panic!("{account}: unexpected event {other:?}"),
+            }
+        }
+        balances.insert(account.clone(), balance);
+    }
+    assert_eq!(balances, BTreeMap::from([("a-1".to_owned(), 300), ("a-2".to_owned(), 0)]));
+}

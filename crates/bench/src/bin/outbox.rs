@@ -16,6 +16,13 @@
 //!   delay from the commit returning to the reader receiving it (p50/p99). Baseline: as many
 //!   tasks calling `Publisher::publish` (each awaits its acknowledgement): the delay from
 //!   the call to the reader receiving it.
+//!
+//! A third side, **handwritten**, is the strongest relay a user would write without Herald,
+//! over the same table and the same writes: a loop of `SELECT ... ORDER BY seq LIMIT batch
+//! FOR UPDATE SKIP LOCKED`, every row sent with a raw rdkafka `FutureProducer`
+//! (idempotent, `acks=all`, `linger.ms=5`), all acknowledgements awaited, `DELETE ... WHERE
+//! seq = ANY(...)`, `COMMIT`; when the table is empty it polls again after
+//! `--baseline-poll-ms` (5 ms by default: tighter than most would dare, for the best latency).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +59,18 @@ struct Args {
     /// Relay batch size.
     #[arg(long, default_value_t = 1000)]
     batch: i64,
+    /// The hand-written relay's poll interval when the table is empty, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    baseline_poll_ms: u64,
+}
+
+/// Which relay drains the outbox table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayKind {
+    /// herald-outbox's relay.
+    Herald,
+    /// The hand-written SKIP LOCKED loop (see the module docs).
+    Handwritten,
 }
 
 /// The benchmark's event: an account's n-th deposit.
@@ -174,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut topics = Vec::new();
     for round in 1..=args.rounds {
-        let sides: [&'static str; 2] = if round % 2 == 1 { ["outbox", "publisher"] } else { ["publisher", "outbox"] };
+        let sides: [&'static str; 3] = if round % 2 == 1 { ["outbox", "handwritten", "publisher"] } else { ["publisher", "handwritten", "outbox"] };
         for side in sides {
             for mode in ["drain", "live"] {
                 let topic_name = format!("herald.bench.outbox.{}", uuid::Uuid::new_v4().simple());
@@ -182,7 +201,8 @@ async fn main() -> anyhow::Result<()> {
                 topics.push(topic_name.clone());
                 let topic: Topic<Deposits> = Topic::named(&topic_name);
                 let row = match side {
-                    "outbox" => outbox_side(&args, &kafka, &pg, &topic, mode, round).await?,
+                    "outbox" => outbox_side(&args, &kafka, &pg, &topic, mode, round, RelayKind::Herald).await?,
+                    "handwritten" => outbox_side(&args, &kafka, &pg, &topic, mode, round, RelayKind::Handwritten).await?,
                     _ => publisher_side(&args, &kafka, &topic, mode, round).await?,
                 };
                 println!("round {round} {side:9} {mode:5}: {:>8.0} events/s, p50 {:>7.2} ms, p99 {:>7.2} ms", row.rate, row.p50, row.p99);
@@ -192,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = herald_bench::broker::delete_topics(&args.bootstrap, &topics).await;
     println!("\nmachine: {}", herald_bench::machine::Machine::current());
-    println!("command: cargo run --release -p herald-bench --bin outbox -- --events {} --rounds {} --writers {} --batch {}", args.events, args.rounds, args.writers, args.batch);
+    println!("command: cargo run --release -p herald-bench --bin outbox -- --events {} --rounds {} --writers {} --batch {} --baseline-poll-ms {}", args.events, args.rounds, args.writers, args.batch, args.baseline_poll_ms);
     println!("\n| round | side | mode | events/s | p50 ms | p99 ms |\n|---|---|---|---:|---:|---:|");
     for r in &rows {
         let latency = |v: f64| if v.is_nan() { "–".to_owned() } else { format!("{v:.2}") };
@@ -201,7 +221,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn outbox_side(args: &Args, kafka: &KafkaConfig, pg: &tokio_postgres::Config, topic: &Topic<Deposits>, mode: &'static str, round: usize) -> anyhow::Result<Row> {
+async fn outbox_side(args: &Args, kafka: &KafkaConfig, pg: &tokio_postgres::Config, topic: &Topic<Deposits>, mode: &'static str, round: usize, kind: RelayKind) -> anyhow::Result<Row> {
+    let side = match kind {
+        RelayKind::Herald => "outbox",
+        RelayKind::Handwritten => "handwritten",
+    };
     let name = format!("bench_outbox_{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
     let table = OutboxTable::new(&name)?;
     let mut client = herald_outbox::connect(pg).await?;
@@ -211,9 +235,15 @@ async fn outbox_side(args: &Args, kafka: &KafkaConfig, pg: &tokio_postgres::Conf
     let reader = Reader::start(kafka, topic.name())?;
     let stop = CancellationToken::new();
     let options = RelayOptions { batch_size: args.batch, poll_interval: Duration::from_millis(200), ..RelayOptions::default() };
-    let start_relay = || -> anyhow::Result<_> {
-        let relay = Relay::new(pg.clone(), table.clone(), kafka, options.clone())?;
-        Ok(tokio::spawn(relay.run(stop.clone().cancelled_owned())))
+    let start_relay = || -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+        Ok(match kind {
+            RelayKind::Herald => {
+                let relay = Relay::new(pg.clone(), table.clone(), kafka, options.clone())?;
+                let stopped = stop.clone().cancelled_owned();
+                tokio::spawn(async move { Ok(relay.run(stopped).await?) })
+            }
+            RelayKind::Handwritten => tokio::spawn(handwritten_relay(pg.clone(), name.clone(), kafka.bootstrap().to_owned(), args.batch, Duration::from_millis(args.baseline_poll_ms), stop.clone())),
+        })
     };
     let row = if mode == "drain" {
         for chunk in (0..args.events).collect::<Vec<_>>().chunks(100) {
@@ -229,7 +259,7 @@ async fn outbox_side(args: &Args, kafka: &KafkaConfig, pg: &tokio_postgres::Conf
         stop.cancel();
         relay.await??;
         reader.finish();
-        Row { round, side: "outbox", mode, rate: args.events as f64 / last.duration_since(started).as_secs_f64(), p50: f64::NAN, p99: f64::NAN }
+        Row { round, side, mode, rate: args.events as f64 / last.duration_since(started).as_secs_f64(), p50: f64::NAN, p99: f64::NAN }
     } else {
         let relay = start_relay()?;
         let committed = Arc::new(Mutex::new(HashMap::with_capacity(args.events)));
@@ -262,10 +292,68 @@ async fn outbox_side(args: &Args, kafka: &KafkaConfig, pg: &tokio_postgres::Conf
         let arrived = reader.finish();
         let committed = std::mem::take(&mut *committed.lock().unwrap_or_else(|p| p.into_inner()));
         let d = delays(&committed, &arrived);
-        Row { round, side: "outbox", mode, rate: args.events as f64 / last.duration_since(started).as_secs_f64(), p50: percentile(&d, 0.5), p99: percentile(&d, 0.99) }
+        Row { round, side, mode, rate: args.events as f64 / last.duration_since(started).as_secs_f64(), p50: percentile(&d, 0.5), p99: percentile(&d, 0.99) }
     };
     client.batch_execute(&format!("DROP TABLE {name}, {name}_buckets, {name}_settings, {name}_state")).await?;
     Ok(row)
+}
+
+/// The strongest relay a user would write by hand (see the module docs): SKIP LOCKED
+/// batches in `seq` order, a raw idempotent producer, every acknowledgement awaited before
+/// the rows are deleted in the same transaction.
+async fn handwritten_relay(pg: tokio_postgres::Config, table: String, bootstrap: String, batch: i64, poll: Duration, stop: CancellationToken) -> anyhow::Result<()> {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .create()?;
+    let mut client = herald_outbox::connect(&pg).await?;
+    let select = format!("SELECT seq, topic, aggregate, payload, header_names, header_values FROM {table} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED");
+    let delete = format!("DELETE FROM {table} WHERE seq = ANY($1)");
+    while !stop.is_cancelled() {
+        let tx = client.transaction().await?;
+        let rows = tx.query(&select, &[&batch]).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(poll) => continue,
+            }
+        }
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let (topic, key, payload): (&str, &str, &[u8]) = (row.get(1), row.get(2), row.get(3));
+            let (names, values): (Vec<String>, Vec<Vec<u8>>) = (row.get(4), row.get(5));
+            let mut headers = OwnedHeaders::new_with_capacity(names.len());
+            for (name, value) in names.iter().zip(&values) {
+                headers = headers.insert(Header { key: name.as_str(), value: Some(value.as_slice()) });
+            }
+            let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((e, _)) => return Err(e.into()),
+                }
+            }
+        }
+        for delivery in deliveries {
+            delivery.await?.map_err(|(e, _)| e)?;
+        }
+        let seqs: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        tx.execute(&delete, &[&seqs]).await?;
+        tx.commit().await?;
+    }
+    Ok(())
 }
 
 async fn publisher_side(args: &Args, kafka: &KafkaConfig, topic: &Topic<Deposits>, mode: &'static str, round: usize) -> anyhow::Result<Row> {

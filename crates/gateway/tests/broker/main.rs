@@ -7,6 +7,7 @@ mod support;
 mod auth;
 mod binary;
 mod conformance;
+mod dashboard;
 mod idempotency;
 mod jwt_interop;
 mod limits;

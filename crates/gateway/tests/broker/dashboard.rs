@@ -256,6 +256,18 @@ async fn dashboard_endpoints_need_the_admin_scope_and_show_the_pipeline() {
     let header = back[0].headers().map(|h| h.iter().map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec))).collect::<Vec<_>>());
     assert_eq!(header, Some(vec![("ce_type".to_owned(), Some(b"test.Thing".to_vec()))]));
     assert_eq!((back[1].key(), back[1].payload()), (None, None));
+
+    // The two replayed records show as a rate on their topic (offset deltas between
+    // samples half a second or more apart, over the last 10 s).
+    wait_until(WAIT, "a rate on the topic the replays went to", || {
+        let fetched = stage.get("/ui/api/topics", Some(ADMIN_KEY));
+        let input = stage.input.clone();
+        async move {
+            let (_, body) = fetched.await;
+            find(&body["topics"], "topic", &input).is_some_and(|t| t["records"] == 2 && t["rate"].as_f64().is_some_and(|r| r > 0.0))
+        }
+    })
+    .await;
     stage.stop().await;
 }
 

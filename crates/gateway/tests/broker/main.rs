@@ -6,6 +6,7 @@ mod support;
 
 mod auth;
 mod binary;
+mod browser;
 mod conformance;
 mod dashboard;
 mod idempotency;

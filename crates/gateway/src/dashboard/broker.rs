@@ -72,13 +72,36 @@ impl Broker {
         names.sort();
         let truncated = names.len() > MAX_TOPICS;
         names.truncate(MAX_TOPICS);
+        // Two ListOffsets requests per broker for every partition at once (timestamp -2 is
+        // the earliest offset, -1 the latest), rather than a round trip per partition.
+        let mut earliest = TopicPartitionList::new();
+        let mut latest = TopicPartitionList::new();
+        for (topic, partitions) in &names {
+            for p in 0..*partitions as i32 {
+                earliest.add_partition_offset(topic, p, Offset::Beginning)?;
+                latest.add_partition_offset(topic, p, Offset::End)?;
+            }
+        }
+        let offsets = |list: TopicPartitionList| -> Result<BTreeMap<(String, i32), i64>, KafkaError> {
+            let found = if list.count() == 0 { list } else { self.consumer.offsets_for_times(list, self.timeout)? };
+            Ok(found
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if e.error().is_ok() => Some(((e.topic().to_owned(), e.partition()), o)),
+                    _ => None,
+                })
+                .collect())
+        };
+        let (low, high) = (offsets(earliest)?, offsets(latest)?);
         let mut out = Vec::with_capacity(names.len());
         for (topic, partitions) in names {
             let (mut records, mut end) = (0, 0);
             for p in 0..partitions as i32 {
-                let (low, high) = self.consumer.fetch_watermarks(&topic, p, self.timeout)?;
-                records += (high - low).max(0);
-                end += high;
+                let key = (topic.clone(), p);
+                let h = high.get(&key).copied().unwrap_or(0);
+                records += (h - low.get(&key).copied().unwrap_or(h)).max(0);
+                end += h;
             }
             out.push(TopicOffsets { topic, partitions, records, end });
         }

@@ -140,39 +140,103 @@ pub async fn dead_letter_topics(State(dashboard): State<Arc<Dashboard>>, method:
     Ok(Json(json!({ "topics": dlq })))
 }
 
-/// `GET /ui/api/groups`: the consumer groups the registered instances declare, with lag.
+/// `GET /ui/api/groups`: the consumer groups the registered instances declare, with lag,
+/// as of the last inspection (`as_of_s` ago). Inspecting reads the offsets topic's
+/// partitions that hold the groups' commits, which can take long on a busy cluster: it
+/// runs in the background (again when a request finds the last one older than 2 s), and
+/// only the first request waits for it (at most 30 s, then `503`).
 pub async fn groups(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap) -> Answer {
     admit!(dashboard, method, headers);
-    let value = dashboard
-        .groups
-        .get("", || async {
-            let directory = dashboard.directory().await.map_err(|e| unavailable("the service registry", e))?;
-            let mut by_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-            for entry in directory.entries() {
-                for group in &entry.instance.consumer_groups {
-                    by_group.entry(group.clone()).or_default().insert(entry.instance.service.clone());
-                }
-            }
-            let groups: BTreeSet<String> = by_group.keys().cloned().collect();
-            let inspector = dashboard.inspector.clone();
-            let lags = blocking("inspecting the consumer groups", move || {
-                let inspector = inspector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                inspector.inspect(&groups).map_err(|e| e.to_string())
-            })
-            .await?;
-            let out: Vec<Value> = lags
-                .into_iter()
-                .map(|lag| {
-                    let services = by_group.get(&lag.group).cloned().unwrap_or_default();
-                    let mut value = serde_json::to_value(&lag).unwrap_or_default();
-                    value["services"] = json!(services);
-                    value
-                })
-                .collect();
-            Ok(json!({ "groups": out }))
+    dashboard.groups.get(&dashboard, |d| Box::pin(inspect_groups(d))).await.map(Json)
+}
+
+async fn inspect_groups(dashboard: Arc<Dashboard>) -> Result<Value, Problem> {
+    let directory = dashboard.directory().await.map_err(|e| unavailable("the service registry", e))?;
+    let mut by_group: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in directory.entries() {
+        for group in &entry.instance.consumer_groups {
+            by_group.entry(group.clone()).or_default().insert(entry.instance.service.clone());
+        }
+    }
+    let groups: BTreeSet<String> = by_group.keys().cloned().collect();
+    let inspector = dashboard.inspector.clone();
+    let lags = blocking("inspecting the consumer groups", move || {
+        let inspector = inspector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        inspector.inspect(&groups).map_err(|e| e.to_string())
+    })
+    .await?;
+    let out: Vec<Value> = lags
+        .into_iter()
+        .map(|lag| {
+            let services = by_group.get(&lag.group).cloned().unwrap_or_default();
+            let mut value = serde_json::to_value(&lag).unwrap_or_default();
+            value["services"] = json!(services);
+            value
         })
-        .await?;
-    Ok(Json(value))
+        .collect();
+    Ok(json!({ "groups": out }))
+}
+
+type Computation = std::pin::Pin<Box<dyn Future<Output = Result<Value, Problem>> + Send>>;
+
+/// An answer computed in the background and served as it last was, with its age in
+/// `as_of_s`: for what is slow to compute. A request that finds it older than `every`
+/// starts the next computation (one at a time); only a request finding none waits.
+#[derive(Debug)]
+pub struct Snapshot {
+    every: Duration,
+    first_wait: Duration,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    last: std::sync::Mutex<Option<(Instant, Result<Value, Problem>)>>,
+    running: std::sync::atomic::AtomicBool,
+    done: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn current(&self) -> Option<(Instant, Result<Value, Problem>)> {
+        self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl Snapshot {
+    /// Recomputed when older than `every`; the first request waits up to `first_wait`.
+    pub fn new(every: Duration, first_wait: Duration) -> Self {
+        Snapshot { every, first_wait, shared: Arc::default() }
+    }
+
+    /// The last answer (starting the next computation if it is old), or the first one.
+    pub async fn get(&self, dashboard: &Arc<Dashboard>, compute: fn(Arc<Dashboard>) -> Computation) -> Result<Value, Problem> {
+        let notified = self.shared.done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let current = self.shared.current();
+        let stale = current.as_ref().is_none_or(|(at, _)| at.elapsed() >= self.every);
+        if stale && !self.shared.running.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (shared, computation) = (self.shared.clone(), compute(dashboard.clone()));
+            tokio::spawn(async move {
+                let result = computation.await;
+                *shared.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), result));
+                shared.running.store(false, std::sync::atomic::Ordering::Release);
+                shared.done.notify_waiters();
+            });
+        }
+        let (at, result) = match current {
+            Some(found) => found,
+            None => {
+                if tokio::time::timeout(self.first_wait, notified).await.is_err() {
+                    return Err(Problem::unavailable("still inspecting the consumer groups", Duration::from_secs(2)));
+                }
+                self.shared.current().ok_or_else(|| Problem::internal("no consumer group inspection"))?
+            }
+        };
+        let mut value = result?;
+        value["as_of_s"] = json!(at.elapsed().as_secs_f64());
+        Ok(value)
+    }
 }
 
 /// `GET /ui/api/services`: every registered instance, its heartbeat health, and what its

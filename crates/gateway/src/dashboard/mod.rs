@@ -103,7 +103,7 @@ pub struct Dashboard {
     pub(crate) http: reqwest::Client,
     pub(crate) deadline: Duration,
     pub(crate) samples: tokio::sync::Mutex<broker::Samples>,
-    pub(crate) groups: api::Cached,
+    pub(crate) groups: api::Snapshot,
     pub(crate) services: api::Cached,
     pub(crate) sagas: api::Cached,
 }
@@ -171,7 +171,7 @@ impl Dashboard {
             http: parts.http,
             deadline: timeout,
             samples: tokio::sync::Mutex::new(broker::Samples::default()),
-            groups: api::Cached::new(fresh),
+            groups: api::Snapshot::new(Duration::from_secs(2), Duration::from_secs(30)),
             services: api::Cached::new(fresh),
             sagas: api::Cached::new(fresh),
         }))

@@ -46,6 +46,12 @@
 //! health_interval_ms = 2000    # GET /health of every backend this often (0: never)
 //! eject_failures = 3           # failures in a row that eject a backend for eject_ms
 //! breaker_failures = 5         # failures in a row that open a backend's circuit
+//!
+//! [dashboard]                  # the web page at /ui, see the dashboard module
+//! enabled = true               # default true
+//! scope = "admin"              # the scope a principal needs to see it (default "admin")
+//! tracker_service = "saga-tracker"   # the registered service asked for the sagas
+//! session_minutes = 480        # how long a login lasts (default 8 hours)
 //! ```
 //!
 //! Loading checks everything it can before the gateway starts: every event type is a
@@ -83,6 +89,9 @@ pub struct Config {
     /// `[discovery]`: health checks, ejection and breakers of the query routes' backends.
     #[serde(default)]
     pub discovery: DiscoveryConfig,
+    /// `[dashboard]`: the web page at `/ui` (see [`crate::dashboard`]).
+    #[serde(default)]
+    pub dashboard: crate::dashboard::DashboardConfig,
     /// The folder relative paths of the file are relative to (the file's folder; the
     /// current folder for [`Config::parse`]).
     #[serde(skip)]

@@ -29,6 +29,9 @@
 //! - [`handler`]: one event route's request pipeline. [`server`]: [`Gateway`], the router,
 //!   `/health` and `/metrics`. [`metrics`]: the series recorded. [`openapi`]:
 //!   `/openapi.json` generated from the routes.
+//! - [`dashboard`]: the web page at `/ui` (admin scope): topics and their rates, consumer
+//!   groups and lag, services and their health, sagas and their timelines, dead letters
+//!   with inspection and replay.
 //!
 //! # Guarantees
 //! - **Durable before it answers.** `202` only after the broker acknowledged the event with
@@ -50,6 +53,7 @@
 pub mod auth;
 pub mod breaker;
 pub mod config;
+pub mod dashboard;
 pub mod handler;
 pub mod idempotency;
 pub mod limits;

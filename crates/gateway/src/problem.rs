@@ -74,7 +74,7 @@ fn escape(token: &str) -> String {
 }
 
 impl Problem {
-    fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
         Problem { kind: format!("urn:herald:gateway:{slug}"), title, status: status.as_u16(), detail: detail.into(), errors: Vec::new(), retry_after: None }
     }
 

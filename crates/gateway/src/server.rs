@@ -31,6 +31,7 @@ pub(crate) struct App {
     pub(crate) idempotency: Idempotency,
     pub(crate) queries: Vec<Arc<QueryRoute>>,
     pub(crate) backends: Option<Arc<Backends>>,
+    pub(crate) dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// Choices made by the binary (or a test) rather than the file.
@@ -62,6 +63,9 @@ pub enum GatewayError {
     /// The service registry (for the query routes) could not be read.
     #[error("service registry: {0}")]
     Registry(#[from] herald_services::RegistryError),
+    /// The dashboard's Kafka clients could not be created.
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
 }
 
 /// The HTTP gateway: build it with [`Gateway::new`], serve it with [`Gateway::serve`] (or
@@ -116,21 +120,37 @@ impl Gateway {
         let idempotency = Idempotency::start(&kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
-        let backends = if queries.is_empty() {
-            None
+        let registry = options.registry.unwrap_or_else(|| herald_services::Settings::default().topic(format!("{}{}", settings.topic_prefix, herald_services::settings::DEFAULT_TOPIC)));
+        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).build().map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))?;
+        let (backends, directory) = if queries.is_empty() {
+            (None, None)
         } else {
-            let registry = options.registry.unwrap_or_else(|| herald_services::Settings::default().topic(format!("{}{}", settings.topic_prefix, herald_services::settings::DEFAULT_TOPIC)));
-            let directory = herald_services::Directory::start(&kafka, &registry).await?;
+            let directory = Arc::new(herald_services::Directory::start(&kafka, &registry).await?);
             let services = queries.iter().map(|q| q.service.clone()).collect();
-            let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).build().map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))?;
-            let backends = Backends::new(directory, services, config.discovery, http);
+            let backends = Backends::new(directory.clone(), services, config.discovery, http.clone());
             if !backends.caught_up(Duration::from_secs(10)).await {
                 tracing::warn!(topic = %registry.topic, "the service registry was not read to its end within 10 s; query routes may answer 503 until it is");
             }
             backends.start_checks();
-            Some(backends)
+            (Some(backends), Some(directory))
         };
-        let app = Arc::new(App { settings, routes, sender, auth, idempotency, queries, backends });
+        let dashboard = if config.dashboard.enabled {
+            Some(crate::dashboard::Dashboard::new(crate::dashboard::Parts {
+                config: config.dashboard.clone(),
+                prefix: settings.topic_prefix.clone(),
+                auth: auth.clone(),
+                kafka: kafka.clone(),
+                registry,
+                directory,
+                publisher: sender.publisher().clone(),
+                schemas,
+                http,
+                deadline,
+            })?)
+        } else {
+            None
+        };
+        let app = Arc::new(App { settings, routes, sender, auth, idempotency, queries, backends, dashboard });
         let metrics = options.metrics.unwrap_or_else(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle());
         Ok(Gateway { app, metrics })
     }
@@ -155,7 +175,8 @@ impl Gateway {
         self.app.sender.publisher()
     }
 
-    /// The router: every configured route, `/health`, `/metrics`, `/openapi.json`, and problem JSON for
+    /// The router: every configured route, `/health`, `/metrics`, `/openapi.json`, the dashboard
+    /// (`/ui`, unless `[dashboard] enabled = false`), and problem JSON for
     /// unknown paths (`404`) and methods (`405`).
     pub fn router(&self) -> Router {
         let mut by_path: BTreeMap<&str, MethodRouter> = BTreeMap::new();
@@ -187,6 +208,7 @@ impl Gateway {
         router
             .route("/openapi.json", axum::routing::get(move || async move { axum::Json((*openapi).clone()) }))
             .merge(herald_ops::router(self.metrics.clone(), health))
+            .merge(self.app.dashboard.as_ref().map(|d| d.router()).unwrap_or_default())
             .fallback(|request: Request| async move { unmatched(Problem::not_found(request.uri().path())) })
             .method_not_allowed_fallback(|request: Request| async move {
                 unmatched(Problem::method_not_allowed(request.method().as_str(), request.uri().path()))

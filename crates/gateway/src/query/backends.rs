@@ -62,7 +62,7 @@ pub struct BackendReport {
 /// The backends of the query routes: the registry's view of them ([`Directory`]) plus the
 /// gateway's own (breakers, health checks).
 pub struct Backends {
-    directory: Directory,
+    directory: Arc<Directory>,
     services: BTreeSet<String>,
     config: DiscoveryConfig,
     state: Mutex<BTreeMap<String, Arc<Backend>>>,
@@ -78,7 +78,7 @@ impl std::fmt::Debug for Backends {
 
 impl Backends {
     /// Backends of `services` as `directory` lists them.
-    pub fn new(directory: Directory, services: BTreeSet<String>, config: DiscoveryConfig, http: reqwest::Client) -> Arc<Self> {
+    pub fn new(directory: Arc<Directory>, services: BTreeSet<String>, config: DiscoveryConfig, http: reqwest::Client) -> Arc<Self> {
         Arc::new(Backends { directory, services, config, state: Mutex::default(), http, stop: CancellationToken::new() })
     }
 

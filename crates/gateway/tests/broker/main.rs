@@ -6,7 +6,9 @@ mod support;
 
 mod auth;
 mod binary;
+mod browser;
 mod conformance;
+mod dashboard;
 mod idempotency;
 mod jwt_interop;
 mod limits;

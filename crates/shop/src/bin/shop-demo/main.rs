@@ -565,6 +565,10 @@ async fn keep_running(pipeline: &Pipeline, prefix: &str, run_dir: &Path) {
         println!("  {:<13} pid {:<7} {url}/health {url}/metrics{extra}", child.name, child.pid().unwrap_or(0));
     }
     println!("  topics: {prefix}shop.orders, {prefix}shop.inventory, {prefix}shop.payments; logs in {}", run_dir.join("logs").display());
+    if let Ok(gateway) = pipeline.get("gateway") {
+        println!("\ndashboard: {}/ui  (sagas and their timelines, topics and rates, groups and lag, services, dead letters with replay)", gateway.url());
+        println!("  the demo's gateway.toml has no [auth]: the page is open to whoever reaches this address; with [auth] it asks once for an API key or token with the admin scope");
+    }
     herald_ops::shutdown_signal().await;
 }
 

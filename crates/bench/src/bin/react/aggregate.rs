@@ -60,8 +60,10 @@ pub struct AggregateArgs {
 /// `bench.aggregate.Add`: add `n` to counter `id`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Add {
-    id: String,
-    n: i64,
+    /// The counter.
+    pub id: String,
+    /// What to add.
+    pub n: i64,
 }
 
 /// `bench.aggregate.Added`.
@@ -153,14 +155,15 @@ async fn preloaded_run<A: Aggregate<Command = CounterCommand>>(aggregate: A, con
         broker::create_topic(config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     created.extend([commands.clone(), events.clone(), replies.clone(), format!("{prefix}{}.changelog", A::NAME)]);
-    preload_commands(publisher, &commands, &replies, args.events, args.keys).await?;
+    preload_commands(publisher, &commands, Some(&replies), args.events, args.keys).await?;
     let mut s = settings(args.commit_ms);
     s.topic_prefix = prefix.clone();
     let engine = Engine::new(config, Decider(aggregate), s)?;
     Ok((measure(config, engine, &replies, args.events).await?, prefix))
 }
 
-fn settings(commit_ms: u64) -> EngineSettings {
+/// The engine settings of every run (fresh group, from the earliest offsets).
+pub fn settings(commit_ms: u64) -> EngineSettings {
     let mut settings = EngineSettings::new("bench");
     settings.commit_interval = Duration::from_millis(commit_ms);
     settings.static_membership = false;
@@ -199,15 +202,17 @@ async fn measure<P: Participant>(config: &KafkaConfig, engine: Engine<P>, counte
     Ok((seen - at) as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// Pre-loads `n` commands on `topic` (keys `k0..`), each naming `replies`.
-async fn preload_commands(publisher: &Publisher, topic: &str, replies: &str, n: u64, keys: u64) -> anyhow::Result<()> {
+/// Pre-loads `n` commands on `topic` (keys `k0..`), each naming `replies` when given.
+pub async fn preload_commands(publisher: &Publisher, topic: &str, replies: Option<&str>, n: u64, keys: u64) -> anyhow::Result<()> {
     let commands: Topic<CounterCommand> = Topic::named(topic);
     let mut pending = Vec::new();
     for i in 0..n {
         let add = Add { id: format!("k{}", i % keys), n: i as i64 };
         let meta = publisher.metadata_for(&add);
         let mut record = publisher.encode(&commands, &add, &meta).await?;
-        record.headers = record.headers.insert(Header { key: herald_aggregate::headers::REPLY_TO, value: Some(replies) });
+        if let Some(replies) = replies {
+            record.headers = record.headers.insert(Header { key: herald_aggregate::headers::REPLY_TO, value: Some(replies) });
+        }
         pending.push(publisher.send_record(record));
         if pending.len() >= 5_000 {
             for r in futures::future::join_all(pending.drain(..)).await {

@@ -183,19 +183,17 @@ impl Recent {
     /// Reads [`Recent::encode`]'s bytes back.
     pub fn decode(bytes: &[u8]) -> Result<Self, RecentError> {
         let mut input = Input(bytes);
-        match input.take(1)? {
+        match input.array()? {
             [FORMAT] => {}
             [other] => return Err(RecentError(format!("unknown format {other}"))),
-            _ => unreachable!("take(1) returns one byte"),
         }
         let mut recent = VecDeque::new();
         while !input.0.is_empty() {
             let command = Uuid::from_slice(input.take(16)?).map_err(|e| RecentError(e.to_string()))?;
-            let answer = match input.take(1)? {
+            let answer = match input.array()? {
                 [0] => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
                 [1] => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
                 [tag] => return Err(RecentError(format!("unknown answer tag {tag}"))),
-                _ => unreachable!("take(1) returns one byte"),
             };
             recent.push_back(Remembered { command, answer });
         }

@@ -118,8 +118,11 @@
 //! above: ~0.2 s plus decoding and folding) against 2.1 s here, which reads a gigabyte of
 //! superseded states. That gap is the changelog's volume (up to one record per aggregate
 //! per transaction, each with its 64 remembered answers, until the broker's cleaner runs),
-//! which smaller changelog segments (so the cleaner compacts sooner) could shrink without a
-//! second store (not measured yet); the snapshot
+//! and it goes away without a second store: with a changelog of 16 MiB segments and
+//! `min.cleanable.dirty.ratio` 0.1 the cleaner had left 1 535 records (470 000 without it) and the
+//! same partition restored in 0.72 s, its first reply 1.4 s after the start, as fast as
+//! an empty partition's (the engine itself still creates changelogs with the broker's
+//! segment size: give yours small segments, `segment.bytes`). The snapshot
 //! design would add a topic, a record per N events, and a rebuild of each aggregate's
 //! remembered command ids from the events after its snapshot (their `ce_causationid`).
 //! Lazy loading would need the engine to fetch state on demand, which it does not do.

@@ -48,6 +48,14 @@ pub struct RecoveryArgs {
     /// Takeovers measured per filled partition.
     #[arg(long, default_value_t = 3)]
     takeovers: usize,
+    /// Create the changelog first with this `segment.bytes` (MiB) and
+    /// `min.cleanable.dirty.ratio` 0.1, so the broker's cleaner can compact it during the
+    /// fill (default: the engine creates it, with the broker's segment size).
+    #[arg(long)]
+    changelog_segment_mib: Option<u64>,
+    /// Seconds to wait after the fill before reading and taking over (the cleaner's time).
+    #[arg(long, default_value_t = 0)]
+    settle_s: u64,
 }
 
 /// One raw read of a partition.
@@ -132,11 +140,15 @@ async fn takeover(config: &KafkaConfig, prefix: &str, commit_ms: u64) -> anyhow:
 }
 
 /// Creates the aggregate's one-partition topics under a fresh prefix.
-async fn topics(config: &KafkaConfig, names: &mut Names, created: &mut Vec<String>) -> anyhow::Result<String> {
+async fn topics(config: &KafkaConfig, names: &mut Names, created: &mut Vec<String>, segment_mib: Option<u64>) -> anyhow::Result<String> {
     use herald_aggregate::Aggregate;
     let prefix = format!("{}.", names.next("rec"));
     let own = [format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}{}", Counter::EVENTS.name()), format!("{prefix}replies")];
-    let specs: Vec<TopicSpec> = own.iter().map(|t| TopicSpec::new(t).partitions(1)).collect();
+    let mut specs: Vec<TopicSpec> = own.iter().map(|t| TopicSpec::new(t).partitions(1)).collect();
+    if let Some(mib) = segment_mib {
+        let changelog = TopicSpec::new(format!("{prefix}{}.changelog", Counter::NAME)).partitions(1).config("cleanup.policy", "compact");
+        specs.push(changelog.config("segment.bytes", (mib << 20).to_string()).config("min.cleanable.dirty.ratio", "0.1"));
+    }
     create_topics(config, &specs).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     created.extend(own);
     created.push(format!("{prefix}{}.changelog", Counter::NAME));
@@ -174,7 +186,7 @@ pub async fn run(args: RecoveryArgs) -> anyhow::Result<()> {
     let mut names = Names::new();
     let mut created = Vec::new();
     // The takeover of an empty partition: what is not restore.
-    let prefix = topics(&config, &mut names, &mut created).await?;
+    let prefix = topics(&config, &mut names, &mut created, None).await?;
     let mut empty = Vec::new();
     for _ in 0..args.takeovers {
         empty.push(takeover(&config, &prefix, args.commit_ms).await?.first_reply);
@@ -183,7 +195,7 @@ pub async fn run(args: RecoveryArgs) -> anyhow::Result<()> {
     eprintln!("empty partition: first reply after {empty:.2} s");
     let mut rows = Vec::new();
     for &keys in &args.keys {
-        let prefix = topics(&config, &mut names, &mut created).await?;
+        let prefix = topics(&config, &mut names, &mut created, args.changelog_segment_mib).await?;
         let (commands, events, changelog) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}{}", Counter::EVENTS.name()), format!("{prefix}{}.changelog", Counter::NAME));
         let loading = Instant::now();
         preload_commands(&publisher, &commands, None, args.events, keys).await?;
@@ -201,6 +213,7 @@ pub async fn run(args: RecoveryArgs) -> anyhow::Result<()> {
         stop.cancel();
         running.await??;
         eprintln!("{keys} keys: decided in {fill:.1} s ({:.0} commands/s)", args.events as f64 / fill);
+        tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
         let bootstrap = args.bootstrap.clone();
         let (ev, cl) = (events.clone(), changelog.clone());
         let event_read = tokio::task::spawn_blocking(move || raw_read(&bootstrap, &ev)).await??;
@@ -228,6 +241,9 @@ pub async fn run(args: RecoveryArgs) -> anyhow::Result<()> {
     }
     let _ = broker::delete_topics(&args.bootstrap, &created).await;
     println!("\n{} events (one per command) in one command partition; engine defaults (pipelined, max batch 1000), commit interval {} ms, 64 remembered answers; {} takeovers each", args.events, args.commit_ms, args.takeovers);
+    if let Some(mib) = args.changelog_segment_mib {
+        println!("changelog created with segment.bytes {mib} MiB, min.cleanable.dirty.ratio 0.1; {} s between the fill and the reads", args.settle_s);
+    }
     println!("{}\n", Machine::current());
     println!("takeover of an empty partition (group join, producer init, no state): first reply after {empty:.2} s (median)\n");
     println!("| aggregates | fill: commands/s | event partition: records, MB, raw read s | changelog partition: records, MB, raw read s | restore s (median, min–max) | start → first reply s (median) |");

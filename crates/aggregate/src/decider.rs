@@ -1,18 +1,20 @@
 //! The adapter that runs an [`Aggregate`] as a choreography [`Participant`]: state key =
 //! the command's key (the aggregate id), state = [`Stored`], one reaction per command.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use herald_bus::{EventFamily, Metadata};
 use herald_choreography::declaration::Output;
 use herald_choreography::emit::Emitted;
 use herald_choreography::input::Extensions;
-use herald_choreography::{ids, Inputs, Participant, Reaction};
+use herald_choreography::{Inputs, Participant, Reaction};
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, CONFLICT};
 use crate::headers;
 use crate::reply::{reply_topic, CommandReply, Replies};
-use crate::stored::Stored;
+use crate::stored::{Answer, Remembered, Stored};
 
 /// The reason of a rejection for a command whose `ce_expectedversion` is not a number.
 pub const INVALID_EXPECTED_VERSION: &str = "invalid-expected-version";
@@ -62,35 +64,47 @@ fn legal_topic(name: &str) -> bool {
     !name.is_empty() && name.len() <= 249 && name != "." && name != ".." && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The outcome of one command: its reply and, when accepted, the state after its events
-/// and the events.
-type Outcome<A> = (CommandReply, Option<(<A as Aggregate>::State, Vec<<A as Aggregate>::Event>)>);
+/// The outcome of one command: its reply, what is remembered of it, and, when accepted,
+/// the state after its events and the events.
+struct Outcome<A: Aggregate> {
+    reply: CommandReply,
+    answer: Answer,
+    accepted: Option<(A::State, Vec<A::Event>)>,
+}
+
+impl<A: Aggregate> Outcome<A> {
+    fn rejected(command: Uuid, aggregate_id: String, reason: String, message: String) -> Self {
+        let reply = CommandReply::rejected(command.to_string(), aggregate_id, reason.clone(), message.clone());
+        Outcome { reply, answer: Answer::Rejected(Arc::new((reason, message))), accepted: None }
+    }
+}
 
 impl<A: Aggregate> Decider<A> {
-    /// The outcome of a command not seen before: the reply and, accepted, the new stored
-    /// aggregate and its events. Event `i` gets id `ids::event_id(NAME, command id, first + i)`.
+    /// The outcome of a command not seen before. Event `i` gets id
+    /// `ids::event_id(NAME, command id, first + i)`.
     fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>, first: u32) -> Outcome<A> {
-        let command_id = input.id.to_string();
         let aggregate_id = input.command.aggregate_id().to_owned();
         match input.expected_version {
-            Err(text) => return (CommandReply::rejected(command_id, aggregate_id, INVALID_EXPECTED_VERSION, format!("{} {text:?} is not a number", headers::EXPECTED_VERSION)), None),
+            Err(text) => return Outcome::rejected(input.id, aggregate_id, INVALID_EXPECTED_VERSION.into(), format!("{} {text:?} is not a number", headers::EXPECTED_VERSION)),
             Ok(Some(expected)) if expected != stored.version => {
-                return (CommandReply::rejected(command_id, aggregate_id, CONFLICT, format!("expected version {expected}, the aggregate is at {}", stored.version)), None);
+                return Outcome::rejected(input.id, aggregate_id, CONFLICT.into(), format!("expected version {expected}, the aggregate is at {}", stored.version));
             }
             Ok(_) => {}
         }
         let events = match self.0.decide(&stored.state, input.command) {
             Ok(events) => events,
-            Err(rejection) => return (CommandReply::rejected(command_id, aggregate_id, rejection.reason, rejection.message), None),
+            Err(rejection) => return Outcome::rejected(input.id, aggregate_id, rejection.reason, rejection.message),
         };
         if let Some(stray) = events.iter().find(|e| e.aggregate_id() != aggregate_id) {
             let message = format!("the decision returned {} for aggregate {:?}", stray.type_name(), stray.aggregate_id());
-            return (CommandReply::rejected(command_id, aggregate_id, INVALID_DECISION, message), None);
+            return Outcome::rejected(input.id, aggregate_id, INVALID_DECISION.into(), message);
         }
         let state = events.iter().fold(stored.state.clone(), |state, event| self.0.evolve(state, event));
         let version = stored.version + events.len() as i64;
-        let event_ids = (0..events.len()).map(|i| ids::event_id(A::NAME, input.id, first + i as u32).to_string()).collect();
-        (CommandReply::accepted(command_id, aggregate_id, version, event_ids), Some((state, events)))
+        let answer = Answer::Accepted { version, first, events: events.len() as u32 };
+        let remembered = Remembered { command: input.id, answer };
+        let reply = remembered.reply(A::NAME, &aggregate_id);
+        Outcome { reply, answer: remembered.answer, accepted: Some((state, events)) }
     }
 }
 
@@ -111,23 +125,23 @@ impl<A: Aggregate> Participant for Decider<A> {
     fn decide(&self, stored: &Self::State, input: Self::Input, _now: DateTime<Utc>) -> Reaction<Self::State> {
         // The reply (when there is a topic for it) is emitted first, so its id is the same
         // whether the command is decided now or answered again from memory.
-        let reply_to = input.reply_to.clone().filter(|t| legal_topic(t));
-        let reply = |reply: CommandReply| reply_to.as_ref().map(|t| Emitted::new(&reply_topic(t.clone()), reply).exact_topic());
-        if let Some(earlier) = stored.reply_to(&input.id.to_string()) {
-            return reply(earlier.clone()).into_iter().fold(Reaction::keep(), Reaction::push);
+        let reply_to = input.reply_to.as_deref().filter(|t| legal_topic(t)).map(reply_topic);
+        let reply = |reply: CommandReply| reply_to.as_ref().map(|t| Emitted::new(t, reply).exact_topic());
+        if let Some(earlier) = stored.recent.find(input.id) {
+            let earlier = earlier.reply(A::NAME, input.command.aggregate_id());
+            return reply(earlier).into_iter().fold(Reaction::keep(), Reaction::push);
         }
         let first = u32::from(reply_to.is_some());
-        let (answer, accepted) = self.outcome(stored, input, first);
-        let mut next = Stored { state: stored.state.clone(), version: stored.version, recent: stored.recent.clone() };
-        let mut events = Vec::new();
-        if let Some((state, accepted)) = accepted {
-            for event in accepted {
-                next.version += 1;
-                events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, next.version.to_string()));
-            }
-            next.state = state;
+        let command = input.id;
+        let Outcome { reply: answer, answer: remembered, accepted } = self.outcome(stored, input, first);
+        let (state, accepted) = accepted.unwrap_or_else(|| (stored.state.clone(), Vec::new()));
+        let mut next = Stored { state, version: stored.version, recent: stored.recent.clone() };
+        let mut events = Vec::with_capacity(accepted.len());
+        for event in accepted {
+            next.version += 1;
+            events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, next.version.to_string()));
         }
-        next.remember(answer.clone(), A::REMEMBERED);
+        next.recent.remember(Remembered { command, answer: remembered }, A::REMEMBERED);
         let reaction = reply(answer).into_iter().fold(Reaction::with_state(next), Reaction::push);
         events.into_iter().fold(reaction, Reaction::push)
     }
@@ -136,6 +150,127 @@ impl<A: Aggregate> Participant for Decider<A> {
 #[cfg(test)]
 mod tests {
     use super::legal_topic;
+    use super::*;
+    use herald_bus::Topic;
+    use herald_choreography::testkit::Scenario;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Add {
+        id: String,
+        n: i64,
+    }
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Added {
+        id: String,
+        n: i64,
+    }
+    impl herald_bus::Event for Add {
+        const TYPE: &'static str = "t.Add";
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Add","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"n","type":"long"}]}"#;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+    impl herald_bus::Event for Added {
+        const TYPE: &'static str = "t.Added";
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Added","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"n","type":"long"}]}"#;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+    herald_bus::family! { #[derive(Debug)] enum Cmd { Add(Add) } }
+    herald_bus::family! {
+        #[derive(Debug, Clone, serde::Serialize)]
+        #[serde(untagged)]
+        enum Ev { Added(Added) }
+    }
+
+    /// Adds; refuses to go above 10; remembers 3 commands.
+    struct Capped;
+
+    impl Aggregate for Capped {
+        const NAME: &'static str = "capped";
+        type Command = Cmd;
+        type Event = Ev;
+        type State = i64;
+        const COMMANDS: Topic<Cmd> = Topic::new("t.capped.commands");
+        const EVENTS: Topic<Ev> = Topic::new("t.capped");
+        const REMEMBERED: usize = 3;
+
+        fn decide(&self, total: &i64, command: Cmd) -> Result<Vec<Ev>, crate::Rejection> {
+            let Cmd::Add(add) = command;
+            if total + add.n > 10 {
+                return Err(crate::Rejection::new("too-much", format!("{total} + {}", add.n)));
+            }
+            Ok(vec![Ev::Added(Added { id: add.id.clone(), n: add.n }), Ev::Added(Added { id: add.id, n: 0 })])
+        }
+
+        fn evolve(&self, total: i64, event: &Ev) -> i64 {
+            let Ev::Added(added) = event;
+            total + added.n
+        }
+    }
+
+    fn with_reply_topic() -> Extensions {
+        let mut ext = Extensions::default();
+        ext.push(headers::REPLY_TO, "t.replies");
+        ext
+    }
+
+    /// The replies among the last step's emissions.
+    fn replies(t: &Scenario<Decider<Capped>>) -> Vec<CommandReply> {
+        t.emitted_events::<CommandReply>()
+    }
+
+    #[test]
+    fn a_redelivered_command_gets_the_same_reply_and_changes_nothing() {
+        let mut t = Scenario::new(Decider(Capped));
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 4 }, meta, with_reply_topic());
+        let first = replies(&t);
+        assert_eq!(t.emitted().len(), 3, "a reply and two events");
+        assert_eq!((t.state("a").state, t.state("a").version), (4, 2));
+        let sequences: Vec<String> = t.emitted().iter().filter_map(|e| e.event.headers().iter().find(|(n, _)| n == headers::SEQUENCE).map(|(_, v)| v.clone())).collect();
+        assert_eq!(sequences, ["1", "2"]);
+        let event_ids: Vec<String> = t.emitted().iter().filter(|e| e.event.topic() == Capped::EVENTS.name()).map(|e| e.meta.id.to_string()).collect();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].event_ids, event_ids, "the reply names the events' ids");
+        t.redeliver();
+        assert_eq!(replies(&t), first, "the same reply again");
+        assert_eq!(t.emitted().len(), 1, "no event the second time");
+        assert_eq!((t.state("a").state, t.state("a").version), (4, 2));
+    }
+
+    #[test]
+    fn a_remembered_rejection_is_given_again_and_old_commands_are_forgotten() {
+        let mut t = Scenario::new(Decider(Capped));
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        let mut too_much = herald_choreography::testkit::Raw::encode(&Capped::COMMANDS, &Add { id: "a".into(), n: 11 }, meta);
+        too_much.extensions = with_reply_topic();
+        let reply_of = |emitted: Vec<herald_choreography::reactor::Emission>| -> Vec<CommandReply> { emitted.iter().filter_map(|e| herald_choreography::testkit::Raw::from_emission(e).decode()).collect() };
+        let refused = reply_of(t.deliver(&too_much));
+        assert_eq!(refused[0].reason.as_deref(), Some("too-much"));
+        assert_eq!(reply_of(t.deliver(&too_much)), refused);
+        // Three more commands push the refused one out of memory (REMEMBERED = 3): it is
+        // then decided again, against the state as it is.
+        let mut versions = Vec::new();
+        for _ in 0..3 {
+            let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+            t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, with_reply_topic());
+            versions.push(replies(&t)[0].version);
+        }
+        assert_eq!(versions, [Some(2), Some(4), Some(6)], "contiguous versions, two events per command");
+        assert_eq!(t.state("a").recent.len(), 3);
+        let again = reply_of(t.deliver(&too_much));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].message.as_deref(), Some("3 + 11"), "decided again, against the current state");
+        assert_eq!(refused[0].message.as_deref(), Some("0 + 11"));
+        let expected = Extensions::default();
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, expected);
+        assert!(replies(&t).is_empty(), "no reply topic, no reply");
+        assert_eq!(t.state("a").version, 8);
+    }
 
     #[test]
     fn reply_topics_must_be_legal_kafka_names() {

@@ -1,21 +1,38 @@
-//! What the engine keeps per aggregate in its changelog: the state, its version, and the
-//! replies of the commands it decided most recently.
+//! What the engine keeps per aggregate in its changelog: the state, its version, and what
+//! it answered to the commands it decided most recently ([`Recent`]).
+//!
+//! **Why the recent answers are kept compact.** The engine writes an aggregate's
+//! [`Stored`] record in every transaction that changed it, and each command's decision
+//! clones it. Kept as 64 [`CommandReply`] records (strings for the ids, an array of event
+//! ids each), that was ~10 KB per changelog record, ~450 allocations per clone and an
+//! Avro `Value` tree of ~450 nodes per write: the largest part of the aggregate's cost
+//! against the plain reaction step (BENCHMARKS.md). A reply is fully determined by the
+//! command id, the aggregate (the record's key), the aggregate's name and, accepted, its
+//! version, event count and first event index (event ids are
+//! [`ids::event_id`](herald_choreography::ids::event_id) of those), so [`Recent`] keeps
+//! only those: 33 bytes per accepted command, written as one Avro `bytes` field (layout
+//! in [`Recent`]).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
 
 use apache_avro::schema::Schema;
 use apache_avro::AvroSchema;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::reply::CommandReply;
 
 /// One aggregate as stored: the state folded from its events, the number of its events
-/// (its version), and the last [`Aggregate::REMEMBERED`](crate::Aggregate::REMEMBERED)
-/// replies, oldest first.
+/// (its version), and the answers to its last
+/// [`Aggregate::REMEMBERED`](crate::Aggregate::REMEMBERED) commands, oldest first.
 ///
 /// ```
 /// use herald_aggregate::Stored;
 /// let stored: Stored<i64> = Stored::default();
 /// assert_eq!((stored.version, stored.recent.len()), (0, 0));
-/// assert!(stored.reply_to("c-1").is_none());
+/// assert!(stored.recent.find(uuid::Uuid::nil()).is_none());
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stored<S> {
@@ -23,23 +40,221 @@ pub struct Stored<S> {
     pub state: S,
     /// How many events it has (0 before the first).
     pub version: i64,
-    /// The replies of its most recent commands, oldest first.
-    pub recent: Vec<CommandReply>,
+    /// The answers to its most recent commands, oldest first.
+    pub recent: Recent,
 }
 
-impl<S> Stored<S> {
-    /// The reply already given to command `command_id`, if it is among the recent ones.
-    pub fn reply_to(&self, command_id: &str) -> Option<&CommandReply> {
-        self.recent.iter().rev().find(|r| r.command_id == command_id)
+/// What an aggregate answered to one command: enough to give the same [`CommandReply`]
+/// again ([`Remembered::reply`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remembered {
+    /// The command's id (`ce_id`).
+    pub command: Uuid,
+    /// Accepted or rejected, with what the reply says.
+    pub answer: Answer,
+}
+
+/// The answer part of a [`Remembered`] command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Accepted: the aggregate was at `version` after its `events` events, whose ids are
+    /// `event_id(aggregate name, command, first + i)`.
+    Accepted {
+        /// The version after the command's events.
+        version: i64,
+        /// The output index of the first event (1 when a reply was emitted before it).
+        first: u32,
+        /// How many events.
+        events: u32,
+    },
+    /// Rejected with a reason and a message (shared: cloning a stored aggregate does not
+    /// copy them).
+    Rejected(Arc<(String, String)>),
+}
+
+impl Remembered {
+    /// The reply this answer was: `name` is the aggregate's [`Aggregate::NAME`](crate::Aggregate::NAME)
+    /// (the seed of its event ids), `aggregate_id` the command's key.
+    ///
+    /// ```
+    /// use herald_aggregate::stored::{Answer, Remembered};
+    /// let command = uuid::Uuid::new_v4();
+    /// let answer = Remembered { command, answer: Answer::Accepted { version: 4, first: 1, events: 2 } };
+    /// let reply = answer.reply("counter", "c-1");
+    /// assert_eq!((reply.version, reply.event_ids.len()), (Some(4), 2));
+    /// assert_eq!(reply.event_ids[0], herald_choreography::ids::event_id("counter", command, 1).to_string());
+    /// ```
+    pub fn reply(&self, name: &str, aggregate_id: &str) -> CommandReply {
+        match &self.answer {
+            Answer::Accepted { version, first, events } => {
+                let ids = (0..*events).map(|i| herald_choreography::ids::event_id(name, self.command, first + i).to_string()).collect();
+                CommandReply::accepted(self.command.to_string(), aggregate_id, *version, ids)
+            }
+            Answer::Rejected(why) => CommandReply::rejected(self.command.to_string(), aggregate_id, why.0.clone(), why.1.clone()),
+        }
+    }
+}
+
+/// The answers to an aggregate's most recent commands, oldest first, at most the number
+/// it was asked to keep.
+///
+/// In the changelog it is one Avro `bytes` value: a format byte (1), then per command its
+/// id (16 bytes), a tag, and for tag 0 (accepted) the version (i64), the first event index
+/// and the event count (u32 each); for tag 1 (rejected) the reason and the message, each
+/// as a u32 length and UTF-8 bytes. Integers little-endian.
+///
+/// ```
+/// use herald_aggregate::stored::{Answer, Recent, Remembered};
+/// let mut recent = Recent::default();
+/// for v in 1..=3 {
+///     recent.remember(Remembered { command: uuid::Uuid::from_u128(v), answer: Answer::Accepted { version: v as i64, first: 0, events: 1 } }, 2);
+/// }
+/// assert_eq!(recent.len(), 2);
+/// assert!(recent.find(uuid::Uuid::from_u128(1)).is_none());
+/// assert_eq!(Recent::decode(&recent.encode()).unwrap(), recent);
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Recent(VecDeque<Remembered>);
+
+/// The format byte of [`Recent`]'s encoding.
+const FORMAT: u8 = 1;
+
+/// A [`Recent`] encoding that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("recent answers: {0}")]
+pub struct RecentError(String);
+
+impl Recent {
+    /// How many answers are kept.
+    pub fn len(&self) -> usize {
+        self.0.len()
     }
 
-    /// Remembers `reply`, forgetting the oldest beyond `keep`.
-    pub fn remember(&mut self, reply: CommandReply, keep: usize) {
-        self.recent.push(reply);
-        if self.recent.len() > keep {
-            let excess = self.recent.len() - keep;
-            self.recent.drain(..excess);
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The answers, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Remembered> {
+        self.0.iter()
+    }
+
+    /// The answer to command `command`, if it is among the recent ones.
+    pub fn find(&self, command: Uuid) -> Option<&Remembered> {
+        self.0.iter().rev().find(|r| r.command == command)
+    }
+
+    /// Remembers `answer`, forgetting the oldest beyond `keep`.
+    pub fn remember(&mut self, answer: Remembered, keep: usize) {
+        self.0.push_back(answer);
+        while self.0.len() > keep {
+            self.0.pop_front();
         }
+    }
+
+    /// The changelog encoding (see the type's docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.0.len() * 33);
+        out.push(FORMAT);
+        for r in &self.0 {
+            out.extend_from_slice(r.command.as_bytes());
+            match &r.answer {
+                Answer::Accepted { version, first, events } => {
+                    out.push(0);
+                    out.extend_from_slice(&version.to_le_bytes());
+                    out.extend_from_slice(&first.to_le_bytes());
+                    out.extend_from_slice(&events.to_le_bytes());
+                }
+                Answer::Rejected(why) => {
+                    out.push(1);
+                    for text in [&why.0, &why.1] {
+                        // A reason or message over 4 GiB is not a reply anyone sends; cut.
+                        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                        out.extend_from_slice(&len.to_le_bytes());
+                        out.extend_from_slice(&text.as_bytes()[..len as usize]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads [`Recent::encode`]'s bytes back.
+    pub fn decode(bytes: &[u8]) -> Result<Self, RecentError> {
+        let mut input = Input(bytes);
+        match input.array()? {
+            [FORMAT] => {}
+            [other] => return Err(RecentError(format!("unknown format {other}"))),
+        }
+        let mut recent = VecDeque::new();
+        while !input.0.is_empty() {
+            let command = Uuid::from_slice(input.take(16)?).map_err(|e| RecentError(e.to_string()))?;
+            let answer = match input.array()? {
+                [0] => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
+                [1] => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
+                [tag] => return Err(RecentError(format!("unknown answer tag {tag}"))),
+            };
+            recent.push_back(Remembered { command, answer });
+        }
+        Ok(Recent(recent))
+    }
+}
+
+/// A cursor over [`Recent`]'s bytes.
+struct Input<'a>(&'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecentError> {
+        let (head, tail) = self.0.split_at_checked(n).ok_or_else(|| RecentError(format!("{n} bytes expected, {} left", self.0.len())))?;
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], RecentError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn text(&mut self) -> Result<String, RecentError> {
+        let len = u32::from_le_bytes(self.array()?) as usize;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|e| RecentError(e.to_string()))
+    }
+}
+
+impl fmt::Debug for Recent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.iter()).finish()
+    }
+}
+
+impl Serialize for Recent {
+    fn serialize<Se: serde::Serializer>(&self, serializer: Se) -> Result<Se::Ok, Se::Error> {
+        serializer.serialize_bytes(&self.encode())
+    }
+}
+
+impl<'de> Deserialize<'de> for Recent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl<'de> serde::de::Visitor<'de> for Bytes {
+            type Value = Recent;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the bytes of herald-aggregate's recent answers")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Recent, E> {
+                Recent::decode(v).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Recent, A::Error> {
+                let mut bytes = Vec::new();
+                while let Some(b) = seq.next_element::<u8>()? {
+                    bytes.push(b);
+                }
+                Recent::decode(&bytes).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
     }
 }
 
@@ -47,17 +262,16 @@ impl<S> Stored<S> {
 impl<S: AvroSchema> AvroSchema for Stored<S> {
     fn get_schema() -> Schema {
         let state = serde_json::to_value(S::get_schema()).unwrap_or(serde_json::Value::Null);
-        let reply: serde_json::Value = serde_json::from_str(<CommandReply as herald_bus::Event>::SCHEMA).unwrap_or(serde_json::Value::Null);
         let record = serde_json::json!({
             "type": "record", "name": "Stored", "namespace": "herald.aggregate",
             "fields": [
                 {"name": "state", "type": state},
                 {"name": "version", "type": "long"},
-                {"name": "recent", "type": {"type": "array", "items": reply}},
+                {"name": "recent", "type": "bytes", "doc": "herald-aggregate's Recent: see its docs for the layout"},
             ]
         });
-        // Both parts are schemas of Rust types (checked in this crate's tests and by the
-        // engine's StateCodec at start-up): a failure here is a programming error.
+        // The state's part is the schema of a Rust type (checked in this crate's tests and
+        // by the engine's StateCodec at start-up): a failure here is a programming error.
         Schema::parse(&record).expect("the stored aggregate's schema is valid Avro")
     }
 }
@@ -72,26 +286,59 @@ mod tests {
         owner: Option<String>,
     }
 
+    fn accepted(n: u128, version: i64) -> Remembered {
+        Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, first: 1, events: 1 } }
+    }
+
+    fn rejected(n: u128, reason: &str, message: &str) -> Remembered {
+        Remembered { command: Uuid::from_u128(n), answer: Answer::Rejected(Arc::new((reason.into(), message.into()))) }
+    }
+
     #[test]
     fn it_round_trips_through_the_engine_changelog_codec() {
         let codec = herald_choreography::changelog::StateCodec::<Stored<Balance>>::new().expect("schema");
-        let mut stored = Stored { state: Balance { cents: 5, owner: Some("c".into()) }, version: 2, recent: Vec::new() };
-        stored.remember(CommandReply::accepted("c-1", "a", 2, vec!["e".into()]), 2);
-        stored.remember(CommandReply::rejected("c-2", "a", "x", "y"), 2);
+        let mut stored = Stored { state: Balance { cents: 5, owner: Some("c".into()) }, version: 2, recent: Recent::default() };
+        stored.recent.remember(accepted(1, 2), 2);
+        stored.recent.remember(rejected(2, "x", "y ünïcode"), 2);
         let slot = herald_choreography::slot::Slot::new(stored.clone());
         let back = codec.decode(&codec.encode(&slot).expect("encodes")).expect("decodes");
         assert_eq!(back.state(), &stored);
     }
 
     #[test]
-    fn it_remembers_a_bounded_number_of_replies() {
-        let mut stored = Stored::<i64>::default();
+    fn it_remembers_a_bounded_number_of_answers() {
+        let mut recent = Recent::default();
         for i in 0..5 {
-            stored.remember(CommandReply::accepted(format!("c-{i}"), "a", i, Vec::new()), 3);
+            recent.remember(accepted(i, i as i64), 3);
         }
-        let ids: Vec<&str> = stored.recent.iter().map(|r| r.command_id.as_str()).collect();
-        assert_eq!(ids, ["c-2", "c-3", "c-4"]);
-        assert!(stored.reply_to("c-1").is_none());
-        assert_eq!(stored.reply_to("c-3").and_then(|r| r.version), Some(3));
+        let ids: Vec<u128> = recent.iter().map(|r| r.command.as_u128()).collect();
+        assert_eq!(ids, [2, 3, 4]);
+        assert!(recent.find(Uuid::from_u128(1)).is_none());
+        assert_eq!(recent.find(Uuid::from_u128(3)).map(|r| r.reply("a", "k").version), Some(Some(3)));
+    }
+
+    #[test]
+    fn answers_give_back_the_reply_they_were() {
+        let command = Uuid::new_v4();
+        let accepted = Remembered { command, answer: Answer::Accepted { version: 7, first: 1, events: 2 } };
+        let ids = (1..3).map(|i| herald_choreography::ids::event_id("acct", command, i).to_string()).collect();
+        assert_eq!(accepted.reply("acct", "a-1"), CommandReply::accepted(command.to_string(), "a-1", 7, ids));
+        let refused = Remembered { command, answer: Answer::Rejected(Arc::new(("insufficient-funds".into(), "5 < 7".into()))) };
+        assert_eq!(refused.reply("acct", "a-1"), CommandReply::rejected(command.to_string(), "a-1", "insufficient-funds", "5 < 7"));
+    }
+
+    #[test]
+    fn damaged_bytes_are_an_error_not_a_panic() {
+        let mut recent = Recent::default();
+        recent.remember(accepted(1, 1), 4);
+        recent.remember(rejected(2, "r", "m"), 4);
+        let bytes = recent.encode();
+        for cut in 0..bytes.len() {
+            let decoded = Recent::decode(&bytes[..cut]);
+            // Cut at an entry's end (after the format byte, after the first answer) is a shorter list.
+            assert!(decoded.is_err() || cut == 1 || cut == 34, "cut at {cut}: {decoded:?}");
+        }
+        assert!(Recent::decode(&[9]).is_err());
+        assert_eq!(Recent::decode(&bytes), Ok(recent));
     }
 }

@@ -127,7 +127,12 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)?;
     committed.assign(&tpl)?;
-    let mut slots = HashMap::new();
+    // The latest record of each key, still encoded: a key's earlier records are
+    // superseded (what compaction would drop), so only the last one is decoded, at the
+    // end. A partition not compacted yet (the engine writes a key's slot in every
+    // transaction that changed it) holds many records per key: decoding each was most of
+    // a restore's time (BENCHMARKS.md, "Aggregates: recovery").
+    let mut latest: HashMap<Vec<u8>, (i64, Option<Vec<u8>>)> = HashMap::new();
     let mut records = 0u64;
     let deadline = Instant::now() + READ_LIMIT;
     loop {
@@ -143,20 +148,40 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
             Some(Err(e)) => return Err(fail(e.to_string())),
             Some(Ok(msg)) => {
                 records += 1;
-                let Some(key) = msg.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    tracing::warn!(topic, partition, offset = msg.offset(), "changelog record without a UTF-8 key: skipped");
+                let Some(key) = msg.key() else {
+                    tracing::warn!(topic, partition, offset = msg.offset(), "changelog record without a key: skipped");
                     continue;
                 };
-                match msg.payload() {
-                    None => {
-                        slots.remove(key);
+                let payload = msg.payload();
+                match latest.get_mut(key) {
+                    // Reuse the key's buffer: no allocation per superseded record.
+                    Some((offset, kept)) => {
+                        *offset = msg.offset();
+                        match (kept.as_mut(), payload) {
+                            (Some(buffer), Some(bytes)) => {
+                                buffer.clear();
+                                buffer.extend_from_slice(bytes);
+                            }
+                            (_, bytes) => *kept = bytes.map(<[u8]>::to_vec),
+                        }
                     }
-                    Some(bytes) => {
-                        let slot = codec.decode(bytes).map_err(|e| fail(format!("offset {}: {e}", msg.offset())))?;
-                        slots.insert(key.to_owned(), slot);
+                    None => {
+                        latest.insert(key.to_vec(), (msg.offset(), payload.map(<[u8]>::to_vec)));
                     }
                 }
             }
+        }
+    }
+    let mut slots = HashMap::with_capacity(latest.len());
+    for (key, (offset, payload)) in latest {
+        let Ok(key) = String::from_utf8(key) else {
+            tracing::warn!(topic, partition, offset, "changelog record without a UTF-8 key: skipped");
+            continue;
+        };
+        // A tombstone (no payload) leaves the key absent.
+        if let Some(bytes) = payload {
+            let slot = codec.decode(&bytes).map_err(|e| fail(format!("offset {offset}: {e}")))?;
+            slots.insert(key, slot);
         }
     }
     tracing::info!(topic, partition, records, keys = slots.len(), "state restored");
@@ -210,6 +235,41 @@ mod tests {
         // With the transaction ended, a restore reads the partition (the aborted record absent).
         let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");
         assert!(restored.is_empty());
+    }
+
+    /// Needs the broker. A key's last record wins: earlier ones (even undecodable) are
+    /// superseded, a tombstone removes the key, and a key written again after its
+    /// tombstone is back.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_keeps_the_last_record_of_each_key() {
+        use crate::compensation::Compensation;
+        use herald_bus::publisher::Record;
+        let config = herald_testkit::kafka().await;
+        let topic = herald_testkit::topic(&config, "restore-latest", 1).await;
+        let codec = std::sync::Arc::new(StateCodec::<Compensation>::new().expect("codec"));
+        let slot = |compensating| Some(codec.encode(&Slot::new(Compensation { compensating })).expect("encodes"));
+        let writes: Vec<(&str, Option<Vec<u8>>)> = vec![
+            ("a", slot(false)),
+            ("b", Some(b"not a changelog record".to_vec())),
+            ("a", slot(true)),
+            ("c", slot(true)),
+            ("b", slot(true)),
+            ("c", None),
+            ("d", slot(true)),
+            ("d", None),
+            ("d", slot(false)),
+        ];
+        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-latest"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
+        producer.init().await.expect("init");
+        producer.begin().await.expect("begin");
+        for (key, payload) in writes {
+            producer.send(&Record { topic: topic.clone(), key: Some(key.as_bytes().to_vec()), payload, headers: Default::default() }, Some(0)).await.expect("send");
+        }
+        producer.commit(TopicPartitionList::new(), None).await.expect("commit");
+        let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");
+        let mut states: Vec<(String, bool)> = restored.into_iter().map(|(k, s)| (k, s.state().compensating)).collect();
+        states.sort();
+        assert_eq!(states, [("a".to_owned(), true), ("b".to_owned(), true), ("d".to_owned(), false)]);
     }
 
     #[test]

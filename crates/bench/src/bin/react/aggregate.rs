@@ -3,7 +3,8 @@
 //!
 //! Both decide one input into one event with a counter per key; the aggregate also writes
 //! a reply per command (to the topic the command names) and keeps its version and recent
-//! replies in its state. Per round:
+//! answers in its state. Per round (runs 1 and 2 in the order step, aggregate, remembering
+//! 1 in odd rounds and the reverse in even ones):
 //! 1. **step**: `Ping`s pre-loaded, the step's engine (in this process) reacts to all of
 //!    them; the rate is taken from 10 % to 100 % of the `Pong`s visible to a
 //!    read_committed reader;
@@ -60,8 +61,10 @@ pub struct AggregateArgs {
 /// `bench.aggregate.Add`: add `n` to counter `id`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Add {
-    id: String,
-    n: i64,
+    /// The counter.
+    pub id: String,
+    /// What to add.
+    pub n: i64,
 }
 
 /// `bench.aggregate.Added`.
@@ -153,14 +156,15 @@ async fn preloaded_run<A: Aggregate<Command = CounterCommand>>(aggregate: A, con
         broker::create_topic(config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     created.extend([commands.clone(), events.clone(), replies.clone(), format!("{prefix}{}.changelog", A::NAME)]);
-    preload_commands(publisher, &commands, &replies, args.events, args.keys).await?;
+    preload_commands(publisher, &commands, Some(&replies), args.events, args.keys).await?;
     let mut s = settings(args.commit_ms);
     s.topic_prefix = prefix.clone();
     let engine = Engine::new(config, Decider(aggregate), s)?;
     Ok((measure(config, engine, &replies, args.events).await?, prefix))
 }
 
-fn settings(commit_ms: u64) -> EngineSettings {
+/// The engine settings of every run (fresh group, from the earliest offsets).
+pub fn settings(commit_ms: u64) -> EngineSettings {
     let mut settings = EngineSettings::new("bench");
     settings.commit_interval = Duration::from_millis(commit_ms);
     settings.static_membership = false;
@@ -199,15 +203,17 @@ async fn measure<P: Participant>(config: &KafkaConfig, engine: Engine<P>, counte
     Ok((seen - at) as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
-/// Pre-loads `n` commands on `topic` (keys `k0..`), each naming `replies`.
-async fn preload_commands(publisher: &Publisher, topic: &str, replies: &str, n: u64, keys: u64) -> anyhow::Result<()> {
+/// Pre-loads `n` commands on `topic` (keys `k0..`), each naming `replies` when given.
+pub async fn preload_commands(publisher: &Publisher, topic: &str, replies: Option<&str>, n: u64, keys: u64) -> anyhow::Result<()> {
     let commands: Topic<CounterCommand> = Topic::named(topic);
     let mut pending = Vec::new();
     for i in 0..n {
         let add = Add { id: format!("k{}", i % keys), n: i as i64 };
         let meta = publisher.metadata_for(&add);
         let mut record = publisher.encode(&commands, &add, &meta).await?;
-        record.headers = record.headers.insert(Header { key: herald_aggregate::headers::REPLY_TO, value: Some(replies) });
+        if let Some(replies) = replies {
+            record.headers = record.headers.insert(Header { key: herald_aggregate::headers::REPLY_TO, value: Some(replies) });
+        }
         pending.push(publisher.send_record(record));
         if pending.len() >= 5_000 {
             for r in futures::future::join_all(pending.drain(..)).await {
@@ -219,6 +225,27 @@ async fn preload_commands(publisher: &Publisher, topic: &str, replies: &str, n: 
         r?;
     }
     Ok(())
+}
+
+/// One run of the reaction step on fresh topics: its rate.
+async fn step_run(config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<f64> {
+    let (input, output, group) = (names.next("agg.step-in"), names.next("agg.step-out"), names.next("agg.step-group"));
+    for t in [&input, &output] {
+        broker::create_topic(config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    created.extend([input.clone(), output.clone(), format!("{group}.changelog")]);
+    let topic: Topic<step::Step> = Topic::named(&input);
+    let pings: Vec<step::Ping> = (0..args.events).map(|i| step::Ping { id: format!("k{}", i % args.keys), n: i as i64 }).collect();
+    for chunk in pings.chunks(50_000) {
+        for result in publisher.publish_all(&topic, chunk).await {
+            result?;
+        }
+    }
+    let mut s = settings(args.commit_ms);
+    s.group = Some(group.clone());
+    s.changelog = Some(format!("{group}.changelog"));
+    let engine = Engine::new(config, step::Counter::new(&input, &output), s)?;
+    measure(config, engine, &output, args.events).await
 }
 
 /// Latency percentile `q` of sorted `values`.
@@ -237,28 +264,17 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
     let mut created = Vec::new();
     let (mut steps, mut aggregates, mut leans, mut closed) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
-        // The step.
-        let (input, output, group) = (names.next("agg.step-in"), names.next("agg.step-out"), names.next("agg.step-group"));
-        for t in [&input, &output] {
-            broker::create_topic(&config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
-        created.extend([input.clone(), output.clone(), format!("{group}.changelog")]);
-        let topic: Topic<step::Step> = Topic::named(&input);
-        let pings: Vec<step::Ping> = (0..args.events).map(|i| step::Ping { id: format!("k{}", i % args.keys), n: i as i64 }).collect();
-        for chunk in pings.chunks(50_000) {
-            for result in publisher.publish_all(&topic, chunk).await {
-                result?;
+        // The three runs, in an order that alternates between rounds (the later runs of a
+        // round meet a broker with more topics and logs: the order must not favour one).
+        let (mut step_rate, mut aggregate_rate, mut lean_rate, mut prefix) = (0.0, 0.0, 0.0, String::new());
+        let order: [u8; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for run in order {
+            match run {
+                0 => step_rate = step_run(&config, &publisher, &mut names, &mut created, &args).await?,
+                1 => (aggregate_rate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?,
+                _ => lean_rate = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?.0,
             }
         }
-        let mut s = settings(args.commit_ms);
-        s.group = Some(group.clone());
-        s.changelog = Some(format!("{group}.changelog"));
-        let engine = Engine::new(&config, step::Counter::new(&input, &output), s)?;
-        let step_rate = measure(&config, engine, &output, args.events).await?;
-
-        // The aggregate, and the same remembering one reply only.
-        let (aggregate_rate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?;
-        let (lean_rate, _) = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?;
         let (commands, replies) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}replies"));
         let mut s = settings(args.commit_ms);
         s.topic_prefix = prefix.clone();

@@ -20,9 +20,11 @@
 //! `serve`: Herald's side of one run (the engine in this process).
 //! `saga`: see [`saga`].
 //! `aggregate`: see [`aggregate`] (`target/release/react aggregate --events 100000 --rounds 3`).
+//! `recovery`: see [`recovery`] (`target/release/react recovery --events 1000000 --keys 1000,100000`).
 
 mod aggregate;
 mod proc;
+mod recovery;
 mod saga;
 mod shop_role;
 mod step;
@@ -57,6 +59,8 @@ enum Cmd {
     ShopRole(shop_role::RoleArgs),
     /// An aggregate (herald-aggregate) against the reaction step, and commands with replies.
     Aggregate(aggregate::AggregateArgs),
+    /// An aggregate partition's recovery: from a new owner's start to its first decided command.
+    Recovery(recovery::RecoveryArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Saga(args) => saga::run(args).await,
         Cmd::ShopRole(args) => shop_role::run(args).await,
         Cmd::Aggregate(args) => aggregate::run(args).await,
+        Cmd::Recovery(args) => recovery::run(args).await,
     }
 }
 

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -26,7 +27,7 @@ const IDLE: Duration = Duration::from_secs(30);
 /// The reader of one topic. Not shared between concurrent reads (the event store holds
 /// it behind a lock): each read re-assigns it.
 pub(crate) struct Fetcher {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Quiet>,
     topic: String,
     read: AtomicU64,
 }
@@ -35,7 +36,7 @@ impl Fetcher {
     /// A reader of `topic`.
     pub(crate) fn new(config: &KafkaConfig, topic: &str) -> Result<Self, ReadError> {
         let group = format!("herald-aggregate-reader-{}", uuid::Uuid::now_v7().simple());
-        let consumer: StreamConsumer = config
+        let consumer: StreamConsumer<Quiet> = config
             .client_config(&[
                 ("group.id", &group),
                 ("enable.auto.commit", "false"),
@@ -49,7 +50,7 @@ impl Fetcher {
                 ("max.partition.fetch.bytes", "262144"),
                 ("queued.max.messages.kbytes", "4096"),
             ])
-            .create()
+            .create_with_context(Quiet)
             .map_err(kafka)?;
         Ok(Fetcher { consumer, topic: topic.to_owned(), read: AtomicU64::new(0) })
     }
@@ -135,6 +136,20 @@ impl Fetcher {
         herald_bus::admin::partition_count(config, &self.topic).await.map_err(|e| ReadError::Kafka(e.to_string()))
     }
 }
+
+/// A client context that logs client errors through `tracing`, except reaching the end of
+/// a partition, which the reads ask for and handle.
+pub(crate) struct Quiet;
+
+impl ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!(error = %error, "librdkafka: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for Quiet {}
 
 fn kafka(e: KafkaError) -> ReadError {
     ReadError::Kafka(e.to_string())

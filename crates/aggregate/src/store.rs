@@ -189,15 +189,7 @@ impl EventStore {
     /// The state of aggregate `id` as of `at`: its events up to there folded with
     /// `aggregate`'s `evolve` from the default state.
     pub async fn state_at<A: Aggregate>(&self, aggregate: &A, id: &str, at: At) -> Result<Snapshot<A::State>, ReadError> {
-        let codec = SingleObject::new(A::Event::schemas().clone());
-        let mut snapshot = Snapshot { state: A::State::default(), version: 0, time: None };
-        for raw in self.read(id, 1, at).await? {
-            let recorded = raw.decode::<A::Event>(&codec)?;
-            snapshot.state = aggregate.evolve(snapshot.state, &recorded.event);
-            snapshot.version = recorded.version;
-            snapshot.time = Some(recorded.time);
-        }
-        Ok(snapshot)
+        fold(aggregate, &self.read(id, 1, at).await?)
     }
 
     /// Every event from `from` on, at most `max` (read from the topic: reading all is a
@@ -305,6 +297,20 @@ impl EventStore {
         }
         Ok(out)
     }
+}
+
+/// The state after `events` (a stream from version 1, raw, as [`EventStore::read_stream_raw`]
+/// returns it), folded with `aggregate`'s `evolve` from the default state.
+pub fn fold<A: Aggregate>(aggregate: &A, events: &[Recorded<Vec<u8>>]) -> Result<Snapshot<A::State>, ReadError> {
+    let codec = SingleObject::new(A::Event::schemas().clone());
+    let mut snapshot = Snapshot { state: A::State::default(), version: 0, time: None };
+    for raw in events {
+        let recorded = raw.clone().decode::<A::Event>(&codec)?;
+        snapshot.state = aggregate.evolve(snapshot.state, &recorded.event);
+        snapshot.version = recorded.version;
+        snapshot.time = Some(recorded.time);
+    }
+    Ok(snapshot)
 }
 
 /// The largest version of `id` in the index (0: none).

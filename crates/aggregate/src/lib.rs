@@ -121,9 +121,13 @@
 //! `herald aggregate show` (herald-cli) prints a stream and its state.
 //!
 //! # Not here yet
-//! The index reads the version from the offset order (the projector does not hand
-//! projections the `ce_sequence` header); the reader checks it against `ce_sequence` on
-//! every record it fetches. A reply topic that does not exist stalls its
+//! Reads: the index counts versions in offset order (the projector does not hand
+//! projections the `ce_sequence` header); the reader checks them against `ce_sequence` on
+//! every record it fetches. `state_at` folds from version 1 (no snapshot in the read
+//! path). The index's SQL is written for SQLite and PostgreSQL alike, but only SQLite is
+//! tested. One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
+//! show` folds a state only for the aggregates `herald` is built with (the shop's
+//! accounts); for others it prints the stream alone. No benchmark of the reads yet. A reply topic that does not exist stalls its
 //! command's partition (the transaction cannot write to it and is retried): create reply
 //! topics first (the client checks its own). Throughput is 0.34–0.56 of the engine's
 //! reaction step in the first measurements (BENCHMARKS.md), below the 0.8 aimed at.

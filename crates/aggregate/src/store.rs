@@ -151,7 +151,8 @@ struct Indexed {
 
 impl EventStore {
     /// The reads of event topic `topic` (as named, prefix included) with its index in
-    /// `index`. Connects lazily.
+    /// `index`. Creates its Kafka consumer (it connects in the background); the index
+    /// store is connected on each read.
     pub fn new(config: &KafkaConfig, topic: impl Into<String>, index: Arc<dyn Store>) -> Result<Self, ReadError> {
         let topic = topic.into();
         let fetcher = Fetcher::new(config, &topic)?;

@@ -106,3 +106,23 @@ impl<S> Snapshot<S> {
         self.version > 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(version: i64, secs: i64) -> Recorded<()> {
+        let time = DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or_default();
+        Recorded { aggregate_id: "a".into(), version, event_id: String::new(), event_type: String::new(), time, causation_id: None, partition: 0, offset: version, event: () }
+    }
+
+    #[test]
+    fn a_point_excludes_what_comes_after_it() {
+        assert!(!At::Latest.excludes(&event(99, 99)));
+        assert!(!At::Version(2).excludes(&event(2, 0)));
+        assert!(At::Version(2).excludes(&event(3, 0)));
+        let t = DateTime::<Utc>::from_timestamp(10, 0).unwrap_or_default();
+        assert!(!At::Time(t).excludes(&event(1, 10)), "an event at the time is included");
+        assert!(At::Time(t).excludes(&event(1, 11)));
+    }
+}

@@ -267,3 +267,17 @@ async fn index(ctx: &Context, args: IndexArgs) -> anyhow::Result<()> {
     stop.cancel();
     ran.context("the index stopped")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Known;
+
+    #[test]
+    fn built_in_aggregates_are_recognised_by_their_event_topic_with_any_prefix() {
+        assert_eq!(Known::of_topic("shop.accounts"), Some(Known::Accounts));
+        assert_eq!(Known::of_topic("run-7.shop.accounts"), Some(Known::Accounts));
+        assert_eq!(Known::of_topic("myshop.accounts"), None);
+        assert_eq!(Known::of_topic("shop.accounts.commands"), None);
+        assert_eq!(Known::of_topic("shop.orders"), None);
+    }
+}

@@ -151,6 +151,7 @@ fn open(index: &IndexStore) -> anyhow::Result<Arc<dyn herald_projector::Store>> 
 fn read_failed(e: ReadError) -> anyhow::Error {
     match e {
         ReadError::NotIndexed { .. } | ReadError::NoTopic(_) => crate::exit::Invalid(e.to_string()).into(),
+        e @ ReadError::Index(_) => anyhow::Error::new(e).context("reading the stream index (has `herald aggregate index` built it in this store?)"),
         e => anyhow::Error::new(e).context("reading the stream"),
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! # Layout
 //! - [`context`]: the global options (`--bootstrap`, `--schemas`, `-X`) and what they build.
-//! - [`topics`], [`publish`], [`command`], [`tail`], [`dlq`], [`demo`], [`saga`]: one module per command group.
+//! - [`topics`], [`publish`], [`command`], [`aggregate`], [`tail`], [`dlq`], [`demo`], [`saga`]: one module per command group.
 //! - `herald_cli::json` (the library part): JSON ⇄ Avro values, with errors that name
 //!   the field.
 //! - [`record`]: a consumed record decoded for display; [`read`]: reading partitions.
@@ -16,7 +16,9 @@
 //! `0` success; `1` a failure talking to Kafka or a record that was not delivered; `2` bad
 //! input: a usage error, an unknown event type, or JSON that does not fit the schema.
 //! `herald command`: `0` accepted, `1` rejected, `2` bad input, `3` no reply in time.
+//! `herald aggregate show`: `2` also for an aggregate without events.
 
+mod aggregate;
 mod command;
 mod context;
 mod demo;
@@ -54,6 +56,10 @@ enum Command {
     /// bad input, 3 no reply in time).
     #[command(name = "command")]
     Send(command::Args),
+    /// Aggregates' event streams: show one's state and events (by the stream index, with
+    /// time travel), run the stream index.
+    #[command(subcommand)]
+    Aggregate(aggregate::Command),
     /// Print the records of a topic, decoded.
     Tail(tail::Args),
     /// Inspect and replay dead-lettered records.
@@ -105,6 +111,7 @@ async fn main() -> std::process::ExitCode {
         Ok(ctx) => match command {
             Command::Topics(cmd) => topics::run(&ctx, cmd).await,
             Command::Publish(args) => publish::run(&ctx, args).await,
+            Command::Aggregate(cmd) => aggregate::run(&ctx, cmd).await,
             Command::Tail(args) => tail::run(&ctx, args).await,
             Command::Dlq(cmd) => dlq::run(&ctx, cmd).await,
             Command::Demo(args) => demo::run(&ctx, args).await,

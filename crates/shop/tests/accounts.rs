@@ -7,6 +7,8 @@
 //! - each account's events have versions 1, 2, 3, ... in order, no gap, no duplicate id;
 //! - the balance folded from the events never goes below zero, and equals what the
 //!   replies say was accepted;
+//! - `herald aggregate show` (by the stream index) prints, for each account, the version,
+//!   the stream and the balance of that fold;
 //! - the live aggregate agrees with the fold (a withdrawal of the folded balance + 1 is
 //!   refused, one of exactly the balance at the folded version is accepted).
 //!
@@ -295,6 +297,45 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
     assert!(accepted_withdrawals > 50, "enough commands were accepted to mean something: {accepted_withdrawals}");
     assert!(sent.iter().filter_map(|s| s.reply.as_ref()).any(|r| r.reason.as_deref() == Some("insufficient-funds")), "some ran dry");
     assert!(withdrawn_total > 0);
+
+    // `herald aggregate show` (the stream index, then the records it names, the state
+    // folded by the accounts' evolve) prints, for each account, the state and stream the
+    // test's own fold found.
+    let index_url = format!("sqlite:{}", dir.join("stream-index.db").display());
+    let index = herald_projector::store::open(&index_url).expect("index store");
+    let projector = herald_projector::Projector::builder(config.clone(), herald_testkit::unique("accounts-index"), &Topic::<herald_shop::accounts::AccountEvent>::named(name("shop.accounts")), herald_aggregate::StreamIndex::<herald_shop::accounts::Accounts>::new(), index.clone())
+        .build()
+        .await
+        .expect("index");
+    let stop_index = tokio_util::sync::CancellationToken::new();
+    let indexing = tokio::spawn(projector.run(stop_index.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(120), "the stream index has every event", || {
+        let index = index.clone();
+        let want = events.len() as i64;
+        async move {
+            let Ok(mut conn) = index.connect() else { return false };
+            let Ok(mut tx) = conn.read() else { return false };
+            matches!(tx.as_tx().query_opt("SELECT COUNT(*) FROM aggregate_stream", &[]), Ok(Some(row)) if row.int(0).ok() == Some(want))
+        }
+    })
+    .await;
+    let herald = herald_testkit::workspace_binaries(&["herald-cli"]).join("herald");
+    let schemas = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
+    for account in &accounts {
+        let (version, balance) = fold[account];
+        let out = Command::new(&herald)
+            .args(["--bootstrap", config.bootstrap(), "--schemas", schemas, "aggregate", "show", &name("shop.accounts"), account, "--store", &index_url, "--json"])
+            .output()
+            .expect("herald runs");
+        assert!(out.status.success(), "herald aggregate show {account}: {}", String::from_utf8_lossy(&out.stderr));
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(shown["state"]["balance_cents"].as_i64(), Some(balance), "{account}: herald aggregate show against the fold: {shown}");
+        assert_eq!((shown["version"].as_i64(), shown["state"]["open"].as_bool()), (Some(version), Some(true)), "{account}");
+        let versions: Vec<i64> = shown["events"].as_array().expect("events").iter().filter_map(|e| e["version"].as_i64()).collect();
+        assert_eq!(versions, (1..=version).collect::<Vec<_>>(), "{account}: the stream shown");
+    }
+    stop_index.cancel();
+    indexing.await.expect("index task").expect("index stopped in order");
 
     // The live aggregates agree with the fold.
     for account in &accounts {

@@ -1,0 +1,228 @@
+//! The event-store reads against the real broker: a counter aggregate on the engine, its
+//! event topic indexed by the `StreamIndex` projection into SQLite, and `EventStore`
+//! reading streams back by that index.
+//!
+//! `KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo test -p herald-aggregate --test store`
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_aggregate::{Aggregate, At, CommandClient, Decider, EventStore, LogPosition, ReadError, Rejection, StreamIndex};
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::{KafkaConfig, Topic};
+use herald_choreography::engine::{Engine, EngineSettings};
+use herald_projector::{Projector, Store};
+use tokio_util::sync::CancellationToken;
+
+/// `test.counter.Add`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Add {
+    counter: String,
+    n: i64,
+}
+
+/// `test.counter.Added`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Added {
+    counter: String,
+    n: i64,
+}
+
+impl herald_bus::Event for Add {
+    const TYPE: &'static str = "test.counter.Add";
+    const SCHEMA: &'static str = r#"{"type":"record","name":"Add","namespace":"test.counter","fields":[{"name":"counter","type":"string"},{"name":"n","type":"long"}]}"#;
+    fn aggregate_id(&self) -> &str {
+        &self.counter
+    }
+}
+
+impl herald_bus::Event for Added {
+    const TYPE: &'static str = "test.counter.Added";
+    const SCHEMA: &'static str = r#"{"type":"record","name":"Added","namespace":"test.counter","fields":[{"name":"counter","type":"string"},{"name":"n","type":"long"}]}"#;
+    fn aggregate_id(&self) -> &str {
+        &self.counter
+    }
+}
+
+herald_bus::family! {
+    #[derive(Debug)]
+    enum CounterCommand { Add(Add) }
+}
+
+herald_bus::family! {
+    #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+    #[serde(untagged)]
+    enum CounterEvent { Added(Added) }
+}
+
+/// A counter; its state lists the amounts added, so a fold shows order as well as sum.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counter;
+
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, apache_avro::AvroSchema)]
+struct Tally {
+    added: Vec<i64>,
+}
+
+impl Aggregate for Counter {
+    const NAME: &'static str = "store-test-counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type State = Tally;
+    const COMMANDS: Topic<CounterCommand> = Topic::new("counter.commands");
+    const EVENTS: Topic<CounterEvent> = Topic::new("counter");
+
+    fn decide(&self, _: &Tally, command: CounterCommand) -> Result<Vec<CounterEvent>, Rejection> {
+        let CounterCommand::Add(add) = command;
+        Ok(vec![CounterEvent::Added(Added { counter: add.counter, n: add.n })])
+    }
+
+    fn evolve(&self, mut tally: Tally, event: &CounterEvent) -> Tally {
+        let CounterEvent::Added(added) = event;
+        tally.added.push(added.n);
+        tally
+    }
+}
+
+/// How many rows the index has.
+fn indexed(store: &Arc<dyn Store>) -> i64 {
+    let mut conn = store.connect().expect("connect");
+    let mut tx = conn.read().expect("read");
+    match tx.as_tx().query_opt("SELECT COUNT(*) FROM aggregate_stream", &[]) {
+        Ok(Some(row)) => row.int(0).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Sends `Add { counter, n }` and expects it accepted.
+async fn add(client: &CommandClient<CounterCommand>, counter: &str, n: i64) {
+    let reply = client.send(Add { counter: counter.to_owned(), n }).await.expect("reply");
+    assert!(reply.is_accepted(), "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_are_read_back_by_index_and_states_as_of_versions_and_times() {
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("store"));
+    let (commands, events, replies) = (format!("{prefix}counter.commands"), format!("{prefix}counter"), format!("{prefix}replies"));
+    let specs: Vec<TopicSpec> = [&commands, &events, &replies].iter().map(|t| TopicSpec::new(t.as_str()).partitions(3)).collect();
+    admin::create_topics(&config, &specs).await.expect("topics");
+    for spec in &specs {
+        herald_testkit::wait_until(Duration::from_secs(30), "topic metadata", || async { admin::partition_count(&config, &spec.name).await.ok().flatten().is_some() }).await;
+    }
+    let mut settings = EngineSettings::new("store-test");
+    settings.topic_prefix = prefix.clone();
+    let engine = Engine::new(&config, Decider(Counter), settings).expect("engine");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+
+    // The index: the StreamIndex projection into SQLite, in this process.
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).expect("folder");
+    let store = herald_projector::store::open(&format!("sqlite:{}", dir.join("index.db").display())).expect("store");
+    let events_topic: Topic<CounterEvent> = Topic::named(&events);
+    let projector = Projector::builder(config.clone(), herald_testkit::unique("index"), &events_topic, StreamIndex::<Counter>::new(), store.clone()).build().await.expect("projector");
+    let stop_index = CancellationToken::new();
+    let indexing = tokio::spawn(projector.run(stop_index.clone().cancelled_owned()));
+
+    let client = CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies.clone()).await.expect("client").with_timeout(Duration::from_secs(60));
+    // c-1 gets 1..=5, each after 150 other counters' events (about 50 in its partition),
+    // so its events lie far apart in the topic.
+    let mut total = 0;
+    for n in 1..=5 {
+        add(&client, "c-1", n).await;
+        let mut others = tokio::task::JoinSet::new();
+        for i in 0..150 {
+            let client = client.clone();
+            others.spawn(async move { add(&client, &format!("other-{n}-{i}"), 1).await });
+        }
+        while let Some(done) = others.join_next().await {
+            done.expect("sender");
+        }
+        total += 151;
+    }
+    herald_testkit::wait_until(Duration::from_secs(60), "the index has every event", || {
+        let store = store.clone();
+        async move { indexed(&store) == total }
+    })
+    .await;
+
+    let reads = EventStore::new(&config, &events, store.clone()).expect("event store");
+    // The whole stream: versions 1..=5 with the amounts in order, 5 records fetched.
+    let before = reads.records_read().await;
+    let stream = reads.read_stream::<Counter>("c-1", 1).await.expect("stream");
+    let fetched = reads.records_read().await - before;
+    assert_eq!(stream.iter().map(|r| r.version).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert_eq!(stream.iter().map(|r| { let CounterEvent::Added(a) = &r.event; a.n }).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    assert!(stream.iter().all(|r| r.aggregate_id == "c-1" && r.event_type == "test.counter.Added"));
+    let partition = stream[0].partition;
+    let in_partition = herald_testkit::read_all(&config, &events, total as usize, Duration::from_secs(60)).await.iter().filter(|m| rdkafka::Message::partition(*m) == partition).count();
+    assert!(in_partition > 200, "c-1's partition holds {in_partition} events");
+    assert_eq!(fetched, 5, "by index: 5 records fetched, not the partition's {in_partition}");
+
+    // From a version.
+    let from3 = reads.read_stream_raw("c-1", 3).await.expect("stream");
+    assert_eq!(from3.iter().map(|r| r.version).collect::<Vec<_>>(), [3, 4, 5]);
+    assert_eq!(from3[0].event_id, stream[2].event_id);
+
+    // Time travel by version and by time.
+    let at2 = reads.state_at(&Counter, "c-1", At::Version(2)).await.expect("state");
+    assert_eq!((at2.state.added.clone(), at2.version), (vec![1, 2], 2));
+    let latest = reads.state_at(&Counter, "c-1", At::Latest).await.expect("state");
+    assert_eq!((latest.state.added.clone(), latest.version, latest.time), (vec![1, 2, 3, 4, 5], 5, Some(stream[4].time)));
+    let at_time = reads.state_at(&Counter, "c-1", At::Time(stream[2].time)).await.expect("state");
+    assert_eq!((at_time.state.added.clone(), at_time.version), (vec![1, 2, 3], 3));
+    let just_before = reads.state_at(&Counter, "c-1", At::Time(stream[3].time - chrono::Duration::microseconds(1))).await.expect("state");
+    assert_eq!(just_before.version, 3);
+    let before_all = reads.state_at(&Counter, "c-1", At::Time(stream[0].time - chrono::Duration::seconds(1))).await.expect("state");
+    assert_eq!((before_all.version, before_all.exists()), (0, false));
+
+    // An aggregate that does not exist: no events, the default state.
+    assert!(reads.read_stream_raw("nope", 1).await.expect("stream").is_empty());
+    let nope = reads.state_at(&Counter, "nope", At::Latest).await.expect("state");
+    assert_eq!((nope.version, nope.exists(), nope.state), (0, false, Tally::default()));
+
+    // Events the index has not reached are read after its position: stop the index,
+    // add two, and the stream has them.
+    stop_index.cancel();
+    indexing.await.expect("index task").expect("index stopped in order");
+    add(&client, "c-1", 6).await;
+    add(&client, "c-1", 7).await;
+    let all = reads.state_at(&Counter, "c-1", At::Latest).await.expect("state");
+    assert_eq!((all.state.added.clone(), all.version), ((1..=7).collect::<Vec<_>>(), 7));
+    let at6 = reads.state_at(&Counter, "c-1", At::Version(6)).await.expect("state");
+    assert_eq!(at6.version, 6);
+    total += 2;
+
+    // Read all: every event once, pages continuing from their position, versions
+    // contiguous per aggregate in the order read.
+    let mut position = LogPosition::default();
+    let mut versions: BTreeMap<String, i64> = BTreeMap::new();
+    let mut read = 0;
+    loop {
+        let page = reads.read_all::<Counter>(&position, 100).await.expect("page");
+        if page.events.is_empty() {
+            assert_eq!(page.next, position, "an empty page stays where it was");
+            break;
+        }
+        for e in &page.events {
+            let last = versions.entry(e.aggregate_id.clone()).or_insert(0);
+            assert_eq!(e.version, *last + 1, "{} after {last}", e.aggregate_id);
+            *last = e.version;
+        }
+        read += page.events.len() as i64;
+        position = page.next;
+    }
+    assert_eq!(read, total);
+    assert_eq!(versions["c-1"], 7);
+    assert!(position.0.values().sum::<i64>() >= total);
+
+    // An index of another topic is refused.
+    let other = EventStore::new(&config, format!("{prefix}elsewhere"), store.clone()).expect("event store");
+    assert!(matches!(other.read_stream_raw("c-1", 1).await, Err(ReadError::NotIndexed { .. })));
+
+    stop.cancel();
+    running.await.expect("engine task").expect("engine stopped in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -145,8 +145,7 @@
 //! Reads: the index counts versions in offset order (the projector does not hand
 //! projections the `ce_sequence` header); the reader checks them against `ce_sequence` on
 //! every record it fetches. `state_at` folds from version 1 (no snapshot in the read
-//! path). The index's SQL is written for SQLite and PostgreSQL alike, but only SQLite is
-//! tested. One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
+//! path). The index runs on SQLite and PostgreSQL (the store test runs on both). One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
 //! show` folds a state only for the aggregates `herald` is built with (the shop's
 //! accounts); for others it prints the stream alone. No benchmark of the reads yet. A reply topic that does not exist stalls its
 //! command's partition (the transaction cannot write to it and is retried): create reply

@@ -136,6 +136,9 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
     }
 
     async fn serve(self, args: Args, config: KafkaConfig, topic: Topic<F>, group: String, store: Arc<dyn Store>) -> Result<(), AppError> {
+        // Listening for SIGTERM before the slow start (binding, registering, joining the
+        // group): a stop during it is an orderly one.
+        let signal = herald_ops::shutdown_signal();
         let metrics = herald_ops::install_metrics().map_err(|e| AppError::Metrics(e.to_string()))?;
         let (status, control) = (StatusHandle::default(), Control::default());
         let mut app = herald_ops::router(metrics, status.clone()).merge(crate::http::router(status.clone(), control.clone()));
@@ -159,7 +162,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         tokio::spawn({
             let shutdown = shutdown.clone();
             async move {
-                herald_ops::shutdown_signal().await;
+                signal.await;
                 shutdown.cancel();
             }
         });

@@ -103,9 +103,12 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     .await;
     // The request's span has the id the event's traceparent carries: the services that
     // react to the event continue it.
-    let name = format!("{} {}", route.method, route.path);
-    let id = meta.id.to_string();
-    SpanRecord::new(&name, SpanKind::Server, trace, parent, started).topic(&route.topic).event(route.event_type(), &id).actor(&route.name).failed(sent.is_err()).record();
+    // (Formatted only when an exporter listens, as the consumer runtime and the engine do.)
+    if herald_bus::trace::spans_wanted() {
+        let name = format!("{} {}", route.method, route.path);
+        let id = meta.id.to_string();
+        SpanRecord::new(&name, SpanKind::Server, trace, parent, started).topic(&route.topic).event(route.event_type(), &id).actor(&route.name).failed(sent.is_err()).record();
+    }
     let (partition, offset) = sent?;
     let accepted = Accepted { id: meta.id, topic: route.topic.clone(), partition, offset };
     if let Some(progress) = progress {

@@ -49,6 +49,8 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Taken first: a SIGTERM while the gateway connects and registers stops it in order.
+    let shutdown = herald_ops::shutdown_signal();
     let _telemetry = herald_ops::telemetry::init("gateway", "info")?;
     let cli = Cli::parse();
     let config = Config::load(&cli.config)?;
@@ -77,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!(%addr, bootstrap = kafka.bootstrap(), "herald-gateway listening");
     let announced = Announcement::new("gateway", env!("CARGO_PKG_VERSION")).http(Some(addr)).topic_prefix(&prefix).register(&kafka, &cli.registry).await;
-    let served = gateway.serve(listener, herald_ops::shutdown_signal()).await;
+    let served = gateway.serve(listener, shutdown).await;
     announced.shutdown().await;
     served?;
     tracing::info!("herald-gateway stopped");

@@ -205,10 +205,19 @@ async fn await_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> anyhow::Resu
     Ok(())
 }
 
-/// Completes on ctrl-c or SIGTERM.
-async fn stop_signal() {
-    herald_ops::shutdown_signal().await;
-    tracing::info!("stopping");
+/// A token cancelled on ctrl-c or SIGTERM. The handlers are installed at once, so a
+/// signal that comes while the role still starts (creating topics, restoring, registering)
+/// stops it in order rather than killing it.
+fn stop_on_signal() -> CancellationToken {
+    let stop = CancellationToken::new();
+    let signal = herald_ops::shutdown_signal();
+    let cancel = stop.clone();
+    tokio::spawn(async move {
+        signal.await;
+        tracing::info!("stopping");
+        cancel.cancel();
+    });
+    stop
 }
 
 /// The health of the view's projectors: healthy when all are.
@@ -223,11 +232,10 @@ impl herald_ops::HealthCheck for Projectors {
 
 /// `shop order-status`: the view's projectors until ctrl-c or SIGTERM, the first that
 /// stops by itself stopping the others (and the process, with its error).
-async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str) -> anyhow::Result<()> {
+async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: CancellationToken) -> anyhow::Result<()> {
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
     let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
-    let stop = CancellationToken::new();
     let mut bound = None;
     if let Some(addr) = cli.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
@@ -245,11 +253,6 @@ async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str) -> anyhow
         let until = stop.clone();
         tasks.spawn(async move { projector.run(until.cancelled_owned()).await });
     }
-    let signal = stop.clone();
-    tokio::spawn(async move {
-        stop_signal().await;
-        signal.cancel();
-    });
     let mut failed = None;
     while let Some(ended) = tasks.join_next().await {
         let error = match ended {
@@ -274,6 +277,7 @@ fn announcement(cli: &Cli, instance: &str, bound: Option<std::net::SocketAddr>) 
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let stop = stop_on_signal();
     let cli = Cli::parse();
     let _telemetry = herald_ops::telemetry::init(cli.role.service(), "info")?;
     let config = KafkaConfig::new(&cli.bootstrap);
@@ -295,13 +299,13 @@ async fn main() -> anyhow::Result<()> {
     admin::create_topics(&config, &topics).await.context("creating the shop's topics")?;
     await_topics(&config, &topics).await?;
     if let Role::OrderStatus = cli.role {
-        return order_status(&cli, &config, &instance).await;
+        return order_status(&cli, &config, &instance, stop).await;
     }
     let mut settings = EngineSettings::new(instance.clone());
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
-    let mut runner = Runner { config, settings, stop: CancellationToken::new(), healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };
+    let mut runner = Runner { config, settings, stop, healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
         Role::Inventory => {
@@ -325,11 +329,6 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(herald_ops::serve(listener, metrics, Healths(runner.healths.clone()), async move { stop.cancelled().await }));
     }
     let announced = announcement(&cli, &instance, bound).consumer_groups(runner.groups.clone()).register(&runner.config, &cli.registry).await;
-    let stop = runner.stop.clone();
-    tokio::spawn(async move {
-        stop_signal().await;
-        stop.cancel();
-    });
     // The first engine that stops for good stops the others (and the process).
     let mut failed = None;
     while let Some(ended) = runner.tasks.join_next().await {

@@ -411,6 +411,56 @@ async fn a_crash_mid_transaction_shows_nothing_and_the_rerun_writes_the_same_eve
     assert_eq!(all.len(), uncommitted.len() + 5, "both writes are in the log; read_committed readers see the rerun's only");
 }
 
+/// A predecessor (this instance before a crash or a fatal error) left a transaction open
+/// on the changelog, which holds its last stable offset until the broker aborts it after
+/// its timeout (a minute here). The engine calls init_transactions as soon as it is
+/// assigned partitions, before it restores, as Kafka Streams does: the broker aborts the
+/// predecessor's transaction at once and the restore waits for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_left_open_on_the_changelog_is_aborted_before_the_restore_waits_for_it() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    const TIMEOUT: Duration = Duration::from_secs(60);
+    let s = setup(2).await;
+    let settings = || {
+        let mut settings = s.settings("a");
+        settings.transaction_timeout = TIMEOUT;
+        settings
+    };
+    // A first run makes the changelog (and its keys' state).
+    let running = start(s.engine(settings()));
+    s.ping("k0", 0).await;
+    read(&s.config, &s.output, "read_committed", 1, WAIT, Duration::ZERO).await;
+    running.stop().await;
+
+    let changelog = settings().changelog.expect("changelog");
+    let mut cc = s.config.client_config(&[]);
+    cc.set("transactional.id", settings().transactional_id(Pinger::NAME)).set("transaction.timeout.ms", TIMEOUT.as_millis().to_string());
+    let predecessor: ThreadedProducer<_> = cc.create().expect("producer");
+    predecessor.init_transactions(WAIT).expect("init");
+    predecessor.begin_transaction().expect("begin");
+    for partition in 0..2 {
+        predecessor.send(BaseRecord::<str, [u8]>::to(&changelog).key("left-open").partition(partition)).map_err(|(e, _)| e).expect("send");
+    }
+    predecessor.flush(WAIT).expect("flushed");
+    let holds_back = reader(&s.config, &changelog, "read_committed");
+    let (_, stable) = holds_back.fetch_watermarks(&changelog, 0, WAIT).expect("watermarks");
+    let (_, high) = reader(&s.config, &changelog, "read_uncommitted").fetch_watermarks(&changelog, 0, WAIT).expect("watermarks");
+    assert!(stable < high, "the open transaction holds back the changelog's last stable offset ({stable} < {high})");
+
+    let began = std::time::Instant::now();
+    let running = start(s.engine(settings()));
+    s.ping("k0", 0).await;
+    s.ping("k1", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 3, WAIT + TIMEOUT, QUIET).await;
+    let took = began.elapsed() - QUIET;
+    running.stop().await;
+    drop(predecessor);
+    assert!(took < TIMEOUT / 2, "reacted after {took:?}: the restore waited for the predecessor's transaction timeout ({TIMEOUT:?})");
+    assert_eq!(out.len(), 3);
+    let k0: Vec<i64> = out.iter().map(decoded).filter(|(_, v)| v["id"] == "k0").map(|(_, v)| v["n"].as_i64().unwrap_or_default()).collect();
+    assert_eq!(k0, vec![1, 2], "k0's state was restored from the committed changelog");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() {
     let s = setup(3).await;

@@ -269,6 +269,15 @@ impl<P: Participant> Coordinator<P> {
                         self.start_restore(partition, Duration::ZERO);
                     }
                 }
+                // Before the restores need it, as Kafka Streams does: the producer's
+                // init_transactions has the broker abort the transaction this id's last
+                // producer left open (a crash, a fatal error), whose records hold the
+                // changelog's last stable offset, so a restore waits for nothing. Without
+                // it the restore would wait for the broker's transaction timeout. A failed
+                // init is tried again when the first transaction begins.
+                if let Err((call, e)) = self.ensure_producer().await {
+                    tracing::warn!(?call, error = %e, "init_transactions at assignment failed: trying again at the first transaction");
+                }
                 Ok(())
             }
             Command::Restored { partition, generation, result } => {
@@ -403,6 +412,19 @@ impl<P: Participant> Coordinator<P> {
         if self.open.began.is_some() {
             return Ok(());
         }
+        self.ensure_producer().await?;
+        if let Some(producer) = self.producer.as_mut() {
+            producer.begin().await?;
+        }
+        self.open.began = Some(Instant::now());
+        self.health.opened();
+        Ok(())
+    }
+
+    /// Makes the producer when there is none (at the start, after a fatal error) and calls
+    /// `init_transactions` on it, which fences this transactional id's older producer and
+    /// has the broker abort what it left open.
+    async fn ensure_producer(&mut self) -> Result<(), Failed> {
         if self.producer.is_none() {
             // One attempt per call: the coordinator goes back to its commands (revocations,
             // assignments, restores) between attempts instead of retrying here while the
@@ -426,11 +448,6 @@ impl<P: Participant> Coordinator<P> {
                 }
             }
         }
-        if let Some(producer) = self.producer.as_mut() {
-            producer.begin().await?;
-        }
-        self.open.began = Some(Instant::now());
-        self.health.opened();
         Ok(())
     }
 

@@ -12,7 +12,10 @@
 //! or a zombie's that the broker will abort at `transaction.timeout.ms`, must be decided
 //! before its state can be read.
 //!
-//! **How long that wait can take.** A live transaction ends by its commit or abort, or is
+//! **How long that wait can take.** A transaction this instance's transactional id left
+//! open (a crash, a fatal error) ends at once: the coordinator calls `init_transactions`
+//! as soon as partitions are assigned, before their restores, and the broker aborts it.
+//! Any other live transaction ends by its commit or abort, or is
 //! aborted by the broker once it is older than `transaction.timeout.ms`
 //! ([`EngineSettings::transaction_timeout`](super::EngineSettings::transaction_timeout),
 //! 10 s by default), which the broker checks every

@@ -84,6 +84,24 @@ impl Shop {
         Shop { config, prefix, rules, dir, payment_timeout, extra: Vec::new(), publisher }
     }
 
+    /// The last `lines` warnings and errors of each process's log (librdkafka's
+    /// connection refusals left out), for a failed test's output.
+    pub fn warnings(&self, lines: usize) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect();
+        logs.sort();
+        let mut out = String::new();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let picked: Vec<&str> = text.lines().filter(|l| (l.contains(" WARN ") || l.contains(" ERROR ")) && !l.contains("Connection refused")).collect();
+            out.push_str(&format!("--- {} (last {} of {} warnings and errors)\n", log.display(), picked.len().min(lines), picked.len()));
+            for line in &picked[picked.len().saturating_sub(lines)..] {
+                out.push_str(&line.chars().take(400).collect::<String>());
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// The name of public topic `topic` in this copy.
     pub fn topic(&self, topic: &str) -> String {
         format!("{}{topic}", self.prefix)
@@ -220,6 +238,10 @@ pub fn random_order(rules: &Rules, order_id: &str) -> OrderPlaced {
 
 impl Drop for Shop {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // CI keeps only what the test printed: the warnings and errors of each process.
+            eprintln!("{}", self.warnings(40));
+        }
         if std::thread::panicking() || std::env::var_os("HERALD_KEEP_LOGS").is_some() {
             eprintln!("shop process logs of {} are in {}", self.prefix, self.dir.display());
         } else {

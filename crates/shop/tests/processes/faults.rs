@@ -279,8 +279,9 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
 /// failed every later `begin`; a restore that outlived its engine and held up the
 /// process's exit. The private broker runs without a controlled shutdown: see
 /// [`Broker`] for the hanging transactions that a single node's controlled shutdown
-/// leaves, which no client can end.
-/// `HERALD_KEEP_BROKER=1 cargo test -p herald-shop --test processes broker -- --nocapture`
+/// leaves, which no client can end; a plain restart can leave one too, and the test
+/// aborts those as an operator would (`broker::abort_hanging`), then checks the
+/// invariants. `HERALD_KEEP_BROKER=1 cargo test -p herald-shop --test processes broker -- --nocapture`
 /// keeps the private broker of a failed run up for inspection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_restart_mid_stream() {
@@ -303,15 +304,25 @@ async fn a_broker_restart_mid_stream() {
     wait_until(Duration::from_secs(20), "the outage lasted 12 s", || async { stopped.elapsed() > Duration::from_secs(12) }).await;
     broker.run("start").await;
     let after = flow.count();
-    wait_until(Duration::from_secs(120), "orders placed after the restart flow again", || async {
+    // Waits for the flow, looking for hanging transactions every 15 s meanwhile (see
+    // `broker`): what an operator would abort.
+    let (deadline, mut aborted, mut looked) = (Instant::now() + Duration::from_secs(150), Vec::new(), Instant::now());
+    loop {
         let log = checker::read(&config, &shop.prefix, false).await;
-        flow.placed()[after..].iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10
-    })
-    .await;
+        if flow.placed()[after..].iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10 {
+            break;
+        }
+        if looked.elapsed() > Duration::from_secs(15) {
+            aborted.extend(broker::abort_hanging(&broker).await);
+            looked = Instant::now();
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for orders placed after the restart to flow again (hanging transactions aborted: {aborted:?})");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let placed = flow.stop().await;
     let (_, verdict) = checker::settled(&config, &shop.prefix, &placed, &rules, &HashSet::new(), SETTLE).await;
     assert_running(&mut procs);
     stop_all(&mut procs).await;
     checker::final_check(&config, &shop.prefix, &placed, &rules, &HashSet::new()).await;
-    eprintln!("broker restart: {} orders, outcomes {:?}", placed.len(), verdict.outcomes);
+    eprintln!("broker restart: {} orders, outcomes {:?}, hanging transactions aborted as an operator would: {aborted:?}", placed.len(), verdict.outcomes);
 }

@@ -120,6 +120,37 @@ impl Dashboard {
     }
 }
 
+/// How many `POST /ui/login` a gateway answers per minute, all clients together, after a
+/// first burst of as many: guessing keys through the login form gets `429` with
+/// `Retry-After`. Counted per gateway, not per client (behind a proxy every client has the
+/// proxy's address); a person logs in once per session, so the limit is far above their
+/// use, and a flood delays their login by seconds, not more.
+pub const LOGINS_PER_MINUTE: u32 = 10;
+
+/// The limit on login attempts ([`LOGINS_PER_MINUTE`]): governor's GCRA, as the routes'
+/// rate limits.
+pub struct LoginLimit(governor::DefaultDirectRateLimiter);
+
+impl LoginLimit {
+    /// A full bucket of [`LOGINS_PER_MINUTE`].
+    pub fn new() -> Self {
+        let per_minute = std::num::NonZeroU32::new(LOGINS_PER_MINUTE).unwrap_or(std::num::NonZeroU32::MIN);
+        LoginLimit(governor::RateLimiter::direct(governor::Quota::per_minute(per_minute)))
+    }
+
+    /// `Ok` when an attempt may go on now; otherwise how long until the next may.
+    pub fn check(&self) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        self.0.check().map_err(|not_until| not_until.wait_time_from(governor::clock::DefaultClock::default().now()))
+    }
+}
+
+impl Default for LoginLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// The body of `POST /ui/login`.
 #[derive(Debug, serde::Deserialize)]
 pub struct Login {
@@ -128,8 +159,13 @@ pub struct Login {
 }
 
 /// `POST /ui/login {"credential": KEY_OR_TOKEN}`: `200 {"principal"}` with the session
-/// cookie; `401` for a credential that is not valid, `403` without the scope.
+/// cookie; `401` for a credential that is not valid, `403` without the scope; `429` with
+/// `Retry-After` past [`LOGINS_PER_MINUTE`].
 pub async fn login(State(dashboard): State<Arc<Dashboard>>, body: Option<Json<Login>>) -> Response {
+    if let Err(wait) = dashboard.logins.check() {
+        tracing::warn!(retry_in = ?wait, "dashboard login refused: over {LOGINS_PER_MINUTE} attempts a minute");
+        return Problem::rate_limited(wait).into_response();
+    }
     let Some(Json(login)) = body else {
         return Problem::malformed("send {\"credential\": \"API key or token\"} as JSON").into_response();
     };

@@ -93,6 +93,8 @@ pub struct Dashboard {
     pub(crate) prefix: String,
     pub(crate) auth: Authenticator,
     pub(crate) sessions: access::Sessions,
+    /// Attempts of `POST /ui/login`, across clients (see [`access::LOGINS_PER_MINUTE`]).
+    pub(crate) logins: access::LoginLimit,
     pub(crate) kafka: KafkaConfig,
     pub(crate) registry: herald_services::Settings,
     directory: tokio::sync::OnceCell<Arc<Directory>>,
@@ -158,6 +160,7 @@ impl Dashboard {
         let fresh = Duration::from_millis(1500);
         Ok(Arc::new(Dashboard {
             sessions: access::Sessions::new(Duration::from_secs(parts.config.session_minutes.max(1) * 60)),
+            logins: access::LoginLimit::new(),
             config: parts.config,
             prefix: parts.prefix,
             auth: parts.auth,

@@ -298,5 +298,16 @@ async fn the_browser_logs_in_for_a_cookie_and_cookie_posts_need_the_ui_header() 
     assert_eq!(out.status().as_u16(), 204);
     let after = http.get(format!("{}/ui/api/me", stage.gateway.url)).header("cookie", &session).send().await.unwrap();
     assert_eq!(after.status().as_u16(), 401);
+    // Guessing through the form: past the login limit (3 attempts were made above), 429
+    // with Retry-After, and the right key waits too.
+    let mut answered = Vec::new();
+    for _ in 0..herald_gateway::dashboard::access::LOGINS_PER_MINUTE {
+        answered.push(login("guess").await.unwrap().status().as_u16());
+    }
+    assert_eq!(answered.last(), Some(&429), "{answered:?}");
+    let refused = login(ADMIN_KEY).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 429);
+    let retry_after: u64 = refused.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=6).contains(&retry_after), "one attempt comes back every 6 s: {retry_after}");
     stage.stop().await;
 }

@@ -21,9 +21,11 @@
 //! `saga`: see [`saga`].
 //! `aggregate`: see [`aggregate`] (`target/release/react aggregate --events 100000 --rounds 3`).
 //! `recovery`: see [`recovery`] (`target/release/react recovery --events 1000000 --keys 1000,100000`).
+//! `reads`: see [`reads`] (`target/release/react reads --events 200000 --keys 1000`).
 
 mod aggregate;
 mod proc;
+mod reads;
 mod recovery;
 mod saga;
 mod shop_role;
@@ -61,6 +63,8 @@ enum Cmd {
     Aggregate(aggregate::AggregateArgs),
     /// An aggregate partition's recovery: from a new owner's start to its first decided command.
     Recovery(recovery::RecoveryArgs),
+    /// One aggregate's stream read back by the event store's index against a scan.
+    Reads(reads::ReadsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -105,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::ShopRole(args) => shop_role::run(args).await,
         Cmd::Aggregate(args) => aggregate::run(args).await,
         Cmd::Recovery(args) => recovery::run(args).await,
+        Cmd::Reads(args) => reads::run(args).await,
     }
 }
 

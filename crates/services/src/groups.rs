@@ -9,7 +9,10 @@
 //! partition is read, `read_committed`, so transactional commits count once committed).
 //! librdkafka fetches committed offsets only for the client's own group, and rust-rdkafka
 //! has no ListConsumerGroupOffsets; reading the offsets topic is what lag exporters such as
-//! Burrow do.
+//! Burrow do. The inspector keeps what it read of each offsets partition (every group's
+//! latest commits there, and where it stopped), so a later inspection reads only what was
+//! committed since: the first one reads the partitions from their start, a busy broker's
+//! in tens of seconds; the ones after, in milliseconds.
 //!
 //! Blocking calls: run [`Inspector::inspect`] on a blocking thread.
 
@@ -67,10 +70,22 @@ pub struct GroupLag {
 /// Committed offsets per group, per topic partition.
 type Committed = HashMap<String, BTreeMap<(String, i32), i64>>;
 
+/// What was read of one partition of the offsets topic: every group's latest committed
+/// offsets in it, and the offset to go on from.
+#[derive(Debug, Default)]
+struct OffsetsRead {
+    next: i64,
+    committed: Committed,
+}
+
 /// Inspects consumer groups with one client.
 pub struct Inspector {
     consumer: BaseConsumer<crate::directory::QuietEof>,
     timeout: Duration,
+    /// By partition of the offsets topic.
+    offsets: std::sync::Mutex<HashMap<i32, OffsetsRead>>,
+    /// Records of the offsets topic read so far.
+    offsets_read: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Inspector {
@@ -91,7 +106,13 @@ impl Inspector {
                 ("isolation.level", "read_committed"),
             ])
             .create_with_context(crate::directory::QuietEof)?;
-        Ok(Inspector { consumer, timeout })
+        Ok(Inspector { consumer, timeout, offsets: std::sync::Mutex::new(HashMap::new()), offsets_read: std::sync::atomic::AtomicU64::new(0) })
+    }
+
+    /// How many records of the offsets topic the inspections read so far: a later
+    /// inspection reads only what was committed since the one before.
+    pub fn offsets_read(&self) -> u64 {
+        self.offsets_read.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every instance on the registry topic of `settings`, read from its beginning to its
@@ -101,7 +122,7 @@ impl Inspector {
         let mut table = crate::table::Table::new(settings.ttl);
         let metadata = self.consumer.fetch_metadata(Some(&settings.topic), self.timeout)?;
         let partitions = metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len()) as i32;
-        self.read_to_end(&settings.topic, 0..partitions, self.timeout, |message| {
+        self.read_to_end(&settings.topic, (0..partitions).map(|p| (p, 0)), self.timeout, |message| {
             let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
             let record = message.payload().map(crate::Instance::decode);
             match (key, record) {
@@ -151,7 +172,8 @@ impl Inspector {
     }
 
     /// The committed offsets of `groups`, read from the partitions of the offsets topic
-    /// that hold them.
+    /// that hold them: from where the last inspection stopped, or from their start (the
+    /// first time, or when the log's start moved past that point).
     fn committed(&self, groups: &BTreeSet<String>) -> Result<Committed, RegistryError> {
         let mut found: Committed = HashMap::new();
         if groups.is_empty() {
@@ -163,42 +185,71 @@ impl Inspector {
             return Ok(found);
         }
         let wanted: BTreeSet<i32> = groups.iter().map(|g| offsets_partition(g, count)).collect();
-        self.read_to_end(OFFSETS_TOPIC, wanted, self.timeout * 3, |message| {
-            if let Some((group, topic, partition)) = message.key().and_then(parse_offset_key)
-                && groups.contains(&group)
-            {
-                let entry = found.entry(group).or_default();
-                match message.payload().and_then(parse_offset_value) {
-                    Some(offset) => {
-                        entry.insert((topic, partition), offset);
-                    }
-                    None => {
-                        entry.remove(&(topic, partition));
-                    }
+        let mut cache = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut from = Vec::new();
+        for &p in &wanted {
+            let (low, _) = self.consumer.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout)?;
+            let read = cache.entry(p).or_default();
+            if read.next < low {
+                *read = OffsetsRead { next: low, committed: HashMap::new() };
+            }
+            from.push((p, read.next));
+        }
+        // Every group's commits are kept, not only `groups`': a later inspection may ask
+        // for another group of the same partition.
+        let mut seen: HashMap<i32, i64> = HashMap::new();
+        let read = self.read_to_end(OFFSETS_TOPIC, from, self.timeout * 3, |message| {
+            seen.insert(message.partition(), message.offset() + 1);
+            self.offsets_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some((group, topic, partition)) = message.key().and_then(parse_offset_key) else { return };
+            let Some(read) = cache.get_mut(&message.partition()) else { return };
+            let entry = read.committed.entry(group).or_default();
+            match message.payload().and_then(parse_offset_value) {
+                Some(offset) => {
+                    entry.insert((topic, partition), offset);
+                }
+                None => {
+                    entry.remove(&(topic, partition));
                 }
             }
-        })?;
+        });
+        // Where each partition's read stopped (a failed read keeps what it applied: each
+        // record is applied once, in order, so going on from there is right).
+        for (p, next) in seen {
+            if let Some(read) = cache.get_mut(&p) {
+                read.next = read.next.max(next);
+            }
+        }
+        read?;
+        for &p in &wanted {
+            let Some(read) = cache.get(&p) else { continue };
+            for group in groups {
+                if let Some(offsets) = read.committed.get(group) {
+                    found.insert(group.clone(), offsets.clone());
+                }
+            }
+        }
         Ok(found)
     }
 
-    /// Reads `partitions` of `topic` from their beginning to the end they have now
-    /// (`read_committed`: a transaction marker or an aborted record may end a partition,
-    /// so its end-of-partition event counts too), handing each record to `on_record`.
-    /// Unassigns when done, also on an error or when `timeout` passes first.
+    /// Reads `partitions` of `topic`, each from the offset given with it, to the end they
+    /// have now (`read_committed`: a transaction marker or an aborted record may end a
+    /// partition, so its end-of-partition event counts too), handing each record to
+    /// `on_record`. Unassigns when done, also on an error or when `timeout` passes first.
     fn read_to_end(
         &self,
         topic: &str,
-        partitions: impl IntoIterator<Item = i32>,
+        partitions: impl IntoIterator<Item = (i32, i64)>,
         timeout: Duration,
         mut on_record: impl FnMut(&BorrowedMessage<'_>),
     ) -> Result<(), RegistryError> {
         let mut ends: HashMap<i32, i64> = HashMap::new();
         let mut assignment = TopicPartitionList::new();
-        for p in partitions {
+        for (p, from) in partitions {
             let (low, high) = self.consumer.fetch_watermarks(topic, p, self.timeout)?;
-            if high > low {
+            if high > from.max(low) {
                 ends.insert(p, high);
-                assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+                assignment.add_partition_offset(topic, p, Offset::Offset(from.max(low)))?;
             }
         }
         if ends.is_empty() {

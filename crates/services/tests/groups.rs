@@ -84,3 +84,57 @@ async fn a_running_group_shows_its_members_and_their_assigned_partitions() {
     assert_eq!(lag.lag_records, 0, "an empty topic has no lag");
     assert_eq!(lag.partitions.len(), 3, "assigned partitions are listed without commits");
 }
+
+/// Commits `offset` on partition 0 of `topic` for `group`.
+fn commit(config: &herald_bus::KafkaConfig, group: &str, topic: &str, offset: i64) {
+    let committer: BaseConsumer = config.client_config(&[("group.id", group), ("enable.auto.commit", "false")]).create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(topic, 0, Offset::Offset(offset)).unwrap();
+    committer.commit(&offsets, CommitMode::Sync).unwrap();
+}
+
+#[tokio::test]
+async fn a_later_inspection_goes_on_from_the_last_and_sees_new_commits_and_other_groups() {
+    let config = kafka().await;
+    let topic = unique("t.lag");
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(1)]).await.unwrap();
+    let producer: FutureProducer = config.client_config(&[("acks", "all")]).create().unwrap();
+    for _ in 0..6 {
+        producer.send(FutureRecord::<str, str>::to(&topic).partition(0).key("k").payload("v"), Duration::from_secs(10)).await.unwrap();
+    }
+    let partitions = herald_bus::admin::partition_count(&config, herald_services::groups::OFFSETS_TOPIC).await.unwrap().unwrap_or(50) as i32;
+    let first = unique("g.first");
+    // Another group whose commits share the first one's partition of the offsets topic.
+    let same = (0..)
+        .map(|i| format!("{first}.{i}"))
+        .find(|g| herald_services::groups::offsets_partition(g, partitions) == herald_services::groups::offsets_partition(&first, partitions))
+        .unwrap();
+    let (config2, topic2) = (config.clone(), topic.clone());
+    let (once, twice) = tokio::task::spawn_blocking(move || {
+        let end = || {
+            let watcher: BaseConsumer = config2.client_config(&[("group.id", "watermarks")]).create().unwrap();
+            watcher.fetch_watermarks(herald_services::groups::OFFSETS_TOPIC, herald_services::groups::offsets_partition(&first, partitions), Duration::from_secs(10)).unwrap().1
+        };
+        commit(&config2, &first, &topic2, 2);
+        // The first inspection reads at least to here (where the first commit ends).
+        let before = end();
+        let inspector = Inspector::new(&config2, Duration::from_secs(10)).unwrap();
+        let once = inspector.inspect(&BTreeSet::from([first.clone()])).unwrap();
+        let read_once = inspector.offsets_read();
+        commit(&config2, &first, &topic2, 4);
+        commit(&config2, &same, &topic2, 1);
+        let twice = inspector.inspect(&BTreeSet::from([first.clone(), same])).unwrap();
+        let appended = end() - before;
+        let read_twice = inspector.offsets_read() - read_once;
+        assert!(read_once >= 1 && read_twice >= 2, "each inspection read the commits ({read_once}, {read_twice})");
+        assert!(read_twice as i64 <= appended, "the second inspection read {read_twice} records: at most the {appended} appended since the first, not the partition again");
+        (once, twice)
+    })
+    .await
+    .unwrap();
+    let lag = |lags: &[herald_services::groups::GroupLag], i: usize| lags[i].partitions.iter().map(|p| (p.committed, p.lag_records)).collect::<Vec<_>>();
+    assert_eq!(lag(&once, 0), [(Some(2), 4)], "{once:?}");
+    // BTreeSet order: the first group, then its `.N` sibling.
+    assert_eq!(lag(&twice, 0), [(Some(4), 2)], "the commit made since the last inspection: {twice:?}");
+    assert_eq!(lag(&twice, 1), [(Some(1), 5)], "a group asked for the first time, in a partition read before: {twice:?}");
+}

@@ -25,6 +25,27 @@
 
 use herald_testkit::PrivateBroker;
 
+/// Waits until `done` holds, for at most `within` (panics then, naming `what` and what it
+/// aborted), looking for hanging transactions every 15 s meanwhile and aborting them
+/// ([`abort_hanging`]). Returns what it aborted.
+pub async fn until_healed<F, Fut>(broker: &PrivateBroker, within: std::time::Duration, what: &str, mut done: F) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let (deadline, mut looked) = (std::time::Instant::now() + within, std::time::Instant::now());
+    let mut aborted = Vec::new();
+    while !done().await {
+        if looked.elapsed() > std::time::Duration::from_secs(15) {
+            aborted.extend(abort_hanging(broker).await);
+            looked = std::time::Instant::now();
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what} (hanging transactions aborted: {aborted:?})");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    aborted
+}
+
 /// What an operator does for a hanging transaction: lists them with Kafka's own
 /// `kafka-transactions.sh find-hanging` (open on a partition whose coordinator no longer
 /// lists it, so no live transaction is touched) and aborts each with `abort`. Returns the

@@ -156,24 +156,40 @@ fn client(bootstrap: &str, committed: bool) -> BaseConsumer {
         .expect("checker consumer")
 }
 
+/// The partitions of the public topics under `prefix` with a transaction open now
+/// (`topic/partition`).
+pub async fn open_transactions(config: &KafkaConfig, prefix: &str) -> Vec<String> {
+    let (bootstrap, prefix) = (config.bootstrap().to_owned(), prefix.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let topics: Vec<String> = crate::shop::PUBLIC.iter().map(|t| format!("{prefix}{t}")).collect();
+        open_on(&client(&bootstrap, true), &client(&bootstrap, false), &topics)
+    })
+    .await
+    .expect("watermarks task")
+}
+
+/// Which partitions of `topics` have a transaction open: a read_committed client's
+/// "high" watermark is the last stable offset, equal to the high watermark when none is.
+fn open_on(committed: &BaseConsumer, uncommitted: &BaseConsumer, topics: &[String]) -> Vec<String> {
+    topics
+        .iter()
+        .flat_map(|t| (0..6).map(move |p| (t, p)))
+        .filter(|(t, p)| {
+            let lso = committed.fetch_watermarks(t, *p, Duration::from_secs(10)).expect("watermarks").1;
+            let high = uncommitted.fetch_watermarks(t, *p, Duration::from_secs(10)).expect("watermarks").1;
+            lso != high
+        })
+        .map(|(t, p)| format!("{t}/{p}"))
+        .collect()
+}
+
 fn read_blocking(bootstrap: &str, prefix: &str, complete: bool) -> Log {
     let deadline = Instant::now() + Duration::from_secs(90);
     let topics: Vec<String> = crate::shop::PUBLIC.iter().map(|t| format!("{prefix}{t}")).collect();
     if complete {
-        // A read_committed client's "high" watermark is the last stable offset: equal to
-        // the high watermark everywhere means no transaction is open.
         let (committed, uncommitted) = (client(bootstrap, true), client(bootstrap, false));
         loop {
-            let open: Vec<String> = topics
-                .iter()
-                .flat_map(|t| (0..6).map(move |p| (t, p)))
-                .filter(|(t, p)| {
-                    let lso = committed.fetch_watermarks(t, *p, Duration::from_secs(10)).expect("watermarks").1;
-                    let high = uncommitted.fetch_watermarks(t, *p, Duration::from_secs(10)).expect("watermarks").1;
-                    lso != high
-                })
-                .map(|(t, p)| format!("{t}/{p}"))
-                .collect();
+            let open = open_on(&committed, &uncommitted, &topics);
             if open.is_empty() {
                 break;
             }

@@ -304,22 +304,15 @@ async fn a_broker_restart_mid_stream() {
     wait_until(Duration::from_secs(20), "the outage lasted 12 s", || async { stopped.elapsed() > Duration::from_secs(12) }).await;
     broker.run("start").await;
     let after = flow.count();
-    // Waits for the flow, looking for hanging transactions every 15 s meanwhile (see
-    // `broker`): what an operator would abort.
-    let (deadline, mut aborted, mut looked) = (Instant::now() + Duration::from_secs(150), Vec::new(), Instant::now());
-    loop {
+    // Each wait looks for hanging transactions every 15 s meanwhile and aborts them, as an
+    // operator would (see `broker`): internal ones stop the flow, public ones the settling.
+    let mut aborted = broker::until_healed(&broker, Duration::from_secs(150), "orders placed after the restart flow again", || async {
         let log = checker::read(&config, &shop.prefix, false).await;
-        if flow.placed()[after..].iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10 {
-            break;
-        }
-        if looked.elapsed() > Duration::from_secs(15) {
-            aborted.extend(broker::abort_hanging(&broker).await);
-            looked = Instant::now();
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for orders placed after the restart to flow again (hanging transactions aborted: {aborted:?})");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        flow.placed()[after..].iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10
+    })
+    .await;
     let placed = flow.stop().await;
+    aborted.extend(broker::until_healed(&broker, Duration::from_secs(120), "no transaction left open on the public topics", || async { checker::open_transactions(&config, &shop.prefix).await.is_empty() }).await);
     let (_, verdict) = checker::settled(&config, &shop.prefix, &placed, &rules, &HashSet::new(), SETTLE).await;
     assert_running(&mut procs);
     stop_all(&mut procs).await;

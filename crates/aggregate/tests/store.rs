@@ -116,21 +116,8 @@ async fn streams_are_read_back_by_index_and_states_as_of_versions_and_times() {
 /// skipped with a message outside CI when it is not set, a failure in CI).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn streams_are_read_back_by_an_index_kept_in_postgresql() {
-    let Ok(admin) = std::env::var("HERALD_TEST_POSTGRES_URL") else {
-        assert!(std::env::var_os("CI").is_none(), "HERALD_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL tests");
-        eprintln!("SKIPPED: HERALD_TEST_POSTGRES_URL is not set (scripts/postgres start; export HERALD_TEST_POSTGRES_URL=$(scripts/postgres url))");
-        return;
-    };
-    let name = herald_testkit::unique("herald_index").replace(['.', '-'], "_").to_lowercase();
-    let (create, admin_url) = (name.clone(), admin.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut client = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect to {admin_url}: {e}"));
-        client.batch_execute(&format!("CREATE DATABASE {create}")).unwrap_or_else(|e| panic!("CREATE DATABASE {create}: {e}"));
-    })
-    .await
-    .expect("create database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
-    streams_read_back(Some(format!("{base}/{name}"))).await;
+    let Some(url) = herald_testkit::fresh_postgres("herald_index").await else { return };
+    streams_read_back(Some(url)).await;
 }
 
 /// The reads against an index in `store_url` (`None`: a fresh SQLite file).

@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 mod broker;
+mod fresh_database;
 mod postgres;
 pub mod tls;
 
 pub use broker::{free_port, PrivateBroker};
+pub use fresh_database::fresh_postgres;
 pub use postgres::PrivatePostgres;
 
 use herald_bus::admin::{create_topics, TopicSpec};

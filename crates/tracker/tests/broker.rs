@@ -16,8 +16,6 @@ use herald_tracker::shop::Shop;
 use herald_tracker::{Runner, State, TrackedSaga};
 use tokio_util::sync::CancellationToken;
 
-mod support;
-
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Every saga in the store (read on a blocking thread: PostgreSQL's client blocks).
@@ -45,7 +43,7 @@ async fn tracker_shows_completed_compensated_stuck_and_violating_sagas_sqlite() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tracker_shows_completed_compensated_stuck_and_violating_sagas_postgres() {
-    if let Some(url) = support::fresh_postgres().await {
+    if let Some(url) = herald_testkit::fresh_postgres("herald_tracker").await {
         scenario(&url, false).await;
     }
 }

@@ -10,8 +10,6 @@ use herald_projector::{Projection, Value};
 use herald_tracker::shop::Shop;
 use herald_tracker::{Observed, TrackedSaga, Tracker};
 
-mod support;
-
 fn envelope(event_type: &str, id: &str, cause: Option<&str>, seconds: i64, topic: &str) -> Envelope<Observed<Shop>> {
     let known = Shop::schemas().latest(event_type).expect("a shop type");
     let event = Observed::<Shop>::decode(event_type, known, &[]).unwrap().expect("known");
@@ -25,7 +23,7 @@ fn envelope(event_type: &str, id: &str, cause: Option<&str>, seconds: i64, topic
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_transactions_of_one_saga_see_each_other() {
-    let Some(url) = support::fresh_postgres().await else { return };
+    let Some(url) = herald_testkit::fresh_postgres("herald_tracker").await else { return };
     // PostgreSQL's client blocks: the test runs on a blocking thread.
     tokio::task::spawn_blocking(move || two_transactions(&url)).await.expect("the test thread");
 }
@@ -79,7 +77,7 @@ fn two_transactions(url: &str) {
 /// first, so they never deadlock on the sagas' rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_touching_sagas_in_opposite_orders_do_not_deadlock() {
-    let Some(url) = support::fresh_postgres().await else { return };
+    let Some(url) = herald_testkit::fresh_postgres("herald_tracker").await else { return };
     tokio::task::spawn_blocking(move || opposite_orders(&url)).await.expect("the test thread");
 }
 

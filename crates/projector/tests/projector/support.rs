@@ -35,26 +35,7 @@ pub async fn fresh_store(backend: Backend) -> Option<String> {
             let path = dir.join(format!("{}.db", herald_testkit::unique("view")));
             Some(format!("sqlite:{}", path.display()))
         }
-        Backend::Postgres => {
-            let Ok(admin) = std::env::var("HERALD_TEST_POSTGRES_URL") else {
-                if std::env::var_os("CI").is_some() {
-                    panic!("HERALD_TEST_POSTGRES_URL is not set: CI must run the PostgreSQL tests (scripts/postgres start; export HERALD_TEST_POSTGRES_URL=$(scripts/postgres url))");
-                }
-                eprintln!("SKIPPED: HERALD_TEST_POSTGRES_URL is not set and CI is not set; run `scripts/postgres start` and export HERALD_TEST_POSTGRES_URL=$(scripts/postgres url) to run the PostgreSQL tests");
-                return None;
-            };
-            let name = herald_testkit::unique("herald_projector").replace(['.', '-'], "_").to_lowercase();
-            let create = name.clone();
-            let admin2 = admin.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut client = postgres::Client::connect(&admin2, postgres::NoTls).unwrap_or_else(|e| panic!("cannot connect to {admin2}: {e}"));
-                client.batch_execute(&format!("CREATE DATABASE {create}")).unwrap_or_else(|e| panic!("CREATE DATABASE {create}: {e}"));
-            })
-            .await
-            .expect("create database");
-            let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b).to_owned();
-            Some(format!("{base}/{name}"))
-        }
+        Backend::Postgres => herald_testkit::fresh_postgres("herald_projector").await,
     }
 }
 

@@ -24,6 +24,7 @@
 //! `reads`: see [`reads`] (`target/release/react reads --events 200000 --keys 1000`).
 
 mod aggregate;
+mod partition;
 mod proc;
 mod reads;
 mod recovery;

@@ -20,10 +20,7 @@ use herald_bus::admin::{create_topics, TopicSpec};
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_choreography::engine::Engine;
 use herald_projector::Projector;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregate::{preload_commands, settings, Counter, CounterEvent};
@@ -48,33 +45,9 @@ pub struct ReadsArgs {
 /// Reads partition 0 of `topic` from its start to its end, read_committed, keeping the
 /// records of `key`: the scan. Returns (kept, read).
 fn scan(bootstrap: &str, topic: &str, key: &str) -> anyhow::Result<(u64, u64)> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("herald-bench-scan-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
-    consumer.assign(&tpl)?;
-    let (mut kept, mut read) = (0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        anyhow::ensure!(Instant::now() < deadline, "{topic}: not at its end after {read} records");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                read += 1;
-                if m.key() == Some(key.as_bytes()) {
-                    kept += 1;
-                }
-            }
-        }
-    }
-    Ok((kept, read))
+    let mut kept = 0u64;
+    let read = crate::partition::read_to_end(bootstrap, topic, |m| kept += u64::from(m.key() == Some(key.as_bytes())))?;
+    Ok((kept, read.records))
 }
 
 /// The rows of the index (on a blocking thread: the stores' clients are blocking).

@@ -23,7 +23,6 @@ use herald_bus::admin::{create_topics, TopicSpec};
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_choreography::engine::Engine;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -67,32 +66,9 @@ struct Read {
 
 /// Reads partition 0 of `topic` from its start to EOF, read_committed.
 fn raw_read(bootstrap: &str, topic: &str) -> anyhow::Result<Read> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("herald-bench-raw-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)?;
-    let started = Instant::now();
-    consumer.assign(&tpl)?;
-    let (mut records, mut bytes) = (0u64, 0u64);
-    let deadline = started + Duration::from_secs(600);
-    loop {
-        anyhow::ensure!(Instant::now() < deadline, "{topic}: not at its end after {records} records");
-        match consumer.poll(Duration::from_millis(200)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => anyhow::bail!("reading {topic}: {e}"),
-            Some(Ok(m)) => {
-                records += 1;
-                bytes += (m.payload_len() + m.key().map_or(0, <[u8]>::len)) as u64;
-            }
-        }
-    }
-    Ok(Read { records, bytes, seconds: started.elapsed().as_secs_f64() })
+    let mut bytes = 0u64;
+    let read = crate::partition::read_to_end(bootstrap, topic, |m| bytes += (m.payload_len() + m.key().map_or(0, <[u8]>::len)) as u64)?;
+    Ok(Read { records: read.records, bytes, seconds: read.seconds })
 }
 
 /// One takeover: from the engine's start to the probe's reply, and the restore alone.

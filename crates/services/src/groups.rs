@@ -221,12 +221,9 @@ impl Inspector {
             }
         }
         read?;
-        for &p in &wanted {
-            let Some(read) = cache.get(&p) else { continue };
-            for group in groups {
-                if let Some(offsets) = read.committed.get(group) {
-                    found.insert(group.clone(), offsets.clone());
-                }
+        for group in groups {
+            if let Some(offsets) = cache.get(&offsets_partition(group, count)).and_then(|read| read.committed.get(group)) {
+                found.insert(group.clone(), offsets.clone());
             }
         }
         Ok(found)

@@ -62,15 +62,23 @@ impl PrivateBroker {
     /// `scripts/kafka ARGS...` for this broker, returning what it printed; panics with its
     /// output on failure.
     pub async fn script_run(&self, args: &[&str]) -> String {
+        match self.try_script_run(args).await {
+            Ok(stdout) => stdout,
+            Err(output) => panic!("scripts/kafka {args:?} failed:\n{output}"),
+        }
+    }
+
+    /// `scripts/kafka ARGS...` for this broker: what it printed, or on failure (a tool that
+    /// refused) everything it printed, for the caller to judge.
+    pub async fn try_script_run(&self, args: &[&str]) -> Result<String, String> {
         let mut command = self.command(args);
         let output = tokio::task::spawn_blocking(move || command.output()).await.expect("join").expect("run scripts/kafka");
-        assert!(
-            output.status.success(),
-            "scripts/kafka {args:?} failed:\n{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr)))
+        }
     }
 
     /// A configuration for its plaintext listener.

@@ -305,13 +305,22 @@ async fn a_broker_restart_mid_stream() {
     broker.run("start").await;
     let after = flow.count();
     // Each wait looks for hanging transactions every 15 s meanwhile and aborts them, as an
-    // operator would (see `broker`): internal ones stop the flow, public ones the settling.
-    let mut aborted = broker::until_healed(&broker, Duration::from_secs(150), "orders placed after the restart flow again", || async {
+    // operator would (see `broker`): they stop the flow or the settling of the partitions
+    // they hold.
+    let mut aborted = broker::until_healed(&broker, Duration::from_secs(180), "orders placed after the restart flow again", || async {
         let log = checker::read(&config, &shop.prefix, false).await;
         flow.placed()[after..].iter().filter(|o| log.outcome(&o.order_id).is_some()).count() >= 10
     })
     .await;
     let placed = flow.stop().await;
+    // A hanging transaction on a partition a role reads (its commands, its changelog) holds
+    // that partition's orders, not the others': heal while every order settles.
+    aborted.extend(broker::until_healed(&broker, SETTLE, "every order placed settles", || async {
+        let verdict = checker::check(&checker::read(&config, &shop.prefix, false).await, &placed, &rules, &HashSet::new(), false);
+        assert!(verdict.permanent.is_empty(), "the saga broke its guarantees:\n{}", verdict.permanent.join("\n"));
+        verdict.pending.is_empty()
+    })
+    .await);
     aborted.extend(broker::until_healed(&broker, Duration::from_secs(120), "no transaction left open on the public topics", || async { checker::open_transactions(&config, &shop.prefix).await.is_empty() }).await);
     let (_, verdict) = checker::settled(&config, &shop.prefix, &placed, &rules, &HashSet::new(), SETTLE).await;
     assert_running(&mut procs);

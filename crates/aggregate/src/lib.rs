@@ -126,8 +126,9 @@
 //! and it goes away without a second store: with a changelog of 16 MiB segments and
 //! `min.cleanable.dirty.ratio` 0.1 the cleaner had left 1 535 records (470 000 without it) and the
 //! same partition restored in 0.72 s, its first reply 1.4 s after the start, as fast as
-//! an empty partition's (the engine itself still creates changelogs with the broker's
-//! segment size: give yours small segments, `segment.bytes`). The snapshot
+//! an empty partition's. The engine now creates its changelogs so
+//! ([`CHANGELOG_CONFIGS`](herald_choreography::engine::CHANGELOG_CONFIGS), overridable in
+//! `EngineSettings::changelog_configs`); a changelog created by hand needs the same. The snapshot
 //! design would add a topic, a record per N events, and a rebuild of each aggregate's
 //! remembered command ids from the events after its snapshot (their `ce_causationid`).
 //! Lazy loading would need the engine to fetch state on demand, which it does not do.

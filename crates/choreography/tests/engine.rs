@@ -325,6 +325,30 @@ async fn a_restart_resumes_from_the_committed_state_in_the_changelog() {
     }
 }
 
+/// The broker's cleaner compacts only closed segments: with its default 1 GiB segments a
+/// changelog is in practice never compacted, and a restore reads every state ever written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_changelog_it_creates_is_compacted_in_segments_the_cleaner_can_close() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let s = setup(1).await;
+    let mut settings = s.settings("a");
+    settings.changelog_configs.push(("min.compaction.lag.ms".into(), "1000".into()));
+    settings.changelog_configs.push(("min.cleanable.dirty.ratio".into(), "0.2".into()));
+    let changelog = settings.changelog.clone().expect("changelog");
+    let running = start(s.engine(settings));
+    s.ping("k0", 0).await;
+    read(&s.config, &s.output, "read_committed", 1, WAIT, Duration::ZERO).await;
+    running.stop().await;
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("admin");
+    let described = admin.describe_configs(&[ResourceSpecifier::Topic(&changelog)], &AdminOptions::new()).await.expect("describe");
+    let resource = described[0].as_ref().expect("the changelog's configs");
+    let value = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+    assert_eq!(value("cleanup.policy").as_deref(), Some("compact"));
+    assert_eq!(value("segment.bytes").as_deref(), Some("16777216"), "16 MiB segments, not the broker's 1 GiB");
+    assert_eq!(value("min.cleanable.dirty.ratio").as_deref(), Some("0.2"), "the settings' last value of a name");
+    assert_eq!(value("min.compaction.lag.ms").as_deref(), Some("1000"), "a config of the settings' own");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deadline_that_came_due_while_down_fires_once_after_the_restart() {
     let s = setup(2).await;

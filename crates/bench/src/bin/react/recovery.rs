@@ -49,7 +49,7 @@ pub struct RecoveryArgs {
     takeovers: usize,
     /// Create the changelog first with this `segment.bytes` (MiB) and
     /// `min.cleanable.dirty.ratio` 0.1, so the broker's cleaner can compact it during the
-    /// fill (default: the engine creates it, with the broker's segment size).
+    /// fill (default: the engine creates it, with its `CHANGELOG_CONFIGS`: 16 MiB and 0.1).
     #[arg(long)]
     changelog_segment_mib: Option<u64>,
     /// Seconds to wait after the fill before reading and taking over (the cleaner's time).

@@ -63,9 +63,20 @@ impl TopicSpec {
         self
     }
 
-    /// Sets another topic config.
+    /// Sets another topic config; setting a name again replaces its value (the broker
+    /// refuses a request that names a config twice).
+    ///
+    /// ```
+    /// use herald_bus::admin::TopicSpec;
+    /// let spec = TopicSpec::new("t").config("segment.bytes", "1048576").config("segment.bytes", "16777216");
+    /// assert_eq!(spec.configs, [("segment.bytes".to_owned(), "16777216".to_owned())]);
+    /// ```
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.configs.push((key.into(), value.into()));
+        let (key, value) = (key.into(), value.into());
+        match self.configs.iter_mut().find(|(name, _)| *name == key) {
+            Some(entry) => entry.1 = value,
+            None => self.configs.push((key, value)),
+        }
         self
     }
 }

@@ -153,12 +153,8 @@ impl<P: Participant> Engine<P> {
                     let mut spec = TopicSpec::new(&topic).partitions(count as i32);
                     if compacted {
                         spec = spec.config("cleanup.policy", "compact");
-                        // Each name once, its last value (the broker refuses a name twice).
-                        let configs = &self.settings.changelog_configs;
-                        for (i, (name, value)) in configs.iter().enumerate() {
-                            if !configs[i + 1..].iter().any(|(later, _)| later == name) {
-                                spec = spec.config(name, value);
-                            }
+                        for (name, value) in &self.settings.changelog_configs {
+                            spec = spec.config(name, value);
                         }
                     }
                     admin::create_topics(&self.config, &[spec]).await.map_err(admin_error)?;

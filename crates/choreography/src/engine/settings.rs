@@ -69,7 +69,8 @@ pub struct EngineSettings {
     /// missing (default true).
     pub create_changelog: bool,
     /// Topic configs of a changelog the engine creates, beside `cleanup.policy=compact`
-    /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins).
+    /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins, as in
+    /// [`TopicSpec::config`](herald_bus::admin::TopicSpec::config)).
     pub changelog_configs: Vec<(String, String)>,
     /// librdkafka properties for the input consumer, over Herald's.
     pub consumer_properties: Vec<(String, String)>,

@@ -462,15 +462,21 @@ fn books(log: &Log, rules: &Rules, injected: &HashSet<String>, v: &mut Verdict) 
 pub async fn settled(config: &KafkaConfig, prefix: &str, placed: &[OrderPlaced], rules: &Rules, injected: &HashSet<String>, within: Duration) -> (Log, Verdict) {
     let deadline = Instant::now() + within;
     loop {
-        let log = read(config, prefix, false).await;
-        let verdict = check(&log, placed, rules, injected, false);
-        assert!(verdict.permanent.is_empty(), "the saga broke its guarantees:\n{}", verdict.permanent.join("\n"));
+        let (log, verdict) = read_and_check(config, prefix, placed, rules, injected).await;
         if verdict.pending.is_empty() {
             return (log, verdict);
         }
         assert!(Instant::now() < deadline, "after {within:?} still pending ({}):\n{}", verdict.pending.len(), verdict.pending.iter().take(30).cloned().collect::<Vec<_>>().join("\n"));
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// One read of the public topics and its check; panics on a permanent violation.
+pub async fn read_and_check(config: &KafkaConfig, prefix: &str, placed: &[OrderPlaced], rules: &Rules, injected: &HashSet<String>) -> (Log, Verdict) {
+    let log = read(config, prefix, false).await;
+    let verdict = check(&log, placed, rules, injected, false);
+    assert!(verdict.permanent.is_empty(), "the saga broke its guarantees:\n{}", verdict.permanent.join("\n"));
+    (log, verdict)
 }
 
 /// The final check, once every process stopped: reads everything (no transaction open)

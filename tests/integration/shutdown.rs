@@ -104,3 +104,22 @@ async fn a_stuck_handler_does_not_block_shutdown_and_its_event_is_not_lost() {
     let ids: Vec<String> = again.all().iter().map(|e| order_id(&e.event).to_owned()).collect();
     assert_eq!(ids, vec!["stuck", "after"]);
 }
+
+/// A consumer whose future is dropped with its runtime (a test that ends, a process that
+/// returns from `main` without stopping it) must let the runtime shut down: the client's
+/// close runs its revocation, which must not wait for tasks that no longer run.
+#[test]
+fn dropping_the_runtime_under_a_running_consumer_lets_it_shut_down() {
+    herald_testkit::runtime_drops_within(DEADLINE, || async {
+        let config = kafka().await;
+        let orders: Topic<OrderEvent> = Topic::named(topic(&config, "dropped", 3).await);
+        let events: Vec<OrderPlaced> = (0..300).map(|i| OrderPlaced::example(&format!("o-{i}"), "c", i)).collect();
+        for r in publisher(&config).publish_all(&orders, &events).await {
+            r.expect("published");
+        }
+        let seen = Seen::default();
+        let _running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+        wait_until(DEADLINE, "some handled", || async { seen.len() > 0 }).await;
+        // Left running (dropping the handle does not stop it): the runtime is dropped under it.
+    });
+}

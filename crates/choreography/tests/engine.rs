@@ -609,3 +609,16 @@ async fn pipelined_each_input_is_reacted_to_once_in_order_and_nothing_shows_befo
         assert_eq!(ns, (1..=rounds as i64).collect::<Vec<_>>(), "key {key}: the state counts its inputs in order");
     }
 }
+
+/// An engine whose future is dropped with its runtime (a test that ends, a process that
+/// returns from `main` without stopping it) must let the runtime shut down.
+#[test]
+fn dropping_the_runtime_under_a_running_engine_lets_it_shut_down() {
+    herald_testkit::runtime_drops_within(WAIT, || async {
+        let s = setup(3).await;
+        let _running = start(s.engine(s.settings("a")));
+        s.ping("k0", 0).await;
+        let _ = read(&s.config, &s.output, "read_committed", 1, WAIT, Duration::ZERO).await;
+        // Left running (dropping the handle does not stop it): the runtime is dropped under it.
+    });
+}

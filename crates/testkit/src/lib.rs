@@ -7,6 +7,8 @@
 //!   in parallel against one broker.
 //! - [`topic`]: creates a uniquely named topic.
 //! - [`wait_until`]: waits for a condition with a deadline, instead of sleeping.
+//! - [`runtime_drops_within`]: checks that what a test leaves running lets its runtime
+//!   shut down.
 //! - [`PrivateBroker`]: a broker of the test's own, to stop, restart or reconfigure.
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to kill and restart.
 //!
@@ -109,6 +111,32 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs `setup` on a tokio runtime of its own with **one worker thread** (a one-CPU
+/// container's default), then drops that runtime with whatever `setup` left running on
+/// it, as a test that ends or a `main` that returns without stopping its tasks does.
+/// Panics if dropping the runtime does not return within `timeout`: something left
+/// running waits for tasks that no runtime will run again.
+///
+/// ```
+/// herald_testkit::runtime_drops_within(std::time::Duration::from_secs(5), || async {
+///     tokio::spawn(std::future::pending::<()>());
+/// });
+/// ```
+pub fn runtime_drops_within<F, Fut>(timeout: Duration, setup: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let (dropped_tx, dropped_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("tokio runtime");
+        runtime.block_on(setup());
+        drop(runtime);
+        let _ = dropped_tx.send(());
+    });
+    assert!(dropped_rx.recv_timeout(timeout).is_ok(), "dropping the runtime did not return within {timeout:?}");
 }
 
 /// Reads every record currently in `topic` (all partitions, from the beginning) until

@@ -35,9 +35,10 @@ pub(crate) type Slots = HashMap<String, HashMap<i32, Slot>>;
 /// State shared by the poll loop and the rebalance hooks.
 pub(crate) struct Shared {
     pub partitions: Mutex<Slots>,
-    /// Set once shutdown has committed and is closing the client: the revocation that
-    /// closing triggers has nothing left to do (and a commit from inside
-    /// `rd_kafka_consumer_close` can wait forever for its reply).
+    /// Set once shutdown has committed and is closing the client, or once the runtime was
+    /// dropped without shutting down: the revocation that closing triggers has nothing
+    /// left to do (and a commit from inside `rd_kafka_consumer_close` can wait forever for
+    /// its reply, as can a wait for workers no tokio runtime runs any more).
     pub closing: AtomicBool,
     pub revoke_timeout: Duration,
     pub offsets: Offsets,

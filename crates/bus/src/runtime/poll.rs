@@ -41,6 +41,8 @@ pub const MAX_BATCH: usize = 512;
 
 /// A consumer group member feeding a [`Sink`]: see the [module docs](super).
 pub struct Runtime<S: Sink> {
+    /// Declared first, so dropped before the client: see [`Abandoned`].
+    _abandoned: Abandoned,
     consumer: Arc<StreamConsumer<Context<S>>>,
     shared: Arc<Shared>,
     sink: Arc<S>,
@@ -55,6 +57,21 @@ pub struct Runtime<S: Sink> {
     retry: RetryPolicy,
     drain_timeout: Duration,
     health: Arc<ConsumerHealth>,
+}
+
+/// Marks the consumer as closing when a [`Runtime`] is dropped without its orderly
+/// shutdown (its `run` future dropped, say with the tokio runtime it ran on). The client
+/// then closes when its last holder lets go, possibly a worker task being dropped by the
+/// tokio runtime's own shutdown, and closing runs the revocation: it must not wait for
+/// workers that no tokio runtime will run again (that wait never ended, and the tokio
+/// runtime never finished shutting down). Nothing is lost: unstored offsets are simply
+/// not committed, and the next owner processes those records again.
+struct Abandoned(Arc<Shared>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+    }
 }
 
 impl<S: Sink> Runtime<S> {
@@ -82,6 +99,7 @@ impl<S: Sink> Runtime<S> {
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Runtime {
+            _abandoned: Abandoned(shared.clone()),
             consumer,
             shared,
             sink,

@@ -37,8 +37,8 @@ pub struct Stage {
     pub group: String,
     /// The subject of the compensated saga.
     pub compensated: String,
-    /// Stops the tracker when the stage is dropped, also when a test panics (its
-    /// blocking work would otherwise keep the runtime from shutting down).
+    /// Stops the tracker in order when the stage is dropped, also when a test panics (its
+    /// runtime runs on a thread of its own, which would otherwise outlive the test).
     _stop: tokio_util::sync::DropGuard,
     registration: Option<Registration>,
     dir: std::path::PathBuf,

@@ -58,3 +58,21 @@ async fn status_reports_positions_and_lag_per_partition() {
     assert_eq!(after.total_lag, 0);
     assert_eq!(after.partitions.iter().filter_map(|p| p.position).sum::<i64>(), 400);
 }
+
+/// A projector whose future is dropped with its runtime (a test that ends, a process that
+/// returns from `main` without stopping it) must let the runtime shut down.
+#[test]
+fn dropping_the_runtime_under_a_running_projector_lets_it_shut_down() {
+    herald_testkit::runtime_drops_within(DEADLINE, || async {
+        let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+        let config = kafka().await;
+        let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.dropped", 3).await);
+        publish_orders(&publisher(&config), &orders, 200, 0..150, 9).await;
+        let store = store::open(&store_url).expect("store");
+        let projector = herald_projector::Projector::builder(config.clone(), unique("g.dropped"), &orders, crate::projection::OrderTotals, store).build().await.expect("projector");
+        let status = projector.status();
+        tokio::spawn(projector.run(std::future::pending()));
+        wait_until(DEADLINE, "some applied", || async { status.get().applied_total > 0 }).await;
+        // Left running: the runtime is dropped under it.
+    });
+}

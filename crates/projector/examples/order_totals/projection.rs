@@ -110,16 +110,25 @@ impl Projection<OrderEvent> for OrderTotals {
         // or cancelled first) are read back: usually none or a few.
         let mut placed: Vec<(&str, &Order<'_>)> = batch_local.iter().filter_map(|(id, o)| Some((*id, o.as_ref()?))).collect();
         placed.sort_unstable_by_key(|(id, _)| *id);
-        let inserted = tx.query_rows(
-            &format!("INSERT INTO {orders} (order_id, customer_id, total_cents, state) {{rows}} ON CONFLICT (order_id) DO NOTHING RETURNING order_id"),
-            &[
-                Column::Text(&placed.iter().map(|(id, _)| *id).collect::<Vec<_>>()),
-                Column::Text(&placed.iter().map(|(_, o)| o.customer).collect::<Vec<_>>()),
-                Column::Int(&placed.iter().map(|(_, o)| o.total).collect::<Vec<_>>()),
-                Column::Text(&placed.iter().map(|(_, o)| if o.cancelled { "cancelled" } else { "placed" }).collect::<Vec<_>>()),
-            ],
-        )?;
-        let new: std::collections::HashSet<&str> = inserted.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
+        let ids: Vec<&str> = placed.iter().map(|(id, _)| *id).collect();
+        let insert = format!("INSERT INTO {orders} (order_id, customer_id, total_cents, state) {{rows}} ON CONFLICT (order_id) DO NOTHING");
+        let columns = [
+            Column::Text(&ids),
+            Column::Text(&placed.iter().map(|(_, o)| o.customer).collect::<Vec<_>>()),
+            Column::Int(&placed.iter().map(|(_, o)| o.total).collect::<Vec<_>>()),
+            Column::Text(&placed.iter().map(|(_, o)| if o.cancelled { "cancelled" } else { "placed" }).collect::<Vec<_>>()),
+        ];
+        // SQLite runs the insert row by row and counts each row's change for free (a
+        // `RETURNING` clause would build a temporary table at every row); PostgreSQL runs
+        // it once and says with `RETURNING` which rows it inserted.
+        let new: std::collections::HashSet<&str> = if tx.kind() == "sqlite" {
+            let changed = tx.execute_each_row(&insert, &columns)?;
+            ids.iter().zip(changed).filter(|(_, n)| *n > 0).map(|(id, _)| *id).collect()
+        } else {
+            let inserted = tx.query_rows(&format!("{insert} RETURNING order_id"), &columns)?;
+            let inserted: std::collections::HashSet<String> = inserted.iter().map(|r| r.text(0).map(str::to_owned)).collect::<Result<_, _>>()?;
+            ids.iter().copied().filter(|id| inserted.contains(*id)).collect()
+        };
         let mut unknown: Vec<&str> = batch_local.keys().copied().filter(|id| !new.contains(id)).collect();
         unknown.sort_unstable();
         let stored = tx.query_rows(

@@ -183,6 +183,17 @@ pub trait Tx {
         rows::execute_each(self, sql, columns)
     }
 
+    /// Runs a statement once per row (`sql` and `columns` as for [`Tx::execute_rows`])
+    /// and returns the number of rows each run changed, in row order: which rows an
+    /// `INSERT ... ON CONFLICT DO NOTHING` inserted, say. On SQLite that is what
+    /// [`Tx::execute_rows`] does anyway, and the counts come free, where a `RETURNING`
+    /// clause makes SQLite build a temporary table at every run. On PostgreSQL it costs a
+    /// round trip per row: there, `RETURNING` through [`Tx::query_rows`] answers the same
+    /// in one statement (branch on [`Tx::kind`]).
+    fn execute_each_row(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<u64>, StoreError> {
+        rows::changes_each(self, sql, columns)
+    }
+
     /// Runs a query over many rows at once (`SELECT ... WHERE k IN ({rows})`, see
     /// [`Tx::execute_rows`]) and returns its rows, in no particular order.
     fn query_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<Row>, StoreError> {

@@ -106,6 +106,21 @@ pub(crate) fn execute_each(tx: &mut (impl Tx + ?Sized), sql: &str, columns: &[Co
     Ok(changed)
 }
 
+/// What [`Tx::execute_each_row`] does where the store has nothing better: the statement
+/// once per row, each row's count of changed rows.
+pub(crate) fn changes_each(tx: &mut (impl Tx + ?Sized), sql: &str, columns: &[Column<'_>]) -> Result<Vec<u64>, StoreError> {
+    let n = count(sql, columns)?;
+    let one = one_row_sql(sql, columns.len());
+    let mut params = Vec::with_capacity(columns.len());
+    let mut changed = Vec::with_capacity(n);
+    for i in 0..n {
+        params.clear();
+        params.extend(columns.iter().map(|c| c.value(i)));
+        changed.push(tx.execute(&one, &params)?);
+    }
+    Ok(changed)
+}
+
 /// What [`Tx::query_rows`] does where the store has nothing better: the query once per
 /// row, the results concatenated.
 pub(crate) fn query_each(tx: &mut (impl Tx + ?Sized), sql: &str, columns: &[Column<'_>]) -> Result<Vec<super::Row>, StoreError> {

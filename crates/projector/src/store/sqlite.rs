@@ -147,19 +147,23 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
+        Ok(self.execute_each_row(sql, columns)?.iter().sum())
+    }
+
+    fn execute_each_row(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<u64>, StoreError> {
         let n = super::rows::count(sql, columns)?;
         if n == 0 {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let (mut stmt, indexes) = self.prepare_rows(sql, columns)?;
-        let mut changed = 0;
+        let mut changed = Vec::with_capacity(n);
         for i in 0..n {
             for (c, index) in columns.iter().zip(&indexes) {
                 stmt.raw_bind_parameter(*index, c.value(i)).map_err(statement_error)?;
             }
-            changed += stmt.raw_execute().map_err(statement_error)?;
+            changed.push(stmt.raw_execute().map_err(statement_error)? as u64);
         }
-        Ok(changed as u64)
+        Ok(changed)
     }
 
     fn query_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<Row>, StoreError> {
@@ -251,6 +255,13 @@ mod tests {
         let row = tx.query_opt(&format!("SELECT k, n FROM {t}"), &[]).unwrap().unwrap();
         assert_eq!(row.to_json(), serde_json::json!({"k": "a", "n": 5}));
         drop(tx);
+        // Each row's change: which rows an insert that skips conflicts inserted.
+        let mut tx = conn.begin(1).unwrap();
+        let insert = format!("INSERT INTO {t} (k, n) {{rows}} ON CONFLICT (k) DO NOTHING");
+        let changed = tx.execute_each_row(&insert, &[Column::Text(&["b", "a", "c", "b"]), Column::Int(&[1, 2, 3, 4])]).unwrap();
+        assert_eq!(changed, [1, 0, 1, 0], "a is stored already, b comes twice");
+        assert_eq!(tx.execute_rows(&insert, &[Column::Text(&["c", "d"]), Column::Int(&[5, 6])]).unwrap(), 1);
+        tx.rollback().unwrap();
         drop(conn);
         // The database and its WAL files.
         for suffix in ["", "-wal", "-shm"] {

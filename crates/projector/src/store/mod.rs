@@ -180,7 +180,7 @@ pub trait Tx {
     /// Because PostgreSQL sees all the rows in one statement, an `ON CONFLICT ... DO UPDATE`
     /// must not meet the same key twice: fold the rows by key first.
     fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
-        rows::execute_each(self, sql, columns)
+        Ok(self.execute_each_row(sql, columns)?.iter().sum())
     }
 
     /// Runs a statement once per row (`sql` and `columns` as for [`Tx::execute_rows`])

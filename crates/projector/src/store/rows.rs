@@ -88,26 +88,9 @@ pub(crate) fn one_row_sql(sql: &str, columns: usize) -> String {
     sql.replace(ROWS, &format!("VALUES ({params})"))
 }
 
-/// What [`Tx::execute_rows`] does where the store has nothing better: the statement once
-/// per row, prepared once (the statement caches of both stores keep it).
-pub(crate) fn execute_each(tx: &mut (impl Tx + ?Sized), sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
-    let n = count(sql, columns)?;
-    if n == 0 {
-        return Ok(0);
-    }
-    let one = one_row_sql(sql, columns.len());
-    let mut params = Vec::with_capacity(columns.len());
-    let mut changed = 0;
-    for i in 0..n {
-        params.clear();
-        params.extend(columns.iter().map(|c| c.value(i)));
-        changed += tx.execute(&one, &params)?;
-    }
-    Ok(changed)
-}
-
-/// What [`Tx::execute_each_row`] does where the store has nothing better: the statement
-/// once per row, each row's count of changed rows.
+/// What [`Tx::execute_each_row`] (and so [`Tx::execute_rows`]) does where the store has
+/// nothing better: the statement once per row, prepared once (the statement caches of
+/// both stores keep it), each row's count of changed rows.
 pub(crate) fn changes_each(tx: &mut (impl Tx + ?Sized), sql: &str, columns: &[Column<'_>]) -> Result<Vec<u64>, StoreError> {
     let n = count(sql, columns)?;
     let one = one_row_sql(sql, columns.len());

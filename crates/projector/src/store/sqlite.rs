@@ -146,10 +146,6 @@ impl Tx for SqliteTx<'_> {
         Ok(out)
     }
 
-    fn execute_rows(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<u64, StoreError> {
-        Ok(self.execute_each_row(sql, columns)?.iter().sum())
-    }
-
     fn execute_each_row(&mut self, sql: &str, columns: &[Column<'_>]) -> Result<Vec<u64>, StoreError> {
         let n = super::rows::count(sql, columns)?;
         if n == 0 {

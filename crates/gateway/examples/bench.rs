@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Each round runs both, on fresh topics of 6 partitions, with the same concurrency (that
-//! many callers, each sending its next event when the last was acknowledged):
+//! many callers, each sending its next event when the last was acknowledged). Each caller
+//! first sends one event untimed (the producer's metadata for the fresh topic, the HTTP
+//! connection), and the clock starts when all have:
 //! - **publisher**: `Publisher::publish` of typed `OrderPlaced` events (herald-shop's type),
 //!   each awaited until the broker acknowledged it;
 //! - **gateway**: an in-process gateway with the shop's place-order route, HTTP/1.1
@@ -70,12 +72,15 @@ async fn publisher_round(kafka: &KafkaConfig, args: &Args) -> Run {
     let name: &'static str = Box::leak(topic(kafka, "publisher").await.into_boxed_str());
     let publisher = Publisher::new(kafka, PublisherOptions::new("/bench/publisher")).expect("publisher");
     let per_caller = args.requests / args.concurrency;
-    let started = Instant::now();
+    let warm = Arc::new(tokio::sync::Barrier::new(args.concurrency + 1));
     let mut callers = Vec::new();
     for caller in 0..args.concurrency {
-        let publisher = publisher.clone();
+        let (publisher, warm) = (publisher.clone(), warm.clone());
         callers.push(tokio::spawn(async move {
             let orders: Topic<OrderEvent> = Topic::new(name);
+            let warm_up = OrderPlaced::example(&format!("warm-{caller}"), &format!("c-{caller}"), 2500);
+            publisher.publish(&orders, &warm_up).await.expect("published");
+            warm.wait().await;
             let mut latencies = Vec::with_capacity(per_caller);
             for n in 0..per_caller {
                 let event = OrderPlaced::example(&format!("o-{caller}-{n}"), &format!("c-{caller}"), 2500);
@@ -86,6 +91,8 @@ async fn publisher_round(kafka: &KafkaConfig, args: &Args) -> Run {
             latencies
         }));
     }
+    warm.wait().await;
+    let started = Instant::now();
     let mut latencies = Vec::new();
     for caller in callers {
         latencies.extend(caller.await.expect("caller"));
@@ -124,26 +131,36 @@ fill = {{ order_id = "uuid7", placed_at = "now" }}
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build().expect("client");
     let per_caller = args.requests / args.concurrency;
     let url = Arc::new(url);
-    let started = Instant::now();
+    let warm = Arc::new(tokio::sync::Barrier::new(args.concurrency + 1));
     let mut callers = Vec::new();
     for caller in 0..args.concurrency {
-        let (http, url) = (http.clone(), url.clone());
+        let (http, url, warm) = (http.clone(), url.clone(), warm.clone());
         callers.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(per_caller);
-            for n in 0..per_caller {
+            let post = |order_id: String| {
                 let body = serde_json::json!({
-                    "order_id": format!("o-{caller}-{n}"), "customer_id": format!("c-{caller}"), "total_cents": 2500, "currency": "EUR",
+                    "order_id": order_id, "customer_id": format!("c-{caller}"), "total_cents": 2500, "currency": "EUR",
                     "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 2500}]
                 });
+                let request = http.post(url.as_str()).json(&body).send();
+                async move {
+                    let response = request.await.expect("request");
+                    assert_eq!(response.status(), 202, "{:?}", response.text().await);
+                    let _ = response.bytes().await;
+                }
+            };
+            post(format!("warm-{caller}")).await;
+            warm.wait().await;
+            let mut latencies = Vec::with_capacity(per_caller);
+            for n in 0..per_caller {
                 let t = Instant::now();
-                let response = http.post(url.as_str()).json(&body).send().await.expect("request");
-                assert_eq!(response.status(), 202, "{:?}", response.text().await);
-                let _ = response.bytes().await;
+                post(format!("o-{caller}-{n}")).await;
                 latencies.push(t.elapsed());
             }
             latencies
         }));
     }
+    warm.wait().await;
+    let started = Instant::now();
     let mut latencies = Vec::new();
     for caller in callers {
         latencies.extend(caller.await.expect("caller"));

@@ -102,6 +102,11 @@ pub struct IndexArgs {
     /// Serve /health and /metrics here (`127.0.0.1:0` picks a port, printed as `http: ADDR`).
     #[arg(long)]
     pub http: Option<String>,
+    /// The service registry the index registers in (as service `stream-index`):
+    /// `--no-register`, `--registry-topic` (default the topic's prefix + `herald.services`),
+    /// `--advertise`.
+    #[command(flatten)]
+    pub registry: herald_services::announce::AnnounceArgs,
 }
 
 /// The aggregates this `herald` was built with, whose `evolve` it can run.
@@ -250,23 +255,36 @@ async fn index(ctx: &Context, args: IndexArgs) -> anyhow::Result<()> {
     let group = args.group.clone().unwrap_or_else(|| format!("herald-stream-index-{}", args.topic));
     let status = StatusHandle::default();
     let stop = tokio_util::sync::CancellationToken::new();
+    let mut bound = None;
     if let Some(addr) = &args.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+        bound = Some(listener.local_addr()?);
         out!("http: {}\n", listener.local_addr()?);
         let router = herald_ops::router(metrics, status.clone());
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
     }
+    // The topic's prefix (`run-7.` of `run-7.shop.accounts`) prefixes the registry too.
+    let prefix = args.topic.strip_suffix(known.events().as_str()).unwrap_or_default();
+    let announced = herald_services::announce::Announcement::new("stream-index", env!("CARGO_PKG_VERSION"))
+        .http(bound)
+        .consumer_groups([group.clone()])
+        .topic_prefix(prefix)
+        .register(&ctx.kafka, &args.registry)
+        .await;
     let ran = match known {
         Known::Accounts => {
             let topic = herald_bus::Topic::named(&args.topic);
-            let projector = Projector::builder(ctx.kafka.clone(), group, &topic, StreamIndex::<Accounts>::new(), store).handles(status, Default::default()).build().await.context("starting the index")?;
-            projector.run(shutdown_signal()).await.map(|_| ())
+            match Projector::builder(ctx.kafka.clone(), group, &topic, StreamIndex::<Accounts>::new(), store).handles(status, Default::default()).build().await {
+                Ok(projector) => projector.run(shutdown_signal()).await.map(|_| ()).context("the index stopped"),
+                Err(e) => Err(e).context("starting the index"),
+            }
         }
     };
+    announced.shutdown().await;
     stop.cancel();
-    ran.context("the index stopped")
+    ran
 }
 
 #[cfg(test)]

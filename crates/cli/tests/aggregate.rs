@@ -14,7 +14,10 @@ use herald_bus::{KafkaConfig, Topic};
 use herald_choreography::engine::{Engine, EngineSettings};
 use herald_projector::Store;
 use herald_shop::accounts::{AccountCommand, Accounts, Deposit, OpenAccount, Withdraw};
+use herald_services::{Directory, Settings};
+use herald_testkit::wait_until;
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
 use tokio_util::sync::CancellationToken;
 
 const SCHEMAS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas");
@@ -82,6 +85,22 @@ async fn herald_aggregate_show_prints_the_state_and_the_stream() {
         .kill_on_drop(true)
         .spawn()
         .expect("herald aggregate index runs");
+    let mut lines = tokio::io::BufReader::new(indexer.stdout.take().expect("stdout")).lines();
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("stdout") {
+            if let Some(addr) = line.trim().strip_prefix("http: ") {
+                return format!("http://{addr}");
+            }
+        }
+        panic!("herald aggregate index exited before printing its address")
+    })
+    .await
+    .expect("the index printed its address in time");
+    // It registers in the registry of its topic's prefix, with its address and group.
+    let directory = Directory::start(&config, &Settings::default().topic(format!("{prefix}herald.services"))).await.expect("directory");
+    wait_until(Duration::from_secs(60), "the index registered", || async { !directory.live("stream-index").is_empty() }).await;
+    let me = directory.live("stream-index").remove(0);
+    assert_eq!((me.address.as_str(), me.consumer_groups.clone()), (address.as_str(), vec![format!("herald-stream-index-{events_topic}")]));
 
     let client = CommandClient::new(&config, Topic::<AccountCommand>::named(&names[0]), names[2].clone()).await.expect("client").with_timeout(Duration::from_secs(60));
     for (i, account) in ["a-1", "a-2", "a-3"].iter().enumerate() {
@@ -158,8 +177,13 @@ async fn herald_aggregate_show_prints_the_state_and_the_stream() {
         assert!(err.starts_with("error: "), "{err}");
     }
 
-    let _ = indexer.start_kill();
-    let _ = indexer.wait().await;
+    // SIGTERM: it stops in order and deregisters (a tombstone, long before the TTL).
+    let pid = indexer.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill").success());
+    let exit = tokio::time::timeout(Duration::from_secs(60), indexer.wait()).await.expect("stopped in time").expect("exit status");
+    assert!(exit.success(), "{exit:?}");
+    wait_until(Duration::from_secs(10), "the index deregistered", || async { directory.live("stream-index").is_empty() }).await;
+    directory.shutdown().await;
     stop.cancel();
     running.await.expect("engine task").expect("engine stopped in order");
     let _ = std::fs::remove_dir_all(&dir);

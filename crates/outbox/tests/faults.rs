@@ -14,15 +14,17 @@ use std::time::Duration;
 use common::*;
 use herald_bus::Topic;
 use herald_outbox::relay::{Relay, RelayOptions};
+use herald_services::{Directory, Settings};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-fn relay_process(url: &str, table: &str, buckets: u32, instance: &str, crash_at: Option<&str>) -> Child {
+/// A relay process, registered in the test's own `registry` topic.
+fn relay_process(url: &str, table: &str, buckets: u32, instance: &str, registry: &str, crash_at: Option<&str>) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald-outbox-relay"));
     command
         .args(["--postgres", url, "--table", table, "--buckets", &buckets.to_string()])
         .args(["--bootstrap", &std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())])
-        .args(["--http", "127.0.0.1:0", "--instance", instance, "--batch-size", "20"])
+        .args(["--http", "127.0.0.1:0", "--instance", instance, "--batch-size", "20", "--registry-topic", registry, "--registry-heartbeat", "500ms"])
         .args(["--poll-interval", "200ms", "--delivery-timeout", "3s", "--takeover-delay", "4s", "--rebalance-interval", "300ms"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -47,23 +49,26 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
     let table = outbox.table().name().to_owned();
     let stop = CancellationToken::new();
     let writers = spawn_writers(&url, &outbox, &topic, 3, 12, stop.clone());
+    let registry = herald_testkit::unique("t.services");
+    // The relays renew every 500 ms; this directory expires them after 1.5 s without one.
+    let directory = Directory::start(&kafka, &Settings::default().topic(&registry).ttl(Duration::from_millis(1500))).await.unwrap();
 
     // Each relay process crashes at its step, on its third batch (so the first two went
     // through); the next one starts after it died.
     for (i, step) in ["read", "produced", "acknowledged", "marked"].into_iter().enumerate() {
-        let mut relay = relay_process(&url, &table, 8, &format!("crash-{i}"), Some(&format!("{step}:3")));
+        let mut relay = relay_process(&url, &table, 8, &format!("crash-{i}"), &registry, Some(&format!("{step}:3")));
         let status = tokio::time::timeout(Duration::from_secs(60), relay.wait()).await.unwrap_or_else(|_| panic!("the relay never reached {step}:3")).unwrap();
         assert_eq!(status.signal(), Some(6), "aborted at {step}: {status:?}");
     }
     // And killed with SIGKILL at moments nobody chose.
     for i in 0..3 {
-        let mut relay = relay_process(&url, &table, 8, &format!("killed-{i}"), None);
+        let mut relay = relay_process(&url, &table, 8, &format!("killed-{i}"), &registry, None);
         let pause = Duration::from_millis(4000 + rand::random::<u64>() % 1500);
         tokio::time::sleep(pause).await; // the takeover delay (4 s) and then some relaying
         relay.start_kill().unwrap();
         relay.wait().await.unwrap();
     }
-    let mut last = relay_process(&url, &table, 8, "last", None);
+    let mut last = relay_process(&url, &table, 8, "last", &registry, None);
     stop.cancel();
     let committed: u64 = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).sum();
     herald_testkit::wait_until(Duration::from_secs(180), "the last relay emptied the outbox", || {
@@ -72,10 +77,18 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
         async move { pending(client, &table).await == 0 }
     })
     .await;
+    // The running relay is registered under its name; the killed ones have expired.
+    herald_testkit::wait_until(Duration::from_secs(30), "only the last relay is registered", || async {
+        directory.live("outbox-relay").iter().map(|i| i.instance.as_str()).collect::<Vec<_>>() == ["last"]
+    })
+    .await;
     let pid = last.id().unwrap();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), last.wait()).await.unwrap().unwrap();
     assert!(status.success(), "orderly stop: {status:?}");
+    // Deregistered by its tombstone: gone from the entries, not merely expired.
+    herald_testkit::wait_until(Duration::from_secs(10), "the last relay deregistered", || async { !directory.entries().iter().any(|e| e.instance.instance == "last") }).await;
+    directory.shutdown().await;
 
     let seen = read_topic(&kafka, &topic_name);
     let state = state(&client, &table).await;

@@ -1,7 +1,7 @@
 //! How a long-running Herald process registers itself: one guard for every binary.
 //!
 //! Every long-running process (the shop's roles and view, the saga tracker, projection
-//! programs, the gateway) takes the same options ([`AnnounceArgs`]; with the `clap`
+//! programs, the stream index, the outbox relay, the gateway) takes the same options ([`AnnounceArgs`]; with the `clap`
 //! feature they flatten into the binary's command line) and does the same two things:
 //!
 //! ```no_run

@@ -5,8 +5,10 @@
 //!     --bootstrap 127.0.0.1:9092 --http 127.0.0.1:9471
 //! ```
 //!
-//! Run as many as you like on one table: they share its buckets. Stops in order on
-//! SIGINT or SIGTERM (finishes its batch, releases its buckets, flushes the producer).
+//! Run as many as you like on one table: they share its buckets. Each registers in the
+//! service registry as `outbox-relay` under its `--instance` name. Stops in order on
+//! SIGINT or SIGTERM (finishes its batch, releases its buckets, flushes the producer,
+//! deregisters).
 //!
 //! For fault tests only: `HERALD_OUTBOX_CRASH_AT=STEP:N` (STEP one of `read`, `produced`,
 //! `acknowledged`, `marked`) aborts the process the Nth time a batch reaches that step.
@@ -58,6 +60,10 @@ struct Args {
     /// How often relays are recounted and buckets shared out.
     #[arg(long, default_value = "2s", value_parser = herald_ops::parse_duration)]
     rebalance_interval: Duration,
+    /// The service registry the relay registers in (as service `outbox-relay`):
+    /// `--no-register`, `--registry-topic` (default `herald.services`), `--advertise`.
+    #[command(flatten)]
+    registry: herald_services::announce::AnnounceArgs,
 }
 
 #[tokio::main]
@@ -99,17 +105,25 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => return Err(e).context("creating the outbox schema"),
         }
     }
+    let relay_name = options.instance.clone();
     let relay = Relay::new(pg, table, &kafka, options)?;
     let metrics = herald_ops::install_metrics()?;
     let listener = tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
-    tracing::info!(http = %listener.local_addr()?, "relay serving /health and /metrics");
+    let bound = listener.local_addr()?;
+    tracing::info!(http = %bound, "relay serving /health and /metrics");
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = tokio::spawn(herald_ops::serve(listener, metrics, relay.health(), async move {
         let _ = http_stopped.await;
     }));
-    relay.run(herald_ops::shutdown_signal()).await?;
+    let announced = herald_services::announce::Announcement::new("outbox-relay", env!("CARGO_PKG_VERSION"))
+        .instance(relay_name)
+        .http(Some(bound))
+        .register(&kafka, &args.registry)
+        .await;
+    let ran = relay.run(herald_ops::shutdown_signal()).await;
+    announced.shutdown().await;
     let _ = stop_http.send(());
     let _ = http.await;
-    Ok(())
+    Ok(ran?)
 }
 

@@ -1,4 +1,4 @@
-//! 429 with Retry-After per principal and route.
+//! 429 with Retry-After per principal and per route.
 
 use crate::support::{self, order, Running};
 
@@ -40,5 +40,45 @@ scopes = ["orders:write"]
     assert_eq!(status, 202, "another principal has its own budget");
     support::events(&kafka, &topic, 3).await;
     herald_testkit::wait_until(std::time::Duration::from_secs(10), "3 records", || async { herald_testkit::record_count(&kafka, &topic).await == 3 }).await;
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn the_route_limit_is_shared_by_all_principals() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.route-limit", 1).await;
+    let toml = format!(
+        r#"{route}rate = {{ per_second = 100, route_per_second = 1, route_burst = 2 }}
+
+[[auth.api_key]]
+id = "a"
+sha256 = "{a}"
+scopes = ["orders:write"]
+
+[[auth.api_key]]
+id = "b"
+sha256 = "{b}"
+scopes = ["orders:write"]
+"#,
+        route = support::orders_route(&topic),
+        a = herald_gateway::auth::hash_key("key-a"),
+        b = herald_gateway::auth::hash_key("key-b"),
+    );
+    let gateway = Running::start(&kafka, &toml).await;
+    let body = order("c-1").to_string();
+    let mut answers = Vec::new();
+    for key in ["key-a", "key-b", "key-a", "key-b"] {
+        let (status, _, headers) = gateway.post_with("/orders", &body, &[("x-api-key", key)]).await;
+        let retry_after = headers.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        answers.push((status, retry_after));
+    }
+    // Each principal is far below its own 100/s: the route's burst of 2 decides.
+    assert_eq!(answers[..2], [(202, None), (202, None)]);
+    for (status, retry_after) in &answers[2..] {
+        assert_eq!(*status, 429, "{answers:?}");
+        assert!(retry_after.is_some_and(|s| (1..=2).contains(&s)), "{answers:?}");
+    }
+    support::events(&kafka, &topic, 2).await;
+    herald_testkit::wait_until(std::time::Duration::from_secs(10), "2 records", || async { herald_testkit::record_count(&kafka, &topic).await == 2 }).await;
     gateway.stop().await;
 }

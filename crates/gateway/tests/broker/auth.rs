@@ -166,3 +166,88 @@ async fn credentials_decide_401_403_202_and_only_202s_publish() {
     assert_eq!(herald_testkit::record_count(&kafka, &topic).await, accepted.len() as i64);
     gateway.stop().await;
 }
+
+/// The binary, logging at `RUST_LOG` `level` into `log`, serving `toml`; its URL.
+async fn spawn_logging(kafka: &herald_bus::KafkaConfig, toml: &str, level: &str, log: &std::path::Path) -> (tokio::process::Child, String) {
+    let dir = log.parent().unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, support::config_text(toml)).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = std::fs::File::create(log).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--bootstrap", kafka.bootstrap(), "--listen", &format!("127.0.0.1:{port}"), "--no-register"])
+        .env("RUST_LOG", level)
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    herald_testkit::wait_until(std::time::Duration::from_secs(60), "the gateway's /health", || {
+        let request = http.get(format!("{url}/health")).send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    (child, url)
+}
+
+#[tokio::test]
+async fn no_credential_reaches_a_log_line_even_at_trace_level() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.auth-logs", 1).await;
+    let dir = std::env::temp_dir().join(herald_testkit::unique("gw-logs"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("gateway.log");
+    // Every crate at trace: herald's, and hyper's, axum's, tower's, rdkafka's.
+    let (mut child, url) = spawn_logging(&kafka, &config(&topic), "trace", &log).await;
+
+    let mut expired = claims("alice", "orders:write");
+    expired["exp"] = (now() - 60).into();
+    let forged = hs256(&claims("alice", "orders:write"), b"not-the-secret-but-long-enough-to-sign-with");
+    let good_hs = hs256_good(&claims("alice", "orders:write"));
+    let good_rs = rs256(&claims("bob", "orders:write"), "test-1");
+    let read_only = hs256_good(&claims("carol", "orders:read"));
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("x-api-key", "key-123".to_owned(), 202),
+        ("x-api-key", "key-wrong-7c1e".to_owned(), 401),
+        ("authorization", format!("Bearer {good_hs}"), 202),
+        ("authorization", format!("Bearer {good_rs}"), 202),
+        ("authorization", format!("Bearer {}", hs256_good(&expired)), 401),
+        ("authorization", format!("Bearer {forged}"), 401),
+        ("authorization", format!("Bearer {read_only}"), 403),
+        ("authorization", "Basic YWxpY2U6c2VjcmV0LXB3".to_owned(), 401),
+    ];
+    let http = reqwest::Client::new();
+    for (header, value, expected) in &cases {
+        let response = http.post(format!("{url}/orders")).header(*header, value).json(&order("c-log")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), *expected, "{header}: {value}");
+    }
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let exit = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await.unwrap().unwrap();
+    assert!(exit.success(), "{exit:?}");
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    // The log is not empty by accident: it shows the requests.
+    assert!(text.lines().count() > 50 && text.contains("/orders"), "the trace log has the requests: {} lines", text.lines().count());
+    let hs_secret = std::fs::read_to_string(support::fixture("hs256-secret.txt")).unwrap();
+    let mut secrets: Vec<String> = vec![hs_secret.trim_end().to_owned(), "YWxpY2U6c2VjcmV0LXB3".to_owned()];
+    for (_, value, _) in &cases {
+        let credential = value.trim_start_matches("Bearer ").to_owned();
+        // A token's signature alone is enough to replay it: look for it on its own too.
+        if let Some(signature) = credential.rsplit('.').next().filter(|s| s.len() > 16 && credential.contains('.')) {
+            secrets.push(signature.to_owned());
+        }
+        secrets.push(credential);
+    }
+    for secret in &secrets {
+        if let Some(line) = text.lines().find(|l| l.contains(secret.as_str())) {
+            panic!("a credential is in the log: {line}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

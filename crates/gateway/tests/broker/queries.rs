@@ -23,6 +23,8 @@ pub enum Behaviour {
     Serve,
     /// Never answers.
     Hang,
+    /// Serves, each answer after this long.
+    Delay(Duration),
 }
 
 /// A registered backend of `order-status` on its own runtime.
@@ -40,8 +42,10 @@ impl Backend {
         let view = move |Path(order): Path<String>| {
             let me = me.clone();
             async move {
-                if let Behaviour::Hang = behaviour {
-                    std::future::pending::<()>().await;
+                match behaviour {
+                    Behaviour::Hang => std::future::pending::<()>().await,
+                    Behaviour::Delay(by) => tokio::time::sleep(by).await,
+                    Behaviour::Serve => {}
                 }
                 match order.as_str() {
                     "missing" => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order", "instance": me}))).into_response(),
@@ -229,6 +233,46 @@ async fn round_robin_spreads_and_an_upstream_5xx_is_a_502() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["type"], "urn:herald:gateway:upstream-error");
     assert_eq!(headers.get("content-type").unwrap(), "application/problem+json");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn least_outstanding_sends_most_requests_to_the_instance_that_answers_fastest() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let _slow = Backend::start(&kafka, &registry, "slow", Behaviour::Delay(Duration::from_millis(300))).await;
+    let _fast = Backend::start(&kafka, &registry, "fast", Behaviour::Serve).await;
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("least-outstanding", 2000, 600_000)).await;
+    wait_until(Duration::from_secs(30), "the gateway sees both backends", || async { backends_seen(&running).await == 2 }).await;
+    // Eight callers for two seconds: "slow" holds each request 300 ms, so it nearly always
+    // has more in flight than "fast" and is picked only when it has none left.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    let callers: Vec<_> = (0..8)
+        .map(|c| {
+            let (http, url) = (running.http.clone(), running.url.clone());
+            tokio::spawn(async move {
+                let mut answered = Vec::new();
+                while std::time::Instant::now() < until {
+                    let response = http.get(format!("{url}/orders/o-{c}")).send().await.unwrap();
+                    assert_eq!(response.status(), 200);
+                    let body: Value = response.json().await.unwrap();
+                    answered.push(body["instance"].as_str().unwrap().to_owned());
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut by_instance: BTreeMap<String, usize> = BTreeMap::new();
+    for caller in callers {
+        for instance in caller.await.unwrap() {
+            *by_instance.entry(instance).or_default() += 1;
+        }
+    }
+    let (slow, fast) = (by_instance.get("slow").copied().unwrap_or(0), by_instance.get("fast").copied().unwrap_or(0));
+    // Round robin would give each half. Here about half the callers wait on "slow" at any
+    // time and the others cycle through "fast": "fast" answers (300 ms + t) / t times as
+    // many, t being a request's own time, at least 4 times as many with t up to 100 ms.
+    assert!(slow > 0 && fast >= 3 * slow, "least outstanding: {by_instance:?}");
     running.stop().await;
 }
 

@@ -1,6 +1,7 @@
 //! The broker stopped and restarted under load: every `202` is in the topic exactly once,
 //! every other answer is a `503` with `Retry-After`, no request waits past the deadline,
-//! and the gateway recovers by itself. Runs a private broker (scripts/kafka on free
+//! the breaker's state shows on `/metrics` and `/health`, and the gateway recovers by
+//! itself. Runs a private broker (scripts/kafka on free
 //! ports), so it needs Java and the Kafka jars like `scripts/kafka start`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -35,7 +36,9 @@ async fn broker_stopped_and_restarted_under_load() {
     let toml = format!("[breaker]\nfailures = 2\nopen_ms = 1000\n{}", support::orders_route(&topic));
     let text = support::config_text(&toml).replace("deadline_ms = 5000", &format!("deadline_ms = {DEADLINE_MS}"));
     let config = herald_gateway::Config::parse(&text).unwrap();
-    let gateway = herald_gateway::Gateway::new(config, &kafka, herald_gateway::Options::default()).await.unwrap();
+    // This test binary's one test owns the process's metrics recorder.
+    let options = herald_gateway::Options { metrics: Some(herald_ops::install_metrics().unwrap()), ..Default::default() };
+    let gateway = herald_gateway::Gateway::new(config, &kafka, options).await.unwrap();
     let running = Running::serve(gateway, &kafka).await;
     let url = running.url.clone();
 
@@ -71,12 +74,35 @@ async fn broker_stopped_and_restarted_under_load() {
     broker.run("stop").await;
     let stopped_at = Instant::now();
     herald_testkit::wait_until(Duration::from_secs(30), "503s while the broker is down", || async { count(503) >= 20 }).await;
+    // The breaker shows on /metrics (the gauge follows each request's admission) and on
+    // /health, which is unhealthy while it is open.
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let breaker_gauge = |value: u8| {
+        let (probe, url) = (probe.clone(), url.clone());
+        async move {
+            let text = probe.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+            text.lines().any(|l| l == format!("herald_gateway_breaker_state {value}"))
+        }
+    };
+    let health = || {
+        let (probe, url) = (probe.clone(), url.clone());
+        async move {
+            let response = probe.get(format!("{url}/health")).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["details"]["breaker"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    herald_testkit::wait_until(Duration::from_secs(30), "the breaker open on /metrics", || breaker_gauge(1)).await;
+    herald_testkit::wait_until(Duration::from_secs(30), "/health unhealthy with the breaker open", || async { health().await == (503, "open".to_owned()) }).await;
     // Stay down past a few breaker cycles.
     herald_testkit::wait_until(Duration::from_secs(30), "the outage lasting 6 s", || async { stopped_at.elapsed() > Duration::from_secs(6) }).await;
     broker.run("start").await;
     let restarted_at = Instant::now();
     let accepted_after = |since: Instant| answers.lock().unwrap().iter().filter(|a| a.status == 202 && a.at > since).count();
     herald_testkit::wait_until(Duration::from_secs(60), "202s again after the restart", || async { accepted_after(restarted_at) >= 50 }).await;
+    herald_testkit::wait_until(Duration::from_secs(30), "the breaker closed on /metrics", || breaker_gauge(0)).await;
+    herald_testkit::wait_until(Duration::from_secs(30), "/health healthy again", || async { health().await == (200, "closed".to_owned()) }).await;
     let recovered_in = answers.lock().unwrap().iter().filter(|a| a.status == 202 && a.at > restarted_at).map(|a| a.at - restarted_at).min();
     stop.store(true, Ordering::SeqCst);
     for client in clients {

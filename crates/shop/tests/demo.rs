@@ -4,13 +4,21 @@
 //! run's stock and credit files (and the frozen phase) imply, and the tracker's store for
 //! the saga guarantee.
 //!
+//! The driver runs with `--keep-running`: while everything is up, the dashboard (its API,
+//! and the page in headless Chromium) shows this run's sagas; then SIGTERM stops it all.
+//!
 //! `cargo test -p herald-shop --test demo` (needs `KAFKA_BOOTSTRAP_SERVERS`; builds the
 //! programs as scripts/demo does: herald-shop, herald-cli for the tracker, and the
 //! gateway).
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use herald_testkit::browser::{self, Browser};
+use serde_json::json;
 
 use herald_projector::Value;
 use herald_shop::order_status::{query, OrderStatusRow};
@@ -41,6 +49,68 @@ fn implied(order: &Journaled, stock: &HashMap<String, i64>, credit: &HashMap<Str
     }
 }
 
+/// The driver while it keeps the pipeline running: if the test fails meanwhile, dropping
+/// this stops it (SIGTERM, which stops every process it started) instead of leaving the
+/// pipeline running after the test.
+struct Driver(Option<std::process::Child>);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let Some(mut child) = self.0.take() else { return };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+    }
+}
+
+/// The dashboard at `url` (the demo's gateway has no `[auth]`: the page opens without a
+/// login) counts `total` sagas, `confirmed` of them completed and the rest compensated,
+/// and shows a compensated saga's timeline from the order to its cancellation. Checked
+/// through its API, then in headless Chromium (skipped without it, except under CI).
+async fn dashboard_shows_the_sagas(url: &str, total: usize, confirmed: usize) {
+    let base = url.trim_end_matches("/ui");
+    let expected = [("completed", confirmed), ("compensated", total - confirmed), ("running", 0), ("failed", 0)];
+    let counted = |api: serde_json::Value| api["total"].as_u64() == Some(total as u64) && expected.iter().all(|(state, n)| api["counts"][state].as_u64() == Some(*n as u64));
+    // The tracker may still be reading the last events: wait for its counts to settle.
+    let http = reqwest::Client::new();
+    herald_testkit::wait_until(Duration::from_secs(60), "the dashboard's API counting every saga", || {
+        let request = http.get(format!("{base}/ui/api/sagas")).send();
+        async move {
+            match request.await {
+                Ok(r) => r.json::<serde_json::Value>().await.is_ok_and(counted),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    let Some(installed) = browser::installed_or_skip("the demo's dashboard in headless chromium") else { return };
+    let page = Browser::start(&installed).await;
+    page.go(url).await;
+    let chips: Vec<String> = std::iter::once(format!("all {total}")).chain(expected.iter().map(|(state, n)| format!("{state} {n}"))).collect();
+    page.wait_for(
+        "the saga counts",
+        "const shown = [...document.querySelectorAll('#saga-counts button')].map(b => b.dataset.state + ' ' + b.textContent.trim().split(' ').pop()); return arguments[0].every(c => shown.includes(c))",
+        json!([chips]),
+    )
+    .await;
+    page.click("#saga-counts button[data-state='compensated']").await;
+    page.wait_for("the compensated sagas listed", "return document.querySelectorAll('#saga-list tbody tr').length > 0 && document.querySelector('#saga-counts button.active').dataset.state === 'compensated'", json!([])).await;
+    page.click("#saga-list tbody tr").await;
+    page.wait_for(
+        "a compensated saga's timeline, from the order to its cancellation",
+        "const steps = [...document.querySelectorAll('#timeline li strong')].map(s => s.textContent); return steps.length >= 3 && steps[0] === 'orders.OrderPlaced' && steps.includes('orders.OrderCancelled')",
+        json!([]),
+    )
+    .await;
+    page.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     let config = herald_testkit::kafka().await;
@@ -52,8 +122,9 @@ async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     assert_eq!(driver, PathBuf::from(env!("CARGO_BIN_EXE_shop-demo")), "the driver is this package's own");
     let run_dir = std::env::temp_dir().join(herald_testkit::unique("shop-demo"));
     let summary = run_dir.join("summary.json");
-    let output = Command::new(&driver)
-        .args(["--orders", "80", "--timeouts", "4", "--rate", "30", "--payment-timeout", "6s", "--settle-timeout", "90s"])
+    // --keep-running: the dashboard is checked while the pipeline is up, then SIGTERM.
+    let mut child = Command::new(&driver)
+        .args(["--orders", "80", "--timeouts", "4", "--rate", "30", "--payment-timeout", "6s", "--settle-timeout", "90s", "--keep-running"])
         .arg("--run-dir")
         .arg(&run_dir)
         .arg("--bin-dir")
@@ -63,20 +134,32 @@ async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
         .arg("--summary")
         .arg(&summary)
         .env("KAFKA_BOOTSTRAP_SERVERS", config.bootstrap())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("shop-demo runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "shop-demo failed ({}); run folder {}\nstdout:\n{stdout}\nstderr:\n{stderr}", output.status, run_dir.display());
-
-    // What the driver says.
-    let said: serde_json::Value = read_json(&summary);
-    assert_eq!(said["ingress"], "gateway", "{said}");
-    assert_eq!(said["settled"], true, "{said}");
-    assert!(stdout.contains("timeline of a compensated saga"), "{stdout}");
-    // The view was read through the gateway's query routes (the registry found it).
-    assert!(stdout.contains("through the gateway: cancelled"), "{stdout}");
-    assert!(stdout.contains("stopped"), "{stdout}");
+    let stderr = child.stderr.take().expect("stderr");
+    let stderr = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let (dashboard_tx, dashboard_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    let stdout = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("dashboard: ").and_then(|rest| rest.split_whitespace().next()) {
+                let _ = dashboard_tx.send(url.to_owned());
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
+    });
+    // Until the driver prints the dashboard (it settled) or ends without it (it failed).
+    let mut driver = Driver(Some(child));
+    let dashboard = tokio::task::spawn_blocking(move || dashboard_rx.recv_timeout(Duration::from_secs(900))).await.expect("waiting for the dashboard line");
+    let Ok(dashboard) = dashboard else {
+        let status = driver.0.take().map(|mut child| child.wait().expect("shop-demo's status"));
+        let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+        panic!("shop-demo ended ({status:?}) without keeping the pipeline running; run folder {}\nstdout:\n{stdout}\nstderr:\n{stderr}", run_dir.display());
+    };
 
     // What the inputs imply, read back from the run folder.
     let stock: HashMap<String, i64> = read_json(&run_dir.join("stock.json"));
@@ -86,6 +169,26 @@ async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     assert_eq!(orders.len(), 80);
     // The driver's default credit for customers not in the file, from its command line.
     let default_credit = 100_000_000;
+    let confirmed = orders.iter().filter(|o| implied(o, &stock, &credit, default_credit) == "confirmed").count();
+
+    // The dashboard of the running pipeline shows this run's sagas, in a real browser.
+    dashboard_shows_the_sagas(&dashboard, orders.len(), confirmed).await;
+    let mut child = driver.0.take().expect("the driver");
+    let stopped = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    assert!(stopped.success());
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("shop-demo's status");
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    assert!(status.success(), "shop-demo failed ({status}); run folder {}\nstdout:\n{stdout}\nstderr:\n{stderr}", run_dir.display());
+
+    // What the driver says.
+    let said: serde_json::Value = read_json(&summary);
+    assert_eq!(said["ingress"], "gateway", "{said}");
+    assert_eq!(said["settled"], true, "{said}");
+    assert!(stdout.contains("timeline of a compensated saga"), "{stdout}");
+    // The view was read through the gateway's query routes (the registry found it).
+    assert!(stdout.contains("through the gateway: cancelled"), "{stdout}");
+    assert!(stdout.contains("everything keeps running"), "{stdout}");
+    assert!(stdout.contains("stopped"), "{stdout}");
 
     // What the view's own store says (the processes are stopped: it is final).
     let view = herald_projector::store::open(&format!("sqlite:{}", run_dir.join("order_status.db").display())).expect("the view's store");

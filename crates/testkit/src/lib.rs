@@ -11,6 +11,7 @@
 //!   shut down.
 //! - [`PrivateBroker`]: a broker of the test's own, to stop, restart or reconfigure.
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to kill and restart.
+//! - [`browser`]: a headless Chromium driven over WebDriver, for the web pages' tests.
 //!
 //! This crate is for tests only; it is not published.
 
@@ -18,6 +19,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod browser;
 mod broker;
 mod fresh_database;
 mod postgres;

@@ -10,6 +10,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 
+use herald_bus::trace::{SpanKind, SpanRecord};
 use herald_bus::EventFamily;
 use tokio::sync::oneshot;
 
@@ -49,6 +50,19 @@ pub(crate) struct Worker<F, P> {
     /// Most events in one transaction when batches of several partitions are merged.
     pub max_batch: usize,
     pub _family: std::marker::PhantomData<fn() -> F>,
+}
+
+/// Reports a span for each applied event of a committed `batch` that came with a trace
+/// context: `project TOPIC`, a child of the span that wrote the event, from the start of
+/// the transaction to its commit, so the view's update is part of the event's trace.
+fn report_spans<F: EventFamily, P: Projection<F>>(batch: &Batch<F>, began: std::time::SystemTime) {
+    for (item, _) in batch.slices.iter().flat_map(|s| s.items.iter()).filter(|(_, action)| matches!(action, Action::Apply)) {
+        let Ok(envelope) = &item.decoded else { continue };
+        let Some(cause) = envelope.meta.trace else { continue };
+        let (topic, id) = (envelope.position.topic.as_str(), envelope.meta.id.to_string());
+        let name = format!("project {topic}");
+        SpanRecord::new(&name, SpanKind::Consumer, cause.child(), Some(cause.span_id), began).topic(topic).event(&envelope.meta.event_type, &id).actor(P::NAME).record();
+    }
 }
 
 impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
@@ -94,10 +108,14 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                         }
                     }
                     let started = std::time::Instant::now();
+                    let began = std::time::SystemTime::now();
                     let outcomes = self.apply_group(c.as_mut(), &mut group);
                     batch_seconds.record(started.elapsed().as_secs_f64());
                     let mut failed = false;
                     for ((batch, reply), outcome) in group.into_iter().zip(outcomes) {
+                        if matches!(outcome, Outcome::Committed { .. }) && herald_bus::trace::spans_wanted() {
+                            report_spans::<F, P>(&batch, began);
+                        }
                         // Let go of the records before replying, so that the poll loop holds
                         // the last references and frees them on its own thread, not this one.
                         drop(batch);

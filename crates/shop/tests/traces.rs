@@ -5,7 +5,7 @@
 //! the tracker as processes) with the standard OpenTelemetry variables pointing at an
 //! OTLP/HTTP receiver of its own (JSON encoding, as the OTLP specification defines it),
 //! then checks what arrived: for every order the gateway accepted, the spans of its trace
-//! come from the gateway, orders and inventory, end with the terminal event
+//! come from the gateway, orders, inventory, the view and the tracker, end with the terminal event
 //! (`OrderConfirmed` or `OrderCancelled`), and link up: every span's parent is the span
 //! that wrote the event it handled, which is in the same trace.
 //!
@@ -118,7 +118,7 @@ async fn one_order_is_one_trace_from_the_request_to_its_terminal_event() {
         spans.iter().filter(|s| s.service == "gateway" && s.attributes.get("ce.type").map(String::as_str) == Some("shop.orders.OrderPlaced")).map(|s| s.trace.clone()).collect()
     };
     // The span that wrote the terminal event (the view and the tracker read it too: their
-    // spans carry its type, named `process ...`).
+    // spans carry its type, named `project ...`).
     let terminal = |s: &Span| s.name.starts_with("send ") && matches!(s.attributes.get("ce.type").map(String::as_str), Some("shop.orders.OrderConfirmed" | "shop.orders.OrderCancelled"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let spans = loop {
@@ -144,7 +144,9 @@ async fn one_order_is_one_trace_from_the_request_to_its_terminal_event() {
         let ids: BTreeSet<&str> = trace_spans.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids.len(), trace_spans.len(), "span ids are unique within trace {trace}: {trace_spans:#?}");
         let services: BTreeSet<&str> = trace_spans.iter().map(|s| s.service.as_str()).collect();
-        for needed in ["gateway", "orders", "inventory"] {
+        // The three roles decide; the order-status view and the saga tracker (`herald saga
+        // track`) project the same events, each in a span of the trace.
+        for needed in ["gateway", "orders", "inventory", "order-status", "herald"] {
             assert!(services.contains(needed), "trace {trace} has spans of {needed}: {trace_spans:#?}");
         }
         services_seen.extend(services.iter().map(|s| (*s).to_owned()));

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p herald-gateway --example bench -- \
-//!     [--bootstrap 127.0.0.1:9092] [--requests 20000] [--concurrency 64] [--rounds 2]
+//!     [--bootstrap 127.0.0.1:9092] [--requests 20000] [--concurrency 64] [--rounds 2] [--with-keys]
 //! ```
 //!
 //! Each round runs both, on fresh topics of 6 partitions, with the same concurrency (that
@@ -31,12 +31,19 @@ struct Args {
     requests: usize,
     concurrency: usize,
     rounds: usize,
+    /// Each gateway request carries an `Idempotency-Key` of its own (claimed on the
+    /// idempotency topic before the event is published).
+    keys: bool,
 }
 
 fn args() -> Args {
-    let mut args = Args { bootstrap: "127.0.0.1:9092".into(), requests: 20_000, concurrency: 64, rounds: 2 };
+    let mut args = Args { bootstrap: "127.0.0.1:9092".into(), requests: 20_000, concurrency: 64, rounds: 2, keys: false };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--with-keys" {
+            args.keys = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--bootstrap" => args.bootstrap = value,
@@ -132,6 +139,7 @@ fill = {{ order_id = "uuid7", placed_at = "now" }}
     let per_caller = args.requests / args.concurrency;
     let url = Arc::new(url);
     let warm = Arc::new(tokio::sync::Barrier::new(args.concurrency + 1));
+    let keys = args.keys;
     let mut callers = Vec::new();
     for caller in 0..args.concurrency {
         let (http, url, warm) = (http.clone(), url.clone(), warm.clone());
@@ -141,7 +149,11 @@ fill = {{ order_id = "uuid7", placed_at = "now" }}
                     "order_id": order_id, "customer_id": format!("c-{caller}"), "total_cents": 2500, "currency": "EUR",
                     "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price_cents": 2500}]
                 });
-                let request = http.post(url.as_str()).json(&body).send();
+                let mut request = http.post(url.as_str()).json(&body);
+                if keys {
+                    request = request.header("idempotency-key", format!("key-{order_id}"));
+                }
+                let request = request.send();
                 async move {
                     let response = request.await.expect("request");
                     assert_eq!(response.status(), 202, "{:?}", response.text().await);
@@ -175,7 +187,8 @@ fill = {{ order_id = "uuid7", placed_at = "now" }}
 async fn main() {
     let args = args();
     let kafka = KafkaConfig::new(&args.bootstrap);
-    println!("{} events per side and round, {} callers, acks=all, HTTP/1.1 keep-alive", args.requests, args.concurrency);
+    let with_keys = if args.keys { ", each gateway request with an Idempotency-Key" } else { "" };
+    println!("{} events per side and round, {} callers, acks=all, HTTP/1.1 keep-alive{with_keys}", args.requests, args.concurrency);
     println!("{:<6} {:<10} {:>10} {:>10} {:>10}", "round", "side", "events/s", "p50 ms", "p99 ms");
     let mut ratios = Vec::new();
     for round in 1..=args.rounds {

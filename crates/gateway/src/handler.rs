@@ -17,7 +17,7 @@ use herald_bus::Metadata;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::idempotency::{self, Begin, Scoped};
+use crate::idempotency::{self, Begin, Claimed, Scoped};
 use crate::problem::Problem;
 use crate::route::Route;
 use crate::server::App;
@@ -67,6 +67,8 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     }
     let params = route.match_path(parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
     let body = read_body(body, &parts.headers, app.settings.max_body_bytes).await?;
+    // The broker's part of the request (a key's claim, the event) ends by this deadline.
+    let until = tokio::time::Instant::now() + app.sender.deadline();
     let now_millis = chrono::Utc::now().timestamp_millis();
     let mut progress = None;
     let mut event_id = None;
@@ -87,6 +89,16 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     }
     let ctx = Context { principal: &principal.id, now_millis };
     let prepared = validate::prepare(route, &body, &params, ctx)?;
+    // A valid request with a fresh key claims it across instances before it publishes.
+    let mut claim = None;
+    if let Some(fresh) = &progress {
+        match app.idempotency.claim(&app.sender, fresh, now_millis, until).await? {
+            (Claimed::Won, nonce) => claim = Some(nonce),
+            (Claimed::Replay(accepted), _) => return Ok(Outcome::Replayed(accepted)),
+            (Claimed::Conflict, _) => return Err(Problem::idempotency_conflict("this Idempotency-Key was used with a different request (route, path or body)")),
+            (Claimed::Busy, _) => return Err(Problem::busy()),
+        }
+    }
     let mut meta = Metadata::new(route.event_type(), &app.settings.source, &prepared.key);
     if let Some(id) = event_id {
         meta.id = id;
@@ -98,7 +110,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     let sent = async {
         let payload = app.sender.frame(&route.topic, &route.schema, &prepared.datum).await?;
         let record = Record::new(&route.topic, prepared.key.as_bytes(), payload, meta.to_headers());
-        app.sender.send(record).await
+        app.sender.send_by(record, until).await
     }
     .await;
     // The request's span has the id the event's traceparent carries: the services that
@@ -109,7 +121,15 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         let id = meta.id.to_string();
         SpanRecord::new(&name, SpanKind::Server, trace, parent, started).topic(&route.topic).event(route.event_type(), &id).actor(&route.name).failed(sent.is_err()).record();
     }
-    let (partition, offset) = sent?;
+    let (partition, offset) = match sent {
+        Ok(sent) => sent,
+        Err(problem) => {
+            if let (Some(fresh), Some(nonce)) = (&progress, &claim) {
+                app.idempotency.release(fresh.hash(), nonce);
+            }
+            return Err(problem);
+        }
+    };
     let accepted = Accepted { id: meta.id, topic: route.topic.clone(), partition, offset };
     if let Some(progress) = progress {
         app.idempotency.finish(progress, accepted.clone(), now_millis).await;

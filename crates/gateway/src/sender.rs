@@ -37,6 +37,11 @@ impl Sender {
         &self.publisher
     }
 
+    /// How long a request may wait for the broker.
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The breaker's state.
     pub fn breaker_state(&self) -> State {
         self.breaker.state()
@@ -52,11 +57,17 @@ impl Sender {
     /// the broker accepts). Cancel-safe in the sense that dropping the future does not
     /// unsend a record already queued.
     pub async fn send(&self, record: Record) -> Result<(i32, i64), Problem> {
+        self.send_by(record, tokio::time::Instant::now() + self.deadline).await
+    }
+
+    /// [`Sender::send`] with the request's own deadline `until` (a request that wrote
+    /// something before its event has less than the whole deadline left).
+    pub async fn send_by(&self, record: Record, until: tokio::time::Instant) -> Result<(i32, i64), Problem> {
         let permit = match self.breaker.admit() {
             Ok(permit) => permit,
             Err(wait) => return Err(Problem::unavailable("the event store is unavailable (circuit open); nothing was written", wait)),
         };
-        let result = tokio::time::timeout(self.deadline, self.publisher.send_record(record)).await;
+        let result = tokio::time::timeout_at(until, self.publisher.send_record(record)).await;
         match result {
             Ok(Ok(position)) => {
                 self.breaker.success(permit);

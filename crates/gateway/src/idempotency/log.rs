@@ -1,6 +1,7 @@
-//! The idempotency records on a compacted Kafka topic: written after each fresh request's
-//! event was acknowledged, read from the beginning at start, then followed, so a restarted
-//! instance and the other instances learn them.
+//! The idempotency records on a compacted Kafka topic, keyed by the key's hash: a claim
+//! before each fresh request publishes, its `202` once the event was acknowledged (or its
+//! release when it failed); read from the beginning at start, then followed, so a
+//! restarted instance and the other instances learn them, in the topic's order.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -12,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::store::{Store, Stored};
+use super::store::{LogRecord, Store};
 
 /// The topic could not be prepared or read.
 #[derive(Debug, thiserror::Error)]
@@ -33,12 +34,16 @@ pub async fn create(kafka: &KafkaConfig, topic: &str, ttl: Duration) -> Result<(
     admin::create_topics(kafka, &[spec]).await.map(|_| ()).map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })
 }
 
+/// The Kafka record of `record` for the key with hash `hash`.
+pub fn record(topic: &str, hash: &str, record: &LogRecord) -> Result<Record, LogError> {
+    let value = serde_json::to_vec(record).map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })?;
+    Ok(Record::new(topic, hash.as_bytes(), value, OwnedHeaders::new()))
+}
+
 /// Writes one record and waits for the broker (acks=all).
-pub async fn write(publisher: &Publisher, topic: &str, hash: &str, stored: &Stored, deadline: Duration) -> Result<(), LogError> {
+pub async fn write(publisher: &Publisher, topic: &str, hash: &str, log_record: &LogRecord, deadline: Duration) -> Result<(), LogError> {
     let error = |reason: String| LogError { topic: topic.to_owned(), reason };
-    let value = serde_json::to_vec(stored).map_err(|e| error(e.to_string()))?;
-    let record = Record::new(topic, hash.as_bytes(), value, OwnedHeaders::new());
-    match tokio::time::timeout(deadline, publisher.send_record(record)).await {
+    match tokio::time::timeout(deadline, publisher.send_record(record(topic, hash, log_record)?)).await {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(error(e.to_string())),
         Err(_) => Err(error(format!("not acknowledged within {} ms", deadline.as_millis()))),
@@ -90,10 +95,13 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
                     entry.2 = message.offset() + 1;
                 }
                 let key = message.key().and_then(|k| std::str::from_utf8(k).ok());
-                let value = message.payload().and_then(|v| serde_json::from_slice::<Stored>(v).ok());
-                if let (Some(key), Some(stored)) = (key, value) {
-                    store.learn(key.to_owned(), stored);
-                    count += 1;
+                let value = message.payload().and_then(|v| serde_json::from_slice::<LogRecord>(v).ok());
+                match (key, value) {
+                    (Some(key), Some(record)) => {
+                        store.read(key.to_owned(), record, message.partition(), message.offset());
+                        count += 1;
+                    }
+                    _ => store.advance(message.partition(), message.offset() + 1),
                 }
             }
             Some(Err(e)) => tracing::debug!(error = %e, "idempotency topic"),

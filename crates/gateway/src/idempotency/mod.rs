@@ -4,31 +4,35 @@
 //! # Design
 //! - The event id of a request with a key is derived from principal and key ([`Scoped`]):
 //!   the same on every instance, before and after a restart.
-//! - A fresh request publishes its event; once the broker acknowledged it, the gateway
-//!   writes an idempotency record (the request's fingerprint and its `202`) to a compacted
-//!   topic (`[idempotency] topic`, default `herald.gateway.idempotency`, with the topic
-//!   prefix; records older than `ttl_hours` are ignored and deleted), then answers `202`.
-//! - At start, the gateway reads that topic to its end before serving, then follows it:
-//!   records of other instances reach it within the consumer's fetch latency.
-//! - A request that fails (`400`, `503`, ...) records nothing: the key can be used again.
-//!   A second request with a key while the first is in progress gets `409`.
+//! - The records live on a compacted topic (`[idempotency] topic`, default
+//!   `herald.gateway.idempotency`, with the topic prefix; records older than `ttl_hours`
+//!   are ignored and deleted), keyed by the key's hash. At start the gateway reads it to
+//!   its end before serving, then follows it.
+//! - A fresh request (its key unknown here) first **claims** the key: it writes a claim to
+//!   the topic and waits until its reader has read past it. The first live claim in the
+//!   partition's order owns the key; every instance reads the same order, so they agree
+//!   without asking each other. The owner publishes its event, then writes the `202` as
+//!   the key's record and answers. A request whose claim came second gets `409` (or the
+//!   owner's `202` if the owner finished meanwhile, `422` if with another request).
+//! - A request that fails (`400`, `503`, ...) records no `202`: it withdraws its claim
+//!   (a release record), and the key can be used again. A second request with the key
+//!   while the first is in progress gets `409`, on this instance or another.
 //!
 //! # What holds, and what does not
-//! - **One instance, also across restarts**: a replay with the same key and request gets
-//!   the stored `202` and publishes nothing; with a different request, `422`.
-//! - **Several instances**: once an instance has read another's record (normally within
-//!   milliseconds), the same holds there. Two requests with the same key sent to two
-//!   instances at the same moment, before either record is read, can both publish: then
-//!   two events carry **the same event id** (`ce_id`), which consumers dedupe on.
-//! - **A crash between the event's acknowledgement and the record's**: the retry publishes
-//!   again, with the same event id. The same happens when the record cannot be written
-//!   (the `202` is still sent, since the event is durable; this instance replays from
-//!   memory).
-//! - **A `503` after the deadline** may hide an event that was written after all; a retry
-//!   with the same key then publishes it again with the same event id.
-//!
-//! So within a key's TTL: never two events with different ids, and never a second event
-//! except in the windows above, each of which repeats the same event id.
+//! - **Within the key's TTL, a repeated key publishes no second event**, on one instance,
+//!   after a restart, and across instances, also when two instances get the key at the
+//!   same moment: one claim wins, the other request gets `409` and its retry the stored
+//!   `202`.
+//! - **Two windows remain**, each of which can only repeat the same event id (`ce_id`),
+//!   which consumers dedupe on, never add an event with another: a gateway that crashes
+//!   after its event was acknowledged and before its `202` record was written (the claim
+//!   expires after twice the deadline plus 10 s, then a retry publishes again); and a
+//!   `503` at the deadline for an event that was written after all (its claim is released,
+//!   so a retry publishes it again). Closing them takes the event and the record in one
+//!   Kafka transaction, which the gateway does not use (a transaction per request would
+//!   cost its throughput, and read-uncommitted consumers would still see aborted events).
+//! - The claim costs a request with a key one more acknowledged write and the reader's
+//!   latency (a few milliseconds on a local broker); requests without a key pay nothing.
 
 mod key;
 mod log;
@@ -36,13 +40,16 @@ mod store;
 
 pub use key::{fingerprint, Scoped, MAX_KEY_LEN};
 pub use log::LogError;
-pub use store::{Begin, InProgress, Store, Stored};
+pub use store::{Begin, Claim, Claimed, InProgress, LogRecord, Store, Stored};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_bus::{KafkaConfig, Publisher};
 use serde::Deserialize;
+
+use crate::problem::Problem;
+use crate::sender::Sender;
 
 /// The header.
 pub const HEADER: &str = "idempotency-key";
@@ -76,7 +83,10 @@ impl Idempotency {
     /// Creates the topic if missing, reads it to its end, and follows it.
     pub async fn start(kafka: &KafkaConfig, topic: String, ttl: Duration, publisher: Publisher, deadline: Duration) -> Result<Self, LogError> {
         log::create(kafka, &topic, ttl).await?;
-        let store = Store::new(ttl.as_millis() as i64);
+        // A live request holds its claim at most twice the deadline (the claim's write and
+        // read-back, then the event's send); the margin covers the instances' clocks.
+        let claim_ttl = deadline * 2 + Duration::from_secs(10);
+        let store = Store::new(ttl.as_millis() as i64, claim_ttl.as_millis() as i64);
         let loaded = log::load_and_follow(kafka, &topic, &store, Duration::from_secs(30)).await?;
         tracing::info!(topic = %topic, records = loaded, "idempotency records loaded");
         Ok(Idempotency { store, topic, publisher, deadline })
@@ -97,11 +107,39 @@ impl Idempotency {
         self.store.begin(key, fingerprint, now_ms)
     }
 
+    /// Claims the key of a fresh request on the topic (see the [module docs](self)): what
+    /// the topic's order says of the claim, and the claim's nonce (to [`Idempotency::release`]
+    /// it if the request fails). A claim not written or not read back by `until` (the
+    /// request's deadline) is a `503` (its release is written, when it can be).
+    pub async fn claim(&self, sender: &Sender, progress: &InProgress, now_ms: i64, until: tokio::time::Instant) -> Result<(Claimed, String), Problem> {
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let claim = LogRecord::Claim { claim: Claim { nonce: nonce.clone(), at_ms: now_ms } };
+        let record = log::record(&self.topic, progress.hash(), &claim).map_err(|e| Problem::unavailable(e.to_string(), Duration::from_secs(1)))?;
+        let (partition, offset) = sender.send_by(record, until).await?;
+        if !self.store.read_past(partition, offset, until).await {
+            self.release(progress.hash(), &nonce);
+            return Err(Problem::unavailable("the Idempotency-Key's claim was not read back within the deadline", Duration::from_secs(1)));
+        }
+        Ok((self.store.decide(progress, &nonce), nonce))
+    }
+
+    /// Withdraws the claim `nonce` on the key with hash `hash` (its request failed), in the
+    /// background: until it is written, the key stays claimed (at most the claim's TTL).
+    pub fn release(&self, hash: &str, nonce: &str) {
+        let (publisher, topic, deadline) = (self.publisher.clone(), self.topic.clone(), self.deadline);
+        let (hash, release) = (hash.to_owned(), LogRecord::Release { release: nonce.to_owned() });
+        tokio::spawn(async move {
+            if let Err(e) = log::write(&publisher, &topic, &hash, &release, deadline).await {
+                tracing::warn!(error = %e, "idempotency claim not released; the key is busy until the claim expires");
+            }
+        });
+    }
+
     /// Records a fresh request's `202`: in memory at once, then on the topic.
     pub async fn finish(&self, progress: InProgress, accepted: crate::handler::Accepted, now_ms: i64) {
         let hash = progress.hash().to_owned();
         let stored = progress.finish(accepted, now_ms);
-        if let Err(e) = log::write(&self.publisher, &self.topic, &hash, &stored, self.deadline).await {
+        if let Err(e) = log::write(&self.publisher, &self.topic, &hash, &LogRecord::Done(stored), self.deadline).await {
             tracing::warn!(error = %e, "idempotency record not written; a retry after a restart or on another instance publishes again (same event id)");
         }
     }

@@ -1,9 +1,15 @@
-//! [`Store`]: the idempotency records this instance knows, and the requests in progress.
+//! [`Store`]: the idempotency records this instance knows, the requests in progress, and
+//! the claims read from the topic.
+//!
+//! Across instances, a key belongs to the first live claim for it in the topic's order
+//! ([`Store::claimed`]): every instance reads the same partition in the same order, so
+//! they all agree on the owner without asking each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::key::Scoped;
 use crate::handler::Accepted;
@@ -19,6 +25,33 @@ pub struct Stored {
     pub at_ms: i64,
 }
 
+/// A request's claim on its key, written to the topic before it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// Unique to the request.
+    pub nonce: String,
+    /// When it was made, in epoch milliseconds (claims expire, see [`Store::new`]).
+    pub at_ms: i64,
+}
+
+/// A record of the idempotency topic (JSON; the key is the key's hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogRecord {
+    /// A finished request: its `202`.
+    Done(Stored),
+    /// A request claims the key.
+    Claim {
+        /// The claim.
+        claim: Claim,
+    },
+    /// The request with this nonce failed: its claim is withdrawn.
+    Release {
+        /// The claim's nonce.
+        release: String,
+    },
+}
+
 #[derive(Debug)]
 enum Entry {
     InProgress,
@@ -28,7 +61,8 @@ enum Entry {
 /// What to do with a request that has an `Idempotency-Key`.
 #[derive(Debug)]
 pub enum Begin {
-    /// Publish; then [`InProgress::finish`].
+    /// Claim the key ([`Idempotency::claim`](super::Idempotency::claim)), publish, then
+    /// [`InProgress::finish`].
     Fresh(InProgress),
     /// Answer the stored `202` again.
     Replay(Accepted),
@@ -38,11 +72,37 @@ pub enum Begin {
     Busy,
 }
 
+/// What the topic's order says of a request's claim.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// Its claim came first: publish.
+    Won,
+    /// The key was finished meanwhile (by another instance): answer its `202` again.
+    Replay(Accepted),
+    /// The key was finished meanwhile with another request: `422`.
+    Conflict,
+    /// Another request's live claim came first: `409`.
+    Busy,
+}
+
+/// What the topic says, as read so far.
+#[derive(Debug, Default)]
+struct Log {
+    /// Each key's live claim, the first in the topic's order.
+    owners: HashMap<String, Claim>,
+    /// Each partition's next offset to read.
+    read: HashMap<i32, i64>,
+}
+
 /// The records, shared by the handlers and the topic reader.
 #[derive(Debug, Default)]
 pub struct Store {
     entries: Mutex<HashMap<String, Entry>>,
+    log: Mutex<Log>,
+    /// Woken when the reader moved on.
+    advanced: Notify,
     ttl_ms: i64,
+    claim_ttl_ms: i64,
 }
 
 /// A fresh request in progress. Dropped without [`InProgress::finish`] (the request
@@ -57,13 +117,18 @@ pub struct InProgress {
 }
 
 impl Store {
-    /// An empty store keeping records for `ttl_ms`.
-    pub fn new(ttl_ms: i64) -> Arc<Store> {
-        Arc::new(Store { entries: Mutex::default(), ttl_ms })
+    /// An empty store keeping records for `ttl_ms`; a claim blocks its key for at most
+    /// `claim_ttl_ms` (when its request died before finishing or withdrawing it).
+    pub fn new(ttl_ms: i64, claim_ttl_ms: i64) -> Arc<Store> {
+        Arc::new(Store { ttl_ms, claim_ttl_ms, ..Store::default() })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Decides about a request with `key` and `fingerprint` at `now_ms`.
@@ -80,12 +145,77 @@ impl Store {
         Begin::Fresh(InProgress { store: self.clone(), hash: key.hash.clone(), fingerprint: fingerprint.to_owned(), finished: false })
     }
 
-    /// Records a finished request read from the topic (another instance's, or this one's
-    /// before a restart). A request in progress here keeps going.
-    pub fn learn(&self, hash: String, stored: Stored) {
-        let mut entries = self.lock();
-        if !matches!(entries.get(&hash), Some(Entry::InProgress)) {
-            entries.insert(hash, Entry::Done(stored));
+    /// Takes a record read from the topic at `partition`/`offset` (another instance's, or
+    /// this one's, also before a restart), in the topic's order.
+    pub fn read(&self, hash: String, record: LogRecord, partition: i32, offset: i64) {
+        match record {
+            LogRecord::Done(stored) => {
+                self.log().owners.remove(&hash);
+                // A request in progress here for the key has lost its claim, or is the
+                // one that finished: either way this is the key's answer.
+                self.lock().insert(hash, Entry::Done(stored));
+            }
+            LogRecord::Claim { claim } => self.claimed(hash, claim),
+            LogRecord::Release { release } => {
+                let mut log = self.log();
+                if log.owners.get(&hash).is_some_and(|owner| owner.nonce == release) {
+                    log.owners.remove(&hash);
+                }
+            }
+        }
+        self.advance(partition, offset + 1);
+    }
+
+    /// A claim read from the topic: it owns the key unless the key is finished or a live
+    /// claim came before it. "Live" is judged by the claims' own times, so every instance
+    /// reading the topic decides the same.
+    fn claimed(&self, hash: String, claim: Claim) {
+        let finished = matches!(self.lock().get(&hash), Some(Entry::Done(stored)) if claim.at_ms - stored.at_ms <= self.ttl_ms);
+        if finished {
+            return;
+        }
+        let mut log = self.log();
+        if log.owners.get(&hash).is_some_and(|owner| claim.at_ms <= owner.at_ms + self.claim_ttl_ms) {
+            return;
+        }
+        log.owners.insert(hash, claim);
+    }
+
+    /// The reader is at `next` in `partition` (nothing before it left to read).
+    pub fn advance(&self, partition: i32, next: i64) {
+        let mut log = self.log();
+        let at = log.read.entry(partition).or_default();
+        if next > *at {
+            *at = next;
+            drop(log);
+            self.advanced.notify_waiters();
+        }
+    }
+
+    /// Waits until the reader is past `offset` in `partition`; false at `deadline`.
+    pub async fn read_past(&self, partition: i32, offset: i64, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let notified = self.advanced.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.log().read.get(&partition).is_some_and(|next| *next > offset) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
+    /// What the topic, read past the claim `nonce` of `progress`, says of it.
+    pub fn decide(&self, progress: &InProgress, nonce: &str) -> Claimed {
+        if self.log().owners.get(&progress.hash).is_some_and(|owner| owner.nonce == nonce) {
+            return Claimed::Won;
+        }
+        match self.lock().get(&progress.hash) {
+            Some(Entry::Done(stored)) if stored.fingerprint == progress.fingerprint => Claimed::Replay(stored.accepted.clone()),
+            Some(Entry::Done(_)) => Claimed::Conflict,
+            _ => Claimed::Busy,
         }
     }
 
@@ -136,7 +266,7 @@ mod tests {
 
     #[test]
     fn replays_conflicts_busy_and_frees_a_failed_key() {
-        let store = Store::new(1000);
+        let store = Store::new(1000, 100);
         let key = Scoped::new("alice", "k").unwrap_or_else(|| panic!("valid key"));
         let Begin::Fresh(first) = store.begin(&key, "fp", 0) else { panic!("fresh") };
         assert!(matches!(store.begin(&key, "fp", 0), Begin::Busy));
@@ -146,5 +276,63 @@ mod tests {
         assert!(matches!(store.begin(&key, "fp", 20), Begin::Replay(a) if a.offset == 7));
         assert!(matches!(store.begin(&key, "other", 20), Begin::Conflict));
         assert!(matches!(store.begin(&key, "other", 2000), Begin::Fresh(_)), "expired after the TTL");
+    }
+
+    fn claim(nonce: &str, at_ms: i64) -> LogRecord {
+        LogRecord::Claim { claim: Claim { nonce: nonce.into(), at_ms } }
+    }
+
+    #[test]
+    fn the_first_live_claim_in_the_topic_wins_and_a_finished_key_replays() {
+        let store = Store::new(1000, 100);
+        let key = Scoped::new("alice", "k").unwrap_or_else(|| panic!("valid key"));
+        let Begin::Fresh(mine) = store.begin(&key, "fp", 0) else { panic!("fresh") };
+        // Another instance's claim comes first in the topic: this request is busy.
+        store.read(key.hash.clone(), claim("theirs", 0), 0, 0);
+        store.read(key.hash.clone(), claim("mine", 1), 0, 1);
+        assert_eq!(store.decide(&mine, "mine"), Claimed::Busy);
+        // They finish: the key's answer is theirs.
+        let stored = Stored { fingerprint: "fp".into(), accepted: accepted(9), at_ms: 5 };
+        store.read(key.hash.clone(), LogRecord::Done(stored), 0, 2);
+        assert_eq!(store.decide(&mine, "mine"), Claimed::Replay(accepted(9)));
+        drop(mine);
+
+        // A withdrawn claim frees the key; an expired one does not block.
+        let other = Scoped::new("alice", "k2").unwrap_or_else(|| panic!("valid key"));
+        let Begin::Fresh(second) = store.begin(&other, "fp", 0) else { panic!("fresh") };
+        store.read(other.hash.clone(), claim("a", 10), 1, 0);
+        store.read(other.hash.clone(), LogRecord::Release { release: "a".into() }, 1, 1);
+        store.read(other.hash.clone(), claim("b", 20), 1, 2);
+        assert_eq!(store.decide(&second, "b"), Claimed::Won);
+        store.read(other.hash.clone(), claim("c", 200), 1, 3);
+        assert_eq!(store.decide(&second, "c"), Claimed::Won, "b's claim expired after 100 ms");
+        assert_eq!(store.decide(&second, "b"), Claimed::Busy);
+    }
+
+    #[test]
+    fn records_round_trip_as_json_and_old_done_records_still_read() {
+        let done = LogRecord::Done(Stored { fingerprint: "fp".into(), accepted: accepted(3), at_ms: 1 });
+        for record in [done.clone(), claim("n", 2), LogRecord::Release { release: "n".into() }] {
+            let json = serde_json::to_vec(&record).unwrap_or_default();
+            assert_eq!(serde_json::from_slice::<LogRecord>(&json).ok(), Some(record));
+        }
+        let LogRecord::Done(stored) = done else { panic!("done") };
+        let old = serde_json::to_vec(&stored).unwrap_or_default();
+        assert!(matches!(serde_json::from_slice::<LogRecord>(&old), Ok(LogRecord::Done(_))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_the_reader_ends_when_it_passes_the_offset_or_at_the_deadline() {
+        let store = Store::new(1000, 100);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        assert!(!store.read_past(0, 4, deadline).await, "nothing read: the deadline");
+        let waiter = {
+            let store = store.clone();
+            tokio::spawn(async move { store.read_past(0, 4, tokio::time::Instant::now() + std::time::Duration::from_secs(1)).await })
+        };
+        tokio::task::yield_now().await;
+        store.advance(0, 4);
+        store.advance(0, 5);
+        assert!(waiter.await.unwrap_or(false));
     }
 }

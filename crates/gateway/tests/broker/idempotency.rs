@@ -1,5 +1,6 @@
 //! Idempotency-Key: same id and response, one event; 422 for another body; the same after
-//! a restart and on another instance that has read the record.
+//! a restart, on another instance that has read the record, and when two instances get
+//! the key at the same moment.
 
 use std::time::Duration;
 
@@ -85,6 +86,53 @@ async fn another_instance_replays_once_it_has_read_the_record() {
     assert!(headers.get("idempotent-replayed").is_some());
     support::events(&kafka, &topic, 1).await;
     assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 1);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn two_instances_given_one_key_at_the_same_moment_publish_one_event() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.idem-race", 3).await;
+    let toml = format!("{}{}", support::idempotency_section(), support::orders_route(&topic));
+    let a = Running::start(&kafka, &toml).await;
+    let b = Running::start(&kafka, &toml).await;
+    let keys: Vec<String> = (0..20).map(|i| format!("k-race-{i}")).collect();
+    let body = order("c-race").to_string();
+    let mut first_ids = std::collections::BTreeMap::new();
+    for key in &keys {
+        // The same request on both instances at once, as a client retrying through a
+        // load balancer while its first try is still in flight.
+        let header = [("idempotency-key", key.as_str())];
+        let ((status_a, answer_a, _), (status_b, answer_b, _)) = tokio::join!(a.post_with("/orders", &body, &header), b.post_with("/orders", &body, &header));
+        let mut accepted = Vec::new();
+        for (status, answer) in [(status_a, &answer_a), (status_b, &answer_b)] {
+            match status {
+                202 => accepted.push(answer["id"].as_str().unwrap().to_owned()),
+                409 => assert_eq!(answer["type"], "urn:herald:gateway:idempotency-key-in-progress", "{answer}"),
+                other => panic!("{key}: {other} {answer}"),
+            }
+        }
+        accepted.dedup();
+        assert_eq!(accepted.len(), 1, "{key}: one event id among the answers: {answer_a} {answer_b}");
+        first_ids.insert(key.clone(), accepted.remove(0));
+    }
+    // A retry of a 409 gets the owner's 202 once its record is read, on either instance.
+    for key in &keys {
+        let header = [("idempotency-key", key.as_str())];
+        for gateway in [&a, &b] {
+            herald_testkit::wait_until(Duration::from_secs(10), "the key's 202 replayed", || async {
+                let (status, answer, _) = gateway.post_with("/orders", &body, &header).await;
+                status == 202 && answer["id"].as_str() == Some(first_ids[key].as_str())
+            })
+            .await;
+        }
+    }
+    // One event per key in the topic, and no other.
+    let events = support::events(&kafka, &topic, keys.len()).await;
+    let ids: std::collections::BTreeSet<&str> = events.iter().map(|e| e.headers["ce_id"].as_str()).collect();
+    assert_eq!(ids, first_ids.values().map(String::as_str).collect());
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, keys.len() as i64, "no second event for any key");
     a.stop().await;
     b.stop().await;
 }

@@ -3,7 +3,7 @@
 //!
 //! ```sh
 //! cargo run --release -p herald-gateway --example bench -- \
-//!     [--bootstrap 127.0.0.1:9092] [--requests 20000] [--concurrency 64] [--rounds 2] [--with-keys]
+//!     [--bootstrap 127.0.0.1:9092] [--requests 20000] [--concurrency 64] [--rounds 2] [--with-keys] [--linger-ms N]
 //! ```
 //!
 //! Each round runs both, on fresh topics of 6 partitions, with the same concurrency (that
@@ -34,10 +34,12 @@ struct Args {
     /// Each gateway request carries an `Idempotency-Key` of its own (claimed on the
     /// idempotency topic before the event is published).
     keys: bool,
+    /// `linger.ms` for both sides' producers (default: each side's own default).
+    linger_ms: Option<String>,
 }
 
 fn args() -> Args {
-    let mut args = Args { bootstrap: "127.0.0.1:9092".into(), requests: 20_000, concurrency: 64, rounds: 2, keys: false };
+    let mut args = Args { bootstrap: "127.0.0.1:9092".into(), requests: 20_000, concurrency: 64, rounds: 2, keys: false, linger_ms: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--with-keys" {
@@ -50,6 +52,7 @@ fn args() -> Args {
             "--requests" => args.requests = value.parse().expect("--requests N"),
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
             "--rounds" => args.rounds = value.parse().expect("--rounds N"),
+            "--linger-ms" => args.linger_ms = Some(value),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -186,9 +189,13 @@ fill = {{ order_id = "uuid7", placed_at = "now" }}
 #[tokio::main]
 async fn main() {
     let args = args();
-    let kafka = KafkaConfig::new(&args.bootstrap);
+    let kafka = match &args.linger_ms {
+        Some(ms) => KafkaConfig::new(&args.bootstrap).set("linger.ms", ms.as_str()),
+        None => KafkaConfig::new(&args.bootstrap),
+    };
     let with_keys = if args.keys { ", each gateway request with an Idempotency-Key" } else { "" };
-    println!("{} events per side and round, {} callers, acks=all, HTTP/1.1 keep-alive{with_keys}", args.requests, args.concurrency);
+    let linger = args.linger_ms.as_deref().map(|ms| format!(", linger.ms={ms} on both sides")).unwrap_or_default();
+    println!("{} events per side and round, {} callers, acks=all, HTTP/1.1 keep-alive{with_keys}{linger}", args.requests, args.concurrency);
     println!("{:<6} {:<10} {:>10} {:>10} {:>10}", "round", "side", "events/s", "p50 ms", "p99 ms");
     let mut ratios = Vec::new();
     for round in 1..=args.rounds {

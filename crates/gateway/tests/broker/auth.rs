@@ -172,27 +172,11 @@ async fn spawn_logging(kafka: &herald_bus::KafkaConfig, toml: &str, level: &str,
     let dir = log.parent().unwrap();
     let config = dir.join("gateway.toml");
     std::fs::write(&config, support::config_text(toml)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = std::fs::File::create(log).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--bootstrap", kafka.bootstrap(), "--listen", &format!("127.0.0.1:{port}"), "--no-register"])
-        .env("RUST_LOG", level)
-        .env("NO_COLOR", "1")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    herald_testkit::wait_until(std::time::Duration::from_secs(60), "the gateway's /health", || {
-        let request = http.get(format!("{url}/health")).send();
-        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    crate::binary::spawn_configured(kafka, &config, |command| {
+        command.arg("--no-register").env("RUST_LOG", level).env("NO_COLOR", "1").stdout(out.try_clone().unwrap()).stderr(out);
     })
-    .await;
-    (child, url)
+    .await
 }
 
 #[tokio::test]

@@ -1,11 +1,12 @@
 //! The `herald-gateway` binary with `shop.toml`, as the demo runs it: no auth, a topic
 //! prefix, `/metrics` with the request counters and latency histogram.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
-use tokio::process::Child;
+use tokio::process::{Child, Command};
 
 use crate::support::{self, order};
 
@@ -16,23 +17,25 @@ pub async fn spawn(kafka: &KafkaConfig, prefix: &str) -> (Child, String) {
 
 /// [`spawn`] with more arguments.
 pub async fn spawn_with(kafka: &KafkaConfig, prefix: &str, extra: &[&str]) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald-gateway"))
-        .args(["--config", concat!(env!("CARGO_MANIFEST_DIR"), "/shop.toml"), "--bootstrap", kafka.bootstrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--topic-prefix", prefix, "--create-topics", "3"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    herald_testkit::wait_until(Duration::from_secs(60), "the gateway's /health", || {
-        let request = http.get(format!("{url}/health")).send();
-        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    let shop = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/shop.toml"));
+    spawn_configured(kafka, shop, |command| {
+        command.args(["--topic-prefix", prefix, "--create-topics", "3"]).args(extra);
     })
-    .await;
+    .await
+}
+
+/// The binary serving `config` against `kafka` on a free port (stdout discarded, stderr
+/// inherited), set up further by `setup` (arguments, environment, output), healthy; its
+/// URL.
+pub async fn spawn_configured(kafka: &KafkaConfig, config: &Path, setup: impl FnOnce(&mut Command)) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald-gateway"));
+    command.arg("--config").arg(config).args(["--bootstrap", kafka.bootstrap(), "--listen", &format!("127.0.0.1:{port}")]);
+    command.stdout(Stdio::null()).stderr(Stdio::inherit()).kill_on_drop(true);
+    setup(&mut command);
+    let child = command.spawn().unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    support::healthy(&url).await;
     (child, url)
 }
 

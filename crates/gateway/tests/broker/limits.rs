@@ -2,27 +2,18 @@
 
 use crate::support::{self, order, Running};
 
+/// The orders route on `topic` with `rate`, and API keys `key-a` and `key-b` for
+/// principals `a` and `b`.
+fn two_principals(topic: &str, rate: &str) -> String {
+    let key = |id: &str, key: &str| format!("\n[[auth.api_key]]\nid = \"{id}\"\nsha256 = \"{}\"\nscopes = [\"orders:write\"]\n", herald_gateway::auth::hash_key(key));
+    format!("{}rate = {rate}\n{}{}", support::orders_route(topic), key("a", "key-a"), key("b", "key-b"))
+}
+
 #[tokio::test]
 async fn each_principal_gets_its_burst_then_429_with_retry_after() {
     let kafka = herald_testkit::kafka().await;
     let topic = herald_testkit::topic(&kafka, "gw.limits", 1).await;
-    let toml = format!(
-        r#"{route}rate = {{ per_second = 1, burst = 2 }}
-
-[[auth.api_key]]
-id = "a"
-sha256 = "{a}"
-scopes = ["orders:write"]
-
-[[auth.api_key]]
-id = "b"
-sha256 = "{b}"
-scopes = ["orders:write"]
-"#,
-        route = support::orders_route(&topic),
-        a = herald_gateway::auth::hash_key("key-a"),
-        b = herald_gateway::auth::hash_key("key-b"),
-    );
+    let toml = two_principals(&topic, "{ per_second = 1, burst = 2 }");
     let gateway = Running::start(&kafka, &toml).await;
     let body = order("c-1").to_string();
     let mut statuses = Vec::new();
@@ -47,23 +38,7 @@ scopes = ["orders:write"]
 async fn the_route_limit_is_shared_by_all_principals() {
     let kafka = herald_testkit::kafka().await;
     let topic = herald_testkit::topic(&kafka, "gw.route-limit", 1).await;
-    let toml = format!(
-        r#"{route}rate = {{ per_second = 100, route_per_second = 1, route_burst = 2 }}
-
-[[auth.api_key]]
-id = "a"
-sha256 = "{a}"
-scopes = ["orders:write"]
-
-[[auth.api_key]]
-id = "b"
-sha256 = "{b}"
-scopes = ["orders:write"]
-"#,
-        route = support::orders_route(&topic),
-        a = herald_gateway::auth::hash_key("key-a"),
-        b = herald_gateway::auth::hash_key("key-b"),
-    );
+    let toml = two_principals(&topic, "{ per_second = 100, route_per_second = 1, route_burst = 2 }");
     let gateway = Running::start(&kafka, &toml).await;
     let body = order("c-1").to_string();
     let mut answers = Vec::new();

@@ -97,6 +97,16 @@ pub fn config_text(toml: &str) -> String {
     format!("[gateway]\nschemas = {:?}\nmax_body_bytes = 4096\ndeadline_ms = 5000\n{idempotency}{toml}", schemas_dir())
 }
 
+/// Waits (at most a minute) until the gateway at `url` answers `/health` with 200.
+pub async fn healthy(url: &str) {
+    let http = reqwest::Client::new();
+    herald_testkit::wait_until(std::time::Duration::from_secs(60), "the gateway's /health", || {
+        let request = http.get(format!("{url}/health")).send();
+        async move { request.await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+}
+
 pub async fn answer(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();

@@ -125,7 +125,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         Ok(sent) => sent,
         Err(problem) => {
             if let (Some(fresh), Some(nonce)) = (&progress, &claim) {
-                app.idempotency.release(fresh.hash(), nonce);
+                app.idempotency.release(fresh.hash(), nonce).await;
             }
             return Err(problem);
         }

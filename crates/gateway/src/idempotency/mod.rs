@@ -117,22 +117,38 @@ impl Idempotency {
         let record = log::record(&self.topic, progress.hash(), &claim).map_err(|e| Problem::unavailable(e.to_string(), Duration::from_secs(1)))?;
         let (partition, offset) = sender.send_by(record, until).await?;
         if !self.store.read_past(partition, offset, until).await {
-            self.release(progress.hash(), &nonce);
+            self.release(progress.hash(), &nonce).await;
             return Err(Problem::unavailable("the Idempotency-Key's claim was not read back within the deadline", Duration::from_secs(1)));
         }
         Ok((self.store.decide(progress, &nonce), nonce))
     }
 
-    /// Withdraws the claim `nonce` on the key with hash `hash` (its request failed), in the
-    /// background: until it is written, the key stays claimed (at most the claim's TTL).
-    pub fn release(&self, hash: &str, nonce: &str) {
-        let (publisher, topic, deadline) = (self.publisher.clone(), self.topic.clone(), self.deadline);
-        let (hash, release) = (hash.to_owned(), LogRecord::Release { release: nonce.to_owned() });
-        tokio::spawn(async move {
-            if let Err(e) = log::write(&publisher, &topic, &hash, &release, deadline).await {
-                tracing::warn!(error = %e, "idempotency claim not released; the key is busy until the claim expires");
+    /// Withdraws the claim `nonce` on the key with hash `hash` (its request failed): queued
+    /// in the producer before this returns, so it lands before the claim of any retry the
+    /// failure's answer leads to (same key, same partition, one idempotent producer); its
+    /// acknowledgement is awaited in the background. Until it is written, the key stays
+    /// claimed (at most the claim's TTL).
+    pub async fn release(&self, hash: &str, nonce: &str) {
+        let warn = |e: &dyn std::fmt::Display| tracing::warn!(error = %e, "idempotency claim not released; the key is busy until the claim expires");
+        let record = match log::record(&self.topic, hash, &LogRecord::Release { release: nonce.to_owned() }) {
+            Ok(record) => record,
+            Err(e) => return warn(&e),
+        };
+        // Queueing waits only while the producer's in-flight bound is full: not long.
+        match tokio::time::timeout(Duration::from_millis(200), self.publisher.enqueue(record)).await {
+            Ok(Ok(delivery)) => {
+                let deadline = self.deadline;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(deadline, delivery).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn(&e),
+                        Err(_) => warn(&"not acknowledged within the deadline"),
+                    }
+                });
             }
-        });
+            Ok(Err(e)) => warn(&e),
+            Err(_) => warn(&"the producer's queue stayed full"),
+        }
     }
 
     /// Records a fresh request's `202`: in memory at once, then on the topic.

@@ -64,7 +64,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         invalid!("topic {} does not exist; create it with `herald topics create {}`", args.topic, args.topic);
     }
     let publisher = ctx.publisher(&args.source)?;
-    let sender = Sender { publisher: publisher.clone(), known, args };
+    let encoder = json::JsonEncoder::new(known.schema.clone()).map_err(|e| Invalid(format!("{}: {e}", known.name)))?;
+    let sender = Sender { publisher: publisher.clone(), known, encoder, args };
     let result = match &sender.args.data {
         Some(data) => sender.one(data).await,
         None => sender.stdin().await,
@@ -90,6 +91,8 @@ pub fn lookup<'a>(schemas: &'a SchemaSet, name: &str) -> anyhow::Result<&'a Arc<
 struct Sender {
     publisher: Publisher,
     known: Arc<KnownSchema>,
+    /// `known`'s schema, ready for one JSON text after another.
+    encoder: json::JsonEncoder,
     args: Args,
 }
 
@@ -168,7 +171,7 @@ impl Sender {
             Ok(value) => value,
             Err(e) => invalid!("not JSON: {e}"),
         };
-        let datum = match json::encode(&self.known.schema, &value) {
+        let datum = match self.encoder.encode(&value) {
             Ok(datum) => datum,
             Err(e) => invalid!("{name}: {e}"),
         };

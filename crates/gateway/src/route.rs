@@ -6,6 +6,7 @@ use std::sync::Arc;
 use apache_avro::schema::{RecordSchema, Schema};
 use axum::http::Method;
 use herald_bus::schema::{KnownSchema, SchemaSet};
+use herald_schema::json::JsonEncoder;
 
 use crate::config::{ConfigError, Fill, KeySource, RouteConfig};
 
@@ -22,6 +23,8 @@ pub struct Route {
     pub params: Vec<String>,
     /// The event's schema (the newest version of its type).
     pub schema: Arc<KnownSchema>,
+    /// The same schema, ready to encode request bodies (its named types resolved once).
+    pub encoder: JsonEncoder,
     /// Topic, prefix included.
     pub topic: String,
     /// Where the key comes from.
@@ -120,12 +123,14 @@ fn compile_one(config: &RouteConfig, schemas: &SchemaSet, prefix: &str) -> Resul
     }
     topic_name(prefix, &config.topic).map_err(&invalid)?;
     let limiter = config.rate.map(crate::limits::Limiter::new).transpose().map_err(|e| invalid(e.to_string()))?.map(Arc::new);
+    let encoder = JsonEncoder::new(schema.schema.clone()).map_err(|e| invalid(e.to_string()))?;
     Ok(Route {
         name,
         method,
         path: config.path.clone(),
         params,
         schema,
+        encoder,
         topic: format!("{prefix}{}", config.topic),
         key: config.key.clone(),
         scopes: config.scopes.clone(),

@@ -55,7 +55,7 @@ pub fn prepare(route: &Route, body: &[u8], params: &[(String, String)], ctx: Con
     fill(&mut object, route, ctx);
     let key = key(&object, route, params)?;
     let value = Value::Object(object);
-    let datum = herald_schema::json::encode(&route.schema.schema, &value)
+    let datum = route.encoder.encode(&value)
         .map_err(|e| Problem::invalid(route.event_type(), vec![FieldError::at(&e.path, e.problem.to_string())]))?;
     Ok(Prepared { key, datum })
 }

@@ -38,7 +38,7 @@ mod to_avro;
 
 pub use from_avro::{to_json, AvroJson};
 pub use path::{Path, Segment};
-pub use to_avro::{encode, to_avro};
+pub use to_avro::{encode, to_avro, JsonEncoder};
 
 use std::fmt;
 

@@ -259,8 +259,9 @@ async fn index(ctx: &Context, args: IndexArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        bound = Some(listener.local_addr()?);
-        out!("http: {}\n", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        bound = Some(addr);
+        out!("http: {addr}\n");
         let router = herald_ops::router(metrics, status.clone());
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });

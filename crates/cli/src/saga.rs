@@ -215,8 +215,9 @@ async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
     if let Some(addr) = &args.http {
         let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-        bound = Some(listener.local_addr()?);
-        outln!("http: {}", listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        bound = Some(addr);
+        outln!("http: {addr}");
         let router = herald_ops::router(metrics, tracker.health()).merge(tracker.router());
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });

@@ -79,7 +79,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         let fingerprint = idempotency::fingerprint(&route.name, parts.uri.path(), &body);
         match app.idempotency.begin(&scoped, &fingerprint, now_millis) {
             Begin::Replay(accepted) => return Ok(Outcome::Replayed(accepted)),
-            Begin::Conflict => return Err(Problem::idempotency_conflict("this Idempotency-Key was used with a different request (route, path or body)")),
+            Begin::Conflict => return Err(Problem::idempotency_conflict()),
             Begin::Busy => return Err(Problem::busy()),
             Begin::Fresh(fresh) => {
                 event_id = Some(scoped.event_id);
@@ -95,7 +95,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         match app.idempotency.claim(&app.sender, fresh, now_millis, until).await? {
             (Claimed::Won, nonce) => claim = Some(nonce),
             (Claimed::Replay(accepted), _) => return Ok(Outcome::Replayed(accepted)),
-            (Claimed::Conflict, _) => return Err(Problem::idempotency_conflict("this Idempotency-Key was used with a different request (route, path or body)")),
+            (Claimed::Conflict, _) => return Err(Problem::idempotency_conflict()),
             (Claimed::Busy, _) => return Err(Problem::busy()),
         }
     }

@@ -124,7 +124,8 @@ impl Problem {
     }
 
     /// `422`: an `Idempotency-Key` reused with a different body or route.
-    pub fn idempotency_conflict(detail: impl Into<String>) -> Self {
+    pub fn idempotency_conflict() -> Self {
+        let detail = "this Idempotency-Key was used with a different request (route, path or body)";
         Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", "Idempotency-Key reused with a different request", detail)
     }
 

@@ -81,6 +81,10 @@ enum Command {
     Schemas(herald_schema::cli::SchemasCommand),
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();

@@ -296,6 +296,10 @@ async fn reqwest_clients(url: &str, args: &Args) -> Run {
     Run::new(latencies, started.elapsed(), CpuTime::now().since(cpu))
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let args = args();

@@ -47,6 +47,10 @@ struct Cli {
     registry: AnnounceArgs,
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Taken first: a SIGTERM while the gateway connects and registers stops it in order.

@@ -66,6 +66,10 @@ struct Args {
     registry: herald_services::announce::AnnounceArgs,
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _telemetry = herald_ops::telemetry::init("outbox-relay", "info")?;

@@ -275,6 +275,10 @@ fn announcement(cli: &Cli, instance: &str, bound: Option<std::net::SocketAddr>) 
     Announcement::new(cli.role.service(), env!("CARGO_PKG_VERSION")).instance(instance).http(bound).topic_prefix(&cli.topic_prefix)
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let stop = stop_on_signal();

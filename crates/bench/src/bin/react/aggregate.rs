@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use herald_aggregate::{Aggregate, CommandClient, Decider, Rejection};
 use herald_bench::broker::{self, Names};
-use herald_bench::machine::Machine;
+use herald_bench::machine::{CpuTime, Machine};
 use herald_bench::stats::Summary;
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_choreography::engine::{Engine, EngineSettings};
@@ -149,7 +149,7 @@ impl Aggregate for LeanCounter {
 }
 
 /// One pre-loaded aggregate run of `A` under a fresh prefix: its rate, and its prefix.
-async fn preloaded_run<A: Aggregate<Command = CounterCommand>>(aggregate: A, config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<(f64, String)> {
+async fn preloaded_run<A: Aggregate<Command = CounterCommand>>(aggregate: A, config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<(Measured, String)> {
     let prefix = format!("{}.", names.next("agg"));
     let (commands, events, replies) = (format!("{prefix}{}", A::COMMANDS.name()), format!("{prefix}{}", A::EVENTS.name()), format!("{prefix}replies"));
     for t in [&commands, &events, &replies] {
@@ -172,9 +172,19 @@ pub fn settings(commit_ms: u64) -> EngineSettings {
     settings
 }
 
+/// A run's rate and its CPU per output, from 10 % to 100 % of its outputs.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    per_second: f64,
+    /// Microseconds of CPU per output: this process's (the engine and the counting
+    /// reader), and the whole machine's (the broker too).
+    process_us: f64,
+    machine_us: f64,
+}
+
 /// Runs `engine` until `expected` records are visible on `counted` (read_committed); the
-/// rate from 10 % to 100 % of them.
-async fn measure<P: Participant>(config: &KafkaConfig, engine: Engine<P>, counted: &str, expected: u64) -> anyhow::Result<f64> {
+/// rate and CPU per output from 10 % to 100 % of them.
+async fn measure<P: Participant>(config: &KafkaConfig, engine: Engine<P>, counted: &str, expected: u64) -> anyhow::Result<Measured> {
     let consumer: StreamConsumer = config.client_config(&[("group.id", "herald-bench-counter"), ("enable.auto.commit", "false"), ("isolation.level", "read_committed")]).create()?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..broker::PARTITIONS {
@@ -194,13 +204,15 @@ async fn measure<P: Participant>(config: &KafkaConfig, engine: Engine<P>, counte
             Err(_) => continue,
         }
         if from.is_none() && seen >= expected / 10 {
-            from = Some((Instant::now(), seen));
+            from = Some((Instant::now(), seen, CpuTime::now()));
         }
     }
+    let (start, at, cpu) = from.ok_or_else(|| anyhow::anyhow!("no outputs"))?;
+    let (elapsed, cpu) = (start.elapsed(), CpuTime::now().since(cpu));
     stop.cancel();
     running.await??;
-    let (start, at) = from.ok_or_else(|| anyhow::anyhow!("no outputs"))?;
-    Ok((seen - at) as f64 / start.elapsed().as_secs_f64().max(1e-9))
+    let outputs = (seen - at).max(1) as f64;
+    Ok(Measured { per_second: outputs / elapsed.as_secs_f64().max(1e-9), process_us: cpu.process * 1e6 / outputs, machine_us: cpu.machine * 1e6 / outputs })
 }
 
 /// Pre-loads `n` commands on `topic` (keys `k0..`), each naming `replies` when given.
@@ -228,7 +240,7 @@ pub async fn preload_commands(publisher: &Publisher, topic: &str, replies: Optio
 }
 
 /// One run of the reaction step on fresh topics: its rate.
-async fn step_run(config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<f64> {
+async fn step_run(config: &KafkaConfig, publisher: &Publisher, names: &mut Names, created: &mut Vec<String>, args: &AggregateArgs) -> anyhow::Result<Measured> {
     let (input, output, group) = (names.next("agg.step-in"), names.next("agg.step-out"), names.next("agg.step-group"));
     for t in [&input, &output] {
         broker::create_topic(config, t).await.map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -266,22 +278,36 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
     for round in 0..args.rounds {
         // The three runs, in an order that alternates between rounds (the later runs of a
         // round meet a broker with more topics and logs: the order must not favour one).
-        let (mut step_rate, mut aggregate_rate, mut lean_rate, mut prefix) = (0.0, 0.0, 0.0, String::new());
+        let (mut step, mut aggregate, mut lean, mut prefix) = (Measured::default(), Measured::default(), Measured::default(), String::new());
         let order: [u8; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for run in order {
             match run {
-                0 => step_rate = step_run(&config, &publisher, &mut names, &mut created, &args).await?,
-                1 => (aggregate_rate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?,
-                _ => lean_rate = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?.0,
+                0 => step = step_run(&config, &publisher, &mut names, &mut created, &args).await?,
+                1 => (aggregate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?,
+                _ => lean = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?.0,
             }
         }
         let (commands, replies) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}replies"));
         let mut s = settings(args.commit_ms);
         s.topic_prefix = prefix.clone();
-        eprintln!("round {}: step {step_rate:.0} ev/s, aggregate {aggregate_rate:.0} commands/s ({:.2}), remembering 1: {lean_rate:.0} ({:.2})", round + 1, aggregate_rate / step_rate, lean_rate / step_rate);
-        steps.push(step_rate);
-        aggregates.push(aggregate_rate);
-        leans.push(lean_rate);
+        eprintln!(
+            "round {}: step {:.0} ev/s, aggregate {:.0} commands/s ({:.2}), remembering 1: {:.0} ({:.2}); CPU µs per output (process / machine): step {:.1} / {:.1}, aggregate {:.1} / {:.1}, remembering 1 {:.1} / {:.1}",
+            round + 1,
+            step.per_second,
+            aggregate.per_second,
+            aggregate.per_second / step.per_second,
+            lean.per_second,
+            lean.per_second / step.per_second,
+            step.process_us,
+            step.machine_us,
+            aggregate.process_us,
+            aggregate.machine_us,
+            lean.process_us,
+            lean.machine_us
+        );
+        steps.push(step);
+        aggregates.push(aggregate);
+        leans.push(lean);
 
         // Closed loop with replies, on the same aggregate's topics (its state restored).
         let engine = Engine::new(&config, Decider(Counter), s)?;
@@ -323,18 +349,26 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         let _ = broker::delete_topics(&args.bootstrap, &created).await;
         created.clear();
     }
-    let ratios: Vec<f64> = aggregates.iter().zip(&steps).map(|(a, s)| a / s).collect();
+    let rate = |v: &[Measured]| v.iter().map(|m| m.per_second).collect::<Vec<_>>();
+    let ratios: Vec<f64> = aggregates.iter().zip(&steps).map(|(a, s)| a.per_second / s.per_second).collect();
+    let cpu_ratios: Vec<f64> = aggregates.iter().zip(&steps).map(|(a, s)| s.machine_us / a.machine_us).collect();
     let show = |v: &[f64]| Summary::of(v).map_or("–".to_owned(), |s| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max));
+    let show1 = |v: &[f64]| Summary::of(v).map_or("–".to_owned(), |s| format!("{:.1} ({:.1}–{:.1})", s.median, s.min, s.max));
+    let (steps_rate, aggregates_rate, leans_rate) = (rate(&steps), rate(&aggregates), rate(&leans));
     println!("\n{} inputs per run over {} partitions, {} keys, {} rounds, commit interval {} ms, engine defaults otherwise (pipelined, max batch 1000)", args.events, broker::PARTITIONS, args.keys, args.rounds, args.commit_ms);
     println!("{}\n", Machine::current());
     println!("| run | per second, median (min–max) |");
     println!("|---|---|");
-    println!("| reaction step (Ping → Pong), exactly once | {} |", show(&steps));
-    println!("| aggregate (command → event + reply), exactly once | {} |", show(&aggregates));
+    println!("| reaction step (Ping → Pong), exactly once | {} |", show(&steps_rate));
+    println!("| aggregate (command → event + reply), exactly once | {} |", show(&aggregates_rate));
     println!("| aggregate / step, paired by round | {} |", Summary::of(&ratios).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)));
-    let lean_ratios: Vec<f64> = leans.iter().zip(&steps).map(|(a, s)| a / s).collect();
-    println!("| aggregate remembering 1 reply (REMEMBERED = 1), exactly once | {} |", show(&leans));
+    let lean_ratios: Vec<f64> = leans.iter().zip(&steps).map(|(a, s)| a.per_second / s.per_second).collect();
+    println!("| aggregate remembering 1 reply (REMEMBERED = 1), exactly once | {} |", show(&leans_rate));
     println!("| aggregate remembering 1 / step, paired by round | {} |", Summary::of(&lean_ratios).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)));
+    let cpu = |v: &[Measured], f: fn(&Measured) -> f64| v.iter().map(f).collect::<Vec<_>>();
+    println!("| CPU µs per output, this process (engine and counting reader): step / aggregate / remembering 1 | {} / {} / {} |", show1(&cpu(&steps, |m| m.process_us)), show1(&cpu(&aggregates, |m| m.process_us)), show1(&cpu(&leans, |m| m.process_us)));
+    println!("| CPU µs per output, the machine (broker too): step / aggregate / remembering 1 | {} / {} / {} |", show1(&cpu(&steps, |m| m.machine_us)), show1(&cpu(&aggregates, |m| m.machine_us)), show1(&cpu(&leans, |m| m.machine_us)));
+    println!("| step's machine CPU per event / aggregate's per command, paired by round | {} |", Summary::of(&cpu_ratios).map_or("–".to_owned(), |s| format!("{:.2} ({:.2}–{:.2})", s.median, s.min, s.max)));
     let rates: Vec<f64> = closed.iter().map(|c| c.0).collect();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!("| closed loop, {} senders through CommandClient: commands/s with replies | {} |", args.senders, show(&rates));

@@ -138,6 +138,10 @@ impl Pipeline {
     }
 }
 
+/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();

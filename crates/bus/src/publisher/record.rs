@@ -62,11 +62,41 @@ pub(crate) fn owned_message(topic: &str, key: Option<&[u8]>, payload: Option<&[u
     OwnedMessage::new(payload.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), topic.to_owned(), rdkafka::Timestamp::NotAvailable, -1, -1, headers)
 }
 
-/// Encodes `event` as an Avro binary datum with `schema`, appending to `out`.
+/// Encodes `event` as an Avro binary datum with `schema`, appending to `out` (see
+/// [`write_datum`]).
 pub fn encode_datum<E: serde::Serialize>(schema: &KnownSchema, event: &E, out: &mut Vec<u8>) -> Result<(), PublishError> {
-    apache_avro::write_avro_datum_ref(&schema.schema, event, out)
-        .map(|_| ())
-        .map_err(|e| PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() })
+    write_datum(&schema.schema, event, out).map_err(|e| PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() })
+}
+
+/// Writes `value` as an Avro binary datum of `schema`, appending to `out`.
+///
+/// apache-avro's schema-aware serializer writes straight from the Rust value; it cannot
+/// follow a reference to a named type defined elsewhere in the schema (a record used for
+/// two fields: the second use is a reference), so such a value, or any the serializer
+/// refuses, is written by apache-avro's `Value` path (to a value, resolved against the
+/// schema with its named types, validated, encoded). On an error `out` is as it was.
+///
+/// ```
+/// #[derive(serde::Serialize)]
+/// struct Address { city: String }
+/// #[derive(serde::Serialize)]
+/// struct Moved { from: Address, to: Address }
+/// let schema = apache_avro::Schema::parse_str(r#"{"type": "record", "name": "Moved", "fields": [
+///     {"name": "from", "type": {"type": "record", "name": "Address", "fields": [{"name": "city", "type": "string"}]}},
+///     {"name": "to", "type": "Address"}]}"#).unwrap();
+/// let mut out = Vec::new();
+/// herald_bus::publisher::write_datum(&schema, &Moved { from: Address { city: "A".into() }, to: Address { city: "B".into() } }, &mut out).unwrap();
+/// assert_eq!(out, [2, b'A', 2, b'B']);
+/// ```
+pub fn write_datum<T: serde::Serialize>(schema: &apache_avro::Schema, value: &T, out: &mut Vec<u8>) -> Result<(), apache_avro::Error> {
+    let start = out.len();
+    if apache_avro::write_avro_datum_ref(schema, value, out).is_ok() {
+        return Ok(());
+    }
+    out.truncate(start);
+    let resolved = apache_avro::to_value(value)?.resolve(schema)?;
+    out.extend(apache_avro::to_avro_datum(schema, resolved)?);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -81,5 +111,31 @@ mod tests {
         let empty = owned_message("t", Some(b""), Some(b""), None);
         let record = Record::from_message(&empty);
         assert_eq!((record.key, record.payload), (Some(Vec::new()), Some(Vec::new())));
+    }
+
+    #[derive(serde::Serialize)]
+    struct Address {
+        city: String,
+    }
+
+    #[derive(serde::Serialize)]
+    struct Moved {
+        from: Address,
+        to: Address,
+    }
+
+    #[test]
+    fn an_event_using_a_named_type_twice_encodes() {
+        let mut set = crate::schema::SchemaSet::default();
+        let known = set
+            .add_str(
+                r#"{"type":"record","name":"Moved","namespace":"t","fields":[
+                {"name":"from","type":{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}},
+                {"name":"to","type":"Address"}]}"#,
+            )
+            .expect("schema");
+        let mut out = vec![9];
+        encode_datum(&known, &Moved { from: Address { city: "A".into() }, to: Address { city: "B".into() } }, &mut out).expect("encodes");
+        assert_eq!(out, [9, 2, b'A', 2, b'B']);
     }
 }

@@ -207,7 +207,7 @@ async fn wrk(kafka: &KafkaConfig, topic: &str, url: &str, args: &Args) -> Run {
     let cpu = CpuTime::now().since(cpu);
     let _ = std::fs::remove_file(&script);
     // wrk counts answers; a request in flight when it stopped may have been written too.
-    let written = records(kafka, topic);
+    let written = herald_testkit::record_count(kafka, topic).await as u64;
     let answered = warm + requests;
     assert!(
         (answered..=answered + 2 * args.concurrency as u64).contains(&written),
@@ -237,16 +237,6 @@ done = function(summary, latency, requests)
     e.connect, e.read, e.write, e.status, e.timeout, latency:percentile(50), latency:percentile(99)))
 end
 "#;
-
-/// The records in `topic`, summed over its partitions.
-fn records(kafka: &KafkaConfig, topic: &str) -> u64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = kafka.client_config(&[]).create().expect("consumer");
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("metadata");
-    let partitions: Vec<i32> = metadata.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    partitions.into_iter().map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(low, high)| (high - low) as u64).expect("watermarks")).sum()
-}
 
 /// The gateway side's load from reqwest clients in this process (a JSON value built per
 /// request), which share its CPU with the gateway.

@@ -123,14 +123,6 @@ impl<S: Serialize + DeserializeOwned + AvroSchema> StateCodec<S> {
         Ok(record)
     }
 
-    /// The state's datum by apache-avro's `Value` path (to a value, resolved against the
-    /// schema, validated, encoded).
-    fn state_by_value(&self, state: &S) -> Result<Vec<u8>, ChangelogError> {
-        let value = apache_avro::to_value(state).map_err(|e| ChangelogError::Avro(e.to_string()))?;
-        let value = value.resolve(&self.state).map_err(|e| ChangelogError::Avro(e.to_string()))?;
-        apache_avro::to_avro_datum(&self.state, value).map_err(|e| ChangelogError::Avro(e.to_string()))
-    }
-
     /// Decodes a changelog record.
     pub fn decode(&self, bytes: &[u8]) -> Result<Slot<S>, ChangelogError> {
         let mut reader = bytes;
@@ -220,7 +212,7 @@ pub fn check_state<S: Serialize + DeserializeOwned + AvroSchema + PartialEq + st
     let codec = StateCodec::<S>::new().map_err(|e| e.to_string())?;
     let mut written = Vec::new();
     herald_bus::publisher::write_datum(&codec.state, &sample, &mut written).map_err(|e| e.to_string())?;
-    let by_value = codec.state_by_value(&sample).map_err(|e| e.to_string())?;
+    let by_value = herald_bus::publisher::datum_by_value(&codec.state, &sample).map_err(|e| e.to_string())?;
     if written != by_value {
         return Err(format!("the engine's state encoding and apache-avro's Value path disagree on {sample:?}:\n  {written:?}\n  {by_value:?}"));
     }
@@ -248,7 +240,7 @@ mod tests {
     fn by_value(codec: &StateCodec<Stock>, slot: &Slot<Stock>) -> Vec<u8> {
         let mut state = vec![0xC3, 0x01];
         state.extend_from_slice(&codec.fingerprint.0);
-        state.extend(codec.state_by_value(slot.state()).unwrap());
+        state.extend(herald_bus::publisher::datum_by_value(&codec.state, slot.state()).unwrap());
         let deadlines = slot
             .deadlines()
             .iter()

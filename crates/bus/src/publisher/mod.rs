@@ -37,7 +37,7 @@ pub use error::PublishError;
 pub use options::{PublisherOptions, PRODUCER_DEFAULTS};
 pub use producer::{DeliveryContext, Pending, Producer};
 pub use published::Published;
-pub use record::{encode_datum, write_datum, Record};
+pub use record::{datum_by_value, encode_datum, write_datum, Record};
 
 use slot::ProducerSlot;
 

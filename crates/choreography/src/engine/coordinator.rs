@@ -518,7 +518,7 @@ impl<P: Participant> Coordinator<P> {
             }
             let record = Record::new(topic, emission.event.key().as_bytes(), payload, headers);
             if let Some(producer) = &self.producer {
-                producer.send(&record, None).await?;
+                producer.send_owned(record, None).await?;
             }
         }
         Ok(())
@@ -585,7 +585,7 @@ impl<P: Participant> Coordinator<P> {
             };
             let record = Record { topic: self.changelog.clone(), key: Some(key.into_bytes()), payload, headers: Default::default() };
             if let Some(producer) = &self.producer {
-                producer.send(&record, Some(partition)).await?;
+                producer.send_owned(record, Some(partition)).await?;
             }
         }
         let mut attempt = 0u32;

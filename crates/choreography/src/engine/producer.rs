@@ -9,6 +9,7 @@ use herald_bus::publisher::{Record, PRODUCER_DEFAULTS};
 use herald_bus::KafkaConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
@@ -125,17 +126,29 @@ impl TxnProducer {
         }
     }
 
-    /// Queues `record` in the open transaction (to `partition` when given). Waits while the
-    /// client's queue is full.
+    /// Queues a copy of `record` in the open transaction (to `partition` when given), for
+    /// callers that keep the record to send it again. Waits while the client's queue is full.
     pub(crate) async fn send(&self, record: &Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
+        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers.clone(), partition).await
+    }
+
+    /// Queues `record` in the open transaction (to `partition` when given): its headers go
+    /// to librdkafka as they are, not copied. Waits while the client's queue is full.
+    pub(crate) async fn send_owned(&self, record: Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
+        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers, partition).await
+    }
+
+    async fn send_parts(&self, topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>, headers: OwnedHeaders, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
+        let mut headers = Some(headers);
         loop {
-            let mut base = BaseRecord::<[u8], [u8], ()>::to(&record.topic).headers(record.headers.clone());
-            base.key = record.key.as_deref();
-            base.payload = record.payload.as_deref();
-            base.partition = partition;
+            let mut base = BaseRecord::<[u8], [u8], ()>::to(topic);
+            (base.key, base.payload, base.partition, base.headers) = (key, payload, partition, headers.take());
             match self.inner.send(base) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => tokio::time::sleep(Duration::from_millis(5)).await,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    headers = back.headers;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 Err((e, _)) => return Err((TxnCall::Send, e)),
             }
         }

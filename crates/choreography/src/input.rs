@@ -101,34 +101,71 @@ pub struct Routed<I> {
 /// assert_eq!(ext.get("ce_replyto"), Some("shop.accounts.replies"));
 /// assert_eq!(ext.get("ce_expectedversion"), None);
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Extensions(Vec<(String, String)>);
+///
+/// Kept compact: the names and values in one buffer, so reading a record's extensions
+/// allocates twice however many there are.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// Every name and value, one after the other.
+    text: String,
+    /// Per header, where its name ends and where its value ends in `text` (it begins where
+    /// the previous value ended).
+    ends: Vec<(u32, u32)>,
+}
 
 impl Extensions {
     /// Adds a header (a later one of the same name wins in [`Extensions::get`]).
-    pub fn push(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.0.push((name.into(), value.into()));
+    pub fn push(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        self.text.push_str(name.as_ref());
+        let name_end = self.text.len() as u32;
+        self.text.push_str(value.as_ref());
+        self.ends.push((name_end, self.text.len() as u32));
     }
 
     /// The value of header `name` (the last one, when it repeats).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every header, in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &str)> {
+        self.ends.iter().enumerate().map(|(i, &(name_end, end))| {
+            let start = if i == 0 { 0 } else { self.ends[i - 1].1 as usize };
+            (&self.text[start..name_end as usize], &self.text[name_end as usize..end as usize])
+        })
     }
 
-    /// The headers of a Kafka record whose values are UTF-8 (the others are skipped).
+    /// The headers of a Kafka record beyond those [`Metadata`] reads
+    /// ([`header::ATTRIBUTES`](herald_bus::envelope::header::ATTRIBUTES)), whose values are
+    /// UTF-8 (the others are skipped).
+    ///
+    /// ```
+    /// use herald_choreography::input::Extensions;
+    /// use rdkafka::message::{Header, OwnedHeaders};
+    /// let headers = OwnedHeaders::new()
+    ///     .insert(Header { key: "ce_id", value: Some("0190b2a0-0000-7000-8000-000000000001") })
+    ///     .insert(Header { key: "ce_replyto", value: Some("replies") })
+    ///     .insert(Header { key: "ce_expectedversion", value: Some(&[0xff_u8][..]) });
+    /// let ext = Extensions::from_headers(Some(&headers));
+    /// assert_eq!(ext.iter().collect::<Vec<_>>(), [("ce_replyto", "replies")]);
+    /// ```
     pub fn from_headers<H: rdkafka::message::Headers>(headers: Option<&H>) -> Self {
         let mut ext = Extensions::default();
         for h in headers.into_iter().flat_map(|h| h.iter()) {
+            if herald_bus::envelope::header::ATTRIBUTES.contains(&h.key) {
+                continue;
+            }
             if let Some(value) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
                 ext.push(h.key, value);
             }
         }
         ext
+    }
+}
+
+impl std::fmt::Debug for Extensions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 

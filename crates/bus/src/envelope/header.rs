@@ -23,6 +23,16 @@ pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state.
 pub const TRACESTATE: &str = "tracestate";
 
+/// Every header [`Metadata`](crate::Metadata) reads and writes: the CloudEvents attributes
+/// and the W3C trace context.
+///
+/// ```
+/// use herald_bus::envelope::header;
+/// assert!(header::ATTRIBUTES.contains(&header::ID));
+/// assert!(!header::ATTRIBUTES.contains(&"ce_replyto"));
+/// ```
+pub const ATTRIBUTES: [&str; 11] = [SPECVERSION, ID, TYPE, SOURCE, TIME, SUBJECT, CONTENT_TYPE, CORRELATION_ID, CAUSATION_ID, TRACEPARENT, TRACESTATE];
+
 /// The header names as bytes, for matching.
 pub(crate) mod bytes {
     use super as header;

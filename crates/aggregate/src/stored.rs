@@ -113,8 +113,12 @@ impl Remembered {
 /// assert!(recent.find(uuid::Uuid::from_u128(1)).is_none());
 /// assert_eq!(Recent::decode(&recent.encode()).unwrap(), recent);
 /// ```
+///
+/// Shared until changed: cloning a stored aggregate (each decision does, and the engine
+/// keeps a copy of it before a transaction's first change) does not copy the answers;
+/// [`Recent::remember`] copies them when they are shared.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Recent(VecDeque<Remembered>);
+pub struct Recent(Arc<VecDeque<Remembered>>);
 
 /// The format byte of [`Recent`]'s encoding.
 const FORMAT: u8 = 1;
@@ -147,9 +151,10 @@ impl Recent {
 
     /// Remembers `answer`, forgetting the oldest beyond `keep`.
     pub fn remember(&mut self, answer: Remembered, keep: usize) {
-        self.0.push_back(answer);
-        while self.0.len() > keep {
-            self.0.pop_front();
+        let answers = Arc::make_mut(&mut self.0);
+        answers.push_back(answer);
+        while answers.len() > keep {
+            answers.pop_front();
         }
     }
 
@@ -157,7 +162,7 @@ impl Recent {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + self.0.len() * 33);
         out.push(FORMAT);
-        for r in &self.0 {
+        for r in self.0.iter() {
             out.extend_from_slice(r.command.as_bytes());
             match &r.answer {
                 Answer::Accepted { version, first, events } => {
@@ -197,7 +202,7 @@ impl Recent {
             };
             recent.push_back(Remembered { command, answer });
         }
-        Ok(Recent(recent))
+        Ok(Recent(Arc::new(recent)))
     }
 }
 
@@ -288,6 +293,21 @@ mod tests {
 
     fn accepted(n: u128, version: i64) -> Remembered {
         Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, first: 1, events: 1 } }
+    }
+
+    #[test]
+    fn a_clone_shares_the_answers_until_one_side_remembers_another() {
+        let mut recent = Recent::default();
+        for n in 1..=3 {
+            recent.remember(accepted(n, n as i64), 3);
+        }
+        let before = recent.clone();
+        assert!(Arc::ptr_eq(&before.0, &recent.0), "a clone copies nothing");
+        recent.remember(accepted(4, 4), 3);
+        assert!(!Arc::ptr_eq(&before.0, &recent.0));
+        let commands = |r: &Recent| r.iter().map(|a| a.command.as_u128()).collect::<Vec<_>>();
+        assert_eq!(commands(&before), [1, 2, 3], "the copy kept as it was");
+        assert_eq!(commands(&recent), [2, 3, 4]);
     }
 
     fn rejected(n: u128, reason: &str, message: &str) -> Remembered {

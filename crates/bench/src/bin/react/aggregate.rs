@@ -56,6 +56,12 @@ pub struct AggregateArgs {
     /// Length of the closed-loop run.
     #[arg(long, default_value_t = 20)]
     seconds: u64,
+    /// Run only the aggregate's throughput runs (no step, no closed loop): for profiling.
+    #[arg(long)]
+    aggregate_only: bool,
+    /// A librdkafka property for every client, `key=value` (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    property: Vec<String>,
 }
 
 /// `bench.aggregate.Add`: add `n` to counter `id`.
@@ -270,7 +276,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 /// The benchmark.
 pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
-    let config = KafkaConfig::new(&args.bootstrap);
+    let config = KafkaConfig::new(&args.bootstrap).with_pairs(&args.property)?;
     let publisher = Publisher::new(&config, PublisherOptions::new("/herald/bench"))?;
     let mut names = Names::new();
     let mut created = Vec::new();
@@ -281,6 +287,9 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         let (mut step, mut aggregate, mut lean, mut prefix) = (Measured::default(), Measured::default(), Measured::default(), String::new());
         let order: [u8; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
         for run in order {
+            if args.aggregate_only && run != 1 {
+                continue;
+            }
             match run {
                 0 => step = step_run(&config, &publisher, &mut names, &mut created, &args).await?,
                 1 => (aggregate, prefix) = preloaded_run(Counter, &config, &publisher, &mut names, &mut created, &args).await?,
@@ -308,6 +317,9 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         steps.push(step);
         aggregates.push(aggregate);
         leans.push(lean);
+        if args.aggregate_only {
+            continue;
+        }
 
         // Closed loop with replies, on the same aggregate's topics (its state restored).
         let engine = Engine::new(&config, Decider(Counter), s)?;

@@ -759,3 +759,138 @@ async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events(
     }
     assert_eq!(balances, BTreeMap::from([("a-1".to_owned(), 300), ("a-2".to_owned(), 0)]));
 }
+
+// --- a named type used more than once ----------------------------------------------------
+
+/// A place. [`ParcelShipped`] defines it once and refers to it by its short name, by its
+/// full name inside a union, and as an array's items.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    street: String,
+    city: String,
+}
+
+/// An event whose schema uses a named type four times (Herald's publisher refused every
+/// such event before 3a5e918).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ParcelShipped {
+    parcel_id: String,
+    from: Address,
+    to: Address,
+    return_to: Option<Address>,
+    stops: Vec<Address>,
+}
+
+impl herald_bus::Event for ParcelShipped {
+    const TYPE: &'static str = "herald.tests.ParcelShipped";
+    const SCHEMA: &'static str = r#"{"type": "record", "name": "ParcelShipped", "namespace": "herald.tests", "fields": [
+        {"name": "parcel_id", "type": "string"},
+        {"name": "from", "type": {"type": "record", "name": "Address", "fields": [
+            {"name": "street", "type": "string"}, {"name": "city", "type": "string"}]}},
+        {"name": "to", "type": "Address"},
+        {"name": "return_to", "type": ["null", "herald.tests.Address"], "default": null},
+        {"name": "stops", "type": {"type": "array", "items": "Address"}}]}"#;
+    fn aggregate_id(&self) -> &str {
+        &self.parcel_id
+    }
+}
+
+herald_bus::family! {
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Parcels { Shipped(ParcelShipped) }
+}
+
+fn address(street: &str, city: &str) -> Address {
+    Address { street: street.into(), city: city.into() }
+}
+
+/// Parcels with no, one and several uses of the optional and repeated places.
+fn parcels(prefix: &str) -> Vec<ParcelShipped> {
+    vec![
+        ParcelShipped { parcel_id: format!("{prefix}-1"), from: address("Veldstraat 1", "Ghent"), to: address("Rue de la République 2", "Lyon"), return_to: None, stops: vec![] },
+        ParcelShipped {
+            parcel_id: format!("{prefix}-2"),
+            from: address("Königstraße 3", "Stuttgart"),
+            to: address("Via Roma 4", "Torino"),
+            return_to: Some(address("Königstraße 3", "Stuttgart")),
+            stops: vec![address("Hub 1", "Basel"), address("Hub 2", "Milano")],
+        },
+    ]
+}
+
+/// A parcel's fields as fastavro decodes them (and as `interop.py produce` reads them).
+fn parcel_data(p: &ParcelShipped) -> Json {
+    let place = |a: &Address| Json::Obj(vec![("street", Json::str(&a.street)), ("city", Json::str(&a.city))]);
+    Json::Obj(vec![
+        ("parcel_id", Json::str(&p.parcel_id)),
+        ("from", place(&p.from)),
+        ("to", place(&p.to)),
+        ("return_to", p.return_to.as_ref().map_or(Json::Null, place)),
+        ("stops", Json::Arr(p.stops.iter().map(place).collect())),
+    ])
+}
+
+/// A schemas folder holding `ParcelShipped`'s schema alone, for interop.py.
+fn parcel_schemas() -> PathBuf {
+    let dir = std::env::temp_dir().join(unique("herald-interop-schemas"));
+    let file = dir.join("herald/tests/ParcelShipped/v1.avsc");
+    std::fs::create_dir_all(file.parent().expect("a parent")).expect("create the schemas folder");
+    std::fs::write(&file, <ParcelShipped as herald_bus::Event>::SCHEMA).expect("write the schema");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
+    let Some(python) = python("a_schema_using_a_named_type_several_times_round_trips_with_fastavro") else { return };
+    let config = kafka().await;
+    let schemas = parcel_schemas();
+    let schemas_arg = schemas.display().to_string();
+    let fingerprint = Parcels::schemas().latest(<ParcelShipped as herald_bus::Event>::TYPE).expect("member").fingerprint;
+
+    // Herald publishes, fastavro reads.
+    let to_python: Topic<Parcels> = Topic::named(topic(&config, "interop.parcels.to.python", 1).await);
+    let publisher = publisher(&config);
+    let mut want = Vec::new();
+    for parcel in parcels("herald") {
+        let meta = publisher.metadata_for(&parcel);
+        let published = publisher.publish_with(&to_python, &parcel, meta.clone()).await.expect("published");
+        want.push(
+            Json::Obj(vec![
+                ("key", Json::str(&parcel.parcel_id)),
+                ("partition", Json::Int(published.partition.into())),
+                ("offset", Json::Int(published.offset)),
+                ("fingerprint", Json::str(&fingerprint.to_string())),
+                ("ce_specversion", Json::str("1.0")),
+                ("ce_id", Json::str(&published.id.to_string())),
+                ("ce_type", Json::str(<ParcelShipped as herald_bus::Event>::TYPE)),
+                ("ce_source", Json::str("/herald/tests")),
+                ("ce_time", Json::str(&meta.time.to_rfc3339_opts(SecondsFormat::Micros, true))),
+                ("ce_subject", Json::str(&parcel.parcel_id)),
+                ("content_type", Json::str("application/avro")),
+                ("data", parcel_data(&parcel)),
+            ])
+            .render(),
+        );
+    }
+    let out = interop(&python, &["consume", "--bootstrap", config.bootstrap(), "--topic", to_python.name(), "--count", "2", "--schemas", &schemas_arg], "").await;
+    let got: Vec<&str> = out.lines().collect();
+    assert_eq!(got, want, "what fastavro decoded (left) versus what Herald published (right)");
+
+    // fastavro writes, Herald reads.
+    let from_python: Topic<Parcels> = Topic::named(topic(&config, "interop.parcels.from.python", 1).await);
+    let sent = parcels("python");
+    let input: String = sent.iter().map(|p| Json::Obj(vec![("type", Json::str(<ParcelShipped as herald_bus::Event>::TYPE)), ("key", Json::str(&p.parcel_id)), ("data", parcel_data(p))]).render() + "\n").collect();
+    interop(&python, &["produce", "--bootstrap", config.bootstrap(), "--topic", from_python.name(), "--schemas", &schemas_arg], &input).await;
+    let raw = read_all(&config, from_python.name(), sent.len(), DEADLINE).await;
+    let codec = SingleObject::new(Parcels::schemas().clone());
+    let read: Vec<Parcels> = raw
+        .iter()
+        .map(|record| {
+            let (writer, datum) = codec.split(record.payload().expect("payload")).unwrap_or_else(|e| panic!("Herald cannot read fastavro's frame: {e}"));
+            assert_eq!(writer.fingerprint, fingerprint, "fastavro framed with the fingerprint Herald computes");
+            Parcels::decode(&writer.name, &writer, datum).unwrap_or_else(|e| panic!("Herald cannot decode fastavro's datum: {e}")).expect("a member")
+        })
+        .collect();
+    assert_eq!(read, sent.into_iter().map(Parcels::Shipped).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&schemas);
+}

@@ -24,6 +24,7 @@ use herald_bus::schema::{Fingerprint, SchemaSet};
 use herald_bus::timestamp::TimestampMillis;
 use herald_bus::{EventFamily, Topic};
 use herald_shop::{OrderCancelled, OrderConfirmed, OrderEvent, OrderLine, OrderPlaced};
+use herald_testkit::parcels::{self, Address, ParcelShipped, Parcels};
 use herald_testkit::{kafka, read_all, topic, unique, wait_until};
 use rdkafka::message::{Headers, Message};
 
@@ -762,62 +763,6 @@ async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events(
 
 // --- a named type used more than once ----------------------------------------------------
 
-/// A place. [`ParcelShipped`] defines it once and refers to it by its short name, by its
-/// full name inside a union, and as an array's items.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Address {
-    street: String,
-    city: String,
-}
-
-/// An event whose schema uses a named type four times (Herald's publisher refused every
-/// such event before 3a5e918).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ParcelShipped {
-    parcel_id: String,
-    from: Address,
-    to: Address,
-    return_to: Option<Address>,
-    stops: Vec<Address>,
-}
-
-impl herald_bus::Event for ParcelShipped {
-    const TYPE: &'static str = "herald.tests.ParcelShipped";
-    const SCHEMA: &'static str = r#"{"type": "record", "name": "ParcelShipped", "namespace": "herald.tests", "fields": [
-        {"name": "parcel_id", "type": "string"},
-        {"name": "from", "type": {"type": "record", "name": "Address", "fields": [
-            {"name": "street", "type": "string"}, {"name": "city", "type": "string"}]}},
-        {"name": "to", "type": "Address"},
-        {"name": "return_to", "type": ["null", "herald.tests.Address"], "default": null},
-        {"name": "stops", "type": {"type": "array", "items": "Address"}}]}"#;
-    fn aggregate_id(&self) -> &str {
-        &self.parcel_id
-    }
-}
-
-herald_bus::family! {
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Parcels { Shipped(ParcelShipped) }
-}
-
-fn address(street: &str, city: &str) -> Address {
-    Address { street: street.into(), city: city.into() }
-}
-
-/// Parcels with no, one and several uses of the optional and repeated places.
-fn parcels(prefix: &str) -> Vec<ParcelShipped> {
-    vec![
-        ParcelShipped { parcel_id: format!("{prefix}-1"), from: address("Veldstraat 1", "Ghent"), to: address("Rue de la République 2", "Lyon"), return_to: None, stops: vec![] },
-        ParcelShipped {
-            parcel_id: format!("{prefix}-2"),
-            from: address("Königstraße 3", "Stuttgart"),
-            to: address("Via Roma 4", "Torino"),
-            return_to: Some(address("Königstraße 3", "Stuttgart")),
-            stops: vec![address("Hub 1", "Basel"), address("Hub 2", "Milano")],
-        },
-    ]
-}
-
 /// A parcel's fields as fastavro decodes them (and as `interop.py produce` reads them).
 fn parcel_data(p: &ParcelShipped) -> Json {
     let place = |a: &Address| Json::Obj(vec![("street", Json::str(&a.street)), ("city", Json::str(&a.city))]);
@@ -830,20 +775,11 @@ fn parcel_data(p: &ParcelShipped) -> Json {
     ])
 }
 
-/// A schemas folder holding `ParcelShipped`'s schema alone, for interop.py.
-fn parcel_schemas() -> PathBuf {
-    let dir = std::env::temp_dir().join(unique("herald-interop-schemas"));
-    let file = dir.join("herald/tests/ParcelShipped/v1.avsc");
-    std::fs::create_dir_all(file.parent().expect("a parent")).expect("create the schemas folder");
-    std::fs::write(&file, <ParcelShipped as herald_bus::Event>::SCHEMA).expect("write the schema");
-    dir
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
     let Some(python) = python("a_schema_using_a_named_type_several_times_round_trips_with_fastavro") else { return };
     let config = kafka().await;
-    let schemas = parcel_schemas();
+    let schemas = parcels::schemas_folder().expect("a schemas folder for interop.py");
     let schemas_arg = schemas.display().to_string();
     let fingerprint = Parcels::schemas().latest(<ParcelShipped as herald_bus::Event>::TYPE).expect("member").fingerprint;
 
@@ -851,7 +787,7 @@ async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
     let to_python: Topic<Parcels> = Topic::named(topic(&config, "interop.parcels.to.python", 1).await);
     let publisher = publisher(&config);
     let mut want = Vec::new();
-    for parcel in parcels("herald") {
+    for parcel in parcels::examples("herald") {
         let meta = publisher.metadata_for(&parcel);
         let published = publisher.publish_with(&to_python, &parcel, meta.clone()).await.expect("published");
         want.push(
@@ -878,7 +814,7 @@ async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
 
     // fastavro writes, Herald reads.
     let from_python: Topic<Parcels> = Topic::named(topic(&config, "interop.parcels.from.python", 1).await);
-    let sent = parcels("python");
+    let sent = parcels::examples("python");
     let input: String = sent.iter().map(|p| Json::Obj(vec![("type", Json::str(<ParcelShipped as herald_bus::Event>::TYPE)), ("key", Json::str(&p.parcel_id)), ("data", parcel_data(p))]).render() + "\n").collect();
     interop(&python, &["produce", "--bootstrap", config.bootstrap(), "--topic", from_python.name(), "--schemas", &schemas_arg], &input).await;
     let raw = read_all(&config, from_python.name(), sent.len(), DEADLINE).await;

@@ -137,3 +137,59 @@ fn herald_finds_and_decodes_java_events_of_every_stored_version() {
         assert_eq!(time_of(&event), time_in_sample(&version.sample_path()), "{label}: the instant");
     }
 }
+
+/// An event whose schema uses a named type four times (`herald_testkit::parcels`): Java
+/// finds its writer by Herald's fingerprint and decodes it field for field, and Herald
+/// decodes what Java writes from the same values.
+#[test]
+fn a_schema_using_a_named_type_several_times_crosses_over_with_java() {
+    use herald_testkit::parcels::{self, ParcelShipped, Parcels};
+    let Some(classpath) = support::java_classpath("a_schema_using_a_named_type_several_times_crosses_over_with_java") else { return };
+    let scratch = Scratch::new("java-parcels");
+    let schemas = parcels::schemas_folder().expect("a schemas folder");
+    let known = Parcels::schemas().latest(ParcelShipped::TYPE).expect("member");
+    let examples = parcels::examples("p");
+
+    // Herald encodes, Java decodes.
+    let mut args = vec![PathBuf::from("decode"), schemas.clone()];
+    for (i, parcel) in examples.iter().enumerate() {
+        let mut payload = vec![0xC3, 0x01];
+        payload.extend_from_slice(&known.fingerprint.0);
+        herald_bus::publisher::encode_datum(known, parcel, &mut payload).expect("encodes");
+        let file = scratch.0.join(format!("{i}.bin"));
+        std::fs::write(&file, payload).expect("write payload");
+        args.push(file);
+    }
+    let out = support::java(&classpath, "SingleObject", &args);
+    let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"))).collect();
+    assert_eq!(lines.len(), examples.len(), "{out}");
+    for (parcel, line) in examples.iter().zip(&lines) {
+        assert!(line.get("error").is_none(), "Java cannot read Herald's parcel: {line}");
+        assert_eq!((line["type"].as_str(), line["fingerprint"].as_str()), (Some(ParcelShipped::TYPE), Some(known.fingerprint.to_string().as_str())), "{line}");
+        assert_eq!(line["data"], serde_json::to_value(parcel).expect("to JSON"), "what Java decoded (left), what Herald encoded (right)");
+    }
+
+    // Java encodes (from Avro's JSON encoding of the same values: a union branch is
+    // named), Herald decodes.
+    let mut args = vec![PathBuf::from("encode")];
+    for (i, parcel) in examples.iter().enumerate() {
+        let mut json = serde_json::to_value(parcel).expect("to JSON");
+        if !json["return_to"].is_null() {
+            json["return_to"] = json!({ "herald.tests.Address": json["return_to"].take() });
+        }
+        let data = scratch.0.join(format!("{i}.json"));
+        std::fs::write(&data, json.to_string()).expect("write data");
+        let avsc = schemas.join("herald/tests/ParcelShipped/v1.avsc");
+        args.extend([avsc, data, scratch.0.join(format!("java-{i}.bin"))]);
+    }
+    support::java(&classpath, "SingleObject", &args);
+    let codec = SingleObject::new(Parcels::schemas().clone());
+    for (i, parcel) in examples.iter().enumerate() {
+        let payload = std::fs::read(scratch.0.join(format!("java-{i}.bin"))).expect("Java wrote the payload");
+        let (writer, datum) = codec.split(&payload).unwrap_or_else(|e| panic!("Herald cannot find Java's writer: {e}"));
+        assert_eq!(writer.fingerprint, known.fingerprint);
+        let decoded = Parcels::decode(&writer.name, &writer, datum).unwrap_or_else(|e| panic!("Herald cannot decode Java's parcel: {e}"));
+        assert_eq!(decoded, Some(Parcels::Shipped(parcel.clone())));
+    }
+    let _ = std::fs::remove_dir_all(&schemas);
+}

@@ -12,6 +12,8 @@
 //! - [`PrivateBroker`]: a broker of the test's own, to stop, restart or reconfigure.
 //! - [`PrivatePostgres`]: a PostgreSQL server of the test's own, to kill and restart.
 //! - [`browser`]: a headless Chromium driven over WebDriver, for the web pages' tests.
+//! - [`parcels`]: an event whose schema uses a named type several times, for the
+//!   interoperability tests.
 //!
 //! This crate is for tests only; it is not published.
 
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 pub mod browser;
 mod broker;
 mod fresh_database;
+pub mod parcels;
 mod postgres;
 pub mod tls;
 

@@ -37,50 +37,40 @@ use herald_bus::{KafkaConfig, Publisher, PublisherOptions, Topic};
 use herald_gateway::{Config, Gateway, Options};
 use herald_shop::orders::{OrderEvent, OrderPlaced};
 
+#[derive(clap::Parser)]
+#[command(about = "The gateway's rate at acks=all against the publisher's, in one run")]
 struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
     bootstrap: String,
+    /// Events per side and round (the publisher side; wrk runs for `--seconds`).
+    #[arg(long, default_value_t = 20_000)]
     requests: usize,
+    /// Callers per side, each sending its next event when the last was acknowledged.
+    #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Rounds.
+    #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Each gateway request carries an `Idempotency-Key` of its own (claimed on the
     /// idempotency topic before the event is published).
+    #[arg(long = "with-keys")]
     keys: bool,
     /// `linger.ms` for both sides' producers (default: each side's own default).
+    #[arg(long)]
     linger_ms: Option<String>,
     /// The gateway side's HTTP clients: `wrk` (a separate process) or `reqwest` (in this one).
+    #[arg(long, value_enum, default_value = "wrk")]
     client: Client,
-    /// How long wrk's timed run lasts.
+    /// How long wrk's timed run lasts, in seconds.
+    #[arg(long, default_value_t = 5)]
     seconds: u64,
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
 enum Client {
     Wrk,
     Reqwest,
-}
-
-fn args() -> Args {
-    let mut args = Args { bootstrap: "127.0.0.1:9092".into(), requests: 20_000, concurrency: 64, rounds: 2, keys: false, linger_ms: None, client: Client::Wrk, seconds: 5 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--with-keys" {
-            args.keys = true;
-            continue;
-        }
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--bootstrap" => args.bootstrap = value,
-            "--requests" => args.requests = value.parse().expect("--requests N"),
-            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
-            "--rounds" => args.rounds = value.parse().expect("--rounds N"),
-            "--linger-ms" => args.linger_ms = Some(value),
-            "--seconds" => args.seconds = value.parse().expect("--seconds S"),
-            "--client" if value == "wrk" => args.client = Client::Wrk,
-            "--client" if value == "reqwest" => args.client = Client::Reqwest,
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
 }
 
 /// Rate, latency and CPU of one side of one round.
@@ -292,7 +282,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() {
-    let args = args();
+    let args = <Args as clap::Parser>::parse();
     let kafka = match &args.linger_ms {
         Some(ms) => KafkaConfig::new(&args.bootstrap).set("linger.ms", ms.as_str()),
         None => KafkaConfig::new(&args.bootstrap),

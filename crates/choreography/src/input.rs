@@ -109,7 +109,8 @@ pub struct Extensions {
     /// Every name and value, one after the other.
     text: String,
     /// Per header, where its name ends and where its value ends in `text` (it begins where
-    /// the previous value ended).
+    /// the previous value ended). `u32` is enough: Kafka's records, headers included, are
+    /// below 2 GiB (`message.max.bytes` is an `int32`).
     ends: Vec<(u32, u32)>,
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use herald_bus::codec::SINGLE_OBJECT_MAGIC;
 use herald_bus::publisher::Record;
 use herald_bus::runtime::Membership;
-use herald_bus::KafkaConfig;
+use herald_bus::{KafkaConfig, Metadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -43,29 +43,38 @@ use crate::participant::Participant;
 use crate::reactor::{self, Emission};
 use herald_bus::trace::{SpanKind, SpanRecord};
 use crate::slot::Slot;
+use crate::input::Routed;
 use crate::Inputs;
 
 /// One input the coordinator holds until its transaction commits.
-pub(crate) enum Held {
-    /// A record to react to.
-    Record(OwnedMessage),
+// Nearly every input is a `Record`; boxing it to shrink the rare `Skip` would cost an
+// allocation per input.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Held<I> {
+    /// A record to react to, and what the sink decoded it into (the sink decodes every
+    /// record to dead-letter what cannot be decoded; the first reaction takes its result
+    /// instead of decoding again, a reaction after a rewind decodes the record anew).
+    Record { msg: OwnedMessage, decoded: Option<Decoded<I>> },
     /// A record that was dead-lettered: only its offset moves.
     Skip { topic: String, partition: i32, offset: i64 },
 }
 
-impl Held {
+/// A decoded input: the participant's input and its state key, and the record's metadata.
+pub(crate) type Decoded<I> = (Routed<I>, Metadata);
+
+impl<I> Held<I> {
     fn position(&self) -> (&str, i32, i64) {
         match self {
-            Held::Record(m) => (m.topic(), m.partition(), m.offset()),
+            Held::Record { msg, .. } => (msg.topic(), msg.partition(), msg.offset()),
             Held::Skip { topic, partition, offset } => (topic, *partition, *offset),
         }
     }
 }
 
 /// What the sink and the rebalance hooks tell the coordinator.
-pub(crate) enum Command<S> {
+pub(crate) enum Command<I, S> {
     /// Records of one partition, in order; `reply` fires once they committed.
-    Submit { partition: i32, held: Vec<Held>, reply: oneshot::Sender<()> },
+    Submit { partition: i32, held: Vec<Held<I>>, reply: oneshot::Sender<()> },
     /// Partitions assigned: read their state back.
     Assigned(Vec<(String, i32)>),
     /// Partitions revoked (commit what is open first) or lost (abort it); `ack` once done.
@@ -77,15 +86,15 @@ pub(crate) enum Command<S> {
 }
 
 /// A submission waiting for its partition's restore: its inputs and who waits for them.
-type Parked = (Vec<Held>, oneshot::Sender<()>);
+type Parked<I> = (Vec<Held<I>>, oneshot::Sender<()>);
 
 /// A failed transaction call.
 type Failed = (TxnCall, KafkaError);
 
 /// The open transaction.
-struct Open<S> {
+struct Open<I, S> {
     began: Option<Instant>,
-    held: Vec<(i32, Held)>,
+    held: Vec<(i32, Held<I>)>,
     offsets: HashMap<(String, i32), i64>,
     /// Slots as they were before the transaction changed them (`None`: absent).
     before: HashMap<(i32, String), Option<Slot<S>>>,
@@ -96,7 +105,7 @@ struct Open<S> {
     spans: Vec<EmittedSpan>,
 }
 
-impl<S> Default for Open<S> {
+impl<I, S> Default for Open<I, S> {
     fn default() -> Self {
         Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0, spans: Vec::new() }
     }
@@ -127,7 +136,7 @@ pub(crate) struct Coordinator<P: Participant> {
     pub clock: Arc<dyn Clock>,
     pub membership: Arc<OnceLock<Membership>>,
     pub health: Arc<EngineHealth>,
-    pub tx: mpsc::UnboundedSender<Command<P::State>>,
+    pub tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
     producer: Option<TxnProducer>,
     /// A producer whose `init_transactions` failed retriably, to call it on again.
     initialising: Option<TxnProducer>,
@@ -142,10 +151,10 @@ pub(crate) struct Coordinator<P: Participant> {
     restores: CancellationToken,
     generation: u64,
     /// Submissions of partitions still restoring.
-    parked: HashMap<i32, Vec<Parked>>,
+    parked: HashMap<i32, Vec<Parked<P::Input>>>,
     /// Inputs of an aborted transaction, to react to again.
-    backlog: VecDeque<(i32, Held)>,
-    open: Open<P::State>,
+    backlog: VecDeque<(i32, Held<P::Input>)>,
+    open: Open<P::Input, P::State>,
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
@@ -164,7 +173,7 @@ impl<P: Participant> Coordinator<P> {
         clock: Arc<dyn Clock>,
         membership: Arc<OnceLock<Membership>>,
         health: Arc<EngineHealth>,
-        tx: mpsc::UnboundedSender<Command<P::State>>,
+        tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
     ) -> Self {
         let inputs = participant.inputs();
         let transactional_id = settings.transactional_id(P::NAME);
@@ -198,7 +207,7 @@ impl<P: Participant> Coordinator<P> {
     }
 
     /// Runs until `stop`, then commits what is open (or aborts it when it cannot commit).
-    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::State>>, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command<P::Input, P::State>>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -248,7 +257,7 @@ impl<P: Participant> Coordinator<P> {
         self.health.closed();
     }
 
-    async fn handle(&mut self, command: Command<P::State>) -> Result<(), Failed> {
+    async fn handle(&mut self, command: Command<P::Input, P::State>) -> Result<(), Failed> {
         match command {
             Command::Submit { partition, held, reply } => {
                 if !self.owned.iter().any(|(_, p)| *p == partition) {
@@ -454,22 +463,26 @@ impl<P: Participant> Coordinator<P> {
     /// Reacts to one held input inside the open transaction. Whatever fails, the input is
     /// either back in the backlog or held by the open transaction (which a rewind puts
     /// back in the backlog).
-    async fn process(&mut self, partition: i32, held: Held) -> Result<(), Failed> {
+    async fn process(&mut self, partition: i32, mut held: Held<P::Input>) -> Result<(), Failed> {
         if let Err(failed) = self.ensure_begun().await {
             self.backlog.push_front((partition, held));
             return Err(failed);
         }
-        let emissions = self.react_to(partition, &held);
+        let emissions = self.react_to(partition, &mut held);
         let (topic, _, offset) = held.position();
         self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
         self.open.held.push((partition, held));
         self.emit(&emissions).await
     }
 
-    fn react_to(&mut self, partition: i32, held: &Held) -> Vec<Emission> {
-        let Held::Record(msg) = held else { return Vec::new() };
+    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Vec<Emission> {
+        let Held::Record { msg, decoded } = held else { return Vec::new() };
         let (topic, offset) = (msg.topic(), msg.offset());
-        match self.readers.get(topic).map(|r| r.decode(msg)) {
+        let decoded = match decoded.take() {
+            Some(decoded) => Some(Ok(decoded)),
+            None => self.readers.get(topic).map(|r| r.decode(msg)),
+        };
+        match decoded {
             Some(Ok((routed, meta))) => {
                 let now = self.clock.now();
                 let slots = self.partitions.entry(partition).or_default();

@@ -1,5 +1,6 @@
-//! Decoding an input record into the participant's input, the same way in the sink's
-//! check (so what cannot be decoded is dead-lettered) and in the coordinator.
+//! Decoding an input record into the participant's input: in the sink, which
+//! dead-letters what cannot be decoded and hands the rest to the coordinator decoded, and
+//! in the coordinator when it reacts to a record again after a rewind.
 
 use herald_bus::codec::SingleObject;
 use herald_bus::dead_letter::{Failure, Stage};

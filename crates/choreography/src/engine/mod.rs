@@ -211,7 +211,7 @@ impl<P: Participant> Engine<P> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
             self.participant.inputs().routes().iter().map(|r| (read(r), Reader::new(r.clone()))).collect()
         };
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::State>>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
         let membership = Arc::new(OnceLock::new());
         let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
         let settings = self.consumer_settings(&group, topics);

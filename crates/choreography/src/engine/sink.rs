@@ -17,7 +17,7 @@ use super::decode::Reader;
 
 /// The sink: see the [module docs](self).
 pub(crate) struct EngineSink<I, S> {
-    pub tx: mpsc::UnboundedSender<Command<S>>,
+    pub tx: mpsc::UnboundedSender<Command<I, S>>,
     pub readers: Arc<HashMap<String, Reader<I>>>,
     pub membership: Arc<OnceLock<Membership>>,
     /// How long a revocation waits for the coordinator to commit or abort.
@@ -69,7 +69,7 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
 
 /// One partition's part of the sink.
 pub(crate) struct EnginePartition<I, S> {
-    tx: mpsc::UnboundedSender<Command<S>>,
+    tx: mpsc::UnboundedSender<Command<I, S>>,
     readers: Arc<HashMap<String, Reader<I>>>,
     topic: Arc<str>,
     partition: i32,
@@ -77,7 +77,7 @@ pub(crate) struct EnginePartition<I, S> {
 
 impl<I, S: Send + 'static> EnginePartition<I, S> {
     /// Hands `held` to the coordinator and waits for its commit. False when interrupted.
-    async fn submit(&self, held: Vec<Held>, cancel: &CancellationToken) -> bool {
+    async fn submit(&self, held: Vec<Held<I>>, cancel: &CancellationToken) -> bool {
         let (reply, committed) = oneshot::channel();
         if self.tx.send(Command::Submit { partition: self.partition, held, reply }).is_err() {
             return false;
@@ -101,11 +101,13 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         let mut failed = None;
         for (index, record) in batch.iter().enumerate() {
             let msg = record.to_message();
-            if let Err(failure) = reader.decode(&msg) {
-                failed = Some((index, failure));
-                break;
+            match reader.decode(&msg) {
+                Ok(decoded) => held.push(Held::Record { msg, decoded: Some(decoded) }),
+                Err(failure) => {
+                    failed = Some((index, failure));
+                    break;
+                }
             }
-            held.push(Held::Record(msg));
         }
         if !held.is_empty() {
             let count = held.len();
@@ -137,7 +139,7 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<()>>) {
+    fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<(), ()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, offsets: Offsets::Owned }, rx)
     }

@@ -134,53 +134,27 @@ async fn queueing_more_than_the_in_flight_limit_never_deadlocks() {
     assert_eq!(herald_testkit::record_count(&config, orders.name()).await, 600);
 }
 
-/// A place; [`Moved`] uses it twice, so its schema's second use is a reference by name.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Address {
-    city: String,
-}
-
-/// An event whose schema uses a named type twice.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Moved {
-    id: String,
-    from: Address,
-    to: Address,
-}
-
-impl herald_bus::Event for Moved {
-    const TYPE: &'static str = "t.Moved";
-    const SCHEMA: &'static str = r#"{"type": "record", "name": "Moved", "namespace": "t", "fields": [
-        {"name": "id", "type": "string"},
-        {"name": "from", "type": {"type": "record", "name": "Address", "fields": [{"name": "city", "type": "string"}]}},
-        {"name": "to", "type": "Address"}]}"#;
-    fn aggregate_id(&self) -> &str {
-        &self.id
-    }
-}
-
-herald_bus::family! {
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Moves { Moved(Moved) }
-}
-
 #[tokio::test(flavor = "multi_thread")]
-async fn an_event_using_a_named_type_twice_is_published_and_read_back() {
+async fn an_event_using_a_named_type_several_times_is_published_and_read_back() {
+    use herald_testkit::parcels::{self, Parcels};
     let config = kafka().await;
-    let moves: Topic<Moves> = Topic::named(topic(&config, "moved", 1).await);
-    let moved = Moved { id: "m-1".into(), from: Address { city: "Ghent".into() }, to: Address { city: "Lyon".into() } };
-    publisher(&config).publish(&moves, &moved).await.expect("published (the encoder follows the reference to Address)");
+    let shipped: Topic<Parcels> = Topic::named(topic(&config, "parcels", 1).await);
+    let sent = parcels::examples("p");
+    let publisher = publisher(&config);
+    for parcel in &sent {
+        publisher.publish(&shipped, parcel).await.expect("published (the encoder follows the references to Address)");
+    }
 
-    let seen: std::sync::Arc<std::sync::Mutex<Vec<Moves>>> = Default::default();
+    let seen: std::sync::Arc<std::sync::Mutex<Vec<Parcels>>> = Default::default();
     let handler = {
         let seen = seen.clone();
-        move |e: herald_bus::Envelope<Moves>| {
+        move |e: herald_bus::Envelope<Parcels>| {
             seen.lock().unwrap_or_else(|p| p.into_inner()).push(e.event);
             futures::future::ready(Ok::<(), herald_bus::HandlerError>(()))
         }
     };
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&moves, handler)).await;
-    wait_until(DEADLINE, "the event read back", || async { !seen.lock().unwrap_or_else(|p| p.into_inner()).is_empty() }).await;
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&shipped, handler)).await;
+    wait_until(DEADLINE, "the events read back", || async { seen.lock().unwrap_or_else(|p| p.into_inner()).len() >= sent.len() }).await;
     running.shutdown().await;
-    assert_eq!(*seen.lock().unwrap_or_else(|p| p.into_inner()), vec![Moves::Moved(moved)]);
+    assert_eq!(*seen.lock().unwrap_or_else(|p| p.into_inner()), sent.into_iter().map(Parcels::Shipped).collect::<Vec<_>>());
 }

@@ -38,9 +38,10 @@ fn at(millis: i64) -> Option<TimestampMillis> {
     TimestampMillis::from_millis(millis)
 }
 
-/// `C3 01`, the writer's fingerprint, the datum: what Herald's publisher sends.
-fn single_object<E: Event>(event: &E) -> Vec<u8> {
-    let known = OrderEvent::schemas().latest(E::TYPE).expect("member");
+/// `C3 01`, the writer's fingerprint, the datum: what Herald's publisher sends, for event
+/// `E` of family `F`.
+fn single_object<F: EventFamily, E: Event>(event: &E) -> Vec<u8> {
+    let known = F::schemas().latest(E::TYPE).expect("member");
     let mut payload = vec![0xC3, 0x01];
     payload.extend_from_slice(&known.fingerprint.0);
     herald_bus::publisher::encode_datum(known, event, &mut payload).expect("encodes");
@@ -64,10 +65,10 @@ fn java_finds_and_decodes_herald_events_by_fingerprint() {
     let confirmed = OrderConfirmed { confirmed_at: at(1_764_583_201_001), ..OrderConfirmed::example("o-1", "p-1") };
     let cancelled = OrderCancelled { cancelled_at: at(-1), ..OrderCancelled::example("o-2", "changed mind", Some("customer")) };
     let cases = [
-        (OrderPlaced::TYPE, single_object(&placed), as_java_prints(&placed, "placed_at")),
-        (OrderPlaced::TYPE, single_object(&unplaced), as_java_prints(&unplaced, "placed_at")),
-        (OrderConfirmed::TYPE, single_object(&confirmed), as_java_prints(&confirmed, "confirmed_at")),
-        (OrderCancelled::TYPE, single_object(&cancelled), as_java_prints(&cancelled, "cancelled_at")),
+        (OrderPlaced::TYPE, single_object::<OrderEvent, _>(&placed), as_java_prints(&placed, "placed_at")),
+        (OrderPlaced::TYPE, single_object::<OrderEvent, _>(&unplaced), as_java_prints(&unplaced, "placed_at")),
+        (OrderConfirmed::TYPE, single_object::<OrderEvent, _>(&confirmed), as_java_prints(&confirmed, "confirmed_at")),
+        (OrderCancelled::TYPE, single_object::<OrderEvent, _>(&cancelled), as_java_prints(&cancelled, "cancelled_at")),
     ];
     let mut files = Vec::new();
     for (i, (_, payload, _)) in cases.iter().enumerate() {
@@ -153,11 +154,8 @@ fn a_schema_using_a_named_type_several_times_crosses_over_with_java() {
     // Herald encodes, Java decodes.
     let mut args = vec![PathBuf::from("decode"), schemas.clone()];
     for (i, parcel) in examples.iter().enumerate() {
-        let mut payload = vec![0xC3, 0x01];
-        payload.extend_from_slice(&known.fingerprint.0);
-        herald_bus::publisher::encode_datum(known, parcel, &mut payload).expect("encodes");
         let file = scratch.0.join(format!("{i}.bin"));
-        std::fs::write(&file, payload).expect("write payload");
+        std::fs::write(&file, single_object::<Parcels, _>(parcel)).expect("write payload");
         args.push(file);
     }
     let out = support::java(&classpath, "SingleObject", &args);

@@ -296,6 +296,13 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
                 _ => lean = preloaded_run(LeanCounter, &config, &publisher, &mut names, &mut created, &args).await?.0,
             }
         }
+        if args.aggregate_only {
+            eprintln!("round {}: aggregate {:.0} commands/s; CPU µs per command (process / machine) {:.1} / {:.1}", round + 1, aggregate.per_second, aggregate.process_us, aggregate.machine_us);
+            aggregates.push(aggregate);
+            let _ = broker::delete_topics(&args.bootstrap, &created).await;
+            created.clear();
+            continue;
+        }
         let (commands, replies) = (format!("{prefix}{}", Counter::COMMANDS.name()), format!("{prefix}replies"));
         let mut s = settings(args.commit_ms);
         s.topic_prefix = prefix.clone();
@@ -317,9 +324,6 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         steps.push(step);
         aggregates.push(aggregate);
         leans.push(lean);
-        if args.aggregate_only {
-            continue;
-        }
 
         // Closed loop with replies, on the same aggregate's topics (its state restored).
         let engine = Engine::new(&config, Decider(Counter), s)?;
@@ -362,6 +366,11 @@ pub async fn run(args: AggregateArgs) -> anyhow::Result<()> {
         created.clear();
     }
     let rate = |v: &[Measured]| v.iter().map(|m| m.per_second).collect::<Vec<_>>();
+    if args.aggregate_only {
+        let summary = Summary::of(&rate(&aggregates)).map_or("–".to_owned(), |s| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max));
+        println!("\naggregate alone, {} commands per run, {} rounds: {summary} commands/s\n{}", args.events, args.rounds, Machine::current());
+        return Ok(());
+    }
     let ratios: Vec<f64> = aggregates.iter().zip(&steps).map(|(a, s)| a.per_second / s.per_second).collect();
     let cpu_ratios: Vec<f64> = aggregates.iter().zip(&steps).map(|(a, s)| s.machine_us / a.machine_us).collect();
     let show = |v: &[f64]| Summary::of(v).map_or("–".to_owned(), |s| format!("{:.0} ({:.0}–{:.0})", s.median, s.min, s.max));

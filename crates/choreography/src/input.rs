@@ -151,13 +151,25 @@ impl Extensions {
     /// assert_eq!(ext.iter().collect::<Vec<_>>(), [("ce_replyto", "replies")]);
     /// ```
     pub fn from_headers<H: rdkafka::message::Headers>(headers: Option<&H>) -> Self {
+        Self::from_header_pairs(headers.into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value)))
+    }
+
+    /// [`Extensions::from_headers`] over (name, value) pairs, such as
+    /// [`OwnedRecord::headers`](herald_bus::consumer::OwnedRecord::headers); a header
+    /// whose name is not UTF-8 is skipped too.
+    ///
+    /// ```
+    /// use herald_choreography::input::Extensions;
+    /// let pairs = [(&b"ce_source"[..], Some(&b"/shop"[..])), (b"ce_replyto", Some(b"replies")), (b"ce_empty", None)];
+    /// let ext = Extensions::from_header_pairs(pairs.into_iter());
+    /// assert_eq!(ext.iter().collect::<Vec<_>>(), [("ce_replyto", "replies")]);
+    /// ```
+    pub fn from_header_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Self {
         let mut ext = Extensions::default();
-        for h in headers.into_iter().flat_map(|h| h.iter()) {
-            if herald_bus::envelope::header::ATTRIBUTES.contains(&h.key) {
-                continue;
-            }
-            if let Some(value) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
-                ext.push(h.key, value);
+        for (name, value) in pairs {
+            let (Ok(name), Some(Ok(value))) = (std::str::from_utf8(name), value.map(std::str::from_utf8)) else { continue };
+            if !herald_bus::envelope::header::ATTRIBUTES.contains(&name) {
+                ext.push(name, value);
             }
         }
         ext

@@ -44,7 +44,7 @@ struct Span {
 /// let envelope = decode_record::<Demo>(codec, &record).await;
 /// # Ok(()) }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OwnedRecord {
     topic: Arc<str>,
     partition: i32,

@@ -114,10 +114,18 @@ impl Metadata {
         Self::from_header_pairs(pairs, key, fallback_type)
     }
 
-    /// [`Metadata::from_headers`] over (name, value) pairs. Only the values of known
-    /// headers are checked for UTF-8 (an invalid one is ignored, as if absent); when a
-    /// header repeats, the last one wins. Each attribute is allocated once.
-    pub(crate) fn from_header_pairs<'a>(
+    /// [`Metadata::from_headers`] over (name, value) pairs, such as
+    /// [`OwnedRecord::headers`](crate::consumer::OwnedRecord::headers). Only the values of
+    /// known headers are checked for UTF-8 (an invalid one is ignored, as if absent); when
+    /// a header repeats, the last one wins. Each attribute is allocated once.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let pairs = [(&b"ce_id"[..], Some(&b"0190b2a0-0000-7000-8000-000000000001"[..])), (b"ce_type", Some(b"OrderPlaced"))];
+    /// let meta = Metadata::from_header_pairs(pairs.into_iter(), Some(b"o-1"), "Unknown").unwrap();
+    /// assert_eq!((meta.event_type.as_str(), meta.subject.as_str()), ("OrderPlaced", "o-1"));
+    /// ```
+    pub fn from_header_pairs<'a>(
         pairs: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
         key: Option<&[u8]>,
         fallback_type: &str,

@@ -26,7 +26,7 @@ use herald_bus::publisher::Record;
 use herald_bus::runtime::Membership;
 use herald_bus::{KafkaConfig, Metadata};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Message, OwnedMessage};
+use herald_bus::consumer::OwnedRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -54,7 +54,7 @@ pub(crate) enum Held<I> {
     /// A record to react to, and what the sink decoded it into (the sink decodes every
     /// record to dead-letter what cannot be decoded; the first reaction takes its result
     /// instead of decoding again, a reaction after a rewind decodes the record anew).
-    Record { msg: OwnedMessage, decoded: Option<Decoded<I>> },
+    Record { record: OwnedRecord, decoded: Option<Decoded<I>> },
     /// A record that was dead-lettered: only its offset moves.
     Skip { topic: String, partition: i32, offset: i64 },
 }
@@ -65,7 +65,7 @@ pub(crate) type Decoded<I> = (Routed<I>, Metadata);
 impl<I> Held<I> {
     fn position(&self) -> (&str, i32, i64) {
         match self {
-            Held::Record { msg, .. } => (msg.topic(), msg.partition(), msg.offset()),
+            Held::Record { record, .. } => (record.topic(), record.partition(), record.offset()),
             Held::Skip { topic, partition, offset } => (topic, *partition, *offset),
         }
     }
@@ -476,11 +476,11 @@ impl<P: Participant> Coordinator<P> {
     }
 
     fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Vec<Emission> {
-        let Held::Record { msg, decoded } = held else { return Vec::new() };
-        let (topic, offset) = (msg.topic(), msg.offset());
+        let Held::Record { record, decoded } = held else { return Vec::new() };
+        let (topic, offset) = (record.topic(), record.offset());
         let decoded = match decoded.take() {
             Some(decoded) => Some(Ok(decoded)),
-            None => self.readers.get(topic).map(|r| r.decode(msg)),
+            None => self.readers.get(topic).map(|r| r.decode(record)),
         };
         match decoded {
             Some(Ok((routed, meta))) => {

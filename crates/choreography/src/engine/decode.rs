@@ -3,9 +3,9 @@
 //! in the coordinator when it reacts to a record again after a rewind.
 
 use herald_bus::codec::SingleObject;
+use herald_bus::consumer::OwnedRecord;
 use herald_bus::dead_letter::{Failure, Stage};
 use herald_bus::Metadata;
-use rdkafka::message::{Message, OwnedMessage};
 
 use crate::input::{Route, Routed};
 
@@ -22,14 +22,14 @@ impl<I> Reader<I> {
         Reader { route, codec }
     }
 
-    /// Decodes `msg`: its input, state key and metadata; a failure says why it never will.
-    pub(crate) fn decode(&self, msg: &OwnedMessage) -> Result<(Routed<I>, Metadata), Failure> {
+    /// Decodes `record`: its input, state key and metadata; a failure says why it never will.
+    pub(crate) fn decode(&self, record: &OwnedRecord) -> Result<(Routed<I>, Metadata), Failure> {
         let failure = |stage, reason: String| Failure { stage, reason, attempts: 0 };
-        let payload = msg.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
+        let payload = record.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
-        let meta = Metadata::from_headers(msg.headers(), msg.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        let meta = Metadata::from_header_pairs(record.headers(), record.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         let decoded = if self.route.reads_headers() {
-            self.route.decode_with(&writer.name, &writer, datum, &meta, &crate::input::Extensions::from_headers(msg.headers()))
+            self.route.decode_with(&writer.name, &writer, datum, &meta, &crate::input::Extensions::from_header_pairs(record.headers()))
         } else {
             self.route.decode(&writer.name, &writer, datum, &meta)
         };

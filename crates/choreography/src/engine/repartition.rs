@@ -31,7 +31,7 @@ use herald_bus::publisher::Record;
 use herald_bus::runtime::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Progress, Sink};
 use herald_bus::KafkaConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -202,14 +202,11 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         let mut records = Vec::with_capacity(batch.len());
         let mut failed = None;
         for (index, record) in batch.iter().enumerate() {
-            let msg = record.to_message();
-            match reader.decode(&msg) {
+            match reader.decode(record) {
                 Ok((routed, _)) => {
-                    let headers = msg.headers().map_or_else(OwnedHeaders::new, |hs| {
-                        use rdkafka::message::Headers;
-                        hs.iter().fold(OwnedHeaders::new_with_capacity(hs.count()), |acc, h| acc.insert(Header { key: h.key, value: h.value }))
-                    });
-                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: msg.payload().map(<[u8]>::to_vec), headers });
+                    // Names are UTF-8: they were when the record was copied out of librdkafka.
+                    let headers = record.headers().fold(OwnedHeaders::new_with_capacity(record.headers().count()), |acc, (name, value)| acc.insert(Header { key: &String::from_utf8_lossy(name), value }));
+                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers });
                 }
                 Err(failure) => {
                     failed = Some((index, failure));

@@ -100,9 +100,8 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         let mut held = Vec::with_capacity(batch.len());
         let mut failed = None;
         for (index, record) in batch.iter().enumerate() {
-            let msg = record.to_message();
-            match reader.decode(&msg) {
-                Ok(decoded) => held.push(Held::Record { msg, decoded: Some(decoded) }),
+            match reader.decode(record) {
+                Ok(decoded) => held.push(Held::Record { record: record.clone(), decoded: Some(decoded) }),
                 Err(failure) => {
                     failed = Some((index, failure));
                     break;

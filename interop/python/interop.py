@@ -13,6 +13,10 @@ consumes:
   ``ce_type`` = Avro full name, ``ce_source``, ``ce_time``, ``ce_subject`` = key,
   ``content-type: application/avro``).
 
+With ``--registry URL``, values use Confluent's wire format instead (``00``, the 4-byte
+big-endian schema id, the datum), read and written by confluent-kafka's own
+AvroDeserializer and AvroSerializer.
+
 Subcommands (see ``--help`` of each):
 
   fingerprint FILE...    fastavro's CRC-64-AVRO fingerprint of each schema file
@@ -343,8 +347,28 @@ def rfc3339_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def confluent_serializers(url: str):
+    """A function (schema, data, topic) -> bytes that frames with confluent-kafka's own
+    AvroSerializer: it registers each schema's file text under TopicRecordNameStrategy
+    (``<topic>-<record full name>``, the strategy for topics of several event types) and
+    writes 0x00, the 4-byte schema id, the datum."""
+    # Imported here: only the Confluent-format check needs the registry extras.
+    from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    registry = SchemaRegistryClient({"url": url})
+    serializers: dict[Path, AvroSerializer] = {}
+
+    def serialize(schema: Schema, data, topic: str) -> bytes:
+        if schema.path not in serializers:
+            serializers[schema.path] = AvroSerializer(registry, schema.path.read_text(encoding="utf-8"),
+                                                      conf={"subject.name.strategy": topic_record_subject_name_strategy})
+        return serializers[schema.path](data, SerializationContext(topic, MessageField.VALUE))
+    return serialize
+
+
 def cmd_produce(args: argparse.Namespace) -> None:
     _, by_name = load_schemas(args.schemas)
+    confluent = confluent_serializers(args.registry) if args.registry else None
     records = []
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -361,10 +385,16 @@ def cmd_produce(args: argparse.Namespace) -> None:
         try:
             data = logical_from_json(schema.parsed, data, schema.named)
             validate(data, schema.parsed, raise_errors=True, strict=True)
-            out = io.BytesIO()
-            out.write(schema.header)
-            fastavro.schemaless_writer(out, schema.parsed, data, strict=True)
-        except Exception as e:  # ValidationError, ValueError, TypeError ...
+            if confluent is None:
+                out = io.BytesIO()
+                out.write(schema.header)
+                fastavro.schemaless_writer(out, schema.parsed, data, strict=True)
+                value = out.getvalue()
+            else:
+                value = confluent(schema, data, args.topic)
+        except KafkaException as e:
+            fail(f"stdin line {n}: {event_type} through the schema registry: {e}")
+        except Exception as e:  # ValidationError, ValueError, TypeError, SerializationError ...
             fail(f"stdin line {n}: data does not fit {event_type}: {e}")
         event_id = str(uuid7())
         headers = [
@@ -377,7 +407,7 @@ def cmd_produce(args: argparse.Namespace) -> None:
             ("content-type", CONTENT_TYPE),
             *extra,
         ]
-        records.append((key, out.getvalue(), headers))
+        records.append((key, value, headers))
 
     producer = Producer({
         "bootstrap.servers": args.bootstrap,
@@ -396,6 +426,8 @@ def cmd_produce(args: argparse.Namespace) -> None:
                 errors.append(f"record {index + 1} (key {msg.key()!r}): {err}")
                 return
             result = {"key": msg.key().decode("utf-8"), "partition": msg.partition(), "offset": msg.offset()}
+            if confluent is not None:
+                result["schema_id"] = int.from_bytes(msg.value()[1:5], "big")
             for name, value in headers:
                 result[name.replace("-", "_")] = value
             results[index] = result
@@ -470,6 +502,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--topic", required=True)
     p.add_argument("--schemas", required=True, metavar="DIR")
     p.add_argument("--source", default="/herald/interop/python", help="ce_source (default /herald/interop/python)")
+    p.add_argument("--registry", metavar="URL",
+                   help="frame values in the Confluent wire format with confluent-kafka's AvroSerializer "
+                        "(registering each schema under <topic>-<record name>) instead of single-object "
+                        "encoding; each printed line then has the schema_id")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for deliveries (default 60)")
     p.set_defaults(func=cmd_produce)
 

@@ -436,15 +436,9 @@ async fn python_decodes_what_herald_published() {
     assert_eq!(got, want, "what Python decoded (left) versus what Herald published (right)");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn herald_decodes_what_python_published() {
-    let Some(python) = python("herald_decodes_what_python_published") else { return };
-    let config = kafka().await;
-    let partitions = 6;
-    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.from.python", partitions).await);
-
-    // Six orders, each placed and then confirmed or cancelled: every event type, keys
-    // spread over the partitions, two events per key whose order must hold.
+/// Six orders, each placed and then confirmed or cancelled: every event type, keys spread
+/// over the partitions, two events per key whose order must hold.
+fn python_orders() -> Vec<OrderEvent> {
     let mut events = Vec::new();
     for i in 0..6_i64 {
         let id = format!("py-order-{i}");
@@ -469,13 +463,28 @@ async fn herald_decodes_what_python_published() {
             })
         });
     }
-    let input: String = events
+    events
+}
+
+/// `events` as the JSON lines `interop.py produce` reads.
+fn produce_input(events: &[OrderEvent]) -> String {
+    events
         .iter()
         .map(|e| {
             let line = Json::Obj(vec![("type", Json::str(e.type_name())), ("key", Json::str(order_id(e))), ("data", data_of(e))]).render();
             line + "\n"
         })
-        .collect();
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_decodes_what_python_published() {
+    let Some(python) = python("herald_decodes_what_python_published") else { return };
+    let config = kafka().await;
+    let partitions = 6;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.from.python", partitions).await);
+    let events = python_orders();
+    let input = produce_input(&events);
 
     let schemas = schemas_dir().display().to_string();
     let source = "/herald/tests/python";
@@ -628,6 +637,85 @@ async fn python_decodes_confluent_framed_events_herald_published() {
         assert!(line.contains(&format!("\"schema_id\":{id}")), "{line}");
         assert!(line.contains(&format!("\"ce_type\":\"{}\"", event.type_name())), "{line}");
         assert!(line.contains(&format!("\"data\":{}", data_of(event).render())), "Python's data differs:\n{line}\nexpected data: {}", data_of(event).render());
+    }
+}
+
+/// The other direction of the Confluent format: confluent-kafka's `AvroSerializer`
+/// registers the `.avsc` files' text (under `<topic>-<record name>`) and frames the values;
+/// Herald's Confluent codec reads the ids, fetches the schemas it did not register and
+/// decodes every event, and Herald's publisher finds the same ids for its own schemas
+/// without registering anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_decodes_confluent_framed_events_python_published() {
+    let Some(python) = python("herald_decodes_confluent_framed_events_python_published") else { return };
+    let Some(url) = registry_url("herald_decodes_confluent_framed_events_python_published") else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.confluent.from.python", 3).await);
+    let events = python_orders();
+    let schemas = schemas_dir().display().to_string();
+    let out = interop(
+        &python,
+        &["produce", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--schemas", &schemas, "--registry", &url],
+        &produce_input(&events),
+    )
+    .await;
+    let sent: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
+    assert_eq!(sent.len(), events.len(), "one result per event:\n{out}");
+    let field = |r: &HashMap<String, Option<String>>, name: &str| -> String {
+        r.get(name).cloned().flatten().unwrap_or_else(|| panic!("no {name} in {r:?}"))
+    };
+
+    // The frames: 0x00 and the id Python's serializer used; the registry's schema under
+    // that id is, by Herald's parsing canonical form, the member Herald knows.
+    let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
+    let raw = read_all(&config, orders.name(), events.len(), DEADLINE).await;
+    assert_eq!(raw.len(), events.len(), "records Python published");
+    let mut ids = BTreeMap::new();
+    for record in &raw {
+        let at = sent
+            .iter()
+            .find(|r| field(r, "partition") == record.partition().to_string() && field(r, "offset") == record.offset().to_string())
+            .expect("a record Python reported");
+        let payload = record.payload().expect("payload");
+        assert_eq!(payload[0], 0, "Confluent framing");
+        let id = u32::from_be_bytes([payload[1], payload[2], payload[3], payload[4]]);
+        assert_eq!(id.to_string(), field(at, "schema_id"));
+        let event_type = field(at, "ce_type");
+        let fetched = registry.schema(id).await.unwrap_or_else(|e| panic!("schema id {id}: {e}"));
+        let local = OrderEvent::schemas().latest(&event_type).expect("member");
+        assert_eq!((fetched.name.as_str(), fetched.fingerprint), (event_type.as_str(), local.fingerprint), "schema id {id}");
+        ids.insert(event_type, id);
+    }
+    assert_eq!(ids.len(), 3, "every event type: {ids:?}");
+
+    // Herald's publisher, on the same subjects with registration off, finds Python's ids.
+    let codec = herald_registry::Confluent::new(registry.clone()).subject_strategy(herald_registry::SubjectStrategy::TopicRecordName).auto_register(false);
+    for (event_type, id) in &ids {
+        let local = OrderEvent::schemas().latest(event_type).expect("member");
+        let mut header = Vec::new();
+        herald_bus::codec::Codec::write_header(&codec, orders.name(), local, &mut header).await.unwrap_or_else(|e| panic!("{event_type}: {e}"));
+        assert_eq!(header, [&[0u8][..], &id.to_be_bytes()].concat(), "Herald's frame for {event_type}");
+    }
+
+    // Herald's consumer with the Confluent codec: every event, field for field, in order per key.
+    let seen = Seen::default();
+    let reader = herald_registry::Confluent::new(registry);
+    let builder = consumer(&config, &unique("g")).subscribe(&orders, seen.handler()).codec(move |schemas| std::sync::Arc::new(reader.clone().with_schemas(schemas)));
+    let running = Running::start(builder).await;
+    wait_until(DEADLINE, "Herald handled every event Python published", || async { seen.len() >= events.len() }).await;
+    running.shutdown().await;
+    let handled = seen.all();
+    assert_eq!(handled.len(), events.len(), "each event handled once");
+    for (event, result) in events.iter().zip(&sent) {
+        let id = field(result, "ce_id");
+        let envelope = handled.iter().find(|e| e.meta.id.to_string() == id).unwrap_or_else(|| panic!("Herald did not handle Python's event {id}"));
+        assert_eq!(&envelope.event, event, "decoded event {id}");
+        assert_eq!(envelope.meta.event_type, event.type_name());
+    }
+    for key in events.iter().map(order_id) {
+        let sent_ids: Vec<String> = events.iter().zip(&sent).filter(|(e, _)| order_id(e) == key).map(|(_, r)| field(r, "ce_id")).collect();
+        let handled_ids: Vec<String> = handled.iter().filter(|e| order_id(&e.event) == key).map(|e| e.meta.id.to_string()).collect();
+        assert_eq!(handled_ids, sent_ids, "order of {key}");
     }
 }
 

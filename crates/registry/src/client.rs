@@ -133,7 +133,7 @@ impl Registry {
         if let Some(id) = lock(&self.inner.ids).get(&key) {
             return Ok(*id);
         }
-        let json = schema_json(known)?;
+        let json = known.json();
         let id = if register { self.register(subject, &json).await? } else { self.lookup(subject, &json).await? };
         lock(&self.inner.ids).insert(key, id);
         Ok(id)
@@ -213,13 +213,6 @@ async fn rejection(response: reqwest::Response) -> RegistryError {
     } else {
         RegistryError::Rejected { status, code, message }
     }
-}
-
-/// The schema's JSON as registered: the full schema (docs, defaults and aliases kept,
-/// which compatibility checks need), not only its canonical form.
-fn schema_json(known: &KnownSchema) -> Result<String, RegistryError> {
-    serde_json::to_string(&known.schema)
-        .map_err(|e| RegistryError::Client(format!("cannot serialize schema {}: {e}", known.name)))
 }
 
 /// Percent-encodes a path segment (subjects may hold any character but `/` is common

@@ -30,6 +30,8 @@ pub struct KnownSchema {
     pub schema: Schema,
     /// File it was loaded from, if any.
     pub origin: Option<PathBuf>,
+    /// The JSON text it was parsed from, when it was (see [`KnownSchema::json`]).
+    text: Option<Box<str>>,
     /// The schema with its named types resolved, built on first decode and kept:
     /// apache-avro's `from_avro_datum` resolves the writer schema again for every datum.
     datum_reader: std::sync::OnceLock<Result<apache_avro::GenericSingleObjectReader, String>>,
@@ -54,6 +56,26 @@ impl apache_avro::headers::HeaderBuilder for NoHeader {
 }
 
 impl KnownSchema {
+    /// The schema's JSON as it was written (the `.avsc` file's text, or the string given
+    /// to [`SchemaSet::add_str`]), for a schema registry: docs on fields kept, which
+    /// apache-avro's model of the schema drops, and byte for byte what other clients
+    /// (confluent-kafka's serializers, Java's) register from the same file, so a registry
+    /// that compares texts finds their registration. A schema added already parsed
+    /// ([`SchemaSet::add`]) has no text: its JSON is apache-avro's.
+    ///
+    /// ```
+    /// use herald_bus::schema::SchemaSet;
+    /// let text = r#"{"type": "record", "name": "Ping", "fields": [{"name": "n", "type": "int", "doc": "how many"}]}"#;
+    /// let known = SchemaSet::default().add_str(text).unwrap();
+    /// assert_eq!(known.json(), text);
+    /// ```
+    pub fn json(&self) -> std::borrow::Cow<'_, str> {
+        match &self.text {
+            Some(text) => std::borrow::Cow::Borrowed(text),
+            None => std::borrow::Cow::Owned(serde_json::to_string(&self.schema).unwrap_or_default()),
+        }
+    }
+
     /// The schema for serde_avro_fast's decoder, if it reads it the same way.
     pub(crate) fn fast(&self) -> Option<&serde_avro_fast::Schema> {
         self.fast.as_ref()
@@ -138,7 +160,7 @@ impl SchemaSet {
         let json: serde_json::Value = serde_json::from_str(text).map_err(|e| parse_error(apache_avro::error::Details::ParseSchemaJson(e).into()))?;
         let schema = Schema::parse(&json).map_err(parse_error)?;
         let fingerprint = Fingerprint::of_json(&json).map_err(|source| SchemaError::Canonical { origin: origin.clone(), source })?;
-        self.insert(schema, fingerprint, origin)
+        self.insert(schema, fingerprint, origin, Some(text.into()))
     }
 
     /// Adds an already parsed schema, fingerprinted with [`Fingerprint::of`] (see there
@@ -149,10 +171,10 @@ impl SchemaSet {
         origin: Option<PathBuf>,
     ) -> Result<Arc<KnownSchema>, SchemaError> {
         let fingerprint = Fingerprint::of(&schema);
-        self.insert(schema, fingerprint, origin)
+        self.insert(schema, fingerprint, origin, None)
     }
 
-    fn insert(&mut self, schema: Schema, fingerprint: Fingerprint, origin: Option<PathBuf>) -> Result<Arc<KnownSchema>, SchemaError> {
+    fn insert(&mut self, schema: Schema, fingerprint: Fingerprint, origin: Option<PathBuf>, text: Option<Box<str>>) -> Result<Arc<KnownSchema>, SchemaError> {
         let name = schema
             .name()
             .map(|n| n.fullname(None))
@@ -169,6 +191,7 @@ impl SchemaSet {
             name: name.clone(),
             schema,
             origin,
+            text,
             datum_reader: std::sync::OnceLock::new(),
             fast,
         });

@@ -11,7 +11,8 @@ consumes:
   fingerprint of the writer schema's parsing canonical form, the Avro binary datum;
 - headers: CloudEvents Kafka binding, binary mode (``ce_specversion``, ``ce_id``,
   ``ce_type`` = Avro full name, ``ce_source``, ``ce_time``, ``ce_subject`` = key,
-  ``content-type: application/avro``).
+  ``content-type: application/avro``), checked on every record read with the CloudEvents
+  SDK's own Kafka binding (``cloudevents.core.bindings.kafka.from_binary``).
 
 With ``--registry URL``, values use Confluent's wire format instead (``00``, the 4-byte
 big-endian schema id, the datum), read and written by confluent-kafka's own
@@ -47,6 +48,9 @@ from pathlib import Path
 from typing import NoReturn
 
 import fastavro
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from confluent_kafka.serialization import MessageField, SerializationContext
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from fastavro.schema import fingerprint as fastavro_fingerprint
@@ -253,6 +257,27 @@ def decode(value: bytes | None, by_fp: dict[str, Schema], where: str) -> tuple[S
     return writer, data
 
 
+def cloud_event(msg, where: str):
+    """The record read by the CloudEvents SDK's own Kafka binding (binary mode), which
+    checks the required attributes, ``specversion`` 1.0, ``time`` as RFC 3339 with a
+    zone, and extension names (lower-case letters and digits); the event, or fail."""
+    headers = {}
+    for name, value in msg.headers() or []:
+        if name in headers:
+            fail(f"{where}: header {name} repeats")
+        headers[name] = value if value is not None else b""
+    message = KafkaMessage(headers=headers, key=msg.key(), value=msg.value() or b"")
+    try:
+        event = from_binary(message, JSONFormat(), CloudEvent)
+    except Exception as e:  # CloudEventValidationError, ValueError from the time parser ...
+        fail(f"{where}: not a CloudEvent to the CloudEvents SDK: {e}")
+    data = event.get_data()
+    # The SDK hands a binary payload back as text when it happens to be valid UTF-8.
+    if (data.encode("utf-8") if isinstance(data, str) else data) != msg.value():
+        fail(f"{where}: the CloudEvents SDK read the data differently")
+    return event
+
+
 # The CloudEvents headers every record has (printed as fields of their own); the others are
 # extensions (ce_sequence, ce_causationid, ce_replyto, traceparent, ...), printed with
 # --extensions.
@@ -307,6 +332,7 @@ def cmd_consume(args: argparse.Namespace) -> None:
                 framing = {"fingerprint": writer.fingerprint}
             headers = header_map(msg)
             key = msg.key().decode("utf-8") if msg.key() is not None else None
+            cloud_event(msg, where)
             if headers.get("ce_type") != writer_name:
                 fail(f"{where}: ce_type {headers.get('ce_type')!r} is not the writer schema's name {writer_name!r}")
             emit({

@@ -378,6 +378,9 @@ async fn python_decodes_what_herald_published() {
         OrderEvent::Placed(OrderPlaced { total_cents: i64::MAX, placed_at: None, ..OrderPlaced::example("o-2", "c-2", 0) }),
         OrderEvent::Cancelled(OrderCancelled { cancelled_at: at(-1), ..OrderCancelled::example("o-2", "changed mind", Some("customer")) }),
         OrderEvent::Cancelled(OrderCancelled::example("o-3", "out of stock", None)),
+        // An empty aggregate id: CloudEvents forbids an empty ce_subject, so there is none
+        // (the CloudEvents SDK that reads every record in interop.py refuses an empty one).
+        OrderEvent::Cancelled(OrderCancelled::example("", "no order id", None)),
     ];
 
     let mut expected = Vec::new();
@@ -410,7 +413,7 @@ async fn python_decodes_what_herald_published() {
                 ("ce_type", Json::str(event.type_name())),
                 ("ce_source", Json::str("/herald/tests")),
                 ("ce_time", Json::str(&meta.time.to_rfc3339_opts(SecondsFormat::Micros, true))),
-                ("ce_subject", Json::str(key)),
+                ("ce_subject", if key.is_empty() { Json::Null } else { Json::str(key) }),
                 ("content_type", Json::str("application/avro")),
                 ("data", data_of(event)),
             ])

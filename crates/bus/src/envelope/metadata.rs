@@ -200,9 +200,13 @@ impl HeaderFields<'_> {
             .insert(kv(header::ID, id))
             .insert(kv(header::TYPE, self.event_type))
             .insert(kv(header::SOURCE, self.source))
-            .insert(kv(header::TIME, &time))
-            .insert(kv(header::SUBJECT, self.subject))
-            .insert(kv(header::CONTENT_TYPE, AVRO_CONTENT_TYPE));
+            .insert(kv(header::TIME, &time));
+        // CloudEvents: a subject, when present, is non-empty. An empty one (an empty
+        // aggregate id) is left out; readers take the key, empty too, in its place.
+        if !self.subject.is_empty() {
+            headers = headers.insert(kv(header::SUBJECT, self.subject));
+        }
+        headers = headers.insert(kv(header::CONTENT_TYPE, AVRO_CONTENT_TYPE));
         match self.correlation_id {
             Some(CorrelationId::Given(c)) => headers = headers.insert(kv(header::CORRELATION_ID, c)),
             Some(CorrelationId::TheId) => headers = headers.insert(kv(header::CORRELATION_ID, id)),
@@ -229,6 +233,17 @@ fn kv<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 mod tests {
     use super::*;
     use rdkafka::message::BorrowedHeaders;
+
+    #[test]
+    fn an_empty_subject_is_left_out_and_reads_back_empty() {
+        let meta = Metadata::new("shop.orders.OrderPlaced", "/shop/checkout", "");
+        let owned = meta.to_headers();
+        assert!(owned.iter().all(|h| h.key != header::SUBJECT), "no empty ce_subject");
+        let back = Metadata::from_headers(Some(&owned), Some(b""), "unused").expect("valid");
+        assert_eq!((back.id, back.subject.as_str(), back.event_type.as_str()), (meta.id, "", "shop.orders.OrderPlaced"));
+        let (_, fresh) = Metadata::fresh_headers("shop.orders.OrderPlaced", "/shop/checkout", "", None);
+        assert!(fresh.iter().all(|h| h.key != header::SUBJECT), "no empty ce_subject");
+    }
 
     #[test]
     fn headers_round_trip() {

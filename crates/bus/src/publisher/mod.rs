@@ -86,13 +86,25 @@ impl std::fmt::Debug for Publisher {
 }
 
 impl Publisher {
-    /// A publisher with single-object encoding (no registry needed).
+    /// A publisher with single-object encoding (no registry needed). An empty
+    /// [`PublisherOptions::source`] is refused: CloudEvents requires a source on every event.
+    ///
+    /// ```
+    /// use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+    /// let config = KafkaConfig::new("127.0.0.1:9092");
+    /// assert!(Publisher::new(&config, PublisherOptions::new("")).is_err());
+    /// assert!(Publisher::new(&config, PublisherOptions::new("/shop/checkout")).is_ok());
+    /// ```
     pub fn new(config: &KafkaConfig, options: PublisherOptions) -> Result<Self, PublishError> {
         Self::with_codec(config, options, Arc::new(SingleObject::new(Default::default())))
     }
 
     /// A publisher with another payload codec.
     pub fn with_codec(config: &KafkaConfig, options: PublisherOptions, codec: Arc<dyn Codec>) -> Result<Self, PublishError> {
+        if options.source.is_empty() {
+            // CloudEvents requires a non-empty `source` on every event.
+            return Err(PublishError::Client(rdkafka::error::KafkaError::ClientCreation("the CloudEvents source (PublisherOptions::source) is empty; give a URI-reference such as /shop/checkout".into())));
+        }
         let producer = Arc::new(ProducerSlot::new(config.client_config(PRODUCER_DEFAULTS)).map_err(PublishError::Client)?);
         let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         Ok(Publisher {

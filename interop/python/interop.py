@@ -24,6 +24,7 @@ Subcommands (see ``--help`` of each):
   canonical FILE...      fastavro's parsing canonical form and fingerprint, as JSON lines
   consume                read N records from the beginning of a topic, decode them
   produce                publish events given as JSON lines on stdin
+  traceparent            read traceparent values with OpenTelemetry's W3C propagator
 
 Output is one JSON object per line, canonical (sorted keys, no spaces, UTF-8), so other
 programs (Herald's integration test) can compare it byte for byte. Errors go to stderr
@@ -478,6 +479,31 @@ def cmd_produce(args: argparse.Namespace) -> None:
         emit(result)
 
 
+# --- traceparent ----------------------------------------------------------------------
+
+
+def cmd_traceparent(args: argparse.Namespace) -> None:
+    # Imported here: only this check needs OpenTelemetry.
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    propagator = TraceContextTextMapPropagator()
+    for n, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            fail(f"stdin line {n}: expected a JSON string: {e}")
+        context = trace.get_current_span(propagator.extract({"traceparent": value})).get_span_context()
+        if not context.is_valid:
+            emit({"input": value, "valid": False})
+            continue
+        carrier: dict[str, str] = {}
+        propagator.inject(carrier, trace.set_span_in_context(trace.NonRecordingSpan(context)))
+        emit({"input": value, "valid": True, "trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}",
+              "flags": int(context.trace_flags), "written": carrier["traceparent"]})
+
+
 # --- main -----------------------------------------------------------------------------
 
 
@@ -534,6 +560,12 @@ def main(argv: list[str] | None = None) -> None:
                         "encoding; each printed line then has the schema_id")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for deliveries (default 60)")
     p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("traceparent", help="read traceparent values with OpenTelemetry's W3C propagator",
+                       description="Reads one JSON string per stdin line, extracts it as a traceparent with "
+                                   "opentelemetry-api's TraceContextTextMapPropagator and prints {input, valid} "
+                                   "and, when valid, trace_id, span_id, flags and the traceparent it writes back.")
+    p.set_defaults(func=cmd_traceparent)
 
     args = parser.parse_args(argv)
     args.func(args)

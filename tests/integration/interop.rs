@@ -233,8 +233,9 @@ fn data_of(e: &OrderEvent) -> Json {
     }
 }
 
-/// Parses a JSON object whose values are strings, integers or null (what
-/// `interop.py produce` prints); integers are kept as their digits, null as `None`.
+/// Parses a JSON object whose values are strings, integers, booleans or null (what
+/// `interop.py produce` prints); integers are kept as their digits, booleans as `true` or
+/// `false`, null as `None`.
 fn parse_flat_object(line: &str) -> HashMap<String, Option<String>> {
     fn string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>, line: &str) -> String {
         assert_eq!(chars.next(), Some('"'), "string expected in {line}");
@@ -277,6 +278,15 @@ fn parse_flat_object(line: &str) -> HashMap<String, Option<String>> {
                 let word: String = chars.by_ref().take(4).collect();
                 assert_eq!(word, "null", "in {line}");
                 None
+            }
+            Some('t') | Some('f') => {
+                let mut word = String::new();
+                while let Some(c) = chars.peek().filter(|c| c.is_ascii_alphabetic()) {
+                    word.push(*c);
+                    chars.next();
+                }
+                assert!(word == "true" || word == "false", "{word} in {line}");
+                Some(word)
             }
             Some(c) if *c == '-' || c.is_ascii_digit() => {
                 let mut n = String::new();
@@ -720,6 +730,75 @@ async fn herald_decodes_confluent_framed_events_python_published() {
         let handled_ids: Vec<String> = handled.iter().filter(|e| order_id(&e.event) == key).map(|e| e.meta.id.to_string()).collect();
         assert_eq!(handled_ids, sent_ids, "order of {key}");
     }
+}
+
+/// W3C `traceparent` values read by Herald and by OpenTelemetry's propagator
+/// (opentelemetry-api's `TraceContextTextMapPropagator`, through `interop.py traceparent`):
+/// the same verdict on each, the same ids and flags, and Herald writes back what
+/// OpenTelemetry writes. The corpus follows the spec's rules (level 2, section 3.2), not
+/// only well-formed values.
+#[tokio::test(flavor = "multi_thread")]
+async fn traceparents_read_as_opentelemetry_reads_them() {
+    let Some(python) = python("traceparents_read_as_opentelemetry_reads_them") else { return };
+    let (t, s) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let corpus: Vec<String> = vec![
+        format!("00-{t}-{s}-01"),
+        format!("00-{t}-{s}-00"),
+        format!("00-{t}-{s}-ff"),
+        format!("00-{t}-{s}-09"),
+        format!(" \t00-{t}-{s}-01"),
+        format!("00-{t}-{s}-01 \t"),
+        // Later versions: more fields may follow a dash; they are ignored.
+        format!("01-{t}-{s}-01"),
+        format!("cc-{t}-{s}-01-what-the-future-will-be-like"),
+        format!("cc-{t}-{s}-01-"),
+        format!("fe-{t}-{s}-01 "),
+        format!("cc-{t}-{s}-01-{}", "x".repeat(456)),
+        // Invalid.
+        String::new(),
+        " ".into(),
+        format!("ff-{t}-{s}-01"),
+        format!("00-{}-{s}-01", "0".repeat(32)),
+        format!("00-{t}-{}-01", "0".repeat(16)),
+        format!("00-{t}-{s}-01-extra"),
+        format!("00-{t}-{s}-01x"),
+        format!("cc-{t}-{s}-01x"),
+        format!("00-{}-{s}-01", t.to_uppercase()),
+        format!("00-{t}-{}-01", s.to_uppercase()),
+        format!("0A-{t}-{s}-01"),
+        format!("00-{t}-{s}-0F"),
+        format!("00-+{}-{s}-01", &t[1..]),
+        format!("00-{t}-+{}-01", &s[1..]),
+        format!("0g-{t}-{s}-01"),
+        format!("00-{}-{s}-01", &t[1..]),
+        format!("00-{t}0-{s}-01"),
+        format!("00-{t}-{s}"),
+        format!("00_{t}_{s}_01"),
+        format!("00-{t}-{s}-1"),
+        format!("00-{}é-{s}-01", &t[..30]),
+        format!("00-{t}-{s}-01\u{3000}"),
+        format!("cc-{t}-{s}-01-{}", "x".repeat(457)),
+    ];
+    let input: String = corpus.iter().map(|v| Json::str(v).render() + "\n").collect();
+    let out = interop(&python, &["traceparent"], &input).await;
+    let read: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
+    assert_eq!(read.len(), corpus.len(), "one line per value:\n{out}");
+    let field = |r: &HashMap<String, Option<String>>, name: &str| r.get(name).cloned().flatten();
+    let mut valid = 0;
+    for (value, otel) in corpus.iter().zip(&read) {
+        assert_eq!(field(otel, "input").as_deref(), Some(value.as_str()));
+        let herald = value.parse::<herald_bus::trace::TraceContext>().ok();
+        let otel_valid = field(otel, "valid").as_deref() == Some("true");
+        assert_eq!(herald.is_some(), otel_valid, "Herald {} {value:?}, OpenTelemetry {}", if herald.is_some() { "reads" } else { "refuses" }, if otel_valid { "reads it" } else { "refuses it" });
+        if let Some(context) = herald {
+            valid += 1;
+            assert_eq!(Some(format!("{:032x}", context.trace_id)), field(otel, "trace_id"), "{value:?}");
+            assert_eq!(Some(format!("{:016x}", context.span_id)), field(otel, "span_id"), "{value:?}");
+            assert_eq!(Some(context.flags.to_string()), field(otel, "flags"), "{value:?}");
+            assert_eq!(Some(context.to_string()), field(otel, "written"), "what each writes back for {value:?}");
+        }
+    }
+    assert_eq!(valid, 11, "the corpus's valid values");
 }
 
 // --- aggregates: commands from Python, replies and events read back by Python ---------

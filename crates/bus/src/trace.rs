@@ -216,24 +216,43 @@ impl<'a> SpanRecord<'a> {
 #[error("invalid traceparent {0:?}")]
 pub struct InvalidTraceparent(String);
 
+/// Reads a `traceparent` as W3C Trace Context (level 2, section 3.2) asks: lower-case hex
+/// fields of fixed length at fixed places, version `ff` and all-zero ids invalid, nothing
+/// after a version `00` value but blanks, and for a higher version whatever follows a dash
+/// after the flags (a later version's fields), ignored. Blanks around it are allowed, as in
+/// an HTTP header; a value over 512 bytes is refused (OpenTelemetry's bound).
+///
+/// ```
+/// use herald_bus::trace::TraceContext;
+/// let t: TraceContext = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".parse().unwrap();
+/// assert_eq!((t.trace_id, t.span_id, t.flags), (0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, 1));
+/// assert!("cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-later".parse::<TraceContext>().is_ok());
+/// assert!("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01".parse::<TraceContext>().is_err());
+/// ```
 impl FromStr for TraceContext {
     type Err = InvalidTraceparent;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || InvalidTraceparent(s.to_owned());
-        let mut parts = s.trim().split('-');
-        let (Some(version), Some(trace), Some(span), Some(flags), None) = (parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) else {
+        const BLANK: [char; 2] = [' ', '\t'];
+        if s.len() > 512 {
+            return Err(bad());
+        }
+        let value = s.trim_start_matches(BLANK);
+        let (Some(version), Some(trace), Some(span), Some(flags)) = (value.get(0..2), value.get(3..35), value.get(36..52), value.get(53..55)) else {
             return Err(bad());
         };
-        if version.len() != 2 || version == "ff" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        let dashes = value.as_bytes();
+        let rest = &value[55..];
+        let rest_ok = if version == "00" { rest.trim_start_matches(BLANK).is_empty() } else { rest.starts_with('-') || rest.trim_start_matches(BLANK).is_empty() };
+        let hex = |field: &str| field.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if (dashes[2], dashes[35], dashes[52]) != (b'-', b'-', b'-') || !rest_ok || version == "ff" || ![version, trace, span, flags].into_iter().all(hex) {
             return Err(bad());
         }
-        let trace_id = u128::from_str_radix(trace, 16).map_err(|_| bad())?;
-        let span_id = u64::from_str_radix(span, 16).map_err(|_| bad())?;
-        let flags = u8::from_str_radix(flags, 16).map_err(|_| bad())?;
-        if trace_id == 0 || span_id == 0 {
-            return Err(bad());
-        }
+        let (trace_id, span_id, flags) = match (u128::from_str_radix(trace, 16), u64::from_str_radix(span, 16), u8::from_str_radix(flags, 16)) {
+            (Ok(trace_id), Ok(span_id), Ok(flags)) if trace_id != 0 && span_id != 0 => (trace_id, span_id, flags),
+            _ => return Err(bad()),
+        };
         Ok(TraceContext { trace_id, span_id, flags })
     }
 }
@@ -244,7 +263,17 @@ mod tests {
 
     #[test]
     fn rejects_invalid_traceparents() {
-        for bad in ["", "00-abc-def-01", "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"] {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            // from_str_radix alone takes a sign and upper case; the spec does not.
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00F067AA0BA902B7-01",
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
             assert!(bad.parse::<TraceContext>().is_err(), "{bad}");
         }
     }

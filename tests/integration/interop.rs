@@ -114,6 +114,7 @@ async fn interop(python: &Path, args: &[&str], input: &str) -> String {
 enum Json {
     Str(String),
     Int(i64),
+    Bool(bool),
     Null,
     Arr(Vec<Json>),
     Obj(Vec<(&'static str, Json)>),
@@ -154,6 +155,7 @@ impl Json {
                 out.push('"');
             }
             Json::Int(n) => out.push_str(&n.to_string()),
+            Json::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Json::Null => out.push_str("null"),
             Json::Arr(items) => {
                 out.push('[');
@@ -730,6 +732,84 @@ async fn herald_decodes_confluent_framed_events_python_published() {
         let handled_ids: Vec<String> = handled.iter().filter(|e| order_id(&e.event) == key).map(|e| e.meta.id.to_string()).collect();
         assert_eq!(handled_ids, sent_ids, "order of {key}");
     }
+}
+
+/// `OrderPlaced` a release ahead of Herald's: fields in another order, an enum field added,
+/// a field added to the nested `OrderLine`.
+const ORDER_PLACED_V3: &str = r#"{"type": "record", "name": "OrderPlaced", "namespace": "shop.orders", "fields": [
+  {"name": "placed_at", "type": ["null", {"type": "long", "logicalType": "timestamp-millis"}], "default": null},
+  {"name": "order_id", "type": "string"},
+  {"name": "channel", "type": {"type": "enum", "name": "Channel", "symbols": ["WEB", "APP", "PHONE"]}, "default": "WEB"},
+  {"name": "customer_id", "type": "string"},
+  {"name": "currency", "type": "string"},
+  {"name": "total_cents", "type": "long"},
+  {"name": "lines", "type": {"type": "array", "items": {"type": "record", "name": "OrderLine", "fields": [
+    {"name": "sku", "type": "string"},
+    {"name": "gift", "type": "boolean", "default": false},
+    {"name": "quantity", "type": "int"},
+    {"name": "unit_price_cents", "type": "long"}]}}},
+  {"name": "note", "type": ["null", "string"], "default": null}
+]}"#;
+
+/// A producer a release ahead: confluent-kafka registers `OrderPlaced` v3 (above), which
+/// Herald has never seen, and publishes with it. Herald's consumer fetches the writer schema
+/// by id and resolves it to its own newest `OrderPlaced` (Avro schema resolution): fields
+/// read by name whatever their order, the added ones skipped, nothing dead-lettered.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_reads_events_of_a_newer_schema_from_the_registry() {
+    let Some(python) = python("herald_reads_events_of_a_newer_schema_from_the_registry") else { return };
+    let Some(url) = registry_url("herald_reads_events_of_a_newer_schema_from_the_registry") else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.newer", 2).await);
+    let folder = std::env::temp_dir().join(unique("herald-newer-schemas"));
+    std::fs::create_dir_all(folder.join("OrderPlaced")).expect("schema folder");
+    std::fs::write(folder.join("OrderPlaced/v3.avsc"), ORDER_PLACED_V3).expect("v3.avsc");
+
+    let events: Vec<OrderEvent> = python_orders().into_iter().filter(|e| matches!(e, OrderEvent::Placed(_))).collect();
+    let input: String = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let Json::Obj(mut fields) = data_of(e) else { unreachable!("an object") };
+            fields.push(("channel", Json::str(["WEB", "APP", "PHONE"][i % 3])));
+            for (name, value) in &mut fields {
+                if let (&mut "lines", Json::Arr(lines)) = (name, value) {
+                    for line in lines {
+                        if let Json::Obj(line) = line {
+                            line.push(("gift", Json::Bool(i % 2 == 0)));
+                        }
+                    }
+                }
+            }
+            Json::Obj(vec![("type", Json::str(e.type_name())), ("key", Json::str(order_id(e))), ("data", Json::Obj(fields))]).render() + "\n"
+        })
+        .collect();
+    let out = interop(
+        &python,
+        &["produce", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--schemas", &folder.display().to_string(), "--registry", &url],
+        &input,
+    )
+    .await;
+    let _ = std::fs::remove_dir_all(&folder);
+    let sent: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
+    assert_eq!(sent.len(), events.len(), "one result per event:\n{out}");
+
+    let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
+    let id: u32 = sent[0].get("schema_id").cloned().flatten().expect("schema_id").parse().expect("an id");
+    let writer = registry.schema(id).await.expect("the v3 schema");
+    assert!(OrderEvent::schemas().by_fingerprint(&writer.fingerprint).is_none(), "v3 is new to Herald");
+
+    let seen = Seen::default();
+    let reader = herald_registry::Confluent::new(registry);
+    let builder = consumer(&config, &unique("g")).subscribe(&orders, seen.handler()).codec(move |schemas| std::sync::Arc::new(reader.clone().with_schemas(schemas)));
+    let running = Running::start(builder).await;
+    wait_until(DEADLINE, "Herald handled every v3 event", || async { seen.len() >= events.len() }).await;
+    running.shutdown().await;
+    let mut handled: Vec<OrderEvent> = seen.all().into_iter().map(|e| e.event).collect();
+    handled.sort_by_key(|e| order_id(e).to_owned());
+    let mut want = events.clone();
+    want.sort_by_key(|e| order_id(e).to_owned());
+    assert_eq!(handled, want, "v3 events read as Herald's OrderPlaced");
 }
 
 /// W3C `traceparent` values read by Herald and by OpenTelemetry's propagator

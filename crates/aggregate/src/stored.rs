@@ -151,6 +151,15 @@ impl Recent {
 
     /// Remembers `answer`, forgetting the oldest beyond `keep`.
     pub fn remember(&mut self, answer: Remembered, keep: usize) {
+        if Arc::get_mut(&mut self.0).is_none() {
+            // Shared (the usual case: the decision started from the stored aggregate):
+            // copy only the answers that stay, into room for the new one, instead of
+            // cloning them all and growing the copy.
+            let stay = self.0.len().min(keep.saturating_sub(1));
+            let mut copy = VecDeque::with_capacity(stay + 1);
+            copy.extend(self.0.iter().skip(self.0.len() - stay).cloned());
+            self.0 = Arc::new(copy);
+        }
         let answers = Arc::make_mut(&mut self.0);
         answers.push_back(answer);
         while answers.len() > keep {
@@ -308,6 +317,13 @@ mod tests {
         let commands = |r: &Recent| r.iter().map(|a| a.command.as_u128()).collect::<Vec<_>>();
         assert_eq!(commands(&before), [1, 2, 3], "the copy kept as it was");
         assert_eq!(commands(&recent), [2, 3, 4]);
+        // Shared with room to spare, and shared with fewer to keep than it holds.
+        let (mut roomy, mut fewer, mut none) = (before.clone(), before.clone(), before.clone());
+        roomy.remember(accepted(5, 5), 5);
+        fewer.remember(accepted(5, 5), 2);
+        none.remember(accepted(5, 5), 0);
+        assert_eq!((commands(&roomy), commands(&fewer), commands(&none)), (vec![1, 2, 3, 5], vec![3, 5], vec![]));
+        assert_eq!(commands(&before), [1, 2, 3]);
     }
 
     fn rejected(n: u128, reason: &str, message: &str) -> Remembered {

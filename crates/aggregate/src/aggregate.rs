@@ -76,6 +76,12 @@ pub trait Aggregate: Send + Sync + 'static {
 
     /// How many recent commands each aggregate remembers with their replies, so a command
     /// delivered or sent again gets the same reply and is not decided twice (default 64).
+    ///
+    /// The answers are stored with the state (about 33 bytes each, written in every
+    /// transaction that changes the aggregate), so the cost per command grows with this
+    /// number: at 64, a long-lived aggregate spends about a third more CPU per command, the
+    /// broker's included, than at 1 (BENCHMARKS.md, "Steady state"). Keep it to the number
+    /// of commands an aggregate may see while a client still retries one.
     const REMEMBERED: usize = 64;
 
     /// The decision: the events `command` causes from `state`, or why it is refused.

@@ -79,8 +79,9 @@ pub trait Aggregate: Send + Sync + 'static {
     ///
     /// The answers are stored with the state (about 33 bytes each, written in every
     /// transaction that changes the aggregate), so the cost per command grows with this
-    /// number: at 64, a long-lived aggregate spends about a third more CPU per command, the
-    /// broker's included, than at 1 (BENCHMARKS.md, "Steady state"). Keep it to the number
+    /// number: at 64, a long-lived aggregate costs the engine about a third more CPU per
+    /// command than at 1, and the whole machine (the broker writing the bigger records)
+    /// almost half more (BENCHMARKS.md, "Steady state"). Keep it to the number
     /// of commands an aggregate may see while a client still retries one.
     const REMEMBERED: usize = 64;
 

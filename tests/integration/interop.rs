@@ -655,6 +655,12 @@ async fn python_decodes_confluent_framed_events_herald_published() {
     }
 }
 
+/// A consumer of `orders` into `seen` that reads the Confluent format through `registry`.
+fn confluent_consumer(config: &herald_bus::KafkaConfig, registry: herald_registry::Registry, orders: &Topic<OrderEvent>, seen: &Seen) -> herald_bus::ConsumerBuilder {
+    let reader = herald_registry::Confluent::new(registry);
+    consumer(config, &unique("g")).subscribe(orders, seen.handler()).codec(move |schemas| std::sync::Arc::new(reader.clone().with_schemas(schemas)))
+}
+
 /// The other direction of the Confluent format: confluent-kafka's `AvroSerializer`
 /// registers the `.avsc` files' text (under `<topic>-<record name>`) and frames the values;
 /// Herald's Confluent codec reads the ids, fetches the schemas it did not register and
@@ -714,9 +720,7 @@ async fn herald_decodes_confluent_framed_events_python_published() {
 
     // Herald's consumer with the Confluent codec: every event, field for field, in order per key.
     let seen = Seen::default();
-    let reader = herald_registry::Confluent::new(registry);
-    let builder = consumer(&config, &unique("g")).subscribe(&orders, seen.handler()).codec(move |schemas| std::sync::Arc::new(reader.clone().with_schemas(schemas)));
-    let running = Running::start(builder).await;
+    let running = Running::start(confluent_consumer(&config, registry, &orders, &seen)).await;
     wait_until(DEADLINE, "Herald handled every event Python published", || async { seen.len() >= events.len() }).await;
     running.shutdown().await;
     let handled = seen.all();
@@ -800,9 +804,7 @@ async fn herald_reads_events_of_a_newer_schema_from_the_registry() {
     assert!(OrderEvent::schemas().by_fingerprint(&writer.fingerprint).is_none(), "v3 is new to Herald");
 
     let seen = Seen::default();
-    let reader = herald_registry::Confluent::new(registry);
-    let builder = consumer(&config, &unique("g")).subscribe(&orders, seen.handler()).codec(move |schemas| std::sync::Arc::new(reader.clone().with_schemas(schemas)));
-    let running = Running::start(builder).await;
+    let running = Running::start(confluent_consumer(&config, registry, &orders, &seen)).await;
     wait_until(DEADLINE, "Herald handled every v3 event", || async { seen.len() >= events.len() }).await;
     running.shutdown().await;
     let mut handled: Vec<OrderEvent> = seen.all().into_iter().map(|e| e.event).collect();

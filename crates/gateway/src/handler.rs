@@ -106,7 +106,9 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     }
     let (trace, parent) = trace(&parts.headers);
     meta.trace = Some(trace);
-    meta.tracestate = parts.headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // W3C Trace Context: `tracestate` belongs to the trace it came with; a new trace (no
+    // valid `traceparent`) does not carry it.
+    meta.tracestate = parent.and_then(|_| parts.headers.get("tracestate")).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let sent = async {
         let payload = app.sender.frame(&route.topic, &route.schema, &prepared.datum).await?;
         let record = Record::new(&route.topic, prepared.key.as_bytes(), payload, meta.to_headers());

@@ -163,7 +163,8 @@ impl Metadata {
             correlation_id: correlation_id.map(str::to_owned),
             causation_id: causation_id.map(str::to_owned),
             trace,
-            tracestate: tracestate.map(str::to_owned),
+            // W3C Trace Context: no valid traceparent, no tracestate (it belongs to a trace).
+            tracestate: tracestate.filter(|_| trace.is_some()).map(str::to_owned),
         })
     }
 }
@@ -233,6 +234,18 @@ fn kv<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 mod tests {
     use super::*;
     use rdkafka::message::BorrowedHeaders;
+
+    #[test]
+    fn a_tracestate_without_a_valid_traceparent_is_dropped() {
+        let id = b"0190b2a0-0000-7000-8000-000000000001";
+        for (parent, kept) in [(&b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"[..], true), (b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", false)] {
+            let pairs = [(&b"ce_id"[..], Some(&id[..])), (b"traceparent", Some(parent)), (b"tracestate", Some(b"vendor=1"))];
+            let meta = Metadata::from_header_pairs(pairs.into_iter(), None, "t").expect("valid");
+            assert_eq!((meta.trace.is_some(), meta.tracestate.is_some()), (kept, kept), "{}", String::from_utf8_lossy(parent));
+        }
+        let alone = [(&b"ce_id"[..], Some(&id[..])), (b"tracestate", Some(&b"vendor=1"[..]))];
+        assert_eq!(Metadata::from_header_pairs(alone.into_iter(), None, "t").expect("valid").tracestate, None);
+    }
 
     #[test]
     fn an_empty_subject_is_left_out_and_reads_back_empty() {

@@ -42,6 +42,28 @@ async fn an_accepted_order_is_in_the_topic_with_its_fills_key_and_trace() {
 }
 
 #[tokio::test]
+async fn tracestate_goes_with_a_continued_trace_only() {
+    let kafka = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&kafka, "gw.orders", 1).await;
+    let gateway = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    // Valid, then invalid (upper-case hex: W3C Trace Context says to start a new trace and
+    // not to parse the tracestate that came with it).
+    for traceparent in [format!("00-{trace_id}-00f067aa0ba902b7-01"), format!("00-{}-00f067aa0ba902b7-01", trace_id.to_uppercase())] {
+        let response = gateway.http.post(format!("{}/orders", gateway.url)).header("traceparent", traceparent).header("tracestate", "vendor=opaque").json(&order("c-9")).send().await.unwrap();
+        let (status, body) = support::answer(response).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let events = support::events(&kafka, &topic, 2).await;
+    let (continued, fresh) = (&events[0], &events[1]);
+    assert!(continued.headers["traceparent"].starts_with(&format!("00-{trace_id}-")), "{:?}", continued.headers);
+    assert_eq!(continued.headers.get("tracestate").map(String::as_str), Some("vendor=opaque"));
+    assert!(!fresh.headers["traceparent"].contains(trace_id), "a new trace: {:?}", fresh.headers);
+    assert_eq!(fresh.headers.get("tracestate"), None, "no tracestate on a new trace");
+    gateway.stop().await;
+}
+
+#[tokio::test]
 async fn a_given_order_id_is_the_key_and_several_orders_land_once_each() {
     let kafka = herald_testkit::kafka().await;
     let topic = herald_testkit::topic(&kafka, "gw.orders", 3).await;

@@ -15,7 +15,6 @@ use herald_bus::admin::{self, TopicSpec};
 use herald_bus::KafkaConfig;
 use herald_gateway::{Config, Gateway, Options};
 use herald_services::announce::{AnnounceArgs, Announcement};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// HTTP in, Avro events out.
 #[derive(Debug, Parser)]
@@ -59,13 +58,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::load(&cli.config)?;
     let kafka = KafkaConfig::new(&cli.bootstrap).with_env(std::env::vars()).with_pairs(&cli.properties)?;
-    let metrics = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full("herald_gateway_request_seconds".to_owned()),
-            &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0],
-        )?
-        .install_recorder()
-        .context("installing the metrics recorder")?;
+    let metrics = herald_ops::install_metrics().context("installing the metrics recorder")?;
     let prefix = cli.topic_prefix.clone().unwrap_or_else(|| config.gateway.topic_prefix.clone());
     let registry = cli.registry.settings(&prefix);
     let options = Options { topic_prefix: cli.topic_prefix.clone(), metrics: Some(metrics), registry: Some(registry) };

@@ -33,7 +33,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use metrics_exporter_prometheus::PrometheusHandle as MetricsHandle;
 
@@ -68,10 +68,37 @@ impl<H: HealthCheck + ?Sized> HealthCheck for Arc<H> {
 #[error("cannot install the Prometheus recorder: {0}")]
 pub struct InstallError(String);
 
-/// Installs the process-wide Prometheus recorder and returns the handle `/metrics` renders.
-/// Call once, from `main`.
+/// Bucket bounds, in seconds, of every `*_seconds` histogram (0.5 ms to 10 s).
+pub const SECONDS_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Bucket bounds of Herald's one count histogram, `herald_choreography_transaction_reactions`.
+pub const REACTIONS_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
+
+/// The Prometheus exporter as every Herald process configures it: each histogram Herald
+/// records is exported as a Prometheus *histogram* with the buckets above. (The exporter's
+/// default is a summary: quantiles over one process's recent values, which cannot be
+/// summed across instances nor turned into "the share of requests under 100 ms".)
+///
+/// ```
+/// let recorder = herald_ops::prometheus().unwrap().build_recorder();
+/// metrics::with_local_recorder(&recorder, || metrics::histogram!("herald_publish_seconds").record(0.003));
+/// let text = recorder.handle().render();
+/// assert!(text.contains("# TYPE herald_publish_seconds histogram"), "{text}");
+/// assert!(text.contains("herald_publish_seconds_bucket{le=\"0.005\"} 1"), "{text}");
+/// ```
+pub fn prometheus() -> Result<PrometheusBuilder, InstallError> {
+    let refused = |e: metrics_exporter_prometheus::BuildError| InstallError(e.to_string());
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+        .map_err(refused)?
+        .set_buckets_for_metric(Matcher::Full("herald_choreography_transaction_reactions".to_owned()), REACTIONS_BUCKETS)
+        .map_err(refused)
+}
+
+/// Installs the process-wide Prometheus recorder ([`prometheus`]) and returns the handle
+/// `/metrics` renders. Call once, from `main`.
 pub fn install_metrics() -> Result<PrometheusHandle, InstallError> {
-    PrometheusBuilder::new().install_recorder().map_err(|e| InstallError(e.to_string()))
+    prometheus()?.install_recorder().map_err(|e| InstallError(e.to_string()))
 }
 
 struct OpsState {

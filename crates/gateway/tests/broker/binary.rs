@@ -59,6 +59,11 @@ async fn the_binary_serves_shop_toml_with_a_topic_prefix() {
     assert!(metrics.contains(r#"herald_gateway_requests_total{route="place-order",status="202"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"herald_gateway_requests_total{route="place-order",status="400"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"herald_gateway_request_seconds_bucket{route="place-order",le="0.5"}"#), "{metrics}");
+    // Every latency is a Prometheus histogram (summable across instances), the publisher's too.
+    for name in ["herald_gateway_request_seconds", "herald_publish_seconds"] {
+        assert!(metrics.contains(&format!("# TYPE {name} histogram")), "{metrics}");
+    }
+    assert!(!metrics.contains(" summary"), "{metrics}");
 
     let pid = child.id().unwrap();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();

@@ -219,13 +219,16 @@ impl OwnedRecord {
         self.timestamp
     }
 
+    /// Its headers as a librdkafka header list, in order (to produce them again).
+    pub fn owned_headers(&self) -> OwnedHeaders {
+        self.headers().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |acc, (name, value)| {
+            acc.insert(Header { key: &String::from_utf8_lossy(name), value })
+        })
+    }
+
     /// The record as an rdkafka message, headers included (for dead-lettering; rare).
     pub fn to_message(&self) -> OwnedMessage {
-        let headers = (!self.headers.is_empty()).then(|| {
-            self.headers().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |acc, (name, value)| {
-                acc.insert(Header { key: &String::from_utf8_lossy(name), value })
-            })
-        });
+        let headers = (!self.headers.is_empty()).then(|| self.owned_headers());
         OwnedMessage::new(
             self.payload().map(<[u8]>::to_vec),
             self.key().map(<[u8]>::to_vec),

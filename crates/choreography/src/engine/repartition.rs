@@ -31,7 +31,6 @@ use herald_bus::publisher::Record;
 use herald_bus::runtime::{Delivery, FailureClass, Membership, Offsets, PartitionSink, Progress, Sink};
 use herald_bus::KafkaConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -204,9 +203,7 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         for (index, record) in batch.iter().enumerate() {
             match reader.decode(record) {
                 Ok((routed, _)) => {
-                    // Names are UTF-8: they were when the record was copied out of librdkafka.
-                    let headers = record.headers().fold(OwnedHeaders::new_with_capacity(record.headers().count()), |acc, (name, value)| acc.insert(Header { key: &String::from_utf8_lossy(name), value }));
-                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers });
+                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers() });
                 }
                 Err(failure) => {
                     failed = Some((index, failure));

@@ -133,7 +133,7 @@ impl Registry {
         if let Some(id) = lock(&self.inner.ids).get(&key) {
             return Ok(*id);
         }
-        let json = known.json();
+        let json = known.json().map_err(|e| RegistryError::Client(format!("cannot serialize schema {}: {e}", known.name)))?;
         let id = if register { self.register(subject, &json).await? } else { self.lookup(subject, &json).await? };
         lock(&self.inner.ids).insert(key, id);
         Ok(id)

@@ -67,12 +67,12 @@ impl KnownSchema {
     /// use herald_bus::schema::SchemaSet;
     /// let text = r#"{"type": "record", "name": "Ping", "fields": [{"name": "n", "type": "int", "doc": "how many"}]}"#;
     /// let known = SchemaSet::default().add_str(text).unwrap();
-    /// assert_eq!(known.json(), text);
+    /// assert_eq!(known.json().unwrap(), text);
     /// ```
-    pub fn json(&self) -> std::borrow::Cow<'_, str> {
+    pub fn json(&self) -> Result<std::borrow::Cow<'_, str>, serde_json::Error> {
         match &self.text {
-            Some(text) => std::borrow::Cow::Borrowed(text),
-            None => std::borrow::Cow::Owned(serde_json::to_string(&self.schema).unwrap_or_default()),
+            Some(text) => Ok(std::borrow::Cow::Borrowed(text)),
+            None => serde_json::to_string(&self.schema).map(std::borrow::Cow::Owned),
         }
     }
 

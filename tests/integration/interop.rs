@@ -481,6 +481,22 @@ fn python_orders() -> Vec<OrderEvent> {
     events
 }
 
+/// `interop.py produce` of `input` (one event per line) to `topic`, with the schemas under
+/// `schemas` and `extra` arguments: what it reports per event, `count` of them.
+async fn produce(python: &Path, config: &herald_bus::KafkaConfig, topic: &str, schemas: &str, extra: &[&str], input: &str, count: usize) -> Vec<HashMap<String, Option<String>>> {
+    let mut args = vec!["produce", "--bootstrap", config.bootstrap(), "--topic", topic, "--schemas", schemas];
+    args.extend_from_slice(extra);
+    let out = interop(python, &args, input).await;
+    let sent: Vec<_> = out.lines().map(parse_flat_object).collect();
+    assert_eq!(sent.len(), count, "one result per event:\n{out}");
+    sent
+}
+
+/// Field `name` of a line `interop.py` printed; a missing or null one fails the test.
+fn field(line: &HashMap<String, Option<String>>, name: &str) -> String {
+    line.get(name).cloned().flatten().unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
 /// `events` as the JSON lines `interop.py produce` reads.
 fn produce_input(events: &[OrderEvent]) -> String {
     events
@@ -503,17 +519,7 @@ async fn herald_decodes_what_python_published() {
 
     let schemas = schemas_dir().display().to_string();
     let source = "/herald/tests/python";
-    let out = interop(
-        &python,
-        &["produce", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--schemas", &schemas, "--source", source],
-        &input,
-    )
-    .await;
-    let sent: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
-    assert_eq!(sent.len(), events.len(), "one result per event:\n{out}");
-    let field = |r: &HashMap<String, Option<String>>, name: &str| -> String {
-        r.get(name).cloned().flatten().unwrap_or_else(|| panic!("no {name} in {r:?}"))
-    };
+    let sent = produce(&python, &config, orders.name(), &schemas, &["--source", source], &input, events.len()).await;
 
     // First the raw records, checked with Herald's own codec: a framing or encoding
     // mismatch fails here at once, with the reason, instead of as a dead-lettered record
@@ -674,17 +680,7 @@ async fn herald_decodes_confluent_framed_events_python_published() {
     let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.confluent.from.python", 3).await);
     let events = python_orders();
     let schemas = schemas_dir().display().to_string();
-    let out = interop(
-        &python,
-        &["produce", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--schemas", &schemas, "--registry", &url],
-        &produce_input(&events),
-    )
-    .await;
-    let sent: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
-    assert_eq!(sent.len(), events.len(), "one result per event:\n{out}");
-    let field = |r: &HashMap<String, Option<String>>, name: &str| -> String {
-        r.get(name).cloned().flatten().unwrap_or_else(|| panic!("no {name} in {r:?}"))
-    };
+    let sent = produce(&python, &config, orders.name(), &schemas, &["--registry", &url], &produce_input(&events), events.len()).await;
 
     // The frames: 0x00 and the id Python's serializer used; the registry's schema under
     // that id is, by Herald's parsing canonical form, the member Herald knows.
@@ -788,18 +784,11 @@ async fn herald_reads_events_of_a_newer_schema_from_the_registry() {
             Json::Obj(vec![("type", Json::str(e.type_name())), ("key", Json::str(order_id(e))), ("data", Json::Obj(fields))]).render() + "\n"
         })
         .collect();
-    let out = interop(
-        &python,
-        &["produce", "--bootstrap", config.bootstrap(), "--topic", orders.name(), "--schemas", &folder.display().to_string(), "--registry", &url],
-        &input,
-    )
-    .await;
+    let sent = produce(&python, &config, orders.name(), &folder.display().to_string(), &["--registry", &url], &input, events.len()).await;
     let _ = std::fs::remove_dir_all(&folder);
-    let sent: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
-    assert_eq!(sent.len(), events.len(), "one result per event:\n{out}");
 
     let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
-    let id: u32 = sent[0].get("schema_id").cloned().flatten().expect("schema_id").parse().expect("an id");
+    let id: u32 = field(&sent[0], "schema_id").parse().expect("an id");
     let writer = registry.schema(id).await.expect("the v3 schema");
     assert!(OrderEvent::schemas().by_fingerprint(&writer.fingerprint).is_none(), "v3 is new to Herald");
 
@@ -865,19 +854,19 @@ async fn traceparents_read_as_opentelemetry_reads_them() {
     let out = interop(&python, &["traceparent"], &input).await;
     let read: Vec<HashMap<String, Option<String>>> = out.lines().map(parse_flat_object).collect();
     assert_eq!(read.len(), corpus.len(), "one line per value:\n{out}");
-    let field = |r: &HashMap<String, Option<String>>, name: &str| r.get(name).cloned().flatten();
+    let value_of = |r: &HashMap<String, Option<String>>, name: &str| r.get(name).cloned().flatten();
     let mut valid = 0;
     for (value, otel) in corpus.iter().zip(&read) {
-        assert_eq!(field(otel, "input").as_deref(), Some(value.as_str()));
+        assert_eq!(value_of(otel, "input").as_deref(), Some(value.as_str()));
         let herald = value.parse::<herald_bus::trace::TraceContext>().ok();
-        let otel_valid = field(otel, "valid").as_deref() == Some("true");
+        let otel_valid = value_of(otel, "valid").as_deref() == Some("true");
         assert_eq!(herald.is_some(), otel_valid, "Herald {} {value:?}, OpenTelemetry {}", if herald.is_some() { "reads" } else { "refuses" }, if otel_valid { "reads it" } else { "refuses it" });
         if let Some(context) = herald {
             valid += 1;
-            assert_eq!(Some(format!("{:032x}", context.trace_id)), field(otel, "trace_id"), "{value:?}");
-            assert_eq!(Some(format!("{:016x}", context.span_id)), field(otel, "span_id"), "{value:?}");
-            assert_eq!(Some(context.flags.to_string()), field(otel, "flags"), "{value:?}");
-            assert_eq!(Some(context.to_string()), field(otel, "written"), "what each writes back for {value:?}");
+            assert_eq!(Some(format!("{:032x}", context.trace_id)), value_of(otel, "trace_id"), "{value:?}");
+            assert_eq!(Some(format!("{:016x}", context.span_id)), value_of(otel, "span_id"), "{value:?}");
+            assert_eq!(Some(context.flags.to_string()), value_of(otel, "flags"), "{value:?}");
+            assert_eq!(Some(context.to_string()), value_of(otel, "written"), "what each writes back for {value:?}");
         }
     }
     assert_eq!(valid, 11, "the corpus's valid values");

@@ -143,7 +143,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
 /// or a new trace when the header is absent or invalid (as W3C trace context says to
 /// treat an invalid one).
 fn trace(headers: &HeaderMap) -> (TraceContext, Option<u64>) {
-    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<TraceContext>().ok());
+    let parent = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<TraceContext>().ok());
     parent.map_or_else(|| (TraceContext::new_root(), None), |p| (p.child(), Some(p.span_id)))
 }
 

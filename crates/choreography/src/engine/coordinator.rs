@@ -22,11 +22,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use herald_bus::codec::SINGLE_OBJECT_MAGIC;
+use herald_bus::consumer::OwnedRecord;
 use herald_bus::publisher::Record;
 use herald_bus::runtime::Membership;
 use herald_bus::{KafkaConfig, Metadata};
 use rdkafka::error::KafkaError;
-use herald_bus::consumer::OwnedRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;

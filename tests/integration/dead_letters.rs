@@ -88,7 +88,7 @@ async fn failing_handlers_are_retried_then_dead_lettered() {
         .expect("original");
     assert_eq!(rejected.payload.as_deref(), rdkafka::Message::payload(original));
     assert_eq!(rejected.offset, rdkafka::Message::offset(original));
-    assert!(rejected.headers.iter().any(|(k, _)| k == "ce_id"));
+    assert!(rejected.headers.iter().any(|(k, _)| k == b"ce_id"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -284,4 +284,77 @@ async fn an_unavailable_schema_source_is_waited_for_not_dead_lettered() {
     assert_eq!(failures_left.load(Ordering::SeqCst), 0, "the lookup failed three times first");
     assert_eq!(seen.len(), 1);
     assert_eq!(record_count(&config, &dead_letter::topic_for(&name)).await, 0, "nothing dead-lettered");
+}
+
+/// Sends one record through librdkafka's C API with header names given as bytes (rdkafka's
+/// Rust API takes names as `&str` only): what a client in another language can write.
+#[allow(unsafe_code)]
+fn send_with_byte_names(config: &herald_bus::KafkaConfig, topic: &str, key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])]) {
+    use rdkafka::bindings as rd;
+    use rdkafka::producer::{BaseProducer, Producer};
+    use std::ffi::CString;
+    let producer: BaseProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("raw producer");
+    let topic = CString::new(topic).expect("topic name");
+    let names: Vec<CString> = headers.iter().map(|(n, _)| CString::new(*n).expect("no NUL in a name")).collect();
+    let vu = |vtype, u| rd::rd_kafka_vu_t { vtype, u };
+    let mem = |bytes: &[u8]| rd::rd_kafka_vu_s__bindgen_ty_1 { mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 { ptr: bytes.as_ptr() as *mut _, size: bytes.len() } };
+    let mut vus = vec![
+        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC, rd::rd_kafka_vu_s__bindgen_ty_1 { cstr: topic.as_ptr() }),
+        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_KEY, mem(key)),
+        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE, mem(value)),
+        vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_MSGFLAGS, rd::rd_kafka_vu_s__bindgen_ty_1 { i: rd::RD_KAFKA_MSG_F_COPY }),
+    ];
+    for (name, (_, value)) in names.iter().zip(headers) {
+        let header = rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 { name: name.as_ptr(), val: value.as_ptr() as *const _, size: value.len() as isize };
+        vus.push(vu(rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADER, rd::rd_kafka_vu_s__bindgen_ty_1 { header }));
+    }
+    // SAFETY: every pointer in `vus` outlives the call, and RD_KAFKA_MSG_F_COPY makes
+    // librdkafka copy key and value; header names and values are always copied.
+    let error = unsafe { rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), vus.len()) };
+    assert!(error.is_null(), "rd_kafka_produceva refused the record");
+    producer.flush(std::time::Duration::from_secs(30)).expect("record delivered");
+}
+
+/// Kafka's header names are bytes on the wire: Java reads them as UTF-8 with replacement,
+/// librdkafka keeps them as they are, and rdkafka's Rust accessor panics on a name that is
+/// not UTF-8. A record carrying one must be handled or dead-lettered like any other,
+/// its headers kept byte for byte, and the consumer must keep running.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_names_that_are_not_utf8_are_read_and_kept_as_bytes() {
+    use rdkafka::message::Message as _;
+    let config = kafka().await;
+    let name = topic(&config, "byte-names", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let publisher = publisher(&config);
+    let meta = herald_bus::Metadata::new("shop.orders.OrderPlaced", "/tests", "bytes-1");
+    let event = publisher.encode(&orders, &OrderPlaced::example("bytes-1", "c", 5), &meta).await.expect("encode");
+    let payload = event.payload.clone().expect("a value");
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = herald_bus::headers::pairs(&event.headers).map(|(n, v)| (n.to_vec(), v.unwrap_or_default().to_vec())).collect();
+    let odd: (&[u8], &[u8]) = (b"x-latin1-\xe9t\xe9", b"\xff\x00value");
+    headers.push((odd.0.to_vec(), odd.1.to_vec()));
+    let headers: Vec<(&[u8], &[u8])> = headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())).collect();
+    // An event that decodes, then a value that does not, both with the odd header.
+    send_with_byte_names(&config, &name, b"bytes-1", &payload, &headers);
+    send_with_byte_names(&config, &name, b"bytes-2", b"not avro", &[odd]);
+    publisher.publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("good event");
+
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    wait_until(DEADLINE, "both events handled", || async { seen.len() >= 2 }).await;
+    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    assert!(running.health.is_healthy(), "the consumer keeps running");
+    running.shutdown().await;
+
+    let handled: Vec<String> = seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect();
+    assert_eq!(handled, ["bytes-1", "after"]);
+    assert_eq!(seen.all()[0].meta.id, meta.id, "the CloudEvents headers beside the odd one are read");
+    assert_eq!(letters.len(), 1, "the undecodable record is dead-lettered");
+    let letter = &letters[0];
+    assert_eq!((letter.key(), letter.payload()), (Some(&b"bytes-2"[..]), Some(&b"not avro"[..])));
+    let kept: Vec<(&[u8], Option<&[u8]>)> = letter.headers().map(|h| herald_bus::headers::pairs(h).filter(|(n, _)| !n.starts_with(b"herald.")).collect()).unwrap_or_default();
+    assert_eq!(kept, [(odd.0, Some(odd.1))], "the header is dead-lettered byte for byte");
+    let dl = DeadLetter::parse(letter).expect("dead letter");
+    assert_eq!(dl.headers, [(odd.0.to_vec(), Some(odd.1.to_vec()))]);
+    let replay = dl.replay_record();
+    assert_eq!(herald_bus::headers::pairs(&replay.headers).collect::<Vec<_>>(), [(odd.0, Some(odd.1))], "replayed byte for byte");
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use herald_bus::codec::SingleObject;
 use herald_bus::{EventFamily, KafkaConfig, Metadata};
 use herald_projector::{Store, StoreError};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::Mutex;
 
 use crate::aggregate::Aggregate;
@@ -324,7 +324,7 @@ fn last_version(tx: &mut dyn herald_projector::Tx, id: &str) -> Result<i64, Stor
 fn recorded(m: &OwnedMessage) -> Result<Recorded<Vec<u8>>, ReadError> {
     let at = format!("{}/{}", m.partition(), m.offset());
     let meta = Metadata::from_headers(m.headers(), m.key(), "").map_err(|e| ReadError::Inconsistent(format!("{at}: {e}")))?;
-    let sequence = m.headers().and_then(|hs| hs.iter().find(|h| h.key == headers::SEQUENCE).and_then(|h| h.value));
+    let sequence = m.headers().into_iter().flat_map(herald_bus::headers::pairs).find(|(name, _)| *name == headers::SEQUENCE.as_bytes()).and_then(|(_, value)| value);
     let version = sequence
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<i64>().ok())

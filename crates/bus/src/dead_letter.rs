@@ -16,7 +16,7 @@
 //! | `herald.dlq.time`         | RFC 3339 time of dead-lettering                  |
 
 use chrono::{SecondsFormat, Utc};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Message, OwnedMessage};
 
 use crate::publisher::Record;
 
@@ -92,12 +92,8 @@ pub fn topic_for(topic: &str) -> String {
 
 /// Builds the dead-letter record for `original`.
 pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic: &str) -> Record {
-    let mut headers = OwnedHeaders::new();
-    if let Some(h) = original.headers() {
-        for h in h.iter().filter(|h| !h.key.starts_with(header::PREFIX)) {
-            headers = headers.insert(Header { key: h.key, value: h.value });
-        }
-    }
+    // Names as bytes: a name that is not UTF-8 is kept as it was (see `crate::headers`).
+    let mut headers = crate::headers::build(original.headers().into_iter().flat_map(crate::headers::pairs).filter(|(name, _)| !name.starts_with(header::PREFIX.as_bytes())));
     let fields = [
         (header::REASON, truncate_reason(&failure.reason).into_owned()),
         (header::STAGE, failure.stage.as_str().to_owned()),
@@ -262,12 +258,16 @@ pub struct DeadLetter {
     /// Original value.
     pub payload: Option<Vec<u8>>,
     /// Original headers (without the `herald.dlq.*` ones).
-    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// Names are bytes, as on the wire: one that is not UTF-8 is kept as it was.
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl DeadLetter {
     /// Parses a record read from a dead-letter topic; `None` if it lacks Herald's headers.
-    pub fn parse<M: Message>(msg: &M) -> Option<DeadLetter> {
+    pub fn parse<M: Message>(msg: &M) -> Option<DeadLetter>
+    where
+        M::Headers: crate::headers::HeaderList,
+    {
         let mut dl = DeadLetter {
             dlq_partition: msg.partition(),
             dlq_offset: msg.offset(),
@@ -284,9 +284,10 @@ impl DeadLetter {
             headers: Vec::new(),
         };
         let headers = msg.headers()?;
-        for h in headers.iter() {
-            let text = h.value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
-            match h.key {
+        for (name, value) in crate::headers::pairs(headers) {
+            let text = value.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+            // A name that is not UTF-8 is none of Herald's: an original header.
+            match std::str::from_utf8(name).unwrap_or_default() {
                 header::REASON => dl.reason = text,
                 header::STAGE => dl.stage = text,
                 header::ATTEMPTS => dl.attempts = text.parse().unwrap_or(0),
@@ -295,7 +296,7 @@ impl DeadLetter {
                 header::OFFSET => dl.offset = text.parse().unwrap_or(-1),
                 header::GROUP => dl.group = text,
                 header::TIME => dl.time = text,
-                k => dl.headers.push((k.to_owned(), h.value.map(<[u8]>::to_vec))),
+                _ => dl.headers.push((name.to_vec(), value.map(<[u8]>::to_vec))),
             }
         }
         (!dl.topic.is_empty()).then_some(dl)
@@ -303,10 +304,7 @@ impl DeadLetter {
 
     /// The record that republishes the original to its topic: same key, value and headers.
     pub fn replay_record(&self) -> Record {
-        let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
-        for (key, value) in &self.headers {
-            headers = headers.insert(Header { key, value: value.as_deref() });
-        }
+        let headers = crate::headers::build(self.headers.iter().map(|(name, value)| (name.as_slice(), value.as_deref())));
         Record {
             topic: self.topic.clone(),
             key: self.key.clone(),
@@ -319,6 +317,7 @@ impl DeadLetter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::{Headers, OwnedHeaders};
 
     #[test]
     fn a_dead_letter_round_trips_and_replays_the_original() {

@@ -76,6 +76,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod envelope;
 pub mod event;
+pub mod headers;
 pub mod partitioner;
 pub mod publisher;
 pub mod runtime;

@@ -150,8 +150,8 @@ impl Extensions {
     /// let ext = Extensions::from_headers(Some(&headers));
     /// assert_eq!(ext.iter().collect::<Vec<_>>(), [("ce_replyto", "replies")]);
     /// ```
-    pub fn from_headers<H: rdkafka::message::Headers>(headers: Option<&H>) -> Self {
-        Self::from_header_pairs(headers.into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value)))
+    pub fn from_headers<H: herald_bus::headers::HeaderList>(headers: Option<&H>) -> Self {
+        Self::from_header_pairs(headers.into_iter().flat_map(herald_bus::headers::pairs))
     }
 
     /// [`Extensions::from_headers`] over (name, value) pairs, such as

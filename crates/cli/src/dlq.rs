@@ -194,7 +194,7 @@ fn details(codec: &SingleObject, dl: &DeadLetter) -> String {
     out.push_str("headers\n");
     for (key, value) in &dl.headers {
         let value = value.as_ref().map_or("(null)".into(), |v| String::from_utf8_lossy(v).into_owned());
-        out.push_str(&format!("  {key}: {value}\n"));
+        out.push_str(&format!("  {}: {value}\n", String::from_utf8_lossy(key)));
     }
     match dl.payload.as_deref() {
         None => out.push_str("payload     (none)\n"),

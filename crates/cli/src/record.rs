@@ -7,7 +7,7 @@ use chrono::SecondsFormat;
 use herald_bus::codec::{decode_value, SingleObject};
 use herald_bus::envelope::header;
 use herald_bus::Metadata;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use serde::Serialize;
 
 use herald_cli::json::AvroJson;
@@ -33,12 +33,15 @@ pub struct Decoded {
 
 impl Decoded {
     /// Decodes `msg` with the writer schemas `codec` knows.
-    pub fn new<M: Message>(codec: &SingleObject, msg: &M) -> Self {
+    pub fn new<M: Message>(codec: &SingleObject, msg: &M) -> Self
+    where
+        M::Headers: herald_bus::headers::HeaderList,
+    {
         let headers: Vec<(String, Option<String>)> = msg
             .headers()
             .map(|hs| {
-                hs.iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+                herald_bus::headers::pairs(hs)
+                    .map(|(name, value)| (String::from_utf8_lossy(name).into_owned(), value.map(|v| String::from_utf8_lossy(v).into_owned())))
                     .collect()
             })
             .unwrap_or_default();

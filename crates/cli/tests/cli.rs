@@ -208,6 +208,28 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
     assert!(plain.lines()[0].contains("undecodable: unknown framing"), "{plain:#?}");
 }
 
+/// A header name that is not UTF-8 (any client but Java's can write one; rdkafka's own
+/// accessor panics on it) is shown, lossily, with the event beside it decoded.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_shows_records_whose_header_names_are_not_utf8() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.byte-names", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/byte-names")).unwrap_or_else(|e| panic!("{e}"));
+    let source: Topic<OrderEvent> = Topic::named(&topic);
+    let mut record = publisher.encode(&source, &OrderPlaced::example("o-1", "c-1", 100), &herald_bus::Metadata::new("shop.orders.OrderPlaced", "/test", "o-1")).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = herald_bus::headers::pairs(&record.headers).map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec))).collect();
+    headers.push((b"x-caf\xe9".to_vec(), Some(b"1".to_vec())));
+    record.headers = herald_bus::headers::build(headers.iter().map(|(n, v)| (n.as_slice(), v.as_deref())));
+    publisher.send_record(record).await.unwrap_or_else(|e| panic!("{e}"));
+    publisher.flush(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let tailed = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "1", "--timeout", "30", "--json"], None).await.ok();
+    let records = tailed.json_lines();
+    assert_eq!(records.len(), 1, "{tailed:#?}");
+    assert_eq!(records[0]["data"]["order_id"], "o-1", "{}", records[0]);
+    assert_eq!(records[0]["headers"]["x-caf\u{fffd}"], "1", "{}", records[0]);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bulk_stdin_keeps_the_input_order_of_one_key() {
     let config = herald_testkit::kafka().await;

@@ -1,7 +1,7 @@
 //! Decoding a consumed record into a typed envelope: the codec finds the writer schema,
 //! the family decodes, the headers give the metadata.
 
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 
 use super::record::OwnedRecord;
 use crate::codec::{Codec, DecodeError};
@@ -15,7 +15,7 @@ use crate::EventFamily;
 /// topic. Runtimes other than [`Consumer`](crate::Consumer) (projectors, sagas) use it
 /// too.
 pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
-    let headers = msg.headers().into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
+    let headers = msg.headers().into_iter().flat_map(crate::headers::pairs);
     let position = || Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
     decode_parts(codec, msg.payload(), msg.key(), headers, position).await
 }

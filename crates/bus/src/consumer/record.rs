@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage, Timestamp};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders, OwnedMessage, Timestamp};
 
 /// A byte range in [`Record::bytes`].
 #[derive(Debug, Clone, Copy)]
@@ -120,8 +120,8 @@ impl OwnedRecord {
     /// [`OwnedRecord::copy`] into `buffers` (empty ones, new or from a [`Recycler`]).
     pub(crate) fn copy_into(msg: &BorrowedMessage<'_>, topic: &Arc<str>, buffers: Buffers) -> OwnedRecord {
         let (payload, key) = (msg.payload(), msg.key());
-        let headers = msg.headers();
-        let count = headers.map_or(0, Headers::count);
+        let headers = msg.headers().map(crate::headers::pairs);
+        let count = headers.as_ref().map_or(0, |h| h.size_hint().0);
         let estimate = payload.map_or(0, <[u8]>::len) + key.map_or(0, <[u8]>::len) + 64 * count;
         let Buffers { mut bytes, headers: mut spans } = buffers;
         bytes.reserve(estimate);
@@ -133,11 +133,9 @@ impl OwnedRecord {
         };
         let payload = payload.map(&mut push);
         let key = key.map(&mut push);
-        if let Some(headers) = headers {
-            for idx in 0..count {
-                let Some(h) = headers.try_get(idx) else { break };
-                spans.push((push(h.key.as_bytes()), h.value.map(&mut push)));
-            }
+        // Names as bytes (`crate::headers`): rdkafka's accessor panics on one that is not UTF-8.
+        for (name, value) in headers.into_iter().flatten() {
+            spans.push((push(name), value.map(&mut push)));
         }
         OwnedRecord {
             topic: topic.clone(),
@@ -203,8 +201,8 @@ impl OwnedRecord {
         self.key.map(|s| self.slice(s))
     }
 
-    /// Name and value of each header, in order. Names are bytes: they were valid UTF-8
-    /// when copied (librdkafka's header accessor insists on it).
+    /// Name and value of each header, in order. Names are bytes, as on the wire (one that
+    /// is not UTF-8 is kept as it was: see [`headers`](crate::headers)).
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
         self.headers.iter().map(|&(name, value)| (self.slice(name), value.map(|v| self.slice(v))))
     }
@@ -221,9 +219,7 @@ impl OwnedRecord {
 
     /// Its headers as a librdkafka header list, in order (to produce them again).
     pub fn owned_headers(&self) -> OwnedHeaders {
-        self.headers().fold(OwnedHeaders::new_with_capacity(self.headers.len()), |acc, (name, value)| {
-            acc.insert(Header { key: &String::from_utf8_lossy(name), value })
-        })
+        crate::headers::build(self.headers())
     }
 
     /// The record as an rdkafka message, headers included (for dead-lettering; rare).

@@ -3,13 +3,14 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use uuid::Uuid;
 
 use super::error::MetadataError;
 use super::header;
 use super::time::{parse_time, write_herald_time, HERALD_TIME_LEN};
 use super::AVRO_CONTENT_TYPE;
+use crate::headers::HeaderList;
 use crate::trace::TraceContext;
 
 /// The metadata of one event: its CloudEvents attributes plus flow and trace ids.
@@ -109,9 +110,8 @@ impl Metadata {
     /// Reads metadata from Kafka headers. Missing attributes are filled as well as possible
     /// (`event_type` from `fallback_type`, `subject` from the key); a present but malformed
     /// `ce_id` or `ce_time` is an error.
-    pub fn from_headers<H: Headers>(headers: Option<&H>, key: Option<&[u8]>, fallback_type: &str) -> Result<Self, MetadataError> {
-        let pairs = headers.into_iter().flat_map(|h| h.iter()).map(|h| (h.key.as_bytes(), h.value));
-        Self::from_header_pairs(pairs, key, fallback_type)
+    pub fn from_headers<H: HeaderList>(headers: Option<&H>, key: Option<&[u8]>, fallback_type: &str) -> Result<Self, MetadataError> {
+        Self::from_header_pairs(headers.into_iter().flat_map(crate::headers::pairs), key, fallback_type)
     }
 
     /// [`Metadata::from_headers`] over (name, value) pairs, such as
@@ -233,7 +233,7 @@ fn kv<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::BorrowedHeaders;
+    use rdkafka::message::{BorrowedHeaders, Headers};
 
     #[test]
     fn a_tracestate_without_a_valid_traceparent_is_dropped() {

@@ -1,6 +1,6 @@
 //! [`Record`]: one record ready to send, null key and null value included.
 
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Message, OwnedHeaders, OwnedMessage};
 
 use super::PublishError;
 use crate::schema::KnownSchema;
@@ -42,16 +42,17 @@ impl Record {
 
     /// The record that sends `msg` again to its topic: same key, value and headers, nulls
     /// kept null (for example a record a failed send handed back in a [`PublishError`]).
-    pub fn from_message<M: Message>(msg: &M) -> Self {
-        let headers = msg.headers().map_or_else(OwnedHeaders::new, |hs| {
-            hs.iter().fold(OwnedHeaders::new_with_capacity(hs.count()), |acc, h| acc.insert(Header { key: h.key, value: h.value }))
-        });
+    pub fn from_message<M: Message>(msg: &M) -> Self
+    where
+        M::Headers: crate::headers::HeaderList,
+    {
+        let headers = crate::headers::build(msg.headers().into_iter().flat_map(crate::headers::pairs));
         Record { topic: msg.topic().to_owned(), key: msg.key().map(<[u8]>::to_vec), payload: msg.payload().map(<[u8]>::to_vec), headers }
     }
 
     /// Bytes the broker counts against `message.max.bytes`, roughly: key, value, headers.
     pub(crate) fn size(&self) -> usize {
-        let headers: usize = self.headers.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len) + 8).sum();
+        let headers: usize = crate::headers::pairs(&self.headers).map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len) + 8).sum();
         self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len) + headers
     }
 }
@@ -113,6 +114,7 @@ pub fn datum_by_value<T: serde::Serialize>(schema: &apache_avro::Schema, value: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::Headers;
 
     #[test]
     fn from_message_keeps_nulls_null() {

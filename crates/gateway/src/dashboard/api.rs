@@ -424,7 +424,7 @@ pub async fn dead_letter(State(dashboard): State<Arc<Dashboard>>, method: Method
     admit!(dashboard, method, headers);
     let dl = find_letter(&dashboard, &topic, partition, offset).await?;
     let mut value = summary(&dl);
-    value["headers"] = dl.headers.iter().map(|(k, v)| json!({ "key": k, "value": v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()) })).collect();
+    value["headers"] = dl.headers.iter().map(|(k, v)| json!({ "key": String::from_utf8_lossy(k), "value": v.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()) })).collect();
     value["payload"] = match dl.payload.as_deref() {
         None => Value::Null,
         Some(payload) => match dashboard.codec.split(payload).and_then(|(writer, datum)| decode_value(&writer, None, datum).map(|v| (writer, v))) {

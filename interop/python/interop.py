@@ -404,8 +404,12 @@ def cmd_produce(args: argparse.Namespace) -> None:
             item = json.loads(line)
             event_type, key, data = item["type"], item["key"], item["data"]
             extra = [(str(k), str(v)) for k, v in item.get("headers", {}).items()]
+            # "id": the ce_id to write instead of a fresh UUIDv7 (CloudEvents allows any
+            # non-empty string); "bare": no CloudEvents headers at all, as a plain Kafka
+            # producer writes.
+            given_id, bare = item.get("id"), bool(item.get("bare", False))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            fail(f"stdin line {n}: expected {{\"type\", \"key\", \"data\"[, \"headers\"]}}: {e}")
+            fail(f"stdin line {n}: expected {{\"type\", \"key\", \"data\"[, \"headers\", \"id\", \"bare\"]}}: {e}")
         schema = by_name.get(event_type)
         if schema is None:
             fail(f"stdin line {n}: no schema named {event_type} under {args.schemas}")
@@ -423,8 +427,8 @@ def cmd_produce(args: argparse.Namespace) -> None:
             fail(f"stdin line {n}: {event_type} through the schema registry: {e}")
         except Exception as e:  # ValidationError, ValueError, TypeError, SerializationError ...
             fail(f"stdin line {n}: data does not fit {event_type}: {e}")
-        event_id = str(uuid7())
-        headers = [
+        event_id = str(given_id) if given_id is not None else str(uuid7())
+        headers = extra if bare else [
             ("ce_specversion", SPECVERSION),
             ("ce_id", event_id),
             ("ce_type", event_type),
@@ -544,9 +548,9 @@ def main(argv: list[str] | None = None) -> None:
                         "ce_causationid, traceparent) as an 'extensions' object")
     p.set_defaults(func=cmd_consume)
 
-    p = sub.add_parser("produce", help="publish JSON lines {type, key, data[, headers]} from stdin",
+    p = sub.add_parser("produce", help="publish JSON lines {type, key, data[, headers, id, bare]} from stdin",
                        description="Encodes each stdin line {\"type\": AVRO_FULL_NAME, \"key\": ID, \"data\": {...}"
-                                   "[, \"headers\": {NAME: VALUE}]} "
+                                   "[, \"headers\": {NAME: VALUE}, \"id\": CE_ID, \"bare\": true]} "
                                    "with the newest schema of that name under SCHEMAS, publishes it with "
                                    "CloudEvents headers (acks=all, idempotent, murmur2_random), and prints "
                                    "one JSON line per record with where it landed and its headers.")

@@ -1071,3 +1071,72 @@ async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
     assert_eq!(read, sent.into_iter().map(Parcels::Shipped).collect::<Vec<_>>());
     let _ = std::fs::remove_dir_all(&schemas);
 }
+
+/// CloudEvents allows any non-empty `ce_id` that is unique per `ce_source` (the spec's own
+/// example is `A234-1234-1234`, Debezium writes `name:...;lsn:...;txId:...`), and plain
+/// Kafka producers write no CloudEvents headers at all. Python publishes both; Herald
+/// handles every event (none dead-lettered), each with a UUID id that is the same at every
+/// read (its exactly-once outputs derive their ids from it) and distinct from the others,
+/// and names the producer's own id, unchanged, as the cause of what it causes.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_takes_any_cloudevents_id_and_records_without_one() {
+    let Some(python) = python("herald_takes_any_cloudevents_id_and_records_without_one") else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.ids", 2).await);
+    let events: Vec<OrderEvent> = python_orders().into_iter().take(5).collect();
+    let upper = uuid::Uuid::now_v7().to_string().to_uppercase();
+    // The ce_id each record carries; None: no CloudEvents headers at all.
+    let ids: [Option<&str>; 5] = [Some("A234-1234-1234"), Some("name:shop;lsn:29274832;txId:565"), Some(&upper), None, None];
+    let input: String = events
+        .iter()
+        .zip(ids)
+        .map(|(e, id)| {
+            let mut fields = vec![("type", Json::str(e.type_name())), ("key", Json::str(order_id(e))), ("data", data_of(e))];
+            fields.push(match id {
+                Some(id) => ("id", Json::str(id)),
+                None => ("bare", Json::Bool(true)),
+            });
+            Json::Obj(fields).render() + "\n"
+        })
+        .collect();
+    let source = "/herald/tests/python-ids";
+    let schemas = schemas_dir().display().to_string();
+    let sent = produce(&python, &config, orders.name(), &schemas, &["--source", source], &input, events.len()).await;
+
+    let read = || async {
+        let seen = Seen::default();
+        let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+        wait_until(DEADLINE, "Herald handled every event, whatever its ce_id", || async { seen.len() >= events.len() }).await;
+        running.shutdown().await;
+        seen.all()
+    };
+    let (first, second) = (read().await, read().await);
+    assert_eq!(first.len(), events.len(), "each event handled once, none dead-lettered");
+    let mut distinct = std::collections::HashSet::new();
+    for ((event, id), result) in events.iter().zip(ids).zip(&sent) {
+        let key = order_id(event);
+        let envelope = first.iter().find(|e| &e.event == event).unwrap_or_else(|| panic!("{event:?} not handled"));
+        let meta = &envelope.meta;
+        let expected = match id {
+            Some(text) if text == upper => uuid::Uuid::parse_str(&upper).expect("a UUID"),
+            Some(text) => herald_bus::Metadata::id_of(source, text),
+            None => {
+                let (partition, offset) = (field(result, "partition").parse().expect("partition"), field(result, "offset").parse().expect("offset"));
+                let mut bare = herald_bus::Metadata::new("x", "y", "z");
+                bare.id = uuid::Uuid::nil();
+                bare.identify_by_position(orders.name(), partition, offset);
+                bare.id
+            }
+        };
+        assert_eq!(meta.id, expected, "id of {key} ({id:?})");
+        assert_eq!(meta.original_id.as_deref(), id, "the producer's own id kept for {key}");
+        assert!(distinct.insert(meta.id), "{key}'s id {} is another event's too", meta.id);
+        let again = second.iter().find(|e| &e.event == event).expect("read again");
+        assert_eq!(again.meta.id, meta.id, "{key}: the same id at every read");
+        if let Some(text) = id {
+            assert_eq!(meta.source, source);
+            let caused = herald_bus::Metadata::new("shop.orders.OrderConfirmed", "/t", key).caused_by(meta);
+            assert_eq!((caused.causation_id.as_deref(), caused.correlation_id.as_deref()), (Some(text), Some(text)), "{key}");
+        }
+    }
+}

@@ -97,5 +97,5 @@ fn span_id(id: Uuid) -> u64 {
 /// The correlation id of an input: its `ce_correlationid`, or its own id when it has none
 /// (it starts a flow).
 pub fn correlation_of(meta: &Metadata) -> String {
-    meta.correlation_id.clone().unwrap_or_else(|| meta.id.to_string())
+    meta.correlation_id.clone().unwrap_or_else(|| meta.ce_id())
 }

@@ -98,7 +98,7 @@ impl Decoded {
         let meta = self.meta.as_ref();
         let has = |name: &str| self.header(name).is_some();
         let line = JsonLine {
-            id: meta.filter(|_| has(header::ID)).map(|m| m.id.to_string()),
+            id: meta.filter(|_| has(header::ID)).map(Metadata::ce_id),
             event_type: self.event_type(),
             source: meta.map(|m| m.source.as_str()).filter(|s| !s.is_empty()),
             subject: meta.map(|m| m.subject.as_str()).filter(|s| !s.is_empty()),

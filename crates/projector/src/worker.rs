@@ -59,7 +59,7 @@ fn report_spans<F: EventFamily, P: Projection<F>>(batch: &Batch<F>, began: std::
     for (item, _) in batch.slices.iter().flat_map(|s| s.items.iter()).filter(|(_, action)| matches!(action, Action::Apply)) {
         let Ok(envelope) = &item.decoded else { continue };
         let Some(cause) = envelope.meta.trace else { continue };
-        let (topic, id) = (envelope.position.topic.as_str(), envelope.meta.id.to_string());
+        let (topic, id) = (envelope.position.topic.as_str(), envelope.meta.ce_id());
         let name = format!("project {topic}");
         SpanRecord::new(&name, SpanKind::Consumer, cause.child(), Some(cause.span_id), began).topic(topic).event(&envelope.meta.event_type, &id).actor(P::NAME).record();
     }

@@ -42,7 +42,8 @@ impl TrackedEvent {
     /// assert_eq!((e.partition, e.offset, e.subject.as_str()), (2, 7, "order-1"));
     /// ```
     pub fn from_parts(meta: &Metadata, position: &Position) -> Self {
-        let id = meta.id.to_string();
+        // The id as written, as the events it caused name it (`ce_causationid`).
+        let id = meta.ce_id();
         TrackedEvent {
             correlation_id: meta.correlation_id.clone().unwrap_or_else(|| id.clone()),
             event_id: id,

@@ -55,6 +55,9 @@ async fn decode_parts<'a, F: EventFamily>(
         }
         Err(e) => return Err(decode_failure(&e)),
     };
-    let meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
-    Ok(Envelope { event, meta, position: position() })
+    let mut meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
+    let position = position();
+    // A record without `ce_id` is known by its place in the log.
+    meta.identify_by_position(&position.topic, position.partition, position.offset);
+    Ok(Envelope { event, meta, position })
 }

@@ -89,7 +89,7 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
         // The span reported once the handler is done (when an exporter listens and the
         // event came with a trace): its parent is the span that wrote the event.
         let report = match envelope.meta.trace {
-            Some(cause) if crate::trace::spans_wanted() => Some((cause.span_id, envelope.meta.event_type.clone(), envelope.meta.id.to_string(), std::time::SystemTime::now())),
+            Some(cause) if crate::trace::spans_wanted() => Some((cause.span_id, envelope.meta.event_type.clone(), envelope.meta.ce_id(), std::time::SystemTime::now())),
             _ => None,
         };
         let span = tracing::info_span!(

@@ -4,8 +4,8 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MetadataError {
-    /// `ce_id` is present but is not a UUID.
-    #[error("ce_id header is not a UUID: {0:?}")]
+    /// `ce_id` is present but empty (CloudEvents requires a non-empty id).
+    #[error("ce_id header is empty")]
     Id(String),
     /// `ce_time` is present but is not RFC 3339.
     #[error("ce_time header is not an RFC 3339 time: {0:?}")]

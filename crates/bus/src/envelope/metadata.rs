@@ -13,7 +13,25 @@ use super::AVRO_CONTENT_TYPE;
 use crate::headers::HeaderList;
 use crate::trace::TraceContext;
 
+/// The namespace of the name-based ids [`Metadata::id_of`] and
+/// [`Metadata::identify_by_position`] give (a fixed, random UUID).
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x3f0c_8e52_7d1a_4c6b_9a40_e2b7_51d8_06fd);
+
 /// The metadata of one event: its CloudEvents attributes plus flow and trace ids.
+///
+/// **Ids.** Herald's own events carry a UUIDv7 `ce_id`. CloudEvents allows any non-empty
+/// string, unique per `ce_source` (the spec's example is `A234-1234-1234`, Debezium writes
+/// `name:...;lsn:...;txId:...`), and plain Kafka records have no `ce_id` at all. Every
+/// consumed event still gets a UUID [`id`](Metadata::id), which Herald's exactly-once
+/// machinery derives output ids from, so it is stable across reads:
+/// - a `ce_id` in UUID form is that UUID;
+/// - any other `ce_id` maps to a name-based UUID of `ce_source` and `ce_id`
+///   ([`Metadata::id_of`]), the text kept in [`original_id`](Metadata::original_id) and
+///   written back unchanged;
+/// - a record without `ce_id` gets an id from its place in the log (topic, partition,
+///   offset: [`Metadata::identify_by_position`], which the runtimes call).
+///
+/// An empty `ce_id` (which CloudEvents forbids) is an error.
 ///
 /// ```
 /// use herald_bus::Metadata;
@@ -24,8 +42,12 @@ use crate::trace::TraceContext;
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metadata {
-    /// Unique event id (`ce_id`), a UUIDv7 for events Herald creates.
+    /// Unique event id (`ce_id`), a UUIDv7 for events Herald creates (see Ids above).
     pub id: Uuid,
+    /// The `ce_id` as its producer wrote it, when that is not `id` in canonical form (a
+    /// non-UUID id, or a UUID in upper case or braces): written back unchanged, and named
+    /// as the cause of the events it causes ([`Metadata::ce_id`]).
+    pub original_id: Option<String>,
     /// Event type (`ce_type`): the Avro full name.
     pub event_type: String,
     /// Producing service (`ce_source`).
@@ -51,6 +73,7 @@ impl Metadata {
         let id = Uuid::now_v7();
         Metadata {
             id,
+            original_id: None,
             event_type: event_type.into(),
             source: source.into(),
             time: Utc::now(),
@@ -65,17 +88,78 @@ impl Metadata {
     /// Marks this event as caused by `cause`: same correlation id, causation id = cause's id,
     /// and a child of its trace.
     pub fn caused_by(mut self, cause: &Metadata) -> Self {
-        self.correlation_id = cause.correlation_id.clone().or_else(|| Some(cause.id.to_string()));
-        self.causation_id = Some(cause.id.to_string());
+        self.correlation_id = cause.correlation_id.clone().or_else(|| Some(cause.ce_id()));
+        self.causation_id = Some(cause.ce_id());
         self.trace = cause.trace.map(|t| t.child());
         self.tracestate = cause.tracestate.clone();
         self
     }
 
+    /// The `ce_id` as written on the wire: [`original_id`](Metadata::original_id) when
+    /// there is one, else `id` in canonical form.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let pairs = [(&b"ce_id"[..], Some(&b"A234-1234-1234"[..])), (b"ce_source", Some(b"https://example.com/x"))];
+    /// let meta = Metadata::from_header_pairs(pairs.into_iter(), None, "T").unwrap();
+    /// assert_eq!(meta.ce_id(), "A234-1234-1234");
+    /// assert_eq!(meta.id, Metadata::id_of("https://example.com/x", "A234-1234-1234"));
+    /// let fresh = Metadata::new("T", "/s", "k");
+    /// assert_eq!(fresh.ce_id(), fresh.id.to_string());
+    /// ```
+    pub fn ce_id(&self) -> String {
+        self.original_id.clone().unwrap_or_else(|| self.id.to_string())
+    }
+
+    /// The UUID of an event whose `ce_id` is not one: name-based (version 5) of its
+    /// `ce_source` and `ce_id`, which CloudEvents makes unique together.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let a = Metadata::id_of("/debezium/shop", "name:shop;lsn:29274832;txId:565");
+    /// assert_eq!(a, Metadata::id_of("/debezium/shop", "name:shop;lsn:29274832;txId:565"));
+    /// assert_ne!(a, Metadata::id_of("/other", "name:shop;lsn:29274832;txId:565"));
+    /// assert_eq!(a.get_version_num(), 5);
+    /// ```
+    pub fn id_of(source: &str, ce_id: &str) -> Uuid {
+        let mut name = Vec::with_capacity(6 + source.len() + 1 + ce_id.len());
+        name.extend_from_slice(b"ce_id\0");
+        name.extend_from_slice(source.as_bytes());
+        name.push(0);
+        name.extend_from_slice(ce_id.as_bytes());
+        Uuid::new_v5(&ID_NAMESPACE, &name)
+    }
+
+    /// Gives an event read without a `ce_id` (its [`id`](Metadata::id) nil) the id of its
+    /// place in the log: name-based (version 5) of topic, partition and offset, so every
+    /// read of the record gives it the same id. An event with an id keeps it.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let mut bare = Metadata::from_header_pairs(std::iter::empty(), Some(b"k"), "T").unwrap();
+    /// assert!(bare.id.is_nil());
+    /// bare.identify_by_position("shop.orders", 3, 41);
+    /// let mut again = Metadata::from_header_pairs(std::iter::empty(), Some(b"k"), "T").unwrap();
+    /// again.identify_by_position("shop.orders", 3, 41);
+    /// assert!(!bare.id.is_nil());
+    /// assert_eq!(bare.id, again.id);
+    /// ```
+    pub fn identify_by_position(&mut self, topic: &str, partition: i32, offset: i64) {
+        if !self.id.is_nil() {
+            return;
+        }
+        let mut name = Vec::with_capacity(6 + topic.len() + 12);
+        name.extend_from_slice(b"kafka\0");
+        name.extend_from_slice(topic.as_bytes());
+        name.extend_from_slice(&partition.to_be_bytes());
+        name.extend_from_slice(&offset.to_be_bytes());
+        self.id = Uuid::new_v5(&ID_NAMESPACE, &name);
+    }
+
     /// Writes the metadata as Kafka headers.
     pub fn to_headers(&self) -> OwnedHeaders {
         HeaderFields {
-            id: self.id,
+            id: self.original_id.as_deref().map_or(Id::Uuid(self.id), Id::Text),
             event_type: &self.event_type,
             source: &self.source,
             time: self.time,
@@ -94,7 +178,7 @@ impl Metadata {
     pub(crate) fn fresh_headers(event_type: &str, source: &str, subject: &str, trace: Option<TraceContext>) -> (Uuid, OwnedHeaders) {
         let id = Uuid::now_v7();
         let fields = HeaderFields {
-            id,
+            id: Id::Uuid(id),
             event_type,
             source,
             time: Utc::now(),
@@ -133,14 +217,14 @@ impl Metadata {
         use header::bytes as h;
         let (mut event_type, mut source, mut subject) = (None, None, None);
         let (mut correlation_id, mut causation_id, mut tracestate) = (None, None, None);
-        let (mut id, mut time, mut trace) = (Uuid::nil(), DateTime::<Utc>::UNIX_EPOCH, None);
+        let (mut ce_id, mut time, mut trace) = (None, DateTime::<Utc>::UNIX_EPOCH, None);
         for (name, value) in pairs {
             if !matches!(name, h::ID | h::TYPE | h::SOURCE | h::TIME | h::SUBJECT | h::CORRELATION_ID | h::CAUSATION_ID | h::TRACEPARENT | h::TRACESTATE) {
                 continue;
             }
             let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { continue };
             match name {
-                h::ID => id = Uuid::parse_str(value).map_err(|_| MetadataError::Id(value.to_owned()))?,
+                h::ID => ce_id = Some(value),
                 h::TIME => time = parse_time(value).ok_or_else(|| MetadataError::Time(value.to_owned()))?,
                 h::TRACEPARENT => trace = value.parse().ok(),
                 h::TYPE => event_type = Some(value),
@@ -151,8 +235,19 @@ impl Metadata {
                 _ => tracestate = Some(value),
             }
         }
+        let (id, original_id) = match ce_id {
+            None => (Uuid::nil(), None),
+            Some("") => return Err(MetadataError::Id(String::new())),
+            Some(text) => match Uuid::try_parse(text) {
+                // The form Herald writes (and `Uuid`'s `Display`): nothing to keep.
+                Ok(id) if text.len() == 36 && !text.bytes().any(|b| b.is_ascii_uppercase()) => (id, None),
+                Ok(id) => (id, Some(text.to_owned())),
+                Err(_) => (Self::id_of(source.unwrap_or_default(), text), Some(text.to_owned())),
+            },
+        };
         Ok(Metadata {
             id,
+            original_id,
             event_type: event_type.unwrap_or(fallback_type).to_owned(),
             source: source.unwrap_or_default().to_owned(),
             time,
@@ -177,9 +272,18 @@ enum CorrelationId<'a> {
     TheId,
 }
 
+/// The `ce_id` to write.
+#[derive(Clone, Copy)]
+enum Id<'a> {
+    /// In canonical form.
+    Uuid(Uuid),
+    /// As its producer wrote it ([`Metadata::original_id`]).
+    Text(&'a str),
+}
+
 /// Everything the headers are written from, borrowed.
 struct HeaderFields<'a> {
-    id: Uuid,
+    id: Id<'a>,
     event_type: &'a str,
     source: &'a str,
     time: DateTime<Utc>,
@@ -192,8 +296,11 @@ struct HeaderFields<'a> {
 
 impl HeaderFields<'_> {
     fn write(&self) -> OwnedHeaders {
-        let mut id = Uuid::encode_buffer();
-        let id = self.id.hyphenated().encode_lower(&mut id);
+        let mut buffer = Uuid::encode_buffer();
+        let id: &str = match self.id {
+            Id::Uuid(id) => id.hyphenated().encode_lower(&mut buffer),
+            Id::Text(text) => text,
+        };
         let mut time = [0u8; HERALD_TIME_LEN];
         let time = write_herald_time(&self.time, &mut time).map_or_else(|| Cow::Owned(self.time.to_rfc3339_opts(SecondsFormat::Micros, true)), Cow::Borrowed);
         let mut headers = OwnedHeaders::new_with_capacity(11)
@@ -296,10 +403,48 @@ mod tests {
         assert_eq!((meta.subject.as_str(), meta.source.as_str(), meta.event_type.as_str()), ("order-9", "", "t"));
     }
 
+    fn read(id: &str, source: &str) -> Result<Metadata, MetadataError> {
+        let owned = OwnedHeaders::new().insert(kv(header::ID, id)).insert(kv(header::SOURCE, source));
+        Metadata::from_headers(Some(&owned), None, "x")
+    }
+
     #[test]
-    fn malformed_id_is_an_error() {
-        let owned = OwnedHeaders::new().insert(kv(header::ID, "not-a-uuid"));
-        let err = Metadata::from_headers(Some(owned.as_borrowed()), None, "x");
-        assert!(matches!(err, Err(MetadataError::Id(_))));
+    fn any_non_empty_ce_id_is_an_id_and_is_written_back_as_it_came() {
+        let canonical = Uuid::now_v7();
+        let plain = read(&canonical.to_string(), "/s").expect("a UUID");
+        assert_eq!((plain.id, plain.original_id.as_deref()), (canonical, None));
+        // CloudEvents' own example and Debezium's form: ids unique per source.
+        for text in ["A234-1234-1234", "name:shop;lsn:29274832;txId:565"] {
+            let meta = read(text, "/s").expect("CloudEvents allows any string");
+            assert_eq!((meta.id, meta.original_id.as_deref()), (Metadata::id_of("/s", text), Some(text)));
+            assert_eq!(meta.id, read(text, "/s").expect("again").id, "the same at every read");
+            assert_ne!(meta.id, read(text, "/other").expect("another source").id, "unique per source");
+            let written = meta.to_headers();
+            assert_eq!(written.iter().find(|h| h.key == header::ID).and_then(|h| h.value), Some(text.as_bytes()), "written back unchanged");
+            let next = Metadata::new("y", "/t", "k").caused_by(&meta);
+            assert_eq!((next.causation_id.as_deref(), next.correlation_id.as_deref()), (Some(text), Some(text)));
+        }
+        // A UUID in another form is that UUID, its text kept.
+        let upper = canonical.to_string().to_uppercase();
+        let meta = read(&upper, "/s").expect("upper case");
+        assert_eq!((meta.id, meta.ce_id()), (canonical, upper));
+        assert!(matches!(read("", "/s"), Err(MetadataError::Id(_))), "CloudEvents forbids an empty id");
+    }
+
+    #[test]
+    fn a_record_without_ce_id_is_known_by_its_position() {
+        let bare = |topic: &str, partition, offset| {
+            let mut meta = Metadata::from_headers::<OwnedHeaders>(None, Some(b"k"), "x").expect("no headers");
+            assert!(meta.id.is_nil());
+            meta.identify_by_position(topic, partition, offset);
+            meta.id
+        };
+        assert_eq!(bare("t", 0, 7), bare("t", 0, 7));
+        let others = [bare("t", 0, 8), bare("t", 1, 7), bare("u", 0, 7)];
+        assert!(others.iter().all(|id| *id != bare("t", 0, 7) && !id.is_nil()));
+        let mut given = read("A234-1234-1234", "/s").expect("an id");
+        let before = given.id;
+        given.identify_by_position("t", 0, 7);
+        assert_eq!(given.id, before, "an event with an id keeps it");
     }
 }

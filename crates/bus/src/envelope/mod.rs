@@ -4,7 +4,7 @@
 //! | header            | meaning                                               |
 //! |-------------------|-------------------------------------------------------|
 //! | `ce_specversion`  | `1.0`                                                 |
-//! | `ce_id`           | event id, a UUIDv7 (unique, time ordered)             |
+//! | `ce_id`           | event id, a UUIDv7 (unique, time ordered); read: any  |
 //! | `ce_type`         | the Avro full name of the event                       |
 //! | `ce_source`       | the producing service (a URI reference)               |
 //! | `ce_time`         | RFC 3339 time of the event                            |
@@ -27,7 +27,7 @@ mod metadata;
 mod time;
 
 pub use error::MetadataError;
-pub use metadata::Metadata;
+pub use metadata::{Metadata, ID_NAMESPACE};
 
 /// The `content-type` Herald writes for single-object framed Avro payloads.
 pub const AVRO_CONTENT_TYPE: &str = "application/avro";

@@ -27,7 +27,10 @@ impl<I> Reader<I> {
         let failure = |stage, reason: String| Failure { stage, reason, attempts: 0 };
         let payload = record.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
-        let meta = Metadata::from_header_pairs(record.headers(), record.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        let mut meta = Metadata::from_header_pairs(record.headers(), record.key(), &writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        // A record without `ce_id` is known by its place in the log: the same id at every
+        // read, so the reaction's output ids are too.
+        meta.identify_by_position(record.topic(), record.partition(), record.offset());
         let decoded = if self.route.reads_headers() {
             self.route.decode_with(&writer.name, &writer, datum, &meta, &crate::input::Extensions::from_header_pairs(record.headers()))
         } else {

@@ -297,6 +297,42 @@ async fn each_input_is_reacted_to_exactly_once_with_state_and_deterministic_ids(
     assert_eq!(total, 30, "the input offsets committed with the reactions: {committed:?}");
 }
 
+/// Records without CloudEvents headers (a plain Kafka producer's) are inputs too: each is
+/// known by its place in the log, so its outputs get ids of their own, the same at every
+/// replay (before, every such input had the nil id, and their outputs one id between them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_without_cloudevents_headers_get_ids_from_their_place_in_the_log() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let s = setup(2).await;
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let mut inputs = HashMap::new();
+    for k in 0..4 {
+        let key = format!("bare{k}");
+        let encoded = s.publisher.encode(&topic, &Ping { id: key.clone(), deadline_ms: 0 }, &Metadata::new("t.Ping", "/test", &key)).await.expect("encode");
+        let record = FutureRecord::to(&s.input).key(&key).payload(encoded.payload.as_deref().expect("a value"));
+        let delivered = raw.send(record, Duration::from_secs(10)).await.expect("sent without headers");
+        let (partition, offset) = (delivered.partition, delivered.offset);
+        let mut position = Metadata::new("t.Ping", "/test", &key);
+        position.id = uuid::Uuid::nil();
+        position.identify_by_position(&s.input, partition, offset);
+        inputs.insert(position.id, key);
+    }
+    let running = start(s.engine(s.settings("a")));
+    let out = read(&s.config, &s.output, "read_committed", inputs.len(), WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(out.len(), inputs.len(), "each input once");
+    let mut seen = HashSet::new();
+    for msg in &out {
+        let (meta, value) = decoded(msg);
+        assert!(seen.insert(meta.id), "event {} twice", meta.id);
+        let cause: uuid::Uuid = meta.causation_id.as_deref().expect("causation").parse().expect("uuid");
+        let key = inputs.get(&cause).unwrap_or_else(|| panic!("caused by {cause}, not an input's place in the log"));
+        assert_eq!(value["id"], serde_json::json!(key));
+        assert_eq!(meta.id, ids::event_id("pinger", cause, 0), "deterministic id");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restart_resumes_from_the_committed_state_in_the_changelog() {
     let s = setup(2).await;

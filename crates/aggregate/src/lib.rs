@@ -93,6 +93,12 @@
 //!   again after a timeout) gets the same reply and changes nothing.
 //! - **Optimistic concurrency.** A command with `ce_expectedversion` other than the
 //!   aggregate's version is rejected with [`CONFLICT`].
+//! - **A bad reply topic stalls nothing.** A command whose `ce_replyto` names a topic that
+//!   does not exist is decided; its reply is dropped with an error log and
+//!   `herald_choreography_outputs_dropped_total` (the engine checks topics an input names),
+//!   and sending the command again with the same id and a reply topic that exists gets
+//!   its answer. (Before, the transaction holding that reply failed on every retry and
+//!   every aggregate of the partition waited behind it.)
 //! - **Replies or a typed timeout.** [`CommandClient::send`] returns the reply, or
 //!   [`SendError::Timeout`] naming the command id, whose reply can then be found on the
 //!   reply topic ([`CommandClient::find_reply`]) or fetched by sending it again with that id.
@@ -148,9 +154,7 @@
 //! every record it fetches. `state_at` folds from version 1 (no snapshot in the read
 //! path). The index runs on SQLite and PostgreSQL (the store test runs on both). One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
 //! show` folds a state only for the aggregates `herald` is built with (the shop's
-//! accounts); for others it prints the stream alone. No benchmark of the reads yet. A reply topic that does not exist stalls its
-//! command's partition (the transaction cannot write to it and is retried): create reply
-//! topics first (the client checks its own). Throughput against the engine's reaction step
+//! accounts); for others it prints the stream alone. No benchmark of the reads yet. Throughput against the engine's reaction step
 //! is in BENCHMARKS.md ("Aggregates"): below the 0.8 aimed at in the first measurements.
 //! `herald command` (herald-cli) sends one command from the command line.
 

@@ -1,6 +1,7 @@
 //! The event-store reads against the real broker: a counter aggregate on the engine, its
 //! event topic indexed by the `StreamIndex` projection into SQLite, and `EventStore`
-//! reading streams back by that index.
+//! reading streams back by that index; and a command naming a reply topic that does not
+//! exist, which must stall nothing.
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo test -p herald-aggregate --test store`
 
@@ -245,4 +246,57 @@ async fn streams_read_back(store_url: Option<String>) {
     stop.cancel();
     running.await.expect("engine task").expect("engine stopped in order");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One client's bad input must not stall the others: a command whose `ce_replyto` names a
+/// topic that does not exist (the test broker creates no topic on its own, as most managed
+/// services) is decided and its reply dropped; the next command of the same aggregate is
+/// answered and sees the first one's event; and the dropped reply's outcome can still be
+/// had by the command's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_topic_that_does_not_exist_stalls_nothing() {
+    use herald_aggregate::SendOptions;
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("replyto"));
+    let (commands, events, replies) = (format!("{prefix}counter.commands"), format!("{prefix}counter"), format!("{prefix}replies"));
+    let specs: Vec<TopicSpec> = [&commands, &events, &replies].iter().map(|t| TopicSpec::new(t.as_str()).partitions(1)).collect();
+    admin::create_topics(&config, &specs).await.expect("topics");
+    for spec in &specs {
+        herald_testkit::wait_until(Duration::from_secs(30), "topic metadata", || async { admin::partition_count(&config, &spec.name).await.ok().flatten().is_some() }).await;
+    }
+    let mut settings = EngineSettings::new("replyto-test");
+    settings.topic_prefix = prefix.clone();
+    let engine = Engine::new(&config, Decider(Counter), settings).expect("engine");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+
+    // The bad command, as a client with a mistyped reply topic sends it.
+    let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/test/replyto")).expect("publisher");
+    let meta = herald_bus::Metadata::new(<Add as herald_bus::Event>::TYPE, "/test/replyto", "c-1");
+    let topic = Topic::<CounterCommand>::named(&commands);
+    let mut record = publisher.encode(&topic, &Add { counter: "c-1".into(), n: 4 }, &meta).await.expect("encode");
+    let missing = format!("{prefix}no-such-replies");
+    record.headers = record.headers.insert(rdkafka::message::Header { key: herald_aggregate::headers::REPLY_TO, value: Some(missing.as_str()) });
+    publisher.send_record(record).await.expect("sent");
+
+    let client = CommandClient::new(&config, topic.clone(), replies.clone()).await.expect("client").with_timeout(Duration::from_secs(30));
+    let next = client.send(Add { counter: "c-1".into(), n: 1 }).await.expect("answered: the partition did not stall");
+    assert!(next.is_accepted(), "{next:?}");
+    assert_eq!(next.version, Some(2), "the command with the missing reply topic was decided first");
+    let again = client.send_with(Add { counter: "c-1".into(), n: 4 }, SendOptions::default().command_id(meta.id)).await.expect("answered");
+    assert_eq!((again.is_accepted(), again.version, again.command_id.clone()), (true, Some(1), meta.id.to_string()), "answered from memory, not decided again");
+    assert_eq!(admin::partition_count(&config, &missing).await.ok().flatten(), None, "the missing topic was not created by the engine");
+
+    // Once the topic exists, its replies flow without a restart (the engine asks again).
+    admin::create_topics(&config, &[TopicSpec::new(missing.as_str()).partitions(1)]).await.expect("create the reply topic");
+    herald_testkit::wait_until(Duration::from_secs(60), "a reply on the topic once it exists", || async {
+        let meta = herald_bus::Metadata::new(<Add as herald_bus::Event>::TYPE, "/test/replyto", "c-2");
+        let mut record = publisher.encode(&topic, &Add { counter: "c-2".into(), n: 1 }, &meta).await.expect("encode");
+        record.headers = record.headers.insert(rdkafka::message::Header { key: herald_aggregate::headers::REPLY_TO, value: Some(missing.as_str()) });
+        publisher.send_record(record).await.expect("sent");
+        herald_testkit::record_count(&config, &missing).await > 0
+    })
+    .await;
+    stop.cancel();
+    running.await.expect("engine task").expect("engine ran without error");
 }

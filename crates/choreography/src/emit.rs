@@ -122,8 +122,10 @@ impl Emitted {
     /// [`topic_prefix`](crate::engine::EngineSettings::topic_prefix). Declare such an
     /// output with [`Output::to_named_topic`](crate::declaration::Output::to_named_topic).
     ///
-    /// The topic must exist: a transaction cannot write to a missing topic (with
-    /// `auto.create.topics.enable=false`), so the engine would retry it until it exists.
+    /// The engine checks that the topic exists before writing (a transaction cannot write
+    /// to a missing topic when the broker creates none, and would fail on every retry): an
+    /// output to a missing topic is dropped with an error log and
+    /// `herald_choreography_outputs_dropped_total`, and the input's other effects commit.
     pub fn exact_topic(mut self) -> Self {
         self.exact_topic = true;
         self

@@ -35,6 +35,7 @@ use super::classify::{classify, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
 use super::health::EngineHealth;
+use super::named_topics::NamedTopics;
 use super::producer::TxnProducer;
 use super::restore::{self, restore};
 use super::{EngineError, EngineSettings};
@@ -138,6 +139,8 @@ pub(crate) struct Coordinator<P: Participant> {
     pub health: Arc<EngineHealth>,
     pub tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
     producer: Option<TxnProducer>,
+    /// Which topics named by inputs exist (see `named_topics`).
+    named_topics: NamedTopics,
     /// A producer whose `init_transactions` failed retriably, to call it on again.
     initialising: Option<TxnProducer>,
     /// State of the partitions restored, by partition number.
@@ -192,6 +195,7 @@ impl<P: Participant> Coordinator<P> {
             health,
             tx,
             producer: None,
+            named_topics: NamedTopics::default(),
             initialising: None,
             partitions: HashMap::new(),
             owned: HashSet::new(),
@@ -519,6 +523,16 @@ impl<P: Participant> Coordinator<P> {
             payload.extend_from_slice(&known.fingerprint.0);
             payload.extend_from_slice(&datum);
             let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
+            // A topic the input named (a reply topic) that does not exist would fail the
+            // transaction on every retry and stall the partition: drop this output.
+            if emission.event.is_exact_topic()
+                && let Some(producer) = &self.producer
+                && !self.named_topics.exists(producer, &topic).await
+            {
+                tracing::error!(topic, event_type = emission.event.type_name(), "the topic the input named does not exist: this output is dropped, the input's other effects commit");
+                metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
+                continue;
+            }
             let mut headers = emission.meta.to_headers();
             for (name, value) in emission.event.headers() {
                 headers = headers.insert(rdkafka::message::Header { key: name.as_str(), value: Some(value.as_str()) });

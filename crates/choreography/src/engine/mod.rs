@@ -31,6 +31,10 @@
 //! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
 //!   are first copied, exactly once, to the participant's repartition topic keyed by the
 //!   state key, and the participant reads that topic.
+//! - **Topics an input names** (an aggregate's reply topic, [`Emitted::exact_topic`](crate::emit::Emitted::exact_topic))
+//!   are checked before their output is written (see `named_topics`): one that does not
+//!   exist would fail the transaction on every retry and stall the partition, so that
+//!   output is dropped with an error and `herald_choreography_outputs_dropped_total`.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
 
 mod classify;
@@ -39,6 +43,7 @@ mod coordinator;
 mod decode;
 mod error;
 mod health;
+mod named_topics;
 mod producer;
 mod repartition;
 mod restore;

@@ -126,6 +126,19 @@ impl TxnProducer {
         }
     }
 
+    /// Whether `topic` exists: `None` when the broker could not say (unreachable, or the
+    /// topic being created). Asks the broker, on a blocking thread.
+    pub(crate) async fn topic_exists(&self, topic: &str) -> Option<bool> {
+        let (inner, timeout, name) = (self.inner.clone(), self.timeout, topic.to_owned());
+        let metadata = tokio::task::spawn_blocking(move || inner.client().fetch_metadata(Some(&name), timeout)).await.ok()?.ok()?;
+        let found = metadata.topics().iter().find(|t| t.name() == topic)?;
+        match found.error().map(RDKafkaErrorCode::from) {
+            None => Some(!found.partitions().is_empty()),
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Some(false),
+            Some(_) => None,
+        }
+    }
+
     /// Queues a copy of `record` in the open transaction (to `partition` when given), for
     /// callers that keep the record to send it again. Waits while the client's queue is full.
     pub(crate) async fn send(&self, record: &Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {

@@ -1,0 +1,64 @@
+//! Topics named by an input (an aggregate's reply topic): whether they exist.
+//!
+//! A participant may emit to a topic its input names ([`Emitted::exact_topic`]), as an
+//! aggregate replies on the topic a command names. On a broker that creates no topic on
+//! its own (most managed services), a record for a topic that does not exist cannot be
+//! written: the transaction holding it fails and is retried again and again, and every
+//! input of the partition waits behind it, one client's mistyped reply topic stalling
+//! every aggregate of the partition. The coordinator asks here first and drops such an
+//! output with an error log and a metric; the input's other effects commit.
+//!
+//! A topic found to exist is remembered for good; one found missing is asked about again
+//! after [`RECHECK`], so creating it heals without a restart. When the broker cannot say,
+//! the output is sent as before (and its failure retried).
+//!
+//! [`Emitted::exact_topic`]: crate::emit::Emitted::exact_topic
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::producer::TxnProducer;
+
+/// How long a topic found missing is taken as missing before asking again.
+pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+
+/// Most topics remembered as missing (inputs may name any number of them).
+const MISSING_KEPT: usize = 10_000;
+
+/// What is known of the topics inputs named.
+#[derive(Debug, Default)]
+pub(crate) struct NamedTopics {
+    known: HashMap<String, Known>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Known {
+    Exists,
+    Missing(Instant),
+}
+
+impl NamedTopics {
+    /// False when `topic` does not exist (asking the broker through `producer` unless it
+    /// is known); true when it does or the broker could not say.
+    pub(crate) async fn exists(&mut self, producer: &TxnProducer, topic: &str) -> bool {
+        match self.known.get(topic) {
+            Some(Known::Exists) => return true,
+            Some(Known::Missing(at)) if at.elapsed() < RECHECK => return false,
+            _ => {}
+        }
+        match producer.topic_exists(topic).await {
+            Some(true) => {
+                self.known.insert(topic.to_owned(), Known::Exists);
+                true
+            }
+            Some(false) => {
+                if self.known.len() >= MISSING_KEPT {
+                    self.known.retain(|_, k| matches!(k, Known::Exists));
+                }
+                self.known.insert(topic.to_owned(), Known::Missing(Instant::now()));
+                false
+            }
+            None => true,
+        }
+    }
+}

@@ -102,6 +102,33 @@ async fn indexed(store: &Arc<dyn Store>) -> i64 {
     .expect("count thread")
 }
 
+/// The counter's topics (prefixed, `partitions` each) and its engine, running.
+struct Counted {
+    prefix: String,
+    commands: String,
+    events: String,
+    replies: String,
+    stop: CancellationToken,
+    running: tokio::task::JoinHandle<Result<(), herald_choreography::engine::EngineError>>,
+}
+
+/// Creates the counter's topics under a fresh prefix and starts its engine.
+async fn start_counter(config: &KafkaConfig, name: &str, partitions: i32) -> Counted {
+    let prefix = format!("{}.", herald_testkit::unique(name));
+    let (commands, events, replies) = (format!("{prefix}counter.commands"), format!("{prefix}counter"), format!("{prefix}replies"));
+    let specs: Vec<TopicSpec> = [&commands, &events, &replies].iter().map(|t| TopicSpec::new(t.as_str()).partitions(partitions)).collect();
+    admin::create_topics(config, &specs).await.expect("topics");
+    for spec in &specs {
+        herald_testkit::wait_until(Duration::from_secs(30), "topic metadata", || async { admin::partition_count(config, &spec.name).await.ok().flatten().is_some() }).await;
+    }
+    let mut settings = EngineSettings::new(format!("{name}-test"));
+    settings.topic_prefix = prefix.clone();
+    let engine = Engine::new(config, Decider(Counter), settings).expect("engine");
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    Counted { prefix, commands, events, replies, stop, running }
+}
+
 /// Sends `Add { counter, n }` and expects it accepted.
 async fn add(client: &CommandClient<CounterCommand>, counter: &str, n: i64) {
     let reply = client.send(Add { counter: counter.to_owned(), n }).await.expect("reply");
@@ -124,18 +151,7 @@ async fn streams_are_read_back_by_an_index_kept_in_postgresql() {
 /// The reads against an index in `store_url` (`None`: a fresh SQLite file).
 async fn streams_read_back(store_url: Option<String>) {
     let config: KafkaConfig = herald_testkit::kafka().await;
-    let prefix = format!("{}.", herald_testkit::unique("store"));
-    let (commands, events, replies) = (format!("{prefix}counter.commands"), format!("{prefix}counter"), format!("{prefix}replies"));
-    let specs: Vec<TopicSpec> = [&commands, &events, &replies].iter().map(|t| TopicSpec::new(t.as_str()).partitions(3)).collect();
-    admin::create_topics(&config, &specs).await.expect("topics");
-    for spec in &specs {
-        herald_testkit::wait_until(Duration::from_secs(30), "topic metadata", || async { admin::partition_count(&config, &spec.name).await.ok().flatten().is_some() }).await;
-    }
-    let mut settings = EngineSettings::new("store-test");
-    settings.topic_prefix = prefix.clone();
-    let engine = Engine::new(&config, Decider(Counter), settings).expect("engine");
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    let Counted { prefix, commands, events, replies, stop, running } = start_counter(&config, "store", 3).await;
 
     // The index: the StreamIndex projection into SQLite, in this process.
     let dir = std::env::temp_dir().join(&prefix);
@@ -257,18 +273,7 @@ async fn streams_read_back(store_url: Option<String>) {
 async fn a_reply_topic_that_does_not_exist_stalls_nothing() {
     use herald_aggregate::SendOptions;
     let config: KafkaConfig = herald_testkit::kafka().await;
-    let prefix = format!("{}.", herald_testkit::unique("replyto"));
-    let (commands, events, replies) = (format!("{prefix}counter.commands"), format!("{prefix}counter"), format!("{prefix}replies"));
-    let specs: Vec<TopicSpec> = [&commands, &events, &replies].iter().map(|t| TopicSpec::new(t.as_str()).partitions(1)).collect();
-    admin::create_topics(&config, &specs).await.expect("topics");
-    for spec in &specs {
-        herald_testkit::wait_until(Duration::from_secs(30), "topic metadata", || async { admin::partition_count(&config, &spec.name).await.ok().flatten().is_some() }).await;
-    }
-    let mut settings = EngineSettings::new("replyto-test");
-    settings.topic_prefix = prefix.clone();
-    let engine = Engine::new(&config, Decider(Counter), settings).expect("engine");
-    let stop = CancellationToken::new();
-    let running = tokio::spawn(engine.run(stop.clone().cancelled_owned()));
+    let Counted { prefix, commands, replies, stop, running, .. } = start_counter(&config, "replyto", 1).await;
 
     // The bad command, as a client with a mistyped reply topic sends it.
     let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/test/replyto")).expect("publisher");

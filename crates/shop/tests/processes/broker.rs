@@ -37,7 +37,12 @@ where
     let mut aborted = Vec::new();
     while !done().await {
         if looked.elapsed() > std::time::Duration::from_secs(15) {
-            aborted.extend(abort_hanging(broker).await);
+            let now = abort_hanging(broker).await;
+            // Said at once: a check that fails inside `done` must be read with it.
+            if !now.is_empty() {
+                eprintln!("hanging transactions aborted as an operator would, while waiting for {what}: {now:?}");
+            }
+            aborted.extend(now);
             looked = std::time::Instant::now();
         }
         assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what} (hanging transactions aborted: {aborted:?})");

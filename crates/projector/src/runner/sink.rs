@@ -27,7 +27,7 @@ use super::policy::{StopAt, Stopped};
 use crate::batch::{Action, Batch, Item, Outcome, Slice};
 use crate::position::{self, Key};
 use crate::store::{Connection, Store, StoreError};
-use crate::worker::{Job, Ownership};
+use crate::worker::{Applied, Job, Ownership};
 
 /// A delivered batch goes to the store thread in about this many chunks (of
 /// `max_batch / CHUNKS` records), so that decoding one overlaps applying the one before.
@@ -164,14 +164,15 @@ impl<F: EventFamily> ProjectorPartition<F> {
     async fn transact(&mut self, items: Vec<(Arc<Item<F>>, Action)>, to: i64) -> Outcome {
         let from = self.position.flatten();
         match self.send(items, from, to) {
-            Some(rx) => rx.await.unwrap_or(Outcome::Revoked),
+            Some(rx) => rx.await.map_or(Outcome::Revoked, |(outcome, _batch)| outcome),
             None => Outcome::Revoked,
         }
     }
 
     /// Hands `items` (moving the position from `from` to `to`) to the store thread; the
-    /// outcome arrives on the receiver. `None`: the store thread is gone.
-    fn send(&self, items: Vec<(Arc<Item<F>>, Action)>, from: Option<i64>, to: i64) -> Option<oneshot::Receiver<Outcome>> {
+    /// outcome arrives on the receiver, with the batch (dropped by the receiver, on the
+    /// task that decoded it). `None`: the store thread is gone.
+    fn send(&self, items: Vec<(Arc<Item<F>>, Action)>, from: Option<i64>, to: i64) -> Option<oneshot::Receiver<Applied<F>>> {
         let batch = Batch { slices: vec![Slice { partition: self.partition, generation: self.generation, from, to, items }] };
         let (tx, rx) = oneshot::channel();
         self.shared.jobs.send(Job::Apply(batch, tx)).ok()?;
@@ -220,7 +221,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
             // A chunk whose predecessor did not commit cannot commit either: its
             // compare-and-set starts where the predecessor would have ended.
             let chunk = (self.shared.max_batch / CHUNKS).max(1);
-            let mut in_flight: VecDeque<(oneshot::Receiver<Outcome>, usize, usize, i64)> = VecDeque::new();
+            let mut in_flight: VecDeque<(oneshot::Receiver<Applied<F>>, usize, usize, i64)> = VecDeque::new();
             let mut from = position;
             let mut poison = None;
             let mut stop_here = false;
@@ -256,7 +257,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
             // awaited (so nothing is left running) and only looked at if they committed.
             let mut first_failure: Option<(Outcome, usize)> = None;
             while let Some((rx, chunk_start, chunk_end, to)) = in_flight.pop_front() {
-                let outcome = rx.await.unwrap_or(Outcome::Revoked);
+                let outcome = rx.await.map_or(Outcome::Revoked, |(outcome, _batch)| outcome);
                 match outcome {
                     Outcome::Committed { positions } => {
                         let applied: usize = positions.iter().map(|(_, _, n)| *n).sum();

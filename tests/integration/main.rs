@@ -11,6 +11,7 @@ mod support;
 mod consumer_groups;
 mod dead_letters;
 mod fatal;
+mod flow;
 mod faults;
 mod interop;
 mod ordering;

@@ -5,7 +5,9 @@
 //! after the resume), so it must be rare and must not flap: a partition is paused when its
 //! queue passes its share (a quarter of the budget) or all queues together pass the whole
 //! budget, and resumed only once its queue is down to half its share *and* the total to
-//! three quarters of the budget. The loop keeps polling while partitions are paused.
+//! three quarters of the budget. The loop keeps polling while partitions are paused, and
+//! after a resume it wakes the broker thread that fetches the partition (librdkafka does
+//! not, so a partition resumed while its broker thread slept waited up to a second).
 
 /// The byte budget of the records queued ahead of the workers.
 ///

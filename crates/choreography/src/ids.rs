@@ -93,9 +93,3 @@ fn span_id(id: Uuid) -> u64 {
     bytes.copy_from_slice(&id.as_bytes()[..8]);
     u64::from_be_bytes(bytes).max(1)
 }
-
-/// The correlation id of an input: its `ce_correlationid`, or its own id when it has none
-/// (it starts a flow).
-pub fn correlation_of(meta: &Metadata) -> String {
-    meta.correlation_id.clone().unwrap_or_else(|| meta.ce_id())
-}

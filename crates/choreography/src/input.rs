@@ -75,7 +75,7 @@ impl<F: EventFamily> StateKey<F> {
     fn key(&self, event: &F, meta: &Metadata) -> String {
         match (&self.kind, self.of) {
             (KeyKind::By(_), Some(of)) => of(event),
-            (KeyKind::Correlation, _) => crate::ids::correlation_of(meta),
+            (KeyKind::Correlation, _) => meta.correlation(),
             _ => event.aggregate_id().to_owned(),
         }
     }

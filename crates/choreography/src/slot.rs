@@ -68,7 +68,7 @@ impl<S> Slot<S> {
             match change {
                 DeadlineChange::Set(deadline) => {
                     self.pending.retain(|p| p.deadline.name != deadline.name);
-                    self.pending.push(Pending { deadline, correlation_id: crate::ids::correlation_of(cause), set_by: cause.id });
+                    self.pending.push(Pending { deadline, correlation_id: cause.correlation(), set_by: cause.id });
                 }
                 DeadlineChange::Cancel(name) => self.pending.retain(|p| p.deadline.name != name),
             }

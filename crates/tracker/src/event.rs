@@ -45,7 +45,7 @@ impl TrackedEvent {
         // The id as written, as the events it caused name it (`ce_causationid`).
         let id = meta.ce_id();
         TrackedEvent {
-            correlation_id: meta.correlation_id.clone().unwrap_or_else(|| id.clone()),
+            correlation_id: meta.correlation(),
             event_id: id,
             causation_id: meta.causation_id.clone(),
             event_type: meta.event_type.clone(),

@@ -6,7 +6,7 @@
 pub enum MetadataError {
     /// `ce_id` is present but empty (CloudEvents requires a non-empty id).
     #[error("ce_id header is empty")]
-    Id(String),
+    EmptyId,
     /// `ce_time` is present but is not RFC 3339.
     #[error("ce_time header is not an RFC 3339 time: {0:?}")]
     Time(String),

@@ -88,7 +88,7 @@ impl Metadata {
     /// Marks this event as caused by `cause`: same correlation id, causation id = cause's id,
     /// and a child of its trace.
     pub fn caused_by(mut self, cause: &Metadata) -> Self {
-        self.correlation_id = cause.correlation_id.clone().or_else(|| Some(cause.ce_id()));
+        self.correlation_id = Some(cause.correlation());
         self.causation_id = Some(cause.ce_id());
         self.trace = cause.trace.map(|t| t.child());
         self.tracestate = cause.tracestate.clone();
@@ -109,6 +109,21 @@ impl Metadata {
     /// ```
     pub fn ce_id(&self) -> String {
         self.original_id.clone().unwrap_or_else(|| self.id.to_string())
+    }
+
+    /// The flow this event belongs to: its `ce_correlationid`, or its own `ce_id` as
+    /// written when it has none (it starts a flow). What the events it causes carry as
+    /// their correlation id ([`caused_by`](Metadata::caused_by)).
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let first = Metadata::new("T", "/s", "k");
+    /// assert_eq!(first.correlation(), first.ce_id());
+    /// let next = Metadata::new("T", "/s", "k").caused_by(&first);
+    /// assert_eq!(next.correlation(), first.ce_id());
+    /// ```
+    pub fn correlation(&self) -> String {
+        self.correlation_id.clone().unwrap_or_else(|| self.ce_id())
     }
 
     /// The UUID of an event whose `ce_id` is not one: name-based (version 5) of its
@@ -237,7 +252,7 @@ impl Metadata {
         }
         let (id, original_id) = match ce_id {
             None => (Uuid::nil(), None),
-            Some("") => return Err(MetadataError::Id(String::new())),
+            Some("") => return Err(MetadataError::EmptyId),
             Some(text) => match Uuid::try_parse(text) {
                 // The form Herald writes (and `Uuid`'s `Display`): nothing to keep.
                 Ok(id) if text.len() == 36 && !text.bytes().any(|b| b.is_ascii_uppercase()) => (id, None),
@@ -428,7 +443,7 @@ mod tests {
         let upper = canonical.to_string().to_uppercase();
         let meta = read(&upper, "/s").expect("upper case");
         assert_eq!((meta.id, meta.ce_id()), (canonical, upper));
-        assert!(matches!(read("", "/s"), Err(MetadataError::Id(_))), "CloudEvents forbids an empty id");
+        assert!(matches!(read("", "/s"), Err(MetadataError::EmptyId)), "CloudEvents forbids an empty id");
     }
 
     #[test]

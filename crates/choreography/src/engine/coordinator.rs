@@ -509,6 +509,17 @@ impl<P: Participant> Coordinator<P> {
 
     async fn emit(&mut self, emissions: &[Emission]) -> Result<(), Failed> {
         for emission in emissions {
+            let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
+            // A topic the input named (a reply topic) that does not exist would fail the
+            // transaction on every retry and stall the partition: drop this output.
+            if emission.event.is_exact_topic()
+                && let Some(producer) = &self.producer
+                && !self.named_topics.exists(producer, &topic).await
+            {
+                tracing::error!(topic, event_type = emission.event.type_name(), "the topic the input named does not exist: this output is dropped, the input's other effects commit");
+                metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
+                continue;
+            }
             let mut payload = Vec::with_capacity(256);
             payload.extend_from_slice(&SINGLE_OBJECT_MAGIC);
             let mut datum = Vec::with_capacity(256);
@@ -522,17 +533,6 @@ impl<P: Participant> Coordinator<P> {
             };
             payload.extend_from_slice(&known.fingerprint.0);
             payload.extend_from_slice(&datum);
-            let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
-            // A topic the input named (a reply topic) that does not exist would fail the
-            // transaction on every retry and stall the partition: drop this output.
-            if emission.event.is_exact_topic()
-                && let Some(producer) = &self.producer
-                && !self.named_topics.exists(producer, &topic).await
-            {
-                tracing::error!(topic, event_type = emission.event.type_name(), "the topic the input named does not exist: this output is dropped, the input's other effects commit");
-                metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
-                continue;
-            }
             let mut headers = emission.meta.to_headers();
             for (name, value) in emission.event.headers() {
                 headers = headers.insert(rdkafka::message::Header { key: name.as_str(), value: Some(value.as_str()) });

@@ -338,13 +338,19 @@ impl<S: Sink> Runtime<S> {
     /// at once (the budget is shared), so each pause cost it 0.3-0.8 s with nothing to do:
     /// the SQLite projector bench spent a third of its time so. Any request to the
     /// partition's leader wakes its broker thread; a watermark query is the lightest one
-    /// aimed at exactly that broker. Off the async workers (it waits for the answer), and
-    /// its result is not needed.
+    /// aimed at exactly that broker. Off the async workers (it waits for the answer), its
+    /// result not needed, and all of it within a second, so that a broker that does not
+    /// answer keeps the client alive no longer than that after a shutdown.
     fn wake_fetchers(&self, resumed: Vec<(String, i32)>) {
         let consumer = self.consumer.clone();
         tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(1);
             for (topic, partition) in resumed {
-                if let Err(e) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1)) {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if let Err(e) = consumer.fetch_watermarks(&topic, partition, left) {
                     tracing::debug!(topic, partition, error = %e, "watermark query after a resume failed; the fetch starts within a second");
                 }
             }

@@ -174,6 +174,70 @@ async fn topic_metadata(config: &KafkaConfig, topic: Option<&str>) -> Result<Vec
     fetched.unwrap_or_else(|_| Err(AdminError::Kafka(rdkafka::error::KafkaError::Canceled)))
 }
 
+/// Whether a topic exists, as far as one metadata request can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicState {
+    /// Listed without error, with partitions.
+    Exists,
+    /// The broker says it does not exist (`UNKNOWN_TOPIC_OR_PARTITION`, or listed
+    /// without error and without partitions).
+    Missing,
+    /// The broker could not say: the request failed, the topic was not listed, or it was
+    /// listed with another error (a leader being elected, the topic being created). Ask
+    /// again later; never treat this as missing.
+    Unknown,
+}
+
+impl TopicState {
+    /// The state from what the broker listed for the topic: `None` when it was not
+    /// listed, else its error code (if any) and its number of partitions.
+    ///
+    /// ```
+    /// use herald_bus::admin::TopicState;
+    /// use rdkafka::types::RDKafkaErrorCode;
+    ///
+    /// assert_eq!(TopicState::from_listing(Some((None, 6))), TopicState::Exists);
+    /// assert_eq!(TopicState::from_listing(Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), 0))), TopicState::Missing);
+    /// assert_eq!(TopicState::from_listing(Some((Some(RDKafkaErrorCode::LeaderNotAvailable), 0))), TopicState::Unknown);
+    /// assert_eq!(TopicState::from_listing(None), TopicState::Unknown);
+    /// ```
+    pub fn from_listing(listed: Option<(Option<RDKafkaErrorCode>, usize)>) -> Self {
+        match listed {
+            None => Self::Unknown,
+            Some((None, 0)) | Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), _)) => Self::Missing,
+            Some((None, _)) => Self::Exists,
+            Some((Some(_), _)) => Self::Unknown,
+        }
+    }
+}
+
+/// Asks the broker, through a client the caller already has, whether `topic` exists.
+/// Blocks for up to `timeout`: call it on a blocking thread.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use herald_bus::admin::{topic_state, TopicState};
+/// use rdkafka::consumer::{BaseConsumer, Consumer};
+/// use rdkafka::ClientConfig;
+///
+/// let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9092").create()?;
+/// if topic_state(consumer.client(), "shop.orders", Duration::from_secs(10)) == TopicState::Missing {
+///     eprintln!("shop.orders does not exist");
+/// }
+/// # Ok::<(), rdkafka::error::KafkaError>(())
+/// ```
+pub fn topic_state<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> TopicState {
+    match client.fetch_metadata(Some(topic), timeout) {
+        Ok(metadata) => TopicState::from_listing(
+            metadata.topics().iter().find(|t| t.name() == topic).map(|t| (t.error().map(RDKafkaErrorCode::from), t.partitions().len())),
+        ),
+        Err(e) => {
+            tracing::debug!(topic, error = %e, "metadata request failed");
+            TopicState::Unknown
+        }
+    }
+}
+
 /// A topic as listed by [`list_topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -189,4 +253,27 @@ pub async fn list_topics(config: &KafkaConfig) -> Result<Vec<TopicInfo>, AdminEr
         topic_metadata(config, None).await?.into_iter().map(|(t, _)| t).filter(|t| !t.name.starts_with("__")).collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A consumer stops with `TopicDeleted` only on `Missing`: these transient answers
+    /// (seen while a topic is created or its leader elected) must not stop it.
+    #[test]
+    fn a_topic_not_listed_or_listed_with_another_error_is_unknown_not_missing() {
+        assert_eq!(TopicState::from_listing(None), TopicState::Unknown);
+        for code in [RDKafkaErrorCode::LeaderNotAvailable, RDKafkaErrorCode::NotLeaderForPartition, RDKafkaErrorCode::RequestTimedOut] {
+            assert_eq!(TopicState::from_listing(Some((Some(code), 0))), TopicState::Unknown, "{code:?}");
+            assert_eq!(TopicState::from_listing(Some((Some(code), 3))), TopicState::Unknown, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_topic_is_missing_when_the_broker_says_so_and_exists_when_it_has_partitions() {
+        assert_eq!(TopicState::from_listing(Some((Some(RDKafkaErrorCode::UnknownTopicOrPartition), 0))), TopicState::Missing);
+        assert_eq!(TopicState::from_listing(Some((None, 0))), TopicState::Missing);
+        assert_eq!(TopicState::from_listing(Some((None, 1))), TopicState::Exists);
+    }
 }

@@ -34,6 +34,7 @@ use super::observer::Observer;
 use super::settings::{Settings, CONSUMER_DEFAULTS};
 use super::{ConsumerError, RetryPolicy};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
+use crate::admin::{self, TopicState};
 use crate::KafkaConfig;
 
 /// Most records taken from the client before they are handed to the workers.
@@ -182,16 +183,8 @@ impl<S: Sink> Runtime<S> {
         let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
         tokio::task::spawn_blocking(move || {
             for topic in read {
-                match consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)) {
-                    Ok(metadata) => {
-                        let gone = metadata.topics().iter().find(|t| t.name() == topic).is_none_or(|t| {
-                            t.partitions().is_empty() || t.error().is_some_and(|e| RDKafkaErrorCode::from(e) == RDKafkaErrorCode::UnknownTopicOrPartition)
-                        });
-                        if gone {
-                            shared.set_fatal(ConsumerError::TopicDeleted(topic));
-                        }
-                    }
-                    Err(e) => tracing::debug!(topic, error = %e, "metadata check failed"),
+                if admin::topic_state(consumer.client(), &topic, Duration::from_secs(10)) == TopicState::Missing {
+                    shared.set_fatal(ConsumerError::TopicDeleted(topic));
                 }
             }
             checking.store(false, Ordering::Release);

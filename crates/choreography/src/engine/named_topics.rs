@@ -17,6 +17,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use herald_bus::admin::TopicState;
+
 use super::producer::TxnProducer;
 
 /// How long a topic found missing is taken as missing before asking again.
@@ -46,19 +48,19 @@ impl NamedTopics {
             Some(Known::Missing(at)) if at.elapsed() < RECHECK => return false,
             _ => {}
         }
-        match producer.topic_exists(topic).await {
-            Some(true) => {
+        match producer.topic_state(topic).await {
+            TopicState::Exists => {
                 self.known.insert(topic.to_owned(), Known::Exists);
                 true
             }
-            Some(false) => {
+            TopicState::Missing => {
                 if self.known.len() >= MISSING_KEPT {
                     self.known.retain(|_, k| matches!(k, Known::Exists));
                 }
                 self.known.insert(topic.to_owned(), Known::Missing(Instant::now()));
                 false
             }
-            None => true,
+            TopicState::Unknown => true,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald_bus::admin::{self, TopicState};
 use herald_bus::publisher::{Record, PRODUCER_DEFAULTS};
 use herald_bus::KafkaConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
@@ -126,17 +127,10 @@ impl TxnProducer {
         }
     }
 
-    /// Whether `topic` exists: `None` when the broker could not say (unreachable, or the
-    /// topic being created). Asks the broker, on a blocking thread.
-    pub(crate) async fn topic_exists(&self, topic: &str) -> Option<bool> {
+    /// Whether `topic` exists, as far as the broker can tell. Asks it on a blocking thread.
+    pub(crate) async fn topic_state(&self, topic: &str) -> TopicState {
         let (inner, timeout, name) = (self.inner.clone(), self.timeout, topic.to_owned());
-        let metadata = tokio::task::spawn_blocking(move || inner.client().fetch_metadata(Some(&name), timeout)).await.ok()?.ok()?;
-        let found = metadata.topics().iter().find(|t| t.name() == topic)?;
-        match found.error().map(RDKafkaErrorCode::from) {
-            None => Some(!found.partitions().is_empty()),
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Some(false),
-            Some(_) => None,
-        }
+        tokio::task::spawn_blocking(move || admin::topic_state(inner.client(), &name, timeout)).await.unwrap_or(TopicState::Unknown)
     }
 
     /// Queues a copy of `record` in the open transaction (to `partition` when given), for

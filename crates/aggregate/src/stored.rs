@@ -10,8 +10,9 @@
 //! command id, the aggregate (the record's key), the aggregate's name and, accepted, its
 //! version, event count and first event index (event ids are
 //! [`ids::event_id`](herald_choreography::ids::event_id) of those), so [`Recent`] keeps
-//! only those: 33 bytes per accepted command, written as one Avro `bytes` field (layout
-//! in [`Recent`]).
+//! only those: 19 bytes per accepted command (the id and three small numbers; the
+//! version follows from the one before), written as one Avro `bytes` field (layout in
+//! [`Recent`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -98,10 +99,18 @@ impl Remembered {
 /// The answers to an aggregate's most recent commands, oldest first, at most the number
 /// it was asked to keep.
 ///
-/// In the changelog it is one Avro `bytes` value: a format byte (1), then per command its
-/// id (16 bytes), a tag, and for tag 0 (accepted) the version (i64), the first event index
-/// and the event count (u32 each); for tag 1 (rejected) the reason and the message, each
-/// as a u32 length and UTF-8 bytes. Integers little-endian.
+/// In the changelog it is one Avro `bytes` value: a format byte (2), then per command its
+/// id (16 bytes), a tag, and
+/// - tag 2 (accepted, chained: its version is the previous accepted answer's plus its
+///   event count, as it always is for answers of one aggregate): the first event index
+///   and the event count;
+/// - tag 0 (accepted, the oldest in the window or not chained): the version, the first
+///   event index and the event count;
+/// - tag 1 (rejected): the reason and the message, each as its length and UTF-8 bytes.
+///
+/// Numbers are unsigned base-128 varints (as Avro's, without the zig-zag), so an accepted
+/// command usually takes 19 bytes. Format 1 (33 bytes per accepted command: fixed-width
+/// little-endian numbers, the version in each) is still read.
 ///
 /// ```
 /// use herald_aggregate::stored::{Answer, Recent, Remembered};
@@ -120,8 +129,14 @@ impl Remembered {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Recent(Arc<VecDeque<Remembered>>);
 
-/// The format byte of [`Recent`]'s encoding.
-const FORMAT: u8 = 1;
+/// The format byte of [`Recent`]'s encoding (2), and of the one before it (1).
+const FORMAT: u8 = 2;
+const FORMAT_1: u8 = 1;
+
+/// The answer tags of format 2.
+const ACCEPTED: u8 = 0;
+const REJECTED: u8 = 1;
+const CHAINED: u8 = 2;
 
 /// A [`Recent`] encoding that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,24 +184,28 @@ impl Recent {
 
     /// The changelog encoding (see the type's docs).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.0.len() * 33);
+        let mut out = Vec::with_capacity(1 + self.0.len() * 20);
         out.push(FORMAT);
+        let mut previous: Option<i64> = None;
         for r in self.0.iter() {
             out.extend_from_slice(r.command.as_bytes());
             match &r.answer {
                 Answer::Accepted { version, first, events } => {
-                    out.push(0);
-                    out.extend_from_slice(&version.to_le_bytes());
-                    out.extend_from_slice(&first.to_le_bytes());
-                    out.extend_from_slice(&events.to_le_bytes());
+                    if previous.and_then(|v| v.checked_add(i64::from(*events))) == Some(*version) {
+                        out.push(CHAINED);
+                    } else {
+                        out.push(ACCEPTED);
+                        put_varint(&mut out, *version as u64);
+                    }
+                    put_varint(&mut out, u64::from(*first));
+                    put_varint(&mut out, u64::from(*events));
+                    previous = Some(*version);
                 }
                 Answer::Rejected(why) => {
-                    out.push(1);
+                    out.push(REJECTED);
                     for text in [&why.0, &why.1] {
-                        // A reason or message over 4 GiB is not a reply anyone sends; cut.
-                        let len = u32::try_from(text.len()).unwrap_or(u32::MAX);
-                        out.extend_from_slice(&len.to_le_bytes());
-                        out.extend_from_slice(&text.as_bytes()[..len as usize]);
+                        put_varint(&mut out, text.len() as u64);
+                        out.extend_from_slice(text.as_bytes());
                     }
                 }
             }
@@ -194,25 +213,48 @@ impl Recent {
         out
     }
 
-    /// Reads [`Recent::encode`]'s bytes back.
+    /// Reads [`Recent::encode`]'s bytes back (and format 1's, which older versions wrote).
     pub fn decode(bytes: &[u8]) -> Result<Self, RecentError> {
         let mut input = Input(bytes);
-        match input.array()? {
-            [FORMAT] => {}
+        let format = match input.array()? {
+            [f @ (FORMAT_1 | FORMAT)] => f,
             [other] => return Err(RecentError(format!("unknown format {other}"))),
-        }
+        };
         let mut recent = VecDeque::new();
+        let mut previous: Option<i64> = None;
         while !input.0.is_empty() {
             let command = Uuid::from_slice(input.take(16)?).map_err(|e| RecentError(e.to_string()))?;
-            let answer = match input.array()? {
-                [0] => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
-                [1] => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
-                [tag] => return Err(RecentError(format!("unknown answer tag {tag}"))),
+            let answer = match (format, input.array()?) {
+                (FORMAT_1, [0]) => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
+                (FORMAT_1, [1]) => Answer::Rejected(Arc::new((input.text_1()?, input.text_1()?))),
+                (_, [ACCEPTED]) => {
+                    let version = input.varint()? as i64;
+                    Answer::Accepted { version, first: input.u32()?, events: input.u32()? }
+                }
+                (_, [CHAINED]) => {
+                    let (first, events) = (input.u32()?, input.u32()?);
+                    let version = previous.and_then(|v| v.checked_add(i64::from(events))).ok_or_else(|| RecentError("a chained answer with no accepted one before it".into()))?;
+                    Answer::Accepted { version, first, events }
+                }
+                (_, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
+                (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag}"))),
             };
+            if let Answer::Accepted { version, .. } = answer {
+                previous = Some(version);
+            }
             recent.push_back(Remembered { command, answer });
         }
         Ok(Recent(Arc::new(recent)))
     }
+}
+
+/// Avro's (and protobuf's) unsigned base-128 varint.
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
 }
 
 /// A cursor over [`Recent`]'s bytes.
@@ -231,7 +273,30 @@ impl<'a> Input<'a> {
         Ok(out)
     }
 
+    fn varint(&mut self) -> Result<u64, RecentError> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let [b] = self.array()?;
+            n |= u64::from(b & 0x7F) << shift;
+            if b < 0x80 {
+                return Ok(n);
+            }
+        }
+        Err(RecentError("a varint longer than 64 bits".into()))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecentError> {
+        let n = self.varint()?;
+        u32::try_from(n).map_err(|_| RecentError(format!("{n} does not fit 32 bits")))
+    }
+
     fn text(&mut self) -> Result<String, RecentError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| RecentError("a text longer than memory".into()))?;
+        String::from_utf8(self.take(len)?.to_vec()).map_err(|e| RecentError(e.to_string()))
+    }
+
+    /// Format 1's text: a u32 length, little-endian.
+    fn text_1(&mut self) -> Result<String, RecentError> {
         let len = u32::from_le_bytes(self.array()?) as usize;
         String::from_utf8(self.take(len)?.to_vec()).map_err(|e| RecentError(e.to_string()))
     }
@@ -372,9 +437,75 @@ mod tests {
         for cut in 0..bytes.len() {
             let decoded = Recent::decode(&bytes[..cut]);
             // Cut at an entry's end (after the format byte, after the first answer) is a shorter list.
-            assert!(decoded.is_err() || cut == 1 || cut == 34, "cut at {cut}: {decoded:?}");
+            assert!(decoded.is_err() || cut == 1 || cut == 1 + 16 + 4, "cut at {cut}: {decoded:?}");
         }
         assert!(Recent::decode(&[9]).is_err());
         assert_eq!(Recent::decode(&bytes), Ok(recent));
+        // A chained answer needs an accepted one before it.
+        let mut orphan = vec![FORMAT];
+        orphan.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        orphan.extend_from_slice(&[CHAINED, 1, 1]);
+        assert!(Recent::decode(&orphan).is_err());
+    }
+
+    /// The usual window: accepted commands of one aggregate, each one version on from the
+    /// last, with a rejection between them; and an answer that does not follow on.
+    #[test]
+    fn chained_answers_take_19_bytes_and_decode_to_their_versions() {
+        let mut recent = Recent::default();
+        recent.remember(Remembered { command: Uuid::from_u128(1), answer: Answer::Accepted { version: 300, first: 1, events: 2 } }, 8);
+        recent.remember(rejected(2, "insufficient-funds", "5 < 7"), 8);
+        for (n, version) in [(3, 301), (4, 302), (5, 303)] {
+            recent.remember(accepted(n, version), 8);
+        }
+        recent.remember(Remembered { command: Uuid::from_u128(6), answer: Answer::Accepted { version: 9_000_000_000, first: 0, events: 3 } }, 8);
+        recent.remember(Remembered { command: Uuid::from_u128(7), answer: Answer::Accepted { version: 9_000_000_000, first: 0, events: 0 } }, 8);
+        let bytes = recent.encode();
+        let explicit = |v: u64| 16 + 1 + varint_len(v) + 2;
+        let rejected_len = 16 + 1 + 1 + "insufficient-funds".len() + 1 + "5 < 7".len();
+        assert_eq!(bytes.len(), 1 + explicit(300) + rejected_len + 3 * 19 + explicit(9_000_000_000) + 19);
+        assert_eq!(Recent::decode(&bytes), Ok(recent));
+    }
+
+    /// Extreme numbers round-trip too (a version is never negative in practice, but the
+    /// encoding does not depend on it).
+    #[test]
+    fn extreme_numbers_round_trip() {
+        let values = [(i64::MIN, 0, 0), (-1, 1, 1), (0, u32::MAX, u32::MAX), (i64::MAX - 1, 0, 1), (i64::MAX, 7, 1), (i64::MAX, 0, 0), (5, 0, 0)];
+        let mut recent = Recent::default();
+        for (n, (version, first, events)) in values.into_iter().enumerate() {
+            recent.remember(Remembered { command: Uuid::from_u128(n as u128), answer: Answer::Accepted { version, first, events } }, values.len());
+        }
+        assert_eq!(Recent::decode(&recent.encode()), Ok(recent));
+    }
+
+    fn varint_len(mut n: u64) -> usize {
+        let mut len = 1;
+        while n >= 0x80 {
+            n >>= 7;
+            len += 1;
+        }
+        len
+    }
+
+    /// Changelogs written before format 2 are still read.
+    #[test]
+    fn format_1_is_still_read() {
+        let mut bytes = vec![FORMAT_1];
+        bytes.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(&7i64.to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes.extend_from_slice(Uuid::from_u128(2).as_bytes());
+        bytes.push(1);
+        for text in ["no-such-account", "a-9"] {
+            bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        let mut want = Recent::default();
+        want.remember(Remembered { command: Uuid::from_u128(1), answer: Answer::Accepted { version: 7, first: 1, events: 2 } }, 2);
+        want.remember(rejected(2, "no-such-account", "a-9"), 2);
+        assert_eq!(Recent::decode(&bytes), Ok(want));
     }
 }

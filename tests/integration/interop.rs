@@ -881,11 +881,17 @@ fn command(type_name: &str, account: &str, data: &str, reply_to: &str, expect_ve
     format!(r#"{{"type":"shop.accounts.{type_name}","key":"{account}","data":{data},"headers":{{"ce_replyto":"{reply_to}"{expected}}}}}"#)
 }
 
+/// The same command sent with `id` as its `ce_id` (CloudEvents allows any non-empty string).
+fn with_id(command: String, id: &str) -> String {
+    format!(r#"{{"id":"{id}",{}"#, &command[1..])
+}
+
 /// Python's client sends commands to `shop accounts` (a process of its own) with the wire
 /// contract's headers, and reads the replies and the events back with fastavro: every
 /// command gets one reply with the outcome the rules give, each account's events carry
 /// versions 1, 2, 3... (`ce_sequence`) and the command's id as causation, and a fold of
-/// the events Python decoded gives the balance. No Herald code encodes a command or
+/// the events Python decoded gives the balance. Two commands have ids that are not UUIDs:
+/// their replies and events name them as sent. No Herald code encodes a command or
 /// decodes a reply or an event here.
 #[tokio::test(flavor = "multi_thread")]
 async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events() {
@@ -931,12 +937,12 @@ async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events(
     // (command, the outcome the rules give: "accepted" or the rejection's reason)
     let script = [
         (command("OpenAccount", "a-1", r#"{"account_id":"a-1","owner":"Ada"}"#, &replies, None), "accepted"),
-        (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":500}"#, &replies, None), "accepted"),
+        (with_id(command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":500}"#, &replies, None), "py:deposit/a-1#1"), "accepted"),
         (command("Withdraw", "a-1", r#"{"account_id":"a-1","amount_cents":200}"#, &replies, Some(2)), "accepted"),
         (command("Withdraw", "a-1", r#"{"account_id":"a-1","amount_cents":1000}"#, &replies, None), "insufficient-funds"),
         (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":-5}"#, &replies, None), "invalid-amount"),
         (command("Deposit", "a-1", r#"{"account_id":"a-1","amount_cents":5}"#, &replies, Some(1)), "conflict"),
-        (command("Withdraw", "a-2", r#"{"account_id":"a-2","amount_cents":10}"#, &replies, None), "no-such-account"),
+        (with_id(command("Withdraw", "a-2", r#"{"account_id":"a-2","amount_cents":10}"#, &replies, None), "py:withdraw/a-2#1"), "no-such-account"),
         (command("OpenAccount", "a-2", r#"{"account_id":"a-2","owner":"Grace"}"#, &replies, None), "accepted"),
         (command("OpenAccount", "a-2", r#"{"account_id":"a-2","owner":"Grace"}"#, &replies, None), "already-open"),
     ];
@@ -945,6 +951,7 @@ async fn python_sends_commands_to_an_aggregate_and_reads_its_replies_and_events(
     let sent = interop(&python, &["produce", "--bootstrap", config.bootstrap(), "--topic", &commands, "--schemas", &schemas], &input).await;
     let sent: Vec<serde_json::Value> = sent.lines().map(|l| serde_json::from_str(l).expect("produce prints JSON")).collect();
     assert_eq!(sent.len(), script.len());
+    assert_eq!(sent[1]["ce_id"], "py:deposit/a-1#1", "sent with the id given");
 
     // One reply per command, keyed by its id, with the outcome the rules give.
     let count = script.len().to_string();

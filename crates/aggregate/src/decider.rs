@@ -28,8 +28,12 @@ pub const INVALID_DECISION: &str = "invalid-decision";
 pub struct Delivered<C> {
     /// The command.
     pub command: C,
-    /// Its `ce_id`.
+    /// Its id: its `ce_id`, or the UUID Herald maps a non-UUID `ce_id` to
+    /// ([`Metadata::id_of`]): what the aggregate remembers it by.
     pub id: Uuid,
+    /// Its `ce_id` as the sender wrote it, when that is not `id` in canonical form (a
+    /// client that is not Herald's may use any string): the reply's `command_id` and key.
+    pub original_id: Option<String>,
     /// Its `ce_replyto`, when present.
     pub reply_to: Option<String>,
     /// Its `ce_expectedversion`: `Ok(None)` when absent, `Err(text)` when not a number.
@@ -43,7 +47,7 @@ impl<C> Delivered<C> {
             None => Ok(None),
             Some(text) => text.trim().parse::<i64>().map(Some).map_err(|_| text.to_owned()),
         };
-        Delivered { command, id: meta.id, reply_to: ext.get(headers::REPLY_TO).map(str::to_owned), expected_version }
+        Delivered { command, id: meta.id, original_id: meta.original_id.clone(), reply_to: ext.get(headers::REPLY_TO).map(str::to_owned), expected_version }
     }
 }
 
@@ -55,7 +59,9 @@ impl<C> Delivered<C> {
 /// that differs from the version is rejected with [`CONFLICT`]; then the aggregate's
 /// `decide` runs; accepted events are folded with `evolve`, numbered from version + 1
 /// (`ce_sequence`), and written to [`Aggregate::EVENTS`] keyed by the aggregate id. The
-/// reply goes to the command's `ce_replyto` topic (none without one), and is remembered.
+/// reply goes to the command's `ce_replyto` topic (none without one), keyed by and naming
+/// the command's `ce_id` as it was sent (any string: it need not be a UUID), and is
+/// remembered.
 #[derive(Debug, Clone, Default)]
 pub struct Decider<A>(pub A);
 
@@ -126,7 +132,14 @@ impl<A: Aggregate> Participant for Decider<A> {
         // The reply (when there is a topic for it) is emitted first, so its id is the same
         // whether the command is decided now or answered again from memory.
         let reply_to = input.reply_to.as_deref().filter(|t| legal_topic(t)).map(reply_topic);
-        let reply = |reply: CommandReply| reply_to.as_ref().map(|t| Emitted::new(t, reply).exact_topic());
+        // The reply names the command as its sender did (`ce_id` as written).
+        let original_id = input.original_id.clone();
+        let reply = |mut reply: CommandReply| {
+            if let Some(id) = &original_id {
+                reply.command_id.clone_from(id);
+            }
+            reply_to.as_ref().map(|t| Emitted::new(t, reply).exact_topic())
+        };
         if let Some(earlier) = stored.recent.find(input.id) {
             let earlier = earlier.reply(A::NAME, input.command.aggregate_id());
             return reply(earlier).into_iter().fold(Reaction::keep(), Reaction::push);
@@ -270,6 +283,25 @@ mod tests {
         t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, expected);
         assert!(replies(&t).is_empty(), "no reply topic, no reply");
         assert_eq!(t.state("a").version, 8);
+    }
+
+    /// A client that is not Herald's may send any string as `ce_id`: its reply names the
+    /// command by that string, the first time and from memory.
+    #[test]
+    fn a_command_whose_id_is_not_a_uuid_is_answered_under_that_id() {
+        let mut t = Scenario::new(Decider(Capped));
+        let mut meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        meta.original_id = Some("order-42/add".into());
+        meta.id = herald_bus::Metadata::id_of(&meta.source, "order-42/add");
+        t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 4 }, meta, with_reply_topic());
+        let first = replies(&t);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].command_id, "order-42/add");
+        let keyed: Vec<&str> = t.emitted().iter().filter(|e| e.event.topic() == "t.replies").map(|e| e.meta.subject.as_str()).collect();
+        assert_eq!(keyed, ["order-42/add"], "the reply is keyed by the id as sent");
+        t.redeliver();
+        assert_eq!(replies(&t), first, "the same reply from memory");
+        assert_eq!(t.state("a").version, 2, "decided once");
     }
 
     #[test]

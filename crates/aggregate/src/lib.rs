@@ -74,7 +74,8 @@
 //! partition is the one writer of every aggregate in it. For each command, in the
 //! engine's one Kafka transaction: the events on [`Aggregate::EVENTS`] (key = aggregate
 //! id, header `ce_sequence` = the version, `ce_causationid` = the command id, deterministic
-//! `ce_id`), the reply on the topic the command named (`ce_replyto`, key = command id),
+//! `ce_id`), the reply on the topic the command named (`ce_replyto`; key and `command_id` =
+//! the command's `ce_id` as sent, which need not be a UUID),
 //! the aggregate's [`Stored`] record on the engine's compacted changelog, and the
 //! command's offset. Commands of one partition are decided one at a time, in order; the
 //! engine batches many commands into one transaction (every 100 ms or 1000 reactions).

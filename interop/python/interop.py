@@ -374,20 +374,73 @@ def rfc3339_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def confluent_serializers(url: str):
+def split_out(parsed, names: set[str]) -> tuple[object, list[tuple[str, dict]]]:
+    """The schema with the first definition of each named type in ``names`` (full names)
+    replaced by its full name, and those definitions, each with its namespace explicit:
+    how a team that registers a shared type under its own subject writes the schemas
+    that use it (Confluent schema references)."""
+    found: list[tuple[str, dict]] = []
+
+    def walk(node, space: str):
+        if isinstance(node, list):
+            return [walk(branch, space) for branch in node]
+        if not isinstance(node, dict):
+            return node
+        kind = node.get("type")
+        if kind in ("record", "error", "enum", "fixed"):
+            name = node["name"]
+            full = name if "." in name else (f"{node.get('namespace', space)}.{name}" if node.get("namespace", space) else name)
+            inner = full.rsplit(".", 1)[0] if "." in full else ""
+            copy = dict(node)
+            if "fields" in copy:
+                copy["fields"] = [{**f, "type": walk(f["type"], inner)} for f in copy["fields"]]
+            if full in names and all(full != n for n, _ in found):
+                copy["name"], copy["namespace"] = full.rsplit(".", 1)[-1], inner
+                found.append((full, copy))
+                return full
+            return copy
+        if kind == "array":
+            return {**node, "items": walk(node["items"], space)}
+        if kind == "map":
+            return {**node, "values": walk(node["values"], space)}
+        if isinstance(kind, (dict, list)):
+            return {**node, "type": walk(kind, space)}
+        return node
+
+    return walk(parsed, ""), found
+
+
+def confluent_serializers(url: str, references: list[str]):
     """A function (schema, data, topic) -> bytes that frames with confluent-kafka's own
     AvroSerializer: it registers each schema's file text under TopicRecordNameStrategy
     (``<topic>-<record full name>``, the strategy for topics of several event types) and
-    writes 0x00, the 4-byte schema id, the datum."""
+    writes 0x00, the 4-byte schema id, the datum.
+
+    With ``references`` (full names of named types), each such type defined in a schema
+    is registered apart, under its full name as subject, and the schema is registered
+    naming it by a Confluent schema reference instead of defining it."""
     # Imported here: only the Confluent-format check needs the registry extras.
+    from confluent_kafka.schema_registry import Schema as RegistrySchema, SchemaReference
     from confluent_kafka.schema_registry import SchemaRegistryClient, topic_record_subject_name_strategy
     from confluent_kafka.schema_registry.avro import AvroSerializer
     registry = SchemaRegistryClient({"url": url})
     serializers: dict[Path, AvroSerializer] = {}
 
+    def registered(schema: Schema):
+        if not references:
+            return schema.path.read_text(encoding="utf-8")
+        main, shared = split_out(json.loads(schema.path.read_text(encoding="utf-8")), set(references))
+        refs = []
+        for full, definition in shared:
+            text = json.dumps(definition)
+            registry.register_schema(full, RegistrySchema(text, "AVRO"))
+            version = registry.lookup_schema(full, RegistrySchema(text, "AVRO")).version
+            refs.append(SchemaReference(full, full, version))
+        return RegistrySchema(json.dumps(main), "AVRO", refs)
+
     def serialize(schema: Schema, data, topic: str) -> bytes:
         if schema.path not in serializers:
-            serializers[schema.path] = AvroSerializer(registry, schema.path.read_text(encoding="utf-8"),
+            serializers[schema.path] = AvroSerializer(registry, registered(schema),
                                                       conf={"subject.name.strategy": topic_record_subject_name_strategy})
         return serializers[schema.path](data, SerializationContext(topic, MessageField.VALUE))
     return serialize
@@ -395,7 +448,9 @@ def confluent_serializers(url: str):
 
 def cmd_produce(args: argparse.Namespace) -> None:
     _, by_name = load_schemas(args.schemas)
-    confluent = confluent_serializers(args.registry) if args.registry else None
+    if args.reference and not args.registry:
+        fail("--reference needs --registry")
+    confluent = confluent_serializers(args.registry, args.reference) if args.registry else None
     records = []
     for n, line in enumerate(sys.stdin, 1):
         if not line.strip():
@@ -562,6 +617,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="frame values in the Confluent wire format with confluent-kafka's AvroSerializer "
                         "(registering each schema under <topic>-<record name>) instead of single-object "
                         "encoding; each printed line then has the schema_id")
+    p.add_argument("--reference", action="append", default=[], metavar="FULL_NAME",
+                   help="with --registry: register this named type apart (subject = its full name) and "
+                        "the schemas that define it with a Confluent schema reference to it instead "
+                        "(repeatable)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for deliveries (default 60)")
     p.set_defaults(func=cmd_produce)
 

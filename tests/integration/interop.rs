@@ -1079,6 +1079,45 @@ async fn a_schema_using_a_named_type_several_times_round_trips_with_fastavro() {
     let _ = std::fs::remove_dir_all(&schemas);
 }
 
+/// Confluent schema references: a team that registers a shared type under its own subject
+/// (`Address`, subject `herald.tests.Address`) writes the schemas that use it with a
+/// reference instead of the definition. confluent-kafka's `AvroSerializer` registers
+/// `ParcelShipped` so and frames events with its id; Herald's Confluent codec fetches the
+/// schema with its reference, reads it as the schema written whole (Herald's own
+/// fingerprint) and decodes every event.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_decodes_events_whose_registered_schema_references_another_subject() {
+    let test = "herald_decodes_events_whose_registered_schema_references_another_subject";
+    let (Some(python), Some(url)) = (python(test), registry_url(test)) else { return };
+    let config = kafka().await;
+    let schemas = parcels::schemas_folder().expect("a schemas folder for interop.py");
+    let parcels_topic: Topic<Parcels> = Topic::named(topic(&config, "interop.references.from.python", 1).await);
+    let sent = parcels::examples("referenced");
+    let input: String = sent.iter().map(|p| Json::Obj(vec![("type", Json::str(<ParcelShipped as herald_bus::Event>::TYPE)), ("key", Json::str(&p.parcel_id)), ("data", parcel_data(p))]).render() + "\n").collect();
+    let args = ["--registry", url.as_str(), "--reference", "herald.tests.Address"];
+    let reported = produce(&python, &config, parcels_topic.name(), &schemas.display().to_string(), &args, &input, sent.len()).await;
+    let id = field(&reported[0], "schema_id");
+
+    // The registry holds the schema with a reference, not the definition.
+    let raw: serde_json::Value = reqwest::get(format!("{url}/schemas/ids/{id}")).await.expect("registry answers").json().await.expect("JSON");
+    assert_eq!(raw["references"][0]["name"], "herald.tests.Address", "registered with a reference: {raw}");
+    assert!(!raw["schema"].as_str().expect("schema text").contains("street"), "Address is not defined in it: {raw}");
+
+    // Herald reads it as the schema written whole, and decodes every event.
+    let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
+    let local = Parcels::schemas().latest(<ParcelShipped as herald_bus::Event>::TYPE).expect("member");
+    let fetched = registry.schema(id.parse().expect("a schema id")).await.unwrap_or_else(|e| panic!("schema {id}: {e}"));
+    assert_eq!((fetched.name.as_str(), fetched.fingerprint), (local.name.as_str(), local.fingerprint));
+    let codec = herald_registry::Confluent::new(registry).with_schemas(Parcels::schemas().clone());
+    let mut read = Vec::new();
+    for record in read_all(&config, parcels_topic.name(), sent.len(), DEADLINE).await {
+        let (writer, datum) = herald_bus::codec::Codec::read_header(&codec, record.payload().expect("payload")).await.unwrap_or_else(|e| panic!("Herald cannot read the frame: {e}"));
+        read.push(Parcels::decode(&writer.name, &writer, datum).unwrap_or_else(|e| panic!("Herald cannot decode: {e}")).expect("a member"));
+    }
+    assert_eq!(read, sent.into_iter().map(Parcels::Shipped).collect::<Vec<_>>());
+    let _ = std::fs::remove_dir_all(&schemas);
+}
+
 /// CloudEvents allows any non-empty `ce_id` that is unique per `ce_source` (the spec's own
 /// example is `A234-1234-1234`, Debezium writes `name:...;lsn:...;txId:...`), and plain
 /// Kafka producers write no CloudEvents headers at all. Python publishes both; Herald

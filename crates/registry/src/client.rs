@@ -59,13 +59,28 @@ struct IdBody {
     id: u32,
 }
 
-/// `{"schema": "...", "schemaType": "AVRO"}` (`GET /schemas/ids/{id}`).
+/// `{"schema": "...", "schemaType": "AVRO", "references": [...]}` (`GET
+/// /schemas/ids/{id}`, and `GET /subjects/{subject}/versions/{version}` with more fields).
 #[derive(Deserialize)]
 struct SchemaById {
     schema: String,
     #[serde(rename = "schemaType")]
     schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Reference>,
 }
+
+/// `{"name": "com.acme.Address", "subject": "address", "version": 1}`: a type the schema
+/// names, registered under another subject.
+#[derive(Deserialize)]
+struct Reference {
+    name: String,
+    subject: String,
+    version: i64,
+}
+
+/// The most referenced schemas one schema may pull in (its references, theirs, ...).
+const MAX_REFERENCES: usize = 1000;
 
 /// `{"error_code": 40403, "message": "Schema not found"}`.
 #[derive(Deserialize, Default)]
@@ -141,21 +156,55 @@ impl Registry {
 
     /// The schema with this id, parsed (`GET /schemas/ids/{id}`), from the cache when it
     /// was fetched before. [`RegistryError::NotFound`] (40403) when the id is unknown.
+    ///
+    /// A schema with [references](crate::references) (types registered under other
+    /// subjects) is fetched with them and read as one standalone schema, each referenced
+    /// type defined where it is first used.
     pub async fn schema(&self, id: u32) -> Result<Arc<KnownSchema>, RegistryError> {
         if let Some(known) = lock(&self.inner.schemas).get(&id) {
             return Ok(known.clone());
         }
         let url = format!("{}/schemas/ids/{id}", self.inner.config.url);
         let body: SchemaById = self.call(|http| http.get(&url)).await?;
-        if let Some(kind) = body.schema_type.as_deref().filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
-            return Err(RegistryError::InvalidSchema { id, reason: format!("it is a {kind} schema, not Avro") });
-        }
+        check_avro(id, body.schema_type.as_deref())?;
+        let text = if body.references.is_empty() {
+            body.schema
+        } else {
+            let schema: serde_json::Value = serde_json::from_str(&body.schema).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
+            let named = self.referenced(id, body.references).await?;
+            crate::references::inline(schema, &named).to_string()
+        };
         let mut set = SchemaSet::default();
-        let known = set
-            .add_str(&body.schema)
-            .map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
+        let known = set.add_str(&text).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
         lock(&self.inner.schemas).insert(id, known.clone());
         Ok(known)
+    }
+
+    /// The schemas that schema `id`'s `references` name, and those they name, by the full
+    /// name each is referred to by (`GET /subjects/{subject}/versions/{version}`). A
+    /// reference the registry does not have makes schema `id` invalid (permanent).
+    async fn referenced(&self, id: u32, references: Vec<Reference>) -> Result<HashMap<String, serde_json::Value>, RegistryError> {
+        let mut named = HashMap::new();
+        let mut fetched = std::collections::HashSet::new();
+        let mut todo = references;
+        while let Some(Reference { name, subject, version }) = todo.pop() {
+            if !fetched.insert((subject.clone(), version)) {
+                continue;
+            }
+            if fetched.len() > MAX_REFERENCES {
+                return Err(RegistryError::InvalidSchema { id, reason: format!("it references more than {MAX_REFERENCES} schemas") });
+            }
+            let url = format!("{}/subjects/{}/versions/{version}", self.inner.config.url, encode_segment(&subject));
+            let body: SchemaById = self.call(|http| http.get(&url)).await.map_err(|e| match e {
+                RegistryError::NotFound { .. } => RegistryError::InvalidSchema { id, reason: format!("its reference {name} ({subject} version {version}) is not in the registry: {e}") },
+                other => other,
+            })?;
+            check_avro(id, body.schema_type.as_deref())?;
+            let schema = serde_json::from_str(&body.schema).map_err(|e| RegistryError::InvalidSchema { id, reason: format!("its reference {name}: {e}") })?;
+            named.insert(name, schema);
+            todo.extend(body.references);
+        }
+        Ok(named)
     }
 
     /// Sends the request `build` makes, retrying transient failures with the configured
@@ -195,6 +244,14 @@ impl Registry {
             tracing::warn!(attempt, error = %reason, ?delay, "schema registry unavailable; retrying");
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+/// Schema `id` (or one it references) must be Avro: `schemaType` absent or `AVRO`.
+fn check_avro(id: u32, schema_type: Option<&str>) -> Result<(), RegistryError> {
+    match schema_type.filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
+        Some(kind) => Err(RegistryError::InvalidSchema { id, reason: format!("it is a {kind} schema, not Avro") }),
+        None => Ok(()),
     }
 }
 

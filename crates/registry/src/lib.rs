@@ -30,6 +30,8 @@
 //! - [`config`]: [`RegistryConfig`] (URL, timeout, credentials, trusted CAs) and [`Backoff`].
 //! - [`client`]: [`Registry`], the REST client: register, look up, fetch by id; cached.
 //! - [`error`]: [`RegistryError`], classified transient or permanent.
+//! - [`references`]: Confluent schema references (types registered under other subjects),
+//!   inlined into one standalone schema when a schema is fetched by id.
 //! - [`subject`]: [`SubjectStrategy`], the subject a schema is registered under.
 //! - [`wire`]: the Confluent frame, `0x00` + 4-byte big-endian schema id.
 //! - [`confluent`]: [`Confluent`], the codec (`herald_bus::codec::Codec`).
@@ -51,6 +53,10 @@
 //!   with a reason that says the failure was transient and the record should be
 //!   replayed. Once the bus has a retryable decode error (proposed in issue 3), the codec
 //!   will return it and the partition will wait instead.
+//! - **Schema references are followed.** A writer's schema that names types registered
+//!   under other subjects (`references`, as Confluent's serializers write them for shared
+//!   types) is read with them, recursively, as the same schema written in one piece (the
+//!   same fingerprint). A reference the registry does not have is a permanent error.
 //! - **No schema guessing.** Publishing with auto-registration off fails with
 //!   `PublishError::UnknownSchema` when the subject does not hold the schema.
 //! - **https with rustls.** `https://` registries are verified against the system's
@@ -62,6 +68,7 @@ pub mod config;
 pub mod confluent;
 pub mod dual;
 pub mod error;
+pub mod references;
 pub mod subject;
 pub mod wire;
 

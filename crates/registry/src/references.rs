@@ -146,13 +146,8 @@ mod tests {
         pairs.iter().map(|(n, v)| ((*n).to_owned(), v.clone())).collect()
     }
 
-    const WHOLE: &str = r#"{"type": "record", "name": "ParcelShipped", "namespace": "herald.tests", "fields": [
-        {"name": "parcel_id", "type": "string"},
-        {"name": "from", "type": {"type": "record", "name": "Address", "fields": [
-            {"name": "street", "type": "string"}, {"name": "city", "type": "string"}]}},
-        {"name": "to", "type": "Address"},
-        {"name": "return_to", "type": ["null", "herald.tests.Address"], "default": null},
-        {"name": "stops", "type": {"type": "array", "items": "Address"}}]}"#;
+    /// ParcelShipped as herald-testkit writes it: `Address` defined at its first use.
+    const WHOLE: &str = <herald_testkit::parcels::ParcelShipped as herald_bus::Event>::SCHEMA;
 
     /// The same schema split the Confluent way has the fingerprint of the whole one.
     #[test]

@@ -389,12 +389,19 @@ def split_out(parsed, names: set[str]) -> tuple[object, list[tuple[str, dict]]]:
         kind = node.get("type")
         if kind in ("record", "error", "enum", "fixed"):
             name = node["name"]
-            full = name if "." in name else (f"{node.get('namespace', space)}.{name}" if node.get("namespace", space) else name)
+            # An explicit "namespace": null is no namespace given: the enclosing one.
+            namespace = node.get("namespace")
+            namespace = space if namespace is None else namespace
+            full = name if "." in name else (f"{namespace}.{name}" if namespace else name)
             inner = full.rsplit(".", 1)[0] if "." in full else ""
+            split = full in names and all(full != n for n, _ in found)
             copy = dict(node)
             if "fields" in copy:
+                before = len(found)
                 copy["fields"] = [{**f, "type": walk(f["type"], inner)} for f in copy["fields"]]
-            if full in names and all(full != n for n, _ in found):
+                if split and len(found) > before:
+                    fail(f"--reference {full}: it holds another --reference type; register only the outer one")
+            if split:
                 copy["name"], copy["namespace"] = full.rsplit(".", 1)[-1], inner
                 found.append((full, copy))
                 return full

@@ -159,7 +159,7 @@ impl Registry {
     ///
     /// A schema with [references](crate::references) (types registered under other
     /// subjects) is fetched with them and read as one standalone schema, each referenced
-    /// type defined where it is first used.
+    /// type defined where it is first used (as Avro writes a schema without references).
     pub async fn schema(&self, id: u32) -> Result<Arc<KnownSchema>, RegistryError> {
         if let Some(known) = lock(&self.inner.schemas).get(&id) {
             return Ok(known.clone());
@@ -171,8 +171,8 @@ impl Registry {
             body.schema
         } else {
             let schema: serde_json::Value = serde_json::from_str(&body.schema).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
-            let named = self.referenced(id, body.references).await?;
-            crate::references::inline(schema, &named).to_string()
+            let referenced = self.referenced(id, body.references).await?;
+            crate::references::inline(schema, &referenced).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?.to_string()
         };
         let mut set = SchemaSet::default();
         let known = set.add_str(&text).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
@@ -180,11 +180,11 @@ impl Registry {
         Ok(known)
     }
 
-    /// The schemas that schema `id`'s `references` name, and those they name, by the full
-    /// name each is referred to by (`GET /subjects/{subject}/versions/{version}`). A
-    /// reference the registry does not have makes schema `id` invalid (permanent).
-    async fn referenced(&self, id: u32, references: Vec<Reference>) -> Result<HashMap<String, serde_json::Value>, RegistryError> {
-        let mut named = HashMap::new();
+    /// The schemas that schema `id`'s `references` point to, and those theirs point to
+    /// (`GET /subjects/{subject}/versions/{version}`). A reference the registry does not
+    /// have makes schema `id` invalid (permanent).
+    async fn referenced(&self, id: u32, references: Vec<Reference>) -> Result<Vec<serde_json::Value>, RegistryError> {
+        let mut schemas = Vec::new();
         let mut fetched = std::collections::HashSet::new();
         let mut todo = references;
         while let Some(Reference { name, subject, version }) = todo.pop() {
@@ -195,16 +195,18 @@ impl Registry {
                 return Err(RegistryError::InvalidSchema { id, reason: format!("it references more than {MAX_REFERENCES} schemas") });
             }
             let url = format!("{}/subjects/{}/versions/{version}", self.inner.config.url, encode_segment(&subject));
+            let invalid = |why: String| RegistryError::InvalidSchema { id, reason: format!("its reference {name} ({subject} version {version}) {why}") };
             let body: SchemaById = self.call(|http| http.get(&url)).await.map_err(|e| match e {
-                RegistryError::NotFound { .. } => RegistryError::InvalidSchema { id, reason: format!("its reference {name} ({subject} version {version}) is not in the registry: {e}") },
+                RegistryError::NotFound { .. } => invalid(format!("is not in the registry: {e}")),
                 other => other,
             })?;
-            check_avro(id, body.schema_type.as_deref())?;
-            let schema = serde_json::from_str(&body.schema).map_err(|e| RegistryError::InvalidSchema { id, reason: format!("its reference {name}: {e}") })?;
-            named.insert(name, schema);
+            if let Some(kind) = body.schema_type.as_deref().filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
+                return Err(invalid(format!("is a {kind} schema, not Avro")));
+            }
+            schemas.push(serde_json::from_str(&body.schema).map_err(|e| invalid(e.to_string()))?);
             todo.extend(body.references);
         }
-        Ok(named)
+        Ok(schemas)
     }
 
     /// Sends the request `build` makes, retrying transient failures with the configured

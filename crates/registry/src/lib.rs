@@ -56,7 +56,9 @@
 //! - **Schema references are followed.** A writer's schema that names types registered
 //!   under other subjects (`references`, as Confluent's serializers write them for shared
 //!   types) is read with them, recursively, as the same schema written in one piece (the
-//!   same fingerprint). A reference the registry does not have is a permanent error.
+//!   same fingerprint), its names resolved per the Avro specification. A reference the
+//!   registry does not have, or two that define one type differently, is a permanent
+//!   error.
 //! - **No schema guessing.** Publishing with auto-registration off fails with
 //!   `PublishError::UnknownSchema` when the subject does not hold the schema.
 //! - **https with rustls.** `https://` registries are verified against the system's

@@ -29,7 +29,8 @@ pub struct Delivered<C> {
     /// The command.
     pub command: C,
     /// Its id: its `ce_id`, or the UUID Herald maps a non-UUID `ce_id` to
-    /// ([`Metadata::id_of`]): what the aggregate remembers it by.
+    /// ([`Metadata::id_of`]), or for a record without `ce_id` the UUID of its place in the
+    /// log ([`Metadata::identify_by_position`]): what the aggregate remembers it by.
     pub id: Uuid,
     /// Its `ce_id` as the sender wrote it, when that is not `id` in canonical form (a
     /// client that is not Herald's may use any string): the reply's `command_id` and key.

@@ -110,7 +110,9 @@ impl Remembered {
 ///
 /// Numbers are unsigned base-128 varints (as Avro's, without the zig-zag), so an accepted
 /// command usually takes 19 bytes. Format 1 (33 bytes per accepted command: fixed-width
-/// little-endian numbers, the version in each) is still read.
+/// little-endian numbers, the version in each) is still read; Herald before format 2 cannot
+/// read format 2, so a changelog written by this version cannot be restored by an older
+/// one (its engine stops with the decoding error).
 ///
 /// ```
 /// use herald_aggregate::stored::{Answer, Recent, Remembered};
@@ -227,18 +229,24 @@ impl Recent {
             let answer = match (format, input.array()?) {
                 (FORMAT_1, [0]) => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
                 (FORMAT_1, [1]) => Answer::Rejected(Arc::new((input.text_1()?, input.text_1()?))),
-                (_, [ACCEPTED]) => {
+                (FORMAT, [ACCEPTED]) => {
                     let version = input.varint()? as i64;
                     Answer::Accepted { version, first: input.u32()?, events: input.u32()? }
                 }
-                (_, [CHAINED]) => {
+                (FORMAT, [CHAINED]) => {
                     let (first, events) = (input.u32()?, input.u32()?);
-                    let version = previous.and_then(|v| v.checked_add(i64::from(events))).ok_or_else(|| RecentError("a chained answer with no accepted one before it".into()))?;
+                    let previous = previous.ok_or_else(|| RecentError("a chained answer with no accepted one before it".into()))?;
+                    let version = previous.checked_add(i64::from(events)).ok_or_else(|| RecentError(format!("version {previous} + {events} overflows")))?;
                     Answer::Accepted { version, first, events }
                 }
-                (_, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
-                (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag}"))),
+                (FORMAT, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
+                (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag} in format {format}"))),
             };
+            if let Answer::Accepted { first, events, .. } = answer {
+                // Event ids are numbered first..first + events: a damaged record must not
+                // make a reply overflow them.
+                first.checked_add(events).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?;
+            }
             if let Answer::Accepted { version, .. } = answer {
                 previous = Some(version);
             }
@@ -277,6 +285,10 @@ impl<'a> Input<'a> {
         let mut n = 0u64;
         for shift in (0..64).step_by(7) {
             let [b] = self.array()?;
+            // The tenth byte holds the 64th bit only.
+            if shift == 63 && b > 1 {
+                return Err(RecentError("a varint longer than 64 bits".into()));
+            }
             n |= u64::from(b & 0x7F) << shift;
             if b < 0x80 {
                 return Ok(n);
@@ -446,6 +458,24 @@ mod tests {
         orphan.extend_from_slice(Uuid::from_u128(1).as_bytes());
         orphan.extend_from_slice(&[CHAINED, 1, 1]);
         assert!(Recent::decode(&orphan).is_err());
+        // Format 1 has no chained answers; a varint of more than 64 bits; event indexes
+        // that overflow.
+        let mut old = vec![FORMAT_1];
+        old.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        old.extend_from_slice(&[CHAINED, 1, 1]);
+        assert!(Recent::decode(&old).is_err());
+        let mut long = vec![FORMAT];
+        long.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        long.push(ACCEPTED);
+        long.extend_from_slice(&[0xFF; 9]);
+        long.extend_from_slice(&[0x7F, 0, 1]);
+        assert!(Recent::decode(&long).is_err(), "ten varint bytes with more than the 64th bit");
+        long[1 + 16 + 1 + 9] = 0x01;
+        assert!(Recent::decode(&long).is_ok(), "the 64th bit alone is a u64");
+        let mut overflow = vec![FORMAT];
+        overflow.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        overflow.extend_from_slice(&[ACCEPTED, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 2]);
+        assert!(Recent::decode(&overflow).is_err(), "first u32::MAX + 2 events");
     }
 
     /// The usual window: accepted commands of one aggregate, each one version on from the
@@ -471,7 +501,7 @@ mod tests {
     /// encoding does not depend on it).
     #[test]
     fn extreme_numbers_round_trip() {
-        let values = [(i64::MIN, 0, 0), (-1, 1, 1), (0, u32::MAX, u32::MAX), (i64::MAX - 1, 0, 1), (i64::MAX, 7, 1), (i64::MAX, 0, 0), (5, 0, 0)];
+        let values = [(i64::MIN, 0, 0), (-1, 1, 1), (0, 1, u32::MAX - 1), (i64::MAX - 1, 0, 1), (i64::MAX, 7, 1), (i64::MAX, 0, 0), (5, 0, 0)];
         let mut recent = Recent::default();
         for (n, (version, first, events)) in values.into_iter().enumerate() {
             recent.remember(Remembered { command: Uuid::from_u128(n as u128), answer: Answer::Accepted { version, first, events } }, values.len());

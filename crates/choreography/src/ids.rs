@@ -78,13 +78,29 @@ pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
 /// assert_ne!(trace.span_id, parent.span_id, "a span of its own");
 /// let again = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
 /// assert_eq!(again, meta, "a replay writes identical metadata");
+/// // What `Metadata::caused_by` gives, with the derived id, time and span.
+/// let mut long_way = Metadata::new("shop.orders.OrderConfirmed", "/shop/orders", "o-1").caused_by(&placed);
+/// (long_way.id, long_way.time) = (meta.id, placed.time);
+/// long_way.trace = long_way.trace.map(|t| herald_bus::trace::TraceContext { span_id: trace.span_id, ..t });
+/// assert_eq!(long_way, meta);
 /// ```
 pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
-    let mut meta = Metadata::new(event_type, source, subject).caused_by(cause);
-    meta.id = event_id(participant, cause.id, index);
-    meta.time = now;
-    meta.trace = cause.trace.map(|t| TraceContext { span_id: span_id(meta.id), ..t });
-    meta
+    // Built directly rather than as `Metadata::new(..).caused_by(cause)` with its id, time
+    // and span replaced: that drew a random UUIDv7, read the clock, formatted the unused id
+    // as a correlation id and drew a random span id, for every output.
+    let id = event_id(participant, cause.id, index);
+    Metadata {
+        id,
+        original_id: None,
+        event_type: event_type.to_owned(),
+        source: source.to_owned(),
+        time: now,
+        subject: subject.to_owned(),
+        correlation_id: Some(cause.correlation()),
+        causation_id: Some(cause.ce_id()),
+        trace: cause.trace.map(|t| TraceContext { span_id: span_id(id), ..t }),
+        tracestate: cause.tracestate.clone(),
+    }
 }
 
 /// A nonzero span id from the first 8 bytes of an event id.

@@ -162,6 +162,8 @@ pub(crate) struct Coordinator<P: Participant> {
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
     acks: Vec<oneshot::Sender<()>>,
+    /// `herald_choreography_reactions_total{kind="input"}`, looked up once, not per input.
+    input_reactions: metrics::Counter,
 }
 
 impl<P: Participant> Coordinator<P> {
@@ -207,6 +209,7 @@ impl<P: Participant> Coordinator<P> {
             open: Open::default(),
             failures: 0,
             acks: Vec::new(),
+            input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
         }
     }
 
@@ -493,7 +496,7 @@ impl<P: Participant> Coordinator<P> {
                 self.open.before.entry((partition, routed.key.clone())).or_insert_with(|| slots.get(&routed.key).cloned());
                 let slot = slots.entry(routed.key.clone()).or_insert_with(|| Slot::new(self.participant.initial(&routed.key)));
                 self.open.reactions += 1;
-                metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input").increment(1);
+                self.input_reactions.increment(1);
                 reactor::react(&*self.participant, &self.source, slot, routed.input, &meta, now)
             }
             Some(Err(failure)) => {

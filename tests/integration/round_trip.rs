@@ -108,6 +108,38 @@ async fn oversize_events_are_refused_before_sending() {
     assert_eq!(ok.offset, 0);
 }
 
+/// `publish_all` answers one result per event in input order, a refused event's error in
+/// its place among the others' acknowledgements, across more sends than the in-flight
+/// bound.
+#[tokio::test(flavor = "multi_thread")]
+async fn publish_all_answers_in_input_order_with_a_refused_event_in_its_place() {
+    let config = kafka().await.set("message.max.bytes", "10000");
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "all.order", 3).await);
+    let options = herald_bus::PublisherOptions { max_in_flight: 50, ..herald_bus::PublisherOptions::new("/herald/tests") };
+    let publisher = herald_bus::Publisher::new(&config, options).expect("publisher");
+    let mut events: Vec<OrderPlaced> = (0..200).map(|i| OrderPlaced::example(&format!("o-{}", i % 9), "c", i)).collect();
+    events[120].note = Some("x".repeat(20_000));
+    let results = tokio::time::timeout(DEADLINE, publisher.publish_all(&orders, &events)).await.expect("publish_all finishes");
+    assert_eq!(results.len(), events.len());
+    for (i, result) in results.iter().enumerate() {
+        match (i, result) {
+            (120, Err(herald_bus::PublishError::Oversize { .. })) => {}
+            (120, other) => panic!("event 120 is oversize, got {other:?}"),
+            (_, Err(e)) => panic!("event {i}: {e}"),
+            (_, Ok(_)) => {}
+        }
+    }
+    // Per key, offsets rise in input order: each result belongs to its own event.
+    let mut last: std::collections::HashMap<(i32, &str), i64> = std::collections::HashMap::new();
+    for (event, result) in events.iter().zip(&results) {
+        if let Ok(published) = result {
+            let before = last.insert((published.partition, event.order_id.as_str()), published.offset);
+            assert!(before.is_none_or(|b| b < published.offset), "{}: offsets in input order", event.order_id);
+        }
+    }
+    assert_eq!(herald_testkit::record_count(&config, orders.name()).await, 199);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn queueing_more_than_the_in_flight_limit_never_deadlocks() {
     let config = kafka().await;

@@ -22,6 +22,7 @@
 //! reason to stop and restart: its unacknowledged events are then published again by
 //! whatever produced them, an outbox or the consumer that has not committed them.)
 
+mod delivery;
 mod error;
 mod fatal;
 mod in_flight;
@@ -33,6 +34,7 @@ mod published;
 mod record;
 mod slot;
 
+pub use delivery::Delivery;
 pub use error::PublishError;
 pub use options::{PublisherOptions, PRODUCER_DEFAULTS};
 pub use producer::{DeliveryContext, Pending, Producer};
@@ -41,10 +43,11 @@ pub use record::{datum_by_value, encode_datum, write_datum, Record};
 
 use slot::ProducerSlot;
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer as _};
 use rdkafka::util::Timeout;
@@ -166,28 +169,42 @@ impl Publisher {
         E: Event,
         I: IntoIterator<Item = &'a E>,
     {
-        // Deliveries complete out of input order (partitions are acknowledged separately);
-        // each result goes straight to its event's slot.
+        // Deliveries are collected as they come, each looked at without a waker of this
+        // task: a delivery frees its in-flight place in librdkafka's callback whether or
+        // not its future was polled, so the bound holds, and an acknowledgement does not
+        // wake this task while it queues (a task wake-up per record cost more than the
+        // rest of the bookkeeping). After each send the oldest deliveries are looked at
+        // until one is not acknowledged yet, which goes to the back: a slow partition does
+        // not hold up collecting the others, and what waits stays about the bound.
         let events = events.into_iter();
         let mut results: Vec<Option<Result<Published, PublishError>>> = Vec::with_capacity(events.size_hint().0);
-        let mut pending = FuturesUnordered::new();
+        let mut waiting: VecDeque<(usize, uuid::Uuid, Delivery)> = VecDeque::new();
         for (index, event) in events.enumerate() {
-            results.push(None);
-            let (id, queued) = match self.encode_fresh(topic, event).await {
-                Ok((id, record)) => (id, self.enqueue(record).await),
-                Err(e) => (uuid::Uuid::nil(), Err(e)),
+            let sent = match self.encode_fresh(topic, event).await {
+                Ok((id, record)) => self.enqueue(record).await.map(|delivery| (id, delivery)),
+                Err(e) => Err(e),
             };
-            match queued {
-                Ok(delivery) => pending.push(async move { (index, delivery.await.map(|(partition, offset)| Published { id, partition, offset })) }),
-                Err(e) => results[index] = Some(Err(e)),
+            match sent {
+                Ok((id, delivery)) => {
+                    results.push(None);
+                    waiting.push_back((index, id, delivery));
+                }
+                Err(e) => results.push(Some(Err(e))),
             }
-            // Collect finished deliveries as we go.
-            while let Some(Some((index, done))) = futures::FutureExt::now_or_never(pending.next()) {
-                results[index] = Some(done);
+            // (A `Context` is not `Send`: made here, not held across the awaits above.)
+            let mut idle = std::task::Context::from_waker(futures::task::noop_waker_ref());
+            while let Some((index, id, mut delivery)) = waiting.pop_front() {
+                match std::pin::Pin::new(&mut delivery).poll(&mut idle) {
+                    std::task::Poll::Ready(done) => results[index] = Some(done.map(|(partition, offset)| Published { id, partition, offset })),
+                    std::task::Poll::Pending => {
+                        waiting.push_back((index, id, delivery));
+                        break;
+                    }
+                }
             }
         }
-        while let Some((index, done)) = pending.next().await {
-            results[index] = Some(done);
+        for (index, id, delivery) in waiting {
+            results[index] = Some(delivery.await.map(|(partition, offset)| Published { id, partition, offset }));
         }
         // Every event got its result above: queued ones from their delivery, the others
         // from their error.
@@ -253,7 +270,7 @@ impl Publisher {
     pub async fn enqueue(
         &self,
         record: Record,
-    ) -> Result<impl std::future::Future<Output = Result<(i32, i64), PublishError>> + use<>, PublishError> {
+    ) -> Result<Delivery, PublishError> {
         let size = record.size();
         if size > self.max_bytes {
             return Err(PublishError::Oversize { size, limit: self.max_bytes });
@@ -268,7 +285,8 @@ impl Publisher {
             return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted: false, record: Box::new(record) });
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let mut pending = Box::new(Pending { tx, _slot: slot_in_flight });
+        let metrics = self.metrics.for_topic(&topic);
+        let mut pending = Box::new(Pending { tx, _slot: slot_in_flight, started, metrics });
         loop {
             let base = BaseRecord { key: key.as_deref(), payload: payload.as_deref(), ..BaseRecord::<[u8], [u8], _>::with_opaque_to(&topic, pending) }.headers(headers);
             match producer.send(base) {
@@ -287,41 +305,7 @@ impl Publisher {
                 }
             }
         }
-        // Weak: a send must not keep a replaced producer alive (dropping one joins its
-        // threads). A producer is replaced only after its fatal error was recorded.
-        let weak = Arc::downgrade(&producer);
-        drop(producer);
-        let metrics = self.metrics.for_topic(&topic);
-        let last_error = self.producer.last_error.clone();
-        Ok(async move {
-            let result = rx.await;
-            metrics.seconds.record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(Ok(delivered)) => {
-                    metrics.published.increment(1);
-                    Ok(delivered)
-                }
-                Ok(Err((source, record))) => {
-                    metrics.failures.increment(1);
-                    let record = Box::new(record);
-                    let reason = match weak.upgrade() {
-                        Some(producer) => fatal.check(&producer),
-                        None => fatal.get(),
-                    };
-                    if let Some(reason) = reason {
-                        // Purged from the queue: never sent. Anything else was in flight.
-                        let possibly_persisted = source.rdkafka_error_code() != Some(RDKafkaErrorCode::PurgeQueue);
-                        return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted, record });
-                    }
-                    // An error from up to a minute before the record was queued still
-                    // explains it: librdkafka keeps failing the same way while it retries.
-                    let client_error = last_error.since(started.checked_sub(Duration::from_secs(60)).unwrap_or(started));
-                    Err(PublishError::Delivery { topic, source: Box::new(source), client_error, record })
-                }
-                // The producer was destroyed without reporting (dropped without a flush).
-                Err(_) => Err(PublishError::Canceled { topic }),
-            }
-        })
+        Ok(Delivery::new(rx, topic, started, &producer, self.producer.last_error.clone()))
     }
 
     /// Waits until every queued record is delivered, or `timeout` passes.

@@ -2,12 +2,15 @@
 //! release in-flight slots themselves, and the client's errors kept for the sends.
 //!
 //! Each queued record carries a [`Pending`] as its delivery opaque: the channel its
-//! acknowledgement goes to, and its in-flight slot. librdkafka's delivery callback sends
-//! the result and drops the slot, so a place frees up the moment the broker answers,
-//! whether or not anyone awaits that record's future. (Releasing it in the awaiting
-//! future instead deadlocks a caller that queues more than the limit before collecting.)
+//! acknowledgement goes to, its in-flight slot, and its topic's metrics. librdkafka's
+//! delivery callback records the send's latency and outcome, sends the result and drops
+//! the slot, so a place frees up (and the latency is the broker's) the moment the broker
+//! answers, whether or not anyone awaits that record's future yet. (Releasing it in the
+//! awaiting future instead deadlocks a caller that queues more than the limit before
+//! collecting.)
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
@@ -18,14 +21,18 @@ use tokio::sync::{oneshot, Notify};
 use super::fatal::Fatal;
 use super::in_flight::Slot;
 use super::last_error::LastError;
+use super::metrics_cache::TopicMetrics;
 
 /// The outcome of one send: `(partition, offset)`, or the error and the record.
-pub(crate) type Delivery = Result<(i32, i64), (KafkaError, OwnedMessage)>;
+pub(crate) type Report = Result<(i32, i64), (KafkaError, OwnedMessage)>;
 
 /// What travels with a queued record until its delivery report.
 pub struct Pending {
-    pub(crate) tx: oneshot::Sender<Delivery>,
+    pub(crate) tx: oneshot::Sender<Report>,
     pub(crate) _slot: Slot,
+    /// When the record was queued, for `herald_publish_seconds`.
+    pub(crate) started: Instant,
+    pub(crate) metrics: Arc<TopicMetrics>,
 }
 
 /// The producer context: routes delivery reports, signals freed queue space, and keeps the
@@ -55,7 +62,12 @@ impl ProducerContext for DeliveryContext {
             Ok(m) => Ok((m.partition(), m.offset())),
             Err((e, m)) => Err((e.clone(), m.detach())),
         };
-        let Pending { tx, _slot } = *pending;
+        let Pending { tx, _slot, started, metrics } = *pending;
+        metrics.seconds.record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(_) => metrics.published.increment(1),
+            Err(_) => metrics.failures.increment(1),
+        }
         let _ = tx.send(outcome);
         drop(_slot);
         self.space.notify_waiters();

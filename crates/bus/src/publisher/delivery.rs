@@ -23,6 +23,21 @@ use super::PublishError;
 /// delivery callback, whether or not this future is awaited yet; so a caller may queue
 /// many records and collect their deliveries later. `Unpin`, so it can be kept in a
 /// collection and polled in place.
+///
+/// ```no_run
+/// # async fn run(publisher: herald_bus::Publisher, records: Vec<herald_bus::publisher::Record>) -> Result<(), herald_bus::PublishError> {
+/// // Queue in order, then collect: a slot frees up when the broker answers, not when
+/// // the delivery is awaited.
+/// let mut deliveries = Vec::new();
+/// for record in records {
+///     deliveries.push(publisher.enqueue(record).await?);
+/// }
+/// for delivery in deliveries {
+///     let (partition, offset) = delivery.await?;
+///     println!("written at {partition}/{offset}");
+/// }
+/// # Ok(()) }
+/// ```
 #[must_use = "a delivery says whether the record was written"]
 #[derive(Debug)]
 pub struct Delivery {

@@ -44,7 +44,6 @@ pub use record::{datum_by_value, encode_datum, write_datum, Record};
 use slot::ProducerSlot;
 
 use std::collections::VecDeque;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -169,13 +168,14 @@ impl Publisher {
         E: Event,
         I: IntoIterator<Item = &'a E>,
     {
-        // Deliveries are collected as they come, each looked at without a waker of this
-        // task: a delivery frees its in-flight place in librdkafka's callback whether or
-        // not its future was polled, so the bound holds, and an acknowledgement does not
-        // wake this task while it queues (a task wake-up per record cost more than the
-        // rest of the bookkeeping). After each send the oldest deliveries are looked at
-        // until one is not acknowledged yet, which goes to the back: a slow partition does
-        // not hold up collecting the others, and what waits stays about the bound.
+        // Deliveries are collected as they come, each looked at without waiting
+        // (`Delivery::try_take`: no waker, none of the task's cooperative budget): a
+        // delivery frees its in-flight place in librdkafka's callback whether or not its
+        // future was polled, so the bound holds, and an acknowledgement does not wake this
+        // task while it queues (a task wake-up per record cost more than the rest of the
+        // bookkeeping). After each send the oldest deliveries are taken until one is not
+        // acknowledged yet, which goes to the back: a slow partition does not hold up
+        // collecting the others, and what waits stays about the in-flight bound.
         let events = events.into_iter();
         let mut results: Vec<Option<Result<Published, PublishError>>> = Vec::with_capacity(events.size_hint().0);
         let mut waiting: VecDeque<(usize, uuid::Uuid, Delivery)> = VecDeque::new();
@@ -191,12 +191,10 @@ impl Publisher {
                 }
                 Err(e) => results.push(Some(Err(e))),
             }
-            // (A `Context` is not `Send`: made here, not held across the awaits above.)
-            let mut idle = std::task::Context::from_waker(futures::task::noop_waker_ref());
             while let Some((index, id, mut delivery)) = waiting.pop_front() {
-                match std::pin::Pin::new(&mut delivery).poll(&mut idle) {
-                    std::task::Poll::Ready(done) => results[index] = Some(done.map(|(partition, offset)| Published { id, partition, offset })),
-                    std::task::Poll::Pending => {
+                match delivery.try_take() {
+                    Some(done) => results[index] = Some(done.map(|(partition, offset)| Published { id, partition, offset })),
+                    None => {
                         waiting.push_back((index, id, delivery));
                         break;
                     }

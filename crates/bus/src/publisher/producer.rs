@@ -3,9 +3,10 @@
 //!
 //! Each queued record carries a [`Pending`] as its delivery opaque: the channel its
 //! acknowledgement goes to, its in-flight slot, and its topic's metrics. librdkafka's
-//! delivery callback records the send's latency and outcome, sends the result and drops
-//! the slot, so a place frees up (and the latency is the broker's) the moment the broker
-//! answers, whether or not anyone awaits that record's future yet. (Releasing it in the
+//! delivery callback records the send's latency (from taking the in-flight place to the
+//! delivery report: librdkafka's linger and queueing included) and outcome, sends the
+//! result and drops the slot, so a place frees up the moment the broker answers, whether
+//! or not anyone awaits that record's future yet. (Releasing it in the
 //! awaiting future instead deadlocks a caller that queues more than the limit before
 //! collecting.)
 

@@ -235,10 +235,14 @@ impl herald_ops::HealthCheck for Projectors {
 async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: CancellationToken) -> anyhow::Result<()> {
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
+    // The recorder first: projectors take their metric handles when they start.
+    let metrics = match cli.http {
+        Some(_) => Some(herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?),
+        None => None,
+    };
     let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
     let mut bound = None;
-    if let Some(addr) = cli.http {
-        let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    if let (Some(addr), Some(metrics)) = (cli.http, metrics) {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         bound = Some(listener.local_addr()?);
         println!("http: {}", listener.local_addr()?);
@@ -309,6 +313,11 @@ async fn main() -> anyhow::Result<()> {
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
+    // The recorder first: engines take their metric handles when they start.
+    let metrics = match cli.http {
+        Some(_) => Some(herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?),
+        None => None,
+    };
     let mut runner = Runner { config, settings, stop, healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
@@ -324,8 +333,7 @@ async fn main() -> anyhow::Result<()> {
         Role::OrderStatus => unreachable!("handled above"),
     }
     let mut bound = None;
-    if let Some(addr) = cli.http {
-        let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    if let (Some(addr), Some(metrics)) = (cli.http, metrics) {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         bound = Some(listener.local_addr()?);
         println!("http: {}", listener.local_addr()?);

@@ -70,6 +70,13 @@ struct SchemaById {
     references: Vec<Reference>,
 }
 
+impl SchemaById {
+    /// The schema's type when it is not Avro (`schemaType` absent means Avro).
+    fn non_avro_type(&self) -> Option<&str> {
+        self.schema_type.as_deref().filter(|k| !k.eq_ignore_ascii_case("AVRO"))
+    }
+}
+
 /// `{"name": "com.acme.Address", "subject": "address", "version": 1}`: a type the schema
 /// names, registered under another subject.
 #[derive(Deserialize)]
@@ -166,7 +173,9 @@ impl Registry {
         }
         let url = format!("{}/schemas/ids/{id}", self.inner.config.url);
         let body: SchemaById = self.call(|http| http.get(&url)).await?;
-        check_avro(id, body.schema_type.as_deref())?;
+        if let Some(kind) = body.non_avro_type() {
+            return Err(RegistryError::InvalidSchema { id, reason: format!("it is a {kind} schema, not Avro") });
+        }
         let text = if body.references.is_empty() {
             body.schema
         } else {
@@ -200,7 +209,7 @@ impl Registry {
                 RegistryError::NotFound { .. } => invalid(format!("is not in the registry: {e}")),
                 other => other,
             })?;
-            if let Some(kind) = body.schema_type.as_deref().filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
+            if let Some(kind) = body.non_avro_type() {
                 return Err(invalid(format!("is a {kind} schema, not Avro")));
             }
             schemas.push(serde_json::from_str(&body.schema).map_err(|e| invalid(e.to_string()))?);
@@ -246,14 +255,6 @@ impl Registry {
             tracing::warn!(attempt, error = %reason, ?delay, "schema registry unavailable; retrying");
             tokio::time::sleep(delay).await;
         }
-    }
-}
-
-/// Schema `id` (or one it references) must be Avro: `schemaType` absent or `AVRO`.
-fn check_avro(id: u32, schema_type: Option<&str>) -> Result<(), RegistryError> {
-    match schema_type.filter(|k| !k.eq_ignore_ascii_case("AVRO")) {
-        Some(kind) => Err(RegistryError::InvalidSchema { id, reason: format!("it is a {kind} schema, not Avro") }),
-        None => Ok(()),
     }
 }
 

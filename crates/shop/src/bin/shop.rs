@@ -230,16 +230,18 @@ impl herald_ops::HealthCheck for Projectors {
     }
 }
 
+/// The Prometheus recorder when the role serves `/metrics` (`--http`). Installed before the
+/// role starts its engines or projectors: they take their metric handles when they start.
+fn served_metrics(cli: &Cli) -> anyhow::Result<Option<herald_ops::MetricsHandle>> {
+    cli.http.map(|_| herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))).transpose()
+}
+
 /// `shop order-status`: the view's projectors until ctrl-c or SIGTERM, the first that
 /// stops by itself stopping the others (and the process, with its error).
 async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: CancellationToken) -> anyhow::Result<()> {
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
-    // The recorder first: projectors take their metric handles when they start.
-    let metrics = match cli.http {
-        Some(_) => Some(herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?),
-        None => None,
-    };
+    let metrics = served_metrics(cli)?;
     let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
     let mut bound = None;
     if let (Some(addr), Some(metrics)) = (cli.http, metrics) {
@@ -313,11 +315,7 @@ async fn main() -> anyhow::Result<()> {
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
-    // The recorder first: engines take their metric handles when they start.
-    let metrics = match cli.http {
-        Some(_) => Some(herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?),
-        None => None,
-    };
+    let metrics = served_metrics(&cli)?;
     let mut runner = Runner { config, settings, stop, healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };
     match cli.role {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,

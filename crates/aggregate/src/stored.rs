@@ -242,12 +242,10 @@ impl Recent {
                 (FORMAT, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
                 (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag} in format {format}"))),
             };
-            if let Answer::Accepted { first, events, .. } = answer {
+            if let Answer::Accepted { version, first, events } = answer {
                 // Event ids are numbered first..first + events: a damaged record must not
                 // make a reply overflow them.
                 first.checked_add(events).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?;
-            }
-            if let Answer::Accepted { version, .. } = answer {
                 previous = Some(version);
             }
             recent.push_back(Remembered { command, answer });

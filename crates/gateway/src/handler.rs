@@ -37,16 +37,31 @@ pub struct Accepted {
 }
 
 /// Serves one request on `route`, recording its metrics.
+///
+/// The request runs on a task of its own: when a client hangs up, the server drops this
+/// future, and a request dropped between its key's claim and its `202` record would leave
+/// the key claimed (`409` until the claim expires) with its event possibly written, so a
+/// retry after the claim expired would publish a second one. On its own task the request
+/// runs to its end whoever waits for it: its event and `202` record written, or its claim
+/// released.
 pub(crate) async fn serve(app: Arc<App>, route: Arc<Route>, request: Request) -> Response {
     let started = Instant::now();
-    let response = match handle(&app, &route, request).await {
-        Ok(Outcome::Published(accepted)) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
-        Ok(Outcome::Replayed(accepted)) => (StatusCode::ACCEPTED, [("idempotent-replayed", "true")], axum::Json(accepted)).into_response(),
-        Err(problem) => problem.into_response(),
-    };
-    crate::metrics::request(&route.name, response.status().as_u16(), started.elapsed());
-    crate::metrics::breaker(app.sender.breaker_state());
-    response
+    let name = route.name.clone();
+    let handled = tokio::spawn(async move {
+        let response = match handle(&app, &route, request).await {
+            Ok(Outcome::Published(accepted)) => (StatusCode::ACCEPTED, axum::Json(accepted)).into_response(),
+            Ok(Outcome::Replayed(accepted)) => (StatusCode::ACCEPTED, [("idempotent-replayed", "true")], axum::Json(accepted)).into_response(),
+            Err(problem) => problem.into_response(),
+        };
+        crate::metrics::request(&route.name, response.status().as_u16(), started.elapsed());
+        crate::metrics::breaker(app.sender.breaker_state());
+        response
+    });
+    handled.await.unwrap_or_else(|e| {
+        tracing::error!(route = %name, error = %e, "request handler failed");
+        crate::metrics::request(&name, 500, started.elapsed());
+        Problem::internal("the request's handler failed").into_response()
+    })
 }
 
 /// A request's outcome: a fresh `202`, or a replayed one.
@@ -66,7 +81,15 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         limiter.check(&principal.id).map_err(Problem::rate_limited)?;
     }
     let params = route.match_path(parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
-    let body = read_body(body, &parts.headers, app.settings.max_body_bytes).await?;
+    if let Some(declared) = parts.headers.get(header::CONTENT_TYPE)
+        && !is_json(declared)
+    {
+        return Err(Problem::unsupported_media_type(format!("the body must be JSON (application/json), not {:?}", String::from_utf8_lossy(declared.as_bytes()))));
+    }
+    // A body that trickles in must not hold the request (and a shutdown) forever.
+    let body = tokio::time::timeout(app.sender.deadline(), read_body(body, &parts.headers, app.settings.max_body_bytes))
+        .await
+        .map_err(|_| Problem::request_timeout(format!("the body did not arrive within {} ms", app.sender.deadline().as_millis())))??;
     // The broker's part of the request (a key's claim, the event) ends by this deadline.
     let until = tokio::time::Instant::now() + app.sender.deadline();
     let now_millis = chrono::Utc::now().timestamp_millis();
@@ -82,7 +105,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
             Begin::Conflict => return Err(Problem::idempotency_conflict()),
             Begin::Busy => return Err(Problem::busy()),
             Begin::Fresh(fresh) => {
-                event_id = Some(scoped.event_id);
+                event_id = Some(scoped.event_id(&fingerprint));
                 progress = Some(fresh);
             }
         }
@@ -134,9 +157,18 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     };
     let accepted = Accepted { id: meta.id, topic: route.topic.clone(), partition, offset };
     if let Some(progress) = progress {
-        app.idempotency.finish(progress, accepted.clone(), now_millis).await;
+        app.idempotency.finish(progress, accepted.clone(), now_millis, until).await;
     }
     Ok(Outcome::Published(accepted))
+}
+
+/// Whether a `Content-Type` says JSON: `application/json` or a `+json` type, parameters
+/// (`; charset=utf-8`) and case aside.
+///
+fn is_json(content_type: &axum::http::HeaderValue) -> bool {
+    let Ok(text) = content_type.to_str() else { return false };
+    let essence = text.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The request's `traceparent` continued (a child span of it, and the parent's span id),
@@ -162,4 +194,19 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum
             Problem::malformed(format!("cannot read the body: {e}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn json_content_types() {
+        for yes in ["application/json", "Application/JSON; charset=utf-8", "application/cloudevents+json", "application/vnd.api+json ; x=1"] {
+            assert!(super::is_json(&HeaderValue::from_static(yes)), "{yes}");
+        }
+        for no in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", "text/json+xml", ""] {
+            assert!(!super::is_json(&HeaderValue::from_static(no)), "{no}");
+        }
+    }
 }

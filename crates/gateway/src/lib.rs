@@ -37,7 +37,8 @@
 //! - **Durable before it answers.** `202` only after the broker acknowledged the event with
 //!   `acks=all` (idempotent producer). Every other outcome is an error status; a `503`
 //!   means nothing was acknowledged.
-//! - **Bounded waiting.** No request waits for the broker longer than `deadline_ms`; after
+//! - **Bounded waiting.** No request waits for the broker longer than `deadline_ms`, nor
+//!   for its body (then `408`); after
 //!   `failures` consecutive failed sends the breaker answers `503` at once, with
 //!   `Retry-After`, and lets one probe through after `open_ms`; a successful probe closes
 //!   it, so the gateway recovers by itself.

@@ -118,6 +118,16 @@ impl Problem {
         Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed", "Method not allowed", format!("{path} has no {method} route"))
     }
 
+    /// `415`: the body's declared `Content-Type` is not JSON.
+    pub fn unsupported_media_type(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", "Unsupported media type", detail)
+    }
+
+    /// `408`: the body did not arrive within the deadline.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::REQUEST_TIMEOUT, "request-timeout", "Request timeout", detail)
+    }
+
     /// `413`: the body is larger than `max_body_bytes` (or the broker's record limit).
     pub fn too_large(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Body too large", detail)

@@ -74,7 +74,9 @@ impl Sender {
                 Ok(position)
             }
             Ok(Err(PublishError::Oversize { size, limit })) => {
-                self.breaker.success(permit);
+                // Refused before it reached the broker: says nothing of the broker, so
+                // neither closes the breaker (were it a probe) nor counts as a failure.
+                drop(permit);
                 Err(Problem::too_large(format!("the event is {size} bytes; the broker takes at most {limit}")))
             }
             Ok(Err(e)) => {

@@ -8,9 +8,6 @@ use uuid::Uuid;
 pub struct Scoped {
     /// Hex SHA-256 of principal and key: the record's key in the store and on the topic.
     pub hash: String,
-    /// The event id every request with this key gets: a UUIDv8 made from the same hash,
-    /// so it is the same on every gateway instance and after a restart.
-    pub event_id: Uuid,
 }
 
 /// The longest key accepted.
@@ -24,8 +21,7 @@ impl Scoped {
     /// use herald_gateway::idempotency::Scoped;
     /// let a = Scoped::new("alice", "k-1").unwrap();
     /// assert_eq!(a, Scoped::new("alice", "k-1").unwrap());
-    /// assert_ne!(a.event_id, Scoped::new("bob", "k-1").unwrap().event_id);
-    /// assert_eq!(a.event_id.get_version_num(), 8);
+    /// assert_ne!(a, Scoped::new("bob", "k-1").unwrap());
     /// assert!(Scoped::new("alice", "").is_none());
     /// ```
     pub fn new(principal: &str, key: &str) -> Option<Scoped> {
@@ -36,10 +32,33 @@ impl Scoped {
         hasher.update((principal.len() as u64).to_be_bytes());
         hasher.update(principal.as_bytes());
         hasher.update(key.as_bytes());
+        Some(Scoped { hash: hex::encode(hasher.finalize()) })
+    }
+
+    /// The event id of the request with this key and `fingerprint` ([`fingerprint`]): a
+    /// UUIDv8 made from both, so the same request gets the same id on every gateway
+    /// instance and after a restart, and another request under the same key (accepted when
+    /// the first one failed, or after the key's TTL) gets another id. (From the key alone,
+    /// a consumer that dedupes on `ce_id` would drop the second event as a repeat of the
+    /// first, though the gateway answered `202` for it.)
+    ///
+    /// ```
+    /// use herald_gateway::idempotency::{fingerprint, Scoped};
+    /// let key = Scoped::new("alice", "k-1").unwrap();
+    /// let (a, b) = (fingerprint("orders", "/orders", b"{\"n\":1}"), fingerprint("orders", "/orders", b"{\"n\":2}"));
+    /// assert_eq!(key.event_id(&a), Scoped::new("alice", "k-1").unwrap().event_id(&a));
+    /// assert_ne!(key.event_id(&a), key.event_id(&b));
+    /// assert_ne!(key.event_id(&a), Scoped::new("bob", "k-1").unwrap().event_id(&a));
+    /// assert_eq!(key.event_id(&a).get_version_num(), 8);
+    /// ```
+    pub fn event_id(&self, fingerprint: &str) -> Uuid {
+        let mut hasher = Sha256::new();
+        hasher.update(self.hash.as_bytes());
+        hasher.update(fingerprint.as_bytes());
         let digest: [u8; 32] = hasher.finalize().into();
         let mut id = [0u8; 16];
         id.copy_from_slice(&digest[..16]);
-        Some(Scoped { hash: hex::encode(digest), event_id: uuid::Builder::from_custom_bytes(id).into_uuid() })
+        uuid::Builder::from_custom_bytes(id).into_uuid()
     }
 }
 

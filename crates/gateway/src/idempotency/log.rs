@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use herald_bus::admin::{self, TopicSpec};
 use herald_bus::publisher::Record;
-use herald_bus::{KafkaConfig, Publisher};
+use herald_bus::KafkaConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::{Offset, TopicPartitionList};
@@ -40,16 +40,6 @@ pub fn record(topic: &str, hash: &str, record: &LogRecord) -> Result<Record, Log
     Ok(Record::new(topic, hash.as_bytes(), value, OwnedHeaders::new()))
 }
 
-/// Writes one record and waits for the broker (acks=all).
-pub async fn write(publisher: &Publisher, topic: &str, hash: &str, log_record: &LogRecord, deadline: Duration) -> Result<(), LogError> {
-    let error = |reason: String| LogError { topic: topic.to_owned(), reason };
-    match tokio::time::timeout(deadline, publisher.send_record(record(topic, hash, log_record)?)).await {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(error(e.to_string())),
-        Err(_) => Err(error(format!("not acknowledged within {} ms", deadline.as_millis()))),
-    }
-}
-
 /// Reads `topic` from the beginning to its current end into `store` (within `timeout`),
 /// then follows it on a blocking thread while `store` is alive. Returns the records read
 /// before following.
@@ -62,6 +52,9 @@ pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store
         .map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })?;
     loaded_rx.await.map_err(|_| LogError { topic: topic.to_owned(), reason: "the reader stopped".to_owned() })?
 }
+
+/// How often the reader forgets records older than the TTL ([`Store::prune`]).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duration, loaded: tokio::sync::oneshot::Sender<Result<usize, LogError>>) {
     let error = |reason: String| LogError { topic: topic.to_owned(), reason };
@@ -76,6 +69,7 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
     let deadline = std::time::Instant::now() + timeout;
     let mut count = 0usize;
     let mut loaded = Some(loaded);
+    let mut pruned_at = std::time::Instant::now();
     loop {
         if ends.iter().all(|(_, end, pos)| pos >= end)
             && let Some(tx) = loaded.take()
@@ -89,6 +83,11 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
             return;
         }
         let Some(store) = store.upgrade() else { return };
+        if loaded.is_none() && pruned_at.elapsed() >= PRUNE_EVERY {
+            pruned_at = std::time::Instant::now();
+            let forgotten = store.prune(chrono::Utc::now().timestamp_millis());
+            tracing::debug!(forgotten, "idempotency records older than the TTL forgotten");
+        }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {
                 if let Some(entry) = ends.iter_mut().find(|(p, _, _)| *p == message.partition()) {

@@ -2,8 +2,9 @@
 //! response, never a second event; the same key with a different request gets `422`.
 //!
 //! # Design
-//! - The event id of a request with a key is derived from principal and key ([`Scoped`]):
-//!   the same on every instance, before and after a restart.
+//! - The event id of a request with a key is derived from principal, key and the
+//!   request's fingerprint ([`Scoped::event_id`]): the same on every instance, before and
+//!   after a restart.
 //! - The records live on a compacted topic (`[idempotency] topic`, default
 //!   `herald.gateway.idempotency`, with the topic prefix; records older than `ttl_hours`
 //!   are ignored and deleted), keyed by the key's hash. At start the gateway reads it to
@@ -151,12 +152,35 @@ impl Idempotency {
         }
     }
 
-    /// Records a fresh request's `202`: in memory at once, then on the topic.
-    pub async fn finish(&self, progress: InProgress, accepted: crate::handler::Accepted, now_ms: i64) {
+    /// Records a fresh request's `202`: in memory at once, then on the topic, waiting for
+    /// the broker until `until` (the request's deadline, so a request with a key waits no
+    /// longer than one without) and after it in the background.
+    pub async fn finish(&self, progress: InProgress, accepted: crate::handler::Accepted, now_ms: i64, until: tokio::time::Instant) {
+        let warn = |e: &dyn std::fmt::Display| tracing::warn!(error = %e, "idempotency record not written; a retry after a restart or on another instance publishes again (same event id)");
         let hash = progress.hash().to_owned();
         let stored = progress.finish(accepted, now_ms);
-        if let Err(e) = log::write(&self.publisher, &self.topic, &hash, &LogRecord::Done(stored), self.deadline).await {
-            tracing::warn!(error = %e, "idempotency record not written; a retry after a restart or on another instance publishes again (same event id)");
+        let record = match log::record(&self.topic, &hash, &LogRecord::Done(stored)) {
+            Ok(record) => record,
+            Err(e) => return warn(&e),
+        };
+        let mut delivery = match tokio::time::timeout_at(until, self.publisher.enqueue(record)).await {
+            Ok(Ok(delivery)) => delivery,
+            Ok(Err(e)) => return warn(&e),
+            Err(_) => return warn(&"the producer's queue stayed full until the deadline"),
+        };
+        match tokio::time::timeout_at(until, &mut delivery).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => warn(&e),
+            Err(_) => {
+                let deadline = self.deadline;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(deadline, delivery).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => warn(&e),
+                        Err(_) => warn(&"not acknowledged within the deadline"),
+                    }
+                });
+            }
         }
     }
 }

@@ -219,6 +219,24 @@ impl Store {
         }
     }
 
+    /// Forgets what is older than the records' TTL at `now_ms`: finished keys (which
+    /// [`Store::begin`] already treats as unknown) and claims (long expired: a claim
+    /// blocks its key for at most the claim TTL, far shorter). Returns how many were
+    /// forgotten. The topic's reader calls it every minute, so memory holds one TTL's keys.
+    pub fn prune(&self, now_ms: i64) -> usize {
+        let old = |at_ms: i64| now_ms - at_ms > self.ttl_ms;
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, entry| !matches!(entry, Entry::Done(stored) if old(stored.at_ms)));
+        let mut forgotten = before - entries.len();
+        drop(entries);
+        let mut log = self.log();
+        let before = log.owners.len();
+        log.owners.retain(|_, claim| !old(claim.at_ms));
+        forgotten += before - log.owners.len();
+        forgotten
+    }
+
     /// Number of records (finished or in progress).
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -262,6 +280,25 @@ mod tests {
 
     fn accepted(offset: i64) -> Accepted {
         Accepted { id: uuid::Uuid::nil(), topic: "t".into(), partition: 0, offset }
+    }
+
+    #[test]
+    fn prune_forgets_keys_and_claims_older_than_the_ttl() {
+        let store = Store::new(1000, 100);
+        let (old, fresh, claimed) = (Scoped::new("a", "old").unwrap_or_else(|| panic!("valid key")), Scoped::new("a", "fresh").unwrap_or_else(|| panic!("valid key")), Scoped::new("a", "claimed").unwrap_or_else(|| panic!("valid key")));
+        let Begin::Fresh(done) = store.begin(&old, "fp", 0) else { panic!("fresh") };
+        done.finish(accepted(1), 0);
+        let Begin::Fresh(done) = store.begin(&fresh, "fp", 900) else { panic!("fresh") };
+        done.finish(accepted(2), 900);
+        let Begin::Fresh(in_progress) = store.begin(&Scoped::new("a", "live").unwrap_or_else(|| panic!("valid key")), "fp", 0) else { panic!("fresh") };
+        store.read(claimed.hash.clone(), claim("n", 0), 0, 0);
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.prune(1000), 0, "nothing older than the TTL yet");
+        assert_eq!(store.prune(1500), 2, "the old key and the old claim");
+        assert_eq!(store.len(), 2, "the fresh key and the request in progress stay");
+        assert!(matches!(store.begin(&fresh, "fp", 1500), Begin::Replay(a) if a.offset == 2));
+        assert!(store.log().owners.is_empty());
+        drop(in_progress);
     }
 
     #[test]

@@ -36,8 +36,10 @@ pub fn document(routes: &[std::sync::Arc<Route>], queries: &[std::sync::Arc<Quer
         responses.insert("202".into(), json!({"description": "The event was acknowledged by the broker (acks=all).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}}));
         let mut problems = vec![
             ("400", "The body is not JSON or does not fit the schema (errors[] names each field)."),
+            ("408", "The body did not arrive within the deadline."),
             ("409", "A request with the same Idempotency-Key is in progress."),
             ("413", "The body is too large."),
+            ("415", "The body's Content-Type is not JSON."),
             ("422", "The Idempotency-Key was used with a different request."),
             ("503", "The event could not be written (broker unavailable, circuit open, deadline); see Retry-After."),
         ];

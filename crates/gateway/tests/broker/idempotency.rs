@@ -190,3 +190,29 @@ async fn the_same_key_while_in_progress_is_a_409_and_a_failed_send_frees_the_key
     let (status, _, _) = gateway.post_with("/orders", &body, &[("idempotency-key", "k-slow")]).await;
     assert_eq!(status, 503);
 }
+
+/// A client that hangs up while its request is at the broker does not abandon it: the
+/// request runs to its end (here: the event lands once its topic exists, and its `202` is
+/// recorded), so the client's retry with the key gets that `202`, not `409` until the
+/// claim expires and then a second event.
+#[tokio::test]
+async fn a_client_that_hangs_up_mid_request_gets_its_answer_on_retry() {
+    let kafka = herald_testkit::kafka().await;
+    // The broker does not auto-create topics: a send to this one waits until it exists.
+    let topic = herald_testkit::unique("gw.idem-hangup");
+    let gateway = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let body = order("c-hangup").to_string();
+    let key = [("idempotency-key", "k-hangup")];
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let hung_up = impatient.post(format!("{}/orders", gateway.url)).header("content-type", "application/json").header(key[0].0, key[0].1).body(body.clone()).send().await;
+    assert!(hung_up.as_ref().is_err_and(reqwest::Error::is_timeout), "the client gave up: {hung_up:?}");
+    herald_bus::admin::create_topics(&kafka, &[herald_bus::admin::TopicSpec::new(&topic).partitions(1)]).await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(10), "the retry replays the first request's 202", || async {
+        let (status, answer, headers) = gateway.post_with("/orders", &body, &key).await;
+        assert!(status == 202 || status == 409, "{status} {answer}");
+        status == 202 && headers.contains_key("idempotent-replayed")
+    })
+    .await;
+    assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 1, "one event");
+    gateway.stop().await;
+}

@@ -130,6 +130,18 @@ async fn get(running: &Running, path: &str) -> (u16, Value, reqwest::header::Hea
     (status, body, headers)
 }
 
+/// The status of `GET path` sent as written: reqwest, like every URL parser, would resolve
+/// its dot segments before sending.
+async fn raw_get_status(url: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+}
+
 async fn backends_seen(running: &Running) -> usize {
     let (_, health, _) = get(running, "/health").await;
     health["details"]["backends"].as_array().map_or(0, Vec::len)
@@ -167,6 +179,12 @@ async fn consistent_hashing_keeps_a_key_on_one_instance_and_a_killed_one_costs_n
     let (status, body, _) = get(&running, "/orders/missing").await;
     assert_eq!(status, 404, "{body}");
     assert_eq!(body["error"], "no such order");
+
+    // A dot segment, which a URL parser resolves against the upstream path (`..` and its
+    // percent-encoded forms alike), is refused before anything is forwarded.
+    for segment in ["..", "%2E%2E", "%2e", ".%2E"] {
+        assert_eq!(raw_get_status(&running.url, &format!("/orders/{segment}")).await, 400, "{segment}");
+    }
 
     // a dies without deregistering: it stays live in the registry for the TTL (2 min), so
     // only the gateway's health keeping moves its keys. Not one request fails: a refused

@@ -6,8 +6,11 @@ use crate::store::StoreError;
 ///
 /// [`ProjectionError::Transient`] is retried with backoff; [`ProjectionError::Permanent`]
 /// is not (the event is dead-lettered, or its partition paused, by policy). A
-/// [`ProjectionError::Store`] error is retried as a whole batch when the store says it is
-/// transient (a lock timeout, a deadlock), and treated as permanent otherwise.
+/// [`ProjectionError::Store`] error is retried as a whole batch, for as long as it takes
+/// and never dead-lettered, when the store says it is transient (a lost connection, a lock
+/// timeout, a deadlock, a statement timeout, a full disk, a failover: see
+/// [`StoreError::is_transient`]), and treated as permanent otherwise (a syntax error, a
+/// constraint violation, bad data in the projection's own SQL).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProjectionError {
@@ -104,6 +107,21 @@ pub enum ProjectorError {
     /// a deleted topic, a fatal client error, a current-thread runtime).
     #[error("consumer: {0}")]
     Consumer(#[from] herald_bus::ConsumerError),
+    /// The topic's partitions or end offsets could not be read (a topic that does not
+    /// exist, a stop point of a rebuild that cannot be known).
+    #[error("end offsets: {0}")]
+    Offsets(#[from] crate::status::OffsetsError),
+    /// A rebuild finished without having owned and finished a single partition: nothing
+    /// was built, so nothing is swapped in.
+    #[error("rebuild of {projection} version {version}: no partition of {topic} was read to its stop point; not swapping")]
+    NothingRebuilt {
+        /// The projection.
+        projection: String,
+        /// The version that was being built.
+        version: u32,
+        /// The topic.
+        topic: String,
+    },
     /// The store thread stopped unexpectedly.
     #[error("the store thread stopped: {0}")]
     StoreThread(String),

@@ -102,7 +102,8 @@ where
     let group = format!("{}.rebuild.v{version}", options.group);
     tracing::info!(projection = P::NAME, version, ?options.until, "rebuilding");
     tokio::pin!(shutdown);
-    let total = total_events(config, topic.name()).await;
+    // A topic the broker does not know fails here, before anything is built.
+    let total = total_events(config, topic.name()).await?;
     let bar = Progress::new(options.progress, total);
     let mut events = 0u64;
     let mut pass = 0;
@@ -118,11 +119,16 @@ where
         let status = projector.status();
         let before = events;
         let watch = bar.watch(status.clone(), before);
-        let stopped = tokio::select! {
-            stopped = projector.run(std::future::pending()) => stopped?,
-            _ = &mut shutdown => Stopped::Shutdown,
+        let (stopped, finished) = tokio::select! {
+            stopped = projector.run_counted(std::future::pending()) => stopped?,
+            _ = &mut shutdown => (Stopped::Shutdown, 0),
         };
         watch.abort();
+        if stopped == Stopped::StopPoint && finished == 0 {
+            // Nothing owned, nothing finished: the version is not a view of the topic.
+            bar.finish();
+            return Err(ProjectorError::NothingRebuilt { projection: P::NAME.to_owned(), version, topic: topic.name().to_owned() });
+        }
         events += status.get().applied_total;
         bar.set(events);
         if stopped != Stopped::StopPoint {
@@ -166,13 +172,14 @@ async fn swap_to<F: EventFamily, P: Projection<F>>(store: Arc<dyn Store>, projec
         .map_err(|source| ProjectorError::Migrate { projection: P::NAME.to_owned(), source })
 }
 
-async fn total_events(config: &KafkaConfig, topic: &str) -> u64 {
+/// The records in `topic` now (for the progress bar); an error for a topic the broker
+/// does not know.
+async fn total_events(config: &KafkaConfig, topic: &str) -> Result<u64, ProjectorError> {
     let (config, topic) = (config.clone(), topic.to_owned());
-    tokio::task::spawn_blocking(move || crate::status::end_offsets(&config, &topic))
+    let ends = tokio::task::spawn_blocking(move || crate::status::end_offsets(&config, &topic))
         .await
-        .ok()
-        .and_then(Result::ok)
-        .map_or(0, |ends| ends.values().map(|(low, high)| (high - low).max(0) as u64).sum())
+        .map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
+    Ok(ends.values().map(|(low, high)| (high - low).max(0) as u64).sum())
 }
 
 /// The progress bar (a no-op without the `progress` feature or when not asked for).

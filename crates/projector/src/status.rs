@@ -128,6 +128,38 @@ pub enum StatusError {
     /// The broker could not be asked for offsets.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker knows no partitions of the topic.
+    #[error(transparent)]
+    Topic(OffsetsError),
+}
+
+impl From<OffsetsError> for StatusError {
+    fn from(error: OffsetsError) -> Self {
+        match error {
+            OffsetsError::Kafka(e) => StatusError::Kafka(e),
+            other => StatusError::Topic(other),
+        }
+    }
+}
+
+/// The end offsets of a topic could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OffsetsError {
+    /// The broker could not be asked.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// The broker does not know the topic (or reports no partitions for it).
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// The broker answered the topic's metadata with an error.
+    #[error("metadata of topic {topic:?}: {code}")]
+    Metadata {
+        /// The topic.
+        topic: String,
+        /// The broker's error.
+        code: rdkafka::types::RDKafkaErrorCode,
+    },
 }
 
 /// Reads a projection's status without a running projector: positions and dead letters
@@ -184,7 +216,7 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
 /// `(low watermark, last stable offset)` per partition, as a `read_committed` reader sees
 /// them, with a client of its own (for one-off reads; a running projector keeps a
 /// [`Watermarks`]).
-pub(crate) fn end_offsets(config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+pub(crate) fn end_offsets(config: &KafkaConfig, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, OffsetsError> {
     fetch_ends(&open_client(config)?, topic)
 }
 
@@ -212,21 +244,30 @@ impl Watermarks {
     }
 
     /// `(low watermark, last stable offset)` per partition.
-    pub(crate) fn fetch(&self) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
-        let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if client.is_none() {
-            *client = Some(open_client(&self.config)?);
-        }
-        match client.as_ref() {
-            Some(c) => fetch_ends(c, &self.topic),
-            None => Ok(BTreeMap::new()),
-        }
+    pub(crate) fn fetch(&self) -> Result<BTreeMap<i32, (i64, i64)>, OffsetsError> {
+        let mut kept = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        let client = match kept.take() {
+            Some(c) => kept.insert(c),
+            None => kept.insert(open_client(&self.config)?),
+        };
+        fetch_ends(client, &self.topic)
     }
 }
 
-fn fetch_ends(client: &rdkafka::consumer::BaseConsumer, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, rdkafka::error::KafkaError> {
+/// `(low watermark, last stable offset)` of each partition of `topic`: never empty (a
+/// topic the broker does not know is an error, not a topic without records).
+fn fetch_ends(client: &rdkafka::consumer::BaseConsumer, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>, OffsetsError> {
     use rdkafka::consumer::Consumer;
+    use rdkafka::types::RDKafkaErrorCode;
     let metadata = client.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let count = metadata.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
-    (0..count as i32).map(|p| Ok((p, client.fetch_watermarks(topic, p, Duration::from_secs(10))?))).collect()
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else { return Err(OffsetsError::UnknownTopic(topic.to_owned())) };
+    match found.error().map(RDKafkaErrorCode::from) {
+        None => {}
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => return Err(OffsetsError::UnknownTopic(topic.to_owned())),
+        Some(code) => return Err(OffsetsError::Metadata { topic: topic.to_owned(), code }),
+    }
+    if found.partitions().is_empty() {
+        return Err(OffsetsError::UnknownTopic(topic.to_owned()));
+    }
+    found.partitions().iter().map(|p| Ok((p.id(), client.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?))).collect()
 }

@@ -72,6 +72,19 @@ fn report_spans<F: EventFamily, P: Projection<F>>(batch: &Batch<F>, began: std::
     }
 }
 
+/// Runs projection code, catching a panic: `Err` with the panic's message, so the event
+/// fails permanently (and its transaction is rolled back) like any other permanent
+/// failure instead of taking the store thread, and every partition with it, down.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|payload| format!("the projection panicked: {}", panic_message(&*payload).unwrap_or("(no message)")))
+}
+
+/// The message of a panic (`panic!("...")` and `assert!` payloads), if it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
+    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
 impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
     /// Runs until the job channel closes.
     pub(crate) fn run(self, jobs: std_mpsc::Receiver<Job<F>>) {
@@ -123,7 +136,10 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                         if matches!(outcome, Outcome::Committed { .. }) && herald_bus::trace::spans_wanted() {
                             report_spans::<F, P>(&batch, began);
                         }
-                        failed |= matches!(outcome, Outcome::StoreFailed(_));
+                        // A transient store error in the projection's statements may
+                        // have broken the connection (closed, the server shut down) too.
+                        failed |= matches!(&outcome, Outcome::StoreFailed(_))
+                            || matches!(&outcome, Outcome::EventFailed { error, .. } if error.is_store_conflict());
                         // If the partition is gone, the batch is dropped here after all.
                         let _ = reply.send((outcome, batch));
                     }
@@ -273,7 +289,7 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
                 let result = match (action, &item.decoded) {
                     (Action::Apply, Ok(envelope)) => {
                         applied += 1;
-                        self.projection.apply(tx.as_tx(), envelope)
+                        guarded(|| self.projection.apply(tx.as_tx(), envelope)).unwrap_or_else(|panic| Err(ProjectionError::Permanent(panic)))
                     }
                     (Action::Skip(failure), _) => position::record_dead_letter(
                         tx.as_tx(),
@@ -296,8 +312,10 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             }
             positions.push((slice.partition, slice.to, applied));
         }
+        // A panic in `apply_batch` does not say which event: applied again one by one,
+        // the event whose `apply` panics is the one that fails.
         if !events.is_empty()
-            && let Err(failed) = self.projection.apply_batch(tx.as_tx(), &events)
+            && let Err(failed) = guarded(|| self.projection.apply_batch(tx.as_tx(), &events)).unwrap_or_else(|panic| Err(ProjectionError::Permanent(panic).into()))
         {
             let _ = tx.rollback();
             return match failed.index.and_then(|i| origins.get(i)) {
@@ -325,5 +343,21 @@ impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
             // compare-and-set finds out (it is fenced if it did).
             Err(e) => Outcome::StoreFailed(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_error_with_its_message() {
+        assert_eq!(guarded(|| 7), Ok(7));
+        let literal = guarded(|| -> u8 { panic!("literal") });
+        assert_eq!(literal, Err("the projection panicked: literal".to_owned()));
+        let formatted = guarded(|| -> u8 { panic!("formatted {}", 7) });
+        assert_eq!(formatted, Err("the projection panicked: formatted 7".to_owned()));
+        let opaque = guarded(|| -> u8 { std::panic::panic_any(7_u32) });
+        assert_eq!(opaque, Err("the projection panicked: (no message)".to_owned()));
     }
 }

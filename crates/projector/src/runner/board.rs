@@ -3,7 +3,7 @@
 //! metrics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use super::policy::Stopped;
@@ -61,6 +61,10 @@ pub(crate) struct Board {
     stops: Mutex<Option<BTreeMap<i32, i64>>>,
     /// Why the projector stops by itself, once it must.
     stopped: Mutex<Option<Stopped>>,
+    /// Partitions finished at the stop point, once it is reached.
+    finished: AtomicUsize,
+    /// Why the projector must stop with an error (the store thread is gone).
+    fatal: Mutex<Option<String>>,
 }
 
 impl Board {
@@ -102,11 +106,21 @@ impl Board {
     }
 
     /// True once every partition with a stop point is owned here and done (rebuilds run
-    /// alone).
+    /// alone); then records how many were ([`Board::finished`]). Never without a stop
+    /// point: a projector that owned and finished nothing has not reached anything.
     pub(crate) fn reached_stop(&self) -> bool {
         let Some(stops) = self.stops() else { return false };
         let parts = self.lock();
-        stops.keys().all(|p| parts.get(p).is_some_and(Part::done))
+        let reached = !stops.is_empty() && stops.keys().all(|p| parts.get(p).is_some_and(Part::done));
+        if reached {
+            self.finished.store(stops.len(), Ordering::Relaxed);
+        }
+        reached
+    }
+
+    /// The partitions owned here and finished when the stop point was reached (0 before).
+    pub(crate) fn finished(&self) -> usize {
+        self.finished.load(Ordering::Relaxed)
     }
 
     /// Records why the projector must stop (the first reason wins).
@@ -116,6 +130,16 @@ impl Board {
 
     pub(crate) fn stopped(&self) -> Option<Stopped> {
         *self.stopped.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records why the projector must stop with an error (the first reason wins).
+    pub(crate) fn fail(&self, why: String) {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(why);
+    }
+
+    /// Why the projector must stop with an error, if it must.
+    pub(crate) fn fatal(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Folds end offsets read from the broker into the partitions.
@@ -177,9 +201,21 @@ mod tests {
         board.with(1, |p| p.eof = Some(Some(4)));
         assert!(!board.reached_stop(), "fetched up to 4, nothing applied yet");
         board.with(1, |p| p.position = Some(4));
+        assert_eq!(board.finished(), 0);
         assert!(board.reached_stop());
+        assert_eq!(board.finished(), 2);
         board.stop(Stopped::StopPoint);
         board.stop(Stopped::Shutdown);
         assert_eq!(board.stopped(), Some(Stopped::StopPoint), "the first reason wins");
+    }
+
+    #[test]
+    fn without_stop_points_nothing_is_reached() {
+        let board = Board::default();
+        board.set_stops(Some(BTreeMap::new()));
+        assert!(!board.reached_stop(), "no partition owned and finished");
+        board.assign(0, Some(3));
+        assert!(!board.reached_stop());
+        assert_eq!(board.finished(), 0);
     }
 }

@@ -95,11 +95,17 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
     /// Records fetched but not yet committed are simply fetched again by the next owner:
     /// the stored position says where to start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<Stopped, ProjectorError> {
+        Ok(self.run_counted(shutdown).await?.0)
+    }
+
+    /// [`Projector::run`], and the number of partitions it owned and finished when it
+    /// stopped at its [`StopAt`] point (0 for any other stop).
+    pub(crate) async fn run_counted(self, shutdown: impl Future<Output = ()>) -> Result<(Stopped, usize), ProjectorError> {
         let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, stop_at, follow_live, group: _, _projection } = self;
-        status.update(|s| s.running = true);
         if stop_at != StopAt::Never {
             board.set_stops(Some(stop_offsets(&watermarks, &stop_at).await?));
         }
+        status.update(|s| s.running = true);
         let health = runtime.health();
         let observer = runtime.observer();
         let stopping = async {
@@ -108,7 +114,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
                 _ = stop.notified() => {}
             }
         };
-        let watch = watch::<F>(&key, &jobs, &board, &stop, &watermarks, &status, (&health, &observer), follow_live);
+        let watch = watch::<F>(&key, (&jobs, &thread), &board, &stop, &watermarks, &status, (&health, &observer), follow_live);
         let ran = tokio::select! {
             ran = runtime.run(stopping) => ran,
             never = watch => match never {},
@@ -116,9 +122,22 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         publish(&key, &board, &status, (&health, &observer));
         status.update(|s| s.running = false);
         drop(jobs);
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Some(why) = board.fatal() {
+            // The store thread's panic, when it panicked.
+            let panic = match &joined {
+                Ok(Err(payload)) => crate::worker::panic_message(&**payload),
+                _ => None,
+            };
+            return Err(ProjectorError::StoreThread(match panic {
+                Some(panic) => format!("{why}; it panicked: {panic}"),
+                None => why,
+            }));
+        }
         ran?;
-        Ok(board.stopped().unwrap_or(Stopped::Shutdown))
+        let stopped = board.stopped().unwrap_or(Stopped::Shutdown);
+        let finished = if stopped == Stopped::StopPoint { board.finished() } else { 0 };
+        Ok((stopped, finished))
     }
 }
 
@@ -137,11 +156,13 @@ async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<
 
 /// Beside the runtime, every 20 ms: the status page and metrics, the stop point, the live
 /// view version (every second: an idle projector learns of a swap here, a busy one at its
-/// next batch), the end offsets (every two seconds, through one kept client). Never ends.
+/// next batch), the end offsets (every two seconds, through one kept client), whether the
+/// store thread still runs (when it stopped, the projector stops with an error). Never
+/// ends.
 #[allow(clippy::too_many_arguments)]
 async fn watch<F: EventFamily>(
     key: &Key,
-    jobs: &std_mpsc::Sender<Job<F>>,
+    (jobs, thread): (&std_mpsc::Sender<Job<F>>, &std::thread::JoinHandle<()>),
     board: &Arc<Board>,
     stop: &Notify,
     watermarks: &Arc<Watermarks>,
@@ -192,6 +213,11 @@ async fn watch<F: EventFamily>(
                     asking.store(false, Ordering::Release);
                 });
             }
+        }
+        if thread.is_finished() && board.fatal().is_none() {
+            tracing::error!("the store thread stopped; stopping the projector");
+            board.fail("its thread exited".to_owned());
+            stop.notify_one();
         }
         if board.reached_stop() {
             tracing::info!("stop point reached");

@@ -71,10 +71,24 @@ impl<F> Shared<F> {
         read
     }
 
+    /// Sends `job` to the store thread and waits for its answer. `None`: the store thread
+    /// is gone (see [`Shared::store_gone`]).
     async fn job<T>(&self, job: impl FnOnce(oneshot::Sender<T>) -> Job<F>) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.jobs.send(job(tx)).ok()?;
         rx.await.ok()
+    }
+
+    /// The store thread is gone: it took a job and dropped its reply, or no longer takes
+    /// jobs, which only a panic outside the projection's code does (it answers every job,
+    /// and stops only when every sender is dropped). Nothing can be applied any more: a
+    /// fatal error, which ends the projector's run with an error (not a revocation, after
+    /// which the partition would wait forever for the next owner).
+    fn store_gone(&self) -> Delivery {
+        tracing::error!("the store thread is gone; stopping the projector");
+        self.board.fail("a job went unanswered".to_owned());
+        self.stop.notify_one();
+        Delivery::Interrupted
     }
 }
 
@@ -160,13 +174,12 @@ impl<F: EventFamily> ProjectorPartition<F> {
         stop.is_some_and(|s| record.offset() >= s) || !before
     }
 
-    /// Runs one transaction of `items` (Apply or Skip) ending at `to`.
-    async fn transact(&mut self, items: Vec<(Arc<Item<F>>, Action)>, to: i64) -> Outcome {
+    /// Runs one transaction of `items` (Apply or Skip) ending at `to`. `None`: the store
+    /// thread is gone.
+    async fn transact(&mut self, items: Vec<(Arc<Item<F>>, Action)>, to: i64) -> Option<Outcome> {
         let from = self.position.flatten();
-        match self.send(items, from, to) {
-            Some(rx) => rx.await.map_or(Outcome::Revoked, |(outcome, _batch)| outcome),
-            None => Outcome::Revoked,
-        }
+        let (outcome, _batch) = self.send(items, from, to)?.await.ok()?;
+        Some(outcome)
     }
 
     /// Hands `items` (moving the position from `from` to `to`) to the store thread; the
@@ -201,7 +214,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                     self.shared.board.with(partition, |p| p.position = position);
                 }
                 Some(Err(e)) => return self.failed(0, Stage::Unavailable, format!("store: {e}"), 0, FailureClass::Wait),
-                None => return Delivery::Interrupted,
+                None => return self.shared.store_gone(),
             }
         }
         let mut start = 0;
@@ -248,7 +261,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                     let to = last.offset + 1;
                     match self.send(items, from, to) {
                         Some(rx) => in_flight.push_back((rx, chunk_start, pending_end, to)),
-                        None => return Delivery::Interrupted,
+                        None => return self.shared.store_gone(),
                     }
                     from = Some(to);
                 }
@@ -257,7 +270,7 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
             // awaited (so nothing is left running) and only looked at if they committed.
             let mut first_failure: Option<(Outcome, usize)> = None;
             while let Some((rx, chunk_start, chunk_end, to)) = in_flight.pop_front() {
-                let outcome = rx.await.map_or(Outcome::Revoked, |(outcome, _batch)| outcome);
+                let Ok((outcome, _batch)) = rx.await else { return self.shared.store_gone() };
                 match outcome {
                     Outcome::Committed { positions } => {
                         let applied: usize = positions.iter().map(|(_, _, n)| *n).sum();
@@ -344,7 +357,11 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
         }
         let item = Arc::new(Item { offset: record.offset(), decoded: Err(failure.clone()) });
         let to = record.offset() + 1;
-        match self.transact(vec![(item, Action::Skip(failure.clone()))], to).await {
+        let Some(outcome) = self.transact(vec![(item, Action::Skip(failure.clone()))], to).await else {
+            self.shared.store_gone();
+            return Err(Failure { reason: "recording the dead letter: the store thread is gone".to_owned(), ..failure.clone() });
+        };
+        match outcome {
             Outcome::Committed { .. } => {
                 Board::count(&self.shared.board.dead_lettered_total, 1);
                 metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);

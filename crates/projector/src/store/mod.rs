@@ -136,8 +136,10 @@ pub enum StoreError {
     Statement {
         /// The database's message.
         message: String,
-        /// True for conflicts that go away on their own (lock timeouts, deadlocks,
-        /// serialization failures, a lost connection).
+        /// True when the database or the session failed, not the statement, so that
+        /// trying again later may succeed: a lost connection, lock timeouts, deadlocks,
+        /// serialization failures, a statement timeout, a full disk, an I/O error, a
+        /// server turned read-only by a failover.
         transient: bool,
     },
     /// A value had another type than expected.

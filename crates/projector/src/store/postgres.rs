@@ -258,17 +258,36 @@ impl ToSql for Value<'_> {
 }
 
 fn statement_error(e: postgres::Error) -> StoreError {
-    let transient = e.is_closed()
-        || matches!(
-            e.code(),
-            Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::LOCK_NOT_AVAILABLE
-                || *c == SqlState::ADMIN_SHUTDOWN || *c == SqlState::CANNOT_CONNECT_NOW
-        );
+    // A lost connection, or an I/O error on the socket (no SQLSTATE: the server never
+    // answered); conversion errors (a value out of a column's range) have neither.
+    let lost = e.is_closed() || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let transient = lost || e.code().is_some_and(transient_state);
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
     };
     StoreError::Statement { message, transient }
+}
+
+/// True for a SQLSTATE that says the server or the session failed, not the statement:
+/// trying the same transaction again later may succeed. Whole classes: 08 (connection
+/// exception), 40 (transaction rollback: serialization failure, deadlock), 53
+/// (insufficient resources: disk full, out of memory, too many connections), 57 (operator
+/// intervention: `statement_timeout`'s query_canceled, an administrator's shutdown); and
+/// 25006 (read-only transaction: the server became a standby in a failover), 25P03 (idle
+/// transaction timeout), 55P03 (lock not available: `lock_timeout`), 58030 (I/O error).
+///
+/// What the projection's own SQL gets wrong the same way every time stays permanent:
+/// syntax and undefined objects (42), constraint violations (23), data exceptions (22),
+/// and, inside the classes above, a protocol violation (08P01: a bind with the wrong
+/// number of parameters) and an integrity violation found at commit (40002).
+fn transient_state(code: &SqlState) -> bool {
+    let code = code.code();
+    match code {
+        "08P01" | "40002" => false,
+        "25006" | "25P03" | "55P03" | "58030" => true,
+        _ => matches!(code.get(..2), Some("08" | "40" | "53" | "57")),
+    }
 }
 
 /// `error` and its chain of sources, joined with `: `.
@@ -290,6 +309,50 @@ fn with_sources(error: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
     use crate::store::Store as _;
+
+    #[test]
+    fn server_and_session_failures_are_transient_statement_errors_are_not() {
+        let transient = [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::QUERY_CANCELED,
+            SqlState::DISK_FULL,
+            SqlState::OUT_OF_MEMORY,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::INSUFFICIENT_RESOURCES,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::CONNECTION_EXCEPTION,
+            SqlState::READ_ONLY_SQL_TRANSACTION,
+            SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::IO_ERROR,
+        ];
+        for code in &transient {
+            assert!(transient_state(code), "{} must be transient", code.code());
+        }
+        let permanent = [
+            SqlState::SYNTAX_ERROR,
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::NOT_NULL_VIOLATION,
+            SqlState::CHECK_VIOLATION,
+            SqlState::DIVISION_BY_ZERO,
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            SqlState::IN_FAILED_SQL_TRANSACTION,
+            SqlState::PROTOCOL_VIOLATION,
+            SqlState::T_R_INTEGRITY_CONSTRAINT_VIOLATION,
+            SqlState::RAISE_EXCEPTION,
+            SqlState::from_code("4"),
+        ];
+        for code in &permanent {
+            assert!(!transient_state(code), "{} must be permanent", code.code());
+        }
+    }
 
     #[test]
     fn a_failing_connect_names_the_store_without_its_password() {

@@ -222,8 +222,17 @@ impl rusqlite::ToSql for Value<'_> {
 }
 
 fn statement_error(e: rusqlite::Error) -> StoreError {
-    let transient = matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked));
+    let transient = e.sqlite_error_code().is_some_and(transient_code);
     StoreError::Statement { message: e.to_string(), transient }
+}
+
+/// True for a result code that says the database file or the machine failed, not the
+/// statement: another writer holds the lock (BUSY, LOCKED), the disk is full (FULL), the
+/// operating system reported an I/O error (IOERR), or memory ran out (NOMEM). Trying the
+/// same transaction again later may succeed; a constraint violation, a syntax error or a
+/// type mismatch never will.
+fn transient_code(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::OutOfMemory)
 }
 
 #[cfg(test)]
@@ -231,6 +240,43 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::store::Store;
+
+    #[test]
+    fn resource_failures_are_transient_statement_errors_are_not() {
+        for code in [ErrorCode::DatabaseBusy, ErrorCode::DatabaseLocked, ErrorCode::DiskFull, ErrorCode::SystemIoFailure, ErrorCode::OutOfMemory] {
+            assert!(transient_code(code), "{code:?} must be transient");
+        }
+        for code in [ErrorCode::ConstraintViolation, ErrorCode::TypeMismatch, ErrorCode::ReadOnly, ErrorCode::TooBig, ErrorCode::Unknown] {
+            assert!(!transient_code(code), "{code:?} must be permanent");
+        }
+    }
+
+    #[test]
+    fn a_full_disk_is_transient_a_bad_statement_is_not() {
+        let path = std::env::temp_dir().join(format!("herald-sqlite-full-{}-{}", std::process::id(), rand::random::<u32>()));
+        let store = SqliteStore::new(path.to_string_lossy().into_owned());
+        let mut conn = store.connect().unwrap();
+        let mut tx = conn.begin(1).unwrap();
+        tx.batch("CREATE TABLE kv (k TEXT PRIMARY KEY, v BLOB NOT NULL)").unwrap();
+        // A statement the projection gets wrong: the same every time.
+        let syntax = tx.execute("INSERT INTO kv VALUES ($1", &[Value::Text("a")]).unwrap_err();
+        assert!(!syntax.is_transient(), "{syntax}");
+        tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[Value::Text("a"), Value::Bytes(b"x")]).unwrap();
+        let duplicate = tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[Value::Text("a"), Value::Bytes(b"x")]).unwrap_err();
+        assert!(!duplicate.is_transient(), "{duplicate}");
+        // The disk fills up (the file may not grow past its current pages): SQLITE_FULL.
+        let pages = tx.query_opt("PRAGMA page_count", &[]).unwrap().unwrap().int(0).unwrap();
+        tx.query_opt(&format!("PRAGMA max_page_count = {pages}"), &[]).unwrap();
+        let full = tx.execute("INSERT INTO kv (k, v) VALUES ($1, $2)", &[Value::Text("b"), Value::Bytes(&[0; 1 << 16])]).unwrap_err();
+        assert!(full.is_transient(), "{full}");
+        assert!(full.to_string().contains("full"), "{full}");
+        // SQLite may have rolled the transaction back by itself already (it does on FULL).
+        let _ = tx.rollback();
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn statements_bind_dollar_parameters_by_number_and_roll_back() {

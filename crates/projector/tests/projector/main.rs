@@ -7,6 +7,7 @@ mod batched;
 mod crash;
 mod fold;
 mod members;
+mod panics;
 mod parked;
 mod poison;
 #[path = "../../examples/order_totals/projection.rs"]
@@ -16,3 +17,4 @@ mod retry;
 mod status;
 mod support;
 mod tls;
+mod transient;

@@ -6,10 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use herald_bus::Topic;
-use herald_projector::store;
+use herald_projector::rebuild::Options;
+use herald_projector::status::OffsetsError;
+use herald_projector::{store, Projector, ProjectorError, StopAt};
 use herald_shop::OrderEvent;
 use herald_testkit::{kafka, topic, unique};
 
+use crate::projection::OrderTotals;
 use crate::support::*;
 
 async fn run_example(args: &[&str]) -> String {
@@ -120,4 +123,49 @@ async fn time_travel_builds_the_view_as_of_given_offsets() {
     assert_eq!(non_zero(&read_table(&store_url, "customer_totals__v2").await), non_zero(&expected), "the view as of the offsets");
     let (all, _) = fold_topic(&config, orders.name()).await;
     assert_eq!(non_zero(&read_view(&store_url).await), non_zero(&all), "the live view is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_of_a_topic_that_does_not_exist_fails_and_leaves_the_live_view() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.rbmissing", 2).await);
+    publish_orders(&publisher(&config), &orders, 200, 0..150, 41).await;
+    let store = store::open(&store_url).expect("store");
+    let group = unique("g.rbmissing");
+    let built = herald_projector::rebuild::rebuild(&config, &orders, || OrderTotals, store.clone(), Options::new(&group), std::future::pending())
+        .await
+        .expect("the live version is built");
+    assert_eq!((built.version, built.swapped), (1, true));
+    let live = read_view(&store_url).await;
+    assert!(!live.is_empty());
+
+    let missing: Topic<OrderEvent> = Topic::named(unique("proj.never.created"));
+    let failed = herald_projector::rebuild::rebuild(&config, &missing, || OrderTotals, store.clone(), Options::new(&group), std::future::pending()).await;
+    match failed {
+        Err(ProjectorError::Offsets(OffsetsError::UnknownTopic(t))) => assert_eq!(t, missing.name()),
+        other => panic!("expected the unknown topic, got {other:?}"),
+    }
+    let versions = tokio::task::spawn_blocking(move || herald_projector::views::versions(&*store, "order_totals").expect("versions")).await.expect("versions");
+    assert_eq!(versions, Some((1, None)), "the live version is unchanged");
+    assert_eq!(read_view(&store_url).await, live, "and so is its view");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_projector_that_stops_at_the_end_of_a_missing_topic_fails_to_start() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let missing: Topic<OrderEvent> = Topic::named(unique("proj.never.created"));
+    let projector = Projector::builder(config, unique("g.rbmissing"), &missing, OrderTotals, store::open(&store_url).expect("store"))
+        .version(2)
+        .stop_at(StopAt::CaughtUp)
+        .create_dead_letter_topic(false)
+        .build()
+        .await
+        .expect("builds");
+    let ran = tokio::time::timeout(DEADLINE, projector.run(std::future::pending())).await.expect("returns");
+    match ran {
+        Err(ProjectorError::Offsets(OffsetsError::UnknownTopic(t))) => assert_eq!(t, missing.name()),
+        other => panic!("expected the unknown topic, got {other:?}"),
+    }
 }

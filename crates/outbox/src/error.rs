@@ -21,6 +21,16 @@ pub enum OutboxError {
         /// Buckets this process was given.
         configured: u32,
     },
+    /// A relay setting is out of range
+    /// ([`RelayOptions::validate`](crate::relay::RelayOptions::validate)): the relay
+    /// would spin, be refused by PostgreSQL, or could relay one aggregate from two places.
+    #[error("invalid relay option {option}: {reason}")]
+    InvalidOption {
+        /// The setting (a [`RelayOptions`](crate::relay::RelayOptions) field).
+        option: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
     /// The event's type is not a member of the topic's family.
     #[error("no schema for event type {0}")]
     UnknownSchema(String),

@@ -55,8 +55,8 @@
 //!   aggregate at a time. A resent row after a crash repeats a suffix of what was sent.
 //! - **One relay per aggregate.** Aggregates hash into buckets; a relay owns a bucket
 //!   through a PostgreSQL session-level advisory lock, freed when its session ends; a
-//!   bucket whose owner vanished is relayed only after a takeover delay longer than the
-//!   producer's delivery timeout.
+//!   bucket whose owner vanished is relayed by no one until a takeover delay longer than
+//!   the producer's delivery timeout has passed.
 //! - **Exactly-once effects in the inbox.** The event id and the handler's changes commit
 //!   in one transaction.
 

@@ -73,15 +73,15 @@ impl OutboxTable {
         (hash % self.buckets) as i32
     }
 
-    /// The first key of the advisory locks on buckets (the second is the bucket).
-    pub(crate) fn bucket_lock_class(&self) -> i32 {
+    /// The first key of the transaction-level lock that serializes
+    /// [`OutboxTable::ensure_schema`] (the second is -1). Derived from the bare name (the
+    /// table may not exist yet), so same-named tables in other schemas of one database
+    /// wait for each other there, which is harmless; advisory locks of other databases
+    /// never conflict. The same class as earlier versions took, so their `ensure_schema`
+    /// and this one still exclude each other. (The relay's bucket and presence locks are
+    /// keyed by the table's OID instead: see `relay::ownership`.)
+    pub(crate) fn schema_lock_class(&self) -> i32 {
         class_of(&self.name, "buckets")
-    }
-
-    /// The first key of the advisory locks relays hold while they run (the second is
-    /// random per relay): counting them tells each relay its fair share.
-    pub(crate) fn presence_lock_class(&self) -> i32 {
-        class_of(&self.name, "relays")
     }
 
     /// The first key of the transaction-level locks that serialize one aggregate's
@@ -96,8 +96,7 @@ impl OutboxTable {
     pub async fn ensure_schema(&self, client: &mut tokio_postgres::Client) -> Result<(), OutboxError> {
         let t = &self.name;
         let tx = client.transaction().await?;
-        // Key -1 of the bucket class: never a bucket (those are 0 and up).
-        tx.execute("SELECT pg_advisory_xact_lock($1, -1)", &[&self.bucket_lock_class()]).await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, -1)", &[&self.schema_lock_class()]).await?;
         tx.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (
                 seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -115,8 +114,10 @@ impl OutboxTable {
                 bucket integer PRIMARY KEY,
                 owner text,
                 released boolean NOT NULL DEFAULT true,
-                since timestamptz NOT NULL DEFAULT now()
+                since timestamptz NOT NULL DEFAULT now(),
+                ready_at timestamptz
             );
+            ALTER TABLE {t}_buckets ADD COLUMN IF NOT EXISTS ready_at timestamptz;
             CREATE TABLE IF NOT EXISTS {t}_settings (
                 singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
                 buckets integer NOT NULL
@@ -140,7 +141,7 @@ impl OutboxTable {
 }
 
 /// A stable, non-negative 31-bit lock class for `table` and `purpose` (FNV-1a).
-fn class_of(table: &str, purpose: &str) -> i32 {
+pub(crate) fn class_of(table: &str, purpose: &str) -> i32 {
     let mut hash: u32 = 0x811c_9dc5;
     for b in table.bytes().chain(std::iter::once(b'/')).chain(purpose.bytes()) {
         hash ^= u32::from(b);
@@ -159,10 +160,9 @@ mod tests {
             assert!(OutboxTable::new(bad).is_err(), "{bad}");
         }
         let t = OutboxTable::new("orders_outbox").expect("valid");
-        let classes = [t.bucket_lock_class(), t.presence_lock_class(), t.aggregate_lock_class()];
+        let classes = [t.schema_lock_class(), t.aggregate_lock_class()];
         assert!(classes.iter().all(|c| *c >= 0));
         assert_ne!(classes[0], classes[1]);
-        assert_ne!(classes[1], classes[2]);
         assert!(t.clone().buckets(0).is_err());
         let spread: std::collections::HashSet<i32> = (0..1000).map(|i| t.bucket_of(&format!("order-{i}"))).collect();
         assert_eq!(spread.len(), DEFAULT_BUCKETS as usize, "aggregates spread over every bucket");

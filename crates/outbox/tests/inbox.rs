@@ -174,3 +174,35 @@ async fn postgres_killed_under_the_inbox_changes_nothing_twice_and_loses_nothing
     assert_eq!(actual, expected, "each event applied exactly once across two server crashes");
     eprintln!("inbox under PostgreSQL kills: 3000 events, handler called {} times", calls.load(Ordering::SeqCst));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn services_starting_together_all_create_the_inbox_schema() {
+    // CREATE TABLE IF NOT EXISTS run by several sessions at once can fail on a unique
+    // violation in pg_type; ensure_schema must serialize itself. Several rounds, each on a
+    // new table, each with services starting at once.
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let admin = herald_outbox::connect(&config).await.unwrap();
+    for round in 0..5 {
+        let table = table_name("t_inbox_schema");
+        let inboxes: Vec<Inbox> = (0..8).map(|i| Inbox::new(config.clone(), &table, format!("service-{i}"), 1).unwrap()).collect();
+        let start = Arc::new(tokio::sync::Barrier::new(inboxes.len()));
+        let tasks: Vec<_> = inboxes
+            .into_iter()
+            .map(|inbox| {
+                let start = start.clone();
+                tokio::spawn(async move {
+                    // Connect before the barrier, so the CREATEs start together (this
+                    // query fails, there is no table yet; its connection stays pooled).
+                    let _ = inbox.contains(uuid::Uuid::nil()).await;
+                    start.wait().await;
+                    inbox.ensure_schema().await.map(|()| inbox)
+                })
+            })
+            .collect();
+        for (i, result) in futures::future::join_all(tasks).await.into_iter().enumerate() {
+            let inbox = result.unwrap().unwrap_or_else(|e| panic!("round {round}: service {i}: ensure_schema failed: {e:?}"));
+            assert!(!inbox.contains(uuid::Uuid::nil()).await.unwrap(), "the table is there and empty");
+        }
+        admin.batch_execute(&format!("DROP TABLE {table}")).await.unwrap();
+    }
+}

@@ -45,7 +45,7 @@ struct Args {
     /// This relay's name (default: random).
     #[arg(long)]
     instance: Option<String>,
-    /// Rows per batch.
+    /// Rows per batch (at least 1).
     #[arg(long, default_value_t = 1000)]
     batch_size: i64,
     /// Polling interval without notifications, e.g. 1s.
@@ -54,7 +54,8 @@ struct Args {
     /// Producer delivery timeout (message.timeout.ms).
     #[arg(long, default_value = "30s", value_parser = herald_ops::parse_duration)]
     delivery_timeout: Duration,
-    /// Wait before relaying a bucket whose owner vanished (default: delivery timeout + 5s).
+    /// Wait before relaying a bucket whose owner vanished (default: delivery timeout + 5s;
+    /// must be longer than the delivery timeout).
     #[arg(long, value_parser = herald_ops::parse_duration)]
     takeover_delay: Option<Duration>,
     /// How often relays are recounted and buckets shared out.
@@ -88,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(instance) = args.instance {
         options.instance = instance;
     }
+    // Bad flags fail now, not after the schema is created.
+    options.validate()?;
     if let Ok(crash) = std::env::var("HERALD_OUTBOX_CRASH_AT") {
         let crash: CrashAt = crash.parse().map_err(anyhow::Error::msg)?;
         tracing::warn!(?crash, "crash point armed (HERALD_OUTBOX_CRASH_AT)");

@@ -107,20 +107,25 @@ impl Inbox {
     }
 
     /// Creates the inbox table if it is missing: `(consumer, event_id)` as primary key and
-    /// when it was handled.
+    /// when it was handled. Safe to call from many processes at once (it serializes itself
+    /// with a transaction-level advisory lock: PostgreSQL's `CREATE TABLE IF NOT EXISTS`
+    /// run by several sessions at once can fail on a duplicate key in `pg_type`).
     pub async fn ensure_schema(&self) -> Result<(), OutboxError> {
-        let client = self.inner.pool.get().await?;
-        client
-            .batch_execute(&format!(
-                "CREATE TABLE IF NOT EXISTS {} (
-                    consumer text NOT NULL,
-                    event_id uuid NOT NULL,
-                    handled_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (consumer, event_id)
-                )",
-                self.inner.table
-            ))
-            .await?;
+        let mut client = self.inner.pool.get().await?;
+        let tx = client.transaction().await?;
+        // Key -1, as OutboxTable::ensure_schema; the class differs from an outbox's.
+        tx.execute("SELECT pg_advisory_xact_lock($1, -1)", &[&crate::table::class_of(&self.inner.table, "inbox")]).await?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                consumer text NOT NULL,
+                event_id uuid NOT NULL,
+                handled_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (consumer, event_id)
+            )",
+            self.inner.table
+        ))
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 

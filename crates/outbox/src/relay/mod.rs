@@ -108,8 +108,10 @@ struct Outcome {
 impl Relay {
     /// A relay of `table`, producing with `kafka` (its properties pass through; the relay
     /// sets `message.timeout.ms` from [`RelayOptions::delivery_timeout`], and the bus's
-    /// defaults give `enable.idempotence=true`, `acks=all`).
+    /// defaults give `enable.idempotence=true`, `acks=all`). Refuses options that fail
+    /// [`RelayOptions::validate`] ([`OutboxError::InvalidOption`]).
     pub fn new(pg: Config, table: OutboxTable, kafka: &KafkaConfig, options: RelayOptions) -> Result<Self, OutboxError> {
+        options.validate()?;
         let kafka = kafka.clone().set("message.timeout.ms", options.delivery_timeout.as_millis().to_string());
         let publisher = Publisher::new(&kafka, PublisherOptions::new(format!("herald-outbox:{}", table.name())))?;
         let label = [("table", table.name().to_owned())];

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::FaultHook;
+use crate::OutboxError;
 
 /// Settings of a [`Relay`](super::Relay).
 #[derive(Clone)]
@@ -11,7 +12,7 @@ pub struct RelayOptions {
     /// A relay that finds a bucket last held by another instance that did not release it
     /// waits [`RelayOptions::takeover_delay`] before relaying it.
     pub instance: String,
-    /// Rows read and sent per batch (default 1000).
+    /// Rows read and sent per batch (default 1000; at least 1).
     pub batch_size: i64,
     /// How often the relay looks for rows without a notification (default 1 s): the
     /// fallback when a `NOTIFY` is missed (for example while reconnecting).
@@ -24,6 +25,7 @@ pub struct RelayOptions {
     /// How long a relay waits before relaying a bucket whose previous owner vanished
     /// without releasing it (default: `delivery_timeout` + 5 s): that owner's sends, if
     /// it still lives, have ended by then, so two relays never send one aggregate at once.
+    /// Must be longer than `delivery_timeout`.
     pub takeover_delay: Duration,
     /// Longest wait between reconnection attempts (default 5 s; backoff doubles from
     /// 100 ms).
@@ -48,6 +50,39 @@ impl Default for RelayOptions {
     }
 }
 
+impl RelayOptions {
+    /// Checks the settings ([`Relay::new`](super::Relay::new) does): `batch_size` at
+    /// least 1 (0 would read nothing forever, a negative one PostgreSQL refuses as a
+    /// `LIMIT`); `delivery_timeout`, `poll_interval`, `rebalance_interval` and
+    /// `max_backoff` above zero (librdkafka reads a zero `message.timeout.ms` as no
+    /// timeout; zero intervals spin); `takeover_delay` longer than `delivery_timeout`
+    /// (else a vanished owner's sends may still be in flight when the next owner starts).
+    pub fn validate(&self) -> Result<(), OutboxError> {
+        let refuse = |option, reason: String| Err(OutboxError::InvalidOption { option, reason });
+        if self.batch_size < 1 {
+            return refuse("batch_size", format!("{} rows; use 1 or more", self.batch_size));
+        }
+        let positive = [
+            ("delivery_timeout", self.delivery_timeout),
+            ("poll_interval", self.poll_interval),
+            ("rebalance_interval", self.rebalance_interval),
+            ("max_backoff", self.max_backoff),
+        ];
+        for (option, value) in positive {
+            if value.is_zero() {
+                return refuse(option, "zero; use a positive duration".to_owned());
+            }
+        }
+        if self.takeover_delay <= self.delivery_timeout {
+            return refuse(
+                "takeover_delay",
+                format!("{:?} is not longer than delivery_timeout ({:?})", self.takeover_delay, self.delivery_timeout),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for RelayOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RelayOptions")
@@ -57,7 +92,47 @@ impl std::fmt::Debug for RelayOptions {
             .field("rebalance_interval", &self.rebalance_interval)
             .field("delivery_timeout", &self.delivery_timeout)
             .field("takeover_delay", &self.takeover_delay)
+            .field("max_backoff", &self.max_backoff)
             .field("fault", &self.fault.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Relay;
+    use crate::OutboxTable;
+
+    fn refusal(options: RelayOptions) -> Option<String> {
+        let table = OutboxTable::new("t_options").expect("a valid name");
+        Relay::new(tokio_postgres::Config::new(), table, &herald_bus::KafkaConfig::new("127.0.0.1:9"), options).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_a_relay_cannot_run_with_are_refused() {
+        let defaults = RelayOptions::default;
+        let second = Duration::from_secs(1);
+        let bad = [
+            ("batch_size", RelayOptions { batch_size: 0, ..defaults() }),
+            ("batch_size", RelayOptions { batch_size: -5, ..defaults() }),
+            ("takeover_delay", RelayOptions { takeover_delay: defaults().delivery_timeout, ..defaults() }),
+            ("takeover_delay", RelayOptions { delivery_timeout: 60 * second, ..defaults() }),
+            ("delivery_timeout", RelayOptions { delivery_timeout: Duration::ZERO, ..defaults() }),
+            ("poll_interval", RelayOptions { poll_interval: Duration::ZERO, ..defaults() }),
+            ("rebalance_interval", RelayOptions { rebalance_interval: Duration::ZERO, ..defaults() }),
+            ("max_backoff", RelayOptions { max_backoff: Duration::ZERO, ..defaults() }),
+        ];
+        for (option, options) in bad {
+            let refused = refusal(options.clone()).unwrap_or_else(|| panic!("{options:?} accepted"));
+            assert!(refused.contains(option), "{refused}");
+            match options.validate() {
+                Err(OutboxError::InvalidOption { option: named, .. }) => assert_eq!(named, option),
+                other => panic!("{options:?}: {other:?}"),
+            }
+        }
+        assert_eq!(refusal(defaults()), None);
+        let smallest = RelayOptions { batch_size: 1, delivery_timeout: second, takeover_delay: second + Duration::from_millis(1), ..defaults() };
+        assert_eq!(refusal(smallest), None);
     }
 }

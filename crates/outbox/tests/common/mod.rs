@@ -208,6 +208,21 @@ pub fn shared_postgres() -> String {
     std::env::var("HERALD_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://herald@127.0.0.1:55432/herald".to_owned())
 }
 
+/// A new, empty database on the shared server, for tests that need several; returns its
+/// name and URL. Drop it with [`drop_database`].
+pub async fn fresh_database(admin: &tokio_postgres::Client, prefix: &str) -> (String, String) {
+    let name = table_name(prefix);
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+    let shared = shared_postgres();
+    let base = shared.rsplit_once('/').map_or(shared.as_str(), |(b, _)| b);
+    (name.clone(), format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`fresh_database`], closing what is still connected to it.
+pub async fn drop_database(admin: &tokio_postgres::Client, name: &str) {
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
+}
+
 /// Drops a test's outbox table, its companions and its state table.
 pub async fn drop_outbox(client: &tokio_postgres::Client, table: &str) {
     client.batch_execute(&format!("DROP TABLE IF EXISTS {table}, {table}_buckets, {table}_settings, {table}_state")).await.unwrap();

@@ -163,6 +163,21 @@ pub fn dead_letters(tx: &mut dyn Tx, key: &Key) -> Result<Vec<DeadLetterRow>, St
         .collect()
 }
 
+/// The highest version of `projection` that holds positions or dead letters (built, live
+/// or not), if any: a new build must not take one of these, or it would start from that
+/// version's positions and rows.
+pub fn highest_built_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<u32>, StoreError> {
+    let row = tx.query_opt(
+        "SELECT MAX(version) FROM (SELECT version FROM herald_positions WHERE projection = $1 \
+         UNION ALL SELECT version FROM herald_dead_letters WHERE projection = $1) built",
+        &[Value::Text(projection)],
+    )?;
+    match row.and_then(|r| r.values.into_iter().next()) {
+        Some(crate::store::OwnedValue::Int(v)) => u32::try_from(v).map(Some).map_err(|e| StoreError::Type(e.to_string())),
+        _ => Ok(None),
+    }
+}
+
 /// The live and previous versions of `projection`'s views, if it has any.
 pub fn live_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<(u32, Option<u32>)>, StoreError> {
     let row = tx.query_opt("SELECT live_version, previous_version FROM herald_views WHERE projection = $1", &[Value::Text(projection)])?;

@@ -89,14 +89,10 @@ where
     P: Projection<F>,
 {
     let started = Instant::now();
-    let versions = {
+    // A version of its own: never one built before (its positions would say it is done).
+    let version = {
         let store = store.clone();
-        tokio::task::spawn_blocking(move || views::versions(&*store, P::NAME)).await.map_err(|e| ProjectorError::StoreThread(e.to_string()))??
-    };
-    let version = match versions {
-        Some((live, previous)) => live.max(previous.unwrap_or(0)) + 1,
-        // Nothing live yet: build the first version (live once swapped in).
-        None => 1,
+        tokio::task::spawn_blocking(move || views::next_version(&*store, P::NAME)).await.map_err(|e| ProjectorError::StoreThread(e.to_string()))??
     };
     let time_travel = !matches!(options.until, StopAt::CaughtUp | StopAt::Never);
     let group = format!("{}.rebuild.v{version}", options.group);

@@ -76,6 +76,19 @@ pub fn swap<F: EventFamily, P: Projection<F>>(store: &dyn Store, projection: &P,
     Ok(previous)
 }
 
+/// The version a new build of `name` takes: past the live and previous versions and
+/// past every version built before and never swapped in (an interrupted rebuild, a time
+/// travel), so it starts from nothing.
+pub fn next_version(store: &dyn Store, name: &str) -> Result<u32, StoreError> {
+    let mut conn = store.connect()?;
+    let mut tx = conn.begin(1)?;
+    position::migrate(tx.as_tx())?;
+    let (live, previous) = position::live_version(tx.as_tx(), name)?.unwrap_or((0, None));
+    let built = position::highest_built_version(tx.as_tx(), name)?;
+    tx.rollback()?;
+    Ok(live.max(previous.unwrap_or(0)).max(built.unwrap_or(0)) + 1)
+}
+
 /// The live and previous versions of `P`.
 pub fn versions(store: &dyn Store, name: &str) -> Result<Option<(u32, Option<u32>)>, StoreError> {
     let mut conn = store.connect()?;

@@ -245,20 +245,22 @@ pub fn example_binary(package: &str, example: &str) -> std::path::PathBuf {
 }
 
 /// [`example_binary`] of an example that needs cargo features (`required-features`), built
-/// with `features` when missing.
+/// with `features` (once per test process, so never a stale copy: cargo finds it up to
+/// date in a moment when it is).
 ///
 /// ```no_run
 /// let program = herald_testkit::example_binary_with("herald-projector", "order_totals_crash", &["crash-points"]);
 /// assert!(program.ends_with("examples/order_totals_crash"));
 /// ```
 pub fn example_binary_with(package: &str, example: &str, features: &[&str]) -> std::path::PathBuf {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("the test's own executable");
     // target/<profile>/deps/<test binary>
     let target = exe.parent().and_then(|deps| deps.parent()).expect("the target folder").to_path_buf();
     let bin = target.join("examples").join(example);
-    let _building = BUILD.lock().unwrap_or_else(|p| p.into_inner());
-    if !bin.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    let name = format!("{package}/{example}");
+    if !built.contains(&name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = std::process::Command::new(cargo);
         build.args(["build", "-p", package, "--example", example]);
@@ -267,6 +269,7 @@ pub fn example_binary_with(package: &str, example: &str, features: &[&str]) -> s
         }
         let status = build.status().expect("cargo runs");
         assert!(status.success(), "building example {example} of {package} failed");
+        built.push(name);
     }
     bin
 }

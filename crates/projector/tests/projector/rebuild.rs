@@ -121,6 +121,13 @@ async fn time_travel_builds_the_view_as_of_given_offsets() {
     assert!(out.contains("version 2") && out.contains("swapped: false"), "{out}");
     let (expected, _) = fold_topic_where(&config, orders.name(), |p, o| (p == 0 && o < 100) || (p == 1 && o < 150)).await;
     assert_eq!(non_zero(&read_table(&store_url, "customer_totals__v2").await), non_zero(&expected), "the view as of the offsets");
+    // Another, earlier point in time builds a version of its own: version 2's positions
+    // are past these offsets, and reusing it answered its view as of the later ones.
+    let out = run_example(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--until-offsets", "0:40,1:60"]).await;
+    assert!(out.contains("version 3") && out.contains("swapped: false"), "{out}");
+    let (earlier, _) = fold_topic_where(&config, orders.name(), |p, o| (p == 0 && o < 40) || (p == 1 && o < 60)).await;
+    assert_eq!(non_zero(&read_table(&store_url, "customer_totals__v3").await), non_zero(&earlier), "the view as of the earlier offsets");
+    assert_ne!(non_zero(&earlier), non_zero(&expected), "the two points in time differ");
     let (all, _) = fold_topic(&config, orders.name()).await;
     assert_eq!(non_zero(&read_view(&store_url).await), non_zero(&all), "the live view is untouched");
 }

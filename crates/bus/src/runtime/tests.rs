@@ -24,6 +24,10 @@ use crate::dead_letter::{Failure, Stage};
 struct Scripted {
     script: Arc<Mutex<std::collections::HashMap<i64, VecDeque<FailureClass>>>>,
     seen: Arc<Mutex<Vec<(i64, u32, Instant)>>>,
+    /// How many times recording a dead letter fails before it succeeds.
+    note_failures: Arc<AtomicUsize>,
+    /// Dead letters recorded.
+    noted: Arc<Mutex<Vec<i64>>>,
 }
 
 impl Scripted {
@@ -48,6 +52,15 @@ impl PartitionSink for Scripted {
             progress.done(r.offset());
         }
         Delivery::Done
+    }
+
+    async fn dead_lettered(&mut self, record: &OwnedRecord, _failure: &Failure) -> Result<(), Failure> {
+        use std::sync::atomic::Ordering;
+        if self.note_failures.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1)).is_ok() {
+            return Err(Failure { stage: Stage::Handler, reason: "the store is down".into(), attempts: 1 });
+        }
+        self.noted.lock().unwrap().push(record.offset());
+        Ok(())
     }
 }
 
@@ -192,4 +205,20 @@ async fn a_dead_letter_that_cannot_be_written_parks_the_partition_instead_of_loo
     h.slot.task.await.expect("worker ends");
     assert!(h.health.is_healthy());
     assert_eq!(sink.seen.lock().unwrap().iter().filter(|(o, _, _)| *o == 2).count(), 0, "nothing after the parked record");
+}
+
+/// A sink whose store cannot record a dead letter for a while: the letter is written once,
+/// and only the sink's note of it is retried (before, the record was delivered and
+/// dead-lettered again on every retry, for as long as the store was down).
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_the_sink_cannot_record_yet_is_written_once() {
+    let sink = Scripted::failing(1, &[FailureClass::Permanent]);
+    sink.note_failures.store(5, std::sync::atomic::Ordering::Release);
+    let h = start(sink.clone(), false);
+    h.send(0..3);
+    h.wait_stored(2).await;
+    assert_eq!(*h.letters.sent.lock().unwrap(), vec![(1, 1)], "one dead letter");
+    assert_eq!(*sink.noted.lock().unwrap(), vec![1], "recorded once it could be");
+    let deliveries_of_1 = sink.seen.lock().unwrap().iter().filter(|(o, _, _)| *o == 1).count();
+    assert_eq!(deliveries_of_1, 1, "the record is not delivered again");
 }

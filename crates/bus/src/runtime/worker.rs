@@ -210,14 +210,16 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
                             return false;
                         }
                     }
-                    if let Err(failed) = self.sink.dead_lettered(record, &failure).await {
-                        // The sink could not record it; the dead letter is written again later (at least once).
+                    // The letter is written: only the sink's note of it is retried, so an
+                    // outage of the sink's store does not write the letter again and again.
+                    let mut tries = 1;
+                    while let Err(failed) = self.sink.dead_lettered(record, &failure).await {
                         tracing::warn!(topic = %self.topic, partition = self.partition, offset = record.offset(), error = %failed.reason, "sink could not record a dead letter; retrying");
                         tokio::select! {
-                            _ = tokio::time::sleep(self.retry.backoff(attempt)) => {}
+                            _ = tokio::time::sleep(self.retry.backoff(tries)) => {}
                             _ = cancel.cancelled() => return false,
                         }
-                        continue;
+                        tries += 1;
                     }
                     progress.done(record.offset());
                     from = index + 1;

@@ -140,6 +140,22 @@ async fn publish_all_answers_in_input_order_with_a_refused_event_in_its_place() 
     assert_eq!(herald_testkit::record_count(&config, orders.name()).await, 199);
 }
 
+/// A record sent `to_partition` lands there, whatever partition its key hashes to.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_for_a_partition_lands_there_not_where_its_key_hashes() {
+    let config = kafka().await;
+    let name = topic(&config, "to.partition", 3).await;
+    let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/herald/tests")).expect("publisher");
+    let key = "k-1";
+    let hashed = partition_for(key.as_bytes(), 3) as i32;
+    let chosen = (hashed + 1) % 3;
+    let record = herald_bus::publisher::Record::new(&name, key, b"v".to_vec(), Default::default()).to_partition(chosen);
+    let (partition, offset) = tokio::time::timeout(DEADLINE, publisher.send_record(record)).await.expect("acknowledged in time").expect("sent");
+    assert_eq!((partition, offset), (chosen, 0));
+    let read = herald_testkit::read_all(&config, &name, 1, DEADLINE).await;
+    assert_eq!((read[0].partition(), read[0].key()), (chosen, Some(key.as_bytes())));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn queueing_more_than_the_in_flight_limit_never_deadlocks() {
     let config = kafka().await;

@@ -114,6 +114,7 @@ pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic
         key: original.key().map(<[u8]>::to_vec),
         payload: original.payload().map(<[u8]>::to_vec),
         headers,
+        partition: None,
     }
 }
 
@@ -310,6 +311,7 @@ impl DeadLetter {
             key: self.key.clone(),
             payload: self.payload.clone(),
             headers,
+            partition: None,
         }
     }
 }

@@ -277,7 +277,7 @@ impl Publisher {
         let started = Instant::now();
         let producer = self.producer.current();
         let fatal = producer.context().fatal.clone();
-        let Record { topic, key, payload, mut headers } = record;
+        let Record { topic, key, payload, mut headers, partition } = record;
         if let Some(reason) = fatal.get() {
             let record = owned_message(&topic, key.as_deref(), payload.as_deref(), Some(headers));
             return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted: false, record: Box::new(record) });
@@ -286,7 +286,7 @@ impl Publisher {
         let metrics = self.metrics.for_topic(&topic);
         let mut pending = Box::new(Pending { tx, _slot: slot_in_flight, started, metrics });
         loop {
-            let base = BaseRecord { key: key.as_deref(), payload: payload.as_deref(), ..BaseRecord::<[u8], [u8], _>::with_opaque_to(&topic, pending) }.headers(headers);
+            let base = BaseRecord { key: key.as_deref(), payload: payload.as_deref(), partition, ..BaseRecord::<[u8], [u8], _>::with_opaque_to(&topic, pending) }.headers(headers);
             match producer.send(base) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), base)) => {

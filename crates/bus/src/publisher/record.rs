@@ -32,12 +32,28 @@ pub struct Record {
     pub payload: Option<Vec<u8>>,
     /// Headers.
     pub headers: OwnedHeaders,
+    /// The partition to write to; `None` (the usual) lets the partitioner pick by key.
+    pub partition: Option<i32>,
 }
 
 impl Record {
     /// A record with a key and a value.
     pub fn new(topic: impl Into<String>, key: impl Into<Vec<u8>>, payload: Vec<u8>, headers: OwnedHeaders) -> Self {
-        Record { topic: topic.into(), key: Some(key.into()), payload: Some(payload), headers }
+        Record { topic: topic.into(), key: Some(key.into()), payload: Some(payload), headers, partition: None }
+    }
+
+    /// The record written to `partition` rather than where the partitioner puts its key:
+    /// for records that must share a partition (and its order) with a key they do not
+    /// have.
+    ///
+    /// ```
+    /// use herald_bus::publisher::Record;
+    /// let claim = Record::new("t", "k.claim", b"{}".to_vec(), Default::default()).to_partition(2);
+    /// assert_eq!(claim.partition, Some(2));
+    /// ```
+    #[must_use]
+    pub fn to_partition(self, partition: i32) -> Self {
+        Record { partition: Some(partition), ..self }
     }
 
     /// The record that sends `msg` again to its topic: same key, value and headers, nulls
@@ -47,7 +63,7 @@ impl Record {
         M::Headers: crate::headers::HeaderList,
     {
         let headers = crate::headers::build(msg.headers().into_iter().flat_map(crate::headers::pairs));
-        Record { topic: msg.topic().to_owned(), key: msg.key().map(<[u8]>::to_vec), payload: msg.payload().map(<[u8]>::to_vec), headers }
+        Record { topic: msg.topic().to_owned(), key: msg.key().map(<[u8]>::to_vec), payload: msg.payload().map(<[u8]>::to_vec), headers, partition: None }
     }
 
     /// Bytes the broker counts against `message.max.bytes`, roughly: key, value, headers.

@@ -613,7 +613,7 @@ impl<P: Participant> Coordinator<P> {
                 },
                 None => None,
             };
-            let record = Record { topic: self.changelog.clone(), key: Some(key.into_bytes()), payload, headers: Default::default() };
+            let record = Record { topic: self.changelog.clone(), key: Some(key.into_bytes()), payload, headers: Default::default(), partition: None };
             if let Some(producer) = &self.producer {
                 producer.send_owned(record, Some(partition)).await?;
             }

@@ -136,13 +136,13 @@ impl TxnProducer {
     /// Queues a copy of `record` in the open transaction (to `partition` when given), for
     /// callers that keep the record to send it again. Waits while the client's queue is full.
     pub(crate) async fn send(&self, record: &Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
-        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers.clone(), partition).await
+        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers.clone(), partition.or(record.partition)).await
     }
 
     /// Queues `record` in the open transaction (to `partition` when given): its headers go
     /// to librdkafka as they are, not copied. Waits while the client's queue is full.
     pub(crate) async fn send_owned(&self, record: Record, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {
-        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers, partition).await
+        self.send_parts(&record.topic, record.key.as_deref(), record.payload.as_deref(), record.headers, partition.or(record.partition)).await
     }
 
     async fn send_parts(&self, topic: &str, key: Option<&[u8]>, payload: Option<&[u8]>, headers: OwnedHeaders, partition: Option<i32>) -> Result<(), (TxnCall, KafkaError)> {

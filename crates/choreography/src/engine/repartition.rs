@@ -203,7 +203,7 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         for (index, record) in batch.iter().enumerate() {
             match reader.decode(record) {
                 Ok((routed, _)) => {
-                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers() });
+                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None });
                 }
                 Err(failure) => {
                     failed = Some((index, failure));

@@ -213,7 +213,7 @@ mod tests {
         let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-cancel"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
         producer.init().await.expect("init");
         producer.begin().await.expect("begin");
-        producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default() }, Some(0)).await.expect("send");
+        producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default(), partition: None }, Some(0)).await.expect("send");
         // `send` only queues the record: the transaction holds the partition once it is
         // written, which only a read_uncommitted client sees (librdkafka's default is
         // read_committed, whose high watermark is the last stable offset).
@@ -266,7 +266,7 @@ mod tests {
         producer.init().await.expect("init");
         producer.begin().await.expect("begin");
         for (key, payload) in writes {
-            producer.send(&Record { topic: topic.clone(), key: Some(key.as_bytes().to_vec()), payload, headers: Default::default() }, Some(0)).await.expect("send");
+            producer.send(&Record { topic: topic.clone(), key: Some(key.as_bytes().to_vec()), payload, headers: Default::default(), partition: None }, Some(0)).await.expect("send");
         }
         producer.commit(TopicPartitionList::new(), None).await.expect("commit");
         let restored = tokio::task::spawn_blocking(move || restore(&config, &topic, 0, &codec, Instant::now() + Duration::from_secs(60), &CancellationToken::new())).await.expect("join").expect("restored");

@@ -34,16 +34,45 @@ pub async fn create(kafka: &KafkaConfig, topic: &str, ttl: Duration) -> Result<(
     admin::create_topics(kafka, &[spec]).await.map(|_| ()).map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })
 }
 
-/// The Kafka record of `record` for the key with hash `hash`.
-pub fn record(topic: &str, hash: &str, record: &LogRecord) -> Result<Record, LogError> {
+/// Suffix of the Kafka key of a key's claims and releases ([`record`]).
+const CLAIM_SUFFIX: &str = ".claim";
+
+/// The Kafka record of `record` for the key with hash `hash`, on a topic of `partitions`
+/// partitions.
+///
+/// A finished key's record has the hash as its Kafka key; its claims and releases have
+/// `HASH.claim`, written to the hash's partition. So they stay in the one order every
+/// instance reads, and compaction, which keeps the last record of each Kafka key, never
+/// replaces a key's `202` with a claim or release written after it (a claim made before
+/// its instance read the `202`, a release after a read-back timeout): that `202` would be
+/// gone after a restart, and the key published again once the claim expired.
+pub fn record(topic: &str, hash: &str, record: &LogRecord, partitions: u32) -> Result<Record, LogError> {
     let value = serde_json::to_vec(record).map_err(|e| LogError { topic: topic.to_owned(), reason: e.to_string() })?;
-    Ok(Record::new(topic, hash.as_bytes(), value, OwnedHeaders::new()))
+    let key = match record {
+        LogRecord::Done(_) => hash.to_owned(),
+        LogRecord::Claim { .. } | LogRecord::Release { .. } => format!("{hash}{CLAIM_SUFFIX}"),
+    };
+    let partition = herald_bus::partitioner::partition_for(hash.as_bytes(), partitions) as i32;
+    Ok(Record::new(topic, key, value, OwnedHeaders::new()).to_partition(partition))
+}
+
+/// The key hash a record's Kafka key names (see [`record`]).
+fn hash_of(key: &str) -> &str {
+    key.strip_suffix(CLAIM_SUFFIX).unwrap_or(key)
+}
+
+/// What [`load_and_follow`] found.
+#[derive(Debug, Clone, Copy)]
+pub struct Loaded {
+    /// Records read before following.
+    pub records: usize,
+    /// The topic's partitions.
+    pub partitions: u32,
 }
 
 /// Reads `topic` from the beginning to its current end into `store` (within `timeout`),
-/// then follows it on a blocking thread while `store` is alive. Returns the records read
-/// before following.
-pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store>, timeout: Duration) -> Result<usize, LogError> {
+/// then follows it on a blocking thread while `store` is alive.
+pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store>, timeout: Duration) -> Result<Loaded, LogError> {
     let (kafka, topic_name, weak) = (kafka.clone(), topic.to_owned(), Arc::downgrade(store));
     let (loaded_tx, loaded_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
@@ -56,7 +85,7 @@ pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store
 /// How often the reader forgets records older than the TTL ([`Store::prune`]).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
-fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duration, loaded: tokio::sync::oneshot::Sender<Result<usize, LogError>>) {
+fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duration, loaded: tokio::sync::oneshot::Sender<Result<Loaded, LogError>>) {
     let error = |reason: String| LogError { topic: topic.to_owned(), reason };
     let consumer = match open(kafka, topic, timeout) {
         Ok(c) => c,
@@ -74,7 +103,7 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
         if ends.iter().all(|(_, end, pos)| pos >= end)
             && let Some(tx) = loaded.take()
         {
-            let _ = tx.send(Ok(count));
+            let _ = tx.send(Ok(Loaded { records: count, partitions: ends.len() as u32 }));
         }
         if loaded.is_some() && std::time::Instant::now() > deadline {
             if let Some(tx) = loaded.take() {
@@ -97,7 +126,7 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
                 let value = message.payload().and_then(|v| serde_json::from_slice::<LogRecord>(v).ok());
                 match (key, value) {
                     (Some(key), Some(record)) => {
-                        store.read(key.to_owned(), record, message.partition(), message.offset());
+                        store.read(hash_of(key).to_owned(), record, message.partition(), message.offset());
                         count += 1;
                     }
                     _ => store.advance(message.partition(), message.offset() + 1),
@@ -148,4 +177,31 @@ fn ends(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Ends,
         .into_iter()
         .map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(low, high)| (p, high, low)).map_err(|e| e.to_string()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idempotency::{Claim, Stored};
+
+    #[test]
+    fn a_keys_claims_have_their_own_kafka_key_on_the_partition_of_its_202() {
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let accepted = crate::handler::Accepted { id: uuid::Uuid::nil(), topic: "t".into(), partition: 0, offset: 1 };
+        let kinds = [
+            LogRecord::Done(Stored { fingerprint: "fp".into(), accepted, at_ms: 1 }),
+            LogRecord::Claim { claim: Claim { nonce: "n".into(), at_ms: 1 } },
+            LogRecord::Release { release: "n".into() },
+        ];
+        for partitions in [1, 3, 7] {
+            let records: Vec<Record> = kinds.iter().map(|k| record("t", hash, k, partitions).unwrap_or_else(|e| panic!("{e}"))).collect();
+            let keys: Vec<String> = records.iter().map(|r| String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned()).collect();
+            assert_eq!(keys, [hash.to_owned(), format!("{hash}.claim"), format!("{hash}.claim")], "compaction keeps the 202 apart from claims");
+            let expected = herald_bus::partitioner::partition_for(hash.as_bytes(), partitions) as i32;
+            assert!(records.iter().all(|r| r.partition == Some(expected)), "one partition, one order");
+            assert!(keys.iter().all(|k| hash_of(k) == hash));
+        }
+        // Claims written before they had a key of their own (keyed by the hash) read as before.
+        assert_eq!(hash_of(hash), hash);
+    }
 }

@@ -7,7 +7,9 @@
 //!   after a restart.
 //! - The records live on a compacted topic (`[idempotency] topic`, default
 //!   `herald.gateway.idempotency`, with the topic prefix; records older than `ttl_hours`
-//!   are ignored and deleted), keyed by the key's hash. At start the gateway reads it to
+//!   are ignored and deleted), keyed by the key's hash (claims and releases by
+//!   `HASH.claim`, on the hash's partition, so compaction never replaces a key's `202` with
+//!   a later claim: `log::record`). At start the gateway reads it to
 //!   its end before serving, then follows it.
 //! - A fresh request (its key unknown here) first **claims** the key: it writes a claim to
 //!   the topic and waits until its reader has read past it. The first live claim in the
@@ -76,6 +78,8 @@ impl Default for IdempotencyConfig {
 pub struct Idempotency {
     store: Arc<Store>,
     topic: String,
+    /// The topic's partitions: a key's records all go to its hash's partition.
+    partitions: u32,
     publisher: Publisher,
     deadline: Duration,
 }
@@ -89,8 +93,8 @@ impl Idempotency {
         let claim_ttl = deadline * 2 + Duration::from_secs(10);
         let store = Store::new(ttl.as_millis() as i64, claim_ttl.as_millis() as i64);
         let loaded = log::load_and_follow(kafka, &topic, &store, Duration::from_secs(30)).await?;
-        tracing::info!(topic = %topic, records = loaded, "idempotency records loaded");
-        Ok(Idempotency { store, topic, publisher, deadline })
+        tracing::info!(topic = %topic, records = loaded.records, "idempotency records loaded");
+        Ok(Idempotency { store, topic, partitions: loaded.partitions, publisher, deadline })
     }
 
     /// Records known (finished or in progress).
@@ -115,7 +119,7 @@ impl Idempotency {
     pub async fn claim(&self, sender: &Sender, progress: &InProgress, now_ms: i64, until: tokio::time::Instant) -> Result<(Claimed, String), Problem> {
         let nonce = uuid::Uuid::new_v4().simple().to_string();
         let claim = LogRecord::Claim { claim: Claim { nonce: nonce.clone(), at_ms: now_ms } };
-        let record = log::record(&self.topic, progress.hash(), &claim).map_err(|e| Problem::unavailable(e.to_string(), Duration::from_secs(1)))?;
+        let record = log::record(&self.topic, progress.hash(), &claim, self.partitions).map_err(|e| Problem::unavailable(e.to_string(), Duration::from_secs(1)))?;
         let (partition, offset) = sender.send_by(record, until).await?;
         if !self.store.read_past(partition, offset, until).await {
             self.release(progress.hash(), &nonce).await;
@@ -131,7 +135,7 @@ impl Idempotency {
     /// claimed (at most the claim's TTL).
     pub async fn release(&self, hash: &str, nonce: &str) {
         let warn = |e: &dyn std::fmt::Display| tracing::warn!(error = %e, "idempotency claim not released; the key is busy until the claim expires");
-        let record = match log::record(&self.topic, hash, &LogRecord::Release { release: nonce.to_owned() }) {
+        let record = match log::record(&self.topic, hash, &LogRecord::Release { release: nonce.to_owned() }, self.partitions) {
             Ok(record) => record,
             Err(e) => return warn(&e),
         };
@@ -159,7 +163,7 @@ impl Idempotency {
         let warn = |e: &dyn std::fmt::Display| tracing::warn!(error = %e, "idempotency record not written; a retry after a restart or on another instance publishes again (same event id)");
         let hash = progress.hash().to_owned();
         let stored = progress.finish(accepted, now_ms);
-        let record = match log::record(&self.topic, &hash, &LogRecord::Done(stored)) {
+        let record = match log::record(&self.topic, &hash, &LogRecord::Done(stored), self.partitions) {
             Ok(record) => record,
             Err(e) => return warn(&e),
         };

@@ -189,6 +189,7 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
         key: Some(b"k-1".to_vec()),
         payload: Some(b"{\"json\": true}".to_vec()),
         headers: rdkafka::message::OwnedHeaders::new(),
+        partition: None,
     };
     publisher.send_record(garbage).await.unwrap_or_else(|e| panic!("{e}"));
     let source: Topic<OrderEvent> = Topic::named(&topic);

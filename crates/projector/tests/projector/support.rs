@@ -209,6 +209,7 @@ pub async fn publish_poison(publisher: &Publisher, topic: &Topic<OrderEvent>, ga
             key: Some(format!("poison-{tag}-{i}").into_bytes()),
             payload: Some(b"{\"not\":\"avro\"}".to_vec()),
             headers: rdkafka::message::OwnedHeaders::new(),
+            partition: None,
         };
         publisher.send_record(record).await.expect("garbage published");
     }

@@ -71,8 +71,9 @@
 //! - **Ordered per partition.** A partition's events are applied in offset order.
 //! - **Never blocks the poll loop.** Transactions run on their own thread; the loop keeps
 //!   polling, pauses partitions whose buffer is full and resumes them at half.
-//! - **Bounded memory**: `max_buffered` records per partition plus the client's 16 MiB
-//!   prefetch.
+//! - **Bounded memory**: the records queued ahead of the store are bounded in bytes (see
+//!   [`ProjectorBuilder::max_buffered`]), plus the client's 16 MiB prefetch and the batch
+//!   being decoded and applied (at most `max_batch` events per partition).
 //! - **Orderly shutdown** on a future: finish the batch in flight, mirror positions to the
 //!   group (for lag tools only), flush the dead-letter producer, leave the group.
 //! - **Rebuilds never show a partial view.** A new version is built in its own tables and

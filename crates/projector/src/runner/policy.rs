@@ -22,8 +22,11 @@ pub enum StopAt {
     /// Once every partition reached the given offsets (exclusive); partitions not listed
     /// are read to their end at start.
     Offsets(BTreeMap<i32, i64>),
-    /// Apply only records with a timestamp before this (milliseconds since the epoch),
-    /// then stop at the end of the log as it was at start.
+    /// Apply the records before the first whose timestamp is at or after this
+    /// (milliseconds since the epoch), then stop: each partition stops at its first such
+    /// record (a later record with an earlier timestamp, which producers can write, is
+    /// not applied) or at the end of the log as it was at start. Records without a
+    /// timestamp are applied.
     Before(i64),
 }
 

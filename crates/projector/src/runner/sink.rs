@@ -149,7 +149,11 @@ impl<F: EventFamily> Sink for ProjectorSink<F> {
 
     fn open(&self, _topic: &Arc<str>, partition: i32) -> Option<ProjectorPartition<F>> {
         let generation = self.shared.ownership.lock().unwrap_or_else(|p| p.into_inner()).get(&partition).copied().unwrap_or(0);
-        let position = self.shared.board.lock().get(&partition).map(|p| p.position);
+        // A position the assignment read is known; none (nothing stored, or the read
+        // failed) is read from the store before anything is applied: taken as "nothing
+        // applied", a failed read restarted the partition from the beginning of the log,
+        // and a dead letter met again there could never be recorded (fenced each time).
+        let position = self.shared.board.lock().get(&partition).and_then(|p| p.position).map(Some);
         Some(ProjectorPartition { shared: self.shared.clone(), partition, generation, position })
     }
 }
@@ -371,6 +375,19 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                     p.block = None;
                 });
                 Ok(())
+            }
+            // Another member moved the position: past the record, it is done (nothing to
+            // record); exactly to it, the next attempt records it from there. Anywhere
+            // else (moved back by an operator) this member cannot go on safely: retried,
+            // logged, until the partition moves.
+            Outcome::Fenced { stored: Some(stored), .. } if stored >= record.offset() => {
+                self.position = Some(Some(stored));
+                self.shared.board.with(self.partition, |p| p.position = Some(stored));
+                if stored > record.offset() {
+                    Ok(())
+                } else {
+                    Err(Failure { reason: "recording the dead letter: the position moved; recording it again from there".to_owned(), ..failure.clone() })
+                }
             }
             other => Err(Failure { reason: format!("recording the dead letter: {other:?}"), ..failure.clone() }),
         }

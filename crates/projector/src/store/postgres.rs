@@ -64,6 +64,9 @@ impl super::Store for PostgresStore {
     }
 }
 
+/// Prepared statements kept per connection (the whole cache is dropped when it is full).
+const STATEMENT_CACHE: usize = 256;
+
 struct PgConnection {
     /// Always `Some` until dropped.
     client: Option<postgres::Client>,
@@ -117,6 +120,11 @@ impl PgTx<'_> {
             return Ok(s.clone());
         }
         let s = self.tx.prepare(sql).map_err(statement_error)?;
+        // Bounded like SQLite's cache: a projection that writes literals into its SQL
+        // would otherwise prepare a server-side statement per text, forever.
+        if self.statements.len() >= STATEMENT_CACHE {
+            self.statements.clear();
+        }
         self.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
     }

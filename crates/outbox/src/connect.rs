@@ -10,7 +10,11 @@ use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
 use crate::OutboxError;
 
 /// Parses a PostgreSQL URL (`postgres://user@host:port/db`) and sets what Herald's clients
-/// need: a connect timeout and TCP keepalives, so a server that vanished is noticed.
+/// need, so a server that vanished is noticed: a connect timeout, TCP keepalives (an idle
+/// connection, or one waiting for an answer, is probed after 10 s and dropped after three
+/// unanswered probes) and a TCP user timeout of 20 s (a connection whose sent data stays
+/// unacknowledged that long is dropped: keepalives do not probe while data is in flight,
+/// and retransmissions alone take the kernel about 15 minutes to give up).
 ///
 /// TLS is not supported here yet (plain TCP); see the crate's README.
 pub fn config(url: &str) -> Result<Config, OutboxError> {
@@ -20,7 +24,8 @@ pub fn config(url: &str) -> Result<Config, OutboxError> {
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(10))
         .keepalives_interval(Duration::from_secs(2))
-        .keepalives_retries(3);
+        .keepalives_retries(3)
+        .tcp_user_timeout(Duration::from_secs(20));
     Ok(config)
 }
 
@@ -52,4 +57,16 @@ pub(crate) async fn connect_listening(config: &Config) -> Result<(Client, Arc<No
         signal.notify_one();
     });
     Ok((client, woken))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_connection_is_noticed_also_with_data_in_flight() {
+        let config = config("postgres://herald@127.0.0.1:55432/herald").expect("a valid URL");
+        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(20)));
+        assert!(config.get_keepalives());
+    }
 }

@@ -49,6 +49,11 @@ pub enum OutboxError {
     /// A PostgreSQL URL that does not parse.
     #[error("invalid PostgreSQL URL: {0}")]
     Url(String),
+    /// A relay's PostgreSQL statement got no answer within
+    /// [`RelayOptions::statement_timeout`](crate::relay::RelayOptions::statement_timeout):
+    /// the connection or the server is stuck. The relay drops the session and reconnects.
+    #[error("PostgreSQL did not answer within {0:?}")]
+    Unanswered(std::time::Duration),
     /// PostgreSQL refused or failed a statement, or the connection is gone.
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] tokio_postgres::Error),
@@ -59,10 +64,11 @@ pub enum OutboxError {
 
 impl OutboxError {
     /// True when the same call may succeed later: the database connection failed or the
-    /// server is shutting down, restarting or overloaded.
+    /// server is shutting down, restarting, overloaded or did not answer.
     pub fn is_retryable(&self) -> bool {
         match self {
             OutboxError::Postgres(e) => is_transient(e),
+            OutboxError::Unanswered(_) => true,
             _ => false,
         }
     }

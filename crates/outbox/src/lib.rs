@@ -52,7 +52,13 @@
 //! - **In order per aggregate.** [`Outbox::publish`] takes a transaction-level advisory
 //!   lock on the aggregate, so one aggregate's rows get their `seq` in commit order; the
 //!   relay sends them in `seq` order, key = aggregate id (one partition), one relay per
-//!   aggregate at a time. A resent row after a crash repeats a suffix of what was sent.
+//!   aggregate at a time, and deletes a row only when every earlier row of its aggregate
+//!   was delivered. So each row's last copy on the topic follows every earlier row of its
+//!   aggregate. Copies can come earlier too (same `ce_id`): after a crash the resend
+//!   repeats a suffix; after a failed delivery, rows of the aggregate queued behind it
+//!   may have been written first and are sent again after it. Without failures the
+//!   first copies are in `seq` order. A row that keeps failing is retried, never skipped,
+//!   and holds back its aggregate's later rows (see [`relay`]).
 //! - **One relay per aggregate.** Aggregates hash into buckets; a relay owns a bucket
 //!   through a PostgreSQL session-level advisory lock, freed when its session ends; a
 //!   bucket whose owner vanished is relayed by no one until a takeover delay longer than

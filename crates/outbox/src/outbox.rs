@@ -77,8 +77,15 @@ impl Outbox {
         Outbox { table, source: source.into().into(), max_bytes: 1_000_000, insert: insert.into() }
     }
 
-    /// Largest record (key, value and headers) accepted, in bytes; default 1 000 000,
-    /// the broker's default `message.max.bytes`. Set it to the topic's limit.
+    /// Largest record (key, value and headers) accepted, in bytes; default 1 000 000.
+    ///
+    /// Keep it at most what the relay can send: its producer's `message.max.bytes` (the
+    /// [`KafkaConfig`](herald_bus::KafkaConfig) given to
+    /// [`Relay::new`](crate::relay::Relay::new); default 1 000 000, counted the same way)
+    /// and the topic's `max.message.bytes` (default about 1 MB). The relay cannot send a
+    /// row over either: it holds that row's aggregate back (only that one; the others go
+    /// on), retries the row, and reports unhealthy until the limit is raised or the row
+    /// deleted (see [the relay's docs](crate::relay#failed-rows-held-aggregates)).
     pub fn max_bytes(mut self, bytes: usize) -> Self {
         self.max_bytes = bytes;
         self

@@ -442,3 +442,243 @@ async fn ensure_schema_adds_ready_at_to_a_buckets_table_made_before_it() {
     assert_eq!(row.get::<_, Option<std::time::SystemTime>>(1), None);
     client.batch_execute(&format!("DROP TABLE IF EXISTS {t}, {t}_buckets, {t}_settings")).await.unwrap();
 }
+
+/// Adds a header of `bytes` bytes to the newest row of `table` (the record the relay sends
+/// grows by it); returns that row's `seq`.
+async fn pad_newest_row(client: &tokio_postgres::Client, table: &str, bytes: i32) -> i64 {
+    client
+        .query_one(
+            &format!(
+                "UPDATE {table} SET header_names = header_names || 'x-pad'::text, header_values = header_values || decode(repeat('78', $1), 'hex')
+                 WHERE seq = (SELECT max(seq) FROM {table}) RETURNING seq"
+            ),
+            &[&bytes],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Takes the header [`pad_newest_row`] added off row `seq` again.
+async fn unpad_row(client: &tokio_postgres::Client, table: &str, seq: i64) {
+    client
+        .execute(
+            &format!(
+                "UPDATE {table} SET header_names = header_names[1:array_length(header_names, 1) - 1],
+                     header_values = header_values[1:array_length(header_values, 1) - 1]
+                 WHERE seq = $1 AND header_names[array_length(header_names, 1)] = 'x-pad'"
+            ),
+            &[&seq],
+        )
+        .await
+        .unwrap();
+}
+
+/// Rows of `account` still in the outbox.
+async fn pending_of(client: &tokio_postgres::Client, table: &str, account: &str) -> i64 {
+    client.query_one(&format!("SELECT count(*) FROM {table} WHERE aggregate = $1"), &[&account]).await.unwrap().get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_delivery_holds_back_the_later_rows_of_its_aggregate() {
+    let kafka = herald_testkit::kafka().await;
+    // The topic takes records of up to 2000 bytes; the relay's own limit is 1 000 000.
+    let topic_name = herald_testkit::unique("outbox.refused");
+    let spec = herald_bus::admin::TopicSpec::new(&topic_name).partitions(1).config("max.message.bytes", "2000");
+    herald_bus::admin::create_topics(&kafka, &[spec]).await.unwrap();
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_refused", 4).await;
+    let t = outbox.table().name().to_owned();
+    // a:1 is too large for the topic, a:2 (after it) and b:1 are not.
+    step(&mut client, &outbox, &topic, "acct-a").await.unwrap();
+    let too_large = pad_newest_row(&client, &t, 4000).await;
+    step(&mut client, &outbox, &topic, "acct-a").await.unwrap();
+    step(&mut client, &outbox, &topic, "acct-b").await.unwrap();
+    // One record per produce request, so a:1 is refused alone and a:2 can succeed.
+    let relay_kafka = kafka.clone().set("batch.num.messages", "1");
+    let options = RelayOptions { max_backoff: Duration::from_millis(300), ..options(&format!("refused-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])) };
+    let relay = Relay::new(config.clone(), outbox.table().clone(), &relay_kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(20), "b:1 relayed and a:1 refused", || {
+        let (health, client, t) = (health.clone(), &client, t.clone());
+        async move { health.last_error().is_some_and(|e| e.contains(&format!("seq {too_large} "))) && pending_of(client, &t, "acct-b").await == 0 }
+    })
+    .await;
+    assert_eq!(pending_of(&client, &t, "acct-a").await, 2, "a:2 must not be relayed while a:1 is not");
+    assert_eq!(health.held_aggregates(), 1);
+    assert!(!health.is_healthy());
+    // Retried alone, and refused again: a:2 still waits.
+    let failures = health.failures();
+    herald_testkit::wait_until(Duration::from_secs(10), "a:1 retried and refused again", || {
+        let health = health.clone();
+        async move { health.failures() >= failures + 2 }
+    })
+    .await;
+    assert_eq!(pending_of(&client, &t, "acct-a").await, 2);
+    // The operator fixes the row: a:1 goes out, then a:2 (again, if it was written before).
+    unpad_row(&client, &t, too_large).await;
+    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and released", || {
+        let (health, client, t) = (health.clone(), &client, t.clone());
+        async move { pending(client, &t).await == 0 && health.held_aggregates() == 0 && health.is_healthy() }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let seen = read_topic(&kafka, &topic_name);
+    let a: Vec<i64> = seen.iter().filter(|s| s.account == "acct-a").map(|s| s.n).collect();
+    let first_a1 = a.iter().position(|n| *n == 1).expect("a:1 on the topic");
+    let last_a2 = a.iter().rposition(|n| *n == 2).expect("a:2 on the topic");
+    assert!(first_a1 < last_a2, "a:2 relayed before a:1 and not again after it: {a:?}");
+    assert!(a.iter().all(|n| *n == 1 || *n == 2) && a.iter().filter(|n| **n == 1).count() == 1, "{a:?}");
+    assert_eq!(seen.iter().filter(|s| s.account == "acct-b").count(), 1);
+    let ids: std::collections::HashSet<(&str, i64, &str)> = seen.iter().map(|s| (s.account.as_str(), s.n, s.id.as_str())).collect();
+    assert_eq!(ids.len(), 3, "one id per row, however often sent: {seen:?}");
+    drop_outbox(&client, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rows_the_relay_cannot_queue_hold_back_only_their_aggregate() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.oversize", 2).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_oversize", 4).await;
+    let t = outbox.table().name().to_owned();
+    // Three rows of a over the relay's limit (accepted by the outbox's), more than a batch.
+    for _ in 0..3 {
+        step(&mut client, &outbox, &topic, "acct-a").await.unwrap();
+        pad_newest_row(&client, &t, 4000).await;
+    }
+    for _ in 0..2 {
+        step(&mut client, &outbox, &topic, "acct-b").await.unwrap();
+    }
+    let relay_kafka = kafka.clone().set("message.max.bytes", "2000");
+    let options = RelayOptions { batch_size: 2, max_backoff: Duration::from_millis(300), ..options(&format!("oversize-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])) };
+    let relay = Relay::new(config.clone(), outbox.table().clone(), &relay_kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(15), "the other aggregate is relayed", || {
+        let (client, t) = (&client, t.clone());
+        async move { pending_of(client, &t, "acct-b").await == 0 }
+    })
+    .await;
+    assert_eq!(pending_of(&client, &t, "acct-a").await, 3);
+    assert!(health.last_error().is_some_and(|e| e.contains("message.max.bytes")), "{:?}", health.last_error());
+    assert_eq!(health.held_aggregates(), 1);
+    assert!(!health.is_healthy());
+    // Rows that fit again go out, in order.
+    let seqs: Vec<i64> = client.query(&format!("SELECT seq FROM {t} WHERE aggregate = 'acct-a'"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    for seq in seqs {
+        unpad_row(&client, &t, seq).await;
+    }
+    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and released", || {
+        let (health, client, t) = (health.clone(), &client, t.clone());
+        async move { pending(client, &t).await == 0 && health.is_healthy() }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let seen = read_topic(&kafka, &topic_name);
+    let verdict = check(&seen, &state(&client, &t).await);
+    assert_eq!((verdict.records, verdict.duplicates, verdict.out_of_order_repeats), (5, 0, 0), "{verdict:?}");
+    drop_outbox(&client, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_holds_rows_up_to_batch_bytes() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.bytes", 1).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_bytes", 1).await;
+    let t = outbox.table().name().to_owned();
+    for _ in 0..5 {
+        step(&mut client, &outbox, &topic, "acct-1").await.unwrap();
+    }
+    let payload: i32 = client.query_one(&format!("SELECT max(octet_length(payload)) FROM {t}"), &[]).await.unwrap().get(0);
+    let sizes: Vec<i32> = client.query(&format!("SELECT octet_length(payload) FROM {t}"), &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert!(sizes.iter().all(|s| *s == payload), "equal payloads: {sizes:?}");
+    // Two rows' payload per batch: 5 rows in batches of 2, 2 and 1. Polling and
+    // rebalancing once a minute, so a batch cut by bytes must go on at once by itself.
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = reads.clone();
+    let options = RelayOptions {
+        batch_bytes: 2 * i64::from(payload),
+        poll_interval: Duration::from_secs(60),
+        rebalance_interval: Duration::from_secs(60),
+        fault: Some(std::sync::Arc::new(move |step| {
+            if step == herald_outbox::relay::Step::Read {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        })),
+        ..options(&format!("bytes-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    };
+    let relay = Relay::new(config.clone(), outbox.table().clone(), &kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(10), "every row relayed", || {
+        let health = health.clone();
+        async move { health.relayed() == 5 }
+    })
+    .await;
+    assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 3, "batches of 2, 2 and 1 rows");
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let seen = read_topic(&kafka, &topic_name);
+    let verdict = check(&seen, &state(&client, &t).await);
+    assert_eq!((verdict.records, verdict.duplicates), (5, 0));
+    drop_outbox(&client, &t).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_left_without_an_answer_drops_the_session_and_the_relay_goes_on() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.stuck", 2).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_stuck", 2).await;
+    let t = outbox.table().name().to_owned();
+    let options = RelayOptions {
+        statement_timeout: Duration::from_secs(1),
+        max_backoff: Duration::from_millis(200),
+        ..options(&format!("stuck-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]))
+    };
+    let relay = Relay::new(config.clone(), outbox.table().clone(), &kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay owns the buckets", || {
+        let health = health.clone();
+        async move { health.owned_buckets() == 2 }
+    })
+    .await;
+    // A transaction holds the table: the relay's next read gets no answer while it lasts.
+    let mut locker = herald_outbox::connect(&config).await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute(&format!("LOCK TABLE {t} IN ACCESS EXCLUSIVE MODE")).await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay gave up on its statement", || {
+        let health = health.clone();
+        async move { health.last_error().is_some_and(|e| e.contains("did not answer")) }
+    })
+    .await;
+    assert!(!health.is_healthy());
+    lock.rollback().await.unwrap();
+    step(&mut client, &outbox, &topic, "acct-1").await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(20), "relayed on a new session", || {
+        let health = health.clone();
+        async move { health.relayed() == 1 && health.is_healthy() }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    drop_outbox(&client, &t).await;
+}

@@ -48,6 +48,9 @@ struct Args {
     /// Rows per batch (at least 1).
     #[arg(long, default_value_t = 1000)]
     batch_size: i64,
+    /// Payload bytes per batch (at least 1; a batch always holds one row).
+    #[arg(long, default_value_t = 16 << 20)]
+    batch_bytes: i64,
     /// Polling interval without notifications, e.g. 1s.
     #[arg(long, default_value = "1s", value_parser = herald_ops::parse_duration)]
     poll_interval: Duration,
@@ -58,6 +61,9 @@ struct Args {
     /// must be longer than the delivery timeout).
     #[arg(long, value_parser = herald_ops::parse_duration)]
     takeover_delay: Option<Duration>,
+    /// Longest wait for PostgreSQL to answer a statement before reconnecting.
+    #[arg(long, default_value = "30s", value_parser = herald_ops::parse_duration)]
+    statement_timeout: Duration,
     /// How often relays are recounted and buckets shared out.
     #[arg(long, default_value = "2s", value_parser = herald_ops::parse_duration)]
     rebalance_interval: Duration,
@@ -80,10 +86,12 @@ async fn main() -> anyhow::Result<()> {
     let table = OutboxTable::new(&args.table)?.buckets(args.buckets)?;
     let mut options = RelayOptions {
         batch_size: args.batch_size,
+        batch_bytes: args.batch_bytes,
         poll_interval: args.poll_interval,
         delivery_timeout: args.delivery_timeout,
         takeover_delay: args.takeover_delay.unwrap_or(args.delivery_timeout + Duration::from_secs(5)),
         rebalance_interval: args.rebalance_interval,
+        statement_timeout: args.statement_timeout,
         ..RelayOptions::default()
     };
     if let Some(instance) = args.instance {

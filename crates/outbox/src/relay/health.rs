@@ -9,16 +9,22 @@ pub struct RelayHealth {
     running: AtomicBool,
     connected: AtomicBool,
     owned: AtomicUsize,
+    held: AtomicUsize,
     relayed: AtomicU64,
+    failures: AtomicU64,
     failing: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
 impl RelayHealth {
-    /// Healthy: running, connected to PostgreSQL, and the last batch was relayed (a
-    /// failing delivery or database error makes it unhealthy until a batch succeeds).
+    /// Healthy: running, connected to PostgreSQL, no aggregate held, and the last batch
+    /// was relayed (a failing delivery or database error makes it unhealthy until a batch
+    /// succeeds and no aggregate is held).
     pub fn is_healthy(&self) -> bool {
-        self.running.load(Ordering::Acquire) && self.connected.load(Ordering::Acquire) && !self.failing.load(Ordering::Acquire)
+        self.running.load(Ordering::Acquire)
+            && self.connected.load(Ordering::Acquire)
+            && !self.failing.load(Ordering::Acquire)
+            && self.held.load(Ordering::Acquire) == 0
     }
 
     /// Buckets this relay owns now.
@@ -26,9 +32,21 @@ impl RelayHealth {
         self.owned.load(Ordering::Acquire)
     }
 
+    /// Aggregates held back now: a row of theirs failed and is retried alone, their later
+    /// rows wait (see [the relay's docs](super#failed-rows-held-aggregates)).
+    pub fn held_aggregates(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
     /// Rows relayed (acknowledged and deleted) since start.
     pub fn relayed(&self) -> u64 {
         self.relayed.load(Ordering::Acquire)
+    }
+
+    /// Rows not relayed since start: not queued, or their delivery failed (each attempt
+    /// counts; a held aggregate's row counts at every retry).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Acquire)
     }
 
     /// The last error, if any.
@@ -44,6 +62,7 @@ impl RelayHealth {
         self.connected.store(connected, Ordering::Release);
         if !connected {
             self.owned.store(0, Ordering::Release);
+            self.held.store(0, Ordering::Release);
         }
     }
 
@@ -51,8 +70,16 @@ impl RelayHealth {
         self.owned.store(owned, Ordering::Release);
     }
 
+    pub(crate) fn set_held(&self, held: usize) {
+        self.held.store(held, Ordering::Release);
+    }
+
     pub(crate) fn add_relayed(&self, n: u64) {
         self.relayed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub(crate) fn add_failures(&self, n: u64) {
+        self.failures.fetch_add(n, Ordering::AcqRel);
     }
 
     pub(crate) fn ok(&self) {
@@ -72,7 +99,9 @@ impl herald_ops::HealthCheck for RelayHealth {
             serde_json::json!({
                 "connected": self.connected.load(Ordering::Acquire),
                 "owned_buckets": self.owned_buckets(),
+                "held_aggregates": self.held_aggregates(),
                 "relayed": self.relayed(),
+                "failures": self.failures(),
                 "last_error": self.last_error(),
             }),
         )

@@ -1,15 +1,34 @@
 //! The relay: sends outbox rows to Kafka in order per aggregate, then deletes them.
 //!
 //! # A batch
-//! 1. Read up to `batch_size` rows of the owned, ready buckets, in `seq` order
-//!    ([`Step::Read`]).
+//! 1. Read up to `batch_size` rows of the owned, ready buckets, in `seq` order, and no
+//!    more than about `batch_bytes` of payload ([`Step::Read`]): the oldest row of each
+//!    *held* aggregate whose retry is due, and the rows of the other aggregates.
 //! 2. Hand them to the idempotent producer in that order (`enable.idempotence=true`,
 //!    `acks=all`, the bus's [`Publisher`]), key = aggregate id, the stored value and
 //!    headers unchanged ([`Step::Produced`]). An aggregate whose row could not be queued
 //!    gets no later row in this batch.
 //! 3. Wait for every acknowledgement ([`Step::Acknowledged`]).
-//! 4. Delete the acknowledged rows ([`Step::Marked`]). Rows whose delivery failed stay, and
-//!    are sent again by the next batch, with their event ids.
+//! 4. Delete the acknowledged rows ([`Step::Marked`]), except those queued after a row of
+//!    their aggregate that failed. Rows that stay are sent again later, with their event
+//!    ids.
+//!
+//! # Failed rows: held aggregates
+//! A row that could not be queued (larger than the relay's `message.max.bytes`) or whose
+//! delivery failed (timed out, refused by the topic, not authorized, a fatal producer
+//! error) *holds* its aggregate in this relay: none of the aggregate's later rows is
+//! deleted in that batch, and none is read again until the failed row is delivered.
+//! Until then each batch reads only the other aggregates, and the failed row alone is
+//! sent again after a backoff (200 ms, doubling per failure, at most `max_backoff`), for
+//! as long as it fails: it is never skipped, so order per aggregate holds. While any
+//! aggregate is held the relay reports unhealthy ([`RelayHealth::held_aggregates`], the
+//! `herald_outbox_held_aggregates` gauge, the failure in `last_error`). A permanent
+//! failure needs an operator: raise the limit (the topic's `max.message.bytes`, the
+//! relay's `message.max.bytes`), grant the ACL, or delete the row knowingly; the relay
+//! picks that up at the next retry. With more than [`MAX_HELD`] aggregates held, the
+//! relay reads no new rows, only retries. Holds live in the relay's session: after a
+//! reconnect or a bucket handed over, the rows are read in `seq` order again and the same
+//! rules apply.
 //!
 //! A crash anywhere before 4 sends the rows again later, with the same `ce_id`; a crash
 //! after it loses nothing. Rows are deleted rather than marked sent: PostgreSQL writes a
@@ -28,15 +47,24 @@
 //! a fair share each, a takeover delay after a relay vanished. A relay whose PostgreSQL
 //! session ends stops relaying (every read and delete goes through that session, so it
 //! cannot read rows of a bucket it no longer owns), reconnects with backoff and takes
-//! buckets again.
+//! buckets again. So does a relay whose statement gets no answer within
+//! `statement_timeout` (a stuck connection or server, a lock wait); the connection
+//! settings of [`config`](crate::config) drop a dead connection at the TCP level too.
 //!
 //! # Order
 //! Within a bucket, rows are sent in `seq` order, and the outbox keeps one aggregate's
 //! `seq` in commit order ([`Outbox::publish`](crate::Outbox::publish) locks the
-//! aggregate until the transaction ends). The idempotent producer keeps that order in
-//! the partition, unless a delivery fails after later ones of the same partition
-//! succeeded (a timeout after `delivery_timeout`, or a fatal producer error): the failed
-//! row is then sent again after them. The bus's publisher has the same limit.
+//! aggregate until the transaction ends). The idempotent producer keeps that order in the
+//! partition while deliveries succeed. When one fails, records queued after it may still
+//! be written (librdkafka bumps the producer epoch and goes on): so a later row of the
+//! same aggregate can reach the topic *before* the failed one. The relay does not delete
+//! such a row; it sends it again after the failed one was delivered. What holds, per
+//! aggregate: each row's last copy on the topic comes after every earlier row's
+//! delivery, so the topic holds the aggregate's events in `seq` order as a subsequence;
+//! and the order of first delivery is the `seq` order unless a delivery failed (or a
+//! relay crashed, which repeats a suffix). A consumer that must see strict order keeps
+//! the position of the last event applied per aggregate (for example the event's
+//! version) rather than deduplicating by `ce_id` alone.
 
 mod fault;
 mod health;
@@ -47,15 +75,17 @@ pub use fault::{CrashAt, FaultHook, Step};
 pub use health::RelayHealth;
 pub use options::RelayOptions;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use herald_bus::publisher::Record;
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+use futures::TryStreamExt;
 use rdkafka::message::{Header, OwnedHeaders};
 use tokio::time::Instant;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Config;
 use uuid::Uuid;
 
@@ -89,20 +119,71 @@ struct Metrics {
     delay: metrics::Histogram,
     batch: metrics::Histogram,
     owned: metrics::Gauge,
+    held: metrics::Gauge,
 }
 
-/// One row read from the outbox.
+/// One row read from the outbox (its record goes to the producer separately).
 struct Row {
     seq: i64,
     id: Uuid,
     aggregate: String,
     created: SystemTime,
-    record: Record,
 }
 
 /// What became of a batch.
 struct Outcome {
-    read: usize,
+    /// More rows may be waiting: the batch was full, or cut by `batch_bytes`.
+    more: bool,
+}
+
+/// Aggregates held at once beyond which a relay reads no new rows and only retries the
+/// held ones (a broker refusing everything would otherwise hold every aggregate of the
+/// backlog, one batch after another).
+pub const MAX_HELD: usize = 10_000;
+
+/// The aggregates this session holds back (see the [module docs](self)).
+#[derive(Default)]
+struct Held {
+    holds: HashMap<String, Hold>,
+}
+
+/// Why and until when an aggregate is held.
+struct Hold {
+    /// The aggregate's oldest row not delivered: the one that failed.
+    seq: i64,
+    bucket: i32,
+    /// Failures of that row in a row.
+    failures: u32,
+    retry_at: Instant,
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        self.holds.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.holds.is_empty()
+    }
+
+    /// Holds `aggregate` at its row `seq` (again, if it was held), retried after a backoff.
+    fn hold(&mut self, aggregate: String, seq: i64, bucket: i32, max_backoff: Duration) {
+        let hold = self.holds.entry(aggregate).or_insert(Hold { seq, bucket, failures: 0, retry_at: Instant::now() });
+        hold.seq = seq;
+        hold.failures = hold.failures.saturating_add(1);
+        let backoff = Duration::from_millis(200).saturating_mul(1 << (hold.failures - 1).min(16)).min(max_backoff);
+        hold.retry_at = Instant::now() + backoff;
+    }
+
+    /// The held rows of `buckets` (sorted) due for a retry at `now`, at most `limit`.
+    fn due(&self, buckets: &[i32], now: Instant, limit: usize) -> Vec<i64> {
+        self.holds.values().filter(|h| h.retry_at <= now && buckets.binary_search(&h.bucket).is_ok()).map(|h| h.seq).take(limit).collect()
+    }
+
+    /// The next retry after `now`, if any.
+    fn next_retry(&self, now: Instant) -> Option<Instant> {
+        self.holds.values().map(|h| h.retry_at).filter(|at| *at > now).min()
+    }
 }
 
 impl Relay {
@@ -121,6 +202,7 @@ impl Relay {
             delay: metrics::histogram!("herald_outbox_relay_delay_seconds", &label),
             batch: metrics::histogram!("herald_outbox_relay_batch_seconds", &label),
             owned: metrics::gauge!("herald_outbox_owned_buckets", &label),
+            held: metrics::gauge!("herald_outbox_held_aggregates", &label),
         };
         Ok(Relay { pg, table, publisher, options, health: Arc::default(), metrics })
     }
@@ -141,7 +223,7 @@ impl Relay {
         loop {
             let opened = tokio::select! {
                 _ = &mut shutdown => break,
-                opened = Session::open(&self.pg, &self.table, &self.options.instance) => opened,
+                opened = self.answered(Session::open(&self.pg, &self.table, &self.options.instance)) => opened,
             };
             let stopped = match opened {
                 Ok(mut session) => {
@@ -149,9 +231,10 @@ impl Relay {
                     let served = self.serve(&mut session, &mut shutdown, &mut backoff).await;
                     self.health.set_connected(false);
                     self.metrics.owned.set(0.0);
+                    self.metrics.held.set(0.0);
                     match served {
                         Ok(()) => {
-                            if let Err(e) = session.release_all().await {
+                            if let Err(e) = self.answered(session.release_all()).await {
                                 tracing::warn!(error = %e, "could not release the buckets (they are freed as the session ends)");
                             }
                             true
@@ -185,13 +268,18 @@ impl Relay {
         Ok(())
     }
 
-    /// Relays on one session until shutdown (`Ok`) or a database error (`Err`).
-    async fn serve(&self, session: &mut Session, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>, backoff: &mut Duration) -> Result<(), tokio_postgres::Error> {
+    /// Relays on one session until shutdown (`Ok`) or a database error or a statement
+    /// without an answer (`Err`).
+    async fn serve(&self, session: &mut Session, shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>, backoff: &mut Duration) -> Result<(), OutboxError> {
         let mut next_rebalance = Instant::now();
+        let mut held = Held::default();
         loop {
             let now = Instant::now();
             if now >= next_rebalance {
-                session.rebalance(self.options.takeover_delay).await?;
+                self.answered(session.rebalance(self.options.takeover_delay)).await?;
+                // A bucket given up takes its holds along: its next owner reads in order.
+                held.holds.retain(|_, hold| session.owns(hold.bucket));
+                self.set_held(&held);
                 if session.owned() == 0 {
                     // Nothing to relay (more relays than buckets): connected is healthy.
                     self.health.ok();
@@ -203,9 +291,9 @@ impl Relay {
             let ready = session.ready(Instant::now());
             let mut full = false;
             if !ready.is_empty() {
-                let outcome = self.relay_batch(session, &ready).await?;
+                let outcome = self.relay_batch(session, &ready, &mut held).await?;
                 *backoff = Duration::from_millis(100);
-                full = outcome.read as i64 >= self.options.batch_size;
+                full = outcome.more;
             }
             if full {
                 // More may be waiting: go on at once, unless asked to stop.
@@ -219,6 +307,9 @@ impl Relay {
             if let Some(at) = session.next_ready(Instant::now()) {
                 wake = wake.min(at);
             }
+            if let Some(at) = held.next_retry(Instant::now()) {
+                wake = wake.min(at);
+            }
             tokio::select! {
                 _ = shutdown.as_mut() => return Ok(()),
                 _ = session.woken.notified() => {}
@@ -226,73 +317,118 @@ impl Relay {
             }
             if session.client.is_closed() {
                 // The next statement reports why.
-                session.client.batch_execute("SELECT 1").await?;
+                self.answered(session.client.batch_execute("SELECT 1")).await?;
             }
         }
     }
 
-    /// Reads, sends, awaits and deletes one batch of `buckets`' rows.
-    async fn relay_batch(&self, session: &Session, buckets: &[i32]) -> Result<Outcome, tokio_postgres::Error> {
+    /// Reads, sends, awaits and deletes one batch of `buckets`' rows; updates `held`.
+    async fn relay_batch(&self, session: &Session, buckets: &[i32], held: &mut Held) -> Result<Outcome, OutboxError> {
         let started = std::time::Instant::now();
         let t = self.table.name();
-        let rows = session
-            .client
-            .query(
-                &format!(
-                    "SELECT seq, event_id, topic, aggregate, payload, header_names, header_values, created_at
-                     FROM {t} WHERE bucket = ANY($1) ORDER BY seq LIMIT $2"
-                ),
-                &[&buckets, &self.options.batch_size],
-            )
+        let due = held.due(buckets, Instant::now(), self.options.batch_size as usize);
+        let excluded: Vec<&str> = held.holds.keys().map(String::as_str).collect();
+        let fresh: i64 = if held.len() >= MAX_HELD { 0 } else { self.options.batch_size };
+        // The due retries and the other aggregates' oldest rows, in seq order, cut after
+        // `batch_bytes` of payload (the row that crosses it included, so one always goes).
+        let sql = format!(
+            "SELECT seq, event_id, topic, aggregate, payload, header_names, header_values, created_at, candidates FROM (
+                 SELECT c.*, sum(octet_length(payload)) OVER (ORDER BY seq) AS running, count(*) OVER () AS candidates FROM (
+                     SELECT * FROM {t} WHERE bucket = ANY($1) AND seq = ANY($2)
+                     UNION ALL
+                     (SELECT * FROM {t} WHERE bucket = ANY($1) AND aggregate <> ALL($3) ORDER BY seq LIMIT $4)
+                 ) c ORDER BY seq LIMIT $5
+             ) b WHERE running - octet_length(payload) < $6 ORDER BY seq"
+        );
+        let params: [&(dyn ToSql + Sync); 6] = [&buckets, &due, &excluded, &fresh, &self.options.batch_size, &self.options.batch_bytes];
+        // Rows are converted as they arrive: the batch is held once, not twice.
+        let (batch, candidates) = self
+            .answered(async {
+                let rows = session.client.query_raw(&sql, params).await?;
+                let mut rows = std::pin::pin!(rows);
+                let mut batch = Vec::new();
+                let mut candidates = 0i64;
+                while let Some(row) = rows.try_next().await? {
+                    candidates = row.try_get(8)?;
+                    batch.push(read_row(&row)?);
+                }
+                Ok((batch, candidates))
+            })
             .await?;
-        let read = rows.len();
-        if read == 0 {
-            self.health.ok();
-            return Ok(Outcome { read });
+        let read = batch.len();
+        let cut = (read as i64) < candidates;
+        if !cut && !due.is_empty() {
+            // A due row that is gone (deleted by hand, or relayed by an earlier owner of
+            // its bucket) holds its aggregate no more.
+            let due: HashSet<i64> = due.into_iter().collect();
+            let returned: HashSet<i64> = batch.iter().map(|(row, _)| row.seq).collect();
+            held.holds.retain(|_, hold| !due.contains(&hold.seq) || returned.contains(&hold.seq));
         }
-        let mut batch = Vec::with_capacity(read);
-        for row in rows {
-            batch.push(read_row(&row)?);
+        if read == 0 {
+            self.set_held(held);
+            if held.is_empty() {
+                self.health.ok();
+            }
+            return Ok(Outcome { more: false });
         }
         self.fault(Step::Read);
         // Queue in seq order; an aggregate whose row could not be queued sends nothing
-        // more in this batch, so its order holds.
-        let mut blocked: HashSet<String> = HashSet::new();
-        let mut pending = Vec::with_capacity(batch.len());
+        // more in this batch. `failed`: each aggregate's oldest row that failed.
+        let mut failed: HashMap<String, i64> = HashMap::new();
+        let mut pending = Vec::with_capacity(read);
         let mut failures = Vec::new();
-        for row in batch {
-            if blocked.contains(&row.aggregate) {
+        for (row, record) in batch {
+            if failed.contains_key(&row.aggregate) {
                 continue;
             }
-            match self.publisher.enqueue(row.record.clone()).await {
+            match self.publisher.enqueue(record).await {
                 Ok(delivery) => pending.push((row, delivery)),
                 Err(e) => {
                     failures.push(format!("seq {} ({}): {e}", row.seq, row.id));
-                    blocked.insert(row.aggregate.clone());
+                    failed.insert(row.aggregate, row.seq);
                 }
             }
         }
         self.fault(Step::Produced);
+        // In seq order: a row queued after a failed row of its aggregate is not deleted,
+        // even if acknowledged; it is sent again after the failed one.
         let mut delivered = Vec::with_capacity(pending.len());
+        let mut released = Vec::new();
         let mut delays = Vec::with_capacity(pending.len());
+        let mut held_back = 0usize;
         let mut fatal = false;
         for (row, delivery) in pending {
-            match delivery.await {
+            let result = delivery.await;
+            let behind_a_failure = failed.get(&row.aggregate).is_some_and(|seq| *seq < row.seq);
+            match result {
+                Ok(_) if behind_a_failure => held_back += 1,
                 Ok(_) => {
                     delays.push(SystemTime::now().duration_since(row.created).unwrap_or_default());
                     delivered.push(row.seq);
+                    released.push(row.aggregate);
                 }
                 Err(e) => {
                     fatal |= e.is_fatal();
                     failures.push(format!("seq {} ({}): {e}", row.seq, row.id));
+                    let seq = failed.entry(row.aggregate).or_insert(row.seq);
+                    *seq = (*seq).min(row.seq);
                 }
             }
         }
         self.fault(Step::Acknowledged);
         if !delivered.is_empty() {
-            session.client.execute(&format!("DELETE FROM {t} WHERE seq = ANY($1)"), &[&delivered]).await?;
+            self.answered(session.client.execute(&format!("DELETE FROM {t} WHERE seq = ANY($1)"), &[&delivered])).await?;
         }
         self.fault(Step::Marked);
+        // Only a held aggregate's oldest row is read, so its delivery ends the hold.
+        for aggregate in released {
+            held.holds.remove(&aggregate);
+        }
+        for (aggregate, seq) in failed {
+            let bucket = self.table.bucket_of(&aggregate);
+            held.hold(aggregate, seq, bucket, self.options.max_backoff);
+        }
+        self.set_held(held);
         self.metrics.relayed.increment(delivered.len() as u64);
         for delay in delays {
             self.metrics.delay.record(delay.as_secs_f64());
@@ -300,10 +436,18 @@ impl Relay {
         self.metrics.batch.record(started.elapsed().as_secs_f64());
         self.health.add_relayed(delivered.len() as u64);
         if failures.is_empty() {
-            self.health.ok();
+            if held.is_empty() {
+                self.health.ok();
+            }
         } else {
             self.metrics.failures.increment(failures.len() as u64);
-            let summary = format!("{} rows not relayed (sent again later); first: {}", failures.len(), failures[0]);
+            self.health.add_failures(failures.len() as u64);
+            let summary = format!(
+                "{} rows not relayed, {held_back} held back behind them, {} aggregates held (retried in order); first: {}",
+                failures.len(),
+                held.len(),
+                failures[0]
+            );
             tracing::warn!("{summary}");
             self.health.failed(summary);
             if fatal {
@@ -312,10 +456,20 @@ impl Relay {
                     tracing::error!(error = %e, "producer reset failed");
                 }
             }
-            // Do not spin on a broker that refuses everything.
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Ok(Outcome { read })
+        Ok(Outcome { more: cut || candidates >= self.options.batch_size })
+    }
+
+    /// `statement`'s result, or [`OutboxError::Unanswered`] when PostgreSQL does not answer
+    /// within `statement_timeout` (the caller then drops the session).
+    async fn answered<T>(&self, statement: impl Future<Output = Result<T, tokio_postgres::Error>>) -> Result<T, OutboxError> {
+        let limit = self.options.statement_timeout;
+        Ok(tokio::time::timeout(limit, statement).await.map_err(|_| OutboxError::Unanswered(limit))??)
+    }
+
+    fn set_held(&self, held: &Held) {
+        self.health.set_held(held.len());
+        self.metrics.held.set(held.len() as f64);
     }
 
     fn fault(&self, step: Step) {
@@ -325,7 +479,7 @@ impl Relay {
     }
 }
 
-fn read_row(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+fn read_row(row: &tokio_postgres::Row) -> Result<(Row, Record), tokio_postgres::Error> {
     let seq: i64 = row.try_get(0)?;
     let id: Uuid = row.try_get(1)?;
     let topic: String = row.try_get(2)?;
@@ -339,5 +493,5 @@ fn read_row(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
         .zip(&values)
         .fold(OwnedHeaders::new_with_capacity(names.len()), |acc, (key, value)| acc.insert(Header { key: key.as_str(), value: value.as_deref() }));
     let record = Record::new(topic, aggregate.as_bytes(), payload, headers);
-    Ok(Row { seq, id, aggregate, created, record })
+    Ok((Row { seq, id, aggregate, created }, record))
 }

@@ -89,7 +89,7 @@ impl Session {
         Ok(Session { client, woken, table: table.clone(), keys, instance: instance.to_owned(), owned: BTreeMap::new() })
     }
 
-    /// Buckets owned and past their takeover delay at `now`.
+    /// Buckets owned and past their takeover delay at `now`, in order.
     pub fn ready(&self, now: Instant) -> Vec<i32> {
         self.owned.iter().filter(|(_, at)| **at <= now).map(|(b, _)| *b).collect()
     }
@@ -97,6 +97,11 @@ impl Session {
     /// When the next owned bucket becomes ready, if one is waiting.
     pub fn next_ready(&self, now: Instant) -> Option<Instant> {
         self.owned.values().copied().filter(|at| *at > now).min()
+    }
+
+    /// Whether this session owns `bucket`.
+    pub fn owns(&self, bucket: i32) -> bool {
+        self.owned.contains_key(&bucket)
     }
 
     /// Buckets owned.

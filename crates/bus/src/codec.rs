@@ -191,6 +191,14 @@ pub fn decode_value(
     datum: &[u8],
 ) -> Result<apache_avro::types::Value, DecodeError> {
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
+    // apache-avro reserves room for an array's or a map's items as soon as it reads their
+    // count (up to 512 Mi items, tens of GB): a corrupt count in a datum of a few bytes
+    // would abort the process on the allocation. The fast reader walks the datum first,
+    // with counts capped and checked against the bytes that are there, so the values
+    // below are only ever built for items the datum holds.
+    if let Some(fast) = writer.fast() {
+        decode_fast::<serde::de::IgnoredAny>(&writer.name, fast, datum)?;
+    }
     let mut input = StrictReader { rest: datum, hit_end: false };
     let value = writer.read_datum(&mut input);
     if input.hit_end {
@@ -269,6 +277,26 @@ mod tests {
         let (fp, datum) = split_single_object(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("framed");
         assert_eq!(fp.0, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(datum, &[9]);
+    }
+
+    /// A few bytes claiming half a billion items: refused, not allocated for (apache-avro
+    /// reserved room for them on reading the count, tens of GB, and the process aborted).
+    #[test]
+    fn a_huge_item_count_in_a_tiny_datum_is_refused_without_allocating() {
+        let mut set = SchemaSet::default();
+        for schema in [r#"{"type":"record","name":"A","fields":[{"name":"xs","type":{"type":"array","items":"long"}}]}"#, r#"{"type":"record","name":"M","fields":[{"name":"m","type":{"type":"map","values":"null"}}]}"#] {
+            let known = set.add_str(schema).expect("schema");
+            // Zig-zag varint of 500 000 000 (1 000 000 000), then a single item.
+            let mut datum = Vec::new();
+            let mut n: u64 = 1_000_000_000;
+            while n >= 0x80 {
+                datum.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            datum.extend([n as u8, 2]);
+            let refused = decode_value(&known, None, &datum);
+            assert!(matches!(&refused, Err(DecodeError::Datum { .. })), "{refused:?}");
+        }
     }
 
     #[tokio::test]

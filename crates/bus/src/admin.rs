@@ -21,8 +21,9 @@ pub enum Retention {
 ///
 /// ```
 /// use herald_bus::admin::{Retention, TopicSpec};
-/// let spec = TopicSpec::new("shop.orders").partitions(12).replication(3);
-/// assert_eq!(spec.retention, Retention::Forever);
+/// let spec = TopicSpec::new("shop.orders").partitions(12);
+/// assert_eq!((spec.replication, spec.retention), (-1, Retention::Forever), "the broker's default replication");
+/// assert_eq!(spec.replication(3).replication, 3);
 /// ```
 #[derive(Debug, Clone)]
 pub struct TopicSpec {
@@ -30,8 +31,9 @@ pub struct TopicSpec {
     pub name: String,
     /// Number of partitions (default 6).
     pub partitions: i32,
-    /// Replication factor (default 1, for a single-broker development cluster; use 3 in
-    /// production).
+    /// Replication factor; default -1: the broker's `default.replication.factor` (KIP-464,
+    /// Kafka 2.4+), so a topic Herald creates by itself (a dead-letter topic, say) is
+    /// replicated like the cluster's others, not kept on one broker.
     pub replication: i32,
     /// Retention (default: forever, since topics are the event log).
     pub retention: Retention,
@@ -42,7 +44,7 @@ pub struct TopicSpec {
 impl TopicSpec {
     /// An event-log topic with the defaults above.
     pub fn new(name: impl Into<String>) -> Self {
-        TopicSpec { name: name.into(), partitions: 6, replication: 1, retention: Retention::Forever, configs: Vec::new() }
+        TopicSpec { name: name.into(), partitions: 6, replication: -1, retention: Retention::Forever, configs: Vec::new() }
     }
 
     /// Sets the partition count.

@@ -196,8 +196,12 @@ pub fn decode_value(
     // would abort the process on the allocation. The fast reader walks the datum first,
     // with counts capped and checked against the bytes that are there, so the values
     // below are only ever built for items the datum holds.
-    if let Some(fast) = writer.fast() {
-        decode_fast::<serde::de::IgnoredAny>(&writer.name, fast, datum)?;
+    if let Some(fast) = writer.fast()
+        && let Err(DecodeError::Datum { reason, .. }) = decode_fast::<serde::de::IgnoredAny>(&writer.name, fast, datum)
+    {
+        // Said as the strict reader below says it when the datum ends too soon.
+        let truncated = reason.contains("EOF");
+        return Err(invalid(if truncated { format!("datum is truncated ({} bytes): {reason}", datum.len()) } else { reason }));
     }
     let mut input = StrictReader { rest: datum, hit_end: false };
     let value = writer.read_datum(&mut input);

@@ -48,7 +48,9 @@
 //! - **Order per aggregate.** The key is the aggregate id; the producer is idempotent with
 //!   `acks=all` and partitions with murmur2 like the Java client; the consumer handles a
 //!   partition's records one at a time. So one aggregate's events are handled in the order
-//!   they were published. If the producer fails fatally, the publisher refuses every send
+//!   they were published. (A [`Publisher`] refuses a configuration that would weaken this:
+//!   idempotence off, `acks` other than `all`, a random partitioner; see
+//!   [`publisher::weakened`].) If the producer fails fatally, the publisher refuses every send
 //!   with [`PublishError::Fatal`] (handing the record back) until
 //!   [`Publisher::reset`]: it never switches producers silently, which would let later
 //!   sends overtake the caller's retries.

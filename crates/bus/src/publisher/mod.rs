@@ -36,7 +36,7 @@ mod slot;
 
 pub use delivery::Delivery;
 pub use error::PublishError;
-pub use options::{PublisherOptions, PRODUCER_DEFAULTS};
+pub use options::{weakened, PublisherOptions, PRODUCER_DEFAULTS};
 pub use producer::{DeliveryContext, Pending, Producer};
 pub use published::Published;
 pub use record::{datum_by_value, encode_datum, write_datum, Record};
@@ -107,7 +107,11 @@ impl Publisher {
             // CloudEvents requires a non-empty `source` on every event.
             return Err(PublishError::Client(rdkafka::error::KafkaError::ClientCreation("the CloudEvents source (PublisherOptions::source) is empty; give a URI-reference such as /shop/checkout".into())));
         }
-        let producer = Arc::new(ProducerSlot::new(config.client_config(PRODUCER_DEFAULTS)).map_err(PublishError::Client)?);
+        let client_config = config.client_config(PRODUCER_DEFAULTS);
+        if let Some(refused) = options::weakened(&client_config) {
+            return Err(PublishError::Client(rdkafka::error::KafkaError::ClientCreation(refused)));
+        }
+        let producer = Arc::new(ProducerSlot::new(client_config).map_err(PublishError::Client)?);
         let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         Ok(Publisher {
             producer,

@@ -15,6 +15,37 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("linger.ms", "5"),
 ];
 
+/// What in `config` would break the publisher's guarantees (order per aggregate, a retried
+/// send landing once, an acknowledged event surviving a leader's loss), said for people:
+/// idempotence off, `acks` other than `all`, or a partitioner that ignores the key.
+///
+/// ```
+/// use herald_bus::publisher::weakened;
+/// let mut config = rdkafka::ClientConfig::new();
+/// config.set("enable.idempotence", "true").set("acks", "all");
+/// assert_eq!(weakened(&config), None);
+/// config.set("acks", "1");
+/// assert!(weakened(&config).is_some_and(|why| why.contains("acks=1")));
+///
+/// // A publisher is not built on such a configuration.
+/// let kafka = herald_bus::KafkaConfig::new("127.0.0.1:9092").set("enable.idempotence", "false");
+/// let refused = herald_bus::Publisher::new(&kafka, herald_bus::PublisherOptions::new("/doc"));
+/// assert!(refused.is_err_and(|e| e.to_string().contains("enable.idempotence")));
+/// ```
+pub fn weakened(config: &rdkafka::ClientConfig) -> Option<String> {
+    let value = |key: &str| config.get(key).map(str::to_ascii_lowercase);
+    if value("enable.idempotence").as_deref() != Some("true") {
+        return Some("enable.idempotence must stay true: without it a retried send can land twice and out of order".to_owned());
+    }
+    if let Some(acks) = value("acks").filter(|a| a != "all" && a != "-1") {
+        return Some(format!("acks={acks} is refused: an acknowledged event could be lost with its partition leader (acks=all)"));
+    }
+    if value("partitioner").as_deref() == Some("random") {
+        return Some("partitioner=random is refused: an aggregate's events would spread over partitions and lose their order".to_owned());
+    }
+    None
+}
+
 /// Settings of a [`Publisher`](super::Publisher).
 #[derive(Debug, Clone)]
 pub struct PublisherOptions {

@@ -62,7 +62,10 @@ impl<C> Delivered<C> {
 /// (`ce_sequence`), and written to [`Aggregate::EVENTS`] keyed by the aggregate id. The
 /// reply goes to the command's `ce_replyto` topic (none without one), keyed by and naming
 /// the command's `ce_id` as it was sent (any string: it need not be a UUID), and is
-/// remembered.
+/// remembered. A reply topic that is not a legal Kafka name gets no reply; one that is
+/// the aggregate's own (its changelog, commands or events topic) or does not exist gets
+/// none either: the engine drops it with an error log and
+/// `herald_choreography_outputs_dropped_total`.
 #[derive(Debug, Clone, Default)]
 pub struct Decider<A>(pub A);
 
@@ -303,6 +306,27 @@ mod tests {
         t.redeliver();
         assert_eq!(replies(&t), first, "the same reply from memory");
         assert_eq!(t.state("a").version, 2, "decided once");
+    }
+
+    /// A `ce_replyto` naming one of the aggregate's own topics (its changelog, its
+    /// commands, its events) gets no reply there: the command is decided all the same.
+    #[test]
+    fn a_reply_topic_that_is_one_of_the_aggregates_own_gets_no_reply() {
+        let mut t = Scenario::new(Decider(Capped));
+        let changelog = herald_choreography::declaration::Declaration::of(t.participant()).changelog_topic();
+        for (n, own) in [changelog.as_str(), Capped::COMMANDS.name(), Capped::EVENTS.name()].into_iter().enumerate() {
+            let mut ext = Extensions::default();
+            ext.push(headers::REPLY_TO, own);
+            let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+            t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, ext);
+            assert!(replies(&t).is_empty(), "no reply on {own}");
+            assert!(t.emitted().iter().all(|e| e.event.topic() == Capped::EVENTS.name() && !e.event.is_exact_topic()), "only the events, on {own}: {:?}", t.emitted());
+            assert_eq!(t.emitted().len(), 2, "the command is decided");
+            assert_eq!(t.state("a").version, 2 * (n as i64 + 1));
+        }
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, with_reply_topic());
+        assert_eq!(replies(&t).len(), 1, "a reply topic of its own gets the reply");
     }
 
     #[test]

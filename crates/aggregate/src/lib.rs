@@ -99,7 +99,11 @@
 //!   `herald_choreography_outputs_dropped_total` (the engine checks topics an input names),
 //!   and sending the command again with the same id and a reply topic that exists gets
 //!   its answer. (Before, the transaction holding that reply failed on every retry and
-//!   every aggregate of the partition waited behind it.)
+//!   every aggregate of the partition waited behind it.) A `ce_replyto` naming one of the
+//!   aggregate's own topics (its changelog, [`Aggregate::COMMANDS`], [`Aggregate::EVENTS`],
+//!   with the engine's topic prefix) or Kafka's internal ones is refused the same way
+//!   (`reason="own-topic"`): a reply in the compacted changelog would make its partition
+//!   impossible to restore.
 //! - **Replies or a typed timeout.** [`CommandClient::send`] returns the reply, or
 //!   [`SendError::Timeout`] naming the command id, whose reply can then be found on the
 //!   reply topic ([`CommandClient::find_reply`]) or fetched by sending it again with that id.

@@ -126,6 +126,9 @@ impl Emitted {
     /// to a missing topic when the broker creates none, and would fail on every retry): an
     /// output to a missing topic is dropped with an error log and
     /// `herald_choreography_outputs_dropped_total`, and the input's other effects commit.
+    /// So is an output to one of the participant's own topics
+    /// ([`Declaration::own_topics`](crate::declaration::Declaration::own_topics): its
+    /// changelog, inputs, outputs), which the test kit drops too.
     pub fn exact_topic(mut self) -> Self {
         self.exact_topic = true;
         self

@@ -17,7 +17,9 @@ use crate::deadline::Fired;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
     /// The record's Kafka key, the event's aggregate id: no repartition, the input
-    /// partition's owner is the key's one writer.
+    /// partition's owner is the key's one writer. The engine dead-letters a record whose
+    /// Kafka key is not its event's aggregate id ([`Route::check_record_key`]); a record
+    /// without a key is taken by its aggregate id.
     Subject,
     /// The saga's correlation id (`ce_correlationid`).
     Correlation,
@@ -227,11 +229,55 @@ impl<I> Route<I> {
         (self.decode)(type_name, writer, datum, meta, headers)
     }
 
+    /// Checks that a record keyed `record_key` belongs where it was read, its input mapped
+    /// to `state_key`. For inputs keyed by the Kafka key ([`KeyKind::Subject`]) the Kafka
+    /// key decides the partition, so which instance is the state key's one writer: a
+    /// record keyed `a` whose event says `b` would be decided for `b` on `a`'s partition,
+    /// a second writer of `b` beside `b`'s own (two states, two `ce_sequence` 1). The
+    /// engine dead-letters such a record with this error.
+    ///
+    /// A record without a key (legal in Kafka, spread over the partitions) passes: its state
+    /// key is its event's, and it is decided wherever it landed, so keyless producers give
+    /// up the one-writer guarantee. Inputs keyed otherwise pass too: their Kafka key is not
+    /// their state key on purpose, and the engine repartitions them by the state key.
+    ///
+    /// ```
+    /// use herald_choreography::Inputs;
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Cmd { Ping(Ping) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Ping { id: String }
+    /// # impl herald_bus::Event for Ping { const TYPE: &'static str = "x.Ping"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+    /// const CMDS: herald_bus::Topic<Cmd> = herald_bus::Topic::new("x.cmds");
+    /// let inputs = Inputs::by_subject().on(&CMDS, |c: Cmd| c);
+    /// let route = &inputs.routes()[0];
+    /// assert!(route.check_record_key(Some(b"a"), "a").is_ok());
+    /// assert!(route.check_record_key(None, "a").is_ok());
+    /// assert!(route.check_record_key(Some(b"a"), "b").is_err());
+    /// ```
+    pub fn check_record_key(&self, record_key: Option<&[u8]>, state_key: &str) -> Result<(), ForeignKey> {
+        match record_key {
+            Some(key) if self.key == KeyKind::Subject && key != state_key.as_bytes() => {
+                Err(ForeignKey { record_key: String::from_utf8_lossy(key).into_owned(), state_key: state_key.to_owned() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the registration reads the record's other headers ([`Inputs::on_with_headers`]):
     /// the runtime collects them only then.
     pub fn reads_headers(&self) -> bool {
         self.headers
     }
+}
+
+/// A record keyed by the Kafka key whose key is not its event's aggregate id (see
+/// [`Route::check_record_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the record's key {record_key:?} is not its event's aggregate id {state_key:?}: decided here it would make a second writer of {state_key:?} (send it keyed by {state_key:?})")]
+pub struct ForeignKey {
+    /// The record's Kafka key (not UTF-8: lossily).
+    pub record_key: String,
+    /// The state key its input maps to.
+    pub state_key: String,
 }
 
 impl<I> Clone for Route<I> {
@@ -268,7 +314,9 @@ impl<I: 'static> Inputs<I> {
 
     /// Inputs whose state is keyed by the record's Kafka key (the aggregate id) unless a
     /// registration says otherwise. When every topic is keyed by the saga's own id (an
-    /// order id), this is the saga key without a repartition step.
+    /// order id), this is the saga key without a repartition step. The event's aggregate id
+    /// is the state key: a record keyed otherwise is dead-lettered, one without a key is
+    /// accepted ([`Route::check_record_key`]).
     pub fn by_subject() -> Self {
         Inputs { default_key: KeyKind::Subject, ..Inputs::new() }
     }
@@ -350,5 +398,56 @@ impl<I: 'static> Inputs<I> {
 impl<I: 'static> Default for Inputs<I> {
     fn default() -> Self {
         Inputs::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    herald_bus::family! { #[derive(Debug)] enum Cmd { Ping(Ping) } }
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Ping {
+        id: String,
+        sku: String,
+    }
+    impl herald_bus::Event for Ping {
+        const TYPE: &'static str = "x.Ping";
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Ping","namespace":"x","fields":[{"name":"id","type":"string"},{"name":"sku","type":"string"}]}"#;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+    const CMDS: Topic<Cmd> = Topic::new("x.cmds");
+    const STOCK: Topic<Cmd> = Topic::new("x.stock");
+
+    /// The state key of `ping` on the only route of `inputs`, then the key check of a
+    /// record keyed `record_key`.
+    fn check(inputs: &Inputs<Cmd>, topic: &str, ping: Ping, record_key: Option<&[u8]>) -> Result<(), ForeignKey> {
+        let route = inputs.route(topic).expect("route");
+        let schema = Cmd::schemas().latest("x.Ping").expect("schema");
+        let mut datum = Vec::new();
+        herald_bus::publisher::encode_datum(schema, &ping, &mut datum).expect("encodes");
+        let meta = Metadata::new("x.Ping", "/test", "ignored");
+        let routed = route.decode_with("x.Ping", schema, &datum, &meta, &Extensions::default()).expect("decodes").expect("in the family");
+        route.check_record_key(record_key, &routed.key)
+    }
+
+    #[test]
+    fn a_record_keyed_otherwise_than_its_aggregate_id_is_refused_where_the_kafka_key_is_the_state_key() {
+        let ping = || Ping { id: "b".into(), sku: "s".into() };
+        for inputs in [Inputs::by_subject().on(&CMDS, |c| c), Inputs::new().on_with_headers(&CMDS, |c, _: &Metadata, _: &Extensions| c)] {
+            assert_eq!(check(&inputs, "x.cmds", ping(), Some(b"b")), Ok(()));
+            assert_eq!(check(&inputs, "x.cmds", ping(), None), Ok(()), "a keyless record is taken by its aggregate id");
+            let refused = check(&inputs, "x.cmds", ping(), Some(b"a")).expect_err("keyed a, for b");
+            assert_eq!((refused.record_key.as_str(), refused.state_key.as_str()), ("a", "b"));
+            assert!(refused.to_string().contains("second writer"), "{refused}");
+            assert!(check(&inputs, "x.cmds", ping(), Some(&[0xff])).is_err(), "a key that is not UTF-8 is no aggregate id");
+        }
+        // Repartitioned inputs are keyed otherwise on purpose: by order, kept by SKU.
+        let by_sku = Inputs::by_subject().on_keyed(&STOCK, StateKey::by("sku", |c: &Cmd| match c { Cmd::Ping(p) => p.sku.clone() }), |c| c);
+        assert_eq!(check(&by_sku, "x.stock", ping(), Some(b"order-1")), Ok(()));
+        let by_correlation = Inputs::new().on(&STOCK, |c| c);
+        assert_eq!(check(&by_correlation, "x.stock", ping(), Some(b"order-1")), Ok(()));
     }
 }

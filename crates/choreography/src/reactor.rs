@@ -25,6 +25,7 @@ use herald_bus::Metadata;
 use crate::emit::Emitted;
 use crate::ids;
 use crate::participant::Participant;
+use crate::reaction::Reaction;
 use crate::slot::{self, Slot};
 
 /// An emitted event with the metadata it is published with.
@@ -44,6 +45,11 @@ pub struct Emission {
 /// emitted events with their metadata ([`ids::metadata`]). `source` is the `ce_source`.
 pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Vec<Emission> {
     let reaction = participant.decide(slot.state(), input, now);
+    apply(source, slot, reaction, cause, now, P::NAME)
+}
+
+/// Applies `reaction` of participant `name` to `slot`; its events with their metadata.
+fn apply<S>(source: &str, slot: &mut Slot<S>, reaction: Reaction<S>, cause: &Metadata, now: DateTime<Utc>, name: &str) -> Vec<Emission> {
     let (state, emitted, changes, finished) = reaction.into_parts();
     slot.apply(state, changes, finished, cause);
     emitted
@@ -51,9 +57,37 @@ pub fn react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::S
         .enumerate()
         .map(|(index, event)| {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            Emission { meta: ids::metadata(P::NAME, source, cause, index, event.type_name(), event.key(), now), event, cause_span: cause.trace.map(|t| t.span_id) }
+            Emission { meta: ids::metadata(name, source, cause, index, event.type_name(), event.key(), now), event, cause_span: cause.trace.map(|t| t.span_id) }
         })
         .collect()
+}
+
+/// A participant's `decide` panicked (a bug: its input can never be reacted to).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{participant}'s decide panicked: {message}")]
+pub struct Panicked {
+    /// The participant's name.
+    pub participant: &'static str,
+    /// The panic's message (its payload when a string).
+    pub message: String,
+}
+
+/// The message of a panic's payload: its text when it is a string.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "(a panic without a message)".to_owned(),
+    }
+}
+
+/// [`react`], catching a panic of [`Participant::decide`] (the engine's way: one input
+/// that makes `decide` panic must not stop every other). On a panic the slot is as it was.
+pub fn try_react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Result<Vec<Emission>, Panicked> {
+    let state = slot.state();
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| participant.decide(state, input, now)));
+    let reaction = decided.map_err(|payload| Panicked { participant: P::NAME, message: panic_message(&*payload) })?;
+    Ok(apply(source, slot, reaction, cause, now, P::NAME))
 }
 
 /// Fires the earliest deadline of `slot` due at `now`, if any: takes it (so it fires once)
@@ -66,5 +100,15 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
     let (fired, meta) = slot::fired(&pending, key, source);
     let Some(input) = inputs.fired(fired) else { return Some((meta, Vec::new())) };
     let emitted = react(participant, source, slot, input, &meta, now);
+    Some((meta, emitted))
+}
+
+/// [`fire_due`], catching a panic of [`Participant::decide`] like [`try_react`]: the
+/// deadline is taken all the same (it fired), the rest of the slot is as it was.
+pub fn try_fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>) -> Option<(Metadata, Result<Vec<Emission>, Panicked>)> {
+    let pending = slot.take_due(now)?;
+    let (fired, meta) = slot::fired(&pending, key, source);
+    let Some(input) = inputs.fired(fired) else { return Some((meta, Ok(Vec::new()))) };
+    let emitted = try_react(participant, source, slot, input, &meta, now);
     Some((meta, emitted))
 }

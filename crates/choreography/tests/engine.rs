@@ -658,3 +658,219 @@ fn dropping_the_runtime_under_a_running_engine_lets_it_shut_down() {
         // Left running (dropping the handle does not stop it): the runtime is dropped under it.
     });
 }
+
+/// Pongs like [`Pinger`], but its `decide` panics on a ping with `deadline_ms == -1` (a
+/// bug hit by one input).
+struct Fragile {
+    input: Topic<Ev>,
+    output: Topic<Ev>,
+}
+
+impl Participant for Fragile {
+    const NAME: &'static str = "fragile";
+    type Input = Ev;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Ev> {
+        Inputs::by_subject().on(&self.input, |e| e)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal()]
+    }
+
+    fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
+        match input {
+            Ev::Ping(p) if p.deadline_ms == -1 => panic!("cannot take ping {}", p.id),
+            Ev::Ping(p) => Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 }),
+            _ => Reaction::keep(),
+        }
+    }
+}
+
+/// Creates `<input>.dlq`, where the engine dead-letters the input's records.
+async fn dead_letter_topic(s: &Setup) -> String {
+    let dlq = herald_bus::dead_letter::topic_for(&s.input);
+    herald_bus::admin::create_topics(&s.config, &[herald_bus::admin::TopicSpec::new(&dlq).partitions(1)]).await.expect("dead-letter topic");
+    dlq
+}
+
+fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
+    use rdkafka::message::Headers;
+    msg.headers()?.iter().find(|h| h.key == name).and_then(|h| h.value).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// A panic in `decide` fails its input only: it is dead-lettered with the panic's message,
+/// the key's state is unchanged, and the partition's other inputs are reacted to. (Before,
+/// the panic ended the coordinator task and every partition waited for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaction_that_panics_dead_letters_its_input_and_the_partition_goes_on() {
+    let s = setup(1).await;
+    let dlq = dead_letter_topic(&s).await;
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    s.ping("k", 0).await;
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let poison = s.publisher.publish_with(&topic, &Ping { id: "k".into(), deadline_ms: -1 }, Metadata::new("t.Ping", "/test", "k")).await.expect("published").id;
+    s.ping("k", 0).await;
+    s.ping("other", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 3, WAIT, QUIET).await;
+    let mut pongs: Vec<(String, i64)> = out.iter().map(|m| decoded(m).1).map(|v| (v["id"].as_str().unwrap_or_default().to_owned(), v["n"].as_i64().unwrap_or_default())).collect();
+    pongs.sort();
+    assert_eq!(pongs, [("k".to_owned(), 1), ("k".to_owned(), 2), ("other".to_owned(), 1)], "the panic changed no state, the others were reacted to");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(decoded(&letters[0]).0.id, poison, "the input that panicked is the dead letter");
+    assert_eq!(header(&letters[0], "herald.dlq.stage"), Some("handler"));
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("cannot take ping k"), "{reason}");
+    assert!(health.committed() > 0);
+    running.stop().await;
+}
+
+/// A participant whose `initial` panics for key `doom`: a panic outside any reaction.
+struct Doomed(Pinger);
+
+impl Participant for Doomed {
+    const NAME: &'static str = "doomed";
+    type Input = Input;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Input> {
+        self.0.inputs()
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        self.0.outputs()
+    }
+
+    fn initial(&self, key: &str) -> Seen {
+        assert_ne!(key, "doom", "no state for doom");
+        Seen::default()
+    }
+
+    fn decide(&self, seen: &Seen, input: Input, now: DateTime<Utc>) -> Reaction<Seen> {
+        self.0.decide(seen, input, now)
+    }
+}
+
+/// When the coordinator task ends while the engine runs, the engine ends with an error and
+/// `/health` says unhealthy. (Before, the engine ran on, every partition waiting for
+/// commits that never came, and /health stayed green.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_engine_ends_with_an_error_when_its_coordinator_ends() {
+    let s = setup(1).await;
+    let engine = Engine::new(&s.config, Doomed(Pinger { input: Topic::named(&s.input), output: Topic::named(&s.output) }), s.settings("a")).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    s.ping("doom", 0).await;
+    let result = tokio::time::timeout(WAIT, running.task).await.expect("the engine ends").expect("engine task");
+    match result {
+        Err(herald_choreography::engine::EngineError::Coordinator(reason)) => assert!(reason.contains("no state for doom"), "{reason}"),
+        other => panic!("expected the coordinator's end, got {other:?}"),
+    }
+    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+    assert!(!healthy, "{details}");
+}
+
+/// An input keyed by the Kafka key whose key is not its event's aggregate id would be
+/// decided on the wrong partition, a second writer of that id: it is dead-lettered. A
+/// record without a key is taken by its aggregate id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_keyed_otherwise_than_its_aggregate_id_is_dead_lettered() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let s = setup(2).await;
+    let dlq = dead_letter_topic(&s).await;
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let send = |key: Option<&'static str>, id: &'static str| {
+        let (raw, topic, publisher, input) = (&raw, &topic, &s.publisher, &s.input);
+        async move {
+            let encoded = publisher.encode(topic, &Ping { id: id.into(), deadline_ms: 0 }, &Metadata::new("t.Ping", "/test", id)).await.expect("encode");
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(input).payload(encoded.payload.as_deref().expect("a value"));
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            raw.send(record, Duration::from_secs(10)).await.expect("sent");
+        }
+    };
+    send(Some("a"), "b").await;
+    send(None, "c").await;
+    send(Some("d"), "d").await;
+    let running = start(s.engine(s.settings("a")));
+    let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
+    let mut ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
+    ids.sort();
+    assert_eq!(ids, ["c", "d"], "the keyless record and the well-keyed one");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].key(), Some(&b"a"[..]));
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("second writer"), "{reason}");
+    running.stop().await;
+}
+
+/// Sets a deadline at `now` on a ping; each time it fires, emits `Expired` and sets it
+/// again at `now`, which is already due.
+struct Relentless {
+    input: Topic<Ev>,
+    output: Topic<Ev>,
+}
+
+impl Participant for Relentless {
+    const NAME: &'static str = "relentless";
+    type Input = Input;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Input> {
+        Inputs::by_subject().on(&self.input, Input::Ev).on_deadline(Input::Fired)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal(), Output::of::<Expired, _>(&self.output).after(&[DEADLINE]).terminal()]
+    }
+
+    fn decide(&self, seen: &Seen, input: Input, now: DateTime<Utc>) -> Reaction<Seen> {
+        let again = |id: String| Deadline::after("again", now, Duration::ZERO).with_payload(id);
+        match input {
+            Input::Ev(Ev::Ping(p)) if p.deadline_ms > 0 => Reaction::keep().set_deadline(again(p.id)),
+            Input::Ev(Ev::Ping(p)) => Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 }),
+            Input::Ev(_) => Reaction::keep(),
+            Input::Fired(fired) => Reaction::keep().emit(&self.output, Expired { id: fired.payload.clone() }).set_deadline(again(fired.payload)),
+        }
+    }
+}
+
+/// A deadline set again at (or before) `now` each time it fires fires once per tick, and
+/// everything else goes on. (Before, the timer fired it until none was due, which with the
+/// clock standing still never ended: nothing else was reacted to or committed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_set_again_at_now_fires_once_per_tick_and_stalls_nothing() {
+    let s = setup(1).await;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let engine = Engine::new(&s.config, Relentless { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine").with_clock(clock);
+    let running = start(engine);
+    s.ping("loop", 1).await;
+    let consumer = reader(&s.config, &s.output, "read_committed");
+    let mut expired = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while expired < 3 {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) if decoded(&m.detach()).1["type"] == "expired" => expired += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("reading: {e}"),
+            Err(_) => panic!("timed out: {expired} expirations committed"),
+        }
+    }
+    s.ping("k", 0).await;
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(m)) if decoded(&m.detach()).1 == serde_json::json!({"type": "pong", "id": "k", "n": 1}) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("reading: {e}"),
+            Err(_) => panic!("timed out: the other input was never reacted to"),
+        }
+    }
+    running.stop().await;
+}

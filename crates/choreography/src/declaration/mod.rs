@@ -218,6 +218,34 @@ impl Declaration {
         format!("{}.changelog", self.name)
     }
 
+    /// The topics that are its own, as declared (without a
+    /// [`topic_prefix`](crate::engine::EngineSettings::topic_prefix)): its changelog, the
+    /// topics it consumes and their repartition topics, and the topics of its declared
+    /// outputs but [`NAMED_BY_INPUT`].
+    ///
+    /// A topic an input names ([`Emitted::exact_topic`](crate::emit::Emitted::exact_topic),
+    /// an aggregate's `ce_replyto`) must be none of them: the engine and the test kit drop
+    /// such an output. A reply written into the compacted changelog would make its
+    /// partition impossible to restore; one written into an input or output topic would
+    /// put a stranger's record into that stream.
+    ///
+    /// ```
+    /// use herald_choreography::declaration::{Declaration, Output, NAMED_BY_INPUT};
+    /// let d = Declaration { name: "orders".into(), consumes: vec![], deadlines: false, emits: vec![Output::untyped("shop.orders", "x.Placed", true), Output::untyped(NAMED_BY_INPUT, "x.Reply", true)] };
+    /// assert_eq!(d.own_topics(), ["orders.changelog", "shop.orders"]);
+    /// ```
+    pub fn own_topics(&self) -> Vec<String> {
+        let consumed = self.consumes.iter().flat_map(|c| std::iter::once(c.topic.clone()).chain(self.repartition_topic(&c.topic)));
+        let emitted = self.emits.iter().map(|o| o.topic.clone()).filter(|t| t != NAMED_BY_INPUT);
+        let mut own: Vec<String> = Vec::new();
+        for topic in std::iter::once(self.changelog_topic()).chain(consumed).chain(emitted) {
+            if !own.contains(&topic) {
+                own.push(topic);
+            }
+        }
+        own
+    }
+
     /// The internal topic its inputs of `topic` go through when they must be repartitioned
     /// (their state key is not their Kafka key): `<participant>.<topic>.by-<key>`, with
     /// `_` in the key's name written `-`.

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use herald_bus::codec::SINGLE_OBJECT_MAGIC;
 use herald_bus::consumer::OwnedRecord;
+use herald_bus::dead_letter::{self, Failure, Stage};
 use herald_bus::publisher::Record;
 use herald_bus::runtime::Membership;
 use herald_bus::{KafkaConfig, Metadata};
@@ -40,8 +41,9 @@ use super::producer::TxnProducer;
 use super::restore::{self, restore};
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
+use crate::declaration::Declaration;
 use crate::participant::Participant;
-use crate::reactor::{self, Emission};
+use crate::reactor::{self, Emission, Panicked};
 use herald_bus::trace::{SpanKind, SpanRecord};
 use crate::slot::Slot;
 use crate::input::Routed;
@@ -92,6 +94,16 @@ type Parked<I> = (Vec<Held<I>>, oneshot::Sender<()>);
 /// A failed transaction call.
 type Failed = (TxnCall, KafkaError);
 
+/// The topics an input may not name for an output ([`Emitted::exact_topic`](crate::emit::Emitted::exact_topic)):
+/// the participant's own ([`Declaration::own_topics`], prefixed), its changelog as set, and
+/// Kafka's internal topics.
+fn own_topics(declaration: &Declaration, settings: &EngineSettings, changelog: &str) -> HashSet<String> {
+    let mut own: HashSet<String> = declaration.own_topics().iter().map(|t| settings.prefixed(t)).collect();
+    own.insert(changelog.to_owned());
+    own.extend(["__consumer_offsets".to_owned(), "__transaction_state".to_owned()]);
+    own
+}
+
 /// The open transaction.
 struct Open<I, S> {
     began: Option<Instant>,
@@ -141,6 +153,8 @@ pub(crate) struct Coordinator<P: Participant> {
     producer: Option<TxnProducer>,
     /// Which topics named by inputs exist (see `named_topics`).
     named_topics: NamedTopics,
+    /// Topics an input may not name ([`own_topics`]).
+    own_topics: HashSet<String>,
     /// A producer whose `init_transactions` failed retriably, to call it on again.
     initialising: Option<TxnProducer>,
     /// State of the partitions restored, by partition number.
@@ -182,6 +196,7 @@ impl<P: Participant> Coordinator<P> {
     ) -> Self {
         let inputs = participant.inputs();
         let transactional_id = settings.transactional_id(P::NAME);
+        let own_topics = own_topics(&Declaration::of(&*participant), &settings, &changelog);
         Coordinator {
             participant,
             inputs,
@@ -198,6 +213,7 @@ impl<P: Participant> Coordinator<P> {
             tx,
             producer: None,
             named_topics: NamedTopics::default(),
+            own_topics,
             initialising: None,
             partitions: HashMap::new(),
             owned: HashSet::new(),
@@ -475,15 +491,46 @@ impl<P: Participant> Coordinator<P> {
             self.backlog.push_front((partition, held));
             return Err(failed);
         }
-        let emissions = self.react_to(partition, &mut held);
+        let reacted = self.react_to(partition, &mut held);
+        // `decide` panicked: the input is dead-lettered in this transaction, with its offset.
+        let letter = reacted.as_ref().err().and_then(|panicked| self.dead_letter(&held, panicked));
         let (topic, _, offset) = held.position();
         self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
         self.open.held.push((partition, held));
-        self.emit(&emissions).await
+        match (reacted, letter) {
+            (Ok(emissions), _) => self.emit(&emissions).await,
+            (Err(_), Some(letter)) => self.send_dead_letter(letter).await,
+            (Err(_), None) => Ok(()),
+        }
     }
 
-    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Vec<Emission> {
-        let Held::Record { record, decoded } = held else { return Vec::new() };
+    /// The dead letter of a held record whose reaction panicked (stage `handler`).
+    fn dead_letter(&self, held: &Held<P::Input>, panicked: &Panicked) -> Option<Record> {
+        let Held::Record { record, .. } = held else { return None };
+        tracing::error!(topic = record.topic(), partition = record.partition(), offset = record.offset(), error = %panicked, "the reaction panicked: the input is dead-lettered, its state unchanged");
+        metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "input").increment(1);
+        let failure = Failure { stage: Stage::Handler, reason: panicked.to_string(), attempts: 1 };
+        let group = self.settings.group.clone().unwrap_or_else(|| self.settings.prefixed(P::NAME));
+        Some(dead_letter::record(&record.to_message(), &failure, &group, &dead_letter::topic_for(record.topic())))
+    }
+
+    /// Writes `letter` in the open transaction, unless its topic does not exist (the
+    /// transaction would fail on every retry): then the input is only skipped, with an error.
+    async fn send_dead_letter(&mut self, letter: Record) -> Result<(), Failed> {
+        let Some(producer) = &self.producer else { return Ok(()) };
+        if !self.named_topics.exists(producer, &letter.topic).await {
+            tracing::error!(topic = letter.topic, "the dead-letter topic does not exist: the input whose reaction panicked is skipped without a dead letter");
+            metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
+            return Ok(());
+        }
+        let topic = letter.topic.clone();
+        producer.send_owned(letter, None).await?;
+        metrics::counter!("herald_consumer_dead_lettered_total", "topic" => topic, "stage" => Stage::Handler.as_str()).increment(1);
+        Ok(())
+    }
+
+    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Result<Vec<Emission>, Panicked> {
+        let Held::Record { record, decoded } = held else { return Ok(Vec::new()) };
         let (topic, offset) = (record.topic(), record.offset());
         let decoded = match decoded.take() {
             Some(decoded) => Some(Ok(decoded)),
@@ -493,19 +540,28 @@ impl<P: Participant> Coordinator<P> {
             Some(Ok((routed, meta))) => {
                 let now = self.clock.now();
                 let slots = self.partitions.entry(partition).or_default();
-                self.open.before.entry((partition, routed.key.clone())).or_insert_with(|| slots.get(&routed.key).cloned());
+                let changed = (partition, routed.key.clone());
+                let first_change = !self.open.before.contains_key(&changed);
+                self.open.before.entry(changed.clone()).or_insert_with(|| slots.get(&routed.key).cloned());
                 let slot = slots.entry(routed.key.clone()).or_insert_with(|| Slot::new(self.participant.initial(&routed.key)));
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
-                reactor::react(&*self.participant, &self.source, slot, routed.input, &meta, now)
+                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now);
+                if reacted.is_err() && first_change {
+                    // The slot is as it was: not written, and not made for a key seen first.
+                    if let Some(None) = self.open.before.remove(&changed) {
+                        slots.remove(&routed.key);
+                    }
+                }
+                reacted
             }
             Some(Err(failure)) => {
                 tracing::error!(topic, partition, offset, reason = %failure.reason, "undecodable input in a transaction: skipped");
-                Vec::new()
+                Ok(Vec::new())
             }
             None => {
                 tracing::error!(topic, "input from a topic without a route: skipped");
-                Vec::new()
+                Ok(Vec::new())
             }
         }
     }
@@ -513,6 +569,14 @@ impl<P: Participant> Coordinator<P> {
     async fn emit(&mut self, emissions: &[Emission]) -> Result<(), Failed> {
         for emission in emissions {
             let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
+            // A topic the input named that is one of the participant's own (its changelog,
+            // an input, an output): a stranger's record there would corrupt that stream
+            // (a changelog record that does not decode stops the partition's restores).
+            if emission.event.is_exact_topic() && self.own_topics.contains(&topic) {
+                tracing::error!(topic, event_type = emission.event.type_name(), "the topic the input named is one of the participant's own: this output is dropped, the input's other effects commit");
+                metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "own-topic").increment(1);
+                continue;
+            }
             // A topic the input named (a reply topic) that does not exist would fail the
             // transaction on every retry and stall the partition: drop this output.
             if emission.event.is_exact_topic()
@@ -562,9 +626,10 @@ impl<P: Participant> Coordinator<P> {
         for (partition, slots) in &self.partitions {
             for (key, slot) in slots {
                 pending += slot.deadlines().len() as u64;
-                overdue += slot.deadlines().iter().filter(|d| d.is_due(now)).count() as u64;
-                if slot.next_due().is_some_and(|at| at <= now) {
-                    due.push((*partition, key.clone()));
+                let due_now = slot.deadlines().iter().filter(|d| d.is_due(now)).count();
+                overdue += due_now as u64;
+                if due_now > 0 {
+                    due.push((*partition, key.clone(), due_now));
                 }
             }
         }
@@ -574,16 +639,27 @@ impl<P: Participant> Coordinator<P> {
         if let Some(began) = self.open.began {
             metrics::gauge!("herald_choreography_open_transaction_age_seconds", "participant" => P::NAME).set(began.elapsed().as_secs_f64());
         }
-        for (partition, key) in due {
-            loop {
+        // A key fires at most as many deadlines as were due when the tick began: one that
+        // a reaction sets at or before `now` fires at the next tick (firing until none is
+        // due would never end for a participant that keeps setting them, and would stall
+        // every partition).
+        for (partition, key, due_now) in due {
+            for _ in 0..due_now {
                 self.ensure_begun().await?;
                 let Some(slots) = self.partitions.get_mut(&partition) else { break };
                 let Some(slot) = slots.get_mut(&key) else { break };
                 self.open.before.entry((partition, key.clone())).or_insert_with(|| Some(slot.clone()));
-                let Some((_, emissions)) = reactor::fire_due(&*self.participant, &self.inputs, &self.source, &key, slot, now) else { break };
+                let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, &key, slot, now) else { break };
                 self.open.reactions += 1;
                 metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
-                self.emit(&emissions).await?;
+                match reacted {
+                    Ok(emissions) => self.emit(&emissions).await?,
+                    Err(panicked) => {
+                        // No record to dead-letter: the deadline is taken (it fired), nothing else changes.
+                        tracing::error!(key, error = %panicked, "the reaction to a deadline panicked: the deadline is dropped, the state unchanged");
+                        metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
+                    }
+                }
             }
         }
         Ok(())
@@ -694,5 +770,28 @@ impl<P: Participant> Coordinator<P> {
             self.backlog.push_front(held);
         }
         self.open.waiters = open.waiters.into_iter().filter(|(p, _)| self.partitions.contains_key(p)).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::declaration::{Consumed, Output, NAMED_BY_INPUT};
+    use crate::KeyKind;
+
+    #[test]
+    fn an_input_may_name_none_of_the_participants_own_topics_as_prefixed() {
+        let declaration = Declaration {
+            name: "acct".into(),
+            consumes: vec![Consumed { topic: "acct.commands".into(), types: vec![], key: KeyKind::Subject }, Consumed { topic: "stock".into(), types: vec![], key: KeyKind::By("sku") }],
+            deadlines: false,
+            emits: vec![Output::untyped("acct.events", "x.Done", true), Output::untyped(NAMED_BY_INPUT, "x.Reply", true)],
+        };
+        let settings = EngineSettings { topic_prefix: "t1.".into(), ..EngineSettings::new("a") };
+        let own = own_topics(&declaration, &settings, "custom.changelog");
+        for topic in ["custom.changelog", "t1.acct.changelog", "t1.acct.commands", "t1.stock", "t1.acct.stock.by-sku", "t1.acct.events", "__consumer_offsets"] {
+            assert!(own.contains(topic), "{topic} in {own:?}");
+        }
+        assert!(!own.contains("acct.events") && !own.contains("t1.replies") && !own.iter().any(|t| t.contains(NAMED_BY_INPUT)), "{own:?}");
     }
 }

@@ -37,7 +37,11 @@ impl<I> Reader<I> {
             self.route.decode(&writer.name, &writer, datum, &meta)
         };
         match decoded {
-            Ok(Some(routed)) => Ok((routed, meta)),
+            // Keyed by the Kafka key: a record keyed otherwise would be a second writer.
+            Ok(Some(routed)) => match self.route.check_record_key(record.key(), &routed.key) {
+                Ok(()) => Ok((routed, meta)),
+                Err(e) => Err(failure(Stage::Decode, e.to_string())),
+            },
             Ok(None) => Err(failure(Stage::UnknownType, format!("event type {} is not consumed on {}", writer.name, self.route.topic()))),
             Err(e) => Err(failure(Stage::Decode, e.to_string())),
         }

@@ -29,6 +29,10 @@ pub enum EngineError {
     /// The consumer runtime failed.
     #[error(transparent)]
     Consumer(#[from] ConsumerError),
+    /// The coordinator (the task that reacts and commits) ended while the engine ran, a
+    /// panic outside a reaction for example: nothing could commit any more.
+    #[error("coordinator: {0}")]
+    Coordinator(String),
     /// A changelog partition could not be read back in time.
     #[error("restoring changelog {topic}[{partition}]: {reason}")]
     Restore {

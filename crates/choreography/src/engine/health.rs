@@ -8,7 +8,11 @@
 //! - `herald_choreography_transactions_total` (counter), label `outcome` = `committed` |
 //!   `aborted` | `fatal`;
 //! - `herald_choreography_open_transaction_age_seconds` (gauge);
-//! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges).
+//! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges);
+//! - `herald_choreography_reactions_panicked_total` (counter), labels `participant`,
+//!   `kind` = `input` (dead-lettered) | `deadline` (dropped);
+//! - `herald_choreography_outputs_dropped_total` (counter), labels `participant`,
+//!   `reason` = `unknown-topic` | `own-topic`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,6 +33,8 @@ pub struct EngineHealth {
     overdue: AtomicU64,
     restoring: AtomicU64,
     failing: AtomicBool,
+    /// The coordinator ended while the engine ran: unhealthy for good.
+    ended: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
 
@@ -57,6 +63,12 @@ impl EngineHealth {
         if fatal { &self.rebuilt } else { &self.aborted }.fetch_add(1, Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    /// The coordinator ended while the engine ran (`reason`): the engine is stopping.
+    pub(crate) fn coordinator_ended(&self, reason: String) {
+        self.ended.store(true, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }
 
     pub(crate) fn set_deadlines(&self, pending: u64, overdue: u64) {
@@ -113,7 +125,7 @@ impl herald_ops::HealthCheck for EngineHealth {
     fn check(&self) -> (bool, serde_json::Value) {
         let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (consumer_ok, consumer_details) = consumer.map_or((false, serde_json::Value::Null), |c| c.check());
-        let healthy = consumer_ok && !self.failing.load(Ordering::Relaxed);
+        let healthy = consumer_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed);
         (
             healthy,
             serde_json::json!({

@@ -35,6 +35,23 @@
 //!   are checked before their output is written (see `named_topics`): one that does not
 //!   exist would fail the transaction on every retry and stall the partition, so that
 //!   output is dropped with an error and `herald_choreography_outputs_dropped_total`.
+//!   So is one to a topic that is the participant's own
+//!   ([`Declaration::own_topics`](crate::declaration::Declaration::own_topics), prefixed:
+//!   its changelog, inputs, repartition and output topics) or Kafka's internal ones
+//!   (`reason="own-topic"`): a stranger's record in the compacted changelog would stop every
+//!   later restore of its partition.
+//! - **A reaction that panics** (a bug in `decide`, an aggregate's `evolve`) fails only
+//!   its input: the panic is caught, the input dead-lettered (`<topic>.dlq`, stage
+//!   `handler`, the panic's message as reason) in the transaction that moves past it, its
+//!   state unchanged; the partition goes on. A deadline whose reaction panics is dropped.
+//!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
+//!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
+//! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a
+//!   record whose key is not its event's aggregate id is dead-lettered (it would be a
+//!   second writer of that id); one without a key is accepted
+//!   ([`Route::check_record_key`](crate::input::Route::check_record_key)).
+//! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
+//!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
 
 mod classify;
@@ -238,9 +255,33 @@ impl<P: Participant> Engine<P> {
             tx.clone(),
         );
         let stop = CancellationToken::new();
-        let task = AbortOnDrop(tokio::spawn(coordinator.run(rx, stop.clone())).into());
-        let flush = tx.clone();
         let stopping = CancellationToken::new();
+        let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
+        let _coordinator = AbortTask(coordinator.abort_handle());
+        // The coordinator ends only once `stop` is cancelled. Ending before (a panic) would
+        // leave every partition waiting for commits that never come: the engine stops with
+        // an error instead, and /health says so.
+        let ended = Arc::new(OnceLock::new());
+        let watch = {
+            let (stop, stopping, health, ended) = (stop.clone(), stopping.clone(), self.health.clone(), ended.clone());
+            async move {
+                let result = coordinator.await;
+                if stop.is_cancelled() {
+                    return;
+                }
+                let reason = match result {
+                    Err(e) if e.is_panic() => format!("the coordinator panicked: {}", crate::reactor::panic_message(&*e.into_panic())),
+                    Err(e) => format!("the coordinator ended: {e}"),
+                    Ok(()) => "the coordinator ended".to_owned(),
+                };
+                tracing::error!(reason, "the engine stops");
+                health.coordinator_ended(reason.clone());
+                let _ = ended.set(reason);
+                stopping.cancel();
+            }
+        };
+        let task = AbortOnDrop(tokio::spawn(watch).into());
+        let flush = tx.clone();
         let signal = stopping.clone();
         let _signal = AbortOnDrop(
             tokio::spawn(async move {
@@ -288,6 +329,9 @@ impl<P: Participant> Engine<P> {
         if let Some(handle) = task.0.take_handle() {
             let _ = handle.await;
         }
+        if let Some(reason) = ended.get() {
+            return Err(EngineError::Coordinator(reason.clone()));
+        }
         result.map_err(EngineError::from)
     }
 }
@@ -310,6 +354,15 @@ impl HandleSlot {
 impl From<tokio::task::JoinHandle<()>> for HandleSlot {
     fn from(h: tokio::task::JoinHandle<()>) -> Self {
         HandleSlot(Some(h))
+    }
+}
+
+/// Aborts a task when dropped (the coordinator, when the engine's future is dropped).
+struct AbortTask(tokio::task::AbortHandle);
+
+impl Drop for AbortTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

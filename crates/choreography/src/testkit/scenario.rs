@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use super::raw::{test_meta, Raw};
 use crate::deadline::Deadline;
-use crate::declaration::Output;
+use crate::declaration::{Declaration, Output};
 use crate::input::Inputs;
 use crate::participant::Participant;
 use crate::reactor::{self, Emission};
@@ -62,6 +62,9 @@ pub struct Scenario<P: Participant> {
     participant: P,
     inputs: Inputs<P::Input>,
     outputs: Vec<Output>,
+    /// The participant's own topics ([`Declaration::own_topics`]): an output to one of them
+    /// that an input named is dropped, as the engine drops it.
+    own_topics: Vec<String>,
     source: String,
     slots: BTreeMap<String, Slot<P::State>>,
     now: DateTime<Utc>,
@@ -76,7 +79,8 @@ impl<P: Participant> Scenario<P> {
     pub fn new(participant: P) -> Self {
         let inputs = participant.inputs();
         let outputs = participant.outputs();
-        Scenario { participant, inputs, outputs, source: format!("/herald/{}", P::NAME), slots: BTreeMap::new(), now: super::start_time(), inputs_sent: 0, last_input: None, last: Vec::new(), history: Vec::new() }
+        let own_topics = Declaration::of(&participant).own_topics();
+        Scenario { participant, inputs, outputs, own_topics, source: format!("/herald/{}", P::NAME), slots: BTreeMap::new(), now: super::start_time(), inputs_sent: 0, last_input: None, last: Vec::new(), history: Vec::new() }
     }
 
     /// The participant.
@@ -201,8 +205,9 @@ impl<P: Participant> Scenario<P> {
     }
 
     /// Refuses undeclared outputs, events that do not encode, and deadlines nothing
-    /// would receive; records the rest.
-    fn checked(&mut self, out: Vec<Emission>) -> Vec<Emission> {
+    /// would receive; drops, as the engine does, an output to a topic an input named that
+    /// is one of the participant's own ([`Declaration::own_topics`]); records the rest.
+    fn checked(&mut self, mut out: Vec<Emission>) -> Vec<Emission> {
         if !self.inputs.has_deadlines() && self.slots.values().any(|s| !s.deadlines().is_empty()) {
             panic!("{} sets deadlines but its inputs() register no on_deadline", P::NAME);
         }
@@ -212,8 +217,9 @@ impl<P: Participant> Scenario<P> {
             if !self.outputs.iter().any(|o| o.topic() == topic && o.type_name() == type_name) {
                 panic!("{} emitted {type_name} on {topic}, which its outputs() do not declare", P::NAME);
             }
-            self.history.push(Raw::from_emission(emission));
         }
+        out.retain(|e| !(e.event.is_exact_topic() && self.own_topics.iter().any(|t| t == e.event.topic())));
+        self.history.extend(out.iter().map(Raw::from_emission));
         out
     }
 

@@ -3,19 +3,28 @@
 //! `TOPIC` is the dead-letter topic (`shop.orders.dlq`) or the topic it belongs to
 //! (`shop.orders`, mapped with [`herald_bus::dead_letter::topic_for`]). Reading takes
 //! the whole dead-letter topic up to its current end; nothing is committed.
+//!
+//! `replay` sends one letter at a time, in dead-letter order, each to the partition it
+//! came from when the letter records it and the topic still has it (else where the
+//! partitioner puts its key). It stops at the first letter it cannot send, so a later
+//! letter of the same key never lands before an earlier one: it lists what was replayed
+//! and what was not, and exits non-zero. Letters stay in the dead-letter topic either way.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use herald_bus::codec::{decode_value, SingleObject};
 use herald_bus::dead_letter::{self, DeadLetter};
+use herald_bus::publisher::Record;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::Offset;
 use serde_json::json;
 
 use crate::context::Context;
-use crate::exit::{invalid, out, outln};
+use crate::exit::{invalid, out, outln, Invalid};
 use herald_cli::json::AvroJson;
 use crate::read;
 use crate::record::hex_prefix;
@@ -27,7 +36,8 @@ pub enum Command {
     List(ListArgs),
     /// Everything about one dead letter: headers, and the payload decoded if it can be.
     Show(ShowArgs),
-    /// Publish dead-lettered records again to their original topic, unchanged.
+    /// Publish dead-lettered records again to their original topic and partition,
+    /// unchanged, in order; stops at the first record that cannot be sent.
     Replay(ReplayArgs),
 }
 
@@ -126,11 +136,41 @@ fn summary_json(dl: &DeadLetter) -> serde_json::Value {
     })
 }
 
+/// One line per dead letter: every text that came from headers or the key has its
+/// control characters (newlines, tabs, escapes) escaped.
 fn summary_line(dl: &DeadLetter) -> String {
+    let key = dl.key.as_ref().map_or(Cow::Borrowed("(none)"), |k| String::from_utf8_lossy(k));
     format!(
-        "{}/{}  {}/{}/{}  stage={} attempts={} group={} time={}  {}",
-        dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset, dl.stage, dl.attempts, dl.group, dl.time, dl.reason
+        "{}/{}  {}/{}/{}  stage={} attempts={} group={} time={} key={}  {}",
+        dl.dlq_partition,
+        dl.dlq_offset,
+        one_line(&dl.topic),
+        dl.partition,
+        dl.offset,
+        one_line(&dl.stage),
+        dl.attempts,
+        one_line(&dl.group),
+        one_line(&dl.time),
+        one_line(&key),
+        one_line(&dl.reason)
     )
+}
+
+/// `text` with its control characters escaped as Rust escapes them (`\n`, `\t`,
+/// `\u{1b}`), so it prints on one line and cannot move the terminal's cursor.
+fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
@@ -237,24 +277,115 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         outln!("dry run: {} dead letter(s) would be replayed, nothing sent", chosen.len());
         return Ok(());
     }
+    let partitions = original_partitions(ctx, &chosen).await?;
     let publisher = ctx.publisher("/herald/cli/dlq-replay")?;
-    let mut failed = 0;
-    for dl in &chosen {
+    for (i, dl) in chosen.iter().enumerate() {
+        let known = partitions.get(&dl.topic).and_then(|p| p.as_deref());
+        if dl.partition >= 0 && known.is_some_and(|p| !p.contains(&dl.partition)) {
+            eprintln!(
+                "warning: {dlq} {}/{}: {} has no partition {} any more; the record goes where its key is partitioned",
+                dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition
+            );
+        }
         // One at a time, in dead-letter order, so records of one key keep their order.
-        match publisher.send_record(dl.replay_record()).await {
+        match publisher.send_record(replay_record(dl, known)).await {
             Ok((partition, offset)) => outln!(
                 "replayed {dlq} {}/{} -> {} {partition}/{offset} (was {}/{})",
                 dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset
             ),
             Err(e) => {
-                failed += 1;
+                // Stop: a later letter of the same key must not land before this one.
                 eprintln!("error: {dlq} {}/{} not replayed: {e}", dl.dlq_partition, dl.dlq_offset);
+                let rest = &chosen[i + 1..];
+                for dl in rest {
+                    eprintln!("not replayed: {dlq} {}/{} (replay stopped at {}/{})", dl.dlq_partition, dl.dlq_offset, chosen[i].dlq_partition, chosen[i].dlq_offset);
+                }
+                publisher.flush(Duration::from_secs(30)).await.context("flushing the producer")?;
+                anyhow::bail!(
+                    "replay stopped at the first failure: {i} of {} dead letter(s) replayed, {} not (the failed one and every later one)",
+                    chosen.len(),
+                    rest.len() + 1
+                );
             }
         }
     }
     publisher.flush(Duration::from_secs(30)).await.context("flushing the producer")?;
-    if failed > 0 {
-        anyhow::bail!("{failed} dead letter(s) were not replayed");
-    }
     Ok(())
+}
+
+/// The partitions of each original topic of `letters`; `None` for a topic that does not
+/// exist (sending to it fails, or creates it where the broker does that).
+async fn original_partitions(ctx: &Context, letters: &[&DeadLetter]) -> anyhow::Result<HashMap<String, Option<Vec<i32>>>> {
+    let mut found = HashMap::new();
+    if letters.is_empty() {
+        return Ok(found);
+    }
+    let consumer = read::consumer(ctx, false)?;
+    for dl in letters {
+        if found.contains_key(&dl.topic) {
+            continue;
+        }
+        let partitions = match read::partitions(&consumer, &dl.topic).await {
+            Ok(p) => Some(p),
+            Err(e) if e.downcast_ref::<Invalid>().is_some() => None,
+            Err(e) => return Err(e),
+        };
+        found.insert(dl.topic.clone(), partitions);
+    }
+    Ok(found)
+}
+
+/// The record that puts `dl` back: its original key, value and headers, on the
+/// partition it was read from when the letter records one that `partitions` (the
+/// topic's, when known) has. Otherwise the partitioner decides: by key, or any
+/// partition for a keyless record.
+fn replay_record(dl: &DeadLetter, partitions: Option<&[i32]>) -> Record {
+    let record = dl.replay_record();
+    match partitions {
+        Some(p) if dl.partition >= 0 && p.contains(&dl.partition) => record.to_partition(dl.partition),
+        _ => record,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(partition: i32, key: Option<&[u8]>, reason: &str) -> DeadLetter {
+        DeadLetter {
+            dlq_partition: 0,
+            dlq_offset: 5,
+            reason: reason.to_owned(),
+            stage: "handler".into(),
+            attempts: 2,
+            topic: "shop.orders".into(),
+            partition,
+            offset: 41,
+            group: "billing".into(),
+            time: "2024-01-01T00:00:00Z".into(),
+            key: key.map(<[u8]>::to_vec),
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_letter_goes_back_to_its_partition_when_the_topic_has_it() {
+        assert_eq!(replay_record(&letter(2, None, "r"), Some(&[0, 1, 2])).partition, Some(2));
+        assert_eq!(replay_record(&letter(2, Some(b"k"), "r"), Some(&[0, 1, 2])).partition, Some(2));
+        assert_eq!(replay_record(&letter(5, None, "r"), Some(&[0, 1, 2])).partition, None, "partition gone");
+        assert_eq!(replay_record(&letter(-1, None, "r"), Some(&[0, 1, 2])).partition, None, "not recorded");
+        assert_eq!(replay_record(&letter(2, None, "r"), None).partition, None, "topic unknown");
+    }
+
+    #[test]
+    fn a_summary_is_one_line_whatever_the_reason_and_key_hold() {
+        let dl = letter(1, Some(b"o-1\nfake 0/0 line"), "boom\n  at handler\r\n\u{1b}[31mred\ttab");
+        let line = summary_line(&dl);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("key=o-1\\nfake 0/0 line"), "{line}");
+        assert!(line.ends_with("boom\\n  at handler\\r\\n\\u{1b}[31mred\\ttab"), "{line}");
+        assert!(summary_line(&letter(1, None, "plain")).contains("key=(none)  plain"));
+        assert_eq!(one_line("ünïcode stays"), "ünïcode stays");
+    }
 }

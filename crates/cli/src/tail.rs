@@ -31,10 +31,10 @@ pub struct Args {
     /// Stop after this many records.
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
-    /// Stop when no record arrived for this many seconds (default: run until ctrl-c or
-    /// SIGTERM, or until --limit).
-    #[arg(long, value_name = "SECS")]
-    pub timeout: Option<f64>,
+    /// Stop when no record arrived for this many seconds, fractions allowed (default: run
+    /// until ctrl-c or SIGTERM, or until --limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Duration>,
     /// One JSON object per line: id, type, source, subject, time, key, partition, offset,
     /// headers, data (and error, for records that did not decode).
     #[arg(long)]
@@ -44,10 +44,17 @@ pub struct Args {
     pub group: Option<String>,
 }
 
+/// `--timeout`: a finite, non-negative number of seconds that fits a [`Duration`]; anything
+/// else (`inf`, `NaN`, `-1`, `1e20`) is a usage error (exit code 2).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.trim().parse().map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a usable number of seconds (expected a finite number from 0 to {})", u64::MAX))
+}
+
 /// Tails the topic until the limit, the idle timeout, or a signal.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let codec = SingleObject::new(ctx.schemas()?);
-    let idle = args.timeout.map(Duration::from_secs_f64);
+    let idle = args.timeout;
     let consumer = match &args.group {
         None => {
             let consumer = read::consumer(ctx, false)?;
@@ -114,4 +121,20 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || c.unsubscribe()).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_finite_non_negative_seconds() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        for bad in ["inf", "-inf", "NaN", "-1", "1e20", "ten", ""] {
+            let err = parse_seconds(bad).expect_err(bad);
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
 }

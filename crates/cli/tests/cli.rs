@@ -360,8 +360,9 @@ async fn dlq_replay_puts_null_keys_and_tombstones_back_as_nulls() {
     // Dead letters of a keyless tombstone, a keyless value, a keyed tombstone (on the
     // partition its key hashes to), and an empty key with an empty value.
     let cart_partition = herald_bus::partitioner::partition_for(b"cart-7", 3) as i32;
+    let empty_key = herald_bus::partitioner::partition_for(b"", 3) as i32;
     type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-    let originals: [(KeyValue<'_>, i32); 4] = [((None, None), 0), ((None, Some(b"v")), 1), ((Some(b"cart-7"), None), cart_partition), ((Some(b""), Some(b"")), 2)];
+    let originals: [(KeyValue<'_>, i32); 4] = [((None, None), 0), ((None, Some(b"v")), 1), ((Some(b"cart-7"), None), cart_partition), ((Some(b""), Some(b"")), empty_key)];
     let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
     let failure = Failure { stage: Stage::Decode, reason: "no value".into(), attempts: 0 };
     for (i, ((key, value), partition)) in originals.iter().enumerate() {
@@ -380,9 +381,98 @@ async fn dlq_replay_puts_null_keys_and_tombstones_back_as_nulls() {
     assert_eq!(got, want, "null keys and values come back null, empty ones empty");
     let tombstone = back.iter().find(|m| m.key() == Some(b"cart-7".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
     assert_eq!((tombstone.payload(), tombstone.partition()), (None, cart_partition), "a keyed tombstone on its key's partition");
-    let empty_key = herald_bus::partitioner::partition_for(b"", 3) as i32;
     let empty = back.iter().find(|m| m.key() == Some(b"".as_slice())).unwrap_or_else(|| panic!("{back:?}"));
     assert_eq!(empty.partition(), empty_key, "an empty key is hashed like any key");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_sends_each_letter_to_its_original_partition_and_lists_it_on_one_line() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq.partition", 3).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+
+    // Keyless letters read from partition 2 (the random partitioner would scatter them),
+    // a keyed one read from a partition its key does not hash to, and one from a
+    // partition the topic no longer has. Reasons and keys with newlines and escapes.
+    let cart_hash = herald_bus::partitioner::partition_for(b"cart-7", 3) as i32;
+    let cart_partition = (cart_hash + 1) % 3;
+    type Letter<'a> = (Option<&'a [u8]>, i32, &'a str);
+    let letters: [Letter<'_>; 7] = [
+        (None, 2, "boom\nsecond line"),
+        (None, 2, "tab\there"),
+        (None, 2, "esc \u{1b}[2J"),
+        (None, 2, "plain"),
+        (None, 2, "plain"),
+        (Some(b"cart-7\ninjected 9/9 line"), cart_partition, "keyed"),
+        (None, 9, "gone"),
+    ];
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    for (i, (key, partition, reason)) in letters.iter().enumerate() {
+        let original = OwnedMessage::new(Some(format!("v{i}").into_bytes()), key.map(<[u8]>::to_vec), topic.clone(), rdkafka::Timestamp::NotAvailable, *partition, i as i64, None);
+        let failure = Failure { stage: Stage::Handler, reason: (*reason).into(), attempts: 1 };
+        publisher.send_record(dead_letter::record(&original, &failure, "carts", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    let listed = herald(&config, &["dlq", "list", &topic], None).await.ok();
+    assert_eq!(listed.stdout.lines().count(), letters.len(), "one line per dead letter: {listed:#?}");
+    assert!(!listed.stdout.chars().any(|c| c.is_control() && c != '\n'), "{listed:#?}");
+    assert!(listed.stdout.contains(r"boom\nsecond line") && listed.stdout.contains(r"key=cart-7\ninjected 9/9 line"), "{listed:#?}");
+
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), letters.len(), "{replayed:#?}");
+    assert!(replayed.stderr.contains(&format!("{topic} has no partition 9")), "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, letters.len(), Duration::from_secs(30)).await;
+    assert_eq!(back.len(), letters.len());
+    for (i, (key, partition, _)) in letters.iter().enumerate().filter(|(_, (_, p, _))| *p < 3) {
+        let value = format!("v{i}");
+        let msg = back.iter().find(|m| m.payload() == Some(value.as_bytes())).unwrap_or_else(|| panic!("{value} not replayed: {back:?}"));
+        assert_eq!((msg.key(), msg.partition()), (*key, *partition), "{value} back on the partition it was read from");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_stops_at_the_first_letter_it_cannot_send() {
+    let config = herald_testkit::kafka().await;
+    // The original topic refuses records over 2 KiB; the dead-letter topic does not.
+    let topic = herald_testkit::unique("cli.dlq.stop");
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(1).config("max.message.bytes", "2048"), TopicSpec::new(&dlq).partitions(1)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // o-2's first letter cannot go back; its second must not overtake it, nor anything later.
+    let big = vec![b'x'; 8 * 1024];
+    let letters: [(&[u8], &[u8]); 4] = [(b"o-1", b"first"), (b"o-2", &big), (b"o-2", b"after the big one"), (b"o-3", b"last")];
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    let failure = Failure { stage: Stage::Handler, reason: "boom".into(), attempts: 1 };
+    let mut offsets = Vec::new();
+    for (i, (key, value)) in letters.iter().enumerate() {
+        let original = OwnedMessage::new(Some(value.to_vec()), Some(key.to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, i as i64, None);
+        let (_, offset) = publisher.send_record(dead_letter::record(&original, &failure, "billing", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+        offsets.push(offset);
+    }
+
+    let replay = herald(&config, &["dlq", "replay", &topic, "--all"], None).await;
+    assert_eq!(replay.code, Some(1), "{replay:#?}");
+    assert_eq!(replay.lines(), [format!("replayed {dlq} 0/{} -> {topic} 0/0 (was 0/0)", offsets[0])], "{replay:#?}");
+    assert!(replay.stderr.contains(&format!("{dlq} 0/{} not replayed", offsets[1])), "{replay:#?}");
+    for offset in &offsets[2..] {
+        assert!(replay.stderr.contains(&format!("not replayed: {dlq} 0/{offset}")), "{replay:#?}");
+    }
+    assert!(replay.stderr.contains("1 of 4 dead letter(s) replayed, 3 not"), "{replay:#?}");
+    assert_eq!(watermarks(&config, &topic), (0, 1), "nothing after the failed letter was sent");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_refuses_a_timeout_that_is_not_a_usable_number_of_seconds() {
+    // Refused while parsing the arguments: no broker is contacted.
+    let config = KafkaConfig::new("127.0.0.1:9092");
+    for bad in ["inf", "NaN", "1e20", "-1"] {
+        let run = herald(&config, &["tail", "no.such.topic", &format!("--timeout={bad}")], None).await;
+        assert_eq!(run.code, Some(2), "--timeout {bad}: {run:#?}");
+        assert!(run.stderr.contains("not a usable number of seconds") && !run.stderr.contains("panicked"), "--timeout {bad}: {run:#?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -113,3 +113,12 @@ async fn saga_track_list_and_show_against_the_broker() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn a_zero_or_overflowing_registry_heartbeat_is_a_usage_error() {
+    for bad in ["0ms", "99999999999999999d"] {
+        let (code, _, err) = herald(&["saga", "track", "--registry-heartbeat", bad]);
+        assert_eq!(code, 2, "--registry-heartbeat {bad}: {err}");
+        assert!(err.contains("invalid registry settings") && err.contains(bad), "{err}");
+    }
+}

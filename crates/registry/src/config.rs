@@ -6,7 +6,8 @@ use std::time::Duration;
 ///
 /// Defaults: a 5 s timeout per HTTP request, and transient failures (5xx, 429, timeouts,
 /// refused connections) retried [`Backoff::default`]: 4 attempts, 100 ms doubling up to
-/// 1 s. `Debug` never prints the password.
+/// 1 s. `Debug` never prints the password, neither the one given with
+/// [`RegistryConfig::basic_auth`] nor one in the URL (`https://key:secret@host`).
 ///
 /// `https://` URLs are spoken with rustls, trusting the system's root certificates and,
 /// for a registry whose certificate a private CA signed, the CAs given with
@@ -20,6 +21,8 @@ use std::time::Duration;
 ///     .backoff(Backoff { attempts: 6, ..Backoff::default() })
 ///     .basic_auth("herald", "s3cret");
 /// assert!(!format!("{config:?}").contains("s3cret"));
+/// let in_url = RegistryConfig::new("https://key:s3cret@registry.example");
+/// assert!(!format!("{in_url:?}").contains("s3cret"));
 /// ```
 #[derive(Clone)]
 pub struct RegistryConfig {
@@ -84,13 +87,25 @@ impl RegistryConfig {
 impl std::fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryConfig")
-            .field("url", &self.url)
+            .field("url", &redact_url(&self.url))
             .field("timeout", &self.timeout)
             .field("backoff", &self.backoff)
             .field("auth", &self.auth.as_ref().map(|(user, _)| format!("{user}:<redacted>")))
             .field("extra_cas", &self.ca_pem.len())
             .finish()
     }
+}
+
+/// `url` with the password of its userinfo (`scheme://user:password@host`) replaced by
+/// `<redacted>`; the user name stays, so an operator can tell which credential is used.
+fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.into() };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else { return url.into() };
+    let Some(colon) = authority[..at].find(':') else { return url.into() };
+    let (user_end, password_end) = (scheme_end + colon + 1, scheme_end + at);
+    format!("{}<redacted>{}", &url[..user_end], &url[password_end..]).into()
 }
 
 /// Bounded exponential backoff for transient registry failures.
@@ -127,5 +142,22 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
         self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_the_url_is_redacted() {
+        assert_eq!(redact_url("https://key:s3cret@registry.example/api"), "https://key:<redacted>@registry.example/api");
+        // A password holding `@` or `:` (percent-encoding is optional for some clients).
+        assert_eq!(redact_url("https://key:se:cr@et@host:8081"), "https://key:<redacted>@host:8081");
+        assert_eq!(redact_url("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
+        assert_eq!(redact_url("https://user@host/a:b@c"), "https://user@host/a:b@c", "no password; `@` in the path is not userinfo");
+        assert_eq!(redact_url("host:8081"), "host:8081");
+        let debug = format!("{:?}", RegistryConfig::new("https://key:s3cret@host").basic_auth("u", "p4ss"));
+        assert!(!debug.contains("s3cret") && !debug.contains("p4ss") && debug.contains("key:<redacted>@host"), "{debug}");
     }
 }

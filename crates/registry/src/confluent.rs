@@ -19,9 +19,11 @@ use crate::{wire, Registry, RegistryError, SubjectStrategy};
 /// fingerprint, that one is used.
 ///
 /// Errors: a registry that stays unavailable after the client's retries gives
-/// [`PublishError::Codec`] (retryable) on publish; on consume it gives a
-/// [`DecodeError`] whose reason says the registry was unavailable (see the crate docs,
-/// *Guarantees*). An unknown schema id (404) is a permanent [`DecodeError`].
+/// [`PublishError::Codec`] (retryable) on publish. On consume, an unavailable registry,
+/// a refused credential (401/403), 408/429 or a response that is not the registry's
+/// gives the transient [`DecodeError::Unavailable`]: the consumer waits and retries (see
+/// the crate docs, *Guarantees*). An unknown schema id (404) is a permanent
+/// [`DecodeError`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -88,14 +90,30 @@ impl Confluent {
 
 /// How a registry failure on the read path becomes a [`DecodeError`].
 ///
-/// `DecodeError` has no variant for a schema id yet (see the report of issue 3 for the
-/// proposed `DecodeError::UnknownSchemaId` and `DecodeError::Unavailable`), so the reason
-/// carries the id and the registry's answer.
+/// Only an answer about the record itself is permanent (the consumer dead-letters it): a
+/// schema id the registry does not have (404) and a schema that is not usable Avro.
+/// Everything else is about the consumer's access to the registry, not the record, so
+/// it is [`DecodeError::Unavailable`] and the consumer waits and retries instead of
+/// dead-lettering every record: an outage, 401/403/407 (a rotated or missing
+/// credential), 408/429, a 2xx body that is not the registry's JSON (a proxy's HTML
+/// page), or a client that cannot be set up. Other 4xx answers stay permanent.
 fn decode_error(id: u32, e: RegistryError) -> DecodeError {
+    if transient_on_read(&e) {
+        return DecodeError::Unavailable(format!("schema id {id}: {e}"));
+    }
     match &e {
         RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId(id),
-        RegistryError::Unavailable { .. } => DecodeError::Unavailable(format!("schema id {id}: {e}")),
         _ => DecodeError::Datum { type_name: "Confluent-framed".to_owned(), reason: format!("schema id {id}: {e}") },
+    }
+}
+
+/// True when fetching a writer schema failed for a reason that may go away without the
+/// record changing (see [`decode_error`]).
+fn transient_on_read(e: &RegistryError) -> bool {
+    match e {
+        RegistryError::Unavailable { .. } | RegistryError::InvalidResponse(_) | RegistryError::Client(_) => true,
+        RegistryError::Rejected { status, .. } => matches!(status, 401 | 403 | 407 | 408 | 429),
+        _ => false,
     }
 }
 
@@ -124,5 +142,36 @@ fn publish_error(schema: &KnownSchema, e: RegistryError) -> PublishError {
             PublishError::Encode { event_type: schema.name.clone(), reason: e.to_string() }
         }
         _ => PublishError::Codec(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(status: u16) -> RegistryError {
+        RegistryError::Rejected { status, code: 0, message: "no".into() }
+    }
+
+    #[test]
+    fn access_failures_on_read_are_transient() {
+        for status in [401, 403, 407, 408, 429] {
+            let err = decode_error(7, rejected(status));
+            assert!(matches!(err, DecodeError::Unavailable(_)), "{status}: {err:?}");
+            assert!(err.is_transient());
+        }
+        let html = decode_error(7, RegistryError::InvalidResponse("expected value at line 1 column 1 in <html>".into()));
+        assert!(matches!(&html, DecodeError::Unavailable(r) if r.contains("schema id 7") && r.contains("<html>")), "{html:?}");
+        assert!(decode_error(7, RegistryError::Client("bad".into())).is_transient());
+        assert!(decode_error(7, RegistryError::Unavailable { attempts: 3, reason: "503".into() }).is_transient());
+    }
+
+    #[test]
+    fn answers_about_the_record_stay_permanent() {
+        let missing = decode_error(7, RegistryError::NotFound { status: 404, code: 40403, message: "Schema not found".into() });
+        assert!(matches!(missing, DecodeError::UnknownSchemaId(7)), "{missing:?}");
+        let invalid = decode_error(7, RegistryError::InvalidSchema { id: 7, reason: "not Avro".into() });
+        assert!(matches!(invalid, DecodeError::Datum { .. }), "{invalid:?}");
+        assert!(!decode_error(7, rejected(422)).is_transient());
     }
 }

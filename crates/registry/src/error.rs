@@ -18,8 +18,10 @@ pub enum RegistryError {
         /// The registry's message.
         message: String,
     },
-    /// The registry refused the request for good: 409 incompatible schema, 422 invalid
-    /// schema, 401/403 not allowed, or another 4xx.
+    /// The registry refused the request: 409 incompatible schema, 422 invalid schema,
+    /// 401/403 not allowed, or another 4xx. Not retried by the client; on the read path
+    /// the [`Confluent`](crate::Confluent) codec still treats 401/403/407 as transient
+    /// (a credential can be fixed without the record changing).
     #[error("registry: request rejected ({status}, error {code}: {message})")]
     Rejected {
         /// HTTP status.

@@ -48,11 +48,13 @@
 //! - **An unknown schema id is permanent.** A 404 on `GET /schemas/ids/{id}` is a
 //!   `DecodeError`; the consumer dead-letters the record with the reason
 //!   `unknown schema id N: ...` and goes on.
-//! - **Registry outage while consuming.** `DecodeError` is permanent in herald-bus today,
-//!   so a record whose schema cannot be fetched after the retries is dead-lettered too,
-//!   with a reason that says the failure was transient and the record should be
-//!   replayed. Once the bus has a retryable decode error (proposed in issue 3), the codec
-//!   will return it and the partition will wait instead.
+//! - **Registry outage or refusal while consuming waits.** A writer schema that cannot
+//!   be fetched after the retries because the registry is down, answers 401/403/407
+//!   (a rotated or wrong credential), 408/429, or answers 2xx with something that is not
+//!   its JSON (a proxy's HTML page) is `DecodeError::Unavailable`: the consumer waits and
+//!   retries the record instead of dead-lettering it. Only answers about the record
+//!   itself (404 for its id, a schema that is not usable Avro, another 4xx) are
+//!   permanent.
 //! - **Schema references are followed.** A writer's schema that names types registered
 //!   under other subjects (`references`, as Confluent's serializers write them for shared
 //!   types) is read with them, recursively, as the same schema written in one piece (the

@@ -97,6 +97,24 @@ async fn registry_unavailable_on_consume_is_a_transient_decode_error() {
 }
 
 #[tokio::test]
+async fn a_refused_credential_or_a_foreign_answer_on_consume_is_transient() {
+    let fake = FakeRegistry::start().await;
+    let id = fake.insert("shop.orders.OrderPlaced", &placed().json().expect("schema json"));
+    let codec = Confluent::new(registry(&fake));
+    let frame = [&[0u8][..], &id.to_be_bytes(), &[2]].concat();
+    for status in [401, 403, 200] {
+        fake.answer_all(Some(status));
+        let err = codec.read_header(&frame).await.expect_err("registry refuses");
+        assert!(matches!(err, DecodeError::Unavailable(_)), "{status}: {err:?}");
+        assert!(err.is_transient(), "{status}: the consumer waits instead of dead-lettering");
+    }
+    // Once the credential works again, the same record decodes.
+    fake.answer_all(None);
+    let (writer, _) = codec.read_header(&frame).await.expect("registry answers again");
+    assert_eq!(writer.name, "shop.orders.OrderPlaced");
+}
+
+#[tokio::test]
 async fn registry_unavailable_is_retried_then_retryable_on_publish() {
     let fake = FakeRegistry::start().await;
     fake.set_down(true);

@@ -152,6 +152,37 @@ async fn publishing_while_the_registry_is_down_fails_retryably_and_sends_nothing
     assert!(err.is_retryable(), "{err:?}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_registry_credential_makes_the_consumer_wait_not_dead_letter() {
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "registry.auth", 1).await);
+    let fake = FakeRegistry::start().await;
+    let registry = Registry::new(RegistryConfig::new(&fake.url).backoff(quick_backoff())).expect("client");
+    confluent_publisher(&config, registry).publish(&orders, &OrderPlaced::example("o-1", "cust", 1)).await.expect("published");
+
+    // The consumer's credential is refused (a rotated secret): it must keep asking.
+    fake.answer_all(Some(401));
+    let consumer_registry = Registry::new(RegistryConfig::new(&fake.url).backoff(quick_backoff())).expect("client");
+    let (running, seen) = start_dual_consumer(&config, &orders, consumer_registry).await;
+    let before = fake.requests();
+    wait_until(DEADLINE, "the consumer retries the schema fetch after 401s", || {
+        let n = fake.requests();
+        async move { n >= before + 2 * quick_backoff().attempts as usize }
+    })
+    .await;
+    assert!(seen.lock().expect("seen").is_empty(), "nothing handled while the registry refuses");
+
+    fake.answer_all(None);
+    wait_until(DEADLINE, "the record handled once the credential works", || {
+        let n = seen.lock().expect("seen").len();
+        async move { n >= 1 }
+    })
+    .await;
+    running.shutdown().await;
+    assert_eq!(seen.lock().expect("seen").as_slice(), ["o-1"]);
+    assert_eq!(record_count(&config, &dead_letter::topic_for(orders.name())).await, 0, "nothing dead-lettered");
+}
+
 /// A consumer running on its own task.
 mod running {
     use herald_bus::ConsumerBuilder;

@@ -52,8 +52,9 @@ pub struct AnnounceArgs {
     /// address its HTTP server is bound to.
     #[cfg_attr(feature = "clap", arg(long, env = "HERALD_ADVERTISE", value_name = "URL"))]
     pub advertise: Option<String>,
-    /// How often the registration is renewed (`500ms`, `5s`); default 5 s.
-    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = herald_ops::parse_duration))]
+    /// How often the registration is renewed (`500ms`, `5s`); default 5 s. Zero, and
+    /// intervals so long that the TTL (three intervals) overflows, are refused.
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION", value_parser = parse_heartbeat))]
     pub registry_heartbeat: Option<Duration>,
 }
 
@@ -70,10 +71,27 @@ impl AnnounceArgs {
         let topic = self.registry_topic.clone().unwrap_or_else(|| format!("{prefix}{}", crate::settings::DEFAULT_TOPIC));
         let mut settings = Settings::default().topic(topic);
         if let Some(every) = self.registry_heartbeat {
-            settings = settings.heartbeat(every).ttl(every * 3);
+            // Saturating: an interval too long for the clock is refused by
+            // `Settings::validate` when registering, not a panic here.
+            settings = settings.heartbeat(every).ttl(every.saturating_mul(3));
         }
         settings
     }
+}
+
+/// Parses `--registry-heartbeat`: a duration ([`herald_ops::parse_duration`]) that is not
+/// zero and whose TTL (three intervals) fits the clock.
+///
+/// ```
+/// use herald_services::announce::parse_heartbeat;
+/// assert_eq!(parse_heartbeat("500ms").unwrap(), std::time::Duration::from_millis(500));
+/// assert!(parse_heartbeat("0ms").is_err());
+/// assert!(parse_heartbeat("99999999999999999d").is_err());
+/// ```
+#[cfg(feature = "clap")]
+pub fn parse_heartbeat(s: &str) -> Result<Duration, crate::RegistryError> {
+    let every = herald_ops::parse_duration(s).map_err(crate::RegistryError::InvalidSettings)?;
+    crate::settings::check_heartbeat(every)
 }
 
 /// What a process says about itself; [`Announcement::register`] puts it on the registry.
@@ -221,4 +239,26 @@ pub fn default_instance() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_owned());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlong_heartbeat_gives_settings_without_a_panic() {
+        let args = AnnounceArgs { registry_heartbeat: Some(Duration::MAX), ..Default::default() };
+        let settings = args.settings("");
+        assert_eq!(settings.ttl, Duration::MAX);
+        assert!(settings.validate().is_err());
+    }
+
+    #[cfg(feature = "clap")]
+    #[test]
+    fn the_heartbeat_option_refuses_zero_and_overflow() {
+        assert_eq!(parse_heartbeat("500ms").ok(), Some(Duration::from_millis(500)));
+        for bad in ["0ms", "0s", "99999999999999999d", "soon"] {
+            assert!(matches!(parse_heartbeat(bad), Err(crate::RegistryError::InvalidSettings(_))), "{bad}");
+        }
+    }
 }

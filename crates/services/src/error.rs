@@ -16,6 +16,10 @@ pub enum RegistryError {
     /// A Kafka client could not be created, or a request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    /// Settings that cannot work: a zero heartbeat interval, or one so long that its TTL
+    /// (three intervals) overflows the clock.
+    #[error("invalid registry settings: {0}")]
+    InvalidSettings(String),
     /// A registration or tombstone was not acknowledged before its deadline.
     #[error("not acknowledged within {0:?}")]
     Timeout(std::time::Duration),

@@ -44,7 +44,11 @@ impl Registration {
     ///
     /// Cancellation-safe: dropping the future before it returns leaves at most one record
     /// that expires after the TTL.
+    ///
+    /// Errors: [`RegistryError::InvalidSettings`] (before anything is sent) for settings
+    /// [`Settings::validate`] refuses, such as a zero heartbeat interval.
     pub async fn register(config: &KafkaConfig, settings: &Settings, instance: Instance) -> Result<Self, RegistryError> {
+        settings.validate()?;
         crate::topic::ensure_topic(config, &settings.topic).await?;
         let producer: FutureProducer = config
             .client_config(&[("acks", "all"), ("enable.idempotence", "true"), ("partitioner", "murmur2_random"), ("linger.ms", "0")])

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::RegistryError;
+
 /// The registry topic's default name.
 pub const DEFAULT_TOPIC: &str = "herald.services";
 
@@ -53,5 +55,62 @@ impl Settings {
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
+    }
+
+    /// Checks that a registration can run with these settings: a heartbeat interval that
+    /// is not zero, and a heartbeat interval and TTL that the monotonic clock can add.
+    /// [`Registration::register`](crate::Registration::register) calls it first.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use herald_services::Settings;
+    /// assert!(Settings::default().validate().is_ok());
+    /// assert!(Settings::default().heartbeat(Duration::ZERO).validate().is_err());
+    /// assert!(Settings::default().heartbeat(Duration::MAX).validate().is_err());
+    /// ```
+    pub fn validate(&self) -> Result<(), RegistryError> {
+        check_heartbeat(self.heartbeat)?;
+        if tokio::time::Instant::now().checked_add(self.ttl).is_none() {
+            return Err(RegistryError::InvalidSettings(format!("TTL {:?} is too long", self.ttl)));
+        }
+        Ok(())
+    }
+}
+
+/// A heartbeat interval that works: not zero, and its TTL (three intervals, see
+/// [`crate::announce::AnnounceArgs::settings`]) fits the monotonic clock.
+pub(crate) fn check_heartbeat(every: Duration) -> Result<Duration, RegistryError> {
+    if every.is_zero() {
+        return Err(RegistryError::InvalidSettings("the heartbeat interval must be longer than zero".into()));
+    }
+    let fits = every.checked_mul(3).and_then(|ttl| tokio::time::Instant::now().checked_add(ttl)).is_some();
+    if !fits {
+        return Err(RegistryError::InvalidSettings(format!("heartbeat interval {every:?} is too long (its TTL, three intervals, overflows the clock)")));
+    }
+    Ok(every)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_zero_or_overflowing_heartbeat_is_refused() {
+        assert!(matches!(check_heartbeat(Duration::ZERO), Err(RegistryError::InvalidSettings(_))));
+        assert!(matches!(check_heartbeat(Duration::MAX / 2), Err(RegistryError::InvalidSettings(_))), "three intervals overflow");
+        assert!(matches!(check_heartbeat(Duration::from_secs(u64::MAX / 4)), Err(RegistryError::InvalidSettings(_))), "the clock overflows");
+        assert_eq!(check_heartbeat(Duration::from_millis(1)).ok(), Some(Duration::from_millis(1)));
+        assert!(matches!(Settings::default().ttl(Duration::MAX).validate(), Err(RegistryError::InvalidSettings(_))));
+    }
+
+    #[tokio::test]
+    async fn registering_with_a_zero_heartbeat_fails_before_anything_is_sent() {
+        // Nothing listens here: the settings are refused before any connection.
+        let config = herald_bus::KafkaConfig::new("127.0.0.1:1");
+        let instance = crate::Instance::new("orders", "a", "", "1").expect("valid");
+        let settings = Settings::default().heartbeat(Duration::ZERO);
+        let err = crate::Registration::register(&config, &settings, instance).await.err().expect("refused");
+        assert!(matches!(err, RegistryError::InvalidSettings(_)), "{err:?}");
+        assert!(!err.is_retryable());
     }
 }

@@ -36,7 +36,16 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Table {
     ttl: Duration,
-    entries: BTreeMap<String, (Instance, Instant)>,
+    entries: BTreeMap<String, Known>,
+}
+
+/// The latest record of one instance, when its heartbeat counts as seen, and when the
+/// record arrived (both by this process's monotonic clock).
+#[derive(Debug, Clone)]
+struct Known {
+    instance: Instance,
+    seen: Instant,
+    arrived: Instant,
 }
 
 impl Table {
@@ -47,11 +56,17 @@ impl Table {
 
     /// Applies a record: `Some` is a registration or heartbeat, `None` a tombstone.
     ///
-    /// The heartbeat counts as seen at `now` minus its age by the record's own wall clock
-    /// (`wall_now_ms - heartbeat_at_ms`, at least zero and at most the TTL): a record of a
-    /// long-dead instance read when a directory starts is expired at once, while a fresh
-    /// heartbeat is timed by this process's monotonic clock, so small clock skew between
-    /// hosts only shifts expiry, never revives a dead instance for more than a TTL.
+    /// The first record of an instance counts as seen at `now` minus its age by the
+    /// record's own wall clock (`wall_now_ms - heartbeat_at_ms`, at least zero and at most
+    /// the TTL): a record of a long-dead instance read when a directory starts is expired
+    /// at once.
+    ///
+    /// After that, a heartbeat whose `heartbeat_at_ms` advanced and that arrived in real
+    /// time (at least half the writer's interval after the previous record, not in a
+    /// burst of backlog) counts as seen `now`, by this process's monotonic clock alone: a
+    /// writer whose clock is behind this process's stays live. Any other record of a known
+    /// instance counts as seen at the later of its wall-clock estimate and when the
+    /// previous heartbeat counted as seen, so a dead instance's backlog never revives it.
     pub fn apply(&mut self, key: &str, record: Option<Instance>, now: Instant, wall_now_ms: i64) {
         match record {
             None => {
@@ -59,9 +74,21 @@ impl Table {
             }
             Some(instance) => {
                 let age_ms = wall_now_ms.saturating_sub(instance.heartbeat_at_ms).max(0) as u64;
-                let age = Duration::from_millis(age_ms).min(self.ttl + Duration::from_millis(1));
-                let seen = now.checked_sub(age).unwrap_or(now);
-                self.entries.insert(key.to_owned(), (instance, seen));
+                let age = Duration::from_millis(age_ms).min(self.ttl.saturating_add(Duration::from_millis(1)));
+                let by_wall_clock = now.checked_sub(age).unwrap_or(now);
+                let seen = match self.entries.get(key) {
+                    None => by_wall_clock,
+                    Some(previous) => {
+                        let advanced_ms = instance.heartbeat_at_ms.saturating_sub(previous.instance.heartbeat_at_ms);
+                        let real_time = Duration::from_millis(advanced_ms.max(0) as u64 / 2);
+                        if advanced_ms > 0 && now.saturating_duration_since(previous.arrived) >= real_time {
+                            now
+                        } else {
+                            by_wall_clock.max(previous.seen)
+                        }
+                    }
+                };
+                self.entries.insert(key.to_owned(), Known { instance, seen, arrived: now });
             }
         }
     }
@@ -70,7 +97,7 @@ impl Table {
     pub fn entries(&self, now: Instant) -> Vec<Entry> {
         self.entries
             .values()
-            .map(|(instance, seen)| {
+            .map(|Known { instance, seen, .. }| {
                 let age = now.saturating_duration_since(*seen);
                 let health = if age > self.ttl { Health::Expired } else { Health::Live };
                 Entry { instance: instance.clone(), age, health }
@@ -86,8 +113,8 @@ impl Table {
     /// Forgets instances expired for longer than `after` (their records stay on the topic
     /// until a tombstone; this bounds the memory of a long-running directory).
     pub fn forget_expired(&mut self, now: Instant, after: Duration) {
-        let limit = self.ttl + after;
-        self.entries.retain(|_, (_, seen)| now.saturating_duration_since(*seen) <= limit);
+        let limit = self.ttl.saturating_add(after);
+        self.entries.retain(|_, known| now.saturating_duration_since(known.seen) <= limit);
     }
 }
 
@@ -135,6 +162,36 @@ mod tests {
         assert_eq!(t.entries(Instant::now()).len(), 1);
         t.forget_expired(Instant::now(), Duration::ZERO);
         assert!(t.entries(Instant::now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_live_writer_whose_clock_is_behind_stays_live() {
+        // The writer's clock is 20 s behind this process's; the TTL is 3 s.
+        let ttl = Duration::from_secs(3);
+        let skew = 20_000;
+        let mut t = Table::new(ttl);
+        let mut writer = 1_000_000;
+        t.apply("orders/a", Some(instance("a", writer)), Instant::now(), writer + skew);
+        assert!(t.live("orders", Instant::now()).is_empty(), "the first record is aged by the wall clocks");
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            writer += 1000;
+            t.apply("orders/a", Some(instance("a", writer)), Instant::now(), writer + skew);
+            assert_eq!(t.live("orders", Instant::now()).len(), 1, "each heartbeat is seen now");
+        }
+        // Silence still expires it, by this process's clock.
+        tokio::time::advance(Duration::from_millis(3001)).await;
+        assert!(t.live("orders", Instant::now()).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_instance_s_backlog_read_in_a_burst_does_not_revive_it() {
+        let mut t = Table::new(Duration::from_secs(3));
+        // Three uncompacted heartbeats of an instance dead for a minute, read at once.
+        for beat in [0, 1000, 2000] {
+            t.apply("orders/old", Some(instance("old", beat)), Instant::now(), 62_000);
+        }
+        assert!(t.live("orders", Instant::now()).is_empty());
     }
 
     #[tokio::test(start_paused = true)]

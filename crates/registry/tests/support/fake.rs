@@ -5,7 +5,7 @@
 //! request answer 503 like a registry whose backend is down.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -32,6 +32,9 @@ pub struct Shared {
     pub failures_left: AtomicUsize,
     /// Requests received.
     pub requests: AtomicUsize,
+    /// When not 0, answer every request with this status: 401 for a refused credential,
+    /// 200 for a proxy answering with an HTML page.
+    pub answer: AtomicU16,
 }
 
 /// A running fake registry; stops when dropped.
@@ -86,6 +89,12 @@ impl FakeRegistry {
         self.state.failures_left.store(n, Ordering::SeqCst);
     }
 
+    /// Answers every request with `status` (401: credential refused; 200: an HTML page,
+    /// as a misconfigured proxy would), or normally again with `None`.
+    pub fn answer_all(&self, status: Option<u16>) {
+        self.state.answer.store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
@@ -137,9 +146,18 @@ fn error(status: StatusCode, code: i64, message: &str) -> Response {
     (status, Json(json!({ "error_code": code, "message": message }))).into_response()
 }
 
-/// 503 while down or while injected failures last.
+/// 503 while down or while injected failures last; the status set with
+/// [`FakeRegistry::answer_all`] while set.
 fn unavailable(state: &Shared) -> Option<Response> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    match state.answer.load(Ordering::SeqCst) {
+        0 => {}
+        200 => return Some((StatusCode::OK, axum::response::Html("<html><body>Sign in</body></html>")).into_response()),
+        status => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED);
+            return Some(error(status, status.as_u16().into(), "Unauthorized"));
+        }
+    }
     let injected = state
         .failures_left
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

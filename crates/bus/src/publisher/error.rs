@@ -80,6 +80,15 @@ pub enum PublishError {
     /// The codec could not frame the payload (for example the schema registry is down).
     #[error("cannot frame payload: {0}")]
     Codec(String),
+    /// Not sent because an earlier event of the same aggregate in the same
+    /// [`Publisher::publish_all`](super::Publisher::publish_all) could not be sent: sent,
+    /// it would have landed before that one on a retry. Publish it again after the
+    /// earlier one.
+    #[error("not sent: an earlier event of aggregate {aggregate_id} in this batch failed")]
+    EarlierFailed {
+        /// The aggregate id (the record key).
+        aggregate_id: String,
+    },
 }
 
 impl PublishError {

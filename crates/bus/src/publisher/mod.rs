@@ -43,7 +43,7 @@ pub use record::{datum_by_value, encode_datum, write_datum, Record};
 
 use slot::ProducerSlot;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,7 +165,9 @@ impl Publisher {
 
     /// Publishes many events, keeping at most `max_in_flight` unacknowledged, and returns
     /// one result per event in input order. Events with the same aggregate id keep their
-    /// order.
+    /// order: once one cannot be sent (it does not encode, it is too large), the later
+    /// events of its aggregate are not sent either ([`PublishError::EarlierFailed`]), so
+    /// republishing the failed one and those after it keeps the aggregate in order.
     pub async fn publish_all<'a, F, E, I>(&self, topic: &Topic<F>, events: I) -> Vec<Result<Published, PublishError>>
     where
         F: EventFamily + Member<E>,
@@ -183,7 +185,13 @@ impl Publisher {
         let events = events.into_iter();
         let mut results: Vec<Option<Result<Published, PublishError>>> = Vec::with_capacity(events.size_hint().0);
         let mut waiting: VecDeque<(usize, uuid::Uuid, Delivery)> = VecDeque::new();
+        // Aggregates with an event that could not be sent: their later events wait.
+        let mut failed: HashSet<&str> = HashSet::new();
         for (index, event) in events.enumerate() {
+            if !failed.is_empty() && failed.contains(event.aggregate_id()) {
+                results.push(Some(Err(PublishError::EarlierFailed { aggregate_id: event.aggregate_id().to_owned() })));
+                continue;
+            }
             let sent = match self.encode_fresh(topic, event).await {
                 Ok((id, record)) => self.enqueue(record).await.map(|delivery| (id, delivery)),
                 Err(e) => Err(e),
@@ -193,7 +201,10 @@ impl Publisher {
                     results.push(None);
                     waiting.push_back((index, id, delivery));
                 }
-                Err(e) => results.push(Some(Err(e))),
+                Err(e) => {
+                    failed.insert(event.aggregate_id());
+                    results.push(Some(Err(e)));
+                }
             }
             while let Some((index, id, mut delivery)) = waiting.pop_front() {
                 match delivery.try_take() {

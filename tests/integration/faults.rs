@@ -105,3 +105,83 @@ async fn the_dead_letter_writer_resets_a_fatally_failed_publisher_and_delivers()
     let letters = read_all(&config, &name, 1, DEADLINE).await;
     assert_eq!((letters[0].key(), letters[0].payload()), (Some(&b"k"[..]), None));
 }
+
+/// A sink whose partition 0 panics on its first delivery (outside any handler's guard),
+/// and whose other partitions count what they are given.
+struct PanicsOnPartitionZero {
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingPartition {
+    partition: i32,
+    delivered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl herald_bus::runtime::Sink for PanicsOnPartitionZero {
+    type Partition = CountingPartition;
+
+    fn open(&self, _topic: &std::sync::Arc<str>, partition: i32) -> Option<CountingPartition> {
+        Some(CountingPartition { partition, delivered: self.delivered.clone() })
+    }
+}
+
+#[async_trait::async_trait]
+impl herald_bus::runtime::PartitionSink for CountingPartition {
+    async fn deliver(&mut self, batch: &[herald_bus::consumer::OwnedRecord], _attempt: u32, progress: &herald_bus::runtime::Progress, _cancel: &tokio_util::sync::CancellationToken) -> herald_bus::runtime::Delivery {
+        assert_ne!(self.partition, 0, "a bug in the sink");
+        for record in batch {
+            progress.done(record.offset());
+        }
+        self.delivered.fetch_add(batch.len(), std::sync::atomic::Ordering::SeqCst);
+        herald_bus::runtime::Delivery::Done
+    }
+}
+
+/// A partition whose worker dies (a sink that panics) is paused and parked, with its
+/// reason, and the consumer's other partitions go on. Before, the dead worker's records
+/// were fetched and dropped while health said healthy, and their bytes were given back
+/// twice: the consumer's byte count wrapped below zero and every partition stayed paused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_partition_whose_worker_dies_is_parked_and_the_others_go_on() {
+    let config = kafka().await;
+    let name = topic(&config, "worker.dies", 2).await;
+    let publisher = publisher(&config);
+    let send = |partition: i32, n: usize| {
+        let (publisher, name) = (publisher.clone(), name.clone());
+        async move {
+            let mut deliveries = Vec::with_capacity(n);
+            for i in 0..n {
+                let record = herald_bus::publisher::Record::new(&name, format!("k-{partition}-{i}"), b"v".to_vec(), Default::default()).to_partition(partition);
+                deliveries.push(publisher.enqueue(record).await.expect("queued"));
+            }
+            for delivery in deliveries {
+                delivery.await.expect("sent");
+            }
+        }
+    };
+    let delivered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut settings = herald_bus::runtime::Settings::new(herald_testkit::unique("g.worker.dies"), vec![name.clone()]);
+    settings.properties.push(("auto.offset.reset".into(), "earliest".into()));
+    // A small budget: a wrapped byte count shows at once as every partition paused.
+    settings.max_buffered_bytes = 64 << 10;
+    let letters = std::sync::Arc::new(herald_bus::runtime::dead_letter::DeadLetters { publisher: publisher.clone(), group: "g".into() });
+    let runtime = herald_bus::runtime::Runtime::new(&config, settings, PanicsOnPartitionZero { delivered: delivered.clone() }, letters).expect("runtime");
+    let health = runtime.health();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(runtime.run(async move {
+        let _ = stopped.await;
+    }));
+    send(0, 1).await;
+    send(1, 1).await;
+    herald_testkit::wait_until(DEADLINE, "partition 1 delivered", || async { delivered.load(std::sync::atomic::Ordering::SeqCst) >= 1 }).await;
+    herald_testkit::wait_until(DEADLINE, "partition 0 parked", || async { health.parked().iter().any(|(_, p, _)| *p == 0) }).await;
+    // More for the dead worker (fetched before the pause took effect, or not), then
+    // plenty for partition 1.
+    send(0, 50).await;
+    assert!(!health.is_healthy(), "a parked partition makes the consumer unhealthy");
+    assert!(health.parked()[0].2.contains("ended unexpectedly"), "{:?}", health.parked());
+    send(1, 2000).await;
+    herald_testkit::wait_until(DEADLINE, "partition 1 goes on", || async { delivered.load(std::sync::atomic::Ordering::SeqCst) >= 2001 }).await;
+    let _ = stop.send(());
+    running.await.expect("joined").expect("ran");
+}

@@ -204,8 +204,13 @@ impl<S: Sink> Context<S> {
         let mut progress = Vec::with_capacity(slots.len());
         let mut stopping = Vec::with_capacity(slots.len());
         for (key, slot) in slots {
-            let Slot { tx, cancel, task, progress: p, .. } = slot;
+            let Slot { tx, cancel, task, progress: p, ended, .. } = slot;
             drop(tx);
+            if ended {
+                // Parked when its worker ended (see `Runtime::hand_off`): the next owner
+                // takes it from its stored offset.
+                self.shared.health.unpark(&key.0, key.1);
+            }
             progress.push((key, p));
             stopping.push(Stopping { cancel, task });
         }

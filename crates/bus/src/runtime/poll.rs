@@ -10,7 +10,7 @@
 //! 4. A fatal condition ([`fatal`](super::fatal)) ends the loop with an error, after the
 //!    same orderly shutdown as the shutdown future.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use super::flow::Budget;
 use super::health::ConsumerHealth;
 use super::shutdown::{self, Stopping};
 use super::sink::{Membership, Sink};
-use super::worker::Worker;
+use super::worker::{Slot, Worker};
 use super::observer::Observer;
 use super::settings::{Settings, CONSUMER_DEFAULTS};
 use super::{ConsumerError, RetryPolicy};
@@ -166,6 +166,7 @@ impl<S: Sink> Runtime<S> {
                     if let Some(error) = self.shared.take_fatal() {
                         break Some(error);
                     }
+                    self.find_ended_workers();
                     if self.shared.unknown_topic.swap(false, Ordering::AcqRel) && !checking.swap(true, Ordering::AcqRel) {
                         self.check_topics(checking.clone());
                     }
@@ -213,20 +214,62 @@ impl<S: Sink> Runtime<S> {
     /// Sends each worker the records received for it since the last hand-off.
     fn hand_off(&self) {
         let mut partitions = self.shared.lock();
-        for slot in partitions.values_mut().flat_map(HashMap::values_mut) {
-            if slot.pending.is_empty() {
-                continue;
-            }
-            let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
-            slot.records.fetch_add(batch.len(), Ordering::AcqRel);
-            if let Err(returned) = slot.tx.send(batch) {
-                slot.records.fetch_sub(returned.0.len(), Ordering::AcqRel);
-                // The worker is gone (revoked, parked, shut down): give the bytes back.
-                let size: usize = returned.0.iter().map(OwnedRecord::footprint).sum();
-                slot.bytes.fetch_sub(size, Ordering::AcqRel);
-                self.buffered.fetch_sub(size, Ordering::AcqRel);
+        for (topic, slots) in partitions.iter_mut() {
+            for (partition, slot) in slots.iter_mut() {
+                if slot.pending.is_empty() {
+                    continue;
+                }
+                let batch = std::mem::replace(&mut slot.pending, self.recycler.batch());
+                slot.records.fetch_add(batch.len(), Ordering::AcqRel);
+                if let Err(returned) = slot.tx.send(batch) {
+                    slot.records.fetch_sub(returned.0.len(), Ordering::AcqRel);
+                    // The worker is gone. Its exit gave back the bytes it held then; what
+                    // was queued for it since is what its count holds now. (Taking the
+                    // batch's size here counted bytes twice, the total wrapped below zero,
+                    // and every partition of the consumer stayed paused.)
+                    let stale = slot.bytes.swap(0, Ordering::AcqRel);
+                    self.buffered.fetch_sub(stale, Ordering::AcqRel);
+                    if !slot.ended && !slot.cancel.is_cancelled() {
+                        self.ended_unexpectedly(topic, *partition, slot);
+                    }
+                }
             }
         }
+    }
+
+    /// Parks the partitions whose workers ended without being stopped, also when no record
+    /// arrived for them since (see [`Runtime::ended_unexpectedly`]).
+    fn find_ended_workers(&self) {
+        let mut partitions = self.shared.lock();
+        for (topic, slots) in partitions.iter_mut() {
+            for (partition, slot) in slots.iter_mut() {
+                if !slot.ended && slot.task.is_finished() && !slot.cancel.is_cancelled() {
+                    // Records queued since its exit (its exit gave back what it held then).
+                    let stale = slot.bytes.swap(0, Ordering::AcqRel);
+                    self.buffered.fetch_sub(stale, Ordering::AcqRel);
+                    slot.pending.clear();
+                    self.ended_unexpectedly(topic, *partition, slot);
+                }
+            }
+        }
+    }
+
+    /// A worker ended without being stopped (a panic in a sink outside the handler's
+    /// guard, a sink that gave up): its partition would be fetched and its records dropped
+    /// for the rest of the session while health said all is well. It is paused and parked
+    /// (unhealthy, with the reason) until revoked; its unfinished records are processed
+    /// again by the next owner.
+    fn ended_unexpectedly(&self, topic: &str, partition: i32, slot: &mut Slot) {
+        slot.ended = true;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            tracing::warn!(topic, partition, error = %e, "cannot pause partition");
+        }
+        let reason = "the partition's worker ended unexpectedly (see the log): paused until the partition is revoked or the consumer restarts";
+        tracing::error!(topic, partition, "{reason}");
+        metrics::counter!("herald_consumer_parked_total", "topic" => topic.to_owned()).increment(1);
+        self.health.park(topic, partition, reason.to_owned());
     }
 
     /// Queues a record for its partition's worker (sent by [`Runtime::hand_off`]), copied
@@ -296,7 +339,7 @@ impl<S: Sink> Runtime<S> {
         let mut still_paused = false;
         let mut resumed = Vec::new();
         for (topic, slots) in partitions.iter_mut() {
-            for (partition, slot) in slots.iter_mut().filter(|(_, s)| s.paused) {
+            for (partition, slot) in slots.iter_mut().filter(|(_, s)| s.paused && !s.ended) {
                 if self.budget.may_resume(slot.bytes.load(Ordering::Acquire), total) {
                     let mut tpl = TopicPartitionList::new();
                     tpl.add_partition(topic, *partition);

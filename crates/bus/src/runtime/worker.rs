@@ -74,6 +74,9 @@ pub(crate) struct Slot {
     pub task: JoinHandle<()>,
     /// True while the partition is paused in the client.
     pub paused: bool,
+    /// True once the worker ended without being stopped (see `Runtime::hand_off`): the
+    /// partition stays paused and parked until it is revoked.
+    pub ended: bool,
     /// Next offset expected from the client; lower ones are duplicates after a resume.
     pub next_offset: i64,
 }
@@ -120,7 +123,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         let guard = ExitGuard { own: bytes.clone(), total: self.total.clone(), records: records.clone() };
         let topic = self.topic.clone();
         let task = tokio::spawn(self.run(rx, cancel.clone(), progress.clone(), guard));
-        Slot { topic, tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, next_offset }
+        Slot { topic, tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, ended: false, next_offset }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Vec<OwnedRecord>>, cancel: CancellationToken, progress: Arc<Progress>, guard: ExitGuard) {

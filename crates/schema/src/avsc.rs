@@ -185,6 +185,70 @@ mod tests {
         assert!(err.to_string().starts_with("<schema>:3:10: invalid JSON: expected `:`"), "{err}");
     }
 
+    /// A record `shop.Note` with one field `note`: `{"name":"note", <field>}`.
+    fn note(field: &str) -> Result<Avsc, ParseError> {
+        Avsc::parse(&format!(r#"{{"type":"record","name":"Note","namespace":"shop","fields":[{{"name":"note",{field}}}]}}"#))
+    }
+
+    #[test]
+    fn a_union_default_must_match_the_first_branch() {
+        let err = note(r#""type":["string","null"],"default":null"#).expect_err("null is not the first branch");
+        assert!(matches!(err, ParseError::Avro { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "<schema>: invalid Avro schema: field `shop.Note.note`: invalid default null: \
+             a union's default must match its first branch, string: expected string, got null"
+        );
+        let err = note(r#""type":["null","string"],"default":"x""#).expect_err("\"x\" is not the first branch");
+        assert!(err.to_string().contains("field `shop.Note.note`: invalid default \"x\": a union's default must match its first branch, null"), "{err}");
+        assert!(note(r#""type":["null","string"],"default":null"#).is_ok());
+        assert!(note(r#""type":["string","null"],"default":"x""#).is_ok());
+    }
+
+    #[test]
+    fn a_default_must_match_its_type() {
+        // What apache_avro lets through is explained here; what it refuses keeps its message.
+        for (field, why) in [
+            (r#""type":"int","default":3000000000"#, "expected int, got 3000000000"),
+            (r#""type":{"type":"fixed","name":"F","size":2},"default":"abc""#, "expected fixed shop.F of 2 bytes, got \"abc\""),
+            (
+                r#""type":{"type":"array","items":["string","null"]},"default":["a",null]"#,
+                "[1]: a union's default must match its first branch, string: expected string, got null",
+            ),
+            (
+                r#""type":{"type":"record","name":"In","fields":[{"name":"q","type":["null","int"]}]},"default":{"q":1}"#,
+                "field `q`: a union's default must match its first branch, null: expected null, got 1",
+            ),
+        ] {
+            let err = note(field).expect_err(field).to_string();
+            assert!(err.contains("field `shop.Note.note`: invalid default"), "{field}: {err}");
+            assert!(err.ends_with(why), "{field}: expected {why:?} in: {err}");
+        }
+        for field in [
+            r#""type":"int","default":"7""#,
+            r#""type":"long","default":1.5"#,
+            r#""type":"string","default":null"#,
+            r#""type":"boolean","default":0"#,
+            r#""type":{"type":"enum","name":"E","symbols":["A"]},"default":"B""#,
+            r#""type":{"type":"array","items":"int"},"default":[1,"2"]"#,
+            r#""type":{"type":"map","values":"long"},"default":{"k":"v"}"#,
+            r#""type":{"type":"record","name":"In","fields":[{"name":"q","type":"int"}]},"default":{}"#,
+        ] {
+            let err = note(field).expect_err(field);
+            assert!(matches!(err, ParseError::Avro { .. }) && err.to_string().contains("note"), "{field}: {err}");
+        }
+        for field in [
+            r#""type":"long","default":7"#,
+            r#""type":"double","default":7"#,
+            r#""type":{"type":"long","logicalType":"timestamp-millis"},"default":0"#,
+            r#""type":{"type":"record","name":"In","fields":[{"name":"q","type":"int","default":1}]},"default":{}"#,
+            r#""type":{"type":"array","items":["null","int"]},"default":[null,null]"#,
+            r#""type":{"type":"map","values":["string","null"]},"default":{"k":"v"}"#,
+        ] {
+            assert!(note(field).is_ok(), "{field}");
+        }
+    }
+
     #[test]
     fn invalid_avro_is_reported() {
         let err = Avsc::parse(r#"{"type":"record","name":"X"}"#).expect_err("no fields");

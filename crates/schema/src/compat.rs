@@ -21,7 +21,12 @@
 //! - **Named types** are followed by reference, and a record pair already being checked
 //!   counts as compatible, so recursive schemas terminate.
 //!
-//! Logical types are ignored (their underlying types are resolved), as in the spec.
+//! Logical types resolve by their underlying types, as in the spec, with one exception:
+//! two *different* logical types on the same underlying type (`decimal(10,2)` and
+//! `decimal(10,4)`, `timestamp-millis` and `timestamp-micros`, `date` and `time-millis`,
+//! ...) are incompatible both ways ([`Rule::LogicalType`]). The data would decode but mean
+//! something else, and the parsing canonical form (so the fingerprint) cannot tell the two
+//! apart. A logical type added or dropped, or one on a promoted type, is still accepted.
 //!
 //! ```
 //! use herald_schema::{Avsc, compat};
@@ -130,6 +135,16 @@ pub enum Rule {
         /// The writer type (a branch of the writer union, or the writer schema).
         writer: String,
     },
+    /// Different logical types on the same underlying type (`decimal` precision or scale,
+    /// `timestamp-millis` vs `timestamp-micros`, ...): the data would be misread.
+    LogicalType {
+        /// The reader's logical type, e.g. `decimal(10,4)`.
+        reader: String,
+        /// The writer's logical type.
+        writer: String,
+        /// The underlying type both share, e.g. `long`.
+        physical: String,
+    },
 }
 
 impl Rule {
@@ -142,6 +157,7 @@ impl Rule {
             Rule::MissingEnumSymbols { .. } => "missing-enum-symbols",
             Rule::MissingDefault { .. } => "missing-default",
             Rule::MissingUnionBranch { .. } => "missing-union-branch",
+            Rule::LogicalType { .. } => "logical-type",
         }
     }
 }
@@ -170,6 +186,10 @@ impl fmt::Display for Rule {
             Rule::MissingUnionBranch { reader, writer } => {
                 write!(f, "no branch of reader union {reader} matches writer type {writer}")
             }
+            Rule::LogicalType { reader, writer, physical } => write!(
+                f,
+                "reader logical type {reader} cannot read writer logical type {writer}: the {physical} would be read with another meaning"
+            ),
         }
     }
 }
@@ -212,17 +232,25 @@ struct Checker<'a> {
 impl Checker<'_> {
     fn check(&mut self, r: &Node, w: &Node, at: &At) -> Vec<Violation> {
         use Node::*;
-        match (r, w) {
+        // Logical types only wrap primitives: unions and named types are never wrapped.
+        match (r.physical(), w.physical()) {
             (Union(branches), Union(written)) => {
                 written.iter().flat_map(|w| self.union_branch(r, branches, w, at)).collect()
             }
-            (Union(branches), w) => self.union_branch(r, branches, w, at),
-            (r, Union(written)) => written.iter().flat_map(|w| self.check(r, w, at)).collect(),
+            (Union(branches), _) => self.union_branch(r, branches, w, at),
+            (_, Union(written)) => written.iter().flat_map(|w| self.check(r, w, at)).collect(),
             (Array(r), Array(w)) => self.check(r, w, &at.suffixed("[]")),
             (Map(r), Map(w)) => self.check(r, w, &at.suffixed("{}")),
             (Named(r), Named(w)) => self.named(r, w, at),
-            (r, w) if promotes(r, w) => Vec::new(),
-            (r, w) => at.violation(self.mismatch(r, w)),
+            (rp, wp) if promotes(rp, wp) => match (r, w) {
+                (Logical(rl, _), Logical(wl, _)) if rp == wp && rl != wl => at.violation(Rule::LogicalType {
+                    reader: rl.to_string(),
+                    writer: wl.to_string(),
+                    physical: self.reader.describe(rp),
+                }),
+                _ => Vec::new(),
+            },
+            _ => at.violation(self.mismatch(r, w)),
         }
     }
 
@@ -240,11 +268,11 @@ impl Checker<'_> {
 
     /// The spec's shallow match, used to pick a reader union branch.
     fn matches(&self, r: &Node, w: &Node) -> bool {
-        match (r, w) {
+        match (r.physical(), w.physical()) {
             (Node::Array(_), Node::Array(_)) | (Node::Map(_), Node::Map(_)) => true,
             (Node::Named(r), Node::Named(w)) => match (self.reader.get(r), self.writer.get(w)) {
                 (Some(r), Some(w)) => match (&r.kind, &w.kind) {
-                    (Kind::Fixed { size: rs }, Kind::Fixed { size: ws }) => rs == ws && names_match(r, w),
+                    (Kind::Fixed { size: rs, .. }, Kind::Fixed { size: ws, .. }) => rs == ws && names_match(r, w),
                     (Kind::Record { .. }, Kind::Record { .. }) | (Kind::Enum { .. }, Kind::Enum { .. }) => {
                         names_match(r, w)
                     }
@@ -271,8 +299,15 @@ impl Checker<'_> {
             }));
         }
         match (&r.kind, &w.kind) {
-            (Kind::Fixed { size: rs }, Kind::Fixed { size: ws }) if rs != ws => {
+            (Kind::Fixed { size: rs, .. }, Kind::Fixed { size: ws, .. }) if rs != ws => {
                 out.extend(at.violation(Rule::FixedSize { reader: *rs, writer: *ws }));
+            }
+            (Kind::Fixed { logical: Some(rl), .. }, Kind::Fixed { logical: Some(wl), .. }) if rl != wl => {
+                out.extend(at.violation(Rule::LogicalType {
+                    reader: rl.to_string(),
+                    writer: wl.to_string(),
+                    physical: format!("fixed {}", r.full_name),
+                }));
             }
             (Kind::Enum { symbols: rs, default }, Kind::Enum { symbols: ws, .. }) if default.is_none() => {
                 let missing: Vec<String> = ws.iter().filter(|s| !rs.contains(s)).cloned().collect();
@@ -307,7 +342,7 @@ impl Checker<'_> {
                 .or_else(|| field.aliases.iter().find_map(|alias| writer.iter().find(|w| &w.name == alias)));
             match written {
                 Some(w) => out.extend(self.check(&field.ty, &w.ty, &at.field(&field.name))),
-                None if field.has_default => {}
+                None if field.default.is_some() => {}
                 None => out.extend(at.field(&field.name).violation(Rule::MissingDefault { field: field.name.clone() })),
             }
         }
@@ -377,6 +412,76 @@ mod tests {
         let err = can_read(&r, &w).expect_err("two problems");
         let codes: Vec<_> = err.violations.iter().map(|v| v.rule.code()).collect();
         assert_eq!(codes, ["type-mismatch", "missing-default"]);
+    }
+
+    /// A record `T` with one field `f` of type `ty` (JSON).
+    fn one_field(ty: &str) -> Avsc {
+        avsc(&format!(r#"{{"type":"record","name":"T","namespace":"x","fields":[{{"name":"f","type":{ty}}}]}}"#))
+    }
+
+    #[test]
+    fn a_changed_decimal_scale_or_precision_is_incompatible_both_ways() {
+        let v1 = one_field(r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}"#);
+        for changed in [
+            r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":4}"#,
+            r#"{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}"#,
+        ] {
+            let v2 = one_field(changed);
+            for (reader, writer) in [(&v2, &v1), (&v1, &v2)] {
+                let err = can_read(reader, writer).expect_err("a decimal must keep precision and scale");
+                assert_eq!(err.violations[0].rule.code(), "logical-type", "{err}");
+                assert_eq!(err.violations[0].path, "x.T.f");
+            }
+        }
+        let err = can_read(&one_field(r#"{"type":"bytes","logicalType":"decimal","precision":10,"scale":4}"#), &v1)
+            .expect_err("scale changed");
+        assert_eq!(
+            err.to_string(),
+            "field `x.T.f`: reader logical type decimal(10,4) cannot read writer logical type decimal(10,2): \
+             the bytes would be read with another meaning"
+        );
+        // The same decimal on a fixed, too.
+        let fixed = |scale: u32| {
+            one_field(&format!(
+                r#"{{"type":"fixed","name":"D","size":8,"logicalType":"decimal","precision":10,"scale":{scale}}}"#
+            ))
+        };
+        assert!(can_read(&fixed(2), &fixed(2)).is_ok());
+        let err = can_read(&fixed(4), &fixed(2)).expect_err("fixed decimal scale changed");
+        assert_eq!(err.violations[0].rule.code(), "logical-type", "{err}");
+    }
+
+    #[test]
+    fn a_changed_logical_type_on_the_same_physical_type_is_incompatible_both_ways() {
+        let pairs = [
+            ("long", "timestamp-millis", "timestamp-micros"),
+            ("long", "timestamp-micros", "timestamp-nanos"),
+            ("long", "timestamp-millis", "local-timestamp-millis"),
+            ("long", "local-timestamp-micros", "local-timestamp-nanos"),
+            ("long", "time-micros", "timestamp-micros"),
+            ("int", "date", "time-millis"),
+        ];
+        for (physical, a, b) in pairs {
+            let a = one_field(&format!(r#"{{"type":"{physical}","logicalType":"{a}"}}"#));
+            let b = one_field(&format!(r#"{{"type":"{physical}","logicalType":"{b}"}}"#));
+            assert!(can_read(&a, &a).is_ok());
+            for (reader, writer) in [(&a, &b), (&b, &a)] {
+                let err = can_read(reader, writer).expect_err("logical type changed");
+                assert_eq!(err.violations[0].rule.code(), "logical-type", "{err}");
+            }
+        }
+        // Inside a union branch and an array too.
+        let a = one_field(r#"["null",{"type":"array","items":{"type":"long","logicalType":"timestamp-millis"}}]"#);
+        let b = one_field(r#"["null",{"type":"array","items":{"type":"long","logicalType":"timestamp-micros"}}]"#);
+        let err = can_read(&b, &a).expect_err("items changed unit");
+        assert_eq!(err.to_string(), "field `x.T.f[]`: reader logical type timestamp-micros cannot read writer logical type timestamp-millis: the long would be read with another meaning");
+        // A logical type added to or dropped from a plain type still resolves (the
+        // spec: a reader may ignore logical types), as does one on another physical type
+        // (Java agrees; see the corpus).
+        assert!(can_read(&one_field(r#"{"type":"string","logicalType":"uuid"}"#), &one_field(r#""string""#)).is_ok());
+        assert!(can_read(&one_field(r#""long""#), &one_field(r#"{"type":"long","logicalType":"timestamp-millis"}"#)).is_ok());
+        let date = one_field(r#"{"type":"int","logicalType":"date"}"#);
+        assert!(can_read(&one_field(r#"{"type":"long","logicalType":"timestamp-millis"}"#), &date).is_ok());
     }
 
     #[test]

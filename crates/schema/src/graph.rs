@@ -2,9 +2,14 @@
 //!
 //! Built from the schema's JSON (not from `apache_avro::Schema`, which folds some named
 //! types into logical types and loses their names, e.g. a `fixed` with
-//! `logicalType: duration`). Logical types are ignored: resolution uses the underlying
-//! type, as the spec and Java do. Every named type becomes a [`Node::Named`] reference into
-//! [`Graph::named`], so recursive schemas are finite graphs.
+//! `logicalType: duration`). Resolution uses the underlying type of a logical type, as the
+//! spec and Java do, but a valid logical type is kept ([`Node::Logical`], and on a `fixed`)
+//! so that a change of it on the same underlying type can be refused. Every named type
+//! becomes a [`Node::Named`] reference into [`Graph::named`], so recursive schemas are
+//! finite graphs.
+//!
+//! Building a graph also checks every field default against its type (a union's default
+//! against its first branch, as the spec says), which `apache_avro` does not fully do.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,6 +32,36 @@ pub(crate) enum Node {
     Union(Vec<Node>),
     /// A record, enum or fixed, by full name.
     Named(String),
+    /// A primitive (never a union or named type) with a valid logical type.
+    Logical(Logical, Box<Node>),
+}
+
+impl Node {
+    /// The node without its logical type: what resolution looks at.
+    pub fn physical(&self) -> &Node {
+        match self {
+            Node::Logical(_, node) => node,
+            node => node,
+        }
+    }
+}
+
+/// A valid logical type (an invalid one is ignored, as the spec says).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Logical {
+    /// `decimal` on `bytes` or `fixed`.
+    Decimal { precision: u64, scale: u64 },
+    /// Any other logical type, by its name (`timestamp-millis`, `date`, `uuid`, ...).
+    Other(String),
+}
+
+impl fmt::Display for Logical {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Logical::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+            Logical::Other(name) => f.write_str(name),
+        }
+    }
 }
 
 /// A record, enum or fixed definition.
@@ -58,7 +93,7 @@ impl Named {
 pub(crate) enum Kind {
     Record { fields: Vec<Field> },
     Enum { symbols: Vec<String>, default: Option<String> },
-    Fixed { size: u64 },
+    Fixed { size: u64, logical: Option<Logical> },
 }
 
 /// A record field.
@@ -66,8 +101,8 @@ pub(crate) enum Kind {
 pub(crate) struct Field {
     pub name: String,
     pub aliases: Vec<String>,
-    /// True when the field has a `default` (a JSON `null` default counts).
-    pub has_default: bool,
+    /// The field's `default`, as written (a JSON `null` default is `Some`).
+    pub default: Option<Value>,
     pub ty: Node,
 }
 
@@ -89,9 +124,95 @@ impl Graph {
         let mut missing = Vec::new();
         graph.each_reference(&mut |name| missing.push(name.to_owned()));
         missing.retain(|n| !graph.named.contains_key(n));
-        match missing.first() {
-            Some(name) => Err(format!("unknown type `{name}`")),
-            None => Ok(graph),
+        if let Some(name) = missing.first() {
+            return Err(format!("unknown type `{name}`"));
+        }
+        graph.check_defaults()?;
+        Ok(graph)
+    }
+
+    /// Checks every field default against the field's type; lists every bad one.
+    fn check_defaults(&self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        for named in self.named.values() {
+            let Kind::Record { fields } = &named.kind else { continue };
+            for field in fields {
+                let Some(value) = &field.default else { continue };
+                if let Err(why) = self.default_fits(&field.ty, value) {
+                    errors.push(format!("field `{}.{}`: invalid default {}: {why}", named.full_name, field.name, shown(value)));
+                }
+            }
+        }
+        errors.sort();
+        if errors.is_empty() { Ok(()) } else { Err(errors.join("; ")) }
+    }
+
+    /// Whether `value` is a valid default for `node`, per the spec's JSON encoding of
+    /// defaults; the error says why not.
+    fn default_fits(&self, node: &Node, value: &Value) -> Result<(), String> {
+        let node = node.physical();
+        let expected = || format!("expected {}, got {}", self.describe(node), shown(value));
+        let fits = match node {
+            Node::Null => value.is_null(),
+            Node::Boolean => value.is_boolean(),
+            Node::Int => value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            Node::Long => value.as_i64().is_some(),
+            Node::Float | Node::Double => {
+                value.is_number() || matches!(value.as_str(), Some("NaN" | "Infinity" | "-Infinity"))
+            }
+            Node::Bytes | Node::String => value.is_string(),
+            Node::Array(items) => {
+                let list = value.as_array().ok_or_else(expected)?;
+                for (i, item) in list.iter().enumerate() {
+                    self.default_fits(items, item).map_err(|e| format!("[{i}]: {e}"))?;
+                }
+                true
+            }
+            Node::Map(values) => {
+                let map = value.as_object().ok_or_else(expected)?;
+                for (key, item) in map {
+                    self.default_fits(values, item).map_err(|e| format!("{{{key}}}: {e}"))?;
+                }
+                true
+            }
+            Node::Union(branches) => {
+                let first = branches.first().ok_or("an empty union has no valid default")?;
+                return self.default_fits(first, value).map_err(|e| {
+                    format!("a union's default must match its first branch, {}: {e}", self.describe(first))
+                });
+            }
+            Node::Named(name) => return self.named_default_fits(name, value),
+            Node::Logical(..) => true, // `physical` stripped it
+        };
+        if fits { Ok(()) } else { Err(expected()) }
+    }
+
+    fn named_default_fits(&self, name: &str, value: &Value) -> Result<(), String> {
+        let Some(named) = self.get(name) else { return Err(format!("unknown type `{name}`")) };
+        match &named.kind {
+            Kind::Enum { symbols, .. } => match value.as_str() {
+                Some(s) if symbols.iter().any(|symbol| symbol == s) => Ok(()),
+                _ => Err(format!("expected a symbol of enum {name}, got {}", shown(value))),
+            },
+            Kind::Fixed { size, .. } => match value.as_str() {
+                Some(s) if u64::try_from(s.chars().count()).is_ok_and(|n| n == *size) => Ok(()),
+                _ => Err(format!("expected fixed {name} of {size} bytes, got {}", shown(value))),
+            },
+            Kind::Record { fields } => {
+                let Some(object) = value.as_object() else {
+                    return Err(format!("expected record {name}, got {}", shown(value)));
+                };
+                for field in fields {
+                    match object.get(&field.name) {
+                        Some(item) => {
+                            self.default_fits(&field.ty, item).map_err(|e| format!("field `{}`: {e}", field.name))?;
+                        }
+                        None if field.default.is_some() => {}
+                        None => return Err(format!("field `{}`: missing, and it has no default", field.name)),
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -103,7 +224,7 @@ impl Graph {
     fn each_reference(&self, f: &mut dyn FnMut(&str)) {
         fn walk(node: &Node, f: &mut dyn FnMut(&str)) {
             match node {
-                Node::Array(n) | Node::Map(n) => walk(n, f),
+                Node::Array(n) | Node::Map(n) | Node::Logical(_, n) => walk(n, f),
                 Node::Union(branches) => branches.iter().for_each(|b| walk(b, f)),
                 Node::Named(name) => f(name),
                 _ => {}
@@ -162,7 +283,13 @@ impl Graph {
             }
             "record" | "error" | "enum" | "fixed" => self.define(ty, object, namespace),
             // A primitive with attributes (often a logical type), or a reference.
-            name => Ok(self.by_name(name, namespace)),
+            name => {
+                let node = self.by_name(name, namespace);
+                Ok(match logical(object, name) {
+                    Some(logical) if primitive(name).is_some() => Node::Logical(logical, Box::new(node)),
+                    _ => node,
+                })
+            }
         }
     }
 
@@ -176,7 +303,7 @@ impl Graph {
             }
         };
         let aliases = strings(object.get("aliases")).into_iter().map(|a| qualify(&a, &namespace)).collect();
-        let placeholder = Named { full_name: full_name.clone(), aliases, kind: Kind::Fixed { size: 0 } };
+        let placeholder = Named { full_name: full_name.clone(), aliases, kind: Kind::Fixed { size: 0, logical: None } };
         if self.named.insert(full_name.clone(), placeholder).is_some() {
             return Err(format!("the name `{full_name}` is defined twice"));
         }
@@ -187,6 +314,7 @@ impl Graph {
             },
             "fixed" => Kind::Fixed {
                 size: object.get("size").and_then(Value::as_u64).ok_or("a fixed needs a `size`")?,
+                logical: logical(object, "fixed"),
             },
             _ => {
                 let list = object.get("fields").and_then(Value::as_array).ok_or("a record needs `fields`")?;
@@ -198,7 +326,7 @@ impl Graph {
                     fields.push(Field {
                         name: name.to_owned(),
                         aliases: strings(field.get("aliases")),
-                        has_default: field.contains_key("default"),
+                        default: field.get("default").cloned(),
                         ty: self.node(ty, &namespace)?,
                     });
                 }
@@ -247,6 +375,7 @@ impl fmt::Display for Describe<'_> {
                 Some(named) => write!(f, "{} {name}", named.kind_name()),
                 None => write!(f, "{name}"),
             },
+            Node::Logical(logical, node) => write!(f, "{} ({logical})", Describe(graph, node)),
         }
     }
 }
@@ -263,6 +392,42 @@ fn primitive(name: &str) -> Option<Node> {
         "string" => Node::String,
         _ => return None,
     })
+}
+
+/// The valid logical type of a schema object whose type is `base` (a primitive's name or
+/// `fixed`); `None` when it has none or an invalid one (which the spec says to ignore).
+fn logical(object: &Map<String, Value>, base: &str) -> Option<Logical> {
+    let name = object.get("logicalType")?.as_str()?;
+    let valid = match (name, base) {
+        ("decimal", "bytes" | "fixed") => {
+            let precision = object.get("precision")?.as_u64().filter(|p| *p > 0)?;
+            let scale = match object.get("scale") {
+                Some(scale) => scale.as_u64()?,
+                None => 0,
+            };
+            return (scale <= precision).then_some(Logical::Decimal { precision, scale });
+        }
+        ("big-decimal", "bytes")
+        | ("uuid", "string" | "fixed")
+        | ("duration", "fixed")
+        | ("date" | "time-millis", "int")
+        | (
+            "time-micros" | "timestamp-millis" | "timestamp-micros" | "timestamp-nanos" | "local-timestamp-millis"
+            | "local-timestamp-micros" | "local-timestamp-nanos",
+            "long",
+        ) => true,
+        _ => false,
+    };
+    valid.then(|| Logical::Other(name.to_owned()))
+}
+
+/// A default as JSON for messages, shortened when long.
+fn shown(value: &Value) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text,
+    }
 }
 
 fn qualify(name: &str, namespace: &str) -> String {

@@ -4,7 +4,8 @@
 //! Layout: `schemas/<namespace as folders>/<Type>/vN.avsc`, a `vN.sample.json` beside
 //! each version, and `schemas/manifest.toml` (see [`crate::manifest`]). An `.avsc`
 //! dropped anywhere else under `schemas/` is still loaded and becomes its own subject; the
-//! check only warns that it is out of place.
+//! check only warns that it is out of place. Two versions of one event type may not share
+//! a fingerprint: data written with one could not be told from data written with the other.
 //!
 //! ```
 //! let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas");
@@ -122,6 +123,22 @@ impl Catalog {
                     problems.push((Severity::Error, Some(pair[1].path.clone()), message));
                 }
             }
+            // A reader picks the writer's schema by fingerprint: two versions that share
+            // one (they differ only in what the parsing canonical form drops) are
+            // indistinguishable on the wire, and one would be read as the other.
+            for (i, later) in versions.iter().enumerate().skip(1) {
+                let fingerprint = later.fingerprint();
+                if let Some(earlier) = versions[..i].iter().find(|v| v.fingerprint() == fingerprint) {
+                    let message = format!(
+                        "`{name}` {} has the same fingerprint {fingerprint} as {}: their parsing canonical forms are \
+                         identical (they differ only in logical types, defaults, docs or aliases), so data written \
+                         with one cannot be told from data written with the other",
+                        later.label(),
+                        earlier.label()
+                    );
+                    problems.push((Severity::Error, Some(later.path.clone()), message));
+                }
+            }
         }
         for (severity, path, message) in problems {
             self.problems.push(Problem { severity, path, message });
@@ -231,4 +248,32 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
 /// ```
 pub fn fingerprint(file: impl AsRef<Path>) -> Result<Fingerprint, ParseError> {
     Ok(Avsc::load(file)?.fingerprint())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_versions_with_one_fingerprint_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/same-fingerprint");
+        let catalog = Catalog::load(&dir).expect("the fixture loads");
+        let versions = catalog.versions("demo.Stamped");
+        assert_eq!(versions.len(), 2);
+        let fingerprint = versions[0].fingerprint();
+        assert_eq!(fingerprint, versions[1].fingerprint(), "the fixture's versions share a fingerprint");
+        let errors: Vec<_> = catalog.problems().iter().filter(|p| p.severity == Severity::Error).collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path.as_deref(), Some(versions[1].path.as_path()));
+        assert_eq!(
+            errors[0].message,
+            format!(
+                "`demo.Stamped` v2 has the same fingerprint {fingerprint} as v1: their parsing canonical \
+                 forms are identical (they differ only in logical types, defaults, docs or aliases), so \
+                 data written with one cannot be told from data written with the other"
+            )
+        );
+        let report = catalog.check();
+        assert!(!report.passed(), "{report}");
+    }
 }

@@ -2,8 +2,19 @@
 //!
 //! Tables (logical names, served as database views over the live version):
 //! - `saga_events(event_id, correlation_id, causation_id, event_type, source, subject,
-//!   time_ms, topic, kafka_partition, kafka_offset)`: one row per event, keyed by event id
-//!   (a replayed or duplicated event is recorded once).
+//!   time_ms, topic, kafka_partition, kafka_offset, ce_id)`: one row per event, keyed by
+//!   its Herald event id (a replayed or duplicated event is recorded once). `event_id` is
+//!   [`Metadata::id`](herald_bus::Metadata::id), the UUID unique per event: the `ce_id`
+//!   itself when it is a UUID, else one derived from `ce_source` and `ce_id`, which
+//!   CloudEvents makes unique only together (`ce_id` `42` from `/a` and from `/b` are two
+//!   events). `ce_id` is the id as written, which causation ids name.
+//!
+//! Stores written before `ce_id` existed were keyed by the id as written. Their
+//! migration (once, at the tracker's next start, in the migration's transaction) adds the
+//! column, copies `event_id` into it, and re-keys each row whose id as written is not
+//! its Herald id (a non-UUID or non-canonical `ce_id`), so replays of those events are
+//! still recognised. On PostgreSQL it also re-creates the live `saga_events` view, whose
+//! `SELECT *` was expanded when it was created.
 //! - `sagas(correlation_id, subject, first_ms, last_ms, events, phase, outcome, violation,
 //!   waiting)`: one row per saga, its [`Verdict`](crate::verdict::Verdict) recomputed from all
 //!   its recorded events at each new one, so events of different topics may arrive in any
@@ -56,7 +67,10 @@ impl<S> Clone for Tracker<S> {
     }
 }
 
-const EVENT_COLUMNS: &str = "event_id, correlation_id, causation_id, event_type, source, subject, time_ms, topic, kafka_partition, kafka_offset";
+/// The columns a [`TrackedEvent`] is read from (`event_id` there is the id as written).
+const EVENT_COLUMNS: &str = "COALESCE(ce_id, event_id), correlation_id, causation_id, event_type, source, subject, time_ms, topic, kafka_partition, kafka_offset";
+/// The columns an event is inserted into, the key first.
+const INSERT_COLUMNS: &str = "event_id, correlation_id, causation_id, event_type, source, subject, time_ms, topic, kafka_partition, kafka_offset, ce_id";
 
 impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
     const NAME: &'static str = S::NAME;
@@ -72,9 +86,12 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
              events BIGINT NOT NULL, phase TEXT NOT NULL, outcome TEXT, violation TEXT, waiting TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS {sagas}_last ON {sagas} (phase, last_ms);
              CREATE TABLE IF NOT EXISTS {events} (event_id TEXT PRIMARY KEY, correlation_id TEXT NOT NULL, causation_id TEXT, event_type TEXT NOT NULL, \
-             source TEXT NOT NULL, subject TEXT NOT NULL, time_ms BIGINT NOT NULL, topic TEXT NOT NULL, kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL);
+             source TEXT NOT NULL, subject TEXT NOT NULL, time_ms BIGINT NOT NULL, topic TEXT NOT NULL, kafka_partition BIGINT NOT NULL, kafka_offset BIGINT NOT NULL, ce_id TEXT);
              CREATE INDEX IF NOT EXISTS {events}_saga ON {events} (correlation_id)"
         ))?;
+        if !has_column(tx, &events, "ce_id")? {
+            rekey_events::<S>(tx, &events)?;
+        }
         Ok(())
     }
 
@@ -94,10 +111,12 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
             &format!("INSERT INTO {sagas} (correlation_id, subject, first_ms, last_ms, events, phase, waiting) VALUES ($1, $2, $3, $3, 0, 'running', '') ON CONFLICT (correlation_id) DO UPDATE SET events = {sagas}.events"),
             &[Value::Text(&event.correlation_id), Value::Text(&event.subject), Value::Int(time)],
         )?;
+        // The key: Herald's id of the event, unique per (`ce_source`, `ce_id`).
+        let key = envelope.meta.id.to_string();
         let inserted = tx.execute(
-            &format!("INSERT INTO {events} ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (event_id) DO NOTHING"),
+            &format!("INSERT INTO {events} ({INSERT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING"),
             &[
-                Value::Text(&event.event_id),
+                Value::Text(&key),
                 Value::Text(&event.correlation_id),
                 event.causation_id.as_deref().into(),
                 Value::Text(&event.event_type),
@@ -107,6 +126,7 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
                 Value::Text(&event.topic),
                 Value::Int(event.partition.into()),
                 Value::Int(event.offset),
+                Value::Text(&event.event_id),
             ],
         )?;
         if inserted == 0 {
@@ -139,6 +159,51 @@ impl<S: TrackedSaga> Projection<Observed<S>> for Tracker<S> {
 fn lock_key(name: &str) -> i64 {
     let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
     i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+/// Whether table `table` has column `column`.
+fn has_column(tx: &mut dyn Tx, table: &str, column: &str) -> Result<bool, StoreError> {
+    let sql = if tx.kind() == "postgres" {
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+    } else {
+        "SELECT 1 FROM pragma_table_info($1) WHERE name = $2"
+    };
+    Ok(tx.query_opt(sql, &[Value::Text(table), Value::Text(column)])?.is_some())
+}
+
+/// Migrates events table `events` of a store written before the `ce_id` column (see the
+/// module's documentation): adds it, keeps each row's id as written there, and keys each
+/// row by its Herald id as [`Metadata::id`](herald_bus::Metadata::id) gives it. A row
+/// whose Herald id another row has already (one event recorded under two spellings of its
+/// UUID) keeps its old key.
+fn rekey_events<S: TrackedSaga>(tx: &mut dyn Tx, events: &str) -> Result<(), StoreError> {
+    tx.batch(&format!("ALTER TABLE {events} ADD COLUMN ce_id TEXT; UPDATE {events} SET ce_id = event_id"))?;
+    let rows = tx.query(&format!("SELECT event_id, source FROM {events}"), &[])?;
+    for row in &rows {
+        let (written, source) = (row.text(0)?, row.text(1)?);
+        let key = herald_id(source, written).to_string();
+        if key == written || tx.query_opt(&format!("SELECT 1 FROM {events} WHERE event_id = $1"), &[Value::Text(&key)])?.is_some() {
+            continue;
+        }
+        tx.execute(&format!("UPDATE {events} SET event_id = $2 WHERE event_id = $1"), &[Value::Text(written), Value::Text(&key)])?;
+    }
+    // PostgreSQL expanded the live view's `SELECT *` when it was created: re-create it with
+    // the new column (SQLite expands it at each query). A version not yet live gets its
+    // view when it is swapped in.
+    if tx.kind() == "postgres" {
+        let live = herald_projector::position::live_version(tx, S::NAME)?.map(|(v, _)| herald_projector::store::versioned("saga_events", v));
+        if live.as_deref() == Some(events) {
+            tx.batch(&format!("CREATE OR REPLACE VIEW saga_events AS SELECT * FROM {events}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The UUID [`Metadata`](herald_bus::Metadata) gives an event with `ce_id` `written` from
+/// `source`: the `ce_id` when it is a UUID (in any form), else
+/// [`Metadata::id_of`](herald_bus::Metadata::id_of).
+fn herald_id(source: &str, written: &str) -> uuid::Uuid {
+    uuid::Uuid::try_parse(written).unwrap_or_else(|_| herald_bus::Metadata::id_of(source, written))
 }
 
 /// Every recorded event of saga `id` from table (or view) `table`, in time order.

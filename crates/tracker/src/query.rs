@@ -129,29 +129,28 @@ pub fn show(conn: &mut dyn Connection, id: &str, now: DateTime<Utc>, stuck_after
 }
 
 /// How many sagas are in each state at `now` (every state listed, zeros included).
+///
+/// Counted by the database in one pass (the `WHERE` clauses of [`list`], which
+/// [`assess`] agrees with): no saga is loaded, however many there are.
 pub fn counts(conn: &mut dyn Connection, now: DateTime<Utc>, stuck_after: Duration) -> Result<Vec<(State, u64)>, StoreError> {
+    // A running saga quiet since before $1 is stuck (no outcome) or failed (an outcome
+    // whose compensations or required steps never came); an unknown phase counts as failed.
+    let sql = "SELECT \
+        COALESCE(SUM(CASE WHEN phase = 'running' AND last_ms >= $1 THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN phase = 'completed' THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN phase = 'compensated' THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN phase NOT IN ('running', 'completed', 'compensated') OR (phase = 'running' AND outcome IS NOT NULL AND last_ms < $1) THEN 1 ELSE 0 END), 0), \
+        COALESCE(SUM(CASE WHEN phase = 'running' AND outcome IS NULL AND last_ms < $1 THEN 1 ELSE 0 END), 0) \
+        FROM sagas";
     let mut tx = conn.read()?;
-    let finished = tx.query("SELECT phase, COUNT(*) FROM sagas WHERE phase <> 'running' GROUP BY phase", &[])?;
-    let running = tx.query(&format!("SELECT {SUMMARY_COLUMNS} FROM sagas WHERE phase = 'running'"), &[])?;
+    let row = tx.query_opt(sql, &[Value::Int(before(now, stuck_after))])?;
     tx.rollback()?;
-    let mut counts = [(State::Running, 0), (State::Completed, 0), (State::Compensated, 0), (State::Failed, 0), (State::Stuck, 0)];
-    let mut add = |state: State, n: u64| {
-        if let Some(c) = counts.iter_mut().find(|(s, _)| *s == state) {
-            c.1 += n;
-        }
-    };
-    for row in &finished {
-        let state = match Phase::parse(row.text(0)?) {
-            Some(Phase::Completed) => State::Completed,
-            Some(Phase::Compensated) => State::Compensated,
-            _ => State::Failed,
-        };
-        add(state, u64::try_from(row.int(1)?).unwrap_or(0));
-    }
-    for row in &running {
-        add(summary_of(row, now, stuck_after)?.state, 1);
-    }
-    Ok(counts.to_vec())
+    let row = row.ok_or_else(|| StoreError::Type("no row from a count".into()))?;
+    [State::Running, State::Completed, State::Compensated, State::Failed, State::Stuck]
+        .into_iter()
+        .enumerate()
+        .map(|(i, state)| Ok((state, u64::try_from(row.int(i)?).unwrap_or(0))))
+        .collect()
 }
 
 fn before(now: DateTime<Utc>, d: Duration) -> i64 {

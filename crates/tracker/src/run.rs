@@ -12,7 +12,7 @@ use herald_projector::{Projector, ProjectorError, StatusHandle, Store, StoreErro
 use tokio_util::sync::CancellationToken;
 
 use crate::projection::Tracker;
-use crate::query::{self, Filter, DEFAULT_STUCK_AFTER};
+use crate::query::{self, Filter, Summary, DEFAULT_STUCK_AFTER};
 use crate::saga::{Observed, TrackedSaga};
 use crate::state::State;
 
@@ -165,6 +165,19 @@ fn stopped(done: Result<(String, Result<herald_projector::Stopped, ProjectorErro
     }
 }
 
+/// How many failed sagas (the most recently active) each report reads to warn of new ones.
+const FAILED_LISTED: usize = 10_000;
+
+/// The sagas of `failed` (this report's failed sagas) not in `reported`, the ones warned of
+/// before; `reported` becomes the ids of `failed`, so it never holds more than one report's
+/// list. A saga that leaves the list (compensated late, or pushed out by
+/// [`FAILED_LISTED`] more recently active ones) and comes back is warned of again.
+pub(crate) fn newly_failed<'a>(reported: &mut HashSet<String>, failed: &'a [Summary]) -> Vec<&'a Summary> {
+    let new = failed.iter().filter(|s| !reported.contains(&s.id)).collect();
+    *reported = failed.iter().map(|s| s.id.clone()).collect();
+    new
+}
+
 /// Every `every`: the saga gauges and a warning per newly failed saga. Never ends.
 async fn report<S: TrackedSaga>(store: Arc<dyn Store>, stuck_after: Duration, every: Duration) -> std::convert::Infallible {
     let mut reported: HashSet<String> = HashSet::new();
@@ -176,7 +189,7 @@ async fn report<S: TrackedSaga>(store: Arc<dyn Store>, stuck_after: Duration, ev
             let mut conn = store.connect()?;
             let now = chrono::Utc::now();
             let counts = query::counts(&mut *conn, now, stuck_after)?;
-            let failed = query::list(&mut *conn, &Filter { state: Some(State::Failed), stuck_after, limit: 10_000, ..Filter::default() }, now)?;
+            let failed = query::list(&mut *conn, &Filter { state: Some(State::Failed), stuck_after, limit: FAILED_LISTED, ..Filter::default() }, now)?;
             Ok((counts, failed))
         })
         .await;
@@ -184,12 +197,13 @@ async fn report<S: TrackedSaga>(store: Arc<dyn Store>, stuck_after: Duration, ev
             Ok(Ok((counts, failed))) => {
                 for (state, n) in counts {
                     metrics::gauge!("herald_saga_sagas", "saga" => S::NAME, "state" => state.as_str()).set(n as f64);
-                }
-                metrics::gauge!("herald_saga_guarantee_violations", "saga" => S::NAME).set(failed.len() as f64);
-                for saga in failed {
-                    if reported.insert(saga.id.clone()) {
-                        tracing::warn!(saga = S::NAME, id = %saga.id, subject = %saga.subject, reason = saga.reason.as_deref().unwrap_or(""), "saga guarantee violated");
+                    // Every failed saga, counted by the database (the list below is capped).
+                    if state == State::Failed {
+                        metrics::gauge!("herald_saga_guarantee_violations", "saga" => S::NAME).set(n as f64);
                     }
+                }
+                for saga in newly_failed(&mut reported, &failed) {
+                    tracing::warn!(saga = S::NAME, id = %saga.id, subject = %saga.subject, reason = saga.reason.as_deref().unwrap_or(""), "saga guarantee violated");
                 }
             }
             Ok(Err(e)) => tracing::warn!(saga = S::NAME, error = %e, "cannot read the tracker's store for its metrics"),

@@ -144,10 +144,9 @@ fn envelope(e: &TrackedEvent) -> Envelope<Observed<Shop>> {
     Envelope { event, meta, position: Position { topic: e.topic.clone(), partition: e.partition, offset: e.offset } }
 }
 
-/// The projection on a SQLite file: events of several sagas applied in a scrambled
-/// order (and twice), then listed and shown.
-#[test]
-fn the_projection_records_and_judges_in_sqlite() {
+/// A SQLite store (in a new directory) where the tracker recorded `sagas` (id, event
+/// types) in a scrambled order, the first three events twice.
+fn recorded(sagas: &[(&str, &[&str])]) -> (std::sync::Arc<dyn herald_projector::Store>, std::path::PathBuf) {
     use herald_projector::Projection;
     let dir = std::env::temp_dir().join(format!("herald-tracker-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -158,7 +157,7 @@ fn the_projection_records_and_judges_in_sqlite() {
     tracker.migrate(tx.as_tx()).unwrap();
     tx.batch("CREATE VIEW sagas AS SELECT * FROM sagas__v1; CREATE VIEW saga_events AS SELECT * FROM saga_events__v1").unwrap();
     let mut events = Vec::new();
-    for (id, types) in [("done", &[PLACED, RESERVED, CHARGED, CONFIRMED][..]), ("undone", &[PLACED, RESERVED, DECLINED, CANCELLED, RELEASED]), ("stranded", &[PLACED, RESERVED, CANCELLED]), ("quiet", &[PLACED])] {
+    for &(id, types) in sagas {
         events.extend(saga(types).into_iter().map(|mut e| {
             e.correlation_id = id.into();
             e.event_id = format!("{id}-{}", e.event_id);
@@ -171,6 +170,16 @@ fn the_projection_records_and_judges_in_sqlite() {
         tracker.apply(tx.as_tx(), &envelope(e)).unwrap();
     }
     tx.commit().unwrap();
+    drop(conn);
+    (store, dir)
+}
+
+/// The projection on a SQLite file: events of several sagas applied in a scrambled
+/// order (and twice), then listed and shown.
+#[test]
+fn the_projection_records_and_judges_in_sqlite() {
+    let (store, dir) = recorded(&[("done", &[PLACED, RESERVED, CHARGED, CONFIRMED]), ("undone", &[PLACED, RESERVED, DECLINED, CANCELLED, RELEASED]), ("stranded", &[PLACED, RESERVED, CANCELLED]), ("quiet", &[PLACED])]);
+    let mut conn = store.connect().unwrap();
     let now = t(3600);
     let all = query::list(&mut *conn, &Filter::default(), now).unwrap();
     let states: Vec<(&str, State, i64)> = all.iter().map(|s| (s.id.as_str(), s.state, s.events)).collect();
@@ -236,4 +245,59 @@ fn the_participants_sagas_keep_the_guarantee_in_the_trackers_judgement() {
     let timeout = sagas.values().find(|e| e[0].subject == "o-timeout").expect("the saga");
     let types: Vec<&str> = timeout.iter().map(|e| e.event_type.as_str()).collect();
     assert!(types.contains(&CHARGED) && types.contains(&REFUNDED) && types.contains(&RELEASED), "{types:?}");
+}
+
+/// `counts` (counted by the database) agrees with the states `list` assesses, saga by
+/// saga, at every time: before, at and after the stuck threshold of each saga's last event.
+#[test]
+fn counts_agree_with_the_assessed_states() {
+    let sagas: &[(&str, &[&str])] = &[
+        ("done", &[PLACED, RESERVED, CHARGED, CONFIRMED]),
+        ("undone", &[PLACED, RESERVED, DECLINED, CANCELLED, RELEASED]),
+        ("stranded", &[PLACED, RESERVED, CANCELLED]),
+        ("quiet", &[PLACED]),
+        ("moving", &[PLACED, RESERVED]),
+        ("twice", &[PLACED, RESERVED, CHARGED, CONFIRMED, CANCELLED]),
+    ];
+    let (store, dir) = recorded(sagas);
+    let mut conn = store.connect().unwrap();
+    let stuck_after = Duration::from_secs(60);
+    let lasts = [0, 1, 2, 3, 4];
+    let mut seen = std::collections::BTreeSet::new();
+    for now in lasts.iter().flat_map(|&l| [t(l + 59), t(l + 60), t(l + 60) + chrono::Duration::milliseconds(1), t(l + 61)]) {
+        let all = query::list(&mut *conn, &Filter { stuck_after, limit: 100, ..Filter::default() }, now).unwrap();
+        assert_eq!(all.len(), sagas.len());
+        let counts = query::counts(&mut *conn, now, stuck_after).unwrap();
+        for (state, n) in &counts {
+            assert_eq!(*n, all.iter().filter(|s| s.state == *state).count() as u64, "{state} at {now}: {all:?}");
+            if *n > 0 {
+                seen.insert(state.as_str());
+            }
+        }
+    }
+    // Every state was met along the way.
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    drop(conn);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The failed sagas warned of are remembered only while they stay failed: the set the
+/// report keeps is never larger than one report's list.
+#[test]
+fn failed_sagas_are_warned_of_once_and_forgotten_when_no_longer_failed() {
+    use std::collections::HashSet;
+    let failed = |ids: &[&str]| -> Vec<query::Summary> {
+        ids.iter()
+            .map(|id| query::Summary { id: (*id).into(), subject: String::new(), state: State::Failed, stuck: false, reason: None, outcome: None, started_at: t(0), last_event_at: t(0), events: 1 })
+            .collect()
+    };
+    let ids = |v: Vec<&query::Summary>| v.into_iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let mut reported = HashSet::new();
+    assert_eq!(ids(crate::run::newly_failed(&mut reported, &failed(&["a", "b"]))), ["a", "b"]);
+    assert_eq!(ids(crate::run::newly_failed(&mut reported, &failed(&["a", "b", "c"]))), ["c"]);
+    // `a` and `b` recovered (a late compensation): forgotten.
+    assert!(crate::run::newly_failed(&mut reported, &failed(&["c"])).is_empty());
+    assert_eq!(reported, HashSet::from(["c".to_owned()]));
+    assert!(crate::run::newly_failed(&mut reported, &[]).is_empty());
+    assert!(reported.is_empty());
 }

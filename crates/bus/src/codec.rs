@@ -213,7 +213,15 @@ pub fn decode_value(
         return Err(invalid(format!("{} trailing bytes after the datum", input.rest.len())));
     }
     match reader {
-        Some(schema) => value.resolve(schema).map_err(|e| invalid(e.to_string())),
+        Some(schema) => {
+            // A union of named types: branches chosen by name (`schema::unions`).
+            let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
+            let mut resolved = value.resolve(schema).map_err(|e| invalid(e.to_string()))?;
+            if let Some(written) = written {
+                crate::schema::unions::repair(&written, &writer.schema, &mut resolved, schema).map_err(invalid)?;
+            }
+            Ok(resolved)
+        }
         None => Ok(value),
     }
 }
@@ -301,6 +309,26 @@ mod tests {
             let refused = decode_value(&known, None, &datum);
             assert!(matches!(&refused, Err(DecodeError::Datum { .. })), "{refused:?}");
         }
+    }
+
+    /// Read by a newer version, an `Iban` written by an older one stays an `Iban`: apache-avro
+    /// alone resolved it into the first record branch it fits, a `Card`.
+    #[test]
+    fn resolution_to_a_newer_version_keeps_the_union_branch_written() {
+        let branches = r#"[{"type":"record","name":"Card","fields":[{"name":"last4","type":"string"}]},
+                           {"type":"record","name":"Iban","fields":[{"name":"last4","type":"string"},{"name":"bic","type":"string"}]}]"#;
+        let v1 = format!(r#"{{"type":"record","name":"Paid","namespace":"shop","fields":[{{"name":"pay","type":{branches}}}]}}"#);
+        let v2 = format!(r#"{{"type":"record","name":"Paid","namespace":"shop","fields":[{{"name":"pay","type":{branches}}},{{"name":"note","type":"string","default":""}}]}}"#);
+        let mut set = SchemaSet::default();
+        let writer = set.add_str(&v1).expect("v1");
+        let reader = apache_avro::Schema::parse_str(&v2).expect("v2");
+        use apache_avro::types::Value;
+        let iban = Value::Record(vec![("last4".into(), Value::String("1234".into())), ("bic".into(), Value::String("DEUTDEFF".into()))]);
+        let written = Value::Record(vec![("pay".into(), Value::Union(1, Box::new(iban.clone())))]);
+        let datum = apache_avro::to_avro_datum(&writer.schema, written).expect("encoded");
+        let read = decode_value(&writer, Some(&reader), &datum).expect("decoded");
+        let Value::Record(fields) = read else { panic!("a record") };
+        assert_eq!(fields[0], ("pay".to_owned(), Value::Union(1, Box::new(iban))), "an Iban");
     }
 
     #[tokio::test]

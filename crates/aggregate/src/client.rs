@@ -126,6 +126,24 @@ pub enum ClientError {
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<CommandReply>>>>;
 
+/// A send's place among the pending replies, given up however the send ends: answered,
+/// failed, timed out, or its future dropped (before, a dropped `send` left its entry for
+/// the life of the client). Declared before the receiver, so it drops after it: the entry
+/// goes only if it is this send's (its receiver gone), not another send's with the same id.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    key: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.get(&self.key).is_some_and(oneshot::Sender::is_closed) {
+            pending.remove(&self.key);
+        }
+    }
+}
+
 /// Sends commands of family `C` and awaits their replies.
 ///
 /// Replies are read from `reply_topic` (every partition, read_committed, from the end as it
@@ -262,6 +280,11 @@ impl<C> CommandClient<C> {
         &self.reply_topic
     }
 
+    /// Sends waiting for their replies now.
+    pub fn waiting(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Sends a command already encoded and framed (a tool that maps JSON through a schema,
     /// like `herald command`): `record`'s headers must carry `ce_id` = `command_id`; the
     /// reply-to and expected-version headers are added here. Then as [`CommandClient::send_with`]
@@ -269,24 +292,21 @@ impl<C> CommandClient<C> {
     pub async fn send_record(&self, mut record: Record, command_id: Uuid, options: SendOptions) -> Result<CommandReply, SendError> {
         let started = Instant::now();
         let key = command_id.to_string();
+        let _waiting = Waiting { pending: &self.pending, key: key.clone() };
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), tx);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
         record.headers = record.headers.insert(Header { key: headers::REPLY_TO, value: Some(self.reply_topic.as_str()) });
         if let Some(v) = options.expected_version {
             record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });
         }
         if let Err(source) = self.publisher.send_record(record).await {
-            self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
             return Err(SendError::Publish { command_id, source });
         }
         let timeout = options.timeout.unwrap_or(self.timeout);
         match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(SendError::Closed { command_id }),
-            Err(_) => {
-                self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() })
-            }
+            Err(_) => Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() }),
         }
     }
 

@@ -305,3 +305,22 @@ async fn a_reply_topic_that_does_not_exist_stalls_nothing() {
     stop.cancel();
     running.await.expect("engine task").expect("engine ran without error");
 }
+
+/// A send whose future is dropped (a caller's own timeout, a cancelled request) gives up
+/// its place among the replies awaited: before, it stayed for the life of the client.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_send_stops_waiting_for_its_reply() {
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    // No engine reads the commands: no reply ever comes.
+    let commands = herald_testkit::topic(&config, "agg.dropped", 1).await;
+    let replies = herald_testkit::topic(&config, "agg.dropped.replies", 1).await;
+    let client = Arc::new(CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies).await.expect("client").with_timeout(Duration::from_secs(120)));
+    let sending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send(Add { counter: "c-1".into(), n: 1 }).await })
+    };
+    herald_testkit::wait_until(Duration::from_secs(30), "the command sent and its reply awaited", || async { herald_testkit::record_count(&config, &commands).await == 1 && client.waiting() == 1 }).await;
+    sending.abort();
+    assert!(sending.await.is_err_and(|e| e.is_cancelled()));
+    assert_eq!(client.waiting(), 0, "the dropped send no longer waits");
+}

@@ -141,16 +141,7 @@ impl Idempotency {
         };
         // Queueing waits only while the producer's in-flight bound is full: not long.
         match tokio::time::timeout(Duration::from_millis(200), self.publisher.enqueue(record)).await {
-            Ok(Ok(delivery)) => {
-                let deadline = self.deadline;
-                tokio::spawn(async move {
-                    match tokio::time::timeout(deadline, delivery).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => warn(&e),
-                        Err(_) => warn(&"not acknowledged within the deadline"),
-                    }
-                });
-            }
+            Ok(Ok(delivery)) => self.acknowledged_later(delivery, warn),
             Ok(Err(e)) => warn(&e),
             Err(_) => warn(&"the producer's queue stayed full"),
         }
@@ -175,16 +166,20 @@ impl Idempotency {
         match tokio::time::timeout_at(until, &mut delivery).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => warn(&e),
-            Err(_) => {
-                let deadline = self.deadline;
-                tokio::spawn(async move {
-                    match tokio::time::timeout(deadline, delivery).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => warn(&e),
-                        Err(_) => warn(&"not acknowledged within the deadline"),
-                    }
-                });
-            }
+            Err(_) => self.acknowledged_later(delivery, warn),
         }
+    }
+
+    /// Awaits `delivery` in the background for up to the deadline, calling `warn` if it
+    /// fails or does not come.
+    fn acknowledged_later(&self, delivery: herald_bus::publisher::Delivery, warn: fn(&dyn std::fmt::Display)) {
+        let deadline = self.deadline;
+        tokio::spawn(async move {
+            match tokio::time::timeout(deadline, delivery).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn(&e),
+                Err(_) => warn(&"not acknowledged within the deadline"),
+            }
+        });
     }
 }

@@ -22,6 +22,9 @@ async fn services_lists_live_and_expired_instances_and_not_deregistered_ones() {
     let mut old = Instance::new("orders", "o-2", "http://127.0.0.1:8002", "0.1.0").expect("valid");
     old.heartbeat_at_ms -= 60_000; // its last heartbeat was a minute ago: it crashed
     drop(Registration::register(&config, &settings, old).await.expect("register"));
+    let mut forgotten = Instance::new("orders", "o-3", "http://127.0.0.1:8004", "0.1.0").expect("valid");
+    forgotten.heartbeat_at_ms -= 3 * 3600 * 1000; // crashed hours ago, past the TTL and FORGET_AFTER
+    drop(Registration::register(&config, &settings, forgotten).await.expect("register"));
     let gone = Registration::register(&config, &settings, Instance::new("payments", "p-1", "http://127.0.0.1:8003", "0.1.0").expect("valid")).await.expect("register");
     gone.shutdown().await.expect("deregister");
 

@@ -116,8 +116,11 @@ impl Inspector {
     }
 
     /// Every instance on the registry topic of `settings`, read from its beginning to its
-    /// end (as a [`crate::Directory`] sees them once caught up; deregistered ones are not
-    /// there). A registry topic that does not exist has no instances. Blocking.
+    /// end (as a [`crate::Directory`] sees them once caught up: deregistered ones are not
+    /// there, nor instances whose last heartbeat is older than the TTL plus
+    /// [`crate::directory::FORGET_AFTER`], such as every crashed pod of the last weeks,
+    /// which never wrote a tombstone). A registry topic that does not exist has no
+    /// instances. Blocking.
     pub fn registry(&self, settings: &crate::Settings) -> Result<Vec<crate::Entry>, RegistryError> {
         let mut table = crate::table::Table::new(settings.ttl);
         let metadata = self.consumer.fetch_metadata(Some(&settings.topic), self.timeout)?;
@@ -133,7 +136,13 @@ impl Inspector {
                 _ => tracing::debug!(offset = message.offset(), "registry record skipped"),
             }
         })?;
-        Ok(table.entries(tokio::time::Instant::now()))
+        // Read in one burst, every record's age is capped at the TTL (see `Table::apply`):
+        // the forgotten are told by their heartbeat's own time.
+        let forget_ms = settings.ttl.saturating_add(crate::directory::FORGET_AFTER).as_millis() as i64;
+        let now_ms = crate::instance::now_ms();
+        let mut entries = table.entries(tokio::time::Instant::now());
+        entries.retain(|e| now_ms.saturating_sub(e.instance.heartbeat_at_ms) <= forget_ms);
+        Ok(entries)
     }
 
     /// The state, members, assignment and lag of each of `groups`. Blocking.

@@ -157,6 +157,20 @@ impl Registry {
         }
         let json = known.json().map_err(|e| RegistryError::Client(format!("cannot serialize schema {}: {e}", known.name)))?;
         let id = if register { self.register(subject, &json).await? } else { self.lookup(subject, &json).await? };
+        if !register {
+            // A lookup compares normalized schemas, and Apicurio's normalization sorts a
+            // record's fields by name: a schema whose fields are in another order (another
+            // binary layout) would get this id, and its events would be misread by every
+            // reader of the id. The id is used only for this very schema.
+            let registered = self.schema(id).await?;
+            if registered.fingerprint != known.fingerprint {
+                return Err(RegistryError::NotFound {
+                    status: 404,
+                    code: 40403,
+                    message: format!("subject {subject} holds schema id {id}, which the registry matched to {} but whose parsing canonical form differs (field order?); register this schema or publish with the registered one", known.name),
+                });
+            }
+        }
         lock(&self.inner.ids).insert(key, id);
         Ok(id)
     }

@@ -32,3 +32,25 @@ async fn register_lookup_fetch_and_not_found() {
     let err = registry.schema(u32::MAX / 2).await.expect_err("unknown id");
     assert!(matches!(err, RegistryError::NotFound { status: 404, code: 40403, .. }), "{err:?}");
 }
+
+/// Looked up without registering, a schema gets only an id whose registered schema is the
+/// same one: Apicurio's normalized lookup also matches a schema with its fields in another
+/// order (another binary layout), whose events the id's readers would misread.
+#[tokio::test]
+async fn a_lookup_matches_only_the_same_schema_not_a_reordered_one() {
+    let registry = real_registry();
+    let short = format!("Reordered{}", std::process::id());
+    let name = format!("herald.test.{short}");
+    let fields_ab = r#"[{"name": "a", "type": "int"}, {"name": "b", "type": "string"}]"#;
+    let fields_ba = r#"[{"name": "b", "type": "string"}, {"name": "a", "type": "int"}]"#;
+    let schema = |fields: &str| format!(r#"{{"type": "record", "namespace": "herald.test", "name": "{short}", "fields": {fields}}}"#);
+    let topic = herald_testkit::unique("t.registry.order");
+    let subject = SubjectStrategy::TopicRecordName.subject(&topic, &name);
+    let id = registry.register(&subject, &schema(fields_ab)).await.expect("registered");
+    let mut set = herald_bus::schema::SchemaSet::default();
+    let same = set.add_str(&schema(fields_ab)).expect("schema");
+    let reordered = herald_bus::schema::SchemaSet::default().add_str(&schema(fields_ba)).expect("schema");
+    assert_eq!(registry.id_for(&subject, &same, false).await.expect("the same schema"), id);
+    let err = registry.id_for(&subject, &reordered, false).await.expect_err("another layout");
+    assert!(err.is_not_found(), "{err:?}");
+}

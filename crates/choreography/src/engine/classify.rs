@@ -3,12 +3,9 @@
 //! librdkafka marks a transactional error as retriable (call again), abortable (abort the
 //! transaction, rewind, go on) or fatal (the producer is unusable: fenced by a newer
 //! instance with the same `transactional.id`, or out of sequence). Everything it does not
-//! mark, and a timeout of the final commit that outlasted its retries, is fatal: the engine
-//! rebuilds the producer, which fences and aborts whatever the old one left open. (The
-//! producer calls `commit_transaction` again after a timeout, up to four times, to learn
-//! the outcome of a commit whose request may have reached the coordinator; given up on,
-//! such a commit completes when the next producer initializes, and the inputs processed
-//! again write their outputs a second time, with the same ids.)
+//! mark, and every timeout of the final commit (librdkafka does not speak KIP-890, so an
+//! `EndTxn` whose outcome is unknown cannot be resolved by retrying), is fatal: the engine
+//! rebuilds the producer, which fences and aborts whatever the old one left open.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 

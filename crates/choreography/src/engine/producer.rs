@@ -183,23 +183,7 @@ impl TxnProducer {
             self.open.store(false, Ordering::Release);
             return Ok(());
         }
-        // A commit that timed out goes on in the background, and its request may have
-        // reached the coordinator: given up on, the next producer's init_transactions
-        // would complete that commit, not abort it, and the inputs processed again would
-        // write their outputs a second time. librdkafka lets the call be made again to
-        // wait for the outcome; only after COMMIT_ATTEMPTS timeouts is it given up
-        // (fatal, see `classify`).
-        let mut attempt = 1;
-        loop {
-            match self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await {
-                Ok(()) => break,
-                Err((call, e)) if attempt < COMMIT_ATTEMPTS && timed_out(&e) => {
-                    tracing::warn!(?call, error = %e, attempt, "commit timed out: waiting for its outcome");
-                    attempt += 1;
-                }
-                Err(failed) => return Err(failed),
-            }
-        }
+        self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await?;
         self.open.store(false, Ordering::Release);
         Ok(())
     }
@@ -212,21 +196,6 @@ impl TxnProducer {
         self.open.store(false, Ordering::Release);
         Ok(())
     }
-}
-
-/// How many times `commit_transaction` is called for one transaction while it times out.
-const COMMIT_ATTEMPTS: u32 = 4;
-
-/// Whether `error` is a timeout of the call (the operation may go on), not a refusal.
-fn timed_out(error: &KafkaError) -> bool {
-    let code = match error {
-        KafkaError::Transaction(e) if !e.is_fatal() && !e.txn_requires_abort() => e.code(),
-        other => match other.rdkafka_error_code() {
-            Some(code) => code,
-            None => return false,
-        },
-    };
-    matches!(code, RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
 }
 
 /// Waits until every queued record is delivered and its report served, or `timeout`.
@@ -245,19 +214,4 @@ fn wait_delivered(producer: &ThreadedProducer<Deliveries>, timeout: Duration) ->
         std::thread::sleep(Duration::from_micros(500));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_timeout_is_waited_out_again() {
-        assert!(timed_out(&KafkaError::Global(RDKafkaErrorCode::OperationTimedOut)));
-        assert!(timed_out(&KafkaError::Global(RDKafkaErrorCode::RequestTimedOut)));
-        for refused in [RDKafkaErrorCode::ProducerFenced, RDKafkaErrorCode::InvalidProducerEpoch, RDKafkaErrorCode::State, RDKafkaErrorCode::MessageTimedOut] {
-            assert!(!timed_out(&KafkaError::Global(refused)), "{refused:?}");
-        }
-        assert!(!timed_out(&KafkaError::Canceled));
-    }
 }

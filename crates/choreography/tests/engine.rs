@@ -874,3 +874,95 @@ async fn a_deadline_set_again_at_now_fires_once_per_tick_and_stalls_nothing() {
     }
     running.stop().await;
 }
+
+/// A commit whose `commit_transaction` times out may still commit: its `EndTxn` reached
+/// the coordinator, which completes it. The engine then learns the outcome (the next
+/// producer's `init_transactions` waits for it, the group's committed offsets tell it)
+/// instead of reacting to the inputs again, which wrote their events a second time. Here
+/// every commit times out (1 ms) and most of them land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_that_timed_out_but_landed_is_not_reacted_to_again() {
+    let s = setup(3).await;
+    let mut settings = s.settings("a");
+    settings.commit_timeout = Duration::from_millis(1);
+    let engine = s.engine(settings);
+    let health = engine.health();
+    let running = start(engine);
+    let mut inputs = HashMap::new();
+    // Round by round, each in transactions of its own, until two commits timed out and
+    // landed (on this broker most commits outlast 1 ms; some do not).
+    let mut rounds = 0;
+    while health.commits_in_doubt() < 2 {
+        assert!(rounds < 40, "in {rounds} rounds only {} commits landed after a timeout ({} rebuilt)", health.commits_in_doubt(), health.rebuilt());
+        rounds += 1;
+        for k in 0..10 {
+            let id = s.ping(&format!("k{k}"), 0).await;
+            inputs.insert(id, (format!("k{k}"), rounds));
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while health.reactions() < 10 * rounds as u64 {
+            assert!(tokio::time::Instant::now() < deadline, "round {rounds}: {} reactions committed", health.reactions());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("{rounds} rounds; commits: {} committed, {} rebuilt, {} landed after a timeout", health.committed(), health.rebuilt(), health.commits_in_doubt());
+    let out = read(&s.config, &s.output, "read_committed", 10 * rounds, WAIT, Duration::from_secs(3)).await;
+    let mut seen = HashSet::new();
+    let mut by_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for msg in &out {
+        let (meta, value) = decoded(msg);
+        assert!(seen.insert(meta.id), "event {} twice: {} events for {} inputs", meta.id, out.len(), 10 * rounds);
+        let cause: uuid::Uuid = meta.causation_id.as_deref().expect("causation").parse().expect("uuid");
+        let (key, _) = inputs.get(&cause).expect("caused by an input");
+        by_key.entry(key.clone()).or_default().push(value["n"].as_i64().unwrap_or_default());
+    }
+    assert_eq!(out.len(), 10 * rounds, "each input once");
+    assert!(by_key.values().all(|ns| *ns == (1..=rounds as i64).collect::<Vec<_>>()), "{by_key:?}");
+    running.stop().await;
+    let committed = herald_testkit::committed(&s.config, &s.group, &s.input, 3).await;
+    let total: i64 = committed.iter().map(|c| c.unwrap_or(0)).sum();
+    assert_eq!(total, 10 * rounds as i64, "the input offsets committed with the reactions: {committed:?}");
+}
+
+/// The repartition step's commits likewise: a copy whose commit timed out but landed is
+/// not copied again (the repartition topic would hold it twice, and the participant react
+/// to it twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_repartition_commit_that_timed_out_but_landed_is_not_copied_again() {
+    const ROUNDS: u64 = 6;
+    let s = setup(3).await;
+    let mut settings = s.settings("a");
+    settings.commit_timeout = Duration::from_millis(1);
+    let engine = Engine::new(&s.config, ByInitial { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    let mut ids = Vec::new();
+    for round in 0..ROUNDS {
+        for k in 0..10 {
+            let id = format!("{}{round}{k}", ["a", "b", "c", "d", "e"][k % 5]);
+            s.ping(&id, 0).await;
+            ids.push(id);
+        }
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while health.reactions() < 10 * (round + 1) {
+            assert!(tokio::time::Instant::now() < deadline, "round {round}: {} reactions committed", health.reactions());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let copies = read(&s.config, &format!("by-initial.{}.by-initial", s.input), "read_committed", ids.len(), WAIT, Duration::from_secs(3)).await;
+    let copied: Vec<uuid::Uuid> = ids_of(&copies);
+    assert_eq!(copied.iter().collect::<HashSet<_>>().len(), copied.len(), "an input copied twice: {} copies of {} inputs", copied.len(), ids.len());
+    let out = read(&s.config, &s.output, "read_committed", ids.len(), WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(ids_of(&out).iter().collect::<HashSet<_>>().len(), ids.len(), "{} outputs of {} inputs", out.len(), ids.len());
+    let mut by_initial: HashMap<String, Vec<i64>> = HashMap::new();
+    for msg in &out {
+        let (_, value) = decoded(msg);
+        let id = value["id"].as_str().unwrap_or_default().to_owned();
+        by_initial.entry(id[..1].to_owned()).or_default().push(value["n"].as_i64().unwrap_or_default());
+    }
+    for (initial, mut ns) in by_initial {
+        ns.sort();
+        assert_eq!(ns, (1..=2 * ROUNDS as i64).collect::<Vec<_>>(), "{initial}: each input counted once");
+    }
+}

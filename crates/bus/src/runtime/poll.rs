@@ -95,8 +95,8 @@ impl<S: Sink> Runtime<S> {
         let sink = Arc::new(sink);
         let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone(), sink: sink.clone() })?;
         let consumer = Arc::new(consumer);
-        let weak = Arc::downgrade(&consumer);
-        sink.attach(Membership::new(move || weak.upgrade().and_then(|c| c.group_metadata())));
+        let (weak, weak_too) = (Arc::downgrade(&consumer), Arc::downgrade(&consumer));
+        sink.attach(Membership::new(move || weak.upgrade().and_then(|c| c.group_metadata()), move |partitions, timeout| committed(&weak_too, partitions, timeout)));
         let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         Ok(Runtime {
@@ -448,4 +448,27 @@ impl<S: Sink> Runtime<S> {
         .await;
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "consumer stopped");
     }
+}
+
+/// [`Membership::committed`]: the group's committed offsets of `partitions`, asked of the
+/// broker by the consumer itself (its `isolation.level` decides whether the broker waits
+/// for pending transactional offsets).
+fn committed(consumer: &std::sync::Weak<StreamConsumer<Context<impl Sink>>>, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Option<i64>>, KafkaError> {
+    let consumer = consumer.upgrade().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let answer = consumer.committed_offsets(tpl, timeout)?;
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let element = answer.find_partition(topic, *partition).ok_or(KafkaError::Global(RDKafkaErrorCode::UnknownPartition))?;
+            element.error()?;
+            Ok(match element.offset() {
+                rdkafka::Offset::Offset(next) => Some(next),
+                _ => None,
+            })
+        })
+        .collect()
 }

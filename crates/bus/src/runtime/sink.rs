@@ -1,9 +1,11 @@
 //! Sinks: where a partition's records go. The one part of a consumer that differs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use rdkafka::consumer::ConsumerGroupMetadata;
+use rdkafka::error::KafkaError;
 use tokio_util::sync::CancellationToken;
 
 use super::context::Assignment;
@@ -123,17 +125,36 @@ pub trait Sink: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Membership {
     metadata: Arc<dyn Fn() -> Option<ConsumerGroupMetadata> + Send + Sync>,
+    committed: Arc<CommittedFn>,
 }
 
+/// How [`Membership::committed`] asks the consumer.
+type CommittedFn = dyn Fn(&[(String, i32)], Duration) -> Result<Vec<Option<i64>>, KafkaError> + Send + Sync;
+
 impl Membership {
-    pub(crate) fn new(metadata: impl Fn() -> Option<ConsumerGroupMetadata> + Send + Sync + 'static) -> Self {
-        Membership { metadata: Arc::new(metadata) }
+    pub(crate) fn new(
+        metadata: impl Fn() -> Option<ConsumerGroupMetadata> + Send + Sync + 'static,
+        committed: impl Fn(&[(String, i32)], Duration) -> Result<Vec<Option<i64>>, KafkaError> + Send + Sync + 'static,
+    ) -> Self {
+        Membership { metadata: Arc::new(metadata), committed: Arc::new(committed) }
     }
 
     /// The group metadata now (generation, member id), for
     /// `send_offsets_to_transaction`; `None` once the consumer is gone.
     pub fn group_metadata(&self) -> Option<ConsumerGroupMetadata> {
         (self.metadata)()
+    }
+
+    /// The group's committed offsets of `partitions` (the next offset to read; `None`:
+    /// nothing committed), in their order, as the broker has them now. Under
+    /// `isolation.level=read_committed` (a transactional sink's) the broker answers only
+    /// once no transaction holding offsets of these partitions is pending, so the answer
+    /// tells whether a transaction whose commit timed out committed its offsets.
+    ///
+    /// Blocks for up to `timeout`: call it on a blocking thread. Fails when the consumer
+    /// is gone or the broker does not answer in time.
+    pub fn committed(&self, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Option<i64>>, KafkaError> {
+        (self.committed)(partitions, timeout)
     }
 }
 

@@ -3,9 +3,11 @@
 //! librdkafka marks a transactional error as retriable (call again), abortable (abort the
 //! transaction, rewind, go on) or fatal (the producer is unusable: fenced by a newer
 //! instance with the same `transactional.id`, or out of sequence). Everything it does not
-//! mark, and every timeout of the final commit (librdkafka does not speak KIP-890, so an
-//! `EndTxn` whose outcome is unknown cannot be resolved by retrying), is fatal: the engine
-//! rebuilds the producer, which fences and aborts whatever the old one left open.
+//! mark, and every timeout of the final commit, is fatal: the engine rebuilds the producer,
+//! whose `init_transactions` fences the old one and has the broker finish what it left
+//! open. A commit that timed out may have reached the transaction coordinator, so the
+//! broker may finish it by committing, not aborting ([`outcome_unknown`]): the engine then
+//! asks the group's committed offsets which it was before reacting to anything again.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -84,6 +86,33 @@ pub fn classify(call: TxnCall, error: &KafkaError) -> TxnClass {
         | RDKafkaErrorCode::PurgeInflight => TxnClass::Abortable,
         _ => TxnClass::Fatal,
     }
+}
+
+/// Whether `error` from `call` leaves the transaction's outcome unknown: a timeout of
+/// `commit_transaction`, whose `EndTxn` may have reached the coordinator (then the broker
+/// completes the commit) or not (then the next producer's `init_transactions` aborts it).
+///
+/// ```
+/// use herald_choreography::engine::{outcome_unknown, TxnCall};
+/// use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+/// let timed_out = KafkaError::Global(RDKafkaErrorCode::OperationTimedOut);
+/// assert!(outcome_unknown(TxnCall::Commit, &timed_out));
+/// assert!(!outcome_unknown(TxnCall::SendOffsets, &timed_out), "nothing was committed yet");
+/// assert!(!outcome_unknown(TxnCall::Commit, &KafkaError::Global(RDKafkaErrorCode::ProducerFenced)));
+/// ```
+pub fn outcome_unknown(call: TxnCall, error: &KafkaError) -> bool {
+    if call != TxnCall::Commit {
+        return false;
+    }
+    let code = match error {
+        KafkaError::Transaction(e) if e.is_fatal() || e.txn_requires_abort() => return false,
+        KafkaError::Transaction(e) => e.code(),
+        other => match other.rdkafka_error_code() {
+            Some(code) => code,
+            None => return false,
+        },
+    };
+    matches!(code, RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, TxnCall, TxnClass};
+use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
 use super::health::EngineHealth;
@@ -172,6 +172,9 @@ pub(crate) struct Coordinator<P: Participant> {
     /// Inputs of an aborted transaction, to react to again.
     backlog: VecDeque<(i32, Held<P::Input>)>,
     open: Open<P::Input, P::State>,
+    /// The open transaction's commit timed out ([`outcome_unknown`]): it may have
+    /// committed. Nothing is reacted to until [`Coordinator::resolve`] learned which.
+    in_doubt: bool,
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
@@ -223,6 +226,7 @@ impl<P: Participant> Coordinator<P> {
             parked: HashMap::new(),
             backlog: VecDeque::new(),
             open: Open::default(),
+            in_doubt: false,
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
@@ -234,7 +238,14 @@ impl<P: Participant> Coordinator<P> {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if let Err(failed) = self.drain_backlog().await {
+            if self.in_doubt
+                && let Err((call, e)) = self.resolve().await
+            {
+                tracing::warn!(?call, error = %e, "the outcome of the commit that timed out is not known yet: asking again");
+            }
+            if !self.in_doubt
+                && let Err(failed) = self.drain_backlog().await
+            {
                 self.fail(failed).await;
                 continue;
             }
@@ -243,7 +254,7 @@ impl<P: Participant> Coordinator<P> {
             for ack in self.acks.drain(..) {
                 let _ = ack.send(());
             }
-            let commit_at = self.open.began.map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
+            let commit_at = self.open.began.filter(|_| !self.in_doubt).map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
             let step = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -252,17 +263,19 @@ impl<P: Participant> Coordinator<P> {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                _ = tick.tick() => self.fire_due().await,
+                _ = tick.tick(), if !self.in_doubt => self.fire_due().await,
             };
             let step = match step {
-                Ok(()) if self.open.reactions >= self.settings.max_batch => self.commit().await,
+                Ok(()) if !self.in_doubt && self.open.reactions >= self.settings.max_batch => self.commit().await,
                 other => other,
             };
             if let Err(failed) = step {
                 self.fail(failed).await;
             }
         }
+        // In doubt, the producer is gone already: the broker finishes its transaction.
         if self.open.began.is_some()
+            && !self.in_doubt
             && let Err((call, e)) = self.commit().await
         {
             tracing::warn!(?call, error = %e, "the open transaction did not commit at shutdown: aborting it");
@@ -343,7 +356,12 @@ impl<P: Participant> Coordinator<P> {
                 Ok(())
             }
             Command::Revoked { partitions, lost, ack } => {
-                let result = if lost {
+                let result = if self.in_doubt {
+                    // Nothing can commit before the outcome is known; whichever it is, the
+                    // partitions' next owner starts from what the broker has.
+                    self.forget(&partitions);
+                    Ok(())
+                } else if lost {
                     self.forget(&partitions);
                     if self.open.began.is_some() || !self.open.held.is_empty() {
                         self.rewind(false).await;
@@ -358,7 +376,7 @@ impl<P: Participant> Coordinator<P> {
                 result
             }
             Command::Flush => {
-                if self.open.began.is_some() {
+                if self.open.began.is_some() && !self.in_doubt {
                     self.commit().await?;
                 }
                 Ok(())
@@ -402,10 +420,21 @@ impl<P: Participant> Coordinator<P> {
         });
     }
 
-    /// Drops what this process knew of `partitions`: ownership, state, parked inputs.
+    /// Drops what this process knew of `partitions`: ownership, state, parked inputs,
+    /// inputs waiting in the backlog (if the partition comes back, its sink delivers them
+    /// again from the committed offset), and their part of an open transaction in doubt.
     fn forget(&mut self, partitions: &[(String, i32)]) {
         for key in partitions {
             self.owned.remove(key);
+        }
+        let owned = &self.owned;
+        self.backlog.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
+        if self.in_doubt {
+            let gone = |p: &i32| !owned.iter().any(|(_, q)| q == p);
+            self.open.held.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
+            self.open.offsets.retain(|key, _| owned.contains(key));
+            self.open.before.retain(|(p, _), _| !gone(p));
+            self.open.waiters.retain(|(p, _)| !gone(p));
         }
         for (_, p) in partitions {
             if !self.owned.iter().any(|(_, q)| q == p) {
@@ -465,7 +494,7 @@ impl<P: Participant> Coordinator<P> {
             // librdkafka asks after a timeout).
             let producer = match self.initialising.take() {
                 Some(producer) => producer,
-                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, self.settings.call_timeout).map_err(|e| (TxnCall::Init, e))?,
+                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, (self.settings.call_timeout, self.settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?,
             };
             match producer.init().await {
                 Ok(()) => self.producer = Some(producer),
@@ -712,8 +741,14 @@ impl<P: Participant> Coordinator<P> {
                 Err(failed) => return Err(failed),
             }
         }
-        let open = std::mem::take(&mut self.open);
         metrics::histogram!("herald_choreography_commit_seconds", "participant" => P::NAME).record(started.elapsed().as_secs_f64());
+        self.committed();
+        Ok(())
+    }
+
+    /// The open transaction committed: its inputs are done.
+    fn committed(&mut self) {
+        let open = std::mem::take(&mut self.open);
         metrics::histogram!("herald_choreography_transaction_reactions", "participant" => P::NAME).record(open.reactions as f64);
         metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "committed").increment(1);
         self.health.count_commit(open.reactions);
@@ -726,17 +761,71 @@ impl<P: Participant> Coordinator<P> {
             let name = format!("send {}", span.topic);
             SpanRecord::new(&name, SpanKind::Producer, span.trace, span.parent, span.began).topic(&span.topic).event(span.event_type, &span.event_id).actor(P::NAME).record();
         }
-        Ok(())
     }
 
     /// A transaction call failed: see the [module docs](self).
     async fn fail(&mut self, (call, error): Failed) {
         let class = classify(call, &error);
-        tracing::warn!(?call, ?class, %error, "transaction failed: rewinding");
         let fatal = class == TxnClass::Fatal;
         self.health.count_abort(fatal, format!("{call:?}: {error}"));
+        if self.open.began.is_some() && outcome_unknown(call, &error) {
+            tracing::warn!(%error, "the commit timed out and may still commit: its outcome is learned before anything else is reacted to");
+            metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "unknown").increment(1);
+            // The next producer's init_transactions fences this one.
+            if let Some(producer) = self.producer.take() {
+                producer.dispose();
+            }
+            self.in_doubt = true;
+            self.failures += 1;
+            return;
+        }
+        tracing::warn!(?call, ?class, %error, "transaction failed: rewinding");
         metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => if fatal { "fatal" } else { "aborted" }).increment(1);
         self.rewind(fatal).await;
+    }
+
+    /// Learns whether the open transaction, whose commit timed out, committed: a new
+    /// producer's `init_transactions` returns once the broker finished the old one's
+    /// transaction (completing a commit whose `EndTxn` reached it, aborting it otherwise),
+    /// then the group's committed offsets (read_committed: stable ones) are the
+    /// transaction's own if and only if it committed. Committed: its inputs are done, the
+    /// state stays. Aborted: rewound as after any failure. A transaction with no offsets
+    /// of a partition still owned (only deadlines fired, or every partition revoked) is
+    /// taken as aborted; its deadlines may then fire twice.
+    async fn resolve(&mut self) -> Result<(), Failed> {
+        if self.failures > 1 {
+            tokio::time::sleep(Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5))).await;
+        }
+        self.ensure_producer().await.inspect_err(|_| self.failures += 1)?;
+        let partitions: Vec<(String, i32)> = self.open.offsets.keys().filter(|key| self.owned.contains(*key)).cloned().collect();
+        let landed = if partitions.is_empty() {
+            false
+        } else {
+            let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
+            let (asked, timeout) = (partitions.clone(), self.settings.call_timeout);
+            let committed = tokio::task::spawn_blocking(move || membership.committed(&asked, timeout))
+                .await
+                .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
+                .map_err(|e| (TxnCall::Commit, e))
+                .inspect_err(|_| self.failures += 1)?;
+            let ours = partitions.iter().zip(&committed).filter(|(key, at)| **at == self.open.offsets.get(*key).copied()).count();
+            if ours != 0 && ours != partitions.len() {
+                tracing::error!(?partitions, ?committed, "a transaction's offsets committed for some partitions only: taken as aborted");
+            }
+            ours == partitions.len()
+        };
+        self.in_doubt = false;
+        if landed {
+            tracing::info!("the commit that timed out did commit: its inputs are done");
+            self.health.count_in_doubt_committed();
+            self.committed();
+        } else {
+            tracing::warn!("the commit that timed out was aborted: reacting to its inputs again");
+            metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "aborted").increment(1);
+            self.open.began = None; // nothing is open in the new producer
+            self.rewind(false).await;
+        }
+        Ok(())
     }
 
     /// Puts back the slots as they were before the open transaction and queues its inputs

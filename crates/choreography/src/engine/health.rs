@@ -28,6 +28,7 @@ pub struct EngineHealth {
     committed: AtomicU64,
     aborted: AtomicU64,
     rebuilt: AtomicU64,
+    in_doubt: AtomicU64,
     reactions: AtomicU64,
     pending: AtomicU64,
     overdue: AtomicU64,
@@ -65,6 +66,11 @@ impl EngineHealth {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
+    /// A commit whose outcome was unknown turned out committed.
+    pub(crate) fn count_in_doubt_committed(&self) {
+        self.in_doubt.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The coordinator ended while the engine ran (`reason`): the engine is stopping.
     pub(crate) fn coordinator_ended(&self, reason: String) {
         self.ended.store(true, Ordering::Relaxed);
@@ -93,6 +99,13 @@ impl EngineHealth {
     /// Producers rebuilt after a fatal error.
     pub fn rebuilt(&self) -> u64 {
         self.rebuilt.load(Ordering::Relaxed)
+    }
+
+    /// Commits that timed out ([`outcome_unknown`](super::outcome_unknown)) and were
+    /// found committed by the broker, so their inputs were not reacted to again. Also
+    /// counted in [`committed`](Self::committed) and [`rebuilt`](Self::rebuilt).
+    pub fn commits_in_doubt(&self) -> u64 {
+        self.in_doubt.load(Ordering::Relaxed)
     }
 
     /// Reactions committed.

@@ -21,6 +21,10 @@
 //!   ones abort, put back the slots as they were before the transaction and react to its
 //!   inputs again (see `coordinator`); fatal ones (fenced included) rebuild the producer
 //!   and do the same. Transaction calls run on tokio's blocking pool with finite timeouts.
+//!   A commit that timed out ([`outcome_unknown`]) may still commit: the new producer's
+//!   `init_transactions` waits until the broker finished it either way, then the group's
+//!   committed offsets say which way, and only an aborted transaction's inputs are reacted
+//!   to again (nothing is reacted to meanwhile).
 //! - **State** lives in memory per owned partition, rebuilt from the changelog partition
 //!   of the same number before any of the partition's inputs is reacted to (co-partitioned:
 //!   the inputs and the changelog have the same partition count, and the `range` assignor
@@ -67,7 +71,7 @@ mod restore;
 mod settings;
 mod sink;
 
-pub use classify::{classify, TxnCall, TxnClass};
+pub use classify::{classify, outcome_unknown, TxnCall, TxnClass};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::EngineError;
 pub use health::EngineHealth;
@@ -204,7 +208,7 @@ impl<P: Participant> Engine<P> {
         let shared = repartition::Shared { readers, jobs, membership: membership.clone() };
         let runtime = Runtime::new(&self.config, self.consumer_settings(&group, repartitioned.iter().map(|(s, _)| s.clone()).collect()), RepartitionSink(Arc::new(shared)), letters)?;
         // Ends once the runtime and its partitions are gone (the queue's senders with them).
-        let committer = repartition::Committer { jobs: queue, membership, config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone() };
+        let committer = repartition::Committer { jobs: queue, membership, config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone(), in_doubt: None };
         let committing = AbortOnDrop(tokio::spawn(committer.run()).into());
         Ok(Some((runtime, committing)))
     }

@@ -56,6 +56,8 @@ pub(crate) struct TxnProducer {
     transactional: bool,
     deliveries: Deliveries,
     timeout: Duration,
+    /// Limit of `commit_transaction`.
+    commit_timeout: Duration,
     /// Failed deliveries counted when the open transaction began.
     failed_at_begin: u64,
     /// True from `begin` until a commit or an abort returned: still true when whoever
@@ -66,8 +68,9 @@ pub(crate) struct TxnProducer {
 
 impl TxnProducer {
     /// Creates the client (no network yet); without a `transactional.id` when not
-    /// `transactional`.
-    pub(crate) fn new(config: &KafkaConfig, transactional_id: &str, transactional: bool, transaction_timeout: Duration, call_timeout: Duration) -> Result<Self, KafkaError> {
+    /// `transactional`. Its transaction calls wait up to `call_timeout`, its commits up to
+    /// `commit_timeout`.
+    pub(crate) fn new(config: &KafkaConfig, transactional_id: &str, transactional: bool, transaction_timeout: Duration, (call_timeout, commit_timeout): (Duration, Duration)) -> Result<Self, KafkaError> {
         let mut cc = config.client_config(PRODUCER_DEFAULTS);
         let txn_ms = transaction_timeout.as_millis().to_string();
         cc.set("message.timeout.ms", &txn_ms).set("enable.idempotence", "true");
@@ -76,7 +79,7 @@ impl TxnProducer {
         }
         let deliveries = Deliveries::default();
         let inner = cc.create_with_context::<_, ThreadedProducer<Deliveries>>(deliveries.clone())?;
-        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, failed_at_begin: 0, open: AtomicBool::new(false) })
+        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, commit_timeout, failed_at_begin: 0, open: AtomicBool::new(false) })
     }
 
     async fn blocking<T: Send + 'static>(&self, call: TxnCall, f: impl FnOnce(&ThreadedProducer<Deliveries>, Duration) -> Result<T, KafkaError> + Send + 'static) -> Result<T, (TxnCall, KafkaError)> {
@@ -183,7 +186,8 @@ impl TxnProducer {
             self.open.store(false, Ordering::Release);
             return Ok(());
         }
-        self.blocking(TxnCall::Commit, |p, t| p.commit_transaction(t)).await?;
+        let timeout = self.commit_timeout;
+        self.blocking(TxnCall::Commit, move |p, _| p.commit_transaction(timeout)).await?;
         self.open.store(false, Ordering::Release);
         Ok(())
     }

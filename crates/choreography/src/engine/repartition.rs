@@ -10,7 +10,10 @@
 //! (`<group>.repartition.<instance>`): the copies and the input offsets (with fresh group
 //! metadata) commit in one transaction. A failed transaction is aborted (or the producer
 //! rebuilt, by [`classify`](super::classify)) and its batches delivered again by the
-//! runtime.
+//! runtime. A commit that timed out may still have committed
+//! ([`outcome_unknown`](super::outcome_unknown)): the committer then asks the group's
+//! committed offsets, once the next producer's `init_transactions` made the broker finish
+//! it, and copies again only the records after them (until it knows, it copies nothing).
 //!
 //! **Group commit.** The partitions hand their batches to one committer task, which owns
 //! the producer: it takes every batch that is waiting and commits them in one transaction,
@@ -35,7 +38,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::classify::{classify, TxnCall, TxnClass};
+use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::decode::Reader;
 use super::producer::TxnProducer;
 use super::EngineSettings;
@@ -43,9 +46,10 @@ use super::EngineSettings;
 /// A failed transaction call.
 type Failed = (TxnCall, KafkaError);
 
-/// One partition's batch for the committer: its copies, and the partition's next offset.
+/// One partition's batch for the committer: its copies with their source offsets, and the
+/// partition's next offset.
 pub(crate) struct Job {
-    records: Vec<Record>,
+    records: Vec<(i64, Record)>,
     topic: Arc<str>,
     partition: i32,
     next: i64,
@@ -89,7 +93,7 @@ pub(crate) struct RepartitionPartition<I> {
 impl<I: Send + 'static> RepartitionPartition<I> {
     /// Copies `records` re-keyed and moves the partition to `next`, in the committer's next
     /// transaction; returns once it committed or failed.
-    async fn transact(&self, records: Vec<Record>, next: i64) -> Result<(), Failed> {
+    async fn transact(&self, records: Vec<(i64, Record)>, next: i64) -> Result<(), Failed> {
         let (done, committed) = oneshot::channel();
         let job = Job { records, topic: self.topic.clone(), partition: self.partition, next, done };
         let gone = || (TxnCall::Commit, KafkaError::Canceled);
@@ -105,6 +109,9 @@ pub(crate) struct Committer {
     pub config: KafkaConfig,
     pub transactional_id: String,
     pub settings: EngineSettings,
+    /// The offsets of a transaction whose commit timed out, until the broker says whether
+    /// it committed ([`Committer::resolve`]).
+    pub in_doubt: Option<HashMap<(Arc<str>, i32), i64>>,
 }
 
 impl Committer {
@@ -121,7 +128,10 @@ impl Committer {
                 records += job.records.len();
                 jobs.push(job);
             }
-            let result = self.transact(&mut slot, &jobs).await;
+            let result = match self.resolve(&mut slot).await {
+                Ok(committed) => self.transact(&mut slot, &jobs, &committed).await,
+                Err(failed) => Err(failed),
+            };
             for job in jobs {
                 let _ = job.done.send(result.clone());
             }
@@ -131,28 +141,54 @@ impl Committer {
         }
     }
 
-    /// One transaction for `jobs`. Whatever fails, the producer left behind can begin the
-    /// next transaction: a failed call (`begin` included) is followed by an abort, or by a
-    /// new producer when the error is fatal or the abort fails.
-    async fn transact(&self, slot: &mut Option<TxnProducer>, jobs: &[Job]) -> Result<(), Failed> {
+    /// One transaction for `jobs`, without the records (and offsets) a transaction whose
+    /// outcome was in doubt turned out to have committed (`committed`). Whatever fails,
+    /// the producer left behind can begin the next transaction: a failed call (`begin`
+    /// included) is followed by an abort, or by a new producer when the error is fatal or
+    /// the abort fails; a commit that timed out is resolved at once if it can be.
+    async fn transact(&mut self, slot: &mut Option<TxnProducer>, jobs: &[Job], committed: &HashMap<(Arc<str>, i32), i64>) -> Result<(), Failed> {
+        let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();
+        for job in jobs {
+            let key = (job.topic.clone(), job.partition);
+            if committed.get(&key).is_some_and(|&at| at >= job.next) {
+                continue;
+            }
+            let at = next.entry(key).or_insert(job.next);
+            *at = (*at).max(job.next);
+        }
+        if next.is_empty() {
+            return Ok(()); // all of it committed already
+        }
         let producer = ready(slot, &self.config, &self.transactional_id, &self.settings).await?;
         let result = async {
             producer.begin().await?;
-            let mut next: HashMap<(&str, i32), i64> = HashMap::new();
             for job in jobs {
-                for record in &job.records {
+                let from = committed.get(&(job.topic.clone(), job.partition)).copied().unwrap_or(i64::MIN);
+                for (_, record) in job.records.iter().filter(|(offset, _)| *offset >= from) {
                     producer.send(record, None).await?;
                 }
-                let at = next.entry((&job.topic, job.partition)).or_insert(job.next);
-                *at = (*at).max(job.next);
             }
             let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in next {
-                tpl.add_partition_offset(topic, partition, Offset::Offset(offset)).map_err(|e| (TxnCall::SendOffsets, e))?;
+            for ((topic, partition), offset) in &next {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| (TxnCall::SendOffsets, e))?;
             }
             producer.commit(tpl, self.membership.get().and_then(Membership::group_metadata)).await
         }
         .await;
+        if let Err((call, e)) = &result
+            && outcome_unknown(*call, e)
+        {
+            tracing::warn!(error = %e, "repartition commit timed out and may still commit: asking the broker");
+            if let Some(dropped) = slot.take() {
+                dropped.dispose();
+            }
+            self.in_doubt = Some(next);
+            return match self.resolve(slot).await {
+                Ok(found) if found.is_empty() => result, // aborted: delivered again
+                Ok(_) => Ok(()),
+                Err(failed) => Err(failed),
+            };
+        }
         if let Err((call, e)) = &result
             && (classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err())
             && let Some(dropped) = slot.take()
@@ -160,6 +196,28 @@ impl Committer {
             dropped.dispose(); // rebuilt for the next transaction: its init_transactions fences this one
         }
         result
+    }
+
+    /// Learns whether the transaction in doubt committed: a new producer's
+    /// `init_transactions` returns once the broker finished it, then the group's committed
+    /// offsets (stable ones: the consumer reads committed) are its own if it did. Returns
+    /// them when it did (its records are not copied again), nothing when it did not or
+    /// there was no doubt; fails (and stays in doubt) when the broker cannot tell yet.
+    async fn resolve(&mut self, slot: &mut Option<TxnProducer>) -> Result<HashMap<(Arc<str>, i32), i64>, Failed> {
+        let Some(doubt) = &self.in_doubt else { return Ok(HashMap::new()) };
+        ready(slot, &self.config, &self.transactional_id, &self.settings).await?;
+        let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
+        let partitions: Vec<(String, i32)> = doubt.keys().map(|(topic, partition)| (topic.to_string(), *partition)).collect();
+        let timeout = self.settings.call_timeout;
+        let committed = tokio::task::spawn_blocking(move || membership.committed(&partitions, timeout).map(|at| (partitions, at)))
+            .await
+            .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
+            .map_err(|e| (TxnCall::Commit, e))?;
+        let landed = committed.0.iter().zip(&committed.1).all(|((topic, partition), at)| *at == doubt.get(&(Arc::from(topic.as_str()), *partition)).copied());
+        let found = if landed { self.in_doubt.take().unwrap_or_default() } else { HashMap::new() };
+        self.in_doubt = None;
+        tracing::info!(committed = landed, "repartition commit that timed out: outcome known");
+        Ok(found)
     }
 }
 
@@ -180,7 +238,7 @@ async fn ready<'a>(slot: &'a mut Option<TxnProducer>, config: &KafkaConfig, tran
     let producer = match slot.take() {
         Some(producer) => producer,
         None => {
-            let producer = TxnProducer::new(config, transactional_id, true, settings.transaction_timeout, settings.call_timeout).map_err(|e| (TxnCall::Init, e))?;
+            let producer = TxnProducer::new(config, transactional_id, true, settings.transaction_timeout, (settings.call_timeout, settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?;
             if let Err(failed) = producer.init().await {
                 producer.dispose();
                 return Err(failed);
@@ -203,7 +261,7 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         for (index, record) in batch.iter().enumerate() {
             match reader.decode(record) {
                 Ok((routed, _)) => {
-                    records.push(Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None });
+                    records.push((record.offset(), Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None }));
                 }
                 Err(failure) => {
                     failed = Some((index, failure));

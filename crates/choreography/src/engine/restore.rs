@@ -210,7 +210,7 @@ mod tests {
         let config = herald_testkit::kafka().await;
         let topic = herald_testkit::topic(&config, "restore-cancel", 1).await;
         // A live transaction holds the partition's last stable offset.
-        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-cancel"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
+        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-cancel"), true, Duration::from_secs(60), (Duration::from_secs(30), Duration::from_secs(30))).expect("producer");
         producer.init().await.expect("init");
         producer.begin().await.expect("begin");
         producer.send(&Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default(), partition: None }, Some(0)).await.expect("send");
@@ -262,7 +262,7 @@ mod tests {
             ("d", None),
             ("d", slot(false)),
         ];
-        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-latest"), true, Duration::from_secs(60), Duration::from_secs(30)).expect("producer");
+        let mut producer = super::super::producer::TxnProducer::new(&config, &herald_testkit::unique("restore-latest"), true, Duration::from_secs(60), (Duration::from_secs(30), Duration::from_secs(30))).expect("producer");
         producer.init().await.expect("init");
         producer.begin().await.expect("begin");
         for (key, payload) in writes {

@@ -57,6 +57,11 @@ pub struct EngineSettings {
     pub transaction_timeout: Duration,
     /// Limit of each blocking transaction call (default 30 s).
     pub call_timeout: Duration,
+    /// How long `commit_transaction` is waited for (default 30 s). A commit that outlasts
+    /// it has an unknown outcome: the engine rebuilds the producer and learns from the
+    /// group's committed offsets whether it committed before going on (see
+    /// [`outcome_unknown`](super::outcome_unknown)).
+    pub commit_timeout: Duration,
     /// How often the deadline timer looks for due deadlines (default 50 ms).
     pub tick: Duration,
     /// Use static group membership (`group.instance.id` = instance; default true).
@@ -96,6 +101,7 @@ impl EngineSettings {
             pipeline: true,
             transaction_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(30),
+            commit_timeout: Duration::from_secs(30),
             tick: Duration::from_millis(50),
             static_membership: true,
             forget_finished: false,

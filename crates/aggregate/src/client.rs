@@ -124,12 +124,14 @@ pub enum ClientError {
     Kafka(String),
 }
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<CommandReply>>>>;
+/// The sends waiting for a reply, by command id: several when a command is sent again
+/// with its id (a caller's retry) while an earlier send still waits; each gets the reply.
+type Pending = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<CommandReply>>>>>;
 
 /// A send's place among the pending replies, given up however the send ends: answered,
 /// failed, timed out, or its future dropped (before, a dropped `send` left its entry for
-/// the life of the client). Declared before the receiver, so it drops after it: the entry
-/// goes only if it is this send's (its receiver gone), not another send's with the same id.
+/// the life of the client). Declared before the receiver, so it drops after it: only
+/// senders whose receivers are gone (this send's) go, not another send's with the same id.
 struct Waiting<'a> {
     pending: &'a Pending,
     key: String,
@@ -138,8 +140,11 @@ struct Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.get(&self.key).is_some_and(oneshot::Sender::is_closed) {
-            pending.remove(&self.key);
+        if let Some(waiters) = pending.get_mut(&self.key) {
+            waiters.retain(|waiter| !waiter.is_closed());
+            if waiters.is_empty() {
+                pending.remove(&self.key);
+            }
         }
     }
 }
@@ -254,9 +259,9 @@ impl<C> CommandClient<C> {
                 match consumer.recv().await {
                     Ok(msg) => {
                         let Some(reply) = decode_reply(&codec, msg.payload()) else { continue };
-                        let waiter = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.command_id);
-                        if let Some(waiter) = waiter {
-                            let _ = waiter.send(reply);
+                        let waiters = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.command_id);
+                        for waiter in waiters.unwrap_or_default() {
+                            let _ = waiter.send(reply.clone());
                         }
                     }
                     Err(e) => {
@@ -282,7 +287,7 @@ impl<C> CommandClient<C> {
 
     /// Sends waiting for their replies now.
     pub fn waiting(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).values().map(Vec::len).sum()
     }
 
     /// Sends a command already encoded and framed (a tool that maps JSON through a schema,
@@ -294,7 +299,7 @@ impl<C> CommandClient<C> {
         let key = command_id.to_string();
         let _waiting = Waiting { pending: &self.pending, key: key.clone() };
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(key, tx);
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().push(tx);
         record.headers = record.headers.insert(Header { key: headers::REPLY_TO, value: Some(self.reply_topic.as_str()) });
         if let Some(v) = options.expected_version {
             record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });

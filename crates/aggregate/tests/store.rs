@@ -324,3 +324,31 @@ async fn a_dropped_send_stops_waiting_for_its_reply() {
     assert!(sending.await.is_err_and(|e| e.is_cancelled()));
     assert_eq!(client.waiting(), 0, "the dropped send no longer waits");
 }
+
+/// A command sent again with its id (a caller's retry) while the first send still waits:
+/// both sends get the reply. Before, the second send's entry replaced the first's, which
+/// then failed as if the client had closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_sent_again_while_the_first_send_waits_answers_both() {
+    use herald_aggregate::{reply::reply_topic, CommandReply, SendOptions};
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    // No engine reads the commands: the test answers them itself, once both sends wait.
+    let commands = herald_testkit::topic(&config, "agg.again", 1).await;
+    let replies = herald_testkit::topic(&config, "agg.again.replies", 1).await;
+    let client = Arc::new(CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies.clone()).await.expect("client").with_timeout(Duration::from_secs(60)));
+    let id = uuid::Uuid::now_v7();
+    let sends: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send_with(Add { counter: "c-1".into(), n: 1 }, SendOptions::default().command_id(id)).await })
+        })
+        .collect();
+    herald_testkit::wait_until(Duration::from_secs(30), "both sends wait", || async { client.waiting() == 2 }).await;
+    let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/test/again")).expect("publisher");
+    publisher.publish(&reply_topic(replies), &CommandReply::accepted(id.to_string(), "c-1", 1, vec![])).await.expect("reply written");
+    for send in sends {
+        let reply = send.await.expect("send task").expect("answered, not closed");
+        assert_eq!((reply.command_id.as_str(), reply.version), (id.to_string().as_str(), Some(1)));
+    }
+    assert_eq!(client.waiting(), 0);
+}

@@ -152,8 +152,10 @@ impl Drop for Waiting<'_> {
 /// Sends commands of family `C` and awaits their replies.
 ///
 /// Replies are read from `reply_topic` (every partition, read_committed, from the end as it
-/// was when the client was created) and matched to the waiting sends by command id, so
-/// any number of sends may wait at once, and several clients may share a reply topic.
+/// was when the client was created; partitions added to the topic later are read from
+/// their start within [`NEW_PARTITIONS_CHECK`]) and matched to the waiting sends by
+/// command id, so any number of sends may wait at once, and several clients may share a
+/// reply topic.
 /// Cloning is cheap (one publisher and one reader shared).
 ///
 /// ```no_run
@@ -201,6 +203,32 @@ struct ReaderTask(tokio::task::JoinHandle<()>);
 impl Drop for ReaderTask {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// How often a [`CommandClient`] looks for partitions added to its reply topic.
+pub const NEW_PARTITIONS_CHECK: Duration = Duration::from_secs(5);
+
+/// Assigns `consumer` the partitions of `topic` it does not read yet, from their start
+/// (they were added after it began: every record in them is newer). Before, replies the
+/// engine wrote to a partition added to the reply topic were never read, and their sends
+/// timed out.
+/// Asks the consumer's own connection (no client per check).
+fn read_new_partitions(consumer: &StreamConsumer, topic: &str) {
+    let Ok(metadata) = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5))) else { return };
+    let Some(count) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()) else { return };
+    let Ok(assigned) = consumer.assignment() else { return };
+    let mut added = TopicPartitionList::new();
+    for partition in 0..count as i32 {
+        if assigned.find_partition(topic, partition).is_none() && added.add_partition_offset(topic, partition, Offset::Beginning).is_err() {
+            return;
+        }
+    }
+    if added.count() > 0 {
+        match consumer.incremental_assign(&added) {
+            Ok(()) => tracing::info!(topic, partitions = count, "reading the reply topic's new partitions"),
+            Err(e) => tracing::warn!(topic, error = %e, "new partitions of the reply topic not assigned: trying again"),
+        }
     }
 }
 
@@ -253,10 +281,20 @@ impl<C> CommandClient<C> {
         let consumer = reader_of(config, &reply_topic, false).await?;
         let pending: Pending = Arc::default();
         let dispatch = pending.clone();
+        let topic = reply_topic.clone();
         let task = tokio::spawn(async move {
             let codec = SingleObject::new(Replies::schemas().clone());
+            let mut check = tokio::time::interval(NEW_PARTITIONS_CHECK);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match consumer.recv().await {
+                let received = tokio::select! {
+                    received = consumer.recv() => received,
+                    _ = check.tick() => {
+                        read_new_partitions(&consumer, &topic);
+                        continue;
+                    }
+                };
+                match received {
                     Ok(msg) => {
                         let Some(reply) = decode_reply(&codec, msg.payload()) else { continue };
                         let waiters = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.command_id);

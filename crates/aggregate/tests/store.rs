@@ -352,3 +352,34 @@ async fn a_command_sent_again_while_the_first_send_waits_answers_both() {
     }
     assert_eq!(client.waiting(), 0);
 }
+
+/// Replies on a partition added to the reply topic after the client began are read: the
+/// client assigned itself the partitions there were, so such replies were never matched
+/// and their sends timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_on_a_partition_added_later_are_read() {
+    use herald_aggregate::{reply::reply_topic, CommandReply, SendOptions};
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let commands = herald_testkit::topic(&config, "agg.grown", 1).await;
+    let replies = herald_testkit::topic(&config, "agg.grown.replies", 1).await;
+    let client = Arc::new(CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies.clone()).await.expect("client").with_timeout(Duration::from_secs(60)));
+    let id = uuid::Uuid::now_v7();
+    let sending = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send_with(Add { counter: "c-1".into(), n: 1 }, SendOptions::default().command_id(id)).await })
+    };
+    herald_testkit::wait_until(Duration::from_secs(30), "the send waits", || async { client.waiting() == 1 }).await;
+    let admin: AdminClient<_> = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("admin");
+    let grown = admin.create_partitions(&[NewPartitions::new(&replies, 2)], &AdminOptions::new()).await.expect("create partitions");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    herald_testkit::wait_until(Duration::from_secs(30), "the new partition in the metadata", || async { admin::partition_count(&config, &replies).await.ok().flatten() == Some(2) }).await;
+    let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/test/grown")).expect("publisher");
+    let reply = CommandReply::accepted(id.to_string(), "c-1", 1, vec![]);
+    let topic = reply_topic(replies);
+    let meta = publisher.metadata_for(&reply);
+    let record = publisher.encode(&topic, &reply, &meta).await.expect("encoded").to_partition(1);
+    publisher.send_record(record).await.expect("reply written to the new partition");
+    let answered = tokio::time::timeout(Duration::from_secs(45), sending).await.expect("answered in time").expect("send task").expect("a reply");
+    assert_eq!(answered.command_id, id.to_string());
+}

@@ -214,6 +214,10 @@ pub fn decode_value(
     }
     match reader {
         Some(schema) => {
+            // A decimal's scale is not resolved: its value would be read 10^n times off.
+            if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
+                return Err(invalid(format!("the writer's schema cannot be read as this reader's: {place}")));
+            }
             // A union of named types: branches chosen by name (`schema::unions`).
             let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
             let mut resolved = value.resolve(schema).map_err(|e| invalid(e.to_string()))?;
@@ -289,6 +293,21 @@ mod tests {
         let (fp, datum) = split_single_object(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("framed");
         assert_eq!(fp.0, [1, 2, 3, 4, 5, 6, 7, 8]);
         assert_eq!(datum, &[9]);
+    }
+
+    /// A decimal written with scale 4 is not resolved to a reader's scale 2 (apache-avro
+    /// keeps the unscaled integer: 12.3456 was read as 1234.56).
+    #[test]
+    fn a_decimal_of_another_scale_is_refused_not_read_rescaled() {
+        let schema = |scale: u32| format!(r#"{{"type":"record","name":"Paid","namespace":"t","fields":[{{"name":"amount","type":{{"type":"bytes","logicalType":"decimal","precision":12,"scale":{scale}}}}}]}}"#);
+        let writer = crate::schema::SchemaSet::default().add_str(&schema(4)).expect("writer");
+        let reader = crate::schema::SchemaSet::default().add_str(&schema(2)).expect("reader");
+        let mut record = apache_avro::types::Record::new(&writer.schema).expect("record");
+        record.put("amount", apache_avro::types::Value::Decimal(apache_avro::Decimal::from(123_456_i64.to_be_bytes().to_vec())));
+        let datum = apache_avro::to_avro_datum(&writer.schema, record).expect("datum");
+        let err = decode_value(&writer, Some(&reader.schema), &datum).expect_err("refused");
+        assert!(err.to_string().contains("amount: a decimal written with scale 4 would be read with scale 2"), "{err}");
+        assert!(decode_value(&writer, Some(&writer.schema), &datum).is_ok());
     }
 
     /// A few bytes claiming half a billion items: refused, not allocated for (apache-avro

@@ -137,7 +137,11 @@ pub fn decode_member<E: Event>(
     datum: &[u8],
 ) -> Result<E, DecodeError> {
     let own = set.latest(E::TYPE);
-    if own.is_none_or(|r| r.fingerprint == writer.fingerprint) {
+    // Ours, or the same schema fetched elsewhere (a registry). The same fingerprint alone
+    // is not the same schema: the fingerprint does not cover logical types, and a datum of
+    // a writer's `timestamp-micros` or `decimal` of another scale decoded straight into
+    // our type would be read 1000 or 100 times off; resolved instead, it fails.
+    if own.is_none_or(|r| std::ptr::eq(&**r, writer) || (r.fingerprint == writer.fingerprint && r.schema == writer.schema)) {
         return decode_exact::<E>(writer, datum);
     }
     // The writer used another version than ours: an upcaster for that version takes
@@ -244,4 +248,53 @@ macro_rules! family {
             }
         )+
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::timestamp::TimestampMillis;
+
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Stamped {
+        id: String,
+        at: TimestampMillis,
+    }
+
+    const STAMPED: &str = r#"{"type":"record","name":"Stamped","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
+
+    impl Event for Stamped {
+        const TYPE: &'static str = "t.Stamped";
+        const SCHEMA: &'static str = STAMPED;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+
+    /// A datum written by another producer's schema that differs from ours only in a
+    /// logical type (same fingerprint) is not decoded as if it were ours: its microseconds
+    /// were read as milliseconds, a thousand times in the future.
+    #[test]
+    fn the_same_fingerprint_with_another_logical_type_is_not_read_as_ours() {
+        let mut set = SchemaSet::default();
+        let ours = add_member::<Stamped>(&mut set);
+        let micros = SchemaSet::default().add_str(&STAMPED.replace("timestamp-millis", "timestamp-micros")).expect("schema");
+        assert_eq!(ours.fingerprint, micros.fingerprint);
+        let at_micros = 1_764_547_200_123_456_i64;
+        let mut record = apache_avro::types::Record::new(&micros.schema).expect("record");
+        record.put("id", "s-1");
+        record.put("at", apache_avro::types::Value::TimestampMicros(at_micros));
+        let datum = apache_avro::to_avro_datum(&micros.schema, record).expect("datum");
+
+        let read = decode_member::<Stamped>(&set, &micros, &datum);
+        assert!(read.is_err(), "read as ours: {read:?}");
+        // Ours, fetched from elsewhere (a separate parse of the same schema), is ours.
+        let again = SchemaSet::default().add_str(STAMPED).expect("schema");
+        let mut record = apache_avro::types::Record::new(&again.schema).expect("record");
+        record.put("id", "s-1");
+        record.put("at", apache_avro::types::Value::TimestampMillis(at_micros / 1000));
+        let datum = apache_avro::to_avro_datum(&again.schema, record).expect("datum");
+        let read = decode_member::<Stamped>(&set, &again, &datum).expect("ours");
+        assert_eq!(read.at.as_millis(), at_micros / 1000);
+    }
 }

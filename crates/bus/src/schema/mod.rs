@@ -16,6 +16,7 @@ use apache_avro::Schema;
 
 pub mod canonical;
 mod fingerprint;
+pub mod logical;
 pub(crate) mod unions;
 
 pub use canonical::CanonicalError;

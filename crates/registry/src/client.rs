@@ -162,12 +162,14 @@ impl Registry {
             // record's fields by name: a schema whose fields are in another order (another
             // binary layout) would get this id, and its events would be misread by every
             // reader of the id. The id is used only for this very schema.
+            // Nor is the same fingerprint enough: it does not cover logical types
+            // (timestamp-micros against -millis, a decimal's scale).
             let registered = self.schema(id).await?;
-            if registered.fingerprint != known.fingerprint {
+            if registered.fingerprint != known.fingerprint || registered.schema != known.schema {
                 return Err(RegistryError::NotFound {
                     status: 404,
                     code: 40403,
-                    message: format!("subject {subject} holds schema id {id}, which the registry matched to {} but whose parsing canonical form differs (field order?); register this schema or publish with the registered one", known.name),
+                    message: format!("subject {subject} holds schema id {id}, which the registry matched to {} but which differs from it (field order, or a logical type); register this schema or publish with the registered one", known.name),
                 });
             }
         }

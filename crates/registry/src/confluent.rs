@@ -15,8 +15,9 @@ use crate::{wire, Registry, RegistryError, SubjectStrategy};
 /// Writing: the subject comes from the [`SubjectStrategy`] (record name by default); the
 /// id is registered when [`Confluent::auto_register`] allows it (the default), otherwise
 /// looked up, so a schema nobody registered fails to publish. Reading: the writer schema is
-/// fetched by id; when a local schema (from [`Confluent::with_schemas`]) has the same
-/// fingerprint, that one is used.
+/// fetched by id; when a local schema (from [`Confluent::with_schemas`]) is the same
+/// schema (same fingerprint, and the same logical types, which the fingerprint does not
+/// cover), that one is used.
 ///
 /// Errors: a registry that stays unavailable after the client's retries gives
 /// [`PublishError::Codec`] (retryable) on publish. On consume, an unavailable registry,
@@ -63,8 +64,9 @@ impl Confluent {
         self
     }
 
-    /// Local schemas to prefer over the registry's copy when the fingerprints match (the
-    /// consumer passes its family's schemas to the codec factory).
+    /// Local schemas to prefer over the registry's copy when they are the same schema
+    /// (fingerprint and logical types; the consumer passes its family's schemas to the
+    /// codec factory).
     pub fn with_schemas(mut self, schemas: SchemaSet) -> Self {
         self.local = schemas;
         self
@@ -84,7 +86,12 @@ impl Confluent {
     /// The writer schema of a payload with schema id `id`.
     pub async fn writer(&self, id: u32) -> Result<Arc<KnownSchema>, DecodeError> {
         let fetched = self.registry.schema(id).await.map_err(|e| decode_error(id, e))?;
-        Ok(self.local.by_fingerprint(&fetched.fingerprint).cloned().unwrap_or(fetched))
+        // The fingerprint alone is not enough: the parsing canonical form drops logical
+        // types, so a writer's `timestamp-micros` or `decimal(10, 4)` has the fingerprint
+        // of a local `timestamp-millis` or `decimal(10, 2)`, and decoding with the local
+        // schema would read every value 1000 or 100 times off. apache-avro's equality
+        // compares them (names, fields, logical types with precision and scale).
+        Ok(self.local.by_fingerprint(&fetched.fingerprint).filter(|local| local.schema == fetched.schema).cloned().unwrap_or(fetched))
     }
 }
 

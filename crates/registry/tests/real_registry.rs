@@ -54,3 +54,35 @@ async fn a_lookup_matches_only_the_same_schema_not_a_reordered_one() {
     let err = registry.id_for(&subject, &reordered, false).await.expect_err("another layout");
     assert!(err.is_not_found(), "{err:?}");
 }
+
+/// A logical type is part of the schema though not of its fingerprint: a writer's
+/// `timestamp-micros` (or a decimal's other scale) has the fingerprint of the local
+/// `timestamp-millis`. Reading, the codec used the local schema for the id whenever the
+/// fingerprints matched, so a value written in microseconds was read as milliseconds
+/// (1000 times off, silently); looking up, the local schema took the id of the other one.
+#[tokio::test]
+async fn a_schema_differing_only_in_a_logical_type_is_another_schema() {
+    let registry = real_registry();
+    let short = format!("Logical{}", std::process::id());
+    let schema = |unit: &str, scale: u32| {
+        format!(
+            r#"{{"type": "record", "namespace": "herald.test", "name": "{short}", "fields": [{{"name": "at", "type": {{"type": "long", "logicalType": "timestamp-{unit}"}}}}, {{"name": "amount", "type": {{"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": {scale}}}}}]}}"#
+        )
+    };
+    for (remote, local) in [(schema("micros", 2), schema("millis", 2)), (schema("millis", 4), schema("millis", 2))] {
+        let topic = herald_testkit::unique("t.registry.logical");
+        let subject = SubjectStrategy::TopicName.subject(&topic, "");
+        let id = registry.register(&subject, &remote).await.expect("registered");
+        let mut set = herald_bus::schema::SchemaSet::default();
+        let known = set.add_str(&local).expect("local schema");
+        let theirs = herald_bus::schema::SchemaSet::default().add_str(&remote).expect("remote schema");
+        assert_eq!(known.fingerprint, theirs.fingerprint, "the fingerprint does not cover logical types");
+
+        let codec = Confluent::new(registry.clone()).subject_strategy(SubjectStrategy::TopicName).with_schemas(set).auto_register(false);
+        let writer = codec.writer(id).await.expect("writer schema");
+        assert!(writer.schema == theirs.schema && writer.schema != known.schema, "the id's own schema is the writer: {}", writer.json().unwrap_or_default());
+
+        let err = codec.id_for(&topic, &known).await.expect_err("the local schema is not the registered one");
+        assert!(err.is_not_found(), "{err:?}");
+    }
+}

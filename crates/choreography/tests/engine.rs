@@ -966,3 +966,77 @@ async fn a_repartition_commit_that_timed_out_but_landed_is_not_copied_again() {
         assert_eq!(ns, (1..=2 * ROUNDS as i64).collect::<Vec<_>>(), "{initial}: each input counted once");
     }
 }
+
+/// Answers every ping, first sleeping `deadline_ms` in `decide` for the ids that start
+/// with `slow` (a reaction that holds the coordinator, as a slow call inside one would).
+struct Sleepy {
+    input: Topic<Ev>,
+    output: Topic<Ev>,
+}
+
+impl Participant for Sleepy {
+    const NAME: &'static str = "sleepy";
+    type Input = Ev;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Ev> {
+        Inputs::by_subject().on(&self.input, |e| e)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal()]
+    }
+
+    fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
+        match input {
+            Ev::Ping(p) => {
+                if p.id.starts_with("slow") {
+                    std::thread::sleep(Duration::from_millis(p.deadline_ms as u64));
+                }
+                Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 })
+            }
+            _ => Reaction::keep(),
+        }
+    }
+}
+
+/// A revocation the consumer stops waiting for (the coordinator was inside a slow
+/// reaction past `call_timeout`) lets the rebalance go on, and the partitions get another
+/// owner that reacts to their uncommitted inputs again. The old owner must then abort its
+/// open transaction: it used to commit it with fresh group metadata, which the broker took
+/// under the new generation (this member is still in the group), so the inputs' events
+/// were written by both owners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committing_it() {
+    let s = setup(2).await;
+    let settings = |instance: &str| {
+        let mut settings = s.settings(instance);
+        settings.call_timeout = Duration::from_secs(1);
+        // Long enough that the slow reactions and the rebalance happen inside one open
+        // transaction, which the broker does not time out meanwhile.
+        settings.commit_interval = Duration::from_secs(8);
+        settings.transaction_timeout = Duration::from_secs(60);
+        settings
+    };
+    let engine = |instance: &str| Engine::new(&s.config, Sleepy { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings(instance)).expect("engine");
+    let first = engine("a");
+    let health = first.health();
+    let a = start(first);
+    s.ping("warm-up", 0).await;
+    herald_testkit::wait_until(WAIT, "a warm-up reaction", || async { health.reactions() > 0 || health.open_transaction_age().is_some() }).await;
+    // One slow input on each partition: the coordinator sleeps through the rebalance.
+    let keys: Vec<String> = (0..2).map(|p| (0..).map(|i| format!("slow-{i}")).find(|k| herald_bus::partitioner::partition_for(k.as_bytes(), 2) == p).expect("a key")).collect();
+    for key in &keys {
+        s.ping(key, 3_000).await;
+    }
+    // B joins while A sleeps in its first slow reaction (the second follows it).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = start(engine("b"));
+    let out = read(&s.config, &s.output, "read_committed", 3, Duration::from_secs(90), Duration::from_secs(12)).await;
+    let ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "an input's event written twice: {ids:?}");
+    assert_eq!(unique.len(), 3, "{ids:?}");
+    a.stop().await;
+    b.stop().await;
+}

@@ -39,6 +39,7 @@ use super::health::EngineHealth;
 use super::named_topics::NamedTopics;
 use super::producer::TxnProducer;
 use super::restore::{self, restore};
+use super::sink::Overdue;
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
 use crate::declaration::Declaration;
@@ -148,6 +149,8 @@ pub(crate) struct Coordinator<P: Participant> {
     pub transactional_id: String,
     pub clock: Arc<dyn Clock>,
     pub membership: Arc<OnceLock<Membership>>,
+    /// Revocations the consumer stopped waiting for: forgotten as lost before any commit.
+    pub overdue: Arc<Overdue>,
     pub health: Arc<EngineHealth>,
     pub tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
     producer: Option<TxnProducer>,
@@ -194,6 +197,7 @@ impl<P: Participant> Coordinator<P> {
         settings: EngineSettings,
         clock: Arc<dyn Clock>,
         membership: Arc<OnceLock<Membership>>,
+        overdue: Arc<Overdue>,
         health: Arc<EngineHealth>,
         tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
     ) -> Self {
@@ -212,6 +216,7 @@ impl<P: Participant> Coordinator<P> {
             transactional_id,
             clock,
             membership,
+            overdue,
             health,
             tx,
             producer: None,
@@ -699,6 +704,16 @@ impl<P: Participant> Coordinator<P> {
     async fn commit(&mut self) -> Result<(), Failed> {
         if self.open.began.is_none() {
             return Ok(());
+        }
+        let overdue = self.overdue.take();
+        if !overdue.is_empty() {
+            // The rebalance went on without this commit: these partitions may be another
+            // member's now, and their offsets must not commit under the next generation.
+            // Forgotten as lost; the open transaction is aborted and its inputs of the
+            // partitions still owned reacted to again.
+            tracing::warn!(?overdue, "a revocation was given up on while this transaction was open: aborting it");
+            self.forget(&overdue);
+            return Err((TxnCall::SendOffsets, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::IllegalGeneration)));
         }
         let started = Instant::now();
         let changed: Vec<(i32, String)> = self.open.before.keys().cloned().collect();

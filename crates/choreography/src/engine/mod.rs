@@ -93,7 +93,7 @@ use crate::participant::Participant;
 use coordinator::{Command, Coordinator};
 use decode::Reader;
 use repartition::RepartitionSink;
-use sink::EngineSink;
+use sink::{EngineSink, Overdue};
 
 /// Runs one participant exactly once against Kafka: see the [module docs](self).
 ///
@@ -239,7 +239,8 @@ impl<P: Participant> Engine<P> {
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
         let membership = Arc::new(OnceLock::new());
-        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
+        let overdue = Arc::new(Overdue::default());
+        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, overdue: overdue.clone(), offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
         let settings = self.consumer_settings(&group, topics);
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
@@ -255,6 +256,7 @@ impl<P: Participant> Engine<P> {
             self.settings.clone(),
             self.clock.clone(),
             membership,
+            overdue,
             self.health.clone(),
             tx.clone(),
         );

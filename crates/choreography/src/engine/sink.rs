@@ -25,6 +25,29 @@ pub(crate) struct EngineSink<I, S> {
     /// Who moves the consumed positions: the transaction (exactly once, `Owned`) or the
     /// runtime after the flush that delivered their effects (at least once, `Stored`).
     pub offsets: Offsets,
+    /// Revocations given up on (see [`Overdue`]).
+    pub overdue: Arc<Overdue>,
+}
+
+/// Partitions whose revocation the consumer stopped waiting for: the coordinator was
+/// inside a reaction or a blocking call past `revoke_wait`, so the rebalance went on
+/// without it, and the partitions may have another owner already. The coordinator must not
+/// commit their offsets any more: it fetched fresh group metadata for every commit, and
+/// under the next generation (this member keeps its place in the group) the broker would
+/// take them, while the new owner reacts to the same inputs again. The coordinator takes
+/// them before each commit and forgets them as lost (aborting what is open).
+#[derive(Debug, Default)]
+pub(crate) struct Overdue(std::sync::Mutex<Vec<(String, i32)>>);
+
+impl Overdue {
+    fn give_up(&self, partitions: &[(String, i32)]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(partitions);
+    }
+
+    /// The partitions given up on since the last call.
+    pub(crate) fn take(&self) -> Vec<(String, i32)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
@@ -58,7 +81,8 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
             return;
         }
         if done.recv_timeout(self.revoke_wait).is_err() {
-            tracing::warn!("the coordinator did not finish the revocation in time");
+            tracing::warn!(?partitions, "the coordinator did not finish the revocation in time: their open transaction will be aborted, not committed");
+            self.overdue.give_up(partitions);
         }
     }
 
@@ -140,7 +164,7 @@ mod tests {
 
     fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<(), ()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, offsets: Offsets::Owned }, rx)
+        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned }, rx)
     }
 
     #[test]
@@ -159,6 +183,8 @@ mod tests {
         let started = Instant::now();
         sink.on_revoked(&[("t".into(), 0)], false);
         assert!(started.elapsed() >= Duration::from_millis(300), "no answer: waited the limit");
+        assert_eq!(sink.overdue.take(), vec![("t".to_owned(), 0)], "given up on: the coordinator must not commit it");
+        assert!(sink.overdue.take().is_empty());
         // Answered: returns as soon as the coordinator acknowledges.
         let (sink, mut answered) = self::sink(Duration::from_secs(30));
         let coordinator = std::thread::spawn(move || {
@@ -169,6 +195,7 @@ mod tests {
         let started = Instant::now();
         sink.on_revoked(&[("t".into(), 0)], false);
         assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(sink.overdue.take().is_empty(), "answered in time");
         coordinator.join().expect("coordinator thread");
         assert!(matches!(rx.try_recv(), Ok(Command::Revoked { lost: false, .. })));
     }

@@ -216,7 +216,7 @@ pub fn decode_value(
         Some(schema) => {
             // A decimal's scale is not resolved: its value would be read 10^n times off.
             if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
-                return Err(invalid(format!("the writer's schema cannot be read as this reader's: {place}")));
+                return Err(invalid(format!("a logical type would change what a value means: {place}")));
             }
             // A union of named types: branches chosen by name (`schema::unions`).
             let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
@@ -306,7 +306,7 @@ mod tests {
         record.put("amount", apache_avro::types::Value::Decimal(apache_avro::Decimal::from(123_456_i64.to_be_bytes().to_vec())));
         let datum = apache_avro::to_avro_datum(&writer.schema, record).expect("datum");
         let err = decode_value(&writer, Some(&reader.schema), &datum).expect_err("refused");
-        assert!(err.to_string().contains("amount: a decimal written with scale 4 would be read with scale 2"), "{err}");
+        assert!(err.to_string().contains("amount: written as a decimal with scale 4, read as a decimal with scale 2"), "{err}");
         assert!(decode_value(&writer, Some(&writer.schema), &datum).is_ok());
     }
 

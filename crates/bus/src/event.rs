@@ -137,12 +137,21 @@ pub fn decode_member<E: Event>(
     datum: &[u8],
 ) -> Result<E, DecodeError> {
     let own = set.latest(E::TYPE);
-    // Ours, or the same schema fetched elsewhere (a registry). The same fingerprint alone
-    // is not the same schema: the fingerprint does not cover logical types, and a datum of
-    // a writer's `timestamp-micros` or `decimal` of another scale decoded straight into
-    // our type would be read 1000 or 100 times off; resolved instead, it fails.
-    if own.is_none_or(|r| std::ptr::eq(&**r, writer) || (r.fingerprint == writer.fingerprint && r.schema == writer.schema)) {
-        return decode_exact::<E>(writer, datum);
+    match own {
+        None => return decode_exact::<E>(writer, datum),
+        Some(ours) if std::ptr::eq(&**ours, writer) => return decode_exact::<E>(writer, datum),
+        // The same fingerprint, fetched elsewhere (a registry): the same binary layout,
+        // but the fingerprint does not cover logical types, and a writer's
+        // `timestamp-micros` or `decimal` of another scale decoded as ours would be read
+        // 1000 or 100 times off. Refused where a meaning changes; read straight otherwise
+        // (a `uuid` string, a `timestamp-millis` long read as a plain long).
+        Some(ours) if ours.fingerprint == writer.fingerprint => {
+            return match writer.reads_as(ours) {
+                Ok(()) => decode_exact::<E>(writer, datum),
+                Err(reason) => Err(DecodeError::Datum { type_name: writer.name.clone(), reason }),
+            };
+        }
+        Some(_) => {}
     }
     // The writer used another version than ours: an upcaster for that version takes
     // precedence over Avro resolution.
@@ -296,5 +305,23 @@ mod tests {
         let datum = apache_avro::to_avro_datum(&again.schema, record).expect("datum");
         let read = decode_member::<Stamped>(&set, &again, &datum).expect("ours");
         assert_eq!(read.at.as_millis(), at_micros / 1000);
+    }
+
+    /// An annotation that changes no meaning does not stop a datum: a Java producer's
+    /// `uuid` string is read into our plain string (resolution would refuse it: apache-avro
+    /// does not resolve a uuid value to a string).
+    #[test]
+    fn the_same_fingerprint_with_a_harmless_annotation_is_read_straight() {
+        let mut set = SchemaSet::default();
+        add_member::<Stamped>(&mut set);
+        let annotated = SchemaSet::default().add_str(&STAMPED.replace(r#""type":"string""#, r#""type":{"type":"string","logicalType":"uuid"}"#)).expect("schema");
+        let mut record = apache_avro::types::Record::new(&annotated.schema).expect("record");
+        record.put("id", apache_avro::types::Value::Uuid(uuid::Uuid::nil()));
+        record.put("at", apache_avro::types::Value::TimestampMillis(7));
+        let datum = apache_avro::to_avro_datum(&annotated.schema, record).expect("datum");
+        for _ in 0..2 {
+            let read = decode_member::<Stamped>(&set, &annotated, &datum).expect("read straight");
+            assert_eq!((read.id.as_str(), read.at.as_millis()), ("00000000-0000-0000-0000-000000000000", 7));
+        }
     }
 }

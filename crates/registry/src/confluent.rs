@@ -1,6 +1,7 @@
 //! The Confluent codec: payloads framed with a registry schema id.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use herald_bus::codec::{Codec, DecodeError};
@@ -43,12 +44,15 @@ pub struct Confluent {
     strategy: SubjectStrategy,
     auto_register: bool,
     local: SchemaSet,
+    /// The writer schema chosen for each id seen (ours or the registry's), so the choice
+    /// (a structural comparison) is made once per id, not per record.
+    writers: Arc<Mutex<HashMap<u32, Arc<KnownSchema>>>>,
 }
 
 impl Confluent {
     /// A codec using `registry`, with the record-name strategy and auto-registration.
     pub fn new(registry: Registry) -> Self {
-        Confluent { registry, strategy: SubjectStrategy::default(), auto_register: true, local: SchemaSet::default() }
+        Confluent { registry, strategy: SubjectStrategy::default(), auto_register: true, local: SchemaSet::default(), writers: Arc::default() }
     }
 
     /// The subject name strategy (default [`SubjectStrategy::RecordName`]).
@@ -69,6 +73,7 @@ impl Confluent {
     /// codec factory).
     pub fn with_schemas(mut self, schemas: SchemaSet) -> Self {
         self.local = schemas;
+        self.writers = Arc::default();
         self
     }
 
@@ -85,13 +90,18 @@ impl Confluent {
 
     /// The writer schema of a payload with schema id `id`.
     pub async fn writer(&self, id: u32) -> Result<Arc<KnownSchema>, DecodeError> {
+        if let Some(chosen) = self.writers.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return Ok(chosen.clone());
+        }
         let fetched = self.registry.schema(id).await.map_err(|e| decode_error(id, e))?;
         // The fingerprint alone is not enough: the parsing canonical form drops logical
         // types, so a writer's `timestamp-micros` or `decimal(10, 4)` has the fingerprint
         // of a local `timestamp-millis` or `decimal(10, 2)`, and decoding with the local
         // schema would read every value 1000 or 100 times off. apache-avro's equality
         // compares them (names, fields, logical types with precision and scale).
-        Ok(self.local.by_fingerprint(&fetched.fingerprint).filter(|local| local.schema == fetched.schema).cloned().unwrap_or(fetched))
+        let chosen = self.local.by_fingerprint(&fetched.fingerprint).filter(|local| local.schema == fetched.schema).cloned().unwrap_or(fetched);
+        self.writers.lock().unwrap_or_else(|p| p.into_inner()).insert(id, chosen.clone());
+        Ok(chosen)
     }
 }
 

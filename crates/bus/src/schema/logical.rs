@@ -1,52 +1,108 @@
-//! Logical types that resolution would misread.
+//! Logical types whose mismatch changes what a value means.
 //!
-//! A datum is resolved from its writer's schema to the reader's by their Avro types;
-//! logical types ride on top. Most mismatches apache-avro refuses (a `timestamp-micros`
-//! value into a `timestamp-millis` field is an error), but a decimal keeps its unscaled
-//! integer whatever the reader's scale: `12.3456` written with scale 4 is read as
-//! `1234.56` with scale 2, silently. The Avro specification matches two decimals only when
-//! their scales (and precisions) match. [`misread`] finds such a place before a datum is
-//! resolved, so the record fails with a reason instead of being read 100 times off.
+//! The fingerprint (of the parsing canonical form) does not cover logical types: a
+//! producer's `timestamp-micros` has the fingerprint of our `timestamp-millis`, its
+//! `decimal` of scale 4 that of our scale 2. Decoded as ours, its values would be read
+//! 1000 or 100 times off. Resolved from the writer's schema to ours, apache-avro refuses a
+//! timestamp of another unit but keeps a decimal's unscaled integer whatever the reader's
+//! scale (`12.3456` written with scale 4 is read as `1234.56`). The Avro specification
+//! matches two decimals only when their scales match. [`misread`] finds the first place
+//! where both sides give a value a meaning and the meanings differ, so such a record fails
+//! with that reason instead of being read wrong.
+//!
+//! Annotations that change no meaning are not misreads: a `uuid` string read as a plain
+//! string, a `timestamp-millis` long read as a plain long (or the other way round), a
+//! decimal's precision.
 
 use apache_avro::schema::Schema;
 
 /// Deepest nesting followed (named types referenced by name are not followed again).
 const MAX_DEPTH: usize = 64;
 
-/// The first place where a value of `writer` would be read with another decimal scale by
-/// `reader`, said for an error message (`None`: nowhere).
+/// The first place where `reader` would give a value of `writer` another meaning, said
+/// for an error message (`None`: nowhere).
 ///
 /// ```
 /// use apache_avro::Schema;
-/// let at = |scale: u32| Schema::parse_str(&format!(
-///     r#"{{"type":"record","name":"P","fields":[{{"name":"amount","type":{{"type":"bytes","logicalType":"decimal","precision":12,"scale":{scale}}}}}]}}"#
+/// let at = |amount: &str| Schema::parse_str(&format!(
+///     r#"{{"type":"record","name":"P","fields":[{{"name":"amount","type":{amount}}}]}}"#
 /// )).unwrap();
-/// assert_eq!(herald_bus::schema::logical::misread(&at(4), &at(2)).as_deref(), Some("amount: a decimal written with scale 4 would be read with scale 2"));
-/// assert_eq!(herald_bus::schema::logical::misread(&at(2), &at(2)), None);
+/// let scale = |s: u32| at(&format!(r#"{{"type":"bytes","logicalType":"decimal","precision":12,"scale":{s}}}"#));
+/// assert_eq!(
+///     herald_bus::schema::logical::misread(&scale(4), &scale(2)).as_deref(),
+///     Some("amount: written as a decimal with scale 4, read as a decimal with scale 2")
+/// );
+/// assert_eq!(herald_bus::schema::logical::misread(&scale(2), &scale(2)), None);
+/// let uuid = at(r#"{"type":"string","logicalType":"uuid"}"#);
+/// assert_eq!(herald_bus::schema::logical::misread(&uuid, &at(r#""string""#)), None, "no meaning changes");
 /// ```
 pub fn misread(writer: &Schema, reader: &Schema) -> Option<String> {
-    walk(writer, reader, "", 0)
+    let mut path = Vec::new();
+    walk(writer, reader, &mut path, 0).map(|(written, read)| {
+        let place = if path.is_empty() { "the value".to_owned() } else { path.concat() };
+        format!("{place}: written as {written}, read as {read}")
+    })
 }
 
-fn walk(writer: &Schema, reader: &Schema, path: &str, depth: usize) -> Option<String> {
+/// What a logical type says its value means, where reading it as another would change
+/// the value (`None`: a plain type, or an annotation such as `uuid`).
+fn meaning(schema: &Schema) -> Option<String> {
+    let name = match schema {
+        Schema::Decimal(d) => return Some(format!("a decimal with scale {}", d.scale)),
+        Schema::BigDecimal => "a big-decimal",
+        Schema::Date => "a date (days)",
+        Schema::TimeMillis => "a time-millis",
+        Schema::TimeMicros => "a time-micros",
+        Schema::TimestampMillis => "a timestamp-millis",
+        Schema::TimestampMicros => "a timestamp-micros",
+        Schema::TimestampNanos => "a timestamp-nanos",
+        Schema::LocalTimestampMillis => "a local-timestamp-millis",
+        Schema::LocalTimestampMicros => "a local-timestamp-micros",
+        Schema::LocalTimestampNanos => "a local-timestamp-nanos",
+        Schema::Duration => "a duration",
+        _ => return None,
+    };
+    Some(name.to_owned())
+}
+
+/// The two meanings at the first mismatch; `path` is left holding its place.
+fn walk<'s>(writer: &'s Schema, reader: &'s Schema, path: &mut Vec<&'s str>, depth: usize) -> Option<(String, String)> {
     if depth > MAX_DEPTH {
         return None;
     }
-    let at = |path: &str| if path.is_empty() { "the value".to_owned() } else { path.to_owned() };
+    if let (Some(written), Some(read)) = (meaning(writer), meaning(reader)) {
+        return (written != read).then_some((written, read));
+    }
     match (writer, reader) {
-        (Schema::Decimal(w), Schema::Decimal(r)) if w.scale != r.scale => Some(format!("{}: a decimal written with scale {} would be read with scale {}", at(path), w.scale, r.scale)),
         (Schema::Record(w), Schema::Record(r)) => r.fields.iter().find_map(|field| {
             let written = w.fields.iter().find(|f| f.name == field.name || field.aliases.as_ref().is_some_and(|a| a.contains(&f.name)))?;
-            let path = if path.is_empty() { field.name.clone() } else { format!("{path}.{}", field.name) };
-            walk(&written.schema, &field.schema, &path, depth + 1)
+            let mark = path.len();
+            if mark > 0 {
+                path.push(".");
+            }
+            path.push(&field.name);
+            let found = walk(&written.schema, &field.schema, path, depth + 1);
+            if found.is_none() {
+                path.truncate(mark);
+            }
+            found
         }),
-        (Schema::Array(w), Schema::Array(r)) => walk(&w.items, &r.items, &format!("{}[]", at(path)), depth + 1),
-        (Schema::Map(w), Schema::Map(r)) => walk(&w.types, &r.types, &format!("{}{{}}", at(path)), depth + 1),
+        (Schema::Array(w), Schema::Array(r)) => nested(&w.items, &r.items, "[]", path, depth),
+        (Schema::Map(w), Schema::Map(r)) => nested(&w.types, &r.types, "{}", path, depth),
         // Each written branch against the reader's branches it could land in.
         (Schema::Union(w), _) => w.variants().iter().find_map(|branch| walk(branch, reader, path, depth + 1)),
         (_, Schema::Union(r)) => r.variants().iter().find_map(|branch| walk(writer, branch, path, depth + 1)),
         _ => None,
     }
+}
+
+fn nested<'s>(writer: &'s Schema, reader: &'s Schema, mark: &'static str, path: &mut Vec<&'s str>, depth: usize) -> Option<(String, String)> {
+    path.push(mark);
+    let found = walk(writer, reader, path, depth + 1);
+    if found.is_none() {
+        path.pop();
+    }
+    found
 }
 
 #[cfg(test)]
@@ -73,6 +129,7 @@ mod tests {
             (r#"{"type":"map","values":{}}"#, "amount{}"),
             (r#"["null",{}]"#, "amount"),
             (r#"{"type":"record","name":"Inner","fields":[{"name":"v","type":{}}]}"#, "amount.v"),
+            (r#"{"type":"array","items":{"type":"record","name":"Line","fields":[{"name":"v","type":{}}]}}"#, "amount[].v"),
         ] {
             let writer = record(&format!(r#"[{{"name":"id","type":"string"}},{{"name":"amount","type":{}}}]"#, shape.replace("{}", four)));
             let reader = record(&format!(r#"[{{"name":"amount","type":{}}},{{"name":"id","type":"string"}}]"#, shape.replace("{}", two)));
@@ -87,9 +144,14 @@ mod tests {
         let writer = record(&format!(r#"[{{"name":"total","type":{}}}]"#, decimal(4)));
         let reader = record(&format!(r#"[{{"name":"amount","aliases":["total"],"type":{}}}]"#, decimal(2)));
         assert!(misread(&writer, &reader).is_some());
-        // A plain long read as a timestamp, bytes read as a decimal, a field added: fine.
-        let writer = record(r#"[{"name":"at","type":"long"},{"name":"amount","type":"bytes"}]"#);
-        let reader = record(&format!(r#"[{{"name":"at","type":{{"type":"long","logicalType":"timestamp-millis"}}}},{{"name":"amount","type":{}}},{{"name":"n","type":"int","default":0}}]"#, decimal(2)));
+        // A plain long read as a timestamp, bytes read as a decimal, a field added, a uuid
+        // read as a string, a timestamp read as a plain long: no meaning changes.
+        let writer = record(r#"[{"name":"at","type":"long"},{"name":"amount","type":"bytes"},{"name":"id","type":{"type":"string","logicalType":"uuid"}},{"name":"t","type":{"type":"long","logicalType":"timestamp-micros"}}]"#);
+        let reader = record(&format!(r#"[{{"name":"at","type":{{"type":"long","logicalType":"timestamp-millis"}}}},{{"name":"amount","type":{}}},{{"name":"n","type":"int","default":0}},{{"name":"id","type":"string"}},{{"name":"t","type":"long"}}]"#, decimal(2)));
         assert_eq!(misread(&writer, &reader), None);
+        // A unit that differs does.
+        let writer = record(r#"[{"name":"t","type":{"type":"long","logicalType":"timestamp-micros"}}]"#);
+        let reader = record(r#"[{"name":"t","type":{"type":"long","logicalType":"timestamp-millis"}}]"#);
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("t: written as a timestamp-micros, read as a timestamp-millis"));
     }
 }

@@ -40,6 +40,8 @@ pub struct KnownSchema {
     /// The same schema for serde_avro_fast, which decodes about six times faster; `None`
     /// when it refuses the schema or disagrees on the fingerprint.
     fast: Option<serde_avro_fast::Schema>,
+    /// [`KnownSchema::reads_as`]'s verdict, for the schema it was asked about last.
+    reads_as: std::sync::Mutex<Option<(std::sync::Weak<KnownSchema>, Result<(), String>)>>,
 }
 
 impl std::fmt::Debug for KnownSchema {
@@ -81,6 +83,25 @@ impl KnownSchema {
     /// The schema for serde_avro_fast's decoder, if it reads it the same way.
     pub(crate) fn fast(&self) -> Option<&serde_avro_fast::Schema> {
         self.fast.as_ref()
+    }
+
+    /// Whether a datum of this schema can be decoded straight as `ours`, a schema with the
+    /// same fingerprint (ours, or ours fetched from elsewhere): `Err` with the place where
+    /// a logical type would change what a value means ([`logical::misread`]). Kept for the
+    /// last schema asked about, so a consumer pays the walk once per writer, not per record.
+    pub(crate) fn reads_as(&self, ours: &Arc<KnownSchema>) -> Result<(), String> {
+        let mut last = self.reads_as.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((of, verdict)) = &*last
+            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(ours))
+        {
+            return verdict.clone();
+        }
+        let verdict = match logical::misread(&self.schema, &ours.schema) {
+            Some(place) => Err(format!("the writer's schema has the fingerprint of {}'s but a logical type that changes what a value means: {place}", ours.name)),
+            None => Ok(()),
+        };
+        *last = Some((Arc::downgrade(ours), verdict.clone()));
+        verdict
     }
 
     /// Reads one datum written with this schema from `input` (no resolution).
@@ -196,6 +217,7 @@ impl SchemaSet {
             text,
             datum_reader: std::sync::OnceLock::new(),
             fast,
+            reads_as: std::sync::Mutex::new(None),
         });
         self.by_fingerprint.insert(known.fingerprint, known.clone());
         self.latest.insert(name, known.clone());

@@ -41,8 +41,11 @@ pub struct KnownSchema {
     /// when it refuses the schema or disagrees on the fingerprint.
     fast: Option<serde_avro_fast::Schema>,
     /// [`KnownSchema::reads_as`]'s verdict, for the schema it was asked about last.
-    reads_as: std::sync::Mutex<Option<(std::sync::Weak<KnownSchema>, Result<(), String>)>>,
+    reads_as: std::sync::Mutex<Option<ReadsAs>>,
 }
+
+/// A [`KnownSchema::reads_as`] verdict and the schema it is about.
+type ReadsAs = (std::sync::Weak<KnownSchema>, Result<(), String>);
 
 impl std::fmt::Debug for KnownSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -1037,6 +1037,7 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
     let unique: HashSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "an input's event written twice: {ids:?}");
     assert_eq!(unique.len(), 3, "{ids:?}");
+    assert!(health.revocations_given_up() > 0, "the revocation was given up on while A reacted (else this test tried nothing)");
     a.stop().await;
     b.stop().await;
 }

@@ -29,6 +29,7 @@ pub struct EngineHealth {
     aborted: AtomicU64,
     rebuilt: AtomicU64,
     in_doubt: AtomicU64,
+    given_up: AtomicU64,
     reactions: AtomicU64,
     pending: AtomicU64,
     overdue: AtomicU64,
@@ -71,6 +72,11 @@ impl EngineHealth {
         self.in_doubt.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A revocation the consumer stopped waiting for was found by the coordinator.
+    pub(crate) fn count_given_up(&self) {
+        self.given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The coordinator ended while the engine ran (`reason`): the engine is stopping.
     pub(crate) fn coordinator_ended(&self, reason: String) {
         self.ended.store(true, Ordering::Relaxed);
@@ -106,6 +112,13 @@ impl EngineHealth {
     /// counted in [`committed`](Self::committed) and [`rebuilt`](Self::rebuilt).
     pub fn commits_in_doubt(&self) -> u64 {
         self.in_doubt.load(Ordering::Relaxed)
+    }
+
+    /// Revocations the consumer stopped waiting for (the coordinator was busy past
+    /// `call_timeout`) that the coordinator found with a transaction open or in doubt: its
+    /// partitions were forgotten as lost and nothing of theirs committed.
+    pub fn revocations_given_up(&self) -> u64 {
+        self.given_up.load(Ordering::Relaxed)
     }
 
     /// Reactions committed.

@@ -208,7 +208,7 @@ impl<P: Participant> Engine<P> {
         let shared = repartition::Shared { readers, jobs, membership: membership.clone() };
         let runtime = Runtime::new(&self.config, self.consumer_settings(&group, repartitioned.iter().map(|(s, _)| s.clone()).collect()), RepartitionSink(Arc::new(shared)), letters)?;
         // Ends once the runtime and its partitions are gone (the queue's senders with them).
-        let committer = repartition::Committer { jobs: queue, membership, config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone(), in_doubt: None };
+        let committer = repartition::Committer { jobs: queue, membership, config: self.config.clone(), transactional_id: settings.transactional_id(P::NAME), settings: settings.clone(), in_doubt: None, landed: HashMap::new() };
         let committing = AbortOnDrop(tokio::spawn(committer.run()).into());
         Ok(Some((runtime, committing)))
     }

@@ -112,6 +112,10 @@ pub(crate) struct Committer {
     /// The offsets of a transaction whose commit timed out, until the broker says whether
     /// it committed ([`Committer::resolve`]).
     pub in_doubt: Option<HashMap<(Arc<str>, i32), i64>>,
+    /// Offsets a transaction in doubt turned out to have committed, by partition: records
+    /// before them are not copied again (their batches come back after the failure was
+    /// reported), until a transaction of the partition moves past them.
+    pub landed: HashMap<(Arc<str>, i32), i64>,
 }
 
 impl Committer {
@@ -129,7 +133,7 @@ impl Committer {
                 jobs.push(job);
             }
             let result = match self.resolve(&mut slot).await {
-                Ok(committed) => self.transact(&mut slot, &jobs, &committed).await,
+                Ok(()) => self.transact(&mut slot, &jobs).await,
                 Err(failed) => Err(failed),
             };
             for job in jobs {
@@ -141,16 +145,18 @@ impl Committer {
         }
     }
 
-    /// One transaction for `jobs`, without the records (and offsets) a transaction whose
-    /// outcome was in doubt turned out to have committed (`committed`). Whatever fails,
+    /// One transaction for `jobs`, without what a transaction in doubt turned out to have
+    /// committed ([`Committer::landed`]) and without the jobs nobody waits for any more (a
+    /// revocation interrupted their partition: its next owner copies them). Whatever fails,
     /// the producer left behind can begin the next transaction: a failed call (`begin`
     /// included) is followed by an abort, or by a new producer when the error is fatal or
     /// the abort fails; a commit that timed out is resolved at once if it can be.
-    async fn transact(&mut self, slot: &mut Option<TxnProducer>, jobs: &[Job], committed: &HashMap<(Arc<str>, i32), i64>) -> Result<(), Failed> {
+    async fn transact(&mut self, slot: &mut Option<TxnProducer>, jobs: &[Job]) -> Result<(), Failed> {
+        let jobs: Vec<&Job> = jobs.iter().filter(|job| !job.done.is_closed()).collect();
         let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();
-        for job in jobs {
+        for job in &jobs {
             let key = (job.topic.clone(), job.partition);
-            if committed.get(&key).is_some_and(|&at| at >= job.next) {
+            if self.landed.get(&key).is_some_and(|&at| at >= job.next) {
                 continue;
             }
             let at = next.entry(key).or_insert(job.next);
@@ -160,10 +166,11 @@ impl Committer {
             return Ok(()); // all of it committed already
         }
         let producer = ready(slot, &self.config, &self.transactional_id, &self.settings).await?;
+        let landed = &self.landed;
         let result = async {
             producer.begin().await?;
-            for job in jobs {
-                let from = committed.get(&(job.topic.clone(), job.partition)).copied().unwrap_or(i64::MIN);
+            for job in &jobs {
+                let from = landed.get(&(job.topic.clone(), job.partition)).copied().unwrap_or(i64::MIN);
                 for (_, record) in job.records.iter().filter(|(offset, _)| *offset >= from) {
                     producer.send(record, None).await?;
                 }
@@ -171,6 +178,11 @@ impl Committer {
             let mut tpl = TopicPartitionList::new();
             for ((topic, partition), offset) in &next {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(|e| (TxnCall::SendOffsets, e))?;
+            }
+            // A partition revoked meanwhile may be another member's under the next
+            // generation, which the metadata taken now would be: its offsets must not commit.
+            if jobs.iter().any(|job| job.done.is_closed()) {
+                return Err((TxnCall::SendOffsets, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::IllegalGeneration)));
             }
             producer.commit(tpl, self.membership.get().and_then(Membership::group_metadata)).await
         }
@@ -182,12 +194,10 @@ impl Committer {
             if let Some(dropped) = slot.take() {
                 dropped.dispose();
             }
-            self.in_doubt = Some(next);
-            return match self.resolve(slot).await {
-                Ok(found) if found.is_empty() => result, // aborted: delivered again
-                Ok(_) => Ok(()),
-                Err(failed) => Err(failed),
-            };
+            self.in_doubt = Some(next.clone());
+            self.resolve(slot).await?;
+            // Committed: what it held is in `landed`; aborted: delivered again.
+            return if next.iter().all(|(key, at)| self.landed.get(key) == Some(at)) { Ok(()) } else { result };
         }
         if let Err((call, e)) = &result
             && (classify(*call, e) == TxnClass::Fatal || producer.abort().await.is_err())
@@ -195,16 +205,21 @@ impl Committer {
         {
             dropped.dispose(); // rebuilt for the next transaction: its init_transactions fences this one
         }
+        if result.is_ok() {
+            // Past what the transaction in doubt held: nothing of theirs comes back.
+            self.landed.retain(|key, at| next.get(key).is_none_or(|passed| *passed < *at));
+        }
         result
     }
 
-    /// Learns whether the transaction in doubt committed: a new producer's
+    /// Learns whether the transaction in doubt, if any, committed: a new producer's
     /// `init_transactions` returns once the broker finished it, then the group's committed
-    /// offsets (stable ones: the consumer reads committed) are its own if it did. Returns
-    /// them when it did (its records are not copied again), nothing when it did not or
-    /// there was no doubt; fails (and stays in doubt) when the broker cannot tell yet.
-    async fn resolve(&mut self, slot: &mut Option<TxnProducer>) -> Result<HashMap<(Arc<str>, i32), i64>, Failed> {
-        let Some(doubt) = &self.in_doubt else { return Ok(HashMap::new()) };
+    /// offsets (stable ones: the consumer reads committed) are its own if it did (one
+    /// partition at them proves it: a transaction commits whole). Committed: its offsets
+    /// go to [`Committer::landed`]. Fails (and stays in doubt) when the broker cannot tell
+    /// yet.
+    async fn resolve(&mut self, slot: &mut Option<TxnProducer>) -> Result<(), Failed> {
+        let Some(doubt) = &self.in_doubt else { return Ok(()) };
         ready(slot, &self.config, &self.transactional_id, &self.settings).await?;
         let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
         let partitions: Vec<(String, i32)> = doubt.keys().map(|(topic, partition)| (topic.to_string(), *partition)).collect();
@@ -213,11 +228,17 @@ impl Committer {
             .await
             .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
             .map_err(|e| (TxnCall::Commit, e))?;
-        let landed = committed.0.iter().zip(&committed.1).all(|((topic, partition), at)| *at == doubt.get(&(Arc::from(topic.as_str()), *partition)).copied());
-        let found = if landed { self.in_doubt.take().unwrap_or_default() } else { HashMap::new() };
-        self.in_doubt = None;
+        let landed = committed.0.iter().zip(&committed.1).any(|((topic, partition), at)| *at == doubt.get(&(Arc::from(topic.as_str()), *partition)).copied());
+        if let Some(doubt) = self.in_doubt.take()
+            && landed
+        {
+            for (key, at) in doubt {
+                let kept = self.landed.entry(key).or_insert(at);
+                *kept = (*kept).max(at);
+            }
+        }
         tracing::info!(committed = landed, "repartition commit that timed out: outcome known");
-        Ok(found)
+        Ok(())
     }
 }
 

@@ -48,6 +48,11 @@ impl Overdue {
     pub(crate) fn take(&self) -> Vec<(String, i32)> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// Forgets `partitions` (assigned again: no longer overdue).
+    pub(crate) fn remove(&self, partitions: &[(String, i32)]) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !partitions.contains(p));
+    }
 }
 
 impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {

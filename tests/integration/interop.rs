@@ -803,6 +803,45 @@ async fn herald_reads_events_of_a_newer_schema_from_the_registry() {
     assert_eq!(handled, want, "v3 events read as Herald's OrderPlaced");
 }
 
+/// confluent-kafka's AvroSerializer registers an `OrderPlaced` whose `placed_at` is
+/// `timestamp-micros` (as a Java or Python producer's own copy of the schema may say): the
+/// fingerprint of Herald's `timestamp-millis` schema, since the parsing canonical form
+/// drops logical types. Herald used its own schema for that id and read every time a
+/// thousand times too far (tens of thousands of years ahead). Now each record is
+/// dead-lettered with the reason; none is handled with a wrong time.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_refuses_a_registered_schema_whose_timestamp_unit_differs() {
+    let Some(python) = python("herald_refuses_a_registered_schema_whose_timestamp_unit_differs") else { return };
+    let Some(url) = registry_url("herald_refuses_a_registered_schema_whose_timestamp_unit_differs") else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "interop.micros", 2).await);
+    let folder = std::env::temp_dir().join(unique("herald-micros-schemas"));
+    std::fs::create_dir_all(folder.join("OrderPlaced")).expect("schema folder");
+    let ours = std::fs::read_to_string(schemas_dir().join("shop/orders/OrderPlaced/v2.avsc")).expect("v2.avsc");
+    let micros = ours.replace("timestamp-millis", "timestamp-micros");
+    assert_ne!(micros, ours);
+    std::fs::write(folder.join("OrderPlaced/v2.avsc"), &micros).expect("v2.avsc");
+
+    let events: Vec<OrderEvent> = python_orders().into_iter().filter(|e| matches!(e, OrderEvent::Placed(p) if p.placed_at.is_some())).collect();
+    assert!(!events.is_empty());
+    let sent = produce(&python, &config, orders.name(), &folder.display().to_string(), &["--registry", &url], &produce_input(&events), events.len()).await;
+    let _ = std::fs::remove_dir_all(&folder);
+    let registry = herald_registry::Registry::new(herald_registry::RegistryConfig::new(&url)).expect("registry client");
+    let id: u32 = field(&sent[0], "schema_id").parse().expect("an id");
+    let writer = registry.schema(id).await.expect("the micros schema");
+    assert!(OrderEvent::schemas().by_fingerprint(&writer.fingerprint).is_some(), "the fingerprint of Herald's own schema");
+
+    let seen = Seen::default();
+    let running = Running::start(confluent_consumer(&config, registry, &orders, &seen)).await;
+    let letters = read_all(&config, &herald_bus::dead_letter::topic_for(orders.name()), events.len(), DEADLINE).await;
+    running.shutdown().await;
+    assert_eq!(seen.len(), 0, "handled with a time read in the wrong unit: {:?}", seen.all().iter().map(|e| e.event.clone()).collect::<Vec<_>>());
+    for letter in &letters {
+        let letter = herald_bus::dead_letter::DeadLetter::parse(letter).expect("dead letter headers");
+        assert!(letter.reason.contains("placed_at: written as a timestamp-micros, read as a timestamp-millis"), "{}", letter.reason);
+    }
+}
+
 /// W3C `traceparent` values read by Herald and by OpenTelemetry's propagator
 /// (opentelemetry-api's `TraceContextTextMapPropagator`, through `interop.py traceparent`):
 /// the same verdict on each, the same ids and flags, and Herald writes back what

@@ -218,6 +218,8 @@ pub fn decode_value(
             if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
                 return Err(invalid(format!("a logical type would change what a value means: {place}")));
             }
+            // The reader's logical types apply, not the writer's annotations.
+            let value = crate::schema::logical::to_primitives(value);
             // A union of named types: branches chosen by name (`schema::unions`).
             let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
             let mut resolved = value.resolve(schema).map_err(|e| invalid(e.to_string()))?;
@@ -308,6 +310,28 @@ mod tests {
         let err = decode_value(&writer, Some(&reader.schema), &datum).expect_err("refused");
         assert!(err.to_string().contains("amount: written as a decimal with scale 4, read as a decimal with scale 2"), "{err}");
         assert!(decode_value(&writer, Some(&writer.schema), &datum).is_ok());
+    }
+
+    /// A newer version from a producer that annotates its fields (a Java producer's `uuid`
+    /// string, a `timestamp-millis` where ours has a plain long) resolves to ours: the
+    /// reader's types apply. apache-avro alone refused both.
+    #[test]
+    fn annotations_the_reader_does_not_share_resolve_to_its_types() {
+        let writer = crate::schema::SchemaSet::default()
+            .add_str(r#"{"type":"record","name":"Placed","namespace":"t","fields":[{"name":"id","type":{"type":"string","logicalType":"uuid"}},{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},{"name":"on","type":{"type":"int","logicalType":"date"}},{"name":"added","type":"int"}]}"#)
+            .expect("writer");
+        let reader = crate::schema::SchemaSet::default()
+            .add_str(r#"{"type":"record","name":"Placed","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"at","type":"long"},{"name":"on","type":{"type":"int","logicalType":"date"}}]}"#)
+            .expect("reader");
+        let mut record = apache_avro::types::Record::new(&writer.schema).expect("record");
+        record.put("id", apache_avro::types::Value::Uuid(uuid::Uuid::nil()));
+        record.put("at", apache_avro::types::Value::TimestampMillis(7));
+        record.put("on", apache_avro::types::Value::Date(3));
+        record.put("added", 1);
+        let datum = apache_avro::to_avro_datum(&writer.schema, record).expect("datum");
+        let value = decode_value(&writer, Some(&reader.schema), &datum).expect("resolved");
+        use apache_avro::types::Value as V;
+        assert_eq!(value, V::Record(vec![("id".into(), V::String(uuid::Uuid::nil().to_string())), ("at".into(), V::Long(7)), ("on".into(), V::Date(3))]));
     }
 
     /// A few bytes claiming half a billion items: refused, not allocated for (apache-avro

@@ -105,6 +105,27 @@ fn nested<'s>(writer: &'s Schema, reader: &'s Schema, mark: &'static str, path: 
     found
 }
 
+/// `value` with every logical value as its primitive (a uuid as its string, a date or a
+/// time-millis as its int, a time-micros or a timestamp as its long), so that resolution
+/// to a reader applies the reader's logical types, not the writer's. apache-avro refuses
+/// to resolve a uuid value to a plain string, a timestamp to a plain long or a date to a
+/// plain int, though the spec reads an annotation the reader does not share as its
+/// underlying type. Meaning changes are refused before this ([`misread`]); decimals and
+/// durations stay as they are.
+pub(crate) fn to_primitives(value: apache_avro::types::Value) -> apache_avro::types::Value {
+    use apache_avro::types::Value as V;
+    match value {
+        V::Uuid(u) => V::String(u.to_string()),
+        V::Date(d) | V::TimeMillis(d) => V::Int(d),
+        V::TimeMicros(t) | V::TimestampMillis(t) | V::TimestampMicros(t) | V::TimestampNanos(t) | V::LocalTimestampMillis(t) | V::LocalTimestampMicros(t) | V::LocalTimestampNanos(t) => V::Long(t),
+        V::Record(fields) => V::Record(fields.into_iter().map(|(name, v)| (name, to_primitives(v))).collect()),
+        V::Array(items) => V::Array(items.into_iter().map(to_primitives).collect()),
+        V::Map(entries) => V::Map(entries.into_iter().map(|(k, v)| (k, to_primitives(v))).collect()),
+        V::Union(branch, inner) => V::Union(branch, Box::new(to_primitives(*inner))),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

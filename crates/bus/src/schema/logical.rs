@@ -65,7 +65,9 @@ fn meaning(schema: &Schema) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// The two meanings at the first mismatch; `path` is left holding its place.
+/// The two meanings at the first mismatch; `path` is left holding its place. Only nodes
+/// that resolution pairs are compared: records of the same name, and each union branch of
+/// the writer with the reader branch it resolves to.
 fn walk<'s>(writer: &'s Schema, reader: &'s Schema, path: &mut Vec<&'s str>, depth: usize) -> Option<(String, String)> {
     if depth > MAX_DEPTH {
         return None;
@@ -74,7 +76,7 @@ fn walk<'s>(writer: &'s Schema, reader: &'s Schema, path: &mut Vec<&'s str>, dep
         return (written != read).then_some((written, read));
     }
     match (writer, reader) {
-        (Schema::Record(w), Schema::Record(r)) => r.fields.iter().find_map(|field| {
+        (Schema::Record(w), Schema::Record(r)) if same_name(writer, reader) || r.aliases.as_ref().is_some_and(|a| a.iter().any(|a| a.name() == w.name.name)) => r.fields.iter().find_map(|field| {
             let written = w.fields.iter().find(|f| f.name == field.name || field.aliases.as_ref().is_some_and(|a| a.contains(&f.name)))?;
             let mark = path.len();
             if mark > 0 {
@@ -89,10 +91,47 @@ fn walk<'s>(writer: &'s Schema, reader: &'s Schema, path: &mut Vec<&'s str>, dep
         }),
         (Schema::Array(w), Schema::Array(r)) => nested(&w.items, &r.items, "[]", path, depth),
         (Schema::Map(w), Schema::Map(r)) => nested(&w.types, &r.types, "{}", path, depth),
-        // Each written branch against the reader's branches it could land in.
-        (Schema::Union(w), _) => w.variants().iter().find_map(|branch| walk(branch, reader, path, depth + 1)),
-        (_, Schema::Union(r)) => r.variants().iter().find_map(|branch| walk(writer, branch, path, depth + 1)),
+        (Schema::Union(w), Schema::Union(r)) => w.variants().iter().find_map(|branch| walk(branch, branch_for(branch, r.variants())?, path, depth + 1)),
+        (Schema::Union(w), _) => w.variants().iter().find_map(|branch| walk(branch, branch_for(branch, std::slice::from_ref(reader))?, path, depth + 1)),
+        (_, Schema::Union(r)) => walk(writer, branch_for(writer, r.variants())?, path, depth + 1),
         _ => None,
+    }
+}
+
+/// The reader branch a written value of `written` resolves to: the one of the same name
+/// for a named type (full name, then unqualified), otherwise the first unnamed one of the
+/// same underlying type.
+fn branch_for<'s>(written: &Schema, branches: &'s [Schema]) -> Option<&'s Schema> {
+    if written.name().is_some() {
+        return branches.iter().find(|b| b.name() == written.name()).or_else(|| branches.iter().find(|b| same_name(b, written)));
+    }
+    branches.iter().find(|b| b.name().is_none() && underlying(b) == underlying(written))
+}
+
+/// Whether both are named types of the same unqualified name.
+fn same_name(a: &Schema, b: &Schema) -> bool {
+    matches!((a.name(), b.name()), (Some(a), Some(b)) if a.name == b.name)
+}
+
+/// The Avro type a schema is encoded as, logical types as their primitive.
+fn underlying(schema: &Schema) -> &'static str {
+    match schema {
+        Schema::Null => "null",
+        Schema::Boolean => "boolean",
+        Schema::Int | Schema::Date | Schema::TimeMillis => "int",
+        Schema::Long | Schema::TimeMicros | Schema::TimestampMillis | Schema::TimestampMicros | Schema::TimestampNanos | Schema::LocalTimestampMillis | Schema::LocalTimestampMicros | Schema::LocalTimestampNanos => "long",
+        Schema::Float => "float",
+        Schema::Double => "double",
+        Schema::Bytes | Schema::BigDecimal => "bytes",
+        Schema::String | Schema::Uuid => "string",
+        Schema::Decimal(d) => underlying(&d.inner),
+        Schema::Fixed(_) | Schema::Duration => "fixed",
+        Schema::Array(_) => "array",
+        Schema::Map(_) => "map",
+        Schema::Union(_) => "union",
+        Schema::Record(_) => "record",
+        Schema::Enum(_) => "enum",
+        Schema::Ref { .. } => "ref",
     }
 }
 
@@ -137,7 +176,7 @@ mod tests {
     const fn decimal(scale: u32) -> &'static str {
         match scale {
             2 => r#"{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}"#,
-            _ => r#"{"type":"fixed","name":"D","size":8,"logicalType":"decimal","precision":12,"scale":4}"#,
+            _ => r#"{"type":"bytes","logicalType":"decimal","precision":12,"scale":4}"#,
         }
     }
 
@@ -158,6 +197,23 @@ mod tests {
             assert!(found.starts_with(&format!("{expected}: ")), "{shape}: {found}");
             assert_eq!(misread(&writer, &writer), None, "{shape}");
         }
+    }
+
+    /// Branches are paired as resolution pairs them: a union of two meaningful branches is
+    /// not a misread of itself (each branch was compared with every other), nor are fields
+    /// of two records of other names in one union.
+    #[test]
+    fn union_branches_are_compared_only_with_the_branch_they_resolve_to() {
+        let both = r#"["null",{"type":"long","logicalType":"timestamp-millis"},{"type":"int","logicalType":"date"}]"#;
+        let schema = record(&format!(r#"[{{"name":"at","type":{both}}}]"#));
+        assert_eq!(misread(&schema, &schema), None);
+        let named = record(
+            r#"[{"name":"x","type":[{"type":"record","name":"A","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]},{"type":"record","name":"B","fields":[{"name":"at","type":{"type":"int","logicalType":"date"}}]}]}]"#,
+        );
+        assert_eq!(misread(&named, &named), None);
+        // The branch that does resolve to another unit is found.
+        let micros = record(&format!(r#"[{{"name":"at","type":{}}}]"#, both.replace("timestamp-millis", "timestamp-micros")));
+        assert_eq!(misread(&micros, &schema).as_deref(), Some("at: written as a timestamp-micros, read as a timestamp-millis"));
     }
 
     #[test]

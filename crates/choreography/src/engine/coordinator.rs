@@ -178,6 +178,8 @@ pub(crate) struct Coordinator<P: Participant> {
     /// The open transaction's commit timed out ([`outcome_unknown`]): it may have
     /// committed. Nothing is reacted to until [`Coordinator::resolve`] learned which.
     in_doubt: bool,
+    /// When to ask again about the transaction in doubt.
+    resolve_at: tokio::time::Instant,
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
@@ -232,6 +234,7 @@ impl<P: Participant> Coordinator<P> {
             backlog: VecDeque::new(),
             open: Open::default(),
             in_doubt: false,
+            resolve_at: tokio::time::Instant::now(),
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
@@ -243,11 +246,6 @@ impl<P: Participant> Coordinator<P> {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if self.in_doubt
-                && let Err((call, e)) = self.resolve().await
-            {
-                tracing::warn!(?call, error = %e, "the outcome of the commit that timed out is not known yet: asking again");
-            }
             if !self.in_doubt
                 && let Err(failed) = self.drain_backlog().await
             {
@@ -271,7 +269,17 @@ impl<P: Participant> Coordinator<P> {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                _ = tick.tick() => if self.in_doubt { Ok(()) } else { self.fire_due().await },
+                // Commands first: revocations and assignments are served between attempts.
+                _ = tokio::time::sleep_until(self.resolve_at), if self.in_doubt => {
+                    if let Err((call, e)) = self.resolve().await {
+                        self.failures += 1;
+                        let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
+                        tracing::warn!(?call, error = %e, ?wait, "the outcome of the commit that timed out is not known yet: asking again");
+                        self.resolve_at = tokio::time::Instant::now() + wait;
+                    }
+                    Ok(())
+                }
+                _ = tick.tick(), if !self.in_doubt => self.fire_due().await,
             };
             let step = match step {
                 Ok(()) if !self.in_doubt && self.open.reactions >= self.settings.max_batch => self.commit().await,
@@ -769,7 +777,9 @@ impl<P: Participant> Coordinator<P> {
     /// next generation. The open transaction is then aborted and its inputs of partitions
     /// still owned reacted to again.
     fn refuse_overdue(&mut self) -> Result<(), Failed> {
-        let overdue = self.overdue.take();
+        // Entries of partitions already forgotten (their revocation was handled after
+        // all, its acknowledgement late) are moot.
+        let overdue: Vec<(String, i32)> = self.overdue.take().into_iter().filter(|p| self.owned.contains(p)).collect();
         if overdue.is_empty() {
             return Ok(());
         }
@@ -809,7 +819,7 @@ impl<P: Participant> Coordinator<P> {
                 producer.dispose();
             }
             self.in_doubt = true;
-            self.failures += 1;
+            self.resolve_at = tokio::time::Instant::now();
             return;
         }
         tracing::warn!(?call, ?class, %error, "transaction failed: rewinding");
@@ -820,16 +830,14 @@ impl<P: Participant> Coordinator<P> {
     /// Learns whether the open transaction, whose commit timed out, committed: a new
     /// producer's `init_transactions` returns once the broker finished the old one's
     /// transaction (completing a commit whose `EndTxn` reached it, aborting it otherwise),
-    /// then the group's committed offsets (read_committed: stable ones) are the
-    /// transaction's own if and only if it committed. Committed: its inputs are done, the
-    /// state stays. Aborted: rewound as after any failure. A transaction with no offsets
-    /// of a partition still owned (only deadlines fired, or every partition revoked) is
-    /// taken as aborted; its deadlines may then fire twice.
+    /// then the group's committed offsets (read_committed: stable ones) say which: none
+    /// below the transaction's own if and only if it committed (see the comment inside).
+    /// Committed: its inputs are done, the state stays. Aborted: rewound as after any
+    /// failure. A transaction with no offsets of a partition still owned (only deadlines
+    /// fired, or every partition revoked) is taken as aborted; its deadlines may then fire
+    /// twice. Runs between commands ([`Coordinator::run`] retries it with a backoff).
     async fn resolve(&mut self) -> Result<(), Failed> {
-        if self.failures > 1 {
-            tokio::time::sleep(Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5))).await;
-        }
-        self.ensure_producer().await.inspect_err(|_| self.failures += 1)?;
+        self.ensure_producer().await?;
         // Partitions whose revocation was given up on may be another member's already,
         // which may have committed past this transaction's offsets: not asked about.
         let overdue = self.overdue.take();
@@ -846,14 +854,12 @@ impl<P: Participant> Coordinator<P> {
             let committed = tokio::task::spawn_blocking(move || membership.committed(&asked, timeout))
                 .await
                 .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
-                .map_err(|e| (TxnCall::Commit, e))
-                .inspect_err(|_| self.failures += 1)?;
-            // A transaction commits whole: one partition at its offsets proves it.
-            let ours = partitions.iter().zip(&committed).filter(|(key, at)| **at == self.open.offsets.get(*key).copied()).count();
-            if ours != 0 && ours != partitions.len() {
-                tracing::warn!(?partitions, ?committed, "the transaction committed; some of its partitions moved on since (another owner)");
-            }
-            ours > 0
+                .map_err(|e| (TxnCall::Commit, e))?;
+            // Committed: a partition still this member's is at the transaction's offset,
+            // one that moved on (another owner) is past it. Aborted: a partition still
+            // this member's is below it. So committed if and only if none is below.
+            let mut reached = partitions.iter().zip(&committed).map(|(key, at)| at.zip(self.open.offsets.get(key).copied()).is_some_and(|(at, ours)| at >= ours));
+            reached.all(|r| r)
         };
         self.in_doubt = false;
         if landed {

@@ -186,8 +186,25 @@ impl TxnProducer {
             self.open.store(false, Ordering::Release);
             return Ok(());
         }
-        let timeout = self.commit_timeout;
-        self.blocking(TxnCall::Commit, move |p, _| p.commit_transaction(timeout)).await?;
+        // librdkafka's call goes on up to `call_timeout`; the engine waits `commit_timeout`
+        // for it. Either way a commit that did not answer in time may still commit (its
+        // `EndTxn` sent): the engine then learns the outcome (`outcome_unknown`), and the
+        // producer, disposed, is destroyed once the call returned.
+        // A zero `commit_timeout` does not wait at all.
+        let (inner, call_timeout) = (self.inner.clone(), self.timeout);
+        let call = tokio::task::spawn_blocking(move || inner.commit_transaction(call_timeout));
+        let timed_out = || (TxnCall::Commit, KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
+        if self.commit_timeout.is_zero() {
+            return Err(timed_out());
+        }
+        match tokio::time::timeout(self.commit_timeout, call).await {
+            Ok(Ok(result)) => result.map_err(|e| (TxnCall::Commit, e))?,
+            Ok(Err(join)) => {
+                tracing::error!(error = %join, "transaction call panicked");
+                return Err((TxnCall::Commit, KafkaError::Global(RDKafkaErrorCode::Fatal)));
+            }
+            Err(_) => return Err(timed_out()),
+        }
         self.open.store(false, Ordering::Release);
         Ok(())
     }

@@ -214,8 +214,8 @@ impl Committer {
 
     /// Learns whether the transaction in doubt, if any, committed: a new producer's
     /// `init_transactions` returns once the broker finished it, then the group's committed
-    /// offsets (stable ones: the consumer reads committed) are its own if it did (one
-    /// partition at them proves it: a transaction commits whole). Committed: its offsets
+    /// offsets (stable ones: the consumer reads committed) are at or past its own if it
+    /// did, and one is below if it did not. Committed: its offsets
     /// go to [`Committer::landed`]. Fails (and stays in doubt) when the broker cannot tell
     /// yet.
     async fn resolve(&mut self, slot: &mut Option<TxnProducer>) -> Result<(), Failed> {
@@ -228,7 +228,9 @@ impl Committer {
             .await
             .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
             .map_err(|e| (TxnCall::Commit, e))?;
-        let landed = committed.0.iter().zip(&committed.1).any(|((topic, partition), at)| *at == doubt.get(&(Arc::from(topic.as_str()), *partition)).copied());
+        // Committed: each partition is at the transaction's offset, or past it if it moved
+        // on to another owner. Aborted: a partition still this member's is below it.
+        let landed = committed.0.iter().zip(&committed.1).all(|((topic, partition), at)| at.zip(doubt.get(&(Arc::from(topic.as_str()), *partition)).copied()).is_some_and(|(at, ours)| at >= ours));
         if let Some(doubt) = self.in_doubt.take()
             && landed
         {

@@ -57,10 +57,10 @@ pub struct EngineSettings {
     pub transaction_timeout: Duration,
     /// Limit of each blocking transaction call (default 30 s).
     pub call_timeout: Duration,
-    /// How long `commit_transaction` is waited for (default 30 s). A commit that outlasts
-    /// it has an unknown outcome: the engine rebuilds the producer and learns from the
-    /// group's committed offsets whether it committed before going on (see
-    /// [`outcome_unknown`](super::outcome_unknown)).
+    /// How long the engine waits for `commit_transaction` (default 30 s; zero: not at all;
+    /// the call itself goes on up to `call_timeout`). A commit that outlasts it has an unknown outcome:
+    /// the engine rebuilds the producer and learns from the group's committed offsets
+    /// whether it committed before going on (see [`outcome_unknown`](super::outcome_unknown)).
     pub commit_timeout: Duration,
     /// How often the deadline timer looks for due deadlines (default 50 ms).
     pub tick: Duration,

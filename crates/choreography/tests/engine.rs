@@ -660,7 +660,8 @@ fn dropping_the_runtime_under_a_running_engine_lets_it_shut_down() {
 }
 
 /// Pongs like [`Pinger`], but its `decide` panics on a ping with `deadline_ms == -1` (a
-/// bug hit by one input).
+/// bug hit by one input), and first sleeps `deadline_ms` on a ping whose id starts with
+/// `slow` (a reaction that holds the coordinator, as a slow call inside one would).
 struct Fragile {
     input: Topic<Ev>,
     output: Topic<Ev>,
@@ -682,7 +683,12 @@ impl Participant for Fragile {
     fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
         match input {
             Ev::Ping(p) if p.deadline_ms == -1 => panic!("cannot take ping {}", p.id),
-            Ev::Ping(p) => Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 }),
+            Ev::Ping(p) => {
+                if p.id.starts_with("slow") {
+                    std::thread::sleep(Duration::from_millis(p.deadline_ms as u64));
+                }
+                Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 })
+            }
             _ => Reaction::keep(),
         }
     }
@@ -968,39 +974,6 @@ async fn a_repartition_commit_that_timed_out_but_landed_is_not_copied_again() {
     }
 }
 
-/// Answers every ping, first sleeping `deadline_ms` in `decide` for the ids that start
-/// with `slow` (a reaction that holds the coordinator, as a slow call inside one would).
-struct Sleepy {
-    input: Topic<Ev>,
-    output: Topic<Ev>,
-}
-
-impl Participant for Sleepy {
-    const NAME: &'static str = "sleepy";
-    type Input = Ev;
-    type State = Seen;
-
-    fn inputs(&self) -> Inputs<Ev> {
-        Inputs::by_subject().on(&self.input, |e| e)
-    }
-
-    fn outputs(&self) -> Vec<Output> {
-        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal()]
-    }
-
-    fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
-        match input {
-            Ev::Ping(p) => {
-                if p.id.starts_with("slow") {
-                    std::thread::sleep(Duration::from_millis(p.deadline_ms as u64));
-                }
-                Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 })
-            }
-            _ => Reaction::keep(),
-        }
-    }
-}
-
 /// A revocation the consumer stops waiting for (the coordinator was inside a slow
 /// reaction past `call_timeout`) lets the rebalance go on, and the partitions get another
 /// owner that reacts to their uncommitted inputs again. The old owner must then abort its
@@ -1019,7 +992,7 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
         settings.transaction_timeout = Duration::from_secs(60);
         settings
     };
-    let engine = |instance: &str| Engine::new(&s.config, Sleepy { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings(instance)).expect("engine");
+    let engine = |instance: &str| Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings(instance)).expect("engine");
     let first = engine("a");
     let health = first.health();
     let a = start(first);

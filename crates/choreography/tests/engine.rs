@@ -931,6 +931,47 @@ async fn a_commit_that_timed_out_but_landed_is_not_reacted_to_again() {
     assert_eq!(total, 10 * rounds as i64, "the input offsets committed with the reactions: {committed:?}");
 }
 
+/// Deadlines alone likewise. A transaction that only fired deadlines holds no input
+/// offset, so the group's committed offsets cannot tell whether it landed; the record it
+/// wrote to the changelog can. Taken as aborted, its deadlines fired again: each `Expired`
+/// written twice (as a broker restart did to the shop's timeouts: `OrderCancelled` twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deadlines_whose_commit_timed_out_but_landed_fire_once() {
+    const KEYS: usize = 12;
+    let s = setup(3).await;
+    let clock = Arc::new(ManualClock::new(DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time")));
+    let mut settings = s.settings("a");
+    settings.commit_timeout = Duration::ZERO;
+    let engine = s.engine(settings).with_clock(clock.clone());
+    let health = engine.health();
+    let running = start(engine);
+    for k in 0..KEYS {
+        s.ping(&format!("d{k}"), 60_000).await;
+    }
+    herald_testkit::wait_until(WAIT, "every ping reacted to, committed", || {
+        let h = health.clone();
+        async move { h.reactions() >= KEYS as u64 && h.open_transaction_age().is_none() }
+    })
+    .await;
+    let before = health.commits_in_doubt();
+    // Every deadline comes due at once: transactions of deadlines alone, each "timing out".
+    clock.advance(Duration::from_secs(61));
+    let out = read(&s.config, &s.output, "read_committed", 2 * KEYS, WAIT, Duration::from_secs(3)).await;
+    running.stop().await;
+    let mut expired: HashMap<String, usize> = HashMap::new();
+    for msg in &out {
+        if let serde_json::Value::String(id) = &decoded(msg).1["id"]
+            && decoded(msg).1["type"] == "expired"
+        {
+            *expired.entry(id.clone()).or_default() += 1;
+        }
+    }
+    assert!(expired.values().all(|n| *n == 1), "a deadline fired twice: {expired:?}");
+    assert_eq!(expired.len(), KEYS, "{expired:?}");
+    assert_eq!(out.len(), 2 * KEYS);
+    assert!(health.commits_in_doubt() > before, "a deadline's commit landed after its timeout (else this test tried nothing)");
+}
+
 /// The repartition step's commits likewise: a copy whose commit timed out but landed is
 /// not copied again (the repartition topic would hold it twice, and the participant react
 /// to it twice).

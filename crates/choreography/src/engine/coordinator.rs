@@ -37,9 +37,10 @@ use super::clock::Clock;
 use super::decode::Reader;
 use super::health::EngineHealth;
 use super::named_topics::NamedTopics;
-use super::producer::TxnProducer;
+use super::producer::{TxnProducer, Witness};
 use super::restore::{self, restore};
 use super::sink::Overdue;
+use super::witness;
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
 use crate::declaration::Declaration;
@@ -180,6 +181,8 @@ pub(crate) struct Coordinator<P: Participant> {
     in_doubt: bool,
     /// When to ask again about the transaction in doubt.
     resolve_at: tokio::time::Instant,
+    /// Where the transaction in doubt wrote its first changelog record (see `witness`).
+    witness: Option<Witness>,
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
@@ -235,6 +238,7 @@ impl<P: Participant> Coordinator<P> {
             open: Open::default(),
             in_doubt: false,
             resolve_at: tokio::time::Instant::now(),
+            witness: None,
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
@@ -515,7 +519,7 @@ impl<P: Participant> Coordinator<P> {
             // librdkafka asks after a timeout).
             let producer = match self.initialising.take() {
                 Some(producer) => producer,
-                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, (self.settings.call_timeout, self.settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?,
+                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, (self.settings.call_timeout, self.settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?.witnessed_by(&self.changelog),
             };
             match producer.init().await {
                 Ok(()) => self.producer = Some(producer),
@@ -815,6 +819,7 @@ impl<P: Participant> Coordinator<P> {
             tracing::warn!(%error, "the commit timed out and may still commit: its outcome is learned before anything else is reacted to");
             metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "unknown").increment(1);
             // The next producer's init_transactions fences this one.
+            self.witness = self.producer.as_ref().and_then(TxnProducer::witness);
             if let Some(producer) = self.producer.take() {
                 producer.dispose();
             }
@@ -829,13 +834,15 @@ impl<P: Participant> Coordinator<P> {
 
     /// Learns whether the open transaction, whose commit timed out, committed: a new
     /// producer's `init_transactions` returns once the broker finished the old one's
-    /// transaction (completing a commit whose `EndTxn` reached it, aborting it otherwise),
-    /// then the group's committed offsets (read_committed: stable ones) say which: none
-    /// below the transaction's own if and only if it committed (see the comment inside).
+    /// transaction (completing a commit whose `EndTxn` reached it, aborting it otherwise);
+    /// then its witness, the first changelog record it wrote, says which (`witness`). A
+    /// transaction that wrote no changelog record (it reacted to nothing: only offsets of
+    /// inputs no reaction took) is told by the group's committed offsets instead
+    /// (read_committed: stable ones): none below the transaction's own if and only if it
+    /// committed (see the comment inside); with none of a partition still owned either, it
+    /// changed nothing and is taken as aborted.
     /// Committed: its inputs are done, the state stays. Aborted: rewound as after any
-    /// failure. A transaction with no offsets of a partition still owned (only deadlines
-    /// fired, or every partition revoked) is taken as aborted; its deadlines may then fire
-    /// twice. Runs between commands ([`Coordinator::run`] retries it with a backoff).
+    /// failure. Runs between commands ([`Coordinator::run`] retries it with a backoff).
     async fn resolve(&mut self) -> Result<(), Failed> {
         self.ensure_producer().await?;
         // Partitions whose revocation was given up on may be another member's already,
@@ -846,7 +853,14 @@ impl<P: Participant> Coordinator<P> {
             self.forget(&overdue);
         }
         let partitions: Vec<(String, i32)> = self.open.offsets.keys().filter(|key| self.owned.contains(*key)).cloned().collect();
-        let landed = if partitions.is_empty() {
+        let landed = if let Some(witness) = self.witness {
+            let (config, topic, timeout) = (self.config.clone(), self.changelog.clone(), self.settings.call_timeout);
+            tokio::task::spawn_blocking(move || witness::committed(&config, &topic, witness, timeout))
+                .await
+                .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
+                .map_err(|e| (TxnCall::Commit, e))?
+                .ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::OperationTimedOut)))?
+        } else if partitions.is_empty() {
             false
         } else {
             let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
@@ -861,6 +875,7 @@ impl<P: Participant> Coordinator<P> {
             let mut reached = partitions.iter().zip(&committed).map(|(key, at)| at.zip(self.open.offsets.get(key).copied()).is_some_and(|(at, ours)| at >= ours));
             reached.all(|r| r)
         };
+        self.witness = None;
         self.in_doubt = false;
         if landed {
             tracing::info!("the commit that timed out did commit: its inputs are done");

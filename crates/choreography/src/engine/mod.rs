@@ -22,9 +22,10 @@
 //!   inputs again (see `coordinator`); fatal ones (fenced included) rebuild the producer
 //!   and do the same. Transaction calls run on tokio's blocking pool with finite timeouts.
 //!   A commit that timed out ([`outcome_unknown`]) may still commit: the new producer's
-//!   `init_transactions` waits until the broker finished it either way, then the group's
-//!   committed offsets say which way, and only an aborted transaction's inputs are reacted
-//!   to again (nothing is reacted to meanwhile).
+//!   `init_transactions` waits until the broker finished it either way, then a changelog
+//!   record it wrote, read back `read_committed`, says which way (`witness`), and only an
+//!   aborted transaction's inputs and deadlines are reacted to again (nothing is reacted to
+//!   meanwhile).
 //! - **State** lives in memory per owned partition, rebuilt from the changelog partition
 //!   of the same number before any of the partition's inputs is reacted to (co-partitioned:
 //!   the inputs and the changelog have the same partition count, and the `range` assignor
@@ -70,6 +71,7 @@ mod repartition;
 mod restore;
 mod settings;
 mod sink;
+mod witness;
 
 pub use classify::{classify, outcome_unknown, TxnCall, TxnClass};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -2,7 +2,7 @@
 //! tokio's blocking pool with a finite timeout; sends are non-blocking.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use herald_bus::admin::{self, TopicState};
@@ -10,17 +10,32 @@ use herald_bus::publisher::{Record, PRODUCER_DEFAULTS};
 use herald_bus::KafkaConfig;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::classify::TxnCall;
 
-/// Counts failed deliveries, so a transaction with a lost record is never committed.
+/// Counts failed deliveries, so a transaction with a lost record is never committed; and
+/// keeps the open transaction's witness.
 #[derive(Default)]
 pub(crate) struct Counts {
     failed: AtomicU64,
     last: Mutex<Option<KafkaError>>,
+    /// The topic whose first record delivered in a transaction is its witness.
+    witness_topic: OnceLock<String>,
+    /// Set at `begin`, cleared once the witness is kept: one check per delivery.
+    wants_witness: AtomicBool,
+    witness: Mutex<Option<Witness>>,
+}
+
+/// Where one record of a transaction landed (partition, offset of its topic): the
+/// record is visible to `read_committed` readers if and only if the transaction
+/// committed, so it tells a commit whose outcome is unknown (see `witness`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Witness {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 /// The producer's context: the delivery counts.
@@ -40,9 +55,16 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::AcqRel);
-            *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+        match result {
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::AcqRel);
+                *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+            }
+            Ok(m) if self.wants_witness.load(Ordering::Acquire) && self.witness_topic.get().is_some_and(|t| t == m.topic()) => {
+                *self.witness.lock().unwrap_or_else(|p| p.into_inner()) = Some(Witness { partition: m.partition(), offset: m.offset() });
+                self.wants_witness.store(false, Ordering::Release);
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -101,9 +123,24 @@ impl TxnProducer {
         self.blocking(TxnCall::Init, |p, t| p.init_transactions(t)).await
     }
 
+    /// Keeps, in each transaction, where its first record to `topic` landed: the
+    /// transaction's [`Witness`].
+    pub(crate) fn witnessed_by(self, topic: &str) -> Self {
+        let _ = self.deliveries.witness_topic.set(topic.to_owned());
+        self
+    }
+
+    /// Where the open (or last) transaction's first record to the witness topic landed,
+    /// once its delivery was reported; `None` when it wrote none there.
+    pub(crate) fn witness(&self) -> Option<Witness> {
+        *self.deliveries.witness.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// `begin_transaction`.
     pub(crate) async fn begin(&mut self) -> Result<(), (TxnCall, KafkaError)> {
         self.failed_at_begin = self.deliveries.failed.load(Ordering::Acquire);
+        *self.deliveries.witness.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.deliveries.wants_witness.store(self.deliveries.witness_topic.get().is_some(), Ordering::Release);
         self.open.store(true, Ordering::Release);
         if !self.transactional {
             return Ok(());
@@ -207,6 +244,12 @@ impl TxnProducer {
         }
         self.open.store(false, Ordering::Release);
         Ok(())
+    }
+
+    /// Waits until every record sent is written (or failed).
+    #[cfg(test)]
+    pub(crate) async fn delivered(&self) -> Result<(), (TxnCall, KafkaError)> {
+        self.blocking(TxnCall::Send, wait_delivered).await
     }
 
     /// `abort_transaction`.

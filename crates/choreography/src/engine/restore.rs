@@ -49,8 +49,8 @@ use super::EngineError;
 use crate::changelog::StateCodec;
 use crate::slot::Slot;
 
-/// The restore clients' context: partition EOF is how a restore ends, not an error.
-struct Quiet;
+/// The changelog readers' context: partition EOF is how a read ends, not an error.
+pub(crate) struct Quiet;
 
 impl rdkafka::ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -62,7 +62,7 @@ impl rdkafka::ClientContext for Quiet {
 
 /// Partition EOF in either shape: the poll's `PartitionEOF(partition)`, or the error
 /// callback's `Global(PartitionEOF)` (rust-rdkafka passes consumer error events to both).
-fn is_end_of_partition(error: &KafkaError) -> bool {
+pub(crate) fn is_end_of_partition(error: &KafkaError) -> bool {
     matches!(error, KafkaError::PartitionEOF(_)) || error.rdkafka_error_code() == Some(rdkafka::error::RDKafkaErrorCode::PartitionEOF)
 }
 

@@ -59,8 +59,8 @@ pub struct EngineSettings {
     pub call_timeout: Duration,
     /// How long the engine waits for `commit_transaction` (default 30 s; zero: not at all;
     /// the call itself goes on up to `call_timeout`). A commit that outlasts it has an unknown outcome:
-    /// the engine rebuilds the producer and learns from the group's committed offsets
-    /// whether it committed before going on (see [`outcome_unknown`](super::outcome_unknown)).
+    /// the engine rebuilds the producer and learns from a changelog record the transaction
+    /// wrote whether it committed before going on (see [`outcome_unknown`](super::outcome_unknown)).
     pub commit_timeout: Duration,
     /// How often the deadline timer looks for due deadlines (default 50 ms).
     pub tick: Duration,

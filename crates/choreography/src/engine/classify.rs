@@ -5,9 +5,11 @@
 //! instance with the same `transactional.id`, or out of sequence). Everything it does not
 //! mark, and every timeout of the final commit, is fatal: the engine rebuilds the producer,
 //! whose `init_transactions` fences the old one and has the broker finish what it left
-//! open. A commit that timed out may have reached the transaction coordinator, so the
-//! broker may finish it by committing, not aborting ([`outcome_unknown`]): the engine then
-//! asks the group's committed offsets which it was before reacting to anything again.
+//! open. A commit that failed otherwise than by an abortable error (timed out, retried in
+//! vain, fatal) may have reached the transaction coordinator, so the broker may finish it
+//! by committing, not aborting ([`outcome_unknown`]): the engine then learns which it was
+//! (from a record the transaction wrote, or the group's committed offsets) before
+//! reacting to anything again.
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
@@ -88,9 +90,13 @@ pub fn classify(call: TxnCall, error: &KafkaError) -> TxnClass {
     }
 }
 
-/// Whether `error` from `call` leaves the transaction's outcome unknown: a timeout of
-/// `commit_transaction`, whose `EndTxn` may have reached the coordinator (then the broker
-/// completes the commit) or not (then the next producer's `init_transactions` aborts it).
+/// Whether `error` from `call` leaves the transaction's outcome unknown: any failure of
+/// `commit_transaction` but one librdkafka marks as requiring an abort (the transaction
+/// could not commit). Its `EndTxn` may have reached the coordinator before the error (a
+/// timeout, a broker gone away while the retries ran out, a fatal error from elsewhere):
+/// then the broker completes the commit; or not: then the next producer's
+/// `init_transactions` aborts it. Aborting and reacting again would write the
+/// transaction's events twice in the first case, so the engine learns which it was.
 ///
 /// ```
 /// use herald_choreography::engine::{outcome_unknown, TxnCall};
@@ -98,21 +104,20 @@ pub fn classify(call: TxnCall, error: &KafkaError) -> TxnClass {
 /// let timed_out = KafkaError::Global(RDKafkaErrorCode::OperationTimedOut);
 /// assert!(outcome_unknown(TxnCall::Commit, &timed_out));
 /// assert!(!outcome_unknown(TxnCall::SendOffsets, &timed_out), "nothing was committed yet");
-/// assert!(!outcome_unknown(TxnCall::Commit, &KafkaError::Global(RDKafkaErrorCode::ProducerFenced)));
+/// let gone = KafkaError::Global(RDKafkaErrorCode::CoordinatorNotAvailable);
+/// assert!(outcome_unknown(TxnCall::Commit, &gone), "retried in vain: the EndTxn may have landed");
+/// assert!(outcome_unknown(TxnCall::Commit, &KafkaError::Global(RDKafkaErrorCode::ProducerFenced)));
+/// let refused = KafkaError::Global(RDKafkaErrorCode::IllegalGeneration);
+/// assert!(!outcome_unknown(TxnCall::Commit, &refused), "abortable: it did not commit");
 /// ```
 pub fn outcome_unknown(call: TxnCall, error: &KafkaError) -> bool {
     if call != TxnCall::Commit {
         return false;
     }
-    let code = match error {
-        KafkaError::Transaction(e) if e.is_fatal() || e.txn_requires_abort() => return false,
-        KafkaError::Transaction(e) => e.code(),
-        other => match other.rdkafka_error_code() {
-            Some(code) => code,
-            None => return false,
-        },
-    };
-    matches!(code, RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
+    match error {
+        KafkaError::Transaction(e) => !e.txn_requires_abort(),
+        other => classify(call, other) != TxnClass::Abortable,
+    }
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ pub(crate) struct Coordinator<P: Participant> {
     /// Inputs of an aborted transaction, to react to again.
     backlog: VecDeque<(i32, Held<P::Input>)>,
     open: Open<P::Input, P::State>,
-    /// The open transaction's commit timed out ([`outcome_unknown`]): it may have
+    /// The open transaction's commit failed with an unknown outcome ([`outcome_unknown`]): it may have
     /// committed. Nothing is reacted to until [`Coordinator::resolve`] learned which.
     in_doubt: bool,
     /// When to ask again about the transaction in doubt.
@@ -278,7 +278,7 @@ impl<P: Participant> Coordinator<P> {
                     if let Err((call, e)) = self.resolve().await {
                         self.failures += 1;
                         let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
-                        tracing::warn!(?call, error = %e, ?wait, "the outcome of the commit that timed out is not known yet: asking again");
+                        tracing::warn!(?call, error = %e, ?wait, "the outcome of the commit that failed is not known yet: asking again");
                         self.resolve_at = tokio::time::Instant::now() + wait;
                     }
                     Ok(())
@@ -816,7 +816,7 @@ impl<P: Participant> Coordinator<P> {
         let fatal = class == TxnClass::Fatal;
         self.health.count_abort(fatal, format!("{call:?}: {error}"));
         if self.open.began.is_some() && outcome_unknown(call, &error) {
-            tracing::warn!(%error, "the commit timed out and may still commit: its outcome is learned before anything else is reacted to");
+            tracing::warn!(%error, "the commit failed and may still commit: its outcome is learned before anything else is reacted to");
             metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "unknown").increment(1);
             // The next producer's init_transactions fences this one.
             self.witness = self.producer.as_ref().and_then(TxnProducer::witness);
@@ -832,7 +832,8 @@ impl<P: Participant> Coordinator<P> {
         self.rewind(fatal).await;
     }
 
-    /// Learns whether the open transaction, whose commit timed out, committed: a new
+    /// Learns whether the open transaction, whose commit failed with an unknown outcome
+    /// ([`outcome_unknown`]: timed out, retried in vain, fatal), committed: a new
     /// producer's `init_transactions` returns once the broker finished the old one's
     /// transaction (completing a commit whose `EndTxn` reached it, aborting it otherwise);
     /// then its witness, the first changelog record it wrote, says which (`witness`). A
@@ -878,11 +879,11 @@ impl<P: Participant> Coordinator<P> {
         self.witness = None;
         self.in_doubt = false;
         if landed {
-            tracing::info!("the commit that timed out did commit: its inputs are done");
+            tracing::info!("the commit that failed did commit: its inputs are done");
             self.health.count_in_doubt_committed();
             self.committed();
         } else {
-            tracing::warn!("the commit that timed out was aborted: reacting to its inputs again");
+            tracing::warn!("the commit that failed was aborted: reacting to its inputs again");
             metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "aborted").increment(1);
             self.open.began = None; // nothing is open in the new producer
             self.rewind(false).await;

@@ -107,7 +107,7 @@ impl EngineHealth {
         self.rebuilt.load(Ordering::Relaxed)
     }
 
-    /// Commits that timed out ([`outcome_unknown`](super::outcome_unknown)) and were
+    /// Commits that failed with an unknown outcome ([`outcome_unknown`](super::outcome_unknown)) and were
     /// found committed by the broker, so their inputs were not reacted to again. Also
     /// counted in [`committed`](Self::committed) and [`rebuilt`](Self::rebuilt).
     pub fn commits_in_doubt(&self) -> u64 {

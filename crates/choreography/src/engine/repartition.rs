@@ -10,7 +10,7 @@
 //! (`<group>.repartition.<instance>`): the copies and the input offsets (with fresh group
 //! metadata) commit in one transaction. A failed transaction is aborted (or the producer
 //! rebuilt, by [`classify`](super::classify)) and its batches delivered again by the
-//! runtime. A commit that timed out may still have committed
+//! runtime. A commit that failed with an unknown outcome may still have committed
 //! ([`outcome_unknown`](super::outcome_unknown)): the committer then asks the group's
 //! committed offsets, once the next producer's `init_transactions` made the broker finish
 //! it, and copies again only the records after them (until it knows, it copies nothing).
@@ -190,7 +190,7 @@ impl Committer {
         if let Err((call, e)) = &result
             && outcome_unknown(*call, e)
         {
-            tracing::warn!(error = %e, "repartition commit timed out and may still commit: asking the broker");
+            tracing::warn!(error = %e, "repartition commit failed and may still commit: asking the broker");
             if let Some(dropped) = slot.take() {
                 dropped.dispose();
             }
@@ -239,7 +239,7 @@ impl Committer {
                 *kept = (*kept).max(at);
             }
         }
-        tracing::info!(committed = landed, "repartition commit that timed out: outcome known");
+        tracing::info!(committed = landed, "repartition commit that failed: outcome known");
         Ok(())
     }
 }

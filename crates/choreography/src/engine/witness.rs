@@ -73,6 +73,15 @@ mod tests {
     use crate::engine::producer::TxnProducer;
     use herald_bus::publisher::Record;
 
+    /// A topic of one partition and a ready transactional producer witnessed by it.
+    async fn setup(name: &str) -> (KafkaConfig, String, TxnProducer) {
+        let config = herald_testkit::kafka().await;
+        let topic = herald_testkit::topic(&config, name, 1).await;
+        let producer = TxnProducer::new(&config, &herald_testkit::unique(name), true, Duration::from_secs(60), (Duration::from_secs(30), Duration::from_secs(30))).expect("producer").witnessed_by(&topic);
+        producer.init().await.expect("init");
+        (config, topic, producer)
+    }
+
     /// One transaction of two records to `topic` (partition 0), committed or aborted after
     /// both were written; returns its witness.
     async fn transaction(producer: &mut TxnProducer, topic: &str, n: u8, commit: bool) -> Witness {
@@ -95,10 +104,7 @@ mod tests {
     /// record does.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_witness_tells_committed_from_aborted() {
-        let config = herald_testkit::kafka().await;
-        let topic = herald_testkit::topic(&config, "witness", 1).await;
-        let mut producer = TxnProducer::new(&config, &herald_testkit::unique("witness"), true, Duration::from_secs(60), (Duration::from_secs(30), Duration::from_secs(30))).expect("producer").witnessed_by(&topic);
-        producer.init().await.expect("init");
+        let (config, topic, mut producer) = setup("witness").await;
         let ask = |witness: Witness| {
             let (config, topic) = (config.clone(), topic.clone());
             async move { tokio::task::spawn_blocking(move || committed(&config, &topic, witness, Duration::from_secs(30))).await.expect("task").expect("asked") }
@@ -119,10 +125,7 @@ mod tests {
     /// tell: no answer (not "aborted") until it ends.
     #[tokio::test(flavor = "multi_thread")]
     async fn an_open_transaction_gives_no_answer() {
-        let config = herald_testkit::kafka().await;
-        let topic = herald_testkit::topic(&config, "witness-open", 1).await;
-        let mut producer = TxnProducer::new(&config, &herald_testkit::unique("witness-open"), true, Duration::from_secs(60), (Duration::from_secs(30), Duration::from_secs(30))).expect("producer").witnessed_by(&topic);
-        producer.init().await.expect("init");
+        let (config, topic, mut producer) = setup("witness-open").await;
         producer.begin().await.expect("begin");
         producer.send_owned(Record { topic: topic.clone(), key: Some(b"k".to_vec()), payload: None, headers: Default::default(), partition: None }, Some(0)).await.expect("send");
         producer.delivered().await.expect("written");

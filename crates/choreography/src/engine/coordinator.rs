@@ -183,6 +183,8 @@ pub(crate) struct Coordinator<P: Participant> {
     resolve_at: tokio::time::Instant,
     /// Where the transaction in doubt wrote its first changelog record (see `witness`).
     witness: Option<Witness>,
+    /// Since when the open transaction is in doubt.
+    doubt_since: Instant,
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
@@ -239,6 +241,7 @@ impl<P: Participant> Coordinator<P> {
             in_doubt: false,
             resolve_at: tokio::time::Instant::now(),
             witness: None,
+            doubt_since: Instant::now(),
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
@@ -280,6 +283,12 @@ impl<P: Participant> Coordinator<P> {
                         let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
                         tracing::warn!(?call, error = %e, ?wait, "the outcome of the commit that failed is not known yet: asking again");
                         self.resolve_at = tokio::time::Instant::now() + wait;
+                        if self.doubt_since.elapsed() > restore::stable_wait(self.settings.transaction_timeout) {
+                            self.health.report(format!(
+                                "the outcome of a commit that failed is still unknown after {:?} (last answer: {e}); nothing is reacted to meanwhile. Its changelog partition may hold a hanging transaction, which only an operator can end: kafka-transactions.sh find-hanging, then abort",
+                                self.doubt_since.elapsed()
+                            ));
+                        }
                     }
                     Ok(())
                 }
@@ -755,10 +764,18 @@ impl<P: Participant> Coordinator<P> {
             for ((topic, partition), next) in &self.open.offsets {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(|e| (TxnCall::SendOffsets, e))?;
             }
-            // Checked again right before the group metadata is taken: a retry may come
-            // after a revocation was given up on.
-            self.refuse_overdue()?;
-            let group = self.membership.get().and_then(Membership::group_metadata);
+            // A retry after `commit_transaction` failed retriably resumes that call (the
+            // offsets went under the generation they were sent with): nothing else may be
+            // done with the transaction now, an abort included. Before it, checked again
+            // right before the group metadata is taken: a retry may come after a
+            // revocation was given up on.
+            let resuming = self.producer.as_ref().is_some_and(TxnProducer::committing);
+            let group = if resuming {
+                None
+            } else {
+                self.refuse_overdue()?;
+                self.membership.get().and_then(Membership::group_metadata)
+            };
             let Some(producer) = &self.producer else { return Err((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State))) };
             match producer.commit(tpl, group).await {
                 Ok(()) => break,
@@ -814,8 +831,10 @@ impl<P: Participant> Coordinator<P> {
     async fn fail(&mut self, (call, error): Failed) {
         let class = classify(call, &error);
         let fatal = class == TxnClass::Fatal;
-        self.health.count_abort(fatal, format!("{call:?}: {error}"));
-        if self.open.began.is_some() && outcome_unknown(call, &error) {
+        let unknown = self.open.began.is_some() && outcome_unknown(call, &error);
+        // An unknown outcome rebuilds the producer too.
+        self.health.count_abort(fatal || unknown, format!("{call:?}: {error}"));
+        if unknown {
             tracing::warn!(%error, "the commit failed and may still commit: its outcome is learned before anything else is reacted to");
             metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "unknown").increment(1);
             // The next producer's init_transactions fences this one.
@@ -825,6 +844,7 @@ impl<P: Participant> Coordinator<P> {
             }
             self.in_doubt = true;
             self.resolve_at = tokio::time::Instant::now();
+            self.doubt_since = Instant::now();
             return;
         }
         tracing::warn!(?call, ?class, %error, "transaction failed: rewinding");

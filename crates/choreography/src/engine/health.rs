@@ -67,6 +67,12 @@ impl EngineHealth {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
     }
 
+    /// Unhealthy, for `error`, until the next commit.
+    pub(crate) fn report(&self, error: String) {
+        self.failing.store(true, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
     /// A commit whose outcome was unknown turned out committed.
     pub(crate) fn count_in_doubt_committed(&self) {
         self.in_doubt.fetch_add(1, Ordering::Relaxed);

@@ -17,11 +17,13 @@
 //!   `commit_transaction`. A partition's next records are delivered once its previous ones
 //!   committed, so per-key order holds. One transactional producer per process, with the
 //!   stable `transactional.id` `<group>.<instance>`.
-//! - **Errors** are classified by [`classify`]: retriable calls are retried; abortable
-//!   ones abort, put back the slots as they were before the transaction and react to its
-//!   inputs again (see `coordinator`); fatal ones (fenced included) rebuild the producer
-//!   and do the same. Transaction calls run on tokio's blocking pool with finite timeouts.
-//!   A commit that timed out ([`outcome_unknown`]) may still commit: the new producer's
+//! - **Errors** are classified by [`classify`]: retriable calls are retried (a commit by
+//!   calling `commit_transaction` again, which resumes it); abortable ones abort, put back
+//!   the slots as they were before the transaction and react to its inputs again (see
+//!   `coordinator`); fatal ones (fenced included) rebuild the producer and do the same.
+//!   Transaction calls run on tokio's blocking pool with finite timeouts. A commit that
+//!   failed otherwise than by an abortable error (timed out, retried in vain, fatal:
+//!   [`outcome_unknown`]) may still commit: the new producer's
 //!   `init_transactions` waits until the broker finished it either way, then a changelog
 //!   record it wrote, read back `read_committed`, says which way (`witness`), and only an
 //!   aborted transaction's inputs and deadlines are reacted to again (nothing is reacted to

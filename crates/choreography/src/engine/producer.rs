@@ -86,6 +86,13 @@ pub(crate) struct TxnProducer {
     /// ran the transaction stopped in the middle (a task aborted at a deadline while its
     /// blocking call went on), so the next user knows the producer is in an unknown state.
     open: AtomicBool,
+    /// The open transaction's offsets went to the coordinator: a commit called again
+    /// (after a retriable error) does not send them again.
+    offsets_sent: AtomicBool,
+    /// `commit_transaction` was called in the open transaction: librdkafka keeps that call
+    /// open to be called again, every other transaction call conflicts with it, and its
+    /// `EndTxn` may have landed.
+    committing: AtomicBool,
 }
 
 impl TxnProducer {
@@ -101,7 +108,7 @@ impl TxnProducer {
         }
         let deliveries = Deliveries::default();
         let inner = cc.create_with_context::<_, ThreadedProducer<Deliveries>>(deliveries.clone())?;
-        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, commit_timeout, failed_at_begin: 0, open: AtomicBool::new(false) })
+        Ok(TxnProducer { inner: Arc::new(inner), transactional, deliveries, timeout: call_timeout, commit_timeout, failed_at_begin: 0, open: AtomicBool::new(false), offsets_sent: AtomicBool::new(false), committing: AtomicBool::new(false) })
     }
 
     async fn blocking<T: Send + 'static>(&self, call: TxnCall, f: impl FnOnce(&ThreadedProducer<Deliveries>, Duration) -> Result<T, KafkaError> + Send + 'static) -> Result<T, (TxnCall, KafkaError)> {
@@ -141,6 +148,8 @@ impl TxnProducer {
         self.failed_at_begin = self.deliveries.failed.load(Ordering::Acquire);
         *self.deliveries.witness.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.deliveries.wants_witness.store(self.deliveries.witness_topic.get().is_some(), Ordering::Release);
+        self.offsets_sent.store(false, Ordering::Release);
+        self.committing.store(false, Ordering::Release);
         self.open.store(true, Ordering::Release);
         if !self.transactional {
             return Ok(());
@@ -201,15 +210,24 @@ impl TxnProducer {
         }
     }
 
-    /// `send_offsets_to_transaction` (when there are offsets), then `commit_transaction`.
-    /// Refuses to commit when a delivery of this transaction failed.
+    /// True once `commit_transaction` was called in the open transaction: calling
+    /// [`commit`](Self::commit) again resumes it (as librdkafka asks after a retriable
+    /// error); nothing else may be done with the transaction.
+    pub(crate) fn committing(&self) -> bool {
+        self.committing.load(Ordering::Acquire)
+    }
+
+    /// `send_offsets_to_transaction` (when there are offsets, and not sent already in this
+    /// transaction), then `commit_transaction`. Refuses to commit when a delivery of this
+    /// transaction failed.
     pub(crate) async fn commit(&self, offsets: TopicPartitionList, group: Option<ConsumerGroupMetadata>) -> Result<(), (TxnCall, KafkaError)> {
-        if self.transactional && offsets.count() > 0 {
+        if self.transactional && offsets.count() > 0 && !self.offsets_sent.load(Ordering::Acquire) {
             let Some(group) = group else {
                 // The consumer is gone: these offsets cannot commit.
                 return Err((TxnCall::SendOffsets, KafkaError::Global(RDKafkaErrorCode::State)));
             };
             self.blocking(TxnCall::SendOffsets, move |p, t| p.send_offsets_to_transaction(&offsets, &group, t)).await?;
+            self.offsets_sent.store(true, Ordering::Release);
         }
         // Flush first, so every delivery report of the transaction is in before deciding.
         self.blocking(TxnCall::Send, wait_delivered).await?;
@@ -229,6 +247,7 @@ impl TxnProducer {
         // producer, disposed, is destroyed once the call returned.
         // A zero `commit_timeout` does not wait at all.
         let (inner, call_timeout) = (self.inner.clone(), self.timeout);
+        self.committing.store(true, Ordering::Release);
         let call = tokio::task::spawn_blocking(move || inner.commit_transaction(call_timeout));
         let timed_out = || (TxnCall::Commit, KafkaError::Global(RDKafkaErrorCode::OperationTimedOut));
         if self.commit_timeout.is_zero() {

@@ -109,7 +109,7 @@ pub(crate) struct Committer {
     pub config: KafkaConfig,
     pub transactional_id: String,
     pub settings: EngineSettings,
-    /// The offsets of a transaction whose commit timed out, until the broker says whether
+    /// The offsets of a transaction whose commit failed with an unknown outcome, until the broker says whether
     /// it committed ([`Committer::resolve`]).
     pub in_doubt: Option<HashMap<(Arc<str>, i32), i64>>,
     /// Offsets a transaction in doubt turned out to have committed, by partition: records
@@ -150,7 +150,7 @@ impl Committer {
     /// revocation interrupted their partition: its next owner copies them). Whatever fails,
     /// the producer left behind can begin the next transaction: a failed call (`begin`
     /// included) is followed by an abort, or by a new producer when the error is fatal or
-    /// the abort fails; a commit that timed out is resolved at once if it can be.
+    /// the abort fails; a commit whose outcome is unknown is resolved at once if it can be.
     async fn transact(&mut self, slot: &mut Option<TxnProducer>, jobs: &[Job]) -> Result<(), Failed> {
         let jobs: Vec<&Job> = jobs.iter().filter(|job| !job.done.is_closed()).collect();
         let mut next: HashMap<(Arc<str>, i32), i64> = HashMap::new();

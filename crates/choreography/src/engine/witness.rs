@@ -1,4 +1,5 @@
-//! Whether a transaction whose commit timed out committed, told by one of its records.
+//! Whether a transaction whose commit failed with an unknown outcome committed, told by
+//! one of its records.
 //!
 //! A record a transaction wrote (its *witness*: the first changelog record delivered in
 //! it, see `TxnProducer::witness`) is returned to `read_committed` readers if and only if
@@ -8,6 +9,12 @@
 //! record or the partition's end when it was aborted (the reader skips aborted records).
 //! Waiting for the last stable offset first matters: before it, the read would end at an
 //! older open transaction (another writer's), with the witness neither shown nor skipped.
+//! An end of partition with nothing shown counts as "skipped" only if the last stable
+//! offset, asked again, is past the witness (a new leader may answer a fetch with an
+//! older watermark than its predecessor's). That narrows, without closing, a window
+//! where a committed witness reads as aborted: a fetch answered by a lagging new leader
+//! exactly at the witness, that leader catching up before the second question; it needs a
+//! leader change while the question is asked, so never on a single broker.
 //!
 //! This tells every transaction that wrote the changelog: any that reacted to something,
 //! deadlines alone included, which the group's committed offsets cannot tell (they hold
@@ -39,32 +46,51 @@ pub(crate) fn committed(config: &KafkaConfig, topic: &str, witness: Witness, tim
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true");
     let reader: BaseConsumer<Quiet> = cc.create_with_context(Quiet)?;
-    // 1. The witness's transaction decided on its partition: the last stable offset (the
-    //    "high" watermark a read_committed client gets) past it. It never goes back.
+    'ask: loop {
+        // 1. The witness's transaction decided on its partition: the last stable offset
+        //    (the "high" watermark a read_committed client gets) past it.
+        if !stable_past(&reader, topic, witness, deadline)? {
+            return Ok(None);
+        }
+        // 2. Read from the witness: itself if committed; past it if aborted.
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, witness.partition, Offset::Offset(witness.offset))?;
+        reader.assign(&tpl)?;
+        while Instant::now() < deadline {
+            match reader.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) if m.offset() >= witness.offset => return Ok(Some(m.offset() == witness.offset)),
+                Some(Ok(_)) | None => {}
+                // The end, at the fetch's last stable offset, with nothing shown: the
+                // witness was skipped, unless that offset was not past it after all (a new
+                // leader's watermark behind the old one's): then asked again.
+                Some(Err(e)) if is_end_of_partition(&e) => {
+                    let (_, stable) = reader.fetch_watermarks(topic, witness.partition, Duration::from_secs(5))?;
+                    if stable > witness.offset {
+                        return Ok(Some(false));
+                    }
+                    continue 'ask;
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        return Ok(None);
+    }
+}
+
+/// Waits until the last stable offset of the witness's partition is past it; false when
+/// `deadline` came first.
+fn stable_past(reader: &BaseConsumer<Quiet>, topic: &str, witness: Witness, deadline: Instant) -> Result<bool, KafkaError> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            return Ok(false);
         }
         let (_, stable) = reader.fetch_watermarks(topic, witness.partition, left.clamp(Duration::from_secs(1), Duration::from_secs(5)))?;
         if stable > witness.offset {
-            break;
+            return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // 2. Read from the witness: itself if committed; past it if aborted.
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, witness.partition, Offset::Offset(witness.offset))?;
-    reader.assign(&tpl)?;
-    while Instant::now() < deadline {
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) if m.offset() >= witness.offset => return Ok(Some(m.offset() == witness.offset)),
-            Some(Ok(_)) | None => {}
-            Some(Err(e)) if is_end_of_partition(&e) => return Ok(Some(false)),
-            Some(Err(e)) => return Err(e),
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -228,6 +228,14 @@ fn reader(config: &KafkaConfig, topic: &str, isolation: &str) -> StreamConsumer 
 /// Reads `topic` until `count` records arrived (panics after `timeout`), then for `quiet`
 /// more, so a record beyond `count` would be seen.
 async fn read(config: &KafkaConfig, topic: &str, isolation: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<OwnedMessage> {
+    let out = read_until(config, topic, isolation, count, timeout, quiet).await;
+    assert!(out.len() >= count, "timed out reading {topic} ({isolation}): {} of {count} records", out.len());
+    out
+}
+
+/// Reads `topic` until `count` records arrived or `timeout` passed, then for `quiet` more;
+/// returns what it read (the caller says what is missing).
+async fn read_until(config: &KafkaConfig, topic: &str, isolation: &str, count: usize, timeout: Duration, quiet: Duration) -> Vec<OwnedMessage> {
     let consumer = reader(config, topic, isolation);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut out = Vec::new();
@@ -235,7 +243,7 @@ async fn read(config: &KafkaConfig, topic: &str, isolation: &str, count: usize, 
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(m)) => out.push(m.detach()),
             Ok(Err(e)) => panic!("reading {topic}: {e}"),
-            Err(_) => panic!("timed out reading {topic} ({isolation}): {} of {count} records", out.len()),
+            Err(_) => return out,
         }
     }
     let quiet_until = tokio::time::Instant::now() + quiet;
@@ -970,6 +978,84 @@ async fn deadlines_whose_commit_timed_out_but_landed_fire_once() {
     assert_eq!(expired.len(), KEYS, "{expired:?}");
     assert_eq!(out.len(), 2 * KEYS);
     assert!(health.commits_in_doubt() > before, "a deadline's commit landed after its timeout (else this test tried nothing)");
+}
+
+/// A broker that freezes (every call unanswered for 8 s, as in a long GC pause) while
+/// inputs flow: transaction calls time out in every phase (sends, offsets, the commit,
+/// the abort, the resolution of a commit whose outcome is unknown, the next producer's
+/// `init_transactions`), and after it thaws each input's event is there exactly once.
+///
+/// Found that a lost revocation (the session expired during the freeze) let a commit
+/// retried after the rejoin take the lost partitions' offsets under the new generation,
+/// while the partitions, assigned again, were read from before them: an input's event
+/// twice in 4 of 6 runs (fixed: lost partitions are given up on at once; the sink's unit
+/// test checks that deterministically). Ignored in the suite: the frozen single-node
+/// broker does not always come back in time (seen: a publisher's record timing out after
+/// 300 s, a run hanging past 5 minutes; cause not found). Run it by hand:
+/// `cargo test -p herald-choreography --test engine a_broker_frozen -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "the frozen broker does not always come back in time; see the doc comment"]
+async fn a_broker_frozen_mid_stream_loses_and_repeats_nothing() {
+    const PINGS: usize = 400;
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let broker = herald_testkit::PrivateBroker::new("engine-freeze");
+    broker.run("start").await;
+    let config = broker.config();
+    let input = herald_testkit::topic(&config, "engine.in", 3).await;
+    let output = herald_testkit::topic(&config, "engine.out", 3).await;
+    let mut settings = EngineSettings::new("a");
+    settings.group = Some(herald_testkit::unique("engine.group"));
+    settings.changelog = Some(format!("{}.changelog", settings.group.clone().unwrap_or_default()));
+    settings.consumer_properties.push(("session.timeout.ms".into(), "6000".into()));
+    (settings.call_timeout, settings.commit_timeout) = (Duration::from_secs(2), Duration::from_secs(2));
+    settings.transaction_timeout = Duration::from_secs(60);
+    // A static member whose session expired meets its own rejoin as another member with
+    // the same group.instance.id (FencedInstanceId: fatal in librdkafka, the engine ends).
+    settings.static_membership = false;
+    let engine = Engine::new(&config, Pinger { input: Topic::named(&input), output: Topic::named(&output) }, settings).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test")).expect("publisher");
+    let sending = tokio::spawn({
+        let input = input.clone();
+        async move {
+            let topic: Topic<Ev> = Topic::named(&input);
+            for i in 0..PINGS {
+                let id = format!("p{i}");
+                publisher.publish_with(&topic, &Ping { id: id.clone(), deadline_ms: 0 }, Metadata::new("t.Ping", "/test", &id)).await.expect("published");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    herald_testkit::wait_until(WAIT, "reactions committed before the freeze", || {
+        let h = health.clone();
+        async move { h.reactions() >= 50 }
+    })
+    .await;
+    broker.freeze();
+    tokio::time::sleep(Duration::from_secs(8)).await; // the fault's length, not a wait for a condition
+    broker.thaw();
+    sending.await.expect("every ping published");
+    let count = |messages: &[OwnedMessage]| {
+        let mut seen: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+        for msg in messages {
+            seen.entry(decoded(msg).1["id"].as_str().unwrap_or_default().to_owned()).or_default().push((msg.partition(), msg.offset()));
+        }
+        seen
+    };
+    let inputs = count(&read(&config, &input, "read_uncommitted", PINGS, WAIT, Duration::from_secs(1)).await);
+    let twice: Vec<_> = inputs.iter().filter(|(_, at)| at.len() > 1).collect();
+    assert!(twice.is_empty(), "the publisher wrote inputs twice: {twice:?}");
+    let out = read_until(&config, &output, "read_committed", PINGS, Duration::from_secs(180), Duration::from_secs(5)).await;
+    running.stop().await;
+    let seen = count(&out);
+    let twice: Vec<_> = seen.iter().filter(|(_, at)| at.len() > 1).collect();
+    let missing: Vec<_> = inputs.iter().filter(|(id, _)| !seen.contains_key(*id)).collect();
+    let summary = format!("{} committed, {} aborted, {} rebuilt, {} in doubt found committed, last error {:?}", health.committed(), health.aborted(), health.rebuilt(), health.commits_in_doubt(), herald_ops::HealthCheck::check(&*health).1["last_error"]);
+    assert!(twice.is_empty(), "events written twice (partition, offset): {twice:?}; {summary}");
+    assert!(missing.is_empty(), "{} inputs without their event, e.g. {:?}; {summary}", missing.len(), missing.iter().take(5).collect::<Vec<_>>());
+    assert!(health.aborted() + health.rebuilt() > 0, "the freeze failed no transaction (else this test tried nothing)");
+    eprintln!("frozen broker: {summary}");
 }
 
 /// The repartition step's commits likewise: a copy whose commit timed out but landed is

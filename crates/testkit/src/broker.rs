@@ -81,6 +81,24 @@ impl PrivateBroker {
         }
     }
 
+    /// Freezes the broker's process (`SIGSTOP`): its sockets stay open and nothing answers,
+    /// as in a long garbage-collection pause or a network that drops every packet, until
+    /// [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// Resumes a frozen broker (`SIGCONT`).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = std::fs::read_to_string(self.home.join("kafka.pid")).expect("the broker's pid file (is it started?)");
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.trim()).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {} failed", pid.trim());
+    }
+
     /// A configuration for its plaintext listener.
     pub fn config(&self) -> KafkaConfig {
         KafkaConfig::new(format!("127.0.0.1:{}", self.port))
@@ -97,6 +115,10 @@ impl Drop for PrivateBroker {
         if std::thread::panicking() && std::env::var_os("HERALD_KEEP_BROKER").is_some() {
             eprintln!("HERALD_KEEP_BROKER: the private broker stays up at {} (home {})", self.config().bootstrap(), self.home.display());
             return;
+        }
+        // A frozen broker would not stop.
+        if let Ok(pid) = std::fs::read_to_string(self.home.join("kafka.pid")) {
+            let _ = Command::new("kill").arg("-CONT").arg(pid.trim()).status();
         }
         let _ = self.command(&["stop"]).output();
         let _ = std::fs::remove_dir_all(&self.home);

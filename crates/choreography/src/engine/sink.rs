@@ -75,12 +75,20 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
     ///
     /// Lost partitions are not waited for: the coordinator only drops them and aborts what
     /// is open, which no one else needs to wait for (the next owner's restore waits for the
-    /// open transaction to end, and its offsets can no longer commit under this member's
-    /// old generation). Waiting held this hook, so the consumer's poll, for as long as
+    /// open transaction to end). They are given up on at once ([`Overdue`]): the
+    /// coordinator may be inside a commit whose next attempt would take the group metadata
+    /// of the generation that follows (this member rejoins), under which the broker takes
+    /// the lost partitions' offsets while their next owner (this member again, say) reads
+    /// them from before the transaction and reacts to the same inputs again (seen: a broker
+    /// frozen past the session timeout, each input of the transaction's written twice).
+    /// Waiting held this hook, so the consumer's poll, for as long as
     /// the coordinator was inside a blocking transaction call, up to the call timeout at
     /// each step of its retries (seen: a lost revocation that took 22 s after a broker
     /// outage, the consumer deaf meanwhile, the repartition consumer of the same task too).
     fn on_revoked(&self, partitions: &[(String, i32)], lost: bool) {
+        if lost {
+            self.overdue.give_up(partitions);
+        }
         let (ack, done) = std::sync::mpsc::channel();
         if self.tx.send(Command::Revoked { partitions: partitions.to_vec(), lost, ack }).is_err() || lost {
             return;
@@ -180,6 +188,7 @@ mod tests {
         sink.on_revoked(&[("t".into(), 0)], true);
         assert!(started.elapsed() < Duration::from_secs(5), "the rebalance hook (the consumer's poll) waited {:?}", started.elapsed());
         assert!(matches!(rx.try_recv(), Ok(Command::Revoked { lost: true, .. })));
+        assert_eq!(sink.overdue.take(), [("t".to_owned(), 0)], "given up on at once: no commit may take its offsets");
     }
 
     #[test]

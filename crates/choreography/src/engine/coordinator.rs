@@ -798,16 +798,25 @@ impl<P: Participant> Coordinator<P> {
     /// next generation. The open transaction is then aborted and its inputs of partitions
     /// still owned reacted to again.
     fn refuse_overdue(&mut self) -> Result<(), Failed> {
-        // Entries of partitions already forgotten (their revocation was handled after
-        // all, its acknowledgement late) are moot.
-        let overdue: Vec<(String, i32)> = self.overdue.take().into_iter().filter(|p| self.owned.contains(p)).collect();
-        if overdue.is_empty() {
+        if !self.forget_overdue() {
             return Ok(());
         }
-        tracing::warn!(?overdue, "a revocation was given up on while this transaction was open: aborting it");
+        tracing::warn!("a revocation was given up on while this transaction was open: aborting it");
+        Err((TxnCall::SendOffsets, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::IllegalGeneration)))
+    }
+
+    /// Forgets, as lost, the owned partitions whose revocation was given up on since the
+    /// last call; true when there were any. Entries of partitions already forgotten (their
+    /// revocation was handled after all, its acknowledgement late) are moot.
+    fn forget_overdue(&mut self) -> bool {
+        let overdue: Vec<(String, i32)> = self.overdue.take().into_iter().filter(|p| self.owned.contains(p)).collect();
+        if overdue.is_empty() {
+            return false;
+        }
+        tracing::warn!(?overdue, "forgetting partitions whose revocation was given up on");
         self.health.count_given_up();
         self.forget(&overdue);
-        Err((TxnCall::SendOffsets, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::IllegalGeneration)))
+        true
     }
 
     /// The open transaction committed: its inputs are done.
@@ -838,8 +847,8 @@ impl<P: Participant> Coordinator<P> {
             tracing::warn!(%error, "the commit failed and may still commit: its outcome is learned before anything else is reacted to");
             metrics::counter!("herald_choreography_transactions_total", "participant" => P::NAME, "outcome" => "unknown").increment(1);
             // The next producer's init_transactions fences this one.
-            self.witness = self.producer.as_ref().and_then(TxnProducer::witness);
             if let Some(producer) = self.producer.take() {
+                self.witness = producer.witness();
                 producer.dispose();
             }
             self.in_doubt = true;
@@ -868,12 +877,7 @@ impl<P: Participant> Coordinator<P> {
         self.ensure_producer().await?;
         // Partitions whose revocation was given up on may be another member's already,
         // which may have committed past this transaction's offsets: not asked about.
-        let overdue = self.overdue.take();
-        if !overdue.is_empty() {
-            self.health.count_given_up();
-            self.forget(&overdue);
-        }
-        let partitions: Vec<(String, i32)> = self.open.offsets.keys().filter(|key| self.owned.contains(*key)).cloned().collect();
+        self.forget_overdue();
         let landed = if let Some(witness) = self.witness {
             let (config, topic, timeout) = (self.config.clone(), self.changelog.clone(), self.settings.call_timeout);
             tokio::task::spawn_blocking(move || witness::committed(&config, &topic, witness, timeout))
@@ -881,20 +885,8 @@ impl<P: Participant> Coordinator<P> {
                 .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
                 .map_err(|e| (TxnCall::Commit, e))?
                 .ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::OperationTimedOut)))?
-        } else if partitions.is_empty() {
-            false
         } else {
-            let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
-            let (asked, timeout) = (partitions.clone(), self.settings.call_timeout);
-            let committed = tokio::task::spawn_blocking(move || membership.committed(&asked, timeout))
-                .await
-                .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
-                .map_err(|e| (TxnCall::Commit, e))?;
-            // Committed: a partition still this member's is at the transaction's offset,
-            // one that moved on (another owner) is past it. Aborted: a partition still
-            // this member's is below it. So committed if and only if none is below.
-            let mut reached = partitions.iter().zip(&committed).map(|(key, at)| at.zip(self.open.offsets.get(key).copied()).is_some_and(|(at, ours)| at >= ours));
-            reached.all(|r| r)
+            self.offsets_landed().await?
         };
         self.witness = None;
         self.in_doubt = false;
@@ -909,6 +901,27 @@ impl<P: Participant> Coordinator<P> {
             self.rewind(false).await;
         }
         Ok(())
+    }
+
+    /// Whether the open transaction's offsets committed, by the group's committed offsets
+    /// of the partitions still owned; false when none is (see [`Coordinator::resolve`]).
+    /// `&mut`: held across an await, and the coordinator is `Send`, not `Sync`.
+    async fn offsets_landed(&mut self) -> Result<bool, Failed> {
+        let partitions: Vec<(String, i32)> = self.open.offsets.keys().filter(|key| self.owned.contains(*key)).cloned().collect();
+        if partitions.is_empty() {
+            return Ok(false);
+        }
+        let membership = self.membership.get().cloned().ok_or((TxnCall::Commit, KafkaError::Global(rdkafka::error::RDKafkaErrorCode::State)))?;
+        let (asked, timeout) = (partitions.clone(), self.settings.call_timeout);
+        let committed = tokio::task::spawn_blocking(move || membership.committed(&asked, timeout))
+            .await
+            .map_err(|_| (TxnCall::Commit, KafkaError::Canceled))?
+            .map_err(|e| (TxnCall::Commit, e))?;
+        // Committed: a partition still this member's is at the transaction's offset, one
+        // that moved on (another owner) is past it. Aborted: a partition still this
+        // member's is below it. So committed if and only if none is below.
+        let mut reached = partitions.iter().zip(&committed).map(|(key, at)| at.zip(self.open.offsets.get(key).copied()).is_some_and(|(at, ours)| at >= ours));
+        Ok(reached.all(|r| r))
     }
 
     /// Puts back the slots as they were before the open transaction and queues its inputs

@@ -25,6 +25,7 @@ Subcommands (see ``--help`` of each):
   consume                read N records from the beginning of a topic, decode them
   produce                publish events given as JSON lines on stdin
   traceparent            read traceparent values with OpenTelemetry's W3C propagator
+  encode                 fastavro's binary datum of each JSON line, as hex
 
 Output is one JSON object per line, canonical (sorted keys, no spaces, UTF-8), so other
 programs (Herald's integration test) can compare it byte for byte. Errors go to stderr
@@ -548,6 +549,20 @@ def cmd_produce(args: argparse.Namespace) -> None:
 # --- traceparent ----------------------------------------------------------------------
 
 
+def cmd_encode(args: argparse.Namespace) -> None:
+    # One JSON line per stdin line: {"datum": hex} of fastavro's schemaless (plain binary)
+    # encoding of the line's value with the schema in --schema, logical types as
+    # logical_from_json reads them.
+    schema = load_schema(Path(args.schema))
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        value = logical_from_json(schema.parsed, json.loads(line), schema.named)
+        out = io.BytesIO()
+        fastavro.schemaless_writer(out, schema.parsed, value)
+        emit({"datum": out.getvalue().hex()})
+
+
 def cmd_traceparent(args: argparse.Namespace) -> None:
     # Imported here: only this check needs OpenTelemetry.
     from opentelemetry import trace
@@ -636,6 +651,13 @@ def main(argv: list[str] | None = None) -> None:
                                    "opentelemetry-api's TraceContextTextMapPropagator and prints {input, valid} "
                                    "and, when valid, trace_id, span_id, flags and the traceparent it writes back.")
     p.set_defaults(func=cmd_traceparent)
+
+    p = sub.add_parser("encode", help="encode JSON lines from stdin with fastavro, print each datum as hex",
+                       description="Reads one JSON value per stdin line, encodes it with fastavro's "
+                                   "schemaless_writer and the schema in FILE (logical types from ISO 8601 "
+                                   "strings and decimal strings) and prints {datum: HEX} per line.")
+    p.add_argument("--schema", required=True, metavar="FILE")
+    p.set_defaults(func=cmd_encode)
 
     args = parser.parse_args(argv)
     args.func(args)

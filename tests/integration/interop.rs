@@ -1225,3 +1225,55 @@ async fn herald_takes_any_cloudevents_id_and_records_without_one() {
         }
     }
 }
+
+// --- values fastavro wrote with an older schema, read with a newer one ------------------
+
+/// fastavro writes a decimal in the fewest bytes that hold it (`1.00` at precision 12: one
+/// byte), as Java does. Read by a newer version of the schema (a field added, fields
+/// reordered), apache-avro's resolution refused every such decimal shorter than its
+/// precision could need, so a consumer dead-lettered small amounts as soon as the schema
+/// had evolved. Herald now reads them all, with the value fastavro wrote; a date in a union
+/// stays a date.
+#[tokio::test(flavor = "multi_thread")]
+async fn herald_resolves_decimals_and_dates_fastavro_wrote_with_an_older_version() {
+    let Some(python) = python("herald_resolves_decimals_and_dates_fastavro_wrote_with_an_older_version") else { return };
+    let decimal = r#"{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}"#;
+    let date = r#"{"type":"int","logicalType":"date"}"#;
+    let v1 = format!(r#"{{"type":"record","name":"Paid","namespace":"interop","fields":[{{"name":"amount","type":{decimal}}},{{"name":"tip","type":["null",{decimal}]}},{{"name":"due","type":["null",{date}]}}]}}"#);
+    let v2 = format!(r#"{{"type":"record","name":"Paid","namespace":"interop","fields":[{{"name":"due","type":["null",{date}]}},{{"name":"note","type":"string","default":""}},{{"name":"amount","type":{decimal}}},{{"name":"tip","type":["null",{decimal}]}}]}}"#);
+    let file = std::env::temp_dir().join(unique("herald-paid-v1")).with_extension("avsc");
+    std::fs::write(&file, &v1).expect("v1.avsc");
+    // (amount, tip, due) as fastavro takes them, and the unscaled integers and days they mean.
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, i64, Option<i64>, Option<i32>);
+    let cases: [Case<'_>; 5] = [
+        ("1.00", Some("-0.50"), Some("2026-12-05"), 100, Some(-50), Some(20_792)),
+        ("0.00", None, None, 0, None, None),
+        ("-1.28", Some("1.27"), Some("1970-01-01"), -128, Some(127), Some(0)),
+        ("123456.78", Some("-9999999999.99"), Some("1969-12-31"), 12_345_678, Some(-999_999_999_999), Some(-1)),
+        ("9999999999.99", Some("0.01"), None, 999_999_999_999, Some(1), None),
+    ];
+    let quote = |s: Option<&str>| s.map_or("null".to_owned(), |s| format!("\"{s}\""));
+    let input: String = cases.iter().map(|(amount, tip, due, ..)| format!("{{\"amount\":\"{amount}\",\"tip\":{},\"due\":{}}}\n", quote(*tip), quote(*due))).collect();
+    let out = interop(&python, &["encode", "--schema", &file.display().to_string()], &input).await;
+    let _ = std::fs::remove_file(&file);
+    let datums: Vec<Vec<u8>> = out
+        .lines()
+        .map(|line| {
+            let hex = parse_flat_object(line).remove("datum").flatten().expect("a datum");
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect()
+        })
+        .collect();
+    assert_eq!(datums.len(), cases.len());
+    assert_eq!(&datums[0][..2], &[0x02, 0x64], "fastavro wrote 1.00 in one byte");
+
+    let writer = SchemaSet::default().add_str(&v1).expect("v1");
+    let reader = herald_bus::apache_avro::Schema::parse_str(&v2).expect("v2");
+    use herald_bus::apache_avro::{types::Value as V, Decimal};
+    let dec = |n: i64| V::Decimal(Decimal::from(n.to_be_bytes()));
+    let union = |v: Option<V>| v.map_or(V::Union(0, Box::new(V::Null)), |v| V::Union(1, Box::new(v)));
+    for ((amount, .., unscaled, tip, due), datum) in cases.iter().zip(&datums) {
+        let read = herald_bus::codec::decode_value(&writer, Some(&reader), datum).unwrap_or_else(|e| panic!("{amount}: {e}"));
+        let want = V::Record(vec![("due".into(), union(due.map(V::Date))), ("note".into(), V::String(String::new())), ("amount".into(), dec(*unscaled)), ("tip".into(), union(tip.map(dec)))]);
+        assert_eq!(read, want, "{amount}");
+    }
+}

@@ -219,7 +219,7 @@ pub fn decode_value(
                 return Err(invalid(format!("a logical type would change what a value means: {place}")));
             }
             // The reader's logical types apply, not the writer's annotations.
-            let value = crate::schema::logical::to_primitives(value);
+            let value = crate::schema::logical::conform(value, &writer.schema, schema);
             // A union of named types: branches chosen by name (`schema::unions`).
             let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
             let mut resolved = value.resolve(schema).map_err(|e| invalid(e.to_string()))?;
@@ -332,6 +332,62 @@ mod tests {
         let value = decode_value(&writer, Some(&reader.schema), &datum).expect("resolved");
         use apache_avro::types::Value as V;
         assert_eq!(value, V::Record(vec![("id".into(), V::String(uuid::Uuid::nil().to_string())), ("at".into(), V::Long(7)), ("on".into(), V::Date(3))]));
+    }
+
+    /// Decimals as Java, fastavro and apache-avro write them, in the fewest bytes that hold
+    /// the value, read by a newer version: apache-avro refused every one whose bytes were
+    /// fewer than its precision could need (`1.00` at precision 12: one byte), so an event
+    /// with a small amount was dead-lettered as soon as its schema had evolved. A reader
+    /// that drops the annotation reads the bytes.
+    #[test]
+    fn minimally_encoded_decimals_resolve_to_a_newer_version() {
+        let decimal = r#"{"type":"bytes","logicalType":"decimal","precision":12,"scale":2}"#;
+        let money = r#"{"type":"fixed","name":"Money","size":8,"logicalType":"decimal","precision":18,"scale":2}"#;
+        let v1 = format!(r#"{{"type":"record","name":"Paid","namespace":"t","fields":[{{"name":"amount","type":{decimal}}},{{"name":"tip","type":["null",{decimal}]}},{{"name":"fee","type":{money}}}]}}"#);
+        let v2 = format!(r#"{{"type":"record","name":"Paid","namespace":"t","fields":[{{"name":"note","type":"string","default":""}},{{"name":"tip","type":["null",{decimal}]}},{{"name":"fee","type":{money}}},{{"name":"amount","type":{decimal}}}]}}"#);
+        let writer = SchemaSet::default().add_str(&v1).expect("v1");
+        let reader = apache_avro::Schema::parse_str(&v2).expect("v2");
+        use apache_avro::types::Value as V;
+        let dec = |n: i64| V::Decimal(apache_avro::Decimal::from(num_bigint_bytes(n)));
+        let fixed = |n: i64| V::Decimal(apache_avro::Decimal::from(n.to_be_bytes()));
+        for (amount, tip, fee) in [(100, Some(-50), 1), (12_345_678, None, 0), (0, Some(127), i64::MAX), (-128, Some(128), i64::MIN)] {
+            let union = |v: Option<V>| v.map_or(V::Union(0, Box::new(V::Null)), |v| V::Union(1, Box::new(v)));
+            let written = V::Record(vec![("amount".into(), dec(amount)), ("tip".into(), union(tip.map(dec))), ("fee".into(), fixed(fee))]);
+            let datum = apache_avro::to_avro_datum(&writer.schema, written).expect("encoded");
+            let read = decode_value(&writer, Some(&reader), &datum).unwrap_or_else(|e| panic!("{amount}: {e}"));
+            let want = V::Record(vec![("note".into(), V::String(String::new())), ("tip".into(), union(tip.map(dec))), ("fee".into(), fixed(fee)), ("amount".into(), dec(amount))]);
+            assert_eq!(read, want, "{amount}");
+        }
+        // Read as plain bytes (the annotation dropped): the bytes written.
+        let plain = apache_avro::Schema::parse_str(r#"{"type":"record","name":"Paid","namespace":"t","fields":[{"name":"amount","type":"bytes"}]}"#).expect("plain");
+        let datum = apache_avro::to_avro_datum(&writer.schema, V::Record(vec![("amount".into(), dec(100)), ("tip".into(), V::Union(0, Box::new(V::Null))), ("fee".into(), fixed(1))])).expect("encoded");
+        assert_eq!(decode_value(&writer, Some(&plain), &datum).expect("read"), V::Record(vec![("amount".into(), V::Bytes(vec![100]))]));
+    }
+
+    /// The fewest two's-complement bytes of `n`, as Java's `BigInteger.toByteArray` writes.
+    fn num_bigint_bytes(n: i64) -> Vec<u8> {
+        let bytes = n.to_be_bytes();
+        let skip = (0..7).take_while(|&i| (bytes[i] == 0 && bytes[i + 1] & 0x80 == 0) || (bytes[i] == 0xFF && bytes[i + 1] & 0x80 != 0)).count();
+        bytes[skip..].to_vec()
+    }
+
+    /// A date read into a union that has no date but a timestamp and a plain long goes to
+    /// the long (apache-avro, given the date's int, took the first branch that takes an
+    /// int: the timestamp, as many milliseconds as the date had days); a timestamp of a
+    /// unit the reader's union lacks is refused for that value alone.
+    #[test]
+    fn union_branches_are_chosen_by_type_not_by_what_takes_the_value() {
+        let writer = SchemaSet::default()
+            .add_str(r#"{"type":"record","name":"Due","namespace":"t","fields":[{"name":"on","type":["null",{"type":"int","logicalType":"date"}]},{"name":"at","type":["null",{"type":"long","logicalType":"timestamp-micros"}]}]}"#)
+            .expect("writer");
+        let reader = apache_avro::Schema::parse_str(r#"{"type":"record","name":"Due","namespace":"t","fields":[{"name":"on","type":["null",{"type":"long","logicalType":"timestamp-millis"},"long"]},{"name":"at","type":["null",{"type":"long","logicalType":"timestamp-millis"}]}]}"#).expect("reader");
+        use apache_avro::types::Value as V;
+        let null = || V::Union(0, Box::new(V::Null));
+        let datum = apache_avro::to_avro_datum(&writer.schema, V::Record(vec![("on".into(), V::Union(1, Box::new(V::Date(20_000)))), ("at".into(), null())])).expect("encoded");
+        let read = decode_value(&writer, Some(&reader), &datum).expect("read");
+        assert_eq!(read, V::Record(vec![("on".into(), V::Union(2, Box::new(V::Long(20_000)))), ("at".into(), null())]));
+        let datum = apache_avro::to_avro_datum(&writer.schema, V::Record(vec![("on".into(), null()), ("at".into(), V::Union(1, Box::new(V::TimestampMicros(1))))])).expect("encoded");
+        assert!(decode_value(&writer, Some(&reader), &datum).is_err(), "micros are not read as millis");
     }
 
     /// A few bytes claiming half a billion items: refused, not allocated for (apache-avro

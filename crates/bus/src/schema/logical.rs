@@ -13,14 +13,35 @@
 //! Annotations that change no meaning are not misreads: a `uuid` string read as a plain
 //! string, a `timestamp-millis` long read as a plain long (or the other way round), a
 //! decimal's precision.
+//!
+//! Where a datum is resolved to another version, `conform` first makes each logical
+//! value what its reader node takes (apache-avro alone refuses some that the specification
+//! reads, and sends a `date` to a `timestamp-millis` union branch), pairing nodes exactly
+//! as [`misread`] pairs them.
 
-use apache_avro::schema::Schema;
+use std::collections::HashSet;
 
-/// Deepest nesting followed (named types referenced by name are not followed again).
+use apache_avro::schema::{Schema, SchemaKind};
+use apache_avro::types::Value;
+
+use super::names::{deref, names, Names};
+
+/// Deepest schema nesting followed (a named type is compared once per pair of
+/// definitions, so recursive types end there).
 const MAX_DEPTH: usize = 64;
+
+/// Deepest value nesting followed by [`conform`] (recursive types nest as deep as their
+/// data).
+const MAX_VALUE_DEPTH: usize = 256;
 
 /// The first place where `reader` would give a value of `writer` another meaning, said
 /// for an error message (`None`: nowhere).
+///
+/// Nodes are paired as Herald resolves them: fields by name or alias, named types
+/// referenced by name followed to their definitions, records of any name (apache-avro
+/// resolves a record field by field whatever its name), and each union branch of the
+/// writer with the reader branch its values are resolved to (the branch of the same name,
+/// else of exactly its type, else the first without a meaning that reads it).
 ///
 /// ```
 /// use apache_avro::Schema;
@@ -37,9 +58,43 @@ const MAX_DEPTH: usize = 64;
 /// assert_eq!(herald_bus::schema::logical::misread(&uuid, &at(r#""string""#)), None, "no meaning changes");
 /// ```
 pub fn misread(writer: &Schema, reader: &Schema) -> Option<String> {
-    let mut path = Vec::new();
-    walk(writer, reader, &mut path, 0).map(|(written, read)| {
-        let place = if path.is_empty() { "the value".to_owned() } else { path.concat() };
+    compare(writer, reader, Pairing::Resolved)
+}
+
+/// [`misread`] for a datum decoded straight with `ours`, a schema of the same parsing
+/// canonical form (the same fingerprint), not resolved to it: union branches are paired
+/// by position, as the decoder reads the branch index.
+///
+/// ```
+/// use apache_avro::Schema;
+/// let at = |unit: &str| Schema::parse_str(&format!(
+///     r#"{{"type":"record","name":"P","fields":[{{"name":"at","type":["null",{{"type":"long","logicalType":"timestamp-{unit}"}},"long"]}}]}}"#
+/// )).unwrap();
+/// assert_eq!(
+///     herald_bus::schema::logical::misread_straight(&at("micros"), &at("millis")).as_deref(),
+///     Some("at: written as a timestamp-micros, read as a timestamp-millis")
+/// );
+/// // Resolved, the micros would go to the plain long.
+/// assert_eq!(herald_bus::schema::logical::misread(&at("micros"), &at("millis")), None);
+/// ```
+pub fn misread_straight(writer: &Schema, ours: &Schema) -> Option<String> {
+    compare(writer, ours, Pairing::Straight)
+}
+
+/// How two schemas' nodes are paired.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pairing {
+    /// As resolution pairs them (fields by name, union branches by name or type).
+    Resolved,
+    /// As a datum of the writer decodes with the reader's schema directly (same
+    /// canonical form): union branches by position.
+    Straight,
+}
+
+fn compare(writer: &Schema, reader: &Schema, pairing: Pairing) -> Option<String> {
+    let mut walk = Compare { writer_names: names(writer), reader_names: names(reader), seen: HashSet::new(), path: Vec::new(), pairing };
+    walk.pair(writer, reader, 0).map(|(written, read)| {
+        let place = if walk.path.is_empty() { "the value".to_owned() } else { walk.path.concat() };
         format!("{place}: written as {written}, read as {read}")
     })
 }
@@ -65,52 +120,108 @@ fn meaning(schema: &Schema) -> Option<String> {
     Some(name.to_owned())
 }
 
-/// The two meanings at the first mismatch; `path` is left holding its place. Only nodes
-/// that resolution pairs are compared: records of the same name, and each union branch of
-/// the writer with the reader branch it resolves to.
-fn walk<'s>(writer: &'s Schema, reader: &'s Schema, path: &mut Vec<&'s str>, depth: usize) -> Option<(String, String)> {
-    if depth > MAX_DEPTH {
-        return None;
-    }
-    if let (Some(written), Some(read)) = (meaning(writer), meaning(reader)) {
-        return (written != read).then_some((written, read));
-    }
-    match (writer, reader) {
-        (Schema::Record(w), Schema::Record(r)) if same_name(writer, reader) || r.aliases.as_ref().is_some_and(|a| a.iter().any(|a| a.name() == w.name.name)) => r.fields.iter().find_map(|field| {
-            let written = w.fields.iter().find(|f| f.name == field.name || field.aliases.as_ref().is_some_and(|a| a.contains(&f.name)))?;
-            let mark = path.len();
-            if mark > 0 {
-                path.push(".");
+/// The schema walk behind [`misread`].
+struct Compare<'s> {
+    writer_names: Names<'s>,
+    reader_names: Names<'s>,
+    /// Pairs of records already compared: each is compared once.
+    seen: HashSet<(*const Schema, *const Schema)>,
+    /// Where the walk is; left holding the place of the first mismatch.
+    path: Vec<&'s str>,
+    pairing: Pairing,
+}
+
+impl<'s> Compare<'s> {
+    /// The two meanings at the first mismatch.
+    fn pair(&mut self, writer: &'s Schema, reader: &'s Schema, depth: usize) -> Option<(String, String)> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        let writer = deref(&self.writer_names, writer);
+        let reader = deref(&self.reader_names, reader);
+        if let (Some(written), Some(read)) = (meaning(writer), meaning(reader)) {
+            return (written != read).then_some((written, read));
+        }
+        match (writer, reader) {
+            (Schema::Union(w), Schema::Union(r)) if self.pairing == Pairing::Straight => {
+                w.variants().iter().zip(r.variants()).find_map(|(written, read)| self.pair(written, read, depth + 1))
             }
-            path.push(&field.name);
-            let found = walk(&written.schema, &field.schema, path, depth + 1);
-            if found.is_none() {
-                path.truncate(mark);
+            (Schema::Union(w), _) => w.variants().iter().find_map(|branch| self.pair(branch, reader, depth + 1)),
+            (_, Schema::Union(r)) => {
+                let branch = branch_for(writer, r.variants(), &self.reader_names)?;
+                self.pair(writer, branch, depth + 1)
             }
-            found
-        }),
-        (Schema::Array(w), Schema::Array(r)) => nested(&w.items, &r.items, "[]", path, depth),
-        (Schema::Map(w), Schema::Map(r)) => nested(&w.types, &r.types, "{}", path, depth),
-        (Schema::Union(w), Schema::Union(r)) => w.variants().iter().find_map(|branch| walk(branch, branch_for(branch, r.variants())?, path, depth + 1)),
-        (Schema::Union(w), _) => w.variants().iter().find_map(|branch| walk(branch, branch_for(branch, std::slice::from_ref(reader))?, path, depth + 1)),
-        (_, Schema::Union(r)) => walk(writer, branch_for(writer, r.variants())?, path, depth + 1),
+            (Schema::Record(w), Schema::Record(r)) => {
+                if !self.seen.insert((writer as *const Schema, reader as *const Schema)) {
+                    return None;
+                }
+                r.fields.iter().find_map(|field| {
+                    let written = w.fields.iter().find(|f| f.name == field.name || field.aliases.as_ref().is_some_and(|a| a.contains(&f.name)))?;
+                    let mark = self.path.len();
+                    if mark > 0 {
+                        self.path.push(".");
+                    }
+                    self.path.push(&field.name);
+                    let found = self.pair(&written.schema, &field.schema, depth + 1);
+                    if found.is_none() {
+                        self.path.truncate(mark);
+                    }
+                    found
+                })
+            }
+            (Schema::Array(w), Schema::Array(r)) => self.nested(&w.items, &r.items, "[]", depth),
+            (Schema::Map(w), Schema::Map(r)) => self.nested(&w.types, &r.types, "{}", depth),
+            _ => None,
+        }
+    }
+
+    fn nested(&mut self, writer: &'s Schema, reader: &'s Schema, mark: &'static str, depth: usize) -> Option<(String, String)> {
+        self.path.push(mark);
+        let found = self.pair(writer, reader, depth + 1);
+        if found.is_none() {
+            self.path.pop();
+        }
+        found
+    }
+}
+
+/// The reader branch Herald resolves a value of `written` (not a union, references
+/// followed) to: for a named type the branch of the same full name, then of the same
+/// unqualified name, then one whose aliases name it (as the Avro specification and Java's
+/// resolver choose); otherwise the branch of exactly its type, logical type included;
+/// otherwise the first branch without a meaning that its underlying type reads as
+/// (promotions included: an `int` as a `long`, a `float` or a `double`, a `string` as
+/// `bytes`). A `date` is never sent to a `timestamp-millis` branch, although apache-avro,
+/// left to itself, resolves an `int` into the first branch that takes one.
+fn branch_for<'s>(written: &Schema, branches: &'s [Schema], names: &Names<'s>) -> Option<&'s Schema> {
+    let branches = || branches.iter().map(|b| deref(names, b));
+    if let Some(name) = written.name() {
+        return branches()
+            .find(|b| b.name() == Some(name))
+            .or_else(|| branches().find(|b| b.name().is_some_and(|n| n.name == name.name)))
+            .or_else(|| branches().find(|b| aliases(b).is_some_and(|a| a.iter().any(|a| a.name() == name.name))));
+    }
+    let kind = SchemaKind::from(written);
+    branches().find(|b| SchemaKind::from(*b) == kind).or_else(|| {
+        let from = underlying(written);
+        branches().find(|b| meaning(b).is_none() && reads_as(from, underlying(b)))
+    })
+}
+
+/// A named type's aliases.
+fn aliases(schema: &Schema) -> Option<&Vec<apache_avro::schema::Alias>> {
+    match schema {
+        Schema::Record(r) => r.aliases.as_ref(),
+        Schema::Enum(e) => e.aliases.as_ref(),
+        Schema::Fixed(f) => f.aliases.as_ref(),
         _ => None,
     }
 }
 
-/// The reader branch a written value of `written` resolves to: the one of the same name
-/// for a named type (full name, then unqualified), otherwise the first unnamed one of the
-/// same underlying type.
-fn branch_for<'s>(written: &Schema, branches: &'s [Schema]) -> Option<&'s Schema> {
-    if written.name().is_some() {
-        return branches.iter().find(|b| b.name() == written.name()).or_else(|| branches.iter().find(|b| same_name(b, written)));
-    }
-    branches.iter().find(|b| b.name().is_none() && underlying(b) == underlying(written))
-}
-
-/// Whether both are named types of the same unqualified name.
-fn same_name(a: &Schema, b: &Schema) -> bool {
-    matches!((a.name(), b.name()), (Some(a), Some(b)) if a.name == b.name)
+/// Whether a value of the primitive type `from` resolves to `to` (the specification's
+/// promotions).
+fn reads_as(from: &str, to: &str) -> bool {
+    from == to || matches!((from, to), ("int", "long" | "float" | "double") | ("long", "float" | "double") | ("float", "double") | ("string", "bytes") | ("bytes", "string"))
 }
 
 /// The Avro type a schema is encoded as, logical types as their primitive.
@@ -135,34 +246,146 @@ fn underlying(schema: &Schema) -> &'static str {
     }
 }
 
-fn nested<'s>(writer: &'s Schema, reader: &'s Schema, mark: &'static str, path: &mut Vec<&'s str>, depth: usize) -> Option<(String, String)> {
-    path.push(mark);
-    let found = walk(writer, reader, path, depth + 1);
-    if found.is_none() {
-        path.pop();
-    }
-    found
+/// `value` (a datum of `writer`) made ready for apache-avro to resolve to `reader`:
+/// every logical value becomes what its reader node takes, so that the reader's logical
+/// types apply, not the writer's, and every union branch is the one [`misread`] compared.
+///
+/// - Read where the reader has no logical type (or an annotation without a meaning), a
+///   logical value becomes its primitive, promoted to the reader's type: a uuid its
+///   string, a date its int, a timestamp its long, a decimal its bytes, a duration its
+///   12 bytes. apache-avro refuses a uuid as a plain string, a timestamp as a plain long,
+///   a decimal as plain bytes, though the specification reads an annotation the reader
+///   does not share as its underlying type.
+/// - A decimal (or plain bytes read as one) is sign-extended to the length the reader's
+///   precision needs: apache-avro refuses a decimal whose bytes are fewer than its
+///   precision could need, and Java, fastavro and apache-avro itself write the fewest
+///   bytes that hold the value (`1.00` at scale 2 in one byte).
+/// - In a reader union, the value takes the exact type of the branch chosen as
+///   [`misread`] chooses it, so apache-avro's union resolution (the branch of the value's
+///   type, else the first branch the value resolves to) lands there: without this a
+///   `date` read into `["null", {"type":"long","logicalType":"timestamp-millis"}, "long"]`
+///   became a timestamp of as many milliseconds as it had days.
+///
+/// Meaning changes are refused before this ([`misread`]).
+pub(crate) fn conform(value: Value, writer: &Schema, reader: &Schema) -> Value {
+    let walk = Conform { writer_names: names(writer), reader_names: names(reader) };
+    walk.value(value, writer, reader, 0)
 }
 
-/// `value` with every logical value as its primitive (a uuid as its string, a date or a
-/// time-millis as its int, a time-micros or a timestamp as its long), so that resolution
-/// to a reader applies the reader's logical types, not the writer's. apache-avro refuses
-/// to resolve a uuid value to a plain string, a timestamp to a plain long or a date to a
-/// plain int, though the spec reads an annotation the reader does not share as its
-/// underlying type. Meaning changes are refused before this ([`misread`]); decimals and
-/// durations stay as they are.
-pub(crate) fn to_primitives(value: apache_avro::types::Value) -> apache_avro::types::Value {
-    use apache_avro::types::Value as V;
+/// The value walk behind [`conform`].
+struct Conform<'s> {
+    writer_names: Names<'s>,
+    reader_names: Names<'s>,
+}
+
+impl<'s> Conform<'s> {
+    fn value(&self, value: Value, writer: &'s Schema, reader: &'s Schema, depth: usize) -> Value {
+        if depth > MAX_VALUE_DEPTH {
+            return value;
+        }
+        let writer = deref(&self.writer_names, writer);
+        let reader = deref(&self.reader_names, reader);
+        match (value, writer, reader) {
+            // The writer's union: the branch it wrote, kept as written (apache-avro and
+            // `unions::repair` both take a union value).
+            (Value::Union(index, inner), Schema::Union(w), _) => match w.variants().get(index as usize) {
+                Some(branch) => Value::Union(index, Box::new(self.value(*inner, branch, reader, depth + 1))),
+                None => Value::Union(index, inner),
+            },
+            (value, _, Schema::Union(r)) => match branch_for(writer, r.variants(), &self.reader_names) {
+                Some(branch) => self.value(value, writer, branch, depth + 1),
+                None => value,
+            },
+            (Value::Record(fields), Schema::Record(w), Schema::Record(r)) => Value::Record(
+                fields
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let written = w.lookup.get(&name).and_then(|i| w.fields.get(*i));
+                        let read = r.fields.iter().find(|f| f.name == name || f.aliases.as_ref().is_some_and(|a| a.contains(&name)));
+                        let value = match (written, read) {
+                            (Some(written), Some(read)) => self.value(value, &written.schema, &read.schema, depth + 1),
+                            _ => value,
+                        };
+                        (name, value)
+                    })
+                    .collect(),
+            ),
+            (Value::Array(items), Schema::Array(w), Schema::Array(r)) => Value::Array(items.into_iter().map(|item| self.value(item, &w.items, &r.items, depth + 1)).collect()),
+            (Value::Map(entries), Schema::Map(w), Schema::Map(r)) => Value::Map(entries.into_iter().map(|(k, v)| (k, self.value(v, &w.types, &r.types, depth + 1))).collect()),
+            (value, _, reader) => leaf(value, reader),
+        }
+    }
+}
+
+/// A value that is not a record, array, map or union, made what `reader` takes.
+fn leaf(value: Value, reader: &Schema) -> Value {
+    if let Schema::Decimal(d) = reader {
+        let bytes = match value {
+            Value::Decimal(decimal) => match Vec::<u8>::try_from(&decimal) {
+                Ok(bytes) => bytes,
+                Err(_) => return Value::Decimal(decimal),
+            },
+            Value::Bytes(bytes) | Value::Fixed(_, bytes) => bytes,
+            other => return other,
+        };
+        let len = match &*d.inner {
+            Schema::Fixed(f) => f.size,
+            _ => bytes_for_precision(d.precision),
+        };
+        return Value::Decimal(apache_avro::Decimal::from(sign_extend(bytes, len)));
+    }
+    if SchemaKind::from(&value) == SchemaKind::from(reader) || meaning(reader).is_some() {
+        return value;
+    }
+    promote(to_primitive(value), reader)
+}
+
+/// A logical value as its primitive.
+fn to_primitive(value: Value) -> Value {
     match value {
-        V::Uuid(u) => V::String(u.to_string()),
-        V::Date(d) | V::TimeMillis(d) => V::Int(d),
-        V::TimeMicros(t) | V::TimestampMillis(t) | V::TimestampMicros(t) | V::TimestampNanos(t) | V::LocalTimestampMillis(t) | V::LocalTimestampMicros(t) | V::LocalTimestampNanos(t) => V::Long(t),
-        V::Record(fields) => V::Record(fields.into_iter().map(|(name, v)| (name, to_primitives(v))).collect()),
-        V::Array(items) => V::Array(items.into_iter().map(to_primitives).collect()),
-        V::Map(entries) => V::Map(entries.into_iter().map(|(k, v)| (k, to_primitives(v))).collect()),
-        V::Union(branch, inner) => V::Union(branch, Box::new(to_primitives(*inner))),
+        Value::Uuid(u) => Value::String(u.to_string()),
+        Value::Date(d) | Value::TimeMillis(d) => Value::Int(d),
+        Value::TimeMicros(t) | Value::TimestampMillis(t) | Value::TimestampMicros(t) | Value::TimestampNanos(t) | Value::LocalTimestampMillis(t) | Value::LocalTimestampMicros(t) | Value::LocalTimestampNanos(t) => Value::Long(t),
+        Value::Decimal(decimal) => match Vec::<u8>::try_from(&decimal) {
+            Ok(bytes) => Value::Bytes(bytes),
+            Err(_) => Value::Decimal(decimal),
+        },
+        Value::Duration(d) => Value::Fixed(12, <[u8; 12]>::from(d).to_vec()),
         other => other,
     }
+}
+
+/// A primitive value as exactly the primitive type of `reader` where the specification
+/// promotes it (so a union branch is found by type, not by trial); otherwise unchanged.
+fn promote(value: Value, reader: &Schema) -> Value {
+    match (value, reader) {
+        (Value::Int(n), Schema::Long) => Value::Long(n.into()),
+        (Value::Int(n), Schema::Float) => Value::Float(n as f32),
+        (Value::Int(n), Schema::Double) => Value::Double(n.into()),
+        (Value::Long(n), Schema::Float) => Value::Float(n as f32),
+        (Value::Long(n), Schema::Double) => Value::Double(n as f64),
+        (Value::Float(x), Schema::Double) => Value::Double(x.into()),
+        (Value::String(s), Schema::Bytes) => Value::Bytes(s.into_bytes()),
+        (Value::Bytes(b), Schema::Fixed(f)) if b.len() == f.size => Value::Fixed(f.size, b),
+        (value, _) => value,
+    }
+}
+
+/// The fewest bytes whose two's complement holds every unscaled value of `precision`
+/// digits, by the rule apache-avro checks a decimal's length against.
+fn bytes_for_precision(precision: usize) -> usize {
+    (1..=1024).find(|&len: &usize| ((2f64).powi(8 * len as i32 - 1) - 1.0).log10().floor() as usize >= precision).unwrap_or(1024)
+}
+
+/// Two's-complement big-endian `bytes` widened to `len` bytes (never narrowed).
+fn sign_extend(bytes: Vec<u8>, len: usize) -> Vec<u8> {
+    if bytes.len() >= len {
+        return bytes;
+    }
+    let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) { 0xFF } else { 0 };
+    let mut out = vec![fill; len - bytes.len()];
+    out.extend_from_slice(&bytes);
+    out
 }
 
 #[cfg(test)]
@@ -211,9 +434,63 @@ mod tests {
             r#"[{"name":"x","type":[{"type":"record","name":"A","fields":[{"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}}]},{"type":"record","name":"B","fields":[{"name":"at","type":{"type":"int","logicalType":"date"}}]}]}]"#,
         );
         assert_eq!(misread(&named, &named), None);
-        // The branch that does resolve to another unit is found.
+        // A writer branch goes to the reader branch of exactly its type: a decimal of
+        // another scale there is found.
+        let (two, four) = (record(&format!(r#"[{{"name":"at","type":["null",{}]}}]"#, decimal(2))), record(&format!(r#"[{{"name":"at","type":["null",{}]}}]"#, decimal(4))));
+        assert_eq!(misread(&four, &two).as_deref(), Some("at: written as a decimal with scale 4, read as a decimal with scale 2"));
+        // A branch of a type the reader's union lacks goes to no branch, or to one without a
+        // meaning (a date to a plain long, never to a timestamp): no misread, the values of
+        // that branch alone are refused (codec's tests).
         let micros = record(&format!(r#"[{{"name":"at","type":{}}}]"#, both.replace("timestamp-millis", "timestamp-micros")));
-        assert_eq!(misread(&micros, &schema).as_deref(), Some("at: written as a timestamp-micros, read as a timestamp-millis"));
+        assert_eq!(misread(&micros, &schema), None);
+        let date = record(r#"[{"name":"at","type":["null",{"type":"int","logicalType":"date"}]}]"#);
+        let promoted = record(r#"[{"name":"at","type":["null",{"type":"long","logicalType":"timestamp-millis"},"long"]}]"#);
+        assert_eq!(misread(&date, &promoted), None);
+    }
+
+    /// A named type defined in one field and referenced in another is compared where
+    /// either side defines it: with the fields reordered, a unit change used to hide
+    /// behind the reference (read 1000 times off).
+    #[test]
+    fn named_types_referenced_by_name_are_compared() {
+        let stamp = |unit: &str| format!(r#"{{"type":"record","name":"Stamp","fields":[{{"name":"at","type":{{"type":"long","logicalType":"timestamp-{unit}"}}}}]}}"#);
+        let writer = record(&format!(r#"[{{"name":"start","type":{}}},{{"name":"end","type":"t.Stamp"}}]"#, stamp("micros")));
+        let reader = record(&format!(r#"[{{"name":"end","type":{}}},{{"name":"start","type":"t.Stamp"}}]"#, stamp("millis")));
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("end.at: written as a timestamp-micros, read as a timestamp-millis"));
+        assert_eq!(misread(&writer, &writer), None);
+        assert_eq!(misread(&reader, &reader), None);
+        // A decimal on a named fixed, referenced from a union.
+        let money = |scale: u32| format!(r#"{{"type":"fixed","name":"Money","size":8,"logicalType":"decimal","precision":18,"scale":{scale}}}"#);
+        let writer = record(&format!(r#"[{{"name":"fare","type":{}}},{{"name":"tip","type":["null","t.Money"]}}]"#, money(4)));
+        let reader = record(&format!(r#"[{{"name":"tip","type":["null",{}]}},{{"name":"fare","type":"t.Money"}}]"#, money(2)));
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("tip: written as a decimal with scale 4, read as a decimal with scale 2"));
+        // A recursive type ends.
+        let list = |unit: &str| record(&format!(r#"[{{"name":"at","type":{{"type":"long","logicalType":"timestamp-{unit}"}}}},{{"name":"next","type":["null","t.R"]}}]"#));
+        assert_eq!(misread(&list("millis"), &list("millis")), None);
+        assert!(misread(&list("micros"), &list("millis")).is_some());
+    }
+
+    /// apache-avro resolves a nested record field by field whatever its name, so records
+    /// of other names are compared too.
+    #[test]
+    fn nested_records_of_other_names_are_compared() {
+        let inner = |name: &str, unit: &str| format!(r#"{{"type":"record","name":"{name}","fields":[{{"name":"at","type":{{"type":"long","logicalType":"timestamp-{unit}"}}}}]}}"#);
+        let writer = record(&format!(r#"[{{"name":"when","type":{}}}]"#, inner("Old", "micros")));
+        let reader = record(&format!(r#"[{{"name":"when","type":{}}}]"#, inner("New", "millis")));
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("when.at: written as a timestamp-micros, read as a timestamp-millis"));
+    }
+
+    #[test]
+    fn decimals_are_widened_to_what_the_reader_precision_needs() {
+        assert_eq!(bytes_for_precision(2), 1);
+        assert_eq!(bytes_for_precision(3), 2);
+        assert_eq!(bytes_for_precision(12), 6);
+        assert_eq!(bytes_for_precision(18), 8);
+        assert_eq!(bytes_for_precision(38), 16);
+        assert_eq!(sign_extend(vec![0x64], 3), vec![0, 0, 0x64]);
+        assert_eq!(sign_extend(vec![0x9C], 3), vec![0xFF, 0xFF, 0x9C], "-100");
+        assert_eq!(sign_extend(vec![], 2), vec![0, 0]);
+        assert_eq!(sign_extend(vec![1, 2, 3], 2), vec![1, 2, 3], "never narrowed");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use apache_avro::Schema;
 pub mod canonical;
 mod fingerprint;
 pub mod logical;
+mod names;
 pub(crate) mod unions;
 
 pub use canonical::CanonicalError;
@@ -90,7 +91,7 @@ impl KnownSchema {
 
     /// Whether a datum of this schema can be decoded straight as `ours`, a schema with the
     /// same fingerprint (ours, or ours fetched from elsewhere): `Err` with the place where
-    /// a logical type would change what a value means ([`logical::misread`]). Kept for the
+    /// a logical type would change what a value means ([`logical::misread_straight`]). Kept for the
     /// last schema asked about, so a consumer pays the walk once per writer, not per record.
     pub(crate) fn reads_as(&self, ours: &Arc<KnownSchema>) -> Result<(), String> {
         let mut last = self.reads_as.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,7 +100,7 @@ impl KnownSchema {
         {
             return verdict.clone();
         }
-        let verdict = match logical::misread(&self.schema, &ours.schema) {
+        let verdict = match logical::misread_straight(&self.schema, &ours.schema) {
             Some(place) => Err(format!("the writer's schema has the fingerprint of {}'s but a logical type that changes what a value means: {place}", ours.name)),
             None => Ok(()),
         };

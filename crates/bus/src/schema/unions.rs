@@ -11,18 +11,10 @@
 //! name first, then the unqualified name, as Java does; or a branch whose aliases name
 //! it), resolves it into that branch instead.
 
-use std::collections::HashMap;
-
-use apache_avro::schema::{Name, ResolvedSchema, Schema};
+use apache_avro::schema::{Name, Schema};
 use apache_avro::types::Value;
 
-/// Named types of one schema, by name.
-type Names<'s> = HashMap<Name, &'s Schema>;
-
-/// The named types of `schema`.
-fn names(schema: &Schema) -> Result<Names<'_>, String> {
-    ResolvedSchema::try_from(schema).map(|r| r.get_names().clone()).map_err(|e| e.to_string())
-}
+use super::names::{deref, names, Names};
 
 /// Whether some union of `schema` has two or more named branches: only then can a branch
 /// be chosen by shape instead of by name.
@@ -45,7 +37,7 @@ pub(crate) fn has_named_unions(schema: &Schema) -> bool {
 /// Corrects `resolved` (apache-avro's resolution of `written`, a value of `writer`, to
 /// `reader`) so that every union branch is chosen by name (see the [module docs](self)).
 pub(crate) fn repair(written: &Value, writer: &Schema, resolved: &mut Value, reader: &Schema) -> Result<(), String> {
-    let walk = Walk { writer_names: names(writer)?, reader_names: names(reader)?, reader_root: reader };
+    let walk = Walk { writer_names: names(writer), reader_names: names(reader), reader_root: reader };
     walk.value(written, writer, resolved, reader, 0)
 }
 
@@ -59,19 +51,12 @@ struct Walk<'s> {
 const MAX_DEPTH: usize = 256;
 
 impl<'s> Walk<'s> {
-    fn deref<'a>(names: &'a Names<'s>, schema: &'a Schema) -> &'a Schema {
-        match schema {
-            Schema::Ref { name } => names.get(name).copied().unwrap_or(schema),
-            other => other,
-        }
-    }
-
     fn value(&self, written: &Value, writer: &Schema, resolved: &mut Value, reader: &Schema, depth: usize) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Ok(());
         }
-        let writer = Self::deref(&self.writer_names, writer);
-        let reader = Self::deref(&self.reader_names, reader);
+        let writer = deref(&self.writer_names, writer);
+        let reader = deref(&self.reader_names, reader);
         // The writer's union: the branch it wrote.
         if let (Value::Union(index, inner), Schema::Union(union)) = (written, writer) {
             let Some(branch) = union.variants().get(*index as usize) else { return Ok(()) };
@@ -81,11 +66,11 @@ impl<'s> Walk<'s> {
         if let Schema::Union(union) = reader {
             if let (Some(name), Value::Union(chosen, _)) = (writer.name(), &*resolved) {
                 let branches = union.variants();
-                let chosen_fits = branches.get(*chosen as usize).is_some_and(|b| Self::named(Self::deref(&self.reader_names, b), name, true));
+                let chosen_fits = branches.get(*chosen as usize).is_some_and(|b| Self::named(deref(&self.reader_names, b), name, true));
                 if !chosen_fits {
-                    let by_name = |full: bool| branches.iter().position(|b| Self::named(Self::deref(&self.reader_names, b), name, full));
+                    let by_name = |full: bool| branches.iter().position(|b| Self::named(deref(&self.reader_names, b), name, full));
                     if let Some(index) = by_name(true).or_else(|| by_name(false)) {
-                        let branch = Self::deref(&self.reader_names, &branches[index]);
+                        let branch = deref(&self.reader_names, &branches[index]);
                         let value = written.clone().resolve_schemata(branch, vec![self.reader_root]).map_err(|e| e.to_string())?;
                         *resolved = Value::Union(index as u32, Box::new(value));
                     }

@@ -28,6 +28,12 @@
 //! - `decode/serde_avro_fast_strict`: the same through `DeserializerState`, refusing
 //!   trailing bytes as `decode_value` does (what Herald would need on the hot path).
 //!
+//! - `resolve/herald_event`: `OrderEvent::decode` of a datum written with `OrderPlaced` v1,
+//!   read as the newest version (schema resolution: the logical-type checks, `conform`,
+//!   apache-avro's `resolve`, the union repair, `from_value`).
+//! - `resolve/avro_value_path`: apache-avro's `from_avro_datum` with the newest schema as
+//!   the reader, then `from_value`: what a user resolving with apache-avro would write.
+//!
 //! Outside the timed loops the bench asserts that every encoder writes the same bytes and
 //! that every decoder returns the same `OrderPlaced`, and that the strict decoders refuse
 //! a truncated datum and one with a trailing byte.
@@ -173,6 +179,30 @@ fn codec(c: &mut Criterion) {
         b.iter(|| fast_decode_strict(black_box(datum), &fast_schema).expect("decodes"))
     });
     decode.finish();
+
+    // An older version's event read as the newest (a replay of a log written before
+    // `placed_at` was added): Avro schema resolution, no serde_avro_fast.
+    let v1 = Schema::parse_str(include_str!("../../../schemas/shop/orders/OrderPlaced/v1.avsc")).expect("v1");
+    let v1_known = OrderEvent::schemas().by_fingerprint(&herald_bus::schema::Fingerprint::of(&v1)).expect("v1 is known").clone();
+    let apache_avro::types::Value::Record(mut fields) = apache_avro::to_value(&event).expect("to value") else { panic!("a record") };
+    fields.retain(|(name, _)| name != "placed_at");
+    let old = apache_avro::to_avro_datum(&v1, apache_avro::types::Value::Record(fields)).expect("encodes with v1");
+    let read_as_newest = OrderPlaced { placed_at: None, ..event.clone() };
+    match OrderEvent::decode(&v1_known.name, &v1_known, &old).expect("decodes") {
+        Some(OrderEvent::Placed(e)) => assert_eq!(e, read_as_newest, "Herald resolves v1 to the newest"),
+        other => panic!("not an OrderPlaced: {other:?}"),
+    }
+    let resolved: OrderPlaced = apache_avro::from_value(&apache_avro::from_avro_datum(&v1, &mut &old[..], Some(&schema)).expect("resolves")).expect("converts");
+    assert_eq!(resolved, read_as_newest, "apache-avro resolves v1 to the newest");
+    let mut resolve = c.benchmark_group("resolve");
+    resolve.bench_function("herald_event", |b| b.iter(|| OrderEvent::decode(&v1_known.name, &v1_known, black_box(&old)).expect("decodes")));
+    resolve.bench_function("avro_value_path", |b| {
+        b.iter(|| {
+            let value = apache_avro::from_avro_datum(&v1, &mut black_box(&old[..]), Some(&schema)).expect("resolves");
+            apache_avro::from_value::<OrderPlaced>(&value).expect("converts")
+        })
+    });
+    resolve.finish();
 }
 
 fn config() -> Criterion {

@@ -190,6 +190,20 @@ pub fn decode_value(
     reader: Option<&apache_avro::Schema>,
     datum: &[u8],
 ) -> Result<apache_avro::types::Value, DecodeError> {
+    match reader {
+        Some(schema) => {
+            // A decimal's scale is not resolved: its value would be read 10^n times off.
+            if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
+                return Err(DecodeError::Datum { type_name: writer.name.clone(), reason: format!("a logical type would change what a value means: {place}") });
+            }
+            resolve_value(writer, schema, read_value(writer, datum)?)
+        }
+        None => read_value(writer, datum),
+    }
+}
+
+/// [`decode_value`] without a reader: the datum as its writer wrote it.
+pub(crate) fn read_value(writer: &KnownSchema, datum: &[u8]) -> Result<apache_avro::types::Value, DecodeError> {
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
     // apache-avro reserves room for an array's or a map's items as soon as it reads their
     // count (up to 512 Mi items, tens of GB): a corrupt count in a datum of a few bytes
@@ -212,24 +226,22 @@ pub fn decode_value(
     if !input.rest.is_empty() {
         return Err(invalid(format!("{} trailing bytes after the datum", input.rest.len())));
     }
-    match reader {
-        Some(schema) => {
-            // A decimal's scale is not resolved: its value would be read 10^n times off.
-            if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
-                return Err(invalid(format!("a logical type would change what a value means: {place}")));
-            }
-            // The reader's logical types apply, not the writer's annotations.
-            let value = crate::schema::logical::conform(value, &writer.schema, schema);
-            // A union of named types: branches chosen by name (`schema::unions`).
-            let written = crate::schema::unions::has_named_unions(schema).then(|| value.clone());
-            let mut resolved = value.resolve(schema).map_err(|e| invalid(e.to_string()))?;
-            if let Some(written) = written {
-                crate::schema::unions::repair(&written, &writer.schema, &mut resolved, schema).map_err(invalid)?;
-            }
-            Ok(resolved)
-        }
-        None => Ok(value),
+    Ok(value)
+}
+
+/// A value of `writer` resolved to `reader`, whose logical types were checked against the
+/// writer's ([`crate::schema::logical::misread`]) by the caller.
+pub(crate) fn resolve_value(writer: &KnownSchema, reader: &apache_avro::Schema, mut value: apache_avro::types::Value) -> Result<apache_avro::types::Value, DecodeError> {
+    let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
+    // The reader's logical types apply, not the writer's annotations.
+    crate::schema::logical::conform(&mut value, &writer.schema, reader);
+    // A union of named types: branches chosen by name (`schema::unions`).
+    let written = crate::schema::unions::has_named_unions(reader).then(|| value.clone());
+    let mut resolved = value.resolve(reader).map_err(|e| invalid(e.to_string()))?;
+    if let Some(written) = written {
+        crate::schema::unions::repair(&written, &writer.schema, &mut resolved, reader).map_err(invalid)?;
     }
+    Ok(resolved)
 }
 
 /// Decodes a datum written with exactly the reader's own schema straight into `T` with

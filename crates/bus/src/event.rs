@@ -158,7 +158,14 @@ pub fn decode_member<E: Event>(
     if let Some(upcast) = E::upcast(writer, datum) {
         return upcast;
     }
-    let value = crate::codec::decode_value(writer, own.map(|r| &r.schema), datum)?;
+    let value = match own {
+        // Ours checked once per writer ([`KnownSchema::resolves_to`]), not per record.
+        Some(ours) => {
+            writer.resolves_to(ours).map_err(|reason| DecodeError::Datum { type_name: writer.name.clone(), reason })?;
+            crate::codec::resolve_value(writer, &ours.schema, crate::codec::read_value(writer, datum)?)?
+        }
+        None => crate::codec::read_value(writer, datum)?,
+    };
     apache_avro::from_value::<E>(&value).map_err(|e| DecodeError::Datum { type_name: writer.name.clone(), reason: e.to_string() })
 }
 

@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use apache_avro::schema::{Schema, SchemaKind};
 use apache_avro::types::Value;
 
-use super::names::{deref, names, Names};
+use super::names::LazyNames;
 
 /// Deepest schema nesting followed (a named type is compared once per pair of
 /// definitions, so recursive types end there).
@@ -92,7 +92,7 @@ enum Pairing {
 }
 
 fn compare(writer: &Schema, reader: &Schema, pairing: Pairing) -> Option<String> {
-    let mut walk = Compare { writer_names: names(writer), reader_names: names(reader), seen: HashSet::new(), path: Vec::new(), pairing };
+    let mut walk = Compare { writer_names: LazyNames::new(writer), reader_names: LazyNames::new(reader), seen: HashSet::new(), path: Vec::new(), pairing };
     walk.pair(writer, reader, 0).map(|(written, read)| {
         let place = if walk.path.is_empty() { "the value".to_owned() } else { walk.path.concat() };
         format!("{place}: written as {written}, read as {read}")
@@ -122,8 +122,8 @@ fn meaning(schema: &Schema) -> Option<String> {
 
 /// The schema walk behind [`misread`].
 struct Compare<'s> {
-    writer_names: Names<'s>,
-    reader_names: Names<'s>,
+    writer_names: LazyNames<'s>,
+    reader_names: LazyNames<'s>,
     /// Pairs of records already compared: each is compared once.
     seen: HashSet<(*const Schema, *const Schema)>,
     /// Where the walk is; left holding the place of the first mismatch.
@@ -137,8 +137,8 @@ impl<'s> Compare<'s> {
         if depth > MAX_DEPTH {
             return None;
         }
-        let writer = deref(&self.writer_names, writer);
-        let reader = deref(&self.reader_names, reader);
+        let writer = self.writer_names.deref(writer);
+        let reader = self.reader_names.deref(reader);
         if let (Some(written), Some(read)) = (meaning(writer), meaning(reader)) {
             return (written != read).then_some((written, read));
         }
@@ -193,8 +193,8 @@ impl<'s> Compare<'s> {
 /// (promotions included: an `int` as a `long`, a `float` or a `double`, a `string` as
 /// `bytes`). A `date` is never sent to a `timestamp-millis` branch, although apache-avro,
 /// left to itself, resolves an `int` into the first branch that takes one.
-fn branch_for<'s>(written: &Schema, branches: &'s [Schema], names: &Names<'s>) -> Option<&'s Schema> {
-    let branches = || branches.iter().map(|b| deref(names, b));
+fn branch_for<'s>(written: &Schema, branches: &'s [Schema], names: &LazyNames<'s>) -> Option<&'s Schema> {
+    let branches = || branches.iter().map(|b| names.deref(b));
     if let Some(name) = written.name() {
         return branches()
             .find(|b| b.name() == Some(name))
@@ -267,77 +267,89 @@ fn underlying(schema: &Schema) -> &'static str {
 ///   became a timestamp of as many milliseconds as it had days.
 ///
 /// Meaning changes are refused before this ([`misread`]).
-pub(crate) fn conform(value: Value, writer: &Schema, reader: &Schema) -> Value {
-    let walk = Conform { writer_names: names(writer), reader_names: names(reader) };
-    walk.value(value, writer, reader, 0)
+pub(crate) fn conform(value: &mut Value, writer: &Schema, reader: &Schema) {
+    let walk = Conform { writer_names: LazyNames::new(writer), reader_names: LazyNames::new(reader) };
+    walk.value(value, writer, reader, 0);
 }
 
-/// The value walk behind [`conform`].
+/// The value walk behind [`conform`], in place: a value that needs no change is not
+/// touched.
 struct Conform<'s> {
-    writer_names: Names<'s>,
-    reader_names: Names<'s>,
+    writer_names: LazyNames<'s>,
+    reader_names: LazyNames<'s>,
 }
 
 impl<'s> Conform<'s> {
-    fn value(&self, value: Value, writer: &'s Schema, reader: &'s Schema, depth: usize) -> Value {
+    fn value(&self, value: &mut Value, writer: &'s Schema, reader: &'s Schema, depth: usize) {
         if depth > MAX_VALUE_DEPTH {
-            return value;
+            return;
         }
-        let writer = deref(&self.writer_names, writer);
-        let reader = deref(&self.reader_names, reader);
+        let writer = self.writer_names.deref(writer);
+        let reader = self.reader_names.deref(reader);
+        // The writer's union: the branch it wrote, kept as a union value (apache-avro and
+        // `unions::repair` both take one).
+        if let Schema::Union(w) = writer {
+            if let Value::Union(index, inner) = value
+                && let Some(branch) = w.variants().get(*index as usize)
+            {
+                self.value(inner, branch, reader, depth + 1);
+            }
+            return;
+        }
+        if let Schema::Union(r) = reader {
+            if let Some(branch) = branch_for(writer, r.variants(), &self.reader_names) {
+                self.value(value, writer, branch, depth + 1);
+            }
+            return;
+        }
         match (value, writer, reader) {
-            // The writer's union: the branch it wrote, kept as written (apache-avro and
-            // `unions::repair` both take a union value).
-            (Value::Union(index, inner), Schema::Union(w), _) => match w.variants().get(index as usize) {
-                Some(branch) => Value::Union(index, Box::new(self.value(*inner, branch, reader, depth + 1))),
-                None => Value::Union(index, inner),
-            },
-            (value, _, Schema::Union(r)) => match branch_for(writer, r.variants(), &self.reader_names) {
-                Some(branch) => self.value(value, writer, branch, depth + 1),
-                None => value,
-            },
-            (Value::Record(fields), Schema::Record(w), Schema::Record(r)) => Value::Record(
-                fields
-                    .into_iter()
-                    .map(|(name, value)| {
-                        let written = w.lookup.get(&name).and_then(|i| w.fields.get(*i));
-                        let read = r.fields.iter().find(|f| f.name == name || f.aliases.as_ref().is_some_and(|a| a.contains(&name)));
-                        let value = match (written, read) {
-                            (Some(written), Some(read)) => self.value(value, &written.schema, &read.schema, depth + 1),
-                            _ => value,
-                        };
-                        (name, value)
-                    })
-                    .collect(),
-            ),
-            (Value::Array(items), Schema::Array(w), Schema::Array(r)) => Value::Array(items.into_iter().map(|item| self.value(item, &w.items, &r.items, depth + 1)).collect()),
-            (Value::Map(entries), Schema::Map(w), Schema::Map(r)) => Value::Map(entries.into_iter().map(|(k, v)| (k, self.value(v, &w.types, &r.types, depth + 1))).collect()),
+            (Value::Record(fields), Schema::Record(w), Schema::Record(r)) => {
+                for (name, value) in fields {
+                    let written = w.lookup.get(name.as_str()).and_then(|i| w.fields.get(*i));
+                    let read = r.fields.iter().find(|f| &f.name == name || f.aliases.as_ref().is_some_and(|a| a.contains(name)));
+                    if let (Some(written), Some(read)) = (written, read) {
+                        self.value(value, &written.schema, &read.schema, depth + 1);
+                    }
+                }
+            }
+            (Value::Array(items), Schema::Array(w), Schema::Array(r)) => {
+                for item in items {
+                    self.value(item, &w.items, &r.items, depth + 1);
+                }
+            }
+            (Value::Map(entries), Schema::Map(w), Schema::Map(r)) => {
+                for value in entries.values_mut() {
+                    self.value(value, &w.types, &r.types, depth + 1);
+                }
+            }
             (value, _, reader) => leaf(value, reader),
         }
     }
 }
 
 /// A value that is not a record, array, map or union, made what `reader` takes.
-fn leaf(value: Value, reader: &Schema) -> Value {
+fn leaf(value: &mut Value, reader: &Schema) {
     if let Schema::Decimal(d) = reader {
         let bytes = match value {
-            Value::Decimal(decimal) => match Vec::<u8>::try_from(&decimal) {
+            Value::Decimal(decimal) => match Vec::<u8>::try_from(&*decimal) {
                 Ok(bytes) => bytes,
-                Err(_) => return Value::Decimal(decimal),
+                Err(_) => return,
             },
-            Value::Bytes(bytes) | Value::Fixed(_, bytes) => bytes,
-            other => return other,
+            Value::Bytes(bytes) | Value::Fixed(_, bytes) => std::mem::take(bytes),
+            _ => return,
         };
         let len = match &*d.inner {
             Schema::Fixed(f) => f.size,
             _ => bytes_for_precision(d.precision),
         };
-        return Value::Decimal(apache_avro::Decimal::from(sign_extend(bytes, len)));
+        *value = Value::Decimal(apache_avro::Decimal::from(sign_extend(bytes, len)));
+        return;
     }
-    if SchemaKind::from(&value) == SchemaKind::from(reader) || meaning(reader).is_some() {
-        return value;
+    if SchemaKind::from(&*value) == SchemaKind::from(reader) || meaning(reader).is_some() {
+        return;
     }
-    promote(to_primitive(value), reader)
+    let owned = std::mem::replace(value, Value::Null);
+    *value = promote(to_primitive(owned), reader);
 }
 
 /// A logical value as its primitive.

@@ -42,11 +42,26 @@ pub struct KnownSchema {
     /// when it refuses the schema or disagrees on the fingerprint.
     fast: Option<serde_avro_fast::Schema>,
     /// [`KnownSchema::reads_as`]'s verdict, for the schema it was asked about last.
-    reads_as: std::sync::Mutex<Option<ReadsAs>>,
+    reads_as: std::sync::Mutex<Option<Verdict>>,
+    /// [`KnownSchema::resolves_to`]'s verdict, likewise.
+    resolves_to: std::sync::Mutex<Option<Verdict>>,
 }
 
-/// A [`KnownSchema::reads_as`] verdict and the schema it is about.
-type ReadsAs = (std::sync::Weak<KnownSchema>, Result<(), String>);
+/// A verdict on reading this schema's data as another schema's, and the schema it is about.
+type Verdict = (std::sync::Weak<KnownSchema>, Result<(), String>);
+
+/// The verdict kept in `slot` if it is about `ours`, else `judge`'s, kept.
+fn verdict_about(slot: &std::sync::Mutex<Option<Verdict>>, ours: &Arc<KnownSchema>, judge: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    let mut last = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((of, verdict)) = &*last
+        && std::ptr::eq(of.as_ptr(), Arc::as_ptr(ours))
+    {
+        return verdict.clone();
+    }
+    let verdict = judge();
+    *last = Some((Arc::downgrade(ours), verdict.clone()));
+    verdict
+}
 
 impl std::fmt::Debug for KnownSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,18 +109,20 @@ impl KnownSchema {
     /// a logical type would change what a value means ([`logical::misread_straight`]). Kept for the
     /// last schema asked about, so a consumer pays the walk once per writer, not per record.
     pub(crate) fn reads_as(&self, ours: &Arc<KnownSchema>) -> Result<(), String> {
-        let mut last = self.reads_as.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((of, verdict)) = &*last
-            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(ours))
-        {
-            return verdict.clone();
-        }
-        let verdict = match logical::misread_straight(&self.schema, &ours.schema) {
+        verdict_about(&self.reads_as, ours, || match logical::misread_straight(&self.schema, &ours.schema) {
             Some(place) => Err(format!("the writer's schema has the fingerprint of {}'s but a logical type that changes what a value means: {place}", ours.name)),
             None => Ok(()),
-        };
-        *last = Some((Arc::downgrade(ours), verdict.clone()));
-        verdict
+        })
+    }
+
+    /// Whether a datum of this schema, another version than `ours`, can be resolved to
+    /// `ours` without a logical type changing what a value means ([`logical::misread`]).
+    /// Kept for the last schema asked about, as [`KnownSchema::reads_as`] is.
+    pub(crate) fn resolves_to(&self, ours: &Arc<KnownSchema>) -> Result<(), String> {
+        verdict_about(&self.resolves_to, ours, || match logical::misread(&self.schema, &ours.schema) {
+            Some(place) => Err(format!("a logical type would change what a value means: {place}")),
+            None => Ok(()),
+        })
     }
 
     /// Reads one datum written with this schema from `input` (no resolution).
@@ -222,6 +239,7 @@ impl SchemaSet {
             datum_reader: std::sync::OnceLock::new(),
             fast,
             reads_as: std::sync::Mutex::new(None),
+            resolves_to: std::sync::Mutex::new(None),
         });
         self.by_fingerprint.insert(known.fingerprint, known.clone());
         self.latest.insert(name, known.clone());

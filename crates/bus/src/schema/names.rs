@@ -66,6 +66,27 @@ pub(crate) fn deref<'a>(names: &Names<'a>, schema: &'a Schema) -> &'a Schema {
     }
 }
 
+/// The named types of one schema, collected on the first reference followed: most
+/// schemas have none, and a walk per datum should not pay for the map.
+pub(crate) struct LazyNames<'s> {
+    root: &'s Schema,
+    names: std::cell::OnceCell<Names<'s>>,
+}
+
+impl<'s> LazyNames<'s> {
+    pub(crate) fn new(root: &'s Schema) -> Self {
+        Self { root, names: std::cell::OnceCell::new() }
+    }
+
+    /// `schema`, or the definition it refers to by name.
+    pub(crate) fn deref(&self, schema: &'s Schema) -> &'s Schema {
+        match schema {
+            Schema::Ref { .. } => deref(self.names.get_or_init(|| names(self.root)), schema),
+            other => other,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

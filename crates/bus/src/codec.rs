@@ -376,6 +376,30 @@ mod tests {
         assert_eq!(decode_value(&writer, Some(&plain), &datum).expect("read"), V::Record(vec![("amount".into(), V::Bytes(vec![100]))]));
     }
 
+    /// A schema that refers by name to a decimal on a named fixed (valid Avro, which Java
+    /// reads): apache-avro cannot resolve the reference, so its data is refused on the
+    /// `Value` path with the reason, without a panic.
+    #[test]
+    fn a_reference_to_a_decimal_fixed_is_refused_with_a_reason() {
+        let schema = r#"{"type":"record","name":"Fare","namespace":"t","fields":[{"name":"base","type":{"type":"fixed","name":"Money","size":2,"logicalType":"decimal","precision":4,"scale":2}},{"name":"tip","type":["null","t.Money"]}]}"#;
+        let known = SchemaSet::default().add_str(schema).expect("a valid schema");
+        let datum = [0x00, 0x64, 0x02, 0x00, 0x01];
+        let err = decode_value(&known, None, &datum).expect_err("refused");
+        assert!(err.to_string().contains("t.Money"), "{err}");
+        let reader = apache_avro::Schema::parse_str(&schema.replace("\"name\":\"tip\"", "\"name\":\"gratuity\",\"aliases\":[\"tip\"]")).expect("reader");
+        let err = decode_value(&known, Some(&reader), &datum).expect_err("refused");
+        assert!(err.to_string().contains("t.Money"), "{err}");
+        // Publishing with it fails too.
+        #[derive(serde::Serialize)]
+        struct Fare {
+            base: apache_avro::Decimal,
+            tip: Option<apache_avro::Decimal>,
+        }
+        let fare = Fare { base: apache_avro::Decimal::from([0, 100]), tip: Some(apache_avro::Decimal::from([0, 1])) };
+        let err = crate::publisher::write_datum(&known.schema, &fare, &mut Vec::new()).expect_err("refused");
+        assert!(err.to_string().contains("t.Money"), "{err}");
+    }
+
     /// The fewest two's-complement bytes of `n`, as Java's `BigInteger.toByteArray` writes.
     fn num_bigint_bytes(n: i64) -> Vec<u8> {
         let bytes = n.to_be_bytes();

@@ -218,7 +218,7 @@ pub(crate) fn read_value(writer: &KnownSchema, datum: &[u8]) -> Result<apache_av
         return Err(invalid(if truncated { format!("datum is truncated ({} bytes): {reason}", datum.len()) } else { reason }));
     }
     let mut input = StrictReader { rest: datum, hit_end: false };
-    let value = writer.read_datum(&mut input);
+    let value = unpanicked(|| writer.read_datum(&mut input));
     if input.hit_end {
         return Err(invalid(format!("datum is truncated ({} bytes)", datum.len())));
     }
@@ -234,14 +234,24 @@ pub(crate) fn read_value(writer: &KnownSchema, datum: &[u8]) -> Result<apache_av
 pub(crate) fn resolve_value(writer: &KnownSchema, reader: &apache_avro::Schema, mut value: apache_avro::types::Value) -> Result<apache_avro::types::Value, DecodeError> {
     let invalid = |reason: String| DecodeError::Datum { type_name: writer.name.clone(), reason };
     // The reader's logical types apply, not the writer's annotations.
-    crate::schema::logical::conform(&mut value, &writer.schema, reader);
+    crate::schema::logical::conform(&mut value, &writer.schema, reader).map_err(invalid)?;
     // A union of named types: branches chosen by name (`schema::unions`).
     let written = crate::schema::unions::has_named_unions(reader).then(|| value.clone());
-    let mut resolved = value.resolve(reader).map_err(|e| invalid(e.to_string()))?;
+    let mut resolved = unpanicked(|| value.resolve(reader).map_err(|e| e.to_string())).map_err(invalid)?;
     if let Some(written) = written {
         crate::schema::unions::repair(&written, &writer.schema, &mut resolved, reader).map_err(invalid)?;
     }
     Ok(resolved)
+}
+
+/// `f`'s result, or its panic as an error: apache-avro 0.21 panics on some data instead
+/// of failing (a `big-decimal` whose bytes are not one, in decoding and in resolution), and
+/// a consumer must dead-letter such a record, not die on it.
+fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(format!("apache-avro panicked on this datum: {what}"))
+    })
 }
 
 /// Decodes a datum written with exactly the reader's own schema straight into `T` with
@@ -398,6 +408,39 @@ mod tests {
         let fare = Fare { base: apache_avro::Decimal::from([0, 100]), tip: Some(apache_avro::Decimal::from([0, 1])) };
         let err = crate::publisher::write_datum(&known.schema, &fare, &mut Vec::new()).expect_err("refused");
         assert!(err.to_string().contains("t.Money"), "{err}");
+    }
+
+    /// apache-avro panics on some data instead of failing (a decimal's bytes tried as a
+    /// `big-decimal` union branch): an error, not a dead consumer.
+    #[test]
+    fn a_panic_in_apache_avro_is_an_error() {
+        let writer = SchemaSet::default().add_str(r#"{"type":"record","name":"P","namespace":"t","fields":[{"name":"a","type":{"type":"bytes","logicalType":"decimal","precision":9,"scale":4}}]}"#).expect("writer");
+        let reader = apache_avro::Schema::parse_str(r#"{"type":"record","name":"P","namespace":"t","fields":[{"name":"a","type":["null",{"type":"bytes","logicalType":"big-decimal"},"string"]}]}"#).expect("reader");
+        let datum = [0x06, 0x01, 0xE2, 0x40];
+        let err = decode_value(&writer, Some(&reader), &datum).expect_err("refused");
+        assert!(err.to_string().contains("panicked"), "{err}");
+    }
+
+    /// A value of another version that nests records in unions deeper than
+    /// apache-avro resolves in reasonable time (its time doubles per level) is refused at
+    /// once with the reason; a shallower one resolves.
+    #[test]
+    fn records_nested_in_unions_too_deep_to_resolve_are_refused_at_once() {
+        let v1 = r#"{"type":"record","name":"N","namespace":"t","fields":[{"name":"id","type":"int"},{"name":"next","type":["null","t.N"]}]}"#;
+        let v2 = r#"{"type":"record","name":"N","namespace":"t","fields":[{"name":"id","type":"int"},{"name":"next","type":["null","t.N"]},{"name":"tag","type":"string","default":""}]}"#;
+        let writer = SchemaSet::default().add_str(v1).expect("v1");
+        let reader = apache_avro::Schema::parse_str(v2).expect("v2");
+        use apache_avro::types::Value as V;
+        let list = |len: i32| (0..len).rev().fold(V::Union(0, Box::new(V::Null)), |next, id| V::Union(1, Box::new(V::Record(vec![("id".into(), V::Int(id)), ("next".into(), next)]))));
+        let datum = |len: i32| {
+            let V::Union(_, top) = list(len) else { unreachable!() };
+            apache_avro::to_avro_datum(&writer.schema, *top).expect("encoded")
+        };
+        assert!(decode_value(&writer, Some(&reader), &datum(8)).is_ok());
+        let started = std::time::Instant::now();
+        let err = decode_value(&writer, Some(&reader), &datum(28)).expect_err("refused");
+        assert!(err.to_string().contains("records in unions"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "refused at once, not after trying");
     }
 
     /// The fewest two's-complement bytes of `n`, as Java's `BigInteger.toByteArray` writes.

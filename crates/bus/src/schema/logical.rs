@@ -24,15 +24,21 @@ use std::collections::HashSet;
 use apache_avro::schema::{Schema, SchemaKind};
 use apache_avro::types::Value;
 
-use super::names::LazyNames;
+use super::names::{named, LazyNames};
 
-/// Deepest schema nesting followed (a named type is compared once per pair of
-/// definitions, so recursive types end there).
-const MAX_DEPTH: usize = 64;
+/// Deepest schema nesting compared (a named type is compared once per pair of
+/// definitions, so recursive types end there); a deeper schema is refused, not passed.
+const MAX_DEPTH: usize = 128;
 
-/// Deepest value nesting followed by [`conform`] (recursive types nest as deep as their
-/// data).
+/// Deepest value nesting [`conform`] follows (recursive types nest as deep as their
+/// data); a deeper value is refused.
 const MAX_VALUE_DEPTH: usize = 256;
+
+/// Most records nested in unions, one in another, that a value of another version may
+/// hold: apache-avro finds a union's record branch by trial, resolving the value once to
+/// test the branch and once more to keep it, so its time doubles with each such level
+/// (a list of 24 nullable nodes took 13 s). A deeper value is refused.
+const MAX_UNION_RECORD_DEPTH: usize = 16;
 
 /// The first place where `reader` would give a value of `writer` another meaning, said
 /// for an error message (`None`: nowhere).
@@ -135,7 +141,7 @@ impl<'s> Compare<'s> {
     /// The two meanings at the first mismatch.
     fn pair(&mut self, writer: &'s Schema, reader: &'s Schema, depth: usize) -> Option<(String, String)> {
         if depth > MAX_DEPTH {
-            return None;
+            return Some((format!("a type nested more than {MAX_DEPTH} levels deep"), "a type not checked that deep".to_owned()));
         }
         let writer = self.writer_names.deref(writer);
         let reader = self.reader_names.deref(reader);
@@ -147,16 +153,27 @@ impl<'s> Compare<'s> {
                 w.variants().iter().zip(r.variants()).find_map(|(written, read)| self.pair(written, read, depth + 1))
             }
             (Schema::Union(w), _) => w.variants().iter().find_map(|branch| self.pair(branch, reader, depth + 1)),
-            (_, Schema::Union(r)) => {
-                let branch = branch_for(writer, r.variants(), &self.reader_names)?;
-                self.pair(writer, branch, depth + 1)
-            }
+            (_, Schema::Union(r)) => match branch_for(writer, r.variants(), &self.reader_names) {
+                Some(branch) => self.pair(writer, branch, depth + 1),
+                // A named type without a branch of its name: apache-avro takes the first
+                // branch of its kind that the value resolves to, so each is compared.
+                None if writer.name().is_some() => {
+                    let kind = SchemaKind::from(writer);
+                    let names = &self.reader_names;
+                    let candidates: Vec<&'s Schema> = r.variants().iter().map(|b| names.deref(b)).filter(|b| SchemaKind::from(*b) == kind).collect();
+                    candidates.into_iter().find_map(|branch| self.pair(writer, branch, depth + 1))
+                }
+                None => None,
+            },
             (Schema::Record(w), Schema::Record(r)) => {
                 if !self.seen.insert((writer as *const Schema, reader as *const Schema)) {
                     return None;
                 }
-                r.fields.iter().find_map(|field| {
-                    let written = w.fields.iter().find(|f| f.name == field.name || field.aliases.as_ref().is_some_and(|a| a.contains(&f.name)))?;
+                let straight = self.pairing == Pairing::Straight;
+                r.fields.iter().enumerate().find_map(|(i, field)| {
+                    // Resolved: by name only, as apache-avro resolves fields (it does not
+                    // follow aliases). Straight: by position, as the decoder reads them.
+                    let written = if straight { w.fields.get(i) } else { w.fields.iter().find(|f| f.name == field.name) }?;
                     let mark = self.path.len();
                     if mark > 0 {
                         self.path.push(".");
@@ -196,26 +213,14 @@ impl<'s> Compare<'s> {
 fn branch_for<'s>(written: &Schema, branches: &'s [Schema], names: &LazyNames<'s>) -> Option<&'s Schema> {
     let branches = || branches.iter().map(|b| names.deref(b));
     if let Some(name) = written.name() {
-        return branches()
-            .find(|b| b.name() == Some(name))
-            .or_else(|| branches().find(|b| b.name().is_some_and(|n| n.name == name.name)))
-            .or_else(|| branches().find(|b| aliases(b).is_some_and(|a| a.iter().any(|a| a.name() == name.name))));
+        // In the order `unions::repair` chooses.
+        return branches().find(|b| named(b, name, true)).or_else(|| branches().find(|b| named(b, name, false)));
     }
     let kind = SchemaKind::from(written);
     branches().find(|b| SchemaKind::from(*b) == kind).or_else(|| {
         let from = underlying(written);
         branches().find(|b| meaning(b).is_none() && reads_as(from, underlying(b)))
     })
-}
-
-/// A named type's aliases.
-fn aliases(schema: &Schema) -> Option<&Vec<apache_avro::schema::Alias>> {
-    match schema {
-        Schema::Record(r) => r.aliases.as_ref(),
-        Schema::Enum(e) => e.aliases.as_ref(),
-        Schema::Fixed(f) => f.aliases.as_ref(),
-        _ => None,
-    }
 }
 
 /// Whether a value of the primitive type `from` resolves to `to` (the specification's
@@ -267,9 +272,24 @@ fn underlying(schema: &Schema) -> &'static str {
 ///   became a timestamp of as many milliseconds as it had days.
 ///
 /// Meaning changes are refused before this ([`misread`]).
-pub(crate) fn conform(value: &mut Value, writer: &Schema, reader: &Schema) {
+pub(crate) fn conform(value: &mut Value, writer: &Schema, reader: &Schema) -> Result<(), String> {
     let walk = Conform { writer_names: LazyNames::new(writer), reader_names: LazyNames::new(reader) };
-    walk.value(value, writer, reader, 0);
+    walk.value(value, writer, reader, Depth::default())
+}
+
+/// How deep [`conform`] is in a value.
+#[derive(Clone, Copy, Default)]
+struct Depth {
+    /// Nodes.
+    all: usize,
+    /// Records (and other named types) in reader unions.
+    union_records: usize,
+}
+
+impl Depth {
+    fn down(self) -> Self {
+        Depth { all: self.all + 1, ..self }
+    }
 }
 
 /// The value walk behind [`conform`], in place: a value that needs no change is not
@@ -280,9 +300,9 @@ struct Conform<'s> {
 }
 
 impl<'s> Conform<'s> {
-    fn value(&self, value: &mut Value, writer: &'s Schema, reader: &'s Schema, depth: usize) {
-        if depth > MAX_VALUE_DEPTH {
-            return;
+    fn value(&self, value: &mut Value, writer: &'s Schema, reader: &'s Schema, depth: Depth) -> Result<(), String> {
+        if depth.all > MAX_VALUE_DEPTH {
+            return Err(format!("the value is nested more than {MAX_VALUE_DEPTH} levels deep"));
         }
         let writer = self.writer_names.deref(writer);
         let reader = self.reader_names.deref(reader);
@@ -292,38 +312,47 @@ impl<'s> Conform<'s> {
             if let Value::Union(index, inner) = value
                 && let Some(branch) = w.variants().get(*index as usize)
             {
-                self.value(inner, branch, reader, depth + 1);
+                return self.value(inner, branch, reader, depth.down());
             }
-            return;
+            return Ok(());
         }
         if let Schema::Union(r) = reader {
-            if let Some(branch) = branch_for(writer, r.variants(), &self.reader_names) {
-                self.value(value, writer, branch, depth + 1);
+            let mut depth = depth.down();
+            if writer.name().is_some() {
+                depth.union_records += 1;
+                if depth.union_records > MAX_UNION_RECORD_DEPTH {
+                    return Err(format!("the value nests more than {MAX_UNION_RECORD_DEPTH} records in unions, one in another: resolving it would take time that doubles with each"));
+                }
             }
-            return;
+            return match branch_for(writer, r.variants(), &self.reader_names) {
+                Some(branch) => self.value(value, writer, branch, depth),
+                None => Ok(()),
+            };
         }
         match (value, writer, reader) {
             (Value::Record(fields), Schema::Record(w), Schema::Record(r)) => {
                 for (name, value) in fields {
+                    // By name only, as apache-avro resolves fields.
                     let written = w.lookup.get(name.as_str()).and_then(|i| w.fields.get(*i));
-                    let read = r.fields.iter().find(|f| &f.name == name || f.aliases.as_ref().is_some_and(|a| a.contains(name)));
+                    let read = r.fields.iter().find(|f| &f.name == name);
                     if let (Some(written), Some(read)) = (written, read) {
-                        self.value(value, &written.schema, &read.schema, depth + 1);
+                        self.value(value, &written.schema, &read.schema, depth.down())?;
                     }
                 }
             }
             (Value::Array(items), Schema::Array(w), Schema::Array(r)) => {
                 for item in items {
-                    self.value(item, &w.items, &r.items, depth + 1);
+                    self.value(item, &w.items, &r.items, depth.down())?;
                 }
             }
             (Value::Map(entries), Schema::Map(w), Schema::Map(r)) => {
                 for value in entries.values_mut() {
-                    self.value(value, &w.types, &r.types, depth + 1);
+                    self.value(value, &w.types, &r.types, depth.down())?;
                 }
             }
             (value, _, reader) => leaf(value, reader),
         }
+        Ok(())
     }
 }
 
@@ -378,6 +407,10 @@ fn promote(value: Value, reader: &Schema) -> Value {
         (Value::Long(n), Schema::Double) => Value::Double(n as f64),
         (Value::Float(x), Schema::Double) => Value::Double(x.into()),
         (Value::String(s), Schema::Bytes) => Value::Bytes(s.into_bytes()),
+        (Value::Bytes(b), Schema::String) => match String::from_utf8(b) {
+            Ok(s) => Value::String(s),
+            Err(e) => Value::Bytes(e.into_bytes()),
+        },
         (Value::Bytes(b), Schema::Fixed(f)) if b.len() == f.size => Value::Fixed(f.size, b),
         (value, _) => value,
     }
@@ -492,6 +525,35 @@ mod tests {
         assert_eq!(misread(&writer, &reader).as_deref(), Some("when.at: written as a timestamp-micros, read as a timestamp-millis"));
     }
 
+    /// A named writer branch goes where `unions::repair` puts it (full name or full alias
+    /// first), and one whose name the reader's union lacks is compared with every branch
+    /// of its kind (apache-avro takes the first it fits).
+    #[test]
+    fn named_union_branches_are_compared_where_they_land() {
+        let rec = |name: &str, extra: &str, scale: u32| format!(r#"{{"type":"record","name":"{name}"{extra},"fields":[{{"name":"amount","type":{}}}]}}"#, decimal(scale));
+        let writer = record(&format!(r#"[{{"name":"pay","type":["null",{}]}}]"#, rec("a.Card", "", 4)));
+        let reader = record(&format!(r#"[{{"name":"pay","type":["null",{},{}]}}]"#, rec("b.Card", "", 4), rec("c.Payment", r#","aliases":["a.Card"]"#, 2)));
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("pay.amount: written as a decimal with scale 4, read as a decimal with scale 2"));
+        let renamed = record(&format!(r#"[{{"name":"pay","type":["null",{}]}}]"#, rec("t.New", "", 2)));
+        let old = record(&format!(r#"[{{"name":"pay","type":["null",{}]}}]"#, rec("t.Old", "", 4)));
+        assert_eq!(misread(&old, &renamed).as_deref(), Some("pay.amount: written as a decimal with scale 4, read as a decimal with scale 2"));
+    }
+
+    /// A schema nested deeper than the check goes is refused, not passed unchecked.
+    #[test]
+    fn a_schema_too_deep_to_check_is_refused() {
+        // Built as JSON values: serde_json's parser stops at 128 levels of JSON.
+        let nest = |scale: u32| {
+            let mut inner: serde_json::Value = serde_json::from_str(&format!(r#"{{"type":"record","name":"L0","fields":[{{"name":"amount","type":{}}}]}}"#, decimal(scale))).expect("json");
+            for level in 1..45 {
+                inner = serde_json::json!({"type": "record", "name": format!("L{level}"), "fields": [{"name": "next", "type": ["null", inner]}]});
+            }
+            Schema::parse(&inner).expect("schema")
+        };
+        let found = misread(&nest(4), &nest(2)).expect("refused");
+        assert!(found.contains("nested more than 128 levels"), "{found}");
+    }
+
     #[test]
     fn decimals_are_widened_to_what_the_reader_precision_needs() {
         assert_eq!(bytes_for_precision(2), 1);
@@ -506,10 +568,18 @@ mod tests {
     }
 
     #[test]
-    fn a_renamed_field_is_followed_by_its_alias_and_other_changes_are_not_misreads() {
-        let writer = record(&format!(r#"[{{"name":"total","type":{}}}]"#, decimal(4)));
+    fn fields_pair_by_name_as_apache_avro_resolves_them_and_other_changes_are_not_misreads() {
+        // apache-avro does not follow field aliases: the reader's `amount` is the writer's
+        // `amount`, not its `total` (which it never reads).
+        let writer = record(&format!(r#"[{{"name":"total","type":"bytes"}},{{"name":"amount","type":{}}}]"#, decimal(4)));
         let reader = record(&format!(r#"[{{"name":"amount","aliases":["total"],"type":{}}}]"#, decimal(2)));
-        assert!(misread(&writer, &reader).is_some());
+        assert_eq!(misread(&writer, &reader).as_deref(), Some("amount: written as a decimal with scale 4, read as a decimal with scale 2"));
+        let writer = record(&format!(r#"[{{"name":"total","type":{}}}]"#, decimal(4)));
+        assert_eq!(misread(&writer, &reader), None, "never read");
+        // Decoded straight (the same canonical form), fields pair by position.
+        let writer = record(r#"[{"name":"b","type":"long"},{"name":"a","type":{"type":"long","logicalType":"timestamp-micros"}}]"#);
+        let ours = record(r#"[{"name":"b","type":"long"},{"name":"a","aliases":["b"],"type":{"type":"long","logicalType":"timestamp-millis"}}]"#);
+        assert_eq!(misread_straight(&writer, &ours).as_deref(), Some("a: written as a timestamp-micros, read as a timestamp-millis"));
         // A plain long read as a timestamp, bytes read as a decimal, a field added, a uuid
         // read as a string, a timestamp read as a plain long: no meaning changes.
         let writer = record(r#"[{"name":"at","type":"long"},{"name":"amount","type":"bytes"},{"name":"id","type":{"type":"string","logicalType":"uuid"}},{"name":"t","type":{"type":"long","logicalType":"timestamp-micros"}}]"#);

@@ -87,6 +87,15 @@ impl<'s> LazyNames<'s> {
     }
 }
 
+/// Whether `branch` is the named type `name`: by full name (`full`) or unqualified name,
+/// or by one of its aliases. A reader union's branch for a written named value is the
+/// first that is by full name, else the first by unqualified name (as Java chooses).
+pub(crate) fn named(branch: &Schema, name: &Name, full: bool) -> bool {
+    let Some(own) = branch.name() else { return false };
+    let matches = |candidate: &Name| if full { candidate.fullname(None) == name.fullname(None) } else { candidate.name == name.name };
+    matches(own) || branch.aliases().is_some_and(|aliases| aliases.iter().any(|a| if full { a.fullname(own.namespace.clone()) == name.fullname(None) } else { a.name() == name.name }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,10 @@
 //! name first, then the unqualified name, as Java does; or a branch whose aliases name
 //! it), resolves it into that branch instead.
 
-use apache_avro::schema::{Name, Schema};
+use apache_avro::schema::Schema;
 use apache_avro::types::Value;
 
-use super::names::{deref, names, Names};
+use super::names::{deref, named, names, Names};
 
 /// Whether some union of `schema` has two or more named branches: only then can a branch
 /// be chosen by shape instead of by name.
@@ -66,9 +66,9 @@ impl<'s> Walk<'s> {
         if let Schema::Union(union) = reader {
             if let (Some(name), Value::Union(chosen, _)) = (writer.name(), &*resolved) {
                 let branches = union.variants();
-                let chosen_fits = branches.get(*chosen as usize).is_some_and(|b| Self::named(deref(&self.reader_names, b), name, true));
+                let chosen_fits = branches.get(*chosen as usize).is_some_and(|b| named(deref(&self.reader_names, b), name, true));
                 if !chosen_fits {
-                    let by_name = |full: bool| branches.iter().position(|b| Self::named(deref(&self.reader_names, b), name, full));
+                    let by_name = |full: bool| branches.iter().position(|b| named(deref(&self.reader_names, b), name, full));
                     if let Some(index) = by_name(true).or_else(|| by_name(false)) {
                         let branch = deref(&self.reader_names, &branches[index]);
                         let value = written.clone().resolve_schemata(branch, vec![self.reader_root]).map_err(|e| e.to_string())?;
@@ -84,7 +84,8 @@ impl<'s> Walk<'s> {
             (Value::Record(fields), Schema::Record(w), Value::Record(out), Schema::Record(r)) => {
                 for (name, value) in fields {
                     let Some(writer_field) = w.lookup.get(name).and_then(|i| w.fields.get(*i)) else { continue };
-                    let reader_field = r.fields.iter().find(|f| &f.name == name || f.aliases.as_ref().is_some_and(|a| a.contains(name)));
+                    // By name only, as apache-avro resolves fields.
+                    let reader_field = r.fields.iter().find(|f| &f.name == name);
                     let Some(reader_field) = reader_field else { continue };
                     if let Some((_, slot)) = out.iter_mut().find(|(n, _)| n == &reader_field.name) {
                         self.value(value, &writer_field.schema, slot, &reader_field.schema, depth + 1)?;
@@ -108,14 +109,6 @@ impl<'s> Walk<'s> {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Whether `branch` is the named type `name`: by full name (`full`) or unqualified
-    /// name, or by one of its aliases.
-    fn named(branch: &Schema, name: &Name, full: bool) -> bool {
-        let Some(own) = branch.name() else { return false };
-        let matches = |candidate: &Name| if full { candidate.fullname(None) == name.fullname(None) } else { candidate.name == name.name };
-        matches(own) || branch.aliases().is_some_and(|aliases| aliases.iter().any(|a| if full { a.fullname(own.namespace.clone()) == name.fullname(None) } else { a.name() == name.name }))
     }
 }
 

@@ -34,11 +34,15 @@ const MAX_DEPTH: usize = 128;
 /// data); a deeper value is refused.
 const MAX_VALUE_DEPTH: usize = 256;
 
-/// Most records nested in unions, one in another, that a value of another version may
-/// hold: apache-avro finds a union's record branch by trial, resolving the value once to
-/// test the branch and once more to keep it, so its time doubles with each such level
-/// (a list of 24 nullable nodes took 13 s). A deeper value is refused.
-const MAX_UNION_RECORD_DEPTH: usize = 16;
+/// Most work apache-avro may do finding the union branches of one value of another
+/// version, in subtree resolutions. It finds a union's record branch by trial: each
+/// record branch before the one that fits resolves the whole subtree once, the one that
+/// fits twice (to test it and to keep it), so the work multiplies with each record nested
+/// in a union, by the number of record branches of that union plus one (a list of 24
+/// nullable nodes took 13 s; with two record branches, 16 levels took 61 s). A value
+/// whose product exceeds this (a list of 18 nullable nodes, 11 levels of a union of two
+/// records) is refused at once.
+const MAX_UNION_WORK: u64 = 1 << 18;
 
 /// The first place where `reader` would give a value of `writer` another meaning, said
 /// for an error message (`None`: nowhere).
@@ -147,6 +151,14 @@ impl<'s> Compare<'s> {
         let reader = self.reader_names.deref(reader);
         if let (Some(written), Some(read)) = (meaning(writer), meaning(reader)) {
             return (written != read).then_some((written, read));
+        }
+        // Narrowed: apache-avro truncates a long read as an int (1 700 000 000 000 became
+        // -807 049 216) and rounds a double read as a float; the specification resolves
+        // neither.
+        match (underlying(writer), underlying(reader)) {
+            ("long", "int") => return Some(("a long".to_owned(), "an int (narrower)".to_owned())),
+            ("double", "float") => return Some(("a double".to_owned(), "a float (narrower)".to_owned())),
+            _ => {}
         }
         match (writer, reader) {
             (Schema::Union(w), Schema::Union(r)) if self.pairing == Pairing::Straight => {
@@ -282,8 +294,9 @@ pub(crate) fn conform(value: &mut Value, writer: &Schema, reader: &Schema) -> Re
 struct Depth {
     /// Nodes.
     all: usize,
-    /// Records (and other named types) in reader unions.
-    union_records: usize,
+    /// The product, over the named values in reader unions above, of that union's
+    /// branches of their kind plus one (see [`MAX_UNION_WORK`]).
+    union_work: u64,
 }
 
 impl Depth {
@@ -319,9 +332,11 @@ impl<'s> Conform<'s> {
         if let Schema::Union(r) = reader {
             let mut depth = depth.down();
             if writer.name().is_some() {
-                depth.union_records += 1;
-                if depth.union_records > MAX_UNION_RECORD_DEPTH {
-                    return Err(format!("the value nests more than {MAX_UNION_RECORD_DEPTH} records in unions, one in another: resolving it would take time that doubles with each"));
+                let kind = SchemaKind::from(writer);
+                let tried = r.variants().iter().filter(|b| SchemaKind::from(self.reader_names.deref(b)) == kind).count() as u64;
+                depth.union_work = depth.union_work.max(1).saturating_mul(tried + 1);
+                if depth.union_work > MAX_UNION_WORK {
+                    return Err("the value nests too many records in unions, one in another: apache-avro's resolution of it would take time that multiplies with each level".to_owned());
                 }
             }
             return match branch_for(writer, r.variants(), &self.reader_names) {
@@ -350,35 +365,41 @@ impl<'s> Conform<'s> {
                     self.value(value, &w.types, &r.types, depth.down())?;
                 }
             }
-            (value, _, reader) => leaf(value, reader),
+            (value, _, reader) => leaf(value, reader)?,
         }
         Ok(())
     }
 }
 
 /// A value that is not a record, array, map or union, made what `reader` takes.
-fn leaf(value: &mut Value, reader: &Schema) {
+fn leaf(value: &mut Value, reader: &Schema) -> Result<(), String> {
     if let Schema::Decimal(d) = reader {
         let bytes = match value {
             Value::Decimal(decimal) => match Vec::<u8>::try_from(&*decimal) {
                 Ok(bytes) => bytes,
-                Err(_) => return,
+                Err(_) => return Ok(()),
             },
             Value::Bytes(bytes) | Value::Fixed(_, bytes) => std::mem::take(bytes),
-            _ => return,
+            _ => return Ok(()),
         };
         let len = match &*d.inner {
             Schema::Fixed(f) => f.size,
             _ => bytes_for_precision(d.precision),
         };
         *value = Value::Decimal(apache_avro::Decimal::from(sign_extend(bytes, len)));
-        return;
+        return Ok(());
     }
     if SchemaKind::from(&*value) == SchemaKind::from(reader) || meaning(reader).is_some() {
-        return;
+        return Ok(());
     }
     let owned = std::mem::replace(value, Value::Null);
     *value = promote(to_primitive(owned), reader);
+    match (&*value, reader) {
+        // Left as bytes, apache-avro would try the union's branches in turn and might
+        // take another than the one compared.
+        (Value::Bytes(_), Schema::String) => Err("bytes that are not UTF-8 written where the reader reads a string".to_owned()),
+        _ => Ok(()),
+    }
 }
 
 /// A logical value as its primitive.
@@ -537,6 +558,18 @@ mod tests {
         let renamed = record(&format!(r#"[{{"name":"pay","type":["null",{}]}}]"#, rec("t.New", "", 2)));
         let old = record(&format!(r#"[{{"name":"pay","type":["null",{}]}}]"#, rec("t.Old", "", 4)));
         assert_eq!(misread(&old, &renamed).as_deref(), Some("pay.amount: written as a decimal with scale 4, read as a decimal with scale 2"));
+    }
+
+    /// Narrowings the specification does not resolve, which apache-avro reads silently
+    /// wrong, are refused.
+    #[test]
+    fn a_long_read_as_an_int_or_a_double_as_a_float_is_refused() {
+        let of = |t: &str| record(&format!(r#"[{{"name":"n","type":{t}}}]"#));
+        assert_eq!(misread(&of(r#""long""#), &of(r#""int""#)).as_deref(), Some("n: written as a long, read as an int (narrower)"));
+        assert_eq!(misread(&of(r#"{"type":"long","logicalType":"timestamp-millis"}"#), &of(r#""int""#)).as_deref(), Some("n: written as a long, read as an int (narrower)"));
+        assert_eq!(misread(&of(r#""double""#), &of(r#"["null","float"]"#)), None, "no branch of its type: refused by resolution");
+        assert!(misread(&of(r#""double""#), &of(r#""float""#)).is_some());
+        assert_eq!(misread(&of(r#""int""#), &of(r#""long""#)), None, "a promotion");
     }
 
     /// A schema nested deeper than the check goes is refused, not passed unchecked.

@@ -65,15 +65,16 @@ impl<'s> Walk<'s> {
         // The reader's union: the branch apache-avro chose, by name when it can be.
         if let Schema::Union(union) = reader {
             if let (Some(name), Value::Union(chosen, _)) = (writer.name(), &*resolved) {
+                // The first branch by full name (or full alias), else by unqualified name:
+                // the branch `logical::misread` compared, whichever apache-avro took.
                 let branches = union.variants();
-                let chosen_fits = branches.get(*chosen as usize).is_some_and(|b| named(deref(&self.reader_names, b), name, true));
-                if !chosen_fits {
-                    let by_name = |full: bool| branches.iter().position(|b| named(deref(&self.reader_names, b), name, full));
-                    if let Some(index) = by_name(true).or_else(|| by_name(false)) {
-                        let branch = deref(&self.reader_names, &branches[index]);
-                        let value = written.clone().resolve_schemata(branch, vec![self.reader_root]).map_err(|e| e.to_string())?;
-                        *resolved = Value::Union(index as u32, Box::new(value));
-                    }
+                let by_name = |full: bool| branches.iter().position(|b| named(deref(&self.reader_names, b), name, full));
+                if let Some(index) = by_name(true).or_else(|| by_name(false))
+                    && index != *chosen as usize
+                {
+                    let branch = deref(&self.reader_names, &branches[index]);
+                    let value = written.clone().resolve_schemata(branch, vec![self.reader_root]).map_err(|e| e.to_string())?;
+                    *resolved = Value::Union(index as u32, Box::new(value));
                 }
             }
             let Value::Union(chosen, inner) = resolved else { return Ok(()) };

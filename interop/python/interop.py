@@ -546,7 +546,7 @@ def cmd_produce(args: argparse.Namespace) -> None:
         emit(result)
 
 
-# --- traceparent ----------------------------------------------------------------------
+# --- encode ---------------------------------------------------------------------------
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -561,6 +561,9 @@ def cmd_encode(args: argparse.Namespace) -> None:
         out = io.BytesIO()
         fastavro.schemaless_writer(out, schema.parsed, value)
         emit({"datum": out.getvalue().hex()})
+
+
+# --- traceparent ----------------------------------------------------------------------
 
 
 def cmd_traceparent(args: argparse.Namespace) -> None:

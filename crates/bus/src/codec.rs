@@ -193,9 +193,7 @@ pub fn decode_value(
     match reader {
         Some(schema) => {
             // A decimal's scale is not resolved: its value would be read 10^n times off.
-            if let Some(place) = crate::schema::logical::misread(&writer.schema, schema) {
-                return Err(DecodeError::Datum { type_name: writer.name.clone(), reason: format!("a logical type would change what a value means: {place}") });
-            }
+            crate::schema::logical::resolvable(&writer.schema, schema).map_err(|reason| DecodeError::Datum { type_name: writer.name.clone(), reason })?;
             resolve_value(writer, schema, read_value(writer, datum)?)
         }
         None => read_value(writer, datum),
@@ -248,10 +246,8 @@ pub(crate) fn resolve_value(writer: &KnownSchema, reader: &apache_avro::Schema, 
 /// of failing (a `big-decimal` whose bytes are not one, in decoding and in resolution), and
 /// a consumer must dead-letter such a record, not die on it.
 fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic.downcast_ref::<&str>().map(|s| (*s).to_owned()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-        Err(format!("apache-avro panicked on this datum: {what}"))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|panic| Err(format!("apache-avro panicked on this datum: {}", crate::consumer::route::panic_message(&panic))))
 }
 
 /// Decodes a datum written with exactly the reader's own schema straight into `T` with

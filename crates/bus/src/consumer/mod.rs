@@ -35,7 +35,7 @@ mod builder;
 mod decode;
 mod handler;
 pub(crate) mod record;
-mod route;
+pub(crate) mod route;
 mod sink;
 
 use std::future::Future;

@@ -139,7 +139,8 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
     }
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a panic's payload: its text when it is a string.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -47,11 +47,14 @@ const MAX_UNION_WORK: u64 = 1 << 18;
 /// The first place where `reader` would give a value of `writer` another meaning, said
 /// for an error message (`None`: nowhere).
 ///
-/// Nodes are paired as Herald resolves them: fields by name or alias, named types
-/// referenced by name followed to their definitions, records of any name (apache-avro
-/// resolves a record field by field whatever its name), and each union branch of the
-/// writer with the reader branch its values are resolved to (the branch of the same name,
-/// else of exactly its type, else the first without a meaning that reads it).
+/// Nodes are paired as Herald resolves them: fields by name (apache-avro does not follow
+/// field aliases), named types referenced by name followed to their definitions, records
+/// of any name (apache-avro resolves a record field by field whatever its name), and each
+/// union branch of the writer with the reader branch its values are resolved to (the
+/// branch of the same name, else of exactly its type, else the first without a meaning
+/// that reads it); a named branch without a branch of its name, with every branch of its
+/// kind. Narrowings the specification does not resolve (a `long` read as an `int`, a
+/// `double` as a `float`) and schemas nested too deep to check are refused too.
 ///
 /// ```
 /// use apache_avro::Schema;
@@ -69,6 +72,14 @@ const MAX_UNION_WORK: u64 = 1 << 18;
 /// ```
 pub fn misread(writer: &Schema, reader: &Schema) -> Option<String> {
     compare(writer, reader, Pairing::Resolved)
+}
+
+/// [`misread`] as the reason a datum of `writer` is not resolved to `reader`.
+pub(crate) fn resolvable(writer: &Schema, reader: &Schema) -> Result<(), String> {
+    match misread(writer, reader) {
+        Some(place) => Err(format!("a logical type would change what a value means: {place}")),
+        None => Ok(()),
+    }
 }
 
 /// [`misread`] for a datum decoded straight with `ours`, a schema of the same parsing
@@ -170,9 +181,7 @@ impl<'s> Compare<'s> {
                 // A named type without a branch of its name: apache-avro takes the first
                 // branch of its kind that the value resolves to, so each is compared.
                 None if writer.name().is_some() => {
-                    let kind = SchemaKind::from(writer);
-                    let names = &self.reader_names;
-                    let candidates: Vec<&'s Schema> = r.variants().iter().map(|b| names.deref(b)).filter(|b| SchemaKind::from(*b) == kind).collect();
+                    let candidates: Vec<&'s Schema> = of_kind(writer, r.variants(), &self.reader_names).collect();
                     candidates.into_iter().find_map(|branch| self.pair(writer, branch, depth + 1))
                 }
                 None => None,
@@ -215,9 +224,10 @@ impl<'s> Compare<'s> {
 }
 
 /// The reader branch Herald resolves a value of `written` (not a union, references
-/// followed) to: for a named type the branch of the same full name, then of the same
-/// unqualified name, then one whose aliases name it (as the Avro specification and Java's
-/// resolver choose); otherwise the branch of exactly its type, logical type included;
+/// followed) to: for a named type the first branch of its full name (or naming it in full
+/// among its aliases), else the first of its unqualified name or alias (as Java's resolver
+/// chooses, and `unions::repair`); otherwise the branch of exactly its type, logical type
+/// included;
 /// otherwise the first branch without a meaning that its underlying type reads as
 /// (promotions included: an `int` as a `long`, a `float` or a `double`, a `string` as
 /// `bytes`). A `date` is never sent to a `timestamp-millis` branch, although apache-avro,
@@ -233,6 +243,16 @@ fn branch_for<'s>(written: &Schema, branches: &'s [Schema], names: &LazyNames<'s
         let from = underlying(written);
         branches().find(|b| meaning(b).is_none() && reads_as(from, underlying(b)))
     })
+}
+
+/// The branches (references followed) of the same kind as `written`: those apache-avro
+/// tries a named value of it in.
+fn of_kind<'s, 'a>(written: &'a Schema, branches: &'s [Schema], names: &'a LazyNames<'s>) -> impl Iterator<Item = &'s Schema> + 'a
+where
+    's: 'a,
+{
+    let kind = SchemaKind::from(written);
+    branches.iter().map(|b| names.deref(b)).filter(move |b| SchemaKind::from(*b) == kind)
 }
 
 /// Whether a value of the primitive type `from` resolves to `to` (the specification's
@@ -286,11 +306,11 @@ fn underlying(schema: &Schema) -> &'static str {
 /// Meaning changes are refused before this ([`misread`]).
 pub(crate) fn conform(value: &mut Value, writer: &Schema, reader: &Schema) -> Result<(), String> {
     let walk = Conform { writer_names: LazyNames::new(writer), reader_names: LazyNames::new(reader) };
-    walk.value(value, writer, reader, Depth::default())
+    walk.value(value, writer, reader, Depth { all: 0, union_work: 1 })
 }
 
 /// How deep [`conform`] is in a value.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Depth {
     /// Nodes.
     all: usize,
@@ -332,9 +352,8 @@ impl<'s> Conform<'s> {
         if let Schema::Union(r) = reader {
             let mut depth = depth.down();
             if writer.name().is_some() {
-                let kind = SchemaKind::from(writer);
-                let tried = r.variants().iter().filter(|b| SchemaKind::from(self.reader_names.deref(b)) == kind).count() as u64;
-                depth.union_work = depth.union_work.max(1).saturating_mul(tried + 1);
+                let tried = of_kind(writer, r.variants(), &self.reader_names).count() as u64;
+                depth.union_work = depth.union_work.saturating_mul(tried + 1);
                 if depth.union_work > MAX_UNION_WORK {
                     return Err("the value nests too many records in unions, one in another: apache-avro's resolution of it would take time that multiplies with each level".to_owned());
                 }

@@ -119,10 +119,7 @@ impl KnownSchema {
     /// `ours` without a logical type changing what a value means ([`logical::misread`]).
     /// Kept for the last schema asked about, as [`KnownSchema::reads_as`] is.
     pub(crate) fn resolves_to(&self, ours: &Arc<KnownSchema>) -> Result<(), String> {
-        verdict_about(&self.resolves_to, ours, || match logical::misread(&self.schema, &ours.schema) {
-            Some(place) => Err(format!("a logical type would change what a value means: {place}")),
-            None => Ok(()),
-        })
+        verdict_about(&self.resolves_to, ours, || logical::resolvable(&self.schema, &ours.schema))
     }
 
     /// Reads one datum written with this schema from `input` (no resolution).

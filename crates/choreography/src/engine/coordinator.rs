@@ -285,7 +285,7 @@ impl<P: Participant> Coordinator<P> {
                         self.resolve_at = tokio::time::Instant::now() + wait;
                         if self.doubt_since.elapsed() > restore::stable_wait(self.settings.transaction_timeout) {
                             self.health.report(format!(
-                                "the outcome of a commit that failed is still unknown after {:?} (last answer: {e}); nothing is reacted to meanwhile. Its changelog partition may hold a hanging transaction, which only an operator can end: kafka-transactions.sh find-hanging, then abort",
+                                "the outcome of a commit that failed is still unknown after {:?} (last answer: {e}); nothing is reacted to meanwhile. Its changelog partition may hold a hanging transaction, which only an operator can end: kafka-transactions.sh find-hanging, then abort each partition it lists, the changelog and __consumer_offsets last",
                                 self.doubt_since.elapsed()
                             ));
                         }

@@ -60,6 +60,27 @@
 //! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
 //!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
+//!
+//! # Hanging transactions
+//!
+//! Kafka's transaction coordinator can finish a transaction without writing its marker to
+//! some of its partitions (see `restore`): they keep it open for good, and only an
+//! operator ends it, with `kafka-transactions.sh find-hanging`, then `abort` for each
+//! partition listed. `abort` ends it on one partition, and an engine that keeps running
+//! meanwhile can undo the others: when its producer writes again to a partition where its
+//! own transaction still hangs, the broker adds the new records to that open transaction,
+//! and their commit commits the hanging ones too. So abort the partitions that hold the
+//! engine back last: its changelog (a restore waits for it) and `__consumer_offsets` (a
+//! `read_committed` member's offset fetch waits for a pending transactional commit). In the
+//! other order the engine reacts again to inputs whose outputs still hang, and commits
+//! both the old and the new output: one event twice. Stopping the participant's instances
+//! while aborting is the other safe way.
+//!
+//! An abort cannot repair a transaction the coordinator had *committed* when it skipped
+//! only some of its markers: its other partitions are committed already, and aborting the
+//! rest drops its changelog state (or its offsets), so its inputs are reacted to again and
+//! an output may appear twice, with the same `ce_id` (ids derive from the input). Kafka
+//! offers no way to complete such a transaction.
 
 mod classify;
 mod clock;

@@ -29,7 +29,7 @@
 //! A controlled shutdown of the only broker (or of the only replica of a partition) leaves
 //! every partition leaderless for a moment, and a transaction ending then hangs forever:
 //! no client can end it, only an operator (`kafka-transactions.sh find-hanging`, then
-//! `abort`). The restore then fails with a message that says so, the engine's health
+//! `abort`, in the order the [engine's docs](super#hanging-transactions) give). The restore then fails with a message that says so, the engine's health
 //! reports it, and the coordinator tries again every second (so an operator's abort
 //! heals it). A live transaction is therefore waited for at most [`stable_wait`].
 
@@ -120,7 +120,7 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
         }
         if Instant::now() >= stable_deadline {
             return Err(fail(format!(
-                "a transaction stays open past the transaction timeout (last stable offset {stable}, high watermark {high}): a hanging transaction whose markers the broker never wrote (it skips a leaderless partition, as in a controlled shutdown of its only replica); only an operator can end it: kafka-transactions.sh find-hanging, then abort"
+                "a transaction stays open past the transaction timeout (last stable offset {stable}, high watermark {high}): a hanging transaction whose markers the broker never wrote (it skips a leaderless partition, as in a controlled shutdown of its only replica); only an operator can end it: kafka-transactions.sh find-hanging, then abort each partition it lists, this changelog and __consumer_offsets last (see the engine's docs on hanging transactions)"
             )));
         }
         std::thread::sleep(Duration::from_millis(100));

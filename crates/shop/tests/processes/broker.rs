@@ -67,6 +67,19 @@ where
 /// broker's 10 s abort check), and only one listed by two listings in a row (the same
 /// producer, epoch and start offset) is aborted. A local run with the second guard alone
 /// still listed one twice that had ended by the abort (recorded "ended by itself").
+///
+/// **The order of the aborts.** `abort` ends a transaction on one partition, so one that
+/// hangs on several is ended one partition at a time, and the engine that wrote it keeps
+/// running meanwhile. Its producer's next transaction that writes to a partition where its
+/// own transaction still hangs joins it there (the broker keeps the open transaction's
+/// first offset), and that transaction's commit marker commits the hanging records too. So
+/// the partitions that hold the engine back are aborted last: its changelog (a restore
+/// waits for it) and `__consumer_offsets` (a `read_committed` member's offset fetch waits
+/// for a pending transactional commit). Aborting them first let the engine react again
+/// while its old output still hung, and its next transaction committed that output beside
+/// the new one: one event twice (CI, stop 29: `shop.orders/3@33` "ended by itself" after
+/// the changelog partitions were aborted). A producer with a row in only one of the two
+/// listings waits for the next round, so that none of its partitions is left out.
 pub async fn abort_hanging(broker: &PrivateBroker) -> Vec<String> {
     let first = find_hanging(broker).await;
     if first.is_empty() {
@@ -75,7 +88,7 @@ pub async fn abort_hanging(broker: &PrivateBroker) -> Vec<String> {
     let second = find_hanging(broker).await;
     let bootstrap = broker.config().bootstrap().to_owned();
     let mut aborted = Vec::new();
-    for hanging in second.iter().filter(|row| first.contains(row)) {
+    for hanging in in_abort_order(&first, &second) {
         let [topic, partition, .., start] = &hanging[..] else { continue };
         let args = ["tool", "kafka-transactions", "--bootstrap-server", &bootstrap, "abort", "--topic", topic, "--partition", partition, "--start-offset", start];
         match broker.try_script_run(&args).await {
@@ -86,6 +99,23 @@ pub async fn abort_hanging(broker: &PrivateBroker) -> Vec<String> {
         }
     }
     aborted
+}
+
+/// The rows to abort, of two listings in a row (see [`abort_hanging`]): those of the
+/// producers whose rows both listings show alike, each producer's changelog and
+/// `__consumer_offsets` rows after its others.
+fn in_abort_order<'a>(first: &'a [[String; 5]], second: &'a [[String; 5]]) -> Vec<&'a [String; 5]> {
+    use std::collections::BTreeSet;
+    let rows_of = |listing: &'a [[String; 5]], producer: &str| -> BTreeSet<&'a [String; 5]> { listing.iter().filter(|row| row[2] == producer).collect() };
+    let holds_back = |row: &[String; 5]| row[0] == "__consumer_offsets" || row[0].ends_with(".changelog");
+    let producers: BTreeSet<&str> = second.iter().map(|row| row[2].as_str()).collect();
+    let mut rows = Vec::new();
+    for producer in producers.into_iter().filter(|producer| rows_of(first, producer) == rows_of(second, producer)) {
+        let mut mine: Vec<_> = rows_of(second, producer).into_iter().collect();
+        mine.sort_by_key(|row| holds_back(row));
+        rows.extend(mine);
+    }
+    rows
 }
 
 /// `kafka-transactions find-hanging` on the broker: per transaction listed, its topic,
@@ -109,4 +139,18 @@ pub fn without_controlled_shutdown(name: &str) -> PrivateBroker {
     let mut broker = PrivateBroker::new(name);
     broker.extra_properties = "controlled.shutdown.enable=false".into();
     broker
+}
+
+#[test]
+fn a_producer_is_aborted_on_its_outputs_first_and_only_when_both_listings_agree() {
+    let row = |topic: &str, partition: &str, producer: &str| [topic, partition, producer, "0", "7"].map(str::to_owned);
+    let (changelog, offsets, output) = (row("p.orders.changelog", "3", "10"), row("__consumer_offsets", "23", "10"), row("p.shop.orders", "3", "10"));
+    let (seen_once, other) = (row("p.shop.payments", "1", "11"), row("p.payments.changelog", "1", "11"));
+    let first = [changelog.clone(), offsets.clone(), output.clone(), other.clone()];
+    let second = [changelog.clone(), offsets.clone(), output.clone(), other.clone(), seen_once];
+    let order: Vec<_> = in_abort_order(&first, &second).into_iter().cloned().collect();
+    // Producer 11 has a row only the second listing shows: it waits for the next round.
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(order[0], output, "the output first: {order:?}");
+    assert!(order[1..].contains(&changelog) && order[1..].contains(&offsets), "{order:?}");
 }

@@ -31,7 +31,7 @@ herald_bus::family! {
     }
 }
 
-/// An input; `deadline_ms > 0` sets a deadline that long after it.
+/// An input; `deadline_ms > 0` sets a deadline that long after it, `< 0` cancels it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Ping {
     id: String,
@@ -108,6 +108,8 @@ impl Participant for Pinger {
                 let mut reaction = Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n });
                 if p.deadline_ms > 0 {
                     reaction = reaction.set_deadline(Deadline::after("expire", now, Duration::from_millis(p.deadline_ms as u64)).with_payload(p.id));
+                } else if p.deadline_ms < 0 {
+                    reaction = reaction.cancel_deadline("expire");
                 }
                 reaction
             }
@@ -430,6 +432,43 @@ async fn a_deadline_that_came_due_while_down_fires_once_after_the_restart() {
     running.stop().await;
     assert_eq!(out.len(), 4);
     assert_eq!(decoded(&out[3]).1["id"], serde_json::json!("order-3"));
+}
+
+/// Inputs that arrived while the engine was down go before the deadlines that came due
+/// after them, and after those that came due before them: `early`'s cancel arrived before
+/// its deadline was due and wins over it; `late`'s deadline was due before its cancel
+/// arrived and fires first. One partition, so the old behaviour (the timer firing every
+/// overdue deadline at once after the restore, or the backlog going first when it was
+/// fetched before the restore ended) fails one of the two either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_that_arrived_while_down_and_the_deadlines_due_meanwhile_take_turns_by_time() {
+    let s = setup(1).await;
+    // The engine's clock reads the wall clock's time at first, as the records' timestamps do.
+    let start_time = Utc::now();
+    let running = start(s.engine(s.settings("a")).with_clock(Arc::new(ManualClock::new(start_time))));
+    s.ping("late", 1_000).await;
+    s.ping("early", 600_000).await;
+    let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
+    assert_eq!(out.len(), 2, "no expiry while the clock stands still");
+    running.stop().await;
+
+    // Down: both cancels arrive after `late`'s deadline was due, before `early`'s.
+    herald_testkit::wait_until(WAIT, "a second passed since the start", || async move { Utc::now() > start_time + chrono::Duration::milliseconds(1_500) }).await;
+    s.ping("early", -1).await;
+    s.ping("late", -1).await;
+    assert!(Utc::now() < start_time + chrono::Duration::minutes(10), "the cancels came before early's deadline");
+
+    // Back with the clock past both deadlines.
+    let running = start(s.engine(s.settings("a")).with_clock(Arc::new(ManualClock::new(start_time + chrono::Duration::minutes(20)))));
+    let out = read(&s.config, &s.output, "read_committed", 5, WAIT, QUIET).await;
+    running.stop().await;
+    let seen: Vec<(String, String, Option<i64>)> = out[2..].iter().map(decoded).map(|(_, v)| (v["type"].as_str().unwrap_or("?").to_owned(), v["id"].as_str().unwrap_or("?").to_owned(), v["n"].as_i64())).collect();
+    assert_eq!(out.len(), 5, "two pongs and late's expiry after the restart, no expiry of early: {seen:?}");
+    assert_eq!(
+        seen,
+        [("expired".to_owned(), "late".to_owned(), None), ("pong".to_owned(), "early".to_owned(), Some(2)), ("pong".to_owned(), "late".to_owned(), Some(2))],
+        "late's deadline (due before either cancel) first, then the cancels in their order"
+    );
 }
 
 /// The crashing process of the next test: an engine that never commits by itself, run

@@ -32,6 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::catch_up::{self, CatchUp};
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
@@ -84,11 +85,15 @@ pub(crate) enum Command<I, S> {
     Assigned(Vec<(String, i32)>),
     /// Partitions revoked (commit what is open first) or lost (abort it); `ack` once done.
     Revoked { partitions: Vec<(String, i32)>, lost: bool, ack: std::sync::mpsc::Sender<()> },
-    /// A restore finished.
-    Restored { partition: i32, generation: u64, result: Result<HashMap<String, Slot<S>>, EngineError> },
+    /// A restore finished: the partition's state and its inputs' backlog (see `catch_up`).
+    Restored { partition: i32, generation: u64, result: Result<Restored<S>, EngineError> },
     /// Commit what is open now (shutdown begins).
     Flush,
 }
+
+/// A restored partition: the slot of each key, and the last backlogged offset of each
+/// input topic that has a backlog ([`catch_up::backlog`]).
+pub(crate) type Restored<S> = (HashMap<String, Slot<S>>, HashMap<String, i64>);
 
 /// A submission waiting for its partition's restore: its inputs and who waits for them.
 type Parked<I> = (Vec<Held<I>>, oneshot::Sender<()>);
@@ -163,6 +168,10 @@ pub(crate) struct Coordinator<P: Participant> {
     initialising: Option<TxnProducer>,
     /// State of the partitions restored, by partition number.
     partitions: HashMap<i32, HashMap<String, Slot<P::State>>>,
+    /// Restored partitions whose inputs' backlog is not committed past yet: their
+    /// deadlines fire before the inputs that came after them, not by the timer (see
+    /// `catch_up`).
+    catching_up: HashMap<i32, CatchUp>,
     owned: HashSet<(String, i32)>,
     /// Restores under way: their generation and what stops them (a revocation, the stop).
     restoring: HashMap<i32, (u64, CancellationToken)>,
@@ -231,6 +240,7 @@ impl<P: Participant> Coordinator<P> {
             own_topics,
             initialising: None,
             partitions: HashMap::new(),
+            catching_up: HashMap::new(),
             owned: HashSet::new(),
             restoring: HashMap::new(),
             restores: CancellationToken::new(),
@@ -364,7 +374,16 @@ impl<P: Participant> Coordinator<P> {
                 self.restoring.remove(&partition);
                 self.health.set_restoring(self.restoring.len() as u64);
                 match result {
-                    Ok(slots) => {
+                    Ok((slots, backlog)) => {
+                        match CatchUp::new(backlog, &slots) {
+                            Some(catch_up) => {
+                                tracing::info!(partition, "restored with a backlog: its deadlines fire in the order of its inputs until it is caught up");
+                                self.catching_up.insert(partition, catch_up);
+                            }
+                            None => {
+                                self.catching_up.remove(&partition);
+                            }
+                        }
                         self.partitions.insert(partition, slots);
                         if self.restoring.is_empty() {
                             // Every restore succeeded: a restore that failed before (a
@@ -441,13 +460,19 @@ impl<P: Participant> Coordinator<P> {
         self.health.set_restoring(self.restoring.len() as u64);
         let (config, topic, codec, tx) = (self.config.clone(), self.changelog.clone(), self.state_codec.clone(), self.tx.clone());
         let wait = restore::stable_wait(self.settings.transaction_timeout);
+        let (membership, inputs, call_timeout) = (self.membership.get().cloned(), self.readers.keys().cloned().collect::<Vec<_>>(), self.settings.call_timeout);
+        let from_end = self.settings.consumer_properties.iter().any(|(name, value)| name == "auto.offset.reset" && matches!(value.as_str(), "latest" | "largest" | "end"));
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
             let _ = tokio::task::spawn_blocking(move || {
-                let result = restore(&config, &topic, partition, &codec, Instant::now() + wait, &cancel);
+                let result = restore(&config, &topic, partition, &codec, Instant::now() + wait, &cancel).and_then(|slots| {
+                    let Some(membership) = membership else { return Ok((slots, HashMap::new())) };
+                    let backlog = catch_up::backlog(&config, &membership, &inputs, partition, from_end, call_timeout, &cancel).map_err(|reason| EngineError::Restore { topic: topic.clone(), partition, reason })?;
+                    Ok((slots, backlog))
+                });
                 let _ = tx.send(Command::Restored { partition, generation, result });
             })
             .await;
@@ -473,6 +498,7 @@ impl<P: Participant> Coordinator<P> {
         for (_, p) in partitions {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
+                self.catching_up.remove(p);
                 self.parked.remove(p);
                 if let Some((_, cancel)) = self.restoring.remove(p) {
                     cancel.cancel();
@@ -551,6 +577,10 @@ impl<P: Participant> Coordinator<P> {
     /// back in the backlog).
     async fn process(&mut self, partition: i32, mut held: Held<P::Input>) -> Result<(), Failed> {
         if let Err(failed) = self.ensure_begun().await {
+            self.backlog.push_front((partition, held));
+            return Err(failed);
+        }
+        if let Err(failed) = self.fire_before(partition, self.time_of(partition, &held)).await {
             self.backlog.push_front((partition, held));
             return Err(failed);
         }
@@ -681,7 +711,8 @@ impl<P: Participant> Coordinator<P> {
         Ok(())
     }
 
-    /// Fires the due deadlines of the restored partitions.
+    /// Fires the due deadlines of the restored partitions, but for those catching up
+    /// (their deadlines fire before their inputs, see [`Coordinator::fire_before`]).
     async fn fire_due(&mut self) -> Result<(), Failed> {
         let now = self.clock.now();
         let (mut pending, mut overdue) = (0u64, 0u64);
@@ -691,7 +722,7 @@ impl<P: Participant> Coordinator<P> {
                 pending += slot.deadlines().len() as u64;
                 let due_now = slot.deadlines().iter().filter(|d| d.is_due(now)).count();
                 overdue += due_now as u64;
-                if due_now > 0 {
+                if due_now > 0 && !self.catching_up.contains_key(partition) {
                     due.push((*partition, key.clone(), due_now));
                 }
             }
@@ -708,22 +739,52 @@ impl<P: Participant> Coordinator<P> {
         // every partition).
         for (partition, key, due_now) in due {
             for _ in 0..due_now {
-                self.ensure_begun().await?;
-                let Some(slots) = self.partitions.get_mut(&partition) else { break };
-                let Some(slot) = slots.get_mut(&key) else { break };
-                self.open.before.entry((partition, key.clone())).or_insert_with(|| Some(slot.clone()));
-                let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, &key, slot, now) else { break };
-                self.open.reactions += 1;
-                metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
-                match reacted {
-                    Ok(emissions) => self.emit(&emissions).await?,
-                    Err(panicked) => {
-                        // No record to dead-letter: the deadline is taken (it fired), nothing else changes.
-                        tracing::error!(key, error = %panicked, "the reaction to a deadline panicked: the deadline is dropped, the state unchanged");
-                        metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
-                    }
+                if !self.fire(partition, &key, now).await? {
+                    break;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Fires the earliest deadline of `key` due at `at`, in the open transaction, with
+    /// `at` as the reaction's time; false when none is due.
+    async fn fire(&mut self, partition: i32, key: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Failed> {
+        self.ensure_begun().await?;
+        let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
+        self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
+        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at) else { return Ok(false) };
+        self.open.reactions += 1;
+        metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
+        match reacted {
+            Ok(emissions) => self.emit(&emissions).await?,
+            Err(panicked) => {
+                // No record to dead-letter: the deadline is taken (it fired), nothing else changes.
+                tracing::error!(key, error = %panicked, "the reaction to a deadline panicked: the deadline is dropped, the state unchanged");
+                metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
+            }
+        }
+        Ok(true)
+    }
+
+    /// The time of `held` for a partition catching up (see `catch_up`): its record's
+    /// timestamp, never later than now; `None` when the partition is not catching up.
+    fn time_of(&self, partition: i32, held: &Held<P::Input>) -> Option<chrono::DateTime<chrono::Utc>> {
+        let Held::Record { record, .. } = held else { return None };
+        if !self.catching_up.contains_key(&partition) {
+            return None;
+        }
+        let time = record.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis)?;
+        Some(time.min(self.clock.now()))
+    }
+
+    /// A partition catching up: fires its deadlines due at or before `time` (an input's,
+    /// see [`Coordinator::time_of`]), in the order they came due, before that input is
+    /// reacted to.
+    async fn fire_before(&mut self, partition: i32, time: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
+        let (Some(time), Some(catch_up)) = (time, self.catching_up.get_mut(&partition)) else { return Ok(()) };
+        for key in catch_up.due_by(time) {
+            self.fire(partition, &key, time).await?;
         }
         Ok(())
     }
@@ -827,6 +888,14 @@ impl<P: Participant> Coordinator<P> {
         self.health.count_commit(open.reactions);
         self.health.closed();
         self.failures = 0;
+        for ((topic, partition), next) in &open.offsets {
+            if let Some(catch_up) = self.catching_up.get_mut(partition)
+                && catch_up.committed(topic, *next)
+            {
+                tracing::info!(partition, "caught up: the timer fires its deadlines again");
+                self.catching_up.remove(partition);
+            }
+        }
         for (_, waiter) in open.waiters {
             let _ = waiter.send(());
         }
@@ -950,6 +1019,12 @@ impl<P: Participant> Coordinator<P> {
                 Some(slot) => slots.insert(key, slot),
                 None => slots.remove(&key),
             };
+        }
+        // Deadlines fired in the aborted transaction are back in their slots.
+        for (partition, catch_up) in &mut self.catching_up {
+            if let Some(slots) = self.partitions.get(partition) {
+                catch_up.reschedule(slots);
+            }
         }
         for held in open.held.into_iter().rev() {
             self.backlog.push_front(held);

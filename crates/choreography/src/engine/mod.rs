@@ -35,6 +35,12 @@
 //! - **Deadlines** are in the slots (so in the changelog); a timer fires the due ones of
 //!   the restored partitions into the same transactional flow: after a restart they fire
 //!   once the partition is restored, also those that came due while the process was down.
+//!   A partition restored with a backlog (inputs that arrived while no one reacted) is
+//!   *catching up* until its transactions committed past that backlog: meanwhile its
+//!   deadlines fire before the first input whose record timestamp is past their due time,
+//!   so inputs and deadlines take turns as they happened, not all deadlines first (see
+//!   `catch_up`). Inputs of a repartitioned route still in their source topic (its copier
+//!   was down too) are not part of the backlog.
 //! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
 //!   are first copied, exactly once, to the participant's repartition topic keyed by the
 //!   state key, and the participant reads that topic.
@@ -82,6 +88,7 @@
 //! an output may appear twice, with the same `ce_id` (ids derive from the input). Kafka
 //! offers no way to complete such a transaction.
 
+mod catch_up;
 mod classify;
 mod clock;
 mod coordinator;

@@ -36,6 +36,7 @@ use super::catch_up::{self, CatchUp};
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
+use super::due::DueIndex;
 use super::health::EngineHealth;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
@@ -172,6 +173,10 @@ pub(crate) struct Coordinator<P: Participant> {
     /// deadlines fire before the inputs that came after them, not by the timer (see
     /// `catch_up`).
     catching_up: HashMap<i32, CatchUp>,
+    /// The deadlines of the restored partitions by due time (see `due`).
+    due: DueIndex,
+    /// When the deadline gauges were last counted (a full pass over the slots).
+    counted: Option<Instant>,
     owned: HashSet<(String, i32)>,
     /// Restores under way: their generation and what stops them (a revocation, the stop).
     restoring: HashMap<i32, (u64, CancellationToken)>,
@@ -241,6 +246,8 @@ impl<P: Participant> Coordinator<P> {
             initialising: None,
             partitions: HashMap::new(),
             catching_up: HashMap::new(),
+            due: DueIndex::default(),
+            counted: None,
             owned: HashSet::new(),
             restoring: HashMap::new(),
             restores: CancellationToken::new(),
@@ -384,6 +391,8 @@ impl<P: Participant> Coordinator<P> {
                                 self.catching_up.remove(&partition);
                             }
                         }
+                        self.due.forget(partition);
+                        self.due.add_all(partition, &slots);
                         self.partitions.insert(partition, slots);
                         if self.restoring.is_empty() {
                             // Every restore succeeded: a restore that failed before (a
@@ -499,6 +508,7 @@ impl<P: Participant> Coordinator<P> {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
                 self.catching_up.remove(p);
+                self.due.forget(*p);
                 self.parked.remove(p);
                 if let Some((_, cancel)) = self.restoring.remove(p) {
                     cancel.cancel();
@@ -640,6 +650,7 @@ impl<P: Participant> Coordinator<P> {
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
                 let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now);
+                self.due.add(partition, &routed.key, slot);
                 if reacted.is_err() && first_change {
                     // The slot is as it was: not written, and not made for a key seen first.
                     if let Some(None) = self.open.before.remove(&changed) {
@@ -711,49 +722,61 @@ impl<P: Participant> Coordinator<P> {
         Ok(())
     }
 
-    /// Fires the due deadlines of the restored partitions, but for those catching up
-    /// (their deadlines fire before their inputs, see [`Coordinator::fire_before`]).
+    /// Fires the due deadlines of the restored partitions, taken from the index (see
+    /// `due`), but for partitions catching up (their deadlines fire before their inputs,
+    /// see [`Coordinator::fire_before`]). Counts the deadlines for the gauges once a
+    /// second (a pass over every slot).
     async fn fire_due(&mut self) -> Result<(), Failed> {
         let now = self.clock.now();
-        let (mut pending, mut overdue) = (0u64, 0u64);
-        let mut due = Vec::new();
-        for (partition, slots) in &self.partitions {
-            for (key, slot) in slots {
-                pending += slot.deadlines().len() as u64;
-                let due_now = slot.deadlines().iter().filter(|d| d.is_due(now)).count();
-                overdue += due_now as u64;
-                if due_now > 0 && !self.catching_up.contains_key(partition) {
-                    due.push((*partition, key.clone(), due_now));
-                }
-            }
+        if self.counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            self.count_deadlines(now);
         }
-        self.health.set_deadlines(pending, overdue);
-        metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
-        metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
         if let Some(began) = self.open.began {
             metrics::gauge!("herald_choreography_open_transaction_age_seconds", "participant" => P::NAME).set(began.elapsed().as_secs_f64());
         }
-        // A key fires at most as many deadlines as were due when the tick began: one that
-        // a reaction sets at or before `now` fires at the next tick (firing until none is
-        // due would never end for a participant that keeps setting them, and would stall
-        // every partition).
-        for (partition, key, due_now) in due {
-            for _ in 0..due_now {
-                if !self.fire(partition, &key, now).await? {
-                    break;
-                }
+        // One firing per deadline due when the tick began: one that a reaction sets at or
+        // before `now` fires at the next tick (firing until none is due would never end
+        // for a participant that keeps setting them, and would stall every partition).
+        let catching_up = &self.catching_up;
+        let mut due = self.due.take_due(now, |partition| catching_up.contains_key(&partition)).into_iter();
+        while let Some(entry) = due.next() {
+            if let Err(failed) = self.fire(entry.1, &entry.2, now).await {
+                // Not fired: indexed again (the rewind puts back the slots it changed).
+                self.due.put_back(std::iter::once(entry).chain(due));
+                return Err(failed);
             }
         }
         Ok(())
     }
 
+    /// The deadline gauges and health: pending and overdue deadlines of the restored
+    /// partitions, counted over every slot.
+    fn count_deadlines(&mut self, now: chrono::DateTime<chrono::Utc>) {
+        let (mut pending, mut overdue) = (0u64, 0u64);
+        for slot in self.partitions.values().flat_map(HashMap::values) {
+            pending += slot.deadlines().len() as u64;
+            overdue += slot.deadlines().iter().filter(|d| d.is_due(now)).count() as u64;
+        }
+        self.health.set_deadlines(pending, overdue);
+        metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
+        metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
+        self.counted = Some(Instant::now());
+    }
+
     /// Fires the earliest deadline of `key` due at `at`, in the open transaction, with
     /// `at` as the reaction's time; false when none is due.
     async fn fire(&mut self, partition: i32, key: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Failed> {
+        // A stale index entry (the deadline cancelled or fired already) begins nothing.
+        let due = self.partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.is_due(at)));
+        if !due {
+            return Ok(false);
+        }
         self.ensure_begun().await?;
         let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at) else { return Ok(false) };
+        // The reaction may have set deadlines.
+        self.due.add(partition, key, slot);
         self.open.reactions += 1;
         metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
         match reacted {
@@ -1015,6 +1038,9 @@ impl<P: Participant> Coordinator<P> {
         self.failures += 1;
         for ((partition, key), before) in open.before {
             let Some(slots) = self.partitions.get_mut(&partition) else { continue };
+            if let Some(slot) = &before {
+                self.due.add(partition, &key, slot);
+            }
             match before {
                 Some(slot) => slots.insert(key, slot),
                 None => slots.remove(&key),

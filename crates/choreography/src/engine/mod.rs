@@ -93,6 +93,7 @@ mod classify;
 mod clock;
 mod coordinator;
 mod decode;
+mod due;
 mod error;
 mod health;
 mod named_topics;

@@ -471,6 +471,67 @@ async fn inputs_that_arrived_while_down_and_the_deadlines_due_meanwhile_take_tur
     );
 }
 
+/// [`Pinger`] reading a second input topic too.
+struct TwoTopics {
+    pinger: Pinger,
+    second: Topic<Ev>,
+}
+
+impl Participant for TwoTopics {
+    const NAME: &'static str = "two-topics";
+    type Input = Input;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Input> {
+        self.pinger.inputs().on(&self.second, Input::Ev)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        self.pinger.outputs()
+    }
+
+    fn decide(&self, seen: &Seen, input: Input, now: DateTime<Utc>) -> Reaction<Seen> {
+        self.pinger.decide(seen, input, now)
+    }
+}
+
+/// With two input topics, a deadline waits for both: `k`'s cancel came on the second
+/// topic before its deadline was due, and an unrelated input on the first topic after it.
+/// Whichever topic's backlog reaches the engine first after the restart, the cancel wins
+/// (the deadline firing before the first topic's later input, ahead of the cancel, was the
+/// fault of a bound taken from one input's time alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_waits_for_the_inputs_that_came_before_it_on_every_input_topic() {
+    let s = setup(1).await;
+    let second = herald_testkit::topic(&s.config, "engine.in2", 1).await;
+    let engine = |clock: ManualClock| {
+        let pinger = Pinger { input: Topic::named(&s.input), output: Topic::named(&s.output) };
+        Engine::new(&s.config, TwoTopics { pinger, second: Topic::named(&second) }, s.settings("a")).expect("engine").with_clock(Arc::new(clock))
+    };
+    let start_time = Utc::now();
+    let due = chrono::Duration::seconds(20);
+    let running = start(engine(ManualClock::new(start_time)));
+    s.ping("k", due.num_milliseconds()).await;
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(out.len(), 1);
+    running.stop().await;
+
+    // Down: the cancel before the deadline is due, on the second topic; after it, on the
+    // first, an input of another key.
+    let meta = Metadata::new("t.Ping", "/test", "k");
+    s.publisher.publish_with(&Topic::<Ev>::named(&second), &Ping { id: "k".into(), deadline_ms: -1 }, meta).await.expect("published");
+    assert!(Utc::now() < start_time + due, "the cancel came before the deadline was due (the first run took {:?})", Utc::now() - start_time);
+    herald_testkit::wait_until(WAIT, "the deadline is due", || async move { Utc::now() > start_time + due + chrono::Duration::milliseconds(500) }).await;
+    s.ping("other", 0).await;
+
+    let running = start(engine(ManualClock::new(start_time + chrono::Duration::minutes(20))));
+    let out = read(&s.config, &s.output, "read_committed", 3, WAIT, QUIET).await;
+    running.stop().await;
+    let seen: Vec<serde_json::Value> = out.iter().map(|m| decoded(m).1).collect();
+    assert_eq!(out.len(), 3, "the cancel's pong and the other key's, no expiry: {seen:?}");
+    assert!(seen.iter().all(|v| v["type"] == "pong"), "the cancel came before the deadline was due: {seen:?}");
+}
+
 /// The crashing process of the next test: an engine that never commits by itself, run
 /// until it is killed. Runs only when that test starts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

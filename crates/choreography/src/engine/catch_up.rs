@@ -11,17 +11,29 @@
 //! partition, the offset of the last record below the last stable offset that the group
 //! has not committed past. Until the engine has committed past each of those records, the
 //! partition is **catching up** ([`CatchUp`]): the timer leaves its deadlines alone, and
-//! before each of its inputs the deadlines due at or before that input's timestamp fire,
-//! in the order they came due. Once caught up, the timer takes over again, so a deadline
-//! due after the last backlogged input fires after it.
+//! before each of its inputs the deadlines due by a *bound* fire, in due order, each with
+//! its due time as the reaction's time. The bound is the input's own time, lowered to the
+//! latest time seen on each other input topic that still has a backlog to deliver (a
+//! topic not heard from yet allows nothing): so a deadline fires only once every input
+//! that arrived before it, on every input topic of the partition, was reacted to. Once
+//! caught up, the timer takes over again.
 //!
 //! An input's time is its record's timestamp (`CreateTime` by default: the producer's
-//! clock; `LogAppendTime` if the topic says so), compared with deadlines set by the
-//! engine's [`Clock`](super::Clock); the bound is never later than the engine's `now`.
-//! A transaction that aborts puts its slots back, fired deadlines included, and the due
-//! queue is rebuilt from them.
+//! clock; `LogAppendTime` if the topic says so; a repartitioned input's is the copy's),
+//! compared with deadlines set by the engine's [`Clock`](super::Clock); a bound is never
+//! later than the engine's `now`. Limits:
+//! - the inputs of different topics are not merged by time, each topic's go in their own
+//!   order: an input of a topic ahead of the others can go before a deadline that came due
+//!   before it (never the other way round);
+//! - a backlogged topic that delivers nothing for [`STALL`] (its partition stopped by a
+//!   dead letter that cannot be written, its records deleted) stops holding the others
+//!   back, and once none delivers, the timer takes over: deadlines are not held forever;
+//! - a failed measurement restores the partition without catching up (the timer fires its
+//!   deadlines at once, as before), with a warning;
+//! - inputs of a repartitioned route still in their source topic (its copier was down too)
+//!   are not part of the backlog.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -33,45 +45,75 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::restore::{is_end_of_partition, Quiet, CANCELLED};
-use crate::slot::Slot;
 
-/// A partition catching up: the last backlogged offset of each input topic not committed
-/// past yet, and the deadlines of its restored state by due time.
+/// How long a backlogged topic may deliver nothing before it stops holding back the
+/// deadlines (see the [module docs](self)).
+pub(crate) const STALL: Duration = Duration::from_secs(10);
+
+/// A partition catching up: see the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct CatchUp {
+    /// The last backlogged offset of each input topic not committed past yet.
     last: HashMap<String, i64>,
-    due: VecDeque<(DateTime<Utc>, String)>,
+    /// What its inputs reacted to so far showed (kept per transaction, see [`Marks`]).
+    marks: Marks,
+    /// When the catch-up began.
+    began: Instant,
+}
+
+/// How far each backlogged topic got: the latest time seen, and whether its last
+/// backlogged record was reacted to (the topic then holds nothing back).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Marks {
+    seen: HashMap<String, (DateTime<Utc>, Instant)>,
+    delivered: HashSet<String>,
 }
 
 impl CatchUp {
-    /// A partition whose inputs have `backlog` (see [`backlog`]) and whose state is
-    /// `slots`; `None` when there is no backlog.
-    pub(crate) fn new<S>(backlog: HashMap<String, i64>, slots: &HashMap<String, Slot<S>>) -> Option<Self> {
-        if backlog.is_empty() {
-            return None;
+    /// A partition whose inputs have `backlog` (see [`backlog`]); `None` when there is
+    /// none.
+    pub(crate) fn new(backlog: HashMap<String, i64>) -> Option<Self> {
+        (!backlog.is_empty()).then(|| CatchUp { last: backlog, marks: Marks::default(), began: Instant::now() })
+    }
+
+    /// An input of `topic` at `offset` with time `time` (never later than now) is about to
+    /// be reacted to: the bound up to which deadlines fire before it (`None`: none may).
+    pub(crate) fn before_input(&mut self, topic: &str, offset: i64, time: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let now = Instant::now();
+        let seen = self.marks.seen.entry(topic.to_owned()).or_insert((time, now));
+        *seen = (seen.0.max(time), now);
+        if self.last.get(topic).is_some_and(|last| offset >= *last) {
+            self.marks.delivered.insert(topic.to_owned());
         }
-        let mut catch_up = CatchUp { last: backlog, due: VecDeque::new() };
-        catch_up.reschedule(slots);
-        Some(catch_up)
-    }
-
-    /// Rebuilds the due queue from `slots` (after a transaction put them back).
-    pub(crate) fn reschedule<S>(&mut self, slots: &HashMap<String, Slot<S>>) {
-        let mut due: Vec<(DateTime<Utc>, String)> = slots.iter().flat_map(|(key, slot)| slot.deadlines().iter().map(move |p| (p.deadline.at, key.clone()))).collect();
-        due.sort();
-        self.due = due.into();
-    }
-
-    /// The keys of the deadlines due at or before `bound`, one entry per deadline, in the
-    /// order they came due; taken out of the queue.
-    pub(crate) fn due_by(&mut self, bound: DateTime<Utc>) -> Vec<String> {
-        let mut keys = Vec::new();
-        while self.due.front().is_some_and(|(at, _)| *at <= bound) {
-            if let Some((_, key)) = self.due.pop_front() {
-                keys.push(key);
+        let mut bound = time;
+        for other in self.last.keys().filter(|other| *other != topic && !self.marks.delivered.contains(*other)) {
+            match self.marks.seen.get(other) {
+                // Stalled (nothing delivered for a while): it no longer holds back.
+                Some((_, heard)) if heard.elapsed() >= STALL => {}
+                Some((seen, _)) => bound = bound.min(*seen),
+                // Not heard from since the catch-up began: it holds back, unless stalled.
+                None if self.began.elapsed() < STALL => return None,
+                None => {}
             }
         }
-        keys
+        Some(bound)
+    }
+
+    /// Whether every backlogged topic has either delivered its backlog or delivered
+    /// nothing for [`STALL`]: the timer may take over.
+    pub(crate) fn stalled(&self) -> bool {
+        self.began.elapsed() >= STALL
+            && self.last.keys().filter(|topic| !self.marks.delivered.contains(*topic)).all(|topic| self.marks.seen.get(topic).is_none_or(|(_, at)| at.elapsed() >= STALL))
+    }
+
+    /// The marks now, to put back if the transaction aborts.
+    pub(crate) fn marks(&self) -> Marks {
+        self.marks.clone()
+    }
+
+    /// Puts back the marks of a transaction's start (it aborted: its inputs go again).
+    pub(crate) fn rewind(&mut self, marks: Marks) {
+        self.marks = marks;
     }
 
     /// `next` (the next offset to read) of `topic` committed: true once every input
@@ -100,13 +142,21 @@ pub(crate) fn backlog(
     let deadline = Instant::now() + timeout;
     let asked: Vec<(String, i32)> = topics.iter().map(|t| (t.clone(), partition)).collect();
     let committed = membership.committed(&asked, timeout).map_err(|e| format!("the group's committed offsets: {e}"))?;
+    if cancel.is_cancelled() {
+        return Err(CANCELLED.into());
+    }
     let mut cc = config.client_config(&[]);
-    cc.set("group.id", "herald-catch-up").set("enable.auto.commit", "false").set("isolation.level", "read_committed").set("enable.partition.eof", "true");
+    cc.set("group.id", "herald-catch-up")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
     let reader: BaseConsumer<Quiet> = cc.create_with_context(Quiet).map_err(|e| e.to_string())?;
     let mut last = HashMap::new();
     for (topic, committed) in topics.iter().zip(committed) {
         // read_committed: the "high" watermark is the last stable offset.
-        let (low, stable) = reader.fetch_watermarks(topic, partition, timeout).map_err(|e| format!("{topic}/{partition}: watermarks: {e}"))?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (low, stable) = reader.fetch_watermarks(topic, partition, left).map_err(|e| format!("{topic}/{partition}: watermarks: {e}"))?;
         let start = match committed {
             Some(next) => next.max(low),
             None if from_end => continue,
@@ -159,37 +209,43 @@ fn last_record(reader: &BaseConsumer<Quiet>, topic: &str, partition: i32, start:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deadline::{Deadline, Pending};
-
-    fn slot(deadlines: &[(&str, i64)]) -> Slot<()> {
-        let pending = deadlines.iter().map(|(name, secs)| Pending { deadline: Deadline::at(*name, at(*secs)), correlation_id: String::new(), set_by: uuid::Uuid::nil() }).collect();
-        Slot::from_parts((), pending, false)
-    }
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).expect("time")
     }
 
     #[test]
-    fn deadlines_come_out_in_due_order_up_to_each_bound_once() {
-        let slots = HashMap::from([("a".to_owned(), slot(&[("x", 30), ("y", 10)])), ("b".to_owned(), slot(&[("x", 20)]))]);
-        let mut catch_up = CatchUp::new(HashMap::from([("in".to_owned(), 5)]), &slots).expect("a backlog");
-        assert!(catch_up.due_by(at(5)).is_empty(), "none due before the first");
-        assert_eq!(catch_up.due_by(at(20)), ["a", "b"], "due at 10 and 20, in that order");
-        assert_eq!(catch_up.due_by(at(25)), Vec::<String>::new(), "taken once");
-        assert_eq!(catch_up.due_by(at(100)), ["a"]);
-        // Put back (an aborted transaction): the queue follows the slots again.
-        catch_up.reschedule(&slots);
-        assert_eq!(catch_up.due_by(at(100)), ["a", "b", "a"]);
+    fn a_deadline_waits_for_every_backlogged_topic_to_pass_its_time() {
+        let mut catch_up = CatchUp::new(HashMap::from([("orders".to_owned(), 10), ("payments".to_owned(), 20)])).expect("a backlog");
+        // Orders are ahead; payments not heard from yet: nothing may fire.
+        assert_eq!(catch_up.before_input("orders", 3, at(50)), None);
+        // A payment at 30: deadlines up to 30 may go before it (orders got to 50).
+        assert_eq!(catch_up.before_input("payments", 15, at(30)), Some(at(30)));
+        // The next order, at 60: payments only got to 30.
+        assert_eq!(catch_up.before_input("orders", 4, at(60)), Some(at(30)));
+        // Payments' last backlogged record: it no longer holds the orders back.
+        assert_eq!(catch_up.before_input("payments", 20, at(40)), Some(at(40)));
+        assert_eq!(catch_up.before_input("orders", 5, at(70)), Some(at(70)));
+    }
+
+    #[test]
+    fn an_aborted_transaction_puts_the_marks_back() {
+        let mut catch_up = CatchUp::new(HashMap::from([("a".to_owned(), 10), ("b".to_owned(), 10)])).expect("a backlog");
+        let marks = catch_up.marks();
+        assert_eq!(catch_up.before_input("b", 10, at(5)), None, "a not heard from");
+        assert_eq!(catch_up.before_input("a", 1, at(9)), Some(at(9)), "b delivered its backlog");
+        catch_up.rewind(marks);
+        assert_eq!(catch_up.before_input("a", 1, at(9)), None, "b again not heard from");
     }
 
     #[test]
     fn caught_up_once_every_topic_is_committed_past_its_last_backlogged_record() {
-        let mut catch_up = CatchUp::new(HashMap::from([("in".to_owned(), 5), ("other".to_owned(), 9)]), &HashMap::<String, Slot<()>>::new()).expect("a backlog");
+        let mut catch_up = CatchUp::new(HashMap::from([("in".to_owned(), 5), ("other".to_owned(), 9)])).expect("a backlog");
         assert!(!catch_up.committed("in", 5), "offset 5 not read yet");
         assert!(!catch_up.committed("in", 6), "the other topic still has its backlog");
         assert!(!catch_up.committed("unrelated", 100));
         assert!(catch_up.committed("other", 12));
-        assert!(CatchUp::new(HashMap::new(), &HashMap::<String, Slot<()>>::new()).is_none(), "no backlog: nothing to catch up");
+        assert!(CatchUp::new(HashMap::new()).is_none(), "no backlog: nothing to catch up");
+        assert!(!CatchUp::new(HashMap::from([("in".to_owned(), 5)])).expect("a backlog").stalled(), "just began");
     }
 }

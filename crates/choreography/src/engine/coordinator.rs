@@ -32,7 +32,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::catch_up::{self, CatchUp};
+use super::catch_up::{self, CatchUp, Marks};
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
@@ -124,11 +124,14 @@ struct Open<I, S> {
     /// Spans of the emitted events, reported once the transaction commits (when an
     /// exporter listens).
     spans: Vec<EmittedSpan>,
+    /// The catch-up marks of the partitions catching up when it began, to put back if it
+    /// aborts (see `catch_up`).
+    marks: HashMap<i32, Marks>,
 }
 
 impl<I, S> Default for Open<I, S> {
     fn default() -> Self {
-        Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0, spans: Vec::new() }
+        Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0, spans: Vec::new(), marks: HashMap::new() }
     }
 }
 
@@ -382,7 +385,11 @@ impl<P: Participant> Coordinator<P> {
                 self.health.set_restoring(self.restoring.len() as u64);
                 match result {
                     Ok((slots, backlog)) => {
-                        match CatchUp::new(backlog, &slots) {
+                        self.due.forget(partition);
+                        self.due.add_all(partition, &slots);
+                        // Without deadlines there is nothing to order: one set from now on
+                        // is due after every backlogged input.
+                        match CatchUp::new(backlog).filter(|_| self.due.has_any(partition)) {
                             Some(catch_up) => {
                                 tracing::info!(partition, "restored with a backlog: its deadlines fire in the order of its inputs until it is caught up");
                                 self.catching_up.insert(partition, catch_up);
@@ -391,8 +398,6 @@ impl<P: Participant> Coordinator<P> {
                                 self.catching_up.remove(&partition);
                             }
                         }
-                        self.due.forget(partition);
-                        self.due.add_all(partition, &slots);
                         self.partitions.insert(partition, slots);
                         if self.restoring.is_empty() {
                             // Every restore succeeded: a restore that failed before (a
@@ -469,18 +474,29 @@ impl<P: Participant> Coordinator<P> {
         self.health.set_restoring(self.restoring.len() as u64);
         let (config, topic, codec, tx) = (self.config.clone(), self.changelog.clone(), self.state_codec.clone(), self.tx.clone());
         let wait = restore::stable_wait(self.settings.transaction_timeout);
-        let (membership, inputs, call_timeout) = (self.membership.get().cloned(), self.readers.keys().cloned().collect::<Vec<_>>(), self.settings.call_timeout);
-        let from_end = self.settings.consumer_properties.iter().any(|(name, value)| name == "auto.offset.reset" && matches!(value.as_str(), "latest" | "largest" | "end"));
+        let (membership, inputs) = (self.membership.get().cloned(), self.readers.keys().cloned().collect::<Vec<_>>());
+        let measure = self.settings.call_timeout.min(Duration::from_secs(10));
+        // Where the consumer starts without a committed offset: Herald's default (the
+        // earliest), the config's, then the engine's consumer properties, the last one set.
+        let reset = self.settings.consumer_properties.iter().rev().find(|(name, _)| name == "auto.offset.reset").map(|(_, value)| value.as_str()).or(self.config.get("auto.offset.reset"));
+        let from_end = matches!(reset, Some("latest" | "largest" | "end"));
         tokio::spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
             }
             let _ = tokio::task::spawn_blocking(move || {
-                let result = restore(&config, &topic, partition, &codec, Instant::now() + wait, &cancel).and_then(|slots| {
-                    let Some(membership) = membership else { return Ok((slots, HashMap::new())) };
-                    let backlog = catch_up::backlog(&config, &membership, &inputs, partition, from_end, call_timeout, &cancel).map_err(|reason| EngineError::Restore { topic: topic.clone(), partition, reason })?;
-                    Ok((slots, backlog))
+                let result = restore(&config, &topic, partition, &codec, Instant::now() + wait, &cancel).map(|slots| {
+                    let Some(membership) = membership else { return (slots, HashMap::new()) };
+                    match catch_up::backlog(&config, &membership, &inputs, partition, from_end, measure, &cancel) {
+                        Ok(backlog) => (slots, backlog),
+                        Err(reason) => {
+                            if reason != restore::CANCELLED {
+                                tracing::warn!(partition, reason, "the inputs' backlog could not be measured: the partition's deadlines fire without waiting for it");
+                            }
+                            (slots, HashMap::new())
+                        }
+                    }
                 });
                 let _ = tx.send(Command::Restored { partition, generation, result });
             })
@@ -548,6 +564,7 @@ impl<P: Participant> Coordinator<P> {
             producer.begin().await?;
         }
         self.open.began = Some(Instant::now());
+        self.open.marks = self.catching_up.iter().map(|(partition, catch_up)| (*partition, catch_up.marks())).collect();
         self.health.opened();
         Ok(())
     }
@@ -590,7 +607,8 @@ impl<P: Participant> Coordinator<P> {
             self.backlog.push_front((partition, held));
             return Err(failed);
         }
-        if let Err(failed) = self.fire_before(partition, self.time_of(partition, &held)).await {
+        let bound = self.bound_before(partition, &held);
+        if let Err(failed) = self.fire_before(partition, bound).await {
             self.backlog.push_front((partition, held));
             return Err(failed);
         }
@@ -728,6 +746,13 @@ impl<P: Participant> Coordinator<P> {
     /// second (a pass over every slot).
     async fn fire_due(&mut self) -> Result<(), Failed> {
         let now = self.clock.now();
+        self.catching_up.retain(|partition, catch_up| {
+            let stalled = catch_up.stalled();
+            if stalled {
+                tracing::warn!(partition, "catching up: no backlogged input for a while; the timer fires the partition's deadlines again");
+            }
+            !stalled
+        });
         if self.counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             self.count_deadlines(now);
         }
@@ -760,6 +785,7 @@ impl<P: Participant> Coordinator<P> {
         self.health.set_deadlines(pending, overdue);
         metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
         metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
+        metrics::gauge!("herald_choreography_partitions_catching_up", "participant" => P::NAME).set(self.catching_up.len() as f64);
         self.counted = Some(Instant::now());
     }
 
@@ -790,24 +816,26 @@ impl<P: Participant> Coordinator<P> {
         Ok(true)
     }
 
-    /// The time of `held` for a partition catching up (see `catch_up`): its record's
-    /// timestamp, never later than now; `None` when the partition is not catching up.
-    fn time_of(&self, partition: i32, held: &Held<P::Input>) -> Option<chrono::DateTime<chrono::Utc>> {
+    /// For a partition catching up (see `catch_up`): the bound up to which its deadlines
+    /// fire before `held` is reacted to (`None`: not catching up, or none may).
+    fn bound_before(&mut self, partition: i32, held: &Held<P::Input>) -> Option<chrono::DateTime<chrono::Utc>> {
         let Held::Record { record, .. } = held else { return None };
-        if !self.catching_up.contains_key(&partition) {
-            return None;
-        }
+        let catch_up = self.catching_up.get_mut(&partition)?;
         let time = record.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis)?;
-        Some(time.min(self.clock.now()))
+        catch_up.before_input(record.topic(), record.offset(), time.min(self.clock.now()))
     }
 
-    /// A partition catching up: fires its deadlines due at or before `time` (an input's,
-    /// see [`Coordinator::time_of`]), in the order they came due, before that input is
-    /// reacted to.
-    async fn fire_before(&mut self, partition: i32, time: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
-        let (Some(time), Some(catch_up)) = (time, self.catching_up.get_mut(&partition)) else { return Ok(()) };
-        for key in catch_up.due_by(time) {
-            self.fire(partition, &key, time).await?;
+    /// A partition catching up: fires its deadlines due by `bound` (see
+    /// [`Coordinator::bound_before`]), in due order, each with its due time as the
+    /// reaction's time, before the input is reacted to.
+    async fn fire_before(&mut self, partition: i32, bound: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
+        let Some(bound) = bound else { return Ok(()) };
+        let mut due = self.due.take_due_in(partition, bound).into_iter();
+        while let Some(entry) = due.next() {
+            if let Err(failed) = self.fire(partition, &entry.2, entry.0).await {
+                self.due.put_back(std::iter::once(entry).chain(due));
+                return Err(failed);
+            }
         }
         Ok(())
     }
@@ -1046,11 +1074,11 @@ impl<P: Participant> Coordinator<P> {
                 None => slots.remove(&key),
             };
         }
-        // Deadlines fired in the aborted transaction are back in their slots.
+        // Its inputs go again: the catch-up marks as they were when it began (a partition
+        // that began catching up since saw nothing before it).
+        let mut marks = open.marks;
         for (partition, catch_up) in &mut self.catching_up {
-            if let Some(slots) = self.partitions.get(partition) {
-                catch_up.reschedule(slots);
-            }
+            catch_up.rewind(marks.remove(partition).unwrap_or_default());
         }
         for held in open.held.into_iter().rev() {
             self.backlog.push_front(held);

@@ -9,23 +9,31 @@
 //! when one is cancelled or fired otherwise: such an entry is *stale*, and firing it
 //! finds nothing due, which costs one lookup once its time comes.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 
 use crate::slot::Slot;
 
+/// One deadline's entry: when it is due, its partition, its key.
+pub(crate) type Entry = (DateTime<Utc>, i32, String);
+
 /// See the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct DueIndex {
-    entries: BTreeSet<(DateTime<Utc>, i32, String)>,
+    /// Per partition, (due time, key) of each deadline set.
+    partitions: HashMap<i32, BTreeSet<(DateTime<Utc>, String)>>,
 }
 
 impl DueIndex {
     /// Indexes the deadlines `slot` (of `key`, in `partition`) holds now.
     pub(crate) fn add<S>(&mut self, partition: i32, key: &str, slot: &Slot<S>) {
+        if slot.deadlines().is_empty() {
+            return;
+        }
+        let entries = self.partitions.entry(partition).or_default();
         for pending in slot.deadlines() {
-            self.entries.insert((pending.deadline.at, partition, key.to_owned()));
+            entries.insert((pending.deadline.at, key.to_owned()));
         }
     }
 
@@ -36,37 +44,54 @@ impl DueIndex {
         }
     }
 
-    /// Takes the entries due at `now` (in due order), but for partitions `held` says to
-    /// leave alone, whose entries stay.
-    pub(crate) fn take_due(&mut self, now: DateTime<Utc>, held: impl Fn(i32) -> bool) -> Vec<(DateTime<Utc>, i32, String)> {
+    /// Takes the entries due at `now`, in due order, but for partitions `held` says to
+    /// leave alone.
+    pub(crate) fn take_due(&mut self, now: DateTime<Utc>, held: impl Fn(i32) -> bool) -> Vec<Entry> {
         let mut due = Vec::new();
-        let mut kept = Vec::new();
-        while self.entries.first().is_some_and(|(at, _, _)| *at <= now) {
-            let Some(entry) = self.entries.pop_first() else { break };
-            if held(entry.1) {
-                kept.push(entry);
-            } else {
-                due.push(entry);
+        for (partition, entries) in &mut self.partitions {
+            if !held(*partition) {
+                while entries.first().is_some_and(|(at, _)| *at <= now) {
+                    let Some((at, key)) = entries.pop_first() else { break };
+                    due.push((at, *partition, key));
+                }
             }
         }
-        self.entries.extend(kept);
+        due.sort();
         due
     }
 
-    /// Puts back entries taken but not fired (a failure stopped the tick).
-    pub(crate) fn put_back(&mut self, entries: impl IntoIterator<Item = (DateTime<Utc>, i32, String)>) {
-        self.entries.extend(entries);
+    /// Takes the entries of `partition` due at `bound`, in due order.
+    pub(crate) fn take_due_in(&mut self, partition: i32, bound: DateTime<Utc>) -> Vec<Entry> {
+        let Some(entries) = self.partitions.get_mut(&partition) else { return Vec::new() };
+        let mut due = Vec::new();
+        while entries.first().is_some_and(|(at, _)| *at <= bound) {
+            let Some((at, key)) = entries.pop_first() else { break };
+            due.push((at, partition, key));
+        }
+        due
     }
 
-    /// Drops the entries of `partition` (no longer owned).
+    /// Whether `partition` has an entry (stale ones included).
+    pub(crate) fn has_any(&self, partition: i32) -> bool {
+        self.partitions.get(&partition).is_some_and(|entries| !entries.is_empty())
+    }
+
+    /// Puts back entries taken but not fired (a failure stopped the firing).
+    pub(crate) fn put_back(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        for (at, partition, key) in entries {
+            self.partitions.entry(partition).or_default().insert((at, key));
+        }
+    }
+
+    /// Drops the entries of `partition` (no longer owned, or restored anew).
     pub(crate) fn forget(&mut self, partition: i32) {
-        self.entries.retain(|(_, p, _)| *p != partition);
+        self.partitions.remove(&partition);
     }
 
     /// How many entries it holds (stale ones included).
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.len()
+        self.partitions.values().map(BTreeSet::len).sum()
     }
 }
 
@@ -96,6 +121,9 @@ mod tests {
         let due: Vec<_> = index.take_due(at(25), |p| p == 2).into_iter().map(|(at, p, key)| (at.timestamp(), p, key)).collect();
         assert_eq!(due, [(10, 0, "a".to_owned()), (20, 1, "b".to_owned())]);
         assert_eq!(index.len(), 2, "a's later deadline and held c's stay");
+        assert_eq!(index.take_due_in(2, at(25)), [(at(5), 2, "c".to_owned())], "a held partition's entries, taken on their own");
+        assert!(!index.has_any(2));
+        index.add(2, "c", &slot(&[5]));
         index.forget(2);
         assert!(index.take_due(at(25), |_| false).is_empty());
         index.put_back([(at(1), 0, "a".to_owned())]);

@@ -8,7 +8,10 @@
 //! - `herald_choreography_transactions_total` (counter), label `outcome` = `committed` |
 //!   `aborted` | `fatal`;
 //! - `herald_choreography_open_transaction_age_seconds` (gauge);
-//! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges);
+//! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges,
+//!   counted once a second);
+//! - `herald_choreography_partitions_catching_up` (gauge): partitions restored with a backlog
+//!   whose deadlines wait for their inputs (see `catch_up`);
 //! - `herald_choreography_reactions_panicked_total` (counter), labels `participant`,
 //!   `kind` = `input` (dead-lettered) | `deadline` (dropped);
 //! - `herald_choreography_outputs_dropped_total` (counter), labels `participant`,

@@ -36,11 +36,12 @@
 //!   the restored partitions into the same transactional flow: after a restart they fire
 //!   once the partition is restored, also those that came due while the process was down.
 //!   A partition restored with a backlog (inputs that arrived while no one reacted) is
-//!   *catching up* until its transactions committed past that backlog: meanwhile its
-//!   deadlines fire before the first input whose record timestamp is past their due time,
-//!   so inputs and deadlines take turns as they happened, not all deadlines first (see
-//!   `catch_up`). Inputs of a repartitioned route still in their source topic (its copier
-//!   was down too) are not part of the backlog.
+//!   *catching up* until its transactions committed past that backlog: meanwhile a
+//!   deadline fires only once every input that arrived before it, on each input topic of
+//!   the partition, was reacted to, and before the first input of its topic that came
+//!   after it, so inputs and deadlines take turns as they happened, not all deadlines
+//!   first (see `catch_up` for how, and its limits). A timer tick takes the due deadlines
+//!   from an index by due time (see `due`), not from a pass over every slot.
 //! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
 //!   are first copied, exactly once, to the participant's repartition topic keyed by the
 //!   state key, and the participant reads that topic.

@@ -33,7 +33,8 @@ impl PrivateBroker {
     /// A broker on free ports, its run folder named after `name` (not started yet).
     pub fn new(name: &str) -> PrivateBroker {
         let home = std::env::temp_dir().join(crate::unique(name));
-        PrivateBroker { port: free_port(), controller_port: free_port(), home, extra_properties: String::new() }
+        let [port, controller_port] = free_ports();
+        PrivateBroker { port, controller_port, home, extra_properties: String::new() }
     }
 
     /// The project's `scripts/kafka`.
@@ -107,7 +108,16 @@ impl PrivateBroker {
 
 /// A port nothing listens on now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    let [port] = free_ports();
+    port
+}
+
+/// `N` different ports nothing listens on now: each is held while the next is taken (two
+/// calls to [`free_port`] can return the same port, as CI saw: a broker given one port for
+/// its plaintext and its controller listener refused to start).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("free port").port())
 }
 
 impl Drop for PrivateBroker {

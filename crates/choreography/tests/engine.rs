@@ -532,6 +532,34 @@ async fn a_deadline_waits_for_the_inputs_that_came_before_it_on_every_input_topi
     assert!(seen.iter().all(|v| v["type"] == "pong"), "the cancel came before the deadline was due: {seen:?}");
 }
 
+/// An engine whose every transaction fails (its output topic does not exist) still stops
+/// when told: the coordinator went from one failed attempt to the next without looking at
+/// the stop (a bench's engine ignored SIGTERM for ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_whose_transactions_keep_failing_stops_when_told() {
+    let s = setup(1).await;
+    let missing = herald_testkit::unique("engine.missing");
+    // One reaction per transaction: the commit runs inside the backlog's drain, whose
+    // failure sent the coordinator straight back to the drain.
+    let mut settings = s.settings("a");
+    settings.max_batch = 1;
+    let engine = Engine::new(&s.config, Pinger { input: Topic::named(&s.input), output: Topic::named(&missing) }, settings).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    s.ping("k", 0).await;
+    herald_testkit::wait_until(WAIT, "transactions fail", || {
+        let h = health.clone();
+        async move { h.aborted() + h.rebuilt() >= 2 }
+    })
+    .await;
+    running.stop.cancel();
+    let asked = std::time::Instant::now();
+    // The consumer runtime's drain (30 s) and grace (5 s) for the delivery that never commits.
+    let stopped = tokio::time::timeout(Duration::from_secs(60), running.task).await;
+    assert!(stopped.is_ok(), "the engine did not stop within 60 s of being told");
+    eprintln!("stopped after {:?}", asked.elapsed());
+}
+
 /// The crashing process of the next test: an engine that never commits by itself, run
 /// until it is killed. Runs only when that test starts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

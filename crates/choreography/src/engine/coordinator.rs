@@ -273,6 +273,12 @@ impl<P: Participant> Coordinator<P> {
         let mut tick = tokio::time::interval(self.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Looked at first: a drain that keeps failing (every transaction does, say its
+            // output topic is missing) goes from one attempt to the next without reaching
+            // the select below, so a stop waited for it forever.
+            if stop.is_cancelled() {
+                break;
+            }
             if !self.in_doubt
                 && let Err(failed) = self.drain_backlog().await
             {

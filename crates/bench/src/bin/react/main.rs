@@ -98,6 +98,9 @@ struct RunArgs {
     /// Kafka Streams' num.stream.threads (default: the CPUs, as Herald's tokio workers).
     #[arg(long)]
     threads: Option<usize>,
+    /// Keep the pre-loaded input topic (for `serve` runs by hand; `--rounds 0` only loads it).
+    #[arg(long)]
+    keep_input: bool,
 }
 
 /// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
@@ -166,7 +169,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let _ = broker::delete_topics(&args.bootstrap, &created).await;
+    let _ = broker::delete_topics(&args.bootstrap, &created[usize::from(args.keep_input)..]).await;
     println!("\n{} events over {} partitions, {} keys, {} rounds; Kafka Streams num.stream.threads={threads}; Herald max batch {} ({} pipelined)", args.events, broker::PARTITIONS, args.keys, args.rounds, args.max_batch, args.pipelined_max_batch);
     println!("{}\n", Machine::current());
     println!("| commit interval | system | events/s median (min–max) | CPU ms / 1000 events (process) | machine CPU ms / 1000 events | outputs |");

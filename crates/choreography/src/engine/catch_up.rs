@@ -99,6 +99,17 @@ impl CatchUp {
         Some(bound)
     }
 
+    /// A record of `topic` at `offset` was dead-lettered (no time to go by): it may be the
+    /// topic's last backlogged one.
+    pub(crate) fn skipped(&mut self, topic: &str, offset: i64) {
+        if self.last.get(topic).is_some_and(|last| offset >= *last) {
+            self.marks.delivered.insert(topic.to_owned());
+        }
+        if let Some((_, heard)) = self.marks.seen.get_mut(topic) {
+            *heard = Instant::now();
+        }
+    }
+
     /// Whether every backlogged topic has either delivered its backlog or delivered
     /// nothing for [`STALL`]: the timer may take over.
     pub(crate) fn stalled(&self) -> bool {

@@ -36,7 +36,7 @@ use super::catch_up::{self, CatchUp, Marks};
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
-use super::due::DueIndex;
+use super::due::{due_times, DueIndex};
 use super::health::EngineHealth;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
@@ -95,6 +95,12 @@ pub(crate) enum Command<I, S> {
 /// A restored partition: the slot of each key, and the last backlogged offset of each
 /// input topic that has a backlog ([`catch_up::backlog`]).
 pub(crate) type Restored<S> = (HashMap<String, Slot<S>>, HashMap<String, i64>);
+
+/// How long to wait before the next attempt after `failures` failures in a row: 100 ms,
+/// doubling, at most 5 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(50u64 << failures.min(7)).min(Duration::from_secs(5))
+}
 
 /// A submission waiting for its partition's restore: its inputs and who waits for them.
 type Parked<I> = (Vec<Held<I>>, oneshot::Sender<()>);
@@ -198,6 +204,8 @@ pub(crate) struct Coordinator<P: Participant> {
     in_doubt: bool,
     /// When to ask again about the transaction in doubt.
     resolve_at: tokio::time::Instant,
+    /// When to try the backlog again after a failure.
+    drain_at: tokio::time::Instant,
     /// Where the transaction in doubt wrote its first changelog record (see `witness`).
     witness: Option<Witness>,
     /// Since when the open transaction is in doubt.
@@ -260,6 +268,7 @@ impl<P: Participant> Coordinator<P> {
             open: Open::default(),
             in_doubt: false,
             resolve_at: tokio::time::Instant::now(),
+            drain_at: tokio::time::Instant::now(),
             witness: None,
             doubt_since: Instant::now(),
             failures: 0,
@@ -279,7 +288,11 @@ impl<P: Participant> Coordinator<P> {
             if stop.is_cancelled() {
                 break;
             }
+            // After a failure, the next attempt waits for its backoff in the select below,
+            // which serves the commands (revocations, assignments, restores) meanwhile.
             if !self.in_doubt
+                && !self.backlog.is_empty()
+                && tokio::time::Instant::now() >= self.drain_at
                 && let Err(failed) = self.drain_backlog().await
             {
                 self.fail(failed).await;
@@ -287,8 +300,9 @@ impl<P: Participant> Coordinator<P> {
             }
             // Pipelined: the inputs are reacted to in the open transaction (a rewind reacts
             // to them again from memory), so their partitions may hand over the next ones.
-            // In doubt, nothing was reacted to: the partitions wait (else the backlog grows).
-            if !self.in_doubt {
+            // In doubt, nothing was reacted to, and with inputs waiting for the next attempt
+            // neither: the partitions wait (else the backlog grows).
+            if !self.in_doubt && self.backlog.is_empty() {
                 for ack in self.acks.drain(..) {
                     let _ = ack.send(());
                 }
@@ -306,7 +320,7 @@ impl<P: Participant> Coordinator<P> {
                 _ = tokio::time::sleep_until(self.resolve_at), if self.in_doubt => {
                     if let Err((call, e)) = self.resolve().await {
                         self.failures += 1;
-                        let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
+                        let wait = backoff(self.failures);
                         tracing::warn!(?call, error = %e, ?wait, "the outcome of the commit that failed is not known yet: asking again");
                         self.resolve_at = tokio::time::Instant::now() + wait;
                         if self.doubt_since.elapsed() > restore::stable_wait(self.settings.transaction_timeout) {
@@ -319,6 +333,8 @@ impl<P: Participant> Coordinator<P> {
                     Ok(())
                 }
                 _ = tick.tick(), if !self.in_doubt => self.fire_due().await,
+                // The next attempt at the backlog, after a failure's backoff.
+                _ = tokio::time::sleep_until(self.drain_at), if !self.in_doubt && !self.backlog.is_empty() => Ok(()),
             };
             let step = match step {
                 Ok(()) if !self.in_doubt && self.open.reactions >= self.settings.max_batch => self.commit().await,
@@ -544,10 +560,6 @@ impl<P: Participant> Coordinator<P> {
         if self.backlog.is_empty() {
             return Ok(());
         }
-        if self.failures > 0 {
-            let wait = Duration::from_millis(50u64 << self.failures.min(7)).min(Duration::from_secs(5));
-            tokio::time::sleep(wait).await;
-        }
         while let Some((partition, held)) = self.backlog.pop_front() {
             let (topic, _, _) = held.position();
             if !self.owned.contains(&(topic.to_owned(), partition)) || !self.partitions.contains_key(&partition) {
@@ -671,10 +683,11 @@ impl<P: Participant> Coordinator<P> {
                 let first_change = !self.open.before.contains_key(&changed);
                 self.open.before.entry(changed.clone()).or_insert_with(|| slots.get(&routed.key).cloned());
                 let slot = slots.entry(routed.key.clone()).or_insert_with(|| Slot::new(self.participant.initial(&routed.key)));
+                let due_before = due_times(slot);
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
                 let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now);
-                self.due.add(partition, &routed.key, slot);
+                self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
                     // The slot is as it was: not written, and not made for a key seen first.
                     if let Some(None) = self.open.before.remove(&changed) {
@@ -806,9 +819,10 @@ impl<P: Participant> Coordinator<P> {
         self.ensure_begun().await?;
         let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
+        let due_before = due_times(slot);
         let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at) else { return Ok(false) };
-        // The reaction may have set deadlines.
-        self.due.add(partition, key, slot);
+        // One deadline taken, and the reaction may have set others.
+        self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;
         metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
         match reacted {
@@ -825,8 +839,15 @@ impl<P: Participant> Coordinator<P> {
     /// For a partition catching up (see `catch_up`): the bound up to which its deadlines
     /// fire before `held` is reacted to (`None`: not catching up, or none may).
     fn bound_before(&mut self, partition: i32, held: &Held<P::Input>) -> Option<chrono::DateTime<chrono::Utc>> {
-        let Held::Record { record, .. } = held else { return None };
         let catch_up = self.catching_up.get_mut(&partition)?;
+        let record = match held {
+            Held::Record { record, .. } => record,
+            // Dead-lettered: no time to go by, but it may be its topic's last backlogged one.
+            Held::Skip { topic, offset, .. } => {
+                catch_up.skipped(topic, *offset);
+                return None;
+            }
+        };
         let time = record.timestamp().to_millis().and_then(chrono::DateTime::from_timestamp_millis)?;
         catch_up.before_input(record.topic(), record.offset(), time.min(self.clock.now()))
     }
@@ -834,16 +855,31 @@ impl<P: Participant> Coordinator<P> {
     /// A partition catching up: fires its deadlines due by `bound` (see
     /// [`Coordinator::bound_before`]), in due order, each with its due time as the
     /// reaction's time, before the input is reacted to.
+    ///
+    /// Deadlines that come due by the bound while these fire (set by their reactions, or
+    /// a second one at a time a first shared) fire too, in further passes; each pass takes
+    /// only times later than the last one fired, so a reaction that sets a deadline at its
+    /// own time again does not loop: that one waits for the next input or the timer.
     async fn fire_before(&mut self, partition: i32, bound: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
         let Some(bound) = bound else { return Ok(()) };
-        let mut due = self.due.take_due_in(partition, bound).into_iter();
-        while let Some(entry) = due.next() {
-            if let Err(failed) = self.fire(partition, &entry.2, entry.0).await {
-                self.due.put_back(std::iter::once(entry).chain(due));
-                return Err(failed);
+        let mut floor = None;
+        loop {
+            let (mut due, later): (Vec<_>, Vec<_>) = self.due.take_due_in(partition, bound).into_iter().partition(|(at, _, _)| floor.is_none_or(|floor| *at > floor));
+            self.due.put_back(later);
+            if due.is_empty() {
+                return Ok(());
+            }
+            due.sort();
+            let mut due = due.into_iter();
+            while let Some(entry) = due.next() {
+                let at = entry.0;
+                if let Err(failed) = self.fire(partition, &entry.2, at).await {
+                    self.due.put_back(std::iter::once(entry).chain(due));
+                    return Err(failed);
+                }
+                floor = Some(at);
             }
         }
-        Ok(())
     }
 
     /// Commits the open transaction: changed slots, offsets, commit; retries what is
@@ -1070,11 +1106,12 @@ impl<P: Participant> Coordinator<P> {
         let open = std::mem::take(&mut self.open);
         self.health.closed();
         self.failures += 1;
+        // Its inputs are tried again after a backoff (see `run`).
+        self.drain_at = tokio::time::Instant::now() + backoff(self.failures);
         for ((partition, key), before) in open.before {
             let Some(slots) = self.partitions.get_mut(&partition) else { continue };
-            if let Some(slot) = &before {
-                self.due.add(partition, &key, slot);
-            }
+            let now_due = slots.get(&key).map(due_times).unwrap_or_default();
+            self.due.update(partition, &key, &now_due, before.as_ref());
             match before {
                 Some(slot) => slots.insert(key, slot),
                 None => slots.remove(&key),

@@ -3,11 +3,13 @@
 //!
 //! Each tick used to look at every slot of every owned partition for due deadlines: with a
 //! million keys (every order a saga ever saw, its state kept) that is a million slots
-//! looked at twenty times a second. The index holds one entry per deadline set, (due
-//! time, partition, key), and a tick takes the entries due. Entries are added whenever a
-//! slot may have gained a deadline (a reaction, a restore, a rewind) and never removed
-//! when one is cancelled or fired otherwise: such an entry is *stale*, and firing it
-//! finds nothing due, which costs one lookup once its time comes.
+//! looked at twenty times a second. The index holds one entry per due time of each key's
+//! deadlines, (due time, partition, key), and a tick takes the entries due. Every change
+//! to a slot's deadlines (a reaction, a deadline fired, a rewind, a restore) updates it
+//! from the due times before and after ([`DueIndex::update`]), so a deadline set again on
+//! every input (an inactivity timeout) keeps one entry, not one per input. An entry whose
+//! deadline is gone all the same (taken by a firing of the same key) finds nothing due
+//! when its time comes, and costs one lookup.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -17,6 +19,11 @@ use crate::slot::Slot;
 
 /// One deadline's entry: when it is due, its partition, its key.
 pub(crate) type Entry = (DateTime<Utc>, i32, String);
+
+/// The due times of `slot`'s deadlines, in the order they were set.
+pub(crate) fn due_times<S>(slot: &Slot<S>) -> Vec<DateTime<Utc>> {
+    slot.deadlines().iter().map(|pending| pending.deadline.at).collect()
+}
 
 /// See the [module docs](self).
 #[derive(Debug, Default)]
@@ -34,6 +41,23 @@ impl DueIndex {
         let entries = self.partitions.entry(partition).or_default();
         for pending in slot.deadlines() {
             entries.insert((pending.deadline.at, key.to_owned()));
+        }
+    }
+
+    /// A slot's deadlines changed: `before` are their due times before the change
+    /// ([`due_times`]), `after` the slot now (`None`: gone).
+    pub(crate) fn update<S>(&mut self, partition: i32, key: &str, before: &[DateTime<Utc>], after: Option<&Slot<S>>) {
+        let after = after.map(due_times).unwrap_or_default();
+        let entries = self.partitions.entry(partition).or_default();
+        for at in before.iter().filter(|at| !after.contains(at)) {
+            entries.remove(&(*at, key.to_owned()));
+        }
+        // Every time still there, not only the new ones: a tick may have taken the entry
+        // of a time two deadlines share, firing one of them.
+        for at in &after {
+            if !entries.contains(&(*at, key.to_owned())) {
+                entries.insert((*at, key.to_owned()));
+            }
         }
     }
 
@@ -107,6 +131,31 @@ mod tests {
     fn slot(due: &[i64]) -> Slot<()> {
         let pending = due.iter().enumerate().map(|(i, secs)| Pending { deadline: Deadline::at(format!("d{i}"), at(*secs)), correlation_id: String::new(), set_by: uuid::Uuid::nil() }).collect();
         Slot::from_parts((), pending, false)
+    }
+
+    #[test]
+    fn a_deadline_set_again_keeps_one_entry_and_a_cancelled_one_none() {
+        let mut index = DueIndex::default();
+        let mut before = Vec::new();
+        for secs in 1..=100 {
+            let now = slot(&[secs]);
+            index.update(0, "a", &before, Some(&now));
+            before = due_times(&now);
+        }
+        assert_eq!(index.len(), 1, "reset on every input: one entry");
+        index.update(0, "a", &before, Some(&slot(&[])));
+        assert_eq!(index.len(), 0, "cancelled");
+        index.update(0, "b", &[], Some(&slot(&[5, 5, 7])));
+        index.update(0, "b", &[at(5), at(5), at(7)], Some(&slot(&[5])));
+        assert_eq!(index.take_due(at(10), |_| false), [(at(5), 0, "b".to_owned())], "one of the two at 5 left: its entry stays");
+        // Two deadlines at 5, their entry taken by a tick, one fired: the other keeps one.
+        index.update(0, "d", &[], Some(&slot(&[5, 5])));
+        assert_eq!(index.take_due(at(10), |_| false).len(), 1);
+        index.update(0, "d", &[at(5), at(5)], Some(&slot(&[5])));
+        assert_eq!(index.take_due(at(10), |_| false), [(at(5), 0, "d".to_owned())], "the one left is indexed again");
+        index.update(0, "c", &[], Some(&slot(&[3])));
+        index.update(0, "c", &[at(3)], None::<&Slot<()>>);
+        assert_eq!(index.len(), 0, "a slot gone takes its entries");
     }
 
     #[test]

@@ -82,9 +82,7 @@ impl CatchUp {
         let now = Instant::now();
         let seen = self.marks.seen.entry(topic.to_owned()).or_insert((time, now));
         *seen = (seen.0.max(time), now);
-        if self.last.get(topic).is_some_and(|last| offset >= *last) {
-            self.marks.delivered.insert(topic.to_owned());
-        }
+        self.reached(topic, offset);
         let mut bound = time;
         for other in self.last.keys().filter(|other| *other != topic && !self.marks.delivered.contains(*other)) {
             match self.marks.seen.get(other) {
@@ -102,11 +100,16 @@ impl CatchUp {
     /// A record of `topic` at `offset` was dead-lettered (no time to go by): it may be the
     /// topic's last backlogged one.
     pub(crate) fn skipped(&mut self, topic: &str, offset: i64) {
-        if self.last.get(topic).is_some_and(|last| offset >= *last) {
-            self.marks.delivered.insert(topic.to_owned());
-        }
+        self.reached(topic, offset);
         if let Some((_, heard)) = self.marks.seen.get_mut(topic) {
             *heard = Instant::now();
+        }
+    }
+
+    /// `topic` got to `offset`: past its backlog once at its last backlogged record.
+    fn reached(&mut self, topic: &str, offset: i64) {
+        if self.last.get(topic).is_some_and(|last| offset >= *last) {
+            self.marks.delivered.insert(topic.to_owned());
         }
     }
 

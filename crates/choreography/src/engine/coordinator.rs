@@ -36,7 +36,7 @@ use super::catch_up::{self, CatchUp, Marks};
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::clock::Clock;
 use super::decode::Reader;
-use super::due::{due_times, DueIndex};
+use super::due::{due_times, DueIndex, Entry};
 use super::health::EngineHealth;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
@@ -782,10 +782,17 @@ impl<P: Participant> Coordinator<P> {
         // before `now` fires at the next tick (firing until none is due would never end
         // for a participant that keeps setting them, and would stall every partition).
         let catching_up = &self.catching_up;
-        let mut due = self.due.take_due(now, |partition| catching_up.contains_key(&partition)).into_iter();
+        let due = self.due.take_due(now, |partition| catching_up.contains_key(&partition));
+        self.fire_each(due, Some(now)).await
+    }
+
+    /// Fires the deadline of each entry taken from the index, at `at` (`None`: at the
+    /// entry's own due time). On a failure the entries not fired are indexed again (the
+    /// rewind puts back the slots the transaction changed).
+    async fn fire_each(&mut self, due: Vec<Entry>, at: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
+        let mut due = due.into_iter();
         while let Some(entry) = due.next() {
-            if let Err(failed) = self.fire(entry.1, &entry.2, now).await {
-                // Not fired: indexed again (the rewind puts back the slots it changed).
+            if let Err(failed) = self.fire(entry.1, &entry.2, at.unwrap_or(entry.0)).await {
                 self.due.put_back(std::iter::once(entry).chain(due));
                 return Err(failed);
             }
@@ -864,21 +871,10 @@ impl<P: Participant> Coordinator<P> {
         let Some(bound) = bound else { return Ok(()) };
         let mut floor = None;
         loop {
-            let (mut due, later): (Vec<_>, Vec<_>) = self.due.take_due_in(partition, bound).into_iter().partition(|(at, _, _)| floor.is_none_or(|floor| *at > floor));
-            self.due.put_back(later);
-            if due.is_empty() {
-                return Ok(());
-            }
-            due.sort();
-            let mut due = due.into_iter();
-            while let Some(entry) = due.next() {
-                let at = entry.0;
-                if let Err(failed) = self.fire(partition, &entry.2, at).await {
-                    self.due.put_back(std::iter::once(entry).chain(due));
-                    return Err(failed);
-                }
-                floor = Some(at);
-            }
+            let due = self.due.take_due_in(partition, floor, bound);
+            let Some(last) = due.last().map(|(at, _, _)| *at) else { return Ok(()) };
+            self.fire_each(due, None).await?;
+            floor = Some(last);
         }
     }
 

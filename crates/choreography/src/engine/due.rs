@@ -25,6 +25,16 @@ pub(crate) fn due_times<S>(slot: &Slot<S>) -> Vec<DateTime<Utc>> {
     slot.deadlines().iter().map(|pending| pending.deadline.at).collect()
 }
 
+/// Moves the entries of `partition` due later than `after` and at `bound` from `entries`
+/// to `due`, in due order.
+fn take(entries: &mut BTreeSet<(DateTime<Utc>, String)>, partition: i32, after: Option<DateTime<Utc>>, bound: DateTime<Utc>, due: &mut Vec<Entry>) {
+    let taken: Vec<(DateTime<Utc>, String)> = entries.iter().skip_while(|(at, _)| after.is_some_and(|after| *at <= after)).take_while(|(at, _)| *at <= bound).cloned().collect();
+    for entry in taken {
+        entries.remove(&entry);
+        due.push((entry.0, partition, entry.1));
+    }
+}
+
 /// See the [module docs](self).
 #[derive(Debug, Default)]
 pub(crate) struct DueIndex {
@@ -33,38 +43,28 @@ pub(crate) struct DueIndex {
 }
 
 impl DueIndex {
-    /// Indexes the deadlines `slot` (of `key`, in `partition`) holds now.
-    pub(crate) fn add<S>(&mut self, partition: i32, key: &str, slot: &Slot<S>) {
-        if slot.deadlines().is_empty() {
-            return;
-        }
-        let entries = self.partitions.entry(partition).or_default();
-        for pending in slot.deadlines() {
-            entries.insert((pending.deadline.at, key.to_owned()));
-        }
-    }
-
     /// A slot's deadlines changed: `before` are their due times before the change
     /// ([`due_times`]), `after` the slot now (`None`: gone).
     pub(crate) fn update<S>(&mut self, partition: i32, key: &str, before: &[DateTime<Utc>], after: Option<&Slot<S>>) {
         let after = after.map(due_times).unwrap_or_default();
+        if before.is_empty() && after.is_empty() {
+            return;
+        }
         let entries = self.partitions.entry(partition).or_default();
         for at in before.iter().filter(|at| !after.contains(at)) {
             entries.remove(&(*at, key.to_owned()));
         }
         // Every time still there, not only the new ones: a tick may have taken the entry
         // of a time two deadlines share, firing one of them.
-        for at in &after {
-            if !entries.contains(&(*at, key.to_owned())) {
-                entries.insert((*at, key.to_owned()));
-            }
+        for at in after {
+            entries.insert((at, key.to_owned()));
         }
     }
 
     /// Indexes every deadline of a partition's `slots` (restored).
     pub(crate) fn add_all<'a, S: 'a>(&mut self, partition: i32, slots: impl IntoIterator<Item = (&'a String, &'a Slot<S>)>) {
         for (key, slot) in slots {
-            self.add(partition, key, slot);
+            self.update(partition, key, &[], Some(slot));
         }
     }
 
@@ -74,23 +74,19 @@ impl DueIndex {
         let mut due = Vec::new();
         for (partition, entries) in &mut self.partitions {
             if !held(*partition) {
-                while entries.first().is_some_and(|(at, _)| *at <= now) {
-                    let Some((at, key)) = entries.pop_first() else { break };
-                    due.push((at, *partition, key));
-                }
+                take(entries, *partition, None, now, &mut due);
             }
         }
         due.sort();
         due
     }
 
-    /// Takes the entries of `partition` due at `bound`, in due order.
-    pub(crate) fn take_due_in(&mut self, partition: i32, bound: DateTime<Utc>) -> Vec<Entry> {
-        let Some(entries) = self.partitions.get_mut(&partition) else { return Vec::new() };
+    /// Takes the entries of `partition` due later than `after` and at `bound`, in due
+    /// order.
+    pub(crate) fn take_due_in(&mut self, partition: i32, after: Option<DateTime<Utc>>, bound: DateTime<Utc>) -> Vec<Entry> {
         let mut due = Vec::new();
-        while entries.first().is_some_and(|(at, _)| *at <= bound) {
-            let Some((at, key)) = entries.pop_first() else { break };
-            due.push((at, partition, key));
+        if let Some(entries) = self.partitions.get_mut(&partition) {
+            take(entries, partition, after, bound, &mut due);
         }
         due
     }
@@ -161,21 +157,32 @@ mod tests {
     #[test]
     fn a_tick_takes_what_is_due_in_order_and_leaves_the_rest_and_held_partitions() {
         let mut index = DueIndex::default();
-        index.add(0, "a", &slot(&[30, 10]));
-        index.add(1, "b", &slot(&[20]));
-        index.add(2, "c", &slot(&[5]));
+        let restored = [("a".to_owned(), slot(&[30, 10]))];
+        index.add_all(0, restored.iter().map(|(key, slot)| (key, slot)));
+        index.update(1, "b", &[], Some(&slot(&[20])));
+        index.update(2, "c", &[], Some(&slot(&[5])));
         // Indexed again after another reaction: one entry per deadline still.
-        index.add(0, "a", &slot(&[30, 10]));
+        index.update(0, "a", &[at(30), at(10)], Some(&slot(&[30, 10])));
         assert_eq!(index.len(), 4);
         let due: Vec<_> = index.take_due(at(25), |p| p == 2).into_iter().map(|(at, p, key)| (at.timestamp(), p, key)).collect();
         assert_eq!(due, [(10, 0, "a".to_owned()), (20, 1, "b".to_owned())]);
         assert_eq!(index.len(), 2, "a's later deadline and held c's stay");
-        assert_eq!(index.take_due_in(2, at(25)), [(at(5), 2, "c".to_owned())], "a held partition's entries, taken on their own");
+        assert_eq!(index.take_due_in(2, None, at(25)), [(at(5), 2, "c".to_owned())], "a held partition's entries, taken on their own");
         assert!(!index.has_any(2));
-        index.add(2, "c", &slot(&[5]));
+        index.update(2, "c", &[], Some(&slot(&[5])));
         index.forget(2);
         assert!(index.take_due(at(25), |_| false).is_empty());
         index.put_back([(at(1), 0, "a".to_owned())]);
         assert_eq!(index.take_due(at(100), |_| false).len(), 2);
+    }
+
+    #[test]
+    fn a_partition_gives_what_is_due_after_a_time_and_keeps_the_earlier() {
+        let mut index = DueIndex::default();
+        index.update(0, "a", &[], Some(&slot(&[5, 10, 20])));
+        index.update(0, "b", &[], Some(&slot(&[10])));
+        let due: Vec<_> = index.take_due_in(0, Some(at(5)), at(15)).into_iter().map(|(at, _, key)| (at.timestamp(), key)).collect();
+        assert_eq!(due, [(10, "a".to_owned()), (10, "b".to_owned())], "later than 5, at 15 the latest");
+        assert_eq!(index.take_due_in(0, None, at(100)).len(), 2, "5 and 20 stay");
     }
 }

@@ -29,7 +29,8 @@
 //! A controlled shutdown of the only broker (or of the only replica of a partition) leaves
 //! every partition leaderless for a moment, and a transaction ending then hangs forever:
 //! no client can end it, only an operator (`kafka-transactions.sh find-hanging`, then
-//! `abort`, in the order the [engine's docs](super#hanging-transactions) give). The restore then fails with a message that says so, the engine's health
+//! `abort`, in the order the [engine's docs](super#hanging-transactions) give). The
+//! restore then fails with a message that says so, the engine's health
 //! reports it, and the coordinator tries again every second (so an operator's abort
 //! heals it). A live transaction is therefore waited for at most [`stable_wait`].
 

@@ -271,13 +271,9 @@ pub struct Proc {
     log: PathBuf,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
-
 impl Proc {
     fn spawn(&mut self) {
-        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let http: SocketAddr = ([127, 0, 0, 1], herald_testkit::free_port()).into();
         let log = OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
         let err = log.try_clone().expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_shop"))

@@ -135,6 +135,19 @@ struct Open<I, S> {
     marks: HashMap<i32, Marks>,
 }
 
+impl<I, S> Open<I, S> {
+    /// Drops what the transaction holds of partitions not in `owned`: inputs, offsets,
+    /// slots to put back, waiters, catch-up marks.
+    fn keep_owned(&mut self, owned: &HashSet<(String, i32)>) {
+        let gone = |p: &i32| !owned.iter().any(|(_, q)| q == p);
+        self.held.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
+        self.offsets.retain(|key, _| owned.contains(key));
+        self.before.retain(|(p, _), _| !gone(p));
+        self.waiters.retain(|(p, _)| !gone(p));
+        self.marks.retain(|p, _| !gone(p));
+    }
+}
+
 impl<I, S> Default for Open<I, S> {
     fn default() -> Self {
         Open { began: None, held: Vec::new(), offsets: HashMap::new(), before: HashMap::new(), waiters: Vec::new(), reactions: 0, spans: Vec::new(), marks: HashMap::new() }
@@ -528,20 +541,19 @@ impl<P: Participant> Coordinator<P> {
 
     /// Drops what this process knew of `partitions`: ownership, state, parked inputs,
     /// inputs waiting in the backlog (if the partition comes back, its sink delivers them
-    /// again from the committed offset), and their part of an open transaction in doubt.
+    /// again from the committed offset), and their part of the open transaction.
     fn forget(&mut self, partitions: &[(String, i32)]) {
         for key in partitions {
             self.owned.remove(key);
         }
         let owned = &self.owned;
         self.backlog.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
-        if self.in_doubt {
-            let gone = |p: &i32| !owned.iter().any(|(_, q)| q == p);
-            self.open.held.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
-            self.open.offsets.retain(|key, _| owned.contains(key));
-            self.open.before.retain(|(p, _), _| !gone(p));
-            self.open.waiters.retain(|(p, _)| !gone(p));
-        }
+        // Whether the open transaction is in doubt, about to be rewound (a lost partition,
+        // a failed commit) or committed already (then it is empty): if the partitions
+        // come back before its outcome is known, they are restored from the changelog,
+        // and the sink delivers their inputs again from the committed offset. A rewind
+        // must put back neither their slots over the restored ones nor their inputs.
+        self.open.keep_owned(owned);
         for (_, p) in partitions {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
@@ -1131,6 +1143,32 @@ mod tests {
     use super::*;
     use crate::declaration::{Consumed, Output, NAMED_BY_INPUT};
     use crate::KeyKind;
+
+    /// A revoked partition's part of the open transaction goes with it: were it kept, a
+    /// rewind after the partition came back and was restored (a revocation whose commit's
+    /// outcome was learned only later, as aborted) would put its old slots over the
+    /// restored ones and react to its inputs again beside the sink's new delivery.
+    #[test]
+    fn the_open_transaction_keeps_only_what_belongs_to_owned_partitions() {
+        let mut open: Open<(), String> = Open::default();
+        for (topic, partition, offset) in [("in", 0, 5), ("in", 1, 7), ("other", 0, 9)] {
+            open.held.push((partition, Held::Skip { topic: topic.into(), partition, offset }));
+            open.offsets.insert((topic.into(), partition), offset + 1);
+        }
+        for partition in [0, 1] {
+            open.before.insert((partition, format!("k{partition}")), None);
+            open.waiters.push((partition, oneshot::channel().0));
+            open.marks.insert(partition, Marks::default());
+        }
+        let owned: HashSet<(String, i32)> = [("in".to_owned(), 0)].into();
+        open.keep_owned(&owned);
+        let held: Vec<(&str, i32, i64)> = open.held.iter().map(|(_, h)| h.position()).collect();
+        assert_eq!(held, [("in", 0, 5)], "held inputs of owned topic-partitions only");
+        assert_eq!(open.offsets.keys().collect::<Vec<_>>(), [&("in".to_owned(), 0)]);
+        assert_eq!(open.before.keys().collect::<Vec<_>>(), [&(0, "k0".to_owned())]);
+        assert_eq!(open.waiters.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0]);
+        assert_eq!(open.marks.keys().collect::<Vec<_>>(), [&0]);
+    }
 
     #[test]
     fn an_input_may_name_none_of_the_participants_own_topics_as_prefixed() {

@@ -35,10 +35,13 @@ pub struct Child {
     process: Option<std::process::Child>,
 }
 
-/// A free port on 127.0.0.1 (the OS picks it; it is free again when this returns, and is
-/// handed to a child at once).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` different free ports on 127.0.0.1, for children to listen on. The OS picks each;
+/// each is held while the next is taken (a port just let go can be picked again, and two
+/// children given one port would leave one of them unable to start), and all are free
+/// again when this returns.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0")).collect::<Result<Vec<_>, _>>()?;
+    Ok(held.iter().map(|l| l.local_addr().map(|a| a.port())).collect::<Result<_, _>>()?)
 }
 
 impl Child {
@@ -204,5 +207,15 @@ mod tests {
         assert!(!engines_assigned(&report(6, 2)));
         assert!(!engines_assigned(&serde_json::json!({"details": []})));
         assert!(!engines_assigned(&serde_json::json!({"healthy": true})));
+    }
+
+    #[test]
+    fn the_ports_handed_out_differ_and_are_free() {
+        let ports = free_ports(64).expect("ports");
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for port in ports {
+            std::net::TcpListener::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port} free again: {e}"));
+        }
     }
 }

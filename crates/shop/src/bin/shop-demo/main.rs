@@ -42,7 +42,7 @@ use herald_bus::KafkaConfig;
 use herald_shop::order_status::OrderStatusRow;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::children::{free_port, Child, Ready};
+use crate::children::{free_ports, Child, Ready};
 use crate::ingress::Ingress;
 use crate::plan::{Expect, Planned};
 use crate::report::Summary;
@@ -251,7 +251,9 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         anyhow::ensure!(bin.is_file(), "{} is missing (build it: {build}, or give --bin-dir)", bin.display());
     }
     let common = |http: &str| -> Vec<String> { vec!["--bootstrap".into(), cli.bootstrap.clone(), "--topic-prefix".into(), prefix.clone(), "--http".into(), http.to_owned()] };
-    let addr = || free_port().map(|p| format!("127.0.0.1:{p}"));
+    // One port for each of the six processes below.
+    let mut ports = free_ports(6)?.into_iter();
+    let mut addr = || ports.next().map(|p| format!("127.0.0.1:{p}")).context("a port for each process");
     let mut starting: Vec<Child> = Vec::new();
     {
         let http = addr()?;

@@ -247,7 +247,7 @@ pub(crate) fn resolve_value(writer: &KnownSchema, reader: &apache_avro::Schema, 
 /// a consumer must dead-letter such a record, not die on it.
 fn unpanicked<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(format!("apache-avro panicked on this datum: {}", crate::consumer::route::panic_message(&panic))))
+        .unwrap_or_else(|panic| Err(format!("apache-avro panicked on this datum: {}", crate::panics::describe(&*panic))))
 }
 
 /// Decodes a datum written with exactly the reader's own schema straight into `T` with

@@ -72,21 +72,12 @@ pub struct Panicked {
     pub message: String,
 }
 
-/// The message of a panic's payload: its text when it is a string.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    match (payload.downcast_ref::<&str>(), payload.downcast_ref::<String>()) {
-        (Some(text), _) => (*text).to_owned(),
-        (_, Some(text)) => text.clone(),
-        _ => "(a panic without a message)".to_owned(),
-    }
-}
-
 /// [`react`], catching a panic of [`Participant::decide`] (the engine's way: one input
 /// that makes `decide` panic must not stop every other). On a panic the slot is as it was.
 pub fn try_react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Result<Vec<Emission>, Panicked> {
     let state = slot.state();
     let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| participant.decide(state, input, now)));
-    let reaction = decided.map_err(|payload| Panicked { participant: P::NAME, message: panic_message(&*payload) })?;
+    let reaction = decided.map_err(|payload| Panicked { participant: P::NAME, message: herald_bus::panics::describe(&*payload) })?;
     Ok(apply(source, slot, reaction, cause, now, P::NAME))
 }
 

@@ -77,12 +77,7 @@ fn report_spans<F: EventFamily, P: Projection<F>>(batch: &Batch<F>, began: std::
 /// failure instead of taking the store thread, and every partition with it, down.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .map_err(|payload| format!("the projection panicked: {}", panic_message(&*payload).unwrap_or("(no message)")))
-}
-
-/// The message of a panic (`panic!("...")` and `assert!` payloads), if it has one.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
-    payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .map_err(|payload| format!("the projection panicked: {}", herald_bus::panics::describe(&*payload)))
 }
 
 impl<F: EventFamily, P: Projection<F>> Worker<F, P> {
@@ -358,6 +353,6 @@ mod tests {
         let formatted = guarded(|| -> u8 { panic!("formatted {}", 7) });
         assert_eq!(formatted, Err("the projection panicked: formatted 7".to_owned()));
         let opaque = guarded(|| -> u8 { std::panic::panic_any(7_u32) });
-        assert_eq!(opaque, Err("the projection panicked: (no message)".to_owned()));
+        assert_eq!(opaque, Err("the projection panicked: (a panic without a message)".to_owned()));
     }
 }

@@ -132,20 +132,11 @@ impl<F: EventFamily, H: Handler<F>> Route for TypedRoute<F, H> {
             Ok(Ok(Err(e))) if e.is_permanent() => (e.to_string(), FailureClass::Permanent),
             Ok(Ok(Err(e))) if e.is_unavailable() => (e.to_string(), FailureClass::Wait),
             Ok(Ok(Err(e))) => (e.to_string(), FailureClass::Retry),
-            Ok(Err(panic)) => (format!("handler panicked: {}", panic_message(&panic)), FailureClass::Retry),
+            Ok(Err(panic)) => (format!("handler panicked: {}", crate::panics::describe(&*panic)), FailureClass::Retry),
             Err(_) => (format!("handler timed out after {:?}", self.settings.handler_timeout), FailureClass::Retry),
         };
         Attempt::Failed(Failure { stage: Stage::Handler, reason, attempts: attempt }, class)
     }
-}
-
-/// The message of a panic's payload: its text when it is a string.
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
 #[cfg(test)]

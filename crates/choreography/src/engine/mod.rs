@@ -310,7 +310,7 @@ impl<P: Participant> Engine<P> {
                     return;
                 }
                 let reason = match result {
-                    Err(e) if e.is_panic() => format!("the coordinator panicked: {}", crate::reactor::panic_message(&*e.into_panic())),
+                    Err(e) if e.is_panic() => format!("the coordinator panicked: {}", herald_bus::panics::describe(&*e.into_panic())),
                     Err(e) => format!("the coordinator ended: {e}"),
                     Ok(()) => "the coordinator ended".to_owned(),
                 };

@@ -126,7 +126,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
         if let Some(why) = board.fatal() {
             // The store thread's panic, when it panicked.
             let panic = match &joined {
-                Ok(Err(payload)) => crate::worker::panic_message(&**payload),
+                Ok(Err(payload)) => herald_bus::panics::message(&**payload),
                 _ => None,
             };
             return Err(ProjectorError::StoreThread(match panic {

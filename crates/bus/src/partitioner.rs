@@ -1,7 +1,12 @@
-//! Kafka's default partitioner for keyed records, as the Java client computes it.
+//! Where producers put keyed records: Kafka's default partitioner, as the Java client
+//! computes it, and librdkafka's.
 //!
-//! Herald's producer uses librdkafka's `murmur2_random`, which is the same function; this
-//! module lets tools and tests predict a key's partition without a producer.
+//! Herald's producer uses librdkafka's `murmur2_random`, which is the Java client's
+//! function ([`partition_for`]). librdkafka's own default, `consistent_random`, and so the
+//! default of the clients built on it (confluent-kafka for Python, Go and .NET, kcat) is
+//! CRC-32 instead ([`Partitioner::Crc32`]): the two put most keys on different partitions.
+//! This module lets tools, tests and the choreography engine predict a key's partition
+//! without a producer.
 
 /// Kafka's murmur2 hash of `data` (the Java client's `Utils.murmur2`).
 ///
@@ -49,6 +54,70 @@ pub fn murmur2(data: &[u8]) -> u32 {
 /// ```
 pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// A function that puts a keyed record on a partition, as producers configure it.
+///
+/// ```
+/// use herald_bus::partitioner::Partitioner;
+/// assert_eq!(Partitioner::Murmur2.partition(b"order-1", 6), herald_bus::partitioner::partition_for(b"order-1", 6));
+/// assert_eq!(Partitioner::Crc32.partition(b"kafka", 1000), 0x5bbc_7517 % 1000); // zlib.crc32(b"kafka")
+/// assert_eq!("crc32".parse::<Partitioner>(), Ok(Partitioner::Crc32));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioner {
+    /// murmur2: the Java client's default, Herald's, librdkafka's `murmur2` and
+    /// `murmur2_random` (see [`partition_for`]).
+    #[default]
+    Murmur2,
+    /// CRC-32 (IEEE, as zlib): librdkafka's `consistent` and `consistent_random`, the
+    /// default of the clients built on librdkafka.
+    Crc32,
+}
+
+impl Partitioner {
+    /// The partition of a non-empty `key` among `partitions`.
+    pub fn partition(self, key: &[u8], partitions: u32) -> u32 {
+        match self {
+            Partitioner::Murmur2 => partition_for(key, partitions),
+            Partitioner::Crc32 => crc32fast::hash(key) % partitions.max(1),
+        }
+    }
+
+    /// The `partitioner` value that makes a librdkafka producer place keys so.
+    pub fn librdkafka_name(self) -> &'static str {
+        match self {
+            Partitioner::Murmur2 => "murmur2_random",
+            Partitioner::Crc32 => "consistent_random",
+        }
+    }
+}
+
+impl std::fmt::Display for Partitioner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Partitioner::Murmur2 => "murmur2",
+            Partitioner::Crc32 => "crc32",
+        })
+    }
+}
+
+/// A partitioner name none of [`Partitioner`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown partitioner {0:?} (murmur2 as Java's and Herald's clients, or crc32 as librdkafka's default consistent_random)")]
+pub struct UnknownPartitioner(pub String);
+
+impl std::str::FromStr for Partitioner {
+    type Err = UnknownPartitioner;
+
+    /// `murmur2` or `crc32`, or the librdkafka names that mean them for keyed records.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "murmur2" | "murmur2_random" => Ok(Partitioner::Murmur2),
+            "crc32" | "consistent" | "consistent_random" => Ok(Partitioner::Crc32),
+            other => Err(UnknownPartitioner(other.to_owned())),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,8 +18,9 @@ use crate::deadline::Fired;
 pub enum KeyKind {
     /// The record's Kafka key, the event's aggregate id: no repartition, the input
     /// partition's owner is the key's one writer. The engine dead-letters a record whose
-    /// Kafka key is not its event's aggregate id ([`Route::check_record_key`]); a record
-    /// without a key is taken by its aggregate id.
+    /// Kafka key is not its event's aggregate id ([`Route::check_record_key`]), and one on
+    /// another partition than its aggregate id's, keyed or not (see the engine's
+    /// `EngineSettings::input_partitioner`).
     Subject,
     /// The saga's correlation id (`ce_correlationid`).
     Correlation,
@@ -237,9 +238,10 @@ impl<I> Route<I> {
     /// engine dead-letters such a record with this error.
     ///
     /// A record without a key (legal in Kafka, spread over the partitions) passes: its state
-    /// key is its event's, and it is decided wherever it landed, so keyless producers give
-    /// up the one-writer guarantee. Inputs keyed otherwise pass too: their Kafka key is not
-    /// their state key on purpose, and the engine repartitions them by the state key.
+    /// key is its event's; the engine then decides it only if it landed on that key's
+    /// partition (`EngineSettings::input_partitioner`), as it does every record. Inputs
+    /// keyed otherwise pass too: their Kafka key is not their state key on purpose, and
+    /// the engine repartitions them by the state key.
     ///
     /// ```
     /// use herald_choreography::Inputs;

@@ -916,40 +916,87 @@ async fn the_engine_ends_with_an_error_when_its_coordinator_ends() {
     assert!(!healthy, "{details}");
 }
 
-/// An input keyed by the Kafka key whose key is not its event's aggregate id would be
-/// decided on the wrong partition, a second writer of that id: it is dead-lettered. A
-/// record without a key is taken by its aggregate id.
+/// An input keyed by the Kafka key is decided only where its aggregate's one writer is:
+/// a record whose key is not its event's aggregate id, or one on another partition than
+/// its aggregate id's (keyed or not: a producer with another partitioner, a partition
+/// chosen by hand), would be decided against another copy of the state, a second writer.
+/// Both are dead-lettered, saying why; a keyless record on its aggregate's partition is
+/// taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_input_keyed_otherwise_than_its_aggregate_id_is_dead_lettered() {
+async fn an_input_keyed_otherwise_or_on_another_partition_than_its_aggregate_is_dead_lettered() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let s = setup(2).await;
     let dlq = dead_letter_topic(&s).await;
     let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
     let topic: Topic<Ev> = Topic::named(&s.input);
-    let send = |key: Option<&'static str>, id: &'static str| {
+    let home = |id: &str| herald_bus::partitioner::partition_for(id.as_bytes(), 2) as i32;
+    // (key, event id, partition)
+    let send = |key: Option<&'static str>, id: &'static str, partition: i32| {
         let (raw, topic, publisher, input) = (&raw, &topic, &s.publisher, &s.input);
         async move {
             let encoded = publisher.encode(topic, &Ping { id: id.into(), deadline_ms: 0 }, &Metadata::new("t.Ping", "/test", id)).await.expect("encode");
-            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(input).payload(encoded.payload.as_deref().expect("a value"));
+            let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(input).payload(encoded.payload.as_deref().expect("a value")).partition(partition);
             if let Some(key) = key {
                 record = record.key(key);
             }
             raw.send(record, Duration::from_secs(10)).await.expect("sent");
         }
     };
-    send(Some("a"), "b").await;
-    send(None, "c").await;
-    send(Some("d"), "d").await;
+    send(Some("a"), "b", home("a")).await; // keyed otherwise
+    send(None, "c", home("c")).await; // keyless, on its aggregate's partition
+    send(None, "e", 1 - home("e")).await; // keyless, elsewhere
+    send(Some("d"), "d", home("d")).await; // where it belongs
+    send(Some("f"), "f", 1 - home("f")).await; // keyed right, on the other partition
     let running = start(s.engine(s.settings("a")));
     let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
     let mut ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
     ids.sort();
-    assert_eq!(ids, ["c", "d"], "the keyless record and the well-keyed one");
-    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
-    assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].key(), Some(&b"a"[..]));
-    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
-    assert!(reason.contains("second writer"), "{reason}");
+    assert_eq!(ids, ["c", "d"], "the records on their aggregate's partition, keyed by it or keyless");
+    let letters = read(&s.config, &dlq, "read_committed", 3, WAIT, QUIET).await;
+    let mut reasons: Vec<(Option<&[u8]>, &str)> = letters.iter().map(|l| (l.key(), header(l, "herald.dlq.reason").unwrap_or_default())).collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert_eq!(reasons[0].0, None, "the keyless record stays keyless: {reasons:?}");
+    assert!(reasons[0].1.contains(&format!("on partition {} of {}", 1 - home("e"), s.input)) && reasons[0].1.contains("second writer of \"e\""), "{}", reasons[0].1);
+    assert_eq!(reasons[1].0, Some(&b"a"[..]));
+    assert!(reasons[1].1.contains("second writer"), "{}", reasons[1].1);
+    assert_eq!(reasons[2].0, Some(&b"f"[..]));
+    assert!(reasons[2].1.contains(&format!("murmur2 puts \"f\" on partition {}", home("f"))) && reasons[2].1.contains("partitioner=murmur2_random"), "{}", reasons[2].1);
+    running.stop().await;
+}
+
+/// Producers on librdkafka's default partitioner (`consistent_random`: CRC-32, the
+/// default of confluent-kafka's Python, Go and .NET clients and of kcat) put most keys on
+/// other partitions than Java's and Herald's murmur2. An engine told so
+/// (`input_partitioner`) takes every record they wrote; and librdkafka placed each key
+/// where `Partitioner::Crc32` says, an implementation Herald does not share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_engine_told_its_producers_partitioner_takes_what_librdkafkas_default_placed() {
+    use herald_bus::partitioner::Partitioner;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let s = setup(3).await;
+    // librdkafka's own default, not set by name: what a user of its clients gets.
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let keys: Vec<String> = (0..30).map(|i| format!("crc-{i}")).collect();
+    let mut moved = 0;
+    for key in &keys {
+        let encoded = s.publisher.encode(&topic, &Ping { id: key.clone(), deadline_ms: 0 }, &Metadata::new("t.Ping", "/test", key)).await.expect("encode");
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&s.input).key(key.as_str()).payload(encoded.payload.as_deref().expect("a value"));
+        let partition = raw.send(record, Duration::from_secs(10)).await.expect("sent").partition;
+        assert_eq!(partition as u32, Partitioner::Crc32.partition(key.as_bytes(), 3), "librdkafka's default placed {key}");
+        moved += usize::from(Partitioner::Crc32.partition(key.as_bytes(), 3) != Partitioner::Murmur2.partition(key.as_bytes(), 3));
+    }
+    assert!(moved > 0, "some keys land elsewhere than murmur2 puts them (else this test tried nothing)");
+    let mut settings = s.settings("a");
+    settings.input_partitioner = Some(Partitioner::Crc32);
+    let running = start(s.engine(settings));
+    let out = read(&s.config, &s.output, "read_committed", keys.len(), WAIT, QUIET).await;
+    let mut ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
+    ids.sort();
+    let mut expected = keys.clone();
+    expected.sort();
+    assert_eq!(ids, expected, "each record once");
     running.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! in the coordinator when it reacts to a record again after a rewind.
 
 use herald_bus::codec::SingleObject;
+use herald_bus::partitioner::Partitioner;
 use herald_bus::consumer::OwnedRecord;
 use herald_bus::dead_letter::{Failure, Stage};
 use herald_bus::Metadata;
@@ -13,13 +14,35 @@ use crate::input::{Route, Routed};
 pub(crate) struct Reader<I> {
     pub route: Route<I>,
     pub codec: SingleObject,
+    /// For a topic keyed by aggregate id: how its producers place records, and its
+    /// partition count, to refuse records on another partition than their aggregate's.
+    placement: Option<(Partitioner, u32)>,
 }
 
 impl<I> Reader<I> {
     /// A reader for `route` (single-object payloads written with its family's schemas).
     pub(crate) fn new(route: Route<I>) -> Self {
         let codec = SingleObject::new(route.schemas().clone());
-        Reader { route, codec }
+        Reader { route, codec, placement: None }
+    }
+
+    /// Refuses records of an aggregate on another partition than `partitioner` puts its
+    /// id among `partitions` (see [`EngineSettings::input_partitioner`](super::EngineSettings::input_partitioner)).
+    pub(crate) fn placed(mut self, partitioner: Partitioner, partitions: u32) -> Self {
+        self.placement = Some((partitioner, partitions));
+        self
+    }
+
+    /// `None` when a record of `key` belongs on `partition`, else why not.
+    fn misplaced(&self, key: &str, topic: &str, partition: i32) -> Option<String> {
+        let (partitioner, partitions) = self.placement?;
+        let owner = partitioner.partition(key.as_bytes(), partitions);
+        (i64::from(owner) != i64::from(partition)).then(|| {
+            format!(
+                "a record of {key:?} on partition {partition} of {topic}, where {partitioner} puts {key:?} on partition {owner}: decided here it would make a second writer of {key:?} (produce it keyed by {key:?} with librdkafka's partitioner={}, or set the engine's input partitioner to the one the producers use)",
+                partitioner.librdkafka_name()
+            )
+        })
     }
 
     /// Decodes `record`: its input, state key and metadata; a failure says why it never will.
@@ -39,7 +62,10 @@ impl<I> Reader<I> {
         match decoded {
             // Keyed by the Kafka key: a record keyed otherwise would be a second writer.
             Ok(Some(routed)) => match self.route.check_record_key(record.key(), &routed.key) {
-                Ok(()) => Ok((routed, meta)),
+                Ok(()) => match self.misplaced(&routed.key, record.topic(), record.partition()) {
+                    None => Ok((routed, meta)),
+                    Some(reason) => Err(failure(Stage::Decode, reason)),
+                },
                 Err(e) => Err(failure(Stage::Decode, e.to_string())),
             },
             Ok(None) => Err(failure(Stage::UnknownType, format!("event type {} is not consumed on {}", writer.name, self.route.topic()))),

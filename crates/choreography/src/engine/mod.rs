@@ -62,8 +62,11 @@
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a
 //!   record whose key is not its event's aggregate id is dead-lettered (it would be a
-//!   second writer of that id); one without a key is accepted
-//!   ([`Route::check_record_key`](crate::input::Route::check_record_key)).
+//!   second writer of that id,
+//!   [`Route::check_record_key`](crate::input::Route::check_record_key)), and so is one,
+//!   keyed or not, on another partition than its aggregate id's: murmur2 as Java's and
+//!   Herald's clients place keys, or the producers' own
+//!   ([`EngineSettings::input_partitioner`]; librdkafka's default is CRC-32).
 //! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
 //!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
@@ -184,7 +187,7 @@ impl<P: Participant> Engine<P> {
     /// Returns the topics the participant reads (inputs keyed by the state key, and
     /// repartition topics) and the inputs to repartition with their target, every name
     /// with the [`EngineSettings::topic_prefix`].
-    async fn prepare_topics(&self) -> Result<(Vec<String>, Vec<(String, String)>), EngineError> {
+    async fn prepare_topics(&self) -> Result<(Vec<String>, Vec<(String, String)>, u32), EngineError> {
         let declaration = Declaration::of(&*self.participant);
         let admin_error = |e: admin::AdminError| EngineError::Admin(e.to_string());
         let mut count = None;
@@ -222,7 +225,7 @@ impl<P: Participant> Engine<P> {
                 None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
             }
         }
-        Ok((declaration.co_partitioned().iter().map(|t| prefixed(t)).collect(), repartitioned))
+        Ok((declaration.co_partitioned().iter().map(|t| prefixed(t)).collect(), repartitioned, count as u32))
     }
 
     /// The runtime that copies inputs to their repartition topics, if any, with its
@@ -264,12 +267,17 @@ impl<P: Participant> Engine<P> {
     /// Dropping the future instead is a crash: nothing open commits, and the next
     /// instance with the same `instance` fences and aborts it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EngineError> {
-        let (topics, repartitioned) = self.prepare_topics().await?;
+        let (topics, repartitioned, partitions) = self.prepare_topics().await?;
         let group = self.group();
         let declaration = Declaration::of(&*self.participant);
         let readers = || -> HashMap<String, Reader<P::Input>> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
-            self.participant.inputs().routes().iter().map(|r| (read(r), Reader::new(r.clone()))).collect()
+            let reader = |r: &crate::input::Route<P::Input>| match self.settings.input_partitioner {
+                // Read where it was produced: its partition must be its aggregate's.
+                Some(partitioner) if !r.key().needs_repartition() => Reader::new(r.clone()).placed(partitioner, partitions),
+                _ => Reader::new(r.clone()),
+            };
+            self.participant.inputs().routes().iter().map(|r| (read(r), reader(r))).collect()
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
         let membership = Arc::new(OnceLock::new());

@@ -70,6 +70,16 @@ pub struct EngineSettings {
     /// forget it in memory (default false: the finished state stays, so late outcomes and
     /// duplicates still see it, also after a restart).
     pub forget_finished: bool,
+    /// How the producers of the inputs keyed by their aggregate id place records
+    /// (default murmur2, as the Java client and Herald). A record is decided only on the
+    /// partition its aggregate id maps to: one on another partition (a producer with
+    /// another partitioner, a record without a key, a partition chosen by hand) would be
+    /// decided against another copy of its aggregate's state, a second writer of it; the
+    /// engine dead-letters it, saying where it belongs. Set
+    /// [`Partitioner::Crc32`](herald_bus::partitioner::Partitioner) when every producer uses
+    /// librdkafka's default (`consistent_random`: confluent-kafka's Python, Go and .NET
+    /// clients, kcat); `None` decides each record where it landed.
+    pub input_partitioner: Option<herald_bus::partitioner::Partitioner>,
     /// Create the changelog topic (compacted, as many partitions as the inputs) when it is
     /// missing (default true).
     pub create_changelog: bool,
@@ -105,6 +115,7 @@ impl EngineSettings {
             tick: Duration::from_millis(50),
             static_membership: true,
             forget_finished: false,
+            input_partitioner: Some(herald_bus::partitioner::Partitioner::Murmur2),
             create_changelog: true,
             changelog_configs: CHANGELOG_CONFIGS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             consumer_properties: Vec::new(),

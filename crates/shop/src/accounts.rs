@@ -5,8 +5,8 @@
 //!
 //! Rules: `OpenAccount` opens a wallet at 0 (`already-open` the second time); `Deposit`
 //! and `Withdraw` need an open account (`no-such-account`) and an amount above 0
-//! (`invalid-amount`); a `Withdraw` above the balance is `insufficient-funds`. The balance
-//! is never negative.
+//! (`invalid-amount`, also for a `Deposit` the balance cannot hold: above `i64::MAX` cents);
+//! a `Withdraw` above the balance is `insufficient-funds`. The balance is never negative.
 
 use apache_avro::AvroSchema;
 use herald_aggregate::{Aggregate, Rejection};
@@ -150,7 +150,8 @@ pub mod reason {
     pub const NO_SUCH_ACCOUNT: &str = "no-such-account";
     /// A second `OpenAccount`.
     pub const ALREADY_OPEN: &str = "already-open";
-    /// An amount of 0 or less.
+    /// An amount of 0 or less, or a deposit that would take the balance above `i64::MAX`
+    /// cents.
     pub const INVALID_AMOUNT: &str = "invalid-amount";
 }
 
@@ -178,6 +179,9 @@ impl Aggregate for Accounts {
             AccountCommand::Open(open) => Ok(vec![AccountEvent::Opened(AccountOpened { account_id: open.account_id, owner: open.owner })]),
             AccountCommand::Deposit(d) => {
                 amount_and_account(wallet, d.amount_cents)?;
+                if wallet.balance_cents.checked_add(d.amount_cents).is_none() {
+                    return Err(Rejection::new(reason::INVALID_AMOUNT, format!("balance {} plus {} is more than an account holds ({} cents)", wallet.balance_cents, d.amount_cents, i64::MAX)));
+                }
                 Ok(vec![AccountEvent::Deposited(MoneyDeposited { account_id: d.account_id, amount_cents: d.amount_cents })])
             }
             AccountCommand::Withdraw(w) => {
@@ -193,8 +197,10 @@ impl Aggregate for Accounts {
     fn evolve(&self, wallet: Wallet, event: &AccountEvent) -> Wallet {
         match event {
             AccountEvent::Opened(o) => Wallet { open: true, owner: o.owner.clone(), balance_cents: 0 },
-            AccountEvent::Deposited(d) => Wallet { balance_cents: wallet.balance_cents + d.amount_cents, ..wallet },
-            AccountEvent::Withdrawn(w) => Wallet { balance_cents: wallet.balance_cents - w.amount_cents, ..wallet },
+            // `decide` keeps the balance within 0..=i64::MAX; saturating, an event from
+            // elsewhere cannot make a fold panic.
+            AccountEvent::Deposited(d) => Wallet { balance_cents: wallet.balance_cents.saturating_add(d.amount_cents), ..wallet },
+            AccountEvent::Withdrawn(w) => Wallet { balance_cents: wallet.balance_cents.saturating_sub(w.amount_cents), ..wallet },
         }
     }
 }

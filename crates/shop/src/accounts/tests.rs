@@ -76,6 +76,16 @@ fn a_second_open_is_already_open_and_amounts_must_be_positive() {
     assert_eq!(wallet.balance_cents, 0);
 }
 
+/// A balance near `i64::MAX` cents took a deposit that overflowed it: negative in a release
+/// build, a panic (no reply, a dead letter) in a debug one.
+#[test]
+fn a_deposit_the_balance_cannot_hold_is_an_invalid_amount_and_the_balance_stays() {
+    let (wallet, outcomes) = run(vec![open("a"), deposit("a", i64::MAX), deposit("a", 1), withdraw("a", i64::MAX), deposit("a", i64::MAX)]);
+    assert_eq!(outcomes[2], Err(reason::INVALID_AMOUNT.into()));
+    assert!(outcomes[3].is_ok() && outcomes[4].is_ok(), "{outcomes:?}");
+    assert_eq!(wallet.balance_cents, i64::MAX);
+}
+
 // ---- the adapter (herald-aggregate's Decider) on the choreography test kit ----
 
 const REPLIES: &str = "t.replies";

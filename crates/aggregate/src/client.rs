@@ -61,7 +61,8 @@ impl SendOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
-    /// No reply in time: the command may have been decided or not. Find out with
+    /// No reply in time (or the broker did not acknowledge the command in time): the
+    /// command may have been decided or not. Find out with
     /// [`CommandClient::find_reply`] by its id, or send it again with the same id
     /// ([`SendOptions::command_id`]) to get its reply.
     #[error("no reply to command {command_id} within {waited:?}: its outcome is unknown; look it up by the command id (its reply on {reply_topic} is keyed by it) or send it again with the same id")]
@@ -342,10 +343,16 @@ impl<C> CommandClient<C> {
         if let Some(v) = options.expected_version {
             record.headers = record.headers.insert(Header { key: headers::EXPECTED_VERSION, value: Some(v.to_string().as_str()) });
         }
-        if let Err(source) = self.publisher.send_record(record).await {
-            return Err(SendError::Publish { command_id, source });
-        }
         let timeout = options.timeout.unwrap_or(self.timeout);
+        // The publish counts against the timeout too: unbounded, it waited for the broker's
+        // acknowledgement up to the producer's `message.timeout.ms` (minutes) while the
+        // broker was away. A record not acknowledged in time may still be written (it
+        // stays queued in the producer): its outcome is unknown, as without a reply.
+        match tokio::time::timeout(timeout, self.publisher.send_record(record)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(source)) => return Err(SendError::Publish { command_id, source }),
+            Err(_) => return Err(SendError::Timeout { command_id, waited: started.elapsed(), reply_topic: self.reply_topic.clone() }),
+        }
         match tokio::time::timeout(timeout.saturating_sub(started.elapsed()), rx).await {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(_)) => Err(SendError::Closed { command_id }),

@@ -325,6 +325,26 @@ async fn a_dropped_send_stops_waiting_for_its_reply() {
     assert_eq!(client.waiting(), 0, "the dropped send no longer waits");
 }
 
+/// A command the broker does not take (here its topic does not exist, and the test broker
+/// creates none) ends at the send's timeout with an unknown outcome: a record still queued
+/// in the producer may be written later. Before, the send waited for the producer (its
+/// metadata for the topic, 30 s here; its `message.timeout.ms`, 5 minutes, for a broker
+/// that went away), whatever the caller's timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_send_the_broker_does_not_take_ends_at_its_timeout_with_an_unknown_outcome() {
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let commands = herald_testkit::unique("agg.untaken");
+    let replies = herald_testkit::topic(&config, "agg.untaken.replies", 1).await;
+    let client = CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies).await.expect("client").with_timeout(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(Duration::from_secs(120), client.send(Add { counter: "c-1".into(), n: 1 })).await.expect("the send ends");
+    let waited = started.elapsed();
+    assert!(matches!(sent, Err(herald_aggregate::SendError::Timeout { .. })), "{sent:?}");
+    assert!(sent.as_ref().is_err_and(herald_aggregate::SendError::outcome_unknown));
+    assert!(waited < Duration::from_secs(10), "the send took {waited:?}, not its 2 s");
+    assert_eq!(admin::partition_count(&config, &commands).await.expect("metadata"), None, "the topic was not created (else the broker took the command)");
+}
+
 /// A command sent again with its id (a caller's retry) while the first send still waits:
 /// both sends get the reply. Before, the second send's entry replaced the first's, which
 /// then failed as if the client had closed.

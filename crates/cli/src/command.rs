@@ -4,14 +4,16 @@
 //! The command is JSON mapped through its Avro schema (as `herald publish`), sent with
 //! `ce_replyto` (the reply topic) and, with `--expect-version`, `ce_expectedversion`. The
 //! reply (`herald.aggregate.CommandReply`) prints as one JSON object on stdout. Exit codes:
-//! `0` accepted, `1` rejected (or a failure talking to Kafka), `2` bad input, `3` no reply in
-//! time: the outcome is unknown, and the command id printed on stderr finds its reply later.
+//! `0` accepted, `1` rejected (or not sent: a failure talking to Kafka before the command
+//! could be written), `2` bad input, `3` the outcome is unknown (no reply in time, or a send
+//! that may have written the command): the command id printed on stderr finds its reply
+//! later.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_aggregate::{CommandClient, SendError, SendOptions};
+use herald_aggregate::{CommandClient, SendOptions};
 use herald_bus::publisher::Record;
 use herald_bus::{Metadata, Topic};
 
@@ -19,7 +21,7 @@ use crate::context::Context;
 use crate::exit::{invalid, outln};
 use herald_cli::json;
 
-/// Exit code of a command that got no reply in time.
+/// Exit code of a command whose outcome is unknown (no reply in time).
 pub const TIMEOUT: u8 = 3;
 
 /// Arguments of `herald command`.
@@ -103,7 +105,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             outln!("{}", serde_json::to_string(&reply).unwrap_or_default());
             Ok(if reply.is_accepted() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Err(e @ SendError::Timeout { .. }) => {
+        // Whatever the failure, a command that may have been written may be decided: a
+        // script must look it up before sending it again, not take it as rejected.
+        Err(e) if e.outcome_unknown() => {
             eprintln!("{e}");
             eprintln!("{}", serde_json::json!({"command_id": e.command_id().to_string(), "outcome": "unknown"}));
             Ok(ExitCode::from(TIMEOUT))

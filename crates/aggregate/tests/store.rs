@@ -302,6 +302,21 @@ async fn a_reply_topic_that_does_not_exist_stalls_nothing() {
         herald_testkit::record_count(&config, &missing).await > 0
     })
     .await;
+
+    // Deleted again (a client that made its own reply topic and went away): a command
+    // naming it fails its transaction once; the engine then asks again, drops the reply,
+    // and the partition goes on. Before, the topic stayed known to exist, and every
+    // attempt failed the same way until a restart.
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("admin");
+    admin.delete_topics(&[missing.as_str()], &rdkafka::admin::AdminOptions::new()).await.expect("delete request").into_iter().for_each(|r| { r.expect("deleted"); });
+    herald_testkit::wait_until(Duration::from_secs(30), "the reply topic gone", || async { admin::partition_count(&config, &missing).await.ok().flatten().is_none() }).await;
+    let meta = herald_bus::Metadata::new(<Add as herald_bus::Event>::TYPE, "/test/replyto", "c-1");
+    let mut record = publisher.encode(&topic, &Add { counter: "c-1".into(), n: 10 }, &meta).await.expect("encode");
+    record.headers = record.headers.insert(rdkafka::message::Header { key: herald_aggregate::headers::REPLY_TO, value: Some(missing.as_str()) });
+    publisher.send_record(record).await.expect("sent");
+    let client = client.with_timeout(Duration::from_secs(90));
+    let after = client.send(Add { counter: "c-1".into(), n: 1 }).await.expect("answered: the partition did not stall on the deleted topic");
+    assert_eq!((after.is_accepted(), after.version), (true, Some(4)), "the command naming the deleted topic was decided first: {after:?}");
     stop.cancel();
     running.await.expect("engine task").expect("engine ran without error");
 }

@@ -1114,6 +1114,7 @@ impl<P: Participant> Coordinator<P> {
         let open = std::mem::take(&mut self.open);
         self.health.closed();
         self.failures += 1;
+        self.named_topics.doubt();
         // Its inputs are tried again after a backoff (see `run`).
         self.drain_at = tokio::time::Instant::now() + backoff(self.failures);
         for ((partition, key), before) in open.before {

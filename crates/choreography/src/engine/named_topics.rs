@@ -8,9 +8,12 @@
 //! every aggregate of the partition. The coordinator asks here first and drops such an
 //! output with an error log and a metric; the input's other effects commit.
 //!
-//! A topic found to exist is remembered for good; one found missing is asked about again
-//! after [`RECHECK`], so creating it heals without a restart. When the broker cannot say,
-//! the output is sent as before (and its failure retried).
+//! A topic found to exist is remembered until a transaction fails (it may have been
+//! deleted since: a client that made its own reply topic and went away), then asked about
+//! again; one found missing is asked about again after [`RECHECK`], so creating it heals
+//! without a restart. When the broker cannot say, the output is sent as before (and its
+//! failure retried). Not handled: a topic that exists but that the engine may not write
+//! (an ACL) fails every attempt, the health check reporting the error.
 //!
 //! [`Emitted::exact_topic`]: crate::emit::Emitted::exact_topic
 
@@ -62,5 +65,12 @@ impl NamedTopics {
             }
             TopicState::Unknown => true,
         }
+    }
+
+    /// A transaction failed: the topics known to exist are asked about again (one may be
+    /// gone, and its outputs failed the transaction; remembered, they would fail every
+    /// attempt until a restart).
+    pub(crate) fn doubt(&mut self) {
+        self.known.retain(|_, k| matches!(k, Known::Missing(_)));
     }
 }

@@ -11,7 +11,9 @@ pub enum OutboxError {
     #[error("invalid bucket count {0}: use 1 to 4096")]
     InvalidBuckets(u32),
     /// The table exists with another bucket count than this process's: relays would hash
-    /// aggregates differently and could relay one aggregate from two places.
+    /// aggregates differently and could relay one aggregate from two places. Returned by
+    /// [`OutboxTable::ensure_schema`](crate::OutboxTable::ensure_schema) and by every
+    /// [`Outbox::publish`](crate::Outbox::publish), which then writes nothing.
     #[error("outbox table {table} was created with {existing} buckets, this process is configured with {configured}")]
     BucketMismatch {
         /// The table.

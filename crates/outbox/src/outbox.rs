@@ -49,7 +49,7 @@ pub struct Outbox {
 }
 
 /// Parameter types of the insert, declared so it runs in one round trip (no prepare).
-const INSERT_TYPES: [Type; 9] = [
+const INSERT_TYPES: [Type; 10] = [
     Type::INT4,
     Type::INT4,
     Type::UUID,
@@ -59,6 +59,7 @@ const INSERT_TYPES: [Type; 9] = [
     Type::BYTEA,
     Type::TEXT_ARRAY,
     Type::BYTEA_ARRAY,
+    Type::INT4,
 ];
 
 impl Outbox {
@@ -68,11 +69,14 @@ impl Outbox {
         // The transaction-level lock on the aggregate serializes inserts of one aggregate
         // until their transactions end, so its rows' `seq` follows commit order: the relay,
         // which sends in `seq` order, then sends an aggregate's events in commit order.
+        // Nothing is inserted when the table was made with another bucket count ($10):
+        // the row's bucket would be one no relay hashes its aggregate to (see `publish_with`).
         let insert = format!(
             "WITH locked AS (SELECT pg_advisory_xact_lock($1, $2))
-             INSERT INTO {} (event_id, topic, aggregate, bucket, payload, header_names, header_values)
-             SELECT $3, $4, $5, $6, $7, $8, $9 FROM locked",
-            table.name()
+             INSERT INTO {t} (event_id, topic, aggregate, bucket, payload, header_names, header_values)
+             SELECT $3, $4, $5, $6, $7, $8, $9 FROM locked
+             WHERE NOT EXISTS (SELECT 1 FROM {t}_settings WHERE buckets <> $10)",
+            t = table.name()
         );
         Outbox { table, source: source.into().into(), max_bytes: 1_000_000, insert: insert.into() }
     }
@@ -148,7 +152,8 @@ impl Outbox {
         let aggregate_hash = (herald_bus::partitioner::murmur2(aggregate.as_bytes()) & 0x7fff_ffff) as i32;
         let bucket = self.table.bucket_of(aggregate);
         let topic_name = topic.name();
-        tx.execute_typed(
+        let buckets = self.table.bucket_count() as i32;
+        let inserted = tx.execute_typed(
             &self.insert,
             &[
                 (&self.table.aggregate_lock_class(), INSERT_TYPES[0].clone()),
@@ -160,9 +165,17 @@ impl Outbox {
                 (&payload, INSERT_TYPES[6].clone()),
                 (&names, INSERT_TYPES[7].clone()),
                 (&values, INSERT_TYPES[8].clone()),
+                (&buckets, INSERT_TYPES[9].clone()),
             ],
         )
         .await?;
+        if inserted == 0 {
+            // Checked in the insert, not once per process: the relays hash aggregates by
+            // the table's count, so a row bucketed by another would never be relayed (or
+            // one aggregate's rows would sit in two buckets, relayed from two places).
+            let existing: i32 = tx.query_one(&format!("SELECT buckets FROM {}_settings", self.table.name()), &[]).await?.try_get(0)?;
+            return Err(OutboxError::BucketMismatch { table: self.table.name().to_owned(), existing, configured: self.table.bucket_count() });
+        }
         Ok(meta.id)
     }
 }

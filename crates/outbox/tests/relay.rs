@@ -682,3 +682,30 @@ async fn a_statement_left_without_an_answer_drops_the_session_and_the_relay_goes
     task.await.unwrap().unwrap();
     drop_outbox(&client, &t).await;
 }
+
+/// A service whose outbox has another bucket count than the table was made with (it never
+/// called `ensure_schema`, which refuses it) gets `BucketMismatch` from `publish`, and
+/// nothing is written. Before, its rows went into buckets no relay hashes their aggregate
+/// to: some never relayed (buckets past the table's count), others in a second bucket of
+/// their aggregate, relayed from two places at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_with_another_bucket_count_than_its_table_writes_nothing() {
+    let url = shared_postgres();
+    let config = herald_outbox::config(&url).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let made = outbox(&mut client, "t_buckets", 16).await;
+    let table = made.table().name().to_owned();
+    let topic: Topic<Steps> = Topic::named("outbox.buckets.unused");
+    let other = herald_outbox::Outbox::new(herald_outbox::OutboxTable::new(&table).unwrap().buckets(32).unwrap(), "/test/outbox");
+    let tx = client.transaction().await.unwrap();
+    let refused = other.publish(&tx, &topic, &Stepped { account: "acct-1".into(), n: 1 }).await;
+    assert!(
+        matches!(&refused, Err(herald_outbox::OutboxError::BucketMismatch { existing: 16, configured: 32, .. })),
+        "{refused:?}"
+    );
+    // The table's own count is taken, in the same transaction.
+    made.publish(&tx, &topic, &Stepped { account: "acct-1".into(), n: 1 }).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(pending(&client, &table).await, 1, "only the row of the table's own count");
+    drop_outbox(&client, &table).await;
+}

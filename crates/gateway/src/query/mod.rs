@@ -10,7 +10,7 @@
 //! 2. the candidates: the service's live instances in the registry that serve HTTP and
 //!    whose circuit is not open; those whose last active health check failed only when no
 //!    other is left. None: `503` (`no-instance`) with `Retry-After`;
-//! 3. one is picked by the route's [`Balance`](crate::config::Balance) (consistent
+//! 3. one is picked by the route's [`Balance`] (consistent
 //!    hashing on the key by default; an ejected outlier is skipped while others remain);
 //! 4. the request goes to it within what is left of the route's deadline. The answer
 //!    passes through as it is, `404` included; a `5xx` becomes `502` (`upstream-error`),

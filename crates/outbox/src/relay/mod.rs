@@ -43,7 +43,7 @@
 //! goes on at once.
 //!
 //! # Several relays
-//! See [`ownership`](self::ownership): buckets owned through session-level advisory locks,
+//! See the `ownership` module: buckets owned through session-level advisory locks,
 //! a fair share each, a takeover delay after a relay vanished. A relay whose PostgreSQL
 //! session ends stops relaying (every read and delete goes through that session, so it
 //! cannot read rows of a bucket it no longer owns), reconnects with backoff and takes

@@ -9,6 +9,7 @@ use herald_bus::event::Member;
 use herald_bus::publisher::Record;
 use herald_bus::{Event, EventFamily, KafkaConfig, PublishError, Publisher, PublisherOptions, Topic};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
@@ -233,12 +234,22 @@ fn read_new_partitions(consumer: &StreamConsumer, topic: &str) {
     }
 }
 
-/// A consumer of every partition of `topic` at `start` (None: the current end).
-async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Result<StreamConsumer, ClientError> {
+/// A consumer of every partition of `topic`, from the start (a lookup: it reports each
+/// partition's end, as `PartitionEOF`) or from the current end (the client's reply reader).
+/// Returns it with the topic's partition count.
+async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Result<(StreamConsumer, usize), ClientError> {
     let partitions = herald_bus::admin::partition_count(config, topic).await.map_err(|e| ClientError::Kafka(e.to_string()))?.ok_or_else(|| ClientError::NoReplyTopic(topic.to_owned()))?;
     let group = format!("herald-aggregate-client-{}", Uuid::now_v7());
+    let eof = if from_start { "true" } else { "false" };
     let consumer: StreamConsumer = config
-        .client_config(&[("group.id", &group), ("enable.auto.commit", "false"), ("isolation.level", "read_committed"), ("auto.offset.reset", "earliest"), ("fetch.wait.max.ms", "20")])
+        .client_config(&[
+            ("group.id", &group),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", "read_committed"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "20"),
+            ("enable.partition.eof", eof),
+        ])
         .create()
         .map_err(|e| ClientError::Kafka(e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
@@ -261,7 +272,7 @@ async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Resul
         tpl.add_partition_offset(topic, p, offset).map_err(|e| ClientError::Kafka(e.to_string()))?;
     }
     consumer.assign(&tpl).map_err(|e| ClientError::Kafka(e.to_string()))?;
-    Ok(consumer)
+    Ok((consumer, partitions))
 }
 
 /// The reply in a record of a reply topic, if it is one.
@@ -279,7 +290,7 @@ impl<C> CommandClient<C> {
     pub async fn new(config: &KafkaConfig, commands: Topic<C>, reply_topic: impl Into<String>) -> Result<Self, ClientError> {
         let reply_topic = reply_topic.into();
         let publisher = Publisher::new(config, PublisherOptions::new("/herald/command-client"))?;
-        let consumer = reader_of(config, &reply_topic, false).await?;
+        let (consumer, _) = reader_of(config, &reply_topic, false).await?;
         let pending: Pending = Arc::default();
         let dispatch = pending.clone();
         let topic = reply_topic.clone();
@@ -363,7 +374,7 @@ impl<C> CommandClient<C> {
     /// Looks up the reply to `command_id` on the reply topic (every partition, from the
     /// beginning, read_committed). Returns `None` when none is there: the command was not
     /// decided yet (or never will be: it was not written). Reads until it finds the reply,
-    /// or nothing new arrived for 3 s, or `within` passed.
+    /// or every partition was read to its end (its last stable offset), or `within` passed.
     pub async fn find_reply(&self, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
         find_reply(&self.config, &self.reply_topic, command_id, within).await
     }
@@ -401,18 +412,28 @@ impl<C: EventFamily> CommandClient<C> {
 
 /// [`CommandClient::find_reply`] without a client.
 pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
-    let consumer = reader_of(config, reply_topic, true).await?;
+    let (consumer, partitions) = reader_of(config, reply_topic, true).await?;
     let codec = SingleObject::new(Replies::schemas().clone());
     let wanted = command_id.to_string();
     let deadline = tokio::time::Instant::now() + within;
+    // Not there once every partition was read to its end (read_committed: its last stable
+    // offset, past its commit markers); a quiet spell proves nothing (a slow first fetch,
+    // a long topic). A transaction still open on the topic holds its end back: then
+    // `within` decides.
+    let mut ended = std::collections::HashSet::new();
     loop {
-        let idle = (tokio::time::Instant::now() + Duration::from_secs(3)).min(deadline);
-        match tokio::time::timeout_at(idle, consumer.recv()).await {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(msg)) => {
                 if msg.key() == Some(wanted.as_bytes())
                     && let Some(reply) = decode_reply(&codec, msg.payload())
                 {
                     return Ok(Some(reply));
+                }
+            }
+            Ok(Err(KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+                if ended.len() >= partitions {
+                    return Ok(None);
                 }
             }
             Ok(Err(e)) => return Err(ClientError::Kafka(e.to_string())),

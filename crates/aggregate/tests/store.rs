@@ -360,6 +360,29 @@ async fn a_send_the_broker_does_not_take_ends_at_its_timeout_with_an_unknown_out
     assert_eq!(admin::partition_count(&config, &commands).await.expect("metadata"), None, "the topic was not created (else the broker took the command)");
 }
 
+/// A reply is found by its command's id on the reply topic; an id no command had finds
+/// none once every partition was read to its end (here past the commit markers of the
+/// engine's transactions), well before `within`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reply_is_found_by_its_command_id_and_an_unknown_id_finds_none_at_the_end() {
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let Counted { replies, commands, stop, running, .. } = start_counter(&config, "lookup", 3).await;
+    let client = CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies).await.expect("client").with_timeout(Duration::from_secs(60));
+    for i in 0..6 {
+        add(&client, &format!("c-{i}"), 1).await;
+    }
+    let sent = client.send(Add { counter: "c-0".into(), n: 2 }).await.expect("reply");
+    let id: uuid::Uuid = sent.command_id.parse().expect("a uuid");
+    let found = client.find_reply(id, Duration::from_secs(60)).await.expect("lookup");
+    assert_eq!(found.as_ref(), Some(&sent), "the reply the send got");
+    let started = std::time::Instant::now();
+    let none = client.find_reply(uuid::Uuid::now_v7(), Duration::from_secs(60)).await.expect("lookup");
+    assert_eq!(none, None);
+    assert!(started.elapsed() < Duration::from_secs(30), "found none at the topic's end, not by waiting out `within`: {:?}", started.elapsed());
+    stop.cancel();
+    running.await.expect("engine task").expect("engine ran without error");
+}
+
 /// A command sent again with its id (a caller's retry) while the first send still waits:
 /// both sends get the reply. Before, the second send's entry replaced the first's, which
 /// then failed as if the client had closed.

@@ -965,6 +965,58 @@ async fn an_input_keyed_otherwise_or_on_another_partition_than_its_aggregate_is_
     running.stop().await;
 }
 
+/// Sends bytes no reader can decode, keyed `key`, to the input.
+async fn send_garbage(s: &Setup, key: &str) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    raw.send(FutureRecord::<str, [u8]>::to(&s.input).key(key).payload(&b"not avro"[..]), Duration::from_secs(10)).await.expect("sent");
+}
+
+/// A record the engine cannot decode goes to `<input>.dlq`, which the engine creates, and
+/// its partition goes on. Before, the engine made no dead-letter topic: on a broker that
+/// creates none by itself, the dead letter was retried for ever and the partition's later
+/// inputs waited behind it, the engine reporting healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_undecodable_input_goes_to_the_dead_letter_topic_the_engine_makes() {
+    let s = setup(2).await;
+    send_garbage(&s, "x").await;
+    s.ping("x", 0).await;
+    let running = start(s.engine(s.settings("a")));
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(out.len(), 1, "the input after the bad one was reacted to");
+    let letters = read(&s.config, &herald_bus::dead_letter::topic_for(&s.input), "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].key(), Some(&b"x"[..]));
+    running.stop().await;
+}
+
+/// Told not to make its dead-letter topics, the engine's partition waits for a dead letter
+/// whose topic is missing, and says so: unhealthy, naming the topic; once the topic
+/// exists, the letter is written and the partition goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_waiting_for_its_topic_makes_the_engine_unhealthy_until_the_topic_exists() {
+    let s = setup(1).await;
+    send_garbage(&s, "x").await;
+    s.ping("x", 0).await;
+    let mut settings = s.settings("a");
+    settings.create_dead_letter_topics = false;
+    let engine = s.engine(settings);
+    let health = engine.health();
+    let running = start(engine);
+    let dlq = herald_bus::dead_letter::topic_for(&s.input);
+    herald_testkit::wait_until(WAIT, "the engine reports the waiting dead letter", || async {
+        let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+        !healthy && details.to_string().contains(&dlq)
+    })
+    .await;
+    assert_eq!(herald_bus::admin::partition_count(&s.config, &dlq).await.expect("metadata"), None, "not made by the engine");
+    herald_bus::admin::create_topics(&s.config, &[herald_bus::admin::TopicSpec::new(&dlq).partitions(1)]).await.expect("dead-letter topic");
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(out.len(), 1, "the partition went on");
+    herald_testkit::wait_until(WAIT, "healthy again", || async { herald_ops::HealthCheck::check(&*health).0 }).await;
+    running.stop().await;
+}
+
 /// Producers on librdkafka's default partitioner (`consistent_random`: CRC-32, the
 /// default of confluent-kafka's Python, Go and .NET clients and of kcat) put most keys on
 /// other partitions than Java's and Herald's murmur2. An engine told so

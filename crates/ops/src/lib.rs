@@ -52,6 +52,8 @@ impl HealthCheck for herald_bus::ConsumerHealth {
                 "assigned_partitions": self.assigned_partitions(),
                 "pauses": self.pauses(),
                 "last_error": self.last_error(),
+                // Why it is unhealthy, when a partition waits at a record.
+                "parked": self.parked().into_iter().map(|(topic, partition, reason)| serde_json::json!({"topic": topic, "partition": partition, "reason": reason})).collect::<Vec<_>>(),
             }),
         )
     }

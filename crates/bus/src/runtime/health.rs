@@ -43,6 +43,10 @@ impl ConsumerHealth {
     /// a partition is paused and its offset not stored: nothing is lost, and an operator
     /// must act (raise the dead-letter topic's `max.message.bytes`, fix its ACLs), then
     /// restart the consumer or let the partition move to another member.
+    ///
+    /// Also listed, while it lasts: a partition whose dead letter is still not written
+    /// after a while (its topic missing, the broker away: retried, so it heals by itself
+    /// once the topic exists or the broker is back).
     pub fn parked(&self) -> Vec<(String, i32, String)> {
         self.lock_parked().iter().map(|((t, p), r)| (t.clone(), *p, r.clone())).collect()
     }

@@ -68,11 +68,14 @@ impl PartitionSink for Scripted {
 struct FakeLetters {
     unwritable: bool,
     sent: Mutex<Vec<(i64, u32)>>,
+    /// How long each letter takes to be written (retried meanwhile, as a missing topic).
+    delay: Duration,
 }
 
 #[async_trait]
 impl Letters for FakeLetters {
     async fn send(&self, record: &OwnedRecord, failure: &Failure, _cancel: &CancellationToken) -> Sent {
+        tokio::time::sleep(self.delay).await;
         self.sent.lock().unwrap().push((record.offset(), failure.attempts));
         if self.unwritable { Sent::Unwritable("record too large for the dead-letter topic".into()) } else { Sent::Acked }
     }
@@ -106,7 +109,11 @@ fn policy() -> RetryPolicy {
 }
 
 fn start(sink: Scripted, unwritable: bool) -> Harness {
-    let letters = Arc::new(FakeLetters { unwritable, sent: Mutex::default() });
+    start_with(sink, FakeLetters { unwritable, sent: Mutex::default(), delay: Duration::ZERO })
+}
+
+fn start_with(sink: Scripted, letters: FakeLetters) -> Harness {
+    let letters = Arc::new(letters);
     let client = Arc::new(FakeClient::default());
     let health = Arc::new(ConsumerHealth::default());
     health.set_running(true);
@@ -205,6 +212,29 @@ async fn a_dead_letter_that_cannot_be_written_parks_the_partition_instead_of_loo
     h.slot.task.await.expect("worker ends");
     assert!(h.health.is_healthy());
     assert_eq!(sink.seen.lock().unwrap().iter().filter(|(o, _, _)| *o == 2).count(), 0, "nothing after the parked record");
+}
+
+/// A dead letter that takes long to write (retried: its topic missing, the broker away)
+/// holds its partition back: the health check says so while it waits, and all is well
+/// again once it is written. Before, the consumer stayed healthy for as long as it waited.
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_not_written_for_a_while_makes_the_consumer_unhealthy_until_it_is() {
+    let sink = Scripted::failing(1, &[FailureClass::Permanent]);
+    let h = start_with(sink.clone(), FakeLetters { unwritable: false, sent: Mutex::default(), delay: Duration::from_secs(60) });
+    let started = Instant::now();
+    h.send(0..3);
+    while h.health.parked().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "never reported");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let late = started.elapsed();
+    assert!(late >= super::worker::LETTER_STALLED && late < super::worker::LETTER_STALLED + Duration::from_secs(1), "reported once the letter is late: {late:?}");
+    assert!(!h.health.is_healthy());
+    let reason = &h.health.parked()[0].2;
+    assert!(reason.contains("offset 1") && reason.contains("t.dlq") && reason.contains("not written"), "{reason}");
+    h.wait_stored(2).await;
+    assert!(h.health.is_healthy(), "written at last: {:?}", h.health.parked());
+    assert_eq!(*h.letters.sent.lock().unwrap(), vec![(1, 1)]);
 }
 
 /// A sink whose store cannot record a dead letter for a while: the letter is written once,

@@ -24,6 +24,10 @@ use super::progress::Progress;
 use super::retry::{self, Next, RetryPolicy};
 use super::sink::{Delivery, Offsets, PartitionSink};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
+use crate::dead_letter::Failure;
+
+/// How long a dead letter may take before the partition is reported as waiting for it.
+pub(crate) const LETTER_STALLED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a worker does to the client: store its offset, pause its partition.
 pub trait Client: Send + Sync + 'static {
@@ -200,7 +204,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
                 }
                 Next::GiveUp => {
                     let record = &batch[index];
-                    match self.letters.send(record, &failure, cancel).await {
+                    match self.dead_letter(record, &failure, cancel).await {
                         Sent::Acked => {}
                         Sent::Cancelled => return false,
                         Sent::Retry => {
@@ -231,6 +235,25 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
             }
         }
         true
+    }
+
+    /// Writes `record`'s dead letter. One still not written after [`LETTER_STALLED`] (its
+    /// topic missing, the broker away: errors that may heal, so retried) holds the
+    /// partition back: the health check reports it, with the partition as parked, until
+    /// the letter is written.
+    async fn dead_letter(&mut self, record: &OwnedRecord, failure: &Failure, cancel: &CancellationToken) -> Sent {
+        let sending = self.letters.send(record, failure, cancel);
+        tokio::pin!(sending);
+        tokio::select! {
+            sent = &mut sending => return sent,
+            _ = tokio::time::sleep(LETTER_STALLED) => {}
+        }
+        let dlq = crate::dead_letter::topic_for(&self.topic);
+        tracing::error!(topic = %self.topic, partition = self.partition, offset = record.offset(), dead_letter_topic = dlq, "a dead letter is not written after {LETTER_STALLED:?}: the partition waits for it (retrying; is {dlq} missing?)");
+        self.health.park(&self.topic, self.partition, format!("offset {}: its dead letter is not written after {LETTER_STALLED:?}, retrying (does {dlq} exist? the log has the error); the partition waits (record failed: {})", record.offset(), failure.reason));
+        let sent = sending.await;
+        self.health.unpark(&self.topic, self.partition);
+        sent
     }
 
     fn store(&self, progress: &Progress) {

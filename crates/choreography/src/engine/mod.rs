@@ -119,6 +119,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use herald_bus::admin::{self, TopicSpec};
+use herald_bus::dead_letter;
 use herald_bus::runtime::dead_letter::DeadLetters;
 use herald_bus::runtime::{Runtime, Settings};
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
@@ -182,8 +183,9 @@ impl<P: Participant> Engine<P> {
         self.settings.group.clone().unwrap_or_else(|| self.settings.prefixed(P::NAME))
     }
 
-    /// Checks the inputs are co-partitioned; creates the changelog and the repartition
-    /// topics if missing (as many partitions as the inputs; the changelog compacted).
+    /// Checks the inputs are co-partitioned; creates the changelog, the repartition topics
+    /// and the dead-letter topics if missing (as many partitions as the inputs; the
+    /// changelog compacted).
     /// Returns the topics the participant reads (inputs keyed by the state key, and
     /// repartition topics) and the inputs to repartition with their target, every name
     /// with the [`EngineSettings::topic_prefix`].
@@ -225,7 +227,14 @@ impl<P: Participant> Engine<P> {
                 None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
             }
         }
-        Ok((declaration.co_partitioned().iter().map(|t| prefixed(t)).collect(), repartitioned, count as u32))
+        let read: Vec<String> = declaration.co_partitioned().iter().map(|t| prefixed(t)).collect();
+        if self.settings.create_dead_letter_topics {
+            // Where the sinks dead-letter what they cannot take (and the coordinator the
+            // inputs whose reaction panicked): missing, a bad record holds its partition.
+            let letters: Vec<TopicSpec> = read.iter().chain(repartitioned.iter().map(|(source, _)| source)).map(|t| TopicSpec::new(dead_letter::topic_for(t)).partitions(count as i32)).collect();
+            admin::create_topics(&self.config, &letters).await.map_err(admin_error)?;
+        }
+        Ok((read, repartitioned, count as u32))
     }
 
     /// The runtime that copies inputs to their repartition topics, if any, with its

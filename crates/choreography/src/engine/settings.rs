@@ -83,6 +83,11 @@ pub struct EngineSettings {
     /// Create the changelog topic (compacted, as many partitions as the inputs) when it is
     /// missing (default true).
     pub create_changelog: bool,
+    /// Create the dead-letter topic (`<topic>.dlq`, as many partitions as the inputs) of
+    /// every topic the engine reads when it is missing (default true). Without it, a
+    /// record the engine cannot take waits for its dead letter, and so does its partition,
+    /// until the topic exists (the health check says so).
+    pub create_dead_letter_topics: bool,
     /// Topic configs of a changelog the engine creates, beside `cleanup.policy=compact`
     /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins, as in
     /// [`TopicSpec::config`](herald_bus::admin::TopicSpec::config)).
@@ -117,6 +122,7 @@ impl EngineSettings {
             forget_finished: false,
             input_partitioner: Some(herald_bus::partitioner::Partitioner::Murmur2),
             create_changelog: true,
+            create_dead_letter_topics: true,
             changelog_configs: CHANGELOG_CONFIGS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             consumer_properties: Vec::new(),
             topic_prefix: String::new(),

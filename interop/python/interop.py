@@ -519,7 +519,8 @@ def cmd_produce(args: argparse.Namespace) -> None:
             if err is not None:
                 errors.append(f"record {index + 1} (key {msg.key()!r}): {err}")
                 return
-            result = {"key": msg.key().decode("utf-8"), "partition": msg.partition(), "offset": msg.offset()}
+            # The record's CreateTime, which librdkafka set when it took the record.
+            result = {"key": msg.key().decode("utf-8"), "partition": msg.partition(), "offset": msg.offset(), "timestamp": msg.timestamp()[1]}
             if confluent is not None:
                 result["schema_id"] = int.from_bytes(msg.value()[1:5], "big")
             for name, value in headers:

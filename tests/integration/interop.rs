@@ -1162,7 +1162,9 @@ async fn herald_decodes_events_whose_registered_schema_references_another_subjec
 /// Kafka producers write no CloudEvents headers at all. Python publishes both; Herald
 /// handles every event (none dead-lettered), each with a UUID id that is the same at every
 /// read (its exactly-once outputs derive their ids from it) and distinct from the others,
-/// and names the producer's own id, unchanged, as the cause of what it causes.
+/// and names the producer's own id, unchanged, as the cause of what it causes. A record
+/// without `ce_time` (optional in CloudEvents) takes its record's timestamp as its time;
+/// before, the epoch.
 #[tokio::test(flavor = "multi_thread")]
 async fn herald_takes_any_cloudevents_id_and_records_without_one() {
     let Some(python) = python("herald_takes_any_cloudevents_id_and_records_without_one") else { return };
@@ -1214,6 +1216,10 @@ async fn herald_takes_any_cloudevents_id_and_records_without_one() {
             }
         };
         assert_eq!(meta.id, expected, "id of {key} ({id:?})");
+        if id.is_none() {
+            let timestamp: i64 = field(result, "timestamp").parse().expect("the record's timestamp");
+            assert_eq!(meta.time.timestamp_millis(), timestamp, "{key} without ce_time: its record's time");
+        }
         assert_eq!(meta.original_id.as_deref(), id, "the producer's own id kept for {key}");
         assert!(distinct.insert(meta.id), "{key}'s id {} is another event's too", meta.id);
         let again = second.iter().find(|e| &e.event == event).expect("read again");

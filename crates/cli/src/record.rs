@@ -63,7 +63,8 @@ impl Decoded {
                 }
             },
         };
-        let meta = match Metadata::from_headers(msg.headers(), msg.key(), &writer_name) {
+        let pairs = msg.headers().into_iter().flat_map(herald_bus::headers::pairs);
+        let meta = match Metadata::from_record_header_pairs(pairs, msg.key(), &writer_name, msg.timestamp().to_millis()) {
             Ok(meta) => Some(meta),
             Err(e) => {
                 errors.push(e.to_string());

@@ -17,13 +17,13 @@ use crate::EventFamily;
 pub async fn decode<F: EventFamily>(codec: &dyn Codec, msg: &OwnedMessage) -> Result<Envelope<F>, Failure> {
     let headers = msg.headers().into_iter().flat_map(crate::headers::pairs);
     let position = || Position { topic: msg.topic().to_owned(), partition: msg.partition(), offset: msg.offset() };
-    decode_parts(codec, msg.payload(), msg.key(), headers, position).await
+    decode_parts(codec, msg.payload(), msg.key(), headers, msg.timestamp().to_millis(), position).await
 }
 
 /// [`decode`] of an [`OwnedRecord`].
 pub async fn decode_record<F: EventFamily>(codec: &dyn Codec, record: &OwnedRecord) -> Result<Envelope<F>, Failure> {
     let position = || Position { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() };
-    decode_parts(codec, record.payload(), record.key(), record.headers(), position).await
+    decode_parts(codec, record.payload(), record.key(), record.headers(), record.timestamp().to_millis(), position).await
 }
 
 async fn decode_parts<'a, F: EventFamily>(
@@ -31,6 +31,7 @@ async fn decode_parts<'a, F: EventFamily>(
     payload: Option<&[u8]>,
     key: Option<&[u8]>,
     headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    timestamp_millis: Option<i64>,
     position: impl FnOnce() -> Position,
 ) -> Result<Envelope<F>, Failure> {
     let decode_failure = |e: &dyn std::fmt::Display| Failure { stage: Stage::Decode, reason: e.to_string(), attempts: 0 };
@@ -55,7 +56,7 @@ async fn decode_parts<'a, F: EventFamily>(
         }
         Err(e) => return Err(decode_failure(&e)),
     };
-    let mut meta = Metadata::from_header_pairs(headers, key, &writer.name).map_err(|e| decode_failure(&e))?;
+    let mut meta = Metadata::from_record_header_pairs(headers, key, &writer.name, timestamp_millis).map_err(|e| decode_failure(&e))?;
     let position = position();
     // A record without `ce_id` is known by its place in the log.
     meta.identify_by_position(&position.topic, position.partition, position.offset);

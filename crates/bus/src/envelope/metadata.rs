@@ -207,16 +207,19 @@ impl Metadata {
     }
 
     /// Reads metadata from Kafka headers. Missing attributes are filled as well as possible
-    /// (`event_type` from `fallback_type`, `subject` from the key); a present but malformed
-    /// `ce_id` or `ce_time` is an error.
+    /// (`event_type` from `fallback_type`, `subject` from the key, `time` the epoch: a
+    /// record's readers give its timestamp instead, see
+    /// [`Metadata::from_record_header_pairs`]); a present but malformed `ce_id` or `ce_time`
+    /// (not UTF-8 included) is an error.
     pub fn from_headers<H: HeaderList>(headers: Option<&H>, key: Option<&[u8]>, fallback_type: &str) -> Result<Self, MetadataError> {
         Self::from_header_pairs(headers.into_iter().flat_map(crate::headers::pairs), key, fallback_type)
     }
 
     /// [`Metadata::from_headers`] over (name, value) pairs, such as
     /// [`OwnedRecord::headers`](crate::consumer::OwnedRecord::headers). Only the values of
-    /// known headers are checked for UTF-8 (an invalid one is ignored, as if absent); when
-    /// a header repeats, the last one wins. Each attribute is allocated once.
+    /// known headers are checked for UTF-8 (an invalid one is ignored, as if absent, but
+    /// for `ce_time`: an error); when a header repeats, the last one wins. Each attribute
+    /// is allocated once.
     ///
     /// ```
     /// use herald_bus::Metadata;
@@ -229,18 +232,46 @@ impl Metadata {
         key: Option<&[u8]>,
         fallback_type: &str,
     ) -> Result<Self, MetadataError> {
+        Self::from_record_header_pairs(pairs, key, fallback_type, None)
+    }
+
+    /// [`Metadata::from_header_pairs`] of a record whose timestamp (milliseconds since the
+    /// epoch: its `CreateTime`, or `LogAppendTime` if the topic says so) is
+    /// `timestamp_millis`: the event's time when it has no `ce_time` (optional in
+    /// CloudEvents), rather than the epoch.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let meta = Metadata::from_record_header_pairs(std::iter::empty(), Some(b"o-1"), "T", Some(1_700_000_000_123)).unwrap();
+    /// assert_eq!(meta.time.timestamp_millis(), 1_700_000_000_123);
+    /// let bad = [(&b"ce_time"[..], Some(&b"\xff"[..]))];
+    /// assert!(Metadata::from_record_header_pairs(bad.into_iter(), None, "T", Some(1)).is_err(), "not UTF-8: malformed, not absent");
+    /// ```
+    pub fn from_record_header_pairs<'a>(
+        pairs: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+        key: Option<&[u8]>,
+        fallback_type: &str,
+        timestamp_millis: Option<i64>,
+    ) -> Result<Self, MetadataError> {
         use header::bytes as h;
         let (mut event_type, mut source, mut subject) = (None, None, None);
         let (mut correlation_id, mut causation_id, mut tracestate) = (None, None, None);
-        let (mut ce_id, mut time, mut trace) = (None, DateTime::<Utc>::UNIX_EPOCH, None);
+        let (mut ce_id, mut time, mut trace) = (None, None, None);
         for (name, value) in pairs {
             if !matches!(name, h::ID | h::TYPE | h::SOURCE | h::TIME | h::SUBJECT | h::CORRELATION_ID | h::CAUSATION_ID | h::TRACEPARENT | h::TRACESTATE) {
                 continue;
             }
-            let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else { continue };
+            let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
+                if name == h::TIME
+                    && let Some(bytes) = value
+                {
+                    return Err(MetadataError::Time(String::from_utf8_lossy(bytes).into_owned()));
+                }
+                continue;
+            };
             match name {
                 h::ID => ce_id = Some(value),
-                h::TIME => time = parse_time(value).ok_or_else(|| MetadataError::Time(value.to_owned()))?,
+                h::TIME => time = Some(parse_time(value).ok_or_else(|| MetadataError::Time(value.to_owned()))?),
                 h::TRACEPARENT => trace = value.parse().ok(),
                 h::TYPE => event_type = Some(value),
                 h::SOURCE => source = Some(value),
@@ -265,7 +296,7 @@ impl Metadata {
             original_id,
             event_type: event_type.unwrap_or(fallback_type).to_owned(),
             source: source.unwrap_or_default().to_owned(),
-            time,
+            time: time.or_else(|| timestamp_millis.and_then(DateTime::from_timestamp_millis)).unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
             subject: match subject {
                 Some(s) => s.to_owned(),
                 None => key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),

@@ -156,7 +156,7 @@ impl<A: Aggregate> Participant for Decider<A> {
         let mut events = Vec::with_capacity(accepted.len());
         for event in accepted {
             next.version += 1;
-            events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, next.version.to_string()));
+            events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, headers::sequence(next.version)));
         }
         next.recent.remember(Remembered { command, answer: remembered }, A::REMEMBERED);
         let reaction = reply(answer).into_iter().fold(Reaction::with_state(next), Reaction::push);
@@ -248,7 +248,7 @@ mod tests {
         assert_eq!(t.emitted().len(), 3, "a reply and two events");
         assert_eq!((t.state("a").state, t.state("a").version), (4, 2));
         let sequences: Vec<String> = t.emitted().iter().filter_map(|e| e.event.headers().iter().find(|(n, _)| n == headers::SEQUENCE).map(|(_, v)| v.clone())).collect();
-        assert_eq!(sequences, ["1", "2"]);
+        assert_eq!(sequences, [headers::sequence(1), headers::sequence(2)]);
         let event_ids: Vec<String> = t.emitted().iter().filter(|e| e.event.topic() == Capped::EVENTS.name()).map(|e| e.meta.id.to_string()).collect();
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].event_ids, event_ids, "the reply names the events' ids");

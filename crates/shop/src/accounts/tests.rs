@@ -139,7 +139,7 @@ fn accepted_commands_write_events_with_contiguous_versions_and_the_reply_names_t
     assert_eq!(events.len(), 1);
     let raw = Raw::from_emission(events[0]);
     assert_eq!(raw.decode::<MoneyWithdrawn>(), Some(MoneyWithdrawn { account_id: "a".into(), amount_cents: 400 }));
-    assert_eq!(raw.extensions.get("ce_sequence"), Some("3"));
+    assert_eq!(raw.extensions.get("ce_sequence"), Some("0000000000000000003"));
     assert_eq!(events[0].event.key(), "a");
     assert_eq!(r.event_ids, vec![events[0].meta.id.to_string()]);
     assert_eq!(events[0].meta.causation_id.as_deref(), Some(r.command_id.as_str()));
@@ -147,7 +147,7 @@ fn accepted_commands_write_events_with_contiguous_versions_and_the_reply_names_t
     assert_eq!((stored.version, stored.state.balance_cents), (3, 600));
     // Every event on the topic carries its version: 1, 2, 3.
     let sequences: Vec<String> = t.history().iter().filter(|r| r.topic == ACCOUNTS.name()).filter_map(|r| r.extensions.get("ce_sequence").map(str::to_owned)).collect();
-    assert_eq!(sequences, ["1", "2", "3"]);
+    assert_eq!(sequences, ["0000000000000000001", "0000000000000000002", "0000000000000000003"], "zero-padded: they order as strings");
 }
 
 #[test]

@@ -65,10 +65,30 @@ pub fn default_reply_topic(topic: &str) -> String {
     }
 }
 
+/// The manifest's topic `topic` is (by its name, or after a prefix ending in `.`, as
+/// `--topic-prefix` makes them: `t1.shop.accounts.commands` is `shop.accounts.commands`,
+/// `myshop.accounts.commands` is not), with the types it carries.
+fn declared_types<'m>(manifest: &'m herald_schema::manifest::Manifest, topic: &str) -> Option<(&'m str, &'m [String])> {
+    manifest
+        .topics
+        .iter()
+        .filter(|(name, _)| topic == name.as_str() || topic.strip_suffix(name.as_str()).is_some_and(|prefix| prefix.ends_with('.')))
+        .max_by_key(|(name, _)| name.len())
+        .map(|(name, declared)| (name.as_str(), declared.events.as_slice()))
+}
+
 /// Sends the command; the exit code says the outcome.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let schemas = ctx.schemas()?;
     let known = crate::publish::lookup(&schemas, &args.command_type)?.clone();
+    // A type the topic does not carry would be dead-lettered by the aggregate, its outcome
+    // "unknown" here until the timeout: refused as bad input when the manifest says.
+    let manifest = ctx.manifest();
+    if let Some((declared, types)) = declared_types(&manifest, &args.topic)
+        && !types.contains(&args.command_type)
+    {
+        invalid!("{} is not a type of {} (the manifest's topic {declared:?} carries {types:?})", args.command_type, args.topic);
+    }
     let reply_topic = args.reply_topic.clone().unwrap_or_else(|| default_reply_topic(&args.topic));
     for topic in [&args.topic, &reply_topic] {
         if let Err(reason) = herald_bus::topic::validate_name(topic) {
@@ -118,6 +138,18 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_topic_is_the_manifests_by_its_name_or_after_a_prefix() {
+        let manifest = herald_schema::manifest::Manifest::parse("[topics.\"shop.accounts.commands\"]\nevents = [\"shop.accounts.Deposit\"]").expect("manifest");
+        let declared = |topic| super::declared_types(&manifest, topic).map(|(name, _)| name);
+        assert_eq!(declared("shop.accounts.commands"), Some("shop.accounts.commands"));
+        assert_eq!(declared("t1.shop.accounts.commands"), Some("shop.accounts.commands"));
+        assert_eq!(declared("myshop.accounts.commands"), None, "a prefix ends with a dot");
+        assert_eq!(declared("other"), None);
+        let nested = herald_schema::manifest::Manifest::parse("[topics.\"shop.accounts.commands\"]\nevents = []\n[topics.\"accounts.commands\"]\nevents = []").expect("manifest");
+        assert_eq!(super::declared_types(&nested, "t1.shop.accounts.commands").map(|(name, _)| name), Some("shop.accounts.commands"), "the longest match");
+    }
+
     #[test]
     fn the_default_reply_topic_follows_the_command_topic() {
         assert_eq!(super::default_reply_topic("shop.accounts.commands"), "shop.accounts.replies");

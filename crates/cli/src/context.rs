@@ -51,6 +51,12 @@ impl Context {
         }
     }
 
+    /// The manifest of `--schemas` (which topic carries which types); empty when there is
+    /// none or it does not read.
+    pub fn manifest(&self) -> herald_schema::manifest::Manifest {
+        herald_schema::manifest::Manifest::load(&self.schemas_dir).unwrap_or_default()
+    }
+
     /// A plain rdkafka configuration: `defaults` under the user's properties.
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> rdkafka::ClientConfig {
         self.kafka.client_config(defaults)

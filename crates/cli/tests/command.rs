@@ -74,6 +74,11 @@ async fn herald_command_prints_the_reply_and_says_the_outcome_in_its_exit_code()
     assert_eq!(code, Some(2), "{err}");
     let (code, _, _) = command(&config, topic, &["--type", "shop.accounts.Nope", "--key", "a-1", "--data", "{}"]).await;
     assert_eq!(code, Some(2));
+    // An event type, not one of the command topic's (schemas/manifest.toml): the aggregate
+    // would dead-letter it, so it is not sent.
+    let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.AccountOpened", "--key", "a-1", "--data", r#"{"account_id":"a-1","owner":"c-1"}"#]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("not a type of"), "{err}");
 
     // No aggregate running: exit 3, and stderr names the command id to look it up by.
     stop.cancel();

@@ -45,11 +45,18 @@ pub struct Quiet;
 
 impl ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !is_end_of_partition(&error) {
             tracing::error!(error = %error, "librdkafka: {reason}");
         }
     }
 }
+
+/// Reaching the end of a partition, as a consumed event or (librdkafka's error callback) as
+/// a global error.
+fn is_end_of_partition(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::error::RDKafkaErrorCode::PartitionEOF))
+}
+
 
 impl ConsumerContext for Quiet {}
 
@@ -133,4 +140,18 @@ where
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    /// librdkafka reports the end of a partition through the error callback as a global
+    /// error: `herald dlq list` logged an ERROR line for it on every run.
+    #[test]
+    fn the_end_of_a_partition_is_no_error_in_either_form() {
+        assert!(super::is_end_of_partition(&KafkaError::PartitionEOF(3)));
+        assert!(super::is_end_of_partition(&KafkaError::Global(RDKafkaErrorCode::PartitionEOF)));
+        assert!(!super::is_end_of_partition(&KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure)));
+    }
 }

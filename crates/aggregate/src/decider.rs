@@ -16,7 +16,8 @@ use crate::headers;
 use crate::reply::{reply_topic, CommandReply, Replies};
 use crate::stored::{Answer, Remembered, Stored};
 
-/// The reason of a rejection for a command whose `ce_expectedversion` is not a number.
+/// The reason of a rejection for a command whose `ce_expectedversion` is not a version (a
+/// decimal number from 0, digits only).
 pub const INVALID_EXPECTED_VERSION: &str = "invalid-expected-version";
 
 /// The reason of a rejection for a decision that returned an event of another aggregate.
@@ -37,7 +38,8 @@ pub struct Delivered<C> {
     pub original_id: Option<String>,
     /// Its `ce_replyto`, when present.
     pub reply_to: Option<String>,
-    /// Its `ce_expectedversion`: `Ok(None)` when absent, `Err(text)` when not a number.
+    /// Its `ce_expectedversion`: `Ok(None)` when absent, `Err(text)` when not a version
+    /// (digits only: no sign, no spaces).
     pub expected_version: Result<Option<i64>, String>,
 }
 
@@ -46,7 +48,8 @@ impl<C> Delivered<C> {
     pub fn read(command: C, meta: &Metadata, ext: &Extensions) -> Self {
         let expected_version = match ext.get(headers::EXPECTED_VERSION) {
             None => Ok(None),
-            Some(text) => text.trim().parse::<i64>().map(Some).map_err(|_| text.to_owned()),
+            Some(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => text.parse::<i64>().map(Some).map_err(|_| text.to_owned()),
+            Some(text) => Err(text.to_owned()),
         };
         Delivered { command, id: meta.id, original_id: meta.original_id.clone(), reply_to: ext.get(headers::REPLY_TO).map(str::to_owned), expected_version }
     }
@@ -95,7 +98,7 @@ impl<A: Aggregate> Decider<A> {
     fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>, first: u32) -> Outcome<A> {
         let aggregate_id = input.command.aggregate_id().to_owned();
         match input.expected_version {
-            Err(text) => return Outcome::rejected(input.id, aggregate_id, INVALID_EXPECTED_VERSION.into(), format!("{} {text:?} is not a number", headers::EXPECTED_VERSION)),
+            Err(text) => return Outcome::rejected(input.id, aggregate_id, INVALID_EXPECTED_VERSION.into(), format!("{} {text:?} is not a version (a number from 0, digits only)", headers::EXPECTED_VERSION)),
             Ok(Some(expected)) if expected != stored.version => {
                 return Outcome::rejected(input.id, aggregate_id, CONFLICT.into(), format!("expected version {expected}, the aggregate is at {}", stored.version));
             }

@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_name = "JSON|@FILE")]
     pub data: String,
     /// The aggregate version the command expects (else it is rejected with `conflict`).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub expect_version: Option<i64>,
     /// How long to wait for the reply (`500ms`, `10s`, `1m`).
     #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
@@ -88,6 +88,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         && !types.contains(&args.command_type)
     {
         invalid!("{} is not a type of {} (the manifest's topic {declared:?} carries {types:?})", args.command_type, args.topic);
+    }
+    if args.key.is_empty() {
+        invalid!("--key is empty: a command names its aggregate");
     }
     let reply_topic = args.reply_topic.clone().unwrap_or_else(|| default_reply_topic(&args.topic));
     for topic in [&args.topic, &reply_topic] {

@@ -79,6 +79,10 @@ async fn herald_command_prints_the_reply_and_says_the_outcome_in_its_exit_code()
     let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.AccountOpened", "--key", "a-1", "--data", r#"{"account_id":"a-1","owner":"c-1"}"#]).await;
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("not a type of"), "{err}");
+    let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.OpenAccount", "--key", "", "--data", r#"{"account_id":"","owner":"c-1"}"#]).await;
+    assert_eq!(code, Some(2), "an empty aggregate id: {err}");
+    let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--expect-version=-1"]).await;
+    assert_eq!(code, Some(2), "a negative version: {err}");
 
     // No aggregate running: exit 3, and stderr names the command id to look it up by.
     stop.cancel();

@@ -199,12 +199,15 @@ impl<C> Clone for CommandClient<C> {
     }
 }
 
-/// The reply reader's task, stopped when the last client clone drops.
-struct ReaderTask(tokio::task::JoinHandle<()>);
+/// The reply reader's tasks (the reading, the check for new partitions), stopped when the
+/// last client clone drops.
+struct ReaderTask([tokio::task::JoinHandle<()>; 2]);
 
 impl Drop for ReaderTask {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -215,9 +218,9 @@ pub const NEW_PARTITIONS_CHECK: Duration = Duration::from_secs(5);
 /// (they were added after it began: every record in them is newer). Before, replies the
 /// engine wrote to a partition added to the reply topic were never read, and their sends
 /// timed out.
-/// Asks the consumer's own connection (no client per check).
+/// Asks the consumer's own connection (no client per check); blocks for up to 5 s.
 fn read_new_partitions(consumer: &StreamConsumer, topic: &str) {
-    let Ok(metadata) = tokio::task::block_in_place(|| consumer.fetch_metadata(Some(topic), Duration::from_secs(5))) else { return };
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return };
     let Some(count) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()) else { return };
     let Ok(assigned) = consumer.assignment() else { return };
     let mut added = TopicPartitionList::new();
@@ -291,22 +294,28 @@ impl<C> CommandClient<C> {
         let reply_topic = reply_topic.into();
         let publisher = Publisher::new(config, PublisherOptions::new("/herald/command-client"))?;
         let (consumer, _) = reader_of(config, &reply_topic, false).await?;
+        let consumer = Arc::new(consumer);
         let pending: Pending = Arc::default();
         let dispatch = pending.clone();
-        let topic = reply_topic.clone();
-        let task = tokio::spawn(async move {
+        // Partitions added to the reply topic are looked for beside the reading, on a
+        // blocking thread: a metadata request that takes its time (up to 5 s) holds back
+        // no reply, and no tokio worker.
+        let checker = {
+            let (consumer, topic) = (consumer.clone(), reply_topic.clone());
+            tokio::spawn(async move {
+                let mut check = tokio::time::interval(NEW_PARTITIONS_CHECK);
+                check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    check.tick().await;
+                    let (consumer, topic) = (consumer.clone(), topic.clone());
+                    let _ = tokio::task::spawn_blocking(move || read_new_partitions(&consumer, &topic)).await;
+                }
+            })
+        };
+        let reader = tokio::spawn(async move {
             let codec = SingleObject::new(Replies::schemas().clone());
-            let mut check = tokio::time::interval(NEW_PARTITIONS_CHECK);
-            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                let received = tokio::select! {
-                    received = consumer.recv() => received,
-                    _ = check.tick() => {
-                        read_new_partitions(&consumer, &topic);
-                        continue;
-                    }
-                };
-                match received {
+                match consumer.recv().await {
                     Ok(msg) => {
                         let Some(reply) = decode_reply(&codec, msg.payload()) else { continue };
                         let waiters = dispatch.lock().unwrap_or_else(|p| p.into_inner()).remove(&reply.command_id);
@@ -321,7 +330,7 @@ impl<C> CommandClient<C> {
                 }
             }
         });
-        Ok(CommandClient { publisher, commands, reply_topic, config: config.clone(), pending, reader: Arc::new(ReaderTask(task)), timeout: Duration::from_secs(10) })
+        Ok(CommandClient { publisher, commands, reply_topic, config: config.clone(), pending, reader: Arc::new(ReaderTask([reader, checker])), timeout: Duration::from_secs(10) })
     }
 
     /// The default reply timeout becomes `timeout`.

@@ -382,8 +382,9 @@ impl<C> CommandClient<C> {
 
     /// Looks up the reply to `command_id` on the reply topic (every partition, from the
     /// beginning, read_committed). Returns `None` when none is there: the command was not
-    /// decided yet (or never will be: it was not written). Reads until it finds the reply,
-    /// or every partition was read to its end (its last stable offset), or `within` passed.
+    /// decided yet, or its transaction is still open (or it never will be: it was not
+    /// written). Reads until it finds the reply, or every partition was read to its end
+    /// (its last stable offset: committed replies only), or `within` passed.
     pub async fn find_reply(&self, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
         find_reply(&self.config, &self.reply_topic, command_id, within).await
     }
@@ -427,8 +428,7 @@ pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uui
     let deadline = tokio::time::Instant::now() + within;
     // Not there once every partition was read to its end (read_committed: its last stable
     // offset, past its commit markers); a quiet spell proves nothing (a slow first fetch,
-    // a long topic). A transaction still open on the topic holds its end back: then
-    // `within` decides.
+    // a long topic). A reply in a transaction still open is past that end: not there yet.
     let mut ended = std::collections::HashSet::new();
     loop {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {

@@ -18,8 +18,8 @@ use crate::deadline::Fired;
 pub enum KeyKind {
     /// The record's Kafka key, the event's aggregate id: no repartition, the input
     /// partition's owner is the key's one writer. The engine dead-letters a record whose
-    /// Kafka key is not its event's aggregate id ([`Route::check_record_key`]), and one on
-    /// another partition than its aggregate id's, keyed or not (see the engine's
+    /// Kafka key is not its event's aggregate id ([`Route::check_record_key`]), one on
+    /// another partition than its aggregate id's, and one without a key (see the engine's
     /// `EngineSettings::input_partitioner`).
     Subject,
     /// The saga's correlation id (`ce_correlationid`).
@@ -237,9 +237,9 @@ impl<I> Route<I> {
     /// a second writer of `b` beside `b`'s own (two states, two `ce_sequence` 1). The
     /// engine dead-letters such a record with this error.
     ///
-    /// A record without a key (legal in Kafka, spread over the partitions) passes: its state
-    /// key is its event's; the engine then decides it only if it landed on that key's
-    /// partition (`EngineSettings::input_partitioner`), as it does every record. Inputs
+    /// A record without a key (legal in Kafka, spread over the partitions) passes this
+    /// check; the engine's placement check (`EngineSettings::input_partitioner`) refuses
+    /// it, unless told not to check. Inputs
     /// keyed otherwise pass too: their Kafka key is not their state key on purpose, and
     /// the engine repartitions them by the state key.
     ///

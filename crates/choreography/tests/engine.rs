@@ -310,11 +310,12 @@ async fn each_input_is_reacted_to_exactly_once_with_state_and_deterministic_ids(
 /// Records without CloudEvents headers (a plain Kafka producer's) are inputs too: each is
 /// known by its place in the log, so its outputs get ids of their own, the same at every
 /// replay (before, every such input had the nil id, and their outputs one id between them).
+/// The producer places keys as the engine expects (murmur2, the Java client's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn inputs_without_cloudevents_headers_get_ids_from_their_place_in_the_log() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let s = setup(2).await;
-    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).set("partitioner", "murmur2_random").create().expect("raw producer");
     let topic: Topic<Ev> = Topic::named(&s.input);
     let mut inputs = HashMap::new();
     for k in 0..4 {
@@ -918,10 +919,11 @@ async fn the_engine_ends_with_an_error_when_its_coordinator_ends() {
 
 /// An input keyed by the Kafka key is decided only where its aggregate's one writer is:
 /// a record whose key is not its event's aggregate id, or one on another partition than
-/// its aggregate id's (keyed or not: a producer with another partitioner, a partition
-/// chosen by hand), would be decided against another copy of the state, a second writer.
-/// Both are dead-lettered, saying why; a keyless record on its aggregate's partition is
-/// taken.
+/// its aggregate id's (a producer with another partitioner, a partition chosen by hand),
+/// would be decided against another copy of the state, a second writer. Both are
+/// dead-lettered, saying why, and so is a record without a key, wherever it landed (its
+/// partition is chance: taking the lucky ones would decide some of an aggregate's records
+/// and not others).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_input_keyed_otherwise_or_on_another_partition_than_its_aggregate_is_dead_lettered() {
     use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -943,32 +945,33 @@ async fn an_input_keyed_otherwise_or_on_another_partition_than_its_aggregate_is_
         }
     };
     send(Some("a"), "b", home("a")).await; // keyed otherwise
-    send(None, "c", home("c")).await; // keyless, on its aggregate's partition
+    send(None, "c", home("c")).await; // keyless, on its aggregate's partition by chance
     send(None, "e", 1 - home("e")).await; // keyless, elsewhere
     send(Some("d"), "d", home("d")).await; // where it belongs
     send(Some("f"), "f", 1 - home("f")).await; // keyed right, on the other partition
     let running = start(s.engine(s.settings("a")));
-    let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
-    let mut ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
-    ids.sort();
-    assert_eq!(ids, ["c", "d"], "the records on their aggregate's partition, keyed by it or keyless");
-    let letters = read(&s.config, &dlq, "read_committed", 3, WAIT, QUIET).await;
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    let ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();
+    assert_eq!(ids, ["d"], "only the record keyed by its aggregate, on its partition");
+    let letters = read(&s.config, &dlq, "read_committed", 4, WAIT, QUIET).await;
     let mut reasons: Vec<(Option<&[u8]>, &str)> = letters.iter().map(|l| (l.key(), header(l, "herald.dlq.reason").unwrap_or_default())).collect();
     reasons.sort();
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
-    assert_eq!(reasons[0].0, None, "the keyless record stays keyless: {reasons:?}");
-    assert!(reasons[0].1.contains(&format!("on partition {} of {}", 1 - home("e"), s.input)) && reasons[0].1.contains("second writer of \"e\""), "{}", reasons[0].1);
-    assert_eq!(reasons[1].0, Some(&b"a"[..]));
-    assert!(reasons[1].1.contains("second writer"), "{}", reasons[1].1);
-    assert_eq!(reasons[2].0, Some(&b"f"[..]));
-    assert!(reasons[2].1.contains(&format!("murmur2 puts \"f\" on partition {}", home("f"))) && reasons[2].1.contains("partitioner=murmur2_random"), "{}", reasons[2].1);
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    for (id, (key, reason)) in ["c", "e"].iter().zip(&reasons[..2]) {
+        assert_eq!(*key, None, "a keyless record stays keyless: {reasons:?}");
+        assert!(reason.contains(&format!("a record of \"{id}\" without a key")), "{reason}");
+    }
+    assert_eq!(reasons[2].0, Some(&b"a"[..]));
+    assert!(reasons[2].1.contains("second writer"), "{}", reasons[2].1);
+    assert_eq!(reasons[3].0, Some(&b"f"[..]));
+    assert!(reasons[3].1.contains(&format!("murmur2 puts \"f\" on partition {}", home("f"))) && reasons[3].1.contains("partitioner=murmur2_random"), "{}", reasons[3].1);
     running.stop().await;
 }
 
-/// Sends bytes no reader can decode, keyed `key`, to the input.
+/// Sends bytes no reader can decode, keyed `key`, to the input, on `key`'s partition.
 async fn send_garbage(s: &Setup, key: &str) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).set("partitioner", "murmur2_random").create().expect("raw producer");
     raw.send(FutureRecord::<str, [u8]>::to(&s.input).key(key).payload(&b"not avro"[..]), Duration::from_secs(10)).await.expect("sent");
 }
 
@@ -1049,6 +1052,28 @@ async fn an_engine_told_its_producers_partitioner_takes_what_librdkafkas_default
     let mut expected = keys.clone();
     expected.sort();
     assert_eq!(ids, expected, "each record once");
+    running.stop().await;
+}
+
+/// A configuration whose `partitioner` is librdkafka's default makes Herald's own
+/// producers place keys by CRC-32; the engine, its input partitioner left alone, follows
+/// it, and takes what a publisher with that configuration wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_engine_expects_the_partitioner_its_configuration_gives_herald_s_producers() {
+    use herald_bus::partitioner::Partitioner;
+    let s = setup(3).await;
+    let config = s.config.clone().set("partitioner", "consistent_random");
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test")).expect("publisher");
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let keys: Vec<String> = (0..12).map(|i| format!("cfg-{i}")).collect();
+    for key in &keys {
+        let published = publisher.publish_with(&topic, &Ping { id: key.clone(), deadline_ms: 0 }, Metadata::new("t.Ping", "/test", key)).await.expect("published");
+        assert_eq!(published.partition as u32, Partitioner::Crc32.partition(key.as_bytes(), 3), "{key} placed by CRC-32");
+    }
+    let engine = Engine::new(&config, Pinger { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let running = start(engine);
+    let out = read(&s.config, &s.output, "read_committed", keys.len(), WAIT, QUIET).await;
+    assert_eq!(out.len(), keys.len(), "each record taken, none dead-lettered as misplaced");
     running.stop().await;
 }
 

@@ -26,6 +26,19 @@ use super::sink::{Delivery, Offsets, PartitionSink};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
 use crate::dead_letter::Failure;
 
+/// Takes a partition off the parked list when dropped.
+struct Unpark<'a> {
+    health: &'a ConsumerHealth,
+    topic: &'a str,
+    partition: i32,
+}
+
+impl Drop for Unpark<'_> {
+    fn drop(&mut self) {
+        self.health.unpark(self.topic, self.partition);
+    }
+}
+
 /// How long a dead letter may take before the partition is reported as waiting for it.
 pub(crate) const LETTER_STALLED: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -251,9 +264,9 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         let dlq = crate::dead_letter::topic_for(&self.topic);
         tracing::error!(topic = %self.topic, partition = self.partition, offset = record.offset(), dead_letter_topic = dlq, "a dead letter is not written after {LETTER_STALLED:?}: the partition waits for it (retrying; is {dlq} missing?)");
         self.health.park(&self.topic, self.partition, format!("offset {}: its dead letter is not written after {LETTER_STALLED:?}, retrying (does {dlq} exist? the log has the error); the partition waits (record failed: {})", record.offset(), failure.reason));
-        let sent = sending.await;
-        self.health.unpark(&self.topic, self.partition);
-        sent
+        // Unparked however the wait ends, the worker aborted included.
+        let _waiting = Unpark { health: &self.health, topic: &self.topic, partition: self.partition };
+        sending.await
     }
 
     fn store(&self, progress: &Progress) {

@@ -33,9 +33,14 @@ impl<I> Reader<I> {
         self
     }
 
-    /// `None` when a record of `key` belongs on `partition`, else why not.
-    fn misplaced(&self, key: &str, topic: &str, partition: i32) -> Option<String> {
+    /// `None` when a record of `key` keyed `record_key` belongs on `partition`, else why
+    /// not. A record without a key (or with an empty one) never does: producers put those
+    /// on any partition, so some would be decided and others not.
+    fn misplaced(&self, key: &str, record_key: Option<&[u8]>, topic: &str, partition: i32) -> Option<String> {
         let (partitioner, partitions) = self.placement?;
+        if record_key.is_none_or(<[u8]>::is_empty) {
+            return Some(format!("a record of {key:?} without a key, on partition {partition} of {topic}: an aggregate's records are keyed by its id, so its one partition (its one writer) has them all (produce it keyed by {key:?})"));
+        }
         let owner = partitioner.partition(key.as_bytes(), partitions);
         (i64::from(owner) != i64::from(partition)).then(|| {
             format!(
@@ -62,7 +67,7 @@ impl<I> Reader<I> {
         match decoded {
             // Keyed by the Kafka key: a record keyed otherwise would be a second writer.
             Ok(Some(routed)) => match self.route.check_record_key(record.key(), &routed.key) {
-                Ok(()) => match self.misplaced(&routed.key, record.topic(), record.partition()) {
+                Ok(()) => match self.misplaced(&routed.key, record.key(), record.topic(), record.partition()) {
                     None => Ok((routed, meta)),
                     Some(reason) => Err(failure(Stage::Decode, reason)),
                 },

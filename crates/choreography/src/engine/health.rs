@@ -27,6 +27,8 @@ use herald_bus::ConsumerHealth;
 #[derive(Debug, Default)]
 pub struct EngineHealth {
     pub(crate) consumer: Mutex<Option<Arc<ConsumerHealth>>>,
+    /// The repartitioner's consumer, when inputs are repartitioned.
+    pub(crate) repartitioner: Mutex<Option<Arc<ConsumerHealth>>>,
     open_since: Mutex<Option<Instant>>,
     committed: AtomicU64,
     aborted: AtomicU64,
@@ -160,11 +162,14 @@ impl herald_ops::HealthCheck for EngineHealth {
     fn check(&self) -> (bool, serde_json::Value) {
         let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (consumer_ok, consumer_details) = consumer.map_or((false, serde_json::Value::Null), |c| c.check());
-        let healthy = consumer_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed);
+        let repartitioner = self.repartitioner.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (repartitioner_ok, repartitioner_details) = repartitioner.map_or((true, serde_json::Value::Null), |c| c.check());
+        let healthy = consumer_ok && repartitioner_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed);
         (
             healthy,
             serde_json::json!({
                 "consumer": consumer_details,
+                "repartitioner": repartitioner_details,
                 "transactions_committed": self.committed(),
                 "transactions_aborted": self.aborted(),
                 "producers_rebuilt": self.rebuilt(),

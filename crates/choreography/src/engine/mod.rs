@@ -63,10 +63,10 @@
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a
 //!   record whose key is not its event's aggregate id is dead-lettered (it would be a
 //!   second writer of that id,
-//!   [`Route::check_record_key`](crate::input::Route::check_record_key)), and so is one,
-//!   keyed or not, on another partition than its aggregate id's: murmur2 as Java's and
-//!   Herald's clients place keys, or the producers' own
-//!   ([`EngineSettings::input_partitioner`]; librdkafka's default is CRC-32).
+//!   [`Route::check_record_key`](crate::input::Route::check_record_key)), and so are one
+//!   on another partition than its aggregate id's (murmur2 as Java's and Herald's clients
+//!   place keys, or the producers' own: [`EngineSettings::input_partitioner`];
+//!   librdkafka's default is CRC-32) and one without a key.
 //! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
 //!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
@@ -232,9 +232,31 @@ impl<P: Participant> Engine<P> {
             // Where the sinks dead-letter what they cannot take (and the coordinator the
             // inputs whose reaction panicked): missing, a bad record holds its partition.
             let letters: Vec<TopicSpec> = read.iter().chain(repartitioned.iter().map(|(source, _)| source)).map(|t| TopicSpec::new(dead_letter::topic_for(t)).partitions(count as i32)).collect();
-            admin::create_topics(&self.config, &letters).await.map_err(admin_error)?;
+            // Not fatal (a cluster whose topics are made by its operators may refuse the
+            // request, existing topics or not): a letter whose topic is missing waits, and
+            // the health check says so.
+            if let Err(e) = admin::create_topics(&self.config, &letters).await {
+                tracing::warn!(error = %e, "the dead-letter topics could not be created: make them, or records the engine cannot take hold their partitions");
+            }
         }
         Ok((read, repartitioned, count as u32))
+    }
+
+    /// How the inputs' producers place keys ([`EngineSettings::input_partitioner`]). Left at
+    /// murmur2, it follows the configuration's `partitioner`: the one Herald's own
+    /// producers use with it (a setting no check knows turns the check off, with a warning).
+    fn expected_partitioner(&self) -> Option<herald_bus::partitioner::Partitioner> {
+        use herald_bus::partitioner::Partitioner;
+        match (self.settings.input_partitioner, self.config.get("partitioner")) {
+            (Some(Partitioner::Murmur2), Some(configured)) => match configured.parse() {
+                Ok(partitioner) => Some(partitioner),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the inputs' partitions are not checked against their aggregates (see EngineSettings::input_partitioner)");
+                    None
+                }
+            },
+            (set, _) => set,
+        }
     }
 
     /// The runtime that copies inputs to their repartition topics, if any, with its
@@ -279,9 +301,10 @@ impl<P: Participant> Engine<P> {
         let (topics, repartitioned, partitions) = self.prepare_topics().await?;
         let group = self.group();
         let declaration = Declaration::of(&*self.participant);
+        let expected = self.expected_partitioner();
         let readers = || -> HashMap<String, Reader<P::Input>> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
-            let reader = |r: &crate::input::Route<P::Input>| match self.settings.input_partitioner {
+            let reader = |r: &crate::input::Route<P::Input>| match expected {
                 // Read where it was produced: its partition must be its aggregate's.
                 Some(partitioner) if !r.key().needs_repartition() => Reader::new(r.clone()).placed(partitioner, partitions),
                 _ => Reader::new(r.clone()),
@@ -298,6 +321,7 @@ impl<P: Participant> Engine<P> {
         let repartitioner = self.repartitioner(&repartitioned, &group, letters.clone())?;
         let runtime = Runtime::new(&self.config, settings, sink, letters)?;
         *self.health.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.health());
+        *self.health.repartitioner.lock().unwrap_or_else(|p| p.into_inner()) = repartitioner.as_ref().map(|(runtime, _)| runtime.health());
         let coordinator = Coordinator::new(
             self.participant.clone(),
             readers(),

@@ -75,10 +75,13 @@ pub struct EngineSettings {
     /// partition its aggregate id maps to: one on another partition (a producer with
     /// another partitioner, a record without a key, a partition chosen by hand) would be
     /// decided against another copy of its aggregate's state, a second writer of it; the
-    /// engine dead-letters it, saying where it belongs. Set
+    /// engine dead-letters it, saying where it belongs, and so a record without a key (its
+    /// partition is anyone's guess). Set
     /// [`Partitioner::Crc32`](herald_bus::partitioner::Partitioner) when every producer uses
     /// librdkafka's default (`consistent_random`: confluent-kafka's Python, Go and .NET
-    /// clients, kcat); `None` decides each record where it landed.
+    /// clients, kcat); `None` decides each record where it landed. Left at murmur2, it
+    /// follows the `partitioner` of the engine's [`KafkaConfig`](herald_bus::KafkaConfig),
+    /// which Herald's own producers use.
     pub input_partitioner: Option<herald_bus::partitioner::Partitioner>,
     /// Create the changelog topic (compacted, as many partitions as the inputs) when it is
     /// missing (default true).

@@ -95,9 +95,14 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     let now_millis = chrono::Utc::now().timestamp_millis();
     let mut progress = None;
     let mut event_id = None;
-    if let Some(key) = parts.headers.get(idempotency::HEADER) {
+    let mut keys = parts.headers.get_all(idempotency::HEADER).iter();
+    if let Some(key) = keys.next() {
+        // Which one the client meant is anyone's guess: taking the first ignored the other.
+        if keys.next().is_some() {
+            return Err(Problem::bad_idempotency_key("a request carries one Idempotency-Key, this one several"));
+        }
         let scoped = key.to_str().ok().and_then(|k| Scoped::new(&principal.id, k)).ok_or_else(|| {
-            Problem::bad_idempotency_key(format!("Idempotency-Key must be 1 to {} visible ASCII characters", idempotency::MAX_KEY_LEN))
+            Problem::bad_idempotency_key(format!("Idempotency-Key must be 1 to {} visible ASCII characters or spaces", idempotency::MAX_KEY_LEN))
         })?;
         let fingerprint = idempotency::fingerprint(&route.name, parts.uri.path(), &body);
         match app.idempotency.begin(&scoped, &fingerprint, now_millis) {

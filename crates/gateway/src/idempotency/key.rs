@@ -15,7 +15,8 @@ pub const MAX_KEY_LEN: usize = 255;
 
 impl Scoped {
     /// The key `key` of `principal`; `None` when the key is empty, longer than
-    /// [`MAX_KEY_LEN`] or not visible ASCII.
+    /// [`MAX_KEY_LEN`] or not visible ASCII and spaces (a structured-field string, as the
+    /// IETF's Idempotency-Key draft has it, may hold spaces).
     ///
     /// ```
     /// use herald_gateway::idempotency::Scoped;

@@ -147,6 +147,11 @@ async fn an_unusable_key_is_a_400_and_publishes_nothing() {
         let (status, problem, _) = gateway.post_with("/orders", &order("c-1").to_string(), &[("idempotency-key", key)]).await;
         assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-idempotency-key")), "{problem}");
     }
+    // Two keys on one request: which one was meant is unknown (before, the first was used
+    // and the other ignored).
+    let (status, problem, _) = gateway.post_with("/orders", &order("c-1").to_string(), &[("idempotency-key", "k-a"), ("idempotency-key", "k-b")]).await;
+    assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-idempotency-key")), "{problem}");
+    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("several")), "{problem}");
     assert_eq!(herald_testkit::record_count(&kafka, &topic).await, 0);
     gateway.stop().await;
 }

@@ -123,6 +123,13 @@ impl<S: Serialize + DeserializeOwned + AvroSchema> StateCodec<S> {
         Ok(record)
     }
 
+    /// Whether `state` encodes with the state's schema (the engine checks a reaction's new
+    /// state before it applies it, so one that cannot be written is refused whole).
+    pub fn check(&self, state: &S) -> Result<(), ChangelogError> {
+        let mut scratch = Vec::with_capacity(64);
+        herald_bus::publisher::write_datum(&self.state, state, &mut scratch).map_err(|e| ChangelogError::Avro(e.to_string()))
+    }
+
     /// Decodes a changelog record.
     pub fn decode(&self, bytes: &[u8]) -> Result<Slot<S>, ChangelogError> {
         let mut reader = bytes;

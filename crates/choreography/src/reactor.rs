@@ -72,13 +72,66 @@ pub struct Panicked {
     pub message: String,
 }
 
+/// Why a reaction was not applied (its slot is as it was): `decide` panicked, or what it
+/// decided cannot be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotApplied {
+    /// `decide` panicked.
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
+    /// The reaction's vetting refused it: an event or the state that its schema refuses
+    /// (a bug, or a value from the input that no schema of the output allows).
+    #[error("{participant}'s reaction cannot be written: {reason}")]
+    Unwritable {
+        /// The participant's name.
+        participant: &'static str,
+        /// What cannot be written, and why.
+        reason: String,
+    },
+}
+
 /// [`react`], catching a panic of [`Participant::decide`] (the engine's way: one input
-/// that makes `decide` panic must not stop every other). On a panic the slot is as it was.
-pub fn try_react<P: Participant>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>) -> Result<Vec<Emission>, Panicked> {
+/// that makes `decide` panic must not stop every other), and vetting the reaction before it
+/// is applied: `vet` sees it (its state and events) and returns what the caller needs to
+/// write it (the engine: each event's payload), or refuses it. On a panic or a refusal the
+/// slot is as it was.
+///
+/// ```
+/// use chrono::Utc;
+/// use herald_bus::Metadata;
+/// use herald_choreography::reactor::{self, NotApplied};
+/// use herald_choreography::slot::Slot;
+/// use herald_choreography::{Inputs, Participant, Reaction};
+///
+/// struct Counter;
+/// impl Participant for Counter {
+///     const NAME: &'static str = "counter";
+///     type Input = i64;
+///     type State = i64;
+///     fn inputs(&self) -> Inputs<i64> { Inputs::new() }
+///     fn outputs(&self) -> Vec<herald_choreography::declaration::Output> { Vec::new() }
+///     fn decide(&self, state: &i64, input: i64, _now: chrono::DateTime<Utc>) -> Reaction<i64> {
+///         Reaction::with_state(state + input)
+///     }
+/// }
+///
+/// let mut slot = Slot::new(0);
+/// let cause = Metadata::new("Added", "/test", "counter-1");
+/// let refused = reactor::try_react(&Counter, "/test", &mut slot, 5, &cause, Utc::now(), |reaction| {
+///     match reaction.state() {
+///         Some(total) if *total > 3 => Err(format!("{total} is over the limit")),
+///         _ => Ok(()),
+///     }
+/// });
+/// assert!(matches!(refused, Err(NotApplied::Unwritable { .. })));
+/// assert_eq!(*slot.state(), 0);
+/// ```
+pub fn try_react<P: Participant, T>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>, vet: impl FnOnce(&Reaction<P::State>) -> Result<T, String>) -> Result<(Vec<Emission>, T), NotApplied> {
     let state = slot.state();
     let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| participant.decide(state, input, now)));
     let reaction = decided.map_err(|payload| Panicked { participant: P::NAME, message: herald_bus::panics::describe(&*payload) })?;
-    Ok(apply(source, slot, reaction, cause, now, P::NAME))
+    let vetted = vet(&reaction).map_err(|reason| NotApplied::Unwritable { participant: P::NAME, reason })?;
+    Ok((apply(source, slot, reaction, cause, now, P::NAME), vetted))
 }
 
 /// Fires the earliest deadline of `slot` due at `now`, if any: takes it (so it fires once)
@@ -94,12 +147,14 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
     Some((meta, emitted))
 }
 
-/// [`fire_due`], catching a panic of [`Participant::decide`] like [`try_react`]: the
-/// deadline is taken all the same (it fired), the rest of the slot is as it was.
-pub fn try_fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>) -> Option<(Metadata, Result<Vec<Emission>, Panicked>)> {
+/// [`fire_due`], catching a panic of [`Participant::decide`] and vetting the reaction like
+/// [`try_react`]: the deadline is taken all the same (it fired), the rest of the slot is as
+/// it was.
+#[allow(clippy::type_complexity)]
+pub fn try_fire_due<P: Participant, T: Default>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>, vet: impl FnOnce(&Reaction<P::State>) -> Result<T, String>) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
     let pending = slot.take_due(now)?;
     let (fired, meta) = slot::fired(&pending, key, source);
-    let Some(input) = inputs.fired(fired) else { return Some((meta, Ok(Vec::new()))) };
-    let emitted = try_react(participant, source, slot, input, &meta, now);
+    let Some(input) = inputs.fired(fired) else { return Some((meta, Ok((Vec::new(), T::default())))) };
+    let emitted = try_react(participant, source, slot, input, &meta, now, vet);
     Some((meta, emitted))
 }

@@ -28,6 +28,24 @@ herald_bus::family! {
         Pong(Pong),
         /// Out, from a deadline.
         Expired(Expired),
+        /// Out: its `grade` must be a symbol of the schema's enum.
+        Graded(Graded),
+    }
+}
+
+/// An event whose schema refuses some values its Rust type holds (a grade not among the
+/// enum's symbols).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Graded {
+    id: String,
+    grade: String,
+}
+
+impl herald_bus::Event for Graded {
+    const TYPE: &'static str = "t.Graded";
+    const SCHEMA: &'static str = r#"{"type":"record","name":"Graded","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"grade","type":{"type":"enum","name":"Grade","symbols":["A","B"]}}]}"#;
+    fn aggregate_id(&self) -> &str {
+        &self.id
     }
 }
 
@@ -131,6 +149,7 @@ fn initial(e: &Ev) -> String {
         Ev::Ping(p) => p.id.chars().take(1).collect(),
         Ev::Pong(p) => p.id.chars().take(1).collect(),
         Ev::Expired(x) => x.id.chars().take(1).collect(),
+        Ev::Graded(g) => g.id.chars().take(1).collect(),
     }
 }
 
@@ -264,6 +283,7 @@ fn decoded(msg: &OwnedMessage) -> (Metadata, serde_json::Value) {
         Ev::Pong(p) => serde_json::json!({"type": "pong", "id": p.id, "n": p.n}),
         Ev::Expired(e) => serde_json::json!({"type": "expired", "id": e.id}),
         Ev::Ping(p) => serde_json::json!({"type": "ping", "id": p.id}),
+        Ev::Graded(g) => serde_json::json!({"type": "graded", "id": g.id, "grade": g.grade}),
     };
     (meta, value)
 }
@@ -797,7 +817,8 @@ fn dropping_the_runtime_under_a_running_engine_lets_it_shut_down() {
 }
 
 /// Pongs like [`Pinger`], but its `decide` panics on a ping with `deadline_ms == -1` (a
-/// bug hit by one input), and first sleeps `deadline_ms` on a ping whose id starts with
+/// bug hit by one input), grades a ping with `deadline_ms == -2` by its id (which the
+/// grade's schema refuses unless it is `A` or `B`), and first sleeps `deadline_ms` on a ping whose id starts with
 /// `slow` (a reaction that holds the coordinator, as a slow call inside one would).
 struct Fragile {
     input: Topic<Ev>,
@@ -814,12 +835,16 @@ impl Participant for Fragile {
     }
 
     fn outputs(&self) -> Vec<Output> {
-        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal()]
+        vec![Output::of::<Pong, _>(&self.output).after(&["t.Ping"]).terminal(), Output::of::<Graded, _>(&self.output).after(&["t.Ping"]).terminal()]
     }
 
     fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
         match input {
             Ev::Ping(p) if p.deadline_ms == -1 => panic!("cannot take ping {}", p.id),
+            Ev::Ping(p) if p.deadline_ms == -2 => {
+                let n = seen.n + 1;
+                Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n }).emit(&self.output, Graded { id: p.id.clone(), grade: p.id })
+            }
             Ev::Ping(p) => {
                 if p.id.starts_with("slow") {
                     std::thread::sleep(Duration::from_millis(p.deadline_ms as u64));
@@ -869,6 +894,35 @@ async fn a_reaction_that_panics_dead_letters_its_input_and_the_partition_goes_on
     let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
     assert!(reason.contains("cannot take ping k"), "{reason}");
     assert!(health.committed() > 0);
+    running.stop().await;
+}
+
+/// A reaction whose event its schema refuses (a value from the input that the output's
+/// enum does not allow) is not applied in part: the input is dead-lettered saying which
+/// event does not encode, none of the reaction's events is sent (the first one encoded),
+/// its state is unchanged, and the partition goes on. (Before, that event was dropped and
+/// the rest committed: the saga lost its step without a dead letter.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaction_that_cannot_be_written_dead_letters_its_input_and_changes_nothing() {
+    let s = setup(1).await;
+    let dlq = dead_letter_topic(&s).await;
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let running = start(engine);
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let grade = |id: &str| Ping { id: id.into(), deadline_ms: -2 };
+    s.publisher.publish_with(&topic, &grade("A"), Metadata::new("t.Ping", "/test", "A")).await.expect("published");
+    let refused = s.publisher.publish_with(&topic, &grade("k"), Metadata::new("t.Ping", "/test", "k")).await.expect("published").id;
+    s.ping("k", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 3, WAIT, QUIET).await;
+    let mut seen: Vec<String> = out.iter().map(|m| decoded(m).1).map(|v| format!("{} {} {}", v["id"].as_str().unwrap_or_default(), v["n"], v["grade"])).collect();
+    seen.sort();
+    assert_eq!(seen, ["A 1 null", "A null \"A\"", "k 1 null"], "A graded; k's refused reaction sent nothing and left its state at 0");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(decoded(&letters[0]).0.id, refused, "the input whose reaction cannot be written is the dead letter");
+    assert_eq!(header(&letters[0], "herald.dlq.stage"), Some("handler"));
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("cannot be written") && reason.contains("t.Graded"), "{reason}");
     running.stop().await;
 }
 

@@ -21,7 +21,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use herald_bus::codec::SINGLE_OBJECT_MAGIC;
 use herald_bus::consumer::OwnedRecord;
 use herald_bus::dead_letter::{self, Failure, Stage};
 use herald_bus::publisher::Record;
@@ -43,15 +42,25 @@ use super::producer::{TxnProducer, Witness};
 use super::restore::{self, restore};
 use super::sink::Overdue;
 use super::witness;
+use super::written;
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
 use crate::declaration::Declaration;
 use crate::participant::Participant;
-use crate::reactor::{self, Emission, Panicked};
+use crate::reactor::{self, Emission, NotApplied};
 use herald_bus::trace::{SpanKind, SpanRecord};
 use crate::slot::Slot;
 use crate::input::Routed;
 use crate::Inputs;
+
+/// Counts a reaction that was not applied, by why (`kind`: to an input or a deadline).
+fn count_refused<P: Participant>(refused: &NotApplied, kind: &'static str) {
+    let name = match refused {
+        NotApplied::Panicked(_) => "herald_choreography_reactions_panicked_total",
+        NotApplied::Unwritable { .. } => "herald_choreography_reactions_unwritable_total",
+    };
+    metrics::counter!(name, "participant" => P::NAME, "kind" => kind).increment(1);
+}
 
 /// One input the coordinator holds until its transaction commits.
 // Nearly every input is a `Record`; boxing it to shrink the rare `Skip` would cost an
@@ -643,24 +652,26 @@ impl<P: Participant> Coordinator<P> {
             return Err(failed);
         }
         let reacted = self.react_to(partition, &mut held);
-        // `decide` panicked: the input is dead-lettered in this transaction, with its offset.
-        let letter = reacted.as_ref().err().and_then(|panicked| self.dead_letter(&held, panicked));
+        // `decide` panicked, or its reaction cannot be written: the input is dead-lettered
+        // in this transaction, with its offset.
+        let letter = reacted.as_ref().err().and_then(|refused| self.dead_letter(&held, refused));
         let (topic, _, offset) = held.position();
         self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
         self.open.held.push((partition, held));
         match (reacted, letter) {
-            (Ok(emissions), _) => self.emit(&emissions).await,
+            (Ok((emissions, payloads)), _) => self.emit(emissions, payloads).await,
             (Err(_), Some(letter)) => self.send_dead_letter(letter).await,
             (Err(_), None) => Ok(()),
         }
     }
 
-    /// The dead letter of a held record whose reaction panicked (stage `handler`).
-    fn dead_letter(&self, held: &Held<P::Input>, panicked: &Panicked) -> Option<Record> {
+    /// The dead letter of a held record whose reaction panicked or cannot be written
+    /// (stage `handler`).
+    fn dead_letter(&self, held: &Held<P::Input>, refused: &NotApplied) -> Option<Record> {
         let Held::Record { record, .. } = held else { return None };
-        tracing::error!(topic = record.topic(), partition = record.partition(), offset = record.offset(), error = %panicked, "the reaction panicked: the input is dead-lettered, its state unchanged");
-        metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "input").increment(1);
-        let failure = Failure { stage: Stage::Handler, reason: panicked.to_string(), attempts: 1 };
+        tracing::error!(topic = record.topic(), partition = record.partition(), offset = record.offset(), error = %refused, "the reaction was not applied: the input is dead-lettered, its state unchanged");
+        count_refused::<P>(refused, "input");
+        let failure = Failure { stage: Stage::Handler, reason: refused.to_string(), attempts: 1 };
         let group = self.settings.group.clone().unwrap_or_else(|| self.settings.prefixed(P::NAME));
         Some(dead_letter::record(&record.to_message(), &failure, &group, &dead_letter::topic_for(record.topic())))
     }
@@ -670,7 +681,7 @@ impl<P: Participant> Coordinator<P> {
     async fn send_dead_letter(&mut self, letter: Record) -> Result<(), Failed> {
         let Some(producer) = &self.producer else { return Ok(()) };
         if !self.named_topics.exists(producer, &letter.topic).await {
-            tracing::error!(topic = letter.topic, "the dead-letter topic does not exist: the input whose reaction panicked is skipped without a dead letter");
+            tracing::error!(topic = letter.topic, "the dead-letter topic does not exist: the input whose reaction was not applied is skipped without a dead letter");
             metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
             return Ok(());
         }
@@ -680,8 +691,8 @@ impl<P: Participant> Coordinator<P> {
         Ok(())
     }
 
-    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Result<Vec<Emission>, Panicked> {
-        let Held::Record { record, decoded } = held else { return Ok(Vec::new()) };
+    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Result<(Vec<Emission>, Vec<Vec<u8>>), NotApplied> {
+        let Held::Record { record, decoded } = held else { return Ok(Default::default()) };
         let (topic, offset) = (record.topic(), record.offset());
         let decoded = match decoded.take() {
             Some(decoded) => Some(Ok(decoded)),
@@ -698,7 +709,8 @@ impl<P: Participant> Coordinator<P> {
                 let due_before = due_times(slot);
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
-                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now);
+                let state_codec = &self.state_codec;
+                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec));
                 self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
                     // The slot is as it was: not written, and not made for a key seen first.
@@ -710,17 +722,19 @@ impl<P: Participant> Coordinator<P> {
             }
             Some(Err(failure)) => {
                 tracing::error!(topic, partition, offset, reason = %failure.reason, "undecodable input in a transaction: skipped");
-                Ok(Vec::new())
+                Ok(Default::default())
             }
             None => {
                 tracing::error!(topic, "input from a topic without a route: skipped");
-                Ok(Vec::new())
+                Ok(Default::default())
             }
         }
     }
 
-    async fn emit(&mut self, emissions: &[Emission]) -> Result<(), Failed> {
-        for emission in emissions {
+    /// Sends each emission with its payload (see [`written::payloads`]) in the open
+    /// transaction.
+    async fn emit(&mut self, emissions: Vec<Emission>, payloads: Vec<Vec<u8>>) -> Result<(), Failed> {
+        for (emission, payload) in emissions.into_iter().zip(payloads) {
             let topic = if emission.event.is_exact_topic() { emission.event.topic().to_owned() } else { self.settings.prefixed(emission.event.topic()) };
             // A topic the input named that is one of the participant's own (its changelog,
             // an input, an output): a stranger's record there would corrupt that stream
@@ -740,19 +754,6 @@ impl<P: Participant> Coordinator<P> {
                 metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
                 continue;
             }
-            let mut payload = Vec::with_capacity(256);
-            payload.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-            let mut datum = Vec::with_capacity(256);
-            let known = match emission.event.encode(&mut datum) {
-                Ok(known) => known,
-                Err(e) => {
-                    // A decision emitted an event its own schema refuses: a bug that no retry fixes.
-                    tracing::error!(error = %e, event_type = emission.event.type_name(), "emitted event does not encode: dropped");
-                    continue;
-                }
-            };
-            payload.extend_from_slice(&known.fingerprint.0);
-            payload.extend_from_slice(&datum);
             let mut headers = emission.meta.to_headers();
             for (name, value) in emission.event.headers() {
                 headers = headers.insert(rdkafka::message::Header { key: name.as_str(), value: Some(value.as_str()) });
@@ -839,17 +840,18 @@ impl<P: Participant> Coordinator<P> {
         let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
-        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at) else { return Ok(false) };
+        let state_codec = &self.state_codec;
+        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;
         metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
         match reacted {
-            Ok(emissions) => self.emit(&emissions).await?,
-            Err(panicked) => {
+            Ok((emissions, payloads)) => self.emit(emissions, payloads).await?,
+            Err(refused) => {
                 // No record to dead-letter: the deadline is taken (it fired), nothing else changes.
-                tracing::error!(key, error = %panicked, "the reaction to a deadline panicked: the deadline is dropped, the state unchanged");
-                metrics::counter!("herald_choreography_reactions_panicked_total", "participant" => P::NAME, "kind" => "deadline").increment(1);
+                tracing::error!(key, error = %refused, "the reaction to a deadline was not applied: the deadline is dropped, the state unchanged");
+                count_refused::<P>(&refused, "deadline");
             }
         }
         Ok(true)

@@ -14,6 +14,8 @@
 //!   whose deadlines wait for their inputs (see `catch_up`);
 //! - `herald_choreography_reactions_panicked_total` (counter), labels `participant`,
 //!   `kind` = `input` (dead-lettered) | `deadline` (dropped);
+//! - `herald_choreography_reactions_unwritable_total` (counter), the same labels: reactions
+//!   whose event or state does not encode, refused whole;
 //! - `herald_choreography_outputs_dropped_total` (counter), labels `participant`,
 //!   `reason` = `unknown-topic` | `own-topic`.
 

@@ -58,6 +58,10 @@
 //!   its input: the panic is caught, the input dead-lettered (`<topic>.dlq`, stage
 //!   `handler`, the panic's message as reason) in the transaction that moves past it, its
 //!   state unchanged; the partition goes on. A deadline whose reaction panics is dropped.
+//!   So is **a reaction that cannot be written**: an event or a new state that its schema
+//!   refuses (a value from the input that an output's enum does not allow, a bug) is found
+//!   before the reaction is applied, and none of it commits (no event, no state change);
+//!   the reason names what does not encode.
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a
@@ -107,6 +111,7 @@ mod restore;
 mod settings;
 mod sink;
 mod witness;
+mod written;
 
 pub use classify::{classify, outcome_unknown, TxnCall, TxnClass};
 pub use clock::{Clock, ManualClock, SystemClock};

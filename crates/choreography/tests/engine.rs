@@ -926,6 +926,47 @@ async fn a_reaction_that_cannot_be_written_dead_letters_its_input_and_changes_no
     running.stop().await;
 }
 
+/// An input that gains partitions while the engine runs moves keys to other partitions
+/// than their state's: the engine stops with an error naming the topic and both counts,
+/// says so on /health, and dead-letters nothing (the records wait in their topic). Before,
+/// each record a producer placed by the new count was dead-lettered as misplaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_that_gains_partitions_stops_the_engine_and_dead_letters_nothing() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let s = setup(2).await;
+    let dlq = dead_letter_topic(&s).await;
+    let engine = s.engine(s.settings("a"));
+    let health = engine.health();
+    let running = start(engine);
+    s.ping("k0", 0).await;
+    assert_eq!(read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await.len(), 1, "the engine reacts");
+    let admin: AdminClient<_> = s.config.client_config(&[]).create().expect("admin");
+    let grown = admin.create_partitions(&[NewPartitions::new(&s.input, 3)], &AdminOptions::new()).await.expect("create partitions");
+    assert!(grown.iter().all(Result::is_ok), "{grown:?}");
+    // A producer that knows the new count: a key it puts on partition 0 or 1, where two
+    // partitions would put it on the other one.
+    let place = |key: &str, n| herald_bus::partitioner::partition_for(key.as_bytes(), n) as i32;
+    let key = (0..).map(|i| format!("g{i}")).find(|k| place(k, 3) < 2 && place(k, 3) != place(k, 2)).expect("such a key");
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let encoded = s.publisher.encode(&topic, &Ping { id: key.clone(), deadline_ms: 0 }, &Metadata::new("t.Ping", "/test", &key)).await.expect("encode");
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", s.config.bootstrap()).create().expect("raw producer");
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&s.input).key(key.as_str()).payload(encoded.payload.as_deref().expect("a value")).partition(place(&key, 3));
+    raw.send(record, Duration::from_secs(10)).await.expect("sent");
+    let ended = tokio::time::timeout(WAIT, running.task).await.expect("the engine ends").expect("engine task");
+    match ended {
+        Err(herald_choreography::engine::EngineError::Partitions(reason)) => {
+            assert!(reason.contains(&format!("input topic {} has 3 partitions, the engine started with 2", s.input)), "{reason}");
+        }
+        other => panic!("expected the engine to stop on the grown input, got {other:?}"),
+    }
+    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+    assert!(!healthy, "{details}");
+    let probe: rdkafka::consumer::BaseConsumer = s.config.client_config(&[]).create().expect("client");
+    let (_, letters) = rdkafka::consumer::Consumer::fetch_watermarks(&probe, &dlq, 0, Duration::from_secs(10)).expect("watermarks");
+    assert_eq!(letters, 0, "nothing was dead-lettered");
+}
+
 /// A participant whose `initial` panics for key `doom`: a panic outside any reaction.
 struct Doomed(Pinger);
 

@@ -10,6 +10,13 @@ use herald_bus::Metadata;
 
 use crate::input::{Route, Routed};
 
+/// Why a record is not decoded: the failure its dead letter says, and whether it is a
+/// record on another partition than its aggregate's.
+pub(crate) struct Refused {
+    pub failure: Failure,
+    pub misplaced: bool,
+}
+
 /// A subscribed topic's route and the codec that reads its payloads.
 pub(crate) struct Reader<I> {
     pub route: Route<I>,
@@ -52,7 +59,13 @@ impl<I> Reader<I> {
 
     /// Decodes `record`: its input, state key and metadata; a failure says why it never will.
     pub(crate) fn decode(&self, record: &OwnedRecord) -> Result<(Routed<I>, Metadata), Failure> {
-        let failure = |stage, reason: String| Failure { stage, reason, attempts: 0 };
+        self.read(record).map_err(|refused| refused.failure)
+    }
+
+    /// [`Reader::decode`], saying whether a failure is a record on another partition than
+    /// its aggregate's (which an input that gained partitions makes too, see `growth`).
+    pub(crate) fn read(&self, record: &OwnedRecord) -> Result<(Routed<I>, Metadata), Refused> {
+        let failure = |stage, reason: String| Refused { failure: Failure { stage, reason, attempts: 0 }, misplaced: false };
         let payload = record.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         let mut meta = Metadata::from_record_header_pairs(record.headers(), record.key(), &writer.name, record.timestamp().to_millis()).map_err(|e| failure(Stage::Decode, e.to_string()))?;
@@ -69,7 +82,7 @@ impl<I> Reader<I> {
             Ok(Some(routed)) => match self.route.check_record_key(record.key(), &routed.key) {
                 Ok(()) => match self.misplaced(&routed.key, record.key(), record.topic(), record.partition()) {
                     None => Ok((routed, meta)),
-                    Some(reason) => Err(failure(Stage::Decode, reason)),
+                    Some(reason) => Err(Refused { misplaced: true, ..failure(Stage::Decode, reason) }),
                 },
                 Err(e) => Err(failure(Stage::Decode, e.to_string())),
             },

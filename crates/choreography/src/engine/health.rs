@@ -42,7 +42,8 @@ pub struct EngineHealth {
     overdue: AtomicU64,
     restoring: AtomicU64,
     failing: AtomicBool,
-    /// The coordinator ended while the engine ran: unhealthy for good.
+    /// The engine is stopping on an error (its coordinator ended, an input gained
+    /// partitions): unhealthy for good.
     ended: AtomicBool,
     last_error: Mutex<Option<String>>,
 }
@@ -90,8 +91,8 @@ impl EngineHealth {
         self.given_up.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The coordinator ended while the engine ran (`reason`): the engine is stopping.
-    pub(crate) fn coordinator_ended(&self, reason: String) {
+    /// The engine is stopping on an error (`reason`).
+    pub(crate) fn ending(&self, reason: String) {
         self.ended.store(true, Ordering::Relaxed);
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
     }

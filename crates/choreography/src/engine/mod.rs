@@ -71,6 +71,13 @@
 //!   on another partition than its aggregate id's (murmur2 as Java's and Herald's clients
 //!   place keys, or the producers' own: [`EngineSettings::input_partitioner`];
 //!   librdkafka's default is CRC-32) and one without a key.
+//! - **An input that gains partitions** while the engine runs stops it with
+//!   [`EngineError::Partitions`] (and `/health` says why): its keys moved away from their
+//!   state, which is partitioned as the inputs were. Nothing is dead-lettered for it; the
+//!   records wait in their topics. It is found when a partition beyond the count is
+//!   assigned, when a record is on another partition than its aggregate's (the count is
+//!   asked again before such a record is dead-lettered), and by a check every 30 s. A
+//!   restart refuses the changelog's old count too: move to topics made with the new one.
 //! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
 //!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).
@@ -103,6 +110,7 @@ mod coordinator;
 mod decode;
 mod due;
 mod error;
+mod growth;
 mod health;
 mod named_topics;
 mod producer;
@@ -135,6 +143,7 @@ use crate::declaration::Declaration;
 use crate::participant::Participant;
 use coordinator::{Command, Coordinator};
 use decode::Reader;
+use growth::Growth;
 use repartition::RepartitionSink;
 use sink::{EngineSink, Overdue};
 
@@ -319,7 +328,18 @@ impl<P: Participant> Engine<P> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
         let membership = Arc::new(OnceLock::new());
         let overdue = Arc::new(Overdue::default());
-        let sink = EngineSink { tx: tx.clone(), readers: Arc::new(readers()), membership: membership.clone(), revoke_wait: self.settings.call_timeout, overdue: overdue.clone(), offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored } };
+        let stop = CancellationToken::new();
+        let stopping = CancellationToken::new();
+        let growth = Arc::new(Growth::new(self.config.clone(), topics.clone(), partitions, stopping.clone(), self.health.clone()));
+        let sink = EngineSink {
+            tx: tx.clone(),
+            readers: Arc::new(readers()),
+            membership: membership.clone(),
+            revoke_wait: self.settings.call_timeout,
+            overdue: overdue.clone(),
+            offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored },
+            growth: growth.clone(),
+        };
         let settings = self.consumer_settings(&group, topics);
         let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
@@ -340,9 +360,11 @@ impl<P: Participant> Engine<P> {
             self.health.clone(),
             tx.clone(),
         );
-        let stop = CancellationToken::new();
-        let stopping = CancellationToken::new();
         let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
+        let watching = {
+            let (growth, done) = (growth.clone(), stop.clone());
+            AbortOnDrop(tokio::spawn(async move { growth.watch(done).await }).into())
+        };
         let _coordinator = AbortTask(coordinator.abort_handle());
         // The coordinator ends only once `stop` is cancelled. Ending before (a panic) would
         // leave every partition waiting for commits that never come: the engine stops with
@@ -361,7 +383,7 @@ impl<P: Participant> Engine<P> {
                     Ok(()) => "the coordinator ended".to_owned(),
                 };
                 tracing::error!(reason, "the engine stops");
-                health.coordinator_ended(reason.clone());
+                health.ending(reason.clone());
                 let _ = ended.set(reason);
                 stopping.cancel();
             }
@@ -415,8 +437,12 @@ impl<P: Participant> Engine<P> {
         if let Some(handle) = task.0.take_handle() {
             let _ = handle.await;
         }
+        drop(watching);
         if let Some(reason) = ended.get() {
             return Err(EngineError::Coordinator(reason.clone()));
+        }
+        if let Some(reason) = growth.found() {
+            return Err(EngineError::Partitions(reason.to_owned()));
         }
         result.map_err(EngineError::from)
     }

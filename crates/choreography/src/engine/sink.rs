@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{Command, Held};
 use super::decode::Reader;
+use super::growth::Growth;
 
 /// The sink: see the [module docs](self).
 pub(crate) struct EngineSink<I, S> {
@@ -27,6 +28,8 @@ pub(crate) struct EngineSink<I, S> {
     pub offsets: Offsets,
     /// Revocations given up on (see [`Overdue`]).
     pub overdue: Arc<Overdue>,
+    /// Whether an input gained partitions (see `growth`).
+    pub growth: Arc<Growth>,
 }
 
 /// Partitions whose revocation the consumer stopped waiting for: the coordinator was
@@ -66,8 +69,14 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
         let _ = self.membership.set(membership);
     }
 
+    /// Tells the coordinator, but of partitions beyond the engine's count (an input that
+    /// gained partitions: the engine stops, see `growth`).
     fn on_assigned(&self, assignment: &mut Assignment<'_>) {
-        let _ = self.tx.send(Command::Assigned(assignment.partitions()));
+        let mut partitions = assignment.partitions();
+        if self.growth.assigned(&partitions) {
+            partitions.retain(|(_, partition)| self.growth.within(*partition));
+        }
+        let _ = self.tx.send(Command::Assigned(partitions));
     }
 
     /// Tells the coordinator; waits for it (up to `revoke_wait`) only when the partitions
@@ -100,7 +109,8 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
     }
 
     fn open(&self, topic: &Arc<str>, partition: i32) -> Option<Self::Partition> {
-        self.readers.contains_key(&**topic).then(|| EnginePartition { tx: self.tx.clone(), readers: self.readers.clone(), topic: topic.clone(), partition })
+        // Beyond the engine's count: its records wait for the engine that can take them.
+        (self.readers.contains_key(&**topic) && self.growth.within(partition)).then(|| EnginePartition { tx: self.tx.clone(), readers: self.readers.clone(), growth: self.growth.clone(), topic: topic.clone(), partition })
     }
 }
 
@@ -108,6 +118,7 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
 pub(crate) struct EnginePartition<I, S> {
     tx: mpsc::UnboundedSender<Command<I, S>>,
     readers: Arc<HashMap<String, Reader<I>>>,
+    growth: Arc<Growth>,
     topic: Arc<str>,
     partition: i32,
 }
@@ -137,10 +148,10 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         let mut held = Vec::with_capacity(batch.len());
         let mut failed = None;
         for (index, record) in batch.iter().enumerate() {
-            match reader.decode(record) {
+            match reader.read(record) {
                 Ok(decoded) => held.push(Held::Record { record: record.clone(), decoded: Some(decoded) }),
-                Err(failure) => {
-                    failed = Some((index, failure));
+                Err(refused) => {
+                    failed = Some((index, refused));
                     break;
                 }
             }
@@ -155,7 +166,10 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
             }
         }
         match failed {
-            Some((index, failure)) => Delivery::Failed { index, failure, class: FailureClass::Permanent },
+            // Not dead-lettered when its topic gained partitions: the engine stops (see
+            // `growth`), and the record waits for an engine that can take it.
+            Some((_, refused)) if refused.misplaced && self.growth.check().await => Delivery::Interrupted,
+            Some((index, refused)) => Delivery::Failed { index, failure: refused.failure, class: FailureClass::Permanent },
             None => Delivery::Done,
         }
     }
@@ -177,7 +191,8 @@ mod tests {
 
     fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<(), ()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned }, rx)
+        let growth = Arc::new(Growth::new(herald_bus::KafkaConfig::new("127.0.0.1:1"), Vec::new(), 1, CancellationToken::new(), Arc::default()));
+        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned, growth }, rx)
     }
 
     #[test]

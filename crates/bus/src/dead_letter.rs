@@ -90,6 +90,24 @@ pub fn topic_for(topic: &str) -> String {
     if topic.contains('_') { format!("{topic}_dlq") } else { format!("{topic}.dlq") }
 }
 
+/// Creates the dead-letter topic ([`topic_for`]) of each of `topics` that lacks one, with
+/// as many partitions as its topic (one for a topic that does not exist yet), so a letter
+/// keeps its record's partition. Topics that exist are left as they are.
+///
+/// ```no_run
+/// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
+/// herald_bus::dead_letter::create_topics(&config, &["shop.orders"]).await?; // shop.orders.dlq
+/// # Ok(()) }
+/// ```
+pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str>]) -> Result<(), crate::admin::AdminError> {
+    let mut specs = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let partitions = crate::admin::partition_count(config, topic.as_ref()).await?.unwrap_or(1);
+        specs.push(crate::admin::TopicSpec::new(topic_for(topic.as_ref())).partitions(partitions as i32));
+    }
+    crate::admin::create_topics(config, &specs).await.map(drop)
+}
+
 /// Builds the dead-letter record for `original`.
 pub fn record(original: &OwnedMessage, failure: &Failure, group: &str, dlq_topic: &str) -> Record {
     // Names as bytes: a name that is not UTF-8 is kept as it was (see `crate::headers`).

@@ -7,7 +7,6 @@ use std::time::Duration;
 use super::route::{Route, RouteSettings, TypedRoute};
 use super::sink::Routes;
 use super::{Consumer, ConsumerError, Handler, RetryPolicy, UnknownTypes};
-use crate::admin::{self, TopicSpec};
 use crate::codec::{Codec, SingleObject};
 use crate::runtime::dead_letter::DeadLetters;
 use crate::runtime::flow::Budget;
@@ -155,12 +154,8 @@ impl ConsumerBuilder {
         }
         crate::runtime::require_multi_thread()?;
         if self.create_dead_letter_topics {
-            let mut specs = Vec::new();
-            for (topic, _, _) in &self.routes {
-                let partitions = admin::partition_count(&self.config, topic).await?.unwrap_or(1);
-                specs.push(TopicSpec::new(crate::dead_letter::topic_for(topic)).partitions(partitions as i32));
-            }
-            admin::create_topics(&self.config, &specs).await?;
+            let topics: Vec<&str> = self.routes.iter().map(|(topic, _, _)| topic.as_str()).collect();
+            crate::dead_letter::create_topics(&self.config, &topics).await?;
         }
         let mut routes = HashMap::new();
         let mut topics = Vec::new();

@@ -245,11 +245,11 @@ impl<P: Participant> Engine<P> {
         if self.settings.create_dead_letter_topics {
             // Where the sinks dead-letter what they cannot take (and the coordinator the
             // inputs whose reaction panicked): missing, a bad record holds its partition.
-            let letters: Vec<TopicSpec> = read.iter().chain(repartitioned.iter().map(|(source, _)| source)).map(|t| TopicSpec::new(dead_letter::topic_for(t)).partitions(count as i32)).collect();
+            let letters: Vec<&String> = read.iter().chain(repartitioned.iter().map(|(source, _)| source)).collect();
             // Not fatal (a cluster whose topics are made by its operators may refuse the
             // request, existing topics or not): a letter whose topic is missing waits, and
             // the health check says so.
-            if let Err(e) = admin::create_topics(&self.config, &letters).await {
+            if let Err(e) = dead_letter::create_topics(&self.config, &letters).await {
                 tracing::warn!(error = %e, "the dead-letter topics could not be created: make them, or records the engine cannot take hold their partitions");
             }
         }

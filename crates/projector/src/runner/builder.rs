@@ -139,9 +139,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         let version = crate::views::prepare::<F, P>(self.store.clone(), projection.clone(), self.version).await?;
         let key = Key { projection: P::NAME.to_owned(), version, topic: self.topic.clone() };
         if self.create_dead_letter_topic {
-            let partitions = herald_bus::admin::partition_count(&self.config, &self.topic).await?.unwrap_or(1);
-            let spec = herald_bus::admin::TopicSpec::new(dead_letter::topic_for(&self.topic)).partitions(partitions as i32);
-            herald_bus::admin::create_topics(&self.config, &[spec]).await?;
+            dead_letter::create_topics(&self.config, &[&self.topic]).await?;
         }
         let ownership: Ownership = Arc::default();
         let (jobs, job_rx) = std_mpsc::channel();

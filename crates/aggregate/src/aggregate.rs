@@ -77,7 +77,7 @@ pub trait Aggregate: Send + Sync + 'static {
     /// How many recent commands each aggregate remembers with their replies, so a command
     /// delivered or sent again gets the same reply and is not decided twice (default 64).
     ///
-    /// The answers are stored with the state (about 19 bytes each, written in every
+    /// The answers are stored with the state (about 18 bytes each, written in every
     /// transaction that changes the aggregate), so the cost per command grows with this
     /// number: at 64, a long-lived aggregate costs the engine about a third more CPU per
     /// command than at 1, and the whole machine (the broker writing the bigger records)

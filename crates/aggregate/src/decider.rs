@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, CONFLICT};
 use crate::headers;
 use crate::reply::{reply_topic, CommandReply, Replies};
-use crate::stored::{Answer, Remembered, Stored};
+use crate::stored::{event_id, Answer, EventIds, Remembered, Stored};
 
 /// The reason of a rejection for a command whose `ce_expectedversion` is not a version (a
 /// decimal number from 0, digits only).
@@ -93,9 +93,9 @@ impl<A: Aggregate> Outcome<A> {
 }
 
 impl<A: Aggregate> Decider<A> {
-    /// The outcome of a command not seen before. Event `i` gets id
-    /// `ids::event_id(NAME, command id, first + i)`.
-    fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>, first: u32) -> Outcome<A> {
+    /// The outcome of a command not seen before. Its events get the ids
+    /// [`event_id`]`(NAME, aggregate id, version)`.
+    fn outcome(&self, stored: &Stored<A::State>, input: Delivered<A::Command>) -> Outcome<A> {
         let aggregate_id = input.command.aggregate_id().to_owned();
         match input.expected_version {
             Err(text) => return Outcome::rejected(input.id, aggregate_id, INVALID_EXPECTED_VERSION.into(), format!("{} {text:?} is not a version (a number from 0, digits only)", headers::EXPECTED_VERSION)),
@@ -114,7 +114,7 @@ impl<A: Aggregate> Decider<A> {
         }
         let state = events.iter().fold(stored.state.clone(), |state, event| self.0.evolve(state, event));
         let version = stored.version + events.len() as i64;
-        let answer = Answer::Accepted { version, first, events: events.len() as u32 };
+        let answer = Answer::Accepted { version, events: events.len() as u32, ids: EventIds::ByVersion };
         let remembered = Remembered { command: input.id, answer };
         let reply = remembered.reply(A::NAME, &aggregate_id);
         Outcome { reply, answer: remembered.answer, accepted: Some((state, events)) }
@@ -151,15 +151,15 @@ impl<A: Aggregate> Participant for Decider<A> {
             let earlier = earlier.reply(A::NAME, input.command.aggregate_id());
             return reply(earlier).into_iter().fold(Reaction::keep(), Reaction::push);
         }
-        let first = u32::from(reply_to.is_some());
         let command = input.id;
-        let Outcome { reply: answer, answer: remembered, accepted } = self.outcome(stored, input, first);
+        let Outcome { reply: answer, answer: remembered, accepted } = self.outcome(stored, input);
         let (state, accepted) = accepted.unwrap_or_else(|| (stored.state.clone(), Vec::new()));
         let mut next = Stored { state, version: stored.version, recent: stored.recent.clone() };
         let mut events = Vec::with_capacity(accepted.len());
         for event in accepted {
             next.version += 1;
-            events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, headers::sequence(next.version)));
+            let id = event_id(A::NAME, event.aggregate_id(), next.version);
+            events.push(Emitted::of_family(&A::EVENTS, event).with_header(headers::SEQUENCE, headers::sequence(next.version)).with_id(id));
         }
         next.recent.remember(Remembered { command, answer: remembered }, A::REMEMBERED);
         let reaction = reply(answer).into_iter().fold(Reaction::with_state(next), Reaction::push);
@@ -290,6 +290,35 @@ mod tests {
         t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, expected);
         assert!(replies(&t).is_empty(), "no reply topic, no reply");
         assert_eq!(t.state("a").version, 8);
+    }
+
+    /// A command sent again once its answer was forgotten (the window is bounded) is
+    /// decided again: its events are new events of the stream, with ids of their own
+    /// (derived from their versions), so readers that deduplicate by `ce_id` keep them as
+    /// the event store does. (Before, their ids derived from the command and repeated the
+    /// first decision's.)
+    #[test]
+    fn a_command_decided_again_once_forgotten_makes_events_with_ids_of_their_own() {
+        use herald_choreography::reactor::Emission;
+        use herald_choreography::testkit::Raw;
+        let mut t = Scenario::new(Decider(Capped));
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        let mut add = Raw::encode(&Capped::COMMANDS, &Add { id: "a".into(), n: 1 }, meta);
+        add.extensions = with_reply_topic();
+        let ids_of = |emitted: &[Emission]| -> Vec<Uuid> { emitted.iter().filter(|e| e.event.topic() == Capped::EVENTS.name()).map(|e| e.meta.id).collect() };
+        let reply_ids = |emitted: &[Emission]| -> Vec<String> { emitted.iter().filter_map(|e| Raw::from_emission(e).decode::<CommandReply>()).flat_map(|r| r.event_ids).collect() };
+        let first = t.deliver(&add);
+        assert_eq!(ids_of(&first), [event_id("capped", "a", 1), event_id("capped", "a", 2)]);
+        for _ in 0..3 {
+            let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+            t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, with_reply_topic());
+        }
+        let again = t.deliver(&add);
+        let again_ids = ids_of(&again);
+        assert_eq!(again_ids, [event_id("capped", "a", 9), event_id("capped", "a", 10)], "decided again, at versions 9 and 10");
+        assert!(ids_of(&first).iter().all(|id| !again_ids.contains(id)), "no id of the first decision again");
+        assert_eq!(reply_ids(&again), again_ids.iter().map(Uuid::to_string).collect::<Vec<_>>(), "the reply names them");
+        assert_eq!(t.state("a").version, 10);
     }
 
     /// A client that is not Herald's may send any string as `ce_id`: its reply names the

@@ -73,8 +73,8 @@
 //! the command topic (`read_committed`, `range` assignment); the owner of a command
 //! partition is the one writer of every aggregate in it. For each command, in the
 //! engine's one Kafka transaction: the events on [`Aggregate::EVENTS`] (key = aggregate
-//! id, header `ce_sequence` = the version, `ce_causationid` = the command id, deterministic
-//! `ce_id`), the reply on the topic the command named (`ce_replyto`; key and `command_id` =
+//! id, header `ce_sequence` = the version, `ce_causationid` = the command id, `ce_id` =
+//! [`stored::event_id`] of the aggregate and the version), the reply on the topic the command named (`ce_replyto`; key and `command_id` =
 //! the command's `ce_id` as sent, which need not be a UUID),
 //! the aggregate's [`Stored`] record on the engine's compacted changelog, and the
 //! command's offset. Commands of one partition are decided one at a time, in order; the
@@ -91,7 +91,9 @@
 //!   and no repeat (`ce_sequence`), in offset order within their partition.
 //! - **A command is decided once.** Each aggregate remembers the replies of its
 //!   [`Aggregate::REMEMBERED`] most recent commands: a command with an id among them (sent
-//!   again after a timeout) gets the same reply and changes nothing.
+//!   again after a timeout) gets the same reply and changes nothing. One sent again after
+//!   its answer was forgotten is decided again, as a new command: its events get versions
+//!   and ids of their own.
 //! - **Optimistic concurrency.** A command with `ce_expectedversion` other than the
 //!   aggregate's version is rejected with [`CONFLICT`].
 //! - **A bad reply topic stalls nothing.** A command whose `ce_replyto` names a topic that

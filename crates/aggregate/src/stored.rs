@@ -8,11 +8,10 @@
 //! Avro `Value` tree of ~450 nodes per write: the largest part of the aggregate's cost
 //! against the plain reaction step (BENCHMARKS.md). A reply is fully determined by the
 //! command id, the aggregate (the record's key), the aggregate's name and, accepted, its
-//! version, event count and first event index (event ids are
-//! [`ids::event_id`](herald_choreography::ids::event_id) of those), so [`Recent`] keeps
-//! only those: 19 bytes per accepted command (the id and three small numbers; the
-//! version follows from the one before), written as one Avro `bytes` field (layout in
-//! [`Recent`]).
+//! version and event count (event ids are [`event_id`] of the aggregate and each event's
+//! version), so [`Recent`] keeps only those: 18 bytes per accepted command (the id, a tag
+//! and the event count; the version follows from the one before), written as one Avro
+//! `bytes` field (layout in [`Recent`]).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -24,6 +23,33 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::reply::CommandReply;
+
+/// The id (`ce_id`) of the event at `version` of aggregate `aggregate_id`, for the
+/// aggregate named `name` ([`Aggregate::NAME`](crate::Aggregate::NAME)): a name-based UUID
+/// (version 5) of the three, so the same event has the same id however often its command
+/// is decided in a transaction that aborts, and a command decided twice (sent again after
+/// its answer was forgotten, see [`Aggregate::REMEMBERED`](crate::Aggregate::REMEMBERED))
+/// makes events with ids of their own: readers that deduplicate by `ce_id` see every
+/// event of the stream.
+///
+/// ```
+/// use herald_aggregate::stored::event_id;
+/// assert_eq!(event_id("accounts", "a-1", 3), event_id("accounts", "a-1", 3));
+/// assert_ne!(event_id("accounts", "a-1", 3), event_id("accounts", "a-1", 4));
+/// assert_ne!(event_id("accounts", "a-1", 3), event_id("accounts", "a-2", 3));
+/// assert_ne!(event_id("accounts", "a-1", 3), event_id("wallets", "a-1", 3));
+/// assert_eq!(event_id("accounts", "a-1", 3).get_version_num(), 5);
+/// ```
+pub fn event_id(name: &str, aggregate_id: &str, version: i64) -> Uuid {
+    let mut bytes = Vec::with_capacity(8 + name.len() + 1 + aggregate_id.len() + 1 + 8);
+    bytes.extend_from_slice(b"version\0");
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(aggregate_id.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(&version.to_be_bytes());
+    Uuid::new_v5(&herald_choreography::ids::NAMESPACE, &bytes)
+}
 
 /// One aggregate as stored: the state folded from its events, the number of its events
 /// (its version), and the answers to its last
@@ -58,19 +84,33 @@ pub struct Remembered {
 /// The answer part of a [`Remembered`] command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
-    /// Accepted: the aggregate was at `version` after its `events` events, whose ids are
-    /// `event_id(aggregate name, command, first + i)`.
+    /// Accepted: the aggregate was at `version` after its `events` events.
     Accepted {
         /// The version after the command's events.
         version: i64,
-        /// The output index of the first event (1 when a reply was emitted before it).
-        first: u32,
         /// How many events.
         events: u32,
+        /// How their ids were made.
+        ids: EventIds,
     },
     /// Rejected with a reason and a message (shared: cloning a stored aggregate does not
     /// copy them).
     Rejected(Arc<(String, String)>),
+}
+
+/// How the ids of an accepted command's events were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventIds {
+    /// [`event_id`] of the aggregate and each event's version: what Herald writes.
+    ByVersion,
+    /// [`ids::event_id`](herald_choreography::ids::event_id) of the aggregate's name, the
+    /// command and `first + i`, the event's index among the reaction's outputs (1 when a
+    /// reply was emitted before it): what Herald wrote before format 3 (the answers of
+    /// changelogs written then give their replies as they were).
+    ByCommand {
+        /// The output index of the first event.
+        first: u32,
+    },
 }
 
 impl Remembered {
@@ -78,17 +118,20 @@ impl Remembered {
     /// (the seed of its event ids), `aggregate_id` the command's key.
     ///
     /// ```
-    /// use herald_aggregate::stored::{Answer, Remembered};
+    /// use herald_aggregate::stored::{event_id, Answer, EventIds, Remembered};
     /// let command = uuid::Uuid::new_v4();
-    /// let answer = Remembered { command, answer: Answer::Accepted { version: 4, first: 1, events: 2 } };
+    /// let answer = Remembered { command, answer: Answer::Accepted { version: 4, events: 2, ids: EventIds::ByVersion } };
     /// let reply = answer.reply("counter", "c-1");
     /// assert_eq!((reply.version, reply.event_ids.len()), (Some(4), 2));
-    /// assert_eq!(reply.event_ids[0], herald_choreography::ids::event_id("counter", command, 1).to_string());
+    /// assert_eq!(reply.event_ids, [event_id("counter", "c-1", 3).to_string(), event_id("counter", "c-1", 4).to_string()]);
     /// ```
     pub fn reply(&self, name: &str, aggregate_id: &str) -> CommandReply {
         match &self.answer {
-            Answer::Accepted { version, first, events } => {
-                let ids = (0..*events).map(|i| herald_choreography::ids::event_id(name, self.command, first + i).to_string()).collect();
+            Answer::Accepted { version, events, ids } => {
+                let ids = match *ids {
+                    EventIds::ByVersion => (1..=i64::from(*events)).map(|i| event_id(name, aggregate_id, version - i64::from(*events) + i).to_string()).collect(),
+                    EventIds::ByCommand { first } => (0..*events).map(|i| herald_choreography::ids::event_id(name, self.command, first.saturating_add(i)).to_string()).collect(),
+                };
                 CommandReply::accepted(self.command.to_string(), aggregate_id, *version, ids)
             }
             Answer::Rejected(why) => CommandReply::rejected(self.command.to_string(), aggregate_id, why.0.clone(), why.1.clone()),
@@ -99,26 +142,28 @@ impl Remembered {
 /// The answers to an aggregate's most recent commands, oldest first, at most the number
 /// it was asked to keep.
 ///
-/// In the changelog it is one Avro `bytes` value: a format byte (2), then per command its
+/// In the changelog it is one Avro `bytes` value: a format byte (3), then per command its
 /// id (16 bytes), a tag, and
-/// - tag 2 (accepted, chained: its version is the previous accepted answer's plus its
-///   event count, as it always is for answers of one aggregate): the first event index
-///   and the event count;
-/// - tag 0 (accepted, the oldest in the window or not chained): the version, the first
-///   event index and the event count;
+/// - tag 4 (accepted, ids by version, chained: its version is the previous accepted
+///   answer's plus its event count, as it always is for answers of one aggregate): the
+///   event count;
+/// - tag 3 (accepted, ids by version, the oldest in the window or not chained): the
+///   version and the event count;
+/// - tag 2 and tag 0: the same for ids by command ([`EventIds::ByCommand`]), each with the
+///   first event index before the event count;
 /// - tag 1 (rejected): the reason and the message, each as its length and UTF-8 bytes.
 ///
 /// Numbers are unsigned base-128 varints (as Avro's, without the zig-zag), so an accepted
-/// command usually takes 19 bytes. Format 1 (33 bytes per accepted command: fixed-width
-/// little-endian numbers, the version in each) is still read; Herald before format 2 cannot
-/// read format 2, so a changelog written by this version cannot be restored by an older
-/// one (its engine stops with the decoding error).
+/// command usually takes 18 bytes. Formats 1 (33 bytes per accepted command: fixed-width
+/// little-endian numbers, the version in each) and 2 (tags 0 to 2) are still read. An
+/// older Herald cannot read a newer format, so a changelog written by this version cannot
+/// be restored by an older one (its engine stops with the decoding error).
 ///
 /// ```
-/// use herald_aggregate::stored::{Answer, Recent, Remembered};
+/// use herald_aggregate::stored::{Answer, EventIds, Recent, Remembered};
 /// let mut recent = Recent::default();
 /// for v in 1..=3 {
-///     recent.remember(Remembered { command: uuid::Uuid::from_u128(v), answer: Answer::Accepted { version: v as i64, first: 0, events: 1 } }, 2);
+///     recent.remember(Remembered { command: uuid::Uuid::from_u128(v), answer: Answer::Accepted { version: v as i64, events: 1, ids: EventIds::ByVersion } }, 2);
 /// }
 /// assert_eq!(recent.len(), 2);
 /// assert!(recent.find(uuid::Uuid::from_u128(1)).is_none());
@@ -131,14 +176,17 @@ impl Remembered {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Recent(Arc<VecDeque<Remembered>>);
 
-/// The format byte of [`Recent`]'s encoding (2), and of the one before it (1).
-const FORMAT: u8 = 2;
+/// The format byte of [`Recent`]'s encoding (3), and of the ones before it.
+const FORMAT: u8 = 3;
+const FORMAT_2: u8 = 2;
 const FORMAT_1: u8 = 1;
 
-/// The answer tags of format 2.
+/// The answer tags: those of format 2, and those format 3 adds.
 const ACCEPTED: u8 = 0;
 const REJECTED: u8 = 1;
 const CHAINED: u8 = 2;
+const NUMBERED: u8 = 3;
+const NUMBERED_CHAINED: u8 = 4;
 
 /// A [`Recent`] encoding that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,14 +240,20 @@ impl Recent {
         for r in self.0.iter() {
             out.extend_from_slice(r.command.as_bytes());
             match &r.answer {
-                Answer::Accepted { version, first, events } => {
-                    if previous.and_then(|v| v.checked_add(i64::from(*events))) == Some(*version) {
-                        out.push(CHAINED);
-                    } else {
-                        out.push(ACCEPTED);
+                Answer::Accepted { version, events, ids } => {
+                    let chained = previous.and_then(|v| v.checked_add(i64::from(*events))) == Some(*version);
+                    out.push(match (ids, chained) {
+                        (EventIds::ByVersion, true) => NUMBERED_CHAINED,
+                        (EventIds::ByVersion, false) => NUMBERED,
+                        (EventIds::ByCommand { .. }, true) => CHAINED,
+                        (EventIds::ByCommand { .. }, false) => ACCEPTED,
+                    });
+                    if !chained {
                         put_varint(&mut out, *version as u64);
                     }
-                    put_varint(&mut out, u64::from(*first));
+                    if let EventIds::ByCommand { first } = ids {
+                        put_varint(&mut out, u64::from(*first));
+                    }
                     put_varint(&mut out, u64::from(*events));
                     previous = Some(*version);
                 }
@@ -219,33 +273,50 @@ impl Recent {
     pub fn decode(bytes: &[u8]) -> Result<Self, RecentError> {
         let mut input = Input(bytes);
         let format = match input.array()? {
-            [f @ (FORMAT_1 | FORMAT)] => f,
+            [f @ (FORMAT_1 | FORMAT_2 | FORMAT)] => f,
             [other] => return Err(RecentError(format!("unknown format {other}"))),
         };
         let mut recent = VecDeque::new();
         let mut previous: Option<i64> = None;
         while !input.0.is_empty() {
             let command = Uuid::from_slice(input.take(16)?).map_err(|e| RecentError(e.to_string()))?;
+            let chained = |events: u32| {
+                let previous = previous.ok_or_else(|| RecentError("a chained answer with no accepted one before it".into()))?;
+                previous.checked_add(i64::from(events)).ok_or_else(|| RecentError(format!("version {previous} + {events} overflows")))
+            };
             let answer = match (format, input.array()?) {
-                (FORMAT_1, [0]) => Answer::Accepted { version: i64::from_le_bytes(input.array()?), first: u32::from_le_bytes(input.array()?), events: u32::from_le_bytes(input.array()?) },
+                (FORMAT_1, [0]) => {
+                    let version = i64::from_le_bytes(input.array()?);
+                    let first = u32::from_le_bytes(input.array()?);
+                    Answer::Accepted { version, events: u32::from_le_bytes(input.array()?), ids: EventIds::ByCommand { first } }
+                }
                 (FORMAT_1, [1]) => Answer::Rejected(Arc::new((input.text_1()?, input.text_1()?))),
-                (FORMAT, [ACCEPTED]) => {
+                (FORMAT_2 | FORMAT, [ACCEPTED]) => {
                     let version = input.varint()? as i64;
-                    Answer::Accepted { version, first: input.u32()?, events: input.u32()? }
+                    let first = input.u32()?;
+                    Answer::Accepted { version, events: input.u32()?, ids: EventIds::ByCommand { first } }
                 }
-                (FORMAT, [CHAINED]) => {
+                (FORMAT_2 | FORMAT, [CHAINED]) => {
                     let (first, events) = (input.u32()?, input.u32()?);
-                    let previous = previous.ok_or_else(|| RecentError("a chained answer with no accepted one before it".into()))?;
-                    let version = previous.checked_add(i64::from(events)).ok_or_else(|| RecentError(format!("version {previous} + {events} overflows")))?;
-                    Answer::Accepted { version, first, events }
+                    Answer::Accepted { version: chained(events)?, events, ids: EventIds::ByCommand { first } }
                 }
-                (FORMAT, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
+                (FORMAT_2 | FORMAT, [REJECTED]) => Answer::Rejected(Arc::new((input.text()?, input.text()?))),
+                (FORMAT, [NUMBERED]) => {
+                    let version = input.varint()? as i64;
+                    Answer::Accepted { version, events: input.u32()?, ids: EventIds::ByVersion }
+                }
+                (FORMAT, [NUMBERED_CHAINED]) => {
+                    let events = input.u32()?;
+                    Answer::Accepted { version: chained(events)?, events, ids: EventIds::ByVersion }
+                }
                 (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag} in format {format}"))),
             };
-            if let Answer::Accepted { version, first, events } = answer {
+            if let Answer::Accepted { version, events, ids } = answer {
                 // Event ids are numbered first..first + events: a damaged record must not
                 // make a reply overflow them.
-                first.checked_add(events).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?;
+                if let EventIds::ByCommand { first } = ids {
+                    first.checked_add(events).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?;
+                }
                 previous = Some(version);
             }
             recent.push_back(Remembered { command, answer });
@@ -376,7 +447,7 @@ mod tests {
     }
 
     fn accepted(n: u128, version: i64) -> Remembered {
-        Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, first: 1, events: 1 } }
+        Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, events: 1, ids: EventIds::ByVersion } }
     }
 
     #[test]
@@ -431,9 +502,14 @@ mod tests {
     #[test]
     fn answers_give_back_the_reply_they_were() {
         let command = Uuid::new_v4();
-        let accepted = Remembered { command, answer: Answer::Accepted { version: 7, first: 1, events: 2 } };
-        let ids = (1..3).map(|i| herald_choreography::ids::event_id("acct", command, i).to_string()).collect();
+        let accepted = Remembered { command, answer: Answer::Accepted { version: 7, events: 2, ids: EventIds::ByVersion } };
+        let ids = (6..=7).map(|v| event_id("acct", "a-1", v).to_string()).collect();
         assert_eq!(accepted.reply("acct", "a-1"), CommandReply::accepted(command.to_string(), "a-1", 7, ids));
+        // An answer read from a changelog written before format 3: its events' ids were
+        // derived from the command.
+        let before = Remembered { command, answer: Answer::Accepted { version: 7, events: 2, ids: EventIds::ByCommand { first: 1 } } };
+        let ids = (1..3).map(|i| herald_choreography::ids::event_id("acct", command, i).to_string()).collect();
+        assert_eq!(before.reply("acct", "a-1"), CommandReply::accepted(command.to_string(), "a-1", 7, ids));
         let refused = Remembered { command, answer: Answer::Rejected(Arc::new(("insufficient-funds".into(), "5 < 7".into()))) };
         assert_eq!(refused.reply("acct", "a-1"), CommandReply::rejected(command.to_string(), "a-1", "insufficient-funds", "5 < 7"));
     }
@@ -447,7 +523,7 @@ mod tests {
         for cut in 0..bytes.len() {
             let decoded = Recent::decode(&bytes[..cut]);
             // Cut at an entry's end (after the format byte, after the first answer) is a shorter list.
-            assert!(decoded.is_err() || cut == 1 || cut == 1 + 16 + 4, "cut at {cut}: {decoded:?}");
+            assert!(decoded.is_err() || cut == 1 || cut == 1 + 16 + 3, "cut at {cut}: {decoded:?}");
         }
         assert!(Recent::decode(&[9]).is_err());
         assert_eq!(Recent::decode(&bytes), Ok(recent));
@@ -456,6 +532,15 @@ mod tests {
         orphan.extend_from_slice(Uuid::from_u128(1).as_bytes());
         orphan.extend_from_slice(&[CHAINED, 1, 1]);
         assert!(Recent::decode(&orphan).is_err());
+        let mut orphan = vec![FORMAT];
+        orphan.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        orphan.extend_from_slice(&[NUMBERED_CHAINED, 1]);
+        assert!(Recent::decode(&orphan).is_err());
+        // Format 2 has no answers with ids by version.
+        let mut older = vec![FORMAT_2];
+        older.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        older.extend_from_slice(&[NUMBERED, 1, 1]);
+        assert!(Recent::decode(&older).is_err());
         // Format 1 has no chained answers; a varint of more than 64 bits; event indexes
         // that overflow.
         let mut old = vec![FORMAT_1];
@@ -477,21 +562,24 @@ mod tests {
     }
 
     /// The usual window: accepted commands of one aggregate, each one version on from the
-    /// last, with a rejection between them; and an answer that does not follow on.
+    /// last, with a rejection between them; an answer that does not follow on; and an
+    /// answer read from an older changelog (ids by command).
     #[test]
-    fn chained_answers_take_19_bytes_and_decode_to_their_versions() {
+    fn chained_answers_take_18_bytes_and_decode_to_their_versions() {
         let mut recent = Recent::default();
-        recent.remember(Remembered { command: Uuid::from_u128(1), answer: Answer::Accepted { version: 300, first: 1, events: 2 } }, 8);
-        recent.remember(rejected(2, "insufficient-funds", "5 < 7"), 8);
+        let answer = |n: u128, version: i64, events: u32, ids: EventIds| Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, events, ids } };
+        recent.remember(answer(1, 300, 2, EventIds::ByVersion), 9);
+        recent.remember(rejected(2, "insufficient-funds", "5 < 7"), 9);
         for (n, version) in [(3, 301), (4, 302), (5, 303)] {
-            recent.remember(accepted(n, version), 8);
+            recent.remember(accepted(n, version), 9);
         }
-        recent.remember(Remembered { command: Uuid::from_u128(6), answer: Answer::Accepted { version: 9_000_000_000, first: 0, events: 3 } }, 8);
-        recent.remember(Remembered { command: Uuid::from_u128(7), answer: Answer::Accepted { version: 9_000_000_000, first: 0, events: 0 } }, 8);
+        recent.remember(answer(6, 9_000_000_000, 3, EventIds::ByVersion), 9);
+        recent.remember(answer(7, 9_000_000_000, 0, EventIds::ByVersion), 9);
+        recent.remember(answer(8, 9_000_000_001, 1, EventIds::ByCommand { first: 1 }), 9);
         let bytes = recent.encode();
-        let explicit = |v: u64| 16 + 1 + varint_len(v) + 2;
+        let explicit = |v: u64| 16 + 1 + varint_len(v) + 1;
         let rejected_len = 16 + 1 + 1 + "insufficient-funds".len() + 1 + "5 < 7".len();
-        assert_eq!(bytes.len(), 1 + explicit(300) + rejected_len + 3 * 19 + explicit(9_000_000_000) + 19);
+        assert_eq!(bytes.len(), 1 + explicit(300) + rejected_len + 3 * 18 + explicit(9_000_000_000) + 18 + 19);
         assert_eq!(Recent::decode(&bytes), Ok(recent));
     }
 
@@ -502,7 +590,8 @@ mod tests {
         let values = [(i64::MIN, 0, 0), (-1, 1, 1), (0, 1, u32::MAX - 1), (i64::MAX - 1, 0, 1), (i64::MAX, 7, 1), (i64::MAX, 0, 0), (5, 0, 0)];
         let mut recent = Recent::default();
         for (n, (version, first, events)) in values.into_iter().enumerate() {
-            recent.remember(Remembered { command: Uuid::from_u128(n as u128), answer: Answer::Accepted { version, first, events } }, values.len());
+            let ids = if n % 2 == 0 { EventIds::ByCommand { first } } else { EventIds::ByVersion };
+            recent.remember(Remembered { command: Uuid::from_u128(n as u128), answer: Answer::Accepted { version, events, ids } }, values.len());
         }
         assert_eq!(Recent::decode(&recent.encode()), Ok(recent));
     }
@@ -532,8 +621,23 @@ mod tests {
             bytes.extend_from_slice(text.as_bytes());
         }
         let mut want = Recent::default();
-        want.remember(Remembered { command: Uuid::from_u128(1), answer: Answer::Accepted { version: 7, first: 1, events: 2 } }, 2);
+        want.remember(Remembered { command: Uuid::from_u128(1), answer: Answer::Accepted { version: 7, events: 2, ids: EventIds::ByCommand { first: 1 } } }, 2);
         want.remember(rejected(2, "no-such-account", "a-9"), 2);
+        assert_eq!(Recent::decode(&bytes), Ok(want));
+    }
+
+    /// Changelogs written in format 2 are still read, their answers with ids by command.
+    #[test]
+    fn format_2_is_still_read() {
+        let mut bytes = vec![FORMAT_2];
+        bytes.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        bytes.extend_from_slice(&[ACCEPTED, 7, 1, 2]);
+        bytes.extend_from_slice(Uuid::from_u128(2).as_bytes());
+        bytes.extend_from_slice(&[CHAINED, 1, 1]);
+        let mut want = Recent::default();
+        for (n, version, events) in [(1, 7, 2), (2, 8, 1)] {
+            want.remember(Remembered { command: Uuid::from_u128(n), answer: Answer::Accepted { version, events, ids: EventIds::ByCommand { first: 1 } } }, 2);
+        }
         assert_eq!(Recent::decode(&bytes), Ok(want));
     }
 }

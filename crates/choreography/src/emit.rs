@@ -20,6 +20,7 @@ pub struct Emitted {
     event: Box<dyn Outgoing>,
     headers: Vec<(String, String)>,
     exact_topic: bool,
+    id: Option<uuid::Uuid>,
 }
 
 /// The erased event: encoding and a JSON view (for tests and diagnostics).
@@ -66,7 +67,7 @@ impl Emitted {
         E: Event + fmt::Debug,
     {
         let key = event.aggregate_id().to_owned();
-        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key, event: Box::new(Body::<F, E> { event, type_name: E::TYPE, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
+        Emitted { topic: topic.name().to_owned(), type_name: E::TYPE, key, event: Box::new(Body::<F, E> { event, type_name: E::TYPE, _family: PhantomData }), headers: Vec::new(), exact_topic: false, id: None }
     }
 
     /// `event`, a value of `topic`'s family (whichever member it holds), bound for
@@ -75,8 +76,8 @@ impl Emitted {
     /// The family's `Serialize` must write the member's own record: derive it with
     /// `#[serde(untagged)]` on the family enum (each variant is a newtype, so untagged
     /// serializes exactly the member). A family serialized otherwise does not fit the
-    /// member's schema, and the engine drops the event with an error log (the test kit
-    /// panics).
+    /// member's schema: the engine refuses the reaction and dead-letters its input (the
+    /// test kit panics).
     ///
     /// ```
     /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)] pub struct Done { id: String }
@@ -98,7 +99,7 @@ impl Emitted {
         F: EventFamily + serde::Serialize + fmt::Debug,
     {
         let (type_name, key) = (event.type_name(), event.aggregate_id().to_owned());
-        Emitted { topic: topic.name().to_owned(), type_name, key, event: Box::new(Body::<F, F> { event, type_name, _family: PhantomData }), headers: Vec::new(), exact_topic: false }
+        Emitted { topic: topic.name().to_owned(), type_name, key, event: Box::new(Body::<F, F> { event, type_name, _family: PhantomData }), headers: Vec::new(), exact_topic: false, id: None }
     }
 
     /// Adds the Kafka header `name: value` to the record, after the CloudEvents headers
@@ -132,6 +133,32 @@ impl Emitted {
     pub fn exact_topic(mut self) -> Self {
         self.exact_topic = true;
         self
+    }
+
+    /// Gives the event the id `id` (its `ce_id`) instead of the one derived from its input's
+    /// id and its index in the reaction ([`ids::event_id`](crate::ids::event_id)). The id
+    /// must be as deterministic as that one (a reaction run again after an abort must give
+    /// it again) and unique to the event: an aggregate derives it from its id and the
+    /// event's version, so a command decided twice (sent again once its answer was
+    /// forgotten) makes events with ids of their own, not copies of the first ones' ids.
+    ///
+    /// ```
+    /// # herald_bus::family! { #[derive(Debug)] pub enum Ev { Done(Done) } }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] pub struct Done { id: String }
+    /// # impl herald_bus::Event for Done { const TYPE: &'static str = "x.Done"; const SCHEMA: &'static str = ""; fn aggregate_id(&self) -> &str { &self.id } }
+    /// const OUT: herald_bus::Topic<Ev> = herald_bus::Topic::new("x.out");
+    /// let id = uuid::Uuid::from_u128(7);
+    /// let emitted = herald_choreography::emit::Emitted::new(&OUT, Done { id: "a".into() }).with_id(id);
+    /// assert_eq!(emitted.id(), Some(id));
+    /// ```
+    pub fn with_id(mut self, id: uuid::Uuid) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    /// The id given with [`Emitted::with_id`], if any.
+    pub fn id(&self) -> Option<uuid::Uuid> {
+        self.id
     }
 
     /// The extra headers ([`Emitted::with_header`]), in order.

@@ -85,10 +85,24 @@ pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
 /// assert_eq!(long_way, meta);
 /// ```
 pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
+    metadata_with_id(event_id(participant, cause.id, index), source, cause, event_type, subject, now)
+}
+
+/// [`metadata`] with the id `id` (an [`Emitted::with_id`](crate::emit::Emitted::with_id)):
+/// the span id derives from it as well.
+///
+/// ```
+/// use herald_bus::Metadata;
+/// use herald_choreography::ids::{event_id, metadata, metadata_with_id};
+/// let placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
+/// let derived = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// let given = metadata_with_id(event_id("orders", placed.id, 0), "/shop/orders", &placed, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// assert_eq!(given, derived);
+/// ```
+pub fn metadata_with_id(id: Uuid, source: &str, cause: &Metadata, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
     // Built directly rather than as `Metadata::new(..).caused_by(cause)` with its id, time
     // and span replaced: that drew a random UUIDv7, read the clock, formatted the unused id
     // as a correlation id and drew a random span id, for every output.
-    let id = event_id(participant, cause.id, index);
     Metadata {
         id,
         original_id: None,

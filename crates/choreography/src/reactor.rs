@@ -57,7 +57,11 @@ fn apply<S>(source: &str, slot: &mut Slot<S>, reaction: Reaction<S>, cause: &Met
         .enumerate()
         .map(|(index, event)| {
             let index = u32::try_from(index).unwrap_or(u32::MAX);
-            Emission { meta: ids::metadata(name, source, cause, index, event.type_name(), event.key(), now), event, cause_span: cause.trace.map(|t| t.span_id) }
+            let meta = match event.id() {
+                Some(id) => ids::metadata_with_id(id, source, cause, event.type_name(), event.key(), now),
+                None => ids::metadata(name, source, cause, index, event.type_name(), event.key(), now),
+            };
+            Emission { meta, event, cause_span: cause.trace.map(|t| t.span_id) }
         })
         .collect()
 }

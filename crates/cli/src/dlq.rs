@@ -5,8 +5,8 @@
 //! the whole dead-letter topic up to its current end; nothing is committed.
 //!
 //! `replay` sends one letter at a time, in dead-letter order, each to the partition it
-//! came from when the letter records it and the topic still has it (else where the
-//! partitioner puts its key). It stops at the first letter it cannot send, so a later
+//! came from when the letter records it and the topic still has it (else, or with
+//! `--by-key`, where the partitioner puts its key). It stops at the first letter it cannot send, so a later
 //! letter of the same key never lands before an earlier one: it lists what was replayed
 //! and what was not, and exits non-zero. Letters stay in the dead-letter topic either way.
 
@@ -82,6 +82,12 @@ pub struct ReplayArgs {
     /// Only dead letters of this stage.
     #[arg(long, value_parser = ["decode", "unknown-type", "handler"])]
     pub stage: Option<String>,
+    /// Send each record where the partitioner puts its key (librdkafka's `partitioner`
+    /// of the configuration, murmur2 by default as Herald's publisher and Java's client),
+    /// not back to the partition it was read from: for letters an engine refused as on
+    /// another partition than their aggregate's (their producer used another partitioner).
+    #[arg(long)]
+    pub by_key: bool,
     /// Print what would be replayed; send nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -281,14 +287,15 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
     let publisher = ctx.publisher("/herald/cli/dlq-replay")?;
     for (i, dl) in chosen.iter().enumerate() {
         let known = partitions.get(&dl.topic).and_then(|p| p.as_deref());
-        if dl.partition >= 0 && known.is_some_and(|p| !p.contains(&dl.partition)) {
+        if !args.by_key && dl.partition >= 0 && known.is_some_and(|p| !p.contains(&dl.partition)) {
             eprintln!(
                 "warning: {dlq} {}/{}: {} has no partition {} any more; the record goes where its key is partitioned",
                 dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition
             );
         }
         // One at a time, in dead-letter order, so records of one key keep their order.
-        match publisher.send_record(replay_record(dl, known)).await {
+        let record = if args.by_key { dl.replay_record() } else { replay_record(dl, known) };
+        match publisher.send_record(record).await {
             Ok((partition, offset)) => outln!(
                 "replayed {dlq} {}/{} -> {} {partition}/{offset} (was {}/{})",
                 dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset

@@ -431,6 +431,34 @@ async fn dlq_replay_sends_each_letter_to_its_original_partition_and_lists_it_on_
     }
 }
 
+/// `--by-key` sends each record where the partitioner puts its key, not back to the
+/// partition it was read from: letters an engine refused as on another partition than
+/// their aggregate's (a producer with another partitioner) go where their aggregate's one
+/// writer reads them.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_by_key_sends_each_letter_where_its_key_belongs() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq.bykey", 3).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+    let keys = ["a-1", "a-2", "a-3", "a-4", "a-5"];
+    let home = |key: &str| herald_bus::partitioner::partition_for(key.as_bytes(), 3) as i32;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    for (i, key) in keys.iter().enumerate() {
+        let elsewhere = (home(key) + 1) % 3;
+        let original = OwnedMessage::new(Some(format!("v{i}").into_bytes()), Some(key.as_bytes().to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, elsewhere, i as i64, None);
+        let failure = Failure { stage: Stage::Decode, reason: format!("a record of {key:?} on partition {elsewhere}"), attempts: 0 };
+        publisher.send_record(dead_letter::record(&original, &failure, "accounts", &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all", "--by-key"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), keys.len(), "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, keys.len(), Duration::from_secs(30)).await;
+    let mut placed: Vec<(String, i32)> = back.iter().map(|m| (String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(), m.partition())).collect();
+    placed.sort();
+    let want: Vec<(String, i32)> = keys.iter().map(|k| ((*k).to_owned(), home(k))).collect();
+    assert_eq!(placed, want, "each on its key's partition (murmur2), none where it was read");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dlq_replay_stops_at_the_first_letter_it_cannot_send() {
     let config = herald_testkit::kafka().await;

@@ -51,7 +51,7 @@ impl<I> Reader<I> {
         let owner = partitioner.partition(key.as_bytes(), partitions);
         (i64::from(owner) != i64::from(partition)).then(|| {
             format!(
-                "a record of {key:?} on partition {partition} of {topic}, where {partitioner} puts {key:?} on partition {owner}: decided here it would make a second writer of {key:?} (produce it keyed by {key:?} with librdkafka's partitioner={}, or set the engine's input partitioner to the one the producers use)",
+                "a record of {key:?} on partition {partition} of {topic}, where {partitioner} puts {key:?} on partition {owner}: decided here it would make a second writer of {key:?} (produce it keyed by {key:?} with librdkafka's partitioner={0}, or set the engine's input partitioner to the one the producers use; `herald -X partitioner={0} dlq replay {topic} --by-key` puts it back where it belongs)",
                 partitioner.librdkafka_name()
             )
         })

@@ -20,7 +20,8 @@ use crate::stored::{event_id, Answer, EventIds, Remembered, Stored};
 /// decimal number from 0, digits only).
 pub const INVALID_EXPECTED_VERSION: &str = "invalid-expected-version";
 
-/// The reason of a rejection for a decision that returned an event of another aggregate.
+/// The reason of a rejection for a decision that returned an event of another aggregate,
+/// or one that its schema refuses (a bug in `decide`: no retry helps).
 pub const INVALID_DECISION: &str = "invalid-decision";
 
 /// A command as delivered: the command, its id (`ce_id`), the reply topic it names and the
@@ -112,6 +113,11 @@ impl<A: Aggregate> Decider<A> {
             let message = format!("the decision returned {} for aggregate {:?}", stray.type_name(), stray.aggregate_id());
             return Outcome::rejected(input.id, aggregate_id, INVALID_DECISION.into(), message);
         }
+        // Refused here, the client hears why; refused by the engine, the command would only
+        // be dead-lettered, its sender left waiting for a reply.
+        if let Some(message) = events.iter().find_map(unwritable) {
+            return Outcome::rejected(input.id, aggregate_id, INVALID_DECISION.into(), message);
+        }
         let state = events.iter().fold(stored.state.clone(), |state, event| self.0.evolve(state, event));
         let version = stored.version + events.len() as i64;
         let answer = Answer::Accepted { version, events: events.len() as u32, ids: EventIds::ByVersion };
@@ -119,6 +125,16 @@ impl<A: Aggregate> Decider<A> {
         let reply = remembered.reply(A::NAME, &aggregate_id);
         Outcome { reply, answer: remembered.answer, accepted: Some((state, events)) }
     }
+}
+
+/// Why `event` cannot be written with its family's schema of its type, if it cannot (a
+/// value its schema refuses: a string not among an enum's symbols, say).
+fn unwritable<F: EventFamily + serde::Serialize>(event: &F) -> Option<String> {
+    let Some(known) = F::schemas().latest(event.type_name()) else {
+        return Some(format!("the decision returned {}, a type without a schema in its family", event.type_name()));
+    };
+    let mut scratch = Vec::with_capacity(128);
+    herald_bus::publisher::encode_datum(known, event, &mut scratch).err().map(|e| format!("the decision returned a {} that its schema refuses: {e}", event.type_name()))
 }
 
 impl<A: Aggregate> Participant for Decider<A> {
@@ -290,6 +306,66 @@ mod tests {
         t.when_with_headers(&Capped::COMMANDS, Add { id: "a".into(), n: 1 }, meta, expected);
         assert!(replies(&t).is_empty(), "no reply topic, no reply");
         assert_eq!(t.state("a").version, 8);
+    }
+
+    /// An event whose schema refuses a value of it (a grade not among the enum's symbols).
+    #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Graded {
+        id: String,
+        grade: String,
+    }
+    impl herald_bus::Event for Graded {
+        const TYPE: &'static str = "t.Graded";
+        const SCHEMA: &'static str = r#"{"type":"record","name":"Graded","namespace":"t","fields":[{"name":"id","type":"string"},{"name":"grade","type":{"type":"enum","name":"Grade","symbols":["A","B"]}}]}"#;
+        fn aggregate_id(&self) -> &str {
+            &self.id
+        }
+    }
+    herald_bus::family! {
+        #[derive(Debug, Clone, serde::Serialize)]
+        #[serde(untagged)]
+        enum Grades { Graded(Graded) }
+    }
+
+    /// Grades `A` a positive addition, and `Z` (not a symbol of the schema) any other.
+    struct Grader;
+
+    impl Aggregate for Grader {
+        const NAME: &'static str = "grader";
+        type Command = Cmd;
+        type Event = Grades;
+        type State = i64;
+        const COMMANDS: Topic<Cmd> = Topic::new("t.grader.commands");
+        const EVENTS: Topic<Grades> = Topic::new("t.grades");
+
+        fn decide(&self, _: &i64, command: Cmd) -> Result<Vec<Grades>, crate::Rejection> {
+            let Cmd::Add(add) = command;
+            Ok(vec![Grades::Graded(Graded { id: add.id, grade: if add.n > 0 { "A".into() } else { "Z".into() } })])
+        }
+
+        fn evolve(&self, graded: i64, _: &Grades) -> i64 {
+            graded + 1
+        }
+    }
+
+    /// A decision whose event its schema refuses is rejected as `invalid-decision`, saying
+    /// which event, and changes nothing: the client hears why instead of waiting for a
+    /// reply that never comes (the engine would dead-letter the command).
+    #[test]
+    fn a_decision_whose_event_does_not_encode_is_rejected_and_changes_nothing() {
+        let mut t = Scenario::new(Decider(Grader));
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        t.when_with_headers(&Grader::COMMANDS, Add { id: "a".into(), n: 1 }, meta, with_reply_topic());
+        assert_eq!(t.state("a").version, 1);
+        let meta = t.fresh_meta(<Add as herald_bus::Event>::TYPE, "a", None);
+        t.when_with_headers(&Grader::COMMANDS, Add { id: "a".into(), n: 0 }, meta, with_reply_topic());
+        let replies = t.emitted_events::<CommandReply>();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].reason.as_deref(), Some(INVALID_DECISION));
+        let message = replies[0].message.as_deref().unwrap_or_default();
+        assert!(message.contains("t.Graded") && message.contains("refuses"), "{message}");
+        assert_eq!(t.emitted().len(), 1, "the reply only, no event");
+        assert_eq!((t.state("a").state, t.state("a").version), (1, 1), "unchanged");
     }
 
     /// A command sent again once its answer was forgotten (the window is bounded) is

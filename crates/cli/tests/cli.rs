@@ -678,6 +678,12 @@ async fn projector_rebuild_and_rollback_run_the_projection_program() {
     // The program's failure is the command's failure.
     let failing = herald_with_path(&config, &["projector", "rebuild", "order_totals", "--until-offsets", "nonsense"], None, Some(&dir)).await;
     assert_eq!(failing.code, Some(1), "{failing:#?}");
+    // -X reaches a rebuild's clients (a secured cluster's settings; before, only the live
+    // mode took them): one librdkafka does not know fails the rebuild, naming it.
+    let unknown: Vec<&str> = rebuild.iter().copied().chain(["-X", "no.such.property=1"]).collect();
+    let refused = herald_with_path(&config, &unknown, None, Some(&dir)).await;
+    assert_eq!(refused.code, Some(1), "{refused:#?}");
+    assert!(refused.stderr.contains("no.such.property"), "{}", refused.stderr);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

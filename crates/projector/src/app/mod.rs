@@ -108,7 +108,9 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         let url = store::StoreUrl::from_flags(args.store.clone(), args.store_file.as_deref())?;
         let url = url.map_or_else(|| format!("sqlite:{}.db", P::NAME), |u| u.expose().to_owned());
         let store = store::open(&url)?;
-        let config = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars());
+        // Every mode's clients take -X (over the environment's HERALD_RDKAFKA_*): a
+        // rebuild on a secured cluster must not connect in plaintext.
+        let config = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars()).with_pairs(&args.kafka).map_err(|e| AppError::Usage(e.to_string()))?;
         let topic: Topic<F> = Topic::named(args.topic.clone().unwrap_or_else(|| self.topic.clone()));
         let group = args.group.clone().unwrap_or_else(|| P::NAME.to_owned());
         if args.rollback {
@@ -168,7 +170,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         });
         let retry = RetryPolicy { max_attempts: args.max_attempts, initial: Duration::from_millis(50), max: Duration::from_secs(2), ..Default::default() };
         let result = loop {
-            let mut builder = Projector::builder(config.clone(), &group, &topic, (self.make)(), store.clone())
+            let builder = Projector::builder(config.clone(), &group, &topic, (self.make)(), store.clone())
                 .max_batch(args.max_batch)
                 .retry(retry)
                 .handles(status.clone(), control.clone())
@@ -176,10 +178,6 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                     PoisonArg::DeadLetter => OnPoison::DeadLetter,
                     PoisonArg::Pause => OnPoison::Pause,
                 });
-            for pair in &args.kafka {
-                let (k, v) = pair.split_once('=').ok_or_else(|| AppError::Usage(format!("-X expects key=value, got {pair:?}")))?;
-                builder = builder.kafka_property(k, v);
-            }
             #[cfg(feature = "crash-points")]
             if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
                 builder = builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?);

@@ -165,6 +165,28 @@ async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
     assert_eq!(handled, vec!["after-0", "after-1", "after-2"]);
 }
 
+/// A record near Kafka's default size limit (1,048,588 bytes, which the broker takes) that
+/// does not decode is dead-lettered like any other. Before, Herald's producer kept
+/// librdkafka's own 1,000,000: the letter could not be written and the partition parked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_poison_record_near_kafkas_size_limit_is_dead_lettered() {
+    let config = kafka().await;
+    let name = topic(&config, "dlq.large", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).set("message.max.bytes", "1048588").create().expect("raw producer");
+    let poison = vec![0xffu8; 1_040_000];
+    raw.send(FutureRecord::to(&name).key("poison").payload(&poison), std::time::Duration::from_secs(30)).await.expect("the broker takes it");
+    publisher(&config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("published");
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
+    assert!(running.health.parked().is_empty(), "nothing parked: {:?}", running.health.parked());
+    running.shutdown().await;
+    let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
+    assert_eq!((letter.stage.as_str(), letter.key.as_deref(), letter.payload.as_deref().map(<[u8]>::len)), ("decode", Some(b"poison".as_slice()), Some(poison.len())));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn null_keys_and_tombstones_are_dead_lettered_as_nulls() {
     let config = kafka().await;

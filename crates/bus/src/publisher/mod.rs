@@ -111,8 +111,8 @@ impl Publisher {
         if let Some(refused) = options::weakened(&client_config) {
             return Err(PublishError::Client(rdkafka::error::KafkaError::ClientCreation(refused)));
         }
+        let max_bytes = client_config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         let producer = Arc::new(ProducerSlot::new(client_config).map_err(PublishError::Client)?);
-        let max_bytes = config.get("message.max.bytes").and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
         Ok(Publisher {
             producer,
             codec,

@@ -13,6 +13,11 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("message.timeout.ms", "300000"),
     ("queue.buffering.max.kbytes", "65536"),
     ("linger.ms", "5"),
+    // Kafka's own default limit (the broker's `message.max.bytes`, a topic's
+    // `max.message.bytes`): librdkafka's 1,000,000 refused records the broker takes, so a
+    // record another client wrote near the limit could not even be dead-lettered (its
+    // partition parked).
+    ("message.max.bytes", "1048588"),
 ];
 
 /// What in `config` would break the publisher's guarantees (order per aggregate, a retried

@@ -179,9 +179,10 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
                     PoisonArg::Pause => OnPoison::Pause,
                 });
             #[cfg(feature = "crash-points")]
-            if let Ok(at) = std::env::var("HERALD_PROJECTOR_CRASH_AT") {
-                builder = builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?);
-            }
+            let builder = match std::env::var("HERALD_PROJECTOR_CRASH_AT") {
+                Ok(at) => builder.crash_point(at.parse::<CrashPoint>().map_err(AppError::Usage)?),
+                Err(_) => builder,
+            };
             let projector = match builder.build().await {
                 Ok(p) => p,
                 Err(e) => break Err(e.into()),

@@ -238,7 +238,9 @@ fn publish(key: &Key, board: &Board, status: &StatusHandle, (health, observer): 
     }
     for p in &partitions {
         if let Some(lag) = p.lag {
-            metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "partition" => p.partition.to_string()).set(lag as f64);
+            // By topic too: one projection may read several (a view of orders, payments
+            // and stock), each with its partition 0.
+            metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "topic" => key.topic.clone(), "partition" => p.partition.to_string()).set(lag as f64);
         }
     }
     status.update(|s| {

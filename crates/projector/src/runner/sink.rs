@@ -368,7 +368,8 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
         match outcome {
             Outcome::Committed { .. } => {
                 Board::count(&self.shared.board.dead_lettered_total, 1);
-                metrics::counter!("herald_projector_dead_lettered_total", "stage" => failure.stage.as_str()).increment(1);
+                let key = &self.shared.key;
+                metrics::counter!("herald_projector_dead_lettered_total", "projection" => key.projection.clone(), "topic" => key.topic.clone(), "stage" => failure.stage.as_str()).increment(1);
                 self.position = Some(Some(to));
                 self.shared.board.with(self.partition, |p| {
                     p.position = Some(to);

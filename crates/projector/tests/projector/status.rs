@@ -36,6 +36,10 @@ async fn status_reports_positions_and_lag_per_partition() {
     for metric in ["herald_projector_events_total", "herald_projector_batches_total", "herald_projector_batch_seconds", "herald_projector_lag"] {
         assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");
     }
+    // The lag of each partition names its topic (a projection may read several).
+    let topic_label = format!("topic=\"{}\"", orders.name());
+    let lags: Vec<&str> = metrics.lines().filter(|l| l.starts_with("herald_projector_lag{")).collect();
+    assert!(lags.len() == 3 && lags.iter().all(|l| l.contains(&topic_label)), "{lags:?}");
     // The lag is refreshed every 2 s through one Kafka client kept for the projector's
     // life, not a new client (and connections, handshakes) each time. Let several
     // refreshes pass, then count the clients opened.

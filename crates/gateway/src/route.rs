@@ -54,7 +54,8 @@ impl Route {
 }
 
 /// Matches a request path against a pattern: the decoded parameters, in order; `None`
-/// when it does not match.
+/// when it does not match. A parameter never matches an empty segment (`/orders//cancel`
+/// names no order: taken, it would publish an event keyed by `""`).
 pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
     let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
     let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -64,6 +65,7 @@ pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, Strin
     let mut params = Vec::new();
     for (p, a) in pattern.iter().zip(&actual) {
         match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            Some(_) if a.is_empty() => return None,
             Some(name) => params.push((name.to_owned(), percent_decode(a)?)),
             None if p == a => {}
             None => return None,
@@ -223,8 +225,10 @@ mod tests {
         let routes = compile_text("[[route]]\nmethod='post'\npath='/x/{id}'\nevent='t.Placed'\ntopic='t'\nkey={path='id'}\nfill={at='now'}\n");
         let route = routes.ok().and_then(|r| r.into_iter().next());
         assert_eq!(route.as_ref().map(|r| (r.topic.as_str(), r.method.as_str(), r.params.clone())), Some(("p.t", "POST", vec!["id".to_owned()])));
-        let params = route.and_then(|r| r.match_path("/x/a%20b"));
+        let params = route.as_ref().and_then(|r| r.match_path("/x/a%20b"));
         assert_eq!(params, Some(vec![("id".to_owned(), "a b".to_owned())]));
+        assert_eq!(route.and_then(|r| r.match_path("/x/")), None, "an empty parameter names nothing");
+        assert_eq!(match_path("/orders/{id}/cancel", "/orders//cancel"), None);
     }
 
     #[test]

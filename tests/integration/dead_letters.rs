@@ -308,6 +308,36 @@ async fn an_unavailable_schema_source_is_waited_for_not_dead_lettered() {
     assert_eq!(record_count(&config, &dead_letter::topic_for(&name)).await, 0, "nothing dead-lettered");
 }
 
+/// A record whose `ce_type` names another event than its payload (an `OrderPlaced` said to
+/// be an `OrderCancelled`) is dead-lettered, saying both: read by the payload it would be
+/// one event, by the header another (a view and a saga tracker disagreed). The record
+/// after it is handled.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_whose_ce_type_contradicts_its_payload_is_dead_lettered() {
+    let config = kafka().await;
+    let name = topic(&config, "dlq.type", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let publisher = publisher(&config);
+    let placed = OrderPlaced::example("o-1", "c", 1);
+    // Herald's publisher refuses to write one.
+    let said = herald_bus::Metadata::new("shop.orders.OrderCancelled", "/test", "o-1");
+    let refused = publisher.publish_with(&orders, &placed, said).await;
+    assert!(matches!(&refused, Err(herald_bus::PublishError::Encode { .. })), "{refused:?}");
+    let encoded = publisher.encode(&orders, &placed, &publisher.metadata_for(&placed)).await.expect("encode");
+    let value = encoded.payload.as_deref().expect("a value");
+    send_with_byte_names(&config, &name, b"o-1", value, &[(b"ce_id", b"0190b2a0-0000-7000-8000-000000000001"), (b"ce_type", b"shop.orders.OrderCancelled"), (b"ce_source", b"/elsewhere")]);
+    publisher.publish(&orders, &OrderPlaced::example("o-2", "c", 2)).await.expect("published");
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
+    running.shutdown().await;
+    assert_eq!(seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect::<Vec<_>>(), ["o-2"]);
+    let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
+    assert_eq!(letter.stage, "decode");
+    assert!(letter.reason.contains("shop.orders.OrderCancelled") && letter.reason.contains("shop.orders.OrderPlaced"), "{}", letter.reason);
+}
+
 /// Sends one record through librdkafka's C API with header names given as bytes (rdkafka's
 /// Rust API takes names as `&str` only): what a client in another language can write.
 #[allow(unsafe_code)]

@@ -65,7 +65,13 @@ impl Decoded {
         };
         let pairs = msg.headers().into_iter().flat_map(herald_bus::headers::pairs);
         let meta = match Metadata::from_record_header_pairs(pairs, msg.key(), &writer_name, msg.timestamp().to_millis()) {
-            Ok(meta) => Some(meta),
+            Ok(meta) => {
+                // Shown all the same, flagged: a consumer dead-letters such a record.
+                if let (false, Err(e)) = (writer_name.is_empty(), meta.check_type(&writer_name)) {
+                    errors.push(e.to_string());
+                }
+                Some(meta)
+            }
             Err(e) => {
                 errors.push(e.to_string());
                 None

@@ -57,6 +57,7 @@ async fn decode_parts<'a, F: EventFamily>(
         Err(e) => return Err(decode_failure(&e)),
     };
     let mut meta = Metadata::from_record_header_pairs(headers, key, &writer.name, timestamp_millis).map_err(|e| decode_failure(&e))?;
+    meta.check_type(&writer.name).map_err(|e| decode_failure(&e))?;
     let position = position();
     // A record without `ce_id` is known by its place in the log.
     meta.identify_by_position(&position.topic, position.partition, position.offset);

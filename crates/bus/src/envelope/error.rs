@@ -10,4 +10,12 @@ pub enum MetadataError {
     /// `ce_time` is present but is not RFC 3339.
     #[error("ce_time header is not an RFC 3339 time: {0:?}")]
     Time(String),
+    /// `ce_type` names another event than the payload's schema.
+    #[error("ce_type header {header:?} is not the payload's event type {payload} (the Avro full name of its schema)")]
+    TypeMismatch {
+        /// The header's value.
+        header: String,
+        /// The full name of the payload's writer schema.
+        payload: String,
+    },
 }

@@ -235,6 +235,26 @@ impl Metadata {
         Self::from_record_header_pairs(pairs, key, fallback_type, None)
     }
 
+    /// Refuses metadata whose `ce_type` is not `writer`, the full name of the payload's
+    /// writer schema: the event type is the schema's name, and a record whose header says
+    /// otherwise is one event to a reader that goes by the payload and another to one that
+    /// goes by the header (two views of one log that disagree). Consumers dead-letter it.
+    ///
+    /// ```
+    /// use herald_bus::Metadata;
+    /// let said = [(&b"ce_type"[..], Some(&b"shop.orders.OrderCancelled"[..]))];
+    /// let meta = Metadata::from_header_pairs(said.into_iter(), None, "shop.orders.OrderPlaced").unwrap();
+    /// assert!(meta.check_type("shop.orders.OrderPlaced").is_err());
+    /// assert!(meta.check_type("shop.orders.OrderCancelled").is_ok());
+    /// ```
+    pub fn check_type(&self, writer: &str) -> Result<(), MetadataError> {
+        if self.event_type == writer {
+            Ok(())
+        } else {
+            Err(MetadataError::TypeMismatch { header: self.event_type.clone(), payload: writer.to_owned() })
+        }
+    }
+
     /// [`Metadata::from_header_pairs`] of a record whose timestamp (milliseconds since the
     /// epoch: its `CreateTime`, or `LogAppendTime` if the topic says so) is
     /// `timestamp_millis`: the event's time when it has no `ce_time` (optional in

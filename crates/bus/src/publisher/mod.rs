@@ -225,11 +225,17 @@ impl Publisher {
     }
 
     /// Encodes an event and its metadata into a record, without sending it.
+    ///
+    /// `meta.event_type` must be the event's type ([`Event::TYPE`], its schema's full name):
+    /// consumers dead-letter a record whose `ce_type` says otherwise than its payload.
     pub async fn encode<F, E>(&self, topic: &Topic<F>, event: &E, meta: &Metadata) -> Result<Record, PublishError>
     where
         F: EventFamily + Member<E>,
         E: Event,
     {
+        if meta.event_type != E::TYPE {
+            return Err(PublishError::Encode { event_type: E::TYPE.to_owned(), reason: format!("the metadata's type {:?} is not the event's (ce_type is its schema's full name)", meta.event_type) });
+        }
         self.encode_with(topic, event, meta.to_headers()).await
     }
 

@@ -69,6 +69,7 @@ impl<I> Reader<I> {
         let payload = record.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         let mut meta = Metadata::from_record_header_pairs(record.headers(), record.key(), &writer.name, record.timestamp().to_millis()).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        meta.check_type(&writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         // A record without `ce_id` is known by its place in the log: the same id at every
         // read, so the reaction's output ids are too.
         meta.identify_by_position(record.topic(), record.partition(), record.offset());

@@ -27,7 +27,7 @@ use crate::context::Context;
 use crate::exit::{invalid, out, outln, Invalid};
 use herald_cli::json::AvroJson;
 use crate::read;
-use crate::record::hex_prefix;
+use crate::record::{hex_prefix, one_line};
 
 /// Dead-letter commands.
 #[derive(Debug, clap::Subcommand)]
@@ -162,23 +162,6 @@ fn summary_line(dl: &DeadLetter) -> String {
     )
 }
 
-/// `text` with its control characters escaped as Rust escapes them (`\n`, `\t`,
-/// `\u{1b}`), so it prints on one line and cannot move the terminal's cursor.
-fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
-
 async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let (_, letters) = read_all(ctx, &args.topic).await?;
     for dl in &letters {
@@ -228,7 +211,9 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
 /// The full description of a dead letter, for `show`.
 fn details(codec: &SingleObject, dl: &DeadLetter) -> String {
     let mut out = String::new();
-    let mut field = |name: &str, value: &dyn std::fmt::Display| out.push_str(&format!("{name:<12}{value}\n"));
+    // Every value came from the log: control characters are escaped, as in `list`, so a
+    // key or header cannot forge lines or move the terminal's cursor.
+    let mut field = |name: &str, value: &dyn std::fmt::Display| out.push_str(&format!("{name:<12}{}\n", one_line(&value.to_string())));
     field("dead letter", &format!("{}/{}", dl.dlq_partition, dl.dlq_offset));
     field("original", &format!("{}/{}/{}", dl.topic, dl.partition, dl.offset));
     field("stage", &dl.stage);
@@ -240,7 +225,7 @@ fn details(codec: &SingleObject, dl: &DeadLetter) -> String {
     out.push_str("headers\n");
     for (key, value) in &dl.headers {
         let value = value.as_ref().map_or("(null)".into(), |v| String::from_utf8_lossy(v).into_owned());
-        out.push_str(&format!("  {}: {value}\n", String::from_utf8_lossy(key)));
+        out.push_str(&format!("  {}: {}\n", one_line(&String::from_utf8_lossy(key)), one_line(&value)));
     }
     match dl.payload.as_deref() {
         None => out.push_str("payload     (none)\n"),

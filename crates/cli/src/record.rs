@@ -3,6 +3,8 @@
 //! Decoding never fails as a whole: what cannot be decoded is kept as an error message
 //! next to what could, so a bad record is shown, not fatal.
 
+use std::borrow::Cow;
+
 use chrono::SecondsFormat;
 use herald_bus::codec::{decode_value, SingleObject};
 use herald_bus::envelope::header;
@@ -137,8 +139,27 @@ impl Decoded {
         if !self.errors.is_empty() {
             line.push_str(&format!(" undecodable: {}", self.errors.join("; ")));
         }
-        line
+        // The time, type and key came from the log as they were written: escaped, so a
+        // record cannot forge lines or move the terminal's cursor.
+        one_line(&line).into_owned()
     }
+}
+
+/// `text` with its control characters escaped as Rust escapes them (`\n`, `\t`,
+/// `\u{1b}`), so it prints on one line and cannot move the terminal's cursor.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// The first `limit` bytes of `bytes` in hex, `…` when there are more.

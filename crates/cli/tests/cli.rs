@@ -209,6 +209,23 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
     assert!(plain.lines()[0].contains("undecodable: unknown framing"), "{plain:#?}");
 }
 
+/// Control characters a record carries (in its key, in `ce_type`, in `ce_time`) are
+/// escaped in tail's lines: a record cannot forge an output line or move the terminal's
+/// cursor.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_escapes_control_characters_from_the_log() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.control", 1).await;
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/control")).unwrap_or_else(|e| panic!("{e}"));
+    let headers = herald_bus::headers::build([(b"ce_type".as_slice(), Some(b"x\n1/9 forged line".as_slice())), (b"ce_time".as_slice(), Some(b"\x1b[2J".as_slice()))].into_iter());
+    let record = herald_bus::publisher::Record { topic: topic.clone(), key: Some(b"k\x1b[2Jclear".to_vec()), payload: Some(b"junk".to_vec()), headers, partition: None };
+    publisher.send_record(record).await.unwrap_or_else(|e| panic!("{e}"));
+    let plain = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "1", "--timeout", "30"], None).await.ok();
+    assert_eq!(plain.stdout.lines().count(), 1, "{plain:#?}");
+    assert!(!plain.stdout.chars().any(|c| c.is_control() && c != '\n'), "{plain:#?}");
+    assert!(plain.stdout.contains(r"key=k\u{1b}[2Jclear") && plain.stdout.contains(r"x\n1/9 forged line"), "{plain:#?}");
+}
+
 /// A header name that is not UTF-8 (any client but Java's can write one; rdkafka's own
 /// accessor panics on it) is shown, lossily, with the event beside it decoded.
 #[tokio::test(flavor = "multi_thread")]

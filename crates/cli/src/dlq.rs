@@ -9,6 +9,8 @@
 //! `--by-key`, where the partitioner puts its key). It stops at the first letter it cannot send, so a later
 //! letter of the same key never lands before an earlier one: it lists what was replayed
 //! and what was not, and exits non-zero. Letters stay in the dead-letter topic either way.
+//! A record dead-lettered more than once (by several groups, or again by each rebuild of
+//! a projection) is replayed once, from its first letter.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -49,6 +51,9 @@ pub struct ListArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Only the dead letters of this consumer group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
 }
 
 /// Arguments of `herald dlq show`.
@@ -82,6 +87,9 @@ pub struct ReplayArgs {
     /// Only dead letters of this stage.
     #[arg(long, value_parser = ["decode", "unknown-type", "handler"])]
     pub stage: Option<String>,
+    /// Only the dead letters of this consumer group.
+    #[arg(long, value_name = "G")]
+    pub group: Option<String>,
     /// Send each record where the partitioner puts its key (librdkafka's `partitioner`
     /// of the configuration, murmur2 by default as Herald's publisher and Java's client),
     /// not back to the partition it was read from: for letters an engine refused as on
@@ -164,7 +172,7 @@ fn summary_line(dl: &DeadLetter) -> String {
 
 async fn list(ctx: &Context, args: ListArgs) -> anyhow::Result<()> {
     let (_, letters) = read_all(ctx, &args.topic).await?;
-    for dl in &letters {
+    for dl in letters.iter().filter(|dl| args.group.as_deref().is_none_or(|g| dl.group == g)) {
         if args.json {
             outln!("{}", summary_json(dl));
         } else {
@@ -257,7 +265,15 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
             _ => true,
         })
         .filter(|dl| args.stage.as_deref().is_none_or(|s| dl.stage == s))
+        .filter(|dl| args.group.as_deref().is_none_or(|g| dl.group == g))
         .collect();
+    // One record dead-lettered several times (each rebuild of a projection dead-letters
+    // its poison records again, under its own group) goes back once.
+    let mut originals = std::collections::HashSet::new();
+    let (chosen, repeated): (Vec<&DeadLetter>, Vec<&DeadLetter>) = chosen.into_iter().partition(|dl| dl.partition < 0 || originals.insert((dl.topic.as_str(), dl.partition, dl.offset)));
+    for dl in &repeated {
+        eprintln!("skipped: {dlq} {}/{} is another letter of {}/{}/{}, replayed once", dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset);
+    }
     if let (Some(p), Some(o), true) = (args.partition, args.offset, chosen.is_empty()) {
         invalid!("no dead letter at {dlq}/{p}/{o}{}", args.stage.as_deref().map(|s| format!(" with stage {s}")).unwrap_or_default());
     }

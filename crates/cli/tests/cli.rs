@@ -476,6 +476,34 @@ async fn dlq_replay_by_key_sends_each_letter_where_its_key_belongs() {
     assert_eq!(placed, want, "each on its key's partition (murmur2), none where it was read");
 }
 
+/// A record dead-lettered more than once (each rebuild of a projection dead-letters its
+/// poison records again, under its own group) is replayed once; `--group` lists and
+/// replays one group's letters only.
+#[tokio::test(flavor = "multi_thread")]
+async fn dlq_replay_puts_a_record_back_once_however_many_letters_it_has() {
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.dlq.once", 1).await;
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.unwrap_or_else(|e| panic!("{e}"));
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/dlq")).unwrap_or_else(|e| panic!("{e}"));
+    // Offset 3 dead-lettered by the live group and two rebuilds; offset 5 by the live one.
+    for (offset, group) in [(3, "view"), (3, "view.rebuild.v2"), (5, "view"), (3, "view.rebuild.v3")] {
+        let original = OwnedMessage::new(Some(format!("v{offset}").into_bytes()), Some(b"k".to_vec()), topic.clone(), rdkafka::Timestamp::NotAvailable, 0, offset, None);
+        let failure = Failure { stage: Stage::Decode, reason: "junk".into(), attempts: 0 };
+        publisher.send_record(dead_letter::record(&original, &failure, group, &dlq)).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+    let listed = herald(&config, &["dlq", "list", &topic, "--group", "view"], None).await.ok();
+    assert_eq!(listed.stdout.lines().count(), 2, "{listed:#?}");
+    let replayed = herald(&config, &["dlq", "replay", &topic, "--all"], None).await.ok();
+    assert_eq!(replayed.lines().iter().filter(|l| l.starts_with("replayed")).count(), 2, "{replayed:#?}");
+    assert_eq!(replayed.stderr.lines().filter(|l| l.starts_with("skipped:")).count(), 2, "{replayed:#?}");
+    let back = herald_testkit::read_all(&config, &topic, 2, Duration::from_secs(30)).await;
+    let mut values: Vec<&[u8]> = back.iter().filter_map(|m| m.payload()).collect();
+    values.sort();
+    assert_eq!(values, [b"v3".as_slice(), b"v5".as_slice()], "each record once");
+    assert_eq!(watermarks(&config, &topic).1, 2, "nothing more");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dlq_replay_stops_at_the_first_letter_it_cannot_send() {
     let config = herald_testkit::kafka().await;

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
+use herald_projector::status::StatusError;
 use herald_projector::store::StoreUrl;
 
 use crate::context::Context;
@@ -131,11 +132,22 @@ fn env_name(key: &str) -> String {
 
 async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     let Some(url) = StoreUrl::from_flags(args.store, args.store_file.as_deref())? else { invalid!("no store: give --store, HERALD_STORE_URL or --store-file") };
+    // A mistyped SQLite path would be created, empty, by opening it.
+    if let Some(path) = url.expose().strip_prefix("sqlite:").map(|p| p.trim_start_matches("//"))
+        && !std::path::Path::new(path).exists()
+    {
+        invalid!("no SQLite store at {path}");
+    }
     // Messages show the URL with its password as ***.
     let store = herald_projector::store::open(url.expose()).with_context(|| format!("opening the store {url}"))?;
-    let status = herald_projector::status::read(store, &ctx.kafka, &args.name, args.version, &args.topic)
-        .await
-        .context("reading the projection's status")?;
+    if !herald_projector::status::holds(store.clone(), &args.name).await.context("reading the store")? {
+        invalid!("the store {url} holds no projection {} (no view, position or dead letter of it): has it run on this store, and are the name and the store right?", args.name);
+    }
+    let status = match herald_projector::status::read(store, &ctx.kafka, &args.name, args.version, &args.topic).await {
+        Ok(status) => status,
+        Err(e @ (StatusError::Unknown(_) | StatusError::Topic(_))) => invalid!("{e}"),
+        Err(e) => return Err(e).context("reading the projection's status"),
+    };
     if args.json {
         outln!("{}", serde_json::to_string(&status)?);
         return Ok(());

@@ -598,8 +598,20 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     for i in 0..3 {
         publisher.publish(&orders, &OrderPlaced::example(&format!("o-{i}"), "c", i)).await.expect("published");
     }
-    // A store the projection never wrote to: nothing applied, the whole log is lag.
-    let store = format!("sqlite:{}", std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-status"))).display());
+    // A mistyped store is not created, and a store the projection never wrote to is not
+    // reported as if it were (the whole log as lag): both are refused, saying why.
+    let path = std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-status")));
+    let store = format!("sqlite:{}", path.display());
+    let missing = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name], None).await;
+    assert_eq!(missing.code, Some(2), "{missing:#?}");
+    assert!(missing.stderr.contains("no SQLite store at") && !path.exists(), "{missing:#?}");
+    let sqlite = herald_projector::store::open(&store).expect("store");
+    tokio::task::spawn_blocking(move || sqlite.connect().map(drop)).await.expect("task").expect("an empty store");
+    let empty = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name], None).await;
+    assert_eq!(empty.code, Some(2), "{empty:#?}");
+    assert!(empty.stderr.contains("holds no projection order_totals"), "{empty:#?}");
+    // Once the projection ran there (its view made, nothing applied yet): the whole log is lag.
+    holding_order_totals(&store).await;
     let run = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name, "--json"], None).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let status: Value = serde_json::from_str(run.stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {}", run.stdout));
@@ -615,6 +627,22 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     }
 }
 
+/// Makes `store` hold the projection `order_totals`, as its first run does: a live view
+/// (version 1), nothing applied yet.
+async fn holding_order_totals(store: &str) {
+    let held = herald_projector::store::open(store).expect("store");
+    tokio::task::spawn_blocking(move || -> Result<(), herald_projector::store::StoreError> {
+        let mut conn = held.connect()?;
+        let mut tx = conn.begin(1)?;
+        herald_projector::position::migrate(tx.as_tx())?;
+        herald_projector::position::set_live_version(tx.as_tx(), "order_totals", 1, None)?;
+        tx.commit()
+    })
+    .await
+    .expect("task")
+    .expect("a live view");
+}
+
 #[tokio::test]
 async fn projector_status_reads_the_store_url_from_env_or_file_and_never_prints_its_password() {
     let config = herald_testkit::kafka().await;
@@ -627,6 +655,7 @@ async fn projector_status_reads_the_store_url_from_env_or_file_and_never_prints_
     let db = std::env::temp_dir().join(format!("{}.db", herald_testkit::unique("herald-cli-secret")));
     let store = format!("sqlite:{}", db.display());
     let status = ["projector", "status", "order_totals", "--topic", &name, "--json"];
+    holding_order_totals(&store).await;
 
     // From HERALD_STORE_URL, no --store on the command line.
     let run = herald_with(&config, &status, None, None, &[("HERALD_STORE_URL", &store)]).await;

@@ -131,6 +131,10 @@ pub enum StatusError {
     /// The broker knows no partitions of the topic.
     #[error(transparent)]
     Topic(OffsetsError),
+    /// The projection's version holds positions of other topics than the one asked about:
+    /// nothing to report, rather than a lag made up from the log's start.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 impl From<OffsetsError> for StatusError {
@@ -162,6 +166,23 @@ pub enum OffsetsError {
     },
 }
 
+/// Whether the store holds `projection`: a live view, or positions or dead letters of
+/// any version. Before a projection first ran on a store (or with a mistyped name or
+/// store), [`read`] reports the whole log as lag; `herald projector status` asks this
+/// first and says so instead.
+pub async fn holds(store: Arc<dyn Store>, projection: &str) -> Result<bool, StatusError> {
+    let projection = projection.to_owned();
+    let task = tokio::task::spawn_blocking(move || -> Result<bool, StatusError> {
+        let mut conn = store.connect()?;
+        let mut tx = conn.begin(1)?;
+        position::migrate(tx.as_tx())?;
+        let held = position::live_version(tx.as_tx(), &projection)?.is_some() || position::highest_built_version(tx.as_tx(), &projection)?.is_some();
+        tx.rollback()?;
+        Ok(held)
+    });
+    task.await.unwrap_or_else(|e| Err(StatusError::Store(StoreError::Connect(format!("status task: {e}")))))
+}
+
 /// Reads a projection's status without a running projector: positions and dead letters
 /// from the store, the last stable offsets from the broker. What `herald projector status
 /// NAME` prints. `version` defaults to the live version.
@@ -172,10 +193,12 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
         let mut conn = store.connect()?;
         let mut tx = conn.begin(1)?;
         position::migrate(tx.as_tx())?;
-        let version = match version {
-            Some(v) => v,
-            None => position::live_version(tx.as_tx(), &projection)?.map_or(1, |(live, _)| live),
-        };
+        let live = position::live_version(tx.as_tx(), &projection)?.map(|(live, _)| live);
+        let version = version.or(live).unwrap_or(1);
+        let read = position::topics(tx.as_tx(), &projection, version)?;
+        if !read.is_empty() && !read.contains(&topic) {
+            return Err(StatusError::Unknown(format!("{projection} v{version} reads {}, not {topic}", read.join(", "))));
+        }
         let key = Key { projection: projection.clone(), version, topic: topic.clone() };
         let positions = position::load(tx.as_tx(), &key)?;
         let dead = position::dead_letters(tx.as_tx(), &key)?;

@@ -17,6 +17,9 @@
 //!   of steps), whichever projector applied it last.
 //! - Order fields (`customer_id`, `total_cents`, `currency`) come from `OrderPlaced`, or
 //!   from `StockReserved` until it is seen.
+//! - An event is applied once by its `ce_id` (table `order_status_applied`): a copy of it
+//!   at another offset (a producer's retry without idempotence, a dead letter replayed)
+//!   changes nothing, `events` included.
 
 use std::sync::Arc;
 
@@ -77,12 +80,19 @@ impl Projection<ShopEvent> for OrderStatus {
              status TEXT NOT NULL, reason TEXT, cancelled_by TEXT, detail TEXT, stock TEXT, payment TEXT, charged_cents BIGINT, \
              refunded_cents BIGINT, payment_id TEXT, last_step TEXT NOT NULL, last_step_ms BIGINT NOT NULL, last_step_rank BIGINT NOT NULL, \
              placed_ms BIGINT, decided_ms BIGINT, events BIGINT NOT NULL, updated_ms BIGINT NOT NULL);
-             CREATE INDEX IF NOT EXISTS {t}_updated ON {t} (updated_ms)"
+             CREATE INDEX IF NOT EXISTS {t}_updated ON {t} (updated_ms);
+             CREATE TABLE IF NOT EXISTS {applied} (event_id TEXT PRIMARY KEY)",
+            applied = tx.table("order_status_applied"),
         ))?;
         Ok(())
     }
 
     fn apply(&self, tx: &mut dyn Tx, envelope: &Envelope<ShopEvent>) -> Result<(), ProjectionError> {
+        // Once per event id: a copy of an event applied already changes nothing.
+        let applied = tx.table("order_status_applied");
+        if tx.execute(&format!("INSERT INTO {applied} (event_id) VALUES ($1) ON CONFLICT DO NOTHING"), &[Value::Text(&envelope.meta.ce_id())])? == 0 {
+            return Ok(());
+        }
         let t = tx.table("order_status");
         let event = &envelope.event;
         let order_id = herald_bus::EventFamily::aggregate_id(event);
@@ -225,5 +235,16 @@ mod tests {
         for other in [&mut reversed, &mut interleaved] {
             assert_eq!(fold(other), expected);
         }
+    }
+
+    /// A copy of an event (same `ce_id`, another offset: a redelivery) changes nothing.
+    #[test]
+    fn an_event_delivered_twice_is_applied_once() {
+        let events = timed_out();
+        let once: Vec<&Envelope<ShopEvent>> = events.iter().collect();
+        let expected = fold(&once);
+        let copies: Vec<Envelope<ShopEvent>> = events.iter().map(|e| Envelope { position: Position { offset: e.position.offset + 1_000_000, ..e.position.clone() }, ..e.clone() }).collect();
+        let twice: Vec<&Envelope<ShopEvent>> = events.iter().chain(&copies).collect();
+        assert_eq!(fold(&twice), expected, "events counted once");
     }
 }

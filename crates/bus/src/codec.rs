@@ -22,10 +22,10 @@ pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 #[non_exhaustive]
 pub enum DecodeError {
     /// The record has no value (a tombstone or an empty payload).
-    #[error("empty payload")]
+    #[error("no value (a tombstone), or an empty one")]
     Empty,
     /// The payload does not start with a known frame.
-    #[error("unknown framing: expected single-object magic C3 01, found {found}")]
+    #[error("unknown framing: the payload starts {found}{}", framing_hint(found))]
     BadMagic {
         /// The first bytes, in hex.
         found: String,
@@ -135,6 +135,15 @@ impl SingleObject {
             .by_fingerprint(&fp)
             .ok_or(DecodeError::UnknownFingerprint(fp))?;
         Ok((known.clone(), datum))
+    }
+}
+
+/// What a payload that starts `found` (hex) most likely is, for [`DecodeError::BadMagic`].
+fn framing_hint(found: &str) -> &'static str {
+    if found.starts_with("00") {
+        " (a zero byte and a 4-byte schema id: Confluent's schema-registry framing, which only a codec with the registry reads, not Avro single-object encoding)"
+    } else {
+        " (neither Avro single-object encoding, C3 01, nor Confluent's schema-registry framing, 00)"
     }
 }
 
@@ -309,6 +318,9 @@ mod tests {
     fn rejects_garbage_with_a_clear_reason() {
         assert!(matches!(split_single_object(b""), Err(DecodeError::Empty)));
         assert!(matches!(split_single_object(b"{\"json\":1}"), Err(DecodeError::BadMagic { .. })));
+        // A Confluent-framed payload is named as such: the likely mix-up.
+        let confluent = split_single_object(&[0, 0, 0, 0, 7, 2, b'a']).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(confluent.contains("starts 00 00 00 00") && confluent.contains("Confluent's schema-registry framing"), "{confluent}");
         assert!(matches!(split_single_object(&[0xC3, 0x01, 1, 2]), Err(DecodeError::TruncatedFrame { len: 4 })));
         let (fp, datum) = split_single_object(&[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9]).expect("framed");
         assert_eq!(fp.0, [1, 2, 3, 4, 5, 6, 7, 8]);

@@ -51,7 +51,7 @@ impl Decoded {
         let mut writer_name = String::new();
         let data = match msg.payload() {
             None => {
-                errors.push("no value (tombstone)".to_owned());
+                errors.push(herald_bus::codec::DecodeError::Empty.to_string());
                 None
             }
             Some(payload) => match codec.split(payload).and_then(|(writer, datum)| {

@@ -66,7 +66,7 @@ impl<I> Reader<I> {
     /// its aggregate's (which an input that gained partitions makes too, see `growth`).
     pub(crate) fn read(&self, record: &OwnedRecord) -> Result<(Routed<I>, Metadata), Refused> {
         let failure = |stage, reason: String| Refused { failure: Failure { stage, reason, attempts: 0 }, misplaced: false };
-        let payload = record.payload().ok_or_else(|| failure(Stage::Decode, "empty payload".into()))?;
+        let payload = record.payload().ok_or_else(|| failure(Stage::Decode, herald_bus::codec::DecodeError::Empty.to_string()))?;
         let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         let mut meta = Metadata::from_record_header_pairs(record.headers(), record.key(), &writer.name, record.timestamp().to_millis()).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         meta.check_type(&writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;

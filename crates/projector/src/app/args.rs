@@ -5,12 +5,15 @@ use std::collections::BTreeMap;
 use clap::Parser;
 
 use super::AppError;
-#[allow(unused_imports)]
-use crate::runner::OnPoison;
 use crate::runner::StopAt;
 use crate::store;
 
-/// The command line of a projection program (see the [module docs](super)).
+/// A projection program: keeps a read view of a topic up to date in a store, serving
+/// /health, /metrics and /status; or, with --rebuild, --until-*, --rollback, rebuilds,
+/// time-travels or rolls back the view, and exits.
+//
+// (Plain text: clap prints the doc comment as the program's --help. The module docs say
+// more.)
 #[derive(Parser, Debug, Clone)]
 pub struct Args {
     /// Topic to project (default: the program's).
@@ -71,9 +74,10 @@ pub struct Args {
 /// `--on-poison`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PoisonArg {
-    /// [`OnPoison::DeadLetter`].
+    /// Dead-letter the event (`<topic>.dlq`) and go on (`OnPoison::DeadLetter`).
     DeadLetter,
-    /// [`OnPoison::Pause`].
+    /// Pause its partition until an operator retries or skips it over HTTP
+    /// (`OnPoison::Pause`).
     Pause,
 }
 

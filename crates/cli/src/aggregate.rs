@@ -188,6 +188,11 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
     };
     let codec = SingleObject::new(schemas);
     let version = events.last().map_or(0, |e| e.version);
+    if let At::Version(asked) = at
+        && asked > version
+    {
+        invalid!("aggregate {:?} on {} is at version {version}: it has no version {asked}", args.id, args.topic);
+    }
     if args.json {
         let doc = json!({
             "topic": args.topic,

@@ -165,8 +165,9 @@ async fn herald_aggregate_show_prints_the_state_and_the_stream() {
     }
 
     // Bad input: exit 2.
-    let bad: [&[&str]; 4] = [
+    let bad: [&[&str]; 5] = [
         &["aggregate", "show", events_topic, "nobody", "--store", &url],
+        &["aggregate", "show", events_topic, "a-1", "--store", &url, "--at-version", "9"],
         &["aggregate", "show", events_topic, "a-1", "--store", &url, "--at-time", "yesterday"],
         &["aggregate", "show", &names[2], "a-1", "--store", &url],
         &["aggregate", "show", &format!("{prefix}missing"), "a-1", "--store", &url],

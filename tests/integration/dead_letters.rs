@@ -99,7 +99,7 @@ async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
     let publisher = publisher(&config);
 
     // A valid OrderPlaced payload to corrupt.
-    let good = publisher.encode(&orders, &OrderPlaced::example("x", "c", 5), &herald_bus::Metadata::new("t", "s", "x")).await.expect("encode");
+    let good = publisher.encode(&orders, &OrderPlaced::example("x", "c", 5), &herald_bus::Metadata::new("shop.orders.OrderPlaced", "s", "x")).await.expect("encode");
     let good = good.payload.expect("a value");
     let mut unknown_fp = good.clone();
     unknown_fp[2..10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);

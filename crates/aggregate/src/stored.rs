@@ -129,7 +129,7 @@ impl Remembered {
         match &self.answer {
             Answer::Accepted { version, events, ids } => {
                 let ids = match *ids {
-                    EventIds::ByVersion => (1..=i64::from(*events)).map(|i| event_id(name, aggregate_id, version - i64::from(*events) + i).to_string()).collect(),
+                    EventIds::ByVersion => (1..=i64::from(*events)).map(|i| event_id(name, aggregate_id, version.saturating_sub(i64::from(*events)).saturating_add(i)).to_string()).collect(),
                     EventIds::ByCommand { first } => (0..*events).map(|i| herald_choreography::ids::event_id(name, self.command, first.saturating_add(i)).to_string()).collect(),
                 };
                 CommandReply::accepted(self.command.to_string(), aggregate_id, *version, ids)
@@ -312,10 +312,12 @@ impl Recent {
                 (_, [tag]) => return Err(RecentError(format!("unknown answer tag {tag} in format {format}"))),
             };
             if let Answer::Accepted { version, events, ids } = answer {
-                // Event ids are numbered first..first + events: a damaged record must not
-                // make a reply overflow them.
-                if let EventIds::ByCommand { first } = ids {
-                    first.checked_add(events).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?;
+                // Event ids are numbered first..first + events, or by the versions
+                // version - events + 1..=version: a damaged record must not make a reply
+                // overflow them.
+                match ids {
+                    EventIds::ByCommand { first } => first.checked_add(events).map(drop).ok_or_else(|| RecentError(format!("event indexes {first} + {events} overflow")))?,
+                    EventIds::ByVersion => version.checked_sub(i64::from(events)).map(drop).ok_or_else(|| RecentError(format!("versions {version} - {events} overflow")))?,
                 }
                 previous = Some(version);
             }
@@ -559,6 +561,11 @@ mod tests {
         overflow.extend_from_slice(Uuid::from_u128(1).as_bytes());
         overflow.extend_from_slice(&[ACCEPTED, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, 2]);
         assert!(Recent::decode(&overflow).is_err(), "first u32::MAX + 2 events");
+        let mut below = vec![FORMAT];
+        below.extend_from_slice(Uuid::from_u128(1).as_bytes());
+        below.push(NUMBERED);
+        below.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 2]);
+        assert!(Recent::decode(&below).is_err(), "version i64::MIN - 2 events");
     }
 
     /// The usual window: accepted commands of one aggregate, each one version on from the

@@ -3,8 +3,9 @@
 //! A reaction to one input is a pure function of (state, input, now), so the runtime can
 //! replay it after an aborted transaction or a crash. For the replay to emit the *same*
 //! events, their ids are not random: each is a name-based UUID (version 5, SHA-1) of the
-//! participant's name, the input's `ce_id` and the output's index in the reaction. Readers
-//! that deduplicate by `ce_id` then see one event, however often a reaction ran.
+//! participant's name, the input's `ce_id` and the output's index in the reaction (unless
+//! the participant gives an id as deterministic, [`Emitted::with_id`](crate::emit::Emitted::with_id)).
+//! Readers that deduplicate by `ce_id` then see one event, however often a reaction ran.
 
 use chrono::{DateTime, Utc};
 use herald_bus::trace::TraceContext;

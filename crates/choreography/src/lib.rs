@@ -82,7 +82,8 @@
 //!   not compile.
 //! - **Deterministic reactions.** The events of a reaction get name-based ids derived
 //!   from the participant's name, the input's `ce_id` and their index
-//!   ([`ids::event_id`]), the input's correlation id, the input's id as causation id, and
+//!   ([`ids::event_id`]; or an id the participant derives itself,
+//!   [`emit::Emitted::with_id`], as aggregates do from their version), the input's correlation id, the input's id as causation id, and
 //!   a span of the input's trace (`traceparent`) derived from their id. The same input
 //!   decided again from the same state at the same `now` emits identical events: ids,
 //!   payloads and headers.

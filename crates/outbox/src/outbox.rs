@@ -85,7 +85,8 @@ impl Outbox {
     ///
     /// Keep it at most what the relay can send: its producer's `message.max.bytes` (the
     /// [`KafkaConfig`](herald_bus::KafkaConfig) given to
-    /// [`Relay::new`](crate::relay::Relay::new); default 1 000 000, counted the same way)
+    /// [`Relay::new`](crate::relay::Relay::new); default 1 048 588, Kafka's own, counted
+    /// the same way)
     /// and the topic's `max.message.bytes` (default about 1 MB). The relay cannot send a
     /// row over either: it holds that row's aggregate back (only that one; the others go
     /// on), retries the row, and reports unhealthy until the limit is raised or the row
@@ -129,6 +130,10 @@ impl Outbox {
         F: EventFamily + Member<E>,
         E: Event,
     {
+        // As the publisher: consumers dead-letter a record whose ce_type is not its payload's.
+        if meta.event_type != E::TYPE {
+            return Err(OutboxError::Encode(format!("the metadata's type {:?} is not the event's, {} (ce_type is its schema's full name)", meta.event_type, E::TYPE)));
+        }
         let known = F::schemas().latest(E::TYPE).ok_or_else(|| OutboxError::UnknownSchema(E::TYPE.to_owned()))?;
         let mut payload = Vec::with_capacity(256);
         let framing = SingleObject::new(Default::default());

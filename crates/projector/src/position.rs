@@ -178,12 +178,6 @@ pub fn highest_built_version(tx: &mut dyn Tx, projection: &str) -> Result<Option
     }
 }
 
-/// The topics `projection`'s view version `version` holds positions of.
-pub fn topics(tx: &mut dyn Tx, projection: &str, version: u32) -> Result<Vec<String>, StoreError> {
-    let rows = tx.query("SELECT DISTINCT topic FROM herald_positions WHERE projection = $1 AND version = $2 ORDER BY topic", &[Value::Text(projection), Value::Int(i64::from(version))])?;
-    rows.iter().map(|r| r.text(0).map(str::to_owned)).collect()
-}
-
 /// The live and previous versions of `projection`'s views, if it has any.
 pub fn live_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<(u32, Option<u32>)>, StoreError> {
     let row = tx.query_opt("SELECT live_version, previous_version FROM herald_views WHERE projection = $1", &[Value::Text(projection)])?;

@@ -131,10 +131,6 @@ pub enum StatusError {
     /// The broker knows no partitions of the topic.
     #[error(transparent)]
     Topic(OffsetsError),
-    /// The projection's version holds positions of other topics than the one asked about:
-    /// nothing to report, rather than a lag made up from the log's start.
-    #[error("{0}")]
-    Unknown(String),
 }
 
 impl From<OffsetsError> for StatusError {
@@ -195,10 +191,6 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
         position::migrate(tx.as_tx())?;
         let live = position::live_version(tx.as_tx(), &projection)?.map(|(live, _)| live);
         let version = version.or(live).unwrap_or(1);
-        let read = position::topics(tx.as_tx(), &projection, version)?;
-        if !read.is_empty() && !read.contains(&topic) {
-            return Err(StatusError::Unknown(format!("{projection} v{version} reads {}, not {topic}", read.join(", "))));
-        }
         let key = Key { projection: projection.clone(), version, topic: topic.clone() };
         let positions = position::load(tx.as_tx(), &key)?;
         let dead = position::dead_letters(tx.as_tx(), &key)?;

@@ -68,8 +68,9 @@ pub enum Delivery {
         /// How to treat it.
         class: FailureClass,
     },
-    /// Stopped by the cancellation token (revocation, shutdown): what was reported done
-    /// stays done, the rest is delivered again by the next owner.
+    /// Stopped by the cancellation token (revocation, shutdown), or by the sink because its
+    /// consumer is stopping (an engine whose input gained partitions): what was reported
+    /// done stays done, the rest is delivered again by the next owner.
     Interrupted,
 }
 

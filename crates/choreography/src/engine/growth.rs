@@ -10,8 +10,10 @@
 //! dead-letters nothing for it: the records wait in their topics.
 //!
 //! It is found when the consumer is assigned a partition beyond the count, when a record
-//! is on another partition than its aggregate's (the count is asked again before such a
-//! record is dead-lettered as misplaced), and by a check every [`WATCH_EVERY`].
+//! is on another partition than its aggregate's (with the placement check on, see
+//! `EngineSettings::input_partitioner`: the count is asked again, by a request that began
+//! after the record arrived, before it is dead-lettered as misplaced; while the count
+//! cannot be asked, the record waits), and by a check every [`WATCH_EVERY`].
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,10 +26,6 @@ use super::health::EngineHealth;
 /// How often the counts are asked while nothing else asks them.
 pub(crate) const WATCH_EVERY: Duration = Duration::from_secs(30);
 
-/// Asked again on a misplaced record at most this often (a flood of them from a producer
-/// with the wrong partitioner must not become a flood of metadata requests).
-const ASK_AT_MOST_EVERY: Duration = Duration::from_secs(1);
-
 /// The partition count the engine started with, and whether a topic it reads has left it.
 pub(crate) struct Growth {
     config: KafkaConfig,
@@ -37,7 +35,20 @@ pub(crate) struct Growth {
     /// Cancelled once found: the engine stops.
     stop: CancellationToken,
     health: Arc<EngineHealth>,
+    /// When the last request that found the counts unchanged began. Held across a
+    /// request, so callers wait for the one in flight rather than ask again.
     asked: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// What asking the partition counts found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counts {
+    /// A topic has another count: the engine stops.
+    Grown,
+    /// Every topic has the count the engine started with.
+    Unchanged,
+    /// A count could not be asked (the broker away, a topic not listed): ask again later.
+    Unknown,
 }
 
 impl Growth {
@@ -78,28 +89,38 @@ impl Growth {
         self.found().is_some()
     }
 
-    /// Asks the counts now (at most once a second: a sooner call gives what is known):
-    /// true (and the engine stops) when a topic has another count. A failed request
-    /// tells nothing, and is tried again at the next call.
-    pub(crate) async fn check(&self) -> bool {
-        {
-            let mut asked = self.asked.lock().await;
-            if self.found().is_some() || asked.is_some_and(|at| at.elapsed() < ASK_AT_MOST_EVERY) {
-                return self.found().is_some();
-            }
-            *asked = Some(Instant::now());
+    /// The partition counts as a request that began after this call did finds them
+    /// (Grown: the engine stops). A record placed by a grown count was produced after the
+    /// partitions were added, so such a request sees them: a misplaced record that
+    /// arrived before it is told right. Calls while a request is in flight wait for it
+    /// and take its answer if it began after they did; so a flood of misplaced records
+    /// (a producer with another partitioner) costs one request at a time, not one each.
+    pub(crate) async fn check(&self) -> Counts {
+        let called = Instant::now();
+        let mut asked = self.asked.lock().await;
+        if self.found().is_some() {
+            return Counts::Grown;
         }
+        if asked.is_some_and(|began| began >= called) {
+            return Counts::Unchanged;
+        }
+        let began = Instant::now();
         for topic in &self.topics {
             match admin::partition_count(&self.config, topic).await {
-                Ok(Some(n)) if n as u64 != u64::from(self.partitions) => {
+                Ok(Some(n)) if n as u64 == u64::from(self.partitions) => {}
+                Ok(Some(n)) => {
                     self.grown(topic, n.to_string());
-                    return true;
+                    return Counts::Grown;
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(topic, error = %e, "the partition count could not be asked"),
+                Ok(None) => return Counts::Unknown,
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, "the partition count could not be asked");
+                    return Counts::Unknown;
+                }
             }
         }
-        false
+        *asked = Some(began);
+        Counts::Unchanged
     }
 
     /// Checks every [`WATCH_EVERY`] until found or `done` is cancelled.
@@ -109,7 +130,7 @@ impl Growth {
                 _ = tokio::time::sleep(WATCH_EVERY) => {}
                 _ = done.cancelled() => return,
             }
-            if self.check().await {
+            if self.check().await == Counts::Grown {
                 return;
             }
         }

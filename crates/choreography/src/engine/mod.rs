@@ -75,9 +75,12 @@
 //!   [`EngineError::Partitions`] (and `/health` says why): its keys moved away from their
 //!   state, which is partitioned as the inputs were. Nothing is dead-lettered for it; the
 //!   records wait in their topics. It is found when a partition beyond the count is
-//!   assigned, when a record is on another partition than its aggregate's (the count is
-//!   asked again before such a record is dead-lettered), and by a check every 30 s. A
-//!   restart refuses the changelog's old count too: move to topics made with the new one.
+//!   assigned, when a record is on another partition than its aggregate's (with the
+//!   placement check on: the count is asked again before such a record is
+//!   dead-lettered), and by a check every 30 s; with the placement check off
+//!   (`input_partitioner: None`), records placed by the new count may be decided on the
+//!   wrong partition until then. A restart refuses the changelog's old count too: move to
+//!   topics made with the new one.
 //! - **Deadlines** fire at most as many per key and tick as were due when the tick began:
 //!   a reaction that sets one at or before `now` sees it fire at the next tick.
 //! - Payloads are read and written in single-object encoding (no registry codec yet).

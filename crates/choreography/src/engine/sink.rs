@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::coordinator::{Command, Held};
 use super::decode::Reader;
-use super::growth::Growth;
+use super::growth::{Counts, Growth};
 
 /// The sink: see the [module docs](self).
 pub(crate) struct EngineSink<I, S> {
@@ -167,8 +167,16 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         }
         match failed {
             // Not dead-lettered when its topic gained partitions: the engine stops (see
-            // `growth`), and the record waits for an engine that can take it.
-            Some((_, refused)) if refused.misplaced && self.growth.check().await => Delivery::Interrupted,
+            // `growth`), and the record waits for an engine that can take it; nor while
+            // that cannot be told.
+            Some((index, refused)) if refused.misplaced => match self.growth.check().await {
+                Counts::Grown => Delivery::Interrupted,
+                Counts::Unchanged => Delivery::Failed { index, failure: refused.failure, class: FailureClass::Permanent },
+                Counts::Unknown => {
+                    let reason = format!("{} (waiting: the topic's partition count could not be asked, to tell a misplaced record from an input that gained partitions)", refused.failure.reason);
+                    Delivery::Failed { index, failure: Failure { reason, ..refused.failure }, class: FailureClass::Wait }
+                }
+            },
             Some((index, refused)) => Delivery::Failed { index, failure: refused.failure, class: FailureClass::Permanent },
             None => Delivery::Done,
         }

@@ -164,11 +164,25 @@ pub fn split_single_object(payload: &[u8]) -> Result<(Fingerprint, &[u8]), Decod
     Ok((Fingerprint(fp), &payload[10..]))
 }
 
+/// Appends the single-object header of `schema` to `out`: the magic, then the schema's
+/// fingerprint. The datum follows it.
+///
+/// ```
+/// let mut set = herald_bus::schema::SchemaSet::default();
+/// let known = set.add_str(r#"{"type":"record","name":"P","fields":[{"name":"id","type":"string"}]}"#).unwrap();
+/// let mut payload = Vec::new();
+/// herald_bus::codec::write_single_object_header(&known, &mut payload);
+/// assert_eq!((&payload[..2], &payload[2..]), (&[0xC3, 0x01][..], &known.fingerprint.0[..]));
+/// ```
+pub fn write_single_object_header(schema: &KnownSchema, out: &mut Vec<u8>) {
+    out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
+    out.extend_from_slice(&schema.fingerprint.0);
+}
+
 #[async_trait]
 impl Codec for SingleObject {
     async fn write_header(&self, _topic: &str, schema: &KnownSchema, out: &mut Vec<u8>) -> Result<(), crate::PublishError> {
-        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-        out.extend_from_slice(&schema.fingerprint.0);
+        write_single_object_header(schema, out);
         Ok(())
     }
 
@@ -177,8 +191,7 @@ impl Codec for SingleObject {
     }
 
     fn write_header_now(&self, _topic: &str, schema: &KnownSchema, out: &mut Vec<u8>) -> Option<Result<(), crate::PublishError>> {
-        out.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-        out.extend_from_slice(&schema.fingerprint.0);
+        write_single_object_header(schema, out);
         Some(Ok(()))
     }
 

@@ -3,7 +3,7 @@
 //! dead-lettered, its slot left as it was) instead of committing part of it.
 
 use apache_avro::AvroSchema;
-use herald_bus::codec::SINGLE_OBJECT_MAGIC;
+use herald_bus::codec::write_single_object_header;
 use serde::Serialize;
 
 use crate::changelog::StateCodec;
@@ -21,10 +21,10 @@ pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(
 
 /// `event` in Avro single-object encoding: the magic, its schema's fingerprint, the datum.
 fn payload(event: &Emitted) -> Result<Vec<u8>, String> {
+    let does_not_encode = |e: &dyn std::fmt::Display| format!("{} for {} does not encode: {e}", event.type_name(), event.topic());
+    let known = event.schema().ok_or_else(|| does_not_encode(&format_args!("no schema of that name in its topic's family")))?;
     let mut payload = Vec::with_capacity(256);
-    payload.extend_from_slice(&SINGLE_OBJECT_MAGIC);
-    payload.extend_from_slice(&[0; 8]);
-    let known = event.encode(&mut payload).map_err(|e| format!("{} for {} does not encode: {e}", event.type_name(), event.topic()))?;
-    payload[SINGLE_OBJECT_MAGIC.len()..SINGLE_OBJECT_MAGIC.len() + 8].copy_from_slice(&known.fingerprint.0);
+    write_single_object_header(known, &mut payload);
+    event.encode(&mut payload).map_err(|e| does_not_encode(&e))?;
     Ok(payload)
 }

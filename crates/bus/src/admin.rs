@@ -151,6 +151,26 @@ pub async fn create_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
         .collect()
 }
 
+/// The value of one of `topic`'s configs (`max.message.bytes`, `cleanup.policy`, ...) as
+/// the broker applies it, its default included; `None` when the topic does not exist.
+///
+/// ```no_run
+/// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
+/// let limit = herald_bus::admin::topic_config(&config, "shop.orders", "max.message.bytes").await?;
+/// # Ok(()) }
+/// ```
+pub async fn topic_config(config: &KafkaConfig, topic: &str, name: &str) -> Result<Option<String>, AdminError> {
+    use rdkafka::admin::ResourceSpecifier;
+    let admin: AdminClient<DefaultClientContext> = config.client_config(&[]).create()?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let described = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await?;
+    match described.into_iter().next() {
+        Some(Ok(resource)) => Ok(resource.get(name).and_then(|entry| entry.value.clone())),
+        Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) | None => Ok(None),
+        Some(Err(code)) => Err(AdminError::Kafka(rdkafka::error::KafkaError::AdminOp(code))),
+    }
+}
+
 /// Number of partitions of `topic`, from cluster metadata.
 pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, AdminError> {
     let topics = topic_metadata(config, Some(topic)).await?;

@@ -90,9 +90,22 @@ pub fn topic_for(topic: &str) -> String {
     if topic.contains('_') { format!("{topic}_dlq") } else { format!("{topic}.dlq") }
 }
 
+/// Bytes a dead letter may take beyond its record: the `herald.dlq.*` headers (a reason
+/// of at most [`MAX_REASON_BYTES`], names, topic, group, time) with room to spare. The
+/// topics [`create_topics`] makes and the producer [`publisher`] makes allow this much more
+/// than their records' limit, so a record the broker took near its topic's limit can still
+/// be dead-lettered.
+pub const HEADROOM: usize = 64 * 1024;
+
+/// Kafka's default limit of a record batch (the broker's `message.max.bytes`, a topic's
+/// `max.message.bytes`).
+const KAFKA_MAX_MESSAGE_BYTES: usize = 1_048_588;
+
 /// Creates the dead-letter topic ([`topic_for`]) of each of `topics` that lacks one, with
 /// as many partitions as its topic (one for a topic that does not exist yet), so a letter
-/// keeps its record's partition. Topics that exist are left as they are.
+/// keeps its record's partition, and a `max.message.bytes` [`HEADROOM`] above its topic's
+/// (Kafka's default when the topic does not exist yet or its configs cannot be read).
+/// Topics that exist are left as they are.
 ///
 /// ```no_run
 /// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
@@ -102,10 +115,36 @@ pub fn topic_for(topic: &str) -> String {
 pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str>]) -> Result<(), crate::admin::AdminError> {
     let mut specs = Vec::with_capacity(topics.len());
     for topic in topics {
-        let partitions = crate::admin::partition_count(config, topic.as_ref()).await?.unwrap_or(1);
-        specs.push(crate::admin::TopicSpec::new(topic_for(topic.as_ref())).partitions(partitions as i32));
+        let topic = topic.as_ref();
+        let partitions = crate::admin::partition_count(config, topic).await?.unwrap_or(1);
+        let limit = match crate::admin::topic_config(config, topic, "max.message.bytes").await {
+            Ok(limit) => limit.and_then(|v| v.parse().ok()).unwrap_or(KAFKA_MAX_MESSAGE_BYTES),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cannot read the topic's max.message.bytes; its dead-letter topic allows Kafka's default plus the headroom");
+                KAFKA_MAX_MESSAGE_BYTES
+            }
+        };
+        let spec = crate::admin::TopicSpec::new(topic_for(topic)).partitions(partitions as i32).config("max.message.bytes", (limit + HEADROOM).to_string());
+        specs.push(spec);
     }
     crate::admin::create_topics(config, &specs).await.map(drop)
+}
+
+/// A publisher for dead letters: `config`'s, with a `message.max.bytes` [`HEADROOM`]
+/// above the one `config` gives its producers (Kafka's default when it gives none), so a
+/// record as large as a producer may send still fits in its dead letter. The broker has
+/// the last word: a letter its topic refuses is reported as [`NotSent::Unwritable`].
+///
+/// ```
+/// let kafka = herald_bus::KafkaConfig::new("127.0.0.1:9092");
+/// let letters = herald_bus::dead_letter::publisher(&kafka, "herald:billing")?;
+/// # Ok::<(), herald_bus::PublishError>(())
+/// ```
+pub fn publisher(config: &crate::KafkaConfig, source: impl Into<String>) -> Result<crate::Publisher, crate::PublishError> {
+    let limit = config.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(KAFKA_MAX_MESSAGE_BYTES);
+    // librdkafka's own ceiling for the property.
+    let raised = (limit + HEADROOM).min(1_000_000_000);
+    crate::Publisher::new(&config.clone().set("message.max.bytes", raised.to_string()), crate::PublisherOptions::new(source))
 }
 
 /// Builds the dead-letter record for `original`.

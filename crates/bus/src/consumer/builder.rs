@@ -12,7 +12,7 @@ use crate::runtime::dead_letter::DeadLetters;
 use crate::runtime::flow::Budget;
 use crate::runtime::{Runtime, Settings};
 use crate::schema::SchemaSet;
-use crate::{EventFamily, KafkaConfig, Publisher, PublisherOptions, Topic};
+use crate::{EventFamily, KafkaConfig, Topic};
 
 type RouteFactory = Box<dyn FnOnce(&RouteSettings) -> Arc<dyn Route> + Send>;
 
@@ -167,7 +167,7 @@ impl ConsumerBuilder {
             routes.insert(topic.clone(), factory(&settings));
             topics.push(topic);
         }
-        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:{}", self.group)))?;
+        let publisher = crate::dead_letter::publisher(&self.config, format!("herald:{}", self.group))?;
         let letters = Arc::new(DeadLetters { publisher, group: self.group.clone() });
         let settings = Settings {
             max_buffered_bytes: self.max_buffered_bytes,

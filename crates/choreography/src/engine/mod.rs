@@ -138,7 +138,7 @@ use herald_bus::admin::{self, TopicSpec};
 use herald_bus::dead_letter;
 use herald_bus::runtime::dead_letter::DeadLetters;
 use herald_bus::runtime::{Runtime, Settings};
-use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
+use herald_bus::KafkaConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::changelog::StateCodec;
@@ -344,7 +344,7 @@ impl<P: Participant> Engine<P> {
             growth: growth.clone(),
         };
         let settings = self.consumer_settings(&group, topics);
-        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("/herald/{}", P::NAME))).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
+        let publisher = dead_letter::publisher(&self.config, format!("/herald/{}", P::NAME)).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
         let repartitioner = self.repartitioner(&repartitioned, &group, letters.clone())?;
         let runtime = Runtime::new(&self.config, settings, sink, letters)?;

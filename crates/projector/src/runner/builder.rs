@@ -10,7 +10,7 @@ use herald_bus::codec::SingleObject;
 use herald_bus::dead_letter;
 use herald_bus::runtime::dead_letter::DeadLetters;
 use herald_bus::runtime::{Runtime, Settings};
-use herald_bus::{EventFamily, KafkaConfig, Publisher, PublisherOptions, RetryPolicy};
+use herald_bus::{EventFamily, KafkaConfig, RetryPolicy};
 use tokio::sync::Notify;
 
 use super::board::Board;
@@ -185,7 +185,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             #[cfg(feature = "crash-points")]
             crash,
         });
-        let publisher = Publisher::new(&self.config, PublisherOptions::new(format!("herald:projector:{}", P::NAME)))?;
+        let publisher = dead_letter::publisher(&self.config, format!("herald:projector:{}", P::NAME))?;
         let letters = Arc::new(PoisonPolicy {
             dead_letters: DeadLetters { publisher, group: self.group.clone() },
             policy: self.on_poison,

@@ -9,7 +9,10 @@ use anyhow::Context as _;
 use herald_bus::schema::SchemaSet;
 use herald_bus::{KafkaConfig, Publisher, PublisherOptions};
 
+use herald_registry::RegistryConfig;
+
 use crate::exit::{invalid, Invalid};
+use crate::payload::Payloads;
 
 /// Options every command takes.
 #[derive(Debug, clap::Args)]
@@ -23,6 +26,16 @@ pub struct GlobalArgs {
     /// A librdkafka property, as `key=value`; repeatable (`-X security.protocol=SASL_SSL`).
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+    /// A schema registry with Confluent's API (Confluent Schema Registry, Apicurio's
+    /// `/apis/ccompat/v7`, Redpanda, Karapace), to read Confluent-framed payloads (`00` and
+    /// a schema id) by; a user and password may be given in the URL
+    /// (`https://KEY:SECRET@host`). Without it only single-object payloads decode.
+    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_URL", value_name = "URL")]
+    pub schema_registry: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https://` --schema-registry, besides
+    /// the system's.
+    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_CA", value_name = "FILE")]
+    pub schema_registry_ca: Option<PathBuf>,
 }
 
 /// What commands need: the Kafka configuration and where the schemas are.
@@ -31,6 +44,7 @@ pub struct Context {
     /// The Kafka configuration for Herald's publisher, consumer and admin helpers.
     pub kafka: KafkaConfig,
     schemas_dir: PathBuf,
+    registry: Option<RegistryConfig>,
 }
 
 impl Context {
@@ -40,7 +54,28 @@ impl Context {
             .with_env(std::env::vars())
             .with_pairs(&args.properties)
             .map_err(|e| Invalid(format!("-X: {e}")))?;
-        Ok(Context { kafka, schemas_dir: args.schemas })
+        let registry = match (args.schema_registry, args.schema_registry_ca) {
+            (None, None) => None,
+            (None, Some(_)) => invalid!("--schema-registry-ca needs --schema-registry"),
+            (Some(url), ca) => {
+                let config = RegistryConfig::new(url);
+                Some(match ca {
+                    None => config,
+                    Some(file) => config.ca_file(&file).map_err(|e| Invalid(format!("--schema-registry-ca {}: {e}", file.display())))?,
+                })
+            }
+        };
+        Ok(Context { kafka, schemas_dir: args.schemas, registry })
+    }
+
+    /// Reads payloads of either framing: single-object by `--schemas`, Confluent's by
+    /// `--schema-registry` when it is given.
+    pub fn payloads(&self) -> anyhow::Result<Payloads> {
+        let schemas = self.schemas()?;
+        match Payloads::new(schemas, self.registry.as_ref()) {
+            Ok(payloads) => Ok(payloads),
+            Err(e) => invalid!("--schema-registry: {e}"),
+        }
     }
 
     /// Loads every schema under `--schemas`.

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_bus::codec::{decode_value, SingleObject};
 use herald_bus::dead_letter::{self, DeadLetter};
 use herald_bus::publisher::Record;
 use rdkafka::consumer::Consumer;
@@ -27,6 +26,7 @@ use serde_json::json;
 
 use crate::context::Context;
 use crate::exit::{invalid, out, outln, Invalid};
+use crate::payload::Payloads;
 use herald_cli::json::AvroJson;
 use crate::read;
 use crate::record::{hex_prefix, one_line};
@@ -210,14 +210,14 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
     let Some(dl) = DeadLetter::parse(&msg) else {
         invalid!("{dlq}/{}/{} is not a Herald dead letter (no herald.dlq.* headers)", args.partition, args.offset)
     };
-    let codec = SingleObject::new(ctx.schemas()?);
-    out!("{}", details(&codec, &dl));
+    let payloads = ctx.payloads()?;
+    out!("{}", details(&payloads, &dl).await);
     consumer.unassign().ok();
     Ok(())
 }
 
 /// The full description of a dead letter, for `show`.
-fn details(codec: &SingleObject, dl: &DeadLetter) -> String {
+async fn details(payloads: &Payloads, dl: &DeadLetter) -> String {
     let mut out = String::new();
     // Every value came from the log: control characters are escaped, as in `list`, so a
     // key or header cannot forge lines or move the terminal's cursor.
@@ -237,7 +237,7 @@ fn details(codec: &SingleObject, dl: &DeadLetter) -> String {
     }
     match dl.payload.as_deref() {
         None => out.push_str("payload     (none)\n"),
-        Some(payload) => match codec.split(payload).and_then(|(writer, datum)| decode_value(&writer, None, datum).map(|v| (writer, v))) {
+        Some(payload) => match payloads.decode(payload).await {
             Ok((writer, value)) => {
                 out.push_str(&format!("payload     {} ({} bytes)\n", writer.name, payload.len()));
                 let pretty = serde_json::to_string_pretty(&AvroJson(&value)).unwrap_or_default();

@@ -24,6 +24,7 @@ mod context;
 mod demo;
 mod dlq;
 mod exit;
+mod payload;
 mod projector;
 mod publish;
 mod read;

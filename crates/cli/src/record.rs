@@ -6,13 +6,14 @@
 use std::borrow::Cow;
 
 use chrono::SecondsFormat;
-use herald_bus::codec::{decode_value, SingleObject};
 use herald_bus::envelope::header;
 use herald_bus::Metadata;
 use rdkafka::message::Message;
 use serde::Serialize;
 
 use herald_cli::json::AvroJson;
+
+use crate::payload::Payloads;
 
 /// A record, decoded as far as it goes.
 #[derive(Debug)]
@@ -34,8 +35,8 @@ pub struct Decoded {
 }
 
 impl Decoded {
-    /// Decodes `msg` with the writer schemas `codec` knows.
-    pub fn new<M: Message>(codec: &SingleObject, msg: &M) -> Self
+    /// Decodes `msg`, its payload by `payloads`.
+    pub async fn read<M: Message>(payloads: &Payloads, msg: &M) -> Self
     where
         M::Headers: herald_bus::headers::HeaderList,
     {
@@ -54,13 +55,13 @@ impl Decoded {
                 errors.push(herald_bus::codec::DecodeError::Empty.to_string());
                 None
             }
-            Some(payload) => match codec.split(payload).and_then(|(writer, datum)| {
-                writer_name = writer.name.clone();
-                decode_value(&writer, None, datum)
-            }) {
-                Ok(value) => Some(value),
+            Some(payload) => match payloads.decode(payload).await {
+                Ok((writer, value)) => {
+                    writer_name = writer.name.clone();
+                    Some(value)
+                }
                 Err(e) => {
-                    errors.push(e.to_string());
+                    errors.push(e);
                     None
                 }
             },

@@ -10,7 +10,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use herald_bus::codec::SingleObject;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::Offset;
@@ -53,7 +52,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 /// Tails the topic until the limit, the idle timeout, or a signal.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let codec = SingleObject::new(ctx.schemas()?);
+    let payloads = ctx.payloads()?;
     let idle = args.timeout;
     let consumer = match &args.group {
         None => {
@@ -98,7 +97,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         let Some(received) = received else { break }; // idle timeout
         match received {
             Ok(msg) => {
-                let decoded = Decoded::new(&codec, &msg);
+                let decoded = Decoded::read(&payloads, &msg).await;
                 outln!("{}", if args.json { decoded.json_line() } else { decoded.line() });
                 seen += 1;
                 if args.group.is_some()

@@ -785,3 +785,82 @@ async fn a_closed_stdout_ends_tail_quietly() {
     assert_eq!(output.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The interop venv's interpreter and the schema registry, or `None` (skipped, said why)
+/// outside CI when either is not set up; in CI a missing one fails the test.
+fn python_and_registry(test: &str) -> Option<(String, String)> {
+    let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    match (get("HERALD_PYTHON"), get("HERALD_REGISTRY_URL")) {
+        (Some(python), Some(url)) => Some((python, url)),
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "HERALD_PYTHON and HERALD_REGISTRY_URL must be set (scripts/test sets both)");
+            eprintln!("skipping {test}: HERALD_PYTHON or HERALD_REGISTRY_URL is not set (scripts/python-env, scripts/registry start)");
+            None
+        }
+    }
+}
+
+/// Events another client wrote in Confluent's wire format (confluent-kafka's own
+/// `AvroSerializer`, its schema registered with a reference to a type registered apart)
+/// are decoded by `herald tail` and `herald dlq show` with `--schema-registry`; without it
+/// each says what it read and how to read it.
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_reads_confluent_framed_events_through_a_schema_registry() {
+    let Some((python, url)) = python_and_registry("tail_reads_confluent_framed_events_through_a_schema_registry") else { return };
+    let config = herald_testkit::kafka().await;
+    let topic = herald_testkit::topic(&config, "cli.confluent", 1).await;
+    let placed = json!({"order_id": "o-ü-1", "customer_id": "c-1", "total_cents": 4250, "currency": "EUR",
+                        "lines": [{"sku": "SKU-TEA", "quantity": 2, "unit_price_cents": 1500}, {"sku": "SKU-CUP", "quantity": 1, "unit_price_cents": 1250}],
+                        "note": "ring twice ☎", "placed_at": "2025-12-01T10:00:00.123+00:00"});
+    let cancelled = json!({"order_id": "o-ü-1", "reason": "changed my mind", "cancelled_by": null});
+    let input = format!(
+        "{}\n{}\n",
+        json!({"type": "shop.orders.OrderPlaced", "key": "o-ü-1", "data": placed}),
+        json!({"type": "shop.orders.OrderCancelled", "key": "o-ü-1", "data": cancelled})
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../interop/python/interop.py");
+    let mut child = tokio::process::Command::new(&python)
+        .args([script, "produce", "--bootstrap", config.bootstrap(), "--topic", &topic, "--schemas", SCHEMAS, "--registry", &url, "--reference", "shop.orders.OrderLine"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).await.expect("write stdin");
+    drop(stdin);
+    let produced = tokio::time::timeout(COMMAND_DEADLINE, child.wait_with_output()).await.expect("interop.py finishes").expect("interop.py runs");
+    assert!(produced.status.success(), "interop.py produce failed: {}", String::from_utf8_lossy(&produced.stderr));
+
+    let tailed = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "2", "--timeout", "30", "--json", "--schema-registry", &url], None).await.ok();
+    let records = tailed.json_lines();
+    assert_eq!(records.len(), 2, "{tailed:#?}");
+    for record in &records {
+        assert!(record.get("error").is_none(), "decoded: {record}");
+    }
+    let mut expected = placed.clone();
+    expected["placed_at"] = json!(1_764_583_200_123_i64);
+    assert_eq!((&records[0]["type"], &records[0]["key"], &records[0]["data"]), (&json!("shop.orders.OrderPlaced"), &json!("o-ü-1"), &expected));
+    let mut expected = cancelled.clone();
+    expected["cancelled_at"] = Value::Null; // a field of the writer's schema, its default
+    assert_eq!((&records[1]["type"], &records[1]["data"]), (&json!("shop.orders.OrderCancelled"), &expected));
+
+    // Without a registry: shown, with what the bytes are and how to read them.
+    let plain = herald(&config, &["tail", &topic, "--from-beginning", "--limit", "2", "--timeout", "30", "--json"], None).await.ok();
+    for record in plain.json_lines() {
+        let error = record["error"].as_str().unwrap_or_else(|| panic!("not decoded without a registry: {record}"));
+        assert!(error.contains("Confluent's schema-registry framing") && error.contains("--schema-registry URL"), "{error}");
+        assert!(record["data"].is_null(), "{record}");
+    }
+
+    // A dead letter of such a record is shown decoded the same way.
+    let dlq = dead_letter::topic_for(&topic);
+    create_topics(&config, &[TopicSpec::new(&dlq).partitions(1)]).await.expect("dlq topic");
+    let original = herald_testkit::read_all(&config, &topic, 1, COMMAND_DEADLINE).await.remove(0);
+    let failure = Failure { stage: Stage::Handler, reason: "the test said so".into(), attempts: 1 };
+    let letters = Publisher::new(&config, PublisherOptions::new("/test")).expect("publisher");
+    letters.send_record(dead_letter::record(&original, &failure, "g", &dlq)).await.expect("dead letter sent");
+    let shown = herald(&config, &["dlq", "show", &topic, "--partition", "0", "--offset", "0", "--schema-registry", &url], None).await.ok();
+    assert!(shown.stdout.contains("payload     shop.orders.OrderPlaced") && shown.stdout.contains("\"ring twice ☎\""), "{shown:#?}");
+}

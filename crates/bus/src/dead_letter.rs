@@ -101,6 +101,22 @@ pub const HEADROOM: usize = 64 * 1024;
 /// `max.message.bytes`).
 const KAFKA_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// librdkafka's ceiling for `message.max.bytes`.
+const LIBRDKAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000_000;
+
+/// `config` for a producer that writes dead letters: its `message.max.bytes`
+/// ([`max_message_bytes`](crate::publisher::max_message_bytes)) raised by [`HEADROOM`].
+///
+/// ```
+/// let kafka = herald_bus::KafkaConfig::new("127.0.0.1:9092");
+/// let raised = herald_bus::dead_letter::with_headroom(&kafka);
+/// assert_eq!(raised.get("message.max.bytes"), Some((1_048_588 + herald_bus::dead_letter::HEADROOM).to_string().as_str()));
+/// ```
+pub fn with_headroom(config: &crate::KafkaConfig) -> crate::KafkaConfig {
+    let raised = (crate::publisher::max_message_bytes(config) + HEADROOM).min(LIBRDKAFKA_MAX_MESSAGE_BYTES);
+    config.clone().set("message.max.bytes", raised.to_string())
+}
+
 /// Creates the dead-letter topic ([`topic_for`]) of each of `topics` that lacks one, with
 /// as many partitions as its topic (one for a topic that does not exist yet), so a letter
 /// keeps its record's partition, and a `max.message.bytes` [`HEADROOM`] above its topic's
@@ -141,10 +157,7 @@ pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str
 /// # Ok::<(), herald_bus::PublishError>(())
 /// ```
 pub fn publisher(config: &crate::KafkaConfig, source: impl Into<String>) -> Result<crate::Publisher, crate::PublishError> {
-    let limit = config.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok()).unwrap_or(KAFKA_MAX_MESSAGE_BYTES);
-    // librdkafka's own ceiling for the property.
-    let raised = (limit + HEADROOM).min(1_000_000_000);
-    crate::Publisher::new(&config.clone().set("message.max.bytes", raised.to_string()), crate::PublisherOptions::new(source))
+    crate::Publisher::new(&with_headroom(config), crate::PublisherOptions::new(source))
 }
 
 /// Builds the dead-letter record for `original`.

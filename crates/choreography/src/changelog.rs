@@ -123,11 +123,13 @@ impl<S: Serialize + DeserializeOwned + AvroSchema> StateCodec<S> {
         Ok(record)
     }
 
-    /// Whether `state` encodes with the state's schema (the engine checks a reaction's new
-    /// state before it applies it, so one that cannot be written is refused whole).
-    pub fn check(&self, state: &S) -> Result<(), ChangelogError> {
+    /// Whether `state` encodes with the state's schema, and in how many bytes (the engine
+    /// checks a reaction's new state before it applies it, so one that cannot be written
+    /// is refused whole).
+    pub fn check(&self, state: &S) -> Result<usize, ChangelogError> {
         let mut scratch = Vec::with_capacity(64);
-        herald_bus::publisher::write_datum(&self.state, state, &mut scratch).map_err(|e| ChangelogError::Avro(e.to_string()))
+        herald_bus::publisher::write_datum(&self.state, state, &mut scratch).map_err(|e| ChangelogError::Avro(e.to_string()))?;
+        Ok(scratch.len())
     }
 
     /// Decodes a changelog record.

@@ -841,6 +841,10 @@ impl Participant for Fragile {
     fn decide(&self, seen: &Seen, input: Ev, _now: DateTime<Utc>) -> Reaction<Seen> {
         match input {
             Ev::Ping(p) if p.deadline_ms == -1 => panic!("cannot take ping {}", p.id),
+            Ev::Ping(p) if p.deadline_ms == -3 => {
+                let n = seen.n + 1;
+                Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.repeat(1_048_588 / p.id.len().max(1) + 1), n })
+            }
             Ev::Ping(p) if p.deadline_ms == -2 => {
                 let n = seen.n + 1;
                 Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n }).emit(&self.output, Graded { id: p.id.clone(), grade: p.id })
@@ -923,6 +927,30 @@ async fn a_reaction_that_cannot_be_written_dead_letters_its_input_and_changes_no
     assert_eq!(header(&letters[0], "herald.dlq.stage"), Some("handler"));
     let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
     assert!(reason.contains("cannot be written") && reason.contains("t.Graded"), "{reason}");
+    running.stop().await;
+}
+
+/// A reaction whose event would be a record larger than the producer's
+/// `message.max.bytes` is refused like one that does not encode: its input is
+/// dead-lettered and the partition goes on. (Before, the producer refused the record, the
+/// transaction aborted, and the same input aborted it again on every try: the partition
+/// was wedged.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reaction_too_large_to_send_dead_letters_its_input_and_the_partition_goes_on() {
+    let s = setup(1).await;
+    let dlq = dead_letter_topic(&s).await;
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let running = start(engine);
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let huge = s.publisher.publish_with(&topic, &Ping { id: "k".into(), deadline_ms: -3 }, Metadata::new("t.Ping", "/test", "k")).await.expect("published").id;
+    s.ping("k", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    let pong = decoded(&out[0]).1;
+    assert_eq!((pong["id"].as_str(), pong["n"].as_i64()), (Some("k"), Some(1)), "the refused reaction changed no state");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(decoded(&letters[0]).0.id, huge, "the input whose reaction is too large is the dead letter");
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("t.Pong") && reason.contains("message.max.bytes = 1048588"), "{reason}");
     running.stop().await;
 }
 

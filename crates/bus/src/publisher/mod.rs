@@ -36,7 +36,7 @@ mod slot;
 
 pub use delivery::Delivery;
 pub use error::PublishError;
-pub use options::{weakened, PublisherOptions, PRODUCER_DEFAULTS};
+pub use options::{max_message_bytes, weakened, PublisherOptions, PRODUCER_DEFAULTS};
 pub use producer::{DeliveryContext, Pending, Producer};
 pub use published::Published;
 pub use record::{datum_by_value, encode_datum, write_datum, Record};

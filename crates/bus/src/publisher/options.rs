@@ -20,6 +20,19 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("message.max.bytes", "1048588"),
 ];
 
+/// The largest record, in bytes, a producer made from `config` sends: its
+/// `message.max.bytes`, else Herald's default ([`PRODUCER_DEFAULTS`], Kafka's own 1,048,588).
+///
+/// ```
+/// use herald_bus::{publisher::max_message_bytes, KafkaConfig};
+/// assert_eq!(max_message_bytes(&KafkaConfig::new("127.0.0.1:9092")), 1_048_588);
+/// assert_eq!(max_message_bytes(&KafkaConfig::new("127.0.0.1:9092").set("message.max.bytes", "5000000")), 5_000_000);
+/// ```
+pub fn max_message_bytes(config: &crate::KafkaConfig) -> usize {
+    let default = PRODUCER_DEFAULTS.iter().find(|(k, _)| *k == "message.max.bytes").map(|(_, v)| *v);
+    config.get("message.max.bytes").or(default).and_then(|v| v.parse().ok()).unwrap_or(1_048_588)
+}
+
 /// What in `config` would break the publisher's guarantees (order per aggregate, a retried
 /// send landing once, an acknowledged event surviving a leader's loss), said for people:
 /// idempotence off, `acks` other than `all`, or a partitioner that ignores the key.

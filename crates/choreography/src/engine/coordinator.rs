@@ -238,6 +238,9 @@ pub(crate) struct Coordinator<P: Participant> {
     acks: Vec<oneshot::Sender<()>>,
     /// `herald_choreography_reactions_total{kind="input"}`, looked up once, not per input.
     input_reactions: metrics::Counter,
+    /// The producer's `message.max.bytes` (without the dead letters' headroom): no
+    /// reaction writes a larger record (see `written::payloads`).
+    max_record_bytes: usize,
 }
 
 impl<P: Participant> Coordinator<P> {
@@ -265,7 +268,7 @@ impl<P: Participant> Coordinator<P> {
             state_codec,
             source: format!("/herald/{}", P::NAME),
             changelog,
-            config,
+            config: config.clone(),
             settings,
             transactional_id,
             clock,
@@ -296,6 +299,7 @@ impl<P: Participant> Coordinator<P> {
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
+            max_record_bytes: herald_bus::publisher::max_message_bytes(&config),
         }
     }
 
@@ -710,7 +714,8 @@ impl<P: Participant> Coordinator<P> {
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
                 let state_codec = &self.state_codec;
-                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec));
+                let limit = written::Limit { max_bytes: self.max_record_bytes, key_len: routed.key.len() };
+                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec, limit));
                 self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
                     // The slot is as it was: not written, and not made for a key seen first.
@@ -841,7 +846,8 @@ impl<P: Participant> Coordinator<P> {
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
         let state_codec = &self.state_codec;
-        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec)) else { return Ok(false) };
+        let limit = written::Limit { max_bytes: self.max_record_bytes, key_len: key.len() };
+        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;

@@ -59,9 +59,13 @@
 //!   `handler`, the panic's message as reason) in the transaction that moves past it, its
 //!   state unchanged; the partition goes on. A deadline whose reaction panics is dropped.
 //!   So is **a reaction that cannot be written**: an event or a new state that its schema
-//!   refuses (a value from the input that an output's enum does not allow, a bug) is found
+//!   refuses (a value from the input that an output's enum does not allow, a bug), or one
+//!   whose record would be within 2 KiB of the producer's `message.max.bytes` (so large
+//!   the producer would refuse it and its transaction abort on every try), is found
 //!   before the reaction is applied, and none of it commits (no event, no state change);
-//!   the reason names what does not encode.
+//!   the reason names what cannot be written. The engine's producer allows dead letters
+//!   64 KiB more ([`dead_letter::HEADROOM`]), so an input at its topic's limit can still
+//!   be dead-lettered.
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a

@@ -100,7 +100,9 @@ impl TxnProducer {
     /// `transactional`. Its transaction calls wait up to `call_timeout`, its commits up to
     /// `commit_timeout`.
     pub(crate) fn new(config: &KafkaConfig, transactional_id: &str, transactional: bool, transaction_timeout: Duration, (call_timeout, commit_timeout): (Duration, Duration)) -> Result<Self, KafkaError> {
-        let mut cc = config.client_config(PRODUCER_DEFAULTS);
+        // Dead letters (an input and its `herald.dlq.*` headers) may exceed the limit the
+        // reactions' records keep to (`written::payloads`).
+        let mut cc = herald_bus::dead_letter::with_headroom(config).client_config(PRODUCER_DEFAULTS);
         let txn_ms = transaction_timeout.as_millis().to_string();
         cc.set("message.timeout.ms", &txn_ms).set("enable.idempotence", "true");
         if transactional {

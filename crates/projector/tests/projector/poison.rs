@@ -78,8 +78,14 @@ async fn with_the_pause_policy_a_poison_event_opens_the_circuit_until_skipped() 
     let health = reqwest::get(format!("http://{http}/health")).await.expect("health");
     assert_eq!(health.status(), 200);
     assert_eq!(status().await.expect("status")["partitions"][0]["position"].as_i64(), Some(50), "still stopped");
+    // A partition that is not waiting: refused, saying why.
+    let refused = reqwest::Client::new().post(format!("http://{http}/partitions/7/retry")).send().await.expect("retry");
+    assert_eq!(refused.status(), 409);
+    let why = refused.text().await.expect("a reason");
+    assert!(why.contains("partition 7 is not stopped at a record") && why.contains("--on-poison pause"), "{why}");
     let skipped = reqwest::Client::new().post(format!("http://{http}/partitions/0/skip")).send().await.expect("skip");
     assert_eq!(skipped.status(), 202);
+    assert!(skipped.text().await.expect("a body").contains("partition 0: its record is dead-lettered"));
     wait_caught_up(&config, &store, orders.name(), "moves on after the operator's skip").await;
     proc.terminate().await;
     let (expected, poison) = fold_topic(&config, orders.name()).await;

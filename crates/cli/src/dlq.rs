@@ -285,7 +285,10 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let partitions = original_partitions(ctx, &chosen).await?;
-    let publisher = ctx.publisher("/herald/cli/dlq-replay")?;
+    // Each send is awaited before the next (below): waiting `linger.ms` for more records to
+    // batch with would only add its 5 ms to every one (2 000 letters: 12 s, against 1.5 s).
+    let kafka = if ctx.kafka.get("linger.ms").or(ctx.kafka.get("queue.buffering.max.ms")).is_some() { ctx.kafka.clone() } else { ctx.kafka.clone().set("linger.ms", "0") };
+    let publisher = herald_bus::Publisher::new(&kafka, herald_bus::PublisherOptions::new("/herald/cli/dlq-replay")).context("cannot create the publisher")?;
     for (i, dl) in chosen.iter().enumerate() {
         let known = partitions.get(&dl.topic).and_then(|p| p.as_deref());
         if !args.by_key && dl.partition >= 0 && known.is_some_and(|p| !p.contains(&dl.partition)) {

@@ -595,6 +595,7 @@ async fn crash_child() {
     let mut settings = s.settings("a");
     // Never commits by itself: the reactions stay in the open transaction.
     settings.commit_interval = Duration::from_secs(3600);
+    settings.commit_when_idle = None;
     settings.max_batch = usize::MAX;
     s.engine(settings).run(std::future::pending()).await.expect("engine");
 }
@@ -778,6 +779,7 @@ async fn pipelined_each_input_is_reacted_to_once_in_order_and_nothing_shows_befo
     let mut settings = s.settings("a");
     settings.pipeline = true;
     settings.commit_interval = Duration::from_millis(300);
+    settings.commit_when_idle = None;
     settings.max_batch = 100_000;
     let running = start(s.engine(settings));
     let rounds = 20;
@@ -1491,6 +1493,7 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
         // Long enough that the slow reactions and the rebalance happen inside one open
         // transaction, which the broker does not time out meanwhile.
         settings.commit_interval = Duration::from_secs(8);
+        settings.commit_when_idle = None;
         settings.transaction_timeout = Duration::from_secs(60);
         settings
     };

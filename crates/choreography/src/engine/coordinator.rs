@@ -3,7 +3,8 @@
 //!
 //! Partition sinks submit their records and wait; the coordinator reacts (decide, apply,
 //! produce the emitted events in the open transaction), and commits every
-//! `commit_interval` or `max_batch` reactions: the changed slots to the changelog, the
+//! `commit_interval` or `max_batch` reactions, or once no input came for
+//! `commit_when_idle`: the changed slots to the changelog, the
 //! input offsets (next = last + 1) with fresh group metadata, `commit_transaction`. Only
 //! then are the sinks told their records are done. A timer fires due deadlines into the
 //! same flow.
@@ -241,6 +242,8 @@ pub(crate) struct Coordinator<P: Participant> {
     /// The producer's `message.max.bytes` (without the dead letters' headroom): no
     /// reaction writes a larger record (see `written::payloads`).
     max_record_bytes: usize,
+    /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
+    last_input: tokio::time::Instant,
 }
 
 impl<P: Participant> Coordinator<P> {
@@ -300,6 +303,7 @@ impl<P: Participant> Coordinator<P> {
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
             max_record_bytes: herald_bus::publisher::max_message_bytes(&config),
+            last_input: tokio::time::Instant::now(),
         }
     }
 
@@ -334,6 +338,8 @@ impl<P: Participant> Coordinator<P> {
                 }
             }
             let commit_at = self.open.began.filter(|_| !self.in_doubt).map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
+            // Idle: nothing came for a while and nothing waits to be reacted to.
+            let idle_at = self.settings.commit_when_idle.filter(|_| commit_at.is_some() && self.backlog.is_empty()).map(|idle| self.last_input + idle);
             let step = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -342,6 +348,7 @@ impl<P: Participant> Coordinator<P> {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
+                _ = async { tokio::time::sleep_until(idle_at.unwrap_or_else(tokio::time::Instant::now)).await }, if idle_at.is_some() => self.commit().await,
                 // Commands first: revocations and assignments are served between attempts.
                 _ = tokio::time::sleep_until(self.resolve_at), if self.in_doubt => {
                     if let Err((call, e)) = self.resolve().await {
@@ -393,6 +400,7 @@ impl<P: Participant> Coordinator<P> {
     async fn handle(&mut self, command: Command<P::Input, P::State>) -> Result<(), Failed> {
         match command {
             Command::Submit { partition, held, reply } => {
+                self.last_input = tokio::time::Instant::now();
                 if !self.owned.iter().any(|(_, p)| *p == partition) {
                     return Ok(()); // revoked meanwhile: the reply is dropped, the sink stops.
                 }

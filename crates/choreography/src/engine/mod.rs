@@ -10,7 +10,8 @@
 //! ```
 //!
 //! - **One transaction per batch.** Reactions accumulate in the open transaction for
-//!   [`EngineSettings::commit_interval`] or [`EngineSettings::max_batch`] reactions; the
+//!   [`EngineSettings::commit_interval`] or [`EngineSettings::max_batch`] reactions, or
+//!   until no input came for [`EngineSettings::commit_when_idle`] (5 ms); the
 //!   events are produced with their deterministic ids and metadata, each changed slot once
 //!   to the compacted changelog (key = state key, partition = the input's partition), the
 //!   next input offsets with `send_offsets_to_transaction` and fresh group metadata, then

@@ -36,6 +36,13 @@ pub struct EngineSettings {
     pub commit_interval: Duration,
     /// Commit as soon as the open transaction holds this many reactions (default 1000).
     pub max_batch: usize,
+    /// Commit the open transaction once no input arrived for this long (default 5 ms),
+    /// before `commit_interval`: an engine that is not busy shows a reaction (an
+    /// aggregate's reply, a saga's next step) a few milliseconds after its input instead
+    /// of at the end of the interval, and one whose inputs keep coming still commits every
+    /// `commit_interval` or `max_batch`. The price is more, smaller transactions at low
+    /// rates. `None`: only `commit_interval` and `max_batch`, as Kafka Streams.
+    pub commit_when_idle: Option<Duration>,
     /// Exactly once (default true). False runs the same batches at least once, for
     /// comparison: no transaction; every `commit_interval` the producer is flushed, and
     /// only then are the batch's input offsets stored in the consumer (committed by
@@ -115,6 +122,7 @@ impl EngineSettings {
             changelog: None,
             commit_interval: Duration::from_millis(100),
             max_batch: 1000,
+            commit_when_idle: Some(Duration::from_millis(5)),
             exactly_once: true,
             pipeline: true,
             transaction_timeout: Duration::from_secs(10),

@@ -92,7 +92,8 @@ struct Cli {
     /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
     #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
     session_timeout: Duration,
-    /// How long a transaction gathers reactions before it commits.
+    /// How long a transaction gathers reactions before it commits (it commits sooner
+    /// once no input came for 5 ms).
     #[arg(long, default_value = "100ms", value_parser = herald_ops::parse_duration)]
     commit_interval: Duration,
     /// The view's store, for `order-status`: `sqlite:PATH` (or `postgres://...` where the

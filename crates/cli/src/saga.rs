@@ -209,11 +209,13 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
 async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
     let Some(url) = StoreUrl::from_flags(args.store, args.store_file.as_deref())? else { invalid!("no store: give --store, HERALD_STORE_URL or --store-file") };
     let store = herald_projector::store::open(url.expose()).with_context(|| format!("opening the store {url}"))?;
+    // Installed before the tracker is built: its parts take their metric handles then, and
+    // handles taken before a recorder exists count nowhere.
+    let metrics = args.http.as_ref().map(|_| herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))).transpose()?;
     let tracker = Runner::<Shop>::new(ctx.kafka.clone(), args.group, store).topic_prefix(args.topic_prefix.clone()).stuck_after(args.stuck_after).build().await.context("starting the tracker")?;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut bound = None;
-    if let Some(addr) = &args.http {
-        let metrics = herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))?;
+    if let (Some(addr), Some(metrics)) = (&args.http, metrics) {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let addr = listener.local_addr()?;
         bound = Some(addr);

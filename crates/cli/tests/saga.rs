@@ -105,6 +105,11 @@ async fn saga_track_list_and_show_against_the_broker() {
     assert_eq!((code, serde_json::from_str::<Vec<serde_json::Value>>(&out).map(|v| v.len()).ok()), (0, Some(2)));
     let (code, _, err) = herald(&["saga", "show", "nope", "--store", &store]);
     assert_eq!(code, 2, "{err}");
+    // Its /metrics has the tracker's own series and its projector's.
+    let metrics = reqwest::get(format!("http://{addr}/metrics")).await.expect("metrics").text().await.expect("text");
+    for series in ["herald_saga_sagas{", "herald_projector_events_total"] {
+        assert!(metrics.contains(series), "{series} on /metrics:\n{metrics}");
+    }
 
     // SIGTERM stops it cleanly.
     let pid = track.id().expect("running").to_string();

@@ -82,6 +82,13 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
         directory.live("outbox-relay").iter().map(|i| i.instance.as_str()).collect::<Vec<_>>() == ["last"]
     })
     .await;
+    // Its /metrics counts what it relayed (before, the relay took its metric handles
+    // before the recorder was installed, and none of its own series showed).
+    let address = directory.live("outbox-relay").iter().find(|i| i.instance == "last").map(|i| i.address.clone()).unwrap();
+    let metrics = reqwest::get(format!("{address}/metrics")).await.unwrap().text().await.unwrap();
+    let relayed: f64 = metrics.lines().filter(|l| l.starts_with("herald_outbox_relayed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert!(relayed > 0.0, "herald_outbox_relayed_total on /metrics:\n{metrics}");
+    assert!(metrics.contains("herald_outbox_owned_buckets"), "{metrics}");
     let pid = last.id().unwrap();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(30), last.wait()).await.unwrap().unwrap();

@@ -121,8 +121,10 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let relay_name = options.instance.clone();
-    let relay = Relay::new(pg, table, &kafka, options)?;
+    // Before the relay: it takes its metric handles when it is made, and handles taken
+    // before a recorder exists count nowhere (its /metrics showed no herald_outbox_*).
     let metrics = herald_ops::install_metrics()?;
+    let relay = Relay::new(pg, table, &kafka, options)?;
     let listener = tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
     let bound = listener.local_addr()?;
     tracing::info!(http = %bound, "relay serving /health and /metrics");

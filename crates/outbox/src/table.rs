@@ -91,7 +91,9 @@ impl OutboxTable {
     }
 
     /// Creates the table, its companions and the notify trigger if they are missing, and
-    /// checks the recorded bucket count. Safe to call from many processes at once (it
+    /// checks the recorded bucket count. The table refuses a row whose `bucket` is not
+    /// one of its buckets (`CHECK`, constraint `NAME_bucket_range`): no relay would ever
+    /// send it. Safe to call from many processes at once (it
     /// serializes itself with a transaction-level advisory lock).
     pub async fn ensure_schema(&self, client: &mut tokio_postgres::Client) -> Result<(), OutboxError> {
         let t = &self.name;
@@ -134,6 +136,13 @@ impl OutboxTable {
         let existing: i32 = tx.query_one(&format!("SELECT buckets FROM {t}_settings"), &[]).await?.try_get(0)?;
         if existing != configured {
             return Err(OutboxError::BucketMismatch { table: t.clone(), existing, configured: self.buckets });
+        }
+        // A row outside the buckets would never be relayed (no relay owns its bucket):
+        // refused when written. NOT VALID: rows written before the check are not scanned.
+        let constraint = format!("{t}_bucket_range");
+        let exists = tx.query_opt("SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)", &[&constraint, t]).await?.is_some();
+        if !exists {
+            tx.batch_execute(&format!("ALTER TABLE {t} ADD CONSTRAINT {constraint} CHECK (bucket >= 0 AND bucket < {configured}) NOT VALID")).await?;
         }
         tx.commit().await?;
         Ok(())

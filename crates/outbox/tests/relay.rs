@@ -443,6 +443,33 @@ async fn ensure_schema_adds_ready_at_to_a_buckets_table_made_before_it() {
     client.batch_execute(&format!("DROP TABLE IF EXISTS {t}, {t}_buckets, {t}_settings")).await.unwrap();
 }
 
+/// A row whose bucket is not one of the table's (written by hand, not by
+/// `Outbox::publish`) would never be relayed: the table refuses it. Found by an outside
+/// look: such rows stayed in the table for ever, with no log line and a healthy relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_outside_the_buckets_is_refused_by_the_table() {
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let table = herald_outbox::OutboxTable::new(&table_name("t_range")).unwrap().buckets(4).unwrap();
+    let t = table.name().to_owned();
+    table.ensure_schema(&mut client).await.unwrap();
+    table.ensure_schema(&mut client).await.unwrap(); // the check is added once
+    let insert = |bucket: i32| {
+        let sql = format!(
+            "INSERT INTO {t} (event_id, topic, aggregate, bucket, payload, header_names, header_values) VALUES (gen_random_uuid(), 't', 'a', {bucket}, '\\x00', '{{}}', '{{}}')"
+        );
+        let client = &client;
+        async move { client.batch_execute(&sql).await }
+    };
+    for bad in [-1, 4, 99] {
+        let refused = insert(bad).await.expect_err("out of range");
+        let message = refused.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();
+        assert!(message.contains(&format!("{t}_bucket_range")), "bucket {bad}: {refused:?}");
+    }
+    insert(3).await.expect("in range");
+    client.batch_execute(&format!("DROP TABLE IF EXISTS {t}, {t}_buckets, {t}_settings")).await.unwrap();
+}
+
 /// Adds a header of `bytes` bytes to the newest row of `table` (the record the relay sends
 /// grows by it); returns that row's `seq`.
 async fn pad_newest_row(client: &tokio_postgres::Client, table: &str, bytes: i32) -> i64 {

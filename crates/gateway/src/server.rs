@@ -110,21 +110,24 @@ impl Gateway {
             return Err(ConfigError::Invalid(format!("query {}: GET {} is also an event route", q.name, q.path)).into());
         }
         let deadline = Duration::from_millis(settings.deadline_ms.max(1));
-        let mut kafka = kafka.clone();
-        if kafka.get("message.timeout.ms").is_none() {
-            kafka = kafka.set("message.timeout.ms", settings.deadline_ms.max(10).to_string());
+        // The producer's own settings; the consumers (idempotency log, service registry,
+        // dashboard) get `kafka` as given (librdkafka warns about producer properties on a
+        // consumer at every start).
+        let mut producing = kafka.clone();
+        if producing.get("message.timeout.ms").is_none() {
+            producing = producing.set("message.timeout.ms", settings.deadline_ms.max(10).to_string());
         }
         // Each request waits for its event's acknowledgement: waiting to batch would add
         // to every answer (the publisher's 5 ms doubled the median in the bench), and
         // concurrent requests still share batches while one is in flight.
-        if kafka.get("linger.ms").is_none() {
-            kafka = kafka.set("linger.ms", "0");
+        if producing.get("linger.ms").is_none() {
+            producing = producing.set("linger.ms", "0");
         }
-        let publisher = Publisher::new(&kafka, PublisherOptions::new(settings.source.clone()))?;
+        let publisher = Publisher::new(&producing, PublisherOptions::new(settings.source.clone()))?;
         let auth = Authenticator::new(&config.auth, &config.base)?;
         let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
         let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
-        let idempotency = Idempotency::start(&kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
+        let idempotency = Idempotency::start(kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
         let registry = options.registry.unwrap_or_else(|| herald_services::Settings::default().topic(format!("{}{}", settings.topic_prefix, herald_services::settings::DEFAULT_TOPIC)));
@@ -132,7 +135,7 @@ impl Gateway {
         let (backends, directory) = if queries.is_empty() {
             (None, None)
         } else {
-            let directory = Arc::new(herald_services::Directory::start(&kafka, &registry).await?);
+            let directory = Arc::new(herald_services::Directory::start(kafka, &registry).await?);
             let services = queries.iter().map(|q| q.service.clone()).collect();
             let backends = Backends::new(directory.clone(), services, config.discovery, http.clone());
             if !backends.caught_up(Duration::from_secs(10)).await {

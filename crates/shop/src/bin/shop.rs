@@ -96,6 +96,11 @@ struct Cli {
     /// once no input came for 5 ms).
     #[arg(long, default_value = "100ms", value_parser = herald_ops::parse_duration)]
     commit_interval: Duration,
+    /// For `inventory` and `payments`: how long a SKU's stock and a customer's credit
+    /// remember an order after it last changed them (for a late release or refund, and to
+    /// ignore duplicates); keep it well above the orders role's --payment-timeout.
+    #[arg(long, default_value = "24h", value_parser = herald_ops::parse_duration)]
+    remember_orders: Duration,
     /// The view's store, for `order-status`: `sqlite:PATH` (or `postgres://...` where the
     /// projector is built with it).
     #[arg(long, env = "HERALD_STORE_URL", hide_env_values = true, default_value = "sqlite:order_status.db")]
@@ -322,11 +327,11 @@ async fn main() -> anyhow::Result<()> {
         Role::Orders => runner.start(Orders { payment_timeout: cli.payment_timeout })?,
         Role::Inventory => {
             runner.start(Reservations)?;
-            runner.start(Stock::new(read_map(&cli.stock)?))?;
+            runner.start(Stock { remember: cli.remember_orders, ..Stock::new(read_map(&cli.stock)?) })?;
         }
         Role::Payments => {
             runner.start(Billing)?;
-            runner.start(Credit { credit: read_map(&cli.credit)?, default_credit: cli.default_credit })?;
+            runner.start(Credit { remember: cli.remember_orders, ..Credit::new(read_map(&cli.credit)?, cli.default_credit) })?;
         }
         Role::Accounts => runner.start(herald_aggregate::Decider(herald_shop::accounts::Accounts))?,
         Role::OrderStatus => unreachable!("handled above"),

@@ -55,6 +55,31 @@ pub mod stock;
 
 use herald_choreography::declaration::{self, Declaration, Report};
 
+/// How long a SKU's stock and a customer's credit remember an order after it last changed
+/// them (default of [`Stock::remember`] and [`Credit::remember`]): its hold or charge (for
+/// a release or refund that may still come) and that it was closed (so a duplicate command
+/// changes nothing). Keep it well above the orders role's payment timeout. Before, they
+/// remembered every order for ever: a SKU's state grew with each order it ever sold until
+/// its changelog record passed Kafka's size limit (about 25 000 orders).
+pub const REMEMBER_ORDERS_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// An order a SKU or a customer's credit will not act on again, and when it was closed
+/// (epoch milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, apache_avro::AvroSchema)]
+#[avro(namespace = "shop.saga")]
+pub struct Closed {
+    /// The order.
+    pub order_id: String,
+    /// When it was closed, epoch milliseconds.
+    pub at_ms: i64,
+}
+
+/// The epoch milliseconds before which a participant that remembers orders for `remember`
+/// forgets them, at `now`.
+fn forget_before(now: chrono::DateTime<chrono::Utc>, remember: std::time::Duration) -> i64 {
+    now.timestamp_millis().saturating_sub(i64::try_from(remember.as_millis()).unwrap_or(i64::MAX))
+}
+
 pub use billing::Billing;
 pub use credit::Credit;
 pub use orders::Orders;

@@ -77,7 +77,7 @@ pub async fn run(args: RoleArgs) -> anyhow::Result<()> {
         }
         "payments" => {
             runner.start(Billing)?;
-            runner.start(Credit { credit: HashMap::new(), default_credit: 1_000_000_000 })?;
+            runner.start(Credit::new(HashMap::new(), 1_000_000_000))?;
         }
         other => anyhow::bail!("unknown role {other}"),
     }

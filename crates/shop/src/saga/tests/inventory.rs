@@ -115,3 +115,29 @@ fn stock_releases_once_and_never_reserves_a_released_order_again() {
     assert_eq!(t.state("A").available, 5);
 }
 
+
+/// A SKU remembers an order for `Stock::remember` after it last changed it, then forgets
+/// it (its units stay sold): its state holds the orders of that window, not its whole
+/// history. Before, a SKU's state grew with every order until its changelog record was
+/// too large for Kafka and the role stopped.
+#[test]
+fn stock_forgets_orders_it_last_changed_before_its_window() {
+    let mut t = Scenario::new(Stock { remember: secs(3600), ..stock(&[("A", 1_000_000)]) });
+    t.when(&STOCK_COMMANDS, reserve_sku("o-sold", "A", 3));
+    t.when(&STOCK_COMMANDS, reserve_sku("o-released", "A", 2)).when(&STOCK_COMMANDS, release_sku("o-released", "A"));
+    t.advance(secs(1800));
+    t.when(&STOCK_COMMANDS, reserve_sku("o-sold", "A", 3)).then_emitted_nothing();
+    assert_eq!(t.state("A").held.len(), 1, "remembered within the window");
+    t.advance(secs(1801));
+    t.when(&STOCK_COMMANDS, reserve_sku("o-2", "A", 1)).then_emitted(&STOCK_REPLIES, &sku_reserved("o-2", "A", 1));
+    let a = t.state("A");
+    assert_eq!(a.held.iter().map(|h| h.order_id.as_str()).collect::<Vec<_>>(), ["o-2"], "o-sold forgotten");
+    assert!(a.closed.is_empty(), "o-released forgotten: {:?}", a.closed);
+    assert_eq!(a.available, 1_000_000 - 3 - 1, "forgotten units stay sold");
+    // A steady stream: the state holds one window of orders, however long it runs.
+    for i in 0..600 {
+        t.advance(secs(60));
+        t.when(&STOCK_COMMANDS, reserve_sku(&format!("o-{i}-x"), "A", 1));
+    }
+    assert!(t.state("A").held.len() <= 61, "{} holds", t.state("A").held.len());
+}

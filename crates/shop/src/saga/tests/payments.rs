@@ -31,7 +31,7 @@ fn billing_asks_a_refund_once_when_a_charged_order_is_cancelled() {
 
 #[test]
 fn credit_charges_what_is_left_and_declines_the_rest() {
-    let mut t = Scenario::new(Credit { credit: HashMap::from([("c-1".to_owned(), 1_000)]), default_credit: 50 });
+    let mut t = Scenario::new(Credit::new(HashMap::from([("c-1".to_owned(), 1_000)]), 50));
     t.when(&CREDIT_COMMANDS, charge("o-1", "c-1", 600)).then_emitted(&PAYMENTS, &charged("o-1", "c-1", 600));
     t.when(&CREDIT_COMMANDS, charge("o-2", "c-1", 500)).then_emitted(&PAYMENTS, &declined("o-2", "c-1", "insufficient-credit"));
     t.when(&CREDIT_COMMANDS, charge("o-3", "c-1", 400)).then_emitted(&PAYMENTS, &charged("o-3", "c-1", 400));
@@ -70,3 +70,23 @@ fn credit_never_charges_an_order_whose_cancellation_it_saw_first() {
     assert_eq!(t.state("c-1").remaining, 100_000);
 }
 
+
+/// A customer's credit remembers an order for `Credit::remember` after it last changed
+/// it, then forgets it (its money stays taken or given back).
+#[test]
+fn credit_forgets_orders_it_last_changed_before_its_window() {
+    let mut t = Scenario::new(Credit { remember: secs(3600), ..Credit::default() });
+    t.when(&CREDIT_COMMANDS, charge("o-1", "c-1", 700)).when(&CREDIT_COMMANDS, charge("o-2", "c-1", -1));
+    t.advance(secs(1800));
+    t.when(&CREDIT_COMMANDS, refund("o-1", "c-1")).then_emitted(&PAYMENTS, &PaymentRefunded { order_id: "o-1".into(), customer_id: "c-1".into(), payment_id: "pay-o-1".into(), amount_cents: 700 });
+    t.advance(secs(3000));
+    // o-2 closed 80 min ago: forgotten; o-1's refund 50 min ago: remembered.
+    t.when(&CREDIT_COMMANDS, charge("o-3", "c-1", 100)).then_emitted(&PAYMENTS, &charged("o-3", "c-1", 100));
+    let c = t.state("c-1");
+    assert_eq!(c.charges.iter().map(|ch| ch.order_id.as_str()).collect::<Vec<_>>(), ["o-1", "o-3"]);
+    assert!(c.closed.is_empty(), "{:?}", c.closed);
+    t.advance(secs(3700));
+    t.when(&CREDIT_COMMANDS, charge("o-4", "c-1", 100));
+    assert_eq!(t.state("c-1").charges.iter().map(|ch| ch.order_id.as_str()).collect::<Vec<_>>(), ["o-4"]);
+    assert_eq!(t.state("c-1").remaining, 100_000 - 200, "forgotten charges stay taken, the refund given back");
+}

@@ -8,7 +8,7 @@ fn world(stock_seed: &[(&str, i64)], credit: &[(&str, i64)], timeout: Duration) 
         .with(Reservations)
         .with(stock(stock_seed))
         .with(Billing)
-        .with(Credit { credit: credit.iter().map(|(c, v)| ((*c).to_owned(), *v)).collect(), default_credit: crate::saga::credit::DEFAULT_CREDIT })
+        .with(Credit::new(credit.iter().map(|(c, v)| ((*c).to_owned(), *v)).collect(), crate::saga::credit::DEFAULT_CREDIT))
 }
 
 /// The invariants of issue 8 section 2, from the public events only: exactly one terminal
@@ -190,7 +190,7 @@ fn saga_many_orders_racing_for_scarce_stock_and_credit_keep_every_invariant() {
         .with(Reservations)
         .with(stock(&seed))
         .with(Billing)
-        .with(Credit { credit: (0..4).map(|i| (format!("c-{i}"), credit(&format!("c-{i}")))).collect(), default_credit: 700 });
+        .with(Credit::new((0..4).map(|i| (format!("c-{i}"), credit(&format!("c-{i}")))).collect(), 700));
     let skus = ["A", "B", "C"];
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = |m: u64| {

@@ -78,7 +78,8 @@
 //! the command's `ce_id` as sent, which need not be a UUID),
 //! the aggregate's [`Stored`] record on the engine's compacted changelog, and the
 //! command's offset. Commands of one partition are decided one at a time, in order; the
-//! engine batches many commands into one transaction (every 100 ms or 1000 reactions).
+//! engine batches many commands into one transaction (every 100 ms or 1000 reactions, or
+//! once no command came for 5 ms).
 //!
 //! # Guarantees
 //! - **One writer per aggregate, no lost update.** Commands of an aggregate are decided

@@ -332,10 +332,14 @@ impl<P: Participant> Coordinator<P> {
             // to them again from memory), so their partitions may hand over the next ones.
             // In doubt, nothing was reacted to, and with inputs waiting for the next attempt
             // neither: the partitions wait (else the backlog grows).
-            if !self.in_doubt && self.backlog.is_empty() {
+            if !self.in_doubt && self.backlog.is_empty() && !self.acks.is_empty() {
                 for ack in self.acks.drain(..) {
                     let _ = ack.send(());
                 }
+                // The partitions just released may hand over their next records: the
+                // idle wait (`commit_when_idle`) starts now, not at the last submission,
+                // which a long drain may have left behind already.
+                self.last_input = tokio::time::Instant::now();
             }
             let commit_at = self.open.began.filter(|_| !self.in_doubt).map(|b| tokio::time::Instant::from_std(b + self.settings.commit_interval));
             // Idle: nothing came for a while and nothing waits to be reacted to.
@@ -722,7 +726,7 @@ impl<P: Participant> Coordinator<P> {
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
                 let state_codec = &self.state_codec;
-                let limit = written::Limit { max_bytes: self.max_record_bytes, key_len: routed.key.len() };
+                let limit = written::Limit::of(self.max_record_bytes, &routed.key, &meta, slot);
                 let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec, limit));
                 self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
@@ -854,7 +858,7 @@ impl<P: Participant> Coordinator<P> {
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
         let state_codec = &self.state_codec;
-        let limit = written::Limit { max_bytes: self.max_record_bytes, key_len: key.len() };
+        let limit = written::Limit::of_deadline(self.max_record_bytes, key, slot);
         let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));

@@ -64,9 +64,11 @@
 //!   whose record would be within 2 KiB of the producer's `message.max.bytes` (so large
 //!   the producer would refuse it and its transaction abort on every try), is found
 //!   before the reaction is applied, and none of it commits (no event, no state change);
-//!   the reason names what cannot be written. The engine's producer allows dead letters
-//!   64 KiB more ([`dead_letter::HEADROOM`]), so an input at its topic's limit can still
-//!   be dead-lettered.
+//!   the reason names what cannot be written (a reaction that sets deadlines but no state
+//!   is checked without its state). The engine's producer leaves a dead letter's size to
+//!   its topic, which [`dead_letter::create_topics`] makes [`dead_letter::HEADROOM`]
+//!   larger than the input's, so an input at its topic's limit can still be
+//!   dead-lettered.
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a

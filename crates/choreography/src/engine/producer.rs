@@ -101,8 +101,8 @@ impl TxnProducer {
     /// `commit_timeout`.
     pub(crate) fn new(config: &KafkaConfig, transactional_id: &str, transactional: bool, transaction_timeout: Duration, (call_timeout, commit_timeout): (Duration, Duration)) -> Result<Self, KafkaError> {
         // Dead letters (an input and its `herald.dlq.*` headers) may exceed the limit the
-        // reactions' records keep to (`written::payloads`).
-        let mut cc = herald_bus::dead_letter::with_headroom(config).client_config(PRODUCER_DEFAULTS);
+        // reactions' records keep to (`written::payloads`): their topic decides.
+        let mut cc = herald_bus::dead_letter::for_dead_letters(config).client_config(PRODUCER_DEFAULTS);
         let txn_ms = transaction_timeout.as_millis().to_string();
         cc.set("message.timeout.ms", &txn_ms).set("enable.idempotence", "true");
         if transactional {

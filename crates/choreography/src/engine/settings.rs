@@ -53,7 +53,8 @@ pub struct EngineSettings {
     /// Pipelined (default true; exactly once only): a partition hands over its next
     /// records as soon as its previous ones were reacted to in the open transaction,
     /// instead of once that transaction committed, so a transaction holds what arrives
-    /// during the whole `commit_interval` (up to `max_batch`), as Kafka Streams does.
+    /// while it is open (up to `commit_interval`, `max_batch`, or a `commit_when_idle`
+    /// pause), as Kafka Streams does.
     /// Nothing changes for readers: offsets still move only with the transaction, and an
     /// aborted transaction's inputs are reacted to again from memory. At shutdown, what is
     /// handed over after the last commit may be aborted instead (its next owner reacts to

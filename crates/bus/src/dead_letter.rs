@@ -92,36 +92,34 @@ pub fn topic_for(topic: &str) -> String {
 
 /// Bytes a dead letter may take beyond its record: the `herald.dlq.*` headers (a reason
 /// of at most [`MAX_REASON_BYTES`], names, topic, group, time) with room to spare. The
-/// topics [`create_topics`] makes and the producer [`publisher`] makes allow this much more
-/// than their records' limit, so a record the broker took near its topic's limit can still
-/// be dead-lettered.
+/// topics [`create_topics`] makes allow this much more than their records' topics, so a
+/// record the broker took at its topic's limit can still be dead-lettered.
 pub const HEADROOM: usize = 64 * 1024;
 
-/// Kafka's default limit of a record batch (the broker's `message.max.bytes`, a topic's
-/// `max.message.bytes`).
-const KAFKA_MAX_MESSAGE_BYTES: usize = 1_048_588;
-
 /// librdkafka's ceiling for `message.max.bytes`.
-const LIBRDKAFKA_MAX_MESSAGE_BYTES: usize = 1_000_000_000;
+const LIBRDKAFKA_MAX_MESSAGE_BYTES: &str = "1000000000";
 
-/// `config` for a producer that writes dead letters: its `message.max.bytes`
-/// ([`max_message_bytes`](crate::publisher::max_message_bytes)) raised by [`HEADROOM`].
+/// `config` for a producer that writes dead letters: a letter is a record the broker took
+/// plus its headers, so its topic's `max.message.bytes` decides whether it fits, not a
+/// client limit (`message.max.bytes` is set to librdkafka's ceiling). A letter the topic
+/// refuses is reported as [`NotSent::Unwritable`].
 ///
 /// ```
 /// let kafka = herald_bus::KafkaConfig::new("127.0.0.1:9092");
-/// let raised = herald_bus::dead_letter::with_headroom(&kafka);
-/// assert_eq!(raised.get("message.max.bytes"), Some((1_048_588 + herald_bus::dead_letter::HEADROOM).to_string().as_str()));
+/// let letters = herald_bus::dead_letter::for_dead_letters(&kafka);
+/// assert_eq!(letters.get("message.max.bytes"), Some("1000000000"));
 /// ```
-pub fn with_headroom(config: &crate::KafkaConfig) -> crate::KafkaConfig {
-    let raised = (crate::publisher::max_message_bytes(config) + HEADROOM).min(LIBRDKAFKA_MAX_MESSAGE_BYTES);
-    config.clone().set("message.max.bytes", raised.to_string())
+pub fn for_dead_letters(config: &crate::KafkaConfig) -> crate::KafkaConfig {
+    config.clone().set("message.max.bytes", LIBRDKAFKA_MAX_MESSAGE_BYTES)
 }
 
 /// Creates the dead-letter topic ([`topic_for`]) of each of `topics` that lacks one, with
 /// as many partitions as its topic (one for a topic that does not exist yet), so a letter
-/// keeps its record's partition, and a `max.message.bytes` [`HEADROOM`] above its topic's
-/// (Kafka's default when the topic does not exist yet or its configs cannot be read).
-/// Topics that exist are left as they are.
+/// keeps its record's partition, and a `max.message.bytes` [`HEADROOM`] above its topic's.
+/// When the topic's configs cannot be read (it does not exist yet, no `DescribeConfigs`
+/// permission) or the cluster refuses that setting (a managed cluster's policy), the
+/// dead-letter topic gets the broker's default, with a warning. Topics that exist are left
+/// as they are.
 ///
 /// ```no_run
 /// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
@@ -129,27 +127,38 @@ pub fn with_headroom(config: &crate::KafkaConfig) -> crate::KafkaConfig {
 /// # Ok(()) }
 /// ```
 pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str>]) -> Result<(), crate::admin::AdminError> {
-    let mut specs = Vec::with_capacity(topics.len());
+    use crate::admin::{AdminError, TopicSpec};
+    use rdkafka::types::RDKafkaErrorCode as Code;
     for topic in topics {
         let topic = topic.as_ref();
         let partitions = crate::admin::partition_count(config, topic).await?.unwrap_or(1);
+        let plain = TopicSpec::new(topic_for(topic)).partitions(partitions as i32);
         let limit = match crate::admin::topic_config(config, topic, "max.message.bytes").await {
-            Ok(limit) => limit.and_then(|v| v.parse().ok()).unwrap_or(KAFKA_MAX_MESSAGE_BYTES),
+            Ok(limit) => limit.and_then(|v| v.parse::<usize>().ok()),
             Err(e) => {
-                tracing::warn!(topic, error = %e, "cannot read the topic's max.message.bytes; its dead-letter topic allows Kafka's default plus the headroom");
-                KAFKA_MAX_MESSAGE_BYTES
+                tracing::warn!(topic, error = %e, "cannot read the topic's max.message.bytes; its dead-letter topic gets the broker's default");
+                None
             }
         };
-        let spec = crate::admin::TopicSpec::new(topic_for(topic)).partitions(partitions as i32).config("max.message.bytes", (limit + HEADROOM).to_string());
-        specs.push(spec);
+        let Some(limit) = limit else {
+            crate::admin::create_topics(config, &[plain]).await?;
+            continue;
+        };
+        let roomy = plain.clone().config("max.message.bytes", (limit + HEADROOM).to_string());
+        match crate::admin::create_topics(config, &[roomy]).await {
+            Err(AdminError::Create { code: Code::PolicyViolation | Code::InvalidConfig, .. }) => {
+                tracing::warn!(topic, "the cluster refused a larger max.message.bytes for the dead-letter topic; it gets the broker's default");
+                crate::admin::create_topics(config, &[plain]).await?;
+            }
+            other => {
+                other?;
+            }
+        }
     }
-    crate::admin::create_topics(config, &specs).await.map(drop)
+    Ok(())
 }
 
-/// A publisher for dead letters: `config`'s, with a `message.max.bytes` [`HEADROOM`]
-/// above the one `config` gives its producers (Kafka's default when it gives none), so a
-/// record as large as a producer may send still fits in its dead letter. The broker has
-/// the last word: a letter its topic refuses is reported as [`NotSent::Unwritable`].
+/// A publisher for dead letters ([`for_dead_letters`]).
 ///
 /// ```
 /// let kafka = herald_bus::KafkaConfig::new("127.0.0.1:9092");
@@ -157,7 +166,7 @@ pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str
 /// # Ok::<(), herald_bus::PublishError>(())
 /// ```
 pub fn publisher(config: &crate::KafkaConfig, source: impl Into<String>) -> Result<crate::Publisher, crate::PublishError> {
-    crate::Publisher::new(&with_headroom(config), crate::PublisherOptions::new(source))
+    crate::Publisher::new(&for_dead_letters(config), crate::PublisherOptions::new(source))
 }
 
 /// Builds the dead-letter record for `original`.

@@ -30,11 +30,11 @@ pub struct GlobalArgs {
     /// `/apis/ccompat/v7`, Redpanda, Karapace), to read Confluent-framed payloads (`00` and
     /// a schema id) by; a user and password may be given in the URL
     /// (`https://KEY:SECRET@host`). Without it only single-object payloads decode.
-    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_URL", value_name = "URL")]
+    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_URL", hide_env_values = true, value_name = "URL")]
     pub schema_registry: Option<String>,
     /// A PEM file of CA certificates to trust for an `https://` --schema-registry, besides
     /// the system's.
-    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_CA", value_name = "FILE")]
+    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_CA", hide_env_values = true, value_name = "FILE")]
     pub schema_registry_ca: Option<PathBuf>,
 }
 
@@ -44,7 +44,9 @@ pub struct Context {
     /// The Kafka configuration for Herald's publisher, consumer and admin helpers.
     pub kafka: KafkaConfig,
     schemas_dir: PathBuf,
-    registry: Option<RegistryConfig>,
+    /// `--schema-registry` and `--schema-registry-ca`, read only by the commands that
+    /// decode payloads (so a stray CA variable does not break the others).
+    registry: (Option<String>, Option<PathBuf>),
 }
 
 impl Context {
@@ -54,25 +56,25 @@ impl Context {
             .with_env(std::env::vars())
             .with_pairs(&args.properties)
             .map_err(|e| Invalid(format!("-X: {e}")))?;
-        let registry = match (args.schema_registry, args.schema_registry_ca) {
-            (None, None) => None,
-            (None, Some(_)) => invalid!("--schema-registry-ca needs --schema-registry"),
-            (Some(url), ca) => {
-                let config = RegistryConfig::new(url);
-                Some(match ca {
-                    None => config,
-                    Some(file) => config.ca_file(&file).map_err(|e| Invalid(format!("--schema-registry-ca {}: {e}", file.display())))?,
-                })
-            }
-        };
-        Ok(Context { kafka, schemas_dir: args.schemas, registry })
+        Ok(Context { kafka, schemas_dir: args.schemas, registry: (args.schema_registry, args.schema_registry_ca) })
     }
 
     /// Reads payloads of either framing: single-object by `--schemas`, Confluent's by
     /// `--schema-registry` when it is given.
     pub fn payloads(&self) -> anyhow::Result<Payloads> {
         let schemas = self.schemas()?;
-        match Payloads::new(schemas, self.registry.as_ref()) {
+        let registry = match &self.registry {
+            (None, None) => None,
+            (None, Some(_)) => invalid!("--schema-registry-ca needs --schema-registry"),
+            (Some(url), ca) => {
+                let config = RegistryConfig::new(url);
+                Some(match ca {
+                    None => config,
+                    Some(file) => config.ca_file(file).map_err(|e| Invalid(format!("--schema-registry-ca {}: {e}", file.display())))?,
+                })
+            }
+        };
+        match Payloads::new(schemas, registry.as_ref()) {
             Ok(payloads) => Ok(payloads),
             Err(e) => invalid!("--schema-registry: {e}"),
         }

@@ -55,10 +55,18 @@ impl Decoded {
                 errors.push(herald_bus::codec::DecodeError::Empty.to_string());
                 None
             }
-            Some(payload) => match payloads.decode(payload).await {
-                Ok((writer, value)) => {
+            Some(payload) => match payloads.split(payload).await {
+                Ok((writer, datum)) => {
+                    // Known even when the datum does not decode: the type is shown and
+                    // checked against `ce_type` all the same.
                     writer_name = writer.name.clone();
-                    Some(value)
+                    match herald_bus::codec::decode_value(&writer, None, datum) {
+                        Ok(value) => Some(value),
+                        Err(e) => {
+                            errors.push(e.to_string());
+                            None
+                        }
+                    }
                 }
                 Err(e) => {
                     errors.push(e);

@@ -96,10 +96,15 @@ struct Cli {
     /// once no input came for 5 ms).
     #[arg(long, default_value = "100ms", value_parser = herald_ops::parse_duration)]
     commit_interval: Duration,
+    /// Commit once no input came for this long, before --commit-interval (`off`: only
+    /// the interval and 1000 reactions).
+    #[arg(long, default_value = "5ms", value_parser = parse_idle)]
+    commit_when_idle: IdleCommit,
     /// For `inventory` and `payments`: how long a SKU's stock and a customer's credit
     /// remember an order after it last changed them (for a late release or refund, and to
-    /// ignore duplicates); keep it well above the orders role's --payment-timeout.
-    #[arg(long, default_value = "24h", value_parser = herald_ops::parse_duration)]
+    /// ignore duplicates); at least 1m, and keep it well above the orders role's
+    /// --payment-timeout.
+    #[arg(long, default_value = "24h", value_parser = parse_remember)]
     remember_orders: Duration,
     /// The view's store, for `order-status`: `sqlite:PATH` (or `postgres://...` where the
     /// projector is built with it).
@@ -236,6 +241,26 @@ impl herald_ops::HealthCheck for Projectors {
     }
 }
 
+/// `--commit-when-idle`: a duration, or `off`.
+#[derive(Debug, Clone, Copy)]
+struct IdleCommit(Option<Duration>);
+
+fn parse_idle(s: &str) -> Result<IdleCommit, String> {
+    if s == "off" {
+        return Ok(IdleCommit(None));
+    }
+    herald_ops::parse_duration(s).map(|d| IdleCommit(Some(d)))
+}
+
+/// `--remember-orders`: at least a minute (shorter would forget orders mid-saga).
+fn parse_remember(s: &str) -> Result<Duration, String> {
+    let d = herald_ops::parse_duration(s)?;
+    if d < Duration::from_secs(60) {
+        return Err(format!("{s:?} is shorter than 1m: orders would be forgotten while their sagas still run"));
+    }
+    Ok(d)
+}
+
 /// The Prometheus recorder when the role serves `/metrics` (`--http`). Installed before the
 /// role starts its engines or projectors: they take their metric handles when they start.
 fn served_metrics(cli: &Cli) -> anyhow::Result<Option<herald_ops::MetricsHandle>> {
@@ -320,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = EngineSettings::new(instance.clone());
     settings.topic_prefix = cli.topic_prefix.clone();
     settings.commit_interval = cli.commit_interval;
+    settings.commit_when_idle = cli.commit_when_idle.0;
     settings.consumer_properties.push(("session.timeout.ms".into(), cli.session_timeout.as_millis().to_string()));
     let metrics = served_metrics(&cli)?;
     let mut runner = Runner { config, settings, stop, healths: Vec::new(), groups: Vec::new(), tasks: tokio::task::JoinSet::new() };

@@ -206,8 +206,9 @@ async fn a_frozen_instance_is_fenced_once_its_partitions_moved() {
     let config = herald_testkit::kafka().await;
     let rules = busy_rules();
     let mut shop = Shop::new(config.clone(), "saga.frozen", rules.clone(), Duration::from_secs(30)).await;
-    // Transactions that gather reactions for 1 s: while orders flow, one is open most of the time.
-    shop.extra = vec!["--commit-interval".into(), "1s".into()];
+    // Transactions that gather reactions for 1 s, not committed at the first pause: while
+    // orders flow, one is open most of the time.
+    shop.extra = vec!["--commit-interval".into(), "1s".into(), "--commit-when-idle".into(), "off".into()];
     let mut procs = shop.start_all(2);
     let flow = shop.flow("f", 30..100);
     wait_until(Duration::from_secs(60), "every instance holds partitions and orders flow", || async {

@@ -139,10 +139,21 @@ impl OutboxTable {
         }
         // A row outside the buckets would never be relayed (no relay owns its bucket):
         // refused when written. NOT VALID: rows written before the check are not scanned.
+        // Adding it locks the table: on a table in use (the first start after an upgrade)
+        // it waits at most 2 s, else it is left for the next start.
         let constraint = format!("{t}_bucket_range");
         let exists = tx.query_opt("SELECT 1 FROM pg_constraint WHERE conname = $1 AND conrelid = to_regclass($2)", &[&constraint, t]).await?.is_some();
         if !exists {
-            tx.batch_execute(&format!("ALTER TABLE {t} ADD CONSTRAINT {constraint} CHECK (bucket >= 0 AND bucket < {configured}) NOT VALID")).await?;
+            tx.batch_execute("SAVEPOINT bucket_range; SET LOCAL lock_timeout = '2s'").await?;
+            match tx.batch_execute(&format!("ALTER TABLE {t} ADD CONSTRAINT {constraint} CHECK (bucket >= 0 AND bucket < {configured}) NOT VALID")).await {
+                Ok(()) => tx.batch_execute("RELEASE SAVEPOINT bucket_range").await?,
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                    tracing::warn!(table = %t, "the table is busy: its bucket check is added at a later start");
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT bucket_range").await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
         }
         tx.commit().await?;
         Ok(())

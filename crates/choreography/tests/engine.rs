@@ -1492,7 +1492,7 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
         settings.call_timeout = Duration::from_secs(1);
         // Long enough that the slow reactions and the rebalance happen inside one open
         // transaction, which the broker does not time out meanwhile.
-        settings.commit_interval = Duration::from_secs(8);
+        settings.commit_interval = Duration::from_secs(15);
         settings.commit_when_idle = None;
         settings.transaction_timeout = Duration::from_secs(60);
         settings
@@ -1503,10 +1503,11 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
     let a = start(first);
     s.ping("warm-up", 0).await;
     herald_testkit::wait_until(WAIT, "a warm-up reaction", || async { health.reactions() > 0 || health.open_transaction_age().is_some() }).await;
-    // One slow input on each partition: the coordinator sleeps through the rebalance.
+    // One slow input on each partition: the coordinator sleeps through the rebalance (10 s
+    // in all, so B's start fits in it on a loaded machine too).
     let keys: Vec<String> = (0..2).map(|p| (0..).map(|i| format!("slow-{i}")).find(|k| herald_bus::partitioner::partition_for(k.as_bytes(), 2) == p).expect("a key")).collect();
     for key in &keys {
-        s.ping(key, 3_000).await;
+        s.ping(key, 5_000).await;
     }
     // B joins while A sleeps in its first slow reaction (the second follows it).
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -175,14 +175,18 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
         assert_eq!(deposited.outcome, Outcome::Accepted, "{deposited:?}");
     }
 
-    // 12 concurrent senders, 60 commands each: mostly withdrawals of 1..700 cents (the
-    // accounts run dry, so many are refused), some deposits.
+    // 12 concurrent senders, each sending until the chaos below is over (at least 60
+    // commands): mostly withdrawals of 1..700 cents (the accounts run dry, so many are
+    // refused), some deposits. How long that takes does not depend on how fast replies come.
     let sent: Arc<Mutex<Vec<Sent>>> = Arc::default();
+    let chaos_over = tokio_util::sync::CancellationToken::new();
     let mut senders = tokio::task::JoinSet::new();
     for s in 0..12 {
-        let (client, accounts, sent) = (clients[s % 2].clone(), accounts.clone(), sent.clone());
+        let (client, accounts, sent, chaos_over) = (clients[s % 2].clone(), accounts.clone(), sent.clone(), chaos_over.clone());
         senders.spawn(async move {
-            for _ in 0..60 {
+            let mut n = 0;
+            while n < 60 || !chaos_over.is_cancelled() {
+                n += 1;
                 // A quarter wait only 800 ms: those around a kill time out, and their
                 // outcome is looked up by id afterwards.
                 let (account, amount, deposit, impatient) = {
@@ -205,18 +209,13 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
         });
     }
 
-    // Chaos while they send: kill -9 a random instance, restart it after a moment; a
-    // third instance joins half way.
-    let mut kills = 0;
+    // Chaos while they send: six times, kill -9 a random instance and restart it after a
+    // moment; a third instance joins half way. Then the senders finish.
     let mut joined = false;
-    while !senders.is_empty() {
-        tokio::select! {
-            done = senders.join_next() => { if let Some(done) = done { done.expect("sender"); } continue; }
-            _ = tokio::time::sleep(Duration::from_millis(rand::rng().random_range(700..2500))) => {}
-        }
+    for kills in 1..=6 {
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(700..2500))).await;
         let victim = rand::rng().random_range(0..procs.len());
         procs[victim].kill9();
-        kills += 1;
         tokio::time::sleep(Duration::from_millis(rand::rng().random_range(100..1500))).await;
         procs[victim].spawn();
         if !joined && kills >= 3 {
@@ -224,7 +223,10 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
             joined = true;
         }
     }
-    assert!(kills >= 4 && joined, "the chaos ran: {kills} kills, joined {joined}");
+    chaos_over.cancel();
+    while let Some(done) = senders.join_next().await {
+        done.expect("sender");
+    }
     for (i, p) in procs.iter_mut().enumerate() {
         assert!(p.running(), "instance {i} exited by itself (log {})", p.log.display());
     }
@@ -239,7 +241,7 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
             s.reply = clients[0].find_reply(s.id, Duration::from_secs(20)).await.expect("lookup");
         }
     }
-    assert_eq!(sent.len(), 12 * 60);
+    assert!(sent.len() >= 12 * 60, "{} commands sent", sent.len());
     assert!(timeouts > 0, "some sends timed out (their outcome was then found by id)");
 
     // The reply topic: exactly one reply per command, and it is the one the client got.
@@ -348,7 +350,7 @@ async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_acc
             assert_eq!((all.outcome, all.version), (Outcome::Accepted, Some(version + 1)), "{account}: at version {version} with {balance}: {all:?}");
         }
     }
-    eprintln!("accounts chaos: {} commands, {timeouts} timed out and found by id, {kills} kills, {} events", sent.len(), events.len());
+    eprintln!("accounts chaos: {} commands, {timeouts} timed out and found by id, 6 kills, {} events", sent.len(), events.len());
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -173,21 +173,8 @@ async fn poison_records_are_dead_lettered_and_later_events_still_handled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_poison_record_near_kafkas_size_limit_is_dead_lettered() {
     let config = kafka().await;
-    let name = topic(&config, "dlq.large", 1).await;
-    let orders: Topic<OrderEvent> = Topic::named(name.clone());
     // The broker decides what it takes; the batch's and the record's framing take about 80 bytes.
-    let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).set("message.max.bytes", "2000000").create().expect("raw producer");
-    let poison = vec![0xffu8; 1_048_588 - 128];
-    raw.send(FutureRecord::to(&name).key("poison").payload(&poison), std::time::Duration::from_secs(30)).await.expect("the broker takes it");
-    publisher(&config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("published");
-    let seen = Seen::default();
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
-    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
-    wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
-    assert!(running.health.parked().is_empty(), "nothing parked: {:?}", running.health.parked());
-    running.shutdown().await;
-    let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
-    assert_eq!((letter.stage.as_str(), letter.key.as_deref(), letter.payload.as_deref().map(<[u8]>::len)), ("decode", Some(b"poison".as_slice()), Some(poison.len())));
+    a_large_poison_record_is_dead_lettered(&config, topic(&config, "dlq.large", 1).await, 1_048_588 - 128).await;
 }
 
 /// A topic whose limit was raised above the producers' (`max.message.bytes` 3 MB): a 2 MB
@@ -199,19 +186,25 @@ async fn a_poison_record_on_a_topic_with_a_raised_limit_is_dead_lettered() {
     let config = kafka().await;
     let name = unique("dlq.raised");
     herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(1).config("max.message.bytes", "3145728")]).await.expect("topic");
+    a_large_poison_record_is_dead_lettered(&config, name, 2_000_000).await;
+}
+
+/// Writes an undecodable record of `size` bytes to `name` (which the broker must take),
+/// then an event: the record is dead-lettered whole, the event handled, nothing parked.
+async fn a_large_poison_record_is_dead_lettered(config: &herald_bus::KafkaConfig, name: String, size: usize) {
     let orders: Topic<OrderEvent> = Topic::named(name.clone());
     let raw: FutureProducer = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).set("message.max.bytes", "4000000").create().expect("raw producer");
-    let poison = vec![0xffu8; 2_000_000];
+    let poison = vec![0xffu8; size];
     raw.send(FutureRecord::to(&name).key("poison").payload(&poison), std::time::Duration::from_secs(30)).await.expect("the broker takes it");
-    publisher(&config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("published");
+    publisher(config).publish(&orders, &OrderPlaced::example("after", "c", 1)).await.expect("published");
     let seen = Seen::default();
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
-    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    let running = Running::start(consumer(config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    let letters = read_all(config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
     wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
     assert!(running.health.parked().is_empty(), "nothing parked: {:?}", running.health.parked());
     running.shutdown().await;
     let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
-    assert_eq!(letter.payload.as_deref().map(<[u8]>::len), Some(poison.len()));
+    assert_eq!((letter.stage.as_str(), letter.key.as_deref(), letter.payload.as_deref().map(<[u8]>::len)), ("decode", Some(b"poison".as_slice()), Some(poison.len())));
 }
 
 #[tokio::test(flavor = "multi_thread")]

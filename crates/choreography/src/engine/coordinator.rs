@@ -239,8 +239,9 @@ pub(crate) struct Coordinator<P: Participant> {
     acks: Vec<oneshot::Sender<()>>,
     /// `herald_choreography_reactions_total{kind="input"}`, looked up once, not per input.
     input_reactions: metrics::Counter,
-    /// The producer's `message.max.bytes` (without the dead letters' headroom): no
-    /// reaction writes a larger record (see `written::payloads`).
+    /// The `message.max.bytes` the configuration gives producers (the engine's own
+    /// producer allows more, for dead letters): no reaction writes a larger record (see
+    /// `written::payloads`).
     max_record_bytes: usize,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
     last_input: tokio::time::Instant,

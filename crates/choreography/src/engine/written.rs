@@ -33,7 +33,10 @@ pub(super) struct Limit {
 impl Limit {
     /// The limit for a reaction to an input with metadata `cause`, on `slot`.
     pub(super) fn of<S>(max_bytes: usize, key: &str, cause: &herald_bus::Metadata, slot: &crate::slot::Slot<S>) -> Self {
-        let cause_bytes = cause.correlation().len() + cause.ce_id().len() + cause.tracestate.as_ref().map_or(0, String::len);
+        // The lengths of `ce_id()` and `correlation()`, without building them per reaction.
+        let ce_id = cause.original_id.as_ref().map_or(36, String::len);
+        let correlation = cause.correlation_id.as_ref().map_or(ce_id, String::len);
+        let cause_bytes = correlation + ce_id + cause.tracestate.as_ref().map_or(0, String::len);
         Limit { max_bytes, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
     }
 }
@@ -149,6 +152,17 @@ mod tests {
         long.original_id = Some("i".repeat(8_500));
         let refused = payloads(&reaction(), &codec, limit(&long, &slot)).expect_err("over the limit");
         assert!(refused.contains("x.Done") && refused.contains("message.max.bytes = 10000"), "{refused}");
+    }
+
+    #[test]
+    fn the_cause_bytes_are_the_lengths_of_its_ids() {
+        let slot = Slot::new(Notes::default());
+        let fresh = herald_bus::Metadata::new("x.In", "/t", "k");
+        let expected = fresh.ce_id().len() + fresh.correlation().len() + fresh.tracestate.as_ref().map_or(0, String::len);
+        assert_eq!(limit(&fresh, &slot).cause_bytes, expected);
+        let mut named = fresh.clone();
+        (named.original_id, named.correlation_id, named.tracestate) = (Some("A234-1234-1234".into()), None, Some("vendor=x".into()));
+        assert_eq!(limit(&named, &slot).cause_bytes, named.ce_id().len() + named.correlation().len() + 8);
     }
 
     #[test]

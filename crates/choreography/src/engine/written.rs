@@ -39,9 +39,7 @@ impl Limit {
         let cause_bytes = correlation + ce_id + cause.tracestate.as_ref().map_or(0, String::len);
         Limit { max_bytes, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
     }
-}
 
-impl Limit {
     /// The limit for a deadline of `slot` firing: its cause is the deadline (the largest
     /// of the slot's, since which fires is decided later).
     pub(super) fn of_deadline<S>(max_bytes: usize, key: &str, slot: &crate::slot::Slot<S>) -> Self {
@@ -50,9 +48,13 @@ impl Limit {
     }
 }
 
+/// What a pending deadline takes in a changelog record beside its name, payload and
+/// correlation id: the id of the input that set it (a UUID's 36 characters) and its time.
+const PENDING_FIXED_BYTES: usize = 36 + 16;
+
 /// About what a pending deadline takes in a changelog record.
 fn pending_bytes(pending: &crate::deadline::Pending) -> usize {
-    pending.deadline.name.len() + pending.deadline.payload.len() + pending.correlation_id.len() + 36 + 16
+    pending.deadline.name.len() + pending.deadline.payload.len() + pending.correlation_id.len() + PENDING_FIXED_BYTES
 }
 
 /// The payloads of `reaction`'s events, in order (Avro single-object encoding), once its
@@ -66,7 +68,7 @@ pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(
         .deadline_changes()
         .iter()
         .map(|change| match change {
-            DeadlineChange::Set(d) => d.name.len() + d.payload.len() + limit.cause_bytes + 36 + 16,
+            DeadlineChange::Set(d) => d.name.len() + d.payload.len() + limit.cause_bytes + PENDING_FIXED_BYTES,
             DeadlineChange::Cancel(_) => 0,
         })
         .sum();

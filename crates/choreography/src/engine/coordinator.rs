@@ -693,15 +693,13 @@ impl<P: Participant> Coordinator<P> {
         Some(dead_letter::record(&record.to_message(), &failure, &group, &dead_letter::topic_for(record.topic())))
     }
 
-    /// Writes `letter` in the open transaction, unless its topic does not exist (the
-    /// transaction would fail on every retry): then the input is only skipped, with an error.
+    /// Writes `letter` in the open transaction. Its topic is not checked as a reply topic
+    /// is: the engine made it at start, and an input is never skipped for want of it (a
+    /// broker just restarted may answer for a while that a topic it has does not exist).
+    /// If it is really missing the transaction fails and is retried, the partition waits
+    /// and the health check says why, until the topic is made.
     async fn send_dead_letter(&mut self, letter: Record) -> Result<(), Failed> {
         let Some(producer) = &self.producer else { return Ok(()) };
-        if !self.named_topics.exists(producer, &letter.topic).await {
-            tracing::error!(topic = letter.topic, "the dead-letter topic does not exist: the input whose reaction was not applied is skipped without a dead letter");
-            metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);
-            return Ok(());
-        }
         let topic = letter.topic.clone();
         producer.send_owned(letter, None).await?;
         metrics::counter!("herald_consumer_dead_lettered_total", "topic" => topic, "stage" => Stage::Handler.as_str()).increment(1);

@@ -68,7 +68,9 @@
 //!   is checked without its state). The engine's producer leaves a dead letter's size to
 //!   its topic, which [`dead_letter::create_topics`] makes [`dead_letter::HEADROOM`]
 //!   larger than the input's, so an input at its topic's limit can still be
-//!   dead-lettered.
+//!   dead-lettered. The dead-letter topic is not checked as a named topic is: an input
+//!   is never skipped for want of it; if it is missing the transaction is retried and the
+//!   partition waits, the health check saying why, until it is made.
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a

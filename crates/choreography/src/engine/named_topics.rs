@@ -11,8 +11,11 @@
 //! A topic found to exist is remembered until a transaction fails (it may have been
 //! deleted since: a client that made its own reply topic and went away), then asked about
 //! again; one found missing is asked about again after [`RECHECK`], so creating it heals
-//! without a restart. When the broker cannot say, the output is sent as before (and its
-//! failure retried). Not handled: a topic that exists but that the engine may not write
+//! without a restart. A topic is taken as missing only when two answers [`CONFIRM`] apart
+//! say so: a broker just restarted, or a topic just made, may list a topic with no
+//! partitions for a moment, and a reply dropped on one such answer is a client left
+//! waiting. When the broker cannot say, the output is sent as before (and its failure
+//! retried). Not handled: a topic that exists but that the engine may not write
 //! (an ACL) fails every attempt, the health check reporting the error.
 //!
 //! [`Emitted::exact_topic`]: crate::emit::Emitted::exact_topic
@@ -26,6 +29,9 @@ use super::producer::TxnProducer;
 
 /// How long a topic found missing is taken as missing before asking again.
 pub(crate) const RECHECK: Duration = Duration::from_secs(10);
+
+/// How long after a first answer that a topic is missing the broker is asked again.
+pub(crate) const CONFIRM: Duration = Duration::from_millis(500);
 
 /// Most topics remembered as missing (inputs may name any number of them).
 const MISSING_KEPT: usize = 10_000;
@@ -51,7 +57,12 @@ impl NamedTopics {
             Some(Known::Missing(at)) if at.elapsed() < RECHECK => return false,
             _ => {}
         }
-        match producer.topic_state(topic).await {
+        let mut state = producer.topic_state(topic).await;
+        if state == TopicState::Missing {
+            tokio::time::sleep(CONFIRM).await;
+            state = producer.topic_state(topic).await;
+        }
+        match state {
             TopicState::Exists => {
                 self.known.insert(topic.to_owned(), Known::Exists);
                 true

@@ -853,6 +853,7 @@ impl Participant for Fragile {
             }
             Ev::Ping(p) => {
                 if p.id.starts_with("slow") {
+                    SLOW_STARTED.lock().unwrap_or_else(|e| e.into_inner()).insert(p.id.clone());
                     std::thread::sleep(Duration::from_millis(p.deadline_ms as u64));
                 }
                 Reaction::with_state(Seen { n: seen.n + 1 }).emit(&self.output, Pong { id: p.id, n: seen.n + 1 })
@@ -861,6 +862,9 @@ impl Participant for Fragile {
         }
     }
 }
+
+/// The ids of the slow pings whose reaction began (tests running at once use their own ids).
+static SLOW_STARTED: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 /// Creates `<input>.dlq`, where the engine dead-letters the input's records.
 async fn dead_letter_topic(s: &Setup) -> String {
@@ -1538,12 +1542,13 @@ async fn a_revocation_given_up_on_aborts_the_open_transaction_instead_of_committ
     herald_testkit::wait_until(WAIT, "a warm-up reaction", || async { health.reactions() > 0 || health.open_transaction_age().is_some() }).await;
     // One slow input on each partition: the coordinator sleeps through the rebalance (10 s
     // in all, so B's start fits in it on a loaded machine too).
-    let keys: Vec<String> = (0..2).map(|p| (0..).map(|i| format!("slow-{i}")).find(|k| herald_bus::partitioner::partition_for(k.as_bytes(), 2) == p).expect("a key")).collect();
+    let tag = herald_testkit::unique("slow");
+    let keys: Vec<String> = (0..2).map(|p| (0..).map(|i| format!("{tag}-{i}")).find(|k| herald_bus::partitioner::partition_for(k.as_bytes(), 2) == p).expect("a key")).collect();
     for key in &keys {
         s.ping(key, 5_000).await;
     }
     // B joins while A sleeps in its first slow reaction (the second follows it).
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    herald_testkit::wait_until(WAIT, "A began a slow reaction", || async { SLOW_STARTED.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|id| id.starts_with(&tag)) }).await;
     let b = start(engine("b"));
     let out = read(&s.config, &s.output, "read_committed", 3, Duration::from_secs(90), Duration::from_secs(12)).await;
     let ids: Vec<String> = out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect();

@@ -847,6 +847,10 @@ impl Participant for Fragile {
                 let n = seen.n + 1;
                 Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.repeat(1_048_588 / p.id.len().max(1) + 1), n })
             }
+            Ev::Ping(p) if p.deadline_ms == -4 => {
+                let n = seen.n + 1;
+                Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.repeat(30_000 / p.id.len().max(1) + 1), n })
+            }
             Ev::Ping(p) if p.deadline_ms == -2 => {
                 let n = seen.n + 1;
                 Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n }).emit(&self.output, Graded { id: p.id.clone(), grade: p.id })
@@ -990,6 +994,37 @@ async fn a_reaction_too_large_to_send_dead_letters_its_input_and_the_partition_g
     assert_eq!(decoded(&letters[0]).0.id, huge, "the input whose reaction is too large is the dead letter");
     let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
     assert!(reason.contains("t.Pong") && reason.contains("message.max.bytes = 1048588"), "{reason}");
+    running.stop().await;
+}
+
+/// An output topic whose own `max.message.bytes` (20 000 here) is below the producer's:
+/// the engine's batches to it stay under that limit (the broker refuses a larger batch,
+/// and librdkafka does not split it: every transaction failed), and a reaction whose
+/// event would be over it (30 000 bytes) dead-letters its input as one over the
+/// producer's limit does, the partition going on. (Before, either wedged the partition.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_output_topic_with_a_lower_record_limit_gets_batches_it_takes_and_no_record_over_it() {
+    let mut s = setup(1).await;
+    s.output = herald_testkit::unique("engine.small");
+    let spec = herald_bus::admin::TopicSpec::new(&s.output).partitions(1).config("max.message.bytes", "20000");
+    herald_bus::admin::create_topics(&s.config, &[spec]).await.expect("output topic");
+    let dlq = dead_letter_topic(&s).await;
+    const INPUTS: usize = 2_000;
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    // A backlog, so the engine's producer has many records for the output at once.
+    let pings: Vec<Ping> = (0..INPUTS).map(|i| Ping { id: format!("key-{:04}-{}", i % 100, "x".repeat(100)), deadline_ms: 0 }).collect();
+    assert!(s.publisher.publish_all(&topic, &pings).await.iter().all(Result::is_ok), "published");
+    let large = s.publisher.publish_with(&topic, &Ping { id: "large".into(), deadline_ms: -4 }, Metadata::new("t.Ping", "/test", "large")).await.expect("published").id;
+    s.ping("after", 0).await;
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let running = start(engine);
+    let out = read(&s.config, &s.output, "read_committed", INPUTS + 1, WAIT, QUIET).await;
+    assert_eq!(out.len(), INPUTS + 1, "one output per input but the large one's");
+    assert_eq!(decoded(&out[INPUTS]).1["id"].as_str(), Some("after"), "the input after the large one was reacted to");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(decoded(&letters[0]).0.id, large, "the input whose event is over the topic's limit is the dead letter");
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("t.Pong") && reason.contains("20000"), "{reason}");
     running.stop().await;
 }
 

@@ -38,6 +38,7 @@ use super::clock::Clock;
 use super::decode::Reader;
 use super::due::{due_times, DueIndex, Entry};
 use super::health::EngineHealth;
+use super::limits::RecordLimits;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
 use super::restore::{self, restore};
@@ -239,10 +240,10 @@ pub(crate) struct Coordinator<P: Participant> {
     acks: Vec<oneshot::Sender<()>>,
     /// `herald_choreography_reactions_total{kind="input"}`, looked up once, not per input.
     input_reactions: metrics::Counter,
-    /// The `message.max.bytes` the configuration gives producers (the engine's own
-    /// producer allows more, for dead letters): no reaction writes a larger record (see
-    /// `written::payloads`).
-    max_record_bytes: usize,
+    /// The largest record for each topic the engine writes (see `limits`): no reaction
+    /// writes a larger one (see `written::payloads`), and the producer's batches fit the
+    /// smallest.
+    limits: RecordLimits,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
     last_input: tokio::time::Instant,
 }
@@ -261,6 +262,7 @@ impl<P: Participant> Coordinator<P> {
         overdue: Arc<Overdue>,
         health: Arc<EngineHealth>,
         tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
+        limits: RecordLimits,
     ) -> Self {
         let inputs = participant.inputs();
         let transactional_id = settings.transactional_id(P::NAME);
@@ -303,7 +305,7 @@ impl<P: Participant> Coordinator<P> {
             failures: 0,
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
-            max_record_bytes: herald_bus::publisher::max_message_bytes(&config),
+            limits,
             last_input: tokio::time::Instant::now(),
         }
     }
@@ -637,7 +639,7 @@ impl<P: Participant> Coordinator<P> {
             // librdkafka asks after a timeout).
             let producer = match self.initialising.take() {
                 Some(producer) => producer,
-                None => TxnProducer::new(&self.config, &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, (self.settings.call_timeout, self.settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?.witnessed_by(&self.changelog),
+                None => TxnProducer::new(&self.limits.producer_config(&self.config), &self.transactional_id, self.settings.exactly_once, self.settings.transaction_timeout, (self.settings.call_timeout, self.settings.commit_timeout)).map_err(|e| (TxnCall::Init, e))?.witnessed_by(&self.changelog),
             };
             match producer.init().await {
                 Ok(()) => self.producer = Some(producer),
@@ -725,7 +727,7 @@ impl<P: Participant> Coordinator<P> {
                 self.open.reactions += 1;
                 self.input_reactions.increment(1);
                 let state_codec = &self.state_codec;
-                let limit = written::Limit::of(self.max_record_bytes, &routed.key, &meta, slot);
+                let limit = written::Limit::of(&self.limits, &routed.key, &meta, slot);
                 let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec, limit));
                 self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
@@ -857,7 +859,7 @@ impl<P: Participant> Coordinator<P> {
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
         let state_codec = &self.state_codec;
-        let limit = written::Limit::of_deadline(self.max_record_bytes, key, slot);
+        let limit = written::Limit::of_deadline(&self.limits, key, slot);
         let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));

@@ -61,8 +61,10 @@
 //!   state unchanged; the partition goes on. A deadline whose reaction panics is dropped.
 //!   So is **a reaction that cannot be written**: an event or a new state that its schema
 //!   refuses (a value from the input that an output's enum does not allow, a bug), or one
-//!   whose record would be within 2 KiB of the producer's `message.max.bytes` (so large
-//!   the producer would refuse it and its transaction abort on every try), is found
+//!   whose record would be within 2 KiB of the producer's `message.max.bytes` or of its
+//!   topic's own `max.message.bytes` when lower (so large the producer or the broker would
+//!   refuse it and its transaction abort on every try; see `limits`, which also keeps the
+//!   producer's batches under the smallest topic limit), is found
 //!   before the reaction is applied, and none of it commits (no event, no state change);
 //!   the reason names what cannot be written (a reaction that sets deadlines but no state
 //!   is checked without its state). The engine's producer leaves a dead letter's size to
@@ -124,6 +126,7 @@ mod due;
 mod error;
 mod growth;
 mod health;
+mod limits;
 mod named_topics;
 mod producer;
 mod repartition;
@@ -327,6 +330,10 @@ impl<P: Participant> Engine<P> {
         let (topics, repartitioned, partitions) = self.prepare_topics().await?;
         let group = self.group();
         let declaration = Declaration::of(&*self.participant);
+        let mut outputs: Vec<(String, String)> = declaration.emits.iter().filter(|o| o.topic() != crate::declaration::NAMED_BY_INPUT).map(|o| (o.topic().to_owned(), self.settings.prefixed(o.topic()))).collect();
+        outputs.sort();
+        outputs.dedup();
+        let limits = limits::RecordLimits::read(&self.config, &outputs, &self.changelog_topic()).await;
         let expected = self.expected_partitioner();
         let readers = || -> HashMap<String, Reader<P::Input>> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
@@ -371,6 +378,7 @@ impl<P: Participant> Engine<P> {
             overdue,
             self.health.clone(),
             tx.clone(),
+            limits,
         );
         let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
         let watching = {

@@ -6,6 +6,7 @@ use apache_avro::AvroSchema;
 use herald_bus::codec::write_single_object_header;
 use serde::Serialize;
 
+use super::limits::RecordLimits;
 use crate::changelog::StateCodec;
 use crate::emit::Emitted;
 use crate::reaction::{DeadlineChange, Reaction};
@@ -17,34 +18,34 @@ use crate::reaction::{DeadlineChange, Reaction};
 /// refused by the producer for their sake.
 const FRAMING_BYTES: usize = 2048;
 
-/// The largest record a reaction may write (the producer's `message.max.bytes`), and what
-/// of its records' size comes from outside the reaction: the key its state is kept
+/// The largest records a reaction may write (see `limits`), and what of its records' size
+/// comes from outside the reaction: the key its state is kept
 /// under, the cause's ids every output carries (`ce_causationid`, `ce_correlationid`,
 /// `tracestate`, of any length a producer wrote), and the slot's pending deadlines, which
 /// its changelog record holds beside the state.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Limit {
-    pub max_bytes: usize,
+pub(super) struct Limit<'a> {
+    pub limits: &'a RecordLimits,
     pub key_len: usize,
     pub cause_bytes: usize,
     pub pending_bytes: usize,
 }
 
-impl Limit {
+impl<'a> Limit<'a> {
     /// The limit for a reaction to an input with metadata `cause`, on `slot`.
-    pub(super) fn of<S>(max_bytes: usize, key: &str, cause: &herald_bus::Metadata, slot: &crate::slot::Slot<S>) -> Self {
+    pub(super) fn of<S>(limits: &'a RecordLimits, key: &str, cause: &herald_bus::Metadata, slot: &crate::slot::Slot<S>) -> Self {
         // The lengths of `ce_id()` and `correlation()`, without building them per reaction.
         let ce_id = cause.original_id.as_ref().map_or(36, String::len);
         let correlation = cause.correlation_id.as_ref().map_or(ce_id, String::len);
         let cause_bytes = correlation + ce_id + cause.tracestate.as_ref().map_or(0, String::len);
-        Limit { max_bytes, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
+        Limit { limits, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
     }
 
     /// The limit for a deadline of `slot` firing: its cause is the deadline (the largest
     /// of the slot's, since which fires is decided later).
-    pub(super) fn of_deadline<S>(max_bytes: usize, key: &str, slot: &crate::slot::Slot<S>) -> Self {
+    pub(super) fn of_deadline<S>(limits: &'a RecordLimits, key: &str, slot: &crate::slot::Slot<S>) -> Self {
         let cause_bytes = slot.deadlines().iter().map(|p| 2 * p.correlation_id.len() + 36).max().unwrap_or(0);
-        Limit { max_bytes, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
+        Limit { limits, key_len: key.len(), cause_bytes, pending_bytes: slot.deadlines().iter().map(pending_bytes).sum() }
     }
 }
 
@@ -63,7 +64,7 @@ fn pending_bytes(pending: &crate::deadline::Pending) -> usize {
 /// either: the producer would refuse it, and the transaction holding it would abort on
 /// every try. (A reaction that sets deadlines but no state is checked without its state,
 /// whose size is not known here.)
-pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(reaction: &Reaction<S>, state: &StateCodec<S>, limit: Limit) -> Result<Vec<Vec<u8>>, String> {
+pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(reaction: &Reaction<S>, state: &StateCodec<S>, limit: Limit<'_>) -> Result<Vec<Vec<u8>>, String> {
     let new_deadlines: usize = reaction
         .deadline_changes()
         .iter()
@@ -78,12 +79,13 @@ pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(
     };
     if state_bytes.is_some() || new_deadlines > 0 {
         let size = state_bytes.unwrap_or(0) + limit.key_len + limit.pending_bytes + new_deadlines + FRAMING_BYTES;
-        if size > limit.max_bytes {
+        let max = limit.limits.changelog();
+        if size > max {
             return Err(format!(
-                "its changelog record (state {} bytes, deadlines about {} bytes) would be over message.max.bytes = {}",
+                "its changelog record (state {} bytes, deadlines about {} bytes) would be over {}",
                 state_bytes.map_or_else(|| "unchanged".to_owned(), |b| b.to_string()),
                 limit.pending_bytes + new_deadlines,
-                limit.max_bytes
+                limit.limits.named(max)
             ));
         }
     }
@@ -91,7 +93,7 @@ pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(
 }
 
 /// `event` in Avro single-object encoding: the magic, its schema's fingerprint, the datum.
-fn payload(event: &Emitted, limit: Limit) -> Result<Vec<u8>, String> {
+fn payload(event: &Emitted, limit: Limit<'_>) -> Result<Vec<u8>, String> {
     let does_not_encode = |e: &dyn std::fmt::Display| format!("{} for {} does not encode: {e}", event.type_name(), event.topic());
     let known = event.schema().ok_or_else(|| does_not_encode(&format_args!("no schema of that name in its topic's family")))?;
     let mut payload = Vec::with_capacity(256);
@@ -100,8 +102,9 @@ fn payload(event: &Emitted, limit: Limit) -> Result<Vec<u8>, String> {
     // The key is written twice: as the record's key and as `ce_subject`.
     let headers: usize = event.headers().iter().map(|(name, value)| name.len() + value.len()).sum();
     let size = payload.len() + 2 * event.key().len() + headers + limit.cause_bytes + FRAMING_BYTES;
-    if size > limit.max_bytes {
-        return Err(format!("{} for {} would be a record of about {size} bytes, over message.max.bytes = {}", event.type_name(), event.topic(), limit.max_bytes));
+    let max = limit.limits.output(event.topic(), event.is_exact_topic());
+    if size > max {
+        return Err(format!("{} for {} would be a record of about {size} bytes, over {}", event.type_name(), event.topic(), limit.limits.named(max)));
     }
     Ok(payload)
 }
@@ -138,8 +141,9 @@ mod tests {
         text: String,
     }
 
-    fn limit(cause: &herald_bus::Metadata, slot: &Slot<Notes>) -> Limit {
-        Limit::of(10_000, "k", cause, slot)
+    fn limit<'a>(cause: &herald_bus::Metadata, slot: &Slot<Notes>) -> Limit<'a> {
+        static LIMITS: std::sync::LazyLock<RecordLimits> = std::sync::LazyLock::new(|| RecordLimits::of_producer(&herald_bus::KafkaConfig::new("x").set("message.max.bytes", "10000")));
+        Limit::of(&LIMITS, "k", cause, slot)
     }
 
     #[test]

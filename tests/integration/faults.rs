@@ -185,3 +185,26 @@ async fn a_partition_whose_worker_dies_is_parked_and_the_others_go_on() {
     let _ = stop.send(());
     running.await.expect("joined").expect("ran");
 }
+
+/// A topic whose `max.message.bytes` (20 000) is below librdkafka's batch size: the broker
+/// refuses a whole batch of records that each fit, and librdkafka does not split it. The
+/// error says so and what to set; with `batch.size` under the topic's limit every record
+/// is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_over_its_topics_limit_fails_saying_to_lower_batch_size_and_fits_once_lowered() {
+    let config = kafka().await;
+    let name = herald_testkit::unique("small");
+    let spec = herald_bus::admin::TopicSpec::new(&name).partitions(1).config("max.message.bytes", "20000");
+    herald_bus::admin::create_topics(&config, &[spec]).await.expect("topic");
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let events: Vec<OrderPlaced> = (0..2_000).map(|i| OrderPlaced::example(&format!("cart-{i}"), "c", i)).collect();
+    // A long linger gathers the records into large batches.
+    let batched = publisher(&config.clone().set("linger.ms", "200"));
+    let results = batched.publish_all(&orders, &events).await;
+    let refused = results.iter().filter_map(|r| r.as_ref().err()).next().expect("some batch over 20 000 bytes is refused");
+    assert!(refused.to_string().contains("set batch.size below the topic's limit"), "{refused}");
+    let written = record_count(&config, &name).await;
+    let fitting = publisher(&config.clone().set("linger.ms", "200").set("batch.size", "18000"));
+    assert!(fitting.publish_all(&orders, &events).await.iter().all(Result::is_ok), "every record is written");
+    assert_eq!(record_count(&config, &name).await, written + events.len() as i64);
+}

@@ -34,7 +34,7 @@ pub enum PublishError {
         limit: usize,
     },
     /// The broker did not acknowledge the record. The record is handed back unchanged.
-    #[error("delivery to {topic} failed: {source}{}", client_error.as_deref().map(|e| format!(" (last client error: {e})")).unwrap_or_default())]
+    #[error("delivery to {topic} failed: {source}{}{}", too_large_hint(source), client_error.as_deref().map(|e| format!(" (last client error: {e})")).unwrap_or_default())]
     Delivery {
         /// The topic.
         topic: String,
@@ -139,5 +139,17 @@ impl PublishError {
     /// and headers, nulls kept null.
     pub fn into_record(self) -> Option<Record> {
         self.record().map(Record::from_message)
+    }
+}
+
+/// What to do about a record the broker refused as too large, which may fit on its own:
+/// the broker checks a whole batch against the topic's `max.message.bytes`, and librdkafka
+/// does not split a refused batch.
+fn too_large_hint(error: &KafkaError) -> &'static str {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => {
+            " (the record, or the batch librdkafka sent it in, is over the topic's max.message.bytes; a refused batch is not split: set batch.size below the topic's limit)"
+        }
+        _ => "",
     }
 }

@@ -260,6 +260,28 @@ pub fn topic_state<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C
     }
 }
 
+/// Whether `topic` is gone for sure: [`topic_state`] says [`TopicState::Missing`] on each
+/// of [`GONE_ANSWERS`] answers [`GONE_PAUSE`] apart. A broker just restarted may list a
+/// topic it has with no partitions for a moment; one answer is not enough to stop a
+/// consumer. Blocks for seconds: call it on a blocking thread.
+pub fn topic_gone<C: rdkafka::ClientContext>(client: &rdkafka::client::Client<C>, topic: &str, timeout: Duration) -> bool {
+    for answer in 0..GONE_ANSWERS {
+        if answer > 0 {
+            std::thread::sleep(GONE_PAUSE);
+        }
+        if topic_state(client, topic, timeout) != TopicState::Missing {
+            return false;
+        }
+    }
+    true
+}
+
+/// How many answers [`topic_gone`] asks for.
+pub const GONE_ANSWERS: u32 = 3;
+
+/// The pause between [`topic_gone`]'s answers.
+pub const GONE_PAUSE: Duration = Duration::from_secs(2);
+
 /// A topic as listed by [`list_topics`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {

@@ -29,7 +29,8 @@ pub enum ConsumerError {
     /// topic or group authorization). Retrying with the same configuration cannot help.
     #[error("not authorized by the broker: {0}")]
     Authentication(String),
-    /// A subscribed topic that this consumer had read from no longer exists.
+    /// A subscribed topic that this consumer had read from no longer exists (the broker
+    /// said so three times, two seconds apart: see [`admin::topic_gone`](crate::admin::topic_gone)).
     #[error("subscribed topic {0} was deleted")]
     TopicDeleted(String),
     /// librdkafka raised a fatal error: the client instance cannot be used any more.

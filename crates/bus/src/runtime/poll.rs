@@ -34,7 +34,7 @@ use super::observer::Observer;
 use super::settings::{Settings, CONSUMER_DEFAULTS};
 use super::{ConsumerError, RetryPolicy};
 use crate::consumer::record::{Buffers, OwnedRecord, Recycler};
-use crate::admin::{self, TopicState};
+use crate::admin;
 use crate::KafkaConfig;
 
 /// Most records taken from the client before they are handed to the workers.
@@ -184,7 +184,7 @@ impl<S: Sink> Runtime<S> {
         let (consumer, shared) = (self.consumer.clone(), self.shared.clone());
         tokio::task::spawn_blocking(move || {
             for topic in read {
-                if admin::topic_state(consumer.client(), &topic, Duration::from_secs(10)) == TopicState::Missing {
+                if admin::topic_gone(consumer.client(), &topic, Duration::from_secs(10)) {
                     shared.set_fatal(ConsumerError::TopicDeleted(topic));
                 }
             }

@@ -766,7 +766,7 @@ impl<P: Participant> Coordinator<P> {
             // transaction on every retry and stall the partition: drop this output.
             if emission.event.is_exact_topic()
                 && let Some(producer) = &self.producer
-                && !self.named_topics.exists(producer, &topic).await
+                && !self.named_topics.exists(producer, &topic, &self.changelog).await
             {
                 tracing::error!(topic, event_type = emission.event.type_name(), "the topic the input named does not exist: this output is dropped, the input's other effects commit");
                 metrics::counter!("herald_choreography_outputs_dropped_total", "participant" => P::NAME, "reason" => "unknown-topic").increment(1);

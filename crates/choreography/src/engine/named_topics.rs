@@ -12,10 +12,10 @@
 //! deleted since: a client that made its own reply topic and went away), then asked about
 //! again; one found missing is asked about again after [`RECHECK`], so creating it heals
 //! without a restart. A topic is taken as missing only when two answers [`CONFIRM`] apart
-//! say so: a broker just restarted, or a topic just made, may list a topic with no
-//! partitions for a moment, and a reply dropped on one such answer is a client left
-//! waiting. When the broker cannot say, the output is sent as before (and its failure
-//! retried). Not handled: a topic that exists but that the engine may not write
+//! say so and the broker lists a topic known to exist (the engine's changelog) meanwhile:
+//! a broker just restarted, or a topic just made, may list a topic with no partitions for
+//! a moment, and a reply dropped on such an answer is a client left waiting. When the
+//! broker cannot say, the output is sent as before (and its failure retried). Not handled: a topic that exists but that the engine may not write
 //! (an ACL) fails every attempt, the health check reporting the error.
 //!
 //! [`Emitted::exact_topic`]: crate::emit::Emitted::exact_topic
@@ -50,8 +50,9 @@ enum Known {
 
 impl NamedTopics {
     /// False when `topic` does not exist (asking the broker through `producer` unless it
-    /// is known); true when it does or the broker could not say.
-    pub(crate) async fn exists(&mut self, producer: &TxnProducer, topic: &str) -> bool {
+    /// is known); true when it does or the broker could not say, or did not list `known`
+    /// (a topic that exists) either.
+    pub(crate) async fn exists(&mut self, producer: &TxnProducer, topic: &str, known: &str) -> bool {
         match self.known.get(topic) {
             Some(Known::Exists) => return true,
             Some(Known::Missing(at)) if at.elapsed() < RECHECK => return false,
@@ -61,6 +62,9 @@ impl NamedTopics {
         if state == TopicState::Missing {
             tokio::time::sleep(CONFIRM).await;
             state = producer.topic_state(topic).await;
+            if state == TopicState::Missing && producer.topic_state(known).await != TopicState::Exists {
+                state = TopicState::Unknown;
+            }
         }
         match state {
             TopicState::Exists => {

@@ -171,6 +171,36 @@ pub async fn topic_config(config: &KafkaConfig, topic: &str, name: &str) -> Resu
     }
 }
 
+/// Creates `spec` with a `max.message.bytes` `headroom` bytes above `source`'s, so every
+/// record of `source` fits in it with room for more headers (a dead-letter topic, a
+/// repartition topic). When `source`'s limit cannot be read, or the cluster refuses the
+/// setting (a policy), `spec` is created with the broker's default, with a warning.
+///
+/// ```no_run
+/// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
+/// use herald_bus::admin::{create_topic_roomier_than, TopicSpec};
+/// create_topic_roomier_than(&config, TopicSpec::new("shop.orders.dlq").partitions(6), "shop.orders", 65_536).await?;
+/// # Ok(()) }
+/// ```
+pub async fn create_topic_roomier_than(config: &KafkaConfig, spec: TopicSpec, source: &str, headroom: usize) -> Result<(), AdminError> {
+    let limit = match topic_config(config, source, "max.message.bytes").await {
+        Ok(limit) => limit.and_then(|v| v.parse::<usize>().ok()),
+        Err(e) => {
+            tracing::warn!(source, error = %e, "cannot read the topic's max.message.bytes; the topic made for it gets the broker's default");
+            None
+        }
+    };
+    let Some(limit) = limit else { return create_topics(config, &[spec]).await.map(drop) };
+    let roomy = spec.clone().config("max.message.bytes", (limit + headroom).to_string());
+    match create_topics(config, &[roomy]).await {
+        Err(AdminError::Create { code: RDKafkaErrorCode::PolicyViolation | RDKafkaErrorCode::InvalidConfig, .. }) => {
+            tracing::warn!(source, "the cluster refused a larger max.message.bytes for the topic made for it; it gets the broker's default");
+            create_topics(config, &[spec]).await.map(drop)
+        }
+        other => other.map(drop),
+    }
+}
+
 /// Number of partitions of `topic`, from cluster metadata.
 pub async fn partition_count(config: &KafkaConfig, topic: &str) -> Result<Option<usize>, AdminError> {
     let topics = topic_metadata(config, Some(topic)).await?;

@@ -127,33 +127,11 @@ pub fn for_dead_letters(config: &crate::KafkaConfig) -> crate::KafkaConfig {
 /// # Ok(()) }
 /// ```
 pub async fn create_topics(config: &crate::KafkaConfig, topics: &[impl AsRef<str>]) -> Result<(), crate::admin::AdminError> {
-    use crate::admin::{AdminError, TopicSpec};
-    use rdkafka::types::RDKafkaErrorCode as Code;
+    use crate::admin::TopicSpec;
     for topic in topics {
         let topic = topic.as_ref();
         let partitions = crate::admin::partition_count(config, topic).await?.unwrap_or(1);
-        let plain = TopicSpec::new(topic_for(topic)).partitions(partitions as i32);
-        let limit = match crate::admin::topic_config(config, topic, "max.message.bytes").await {
-            Ok(limit) => limit.and_then(|v| v.parse::<usize>().ok()),
-            Err(e) => {
-                tracing::warn!(topic, error = %e, "cannot read the topic's max.message.bytes; its dead-letter topic gets the broker's default");
-                None
-            }
-        };
-        let Some(limit) = limit else {
-            crate::admin::create_topics(config, &[plain]).await?;
-            continue;
-        };
-        let roomy = plain.clone().config("max.message.bytes", (limit + HEADROOM).to_string());
-        match crate::admin::create_topics(config, &[roomy]).await {
-            Err(AdminError::Create { code: Code::PolicyViolation | Code::InvalidConfig, .. }) => {
-                tracing::warn!(topic, "the cluster refused a larger max.message.bytes for the dead-letter topic; it gets the broker's default");
-                crate::admin::create_topics(config, &[plain]).await?;
-            }
-            other => {
-                other?;
-            }
-        }
+        crate::admin::create_topic_roomier_than(config, TopicSpec::new(topic_for(topic)).partitions(partitions as i32), topic, HEADROOM).await?;
     }
     Ok(())
 }

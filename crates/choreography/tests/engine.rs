@@ -705,6 +705,13 @@ async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() 
         let expected: Vec<i64> = (1..=ids.iter().filter(|i| i.starts_with(initial.as_str())).count() as i64).collect();
         assert_eq!(ns, expected, "{initial}: one writer counts every input of the key once");
     }
+    // Every record of the input fits in its copy: the repartition topic takes more.
+    let limit = |topic: String| {
+        let config = s.config.clone();
+        async move { herald_bus::admin::topic_config(&config, &topic, "max.message.bytes").await.expect("config").and_then(|v| v.parse::<usize>().ok()).expect("a limit") }
+    };
+    let source = limit(s.input.clone()).await;
+    assert_eq!(limit(format!("by-initial.{}.by-initial", s.input)).await, source + herald_bus::dead_letter::HEADROOM);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -239,6 +239,7 @@ impl<P: Participant> Engine<P> {
         let prefixed = |t: &str| self.settings.prefixed(t);
         let repartitioned: Vec<(String, String)> = declaration.consumes.iter().filter_map(|c| Some((prefixed(&c.topic), prefixed(&declaration.repartition_topic(&c.topic)?)))).collect();
         needed.extend(repartitioned.iter().map(|(_, target)| (target.clone(), false)));
+        let source_of = |target: &str| repartitioned.iter().find(|(_, t)| t == target).map(|(source, _)| source.clone());
         for (topic, compacted) in needed {
             match admin::partition_count(&self.config, &topic).await.map_err(admin_error)? {
                 Some(n) if n != count => return Err(EngineError::Partitions(format!("{topic} has {n} partitions, the inputs {count}"))),
@@ -251,7 +252,11 @@ impl<P: Participant> Engine<P> {
                             spec = spec.config(name, value);
                         }
                     }
-                    admin::create_topics(&self.config, &[spec]).await.map_err(admin_error)?;
+                    match source_of(&topic) {
+                        // Every record of its source fits, with the headers the copy adds.
+                        Some(source) => admin::create_topic_roomier_than(&self.config, spec, &source, dead_letter::HEADROOM).await.map_err(admin_error)?,
+                        None => drop(admin::create_topics(&self.config, &[spec]).await.map_err(admin_error)?),
+                    }
                 }
                 None => return Err(EngineError::Partitions(format!("{topic} does not exist"))),
             }

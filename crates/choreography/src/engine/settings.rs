@@ -96,8 +96,11 @@ pub struct EngineSettings {
     pub create_changelog: bool,
     /// Create the dead-letter topic (`<topic>.dlq`, as many partitions as the inputs) of
     /// every topic the engine reads when it is missing (default true). Without it, a
-    /// record the engine cannot take waits for its dead letter, and so does its partition,
-    /// until the topic exists (the health check says so).
+    /// record the engine cannot take waits for its dead letter until the topic exists (the
+    /// health check says so). A decode failure waits on its partition only (the consumer
+    /// runtime writes its letter); a reaction that panics or cannot be written is
+    /// dead-lettered in the engine's transaction, so every partition of the process waits
+    /// with it (as for a dead letter larger than its topic allows).
     pub create_dead_letter_topics: bool,
     /// Topic configs of a changelog the engine creates, beside `cleanup.policy=compact`
     /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins, as in

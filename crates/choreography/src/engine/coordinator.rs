@@ -671,9 +671,9 @@ impl<P: Participant> Coordinator<P> {
             return Err(failed);
         }
         let reacted = self.react_to(partition, &mut held);
-        // `decide` panicked, or its reaction cannot be written: the input is dead-lettered
-        // in this transaction, with its offset.
-        let letter = reacted.as_ref().err().and_then(|refused| self.dead_letter(&held, refused));
+        // `decide` panicked, its reaction cannot be written, or the input no longer
+        // decodes: it is dead-lettered in this transaction, with its offset.
+        let letter = reacted.as_ref().err().and_then(|failure| self.dead_letter(&held, failure));
         let (topic, _, offset) = held.position();
         self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
         self.open.held.push((partition, held));
@@ -684,15 +684,11 @@ impl<P: Participant> Coordinator<P> {
         }
     }
 
-    /// The dead letter of a held record whose reaction panicked or cannot be written
-    /// (stage `handler`).
-    fn dead_letter(&self, held: &Held<P::Input>, refused: &NotApplied) -> Option<Record> {
+    /// The dead letter of a held record that `failure` refused.
+    fn dead_letter(&self, held: &Held<P::Input>, failure: &Failure) -> Option<Record> {
         let Held::Record { record, .. } = held else { return None };
-        tracing::error!(topic = record.topic(), partition = record.partition(), offset = record.offset(), error = %refused, "the reaction was not applied: the input is dead-lettered, its state unchanged");
-        count_refused::<P>(refused, "input");
-        let failure = Failure { stage: Stage::Handler, reason: refused.to_string(), attempts: 1 };
         let group = self.settings.group.clone().unwrap_or_else(|| self.settings.prefixed(P::NAME));
-        Some(dead_letter::record(&record.to_message(), &failure, &group, &dead_letter::topic_for(record.topic())))
+        Some(dead_letter::record(&record.to_message(), failure, &group, &dead_letter::topic_for(record.topic())))
     }
 
     /// Writes `letter` in the open transaction. Its topic is not checked as a reply topic
@@ -708,7 +704,11 @@ impl<P: Participant> Coordinator<P> {
         Ok(())
     }
 
-    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Result<(Vec<Emission>, Vec<Vec<u8>>), NotApplied> {
+    /// Reacts to a held record. A record whose reaction panicked or cannot be written
+    /// (stage `handler`), or that does not decode (stage `decode`: the partition's sink
+    /// dead-letters those before they come here, but a record decoded anew after a rewind
+    /// is checked again) is refused with the failure its dead letter carries.
+    fn react_to(&mut self, partition: i32, held: &mut Held<P::Input>) -> Result<(Vec<Emission>, Vec<Vec<u8>>), Failure> {
         let Held::Record { record, decoded } = held else { return Ok(Default::default()) };
         let (topic, offset) = (record.topic(), record.offset());
         let decoded = match decoded.take() {
@@ -736,11 +736,15 @@ impl<P: Participant> Coordinator<P> {
                         slots.remove(&routed.key);
                     }
                 }
-                reacted
+                reacted.map_err(|refused| {
+                    tracing::error!(topic, partition, offset, error = %refused, "the reaction was not applied: the input is dead-lettered, its state unchanged");
+                    count_refused::<P>(&refused, "input");
+                    Failure { stage: Stage::Handler, reason: refused.to_string(), attempts: 1 }
+                })
             }
             Some(Err(failure)) => {
-                tracing::error!(topic, partition, offset, reason = %failure.reason, "undecodable input in a transaction: skipped");
-                Ok(Default::default())
+                tracing::error!(topic, partition, offset, reason = %failure.reason, "undecodable input in a transaction: dead-lettered");
+                Err(Failure { attempts: 1, ..failure })
             }
             None => {
                 tracing::error!(topic, "input from a topic without a route: skipped");

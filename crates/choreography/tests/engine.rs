@@ -1035,6 +1035,41 @@ async fn an_output_topic_with_a_lower_record_limit_gets_batches_it_takes_and_no_
     running.stop().await;
 }
 
+/// A transaction that stays open on an input partition (a producer began one and never
+/// ends it: to a reader, what a hanging transaction looks like) makes the engine unhealthy
+/// once `hanging_input_after` passed, naming the partition and what an operator does; it
+/// is healthy again once the transaction ends. (Before, the engine waited with nothing to
+/// show: an outside probe saw a repartition topic held so for 5 minutes, /health 200.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_partition_held_by_an_open_transaction_is_reported_until_it_ends() {
+    use rdkafka::producer::{BaseRecord, Producer};
+    let s = setup(1).await;
+    let mut settings = s.settings("a");
+    settings.hanging_input_after = Duration::from_secs(3);
+    let engine = s.engine(settings);
+    let health = engine.health();
+    let running = start(engine);
+    s.ping("k", 0).await;
+    read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert!(herald_ops::HealthCheck::check(&*health).0, "healthy before");
+    let holder: rdkafka::producer::BaseProducer =
+        s.config.client_config(&[]).set("transactional.id", herald_testkit::unique("holder")).set("transaction.timeout.ms", "300000").create().expect("producer");
+    tokio::task::block_in_place(|| {
+        holder.init_transactions(WAIT).expect("init");
+        holder.begin_transaction().expect("begin");
+        holder.send(BaseRecord::to(&s.input).key("held").payload("never committed")).map_err(|(e, _)| e).expect("send");
+        holder.flush(WAIT).expect("flushed");
+    });
+    herald_testkit::wait_until(WAIT, "the engine reports the held partition", || async { health.hanging().is_some() }).await;
+    assert!(!herald_ops::HealthCheck::check(&*health).0, "unhealthy while held");
+    let reason = health.hanging().unwrap_or_default();
+    assert!(reason.contains(&format!("{}/0", s.input)) && reason.contains("find-hanging"), "{reason}");
+    tokio::task::block_in_place(|| holder.abort_transaction(WAIT)).expect("abort");
+    herald_testkit::wait_until(WAIT, "healthy again once the transaction ended", || async { health.hanging().is_none() }).await;
+    assert!(herald_ops::HealthCheck::check(&*health).0, "healthy after");
+    running.stop().await;
+}
+
 /// An input that gains partitions while the engine runs moves keys to other partitions
 /// than their state's: the engine stops with an error naming the topic and both counts,
 /// says so on /health, and dead-letters nothing (the records wait in their topic). Before,

@@ -38,6 +38,7 @@ use super::clock::Clock;
 use super::decode::Reader;
 use super::due::{due_times, DueIndex, Entry};
 use super::health::EngineHealth;
+use super::hanging;
 use super::limits::RecordLimits;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
@@ -244,6 +245,8 @@ pub(crate) struct Coordinator<P: Participant> {
     /// writes a larger one (see `written::payloads`), and the producer's batches fit the
     /// smallest.
     limits: RecordLimits,
+    /// `owned`, published for the watch on hanging transactions (see `hanging`).
+    owned_view: hanging::Owned,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
     last_input: tokio::time::Instant,
 }
@@ -263,6 +266,7 @@ impl<P: Participant> Coordinator<P> {
         health: Arc<EngineHealth>,
         tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
         limits: RecordLimits,
+        owned_view: hanging::Owned,
     ) -> Self {
         let inputs = participant.inputs();
         let transactional_id = settings.transactional_id(P::NAME);
@@ -306,6 +310,7 @@ impl<P: Participant> Coordinator<P> {
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
             limits,
+            owned_view,
             last_input: tokio::time::Instant::now(),
         }
     }
@@ -429,6 +434,7 @@ impl<P: Participant> Coordinator<P> {
                         self.start_restore(partition, Duration::ZERO);
                     }
                 }
+                self.publish_owned();
                 // Before the restores need it, as Kafka Streams does: the producer's
                 // init_transactions has the broker abort the transaction this id's last
                 // producer left open (a crash, a fatal error), whose records hold the
@@ -567,6 +573,11 @@ impl<P: Participant> Coordinator<P> {
         });
     }
 
+    /// Publishes the owned partitions for the watch on hanging transactions.
+    fn publish_owned(&self) {
+        *self.owned_view.lock().unwrap_or_else(|p| p.into_inner()) = self.owned.clone();
+    }
+
     /// Drops what this process knew of `partitions`: ownership, state, parked inputs,
     /// inputs waiting in the backlog (if the partition comes back, its sink delivers them
     /// again from the committed offset), and their part of the open transaction.
@@ -574,6 +585,7 @@ impl<P: Participant> Coordinator<P> {
         for key in partitions {
             self.owned.remove(key);
         }
+        self.publish_owned();
         let owned = &self.owned;
         self.backlog.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
         // Whether the open transaction is in doubt, about to be rewound (a lost partition,

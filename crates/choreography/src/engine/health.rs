@@ -46,6 +46,8 @@ pub struct EngineHealth {
     /// partitions): unhealthy for good.
     ended: AtomicBool,
     last_error: Mutex<Option<String>>,
+    /// Input partitions held by a transaction that does not end (see `hanging`).
+    hanging: Mutex<Option<String>>,
 }
 
 impl EngineHealth {
@@ -100,6 +102,22 @@ impl EngineHealth {
     pub(crate) fn set_deadlines(&self, pending: u64, overdue: u64) {
         self.pending.store(pending, Ordering::Relaxed);
         self.overdue.store(overdue, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_hanging(&self, reason: Option<String>) {
+        let mut hanging = self.hanging.lock().unwrap_or_else(|p| p.into_inner());
+        match (&reason, hanging.is_some()) {
+            (Some(reason), false) => tracing::error!(reason, "inputs held by a transaction"),
+            (None, true) => tracing::info!("the inputs held by a transaction are free again"),
+            _ => {}
+        }
+        *hanging = reason;
+    }
+
+    /// Why input partitions the engine owns wait for a transaction that does not end (see
+    /// `EngineSettings::hanging_input_after`), if they do.
+    pub fn hanging(&self) -> Option<String> {
+        self.hanging.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn set_restoring(&self, partitions: u64) {
@@ -167,7 +185,8 @@ impl herald_ops::HealthCheck for EngineHealth {
         let (consumer_ok, consumer_details) = consumer.map_or((false, serde_json::Value::Null), |c| c.check());
         let repartitioner = self.repartitioner.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (repartitioner_ok, repartitioner_details) = repartitioner.map_or((true, serde_json::Value::Null), |c| c.check());
-        let healthy = consumer_ok && repartitioner_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed);
+        let hanging = self.hanging();
+        let healthy = consumer_ok && repartitioner_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed) && hanging.is_none();
         (
             healthy,
             serde_json::json!({
@@ -182,6 +201,7 @@ impl herald_ops::HealthCheck for EngineHealth {
                 "deadlines_overdue": self.deadlines_overdue(),
                 "partitions_restoring": self.restoring(),
                 "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
+                "hanging": hanging,
             }),
         )
     }

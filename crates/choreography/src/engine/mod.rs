@@ -99,8 +99,9 @@
 //! # Hanging transactions
 //!
 //! Kafka's transaction coordinator can finish a transaction without writing its marker to
-//! some of its partitions (see `restore`): they keep it open for good, and only an
-//! operator ends it, with `kafka-transactions.sh find-hanging`, then `abort` for each
+//! some of its partitions (see `restore`): they keep it open for good (the engine reports
+//! one on its changelog when it restores, and one on an input partition it owns after
+//! [`EngineSettings::hanging_input_after`], see `hanging`), and only an operator ends it, with `kafka-transactions.sh find-hanging`, then `abort` for each
 //! partition listed. `abort` ends it on one partition, and an engine that keeps running
 //! meanwhile can undo the others: when its producer writes again to a partition where its
 //! own transaction still hangs, the broker adds the new records to that open transaction,
@@ -125,6 +126,7 @@ mod decode;
 mod due;
 mod error;
 mod growth;
+mod hanging;
 mod health;
 mod limits;
 mod named_topics;
@@ -350,6 +352,7 @@ impl<P: Participant> Engine<P> {
             self.participant.inputs().routes().iter().map(|r| (read(r), reader(r))).collect()
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
+        let owned = hanging::Owned::default();
         let membership = Arc::new(OnceLock::new());
         let overdue = Arc::new(Overdue::default());
         let stop = CancellationToken::new();
@@ -384,8 +387,10 @@ impl<P: Participant> Engine<P> {
             self.health.clone(),
             tx.clone(),
             limits,
+            owned.clone(),
         );
         let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
+        let _hanging = AbortOnDrop(tokio::spawn(hanging::watch(self.config.clone(), owned, self.settings.hanging_input_after, self.health.clone(), stop.clone())).into());
         let watching = {
             let (growth, done) = (growth.clone(), stop.clone());
             AbortOnDrop(tokio::spawn(async move { growth.watch(done).await }).into())

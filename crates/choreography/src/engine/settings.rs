@@ -108,6 +108,13 @@ pub struct EngineSettings {
     pub changelog_configs: Vec<(String, String)>,
     /// librdkafka properties for the input consumer, over Herald's.
     pub consumer_properties: Vec<(String, String)>,
+    /// How long an owned input partition's last stable offset may stay below its high
+    /// watermark without moving before the engine reports a transaction hanging on it
+    /// (`/health` unhealthy with what an operator does, an error log; see `hanging`).
+    /// Default 90 s: longer than the transaction timeout of the producers writing the
+    /// inputs (librdkafka's default is 60 s, the engine's own 10 s), or a long live
+    /// transaction is reported too.
+    pub hanging_input_after: Duration,
     /// Prepended to every name the engine derives or uses (default empty): the topics it
     /// reads and writes (the participant's inputs and outputs as declared, its changelog
     /// and repartition topics), its consumer groups and transactional ids. Several copies
@@ -140,6 +147,7 @@ impl EngineSettings {
             create_dead_letter_topics: true,
             changelog_configs: CHANGELOG_CONFIGS.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             consumer_properties: Vec::new(),
+            hanging_input_after: Duration::from_secs(90),
             topic_prefix: String::new(),
         }
     }

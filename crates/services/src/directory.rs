@@ -21,6 +21,59 @@ use crate::{Balancer, Instance, Lease, RegistryError, Settings};
 /// How long an expired instance stays listed (as expired) before the directory forgets it.
 pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 
+/// How often the directory asks whether it can read the registry topic (see
+/// [`RegistryClock`]).
+pub const REACHABLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The table and the clock its ages are measured on.
+#[derive(Debug)]
+struct State {
+    table: Table,
+    clock: RegistryClock,
+}
+
+/// The clock instances' ages are measured on: it runs only while the directory can read
+/// the registry topic. A heartbeat the directory cannot read (the broker away) says
+/// nothing of its instance; measured on the wall clock, every instance expired a TTL into
+/// a broker's outage, and a gateway answered "no live instance" for a view that was up all
+/// along (an outside probe saw it). Once the topic can be read again the clock goes on
+/// from where it stopped, so an instance has the rest of its TTL to heartbeat again, and
+/// one that died meanwhile expires then.
+#[derive(Debug)]
+struct RegistryClock {
+    origin: Instant,
+    visible: Duration,
+    last: Instant,
+    reachable: bool,
+}
+
+impl RegistryClock {
+    fn new(now: Instant) -> Self {
+        RegistryClock { origin: now, visible: Duration::ZERO, last: now, reachable: true }
+    }
+
+    /// The clock's time at `now`.
+    fn at(&mut self, now: Instant) -> Instant {
+        if self.reachable {
+            self.visible += now.saturating_duration_since(self.last);
+        }
+        self.last = now;
+        self.origin + self.visible
+    }
+
+    /// Whether the topic could be read, as found at `now`.
+    fn set_reachable(&mut self, reachable: bool, now: Instant) {
+        self.at(now);
+        self.reachable = reachable;
+    }
+}
+
+impl State {
+    fn now(&mut self) -> Instant {
+        self.clock.at(Instant::now())
+    }
+}
+
 /// The instances registered on the registry topic, kept up to date by a background task.
 ///
 /// ```no_run
@@ -39,7 +92,7 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(3600);
 /// # Ok(()) }
 /// ```
 pub struct Directory {
-    table: Arc<Mutex<Table>>,
+    state: Arc<Mutex<State>>,
     caught_up: watch::Receiver<bool>,
     stop: CancellationToken,
     task: Option<JoinHandle<()>>,
@@ -76,15 +129,17 @@ impl Directory {
         .await
         .map_err(|_| KafkaError::Canceled)?;
         let (consumer, ends) = ends?;
-        let table = Arc::new(Mutex::new(Table::new(settings.ttl)));
+        let state = Arc::new(Mutex::new(State { table: Table::new(settings.ttl), clock: RegistryClock::new(Instant::now()) }));
         let (caught_up_tx, caught_up) = watch::channel(false);
         let stop = CancellationToken::new();
-        let task = tokio::spawn(follow(consumer, ends, table.clone(), caught_up_tx, stop.clone()));
-        Ok(Directory { table, caught_up, stop, task: Some(task) })
+        let consumer = Arc::new(consumer);
+        tokio::spawn(watch_reachable(consumer.clone(), settings.topic.clone(), state.clone(), stop.clone()));
+        let task = tokio::spawn(follow(consumer, ends, state.clone(), caught_up_tx, stop.clone()));
+        Ok(Directory { state, caught_up, stop, task: Some(task) })
     }
 
-    fn table(&self) -> MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Waits until the directory has read every record that was on the topic when it
@@ -96,12 +151,16 @@ impl Directory {
 
     /// The live instances of `service`, ordered by instance id.
     pub fn live(&self, service: &str) -> Vec<Instance> {
-        self.table().live(service, Instant::now())
+        let mut state = self.state();
+        let now = state.now();
+        state.table.live(service, now)
     }
 
     /// Every instance known, live and expired, ordered by `service/instance`.
     pub fn entries(&self) -> Vec<Entry> {
-        self.table().entries(Instant::now())
+        let mut state = self.state();
+        let now = state.now();
+        state.table.entries(now)
     }
 
     /// Picks a live instance of `service` with `balancer` (see [`Balancer::pick`]).
@@ -140,7 +199,23 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
-async fn follow(consumer: StreamConsumer<QuietEof>, ends: Vec<i64>, table: Arc<Mutex<Table>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
+/// Asks every [`REACHABLE_EVERY`] whether the registry topic can be read (its first
+/// partition's offsets), for the [`RegistryClock`].
+async fn watch_reachable(consumer: Arc<StreamConsumer<QuietEof>>, topic: String, state: Arc<Mutex<State>>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(REACHABLE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let (asking, topic) = (consumer.clone(), topic.clone());
+        let reachable = tokio::task::spawn_blocking(move || asking.fetch_watermarks(&topic, 0, Duration::from_secs(2)).is_ok()).await.unwrap_or(false);
+        state.lock().unwrap_or_else(|p| p.into_inner()).clock.set_reachable(reachable, Instant::now());
+    }
+}
+
+async fn follow(consumer: Arc<StreamConsumer<QuietEof>>, ends: Vec<i64>, table: Arc<Mutex<State>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
     // Partitions whose end (as of the start) has been read.
     let mut at_end: HashSet<i32> = (0..ends.len() as i32).filter(|&p| ends[p as usize] <= 0).collect();
     let partitions = ends.len();
@@ -152,7 +227,9 @@ async fn follow(consumer: StreamConsumer<QuietEof>, ends: Vec<i64>, table: Arc<M
         let received = tokio::select! {
             _ = stop.cancelled() => return,
             _ = forget.tick() => {
-                table.lock().unwrap_or_else(|p| p.into_inner()).forget_expired(Instant::now(), FORGET_AFTER);
+                let mut state = table.lock().unwrap_or_else(|p| p.into_inner());
+                let now = state.now();
+                state.table.forget_expired(now, FORGET_AFTER);
                 continue;
             }
             r = consumer.recv() => r,
@@ -184,7 +261,7 @@ async fn follow(consumer: StreamConsumer<QuietEof>, ends: Vec<i64>, table: Arc<M
 
 /// Applies one record to the table; a record that is not an instance record is logged and
 /// skipped (it stays on the topic, untouched).
-fn apply(table: &Mutex<Table>, message: &rdkafka::message::BorrowedMessage<'_>) {
+fn apply(table: &Mutex<State>, message: &rdkafka::message::BorrowedMessage<'_>) {
     let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) else {
         tracing::warn!(offset = message.offset(), "registry record without a UTF-8 key skipped");
         return;
@@ -201,5 +278,7 @@ fn apply(table: &Mutex<Table>, message: &rdkafka::message::BorrowedMessage<'_>) 
             return;
         }
     };
-    table.lock().unwrap_or_else(|p| p.into_inner()).apply(key, record, Instant::now(), now_ms());
+    let mut state = table.lock().unwrap_or_else(|p| p.into_inner());
+    let now = state.now();
+    state.table.apply(key, record, now, now_ms());
 }

@@ -47,6 +47,10 @@
 //! - A process that dies (or drops its registration) stops heartbeating; directories count
 //!   it as expired once its last heartbeat is older than the TTL, measured on their own
 //!   monotonic clock (a record already old when read is aged by its wall-clock timestamp).
+//!   That clock stops while a directory cannot read the registry topic (it asks every
+//!   [`directory::REACHABLE_EVERY`]): a broker's outage expires nobody, and an instance
+//!   that died meanwhile expires once the topic can be read again and the rest of its TTL
+//!   has passed.
 //! - Expired instances are never handed out by [`Directory::pick`]; they stay listed (as
 //!   expired) by [`Directory::entries`] for [`directory::FORGET_AFTER`].
 //!

@@ -93,3 +93,40 @@ async fn a_crashed_instance_expires_after_the_ttl() {
     a.shutdown().await.expect("deregister a");
     directory.shutdown().await;
 }
+
+/// A broker outage three TTLs long expires no instance: heartbeats the directory cannot
+/// read say nothing of their instances (its clock stops while the registry topic cannot be
+/// read). Once the broker is back, an instance that kept heartbeating stays live and one
+/// that died during the outage expires after the rest of its TTL. (Before, every instance
+/// expired a TTL into the outage: a gateway answered "no live instance" for a view that
+/// was up all along.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_outage_longer_than_the_ttl_expires_only_the_instance_that_died() {
+    let broker = herald_testkit::PrivateBroker::new("registry-outage");
+    broker.run("start").await;
+    // Clients back within half a second of the broker (librdkafka's reconnect backoff
+    // grows to 10 s by default): the live instance's next heartbeat then comes well within
+    // the test's 2 s TTL (15 s by default).
+    let config = broker.config().set("reconnect.backoff.max.ms", "500");
+    let settings = settings();
+    let a = Registration::register(&config, &settings, instance("orders", "a")).await.expect("register a");
+    let dies = Registration::register(&config, &settings, instance("orders", "dies")).await.expect("register dies");
+    let directory = Directory::start(&config, &settings).await.expect("directory");
+    wait_until(DEADLINE, "both instances discovered", || async { ids(&directory, "orders").len() == 2 }).await;
+    broker.run("stop").await;
+    let outage = tokio::time::Instant::now() + settings.ttl * 3;
+    while tokio::time::Instant::now() < outage {
+        assert_eq!(ids(&directory, "orders"), ["a", "dies"], "no instance expires while the registry cannot be read");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(dies); // heartbeats stop, no tombstone: as if the process died during the outage
+    broker.run("start").await;
+    wait_until(DEADLINE, "the dead instance expired once the registry could be read", || async { ids(&directory, "orders") == ["a"] }).await;
+    let steady = tokio::time::Instant::now() + settings.ttl * 2;
+    while tokio::time::Instant::now() < steady {
+        assert_eq!(ids(&directory, "orders"), ["a"], "the instance that kept heartbeating stays live");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await.expect("deregister a");
+    directory.shutdown().await;
+}

@@ -96,7 +96,8 @@ pub enum NotApplied {
 
 /// [`react`], catching a panic of [`Participant::decide`] (the engine's way: one input
 /// that makes `decide` panic must not stop every other), and vetting the reaction before it
-/// is applied: `vet` sees it (its state and events) and returns what the caller needs to
+/// is applied: `vet` sees the state it was decided on and the reaction (its new state and
+/// events) and returns what the caller needs to
 /// write it (the engine: each event's payload), or refuses it. On a panic or a refusal the
 /// slot is as it was.
 ///
@@ -121,7 +122,7 @@ pub enum NotApplied {
 ///
 /// let mut slot = Slot::new(0);
 /// let cause = Metadata::new("Added", "/test", "counter-1");
-/// let refused = reactor::try_react(&Counter, "/test", &mut slot, 5, &cause, Utc::now(), |reaction| {
+/// let refused = reactor::try_react(&Counter, "/test", &mut slot, 5, &cause, Utc::now(), |_current, reaction| {
 ///     match reaction.state() {
 ///         Some(total) if *total > 3 => Err(format!("{total} is over the limit")),
 ///         _ => Ok(()),
@@ -130,11 +131,11 @@ pub enum NotApplied {
 /// assert!(matches!(refused, Err(NotApplied::Unwritable { .. })));
 /// assert_eq!(*slot.state(), 0);
 /// ```
-pub fn try_react<P: Participant, T>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>, vet: impl FnOnce(&Reaction<P::State>) -> Result<T, String>) -> Result<(Vec<Emission>, T), NotApplied> {
+pub fn try_react<P: Participant, T>(participant: &P, source: &str, slot: &mut Slot<P::State>, input: P::Input, cause: &Metadata, now: DateTime<Utc>, vet: impl FnOnce(&P::State, &Reaction<P::State>) -> Result<T, String>) -> Result<(Vec<Emission>, T), NotApplied> {
     let state = slot.state();
     let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| participant.decide(state, input, now)));
     let reaction = decided.map_err(|payload| Panicked { participant: P::NAME, message: herald_bus::panics::describe(&*payload) })?;
-    let vetted = vet(&reaction).map_err(|reason| NotApplied::Unwritable { participant: P::NAME, reason })?;
+    let vetted = vet(state, &reaction).map_err(|reason| NotApplied::Unwritable { participant: P::NAME, reason })?;
     Ok((apply(source, slot, reaction, cause, now, P::NAME), vetted))
 }
 
@@ -155,7 +156,7 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
 /// [`try_react`]: the deadline is taken all the same (it fired), the rest of the slot is as
 /// it was.
 #[allow(clippy::type_complexity)]
-pub fn try_fire_due<P: Participant, T: Default>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>, vet: impl FnOnce(&Reaction<P::State>) -> Result<T, String>) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
+pub fn try_fire_due<P: Participant, T: Default>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>, vet: impl FnOnce(&P::State, &Reaction<P::State>) -> Result<T, String>) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
     let pending = slot.take_due(now)?;
     let (fired, meta) = slot::fired(&pending, key, source);
     let Some(input) = inputs.fired(fired) else { return Some((meta, Ok((Vec::new(), T::default())))) };

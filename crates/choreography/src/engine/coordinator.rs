@@ -740,7 +740,7 @@ impl<P: Participant> Coordinator<P> {
                 self.input_reactions.increment(1);
                 let state_codec = &self.state_codec;
                 let limit = written::Limit::of(&self.limits, &routed.key, &meta, slot);
-                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |reaction| written::payloads(reaction, state_codec, limit));
+                let reacted = reactor::try_react(&*self.participant, &self.source, slot, routed.input, &meta, now, |current, reaction| written::payloads(current, reaction, state_codec, limit));
                 self.due.update(partition, &routed.key, &due_before, Some(slot));
                 if reacted.is_err() && first_change {
                     // The slot is as it was: not written, and not made for a key seen first.
@@ -876,7 +876,7 @@ impl<P: Participant> Coordinator<P> {
         let due_before = due_times(slot);
         let state_codec = &self.state_codec;
         let limit = written::Limit::of_deadline(&self.limits, key, slot);
-        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |reaction| written::payloads(reaction, state_codec, limit)) else { return Ok(false) };
+        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;
@@ -945,8 +945,11 @@ impl<P: Participant> Coordinator<P> {
                 }
                 Some(slot) => match self.state_codec.encode(slot) {
                     Ok(bytes) => Some(bytes),
+                    // Only a new key's `initial()` state can get here (a reaction's new
+                    // state, and the state beside any deadline it sets, are checked before it
+                    // is applied): with no record the key restores as `initial()` again.
                     Err(e) => {
-                        tracing::error!(key, error = %e, "state does not encode: not written");
+                        tracing::error!(key, error = %e, "the participant's initial state does not encode: not written (the key restores as initial() again)");
                         continue;
                     }
                 },

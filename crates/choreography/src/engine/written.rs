@@ -58,13 +58,14 @@ fn pending_bytes(pending: &crate::deadline::Pending) -> usize {
     pending.deadline.name.len() + pending.deadline.payload.len() + pending.correlation_id.len() + PENDING_FIXED_BYTES
 }
 
-/// The payloads of `reaction`'s events, in order (Avro single-object encoding), once its
-/// state, if it sets one, is known to encode with `state`; otherwise what does not encode.
-/// An event or a changelog record that would be larger than `limit` allows does not
-/// either: the producer would refuse it, and the transaction holding it would abort on
-/// every try. (A reaction that sets deadlines but no state is checked without its state,
-/// whose size is not known here.)
-pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(reaction: &Reaction<S>, state: &StateCodec<S>, limit: Limit<'_>) -> Result<Vec<Vec<u8>>, String> {
+/// The payloads of `reaction`'s events, in order (Avro single-object encoding), once the
+/// state its changelog record will hold is known to encode with `state`; otherwise what
+/// does not encode. That state is the one the reaction sets or, for a reaction that sets
+/// deadlines and keeps its state, `current` (a new key's `initial()`, never written
+/// before): a changelog record that cannot be written would lose the deadlines. An event
+/// or a changelog record that would be larger than `limit` allows does not either: the
+/// producer would refuse it, and the transaction holding it would abort on every try.
+pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(current: &S, reaction: &Reaction<S>, state: &StateCodec<S>, limit: Limit<'_>) -> Result<Vec<Vec<u8>>, String> {
     let new_deadlines: usize = reaction
         .deadline_changes()
         .iter()
@@ -75,15 +76,16 @@ pub(super) fn payloads<S: Serialize + serde::de::DeserializeOwned + AvroSchema>(
         .sum();
     let state_bytes = match reaction.state() {
         Some(new) => Some(state.check(new).map_err(|e| format!("its new state does not encode: {e}"))?),
+        // Encoded only here: most reactions that keep their state set no deadline.
+        None if new_deadlines > 0 => Some(state.check(current).map_err(|e| format!("it sets a deadline, but its state (unchanged) does not encode: {e}"))?),
         None => None,
     };
-    if state_bytes.is_some() || new_deadlines > 0 {
-        let size = state_bytes.unwrap_or(0) + limit.key_len + limit.pending_bytes + new_deadlines + FRAMING_BYTES;
+    if let Some(state_bytes) = state_bytes {
+        let size = state_bytes + limit.key_len + limit.pending_bytes + new_deadlines + FRAMING_BYTES;
         let max = limit.limits.changelog();
         if size > max {
             return Err(format!(
-                "its changelog record (state {} bytes, deadlines about {} bytes) would be over {}",
-                state_bytes.map_or_else(|| "unchanged".to_owned(), |b| b.to_string()),
+                "its changelog record (state {state_bytes} bytes, deadlines about {} bytes) would be over {}",
                 limit.pending_bytes + new_deadlines,
                 limit.limits.named(max)
             ));
@@ -152,11 +154,11 @@ mod tests {
         let reaction = || Reaction::<Notes>::keep().emit(&OUT, Done { id: "k".into() });
         let slot = Slot::new(Notes::default());
         let short = herald_bus::Metadata::new("x.In", "/t", "k");
-        assert!(payloads(&reaction(), &codec, limit(&short, &slot)).is_ok());
+        assert!(payloads(&Notes::default(), &reaction(), &codec, limit(&short, &slot)).is_ok());
         // A producer may write any ce_id; outputs carry it as their causation id.
         let mut long = short.clone();
         long.original_id = Some("i".repeat(8_500));
-        let refused = payloads(&reaction(), &codec, limit(&long, &slot)).expect_err("over the limit");
+        let refused = payloads(&Notes::default(), &reaction(), &codec, limit(&long, &slot)).expect_err("over the limit");
         assert!(refused.contains("x.Done") && refused.contains("message.max.bytes = 10000"), "{refused}");
     }
 
@@ -177,13 +179,63 @@ mod tests {
         let cause = herald_bus::Metadata::new("x.In", "/t", "k");
         let empty = Slot::new(Notes::default());
         let big = Reaction::with_state(Notes { text: "n".repeat(9_000) });
-        assert!(payloads(&big, &codec, limit(&cause, &empty)).expect_err("state too large").contains("changelog record"));
+        assert!(payloads(&Notes::default(), &big, &codec, limit(&cause, &empty)).expect_err("state too large").contains("changelog record"));
         // A reaction that only sets a deadline, on a slot whose deadlines are large already.
         let at = chrono::Utc::now();
         let pending = Pending { deadline: Deadline::at("late", at).with_payload("p".repeat(9_000)), correlation_id: "c".into(), set_by: uuid::Uuid::nil() };
         let loaded = Slot::from_parts(Notes::default(), vec![pending], false);
         let another = Reaction::<Notes>::keep().set_deadline(Deadline::at("again", at).with_payload("q".repeat(500)));
-        assert!(payloads(&another, &codec, limit(&cause, &loaded)).expect_err("deadlines too large").contains("deadlines about"));
-        assert!(payloads(&another, &codec, limit(&cause, &empty)).is_ok());
+        assert!(payloads(&Notes::default(), &another, &codec, limit(&cause, &loaded)).expect_err("deadlines too large").contains("deadlines about"));
+        assert!(payloads(&Notes::default(), &another, &codec, limit(&cause, &empty)).is_ok());
+    }
+
+    #[test]
+    fn a_reaction_that_only_sets_a_deadline_counts_the_state_it_keeps() {
+        let codec = StateCodec::<Notes>::new().expect("codec");
+        let cause = herald_bus::Metadata::new("x.In", "/t", "k");
+        let large = Notes { text: "n".repeat(9_000) };
+        let slot = Slot::new(large.clone());
+        let deadline = Reaction::<Notes>::keep().set_deadline(Deadline::at("soon", chrono::Utc::now()));
+        let refused = payloads(&large, &deadline, &codec, limit(&cause, &slot)).expect_err("state and deadline over the limit");
+        assert!(refused.contains("state 900"), "{refused}");
+        // Keeping the state with no deadline writes nothing new to the changelog.
+        assert!(payloads(&large, &Reaction::<Notes>::keep(), &codec, limit(&cause, &slot)).is_ok());
+    }
+
+    /// A state whose serializer fails for one value, as a participant's may.
+    #[derive(Debug, Clone, Default, serde::Deserialize, apache_avro::AvroSchema)]
+    struct Picky {
+        text: String,
+    }
+
+    impl serde::Serialize for Picky {
+        fn serialize<Z: serde::Serializer>(&self, serializer: Z) -> Result<Z::Ok, Z::Error> {
+            use serde::ser::{Error, SerializeStruct};
+            if self.text == "unwritable" {
+                return Err(Z::Error::custom("this value is not written"));
+            }
+            let mut record = serializer.serialize_struct("Picky", 1)?;
+            record.serialize_field("text", &self.text)?;
+            record.end()
+        }
+    }
+
+    #[test]
+    fn a_deadline_on_a_state_that_does_not_encode_is_refused_not_lost() {
+        let codec = StateCodec::<Picky>::new().expect("codec");
+        let limits = RecordLimits::of_producer(&herald_bus::KafkaConfig::new("x"));
+        let cause = herald_bus::Metadata::new("x.In", "/t", "k");
+        // A new key's initial() state that does not encode: its changelog record could not
+        // be written, and the deadline would be gone after a restart.
+        let initial = Picky { text: "unwritable".into() };
+        let slot = Slot::new(initial.clone());
+        let limit = Limit::of(&limits, "k", &cause, &slot);
+        let deadline = Reaction::<Picky>::keep().set_deadline(Deadline::at("soon", chrono::Utc::now()));
+        let refused = payloads(&initial, &deadline, &codec, limit).expect_err("refused");
+        assert!(refused.contains("does not encode") && refused.contains("not written"), "{refused}");
+        // Setting a state that encodes is fine; so is keeping it with no deadline.
+        let fixed = Reaction::with_state(Picky { text: "ok".into() }).set_deadline(Deadline::at("soon", chrono::Utc::now()));
+        assert!(payloads(&initial, &fixed, &codec, limit).is_ok());
+        assert!(payloads(&initial, &Reaction::<Picky>::keep(), &codec, limit).is_ok());
     }
 }

@@ -79,6 +79,7 @@ pub mod dead_letter;
 pub mod envelope;
 pub mod event;
 pub mod headers;
+pub mod last_error;
 pub mod panics;
 pub mod partitioner;
 pub mod publisher;

@@ -46,16 +46,15 @@ pub trait HealthCheck: Send + Sync + 'static {
 impl HealthCheck for herald_bus::ConsumerHealth {
     fn check(&self) -> (bool, serde_json::Value) {
         let healthy = self.is_healthy();
-        (
-            healthy,
-            serde_json::json!({
-                "assigned_partitions": self.assigned_partitions(),
-                "pauses": self.pauses(),
-                "last_error": self.last_error(),
-                // Why it is unhealthy, when a partition waits at a record.
-                "parked": self.parked().into_iter().map(|(topic, partition, reason)| serde_json::json!({"topic": topic, "partition": partition, "reason": reason})).collect::<Vec<_>>(),
-            }),
-        )
+        let mut details = serde_json::json!({
+            "assigned_partitions": self.assigned_partitions(),
+            "pauses": self.pauses(),
+            // Why it is unhealthy, when a partition waits at a record.
+            "parked": self.parked().into_iter().map(|(topic, partition, reason)| serde_json::json!({"topic": topic, "partition": partition, "reason": reason})).collect::<Vec<_>>(),
+        });
+        // With its age: librdkafka reports errors, not that they are over.
+        self.show_last_error(&mut details);
+        (healthy, details)
     }
 }
 

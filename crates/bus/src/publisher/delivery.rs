@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::oneshot;
 
 use super::fatal::Fatal;
-use super::last_error::LastError;
+use crate::last_error::LastError;
 use super::producer::{Producer, Report};
 use super::PublishError;
 

@@ -8,7 +8,7 @@
 //! - [`PublishError`] (`error.rs`), [`Published`] (`published.rs`).
 //! - `producer.rs`: the rdkafka producer and its delivery reports; `slot.rs`: the current
 //!   producer and its replacement; `fatal.rs`: a producer's fatal error; `in_flight.rs`:
-//!   the bound on unacknowledged sends; `last_error.rs`, `metrics_cache.rs`.
+//!   the bound on unacknowledged sends; `metrics_cache.rs`.
 //!
 //! # After a fatal producer error
 //! An idempotent producer can fail fatally (librdkafka gives up on it when it cannot keep
@@ -26,7 +26,6 @@ mod delivery;
 mod error;
 mod fatal;
 mod in_flight;
-mod last_error;
 mod metrics_cache;
 mod options;
 mod producer;

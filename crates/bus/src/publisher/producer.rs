@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::fatal::Fatal;
 use super::in_flight::Slot;
-use super::last_error::LastError;
+use crate::last_error::LastError;
 use super::metrics_cache::TopicMetrics;
 
 /// The outcome of one send: `(partition, offset)`, or the error and the record.

@@ -9,7 +9,7 @@ use rdkafka::producer::{Producer as _, PurgeConfig};
 use rdkafka::util::Timeout;
 use tokio::sync::Notify;
 
-use super::last_error::LastError;
+use crate::last_error::LastError;
 use super::producer::{DeliveryContext, Producer};
 
 /// The current producer.

@@ -3,6 +3,9 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::last_error::LastError;
 
 /// Live state of a consumer, for health checks and status pages.
 #[derive(Debug, Default)]
@@ -11,7 +14,7 @@ pub struct ConsumerHealth {
     assigned: AtomicUsize,
     poll_interval_exceeded: AtomicBool,
     pauses: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
     /// Partitions stopped on a record that cannot be dead-lettered, with the reason.
     parked: Mutex<BTreeMap<(String, i32), String>>,
 }
@@ -30,7 +33,18 @@ impl ConsumerHealth {
 
     /// The last client error, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error.get().map(|(message, _)| message)
+    }
+
+    /// The last client error and how long ago it happened, if any (an error of a while ago
+    /// may have been recovered from: librdkafka reports errors, not their end).
+    pub fn last_error_age(&self) -> Option<(String, Duration)> {
+        self.last_error.get()
+    }
+
+    /// The last client error as health checks show it (see [`LastError::show_in`]).
+    pub fn show_last_error(&self, details: &mut serde_json::Value) {
+        self.last_error.show_in(details);
     }
 
     /// How often a partition was paused because its handler fell behind.
@@ -90,7 +104,7 @@ impl ConsumerHealth {
     }
 
     pub(crate) fn record_error(&self, error: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.last_error.set(error);
     }
 }
 

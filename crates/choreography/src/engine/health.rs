@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use herald_bus::last_error::LastError;
 use herald_bus::ConsumerHealth;
 
 /// Live state of an engine.
@@ -45,7 +46,7 @@ pub struct EngineHealth {
     /// The engine is stopping on an error (its coordinator ended, an input gained
     /// partitions): unhealthy for good.
     ended: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
     /// Input partitions held by a transaction that does not end (see `hanging`).
     hanging: Mutex<Option<String>>,
 }
@@ -74,13 +75,13 @@ impl EngineHealth {
     pub(crate) fn count_abort(&self, fatal: bool, error: String) {
         if fatal { &self.rebuilt } else { &self.aborted }.fetch_add(1, Ordering::Relaxed);
         self.failing.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.last_error.set(error);
     }
 
     /// Unhealthy, for `error`, until the next commit.
     pub(crate) fn report(&self, error: String) {
         self.failing.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.last_error.set(error);
     }
 
     /// A commit whose outcome was unknown turned out committed.
@@ -96,7 +97,7 @@ impl EngineHealth {
     /// The engine is stopping on an error (`reason`).
     pub(crate) fn ending(&self, reason: String) {
         self.ended.store(true, Ordering::Relaxed);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason);
+        self.last_error.set(reason);
     }
 
     pub(crate) fn set_deadlines(&self, pending: u64, overdue: u64) {
@@ -187,9 +188,7 @@ impl herald_ops::HealthCheck for EngineHealth {
         let (repartitioner_ok, repartitioner_details) = repartitioner.map_or((true, serde_json::Value::Null), |c| c.check());
         let hanging = self.hanging();
         let healthy = consumer_ok && repartitioner_ok && !self.failing.load(Ordering::Relaxed) && !self.ended.load(Ordering::Relaxed) && hanging.is_none();
-        (
-            healthy,
-            serde_json::json!({
+        let mut details = serde_json::json!({
                 "consumer": consumer_details,
                 "repartitioner": repartitioner_details,
                 "transactions_committed": self.committed(),
@@ -200,9 +199,9 @@ impl herald_ops::HealthCheck for EngineHealth {
                 "deadlines_pending": self.deadlines_pending(),
                 "deadlines_overdue": self.deadlines_overdue(),
                 "partitions_restoring": self.restoring(),
-                "last_error": *self.last_error.lock().unwrap_or_else(|p| p.into_inner()),
                 "hanging": hanging,
-            }),
-        )
+        });
+        self.last_error.show_in(&mut details);
+        (healthy, details)
     }
 }

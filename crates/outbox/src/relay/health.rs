@@ -1,7 +1,8 @@
 //! [`RelayHealth`]: what `/health` says about a relay.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+
+use herald_bus::last_error::LastError;
 
 /// Live state of a relay, shared with its `/health` endpoint.
 #[derive(Debug, Default)]
@@ -13,7 +14,7 @@ pub struct RelayHealth {
     relayed: AtomicU64,
     failures: AtomicU64,
     failing: AtomicBool,
-    last_error: Mutex<Option<String>>,
+    last_error: LastError,
 }
 
 impl RelayHealth {
@@ -51,7 +52,7 @@ impl RelayHealth {
 
     /// The last error, if any.
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.last_error.get().map(|(message, _)| message)
     }
 
     pub(crate) fn set_running(&self, running: bool) {
@@ -88,22 +89,20 @@ impl RelayHealth {
 
     pub(crate) fn failed(&self, error: String) {
         self.failing.store(true, Ordering::Release);
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+        self.last_error.set(error);
     }
 }
 
 impl herald_ops::HealthCheck for RelayHealth {
     fn check(&self) -> (bool, serde_json::Value) {
-        (
-            self.is_healthy(),
-            serde_json::json!({
-                "connected": self.connected.load(Ordering::Acquire),
-                "owned_buckets": self.owned_buckets(),
-                "held_aggregates": self.held_aggregates(),
-                "relayed": self.relayed(),
-                "failures": self.failures(),
-                "last_error": self.last_error(),
-            }),
-        )
+        let mut details = serde_json::json!({
+            "connected": self.connected.load(Ordering::Acquire),
+            "owned_buckets": self.owned_buckets(),
+            "held_aggregates": self.held_aggregates(),
+            "relayed": self.relayed(),
+            "failures": self.failures(),
+        });
+        self.last_error.show_in(&mut details);
+        (self.is_healthy(), details)
     }
 }

@@ -1,10 +1,25 @@
 //! How orders get in: through the gateway over HTTP (`POST /orders`, answered `202` once
-//! the broker has the event), as a user's would.
+//! the broker has the event), as a user's would: each order with an `Idempotency-Key`, and
+//! retried with the same key while the gateway cannot take it (a `503` while the broker is
+//! away, a `409` while the first try is still in progress, no answer), so a retry never
+//! makes a second order.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use herald_shop::OrderPlaced;
+use reqwest::StatusCode;
+use tokio::time::Instant;
+
+/// How long an order is retried while the gateway cannot take it.
+pub const RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// The longest `Idempotency-Key` the gateway takes.
+const KEY_LIMIT: usize = 255;
+
+/// The longest pause between two tries (they start 200 ms apart and double).
+const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 
 /// The gateway orders go in through.
 pub struct Ingress {
@@ -12,24 +27,92 @@ pub struct Ingress {
     pub url: String,
     /// A keep-alive client.
     pub client: reqwest::Client,
+    /// How many tries were retries.
+    pub retried: AtomicUsize,
+}
+
+/// Why one try did not place the order.
+enum Refused {
+    /// Worth another try with the same key.
+    ForNow(anyhow::Error, Option<Duration>),
+    /// Final (a `400`, a `422`, ...).
+    Final(anyhow::Error),
 }
 
 impl Ingress {
+    /// An ingress through the gateway at `url`.
+    pub fn new(url: String, client: reqwest::Client) -> Self {
+        Ingress { url, client, retried: AtomicUsize::new(0) }
+    }
+
     /// One line saying how orders go in.
     pub fn describe(&self) -> String {
-        format!("through herald-gateway over HTTP: POST {}/orders (202 once the broker has the event)", self.url)
+        format!(
+            "through herald-gateway over HTTP: POST {}/orders (202 once the broker has the event), each with an Idempotency-Key, retried with it for up to {} s on 503, 409 or no answer",
+            self.url,
+            RETRY_FOR.as_secs()
+        )
     }
 
     /// Places `order`; `Ok` once the broker acknowledged it.
     pub async fn place(&self, order: &OrderPlaced) -> anyhow::Result<()> {
-        let response = self.client.post(format!("{}/orders", self.url)).json(&body(order)).timeout(Duration::from_secs(30)).send().await.context("POST /orders")?;
-        let status = response.status();
-        if status != reqwest::StatusCode::ACCEPTED {
-            let text = response.text().await.unwrap_or_default();
-            anyhow::bail!("POST /orders answered {status}: {text}");
+        let body = body(order);
+        let key = idempotency_key(&order.order_id);
+        let deadline = Instant::now() + RETRY_FOR;
+        let mut pause = Duration::from_millis(200);
+        let mut tries = 1;
+        loop {
+            let error = match self.try_place(&key, &body).await {
+                Ok(()) => return Ok(()),
+                Err(Refused::Final(e)) => return Err(e),
+                Err(Refused::ForNow(e, retry_after)) => {
+                    let wait = retry_after.unwrap_or(pause).min(LONGEST_PAUSE);
+                    if Instant::now() + wait < deadline {
+                        tokio::time::sleep(wait).await;
+                        pause = (pause * 2).min(LONGEST_PAUSE);
+                        tries += 1;
+                        self.retried.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    e
+                }
+            };
+            return Err(error.context(format!("gave up after {tries} tries over {} s", RETRY_FOR.as_secs())));
         }
-        Ok(())
     }
+
+    async fn try_place(&self, key: &str, body: &serde_json::Value) -> Result<(), Refused> {
+        let sent = self.client.post(format!("{}/orders", self.url)).header("idempotency-key", key).json(body).timeout(Duration::from_secs(30)).send().await;
+        let response = match sent.context("POST /orders") {
+            Ok(response) => response,
+            Err(e) => return Err(Refused::ForNow(e, None)),
+        };
+        let status = response.status();
+        if status == StatusCode::ACCEPTED {
+            return Ok(());
+        }
+        let retry_after = response.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).map(Duration::from_secs);
+        let text = response.text().await.unwrap_or_default();
+        let error = anyhow::anyhow!("POST /orders answered {status}: {text}");
+        Err(match status {
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => Refused::ForNow(error, retry_after),
+            _ => Refused::Final(error),
+        })
+    }
+}
+
+/// The order's `Idempotency-Key`: its id, or a hash of it when the id is not a valid key
+/// (longer than 255 characters, or not visible ASCII). The hash only has to be the same for
+/// this process's retries.
+fn idempotency_key(order_id: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let key = format!("order-{order_id}");
+    if key.len() <= KEY_LIMIT && key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return key;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    order_id.hash(&mut hasher);
+    format!("order-hash-{:016x}-{}", hasher.finish(), order_id.len())
 }
 
 /// The JSON body of `POST /orders`: the `OrderPlaced` fields as the schema names them, but

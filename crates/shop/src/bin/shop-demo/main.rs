@@ -86,7 +86,8 @@ struct Cli {
     /// The gateway's configuration.
     #[arg(long, default_value = "crates/gateway/shop.toml")]
     gateway_config: PathBuf,
-    /// Leave everything running at the end and print the URLs; ctrl-c stops it all.
+    /// Leave everything running at the end, also when the run did not settle, and print
+    /// the URLs; ctrl-c stops it all (the exit status is still the run's).
     #[arg(long)]
     keep_running: bool,
     /// Also write the summary as JSON to this file.
@@ -158,13 +159,13 @@ async fn main() {
             eprintln!("\ninterrupted");
             130
         }
-        Some(Ok(ran)) if ran.ok => {
+        Some(Ok(ran)) => {
+            // Also after a run that did not settle: what is still running is what to look at.
             if cli.keep_running {
                 keep_running(&pipeline, &ran.prefix, &ran.run_dir).await;
             }
-            0
+            if ran.ok { 0 } else { 2 }
         }
-        Some(Ok(_)) => 2,
         Some(Err(e)) => {
             eprintln!("\nerror: {e:#}");
             1
@@ -328,7 +329,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     }
 
     let gateway = pipeline.get("gateway")?.url();
-    let ingress = Ingress { url: gateway.clone(), client: client.clone() };
+    let ingress = Ingress::new(gateway.clone(), client.clone());
     println!("\norders go in {}", ingress.describe());
     println!("their status is read through the gateway too: GET {gateway}/orders[/ORDER_ID] (the order-status view, found in the service registry {prefix}herald.services)");
     let watch = Watch::new(client.clone(), gateway, pipeline.get("tracker")?.url());
@@ -520,6 +521,10 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     }
     if summary.mismatched.len() > 20 {
         println!("  ... and {} more unexpected outcomes", summary.mismatched.len() - 20);
+    }
+    let retried = ingress.retried.load(std::sync::atomic::Ordering::Relaxed);
+    if retried > 0 {
+        println!("requests: {retried} tries were retries with the order's Idempotency-Key (the gateway answered 503, 409 or not at all)");
     }
     for f in failures.iter().take(20) {
         println!("  REQUEST FAILED: {f}");

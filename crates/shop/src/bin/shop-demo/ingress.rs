@@ -130,3 +130,61 @@ fn body(order: &OrderPlaced) -> serde_json::Value {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A gateway that answers each `POST /orders` with the next of `answers`, and records
+    /// each request's `Idempotency-Key`.
+    async fn gateway(answers: Vec<StatusCode>) -> (String, Arc<Mutex<Vec<String>>>) {
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let (seen, answers) = (keys.clone(), Arc::new(Mutex::new(answers.into_iter())));
+        let app = axum::Router::new().route(
+            "/orders",
+            post(move |headers: HeaderMap| async move {
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                seen.lock().expect("keys").push(key);
+                answers.lock().expect("answers").next().unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, keys)
+    }
+
+    #[tokio::test]
+    async fn an_order_is_retried_with_the_same_key_until_the_gateway_takes_it() {
+        let (url, keys) = gateway(vec![StatusCode::SERVICE_UNAVAILABLE, StatusCode::CONFLICT, StatusCode::ACCEPTED]).await;
+        let ingress = Ingress::new(url, reqwest::Client::new());
+        ingress.place(&OrderPlaced::example("o-1", "c-1", 100)).await.expect("placed on the third try");
+        assert_eq!(*keys.lock().expect("keys"), ["order-o-1"; 3]);
+        assert_eq!(ingress.retried.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_that_a_retry_cannot_change_is_not_retried() {
+        let (url, keys) = gateway(vec![StatusCode::UNPROCESSABLE_ENTITY, StatusCode::ACCEPTED]).await;
+        let ingress = Ingress::new(url, reqwest::Client::new());
+        let error = ingress.place(&OrderPlaced::example("o-2", "c-1", 100)).await.expect_err("422 is final");
+        assert!(error.to_string().contains("422"), "{error:#}");
+        assert_eq!(keys.lock().expect("keys").len(), 1);
+        assert_eq!(ingress.retried.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn an_id_that_is_not_a_valid_key_is_hashed_the_same_way_each_time() {
+        let long = "x".repeat(1_000);
+        let key = idempotency_key(&long);
+        assert!(key.len() <= KEY_LIMIT && key.starts_with("order-hash-"), "{key}");
+        assert_eq!(key, idempotency_key(&long));
+        assert_ne!(key, idempotency_key(&"y".repeat(1_000)));
+        assert_eq!(idempotency_key("o-1"), "order-o-1");
+    }
+}

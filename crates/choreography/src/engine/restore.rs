@@ -82,8 +82,49 @@ pub(crate) fn stable_wait(transaction_timeout: Duration) -> Duration {
     transaction_timeout + ABORT_CHECK_INTERVAL + Duration::from_secs(10)
 }
 
-/// How long reading a changelog partition from its start to its end may take.
-const READ_LIMIT: Duration = Duration::from_secs(300);
+/// How long a restore may read nothing before it gives up (the coordinator tries it again,
+/// and the engine's health says why). Not a limit on the whole read: a partition of any
+/// size restores as long as its records keep coming. (A total limit, 300 s before, made a
+/// partition that takes longer to read fail and start over for ever.)
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often a long restore logs how far it is.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// How far a restore's read is: when it last read a record, and when it last said so.
+#[derive(Debug)]
+struct Progress {
+    records: u64,
+    offset: i64,
+    read_at: Instant,
+    said_at: Instant,
+}
+
+impl Progress {
+    fn new(now: Instant) -> Self {
+        Progress { records: 0, offset: -1, read_at: now, said_at: now }
+    }
+
+    fn read(&mut self, offset: i64, now: Instant) {
+        self.records += 1;
+        self.offset = offset;
+        self.read_at = now;
+    }
+
+    /// Nothing read for [`STALL_LIMIT`].
+    fn stalled(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.read_at) >= STALL_LIMIT
+    }
+
+    /// Whether to say how far it is ([`PROGRESS_EVERY`]); marks it said.
+    fn due_to_say(&mut self, now: Instant) -> bool {
+        let due = now.saturating_duration_since(self.said_at) >= PROGRESS_EVERY;
+        if due {
+            self.said_at = now;
+        }
+        due
+    }
+}
 
 /// Reads changelog partition `partition` of `topic` to its end; returns the slot of each
 /// key (tombstoned keys absent). Waits for an open transaction on the partition until
@@ -110,11 +151,11 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
     let committed = client("read_committed", "true")?;
     let uncommitted = client("read_uncommitted", "false")?;
     // 1. No open transaction on the partition.
-    loop {
+    let high = loop {
         let (_, stable) = committed.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
         let (_, high) = uncommitted.fetch_watermarks(topic, partition, Duration::from_secs(5))?;
         if stable >= high {
-            break;
+            break high;
         }
         if cancel.is_cancelled() {
             return Err(fail(CANCELLED.into()));
@@ -125,7 +166,7 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
             )));
         }
         std::thread::sleep(Duration::from_millis(100));
-    }
+    };
     drop(uncommitted);
     // 2. Read it all, read_committed, to partition EOF.
     let mut tpl = TopicPartitionList::new();
@@ -137,21 +178,24 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
     // transaction that changed it) holds many records per key: decoding each was most of
     // a restore's time (BENCHMARKS.md, "Aggregates: recovery").
     let mut latest: HashMap<Vec<u8>, (i64, Option<Vec<u8>>)> = HashMap::new();
-    let mut records = 0u64;
-    let deadline = Instant::now() + READ_LIMIT;
+    let mut progress = Progress::new(Instant::now());
     loop {
         if cancel.is_cancelled() {
             return Err(fail(CANCELLED.into()));
         }
-        if Instant::now() >= deadline {
-            return Err(fail(format!("not at the end after {records} records")));
+        let now = Instant::now();
+        if progress.stalled(now) {
+            return Err(fail(format!("nothing read for {} s, after {} records (offset {} of the high watermark {high})", STALL_LIMIT.as_secs(), progress.records, progress.offset)));
+        }
+        if progress.due_to_say(now) {
+            tracing::info!(topic, partition, records = progress.records, offset = progress.offset, high_watermark = high, "restoring state");
         }
         match committed.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(e)) => return Err(fail(e.to_string())),
             Some(Ok(msg)) => {
-                records += 1;
+                progress.read(msg.offset(), now);
                 let Some(key) = msg.key() else {
                     tracing::warn!(topic, partition, offset = msg.offset(), "changelog record without a key: skipped");
                     continue;
@@ -188,7 +232,7 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
             slots.insert(key, slot);
         }
     }
-    tracing::info!(topic, partition, records, keys = slots.len(), "state restored");
+    tracing::info!(topic, partition, records = progress.records, keys = slots.len(), "state restored");
     Ok(slots)
 }
 
@@ -196,6 +240,32 @@ pub(crate) fn restore<S: Serialize + DeserializeOwned + apache_avro::AvroSchema>
 mod tests {
     use super::*;
     use rdkafka::error::RDKafkaErrorCode;
+
+    #[test]
+    fn a_restore_that_keeps_reading_never_stalls_and_one_that_reads_nothing_does() {
+        let start = Instant::now();
+        let mut progress = Progress::new(start);
+        // An hour of reading, a record a second: far past any total limit, never stalled.
+        for second in 1..3_600 {
+            let now = start + Duration::from_secs(second);
+            assert!(!progress.stalled(now), "stalled at {second} s while reading");
+            progress.read(second as i64, now);
+        }
+        let last = start + Duration::from_secs(3_599);
+        assert!(!progress.stalled(last + STALL_LIMIT - Duration::from_millis(1)));
+        assert!(progress.stalled(last + STALL_LIMIT));
+        assert_eq!((progress.records, progress.offset), (3_599, 3_599));
+    }
+
+    #[test]
+    fn a_long_restore_says_how_far_it_is_every_few_seconds() {
+        let start = Instant::now();
+        let mut progress = Progress::new(start);
+        assert!(!progress.due_to_say(start + Duration::from_secs(1)));
+        assert!(progress.due_to_say(start + PROGRESS_EVERY));
+        assert!(!progress.due_to_say(start + PROGRESS_EVERY + Duration::from_secs(1)));
+        assert!(progress.due_to_say(start + PROGRESS_EVERY * 2));
+    }
 
     #[test]
     fn an_open_transaction_is_waited_for_past_the_broker_abort_of_a_live_one() {

@@ -48,6 +48,9 @@ pub struct EngineSettings {
     /// only then are the batch's input offsets stored in the consumer (committed by
     /// librdkafka every `auto.commit.interval.ms`). A crash may then react to inputs again
     /// and emit their events twice, and readers see events before the batch completes.
+    /// The changelog is written the same way, so after a crash it may already hold the
+    /// state a reaction left while that reaction's input is reacted to again, on that
+    /// state: a reaction that is not idempotent (a counter) may then count twice.
     /// Inputs that go through a repartition topic are still copied there exactly once.
     pub exactly_once: bool,
     /// Pipelined (default true; exactly once only): a partition hands over its next

@@ -951,6 +951,52 @@ async fn an_input_waits_for_its_missing_dead_letter_topic_and_is_never_skipped()
     running.stop().await;
 }
 
+/// An input whose dead letter is over its dead-letter topic's `max.message.bytes` stops its
+/// own partition only: the engine does not write the letter in its transaction but hands
+/// the input back to the partition's worker, which cannot write it either and parks the
+/// partition (the health check says why), while the other partition's inputs are reacted
+/// to. Nothing after the input on its partition is skipped. (Before, the letter failed the
+/// transaction on every try, and with it every partition of the engine.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_whose_dead_letter_cannot_be_written_parks_its_partition_and_the_others_go_on() {
+    use herald_bus::partitioner::partition_for;
+    let s = setup(2).await;
+    let dlq = herald_bus::dead_letter::topic_for(&s.input);
+    herald_bus::admin::create_topics(&s.config, &[herald_bus::admin::TopicSpec::new(&dlq).partitions(1).config("max.message.bytes", "20000")]).await.expect("dead-letter topic");
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, s.settings("a")).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    // A poison input (its reaction panics) whose key alone is over the letter's limit, a
+    // key after it on its partition, and a key on the other partition.
+    let poison = "p".repeat(30_000);
+    let stopped = partition_for(poison.as_bytes(), 2);
+    let key_on = |on: bool| (0..).map(|i| format!("key-{i}")).find(|k| (partition_for(k.as_bytes(), 2) == stopped) == on).expect("a key");
+    let (same, other) = (key_on(true), key_on(false));
+    s.ping(&poison, -1).await;
+    s.ping(&same, 0).await;
+    s.ping(&other, 0).await;
+    let pong_ids = |out: &[OwnedMessage]| out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the other partition goes on");
+    herald_testkit::wait_until(WAIT, "the poison's partition is parked and reported", || {
+        let health = health.clone();
+        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
+    })
+    .await;
+    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+    assert!(!healthy, "{details}");
+    let parked = &details["consumer"]["parked"][0];
+    assert_eq!(parked["partition"].as_i64(), Some(i64::from(stopped)), "{details}");
+    assert!(parked["reason"].as_str().is_some_and(|r| r.contains("cannot take ping") && r.contains("max.message.bytes")), "{details}");
+    // The other partition keeps going; nothing after the poison on its own partition was
+    // reacted to, and no letter was written.
+    s.ping(&other, 0).await;
+    let out = read_until(&s.config, &s.output, "read_committed", 3, Duration::from_secs(3), QUIET).await;
+    assert_eq!(pong_ids(&out), [other.clone(), other], "the input after the poison waits with it");
+    assert!(read_until(&s.config, &dlq, "read_uncommitted", 1, Duration::from_millis(500), QUIET).await.is_empty());
+    running.stop().await;
+}
+
 /// A reaction whose event its schema refuses (a value from the input that the output's
 /// enum does not allow) is not applied in part: the input is dead-lettered saying which
 /// event does not encode, none of the reaction's events is sent (the first one encoded),

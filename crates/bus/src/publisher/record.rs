@@ -66,8 +66,16 @@ impl Record {
         Record { topic: msg.topic().to_owned(), key: msg.key().map(<[u8]>::to_vec), payload: msg.payload().map(<[u8]>::to_vec), headers, partition: None }
     }
 
-    /// Bytes the broker counts against `message.max.bytes`, roughly: key, value, headers.
-    pub(crate) fn size(&self) -> usize {
+    /// Bytes the broker counts against `message.max.bytes`, roughly: key, value, headers
+    /// (not the batch's framing).
+    ///
+    /// ```
+    /// use herald_bus::publisher::Record;
+    ///
+    /// let record = Record { topic: "t".into(), key: Some(b"k".to_vec()), payload: Some(vec![0; 100]), headers: Default::default(), partition: None };
+    /// assert_eq!(record.size(), 101);
+    /// ```
+    pub fn size(&self) -> usize {
         let headers: usize = crate::headers::pairs(&self.headers).map(|(name, value)| name.len() + value.map_or(0, <[u8]>::len) + 8).sum();
         self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len) + headers
     }

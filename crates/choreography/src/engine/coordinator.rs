@@ -42,6 +42,7 @@ use super::hanging;
 use super::limits::RecordLimits;
 use super::named_topics::NamedTopics;
 use super::producer::{TxnProducer, Witness};
+use super::sink::HandedBack;
 use super::restore::{self, restore};
 use super::sink::Overdue;
 use super::witness;
@@ -119,6 +120,10 @@ type Parked<I> = (Vec<Held<I>>, oneshot::Sender<()>);
 
 /// A failed transaction call.
 type Failed = (TxnCall, KafkaError);
+
+/// Bytes a dead letter takes beyond its key, value and headers (the record's and its
+/// batch's framing), counted against its topic's limit.
+const LETTER_FRAMING: usize = 512;
 
 /// The topics an input may not name for an output ([`Emitted::exact_topic`](crate::emit::Emitted::exact_topic)):
 /// the participant's own ([`Declaration::own_topics`], prefixed), its changelog as set, and
@@ -245,6 +250,8 @@ pub(crate) struct Coordinator<P: Participant> {
     /// writes a larger one (see `written::payloads`), and the producer's batches fit the
     /// smallest.
     limits: RecordLimits,
+    /// Inputs handed back to their partition's worker (see [`Coordinator::hand_back`]).
+    handed_back: Arc<HandedBack>,
     /// `owned`, published for the watch on hanging transactions (see `hanging`).
     owned_view: hanging::Owned,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
@@ -267,6 +274,7 @@ impl<P: Participant> Coordinator<P> {
         tx: mpsc::UnboundedSender<Command<P::Input, P::State>>,
         limits: RecordLimits,
         owned_view: hanging::Owned,
+        handed_back: Arc<HandedBack>,
     ) -> Self {
         let inputs = participant.inputs();
         let transactional_id = settings.transactional_id(P::NAME);
@@ -310,6 +318,7 @@ impl<P: Participant> Coordinator<P> {
             acks: Vec::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
             limits,
+            handed_back,
             owned_view,
             last_input: tokio::time::Instant::now(),
         }
@@ -686,6 +695,12 @@ impl<P: Participant> Coordinator<P> {
         // `decide` panicked, its reaction cannot be written, or the input no longer
         // decodes: it is dead-lettered in this transaction, with its offset.
         let letter = reacted.as_ref().err().and_then(|failure| self.dead_letter(&held, failure));
+        if let (Err(failure), Some(letter)) = (&reacted, &letter)
+            && letter.size() + LETTER_FRAMING > self.limits.dead_letter(&letter.topic)
+        {
+            self.hand_back(partition, &held, letter, failure.clone());
+            return Ok(());
+        }
         let (topic, _, offset) = held.position();
         self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
         self.open.held.push((partition, held));
@@ -694,6 +709,26 @@ impl<P: Participant> Coordinator<P> {
             (Err(_), Some(letter)) => self.send_dead_letter(letter).await,
             (Err(_), None) => Ok(()),
         }
+    }
+
+    /// Hands `held`, whose `letter` is over its dead-letter topic's limit, back to its
+    /// partition's worker ([`HandedBack`]) instead of failing the transaction, and with it
+    /// every partition, on every try: its offset and those of the partition's later inputs
+    /// are not committed, they leave the backlog, and the worker gets the input back as
+    /// failed once its submission is answered. The worker writes the letter if it can (a
+    /// limit read at start may have been raised since), else parks the partition and
+    /// reports it in the health check; the other partitions go on.
+    fn hand_back(&mut self, partition: i32, held: &Held<P::Input>, letter: &Record, failure: Failure) {
+        let (topic, _, offset) = held.position();
+        let limit = self.limits.dead_letter(&letter.topic);
+        tracing::error!(topic, partition, offset, dead_letter_topic = letter.topic, letter_bytes = letter.size(), limit, reason = %failure.reason, "the input's dead letter is over its topic's limit: not written in the transaction; handed back to the partition's worker, which parks the partition if it cannot write it");
+        let reason = format!("{} (its dead letter, about {} bytes, is over {}'s max.message.bytes = {limit})", failure.reason, letter.size() + LETTER_FRAMING, letter.topic);
+        self.handed_back.put(topic, partition, offset, Failure { reason, ..failure });
+        let topic = topic.to_owned();
+        self.backlog.retain(|(p, later)| {
+            let (t, _, o) = later.position();
+            *p != partition || t != topic || o < offset
+        });
     }
 
     /// The dead letter of a held record that `failure` refused.

@@ -8,7 +8,9 @@
 //! batches (`batch.size`) under the smallest, and checks each reaction's records against
 //! their topic's limit before the reaction is applied (see `written`). A limit changed
 //! while the engine runs is read at its next start. Topics an input names (reply topics)
-//! are held to the producer's limit only.
+//! are held to the producer's limit only. The inputs' dead-letter topics are read too: a
+//! letter over its topic's limit is not written in the transaction (see the coordinator's
+//! `hand_back`).
 
 use std::collections::HashMap;
 
@@ -31,23 +33,32 @@ pub(crate) struct RecordLimits {
     outputs: HashMap<String, usize>,
     /// The changelog's limit.
     changelog: usize,
+    /// The limit of each input's dead-letter topic (by its name on the broker), where it is
+    /// lower than the producer's.
+    dead_letters: HashMap<String, usize>,
 }
 
 impl RecordLimits {
     /// Every topic held to the producer's `message.max.bytes` from `config`.
     pub(crate) fn of_producer(config: &KafkaConfig) -> Self {
         let producer = herald_bus::publisher::max_message_bytes(config);
-        RecordLimits { producer, outputs: HashMap::new(), changelog: producer }
+        RecordLimits { producer, outputs: HashMap::new(), changelog: producer, dead_letters: HashMap::new() }
     }
 
     /// Reads each topic's `max.message.bytes` from the broker: `outputs` as (the name the
-    /// participant emits to, the topic on the broker). A limit that cannot be read (an ACL
-    /// refusing `DescribeConfigs`) is taken to be the producer's, with a warning.
-    pub(crate) async fn read(config: &KafkaConfig, outputs: &[(String, String)], changelog: &str) -> Self {
+    /// participant emits to, the topic on the broker), and the inputs' `dead_letters`. A
+    /// limit that cannot be read (an ACL refusing `DescribeConfigs`, a dead-letter topic
+    /// not made) is taken to be the producer's, with a warning.
+    pub(crate) async fn read(config: &KafkaConfig, outputs: &[(String, String)], changelog: &str, dead_letters: &[String]) -> Self {
         let mut limits = Self::of_producer(config);
         for (emitted, topic) in outputs {
             if let Some(limit) = topic_limit(config, topic).await.filter(|l| *l < limits.producer) {
                 limits.outputs.insert(emitted.clone(), limit);
+            }
+        }
+        for topic in dead_letters {
+            if let Some(limit) = topic_limit(config, topic).await.filter(|l| *l < limits.producer) {
+                limits.dead_letters.insert(topic.clone(), limit);
             }
         }
         limits.changelog = topic_limit(config, changelog).await.map_or(limits.producer, |l| l.min(limits.producer));
@@ -65,6 +76,11 @@ impl RecordLimits {
         self.changelog
     }
 
+    /// The largest record for the dead-letter topic `topic`.
+    pub(crate) fn dead_letter(&self, topic: &str) -> usize {
+        self.dead_letters.get(topic).copied().unwrap_or(self.producer)
+    }
+
     /// Says which setting `max` (one of these limits) is, for a reason.
     pub(crate) fn named(&self, max: usize) -> String {
         if max == self.producer { format!("message.max.bytes = {max}") } else { format!("the topic's max.message.bytes = {max}") }
@@ -73,7 +89,7 @@ impl RecordLimits {
     /// `config` for the engine's producer: its `batch.size` lowered, when a topic it writes
     /// takes less, so no batch is over that topic's limit.
     pub(crate) fn producer_config(&self, config: &KafkaConfig) -> KafkaConfig {
-        let smallest = self.outputs.values().copied().chain([self.changelog]).min().unwrap_or(self.producer);
+        let smallest = self.outputs.values().chain(self.dead_letters.values()).copied().chain([self.changelog]).min().unwrap_or(self.producer);
         let configured = config.get("batch.size").and_then(|v| v.parse().ok()).unwrap_or(BATCH_SIZE_DEFAULT);
         let fits = smallest.saturating_sub(BATCH_MARGIN).max(1);
         if fits < configured { config.clone().set("batch.size", fits.to_string()) } else { config.clone() }
@@ -96,7 +112,7 @@ mod tests {
     use super::*;
 
     fn limits(outputs: &[(&str, usize)], changelog: usize) -> RecordLimits {
-        RecordLimits { producer: 1_048_588, outputs: outputs.iter().map(|(t, l)| (t.to_string(), *l)).collect(), changelog }
+        RecordLimits { producer: 1_048_588, outputs: outputs.iter().map(|(t, l)| (t.to_string(), *l)).collect(), changelog, dead_letters: HashMap::new() }
     }
 
     #[test]
@@ -113,6 +129,9 @@ mod tests {
         assert_eq!(limits(&[], 1_048_588).producer_config(&config).get("batch.size"), None, "the default fits");
         assert_eq!(limits(&[("small", 20_000)], 1_048_588).producer_config(&config).get("batch.size"), Some("18976"));
         assert_eq!(limits(&[], 50_000).producer_config(&config).get("batch.size"), Some("48976"), "the changelog counts");
+        let letters = RecordLimits { dead_letters: [("in.dlq".to_owned(), 30_000)].into(), ..limits(&[], 1_048_588) };
+        assert_eq!(letters.producer_config(&config).get("batch.size"), Some("28976"), "a dead-letter topic counts");
+        assert_eq!((letters.dead_letter("in.dlq"), letters.dead_letter("other.dlq")), (30_000, 1_048_588));
         let tight = config.set("batch.size", "10000");
         assert_eq!(limits(&[("small", 20_000)], 1_048_588).producer_config(&tight).get("batch.size"), Some("10000"), "a smaller setting is kept");
     }

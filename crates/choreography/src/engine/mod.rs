@@ -66,11 +66,15 @@
 //!   refuse it and its transaction abort on every try; see `limits`, which also keeps the
 //!   producer's batches under the smallest topic limit), is found
 //!   before the reaction is applied, and none of it commits (no event, no state change);
-//!   the reason names what cannot be written (a reaction that sets deadlines but no state
-//!   is checked without its state). The engine's producer leaves a dead letter's size to
-//!   its topic, which [`dead_letter::create_topics`] makes [`dead_letter::HEADROOM`]
-//!   larger than the input's, so an input at its topic's limit can still be
-//!   dead-lettered. The dead-letter topic is not checked as a named topic is: an input
+//!   the reason names what cannot be written (a reaction that sets deadlines and keeps
+//!   its state is checked with that state). [`dead_letter::create_topics`] makes a
+//!   dead-letter topic [`dead_letter::HEADROOM`] larger than its input, so an input at its
+//!   topic's limit can still be dead-lettered. A letter over the limit of a dead-letter
+//!   topic made otherwise (read at start) is not written in the transaction, which would
+//!   fail on every try and hold every partition: the input is handed back to its
+//!   partition's worker, which writes the letter itself if it can, else parks that
+//!   partition (nothing after it is skipped) and reports it in the health check, as the
+//!   bus runtime does; the other partitions go on. The dead-letter topic is not checked as a named topic is: an input
 //!   is never skipped for want of it; if it is missing the transaction is retried and the
 //!   partition waits, the health check saying why, until it is made.
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
@@ -162,7 +166,7 @@ use coordinator::{Command, Coordinator};
 use decode::Reader;
 use growth::Growth;
 use repartition::RepartitionSink;
-use sink::{EngineSink, Overdue};
+use sink::{EngineSink, HandedBack, Overdue};
 
 /// Runs one participant exactly once against Kafka: see the [module docs](self).
 ///
@@ -340,7 +344,8 @@ impl<P: Participant> Engine<P> {
         let mut outputs: Vec<(String, String)> = declaration.emits.iter().filter(|o| o.topic() != crate::declaration::NAMED_BY_INPUT).map(|o| (o.topic().to_owned(), self.settings.prefixed(o.topic()))).collect();
         outputs.sort();
         outputs.dedup();
-        let limits = limits::RecordLimits::read(&self.config, &outputs, &self.changelog_topic()).await;
+        let dead_letters: Vec<String> = topics.iter().map(|t| dead_letter::topic_for(t)).collect();
+        let limits = limits::RecordLimits::read(&self.config, &outputs, &self.changelog_topic(), &dead_letters).await;
         let expected = self.expected_partitioner();
         let readers = || -> HashMap<String, Reader<P::Input>> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
@@ -358,6 +363,7 @@ impl<P: Participant> Engine<P> {
         let stop = CancellationToken::new();
         let stopping = CancellationToken::new();
         let growth = Arc::new(Growth::new(self.config.clone(), topics.clone(), partitions, stopping.clone(), self.health.clone()));
+        let handed_back = Arc::new(HandedBack::default());
         let sink = EngineSink {
             tx: tx.clone(),
             readers: Arc::new(readers()),
@@ -366,6 +372,7 @@ impl<P: Participant> Engine<P> {
             overdue: overdue.clone(),
             offsets: if self.settings.exactly_once { herald_bus::runtime::Offsets::Owned } else { herald_bus::runtime::Offsets::Stored },
             growth: growth.clone(),
+            handed_back: handed_back.clone(),
         };
         let settings = self.consumer_settings(&group, topics);
         let publisher = dead_letter::publisher(&self.config, format!("/herald/{}", P::NAME)).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
@@ -388,6 +395,7 @@ impl<P: Participant> Engine<P> {
             tx.clone(),
             limits,
             owned.clone(),
+            handed_back,
         );
         let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
         let _hanging = AbortOnDrop(tokio::spawn(hanging::watch(self.config.clone(), owned, self.settings.hanging_input_after, self.health.clone(), stop.clone())).into());

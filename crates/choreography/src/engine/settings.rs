@@ -103,7 +103,9 @@ pub struct EngineSettings {
     /// health check says so). A decode failure waits on its partition only (the consumer
     /// runtime writes its letter); a reaction that panics or cannot be written is
     /// dead-lettered in the engine's transaction, so every partition of the process waits
-    /// with it (as for a dead letter larger than its topic allows).
+    /// with it. (A letter over its dead-letter topic's `max.message.bytes`, read at start,
+    /// holds its own partition only: the engine hands the input back to the partition's
+    /// worker, which parks the partition and reports it.)
     pub create_dead_letter_topics: bool,
     /// Topic configs of a changelog the engine creates, beside `cleanup.policy=compact`
     /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins, as in

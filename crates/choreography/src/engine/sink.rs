@@ -30,6 +30,33 @@ pub(crate) struct EngineSink<I, S> {
     pub overdue: Arc<Overdue>,
     /// Whether an input gained partitions (see `growth`).
     pub growth: Arc<Growth>,
+    /// Inputs the coordinator handed back (see [`HandedBack`]).
+    pub handed_back: Arc<HandedBack>,
+}
+
+/// Inputs whose dead letter the coordinator could not write in its transaction (over the
+/// dead-letter topic's `max.message.bytes`: the transaction would fail on every try, and
+/// with it every partition of the engine): it reacted to nothing of their partition from
+/// them on, and hands them back to the partition's worker, which writes the letter itself
+/// or, when it cannot be written, parks the partition and reports it (as the bus runtime
+/// does for any consumer). The other partitions go on.
+#[derive(Debug, Default)]
+pub(crate) struct HandedBack(std::sync::Mutex<HashMap<(String, i32), (i64, Failure)>>);
+
+impl HandedBack {
+    /// The coordinator hands back the input at `offset` of `topic`'s `partition`.
+    pub(crate) fn put(&self, topic: &str, partition: i32, offset: i64, failure: Failure) {
+        self.lock().insert((topic.to_owned(), partition), (offset, failure));
+    }
+
+    /// What was handed back of `topic`'s `partition`, taken.
+    fn take(&self, topic: &str, partition: i32) -> Option<(i64, Failure)> {
+        self.lock().remove(&(topic.to_owned(), partition))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), (i64, Failure)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Partitions whose revocation the consumer stopped waiting for: the coordinator was
@@ -110,7 +137,13 @@ impl<I: Send + 'static, S: Send + 'static> Sink for EngineSink<I, S> {
 
     fn open(&self, topic: &Arc<str>, partition: i32) -> Option<Self::Partition> {
         // Beyond the engine's count: its records wait for the engine that can take them.
-        (self.readers.contains_key(&**topic) && self.growth.within(partition)).then(|| EnginePartition { tx: self.tx.clone(), readers: self.readers.clone(), growth: self.growth.clone(), topic: topic.clone(), partition })
+        if !(self.readers.contains_key(&**topic) && self.growth.within(partition)) {
+            return None;
+        }
+        // A hand-back of an earlier ownership is moot: the partition starts again from its
+        // committed offset.
+        self.handed_back.take(topic, partition);
+        Some(EnginePartition { tx: self.tx.clone(), readers: self.readers.clone(), growth: self.growth.clone(), handed_back: self.handed_back.clone(), topic: topic.clone(), partition })
     }
 }
 
@@ -119,6 +152,7 @@ pub(crate) struct EnginePartition<I, S> {
     tx: mpsc::UnboundedSender<Command<I, S>>,
     readers: Arc<HashMap<String, Reader<I>>>,
     growth: Arc<Growth>,
+    handed_back: Arc<HandedBack>,
     topic: Arc<str>,
     partition: i32,
 }
@@ -161,6 +195,16 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
             if !self.submit(held, cancel).await {
                 return Delivery::Interrupted;
             }
+            if let Some((offset, failure)) = self.handed_back.take(&self.topic, self.partition)
+                && let Some(index) = batch[..count].iter().position(|r| r.offset() == offset)
+            {
+                // The records before it are done; it and those after it come back: it is
+                // dead-lettered by the worker, or its partition parked.
+                for record in &batch[..index] {
+                    progress.done(record.offset());
+                }
+                return Delivery::Failed { index, failure, class: FailureClass::Permanent };
+            }
             for record in &batch[..count] {
                 progress.done(record.offset());
             }
@@ -200,7 +244,7 @@ mod tests {
     fn sink(revoke_wait: Duration) -> (EngineSink<(), ()>, mpsc::UnboundedReceiver<Command<(), ()>>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let growth = Arc::new(Growth::new(herald_bus::KafkaConfig::new("127.0.0.1:1"), Vec::new(), 1, CancellationToken::new(), Arc::default()));
-        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned, growth }, rx)
+        (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned, growth, handed_back: Arc::default() }, rx)
     }
 
     #[test]

@@ -997,6 +997,44 @@ async fn an_input_whose_dead_letter_cannot_be_written_parks_its_partition_and_th
     running.stop().await;
 }
 
+/// The same with submissions answered at commit (`pipeline` off) and commits inside a
+/// submission (`max_batch` 5): the inputs before the poison are reacted to, its partition
+/// parks, and the inputs after it, and those published later, wait: none is reacted to or
+/// skipped. (A submission answered at a commit before all its inputs were reacted to let
+/// its sink take them as done; a later submission then committed past the inputs after
+/// the poison.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inputs_after_a_handed_back_one_wait_when_submissions_are_answered_at_commit() {
+    let s = setup(1).await;
+    let dlq = herald_bus::dead_letter::topic_for(&s.input);
+    herald_bus::admin::create_topics(&s.config, &[herald_bus::admin::TopicSpec::new(&dlq).partitions(1).config("max.message.bytes", "20000")]).await.expect("dead-letter topic");
+    // Published before the engine starts, so they come in few, large submissions.
+    for _ in 0..30 {
+        s.ping("k", 0).await;
+    }
+    s.ping(&"p".repeat(30_000), -1).await;
+    for _ in 0..10 {
+        s.ping("k", 0).await;
+    }
+    let mut settings = s.settings("a");
+    (settings.pipeline, settings.max_batch) = (false, 5);
+    let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
+    let health = engine.health();
+    let running = start(engine);
+    herald_testkit::wait_until(WAIT, "the poison's partition is parked and reported", || {
+        let health = health.clone();
+        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
+    })
+    .await;
+    for _ in 0..5 {
+        s.ping("k", 0).await;
+    }
+    let out = read_until(&s.config, &s.output, "read_committed", 31, Duration::from_secs(5), QUIET).await;
+    let counts: Vec<i64> = out.iter().map(|m| decoded(m).1["n"].as_i64().unwrap_or_default()).collect();
+    assert_eq!(counts, (1..=30).collect::<Vec<_>>(), "the 30 inputs before the poison, once each; none after it");
+    running.stop().await;
+}
+
 /// A reaction whose event its schema refuses (a value from the input that the output's
 /// enum does not allow) is not applied in part: the input is dead-lettered saying which
 /// event does not encode, none of the reaction's events is sent (the first one encoded),

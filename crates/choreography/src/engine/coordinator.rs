@@ -135,6 +135,36 @@ fn own_topics(declaration: &Declaration, settings: &EngineSettings, changelog: &
     own
 }
 
+/// Who waits for a submission, and which inputs it holds: its topic-partition and its
+/// last offset.
+struct Waiter {
+    at: (String, i32),
+    last: i64,
+    reply: oneshot::Sender<()>,
+}
+
+impl Waiter {
+    /// A waiter for `held`, the inputs of one topic-partition; `Err` gives `reply` back
+    /// when there are none.
+    fn of<I>(partition: i32, held: &[Held<I>], reply: oneshot::Sender<()>) -> Result<Self, oneshot::Sender<()>> {
+        match held.last() {
+            Some(last) => {
+                let (topic, _, last) = last.position();
+                Ok(Waiter { at: (topic.to_owned(), partition), last, reply })
+            }
+            None => Err(reply),
+        }
+    }
+
+    /// Whether one of its inputs still waits in `backlog`.
+    fn waits_in<I>(&self, backlog: &VecDeque<(i32, Held<I>)>) -> bool {
+        backlog.iter().any(|(p, held)| {
+            let (topic, _, offset) = held.position();
+            *p == self.at.1 && topic == self.at.0 && offset <= self.last
+        })
+    }
+}
+
 /// The open transaction.
 struct Open<I, S> {
     began: Option<Instant>,
@@ -142,7 +172,7 @@ struct Open<I, S> {
     offsets: HashMap<(String, i32), i64>,
     /// Slots as they were before the transaction changed them (`None`: absent).
     before: HashMap<(i32, String), Option<Slot<S>>>,
-    waiters: Vec<(i32, oneshot::Sender<()>)>,
+    waiters: Vec<Waiter>,
     reactions: usize,
     /// Spans of the emitted events, reported once the transaction commits (when an
     /// exporter listens).
@@ -160,7 +190,7 @@ impl<I, S> Open<I, S> {
         self.held.retain(|(p, held)| owned.contains(&(held.position().0.to_owned(), *p)));
         self.offsets.retain(|key, _| owned.contains(key));
         self.before.retain(|(p, _), _| !gone(p));
-        self.waiters.retain(|(p, _)| !gone(p));
+        self.waiters.retain(|w| owned.contains(&w.at));
         self.marks.retain(|p, _| !gone(p));
     }
 }
@@ -243,7 +273,10 @@ pub(crate) struct Coordinator<P: Participant> {
     failures: u32,
     /// Pipelined ([`EngineSettings::pipeline`]): submissions to answer once their inputs
     /// were reacted to in the open transaction.
-    acks: Vec<oneshot::Sender<()>>,
+    acks: Vec<Waiter>,
+    /// The last offset of each topic-partition's latest answered submission: its sink has
+    /// moved past it (see [`Coordinator::hand_back`]).
+    answered: HashMap<(String, i32), i64>,
     /// `herald_choreography_reactions_total{kind="input"}`, looked up once, not per input.
     input_reactions: metrics::Counter,
     /// The largest record for each topic the engine writes (see `limits`): no reaction
@@ -316,6 +349,7 @@ impl<P: Participant> Coordinator<P> {
             doubt_since: Instant::now(),
             failures: 0,
             acks: Vec::new(),
+            answered: HashMap::new(),
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
             limits,
             handed_back,
@@ -350,8 +384,8 @@ impl<P: Participant> Coordinator<P> {
             // In doubt, nothing was reacted to, and with inputs waiting for the next attempt
             // neither: the partitions wait (else the backlog grows).
             if !self.in_doubt && self.backlog.is_empty() && !self.acks.is_empty() {
-                for ack in self.acks.drain(..) {
-                    let _ = ack.send(());
+                for ack in std::mem::take(&mut self.acks) {
+                    self.answer(ack);
                 }
                 // The partitions just released may hand over their next records: the
                 // idle wait (`commit_when_idle`) starts now, not at the last submission,
@@ -429,7 +463,7 @@ impl<P: Participant> Coordinator<P> {
                     self.parked.entry(partition).or_default().push((held, reply));
                     return Ok(());
                 }
-                self.wait_for(partition, reply);
+                self.wait_for(partition, &held, reply);
                 self.backlog.extend(held.into_iter().map(|h| (partition, h)));
                 Ok(())
             }
@@ -484,7 +518,7 @@ impl<P: Participant> Coordinator<P> {
                             self.health.restored();
                         }
                         for (held, reply) in self.parked.remove(&partition).unwrap_or_default() {
-                            self.wait_for(partition, reply);
+                            self.wait_for(partition, &held, reply);
                             self.backlog.extend(held.into_iter().map(|h| (partition, h)));
                         }
                     }
@@ -529,14 +563,29 @@ impl<P: Participant> Coordinator<P> {
         }
     }
 
-    /// Answers `reply` once the submission's inputs committed, or, pipelined, once they
-    /// were reacted to in the open transaction.
-    fn wait_for(&mut self, partition: i32, reply: oneshot::Sender<()>) {
+    /// Answers `reply` once the submission's inputs, `held`, committed, or, pipelined, once
+    /// they were reacted to in the open transaction. Never before each of them left the
+    /// backlog: its sink then takes them as done (and, at least once, stores their offsets).
+    fn wait_for(&mut self, partition: i32, held: &[Held<P::Input>], reply: oneshot::Sender<()>) {
+        let waiter = match Waiter::of(partition, held, reply) {
+            Ok(waiter) => waiter,
+            Err(reply) => {
+                let _ = reply.send(()); // nothing to wait for
+                return;
+            }
+        };
         if self.settings.pipeline && self.settings.exactly_once {
-            self.acks.push(reply);
+            self.acks.push(waiter);
         } else {
-            self.open.waiters.push((partition, reply));
+            self.open.waiters.push(waiter);
         }
+    }
+
+    /// Answers `waiter`'s submission.
+    fn answer(&mut self, waiter: Waiter) {
+        let last = self.answered.entry(waiter.at).or_insert(waiter.last);
+        *last = (*last).max(waiter.last);
+        let _ = waiter.reply.send(());
     }
 
     /// Reads `partition`'s state back on a blocking thread, after `delay`; the result
@@ -603,6 +652,7 @@ impl<P: Participant> Coordinator<P> {
         // and the sink delivers their inputs again from the committed offset. A rewind
         // must put back neither their slots over the restored ones nor their inputs.
         self.open.keep_owned(owned);
+        self.answered.retain(|at, _| owned.contains(at));
         for (_, p) in partitions {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
@@ -697,6 +747,7 @@ impl<P: Participant> Coordinator<P> {
         let letter = reacted.as_ref().err().and_then(|failure| self.dead_letter(&held, failure));
         if let (Err(failure), Some(letter)) = (&reacted, &letter)
             && letter.size() + LETTER_FRAMING > self.limits.dead_letter(&letter.topic)
+            && self.may_hand_back(partition, &held)
         {
             self.hand_back(partition, &held, letter, failure.clone());
             return Ok(());
@@ -729,6 +780,20 @@ impl<P: Participant> Coordinator<P> {
             let (t, _, o) = later.position();
             *p != partition || t != topic || o < offset
         });
+    }
+
+    /// Whether `held` may be handed back: its submission is not answered yet, so its sink
+    /// gets it back with that answer. (One answered already was reacted to before, and
+    /// refused only now, after a rewind: a reaction that is not deterministic. Its letter
+    /// then goes into the transaction, which fails until an operator acts, and the health
+    /// check says why.)
+    fn may_hand_back(&self, partition: i32, held: &Held<P::Input>) -> bool {
+        let (topic, _, offset) = held.position();
+        let answered = self.answered.get(&(topic.to_owned(), partition)).is_some_and(|last| *last >= offset);
+        if answered {
+            tracing::error!(topic, partition, offset, "the input's dead letter is over its topic's limit, and its submission was answered already (it was reacted to before a rewind): the letter goes into the transaction");
+        }
+        !answered
     }
 
     /// The dead letter of a held record that `failure` refused.
@@ -1072,8 +1137,15 @@ impl<P: Participant> Coordinator<P> {
                 self.catching_up.remove(partition);
             }
         }
-        for (_, waiter) in open.waiters {
-            let _ = waiter.send(());
+        // A submission answered at commit whose inputs are not all reacted to yet (a
+        // commit at `max_batch` inside a drain, or of a deadline while the backlog waits
+        // for its backoff) waits for a later commit.
+        for waiter in open.waiters {
+            if waiter.waits_in(&self.backlog) {
+                self.open.waiters.push(waiter);
+            } else {
+                self.answer(waiter);
+            }
         }
         for span in &open.spans {
             let name = format!("send {}", span.topic);
@@ -1210,7 +1282,7 @@ impl<P: Participant> Coordinator<P> {
         for held in open.held.into_iter().rev() {
             self.backlog.push_front(held);
         }
-        self.open.waiters = open.waiters.into_iter().filter(|(p, _)| self.partitions.contains_key(p)).collect();
+        self.open.waiters = open.waiters.into_iter().filter(|w| self.partitions.contains_key(&w.at.1)).collect();
     }
 }
 
@@ -1233,7 +1305,7 @@ mod tests {
         }
         for partition in [0, 1] {
             open.before.insert((partition, format!("k{partition}")), None);
-            open.waiters.push((partition, oneshot::channel().0));
+            open.waiters.push(Waiter { at: ("in".into(), partition), last: 5, reply: oneshot::channel().0 });
             open.marks.insert(partition, Marks::default());
         }
         let owned: HashSet<(String, i32)> = [("in".to_owned(), 0)].into();
@@ -1242,8 +1314,20 @@ mod tests {
         assert_eq!(held, [("in", 0, 5)], "held inputs of owned topic-partitions only");
         assert_eq!(open.offsets.keys().collect::<Vec<_>>(), [&("in".to_owned(), 0)]);
         assert_eq!(open.before.keys().collect::<Vec<_>>(), [&(0, "k0".to_owned())]);
-        assert_eq!(open.waiters.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [0]);
+        assert_eq!(open.waiters.iter().map(|w| w.at.clone()).collect::<Vec<_>>(), [("in".to_owned(), 0)]);
         assert_eq!(open.marks.keys().collect::<Vec<_>>(), [&0]);
+    }
+
+    /// A submission is answered only once none of its inputs waits in the backlog: its
+    /// sink takes every input of it as done.
+    #[test]
+    fn a_waiter_waits_while_an_input_of_its_submission_is_in_the_backlog() {
+        let skip = |topic: &str, partition, offset| (partition, Held::<()>::Skip { topic: topic.into(), partition, offset });
+        let waiter = Waiter { at: ("in".into(), 0), last: 7, reply: oneshot::channel().0 };
+        assert!(waiter.waits_in(&VecDeque::from([skip("in", 0, 7)])));
+        assert!(waiter.waits_in(&VecDeque::from([skip("in", 1, 3), skip("in", 0, 5)])));
+        assert!(!waiter.waits_in(&VecDeque::from([skip("in", 1, 3), skip("other", 0, 5), skip("in", 0, 8)])), "other partitions, topics and later inputs do not count");
+        assert!(!waiter.waits_in(&VecDeque::<(i32, Held<()>)>::new()));
     }
 
     #[test]

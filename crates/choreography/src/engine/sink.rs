@@ -54,6 +54,20 @@ impl HandedBack {
         self.lock().remove(&(topic.to_owned(), partition))
     }
 
+    /// What was handed back of `topic`'s `partition` among `offsets` (a submission's, in
+    /// order), taken; one of a later offset is left for its submission, one of an earlier
+    /// one (of a partition lost and assigned again meanwhile) is moot and dropped.
+    fn take_among(&self, topic: &str, partition: i32, offsets: std::ops::RangeInclusive<i64>) -> Option<(i64, Failure)> {
+        let mut handed = self.lock();
+        let key = (topic.to_owned(), partition);
+        let offset = handed.get(&key)?.0;
+        if offset > *offsets.end() {
+            return None;
+        }
+        let taken = handed.remove(&key);
+        taken.filter(|_| offset >= *offsets.start())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, i32), (i64, Failure)>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -195,7 +209,8 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
             if !self.submit(held, cancel).await {
                 return Delivery::Interrupted;
             }
-            if let Some((offset, failure)) = self.handed_back.take(&self.topic, self.partition)
+            let offsets = batch[0].offset()..=batch[count - 1].offset();
+            if let Some((offset, failure)) = self.handed_back.take_among(&self.topic, self.partition, offsets)
                 && let Some(index) = batch[..count].iter().position(|r| r.offset() == offset)
             {
                 // The records before it are done; it and those after it come back: it is
@@ -245,6 +260,20 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let growth = Arc::new(Growth::new(herald_bus::KafkaConfig::new("127.0.0.1:1"), Vec::new(), 1, CancellationToken::new(), Arc::default()));
         (EngineSink { tx, readers: Arc::default(), membership: Arc::default(), revoke_wait, overdue: Arc::default(), offsets: Offsets::Owned, growth, handed_back: Arc::default() }, rx)
+    }
+
+    #[test]
+    fn a_hand_back_goes_to_the_submission_that_holds_it() {
+        let handed = HandedBack::default();
+        let failure = || Failure { stage: herald_bus::dead_letter::Stage::Handler, reason: "too large".into(), attempts: 1 };
+        handed.put("t", 0, 10, failure());
+        assert!(handed.take_among("t", 0, 0..=9).is_none(), "an earlier submission leaves it");
+        assert!(handed.take_among("t", 1, 5..=15).is_none(), "another partition's");
+        assert_eq!(handed.take_among("t", 0, 8..=12).map(|(offset, _)| offset), Some(10));
+        assert!(handed.take_among("t", 0, 8..=12).is_none(), "taken once");
+        handed.put("t", 0, 10, failure());
+        assert!(handed.take_among("t", 0, 20..=30).is_none(), "a stale one (of an earlier ownership) is moot");
+        assert!(handed.take("t", 0).is_none(), "and dropped");
     }
 
     #[test]

@@ -397,7 +397,7 @@ pub fn check(log: &Log, placed: &[OrderPlaced], rules: &Rules, injected: &HashSe
             (confirmed, cancelled) => bad.push(format!("{id}: {confirmed} OrderConfirmed and {cancelled} OrderCancelled")),
         }
     }
-    books(log, rules, injected, &mut v);
+    books(log, rules, injected, strict, &mut v);
     v
 }
 
@@ -413,8 +413,16 @@ struct Events {
     refunded: Vec<(String, i64)>,
 }
 
-/// The stock and credit folds (see [`check`]).
-fn books(log: &Log, rules: &Rules, injected: &HashSet<String>, v: &mut Verdict) {
+/// The stock and credit folds (see [`check`]). An overrun is permanent only when `strict`
+/// (the final read, no transaction open). A read while the processes run is not a
+/// consistent cut: it reads a topic's partitions to their ends one after another, so a
+/// transaction that commits meanwhile, releasing stock for one order on a partition read
+/// already and reserving it for another on a partition read later, shows the reservation
+/// without the release (seen once in CI: "SKU A held 31 > stock 30" during the
+/// frozen-instance test). Such an overrun is pending, read again, and reported at the
+/// deadline or by the final check if it stays.
+fn books(log: &Log, rules: &Rules, injected: &HashSet<String>, strict: bool, v: &mut Verdict) {
+    let overrun = |v: &mut Verdict, what: String| if strict { v.permanent.push(what) } else { v.pending.push(what) };
     // (timestamp, 0 = gives back / 1 = takes, key, delta)
     let mut moves: Vec<(i64, u8, String, i64, bool)> = Vec::new();
     let mut customer_of: HashMap<&str, &str> = HashMap::new();
@@ -443,14 +451,14 @@ fn books(log: &Log, rules: &Rules, injected: &HashSet<String>, v: &mut Verdict) 
             *h += delta;
             let stock = rules.stock.get(&key).copied().unwrap_or(0);
             if *h > stock && reported.insert(key.clone()) {
-                v.permanent.push(format!("SKU {key} held {h} > stock {stock} at {at}"));
+                overrun(v, format!("SKU {key} held {h} > stock {stock} at {at}"));
             }
         } else {
             let c = charged.entry(key.clone()).or_default();
             *c += delta;
             let credit = rules.credit.get(&key).copied().unwrap_or(rules.default_credit);
             if *c > credit && reported.insert(key.clone()) {
-                v.permanent.push(format!("customer {key} charged {c} > credit {credit} at {at}"));
+                overrun(v, format!("customer {key} charged {c} > credit {credit} at {at}"));
             }
         }
     }

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use crate::last_error::LastError;
 
@@ -34,12 +33,6 @@ impl ConsumerHealth {
     /// The last client error, if any.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.get().map(|(message, _)| message)
-    }
-
-    /// The last client error and how long ago it happened, if any (an error of a while ago
-    /// may have been recovered from: librdkafka reports errors, not their end).
-    pub fn last_error_age(&self) -> Option<(String, Duration)> {
-        self.last_error.get()
     }
 
     /// The last client error as health checks show it (see [`LastError::show_in`]).

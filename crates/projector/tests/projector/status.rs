@@ -32,6 +32,13 @@ async fn status_reports_positions_and_lag_per_partition() {
         v["applied_total"] == 400 && v["total_lag"] == 0 && v["partitions"].as_array().is_some_and(|p| p.len() == 3)
     })
     .await;
+    // The lag gauges are set by the status refresh (every 2 s), which may not have run for
+    // every partition yet when /status first shows no lag: wait until all three are out.
+    wait_until(DEADLINE, "a lag gauge for each partition", || async {
+        let Ok(r) = reqwest::get(format!("http://{http}/metrics")).await else { return false };
+        r.text().await.is_ok_and(|m| m.lines().filter(|l| l.starts_with("herald_projector_lag{")).count() == 3)
+    })
+    .await;
     let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
     for metric in ["herald_projector_events_total", "herald_projector_batches_total", "herald_projector_batch_seconds", "herald_projector_lag"] {
         assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");

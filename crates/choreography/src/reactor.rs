@@ -153,13 +153,48 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
 }
 
 /// [`fire_due`], catching a panic of [`Participant::decide`] and vetting the reaction like
-/// [`try_react`]: the deadline is taken all the same (it fired), the rest of the slot is as
-/// it was.
+/// [`try_react`]. A reaction not applied leaves the slot as it was, the deadline included:
+/// it is still pending, and due, so the caller decides when it fires again (the returned
+/// metadata's `time` is its due time).
+///
+/// ```
+/// use chrono::{Duration, Utc};
+/// use herald_bus::Metadata;
+/// use herald_choreography::reactor::{self, NotApplied};
+/// use herald_choreography::slot::Slot;
+/// use herald_choreography::{Deadline, Inputs, Participant, Reaction};
+///
+/// struct Reminder;
+/// impl Participant for Reminder {
+///     const NAME: &'static str = "reminder";
+///     type Input = String;
+///     type State = u32;
+///     fn inputs(&self) -> Inputs<String> { Inputs::new().on_deadline(|fired| fired.name) }
+///     fn outputs(&self) -> Vec<herald_choreography::declaration::Output> { Vec::new() }
+///     fn decide(&self, sent: &u32, input: String, now: chrono::DateTime<Utc>) -> Reaction<u32> {
+///         match input.as_str() {
+///             "start" => Reaction::keep().set_deadline(Deadline::at("remind", now + Duration::seconds(1))),
+///             _ => panic!("no mail server"),
+///         }
+///     }
+/// }
+///
+/// let (now, cause) = (Utc::now(), Metadata::new("Started", "/test", "r-1"));
+/// let mut slot = Slot::new(0);
+/// reactor::react(&Reminder, "/test", &mut slot, "start".to_owned(), &cause, now);
+/// let later = now + Duration::seconds(2);
+/// let (fired, refused) = reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |_, _| Ok(())).unwrap();
+/// assert!(matches!(refused, Err(NotApplied::Panicked { .. })));
+/// assert_eq!(slot.deadline("remind").map(|p| p.deadline.at), Some(fired.time), "still pending");
+/// ```
 #[allow(clippy::type_complexity)]
 pub fn try_fire_due<P: Participant, T: Default>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>, vet: impl FnOnce(&P::State, &Reaction<P::State>) -> Result<T, String>) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
     let pending = slot.take_due(now)?;
     let (fired, meta) = slot::fired(&pending, key, source);
     let Some(input) = inputs.fired(fired) else { return Some((meta, Ok((Vec::new(), T::default())))) };
     let emitted = try_react(participant, source, slot, input, &meta, now, vet);
+    if emitted.is_err() {
+        slot.put_back(pending);
+    }
     Some((meta, emitted))
 }

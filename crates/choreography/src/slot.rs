@@ -58,6 +58,12 @@ impl<S> Slot<S> {
         Some(self.pending.remove(index))
     }
 
+    /// Puts back a deadline that [`take_due`](Self::take_due) took and whose reaction was
+    /// not applied (it panicked or cannot be written): it is pending again.
+    pub fn put_back(&mut self, pending: Pending) {
+        self.pending.push(pending);
+    }
+
     /// Applies a reaction to `cause`: the new state if any, the deadline changes in order,
     /// then `finished` (which drops every pending deadline, including ones just set).
     pub fn apply(&mut self, state: Option<S>, changes: Vec<DeadlineChange>, finished: bool, cause: &Metadata) {

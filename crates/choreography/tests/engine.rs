@@ -132,10 +132,20 @@ impl Participant for Pinger {
                 reaction
             }
             Input::Ev(_) => Reaction::keep(),
-            Input::Fired(fired) => Reaction::keep().emit(&self.output, Expired { id: fired.payload }),
+            Input::Fired(fired) => {
+                if let Some(panics) = BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&fired.payload) {
+                    *panics += 1;
+                    panic!("no expiry for {} yet", fired.payload);
+                }
+                Reaction::keep().emit(&self.output, Expired { id: fired.payload })
+            }
         }
     }
 }
+
+/// Payloads of deadlines whose reaction panics, with how often it did (tests running at
+/// once use their own ids).
+static BROKEN_DEADLINES: std::sync::Mutex<std::collections::BTreeMap<String, u32>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
 /// Counts pings by the first letter of their id: state keyed by something other than the
 /// Kafka key, so its inputs go through the repartition topic.
@@ -453,6 +463,69 @@ async fn a_deadline_that_came_due_while_down_fires_once_after_the_restart() {
     running.stop().await;
     assert_eq!(out.len(), 4);
     assert_eq!(decoded(&out[3]).1["id"], serde_json::json!("order-3"));
+}
+
+/// A deadline whose reaction panics is not lost: it stays pending in its key's state, the
+/// health check lists it (still healthy), it is not fired again at every tick, the other
+/// keys' deadlines fire, and once the bug is fixed a restart fires it, once. (Before, it
+/// was taken and dropped: the saga of its key waited for ever.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deadline_whose_reaction_panics_stays_pending_and_fires_after_a_restart() {
+    let s = setup(1).await;
+    let start_time = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).expect("time");
+    let clock = Arc::new(ManualClock::new(start_time));
+    let engine = s.engine(s.settings("a")).with_clock(clock.clone());
+    let health = engine.health();
+    let running = start(engine);
+    let broken = herald_testkit::unique("broken");
+    BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).insert(broken.clone(), 0);
+    s.ping(&broken, 60_000).await;
+    s.ping("fine-1", 60_000).await;
+    read(&s.config, &s.output, "read_committed", 2, WAIT, Duration::ZERO).await;
+    clock.advance(Duration::from_secs(120));
+    let out = read(&s.config, &s.output, "read_committed", 3, WAIT, QUIET).await;
+    assert_eq!(out.len(), 3, "the other key's deadline fired, not the broken one");
+    assert_eq!(decoded(&out[2]).1, serde_json::json!({"type": "expired", "id": "fine-1"}));
+    herald_testkit::wait_until(WAIT, "the failing deadline is listed", || {
+        let h = health.clone();
+        async move { !h.deadlines_failing().is_empty() }
+    })
+    .await;
+    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+    assert!(healthy, "a restart does not fix a bug: {details}");
+    let failing = &details["deadlines_failing"];
+    assert_eq!(failing["count"], 1, "{details}");
+    assert_eq!(failing["first"][0]["key"].as_str(), Some(broken.as_str()), "{details}");
+    assert!(failing["first"][0]["reason"].as_str().is_some_and(|r| r.contains("no expiry for")), "{details}");
+    // Not fired again at every tick: a deadline set and fired after it does not see it
+    // panic again.
+    s.ping("fine-2", 1_000).await;
+    read(&s.config, &s.output, "read_committed", 4, WAIT, Duration::ZERO).await;
+    clock.advance(Duration::from_secs(5));
+    let out = read(&s.config, &s.output, "read_committed", 5, WAIT, QUIET).await;
+    assert_eq!(decoded(&out[4]).1, serde_json::json!({"type": "expired", "id": "fine-2"}));
+    assert_eq!(BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).get(&broken), Some(&1), "it panicked once");
+    herald_testkit::wait_until(WAIT, "the broken deadline is the one still pending", || {
+        let h = health.clone();
+        async move { h.deadlines_pending() == 1 }
+    })
+    .await;
+    running.stop().await;
+
+    // The bug fixed, a restart fires it, once.
+    BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).remove(&broken);
+    let engine = s.engine(s.settings("a")).with_clock(clock.clone());
+    let health = engine.health();
+    let running = start(engine);
+    let out = read(&s.config, &s.output, "read_committed", 6, WAIT, QUIET).await;
+    assert_eq!(out.len(), 6);
+    assert_eq!(decoded(&out[5]).1, serde_json::json!({"type": "expired", "id": broken}));
+    herald_testkit::wait_until(WAIT, "no deadline pending", || {
+        let h = health.clone();
+        async move { h.deadlines_pending() == 0 && h.deadlines_failing().is_empty() }
+    })
+    .await;
+    running.stop().await;
 }
 
 /// Inputs that arrived while the engine was down go before the deadlines that came due

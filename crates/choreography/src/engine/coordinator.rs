@@ -956,6 +956,8 @@ impl<P: Participant> Coordinator<P> {
             overdue += slot.deadlines().iter().filter(|d| d.is_due(now)).count() as u64;
         }
         self.health.set_deadlines(pending, overdue);
+        let partitions = &self.partitions;
+        self.health.keep_failing_deadlines(|partition, key, at| partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.deadline.at == at)));
         metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
         metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
         metrics::gauge!("herald_choreography_partitions_catching_up", "participant" => P::NAME).set(self.catching_up.len() as f64);
@@ -976,7 +978,7 @@ impl<P: Participant> Coordinator<P> {
         let due_before = due_times(slot);
         let state_codec = &self.state_codec;
         let limit = written::Limit::of_deadline(&self.limits, key, slot);
-        let Some((_, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit)) else { return Ok(false) };
+        let Some((fired, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;
@@ -984,9 +986,14 @@ impl<P: Participant> Coordinator<P> {
         match reacted {
             Ok((emissions, payloads)) => self.emit(emissions, payloads).await?,
             Err(refused) => {
-                // No record to dead-letter: the deadline is taken (it fired), nothing else changes.
-                tracing::error!(key, error = %refused, "the reaction to a deadline was not applied: the deadline is dropped, the state unchanged");
+                // There is no record to dead-letter: the deadline stays in its slot, so in
+                // the changelog, and fires again when the partition is restored (a
+                // restart, say with the bug fixed) or this transaction rewound; not at
+                // every tick meanwhile. The health check lists it.
+                tracing::error!(key, deadline = fired.time.to_rfc3339(), error = %refused, "the reaction to a deadline was not applied: the deadline stays pending, the state unchanged; it fires again when its partition is restored");
                 count_refused::<P>(&refused, "deadline");
+                self.due.drop_entry(partition, key, fired.time);
+                self.health.deadline_failed(partition, key, fired.time, refused.to_string());
             }
         }
         Ok(true)

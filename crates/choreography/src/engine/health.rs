@@ -12,15 +12,20 @@
 //!   counted once a second);
 //! - `herald_choreography_partitions_catching_up` (gauge): partitions restored with a backlog
 //!   whose deadlines wait for their inputs (see `catch_up`);
+//! - `herald_choreography_deadlines_failing` (gauge): deadlines whose reaction panicked or
+//!   cannot be written, kept pending to fire again when their partition is restored;
 //! - `herald_choreography_reactions_panicked_total` (counter), labels `participant`,
-//!   `kind` = `input` (dead-lettered) | `deadline` (dropped);
+//!   `kind` = `input` (dead-lettered) | `deadline` (kept pending);
 //! - `herald_choreography_reactions_unwritable_total` (counter), the same labels: reactions
 //!   whose event or state does not encode, refused whole;
 //! - `herald_choreography_outputs_dropped_total` (counter), labels `participant`,
 //!   `reason` = `unknown-topic` | `own-topic`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
 use std::time::Instant;
 
 use herald_bus::last_error::LastError;
@@ -49,7 +54,13 @@ pub struct EngineHealth {
     last_error: LastError,
     /// Input partitions held by a transaction that does not end (see `hanging`).
     hanging: Mutex<Option<String>>,
+    /// Deadlines whose reaction was not applied, kept pending: why, by (partition, key,
+    /// due time).
+    failing_deadlines: Mutex<BTreeMap<(i32, String, DateTime<Utc>), String>>,
 }
+
+/// Most failing deadlines `/health` lists (it counts them all).
+const FAILING_SHOWN: usize = 20;
 
 impl EngineHealth {
     pub(crate) fn opened(&self) {
@@ -121,6 +132,36 @@ impl EngineHealth {
         self.hanging.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    pub(crate) fn deadline_failed(&self, partition: i32, key: &str, at: DateTime<Utc>, reason: String) {
+        let mut failing = self.lock_failing();
+        failing.insert((partition, key.to_owned(), at), reason);
+        metrics::gauge!("herald_choreography_deadlines_failing").set(failing.len() as f64);
+    }
+
+    /// Forgets the failing deadlines for which `pending` says false (fired since, cancelled,
+    /// their partition gone).
+    pub(crate) fn keep_failing_deadlines(&self, pending: impl Fn(i32, &str, DateTime<Utc>) -> bool) {
+        let mut failing = self.lock_failing();
+        let before = failing.len();
+        failing.retain(|(partition, key, at), _| pending(*partition, key, *at));
+        if failing.len() != before {
+            metrics::gauge!("herald_choreography_deadlines_failing").set(failing.len() as f64);
+        }
+    }
+
+    fn lock_failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i32, String, DateTime<Utc>), String>> {
+        self.failing_deadlines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Deadlines whose reaction panicked or cannot be written, with why: (partition, key,
+    /// due time, reason). Each stays pending in its key's state (and the changelog) and
+    /// fires again when its partition is restored, a restart with the bug fixed, say; not
+    /// at every tick meanwhile. The engine stays healthy (a restart does not fix a bug);
+    /// `/health` lists them (`deadlines_failing`).
+    pub fn deadlines_failing(&self) -> Vec<(i32, String, DateTime<Utc>, String)> {
+        self.lock_failing().iter().map(|((p, k, at), why)| (*p, k.clone(), *at, why.clone())).collect()
+    }
+
     pub(crate) fn set_restoring(&self, partitions: u64) {
         self.restoring.store(partitions, Ordering::Relaxed);
     }
@@ -180,6 +221,15 @@ impl EngineHealth {
     }
 }
 
+impl EngineHealth {
+    /// The failing deadlines as `/health` shows them: a count and the first few.
+    fn failing_shown(&self) -> serde_json::Value {
+        let failing = self.lock_failing();
+        let shown = failing.iter().take(FAILING_SHOWN).map(|((partition, key, at), reason)| serde_json::json!({"partition": partition, "key": key, "due": at.to_rfc3339(), "reason": reason}));
+        serde_json::json!({"count": failing.len(), "first": shown.collect::<Vec<_>>()})
+    }
+}
+
 impl herald_ops::HealthCheck for EngineHealth {
     fn check(&self) -> (bool, serde_json::Value) {
         let consumer = self.consumer.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -200,6 +250,7 @@ impl herald_ops::HealthCheck for EngineHealth {
                 "deadlines_overdue": self.deadlines_overdue(),
                 "partitions_restoring": self.restoring(),
                 "hanging": hanging,
+                "deadlines_failing": self.failing_shown(),
         });
         self.last_error.show_in(&mut details);
         (healthy, details)

@@ -58,8 +58,7 @@
 //! - **A reaction that panics** (a bug in `decide`, an aggregate's `evolve`) fails only
 //!   its input: the panic is caught, the input dead-lettered (`<topic>.dlq`, stage
 //!   `handler`, the panic's message as reason) in the transaction that moves past it, its
-//!   state unchanged; the partition goes on. A deadline whose reaction panics is dropped.
-//!   So is **a reaction that cannot be written**: an event or a new state that its schema
+//!   state unchanged; the partition goes on. So is **a reaction that cannot be written**: an event or a new state that its schema
 //!   refuses (a value from the input that an output's enum does not allow, a bug), or one
 //!   whose record would be within 2 KiB of the producer's `message.max.bytes` or of its
 //!   topic's own `max.message.bytes` when lower (so large the producer or the broker would
@@ -67,7 +66,12 @@
 //!   producer's batches under the smallest topic limit), is found
 //!   before the reaction is applied, and none of it commits (no event, no state change);
 //!   the reason names what cannot be written (a reaction that sets deadlines and keeps
-//!   its state is checked with that state). [`dead_letter::create_topics`] makes a
+//!   its state is checked with that state). A deadline whose reaction panics or cannot be
+//!   written has no record to dead-letter: it stays pending in its key's state (and the
+//!   changelog), the state unchanged, and fires again when its partition is restored (a
+//!   restart, with the bug fixed, say), not at every tick meanwhile; the health check
+//!   lists it (`deadlines_failing`, [`EngineHealth::deadlines_failing`]) without turning
+//!   unhealthy, since a restart does not fix a bug. [`dead_letter::create_topics`] makes a
 //!   dead-letter topic [`dead_letter::HEADROOM`] larger than its input, so an input at its
 //!   topic's limit can still be dead-lettered. A letter over the limit of a dead-letter
 //!   topic made otherwise (read at start) is not written in the transaction, which would

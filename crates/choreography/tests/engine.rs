@@ -991,36 +991,63 @@ async fn a_reaction_that_panics_dead_letters_its_input_and_the_partition_goes_on
     running.stop().await;
 }
 
-/// An input whose reaction panics while its dead-letter topic is missing is not skipped:
-/// its transaction fails, is retried and the partition waits (`aborted` counts it) until
-/// the topic is made, and then the letter is written and the partition goes on. (Before,
-/// one answer that the topic did not exist, as a broker just restarted may give, and the
-/// input was skipped without a letter: lost.)
+/// An input whose reaction panics while its dead-letter topic is missing is not skipped,
+/// and holds its own partition only: its transaction fails once (`aborted` counts it), the
+/// engine learns from the delivery reports that the broker refused the letter's topic and
+/// hands the input back to its partition's worker, which retries the letter (the health
+/// check lists the partition meanwhile) until the topic is made; the other partition goes
+/// on. Then the letter is written and the partition goes on. (Before, one answer that the
+/// topic did not exist, as a broker just restarted may give, and the input was skipped
+/// without a letter: lost. After that, the transaction failed on every try until the topic
+/// was made, and every partition of the engine waited.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_input_waits_for_its_missing_dead_letter_topic_and_is_never_skipped() {
-    let mut s = setup(1).await;
-    // librdkafka fails a record for a missing topic after this long (30 s by default).
-    s.config = s.config.clone().set("topic.metadata.propagation.max.ms", "1000");
+async fn an_input_waits_for_its_missing_dead_letter_topic_on_its_own_partition_and_is_never_skipped() {
+    use herald_bus::partitioner::partition_for;
+    let s = setup(2).await;
     let mut settings = s.settings("a");
     settings.create_dead_letter_topics = false;
     let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
     let health = engine.health();
     let running = start(engine);
+    let stopped = partition_for(b"k", 2);
+    let key_on = |on: bool| (0..).map(|i| format!("key-{i}")).find(|k| (partition_for(k.as_bytes(), 2) == stopped) == on).expect("a key");
+    let (same, other) = (key_on(true), key_on(false));
     let topic: Topic<Ev> = Topic::named(&s.input);
     let poison = s.publisher.publish_with(&topic, &Ping { id: "k".into(), deadline_ms: -1 }, Metadata::new("t.Ping", "/test", "k")).await.expect("published").id;
-    s.ping("k", 0).await;
+    s.ping(&same, 0).await;
     herald_testkit::wait_until(WAIT, "a transaction failed for want of the dead-letter topic", || {
         let health = health.clone();
         async move { health.aborted() > 0 }
     })
     .await;
-    assert!(read_until(&s.config, &s.output, "read_committed", 1, Duration::from_millis(500), QUIET).await.is_empty(), "the input after the poison waits with it");
+    s.ping(&other, 0).await;
+    let pong_ids = |out: &[OwnedMessage]| out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the other partition goes on");
+    herald_testkit::wait_until(WAIT, "the poison's partition is reported waiting for its letter", || {
+        let health = health.clone();
+        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
+    })
+    .await;
+    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
+    assert!(!healthy, "{details}");
+    assert_eq!(details["consumer"]["parked"][0]["partition"].as_i64(), Some(i64::from(stopped)), "{details}");
+    let out = read_until(&s.config, &s.output, "read_committed", 2, Duration::from_millis(500), QUIET).await;
+    assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the input after the poison waits with it");
     let dlq = dead_letter_topic(&s).await;
     let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(decoded(&letters[0]).0.id, poison, "the input that panicked is the dead letter");
-    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
-    assert_eq!(decoded(&out[0]).1["n"].as_i64(), Some(1), "the next input was reacted to once, on the state the panic left unchanged");
+    assert_eq!(header(&letters[0], "herald.dlq.stage"), Some("handler"));
+    let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
+    let after: Vec<_> = out.iter().map(|m| decoded(m).1).filter(|v| v["id"].as_str() == Some(same.as_str())).collect();
+    assert_eq!(after.len(), 1, "the input after the poison was reacted to once");
+    assert_eq!(after[0]["n"].as_i64(), Some(1), "on the state the panic left unchanged");
+    herald_testkit::wait_until(WAIT, "the partition is no longer reported", || {
+        let health = health.clone();
+        async move { herald_ops::HealthCheck::check(&*health).0 }
+    })
+    .await;
     running.stop().await;
 }
 

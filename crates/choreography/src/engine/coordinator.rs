@@ -125,6 +125,12 @@ type Failed = (TxnCall, KafkaError);
 /// batch's framing), counted against its topic's limit.
 const LETTER_FRAMING: usize = 512;
 
+/// How long a dead-letter topic whose letters the broker refused in a transaction (missing,
+/// not authorized) has its letters handed back instead of written in the transaction (see
+/// [`Coordinator::hand_back`]). Then a letter goes into a transaction again, which tells
+/// whether the topic is fixed: at worst one more failed transaction.
+const REFUSED_FOR: Duration = Duration::from_secs(60);
+
 /// The topics an input may not name for an output ([`Emitted::exact_topic`](crate::emit::Emitted::exact_topic)):
 /// the participant's own ([`Declaration::own_topics`], prefixed), its changelog as set, and
 /// Kafka's internal topics.
@@ -285,6 +291,9 @@ pub(crate) struct Coordinator<P: Participant> {
     limits: RecordLimits,
     /// Inputs handed back to their partition's worker (see [`Coordinator::hand_back`]).
     handed_back: Arc<HandedBack>,
+    /// Dead-letter topics whose letters the broker refused in a transaction, why and when
+    /// (see [`Coordinator::learn_refused`]).
+    refused_letters: HashMap<String, (String, Instant)>,
     /// `owned`, published for the watch on hanging transactions (see `hanging`).
     owned_view: hanging::Owned,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
@@ -353,6 +362,7 @@ impl<P: Participant> Coordinator<P> {
             input_reactions: metrics::counter!("herald_choreography_reactions_total", "participant" => P::NAME, "kind" => "input"),
             limits,
             handed_back,
+            refused_letters: HashMap::new(),
             owned_view,
             last_input: tokio::time::Instant::now(),
         }
@@ -563,6 +573,18 @@ impl<P: Participant> Coordinator<P> {
         }
     }
 
+    /// Has the submission holding the input at `offset` of `at` answered at commit, not
+    /// once reacted to (pipelined): its input is dead-lettered in the open transaction, and
+    /// should that fail for the letter (its topic missing, not authorized), the input can
+    /// still be handed back to its partition's worker (see [`Coordinator::hand_back`]),
+    /// which a submission answered already has moved past. Only a submission with a letter
+    /// waits for the commit.
+    fn answer_at_commit(&mut self, at: &(String, i32), offset: i64) {
+        let (holding, others): (Vec<Waiter>, Vec<Waiter>) = std::mem::take(&mut self.acks).into_iter().partition(|w| w.at == *at && w.last >= offset);
+        self.acks = others;
+        self.open.waiters.extend(holding);
+    }
+
     /// Answers `reply` once the submission's inputs, `held`, committed, or, pipelined, once
     /// they were reacted to in the open transaction. Never before each of them left the
     /// backlog: its sink then takes them as done (and, at least once, stores their offsets).
@@ -746,34 +768,70 @@ impl<P: Participant> Coordinator<P> {
         // decodes: it is dead-lettered in this transaction, with its offset.
         let letter = reacted.as_ref().err().and_then(|failure| self.dead_letter(&held, failure));
         if let (Err(failure), Some(letter)) = (&reacted, &letter)
-            && letter.size() + LETTER_FRAMING > self.limits.dead_letter(&letter.topic)
-            && self.may_hand_back(partition, &held)
+            && let Some(why) = self.unwritable_letter(letter)
+            && self.may_hand_back(partition, &held, &why)
         {
-            self.hand_back(partition, &held, letter, failure.clone());
+            self.hand_back(partition, &held, failure.clone(), why);
             return Ok(());
         }
         let (topic, _, offset) = held.position();
-        self.open.offsets.insert((topic.to_owned(), partition), offset + 1);
+        let at = (topic.to_owned(), partition);
+        self.open.offsets.insert(at.clone(), offset + 1);
         self.open.held.push((partition, held));
         match (reacted, letter) {
             (Ok((emissions, payloads)), _) => self.emit(emissions, payloads).await,
-            (Err(_), Some(letter)) => self.send_dead_letter(letter).await,
+            (Err(_), Some(letter)) => {
+                self.answer_at_commit(&at, offset);
+                self.send_dead_letter(letter).await
+            }
             (Err(_), None) => Ok(()),
         }
     }
 
-    /// Hands `held`, whose `letter` is over its dead-letter topic's limit, back to its
-    /// partition's worker ([`HandedBack`]) instead of failing the transaction, and with it
-    /// every partition, on every try: its offset and those of the partition's later inputs
-    /// are not committed, they leave the backlog, and the worker gets the input back as
-    /// failed once its submission is answered. The worker writes the letter if it can (a
-    /// limit read at start may have been raised since), else parks the partition and
-    /// reports it in the health check; the other partitions go on.
-    fn hand_back(&mut self, partition: i32, held: &Held<P::Input>, letter: &Record, failure: Failure) {
-        let (topic, _, offset) = held.position();
+    /// Why `letter` cannot be written in a transaction, if it cannot: it is over its
+    /// topic's limit (read at start), or the broker refused its topic's letters in a
+    /// transaction lately (missing, not authorized: see [`Coordinator::learn_refused`]).
+    fn unwritable_letter(&mut self, letter: &Record) -> Option<String> {
         let limit = self.limits.dead_letter(&letter.topic);
-        tracing::error!(topic, partition, offset, dead_letter_topic = letter.topic, letter_bytes = letter.size(), limit, reason = %failure.reason, "the input's dead letter is over its topic's limit: not written in the transaction; handed back to the partition's worker, which parks the partition if it cannot write it");
-        let reason = format!("{} (its dead letter, about {} bytes, is over {}'s max.message.bytes = {limit})", failure.reason, letter.size() + LETTER_FRAMING, letter.topic);
+        if letter.size() + LETTER_FRAMING > limit {
+            return Some(format!("its dead letter, about {} bytes, is over {}'s max.message.bytes = {limit}", letter.size() + LETTER_FRAMING, letter.topic));
+        }
+        match self.refused_letters.get(&letter.topic) {
+            Some((why, since)) if since.elapsed() < REFUSED_FOR => Some(format!("{} refused a dead letter in a transaction: {why}", letter.topic)),
+            Some(_) => {
+                self.refused_letters.remove(&letter.topic);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Learns, from a failed transaction's delivery reports, which dead-letter topics the
+    /// broker refused for what they are (missing, not authorized, over their limit):
+    /// their letters are handed back for a while ([`REFUSED_FOR`]) instead of failing the
+    /// transaction, and with it every partition, on every try.
+    fn learn_refused(&mut self) {
+        let Some(producer) = &self.producer else { return };
+        for (topic, error) in producer.refused_topics() {
+            if self.readers.keys().any(|input| dead_letter::topic_for(input) == topic) {
+                tracing::error!(dead_letter_topic = topic, %error, "the broker refused a dead letter in a transaction: the letters of this topic go to their partitions' workers for a while, which write them once they can and meanwhile hold only their own partition");
+                self.refused_letters.insert(topic, (error.to_string(), Instant::now()));
+            }
+        }
+    }
+
+    /// Hands `held`, whose dead letter cannot be written in a transaction (`why`: over its
+    /// topic's limit, or refused by the broker), back to its partition's worker
+    /// ([`HandedBack`]) instead of failing the transaction, and with it every partition, on
+    /// every try: its offset and those of the partition's later inputs are not committed,
+    /// they leave the backlog, and the worker gets the input back as failed once its
+    /// submission is answered. The worker writes the letter if it can (a limit read at
+    /// start raised since, a topic made since), retrying while its topic is missing, else
+    /// parks the partition; the health check reports either. The other partitions go on.
+    fn hand_back(&mut self, partition: i32, held: &Held<P::Input>, failure: Failure, why: String) {
+        let (topic, _, offset) = held.position();
+        tracing::error!(topic, partition, offset, reason = %failure.reason, why, "the input's dead letter cannot be written in the transaction: handed back to the partition's worker, which writes it once it can or parks the partition");
+        let reason = format!("{} ({why})", failure.reason);
         self.handed_back.put(topic, partition, offset, Failure { reason, ..failure });
         let topic = topic.to_owned();
         self.backlog.retain(|(p, later)| {
@@ -787,11 +845,11 @@ impl<P: Participant> Coordinator<P> {
     /// refused only now, after a rewind: a reaction that is not deterministic. Its letter
     /// then goes into the transaction, which fails until an operator acts, and the health
     /// check says why.)
-    fn may_hand_back(&self, partition: i32, held: &Held<P::Input>) -> bool {
+    fn may_hand_back(&self, partition: i32, held: &Held<P::Input>, why: &str) -> bool {
         let (topic, _, offset) = held.position();
         let answered = self.answered.get(&(topic.to_owned(), partition)).is_some_and(|last| *last >= offset);
         if answered {
-            tracing::error!(topic, partition, offset, "the input's dead letter is over its topic's limit, and its submission was answered already (it was reacted to before a rewind): the letter goes into the transaction");
+            tracing::error!(topic, partition, offset, why, "the input's dead letter cannot be written in a transaction, and its submission was answered already (it was reacted to before a rewind): the letter goes into the transaction");
         }
         !answered
     }
@@ -1165,6 +1223,7 @@ impl<P: Participant> Coordinator<P> {
         let class = classify(call, &error);
         let fatal = class == TxnClass::Fatal;
         let unknown = self.open.began.is_some() && outcome_unknown(call, &error);
+        self.learn_refused();
         // An unknown outcome rebuilds the producer too.
         self.health.count_abort(fatal || unknown, format!("{call:?}: {error}"));
         if unknown {

@@ -79,8 +79,11 @@
 //!   partition's worker, which writes the letter itself if it can, else parks that
 //!   partition (nothing after it is skipped) and reports it in the health check, as the
 //!   bus runtime does; the other partitions go on. The dead-letter topic is not checked as a named topic is: an input
-//!   is never skipped for want of it; if it is missing the transaction is retried and the
-//!   partition waits, the health check saying why, until it is made.
+//!   is never skipped for want of it. If the broker refuses a letter for its topic
+//!   (missing, not authorized), that transaction fails; the engine learns the topic from
+//!   the delivery reports and, for a while, hands its letters back the same way (the
+//!   worker retries a missing topic's letter until the topic is made, the health check
+//!   listing the partition meanwhile, and parks the partition on a refusal).
 //!   Should the coordinator end all the same (a panic elsewhere), the engine stops with
 //!   [`EngineError::Coordinator`] and `/health` turns unhealthy.
 //! - **Inputs keyed by the Kafka key** ([`KeyKind::Subject`](crate::KeyKind::Subject)): a

@@ -1,6 +1,7 @@
 //! The process's one transactional producer. Its transaction calls block, so each runs on
 //! tokio's blocking pool with a finite timeout; sends are non-blocking.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -22,6 +23,9 @@ use super::classify::TxnCall;
 pub(crate) struct Counts {
     failed: AtomicU64,
     last: Mutex<Option<KafkaError>>,
+    /// Topics whose records the broker refused for what the topic is (missing, not
+    /// authorized, its limit), with the error: taken by [`TxnProducer::refused_topics`].
+    refused: Mutex<HashMap<String, KafkaError>>,
     /// The topic whose first record delivered in a transaction is its witness.
     witness_topic: OnceLock<String>,
     /// Set at `begin`, cleared once the witness is kept: one check per delivery.
@@ -56,9 +60,12 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Err((e, _)) => {
+            Err((e, m)) => {
                 self.failed.fetch_add(1, Ordering::AcqRel);
                 *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.clone());
+                if refuses_topic(e) {
+                    self.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(m.topic().to_owned(), e.clone());
+                }
             }
             Ok(m) if self.wants_witness.load(Ordering::Acquire) && self.witness_topic.get().is_some_and(|t| t == m.topic()) => {
                 *self.witness.lock().unwrap_or_else(|p| p.into_inner()) = Some(Witness { partition: m.partition(), offset: m.offset() });
@@ -67,6 +74,13 @@ impl ProducerContext for Deliveries {
             Ok(_) => {}
         }
     }
+}
+
+/// Whether a delivery failed for what its topic is, not for the transaction or the
+/// connection: the same record to the same topic fails again on every try.
+fn refuses_topic(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(error.rdkafka_error_code(), Some(UnknownTopicOrPartition | UnknownTopic | TopicAuthorizationFailed | MessageSizeTooLarge))
 }
 
 /// A transactional producer with a stable `transactional.id`; or, at least once
@@ -105,6 +119,12 @@ impl TxnProducer {
         let mut cc = herald_bus::dead_letter::for_dead_letters(config).client_config(PRODUCER_DEFAULTS);
         let txn_ms = transaction_timeout.as_millis().to_string();
         cc.set("message.timeout.ms", &txn_ms).set("enable.idempotence", "true");
+        // A record for a missing topic fails as such (`refused_topics`) only after
+        // `topic.metadata.propagation.max.ms` (30 s by default); before, as timed out
+        // after `message.timeout.ms`, which says nothing of its topic.
+        if cc.get("topic.metadata.propagation.max.ms").is_none() {
+            cc.set("topic.metadata.propagation.max.ms", (transaction_timeout.as_millis() / 2).max(1000).to_string());
+        }
         if transactional {
             cc.set("transactional.id", transactional_id).set("transaction.timeout.ms", &txn_ms);
         }
@@ -267,6 +287,12 @@ impl TxnProducer {
         Ok(())
     }
 
+    /// The topics whose records were refused for what the topic is (missing, not
+    /// authorized, over its `max.message.bytes`) since the last call, with the error.
+    pub(crate) fn refused_topics(&self) -> Vec<(String, KafkaError)> {
+        std::mem::take(&mut *self.deliveries.refused.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
+    }
+
     /// Waits until every record sent is written (or failed).
     #[cfg(test)]
     pub(crate) async fn delivered(&self) -> Result<(), (TxnCall, KafkaError)> {
@@ -299,4 +325,21 @@ fn wait_delivered(producer: &ThreadedProducer<Deliveries>, timeout: Duration) ->
         std::thread::sleep(Duration::from_micros(500));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    #[test]
+    fn only_what_the_topic_is_refuses_it() {
+        let delivery = KafkaError::MessageProduction;
+        for code in [RDKafkaErrorCode::UnknownTopicOrPartition, RDKafkaErrorCode::UnknownTopic, RDKafkaErrorCode::TopicAuthorizationFailed, RDKafkaErrorCode::MessageSizeTooLarge] {
+            assert!(super::refuses_topic(&delivery(code)), "{code:?}");
+        }
+        // The transaction's or the connection's troubles, which another try may not meet.
+        for code in [RDKafkaErrorCode::MessageTimedOut, RDKafkaErrorCode::PurgeQueue, RDKafkaErrorCode::State, RDKafkaErrorCode::NotLeaderForPartition, RDKafkaErrorCode::BrokerTransportFailure, RDKafkaErrorCode::InvalidProducerEpoch] {
+            assert!(!super::refuses_topic(&delivery(code)), "{code:?}");
+        }
+    }
 }

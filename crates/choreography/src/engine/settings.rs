@@ -100,12 +100,16 @@ pub struct EngineSettings {
     /// Create the dead-letter topic (`<topic>.dlq`, as many partitions as the inputs) of
     /// every topic the engine reads when it is missing (default true). Without it, a
     /// record the engine cannot take waits for its dead letter until the topic exists (the
-    /// health check says so). A decode failure waits on its partition only (the consumer
-    /// runtime writes its letter); a reaction that panics or cannot be written is
-    /// dead-lettered in the engine's transaction, so every partition of the process waits
-    /// with it. (A letter over its dead-letter topic's `max.message.bytes`, read at start,
-    /// holds its own partition only: the engine hands the input back to the partition's
-    /// worker, which parks the partition and reports it.)
+    /// health check says so), on its own partition. A decode failure's letter is written
+    /// by the consumer runtime; a reaction that panics or cannot be written is
+    /// dead-lettered in the engine's transaction, which fails for a missing topic (after
+    /// librdkafka's `topic.metadata.propagation.max.ms`, which the engine sets to half the
+    /// transaction timeout unless given; every partition of the process waits meanwhile):
+    /// the engine then hands that topic's
+    /// letters back to their partitions' workers for a while, which write them once the
+    /// topic exists. The same holds for a dead-letter topic the engine may not write to (an
+    /// ACL), and one whose `max.message.bytes`, read at start, is below a letter: the
+    /// worker parks that partition and reports it.
     pub create_dead_letter_topics: bool,
     /// Topic configs of a changelog the engine creates, beside `cleanup.policy=compact`
     /// (default [`CHANGELOG_CONFIGS`]; a later entry of the same name wins, as in

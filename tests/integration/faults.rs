@@ -208,3 +208,18 @@ async fn a_batch_over_its_topics_limit_fails_saying_to_lower_batch_size_and_fits
     assert!(fitting.publish_all(&orders, &events).await.iter().all(Result::is_ok), "every record is written");
     assert_eq!(record_count(&config, &name).await, written + events.len() as i64);
 }
+
+/// `topic_configs` reads one config of several topics in one request, an answer per topic
+/// in the order asked: each topic's own value, `None` for one that does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn topic_configs_answer_for_each_topic_in_order_and_none_for_a_missing_one() {
+    use herald_bus::admin::{create_topics, topic_config, topic_configs, TopicSpec};
+    let config = kafka().await;
+    let (small, large, missing) = (herald_testkit::unique("limit.small"), herald_testkit::unique("limit.large"), herald_testkit::unique("limit.missing"));
+    create_topics(&config, &[TopicSpec::new(&small).partitions(1).config("max.message.bytes", "20000"), TopicSpec::new(&large).partitions(1).config("max.message.bytes", "3000000")]).await.expect("topics");
+    let read = topic_configs(&config, &[&large, &missing, &small], "max.message.bytes").await.expect("described");
+    let read: Vec<Option<String>> = read.into_iter().map(|answer| answer.expect("an answer")).collect();
+    assert_eq!(read, [Some("3000000".to_owned()), None, Some("20000".to_owned())]);
+    assert_eq!(topic_config(&config, &small, "max.message.bytes").await.expect("described").as_deref(), Some("20000"));
+    assert!(topic_configs(&config, &[], "max.message.bytes").await.expect("nothing asked").is_empty());
+}

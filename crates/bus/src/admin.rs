@@ -160,15 +160,34 @@ pub async fn create_topics(config: &KafkaConfig, specs: &[TopicSpec]) -> Result<
 /// # Ok(()) }
 /// ```
 pub async fn topic_config(config: &KafkaConfig, topic: &str, name: &str) -> Result<Option<String>, AdminError> {
+    topic_configs(config, &[topic], name).await?.pop().unwrap_or(Ok(None))
+}
+
+/// [`topic_config`] of each of `topics`, in order, in one request: one answer per topic
+/// (`None` for one that does not exist, an error for one the broker would not describe,
+/// say for want of an ACL); an error for the request as a whole.
+///
+/// ```no_run
+/// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {
+/// let limits = herald_bus::admin::topic_configs(&config, &["shop.orders", "shop.orders.dlq"], "max.message.bytes").await?;
+/// assert_eq!(limits.len(), 2);
+/// # Ok(()) }
+/// ```
+pub async fn topic_configs(config: &KafkaConfig, topics: &[&str], name: &str) -> Result<Vec<Result<Option<String>, AdminError>>, AdminError> {
     use rdkafka::admin::ResourceSpecifier;
+    if topics.is_empty() {
+        return Ok(Vec::new());
+    }
     let admin: AdminClient<DefaultClientContext> = config.client_config(&[]).create()?;
     let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
-    let described = admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &options).await?;
-    match described.into_iter().next() {
+    let resources: Vec<_> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let mut described = admin.describe_configs(&resources, &options).await?.into_iter();
+    let answers = topics.iter().map(|_| match described.next() {
         Some(Ok(resource)) => Ok(resource.get(name).and_then(|entry| entry.value.clone())),
         Some(Err(RDKafkaErrorCode::UnknownTopicOrPartition)) | None => Ok(None),
         Some(Err(code)) => Err(AdminError::Kafka(rdkafka::error::KafkaError::AdminOp(code))),
-    }
+    });
+    Ok(answers.collect())
 }
 
 /// Creates `spec` with a `max.message.bytes` `headroom` bytes above `source`'s, so every

@@ -51,22 +51,27 @@ impl RecordLimits {
     /// not made) is taken to be the producer's, with a warning.
     pub(crate) async fn read(config: &KafkaConfig, outputs: &[(String, String)], changelog: &str, dead_letters: &[String]) -> Self {
         let mut limits = Self::of_producer(config);
+        // One request for every topic, each once (a request naming one twice is refused).
+        let mut topics: Vec<&str> = outputs.iter().map(|(_, t)| t.as_str()).chain(dead_letters.iter().map(String::as_str)).chain([changelog]).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let read: HashMap<&str, usize> = topics.iter().copied().zip(topic_limits(config, &topics).await).filter_map(|(t, l)| Some((t, l?))).collect();
+        let producer = limits.producer;
+        let lower = |topic: &str| read.get(topic).copied().filter(|l| *l < producer);
         for (emitted, topic) in outputs {
-            if let Some(limit) = topic_limit(config, topic).await.filter(|l| *l < limits.producer) {
+            if let Some(limit) = lower(topic) {
                 limits.outputs.insert(emitted.clone(), limit);
             }
         }
         for topic in dead_letters {
-            if let Some(limit) = topic_limit(config, topic).await.filter(|l| *l < limits.producer) {
+            if let Some(limit) = lower(topic) {
                 limits.dead_letters.insert(topic.clone(), limit);
             }
         }
-        limits.changelog = topic_limit(config, changelog).await.map_or(limits.producer, |l| l.min(limits.producer));
+        limits.changelog = lower(changelog).unwrap_or(producer);
         limits
     }
 
-    /// The largest record for the output the participant emits to as `topic` (an exact
-    /// topic an input named: the producer's limit).
     pub(crate) fn output(&self, topic: &str, exact: bool) -> usize {
         if exact { self.producer } else { self.outputs.get(topic).copied().unwrap_or(self.producer) }
     }
@@ -97,12 +102,25 @@ impl RecordLimits {
 }
 
 /// `topic`'s `max.message.bytes`; `None` when it cannot be read.
-async fn topic_limit(config: &KafkaConfig, topic: &str) -> Option<usize> {
-    match herald_bus::admin::topic_config(config, topic, "max.message.bytes").await {
-        Ok(value) => value.and_then(|v| v.parse().ok()),
+/// The `max.message.bytes` of each of `topics`, in order: `None` for one that does not
+/// exist or whose limit cannot be read (its records are then held to the producer's limit).
+async fn topic_limits(config: &KafkaConfig, topics: &[&str]) -> Vec<Option<usize>> {
+    let unread = |topic: &str, e: &dyn std::fmt::Display| tracing::warn!(topic, error = %e, "the topic's max.message.bytes could not be read: its records are held to the producer's message.max.bytes");
+    match herald_bus::admin::topic_configs(config, topics, "max.message.bytes").await {
+        Ok(values) => topics
+            .iter()
+            .zip(values)
+            .map(|(topic, value)| match value {
+                Ok(value) => value.and_then(|v| v.parse().ok()),
+                Err(e) => {
+                    unread(topic, &e);
+                    None
+                }
+            })
+            .collect(),
         Err(e) => {
-            tracing::warn!(topic, error = %e, "the topic's max.message.bytes could not be read: its records are held to the producer's message.max.bytes");
-            None
+            unread(&topics.join(", "), &e);
+            vec![None; topics.len()]
         }
     }
 }

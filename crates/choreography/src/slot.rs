@@ -58,10 +58,18 @@ impl<S> Slot<S> {
         Some(self.pending.remove(index))
     }
 
-    /// Puts back a deadline that [`take_due`](Self::take_due) took and whose reaction was
-    /// not applied (it panicked or cannot be written): it is pending again.
+    /// Puts back a deadline that [`take_due`](Self::take_due) or
+    /// [`take_where`](Self::take_where) took: it is pending again.
     pub fn put_back(&mut self, pending: Pending) {
         self.pending.push(pending);
+    }
+
+    /// Removes and returns the pending deadlines `which` picks, in order (to set them
+    /// aside from a firing, then [`put_back`](Self::put_back)).
+    pub fn take_where(&mut self, which: impl Fn(&Pending) -> bool) -> Vec<Pending> {
+        let (taken, kept) = std::mem::take(&mut self.pending).into_iter().partition(|p| which(p));
+        self.pending = kept;
+        taken
     }
 
     /// Applies a reaction to `cause`: the new state if any, the deadline changes in order,

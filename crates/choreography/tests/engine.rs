@@ -124,7 +124,11 @@ impl Participant for Pinger {
             Input::Ev(Ev::Ping(p)) => {
                 let n = seen.n + 1;
                 let mut reaction = Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n });
-                if p.deadline_ms > 0 {
+                if p.deadline_ms > TWO_DEADLINES {
+                    // Two: `expire` after the rest, and `later` after twice that.
+                    let after = Duration::from_millis((p.deadline_ms - TWO_DEADLINES) as u64);
+                    reaction = reaction.set_deadline(Deadline::after("expire", now, after).with_payload(p.id.clone())).set_deadline(Deadline::after("later", now, after * 2).with_payload(format!("{}.later", p.id)));
+                } else if p.deadline_ms > 0 {
                     reaction = reaction.set_deadline(Deadline::after("expire", now, Duration::from_millis(p.deadline_ms as u64)).with_payload(p.id));
                 } else if p.deadline_ms < 0 {
                     reaction = reaction.cancel_deadline("expire");
@@ -142,6 +146,9 @@ impl Participant for Pinger {
         }
     }
 }
+
+/// A ping's `deadline_ms` above this sets two deadlines (see `Pinger`).
+const TWO_DEADLINES: i64 = 1_000_000_000;
 
 /// Payloads of deadlines whose reaction panics, with how often it did (tests running at
 /// once use their own ids).
@@ -466,9 +473,10 @@ async fn a_deadline_that_came_due_while_down_fires_once_after_the_restart() {
 }
 
 /// A deadline whose reaction panics is not lost: it stays pending in its key's state, the
-/// health check lists it (still healthy), it is not fired again at every tick, the other
-/// keys' deadlines fire, and once the bug is fixed a restart fires it, once. (Before, it
-/// was taken and dropped: the saga of its key waited for ever.)
+/// health check lists it (still healthy), it is set aside (not fired again at every tick,
+/// and not in the way of its key's later deadline), the other keys' deadlines fire, and
+/// once the bug is fixed a restart fires it, once. (Before, it was taken and dropped: the
+/// saga of its key waited for ever.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deadline_whose_reaction_panics_stays_pending_and_fires_after_a_restart() {
     let s = setup(1).await;
@@ -479,13 +487,15 @@ async fn a_deadline_whose_reaction_panics_stays_pending_and_fires_after_a_restar
     let running = start(engine);
     let broken = herald_testkit::unique("broken");
     BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).insert(broken.clone(), 0);
-    s.ping(&broken, 60_000).await;
+    // `broken` gets `expire` (its reaction panics) at +60 s and `later` at +120 s.
+    s.ping(&broken, TWO_DEADLINES + 60_000).await;
     s.ping("fine-1", 60_000).await;
     read(&s.config, &s.output, "read_committed", 2, WAIT, Duration::ZERO).await;
-    clock.advance(Duration::from_secs(120));
-    let out = read(&s.config, &s.output, "read_committed", 3, WAIT, QUIET).await;
-    assert_eq!(out.len(), 3, "the other key's deadline fired, not the broken one");
-    assert_eq!(decoded(&out[2]).1, serde_json::json!({"type": "expired", "id": "fine-1"}));
+    clock.advance(Duration::from_secs(180));
+    let out = read(&s.config, &s.output, "read_committed", 4, WAIT, QUIET).await;
+    assert_eq!(out.len(), 4, "the other key's deadline and the broken key's later one fired, not the broken one");
+    let expired: Vec<_> = out[2..].iter().map(|m| decoded(m).1).collect();
+    assert_eq!(expired, [serde_json::json!({"type": "expired", "id": "fine-1"}), serde_json::json!({"type": "expired", "id": format!("{broken}.later")})]);
     herald_testkit::wait_until(WAIT, "the failing deadline is listed", || {
         let h = health.clone();
         async move { !h.deadlines_failing().is_empty() }
@@ -500,10 +510,10 @@ async fn a_deadline_whose_reaction_panics_stays_pending_and_fires_after_a_restar
     // Not fired again at every tick: a deadline set and fired after it does not see it
     // panic again.
     s.ping("fine-2", 1_000).await;
-    read(&s.config, &s.output, "read_committed", 4, WAIT, Duration::ZERO).await;
+    read(&s.config, &s.output, "read_committed", 5, WAIT, Duration::ZERO).await;
     clock.advance(Duration::from_secs(5));
-    let out = read(&s.config, &s.output, "read_committed", 5, WAIT, QUIET).await;
-    assert_eq!(decoded(&out[4]).1, serde_json::json!({"type": "expired", "id": "fine-2"}));
+    let out = read(&s.config, &s.output, "read_committed", 6, WAIT, QUIET).await;
+    assert_eq!(decoded(&out[5]).1, serde_json::json!({"type": "expired", "id": "fine-2"}));
     assert_eq!(BROKEN_DEADLINES.lock().unwrap_or_else(|e| e.into_inner()).get(&broken), Some(&1), "it panicked once");
     herald_testkit::wait_until(WAIT, "the broken deadline is the one still pending", || {
         let h = health.clone();
@@ -517,9 +527,9 @@ async fn a_deadline_whose_reaction_panics_stays_pending_and_fires_after_a_restar
     let engine = s.engine(s.settings("a")).with_clock(clock.clone());
     let health = engine.health();
     let running = start(engine);
-    let out = read(&s.config, &s.output, "read_committed", 6, WAIT, QUIET).await;
-    assert_eq!(out.len(), 6);
-    assert_eq!(decoded(&out[5]).1, serde_json::json!({"type": "expired", "id": broken}));
+    let out = read(&s.config, &s.output, "read_committed", 7, WAIT, QUIET).await;
+    assert_eq!(out.len(), 7);
+    assert_eq!(decoded(&out[6]).1, serde_json::json!({"type": "expired", "id": broken}));
     herald_testkit::wait_until(WAIT, "no deadline pending", || {
         let h = health.clone();
         async move { h.deadlines_pending() == 0 && h.deadlines_failing().is_empty() }

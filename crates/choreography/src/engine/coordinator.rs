@@ -49,6 +49,7 @@ use super::witness;
 use super::written;
 use super::{EngineError, EngineSettings};
 use crate::changelog::StateCodec;
+use crate::deadline::Pending;
 use crate::declaration::Declaration;
 use crate::participant::Participant;
 use crate::reactor::{self, Emission, NotApplied};
@@ -294,6 +295,10 @@ pub(crate) struct Coordinator<P: Participant> {
     /// Dead-letter topics whose letters the broker refused in a transaction, why and when
     /// (see [`Coordinator::learn_refused`]).
     refused_letters: HashMap<String, (String, Instant)>,
+    /// Deadlines whose reaction was not applied, by partition, key and fired id: kept
+    /// pending, set aside from every firing until their partition is restored (see
+    /// [`Coordinator::fire`]).
+    failing: HashSet<(i32, String, uuid::Uuid)>,
     /// `owned`, published for the watch on hanging transactions (see `hanging`).
     owned_view: hanging::Owned,
     /// When the last input was submitted ([`EngineSettings::commit_when_idle`]).
@@ -363,6 +368,7 @@ impl<P: Participant> Coordinator<P> {
             limits,
             handed_back,
             refused_letters: HashMap::new(),
+            failing: HashSet::new(),
             owned_view,
             last_input: tokio::time::Instant::now(),
         }
@@ -605,8 +611,14 @@ impl<P: Participant> Coordinator<P> {
 
     /// Answers `waiter`'s submission.
     fn answer(&mut self, waiter: Waiter) {
-        let last = self.answered.entry(waiter.at).or_insert(waiter.last);
-        *last = (*last).max(waiter.last);
+        // A submission with an input handed back is answered, but its sink goes on from
+        // that input: the inputs from it on are not done.
+        let done = match self.handed_back.offset(&waiter.at.0, waiter.at.1) {
+            Some(offset) if offset <= waiter.last => offset - 1,
+            _ => waiter.last,
+        };
+        let last = self.answered.entry(waiter.at).or_insert(done);
+        *last = (*last).max(done);
         let _ = waiter.reply.send(());
     }
 
@@ -675,11 +687,16 @@ impl<P: Participant> Coordinator<P> {
         // must put back neither their slots over the restored ones nor their inputs.
         self.open.keep_owned(owned);
         self.answered.retain(|at, _| owned.contains(at));
+        // A hand-back made after the partition's next worker opened (it clears its own)
+        // and before this: taken by a later submission of that worker, it would skip
+        // inputs committed since.
+        self.handed_back.forget(partitions);
         for (_, p) in partitions {
             if !self.owned.iter().any(|(_, q)| q == p) {
                 self.partitions.remove(p);
                 self.catching_up.remove(p);
                 self.due.forget(*p);
+                self.failing.retain(|(q, _, _)| q != p);
                 self.parked.remove(p);
                 if let Some((_, cancel)) = self.restoring.remove(p) {
                     cancel.cancel();
@@ -1015,7 +1032,9 @@ impl<P: Participant> Coordinator<P> {
         }
         self.health.set_deadlines(pending, overdue);
         let partitions = &self.partitions;
-        self.health.keep_failing_deadlines(|partition, key, at| partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.deadline.at == at)));
+        let has = |partition: i32, key: &str, which: &dyn Fn(&Pending) -> bool| partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(which));
+        self.failing.retain(|(partition, key, id)| has(*partition, key, &|d| d.fired_id() == *id));
+        self.health.keep_failing_deadlines(|partition, key, at| has(partition, key, &|d| d.deadline.at == at));
         metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
         metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);
         metrics::gauge!("herald_choreography_partitions_catching_up", "participant" => P::NAME).set(self.catching_up.len() as f64);
@@ -1025,8 +1044,12 @@ impl<P: Participant> Coordinator<P> {
     /// Fires the earliest deadline of `key` due at `at`, in the open transaction, with
     /// `at` as the reaction's time; false when none is due.
     async fn fire(&mut self, partition: i32, key: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Failed> {
+        // A deadline whose reaction failed is set aside: it neither fires again nor keeps
+        // the key's other deadlines from firing (the earliest due fires first).
+        let failing = &self.failing;
+        let fails = |p: &Pending| !failing.is_empty() && failing.contains(&(partition, key.to_owned(), p.fired_id()));
         // A stale index entry (the deadline cancelled or fired already) begins nothing.
-        let due = self.partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.is_due(at)));
+        let due = self.partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.is_due(at) && !fails(d)));
         if !due {
             return Ok(false);
         }
@@ -1034,9 +1057,15 @@ impl<P: Participant> Coordinator<P> {
         let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
+        let failing = &self.failing;
+        let aside = if failing.is_empty() { Vec::new() } else { slot.take_where(|p| failing.contains(&(partition, key.to_owned(), p.fired_id()))) };
         let state_codec = &self.state_codec;
         let limit = written::Limit::of_deadline(&self.limits, key, slot);
-        let Some((fired, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit)) else { return Ok(false) };
+        let fired = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit));
+        for pending in aside {
+            slot.put_back(pending);
+        }
+        let Some((fired, reacted)) = fired else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;
@@ -1045,12 +1074,11 @@ impl<P: Participant> Coordinator<P> {
             Ok((emissions, payloads)) => self.emit(emissions, payloads).await?,
             Err(refused) => {
                 // There is no record to dead-letter: the deadline stays in its slot, so in
-                // the changelog, and fires again when the partition is restored (a
-                // restart, say with the bug fixed) or this transaction rewound; not at
-                // every tick meanwhile. The health check lists it.
+                // the changelog, set aside until the partition is restored (a restart,
+                // say with the bug fixed), when it fires again. The health check lists it.
                 tracing::error!(key, deadline = fired.time.to_rfc3339(), error = %refused, "the reaction to a deadline was not applied: the deadline stays pending, the state unchanged; it fires again when its partition is restored");
                 count_refused::<P>(&refused, "deadline");
-                self.due.drop_entry(partition, key, fired.time);
+                self.failing.insert((partition, key.to_owned(), fired.id));
                 self.health.deadline_failed(partition, key, fired.time, refused.to_string());
             }
         }

@@ -103,15 +103,6 @@ impl DueIndex {
         }
     }
 
-    /// Drops the entry of `key`'s deadline due `at` of `partition`: one whose reaction was
-    /// not applied, kept in its slot, fires again only when its partition is indexed anew
-    /// (restored, or its transaction rewound), not at every tick.
-    pub(crate) fn drop_entry(&mut self, partition: i32, key: &str, at: DateTime<Utc>) {
-        if let Some(entries) = self.partitions.get_mut(&partition) {
-            entries.remove(&(at, key.to_owned()));
-        }
-    }
-
     /// Drops the entries of `partition` (no longer owned, or restored anew).
     pub(crate) fn forget(&mut self, partition: i32) {
         self.partitions.remove(&partition);

@@ -227,7 +227,14 @@ impl TxnProducer {
                     headers = back.headers;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((e, _)) => return Err((TxnCall::Send, e)),
+                Err((e, _)) => {
+                    // librdkafka refuses at once a record for a topic it knows to be missing
+                    // or refused: no delivery report says so then.
+                    if refuses_topic(&e) {
+                        self.deliveries.refused.lock().unwrap_or_else(|p| p.into_inner()).insert(topic.to_owned(), e.clone());
+                    }
+                    return Err((TxnCall::Send, e));
+                }
             }
         }
     }

@@ -49,6 +49,19 @@ impl HandedBack {
         self.lock().insert((topic.to_owned(), partition), (offset, failure));
     }
 
+    /// The offset of the input handed back of `topic`'s `partition`, if one is.
+    pub(crate) fn offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.lock().get(&(topic.to_owned(), partition)).map(|(offset, _)| *offset)
+    }
+
+    /// Drops what was handed back of `partitions` (revoked or lost).
+    pub(crate) fn forget(&self, partitions: &[(String, i32)]) {
+        let mut handed = self.lock();
+        for at in partitions {
+            handed.remove(at);
+        }
+    }
+
     /// What was handed back of `topic`'s `partition`, taken.
     fn take(&self, topic: &str, partition: i32) -> Option<(i64, Failure)> {
         self.lock().remove(&(topic.to_owned(), partition))

@@ -32,13 +32,16 @@ struct State {
     clock: RegistryClock,
 }
 
-/// The clock instances' ages are measured on: it runs only while the directory can read
-/// the registry topic. A heartbeat the directory cannot read (the broker away) says
-/// nothing of its instance; measured on the wall clock, every instance expired a TTL into
-/// a broker's outage, and a gateway answered "no live instance" for a view that was up all
-/// along (an outside probe saw it). Once the topic can be read again the clock goes on
-/// from where it stopped, so an instance has the rest of its TTL to heartbeat again, and
-/// one that died meanwhile expires then.
+/// The clock instances' ages are measured on: it runs only while the directory reads the
+/// registry topic. A heartbeat the directory cannot read (the broker away) says nothing of
+/// its instance; measured on the wall clock, every instance expired a TTL into a broker's
+/// outage, and a gateway answered "no live instance" for a view that was up all along (an
+/// outside probe saw it). Once the topic is read again the clock goes on from where it
+/// stopped, so an instance has the rest of its TTL to heartbeat again, and one that died
+/// meanwhile expires then. "Reads" means both that the broker answers for the topic and
+/// that the directory's consumer got at least as far as each partition's end was at the
+/// previous look ([`read_up_to`]): a consumer that stopped fetching while the broker
+/// answers would see no heartbeat either.
 #[derive(Debug)]
 struct RegistryClock {
     origin: Instant,
@@ -133,7 +136,7 @@ impl Directory {
         let (caught_up_tx, caught_up) = watch::channel(false);
         let stop = CancellationToken::new();
         let consumer = Arc::new(consumer);
-        tokio::spawn(watch_reachable(consumer.clone(), settings.topic.clone(), state.clone(), stop.clone()));
+        tokio::spawn(watch_reachable(consumer.clone(), settings.topic.clone(), partitions as i32, state.clone(), stop.clone()));
         let task = tokio::spawn(follow(consumer, ends, state.clone(), caught_up_tx, stop.clone()));
         Ok(Directory { state, caught_up, stop, task: Some(task) })
     }
@@ -199,20 +202,53 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
-/// Asks every [`REACHABLE_EVERY`] whether the registry topic can be read (its first
-/// partition's offsets), for the [`RegistryClock`].
-async fn watch_reachable(consumer: Arc<StreamConsumer<QuietEof>>, topic: String, state: Arc<Mutex<State>>, stop: CancellationToken) {
+/// Looks every [`REACHABLE_EVERY`] whether the directory reads the registry topic, for the
+/// [`RegistryClock`]: the broker gives each partition's end (its high watermark), and the
+/// consumer's positions are at least the ends of the previous look ([`read_up_to`]).
+async fn watch_reachable(consumer: Arc<StreamConsumer<QuietEof>>, topic: String, partitions: i32, state: Arc<Mutex<State>>, stop: CancellationToken) {
     let mut every = tokio::time::interval(REACHABLE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ends_before: Option<Vec<i64>> = None;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
         let (asking, topic) = (consumer.clone(), topic.clone());
-        let reachable = tokio::task::spawn_blocking(move || asking.fetch_watermarks(&topic, 0, Duration::from_secs(2)).is_ok()).await.unwrap_or(false);
+        let looked = tokio::task::spawn_blocking(move || {
+            let ends = (0..partitions).map(|p| asking.fetch_watermarks(&topic, p, Duration::from_secs(2)).map(|(_, high)| high)).collect::<Result<Vec<i64>, _>>().ok();
+            let positions = asking.position().map(|list| (0..partitions).map(|p| list.find_partition(&topic, p).and_then(|e| offset_of(e.offset()))).collect::<Vec<_>>());
+            (ends, positions.ok())
+        })
+        .await
+        .unwrap_or((None, None));
+        let reachable = match looked {
+            (Some(ends), Some(positions)) => {
+                let reading = ends_before.as_deref().is_none_or(|before| read_up_to(&positions, before));
+                if !reading {
+                    tracing::warn!(?positions, ends = ?ends_before, "the registry's consumer is behind where the topic ended a second ago: instances' ages are not counted until it reads again");
+                }
+                ends_before = Some(ends);
+                reading
+            }
+            _ => false,
+        };
         state.lock().unwrap_or_else(|p| p.into_inner()).clock.set_reachable(reachable, Instant::now());
     }
+}
+
+/// An offset's number, if it is one (not "beginning", "end", "invalid").
+fn offset_of(offset: Offset) -> Option<i64> {
+    match offset {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// Whether the consumer read each partition up to `ends` (its next offset at least the
+/// end; a partition it has not fetched from yet counts only when it was empty).
+fn read_up_to(positions: &[Option<i64>], ends: &[i64]) -> bool {
+    ends.iter().enumerate().all(|(p, &end)| end <= 0 || positions.get(p).copied().flatten().is_some_and(|next| next >= end))
 }
 
 async fn follow(consumer: Arc<StreamConsumer<QuietEof>>, ends: Vec<i64>, table: Arc<Mutex<State>>, caught_up: watch::Sender<bool>, stop: CancellationToken) {
@@ -281,4 +317,18 @@ fn apply(table: &Mutex<State>, message: &rdkafka::message::BorrowedMessage<'_>) 
     let mut state = table.lock().unwrap_or_else(|p| p.into_inner());
     let now = state.now();
     state.table.apply(key, record, now, now_ms());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_up_to;
+
+    #[test]
+    fn read_up_to_wants_every_partition_at_or_past_its_earlier_end() {
+        assert!(read_up_to(&[Some(10), Some(3)], &[10, 2]), "caught up");
+        assert!(!read_up_to(&[Some(9), Some(3)], &[10, 2]), "one partition behind");
+        assert!(!read_up_to(&[None, Some(3)], &[10, 2]), "a partition never fetched, with records");
+        assert!(read_up_to(&[None, Some(3)], &[0, 2]), "a partition never fetched, empty");
+        assert!(!read_up_to(&[Some(10)], &[10, 2]), "a partition missing from the positions");
+    }
 }

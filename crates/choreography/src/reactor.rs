@@ -152,10 +152,12 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
     Some((meta, emitted))
 }
 
-/// [`fire_due`], catching a panic of [`Participant::decide`] and vetting the reaction like
-/// [`try_react`]. A reaction not applied leaves the slot as it was, the deadline included:
-/// it is still pending, and due, so the caller decides when it fires again (the returned
-/// metadata's `time` is its due time).
+/// [`fire_due`] of the earliest due deadline that `eligible` picks, catching a panic of
+/// [`Participant::decide`] and vetting the reaction like [`try_react`]. A reaction not
+/// applied leaves the slot as it was, the deadline included: it is still pending, and
+/// due, so the caller decides when it fires again (the returned metadata's `id` is the
+/// deadline's [`fired_id`](crate::deadline::Pending::fired_id), its `time` the due time),
+/// and may leave it out of later firings with `eligible`.
 ///
 /// ```
 /// use chrono::{Duration, Utc};
@@ -183,13 +185,25 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
 /// let mut slot = Slot::new(0);
 /// reactor::react(&Reminder, "/test", &mut slot, "start".to_owned(), &cause, now);
 /// let later = now + Duration::seconds(2);
-/// let (fired, refused) = reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |_, _| Ok(())).unwrap();
+/// let (fired, refused) = reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |_| true, |_, _| Ok(())).unwrap();
 /// assert!(matches!(refused, Err(NotApplied::Panicked { .. })));
-/// assert_eq!(slot.deadline("remind").map(|p| p.deadline.at), Some(fired.time), "still pending");
+/// assert_eq!(slot.deadline("remind").map(|p| p.fired_id()), Some(fired.id), "still pending");
+/// // Left out, it does not fire.
+/// assert!(reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |p| p.fired_id() != fired.id, |_, _| Ok(())).is_none());
 /// ```
 #[allow(clippy::type_complexity)]
-pub fn try_fire_due<P: Participant, T: Default>(participant: &P, inputs: &crate::Inputs<P::Input>, source: &str, key: &str, slot: &mut Slot<P::State>, now: DateTime<Utc>, vet: impl FnOnce(&P::State, &Reaction<P::State>) -> Result<T, String>) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
-    let pending = slot.take_due(now)?;
+#[allow(clippy::too_many_arguments)]
+pub fn try_fire_due<P: Participant, T: Default>(
+    participant: &P,
+    inputs: &crate::Inputs<P::Input>,
+    source: &str,
+    key: &str,
+    slot: &mut Slot<P::State>,
+    now: DateTime<Utc>,
+    eligible: impl Fn(&crate::deadline::Pending) -> bool,
+    vet: impl FnOnce(&P::State, &Reaction<P::State>) -> Result<T, String>,
+) -> Option<(Metadata, Result<(Vec<Emission>, T), NotApplied>)> {
+    let pending = slot.take_due_where(now, eligible)?;
     let (fired, meta) = slot::fired(&pending, key, source);
     let Some(input) = inputs.fired(fired) else { return Some((meta, Ok((Vec::new(), T::default())))) };
     let emitted = try_react(participant, source, slot, input, &meta, now, vet);

@@ -54,22 +54,20 @@ impl<S> Slot<S> {
     /// Removes and returns the earliest deadline due at `now` (ties: the one set first).
     /// A deadline is taken once: this is what makes it fire once.
     pub fn take_due(&mut self, now: DateTime<Utc>) -> Option<Pending> {
-        let index = self.pending.iter().enumerate().filter(|(_, p)| p.is_due(now)).min_by_key(|(i, p)| (p.deadline.at, *i)).map(|(i, _)| i)?;
+        self.take_due_where(now, |_| true)
+    }
+
+    /// [`take_due`](Self::take_due) among the deadlines `eligible` picks (the others, say
+    /// ones whose reaction failed, stay where they are).
+    pub fn take_due_where(&mut self, now: DateTime<Utc>, eligible: impl Fn(&Pending) -> bool) -> Option<Pending> {
+        let index = self.pending.iter().enumerate().filter(|(_, p)| p.is_due(now) && eligible(p)).min_by_key(|(i, p)| (p.deadline.at, *i)).map(|(i, _)| i)?;
         Some(self.pending.remove(index))
     }
 
-    /// Puts back a deadline that [`take_due`](Self::take_due) or
-    /// [`take_where`](Self::take_where) took: it is pending again.
+    /// Puts back a deadline that [`take_due`](Self::take_due) took and whose reaction was
+    /// not applied (it panicked or cannot be written): it is pending again.
     pub fn put_back(&mut self, pending: Pending) {
         self.pending.push(pending);
-    }
-
-    /// Removes and returns the pending deadlines `which` picks, in order (to set them
-    /// aside from a firing, then [`put_back`](Self::put_back)).
-    pub fn take_where(&mut self, which: impl Fn(&Pending) -> bool) -> Vec<Pending> {
-        let (taken, kept) = std::mem::take(&mut self.pending).into_iter().partition(|p| which(p));
-        self.pending = kept;
-        taken
     }
 
     /// Applies a reaction to `cause`: the new state if any, the deadline changes in order,

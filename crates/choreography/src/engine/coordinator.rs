@@ -142,6 +142,12 @@ fn own_topics(declaration: &Declaration, settings: &EngineSettings, changelog: &
     own
 }
 
+/// Whether a deadline of `key` on `partition` may fire: not one whose reaction failed
+/// (`failing`, by fired id; see [`Coordinator::fire`]).
+fn may_fire<'a>(failing: &'a HashSet<(i32, String, uuid::Uuid)>, partition: i32, key: &'a str) -> impl Fn(&Pending) -> bool + 'a {
+    move |p| failing.is_empty() || !failing.contains(&(partition, key.to_owned(), p.fired_id()))
+}
+
 /// Who waits for a submission, and which inputs it holds: its topic-partition and its
 /// last offset.
 struct Waiter {
@@ -1046,10 +1052,11 @@ impl<P: Participant> Coordinator<P> {
     async fn fire(&mut self, partition: i32, key: &str, at: chrono::DateTime<chrono::Utc>) -> Result<bool, Failed> {
         // A deadline whose reaction failed is set aside: it neither fires again nor keeps
         // the key's other deadlines from firing (the earliest due fires first).
-        let failing = &self.failing;
-        let fails = |p: &Pending| !failing.is_empty() && failing.contains(&(partition, key.to_owned(), p.fired_id()));
         // A stale index entry (the deadline cancelled or fired already) begins nothing.
-        let due = self.partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.is_due(at) && !fails(d)));
+        let due = {
+            let eligible = may_fire(&self.failing, partition, key);
+            self.partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(|d| d.is_due(at) && eligible(d)))
+        };
         if !due {
             return Ok(false);
         }
@@ -1057,15 +1064,9 @@ impl<P: Participant> Coordinator<P> {
         let Some(slot) = self.partitions.get_mut(&partition).and_then(|slots| slots.get_mut(key)) else { return Ok(false) };
         self.open.before.entry((partition, key.to_owned())).or_insert_with(|| Some(slot.clone()));
         let due_before = due_times(slot);
-        let failing = &self.failing;
-        let aside = if failing.is_empty() { Vec::new() } else { slot.take_where(|p| failing.contains(&(partition, key.to_owned(), p.fired_id()))) };
         let state_codec = &self.state_codec;
         let limit = written::Limit::of_deadline(&self.limits, key, slot);
-        let fired = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, |current, reaction| written::payloads(current, reaction, state_codec, limit));
-        for pending in aside {
-            slot.put_back(pending);
-        }
-        let Some((fired, reacted)) = fired else { return Ok(false) };
+        let Some((fired, reacted)) = reactor::try_fire_due(&*self.participant, &self.inputs, &self.source, key, slot, at, may_fire(&self.failing, partition, key), |current, reaction| written::payloads(current, reaction, state_codec, limit)) else { return Ok(false) };
         // One deadline taken, and the reaction may have set others.
         self.due.update(partition, key, &due_before, Some(slot));
         self.open.reactions += 1;

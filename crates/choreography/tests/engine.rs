@@ -960,6 +960,30 @@ impl Participant for Fragile {
 /// The ids of the slow pings whose reaction began (tests running at once use their own ids).
 static SLOW_STARTED: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
 
+/// The ids of the pongs in `out`, in order.
+fn pong_ids(out: &[OwnedMessage]) -> Vec<String> {
+    out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// A key that murmur2 places on partition `stopped` of two (`on`), or on the other one.
+fn key_on(stopped: u32, on: bool) -> String {
+    (0..).map(|i| format!("key-{i}")).find(|k| (herald_bus::partitioner::partition_for(k.as_bytes(), 2) == stopped) == on).expect("a key")
+}
+
+/// Waits until the engine reports `partition` parked (waiting at a record whose dead
+/// letter is not written) and unhealthy; returns the health details.
+async fn parked(health: &Arc<herald_choreography::engine::EngineHealth>, partition: u32) -> serde_json::Value {
+    herald_testkit::wait_until(WAIT, "a parked partition is reported", || {
+        let health = health.clone();
+        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
+    })
+    .await;
+    let (healthy, details) = herald_ops::HealthCheck::check(&**health);
+    assert!(!healthy, "{details}");
+    assert_eq!(details["consumer"]["parked"][0]["partition"].as_i64(), Some(i64::from(partition)), "{details}");
+    details
+}
+
 /// Creates `<input>.dlq`, where the engine dead-letters the input's records.
 async fn dead_letter_topic(s: &Setup) -> String {
     let dlq = herald_bus::dead_letter::topic_for(&s.input);
@@ -1020,8 +1044,7 @@ async fn an_input_waits_for_its_missing_dead_letter_topic_on_its_own_partition_a
     let health = engine.health();
     let running = start(engine);
     let stopped = partition_for(b"k", 2);
-    let key_on = |on: bool| (0..).map(|i| format!("key-{i}")).find(|k| (partition_for(k.as_bytes(), 2) == stopped) == on).expect("a key");
-    let (same, other) = (key_on(true), key_on(false));
+    let (same, other) = (key_on(stopped, true), key_on(stopped, false));
     let topic: Topic<Ev> = Topic::named(&s.input);
     let poison = s.publisher.publish_with(&topic, &Ping { id: "k".into(), deadline_ms: -1 }, Metadata::new("t.Ping", "/test", "k")).await.expect("published").id;
     s.ping(&same, 0).await;
@@ -1031,17 +1054,9 @@ async fn an_input_waits_for_its_missing_dead_letter_topic_on_its_own_partition_a
     })
     .await;
     s.ping(&other, 0).await;
-    let pong_ids = |out: &[OwnedMessage]| out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
     let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
     assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the other partition goes on");
-    herald_testkit::wait_until(WAIT, "the poison's partition is reported waiting for its letter", || {
-        let health = health.clone();
-        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
-    })
-    .await;
-    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
-    assert!(!healthy, "{details}");
-    assert_eq!(details["consumer"]["parked"][0]["partition"].as_i64(), Some(i64::from(stopped)), "{details}");
+    parked(&health, stopped).await;
     let out = read_until(&s.config, &s.output, "read_committed", 2, Duration::from_millis(500), QUIET).await;
     assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the input after the poison waits with it");
     let dlq = dead_letter_topic(&s).await;
@@ -1080,23 +1095,14 @@ async fn an_input_whose_dead_letter_cannot_be_written_parks_its_partition_and_th
     // key after it on its partition, and a key on the other partition.
     let poison = "p".repeat(30_000);
     let stopped = partition_for(poison.as_bytes(), 2);
-    let key_on = |on: bool| (0..).map(|i| format!("key-{i}")).find(|k| (partition_for(k.as_bytes(), 2) == stopped) == on).expect("a key");
-    let (same, other) = (key_on(true), key_on(false));
+    let (same, other) = (key_on(stopped, true), key_on(stopped, false));
     s.ping(&poison, -1).await;
     s.ping(&same, 0).await;
     s.ping(&other, 0).await;
-    let pong_ids = |out: &[OwnedMessage]| out.iter().map(|m| decoded(m).1["id"].as_str().unwrap_or_default().to_owned()).collect::<Vec<_>>();
     let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
     assert_eq!(pong_ids(&out), std::slice::from_ref(&other), "the other partition goes on");
-    herald_testkit::wait_until(WAIT, "the poison's partition is parked and reported", || {
-        let health = health.clone();
-        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
-    })
-    .await;
-    let (healthy, details) = herald_ops::HealthCheck::check(&*health);
-    assert!(!healthy, "{details}");
+    let details = parked(&health, stopped).await;
     let parked = &details["consumer"]["parked"][0];
-    assert_eq!(parked["partition"].as_i64(), Some(i64::from(stopped)), "{details}");
     assert!(parked["reason"].as_str().is_some_and(|r| r.contains("cannot take ping") && r.contains("max.message.bytes")), "{details}");
     // The other partition keeps going; nothing after the poison on its own partition was
     // reacted to, and no letter was written.
@@ -1131,11 +1137,7 @@ async fn inputs_after_a_handed_back_one_wait_when_submissions_are_answered_at_co
     let engine = Engine::new(&s.config, Fragile { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
     let health = engine.health();
     let running = start(engine);
-    herald_testkit::wait_until(WAIT, "the poison's partition is parked and reported", || {
-        let health = health.clone();
-        async move { herald_ops::HealthCheck::check(&*health).1["consumer"]["parked"].as_array().is_some_and(|p| !p.is_empty()) }
-    })
-    .await;
+    parked(&health, 0).await;
     for _ in 0..5 {
         s.ping("k", 0).await;
     }

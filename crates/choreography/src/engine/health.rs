@@ -56,8 +56,11 @@ pub struct EngineHealth {
     hanging: Mutex<Option<String>>,
     /// Deadlines whose reaction was not applied, kept pending: why, by (partition, key,
     /// due time).
-    failing_deadlines: Mutex<BTreeMap<(i32, String, DateTime<Utc>), String>>,
+    failing_deadlines: Mutex<FailingDeadlines>,
 }
+
+/// Why each failing deadline failed, by (partition, key, due time).
+type FailingDeadlines = BTreeMap<(i32, String, DateTime<Utc>), String>;
 
 /// Most failing deadlines `/health` lists (it counts them all).
 const FAILING_SHOWN: usize = 20;
@@ -149,7 +152,7 @@ impl EngineHealth {
         }
     }
 
-    fn lock_failing(&self) -> std::sync::MutexGuard<'_, BTreeMap<(i32, String, DateTime<Utc>), String>> {
+    fn lock_failing(&self) -> std::sync::MutexGuard<'_, FailingDeadlines> {
         self.failing_deadlines.lock().unwrap_or_else(|p| p.into_inner())
     }
 

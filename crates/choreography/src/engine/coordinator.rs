@@ -1037,8 +1037,13 @@ impl<P: Participant> Coordinator<P> {
             overdue += slot.deadlines().iter().filter(|d| d.is_due(now)).count() as u64;
         }
         self.health.set_deadlines(pending, overdue);
-        let partitions = &self.partitions;
-        let has = |partition: i32, key: &str, which: &dyn Fn(&Pending) -> bool| partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(which));
+        // A failing deadline is forgotten once it is gone from its slot (cancelled, set
+        // again, its key finished), but not while the open transaction changed the slot: an
+        // abort would put it back.
+        let (partitions, changed) = (&self.partitions, &self.open.before);
+        let has = |partition: i32, key: &str, which: &dyn Fn(&Pending) -> bool| {
+            changed.contains_key(&(partition, key.to_owned())) || partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(which))
+        };
         self.failing.retain(|(partition, key, id)| has(*partition, key, &|d| d.fired_id() == *id));
         self.health.keep_failing_deadlines(|partition, key, at| has(partition, key, &|d| d.deadline.at == at));
         metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
@@ -1106,10 +1111,12 @@ impl<P: Participant> Coordinator<P> {
     /// [`Coordinator::bound_before`]), in due order, each with its due time as the
     /// reaction's time, before the input is reacted to.
     ///
-    /// Deadlines that come due by the bound while these fire (set by their reactions, or
-    /// a second one at a time a first shared) fire too, in further passes; each pass takes
-    /// only times later than the last one fired, so a reaction that sets a deadline at its
-    /// own time again does not loop: that one waits for the next input or the timer.
+    /// Deadlines that come due by the bound while these fire (set by their reactions) fire
+    /// too, in further passes; each pass takes only times later than the last one fired,
+    /// so a reaction that sets a deadline at its own time again does not loop: that one
+    /// waits for the next input or the timer. So does, today, a second deadline of a key
+    /// at a time a first one shared (its index entry is taken by the first): it fires
+    /// after the input, not before.
     async fn fire_before(&mut self, partition: i32, bound: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
         let Some(bound) = bound else { return Ok(()) };
         let mut floor = None;

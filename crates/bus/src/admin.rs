@@ -166,6 +166,8 @@ pub async fn topic_config(config: &KafkaConfig, topic: &str, name: &str) -> Resu
 /// [`topic_config`] of each of `topics`, in order, in one request: one answer per topic
 /// (`None` for one that does not exist, an error for one the broker would not describe,
 /// say for want of an ACL); an error for the request as a whole.
+/// Name each topic once: librdkafka puts each answer at the first place its topic was
+/// asked for.
 ///
 /// ```no_run
 /// # async fn f(config: herald_bus::KafkaConfig) -> Result<(), herald_bus::admin::AdminError> {

@@ -51,7 +51,8 @@ impl RecordLimits {
     /// not made) is taken to be the producer's, with a warning.
     pub(crate) async fn read(config: &KafkaConfig, outputs: &[(String, String)], changelog: &str, dead_letters: &[String]) -> Self {
         let mut limits = Self::of_producer(config);
-        // One request for every topic, each once (a request naming one twice is refused).
+        // One request for every topic, each once: librdkafka puts each answer at the first
+        // place its topic was asked for, so a topic asked twice would leave a gap.
         let mut topics: Vec<&str> = outputs.iter().map(|(_, t)| t.as_str()).chain(dead_letters.iter().map(String::as_str)).chain([changelog]).collect();
         topics.sort_unstable();
         topics.dedup();

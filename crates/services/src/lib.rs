@@ -47,10 +47,15 @@
 //! - A process that dies (or drops its registration) stops heartbeating; directories count
 //!   it as expired once its last heartbeat is older than the TTL, measured on their own
 //!   monotonic clock (a record already old when read is aged by its wall-clock timestamp).
-//!   That clock stops while a directory cannot read the registry topic (it asks every
-//!   [`directory::REACHABLE_EVERY`]): a broker's outage expires nobody, and an instance
-//!   that died meanwhile expires once the topic can be read again and the rest of its TTL
-//!   has passed.
+//!   That clock counts only time up to which the directory is known to have read every
+//!   record on the registry topic (it looks every [`directory::REACHABLE_EVERY`] or
+//!   eighth of the TTL): a broker's outage or a stalled consumer expires nobody, and an
+//!   instance that died meanwhile expires once the topic is read again and the rest of its
+//!   TTL has passed. An instance expires up to two looks after its TTL ran out, never
+//!   before.
+//! - librdkafka's consumer sometimes stays stuck after a broker restart. A directory whose
+//!   consumer has not read for [`directory::STALLED_AFTER`] replaces it (going on after
+//!   the last record read).
 //! - Expired instances are never handed out by [`Directory::pick`]; they stay listed (as
 //!   expired) by [`Directory::entries`] for [`directory::FORGET_AFTER`].
 //!

@@ -53,9 +53,10 @@
 //!   instance that died meanwhile expires once the topic is read again and the rest of its
 //!   TTL has passed. An instance expires up to two looks after its TTL ran out, never
 //!   before.
-//! - librdkafka's consumer sometimes stays stuck after a broker restart. A directory whose
+//! - librdkafka's clients sometimes stay stuck after a broker restart. A directory whose
 //!   consumer has not read for [`directory::STALLED_AFTER`] replaces it (going on after
-//!   the last record read).
+//!   the last record read); a registration whose heartbeat is not acknowledged within
+//!   [`Settings::ack_timeout`] replaces its producer.
 //! - Expired instances are never handed out by [`Directory::pick`]; they stay listed (as
 //!   expired) by [`Directory::entries`] for [`directory::FORGET_AFTER`].
 //!

@@ -1,9 +1,11 @@
 //! Registering a running process: the record, the heartbeats, the tombstone.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer, PurgeConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +19,12 @@ use crate::{Instance, RegistryError, Settings};
 /// crash would: directories count the instance as expired once its last heartbeat is older
 /// than the TTL. Shutdown is a protocol, not `Drop` (a tombstone needs the broker's ack).
 ///
+/// A heartbeat that is not acknowledged within `settings.ack_timeout` replaces the
+/// registration's producer (its queued heartbeats are purged, they are stale): librdkafka's
+/// producer sometimes stays stuck after a broker restart, its partition's leader unknown
+/// while the broker answers (librdkafka #4976; a test run here saw it), and only a new
+/// producer writes again. During a real outage the new producer waits like the old one.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), herald_services::RegistryError> {
 /// use herald_bus::KafkaConfig;
@@ -29,7 +37,7 @@ use crate::{Instance, RegistryError, Settings};
 /// # Ok(()) }
 /// ```
 pub struct Registration {
-    producer: FutureProducer,
+    producer: Arc<Mutex<FutureProducer>>,
     topic: String,
     key: String,
     ack_timeout: Duration,
@@ -50,13 +58,12 @@ impl Registration {
     pub async fn register(config: &KafkaConfig, settings: &Settings, instance: Instance) -> Result<Self, RegistryError> {
         settings.validate()?;
         crate::topic::ensure_topic(config, &settings.topic).await?;
-        let producer: FutureProducer = config
-            .client_config(&[("acks", "all"), ("enable.idempotence", "true"), ("partitioner", "murmur2_random"), ("linger.ms", "0")])
-            .create()?;
+        let producer = new_producer(config)?;
         let key = instance.key();
         send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
+        let producer = Arc::new(Mutex::new(producer));
         let stop = CancellationToken::new();
-        let heartbeats = tokio::spawn(heartbeat(producer.clone(), settings.clone(), instance, stop.clone()));
+        let heartbeats = tokio::spawn(heartbeat(config.clone(), producer.clone(), settings.clone(), instance, stop.clone()));
         Ok(Registration { producer, topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
     }
 
@@ -73,8 +80,8 @@ impl Registration {
             // A heartbeat in flight finishes first, so it cannot land after the tombstone.
             let _ = task.await;
         }
-        send(&self.producer, &self.topic, &self.key, None, self.ack_timeout).await?;
-        let producer = self.producer.clone();
+        let producer = current(&self.producer);
+        send(&producer, &self.topic, &self.key, None, self.ack_timeout).await?;
         let timeout = self.ack_timeout;
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         Ok(())
@@ -90,7 +97,7 @@ impl Drop for Registration {
     }
 }
 
-async fn heartbeat(producer: FutureProducer, settings: Settings, mut instance: Instance, stop: CancellationToken) {
+async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, settings: Settings, mut instance: Instance, stop: CancellationToken) {
     let key = instance.key();
     let mut ticks = tokio::time::interval(settings.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -103,10 +110,31 @@ async fn heartbeat(producer: FutureProducer, settings: Settings, mut instance: I
         instance.heartbeat_at_ms = now_ms();
         // Not raced with `stop`: a heartbeat is either acknowledged or failed before
         // shutdown writes the tombstone.
-        if let Err(e) = send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
-            tracing::warn!(key = %key, error = %e, "registry heartbeat failed; retrying at the next interval");
+        let sending = current(&producer);
+        let sent = send(&sending, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await;
+        drop(sending); // so the stale producer's last handle is dropped off the runtime below
+        if let Err(e) = sent {
+            tracing::warn!(key = %key, error = %e, "registry heartbeat failed; replacing the producer and retrying at the next interval");
+            match new_producer(&config) {
+                Ok(fresh) => {
+                    let stale = std::mem::replace(&mut *producer.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+                    // Purging and closing wait on librdkafka's threads.
+                    tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight()));
+                }
+                Err(e) => tracing::warn!(key = %key, error = %e, "creating the registry's producer; trying again at the next interval"),
+            }
         }
     }
+}
+
+/// The registration's producer: idempotent, acknowledged by all in-sync replicas.
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
+    config.client_config(&[("acks", "all"), ("enable.idempotence", "true"), ("partitioner", "murmur2_random"), ("linger.ms", "0")]).create()
+}
+
+/// The producer in use (a clone, sharing librdkafka's client).
+fn current(producer: &Mutex<FutureProducer>) -> FutureProducer {
+    producer.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 async fn send(producer: &FutureProducer, topic: &str, key: &str, value: Option<&[u8]>, timeout: Duration) -> Result<(), RegistryError> {

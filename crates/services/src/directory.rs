@@ -1,6 +1,6 @@
 //! Discovery: a live map of the registry topic, read from the beginning and followed.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,54 +53,84 @@ impl State {
 /// a broker's outage, and a gateway answered "no live instance" for a view that was up all
 /// along (an outside probe saw it).
 ///
-/// Each look ([`Reader::look`]) asks the broker for each partition's end and the consumer
-/// for its position. When a look finds the consumer at or past the ends of the look
-/// before, everything written before that earlier look has been read, and the time between
-/// the two looks before is counted. A look that cannot reach the broker, or that finds the
-/// consumer behind, counts nothing: the clock stands still through an outage (even before
-/// a look notices it), and goes on from where it stood once the topic is read again, so an
-/// instance has the rest of its TTL to heartbeat again and one that died meanwhile expires
-/// then. Ages are therefore measured in steps of one look, and an instance expires up to
-/// two looks after its TTL ran out, never before.
+/// Each look asks the broker for each partition's end and the consumer for its position
+/// (see `Reader::ask`). When a look finds the consumer at or past the ends an earlier look
+/// saw, everything written before that earlier look has been read, and the time up to it
+/// is counted: the intervals between the looks since the last one counted, but not an
+/// interval across a look the broker did not answer. So the clock stands still through an
+/// outage (even before a look notices it) and goes on from where it stood once the topic
+/// is read again: an instance has the rest of its TTL to heartbeat again, and one that died
+/// meanwhile expires then. A consumer always a little behind still counts time, a look or
+/// two late.
+///
+/// A record read is stamped with the time not yet confirmed (the counted time plus the
+/// uncounted intervals since, outages left out), so its age stays at zero until the clock
+/// passes it: an instance expires once the clock counted a TTL after its last heartbeat
+/// was read, never before, and at most a look or two after.
 #[derive(Debug)]
 struct RegistryClock {
-    /// The clock's time: confirmed time since the directory started.
+    /// The counted time: since the directory started, up to the last look counted.
     now: Instant,
-    /// Time between the last two looks that reached the broker, counted once a later look
-    /// confirms the consumer read past the ends the last one saw.
-    pending: Duration,
-    /// The last look, if it reached the broker: the partitions' ends and when it began.
-    last: Option<(Vec<i64>, Instant)>,
+    /// When the last look counted began, unless the broker missed a look since.
+    base: Option<Instant>,
+    /// The looks since, oldest first: a look's ends and when it began, or `None` for a look
+    /// the broker did not answer.
+    looks: VecDeque<Option<(Vec<i64>, Instant)>>,
 }
+
+/// How many looks the clock keeps waiting for the consumer to read past their ends; past
+/// that, the oldest are dropped uncounted.
+const KEPT_LOOKS: usize = 64;
 
 impl RegistryClock {
     fn new(now: Instant, ends: Vec<i64>) -> Self {
-        RegistryClock { now, pending: Duration::ZERO, last: Some((ends, now)) }
+        RegistryClock { now, base: None, looks: VecDeque::from([Some((ends, now))]) }
+    }
+
+    /// The time between looks from `base` through the first `count` kept looks, outages
+    /// left out, and when the last of them began (`None` after an unanswered one).
+    fn span(&self, count: usize) -> (Duration, Option<Instant>) {
+        let mut base = self.base;
+        let mut span = Duration::ZERO;
+        for look in self.looks.iter().take(count) {
+            match look {
+                Some((_, at)) => {
+                    span += base.map_or(Duration::ZERO, |b| at.saturating_duration_since(b));
+                    base = Some(*at);
+                }
+                None => base = None,
+            }
+        }
+        (span, base)
     }
 
     /// A look begun at `at`: the partitions' ends and the consumer's positions, or `None`
-    /// if the broker did not answer. Returns whether the consumer had read up to the ends
-    /// of the look before, or `None` when there is nothing to compare with (this look or
-    /// the one before did not reach the broker).
-    fn looked(&mut self, at: Instant, seen: Option<(Vec<i64>, Vec<Option<i64>>)>) -> Option<bool> {
+    /// if the broker did not answer.
+    fn looked(&mut self, at: Instant, seen: Option<(Vec<i64>, Vec<Option<i64>>)>) {
         let Some((ends, positions)) = seen else {
-            self.last = None;
-            return None;
-        };
-        let reading = match self.last.take() {
-            Some((before, then)) if read_up_to(&positions, &before) => {
-                self.now += std::mem::take(&mut self.pending);
-                self.pending = at.saturating_duration_since(then);
-                Some(true)
+            if self.looks.back().is_none_or(Option::is_some) {
+                self.looks.push_back(None);
             }
-            Some(_) => {
-                self.pending = Duration::ZERO;
-                Some(false)
-            }
-            None => None,
+            return;
         };
-        self.last = Some((ends, at));
-        reading
+        if let Some(read) = self.looks.iter().rposition(|look| look.as_ref().is_some_and(|(ends, _)| read_up_to(&positions, ends))) {
+            let (span, base) = self.span(read + 1);
+            self.now += span;
+            self.base = base;
+            self.looks.drain(..=read);
+        }
+        self.looks.push_back(Some((ends, at)));
+        while self.looks.len() > KEPT_LOOKS {
+            self.looks.pop_front();
+            self.base = None;
+        }
+    }
+
+    /// The time to stamp a record read at `real`: the counted time plus what is not
+    /// counted yet.
+    fn stamp(&self, real: Instant) -> Instant {
+        let (span, base) = self.span(self.looks.len());
+        self.now + span + base.map_or(Duration::ZERO, |b| real.saturating_duration_since(b))
     }
 }
 
@@ -231,12 +261,22 @@ struct Reader {
     consumer: Arc<StreamConsumer<QuietEof>>,
     /// Per partition, the offset after the last record read.
     next: Vec<Option<i64>>,
-    /// Since when the consumer has not been seen reading, at which positions (empty when
-    /// its client could not ask the broker).
-    standing: Option<(Vec<Option<i64>>, Instant)>,
+    /// The partitions' ends at the last look the broker answered.
+    ends: Option<Vec<i64>>,
+    /// Per partition behind those ends: since when it has stood at which position.
+    standing: Vec<Option<(Option<i64>, Instant)>>,
+    /// Since when the broker has not answered this consumer's client, and how long to
+    /// wait then before replacing it (doubling while it stays unanswered: during an outage
+    /// a new client cannot help).
+    unanswered: Option<(Instant, Duration)>,
+    /// Whether a look found it stalled: replaced by [`Reader::replace_if_stalled`].
+    stalled: bool,
     /// How long it may stand still before it is replaced.
     stalled_after: Duration,
 }
+
+/// The longest wait before replacing a consumer whose client the broker does not answer.
+const UNANSWERED_AT_MOST: Duration = Duration::from_secs(60);
 
 impl Reader {
     /// A consumer assigned every partition from `next` (the beginning where `None`).
@@ -254,7 +294,8 @@ impl Reader {
             assignment.add_partition_offset(&topic, p as i32, from.map_or(Offset::Beginning, Offset::Offset))?;
         }
         consumer.assign(&assignment)?;
-        Ok(Reader { config, topic, consumer: Arc::new(consumer), next, standing: None, stalled_after: STALLED_AFTER })
+        let standing = vec![None; next.len()];
+        Ok(Reader { config, topic, consumer: Arc::new(consumer), next, ends: None, standing, unanswered: None, stalled: false, stalled_after: STALLED_AFTER })
     }
 
     /// Notes `message` as read.
@@ -283,43 +324,62 @@ impl Reader {
         })
     }
 
-    /// Counts a look on the clock. Replaces the consumer when it has not read for
-    /// `stalled_after`: behind the end without moving, or unable to ask the broker.
+    /// Counts a look on the clock, and finds the consumer stalled when a partition has
+    /// stood behind the ends of the look before for `stalled_after`, or when the broker has
+    /// not answered its client for as long (then longer each time).
     fn looked(&mut self, Look { at, seen }: Look, clock: &Mutex<State>) {
-        let positions = seen.as_ref().map(|(_, positions)| positions.clone());
-        let reading = clock.lock().unwrap_or_else(|p| p.into_inner()).clock.looked(at, seen);
-        if reading == Some(true) {
-            self.standing = None;
-            return;
-        }
-        // Behind, or the broker did not answer this consumer's client. It is replaced once
-        // it has not moved for `stalled_after`: during an outage its replacement waits like
-        // it, after one its replacement reads.
-        match (&self.standing, positions) {
-            (Some((there, _)), Some(here)) if *there != here => self.standing = Some((here, at)),
-            (None, here) => {
-                tracing::warn!(positions = ?here, "the registry's consumer is behind where the topic ended at the last look, or cannot ask the broker: instances' ages are not counted until it reads again");
-                self.standing = Some((here.unwrap_or_default(), at));
-            }
-            (Some((there, since)), _) => {
-                if at.saturating_duration_since(*since) >= self.stalled_after {
-                    tracing::warn!(positions = ?there, "the registry's consumer has not read for {:?}: replacing it", self.stalled_after);
-                    self.reopen();
+        let seen = seen.map(|(ends, positions)| {
+            // A new consumer has no position in a partition until it reads a record there;
+            // what was read before it still counts.
+            let positions: Vec<Option<i64>> = positions.iter().zip(&self.next).map(|(&position, &next)| position.max(next)).collect();
+            (ends, positions)
+        });
+        match &seen {
+            None => {
+                let (since, wait) = *self.unanswered.get_or_insert((at, self.stalled_after));
+                if at.saturating_duration_since(since) >= wait {
+                    tracing::warn!("the broker has not answered the registry's consumer for {wait:?}: replacing it");
+                    self.stalled = true;
+                    self.unanswered = Some((at, (wait * 2).min(UNANSWERED_AT_MOST)));
                 }
             }
+            Some((ends, positions)) => {
+                self.unanswered = None;
+                for (p, standing) in self.standing.iter_mut().enumerate() {
+                    let position = positions.get(p).copied().flatten();
+                    let behind = self.ends.as_ref().and_then(|ends| ends.get(p)).is_some_and(|&end| position.unwrap_or(0) < end);
+                    match standing {
+                        _ if !behind => *standing = None,
+                        Some((there, since)) if *there == position => {
+                            if at.saturating_duration_since(*since) >= self.stalled_after {
+                                tracing::warn!(partition = p, ?position, "the registry's consumer has not moved in a partition behind its end for {:?}: replacing it", self.stalled_after);
+                                self.stalled = true;
+                            }
+                        }
+                        _ => *standing = Some((position, at)),
+                    }
+                }
+                self.ends = Some(ends.clone());
+            }
         }
+        clock.lock().unwrap_or_else(|p| p.into_inner()).clock.looked(at, seen);
     }
 
-    /// Replaces the consumer by one that goes on after the last record read.
-    fn reopen(&mut self) {
+    /// Replaces the consumer, if a look found it stalled, by one that goes on after the
+    /// last record read. Called where the reading loop holds no handle of its own on the
+    /// consumer, so the stale one closes on a blocking thread (closing waits on
+    /// librdkafka's threads).
+    fn replace_if_stalled(&mut self) {
+        if !std::mem::take(&mut self.stalled) {
+            return;
+        }
         match Reader::open(self.config.clone(), self.topic.clone(), self.next.clone()) {
             Ok(fresh) => {
                 let stale = std::mem::replace(&mut self.consumer, fresh.consumer);
-                // Closing a consumer waits on librdkafka's threads.
                 tokio::task::spawn_blocking(move || drop(stale));
-                self.standing = None;
+                self.standing.fill(None);
             }
-            Err(e) => tracing::error!(error = %e, "replacing the registry's consumer; trying again at the next look"),
+            Err(e) => tracing::error!(error = %e, "replacing the registry's consumer; trying again after the next look"),
         }
     }
 }
@@ -359,6 +419,7 @@ async fn follow(mut reader: Reader, ends: Vec<i64>, every: Duration, table: Arc<
     looks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut asked: Option<JoinHandle<Look>> = None;
     loop {
+        reader.replace_if_stalled();
         let consumer = reader.consumer.clone();
         let woken = tokio::select! {
             _ = stop.cancelled() => Woken::Stop,
@@ -426,8 +487,8 @@ fn apply(table: &Mutex<State>, message: &BorrowedMessage<'_>) {
         }
     };
     let mut state = table.lock().unwrap_or_else(|p| p.into_inner());
-    let now = state.now();
-    state.table.apply(key, record, now, now_ms());
+    let stamp = state.clock.stamp(Instant::now());
+    state.table.apply(key, record, stamp, now_ms());
 }
 
 #[cfg(test)]
@@ -446,27 +507,28 @@ mod tests {
         let s = Duration::from_secs;
         let t0 = Instant::now();
         let mut clock = RegistryClock::new(t0, vec![5]);
-        assert_eq!(Some(true), clock.looked(t0 + s(1), Some((vec![7], vec![Some(5)]))), "read up to the start's end");
-        assert_eq!(clock.now, t0, "what was written after the start is not known read yet");
-        assert_eq!(Some(true), clock.looked(t0 + s(2), Some((vec![9], vec![Some(7)]))));
+        clock.looked(t0 + s(1), Some((vec![7], vec![Some(5)])));
+        assert_eq!(clock.now, t0, "read up to the start's end: nothing written after it is known read yet");
+        clock.looked(t0 + s(2), Some((vec![9], vec![Some(7)])));
         assert_eq!(clock.now, t0 + s(1), "the first second is confirmed");
+        assert_eq!(clock.stamp(t0 + Duration::from_millis(2_500)), t0 + Duration::from_millis(2_500), "a record read now is stamped with the time not yet counted");
         // The broker goes away: nothing is counted, not even the time since the last look.
-        assert_eq!(None, clock.looked(t0 + s(3), None));
-        assert_eq!(None, clock.looked(t0 + s(9), None));
+        clock.looked(t0 + s(3), None);
+        clock.looked(t0 + s(9), None);
         assert_eq!(clock.now, t0 + s(1));
-        // Back: the first look has nothing to compare with, the second confirms the
-        // interval before the outage and nothing of the outage itself.
-        assert_eq!(None, clock.looked(t0 + s(10), Some((vec![12], vec![Some(9)]))));
-        assert_eq!(clock.now, t0 + s(1));
-        assert_eq!(Some(true), clock.looked(t0 + s(11), Some((vec![14], vec![Some(12)]))));
-        assert_eq!(clock.now, t0 + s(2), "the interval before the outage, confirmed now");
-        // A consumer behind the last look's ends: its interval is dropped, not counted
-        // later in one jump that would expire every instance whose heartbeats it read late.
-        assert_eq!(Some(false), clock.looked(t0 + s(12), Some((vec![16], vec![Some(13)]))));
-        assert_eq!(Some(true), clock.looked(t0 + s(13), Some((vec![18], vec![Some(16)]))));
+        assert_eq!(clock.stamp(t0 + s(9)), t0 + s(2), "stamps stand still through the outage too");
+        // Back: the interval before the outage is confirmed, nothing of the outage itself.
+        clock.looked(t0 + s(10), Some((vec![12], vec![Some(9)])));
         assert_eq!(clock.now, t0 + s(2));
-        assert_eq!(Some(true), clock.looked(t0 + s(14), Some((vec![18], vec![Some(18)]))));
-        assert_eq!(clock.now, t0 + s(3), "the second up to the look that was caught up");
+        clock.looked(t0 + s(11), Some((vec![14], vec![Some(12)])));
+        assert_eq!(clock.now, t0 + s(2), "the first look after the outage begins the count again");
+        // A consumer a look behind still counts time, a look late.
+        clock.looked(t0 + s(12), Some((vec![16], vec![Some(13)])));
+        assert_eq!(clock.now, t0 + s(2));
+        clock.looked(t0 + s(13), Some((vec![18], vec![Some(16)])));
+        assert_eq!(clock.now, t0 + s(4), "up to the look whose ends it read past");
+        // Never more than real time, outages left out: stamps and the clock agree.
+        assert_eq!(clock.stamp(t0 + s(13)), t0 + s(5));
     }
 
     #[test]
@@ -482,6 +544,7 @@ mod tests {
         async fn look(&mut self, clock: &Mutex<State>) {
             let look = self.ask().await.expect("the look's thread");
             self.looked(look, clock);
+            self.replace_if_stalled();
         }
     }
 

@@ -51,8 +51,9 @@
 //!   record on the registry topic (it looks every [`directory::REACHABLE_EVERY`] or
 //!   eighth of the TTL): a broker's outage or a stalled consumer expires nobody, and an
 //!   instance that died meanwhile expires once the topic is read again and the rest of its
-//!   TTL has passed. An instance expires up to two looks after its TTL ran out, never
-//!   before.
+//!   TTL has passed. An instance expires once the directory counted a TTL after its last
+//!   heartbeat was read: never before, and a look or two after (more while its consumer
+//!   lags).
 //! - librdkafka's clients sometimes stay stuck after a broker restart. A directory whose
 //!   consumer has not read for [`directory::STALLED_AFTER`] replaces it (going on after
 //!   the last record read); a registration whose heartbeat is not acknowledged within

@@ -20,10 +20,12 @@ use crate::{Instance, RegistryError, Settings};
 /// than the TTL. Shutdown is a protocol, not `Drop` (a tombstone needs the broker's ack).
 ///
 /// A heartbeat that is not acknowledged within `settings.ack_timeout` replaces the
-/// registration's producer (its queued heartbeats are purged, they are stale): librdkafka's
-/// producer sometimes stays stuck after a broker restart, its partition's leader unknown
-/// while the broker answers (librdkafka #4976; a test run here saw it), and only a new
-/// producer writes again. During a real outage the new producer waits like the old one.
+/// registration's producer (its queued heartbeats are purged, they are stale; shutdown
+/// waits until it is closed before writing the tombstone): librdkafka's producer
+/// sometimes stays stuck after a broker restart, its partition's leader unknown while the
+/// broker answers (librdkafka #4976; a test run here saw it), and only a new producer
+/// writes again. During a real outage the new producer waits like the old one. A record
+/// refused outright (authorization, size) keeps the producer.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), herald_services::RegistryError> {
@@ -77,7 +79,8 @@ impl Registration {
     pub async fn shutdown(mut self) -> Result<(), RegistryError> {
         self.stop.cancel();
         if let Some(task) = self.heartbeats.take() {
-            // A heartbeat in flight finishes first, so it cannot land after the tombstone.
+            // A heartbeat in flight finishes first, and stale producers are closed, so
+            // neither can land after the tombstone.
             let _ = task.await;
         }
         let producer = current(&self.producer);
@@ -102,9 +105,12 @@ async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, se
     let mut ticks = tokio::time::interval(settings.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate; registration already published
+    // Stale producers being purged and closed: done before the task ends, so shutdown's
+    // tombstone (on the producer in use) comes after anything they could still send.
+    let mut retiring: Vec<JoinHandle<()>> = Vec::new();
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => break,
             _ = ticks.tick() => {}
         }
         instance.heartbeat_at_ms = now_ms();
@@ -113,17 +119,37 @@ async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, se
         let sending = current(&producer);
         let sent = send(&sending, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await;
         drop(sending); // so the stale producer's last handle is dropped off the runtime below
-        if let Err(e) = sent {
-            tracing::warn!(key = %key, error = %e, "registry heartbeat failed; replacing the producer and retrying at the next interval");
-            match new_producer(&config) {
-                Ok(fresh) => {
-                    let stale = std::mem::replace(&mut *producer.lock().unwrap_or_else(|p| p.into_inner()), fresh);
-                    // Purging and closing wait on librdkafka's threads.
-                    tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight()));
+        match sent {
+            Ok(()) => {}
+            Err(e) if unacknowledged(&e) => {
+                tracing::warn!(key = %key, error = %e, "registry heartbeat not acknowledged; replacing the producer and retrying at the next interval");
+                match new_producer(&config) {
+                    Ok(fresh) => {
+                        let stale = std::mem::replace(&mut *producer.lock().unwrap_or_else(|p| p.into_inner()), fresh);
+                        // Purging and closing wait on librdkafka's threads.
+                        retiring.retain(|task| !task.is_finished());
+                        retiring.push(tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight())));
+                    }
+                    Err(e) => tracing::warn!(key = %key, error = %e, "creating the registry's producer; trying again at the next interval"),
                 }
-                Err(e) => tracing::warn!(key = %key, error = %e, "creating the registry's producer; trying again at the next interval"),
             }
+            // Refused (authorization, size, a full queue): a new producer would be refused
+            // the same way.
+            Err(e) => tracing::warn!(key = %key, error = %e, "registry heartbeat failed; retrying at the next interval"),
         }
+    }
+    for task in retiring {
+        let _ = task.await;
+    }
+}
+
+/// Whether a send failed for want of an acknowledgement (the producer may be stuck), not
+/// because the broker or the client refused the record.
+fn unacknowledged(error: &RegistryError) -> bool {
+    match error {
+        RegistryError::Timeout(_) => true,
+        RegistryError::Kafka(e) => e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageTimedOut),
+        _ => false,
     }
 }
 

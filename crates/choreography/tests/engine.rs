@@ -124,7 +124,11 @@ impl Participant for Pinger {
             Input::Ev(Ev::Ping(p)) => {
                 let n = seen.n + 1;
                 let mut reaction = Reaction::with_state(Seen { n }).emit(&self.output, Pong { id: p.id.clone(), n });
-                if p.deadline_ms > TWO_DEADLINES {
+                if p.deadline_ms > TWIN_DEADLINES {
+                    // Two at the same time: `expire` and `also`.
+                    let at = now + Duration::from_millis((p.deadline_ms - TWIN_DEADLINES) as u64);
+                    reaction = reaction.set_deadline(Deadline::at("expire", at).with_payload(p.id.clone())).set_deadline(Deadline::at("also", at).with_payload(format!("{}.also", p.id)));
+                } else if p.deadline_ms > TWO_DEADLINES {
                     // Two: `expire` after the rest, and `later` after twice that.
                     let after = Duration::from_millis((p.deadline_ms - TWO_DEADLINES) as u64);
                     reaction = reaction.set_deadline(Deadline::after("expire", now, after).with_payload(p.id.clone())).set_deadline(Deadline::after("later", now, after * 2).with_payload(format!("{}.later", p.id)));
@@ -149,6 +153,9 @@ impl Participant for Pinger {
 
 /// A ping's `deadline_ms` above this sets two deadlines (see `Pinger`).
 const TWO_DEADLINES: i64 = 1_000_000_000;
+
+/// A ping's `deadline_ms` above this sets two deadlines due at the same time.
+const TWIN_DEADLINES: i64 = 2_000_000_000;
 
 /// Payloads of deadlines whose reaction panics, with how often it did (tests running at
 /// once use their own ids).
@@ -573,6 +580,34 @@ async fn inputs_that_arrived_while_down_and_the_deadlines_due_meanwhile_take_tur
         [("expired".to_owned(), "late".to_owned(), None), ("pong".to_owned(), "early".to_owned(), Some(2)), ("pong".to_owned(), "late".to_owned(), Some(2))],
         "late's deadline (due before either cancel) first, then the cancels in their order"
     );
+}
+
+/// Two deadlines of a key due at the same time (one index entry) both fire before an
+/// input that arrived after them while the engine was down. Before, the first took the
+/// shared entry, and the second fired after the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_of_a_key_due_at_one_time_both_fire_before_a_later_input_after_a_restart() {
+    let s = setup(1).await;
+    let start_time = Utc::now();
+    let running = start(s.engine(s.settings("a")).with_clock(Arc::new(ManualClock::new(start_time))));
+    s.ping("twin", TWIN_DEADLINES + 1_000).await;
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(out.len(), 1, "the pong, no expiry while the clock stands still");
+    running.stop().await;
+
+    // Down: the next ping arrives after both deadlines were due.
+    herald_testkit::wait_until(WAIT, "a second passed since the start", || async move { Utc::now() > start_time + chrono::Duration::milliseconds(1_500) }).await;
+    s.ping("twin", 0).await;
+
+    let running = start(s.engine(s.settings("a")).with_clock(Arc::new(ManualClock::new(start_time + chrono::Duration::minutes(20)))));
+    let out = read(&s.config, &s.output, "read_committed", 4, WAIT, QUIET).await;
+    running.stop().await;
+    let seen: Vec<(String, String)> = out[1..].iter().map(decoded).map(|(_, v)| (v["type"].as_str().unwrap_or("?").to_owned(), v["id"].as_str().unwrap_or("?").to_owned())).collect();
+    assert_eq!(out.len(), 4, "both expiries and the second pong: {seen:?}");
+    let mut expiries: Vec<&str> = seen[..2].iter().filter(|(kind, _)| kind == "expired").map(|(_, id)| id.as_str()).collect();
+    expiries.sort_unstable();
+    assert_eq!(expiries, ["twin", "twin.also"], "both deadlines first: {seen:?}");
+    assert_eq!(seen[2], ("pong".to_owned(), "twin".to_owned()), "then the ping that came after them: {seen:?}");
 }
 
 /// [`Pinger`] reading a second input topic too.

@@ -1014,15 +1014,25 @@ impl<P: Participant> Coordinator<P> {
         self.fire_each(due, Some(now)).await
     }
 
-    /// Fires the deadline of each entry taken from the index, at `at` (`None`: at the
-    /// entry's own due time). On a failure the entries not fired are indexed again (the
-    /// rewind puts back the slots the transaction changed).
+    /// Fires the deadlines of each entry taken from the index, at `at` (`None`: at the
+    /// entry's own due time): each of its key's deadlines at the entry's time (one entry
+    /// stands for all), as many as are pending when the entry comes up. On a failure the
+    /// entries not fired are indexed again (the rewind puts back the slots the transaction
+    /// changed).
     async fn fire_each(&mut self, due: Vec<Entry>, at: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
         let mut due = due.into_iter();
         while let Some(entry) = due.next() {
-            if let Err(failed) = self.fire(entry.1, &entry.2, at.unwrap_or(entry.0)).await {
-                self.due.put_back(std::iter::once(entry).chain(due));
-                return Err(failed);
+            // The deadlines sharing the entry's time, counted before any fires: one that a
+            // reaction sets at that time again waits, as the callers' docs say.
+            for _ in 0..self.pending_at(entry.1, &entry.2, entry.0).max(1) {
+                match self.fire(entry.1, &entry.2, at.unwrap_or(entry.0)).await {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(failed) => {
+                        self.due.put_back(std::iter::once(entry).chain(due));
+                        return Err(failed);
+                    }
+                }
             }
         }
         Ok(())
@@ -1114,9 +1124,8 @@ impl<P: Participant> Coordinator<P> {
     /// Deadlines that come due by the bound while these fire (set by their reactions) fire
     /// too, in further passes; each pass takes only times later than the last one fired,
     /// so a reaction that sets a deadline at its own time again does not loop: that one
-    /// waits for the next input or the timer. So does, today, a second deadline of a key
-    /// at a time a first one shared (its index entry is taken by the first): it fires
-    /// after the input, not before.
+    /// waits for the next input or the timer. Deadlines of a key that share a time (one
+    /// index entry) all fire for that entry, as many as were pending when it was taken.
     async fn fire_before(&mut self, partition: i32, bound: Option<chrono::DateTime<chrono::Utc>>) -> Result<(), Failed> {
         let Some(bound) = bound else { return Ok(()) };
         let mut floor = None;
@@ -1126,6 +1135,12 @@ impl<P: Participant> Coordinator<P> {
             self.fire_each(due, None).await?;
             floor = Some(last);
         }
+    }
+
+    /// How many deadlines of `key` that may fire are pending at exactly `at`.
+    fn pending_at(&self, partition: i32, key: &str, at: chrono::DateTime<chrono::Utc>) -> usize {
+        let eligible = may_fire(&self.failing, partition, key);
+        self.partitions.get(&partition).and_then(|slots| slots.get(key)).map_or(0, |slot| slot.deadlines().iter().filter(|d| d.deadline.at == at && eligible(d)).count())
     }
 
     /// Commits the open transaction: changed slots, offsets, commit; retries what is

@@ -1,6 +1,5 @@
 //! Registering a running process: the record, the heartbeats, the tombstone.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
@@ -39,12 +38,13 @@ use crate::{Instance, RegistryError, Settings};
 /// # Ok(()) }
 /// ```
 pub struct Registration {
-    producer: Arc<Mutex<FutureProducer>>,
+    config: KafkaConfig,
     topic: String,
     key: String,
     ack_timeout: Duration,
     stop: CancellationToken,
-    heartbeats: Option<JoinHandle<()>>,
+    /// The heartbeats, which hand back the producer in use when stopped.
+    heartbeats: Option<JoinHandle<FutureProducer>>,
 }
 
 impl Registration {
@@ -63,10 +63,9 @@ impl Registration {
         let producer = new_producer(config)?;
         let key = instance.key();
         send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
-        let producer = Arc::new(Mutex::new(producer));
         let stop = CancellationToken::new();
-        let heartbeats = tokio::spawn(heartbeat(config.clone(), producer.clone(), settings.clone(), instance, stop.clone()));
-        Ok(Registration { producer, topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
+        let heartbeats = tokio::spawn(heartbeat(config.clone(), producer, settings.clone(), instance, stop.clone()));
+        Ok(Registration { config: config.clone(), topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
     }
 
     /// The record key, `service/instance`.
@@ -78,12 +77,17 @@ impl Registration {
     /// acknowledgement. On error the instance still expires after the TTL.
     pub async fn shutdown(mut self) -> Result<(), RegistryError> {
         self.stop.cancel();
-        if let Some(task) = self.heartbeats.take() {
-            // A heartbeat in flight finishes first, and stale producers are closed, so
-            // neither can land after the tombstone.
-            let _ = task.await;
-        }
-        let producer = current(&self.producer);
+        // A heartbeat in flight finishes first, and stale producers are closed, so neither
+        // can land after the tombstone. (A task that panicked hands back nothing: a new
+        // producer writes the tombstone.)
+        let producer = match self.heartbeats.take() {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let producer = match producer {
+            Some(producer) => producer,
+            None => new_producer(&self.config)?,
+        };
         send(&producer, &self.topic, &self.key, None, self.ack_timeout).await?;
         let timeout = self.ack_timeout;
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
@@ -100,7 +104,8 @@ impl Drop for Registration {
     }
 }
 
-async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, settings: Settings, mut instance: Instance, stop: CancellationToken) {
+/// Heartbeats until `stop`, then hands back the producer in use.
+async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: Settings, mut instance: Instance, stop: CancellationToken) -> FutureProducer {
     let key = instance.key();
     let mut ticks = tokio::time::interval(settings.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,17 +121,14 @@ async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, se
         instance.heartbeat_at_ms = now_ms();
         // Not raced with `stop`: a heartbeat is either acknowledged or failed before
         // shutdown writes the tombstone.
-        let sending = current(&producer);
-        let sent = send(&sending, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await;
-        drop(sending); // so the stale producer's last handle is dropped off the runtime below
-        match sent {
+        match send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
             Ok(()) => {}
             Err(e) if unacknowledged(&e) => {
                 tracing::warn!(key = %key, error = %e, "registry heartbeat not acknowledged; replacing the producer and retrying at the next interval");
                 match new_producer(&config) {
                     Ok(fresh) => {
-                        let stale = std::mem::replace(&mut *producer.lock().unwrap_or_else(|p| p.into_inner()), fresh);
-                        // Purging and closing wait on librdkafka's threads.
+                        let stale = std::mem::replace(&mut producer, fresh);
+                        // Purging and closing (its last handle) wait on librdkafka's threads.
                         retiring.retain(|task| !task.is_finished());
                         retiring.push(tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight())));
                     }
@@ -141,6 +143,7 @@ async fn heartbeat(config: KafkaConfig, producer: Arc<Mutex<FutureProducer>>, se
     for task in retiring {
         let _ = task.await;
     }
+    producer
 }
 
 /// Whether a send failed for want of an acknowledgement (the producer may be stuck), not
@@ -156,11 +159,6 @@ fn unacknowledged(error: &RegistryError) -> bool {
 /// The registration's producer: idempotent, acknowledged by all in-sync replicas.
 fn new_producer(config: &KafkaConfig) -> Result<FutureProducer, KafkaError> {
     config.client_config(&[("acks", "all"), ("enable.idempotence", "true"), ("partitioner", "murmur2_random"), ("linger.ms", "0")]).create()
-}
-
-/// The producer in use (a clone, sharing librdkafka's client).
-fn current(producer: &Mutex<FutureProducer>) -> FutureProducer {
-    producer.lock().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
 async fn send(producer: &FutureProducer, topic: &str, key: &str, value: Option<&[u8]>, timeout: Duration) -> Result<(), RegistryError> {

@@ -171,9 +171,7 @@ impl Directory {
         // may never report the end.)
         let consumer = reader.consumer.clone();
         let topic = settings.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || -> Result<Vec<i64>, KafkaError> {
-            (0..partitions as i32).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(10)).map(|(_, high)| high)).collect()
-        })
+        let ends = tokio::task::spawn_blocking(move || ends_of(&consumer, &topic, partitions as i32, Duration::from_secs(10)))
         .await
         .map_err(|_| KafkaError::Canceled)??;
         let every = REACHABLE_EVERY.min(settings.ttl / 8).max(Duration::from_millis(10));
@@ -316,7 +314,7 @@ impl Reader {
         let (consumer, topic, partitions) = (self.consumer.clone(), self.topic.clone(), self.next.len() as i32);
         tokio::task::spawn_blocking(move || {
             let seen = (|| {
-                let ends = (0..partitions).map(|p| consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)).map(|(_, high)| high)).collect::<Result<Vec<i64>, _>>().ok()?;
+                let ends = ends_of(&consumer, &topic, partitions, Duration::from_secs(2)).ok()?;
                 let positions = consumer.position().ok()?;
                 Some((ends, (0..partitions).map(|p| positions.find_partition(&topic, p).and_then(|e| offset_of(e.offset()))).collect::<Vec<_>>()))
             })();
@@ -382,6 +380,11 @@ impl Reader {
             Err(e) => tracing::error!(error = %e, "replacing the registry's consumer; trying again after the next look"),
         }
     }
+}
+
+/// Each partition's end (its high watermark), asked of the broker (blocking).
+fn ends_of(consumer: &StreamConsumer<QuietEof>, topic: &str, partitions: i32, timeout: Duration) -> Result<Vec<i64>, KafkaError> {
+    (0..partitions).map(|p| consumer.fetch_watermarks(topic, p, timeout).map(|(_, high)| high)).collect()
 }
 
 /// An offset's number, if it is one (not "beginning", "end", "invalid").

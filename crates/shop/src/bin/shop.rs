@@ -273,7 +273,11 @@ async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: Can
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
     let metrics = served_metrics(cli)?;
-    let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone()).await.context("starting the order-status projectors")?;
+    // As the engine's roles: static membership under the instance's name and the same
+    // session timeout, so a view restarted with its --instance reads on at once instead of
+    // waiting for its predecessor's session to expire.
+    let properties = [("group.instance.id".to_owned(), instance.to_owned()), ("session.timeout.ms".to_owned(), cli.session_timeout.as_millis().to_string())];
+    let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone(), &properties).await.context("starting the order-status projectors")?;
     let mut bound = None;
     if let (Some(addr), Some(metrics)) = (cli.http, metrics) {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

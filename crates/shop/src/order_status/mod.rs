@@ -21,7 +21,9 @@
 //! use herald_shop::order_status;
 //! let store = herald_projector::store::open("sqlite:order_status.db")?;
 //! let config = herald_bus::KafkaConfig::new("127.0.0.1:9092");
-//! let projectors = order_status::projectors(&config, "order-status", "", store.clone()).await?;
+//! // Static membership: restarted with the same id, it takes its partitions back at once.
+//! let properties = [("group.instance.id".to_owned(), "view-1".to_owned())];
+//! let projectors = order_status::projectors(&config, "order-status", "", store.clone(), &properties).await?;
 //! // run each projector; meanwhile, read the view:
 //! let mut conn = store.connect()?;
 //! let order = order_status::query::get(&mut *conn, "order-1")?;

@@ -36,16 +36,19 @@ pub const PROJECTION: &str = "order_status";
 pub struct OrderStatus;
 
 /// Builds the view's three projectors, one per public topic (`PREFIX<topic>`), in consumer
-/// groups `GROUP.<topic>`, all on `store`. Built one after another: they migrate the same
-/// store.
+/// groups `GROUP.<topic>`, all on `store`, their consumers with librdkafka `properties`
+/// (say `group.instance.id` and `session.timeout.ms`: one id serves the three groups). Built
+/// one after another: they migrate the same store.
 ///
 /// # Errors
 /// A projector that cannot start (store, broker).
-pub async fn projectors(config: &KafkaConfig, group: &str, topic_prefix: &str, store: Arc<dyn Store>) -> Result<Vec<Projector<ShopEvent, OrderStatus>>, ProjectorError> {
+pub async fn projectors(config: &KafkaConfig, group: &str, topic_prefix: &str, store: Arc<dyn Store>, properties: &[(String, String)]) -> Result<Vec<Projector<ShopEvent, OrderStatus>>, ProjectorError> {
     let mut built = Vec::with_capacity(TOPICS.len());
     for topic in TOPICS {
         let named: Topic<ShopEvent> = Topic::named(format!("{topic_prefix}{topic}"));
-        built.push(Projector::builder(config.clone(), format!("{group}.{topic}"), &named, OrderStatus, store.clone()).build().await?);
+        let builder = Projector::builder(config.clone(), format!("{group}.{topic}"), &named, OrderStatus, store.clone());
+        let builder = properties.iter().fold(builder, |b, (k, v)| b.kafka_property(k, v));
+        built.push(builder.build().await?);
     }
     Ok(built)
 }

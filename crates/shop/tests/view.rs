@@ -1,0 +1,114 @@
+//! The order-status view as a process (`shop order-status`) against the real broker,
+//! `kill -9`ed and started again with the same `--instance`: it reads on at once, as the
+//! saga's roles do (static membership), instead of waiting for its predecessor's session to
+//! expire.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use herald_bus::admin::{self, TopicSpec};
+use herald_bus::{Publisher, PublisherOptions, Topic};
+use herald_shop::{OrderEvent, OrderPlaced};
+use herald_testkit::{kafka, unique, wait_until};
+
+/// The view's session timeout here: far longer than the wait after the restart, so only
+/// static membership can make that wait.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The view's process, killed when dropped (a failing test leaves nothing running).
+struct View(Child);
+
+impl View {
+    /// `kill -9`.
+    fn kill9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the view; returns it and its HTTP base address (printed as `http: ADDR`).
+async fn start_view(bootstrap: &str, prefix: &str, store: &Path) -> (View, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["order-status", "--bootstrap", bootstrap, "--http", "127.0.0.1:0", "--instance", "view-1", "--no-register"])
+        .args(["--topic-prefix", prefix, "--session-timeout", &format!("{}s", SESSION_TIMEOUT.as_secs())])
+        .arg("--store")
+        .arg(format!("sqlite:{}", store.display()))
+        .env_remove("SHOP_TOPIC_PREFIX")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let child = View(child);
+    let address = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).unwrap() > 0, "shop exited before printing its address");
+            if let Some(addr) = line.trim().strip_prefix("http: ") {
+                // The rest of its output is not read: keep the pipe drained.
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return format!("http://{addr}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+    (child, address)
+}
+
+/// Whether the view at `base` has order `id`.
+async fn has(http: &reqwest::Client, base: &str, id: &str) -> bool {
+    http.get(format!("{base}/views/order_status/{id}")).timeout(Duration::from_secs(5)).send().await.is_ok_and(|r| r.status().is_success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_view_killed_and_restarted_with_its_instance_reads_on_well_before_its_session_timeout() {
+    let config = kafka().await;
+    let prefix = format!("{}.", unique("shop.view"));
+    let specs: Vec<TopicSpec> = ["shop.orders", "shop.inventory", "shop.payments"].iter().map(|t| TopicSpec::new(format!("{prefix}{t}")).partitions(6)).collect();
+    admin::create_topics(&config, &specs).await.unwrap();
+    let dir = std::env::temp_dir().join(unique("shop-view"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = dir.join("view.db");
+    let orders: Topic<OrderEvent> = Topic::named(format!("{prefix}shop.orders"));
+    let publisher = Publisher::new(&config, PublisherOptions::new("/tests/shop-view")).unwrap();
+    let http = reqwest::Client::new();
+
+    let (view, base) = start_view(config.bootstrap(), &prefix, &store).await;
+    publisher.publish(&orders, &OrderPlaced::example("before", "c-1", 1200)).await.unwrap();
+    wait_until(Duration::from_secs(60), "the view has the first order", || has(&http, &base, "before")).await;
+
+    view.kill9();
+    let (view, base) = start_view(config.bootstrap(), &prefix, &store).await;
+    let restarted = Instant::now();
+    // Orders of 24 keys, spread over the topic's partitions.
+    let after: Vec<String> = (0..24).map(|i| format!("after-{i}")).collect();
+    for id in &after {
+        publisher.publish(&orders, &OrderPlaced::example(id, "c-1", 1200)).await.unwrap();
+    }
+    let within = SESSION_TIMEOUT / 3;
+    wait_until(within, "the restarted view has every later order, long before the session timeout", || async {
+        for id in &after {
+            if !has(&http, &base, id).await {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    eprintln!("the restarted view read on after {:?} (session timeout {SESSION_TIMEOUT:?})", restarted.elapsed());
+    assert!(has(&http, &base, "before").await, "what it applied before the kill is kept");
+    view.kill9();
+}

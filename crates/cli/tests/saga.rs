@@ -119,6 +119,72 @@ async fn saga_track_list_and_show_against_the_broker() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// `herald saga track --instance` killed (`kill -9`) and started again with the same name
+/// reads on at once (static membership), long before its session timeout (60 s here), by
+/// which a new member without it would wait for its predecessor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saga_track_restarted_with_its_instance_reads_on_before_its_session_timeout() {
+    use std::time::{Duration, Instant};
+    use herald_bus::{Publisher, PublisherOptions};
+    use herald_tracker::script::{Script, Step::*};
+    use herald_tracker::TrackedSaga as _;
+    use tokio::io::AsyncBufReadExt as _;
+
+    let config = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("t.cli.saga.restart"));
+    let specs: Vec<_> = herald_tracker::shop::Shop::topics().iter().map(|t| herald_bus::admin::TopicSpec::new(format!("{prefix}{t}")).partitions(2)).collect();
+    herald_bus::admin::create_topics(&config, &specs).await.expect("topics");
+    let dir = std::env::temp_dir().join(herald_testkit::unique("herald-cli-saga-restart"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let store = format!("sqlite:{}", dir.join("sagas.db").display());
+    let group = herald_testkit::unique("g.cli.saga.restart");
+    let session_timeout = Duration::from_secs(60);
+    let start = || {
+        let mut track = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["--bootstrap", config.bootstrap(), "saga", "track", "--store", &store, "--group", &group, "--topic-prefix", &prefix, "--http", "127.0.0.1:0"])
+            .args(["--instance", "tracker-1", "--session-timeout", "60s", "--no-register"])
+            .env_remove("HERALD_STORE_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("herald saga track starts");
+        let lines = tokio::io::BufReader::new(track.stdout.take().expect("stdout")).lines();
+        (track, lines)
+    };
+    let events = || {
+        let (code, out, err) = herald(&["saga", "list", "--store", &store, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&out).expect("json").iter().map(|s| s["events"].as_i64().unwrap_or(0)).sum::<i64>()
+    };
+    let publisher = Publisher::new(&config, PublisherOptions::new("/test/cli")).expect("publisher");
+    let script = Script::new(&publisher, &prefix);
+    let ms = chrono::Duration::milliseconds(10);
+
+    let (mut track, _lines) = start();
+    script.saga("before", &[Placed, Reserved, Charged, Confirmed], chrono::Utc::now(), ms).await.expect("published");
+    herald_testkit::wait_until(Duration::from_secs(60), "the tracker recorded the first saga", || {
+        let n = events();
+        async move { n == 4 }
+    })
+    .await;
+    track.kill().await.expect("kill -9");
+
+    let (mut track, _lines) = start();
+    let restarted = Instant::now();
+    for i in 0..8 {
+        script.saga(&format!("after-{i}"), &[Placed, Reserved, Charged, Confirmed], chrono::Utc::now(), ms).await.expect("published");
+    }
+    herald_testkit::wait_until(session_timeout / 3, "the restarted tracker recorded every later saga, long before the session timeout", || {
+        let n = events();
+        async move { n == 4 + 8 * 4 }
+    })
+    .await;
+    eprintln!("the restarted tracker read on after {:?}", restarted.elapsed());
+    track.kill().await.expect("kill -9");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_zero_or_overflowing_registry_heartbeat_is_a_usage_error() {
     for bad in ["0ms", "99999999999999999d"] {

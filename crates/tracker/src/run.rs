@@ -60,13 +60,14 @@ pub struct Runner<S> {
     topic_prefix: String,
     stuck_after: Duration,
     report_every: Duration,
+    properties: Vec<(String, String)>,
     _saga: PhantomData<fn() -> S>,
 }
 
 impl<S: TrackedSaga> Runner<S> {
     /// The tracker of `S` in consumer group `group`, writing to `store`.
     pub fn new(config: KafkaConfig, group: impl Into<String>, store: Arc<dyn Store>) -> Self {
-        Runner { config, group: group.into(), store, topic_prefix: String::new(), stuck_after: DEFAULT_STUCK_AFTER, report_every: Duration::from_secs(5), _saga: PhantomData }
+        Runner { config, group: group.into(), store, topic_prefix: String::new(), stuck_after: DEFAULT_STUCK_AFTER, report_every: Duration::from_secs(5), properties: Vec::new(), _saga: PhantomData }
     }
 
     /// Reads `PREFIX<topic>` for each of the saga's topics (tests, per-environment names).
@@ -87,6 +88,13 @@ impl<S: TrackedSaga> Runner<S> {
         self
     }
 
+    /// Sets a librdkafka property of every projector's consumer: say `group.instance.id`
+    /// (static membership; one id serves all its groups) and `session.timeout.ms`.
+    pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
     /// Builds one projector per topic, one after another (they migrate the same store),
     /// each in its own consumer group `GROUP.TOPIC` (members of one group subscribed to
     /// different topics would rebalance each other for nothing).
@@ -96,7 +104,9 @@ impl<S: TrackedSaga> Runner<S> {
         for topic in S::topics() {
             let group = format!("{}.{topic}", self.group);
             let topic: Topic<Observed<S>> = Topic::named(format!("{}{topic}", self.topic_prefix));
-            projectors.push(Projector::builder(self.config.clone(), group, &topic, tracker.clone(), self.store.clone()).build().await?);
+            let builder = Projector::builder(self.config.clone(), group, &topic, tracker.clone(), self.store.clone());
+            let builder = self.properties.iter().fold(builder, |b, (k, v)| b.kafka_property(k, v));
+            projectors.push(builder.build().await?);
         }
         Ok(Running { projectors, store: self.store, stuck_after: self.stuck_after, report_every: self.report_every })
     }

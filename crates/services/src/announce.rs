@@ -26,14 +26,16 @@
 //!   [`DEFAULT_TOPIC`](crate::settings::DEFAULT_TOPIC): a prefixed copy of a pipeline has
 //!   its own registry, as it has its own topics.
 //! - **Opting out**: `--no-register` (or `HERALD_NO_REGISTER=true`).
-//! - **Failure is not fatal**: a process whose registration fails (the broker is away)
-//!   logs it and runs unregistered; the registry is operational metadata, not a
-//!   dependency of the work.
+//! - **Failure is not fatal**: a process whose registration cannot be made at start (the
+//!   broker is away or slow) logs it, runs, and keeps trying in the background until it
+//!   is registered; the registry is operational metadata, not a dependency of the work.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use herald_bus::KafkaConfig;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::{Instance, Registration, Settings};
 
@@ -171,59 +173,138 @@ impl Announcement {
     }
 
     /// Registers (unless `args.no_register`), with heartbeats until [`Announced::shutdown`].
-    /// Never fails: a registration that cannot be made is logged and the process runs
-    /// unregistered. Waits at most the acknowledgement timeout (10 s).
+    /// Never fails, and waits at most the acknowledgement timeout (10 s). A registration
+    /// that cannot be made yet (the broker unreachable or slow, the registry topic not
+    /// created in time) is tried again in the background, after 1 s and then at growing
+    /// intervals up to [`RETRY_AT_MOST`], until it is made or the process stops: a process
+    /// started while the broker is away, or busy creating topics, is registered once the
+    /// broker answers instead of running unregistered for good. A record that can never be
+    /// made (an invalid name) is logged and the process runs unregistered.
     pub async fn register(self, config: &KafkaConfig, args: &AnnounceArgs) -> Announced {
         if args.no_register {
             tracing::info!(service = %self.service, "not registering (--no-register)");
-            return Announced { registration: None };
+            return Announced::default();
         }
         let settings = args.settings(&self.prefix);
-        let registered = match self.record(args) {
-            Ok(record) => Registration::register(config, &settings, record).await,
-            Err(e) => Err(e),
-        };
-        match registered {
-            Ok(registration) => {
-                tracing::info!(key = registration.key(), topic = %settings.topic, "registered in the service registry");
-                Announced { registration: Some(registration) }
-            }
+        let record = match self.record(args) {
+            Ok(record) => record,
             Err(e) => {
                 tracing::warn!(service = %self.service, topic = %settings.topic, error = %e, "cannot register in the service registry; running unregistered");
-                Announced { registration: None }
+                return Announced::default();
+            }
+        };
+        let key = record.key();
+        match attempt(config, &settings, record.clone()).await {
+            Ok(registration) => {
+                tracing::info!(%key, topic = %settings.topic, "registered in the service registry");
+                Announced { key: Some(key), registration: Some(registration), retrying: None }
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry yet; trying again in the background");
+                let stop = CancellationToken::new();
+                let retrying = tokio::spawn(retry(config.clone(), settings, record, stop.clone()));
+                Announced { key: Some(key), registration: None, retrying: Some((stop, retrying)) }
+            }
+            Err(e) => {
+                tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry; running unregistered");
+                Announced::default()
             }
         }
     }
 }
 
-/// A registered process (or one that runs unregistered). Call [`Announced::shutdown`] on
-/// an orderly stop; dropping it stops the heartbeats without a tombstone, as a crash would.
+/// The longest wait between two tries of a registration that could not be made.
+pub const RETRY_AT_MOST: Duration = Duration::from_secs(10);
+
+/// One try at registering, within the acknowledgement timeout (creating the registry
+/// topic included, which on its own may wait longer). Dropping
+/// [`Registration::register`]'s future is safe: at most one record is left, which expires.
+async fn attempt(config: &KafkaConfig, settings: &Settings, record: Instance) -> Result<Registration, crate::RegistryError> {
+    match tokio::time::timeout(settings.ack_timeout, Registration::register(config, settings, record)).await {
+        Ok(registered) => registered,
+        Err(_) => Err(crate::RegistryError::Timeout(settings.ack_timeout)),
+    }
+}
+
+/// Tries again until registered (then the registration), refused for good, or `stop`.
+async fn retry(config: KafkaConfig, settings: Settings, record: Instance, stop: CancellationToken) -> Option<Registration> {
+    let key = record.key();
+    let mut wait = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let tried = tokio::select! {
+            _ = stop.cancelled() => return None,
+            tried = attempt(&config, &settings, record.clone()) => tried,
+        };
+        match tried {
+            Ok(registration) => {
+                tracing::info!(%key, topic = %settings.topic, "registered in the service registry");
+                return Some(registration);
+            }
+            Err(e) if e.is_retryable() => {
+                wait = (wait * 2).min(RETRY_AT_MOST);
+                tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry yet; trying again in {wait:?}");
+            }
+            Err(e) => {
+                tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry; running unregistered");
+                return None;
+            }
+        }
+    }
+}
+
+/// A registered process (or one being registered in the background, or one that runs
+/// unregistered). Call [`Announced::shutdown`] on an orderly stop; dropping it stops the
+/// heartbeats (and the tries) without a tombstone, as a crash would.
 #[derive(Default)]
 pub struct Announced {
+    key: Option<String>,
     registration: Option<Registration>,
+    /// The background tries of a registration that could not be made at once.
+    retrying: Option<(CancellationToken, JoinHandle<Option<Registration>>)>,
 }
 
 impl std::fmt::Debug for Announced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Announced").field("key", &self.key()).finish()
+        f.debug_struct("Announced").field("key", &self.key()).field("registered", &self.registration.is_some()).field("retrying", &self.retrying.is_some()).finish()
     }
 }
 
 impl Announced {
-    /// The record key (`service/instance`), if registered.
+    /// The record key (`service/instance`) it registers under; `None` when it does not
+    /// register.
     pub fn key(&self) -> Option<&str> {
-        self.registration.as_ref().map(Registration::key)
+        self.key.as_deref()
     }
 
-    /// Deregisters with a tombstone (a failure is logged: the instance then expires after
-    /// the TTL).
-    pub async fn shutdown(self) {
-        if let Some(registration) = self.registration {
+    /// Stops the background tries, if any, and deregisters with a tombstone (a failure is
+    /// logged: the instance then expires after the TTL).
+    pub async fn shutdown(mut self) {
+        let registration = match (self.registration.take(), self.retrying.take()) {
+            (Some(registration), _) => Some(registration),
+            (None, Some((stop, retrying))) => {
+                stop.cancel();
+                retrying.await.ok().flatten()
+            }
+            (None, None) => None,
+        };
+        if let Some(registration) = registration {
             let key = registration.key().to_owned();
             match registration.shutdown().await {
                 Ok(()) => tracing::info!(%key, "deregistered from the service registry"),
                 Err(e) => tracing::warn!(%key, error = %e, "cannot deregister; the instance expires after the TTL"),
             }
+        }
+    }
+}
+
+impl Drop for Announced {
+    fn drop(&mut self) {
+        if let Some((stop, _)) = &self.retrying {
+            stop.cancel();
         }
     }
 }

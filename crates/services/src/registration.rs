@@ -18,13 +18,17 @@ use crate::{Instance, RegistryError, Settings};
 /// crash would: directories count the instance as expired once its last heartbeat is older
 /// than the TTL. Shutdown is a protocol, not `Drop` (a tombstone needs the broker's ack).
 ///
-/// A heartbeat that is not acknowledged within `settings.ack_timeout` replaces the
-/// registration's producer (its queued heartbeats are purged, they are stale; shutdown
-/// waits until it is closed before writing the tombstone): librdkafka's producer
-/// sometimes stays stuck after a broker restart, its partition's leader unknown while the
-/// broker answers (librdkafka #4976; a test run here saw it), and only a new producer
-/// writes again. During a real outage the new producer waits like the old one. A record
-/// refused outright (authorization, size) keeps the producer.
+/// A heartbeat that is not acknowledged within `settings.ack_timeout`, or any that fails
+/// once the producer has had a fatal error (an idempotent producer's, after which it
+/// refuses every record), replaces the registration's producer (its queued heartbeats are
+/// purged, they are stale; shutdown waits until it is closed before writing the
+/// tombstone), and the new one sends the next heartbeat at once rather than an interval
+/// later: librdkafka's producer sometimes stays stuck after a broker restart, its
+/// partition's leader unknown while the broker answers (librdkafka #4976; a test run here
+/// saw it), and only a new producer writes again. During a real outage the new producer
+/// waits like the old one, so producers are replaced at most once per `ack_timeout` (after
+/// a fatal error, once per interval). A record refused outright (authorization, size)
+/// keeps the producer.
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), herald_services::RegistryError> {
@@ -57,8 +61,11 @@ impl Registration {
     ///
     /// Errors: [`RegistryError::InvalidSettings`] (before anything is sent) for settings
     /// [`Settings::validate`] refuses, such as a zero heartbeat interval.
-    pub async fn register(config: &KafkaConfig, settings: &Settings, instance: Instance) -> Result<Self, RegistryError> {
+    pub async fn register(config: &KafkaConfig, settings: &Settings, mut instance: Instance) -> Result<Self, RegistryError> {
         settings.validate()?;
+        // The record says when it was written (a registration retried long after the
+        // record was made must not look old to directories).
+        instance.heartbeat_at_ms = now_ms();
         crate::topic::ensure_topic(config, &settings.topic).await?;
         let producer = new_producer(config)?;
         let key = instance.key();
@@ -123,14 +130,21 @@ async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: 
         // shutdown writes the tombstone.
         match send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
             Ok(()) => {}
-            Err(e) if unacknowledged(&e) => {
-                tracing::warn!(key = %key, error = %e, "registry heartbeat not acknowledged; replacing the producer and retrying at the next interval");
+            Err(e) if unacknowledged(&e) || producer.client().fatal_error().is_some() => {
+                tracing::warn!(key = %key, error = %e, "registry heartbeat not written; replacing the producer and sending again");
                 match new_producer(&config) {
                     Ok(fresh) => {
                         let stale = std::mem::replace(&mut producer, fresh);
                         // Purging and closing (its last handle) wait on librdkafka's threads.
                         retiring.retain(|task| !task.is_finished());
                         retiring.push(tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight())));
+                        // Unacknowledged, the instance has gone a whole `ack_timeout`
+                        // without a heartbeat: the next one waits for no interval. (Not after
+                        // a fatal error, which can come at once: a new producer of a
+                        // principal refused idempotent writes fails at once too.)
+                        if unacknowledged(&e) {
+                            ticks.reset_immediately();
+                        }
                     }
                     Err(e) => tracing::warn!(key = %key, error = %e, "creating the registry's producer; trying again at the next interval"),
                 }

@@ -140,3 +140,38 @@ async fn a_broker_outage_longer_than_the_ttl_expires_only_the_instance_that_died
     a.shutdown().await.expect("deregister a");
     directory.shutdown().await;
 }
+
+/// A process started while the broker is away is not left unregistered for good: its
+/// announcement returns within the acknowledgement timeout and keeps trying in the
+/// background, and it is registered once the broker answers. One that stops meanwhile
+/// stops trying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_started_while_the_broker_is_away_registers_once_it_answers() {
+    use herald_services::announce::{AnnounceArgs, Announcement};
+    let broker = herald_testkit::PrivateBroker::new("registry-late");
+    let config = broker.config().set("reconnect.backoff.max.ms", "500");
+    let args = AnnounceArgs { registry_topic: Some(unique("t.services")), registry_heartbeat: Some(Duration::from_millis(500)), ..Default::default() };
+    let settings = args.settings("");
+
+    let started = tokio::time::Instant::now();
+    let late = Announcement::new("orders", "0.1.0").instance("late").register(&config, &args).await;
+    assert!(started.elapsed() < settings.ack_timeout + Duration::from_secs(5), "the announcement waits at most about the acknowledgement timeout: {:?}", started.elapsed());
+    assert_eq!(late.key(), Some("orders/late"));
+    let gone = Announcement::new("orders", "0.1.0").instance("gone").register(&config, &args).await;
+    let stopping = tokio::time::Instant::now();
+    gone.shutdown().await;
+    assert!(stopping.elapsed() < Duration::from_secs(2), "stopping one still trying stops its tries at once: {:?}", stopping.elapsed());
+
+    broker.run("start").await;
+    let directory = Directory::start(&config, &settings).await.expect("directory");
+    wait_until(Duration::from_secs(60), "the late instance registered once the broker answered", || async { ids(&directory, "orders") == ["late"] }).await;
+    // It heartbeats: still live several TTLs later, and the stopped one never appears.
+    let live_for = tokio::time::Instant::now() + settings.ttl * 3;
+    while tokio::time::Instant::now() < live_for {
+        assert_eq!(ids(&directory, "orders"), ["late"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    late.shutdown().await;
+    wait_until(DEADLINE, "the tombstone removes it", || async { directory.entries().is_empty() }).await;
+    directory.shutdown().await;
+}

@@ -92,7 +92,7 @@ async fn dashboard_shows_the_sagas(url: &str, total: usize, confirmed: usize) ->
     // The tracker may still be reading the last events: wait for its counts to settle.
     // Polled by hand rather than with `wait_until`, so that a timeout says what the API
     // last answered.
-    let http = reqwest::Client::new();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client");
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let answer = match http.get(format!("{base}/ui/api/sagas")).send().await {

@@ -112,14 +112,9 @@ pub struct TrackArgs {
     /// Read `PREFIX<topic>` for each of the saga's topics.
     #[arg(long, default_value = "")]
     pub topic_prefix: String,
-    /// This tracker's stable name: its consumers join with static membership
-    /// (`group.instance.id`), so a tracker restarted with the same name reads on at once
-    /// instead of waiting for its predecessor's session to expire. Give each running
-    /// tracker of a group its own. Without it, membership is dynamic.
-    #[arg(long)]
-    pub instance: Option<String>,
     /// How long the group waits for a tracker that stopped answering before its
-    /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
+    /// partitions move to the others, a restarted one included (`session.timeout.ms`;
+    /// librdkafka's default is 45s; by default the broker allows 6s to 30m).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub session_timeout: Duration,
     /// No progress for longer than this makes a saga stuck.
@@ -222,14 +217,13 @@ async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
     // Installed before the tracker is built: its parts take their metric handles then, and
     // handles taken before a recorder exists count nowhere.
     let metrics = args.http.as_ref().map(|_| herald_ops::install_metrics().map_err(|e| anyhow::anyhow!("metrics: {e}"))).transpose()?;
-    let mut runner = Runner::<Shop>::new(ctx.kafka.clone(), args.group, store)
+    let tracker = Runner::<Shop>::new(ctx.kafka.clone(), args.group, store)
         .topic_prefix(args.topic_prefix.clone())
         .stuck_after(args.stuck_after)
-        .kafka_property("session.timeout.ms", args.session_timeout.as_millis().to_string());
-    if let Some(instance) = &args.instance {
-        runner = runner.kafka_property("group.instance.id", instance);
-    }
-    let tracker = runner.build().await.context("starting the tracker")?;
+        .kafka_property("session.timeout.ms", args.session_timeout.as_millis().to_string())
+        .build()
+        .await
+        .context("starting the tracker")?;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut bound = None;
     if let (Some(addr), Some(metrics)) = (&args.http, metrics) {
@@ -241,11 +235,7 @@ async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
         let stopped = stop.clone();
         tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
     }
-    let mut announcement = herald_services::announce::Announcement::new("saga-tracker", env!("CARGO_PKG_VERSION"));
-    if let Some(instance) = &args.instance {
-        announcement = announcement.instance(instance);
-    }
-    let announced = announcement
+    let announced = herald_services::announce::Announcement::new("saga-tracker", env!("CARGO_PKG_VERSION"))
         .http(bound)
         .consumer_groups(tracker.consumer_groups())
         .topic_prefix(&args.topic_prefix)

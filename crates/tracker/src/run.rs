@@ -88,8 +88,7 @@ impl<S: TrackedSaga> Runner<S> {
         self
     }
 
-    /// Sets a librdkafka property of every projector's consumer: say `group.instance.id`
-    /// (static membership; one id serves all its groups) and `session.timeout.ms`.
+    /// Sets a librdkafka property of every projector's consumer (say `session.timeout.ms`).
     pub fn kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
         self

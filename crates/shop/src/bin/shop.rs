@@ -16,10 +16,10 @@
 //!   serving `GET /views/order_status[/{order_id}]` beside `/health` and `/metrics`.
 //!
 //! Each instance creates the shop's topics if missing (6 partitions), joins its role's
-//! consumer groups with static membership (`--instance`, default host name and process
-//! id) and a stable transactional id, and stops in order on Ctrl-C / SIGTERM. An instance
-//! that does not come back loses its partitions to the others after `--session-timeout`
-//! (default 10 s). `--topic-prefix` (or `SHOP_TOPIC_PREFIX`) runs a separate copy of the
+//! consumer groups (the engines' with static membership: `--instance`, default host name
+//! and process id, and a stable transactional id; the view's dynamically), and stops in
+//! order on Ctrl-C / SIGTERM. An instance that does not come back loses its partitions to
+//! the others after `--session-timeout` (default 10 s). `--topic-prefix` (or `SHOP_TOPIC_PREFIX`) runs a separate copy of the
 //! saga on the same cluster: every topic, group and transactional id gets the prefix.
 //! With `--http ADDR` the bound address is printed as `http: ADDR` on stdout
 //! (`127.0.0.1:0` picks a free port).
@@ -89,7 +89,8 @@ struct Cli {
     #[arg(long, env = "SHOP_TOPIC_PREFIX", default_value = "")]
     topic_prefix: String,
     /// How long the group waits for an instance that stopped answering before its
-    /// partitions move to the others (`session.timeout.ms`; the broker allows 6s to 5m).
+    /// partitions move to the others (`session.timeout.ms`; by default the broker allows
+    /// 6s to 30m).
     #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
     session_timeout: Duration,
     /// How long a transaction gathers reactions before it commits (it commits sooner
@@ -273,10 +274,13 @@ async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: Can
     let store = herald_projector::store::open(cli.store.expose()).with_context(|| format!("opening the store {}", cli.store))?;
     let group = format!("{}{}", cli.topic_prefix, cli.group);
     let metrics = served_metrics(cli)?;
-    // As the engine's roles: static membership under the instance's name and the same
-    // session timeout, so a view restarted with its --instance reads on at once instead of
-    // waiting for its predecessor's session to expire.
-    let properties = [("group.instance.id".to_owned(), instance.to_owned()), ("session.timeout.ms".to_owned(), cli.session_timeout.as_millis().to_string())];
+    // The roles' session timeout (librdkafka's default is 45 s): a view killed and
+    // started again reads on once its predecessor's session expired. Not static
+    // membership, as the roles' engines have: librdkafka fences a static member whose
+    // session expired while the broker was away (librdkafka#3437), which ends a
+    // projector's consumer for good, and a static member's clean stop does not hand its
+    // partitions over.
+    let properties = [("session.timeout.ms".to_owned(), cli.session_timeout.as_millis().to_string())];
     let projectors = herald_shop::order_status::projectors(config, &group, &cli.topic_prefix, store.clone(), &properties).await.context("starting the order-status projectors")?;
     let mut bound = None;
     if let (Some(addr), Some(metrics)) = (cli.http, metrics) {

@@ -21,8 +21,8 @@
 //! use herald_shop::order_status;
 //! let store = herald_projector::store::open("sqlite:order_status.db")?;
 //! let config = herald_bus::KafkaConfig::new("127.0.0.1:9092");
-//! // Static membership: restarted with the same id, it takes its partitions back at once.
-//! let properties = [("group.instance.id".to_owned(), "view-1".to_owned())];
+//! // Partitions of a view that stopped answering move after 10 s (librdkafka's default: 45 s).
+//! let properties = [("session.timeout.ms".to_owned(), "10000".to_owned())];
 //! let projectors = order_status::projectors(&config, "order-status", "", store.clone(), &properties).await?;
 //! // run each projector; meanwhile, read the view:
 //! let mut conn = store.connect()?;

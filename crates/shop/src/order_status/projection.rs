@@ -37,8 +37,7 @@ pub struct OrderStatus;
 
 /// Builds the view's three projectors, one per public topic (`PREFIX<topic>`), in consumer
 /// groups `GROUP.<topic>`, all on `store`, their consumers with librdkafka `properties`
-/// (say `group.instance.id` and `session.timeout.ms`: one id serves the three groups). Built
-/// one after another: they migrate the same store.
+/// (say `session.timeout.ms`). Built one after another: they migrate the same store.
 ///
 /// # Errors
 /// A projector that cannot start (store, broker).

@@ -232,14 +232,14 @@ async fn retry(config: KafkaConfig, settings: Settings, record: Instance, stop: 
     let mut wait = Duration::from_secs(1);
     loop {
         tokio::select! {
+            biased;
             _ = stop.cancelled() => return None,
             _ = tokio::time::sleep(wait) => {}
         }
-        let tried = tokio::select! {
-            _ = stop.cancelled() => return None,
-            tried = attempt(&config, &settings, record.clone()) => tried,
-        };
-        match tried {
+        // Not raced with `stop`: an attempt cut short may still leave its record, with no
+        // tombstone after it. It ends within the acknowledgement timeout; a registration
+        // made as the process stops is handed to `shutdown`, which deregisters it.
+        match attempt(&config, &settings, record.clone()).await {
             Ok(registration) => {
                 tracing::info!(%key, topic = %settings.topic, "registered in the service registry");
                 return Some(registration);
@@ -269,7 +269,7 @@ pub struct Announced {
 
 impl std::fmt::Debug for Announced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Announced").field("key", &self.key()).field("registered", &self.registration.is_some()).field("retrying", &self.retrying.is_some()).finish()
+        f.debug_struct("Announced").field("key", &self.key()).field("trying_in_the_background", &self.retrying.is_some()).finish()
     }
 }
 
@@ -280,8 +280,9 @@ impl Announced {
         self.key.as_deref()
     }
 
-    /// Stops the background tries, if any, and deregisters with a tombstone (a failure is
-    /// logged: the instance then expires after the TTL).
+    /// Stops the background tries, if any (waiting for one under way, at most the
+    /// acknowledgement timeout), and deregisters with a tombstone (a failure is logged: the
+    /// instance then expires after the TTL).
     pub async fn shutdown(mut self) {
         let registration = match (self.registration.take(), self.retrying.take()) {
             (Some(registration), _) => Some(registration),

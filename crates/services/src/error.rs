@@ -27,8 +27,46 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// True when trying again later may succeed (the broker was unreachable or slow);
-    /// false for input that will never be accepted.
+    /// false for input that will never be accepted, and for what the broker refuses until
+    /// an operator acts (authorization, a topic policy, an invalid topic configuration).
+    ///
+    /// ```
+    /// use herald_services::RegistryError;
+    /// use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    /// assert!(RegistryError::Timeout(std::time::Duration::from_secs(10)).is_retryable());
+    /// assert!(RegistryError::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::AllBrokersDown)).is_retryable());
+    /// assert!(!RegistryError::Kafka(KafkaError::MessageProduction(RDKafkaErrorCode::TopicAuthorizationFailed)).is_retryable());
+    /// assert!(!RegistryError::InvalidName("a/b".into()).is_retryable());
+    /// ```
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RegistryError::Kafka(_) | RegistryError::Timeout(_) | RegistryError::Admin(_))
+        let code = match self {
+            RegistryError::Timeout(_) => return true,
+            RegistryError::Kafka(e) => e.rdkafka_error_code(),
+            RegistryError::Admin(herald_bus::admin::AdminError::Kafka(e)) => e.rdkafka_error_code(),
+            RegistryError::Admin(herald_bus::admin::AdminError::Create { code, .. }) => Some(*code),
+            RegistryError::Admin(_) | RegistryError::InvalidName(_) | RegistryError::Decode(_) | RegistryError::InvalidSettings(_) => return false,
+        };
+        !code.is_some_and(refused_until_an_operator_acts)
     }
+}
+
+/// Broker answers that no retry changes.
+fn refused_until_an_operator_acts(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        code,
+        TopicAuthorizationFailed
+            | GroupAuthorizationFailed
+            | ClusterAuthorizationFailed
+            | TransactionalIdAuthorizationFailed
+            | SaslAuthenticationFailed
+            | Authentication
+            | PolicyViolation
+            | InvalidConfig
+            | InvalidReplicationFactor
+            | InvalidPartitions
+            | InvalidTopic
+            | MessageSizeTooLarge
+            | MessageBatchTooLarge
+    )
 }

@@ -63,13 +63,16 @@ impl Registration {
     /// [`Settings::validate`] refuses, such as a zero heartbeat interval.
     pub async fn register(config: &KafkaConfig, settings: &Settings, mut instance: Instance) -> Result<Self, RegistryError> {
         settings.validate()?;
-        // The record says when it was written (a registration retried long after the
-        // record was made must not look old to directories).
-        instance.heartbeat_at_ms = now_ms();
         crate::topic::ensure_topic(config, &settings.topic).await?;
-        let producer = new_producer(config)?;
+        // Closed on a blocking thread if this future is dropped before it returns (a
+        // caller's timeout): closing waits on librdkafka's threads.
+        let producer = OffWorker(Some(new_producer(config)?));
         let key = instance.key();
-        send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
+        // The record says when it was sent (one made long before, or a slow topic creation,
+        // must not make it look old to directories).
+        instance.heartbeat_at_ms = now_ms();
+        send(producer.get(), &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
+        let producer = producer.take();
         let stop = CancellationToken::new();
         let heartbeats = tokio::spawn(heartbeat(config.clone(), producer, settings.clone(), instance, stop.clone()));
         Ok(Registration { config: config.clone(), topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
@@ -122,6 +125,8 @@ async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: 
     let mut retiring: Vec<JoinHandle<()>> = Vec::new();
     loop {
         tokio::select! {
+            // Stop first: after a replaced producer the next tick is due at once.
+            biased;
             _ = stop.cancelled() => break,
             _ = ticks.tick() => {}
         }
@@ -158,6 +163,31 @@ async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: 
         let _ = task.await;
     }
     producer
+}
+
+/// A producer that, dropped, is closed on a blocking thread when a tokio runtime is at hand
+/// (closing joins librdkafka's threads, which must not block a worker).
+struct OffWorker(Option<FutureProducer>);
+
+impl OffWorker {
+    fn get(&self) -> &FutureProducer {
+        self.0.as_ref().expect("taken only by `take`, which consumes the guard")
+    }
+
+    fn take(mut self) -> FutureProducer {
+        self.0.take().expect("taken only once")
+    }
+}
+
+impl Drop for OffWorker {
+    fn drop(&mut self) {
+        if let Some(producer) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(producer))),
+                Err(_) => drop(producer),
+            }
+        }
+    }
 }
 
 /// Whether a send failed for want of an acknowledgement (the producer may be stuck), not

@@ -219,7 +219,10 @@ pub const RETRY_AT_MOST: Duration = Duration::from_secs(10);
 /// One try at registering, within the acknowledgement timeout (creating the registry
 /// topic included, which on its own may wait longer). Dropping
 /// [`Registration::register`]'s future is safe: at most one record is left, which expires.
-async fn attempt(config: &KafkaConfig, settings: &Settings, record: Instance) -> Result<Registration, crate::RegistryError> {
+/// The record says it was written now: a retry's record was made long before, and must not
+/// look old to directories.
+async fn attempt(config: &KafkaConfig, settings: &Settings, mut record: Instance) -> Result<Registration, crate::RegistryError> {
+    record.heartbeat_at_ms = crate::instance::now_ms();
     match tokio::time::timeout(settings.ack_timeout, Registration::register(config, settings, record)).await {
         Ok(registered) => registered,
         Err(_) => Err(crate::RegistryError::Timeout(settings.ack_timeout)),

@@ -52,25 +52,23 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Creates the registry topic if missing, publishes `instance` (waiting for the broker's
-    /// acknowledgement, so directories can see it once this returns) and starts heartbeats
-    /// every `settings.heartbeat`. Must be called inside a tokio runtime.
+    /// Creates the registry topic if missing, publishes `instance` as given, its
+    /// `heartbeat_at_ms` included (waiting for the broker's acknowledgement, so directories
+    /// can see it once this returns), and starts heartbeats every `settings.heartbeat`,
+    /// each stamped with the time it is sent. Must be called inside a tokio runtime.
     ///
     /// Cancellation-safe: dropping the future before it returns leaves at most one record
     /// that expires after the TTL.
     ///
     /// Errors: [`RegistryError::InvalidSettings`] (before anything is sent) for settings
     /// [`Settings::validate`] refuses, such as a zero heartbeat interval.
-    pub async fn register(config: &KafkaConfig, settings: &Settings, mut instance: Instance) -> Result<Self, RegistryError> {
+    pub async fn register(config: &KafkaConfig, settings: &Settings, instance: Instance) -> Result<Self, RegistryError> {
         settings.validate()?;
         crate::topic::ensure_topic(config, &settings.topic).await?;
         // Closed on a blocking thread if this future is dropped before it returns (a
         // caller's timeout): closing waits on librdkafka's threads.
         let producer = OffWorker(Some(new_producer(config)?));
         let key = instance.key();
-        // The record says when it was sent (one made long before, or a slow topic creation,
-        // must not make it look old to directories).
-        instance.heartbeat_at_ms = now_ms();
         send(producer.get(), &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
         let producer = producer.take();
         let stop = CancellationToken::new();

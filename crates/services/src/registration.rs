@@ -47,8 +47,9 @@ pub struct Registration {
     key: String,
     ack_timeout: Duration,
     stop: CancellationToken,
-    /// The heartbeats, which hand back the producer in use when stopped.
-    heartbeats: Option<JoinHandle<FutureProducer>>,
+    /// The heartbeats, which hand back the producer in use when stopped (dropped, the
+    /// task closes it off the tokio workers).
+    heartbeats: Option<JoinHandle<OffWorker>>,
 }
 
 impl Registration {
@@ -70,7 +71,6 @@ impl Registration {
         let producer = OffWorker(Some(new_producer(config)?));
         let key = instance.key();
         send(producer.get(), &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await?;
-        let producer = producer.take();
         let stop = CancellationToken::new();
         let heartbeats = tokio::spawn(heartbeat(config.clone(), producer, settings.clone(), instance, stop.clone()));
         Ok(Registration { config: config.clone(), topic: settings.topic.clone(), key, ack_timeout: settings.ack_timeout, stop, heartbeats: Some(heartbeats) })
@@ -89,7 +89,7 @@ impl Registration {
         // can land after the tombstone. (A task that panicked hands back nothing: a new
         // producer writes the tombstone.)
         let producer = match self.heartbeats.take() {
-            Some(task) => task.await.ok(),
+            Some(task) => task.await.ok().map(OffWorker::take),
             None => None,
         };
         let producer = match producer {
@@ -112,8 +112,9 @@ impl Drop for Registration {
     }
 }
 
-/// Heartbeats until `stop`, then hands back the producer in use.
-async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: Settings, mut instance: Instance, stop: CancellationToken) -> FutureProducer {
+/// Heartbeats until `stop`, then hands back the producer in use. Aborted (a registration
+/// dropped without `shutdown`), it closes its producer on a blocking thread.
+async fn heartbeat(config: KafkaConfig, mut producer: OffWorker, settings: Settings, mut instance: Instance, stop: CancellationToken) -> OffWorker {
     let key = instance.key();
     let mut ticks = tokio::time::interval(settings.heartbeat);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -131,13 +132,13 @@ async fn heartbeat(config: KafkaConfig, mut producer: FutureProducer, settings: 
         instance.heartbeat_at_ms = now_ms();
         // Not raced with `stop`: a heartbeat is either acknowledged or failed before
         // shutdown writes the tombstone.
-        match send(&producer, &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
+        match send(producer.get(), &settings.topic, &key, Some(&instance.encode()), settings.ack_timeout).await {
             Ok(()) => {}
-            Err(e) if unacknowledged(&e) || producer.client().fatal_error().is_some() => {
+            Err(e) if unacknowledged(&e) || producer.get().client().fatal_error().is_some() => {
                 tracing::warn!(key = %key, error = %e, "registry heartbeat not written; replacing the producer and sending again");
                 match new_producer(&config) {
                     Ok(fresh) => {
-                        let stale = std::mem::replace(&mut producer, fresh);
+                        let stale = std::mem::replace(&mut producer, OffWorker(Some(fresh))).take();
                         // Purging and closing (its last handle) wait on librdkafka's threads.
                         retiring.retain(|task| !task.is_finished());
                         retiring.push(tokio::task::spawn_blocking(move || stale.purge(PurgeConfig::default().queue().inflight())));

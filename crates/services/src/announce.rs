@@ -197,13 +197,13 @@ impl Announcement {
         match attempt(config, &settings, record.clone()).await {
             Ok(registration) => {
                 tracing::info!(%key, topic = %settings.topic, "registered in the service registry");
-                Announced { key: Some(key), registration: Some(registration), retrying: None }
+                Announced { key: Some(key), state: State::Registered(registration) }
             }
             Err(e) if e.is_retryable() => {
                 tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry yet; trying again in the background");
                 let stop = CancellationToken::new();
                 let retrying = tokio::spawn(retry(config.clone(), settings, record, stop.clone()));
-                Announced { key: Some(key), registration: None, retrying: Some((stop, retrying)) }
+                Announced { key: Some(key), state: State::Retrying(stop, retrying) }
             }
             Err(e) => {
                 tracing::warn!(%key, topic = %settings.topic, error = %e, "cannot register in the service registry; running unregistered");
@@ -265,14 +265,23 @@ async fn retry(config: KafkaConfig, settings: Settings, record: Instance, stop: 
 #[derive(Default)]
 pub struct Announced {
     key: Option<String>,
-    registration: Option<Registration>,
+    state: State,
+}
+
+/// Where an announcement stands.
+#[derive(Default)]
+enum State {
+    /// Not registering (or refused for good).
+    #[default]
+    Unregistered,
+    Registered(Registration),
     /// The background tries of a registration that could not be made at once.
-    retrying: Option<(CancellationToken, JoinHandle<Option<Registration>>)>,
+    Retrying(CancellationToken, JoinHandle<Option<Registration>>),
 }
 
 impl std::fmt::Debug for Announced {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Announced").field("key", &self.key()).field("trying_in_the_background", &self.retrying.is_some()).finish()
+        f.debug_struct("Announced").field("key", &self.key()).field("trying_in_the_background", &matches!(self.state, State::Retrying(..))).finish()
     }
 }
 
@@ -287,13 +296,13 @@ impl Announced {
     /// acknowledgement timeout), and deregisters with a tombstone (a failure is logged: the
     /// instance then expires after the TTL).
     pub async fn shutdown(mut self) {
-        let registration = match (self.registration.take(), self.retrying.take()) {
-            (Some(registration), _) => Some(registration),
-            (None, Some((stop, retrying))) => {
+        let registration = match std::mem::take(&mut self.state) {
+            State::Registered(registration) => Some(registration),
+            State::Retrying(stop, retrying) => {
                 stop.cancel();
                 retrying.await.ok().flatten()
             }
-            (None, None) => None,
+            State::Unregistered => None,
         };
         if let Some(registration) = registration {
             let key = registration.key().to_owned();
@@ -307,7 +316,7 @@ impl Announced {
 
 impl Drop for Announced {
     fn drop(&mut self) {
-        if let Some((stop, _)) = &self.retrying {
+        if let State::Retrying(stop, _) = &self.state {
             stop.cancel();
         }
     }

@@ -89,15 +89,16 @@ impl Registration {
         // can land after the tombstone. (A task that panicked hands back nothing: a new
         // producer writes the tombstone.)
         let producer = match self.heartbeats.take() {
-            Some(task) => task.await.ok().map(OffWorker::take),
+            Some(task) => task.await.ok(),
             None => None,
         };
+        // Closed off the workers also when the tombstone fails.
         let producer = match producer {
             Some(producer) => producer,
-            None => new_producer(&self.config)?,
+            None => OffWorker(Some(new_producer(&self.config)?)),
         };
-        send(&producer, &self.topic, &self.key, None, self.ack_timeout).await?;
-        let timeout = self.ack_timeout;
+        send(producer.get(), &self.topic, &self.key, None, self.ack_timeout).await?;
+        let (producer, timeout) = (producer.take(), self.ack_timeout);
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
         Ok(())
     }

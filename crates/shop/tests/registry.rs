@@ -2,7 +2,6 @@
 //! stops in order (against the real broker; its own topic prefix and registry topic).
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -27,19 +26,7 @@ async fn order_status_registers_with_its_address_and_groups_and_deregisters_on_s
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let address = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "shop exited before printing its address");
-            if let Some(addr) = line.trim().strip_prefix("http: ") {
-                return format!("http://{addr}");
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let address = herald_testkit::printed_address(child.stdout.take().unwrap()).await;
 
     let settings = Settings::default().topic(&registry);
     let directory = Directory::start(&config, &settings).await.unwrap();

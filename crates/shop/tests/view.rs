@@ -3,7 +3,6 @@
 //! (`--session-timeout`), not after librdkafka's default of 45 s.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -51,22 +50,9 @@ async fn start_view(bootstrap: &str, prefix: &str, store: &Path) -> (View, Strin
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stdout = child.stdout.take().unwrap();
     let child = View(child);
-    let address = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            assert!(stdout.read_line(&mut line).unwrap() > 0, "shop exited before printing its address");
-            if let Some(addr) = line.trim().strip_prefix("http: ") {
-                // The rest of its output is not read: keep the pipe drained.
-                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-                return format!("http://{addr}");
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let address = herald_testkit::printed_address(stdout).await;
     (child, address)
 }
 

@@ -99,6 +99,36 @@ pub async fn topic(config: &KafkaConfig, prefix: &str, partitions: i32) -> Strin
     name
 }
 
+/// The address a Herald process prints on stdout as `http: ADDR` once its HTTP server is
+/// bound (`--http 127.0.0.1:0`), as `http://ADDR`. The rest of its output is read and
+/// dropped on a thread of its own, so the process never blocks on a full pipe. Panics if
+/// the process closes its stdout first.
+///
+/// ```no_run
+/// # async fn run() {
+/// let mut child = std::process::Command::new("shop").args(["order-status", "--http", "127.0.0.1:0"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+/// let base = herald_testkit::printed_address(child.stdout.take().unwrap()).await;
+/// # drop(base); }
+/// ```
+pub async fn printed_address(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead;
+    tokio::task::spawn_blocking(move || {
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(stdout.read_line(&mut line).expect("the process's stdout") > 0, "the process exited before printing its address");
+            if let Some(addr) = line.trim().strip_prefix("http: ") {
+                let address = format!("http://{addr}");
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return address;
+            }
+        }
+    })
+    .await
+    .expect("reading the process's stdout")
+}
+
 /// Waits until `condition` returns true, checking every 20 ms, for at most `timeout`.
 /// Panics with `what` if the deadline passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)

@@ -6,7 +6,8 @@
 //! - `herald_gateway_request_seconds{route}`: latency histogram, request to response.
 //! - `herald_gateway_breaker_state`: 0 closed, 1 open, 2 half open.
 //! - `herald_gateway_upstream_requests_total{route, service, instance, outcome}`: what a
-//!   query route's backend did with a request (`ok`, `error`, `timeout`, `unreachable`).
+//!   query route's backend did with a request (`ok`, `error`, `timeout`, `unreachable`,
+//!   `hung-up`: the connection closed before an answer).
 //! - `herald_gateway_backend_healthy{service, instance}`: 1 when its last health check
 //!   passed (or none ran yet), 0 when it failed.
 //! - `herald_gateway_backend_breaker_state{service, instance}`: its circuit, as above.

@@ -36,6 +36,10 @@ enum Attempt {
     Answered(Response),
     /// The instance could not be reached: it never saw the request; try another.
     Unreachable(String),
+    /// The connection closed or reset before any answer came (a pooled connection to an
+    /// instance that just died, an instance that crashed on the request): a `GET` is
+    /// idempotent, so another is asked, as nginx's `proxy_next_upstream error` does.
+    HungUp(String),
     /// The instance failed (5xx, broken answer): `502`.
     Failed(String),
     /// No answer before the deadline: `504`.
@@ -94,6 +98,7 @@ async fn handle(app: &App, route: &QueryRoute, request: Request) -> Result<Respo
         let outcome = match &attempt {
             Attempt::Answered(_) => "ok",
             Attempt::Unreachable(_) => "unreachable",
+            Attempt::HungUp(_) => "hung-up",
             Attempt::Failed(_) => "error",
             Attempt::TimedOut => "timeout",
         };
@@ -104,10 +109,10 @@ async fn handle(app: &App, route: &QueryRoute, request: Request) -> Result<Respo
                 lease.succeeded();
                 return Ok(response);
             }
-            Attempt::Unreachable(why) => {
+            Attempt::Unreachable(why) | Attempt::HungUp(why) => {
                 backend.breaker.failure(permit);
                 lease.failed();
-                tracing::warn!(route = %route.name, backend = %target.key(), error = %why, "backend unreachable; asking another");
+                tracing::warn!(route = %route.name, backend = %target.key(), error = %why, "backend gave no answer; asking another");
                 unreachable.push(format!("{}: {why}", target.instance));
                 if Instant::now() >= deadline {
                     return Err(Problem::upstream_timeout(format!("no instance of {} answered within {} ms", route.service, route.deadline.as_millis())));
@@ -155,16 +160,20 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
         }
     }
     let exchange = async {
-        let response = request.send().await?;
+        let response = request.send().await.map_err(|e| match e {
+            e if e.is_connect() => Attempt::Unreachable(e.to_string()),
+            e if e.is_request() => Attempt::HungUp(e.to_string()),
+            e => Attempt::Failed(e.to_string()),
+        })?;
         let status = response.status();
         let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-        let body = read_limited(response).await?;
-        Ok::<_, reqwest::Error>((status, content_type, body))
+        // Once the answer has begun, its instance saw the request: a broken body is a 502.
+        let body = read_limited(response).await.map_err(|e| Attempt::Failed(e.to_string()))?;
+        Ok::<_, Attempt>((status, content_type, body))
     };
     match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => Attempt::TimedOut,
-        Ok(Err(e)) if e.is_connect() => Attempt::Unreachable(e.to_string()),
-        Ok(Err(e)) => Attempt::Failed(e.to_string()),
+        Ok(Err(attempt)) => attempt,
         Ok(Ok((status, _, None))) => Attempt::Failed(format!("answer of status {status} larger than {MAX_ANSWER_BYTES} bytes")),
         Ok(Ok((status, _, _))) if status.is_server_error() => Attempt::Failed(format!("answered {status}")),
         Ok(Ok((status, content_type, Some(body)))) => {

@@ -14,9 +14,12 @@
 //!    hashing on the key by default; an ejected outlier is skipped while others remain);
 //! 4. the request goes to it within what is left of the route's deadline. The answer
 //!    passes through as it is, `404` included; a `5xx` becomes `502` (`upstream-error`),
-//!    no answer in time `504` (`upstream-timeout`). An instance that cannot be reached at
-//!    all (connection refused: it never saw the request) is reported failed and the next
-//!    candidate is asked, within the same deadline, so a stopped instance costs no error.
+//!    no answer in time `504` (`upstream-timeout`). An instance that gives no answer at
+//!    all (connection refused, or closed or reset before the answer began: a pooled
+//!    connection to an instance just killed) is reported failed and the next candidate is
+//!    asked, within the same deadline, so a stopped instance costs no error. Query routes
+//!    are `GET`s, which are idempotent, so asking again is safe (nginx's
+//!    `proxy_next_upstream error` does the same).
 //!
 //! Every outcome feeds the backend's health: a success ends its failure streak; a failure
 //! (5xx, timeout, unreachable) counts toward outlier ejection ([`herald_services::Ejection`])

@@ -25,6 +25,10 @@ pub enum Behaviour {
     Hang,
     /// Serves, each answer after this long.
     Delay(Duration),
+    /// Answers `/health`, and closes every other connection once it has read the request,
+    /// without a word: as an instance that crashes on the request, or a pooled connection
+    /// to one just killed.
+    HangUp,
 }
 
 /// A registered backend of `order-status` on its own runtime.
@@ -45,7 +49,7 @@ impl Backend {
                 match behaviour {
                     Behaviour::Hang => std::future::pending::<()>().await,
                     Behaviour::Delay(by) => tokio::time::sleep(by).await,
-                    Behaviour::Serve => {}
+                    Behaviour::Serve | Behaviour::HangUp => {}
                 }
                 match order.as_str() {
                     "missing" => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order", "instance": me}))).into_response(),
@@ -63,7 +67,12 @@ impl Backend {
         let address = format!("http://{}", listener.local_addr().unwrap());
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            let _ = axum::serve(listener, router).await;
+            match behaviour {
+                Behaviour::HangUp => hang_up(listener).await,
+                _ => {
+                    let _ = axum::serve(listener, router).await;
+                }
+            }
         });
         let instance = Instance::new("order-status", id, address, "0.1.0").unwrap();
         let registration = Registration::register(kafka, registry, instance).await.unwrap();
@@ -77,6 +86,26 @@ impl Backend {
             runtime.shutdown_background();
         }
         drop(self.registration.take());
+    }
+}
+
+/// [`Behaviour::HangUp`]'s server.
+async fn hang_up(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while let Ok((mut stream, _)) = listener.accept().await {
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buffer[..n]),
+                }
+            }
+            if head.starts_with(b"GET /health ") {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+            }
+        });
     }
 }
 
@@ -208,6 +237,28 @@ async fn consistent_hashing_keeps_a_key_on_one_instance_and_a_killed_one_costs_n
 async fn report(running: &Running, instance: &str) -> Value {
     let (_, health, _) = get(running, "/health").await;
     health["details"]["backends"].as_array().unwrap().iter().find(|b| b["instance"] == instance).cloned().unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn an_instance_that_hangs_up_before_answering_costs_no_5xx() {
+    let kafka = herald_testkit::kafka().await;
+    let registry = registry();
+    let _a = Backend::start(&kafka, &registry, "a", Behaviour::HangUp).await;
+    let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
+    let (_gateway, running) = gateway(&kafka, &registry, &query_toml("round-robin", 2000, 600_000)).await;
+    wait_until(Duration::from_secs(30), "both backends checked healthy", || async {
+        report(&running, "a").await["checked"] == "healthy" && report(&running, "b").await["checked"] == "healthy"
+    })
+    .await;
+    // Round robin asks a for every other request until its circuit opens (two failures):
+    // each time a hangs up, b answers in its stead.
+    for _ in 0..6 {
+        let (status, body, _) = get(&running, "/orders/o-1").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["instance"], "b");
+    }
+    assert_eq!(report(&running, "a").await["breaker"], "open", "a was asked and failed");
+    running.stop().await;
 }
 
 #[tokio::test]

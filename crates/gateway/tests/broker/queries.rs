@@ -234,6 +234,19 @@ async fn consistent_hashing_keeps_a_key_on_one_instance_and_a_killed_one_costs_n
     running.stop().await;
 }
 
+/// Waits until every one of `instances` passed a health check.
+async fn checked_healthy(running: &Running, instances: &[&str]) {
+    wait_until(Duration::from_secs(30), "every backend checked healthy", || async {
+        for instance in instances {
+            if report(running, instance).await["checked"] != "healthy" {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
 async fn report(running: &Running, instance: &str) -> Value {
     let (_, health, _) = get(running, "/health").await;
     health["details"]["backends"].as_array().unwrap().iter().find(|b| b["instance"] == instance).cloned().unwrap_or(Value::Null)
@@ -246,10 +259,7 @@ async fn an_instance_that_hangs_up_before_answering_costs_no_5xx() {
     let _a = Backend::start(&kafka, &registry, "a", Behaviour::HangUp).await;
     let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
     let (_gateway, running) = gateway(&kafka, &registry, &query_toml("round-robin", 2000, 600_000)).await;
-    wait_until(Duration::from_secs(30), "both backends checked healthy", || async {
-        report(&running, "a").await["checked"] == "healthy" && report(&running, "b").await["checked"] == "healthy"
-    })
-    .await;
+    checked_healthy(&running, &["a", "b"]).await;
     // Round robin asks a for every other request until its circuit opens (two failures):
     // each time a hangs up, b answers in its stead.
     for _ in 0..6 {
@@ -268,10 +278,7 @@ async fn active_health_checks_keep_requests_off_a_dead_backend() {
     let mut a = Backend::start(&kafka, &registry, "a", Behaviour::Serve).await;
     let _b = Backend::start(&kafka, &registry, "b", Behaviour::Serve).await;
     let (_gateway, running) = gateway(&kafka, &registry, &query_toml("round-robin", 2000, 100)).await;
-    wait_until(Duration::from_secs(30), "both backends checked healthy", || async {
-        report(&running, "a").await["checked"] == "healthy" && report(&running, "b").await["checked"] == "healthy"
-    })
-    .await;
+    checked_healthy(&running, &["a", "b"]).await;
     a.kill();
     wait_until(Duration::from_secs(10), "a's health check fails", || async { report(&running, "a").await["checked"] == "failing" }).await;
     for _ in 0..6 {

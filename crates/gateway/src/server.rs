@@ -131,7 +131,7 @@ impl Gateway {
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
         let registry = options.registry.unwrap_or_else(|| herald_services::Settings::default().topic(format!("{}{}", settings.topic_prefix, herald_services::settings::DEFAULT_TOPIC)));
-        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).build().map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))?;
+        let http = reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(30)).redirect(reqwest::redirect::Policy::none()).build().map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))?;
         let (backends, directory) = if queries.is_empty() {
             (None, None)
         } else {

@@ -161,8 +161,9 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
     }
     let exchange = async {
         let response = request.send().await.map_err(|e| match e {
+            e if e.is_timeout() => Attempt::TimedOut,
             e if e.is_connect() => Attempt::Unreachable(e.to_string()),
-            e if e.is_request() => Attempt::HungUp(e.to_string()),
+            e if hung_up(&e) => Attempt::HungUp(e.to_string()),
             e => Attempt::Failed(e.to_string()),
         })?;
         let status = response.status();
@@ -176,6 +177,9 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
         Ok(Err(attempt)) => attempt,
         Ok(Ok((status, _, None))) => Attempt::Failed(format!("answer of status {status} larger than {MAX_ANSWER_BYTES} bytes")),
         Ok(Ok((status, _, _))) if status.is_server_error() => Attempt::Failed(format!("answered {status}")),
+        // Not followed (the client has no redirect policy): a view that redirects is
+        // misconfigured, and its target is not the gateway's to choose.
+        Ok(Ok((status, _, _))) if status.is_redirection() => Attempt::Failed(format!("answered {status}; redirects are not followed")),
         Ok(Ok((status, content_type, Some(body)))) => {
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = (status, Body::from(body)).into_response();
@@ -185,6 +189,23 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
             Attempt::Answered(response)
         }
     }
+}
+
+/// Whether `error` is the connection closing or resetting before an answer began: not a
+/// malformed answer, which its instance did send.
+fn hung_up(error: &reqwest::Error) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|io| matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// The answer's body, or `None` when it is larger than [`MAX_ANSWER_BYTES`].

@@ -13,8 +13,8 @@
 //! 3. one is picked by the route's [`Balance`] (consistent
 //!    hashing on the key by default; an ejected outlier is skipped while others remain);
 //! 4. the request goes to it within what is left of the route's deadline. The answer
-//!    passes through as it is, `404` included; a `5xx` becomes `502` (`upstream-error`),
-//!    no answer in time `504` (`upstream-timeout`). An instance that gives no answer at
+//!    passes through as it is, `404` included; a `5xx` or a redirect (never followed)
+//!    becomes `502` (`upstream-error`), no answer in time `504` (`upstream-timeout`). An instance that gives no answer at
 //!    all (connection refused, or closed or reset before the answer began: a pooled
 //!    connection to an instance just killed) is reported failed and the next candidate is
 //!    asked, within the same deadline, so a stopped instance costs no error. Query routes

@@ -19,7 +19,8 @@ use crate::support::{config_text, Running};
 /// What a backend does with a view request.
 #[derive(Clone, Copy)]
 pub enum Behaviour {
-    /// Answers `{"instance", "order_id"}`; `missing` is a 404, `boom` a 500.
+    /// Answers `{"instance", "order_id"}`; `missing` is a 404, `boom` a 500, `moved` a
+    /// redirect.
     Serve,
     /// Never answers.
     Hang,
@@ -54,6 +55,7 @@ impl Backend {
                 match order.as_str() {
                     "missing" => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order", "instance": me}))).into_response(),
                     "boom" => (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response(),
+                    "moved" => axum::response::Redirect::temporary("/views/order_status/elsewhere").into_response(),
                     _ => axum::Json(json!({"instance": me, "order_id": order})).into_response(),
                 }
             }
@@ -309,6 +311,10 @@ async fn round_robin_spreads_and_an_upstream_5xx_is_a_502() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(body["type"], "urn:herald:gateway:upstream-error");
     assert_eq!(headers.get("content-type").unwrap(), "application/problem+json");
+    // A redirect is not followed: the view is misconfigured.
+    let (status, body, _) = get(&running, "/orders/moved").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body["detail"].as_str().unwrap_or("").contains("redirects are not followed"), "{body}");
     running.stop().await;
 }
 

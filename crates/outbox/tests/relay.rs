@@ -567,6 +567,77 @@ async fn a_failed_delivery_holds_back_the_later_rows_of_its_aggregate() {
     drop_outbox(&client, &t).await;
 }
 
+/// The `seq` and `event_id` of `account`'s oldest row.
+async fn oldest_of(client: &tokio_postgres::Client, table: &str, account: &str) -> (i64, uuid::Uuid) {
+    let row = client.query_one(&format!("SELECT seq, event_id FROM {table} WHERE aggregate = $1 ORDER BY seq LIMIT 1"), &[&account]).await.unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_row_holds_back_only_its_aggregate_and_a_row_without_ce_id_goes_with_its_event_id() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.malformed", 2).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_malformed", 4).await;
+    let t = outbox.table().name().to_owned();
+    for account in ["acct-a", "acct-a", "acct-b", "acct-c", "acct-d"] {
+        step(&mut client, &outbox, &topic, account).await.unwrap();
+    }
+    // Rows as a hand-written INSERT could leave them: a's first with a null header name,
+    // d's with fewer header values than names, c's without its ce_id header.
+    let (a1, _) = oldest_of(&client, &t, "acct-a").await;
+    let first_name: String = client.query_one(&format!("SELECT header_names[1] FROM {t} WHERE seq = $1"), &[&a1]).await.unwrap().get(0);
+    client.execute(&format!("UPDATE {t} SET header_names[1] = NULL WHERE seq = $1"), &[&a1]).await.unwrap();
+    let (d1, _) = oldest_of(&client, &t, "acct-d").await;
+    client.execute(&format!("UPDATE {t} SET header_values = header_values[1:1] WHERE seq = $1"), &[&d1]).await.unwrap();
+    let (c1, c_id) = oldest_of(&client, &t, "acct-c").await;
+    client
+        .execute(
+            &format!(
+                "UPDATE {t} SET header_names = header_names[:array_position(header_names, 'ce_id') - 1] || header_names[array_position(header_names, 'ce_id') + 1:],
+                     header_values = header_values[:array_position(header_names, 'ce_id') - 1] || header_values[array_position(header_names, 'ce_id') + 1:]
+                 WHERE seq = $1 AND 'ce_id' = ANY(header_names)"
+            ),
+            &[&c1],
+        )
+        .await
+        .unwrap();
+    let options = RelayOptions { max_backoff: Duration::from_millis(300), ..options(&format!("malformed-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])) };
+    let relay = Relay::new(config.clone(), outbox.table().clone(), &kafka, options).unwrap();
+    let health = relay.health();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
+    herald_testkit::wait_until(Duration::from_secs(20), "b and c relayed, a and d held", || {
+        let (health, client, t) = (health.clone(), &client, t.clone());
+        async move { pending_of(client, &t, "acct-b").await == 0 && pending_of(client, &t, "acct-c").await == 0 && health.held_aggregates() == 2 }
+    })
+    .await;
+    assert_eq!(pending_of(&client, &t, "acct-a").await, 2, "a:2 must not be relayed while a:1 is not");
+    assert_eq!(pending_of(&client, &t, "acct-d").await, 1);
+    let error = health.last_error().unwrap_or_default();
+    assert!(error.contains("malformed row") && (error.contains(&format!("seq {a1} ")) || error.contains(&format!("seq {d1} "))), "{error}");
+    assert!(!health.is_healthy());
+    // The operator mends a's row and deletes d's: both aggregates go on, a in order.
+    client.execute(&format!("UPDATE {t} SET header_names[1] = $2 WHERE seq = $1"), &[&a1, &first_name]).await.unwrap();
+    client.execute(&format!("DELETE FROM {t} WHERE seq = $1"), &[&d1]).await.unwrap();
+    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and every hold released", || {
+        let (health, client, t) = (health.clone(), &client, t.clone());
+        async move { pending(client, &t).await == 0 && health.held_aggregates() == 0 && health.is_healthy() }
+    })
+    .await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let seen = read_topic(&kafka, &topic_name);
+    let a: Vec<i64> = seen.iter().filter(|s| s.account == "acct-a").map(|s| s.n).collect();
+    assert_eq!(a, [1, 2], "{seen:?}");
+    let c: Vec<&str> = seen.iter().filter(|s| s.account == "acct-c").map(|s| s.id.as_str()).collect();
+    assert_eq!(c, [c_id.to_string().as_str()], "c's record carries its row's event_id as ce_id");
+    assert!(seen.iter().all(|s| s.account != "acct-d"), "{seen:?}");
+    drop_outbox(&client, &t).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rows_the_relay_cannot_queue_hold_back_only_their_aggregate() {
     let kafka = herald_testkit::kafka().await;

@@ -14,9 +14,11 @@
 //!    ids.
 //!
 //! # Failed rows: held aggregates
-//! A row that could not be queued (larger than the relay's `message.max.bytes`) or whose
-//! delivery failed (timed out, refused by the topic, not authorized, a fatal producer
-//! error) *holds* its aggregate in this relay: none of the aggregate's later rows is
+//! A row that could not be queued (larger than the relay's `message.max.bytes`, or
+//! malformed: a null header name, header names and values of different counts, a `ce_id`
+//! header other than the row's `event_id`; a row without `ce_id` is sent with its
+//! `event_id` as `ce_id`) or whose delivery failed (timed out, refused by the topic, not
+//! authorized, a fatal producer error) *holds* its aggregate in this relay: none of the aggregate's later rows is
 //! deleted in that batch, and none is read again until the failed row is delivered.
 //! Until then each batch reads only the other aggregates, and the failed row alone is
 //! sent again after a backoff (200 ms, doubling per failure, at most `max_backoff`), for
@@ -381,6 +383,14 @@ impl Relay {
             if failed.contains_key(&row.aggregate) {
                 continue;
             }
+            let record = match record {
+                Ok(record) => record,
+                Err(why) => {
+                    failures.push(format!("seq {} ({}): malformed row: {why}", row.seq, row.id));
+                    failed.insert(row.aggregate, row.seq);
+                    continue;
+                }
+            };
             match self.publisher.enqueue(record).await {
                 Ok(delivery) => pending.push((row, delivery)),
                 Err(e) => {
@@ -479,19 +489,46 @@ impl Relay {
     }
 }
 
-fn read_row(row: &tokio_postgres::Row) -> Result<(Row, Record), tokio_postgres::Error> {
+/// A row as read, and its record; the record is an error naming what is wrong with a row
+/// that cannot be sent as it is (written by hand, not by [`Outbox::publish`](crate::Outbox::publish)):
+/// it holds its aggregate as an undeliverable row does, never the whole batch.
+fn read_row(row: &tokio_postgres::Row) -> Result<(Row, Result<Record, String>), tokio_postgres::Error> {
     let seq: i64 = row.try_get(0)?;
     let id: Uuid = row.try_get(1)?;
-    let topic: String = row.try_get(2)?;
     let aggregate: String = row.try_get(3)?;
-    let payload: Vec<u8> = row.try_get(4)?;
-    let names: Vec<String> = row.try_get(5)?;
-    let values: Vec<Option<Vec<u8>>> = row.try_get(6)?;
     let created: SystemTime = row.try_get(7)?;
-    let headers = names
-        .iter()
-        .zip(&values)
-        .fold(OwnedHeaders::new_with_capacity(names.len()), |acc, (key, value)| acc.insert(Header { key: key.as_str(), value: value.as_deref() }));
-    let record = Record::new(topic, aggregate.as_bytes(), payload, headers);
+    let record = (|| {
+        let topic: String = row.try_get(2).map_err(|e| e.to_string())?;
+        let payload: Vec<u8> = row.try_get(4).map_err(|e| e.to_string())?;
+        let names: Vec<Option<String>> = row.try_get(5).map_err(|e| format!("header_names: {e}"))?;
+        let values: Vec<Option<Vec<u8>>> = row.try_get(6).map_err(|e| format!("header_values: {e}"))?;
+        record_of(id, topic, &aggregate, payload, &names, &values)
+    })();
     Ok((Row { seq, id, aggregate, created }, record))
+}
+
+/// The record of a row: its headers as written, `ce_id` the row's `event_id` (added when
+/// the row has none). Headers that cannot be sent as written (a null name, names and
+/// values of different counts, a `ce_id` other than the row's id) are an error.
+fn record_of(id: Uuid, topic: String, aggregate: &str, payload: Vec<u8>, names: &[Option<String>], values: &[Option<Vec<u8>>]) -> Result<Record, String> {
+    if names.len() != values.len() {
+        return Err(format!("{} header names but {} header values", names.len(), values.len()));
+    }
+    let id_text = id.to_string();
+    let mut has_id = false;
+    let mut headers = OwnedHeaders::new_with_capacity(names.len() + 1);
+    for (name, value) in names.iter().zip(values) {
+        let Some(name) = name else { return Err("a header name is null".to_owned()) };
+        if name == herald_bus::envelope::header::ID {
+            if value.as_deref() != Some(id_text.as_bytes()) {
+                return Err(format!("its {name} header is not its event_id {id}"));
+            }
+            has_id = true;
+        }
+        headers = headers.insert(Header { key: name.as_str(), value: value.as_deref() });
+    }
+    if !has_id {
+        headers = headers.insert(Header { key: herald_bus::envelope::header::ID, value: Some(&id_text) });
+    }
+    Ok(Record::new(topic, aggregate.as_bytes(), payload, headers))
 }

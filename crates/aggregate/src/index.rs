@@ -17,7 +17,10 @@
 //! The projector hands a projection the event and its CloudEvents metadata, not the
 //! extension headers, so the version is counted here (the previous row's + 1, in offset
 //! order, which is how the engine numbers them) and checked against `ce_sequence` by the
-//! reader on every record it fetches. Serve the view from one store per event topic.
+//! reader on every record it fetches. A record the engine did not write (its `ce_id` is
+//! not the engine's id of that version: [`is_its_event`](crate::stored::is_its_event)) is
+//! refused as a permanent error, so the projector dead-letters it and it takes no version.
+//! Serve the view from one store per event topic.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -96,11 +99,12 @@ impl<A: Aggregate> Projection<A::Event> for StreamIndex<A> {
         let sql = format!(
             "INSERT INTO {t} (aggregate_id, version, kafka_partition, kafka_offset, time_us, event_type, event_id, causation_id)
              SELECT CAST($1 AS TEXT), COALESCE(MAX(version), 0) + 1, CAST($2 AS BIGINT), CAST($3 AS BIGINT), CAST($4 AS BIGINT), CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS TEXT)
-             FROM {t} WHERE aggregate_id = CAST($1 AS TEXT)"
+             FROM {t} WHERE aggregate_id = CAST($1 AS TEXT)
+             RETURNING version"
         );
         let (meta, at) = (&event.meta, &event.position);
         let id = meta.id.to_string();
-        tx.execute(
+        let row = tx.query_opt(
             &sql,
             &[
                 Value::Text(&meta.subject),
@@ -112,6 +116,16 @@ impl<A: Aggregate> Projection<A::Event> for StreamIndex<A> {
                 meta.causation_id.as_deref().into(),
             ],
         )?;
+        let version = row.map(|r| r.int(0)).transpose()?.unwrap_or(0);
+        // A record the engine did not write (published by hand on the event topic) would
+        // take the next version and shift every later one: refused, so the projector
+        // dead-letters it and rolls its row back.
+        if !crate::stored::is_its_event(A::NAME, &meta.subject, version, meta.id, meta.causation_id.as_deref()) {
+            return Err(ProjectionError::Permanent(format!(
+                "{} at {}/{} is not an event {} wrote: its ce_id {id} is not the id of {:?} version {version}; left out of the index",
+                meta.event_type, at.partition, at.offset, A::NAME, meta.subject
+            )));
+        }
         Ok(())
     }
 }

@@ -159,7 +159,8 @@
 //! # Not here yet
 //! Reads: the index counts versions in offset order (the projector does not hand
 //! projections the `ce_sequence` header); the reader checks them against `ce_sequence` on
-//! every record it fetches. `state_at` folds from version 1 (no snapshot in the read
+//! every record it fetches, and a record the engine did not write (by its `ce_id`,
+//! [`stored::is_its_event`]) is dead-lettered by the index rather than given a version. `state_at` folds from version 1 (no snapshot in the read
 //! path). The index runs on SQLite and PostgreSQL (the store test runs on both). One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
 //! show` folds a state only for the aggregates `herald` is built with (the shop's
 //! accounts); for others it prints the stream alone. No benchmark of the reads yet. Throughput against the engine's reaction step

@@ -16,6 +16,11 @@
 //!    is the index's lag in that partition (or the whole partition when the index has not
 //!    started on it). A read bounded by a version or a time the index already passed skips
 //!    this step.
+//!
+//! A record on the event topic that the engine did not write (published by hand: no
+//! `ce_sequence`, or a `ce_id` that is not the engine's) is no event of any stream: the
+//! index dead-letters it ([`StreamIndex`](crate::StreamIndex)), and the reads after the
+//! index's position and [`EventStore::read_all_raw`] skip it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -206,7 +211,10 @@ impl EventStore {
             let records = fetcher.to_end(p, from.next(p), max - events.len(), |_| true).await?;
             for m in records {
                 next.0.insert(p, m.offset() + 1);
-                events.push(recorded(&m)?);
+                // Not the engine's (no `ce_sequence`): no event of any stream.
+                if sequence_of(&m).is_some() {
+                    events.push(recorded(&m)?);
+                }
             }
         }
         Ok(Page { events, next })
@@ -284,6 +292,11 @@ impl EventStore {
         let tail = fetcher.to_end(partition, start, usize::MAX, |m| m.key() == Some(id.as_bytes())).await?;
         let mut version = indexed.last;
         for m in &tail {
+            // A record without `ce_sequence` is none of the engine's (published by hand on
+            // the event topic): no event of the stream, as the index leaves it out.
+            if sequence_of(m).is_none() {
+                continue;
+            }
             let r = recorded(m)?;
             if r.version != version + 1 {
                 return Err(ReadError::Inconsistent(format!("{partition}/{} is {id:?} version {} after version {version}", m.offset(), r.version)));
@@ -320,15 +333,17 @@ fn last_version(tx: &mut dyn herald_projector::Tx, id: &str) -> Result<i64, Stor
     Ok(row.and_then(|r| r.int(0).ok()).unwrap_or(0))
 }
 
+/// The version a record's `ce_sequence` header gives, if it has one.
+fn sequence_of(m: &OwnedMessage) -> Option<i64> {
+    let sequence = m.headers().into_iter().flat_map(herald_bus::headers::pairs).find(|(name, _)| *name == headers::SEQUENCE.as_bytes()).and_then(|(_, value)| value);
+    sequence.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<i64>().ok())
+}
+
 /// A record of the event topic as a [`Recorded`] with its payload.
 fn recorded(m: &OwnedMessage) -> Result<Recorded<Vec<u8>>, ReadError> {
     let at = format!("{}/{}", m.partition(), m.offset());
     let meta = Metadata::from_headers(m.headers(), m.key(), "").map_err(|e| ReadError::Inconsistent(format!("{at}: {e}")))?;
-    let sequence = m.headers().into_iter().flat_map(herald_bus::headers::pairs).find(|(name, _)| *name == headers::SEQUENCE.as_bytes()).and_then(|(_, value)| value);
-    let version = sequence
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.trim().parse::<i64>().ok())
-        .ok_or_else(|| ReadError::Inconsistent(format!("{at} has no {} header: not an aggregate's event", headers::SEQUENCE)))?;
+    let version = sequence_of(m).ok_or_else(|| ReadError::Inconsistent(format!("{at} has no {} header: not an aggregate's event", headers::SEQUENCE)))?;
     let aggregate_id = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or(meta.subject.clone());
     Ok(Recorded {
         aggregate_id,

@@ -51,6 +51,35 @@ pub fn event_id(name: &str, aggregate_id: &str, version: i64) -> Uuid {
     Uuid::new_v5(&herald_choreography::ids::NAMESPACE, &bytes)
 }
 
+/// Most outputs of one reaction an id by command is looked for among ([`is_its_event`]).
+const MAX_OUTPUTS: u32 = 1024;
+
+/// Whether the record with id `id` (`ce_id`) and cause `causation` (`ce_causationid`) is
+/// the event the engine of aggregate `name` wrote at `version` of `aggregate_id`: its id is
+/// [`event_id`] of the three, or, for events written before ids by version, an id by
+/// command ([`EventIds::ByCommand`]: the command named by `causation`). A record anyone
+/// else wrote on the event topic (`herald publish`, a producer of its own) is not: the
+/// stream index and the reads leave it out.
+///
+/// ```
+/// use herald_aggregate::stored::{event_id, is_its_event};
+/// let id = event_id("accounts", "a-1", 3);
+/// assert!(is_its_event("accounts", "a-1", 3, id, None));
+/// assert!(!is_its_event("accounts", "a-1", 4, id, None));
+/// assert!(!is_its_event("accounts", "a-1", 1, uuid::Uuid::now_v7(), Some("not a command id")));
+/// let command = uuid::Uuid::now_v7();
+/// let old = herald_choreography::ids::event_id("accounts", command, 1);
+/// assert!(is_its_event("accounts", "a-1", 7, old, Some(&command.to_string())));
+/// ```
+pub fn is_its_event(name: &str, aggregate_id: &str, version: i64, id: Uuid, causation: Option<&str>) -> bool {
+    if id == event_id(name, aggregate_id, version) {
+        return true;
+    }
+    // Ids by command are name-based (version 5) UUIDs too; others need no search.
+    let Some(command) = causation.and_then(|c| Uuid::parse_str(c).ok()).filter(|_| id.get_version_num() == 5) else { return false };
+    (0..MAX_OUTPUTS).any(|i| herald_choreography::ids::event_id(name, command, i) == id)
+}
+
 /// One aggregate as stored: the state folded from its events, the number of its events
 /// (its version), and the answers to its last
 /// [`Aggregate::REMEMBERED`](crate::Aggregate::REMEMBERED) commands, oldest first.

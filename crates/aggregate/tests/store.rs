@@ -264,6 +264,66 @@ async fn streams_read_back(store_url: Option<String>) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A record published by hand on the event topic, under an aggregate's key, takes no
+/// version: the index dead-letters it (the versions after it stay the engine's), and the
+/// stream read by index, after the index and by read-all leaves it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_the_engine_did_not_write_takes_no_version() {
+    let config: KafkaConfig = herald_testkit::kafka().await;
+    let Counted { prefix, commands, events, replies, stop, running } = start_counter(&config, "stray", 1).await;
+    let dir = std::env::temp_dir().join(&prefix);
+    std::fs::create_dir_all(&dir).expect("folder");
+    let store = herald_projector::store::open(&format!("sqlite:{}", dir.join("index.db").display())).expect("store");
+    let events_topic: Topic<CounterEvent> = Topic::named(&events);
+    let projector = Projector::builder(config.clone(), herald_testkit::unique("index"), &events_topic, StreamIndex::<Counter>::new(), store.clone()).build().await.expect("projector");
+    let stop_index = CancellationToken::new();
+    let indexing = tokio::spawn(projector.run(stop_index.clone().cancelled_owned()));
+    let client = CommandClient::new(&config, Topic::<CounterCommand>::named(&commands), replies.clone()).await.expect("client").with_timeout(Duration::from_secs(60));
+    let publisher = herald_bus::Publisher::new(&config, herald_bus::PublisherOptions::new("/test/by-hand")).expect("publisher");
+    let stray = |n| Added { counter: "c-1".to_owned(), n };
+
+    add(&client, "c-1", 1).await;
+    publisher.publish(&events_topic, &stray(100)).await.expect("stray published");
+    add(&client, "c-1", 2).await;
+    herald_testkit::wait_until(Duration::from_secs(60), "the index has both events and the stray's dead letter", || {
+        let store = store.clone();
+        async move { indexed(&store).await == 2 && dead_letters(&store).await == 1 }
+    })
+    .await;
+    let reads = EventStore::new(&config, &events, store.clone()).expect("event store");
+    let added = |stream: &[herald_aggregate::Recorded<CounterEvent>]| stream.iter().map(|r| { let CounterEvent::Added(a) = &r.event; (r.version, a.n) }).collect::<Vec<_>>();
+    assert_eq!(added(&reads.read_stream::<Counter>("c-1", 1).await.expect("stream")), [(1, 1), (2, 2)]);
+
+    // After the index's position: stopped, then a stray and an event.
+    stop_index.cancel();
+    indexing.await.expect("index task").expect("index stopped in order");
+    publisher.publish(&events_topic, &stray(200)).await.expect("stray published");
+    add(&client, "c-1", 3).await;
+    assert_eq!(added(&reads.read_stream::<Counter>("c-1", 1).await.expect("stream")), [(1, 1), (2, 2), (3, 3)]);
+    let all = reads.read_all::<Counter>(&LogPosition::default(), 100).await.expect("read all");
+    assert_eq!(added(&all.events), [(1, 1), (2, 2), (3, 3)]);
+    assert!(all.next.0.values().sum::<i64>() >= 5, "read all moves past the strays: {:?}", all.next);
+
+    stop.cancel();
+    running.await.expect("engine task").expect("engine stopped in order");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How many records the index's projector dead-lettered.
+async fn dead_letters(store: &Arc<dyn Store>) -> i64 {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = store.connect().expect("connect");
+        let mut tx = conn.read().expect("read");
+        match tx.as_tx().query_opt("SELECT COUNT(*) FROM herald_dead_letters", &[]) {
+            Ok(Some(row)) => row.int(0).unwrap_or(0),
+            _ => 0,
+        }
+    })
+    .await
+    .expect("count thread")
+}
+
 /// One client's bad input must not stall the others: a command whose `ce_replyto` names a
 /// topic that does not exist (the test broker creates no topic on its own, as most managed
 /// services) is decided and its reply dropped; the next command of the same aggregate is

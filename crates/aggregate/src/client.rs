@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use herald_bus::codec::SingleObject;
 use herald_bus::event::Member;
@@ -240,10 +240,24 @@ fn read_new_partitions(consumer: &StreamConsumer, topic: &str) {
 /// A consumer of every partition of `topic`, from the start (a lookup: it reports each
 /// partition's end, as `PartitionEOF`) or from the current end (the client's reply reader).
 /// Returns it with the topic's partition count.
-async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Result<(StreamConsumer, usize), ClientError> {
+/// Where a [`reader_of`] starts in each partition.
+#[derive(Clone, Copy)]
+enum ReadFrom {
+    /// The beginning (and it reports each partition's end).
+    Start,
+    /// The end as it is now.
+    End,
+    /// The first record at or after this time, in milliseconds since the epoch (and it
+    /// reports each partition's end).
+    Time(i64),
+}
+
+/// A reader of every partition of `topic`, by assignment from `from`, and how many
+/// partitions it reads.
+async fn reader_of(config: &KafkaConfig, topic: &str, from: ReadFrom) -> Result<(StreamConsumer, usize), ClientError> {
     let partitions = herald_bus::admin::partition_count(config, topic).await.map_err(|e| ClientError::Kafka(e.to_string()))?.ok_or_else(|| ClientError::NoReplyTopic(topic.to_owned()))?;
     let group = format!("herald-aggregate-client-{}", Uuid::now_v7());
-    let eof = if from_start { "true" } else { "false" };
+    let eof = if matches!(from, ReadFrom::End) { "false" } else { "true" };
     let consumer: StreamConsumer = config
         .client_config(&[
             ("group.id", &group),
@@ -257,7 +271,7 @@ async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Resul
         .map_err(|e| ClientError::Kafka(e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
-        let offset = if from_start {
+        let offset = if let ReadFrom::Start | ReadFrom::Time(_) = from {
             Offset::Beginning
         } else {
             // The end as it is now: replies to commands sent from now on come after it.
@@ -273,6 +287,15 @@ async fn reader_of(config: &KafkaConfig, topic: &str, from_start: bool) -> Resul
             Offset::Offset(high)
         };
         tpl.add_partition_offset(topic, p, offset).map_err(|e| ClientError::Kafka(e.to_string()))?;
+    }
+    if let ReadFrom::Time(ms) = from {
+        // Each partition's first offset at or after `ms`; its end when it has none (a
+        // reader then sees only its end).
+        let mut times = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            times.add_partition_offset(topic, p, Offset::Offset(ms)).map_err(|e| ClientError::Kafka(e.to_string()))?;
+        }
+        tpl = tokio::task::block_in_place(|| consumer.offsets_for_times(times, Duration::from_secs(10))).map_err(|e| ClientError::Kafka(format!("offsets of {topic} by time: {e}")))?;
     }
     consumer.assign(&tpl).map_err(|e| ClientError::Kafka(e.to_string()))?;
     Ok((consumer, partitions))
@@ -293,7 +316,7 @@ impl<C> CommandClient<C> {
     pub async fn new(config: &KafkaConfig, commands: Topic<C>, reply_topic: impl Into<String>) -> Result<Self, ClientError> {
         let reply_topic = reply_topic.into();
         let publisher = Publisher::new(config, PublisherOptions::new("/herald/command-client"))?;
-        let (consumer, _) = reader_of(config, &reply_topic, false).await?;
+        let (consumer, _) = reader_of(config, &reply_topic, ReadFrom::End).await?;
         let consumer = Arc::new(consumer);
         let pending: Pending = Arc::default();
         let dispatch = pending.clone();
@@ -422,7 +445,7 @@ impl<C: EventFamily> CommandClient<C> {
 
 /// [`CommandClient::find_reply`] without a client.
 pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uuid, within: Duration) -> Result<Option<CommandReply>, ClientError> {
-    let (consumer, partitions) = reader_of(config, reply_topic, true).await?;
+    let (consumer, partitions) = reader_of(config, reply_topic, ReadFrom::Start).await?;
     let codec = SingleObject::new(Replies::schemas().clone());
     let wanted = command_id.to_string();
     let deadline = tokio::time::Instant::now() + within;
@@ -437,6 +460,69 @@ pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uui
                     && let Some(reply) = decode_reply(&codec, msg.payload())
                 {
                     return Ok(Some(reply));
+                }
+            }
+            Ok(Err(KafkaError::PartitionEOF(partition))) => {
+                ended.insert(partition);
+                if ended.len() >= partitions {
+                    return Ok(None);
+                }
+            }
+            Ok(Err(e)) => return Err(ClientError::Kafka(e.to_string())),
+            Err(_) => return Ok(None),
+        }
+    }
+}
+
+/// A command the aggregate's engine dead-lettered instead of deciding it (one it cannot
+/// decode, whose key is not its aggregate id, of a type the aggregate does not take): it
+/// never gets a reply. Found by [`find_dead_letter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    /// Why (`herald.dlq.reason`).
+    pub reason: String,
+    /// The dead-letter topic (`<command topic>.dlq`).
+    pub topic: String,
+    /// Where the dead letter is.
+    pub partition: i32,
+    /// Where the dead letter is.
+    pub offset: i64,
+}
+
+/// The dead letter of command `command_id` sent on `commands` (in `<commands>.dlq`, which
+/// the engine writes), looked for among the dead letters written since `since`, or `None`
+/// when there is none (or no such topic) once every partition was read to its end, or
+/// after `within`. What to ask after [`SendError::Timeout`]: a command that was
+/// dead-lettered will never be decided.
+///
+/// ```no_run
+/// # async fn run(config: herald_bus::KafkaConfig, id: uuid::Uuid) -> Result<(), herald_aggregate::ClientError> {
+/// use std::time::{Duration, SystemTime};
+/// let since = SystemTime::now() - Duration::from_secs(60);
+/// if let Some(letter) = herald_aggregate::client::find_dead_letter(&config, "shop.accounts.commands", id, since, Duration::from_secs(10)).await? {
+///     eprintln!("never decided: {}", letter.reason);
+/// }
+/// # Ok(()) }
+/// ```
+pub async fn find_dead_letter(config: &KafkaConfig, commands: &str, command_id: Uuid, since: SystemTime, within: Duration) -> Result<Option<DeadLettered>, ClientError> {
+    let topic = format!("{commands}.dlq");
+    if herald_bus::admin::partition_count(config, &topic).await.map_err(|e| ClientError::Kafka(e.to_string()))?.is_none() {
+        return Ok(None);
+    }
+    let since_ms = since.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let (consumer, partitions) = reader_of(config, &topic, ReadFrom::Time(since_ms)).await?;
+    let wanted = command_id.to_string();
+    let header = |msg: &rdkafka::message::BorrowedMessage<'_>, name: &str| {
+        msg.headers().into_iter().flat_map(herald_bus::headers::pairs).find(|(n, _)| *n == name.as_bytes()).and_then(|(_, v)| v).map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let deadline = tokio::time::Instant::now() + within;
+    let mut ended = std::collections::HashSet::new();
+    loop {
+        match tokio::time::timeout_at(deadline, consumer.recv()).await {
+            Ok(Ok(msg)) => {
+                if header(&msg, herald_bus::envelope::header::ID).as_deref() == Some(wanted.as_str()) {
+                    let reason = header(&msg, herald_bus::dead_letter::header::REASON).unwrap_or_default();
+                    return Ok(Some(DeadLettered { reason, topic, partition: msg.partition(), offset: msg.offset() }));
                 }
             }
             Ok(Err(KafkaError::PartitionEOF(partition))) => {

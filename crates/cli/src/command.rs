@@ -5,14 +5,16 @@
 //! `ce_replyto` (the reply topic) and, with `--expect-version`, `ce_expectedversion`. The
 //! reply (`herald.aggregate.CommandReply`) prints as one JSON object on stdout. Exit codes:
 //! `0` accepted, `1` rejected (or not sent: a failure talking to Kafka before the command
-//! could be written), `2` bad input, `3` the outcome is unknown (no reply in time, or a send
-//! that may have written the command): the command id printed on stderr finds its reply
-//! later.
+//! could be written; or dead-lettered by the aggregate's engine, which then never decides
+//! it: its key not its aggregate id, say), `2` bad input, `3` the outcome is unknown (no
+//! reply in time, or a send that may have written the command): the command id printed on
+//! stderr finds its reply later, or sends it again with `--id`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use herald_aggregate::client::find_dead_letter;
 use herald_aggregate::{CommandClient, SendOptions};
 use herald_bus::publisher::Record;
 use herald_bus::{Metadata, Topic};
@@ -51,7 +53,16 @@ pub struct Args {
     /// CloudEvents source (`ce_source`) of the command.
     #[arg(long, default_value = "/herald/cli")]
     pub source: String,
+    /// The command's id (default: a new UUIDv7). After exit 3, send the command again with
+    /// the id printed: if the aggregate decided it, the reply it got comes back and nothing
+    /// is decided twice.
+    #[arg(long, value_name = "UUID")]
+    pub id: Option<uuid::Uuid>,
 }
+
+/// How far before the send the command's dead letter is looked for (the engine stamps it
+/// with its own clock).
+const DEAD_LETTER_SKEW: Duration = Duration::from_secs(60);
 
 /// The reply topic of command topic `topic` by default.
 ///
@@ -119,9 +130,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let client = CommandClient::<()>::new(&ctx.kafka, Topic::named(&args.topic), reply_topic).await.context("starting the reply reader")?;
     let publisher = ctx.publisher(&args.source)?;
     let payload = publisher.frame(&args.topic, &known, &datum).await.context("framing the payload")?;
-    let meta = Metadata::new(&known.name, &args.source, &args.key);
+    let mut meta = Metadata::new(&known.name, &args.source, &args.key);
+    if let Some(id) = args.id {
+        // As CommandClient::send_with does: the command starts its flow.
+        meta.id = id;
+        meta.correlation_id = Some(id.to_string());
+    }
     let record = Record::new(&args.topic, args.key.as_bytes(), payload, meta.to_headers());
     let options = SendOptions { expected_version: args.expect_version, timeout: Some(args.timeout), command_id: None };
+    let sent_at = std::time::SystemTime::now();
     // The client's own publisher sends it (it registers the wait first).
     match client.send_record(record, meta.id, options).await {
         Ok(reply) => {
@@ -129,8 +146,22 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             Ok(if reply.is_accepted() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         // Whatever the failure, a command that may have been written may be decided: a
-        // script must look it up before sending it again, not take it as rejected.
+        // script must look it up before sending it again, not take it as rejected. Unless
+        // the engine dead-lettered it: then it is never decided.
         Err(e) if e.outcome_unknown() => {
+            let since = sent_at.checked_sub(DEAD_LETTER_SKEW).unwrap_or(std::time::UNIX_EPOCH);
+            match find_dead_letter(&ctx.kafka, &args.topic, e.command_id(), since, Duration::from_secs(10)).await {
+                Ok(Some(letter)) => {
+                    eprintln!("command {} was dead-lettered ({}/{}@{}), never decided: {}", e.command_id(), letter.topic, letter.partition, letter.offset, letter.reason);
+                    outln!(
+                        "{}",
+                        serde_json::json!({"command_id": e.command_id().to_string(), "outcome": "dead-lettered", "reason": letter.reason, "dead_letter": {"topic": letter.topic, "partition": letter.partition, "offset": letter.offset}})
+                    );
+                    return Ok(ExitCode::from(1));
+                }
+                Ok(None) => {}
+                Err(lookup) => tracing::warn!(error = %lookup, "could not look for the command's dead letter"),
+            }
             eprintln!("{e}");
             eprintln!("{}", serde_json::json!({"command_id": e.command_id().to_string(), "outcome": "unknown"}));
             Ok(ExitCode::from(TIMEOUT))

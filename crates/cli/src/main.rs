@@ -53,8 +53,8 @@ enum Command {
     Topics(topics::Command),
     /// Publish events given as JSON, mapped through their Avro schema.
     Publish(publish::Args),
-    /// Send a command to an aggregate and print its reply (exit 0 accepted, 1 rejected or
-    /// not sent, 2 bad input, 3 outcome unknown: no reply in time).
+    /// Send a command to an aggregate and print its reply (exit 0 accepted, 1 rejected, not
+    /// sent or dead-lettered, 2 bad input, 3 outcome unknown: no reply in time).
     #[command(name = "command")]
     Send(command::Args),
     /// Aggregates' event streams: show one's state and events (by the stream index, with

@@ -1,6 +1,6 @@
 //! `herald command` against a real broker and the accounts aggregate (run in this test on
-//! the choreography engine): accepted (exit 0), rejected (1), conflict (1), bad input (2),
-//! and no reply in time (3).
+//! the choreography engine): accepted (exit 0), rejected (1), conflict (1), a command sent
+//! again with its `--id`, dead-lettered (1), bad input (2), and no reply in time (3).
 //!
 //! `KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 cargo test -p herald-cli --test command`
 
@@ -68,6 +68,26 @@ async fn herald_command_prints_the_reply_and_says_the_outcome_in_its_exit_code()
     assert_eq!((code, reply(&out)["reason"].as_str().map(str::to_owned)), (Some(1), Some("conflict".to_owned())));
     let (code, out, _) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--expect-version", "1", "--timeout", "30s"]).await;
     assert_eq!((code, reply(&out)["version"].as_i64()), (Some(0), Some(2)));
+
+    // --id: the same command sent again with its id gets the reply it got, decided once.
+    let id = uuid::Uuid::now_v7().to_string();
+    let (code, first, _) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--id", &id, "--timeout", "30s"]).await;
+    let (again_code, again, _) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--id", &id, "--timeout", "30s"]).await;
+    assert_eq!((code, again_code), (Some(0), Some(0)));
+    let (first, again) = (reply(&first), reply(&again));
+    assert_eq!((first["command_id"].as_str(), first["version"].as_i64()), (Some(id.as_str()), Some(3)));
+    assert_eq!(again, first, "the same reply, the command decided once");
+    let (_, next, _) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--timeout", "30s"]).await;
+    assert_eq!(reply(&next)["version"].as_i64(), Some(4), "the second send of the id changed nothing");
+
+    // A key that is not the body's account: the engine dead-letters the command, which is
+    // never decided: exit 1 (not 3, "unknown"), with the dead letter's reason.
+    let (code, out, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-2", "--data", deposit, "--timeout", "3s"]).await;
+    assert_eq!(code, Some(1), "stdout {out} stderr {err}");
+    let letter = reply(&out);
+    assert_eq!(letter["outcome"].as_str(), Some("dead-lettered"), "{letter}");
+    assert!(letter["reason"].as_str().is_some_and(|r| r.contains("a-2")), "{letter}");
+    assert_eq!(letter["dead_letter"]["topic"].as_str(), Some(format!("{topic}.dlq").as_str()));
 
     // Bad input: exit 2, nothing sent.
     let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", r#"{"account_id":"a-1"}"#]).await;

@@ -149,6 +149,48 @@ where
     panic!("no reply to {id} in 2 minutes")
 }
 
+/// Two processes started with one `--instance` (one `group.instance.id`) would fence each
+/// other for ever, each restarting its engine: one of them stops with an error that says
+/// why, and the other goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_with_one_instance_id_leave_one_running_and_the_other_says_why() {
+    let config = herald_testkit::kafka().await;
+    let prefix = format!("{}.", herald_testkit::unique("accounts-dup"));
+    let dir = std::env::temp_dir().join(prefix.trim_end_matches('.'));
+    std::fs::create_dir_all(&dir).expect("run folder");
+    let args: Vec<String> = ["accounts", "--bootstrap", config.bootstrap(), "--instance", "same", "--topic-prefix", &prefix, "--session-timeout", "6s"].iter().map(|s| (*s).to_owned()).collect();
+    let mut first = Proc { args: args.clone(), child: None, log: dir.join("first.log") };
+    first.spawn();
+    herald_testkit::wait_until(Duration::from_secs(60), "the first process has its partitions", || {
+        let log = first.log.clone();
+        async move { std::fs::read_to_string(log).unwrap_or_default().contains("partitions assigned") }
+    })
+    .await;
+    let mut second = Proc { args, child: None, log: dir.join("second.log") };
+    second.spawn();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut stopped, mut running) = loop {
+        if !first.running() {
+            break (first, second);
+        }
+        if !second.running() {
+            break (second, first);
+        }
+        assert!(std::time::Instant::now() < deadline, "both still running after 120 s: {}", std::fs::read_to_string(&second.log).unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = stopped.child.as_mut().and_then(|c| c.try_wait().ok().flatten()).expect("an exit status");
+    let log = std::fs::read_to_string(&stopped.log).unwrap_or_default();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("another process runs with this instance id"), "{log}");
+    // The other one goes on: it answers a command.
+    let client = CommandClient::<AccountCommand>::new(&config, Topic::named(&format!("{prefix}shop.accounts.commands")), format!("{prefix}shop.accounts.replies")).await.expect("client");
+    let reply = client.send_with(OpenAccount { account_id: "acct-1".to_owned(), owner: "c-1".to_owned() }, SendOptions { timeout: Some(Duration::from_secs(60)), ..SendOptions::default() }).await.expect("a reply");
+    assert!(reply.is_accepted(), "{reply:?}");
+    assert!(running.running(), "{}", std::fs::read_to_string(&running.log).unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_withdrawals_through_kills_restarts_and_a_join_keep_every_account_exact() {
     let config = herald_testkit::kafka().await;

@@ -36,11 +36,18 @@ pub enum ConsumerError {
     /// librdkafka raised a fatal error: the client instance cannot be used any more.
     #[error("fatal kafka client error: {0}")]
     Fatal(String),
+    /// The broker fenced this static member (`FENCED_INSTANCE_ID`): another consumer joined
+    /// the group with its `group.instance.id`, or (librdkafka#3437) its session expired
+    /// while the broker was away and it rejoined under a new member id. Fatal for the
+    /// client, as [`ConsumerError::Fatal`]; a new client may join again, but if it is
+    /// fenced again soon, another process uses the same instance id.
+    #[error("fenced by the group: {0}")]
+    FencedInstance(String),
 }
 
 impl ConsumerError {
     /// True for errors that end a running consumer (as opposed to build errors).
     pub fn is_fatal(&self) -> bool {
-        matches!(self, ConsumerError::Authentication(_) | ConsumerError::TopicDeleted(_) | ConsumerError::Fatal(_))
+        matches!(self, ConsumerError::Authentication(_) | ConsumerError::TopicDeleted(_) | ConsumerError::Fatal(_) | ConsumerError::FencedInstance(_))
     }
 }

@@ -32,6 +32,7 @@ pub fn classify(error: &KafkaError, reason: &str) -> Verdict {
         | RDKafkaErrorCode::TopicAuthorizationFailed
         | RDKafkaErrorCode::GroupAuthorizationFailed
         | RDKafkaErrorCode::ClusterAuthorizationFailed => Verdict::Fatal(ConsumerError::Authentication(with_reason(error, reason))),
+        RDKafkaErrorCode::FencedInstanceId => Verdict::Fatal(ConsumerError::FencedInstance(with_reason(error, reason))),
         RDKafkaErrorCode::Fatal => Verdict::Fatal(ConsumerError::Fatal(with_reason(error, reason))),
         _ if matches!(error, KafkaError::MessageConsumptionFatal(_)) => Verdict::Fatal(ConsumerError::Fatal(with_reason(error, reason))),
         RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => Verdict::UnknownTopic,
@@ -53,6 +54,8 @@ mod tests {
         assert!(matches!(classify(&auth, "SASL authentication error"), Verdict::Fatal(ConsumerError::Authentication(_))));
         let fatal = KafkaError::Global(RDKafkaErrorCode::Fatal);
         assert!(matches!(classify(&fatal, ""), Verdict::Fatal(ConsumerError::Fatal(_))));
+        let fenced = KafkaError::MessageConsumptionFatal(RDKafkaErrorCode::FencedInstanceId);
+        assert!(matches!(classify(&fenced, ""), Verdict::Fatal(ConsumerError::FencedInstance(_))));
         let down = KafkaError::Global(RDKafkaErrorCode::AllBrokersDown);
         assert!(matches!(classify(&down, "all brokers down"), Verdict::Transient));
         let gone = KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition);

@@ -50,4 +50,11 @@ impl EngineError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::Changelog(_))
     }
+
+    /// Whether the group fenced the engine's static member ([`ConsumerError::FencedInstance`]):
+    /// once after the broker was away, a restart mends it; again soon after a restart,
+    /// another process runs with the same instance id.
+    pub fn is_fenced_instance(&self) -> bool {
+        matches!(self, EngineError::Consumer(ConsumerError::FencedInstance(_)))
+    }
 }

@@ -168,7 +168,10 @@ impl Runner {
     /// state when it stops on an error a restart can mend: a fatal client error, for
     /// example librdkafka fencing a static member whose session timed out while the broker
     /// was away (librdkafka#3437), ends the engine's consumer for good. A permanent error
-    /// (the topics are not co-partitioned) ends the task, and the process.
+    /// (the topics are not co-partitioned) ends the task, and the process; so does being
+    /// fenced again within [`FENCED_AGAIN_WITHIN`] of a restart, which means another
+    /// process runs with the same `--instance` (each would otherwise fence the other back
+    /// for ever).
     fn start<P: Participant + Clone>(&mut self, participant: P) -> anyhow::Result<()> {
         let engine = Engine::new(&self.config, participant.clone(), self.settings.clone()).with_context(|| format!("participant {}", P::NAME))?;
         let health = Arc::new(Mutex::new(engine.health()));
@@ -177,11 +180,19 @@ impl Runner {
         let (config, settings, stop) = (self.config.clone(), self.settings.clone(), self.stop.clone());
         self.tasks.spawn(async move {
             let mut engine = engine;
+            let mut started = tokio::time::Instant::now();
             for restarts in 1u32.. {
                 let until = stop.clone();
                 match engine.run(async move { until.cancelled().await }).await {
                     Ok(()) => return Ok(()),
                     Err(e) if e.is_permanent() || stop.is_cancelled() => return Err(e),
+                    // Fenced again soon after a restart: not the broker's outage
+                    // (librdkafka#3437) but a process with the same --instance, and
+                    // restarting would only fence it back, for ever.
+                    Err(e) if e.is_fenced_instance() && restarts > 1 && started.elapsed() < FENCED_AGAIN_WITHIN => {
+                        tracing::error!(participant = P::NAME, error = %e, "fenced again {:?} after a restart: another process runs with this instance id; give each its own --instance", started.elapsed());
+                        return Err(e);
+                    }
                     Err(e) => {
                         let pause = RESTART_PAUSE * restarts.min(10);
                         tracing::error!(participant = P::NAME, error = %e, restarts, ?pause, "engine stopped: starting it again from its committed state");
@@ -192,6 +203,7 @@ impl Runner {
                     }
                 }
                 engine = Engine::new(&config, participant.clone(), settings.clone())?;
+                started = tokio::time::Instant::now();
                 *health.lock().unwrap_or_else(|p| p.into_inner()) = engine.health();
             }
             Ok(())
@@ -203,6 +215,10 @@ impl Runner {
 /// The pause before an engine that stopped on an error starts again (times the restarts
 /// in a row, at most ten).
 const RESTART_PAUSE: Duration = Duration::from_millis(500);
+
+/// An engine fenced by its group again within this long after a restart stops the
+/// process: see [`Runner::start`].
+const FENCED_AGAIN_WITHIN: Duration = Duration::from_secs(60);
 
 /// Waits until every topic of `specs` shows in the cluster's metadata: topic creation is
 /// asynchronous, and the engines check their inputs' partitions as they start.

@@ -184,7 +184,7 @@ async fn two_processes_with_one_instance_id_leave_one_running_and_the_other_says
     assert!(!status.success(), "{log}");
     assert!(log.contains("another process runs with this instance id"), "{log}");
     // The other one goes on: it answers a command.
-    let client = CommandClient::<AccountCommand>::new(&config, Topic::named(&format!("{prefix}shop.accounts.commands")), format!("{prefix}shop.accounts.replies")).await.expect("client");
+    let client = CommandClient::<AccountCommand>::new(&config, Topic::named(format!("{prefix}shop.accounts.commands")), format!("{prefix}shop.accounts.replies")).await.expect("client");
     let reply = client.send_with(OpenAccount { account_id: "acct-1".to_owned(), owner: "c-1".to_owned() }, SendOptions { timeout: Some(Duration::from_secs(60)), ..SendOptions::default() }).await.expect("a reply");
     assert!(reply.is_accepted(), "{reply:?}");
     assert!(running.running(), "{}", std::fs::read_to_string(&running.log).unwrap_or_default());

@@ -152,6 +152,17 @@ fn open(index: &IndexStore) -> anyhow::Result<Arc<dyn herald_projector::Store>> 
     herald_projector::store::open(url.expose()).with_context(|| format!("opening the index store {url}"))
 }
 
+/// [`open`] for reading: a SQLite index that is not there is an error, not a new empty file.
+fn open_existing(index: &IndexStore) -> anyhow::Result<Arc<dyn herald_projector::Store>> {
+    if let Some(url) = StoreUrl::from_flags(index.store.clone(), index.store_file.as_deref())?
+        && let Some(path) = url.expose().strip_prefix("sqlite:").map(|p| p.trim_start_matches("//"))
+        && !std::path::Path::new(path).exists()
+    {
+        invalid!("no index at {path}: build it with `herald aggregate index TOPIC --store sqlite:{path}`");
+    }
+    open(index)
+}
+
 /// A read error as the exit code wants it: what the user must fix is [`Invalid`](crate::exit::Invalid).
 fn read_failed(e: ReadError) -> anyhow::Error {
     match e {
@@ -172,7 +183,7 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
         (None, None) => At::Latest,
     };
     let schemas = ctx.schemas()?;
-    let store = open(&args.index)?;
+    let store = open_existing(&args.index)?;
     if herald_bus::admin::partition_count(&ctx.kafka, &args.topic).await.context("cannot read cluster metadata")?.is_none() {
         invalid!("topic {} does not exist", args.topic);
     }

@@ -104,6 +104,17 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         invalid!("--key is empty: a command names its aggregate");
     }
     let reply_topic = args.reply_topic.clone().unwrap_or_else(|| default_reply_topic(&args.topic));
+    // The engine writes no reply to one of the aggregate's own topics (it would drop it):
+    // the outcome would be "unknown" for sure.
+    if reply_topic == args.topic {
+        invalid!("--reply-topic {reply_topic} is the command topic");
+    }
+    let reply_type = <herald_aggregate::CommandReply as herald_bus::Event>::TYPE;
+    if let Some((declared, types)) = declared_types(&manifest, &reply_topic)
+        && !types.iter().any(|t| t == reply_type)
+    {
+        invalid!("--reply-topic {reply_topic} carries no replies (the manifest's topic {declared:?} carries {types:?}, not {reply_type})");
+    }
     for topic in [&args.topic, &reply_topic] {
         if let Err(reason) = herald_bus::topic::validate_name(topic) {
             invalid!("{reason}");

@@ -164,8 +164,11 @@ async fn herald_aggregate_show_prints_the_state_and_the_stream() {
         assert!(line.contains(e["type"].as_str().expect("type")) && line.contains(&e["data"].to_string()), "{line}");
     }
 
-    // Bad input: exit 2.
-    let bad: [&[&str]; 5] = [
+    // Bad input: exit 2; an index that is not there is not made (an empty file).
+    let nowhere = dir.join("no-index.db");
+    let nowhere_url = format!("sqlite:{}", nowhere.display());
+    let bad: [&[&str]; 6] = [
+        &["aggregate", "show", events_topic, "a-1", "--store", &nowhere_url],
         &["aggregate", "show", events_topic, "nobody", "--store", &url],
         &["aggregate", "show", events_topic, "a-1", "--store", &url, "--at-version", "9"],
         &["aggregate", "show", events_topic, "a-1", "--store", &url, "--at-time", "yesterday"],
@@ -177,6 +180,7 @@ async fn herald_aggregate_show_prints_the_state_and_the_stream() {
         assert_eq!(code, Some(2), "{args:?}: stdout {out} stderr {err}");
         assert!(err.starts_with("error: "), "{err}");
     }
+    assert!(!nowhere.exists(), "show made {}", nowhere.display());
 
     // SIGTERM: it stops in order and deregisters (a tombstone, long before the TTL).
     let pid = indexer.id().expect("running").to_string();

@@ -57,7 +57,7 @@ pub enum OutboxError {
     #[error("PostgreSQL did not answer within {0:?}")]
     Unanswered(std::time::Duration),
     /// PostgreSQL refused or failed a statement, or the connection is gone.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", with_causes(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The Kafka client could not be created.
     #[error("Kafka: {0}")]
@@ -93,4 +93,19 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
             matches!(class, "08" | "57" | "53" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
         }
     }
+}
+
+/// `error` and its causes: tokio-postgres's own text leaves them out ("error connecting to
+/// server", not why; "db error", not the server's message).
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }

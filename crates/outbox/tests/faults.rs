@@ -36,6 +36,42 @@ fn relay_process(url: &str, table: &str, buckets: u32, instance: &str, registry:
     command.spawn().expect("start herald-outbox-relay")
 }
 
+/// A relay started before PostgreSQL answers serves `/health` at once, unhealthy, saying
+/// why (the cause, not only "error connecting to server").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_waiting_for_postgres_answers_health_and_says_why() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Nothing listens on port 1 here: every connection is refused.
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_herald-outbox-relay"))
+        .args(["--postgres", "postgres://herald@127.0.0.1:1/herald", "--http", &format!("127.0.0.1:{port}"), "--no-register"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start herald-outbox-relay");
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/health");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let answer = loop {
+        if let Ok(response) = http.get(&url).timeout(Duration::from_secs(2)).send().await {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            if body.contains("last_error") {
+                break Some((status, body));
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (status, body) = answer.expect("/health answered with a last_error within 15 s");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("creating the outbox schema") && body.contains("refused"), "{body}");
+    assert!(relay.try_wait().unwrap().is_none(), "still waiting for PostgreSQL");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
     use std::os::unix::process::ExitStatusExt;

@@ -104,27 +104,12 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!(?crash, "crash point armed (HERALD_OUTBOX_CRASH_AT)");
         options.fault = Some(crash.into_hook());
     }
-    // The schema, retried while PostgreSQL is not up yet.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let attempt = async {
-            let mut client = herald_outbox::connect(&pg).await?;
-            table.ensure_schema(&mut client).await
-        };
-        match attempt.await {
-            Ok(()) => break,
-            Err(e) if e.is_retryable() && tokio::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "creating the outbox schema failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e).context("creating the outbox schema"),
-        }
-    }
     let relay_name = options.instance.clone();
     // Before the relay: it takes its metric handles when it is made, and handles taken
     // before a recorder exists count nowhere (its /metrics showed no herald_outbox_*).
     let metrics = herald_ops::install_metrics()?;
     let relay = Relay::new(pg, table, &kafka, options)?;
+    // /health from the start: unhealthy, with the reason, while PostgreSQL is not up yet.
     let listener = tokio::net::TcpListener::bind(&args.http).await.with_context(|| format!("binding {}", args.http))?;
     let bound = listener.local_addr()?;
     tracing::info!(http = %bound, "relay serving /health and /metrics");
@@ -132,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let http = tokio::spawn(herald_ops::serve(listener, metrics, relay.health(), async move {
         let _ = http_stopped.await;
     }));
+    relay.ensure_schema(Duration::from_secs(60)).await.context("creating the outbox schema")?;
     let announced = herald_services::announce::Announcement::new("outbox-relay", env!("CARGO_PKG_VERSION"))
         .instance(relay_name)
         .http(Some(bound))

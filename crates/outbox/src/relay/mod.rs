@@ -214,6 +214,32 @@ impl Relay {
         self.health.clone()
     }
 
+    /// Creates the outbox table and its companions if they are missing
+    /// ([`OutboxTable::ensure_schema`]), trying again every 500 ms for `within` while
+    /// PostgreSQL cannot be reached (not up yet, say); meanwhile [`Relay::health`] reports
+    /// unhealthy with the reason. Serve `/health` before calling it.
+    pub async fn ensure_schema(&self, within: Duration) -> Result<(), OutboxError> {
+        let deadline = Instant::now() + within;
+        loop {
+            let attempt = async {
+                let mut client = crate::connect(&self.pg).await?;
+                self.table.ensure_schema(&mut client).await
+            };
+            match attempt.await {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "creating the outbox schema failed; retrying");
+                    self.health.failed(format!("creating the outbox schema: {e}"));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    self.health.failed(format!("creating the outbox schema: {e}"));
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Relays until `shutdown` completes: then finishes the batch in hand, gives up its
     /// buckets (marked released, so the next owner starts at once), and flushes the
     /// producer. Database and broker trouble is retried for as long as it lasts (see

@@ -1,6 +1,7 @@
 //! What a registered instance's consumer groups are doing: state, members, assigned
-//! partitions and lag, in records (high watermark − committed offset) and seconds (the age
-//! of the record at the committed offset, the oldest not yet consumed).
+//! partitions and lag, in records (high watermark − committed offset, or 0 when only
+//! transaction markers lie between, as after a transactional producer's last record) and
+//! seconds (the age of the record at the committed offset, the oldest not yet consumed).
 //!
 //! One Kafka client does all of it ([`Inspector`], a consumer that never joins a group):
 //! reading the registry topic, the group descriptions (DescribeGroups), the watermarks, and the committed offsets, read
@@ -42,7 +43,8 @@ pub struct PartitionLag {
     pub committed: Option<i64>,
     /// The partition's high watermark.
     pub high_watermark: i64,
-    /// `high_watermark − committed` (the whole partition when nothing is committed).
+    /// `high_watermark − committed` (the whole partition when nothing is committed), 0 when
+    /// no record a `read_committed` consumer returns lies between (transaction markers).
     pub lag_records: i64,
     /// Seconds since the record at the committed offset was written (0 without lag).
     pub lag_seconds: f64,
@@ -290,10 +292,25 @@ impl Inspector {
     }
 
     /// Fills `lag_seconds` of the partitions with lag: the age of the record at the
-    /// committed offset (the next one written after it, when it is a transaction marker).
+    /// committed offset (the next one written after it, when it is a transaction marker);
+    /// and sets `lag_records` to 0 where no record is left to read ([`Inspector::ages_in`]).
     fn ages(&self, partitions: &mut [PartitionLag]) -> Result<(), RegistryError> {
+        // One topic at a time: the end of a partition (EOF) names its number, not its topic.
+        let topics: BTreeSet<String> = partitions.iter().filter(|p| p.lag_records > 0).map(|p| p.topic.clone()).collect();
+        for topic in topics {
+            self.ages_in(&topic, partitions)?;
+        }
+        Ok(())
+    }
+
+    /// [`Inspector::ages`] of `topic`'s partitions. A partition with nothing readable
+    /// between the committed offset and its end has no lag: what lies there is transaction
+    /// markers (or aborted records), which a `read_committed` consumer never returns, so its
+    /// committed offset stays one short of the end after a transactional producer's last
+    /// record, for good.
+    fn ages_in(&self, topic: &str, partitions: &mut [PartitionLag]) -> Result<(), RegistryError> {
         let mut assignment = TopicPartitionList::new();
-        for p in partitions.iter().filter(|p| p.lag_records > 0) {
+        for p in partitions.iter().filter(|p| p.topic == topic && p.lag_records > 0) {
             let from = p.committed.map_or(Offset::Beginning, Offset::Offset);
             assignment.add_partition_offset(&p.topic, p.partition, from)?;
         }
@@ -301,14 +318,20 @@ impl Inspector {
             return Ok(());
         }
         self.consumer.assign(&assignment)?;
+        // A partition paused by an earlier inspection (below) stays paused in the client
+        // across assignments: another group's inspection of the same partition read nothing.
+        self.consumer.resume(&assignment)?;
         let now = chrono::Utc::now().timestamp_millis();
         let deadline = Instant::now() + self.timeout;
         let mut pending = assignment.count();
+        let mut read: BTreeSet<i32> = BTreeSet::new();
         while pending > 0 && Instant::now() < deadline {
             match self.consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(message)) => {
                     let at = message.timestamp().to_millis();
-                    if let Some(p) = partitions.iter_mut().find(|p| p.topic == message.topic() && p.partition == message.partition() && p.lag_seconds == 0.0) {
+                    if message.topic() == topic && read.insert(message.partition())
+                        && let Some(p) = partitions.iter_mut().find(|p| p.topic == topic && p.partition == message.partition())
+                    {
                         p.lag_seconds = at.map_or(0.0, |at| (now - at).max(0) as f64 / 1000.0);
                         pending -= 1;
                         let mut done = TopicPartitionList::new();
@@ -317,7 +340,18 @@ impl Inspector {
                         let _ = self.consumer.pause(&done);
                     }
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => pending = pending.saturating_sub(1),
+                // The end of a partition of this topic, if the client's position there says
+                // so: the event names no topic, and one of an earlier assignment (the offsets
+                // topic's) may still come.
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    let Some(p) = partitions.iter_mut().find(|p| p.topic == topic && p.partition == partition && p.lag_records > 0) else { continue };
+                    let at_end = self.consumer.position().ok().and_then(|tpl| tpl.find_partition(topic, partition).map(|e| e.offset())).is_some_and(|o| matches!(o, Offset::Offset(o) if o >= p.high_watermark));
+                    if at_end && read.insert(partition) {
+                        pending = pending.saturating_sub(1);
+                        p.lag_records = 0;
+                        p.lag_seconds = 0.0;
+                    }
+                }
                 Some(Err(e)) => tracing::debug!(error = %e, "reading a record's age"),
                 None => {}
             }

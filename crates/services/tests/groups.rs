@@ -8,7 +8,7 @@ use herald_bus::admin::{create_topics, TopicSpec};
 use herald_services::groups::Inspector;
 use herald_testkit::{kafka, unique};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 #[tokio::test]
@@ -137,4 +137,48 @@ async fn a_later_inspection_goes_on_from_the_last_and_sees_new_commits_and_other
     // BTreeSet order: the first group, then its `.N` sibling.
     assert_eq!(lag(&twice, 0), [(Some(4), 2)], "the commit made since the last inspection: {twice:?}");
     assert_eq!(lag(&twice, 1), [(Some(1), 5)], "a group asked for the first time, in a partition read before: {twice:?}");
+}
+
+/// After a transactional producer's last record, the partition ends with its commit
+/// marker, which a `read_committed` consumer never returns: a group that read everything
+/// commits the marker's offset, one short of the end. That is no lag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_that_read_a_transactional_topic_to_its_end_has_no_lag() {
+    let config = kafka().await;
+    let topic = unique("t.lag-txn");
+    let (done, behind) = (unique("g.done"), unique("g.behind"));
+    create_topics(&config, &[TopicSpec::new(&topic).partitions(1)]).await.unwrap();
+    let producer: FutureProducer = config.client_config(&[("transactional.id", unique("txn").as_str())]).create().unwrap();
+    let topic2 = topic.clone();
+    let producer = tokio::task::spawn_blocking(move || {
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        producer.begin_transaction().unwrap();
+        producer
+    })
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        producer.send(FutureRecord::<str, str>::to(&topic2).partition(0).key("k").payload("v"), Duration::from_secs(10)).await.unwrap();
+    }
+    let producer = tokio::task::spawn_blocking(move || {
+        producer.commit_transaction(Duration::from_secs(30)).unwrap();
+        producer
+    })
+    .await
+    .unwrap();
+    drop(producer);
+    // Records at 0, 1, 2; the marker at 3; the end at 4.
+    for (group, offset) in [(&done, 3), (&behind, 1)] {
+        let committer: BaseConsumer = config.client_config(&[("group.id", group.as_str()), ("enable.auto.commit", "false")]).create().unwrap();
+        let mut offsets = TopicPartitionList::new();
+        offsets.add_partition_offset(&topic, 0, Offset::Offset(offset)).unwrap();
+        committer.commit(&offsets, CommitMode::Sync).unwrap();
+    }
+    let (config2, groups) = (config.clone(), BTreeSet::from([done.clone(), behind.clone()]));
+    let lags = tokio::task::spawn_blocking(move || Inspector::new(&config2, Duration::from_secs(10)).unwrap().inspect(&groups).unwrap()).await.unwrap();
+    let of = |group: &str| lags.iter().find(|l| l.group == group).unwrap().partitions[0].clone();
+    let read_all = of(&done);
+    assert_eq!((read_all.committed, read_all.high_watermark, read_all.lag_records), (Some(3), 4, 0), "{read_all:?}");
+    let two_left = of(&behind);
+    assert_eq!((two_left.committed, two_left.lag_records), (Some(1), 3), "records 1 and 2, and the marker: {two_left:?}");
 }

@@ -431,12 +431,17 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         report_phase(&frozen, &view, done);
     }
 
-    // Settling: every saga completed or compensated, per the tracker.
-    println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included)");
+    // Settling: every saga completed or compensated, per the tracker, and every process
+    // has read all there is. The second matters after the thaw: the orders frozen in
+    // payments are compensated before payments, resumed, charges and refunds them.
+    println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included) and every consumer group to have read all there is");
+    let quiet = Quiet::new(&config, &prefix).await;
     let all: Vec<&Planned> = planned.iter().collect();
     let ids: std::collections::HashSet<&str> = all.iter().map(|p| p.order.order_id.as_str()).collect();
     // (Not waiting when an earlier phase did not settle: the run failed already.)
     let deadline = Instant::now() + if settled1 && settled2 { cli.settle_timeout } else { Duration::ZERO };
+    let mut progress_note = String::new();
+    let mut quiet_before = false;
     let (sagas, sagas_settled) = loop {
         let sagas: Vec<watch::Saga> = watch.sagas().await.unwrap_or_default().into_iter().filter(|s| ids.contains(s.subject.as_str())).collect();
         let finished = sagas.iter().filter(|s| s.state == "completed" || s.state == "compensated").count();
@@ -445,11 +450,29 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
         // in their own projectors).
         let view = watch.orders().await.unwrap_or_default();
         let caught_up = sagas.iter().all(|s| view.get(&s.subject).is_some_and(|r| r.events == s.events));
-        if (sagas.len() == all.len() && finished == all.len() && caught_up) || failed {
-            break (sagas, !failed);
+        if failed {
+            break (sagas, false);
+        }
+        // Quiet twice in a row: a transaction still open when the groups were read (its
+        // records not readable yet) is committed by the next look.
+        if sagas.len() == all.len() && finished == all.len() && caught_up {
+            match quiet.check().await {
+                Ok(None) if quiet_before => break (sagas, true),
+                Ok(None) => quiet_before = true,
+                Ok(Some(busy)) => {
+                    quiet_before = false;
+                    progress_note = format!("every saga finished; {busy}");
+                }
+                Err(e) => {
+                    quiet_before = false;
+                    progress_note = format!("every saga finished; consumer groups not read: {e:#}");
+                }
+            }
+        } else {
+            quiet_before = false;
         }
         if Instant::now() > deadline {
-            println!("  not settled within {:?}: {} of {} sagas finished", cli.settle_timeout, finished, all.len());
+            println!("  not settled within {:?}: {} of {} sagas finished{}", cli.settle_timeout, finished, all.len(), if progress_note.is_empty() { String::new() } else { format!(" ({progress_note})") });
             break (sagas, false);
         }
         if let Some(exited) = pipeline.exited() {
@@ -618,6 +641,41 @@ fn show(bar: &ProgressBar, orders: &[&Planned], view: &HashMap<String, OrderStat
     bar.set_message(msg.clone());
     if bar.is_hidden() {
         println!("  {decided}/{} decided: {msg}", orders.len());
+    }
+}
+
+/// Whether the run's processes have read all there is: the lag of every consumer group
+/// they registered (and of each engine's `<group>.repartition`), read by herald-services'
+/// inspector (committed offsets from `__consumer_offsets`, as lag exporters read them).
+struct Quiet {
+    inspector: Option<Arc<herald_services::groups::Inspector>>,
+    registry: herald_services::Settings,
+}
+
+impl Quiet {
+    async fn new(config: &KafkaConfig, prefix: &str) -> Quiet {
+        let config = config.clone();
+        let inspector = tokio::task::spawn_blocking(move || herald_services::groups::Inspector::new(&config, Duration::from_secs(10))).await.ok().and_then(Result::ok).map(Arc::new);
+        Quiet { inspector, registry: herald_services::Settings::default().topic(format!("{prefix}{}", herald_services::settings::DEFAULT_TOPIC)) }
+    }
+
+    /// `None` when every group has read to the end; else which have not.
+    async fn check(&self) -> anyhow::Result<Option<String>> {
+        let inspector = self.inspector.clone().context("no inspector client")?;
+        let registry = self.registry.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
+            let mut groups = std::collections::BTreeSet::new();
+            for entry in inspector.registry(&registry)? {
+                for group in &entry.instance.consumer_groups {
+                    groups.insert(group.clone());
+                    groups.insert(format!("{group}.repartition"));
+                }
+            }
+            anyhow::ensure!(!groups.is_empty(), "no consumer group registered");
+            let busy: Vec<String> = inspector.inspect(&groups)?.into_iter().filter(|g| g.lag_records > 0).map(|g| format!("{} behind by {}", g.group, g.lag_records)).collect();
+            Ok((!busy.is_empty()).then(|| busy.join(", ")))
+        })
+        .await?
     }
 }
 

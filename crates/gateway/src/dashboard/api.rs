@@ -286,29 +286,39 @@ pub async fn services(State(dashboard): State<Arc<Dashboard>>, method: Method, h
     Ok(Json(value))
 }
 
-/// A live instance of the tracker with an address.
-async fn tracker(dashboard: &Dashboard) -> Result<String, Problem> {
+/// The live instances of the tracker with an address, in the registry's order.
+async fn trackers(dashboard: &Dashboard) -> Result<Vec<String>, Problem> {
     let directory = dashboard.directory().await.map_err(|e| unavailable("the service registry", e))?;
-    directory
-        .live(&dashboard.config.tracker_service)
-        .into_iter()
-        .find(|i| !i.address.is_empty())
-        .map(|i| i.address)
-        .ok_or_else(|| Problem::no_instance(format!("no live instance of {} in the service registry {}", dashboard.config.tracker_service, dashboard.registry.topic), Duration::from_secs(2)))
+    let addresses: Vec<String> = directory.live(&dashboard.config.tracker_service).into_iter().filter(|i| !i.address.is_empty()).map(|i| i.address).collect();
+    if addresses.is_empty() {
+        return Err(Problem::no_instance(format!("no live instance of {} in the service registry {}", dashboard.config.tracker_service, dashboard.registry.topic), Duration::from_secs(2)));
+    }
+    Ok(addresses)
 }
 
+/// `path` asked of the tracker: of each live instance in turn until one answers (one
+/// killed stays live in the registry until its TTL, and a pooled connection to it fails),
+/// all within the dashboard's deadline.
 async fn ask_tracker(dashboard: &Dashboard, path: &str) -> Result<(StatusCode, Value), Problem> {
-    let base = tracker(dashboard).await?;
-    let response = dashboard
-        .http
-        .get(format!("{base}{path}"))
-        .timeout(dashboard.deadline)
-        .send()
-        .await
-        .map_err(|e| Problem::upstream_error(format!("the saga tracker at {base}: {e}")))?;
-    let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let text = response.text().await.map_err(|e| Problem::upstream_error(format!("the saga tracker at {base}: {e}")))?;
-    Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))))
+    let deadline = tokio::time::Instant::now() + dashboard.deadline;
+    let mut failures = Vec::new();
+    for base in trackers(dashboard).await? {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let response = match dashboard.http.get(format!("{base}{path}")).timeout(left).send().await {
+            Ok(response) => response,
+            Err(e) => {
+                failures.push(format!("the saga tracker at {base}: {e}"));
+                continue;
+            }
+        };
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let text = response.text().await.map_err(|e| Problem::upstream_error(format!("the saga tracker at {base}: {e}")))?;
+        return Ok((status, serde_json::from_str(&text).unwrap_or(Value::String(text))));
+    }
+    Err(Problem::upstream_error(if failures.is_empty() { "no time left to ask the saga tracker".to_owned() } else { failures.join("; ") }))
 }
 
 /// Sagas asked of the tracker per refresh (the counts are over these).

@@ -41,6 +41,7 @@ pub struct Stage {
     /// runtime runs on a thread of its own, which would otherwise outlive the test).
     _stop: tokio_util::sync::DropGuard,
     registration: Option<Registration>,
+    _dead_tracker: Registration,
     dir: std::path::PathBuf,
 }
 
@@ -68,6 +69,11 @@ impl Stage {
         let registry = herald_services::Settings::default().topic(format!("{prefix}herald.services"));
         let me = Instance::new("saga-tracker", "tracker-1", &tracker_url, "test").unwrap().with_consumer_groups(groups.clone());
         let registration = Registration::register(&kafka, &registry, me).await.unwrap();
+        // And one killed a moment ago, still live in the registry (first in its order):
+        // the dashboard asks the next.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let dead = Instance::new("saga-tracker", "tracker-0", format!("http://{closed}"), "test").unwrap();
+        let dead_tracker = Registration::register(&kafka, &registry, dead).await.unwrap();
 
         // Four sagas: completed, compensated, stuck (an hour old), running.
         let publisher = Publisher::new(&kafka, PublisherOptions::new("/test/ui")).unwrap();
@@ -101,7 +107,7 @@ impl Stage {
         let options = Options { topic_prefix: Some(prefix.clone()), registry: Some(registry), ..Options::default() };
         let gateway = Gateway::new(config, &kafka, options).await.unwrap();
         let gateway = Running::serve(gateway, &kafka).await;
-        Stage { kafka, prefix, gateway, dlq, input, group, compensated, _stop: stop.drop_guard(), registration: Some(registration), dir }
+        Stage { kafka, prefix, gateway, dlq, input, group, compensated, _stop: stop.drop_guard(), registration: Some(registration), _dead_tracker: dead_tracker, dir }
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, Value) {
@@ -219,7 +225,8 @@ async fn dashboard_endpoints_need_the_admin_scope_and_show_the_pipeline() {
 
     // The registered tracker, healthy, and its group with its lag.
     let (_, services) = stage.get("/ui/api/services", Some(ADMIN_KEY)).await;
-    let tracker = find(&services["services"], "service", "saga-tracker").unwrap();
+    let tracker = find(&services["services"], "instance", "tracker-1").unwrap();
+    assert_eq!(find(&services["services"], "instance", "tracker-0").unwrap()["health"], "unreachable", "{services}");
     assert_eq!((tracker["health"].as_str(), tracker["registry"].as_str()), (Some("healthy"), Some("live")), "{services}");
     wait_until(WAIT, "the tracker's group is listed with no lag", || {
         let fetched = stage.get("/ui/api/groups", Some(ADMIN_KEY));

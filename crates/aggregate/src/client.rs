@@ -448,18 +448,22 @@ pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uui
     let (consumer, partitions) = reader_of(config, reply_topic, ReadFrom::Start).await?;
     let codec = SingleObject::new(Replies::schemas().clone());
     let wanted = command_id.to_string();
+    scan(&consumer, partitions, within, |msg| if msg.key() == Some(wanted.as_bytes()) { decode_reply(&codec, msg.payload()) } else { None }).await
+}
+
+/// The first record of `consumer`'s partitions (`partitions` of them, read by a
+/// [`reader_of`] that reports their ends) that `found` maps to a value; `None` once every
+/// partition was read to its end (read_committed: its last stable offset, past its commit
+/// markers; a quiet spell proves nothing: a slow first fetch, a long topic; a record in a
+/// transaction still open is past that end: not there yet), or after `within`.
+async fn scan<T>(consumer: &StreamConsumer, partitions: usize, within: Duration, mut found: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<T>) -> Result<Option<T>, ClientError> {
     let deadline = tokio::time::Instant::now() + within;
-    // Not there once every partition was read to its end (read_committed: its last stable
-    // offset, past its commit markers); a quiet spell proves nothing (a slow first fetch,
-    // a long topic). A reply in a transaction still open is past that end: not there yet.
     let mut ended = std::collections::HashSet::new();
     loop {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
             Ok(Ok(msg)) => {
-                if msg.key() == Some(wanted.as_bytes())
-                    && let Some(reply) = decode_reply(&codec, msg.payload())
-                {
-                    return Ok(Some(reply));
+                if let Some(value) = found(&msg) {
+                    return Ok(Some(value));
                 }
             }
             Ok(Err(KafkaError::PartitionEOF(partition))) => {
@@ -515,24 +519,11 @@ pub async fn find_dead_letter(config: &KafkaConfig, commands: &str, command_id: 
     let header = |msg: &rdkafka::message::BorrowedMessage<'_>, name: &str| {
         msg.headers().into_iter().flat_map(herald_bus::headers::pairs).find(|(n, _)| *n == name.as_bytes()).and_then(|(_, v)| v).map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let deadline = tokio::time::Instant::now() + within;
-    let mut ended = std::collections::HashSet::new();
-    loop {
-        match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(msg)) => {
-                if header(&msg, herald_bus::envelope::header::ID).as_deref() == Some(wanted.as_str()) {
-                    let reason = header(&msg, herald_bus::dead_letter::header::REASON).unwrap_or_default();
-                    return Ok(Some(DeadLettered { reason, topic, partition: msg.partition(), offset: msg.offset() }));
-                }
-            }
-            Ok(Err(KafkaError::PartitionEOF(partition))) => {
-                ended.insert(partition);
-                if ended.len() >= partitions {
-                    return Ok(None);
-                }
-            }
-            Ok(Err(e)) => return Err(ClientError::Kafka(e.to_string())),
-            Err(_) => return Ok(None),
-        }
-    }
+    scan(&consumer, partitions, within, |msg| {
+        (header(msg, herald_bus::envelope::header::ID).as_deref() == Some(wanted.as_str())).then(|| {
+            let reason = header(msg, herald_bus::dead_letter::header::REASON).unwrap_or_default();
+            DeadLettered { reason, topic: topic.clone(), partition: msg.partition(), offset: msg.offset() }
+        })
+    })
+    .await
 }

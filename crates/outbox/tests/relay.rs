@@ -548,11 +548,7 @@ async fn a_failed_delivery_holds_back_the_later_rows_of_its_aggregate() {
     assert_eq!(pending_of(&client, &t, "acct-a").await, 2);
     // The operator fixes the row: a:1 goes out, then a:2 (again, if it was written before).
     unpad_row(&client, &t, too_large).await;
-    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and released", || {
-        let (health, client, t) = (health.clone(), &client, t.clone());
-        async move { pending(client, &t).await == 0 && health.held_aggregates() == 0 && health.is_healthy() }
-    })
-    .await;
+    all_relayed_and_released(&client, &t, &health).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     let seen = read_topic(&kafka, &topic_name);
@@ -565,6 +561,14 @@ async fn a_failed_delivery_holds_back_the_later_rows_of_its_aggregate() {
     let ids: std::collections::HashSet<(&str, i64, &str)> = seen.iter().map(|s| (s.account.as_str(), s.n, s.id.as_str())).collect();
     assert_eq!(ids.len(), 3, "one id per row, however often sent: {seen:?}");
     drop_outbox(&client, &t).await;
+}
+
+/// Waits until `table` is empty, no aggregate is held and the relay is healthy again.
+async fn all_relayed_and_released(client: &tokio_postgres::Client, table: &str, health: &std::sync::Arc<herald_outbox::relay::RelayHealth>) {
+    herald_testkit::wait_until(Duration::from_secs(20), "every row relayed and every hold released", || async {
+        pending(client, table).await == 0 && health.held_aggregates() == 0 && health.is_healthy()
+    })
+    .await;
 }
 
 /// The `seq` and `event_id` of `account`'s oldest row.
@@ -622,11 +626,7 @@ async fn a_malformed_row_holds_back_only_its_aggregate_and_a_row_without_ce_id_g
     // The operator mends a's row and deletes d's: both aggregates go on, a in order.
     client.execute(&format!("UPDATE {t} SET header_names[1] = $2 WHERE seq = $1"), &[&a1, &first_name]).await.unwrap();
     client.execute(&format!("DELETE FROM {t} WHERE seq = $1"), &[&d1]).await.unwrap();
-    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and every hold released", || {
-        let (health, client, t) = (health.clone(), &client, t.clone());
-        async move { pending(client, &t).await == 0 && health.held_aggregates() == 0 && health.is_healthy() }
-    })
-    .await;
+    all_relayed_and_released(&client, &t, &health).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     let seen = read_topic(&kafka, &topic_name);
@@ -675,11 +675,7 @@ async fn rows_the_relay_cannot_queue_hold_back_only_their_aggregate() {
     for seq in seqs {
         unpad_row(&client, &t, seq).await;
     }
-    herald_testkit::wait_until(Duration::from_secs(20), "a relayed and released", || {
-        let (health, client, t) = (health.clone(), &client, t.clone());
-        async move { pending(client, &t).await == 0 && health.is_healthy() }
-    })
-    .await;
+    all_relayed_and_released(&client, &t, &health).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     let seen = read_topic(&kafka, &topic_name);

@@ -86,14 +86,20 @@ impl Aggregate for Counter {
     }
 }
 
-/// How many rows the index has (on a blocking thread: the stores' clients are blocking,
-/// and PostgreSQL's refuses to run inside the async runtime).
+/// How many rows the index has.
 async fn indexed(store: &Arc<dyn Store>) -> i64 {
+    count(store, "SELECT COUNT(*) FROM aggregate_stream").await
+}
+
+/// The count `sql` reads from `store` (0 when it fails: a table not made yet), on a
+/// blocking thread: the stores' clients are blocking, and PostgreSQL's refuses to run
+/// inside the async runtime.
+async fn count(store: &Arc<dyn Store>, sql: &'static str) -> i64 {
     let store = store.clone();
     tokio::task::spawn_blocking(move || {
         let mut conn = store.connect().expect("connect");
         let mut tx = conn.read().expect("read");
-        match tx.as_tx().query_opt("SELECT COUNT(*) FROM aggregate_stream", &[]) {
+        match tx.as_tx().query_opt(sql, &[]) {
             Ok(Some(row)) => row.int(0).unwrap_or(0),
             _ => 0,
         }
@@ -311,17 +317,7 @@ async fn a_record_the_engine_did_not_write_takes_no_version() {
 
 /// How many records the index's projector dead-lettered.
 async fn dead_letters(store: &Arc<dyn Store>) -> i64 {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = store.connect().expect("connect");
-        let mut tx = conn.read().expect("read");
-        match tx.as_tx().query_opt("SELECT COUNT(*) FROM herald_dead_letters", &[]) {
-            Ok(Some(row)) => row.int(0).unwrap_or(0),
-            _ => 0,
-        }
-    })
-    .await
-    .expect("count thread")
+    count(store, "SELECT COUNT(*) FROM herald_dead_letters").await
 }
 
 /// One client's bad input must not stall the others: a command whose `ce_replyto` names a

@@ -68,10 +68,14 @@ impl Browser {
     /// profile folder of its own.
     pub async fn start(installed: &Installed) -> Browser {
         let port = crate::free_port();
+        // In a process group of its own, with the browser it starts: a test that panics
+        // (no `stop`) kills the whole group on drop, not chromedriver alone, which left
+        // its chromium running.
         let driver = tokio::process::Command::new(&installed.chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver starts");
@@ -189,6 +193,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).stderr(Stdio::null()).status();
+        }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }

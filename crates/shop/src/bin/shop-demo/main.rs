@@ -255,9 +255,6 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     // One port for each of the six processes below.
     let mut ports = free_ports(6)?.into_iter();
     let mut addr = || ports.next().map(|p| format!("127.0.0.1:{p}")).context("a port for each process");
-    // Made before the processes start: their groups are new (the run's prefix), so every
-    // commit that counts comes after this.
-    let quiet = Quiet::new(&config, &prefix).await;
     let mut starting: Vec<Child> = Vec::new();
     {
         let http = addr()?;
@@ -438,7 +435,7 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     // has read all there is. The second matters after the thaw: the orders frozen in
     // payments are compensated before payments, resumed, charges and refunds them.
     println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included) and every consumer group to have read all there is");
-
+    let quiet = Quiet::new(&config, &prefix).await;
     let all: Vec<&Planned> = planned.iter().collect();
     let ids: std::collections::HashSet<&str> = all.iter().map(|p| p.order.order_id.as_str()).collect();
     // (Not waiting when an earlier phase did not settle: the run failed already.)
@@ -658,19 +655,7 @@ struct Quiet {
 impl Quiet {
     async fn new(config: &KafkaConfig, prefix: &str) -> Quiet {
         let config = config.clone();
-        // The run's groups are new: the offsets topic's history holds none of their commits.
-        let inspector = tokio::task::spawn_blocking(move || {
-            let inspector = herald_services::groups::Inspector::new(&config, Duration::from_secs(10))?;
-            // Without it the first inspection reads the history: slower, as right.
-            if let Err(e) = inspector.skip_history() {
-                eprintln!("  (consumer group inspection reads the offsets topic's history: {e})");
-            }
-            Ok::<_, herald_services::RegistryError>(inspector)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .map(Arc::new);
+        let inspector = tokio::task::spawn_blocking(move || herald_services::groups::Inspector::new(&config, Duration::from_secs(10))).await.ok().and_then(Result::ok).map(Arc::new);
         Quiet { inspector, registry: herald_services::Settings::default().topic(format!("{prefix}{}", herald_services::settings::DEFAULT_TOPIC)) }
     }
 

@@ -147,7 +147,7 @@ async fn the_main_job_ends_with_the_outcomes_its_inputs_imply() {
     let summary = run_dir.join("summary.json");
     // --keep-running: the dashboard is checked while the pipeline is up, then SIGTERM.
     let mut child = Command::new(&driver)
-        .args(["--orders", "80", "--timeouts", "4", "--rate", "30", "--payment-timeout", "6s", "--settle-timeout", "90s", "--keep-running"])
+        .args(["--orders", "80", "--timeouts", "4", "--rate", "30", "--payment-timeout", "10s", "--settle-timeout", "90s", "--keep-running"])
         .arg("--run-dir")
         .arg(&run_dir)
         .arg("--bin-dir")

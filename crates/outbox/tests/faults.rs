@@ -18,9 +18,14 @@ use herald_services::{Directory, Settings};
 use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
-/// A relay process, registered in the test's own `registry` topic.
+/// A relay process, registered in the test's own `registry` topic. With `crash_at`, the
+/// relay built with crash points (`examples/relay_crash.rs`): the installed binary has none.
 fn relay_process(url: &str, table: &str, buckets: u32, instance: &str, registry: &str, crash_at: Option<&str>) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_herald-outbox-relay"));
+    let program = match crash_at {
+        Some(_) => herald_testkit::example_binary_with("herald-outbox", "relay_crash", &["crash-points"]),
+        None => env!("CARGO_BIN_EXE_herald-outbox-relay").into(),
+    };
+    let mut command = Command::new(program);
     command
         .args(["--postgres", url, "--table", table, "--buckets", &buckets.to_string()])
         .args(["--bootstrap", &std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())])
@@ -70,6 +75,47 @@ async fn a_relay_waiting_for_postgres_answers_health_and_says_why() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("creating the outbox schema") && body.contains("refused"), "{body}");
     assert!(relay.try_wait().unwrap().is_none(), "still waiting for PostgreSQL");
+}
+
+/// The installed relay has no crash points: `HERALD_OUTBOX_CRASH_AT` means nothing to it
+/// (only the fault tests' build, `examples/relay_crash.rs`, reads it). Before, the
+/// production binary read it and aborted at the first batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_installed_relay_has_no_crash_points() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.nocrash", 1).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let url = shared_postgres();
+    let config = herald_outbox::config(&url).unwrap();
+    let mut client = herald_outbox::connect(&config).await.unwrap();
+    let outbox = outbox(&mut client, "t_nocrash", 2).await;
+    let table = outbox.table().name().to_owned();
+    for _ in 0..3 {
+        step(&mut client, &outbox, &topic, "a").await.unwrap();
+    }
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_herald-outbox-relay"))
+        .args(["--postgres", &url, "--table", &table, "--buckets", "2", "--http", "127.0.0.1:0", "--no-register", "--poll-interval", "200ms"])
+        .args(["--bootstrap", &std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into())])
+        .env("HERALD_OUTBOX_CRASH_AT", "read:1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start herald-outbox-relay");
+    herald_testkit::wait_until(Duration::from_secs(60), "the relay emptied the outbox", || {
+        let client = &client;
+        let table = table.clone();
+        async move { pending(client, &table).await == 0 }
+    })
+    .await;
+    assert!(relay.try_wait().unwrap().is_none(), "the relay is still running");
+    let pid = relay.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), relay.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "orderly stop: {status:?}");
+    assert_eq!(read_topic(&kafka, &topic_name).len(), 3);
+    drop_outbox(&client, &table).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,10 +1,11 @@
 //! Fault hooks: the relay calls a hook at each step of a batch, so tests can crash it
-//! exactly there. Only binaries decide to install one (the relay binary reads
-//! `HERALD_OUTBOX_CRASH_AT`); the library never reads the environment.
+//! exactly there. The library never reads the environment, and [`CrashAt`] exists only
+//! with the `crash-points` feature, which only the fault tests' build of the relay
+//! (`examples/relay_crash.rs`, reading `HERALD_OUTBOX_CRASH_AT`) enables.
 
-use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+#[cfg(feature = "crash-points")]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A step of relaying one batch, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,7 @@ pub type FaultHook = Arc<dyn Fn(Step) + Send + Sync>;
 /// assert_eq!((crash.step, crash.n), (Step::Acknowledged, 3));
 /// assert!("later:1".parse::<CrashAt>().is_err());
 /// ```
+#[cfg(feature = "crash-points")]
 #[derive(Debug)]
 pub struct CrashAt {
     /// Where.
@@ -40,6 +42,7 @@ pub struct CrashAt {
     seen: AtomicU64,
 }
 
+#[cfg(feature = "crash-points")]
 impl CrashAt {
     /// The hook that aborts there.
     pub fn into_hook(self) -> FaultHook {
@@ -53,7 +56,8 @@ impl CrashAt {
 }
 
 /// `step:N`, step one of `read`, `produced`, `acknowledged`, `marked`.
-impl FromStr for CrashAt {
+#[cfg(feature = "crash-points")]
+impl std::str::FromStr for CrashAt {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {

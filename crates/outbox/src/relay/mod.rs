@@ -73,7 +73,9 @@ mod health;
 mod options;
 mod ownership;
 
-pub use fault::{CrashAt, FaultHook, Step};
+#[cfg(feature = "crash-points")]
+pub use fault::CrashAt;
+pub use fault::{FaultHook, Step};
 pub use health::RelayHealth;
 pub use options::RelayOptions;
 

@@ -1,24 +1,13 @@
-//! `herald-outbox-relay`: relays one outbox table to Kafka, with `/health` and `/metrics`.
-//!
-//! ```sh
-//! herald-outbox-relay --postgres postgres://herald@127.0.0.1:55432/herald --table shop_outbox \
-//!     --bootstrap 127.0.0.1:9092 --http 127.0.0.1:9471
-//! ```
-//!
-//! Run as many as you like on one table: they share its buckets. Each registers in the
-//! service registry as `outbox-relay` under its `--instance` name. Stops in order on
-//! SIGINT or SIGTERM (finishes its batch, releases its buckets, flushes the producer,
-//! deregisters).
-//!
-//! For fault tests only: `HERALD_OUTBOX_CRASH_AT=STEP:N` (STEP one of `read`, `produced`,
-//! `acknowledged`, `marked`) aborts the process the Nth time a batch reaches that step.
+//! The relay program: its command line and its life, shared by the binary
+//! (`herald-outbox-relay`) and the fault tests' build with crash points
+//! (`examples/relay_crash.rs`).
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use herald_bus::KafkaConfig;
-use herald_outbox::relay::{CrashAt, Relay, RelayOptions};
+use herald_outbox::relay::{FaultHook, Relay, RelayOptions};
 use herald_outbox::OutboxTable;
 
 #[derive(Parser, Debug)]
@@ -73,12 +62,9 @@ struct Args {
     registry: herald_services::announce::AnnounceArgs,
 }
 
-/// jemalloc, not glibc's malloc: measured in BENCHMARKS.md ("Aggregates: the allocator").
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Parses the command line and relays until SIGINT or SIGTERM. `fault` is called at each
+/// step of a batch (the fault tests' crash points; `None` in the binary).
+pub async fn run(fault: Option<FaultHook>) -> anyhow::Result<()> {
     let _telemetry = herald_ops::telemetry::init("outbox-relay", "info")?;
     let args = Args::parse();
     let kafka = KafkaConfig::new(&args.bootstrap).with_pairs(&args.properties).context("-X")?;
@@ -99,11 +85,7 @@ async fn main() -> anyhow::Result<()> {
     }
     // Bad flags fail now, not after the schema is created.
     options.validate()?;
-    if let Ok(crash) = std::env::var("HERALD_OUTBOX_CRASH_AT") {
-        let crash: CrashAt = crash.parse().map_err(anyhow::Error::msg)?;
-        tracing::warn!(?crash, "crash point armed (HERALD_OUTBOX_CRASH_AT)");
-        options.fault = Some(crash.into_hook());
-    }
+    options.fault = fault;
     let relay_name = options.instance.clone();
     // Before the relay: it takes its metric handles when it is made, and handles taken
     // before a recorder exists count nowhere (its /metrics showed no herald_outbox_*).

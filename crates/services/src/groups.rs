@@ -111,6 +111,22 @@ impl Inspector {
         Ok(Inspector { consumer, timeout, offsets: std::sync::Mutex::new(HashMap::new()), offsets_read: std::sync::atomic::AtomicU64::new(0) })
     }
 
+    /// Skips what the offsets topic holds now: later inspections read only commits made
+    /// after this call. For groups that do not exist yet (a run's own, under a fresh
+    /// prefix), whose commits can only come later; the first inspection then reads
+    /// seconds of commits, not the topic's history (tens of seconds on a busy broker).
+    /// Blocking.
+    pub fn skip_history(&self) -> Result<(), RegistryError> {
+        let metadata = self.consumer.fetch_metadata(Some(OFFSETS_TOPIC), self.timeout)?;
+        let partitions: Vec<i32> = metadata.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+        let mut cache = self.offsets.lock().unwrap_or_else(|p| p.into_inner());
+        for p in partitions {
+            let (_, high) = self.consumer.fetch_watermarks(OFFSETS_TOPIC, p, self.timeout)?;
+            cache.insert(p, OffsetsRead { next: high, committed: HashMap::new() });
+        }
+        Ok(())
+    }
+
     /// How many records of the offsets topic the inspections read so far: a later
     /// inspection reads only what was committed since the one before.
     pub fn offsets_read(&self) -> u64 {

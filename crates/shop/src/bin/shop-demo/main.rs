@@ -255,6 +255,9 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     // One port for each of the six processes below.
     let mut ports = free_ports(6)?.into_iter();
     let mut addr = || ports.next().map(|p| format!("127.0.0.1:{p}")).context("a port for each process");
+    // Made before the processes start: their groups are new (the run's prefix), so every
+    // commit that counts comes after this.
+    let quiet = Quiet::new(&config, &prefix).await?;
     let mut starting: Vec<Child> = Vec::new();
     {
         let http = addr()?;
@@ -435,7 +438,6 @@ async fn run(cli: &Cli, pipeline: &mut Pipeline) -> anyhow::Result<Ran> {
     // has read all there is. The second matters after the thaw: the orders frozen in
     // payments are compensated before payments, resumed, charges and refunds them.
     println!("\nsettling: waiting for the tracker to see every saga completed or compensated (compensations after the resume included) and every consumer group to have read all there is");
-    let quiet = Quiet::new(&config, &prefix).await;
     let all: Vec<&Planned> = planned.iter().collect();
     let ids: std::collections::HashSet<&str> = all.iter().map(|p| p.order.order_id.as_str()).collect();
     // (Not waiting when an earlier phase did not settle: the run failed already.)
@@ -648,20 +650,31 @@ fn show(bar: &ProgressBar, orders: &[&Planned], view: &HashMap<String, OrderStat
 /// they registered (and of each engine's `<group>.repartition`), read by herald-services'
 /// inspector (committed offsets from `__consumer_offsets`, as lag exporters read them).
 struct Quiet {
-    inspector: Option<Arc<herald_services::groups::Inspector>>,
+    inspector: Arc<herald_services::groups::Inspector>,
     registry: herald_services::Settings,
 }
 
 impl Quiet {
-    async fn new(config: &KafkaConfig, prefix: &str) -> Quiet {
+    async fn new(config: &KafkaConfig, prefix: &str) -> anyhow::Result<Quiet> {
         let config = config.clone();
-        let inspector = tokio::task::spawn_blocking(move || herald_services::groups::Inspector::new(&config, Duration::from_secs(10))).await.ok().and_then(Result::ok).map(Arc::new);
-        Quiet { inspector, registry: herald_services::Settings::default().topic(format!("{prefix}{}", herald_services::settings::DEFAULT_TOPIC)) }
+        let inspector = tokio::task::spawn_blocking(move || {
+            let inspector = herald_services::groups::Inspector::new(&config, Duration::from_secs(10))?;
+            // The run's groups are new: the offsets topic's history holds none of their
+            // commits. Without the skip the first inspection reads that history: slower
+            // (tens of seconds after a long test run), as right.
+            if let Err(e) = inspector.skip_history() {
+                eprintln!("  (consumer group inspection reads the offsets topic's history: {e})");
+            }
+            Ok::<_, herald_services::RegistryError>(inspector)
+        })
+        .await?
+        .context("creating the consumer groups' inspector")?;
+        Ok(Quiet { inspector: Arc::new(inspector), registry: herald_services::Settings::default().topic(format!("{prefix}{}", herald_services::settings::DEFAULT_TOPIC)) })
     }
 
     /// `None` when every group has read to the end; else which have not.
     async fn check(&self) -> anyhow::Result<Option<String>> {
-        let inspector = self.inspector.clone().context("no inspector client")?;
+        let inspector = self.inspector.clone();
         let registry = self.registry.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<Option<String>> {
             let mut groups = std::collections::BTreeSet::new();

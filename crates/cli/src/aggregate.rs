@@ -280,7 +280,7 @@ async fn index(ctx: &Context, args: IndexArgs) -> anyhow::Result<()> {
         out!("http: {addr}\n");
         let router = herald_ops::router(metrics, status.clone());
         let stopped = stop.clone();
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
+        tokio::spawn(async move { herald_ops::serve_router(listener, router, async move { stopped.cancelled().await }).await });
     }
     // The topic's prefix (`run-7.` of `run-7.shop.accounts`) prefixes the registry too.
     let prefix = args.topic.strip_suffix(known.events().as_str()).unwrap_or_default();

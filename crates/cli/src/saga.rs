@@ -233,7 +233,7 @@ async fn track(ctx: &Context, args: TrackArgs) -> anyhow::Result<()> {
         outln!("http: {addr}");
         let router = herald_ops::router(metrics, tracker.health()).merge(tracker.router());
         let stopped = stop.clone();
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
+        tokio::spawn(async move { herald_ops::serve_router(listener, router, async move { stopped.cancelled().await }).await });
     }
     let announced = herald_services::announce::Announcement::new("saga-tracker", env!("CARGO_PKG_VERSION"))
         .http(bound)

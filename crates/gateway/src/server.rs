@@ -228,7 +228,7 @@ impl Gateway {
     /// Serves until `shutdown` completes, then finishes the requests in progress and
     /// flushes the producer.
     pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let served = axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await;
+        let served = herald_ops::serve_router(listener, self.router(), shutdown).await;
         if let Some(backends) = &self.app.backends {
             backends.shutdown().await;
         }

@@ -19,10 +19,12 @@
 //! ```
 
 mod duration;
+pub mod server;
 mod signal;
 pub mod telemetry;
 
 pub use duration::parse_duration;
+pub use server::{serve_router, HEADER_READ_TIMEOUT};
 pub use signal::shutdown_signal;
 
 use std::future::Future;
@@ -113,14 +115,15 @@ pub fn router(metrics: PrometheusHandle, health: impl HealthCheck) -> Router {
     Router::new().route("/health", get(health_handler)).route("/metrics", get(metrics_handler)).with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes.
+/// Serves [`router`] on `listener` until `shutdown` completes ([`serve_router`]: request
+/// heads are bounded in time).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: PrometheusHandle,
     health: impl HealthCheck,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(metrics, health)).with_graceful_shutdown(shutdown).await
+    serve_router(listener, router(metrics, health), shutdown).await
 }
 
 async fn health_handler(State(state): State<Arc<OpsState>>) -> impl IntoResponse {

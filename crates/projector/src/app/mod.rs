@@ -158,7 +158,7 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         let stop = CancellationToken::new();
         let server = tokio::spawn({
             let stop = stop.clone();
-            async move { axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await }
+            async move { herald_ops::serve_router(listener, app, async move { stop.cancelled().await }).await }
         });
         let shutdown = CancellationToken::new();
         tokio::spawn({

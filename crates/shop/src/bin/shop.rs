@@ -306,7 +306,7 @@ async fn order_status(cli: &Cli, config: &KafkaConfig, instance: &str, stop: Can
         let health = Projectors(projectors.iter().map(herald_projector::Projector::status).collect());
         let router = herald_ops::router(metrics, health).merge(herald_shop::order_status::http::router(store));
         let stopped = stop.clone();
-        tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(async move { stopped.cancelled().await }).await });
+        tokio::spawn(async move { herald_ops::serve_router(listener, router, async move { stopped.cancelled().await }).await });
     }
     let announced = announcement(cli, instance, bound).consumer_groups(projectors.iter().map(|p| p.group().to_owned())).register(config, &cli.registry).await;
     let mut tasks = tokio::task::JoinSet::new();

@@ -62,6 +62,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod query;
+pub mod reachability;
 pub mod route;
 pub mod sender;
 pub mod server;

@@ -18,6 +18,7 @@ use crate::breaker::{Breaker, State};
 use crate::config::{Config, ConfigError, Settings};
 use crate::problem::Problem;
 use crate::query::backends::Backends;
+use crate::reachability::Reachability;
 use crate::query::QueryRoute;
 use crate::route::{self, Route};
 use crate::sender::Sender;
@@ -32,6 +33,8 @@ pub(crate) struct App {
     pub(crate) queries: Vec<Arc<QueryRoute>>,
     pub(crate) backends: Option<Arc<Backends>>,
     pub(crate) dashboard: Option<Arc<crate::dashboard::Dashboard>>,
+    /// Whether the cluster answers, asked while serving.
+    pub(crate) reachability: Arc<Reachability>,
 }
 
 /// Choices made by the binary (or a test) rather than the file.
@@ -127,6 +130,7 @@ impl Gateway {
         let auth = Authenticator::new(&config.auth, &config.base)?;
         let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
         let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
+        let reachability = Arc::new(Reachability::new(idempotency_topic.clone()));
         let idempotency = Idempotency::start(kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
@@ -160,7 +164,7 @@ impl Gateway {
         } else {
             None
         };
-        let app = Arc::new(App { settings, routes, sender, auth, idempotency, queries, backends, dashboard });
+        let app = Arc::new(App { settings, routes, sender, auth, idempotency, queries, backends, dashboard, reachability });
         let metrics = options.metrics.unwrap_or_else(|| metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle());
         Ok(Gateway { app, metrics })
     }
@@ -226,9 +230,13 @@ impl Gateway {
     }
 
     /// Serves until `shutdown` completes, then finishes the requests in progress and
-    /// flushes the producer.
+    /// flushes the producer. While serving, asks the cluster whether it answers, for
+    /// `/health` ([`Reachability`]).
     pub async fn serve(self, listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let (reachability, publisher) = (self.app.reachability.clone(), self.publisher().clone());
+        let checking = tokio::spawn(async move { reachability.run(publisher).await });
         let served = herald_ops::serve_router(listener, self.router(), shutdown).await;
+        checking.abort();
         if let Some(backends) = &self.app.backends {
             backends.shutdown().await;
         }
@@ -244,7 +252,8 @@ fn unmatched(problem: Problem) -> axum::response::Response {
     axum::response::IntoResponse::into_response(problem)
 }
 
-/// `/health`: unhealthy while the breaker is open or the producer failed fatally.
+/// `/health`: unhealthy while the breaker is open, the cluster does not answer
+/// ([`Reachability`]) or the producer failed fatally.
 struct Health {
     app: Arc<App>,
 }
@@ -254,8 +263,9 @@ impl HealthCheck for Health {
         let breaker = self.app.sender.breaker_state();
         let fatal = self.app.sender.publisher().fatal_error();
         crate::metrics::breaker(breaker);
-        let healthy = breaker != State::Open && fatal.is_none();
+        let (reachable, kafka) = self.app.reachability.report();
+        let healthy = breaker != State::Open && reachable && fatal.is_none();
         let backends = self.app.backends.as_ref().map(|b| b.report()).unwrap_or_default();
-        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "producer_fatal_error": fatal, "routes": self.app.routes.len(), "queries": self.app.queries.len(), "backends": backends }))
+        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "kafka": kafka, "producer_fatal_error": fatal, "routes": self.app.routes.len(), "queries": self.app.queries.len(), "backends": backends }))
     }
 }

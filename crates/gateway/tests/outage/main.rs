@@ -138,3 +138,32 @@ async fn broker_stopped_and_restarted_under_load() {
     eprintln!("{} events in the topic: {} answered 202, {unacknowledged_written} written although answered 503", events.len(), accepted.len());
     running.stop().await;
 }
+
+/// An idle gateway whose broker goes away says so on `/health` (before, only the breaker
+/// could, and it opens only when requests fail: an idle gateway reported healthy for the
+/// whole outage), and is healthy again once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_gateway_is_unhealthy_while_its_broker_is_away() {
+    let broker = herald_testkit::PrivateBroker::new("gw-idle-outage");
+    broker.run("start").await;
+    let kafka = broker.config();
+    let topic = herald_testkit::topic(&kafka, "gw.idle", 1).await;
+    let running = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let probe = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    let health = || {
+        let (probe, url) = (probe.clone(), running.url.clone());
+        async move {
+            let response = probe.get(format!("{url}/health")).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, body["details"]["kafka"]["reachable"].as_bool(), body["details"]["breaker"].as_str().unwrap_or_default().to_owned())
+        }
+    };
+    herald_testkit::wait_until(Duration::from_secs(20), "healthy, the cluster checked", || async { health().await == (200, Some(true), "closed".to_owned()) }).await;
+    broker.run("stop").await;
+    // No request is sent: the breaker stays closed, the check alone turns /health.
+    herald_testkit::wait_until(Duration::from_secs(20), "/health unhealthy with the broker away", || async { health().await == (503, Some(false), "closed".to_owned()) }).await;
+    broker.run("start").await;
+    herald_testkit::wait_until(Duration::from_secs(60), "/health healthy again", || async { health().await == (200, Some(true), "closed".to_owned()) }).await;
+    running.stop().await;
+}

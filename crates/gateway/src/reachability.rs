@@ -1,0 +1,72 @@
+//! Whether the gateway reaches its Kafka cluster, for `/health`.
+//!
+//! The breaker opens only when requests fail, so it cannot say this alone: an idle
+//! gateway whose brokers were gone reported healthy for as long as the outage lasted, and a
+//! busy one turned healthy again between breaker cycles (open for `open_ms`, then half-open
+//! while its probe request waited), so a load balancer kept sending it requests that could
+//! only end in 503. [`Reachability`] asks the cluster itself: every [`INTERVAL`], a metadata
+//! request for one topic (the idempotency log's) on the producer's own client, the
+//! connections its sends use. `/health` is unhealthy while the last one went unanswered.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use herald_bus::Publisher;
+
+/// How often the cluster is asked.
+pub const INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long an answer is waited for.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The last answer of the cluster (see the module docs).
+#[derive(Debug)]
+pub struct Reachability {
+    topic: String,
+    last: Mutex<Option<(Result<(), String>, Instant)>>,
+}
+
+impl Reachability {
+    /// Asks about `topic` (one the gateway's client may read the metadata of).
+    pub fn new(topic: String) -> Self {
+        Reachability { topic, last: Mutex::new(None) }
+    }
+
+    /// Whether the cluster answered the last request (true before the first: the gateway
+    /// reached it to start), and the report for `/health`.
+    pub fn report(&self) -> (bool, serde_json::Value) {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            None => (true, serde_json::json!({ "reachable": true, "checked": false })),
+            Some((answered, at)) => (
+                answered.is_ok(),
+                serde_json::json!({ "reachable": answered.is_ok(), "checked_ms_ago": at.elapsed().as_millis() as u64, "error": answered.as_ref().err() }),
+            ),
+        }
+    }
+
+    /// Asks once, on a blocking thread (librdkafka's metadata call waits for the answer).
+    pub async fn check(&self, publisher: &Publisher) {
+        let (producer, topic) = (publisher.producer(), self.topic.clone());
+        let answered = tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            producer.client().fetch_metadata(Some(&topic), TIMEOUT).map(drop).map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the check failed: {e}")));
+        if let Err(e) = &answered {
+            tracing::warn!(error = %e, "Kafka unreachable: /health reports unhealthy");
+        }
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some((answered, Instant::now()));
+    }
+
+    /// Asks every [`INTERVAL`] until dropped.
+    pub async fn run(&self, publisher: Publisher) {
+        let mut ticks = tokio::time::interval(INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.check(&publisher).await;
+        }
+    }
+}

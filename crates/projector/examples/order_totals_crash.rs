@@ -11,6 +11,6 @@ mod program;
 #[path = "order_totals/projection.rs"]
 mod projection;
 
-fn main() -> Result<(), herald_projector::app::AppError> {
-    program::run()
+fn main() -> std::process::ExitCode {
+    herald_projector::app::exit(program::run())
 }

@@ -125,6 +125,10 @@ pub enum ProjectorError {
     /// The store thread stopped unexpectedly.
     #[error("the store thread stopped: {0}")]
     StoreThread(String),
+    /// A stop point names a partition the topic does not have, or a negative offset: it
+    /// could never be reached.
+    #[error("stop point: {0}")]
+    InvalidStop(String),
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@
 //! Time travel: [`StopAt::Offsets`] or [`StopAt::Before`] build version `N` up to those
 //! offsets or that time and leave it beside the live one (no swap) for inspection.
 //!
-//! A rebuild that is interrupted resumes where it stopped when started again (its
-//! positions are stored with its tables).
+//! A rebuild stopped early (its `shutdown` completed) says so ([`Rebuilt::interrupted`]):
+//! the version it leaves is partial and never swapped in. Started again, a rebuild builds a
+//! new version from the beginning of the log.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +72,9 @@ pub struct Rebuilt {
     pub events: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// True when `shutdown` stopped it before the stop point: the version holds only part
+    /// of what was asked for (and was not swapped in).
+    pub interrupted: bool,
 }
 
 /// Builds a new version of `P`'s view and (for a full rebuild) swaps it in. `projection`
@@ -115,10 +119,8 @@ where
         let status = projector.status();
         let before = events;
         let watch = bar.watch(status.clone(), before);
-        let (stopped, finished) = tokio::select! {
-            stopped = projector.run_counted(std::future::pending()) => stopped?,
-            _ = &mut shutdown => (Stopped::Shutdown, 0),
-        };
+        // Stopped in order by `shutdown` (what it finished is committed and counted).
+        let (stopped, finished) = projector.run_counted(&mut shutdown).await?;
         watch.abort();
         if stopped == Stopped::StopPoint && finished == 0 {
             // Nothing owned, nothing finished: the version is not a view of the topic.
@@ -129,7 +131,7 @@ where
         bar.set(events);
         if stopped != Stopped::StopPoint {
             bar.finish();
-            return Ok(Rebuilt { version, previous: None, swapped: false, events, elapsed: started.elapsed() });
+            return Ok(Rebuilt { version, previous: None, swapped: false, events, elapsed: started.elapsed(), interrupted: true });
         }
         let applied = events - before;
         tracing::info!(pass, applied, "rebuild pass done");
@@ -139,11 +141,11 @@ where
     }
     bar.finish();
     if time_travel || !options.swap {
-        return Ok(Rebuilt { version, previous: None, swapped: false, events, elapsed: started.elapsed() });
+        return Ok(Rebuilt { version, previous: None, swapped: false, events, elapsed: started.elapsed(), interrupted: false });
     }
     let previous = swap_to::<F, P>(store, projection(), version).await?;
     tracing::info!(projection = P::NAME, version, ?previous, "swapped");
-    Ok(Rebuilt { version, previous, swapped: true, events, elapsed: started.elapsed() })
+    Ok(Rebuilt { version, previous, swapped: true, events, elapsed: started.elapsed(), interrupted: false })
 }
 
 /// Makes the previous version live again (the current one becomes previous).

@@ -29,6 +29,6 @@
 mod program;
 mod projection;
 
-fn main() -> Result<(), herald_projector::app::AppError> {
-    program::run()
+fn main() -> std::process::ExitCode {
+    herald_projector::app::exit(program::run())
 }

@@ -92,7 +92,11 @@ pub(super) fn until(args: &Args) -> Result<Option<StopAt>, AppError> {
     let mut map = BTreeMap::new();
     for pair in offsets.split(',') {
         let (p, o) = pair.split_once(':').ok_or_else(bad)?;
-        map.insert(p.trim().parse().map_err(|_| bad())?, o.trim().parse().map_err(|_| bad())?);
+        let (p, o): (i32, i64) = (p.trim().parse().map_err(|_| bad())?, o.trim().parse().map_err(|_| bad())?);
+        if p < 0 || o < 0 {
+            return Err(bad());
+        }
+        map.insert(p, o);
     }
     Ok(Some(StopAt::Offsets(map)))
 }
@@ -112,8 +116,10 @@ mod tests {
         assert_eq!(until(&args).expect("valid"), Some(StopAt::Offsets(BTreeMap::from([(0, 10), (2, 7)]))));
         let args = parse(&["--until-time", "2026-01-02T03:04:05Z"]).expect("parses");
         assert_eq!(until(&args).expect("valid"), Some(StopAt::Before(1_767_323_045_000)));
-        let args = parse(&["--until-offsets", "0=10"]).expect("parses");
-        assert!(matches!(until(&args), Err(AppError::Usage(m)) if m.contains("partition:offset")));
+        for malformed in ["0=10", "0:-5", "-1:3"] {
+            let args = parse(&["--until-offsets", malformed]).expect("parses");
+            assert!(matches!(until(&args), Err(AppError::Usage(m)) if m.contains("partition:offset")), "{malformed}");
+        }
         assert_eq!(until(&parse(&[]).expect("parses")).expect("valid"), None);
     }
 

@@ -68,7 +68,7 @@ mod args;
 mod error;
 
 pub use args::{Args, PoisonArg};
-pub use error::AppError;
+pub use error::{exit, AppError};
 use args::until;
 
 /// Builds the routes a program serves besides the standard ones, from its store.
@@ -131,6 +131,9 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
             }
             let make = self.make.clone();
             let rebuilt = rebuild::rebuild(&config, &topic, move || make(), store, options, herald_ops::shutdown_signal()).await?;
+            if rebuilt.interrupted {
+                return Err(AppError::Interrupted { version: rebuilt.version, events: rebuilt.events });
+            }
             println!("{}", summary(&rebuilt));
             return Ok(());
         }
@@ -205,13 +208,13 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
 /// One line about a finished rebuild (what `--rebuild` prints).
 fn summary(rebuilt: &Rebuilt) -> String {
     format!(
-        "rebuilt: version {} with {} events in {:.1}s ({:.0} events/s); swapped: {}; previous: {:?}",
+        "rebuilt: version {} with {} events in {:.1}s ({:.0} events/s); swapped: {}; previous: {}",
         rebuilt.version,
         rebuilt.events,
         rebuilt.elapsed.as_secs_f64(),
         rebuilt.events as f64 / rebuilt.elapsed.as_secs_f64().max(1e-9),
         rebuilt.swapped,
-        rebuilt.previous
+        rebuilt.previous.map_or_else(|| "none".to_owned(), |v| v.to_string())
     )
 }
 

@@ -147,8 +147,15 @@ async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<
     let ends = tokio::task::spawn_blocking(move || watermarks.fetch()).await.map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
     let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();
     if let StopAt::Offsets(given) = stop_at {
-        for (p, o) in given {
-            stops.insert(*p, *o);
+        for (&p, &o) in given {
+            // Either could never be reached: the projector would wait for it for good.
+            let Some(stop) = stops.get_mut(&p) else {
+                return Err(ProjectorError::InvalidStop(format!("partition {p} is not one of the topic's (0 to {})", stops.len().saturating_sub(1))));
+            };
+            if o < 0 {
+                return Err(ProjectorError::InvalidStop(format!("offset {o} of partition {p} is negative")));
+            }
+            *stop = o;
         }
     }
     Ok(stops)

@@ -176,3 +176,59 @@ async fn a_projector_that_stops_at_the_end_of_a_missing_topic_fails_to_start() {
         other => panic!("expected the unknown topic, got {other:?}"),
     }
 }
+
+/// Rows in `table`, 0 while it does not exist yet.
+async fn rows_in(store_url: &str, table: &str) -> usize {
+    let (store_url, sql) = (store_url.to_owned(), format!("SELECT customer_id FROM {table}"));
+    tokio::task::spawn_blocking(move || {
+        let store = store::open(&store_url).ok()?;
+        let mut conn = store.connect().ok()?;
+        let mut tx = conn.read().ok()?;
+        tx.query(&sql, &[]).ok().map(|rows| rows.len())
+    })
+    .await
+    .expect("read")
+    .unwrap_or(0)
+}
+
+/// A time travel stopped by SIGTERM before its stop point says so and exits non-zero
+/// (before, it printed "rebuilt: ..." and exited 0, so its partial version looked
+/// finished), and a stop point that could never be reached is refused at once (before, a
+/// partition the topic does not have was waited for until the process was killed).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_time_travel_fails_and_an_unreachable_stop_point_is_refused() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.interrupt", 2).await);
+    let publisher = publisher(&config);
+    publish_orders(&publisher, &orders, 300, 0..200, 41).await;
+    let group = unique("g.interrupt");
+    let program = example_binary();
+    let args = |until: &'static str| ["--topic", orders.name(), "--group", &group, "--store", &store_url, "--until-offsets", until].map(str::to_owned);
+
+    // Partition 0's stop point lies far past its end: the time travel applies what there
+    // is, then waits for the rest.
+    let child = tokio::process::Command::new(&program)
+        .args(args("0:1000000"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    herald_testkit::wait_until(DEADLINE, "the time travel applied events", || async { rows_in(&store_url, "customer_totals__v1").await > 0 }).await;
+    let pid = child.id().expect("pid").to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let out = tokio::time::timeout(DEADLINE, child.wait_with_output()).await.expect("stops after SIGTERM").expect("wait");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "an interrupted time travel fails: {stdout}\n{stderr}");
+    assert!(stderr.contains("interrupted: version 1 holds only the first"), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("rebuilt:"), "{stdout}");
+
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), tokio::process::Command::new(&program).args(args("5:10")).env("RUST_LOG", "warn").output())
+        .await
+        .expect("refused at once")
+        .expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("partition 5 is not one of the topic's (0 to 1)"), "{stderr}");
+}

@@ -117,7 +117,7 @@ mod tests {
         let args = parse(&["--until-time", "2026-01-02T03:04:05Z"]).expect("parses");
         assert_eq!(until(&args).expect("valid"), Some(StopAt::Before(1_767_323_045_000)));
         for malformed in ["0=10", "0:-5", "-1:3"] {
-            let args = parse(&["--until-offsets", malformed]).expect("parses");
+            let args = parse(&[&format!("--until-offsets={malformed}")]).expect("parses");
             assert!(matches!(until(&args), Err(AppError::Usage(m)) if m.contains("partition:offset")), "{malformed}");
         }
         assert_eq!(until(&parse(&[]).expect("parses")).expect("valid"), None);

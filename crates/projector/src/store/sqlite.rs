@@ -228,11 +228,15 @@ fn statement_error(e: rusqlite::Error) -> StoreError {
 
 /// True for a result code that says the database file or the machine failed, not the
 /// statement: another writer holds the lock (BUSY, LOCKED), the disk is full (FULL), the
-/// operating system reported an I/O error (IOERR), or memory ran out (NOMEM). Trying the
-/// same transaction again later may succeed; a constraint violation, a syntax error or a
-/// type mismatch never will.
+/// operating system reported an I/O error (IOERR), memory ran out (NOMEM), or the file
+/// cannot be written now (READONLY: its permissions or its file system changed; PERM).
+/// Trying the same transaction again later may succeed; a constraint violation, a syntax
+/// error or a type mismatch never will.
 fn transient_code(code: ErrorCode) -> bool {
-    matches!(code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::OutOfMemory)
+    matches!(
+        code,
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::OutOfMemory | ErrorCode::ReadOnly | ErrorCode::PermissionDenied
+    )
 }
 
 #[cfg(test)]
@@ -243,10 +247,10 @@ mod tests {
 
     #[test]
     fn resource_failures_are_transient_statement_errors_are_not() {
-        for code in [ErrorCode::DatabaseBusy, ErrorCode::DatabaseLocked, ErrorCode::DiskFull, ErrorCode::SystemIoFailure, ErrorCode::OutOfMemory] {
+        for code in [ErrorCode::DatabaseBusy, ErrorCode::DatabaseLocked, ErrorCode::DiskFull, ErrorCode::SystemIoFailure, ErrorCode::OutOfMemory, ErrorCode::ReadOnly, ErrorCode::PermissionDenied] {
             assert!(transient_code(code), "{code:?} must be transient");
         }
-        for code in [ErrorCode::ConstraintViolation, ErrorCode::TypeMismatch, ErrorCode::ReadOnly, ErrorCode::TooBig, ErrorCode::Unknown] {
+        for code in [ErrorCode::ConstraintViolation, ErrorCode::TypeMismatch, ErrorCode::TooBig, ErrorCode::Unknown] {
             assert!(!transient_code(code), "{code:?} must be permanent");
         }
     }

@@ -101,6 +101,12 @@ struct ErrorBody {
 impl Registry {
     /// A client for the registry described by `config`. Makes no request yet.
     pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
+        // A malformed URL fails here, once, not as "unavailable" after retries (its
+        // errors, like reqwest's, would carry the URL, password included).
+        match reqwest::Url::parse(config.url()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {}
+            Ok(_) | Err(_) => return Err(RegistryError::Client(format!("the registry URL {} is not an http:// or https:// URL", crate::config::redact_url(config.url())))),
+        }
         let mut http = reqwest::Client::builder().use_rustls_tls().timeout(config.timeout);
         for pem in &config.ca_pem {
             let cas = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| RegistryError::Client(format!("invalid CA certificate: {e}")))?;
@@ -262,7 +268,11 @@ impl Registry {
                     format!("HTTP {status}: {}", truncate(&body))
                 }
                 Ok(response) => return Err(rejection(response).await),
-                Err(e) => format!("{e}{}", source_chain(&e)),
+                // Without the URL: it may hold a password (the config's Debug redacts it).
+                Err(e) => {
+                    let chain = source_chain(&e);
+                    format!("{}{chain}", e.without_url())
+                }
             };
             if attempt >= attempts {
                 return Err(RegistryError::Unavailable { attempts, reason });

@@ -98,8 +98,12 @@ impl std::fmt::Debug for RegistryConfig {
 
 /// `url` with the password of its userinfo (`scheme://user:password@host`) replaced by
 /// `<redacted>`; the user name stays, so an operator can tell which credential is used.
-fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else { return url.into() };
+/// A URL with a mistyped scheme separator (`http:/user:pw@host`, `http:user:pw@host`) is
+/// redacted the same way.
+pub(crate) fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(colon) = url.find(':').filter(|&c| c > 0 && url[..c].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))) else { return url.into() };
+    let after = &url[colon + 1..];
+    let scheme_end = colon + 1 + (after.len() - after.trim_start_matches('/').len());
     let rest = &url[scheme_end..];
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let Some(at) = authority.rfind('@') else { return url.into() };
@@ -157,6 +161,11 @@ mod tests {
         assert_eq!(redact_url("http://127.0.0.1:8081"), "http://127.0.0.1:8081");
         assert_eq!(redact_url("https://user@host/a:b@c"), "https://user@host/a:b@c", "no password; `@` in the path is not userinfo");
         assert_eq!(redact_url("host:8081"), "host:8081");
+        assert_eq!(redact_url("htp:/key:TopSecret8@127.0.0.1:8081"), "htp:/key:<redacted>@127.0.0.1:8081", "a mistyped URL too");
+        // Refused at once (it was retried as an unavailable registry, its errors and
+        // logs showing the URL with the password).
+        let refused = crate::Registry::new(super::RegistryConfig::new("htp:/key:TopSecret8@127.0.0.1:8081")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("not an http:// or https:// URL") && !refused.contains("TopSecret8"), "{refused}");
         let debug = format!("{:?}", RegistryConfig::new("https://key:s3cret@host").basic_auth("u", "p4ss"));
         assert!(!debug.contains("s3cret") && !debug.contains("p4ss") && debug.contains("key:<redacted>@host"), "{debug}");
     }

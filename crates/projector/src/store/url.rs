@@ -65,10 +65,14 @@ impl StoreUrl {
 }
 
 /// Byte range of the password: the user-info's `user:PASSWORD@`, or a `password=VALUE`
-/// parameter (URL query or libpq `key=value` string).
+/// parameter (URL query or libpq `key=value` string, its value possibly quoted: `'a b'`).
+/// A URL whose `//` is mistyped (`postgres:/u:pw@h`, `postgres:u:pw@h`) is read the same
+/// way: messages about a malformed URL must not print its password either.
 fn password_span(url: &str) -> Option<(usize, usize)> {
-    if let Some(scheme_end) = url.find("://") {
-        let rest_start = scheme_end + 3;
+    let scheme = url.find(':').filter(|&c| c > 0 && url[..c].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)));
+    if let Some(colon) = scheme {
+        let after = &url[colon + 1..];
+        let rest_start = colon + 1 + (after.len() - after.trim_start_matches('/').len());
         let rest = &url[rest_start..];
         // The last '@' before the query ends the user info: a password typed without
         // percent-encoding may contain '@' or '/', a database path hardly does.
@@ -81,6 +85,19 @@ fn password_span(url: &str) -> Option<(usize, usize)> {
     }
     let key = url.find("password=")?;
     let start = key + "password=".len();
+    if url[start..].starts_with('\'') {
+        // libpq's quoting: up to the closing quote, `\'` and `\\` escaped inside.
+        let bytes = url.as_bytes();
+        let mut i = start + 1;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\\' => i += 2,
+                b'\'' => return Some((start, i + 1)),
+                _ => i += 1,
+            }
+        }
+        return Some((start, url.len()));
+    }
     let end = url[start..].find(['&', ' ', '#']).map_or(url.len(), |n| start + n);
     Some((start, end))
 }
@@ -126,6 +143,11 @@ mod tests {
             ("host=h user=u password=pw dbname=d", "host=h user=u password=*** dbname=d"),
             ("postgres://u@h/db", "postgres://u@h/db"),
             ("sqlite:views.db", "sqlite:views.db"),
+            // Mistyped URLs, as an outside probe typed them: their messages printed the password.
+            ("postgres:u:S3cr3tPw@127.0.0.1:55432/db", "postgres:u:***@127.0.0.1:55432/db"),
+            ("postgresql:/u:S3cr3tPw@h/x", "postgresql:/u:***@h/x"),
+            ("host=127.0.0.1 user=u password='S3cr3t Pw' dbname=d", "host=127.0.0.1 user=u password=*** dbname=d"),
+            (r"host=::1 password='it\'s a secret' dbname=d", "host=::1 password=*** dbname=d"),
         ];
         for (url, shown) in cases {
             let url = StoreUrl::new(url);

@@ -83,6 +83,12 @@ impl Problem {
         Problem::new(StatusCode::BAD_REQUEST, "malformed-body", "The body is not a JSON object", detail)
     }
 
+    /// `400`: a parameter in the request's path is not valid (`..` as an id, a partition
+    /// that is not a number).
+    pub fn invalid_parameter(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", "A path parameter is not valid", detail)
+    }
+
     /// `400`: the `Idempotency-Key` header is not a usable key.
     pub fn bad_idempotency_key(detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", "The Idempotency-Key is not valid", detail)
@@ -228,5 +234,24 @@ mod tests {
         let json = serde_json::to_value(&problem).unwrap_or_default();
         assert_eq!(json["errors"][0]["pointer"], "/a~1b");
         assert_eq!(json["status"], 400);
+    }
+}
+
+/// [`axum::extract::Path`] whose rejection is a [`Problem`] (`400 invalid-parameter`, or
+/// `500` for a route that has no such parameter), like every other error, where axum's
+/// own is plain text.
+#[derive(Debug)]
+pub struct Params<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Problem> {
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(params)) => Ok(Params(params)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => Err(Problem::invalid_parameter(e.body_text())),
+            Err(other) => Err(Problem::internal(other.body_text())),
+        }
     }
 }

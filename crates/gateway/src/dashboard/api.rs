@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::broker::{is_dead_letter_topic, TopicRate};
 use super::Dashboard;
-use crate::problem::Problem;
+use crate::problem::{Params, Problem};
 
 type Answer = Result<Json<Value>, Problem>;
 
@@ -370,7 +370,7 @@ pub async fn sagas(State(dashboard): State<Arc<Dashboard>>, method: Method, head
 }
 
 /// `GET /ui/api/sagas/{id}`: the tracker's answer for one saga (its timeline).
-pub async fn saga(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, Problem> {
+pub async fn saga(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Params(id): Params<String>) -> Result<Response, Problem> {
     admit!(dashboard, method, headers);
     let (status, value) = ask_tracker(&dashboard, &format!("/sagas/{}", encode(&id))).await?;
     match status {
@@ -403,7 +403,7 @@ fn summary(dl: &DeadLetter) -> Value {
 const LETTERS_PER_PARTITION: i64 = 100;
 
 /// `GET /ui/api/dlq/{topic}`: its latest dead letters (100 per partition), newest first.
-pub async fn dead_letters(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Path(topic): Path<String>) -> Answer {
+pub async fn dead_letters(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Params(topic): Params<String>) -> Answer {
     admit!(dashboard, method, headers);
     dead_letter_topic(&dashboard, &topic)?;
     let broker = dashboard.broker.clone();
@@ -430,7 +430,7 @@ async fn find_letter(dashboard: &Dashboard, topic: &str, partition: i32, offset:
 
 /// `GET /ui/api/dlq/{topic}/{partition}/{offset}`: one dead letter with its headers and
 /// its payload (decoded to JSON when it is an event of a known schema).
-pub async fn dead_letter(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Path((topic, partition, offset)): Path<(String, i32, i64)>) -> Answer {
+pub async fn dead_letter(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Params((topic, partition, offset)): Params<(String, i32, i64)>) -> Answer {
     admit!(dashboard, method, headers);
     let dl = find_letter(&dashboard, &topic, partition, offset).await?;
     let mut value = summary(&dl);
@@ -448,7 +448,7 @@ pub async fn dead_letter(State(dashboard): State<Arc<Dashboard>>, method: Method
 /// `POST /ui/api/dlq/{topic}/{partition}/{offset}/replay`: publishes the dead letter's
 /// original record (key, value and headers unchanged) to its original topic;
 /// `{"topic", "partition", "offset"}` once the broker acknowledged it.
-pub async fn replay(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Path((topic, partition, offset)): Path<(String, i32, i64)>) -> Answer {
+pub async fn replay(State(dashboard): State<Arc<Dashboard>>, method: Method, headers: HeaderMap, Params((topic, partition, offset)): Params<(String, i32, i64)>) -> Answer {
     let principal = admit!(dashboard, method, headers);
     let dl = find_letter(&dashboard, &topic, partition, offset).await?;
     if !dl.topic.starts_with(&dashboard.prefix) {

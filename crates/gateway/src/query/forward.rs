@@ -60,7 +60,7 @@ async fn handle(app: &App, route: &QueryRoute, request: Request) -> Result<Respo
     // URL parsers (reqwest's among them) resolve a segment `.` or `..`, also written
     // `%2E%2E`, against the path: the upstream request would leave the route's path.
     if let Some((name, value)) = params.iter().find(|(_, v)| v == "." || v == "..") {
-        return Err(Problem::malformed(format!("path parameter {name} may not be {value:?}")));
+        return Err(Problem::invalid_parameter(format!("path parameter {name} may not be {value:?}")));
     }
     let mut path = route.upstream_path(&params);
     if let Some(query) = parts.uri.query() {
@@ -154,7 +154,7 @@ fn choose(backends: &Backends, live: &[Instance], tried: &HashSet<String>) -> Op
 async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axum::http::HeaderMap, deadline: Instant) -> Attempt {
     let url = format!("{}{path}", instance.address);
     let mut request = backends.http().get(&url);
-    for name in [header::ACCEPT, header::HeaderName::from_static("traceparent"), header::HeaderName::from_static("tracestate")] {
+    for name in [header::ACCEPT, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::HeaderName::from_static("traceparent"), header::HeaderName::from_static("tracestate")] {
         if let Some(value) = headers.get(&name) {
             request = request.header(name, value.clone());
         }
@@ -167,10 +167,10 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
             e => Attempt::Failed(e.to_string()),
         })?;
         let status = response.status();
-        let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+        let passed = end_to_end(response.headers());
         // Once the answer has begun, its instance saw the request: a broken body is a 502.
         let body = read_limited(response).await.map_err(|e| Attempt::Failed(e.to_string()))?;
-        Ok::<_, Attempt>((status, content_type, body))
+        Ok::<_, Attempt>((status, passed, body))
     };
     match tokio::time::timeout_at(deadline, exchange).await {
         Err(_) => Attempt::TimedOut,
@@ -178,17 +178,36 @@ async fn ask(backends: &Backends, instance: &Instance, path: &str, headers: &axu
         Ok(Ok((status, _, None))) => Attempt::Failed(format!("answer of status {status} larger than {MAX_ANSWER_BYTES} bytes")),
         Ok(Ok((status, _, _))) if status.is_server_error() => Attempt::Failed(format!("answered {status}")),
         // Not followed (the client has no redirect policy): a view that redirects is
-        // misconfigured, and its target is not the gateway's to choose.
-        Ok(Ok((status, _, _))) if status.is_redirection() => Attempt::Failed(format!("answered {status}; redirects are not followed")),
-        Ok(Ok((status, content_type, Some(body)))) => {
+        // misconfigured, and its target is not the gateway's to choose. (304 is not a
+        // redirect: the answer to a conditional request, passed through.)
+        Ok(Ok((status, _, _))) if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED => Attempt::Failed(format!("answered {status}; redirects are not followed")),
+        Ok(Ok((status, passed, Some(body)))) => {
             let status = StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let mut response = (status, Body::from(body)).into_response();
-            if let Some(ct) = content_type.and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok()) {
-                response.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
+            response.headers_mut().extend(passed);
             Attempt::Answered(response)
         }
     }
+}
+
+/// The answer's end-to-end headers, for the client: all but the hop-by-hop ones (RFC 9110
+/// §7.6.1: `Connection`, those it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+/// `Trailer`, `Transfer-Encoding`, `Upgrade`) and `Content-Length`, which the gateway
+/// sets for the body it sends. So `ETag`, `Cache-Control`, `Last-Modified`, `Retry-After`
+/// of a `429` and the view's own headers reach the client.
+fn end_to_end(headers: &reqwest::header::HeaderMap) -> axum::http::HeaderMap {
+    let named: Vec<String> = headers.get_all(reqwest::header::CONNECTION).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|n| n.trim().to_ascii_lowercase()).collect();
+    let hop = |name: &str| matches!(name, "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade" | "content-length") || named.iter().any(|n| n == name);
+    let mut passed = axum::http::HeaderMap::new();
+    for (name, value) in headers {
+        if hop(name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (header::HeaderName::from_bytes(name.as_str().as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
+            passed.append(name, value);
+        }
+    }
+    passed
 }
 
 /// Whether `error` is the connection closing or resetting before an answer began: not a

@@ -255,6 +255,14 @@ async fn dashboard_endpoints_need_the_admin_scope_and_show_the_pipeline() {
     assert_eq!(stage.get(&format!("/ui/api/dlq/{}/0/99", stage.dlq), Some(ADMIN_KEY)).await.0, 404);
     assert_eq!(stage.get(&format!("/ui/api/dlq/{}/0/0", stage.input), Some(ADMIN_KEY)).await.0, 404);
     assert_eq!(stage.get("/ui/api/dlq/other.topic.dlq/0/0", Some(ADMIN_KEY)).await.0, 404);
+    // A partition or offset that is not a number: a problem like every other error (it
+    // was axum's plain text).
+    for bad in [format!("/ui/api/dlq/{}/abc/1", stage.dlq), format!("/ui/api/dlq/{}/0/99999999999999999999", stage.dlq)] {
+        let (status, problem) = stage.get(&bad, Some(ADMIN_KEY)).await;
+        assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-parameter")), "{bad}: {problem}");
+    }
+    let (status, problem) = stage.post(&format!("/ui/api/dlq/{}/0/abc/replay", stage.dlq), Some(ADMIN_KEY)).await;
+    assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:invalid-parameter")), "{problem}");
 
     // Replays land on the original topic as they were: key, value, headers; nulls stay null.
     let null_letter = letters.iter().find(|l| l["key"].is_null()).unwrap();

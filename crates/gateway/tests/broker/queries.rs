@@ -20,7 +20,8 @@ use crate::support::{config_text, Running};
 #[derive(Clone, Copy)]
 pub enum Behaviour {
     /// Answers `{"instance", "order_id"}`; `missing` is a 404, `boom` a 500, `moved` a
-    /// redirect.
+    /// redirect, `busy` a 429 with `Retry-After`, `cached` a 200 with an `ETag` (a 304 to
+    /// `If-None-Match` with it).
     Serve,
     /// Never answers.
     Hang,
@@ -44,7 +45,7 @@ impl Backend {
     pub async fn start(kafka: &KafkaConfig, registry: &Settings, id: &str, behaviour: Behaviour) -> Backend {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         let me = id.to_owned();
-        let view = move |Path(order): Path<String>| {
+        let view = move |Path(order): Path<String>, request: axum::http::HeaderMap| {
             let me = me.clone();
             async move {
                 match behaviour {
@@ -56,6 +57,9 @@ impl Backend {
                     "missing" => (StatusCode::NOT_FOUND, axum::Json(json!({"error": "no such order", "instance": me}))).into_response(),
                     "boom" => (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response(),
                     "moved" => axum::response::Redirect::temporary("/views/order_status/elsewhere").into_response(),
+                    "busy" => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "7")], "slow down").into_response(),
+                    "cached" if request.get("if-none-match").is_some_and(|v| v == "\"v1\"") => (StatusCode::NOT_MODIFIED, [("etag", "\"v1\"")]).into_response(),
+                    "cached" => ([("etag", "\"v1\""), ("cache-control", "max-age=5"), ("x-view", "order-status"), ("keep-alive", "timeout=5")], axum::Json(json!({"instance": me, "order_id": order}))).into_response(),
                     _ => axum::Json(json!({"instance": me, "order_id": order})).into_response(),
                 }
             }
@@ -161,16 +165,17 @@ async fn get(running: &Running, path: &str) -> (u16, Value, reqwest::header::Hea
     (status, body, headers)
 }
 
-/// The status of `GET path` sent as written: reqwest, like every URL parser, would resolve
-/// its dot segments before sending.
-async fn raw_get_status(url: &str, path: &str) -> u16 {
+/// The status and body of `GET path` sent as written: reqwest, like every URL parser,
+/// would resolve its dot segments before sending.
+async fn raw_get(url: &str, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let address = url.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.unwrap();
-    answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("not an HTTP answer: {answer}"));
+    (status, answer.split_once("\r\n\r\n").map_or_else(String::new, |(_, body)| body.to_owned()))
 }
 
 async fn backends_seen(running: &Running) -> usize {
@@ -214,7 +219,10 @@ async fn consistent_hashing_keeps_a_key_on_one_instance_and_a_killed_one_costs_n
     // A dot segment, which a URL parser resolves against the upstream path (`..` and its
     // percent-encoded forms alike), is refused before anything is forwarded.
     for segment in ["..", "%2E%2E", "%2e", ".%2E"] {
-        assert_eq!(raw_get_status(&running.url, &format!("/orders/{segment}")).await, 400, "{segment}");
+        let (status, body) = raw_get(&running.url, &format!("/orders/{segment}")).await;
+        assert_eq!(status, 400, "{segment}");
+        let problem: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("problem JSON: {body}"));
+        assert_eq!(problem["type"], "urn:herald:gateway:invalid-parameter", "not a body problem: {body}");
     }
 
     // a dies without deregistering: it stays live in the registry for the TTL (2 min), so
@@ -315,6 +323,18 @@ async fn round_robin_spreads_and_an_upstream_5xx_is_a_502() {
     let (status, body, _) = get(&running, "/orders/moved").await;
     assert_eq!(status, 502, "{body}");
     assert!(body["detail"].as_str().unwrap_or("").contains("redirects are not followed"), "{body}");
+    // The answer's end-to-end headers pass through (only Content-Type did), hop-by-hop ones
+    // do not; so does a 429's Retry-After, and a conditional request gets its 304.
+    let (status, body, headers) = get(&running, "/orders/cached").await;
+    assert_eq!(status, 200, "{body}");
+    for (name, value) in [("etag", "\"v1\""), ("cache-control", "max-age=5"), ("x-view", "order-status"), ("content-type", "application/json")] {
+        assert_eq!(headers.get(name).and_then(|v| v.to_str().ok()), Some(value), "{name}: {headers:?}");
+    }
+    assert!(headers.get("keep-alive").is_none(), "hop-by-hop: {headers:?}");
+    let (status, _, headers) = get(&running, "/orders/busy").await;
+    assert_eq!((status, headers.get("retry-after").and_then(|v| v.to_str().ok())), (429, Some("7")), "{headers:?}");
+    let conditional = running.http.get(format!("{}/orders/cached", running.url)).header("if-none-match", "\"v1\"").send().await.unwrap();
+    assert_eq!(conditional.status().as_u16(), 304);
     running.stop().await;
 }
 

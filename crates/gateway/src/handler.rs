@@ -81,10 +81,8 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
         limiter.check(&principal.id).map_err(Problem::rate_limited)?;
     }
     let params = route.match_path(parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
-    if let Some(declared) = parts.headers.get(header::CONTENT_TYPE)
-        && !is_json(declared)
-    {
-        return Err(Problem::unsupported_media_type(format!("the body must be JSON (application/json), not {:?}", String::from_utf8_lossy(declared.as_bytes()))));
+    if let Some(problem) = unreadable(&parts.headers) {
+        return Err(problem);
     }
     // A body that trickles in must not hold the request (and a shutdown) forever.
     let body = tokio::time::timeout(app.sender.deadline(), read_body(body, &parts.headers, app.settings.max_body_bytes))
@@ -167,6 +165,29 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     Ok(Outcome::Published(accepted))
 }
 
+/// Why a body cannot be read as JSON, by its headers (`415`): a `Content-Type` that is
+/// not JSON, or more than one; a `Content-Encoding` other than `identity` (bodies are
+/// never decoded: a gzip body was read as text, and plain JSON declared `br` was
+/// accepted as if undeclared).
+fn unreadable(headers: &HeaderMap) -> Option<Problem> {
+    let mut types = headers.get_all(header::CONTENT_TYPE).iter();
+    if let Some(declared) = types.next() {
+        if types.next().is_some() {
+            return Some(Problem::unsupported_media_type("more than one Content-Type"));
+        }
+        if !is_json(declared) {
+            return Some(Problem::unsupported_media_type(format!("the body must be JSON (application/json), not {:?}", String::from_utf8_lossy(declared.as_bytes()))));
+        }
+    }
+    for encoding in headers.get_all(header::CONTENT_ENCODING) {
+        let text = String::from_utf8_lossy(encoding.as_bytes());
+        if text.split(',').map(str::trim).any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity")) {
+            return Some(Problem::unsupported_media_type(format!("the body must not be encoded (Content-Encoding: {text}): send it as plain JSON")));
+        }
+    }
+    None
+}
+
 /// Whether a `Content-Type` says JSON: `application/json` or a `+json` type, parameters
 /// (`; charset=utf-8`) and case aside.
 ///
@@ -204,6 +225,28 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<axum
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+
+    #[test]
+    fn an_encoded_body_or_two_content_types_are_refused() {
+        use axum::http::{header, HeaderMap};
+        let headers = |pairs: &[(header::HeaderName, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.append(name.clone(), HeaderValue::from_static(value));
+            }
+            map
+        };
+        let json = (header::CONTENT_TYPE, "application/json");
+        assert!(super::unreadable(&headers(std::slice::from_ref(&json))).is_none());
+        assert!(super::unreadable(&headers(&[json.clone(), (header::CONTENT_ENCODING, "identity")])).is_none());
+        for encoding in ["gzip", "br", "identity, gzip"] {
+            let problem = super::unreadable(&headers(&[json.clone(), (header::CONTENT_ENCODING, encoding)])).expect("refused");
+            assert_eq!(problem.status, 415, "{encoding}");
+            assert!(problem.detail.contains(encoding), "{}", problem.detail);
+        }
+        let two = super::unreadable(&headers(&[json.clone(), (header::CONTENT_TYPE, "text/plain")])).expect("refused");
+        assert_eq!((two.status, two.detail.as_str()), (415, "more than one Content-Type"));
+    }
 
     #[test]
     fn json_content_types() {

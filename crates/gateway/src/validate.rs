@@ -55,8 +55,9 @@ pub fn prepare(route: &Route, body: &[u8], params: &[(String, String)], ctx: Con
     fill(&mut object, route, ctx);
     let key = key(&object, route, params)?;
     let value = Value::Object(object);
-    let datum = route.encoder.encode(&value)
-        .map_err(|e| Problem::invalid(route.event_type(), vec![FieldError::at(&e.path, e.problem.to_string())]))?;
+    // Every field that does not fit, not only the first (the problem's `errors`).
+    let datum = route.encoder.encode_all(&value)
+        .map_err(|errors| Problem::invalid(route.event_type(), errors.iter().map(|e| FieldError::at(&e.path, e.problem.to_string())).collect()))?;
     Ok(Prepared { key, datum })
 }
 

@@ -104,6 +104,14 @@ async fn bad_requests_get_problem_json_naming_the_field_and_never_an_event() {
     let (status, problem) = gateway.post("/orders", &missing.to_string()).await;
     assert_eq!((status, problem["errors"][0]["field"].as_str()), (400, Some("currency")), "{problem}");
 
+    // Every problem of the body is listed, not only the first (the outside probe's body
+    // had five and got one entry).
+    let several = r#"{"customer_id":5,"total_cents":"x","currency":"EUR","lines":[{"sku":"b","quantity":"x","unit_price_cents":"y"}],"bogus":1}"#;
+    let (status, problem) = gateway.post("/orders", several).await;
+    assert_eq!(status, 400, "{problem}");
+    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().filter_map(|e| e["field"].as_str()).collect();
+    assert_eq!(fields, ["customer_id", "total_cents", "lines[0].unit_price_cents", "lines[0].quantity", "bogus"], "in the schema's field order: {problem}");
+
     let mut unknown = order("c-3");
     unknown["colour"] = "red".into();
     let (status, problem) = gateway.post("/orders", &unknown.to_string()).await;

@@ -62,14 +62,45 @@ impl JsonEncoder {
 
     /// Maps `json` onto the schema, giving the Avro value to encode.
     pub fn to_avro(&self, json: &Json) -> Result<Value, Error> {
-        Mapper { names: &self.names, path: Path::root() }.value(&self.schema, json, Mode::Input)
+        self.to_avro_all(json).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// [`JsonEncoder::to_avro`], refusing with every error found (never an empty list):
+    /// each field of a record, item of an array and value of a map is checked, and each
+    /// unknown field named, where `to_avro` stops at the first (the one listed first
+    /// here). Inside a union's branch only the branch's first error is kept.
+    ///
+    /// ```
+    /// use herald_schema::json::JsonEncoder;
+    /// let schema = apache_avro::Schema::parse_str(
+    ///     r#"{"type": "record", "name": "P", "fields": [{"name": "a", "type": "long"}, {"name": "b", "type": "string"}]}"#,
+    /// ).unwrap();
+    /// let errors = JsonEncoder::new(schema).unwrap().to_avro_all(&serde_json::json!({"a": "x", "b": 2, "c": 3})).unwrap_err();
+    /// let paths: Vec<String> = errors.iter().map(|e| e.path.to_string()).collect();
+    /// assert_eq!(paths, ["a", "b", "c"]);
+    /// ```
+    pub fn to_avro_all(&self, json: &Json) -> Result<Value, Vec<Error>> {
+        let mut mapper = Mapper { names: &self.names, path: Path::root(), more: Vec::new() };
+        match mapper.value(&self.schema, json, Mode::Input) {
+            Ok(value) => Ok(value),
+            Err(first) => {
+                let mut errors = vec![first];
+                errors.append(&mut mapper.more);
+                Err(errors)
+            }
+        }
     }
 
     /// Maps `json` onto the schema and encodes it as an Avro binary datum.
     pub fn encode(&self, json: &Json) -> Result<Vec<u8>, Error> {
-        let value = self.to_avro(json)?;
+        self.encode_all(json).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// [`JsonEncoder::encode`], refusing with every error found ([`JsonEncoder::to_avro_all`]).
+    pub fn encode_all(&self, json: &Json) -> Result<Vec<u8>, Vec<Error>> {
+        let value = self.to_avro_all(json)?;
         // apache-avro validates the value against the schema before it writes it.
-        apache_avro::to_avro_datum(&self.schema, value).map_err(|e| Error { path: Path::root(), problem: Problem::Encode(e.to_string()) })
+        apache_avro::to_avro_datum(&self.schema, value).map_err(|e| vec![Error { path: Path::root(), problem: Problem::Encode(e.to_string()) }])
     }
 }
 
@@ -86,6 +117,17 @@ enum Mode {
 struct Mapper<'s> {
     names: &'s HashMap<Name, Schema>,
     path: Path,
+    /// Errors found after the first one a call returns (records, arrays and maps check
+    /// every part): see [`JsonEncoder::to_avro_all`].
+    more: Vec<Error>,
+}
+
+/// Keeps the first error of several in `first`, the others in `more`.
+fn note(first: &mut Option<Error>, more: &mut Vec<Error>, error: Error) {
+    match first {
+        None => *first = Some(error),
+        Some(_) => more.push(error),
+    }
 }
 
 impl<'s> Mapper<'s> {
@@ -121,24 +163,34 @@ impl<'s> Mapper<'s> {
             Schema::Array(array) => {
                 let items = json.as_array().ok_or_else(|| self.mismatch(schema, json))?;
                 let mut out = Vec::with_capacity(items.len());
+                let mut first = None;
                 for (i, item) in items.iter().enumerate() {
                     self.path.push(Segment::Index(i));
                     let mapped = self.value(&array.items, item, mode);
                     self.path.pop();
-                    out.push(mapped?);
+                    match mapped {
+                        Ok(v) => out.push(v),
+                        Err(e) => note(&mut first, &mut self.more, e),
+                    }
                 }
-                Ok(Value::Array(out))
+                first.map_or(Ok(Value::Array(out)), Err)
             }
             Schema::Map(map) => {
                 let entries = json.as_object().ok_or_else(|| self.mismatch(schema, json))?;
                 let mut out = HashMap::with_capacity(entries.len());
+                let mut first = None;
                 for (key, item) in entries {
                     self.path.push(Segment::Key(key.clone()));
                     let mapped = self.value(&map.types, item, mode);
                     self.path.pop();
-                    out.insert(key.clone(), mapped?);
+                    match mapped {
+                        Ok(v) => {
+                            out.insert(key.clone(), v);
+                        }
+                        Err(e) => note(&mut first, &mut self.more, e),
+                    }
                 }
-                Ok(Value::Map(out))
+                first.map_or(Ok(Value::Map(out)), Err)
             }
             Schema::Union(union) => self.union(union, json, mode),
             Schema::Record(record) => self.record(schema, record, json),
@@ -266,6 +318,7 @@ impl<'s> Mapper<'s> {
         let object = json.as_object().ok_or_else(|| self.mismatch(schema, json))?;
         let mut fields = Vec::with_capacity(record.fields.len());
         let mut used = 0;
+        let mut first = None;
         for field in &record.fields {
             let given = object.get(&field.name).or_else(|| {
                 field.aliases.iter().flatten().find_map(|alias| object.get(alias))
@@ -280,23 +333,27 @@ impl<'s> Mapper<'s> {
                 (None, None) => Err(self.error(Problem::Missing)),
             };
             self.path.pop();
-            fields.push((field.name.clone(), mapped?));
+            match mapped {
+                Ok(v) => fields.push((field.name.clone(), v)),
+                Err(e) => note(&mut first, &mut self.more, e),
+            }
         }
         if used < object.len() {
             let known = |key: &str| {
                 record.fields.iter().any(|f| f.name == key || f.aliases.iter().flatten().any(|a| a == key))
             };
-            if let Some(unknown) = object.keys().find(|k| !known(k)) {
-                self.path.push(Segment::Field(unknown.clone()));
+            let unknown: Vec<String> = object.keys().filter(|k| !known(k)).cloned().collect();
+            for unknown in unknown {
+                self.path.push(Segment::Field(unknown));
                 let error = self.error(Problem::UnknownField {
                     record: record.name.fullname(None),
                     fields: record.fields.iter().map(|f| f.name.clone()).collect(),
                 });
                 self.path.pop();
-                return Err(error);
+                note(&mut first, &mut self.more, error);
             }
         }
-        Ok(Value::Record(fields))
+        first.map_or(Ok(Value::Record(fields)), Err)
     }
 
     fn union(&mut self, union: &UnionSchema, json: &Json, mode: Mode) -> Result<Value, Error> {
@@ -317,11 +374,16 @@ impl<'s> Mapper<'s> {
         {
             return self.value(&branches[i], inner, mode).map(|v| wrap(i, v));
         }
+        // Trying branches: the errors of a branch that does not fit are not the body's
+        // (only the first one of a sole candidate is kept, below).
+        let mark = self.more.len();
         if mode == Mode::Default
             && let Some(first) = branches.first()
-            && let Ok(v) = self.value(first, json, mode)
         {
-            return Ok(wrap(0, v));
+            match self.value(first, json, mode) {
+                Ok(v) => return Ok(wrap(0, v)),
+                Err(_) => self.more.truncate(mark),
+            }
         }
         // A plain value: accepted when exactly one branch fits.
         let mut fits = Vec::new();
@@ -329,7 +391,10 @@ impl<'s> Mapper<'s> {
         for (i, branch) in branches.iter().enumerate().filter(|(_, b)| !matches!(b, Schema::Null)) {
             match self.value(branch, json, mode) {
                 Ok(v) => fits.push((i, v)),
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    self.more.truncate(mark);
+                    errors.push(e);
+                }
             }
         }
         match fits.len() {

@@ -36,6 +36,15 @@ pub trait Letters: Send + Sync + 'static {
 
     /// Waits for what is queued to be written (at shutdown).
     async fn flush(&self) {}
+
+    /// Why a [`Letters::send`] of `record` that takes long waits on purpose (for an
+    /// operator, say): the worker logs it and reports nothing else. `None` (the default)
+    /// means the letter is not written yet, a fault (its topic missing, the broker away):
+    /// the worker reports the partition parked, unhealthy, until it is written.
+    fn waiting_for(&self, record: &OwnedRecord, failure: &Failure) -> Option<String> {
+        let _ = (record, failure);
+        None
+    }
 }
 
 /// Dead letters to `<topic>.dlq` through a publisher, in the name of a consumer group.

@@ -261,6 +261,11 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
             sent = &mut sending => return sent,
             _ = tokio::time::sleep(LETTER_STALLED) => {}
         }
+        // Waiting on purpose (for an operator): said as such, and not a fault to report.
+        if let Some(reason) = self.letters.waiting_for(record, failure) {
+            tracing::warn!(topic = %self.topic, partition = self.partition, offset = record.offset(), "{reason}");
+            return sending.await;
+        }
         let dlq = crate::dead_letter::topic_for(&self.topic);
         tracing::error!(topic = %self.topic, partition = self.partition, offset = record.offset(), dead_letter_topic = dlq, "a dead letter is not written after {LETTER_STALLED:?}: the partition waits for it (retrying; is {dlq} missing?)");
         self.health.park(&self.topic, self.partition, format!("offset {}: its dead letter is not written after {LETTER_STALLED:?}, retrying (does {dlq} exist? the log has the error); the partition waits (record failed: {})", record.offset(), failure.reason));

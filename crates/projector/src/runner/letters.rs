@@ -61,4 +61,19 @@ impl Letters for PoisonPolicy {
     async fn flush(&self) {
         self.dead_letters.flush().await;
     }
+
+    /// A partition stopped at a poison record waits for an operator, not for its dead
+    /// letter (which the default report would say, asking whether the topic is missing).
+    fn waiting_for(&self, record: &OwnedRecord, failure: &Failure) -> Option<String> {
+        let partition = record.partition();
+        let mut open = false;
+        self.board.with(partition, |p| open = matches!(p.block, Some(Block::Open(_))));
+        open.then(|| {
+            format!(
+                "offset {}: stopped at a poison record ({}): waiting for an operator to retry or skip it (POST /partitions/{partition}/retry or /skip)",
+                record.offset(),
+                failure.reason
+            )
+        })
+    }
 }

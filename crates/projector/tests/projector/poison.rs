@@ -77,6 +77,13 @@ async fn with_the_pause_policy_a_poison_event_opens_the_circuit_until_skipped() 
     assert!(v["partitions"][0]["last_error"].as_str().is_some_and(|e| e.contains("negative total")), "{v}");
     let health = reqwest::get(format!("http://{http}/health")).await.expect("health");
     assert_eq!(health.status(), 200);
+    // Still healthy, and not parked, once the wait outlasts the dead-letter layer's stall
+    // report (10 s): it waits for an operator, as configured, not for a dead-letter topic
+    // (before, /health turned 503 asking whether the topic was missing).
+    wait_until(DEADLINE, "the log says the partition waits for an operator", || async { std::fs::read_to_string(&proc.log).unwrap_or_default().contains("waiting for an operator to retry or skip it") }).await;
+    let health = reqwest::get(format!("http://{http}/health")).await.expect("health");
+    assert_eq!(health.status(), 200, "{}", health.text().await.unwrap_or_default());
+    assert!(!tail(&proc.log).contains("is not written after"), "{}", tail(&proc.log));
     assert_eq!(status().await.expect("status")["partitions"][0]["position"].as_i64(), Some(50), "still stopped");
     // A partition that is not waiting: refused, saying why.
     let refused = reqwest::Client::new().post(format!("http://{http}/partitions/7/retry")).send().await.expect("retry");

@@ -7,6 +7,8 @@
 //! every Rust reader of its topic, again on each restart. Herald reads consumed headers
 //! with [`pairs`] and writes headers it copies with [`build`], names as bytes both ways,
 //! so such a record is handled or dead-lettered like any other and kept byte for byte.
+//! (Except a NUL byte in a name: librdkafka's header API takes and gives names as C
+//! strings, so such a name is cut at its NUL, and nothing on this side can see past it.)
 //!
 //! ```
 //! use rdkafka::message::{Header, OwnedHeaders};

@@ -61,8 +61,16 @@ impl Context {
 
     /// Reads payloads of either framing: single-object by `--schemas`, Confluent's by
     /// `--schema-registry` when it is given.
+    ///
+    /// Without a `--schemas` folder (run outside the repository, say) payloads are shown
+    /// undecoded, with a note: a dead letter or a record is still worth seeing.
     pub fn payloads(&self) -> anyhow::Result<Payloads> {
-        let schemas = self.schemas()?;
+        let schemas = if self.schemas_dir.exists() {
+            self.schemas()?
+        } else {
+            eprintln!("note: no schema folder at {} (--schemas, HERALD_SCHEMAS): payloads are not decoded", self.schemas_dir.display());
+            SchemaSet::default()
+        };
         let registry = match &self.registry {
             (None, None) => None,
             (None, Some(_)) => invalid!("--schema-registry-ca needs --schema-registry"),

@@ -145,7 +145,7 @@ async fn status(ctx: &Context, args: StatusArgs) -> anyhow::Result<()> {
     }
     let status = match herald_projector::status::read(store, &ctx.kafka, &args.name, args.version, &args.topic).await {
         Ok(status) => status,
-        Err(e @ StatusError::Topic(_)) => invalid!("{e}"),
+        Err(e @ (StatusError::Topic(_) | StatusError::NoSuchVersion { .. })) => invalid!("{e}"),
         Err(e) => return Err(e).context("reading the projection's status"),
     };
     if args.json {

@@ -343,6 +343,15 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
     assert!(shown.stdout.contains(&format!("ce_id: {}", meta.id)), "{shown:#?}");
     let shown = herald(&config, &["dlq", "show", &topic, "--partition", "0", "--offset", &decode_offset.to_string()], None).await.ok();
     assert!(shown.stdout.contains("undecodable") && shown.stdout.contains("6e 6f 74 20 61 76 72 6f"), "{shown:#?}");
+    // Without a schema folder (run outside the repository) the letter is still shown, its
+    // payload undecoded (it was exit 2 on the missing folder).
+    let elsewhere = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bootstrap", config.bootstrap(), "--schemas", "/nonexistent/schemas", "dlq", "show", &dlq, "--partition", "0", "--offset", &handler_offset.to_string()])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&elsewhere.stdout), String::from_utf8_lossy(&elsewhere.stderr));
+    assert!(elsewhere.status.success() && stdout.contains(&format!("ce_id: {}", meta.id)) && stderr.contains("payloads are not decoded"), "{stdout}\n{stderr}");
 
     // A dry run sends nothing.
     let dry = herald(&config, &["dlq", "replay", &topic, "--all", "--dry-run"], None).await.ok();
@@ -622,6 +631,11 @@ async fn projector_status_shows_position_end_and_lag_per_partition() {
     assert_eq!(status["partitions"][0]["position"], Value::Null);
     assert_eq!(status["partitions"][0]["end_offset"], 3);
     assert_eq!(status["partitions"][0]["lag"], 3);
+    // A version that was never built is refused (it showed no position and the whole log
+    // as lag).
+    let unknown = herald(&config, &["projector", "status", "order_totals", "--store", &store, "--topic", &name, "--version", "99"], None).await;
+    assert_eq!(unknown.code, Some(2), "{unknown:#?}");
+    assert!(unknown.stderr.contains("order_totals has no version 99 (the highest known is 1)"), "{unknown:#?}");
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store.trim_start_matches("sqlite:")));
     }

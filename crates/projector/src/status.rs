@@ -131,6 +131,16 @@ pub enum StatusError {
     /// The broker knows no partitions of the topic.
     #[error(transparent)]
     Topic(OffsetsError),
+    /// The version asked for was never built (nor is live or previous).
+    #[error("{projection} has no version {version} (the highest known is {highest})")]
+    NoSuchVersion {
+        /// The projection.
+        projection: String,
+        /// The version asked for.
+        version: u32,
+        /// The highest version built, live or previous (0: none).
+        highest: u32,
+    },
 }
 
 impl From<OffsetsError> for StatusError {
@@ -189,7 +199,15 @@ pub async fn read(store: Arc<dyn Store>, config: &KafkaConfig, projection: &str,
         let mut conn = store.connect()?;
         let mut tx = conn.begin(1)?;
         position::migrate(tx.as_tx())?;
-        let live = position::live_version(tx.as_tx(), &projection)?.map(|(live, _)| live);
+        let versions = position::live_version(tx.as_tx(), &projection)?;
+        let live = versions.map(|(live, _)| live);
+        if let Some(asked) = version {
+            // Its positions would read as "nothing read yet", the whole log as lag.
+            let highest = position::highest_built_version(tx.as_tx(), &projection)?.unwrap_or(0).max(live.unwrap_or(0)).max(versions.and_then(|(_, previous)| previous).unwrap_or(0));
+            if asked == 0 || asked > highest {
+                return Err(StatusError::NoSuchVersion { projection, version: asked, highest });
+            }
+        }
         let version = version.or(live).unwrap_or(1);
         let key = Key { projection: projection.clone(), version, topic: topic.clone() };
         let positions = position::load(tx.as_tx(), &key)?;

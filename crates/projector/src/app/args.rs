@@ -48,6 +48,11 @@ pub struct Args {
     /// Extra librdkafka consumer property, key=value (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     pub kafka: Vec<String>,
+    /// How long the group waits for a member that stopped answering (killed, frozen)
+    /// before its partitions move on, e.g. 10s (`session.timeout.ms`; librdkafka's default
+    /// is 45 s; `-X session.timeout.ms=...` wins).
+    #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
+    pub session_timeout: std::time::Duration,
     /// Rebuild the view from the beginning of the log into a new version, swap it in, exit.
     #[arg(long, conflicts_with_all = ["rollback", "until_time", "until_offsets"])]
     pub rebuild: bool,

@@ -173,7 +173,12 @@ impl<F: EventFamily, P: Projection<F>> App<F, P> {
         });
         let retry = RetryPolicy { max_attempts: args.max_attempts, initial: Duration::from_millis(50), max: Duration::from_secs(2), ..Default::default() };
         let result = loop {
-            let builder = Projector::builder(config.clone(), &group, &topic, (self.make)(), store.clone())
+            let mut builder = Projector::builder(config.clone(), &group, &topic, (self.make)(), store.clone());
+            // A projector killed and restarted gets its partitions back after this, not 45 s.
+            if config.get("session.timeout.ms").is_none() {
+                builder = builder.kafka_property("session.timeout.ms", args.session_timeout.as_millis().to_string());
+            }
+            let builder = builder
                 .max_batch(args.max_batch)
                 .retry(retry)
                 .handles(status.clone(), control.clone())

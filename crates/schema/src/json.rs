@@ -84,6 +84,15 @@ pub enum Problem {
         /// The number as written.
         got: String,
     },
+    /// An integer written as a float (with an exponent or a fraction) beyond ±2^53, where a
+    /// float cannot hold every integer: which one was meant is not known.
+    #[error("number {got} is written as a float beyond ±2^53, where it cannot be exact: write the {expected} as an integer (digits only)")]
+    Inexact {
+        /// The Avro type.
+        expected: &'static str,
+        /// The number as written.
+        got: String,
+    },
     /// A required record field is missing.
     #[error("missing, and the schema has no default for it")]
     Missing,

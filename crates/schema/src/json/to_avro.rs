@@ -281,6 +281,8 @@ impl<'s> Mapper<'s> {
             (Some(v), _) => Ok(v),
             (None, Some(f)) if n.is_f64() && f.fract() != 0.0 => Err(self.mismatch(schema, json)),
             (None, Some(f)) if n.is_f64() && f.abs() <= EXACT => Ok(f as i64),
+            // Within a long's range, but not every integer there is a float.
+            (None, Some(f)) if n.is_f64() && f.abs() < 9.223_372_036_854_775_807e18 => Err(self.error(Problem::Inexact { expected, got: n.to_string() })),
             _ => Err(self.error(Problem::OutOfRange { expected, got: n.to_string() })),
         }
     }
@@ -652,6 +654,11 @@ mod tests {
         assert!(matches!(problem(&long, json!(u64::MAX)).1, Problem::OutOfRange { expected: "long", .. }));
         assert_eq!(to_avro(&long, &json!(2500.0)).expect("fits"), Value::Long(2500));
         assert!(matches!(problem(&long, json!(1e300)).1, Problem::OutOfRange { expected: "long", .. }));
+        // In range, but a float there may not be the integer meant (it said "out of range").
+        let (_, inexact) = problem(&long, json!(1e18));
+        assert!(matches!(inexact, Problem::Inexact { expected: "long", .. }), "{inexact}");
+        assert!(inexact.to_string().contains("write the long as an integer"), "{inexact}");
+        assert_eq!(to_avro(&long, &json!(1_000_000_000_000_000_000_i64)).expect("as an integer"), Value::Long(1_000_000_000_000_000_000));
         let float = schema(r#""float""#);
         assert!(matches!(problem(&float, json!(1e300)).1, Problem::OutOfRange { expected: "float", .. }));
         let Value::Double(nan) = to_avro(&schema(r#""double""#), &json!("NaN")).expect("NaN") else { panic!() };

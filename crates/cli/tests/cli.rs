@@ -349,7 +349,7 @@ async fn dead_letters_are_listed_shown_and_replayed_unchanged() {
         .args(["--bootstrap", config.bootstrap(), "--schemas", "/nonexistent/schemas", "dlq", "show", &dlq, "--partition", "0", "--offset", &handler_offset.to_string()])
         .output()
         .await
-        .unwrap();
+        .expect("herald runs");
     let (stdout, stderr) = (String::from_utf8_lossy(&elsewhere.stdout), String::from_utf8_lossy(&elsewhere.stderr));
     assert!(elsewhere.status.success() && stdout.contains(&format!("ce_id: {}", meta.id)) && stderr.contains("payloads are not decoded"), "{stdout}\n{stderr}");
 

@@ -282,7 +282,7 @@ impl<'s> Mapper<'s> {
             (None, Some(f)) if n.is_f64() && f.fract() != 0.0 => Err(self.mismatch(schema, json)),
             (None, Some(f)) if n.is_f64() && f.abs() <= EXACT => Ok(f as i64),
             // Within a long's range, but not every integer there is a float.
-            (None, Some(f)) if n.is_f64() && f.abs() < 9.223_372_036_854_775_807e18 => Err(self.error(Problem::Inexact { expected, got: n.to_string() })),
+            (None, Some(f)) if n.is_f64() && f.abs() < 9.223_372_036_854_776e18 => Err(self.error(Problem::Inexact { expected, got: n.to_string() })),
             _ => Err(self.error(Problem::OutOfRange { expected, got: n.to_string() })),
         }
     }

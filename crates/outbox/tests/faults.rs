@@ -77,6 +77,19 @@ async fn a_relay_waiting_for_postgres_answers_health_and_says_why() {
     assert!(relay.try_wait().unwrap().is_none(), "still waiting for PostgreSQL");
 }
 
+/// Waits until `table` holds no row, within `within`.
+async fn emptied(client: &tokio_postgres::Client, table: &str, within: Duration) {
+    herald_testkit::wait_until(within, "the relay emptied the outbox", || async move { pending(client, table).await == 0 }).await;
+}
+
+/// Stops a relay process with SIGTERM and checks it stopped in order.
+async fn stop_in_order(relay: &mut Child) {
+    let pid = relay.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), relay.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "orderly stop: {status:?}");
+}
+
 /// The installed relay has no crash points: `HERALD_OUTBOX_CRASH_AT` means nothing to it
 /// (only the fault tests' build, `examples/relay_crash.rs`, reads it). Before, the
 /// production binary read it and aborted at the first batch.
@@ -103,17 +116,9 @@ async fn the_installed_relay_has_no_crash_points() {
         .kill_on_drop(true)
         .spawn()
         .expect("start herald-outbox-relay");
-    herald_testkit::wait_until(Duration::from_secs(60), "the relay emptied the outbox", || {
-        let client = &client;
-        let table = table.clone();
-        async move { pending(client, &table).await == 0 }
-    })
-    .await;
+    emptied(&client, &table, Duration::from_secs(60)).await;
     assert!(relay.try_wait().unwrap().is_none(), "the relay is still running");
-    let pid = relay.id().unwrap();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), relay.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "orderly stop: {status:?}");
+    stop_in_order(&mut relay).await;
     assert_eq!(read_topic(&kafka, &topic_name).len(), 3);
     drop_outbox(&client, &table).await;
 }
@@ -153,12 +158,7 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
     let mut last = relay_process(&url, &table, 8, "last", &registry, None);
     stop.cancel();
     let committed: u64 = futures::future::join_all(writers).await.into_iter().map(|r| r.unwrap()).sum();
-    herald_testkit::wait_until(Duration::from_secs(180), "the last relay emptied the outbox", || {
-        let client = &client;
-        let table = table.clone();
-        async move { pending(client, &table).await == 0 }
-    })
-    .await;
+    emptied(&client, &table, Duration::from_secs(180)).await;
     // The running relay is registered under its name; the killed ones have expired.
     herald_testkit::wait_until(Duration::from_secs(30), "only the last relay is registered", || async {
         directory.live("outbox-relay").iter().map(|i| i.instance.as_str()).collect::<Vec<_>>() == ["last"]
@@ -171,10 +171,7 @@ async fn the_relay_killed_at_every_step_loses_nothing_and_keeps_the_ids() {
     let relayed: f64 = metrics.lines().filter(|l| l.starts_with("herald_outbox_relayed_total")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
     assert!(relayed > 0.0, "herald_outbox_relayed_total on /metrics:\n{metrics}");
     assert!(metrics.contains("herald_outbox_owned_buckets"), "{metrics}");
-    let pid = last.id().unwrap();
-    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), last.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "orderly stop: {status:?}");
+    stop_in_order(&mut last).await;
     // Deregistered by its tombstone: gone from the entries, not merely expired.
     herald_testkit::wait_until(Duration::from_secs(10), "the last relay deregistered", || async { !directory.entries().iter().any(|e| e.instance.instance == "last") }).await;
     directory.shutdown().await;

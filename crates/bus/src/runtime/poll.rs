@@ -306,6 +306,7 @@ impl<S: Sink> Runtime<S> {
                     recycler: self.recycler.clone(),
                     topic: topic_name.clone(),
                     partition,
+                    waiting: Arc::default(),
                 };
                 vacant.insert(worker.spawn(offset))
             }
@@ -406,8 +407,13 @@ impl<S: Sink> Runtime<S> {
         let mut progress = Vec::with_capacity(slots.len());
         let mut stopping = Vec::with_capacity(slots.len());
         for (key, slot) in slots {
-            let super::worker::Slot { tx, cancel, task, progress: p, .. } = slot;
+            let super::worker::Slot { tx, cancel, task, progress: p, waiting, .. } = slot;
             drop(tx);
+            // It would hold the drain for its whole timeout, finishing nothing more: it
+            // stops now (its record is processed again by the next owner).
+            if waiting.load(Ordering::Acquire) {
+                cancel.cancel();
+            }
             progress.push((key, p));
             stopping.push(Stopping { cancel, task });
         }

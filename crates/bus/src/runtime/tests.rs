@@ -129,6 +129,7 @@ fn start_with(sink: Scripted, letters: FakeLetters) -> Harness {
         recycler: Arc::new(Recycler::default()),
         topic: topic.clone(),
         partition: 0,
+        waiting: Arc::default(),
     };
     let slot = worker.spawn(0);
     Harness { slot, letters, client, health, topic }
@@ -202,6 +203,7 @@ async fn a_dead_letter_that_cannot_be_written_parks_the_partition_instead_of_loo
     assert!(!h.health.is_healthy());
     assert!(h.health.parked()[0].2.contains("too large"), "{:?}", h.health.parked());
     assert_eq!(*h.client.paused.lock().unwrap(), vec![0], "the partition is paused");
+    assert!(h.slot.waiting.load(std::sync::atomic::Ordering::Acquire), "marked waiting: a shutdown stops it at once");
     // An hour later: no second attempt, nothing stored past the record.
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert_eq!(h.letters.sent.lock().unwrap().len(), 1, "never retried in a loop");
@@ -232,8 +234,10 @@ async fn a_dead_letter_not_written_for_a_while_makes_the_consumer_unhealthy_unti
     assert!(!h.health.is_healthy());
     let reason = &h.health.parked()[0].2;
     assert!(reason.contains("offset 1") && reason.contains("t.dlq") && reason.contains("not written"), "{reason}");
+    assert!(h.slot.waiting.load(std::sync::atomic::Ordering::Acquire), "marked waiting while the letter is late");
     h.wait_stored(2).await;
     assert!(h.health.is_healthy(), "written at last: {:?}", h.health.parked());
+    assert!(!h.slot.waiting.load(std::sync::atomic::Ordering::Acquire), "no longer waiting once it is written");
     assert_eq!(*h.letters.sent.lock().unwrap(), vec![(1, 1)]);
 }
 

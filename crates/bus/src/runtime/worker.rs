@@ -9,7 +9,7 @@
 //! (and whoever stops the worker stores it once more, so a record stuck in its sink does
 //! not hold back the records finished before it).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
@@ -36,6 +36,22 @@ struct Unpark<'a> {
 impl Drop for Unpark<'_> {
     fn drop(&mut self) {
         self.health.unpark(self.topic, self.partition);
+    }
+}
+
+/// Marks a worker as waiting (see [`Worker::waiting`]) until dropped.
+struct Waiting<'a>(&'a AtomicBool);
+
+impl<'a> Waiting<'a> {
+    fn mark(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Waiting(flag)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -96,6 +112,8 @@ pub(crate) struct Slot {
     pub ended: bool,
     /// Next offset expected from the client; lower ones are duplicates after a resume.
     pub next_offset: i64,
+    /// The worker's [`Worker::waiting`].
+    pub waiting: Arc<AtomicBool>,
 }
 
 /// On exit, however it happens (return, panic, abort): gives back the bytes of records
@@ -127,6 +145,10 @@ pub(crate) struct Worker<P, L: ?Sized, C: ?Sized> {
     pub recycler: Arc<Recycler>,
     pub topic: Arc<str>,
     pub partition: i32,
+    /// True while the worker waits for what only an operator or a revocation ends (its
+    /// partition parked, a dead letter held past [`LETTER_STALLED`]): a shutdown stops
+    /// it at once instead of waiting the drain timeout for it.
+    pub waiting: Arc<AtomicBool>,
 }
 
 impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> {
@@ -138,9 +160,9 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         let records = Arc::new(AtomicUsize::new(0));
         let progress = Arc::new(Progress::default());
         let guard = ExitGuard { own: bytes.clone(), total: self.total.clone(), records: records.clone() };
-        let topic = self.topic.clone();
+        let (topic, waiting) = (self.topic.clone(), self.waiting.clone());
         let task = tokio::spawn(self.run(rx, cancel.clone(), progress.clone(), guard));
-        Slot { topic, tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, ended: false, next_offset }
+        Slot { topic, tx, pending: Vec::new(), bytes, records, progress, cancel, task, paused: false, ended: false, next_offset, waiting }
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Vec<OwnedRecord>>, cancel: CancellationToken, progress: Arc<Progress>, guard: ExitGuard) {
@@ -226,6 +248,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
                         }
                         Sent::Unwritable(reason) => {
                             self.store(progress);
+                            let _waiting = Waiting::mark(&self.waiting);
                             park(&*self.client, &self.health, &self.topic, self.partition, record.offset(), &failure.reason, &reason, cancel).await;
                             return false;
                         }
@@ -261,6 +284,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
             sent = &mut sending => return sent,
             _ = tokio::time::sleep(LETTER_STALLED) => {}
         }
+        let _waiting = Waiting::mark(&self.waiting);
         // Waiting on purpose (for an operator): said as such, and not a fault to report.
         if let Some(reason) = self.letters.waiting_for(record, failure) {
             tracing::warn!(topic = %self.topic, partition = self.partition, offset = record.offset(), "{reason}");
@@ -270,7 +294,7 @@ impl<P: PartitionSink, L: Letters + ?Sized, C: Client + ?Sized> Worker<P, L, C> 
         tracing::error!(topic = %self.topic, partition = self.partition, offset = record.offset(), dead_letter_topic = dlq, "a dead letter is not written after {LETTER_STALLED:?}: the partition waits for it (retrying; is {dlq} missing?)");
         self.health.park(&self.topic, self.partition, format!("offset {}: its dead letter is not written after {LETTER_STALLED:?}, retrying (does {dlq} exist? the log has the error); the partition waits (record failed: {})", record.offset(), failure.reason));
         // Unparked however the wait ends, the worker aborted included.
-        let _waiting = Unpark { health: &self.health, topic: &self.topic, partition: self.partition };
+        let _unpark = Unpark { health: &self.health, topic: &self.topic, partition: self.partition };
         sending.await
     }
 

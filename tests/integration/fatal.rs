@@ -55,7 +55,11 @@ async fn deleting_a_topic_being_read_ends_run_with_an_error() {
     let orders: Topic<OrderEvent> = Topic::named(name.clone());
     publisher(&config).publish(&orders, &OrderPlaced::example("o1", "c", 1)).await.expect("published");
     let seen = Seen::default();
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler()).create_dead_letter_topics(false)).await;
+    // librdkafka reports a topic gone from the metadata only after
+    // topic.metadata.propagation.max.ms (30 s by default, against this test's 60 s
+    // deadline: it failed once so on a busy machine); 5 s here.
+    let reading = config.clone().set("topic.metadata.propagation.max.ms", "5000");
+    let running = Running::start(consumer(&reading, &unique("g")).subscribe(&orders, seen.handler()).create_dead_letter_topics(false)).await;
     wait_until(DEADLINE, "the event handled", || async { seen.len() == 1 }).await;
 
     let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("admin");

@@ -155,12 +155,16 @@ async fn changelog_keys(config: &herald_bus::KafkaConfig, topic: &str) -> HashSe
 async fn deadlines_due_while_the_orders_role_is_down_fire_on_restart() {
     let config = herald_testkit::kafka().await;
     let rules = busy_rules();
-    let timeout = Duration::from_secs(3);
+    // Long enough that the role is killed before any deadline comes due: the wait for the
+    // changelog below took over 3 s (the timeout used before) once on a busy CI machine,
+    // and a deadline fired before the kill.
+    let timeout = Duration::from_secs(10);
     let shop = Shop::new(config.clone(), "saga.deadlines", rules.clone(), timeout).await;
     // No payments role: no outcome comes, only the deadline can end these orders.
     let mut orders = shop.start(Role::Orders, "orders-0");
     let mut inventory = shop.start(Role::Inventory, "inventory-0");
     let placed: Vec<_> = (0..8).map(|i| checker_friendly(&shop, &format!("d-{i}"))).collect();
+    let placing = Instant::now();
     for o in &placed {
         shop.place(o).await;
     }
@@ -171,10 +175,11 @@ async fn deadlines_due_while_the_orders_role_is_down_fire_on_restart() {
         placed.iter().all(|o| keys.contains(&o.order_id))
     })
     .await;
-    // ...then dies before any came due (timeout 3 s; the deadlines are set when it reads
-    // OrderPlaced, so they are due at the earliest `timeout` after the last was placed).
+    // ...then dies before any came due (the deadlines are set when it reads OrderPlaced,
+    // so they are due at the earliest `timeout` after the first was placed).
     orders.kill9();
     let down_at = Instant::now();
+    assert!(down_at < placing + timeout, "the premise: killed {:?} after the first order, before any deadline came due", down_at - placing);
     // The premise of this test is time passing while the role is down: wait until every
     // deadline is due (at most `timeout` after now), then check nothing fired.
     wait_until(timeout + Duration::from_secs(2), "every deadline due", || async { down_at.elapsed() > timeout }).await;

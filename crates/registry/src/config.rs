@@ -101,15 +101,10 @@ impl std::fmt::Debug for RegistryConfig {
 /// A URL with a mistyped scheme separator (`http:/user:pw@host`, `http:user:pw@host`) is
 /// redacted the same way.
 pub(crate) fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(colon) = url.find(':').filter(|&c| c > 0 && url[..c].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))) else { return url.into() };
-    let after = &url[colon + 1..];
-    let scheme_end = colon + 1 + (after.len() - after.trim_start_matches('/').len());
-    let rest = &url[scheme_end..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let Some(at) = authority.rfind('@') else { return url.into() };
-    let Some(colon) = authority[..at].find(':') else { return url.into() };
-    let (user_end, password_end) = (scheme_end + colon + 1, scheme_end + at);
-    format!("{}<redacted>{}", &url[..user_end], &url[password_end..]).into()
+    match herald_bus::redact::url_password(url, &['/', '?', '#']) {
+        Some(password) => format!("{}<redacted>{}", &url[..password.start], &url[password.end..]).into(),
+        None => url.into(),
+    }
 }
 
 /// Bounded exponential backoff for transient registry failures.

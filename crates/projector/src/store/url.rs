@@ -1,5 +1,6 @@
 //! [`StoreUrl`]: a store URL whose password never shows in messages, `Debug` or logs.
 
+use std::ops::Range;
 use std::path::Path;
 
 use super::StoreError;
@@ -52,7 +53,7 @@ impl StoreUrl {
 
     /// The password in the URL, if any (to scrub it from a driver's messages).
     pub(crate) fn password(&self) -> Option<&str> {
-        password_span(&self.0).map(|(start, end)| &self.0[start..end])
+        password_span(&self.0).map(|range| &self.0[range])
     }
 
     /// `message` with every occurrence of this URL's password replaced by `***`.
@@ -68,20 +69,11 @@ impl StoreUrl {
 /// parameter (URL query or libpq `key=value` string, its value possibly quoted: `'a b'`).
 /// A URL whose `//` is mistyped (`postgres:/u:pw@h`, `postgres:u:pw@h`) is read the same
 /// way: messages about a malformed URL must not print its password either.
-fn password_span(url: &str) -> Option<(usize, usize)> {
-    let scheme = url.find(':').filter(|&c| c > 0 && url[..c].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)));
-    if let Some(colon) = scheme {
-        let after = &url[colon + 1..];
-        let rest_start = colon + 1 + (after.len() - after.trim_start_matches('/').len());
-        let rest = &url[rest_start..];
-        // The last '@' before the query ends the user info: a password typed without
-        // percent-encoding may contain '@' or '/', a database path hardly does.
-        let query = rest.find(['?', '#']).unwrap_or(rest.len());
-        if let Some(at) = rest[..query].rfind('@')
-            && let Some(colon) = rest[..at].find(':')
-        {
-            return Some((rest_start + colon + 1, rest_start + at));
-        }
+fn password_span(url: &str) -> Option<Range<usize>> {
+    // The last '@' before the query ends the user info: a password typed without
+    // percent-encoding may contain '@' or '/', a database path hardly does.
+    if let Some(range) = herald_bus::redact::url_password(url, &['?', '#']) {
+        return Some(range);
     }
     let key = url.find("password=")?;
     let start = key + "password=".len();
@@ -92,20 +84,20 @@ fn password_span(url: &str) -> Option<(usize, usize)> {
         while i < bytes.len() {
             match bytes[i] {
                 b'\\' => i += 2,
-                b'\'' => return Some((start, i + 1)),
+                b'\'' => return Some(start..i + 1),
                 _ => i += 1,
             }
         }
-        return Some((start, url.len()));
+        return Some(start..url.len());
     }
     let end = url[start..].find(['&', ' ', '#']).map_or(url.len(), |n| start + n);
-    Some((start, end))
+    Some(start..end)
 }
 
 /// `url` with its password replaced by `***`.
 pub fn redact(url: &str) -> String {
     match password_span(url) {
-        Some((start, end)) => format!("{}***{}", &url[..start], &url[end..]),
+        Some(range) => format!("{}***{}", &url[..range.start], &url[range.end..]),
         None => url.to_owned(),
     }
 }

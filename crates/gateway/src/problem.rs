@@ -240,6 +240,18 @@ mod tests {
 /// [`axum::extract::Path`] whose rejection is a [`Problem`] (`400 invalid-parameter`, or
 /// `500` for a route that has no such parameter), like every other error, where axum's
 /// own is plain text.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use herald_gateway::problem::Params;
+///
+/// async fn letter(Params((topic, offset)): Params<(String, i64)>) -> String {
+///     format!("{topic} at {offset}")
+/// }
+/// // `GET /letters/orders/x` answers `400 invalid-parameter` as a problem document.
+/// let app: Router = Router::new().route("/letters/{topic}/{offset}", get(letter));
+/// # drop(app);
+/// ```
 #[derive(Debug)]
 pub struct Params<T>(pub T);
 

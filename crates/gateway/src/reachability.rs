@@ -20,6 +20,17 @@ pub const INTERVAL: Duration = Duration::from_secs(2);
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The last answer of the cluster (see the module docs).
+///
+/// ```
+/// use herald_gateway::reachability::Reachability;
+/// let reachability = Reachability::new("gateway.idempotency".to_owned());
+/// // Healthy until a check goes unanswered: the gateway reached the cluster to start.
+/// let (healthy, report) = reachability.report();
+/// assert!(healthy);
+/// assert_eq!(report["checked"], false);
+/// ```
+///
+/// A gateway runs [`Reachability::run`] beside its server, with its publisher.
 #[derive(Debug)]
 pub struct Reachability {
     topic: String,

@@ -163,7 +163,8 @@
 //! [`stored::is_its_event`]) is dead-lettered by the index rather than given a version. `state_at` folds from version 1 (no snapshot in the read
 //! path). The index runs on SQLite and PostgreSQL (the store test runs on both). One `EventStore`'s reads run one at a time (one consumer). `herald aggregate
 //! show` folds a state only for the aggregates `herald` is built with (the shop's
-//! accounts); for others it prints the stream alone. No benchmark of the reads yet. Throughput against the engine's reaction step
+//! accounts); for others it prints the stream alone. The reads are measured against a full scan in BENCHMARKS.md ("one stream read back by
+//! index against a scan"). Throughput against the engine's reaction step
 //! is in BENCHMARKS.md ("Aggregates"): below the 0.8 aimed at in the first measurements.
 //! `herald command` (herald-cli) sends one command from the command line.
 

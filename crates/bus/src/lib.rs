@@ -59,7 +59,8 @@
 //!   handled, or written to the dead-letter topic. A crash or a rebalance can repeat
 //!   records (handlers must be idempotent; `ce_id` identifies an event), never lose them.
 //! - **Bad input does not stop the consumer.** Undecodable records, unknown types, and
-//!   handlers that fail after bounded retries go to `<topic>.dlq` with the original bytes
+//!   handlers that fail after bounded retries go to `<topic>.dlq` (`<topic>_dlq` for a name
+//!   with `_`: [`dead_letter::topic_for`]) with the original bytes
 //!   and the reason. While the dead-letter topic cannot be written the partition waits
 //!   and retries; a dead letter that can never be written (too large, not authorized)
 //!   parks its partition and makes the consumer unhealthy, saying why.

@@ -100,7 +100,8 @@
 //! Kafka transaction (read_committed inputs, KIP-447), so a crash shows all of a
 //! reaction's effects or none; state is rebuilt from the changelog before a partition
 //! reacts; deadlines due while a process was down fire when their partition is next
-//! owned. Not yet: inputs whose [`KeyKind::needs_repartition`] (the engine refuses them).
+//! owned. Inputs whose [`KeyKind::needs_repartition`] (keyed by something else than the
+//! state key) pass through the group's `<group>.repartition` topic first.
 
 pub mod changelog;
 pub mod compensation;

@@ -4,7 +4,8 @@
 //! `/metrics` on `--listen` (default `127.0.0.1:8080`), until Ctrl-C or SIGTERM; then
 //! finishes the requests in progress and flushes the producer. `--create-topics N` creates
 //! the routes' missing topics with N partitions at start. Kafka client properties: `-X
-//! key=value`, or `HERALD_KAFKA_*` variables.
+//! key=value`, or `HERALD_RDKAFKA_*` variables (`HERALD_RDKAFKA_SASL_MECHANISM` is
+//! `sasl.mechanism`; `-X` wins).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

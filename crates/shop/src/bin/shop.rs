@@ -345,7 +345,7 @@ async fn main() -> anyhow::Result<()> {
     let stop = stop_on_signal();
     let cli = Cli::parse();
     let _telemetry = herald_ops::telemetry::init(cli.role.service(), "info")?;
-    let config = KafkaConfig::new(&cli.bootstrap);
+    let config = KafkaConfig::new(&cli.bootstrap).with_env(std::env::vars());
     let instance = cli.instance.clone().unwrap_or_else(herald_services::announce::default_instance);
     let topics: Vec<TopicSpec> = [
         herald_shop::orders::ORDERS.name(),

@@ -25,7 +25,8 @@ struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
     bootstrap: String,
-    /// librdkafka properties, `key=value`, repeatable.
+    /// librdkafka properties, `key=value`, repeatable (they win over `HERALD_RDKAFKA_*`
+    /// variables: `HERALD_RDKAFKA_SASL_MECHANISM` is `sasl.mechanism`).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     properties: Vec<String>,
     /// Address of /health and /metrics.
@@ -67,7 +68,7 @@ struct Args {
 pub async fn run(fault: Option<FaultHook>) -> anyhow::Result<()> {
     let _telemetry = herald_ops::telemetry::init("outbox-relay", "info")?;
     let args = Args::parse();
-    let kafka = KafkaConfig::new(&args.bootstrap).with_pairs(&args.properties).context("-X")?;
+    let kafka = KafkaConfig::new(&args.bootstrap).with_env(std::env::vars()).with_pairs(&args.properties).context("-X")?;
     let pg = herald_outbox::config(&args.postgres)?;
     let table = OutboxTable::new(&args.table)?.buckets(args.buckets)?;
     let mut options = RelayOptions {

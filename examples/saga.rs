@@ -13,7 +13,8 @@
 //! past the timeout (cancelled, then its late charge refunded), and prints each order's
 //! terminal event with the time it carries (the reaction's clock). Guarantee shown: the
 //! decisions alone give exactly one terminal event per order and net zero for cancelled
-//! orders, with deterministic event ids; the Kafka runtime will add exactly-once delivery.
+//! orders, with deterministic event ids; on Kafka, the engine (`herald_choreography::engine`,
+//! run by the `shop` binary) adds exactly-once delivery.
 
 use std::time::Duration;
 

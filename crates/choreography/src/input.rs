@@ -317,8 +317,9 @@ impl<I: 'static> Inputs<I> {
     /// Inputs whose state is keyed by the record's Kafka key (the aggregate id) unless a
     /// registration says otherwise. When every topic is keyed by the saga's own id (an
     /// order id), this is the saga key without a repartition step. The event's aggregate id
-    /// is the state key: a record keyed otherwise is dead-lettered, one without a key is
-    /// accepted ([`Route::check_record_key`]).
+    /// is the state key: a record keyed otherwise is dead-lettered
+    /// ([`Route::check_record_key`]), and so is one without a key, by the engine's
+    /// placement check (unless `EngineSettings::input_partitioner` turns it off).
     pub fn by_subject() -> Self {
         Inputs { default_key: KeyKind::Subject, ..Inputs::new() }
     }

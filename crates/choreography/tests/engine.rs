@@ -671,20 +671,45 @@ async fn a_deadline_waits_for_the_inputs_that_came_before_it_on_every_input_topi
     assert!(seen.iter().all(|v| v["type"] == "pong"), "the cancel came before the deadline was due: {seen:?}");
 }
 
-/// An engine whose every transaction fails (its output topic does not exist) still stops
-/// when told: the coordinator went from one failed attempt to the next without looking at
-/// the stop (a bench's engine ignored SIGTERM for ten minutes).
+/// An engine whose declared output topic is missing refuses to start, saying which: it
+/// would fail every transaction, and every partition of the process would wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engine_whose_transactions_keep_failing_stops_when_told() {
+async fn an_engine_whose_output_topic_is_missing_refuses_to_start() {
     let s = setup(1).await;
     let missing = herald_testkit::unique("engine.missing");
+    let engine = Engine::new(&s.config, Pinger { input: Topic::named(&s.input), output: Topic::named(&missing) }, s.settings("a")).expect("engine");
+    let ended = tokio::time::timeout(WAIT, engine.run(std::future::pending())).await.expect("the engine ends");
+    match ended {
+        Err(e @ herald_choreography::engine::EngineError::MissingOutput(_)) => {
+            assert!(e.is_permanent());
+            assert!(e.to_string().contains(&missing), "{e}");
+        }
+        other => panic!("expected a refusal naming {missing}, got {other:?}"),
+    }
+}
+
+/// An engine whose every transaction fails (its output topic deleted while it runs) still
+/// stops when told: the coordinator went from one failed attempt to the next without
+/// looking at the stop (a bench's engine ignored SIGTERM for ten minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_whose_transactions_keep_failing_stops_when_told() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let s = setup(1).await;
     // One reaction per transaction: the commit runs inside the backlog's drain, whose
     // failure sent the coordinator straight back to the drain.
     let mut settings = s.settings("a");
     settings.max_batch = 1;
-    let engine = Engine::new(&s.config, Pinger { input: Topic::named(&s.input), output: Topic::named(&missing) }, settings).expect("engine");
+    // A vanished topic is given up on after 5 s, not librdkafka's default 30 s.
+    let config = s.config.clone().set("topic.metadata.propagation.max.ms", "5000");
+    let engine = Engine::new(&config, Pinger { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
     let health = engine.health();
     let running = start(engine);
+    s.ping("k0", 0).await;
+    let first = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(first.len(), 1, "the engine reacts while its output exists");
+    let admin: AdminClient<_> = s.config.client_config(&[]).create().expect("admin");
+    let deleted = admin.delete_topics(&[s.output.as_str()], &AdminOptions::new()).await.expect("delete the output topic");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
     s.ping("k", 0).await;
     herald_testkit::wait_until(WAIT, "transactions fail", || {
         let h = health.clone();

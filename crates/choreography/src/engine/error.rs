@@ -14,6 +14,11 @@ pub enum EngineError {
     /// is missing.
     #[error("not co-partitioned: {0}")]
     Partitions(String),
+    /// A topic the participant emits to (by a name it declares) does not exist. The engine
+    /// makes only its changelog, repartition and dead-letter topics; a missing output would
+    /// fail every transaction, so every partition of the process would wait.
+    #[error("output topic {0} does not exist: create it before the engine starts (with the partitions its readers need)")]
+    MissingOutput(String),
     /// The state type's changelog codec could not be built.
     #[error(transparent)]
     Changelog(#[from] crate::changelog::ChangelogError),
@@ -48,7 +53,7 @@ pub enum EngineError {
 impl EngineError {
     /// Whether a restart with the same configuration cannot help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::Changelog(_))
+        matches!(self, EngineError::NoInputs(_) | EngineError::Partitions(_) | EngineError::MissingOutput(_) | EngineError::Changelog(_))
     }
 
     /// Whether the group fenced the engine's static member ([`ConsumerError::FencedInstance`]):

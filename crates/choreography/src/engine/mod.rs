@@ -46,6 +46,10 @@
 //! - **Repartition** (see `repartition`): inputs whose state key is not their Kafka key
 //!   are first copied, exactly once, to the participant's repartition topic keyed by the
 //!   state key, and the participant reads that topic.
+//! - **Topics**: the engine makes its changelog, repartition and dead-letter topics. It
+//!   refuses to start when an input or a declared output topic is missing
+//!   ([`EngineError::Partitions`], [`EngineError::MissingOutput`]): a missing output would
+//!   fail every transaction, and every partition of the process would wait.
 //! - **Topics an input names** (an aggregate's reply topic, [`Emitted::exact_topic`](crate::emit::Emitted::exact_topic))
 //!   are checked before their output is written (see `named_topics`): one that does not
 //!   exist would fail the transaction on every retry and stall the partition, so that
@@ -55,6 +59,12 @@
 //!   its changelog, inputs, repartition and output topics) or Kafka's internal ones
 //!   (`reason="own-topic"`): a stranger's record in the compacted changelog would stop every
 //!   later restore of its partition.
+//! - **Records it cannot read** (undecodable bytes, and event types outside the input's
+//!   family, whose schema it does not know) are dead-lettered at stage `decode`; unlike the
+//!   bus [`Consumer`](herald_bus::Consumer)'s `UnknownTypes`, there is no policy to skip
+//!   them: deploy the readers of a topic with a new type before its writers. A
+//!   participant has no error to return: `decide` refuses an input by emitting the
+//!   refusal's event, and a panic is the way to fail one.
 //! - **A reaction that panics** (a bug in `decide`, an aggregate's `evolve`) fails only
 //!   its input: the panic is caught, the input dead-lettered (`<topic>.dlq`, stage
 //!   `handler`, the panic's message as reason) in the transaction that moves past it, its
@@ -351,6 +361,11 @@ impl<P: Participant> Engine<P> {
         let mut outputs: Vec<(String, String)> = declaration.emits.iter().filter(|o| o.topic() != crate::declaration::NAMED_BY_INPUT).map(|o| (o.topic().to_owned(), self.settings.prefixed(o.topic()))).collect();
         outputs.sort();
         outputs.dedup();
+        for (_, topic) in &outputs {
+            if admin::partition_count(&self.config, topic).await.map_err(|e| EngineError::Admin(e.to_string()))?.is_none() {
+                return Err(EngineError::MissingOutput(topic.clone()));
+            }
+        }
         let dead_letters: Vec<String> = topics.iter().map(|t| dead_letter::topic_for(t)).collect();
         let limits = limits::RecordLimits::read(&self.config, &outputs, &self.changelog_topic(), &dead_letters).await;
         let expected = self.expected_partitioner();

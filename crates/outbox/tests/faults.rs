@@ -41,6 +41,22 @@ fn relay_process(url: &str, table: &str, buckets: u32, instance: &str, registry:
     command.spawn().expect("start herald-outbox-relay")
 }
 
+/// librdkafka properties come from `HERALD_RDKAFKA_*` variables (SASL settings, say), under
+/// `-X`: one that librdkafka does not know stops the relay at start, named. The relay used
+/// to ignore them all.
+#[test]
+fn kafka_settings_come_from_herald_rdkafka_variables() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald-outbox-relay"))
+        .args(["--postgres", "postgres://herald@127.0.0.1:1/herald", "--bootstrap", "127.0.0.1:1", "--no-register"])
+        .env("HERALD_RDKAFKA_NO_SUCH_PROPERTY", "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("run herald-outbox-relay");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
 /// A relay started before PostgreSQL answers serves `/health` at once, unhealthy, saying
 /// why (the cause, not only "error connecting to server").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! The `shop` binary registers itself in the service registry and deregisters when it
-//! stops in order (against the real broker; its own topic prefix and registry topic).
+//! stops in order (against the real broker; its own topic prefix and registry topic), and
+//! takes its Kafka client settings from the environment as every Herald program does.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::process::{Command, Stdio};
@@ -46,4 +47,20 @@ async fn order_status_registers_with_its_address_and_groups_and_deregisters_on_s
     wait_until(Duration::from_secs(10), "order-status deregistered", || async { directory.entries().is_empty() }).await;
     directory.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// librdkafka properties come from `HERALD_RDKAFKA_*` variables (SASL settings, say): one
+/// that librdkafka does not know stops the role at start, named. The binary used to
+/// ignore them all.
+#[test]
+fn kafka_settings_come_from_herald_rdkafka_variables() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shop"))
+        .args(["orders", "--bootstrap", "127.0.0.1:1", "--topic-prefix", "t.env.", "--no-register"])
+        .env("HERALD_RDKAFKA_NO_SUCH_PROPERTY", "1")
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
 }

@@ -6,6 +6,7 @@ use rdkafka::message::{Message, OwnedMessage};
 use super::record::OwnedRecord;
 use crate::codec::{Codec, DecodeError};
 use crate::dead_letter::{Failure, Stage};
+use crate::envelope::header::TYPE;
 use crate::envelope::{Envelope, Metadata, Position};
 use crate::EventFamily;
 
@@ -40,11 +41,10 @@ async fn decode_parts<'a, F: EventFamily>(
         Some(header) => header,
         None => codec.read_header(payload).await,
     };
-    let (writer, datum) = header.map_err(|e| Failure {
-        stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode },
-        reason: e.to_string(),
-        attempts: 0,
-    })?;
+    let (writer, datum) = match header {
+        Ok(found) => found,
+        Err(e) => return Err(header_failure::<F>(e, headers)),
+    };
     let event = match F::decode(&writer.name, &writer, datum) {
         Ok(Some(event)) => event,
         Ok(None) => {
@@ -62,4 +62,19 @@ async fn decode_parts<'a, F: EventFamily>(
     // A record without `ce_id` is known by its place in the log.
     meta.identify_by_position(&position.topic, position.partition, position.offset);
     Ok(Envelope { event, meta, position })
+}
+
+/// Why a record's writer schema was not found. A schema this reader does not know, on a
+/// record whose `ce_type` names a type outside the family, is an unknown type (the
+/// consumer's [`UnknownTypes`](super::UnknownTypes) policy applies: a reader that does not
+/// care about a type has no reason to hold its schema), not undecodable bytes.
+fn header_failure<'a, F: EventFamily>(e: DecodeError, mut headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Failure {
+    if matches!(e, DecodeError::UnknownFingerprint(_)) {
+        let named = headers.find(|(name, _)| *name == TYPE.as_bytes()).and_then(|(_, value)| std::str::from_utf8(value?).ok());
+        if let Some(type_name) = named.filter(|t| !F::TYPES.contains(t)) {
+            let reason = format!("event type {type_name} (its ce_type; {e}) is not handled on this topic (expected one of {:?})", F::TYPES);
+            return Failure { stage: Stage::UnknownType, reason, attempts: 0 };
+        }
+    }
+    Failure { stage: if e.is_transient() { Stage::Unavailable } else { Stage::Decode }, reason: e.to_string(), attempts: 0 }
 }

@@ -23,7 +23,10 @@ use crate::runtime::FailureClass;
 use crate::trace::TraceContext;
 use crate::{EventFamily, Handler};
 
-/// What to do with a record whose type the topic's family does not include.
+/// What to do with a record whose type the topic's family does not include: its writer
+/// schema is known but not a member, or the schema is unknown to this reader and the
+/// record's `ce_type` names a type outside the family. (An unknown schema with no
+/// `ce_type`, or one naming a member, is undecodable: dead-lettered at stage `decode`.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownTypes {
     /// Send it to the dead-letter topic (default): nothing is dropped silently.

@@ -49,7 +49,9 @@
 //! - **Order per aggregate.** The key is the aggregate id; the producer is idempotent with
 //!   `acks=all` and partitions with murmur2 like the Java client; the consumer handles a
 //!   partition's records one at a time. So one aggregate's events are handled in the order
-//!   they were published. (A [`Publisher`] refuses a configuration that would weaken this:
+//!   they were published, with one limit: a record whose delivery times out (the broker
+//!   away longer than `message.timeout.ms`) does not stop later records of its key that
+//!   were already queued (see [`Publisher::publish_all`]). (A [`Publisher`] refuses a configuration that would weaken this:
 //!   idempotence off, `acks` other than `all`, a random partitioner; see
 //!   [`publisher::weakened`].) If the producer fails fatally, the publisher refuses every send
 //!   with [`PublishError::Fatal`] (handing the record back) until

@@ -167,6 +167,14 @@ impl Publisher {
     /// order: once one cannot be sent (it does not encode, it is too large), the later
     /// events of its aggregate are not sent either ([`PublishError::EarlierFailed`]), so
     /// republishing the failed one and those after it keeps the aggregate in order.
+    ///
+    /// That holds for refusals before sending. A *delivery* that fails (the broker away
+    /// for longer than `message.timeout.ms`, 300 s by default) cannot hold back the later
+    /// events of its aggregate already queued: librdkafka times each record out on its
+    /// own, and a later one may still be written. Its result is `Ok`, and republishing
+    /// the failed one puts it after. Where an aggregate's order must survive any outage,
+    /// publish its next event only once the previous one is acknowledged
+    /// ([`Publisher::publish`], awaited), retrying a failure before going on.
     pub async fn publish_all<'a, F, E, I>(&self, topic: &Topic<F>, events: I) -> Vec<Result<Published, PublishError>>
     where
         F: EventFamily + Member<E>,
@@ -280,7 +288,9 @@ impl Publisher {
 
     /// Queues a record, waiting for an in-flight slot, and returns a future that resolves
     /// when the broker acknowledged it. Records are queued in call order: await each
-    /// `enqueue` before the next one to keep order, and collect the deliveries later.
+    /// `enqueue` before the next one to keep order, and collect the deliveries later. A
+    /// delivery that fails (timed out after `message.timeout.ms`) does not stop later
+    /// records of the same key already queued (see [`Publisher::publish_all`]).
     ///
     /// Refuses oversize records before queueing; waits (does not spin) while the client's
     /// queue is full. After a fatal producer error, refuses every record with

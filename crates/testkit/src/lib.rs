@@ -129,6 +129,24 @@ pub async fn printed_address(stdout: std::process::ChildStdout) -> String {
     .expect("reading the process's stdout")
 }
 
+/// Runs `program` with a property librdkafka does not know, given as a
+/// `HERALD_RDKAFKA_*` variable, and asserts that it stops at start and names it: the
+/// program reads its Kafka client settings from the environment
+/// ([`KafkaConfig::with_env`]). Give it arguments that fail fast otherwise (an
+/// unreachable `--bootstrap`), so that a program ignoring the variable fails the check
+/// rather than running on.
+///
+/// ```no_run
+/// let shop = std::process::Command::new("shop");
+/// herald_testkit::assert_reads_rdkafka_env(shop);
+/// ```
+pub fn assert_reads_rdkafka_env(mut program: std::process::Command) {
+    let output = program.env("HERALD_RDKAFKA_NO_SUCH_PROPERTY", "1").env("RUST_BACKTRACE", "0").output().expect("run the program");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+}
+
 /// Waits until `condition` returns true, checking every 20 ms, for at most `timeout`.
 /// Panics with `what` if the deadline passes.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut condition: F)

@@ -1488,6 +1488,97 @@ async fn an_undecodable_input_goes_to_the_dead_letter_topic_the_engine_makes() {
     running.stop().await;
 }
 
+herald_bus::family! {
+    /// Events the test participants do not read: their schemas are unknown to them.
+    #[derive(Debug)]
+    pub enum Stranger {
+        /// Written to the participants' input beside their own events.
+        Gift(Gift),
+    }
+}
+
+/// An event type outside the participants' family.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Gift {
+    id: String,
+}
+
+impl herald_bus::Event for Gift {
+    const TYPE: &'static str = "t.Gift";
+    const SCHEMA: &'static str = r#"{"type":"record","name":"Gift","namespace":"t","fields":[{"name":"id","type":"string"}]}"#;
+    fn aggregate_id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Publishes a `t.Gift` of `id` (keyed `id`) to the input: a type the participant does not read.
+async fn gift(s: &Setup, id: &str) {
+    let topic: Topic<Stranger> = Topic::named(&s.input);
+    s.publisher.publish(&topic, &Gift { id: id.into() }).await.expect("published");
+}
+
+/// An event of a type outside the input's family, whose schema the engine does not know
+/// (its `ce_type` says what it is), is dead-lettered at stage `unknown-type` by default
+/// (before, at stage `decode`, as undecodable bytes); with `UnknownTypes::Skip` it is moved
+/// past in the transaction with no reaction and no dead letter. Either way the input after
+/// it is reacted to, and both offsets commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_of_an_unknown_type_is_dead_lettered_as_such_or_skipped_when_told() {
+    for policy in [herald_bus::UnknownTypes::DeadLetter, herald_bus::UnknownTypes::Skip] {
+        let s = setup(1).await;
+        gift(&s, "k").await;
+        s.ping("k", 0).await;
+        let mut settings = s.settings("a");
+        settings.unknown_types = policy;
+        let running = start(s.engine(settings));
+        let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+        assert_eq!(out.len(), 1, "{policy:?}: the ping after the gift was reacted to, once");
+        assert_eq!(decoded(&out[0]).1["n"], serde_json::json!(1), "{policy:?}: the gift changed no state");
+        running.stop().await;
+        let committed = herald_testkit::committed(&s.config, &s.group, &s.input, 1).await;
+        assert_eq!(committed, [Some(2)], "{policy:?}: both inputs moved past");
+        // Any letter was written in a transaction that committed before the offsets above.
+        let dlq = herald_bus::dead_letter::topic_for(&s.input);
+        match policy {
+            herald_bus::UnknownTypes::Skip => assert_eq!(herald_testkit::record_count(&s.config, &dlq).await, 0, "skipped: no dead letter"),
+            herald_bus::UnknownTypes::DeadLetter => {
+                let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+                assert_eq!(letters.len(), 1);
+                assert_eq!(header(&letters[0], "herald.dlq.stage"), Some("unknown-type"));
+                let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+                assert!(reason.contains("t.Gift"), "{reason}");
+            }
+        }
+    }
+}
+
+/// The same through a repartition topic: with `UnknownTypes::Skip`, a gift is not copied
+/// and not dead-lettered, and the copier's offsets move past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_of_an_unknown_type_is_not_copied_to_the_repartition_topic_when_skipped() {
+    let s = setup(1).await;
+    gift(&s, "a0").await;
+    s.ping("a1", 0).await;
+    gift(&s, "a2").await;
+    s.ping("a3", 0).await;
+    let mut settings = s.settings("a");
+    settings.unknown_types = herald_bus::UnknownTypes::Skip;
+    let engine = Engine::new(&s.config, ByInitial { input: Topic::named(&s.input), output: Topic::named(&s.output) }, settings).expect("engine");
+    let running = start(engine);
+    let out = read(&s.config, &s.output, "read_committed", 2, WAIT, QUIET).await;
+    let mut ns: Vec<_> = out.iter().map(|m| decoded(m).1["n"].as_i64().unwrap_or_default()).collect();
+    ns.sort();
+    assert_eq!(ns, [1, 2], "the two pings, once each");
+    running.stop().await;
+    // Everything the copier wrote committed before the offsets below: a reader sees it all.
+    let copies = read(&s.config, &format!("by-initial.{}.by-initial", s.input), "read_committed", 2, WAIT, QUIET).await;
+    assert_eq!(copies.len(), 2, "only the pings were copied");
+    assert!(copies.iter().all(|m| header(m, "ce_type") == Some("t.Ping")));
+    assert_eq!(herald_testkit::record_count(&s.config, &herald_bus::dead_letter::topic_for(&s.input)).await, 0, "no dead letter");
+    let committed = herald_testkit::committed(&s.config, &format!("{}.repartition", s.group), &s.input, 1).await;
+    assert_eq!(committed, [Some(4)], "the copier moved past all four");
+}
+
 /// Told not to make its dead-letter topics, the engine's partition waits for a dead letter
 /// whose topic is missing, and says so: unhealthy, naming the topic; once the topic
 /// exists, the letter is written and the partition goes on.

@@ -43,7 +43,7 @@ async fn decode_parts<'a, F: EventFamily>(
     };
     let (writer, datum) = match header {
         Ok(found) => found,
-        Err(e) => return Err(header_failure::<F>(e, headers)),
+        Err(e) => return Err(header_failure(e, headers, F::TYPES)),
     };
     let event = match F::decode(&writer.name, &writer, datum) {
         Ok(Some(event)) => event,
@@ -64,15 +64,28 @@ async fn decode_parts<'a, F: EventFamily>(
     Ok(Envelope { event, meta, position })
 }
 
-/// Why a record's writer schema was not found. A schema this reader does not know, on a
-/// record whose `ce_type` names a type outside the family, is an unknown type (the
-/// consumer's [`UnknownTypes`](super::UnknownTypes) policy applies: a reader that does not
-/// care about a type has no reason to hold its schema), not undecodable bytes.
-fn header_failure<'a, F: EventFamily>(e: DecodeError, mut headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>) -> Failure {
+/// Why a record's writer schema was not found, as the failure its dead letter carries. A
+/// schema this reader does not know, on a record whose `ce_type` names a type outside
+/// `types` (the family's), is an unknown type (stage `unknown-type`: the consumer's
+/// [`UnknownTypes`](super::UnknownTypes) policy applies, and a reader that does not care
+/// about a type has no reason to hold its schema), not undecodable bytes (stage
+/// `decode`, or `unavailable` when the schema could not be fetched now).
+///
+/// ```
+/// use herald_bus::codec::DecodeError;
+/// use herald_bus::consumer::header_failure;
+/// use herald_bus::dead_letter::Stage;
+/// let headers = || [(&b"ce_type"[..], Some(&b"shop.GiftWrapped"[..]))].into_iter();
+/// let unknown = || DecodeError::UnknownFingerprint(herald_bus::schema::Fingerprint([7; 8]));
+/// assert_eq!(header_failure(unknown(), headers(), &["shop.OrderPlaced"]).stage, Stage::UnknownType);
+/// // A member's type with a schema this reader lacks: its bytes cannot be read.
+/// assert_eq!(header_failure(unknown(), headers(), &["shop.GiftWrapped"]).stage, Stage::Decode);
+/// ```
+pub fn header_failure<'a>(e: DecodeError, mut headers: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>, types: &[&str]) -> Failure {
     if matches!(e, DecodeError::UnknownFingerprint(_)) {
         let named = headers.find(|(name, _)| *name == TYPE.as_bytes()).and_then(|(_, value)| std::str::from_utf8(value?).ok());
-        if let Some(type_name) = named.filter(|t| !F::TYPES.contains(t)) {
-            let reason = format!("event type {type_name} (its ce_type; {e}) is not handled on this topic (expected one of {:?})", F::TYPES);
+        if let Some(type_name) = named.filter(|t| !types.contains(t)) {
+            let reason = format!("event type {type_name} (its ce_type; {e}) is not handled on this topic (expected one of {types:?})");
             return Failure { stage: Stage::UnknownType, reason, attempts: 0 };
         }
     }

@@ -41,7 +41,7 @@ mod sink;
 use std::future::Future;
 
 pub use builder::{CodecFactory, ConsumerBuilder};
-pub use decode::{decode, decode_record};
+pub use decode::{decode, decode_record, header_failure};
 pub use handler::{Handler, HandlerError};
 pub use record::OwnedRecord;
 pub use route::UnknownTypes;

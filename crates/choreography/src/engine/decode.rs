@@ -6,7 +6,7 @@ use herald_bus::codec::SingleObject;
 use herald_bus::partitioner::Partitioner;
 use herald_bus::consumer::OwnedRecord;
 use herald_bus::dead_letter::{Failure, Stage};
-use herald_bus::Metadata;
+use herald_bus::{Metadata, UnknownTypes};
 
 use crate::input::{Route, Routed};
 
@@ -24,13 +24,35 @@ pub(crate) struct Reader<I> {
     /// For a topic keyed by aggregate id: how its producers place records, and its
     /// partition count, to refuse records on another partition than their aggregate's.
     placement: Option<(Partitioner, u32)>,
+    /// What becomes of a record whose type is not the route's family's, and the count of
+    /// those skipped.
+    unknown_types: (UnknownTypes, metrics::Counter),
 }
 
 impl<I> Reader<I> {
     /// A reader for `route` (single-object payloads written with its family's schemas).
     pub(crate) fn new(route: Route<I>) -> Self {
         let codec = SingleObject::new(route.schemas().clone());
-        Reader { route, codec, placement: None }
+        Reader { route, codec, placement: None, unknown_types: (UnknownTypes::DeadLetter, metrics::Counter::noop()) }
+    }
+
+    /// What becomes of records of `topic` (as read) whose type is outside the route's
+    /// family (see [`EngineSettings::unknown_types`](super::EngineSettings::unknown_types)).
+    pub(crate) fn unknown_types(mut self, policy: UnknownTypes, participant: &'static str, topic: &str) -> Self {
+        let skipped = metrics::counter!("herald_choreography_inputs_skipped_total", "participant" => participant, "topic" => topic.to_owned());
+        self.unknown_types = (policy, skipped);
+        self
+    }
+
+    /// True (and counted) when a record refused with `failure` is to be moved past
+    /// without a reaction or a dead letter: its type is unknown and the policy skips those.
+    pub(crate) fn skip(&self, failure: &Failure) -> bool {
+        let (policy, skipped) = &self.unknown_types;
+        let skip = failure.stage == Stage::UnknownType && *policy == UnknownTypes::Skip;
+        if skip {
+            skipped.increment(1);
+        }
+        skip
     }
 
     /// Refuses records of an aggregate on another partition than `partitioner` puts its
@@ -67,7 +89,8 @@ impl<I> Reader<I> {
     pub(crate) fn read(&self, record: &OwnedRecord) -> Result<(Routed<I>, Metadata), Refused> {
         let failure = |stage, reason: String| Refused { failure: Failure { stage, reason, attempts: 0 }, misplaced: false };
         let payload = record.payload().ok_or_else(|| failure(Stage::Decode, herald_bus::codec::DecodeError::Empty.to_string()))?;
-        let (writer, datum) = self.codec.split(payload).map_err(|e| failure(Stage::Decode, e.to_string()))?;
+        // An unknown schema whose `ce_type` is outside the family is an unknown type.
+        let (writer, datum) = self.codec.split(payload).map_err(|e| Refused { failure: herald_bus::consumer::header_failure(e, record.headers(), self.route.types()), misplaced: false })?;
         let mut meta = Metadata::from_record_header_pairs(record.headers(), record.key(), &writer.name, record.timestamp().to_millis()).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         meta.check_type(&writer.name).map_err(|e| failure(Stage::Decode, e.to_string()))?;
         // A record without `ce_id` is known by its place in the log: the same id at every

@@ -19,7 +19,11 @@
 //! - `herald_choreography_reactions_unwritable_total` (counter), the same labels: reactions
 //!   whose event or state does not encode, refused whole;
 //! - `herald_choreography_outputs_dropped_total` (counter), labels `participant`,
-//!   `reason` = `unknown-topic` | `own-topic`.
+//!   `reason` = `unknown-topic` | `own-topic`;
+//! - `herald_choreography_inputs_skipped_total` (counter), labels `participant`, `topic`:
+//!   inputs of unknown types moved past under
+//!   [`UnknownTypes::Skip`](herald_bus::UnknownTypes) (see
+//!   [`EngineSettings::unknown_types`](super::EngineSettings::unknown_types)).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

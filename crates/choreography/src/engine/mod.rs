@@ -59,10 +59,13 @@
 //!   its changelog, inputs, repartition and output topics) or Kafka's internal ones
 //!   (`reason="own-topic"`): a stranger's record in the compacted changelog would stop every
 //!   later restore of its partition.
-//! - **Records it cannot read** (undecodable bytes, and event types outside the input's
-//!   family, whose schema it does not know) are dead-lettered at stage `decode`; unlike the
-//!   bus [`Consumer`](herald_bus::Consumer)'s `UnknownTypes`, there is no policy to skip
-//!   them: deploy the readers of a topic with a new type before its writers. A
+//! - **Records it cannot read** (undecodable bytes) are dead-lettered at stage `decode`.
+//!   Records of **event types outside the input's family** (a schema the participant
+//!   knows that is no member, or an unknown schema whose `ce_type` names another type)
+//!   are dead-lettered at stage `unknown-type`, or, with
+//!   [`EngineSettings::unknown_types`] = [`UnknownTypes::Skip`](herald_bus::UnknownTypes),
+//!   moved past in the transaction without a reaction, as the bus
+//!   [`Consumer`](herald_bus::Consumer)'s policy of the same name. A
 //!   participant has no error to return: `decide` refuses an input by emitting the
 //!   refusal's event, and a panic is the way to fail one.
 //! - **A reaction that panics** (a bug in `decide`, an aggregate's `evolve`) fails only
@@ -324,7 +327,7 @@ impl<P: Participant> Engine<P> {
         }
         let inputs = self.participant.inputs();
         let route = |source: &str| inputs.route(source.strip_prefix(&self.settings.topic_prefix)?);
-        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(route(source)?.clone()), target.clone())))).collect();
+        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(route(source)?.clone()).unknown_types(self.settings.unknown_types, P::NAME, source), target.clone())))).collect();
         let group = format!("{group}.repartition");
         let mut settings = self.settings.clone();
         settings.group = Some(group.clone());
@@ -376,7 +379,7 @@ impl<P: Participant> Engine<P> {
                 Some(partitioner) if !r.key().needs_repartition() => Reader::new(r.clone()).placed(partitioner, partitions),
                 _ => Reader::new(r.clone()),
             };
-            self.participant.inputs().routes().iter().map(|r| (read(r), reader(r))).collect()
+            self.participant.inputs().routes().iter().map(|r| (read(r), reader(r).unknown_types(self.settings.unknown_types, P::NAME, &read(r)))).collect()
         };
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Command<P::Input, P::State>>();
         let owned = hanging::Owned::default();

@@ -281,18 +281,21 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         let Some((reader, target)) = self.shared.readers.get(&*self.topic) else { return Delivery::Interrupted };
         let mut records = Vec::with_capacity(batch.len());
         let mut failed = None;
+        // Records taken: copied, or skipped (an unknown type the policy skips).
+        let mut count = 0;
         for (index, record) in batch.iter().enumerate() {
             match reader.decode(record) {
                 Ok((routed, _)) => {
                     records.push((record.offset(), Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None }));
                 }
+                Err(failure) if reader.skip(&failure) => {}
                 Err(failure) => {
                     failed = Some((index, failure));
                     break;
                 }
             }
+            count += 1;
         }
-        let count = records.len();
         if count > 0 {
             let next = batch[count - 1].offset() + 1;
             // Revoked or lost: stop at once instead of holding the revocation (and the

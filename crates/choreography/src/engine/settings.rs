@@ -131,6 +131,16 @@ pub struct EngineSettings {
     /// parallel, a staging copy). Names set explicitly (`group`, `changelog`) are used as
     /// they are.
     pub topic_prefix: String,
+    /// What becomes of an input record whose event type is not among its topic's family
+    /// (a schema the participant knows that is no member, or an unknown schema whose
+    /// `ce_type` names another type), as the bus [`Consumer`](herald_bus::Consumer)'s
+    /// policy of the same name. Default [`UnknownTypes::DeadLetter`](herald_bus::UnknownTypes):
+    /// dead-lettered at stage `unknown-type`, in the transaction that moves past it.
+    /// [`UnknownTypes::Skip`](herald_bus::UnknownTypes): moved past in the transaction
+    /// without a reaction or a dead letter, counted in
+    /// `herald_choreography_inputs_skipped_total`; for a topic that also carries types the
+    /// participant does not react to, or writers deployed before their readers.
+    pub unknown_types: herald_bus::UnknownTypes,
 }
 
 impl EngineSettings {
@@ -158,6 +168,7 @@ impl EngineSettings {
             consumer_properties: Vec::new(),
             hanging_input_after: Duration::from_secs(90),
             topic_prefix: String::new(),
+            unknown_types: herald_bus::UnknownTypes::DeadLetter,
         }
     }
 

@@ -211,6 +211,8 @@ impl<I: Send + 'static, S: Send + 'static> PartitionSink for EnginePartition<I, 
         for (index, record) in batch.iter().enumerate() {
             match reader.read(record) {
                 Ok(decoded) => held.push(Held::Record { record: record.clone(), decoded: Some(decoded) }),
+                // An unknown type the policy skips: its offset moves with the others'.
+                Err(refused) if reader.skip(&refused.failure) => held.push(Held::Skip { topic: record.topic().to_owned(), partition: record.partition(), offset: record.offset() }),
                 Err(refused) => {
                     failed = Some((index, refused));
                     break;

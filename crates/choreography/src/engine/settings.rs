@@ -139,7 +139,8 @@ pub struct EngineSettings {
     /// [`UnknownTypes::Skip`](herald_bus::UnknownTypes): moved past in the transaction
     /// without a reaction or a dead letter, counted in
     /// `herald_choreography_inputs_skipped_total`; for a topic that also carries types the
-    /// participant does not react to, or writers deployed before their readers.
+    /// participant does not react to, or writers deployed before their readers. (An
+    /// aggregate's command skipped so gets no reply: its sender times out.)
     pub unknown_types: herald_bus::UnknownTypes,
 }
 

@@ -117,7 +117,21 @@ impl Sender {
         let mut line_no = 0usize;
         let mut stop = None;
         let mut stop_error = None;
-        while let Some(line) = lines.next_line().await.context("reading stdin")? {
+        loop {
+            let line = match lines.next_line().await {
+                Ok(Some(line)) => line,
+                Ok(None) => break,
+                // Bytes that are not UTF-8 are bad input like JSON that does not fit: the
+                // lines before were queued, so they are reported before stopping.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    stop = Some(Invalid(format!("line {}: not UTF-8 text ({e})", line_no + 1)));
+                    break;
+                }
+                Err(e) => {
+                    stop_error = Some(anyhow::Error::new(e).context(format!("reading stdin after line {line_no}")));
+                    break;
+                }
+            };
             line_no += 1;
             if line.trim().is_empty() {
                 continue;

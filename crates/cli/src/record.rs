@@ -109,9 +109,10 @@ impl Decoded {
     }
 
     /// The record as one line of JSON: `id`, `type`, `source`, `subject`, `time`, `key`,
-    /// `partition`, `offset`, `headers`, `data` (record fields in schema order), and
-    /// `error` when something did not decode. Attributes missing from the headers are
-    /// `null`.
+    /// `partition`, `offset`, `headers` (every header in record order, as `{"key": ...,
+    /// "value": ...}`, a name that repeats kept each time, as the dashboard shows dead
+    /// letters), `data` (record fields in schema order), and `error` when something did
+    /// not decode. Attributes missing from the headers are `null`.
     pub fn json_line(&self) -> String {
         let meta = self.meta.as_ref();
         let has = |name: &str| self.header(name).is_some();
@@ -124,7 +125,7 @@ impl Decoded {
             key: self.key.as_deref(),
             partition: self.partition,
             offset: self.offset,
-            headers: self.headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+            headers: self.headers.iter().map(|(key, value)| HeaderJson { key, value: value.as_deref() }).collect(),
             data: self.data.as_ref().map(AvroJson),
             error: (!self.errors.is_empty()).then(|| self.errors.join("; ")),
         };
@@ -180,6 +181,13 @@ pub fn hex_prefix(bytes: &[u8], limit: usize) -> String {
     out
 }
 
+/// One header of a [`JsonLine`].
+#[derive(Serialize)]
+struct HeaderJson<'a> {
+    key: &'a str,
+    value: Option<&'a str>,
+}
+
 /// The shape of a `--json` line.
 #[derive(Serialize)]
 struct JsonLine<'a> {
@@ -192,7 +200,7 @@ struct JsonLine<'a> {
     key: Option<&'a str>,
     partition: i32,
     offset: i64,
-    headers: std::collections::BTreeMap<&'a str, Option<&'a str>>,
+    headers: Vec<HeaderJson<'a>>,
     data: Option<AvroJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,

@@ -35,7 +35,8 @@ pub struct Args {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub timeout: Option<Duration>,
     /// One JSON object per line: id, type, source, subject, time, key, partition, offset,
-    /// headers, data (and error, for records that did not decode).
+    /// headers (a list of {"key", "value"}, in record order), data (and error, for records
+    /// that did not decode).
     #[arg(long)]
     pub json: bool,
     /// Consume in this consumer group and commit what was printed.
@@ -75,8 +76,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 .set("enable.auto.offset.store", "false")
                 .create_with_context(read::Quiet)
                 .context("cannot create the consumer")?;
+            let consumer = std::sync::Arc::new(consumer);
+            // As without a group: a topic that does not exist is bad input (exit 2), not
+            // a subscription that waits for it for ever.
+            read::partitions(&consumer, &args.topic).await?;
             consumer.subscribe(&[&args.topic]).with_context(|| format!("cannot subscribe to {}", args.topic))?;
-            std::sync::Arc::new(consumer)
+            consumer
         }
     };
 

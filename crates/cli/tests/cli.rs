@@ -59,6 +59,11 @@ async fn herald_with_path(config: &KafkaConfig, args: &[&str], stdin: Option<&st
 
 /// [`herald_with_path`] with extra environment variables.
 async fn herald_with(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Run {
+    herald_fed(config, args, stdin.map(str::as_bytes), dir, env).await
+}
+
+/// [`herald_with`], its stdin any bytes (UTF-8 or not).
+async fn herald_fed(config: &KafkaConfig, args: &[&str], stdin: Option<&[u8]>, dir: Option<&std::path::Path>, env: &[(&str, &str)]) -> Run {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     command.envs(env.iter().copied());
     if let Some(dir) = dir {
@@ -78,7 +83,7 @@ async fn herald_with(config: &KafkaConfig, args: &[&str], stdin: Option<&str>, d
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let text = text.to_owned();
         tokio::spawn(async move {
-            if let Err(e) = pipe.write_all(text.as_bytes()).await {
+            if let Err(e) = pipe.write_all(&text).await {
                 eprintln!("writing herald's stdin: {e}");
             }
         });
@@ -101,6 +106,12 @@ fn watermarks(config: &KafkaConfig, topic: &str) -> (i64, i64) {
         .create()
         .unwrap_or_else(|e| panic!("client: {e}"));
     client.fetch_watermarks(topic, 0, Duration::from_secs(10)).unwrap_or_else(|e| panic!("watermarks of {topic}: {e}"))
+}
+
+/// The values of every header named `name` in a `tail --json` line, in record order.
+fn json_headers<'a>(record: &'a Value, name: &str) -> Vec<&'a Value> {
+    let headers = record["headers"].as_array().unwrap_or_else(|| panic!("headers is not an array: {record}"));
+    headers.iter().filter(|h| h["key"] == name).map(|h| &h["value"]).collect()
 }
 
 fn header<'a>(msg: &'a OwnedMessage, name: &str) -> Option<&'a str> {
@@ -158,8 +169,8 @@ async fn published_json_comes_back_from_tail_decoded() {
     let mut expected = placed.clone();
     expected["note"] = Value::Null; // filled from the schema's default
     assert_eq!(r["data"], expected);
-    assert_eq!(r["headers"]["ce_type"], "shop.orders.OrderPlaced");
-    assert_eq!(r["headers"]["ce_id"], one[0]["id"]);
+    assert_eq!(json_headers(&r, "ce_type"), [&json!("shop.orders.OrderPlaced")]);
+    assert_eq!(json_headers(&r, "ce_id"), [&one[0]["id"]]);
     let time = r["time"].as_str().unwrap_or_else(|| panic!("time: {r}"));
     chrono::DateTime::parse_from_rfc3339(time).unwrap_or_else(|e| panic!("{time}: {e}"));
 
@@ -237,6 +248,10 @@ async fn tail_shows_records_whose_header_names_are_not_utf8() {
     let mut record = publisher.encode(&source, &OrderPlaced::example("o-1", "c-1", 100), &herald_bus::Metadata::new("shop.orders.OrderPlaced", "/test", "o-1")).await.unwrap_or_else(|e| panic!("{e}"));
     let mut headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = herald_bus::headers::pairs(&record.headers).map(|(n, v)| (n.to_vec(), v.map(<[u8]>::to_vec))).collect();
     headers.push((b"x-caf\xe9".to_vec(), Some(b"1".to_vec())));
+    // A name that repeats: each is shown (before, `--json` kept the last one only).
+    headers.push((b"dup".to_vec(), Some(b"one".to_vec())));
+    headers.push((b"dup".to_vec(), None));
+    headers.push((b"dup".to_vec(), Some(b"two".to_vec())));
     record.headers = herald_bus::headers::build(headers.iter().map(|(n, v)| (n.as_slice(), v.as_deref())));
     publisher.send_record(record).await.unwrap_or_else(|e| panic!("{e}"));
     publisher.flush(Duration::from_secs(10)).await.unwrap_or_else(|e| panic!("{e}"));
@@ -245,7 +260,8 @@ async fn tail_shows_records_whose_header_names_are_not_utf8() {
     let records = tailed.json_lines();
     assert_eq!(records.len(), 1, "{tailed:#?}");
     assert_eq!(records[0]["data"]["order_id"], "o-1", "{}", records[0]);
-    assert_eq!(records[0]["headers"]["x-caf\u{fffd}"], "1", "{}", records[0]);
+    assert_eq!(json_headers(&records[0], "x-caf\u{fffd}"), [&json!("1")], "{}", records[0]);
+    assert_eq!(json_headers(&records[0], "dup"), [&json!("one"), &Value::Null, &json!("two")], "{}", records[0]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -304,6 +320,16 @@ async fn json_that_does_not_fit_is_refused_with_exit_code_2_naming_the_field() {
     assert!(bulk.stderr.contains("line 2: shop.orders.OrderCancelled: field reason: expected string, got number 5"), "{bulk:#?}");
     assert_eq!(bulk.json_lines().len(), 1, "{bulk:#?}");
     assert_eq!(watermarks(&config, &topic), (0, 1));
+
+    // Bytes that are not UTF-8 are bad input too: the lines before them were published,
+    // and are printed. (Before, exit 1 with nothing printed, though both were written.)
+    let mut bytes = b"{\"order_id\": \"o-1\", \"reason\": \"a\"}\n{\"order_id\": \"o-1\", \"reason\": \"b\"}\n".to_vec();
+    bytes.extend_from_slice(b"\xff\n{\"order_id\": \"o-1\", \"reason\": \"never\"}\n");
+    let binary = herald_fed(&config, &["publish", &topic, "--type", "shop.orders.OrderCancelled", "--key", "o-1"], Some(&bytes), None, &[]).await;
+    assert_eq!(binary.code, Some(2), "{binary:#?}");
+    assert!(binary.stderr.contains("line 3: not UTF-8"), "{binary:#?}");
+    assert_eq!(binary.json_lines().len(), 2, "{binary:#?}");
+    assert_eq!(watermarks(&config, &topic), (0, 3));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -554,6 +580,20 @@ async fn tail_refuses_a_timeout_that_is_not_a_usable_number_of_seconds() {
         let run = herald(&config, &["tail", "no.such.topic", &format!("--timeout={bad}")], None).await;
         assert_eq!(run.code, Some(2), "--timeout {bad}: {run:#?}");
         assert!(run.stderr.contains("not a usable number of seconds") && !run.stderr.contains("panicked"), "--timeout {bad}: {run:#?}");
+    }
+}
+
+/// A topic that does not exist is bad input (exit 2), in a group too. (Before, `--group`
+/// subscribed to it and waited for ever, or exited 0 at `--timeout`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn tail_refuses_a_topic_that_does_not_exist_with_or_without_a_group() {
+    let config = herald_testkit::kafka().await;
+    let missing = herald_testkit::unique("cli.missing");
+    let group = herald_testkit::unique("cli.group");
+    for args in [vec!["tail", missing.as_str()], vec!["tail", missing.as_str(), "--group", group.as_str()]] {
+        let run = herald(&config, &args, None).await;
+        assert_eq!(run.code, Some(2), "{args:?}: {run:#?}");
+        assert!(run.stderr.contains(&format!("topic {missing} does not exist")), "{args:?}: {run:#?}");
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [defaults]
-//! compatibility = "BACKWARD"   # the default when omitted
+//! compatibility = "BACKWARD_TRANSITIVE"   # the default when omitted
 //! strategy = "record-name"     # or "topic-record-name"; the default when omitted
 //!
 //! [topics."shop.orders"]
@@ -16,7 +16,9 @@
 //! ```
 //!
 //! The file is optional: without it every schema is its own subject (record-name
-//! strategy) under `BACKWARD`.
+//! strategy) under `BACKWARD_TRANSITIVE`. Not Confluent's `BACKWARD`: a topic is replayed
+//! from its start, so the newest schema must read every version ever written, not only
+//! the one before it.
 //!
 //! ```
 //! use herald_schema::manifest::{Manifest, Strategy};
@@ -29,7 +31,7 @@
 //! let topic = &m.topics["shop.orders"];
 //! assert_eq!(m.strategy_of(topic), Strategy::TopicRecordName);
 //! assert_eq!(Strategy::TopicRecordName.subject("shop.orders", "shop.orders.OrderPlaced"), "shop.orders-shop.orders.OrderPlaced");
-//! assert_eq!(m.defaults.compatibility, Mode::Backward);
+//! assert_eq!(m.defaults.compatibility, Mode::BackwardTransitive);
 //! # Ok::<(), herald_schema::manifest::ManifestError>(())
 //! ```
 
@@ -59,15 +61,27 @@ pub struct Manifest {
 }
 
 /// The `[defaults]` table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Defaults {
-    /// Mode of subjects that set none (default `BACKWARD`).
-    #[serde(default)]
+    /// Mode of subjects that set none (default `BACKWARD_TRANSITIVE`, see the
+    /// [module docs](self)).
+    #[serde(default = "replayable")]
     pub compatibility: Mode,
     /// Subject naming (default record name).
     #[serde(default)]
     pub strategy: Strategy,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults { compatibility: replayable(), strategy: Strategy::default() }
+    }
+}
+
+/// The default mode: every version ever written stays readable by the newest.
+fn replayable() -> Mode {
+    Mode::BackwardTransitive
 }
 
 /// One `[topics."name"]` table.

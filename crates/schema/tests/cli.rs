@@ -86,6 +86,16 @@ fn check_reports_every_problem_and_exits_1() {
     }
 }
 
+/// Without a manifest every subject is checked `BACKWARD_TRANSITIVE`, as the README says:
+/// v3 reads v2 (its `x` is a long, v2's an int) but not v1, which has no `x` while v3's has
+/// no default. (Before, the default was `BACKWARD`, and the check passed.)
+#[test]
+fn without_a_manifest_every_version_must_stay_readable() {
+    let (code, out, err) = run(&["check", "--dir", &path("tests/fixtures/unmanifested")]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("BACKWARD_TRANSITIVE") && err.contains("`x`"), "{out}{err}");
+}
+
 #[test]
 fn compat_accepts_a_compatible_evolution() {
     let dir = "tests/fixtures/evolved/shop/orders/OrderPlaced";

@@ -108,7 +108,10 @@ impl Confluent {
 /// How a registry failure on the read path becomes a [`DecodeError`].
 ///
 /// Only an answer about the record itself is permanent (the consumer dead-letters it): a
-/// schema id the registry does not have (404) and a schema that is not usable Avro.
+/// schema id the registry does not have (404 with Confluent's error code 40403, "schema
+/// not found") and a schema that is not usable Avro. Any other 404 (a base URL that
+/// misses the registry's path, such as Apicurio's `/apis/ccompat/v7`, answers 404 for
+/// every id) says nothing about the record: it is unavailable, with a hint at the URL.
 /// Everything else is about the consumer's access to the registry, not the record, so
 /// it is [`DecodeError::Unavailable`] and the consumer waits and retries instead of
 /// dead-lettering every record: an outage, 401/403/407 (a rotated or missing
@@ -119,10 +122,16 @@ fn decode_error(id: u32, e: RegistryError) -> DecodeError {
         return DecodeError::Unavailable(format!("schema id {id}: {e}"));
     }
     match &e {
-        RegistryError::NotFound { .. } => DecodeError::UnknownSchemaId(id),
+        RegistryError::NotFound { code: SCHEMA_NOT_FOUND, .. } => DecodeError::UnknownSchemaId(id),
+        RegistryError::NotFound { .. } => DecodeError::Unavailable(format!(
+            "schema id {id}: {e}; not the registry's \"schema not found\" (error code {SCHEMA_NOT_FOUND}): is the registry URL right (its base path included)?"
+        )),
         _ => DecodeError::Datum { type_name: "Confluent-framed".to_owned(), reason: format!("schema id {id}: {e}") },
     }
 }
+
+/// Confluent's error code for a schema id the registry does not have.
+const SCHEMA_NOT_FOUND: i64 = 40403;
 
 /// True when fetching a writer schema failed for a reason that may go away without the
 /// record changing (see [`decode_error`]).
@@ -180,6 +189,11 @@ mod tests {
         let html = decode_error(7, RegistryError::InvalidResponse("expected value at line 1 column 1 in <html>".into()));
         assert!(matches!(&html, DecodeError::Unavailable(r) if r.contains("schema id 7") && r.contains("<html>")), "{html:?}");
         assert!(decode_error(7, RegistryError::Client("bad".into())).is_transient());
+        // A 404 that is not "schema not found": a base URL without the registry's path
+        // (Apicurio answers its own 404 for every id there). Before, every record was
+        // dead-lettered as an unknown schema id.
+        let elsewhere = decode_error(7, RegistryError::NotFound { status: 404, code: 0, message: "RESTEASY003210: Could not find resource for full path".into() });
+        assert!(matches!(&elsewhere, DecodeError::Unavailable(r) if r.contains("registry URL")), "{elsewhere:?}");
         assert!(decode_error(7, RegistryError::Unavailable { attempts: 3, reason: "503".into() }).is_transient());
     }
 

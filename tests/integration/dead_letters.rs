@@ -366,6 +366,31 @@ async fn a_record_whose_ce_type_contradicts_its_payload_is_dead_lettered() {
     assert!(letter.reason.contains("shop.orders.OrderCancelled") && letter.reason.contains("shop.orders.OrderPlaced"), "{}", letter.reason);
 }
 
+/// A `ce_id` that is not UTF-8 text is malformed, not absent: the record is dead-lettered
+/// saying so, and the one after it is handled. (Before, it was taken as absent: handled
+/// with an id made from its position, and `herald tail` showed the nil id.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_whose_ce_id_is_not_text_is_dead_lettered() {
+    let config = kafka().await;
+    let name = topic(&config, "dlq.id", 1).await;
+    let orders: Topic<OrderEvent> = Topic::named(name.clone());
+    let publisher = publisher(&config);
+    let placed = OrderPlaced::example("o-1", "c", 1);
+    let encoded = publisher.encode(&orders, &placed, &publisher.metadata_for(&placed)).await.expect("encode");
+    let value = encoded.payload.as_deref().expect("a value");
+    send_with_byte_names(&config, &name, b"o-1", value, &[(b"ce_id", b"\xff\xfe"), (b"ce_type", b"shop.orders.OrderPlaced"), (b"ce_source", b"/elsewhere")]);
+    publisher.publish(&orders, &OrderPlaced::example("o-2", "c", 2)).await.expect("published");
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
+    running.shutdown().await;
+    assert_eq!(seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect::<Vec<_>>(), ["o-2"]);
+    let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
+    assert_eq!(letter.stage, "decode");
+    assert!(letter.reason.contains("ce_id header is not UTF-8 text") && letter.reason.contains("fffe"), "{}", letter.reason);
+}
+
 /// Sends one record through librdkafka's C API with header names given as bytes (rdkafka's
 /// Rust API takes names as `&str` only): what a client in another language can write.
 #[allow(unsafe_code)]

@@ -266,6 +266,9 @@ impl Metadata {
     /// assert_eq!(meta.time.timestamp_millis(), 1_700_000_000_123);
     /// let bad = [(&b"ce_time"[..], Some(&b"\xff"[..]))];
     /// assert!(Metadata::from_record_header_pairs(bad.into_iter(), None, "T", Some(1)).is_err(), "not UTF-8: malformed, not absent");
+    /// let bad_id = [(&b"ce_id"[..], Some(&b"\xff\xfe"[..]))];
+    /// let refused = Metadata::from_record_header_pairs(bad_id.into_iter(), None, "T", Some(1)).unwrap_err();
+    /// assert_eq!(refused.to_string(), "ce_id header is not UTF-8 text (a CloudEvents id is a string): bytes fffe");
     /// ```
     pub fn from_record_header_pairs<'a>(
         pairs: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
@@ -282,12 +285,14 @@ impl Metadata {
                 continue;
             }
             let Some(value) = value.and_then(|v| std::str::from_utf8(v).ok()) else {
-                if name == h::TIME
-                    && let Some(bytes) = value
-                {
-                    return Err(MetadataError::Time(String::from_utf8_lossy(bytes).into_owned()));
+                // Malformed, not absent: taken as absent, an id would be made up (every such
+                // record the same one where no position is known) and a time would be the
+                // record's.
+                match (name, value) {
+                    (h::TIME, Some(bytes)) => return Err(MetadataError::Time(String::from_utf8_lossy(bytes).into_owned())),
+                    (h::ID, Some(bytes)) => return Err(MetadataError::IdNotText(bytes.iter().map(|b| format!("{b:02x}")).collect())),
+                    _ => continue,
                 }
-                continue;
             };
             match name {
                 h::ID => ce_id = Some(value),

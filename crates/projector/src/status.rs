@@ -57,10 +57,16 @@ pub struct Status {
     pub applied_total: u64,
     /// Records dead-lettered since start (or, from [`read`], recorded in the store).
     pub dead_lettered_total: u64,
-    /// Transactions committed since start.
+    /// Batches committed since start: one partition's records applied together. The store
+    /// thread merges batches of several partitions waiting at once into one transaction,
+    /// so transactions (`herald_projector_batch_seconds`' count) may be fewer.
     pub batches_total: u64,
-    /// The last error of any kind.
+    /// The last error of any kind (a partition's batch failing in the store, a client
+    /// error): the more recent of the two.
     pub last_error: Option<String>,
+    /// How long ago `last_error` happened, in whole seconds (`None` when read from the
+    /// store only): an error of an hour ago, since recovered from, is not one happening now.
+    pub last_error_seconds_ago: Option<u64>,
     /// Partitions, by number.
     pub partitions: Vec<PartitionStatus>,
     /// Total lag over partitions whose lag is known.

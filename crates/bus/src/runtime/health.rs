@@ -35,6 +35,11 @@ impl ConsumerHealth {
         self.last_error.get().map(|(message, _)| message)
     }
 
+    /// The last client error and how long ago it happened, if any.
+    pub fn last_error_aged(&self) -> Option<(String, std::time::Duration)> {
+        self.last_error.get()
+    }
+
     /// The last client error as health checks show it (see [`LastError::show_in`]).
     pub fn show_last_error(&self, details: &mut serde_json::Value) {
         self.last_error.show_in(details);

@@ -38,6 +38,9 @@ pub(crate) struct Part {
     pub eof: Option<Option<i64>>,
     /// End of the readable log, from the broker.
     pub end: Option<i64>,
+    /// Start of the log (its low watermark), from the broker: where a partition with no
+    /// stored position starts, so its lag counts from there.
+    pub start: Option<i64>,
 }
 
 impl Part {
@@ -56,7 +59,7 @@ pub(crate) struct Board {
     pub applied_total: AtomicU64,
     pub dead_lettered_total: AtomicU64,
     pub batches_total: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: herald_bus::last_error::LastError,
     /// Stop offsets of the stop-at modes.
     stops: Mutex<Option<BTreeMap<i32, i64>>>,
     /// Why the projector stops by itself, once it must.
@@ -89,12 +92,13 @@ impl Board {
     }
 
     pub(crate) fn error(&self, partition: i32, error: String) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("partition {partition}: {error}"));
+        self.last_error.set(format!("partition {partition}: {error}"));
         self.with(partition, |p| p.last_error = Some(error));
     }
 
-    pub(crate) fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The last error of a partition's batch, and how long ago it happened.
+    pub(crate) fn last_error(&self) -> Option<(String, std::time::Duration)> {
+        self.last_error.get()
     }
 
     pub(crate) fn set_stops(&self, stops: Option<BTreeMap<i32, i64>>) {
@@ -145,9 +149,10 @@ impl Board {
     /// Folds end offsets read from the broker into the partitions.
     pub(crate) fn ends(&self, ends: &BTreeMap<i32, (i64, i64)>) {
         let mut parts = self.lock();
-        for (p, (_, end)) in ends {
+        for (p, (start, end)) in ends {
             if let Some(part) = parts.get_mut(p) {
                 part.end = Some(part.end.map_or(*end, |e| e.max(*end)));
+                part.start = Some(*start);
             }
         }
     }
@@ -169,7 +174,8 @@ impl Board {
                     partition,
                     position: part.position,
                     end_offset: end,
-                    lag: end.map(|e| (e - part.position.unwrap_or(0)).max(0)),
+                    // From the log's start when nothing was applied, as `status::read` counts.
+                    lag: end.map(|e| (e - part.position.or(part.start).unwrap_or(0)).max(0)),
                     state: state.to_owned(),
                     buffered: 0,
                     paused: matches!(part.block, Some(Block::Open(_) | Block::Parked(_))),

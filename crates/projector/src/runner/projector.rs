@@ -1,6 +1,6 @@
 //! [`Projector`]: a running projection, on the consumer runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use herald_bus::runtime::{ConsumerHealth, Observer, Runtime};
+use herald_bus::runtime::{ConsumerHealth, Observer, PartitionLoad, Runtime};
 use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -119,7 +119,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
             ran = runtime.run(stopping) => ran,
             never = watch => match never {},
         };
-        publish(&key, &board, &status, (&health, &observer));
+        publish(&key, &board, &status, (&health, observer.partitions()), &mut BTreeSet::new());
         status.update(|s| s.running = false);
         drop(jobs);
         let joined = tokio::task::spawn_blocking(move || thread.join()).await;
@@ -187,6 +187,7 @@ async fn watch<F: EventFamily>(
     // At most one live-version question waits in the store thread's queue (a stuck store
     // must not collect one per second).
     let asking = Arc::new(AtomicBool::new(false));
+    let mut gauged = BTreeSet::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -231,31 +232,88 @@ async fn watch<F: EventFamily>(
             board.stop(Stopped::StopPoint);
             stop.notify_one();
         }
-        publish(key, board, status, runtime);
+        publish(key, board, status, (runtime.0, runtime.1.partitions()), &mut gauged);
     }
 }
 
-fn publish(key: &Key, board: &Board, status: &StatusHandle, (health, observer): (&ConsumerHealth, &Observer)) {
+/// Updates the status page and the metrics. `gauged`: the partitions whose lag gauge was
+/// set last time; one no longer owned here (revoked, or the assignment lost with the
+/// broker) gets 0, or its last lag would stay exported for ever beside its new owner's.
+fn publish(key: &Key, board: &Board, status: &StatusHandle, (health, loads): (&ConsumerHealth, Vec<PartitionLoad>), gauged: &mut BTreeSet<i32>) {
     let mut partitions = board.partitions();
-    for load in observer.partitions() {
+    for load in loads {
         if let Some(p) = partitions.iter_mut().find(|p| p.partition == load.partition) {
             p.buffered = load.records;
             p.paused |= load.paused;
         }
     }
+    // By topic too: one projection may read several (a view of orders, payments and
+    // stock), each with its partition 0.
+    let lag = |partition: i32| metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "topic" => key.topic.clone(), "partition" => partition.to_string());
+    let mut now_gauged = BTreeSet::new();
     for p in &partitions {
-        if let Some(lag) = p.lag {
-            // By topic too: one projection may read several (a view of orders, payments
-            // and stock), each with its partition 0.
-            metrics::gauge!("herald_projector_lag", "projection" => key.projection.clone(), "topic" => key.topic.clone(), "partition" => p.partition.to_string()).set(lag as f64);
+        if let Some(known) = p.lag {
+            lag(p.partition).set(known as f64);
+            now_gauged.insert(p.partition);
         }
     }
+    for gone in gauged.difference(&now_gauged) {
+        lag(*gone).set(0.0);
+    }
+    *gauged = now_gauged;
+    // The more recent of the store's and the client's errors.
+    let last_error = match (board.last_error(), health.last_error_aged()) {
+        (Some(store), Some(client)) => Some(if store.1 <= client.1 { store } else { client }),
+        (store, client) => store.or(client),
+    };
     status.update(|s| {
         s.partitions = partitions;
         s.applied_total = board.applied_total.load(Ordering::Relaxed);
         s.dead_lettered_total = board.dead_lettered_total.load(Ordering::Relaxed);
         s.batches_total = board.batches_total.load(Ordering::Relaxed);
-        s.last_error = board.last_error().or_else(|| health.last_error());
+        s.last_error_seconds_ago = last_error.as_ref().map(|(_, age)| age.as_secs());
+        s.last_error = last_error.map(|(message, _)| message);
         s.running = health.is_healthy();
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `herald_projector_lag` for `partition` in a Prometheus text page.
+    fn lag_of(page: &str, partition: i32) -> Option<f64> {
+        let label = format!("partition=\"{partition}\"");
+        page.lines().find(|l| l.starts_with("herald_projector_lag{") && l.contains(&label)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Found by an outside probe: a revoked partition's lag stayed exported at its last
+    /// value beside its new owner's; a partition with nothing applied counted its lag from
+    /// offset 0 instead of the log's start; and a store error, once set, hid every later
+    /// client error, with no age.
+    #[test]
+    fn lag_counts_from_the_log_start_and_a_partition_gone_is_zeroed_and_errors_show_their_age() {
+        let recorder = herald_ops::prometheus().expect("builder").build_recorder();
+        let page = recorder.handle();
+        let key = Key { projection: "p".into(), version: 1, topic: "t".into() };
+        let (board, status, health) = (Board::default(), StatusHandle::default(), ConsumerHealth::default());
+        let mut gauged = BTreeSet::new();
+        board.assign(0, None);
+        board.assign(1, Some(2));
+        // Partition 0's records before 5 were deleted (or expired): nothing left to read.
+        board.ends(&BTreeMap::from([(0, (5, 5)), (1, (0, 10))]));
+        metrics::with_local_recorder(&recorder, || publish(&key, &board, &status, (&health, Vec::new()), &mut gauged));
+        let shown = status.get();
+        assert_eq!(shown.partitions.iter().map(|p| p.lag).collect::<Vec<_>>(), [Some(0), Some(8)]);
+        assert_eq!((lag_of(&page.render(), 0), lag_of(&page.render(), 1)), (Some(0.0), Some(8.0)));
+        assert_eq!((shown.last_error, shown.last_error_seconds_ago), (None, None));
+
+        board.revoke(1);
+        board.error(0, "store: cannot connect".into());
+        metrics::with_local_recorder(&recorder, || publish(&key, &board, &status, (&health, Vec::new()), &mut gauged));
+        assert_eq!(lag_of(&page.render(), 1), Some(0.0), "no longer owned here: its new owner reports it");
+        let shown = status.get();
+        assert_eq!(shown.last_error.as_deref(), Some("partition 0: store: cannot connect"));
+        assert!(shown.last_error_seconds_ago.is_some_and(|s| s < 60), "{shown:?}");
+    }
 }

@@ -99,7 +99,11 @@ pub fn prometheus() -> Result<PrometheusBuilder, InstallError> {
 }
 
 /// Installs the process-wide Prometheus recorder ([`prometheus`]) and returns the handle
-/// `/metrics` renders. Call once, from `main`.
+/// `/metrics` renders. Call once, from `main`, **before building Herald's components**:
+/// the `metrics` facade hands out a handle that records nowhere while no recorder is
+/// installed, and the hot paths (a consumer's routes, an engine, a projector's partitions,
+/// a publisher's topics) take their handles when they are built, so one built first
+/// would never show on `/metrics`. (The outbox relay and inbox look theirs up at each use.)
 pub fn install_metrics() -> Result<PrometheusHandle, InstallError> {
     prometheus()?.install_recorder().map_err(|e| InstallError(e.to_string()))
 }

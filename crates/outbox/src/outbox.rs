@@ -124,7 +124,11 @@ impl Outbox {
     }
 
     /// [`Outbox::publish`] with the given metadata (for example [`Metadata::caused_by`] the
-    /// event being handled). `meta.id` must be new: the table refuses an id twice.
+    /// event being handled). `meta.id` must be new, one id per event, never reused: the
+    /// table refuses an id that is still waiting in it, but the relay deletes rows once
+    /// sent, so an id reused after its first event was relayed is accepted and reaches the
+    /// topic twice on two different events (and an [`Inbox`](crate::Inbox), which knows an
+    /// event by its id, applies only the first). [`Outbox::metadata_for`] makes fresh ids.
     pub async fn publish_with<F, E>(&self, tx: &Transaction<'_>, topic: &Topic<F>, event: &E, meta: Metadata) -> Result<Uuid, OutboxError>
     where
         F: EventFamily + Member<E>,

@@ -48,6 +48,47 @@ async fn run_until(kafka: &herald_bus::KafkaConfig, group: &str, topic: &Topic<S
     task.await.unwrap().unwrap();
 }
 
+/// An inbox made before the program installs its metrics recorder still counts on
+/// `/metrics`. (Before, it took its counters when made: an outside probe saw no
+/// `herald_inbox_*` at all.) The only test of this binary that installs the process's
+/// recorder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_inbox_made_before_the_metrics_recorder_counts_on_it() {
+    let kafka = herald_testkit::kafka().await;
+    let topic_name = herald_testkit::topic(&kafka, "outbox.inbox.metrics", 1).await;
+    let topic: Topic<Steps> = Topic::named(&topic_name);
+    let config = herald_outbox::config(&shared_postgres()).unwrap();
+    let client = Arc::new(herald_outbox::connect(&config).await.unwrap());
+    let inbox_table = table_name("t_inbox_m");
+    let totals = format!("{inbox_table}_totals");
+    client.batch_execute(&format!("CREATE TABLE {totals} (account text PRIMARY KEY, total bigint NOT NULL, events bigint NOT NULL)")).await.unwrap();
+    let consumer_name = herald_testkit::unique("counted");
+    let inbox = Inbox::new(config.clone(), &inbox_table, consumer_name.clone(), 2).unwrap();
+    inbox.ensure_schema().await.unwrap();
+    let metrics = herald_ops::install_metrics().unwrap();
+
+    let publisher = Publisher::new(&kafka, PublisherOptions::new("/test/inbox")).unwrap();
+    let first = Stepped { account: "a".into(), n: 1 };
+    let meta = Metadata::new(<Stepped as herald_bus::Event>::TYPE, "/test/inbox", "a");
+    publisher.publish_with(&topic, &first, meta.clone()).await.unwrap();
+    publisher.publish_with(&topic, &first, meta).await.unwrap();
+    publisher.publish(&topic, &Stepped { account: "a".into(), n: 2 }).await.unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let counted = calls.clone();
+    let handled = move || {
+        let calls = counted.clone();
+        Box::pin(async move { calls.load(Ordering::SeqCst) >= 2 }) as futures::future::BoxFuture<'static, bool>
+    };
+    run_until(&kafka, &herald_testkit::unique("outbox.inbox.m"), &topic, &inbox, Totals { table: totals.clone(), calls }, handled).await;
+    let page = metrics.render();
+    let value = |name: &str| {
+        let label = format!("consumer=\"{consumer_name}\"");
+        page.lines().find(|l| l.starts_with(name) && l.contains(&label)).and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert_eq!((value("herald_inbox_applied_total"), value("herald_inbox_duplicates_total")), (Some(2.0), Some(1.0)), "{page}");
+    client.batch_execute(&format!("DROP TABLE {totals}; DROP TABLE {inbox_table}")).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redelivered_events_change_the_database_once() {
     let kafka = herald_testkit::kafka().await;

@@ -81,8 +81,15 @@ struct Inner {
     table: String,
     consumer: String,
     insert: String,
-    skipped: metrics::Counter,
-    applied: metrics::Counter,
+}
+
+impl Inner {
+    /// Looked up at each use (a PostgreSQL transaction per event dwarfs it), not once in
+    /// [`Inbox::new`]: an inbox made before the program installed its metrics recorder
+    /// would record into no recorder for ever.
+    fn counter(&self, name: &'static str) -> metrics::Counter {
+        metrics::counter!(name, "consumer" => self.consumer.clone())
+    }
 }
 
 impl Inbox {
@@ -93,14 +100,11 @@ impl Inbox {
     pub fn new(config: Config, table: &str, consumer: impl Into<String>, connections: usize) -> Result<Self, OutboxError> {
         crate::OutboxTable::new(table)?;
         let consumer = consumer.into();
-        let label = [("consumer", consumer.clone())];
         Ok(Inbox {
             inner: Arc::new(Inner {
                 pool: Pool::new(config, connections),
                 insert: format!("INSERT INTO {table} (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
                 table: table.to_owned(),
-                skipped: metrics::counter!("herald_inbox_duplicates_total", &label),
-                applied: metrics::counter!("herald_inbox_applied_total", &label),
                 consumer,
             }),
         })
@@ -166,13 +170,13 @@ where
         let inserted = tx.execute(&inner.insert, &[&inner.consumer, &event.meta.id]).await.map_err(pg_error)?;
         if inserted == 0 {
             // Applied before: nothing to do (the transaction rolls back on drop).
-            inner.skipped.increment(1);
+            inner.counter("herald_inbox_duplicates_total").increment(1);
             tracing::debug!(id = %event.meta.id, "inbox: already handled, skipped");
             return Ok(());
         }
         self.handler.handle(&tx, &event).await?;
         tx.commit().await.map_err(pg_error)?;
-        inner.applied.increment(1);
+        inner.counter("herald_inbox_applied_total").increment(1);
         Ok(())
     }
 }

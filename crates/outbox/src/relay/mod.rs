@@ -117,13 +117,32 @@ pub struct Relay {
     metrics: Metrics,
 }
 
+/// The relay's metrics, looked up at each use (once per batch at most), not once in
+/// [`Relay::new`]: a relay built before the program installed its metrics recorder
+/// would record into no recorder for ever.
 struct Metrics {
-    relayed: metrics::Counter,
-    failures: metrics::Counter,
-    delay: metrics::Histogram,
-    batch: metrics::Histogram,
-    owned: metrics::Gauge,
-    held: metrics::Gauge,
+    label: [(&'static str, String); 1],
+}
+
+impl Metrics {
+    fn relayed(&self) -> metrics::Counter {
+        metrics::counter!("herald_outbox_relayed_total", &self.label)
+    }
+    fn failures(&self) -> metrics::Counter {
+        metrics::counter!("herald_outbox_relay_failures_total", &self.label)
+    }
+    fn delay(&self) -> metrics::Histogram {
+        metrics::histogram!("herald_outbox_relay_delay_seconds", &self.label)
+    }
+    fn batch(&self) -> metrics::Histogram {
+        metrics::histogram!("herald_outbox_relay_batch_seconds", &self.label)
+    }
+    fn owned(&self) -> metrics::Gauge {
+        metrics::gauge!("herald_outbox_owned_buckets", &self.label)
+    }
+    fn held(&self) -> metrics::Gauge {
+        metrics::gauge!("herald_outbox_held_aggregates", &self.label)
+    }
 }
 
 /// One row read from the outbox (its record goes to the producer separately).
@@ -199,15 +218,7 @@ impl Relay {
         options.validate()?;
         let kafka = kafka.clone().set("message.timeout.ms", options.delivery_timeout.as_millis().to_string());
         let publisher = Publisher::new(&kafka, PublisherOptions::new(format!("herald-outbox:{}", table.name())))?;
-        let label = [("table", table.name().to_owned())];
-        let metrics = Metrics {
-            relayed: metrics::counter!("herald_outbox_relayed_total", &label),
-            failures: metrics::counter!("herald_outbox_relay_failures_total", &label),
-            delay: metrics::histogram!("herald_outbox_relay_delay_seconds", &label),
-            batch: metrics::histogram!("herald_outbox_relay_batch_seconds", &label),
-            owned: metrics::gauge!("herald_outbox_owned_buckets", &label),
-            held: metrics::gauge!("herald_outbox_held_aggregates", &label),
-        };
+        let metrics = Metrics { label: [("table", table.name().to_owned())] };
         Ok(Relay { pg, table, publisher, options, health: Arc::default(), metrics })
     }
 
@@ -260,8 +271,8 @@ impl Relay {
                     self.health.set_connected(true);
                     let served = self.serve(&mut session, &mut shutdown, &mut backoff).await;
                     self.health.set_connected(false);
-                    self.metrics.owned.set(0.0);
-                    self.metrics.held.set(0.0);
+                    self.metrics.owned().set(0.0);
+                    self.metrics.held().set(0.0);
                     match served {
                         Ok(()) => {
                             if let Err(e) = self.answered(session.release_all()).await {
@@ -315,7 +326,7 @@ impl Relay {
                     self.health.ok();
                 }
                 self.health.set_owned(session.owned());
-                self.metrics.owned.set(session.owned() as f64);
+                self.metrics.owned().set(session.owned() as f64);
                 next_rebalance = now + self.options.rebalance_interval;
             }
             let ready = session.ready(Instant::now());
@@ -467,18 +478,18 @@ impl Relay {
             held.hold(aggregate, seq, bucket, self.options.max_backoff);
         }
         self.set_held(held);
-        self.metrics.relayed.increment(delivered.len() as u64);
+        self.metrics.relayed().increment(delivered.len() as u64);
         for delay in delays {
-            self.metrics.delay.record(delay.as_secs_f64());
+            self.metrics.delay().record(delay.as_secs_f64());
         }
-        self.metrics.batch.record(started.elapsed().as_secs_f64());
+        self.metrics.batch().record(started.elapsed().as_secs_f64());
         self.health.add_relayed(delivered.len() as u64);
         if failures.is_empty() {
             if held.is_empty() {
                 self.health.ok();
             }
         } else {
-            self.metrics.failures.increment(failures.len() as u64);
+            self.metrics.failures().increment(failures.len() as u64);
             self.health.add_failures(failures.len() as u64);
             let summary = format!(
                 "{} rows not relayed, {held_back} held back behind them, {} aggregates held (retried in order); first: {}",
@@ -507,7 +518,7 @@ impl Relay {
 
     fn set_held(&self, held: &Held) {
         self.health.set_held(held.len());
-        self.metrics.held.set(held.len() as f64);
+        self.metrics.held().set(held.len() as f64);
     }
 
     fn fault(&self, step: Step) {

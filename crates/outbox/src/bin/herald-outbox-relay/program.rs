@@ -88,8 +88,6 @@ pub async fn run(fault: Option<FaultHook>) -> anyhow::Result<()> {
     options.validate()?;
     options.fault = fault;
     let relay_name = options.instance.clone();
-    // Before the relay: it takes its metric handles when it is made, and handles taken
-    // before a recorder exists count nowhere (its /metrics showed no herald_outbox_*).
     let metrics = herald_ops::install_metrics()?;
     let relay = Relay::new(pg, table, &kafka, options)?;
     // /health from the start: unhealthy, with the reason, while PostgreSQL is not up yet.

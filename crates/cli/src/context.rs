@@ -26,15 +26,22 @@ pub struct GlobalArgs {
     /// A librdkafka property, as `key=value`; repeatable (`-X security.protocol=SASL_SSL`).
     #[arg(short = 'X', global = true, value_name = "KEY=VALUE")]
     pub properties: Vec<String>,
+}
+
+/// Where Confluent-framed payloads are read by: options of the commands that decode
+/// payloads (`tail`, `dlq show`) only, so no other command takes a registry it would
+/// ignore (`publish` writes single-object encoding).
+#[derive(Debug, Default, clap::Args)]
+pub struct RegistryArgs {
     /// A schema registry with Confluent's API (Confluent Schema Registry, Apicurio's
     /// `/apis/ccompat/v7`, Redpanda, Karapace), to read Confluent-framed payloads (`00` and
     /// a schema id) by; a user and password may be given in the URL
     /// (`https://KEY:SECRET@host`). Without it only single-object payloads decode.
-    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_URL", hide_env_values = true, value_name = "URL")]
+    #[arg(long, env = "HERALD_SCHEMA_REGISTRY_URL", hide_env_values = true, value_name = "URL")]
     pub schema_registry: Option<String>,
     /// A PEM file of CA certificates to trust for an `https://` --schema-registry, besides
     /// the system's.
-    #[arg(long, global = true, env = "HERALD_SCHEMA_REGISTRY_CA", hide_env_values = true, value_name = "FILE")]
+    #[arg(long, env = "HERALD_SCHEMA_REGISTRY_CA", hide_env_values = true, value_name = "FILE")]
     pub schema_registry_ca: Option<PathBuf>,
 }
 
@@ -44,9 +51,6 @@ pub struct Context {
     /// The Kafka configuration for Herald's publisher, consumer and admin helpers.
     pub kafka: KafkaConfig,
     schemas_dir: PathBuf,
-    /// `--schema-registry` and `--schema-registry-ca`, read only by the commands that
-    /// decode payloads (so a stray CA variable does not break the others).
-    registry: (Option<String>, Option<PathBuf>),
 }
 
 impl Context {
@@ -56,22 +60,24 @@ impl Context {
             .with_env(std::env::vars())
             .with_pairs(&args.properties)
             .map_err(|e| Invalid(format!("-X: {e}")))?;
-        Ok(Context { kafka, schemas_dir: args.schemas, registry: (args.schema_registry, args.schema_registry_ca) })
+        Ok(Context { kafka, schemas_dir: args.schemas })
     }
 
     /// Reads payloads of either framing: single-object by `--schemas`, Confluent's by
     /// `--schema-registry` when it is given.
     ///
-    /// Without a `--schemas` folder (run outside the repository, say) payloads are shown
-    /// undecoded, with a note: a dead letter or a record is still worth seeing.
-    pub fn payloads(&self) -> anyhow::Result<Payloads> {
+    /// Without a `--schemas` folder (run outside the repository, say) single-object
+    /// payloads are shown undecoded, with a note: a dead letter or a record is still worth
+    /// seeing.
+    pub fn payloads(&self, registry: &RegistryArgs) -> anyhow::Result<Payloads> {
         let schemas = if self.schemas_dir.exists() {
             self.schemas()?
         } else {
-            eprintln!("note: no schema folder at {} (--schemas, HERALD_SCHEMAS): payloads are not decoded", self.schemas_dir.display());
+            let also = if registry.schema_registry.is_some() { " (Confluent-framed ones are, by --schema-registry)" } else { "" };
+            eprintln!("note: no schema folder at {} (--schemas, HERALD_SCHEMAS): single-object payloads are not decoded{also}", self.schemas_dir.display());
             SchemaSet::default()
         };
-        let registry = match &self.registry {
+        let registry = match (&registry.schema_registry, &registry.schema_registry_ca) {
             (None, None) => None,
             (None, Some(_)) => invalid!("--schema-registry-ca needs --schema-registry"),
             (Some(url), ca) => {

@@ -67,6 +67,8 @@ pub struct ShowArgs {
     /// Offset of the dead letter (in the dead-letter topic).
     #[arg(long)]
     pub offset: i64,
+    #[command(flatten)]
+    pub registry: crate::context::RegistryArgs,
 }
 
 /// Arguments of `herald dlq replay`.
@@ -210,7 +212,7 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
     let Some(dl) = DeadLetter::parse(&msg) else {
         invalid!("{dlq}/{}/{} is not a Herald dead letter (no herald.dlq.* headers)", args.partition, args.offset)
     };
-    let payloads = ctx.payloads()?;
+    let payloads = ctx.payloads(&args.registry)?;
     out!("{}", details(&payloads, &dl).await);
     consumer.unassign().ok();
     Ok(())

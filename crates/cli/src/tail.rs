@@ -24,6 +24,8 @@ use crate::exit::outln;
 pub struct Args {
     /// Topic to read.
     pub topic: String,
+    #[command(flatten)]
+    pub registry: crate::context::RegistryArgs,
     /// Start at the oldest record instead of the end.
     #[arg(long)]
     pub from_beginning: bool,
@@ -53,7 +55,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 /// Tails the topic until the limit, the idle timeout, or a signal.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
-    let payloads = ctx.payloads()?;
+    let payloads = ctx.payloads(&args.registry)?;
     let idle = args.timeout;
     let consumer = match &args.group {
         None => {

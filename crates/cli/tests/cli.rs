@@ -572,6 +572,18 @@ async fn dlq_replay_stops_at_the_first_letter_it_cannot_send() {
     assert_eq!(watermarks(&config, &topic), (0, 1), "nothing after the failed letter was sent");
 }
 
+/// Only the commands that read payloads take a registry: `publish` would write
+/// single-object encoding anyway (before, it took `--schema-registry` and ignored it, so
+/// Confluent readers could not read what it wrote).
+#[tokio::test(flavor = "multi_thread")]
+async fn commands_that_would_ignore_a_schema_registry_refuse_it() {
+    // Refused while parsing the arguments: no broker is contacted.
+    let config = KafkaConfig::new("127.0.0.1:9092");
+    let run = herald(&config, &["publish", "t", "--type", "shop.orders.OrderPlaced", "--key", "k", "--data", "{}", "--schema-registry", "http://127.0.0.1:1"], None).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("--schema-registry"), "{run:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tail_refuses_a_timeout_that_is_not_a_usable_number_of_seconds() {
     // Refused while parsing the arguments: no broker is contacted.

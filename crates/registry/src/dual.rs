@@ -126,7 +126,8 @@ impl Codec for Dual {
             Some(&b) if b == SINGLE_OBJECT_MAGIC[0] => self.single.split(payload),
             Some(&wire::MAGIC) => self.confluent.read_header(payload).await,
             Some(_) => Err(DecodeError::BadMagic {
-                found: format!("{} (neither single-object C3 01 nor Confluent 00)", wire::hex_prefix(payload)),
+                // BadMagic's message says which framings it is not.
+                found: wire::hex_prefix(payload),
             }),
         }
     }

@@ -57,9 +57,16 @@ pub fn report(result: anyhow::Result<()>) -> ExitCode {
         Err(e) if e.downcast_ref::<Closed>().is_some() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", message(&e));
-            if e.downcast_ref::<Invalid>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if e.downcast_ref::<Invalid>().is_some() || refused_config(&e) { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// True when librdkafka refused the client's configuration (`-X` or `HERALD_RDKAFKA_*`:
+/// a property it does not know, a value it does not take): input the user must fix.
+fn refused_config(e: &anyhow::Error) -> bool {
+    use rdkafka::error::KafkaError;
+    e.chain().any(|cause| matches!(cause.downcast_ref::<KafkaError>(), Some(KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_))))
 }
 
 /// The error and its causes, `: `-separated, leaving out a cause whose text the message

@@ -572,6 +572,15 @@ async fn dlq_replay_stops_at_the_first_letter_it_cannot_send() {
     assert_eq!(watermarks(&config, &topic), (0, 1), "nothing after the failed letter was sent");
 }
 
+/// A property librdkafka does not know is input to fix: exit 2, naming it (before, 1).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_property_librdkafka_refuses_exits_2() {
+    let config = herald_testkit::kafka().await;
+    let run = herald(&config, &["-X", "no.such.property=1", "topics", "list"], None).await;
+    assert_eq!(run.code, Some(2), "{run:#?}");
+    assert!(run.stderr.contains("no.such.property"), "{run:#?}");
+}
+
 /// Only the commands that read payloads take a registry: `publish` would write
 /// single-object encoding anyway (before, it took `--schema-registry` and ignored it, so
 /// Confluent readers could not read what it wrote).

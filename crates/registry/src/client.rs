@@ -206,7 +206,8 @@ impl Registry {
             crate::references::inline(schema, &referenced).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?.to_string()
         };
         let mut set = SchemaSet::default();
-        let known = set.add_str(&text).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
+        // Any Avro schema: a Confluent serializer registers a value's schema as it is.
+        let known = set.add_writer_str(&text).map_err(|e| RegistryError::InvalidSchema { id, reason: e.to_string() })?;
         lock(&self.inner.schemas).insert(id, known.clone());
         Ok(known)
     }

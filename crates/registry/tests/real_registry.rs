@@ -86,3 +86,28 @@ async fn a_schema_differing_only_in_a_logical_type_is_another_schema() {
         assert!(err.is_not_found(), "{err:?}");
     }
 }
+
+/// A Confluent serializer registers a value's schema as it is: a primitive, or a union of
+/// records (one subject for several event types). Fetched by id, they are read like any
+/// other (before, "schema id N is not a usable Avro schema: schema is not a named type").
+#[tokio::test]
+async fn unnamed_writer_schemas_are_fetched_and_read() {
+    use apache_avro::types::Value;
+    let registry = real_registry();
+    let short = format!("U{}", std::process::id());
+    let union = format!(
+        r#"[{{"type": "record", "namespace": "herald.test", "name": "{short}A", "fields": [{{"name": "n", "type": "int"}}]}}, {{"type": "record", "namespace": "herald.test", "name": "{short}B", "fields": []}}]"#
+    );
+    let topic = herald_testkit::unique("t.registry.unnamed");
+    let string_id = registry.register(&format!("{topic}-value"), r#""string""#).await.expect("registered");
+    let union_id = registry.register(&format!("{topic}-union-value"), &union).await.expect("registered");
+
+    let string = registry.schema(string_id).await.expect("a primitive by id");
+    assert_eq!(string.name, "string");
+    assert_eq!(herald_bus::codec::decode_value(&string, None, b"\x04hi").expect("decoded"), Value::String("hi".into()));
+    let union = registry.schema(union_id).await.expect("a union by id");
+    assert_eq!(union.name, format!("union [herald.test.{short}A, herald.test.{short}B]"));
+    // Branch 0, the record with n = 3.
+    let value = herald_bus::codec::decode_value(&union, None, b"\x00\x06").expect("decoded");
+    assert_eq!(value, Value::Union(0, Box::new(Value::Record(vec![("n".into(), Value::Int(3))]))));
+}

@@ -194,14 +194,41 @@ impl SchemaSet {
         self.add_text(json, None)
     }
 
+    /// Parses a writer schema as a schema registry holds it and adds it: any Avro schema,
+    /// not only a named one. Confluent's serializers register a value's schema as it is,
+    /// so a topic may carry a `"string"`, or a union of records (one schema for several
+    /// event types). An unnamed schema is known by a description of it as its
+    /// [`name`](KnownSchema::name) (`string`, `union [demo.A, demo.B]`, `array`, `map`),
+    /// which no event type equals: readers show its values, and an event family takes none
+    /// of them (an unknown type, see the consumer's `UnknownTypes`).
+    ///
+    /// ```
+    /// use herald_bus::schema::SchemaSet;
+    /// let mut set = SchemaSet::default();
+    /// assert!(set.add_str(r#""string""#).is_err(), "an event's schema is named");
+    /// let union = r#"[{"type":"record","name":"A","namespace":"demo","fields":[]},{"type":"record","name":"B","namespace":"demo","fields":[]}]"#;
+    /// assert_eq!(set.add_writer_str(union).unwrap().name, "union [demo.A, demo.B]");
+    /// assert_eq!(set.add_writer_str(r#""string""#).unwrap().name, "string");
+    /// ```
+    pub fn add_writer_str(&mut self, json: &str) -> Result<Arc<KnownSchema>, SchemaError> {
+        let (schema, fingerprint) = Self::parse_text(json, None)?;
+        let name = schema.name().map(|n| n.fullname(None)).unwrap_or_else(|| describe(&schema));
+        self.insert_named(name, schema, fingerprint, None, Some(json.into()))
+    }
+
     /// Parses schema text (from `origin`, if a file) and adds it, fingerprinted from the
     /// text itself: exact even where apache-avro's model rewrites the schema.
     fn add_text(&mut self, text: &str, origin: Option<PathBuf>) -> Result<Arc<KnownSchema>, SchemaError> {
-        let parse_error = |e: apache_avro::Error| SchemaError::Parse { origin: origin.clone(), source: Box::new(e) };
+        let (schema, fingerprint) = Self::parse_text(text, origin.as_ref())?;
+        self.insert(schema, fingerprint, origin, Some(text.into()))
+    }
+
+    fn parse_text(text: &str, origin: Option<&PathBuf>) -> Result<(Schema, Fingerprint), SchemaError> {
+        let parse_error = |e: apache_avro::Error| SchemaError::Parse { origin: origin.cloned(), source: Box::new(e) };
         let json: serde_json::Value = serde_json::from_str(text).map_err(|e| parse_error(apache_avro::error::Details::ParseSchemaJson(e).into()))?;
         let schema = Schema::parse(&json).map_err(parse_error)?;
-        let fingerprint = Fingerprint::of_json(&json).map_err(|source| SchemaError::Canonical { origin: origin.clone(), source })?;
-        self.insert(schema, fingerprint, origin, Some(text.into()))
+        let fingerprint = Fingerprint::of_json(&json).map_err(|source| SchemaError::Canonical { origin: origin.cloned(), source })?;
+        Ok((schema, fingerprint))
     }
 
     /// Adds an already parsed schema, fingerprinted with [`Fingerprint::of`] (see there
@@ -220,6 +247,10 @@ impl SchemaSet {
             .name()
             .map(|n| n.fullname(None))
             .ok_or_else(|| SchemaError::Unnamed { origin: origin.clone() })?;
+        self.insert_named(name, schema, fingerprint, origin, text)
+    }
+
+    fn insert_named(&mut self, name: String, schema: Schema, fingerprint: Fingerprint, origin: Option<PathBuf>, text: Option<Box<str>>) -> Result<Arc<KnownSchema>, SchemaError> {
         // From the full JSON, not the canonical form, which drops logical types. Both
         // follow the spec's canonical form, so they agree unless serde_avro_fast reads
         // the schema differently; then the fast path stays off for it.
@@ -363,5 +394,17 @@ mod tests {
         let mut v = [PathBuf::from("a/v10.avsc"), PathBuf::from("a/v9.avsc"), PathBuf::from("a/v1.avsc")];
         v.sort_by_key(|p| version_order(p));
         assert_eq!(v[2], PathBuf::from("a/v10.avsc"));
+    }
+}
+
+/// What an unnamed schema is, for [`SchemaSet::add_writer_str`]: its type, and for a
+/// union the names (or types) of its branches.
+fn describe(schema: &Schema) -> String {
+    let branch = |s: &Schema| s.name().map(|n| n.fullname(None)).unwrap_or_else(|| describe(s));
+    match schema {
+        Schema::Union(union) => format!("union [{}]", union.variants().iter().map(branch).collect::<Vec<_>>().join(", ")),
+        Schema::Array(_) => "array".to_owned(),
+        Schema::Map(_) => "map".to_owned(),
+        other => serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.get("type")?.as_str().map(str::to_owned))).unwrap_or_else(|| "unnamed".to_owned()),
     }
 }

@@ -274,7 +274,7 @@ async fn replay(ctx: &Context, args: ReplayArgs) -> anyhow::Result<()> {
     let mut originals = std::collections::HashSet::new();
     let (chosen, repeated): (Vec<&DeadLetter>, Vec<&DeadLetter>) = chosen.into_iter().partition(|dl| dl.partition < 0 || originals.insert((dl.topic.as_str(), dl.partition, dl.offset)));
     for dl in &repeated {
-        eprintln!("skipped: {dlq} {}/{} is another letter of {}/{}/{}, replayed once", dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset);
+        eprintln!("skipped: {dlq} {}/{} is another letter of {}/{}/{}, which goes back once, with its first letter", dl.dlq_partition, dl.dlq_offset, dl.topic, dl.partition, dl.offset);
     }
     if let (Some(p), Some(o), true) = (args.partition, args.offset, chosen.is_empty()) {
         invalid!("no dead letter at {dlq}/{p}/{o}{}", args.stage.as_deref().map(|s| format!(" with stage {s}")).unwrap_or_default());

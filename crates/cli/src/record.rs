@@ -120,7 +120,8 @@ impl Decoded {
             id: meta.filter(|_| has(header::ID)).map(Metadata::ce_id),
             event_type: self.event_type(),
             source: meta.map(|m| m.source.as_str()).filter(|s| !s.is_empty()),
-            subject: meta.map(|m| m.subject.as_str()).filter(|s| !s.is_empty()),
+            // Not the Kafka key a missing `ce_subject` falls back to: missing is null.
+            subject: meta.filter(|_| has(header::SUBJECT)).map(|m| m.subject.as_str()).filter(|s| !s.is_empty()),
             time: meta.filter(|_| has(header::TIME)).map(|m| m.time.to_rfc3339_opts(SecondsFormat::Micros, true)),
             key: self.key.as_deref(),
             partition: self.partition,

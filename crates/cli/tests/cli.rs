@@ -211,6 +211,8 @@ async fn tail_prints_undecodable_records_with_the_reason_and_goes_on() {
     let records = tailed.json_lines();
     assert_eq!(records.len(), 2, "{tailed:#?}");
     assert_eq!((&records[0]["key"], &records[0]["data"], &records[0]["id"]), (&json!("k-1"), &Value::Null, &Value::Null));
+    // No ce_subject: null, as the docs say, not the key (before, the key).
+    assert_eq!(records[0]["subject"], Value::Null, "{}", records[0]);
     let error = records[0]["error"].as_str().unwrap_or_else(|| panic!("no error: {}", records[0]));
     assert!(error.contains("unknown framing"), "{error}");
     assert_eq!(records[1]["data"]["order_id"], "o-2");

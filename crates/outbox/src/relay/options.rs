@@ -10,7 +10,9 @@ use crate::OutboxError;
 pub struct RelayOptions {
     /// This relay's name in the `NAME_buckets` table (default: `relay-` and a random id).
     /// A relay that finds a bucket last held by another instance that did not release it
-    /// waits [`RelayOptions::takeover_delay`] before relaying it.
+    /// waits [`RelayOptions::takeover_delay`] before relaying it; one last held under its
+    /// own name it takes at once (its own restart). So the name must be unique among the
+    /// table's relays: two relays of one name skip that delay for each other.
     pub instance: String,
     /// Rows read and sent per batch (default 1000; at least 1).
     pub batch_size: i64,

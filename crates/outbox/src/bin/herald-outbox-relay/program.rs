@@ -32,7 +32,8 @@ struct Args {
     /// Address of /health and /metrics.
     #[arg(long, default_value = "127.0.0.1:9471")]
     http: String,
-    /// This relay's name (default: random).
+    /// This relay's name (default: random). Unique among the table's relays: a relay
+    /// takes a bucket last held under its own name at once, without the takeover delay.
     #[arg(long)]
     instance: Option<String>,
     /// Rows per batch (at least 1).

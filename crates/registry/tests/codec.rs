@@ -130,6 +130,30 @@ async fn registry_unavailable_is_retried_then_retryable_on_publish() {
     codec.write_header("orders", &placed(), &mut Vec::new()).await.expect("registry back");
 }
 
+/// A registry found down (after the retries) is not asked again for a few seconds: a
+/// reader of many records whose schemas are not cached fails each at once instead of
+/// waiting out the retries for every one (`herald tail` spent 0.8 s and three warnings per
+/// record). Then it is asked again, and once it answers the schemas come.
+#[tokio::test]
+async fn a_registry_found_down_is_not_asked_again_at_once() {
+    let fake = FakeRegistry::start().await;
+    let one = fake.insert("x", &serde_json::to_string(&placed().schema).expect("json"));
+    let two = fake.insert("y", &serde_json::to_string(&placed().schema).expect("json"));
+    fake.set_down(true);
+    let client = registry(&fake);
+    assert!(client.schema(one).await.expect_err("down").is_transient());
+    assert_eq!(fake.requests(), 3, "every attempt of the backoff");
+    let at_once = client.schema(two).await.expect_err("still down, as far as it knows");
+    assert!(matches!(&at_once, RegistryError::Unavailable { reason, .. } if reason.contains("503") && reason.contains("ms ago")), "{at_once:?}");
+    assert_eq!(fake.requests(), 3, "not asked again");
+    fake.set_down(false);
+    herald_testkit::wait_until(std::time::Duration::from_secs(30), "the registry asked again once it is back", || {
+        let client = client.clone();
+        async move { client.schema(two).await.is_ok() }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_short_outage_is_absorbed_by_the_retries() {
     let fake = FakeRegistry::start().await;

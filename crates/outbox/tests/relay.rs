@@ -359,11 +359,13 @@ async fn a_relay_whose_session_was_cut_still_waits_out_the_takeover_delay() {
     let health = relay.health();
     let stop = CancellationToken::new();
     let task = tokio::spawn(relay.run(stop.clone().cancelled_owned()));
-    herald_testkit::wait_until(Duration::from_secs(10), "the relay took the vanished relay's buckets", || {
+    herald_testkit::wait_until(Duration::from_secs(10), "the relay took the vanished relay's buckets, waiting out the delay", || {
         let health = health.clone();
-        async move { health.owned_buckets() == 4 }
+        async move { health.owned_buckets() == 4 && health.waiting_buckets() == 4 }
     })
     .await;
+    let (_, details) = herald_ops::HealthCheck::check(&*health);
+    assert_eq!(details["waiting_buckets"], 4, "/health says why nothing is relayed: {details}");
     // Cut its session during the delay: it reconnects and finds itself the owner.
     let cut = client
         .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&format!("herald-outbox-relay {instance}")])
@@ -377,6 +379,12 @@ async fn a_relay_whose_session_was_cut_still_waits_out_the_takeover_delay() {
     .await;
     assert!(started.elapsed() >= delay, "relayed {:?} after the takeover, before the {delay:?} delay", started.elapsed());
     assert!(health.last_error().is_some(), "the session was cut");
+    // Each bucket's delay ends on its own (they were taken one after another).
+    herald_testkit::wait_until(Duration::from_secs(20), "no bucket waits past the delay", || {
+        let health = health.clone();
+        async move { health.waiting_buckets() == 0 }
+    })
+    .await;
     stop.cancel();
     task.await.unwrap().unwrap();
     drop_outbox(&client, outbox.table().name()).await;

@@ -10,6 +10,7 @@ pub struct RelayHealth {
     running: AtomicBool,
     connected: AtomicBool,
     owned: AtomicUsize,
+    waiting: AtomicUsize,
     held: AtomicUsize,
     relayed: AtomicU64,
     failures: AtomicU64,
@@ -31,6 +32,13 @@ impl RelayHealth {
     /// Buckets this relay owns now.
     pub fn owned_buckets(&self) -> usize {
         self.owned.load(Ordering::Acquire)
+    }
+
+    /// Buckets owned but not relayed yet: taken from a relay that did not release them
+    /// (it vanished, or every session was cut by a PostgreSQL restart), they wait out the
+    /// takeover delay first (see [`RelayOptions::takeover_delay`](super::RelayOptions::takeover_delay)).
+    pub fn waiting_buckets(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     /// Aggregates held back now: a row of theirs failed and is retried alone, their later
@@ -63,12 +71,17 @@ impl RelayHealth {
         self.connected.store(connected, Ordering::Release);
         if !connected {
             self.owned.store(0, Ordering::Release);
+            self.waiting.store(0, Ordering::Release);
             self.held.store(0, Ordering::Release);
         }
     }
 
     pub(crate) fn set_owned(&self, owned: usize) {
         self.owned.store(owned, Ordering::Release);
+    }
+
+    pub(crate) fn set_waiting(&self, waiting: usize) {
+        self.waiting.store(waiting, Ordering::Release);
     }
 
     pub(crate) fn set_held(&self, held: usize) {
@@ -98,6 +111,7 @@ impl herald_ops::HealthCheck for RelayHealth {
         let mut details = serde_json::json!({
             "connected": self.connected.load(Ordering::Acquire),
             "owned_buckets": self.owned_buckets(),
+            "waiting_buckets": self.waiting_buckets(),
             "held_aggregates": self.held_aggregates(),
             "relayed": self.relayed(),
             "failures": self.failures(),

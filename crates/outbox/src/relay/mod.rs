@@ -330,6 +330,7 @@ impl Relay {
                 next_rebalance = now + self.options.rebalance_interval;
             }
             let ready = session.ready(Instant::now());
+            self.health.set_waiting(session.owned() - ready.len());
             let mut full = false;
             if !ready.is_empty() {
                 let outcome = self.relay_batch(session, &ready, &mut held).await?;

@@ -31,7 +31,10 @@ pub struct RelayOptions {
     /// How long a relay waits before relaying a bucket whose previous owner vanished
     /// without releasing it (default: `delivery_timeout` + 5 s): that owner's sends, if
     /// it still lives, have ended by then, so two relays never send one aggregate at once.
-    /// Must be longer than `delivery_timeout`.
+    /// Must be longer than `delivery_timeout`. A PostgreSQL restart ends every relay's
+    /// session at once, so each looks vanished to the others: a bucket retaken by another
+    /// relay than its last owner waits this long too (`/health` counts those as
+    /// `waiting_buckets`).
     pub takeover_delay: Duration,
     /// Longest wait between reconnection attempts (default 5 s; backoff doubles from
     /// 100 ms), and between retries of a held aggregate's failed row (doubles from

@@ -351,18 +351,7 @@ async fn a_record_whose_ce_type_contradicts_its_payload_is_dead_lettered() {
     let said = herald_bus::Metadata::new("shop.orders.OrderCancelled", "/test", "o-1");
     let refused = publisher.publish_with(&orders, &placed, said).await;
     assert!(matches!(&refused, Err(herald_bus::PublishError::Encode { .. })), "{refused:?}");
-    let encoded = publisher.encode(&orders, &placed, &publisher.metadata_for(&placed)).await.expect("encode");
-    let value = encoded.payload.as_deref().expect("a value");
-    send_with_byte_names(&config, &name, b"o-1", value, &[(b"ce_id", b"0190b2a0-0000-7000-8000-000000000001"), (b"ce_type", b"shop.orders.OrderCancelled"), (b"ce_source", b"/elsewhere")]);
-    publisher.publish(&orders, &OrderPlaced::example("o-2", "c", 2)).await.expect("published");
-    let seen = Seen::default();
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
-    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
-    wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
-    running.shutdown().await;
-    assert_eq!(seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect::<Vec<_>>(), ["o-2"]);
-    let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
-    assert_eq!(letter.stage, "decode");
+    let letter = dead_letter_of_an_order_with(&config, &name, &[(b"ce_id", b"0190b2a0-0000-7000-8000-000000000001"), (b"ce_type", b"shop.orders.OrderCancelled"), (b"ce_source", b"/elsewhere")]).await;
     assert!(letter.reason.contains("shop.orders.OrderCancelled") && letter.reason.contains("shop.orders.OrderPlaced"), "{}", letter.reason);
 }
 
@@ -373,22 +362,30 @@ async fn a_record_whose_ce_type_contradicts_its_payload_is_dead_lettered() {
 async fn a_record_whose_ce_id_is_not_text_is_dead_lettered() {
     let config = kafka().await;
     let name = topic(&config, "dlq.id", 1).await;
-    let orders: Topic<OrderEvent> = Topic::named(name.clone());
-    let publisher = publisher(&config);
+    let letter = dead_letter_of_an_order_with(&config, &name, &[(b"ce_id", b"\xff\xfe"), (b"ce_type", b"shop.orders.OrderPlaced"), (b"ce_source", b"/elsewhere")]).await;
+    assert!(letter.reason.contains("ce_id header is not UTF-8 text") && letter.reason.contains("fffe"), "{}", letter.reason);
+}
+
+/// Sends an `OrderPlaced` for o-1 to `name` with these headers (as bytes), then a plain
+/// one for o-2; runs a consumer until o-2 is handled, checks that o-1 was not and was
+/// dead-lettered at stage `decode`, and returns its dead letter.
+async fn dead_letter_of_an_order_with(config: &herald_bus::KafkaConfig, name: &str, headers: &[(&[u8], &[u8])]) -> DeadLetter {
+    let orders: Topic<OrderEvent> = Topic::named(name);
+    let publisher = publisher(config);
     let placed = OrderPlaced::example("o-1", "c", 1);
     let encoded = publisher.encode(&orders, &placed, &publisher.metadata_for(&placed)).await.expect("encode");
     let value = encoded.payload.as_deref().expect("a value");
-    send_with_byte_names(&config, &name, b"o-1", value, &[(b"ce_id", b"\xff\xfe"), (b"ce_type", b"shop.orders.OrderPlaced"), (b"ce_source", b"/elsewhere")]);
+    send_with_byte_names(config, name, b"o-1", value, headers);
     publisher.publish(&orders, &OrderPlaced::example("o-2", "c", 2)).await.expect("published");
     let seen = Seen::default();
-    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
-    let letters = read_all(&config, &dead_letter::topic_for(&name), 1, DEADLINE).await;
+    let running = Running::start(consumer(config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    let letters = read_all(config, &dead_letter::topic_for(name), 1, DEADLINE).await;
     wait_until(DEADLINE, "the record after it handled", || async { seen.len() == 1 }).await;
     running.shutdown().await;
     assert_eq!(seen.all().iter().map(|e| order_id(&e.event).to_owned()).collect::<Vec<_>>(), ["o-2"]);
     let letter = DeadLetter::parse(&letters[0]).expect("dead letter headers");
     assert_eq!(letter.stage, "decode");
-    assert!(letter.reason.contains("ce_id header is not UTF-8 text") && letter.reason.contains("fffe"), "{}", letter.reason);
+    letter
 }
 
 /// Sends one record through librdkafka's C API with header names given as bytes (rdkafka's

@@ -357,6 +357,18 @@ fn version_order(path: &Path) -> (PathBuf, u64, String) {
     (path.parent().map(Path::to_path_buf).unwrap_or_default(), version, stem)
 }
 
+/// What an unnamed schema is, for [`SchemaSet::add_writer_str`]: its type, and for a
+/// union the names (or types) of its branches.
+fn describe(schema: &Schema) -> String {
+    let branch = |s: &Schema| s.name().map(|n| n.fullname(None)).unwrap_or_else(|| describe(s));
+    match schema {
+        Schema::Union(union) => format!("union [{}]", union.variants().iter().map(branch).collect::<Vec<_>>().join(", ")),
+        Schema::Array(_) => "array".to_owned(),
+        Schema::Map(_) => "map".to_owned(),
+        other => serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.get("type")?.as_str().map(str::to_owned))).unwrap_or_else(|| "unnamed".to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,17 +406,5 @@ mod tests {
         let mut v = [PathBuf::from("a/v10.avsc"), PathBuf::from("a/v9.avsc"), PathBuf::from("a/v1.avsc")];
         v.sort_by_key(|p| version_order(p));
         assert_eq!(v[2], PathBuf::from("a/v10.avsc"));
-    }
-}
-
-/// What an unnamed schema is, for [`SchemaSet::add_writer_str`]: its type, and for a
-/// union the names (or types) of its branches.
-fn describe(schema: &Schema) -> String {
-    let branch = |s: &Schema| s.name().map(|n| n.fullname(None)).unwrap_or_else(|| describe(s));
-    match schema {
-        Schema::Union(union) => format!("union [{}]", union.variants().iter().map(branch).collect::<Vec<_>>().join(", ")),
-        Schema::Array(_) => "array".to_owned(),
-        Schema::Map(_) => "map".to_owned(),
-        other => serde_json::to_value(other).ok().and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.get("type")?.as_str().map(str::to_owned))).unwrap_or_else(|| "unnamed".to_owned()),
     }
 }

@@ -20,7 +20,10 @@
 //! A record on the event topic that the engine did not write (published by hand: no
 //! `ce_sequence`, or a `ce_id` that is not the engine's) is no event of any stream: the
 //! index dead-letters it ([`StreamIndex`](crate::StreamIndex)), and the reads after the
-//! index's position and [`EventStore::read_all_raw`] skip it.
+//! index's position and [`EventStore::read_all_raw`] skip it. Telling a `ce_id` the
+//! engine's needs the aggregate's name: the typed reads know it (`A::NAME`); the raw ones
+//! know it once told ([`EventStore::written_by`]), and skip only records without
+//! `ce_sequence` until then.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -135,6 +138,8 @@ pub struct EventStore {
     topic: String,
     index: Arc<dyn Store>,
     fetcher: Mutex<Fetcher>,
+    /// The aggregate whose engine writes the topic ([`Aggregate::NAME`]), when known.
+    writer: Option<String>,
 }
 
 impl std::fmt::Debug for EventStore {
@@ -161,7 +166,17 @@ impl EventStore {
     pub fn new(config: &KafkaConfig, topic: impl Into<String>, index: Arc<dyn Store>) -> Result<Self, ReadError> {
         let topic = topic.into();
         let fetcher = Fetcher::new(config, &topic)?;
-        Ok(EventStore { config: config.clone(), topic, index, fetcher: Mutex::new(fetcher) })
+        Ok(EventStore { config: config.clone(), topic, index, fetcher: Mutex::new(fetcher), writer: None })
+    }
+
+    /// The raw reads check each record after the index's position against the event ids
+    /// the engine of aggregate `name` ([`Aggregate::NAME`]) gives, as the index does: a
+    /// record published by hand with a `ce_sequence` of its own is then skipped too,
+    /// instead of being read as the next version (a state no index would agree with).
+    /// The typed reads (`read_stream::<A>`, `state_at`, `read_all::<A>`) use `A::NAME`.
+    pub fn written_by(mut self, name: impl Into<String>) -> Self {
+        self.writer = Some(name.into());
+        self
     }
 
     /// The event topic.
@@ -178,29 +193,34 @@ impl EventStore {
     /// The stream of aggregate `id` from version `from` on (1: all of it), as on the topic
     /// (payloads not decoded). Empty for an aggregate without events.
     pub async fn read_stream_raw(&self, id: &str, from: i64) -> Result<Vec<Recorded<Vec<u8>>>, ReadError> {
-        self.read(id, from.max(1), At::Latest).await
+        self.read(id, from.max(1), At::Latest, self.writer.as_deref()).await
     }
 
     /// The stream of aggregate `id` up to `at` (the prefix [`At`] describes), raw.
     pub async fn read_stream_until_raw(&self, id: &str, at: At) -> Result<Vec<Recorded<Vec<u8>>>, ReadError> {
-        self.read(id, 1, at).await
+        self.read(id, 1, at, self.writer.as_deref()).await
     }
 
     /// The stream of aggregate `id` of `A` from version `from` on, decoded.
     pub async fn read_stream<A: Aggregate>(&self, id: &str, from: i64) -> Result<Vec<Recorded<A::Event>>, ReadError> {
         let codec = SingleObject::new(A::Event::schemas().clone());
-        self.read_stream_raw(id, from).await?.into_iter().map(|r| r.decode::<A::Event>(&codec)).collect()
+        self.read(id, from.max(1), At::Latest, Some(A::NAME)).await?.into_iter().map(|r| r.decode::<A::Event>(&codec)).collect()
     }
 
     /// The state of aggregate `id` as of `at`: its events up to there folded with
     /// `aggregate`'s `evolve` from the default state.
     pub async fn state_at<A: Aggregate>(&self, aggregate: &A, id: &str, at: At) -> Result<Snapshot<A::State>, ReadError> {
-        fold(aggregate, &self.read(id, 1, at).await?)
+        fold(aggregate, &self.read(id, 1, at, Some(A::NAME)).await?)
     }
 
     /// Every event from `from` on, at most `max` (read from the topic: reading all is a
     /// scan by nature, the index is not needed), raw; continue from [`Page::next`].
     pub async fn read_all_raw(&self, from: &LogPosition, max: usize) -> Result<Page<Vec<u8>>, ReadError> {
+        self.read_all_of(from, max, self.writer.as_deref()).await
+    }
+
+    /// [`EventStore::read_all_raw`], keeping the records `writer`'s engine wrote.
+    async fn read_all_of(&self, from: &LogPosition, max: usize, writer: Option<&str>) -> Result<Page<Vec<u8>>, ReadError> {
         let fetcher = self.fetcher.lock().await;
         let partitions = fetcher.partitions(&self.config).await?.ok_or_else(|| ReadError::NoTopic(self.topic.clone()))?;
         let (mut events, mut next) = (Vec::new(), from.clone());
@@ -211,8 +231,8 @@ impl EventStore {
             let records = fetcher.to_end(p, from.next(p), max - events.len(), |_| true).await?;
             for m in records {
                 next.0.insert(p, m.offset() + 1);
-                // Not the engine's (no `ce_sequence`): no event of any stream.
-                if sequence_of(&m).is_some() {
+                // Not the engine's: no event of any stream.
+                if is_engines(&m, writer) {
                     events.push(recorded(&m)?);
                 }
             }
@@ -223,7 +243,7 @@ impl EventStore {
     /// [`EventStore::read_all_raw`], decoded as `A`'s events.
     pub async fn read_all<A: Aggregate>(&self, from: &LogPosition, max: usize) -> Result<Page<A::Event>, ReadError> {
         let codec = SingleObject::new(A::Event::schemas().clone());
-        let page = self.read_all_raw(from, max).await?;
+        let page = self.read_all_of(from, max, Some(A::NAME)).await?;
         let events = page.events.into_iter().map(|r| r.decode::<A::Event>(&codec)).collect::<Result<_, _>>()?;
         Ok(Page { events, next: page.next })
     }
@@ -256,7 +276,7 @@ impl EventStore {
     }
 
     /// The stream of `id`: versions from `from` to what `at` allows.
-    async fn read(&self, id: &str, from: i64, at: At) -> Result<Vec<Recorded<Vec<u8>>>, ReadError> {
+    async fn read(&self, id: &str, from: i64, at: At, writer: Option<&str>) -> Result<Vec<Recorded<Vec<u8>>>, ReadError> {
         let indexed = self.indexed(id, from, at).await?;
         let fetcher = self.fetcher.lock().await;
         let mut out: Vec<Recorded<Vec<u8>>> = Vec::with_capacity(indexed.entries.len());
@@ -292,9 +312,9 @@ impl EventStore {
         let tail = fetcher.to_end(partition, start, usize::MAX, |m| m.key() == Some(id.as_bytes())).await?;
         let mut version = indexed.last;
         for m in &tail {
-            // A record without `ce_sequence` is none of the engine's (published by hand on
-            // the event topic): no event of the stream, as the index leaves it out.
-            if sequence_of(m).is_none() {
+            // A record the engine did not write (published by hand on the event topic): no
+            // event of the stream, as the index leaves it out.
+            if !is_engines(m, writer) {
                 continue;
             }
             let r = recorded(m)?;
@@ -331,6 +351,16 @@ pub fn fold<A: Aggregate>(aggregate: &A, events: &[Recorded<Vec<u8>>]) -> Result
 fn last_version(tx: &mut dyn herald_projector::Tx, id: &str) -> Result<i64, StoreError> {
     let row = tx.query_opt(&format!("SELECT MAX(version) FROM {} WHERE aggregate_id = $1", index::VIEW), &[herald_projector::Value::Text(id)])?;
     Ok(row.and_then(|r| r.int(0).ok()).unwrap_or(0))
+}
+
+/// True when the engine of aggregate `writer` (when known) wrote `m`: it has a
+/// `ce_sequence`, and its `ce_id` is the one the engine gives that version
+/// ([`is_its_event`](crate::stored::is_its_event)), as the index checks.
+fn is_engines(m: &OwnedMessage, writer: Option<&str>) -> bool {
+    let Some(version) = sequence_of(m) else { return false };
+    let Some(name) = writer else { return true };
+    let Ok(meta) = Metadata::from_headers(m.headers(), m.key(), "") else { return false };
+    crate::stored::is_its_event(name, &meta.subject, version, meta.id, meta.causation_id.as_deref())
 }
 
 /// The version a record's `ce_sequence` header gives, if it has one.

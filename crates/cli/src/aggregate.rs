@@ -119,6 +119,13 @@ pub enum Known {
 impl Known {
     const ALL: [Known; 1] = [Known::Accounts];
 
+    /// Its [`Aggregate::NAME`](herald_aggregate::Aggregate::NAME).
+    fn name(self) -> &'static str {
+        match self {
+            Known::Accounts => <Accounts as herald_aggregate::Aggregate>::NAME,
+        }
+    }
+
     /// Its event topic, unprefixed.
     fn events(self) -> String {
         match self {
@@ -187,12 +194,16 @@ async fn show(ctx: &Context, args: ShowArgs) -> anyhow::Result<()> {
     if herald_bus::admin::partition_count(&ctx.kafka, &args.topic).await.context("cannot read cluster metadata")?.is_none() {
         invalid!("topic {} does not exist", args.topic);
     }
-    let reads = EventStore::new(&ctx.kafka, &args.topic, store).context("creating the reader")?;
+    let known = args.aggregate.or_else(|| Known::of_topic(&args.topic));
+    let mut reads = EventStore::new(&ctx.kafka, &args.topic, store).context("creating the reader")?;
+    if let Some(k) = known {
+        // Records published by hand after the index's position are skipped by their ids.
+        reads = reads.written_by(k.name());
+    }
     let events = reads.read_stream_until_raw(&args.id, at).await.map_err(read_failed)?;
     if events.is_empty() && (at == At::Latest || reads.read_stream_raw(&args.id, 1).await.map_err(read_failed)?.is_empty()) {
         invalid!("no aggregate {:?} on {}: it has no events", args.id, args.topic);
     }
-    let known = args.aggregate.or_else(|| Known::of_topic(&args.topic));
     let state = match known {
         Some(k) => Some(k.state(&events).map_err(read_failed)?),
         None => None,

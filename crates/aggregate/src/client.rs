@@ -219,7 +219,7 @@ pub const NEW_PARTITIONS_CHECK: Duration = Duration::from_secs(5);
 /// engine wrote to a partition added to the reply topic were never read, and their sends
 /// timed out.
 /// Asks the consumer's own connection (no client per check); blocks for up to 5 s.
-fn read_new_partitions(consumer: &StreamConsumer, topic: &str) {
+fn read_new_partitions(consumer: &Reader, topic: &str) {
     let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else { return };
     let Some(count) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()) else { return };
     let Ok(assigned) = consumer.assignment() else { return };
@@ -254,11 +254,15 @@ enum ReadFrom {
 
 /// A reader of every partition of `topic`, by assignment from `from`, and how many
 /// partitions it reads.
-async fn reader_of(config: &KafkaConfig, topic: &str, from: ReadFrom) -> Result<(StreamConsumer, usize), ClientError> {
+/// The client's readers of reply topics: reaching a partition's end, which they ask for,
+/// is not logged as an error (`herald command` printed six ERROR lines before its answer).
+type Reader = StreamConsumer<crate::fetch::Quiet>;
+
+async fn reader_of(config: &KafkaConfig, topic: &str, from: ReadFrom) -> Result<(Reader, usize), ClientError> {
     let partitions = herald_bus::admin::partition_count(config, topic).await.map_err(|e| ClientError::Kafka(e.to_string()))?.ok_or_else(|| ClientError::NoReplyTopic(topic.to_owned()))?;
     let group = format!("herald-aggregate-client-{}", Uuid::now_v7());
     let eof = if matches!(from, ReadFrom::End) { "false" } else { "true" };
-    let consumer: StreamConsumer = config
+    let consumer: Reader = config
         .client_config(&[
             ("group.id", &group),
             ("enable.auto.commit", "false"),
@@ -267,7 +271,7 @@ async fn reader_of(config: &KafkaConfig, topic: &str, from: ReadFrom) -> Result<
             ("fetch.wait.max.ms", "20"),
             ("enable.partition.eof", eof),
         ])
-        .create()
+        .create_with_context(crate::fetch::Quiet)
         .map_err(|e| ClientError::Kafka(e.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
@@ -456,7 +460,7 @@ pub async fn find_reply(config: &KafkaConfig, reply_topic: &str, command_id: Uui
 /// partition was read to its end (read_committed: its last stable offset, past its commit
 /// markers; a quiet spell proves nothing: a slow first fetch, a long topic; a record in a
 /// transaction still open is past that end: not there yet), or after `within`.
-async fn scan<T>(consumer: &StreamConsumer, partitions: usize, within: Duration, mut found: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<T>) -> Result<Option<T>, ClientError> {
+async fn scan<T>(consumer: &Reader, partitions: usize, within: Duration, mut found: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Option<T>) -> Result<Option<T>, ClientError> {
     let deadline = tokio::time::Instant::now() + within;
     let mut ended = std::collections::HashSet::new();
     loop {

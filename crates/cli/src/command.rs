@@ -55,7 +55,9 @@ pub struct Args {
     pub source: String,
     /// The command's id (default: a new UUIDv7). After exit 3, send the command again with
     /// the id printed: if the aggregate decided it, the reply it got comes back and nothing
-    /// is decided twice.
+    /// is decided twice, as long as it is among the aggregate's last commands (it remembers
+    /// `Aggregate::REMEMBERED`, 64 by default; older ones are decided again). On a busy
+    /// aggregate, look it up first (its reply is keyed by the id on the reply topic).
     #[arg(long, value_name = "UUID")]
     pub id: Option<uuid::Uuid>,
 }

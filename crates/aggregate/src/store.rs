@@ -232,8 +232,8 @@ impl EventStore {
             for m in records {
                 next.0.insert(p, m.offset() + 1);
                 // Not the engine's: no event of any stream.
-                if is_engines(&m, writer) {
-                    events.push(recorded(&m)?);
+                if let Some(event) = engines_event(&m, writer)? {
+                    events.push(event);
                 }
             }
         }
@@ -314,10 +314,7 @@ impl EventStore {
         for m in &tail {
             // A record the engine did not write (published by hand on the event topic): no
             // event of the stream, as the index leaves it out.
-            if !is_engines(m, writer) {
-                continue;
-            }
-            let r = recorded(m)?;
+            let Some(r) = engines_event(m, writer)? else { continue };
             if r.version != version + 1 {
                 return Err(ReadError::Inconsistent(format!("{partition}/{} is {id:?} version {} after version {version}", m.offset(), r.version)));
             }
@@ -353,14 +350,23 @@ fn last_version(tx: &mut dyn herald_projector::Tx, id: &str) -> Result<i64, Stor
     Ok(row.and_then(|r| r.int(0).ok()).unwrap_or(0))
 }
 
-/// True when the engine of aggregate `writer` (when known) wrote `m`: it has a
-/// `ce_sequence`, and its `ce_id` is the one the engine gives that version
-/// ([`is_its_event`](crate::stored::is_its_event)), as the index checks.
-fn is_engines(m: &OwnedMessage, writer: Option<&str>) -> bool {
-    let Some(version) = sequence_of(m) else { return false };
-    let Some(name) = writer else { return true };
-    let Ok(meta) = Metadata::from_headers(m.headers(), m.key(), "") else { return false };
-    crate::stored::is_its_event(name, &meta.subject, version, meta.id, meta.causation_id.as_deref())
+/// `m` as a [`Recorded`] when the engine of aggregate `writer` (when known) wrote it: it
+/// has a `ce_sequence`, and its `ce_id` is the one the engine gives that version
+/// ([`is_its_event`](crate::stored::is_its_event)), as the index checks. `None` for any
+/// other record: no event of any stream.
+fn engines_event(m: &OwnedMessage, writer: Option<&str>) -> Result<Option<Recorded<Vec<u8>>>, ReadError> {
+    let Some(version) = sequence_of(m) else { return Ok(None) };
+    let meta = match Metadata::from_headers(m.headers(), m.key(), "") {
+        Ok(meta) => meta,
+        Err(_) if writer.is_some() => return Ok(None),
+        Err(e) => return Err(ReadError::Inconsistent(format!("{}/{}: {e}", m.partition(), m.offset()))),
+    };
+    if let Some(name) = writer
+        && !crate::stored::is_its_event(name, &meta.subject, version, meta.id, meta.causation_id.as_deref())
+    {
+        return Ok(None);
+    }
+    Ok(Some(recorded_as(m, meta, version)))
 }
 
 /// The version a record's `ce_sequence` header gives, if it has one.
@@ -374,8 +380,13 @@ fn recorded(m: &OwnedMessage) -> Result<Recorded<Vec<u8>>, ReadError> {
     let at = format!("{}/{}", m.partition(), m.offset());
     let meta = Metadata::from_headers(m.headers(), m.key(), "").map_err(|e| ReadError::Inconsistent(format!("{at}: {e}")))?;
     let version = sequence_of(m).ok_or_else(|| ReadError::Inconsistent(format!("{at} has no {} header: not an aggregate's event", headers::SEQUENCE)))?;
-    let aggregate_id = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or(meta.subject.clone());
-    Ok(Recorded {
+    Ok(recorded_as(m, meta, version))
+}
+
+/// `m` as a [`Recorded`] of `version`, with the metadata read from its headers.
+fn recorded_as(m: &OwnedMessage, meta: Metadata, version: i64) -> Recorded<Vec<u8>> {
+    let aggregate_id = m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_else(|| meta.subject.clone());
+    Recorded {
         aggregate_id,
         version,
         event_id: meta.id.to_string(),
@@ -385,5 +396,5 @@ fn recorded(m: &OwnedMessage) -> Result<Recorded<Vec<u8>>, ReadError> {
         partition: m.partition(),
         offset: m.offset(),
         event: m.payload().unwrap_or_default().to_vec(),
-    })
+    }
 }

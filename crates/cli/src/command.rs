@@ -44,7 +44,7 @@ pub struct Args {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
     pub expect_version: Option<i64>,
     /// How long to wait for the reply (`500ms`, `10s`, `1m`).
-    #[arg(long, default_value = "10s", value_parser = herald_ops::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = more_than_zero)]
     pub timeout: Duration,
     /// The reply topic (default: the command topic with `.commands` replaced by
     /// `.replies`, or `.replies` appended).
@@ -65,6 +65,15 @@ pub struct Args {
 /// How far before the send the command's dead letter is looked for (the engine stamps it
 /// with its own clock).
 const DEAD_LETTER_SKEW: Duration = Duration::from_secs(60);
+
+/// A `--timeout` with time to wait in: `0s` would send the command and give up at once,
+/// its outcome unknown.
+fn more_than_zero(s: &str) -> Result<Duration, String> {
+    match herald_ops::parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: the reply needs time to come; give more than 0")),
+        d => Ok(d),
+    }
+}
 
 /// The reply topic of command topic `topic` by default.
 ///

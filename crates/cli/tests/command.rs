@@ -103,6 +103,8 @@ async fn herald_command_prints_the_reply_and_says_the_outcome_in_its_exit_code()
     assert_eq!(code, Some(2), "an empty aggregate id: {err}");
     let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--expect-version=-1"]).await;
     assert_eq!(code, Some(2), "a negative version: {err}");
+    let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--timeout", "0s"]).await;
+    assert_eq!(code, Some(2), "no time to wait for the reply: {err}");
     // A reply topic that is one of the aggregate's own (no reply would ever come).
     for own in [topic, names[1].as_str()] {
         let (code, _, err) = command(&config, topic, &["--type", "shop.accounts.Deposit", "--key", "a-1", "--data", deposit, "--reply-topic", own]).await;

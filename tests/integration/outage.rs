@@ -65,3 +65,32 @@ async fn a_broker_outage_loses_nothing() {
     }
     assert_eq!(first_seen.len(), 400, "no event lost");
 }
+
+/// Shutting down while the broker is away ends in bounded time: the final commit and the
+/// group leave cannot reach anyone, and nothing waits for them for ever (librdkafka's
+/// synchronous commit waits for a coordinator without a deadline). The records handled
+/// since the last commit are processed again by the next owner, as after any crash.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
+    let broker = Broker::new("herald-gone");
+    broker.run("start").await;
+    let config = broker.config();
+    let name = unique("gone");
+    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(3)]).await.expect("topic");
+    let orders: Topic<OrderEvent> = Topic::named(name);
+    let events: Vec<OrderPlaced> = (0..100).map(|i| OrderPlaced::example(&format!("o-{}", i % 10), "c", i)).collect();
+    for r in publisher(&config).publish_all(&orders, &events).await {
+        r.expect("published");
+    }
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+    wait_until(Duration::from_secs(60), "events handled", || async { seen.len() >= 100 }).await;
+
+    broker.run("stop").await;
+    running.stop.cancel();
+    // The final commit waits at most 30 s, leaving the group 10 s.
+    let stopped = tokio::time::timeout(Duration::from_secs(90), running.task).await;
+    // Back, so that what the client still tries in the background can end with the test.
+    broker.run("start").await;
+    stopped.expect("the consumer stops within 90 s without its broker").expect("consumer task").expect("stopped without error");
+}

@@ -35,7 +35,8 @@
 //! - **Fatal conditions** ([`fatal`]): authentication failures, fatal client errors and
 //!   deleted topics end [`Runtime::run`] with an error.
 //! - **Shutdown** ([`shutdown`]): stop intake, drain under a deadline, store and commit,
-//!   flush the dead-letter producer, leave the group.
+//!   flush the dead-letter producer, leave the group; each step under a deadline, so a
+//!   broker that is gone cannot hold a shutdown for ever.
 //!
 //! What differs is a [`Sink`] (see [`sink`]): it opens one [`PartitionSink`] per
 //! partition and receives that partition's records in offset order, in batches. It tells

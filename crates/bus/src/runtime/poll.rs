@@ -432,28 +432,56 @@ impl<S: Sink> Runtime<S> {
             }
         }
         let consumer = self.consumer.clone();
-        let committed = tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
-            Err(e) => tracing::warn!(error = %e, "final commit task failed"),
+        match off_runtime(FINAL_COMMIT_TIMEOUT, move || consumer.commit_consumer_state(CommitMode::Sync)).await {
+            Some(Ok(())) | Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+            Some(Err(e)) => tracing::warn!(error = %e, "final commit failed"),
+            None => tracing::warn!(
+                timeout_s = FINAL_COMMIT_TIMEOUT.as_secs(),
+                "final commit not done in time (is the broker reachable?): the records finished since the last commit are processed again by the next owner"
+            ),
         }
         self.letters.flush().await;
         self.health.set_running(false);
         self.shared.closing.store(true, Ordering::Release);
-        // Closing leaves the group; it can block, so it runs on a blocking thread.
+        // Closing leaves the group; it can block as long as the commit.
         let consumer = self.consumer;
         drop(self.sink);
-        let _ = tokio::time::timeout(
-            Duration::from_secs(30),
-            tokio::task::spawn_blocking(move || {
-                consumer.unsubscribe();
-                drop(consumer);
-            }),
-        )
+        let left = off_runtime(CLOSE_TIMEOUT, move || {
+            consumer.unsubscribe();
+            drop(consumer);
+        })
         .await;
+        if left.is_none() {
+            tracing::warn!(timeout_s = CLOSE_TIMEOUT.as_secs(), "leaving the group not done in time: the group rebalances after the session timeout instead");
+        }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "consumer stopped");
     }
+}
+
+/// Longest wait for the final commit at shutdown: long enough for a rebalance held up by
+/// a member that died without leaving in most groups (librdkafka's default session timeout
+/// is 45 s, less the time it already ran), short enough that a broker gone for good does
+/// not keep the process from stopping.
+const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for leaving the group at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `work` on a thread of its own and waits for it at most `limit` (`None`: not done
+/// in time). For librdkafka calls that wait for a group coordinator without a deadline:
+/// the synchronous commit and the consumer's close, while no broker answers
+/// (librdkafka#3740). Such a call left on tokio's blocking pool would keep the tokio
+/// runtime, and so the program, from ever ending; a thread of its own does not, and it
+/// ends with the process.
+async fn off_runtime<T: Send + 'static>(limit: Duration, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name("herald-consumer-stop".into()).spawn(move || {
+        let _ = tx.send(work());
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to stop the consumer");
+        return None;
+    }
+    tokio::time::timeout(limit, rx).await.ok().and_then(Result::ok)
 }
 
 /// [`Membership::committed`]: the group's committed offsets of `partitions`, asked of the

@@ -43,12 +43,15 @@ pub fn prepare(route: &Route, body: &[u8], params: &[(String, String)], ctx: Con
         if !route.fields.contains(name) {
             continue;
         }
+        // The body may leave the field out or say the same; anything else (another
+        // string, a number, null) says otherwise.
         match object.get(name) {
-            Some(Value::String(given)) if given != value => {
-                return Err(Problem::invalid(route.event_type(), vec![FieldError::field(name, format!("the body says {given:?}, the path says {value:?}"))]));
-            }
-            _ => {
+            None => {
                 object.insert(name.clone(), Value::String(value.clone()));
+            }
+            Some(Value::String(given)) if given == value => {}
+            Some(given) => {
+                return Err(Problem::invalid(route.event_type(), vec![FieldError::field(name, format!("the body says {given}, the path says {value:?}"))]));
             }
         }
     }
@@ -154,6 +157,13 @@ mod tests {
         assert_eq!(missing_key.and_then(|p| p.errors.first().map(|e| e.field.clone())).as_deref(), Some("id"));
         let conflict = prepare(&r, br#"{"id":"o","who":"eve","lines":[]}"#, &params(), CTX).err();
         assert_eq!(conflict.and_then(|p| p.errors.first().map(|e| e.field.clone())).as_deref(), Some("who"));
+        // Not a string is saying otherwise too, not a value the path overwrites.
+        for body in [r#"{"id":"o","who":5,"lines":[]}"#, r#"{"id":"o","who":null,"lines":[]}"#, r#"{"id":"o","who":["bob"],"lines":[]}"#] {
+            let conflict = prepare(&r, body.as_bytes(), &params(), CTX).err();
+            assert_eq!(conflict.and_then(|p| p.errors.first().map(|e| e.field.clone())).as_deref(), Some("who"), "{body}");
+        }
+        let same = prepare(&r, br#"{"id":"o","who":"bob","lines":[]}"#, &params(), CTX);
+        assert!(same.is_ok(), "{:?}", same.err());
     }
 
     #[test]

@@ -40,6 +40,8 @@
 //! - [`dead_letter`]: dead-letter records and their headers.
 //! - [`admin`]: topic creation. [`config`]: [`KafkaConfig`]. [`topic`]: [`Topic`].
 //! - [`partitioner`]: Kafka's murmur2 partitioner, to predict where a key lands.
+//! - [`rebootstrap`]: the bootstrap servers given back to a client librdkafka left with no
+//!   broker.
 //! - [`redact`]: where a URL's password lies, to print the URL without it.
 //! - [`timestamp`]: [`timestamp::TimestampMillis`], Avro's `timestamp-millis` in events.
 //! - [`trace`]: W3C trace context carried in `traceparent`.
@@ -87,6 +89,7 @@ pub mod last_error;
 pub mod panics;
 pub mod partitioner;
 pub mod publisher;
+pub mod rebootstrap;
 pub mod redact;
 pub mod runtime;
 pub mod schema;

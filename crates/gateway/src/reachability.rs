@@ -7,6 +7,10 @@
 //! only end in 503. [`Reachability`] asks the cluster itself: every [`INTERVAL`], a metadata
 //! request for one topic (the idempotency log's) on the producer's own client, the
 //! connections its sends use. `/health` is unhealthy while the last one went unanswered.
+//!
+//! An unanswered check also gives the producer its bootstrap servers back
+//! ([`herald_bus::rebootstrap`]): librdkafka can leave a client with no broker at all after
+//! a broker was fenced for a moment, and such a gateway answered `503` for good.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +27,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// ```
 /// use herald_gateway::reachability::Reachability;
-/// let reachability = Reachability::new("gateway.idempotency".to_owned());
+/// let reachability = Reachability::new("gateway.idempotency".to_owned(), "127.0.0.1:9092".to_owned());
 /// // Healthy until a check goes unanswered: the gateway reached the cluster to start.
 /// let (healthy, report) = reachability.report();
 /// assert!(healthy);
@@ -34,13 +38,15 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct Reachability {
     topic: String,
+    bootstrap: String,
     last: Mutex<Option<(Result<(), String>, Instant)>>,
 }
 
 impl Reachability {
-    /// Asks about `topic` (one the gateway's client may read the metadata of).
-    pub fn new(topic: String) -> Self {
-        Reachability { topic, last: Mutex::new(None) }
+    /// Asks about `topic` (one the gateway's client may read the metadata of), giving the
+    /// client `bootstrap` (its `bootstrap.servers`) back when unanswered.
+    pub fn new(topic: String, bootstrap: String) -> Self {
+        Reachability { topic, bootstrap, last: Mutex::new(None) }
     }
 
     /// Whether the cluster answered the last request (true before the first: the gateway
@@ -58,10 +64,14 @@ impl Reachability {
 
     /// Asks once, on a blocking thread (librdkafka's metadata call waits for the answer).
     pub async fn check(&self, publisher: &Publisher) {
-        let (producer, topic) = (publisher.producer(), self.topic.clone());
+        let (producer, topic, bootstrap) = (publisher.producer(), self.topic.clone(), self.bootstrap.clone());
         let answered = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer as _;
-            producer.client().fetch_metadata(Some(&topic), TIMEOUT).map(drop).map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
+            let answered = producer.client().fetch_metadata(Some(&topic), TIMEOUT).map(drop);
+            if answered.is_err() {
+                herald_bus::rebootstrap::rebootstrap(producer.client(), &bootstrap);
+            }
+            answered.map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the check failed: {e}")));

@@ -130,7 +130,7 @@ impl Gateway {
         let auth = Authenticator::new(&config.auth, &config.base)?;
         let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
         let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
-        let reachability = Arc::new(Reachability::new(idempotency_topic.clone()));
+        let reachability = Arc::new(Reachability::new(idempotency_topic.clone(), kafka.bootstrap().to_owned()));
         let idempotency = Idempotency::start(kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);
@@ -253,7 +253,8 @@ fn unmatched(problem: Problem) -> axum::response::Response {
 }
 
 /// `/health`: unhealthy while the breaker is open, the cluster does not answer
-/// ([`Reachability`]) or the producer failed fatally.
+/// ([`Reachability`]), the idempotency topic's reader is cut off, or the producer failed
+/// fatally.
 struct Health {
     app: Arc<App>,
 }
@@ -264,8 +265,12 @@ impl HealthCheck for Health {
         let fatal = self.app.sender.publisher().fatal_error();
         crate::metrics::breaker(breaker);
         let (reachable, kafka) = self.app.reachability.report();
-        let healthy = breaker != State::Open && reachable && fatal.is_none();
+        let reader = self.app.idempotency.reader_error();
+        let healthy = breaker != State::Open && reachable && fatal.is_none() && reader.is_none();
         let backends = self.app.backends.as_ref().map(|b| b.report()).unwrap_or_default();
-        (healthy, serde_json::json!({ "breaker": breaker.as_str(), "kafka": kafka, "producer_fatal_error": fatal, "routes": self.app.routes.len(), "queries": self.app.queries.len(), "backends": backends }))
+        (
+            healthy,
+            serde_json::json!({ "breaker": breaker.as_str(), "kafka": kafka, "idempotency_reader_error": reader, "producer_fatal_error": fatal, "routes": self.app.routes.len(), "queries": self.app.queries.len(), "backends": backends }),
+        )
     }
 }

@@ -85,6 +85,13 @@ pub async fn load_and_follow(kafka: &KafkaConfig, topic: &str, store: &Arc<Store
 /// How often the reader forgets records older than the TTL ([`Store::prune`]).
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// How often, once loaded, the reader asks the cluster for the topic's metadata on its own
+/// client (waiting at most as long). A client librdkafka left with no broker reads nothing
+/// and says nothing (see [`herald_bus::rebootstrap`]); an idle topic reads nothing too, so
+/// silence cannot tell. An unanswered check gives the client its bootstrap servers back and
+/// shows on `/health` ([`Store::reader_checked`]).
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
 fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duration, loaded: tokio::sync::oneshot::Sender<Result<Loaded, LogError>>) {
     let error = |reason: String| LogError { topic: topic.to_owned(), reason };
     let consumer = match open(kafka, topic, timeout) {
@@ -99,6 +106,7 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
     let mut count = 0usize;
     let mut loaded = Some(loaded);
     let mut pruned_at = std::time::Instant::now();
+    let mut checked_at = std::time::Instant::now();
     loop {
         if ends.iter().all(|(_, end, pos)| pos >= end)
             && let Some(tx) = loaded.take()
@@ -116,6 +124,15 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
             pruned_at = std::time::Instant::now();
             let forgotten = store.prune(chrono::Utc::now().timestamp_millis());
             tracing::debug!(forgotten, "idempotency records older than the TTL forgotten");
+        }
+        if loaded.is_none() && checked_at.elapsed() >= CHECK_EVERY {
+            let answered = consumer.fetch_metadata(Some(topic), CHECK_EVERY).map(drop).map_err(|e| format!("the idempotency topic's reader got no metadata within {CHECK_EVERY:?}: {e}"));
+            if let Err(e) = &answered {
+                tracing::warn!(error = %e, "idempotency reader cut off: giving its client the bootstrap servers back");
+                herald_bus::rebootstrap::rebootstrap(consumer.client(), kafka.bootstrap());
+            }
+            store.reader_checked(answered);
+            checked_at = std::time::Instant::now();
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => {

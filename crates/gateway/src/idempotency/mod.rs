@@ -97,6 +97,12 @@ impl Idempotency {
         Ok(Idempotency { store, topic, partitions: loaded.partitions, publisher, deadline })
     }
 
+    /// Why the topic's reader cannot read it, while it cannot (`/health` reports it): a
+    /// claim would then never be read back, and every request with a key would get `503`.
+    pub fn reader_error(&self) -> Option<String> {
+        self.store.reader_error()
+    }
+
     /// Records known (finished or in progress).
     pub fn len(&self) -> usize {
         self.store.len()

@@ -101,6 +101,8 @@ pub struct Store {
     log: Mutex<Log>,
     /// Woken when the reader moved on.
     advanced: Notify,
+    /// Why the reader's last check of its client failed, if it did.
+    reader_error: Mutex<Option<String>>,
     ttl_ms: i64,
     claim_ttl_ms: i64,
 }
@@ -121,6 +123,17 @@ impl Store {
     /// `claim_ttl_ms` (when its request died before finishing or withdrawing it).
     pub fn new(ttl_ms: i64, claim_ttl_ms: i64) -> Arc<Store> {
         Arc::new(Store { ttl_ms, claim_ttl_ms, ..Store::default() })
+    }
+
+    /// Records the outcome of the reader's last check of its client (see
+    /// [`log`](super::log)'s `CHECK_EVERY`).
+    pub fn reader_checked(&self, outcome: Result<(), String>) {
+        *self.reader_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = outcome.err();
+    }
+
+    /// Why the reader cannot read the topic, while its last check failed.
+    pub fn reader_error(&self) -> Option<String> {
+        self.reader_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {

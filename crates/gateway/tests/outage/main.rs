@@ -167,3 +167,64 @@ async fn an_idle_gateway_is_unhealthy_while_its_broker_is_away() {
     herald_testkit::wait_until(Duration::from_secs(60), "/health healthy again", || async { health().await == (200, Some(true), "closed".to_owned()) }).await;
     running.stop().await;
 }
+
+/// A broker frozen past `broker.session.timeout.ms` (9 s) is fenced for a moment once it
+/// thaws, and a metadata response then lists no broker. librdkafka drops every broker such
+/// a response leaves out and does not re-bootstrap after it (confluentinc/librdkafka#5301):
+/// the gateway's producer and its idempotency reader were left with no broker, and every
+/// request got `503` for good (in 5 of 8 tries of an outside probe). They now get their
+/// bootstrap servers back when a check goes unanswered, and the gateway recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_recovers_after_its_broker_was_frozen_past_its_session() {
+    let broker = herald_testkit::PrivateBroker::new("gw-frozen");
+    broker.run("start").await;
+    let kafka = broker.config();
+    let topic = herald_testkit::topic(&kafka, "gw.frozen", 1).await;
+    let running = Running::start(&kafka, &support::orders_route(&topic)).await;
+    let (http, url) = (running.http.clone(), running.url.clone());
+    let post = move |key: bool| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let mut request = http.post(format!("{url}/orders")).json(&order("c-1"));
+            if key {
+                request = request.header("Idempotency-Key", herald_testkit::unique("k"));
+            }
+            request.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+        }
+    };
+    let health = || {
+        let (http, url) = (running.http.clone(), running.url.clone());
+        async move { http.get(format!("{url}/health")).send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+    };
+    herald_testkit::wait_until(Duration::from_secs(30), "202 with and without a key", || async { post(false).await == 202 && post(true).await == 202 }).await;
+
+    // Requests all along, as in production: failing sends make the clients ask for
+    // metadata, some of them while the broker is fenced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|i| {
+            let (post, stop) = (post.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    post(i % 2 == 0).await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.freeze();
+    // The fault itself: frozen long enough for the controller to fence the broker.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    broker.thaw();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+
+    herald_testkit::wait_until(Duration::from_secs(60), "202 without a key, 202 with one, and /health 200 after the thaw", || async {
+        post(false).await == 202 && post(true).await == 202 && health().await == 200
+    })
+    .await;
+    running.stop().await;
+}

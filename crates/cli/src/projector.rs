@@ -83,7 +83,7 @@ pub async fn run(ctx: &Context, command: Command) -> anyhow::Result<()> {
 }
 
 /// Runs the projection's program with `mode` and the user's arguments; fails with its
-/// exit status.
+/// exit status. A SIGINT or SIGTERM is passed on to the program, and its end awaited.
 async fn program(ctx: &Context, args: ProgramArgs, mode: &[&str]) -> anyhow::Result<()> {
     let exe = match args.exec {
         Some(path) => path,
@@ -105,7 +105,26 @@ async fn program(ctx: &Context, args: ProgramArgs, mode: &[&str]) -> anyhow::Res
     for (key, value) in ctx.kafka.properties().filter(|(k, _)| *k != "bootstrap.servers") {
         command.env(env_name(key), value);
     }
-    let status = command.status().await.with_context(|| format!("running {}", exe.display()))?;
+    let mut child = command.spawn().with_context(|| format!("running {}", exe.display()))?;
+    // SIGINT or SIGTERM to this process alone (`timeout`, systemd, a CI runner) used to kill
+    // it and leave the program running, to swap in the rebuild that was stopped. It is
+    // passed on, and the program's answer awaited: stopped before its stop point, a
+    // rebuild or time travel exits 1 saying `interrupted`, never swapped in. (Ctrl-C in a
+    // terminal reaches both; the program stops on the first signal.)
+    let stop = herald_ops::shutdown_signal();
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = stop => {
+            if let Some(pid) = child.id() {
+                let passed = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+                if !passed.is_ok_and(|s| s.success()) {
+                    let _ = child.start_kill();
+                }
+            }
+            child.wait().await
+        }
+    }
+    .with_context(|| format!("waiting for {}", exe.display()))?;
     if !status.success() {
         anyhow::bail!("{} exited with {status}", exe.display());
     }

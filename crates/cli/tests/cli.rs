@@ -838,6 +838,40 @@ async fn projector_rebuild_and_rollback_run_the_projection_program() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// SIGTERM to `herald` alone, as `timeout`, systemd or a CI runner send it, reaches the
+/// projection's program, and herald waits for its answer. Before, herald died at once
+/// (143) and the program ran on, to swap in the rebuild that was stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rebuild_stopped_by_sigterm_passes_it_to_the_program_and_waits_for_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(herald_testkit::unique("herald-cli-sigterm"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (started, stopped) = (dir.join("started"), dir.join("stopped"));
+    // A stand-in for the program: it says it started, and answers SIGTERM as a stopped
+    // rebuild does (exit 1).
+    let program = dir.join("program");
+    let script = format!("#!/bin/sh\ntrap 'echo interrupted > {stopped:?}; exit 1' TERM\necho $$ > {started:?}\nwhile :; do sleep 0.05; done\n");
+    std::fs::write(&program, script).expect("program");
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut herald = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--bootstrap", "127.0.0.1:9", "projector", "rebuild", "anything", "--exec"])
+        .arg(&program)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("herald starts");
+    herald_testkit::wait_until(Duration::from_secs(30), "the program started", || async { std::fs::read_to_string(&started).is_ok_and(|pid| pid.ends_with('\n')) }).await;
+    let pid = herald.id().expect("herald's pid").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill").success());
+    let status = tokio::time::timeout(Duration::from_secs(30), herald.wait()).await.expect("herald ends").expect("herald's status");
+    let program_pid = std::fs::read_to_string(&started).unwrap_or_default();
+    let _ = std::process::Command::new("kill").args(["-KILL", program_pid.trim()]).stderr(Stdio::null()).status();
+    assert_eq!(status.code(), Some(1), "herald answers with the program's failure, not killed by the signal");
+    assert_eq!(std::fs::read_to_string(&stopped).ok().as_deref().map(str::trim), Some("interrupted"), "the program got the signal");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_closed_stdout_ends_tail_quietly() {
     let config = herald_testkit::kafka().await;

@@ -94,3 +94,63 @@ async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
     broker.run("start").await;
     stopped.expect("the consumer stops within 90 s without its broker").expect("consumer task").expect("stopped without error");
 }
+
+/// A broker frozen past `broker.session.timeout.ms` (9 s) is fenced for a moment once it
+/// thaws, and a metadata response then lists no broker: librdkafka drops every broker such
+/// a response leaves out and does not re-bootstrap after it (confluentinc/librdkafka#5301).
+/// A publisher and a consumer busy across such a freeze still deliver and handle every
+/// event after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_and_a_consumer_carry_on_after_their_broker_was_frozen_past_its_session() {
+    let broker = Broker::new("herald-frozen");
+    broker.run("start").await;
+    let config = broker.config();
+    let name = unique("frozen");
+    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(3)]).await.expect("topic");
+    let orders: Topic<OrderEvent> = Topic::named(name);
+    // Sends give up after 3 s (not 300), so that the freeze shows in their outcomes.
+    let publisher = publisher(&config.clone().set("message.timeout.ms", "3000"));
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+
+    // Sends all along: failing requests make the clients ask for metadata, some of them
+    // while the broker is fenced.
+    let sending = {
+        let (publisher, orders) = (publisher.clone(), orders.clone());
+        tokio::spawn(async move {
+            let mut sent = Vec::new();
+            for i in 0..400i64 {
+                let order = OrderPlaced::example(&format!("o-{}", i % 20), "c", i);
+                if publisher.publish(&orders, &order).await.is_ok() {
+                    sent.push(i);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.freeze();
+    // The fault itself: frozen long enough for the controller to fence the broker.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    broker.thaw();
+    let sent = sending.await.expect("sender");
+    assert!(sent.len() < 400, "some sends failed while the broker was frozen (else nothing was tested)");
+
+    // After the freeze: new events are delivered and handled, and every acknowledged one.
+    let after: Vec<OrderPlaced> = (1000..1050).map(|i| OrderPlaced::example(&format!("o-{}", i % 20), "c", i)).collect();
+    let mut delivered = Vec::new();
+    wait_until(Duration::from_secs(60), "sends acknowledged after the freeze", || {
+        let (publisher, orders, after) = (publisher.clone(), orders.clone(), after.clone());
+        async move { publisher.publish_all(&orders, &after[..1]).await.into_iter().all(|r| r.is_ok()) }
+    })
+    .await;
+    for r in publisher.publish_all(&orders, &after).await {
+        r.expect("published after the freeze");
+    }
+    delivered.extend(sent);
+    delivered.extend(after.iter().map(|o| o.total_cents));
+    let handled = || seen.all().iter().filter_map(|e| match &e.event { OrderEvent::Placed(p) => Some(p.total_cents), _ => None }).collect::<std::collections::HashSet<_>>();
+    wait_until(Duration::from_secs(90), "every acknowledged event handled after the freeze", || async { delivered.iter().all(|t| handled().contains(t)) }).await;
+    running.shutdown().await;
+}

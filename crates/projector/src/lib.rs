@@ -68,6 +68,9 @@
 //!   and acknowledged *before* the transaction that moves past it (which also records the
 //!   reason in `herald_dead_letters`), or, by policy, stops its partition until an operator
 //!   acts. A crash between the two can dead-letter a record twice, never lose it.
+//!   Records deleted from the log (retention, `kafka-delete-records`) before they were
+//!   applied cannot be applied; that is said on `/status` and `/health`, in the log, and
+//!   in `herald_projector_deleted_unapplied_total`.
 //! - **Ordered per partition.** A partition's events are applied in offset order.
 //! - **Never blocks the poll loop.** Transactions run on their own thread; the loop keeps
 //!   polling, pauses partitions whose buffer is full and resumes them at half.

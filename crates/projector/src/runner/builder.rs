@@ -170,6 +170,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         });
         let board = Arc::new(Board::default());
         let stop = Arc::new(Notify::new());
+        let watermarks = Arc::new(Watermarks::new(self.config.clone(), self.topic.clone()));
         let shared = Arc::new(sink::Shared {
             key: key.clone(),
             store: self.store.clone(),
@@ -182,6 +183,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             stop_at: self.stop_at.clone(),
             max_batch: self.max_batch,
             stop: stop.clone(),
+            watermarks: watermarks.clone(),
             #[cfg(feature = "crash-points")]
             crash,
         });
@@ -210,7 +212,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             thread,
             board,
             stop,
-            watermarks: Arc::new(Watermarks::new(self.config.clone(), self.topic.clone())),
+            watermarks,
             status,
             control,
             stop_at: self.stop_at,

@@ -48,6 +48,8 @@ pub(crate) struct Shared<F> {
     pub max_batch: usize,
     /// Wakes the projector when it must stop by itself.
     pub stop: Arc<Notify>,
+    /// The log's ends, to tell records deleted before they were applied.
+    pub watermarks: Arc<crate::status::Watermarks>,
     #[cfg(feature = "crash-points")]
     pub crash: Option<Arc<crate::crash::CrashPoint>>,
 }
@@ -154,7 +156,7 @@ impl<F: EventFamily> Sink for ProjectorSink<F> {
         // applied", a failed read restarted the partition from the beginning of the log,
         // and a dead letter met again there could never be recorded (fenced each time).
         let position = self.shared.board.lock().get(&partition).and_then(|p| p.position).map(Some);
-        Some(ProjectorPartition { shared: self.shared.clone(), partition, generation, position })
+        Some(ProjectorPartition { shared: self.shared.clone(), partition, generation, position, start_checked: false })
     }
 }
 
@@ -166,6 +168,9 @@ pub(crate) struct ProjectorPartition<F> {
     /// Stored next offset as this partition last saw it (`Some(None)`: nothing applied
     /// yet; `None`: unknown, read from the store before anything is applied).
     position: Option<Option<i64>>,
+    /// Whether the first record after the stored position was checked against the log's
+    /// start ([`ProjectorPartition::check_start`]).
+    start_checked: bool,
 }
 
 impl<F: EventFamily> ProjectorPartition<F> {
@@ -194,6 +199,34 @@ impl<F: EventFamily> ProjectorPartition<F> {
         let (tx, rx) = oneshot::channel();
         self.shared.jobs.send(Job::Apply(batch, tx)).ok()?;
         Some(rx)
+    }
+
+    /// The first record after stored position `p` is further on: either offsets that hold
+    /// no record (transaction markers, compaction), or records deleted from the log
+    /// (retention, `kafka-delete-records`) before this projection applied them, which
+    /// librdkafka skips when it finds the position out of range. The latter is said, not
+    /// skipped silently: an error on `/status` and `/health`, the log, and
+    /// `herald_projector_deleted_unapplied_total`. The view misses those events; only a
+    /// rebuild from what the log still has makes it consistent again (with the log).
+    async fn check_start(&self, p: i64) {
+        let watermarks = self.shared.watermarks.clone();
+        let ends = match tokio::task::spawn_blocking(move || watermarks.fetch()).await {
+            Ok(Ok(ends)) => ends,
+            Ok(Err(e)) => return tracing::warn!(partition = self.partition, error = %e, "cannot read the log's start to check for records deleted before they were applied"),
+            Err(e) => return tracing::warn!(partition = self.partition, error = %e, "cannot read the log's start to check for records deleted before they were applied"),
+        };
+        let Some(&(low, _)) = ends.get(&self.partition) else { return };
+        if low <= p {
+            return;
+        }
+        let deleted = low - p;
+        let reason = format!(
+            "records {p} to {} were deleted from the log (retention or kafka-delete-records) before this projection applied them: the view misses {deleted} records; rebuild it to make it match the log again",
+            low - 1
+        );
+        tracing::error!(partition = self.partition, position = p, log_start = low, "{reason}");
+        metrics::counter!("herald_projector_deleted_unapplied_total", "projection" => self.shared.key.projection.clone()).increment(deleted as u64);
+        self.shared.board.error(self.partition, reason);
     }
 
     fn failed(&self, index: usize, stage: Stage, reason: String, attempts: u32, class: FailureClass) -> Delivery {
@@ -232,6 +265,14 @@ impl<F: EventFamily> PartitionSink for ProjectorPartition<F> {
                 end += 1;
             }
             start = end;
+            if !self.start_checked
+                && let (Some(p), Some(first)) = (position, batch.get(start))
+            {
+                self.start_checked = true;
+                if first.offset() > p {
+                    self.check_start(p).await;
+                }
+            }
             // Chunks go to the store thread as soon as they are decoded, each starting
             // where the one before ends, so the store applies one while the next is being
             // decoded (it merges waiting chunks into one transaction of up to `max_batch`).

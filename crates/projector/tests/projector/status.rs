@@ -87,3 +87,45 @@ fn dropping_the_runtime_under_a_running_projector_lets_it_shut_down() {
         // Left running: the runtime is dropped under it.
     });
 }
+
+/// Records deleted from the log (`kafka-delete-records`, retention) before the projection
+/// applied them: the client finds the stored position out of range and starts at the
+/// log's start, skipping them. Before, nothing said so (`/status` clean, lag 0); now
+/// `/status` names them and `herald_projector_deleted_unapplied_total` counts them.
+#[tokio::test(flavor = "multi_thread")]
+async fn records_deleted_before_they_were_applied_are_reported_not_skipped_silently() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{Offset, TopicPartitionList};
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.deleted", 1).await);
+    let publisher = publisher(&config);
+    publish_orders(&publisher, &orders, 100, 0..20, 7).await;
+    let group = unique("g.deleted");
+    let proc = start(&Opts::new(orders.name(), &group, &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "the first 100 applied").await;
+    proc.terminate().await;
+
+    // 100 more while it is stopped, then the first 150 deleted: 50 it never applied.
+    publish_orders(&publisher, &orders, 100, 0..20, 8).await;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new().set("bootstrap.servers", config.bootstrap()).create().expect("admin client");
+    let mut before = TopicPartitionList::new();
+    before.add_partition_offset(orders.name(), 0, Offset::Offset(150)).expect("offset");
+    let deleted = admin.delete_records(&before, &AdminOptions::new()).await.expect("records deleted");
+    assert!(deleted.elements().iter().all(|e| e.error().is_ok()), "{deleted:?}");
+
+    let proc = start(&Opts::new(orders.name(), &group, &store_url)).await;
+    wait_caught_up(&config, &store_url, orders.name(), "caught up with what the log still has").await;
+    let http = proc.http.clone();
+    wait_until(DEADLINE, "/status names the records deleted before they were applied", || async {
+        let Ok(r) = reqwest::get(format!("http://{http}/status")).await else { return false };
+        let Ok(v) = r.json::<serde_json::Value>().await else { return false };
+        v["partitions"][0]["last_error"].as_str().is_some_and(|e| e.contains("records 100 to 149 were deleted"))
+    })
+    .await;
+    let metrics = reqwest::get(format!("http://{http}/metrics")).await.expect("metrics").text().await.expect("text");
+    let counted = metrics.lines().find(|l| l.starts_with("herald_projector_deleted_unapplied_total{")).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(counted, Some(50.0), "{metrics}");
+    proc.terminate().await;
+}

@@ -460,6 +460,14 @@ pub async fn replay(State(dashboard): State<Arc<Dashboard>>, method: Method, hea
             tracing::info!(principal = %principal.id, dlq = %topic, partition, offset, to = %dl.topic, to_partition, to_offset, "dashboard replayed a dead letter");
             Ok(Json(json!({ "topic": dl.topic, "partition": to_partition, "offset": to_offset, "from": { "topic": topic, "partition": partition, "offset": offset } })))
         }
+        // An error about the record or the permissions (an invalid or forbidden topic, a
+        // record too large) is not cured by waiting: no `503` with `Retry-After`.
+        Ok(Err(e)) if !herald_bus::dead_letter::can_succeed_later(&e) => Err(Problem::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "replay-refused",
+            "Replay refused",
+            format!("the broker refused the replay of this letter to {}, and trying again cannot help: {e}", dl.topic),
+        )),
         Ok(Err(e)) => Err(unavailable("replaying", e)),
         Err(_) => Err(unavailable("replaying", format!("not acknowledged within {} ms", dashboard.deadline.as_millis()))),
     }

@@ -288,6 +288,15 @@ async fn dashboard_endpoints_need_the_admin_scope_and_show_the_pipeline() {
         }
     })
     .await;
+
+    // A letter whose original topic the broker refuses (not a valid name): trying again
+    // cannot help, so 422, not 503 with Retry-After.
+    let publisher = Publisher::new(&stage.kafka, PublisherOptions::new("/herald/tests")).unwrap();
+    let invalid = OwnedMessage::new(Some(b"x".to_vec()), Some(b"k-2".to_vec()), format!("{}not a topic!", stage.prefix), rdkafka::Timestamp::NotAvailable, 0, 9, None);
+    let failure = Failure { stage: DlqStage::Decode, reason: "test failure 2".to_owned(), attempts: 0 };
+    let (partition, offset) = publisher.send_record(dead_letter::record(&invalid, &failure, "g.ui.consumer", &stage.dlq)).await.unwrap();
+    let (status, problem) = stage.post(&format!("/ui/api/dlq/{}/{partition}/{offset}/replay", stage.dlq), Some(ADMIN_KEY)).await;
+    assert_eq!((status, problem["type"].as_str()), (422, Some("urn:herald:gateway:replay-refused")), "{problem}");
     stage.stop().await;
 }
 

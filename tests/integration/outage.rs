@@ -12,14 +12,19 @@ use herald_testkit::{unique, wait_until};
 
 use crate::support::{consumer, order_id, publisher, Broker, Running, Seen};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_broker_outage_loses_nothing() {
-    let broker = Broker::new("herald-outage");
+/// A private broker, started, with a topic of 3 partitions for orders.
+async fn started_with_orders(name: &str) -> (Broker, herald_bus::KafkaConfig, Topic<OrderEvent>) {
+    let broker = Broker::new(&format!("herald-{name}"));
     broker.run("start").await;
     let config = broker.config();
-    let name = unique("outage");
-    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(3)]).await.expect("topic");
-    let orders: Topic<OrderEvent> = Topic::named(name);
+    let topic = unique(name);
+    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&topic).partitions(3)]).await.expect("topic");
+    (broker, config, Topic::named(topic))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_outage_loses_nothing() {
+    let (broker, config, orders) = started_with_orders("outage").await;
     let publisher = publisher(&config);
     let before: Vec<OrderPlaced> = (0..300).map(|i| OrderPlaced::example(&format!("o-{}", i % 30), "c", i)).collect();
     for r in publisher.publish_all(&orders, &before).await {
@@ -72,12 +77,7 @@ async fn a_broker_outage_loses_nothing() {
 /// since the last commit are processed again by the next owner, as after any crash.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
-    let broker = Broker::new("herald-gone");
-    broker.run("start").await;
-    let config = broker.config();
-    let name = unique("gone");
-    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(3)]).await.expect("topic");
-    let orders: Topic<OrderEvent> = Topic::named(name);
+    let (broker, config, orders) = started_with_orders("gone").await;
     let events: Vec<OrderPlaced> = (0..100).map(|i| OrderPlaced::example(&format!("o-{}", i % 10), "c", i)).collect();
     for r in publisher(&config).publish_all(&orders, &events).await {
         r.expect("published");
@@ -102,12 +102,7 @@ async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
 /// event after it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_publisher_and_a_consumer_carry_on_after_their_broker_was_frozen_past_its_session() {
-    let broker = Broker::new("herald-frozen");
-    broker.run("start").await;
-    let config = broker.config();
-    let name = unique("frozen");
-    herald_bus::admin::create_topics(&config, &[herald_bus::admin::TopicSpec::new(&name).partitions(3)]).await.expect("topic");
-    let orders: Topic<OrderEvent> = Topic::named(name);
+    let (broker, config, orders) = started_with_orders("frozen").await;
     // Sends give up after 3 s (not 300), so that the freeze shows in their outcomes.
     let publisher = publisher(&config.clone().set("message.timeout.ms", "3000"));
     let seen = Seen::default();

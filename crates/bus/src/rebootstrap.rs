@@ -15,13 +15,47 @@
 //! retires the bootstrap entries again. Call it when a request of a long-lived client
 //! failed for want of a broker; with brokers known, it only adds a connection until the
 //! next metadata response.
+//!
+//! A client left so says nothing (no error, no record: an idle topic looks the same), so
+//! a long-lived one is asked now and then: [`check`] asks for a topic's metadata and
+//! re-bootstraps when no answer comes. The consumer runtime, the gateway's producer and its
+//! idempotency reader run it every few seconds; a [`Publisher`](crate::Publisher) calls
+//! [`rebootstrap`] when a send timed out.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
+use std::time::Duration;
 
 use rdkafka::bindings as rd;
 use rdkafka::client::Client;
+use rdkafka::error::KafkaResult;
+use rdkafka::metadata::Metadata;
 use rdkafka::ClientContext;
+
+/// Asks `client` for `topic`'s metadata, waiting at most `timeout` (it blocks: call it off
+/// the async workers). When no answer comes, gives the client `bootstrap` back
+/// ([`rebootstrap`]) before returning the error, so the next check finds brokers again if
+/// the cluster is there.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use rdkafka::producer::{BaseProducer, Producer};
+/// use rdkafka::ClientConfig;
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9092").create()?;
+/// let answered = herald_bus::rebootstrap::check(producer.client(), "orders", "127.0.0.1:9092", Duration::from_secs(5));
+/// println!("reachable: {}", answered.is_ok());
+/// # Ok(())
+/// # }
+/// ```
+pub fn check<C: ClientContext>(client: &Client<C>, topic: &str, bootstrap: &str, timeout: Duration) -> KafkaResult<Metadata> {
+    let answered = client.fetch_metadata(Some(topic), timeout);
+    if let Err(e) = &answered {
+        let added = rebootstrap(client, bootstrap);
+        tracing::warn!(topic, error = %e, added, "no metadata from the cluster: the client's bootstrap servers given back");
+    }
+    answered
+}
 
 /// Adds `bootstrap` (`host:port[,host:port...]`, as `bootstrap.servers`) to `client`'s
 /// brokers, where librdkafka has no configured broker of that address; returns how many

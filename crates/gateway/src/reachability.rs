@@ -67,11 +67,9 @@ impl Reachability {
         let (producer, topic, bootstrap) = (publisher.producer(), self.topic.clone(), self.bootstrap.clone());
         let answered = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer as _;
-            let answered = producer.client().fetch_metadata(Some(&topic), TIMEOUT).map(drop);
-            if answered.is_err() {
-                herald_bus::rebootstrap::rebootstrap(producer.client(), &bootstrap);
-            }
-            answered.map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
+            herald_bus::rebootstrap::check(producer.client(), &topic, &bootstrap, TIMEOUT)
+                .map(drop)
+                .map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
         })
         .await
         .unwrap_or_else(|e| Err(format!("the check failed: {e}")));

@@ -126,11 +126,9 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
             tracing::debug!(forgotten, "idempotency records older than the TTL forgotten");
         }
         if loaded.is_none() && checked_at.elapsed() >= CHECK_EVERY {
-            let answered = consumer.fetch_metadata(Some(topic), CHECK_EVERY).map(drop).map_err(|e| format!("the idempotency topic's reader got no metadata within {CHECK_EVERY:?}: {e}"));
-            if let Err(e) = &answered {
-                tracing::warn!(error = %e, "idempotency reader cut off: giving its client the bootstrap servers back");
-                herald_bus::rebootstrap::rebootstrap(consumer.client(), kafka.bootstrap());
-            }
+            let answered = herald_bus::rebootstrap::check(consumer.client(), topic, kafka.bootstrap(), CHECK_EVERY)
+                .map(drop)
+                .map_err(|e| format!("the idempotency topic's reader got no metadata within {CHECK_EVERY:?}: {e}"));
             store.reader_checked(answered);
             checked_at = std::time::Instant::now();
         }

@@ -94,3 +94,68 @@ async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
     broker.run("start").await;
     stopped.expect("the consumer stops within 90 s without its broker").expect("consumer task").expect("stopped without error");
 }
+
+/// A broker frozen past `broker.session.timeout.ms` (9 s) is fenced for a moment once it
+/// thaws, and a metadata response then lists no broker: librdkafka drops every broker such
+/// a response leaves out and does not re-bootstrap after it (confluentinc/librdkafka#5301),
+/// so a client that asked then had no broker left for good. A publisher and a consumer
+/// busy across such a freeze deliver and handle every event after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_and_a_consumer_carry_on_after_their_broker_was_frozen_past_its_session() {
+    let (broker, config, orders) = started_with_orders("frozen").await;
+    // Metadata asked for every half second, so that both clients ask while the broker is
+    // fenced (at the default five minutes, one in three runs did).
+    let config = config.set("topic.metadata.refresh.interval.ms", "500");
+    // Sends give up after 3 s (not 300), so that the freeze shows in their outcomes.
+    let publisher = publisher(&config.clone().set("message.timeout.ms", "3000"));
+    let seen = Seen::default();
+    let running = Running::start(consumer(&config, &unique("g")).subscribe(&orders, seen.handler())).await;
+
+    // Sends all along, before, during and a few seconds after the freeze.
+    let stop_sending = tokio_util::sync::CancellationToken::new();
+    let sending = {
+        let (publisher, orders, stop) = (publisher.clone(), orders.clone(), stop_sending.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut failed) = (Vec::new(), 0);
+            for i in 0i64.. {
+                if stop.is_cancelled() {
+                    break;
+                }
+                let order = OrderPlaced::example(&format!("o-{}", i % 20), "c", i);
+                match publisher.publish(&orders, &order).await {
+                    Ok(_) => sent.push(i),
+                    Err(_) => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            (sent, failed)
+        })
+    };
+    wait_until(Duration::from_secs(60), "events handled before the freeze", || async { seen.len() >= 10 }).await;
+    broker.freeze();
+    // The fault itself: frozen long enough for the controller to fence the broker.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    broker.thaw();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop_sending.cancel();
+    let (sent, failed) = sending.await.expect("sender");
+    assert!(failed > 0, "some sends failed while the broker was frozen (else nothing was tested)");
+
+    // After the freeze: new events are delivered and handled, and every acknowledged one.
+    running
+        .shutdown_after(async {
+            let after: Vec<OrderPlaced> = (1000..1050).map(|i| OrderPlaced::example(&format!("o-{}", i % 20), "c", i)).collect();
+            wait_until(Duration::from_secs(60), "sends acknowledged after the freeze", || {
+                let (publisher, orders, first) = (publisher.clone(), orders.clone(), after[0].clone());
+                async move { publisher.publish(&orders, &first).await.is_ok() }
+            })
+            .await;
+            for r in publisher.publish_all(&orders, &after).await {
+                r.expect("published after the freeze");
+            }
+            let delivered: Vec<i64> = sent.into_iter().chain(after.iter().map(|o| o.total_cents)).collect();
+            let handled = || seen.all().iter().filter_map(|e| match &e.event { OrderEvent::Placed(p) => Some(p.total_cents), _ => None }).collect::<std::collections::HashSet<_>>();
+            wait_until(Duration::from_secs(60), "every acknowledged event handled after the freeze", || async { delivered.iter().all(|t| handled().contains(t)) }).await;
+        })
+        .await;
+}

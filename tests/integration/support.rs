@@ -66,6 +66,21 @@ impl Running {
         Running { stop, health, task }
     }
 
+    /// Runs `checks`, then shuts down gracefully also when they panicked, and passes the
+    /// panic on. For tests whose consumer may be left with no broker: one dropped without
+    /// its shutdown then never lets the test end (librdkafka's close waits for a group
+    /// coordinator without a deadline, and rdkafka's drop waits for the close).
+    pub async fn shutdown_after(self, checks: impl std::future::Future<Output = ()>) {
+        use futures::FutureExt as _;
+        let checked = std::panic::AssertUnwindSafe(checks).catch_unwind().await;
+        if let Err(panic) = checked {
+            self.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(60), self.task).await;
+            std::panic::resume_unwind(panic);
+        }
+        self.shutdown().await;
+    }
+
     /// Graceful shutdown; panics if the consumer failed.
     pub async fn shutdown(self) {
         self.stop.cancel();

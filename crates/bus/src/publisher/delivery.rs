@@ -77,14 +77,23 @@ impl Delivery {
             Some(Ok(delivered)) => Ok(delivered),
             Some(Err((source, record))) => {
                 let record = Box::new(record);
-                let reason = match self.producer.upgrade() {
-                    Some(producer) => self.fatal.check(&producer),
+                let producer = self.producer.upgrade();
+                let reason = match &producer {
+                    Some(producer) => self.fatal.check(producer),
                     None => self.fatal.get(),
                 };
                 if let Some(reason) = reason {
                     // Purged from the queue: never sent. Anything else was in flight.
                     let possibly_persisted = source.rdkafka_error_code() != Some(RDKafkaErrorCode::PurgeQueue);
                     return Err(PublishError::Fatal { topic, reason: reason.to_owned(), possibly_persisted, record });
+                }
+                // Timed out: maybe for want of any broker, which librdkafka can leave a
+                // client with for good (see `crate::rebootstrap`). Giving the bootstrap
+                // servers back costs a connection until the next metadata response.
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
+                    && let Some(producer) = &producer
+                {
+                    crate::rebootstrap::rebootstrap(producer.client(), &producer.context().bootstrap);
                 }
                 // An error from up to a minute before the record was queued still explains
                 // it: librdkafka keeps failing the same way while it retries.
@@ -116,7 +125,7 @@ mod tests {
     fn producer() -> Arc<Producer> {
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", "127.0.0.1:1");
-        let context = DeliveryContext { space: Default::default(), last_error: Default::default(), fatal: Default::default() };
+        let context = DeliveryContext { space: Default::default(), last_error: Default::default(), fatal: Default::default(), bootstrap: String::new() };
         Arc::new(Producer::from_config_and_context(&config, context).expect("a producer client"))
     }
 

@@ -9,6 +9,10 @@
 //!    paused in the client and resumed with hysteresis.
 //! 4. A fatal condition ([`fatal`](super::fatal)) ends the loop with an error, after the
 //!    same orderly shutdown as the shutdown future.
+//! 5. Every [`CLUSTER_CHECK_EVERY`] the client is asked for a subscribed topic's metadata,
+//!    and given its bootstrap servers back when no answer comes ([`crate::rebootstrap`]):
+//!    librdkafka can leave a consumer with no broker at all after one was fenced for a
+//!    moment, and such a consumer received nothing again, silently.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -58,6 +62,8 @@ pub struct Runtime<S: Sink> {
     retry: RetryPolicy,
     drain_timeout: Duration,
     health: Arc<ConsumerHealth>,
+    /// `bootstrap.servers`, given back to a client left with no broker.
+    bootstrap: String,
 }
 
 /// Marks the consumer as closing when a [`Runtime`] is dropped without its orderly
@@ -112,6 +118,7 @@ impl<S: Sink> Runtime<S> {
             retry: settings.retry,
             drain_timeout: settings.drain_timeout,
             health,
+            bootstrap: config.bootstrap().to_owned(),
         })
     }
 
@@ -139,6 +146,8 @@ impl<S: Sink> Runtime<S> {
         let mut checks = tokio::time::interval(Duration::from_millis(200));
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let checking = Arc::new(AtomicBool::new(false));
+        let asking_cluster = Arc::new(AtomicBool::new(false));
+        let mut cluster_asked = Instant::now();
         let mut any_paused = false;
         // Buffers for the next records, reused from records the workers finished.
         let mut spare = Vec::with_capacity(MAX_BATCH);
@@ -170,6 +179,10 @@ impl<S: Sink> Runtime<S> {
                     if self.shared.unknown_topic.swap(false, Ordering::AcqRel) && !checking.swap(true, Ordering::AcqRel) {
                         self.check_topics(checking.clone());
                     }
+                    if cluster_asked.elapsed() >= CLUSTER_CHECK_EVERY && !asking_cluster.swap(true, Ordering::AcqRel) {
+                        cluster_asked = Instant::now();
+                        self.check_cluster(asking_cluster.clone());
+                    }
                 }
             }
         };
@@ -189,6 +202,20 @@ impl<S: Sink> Runtime<S> {
                 }
             }
             checking.store(false, Ordering::Release);
+        });
+    }
+
+    /// Asks the cluster for a subscribed topic's metadata, off the async workers, and gives
+    /// the client its bootstrap servers back when no answer comes (point 5 of the
+    /// [module docs](self)).
+    fn check_cluster(&self, asking: Arc<AtomicBool>) {
+        let Some(topic) = self.topics.iter().next().map(|t| t.to_string()) else { return };
+        let (consumer, health, bootstrap) = (self.consumer.clone(), self.health.clone(), self.bootstrap.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::rebootstrap::check(consumer.client(), &topic, &bootstrap, CLUSTER_CHECK_EVERY) {
+                health.record_error(format!("no metadata from the cluster within {CLUSTER_CHECK_EVERY:?}: {e}"));
+            }
+            asking.store(false, Ordering::Release);
         });
     }
 
@@ -463,6 +490,8 @@ impl<S: Sink> Runtime<S> {
 /// is 45 s, less the time it already ran), short enough that a broker gone for good does
 /// not keep the process from stopping.
 const FINAL_COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the cluster is asked whether it still answers the client (and longest wait).
+pub const CLUSTER_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait for leaving the group at shutdown.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 

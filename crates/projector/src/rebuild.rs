@@ -180,29 +180,38 @@ async fn total_events(config: &KafkaConfig, topic: &str) -> Result<u64, Projecto
     Ok(ends.values().map(|(low, high)| (high - low).max(0) as u64).sum())
 }
 
-/// The progress bar (a no-op without the `progress` feature or when not asked for).
+/// The progress of a rebuild, when asked for: a bar on a terminal (with the `progress`
+/// feature), else a line on stderr at the start of each pass and every [`LOG_EVERY`] (a
+/// CI log, `nohup`, a pipe: where a bar shows nothing useful).
 struct Progress {
     #[cfg(feature = "progress")]
     bar: Option<indicatif::ProgressBar>,
+    /// Lines instead of a bar: the events the topic held when the rebuild started.
+    lines: Option<u64>,
 }
+
+/// How often a rebuild whose stderr is not a terminal says how far it is.
+const LOG_EVERY: Duration = Duration::from_secs(5);
 
 impl Progress {
     fn new(show: bool, total: u64) -> Self {
+        use std::io::IsTerminal as _;
+        let on_terminal = show && std::io::stderr().is_terminal() && cfg!(feature = "progress");
+        let lines = (show && !on_terminal).then_some(total);
         #[cfg(feature = "progress")]
         {
-            let bar = show.then(|| {
+            let bar = on_terminal.then(|| {
                 let bar = indicatif::ProgressBar::new(total);
                 let style = indicatif::ProgressStyle::with_template("{spinner} rebuild [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
                 bar.set_style(style.progress_chars("=> "));
                 bar
             });
-            Progress { bar }
+            Progress { bar, lines }
         }
         #[cfg(not(feature = "progress"))]
         {
-            let _ = (show, total);
-            Progress {}
+            Progress { lines }
         }
     }
 
@@ -217,12 +226,12 @@ impl Progress {
     }
 
     /// Follows a pass's status until aborted.
-    fn watch(&self, _status: StatusHandle, _base: u64) -> tokio::task::AbortHandle {
+    fn watch(&self, status: StatusHandle, base: u64) -> tokio::task::AbortHandle {
         #[cfg(feature = "progress")]
         if let Some(bar) = self.bar.clone() {
             return tokio::spawn(async move {
                 loop {
-                    let n = _base + _status.get().applied_total;
+                    let n = base + status.get().applied_total;
                     if n > bar.length().unwrap_or(0) {
                         bar.set_length(n);
                     }
@@ -232,6 +241,20 @@ impl Progress {
             })
             .abort_handle();
         }
+        if let Some(total) = self.lines {
+            let started = Instant::now();
+            let mut every = tokio::time::interval(LOG_EVERY);
+            return tokio::spawn(async move {
+                loop {
+                    every.tick().await;
+                    let n = base + status.get().applied_total;
+                    let rate = n.saturating_sub(base) as f64 / started.elapsed().as_secs_f64().max(0.001);
+                    eprintln!("rebuild: {n} of {} events ({rate:.0}/s)", total.max(n));
+                }
+            })
+            .abort_handle();
+        }
+        let _ = (status, base);
         tokio::spawn(async {}).abort_handle()
     }
 

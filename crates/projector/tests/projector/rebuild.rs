@@ -16,13 +16,18 @@ use crate::projection::OrderTotals;
 use crate::support::*;
 
 async fn run_example(args: &[&str]) -> String {
+    run_example_with_stderr(args).await.0
+}
+
+/// What the program printed on stdout and on stderr (not a terminal), when it succeeded.
+async fn run_example_with_stderr(args: &[&str]) -> (String, String) {
     let out = tokio::time::timeout(DEADLINE, tokio::process::Command::new(example_binary()).args(args).env("RUST_LOG", "warn").output())
         .await
         .expect("finishes")
         .expect("runs");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{args:?} failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "{args:?} failed: {stdout}\n{stderr}");
+    (stdout, stderr)
 }
 
 async fn rebuild_while_serving(backend: Backend) {
@@ -67,8 +72,14 @@ async fn rebuild_while_serving(backend: Backend) {
             }
         })
     };
-    let out = run_example(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--rebuild"]).await;
+    let (out, err) = run_example_with_stderr(&["--topic", orders.name(), "--group", &group, "--store", &store_url, "--rebuild", "--progress"]).await;
     assert!(out.contains("swapped: true"), "{out}");
+    // Not a terminal: the progress comes as lines, saying how much of the topic is done.
+    let sizes: Vec<u64> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("rebuild: ")?.split_once(" of ")?.1.split_once(" events")?.0.parse().ok())
+        .collect();
+    assert!(!sizes.is_empty() && sizes.iter().all(|&n| n >= 3001), "progress lines with the topic's size (at least the 3,001 records published first): {err}");
     let url = store_url.clone();
     let versions = tokio::task::spawn_blocking(move || herald_projector::views::versions(&*store::open(&url).expect("store"), "order_totals").expect("versions"))
         .await

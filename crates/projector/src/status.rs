@@ -282,14 +282,20 @@ impl Watermarks {
         Watermarks { config, topic, client: Mutex::new(None) }
     }
 
-    /// `(low watermark, last stable offset)` per partition.
+    /// `(low watermark, last stable offset)` per partition. A client that failed is not
+    /// kept: the next fetch opens a new one (librdkafka can leave a client with no broker
+    /// for good after one was fenced for a moment, see [`herald_bus::rebootstrap`]).
     pub(crate) fn fetch(&self) -> Result<BTreeMap<i32, (i64, i64)>, OffsetsError> {
         let mut kept = self.client.lock().unwrap_or_else(|p| p.into_inner());
         let client = match kept.take() {
-            Some(c) => kept.insert(c),
-            None => kept.insert(open_client(&self.config)?),
+            Some(c) => c,
+            None => open_client(&self.config)?,
         };
-        fetch_ends(client, &self.topic)
+        let ends = fetch_ends(&client, &self.topic);
+        if ends.is_ok() {
+            *kept = Some(client);
+        }
+        ends
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         },
         None => args.data.clone(),
     };
-    let value: serde_json::Value = match serde_json::from_str(&text) {
+    let value: serde_json::Value = match json::parse(text.as_bytes()) {
         Ok(value) => value,
         Err(e) => invalid!("not JSON: {e}"),
     };

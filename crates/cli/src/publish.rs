@@ -181,7 +181,7 @@ impl Sender {
     /// is an [`Invalid`] error naming the type and the field.
     async fn record(&self, text: &str) -> anyhow::Result<(uuid::Uuid, Record)> {
         let name = &self.known.name;
-        let value: serde_json::Value = match serde_json::from_str(text) {
+        let value: serde_json::Value = match herald_schema::json::parse(text.as_bytes()) {
             Ok(value) => value,
             Err(e) => invalid!("not JSON: {e}"),
         };

@@ -310,6 +310,11 @@ async fn json_that_does_not_fit_is_refused_with_exit_code_2_naming_the_field() {
     assert_eq!(wrong_line.code, Some(2), "{wrong_line:#?}");
     assert!(wrong_line.stderr.contains("field lines[0].quantity: number 3000000000 is out of range for int"), "{wrong_line:#?}");
 
+    // A key given twice is read differently by different readers: refused, naming it.
+    let twice = publish(r#"{"order_id": "o-1", "customer_id": "c", "total_cents": 1, "total_cents": 100000, "currency": "EUR", "lines": []}"#.into()).await;
+    assert_eq!(twice.code, Some(2), "{twice:#?}");
+    assert!(twice.stderr.contains(r#""total_cents" given twice"#), "{twice:#?}");
+
     let unknown = herald(&config, &["publish", &topic, "--type", "shop.orders.Nope", "--key", "k", "--data", "{}"], None).await;
     assert_eq!(unknown.code, Some(2), "{unknown:#?}");
     assert!(unknown.stderr.contains("unknown event type shop.orders.Nope") && unknown.stderr.contains("shop.orders.OrderPlaced"), "{unknown:#?}");

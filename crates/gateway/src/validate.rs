@@ -35,7 +35,7 @@ pub struct Context<'a> {
 /// body that gives the field a different value is refused). Then the fills (see
 /// [`Fill`]), then the key, then the schema check.
 pub fn prepare(route: &Route, body: &[u8], params: &[(String, String)], ctx: Context<'_>) -> Result<Prepared, Problem> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| Problem::malformed(format!("not JSON: {e}")))?;
+    let value: Value = herald_schema::json::parse(body).map_err(|e| Problem::malformed(format!("not JSON: {e}")))?;
     let Value::Object(mut object) = value else {
         return Err(Problem::malformed(format!("expected a JSON object for {}, got {}", route.event_type(), kind(&value))));
     };

@@ -20,6 +20,8 @@
 //!   fixed (the two's-complement unscaled value), `duration` as its 12-byte fixed;
 //!   `big-decimal` as a decimal string such as `"12.50"` (or a JSON number).
 //!
+//! Text is read with [`parse`], which refuses an object that gives a key twice.
+//!
 //! A value that does not fit is an [`Error`] naming where, as a [`Path`] such as
 //! `lines[0].quantity` (see [`path`] for the format).
 //!
@@ -34,10 +36,12 @@
 
 mod from_avro;
 pub mod path;
+mod strict;
 mod to_avro;
 
 pub use from_avro::{to_json, AvroJson};
 pub use path::{Path, Segment};
+pub use strict::parse;
 pub use to_avro::{encode, to_avro, JsonEncoder};
 
 use std::fmt;

@@ -123,6 +123,13 @@ async fn bad_requests_get_problem_json_naming_the_field_and_never_an_event() {
         assert_eq!(status, 400, "{malformed:?}: {problem}");
         assert_eq!(problem["type"], "urn:herald:gateway:malformed-body");
     }
+    // A key given twice means one thing to a reader that keeps the first and another to
+    // one that keeps the last (serde_json, JavaScript): refused, naming the key.
+    let valid = order("c-3").to_string();
+    let twice = format!("{{\"total_cents\": 1, {}", &valid[1..]);
+    let (status, problem) = gateway.post("/orders", &twice).await;
+    assert_eq!((status, problem["type"].as_str()), (400, Some("urn:herald:gateway:malformed-body")), "{twice}: {problem}");
+    assert!(problem["detail"].as_str().unwrap_or_default().contains("\"total_cents\" given twice"), "{problem}");
 
     let (status, problem) = gateway.post("/no-such-route", &order("c-3").to_string()).await;
     assert_eq!((status, problem["type"].as_str()), (404, Some("urn:herald:gateway:not-found")));

@@ -222,8 +222,8 @@ pub const NEW_PARTITIONS_CHECK: Duration = Duration::from_secs(5);
 /// unanswered check gives the client its bootstrap servers back (`bootstrap`): librdkafka
 /// can leave a client with no broker after one was fenced for a moment, and every send
 /// then timed out for want of its reply ([`herald_bus::rebootstrap`]).
-fn read_new_partitions(consumer: &Reader, topic: &str, bootstrap: &str) {
-    let Ok(metadata) = herald_bus::rebootstrap::check(consumer.client(), topic, bootstrap, Duration::from_secs(5)) else { return };
+fn read_new_partitions(consumer: &Reader, topic: &str) {
+    let Ok(metadata) = herald_bus::rebootstrap::check(consumer.client(), topic, Duration::from_secs(5)) else { return };
     let Some(count) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()).map(|t| t.partitions().len()) else { return };
     let Ok(assigned) = consumer.assignment() else { return };
     let mut added = TopicPartitionList::new();
@@ -331,14 +331,14 @@ impl<C> CommandClient<C> {
         // blocking thread: a metadata request that takes its time (up to 5 s) holds back
         // no reply, and no tokio worker.
         let checker = {
-            let (consumer, topic, bootstrap) = (consumer.clone(), reply_topic.clone(), config.bootstrap().to_owned());
+            let (consumer, topic) = (consumer.clone(), reply_topic.clone());
             tokio::spawn(async move {
                 let mut check = tokio::time::interval(NEW_PARTITIONS_CHECK);
                 check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     check.tick().await;
-                    let (consumer, topic, bootstrap) = (consumer.clone(), topic.clone(), bootstrap.clone());
-                    let _ = tokio::task::spawn_blocking(move || read_new_partitions(&consumer, &topic, &bootstrap)).await;
+                    let (consumer, topic) = (consumer.clone(), topic.clone());
+                    let _ = tokio::task::spawn_blocking(move || read_new_partitions(&consumer, &topic)).await;
                 }
             })
         };

@@ -27,7 +27,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// ```
 /// use herald_gateway::reachability::Reachability;
-/// let reachability = Reachability::new("gateway.idempotency".to_owned(), "127.0.0.1:9092".to_owned());
+/// let reachability = Reachability::new("gateway.idempotency".to_owned());
 /// // Healthy until a check goes unanswered: the gateway reached the cluster to start.
 /// let (healthy, report) = reachability.report();
 /// assert!(healthy);
@@ -38,15 +38,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug)]
 pub struct Reachability {
     topic: String,
-    bootstrap: String,
     last: Mutex<Option<(Result<(), String>, Instant)>>,
 }
 
 impl Reachability {
     /// Asks about `topic` (one the gateway's client may read the metadata of), giving the
-    /// client `bootstrap` (its `bootstrap.servers`) back when unanswered.
-    pub fn new(topic: String, bootstrap: String) -> Self {
-        Reachability { topic, bootstrap, last: Mutex::new(None) }
+    /// client its bootstrap servers back when unanswered.
+    pub fn new(topic: String) -> Self {
+        Reachability { topic, last: Mutex::new(None) }
     }
 
     /// Whether the cluster answered the last request (true before the first: the gateway
@@ -64,10 +63,10 @@ impl Reachability {
 
     /// Asks once, on a blocking thread (librdkafka's metadata call waits for the answer).
     pub async fn check(&self, publisher: &Publisher) {
-        let (producer, topic, bootstrap) = (publisher.producer(), self.topic.clone(), self.bootstrap.clone());
+        let (producer, topic) = (publisher.producer(), self.topic.clone());
         let answered = tokio::task::spawn_blocking(move || {
             use rdkafka::producer::Producer as _;
-            herald_bus::rebootstrap::check(producer.client(), &topic, &bootstrap, TIMEOUT)
+            herald_bus::rebootstrap::check(producer.client(), &topic, TIMEOUT)
                 .map(drop)
                 .map_err(|e| format!("the cluster did not answer a metadata request within {TIMEOUT:?}: {e}"))
         })

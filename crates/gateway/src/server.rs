@@ -130,7 +130,7 @@ impl Gateway {
         let auth = Authenticator::new(&config.auth, &config.base)?;
         let idempotency_topic = format!("{}{}", settings.topic_prefix, config.idempotency.topic);
         let ttl = Duration::from_secs(config.idempotency.ttl_hours.max(1) * 3600);
-        let reachability = Arc::new(Reachability::new(idempotency_topic.clone(), kafka.bootstrap().to_owned()));
+        let reachability = Arc::new(Reachability::new(idempotency_topic.clone()));
         let idempotency = Idempotency::start(kafka, idempotency_topic, ttl, publisher.clone(), deadline).await?;
         let breaker = Arc::new(Breaker::new(config.breaker));
         let sender = Sender::new(publisher, breaker, deadline);

@@ -93,7 +93,7 @@ impl Delivery {
                 if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut)
                     && let Some(producer) = &producer
                 {
-                    crate::rebootstrap::rebootstrap(producer.client(), &producer.context().bootstrap);
+                    crate::rebootstrap::rebootstrap(producer.client());
                 }
                 // An error from up to a minute before the record was queued still explains
                 // it: librdkafka keeps failing the same way while it retries.
@@ -125,7 +125,7 @@ mod tests {
     fn producer() -> Arc<Producer> {
         let mut config = rdkafka::ClientConfig::new();
         config.set("bootstrap.servers", "127.0.0.1:1");
-        let context = DeliveryContext { space: Default::default(), last_error: Default::default(), fatal: Default::default(), bootstrap: String::new() };
+        let context = DeliveryContext { space: Default::default(), last_error: Default::default(), fatal: Default::default() };
         Arc::new(Producer::from_config_and_context(&config, context).expect("a producer client"))
     }
 

@@ -43,8 +43,6 @@ pub struct DeliveryContext {
     pub(crate) last_error: Arc<LastError>,
     /// This producer's fatal error, once a send saw it (each producer has its own).
     pub(crate) fatal: Arc<Fatal>,
-    /// `bootstrap.servers`, given back after a send timed out (see `crate::rebootstrap`).
-    pub(crate) bootstrap: String,
 }
 
 impl ClientContext for DeliveryContext {

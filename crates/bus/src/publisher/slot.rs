@@ -38,8 +38,7 @@ impl ProducerSlot {
     }
 
     fn create(config: &rdkafka::ClientConfig, space: &Arc<Notify>, last_error: &Arc<LastError>) -> Result<Producer, KafkaError> {
-        let bootstrap = config.get("bootstrap.servers").unwrap_or_default().to_owned();
-        config.create_with_context(DeliveryContext { space: space.clone(), last_error: last_error.clone(), fatal: Arc::default(), bootstrap })
+        config.create_with_context(DeliveryContext { space: space.clone(), last_error: last_error.clone(), fatal: Arc::default() })
     }
 
     pub(crate) fn current(&self) -> Arc<Producer> {

@@ -62,8 +62,6 @@ pub struct Runtime<S: Sink> {
     retry: RetryPolicy,
     drain_timeout: Duration,
     health: Arc<ConsumerHealth>,
-    /// `bootstrap.servers`, given back to a client left with no broker.
-    bootstrap: String,
 }
 
 /// Marks the consumer as closing when a [`Runtime`] is dropped without its orderly
@@ -118,7 +116,6 @@ impl<S: Sink> Runtime<S> {
             retry: settings.retry,
             drain_timeout: settings.drain_timeout,
             health,
-            bootstrap: config.bootstrap().to_owned(),
         })
     }
 
@@ -210,9 +207,9 @@ impl<S: Sink> Runtime<S> {
     /// [module docs](self)).
     fn check_cluster(&self, asking: Arc<AtomicBool>) {
         let Some(topic) = self.topics.iter().next().map(|t| t.to_string()) else { return };
-        let (consumer, health, bootstrap) = (self.consumer.clone(), self.health.clone(), self.bootstrap.clone());
+        let (consumer, health) = (self.consumer.clone(), self.health.clone());
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = crate::rebootstrap::check(consumer.client(), &topic, &bootstrap, CLUSTER_CHECK_EVERY) {
+            if let Err(e) = crate::rebootstrap::check(consumer.client(), &topic, CLUSTER_CHECK_EVERY) {
                 health.record_error(format!("no metadata from the cluster within {CLUSTER_CHECK_EVERY:?}: {e}"));
             }
             asking.store(false, Ordering::Release);

@@ -126,7 +126,7 @@ fn follow(kafka: &KafkaConfig, topic: &str, store: Weak<Store>, timeout: Duratio
             tracing::debug!(forgotten, "idempotency records older than the TTL forgotten");
         }
         if loaded.is_none() && checked_at.elapsed() >= CHECK_EVERY {
-            let answered = herald_bus::rebootstrap::check(consumer.client(), topic, kafka.bootstrap(), CHECK_EVERY)
+            let answered = herald_bus::rebootstrap::check(consumer.client(), topic, CHECK_EVERY)
                 .map(drop)
                 .map_err(|e| format!("the idempotency topic's reader got no metadata within {CHECK_EVERY:?}: {e}"));
             store.reader_checked(answered);

@@ -210,9 +210,9 @@ impl<F: EventFamily> ProjectorPartition<F> {
     /// rebuild from what the log still has makes it consistent again (with the log).
     async fn check_start(&self, p: i64) {
         let watermarks = self.shared.watermarks.clone();
-        let ends = match tokio::task::spawn_blocking(move || watermarks.fetch()).await {
-            Ok(Ok(ends)) => ends,
-            Ok(Err(e)) => return tracing::warn!(partition = self.partition, error = %e, "cannot read the log's start to check for records deleted before they were applied"),
+        let fetched = tokio::task::spawn_blocking(move || watermarks.fetch()).await;
+        let ends = match fetched.map_err(|e| e.to_string()).and_then(|f| f.map_err(|e| e.to_string())) {
+            Ok(ends) => ends,
             Err(e) => return tracing::warn!(partition = self.partition, error = %e, "cannot read the log's start to check for records deleted before they were applied"),
         };
         let Some(&(low, _)) = ends.get(&self.partition) else { return };

@@ -95,6 +95,46 @@ async fn a_consumer_stops_in_bounded_time_when_its_broker_is_gone() {
     stopped.expect("the consumer stops within 90 s without its broker").expect("consumer task").expect("stopped without error");
 }
 
+/// A consumer dropped without its orderly shutdown (its task dropped with the tokio
+/// runtime it ran on: a panic, a `select!` that lost, a `main` that returned) while its
+/// broker is gone does not keep its thread, and so its program, from ending. Closing the
+/// client leaves the group, which waits for a coordinator that never answers; rdkafka's
+/// drop waits for the close without a deadline.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consumer_dropped_without_shutdown_while_its_broker_is_gone_lets_its_program_end() {
+    let (broker, config, orders) = started_with_orders("dropped").await;
+    let events: Vec<OrderPlaced> = (0..20).map(|i| OrderPlaced::example(&format!("o-{i}"), "c", i)).collect();
+    for r in publisher(&config).publish_all(&orders, &events).await {
+        r.expect("published");
+    }
+    // The consumer runs on a tokio runtime of its own, on a thread of its own, so that
+    // the test can drop that runtime and see whether dropping it ends.
+    let (joined_tx, joined_rx) = tokio::sync::oneshot::channel();
+    let (drop_tx, drop_rx) = std::sync::mpsc::channel::<()>();
+    let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel();
+    let group = unique("g");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+        runtime.block_on(async {
+            let seen = Seen::default();
+            let built = consumer(&config, &group).subscribe(&orders, seen.handler()).build().await.expect("consumer builds");
+            tokio::spawn(built.run(std::future::pending()));
+            wait_until(Duration::from_secs(60), "events handled", || async { seen.len() >= 20 }).await;
+        });
+        let _ = joined_tx.send(());
+        let _ = drop_rx.recv();
+        drop(runtime);
+        let _ = dropped_tx.send(());
+    });
+    joined_rx.await.expect("the consumer handled its events");
+
+    broker.run("stop").await;
+    drop_tx.send(()).expect("consumer thread");
+    let dropped = tokio::time::timeout(Duration::from_secs(30), dropped_rx).await;
+    broker.run("start").await;
+    dropped.expect("the consumer's tokio runtime was dropped within 30 s of being told to").expect("consumer thread");
+}
+
 /// A broker frozen past `broker.session.timeout.ms` (9 s) is fenced for a moment once it
 /// thaws, and a metadata response then lists no broker: librdkafka drops every broker such
 /// a response leaves out and does not re-bootstrap after it (confluentinc/librdkafka#5301),

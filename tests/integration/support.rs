@@ -68,8 +68,8 @@ impl Running {
 
     /// Runs `checks`, then shuts down gracefully also when they panicked, and passes the
     /// panic on. For tests whose consumer may be left with no broker: one dropped without
-    /// its shutdown then never lets the test end (librdkafka's close waits for a group
-    /// coordinator without a deadline, and rdkafka's drop waits for the close).
+    /// its shutdown leaves its close waiting on a thread of its own for a group coordinator
+    /// that does not answer, for as long as the test process lives.
     pub async fn shutdown_after(self, checks: impl std::future::Future<Output = ()>) {
         use futures::FutureExt as _;
         let checked = std::panic::AssertUnwindSafe(checks).catch_unwind().await;

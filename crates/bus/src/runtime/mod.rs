@@ -74,6 +74,7 @@
 //! partition queues (by bytes, through pausing), the buffers kept for reuse (by count and
 //! size), the dead-letter producer (its in-flight limit).
 
+mod closer;
 pub mod context;
 pub mod dead_letter;
 mod error;

@@ -27,6 +27,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::TopicPartitionList;
 
+use super::closer::{Closed, Closer};
 use super::context::{Context, Shared};
 use super::dead_letter::Letters;
 use super::flow::Budget;
@@ -48,7 +49,9 @@ pub const MAX_BATCH: usize = 512;
 pub struct Runtime<S: Sink> {
     /// Declared first, so dropped before the client: see [`Abandoned`].
     _abandoned: Abandoned,
-    consumer: Arc<StreamConsumer<Context<S>>>,
+    consumer: Arc<Closer<StreamConsumer<Context<S>>>>,
+    /// Completes once the client is closed (see [`Closer`]).
+    closed: Closed,
     shared: Arc<Shared>,
     sink: Arc<S>,
     /// Subscribed topics; the name is shared with every record of the topic.
@@ -67,9 +70,8 @@ pub struct Runtime<S: Sink> {
 /// Marks the consumer as closing when a [`Runtime`] is dropped without its orderly
 /// shutdown (its `run` future dropped, say with the tokio runtime it ran on). The client
 /// then closes when its last holder lets go, possibly a worker task being dropped by the
-/// tokio runtime's own shutdown, and closing runs the revocation: it must not wait for
-/// workers that no tokio runtime will run again (that wait never ended, and the tokio
-/// runtime never finished shutting down). Nothing is lost: unstored offsets are simply
+/// tokio runtime's own shutdown, on a thread of its own ([`Closer`]); closing runs the
+/// revocation, which must not wait for workers that no tokio runtime will run again. Nothing is lost: unstored offsets are simply
 /// not committed, and the next owner processes those records again.
 struct Abandoned(Arc<Shared>);
 
@@ -98,6 +100,7 @@ impl<S: Sink> Runtime<S> {
         client_config.set("group.id", &settings.group).set("enable.auto.offset.store", "false").set("enable.auto.commit", "true");
         let sink = Arc::new(sink);
         let consumer = StreamConsumer::from_config_and_context(&client_config, Context { shared: shared.clone(), sink: sink.clone() })?;
+        let (consumer, closed) = Closer::new(consumer);
         let consumer = Arc::new(consumer);
         let (weak, weak_too) = (Arc::downgrade(&consumer), Arc::downgrade(&consumer));
         sink.attach(Membership::new(move || weak.upgrade().and_then(|c| c.group_metadata()), move |partitions, timeout| committed(&weak_too, partitions, timeout)));
@@ -106,6 +109,7 @@ impl<S: Sink> Runtime<S> {
         Ok(Runtime {
             _abandoned: Abandoned(shared.clone()),
             consumer,
+            closed,
             shared,
             sink,
             topics: settings.topics.iter().map(|t| Arc::from(t.as_str())).collect(),
@@ -470,12 +474,12 @@ impl<S: Sink> Runtime<S> {
         // Closing leaves the group; it can block as long as the commit.
         let consumer = self.consumer;
         drop(self.sink);
-        let left = off_runtime(CLOSE_TIMEOUT, move || {
-            consumer.unsubscribe();
-            drop(consumer);
+        let left = tokio::time::timeout(CLOSE_TIMEOUT, async move {
+            off_runtime(CLOSE_TIMEOUT, move || consumer.unsubscribe()).await;
+            self.closed.wait().await;
         })
         .await;
-        if left.is_none() {
+        if left.is_err() {
             tracing::warn!(timeout_s = CLOSE_TIMEOUT.as_secs(), "leaving the group not done in time: the group rebalances after the session timeout instead");
         }
         tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "consumer stopped");
@@ -513,7 +517,7 @@ async fn off_runtime<T: Send + 'static>(limit: Duration, work: impl FnOnce() -> 
 /// [`Membership::committed`]: the group's committed offsets of `partitions`, asked of the
 /// broker by the consumer itself (its `isolation.level` decides whether the broker waits
 /// for pending transactional offsets).
-fn committed(consumer: &std::sync::Weak<StreamConsumer<Context<impl Sink>>>, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Option<i64>>, KafkaError> {
+fn committed(consumer: &std::sync::Weak<Closer<StreamConsumer<Context<impl Sink>>>>, partitions: &[(String, i32)], timeout: Duration) -> Result<Vec<Option<i64>>, KafkaError> {
     let consumer = consumer.upgrade().ok_or(KafkaError::Global(RDKafkaErrorCode::State))?;
     let mut tpl = TopicPartitionList::new();
     for (topic, partition) in partitions {

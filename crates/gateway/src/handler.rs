@@ -80,7 +80,7 @@ async fn handle(app: &App, route: &Route, request: Request) -> Result<Outcome, P
     if let Some(limiter) = &route.limiter {
         limiter.check(&principal.id).map_err(Problem::rate_limited)?;
     }
-    let params = route.match_path(parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
+    let params = route.match_path(parts.uri.path())?;
     if let Some(problem) = unreadable(&parts.headers) {
         return Err(problem);
     }

@@ -9,6 +9,7 @@ use herald_bus::schema::{KnownSchema, SchemaSet};
 use herald_schema::json::JsonEncoder;
 
 use crate::config::{ConfigError, Fill, KeySource, RouteConfig};
+use crate::problem::Problem;
 
 /// One route: method and path to an event type on a topic.
 #[derive(Debug, Clone)]
@@ -45,33 +46,37 @@ impl Route {
         &self.schema.name
     }
 
-    /// Matches a request path against the pattern: the decoded parameters, in order.
-    /// `None` when the path does not match (axum already routed it, so this only
-    /// extracts; it checks again to stay correct on its own).
-    pub fn match_path(&self, path: &str) -> Option<Vec<(String, String)>> {
+    /// Matches a request path against the pattern: the decoded parameters, in order
+    /// (axum already routed it, so this mostly extracts; it checks again to stay correct
+    /// on its own).
+    pub fn match_path(&self, path: &str) -> Result<Vec<(String, String)>, Problem> {
         match_path(&self.path, path)
     }
 }
 
-/// Matches a request path against a pattern: the decoded parameters, in order; `None`
-/// when it does not match. A parameter never matches an empty segment (`/orders//cancel`
-/// names no order: taken, it would publish an event keyed by `""`).
-pub(crate) fn match_path(pattern: &str, path: &str) -> Option<Vec<(String, String)>> {
+/// Matches a request path against a pattern: the decoded parameters, in order. `404` when
+/// it does not match; a parameter never matches an empty segment (`/orders//cancel` names
+/// no order: taken, it would publish an event keyed by `""`). `400` when a parameter is
+/// not UTF-8 once percent-decoded (`%FF`): the path matched, the value is bad.
+pub(crate) fn match_path(pattern: &str, path: &str) -> Result<Vec<(String, String)>, Problem> {
     let pattern: Vec<&str> = pattern.trim_matches('/').split('/').collect();
     let actual: Vec<&str> = path.trim_matches('/').split('/').collect();
     if pattern.len() != actual.len() {
-        return None;
+        return Err(Problem::not_found(path));
     }
     let mut params = Vec::new();
     for (p, a) in pattern.iter().zip(&actual) {
         match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            Some(_) if a.is_empty() => return None,
-            Some(name) => params.push((name.to_owned(), percent_decode(a)?)),
+            Some(_) if a.is_empty() => return Err(Problem::not_found(path)),
+            Some(name) => {
+                let value = percent_decode(a).ok_or_else(|| Problem::invalid_parameter(format!("path parameter {name} is not UTF-8 once percent-decoded: {a}")))?;
+                params.push((name.to_owned(), value));
+            }
             None if p == a => {}
-            None => return None,
+            None => return Err(Problem::not_found(path)),
         }
     }
-    Some(params)
+    Ok(params)
 }
 
 /// Checks every route against `schemas` and applies the topic prefix.
@@ -225,10 +230,14 @@ mod tests {
         let routes = compile_text("[[route]]\nmethod='post'\npath='/x/{id}'\nevent='t.Placed'\ntopic='t'\nkey={path='id'}\nfill={at='now'}\n");
         let route = routes.ok().and_then(|r| r.into_iter().next());
         assert_eq!(route.as_ref().map(|r| (r.topic.as_str(), r.method.as_str(), r.params.clone())), Some(("p.t", "POST", vec!["id".to_owned()])));
-        let params = route.as_ref().and_then(|r| r.match_path("/x/a%20b"));
+        let params = route.as_ref().and_then(|r| r.match_path("/x/a%20b").ok());
         assert_eq!(params, Some(vec![("id".to_owned(), "a b".to_owned())]));
-        assert_eq!(route.and_then(|r| r.match_path("/x/")), None, "an empty parameter names nothing");
-        assert_eq!(match_path("/orders/{id}/cancel", "/orders//cancel"), None);
+        let status = |pattern: &str, path: &str| match_path(pattern, path).err().map(|p| p.status_code().as_u16());
+        assert_eq!(status("/x/{id}", "/x/"), Some(404), "an empty parameter names nothing");
+        assert_eq!(status("/orders/{id}/cancel", "/orders//cancel"), Some(404));
+        assert_eq!(status("/orders/{id}/cancel", "/orders/1/keep"), Some(404));
+        assert_eq!(status("/orders/{id}", "/orders/a%FFb"), Some(400), "the path matched; its parameter is bad");
+        assert_eq!(match_path("/orders/{id}", "/orders/%C3%A9").ok(), Some(vec![("id".to_owned(), "é".to_owned())]));
     }
 
     #[test]

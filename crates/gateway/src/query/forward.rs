@@ -56,7 +56,7 @@ async fn handle(app: &App, route: &QueryRoute, request: Request) -> Result<Respo
     let Some(backends) = app.backends.as_ref() else {
         return Err(Problem::internal("query routes without a service directory"));
     };
-    let params = crate::route::match_path(&route.path, parts.uri.path()).ok_or_else(|| Problem::not_found(parts.uri.path()))?;
+    let params = crate::route::match_path(&route.path, parts.uri.path())?;
     // URL parsers (reqwest's among them) resolve a segment `.` or `..`, also written
     // `%2E%2E`, against the path: the upstream request would leave the route's path.
     if let Some((name, value)) = params.iter().find(|(_, v)| v == "." || v == "..") {

@@ -20,7 +20,11 @@ use herald_shop::{OrderCancelled, OrderConfirmed, OrderPlaced, ORDERS};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let count: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(100);
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let config = KafkaConfig::new(bootstrap).with_env(std::env::vars());

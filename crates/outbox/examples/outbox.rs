@@ -86,7 +86,7 @@ impl InboxHandler<OrderEvent> for Totals {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter("warn").init();
+    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     let args = Args::parse();
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
     let kafka = KafkaConfig::new(&args.bootstrap);

@@ -15,7 +15,7 @@ use crate::projection::OrderTotals;
 /// Runs the program (the `main` of both builds).
 #[tokio::main]
 pub async fn run() -> Result<(), AppError> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     App::<OrderEvent, _>::new("shop.orders", || OrderTotals)
         .routes(|store| Router::new().route("/views/customer_totals/{key}", get(customer_total)).with_state(Views { store, conn: Arc::new(Mutex::new(None)) }))
         .run()

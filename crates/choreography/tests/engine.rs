@@ -198,6 +198,36 @@ impl Participant for ByInitial {
     }
 }
 
+/// [`ByInitial`] with the whole id as its state key.
+struct ById(ByInitial);
+
+fn id_of(e: &Ev) -> String {
+    match e {
+        Ev::Ping(p) => p.id.clone(),
+        Ev::Pong(p) => p.id.clone(),
+        Ev::Expired(x) => x.id.clone(),
+        Ev::Graded(g) => g.id.clone(),
+    }
+}
+
+impl Participant for ById {
+    const NAME: &'static str = "by-id";
+    type Input = Ev;
+    type State = Seen;
+
+    fn inputs(&self) -> Inputs<Ev> {
+        Inputs::new().on_keyed(&self.0.input, herald_choreography::StateKey::by("id", id_of), |e| e)
+    }
+
+    fn outputs(&self) -> Vec<Output> {
+        self.0.outputs()
+    }
+
+    fn decide(&self, seen: &Seen, input: Ev, now: DateTime<Utc>) -> Reaction<Seen> {
+        self.0.decide(seen, input, now)
+    }
+}
+
 struct Setup {
     config: KafkaConfig,
     input: String,
@@ -855,6 +885,35 @@ async fn inputs_keyed_otherwise_go_through_the_repartition_topic_exactly_once() 
     };
     let source = limit(s.input.clone()).await;
     assert_eq!(limit(format!("by-initial.{}.by-initial", s.input)).await, source + herald_bus::dead_letter::HEADROOM);
+}
+
+/// An input whose copy to the repartition topic, keyed by its state key, would be a
+/// record larger than the producer takes is dead-lettered, and its partition goes on.
+/// (Before, the copy's transaction failed on every try while `/health` said ok, and every
+/// later input of the partition waited for good: found by an outside probe with a
+/// 600 KB customer id.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_input_whose_repartition_copy_is_too_large_is_dead_lettered_and_its_partition_goes_on() {
+    let s = setup(1).await;
+    let dlq = dead_letter_topic(&s).await;
+    let engine = Engine::new(&s.config, ById(ByInitial { input: Topic::named(&s.input), output: Topic::named(&s.output) }), s.settings("a")).expect("engine");
+    let running = start(engine);
+    // 600 kB in the payload under a short key: the copy carries it twice (key and payload).
+    let topic: Topic<Ev> = Topic::named(&s.input);
+    let ping = Ping { id: "h".repeat(600_000), deadline_ms: 0 };
+    let meta = Metadata::new("t.Ping", "/test", "short");
+    let huge = meta.id;
+    let mut record = s.publisher.encode(&topic, &ping, &meta).await.expect("encoded");
+    record.key = Some(b"short".to_vec());
+    s.publisher.send_record(record).await.expect("published");
+    s.ping("k", 0).await;
+    let out = read(&s.config, &s.output, "read_committed", 1, WAIT, QUIET).await;
+    assert_eq!(decoded(&out[0]).1["id"], "k", "the input after the refused one reacted");
+    let letters = read(&s.config, &dlq, "read_committed", 1, WAIT, QUIET).await;
+    running.stop().await;
+    assert_eq!(decoded(&letters[0]).0.id, huge, "the input whose copy is too large is the dead letter");
+    let reason = header(&letters[0], "herald.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("keyed by its state key") && reason.contains("message.max.bytes"), "{reason}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -321,13 +321,20 @@ impl<P: Participant> Engine<P> {
 
     /// The runtime that copies inputs to their repartition topics, if any, with its
     /// committer task (aborted when dropped, like the coordinator: a crash).
-    fn repartitioner(&self, repartitioned: &[(String, String)], group: &str, letters: Arc<DeadLetters>) -> Result<Option<Repartitioner<P::Input>>, EngineError> {
+    fn repartitioner(&self, repartitioned: &[(String, String)], limits: &limits::RecordLimits, group: &str, letters: Arc<DeadLetters>) -> Result<Option<Repartitioner<P::Input>>, EngineError> {
         if repartitioned.is_empty() {
             return Ok(None);
         }
         let inputs = self.participant.inputs();
         let route = |source: &str| inputs.route(source.strip_prefix(&self.settings.topic_prefix)?);
-        let readers = repartitioned.iter().filter_map(|(source, target)| Some((source.clone(), (Reader::new(route(source)?.clone()).unknown_types(self.settings.unknown_types, P::NAME, source), target.clone())))).collect();
+        let readers = repartitioned
+            .iter()
+            .filter_map(|(source, target)| {
+                let reader = Reader::new(route(source)?.clone()).unknown_types(self.settings.unknown_types, P::NAME, source);
+                let max = limits.output(target, false);
+                Some((source.clone(), repartition::Copying { reader, target: target.clone(), max, named: limits.named(max) }))
+            })
+            .collect();
         let group = format!("{group}.repartition");
         let mut settings = self.settings.clone();
         settings.group = Some(group.clone());
@@ -370,7 +377,9 @@ impl<P: Participant> Engine<P> {
             }
         }
         let dead_letters: Vec<String> = topics.iter().map(|t| dead_letter::topic_for(t)).collect();
-        let limits = limits::RecordLimits::read(&self.config, &outputs, &self.changelog_topic(), &dead_letters).await;
+        // The repartition topics' limits are read with the outputs' (named as on the broker).
+        let written: Vec<(String, String)> = outputs.iter().cloned().chain(repartitioned.iter().map(|(_, target)| (target.clone(), target.clone()))).collect();
+        let limits = limits::RecordLimits::read(&self.config, &written, &self.changelog_topic(), &dead_letters).await;
         let expected = self.expected_partitioner();
         let readers = || -> HashMap<String, Reader<P::Input>> {
             let read = |r: &crate::input::Route<P::Input>| self.settings.prefixed(&declaration.repartition_topic(r.topic()).unwrap_or_else(|| r.topic().to_owned()));
@@ -402,7 +411,7 @@ impl<P: Participant> Engine<P> {
         let settings = self.consumer_settings(&group, topics);
         let publisher = dead_letter::publisher(&self.config, format!("/herald/{}", P::NAME)).map_err(|e| EngineError::DeadLetters(e.to_string()))?;
         let letters = Arc::new(DeadLetters { publisher, group: group.clone() });
-        let repartitioner = self.repartitioner(&repartitioned, &group, letters.clone())?;
+        let repartitioner = self.repartitioner(&repartitioned, &limits, &group, letters.clone())?;
         let runtime = Runtime::new(&self.config, settings, sink, letters)?;
         *self.health.consumer.lock().unwrap_or_else(|p| p.into_inner()) = Some(runtime.health());
         *self.health.repartitioner.lock().unwrap_or_else(|p| p.into_inner()) = repartitioner.as_ref().map(|(runtime, _)| runtime.health());

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use super::classify::{classify, outcome_unknown, TxnCall, TxnClass};
 use super::decode::Reader;
 use super::producer::TxnProducer;
+use super::written::FRAMING_BYTES;
 use super::EngineSettings;
 
 /// A failed transaction call.
@@ -56,10 +57,20 @@ pub(crate) struct Job {
     done: oneshot::Sender<Result<(), Failed>>,
 }
 
-/// What the repartition sinks share: readers by source topic (with the target topic), the
-/// committer's queue.
+/// How one source topic is copied.
+pub(crate) struct Copying<I> {
+    pub reader: Reader<I>,
+    /// The repartition topic.
+    pub target: String,
+    /// The largest record it takes (see `limits`), and that limit's name for a reason.
+    pub max: usize,
+    pub named: String,
+}
+
+/// What the repartition sinks share: how each source topic is copied, the committer's
+/// queue.
 pub(crate) struct Shared<I> {
-    pub readers: HashMap<String, (Reader<I>, String)>,
+    pub readers: HashMap<String, Copying<I>>,
     pub jobs: mpsc::UnboundedSender<Job>,
     pub membership: Arc<OnceLock<Membership>>,
 }
@@ -278,7 +289,7 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         if cancel.is_cancelled() {
             return Delivery::Interrupted;
         }
-        let Some((reader, target)) = self.shared.readers.get(&*self.topic) else { return Delivery::Interrupted };
+        let Some(Copying { reader, target, max, named }) = self.shared.readers.get(&*self.topic) else { return Delivery::Interrupted };
         let mut records = Vec::with_capacity(batch.len());
         let mut failed = None;
         // Records taken: copied, or skipped (an unknown type the policy skips).
@@ -286,7 +297,17 @@ impl<I: Send + 'static> PartitionSink for RepartitionPartition<I> {
         for (index, record) in batch.iter().enumerate() {
             match reader.decode(record) {
                 Ok((routed, _)) => {
-                    records.push((record.offset(), Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None }));
+                    let copy = Record { topic: target.clone(), key: Some(routed.key.into_bytes()), payload: record.payload().map(<[u8]>::to_vec), headers: record.owned_headers(), partition: None };
+                    // Keyed by its state key, the copy can be larger than the input: one
+                    // the broker refuses would fail its transaction on every try, and hold
+                    // the partition for good. The input is dead-lettered instead.
+                    let size = copy.size() + FRAMING_BYTES;
+                    if size > *max {
+                        let reason = format!("its copy keyed by its state key for {target} would be a record of about {size} bytes, over {named}");
+                        failed = Some((index, Failure { stage: Stage::Handler, reason, attempts: 1 }));
+                        break;
+                    }
+                    records.push((record.offset(), copy));
                 }
                 Err(failure) if reader.skip(&failure) => {}
                 Err(failure) => {

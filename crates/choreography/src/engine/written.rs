@@ -16,7 +16,7 @@ use crate::reaction::{DeadlineChange, Reaction};
 /// traceparent, correlation and causation ids), and beyond a state for the rest of its
 /// changelog record (deadlines, flags): generous, so a reaction that passes is not
 /// refused by the producer for their sake.
-const FRAMING_BYTES: usize = 2048;
+pub(super) const FRAMING_BYTES: usize = 2048;
 
 /// The largest records a reaction may write (see `limits`), and what of its records' size
 /// comes from outside the reaction: the key its state is kept

@@ -68,7 +68,7 @@ const MAX_OUTPUTS: u32 = 1024;
 /// assert!(!is_its_event("accounts", "a-1", 4, id, None));
 /// assert!(!is_its_event("accounts", "a-1", 1, uuid::Uuid::now_v7(), Some("not a command id")));
 /// let command = uuid::Uuid::now_v7();
-/// let old = herald_choreography::ids::event_id("accounts", command, 1);
+/// let old = herald_aggregate::stored::event_id_by_command("accounts", command, 1);
 /// assert!(is_its_event("accounts", "a-1", 7, old, Some(&command.to_string())));
 /// ```
 pub fn is_its_event(name: &str, aggregate_id: &str, version: i64, id: Uuid, causation: Option<&str>) -> bool {
@@ -77,7 +77,28 @@ pub fn is_its_event(name: &str, aggregate_id: &str, version: i64, id: Uuid, caus
     }
     // Ids by command are name-based (version 5) UUIDs too; others need no search.
     let Some(command) = causation.and_then(|c| Uuid::parse_str(c).ok()).filter(|_| id.get_version_num() == 5) else { return false };
-    (0..MAX_OUTPUTS).any(|i| herald_choreography::ids::event_id(name, command, i) == id)
+    (0..MAX_OUTPUTS).any(|i| event_id_by_command(name, command, i) == id)
+}
+
+/// The id of the event output number `index` of aggregate `name`'s answer to `command`,
+/// as Herald made it before format 3 ([`EventIds::ByCommand`]): the choreography engine's
+/// id of that time, a name-based UUID of the name, the command id and the index (the
+/// engine's ids now take the input's source too; these stay as they were written).
+///
+/// ```
+/// use herald_aggregate::stored::event_id_by_command;
+/// let command = uuid::Uuid::from_u128(7);
+/// assert_eq!(event_id_by_command("accounts", command, 1), event_id_by_command("accounts", command, 1));
+/// assert_ne!(event_id_by_command("accounts", command, 1), event_id_by_command("accounts", command, 2));
+/// assert_eq!(event_id_by_command("accounts", command, 1).get_version_num(), 5);
+/// ```
+pub fn event_id_by_command(name: &str, command: Uuid, index: u32) -> Uuid {
+    let mut bytes = Vec::with_capacity(name.len() + 1 + 16 + 4);
+    bytes.extend_from_slice(name.as_bytes());
+    bytes.push(0);
+    bytes.extend_from_slice(command.as_bytes());
+    bytes.extend_from_slice(&index.to_be_bytes());
+    Uuid::new_v5(&herald_choreography::ids::NAMESPACE, &bytes)
 }
 
 /// One aggregate as stored: the state folded from its events, the number of its events
@@ -132,7 +153,7 @@ pub enum Answer {
 pub enum EventIds {
     /// [`event_id`] of the aggregate and each event's version: what Herald writes.
     ByVersion,
-    /// [`ids::event_id`](herald_choreography::ids::event_id) of the aggregate's name, the
+    /// [`event_id_by_command`] of the aggregate's name, the
     /// command and `first + i`, the event's index among the reaction's outputs (1 when a
     /// reply was emitted before it): what Herald wrote before format 3 (the answers of
     /// changelogs written then give their replies as they were).
@@ -159,7 +180,7 @@ impl Remembered {
             Answer::Accepted { version, events, ids } => {
                 let ids = match *ids {
                     EventIds::ByVersion => (1..=i64::from(*events)).map(|i| event_id(name, aggregate_id, version.saturating_sub(i64::from(*events)).saturating_add(i)).to_string()).collect(),
-                    EventIds::ByCommand { first } => (0..*events).map(|i| herald_choreography::ids::event_id(name, self.command, first.saturating_add(i)).to_string()).collect(),
+                    EventIds::ByCommand { first } => (0..*events).map(|i| event_id_by_command(name, self.command, first.saturating_add(i)).to_string()).collect(),
                 };
                 CommandReply::accepted(self.command.to_string(), aggregate_id, *version, ids)
             }
@@ -539,7 +560,7 @@ mod tests {
         // An answer read from a changelog written before format 3: its events' ids were
         // derived from the command.
         let before = Remembered { command, answer: Answer::Accepted { version: 7, events: 2, ids: EventIds::ByCommand { first: 1 } } };
-        let ids = (1..3).map(|i| herald_choreography::ids::event_id("acct", command, i).to_string()).collect();
+        let ids = (1..3).map(|i| event_id_by_command("acct", command, i).to_string()).collect();
         assert_eq!(before.reply("acct", "a-1"), CommandReply::accepted(command.to_string(), "a-1", 7, ids));
         let refused = Remembered { command, answer: Answer::Rejected(Arc::new(("insufficient-funds".into(), "5 < 7".into()))) };
         assert_eq!(refused.reply("acct", "a-1"), CommandReply::rejected(command.to_string(), "a-1", "insufficient-funds", "5 < 7"));

@@ -73,8 +73,9 @@ impl Pending {
         self.deadline.at <= now
     }
 
-    /// The deterministic id of the input this deadline becomes when it fires.
-    pub fn fired_id(&self) -> Uuid {
-        crate::ids::deadline_id(self.set_by, &self.deadline.name, self.deadline.at.timestamp_millis())
+    /// The deterministic id of the input this deadline of the state key `key` becomes
+    /// when it fires.
+    pub fn fired_id(&self, key: &str) -> Uuid {
+        crate::ids::deadline_id(self.set_by, key, &self.deadline.name, self.deadline.at.timestamp_millis())
     }
 }

@@ -3,9 +3,11 @@
 //! A reaction to one input is a pure function of (state, input, now), so the runtime can
 //! replay it after an aborted transaction or a crash. For the replay to emit the *same*
 //! events, their ids are not random: each is a name-based UUID (version 5, SHA-1) of the
-//! participant's name, the input's `ce_id` and the output's index in the reaction (unless
-//! the participant gives an id as deterministic, [`Emitted::with_id`](crate::emit::Emitted::with_id)).
-//! Readers that deduplicate by `ce_id` then see one event, however often a reaction ran.
+//! participant's name, the input's identity (`ce_source` and `ce_id`: CloudEvents lets
+//! producers of different sources use the same id) and the output's index in the reaction
+//! (unless the participant gives an id as deterministic,
+//! [`Emitted::with_id`](crate::emit::Emitted::with_id)). Readers that deduplicate by
+//! `ce_id` then see one event, however often a reaction ran, and one per input.
 
 use chrono::{DateTime, Utc};
 use herald_bus::trace::TraceContext;
@@ -15,22 +17,27 @@ use uuid::Uuid;
 /// The namespace of Herald's name-based event ids (a fixed, random UUID).
 pub const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_4c0e_93d2_4b8e_8f3c_25d7_b1e0_a942);
 
-/// The id of output number `index` of `participant`'s reaction to the input `input_id`.
+/// The id of output number `index` of `participant`'s reaction to the input
+/// `input_id` from `input_source` (its `ce_source`).
 ///
 /// The participant's name is part of it: two participants that react to the same input
-/// emit different ids.
+/// emit different ids. So is the input's source: two inputs with the same id from
+/// different sources are different events, and so are their outputs.
 ///
 /// ```
 /// use herald_choreography::ids::event_id;
 /// let input = uuid::Uuid::from_u128(7);
-/// assert_eq!(event_id("orders", input, 0), event_id("orders", input, 0));
-/// assert_ne!(event_id("orders", input, 0), event_id("orders", input, 1));
-/// assert_ne!(event_id("orders", input, 0), event_id("payments", input, 0));
-/// assert_eq!(event_id("orders", input, 0).get_version_num(), 5);
+/// assert_eq!(event_id("orders", "/web", input, 0), event_id("orders", "/web", input, 0));
+/// assert_ne!(event_id("orders", "/web", input, 0), event_id("orders", "/web", input, 1));
+/// assert_ne!(event_id("orders", "/web", input, 0), event_id("payments", "/web", input, 0));
+/// assert_ne!(event_id("orders", "/web", input, 0), event_id("orders", "/mobile", input, 0));
+/// assert_eq!(event_id("orders", "/web", input, 0).get_version_num(), 5);
 /// ```
-pub fn event_id(participant: &str, input_id: Uuid, index: u32) -> Uuid {
-    let mut name = Vec::with_capacity(participant.len() + 1 + 16 + 4);
+pub fn event_id(participant: &str, input_source: &str, input_id: Uuid, index: u32) -> Uuid {
+    let mut name = Vec::with_capacity(participant.len() + 1 + input_source.len() + 1 + 16 + 4);
     name.extend_from_slice(participant.as_bytes());
+    name.push(0);
+    name.extend_from_slice(input_source.as_bytes());
     name.push(0);
     name.extend_from_slice(input_id.as_bytes());
     name.extend_from_slice(&index.to_be_bytes());
@@ -38,19 +45,23 @@ pub fn event_id(participant: &str, input_id: Uuid, index: u32) -> Uuid {
 }
 
 /// The id of the input a deadline becomes when it fires: derived from the id of the input
-/// whose reaction set it, the deadline's name and its time, so a replay fires the same
-/// input and its reaction emits the same ids.
+/// whose reaction set it, the state key it was set for, the deadline's name and its time,
+/// so a replay fires the same input and its reaction emits the same ids. (The key keeps
+/// apart the deadlines of two sagas started by inputs of the same id from different
+/// sources.)
 ///
 /// ```
 /// use herald_choreography::ids::deadline_id;
 /// let set_by = uuid::Uuid::from_u128(7);
-/// assert_eq!(deadline_id(set_by, "timeout", 1_000), deadline_id(set_by, "timeout", 1_000));
-/// assert_ne!(deadline_id(set_by, "timeout", 1_000), deadline_id(set_by, "timeout", 2_000));
+/// assert_eq!(deadline_id(set_by, "o-1", "timeout", 1_000), deadline_id(set_by, "o-1", "timeout", 1_000));
+/// assert_ne!(deadline_id(set_by, "o-1", "timeout", 1_000), deadline_id(set_by, "o-1", "timeout", 2_000));
+/// assert_ne!(deadline_id(set_by, "o-1", "timeout", 1_000), deadline_id(set_by, "o-2", "timeout", 1_000));
 /// ```
-pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
-    let mut bytes = Vec::with_capacity(16 + 9 + name.len() + 8);
+pub fn deadline_id(set_by: Uuid, key: &str, name: &str, at_millis: i64) -> Uuid {
+    let mut bytes = Vec::with_capacity(16 + key.len() + 10 + name.len() + 8);
     bytes.extend_from_slice(set_by.as_bytes());
-    bytes.extend_from_slice(b"deadline\0");
+    bytes.extend_from_slice(key.as_bytes());
+    bytes.extend_from_slice(b"\0deadline\0");
     bytes.extend_from_slice(name.as_bytes());
     bytes.extend_from_slice(&at_millis.to_be_bytes());
     Uuid::new_v5(&NAMESPACE, &bytes)
@@ -71,7 +82,7 @@ pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
 /// let mut placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
 /// placed.trace = Some(TraceContext::new_root());
 /// let meta = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
-/// assert_eq!(meta.id, event_id("orders", placed.id, 0));
+/// assert_eq!(meta.id, event_id("orders", "/checkout", placed.id, 0));
 /// assert_eq!(meta.causation_id, Some(placed.id.to_string()));
 /// assert_eq!(meta.correlation_id, placed.correlation_id);
 /// let (trace, parent) = (meta.trace.unwrap(), placed.trace.unwrap());
@@ -86,7 +97,7 @@ pub fn deadline_id(set_by: Uuid, name: &str, at_millis: i64) -> Uuid {
 /// assert_eq!(long_way, meta);
 /// ```
 pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {
-    metadata_with_id(event_id(participant, cause.id, index), source, cause, event_type, subject, now)
+    metadata_with_id(event_id(participant, &cause.source, cause.id, index), source, cause, event_type, subject, now)
 }
 
 /// [`metadata`] with the id `id` (an [`Emitted::with_id`](crate::emit::Emitted::with_id)):
@@ -97,7 +108,7 @@ pub fn metadata(participant: &str, source: &str, cause: &Metadata, index: u32, e
 /// use herald_choreography::ids::{event_id, metadata, metadata_with_id};
 /// let placed = Metadata::new("shop.orders.OrderPlaced", "/checkout", "o-1");
 /// let derived = metadata("orders", "/shop/orders", &placed, 0, "shop.orders.OrderConfirmed", "o-1", placed.time);
-/// let given = metadata_with_id(event_id("orders", placed.id, 0), "/shop/orders", &placed, "shop.orders.OrderConfirmed", "o-1", placed.time);
+/// let given = metadata_with_id(event_id("orders", "/checkout", placed.id, 0), "/shop/orders", &placed, "shop.orders.OrderConfirmed", "o-1", placed.time);
 /// assert_eq!(given, derived);
 /// ```
 pub fn metadata_with_id(id: Uuid, source: &str, cause: &Metadata, event_type: &str, subject: &str, now: DateTime<Utc>) -> Metadata {

@@ -187,9 +187,9 @@ pub fn fire_due<P: Participant>(participant: &P, inputs: &crate::Inputs<P::Input
 /// let later = now + Duration::seconds(2);
 /// let (fired, refused) = reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |_| true, |_, _| Ok(())).unwrap();
 /// assert!(matches!(refused, Err(NotApplied::Panicked { .. })));
-/// assert_eq!(slot.deadline("remind").map(|p| p.fired_id()), Some(fired.id), "still pending");
+/// assert_eq!(slot.deadline("remind").map(|p| p.fired_id("r-1")), Some(fired.id), "still pending");
 /// // Left out, it does not fire.
-/// assert!(reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |p| p.fired_id() != fired.id, |_, _| Ok(())).is_none());
+/// assert!(reactor::try_fire_due(&Reminder, &Reminder.inputs(), "/test", "r-1", &mut slot, later, |p| p.fired_id("r-1") != fired.id, |_, _| Ok(())).is_none());
 /// ```
 #[allow(clippy::type_complexity)]
 #[allow(clippy::too_many_arguments)]

@@ -99,7 +99,7 @@ impl<S> Slot<S> {
 /// causation id, the state key as subject.
 pub fn fired(pending: &Pending, key: &str, source: &str) -> (Fired, Metadata) {
     let mut meta = Metadata::new(FIRED_TYPE, source, key);
-    meta.id = pending.fired_id();
+    meta.id = pending.fired_id(key);
     meta.time = pending.deadline.at;
     meta.correlation_id = Some(pending.correlation_id.clone());
     meta.causation_id = Some(pending.set_by.to_string());

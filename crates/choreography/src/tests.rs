@@ -140,12 +140,32 @@ fn a_replay_emits_identical_ids_with_the_inputs_correlation_and_causation() {
     assert_eq!(first.len(), 2);
     assert_ne!(first[0].0, first[1].0);
     for (index, meta) in metas.iter().enumerate() {
-        assert_eq!(meta.id, crate::ids::event_id("tallier", input.id, u32::try_from(index).expect("small")));
+        assert_eq!(meta.id, crate::ids::event_id("tallier", &input.source, input.id, u32::try_from(index).expect("small")));
         assert_eq!(meta.correlation_id.as_deref(), Some("saga-1"));
         assert_eq!(meta.causation_id, Some(input.id.to_string()));
         assert_eq!(meta.subject, "o-1");
         assert_eq!(meta.event_type, "t.Said");
     }
+}
+
+/// CloudEvents identifies an event by `source` and `id` together: two inputs with one id
+/// from two sources are two events, and their reactions' events (deadlines' included)
+/// have ids of their own. (An outside probe saw them share ids, and a reader that
+/// deduplicates by `ce_id`, Herald's saga tracker, kept one saga of the two.)
+#[test]
+fn inputs_of_one_id_from_two_sources_cause_events_of_different_ids() {
+    let mut t = Scenario::new(Tallier);
+    let web = t.fresh_meta("t.Asked", "o-1", None);
+    let mut mobile = t.fresh_meta("t.Asked", "o-2", None);
+    (mobile.id, mobile.source) = (web.id, "/mobile".to_owned());
+    assert_ne!(web.source, mobile.source);
+    t.when_with(&T, asked("o-1", "A", 1), web.clone()).when_with(&T, asked("o-2", "B", 1), mobile.clone());
+    // Deadlines set by each, for different keys, at the same time.
+    t.when_with(&T, asked("o-1", "C", 0), web).when_with(&T, asked("o-2", "D", 0), mobile);
+    t.advance(Duration::from_secs(10));
+    let ids: std::collections::HashSet<uuid::Uuid> = t.history().iter().map(|e| e.meta.id).collect();
+    assert_eq!(t.history().len(), 6, "two events for each of the first two, one per deadline");
+    assert_eq!(ids.len(), 6, "every event has an id of its own: {:?}", t.history().iter().map(|e| &e.meta).collect::<Vec<_>>());
 }
 
 #[test]
@@ -159,7 +179,7 @@ fn a_deadline_fires_once_with_the_setters_saga_and_a_deterministic_id() {
     t.advance(Duration::from_millis(1)).then_emitted(&T, &Said { order_id: "o-1".into(), text: "ping o-1".into() });
     let fired = &t.emitted()[0].meta;
     assert_eq!(fired.correlation_id.as_deref(), Some("saga-9"));
-    assert_eq!(fired.causation_id, Some(crate::ids::deadline_id(meta.id, "ping", at.timestamp_millis()).to_string()));
+    assert_eq!(fired.causation_id, Some(crate::ids::deadline_id(meta.id, "A", "ping", at.timestamp_millis()).to_string()));
     assert!(t.deadlines("A").is_empty());
     t.advance(Duration::from_secs(3600)).then_emitted_nothing();
 }

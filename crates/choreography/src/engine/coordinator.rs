@@ -145,7 +145,7 @@ fn own_topics(declaration: &Declaration, settings: &EngineSettings, changelog: &
 /// Whether a deadline of `key` on `partition` may fire: not one whose reaction failed
 /// (`failing`, by fired id; see [`Coordinator::fire`]).
 fn may_fire<'a>(failing: &'a HashSet<(i32, String, uuid::Uuid)>, partition: i32, key: &'a str) -> impl Fn(&Pending) -> bool + 'a {
-    move |p| failing.is_empty() || !failing.contains(&(partition, key.to_owned(), p.fired_id()))
+    move |p| failing.is_empty() || !failing.contains(&(partition, key.to_owned(), p.fired_id(key)))
 }
 
 /// Who waits for a submission, and which inputs it holds: its topic-partition and its
@@ -1054,7 +1054,7 @@ impl<P: Participant> Coordinator<P> {
         let has = |partition: i32, key: &str, which: &dyn Fn(&Pending) -> bool| {
             changed.contains_key(&(partition, key.to_owned())) || partitions.get(&partition).and_then(|slots| slots.get(key)).is_some_and(|slot| slot.deadlines().iter().any(which))
         };
-        self.failing.retain(|(partition, key, id)| has(*partition, key, &|d| d.fired_id() == *id));
+        self.failing.retain(|(partition, key, id)| has(*partition, key, &|d| d.fired_id(key) == *id));
         self.health.keep_failing_deadlines(|partition, key, at| has(partition, key, &|d| d.deadline.at == at));
         metrics::gauge!("herald_choreography_deadlines_pending", "participant" => P::NAME).set(pending as f64);
         metrics::gauge!("herald_choreography_deadlines_overdue", "participant" => P::NAME).set(overdue as f64);

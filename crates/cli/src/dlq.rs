@@ -38,8 +38,9 @@ pub enum Command {
     List(ListArgs),
     /// Everything about one dead letter: headers, and the payload decoded if it can be.
     Show(ShowArgs),
-    /// Publish dead-lettered records again to their original topic and partition,
-    /// unchanged, in order; stops at the first record that cannot be sent.
+    /// Publish dead-lettered records again to their original topic and partition, in
+    /// order, with key, value and headers unchanged (the record gets a new timestamp);
+    /// stops at the first record that cannot be sent.
     Replay(ReplayArgs),
 }
 

@@ -69,10 +69,11 @@ struct Cli {
     /// This instance's stable name (default: host name and process id).
     #[arg(long)]
     instance: Option<String>,
-    /// Initial stock per SKU (JSON object), for `inventory`.
+    /// File with the initial stock per SKU (a JSON object of integers), for `inventory`.
     #[arg(long)]
     stock: Option<PathBuf>,
-    /// Initial credit per customer in cents (JSON object), for `payments`.
+    /// File with the initial credit per customer in cents (a JSON object of integers),
+    /// for `payments`.
     #[arg(long)]
     credit: Option<PathBuf>,
     /// Credit of customers not in `--credit`, in cents.

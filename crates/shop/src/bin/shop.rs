@@ -79,7 +79,8 @@ struct Cli {
     /// Credit of customers not in `--credit`, in cents.
     #[arg(long, default_value_t = 100_000)]
     default_credit: i64,
-    /// How long after `OrderPlaced` an outcome may take (`500ms`, `30s`, `2m`).
+    /// How long an outcome may take after this role took in the `OrderPlaced` (`500ms`,
+    /// `30s`, `2m`); a role that lags or was down starts the wait late.
     #[arg(long, default_value = "30s", value_parser = herald_ops::parse_duration)]
     payment_timeout: Duration,
     /// Serve `/health` and `/metrics` here (for example `127.0.0.1:9464`).

@@ -1003,9 +1003,6 @@ impl<P: Participant> Coordinator<P> {
         if self.counted.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             self.count_deadlines(now);
         }
-        if let Some(began) = self.open.began {
-            metrics::gauge!("herald_choreography_open_transaction_age_seconds", "participant" => P::NAME).set(began.elapsed().as_secs_f64());
-        }
         // One firing per deadline due when the tick began: one that a reaction sets at or
         // before `now` fires at the next tick (firing until none is due would never end
         // for a participant that keeps setting them, and would stall every partition).

@@ -7,7 +7,8 @@
 //! - `herald_choreography_transaction_reactions` (histogram): reactions per transaction;
 //! - `herald_choreography_transactions_total` (counter), label `outcome` = `committed` |
 //!   `aborted` | `fatal`;
-//! - `herald_choreography_open_transaction_age_seconds` (gauge);
+//! - `herald_choreography_open_transaction_age_seconds` (gauge, 0 when none is open; set
+//!   every second by a task of its own, see [`keep_open_transaction_age`]);
 //! - `herald_choreography_deadlines_pending`, `herald_choreography_deadlines_overdue` (gauges,
 //!   counted once a second);
 //! - `herald_choreography_partitions_catching_up` (gauge): partitions restored with a backlog
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use herald_bus::last_error::LastError;
 use herald_bus::ConsumerHealth;
@@ -261,5 +262,45 @@ impl herald_ops::HealthCheck for EngineHealth {
         });
         self.last_error.show_in(&mut details);
         (healthy, details)
+    }
+}
+
+/// How often [`keep_open_transaction_age`] sets its gauge.
+pub(crate) const AGE_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets `gauge` to the age of `health`'s open transaction (0 when none is open) every
+/// `every`, for as long as it runs. Not the coordinator's job: a transaction ages most
+/// while the coordinator is stuck in one of its calls, and the coordinator's own updates
+/// stood still exactly then (an outside probe read 0.001 s while `/health` said 12 s).
+pub(crate) async fn keep_open_transaction_age(health: Arc<EngineHealth>, gauge: metrics::Gauge, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        gauge.set(health.open_transaction_age().map_or(0.0, |age| age.as_secs_f64()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_open_transaction_age_gauge_follows_the_health_without_the_coordinator() {
+        let recorder = herald_ops::prometheus().expect("the exporter's settings").build_recorder();
+        let gauge = metrics::with_local_recorder(&recorder, || metrics::gauge!("age_seconds"));
+        let handle = recorder.handle();
+        let age = move || {
+            let text = handle.render();
+            text.lines().find_map(|l| l.strip_prefix("age_seconds ")).and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        let health = Arc::new(EngineHealth::default());
+        health.opened();
+        let keeping = tokio::spawn(keep_open_transaction_age(health.clone(), gauge, Duration::from_millis(10)));
+        // Nobody but the keeper touches the gauge: it grows while the transaction stays open.
+        herald_testkit::wait_until(Duration::from_secs(10), "the age shown to grow", || async { age().is_some_and(|a| a >= 0.2) }).await;
+        health.closed();
+        herald_testkit::wait_until(Duration::from_secs(10), "the age shown as 0 once closed", || async { age() == Some(0.0) }).await;
+        keeping.abort();
     }
 }

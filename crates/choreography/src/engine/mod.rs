@@ -432,6 +432,8 @@ impl<P: Participant> Engine<P> {
             handed_back,
         );
         let coordinator = tokio::spawn(coordinator.run(rx, stop.clone()));
+        let age = metrics::gauge!("herald_choreography_open_transaction_age_seconds", "participant" => P::NAME);
+        let _ageing = AbortOnDrop(tokio::spawn(health::keep_open_transaction_age(self.health.clone(), age, health::AGE_EVERY)).into());
         let _hanging = AbortOnDrop(tokio::spawn(hanging::watch(self.config.clone(), owned, self.settings.hanging_input_after, self.health.clone(), stop.clone())).into());
         let watching = {
             let (growth, done) = (growth.clone(), stop.clone());

@@ -61,7 +61,7 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["rollback", "until_offsets"])]
     pub until_time: Option<String>,
     /// Time travel: build a new version up to these offsets (`partition:offset,...`,
-    /// exclusive), keep it beside the live one, exit.
+    /// exclusive; an offset not written yet is waited for), keep it beside the live one, exit.
     #[arg(long, conflicts_with = "rollback")]
     pub until_offsets: Option<String>,
     /// Make the previous version live again, exit.

@@ -31,6 +31,9 @@ pub(crate) struct Part {
     pub last_error: Option<String>,
     /// Where this partition stops (stop-at modes): exclusive offset.
     pub stop: Option<i64>,
+    /// The stop lay past the end of the log when the projector was built: the end of the
+    /// partition does not reach it, only records do.
+    pub stop_past_end: bool,
     /// A record at or past the stop point arrived, after every record before it was applied.
     pub passed_stop: bool,
     /// The client reported the end of the partition; the offset after the last record
@@ -48,7 +51,26 @@ impl Part {
     fn done(&self) -> bool {
         let Some(stop) = self.stop else { return false };
         let position = self.position.unwrap_or(0);
-        position >= stop || self.passed_stop || self.eof.is_some_and(|fetched| fetched.is_none_or(|f| self.position.is_some_and(|p| p >= f)))
+        // A stop within the log is reached at its end too: its last offsets may be
+        // transaction markers, never delivered.
+        let at_end = !self.stop_past_end && self.eof.is_some_and(|fetched| fetched.is_none_or(|f| self.position.is_some_and(|p| p >= f)));
+        position >= stop || self.passed_stop || at_end
+    }
+}
+
+/// Where a partition stops (stop-at modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stop {
+    /// Exclusive offset.
+    pub offset: i64,
+    /// It lay past the end of the log when the projector was built (see [`Part::stop_past_end`]).
+    pub past_end: bool,
+}
+
+impl Stop {
+    /// A stop at `offset` of a partition whose log ended at `end` when the projector was built.
+    pub(crate) fn new(offset: i64, end: i64) -> Stop {
+        Stop { offset, past_end: offset > end }
     }
 }
 
@@ -60,8 +82,8 @@ pub(crate) struct Board {
     pub dead_lettered_total: AtomicU64,
     pub batches_total: AtomicU64,
     last_error: herald_bus::last_error::LastError,
-    /// Stop offsets of the stop-at modes.
-    stops: Mutex<Option<BTreeMap<i32, i64>>>,
+    /// Stop points of the stop-at modes.
+    stops: Mutex<Option<BTreeMap<i32, Stop>>>,
     /// Why the projector stops by itself, once it must.
     stopped: Mutex<Option<Stopped>>,
     /// Partitions finished at the stop point, once it is reached.
@@ -84,7 +106,7 @@ impl Board {
 
     pub(crate) fn assign(&self, partition: i32, position: Option<i64>) {
         let stop = self.stops().and_then(|s| s.get(&partition).copied());
-        self.lock().insert(partition, Part { position, stop, ..Part::default() });
+        self.lock().insert(partition, Part { position, stop: stop.map(|s| s.offset), stop_past_end: stop.is_some_and(|s| s.past_end), ..Part::default() });
     }
 
     pub(crate) fn revoke(&self, partition: i32) {
@@ -101,11 +123,11 @@ impl Board {
         self.last_error.get()
     }
 
-    pub(crate) fn set_stops(&self, stops: Option<BTreeMap<i32, i64>>) {
+    pub(crate) fn set_stops(&self, stops: Option<BTreeMap<i32, Stop>>) {
         *self.stops.lock().unwrap_or_else(|p| p.into_inner()) = stops;
     }
 
-    fn stops(&self) -> Option<BTreeMap<i32, i64>> {
+    fn stops(&self) -> Option<BTreeMap<i32, Stop>> {
         self.stops.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -197,7 +219,7 @@ mod tests {
     #[test]
     fn a_partition_is_done_at_its_stop_past_it_or_at_its_end() {
         let board = Board::default();
-        board.set_stops(Some(BTreeMap::from([(0, 10), (1, 5)])));
+        board.set_stops(Some(BTreeMap::from([(0, Stop::new(10, 12)), (1, Stop::new(5, 5))])));
         board.assign(0, Some(3));
         assert!(!board.reached_stop(), "partition 1 is not owned");
         board.assign(1, None);
@@ -213,6 +235,25 @@ mod tests {
         board.stop(Stopped::StopPoint);
         board.stop(Stopped::Shutdown);
         assert_eq!(board.stopped(), Some(Stopped::StopPoint), "the first reason wins");
+    }
+
+    #[test]
+    fn a_stop_past_the_end_of_the_log_is_not_reached_at_the_end() {
+        let board = Board::default();
+        // Partition 0 ended at 3 when the projector was built; 1 was empty.
+        board.set_stops(Some(BTreeMap::from([(0, Stop::new(1_000, 3)), (1, Stop::new(7, 0))])));
+        board.assign(0, None);
+        board.assign(1, None);
+        board.with(0, |p| {
+            p.position = Some(3);
+            p.eof = Some(Some(3));
+        });
+        board.with(1, |p| p.eof = Some(None));
+        assert!(!board.reached_stop(), "the end of the log is short of both stops");
+        board.with(1, |p| p.position = Some(7));
+        board.with(0, |p| p.passed_stop = true);
+        assert!(board.reached_stop());
+        assert_eq!(board.finished(), 2);
     }
 
     #[test]

@@ -129,7 +129,9 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         self
     }
 
-    /// Migrates the store, creates the consumer and the dead-letter producer, subscribes.
+    /// Migrates the store, reads where a [`StopAt`] mode stops (refusing a stop point that
+    /// could never be reached), creates the consumer and the dead-letter producer,
+    /// subscribes.
     /// Needs tokio's multi-threaded runtime (rebalance hooks wait for the store thread);
     /// on a current-thread runtime it fails with a clear error.
     pub async fn build(self) -> Result<Projector<F, P>, ProjectorError> {
@@ -140,6 +142,13 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
         let key = Key { projection: P::NAME.to_owned(), version, topic: self.topic.clone() };
         if self.create_dead_letter_topic {
             dead_letter::create_topics(&self.config, &[&self.topic]).await?;
+        }
+        // Where a stop-at mode stops, known (or refused) before the consumer joins its
+        // group: a member that leaves at once gains nothing and costs a rebalance.
+        let watermarks = Arc::new(Watermarks::new(self.config.clone(), self.topic.clone()));
+        let board = Arc::new(Board::default());
+        if self.stop_at != StopAt::Never {
+            board.set_stops(Some(super::projector::stop_offsets(&watermarks, &self.stop_at).await?));
         }
         let ownership: Ownership = Arc::default();
         let (jobs, job_rx) = std_mpsc::channel();
@@ -168,9 +177,7 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             s.topic = self.topic.clone();
             s.group = self.group.clone();
         });
-        let board = Arc::new(Board::default());
         let stop = Arc::new(Notify::new());
-        let watermarks = Arc::new(Watermarks::new(self.config.clone(), self.topic.clone()));
         let shared = Arc::new(sink::Shared {
             key: key.clone(),
             store: self.store.clone(),
@@ -215,7 +222,6 @@ impl<F: EventFamily, P: Projection<F>> ProjectorBuilder<F, P> {
             watermarks,
             status,
             control,
-            stop_at: self.stop_at,
             group: self.group.clone(),
             follow_live,
             _projection: PhantomData,

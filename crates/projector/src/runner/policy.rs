@@ -17,10 +17,10 @@ pub enum OnPoison {
 pub enum StopAt {
     /// Never: run until the shutdown future completes.
     Never,
-    /// Once every partition reached the end of the log as it was when the projector started.
+    /// Once every partition reached the end of the log as it was when the projector was built.
     CaughtUp,
     /// Once every partition reached the given offsets (exclusive); partitions not listed
-    /// are read to their end at start.
+    /// are read to their end at start. An offset past the end of the log is waited for.
     Offsets(BTreeMap<i32, i64>),
     /// Apply the records before the first whose timestamp is at or after this
     /// (milliseconds since the epoch), then stop: each partition stops at its first such

@@ -12,7 +12,7 @@ use herald_bus::runtime::{ConsumerHealth, Observer, PartitionLoad, Runtime};
 use herald_bus::{EventFamily, KafkaConfig, RetryPolicy, Topic};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::board::Board;
+use super::board::{Board, Stop};
 use super::sink::ProjectorSink;
 use super::{Control, OnPoison, ProjectorBuilder, StopAt, Stopped};
 use crate::error::ProjectorError;
@@ -33,7 +33,6 @@ pub struct Projector<F: EventFamily, P> {
     pub(super) watermarks: Arc<Watermarks>,
     pub(super) status: StatusHandle,
     pub(super) control: Control,
-    pub(super) stop_at: StopAt,
     pub(super) follow_live: bool,
     pub(super) group: String,
     pub(super) _projection: PhantomData<fn() -> P>,
@@ -101,10 +100,7 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
     /// [`Projector::run`], and the number of partitions it owned and finished when it
     /// stopped at its [`StopAt`] point (0 for any other stop).
     pub(crate) async fn run_counted(self, shutdown: impl Future<Output = ()>) -> Result<(Stopped, usize), ProjectorError> {
-        let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, stop_at, follow_live, group: _, _projection } = self;
-        if stop_at != StopAt::Never {
-            board.set_stops(Some(stop_offsets(&watermarks, &stop_at).await?));
-        }
+        let Projector { runtime, key, jobs, thread, board, stop, watermarks, status, control: _, follow_live, group: _, _projection } = self;
         status.update(|s| s.running = true);
         let health = runtime.health();
         let observer = runtime.observer();
@@ -141,11 +137,12 @@ impl<F: EventFamily, P: Projection<F>> Projector<F, P> {
     }
 }
 
-/// Offsets each partition stops at (exclusive), for the stop-at modes.
-async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<BTreeMap<i32, i64>, ProjectorError> {
+/// Where each partition stops, for the stop-at modes: at the end of the log as it is now,
+/// or at the given offset (exclusive), which may lie past it (then it is waited for).
+pub(super) async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<BTreeMap<i32, Stop>, ProjectorError> {
     let watermarks = watermarks.clone();
     let ends = tokio::task::spawn_blocking(move || watermarks.fetch()).await.map_err(|e| ProjectorError::StoreThread(e.to_string()))??;
-    let mut stops: BTreeMap<i32, i64> = ends.into_iter().map(|(p, (_, end))| (p, end)).collect();
+    let mut stops: BTreeMap<i32, Stop> = ends.into_iter().map(|(p, (_, end))| (p, Stop::new(end, end))).collect();
     if let StopAt::Offsets(given) = stop_at {
         for (&p, &o) in given {
             // Either could never be reached: the projector would wait for it for good.
@@ -155,7 +152,7 @@ async fn stop_offsets(watermarks: &Arc<Watermarks>, stop_at: &StopAt) -> Result<
             if o < 0 {
                 return Err(ProjectorError::InvalidStop(format!("offset {o} of partition {p} is negative")));
             }
-            *stop = o;
+            *stop = Stop::new(o, stop.offset);
         }
     }
     Ok(stops)

@@ -174,15 +174,14 @@ async fn a_projector_that_stops_at_the_end_of_a_missing_topic_fails_to_start() {
     let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
     let config = kafka().await;
     let missing: Topic<OrderEvent> = Topic::named(unique("proj.never.created"));
-    let projector = Projector::builder(config, unique("g.rbmissing"), &missing, OrderTotals, store::open(&store_url).expect("store"))
+    // Refused while it is built, before its consumer joins the group.
+    let built = Projector::builder(config, unique("g.rbmissing"), &missing, OrderTotals, store::open(&store_url).expect("store"))
         .version(2)
         .stop_at(StopAt::CaughtUp)
         .create_dead_letter_topic(false)
         .build()
-        .await
-        .expect("builds");
-    let ran = tokio::time::timeout(DEADLINE, projector.run(std::future::pending())).await.expect("returns");
-    match ran {
+        .await;
+    match built.map(|_| ()) {
         Err(ProjectorError::Offsets(OffsetsError::UnknownTopic(t))) => assert_eq!(t, missing.name()),
         other => panic!("expected the unknown topic, got {other:?}"),
     }
@@ -241,5 +240,34 @@ async fn an_interrupted_time_travel_fails_and_an_unreachable_stop_point_is_refus
         .expect("refused at once")
         .expect("runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && stderr.contains("partition 5 is not one of the topic's (0 to 1)"), "{stderr}");
+    assert!(!out.status.success() && stderr.contains("partition 5 is not one of the topic's (0 to 1)"), "{}: {stderr}", out.status);
+}
+
+/// A stop point past the end of the log is waited for: reaching the end of a partition
+/// (here an empty one) does not reach it. Before, the end counted as the stop point
+/// whatever its offset, so a time travel to offsets not yet written finished at once,
+/// having applied nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_point_past_the_end_of_the_log_is_waited_for() {
+    let Some(store_url) = fresh_store(Backend::Sqlite).await else { return };
+    let config = kafka().await;
+    let orders: Topic<OrderEvent> = Topic::named(topic(&config, "proj.future", 1).await);
+    let projector = Projector::builder(config.clone(), unique("g.future"), &orders, OrderTotals, store::open(&store_url).expect("store"))
+        .version(1)
+        .stop_at(StopAt::Offsets([(0, 5)].into()))
+        .build()
+        .await
+        .expect("builds");
+    let status = projector.status();
+    let running = tokio::spawn(projector.run(std::future::pending()));
+    let end_known = || status.get().partitions.first().is_some_and(|p| p.end_offset == Some(0));
+    herald_testkit::wait_until(DEADLINE, "the empty partition owned and its end known", || async { end_known() }).await;
+    let events: Vec<herald_shop::OrderPlaced> = (0..8).map(|i| herald_shop::OrderPlaced::example(&format!("o-{i}"), "c-1", 100)).collect();
+    for sent in publisher(&config).publish_all(&orders, &events).await {
+        sent.expect("published");
+    }
+    let stopped = tokio::time::timeout(DEADLINE, running).await.expect("stops at its stop point").expect("task").expect("runs");
+    assert_eq!(stopped, herald_projector::Stopped::StopPoint);
+    let status = status.get();
+    assert_eq!((status.applied_total, status.partitions.first().and_then(|p| p.position)), (5, Some(5)), "{status:?}");
 }

@@ -10,7 +10,8 @@
 //!
 //! `herald_dead_letters` records, in the same transaction that moves past it, every record
 //! the projection gave up on, with its reason; `herald_views` names the live version of
-//! each view and the previous one (kept for rollback).
+//! each view and the previous one (kept for rollback); `herald_builds` the versions that
+//! builds reserved ([`reserve_version`]), so that two never build the same one.
 
 use std::collections::HashMap;
 
@@ -44,10 +45,19 @@ CREATE TABLE IF NOT EXISTS herald_views (
     previous_version BIGINT,
     swapped_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS herald_builds (
+    projection TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    reserved_at TEXT NOT NULL,
+    PRIMARY KEY (projection, version)
+);
 ";
 
-/// Creates the bookkeeping tables if missing.
+/// Creates the bookkeeping tables if missing. Holds the store's migration lock until the
+/// transaction ends: PostgreSQL's `CREATE TABLE IF NOT EXISTS` run by two transactions at
+/// once fails one of them (a duplicate key in its catalog).
 pub fn migrate(tx: &mut dyn Tx) -> Result<(), StoreError> {
+    crate::views::lock(tx)?;
     tx.batch(SCHEMA)
 }
 
@@ -172,6 +182,26 @@ pub fn highest_built_version(tx: &mut dyn Tx, projection: &str) -> Result<Option
          UNION ALL SELECT version FROM herald_dead_letters WHERE projection = $1) built",
         &[Value::Text(projection)],
     )?;
+    match row.and_then(|r| r.values.into_iter().next()) {
+        Some(crate::store::OwnedValue::Int(v)) => u32::try_from(v).map(Some).map_err(|e| StoreError::Type(e.to_string())),
+        _ => Ok(None),
+    }
+}
+
+/// Reserves `version` of `projection` for a build. Returns false, changing nothing, when
+/// another build reserved it first.
+pub fn reserve_version(tx: &mut dyn Tx, projection: &str, version: u32) -> Result<bool, StoreError> {
+    let now = chrono::Utc::now().to_rfc3339();
+    let inserted = tx.execute(
+        "INSERT INTO herald_builds (projection, version, reserved_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[Value::Text(projection), Value::Int(version.into()), Value::Text(&now)],
+    )?;
+    Ok(inserted == 1)
+}
+
+/// The highest version of `projection` a build reserved, if any.
+pub fn highest_reserved_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<u32>, StoreError> {
+    let row = tx.query_opt("SELECT MAX(version) FROM herald_builds WHERE projection = $1", &[Value::Text(projection)])?;
     match row.and_then(|r| r.values.into_iter().next()) {
         Some(crate::store::OwnedValue::Int(v)) => u32::try_from(v).map(Some).map_err(|e| StoreError::Type(e.to_string())),
         _ => Ok(None),

@@ -76,17 +76,27 @@ pub fn swap<F: EventFamily, P: Projection<F>>(store: &dyn Store, projection: &P,
     Ok(previous)
 }
 
-/// The version a new build of `name` takes: past the live and previous versions and
-/// past every version built before and never swapped in (an interrupted rebuild, a time
-/// travel), so it starts from nothing.
+/// The version a new build of `name` takes, reserved for it: past the live and previous
+/// versions, past every version built before and never swapped in (an interrupted
+/// rebuild, a time travel), so it starts from nothing, and past every version another
+/// build reserved, so that two builds started together never share one (and its tables).
 pub fn next_version(store: &dyn Store, name: &str) -> Result<u32, StoreError> {
     let mut conn = store.connect()?;
-    let mut tx = conn.begin(1)?;
-    position::migrate(tx.as_tx())?;
-    let (live, previous) = position::live_version(tx.as_tx(), name)?.unwrap_or((0, None));
-    let built = position::highest_built_version(tx.as_tx(), name)?;
-    tx.rollback()?;
-    Ok(live.max(previous.unwrap_or(0)).max(built.unwrap_or(0)) + 1)
+    loop {
+        let mut tx = conn.begin(1)?;
+        position::migrate(tx.as_tx())?;
+        let (live, previous) = position::live_version(tx.as_tx(), name)?.unwrap_or((0, None));
+        let built = position::highest_built_version(tx.as_tx(), name)?.unwrap_or(0);
+        let reserved = position::highest_reserved_version(tx.as_tx(), name)?.unwrap_or(0);
+        let version = live.max(previous.unwrap_or(0)).max(built).max(reserved) + 1;
+        // Two PostgreSQL transactions may read the same highest version: the first to
+        // commit gets it, the other inserts nothing and reads again.
+        if position::reserve_version(tx.as_tx(), name, version)? {
+            tx.commit()?;
+            return Ok(version);
+        }
+        tx.rollback()?;
+    }
 }
 
 /// The live and previous versions of `P`.

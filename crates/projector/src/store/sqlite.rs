@@ -43,7 +43,7 @@ impl super::Store for SqliteStore {
     fn connect(&self) -> Result<Box<dyn Connection>, StoreError> {
         let conn = rusqlite::Connection::open(&self.path).map_err(|e| StoreError::Connect(format!("{}: {e}", self.path)))?;
         conn.busy_timeout(self.busy_timeout).map_err(statement_error)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(statement_error)?;
+        wal(&conn, self.busy_timeout)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(statement_error)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Box::new(SqliteConnection { conn }))
@@ -218,6 +218,28 @@ impl rusqlite::ToSql for Value<'_> {
             Value::Text(v) => ToSqlOutput::Borrowed(ValueRef::Text(v.as_bytes())),
             Value::Bytes(v) => ToSqlOutput::Borrowed(ValueRef::Blob(v)),
         })
+    }
+}
+
+/// Puts the file in WAL mode (kept by the file, so done once). The switch needs the file
+/// to itself and SQLite answers BUSY at once instead of waiting through the busy handler,
+/// so connections opened together to a new file (two processes, or a build's threads)
+/// retry it for up to `patience`.
+fn wal(conn: &rusqlite::Connection, patience: Duration) -> Result<(), StoreError> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let mode = conn.pragma_query_value(None, "journal_mode", |row| row.get::<_, String>(0)).and_then(|mode| {
+            if mode.eq_ignore_ascii_case("wal") {
+                Ok(mode)
+            } else {
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))
+            }
+        });
+        match mode {
+            Ok(_) => return Ok(()),
+            Err(e) if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) && std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(statement_error(e)),
+        }
     }
 }
 

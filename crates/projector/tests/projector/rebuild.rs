@@ -271,3 +271,27 @@ async fn a_stop_point_past_the_end_of_the_log_is_waited_for() {
     let status = status.get();
     assert_eq!((status.applied_total, status.partitions.first().and_then(|p| p.position)), (5, Some(5)), "{status:?}");
 }
+
+/// Builds started together take versions of their own. Before, a version counted as
+/// taken only once its build stored a position, so builds started together (two
+/// operators, or a rebuild beside a time travel) took the same version: one set of view
+/// tables, one consumer group.
+#[tokio::test(flavor = "multi_thread")]
+async fn builds_started_together_take_versions_of_their_own() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(store_url) = fresh_store(backend).await else { continue };
+        let store = store::open(&store_url).expect("store");
+        let builds: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::task::spawn_blocking(move || herald_projector::views::next_version(&*store, "order_totals"))
+            })
+            .collect();
+        let mut taken = Vec::new();
+        for build in builds {
+            taken.push(build.await.expect("task").expect("a version"));
+        }
+        taken.sort_unstable();
+        assert_eq!(taken, (1..=8).collect::<Vec<u32>>(), "{store_url}");
+    }
+}

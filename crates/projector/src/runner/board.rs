@@ -29,11 +29,8 @@ pub(crate) struct Part {
     pub position: Option<i64>,
     pub block: Option<Block>,
     pub last_error: Option<String>,
-    /// Where this partition stops (stop-at modes): exclusive offset.
-    pub stop: Option<i64>,
-    /// The stop lay past the end of the log when the projector was built: the end of the
-    /// partition does not reach it, only records do.
-    pub stop_past_end: bool,
+    /// Where this partition stops (stop-at modes).
+    pub stop: Option<Stop>,
     /// A record at or past the stop point arrived, after every record before it was applied.
     pub passed_stop: bool,
     /// The client reported the end of the partition; the offset after the last record
@@ -53,8 +50,8 @@ impl Part {
         let position = self.position.unwrap_or(0);
         // A stop within the log is reached at its end too: its last offsets may be
         // transaction markers, never delivered.
-        let at_end = !self.stop_past_end && self.eof.is_some_and(|fetched| fetched.is_none_or(|f| self.position.is_some_and(|p| p >= f)));
-        position >= stop || self.passed_stop || at_end
+        let at_end = !stop.past_end && self.eof.is_some_and(|fetched| fetched.is_none_or(|f| self.position.is_some_and(|p| p >= f)));
+        position >= stop.offset || self.passed_stop || at_end
     }
 }
 
@@ -63,7 +60,8 @@ impl Part {
 pub(crate) struct Stop {
     /// Exclusive offset.
     pub offset: i64,
-    /// It lay past the end of the log when the projector was built (see [`Part::stop_past_end`]).
+    /// It lay past the end of the log when the projector was built: the end of the
+    /// partition does not reach it, only records do.
     pub past_end: bool,
 }
 
@@ -106,7 +104,7 @@ impl Board {
 
     pub(crate) fn assign(&self, partition: i32, position: Option<i64>) {
         let stop = self.stops().and_then(|s| s.get(&partition).copied());
-        self.lock().insert(partition, Part { position, stop: stop.map(|s| s.offset), stop_past_end: stop.is_some_and(|s| s.past_end), ..Part::default() });
+        self.lock().insert(partition, Part { position, stop, ..Part::default() });
     }
 
     pub(crate) fn revoke(&self, partition: i32) {

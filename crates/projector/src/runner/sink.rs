@@ -175,7 +175,7 @@ pub(crate) struct ProjectorPartition<F> {
 
 impl<F: EventFamily> ProjectorPartition<F> {
     fn past_stop(&self, record: &OwnedRecord) -> bool {
-        let stop = self.shared.board.lock().get(&self.partition).and_then(|p| p.stop);
+        let stop = self.shared.board.lock().get(&self.partition).and_then(|p| p.stop).map(|s| s.offset);
         let before = match (&self.shared.stop_at, record.timestamp().to_millis()) {
             (StopAt::Before(limit), Some(ts)) => ts < *limit,
             _ => true,

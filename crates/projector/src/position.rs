@@ -177,15 +177,12 @@ pub fn dead_letters(tx: &mut dyn Tx, key: &Key) -> Result<Vec<DeadLetterRow>, St
 /// or not), if any: a new build must not take one of these, or it would start from that
 /// version's positions and rows.
 pub fn highest_built_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<u32>, StoreError> {
-    let row = tx.query_opt(
+    max_version(
+        tx,
         "SELECT MAX(version) FROM (SELECT version FROM herald_positions WHERE projection = $1 \
          UNION ALL SELECT version FROM herald_dead_letters WHERE projection = $1) built",
-        &[Value::Text(projection)],
-    )?;
-    match row.and_then(|r| r.values.into_iter().next()) {
-        Some(crate::store::OwnedValue::Int(v)) => u32::try_from(v).map(Some).map_err(|e| StoreError::Type(e.to_string())),
-        _ => Ok(None),
-    }
+        projection,
+    )
 }
 
 /// Reserves `version` of `projection` for a build. Returns false, changing nothing, when
@@ -201,7 +198,13 @@ pub fn reserve_version(tx: &mut dyn Tx, projection: &str, version: u32) -> Resul
 
 /// The highest version of `projection` a build reserved, if any.
 pub fn highest_reserved_version(tx: &mut dyn Tx, projection: &str) -> Result<Option<u32>, StoreError> {
-    let row = tx.query_opt("SELECT MAX(version) FROM herald_builds WHERE projection = $1", &[Value::Text(projection)])?;
+    max_version(tx, "SELECT MAX(version) FROM herald_builds WHERE projection = $1", projection)
+}
+
+/// The version `sql` (a `MAX(version)` of `projection`, bound as `$1`) answers; `None`
+/// when it answers NULL (no row).
+fn max_version(tx: &mut dyn Tx, sql: &str, projection: &str) -> Result<Option<u32>, StoreError> {
+    let row = tx.query_opt(sql, &[Value::Text(projection)])?;
     match row.and_then(|r| r.values.into_iter().next()) {
         Some(crate::store::OwnedValue::Int(v)) => u32::try_from(v).map(Some).map_err(|e| StoreError::Type(e.to_string())),
         _ => Ok(None),

@@ -23,7 +23,6 @@ pub(crate) async fn prepare<F: EventFamily, P: Projection<F>>(store: Arc<dyn Sto
     let task = tokio::task::spawn_blocking(move || -> Result<u32, ProjectorError> {
         let mut conn = store.connect()?;
         let mut tx = conn.begin(1)?;
-        lock(tx.as_tx())?;
         position::migrate(tx.as_tx())?;
         let live = position::live_version(tx.as_tx(), P::NAME)?;
         tx.commit()?;
@@ -45,7 +44,8 @@ pub(crate) async fn prepare<F: EventFamily, P: Projection<F>>(store: Arc<dyn Sto
 }
 
 /// Serialises migrations of concurrent processes (PostgreSQL; SQLite's `BEGIN IMMEDIATE`
-/// already does).
+/// already does). [`position::migrate`] takes it; a projection's own migration takes it
+/// here.
 pub(crate) fn lock(tx: &mut dyn Tx) -> Result<(), StoreError> {
     if tx.kind() == "postgres" {
         tx.execute("SELECT pg_advisory_xact_lock(4242424242)", &[])?;
